@@ -1,0 +1,331 @@
+/* cpu_ops.c — the CPU backend: every op of kernels/ops.h in plain C, fp32 throughout.
+ *
+ * These functions are also the references the CUDA kernels are tested against, so they favour
+ * plain loops over cleverness. Two places are tuned because they dominate run time: the matmul
+ * (parallel over output rows, four tokens per weight-row pass so each weight byte is read once
+ * per four tokens; dot products in 8-wide vectors, cloned for AVX2+FMA where the CPU has it) and
+ * the attention (parallel over query rows × heads).
+ */
+#include "ops.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cpu_pool.h"
+
+struct cpu_ctx {
+    struct cpu_pool *pool;
+};
+
+/* ---- memory ------------------------------------------------------------------------------ */
+
+static void *cpu_alloc(void *ctx, size_t bytes)
+{
+    (void)ctx;
+    void *p = NULL;
+    if (posix_memalign(&p, 64, bytes ? bytes : 64) != 0) return NULL;
+    return p;
+}
+
+static void cpu_release(void *ctx, void *p)
+{
+    (void)ctx;
+    free(p);
+}
+
+static int cpu_copy(void *ctx, void *dst, const void *src, size_t bytes)
+{
+    (void)ctx;
+    if (bytes) memmove(dst, src, bytes);
+    return 0;
+}
+
+static int cpu_sync(void *ctx)
+{
+    (void)ctx;
+    return 0;
+}
+
+/* ---- elementwise ------------------------------------------------------------------------- */
+
+static void cpu_embed(void *ctx, void *xv, const void *tablev, const int *tokens, int n, int dim)
+{
+    (void)ctx;
+    float *x = xv;
+    const float *table = tablev;
+    for (int t = 0; t < n; t++)
+        memcpy(x + (size_t)t * dim, table + (size_t)tokens[t] * dim, sizeof(float) * (size_t)dim);
+}
+
+static void cpu_rmsnorm(void *ctx, void *outv, const void *xv, const void *wv, int n, int dim,
+                        float eps)
+{
+    (void)ctx;
+    float *out = outv;
+    const float *x = xv, *w = wv;
+    for (int t = 0; t < n; t++) {
+        const float *xr = x + (size_t)t * dim;
+        float *o = out + (size_t)t * dim;
+        double ss = 0;
+        for (int i = 0; i < dim; i++)
+            ss += (double)xr[i] * xr[i];
+        float inv = (float)(1.0 / sqrt(ss / dim + eps));
+        for (int i = 0; i < dim; i++)
+            o[i] = xr[i] * inv * w[i];
+    }
+}
+
+static void cpu_swiglu(void *ctx, void *outv, const void *gv, const void *uv, size_t n)
+{
+    (void)ctx;
+    float *out = outv;
+    const float *g = gv, *u = uv;
+    for (size_t i = 0; i < n; i++)
+        out[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
+static void cpu_add(void *ctx, void *xv, const void *yv, size_t n)
+{
+    (void)ctx;
+    float *x = xv;
+    const float *y = yv;
+    for (size_t i = 0; i < n; i++)
+        x[i] += y[i];
+}
+
+static void cpu_gather_rows(void *ctx, void *dstv, const void *srcv, const int *rows, int n_rows,
+                            int dim)
+{
+    (void)ctx;
+    float *dst = dstv;
+    const float *src = srcv;
+    for (int r = 0; r < n_rows; r++)
+        memmove(dst + (size_t)r * dim, src + (size_t)rows[r] * dim, sizeof(float) * (size_t)dim);
+}
+
+/* rotate_half RoPE: pairs (i, i + d/2) of each head turn by pos * freqs[i]. */
+static void rope_rows(float *x, int n_heads, int head_dim, int pos, const float *freqs)
+{
+    int half = head_dim / 2;
+    for (int i = 0; i < half; i++) {
+        float angle = (float)pos * freqs[i];
+        float c = cosf(angle), s = sinf(angle);
+        for (int h = 0; h < n_heads; h++) {
+            float *r = x + (size_t)h * head_dim;
+            float a = r[i], b = r[i + half];
+            r[i] = a * c - b * s;
+            r[i + half] = b * c + a * s;
+        }
+    }
+}
+
+static void cpu_rope(void *ctx, void *qv, void *kv, const int *pos, int n, int n_heads,
+                     int n_kv_heads, int head_dim, const void *freqsv)
+{
+    (void)ctx;
+    float *q = qv, *k = kv;
+    const float *freqs = freqsv;
+    for (int t = 0; t < n; t++) {
+        rope_rows(q + (size_t)t * n_heads * head_dim, n_heads, head_dim, pos[t], freqs);
+        rope_rows(k + (size_t)t * n_kv_heads * head_dim, n_kv_heads, head_dim, pos[t], freqs);
+    }
+}
+
+static void cpu_kv_write(void *ctx, void *k_pool, void *v_pool, const void *k, const void *v,
+                         const int *slots, int n, int kv_dim)
+{
+    (void)ctx;
+    float *kp = k_pool, *vp = v_pool;
+    const float *kr = k, *vr = v;
+    for (int t = 0; t < n; t++) {
+        memcpy(kp + (size_t)slots[t] * kv_dim, kr + (size_t)t * kv_dim, sizeof(float) * kv_dim);
+        memcpy(vp + (size_t)slots[t] * kv_dim, vr + (size_t)t * kv_dim, sizeof(float) * kv_dim);
+    }
+}
+
+/* ---- matmul ------------------------------------------------------------------------------ */
+
+typedef float v8f __attribute__((vector_size(32)));
+
+#define V8F_SUM(v) (((v)[0] + (v)[1]) + ((v)[2] + (v)[3]) + (((v)[4] + (v)[5]) + ((v)[6] + (v)[7])))
+
+/* Four dot products of one weight row w (len k) with rows x0..x3. */
+__attribute__((target_clones("arch=x86-64-v3", "default"))) static void
+dot4(const float *w, const float *x0, const float *x1, const float *x2, const float *x3, int k,
+     float *out)
+{
+    v8f a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+    int i = 0;
+    for (; i + 8 <= k; i += 8) {
+        v8f wv, xv;
+        memcpy(&wv, w + i, sizeof wv);
+        memcpy(&xv, x0 + i, sizeof xv);
+        a0 += wv * xv;
+        memcpy(&xv, x1 + i, sizeof xv);
+        a1 += wv * xv;
+        memcpy(&xv, x2 + i, sizeof xv);
+        a2 += wv * xv;
+        memcpy(&xv, x3 + i, sizeof xv);
+        a3 += wv * xv;
+    }
+    float s0 = V8F_SUM(a0), s1 = V8F_SUM(a1), s2 = V8F_SUM(a2), s3 = V8F_SUM(a3);
+    for (; i < k; i++) {
+        s0 += w[i] * x0[i];
+        s1 += w[i] * x1[i];
+        s2 += w[i] * x2[i];
+        s3 += w[i] * x3[i];
+    }
+    out[0] = s0;
+    out[1] = s1;
+    out[2] = s2;
+    out[3] = s3;
+}
+
+struct matmul_job {
+    float *out;
+    const float *x, *w;
+    int n, in_dim, out_dim;
+};
+
+static void matmul_rows(void *arg, size_t begin, size_t end)
+{
+    const struct matmul_job *j = arg;
+    float r[4];
+    for (size_t o = begin; o < end; o++) {
+        const float *wr = j->w + o * (size_t)j->in_dim;
+        int t = 0;
+        for (; t + 4 <= j->n; t += 4) {
+            const float *x0 = j->x + (size_t)t * j->in_dim;
+            dot4(wr, x0, x0 + j->in_dim, x0 + 2 * (size_t)j->in_dim, x0 + 3 * (size_t)j->in_dim,
+                 j->in_dim, r);
+            for (int u = 0; u < 4; u++)
+                j->out[(size_t)(t + u) * j->out_dim + o] = r[u];
+        }
+        for (; t < j->n; t++) {
+            const float *x0 = j->x + (size_t)t * j->in_dim;
+            dot4(wr, x0, x0, x0, x0, j->in_dim, r);
+            j->out[(size_t)t * j->out_dim + o] = r[0];
+        }
+    }
+}
+
+static void cpu_matmul(void *ctx, void *out, const void *x, const void *w, int n, int in_dim,
+                       int out_dim)
+{
+    struct cpu_ctx *c = ctx;
+    struct matmul_job j = {out, x, w, n, in_dim, out_dim};
+    cpu_pool_for(c ? c->pool : NULL, (size_t)out_dim, 16, matmul_rows, &j);
+}
+
+/* ---- attention --------------------------------------------------------------------------- */
+
+struct attn_job {
+    float *out;
+    const float *q, *k_pool, *v_pool;
+    const struct attn_batch *b;
+};
+
+/* One (query row, head) pair: scores over the visible keys, fp32 softmax, weighted V sum. */
+static void attn_rows(void *arg, size_t begin, size_t end)
+{
+    const struct attn_job *j = arg;
+    const struct attn_batch *b = j->b;
+    int hd = b->head_dim, group = b->n_heads / b->n_kv_heads;
+    size_t kv_dim = (size_t)b->n_kv_heads * hd;
+    float *sc = malloc(sizeof(float) * (size_t)(b->max_kv_len > 0 ? b->max_kv_len : 1));
+    if (!sc) return; /* rows stay as poisoned by the caller; the forward checks allocations */
+    for (size_t r = begin; r < end; r++) {
+        int row = (int)(r / b->n_heads), h = (int)(r % b->n_heads);
+        int s = 0;
+        while (b->q_start[s + 1] <= row)
+            s++;
+        int n_q = b->q_start[s + 1] - b->q_start[s];
+        int kv_len = b->kv_len[s];
+        int pos = kv_len - n_q + (row - b->q_start[s]);
+        int n_vis = b->causal ? pos + 1 : kv_len;
+        const int *pages = b->block_table + (size_t)s * b->max_pages;
+        const float *qr = j->q + ((size_t)row * b->n_heads + h) * hd;
+        int kvh = h / group;
+        float mx = -INFINITY;
+        for (int t = 0; t < n_vis; t++) {
+            size_t slot = (size_t)pages[t / b->page_size] * b->page_size + t % b->page_size;
+            const float *kr = j->k_pool + slot * kv_dim + (size_t)kvh * hd;
+            float d = 0;
+            for (int i = 0; i < hd; i++)
+                d += qr[i] * kr[i];
+            sc[t] = d * b->scale;
+            if (sc[t] > mx) mx = sc[t];
+        }
+        float sum = 0;
+        for (int t = 0; t < n_vis; t++) {
+            sc[t] = expf(sc[t] - mx);
+            sum += sc[t];
+        }
+        float *o = j->out + ((size_t)row * b->n_heads + h) * hd;
+        for (int i = 0; i < hd; i++)
+            o[i] = 0;
+        for (int t = 0; t < n_vis; t++) {
+            size_t slot = (size_t)pages[t / b->page_size] * b->page_size + t % b->page_size;
+            const float *vr = j->v_pool + slot * kv_dim + (size_t)kvh * hd;
+            float p = sc[t] / sum;
+            for (int i = 0; i < hd; i++)
+                o[i] += p * vr[i];
+        }
+    }
+    free(sc);
+}
+
+static void cpu_attention(void *ctx, void *out, const void *q, const void *k_pool,
+                          const void *v_pool, const struct attn_batch *b)
+{
+    struct cpu_ctx *c = ctx;
+    size_t rows = (size_t)b->q_start[b->n_seqs] * b->n_heads;
+    struct attn_job j = {out, q, k_pool, v_pool, b};
+    cpu_pool_for(c ? c->pool : NULL, rows, 1, attn_rows, &j);
+}
+
+/* ---- table ------------------------------------------------------------------------------- */
+
+static const struct fg_ops cpu_table = {
+    .name = "cpu",
+    .alloc = cpu_alloc,
+    .release = cpu_release,
+    .upload = cpu_copy,
+    .download = cpu_copy,
+    .sync = cpu_sync,
+    .embed = cpu_embed,
+    .rmsnorm = cpu_rmsnorm,
+    .matmul = cpu_matmul,
+    .rope = cpu_rope,
+    .kv_write = cpu_kv_write,
+    .attention = cpu_attention,
+    .swiglu = cpu_swiglu,
+    .add = cpu_add,
+    .gather_rows = cpu_gather_rows,
+};
+
+const struct fg_ops *cpu_ops(void)
+{
+    return &cpu_table;
+}
+
+void *cpu_ops_create(int n_threads)
+{
+    struct cpu_ctx *c = calloc(1, sizeof(*c));
+    if (!c) return NULL;
+    c->pool = cpu_pool_create(n_threads);
+    if (!c->pool) {
+        free(c);
+        return NULL;
+    }
+    return c;
+}
+
+void cpu_ops_destroy(void *ctx)
+{
+    struct cpu_ctx *c = ctx;
+    if (!c) return;
+    cpu_pool_destroy(c->pool);
+    free(c);
+}

@@ -1,0 +1,136 @@
+/* cpu_pool.c — worker threads that sleep on a condition variable between parallel loops.
+ * A generation counter tells workers a new loop has started; a countdown tells the caller
+ * that every chunk has finished. */
+#include "cpu_pool.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+struct cpu_pool {
+    int n_threads; /* including the caller */
+    pthread_t *threads;
+    pthread_mutex_t mu;
+    pthread_cond_t wake, done;
+    unsigned long generation;
+    int pending; /* workers still running the current loop */
+    int stop;
+    /* the current loop */
+    cpu_pool_fn fn;
+    void *arg;
+    size_t n, chunk;
+};
+
+struct worker_arg {
+    struct cpu_pool *p;
+    int index;
+};
+
+static void pool_run_chunk(struct cpu_pool *p, int index)
+{
+    size_t begin = (size_t)index * p->chunk;
+    size_t end = begin + p->chunk;
+    if (end > p->n) end = p->n;
+    if (begin < end) p->fn(p->arg, begin, end);
+}
+
+static void *pool_worker(void *varg)
+{
+    struct worker_arg *wa = varg;
+    struct cpu_pool *p = wa->p;
+    int index = wa->index;
+    free(wa);
+    unsigned long seen = 0;
+    pthread_mutex_lock(&p->mu);
+    for (;;) {
+        while (!p->stop && p->generation == seen)
+            pthread_cond_wait(&p->wake, &p->mu);
+        if (p->stop) break;
+        seen = p->generation;
+        pthread_mutex_unlock(&p->mu);
+        pool_run_chunk(p, index);
+        pthread_mutex_lock(&p->mu);
+        if (--p->pending == 0) pthread_cond_signal(&p->done);
+    }
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+}
+
+struct cpu_pool *cpu_pool_create(int n_threads)
+{
+    if (n_threads <= 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        n_threads = n > 0 ? (int)n : 1;
+    }
+    struct cpu_pool *p = calloc(1, sizeof(*p));
+    if (!p) return NULL;
+    p->n_threads = 1;
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->wake, NULL);
+    pthread_cond_init(&p->done, NULL);
+    p->threads = calloc((size_t)n_threads, sizeof(pthread_t));
+    if (!p->threads) {
+        cpu_pool_destroy(p);
+        return NULL;
+    }
+    for (int i = 1; i < n_threads; i++) {
+        struct worker_arg *wa = malloc(sizeof(*wa));
+        if (!wa) break;
+        wa->p = p;
+        wa->index = i;
+        if (pthread_create(&p->threads[i], NULL, pool_worker, wa) != 0) {
+            free(wa);
+            break;
+        }
+        p->n_threads++;
+    }
+    return p;
+}
+
+void cpu_pool_destroy(struct cpu_pool *p)
+{
+    if (!p) return;
+    pthread_mutex_lock(&p->mu);
+    p->stop = 1;
+    pthread_cond_broadcast(&p->wake);
+    pthread_mutex_unlock(&p->mu);
+    for (int i = 1; i < p->n_threads; i++)
+        pthread_join(p->threads[i], NULL);
+    pthread_mutex_destroy(&p->mu);
+    pthread_cond_destroy(&p->wake);
+    pthread_cond_destroy(&p->done);
+    free(p->threads);
+    free(p);
+}
+
+int cpu_pool_size(const struct cpu_pool *p)
+{
+    return p ? p->n_threads : 1;
+}
+
+void cpu_pool_for(struct cpu_pool *p, size_t n, size_t grain, cpu_pool_fn fn, void *arg)
+{
+    if (n == 0) return;
+    if (grain == 0) grain = 1;
+    int nt = p ? p->n_threads : 1;
+    if (nt == 1 || n <= grain) {
+        fn(arg, 0, n);
+        return;
+    }
+    size_t chunk = (n + (size_t)nt - 1) / (size_t)nt;
+    chunk = (chunk + grain - 1) / grain * grain;
+    pthread_mutex_lock(&p->mu);
+    p->fn = fn;
+    p->arg = arg;
+    p->n = n;
+    p->chunk = chunk;
+    p->pending = nt - 1;
+    p->generation++;
+    pthread_cond_broadcast(&p->wake);
+    pthread_mutex_unlock(&p->mu);
+    pool_run_chunk(p, 0);
+    pthread_mutex_lock(&p->mu);
+    while (p->pending > 0)
+        pthread_cond_wait(&p->done, &p->mu);
+    pthread_mutex_unlock(&p->mu);
+}

@@ -1,0 +1,36 @@
+/* decode_attention.h — split-K paged decode attention (flash-decoding), called through the
+ * selector of kernels/attention.h; not for direct use by the forward pass.
+ *
+ * Rows of one sequence = its query tokens × the GQA group, at most DECODE_MAX_ROWS (one 16-row
+ * mma tile). The context is cut into n_splits parts per (sequence, KV head), each part one
+ * thread block whose 4 warps take turns over 16-key tiles; a part writes its normalised output
+ * and log-sum-exp to the workspace and a merge kernel combines them (n_splits 1 writes the output
+ * directly).
+ */
+#ifndef FG_DECODE_ATTENTION_H
+#define FG_DECODE_ATTENTION_H
+
+#include <stddef.h>
+
+#include "attention.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define DECODE_MAX_ROWS 16
+
+/* 1 when the decode kernel serves a's shape (dtype, head dim, rows per sequence). */
+int decode_attn_supported(const struct attn_args *a);
+/* Split count the heuristic picks for a (ignores the workspace); at least 1. */
+int decode_attn_splits(const struct attn_args *a);
+/* Workspace bytes for n_splits parts. */
+size_t decode_attn_workspace_bytes(const struct attn_args *a, int n_splits);
+/* Launch; n_splits is a->n_splits or the heuristic, lowered to what the workspace holds. */
+int decode_attn_launch(const struct attn_args *a, char *err, size_t errlen);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,79 @@
+/* ops.h — the op interface: every op of the forward pass as one table per backend.
+ *
+ * The forward pass (model/forward.c) is written once against this table. The CPU backend
+ * (kernels/cpu_ops.c) implements each op in plain C with threads; it is also the reference the
+ * CUDA kernels are tested against. All buffer arguments are backend memory (host memory for the
+ * CPU, device memory for CUDA), including the small int arrays (tokens, positions, page tables);
+ * use upload/download to move data. Activations are fp32 on the CPU backend.
+ *
+ * Layouts (row-major, innermost last):
+ *   x, out of token ops         (n_tokens, dim)
+ *   weights of matmul           (out_dim, in_dim)  — y = x Wᵀ, like torch.nn.Linear
+ *   q                           (n_tokens, n_heads, head_dim)
+ *   k, v (new rows)             (n_tokens, n_kv_heads, head_dim)
+ *   K/V page pool of one layer  (n_pages, page_size, n_kv_heads, head_dim)
+ */
+#ifndef FG_OPS_H
+#define FG_OPS_H
+
+#include <stddef.h>
+
+/* A varlen batch of sequences whose keys and values live in a paged cache. Sequence s owns query
+ * rows q_start[s] .. q_start[s+1]-1; those are its newest tokens, so query row i of s sits at
+ * absolute position kv_len[s] - n_q(s) + i and (when causal) sees keys 0 .. that position. */
+struct attn_batch {
+    int n_seqs;
+    const int *q_start;     /* (n_seqs + 1) cumulative query offsets */
+    const int *kv_len;      /* (n_seqs) tokens in the cache for each sequence, new ones included */
+    const int *block_table; /* (n_seqs, max_pages) page ids, row stride max_pages */
+    int max_pages;
+    int page_size;
+    int n_heads, n_kv_heads, head_dim;
+    float scale; /* usually 1/sqrt(head_dim) */
+    int causal;
+    int max_q_len, max_kv_len; /* maxima over the batch, for launch shapes (host values) */
+    /* Host copies of q_start and kv_len, for backends that plan launches on the host; may be
+     * NULL on the CPU backend, which reads the arrays above directly. */
+    const int *host_q_start, *host_kv_len;
+};
+
+struct fg_ops {
+    const char *name; /* "cpu", "cuda" */
+
+    void *(*alloc)(void *ctx, size_t bytes); /* NULL on failure */
+    void (*release)(void *ctx, void *p);     /* accepts NULL */
+    int (*upload)(void *ctx, void *dst, const void *src, size_t bytes);
+    int (*download)(void *ctx, void *dst, const void *src, size_t bytes);
+    int (*sync)(void *ctx); /* wait for queued work; returns -1 on a device error */
+
+    /* x[t] = table[tokens[t]] */
+    void (*embed)(void *ctx, void *x, const void *table, const int *tokens, int n, int dim);
+    /* out[t] = x[t] / sqrt(mean(x[t]^2) + eps) * w */
+    void (*rmsnorm)(void *ctx, void *out, const void *x, const void *w, int n, int dim, float eps);
+    /* out (n, out_dim) = x (n, in_dim) · wᵀ, w (out_dim, in_dim) */
+    void (*matmul)(void *ctx, void *out, const void *x, const void *w, int n, int in_dim,
+                   int out_dim);
+    /* rotate_half RoPE in place on q and k at absolute positions pos[t]; freqs (head_dim/2) */
+    void (*rope)(void *ctx, void *q, void *k, const int *pos, int n, int n_heads, int n_kv_heads,
+                 int head_dim, const void *freqs);
+    /* store new k/v rows at slots[t] = page * page_size + offset of the layer's pools */
+    void (*kv_write)(void *ctx, void *k_pool, void *v_pool, const void *k, const void *v,
+                     const int *slots, int n, int kv_dim);
+    /* out (n_q_total, n_heads, head_dim) = softmax(q kᵀ · scale) v over the paged cache */
+    void (*attention)(void *ctx, void *out, const void *q, const void *k_pool, const void *v_pool,
+                      const struct attn_batch *b);
+    /* out = silu(gate) * up, elementwise over n values */
+    void (*swiglu)(void *ctx, void *out, const void *gate, const void *up, size_t n);
+    /* x += y over n values */
+    void (*add)(void *ctx, void *x, const void *y, size_t n);
+    /* dst[r] = src[rows[r]] for r < n_rows, rows of `dim` values (gathers last-token rows) */
+    void (*gather_rows)(void *ctx, void *dst, const void *src, const int *rows, int n_rows,
+                        int dim);
+};
+
+/* The CPU backend. ctx from cpu_ops_create (n_threads 0 = all cores). */
+const struct fg_ops *cpu_ops(void);
+void *cpu_ops_create(int n_threads);
+void cpu_ops_destroy(void *ctx);
+
+#endif

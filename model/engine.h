@@ -1,0 +1,49 @@
+/* engine.h — one loaded model on one backend: weights in backend memory, the paged KV-cache and
+ * the forward state. The CLI and the server's worker thread drive it; whichever thread opened
+ * the engine is its only user (the device belongs to that thread).
+ */
+#ifndef FG_ENGINE_H
+#define FG_ENGINE_H
+
+#include <stddef.h>
+
+#include "forward.h"
+#include "kv_cache.h"
+#include "model.h"
+#include "tokenizer.h"
+
+enum engine_device {
+    ENGINE_DEVICE_AUTO = 0,
+    ENGINE_DEVICE_CPU = 1,
+    ENGINE_DEVICE_CUDA = 2,
+};
+
+struct engine_opts {
+    const char *model_path;
+    enum engine_device device;
+    int n_threads;        /* CPU backend threads; 0 = all cores */
+    size_t kv_cache_bytes;/* KV pool size; 0 = derive (kv_fraction on a GPU, 512 MiB on the CPU) */
+    float kv_fraction;    /* GPU: fraction of free memory after weights for the KV pool */
+    int page_size;        /* tokens per KV page; 0 = 16 */
+    int max_batch_tokens; /* tokens per forward call; 0 = 512 */
+    int max_batch_seqs;   /* sequences per forward call; 0 = 64 */
+    model_progress_fn progress;
+    void *progress_user;
+};
+
+struct engine {
+    struct model *model;
+    struct chat_template chat;
+    const struct fg_ops *ops;
+    void *ops_ctx;
+    struct kv_cache kv;
+    struct fwd_state *fwd;
+    int max_batch_tokens, max_batch_seqs;
+    char device[16]; /* "cpu" or "cuda" */
+};
+
+void engine_opts_default(struct engine_opts *o);
+int engine_open(const struct engine_opts *o, struct engine **out, char *err, size_t errlen);
+void engine_close(struct engine *e); /* accepts NULL */
+
+#endif

@@ -1,0 +1,237 @@
+/* forward.c — the Llama forward pass over a mixed batch, once, against struct fg_ops.
+ *
+ * Per step, for all T new tokens of all sequences at once (rows of one activation matrix):
+ *   x = E[tokens]
+ *   per layer:  h = rmsnorm(x) ; q,k,v = h Wqᵀ, h Wkᵀ, h Wvᵀ ; rope(q, k, pos)
+ *               cache[k,v] at slots ; a = attention(q, paged cache) ; x += a Woᵀ
+ *               h = rmsnorm(x) ; x += (silu(h Wgᵀ) * h Wuᵀ) Wdᵀ
+ *   logits = rmsnorm(x[last row of each sequence]) Woutᵀ
+ * Only the last row of each sequence reaches the output head, so a 512-token prefill costs one
+ * row of the (vocab × dim) head, not 512.
+ */
+#include "forward.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/ops.h"
+#include "model.h"
+
+struct fwd_state {
+    const struct model_config *cfg;
+    const struct model_weights *w;
+    const struct fg_ops *ops;
+    void *ctx;
+    struct kv_cache *kv;
+    int max_tokens, max_seqs, max_pages; /* max_pages: block-table row length */
+
+    /* activations, backend memory */
+    void *x;      /* (max_tokens, dim) residual stream */
+    void *h;      /* (max_tokens, dim) normed input of a sub-block */
+    void *q;      /* (max_tokens, n_heads * head_dim) */
+    void *k, *v;  /* (max_tokens, n_kv_heads * head_dim) */
+    void *att;    /* (max_tokens, n_heads * head_dim) attention output */
+    void *o;      /* (max_tokens, dim) projection output */
+    void *gate;   /* (max_tokens, ffn_dim) */
+    void *up;     /* (max_tokens, ffn_dim) */
+    void *last;   /* (max_seqs, dim) last row of each sequence */
+    void *logits; /* (max_seqs, vocab) */
+    /* step description, backend memory, and its host staging copy */
+    int *d_ints, *h_ints; /* tokens | pos | slots (max_tokens each) | q_start (max_seqs+1) |
+                             kv_len (max_seqs) | rows (max_seqs) | block table (max_seqs×max_pages) */
+    size_t n_ints;
+};
+
+static size_t act_bytes(const struct fwd_state *st, size_t elems)
+{
+    (void)st;
+    return elems * sizeof(float);
+}
+
+void fwd_free(struct fwd_state *st)
+{
+    if (!st) return;
+    void *bufs[] = {st->x, st->h,  st->q,    st->k,    st->v,      st->att,
+                    st->o, st->gate, st->up, st->last, st->logits, st->d_ints};
+    for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++)
+        if (bufs[i]) st->ops->release(st->ctx, bufs[i]);
+    free(st->h_ints);
+    free(st);
+}
+
+int fwd_init(struct fwd_state **out, const struct model_config *cfg, const struct model_weights *w,
+             const struct fg_ops *ops, void *ops_ctx, struct kv_cache *kv, int max_tokens,
+             int max_seqs, char *err, size_t errlen)
+{
+    *out = NULL;
+    if (max_tokens <= 0 || max_seqs <= 0) {
+        snprintf(err, errlen, "forward: max_tokens and max_seqs must be positive");
+        return -1;
+    }
+    struct fwd_state *st = calloc(1, sizeof(*st));
+    if (!st) {
+        snprintf(err, errlen, "forward: out of memory");
+        return -1;
+    }
+    st->cfg = cfg;
+    st->w = w;
+    st->ops = ops;
+    st->ctx = ops_ctx;
+    st->kv = kv;
+    st->max_tokens = max_tokens;
+    st->max_seqs = max_seqs;
+    st->max_pages = (cfg->max_seq_len + kv->page_size - 1) / kv->page_size;
+    size_t T = (size_t)max_tokens, S = (size_t)max_seqs;
+    size_t qd = (size_t)cfg->n_heads * cfg->head_dim, kvd = (size_t)cfg->n_kv_heads * cfg->head_dim;
+    st->x = ops->alloc(ops_ctx, act_bytes(st, T * cfg->dim));
+    st->h = ops->alloc(ops_ctx, act_bytes(st, T * cfg->dim));
+    st->q = ops->alloc(ops_ctx, act_bytes(st, T * qd));
+    st->k = ops->alloc(ops_ctx, act_bytes(st, T * kvd));
+    st->v = ops->alloc(ops_ctx, act_bytes(st, T * kvd));
+    st->att = ops->alloc(ops_ctx, act_bytes(st, T * qd));
+    st->o = ops->alloc(ops_ctx, act_bytes(st, T * cfg->dim));
+    st->gate = ops->alloc(ops_ctx, act_bytes(st, T * cfg->ffn_dim));
+    st->up = ops->alloc(ops_ctx, act_bytes(st, T * cfg->ffn_dim));
+    st->last = ops->alloc(ops_ctx, act_bytes(st, S * cfg->dim));
+    st->logits = ops->alloc(ops_ctx, act_bytes(st, S * cfg->vocab_size));
+    st->n_ints = 3 * T + (S + 1) + 2 * S + S * (size_t)st->max_pages;
+    st->d_ints = ops->alloc(ops_ctx, st->n_ints * sizeof(int));
+    st->h_ints = calloc(st->n_ints, sizeof(int));
+    if (!st->x || !st->h || !st->q || !st->k || !st->v || !st->att || !st->o || !st->gate ||
+        !st->up || !st->last || !st->logits || !st->d_ints || !st->h_ints) {
+        snprintf(err, errlen, "forward: cannot allocate activations for %d tokens, %d sequences",
+                 max_tokens, max_seqs);
+        fwd_free(st);
+        return -1;
+    }
+    *out = st;
+    return 0;
+}
+
+int fwd_run(struct fwd_state *st, const struct fwd_seq *seqs, int n_seqs, float *logits,
+            char *err, size_t errlen)
+{
+    const struct model_config *c = st->cfg;
+    const struct fg_ops *ops = st->ops;
+    void *ctx = st->ctx;
+    struct kv_cache *kv = st->kv;
+    if (n_seqs <= 0 || n_seqs > st->max_seqs) {
+        snprintf(err, errlen, "forward: %d sequences (limit %d)", n_seqs, st->max_seqs);
+        return -1;
+    }
+
+    /* Host description of the step. */
+    int T = 0, max_q = 0, max_kv = 0;
+    for (int s = 0; s < n_seqs; s++) {
+        const struct fwd_seq *q = &seqs[s];
+        int total = q->kv->n_tokens + q->n_tokens;
+        if (q->n_tokens <= 0) {
+            snprintf(err, errlen, "forward: sequence %d has no new tokens", s);
+            return -1;
+        }
+        if (total > c->max_seq_len) {
+            snprintf(err, errlen, "forward: sequence %d reaches %d tokens (context %d)", s, total,
+                     c->max_seq_len);
+            return -1;
+        }
+        if (q->kv->n_pages * kv->page_size < total) {
+            snprintf(err, errlen, "forward: sequence %d has pages for %d tokens, needs %d", s,
+                     q->kv->n_pages * kv->page_size, total);
+            return -1;
+        }
+        for (int i = 0; i < q->n_tokens; i++)
+            if (q->tokens[i] < 0 || q->tokens[i] >= c->vocab_size) {
+                snprintf(err, errlen, "forward: token id %d out of range", q->tokens[i]);
+                return -1;
+            }
+        T += q->n_tokens;
+        if (q->n_tokens > max_q) max_q = q->n_tokens;
+        if (total > max_kv) max_kv = total;
+    }
+    if (T > st->max_tokens) {
+        snprintf(err, errlen, "forward: %d tokens in one step (limit %d)", T, st->max_tokens);
+        return -1;
+    }
+    size_t MT = (size_t)st->max_tokens, MS = (size_t)st->max_seqs;
+    int *tokens = st->h_ints, *pos = tokens + MT, *slots = pos + MT, *q_start = slots + MT;
+    int *kv_len = q_start + MS + 1, *rows = kv_len + MS, *table = rows + MS;
+    int t = 0;
+    q_start[0] = 0;
+    for (int s = 0; s < n_seqs; s++) {
+        const struct fwd_seq *q = &seqs[s];
+        for (int i = 0; i < q->n_tokens; i++, t++) {
+            int p = q->kv->n_tokens + i;
+            tokens[t] = q->tokens[i];
+            pos[t] = p;
+            slots[t] = q->kv->pages[p / kv->page_size] * kv->page_size + p % kv->page_size;
+        }
+        q_start[s + 1] = t;
+        kv_len[s] = q->kv->n_tokens + q->n_tokens;
+        rows[s] = t - 1;
+        int np = kv_cache_pages_for(kv, kv_len[s]);
+        memcpy(table + (size_t)s * st->max_pages, q->kv->pages, sizeof(int) * (size_t)np);
+    }
+    if (ops->upload(ctx, st->d_ints, st->h_ints, st->n_ints * sizeof(int)) != 0) {
+        snprintf(err, errlen, "forward: upload of the step description failed");
+        return -1;
+    }
+    int *d_tokens = st->d_ints, *d_pos = d_tokens + MT, *d_slots = d_pos + MT;
+    int *d_q_start = d_slots + MT, *d_kv_len = d_q_start + MS + 1, *d_rows = d_kv_len + MS;
+    int *d_table = d_rows + MS;
+
+    struct attn_batch ab = {
+        .n_seqs = n_seqs,
+        .q_start = d_q_start,
+        .kv_len = d_kv_len,
+        .block_table = d_table,
+        .max_pages = st->max_pages,
+        .page_size = kv->page_size,
+        .n_heads = c->n_heads,
+        .n_kv_heads = c->n_kv_heads,
+        .head_dim = c->head_dim,
+        .scale = 1.0f / sqrtf((float)c->head_dim),
+        .causal = 1,
+        .max_q_len = max_q,
+        .max_kv_len = max_kv,
+        .host_q_start = q_start,
+        .host_kv_len = kv_len,
+    };
+    int D = c->dim, F = c->ffn_dim;
+    int QD = c->n_heads * c->head_dim, KVD = c->n_kv_heads * c->head_dim;
+    const struct model_weights *w = st->w;
+
+    ops->embed(ctx, st->x, w->tok_embd, d_tokens, T, D);
+    for (int l = 0; l < c->n_layers; l++) {
+        const struct model_layer *L = &w->layers[l];
+        ops->rmsnorm(ctx, st->h, st->x, L->attn_norm, T, D, c->rms_eps);
+        ops->matmul(ctx, st->q, st->h, L->wq, T, D, QD);
+        ops->matmul(ctx, st->k, st->h, L->wk, T, D, KVD);
+        ops->matmul(ctx, st->v, st->h, L->wv, T, D, KVD);
+        ops->rope(ctx, st->q, st->k, d_pos, T, c->n_heads, c->n_kv_heads, c->head_dim,
+                  w->rope_freqs);
+        ops->kv_write(ctx, kv->k[l], kv->v[l], st->k, st->v, d_slots, T, KVD);
+        ops->attention(ctx, st->att, st->q, kv->k[l], kv->v[l], &ab);
+        ops->matmul(ctx, st->o, st->att, L->wo, T, QD, D);
+        ops->add(ctx, st->x, st->o, (size_t)T * D);
+        ops->rmsnorm(ctx, st->h, st->x, L->ffn_norm, T, D, c->rms_eps);
+        ops->matmul(ctx, st->gate, st->h, L->w_gate, T, D, F);
+        ops->matmul(ctx, st->up, st->h, L->w_up, T, D, F);
+        ops->swiglu(ctx, st->gate, st->gate, st->up, (size_t)T * F);
+        ops->matmul(ctx, st->o, st->gate, L->w_down, T, F, D);
+        ops->add(ctx, st->x, st->o, (size_t)T * D);
+    }
+    ops->gather_rows(ctx, st->h, st->x, d_rows, n_seqs, D);
+    ops->rmsnorm(ctx, st->last, st->h, w->out_norm, n_seqs, D, c->rms_eps);
+    ops->matmul(ctx, st->logits, st->last, w->output, n_seqs, D, c->vocab_size);
+    if (ops->download(ctx, logits, st->logits,
+                      act_bytes(st, (size_t)n_seqs * c->vocab_size)) != 0 ||
+        ops->sync(ctx) != 0) {
+        snprintf(err, errlen, "forward: device error");
+        return -1;
+    }
+    for (int s = 0; s < n_seqs; s++)
+        seqs[s].kv->n_tokens += seqs[s].n_tokens;
+    return 0;
+}

@@ -1,0 +1,36 @@
+/* forward.h — the Llama forward pass over a mixed batch, written once against struct fg_ops.
+ *
+ * One call runs any mix of prefill chunks and decode tokens: each sequence brings n_tokens new
+ * tokens starting at position kv->n_tokens; their K/V rows are appended to the paged cache and
+ * the logits of each sequence's last new token are returned. Called by the worker thread only.
+ */
+#ifndef FG_FORWARD_H
+#define FG_FORWARD_H
+
+#include "kv_cache.h"
+
+struct model_config;
+struct model_weights;
+struct fg_ops;
+
+struct fwd_seq {
+    const int *tokens; /* (n_tokens) new tokens */
+    int n_tokens;
+    struct kv_seq *kv; /* block table; n_tokens of it already cached; must have room reserved */
+};
+
+struct fwd_state;
+
+/* W holds the weights in backend memory (for the CPU backend, the model's own host weights).
+ * MAX_TOKENS bounds the tokens of one call (sizes the activation buffers); MAX_SEQS the
+ * sequences. CFG and W must outlive the state. */
+int fwd_init(struct fwd_state **out, const struct model_config *cfg, const struct model_weights *w,
+             const struct fg_ops *ops, void *ops_ctx, struct kv_cache *kv, int max_tokens,
+             int max_seqs, char *err, size_t errlen);
+void fwd_free(struct fwd_state *st);
+/* Run one step. LOGITS (host, (n_seqs, vocab)) receives each sequence's last-token logits.
+ * Advances each kv->n_tokens by its n_tokens. Returns 0, or -1 with err written. */
+int fwd_run(struct fwd_state *st, const struct fwd_seq *seqs, int n_seqs, float *logits,
+            char *err, size_t errlen);
+
+#endif

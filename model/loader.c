@@ -1,0 +1,874 @@
+/* loader.c — model_load: GGUF or Hugging Face checkpoint → struct model (fp32 host weights in one
+ * arena, config, tokenizer, chat template).
+ *
+ * Both formats go through one plan: a list of (source tensor, expected shape, destination,
+ * Q/K un-permute). The plan is checked completely — names, types, shapes — before the arena is
+ * allocated, so a bad file fails fast and no allocation size ever comes from an unchecked count.
+ * The canonical layout is Hugging Face's (model.h): GGUF llama attn_q/attn_k rows are
+ * un-permuted while dequantizing (model-format.md §2.7), so one rotate_half RoPE serves both.
+ */
+#include "model/model.h"
+
+#include "model/gguf.h"
+#include "model/safetensors.h"
+#include "model/tokenizer.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#define LD_ALIGN_FLOATS 16 /* each tensor in the arena starts on a 64-byte boundary */
+
+static void ld_err(char *err, size_t errlen, const char *path, const char *fmt, ...)
+{
+    if (!err || !errlen)
+        return;
+    int n = path ? snprintf(err, errlen, "%s: ", path) : 0;
+    if (n < 0 || (size_t)n >= errlen)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err + n, errlen - (size_t)n, fmt, ap);
+    va_end(ap);
+}
+
+static double ld_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* --- config ------------------------------------------------------------------------------------- */
+
+#define LD_MAX_DIM (1 << 20)
+
+int model_config_validate(const struct model_config *c, char *err, size_t errlen)
+{
+    static const struct {
+        const char *name;
+        size_t off;
+        int max;
+    } f[] = {
+        {"n_layers", offsetof(struct model_config, n_layers), 1 << 12},
+        {"dim", offsetof(struct model_config, dim), LD_MAX_DIM},
+        {"ffn_dim", offsetof(struct model_config, ffn_dim), 1 << 22},
+        {"n_heads", offsetof(struct model_config, n_heads), 1 << 12},
+        {"n_kv_heads", offsetof(struct model_config, n_kv_heads), 1 << 12},
+        {"head_dim", offsetof(struct model_config, head_dim), 1 << 12},
+        {"vocab_size", offsetof(struct model_config, vocab_size), 1 << 24},
+        {"max_seq_len", offsetof(struct model_config, max_seq_len), INT_MAX},
+    };
+    for (size_t i = 0; i < sizeof(f) / sizeof(f[0]); i++) {
+        int v = *(const int *)((const char *)c + f[i].off);
+        if (v <= 0 || v > f[i].max) {
+            ld_err(err, errlen, NULL, "config %s = %d is out of range (1..%d)", f[i].name, v,
+                   f[i].max);
+            return -1;
+        }
+    }
+    if (c->n_heads % c->n_kv_heads) {
+        ld_err(err, errlen, NULL, "config n_heads %d is not a multiple of n_kv_heads %d",
+               c->n_heads, c->n_kv_heads);
+        return -1;
+    }
+    if (c->head_dim % 2) {
+        ld_err(err, errlen, NULL, "config head_dim %d is odd (RoPE rotates pairs)", c->head_dim);
+        return -1;
+    }
+    if ((long long)c->n_heads * c->head_dim > LD_MAX_DIM) {
+        ld_err(err, errlen, NULL, "config n_heads * head_dim = %lld is too large",
+               (long long)c->n_heads * c->head_dim);
+        return -1;
+    }
+    if (!(c->rope_theta > 0) || !isfinite(c->rope_theta)) {
+        ld_err(err, errlen, NULL, "config rope_theta %g must be positive", c->rope_theta);
+        return -1;
+    }
+    if (!(c->rms_eps > 0) || !(c->rms_eps < 1)) {
+        ld_err(err, errlen, NULL, "config rms_eps %g must be in (0, 1)", c->rms_eps);
+        return -1;
+    }
+    if (c->rope_scaling == MODEL_ROPE_SCALING_LLAMA3 &&
+        (!(c->rope_factor > 0) || !(c->rope_low_freq > 0) ||
+         !(c->rope_high_freq > c->rope_low_freq) || c->rope_orig_max_pos <= 0)) {
+        ld_err(err, errlen, NULL,
+               "config llama3 rope scaling needs factor > 0, 0 < low_freq_factor < "
+               "high_freq_factor and original_max_position_embeddings > 0");
+        return -1;
+    }
+    if (c->rope_scaling < MODEL_ROPE_SCALING_NONE ||
+        c->rope_scaling > MODEL_ROPE_SCALING_FREQ_FACTORS) {
+        ld_err(err, errlen, NULL, "config rope_scaling %d is unknown", (int)c->rope_scaling);
+        return -1;
+    }
+    return 0;
+}
+
+void model_rope_freqs(const struct model_config *cfg, float *freqs)
+{
+    const double two_pi = 6.283185307179586;
+    int half = cfg->head_dim / 2;
+    for (int i = 0; i < half; i++) {
+        /* theta^(-2i/d), as transformers computes it (in float32 there; double here) */
+        double inv = 1.0 / pow((double)cfg->rope_theta, (2.0 * i) / cfg->head_dim);
+        if (cfg->rope_scaling == MODEL_ROPE_SCALING_LLAMA3) {
+            double factor = cfg->rope_factor, low = cfg->rope_low_freq,
+                   high = cfg->rope_high_freq, L = cfg->rope_orig_max_pos;
+            double wl = two_pi / inv;
+            if (wl < L / high) {
+                /* high frequency: unchanged */
+            } else if (wl > L / low) {
+                inv = inv / factor;
+            } else {
+                double smooth = (L / wl - low) / (high - low);
+                inv = (1 - smooth) * inv / factor + smooth * inv;
+            }
+        }
+        freqs[i] = (float)inv;
+    }
+}
+
+/* --- the load plan ------------------------------------------------------------------------------ */
+
+struct ld_item {
+    char name[96];     /* source tensor name */
+    int rows, cols;    /* expected (out, in); cols == 0 for a 1-D tensor of `rows` */
+    float **dst;       /* where the arena pointer goes */
+    int perm_heads;    /* GGUF: un-permute rows in this many head groups (0: none) */
+    const struct gguf_tensor *gt;
+    const struct safetensors_tensor *st;
+};
+
+struct ld_plan {
+    struct ld_item *items;
+    int n;
+};
+
+static void ld_add(struct ld_plan *p, const char *name, int rows, int cols, float **dst,
+                   int perm)
+{
+    struct ld_item *it = &p->items[p->n++];
+    memset(it, 0, sizeof(*it));
+    snprintf(it->name, sizeof(it->name), "%s", name);
+    it->rows = rows;
+    it->cols = cols;
+    it->dst = dst;
+    it->perm_heads = perm;
+}
+
+/* Build the plan for M (cfg already set; layers allocated). GGUF names when GGUF, else HF. */
+static int ld_plan_build(struct model *m, int gguf, struct ld_plan *p)
+{
+    const struct model_config *c = &m->cfg;
+    int q = c->n_heads * c->head_dim, kv = c->n_kv_heads * c->head_dim;
+    p->items = calloc((size_t)c->n_layers * 9 + 4, sizeof(*p->items));
+    if (!p->items)
+        return -1;
+    char nm[96];
+    ld_add(p, gguf ? "token_embd.weight" : "model.embed_tokens.weight", c->vocab_size, c->dim,
+           &m->w.tok_embd, 0);
+    for (int l = 0; l < c->n_layers; l++) {
+        struct model_layer *L = &m->w.layers[l];
+        static const char *gg[9] = {"attn_norm", "attn_q",   "attn_k",   "attn_v",  "attn_output",
+                                    "ffn_norm",  "ffn_gate", "ffn_up",   "ffn_down"};
+        static const char *hf[9] = {"input_layernorm",
+                                    "self_attn.q_proj",
+                                    "self_attn.k_proj",
+                                    "self_attn.v_proj",
+                                    "self_attn.o_proj",
+                                    "post_attention_layernorm",
+                                    "mlp.gate_proj",
+                                    "mlp.up_proj",
+                                    "mlp.down_proj"};
+        const int rows[9] = {c->dim, q, kv, kv, c->dim, c->dim, c->ffn_dim, c->ffn_dim, c->dim};
+        const int cols[9] = {0, c->dim, c->dim, c->dim, q, 0, c->dim, c->dim, c->ffn_dim};
+        float **dst[9] = {&L->attn_norm, &L->wq,   &L->wk,   &L->wv,    &L->wo,
+                          &L->ffn_norm,  &L->w_gate, &L->w_up, &L->w_down};
+        const int perm[9] = {0, gguf ? c->n_heads : 0, gguf ? c->n_kv_heads : 0, 0, 0, 0, 0, 0, 0};
+        for (int k = 0; k < 9; k++) {
+            if (gguf)
+                snprintf(nm, sizeof(nm), "blk.%d.%s.weight", l, gg[k]);
+            else
+                snprintf(nm, sizeof(nm), "model.layers.%d.%s.weight", l, hf[k]);
+            ld_add(p, nm, rows[k], cols[k], dst[k], perm[k]);
+        }
+    }
+    ld_add(p, gguf ? "output_norm.weight" : "model.norm.weight", c->dim, 0, &m->w.out_norm, 0);
+    if (!c->tied_embeddings)
+        ld_add(p, gguf ? "output.weight" : "lm_head.weight", c->vocab_size, c->dim, &m->w.output,
+               0);
+    return 0;
+}
+
+static uint64_t ld_numel(const struct ld_item *it)
+{
+    return (uint64_t)it->rows * (uint64_t)(it->cols ? it->cols : 1);
+}
+
+/* Check one GGUF tensor against its plan entry. */
+static int ld_check_gguf(const struct gguf_file *f, struct ld_item *it, char *err, size_t errlen)
+{
+    const struct gguf_tensor *t = gguf_find_tensor(f, it->name);
+    if (!t) {
+        ld_err(err, errlen, f->path, "missing tensor '%s'", it->name);
+        return -1;
+    }
+    uint64_t want0 = it->cols ? (uint64_t)it->cols : (uint64_t)it->rows;
+    uint64_t want1 = it->cols ? (uint64_t)it->rows : 1;
+    if (t->ne[0] != want0 || t->ne[1] != want1 || t->ne[2] != 1 || t->ne[3] != 1) {
+        if (it->cols)
+            ld_err(err, errlen, f->path,
+                   "tensor '%s' has shape ne=[%llu, %llu, %llu, %llu], expected [%llu, %llu]",
+                   it->name, (unsigned long long)t->ne[0], (unsigned long long)t->ne[1],
+                   (unsigned long long)t->ne[2], (unsigned long long)t->ne[3],
+                   (unsigned long long)want0, (unsigned long long)want1);
+        else
+            ld_err(err, errlen, f->path,
+                   "tensor '%s' has shape ne=[%llu, %llu, %llu, %llu], expected [%llu]", it->name,
+                   (unsigned long long)t->ne[0], (unsigned long long)t->ne[1],
+                   (unsigned long long)t->ne[2], (unsigned long long)t->ne[3],
+                   (unsigned long long)want0);
+        return -1;
+    }
+    if (!gguf_type_supported(t->type)) {
+        ld_err(err, errlen, f->path,
+               "tensor '%s' has type %s, which flashgen cannot dequantize (supported: F32, F16, "
+               "BF16, Q8_0, Q4_0, Q4_1)",
+               it->name, gguf_type_name(t->type));
+        return -1;
+    }
+    it->gt = t;
+    return 0;
+}
+
+static int ld_check_st(const struct safetensors *s, const char *dir, struct ld_item *it,
+                       char *err, size_t errlen)
+{
+    const struct safetensors_tensor *t = safetensors_find(s, it->name);
+    if (!t) {
+        ld_err(err, errlen, dir, "missing tensor '%s'", it->name);
+        return -1;
+    }
+    const char *file = s->files[t->file].path;
+    int ok = it->cols ? t->n_dims == 2 && t->shape[0] == it->rows && t->shape[1] == it->cols
+                      : t->n_dims == 1 && t->shape[0] == it->rows;
+    if (!ok) {
+        char got[128] = "[";
+        for (int d = 0; d < t->n_dims; d++)
+            snprintf(got + strlen(got), sizeof(got) - strlen(got), "%s%lld", d ? ", " : "",
+                     (long long)t->shape[d]);
+        strncat(got, "]", sizeof(got) - strlen(got) - 1);
+        if (it->cols)
+            ld_err(err, errlen, file, "tensor '%s' has shape %s, expected [%d, %d]", it->name,
+                   got, it->rows, it->cols);
+        else
+            ld_err(err, errlen, file, "tensor '%s' has shape %s, expected [%d]", it->name, got,
+                   it->rows);
+        return -1;
+    }
+    if (!safetensors_dtype_supported(t->dtype)) {
+        ld_err(err, errlen, file,
+               "tensor '%s' has dtype %s, which flashgen cannot load (supported: F32, F16, BF16)",
+               it->name, t->dtype);
+        return -1;
+    }
+    it->st = t;
+    return 0;
+}
+
+/* Allocate the arena for the plan (+ rope freqs) and point every destination into it. */
+static int ld_arena(struct model *m, struct ld_plan *p, char *err, size_t errlen)
+{
+    size_t total = 0;
+    for (int i = 0; i < p->n; i++)
+        total += (ld_numel(&p->items[i]) + LD_ALIGN_FLOATS - 1) / LD_ALIGN_FLOATS *
+                 LD_ALIGN_FLOATS;
+    total += ((size_t)m->cfg.head_dim / 2 + LD_ALIGN_FLOATS - 1) / LD_ALIGN_FLOATS *
+             LD_ALIGN_FLOATS;
+    size_t bytes = total * sizeof(float);
+    float *a = aligned_alloc(64, bytes);
+    if (!a) {
+        ld_err(err, errlen, m->path, "out of memory for %zu MB of fp32 weights", bytes >> 20);
+        return -1;
+    }
+    m->w.arena = a;
+    m->w.arena_bytes = bytes;
+    size_t off = 0;
+    for (int i = 0; i < p->n; i++) {
+        *p->items[i].dst = a + off;
+        off += (ld_numel(&p->items[i]) + LD_ALIGN_FLOATS - 1) / LD_ALIGN_FLOATS * LD_ALIGN_FLOATS;
+    }
+    m->w.rope_freqs = a + off;
+    if (m->cfg.tied_embeddings)
+        m->w.output = m->w.tok_embd;
+    return 0;
+}
+
+/* Count elements per source type; the winner becomes m->dtype. */
+struct ld_hist {
+    char name[8][16];
+    uint64_t elems[8];
+    int n;
+};
+
+static void ld_hist_add(struct ld_hist *h, const char *name, uint64_t n)
+{
+    for (int i = 0; i < h->n; i++)
+        if (!strcmp(h->name[i], name)) {
+            h->elems[i] += n;
+            return;
+        }
+    if (h->n < 8) {
+        snprintf(h->name[h->n], sizeof(h->name[0]), "%s", name);
+        h->elems[h->n++] = n;
+    }
+}
+
+static void ld_hist_best(const struct ld_hist *h, char *out, size_t cap)
+{
+    int best = 0;
+    for (int i = 1; i < h->n; i++)
+        if (h->elems[i] > h->elems[best])
+            best = i;
+    snprintf(out, cap, "%s", h->n ? h->name[best] : "none");
+}
+
+/* Convert every planned tensor into the arena, reporting progress. */
+static int ld_convert(struct model *m, struct ld_plan *p, const struct gguf_file *gf,
+                      model_progress_fn progress, void *user, double t0, char *err,
+                      size_t errlen)
+{
+    struct model_load_progress pr = {0, (size_t)p->n, 0, 0, 0};
+    struct ld_hist hist = {0};
+    for (int i = 0; i < p->n; i++)
+        pr.bytes_total += p->items[i].gt ? p->items[i].gt->n_bytes : p->items[i].st->n_bytes;
+    for (int i = 0; i < p->n; i++) {
+        struct ld_item *it = &p->items[i];
+        float *dst = *it->dst;
+        if (it->gt) {
+            const struct gguf_tensor *t = it->gt;
+            ld_hist_add(&hist, gguf_type_name(t->type), t->n_elems);
+            if (it->perm_heads) {
+                /* GGUF row h*d + 2j + k holds HF row h*d + j + k*d/2 (§2.7) */
+                int d = it->rows / it->perm_heads;
+                uint64_t rb = gguf_type_row_bytes(t->type, (uint64_t)it->cols);
+                for (int r = 0; r < it->rows; r++) {
+                    int h = r / d, i2 = r % d;
+                    int hf_row = h * d + i2 / 2 + (i2 % 2) * (d / 2);
+                    gguf_dequantize(t->type, t->data + (uint64_t)r * rb,
+                                    dst + (size_t)hf_row * it->cols, (uint64_t)it->cols);
+                }
+            } else {
+                gguf_dequantize(t->type, t->data, dst, t->n_elems);
+            }
+            pr.bytes_done += t->n_bytes;
+        } else {
+            ld_hist_add(&hist, it->st->dtype, it->st->n_elems);
+            safetensors_to_f32(it->st, dst);
+            pr.bytes_done += it->st->n_bytes;
+        }
+        pr.tensors_done++;
+        pr.seconds = ld_now() - t0;
+        if (progress)
+            progress(&pr, user);
+    }
+    ld_hist_best(&hist, m->dtype, sizeof(m->dtype));
+
+    model_rope_freqs(&m->cfg, m->w.rope_freqs);
+    const struct gguf_tensor *rf = gf ? gguf_find_tensor(gf, "rope_freqs.weight") : NULL;
+    if (rf) { /* llama3 divisors written by convert_hf_to_gguf: inv_freq / rope_freqs[i] */
+        int half = m->cfg.head_dim / 2;
+        float *fac = malloc((size_t)half * sizeof(float));
+        if (!fac) {
+            ld_err(err, errlen, gf->path, "out of memory");
+            return -1;
+        }
+        gguf_dequantize(rf->type, rf->data, fac, (uint64_t)half);
+        for (int i = 0; i < half; i++) {
+            if (!(fac[i] > 0) || !isfinite(fac[i])) {
+                ld_err(err, errlen, gf->path, "rope_freqs.weight[%d] = %g is not positive", i,
+                       fac[i]);
+                free(fac);
+                return -1;
+            }
+            m->w.rope_freqs[i] /= fac[i];
+        }
+        free(fac);
+    }
+    return 0;
+}
+
+/* --- GGUF --------------------------------------------------------------------------------------- */
+
+/* Read a required (REQ) or optional positive int KV into *v. */
+static int ld_kv_int(const struct gguf_file *f, const char *key, int req, int *v, char *err,
+                     size_t errlen)
+{
+    int64_t x;
+    int rc = gguf_get_int(f, key, &x, err, errlen);
+    if (rc < 0)
+        return -1;
+    if (rc == 0) {
+        if (req) {
+            ld_err(err, errlen, f->path, "missing metadata '%s'", key);
+            return -1;
+        }
+        return 0;
+    }
+    if (x <= 0 || x > INT_MAX) {
+        ld_err(err, errlen, f->path, "metadata '%s' = %lld is out of range", key, (long long)x);
+        return -1;
+    }
+    *v = (int)x;
+    return 1;
+}
+
+static int ld_gguf_config(const struct gguf_file *f, struct model_config *c, char *err,
+                          size_t errlen)
+{
+    memset(c, 0, sizeof(*c));
+    const char *arch;
+    size_t alen;
+    int rc = gguf_get_str(f, "general.architecture", &arch, &alen, err, errlen);
+    if (rc < 0)
+        return -1;
+    if (rc == 0) {
+        ld_err(err, errlen, f->path, "missing metadata 'general.architecture'");
+        return -1;
+    }
+    if (alen != 5 || memcmp(arch, "llama", 5)) {
+        ld_err(err, errlen, f->path, "architecture '%.*s' is not supported (only llama)",
+               (int)(alen > 64 ? 64 : alen), arch);
+        return -1;
+    }
+    strcpy(c->arch, "llama");
+    if (ld_kv_int(f, "llama.block_count", 1, &c->n_layers, err, errlen) < 0 ||
+        ld_kv_int(f, "llama.embedding_length", 1, &c->dim, err, errlen) < 0 ||
+        ld_kv_int(f, "llama.feed_forward_length", 1, &c->ffn_dim, err, errlen) < 0 ||
+        ld_kv_int(f, "llama.attention.head_count", 1, &c->n_heads, err, errlen) < 0)
+        return -1;
+    c->n_kv_heads = c->n_heads;
+    if (ld_kv_int(f, "llama.attention.head_count_kv", 0, &c->n_kv_heads, err, errlen) < 0)
+        return -1;
+    rc = ld_kv_int(f, "llama.attention.key_length", 0, &c->head_dim, err, errlen);
+    if (rc < 0)
+        return -1;
+    if (rc == 0) {
+        if (c->dim % c->n_heads) {
+            ld_err(err, errlen, f->path,
+                   "embedding_length %d is not a multiple of head_count %d (and no key_length)",
+                   c->dim, c->n_heads);
+            return -1;
+        }
+        c->head_dim = c->dim / c->n_heads;
+    }
+    int vl = c->head_dim;
+    if (ld_kv_int(f, "llama.attention.value_length", 0, &vl, err, errlen) < 0)
+        return -1;
+    int rd = c->head_dim;
+    if (ld_kv_int(f, "llama.rope.dimension_count", 0, &rd, err, errlen) < 0)
+        return -1;
+    if (vl != c->head_dim || rd != c->head_dim) {
+        ld_err(err, errlen, f->path,
+               "value_length %d / rope.dimension_count %d differ from head_dim %d "
+               "(not supported)",
+               vl, rd, c->head_dim);
+        return -1;
+    }
+    c->max_seq_len = 2048;
+    if (ld_kv_int(f, "llama.context_length", 0, &c->max_seq_len, err, errlen) < 0)
+        return -1;
+    double theta = 10000.0, eps = 1e-5;
+    if (gguf_get_float(f, "llama.rope.freq_base", &theta, err, errlen) < 0 ||
+        gguf_get_float(f, "llama.attention.layer_norm_rms_epsilon", &eps, err, errlen) < 0)
+        return -1;
+    c->rope_theta = (float)theta;
+    c->rms_eps = (float)eps;
+    const char *rst;
+    size_t rsl;
+    rc = gguf_get_str(f, "llama.rope.scaling.type", &rst, &rsl, err, errlen);
+    if (rc < 0)
+        return -1;
+    if (rc == 1 && !(rsl == 4 && !memcmp(rst, "none", 4))) {
+        ld_err(err, errlen, f->path, "rope scaling type '%.*s' is not supported",
+               (int)(rsl > 64 ? 64 : rsl), rst);
+        return -1;
+    }
+    const struct gguf_tensor *emb = gguf_find_tensor(f, "token_embd.weight");
+    c->vocab_size = emb && emb->ne[1] <= INT_MAX ? (int)emb->ne[1] : 0;
+    if (ld_kv_int(f, "llama.vocab_size", 0, &c->vocab_size, err, errlen) < 0)
+        return -1;
+    if (!c->vocab_size) {
+        ld_err(err, errlen, f->path, "missing tensor 'token_embd.weight'");
+        return -1;
+    }
+    c->tied_embeddings = gguf_find_tensor(f, "output.weight") == NULL;
+    const struct gguf_tensor *rf = gguf_find_tensor(f, "rope_freqs.weight");
+    if (rf) {
+        if (rf->n_elems != (uint64_t)c->head_dim / 2 || !gguf_type_supported(rf->type)) {
+            ld_err(err, errlen, f->path,
+                   "tensor 'rope_freqs.weight' has %llu elements of %s, expected %d supported",
+                   (unsigned long long)rf->n_elems, gguf_type_name(rf->type), c->head_dim / 2);
+            return -1;
+        }
+        c->rope_scaling = MODEL_ROPE_SCALING_FREQ_FACTORS;
+    }
+    char verr[256];
+    if (model_config_validate(c, verr, sizeof(verr))) {
+        ld_err(err, errlen, f->path, "%s", verr);
+        return -1;
+    }
+    return 0;
+}
+
+/* Map tokenizer.ggml.pre to the pre-tokenizer; -1 for unknown names. */
+static int ld_gguf_pre(const char *s, size_t n)
+{
+    static const struct {
+        const char *name;
+        enum tok_pre pre;
+    } t[] = {
+        {"default", TOK_PRE_GPT2},     {"gpt2", TOK_PRE_GPT2},         {"gpt-2", TOK_PRE_GPT2},
+        {"mpt", TOK_PRE_GPT2},         {"olmo", TOK_PRE_GPT2},         {"jais", TOK_PRE_GPT2},
+        {"smollm", TOK_PRE_SMOLLM},    {"starcoder", TOK_PRE_SMOLLM},  {"refact", TOK_PRE_SMOLLM},
+        {"command-r", TOK_PRE_SMOLLM}, {"codeshell", TOK_PRE_SMOLLM},  {"exaone", TOK_PRE_SMOLLM},
+        {"minerva-7b", TOK_PRE_SMOLLM}, {"llama3", TOK_PRE_LLAMA3},    {"llama-bpe", TOK_PRE_LLAMA3},
+        {"llama-v3", TOK_PRE_LLAMA3},  {"smaug-bpe", TOK_PRE_LLAMA3},
+    };
+    for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++)
+        if (strlen(t[i].name) == n && !memcmp(t[i].name, s, n))
+            return (int)t[i].pre;
+    return -1;
+}
+
+static int ld_gguf_tok_id(const struct gguf_file *f, const char *key, int *v, char *err,
+                          size_t errlen)
+{
+    int64_t x;
+    *v = -1;
+    int rc = gguf_get_int(f, key, &x, err, errlen);
+    if (rc < 0)
+        return -1;
+    if (rc == 1)
+        *v = x >= 0 && x <= INT_MAX ? (int)x : -1;
+    return 0;
+}
+
+/* Build the tokenizer (and chat template) from tokenizer.ggml.* metadata. */
+static int ld_gguf_tokenizer(const struct gguf_file *f, struct tokenizer **tok, char **tmpl,
+                             char *err, size_t errlen)
+{
+    struct tokenizer_spec sp;
+    memset(&sp, 0, sizeof(sp));
+    char **toks = NULL, **merges = NULL;
+    size_t *tlens = NULL, *mlens = NULL, ntok = 0, nmer = 0, ntype = 0;
+    int32_t *types = NULL;
+    const char **ml = NULL, **mr = NULL;
+    int rc = -1;
+    const char *s;
+    size_t n;
+    if (tmpl)
+        *tmpl = NULL;
+
+    int k = gguf_get_str(f, "tokenizer.ggml.model", &s, &n, err, errlen);
+    if (k < 0)
+        goto out;
+    if (k == 0 || n != 4 || memcmp(s, "gpt2", 4)) {
+        ld_err(err, errlen, f->path,
+               "tokenizer model '%.*s' is not supported (only gpt2 byte-level BPE)",
+               k ? (int)(n > 64 ? 64 : n) : 6, k ? s : "(none)");
+        goto out;
+    }
+    sp.pre = TOK_PRE_GPT2;
+    k = gguf_get_str(f, "tokenizer.ggml.pre", &s, &n, err, errlen);
+    if (k < 0)
+        goto out;
+    if (k == 1) {
+        int pre = ld_gguf_pre(s, n);
+        if (pre < 0) {
+            ld_err(err, errlen, f->path, "pre-tokenizer '%.*s' is not supported",
+                   (int)(n > 64 ? 64 : n), s);
+            goto out;
+        }
+        sp.pre = (enum tok_pre)pre;
+    }
+    k = gguf_get_str_array(f, "tokenizer.ggml.tokens", &toks, &tlens, &ntok, err, errlen);
+    if (k < 0)
+        goto out;
+    if (k == 0 || ntok == 0 || ntok > (1u << 24)) {
+        ld_err(err, errlen, f->path, "missing or empty 'tokenizer.ggml.tokens'");
+        goto out;
+    }
+    k = gguf_get_i32_array(f, "tokenizer.ggml.token_type", &types, &ntype, err, errlen);
+    if (k < 0)
+        goto out;
+    if (k == 1 && ntype != ntok) {
+        ld_err(err, errlen, f->path, "tokenizer.ggml.token_type has %zu entries, tokens %zu",
+               ntype, ntok);
+        goto out;
+    }
+    k = gguf_get_str_array(f, "tokenizer.ggml.merges", &merges, &mlens, &nmer, err, errlen);
+    if (k < 0)
+        goto out;
+    ml = malloc((nmer + 1) * sizeof(*ml));
+    mr = malloc((nmer + 1) * sizeof(*mr));
+    if (!ml || !mr) {
+        ld_err(err, errlen, f->path, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < nmer; i++) {
+        char *sp_ = strchr(merges[i], ' ');
+        if (!sp_) {
+            ld_err(err, errlen, f->path, "tokenizer.ggml.merges[%zu] '%.64s' has no space", i,
+                   merges[i]);
+            goto out;
+        }
+        *sp_ = 0; /* our own copy: split in place */
+        ml[i] = merges[i];
+        mr[i] = sp_ + 1;
+    }
+    sp.n_tokens = (int)ntok;
+    sp.tokens = (const char *const *)toks;
+    sp.token_lens = tlens;
+    sp.token_types = types;
+    sp.n_merges = (int)nmer;
+    sp.merge_left = ml;
+    sp.merge_right = mr;
+    if (ld_gguf_tok_id(f, "tokenizer.ggml.bos_token_id", &sp.bos_id, err, errlen) ||
+        ld_gguf_tok_id(f, "tokenizer.ggml.eos_token_id", &sp.eos_id, err, errlen) ||
+        ld_gguf_tok_id(f, "tokenizer.ggml.eot_token_id", &sp.eot_id, err, errlen) ||
+        ld_gguf_tok_id(f, "tokenizer.ggml.padding_token_id", &sp.pad_id, err, errlen) ||
+        ld_gguf_tok_id(f, "tokenizer.ggml.unknown_token_id", &sp.unk_id, err, errlen))
+        goto out;
+    sp.add_bos = sp.pre == TOK_PRE_LLAMA3; /* llama.cpp's default when the key is absent */
+    if (gguf_get_bool(f, "tokenizer.ggml.add_bos_token", &sp.add_bos, err, errlen) < 0 ||
+        gguf_get_bool(f, "tokenizer.ggml.add_eos_token", &sp.add_eos, err, errlen) < 0)
+        goto out;
+    char terr[512];
+    if (tokenizer_init(&sp, tok, terr, sizeof(terr))) {
+        ld_err(err, errlen, f->path, "tokenizer: %s", terr);
+        goto out;
+    }
+    if (tmpl) {
+        k = gguf_get_str(f, "tokenizer.chat_template", &s, &n, err, errlen);
+        if (k < 0)
+            goto out_tok;
+        if (k == 1) {
+            if (!(*tmpl = malloc(n + 1))) {
+                ld_err(err, errlen, f->path, "out of memory");
+                goto out_tok;
+            }
+            memcpy(*tmpl, s, n);
+            (*tmpl)[n] = 0;
+        }
+    }
+    rc = 0;
+    goto out;
+out_tok:
+    tokenizer_free(*tok);
+    *tok = NULL;
+out:
+    free(toks);
+    free(tlens);
+    free(merges);
+    free(mlens);
+    free(types);
+    free(ml);
+    free(mr);
+    return rc;
+}
+
+static int ld_load_gguf(struct model *m, model_progress_fn progress, void *user, double t0,
+                        char *err, size_t errlen)
+{
+    struct gguf_file *f = NULL;
+    struct ld_plan p = {0};
+    int rc = -1;
+    if (gguf_open(m->path, &f, err, errlen) || ld_gguf_config(f, &m->cfg, err, errlen))
+        goto out;
+    if (!(m->w.layers = calloc((size_t)m->cfg.n_layers, sizeof(*m->w.layers))) ||
+        ld_plan_build(m, 1, &p)) {
+        ld_err(err, errlen, m->path, "out of memory");
+        goto out;
+    }
+    for (int i = 0; i < p.n; i++)
+        if (ld_check_gguf(f, &p.items[i], err, errlen))
+            goto out;
+    if (ld_gguf_tokenizer(f, &m->tok, &m->chat_template, err, errlen))
+        goto out;
+    if (tokenizer_n_vocab(m->tok) > m->cfg.vocab_size) {
+        ld_err(err, errlen, m->path, "tokenizer has %d tokens but vocab_size is %d",
+               tokenizer_n_vocab(m->tok), m->cfg.vocab_size);
+        goto out;
+    }
+    if (ld_arena(m, &p, err, errlen) ||
+        ld_convert(m, &p, f, progress, user, t0, err, errlen))
+        goto out;
+    rc = 0;
+out:
+    free(p.items);
+    gguf_close(f);
+    return rc;
+}
+
+/* --- Hugging Face checkpoint -------------------------------------------------------------------- */
+
+static int ld_load_hf(struct model *m, const char *dir, model_progress_fn progress, void *user,
+                      double t0, char *err, size_t errlen)
+{
+    struct safetensors *s = NULL;
+    struct ld_plan p = {0};
+    int rc = -1;
+    char path[4200]; /* dir is < 4096 bytes */
+    snprintf(path, sizeof(path), "%s/config.json", dir);
+    if (hf_config_load(path, &m->cfg, err, errlen) ||
+        safetensors_open_dir(dir, &s, err, errlen))
+        goto out;
+    for (size_t i = 0; i < s->n_tensors; i++) {
+        size_t l = strlen(s->tensors[i].name);
+        if (l >= 5 && !strcmp(s->tensors[i].name + l - 5, ".bias")) {
+            ld_err(err, errlen, s->files[s->tensors[i].file].path,
+                   "bias tensor '%s' is not supported (Llama-family models have no biases)",
+                   s->tensors[i].name);
+            goto out;
+        }
+    }
+    if (!safetensors_find(s, "lm_head.weight"))
+        m->cfg.tied_embeddings = 1;
+    if (!(m->w.layers = calloc((size_t)m->cfg.n_layers, sizeof(*m->w.layers))) ||
+        ld_plan_build(m, 0, &p)) {
+        ld_err(err, errlen, dir, "out of memory");
+        goto out;
+    }
+    for (int i = 0; i < p.n; i++)
+        if (ld_check_st(s, dir, &p.items[i], err, errlen))
+            goto out;
+    snprintf(path, sizeof(path), "%s/tokenizer.json", dir);
+    char terr[512];
+    if (tokenizer_from_json(path, &m->tok, &m->chat_template, terr, sizeof(terr))) {
+        ld_err(err, errlen, NULL, "%s", terr);
+        goto out;
+    }
+    if (tokenizer_n_vocab(m->tok) > m->cfg.vocab_size) {
+        ld_err(err, errlen, dir, "tokenizer has %d tokens but vocab_size is %d",
+               tokenizer_n_vocab(m->tok), m->cfg.vocab_size);
+        goto out;
+    }
+    if (ld_arena(m, &p, err, errlen) ||
+        ld_convert(m, &p, NULL, progress, user, t0, err, errlen))
+        goto out;
+    rc = 0;
+out:
+    free(p.items);
+    safetensors_close(s);
+    return rc;
+}
+
+/* --- entry points ------------------------------------------------------------------------------- */
+
+/* Classify PATH: 1 = GGUF file, 0 = HF checkpoint (DIR filled), -1 = error. */
+static int ld_resolve(const char *path, char *dir, size_t cap, char *err, size_t errlen)
+{
+    struct stat st;
+    if (stat(path, &st)) {
+        ld_err(err, errlen, path, "cannot open: %s", strerror(errno));
+        return -1;
+    }
+    if (S_ISDIR(st.st_mode)) {
+        snprintf(dir, cap, "%s", path);
+        return 0;
+    }
+    size_t n = strlen(path);
+    if (n >= 5 && !strcmp(path + n - 5, ".json")) { /* config.json, tokenizer.json */
+        const char *slash = strrchr(path, '/');
+        if (!slash)
+            snprintf(dir, cap, ".");
+        else
+            snprintf(dir, cap, "%.*s", (int)(slash - path), path);
+        return 0;
+    }
+    FILE *fp = fopen(path, "rb");
+    unsigned char magic[4] = {0};
+    size_t got = fp ? fread(magic, 1, 4, fp) : 0;
+    if (fp)
+        fclose(fp);
+    if (got == 4 && !memcmp(magic, "GGUF", 4))
+        return 1;
+    ld_err(err, errlen, path,
+           "not a GGUF file (bad magic) nor a Hugging Face checkpoint directory");
+    return -1;
+}
+
+void model_free(struct model *m)
+{
+    if (!m)
+        return;
+    tokenizer_free(m->tok);
+    free(m->chat_template);
+    free(m->w.arena);
+    free(m->w.layers);
+    free(m->path);
+    free(m);
+}
+
+int model_load(const char *path, struct model **out, model_progress_fn progress, void *user,
+               char *err, size_t errlen)
+{
+    double t0 = ld_now();
+    *out = NULL;
+    if (err && errlen)
+        err[0] = 0;
+    struct model *m = calloc(1, sizeof(*m));
+    if (!m || !(m->path = strdup(path))) {
+        free(m);
+        ld_err(err, errlen, path, "out of memory");
+        return -1;
+    }
+    char dir[4096];
+    int kind = ld_resolve(path, dir, sizeof(dir), err, errlen);
+    int rc = -1;
+    if (kind == 1) {
+        strcpy(m->format, "gguf");
+        rc = ld_load_gguf(m, progress, user, t0, err, errlen);
+    } else if (kind == 0) {
+        strcpy(m->format, "safetensors");
+        rc = ld_load_hf(m, dir, progress, user, t0, err, errlen);
+    }
+    if (rc) {
+        model_free(m);
+        return -1;
+    }
+    m->load_seconds = ld_now() - t0;
+    *out = m;
+    return 0;
+}
+
+int model_load_tokenizer(const char *path, struct tokenizer **out, char **chat_template, char *err,
+                         size_t errlen)
+{
+    *out = NULL;
+    if (chat_template)
+        *chat_template = NULL;
+    char dir[4096];
+    int kind = ld_resolve(path, dir, sizeof(dir), err, errlen);
+    if (kind < 0)
+        return -1;
+    if (kind == 0) {
+        char p[4200];
+        snprintf(p, sizeof(p), "%s/tokenizer.json", dir);
+        return tokenizer_from_json(p, out, chat_template, err, errlen);
+    }
+    struct gguf_file *f = NULL;
+    if (gguf_open(path, &f, err, errlen))
+        return -1;
+    int rc = ld_gguf_tokenizer(f, out, chat_template, err, errlen);
+    gguf_close(f);
+    return rc;
+}

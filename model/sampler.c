@@ -1,0 +1,162 @@
+/* sampler.c — logits → token. Order as in Hugging Face generate: repetition penalty, then
+ * temperature, top-k, top-p, then a draw (or argmax when do_sample is off). The generator is
+ * xoshiro256** seeded through splitmix64, so a seed gives the same tokens on every machine. */
+#include "sampler.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static uint64_t splitmix64(uint64_t *x)
+{
+    uint64_t z = (*x += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static uint64_t rotl(uint64_t x, int k)
+{
+    return (x << k) | (x >> (64 - k));
+}
+
+static uint64_t xoshiro_next(uint64_t s[4])
+{
+    uint64_t result = rotl(s[1] * 5, 7) * 9;
+    uint64_t t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl(s[3], 45);
+    return result;
+}
+
+/* Uniform double in [0, 1) from the top 53 bits. */
+static double rng_uniform(uint64_t s[4])
+{
+    return (double)(xoshiro_next(s) >> 11) * (1.0 / 9007199254740992.0);
+}
+
+void sampler_params_default(struct sampler_params *p)
+{
+    memset(p, 0, sizeof(*p));
+    p->temperature = 1.0f;
+    p->top_p = 1.0f;
+    p->repetition_penalty = 1.0f;
+}
+
+int sampler_init(struct sampler *s, const struct sampler_params *p, int vocab)
+{
+    memset(s, 0, sizeof(*s));
+    s->p = *p;
+    s->vocab = vocab;
+    s->probs = malloc(sizeof(float) * (size_t)vocab);
+    s->idx = malloc(sizeof(int) * (size_t)vocab);
+    if (!s->probs || !s->idx) {
+        sampler_free(s);
+        return -1;
+    }
+    uint64_t x = p->seed;
+    for (int i = 0; i < 4; i++)
+        s->rng[i] = splitmix64(&x);
+    return 0;
+}
+
+void sampler_free(struct sampler *s)
+{
+    if (!s) return;
+    free(s->probs);
+    free(s->idx);
+    s->probs = NULL;
+    s->idx = NULL;
+}
+
+static int cmp_prob_desc(const void *a, const void *b, void *probs)
+{
+    const float *p = probs;
+    float pa = p[*(const int *)a], pb = p[*(const int *)b];
+    if (pa > pb) return -1;
+    if (pa < pb) return 1;
+    return *(const int *)a - *(const int *)b; /* ties: lower id first, deterministic */
+}
+
+/* Each distinct id in the history is penalised once; SEEN (vocab ints) is scratch. */
+static void apply_repetition_penalty(float *logits, int vocab, const int *history, int n,
+                                     float penalty, int *seen)
+{
+    if (penalty == 1.0f || !history || n <= 0) return;
+    memset(seen, 0, sizeof(int) * (size_t)vocab);
+    for (int i = 0; i < n; i++) {
+        int id = history[i];
+        if (id < 0 || id >= vocab || seen[id]) continue;
+        seen[id] = 1;
+        logits[id] = logits[id] > 0 ? logits[id] / penalty : logits[id] * penalty;
+    }
+}
+
+int sampler_sample(struct sampler *s, float *logits, const int *history, int n_history,
+                   float *logprob)
+{
+    int V = s->vocab;
+    apply_repetition_penalty(logits, V, history, n_history, s->p.repetition_penalty, s->idx);
+
+    if (!s->p.do_sample) {
+        int best = 0;
+        for (int i = 1; i < V; i++)
+            if (logits[i] > logits[best]) best = i;
+        if (logprob) {
+            double sum = 0;
+            for (int i = 0; i < V; i++)
+                sum += exp((double)logits[i] - logits[best]);
+            *logprob = (float)-log(sum);
+        }
+        return best;
+    }
+
+    float temp = s->p.temperature > 0 ? s->p.temperature : 1.0f;
+    float mx = -INFINITY;
+    for (int i = 0; i < V; i++)
+        if (logits[i] > mx) mx = logits[i];
+    double sum = 0;
+    for (int i = 0; i < V; i++) {
+        s->probs[i] = expf((logits[i] - mx) / temp);
+        sum += s->probs[i];
+    }
+    for (int i = 0; i < V; i++) {
+        s->probs[i] = (float)(s->probs[i] / sum);
+        s->idx[i] = i;
+    }
+    /* Candidates sorted by probability; top-k and top-p cut the list. */
+    int n = V;
+    int need_sort = (s->p.top_k > 0 && s->p.top_k < V) || s->p.top_p < 1.0f;
+    if (need_sort) {
+        qsort_r(s->idx, (size_t)V, sizeof(int), cmp_prob_desc, s->probs);
+        if (s->p.top_k > 0 && s->p.top_k < n) n = s->p.top_k;
+        if (s->p.top_p < 1.0f) {
+            double cum = 0;
+            int keep = 0;
+            while (keep < n) {
+                cum += s->probs[s->idx[keep]];
+                keep++;
+                if (cum >= s->p.top_p) break;
+            }
+            n = keep;
+        }
+    }
+    double total = 0;
+    for (int i = 0; i < n; i++)
+        total += s->probs[s->idx[i]];
+    double r = rng_uniform(s->rng) * total, acc = 0;
+    int pick = s->idx[n - 1];
+    for (int i = 0; i < n; i++) {
+        acc += s->probs[s->idx[i]];
+        if (r < acc) {
+            pick = s->idx[i];
+            break;
+        }
+    }
+    if (logprob) *logprob = (float)log(s->probs[pick] / total);
+    return pick;
+}

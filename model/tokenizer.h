@@ -1,0 +1,132 @@
+/* tokenizer.h — byte-level BPE (GPT-2 family) with the model's pre-tokenizer, special and added
+ * tokens, streaming-safe decoding, and chat templates.
+ *
+ * A tokenizer is built from a format-neutral spec (struct tokenizer_spec), which the GGUF loader
+ * fills from tokenizer.ggml.* metadata and tokenizer_from_json fills from tokenizer.json, so the
+ * two sources share one code path. Thread-neutral once built: encode/decode only read it.
+ */
+#ifndef FG_TOKENIZER_H
+#define FG_TOKENIZER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum tok_pre {
+    TOK_PRE_GPT2 = 0,   /* GPT-2 regex only */
+    TOK_PRE_SMOLLM = 1, /* individual digits, then the GPT-2 regex (smollm, starcoder, ...) */
+    TOK_PRE_LLAMA3 = 2, /* the Llama-3 regex */
+};
+
+enum tok_type { /* GGUF tokenizer.ggml.token_type values */
+    TOK_TYPE_NORMAL = 1,
+    TOK_TYPE_UNKNOWN = 2,
+    TOK_TYPE_CONTROL = 3,
+    TOK_TYPE_USER_DEFINED = 4,
+    TOK_TYPE_UNUSED = 5,
+    TOK_TYPE_BYTE = 6,
+};
+
+/* Everything needed to build a tokenizer. Strings are borrowed for the duration of
+ * tokenizer_init only (the tokenizer copies what it keeps). */
+struct tokenizer_spec {
+    int n_tokens;
+    const char *const *tokens;   /* (n_tokens) byte-level-unicode strings, NUL-terminated */
+    const size_t *token_lens;    /* (n_tokens) lengths, or NULL to use strlen */
+    const int32_t *token_types;  /* (n_tokens) enum tok_type, or NULL (all normal) */
+    int n_merges;
+    const char *const *merge_left;  /* (n_merges) in rank order */
+    const char *const *merge_right; /* (n_merges) */
+    enum tok_pre pre;
+    int bos_id, eos_id, eot_id, pad_id, unk_id; /* -1 when absent */
+    int add_bos, add_eos;
+};
+
+struct tokenizer;
+
+int tokenizer_init(const struct tokenizer_spec *spec, struct tokenizer **out, char *err,
+                   size_t errlen);
+/* Parse a Hugging Face tokenizer.json (both merges forms) and, if present beside it,
+ * tokenizer_config.json (bos/eos, add_bos_token, chat_template). CHAT_TEMPLATE may be NULL;
+ * otherwise *chat_template receives a malloc'd string or NULL. */
+int tokenizer_from_json(const char *path, struct tokenizer **out, char **chat_template, char *err,
+                        size_t errlen);
+void tokenizer_free(struct tokenizer *t);
+/* HF BPE "ignore_merges": a pre-token that is itself in the vocabulary becomes that token without
+ * running the merges. tokenizer_init turns it on for TOK_PRE_LLAMA3 (as llama.cpp does);
+ * tokenizer_from_json sets it from the file. Call before the tokenizer is shared. */
+void tokenizer_set_ignore_merges(struct tokenizer *t, int on);
+
+int tokenizer_n_vocab(const struct tokenizer *t);
+int tokenizer_bos(const struct tokenizer *t); /* -1 when none */
+int tokenizer_eos(const struct tokenizer *t);
+int tokenizer_add_bos(const struct tokenizer *t);
+/* 1 when generation should stop at this id (eos, eot, <|im_end|>, <|endoftext|>, <|eot_id|>). */
+int tokenizer_is_eog(const struct tokenizer *t, int id);
+/* 1 for control/special tokens (not shown in decoded text unless asked). */
+int tokenizer_is_special(const struct tokenizer *t, int id);
+/* Id of an exact token string (e.g. "<|im_end|>"), or -1. */
+int tokenizer_find(const struct tokenizer *t, const char *text);
+/* The token's stored string (byte-level form, e.g. "Ġthe"; added tokens as plain text), or NULL
+ * for an id outside the vocabulary. Valid as long as the tokenizer. */
+const char *tokenizer_token_text(const struct tokenizer *t, int id);
+enum tok_pre tokenizer_pre(const struct tokenizer *t);
+/* Bytes of the longest token once decoded. */
+size_t tokenizer_max_token_bytes(const struct tokenizer *t);
+
+/* Encode UTF-8 text. PARSE_SPECIAL: recognise special (control) token strings in the text (what
+ * HF does for a rendered chat template); user-defined added tokens are always recognised, as in
+ * HF. Off, "<|im_start|>" in the text is ordinary text (HF split_special_tokens=True).
+ * ADD_BOS: add the model's special tokens as its settings say (BOS when add_bos, EOS when
+ * add_eos) — HF's add_special_tokens. Bytes that are not valid UTF-8 are tokenized as bytes.
+ * *ids is malloc'd (non-NULL on success, even for no ids); returns 0 or -1 (err written). */
+int tokenizer_encode(const struct tokenizer *t, const char *text, size_t len, int parse_special,
+                     int add_bos, int **ids, int *n_ids, char *err, size_t errlen);
+
+/* Raw bytes a token stands for (byte-level decoding applied); special tokens give their text.
+ * Copies min(length, CAP) bytes to BUF (NUL-terminated when length < CAP) and returns the full
+ * length, or -1 for an id outside the vocabulary. May split a UTF-8 character. */
+int tokenizer_token_bytes(const struct tokenizer *t, int id, char *buf, size_t cap);
+
+/* Decode a whole sequence into malloc'd UTF-8 (invalid sequences become U+FFFD, like HF).
+ * SKIP_SPECIAL drops control tokens. */
+char *tokenizer_decode(const struct tokenizer *t, const int *ids, int n_ids, int skip_special);
+
+/* Streaming decode: feed one id at a time; returns the number of bytes written to OUT that form
+ * complete UTF-8 characters. Bytes of an unfinished character are held until a later token
+ * completes them (or tok_stream_flush emits them as U+FFFD). The concatenated output equals
+ * tokenizer_decode of the whole sequence. OUT is NUL-terminated when room is left; a CAP of
+ * tok_stream_cap(t) is always enough (a smaller one may truncate). Ids outside the vocabulary
+ * are ignored. */
+struct tok_stream {
+    unsigned char pending[8];
+    int n_pending;
+    int skip_special;
+};
+void tok_stream_init(struct tok_stream *s, int skip_special);
+size_t tok_stream_push(const struct tokenizer *t, struct tok_stream *s, int id, char *out,
+                       size_t cap);
+size_t tok_stream_flush(struct tok_stream *s, char *out, size_t cap);
+size_t tok_stream_cap(const struct tokenizer *t);
+
+/* Chat templates. The kind is picked from the model's Jinja source. */
+enum chat_kind {
+    CHAT_KIND_CHATML = 0, /* <|im_start|>role\ncontent<|im_end|>\n (SmolLM2, Qwen) */
+    CHAT_KIND_LLAMA3 = 1, /* <|start_header_id|>role<|end_header_id|>\n\ncontent<|eot_id|> */
+};
+struct chat_msg {
+    const char *role;    /* "system", "user", "assistant" */
+    const char *content;
+};
+struct chat_template {
+    enum chat_kind kind;
+    char *default_system; /* injected when the first message is not a system one, or NULL */
+    char *bos_text;       /* text prepended (Llama-3: "<|begin_of_text|>"), or NULL */
+};
+/* Pick the template from the model's Jinja source (NULL → ChatML without default system). */
+int chat_template_init(struct chat_template *ct, const char *jinja, char *err, size_t errlen);
+void chat_template_free(struct chat_template *ct);
+/* Render messages to a malloc'd prompt string; encode it with parse_special = 1. */
+char *chat_template_apply(const struct chat_template *ct, const struct chat_msg *msgs, int n_msgs,
+                          int add_generation_prompt);
+
+#endif

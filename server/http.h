@@ -1,0 +1,100 @@
+/* http.h — the HTTP layer: libmicrohttpd in external-epoll mode driven by the libuv loop,
+ * routing, body limits, the API key, JSON error replies with stable types, deferred replies
+ * (suspend/resume) and server-sent-event streams.
+ *
+ * Everything here runs on the loop thread. MHD has no threads of its own: a uv_poll_t watches
+ * its epoll fd and a uv_timer_t follows MHD_get_timeout(); MHD_run is called only from those
+ * callbacks (never from inside a reply function), so reply functions may be called from any
+ * loop-thread callback, including a worker event hook.
+ *
+ * A request's life: MHD collects the body → the route's handler runs once with the whole body
+ * and either replies at once, defers (the connection is suspended until http_reply_* is called
+ * later), or starts a stream (200 + text/event-stream; http_stream_write/_end feed it, the
+ * connection sleeps while there is nothing to send). The request object lives until MHD's
+ * completion callback, which first calls the handler's on_close hook (aborted = the client went
+ * away before the reply was fully sent) and writes the request log line.
+ */
+#ifndef FG_HTTP_H
+#define FG_HTTP_H
+
+#include <cjson/cJSON.h>
+#include <stddef.h>
+#include <uv.h>
+
+#include "server/reqlog.h"
+
+struct http_server;
+struct http_req;
+
+typedef void (*http_handler_fn)(struct http_req *r);
+/* Called from the completion callback; ABORTED is 1 when the reply did not reach the client. */
+typedef void (*http_close_fn)(struct http_req *r, void *ctx, int aborted);
+
+enum {
+    HTTP_ROUTE_PUBLIC = 1, /* no API key needed (/health, /metrics) */
+    HTTP_ROUTE_QUIET = 2,  /* no log line when it succeeds */
+};
+
+struct http_route {
+    const char *method; /* "GET", "POST" */
+    const char *path;   /* exact match */
+    http_handler_fn fn;
+    int flags;
+};
+
+struct http_opts {
+    const char *host;
+    int port;                 /* 0: ephemeral */
+    size_t max_body;          /* bytes; larger bodies get 413 */
+    const char *api_key;      /* NULL or "" = open */
+    unsigned conn_timeout;    /* seconds */
+    unsigned conn_limit;
+    const struct http_route *routes;
+    int n_routes;
+    void *app;                /* handed to handlers through http_req_app */
+    FILE *log;                /* request log (NULL = none) */
+    int log_json;
+};
+
+/* Bind and start serving on LOOP. Returns 0 or -1 with err written. */
+int http_start(struct http_server **out, uv_loop_t *loop, const struct http_opts *o, char *err,
+               size_t errlen);
+int http_port(const struct http_server *s);
+/* Requests not yet completed (open connections with a request in progress). */
+int http_active(const struct http_server *s);
+/* Stop accepting connections (close the listening socket); open ones continue. */
+void http_stop_listening(struct http_server *s);
+/* Resume every suspended connection, stop MHD, close the uv handles. The loop must run once more
+ * to finish the handle closes; the server is freed then. */
+void http_close(struct http_server *s);
+
+/* --- the request (loop thread) --- */
+void *http_req_app(const struct http_req *r);
+const char *http_req_method(const struct http_req *r);
+const char *http_req_path(const struct http_req *r);
+const char *http_req_body(const struct http_req *r, size_t *len); /* NUL-terminated */
+const char *http_req_header(const struct http_req *r, const char *name);
+double http_req_start(const struct http_req *r); /* monotonic seconds at arrival */
+struct reqlog *http_req_log(struct http_req *r); /* the log line; handlers fill what they know */
+/* Attach handler state; on_close is called exactly once when the request ends. */
+void http_req_set_ctx(struct http_req *r, void *ctx, http_close_fn on_close);
+/* The handler will reply later: the connection sleeps until an http_reply_* call. */
+void http_defer(struct http_req *r);
+
+/* Replies (once per request). BODY is copied. */
+void http_reply(struct http_req *r, int status, const char *ctype, const char *body, size_t len);
+void http_reply_json(struct http_req *r, int status, cJSON *json); /* deletes json */
+/* A JSON error with a stable TYPE. Routes under /v1/ get the OpenAI envelope
+ * {"error":{"message","type","param","code"}}, the others TGI's {"error","error_type"}.
+ * PARAM names the offending field (or NULL). */
+void http_reply_error(struct http_req *r, int status, const char *type, const char *param,
+                      const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+/* Streams: 200 with CTYPE at once; writes are buffered and sent as the client reads. */
+int http_stream_start(struct http_req *r, const char *ctype);
+int http_stream_write(struct http_req *r, const char *data, size_t len);
+void http_stream_end(struct http_req *r);
+/* 1 once the request has a reply (or a stream) under way. */
+int http_replied(const struct http_req *r);
+
+#endif

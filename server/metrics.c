@@ -1,0 +1,232 @@
+/* metrics.c — counters, gauges and histograms behind one mutex; Prometheus text rendering.
+ *
+ * Bucket bounds: latency buckets follow vLLM's TTFT/ITL choices (ms to minutes), token-count
+ * buckets are powers of two up to 16k; both are fixed so dashboards can rely on them.
+ */
+#include "metrics.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const double B_LATENCY[] = {0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5,
+                                   0.75,  1.0,   2.5,  5.0,  7.5,  10.0, 20.0, 40.0, 80.0, 160.0};
+static const double B_ITL[] = {0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05,
+                               0.075, 0.1,    0.15,  0.2,  0.3,   0.4,  0.5,   0.75, 1.0,  2.5};
+static const double B_TOKENS[] = {1,   2,   4,    8,    16,   32,   64,    128,
+                                  256, 512, 1024, 2048, 4096, 8192, 16384};
+
+#define NB(a) ((int)(sizeof(a) / sizeof((a)[0])))
+
+static const struct {
+    const char *name, *help;
+    const double *bounds;
+    int n;
+} HISTS[METRICS_H_COUNT] = {
+    [METRICS_H_QUEUE] = {"flashgen_request_queue_time_seconds",
+                         "Seconds from arrival to admission into the running batch.", B_LATENCY,
+                         NB(B_LATENCY)},
+    [METRICS_H_TTFT] = {"flashgen_time_to_first_token_seconds",
+                        "Seconds from arrival to the first generated token.", B_LATENCY,
+                        NB(B_LATENCY)},
+    [METRICS_H_ITL] = {"flashgen_inter_token_latency_seconds",
+                       "Seconds between consecutive generated tokens of one request.", B_ITL,
+                       NB(B_ITL)},
+    [METRICS_H_E2E] = {"flashgen_e2e_request_latency_seconds",
+                       "Seconds from arrival to the end of a generation request.", B_LATENCY,
+                       NB(B_LATENCY)},
+    [METRICS_H_PROMPT_TOKENS] = {"flashgen_request_prompt_tokens",
+                                 "Prompt tokens per generation request.", B_TOKENS, NB(B_TOKENS)},
+    [METRICS_H_GEN_TOKENS] = {"flashgen_request_generation_tokens",
+                              "Generated tokens per finished request.", B_TOKENS, NB(B_TOKENS)},
+};
+
+static const char *const OUTCOMES[METRICS_OUT_COUNT] = {
+    "success", "cancelled", "timeout", "validation_error", "overloaded", "unauthorized",
+    "unavailable", "error"};
+static const char *const FINISHES[METRICS_FIN_COUNT] = {"length", "eos_token", "stop_sequence"};
+
+const char *metrics_outcome_name(enum metrics_outcome o) {
+    return (unsigned)o < METRICS_OUT_COUNT ? OUTCOMES[o] : "error";
+}
+
+void metrics_init(struct metrics *m) {
+    memset(m, 0, sizeof *m);
+    pthread_mutex_init(&m->mu, NULL);
+    for (int i = 0; i < METRICS_H_COUNT; i++) {
+        m->h[i].bounds = HISTS[i].bounds;
+        m->h[i].n_bounds = HISTS[i].n;
+    }
+}
+
+void metrics_free(struct metrics *m) {
+    if (!m) return;
+    pthread_mutex_destroy(&m->mu);
+}
+
+void metrics_request(struct metrics *m, enum metrics_outcome o) {
+    if ((unsigned)o >= METRICS_OUT_COUNT) o = METRICS_OUT_ERROR;
+    pthread_mutex_lock(&m->mu);
+    m->requests[o]++;
+    pthread_mutex_unlock(&m->mu);
+}
+
+void metrics_finished(struct metrics *m, enum metrics_finish f) {
+    if ((unsigned)f >= METRICS_FIN_COUNT) return;
+    pthread_mutex_lock(&m->mu);
+    m->finished[f]++;
+    pthread_mutex_unlock(&m->mu);
+}
+
+void metrics_tokens(struct metrics *m, uint64_t prompt, uint64_t generated) {
+    pthread_mutex_lock(&m->mu);
+    m->prompt_tokens += prompt;
+    m->generation_tokens += generated;
+    pthread_mutex_unlock(&m->mu);
+}
+
+void metrics_observe(struct metrics *m, enum metrics_hist h, double v) {
+    if ((unsigned)h >= METRICS_H_COUNT) return;
+    pthread_mutex_lock(&m->mu);
+    struct metrics_histogram *hh = &m->h[h];
+    int b = 0;
+    while (b < hh->n_bounds && v > hh->bounds[b]) b++;
+    hh->counts[b]++;
+    hh->sum += v;
+    hh->count++;
+    pthread_mutex_unlock(&m->mu);
+}
+
+void metrics_iteration(struct metrics *m, int running, int waiting, int batch_size,
+                       int batch_tokens, double kv_usage) {
+    pthread_mutex_lock(&m->mu);
+    m->running = running;
+    m->waiting = waiting;
+    m->batch_size = batch_size;
+    m->batch_tokens = batch_tokens;
+    m->kv_usage = kv_usage;
+    if (batch_size > 0) m->iterations++;
+    pthread_mutex_unlock(&m->mu);
+}
+
+void metrics_set_ready(struct metrics *m, int ready) {
+    pthread_mutex_lock(&m->mu);
+    m->ready = ready;
+    pthread_mutex_unlock(&m->mu);
+}
+
+/* A growing string. */
+struct sbuf {
+    char *p;
+    size_t len, cap;
+    int oom;
+};
+
+static void sb_printf(struct sbuf *b, const char *fmt, ...) {
+    if (b->oom) return;
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
+        va_end(ap);
+        if (n < 0) {
+            b->oom = 1;
+            return;
+        }
+        if (b->len + (size_t)n < b->cap) {
+            b->len += (size_t)n;
+            return;
+        }
+        size_t nc = b->cap * 2 + (size_t)n;
+        char *np = realloc(b->p, nc);
+        if (!np) {
+            b->oom = 1;
+            return;
+        }
+        b->p = np;
+        b->cap = nc;
+    }
+}
+
+static void head(struct sbuf *b, const char *name, const char *type, const char *help) {
+    sb_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+/* Label values: escape backslash, quote and newline. */
+static void label_escape(const char *in, char *out, size_t cap) {
+    size_t n = 0;
+    for (; *in && n + 3 < cap; in++) {
+        if (*in == '\\' || *in == '"') out[n++] = '\\', out[n++] = *in;
+        else if (*in == '\n') out[n++] = '\\', out[n++] = 'n';
+        else out[n++] = *in;
+    }
+    out[n] = 0;
+}
+
+char *metrics_render(struct metrics *m, const char *model, const char *version, size_t *len) {
+    struct sbuf b = {malloc(8192), 0, 8192, 0};
+    if (!b.p) return NULL;
+    b.p[0] = 0;
+    struct metrics s;
+    pthread_mutex_lock(&m->mu);
+    s = *m; /* snapshot; the copied mutex is never used */
+    pthread_mutex_unlock(&m->mu);
+
+    char lm[512], lv[128];
+    label_escape(model ? model : "", lm, sizeof lm);
+    label_escape(version ? version : "", lv, sizeof lv);
+    head(&b, "flashgen_model_info", "gauge", "The served model (value is always 1).");
+    sb_printf(&b, "flashgen_model_info{model_name=\"%s\",version=\"%s\"} 1\n", lm, lv);
+    head(&b, "flashgen_model_ready", "gauge", "1 when the model is loaded and requests are served.");
+    sb_printf(&b, "flashgen_model_ready %d\n", s.ready);
+
+    head(&b, "flashgen_requests_total", "counter", "Generation requests by outcome.");
+    for (int i = 0; i < METRICS_OUT_COUNT; i++)
+        sb_printf(&b, "flashgen_requests_total{outcome=\"%s\"} %llu\n", OUTCOMES[i],
+                  (unsigned long long)s.requests[i]);
+    head(&b, "flashgen_request_success_total", "counter",
+         "Successful generation requests by finish reason.");
+    for (int i = 0; i < METRICS_FIN_COUNT; i++)
+        sb_printf(&b, "flashgen_request_success_total{finished_reason=\"%s\"} %llu\n", FINISHES[i],
+                  (unsigned long long)s.finished[i]);
+    head(&b, "flashgen_prompt_tokens_total", "counter", "Prompt tokens processed.");
+    sb_printf(&b, "flashgen_prompt_tokens_total %llu\n", (unsigned long long)s.prompt_tokens);
+    head(&b, "flashgen_generation_tokens_total", "counter", "Tokens generated.");
+    sb_printf(&b, "flashgen_generation_tokens_total %llu\n",
+              (unsigned long long)s.generation_tokens);
+    head(&b, "flashgen_iterations_total", "counter", "Scheduler iterations that ran a forward pass.");
+    sb_printf(&b, "flashgen_iterations_total %llu\n", (unsigned long long)s.iterations);
+
+    head(&b, "flashgen_num_requests_running", "gauge", "Requests in the running batch.");
+    sb_printf(&b, "flashgen_num_requests_running %d\n", s.running);
+    head(&b, "flashgen_num_requests_waiting", "gauge", "Requests waiting for admission.");
+    sb_printf(&b, "flashgen_num_requests_waiting %d\n", s.waiting);
+    head(&b, "flashgen_batch_size", "gauge", "Sequences in the last iteration.");
+    sb_printf(&b, "flashgen_batch_size %d\n", s.batch_size);
+    head(&b, "flashgen_batch_tokens", "gauge", "Tokens in the last iteration.");
+    sb_printf(&b, "flashgen_batch_tokens %d\n", s.batch_tokens);
+    head(&b, "flashgen_kv_cache_usage_perc", "gauge", "Fraction of KV-cache pages in use (0 to 1).");
+    sb_printf(&b, "flashgen_kv_cache_usage_perc %.6f\n", s.kv_usage);
+
+    for (int i = 0; i < METRICS_H_COUNT; i++) {
+        const struct metrics_histogram *h = &s.h[i];
+        head(&b, HISTS[i].name, "histogram", HISTS[i].help);
+        uint64_t cum = 0;
+        for (int k = 0; k < h->n_bounds; k++) {
+            cum += h->counts[k];
+            sb_printf(&b, "%s_bucket{le=\"%g\"} %llu\n", HISTS[i].name, h->bounds[k],
+                      (unsigned long long)cum);
+        }
+        cum += h->counts[h->n_bounds];
+        sb_printf(&b, "%s_bucket{le=\"+Inf\"} %llu\n", HISTS[i].name, (unsigned long long)cum);
+        sb_printf(&b, "%s_sum %.9g\n%s_count %llu\n", HISTS[i].name, h->sum, HISTS[i].name,
+                  (unsigned long long)h->count);
+    }
+    if (b.oom) {
+        free(b.p);
+        return NULL;
+    }
+    if (len) *len = b.len;
+    return b.p;
+}

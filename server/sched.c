@@ -1,0 +1,167 @@
+/* sched.c — continuous batching: admission by free KV pages, decode first, then prefill chunks.
+ *
+ * Design choice: a request reserves the pages for prompt + max_new tokens when it is admitted.
+ * That costs some KV capacity for requests that stop early, but a running sequence can never
+ * run out of pages, so there is no preemption path to get wrong; the admission test and the
+ * per-request limit (validation rejects what could never fit) keep the queue moving.
+ */
+#include "sched.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const STATE_NAMES[] = {"waiting", "prefill", "decode", "finished", "cancelled"};
+
+const char *sched_state_name(enum sched_state st) {
+    return (unsigned)st <= SCHED_CANCELLED ? STATE_NAMES[st] : "?";
+}
+
+int sched_init(struct sched *s, struct kv_cache *kv, int max_batch_tokens, int max_batch_seqs) {
+    memset(s, 0, sizeof *s);
+    s->kv = kv;
+    s->max_batch_tokens = max_batch_tokens > 0 ? max_batch_tokens : 512;
+    s->max_batch_seqs = max_batch_seqs > 0 ? max_batch_seqs : 64;
+    s->running = calloc((size_t)s->max_batch_seqs, sizeof *s->running);
+    s->batch.items = calloc((size_t)s->max_batch_seqs, sizeof *s->batch.items);
+    s->batch.fwd = calloc((size_t)s->max_batch_seqs, sizeof *s->batch.fwd);
+    if (!s->running || !s->batch.items || !s->batch.fwd) {
+        sched_free(s);
+        return -1;
+    }
+    return 0;
+}
+
+void sched_free(struct sched *s) {
+    if (!s) return;
+    free(s->running);
+    free(s->batch.items);
+    free(s->batch.fwd);
+    memset(s, 0, sizeof *s);
+}
+
+void sched_add(struct sched *s, struct sched_seq *q) {
+    q->state = SCHED_WAITING;
+    q->next = NULL;
+    memset(&q->kv, 0, sizeof q->kv);
+    if (s->wait_tail) s->wait_tail->next = q;
+    else s->wait_head = q;
+    s->wait_tail = q;
+    s->n_waiting++;
+}
+
+void sched_end(struct sched_seq *q, enum sched_state state) {
+    if (q->state == SCHED_FINISHED || q->state == SCHED_CANCELLED) return;
+    q->state = state == SCHED_CANCELLED ? SCHED_CANCELLED : SCHED_FINISHED;
+}
+
+static int is_done(const struct sched_seq *q) {
+    return q->state == SCHED_FINISHED || q->state == SCHED_CANCELLED;
+}
+
+int sched_reap(struct sched *s, struct sched_seq **out, int max) {
+    int n = 0;
+    /* running: keep the admission order of those that stay */
+    int w = 0;
+    for (int i = 0; i < s->n_running; i++) {
+        struct sched_seq *q = s->running[i];
+        if (is_done(q) && n < max) {
+            if (s->kv) kv_seq_release(s->kv, &q->kv);
+            out[n++] = q;
+        } else {
+            s->running[w++] = q;
+        }
+    }
+    s->n_running = w;
+    /* waiting: unlink the done ones (they hold no pages) */
+    struct sched_seq **pp = &s->wait_head, *prev = NULL;
+    while (*pp) {
+        struct sched_seq *q = *pp;
+        if (is_done(q) && n < max) {
+            *pp = q->next;
+            q->next = NULL;
+            s->n_waiting--;
+            out[n++] = q;
+        } else {
+            prev = q;
+            pp = &q->next;
+        }
+    }
+    s->wait_tail = prev;
+    return n;
+}
+
+int sched_pages_needed(const struct sched *s, int n_prompt, int max_new) {
+    int ps = s->kv && s->kv->page_size > 0 ? s->kv->page_size : 16;
+    return (n_prompt + max_new + ps - 1) / ps;
+}
+
+/* Admit from the head of the waiting queue, in arrival order (no overtaking, so a large request
+ * cannot starve behind a stream of small ones). */
+static int admit(struct sched *s, struct sched_seq **admitted, int *n_admitted) {
+    int n = 0;
+    while (s->wait_head && s->n_running < s->max_batch_seqs) {
+        struct sched_seq *q = s->wait_head;
+        if (s->kv && kv_seq_reserve(s->kv, &q->kv, q->n_prompt + q->max_new) != 0) break;
+        s->wait_head = q->next;
+        if (!s->wait_head) s->wait_tail = NULL;
+        q->next = NULL;
+        s->n_waiting--;
+        q->state = SCHED_PREFILL;
+        s->running[s->n_running++] = q;
+        if (admitted) admitted[n] = q;
+        n++;
+    }
+    if (n_admitted) *n_admitted = n;
+    return n;
+}
+
+static void push(struct sched *s, struct sched_seq *q, int n, int want) {
+    struct sched_batch *b = &s->batch;
+    struct sched_item *it = &b->items[b->n];
+    it->seq = q;
+    it->start = q->kv.n_tokens;
+    it->n = n;
+    it->want = want;
+    b->fwd[b->n].tokens = q->tokens + it->start;
+    b->fwd[b->n].n_tokens = n;
+    b->fwd[b->n].kv = &q->kv;
+    b->n++;
+    b->n_tokens += n;
+}
+
+int sched_plan(struct sched *s, struct sched_seq **admitted, int *n_admitted) {
+    struct sched_batch *b = &s->batch;
+    b->n = b->n_tokens = b->n_decode = b->n_prefill = 0;
+    admit(s, admitted, n_admitted);
+    /* decode tokens first: they are what the users of running streams are waiting for */
+    for (int i = 0; i < s->n_running && b->n < s->max_batch_seqs; i++) {
+        struct sched_seq *q = s->running[i];
+        if (q->state != SCHED_DECODE || b->n_tokens + 1 > s->max_batch_tokens) continue;
+        push(s, q, 1, 1);
+        b->n_decode++;
+    }
+    /* then prefill chunks, in admission order, up to the token budget */
+    for (int i = 0; i < s->n_running && b->n < s->max_batch_seqs; i++) {
+        struct sched_seq *q = s->running[i];
+        if (q->state != SCHED_PREFILL) continue;
+        int left = q->n_prompt - q->kv.n_tokens;
+        int room = s->max_batch_tokens - b->n_tokens;
+        if (room <= 0) break;
+        int n = left < room ? left : room;
+        if (q->chunk_max > 0 && n > q->chunk_max) n = q->chunk_max;
+        if (n <= 0) continue;
+        /* want the logits of the last prompt chunk (first sample), or of every chunk when
+         * the request asked for prompt logprobs (chunk_max == 1) */
+        push(s, q, n, q->chunk_max == 1 || q->kv.n_tokens + n == q->n_prompt);
+        b->n_prefill++;
+    }
+    return b->n;
+}
+
+void sched_commit(struct sched *s) {
+    struct sched_batch *b = &s->batch;
+    for (int i = 0; i < b->n; i++) {
+        struct sched_seq *q = b->items[i].seq;
+        if (q->state == SCHED_PREFILL && q->kv.n_tokens >= q->n_prompt) q->state = SCHED_DECODE;
+    }
+}

@@ -1,0 +1,89 @@
+/* sched.h — the continuous-batching scheduler: a state machine per sequence and one documented
+ * iteration. Owned and called by the worker thread only; nothing here is thread-safe.
+ *
+ * States:  WAITING ──admit──> PREFILL ──last prompt chunk──> DECODE ──> FINISHED
+ *             │                  │                             │
+ *             └──────────────────┴──────── cancel/deadline ────┴──> CANCELLED
+ *
+ * One iteration (the worker drives it):
+ *   1. sched_reap: sequences that reached FINISHED or CANCELLED since the last iteration leave
+ *      the scheduler and their KV pages go back to the free list (cancellation only flags a
+ *      sequence; pages are freed here, at the iteration boundary).
+ *   2. sched_plan: admit waiting sequences in arrival order while the batch has room
+ *      (max_batch_seqs) and the KV-cache has free pages for the whole request (prompt +
+ *      max_new tokens, reserved at admission so a running sequence never runs out of pages and
+ *      nothing is ever preempted); then build the batch: one token for every DECODE sequence
+ *      first, then prefill chunks of PREFILL sequences up to max_batch_tokens in total.
+ *   3. the worker runs the forward pass on the batch and samples the rows it wants.
+ *   4. sched_commit: PREFILL sequences whose prompt is now fully cached move to DECODE.
+ */
+#ifndef FG_SCHED_H
+#define FG_SCHED_H
+
+#include "model/forward.h"
+#include "model/kv_cache.h"
+
+enum sched_state {
+    SCHED_WAITING = 0,
+    SCHED_PREFILL,
+    SCHED_DECODE,
+    SCHED_FINISHED,
+    SCHED_CANCELLED,
+};
+
+struct sched_seq {
+    enum sched_state state;
+    int *tokens;     /* (cap) prompt, then generated tokens; owned by the caller */
+    int n_tokens;    /* prompt + generated so far */
+    int cap;         /* n_prompt + max_new */
+    int n_prompt;
+    int max_new;
+    int chunk_max;   /* prefill tokens per iteration; 0 = no limit (1: prompt logprobs) */
+    struct kv_seq kv;
+    void *user;
+    struct sched_seq *next; /* waiting list link */
+};
+
+struct sched_item {
+    struct sched_seq *seq;
+    int start, n; /* tokens [start, start + n) of seq->tokens go into this step */
+    int want;     /* 1 when the worker wants this row's logits (a sample or a prompt logprob) */
+};
+
+struct sched_batch {
+    struct sched_item *items; /* (max_batch_seqs) */
+    struct fwd_seq *fwd;      /* (max_batch_seqs) the same rows as fwd_run wants them */
+    int n, n_tokens, n_decode, n_prefill;
+};
+
+struct sched {
+    struct kv_cache *kv;
+    int max_batch_tokens, max_batch_seqs;
+    struct sched_seq *wait_head, *wait_tail;
+    int n_waiting;
+    struct sched_seq **running; /* (max_batch_seqs) in admission order */
+    int n_running;
+    struct sched_batch batch;
+};
+
+int sched_init(struct sched *s, struct kv_cache *kv, int max_batch_tokens, int max_batch_seqs);
+void sched_free(struct sched *s); /* accepts zeroed */
+
+/* Queue a new sequence (state WAITING). tokens/n_prompt/cap/max_new must be set. */
+void sched_add(struct sched *s, struct sched_seq *q);
+/* Mark a sequence done; it leaves at the next sched_reap. STATE is FINISHED or CANCELLED. */
+void sched_end(struct sched_seq *q, enum sched_state state);
+/* Remove FINISHED/CANCELLED sequences (waiting or running), release their pages, and hand up to
+ * MAX of them to the caller through OUT. Returns how many; call again while it returns MAX. */
+int sched_reap(struct sched *s, struct sched_seq **out, int max);
+/* Admit and build this iteration's batch (s->batch). Returns the number of rows (0: idle).
+ * ADMITTED (may be NULL) receives up to max_batch_seqs sequences admitted by this call. */
+int sched_plan(struct sched *s, struct sched_seq **admitted, int *n_admitted);
+/* After the forward pass: advance states. */
+void sched_commit(struct sched *s);
+
+/* Pages a whole request needs; more than the cache holds means it can never be admitted. */
+int sched_pages_needed(const struct sched *s, int n_prompt, int max_new);
+const char *sched_state_name(enum sched_state st);
+
+#endif

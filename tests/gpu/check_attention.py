@@ -1,0 +1,212 @@
+"""check_attention.py — GPU test of the CUDA attention kernels (kernels/attention.cu,
+kernels/decode_attention.cu, kernels/kv_write.cu) against their C twins and torch SDPA.
+
+Every case draws fresh random inputs (seeded per run from the clock unless FG_SEED is set), puts
+K/V in randomly scattered pages (spare pages and the unused tail of each last page hold NaN, so a
+wrong index or a read past kv_len shows), poisons the output with NaN, and checks:
+  - prefill / decode output against cpu_ops()->attention (the fp32 C twin, on the same bf16/fp16
+    inputs upcast) and against torch SDPA (fp32 math on the same upcast inputs; plus the native
+    dtype SDPA as the peer a user would compare with);
+  - prefill LSE against attn_ref_lse (C, fp64 accumulation);
+  - decode against attn_ref_decode_split, the C twin of its split + LSE merge, same split count;
+  - kv_write (with and without fused RoPE) against cpu_ops rope + kv_write.
+Shapes: query/key lengths that are not multiples of the tiles (64/128 keys, 128 packed rows,
+16-key decode tiles), batch 1 and many, GQA ratios 1, 3, 4, 8, causal and not, head dims 64/128,
+page sizes 16 and 7.
+
+Bounds: ‖out − ref‖ / ‖ref‖ < 1e-2 (bf16) and < 5e-3 (fp16). Why: the output is rounded once to
+the storage type (bf16 relative step 2^-8, rms rounding error ≈ 2^-9/√3 ≈ 1.1e-3; fp16 8x
+smaller), and P is rounded to the same type before the P·V product (another ≈1e-3 per weight,
+averaged over the keys); fp32 accumulation adds < 1e-5. 1e-2 leaves ~4x headroom for bf16 and
+catches any indexing or masking error (those give O(1) errors). LSE: absolute error < 1e-3 (fp32
+scores of exactly representable inputs; the only error is fp32 summation and ex2.approx).
+Exit status 0 when every check passes; prints one line per case. Skips (exit 0) without a GPU.
+"""
+import ctypes as C
+import os
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import fgattn as fa  # noqa: E402
+
+TOL = {torch.bfloat16: 1e-2, torch.float16: 5e-3}
+LSE_TOL = 1e-3
+
+
+def rel(a, b):
+    a, b = a.double().cpu(), b.double().cpu()
+    if torch.isnan(a).any():
+        return float("nan")
+    return float((a - b).norm() / b.norm().clamp_min(1e-30))
+
+
+def sdpa_ref(pb, fp32=True):
+    """torch SDPA per sequence on contiguous K/V (bottom-right causal mask)."""
+    outs = []
+    g = pb.n_heads // pb.n_kv_heads
+    for s, (nq, kl) in enumerate(zip(pb.q_lens, pb.kv_lens)):
+        q0 = int(pb.q_start_h[s])
+        q = pb.q[q0:q0 + nq].transpose(0, 1)  # (H, nq, D)
+        k = pb.k_seq[s].transpose(0, 1).repeat_interleave(g, dim=0)
+        v = pb.v_seq[s].transpose(0, 1).repeat_interleave(g, dim=0)
+        if fp32:
+            q, k, v = q.float(), k.float(), v.float()
+        mask = None
+        if pb.causal:
+            i = torch.arange(nq, device=q.device)[:, None]
+            j = torch.arange(kl, device=q.device)[None, :]
+            mask = j <= (kl - nq + i)
+        o = torch.nn.functional.scaled_dot_product_attention(q[None], k[None], v[None],
+                                                             attn_mask=mask, scale=pb.scale)
+        outs.append(o[0].transpose(0, 1))
+    return torch.cat(outs, 0)
+
+
+def host_f32(t):
+    return t.float().cpu().contiguous()
+
+
+def c_twin(cpu, pb):
+    q, kp, vp = host_f32(pb.q), host_f32(pb.k_pool), host_f32(pb.v_pool)
+    out = torch.full_like(q, float("nan"))
+    b = pb.batch(host=True)
+    cpu.attention(cpu.ctx, fa.ptr(out), fa.ptr(q), fa.ptr(kp), fa.ptr(vp), C.byref(b))
+    return out, (q, kp, vp, b)
+
+
+def run_case(lib, cpu, name, pb, kind, n_splits=0, want_kind=None):
+    out = torch.full_like(pb.q, float("nan"))
+    lse = torch.full((pb.n_q_total, pb.n_heads), float("nan"), device="cuda")
+    args = pb.args(out, lse, kind=kind, n_splits=n_splits)
+    variant = lib.attn_select(C.byref(args))
+    if variant is None:
+        raise RuntimeError(f"{name}: unsupported")
+    variant = variant.decode()
+    ws = fa.workspace_for(lib, args)
+    if kind == fa.KIND_DECODE and n_splits > 0:
+        ws = torch.empty(n_splits * pb.n_q_total * pb.n_heads * (pb.head_dim + 1) + 16,
+                         dtype=torch.float32, device="cuda")
+    args = pb.args(out, lse, kind=kind, n_splits=n_splits, workspace=ws)
+    fa.launch(lib, args)
+    torch.cuda.synchronize()
+    ref_c, (qh, kph, vph, bh) = c_twin(cpu, pb)
+    e_c = rel(out, ref_c)
+    e_t = rel(out, sdpa_ref(pb, fp32=True))
+    e_peer = rel(sdpa_ref(pb, fp32=False), ref_c)
+    tol = TOL[pb.dtype]
+    ok = e_c < tol and e_t < tol
+    extra = ""
+    if variant.startswith("prefill"):
+        lse_ref = torch.empty(pb.n_q_total, pb.n_heads)
+        lib.attn_ref_lse(fa.ptr(lse_ref), fa.ptr(qh), fa.ptr(kph), C.byref(bh))
+        e_l = float((lse.cpu() - lse_ref).abs().max())
+        ok = ok and e_l < LSE_TOL
+        extra = f" lse_abs={e_l:.1e}"
+    else:
+        used = n_splits if n_splits > 0 else lib.decode_attn_splits(C.byref(args))
+        twin = torch.full_like(qh, float("nan"))
+        lib.attn_ref_decode_split(fa.ptr(twin), fa.ptr(qh), fa.ptr(kph), fa.ptr(vph), C.byref(bh),
+                                  used)
+        e_s = rel(out, twin)
+        ok = ok and e_s < tol
+        extra = f" splits={used} vs_split_twin={e_s:.1e}"
+    if want_kind and not variant.startswith(want_kind):
+        ok = False
+        extra += f" (wanted {want_kind})"
+    print(f"{'ok  ' if ok else 'FAIL'} {name:<46} {variant:<20} vs_c={e_c:.1e} vs_sdpa32={e_t:.1e}"
+          f" (sdpa_native_vs_c={e_peer:.1e}){extra}", flush=True)
+    return ok
+
+
+def check_kv_write(lib, cpu, gen, dtype, n, n_heads, n_kv, hd, page_size, rope):
+    n_pages = -(-n // page_size) + 5
+    kp = torch.randn(n_pages, page_size, n_kv, hd, generator=gen).to(dtype).cuda()
+    vp = torch.randn(n_pages, page_size, n_kv, hd, generator=gen).to(dtype).cuda()
+    k = torch.randn(n, n_kv, hd, generator=gen).to(dtype).cuda()
+    v = torch.randn(n, n_kv, hd, generator=gen).to(dtype).cuda()
+    q = torch.randn(n, n_heads, hd, generator=gen).to(dtype).cuda()
+    slots = torch.randperm(n_pages * page_size, generator=gen)[:n].to(torch.int32)
+    pos = torch.randint(0, 32768, (n,), generator=gen, dtype=torch.int32)
+    freqs = (10000.0 ** (-torch.arange(0, hd, 2, dtype=torch.float64) / hd)).float()
+    # C twin first, on host fp32 copies
+    kh, vh, qh = host_f32(k), host_f32(v), host_f32(q)
+    kph, vph = host_f32(kp), host_f32(vp)
+    if rope:
+        cpu.rope(cpu.ctx, fa.ptr(qh), fa.ptr(kh), fa.ptr(pos), n, n_heads, n_kv, hd, fa.ptr(freqs))
+    cpu.kv_write(cpu.ctx, fa.ptr(kph), fa.ptr(vph), fa.ptr(kh), fa.ptr(vh), fa.ptr(slots), n, n_kv * hd)
+    slots_d, pos_d, freqs_d = slots.cuda(), pos.cuda(), freqs.cuda()
+    a = fa.KvWriteArgs(fa.ATTN_DTYPE[dtype], fa.ptr(kp), fa.ptr(vp), fa.ptr(k), fa.ptr(v),
+                       fa.ptr(slots_d), n, n_kv, hd, fa.ptr(pos_d) if rope else None,
+                       fa.ptr(freqs_d) if rope else None, fa.ptr(q) if rope else None, n_heads,
+                       C.c_void_p(torch.cuda.current_stream().cuda_stream))
+    err = C.create_string_buffer(256)
+    if lib.kv_write_launch(C.byref(a), err, 256) != 0:
+        raise RuntimeError(err.value.decode())
+    torch.cuda.synchronize()
+    e_k, e_v = rel(kp, kph), rel(vp, vph)
+    e_q = rel(q, qh) if rope else 0.0
+    # without RoPE the copy is exact; with it, one rounding of fp32 results to the storage type
+    tol = TOL[dtype] if rope else 0.0
+    ok = e_k <= tol and e_v == 0.0 and e_q <= tol
+    print(f"{'ok  ' if ok else 'FAIL'} kv_write {str(dtype)[6:]:<8} n={n} page={page_size} rope={rope:<2}"
+          f" k={e_k:.1e} v={e_v:.1e} q={e_q:.1e}", flush=True)
+    return ok
+
+
+def main():
+    if not torch.cuda.is_available():
+        print("check_attention: skipped, no CUDA GPU")
+        return 0
+    seed = int(os.environ.get("FG_SEED", time.time_ns() % 2**31))
+    print(f"check_attention: seed {seed} on {torch.cuda.get_device_name()}")
+    gen = torch.Generator().manual_seed(seed)
+    lib = fa.load()
+    cpu = fa.CpuOps(lib)
+    results = []
+    n_kv = 2
+    # prefill: fresh prompts, prompts over a cached prefix (chunked prefill), varlen batches
+    batches = {
+        "b1": ([300], [300]),
+        "varlen": ([1, 77, 130, 257, 33], [1, 127, 130, 357, 546]),
+    }
+    for hd in (64, 128):
+        for g in (1, 3, 4, 8):
+            for causal in (0, 1):
+                for bname, (ql, kl) in batches.items():
+                    page = 16 if (g + causal) % 2 else 7
+                    dt = torch.float16 if (g == 3 and bname == "b1") else torch.bfloat16
+                    pb = fa.PagedBatch(ql, kl, n_kv * g, n_kv, hd, page, causal, dt, gen=gen)
+                    results.append(run_case(lib, cpu, f"prefill hd{hd} G{g} causal{causal} {bname} "
+                                            f"p{page} {str(dt)[6:]}", pb, fa.KIND_PREFILL,
+                                            want_kind="prefill"))
+    # auto selection: a one-token-per-sequence batch goes to decode, a prompt to prefill
+    # decode: one new token (and two, for speculation) over long scattered contexts
+    for hd in (64, 128):
+        for g in (1, 3, 4, 8):
+            for nq in (1, 2):
+                for bs in (1, 7):
+                    kl = [int(x) for x in torch.randint(nq, 3000, (bs,), generator=gen)]
+                    if bs == 1:
+                        kl = [2999]
+                    for splits in ((0, 1, 5) if nq == 1 else (0,)):
+                        causal = 1 if nq > 1 else 0
+                        dt = torch.float16 if g == 4 and bs == 7 else torch.bfloat16
+                        pb = fa.PagedBatch([nq] * bs, kl, n_kv * g, n_kv, hd, 16, causal, dt, gen=gen)
+                        results.append(run_case(lib, cpu, f"decode hd{hd} G{g} nq{nq} bs{bs} "
+                                                f"split{splits} {str(dt)[6:]}", pb, fa.KIND_AUTO,
+                                                n_splits=splits, want_kind="decode"))
+    for dtype in (torch.bfloat16, torch.float16):
+        for rope in (0, 1):
+            results.append(check_kv_write(lib, cpu, gen, dtype, 37, 12, 4, 128, 16, rope))
+            results.append(check_kv_write(lib, cpu, gen, dtype, 5, 9, 3, 64, 7, rope))
+    cpu.close()
+    n_ok = sum(results)
+    print(f"check_attention: {n_ok}/{len(results)} passed (seed {seed})")
+    return 0 if n_ok == len(results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,52 @@
+/* test_util.h — small helpers shared by the unit tests: a seeded generator for fresh random
+ * inputs and error norms. Header-only (static inline) so each test file stays standalone. */
+#ifndef FG_TEST_UTIL_H
+#define FG_TEST_UTIL_H
+
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+/* xorshift64*; seeded per test from the clock so inputs are fresh each run (the seed is printed
+ * by tests that fail, via cr_assert messages). */
+static inline uint64_t tu_next(uint64_t *s)
+{
+    *s ^= *s >> 12;
+    *s ^= *s << 25;
+    *s ^= *s >> 27;
+    return *s * 0x2545F4914F6CDD1Dull;
+}
+
+static inline float tu_uniform(uint64_t *s, float lo, float hi)
+{
+    return lo + (hi - lo) * (float)((tu_next(s) >> 40) * (1.0 / 16777216.0));
+}
+
+static inline void tu_fill(uint64_t *s, float *x, size_t n, float lo, float hi)
+{
+    for (size_t i = 0; i < n; i++)
+        x[i] = tu_uniform(s, lo, hi);
+}
+
+static inline uint64_t tu_seed(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t s = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 20) ^ 0x9E3779B97F4A7C15ull;
+    return s ? s : 1;
+}
+
+/* ‖a − b‖ / ‖b‖ */
+static inline double tu_rel_err(const float *a, const float *b, size_t n)
+{
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = (double)a[i] - b[i];
+        num += d * d;
+        den += (double)b[i] * b[i];
+    }
+    return sqrt(num) / (sqrt(den) + 1e-30);
+}
+
+#endif

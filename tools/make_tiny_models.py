@@ -1,0 +1,394 @@
+#!/usr/bin/env python3
+"""make_tiny_models.py — tiny random Llama models in every format flashgen's loader reads.
+
+Usage: python3 tools/make_tiny_models.py --out DIR [--seed 1234]
+
+For each model variant (GQA ratios 1, 3, 4, 8; tied and untied heads; one llama3 rope-scaling
+config) it writes, from ONE set of random fp32 weights (numpy RandomState(seed)):
+
+  DIR/<model>/hf/            config.json, model.safetensors (F32), tokenizer.json,
+                             tokenizer_config.json
+  DIR/<model>/hf_sharded/    the same as 2 shards + model.safetensors.index.json
+  DIR/<model>/hf_bf16/, hf_f16/   single-file safetensors in BF16 / F16 (some models)
+  DIR/<model>/<model>.<T>.gguf    GGUF with 2-D weights in type T (F32 F16 BF16 Q8_0 Q4_0 Q4_1),
+                             1-D norms in F32 (as llama.cpp does), Q/K rows permuted as
+                             convert_hf_to_gguf.py does
+  DIR/<model>/<model>.<T>.ref     the fp32 values the loader must produce for that GGUF: the
+                             `gguf` package's dequantize of the file's own bytes, Q/K un-permuted
+  DIR/<model>/weights.f32    the original fp32 weights (what F32 GGUF and F32 safetensors give)
+
+.ref / weights.f32 layout: float32 little-endian, tensors concatenated in flashgen's plan order:
+tok_embd, per layer (attn_norm, wq, wk, wv, wo, ffn_norm, w_gate, w_up, w_down), out_norm,
+output (untied only), then rope_freqs (head_dim/2 effective inverse frequencies).
+DIR/manifest.json lists the models, their configs and files.
+
+Needs: numpy, gguf, safetensors (no torch).
+"""
+import argparse
+import json
+import math
+import os
+import shutil
+import sys
+
+import numpy as np
+
+import gguf
+from gguf import GGMLQuantizationType as QT
+from safetensors.numpy import save_file
+
+# variants: name -> shape. head_dim given explicitly where dim != n_heads * head_dim.
+MODELS = {
+    # GQA ratio 1, tied head, every GGUF type, every safetensors form
+    "gqa1_tied": dict(dim=64, n_layers=2, n_heads=4, n_kv_heads=4, head_dim=16, ffn=96,
+                      tied=True, gguf=["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1"],
+                      st=["hf", "hf_sharded", "hf_bf16", "hf_f16"]),
+    # GQA ratio 4, untied head, explicit head_dim (8*16 != 64)
+    "gqa4_untied": dict(dim=64, n_layers=2, n_heads=8, n_kv_heads=2, head_dim=16, ffn=96,
+                        tied=False, gguf=["F32", "Q8_0", "Q4_1"], st=["hf", "hf_sharded"]),
+    # GQA ratio 3 (heads 3 -> kv 1), tied
+    "gqa3": dict(dim=96, n_layers=2, n_heads=3, n_kv_heads=1, head_dim=32, ffn=64, tied=True,
+                 gguf=["F32", "Q4_0"], st=["hf"]),
+    # GQA ratio 8, untied, llama3 rope scaling (GGUF carries it as rope_freqs.weight)
+    "gqa8_llama3": dict(dim=64, n_layers=1, n_heads=8, n_kv_heads=1, head_dim=8, ffn=96,
+                        tied=False, gguf=["F32", "Q8_0"], st=["hf"],
+                        rope_scaling=dict(rope_type="llama3", factor=8.0, low_freq_factor=1.0,
+                                          high_freq_factor=4.0,
+                                          original_max_position_embeddings=64)),
+}
+THETA = 10000.0
+EPS = 1e-5
+CTX = 256
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + "
+    "message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+MERGES = [("Ġ", "t"), ("h", "e"), ("Ġt", "he"), ("i", "n"), ("e", "r"), ("Ġ", "a"), ("o", "n"),
+          ("r", "e"), ("Ġ", "s"), ("a", "t"), ("e", "n"), ("Ġ", "w"), ("o", "r"), ("i", "s"),
+          ("Ġ", "i"), ("l", "l"), ("he", "ll"), ("hell", "o"), ("Ġw", "or"), ("Ġwor", "l"),
+          ("Ġworl", "d"), ("Ċ", "Ċ"), ("Ġ", "Ġ")]
+
+
+def bytes_to_unicode():
+    """GPT-2's byte -> printable code point table (model-format.md §4.2)."""
+    bs = (list(range(0x21, 0x7F)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100)))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return {b: chr(c) for b, c in zip(bs, cs)}
+
+
+def tiny_vocab():
+    """ids 0-2 specials, 3-258 the 256 byte symbols (in byte order), then one token per merge."""
+    b2u = bytes_to_unicode()
+    tokens = SPECIALS + [b2u[b] for b in range(256)]
+    for a, b in MERGES:
+        assert a in tokens and b in tokens, (a, b)
+        tokens.append(a + b)
+    assert len(set(tokens)) == len(tokens)
+    types = [3] * len(SPECIALS) + [1] * (len(tokens) - len(SPECIALS))
+    return tokens, types
+
+
+def tokenizer_json(tokens):
+    added = [dict(id=i, content=t, single_word=False, lstrip=False, rstrip=False,
+                  normalized=False, special=True) for i, t in enumerate(SPECIALS)]
+    return {
+        "version": "1.0", "truncation": None, "padding": None, "added_tokens": added,
+        "normalizer": None,
+        "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+            {"type": "Digits", "individual_digits": True},
+            {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True,
+             "use_regex": True}]},
+        "post_processor": None,
+        "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True,
+                    "use_regex": True},
+        "model": {"type": "BPE", "dropout": None, "unk_token": None,
+                  "continuing_subword_prefix": None, "end_of_word_suffix": None,
+                  "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
+                  "vocab": {t: i for i, t in enumerate(tokens)},
+                  "merges": [f"{a} {b}" for a, b in MERGES]},
+    }
+
+
+def random_weights(cfg, vocab, rng):
+    """HF-named fp32 weights, in plan order."""
+    d, hd, f = cfg["dim"], cfg["head_dim"], cfg["ffn"]
+    q, kv = cfg["n_heads"] * hd, cfg["n_kv_heads"] * hd
+    w = {}
+
+    def mat(rows, cols):
+        return (rng.standard_normal((rows, cols)) * 0.5).astype(np.float32)
+
+    def norm(n):
+        return (1.0 + 0.1 * rng.standard_normal(n)).astype(np.float32)
+
+    w["model.embed_tokens.weight"] = mat(vocab, d)
+    for l in range(cfg["n_layers"]):
+        p = f"model.layers.{l}."
+        w[p + "input_layernorm.weight"] = norm(d)
+        w[p + "self_attn.q_proj.weight"] = mat(q, d)
+        w[p + "self_attn.k_proj.weight"] = mat(kv, d)
+        w[p + "self_attn.v_proj.weight"] = mat(kv, d)
+        w[p + "self_attn.o_proj.weight"] = mat(d, q)
+        w[p + "post_attention_layernorm.weight"] = norm(d)
+        w[p + "mlp.gate_proj.weight"] = mat(f, d)
+        w[p + "mlp.up_proj.weight"] = mat(f, d)
+        w[p + "mlp.down_proj.weight"] = mat(d, f)
+    w["model.norm.weight"] = norm(d)
+    if not cfg["tied"]:
+        w["lm_head.weight"] = mat(vocab, d)
+    return w
+
+
+def rope_inv_freq(cfg):
+    """Effective inverse frequencies (llama3 scaling applied), float64."""
+    hd = cfg["head_dim"]
+    inv = 1.0 / THETA ** (np.arange(0, hd, 2, dtype=np.float64) / hd)
+    rs = cfg.get("rope_scaling")
+    if not rs:
+        return inv, None
+    factor, low, high = rs["factor"], rs["low_freq_factor"], rs["high_freq_factor"]
+    L = rs["original_max_position_embeddings"]
+    out, divisors = [], []
+    for f in inv:
+        wl = 2 * math.pi / f
+        if wl < L / high:
+            g = f
+        elif wl > L / low:
+            g = f / factor
+        else:
+            smooth = (L / wl - low) / (high - low)
+            g = (1 - smooth) * f / factor + smooth * f
+        out.append(g)
+        divisors.append(f / g)  # convert_hf_to_gguf writes these as rope_freqs.weight
+    return np.array(out), np.array(divisors, dtype=np.float32)
+
+
+def permute(w, n_head):
+    """convert_hf_to_gguf LlamaModel.permute: HF rows -> GGUF (interleaved-RoPE) rows."""
+    return (w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:])
+            .swapaxes(1, 2).reshape(w.shape))
+
+
+def unpermute(w, n_head):
+    return (w.reshape(n_head, w.shape[0] // n_head // 2, 2, *w.shape[1:])
+            .swapaxes(1, 2).reshape(w.shape))
+
+
+GGUF_NAMES = {"input_layernorm": "attn_norm", "self_attn.q_proj": "attn_q",
+              "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+              "self_attn.o_proj": "attn_output", "post_attention_layernorm": "ffn_norm",
+              "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down"}
+
+
+def gguf_name(hf):
+    if hf == "model.embed_tokens.weight":
+        return "token_embd.weight"
+    if hf == "model.norm.weight":
+        return "output_norm.weight"
+    if hf == "lm_head.weight":
+        return "output.weight"
+    parts = hf.split(".")  # model.layers.N.<a>.<b>.weight or model.layers.N.<a>.weight
+    l, mid = parts[2], ".".join(parts[3:-1])
+    return f"blk.{l}.{GGUF_NAMES[mid]}.weight"
+
+
+def write_gguf(path, cfg, weights, qtype, tokens, types):
+    w = gguf.GGUFWriter(path, "llama")
+    w.add_block_count(cfg["n_layers"])
+    w.add_context_length(CTX)
+    w.add_embedding_length(cfg["dim"])
+    w.add_feed_forward_length(cfg["ffn"])
+    w.add_head_count(cfg["n_heads"])
+    w.add_head_count_kv(cfg["n_kv_heads"])
+    if cfg["n_heads"] * cfg["head_dim"] != cfg["dim"]:
+        w.add_key_length(cfg["head_dim"])
+        w.add_value_length(cfg["head_dim"])
+    w.add_layer_norm_rms_eps(EPS)
+    w.add_rope_freq_base(THETA)
+    w.add_rope_dimension_count(cfg["head_dim"])
+    w.add_vocab_size(len(tokens))
+    w.add_file_type(0)
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("smollm")
+    w.add_token_list(tokens)
+    w.add_token_types(types)
+    w.add_token_merges([f"{a} {b}" for a, b in MERGES])
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(2)
+    w.add_pad_token_id(2)
+    w.add_add_bos_token(False)
+    w.add_chat_template(CHAT_TEMPLATE)
+    qt = QT[qtype]
+    _, divisors = rope_inv_freq(cfg)
+    if divisors is not None:
+        w.add_tensor("rope_freqs.weight", divisors)
+    for name, arr in weights.items():
+        a = arr
+        if name.endswith("q_proj.weight"):
+            a = permute(a, cfg["n_heads"])
+        elif name.endswith("k_proj.weight"):
+            a = permute(a, cfg["n_kv_heads"])
+        if a.ndim == 1 or qt == QT.F32:
+            w.add_tensor(gguf_name(name), np.ascontiguousarray(a))
+        elif qt == QT.F16:
+            w.add_tensor(gguf_name(name), a.astype(np.float16))
+        else:
+            q = gguf.quants.quantize(np.ascontiguousarray(a), qt)
+            w.add_tensor(gguf_name(name), q, raw_shape=q.shape, raw_dtype=qt)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def gguf_reference(path, cfg, order):
+    """Dequantize PATH's tensors with the gguf package, un-permute Q/K, return plan order."""
+    r = gguf.GGUFReader(path)
+    by = {t.name: t for t in r.tensors}
+    out = []
+    for hf in order:
+        t = by[gguf_name(hf)]
+        a = gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32)
+        if len(t.shape) > 1:  # t.shape is ggml ne order: ne[0] = row length
+            a = a.reshape(-1, int(t.shape[0]))
+        else:
+            a = a.ravel()
+        if hf.endswith("q_proj.weight"):
+            a = unpermute(a, cfg["n_heads"])
+        elif hf.endswith("k_proj.weight"):
+            a = unpermute(a, cfg["n_kv_heads"])
+        out.append(np.ascontiguousarray(a, dtype=np.float32).ravel())
+    return out
+
+
+def hf_config(cfg, vocab):
+    c = {"architectures": ["LlamaForCausalLM"], "model_type": "llama",
+         "hidden_size": cfg["dim"], "intermediate_size": cfg["ffn"],
+         "num_hidden_layers": cfg["n_layers"], "num_attention_heads": cfg["n_heads"],
+         "num_key_value_heads": cfg["n_kv_heads"], "vocab_size": vocab,
+         "max_position_embeddings": CTX, "rope_theta": THETA, "rms_norm_eps": EPS,
+         "hidden_act": "silu", "attention_bias": False, "mlp_bias": False,
+         "tie_word_embeddings": cfg["tied"], "torch_dtype": "float32",
+         "bos_token_id": 1, "eos_token_id": 2,
+         "rope_scaling": cfg.get("rope_scaling")}
+    if cfg["n_heads"] * cfg["head_dim"] != cfg["dim"]:
+        c["head_dim"] = cfg["head_dim"]
+    return c
+
+
+def write_hf_dir(d, cfg, weights, tokens, form):
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "config.json"), "w") as f:
+        json.dump(hf_config(cfg, len(tokens)), f, indent=1)
+    with open(os.path.join(d, "tokenizer.json"), "w", encoding="utf-8") as f:
+        json.dump(tokenizer_json(tokens), f, ensure_ascii=False)
+    with open(os.path.join(d, "tokenizer_config.json"), "w") as f:
+        json.dump({"add_bos_token": False, "add_prefix_space": False,
+                   "bos_token": "<|im_start|>", "eos_token": "<|im_end|>",
+                   "pad_token": "<|im_end|>", "chat_template": CHAT_TEMPLATE,
+                   "model_max_length": CTX, "tokenizer_class": "GPT2Tokenizer"}, f, indent=1)
+    if form == "hf_bf16":
+        import gguf.quants as gq
+        st = {k: gq.quantize(v, QT.BF16).view(np.uint16).reshape(v.shape) for k, v in
+              weights.items()}
+        # safetensors.numpy has no bfloat16 dtype: write the header by hand
+        write_raw_safetensors(os.path.join(d, "model.safetensors"), st, "BF16")
+        return
+    if form == "hf_f16":
+        save_file({k: v.astype(np.float16) for k, v in weights.items()},
+                  os.path.join(d, "model.safetensors"), metadata={"format": "pt"})
+        return
+    if form == "hf":
+        save_file(weights, os.path.join(d, "model.safetensors"), metadata={"format": "pt"})
+        return
+    names = list(weights)
+    half = len(names) // 2
+    shards = [names[:half], names[half:]]
+    wm = {}
+    total = 0
+    for i, part in enumerate(shards):
+        fn = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+        save_file({k: weights[k] for k in part}, os.path.join(d, fn), metadata={"format": "pt"})
+        for k in part:
+            wm[k] = fn
+            total += weights[k].nbytes
+    with open(os.path.join(d, "model.safetensors.index.json"), "w") as f:
+        json.dump({"metadata": {"total_size": total}, "weight_map": wm}, f, indent=1)
+
+
+def write_raw_safetensors(path, tensors, dtype):
+    header, off, blobs = {}, 0, []
+    for k in sorted(tensors):
+        b = np.ascontiguousarray(tensors[k]).tobytes()
+        header[k] = {"dtype": dtype, "shape": list(tensors[k].shape),
+                     "data_offsets": [off, off + len(b)]}
+        off += len(b)
+        blobs.append(b)
+    header["__metadata__"] = {"format": "pt"}
+    h = json.dumps(header, separators=(",", ":")).encode()
+    h += b" " * ((8 - (8 + len(h)) % 8) % 8)
+    with open(path, "wb") as f:
+        f.write(len(h).to_bytes(8, "little"))
+        f.write(h)
+        for b in blobs:
+            f.write(b)
+
+
+def write_f32(path, arrays):
+    with open(path, "wb") as f:
+        for a in arrays:
+            f.write(np.ascontiguousarray(a, dtype="<f4").tobytes())
+
+
+def build(out, seed):
+    tokens, types = tiny_vocab()
+    manifest = {"seed": seed, "vocab": len(tokens), "models": {}}
+    for mi, (name, cfg) in enumerate(MODELS.items()):
+        rng = np.random.RandomState(seed + mi)
+        weights = random_weights(cfg, len(tokens), rng)
+        order = list(weights)
+        inv, _ = rope_inv_freq(cfg)
+        md = os.path.join(out, name)
+        os.makedirs(md, exist_ok=True)
+        write_f32(os.path.join(md, "weights.f32"),
+                  [weights[k].ravel() for k in order] + [inv.astype(np.float32)])
+        for form in cfg["st"]:
+            write_hf_dir(os.path.join(md, form), cfg, weights, tokens, form)
+        for qt in cfg["gguf"]:
+            p = os.path.join(md, f"{name}.{qt}.gguf")
+            write_gguf(p, cfg, weights, qt, tokens, types)
+            write_f32(p[:-5] + ".ref",
+                      gguf_reference(p, cfg, order) + [inv.astype(np.float32)])
+        manifest["models"][name] = {k: v for k, v in cfg.items()}
+    with open(os.path.join(out, "manifest.json"), "w") as f:
+        json.dump(manifest, f, indent=1)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--seed", type=int, default=1234)
+    a = ap.parse_args()
+    # build next to the target, then swap in, so a reader never sees a half-written tree
+    tmp = f"{a.out.rstrip('/')}.tmp{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    build(tmp, a.seed)
+    old = f"{a.out.rstrip('/')}.old{os.getpid()}"
+    if os.path.exists(a.out):
+        os.rename(a.out, old)
+    os.rename(tmp, a.out)
+    shutil.rmtree(old, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
