@@ -18,7 +18,7 @@ PKGS     := libmicrohttpd libcjson libuv
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS))
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS))
 CFLAGS    = -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror -MMD -MP -pthread -I. $(PKG_CFLAGS)
-LDLIBS    = $(PKG_LIBS) -lm -pthread
+LDLIBS    = $(PKG_LIBS) -lm -pthread -ldl
 ifeq ($(SANITIZE),1)
   BUILD  := build-san
   CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer -O1
@@ -33,8 +33,8 @@ TOOL_SRC := $(wildcard tools/*.c)
 TOOLS    := $(TOOL_SRC:tools/%.c=$(BUILD)/tools/%)
 
 # --- CUDA (kernels/*.cu): sm_90a SASS plus a compute_90 PTX fallback -------------------------
-# The CUDA objects form their own archive, build/libflashgen_cuda.a, linked by the GPU tests and
-# benchmarks (CUDA_LIBS); the CPU binary does not depend on the CUDA runtime.
+# The CUDA objects form build/libflashgen_cuda.so, which the engine opens at run time when a GPU
+# is asked for; the flashgen binary itself does not depend on any CUDA library.
 CU_SRC   := $(wildcard kernels/*.cu)
 CU_OBJ   :=
 ifeq ($(CUDA),1)
@@ -46,26 +46,27 @@ ifneq ($(CU_SRC),)
   CU_OBJ   := $(CU_SRC:%.cu=$(BUILD)/%.cu.o)
   CUDA_LIBS := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublasLt -lcudart_static \
               -ldl -lrt -lstdc++
-all: $(BUILD)/libflashgen_cuda.a
+all: $(BUILD)/libflashgen_cuda.so
 endif
 endif
 
 .PHONY: all deps serve test unit bench model clean help format
 
-all: $(BUILD)/flashgen $(BUILD)/tests/unit $(TOOLS)
+all: $(BUILD)/flashgen $(BUILD)/tests/unit_tests $(TOOLS)
 
 $(BUILD)/libflashgen.a: $(LIB_OBJ)
 	@mkdir -p $(@D)
 	rm -f $@ && ar rcs $@ $^
 
-$(BUILD)/libflashgen_cuda.a: $(CU_OBJ)
+# The CUDA backend the engine opens with dlopen (kernels/ops.h, struct fg_cuda_backend).
+$(BUILD)/libflashgen_cuda.so: $(CU_OBJ)
 	@mkdir -p $(@D)
-	rm -f $@ && ar rcs $@ $^
+	$(CC) -shared -o $@ $^ $(CUDA_LIBS) -lpthread -lm
 
 $(BUILD)/flashgen: $(BUILD)/server/main.o $(BUILD)/libflashgen.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/tests/unit: $(TEST_OBJ) $(BUILD)/libflashgen.a
+$(BUILD)/tests/unit_tests: $(TEST_OBJ) $(BUILD)/libflashgen.a
 	$(CC) $(LDFLAGS) -o $@ $^ -lcriterion $(LDLIBS)
 
 $(BUILD)/tools/%: $(BUILD)/tools/%.o $(BUILD)/libflashgen.a
@@ -98,11 +99,11 @@ serve: deps
 # summary line ends the output.
 test: deps
 	$(MAKE) all model
-	$(BUILD)/tests/unit --jobs 2
+	$(BUILD)/tests/unit_tests --jobs 2
 	FLASHGEN_BUILD=$(BUILD) $(PYTHON) -m pytest -q tests
 
-unit: $(BUILD)/tests/unit
-	$(BUILD)/tests/unit
+unit: $(BUILD)/tests/unit_tests
+	$(BUILD)/tests/unit_tests
 
 bench: all $(MODEL)
 	$(BUILD)/tools/bench_cpu --model $(MODEL)
@@ -121,3 +122,69 @@ help:
 	@echo "make SANITIZE=1 test   the same under ASan + UBSan (build-san/)"
 
 -include $(LIB_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(BUILD)/server/main.d $(TOOL_SRC:tools/%.c=$(BUILD)/tools/%.d) $(CU_SRC:%.cu=$(BUILD)/%.cu.d)
+
+# --- GPU attention kernels: test and benchmark on a machine with a CUDA GPU ------------------
+# build/libfgattn.so holds the CUDA kernels (kernels/*.cu) and their C twins (attention_ref.c,
+# cpu_ops.c); tests/gpu/check_attention.py and bench/bench_attention.py drive it from Python
+# (ctypes + torch). `make test-gpu` checks every kernel against its C twin and torch SDPA;
+# `make bench-gpu` times prefill and decode against torch SDPA (FA2 and cuDNN backends) and prints
+# the table kept in kernels/BENCH.md. Neither is part of `make test`; without a GPU both say so
+# and exit 0.
+.PHONY: test-gpu
+GPU_LIB     := $(BUILD)/libfgattn.so
+GPU_LIB_OBJ := $(patsubst %.c,$(BUILD)/pic/%.o,kernels/attention_ref.c kernels/cpu_ops.c kernels/cpu_pool.c)
+
+$(BUILD)/pic/%.o: %.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -fPIC -c $< -o $@
+
+$(GPU_LIB): $(GPU_LIB_OBJ) $(CU_OBJ)
+	$(CC) -shared -o $@ $^ $(CUDA_LIBS) -lpthread -lm
+
+test-gpu: $(GPU_LIB)
+	FG_ATTN_LIB=$(GPU_LIB) $(PYTHON) tests/gpu/check_attention.py
+
+bench-gpu: $(GPU_LIB)
+	FG_ATTN_LIB=$(GPU_LIB) $(PYTHON) bench/bench_attention.py
+
+-include $(GPU_LIB_OBJ:.o=.d)
+
+# --- Fuzzing (issue 6) -------------------------------------------------------------------------
+# libFuzzer targets tests/fuzz/fuzz_*.c, each linked against the library sources compiled here
+# with clang + ASan + UBSan (build-fuzz/, never the gcc objects). `make fuzz` runs every target
+# for FUZZ_SECONDS (default 60) from its committed seed corpus tests/fuzz/corpus/<target>/ and
+# prints the executions per target; `make fuzz-smoke` runs each for 10 s, all at once (< 90 s
+# including the build), and fails on the first crash. New corpus inputs go to
+# build-fuzz/corpus/<target>/, crashing inputs to build-fuzz/crashes/ (tests/fuzz/run.sh).
+.PHONY: fuzz fuzz-smoke fuzz-build
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_BUILD   := build-fuzz
+FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+FUZZ_CFLAGS   = -std=c11 -D_GNU_SOURCE -g -O1 -Wall -Wextra -MMD -MP -pthread -I. $(PKG_CFLAGS) \
+                $(FUZZ_SAN)
+FUZZ_LIB_SRC := $(wildcard model/*.c kernels/*.c config/*.c)
+FUZZ_LIB_OBJ := $(FUZZ_LIB_SRC:%.c=$(FUZZ_BUILD)/%.o)
+FUZZ_SRC     := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BINS    := $(FUZZ_SRC:tests/fuzz/%.c=$(FUZZ_BUILD)/%)
+
+fuzz-build: $(FUZZ_BINS)
+.SECONDARY: $(FUZZ_SRC:%.c=$(FUZZ_BUILD)/%.o)
+
+$(FUZZ_BUILD)/libflashgen.a: $(FUZZ_LIB_OBJ)
+	rm -f $@ && ar rcs $@ $^
+
+$(FUZZ_BUILD)/%.o: %.c
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
+
+$(FUZZ_BUILD)/fuzz_%: $(FUZZ_BUILD)/tests/fuzz/fuzz_%.o $(FUZZ_BUILD)/libflashgen.a
+	$(FUZZ_CC) -fsanitize=fuzzer $(FUZZ_SAN) -o $@ $^ $(PKG_LIBS) -lm -pthread
+
+fuzz: $(FUZZ_BINS)
+	tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)
+
+fuzz-smoke: $(FUZZ_BINS)
+	tests/fuzz/run.sh $(FUZZ_BUILD) 10
+
+-include $(FUZZ_LIB_OBJ:.o=.d) $(FUZZ_SRC:%.c=$(FUZZ_BUILD)/%.d)

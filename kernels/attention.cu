@@ -20,15 +20,16 @@
  */
 #include <cuda_runtime.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "attention.h"
 #include "attention_common.cuh"
 #include "decode_attention.h"
 
-template <typename T, int HD, int BN, int NW>
-__global__ void __launch_bounds__(NW * 32, 1) attn_prefill_kernel(const attn_kparams p)
+template <typename T, int HD, int BN, int NW, int R, bool QREG, int MINB>
+__global__ void __launch_bounds__(NW * 32, MINB) attn_prefill_kernel(const attn_kparams p)
 {
-    constexpr int BM = NW * 16, NT = NW * 32;
+    constexpr int BM = NW * 16 * R, NT = NW * 32;
     extern __shared__ __align__(128) unsigned char attn_smem[];
     T *sQ = reinterpret_cast<T *>(attn_smem);
     T *sK = sQ + BM * HD;
@@ -62,11 +63,15 @@ __global__ void __launch_bounds__(NW * 32, 1) attn_prefill_kernel(const attn_kpa
     int kv_end = kvlen;
     if (p.causal) kv_end = min(kvlen, pos0 + (min(r0 + BM, rows) - 1) / G + 1);
     const int n_tiles = kv_end > 0 ? (kv_end + BN - 1) / BN : 0;
-    /* Row limits: keys ≥ lim are masked for this thread's rows g and g + 8. */
+    /* Row limits: keys ≥ lim are masked for this thread's rows (g, g + 8 of each m-tile). */
     const int g = lane >> 2, t = lane & 3;
-    const int gr0 = r0 + warp * 16 + g, gr1 = gr0 + 8;
-    const int lim0 = p.causal ? min(kvlen, pos0 + gr0 / G + 1) : kvlen;
-    const int lim1 = p.causal ? min(kvlen, pos0 + gr1 / G + 1) : kvlen;
+    const int wrow = warp * 16 * R; /* the warp's first row in the tile */
+    int lim[2 * R];
+#pragma unroll
+    for (int i = 0; i < 2 * R; i++) {
+        int gr = r0 + wrow + (i >> 1) * 16 + (i & 1) * 8 + g;
+        lim[i] = p.causal ? min(kvlen, pos0 + gr / G + 1) : kvlen;
+    }
     const int min_lim = p.causal ? min(kvlen, pos0 + r0 / G + 1) : kvlen;
 
     if (n_tiles > 0)
@@ -74,16 +79,27 @@ __global__ void __launch_bounds__(NW * 32, 1) attn_prefill_kernel(const attn_kpa
                                     p.n_kv_heads, kvh, tid);
     cp_async_commit();
 
-    float o[HD / 8][4];
+    float o[R][HD / 8][4];
 #pragma unroll
-    for (int i = 0; i < HD / 8; i++)
-        o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
-    float m[2] = {FG_NEG_INF, FG_NEG_INF}, l[2] = {0.f, 0.f};
-    uint32_t qf[HD / 16][4];
+    for (int r = 0; r < R; r++)
+#pragma unroll
+        for (int i = 0; i < HD / 8; i++)
+            o[r][i][0] = o[r][i][1] = o[r][i][2] = o[r][i][3] = 0.f;
+    float m[2 * R], l[2 * R];
+#pragma unroll
+    for (int i = 0; i < 2 * R; i++) {
+        m[i] = FG_NEG_INF;
+        l[i] = 0.f;
+    }
+    uint32_t qf[QREG ? R : 1][QREG ? HD / 16 : 1][4];
 
     cp_async_wait<0>();
     __syncthreads();
-    load_q_frags<HD>(qf, sQ, warp * 16, lane);
+    if constexpr (QREG) {
+#pragma unroll
+        for (int r = 0; r < R; r++)
+            load_q_frags<HD>(qf[r], sQ, wrow + r * 16, lane);
+    }
 
     for (int j = n_tiles - 1; j >= 0; j--) {
         cp_async_wait<0>();
@@ -91,52 +107,52 @@ __global__ void __launch_bounds__(NW * 32, 1) attn_prefill_kernel(const attn_kpa
         load_kv_tile<T, HD, BN, NT>(sV, vp, bt, j * BN, kvlen, p.page_size, p.n_kv_heads, kvh,
                                     tid);
         cp_async_commit();
-        uint32_t pa[BN / 16][4];
+        uint32_t pa[R][BN / 16][4];
         if ((j + 1) * BN > min_lim)
-            warp_qk_softmax<T, HD, BN, true>(qf, sK, o, m, l, pa, p.scale_log2, j * BN, lim0, lim1,
-                                             lane);
+            warp_qk_softmax<T, HD, BN, R, QREG, true>(qf, sQ, wrow, sK, o, m, l, pa, p.scale_log2,
+                                                      j * BN, lim, lane);
         else
-            warp_qk_softmax<T, HD, BN, false>(qf, sK, o, m, l, pa, p.scale_log2, j * BN, lim0,
-                                              lim1, lane);
+            warp_qk_softmax<T, HD, BN, R, QREG, false>(qf, sQ, wrow, sK, o, m, l, pa,
+                                                       p.scale_log2, j * BN, lim, lane);
         cp_async_wait<0>();
         __syncthreads(); /* V(j) landed; every warp is done reading K(j) */
         if (j > 0)
             load_kv_tile<T, HD, BN, NT>(sK, kp, bt, (j - 1) * BN, kvlen, p.page_size, p.n_kv_heads,
                                         kvh, tid);
         cp_async_commit();
-        warp_pv<T, HD, BN>(pa, sV, o, lane);
+        warp_pv<T, HD, BN, R>(pa, sV, o, lane);
     }
 
 #pragma unroll
-    for (int r = 0; r < 2; r++) {
-        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
-        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
+    for (int i = 0; i < 2 * R; i++) {
+        l[i] += __shfl_xor_sync(0xffffffffu, l[i], 1);
+        l[i] += __shfl_xor_sync(0xffffffffu, l[i], 2);
     }
     T *out = static_cast<T *>(p.out);
 #pragma unroll
-    for (int r = 0; r < 2; r++) {
-        int gr = r ? gr1 : gr0;
+    for (int i = 0; i < 2 * R; i++) {
+        int gr = r0 + wrow + (i >> 1) * 16 + (i & 1) * 8 + g;
         if (gr >= rows) continue;
-        int tok = gr / G, h = kvh * G + gr % G;
-        float inv = l[r] > 0.f ? 1.f / l[r] : 0.f;
+        int tok = gr / G, h = kvh * G + gr % G, r = i >> 1, c = (i & 1) * 2;
+        float inv = l[i] > 0.f ? 1.f / l[i] : 0.f;
         T *orow = out + ((size_t)(q0 + tok) * p.n_heads + h) * HD;
 #pragma unroll
         for (int dt = 0; dt < HD / 8; dt++) {
-            uint32_t v = attn_type<T>::pack(o[dt][2 * r] * inv, o[dt][2 * r + 1] * inv);
+            uint32_t v = attn_type<T>::pack(o[r][dt][c] * inv, o[r][dt][c + 1] * inv);
             *reinterpret_cast<uint32_t *>(orow + dt * 8 + 2 * t) = v;
         }
         if (p.lse && t == 0)
             p.lse[(size_t)(q0 + tok) * p.n_heads + h] =
-                l[r] > 0.f ? (m[r] + __log2f(l[r])) * 0.69314718056f : FG_NEG_INF;
+                l[i] > 0.f ? (m[i] + __log2f(l[i])) * 0.69314718056f : FG_NEG_INF;
     }
 }
 
 /* ---- host side: variants and the selector ------------------------------------------------ */
 
-template <typename T, int HD, int BN, int NW>
+template <typename T, int HD, int BN, int NW, int R, bool QREG, int MINB>
 static int prefill_launch(const struct attn_args *a, char *err, size_t errlen)
 {
-    constexpr int BM = NW * 16;
+    constexpr int BM = NW * 16 * R;
     const struct attn_batch *b = &a->b;
     attn_kparams p = {};
     p.out = a->out;
@@ -155,12 +171,12 @@ static int prefill_launch(const struct attn_args *a, char *err, size_t errlen)
     p.scale_log2 = b->scale * 1.4426950408889634f;
     p.causal = b->causal;
     size_t smem = (size_t)(BM + 2 * BN) * HD * sizeof(T);
-    cudaError_t e = cudaFuncSetAttribute(attn_prefill_kernel<T, HD, BN, NW>,
+    cudaError_t e = cudaFuncSetAttribute(attn_prefill_kernel<T, HD, BN, NW, R, QREG, MINB>,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     if (e == cudaSuccess) {
         dim3 grid((unsigned)((b->max_q_len * p.group + BM - 1) / BM), (unsigned)b->n_kv_heads,
                   (unsigned)b->n_seqs);
-        attn_prefill_kernel<T, HD, BN, NW>
+        attn_prefill_kernel<T, HD, BN, NW, R, QREG, MINB>
             <<<grid, NW * 32, smem, static_cast<cudaStream_t>(a->stream)>>>(p);
         e = cudaGetLastError();
     }
@@ -179,14 +195,26 @@ struct attn_variant {
     attn_launch_fn launch;
 };
 
+/* The selector takes the first entry that matches (kind, dtype, head_dim); later entries with
+ * the same key are alternatives that attn_launch_variant() runs by name, for benchmarks. Order
+ * from the measured table in kernels/BENCH.md. Name: prefill_<dtype>_hd<D>[_<BM>x<BN>w<NW>]. */
+#define PF(T, TN, D, BN, NW, R, QREG, MINB, SUFFIX)                                               \
+    {"prefill_" TN "_hd" #D SUFFIX, ATTN_KIND_PREFILL,                                            \
+     sizeof(T) == 2 && TN[0] == 'b' ? ATTN_DTYPE_BF16 : ATTN_DTYPE_FP16, D,                         \
+     prefill_launch<T, D, BN, NW, R, QREG, MINB>}
 static const struct attn_variant attn_variants[] = {
-    {"prefill_bf16_hd64", ATTN_KIND_PREFILL, ATTN_DTYPE_BF16, 64,
-     prefill_launch<__nv_bfloat16, 64, 128, 8>},
-    {"prefill_bf16_hd128", ATTN_KIND_PREFILL, ATTN_DTYPE_BF16, 128,
-     prefill_launch<__nv_bfloat16, 128, 64, 8>},
-    {"prefill_fp16_hd64", ATTN_KIND_PREFILL, ATTN_DTYPE_FP16, 64, prefill_launch<__half, 64, 128, 8>},
-    {"prefill_fp16_hd128", ATTN_KIND_PREFILL, ATTN_DTYPE_FP16, 128,
-     prefill_launch<__half, 128, 64, 8>},
+    PF(__nv_bfloat16, "bf16", 64, 128, 8, 1, true, 1, ""),
+    PF(__nv_bfloat16, "bf16", 128, 64, 8, 1, true, 1, ""),
+    PF(__half, "fp16", 64, 128, 8, 1, true, 1, ""),
+    PF(__half, "fp16", 128, 64, 8, 1, true, 1, ""),
+    PF(__nv_bfloat16, "bf16", 64, 64, 4, 1, true, 2, "_64x64w4"),
+    PF(__nv_bfloat16, "bf16", 64, 128, 4, 1, true, 2, "_64x128w4"),
+    PF(__nv_bfloat16, "bf16", 64, 64, 4, 2, true, 1, "_128x64w4"),
+    PF(__nv_bfloat16, "bf16", 64, 128, 4, 2, false, 1, "_128x128w4"),
+    PF(__nv_bfloat16, "bf16", 128, 64, 4, 1, true, 2, "_64x64w4"),
+    PF(__nv_bfloat16, "bf16", 128, 64, 4, 2, false, 1, "_128x64w4"),
+    PF(__nv_bfloat16, "bf16", 128, 32, 4, 2, false, 2, "_128x32w4"),
+    PF(__nv_bfloat16, "bf16", 128, 64, 8, 2, false, 1, "_256x64w8"),
     {"decode_bf16_hd64", ATTN_KIND_DECODE, ATTN_DTYPE_BF16, 64, decode_attn_launch},
     {"decode_bf16_hd128", ATTN_KIND_DECODE, ATTN_DTYPE_BF16, 128, decode_attn_launch},
     {"decode_fp16_hd64", ATTN_KIND_DECODE, ATTN_DTYPE_FP16, 64, decode_attn_launch},
@@ -246,6 +274,22 @@ extern "C" size_t attn_workspace_bytes(const struct attn_args *a)
     if (!v || v->kind != ATTN_KIND_DECODE) return 0;
     int n = a->n_splits > 0 ? a->n_splits : decode_attn_splits(a);
     return n > 1 ? decode_attn_workspace_bytes(a, n) : 0;
+}
+
+extern "C" int attn_launch_variant(const char *name, const struct attn_args *a, char *err,
+                                   size_t errlen)
+{
+    const char *why = attn_check(a);
+    for (size_t i = 0; !why && i < sizeof(attn_variants) / sizeof(attn_variants[0]); i++) {
+        const struct attn_variant *v = &attn_variants[i];
+        if (strcmp(v->name, name)) continue;
+        if (v->dtype != a->dtype || v->head_dim != a->b.head_dim) break;
+        if (v->kind == ATTN_KIND_DECODE && !decode_attn_supported(a)) break;
+        return v->launch(a, err, errlen);
+    }
+    snprintf(err, errlen, "attention: variant %s does not serve this shape%s%s", name,
+             why ? ": " : "", why ? why : "");
+    return -1;
 }
 
 extern "C" int attn_launch(const struct attn_args *a, char *err, size_t errlen)

@@ -52,6 +52,9 @@ size_t attn_workspace_bytes(const struct attn_args *a);
 /* Queue the attention on a->stream. Returns 0, or -1 with a message (unsupported shape, launch
  * error). Does not synchronise. */
 int attn_launch(const struct attn_args *a, char *err, size_t errlen);
+/* The same with a named variant instead of the selector's choice (benchmarks, tests); -1 when the
+ * name is unknown or does not serve a's dtype and head dim. */
+int attn_launch_variant(const char *name, const struct attn_args *a, char *err, size_t errlen);
 
 #ifdef __cplusplus
 }

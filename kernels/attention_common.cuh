@@ -165,97 +165,121 @@ __device__ __forceinline__ void load_kv_tile(T *s, const T *pool, const int *bt,
     }
 }
 
-/* One warp's scores over one K/V tile of BN keys for its 16 query rows: S = Q Kᵀ, mask, online
- * softmax update of (m, l) and rescale of o; P comes back packed as A fragments in pa. qf holds
- * the warp's Q fragments; m is in the exp2 domain; l is this thread's partial row sum (reduce
- * over the quad at the end). lim0/lim1: keys ≥ lim are masked for rows g and g + 8 (MASK only). */
-template <typename T, int HD, int BN, bool MASK>
-__device__ __forceinline__ void warp_qk_softmax(const uint32_t (&qf)[HD / 16][4], const T *sK,
-                                                float (&o)[HD / 8][4], float (&m)[2],
-                                                float (&l)[2], uint32_t (&pa)[BN / 16][4],
-                                                float scale_log2, int key0, int lim0, int lim1,
-                                                int lane)
+/* One warp's scores over one K/V tile of BN keys for its R×16 query rows: S = Q Kᵀ, mask,
+ * online softmax update of (m, l) and rescale of o; P comes back packed as A fragments in pa.
+ * Q comes from registers (QREG: qf holds the fragments) or is re-read per k-step from the
+ * swizzled Q tile sQ at rows qrow0 + 16r (saves R·HD/4 registers). m is in the exp2 domain; l is
+ * this thread's partial row sum (reduce over the quad at the end). Index 2r / 2r+1 of m, l, lim
+ * are rows g and g + 8 of m-tile r; keys ≥ lim are masked (MASK only). Each K fragment loaded
+ * from shared memory feeds R mma's, which is what R > 1 buys. */
+template <typename T, int HD, int BN, int R, bool QREG, bool MASK>
+__device__ __forceinline__ void
+warp_qk_softmax(const uint32_t (&qf)[QREG ? R : 1][QREG ? HD / 16 : 1][4], const T *sQ, int qrow0,
+                const T *sK, float (&o)[R][HD / 8][4], float (&m)[2 * R], float (&l)[2 * R],
+                uint32_t (&pa)[R][BN / 16][4], float scale_log2, int key0,
+                const int (&lim)[2 * R], int lane)
 {
-    float s[BN / 8][4];
+    float s[R][BN / 8][4];
 #pragma unroll
-    for (int i = 0; i < BN / 8; i++)
-        s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.f;
+    for (int r = 0; r < R; r++)
+#pragma unroll
+        for (int i = 0; i < BN / 8; i++)
+            s[r][i][0] = s[r][i][1] = s[r][i][2] = s[r][i][3] = 0.f;
 
     const uint32_t kb = smem_u32(sK);
     const int li = lane >> 3, lr = lane & 7;
 #pragma unroll
     for (int kk = 0; kk < HD / 16; kk++) {
+        uint32_t qa[R][4];
+#pragma unroll
+        for (int r = 0; r < R; r++) {
+            if constexpr (QREG) {
+                qa[r][0] = qf[r][kk][0];
+                qa[r][1] = qf[r][kk][1];
+                qa[r][2] = qf[r][kk][2];
+                qa[r][3] = qf[r][kk][3];
+            } else {
+                int row = qrow0 + r * 16 + (li & 1) * 8 + lr;
+                ldmatrix_x4(qa[r], smem_u32(sQ) + 2u * (uint32_t)swz<HD>(row, kk * 16 + (li >> 1) * 8));
+            }
+        }
 #pragma unroll
         for (int nn = 0; nn < BN / 16; nn++) {
             uint32_t b[4];
             int key = nn * 16 + (li >> 1) * 8 + lr;
             int d = kk * 16 + (li & 1) * 8;
             ldmatrix_x4(b, kb + 2u * (uint32_t)swz<HD>(key, d));
-            mma_16816<T>(s[2 * nn], qf[kk], b[0], b[1]);
-            mma_16816<T>(s[2 * nn + 1], qf[kk], b[2], b[3]);
+#pragma unroll
+            for (int r = 0; r < R; r++) {
+                mma_16816<T>(s[r][2 * nn], qa[r], b[0], b[1]);
+                mma_16816<T>(s[r][2 * nn + 1], qa[r], b[2], b[3]);
+            }
         }
     }
 
     const int t = lane & 3;
-    if (MASK) {
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+        if (MASK) {
+#pragma unroll
+            for (int i = 0; i < BN / 8; i++) {
+                int key = key0 + i * 8 + 2 * t;
+                if (key >= lim[2 * r]) s[r][i][0] = FG_NEG_INF;
+                if (key + 1 >= lim[2 * r]) s[r][i][1] = FG_NEG_INF;
+                if (key >= lim[2 * r + 1]) s[r][i][2] = FG_NEG_INF;
+                if (key + 1 >= lim[2 * r + 1]) s[r][i][3] = FG_NEG_INF;
+            }
+        }
+        float mx0 = FG_NEG_INF, mx1 = FG_NEG_INF;
 #pragma unroll
         for (int i = 0; i < BN / 8; i++) {
-            int key = key0 + i * 8 + 2 * t;
-            if (key >= lim0) s[i][0] = FG_NEG_INF;
-            if (key + 1 >= lim0) s[i][1] = FG_NEG_INF;
-            if (key >= lim1) s[i][2] = FG_NEG_INF;
-            if (key + 1 >= lim1) s[i][3] = FG_NEG_INF;
+            mx0 = fmaxf(mx0, fmaxf(s[r][i][0], s[r][i][1]));
+            mx1 = fmaxf(mx1, fmaxf(s[r][i][2], s[r][i][3]));
         }
-    }
-
-    float mx0 = FG_NEG_INF, mx1 = FG_NEG_INF;
+        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+        float mn0 = fmaxf(m[2 * r], mx0 * scale_log2), mn1 = fmaxf(m[2 * r + 1], mx1 * scale_log2);
+        /* A row with every key masked so far keeps m = -inf; subtract 0 to avoid inf - inf. */
+        float mu0 = mn0 == FG_NEG_INF ? 0.f : mn0, mu1 = mn1 == FG_NEG_INF ? 0.f : mn1;
+        float a0 = fast_exp2(m[2 * r] - mu0), a1 = fast_exp2(m[2 * r + 1] - mu1);
+        m[2 * r] = mn0;
+        m[2 * r + 1] = mn1;
+        float rs0 = 0.f, rs1 = 0.f;
 #pragma unroll
-    for (int i = 0; i < BN / 8; i++) {
-        mx0 = fmaxf(mx0, fmaxf(s[i][0], s[i][1]));
-        mx1 = fmaxf(mx1, fmaxf(s[i][2], s[i][3]));
-    }
-    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-    float mn0 = fmaxf(m[0], mx0 * scale_log2), mn1 = fmaxf(m[1], mx1 * scale_log2);
-    /* A row with every key masked so far keeps m = -inf; subtract 0 instead to avoid inf - inf. */
-    float mu0 = mn0 == FG_NEG_INF ? 0.f : mn0, mu1 = mn1 == FG_NEG_INF ? 0.f : mn1;
-    float a0 = fast_exp2(m[0] - mu0), a1 = fast_exp2(m[1] - mu1);
-    m[0] = mn0;
-    m[1] = mn1;
-    float rs0 = 0.f, rs1 = 0.f;
+        for (int i = 0; i < BN / 8; i++) {
+            s[r][i][0] = fast_exp2(fmaf(s[r][i][0], scale_log2, -mu0));
+            s[r][i][1] = fast_exp2(fmaf(s[r][i][1], scale_log2, -mu0));
+            s[r][i][2] = fast_exp2(fmaf(s[r][i][2], scale_log2, -mu1));
+            s[r][i][3] = fast_exp2(fmaf(s[r][i][3], scale_log2, -mu1));
+            rs0 += s[r][i][0] + s[r][i][1];
+            rs1 += s[r][i][2] + s[r][i][3];
+        }
+        l[2 * r] = l[2 * r] * a0 + rs0;
+        l[2 * r + 1] = l[2 * r + 1] * a1 + rs1;
 #pragma unroll
-    for (int i = 0; i < BN / 8; i++) {
-        s[i][0] = fast_exp2(fmaf(s[i][0], scale_log2, -mu0));
-        s[i][1] = fast_exp2(fmaf(s[i][1], scale_log2, -mu0));
-        s[i][2] = fast_exp2(fmaf(s[i][2], scale_log2, -mu1));
-        s[i][3] = fast_exp2(fmaf(s[i][3], scale_log2, -mu1));
-        rs0 += s[i][0] + s[i][1];
-        rs1 += s[i][2] + s[i][3];
-    }
-    l[0] = l[0] * a0 + rs0;
-    l[1] = l[1] * a1 + rs1;
+        for (int i = 0; i < HD / 8; i++) {
+            o[r][i][0] *= a0;
+            o[r][i][1] *= a0;
+            o[r][i][2] *= a1;
+            o[r][i][3] *= a1;
+        }
 #pragma unroll
-    for (int i = 0; i < HD / 8; i++) {
-        o[i][0] *= a0;
-        o[i][1] *= a0;
-        o[i][2] *= a1;
-        o[i][3] *= a1;
-    }
-#pragma unroll
-    for (int kk = 0; kk < BN / 16; kk++) {
-        pa[kk][0] = attn_type<T>::pack(s[2 * kk][0], s[2 * kk][1]);
-        pa[kk][1] = attn_type<T>::pack(s[2 * kk][2], s[2 * kk][3]);
-        pa[kk][2] = attn_type<T>::pack(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-        pa[kk][3] = attn_type<T>::pack(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+        for (int kk = 0; kk < BN / 16; kk++) {
+            pa[r][kk][0] = attn_type<T>::pack(s[r][2 * kk][0], s[r][2 * kk][1]);
+            pa[r][kk][1] = attn_type<T>::pack(s[r][2 * kk][2], s[r][2 * kk][3]);
+            pa[r][kk][2] = attn_type<T>::pack(s[r][2 * kk + 1][0], s[r][2 * kk + 1][1]);
+            pa[r][kk][3] = attn_type<T>::pack(s[r][2 * kk + 1][2], s[r][2 * kk + 1][3]);
+        }
     }
 }
 
-/* o += P V for one tile of BN keys; P as packed A fragments from warp_qk_softmax. */
-template <typename T, int HD, int BN>
-__device__ __forceinline__ void warp_pv(const uint32_t (&pa)[BN / 16][4], const T *sV,
-                                        float (&o)[HD / 8][4], int lane)
+/* o += P V for one tile of BN keys; P as packed A fragments from warp_qk_softmax. Each V
+ * fragment feeds R mma's. */
+template <typename T, int HD, int BN, int R>
+__device__ __forceinline__ void warp_pv(const uint32_t (&pa)[R][BN / 16][4], const T *sV,
+                                        float (&o)[R][HD / 8][4], int lane)
 {
     const uint32_t vb = smem_u32(sV);
     const int li = lane >> 3, lr = lane & 7;
@@ -267,8 +291,11 @@ __device__ __forceinline__ void warp_pv(const uint32_t (&pa)[BN / 16][4], const 
             int key = kk * 16 + (li & 1) * 8 + lr;
             int d = dd * 16 + (li >> 1) * 8;
             ldmatrix_x4_trans(b, vb + 2u * (uint32_t)swz<HD>(key, d));
-            mma_16816<T>(o[2 * dd], pa[kk], b[0], b[1]);
-            mma_16816<T>(o[2 * dd + 1], pa[kk], b[2], b[3]);
+#pragma unroll
+            for (int r = 0; r < R; r++) {
+                mma_16816<T>(o[r][2 * dd], pa[r][kk], b[0], b[1]);
+                mma_16816<T>(o[r][2 * dd + 1], pa[r][kk], b[2], b[3]);
+            }
         }
     }
 }

@@ -41,6 +41,11 @@ static int cpu_copy(void *ctx, void *dst, const void *src, size_t bytes)
     return 0;
 }
 
+static int cpu_upload_f32(void *ctx, void *dst, const float *src, size_t n)
+{
+    return cpu_copy(ctx, dst, src, n * sizeof(float));
+}
+
 static int cpu_sync(void *ctx)
 {
     (void)ctx;
@@ -188,24 +193,32 @@ struct matmul_job {
     int n, in_dim, out_dim;
 };
 
+/* Tokens per block: a block of x rows (64 × up to 1536 floats, ≤ 393 KB) stays in L2 while a
+ * thread's weight rows stream past it, instead of the whole prompt's x (3 MB at 512 × 1536)
+ * spilling out of cache once per weight row. */
+#define MATMUL_TOKEN_BLOCK 64
+
 static void matmul_rows(void *arg, size_t begin, size_t end)
 {
     const struct matmul_job *j = arg;
     float r[4];
-    for (size_t o = begin; o < end; o++) {
-        const float *wr = j->w + o * (size_t)j->in_dim;
-        int t = 0;
-        for (; t + 4 <= j->n; t += 4) {
-            const float *x0 = j->x + (size_t)t * j->in_dim;
-            dot4(wr, x0, x0 + j->in_dim, x0 + 2 * (size_t)j->in_dim, x0 + 3 * (size_t)j->in_dim,
-                 j->in_dim, r);
-            for (int u = 0; u < 4; u++)
-                j->out[(size_t)(t + u) * j->out_dim + o] = r[u];
-        }
-        for (; t < j->n; t++) {
-            const float *x0 = j->x + (size_t)t * j->in_dim;
-            dot4(wr, x0, x0, x0, x0, j->in_dim, r);
-            j->out[(size_t)t * j->out_dim + o] = r[0];
+    size_t in = (size_t)j->in_dim;
+    for (int t0 = 0; t0 < j->n; t0 += MATMUL_TOKEN_BLOCK) {
+        int t1 = t0 + MATMUL_TOKEN_BLOCK < j->n ? t0 + MATMUL_TOKEN_BLOCK : j->n;
+        for (size_t o = begin; o < end; o++) {
+            const float *wr = j->w + o * in;
+            int t = t0;
+            for (; t + 4 <= t1; t += 4) {
+                const float *x0 = j->x + (size_t)t * in;
+                dot4(wr, x0, x0 + in, x0 + 2 * in, x0 + 3 * in, j->in_dim, r);
+                for (int u = 0; u < 4; u++)
+                    j->out[(size_t)(t + u) * j->out_dim + o] = r[u];
+            }
+            for (; t < t1; t++) {
+                const float *x0 = j->x + (size_t)t * in;
+                dot4(wr, x0, x0, x0, x0, j->in_dim, r);
+                j->out[(size_t)t * j->out_dim + o] = r[0];
+            }
         }
     }
 }
@@ -216,6 +229,12 @@ static void cpu_matmul(void *ctx, void *out, const void *x, const void *w, int n
     struct cpu_ctx *c = ctx;
     struct matmul_job j = {out, x, w, n, in_dim, out_dim};
     cpu_pool_for(c ? c->pool : NULL, (size_t)out_dim, 16, matmul_rows, &j);
+}
+
+static void cpu_matmul_f32(void *ctx, float *out, const void *x, const void *w, int n, int in_dim,
+                           int out_dim)
+{
+    cpu_matmul(ctx, out, x, w, n, in_dim, out_dim);
 }
 
 /* ---- attention --------------------------------------------------------------------------- */
@@ -289,14 +308,17 @@ static void cpu_attention(void *ctx, void *out, const void *q, const void *k_poo
 
 static const struct fg_ops cpu_table = {
     .name = "cpu",
+    .act_size = sizeof(float),
     .alloc = cpu_alloc,
     .release = cpu_release,
     .upload = cpu_copy,
     .download = cpu_copy,
     .sync = cpu_sync,
+    .upload_f32 = cpu_upload_f32,
     .embed = cpu_embed,
     .rmsnorm = cpu_rmsnorm,
     .matmul = cpu_matmul,
+    .matmul_f32 = cpu_matmul_f32,
     .rope = cpu_rope,
     .kv_write = cpu_kv_write,
     .attention = cpu_attention,

@@ -60,10 +60,10 @@ __global__ void __launch_bounds__(DECODE_NW * 32) decode_split_kernel(const attn
     }
 
     const int g = lane >> 2, t = lane & 3;
-    int lim0 = k_end, lim1 = k_end;
+    int lim[2] = {k_end, k_end};
     if (p.causal) {
-        lim0 = min(k_end, pos0 + min(g, rows - 1) / G + 1);
-        lim1 = min(k_end, pos0 + min(g + 8, rows - 1) / G + 1);
+        lim[0] = min(k_end, pos0 + min(g, rows - 1) / G + 1);
+        lim[1] = min(k_end, pos0 + min(g + 8, rows - 1) / G + 1);
     }
     const int min_lim = p.causal ? min(k_end, pos0 + 1) : k_end;
 
@@ -81,15 +81,15 @@ __global__ void __launch_bounds__(DECODE_NW * 32) decode_split_kernel(const attn
         cp_async_commit();
     }
 
-    float o[HD / 8][4];
+    float o[1][HD / 8][4];
 #pragma unroll
     for (int i = 0; i < HD / 8; i++)
-        o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
+        o[0][i][0] = o[0][i][1] = o[0][i][2] = o[0][i][3] = 0.f;
     float m[2] = {FG_NEG_INF, FG_NEG_INF}, l[2] = {0.f, 0.f};
-    uint32_t qf[HD / 16][4];
+    uint32_t qf[1][HD / 16][4];
     cp_async_wait<ST - 1>(); /* the Q group (committed first) is done */
     __syncthreads();
-    load_q_frags<HD>(qf, sQ, 0, lane);
+    load_q_frags<HD>(qf[0], sQ, 0, lane);
 
     for (int i = 0; i < nt_w; i++) {
         int ni = i + ST - 1;
@@ -106,14 +106,14 @@ __global__ void __launch_bounds__(DECODE_NW * 32) decode_split_kernel(const attn
         __syncwarp();
         const T *buf = sW + (i % ST) * 2 * TILE;
         int key0 = k_begin + (warp + i * NW) * BN;
-        uint32_t pa[BN / 16][4];
+        uint32_t pa[1][BN / 16][4];
         if (key0 + BN > min_lim)
-            warp_qk_softmax<T, HD, BN, true>(qf, buf, o, m, l, pa, p.scale_log2, key0, lim0, lim1,
-                                             lane);
+            warp_qk_softmax<T, HD, BN, 1, true, true>(qf, sQ, 0, buf, o, m, l, pa, p.scale_log2,
+                                                      key0, lim, lane);
         else
-            warp_qk_softmax<T, HD, BN, false>(qf, buf, o, m, l, pa, p.scale_log2, key0, lim0,
-                                              lim1, lane);
-        warp_pv<T, HD, BN>(pa, buf + TILE, o, lane);
+            warp_qk_softmax<T, HD, BN, 1, true, false>(qf, sQ, 0, buf, o, m, l, pa, p.scale_log2,
+                                                       key0, lim, lane);
+        warp_pv<T, HD, BN, 1>(pa, buf + TILE, o, lane);
         __syncwarp(); /* the ring slot is refilled ST-1 iterations later */
     }
     cp_async_wait<0>();
@@ -136,10 +136,10 @@ __global__ void __launch_bounds__(DECODE_NW * 32) decode_split_kernel(const attn
 #pragma unroll
     for (int dt = 0; dt < HD / 8; dt++) {
         int col = dt * 8 + 2 * t;
-        wm[32 + g * HD + col] = o[dt][0];
-        wm[32 + g * HD + col + 1] = o[dt][1];
-        wm[32 + (g + 8) * HD + col] = o[dt][2];
-        wm[32 + (g + 8) * HD + col + 1] = o[dt][3];
+        wm[32 + g * HD + col] = o[0][dt][0];
+        wm[32 + g * HD + col + 1] = o[0][dt][1];
+        wm[32 + (g + 8) * HD + col] = o[0][dt][2];
+        wm[32 + (g + 8) * HD + col + 1] = o[0][dt][3];
     }
     __syncthreads();
 

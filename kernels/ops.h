@@ -38,13 +38,16 @@ struct attn_batch {
 };
 
 struct fg_ops {
-    const char *name; /* "cpu", "cuda" */
+    const char *name;  /* "cpu", "cuda" */
+    size_t act_size;   /* bytes per activation, weight and KV element: 4 (fp32) CPU, 2 (bf16) CUDA */
 
     void *(*alloc)(void *ctx, size_t bytes); /* NULL on failure */
     void (*release)(void *ctx, void *p);     /* accepts NULL */
     int (*upload)(void *ctx, void *dst, const void *src, size_t bytes);
     int (*download)(void *ctx, void *dst, const void *src, size_t bytes);
     int (*sync)(void *ctx); /* wait for queued work; returns -1 on a device error */
+    /* store n fp32 host values at dst (backend memory) in the backend's element type */
+    int (*upload_f32)(void *ctx, void *dst, const float *src, size_t n);
 
     /* x[t] = table[tokens[t]] */
     void (*embed)(void *ctx, void *x, const void *table, const int *tokens, int n, int dim);
@@ -53,7 +56,10 @@ struct fg_ops {
     /* out (n, out_dim) = x (n, in_dim) · wᵀ, w (out_dim, in_dim) */
     void (*matmul)(void *ctx, void *out, const void *x, const void *w, int n, int in_dim,
                    int out_dim);
-    /* rotate_half RoPE in place on q and k at absolute positions pos[t]; freqs (head_dim/2) */
+    /* the same product written as fp32 whatever act_size is (the logits) */
+    void (*matmul_f32)(void *ctx, float *out, const void *x, const void *w, int n, int in_dim,
+                       int out_dim);
+    /* rotate_half RoPE in place on q and k at absolute positions pos[t]; freqs (head_dim/2) fp32 */
     void (*rope)(void *ctx, void *q, void *k, const int *pos, int n, int n_heads, int n_kv_heads,
                  int head_dim, const void *freqs);
     /* store new k/v rows at slots[t] = page * page_size + offset of the layer's pools */
@@ -75,5 +81,23 @@ struct fg_ops {
 const struct fg_ops *cpu_ops(void);
 void *cpu_ops_create(int n_threads);
 void cpu_ops_destroy(void *ctx);
+
+/* The CUDA backend lives in a shared object (build/libflashgen_cuda.so) that the engine opens
+ * with dlopen, so the CPU build of flashgen needs no CUDA library at all. Its one exported
+ * symbol, FG_CUDA_BACKEND_SYMBOL, returns this table. */
+#define FG_CUDA_BACKEND_SYMBOL "fg_cuda_backend"
+struct fg_cuda_backend {
+    int abi; /* FG_CUDA_BACKEND_ABI */
+    const struct fg_ops *ops;
+    /* ctx for device DEVICE, or NULL with the reason (no device, driver too old, ...) */
+    void *(*create)(int device, char *err, size_t errlen);
+    void (*destroy)(void *ctx);
+    int (*mem_info)(void *ctx, size_t *free_bytes, size_t *total_bytes);
+    const char *(*device_name)(void *ctx);
+    /* the sticky error that made sync fail, or "" */
+    const char *(*last_error)(void *ctx);
+};
+#define FG_CUDA_BACKEND_ABI 1
+typedef const struct fg_cuda_backend *(*fg_cuda_backend_fn)(void);
 
 #endif

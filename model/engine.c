@@ -1,14 +1,25 @@
-/* engine.c — open a model on a backend: load, pick the device, size the KV pool, build the
- * forward state. The only place that knows which backends exist. */
+/* engine.c — open a model on a backend: load, pick the device, put the weights where the
+ * backend computes, size the KV pool, build the forward state. The only place that knows which
+ * backends exist.
+ *
+ * The CUDA backend is a shared object (build/libflashgen_cuda.so) opened with dlopen, so the
+ * CPU build runs where no CUDA library is installed. --device auto tries it and falls back to
+ * the CPU with one log line saying why; --device cuda fails with that reason instead.
+ */
 #include "engine.h"
 
+#include <dlfcn.h>
+#include <libgen.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "kernels/ops.h"
 
 #define ENGINE_CPU_KV_BYTES ((size_t)512 << 20) /* CPU default: 512 MiB of KV pool */
+#define ENGINE_CUDA_LIB "libflashgen_cuda.so"
 
 void engine_opts_default(struct engine_opts *o)
 {
@@ -20,47 +31,206 @@ void engine_opts_default(struct engine_opts *o)
     o->max_batch_seqs = 64;
 }
 
+/* Backend bookkeeping the header does not need to show. */
+struct engine_backend {
+    void *dl;                           /* dlopen handle of the CUDA library, or NULL */
+    const struct fg_cuda_backend *cuda; /* its table, or NULL on the CPU */
+    struct model_weights dw;            /* weights in backend memory (CUDA), else unused */
+    struct model_layer *dlayers;
+    void *dev_arena;
+};
+
+static void backend_close(struct engine *e)
+{
+    struct engine_backend *b = e->backend;
+    if (!b) {
+        if (e->ops_ctx) cpu_ops_destroy(e->ops_ctx);
+        return;
+    }
+    if (b->cuda) {
+        if (b->dev_arena) e->ops->release(e->ops_ctx, b->dev_arena);
+        if (e->ops_ctx) b->cuda->destroy(e->ops_ctx);
+    } else if (e->ops_ctx) {
+        cpu_ops_destroy(e->ops_ctx);
+    }
+    free(b->dlayers);
+    if (b->dl) dlclose(b->dl);
+    free(b);
+}
+
 void engine_close(struct engine *e)
 {
     if (!e) return;
     fwd_free(e->fwd);
     kv_cache_free(&e->kv);
-    if (e->ops_ctx) cpu_ops_destroy(e->ops_ctx);
+    backend_close(e);
     chat_template_free(&e->chat);
     model_free(e->model);
     free(e);
 }
 
+/* Open the CUDA library: $FLASHGEN_CUDA_LIB, else beside the executable, else the loader's
+ * search path. Returns 0 or -1 with the reason. */
+static int cuda_open(struct engine_backend *b, int n_device, void **ctx, char *err, size_t errlen)
+{
+    const char *env = getenv("FLASHGEN_CUDA_LIB");
+    char path[PATH_MAX + 64] = ENGINE_CUDA_LIB;
+    if (env && *env) {
+        snprintf(path, sizeof(path), "%s", env);
+    } else {
+        char exe[PATH_MAX];
+        ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+        if (n > 0) {
+            exe[n] = 0;
+            snprintf(path, sizeof(path), "%s/%s", dirname(exe), ENGINE_CUDA_LIB);
+            if (access(path, R_OK) != 0) snprintf(path, sizeof(path), "%s", ENGINE_CUDA_LIB);
+        }
+    }
+    b->dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (!b->dl) {
+        snprintf(err, errlen, "no CUDA backend (%s)", dlerror());
+        return -1;
+    }
+    fg_cuda_backend_fn fn = (fg_cuda_backend_fn)dlsym(b->dl, FG_CUDA_BACKEND_SYMBOL);
+    const struct fg_cuda_backend *cb = fn ? fn() : NULL;
+    if (!cb || cb->abi != FG_CUDA_BACKEND_ABI) {
+        snprintf(err, errlen, "%s is not a flashgen CUDA backend of this version", path);
+        return -1;
+    }
+    *ctx = cb->create(n_device, err, errlen);
+    if (!*ctx) return -1;
+    b->cuda = cb;
+    return 0;
+}
+
+/* Copy the host fp32 weights into one backend allocation in the backend's element type. */
+static int upload_weights(struct engine *e, char *err, size_t errlen)
+{
+    struct engine_backend *b = e->backend;
+    const struct model_config *c = &e->model->cfg;
+    const struct model_weights *hw = &e->model->w;
+    size_t D = c->dim, QD = (size_t)c->n_heads * c->head_dim;
+    size_t KVD = (size_t)c->n_kv_heads * c->head_dim, F = c->ffn_dim, V = c->vocab_size;
+    size_t per_layer = 2 * D + QD * D + 2 * KVD * D + D * QD + 3 * F * D;
+    int untied = hw->output != hw->tok_embd;
+    size_t elems = V * D * (untied ? 2 : 1) + D + c->n_layers * per_layer;
+    size_t freq_bytes = sizeof(float) * (size_t)(c->head_dim / 2);
+    size_t bytes = elems * e->ops->act_size + freq_bytes + 256;
+    b->dev_arena = e->ops->alloc(e->ops_ctx, bytes);
+    b->dlayers = calloc((size_t)c->n_layers, sizeof(struct model_layer));
+    if (!b->dev_arena || !b->dlayers) {
+        snprintf(err, errlen, "cannot allocate %.2f GB of device memory for the weights",
+                 bytes / 1e9);
+        return -1;
+    }
+    char *p = b->dev_arena;
+    /* fp32 rope table first (alignment), then every tensor in the backend's type */
+    b->dw.rope_freqs = (float *)p;
+    if (e->ops->upload(e->ops_ctx, p, hw->rope_freqs, freq_bytes) != 0) goto fail;
+    p += (freq_bytes + 255) / 256 * 256;
+#define PUT(dst, src, n)                                                                           \
+    do {                                                                                           \
+        (dst) = (float *)p;                                                                        \
+        if (e->ops->upload_f32(e->ops_ctx, p, (src), (n)) != 0) goto fail;                         \
+        p += (n) * e->ops->act_size;                                                               \
+    } while (0)
+    PUT(b->dw.tok_embd, hw->tok_embd, V * D);
+    if (untied) PUT(b->dw.output, hw->output, V * D);
+    else b->dw.output = b->dw.tok_embd;
+    PUT(b->dw.out_norm, hw->out_norm, D);
+    for (int l = 0; l < c->n_layers; l++) {
+        const struct model_layer *h = &hw->layers[l];
+        struct model_layer *d = &b->dlayers[l];
+        PUT(d->attn_norm, h->attn_norm, D);
+        PUT(d->wq, h->wq, QD * D);
+        PUT(d->wk, h->wk, KVD * D);
+        PUT(d->wv, h->wv, KVD * D);
+        PUT(d->wo, h->wo, D * QD);
+        PUT(d->ffn_norm, h->ffn_norm, D);
+        PUT(d->w_gate, h->w_gate, F * D);
+        PUT(d->w_up, h->w_up, F * D);
+        PUT(d->w_down, h->w_down, D * F);
+    }
+#undef PUT
+    b->dw.layers = b->dlayers;
+    b->dw.arena = b->dev_arena;
+    b->dw.arena_bytes = bytes;
+    return 0;
+fail:
+    snprintf(err, errlen, "weight upload failed: %s", b->cuda->last_error(e->ops_ctx));
+    return -1;
+}
+
 int engine_open(const struct engine_opts *o, struct engine **out, char *err, size_t errlen)
 {
     *out = NULL;
-    if (o->device == ENGINE_DEVICE_CUDA) {
-        snprintf(err, errlen, "device cuda: this build has no CUDA backend (use --device cpu)");
-        return -1;
-    }
     struct engine *e = calloc(1, sizeof(*e));
-    if (!e) {
+    struct engine_backend *b = calloc(1, sizeof(*b));
+    if (!e || !b) {
+        free(e);
+        free(b);
         snprintf(err, errlen, "engine: out of memory");
         return -1;
     }
+    e->backend = b;
+
+    /* Device first: a --device cuda that cannot work fails before a long model load. */
+    if (o->device != ENGINE_DEVICE_CPU) {
+        char why[512];
+        if (cuda_open(b, 0, &e->ops_ctx, why, sizeof(why)) == 0) {
+            e->ops = b->cuda->ops;
+            snprintf(e->device, sizeof(e->device), "cuda");
+        } else if (o->device == ENGINE_DEVICE_CUDA) {
+            snprintf(err, errlen, "device cuda: %s", why);
+            goto fail;
+        } else {
+            fprintf(stderr, "flashgen: no usable GPU (%s); running on the CPU\n", why);
+            if (b->dl) dlclose(b->dl);
+            b->dl = NULL;
+        }
+    }
+    if (!e->ops) {
+        snprintf(e->device, sizeof(e->device), "cpu");
+        e->ops = cpu_ops();
+        e->ops_ctx = cpu_ops_create(o->n_threads);
+        if (!e->ops_ctx) {
+            snprintf(err, errlen, "engine: cannot start CPU threads");
+            goto fail;
+        }
+    }
+
     if (model_load(o->model_path, &e->model, o->progress, o->progress_user, err, errlen) != 0)
         goto fail;
     if (chat_template_init(&e->chat, e->model->chat_template, err, errlen) != 0) goto fail;
 
-    snprintf(e->device, sizeof(e->device), "cpu");
-    e->ops = cpu_ops();
-    e->ops_ctx = cpu_ops_create(o->n_threads);
-    if (!e->ops_ctx) {
-        snprintf(err, errlen, "engine: cannot start CPU threads");
-        goto fail;
-    }
-
     const struct model_config *cfg = &e->model->cfg;
+    const struct model_weights *w = &e->model->w;
+    if (b->cuda) {
+        if (upload_weights(e, err, errlen) != 0) goto fail;
+        w = &b->dw;
+    }
     int page_size = o->page_size > 0 ? o->page_size : 16;
     e->max_batch_tokens = o->max_batch_tokens > 0 ? o->max_batch_tokens : 512;
     e->max_batch_seqs = o->max_batch_seqs > 0 ? o->max_batch_seqs : 64;
-    size_t kv_bytes = o->kv_cache_bytes ? o->kv_cache_bytes : ENGINE_CPU_KV_BYTES;
-    size_t page_bytes = kv_cache_page_bytes(cfg, page_size, sizeof(float));
+    e->kv.page_size = page_size; /* fwd_init sizes block tables from it */
+    if (fwd_init(&e->fwd, cfg, w, e->ops, e->ops_ctx, &e->kv, e->max_batch_tokens,
+                 e->max_batch_seqs, err, errlen) != 0)
+        goto fail;
+
+    /* KV pool: what the caller asked for, else on a GPU a fraction of the memory left after
+     * weights and activations, on the CPU a fixed default. */
+    size_t kv_bytes = o->kv_cache_bytes;
+    if (!kv_bytes && b->cuda) {
+        size_t free_b = 0, total_b = 0;
+        if (b->cuda->mem_info(e->ops_ctx, &free_b, &total_b) != 0) {
+            snprintf(err, errlen, "cannot read free device memory");
+            goto fail;
+        }
+        float f = o->kv_fraction > 0 && o->kv_fraction <= 1 ? o->kv_fraction : 0.9f;
+        kv_bytes = (size_t)(free_b * (double)f);
+    }
+    if (!kv_bytes) kv_bytes = ENGINE_CPU_KV_BYTES;
+    size_t page_bytes = kv_cache_page_bytes(cfg, page_size, e->ops->act_size);
     size_t n_pages = kv_bytes / page_bytes;
     if (n_pages < 2) {
         snprintf(err, errlen, "kv_cache_bytes %zu holds fewer than 2 pages of %zu bytes", kv_bytes,
@@ -68,17 +238,22 @@ int engine_open(const struct engine_opts *o, struct engine **out, char *err, siz
         goto fail;
     }
     if (n_pages > (size_t)1 << 30) n_pages = (size_t)1 << 30;
-    if (kv_cache_init(&e->kv, e->ops, e->ops_ctx, cfg, (int)n_pages, page_size, sizeof(float)) !=
-        0) {
-        snprintf(err, errlen, "engine: cannot allocate a KV pool of %zu pages", n_pages);
+    if (kv_cache_init(&e->kv, e->ops, e->ops_ctx, cfg, (int)n_pages, page_size,
+                      e->ops->act_size) != 0) {
+        snprintf(err, errlen, "engine: cannot allocate a KV pool of %zu pages (%.2f GB)", n_pages,
+                 n_pages * (double)page_bytes / 1e9);
         goto fail;
     }
-    if (fwd_init(&e->fwd, cfg, &e->model->w, e->ops, e->ops_ctx, &e->kv, e->max_batch_tokens,
-                 e->max_batch_seqs, err, errlen) != 0)
-        goto fail;
     *out = e;
     return 0;
 fail:
     engine_close(e);
     return -1;
+}
+
+const char *engine_device_name(const struct engine *e)
+{
+    const struct engine_backend *b = e->backend;
+    if (b && b->cuda) return b->cuda->device_name(e->ops_ctx);
+    return "cpu";
 }

@@ -31,6 +31,8 @@ struct engine_opts {
     void *progress_user;
 };
 
+struct engine_backend;
+
 struct engine {
     struct model *model;
     struct chat_template chat;
@@ -40,10 +42,13 @@ struct engine {
     struct fwd_state *fwd;
     int max_batch_tokens, max_batch_seqs;
     char device[16]; /* "cpu" or "cuda" */
+    struct engine_backend *backend; /* private to engine.c */
 };
 
 void engine_opts_default(struct engine_opts *o);
 int engine_open(const struct engine_opts *o, struct engine **out, char *err, size_t errlen);
 void engine_close(struct engine *e); /* accepts NULL */
+/* Human-readable device: "cpu" or the GPU's name. */
+const char *engine_device_name(const struct engine *e);
 
 #endif

@@ -37,7 +37,7 @@ struct fwd_state {
     void *gate;   /* (max_tokens, ffn_dim) */
     void *up;     /* (max_tokens, ffn_dim) */
     void *last;   /* (max_seqs, dim) last row of each sequence */
-    void *logits; /* (max_seqs, vocab) */
+    float *logits; /* (max_seqs, vocab) fp32 on every backend */
     /* step description, backend memory, and its host staging copy */
     int *d_ints, *h_ints; /* tokens | pos | slots (max_tokens each) | q_start (max_seqs+1) |
                              kv_len (max_seqs) | rows (max_seqs) | block table (max_seqs×max_pages) */
@@ -46,8 +46,7 @@ struct fwd_state {
 
 static size_t act_bytes(const struct fwd_state *st, size_t elems)
 {
-    (void)st;
-    return elems * sizeof(float);
+    return elems * st->ops->act_size;
 }
 
 void fwd_free(struct fwd_state *st)
@@ -95,7 +94,7 @@ int fwd_init(struct fwd_state **out, const struct model_config *cfg, const struc
     st->gate = ops->alloc(ops_ctx, act_bytes(st, T * cfg->ffn_dim));
     st->up = ops->alloc(ops_ctx, act_bytes(st, T * cfg->ffn_dim));
     st->last = ops->alloc(ops_ctx, act_bytes(st, S * cfg->dim));
-    st->logits = ops->alloc(ops_ctx, act_bytes(st, S * cfg->vocab_size));
+    st->logits = ops->alloc(ops_ctx, sizeof(float) * S * cfg->vocab_size);
     st->n_ints = 3 * T + (S + 1) + 2 * S + S * (size_t)st->max_pages;
     st->d_ints = ops->alloc(ops_ctx, st->n_ints * sizeof(int));
     st->h_ints = calloc(st->n_ints, sizeof(int));
@@ -224,9 +223,9 @@ int fwd_run(struct fwd_state *st, const struct fwd_seq *seqs, int n_seqs, float 
     }
     ops->gather_rows(ctx, st->h, st->x, d_rows, n_seqs, D);
     ops->rmsnorm(ctx, st->last, st->h, w->out_norm, n_seqs, D, c->rms_eps);
-    ops->matmul(ctx, st->logits, st->last, w->output, n_seqs, D, c->vocab_size);
-    if (ops->download(ctx, logits, st->logits,
-                      act_bytes(st, (size_t)n_seqs * c->vocab_size)) != 0 ||
+    ops->matmul_f32(ctx, st->logits, st->last, w->output, n_seqs, D, c->vocab_size);
+    if (ops->download(ctx, logits, st->logits, sizeof(float) * (size_t)n_seqs * c->vocab_size) !=
+            0 ||
         ops->sync(ctx) != 0) {
         snprintf(err, errlen, "forward: device error");
         return -1;

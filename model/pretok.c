@@ -14,30 +14,54 @@
 #include "model/unicode.h"
 
 struct cps {
-    const uint32_t *cp;    /* (n) code points */
-    const uint8_t *cls;    /* (n) enum unicode_class flags; 0 = "other" */
-    size_t b;              /* segment end (index into cp) */
+    const uint32_t *cp; /* (n) code points */
+    const uint8_t *cls; /* (n) enum unicode_class flags; 0 = "other" */
+    size_t b;           /* segment end (index into cp) */
 };
 
-static int is_l(const struct cps *s, size_t i) { return i < s->b && (s->cls[i] & UNICODE_L); }
-static int is_n(const struct cps *s, size_t i) { return i < s->b && (s->cls[i] & UNICODE_N); }
-static int is_s(const struct cps *s, size_t i) { return i < s->b && (s->cls[i] & UNICODE_SPACE); }
-static int is_other(const struct cps *s, size_t i) { return i < s->b && s->cls[i] == 0; }
-static int is_crlf(const struct cps *s, size_t i)
-{
+static int is_l(const struct cps *s, size_t i) {
+    return i < s->b && (s->cls[i] & UNICODE_L);
+}
+static int is_n(const struct cps *s, size_t i) {
+    return i < s->b && (s->cls[i] & UNICODE_N);
+}
+static int is_s(const struct cps *s, size_t i) {
+    return i < s->b && (s->cls[i] & UNICODE_SPACE);
+}
+static int is_other(const struct cps *s, size_t i) {
+    return i < s->b && s->cls[i] == 0;
+}
+static int is_crlf(const struct cps *s, size_t i) {
     return i < s->b && (s->cp[i] == '\r' || s->cp[i] == '\n');
 }
 
-static size_t run_l(const struct cps *s, size_t i) { while (is_l(s, i)) i++; return i; }
-static size_t run_n(const struct cps *s, size_t i) { while (is_n(s, i)) i++; return i; }
-static size_t run_s(const struct cps *s, size_t i) { while (is_s(s, i)) i++; return i; }
-static size_t run_other(const struct cps *s, size_t i) { while (is_other(s, i)) i++; return i; }
+static size_t run_l(const struct cps *s, size_t i) {
+    while (is_l(s, i))
+        i++;
+    return i;
+}
+static size_t run_n(const struct cps *s, size_t i) {
+    while (is_n(s, i))
+        i++;
+    return i;
+}
+static size_t run_s(const struct cps *s, size_t i) {
+    while (is_s(s, i))
+        i++;
+    return i;
+}
+static size_t run_other(const struct cps *s, size_t i) {
+    while (is_other(s, i))
+        i++;
+    return i;
+}
 
-static uint32_t ascii_lower(uint32_t c) { return (c >= 'A' && c <= 'Z') ? c + 32 : c; }
+static uint32_t ascii_lower(uint32_t c) {
+    return (c >= 'A' && c <= 'Z') ? c + 32 : c;
+}
 
 /* 's 't 're 've 'm 'll 'd at I: returns the end, or 0 when none. */
-static size_t match_contraction(const struct cps *s, size_t i, int any_case)
-{
+static size_t match_contraction(const struct cps *s, size_t i, int any_case) {
     if (s->cp[i] != '\'' || i + 1 >= s->b) return 0;
     uint32_t c1 = any_case ? ascii_lower(s->cp[i + 1]) : s->cp[i + 1];
     if (c1 == 's' || c1 == 't' || c1 == 'm' || c1 == 'd') return i + 2;
@@ -49,16 +73,14 @@ static size_t match_contraction(const struct cps *s, size_t i, int any_case)
 }
 
 /* \s+(?!\S)|\s+ at a whitespace code point I. */
-static size_t match_space_run(const struct cps *s, size_t i)
-{
+static size_t match_space_run(const struct cps *s, size_t i) {
     size_t j = run_s(s, i);
-    if (j == s->b) return j;     /* run reaches the end: all of it */
+    if (j == s->b) return j;      /* run reaches the end: all of it */
     if (j - i >= 2) return j - 1; /* leave the last one to prefix what follows */
-    return j;                    /* a single one before a non-space: \s+ */
+    return j;                     /* a single one before a non-space: \s+ */
 }
 
-static size_t match_gpt2(const struct cps *s, size_t i)
-{
+static size_t match_gpt2(const struct cps *s, size_t i) {
     size_t e = match_contraction(s, i, 0);
     if (e) return e;
     int sp = s->cp[i] == ' ';
@@ -71,8 +93,7 @@ static size_t match_gpt2(const struct cps *s, size_t i)
     return match_space_run(s, i); /* only whitespace is left */
 }
 
-static size_t match_llama3(const struct cps *s, size_t i)
-{
+static size_t match_llama3(const struct cps *s, size_t i) {
     size_t e = match_contraction(s, i, 1);
     if (e) return e;
     /* [^\r\n\p{L}\p{N}]?\p{L}+ */
@@ -81,7 +102,8 @@ static size_t match_llama3(const struct cps *s, size_t i)
     /* \p{N}{1,3} */
     if (is_n(s, i)) {
         size_t j = i + 1;
-        while (j < i + 3 && is_n(s, j)) j++;
+        while (j < i + 3 && is_n(s, j))
+            j++;
         return j;
     }
     /*  ?[^\s\p{L}\p{N}]+[\r\n]* */
@@ -92,7 +114,8 @@ static size_t match_llama3(const struct cps *s, size_t i)
         start = i + 1;
     if (start != SIZE_MAX) {
         size_t j = run_other(s, start);
-        while (is_crlf(s, j)) j++;
+        while (is_crlf(s, j))
+            j++;
         return j;
     }
     /* \s*[\r\n]+ : the whitespace run up to and including its last CR/LF */
@@ -103,8 +126,7 @@ static size_t match_llama3(const struct cps *s, size_t i)
 }
 
 static void split_segment(enum tok_pre pre, const struct cps *s, size_t a, const size_t *offs,
-                          size_t *ends, size_t *n)
-{
+                          size_t *ends, size_t *n) {
     size_t i = a;
     while (i < s->b) {
         size_t e = pre == TOK_PRE_LLAMA3 ? match_llama3(s, i) : match_gpt2(s, i);
@@ -114,8 +136,7 @@ static void split_segment(enum tok_pre pre, const struct cps *s, size_t a, const
     }
 }
 
-int pretok_split(enum tok_pre pre, const char *text, size_t len, size_t *ends, size_t *n_pieces)
-{
+int pretok_split(enum tok_pre pre, const char *text, size_t len, size_t *ends, size_t *n_pieces) {
     *n_pieces = 0;
     if (len == 0) return 0;
     uint32_t *cp = malloc(len * sizeof(*cp));

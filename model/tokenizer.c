@@ -45,7 +45,7 @@ struct tokenizer {
     int32_t *merge_out;  /* (merge_mask + 1) id of the merged token */
     uint32_t merge_mask;
 
-    int byte_id[256]; /* id of each byte's single-symbol token, or -1 */
+    int byte_id[256]; /* id of each byte's single-symbol token, or -1 (byte dropped) */
 
     /* Added tokens sorted by first byte: those starting with byte b are
      * added[added_start[b] .. added_start[b + 1]). */
@@ -58,8 +58,7 @@ struct tokenizer {
     int ignore_merges;
 };
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
+static void set_err(char *err, size_t errlen, const char *fmt, ...) {
     if (!err || errlen == 0) return;
     va_list ap;
     va_start(ap, fmt);
@@ -70,16 +69,14 @@ static void set_err(char *err, size_t errlen, const char *fmt, ...)
 /* --- GPT-2 byte <-> unicode (model-format.md §4.2) ------------------------------------------- */
 
 /* The 188 printable bytes map to themselves; the other 68, in byte order, to U+0100.. */
-static uint32_t byte_to_cp(unsigned b)
-{
+static uint32_t byte_to_cp(unsigned b) {
     if (b <= 0x20) return 256 + b;
     if (b >= 0x7F && b <= 0xA0) return 256 + 33 + (b - 0x7F);
     if (b == 0xAD) return 256 + 67;
     return b;
 }
 
-static int cp_to_byte(uint32_t cp)
-{
+static int cp_to_byte(uint32_t cp) {
     if (cp < 256) return byte_to_cp(cp) == cp ? (int)cp : -1;
     if (cp < 256 + 33) return (int)(cp - 256);
     if (cp < 256 + 67) return (int)(0x7F + cp - 256 - 33);
@@ -90,8 +87,7 @@ static int cp_to_byte(uint32_t cp)
 /* Decoded bytes of a stored token: every char mapped back through the byte table, or — when
  * some char is not in the table (added tokens stored as plain text) — the string itself, as HF's
  * ByteLevel decoder does. OUT has room for LEN bytes; returns the length. */
-static size_t token_decode_bytes(const char *s, size_t len, char *out)
-{
+static size_t token_decode_bytes(const char *s, size_t len, char *out) {
     const unsigned char *u = (const unsigned char *)s;
     size_t o = 0;
     for (size_t i = 0; i < len;) {
@@ -107,17 +103,17 @@ static size_t token_decode_bytes(const char *s, size_t len, char *out)
     return o;
 }
 
-/* --- hash maps --------------------------------------------------------------------------------- */
+/* --- hash maps ---------------------------------------------------------------------------------
+ */
 
-static uint64_t hash_bytes(const char *s, size_t n)
-{
+static uint64_t hash_bytes(const char *s, size_t n) {
     uint64_t h = 1469598103934665603ull; /* FNV-1a */
-    for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)s[i]) * 1099511628211ull;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)s[i]) * 1099511628211ull;
     return h ^ (h >> 29);
 }
 
-static uint64_t hash_u64(uint64_t x)
-{
+static uint64_t hash_u64(uint64_t x) {
     x ^= x >> 33; /* murmur3 finalizer */
     x *= 0xff51afd7ed558ccdull;
     x ^= x >> 33;
@@ -125,15 +121,14 @@ static uint64_t hash_u64(uint64_t x)
     return x ^ (x >> 33);
 }
 
-static uint32_t table_size(size_t n)
-{
+static uint32_t table_size(size_t n) {
     uint32_t sz = 16;
-    while (sz < 2 * n + 1) sz <<= 1;
+    while (sz < 2 * n + 1)
+        sz <<= 1;
     return sz;
 }
 
-static int vocab_lookup(const struct tokenizer *t, const char *s, size_t n)
-{
+static int vocab_lookup(const struct tokenizer *t, const char *s, size_t n) {
     uint32_t i = (uint32_t)hash_bytes(s, n) & t->vocab_mask;
     for (;;) {
         int id = t->vocab_slot[i];
@@ -143,8 +138,7 @@ static int vocab_lookup(const struct tokenizer *t, const char *s, size_t n)
     }
 }
 
-static void vocab_insert(struct tokenizer *t, int id)
-{
+static void vocab_insert(struct tokenizer *t, int id) {
     const char *s = t->text + t->text_off[id];
     size_t n = t->text_len[id];
     if (n == 0) return;
@@ -162,8 +156,7 @@ static void vocab_insert(struct tokenizer *t, int id)
 }
 
 /* Rank of merging (L, R), or -1; *out receives the merged id. */
-static int merge_lookup(const struct tokenizer *t, int l, int r, int *out)
-{
+static int merge_lookup(const struct tokenizer *t, int l, int r, int *out) {
     uint64_t key = (uint64_t)(uint32_t)l << 32 | (uint32_t)r;
     uint32_t i = (uint32_t)hash_u64(key) & t->merge_mask;
     for (;;) {
@@ -177,8 +170,7 @@ static int merge_lookup(const struct tokenizer *t, int l, int r, int *out)
     }
 }
 
-static void merge_insert(struct tokenizer *t, int l, int r, int rank, int out)
-{
+static void merge_insert(struct tokenizer *t, int l, int r, int rank, int out) {
     uint64_t key = (uint64_t)(uint32_t)l << 32 | (uint32_t)r;
     uint32_t i = (uint32_t)hash_u64(key) & t->merge_mask;
     while (t->merge_key[i] != UINT64_MAX) {
@@ -190,19 +182,18 @@ static void merge_insert(struct tokenizer *t, int l, int r, int rank, int out)
     t->merge_out[i] = out;
 }
 
-/* --- construction ------------------------------------------------------------------------------ */
+/* --- construction ------------------------------------------------------------------------------
+ */
 
-static int is_eog_text(const char *s)
-{
-    static const char *const names[] = {"<|im_end|>", "<|endoftext|>", "<|eot_id|>",
+static int is_eog_text(const char *s) {
+    static const char *const names[] = {"<|im_end|>", "<|endoftext|>",   "<|eot_id|>",
                                         "<|eom_id|>", "<|end_of_text|>", "<end_of_turn>"};
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
         if (strcmp(s, names[i]) == 0) return 1;
     return 0;
 }
 
-static int check_id(int id, int n, const char *what, char *err, size_t errlen)
-{
+static int check_id(int id, int n, const char *what, char *err, size_t errlen) {
     if (id < -1 || id >= n) {
         set_err(err, errlen, "tokenizer: %s id %d is outside the vocabulary (%d tokens)", what, id,
                 n);
@@ -212,8 +203,7 @@ static int check_id(int id, int n, const char *what, char *err, size_t errlen)
 }
 
 static int build_merges(struct tokenizer *t, const struct tokenizer_spec *spec, char *err,
-                        size_t errlen)
-{
+                        size_t errlen) {
     size_t n = spec->n_merges > 0 ? (size_t)spec->n_merges : 0;
     t->merge_mask = table_size(n) - 1;
     size_t slots = (size_t)t->merge_mask + 1;
@@ -254,8 +244,7 @@ oom:
     return -1;
 }
 
-static int build_added(struct tokenizer *t)
-{
+static int build_added(struct tokenizer *t) {
     int n = 0;
     for (int id = 0; id < t->n_vocab; id++)
         if ((t->flags[id] & TOKF_ADDED)) n++;
@@ -265,17 +254,18 @@ static int build_added(struct tokenizer *t)
     for (int id = 0; id < t->n_vocab; id++)
         if ((t->flags[id] & TOKF_ADDED)) counts[(unsigned char)t->text[t->text_off[id]] + 1]++;
     t->added_start[0] = 0;
-    for (int b = 1; b <= 256; b++) t->added_start[b] = t->added_start[b - 1] + counts[b];
+    for (int b = 1; b <= 256; b++)
+        t->added_start[b] = t->added_start[b - 1] + counts[b];
     int fill[256];
     memcpy(fill, t->added_start, sizeof(fill));
     for (int id = 0; id < t->n_vocab; id++)
-        if ((t->flags[id] & TOKF_ADDED)) t->added[fill[(unsigned char)t->text[t->text_off[id]]]++] = id;
+        if ((t->flags[id] & TOKF_ADDED))
+            t->added[fill[(unsigned char)t->text[t->text_off[id]]]++] = id;
     return 0;
 }
 
 int tokenizer_init(const struct tokenizer_spec *spec, struct tokenizer **out, char *err,
-                   size_t errlen)
-{
+                   size_t errlen) {
     *out = NULL;
     if (!spec || spec->n_tokens <= 0 || !spec->tokens) {
         set_err(err, errlen, "tokenizer: empty vocabulary");
@@ -334,8 +324,8 @@ int tokenizer_init(const struct tokenizer_spec *spec, struct tokenizer **out, ch
     t->flags = calloc((size_t)n, 1);
     t->vocab_mask = table_size((size_t)n) - 1;
     t->vocab_slot = malloc(((size_t)t->vocab_mask + 1) * sizeof(int32_t));
-    if (!t->text || !t->bytes || !t->text_off || !t->text_len || !t->bytes_off ||
-        !t->bytes_len || !t->type || !t->flags || !t->vocab_slot)
+    if (!t->text || !t->bytes || !t->text_off || !t->text_len || !t->bytes_off || !t->bytes_len ||
+        !t->type || !t->flags || !t->vocab_slot)
         goto oom;
     memset(t->vocab_slot, 0xFF, ((size_t)t->vocab_mask + 1) * sizeof(int32_t));
 
@@ -381,8 +371,7 @@ oom:
     return -1;
 }
 
-void tokenizer_free(struct tokenizer *t)
-{
+void tokenizer_free(struct tokenizer *t) {
     if (!t) return;
     free(t->text);
     free(t->text_off);
@@ -400,42 +389,49 @@ void tokenizer_free(struct tokenizer *t)
     free(t);
 }
 
-void tokenizer_set_ignore_merges(struct tokenizer *t, int on)
-{
+void tokenizer_set_ignore_merges(struct tokenizer *t, int on) {
     t->ignore_merges = on != 0;
 }
 
-/* --- accessors --------------------------------------------------------------------------------- */
+/* --- accessors ---------------------------------------------------------------------------------
+ */
 
-int tokenizer_n_vocab(const struct tokenizer *t) { return t->n_vocab; }
-int tokenizer_bos(const struct tokenizer *t) { return t->bos_id; }
-int tokenizer_eos(const struct tokenizer *t) { return t->eos_id; }
-int tokenizer_add_bos(const struct tokenizer *t) { return t->add_bos; }
-enum tok_pre tokenizer_pre(const struct tokenizer *t) { return t->pre; }
-size_t tokenizer_max_token_bytes(const struct tokenizer *t) { return t->max_bytes; }
+int tokenizer_n_vocab(const struct tokenizer *t) {
+    return t->n_vocab;
+}
+int tokenizer_bos(const struct tokenizer *t) {
+    return t->bos_id;
+}
+int tokenizer_eos(const struct tokenizer *t) {
+    return t->eos_id;
+}
+int tokenizer_add_bos(const struct tokenizer *t) {
+    return t->add_bos;
+}
+enum tok_pre tokenizer_pre(const struct tokenizer *t) {
+    return t->pre;
+}
+size_t tokenizer_max_token_bytes(const struct tokenizer *t) {
+    return t->max_bytes;
+}
 
-int tokenizer_is_eog(const struct tokenizer *t, int id)
-{
+int tokenizer_is_eog(const struct tokenizer *t, int id) {
     return id >= 0 && id < t->n_vocab && (t->flags[id] & TOKF_EOG) != 0;
 }
 
-int tokenizer_is_special(const struct tokenizer *t, int id)
-{
+int tokenizer_is_special(const struct tokenizer *t, int id) {
     return id >= 0 && id < t->n_vocab && (t->flags[id] & TOKF_SPECIAL) != 0;
 }
 
-int tokenizer_find(const struct tokenizer *t, const char *text)
-{
+int tokenizer_find(const struct tokenizer *t, const char *text) {
     return text ? vocab_lookup(t, text, strlen(text)) : -1;
 }
 
-const char *tokenizer_token_text(const struct tokenizer *t, int id)
-{
+const char *tokenizer_token_text(const struct tokenizer *t, int id) {
     return id >= 0 && id < t->n_vocab ? t->text + t->text_off[id] : NULL;
 }
 
-int tokenizer_token_bytes(const struct tokenizer *t, int id, char *buf, size_t cap)
-{
+int tokenizer_token_bytes(const struct tokenizer *t, int id, char *buf, size_t cap) {
     if (id < 0 || id >= t->n_vocab) return -1;
     size_t n = t->bytes_len[id];
     if (buf && cap > 0) {
@@ -445,7 +441,8 @@ int tokenizer_token_bytes(const struct tokenizer *t, int id, char *buf, size_t c
     return (int)n;
 }
 
-/* --- encode ------------------------------------------------------------------------------------ */
+/* --- encode ------------------------------------------------------------------------------------
+ */
 
 struct enc {
     int *ids; /* output */
@@ -458,8 +455,7 @@ struct enc {
     char *str;    /* byte-level string of a piece (ignore_merges lookup) */
 };
 
-static int enc_push(struct enc *e, int id)
-{
+static int enc_push(struct enc *e, int id) {
     if (e->n == e->cap) {
         size_t nc = e->cap ? 2 * e->cap : 64;
         int *ni = realloc(e->ids, nc * sizeof(*ni));
@@ -471,8 +467,7 @@ static int enc_push(struct enc *e, int id)
     return 0;
 }
 
-static int enc_scratch(struct enc *e, size_t n)
-{
+static int enc_scratch(struct enc *e, size_t n) {
     if (n <= e->scratch_cap) return 0;
     size_t c = n + n / 2 + 16;
     free(e->sym);
@@ -489,8 +484,7 @@ static int enc_scratch(struct enc *e, size_t n)
     return e->scratch_cap ? 0 : -1;
 }
 
-static void heap_push(uint64_t *h, size_t *n, uint64_t v)
-{
+static void heap_push(uint64_t *h, size_t *n, uint64_t v) {
     size_t i = (*n)++;
     while (i > 0) {
         size_t p = (i - 1) / 2;
@@ -501,8 +495,7 @@ static void heap_push(uint64_t *h, size_t *n, uint64_t v)
     h[i] = v;
 }
 
-static uint64_t heap_pop(uint64_t *h, size_t *n)
-{
+static uint64_t heap_pop(uint64_t *h, size_t *n) {
     uint64_t top = h[0], v = h[--(*n)];
     size_t i = 0;
     for (;;) {
@@ -517,8 +510,7 @@ static uint64_t heap_pop(uint64_t *h, size_t *n)
     return top;
 }
 
-static void bpe_try_pair(const struct tokenizer *t, struct enc *e, size_t *hn, int pos)
-{
+static void bpe_try_pair(const struct tokenizer *t, struct enc *e, size_t *hn, int pos) {
     int nx = e->next[pos], merged;
     if (nx < 0) return;
     int rank = merge_lookup(t, e->sym[pos], e->sym[nx], &merged);
@@ -526,19 +518,20 @@ static void bpe_try_pair(const struct tokenizer *t, struct enc *e, size_t *hn, i
 }
 
 /* BPE one pre-token piece P (N bytes) and append its ids. */
-static int bpe_piece(const struct tokenizer *t, struct enc *e, const unsigned char *p, size_t n)
-{
+static int bpe_piece(const struct tokenizer *t, struct enc *e, const unsigned char *p, size_t n) {
     if (enc_scratch(e, n) < 0) return -1;
     if (t->ignore_merges) { /* the whole piece is a token: take it (Llama-3) */
         size_t k = 0;
-        for (size_t i = 0; i < n; i++) k += (size_t)unicode_utf8_encode(byte_to_cp(p[i]), e->str + k);
+        for (size_t i = 0; i < n; i++)
+            k += (size_t)unicode_utf8_encode(byte_to_cp(p[i]), e->str + k);
         int id = vocab_lookup(t, e->str, k);
         if (id >= 0) return enc_push(e, id);
     }
     int m = 0;
     for (size_t i = 0; i < n; i++) {
         int id = t->byte_id[p[i]];
-        if (id < 0) id = t->unk_id; /* a vocabulary without this byte: unk, or drop it */
+        /* A byte without a symbol in the vocabulary is dropped, as HF's BPE does with no
+         * unk_token (SmolLM2 lacks 21 of the 256, e.g. 0x04, 0x1D, 0xC0, 0xF5..0xFF). */
         if (id < 0) continue;
         e->sym[m] = id;
         e->prev[m] = m - 1;
@@ -548,7 +541,8 @@ static int bpe_piece(const struct tokenizer *t, struct enc *e, const unsigned ch
     if (m == 0) return 0;
     e->next[m - 1] = -1;
     size_t hn = 0;
-    for (int i = 0; i + 1 < m; i++) bpe_try_pair(t, e, &hn, i);
+    for (int i = 0; i + 1 < m; i++)
+        bpe_try_pair(t, e, &hn, i);
     while (hn > 0) {
         uint64_t top = heap_pop(e->heap, &hn);
         int rank = (int)(top >> 32), pos = (int)(uint32_t)top;
@@ -569,8 +563,7 @@ static int bpe_piece(const struct tokenizer *t, struct enc *e, const unsigned ch
 }
 
 /* Pre-tokenize and BPE a stretch of text that holds no added token. */
-static int encode_plain(const struct tokenizer *t, struct enc *e, const char *s, size_t len)
-{
+static int encode_plain(const struct tokenizer *t, struct enc *e, const char *s, size_t len) {
     if (len == 0) return 0;
     size_t np;
     if (pretok_split(t->pre, s, len, e->ends, &np) < 0) return -1;
@@ -583,8 +576,7 @@ static int encode_plain(const struct tokenizer *t, struct enc *e, const char *s,
 }
 
 /* Longest added token matching at S (LEN bytes left), or -1. */
-static int match_added(const struct tokenizer *t, const char *s, size_t len, int parse_special)
-{
+static int match_added(const struct tokenizer *t, const char *s, size_t len, int parse_special) {
     unsigned char b = (unsigned char)s[0];
     int best = -1;
     size_t best_len = 0;
@@ -601,8 +593,7 @@ static int match_added(const struct tokenizer *t, const char *s, size_t len, int
 }
 
 int tokenizer_encode(const struct tokenizer *t, const char *text, size_t len, int parse_special,
-                     int add_bos, int **ids, int *n_ids, char *err, size_t errlen)
-{
+                     int add_bos, int **ids, int *n_ids, char *err, size_t errlen) {
     *ids = NULL;
     *n_ids = 0;
     if (!text && len > 0) {
@@ -649,15 +640,14 @@ done:
     return 0;
 }
 
-/* --- decode ------------------------------------------------------------------------------------ */
+/* --- decode ------------------------------------------------------------------------------------
+ */
 
-static int decode_skips(const struct tokenizer *t, int id, int skip_special)
-{
+static int decode_skips(const struct tokenizer *t, int id, int skip_special) {
     return id < 0 || id >= t->n_vocab || (skip_special && (t->flags[id] & TOKF_SPECIAL));
 }
 
-char *tokenizer_decode(const struct tokenizer *t, const int *ids, int n_ids, int skip_special)
-{
+char *tokenizer_decode(const struct tokenizer *t, const int *ids, int n_ids, int skip_special) {
     size_t total = 0;
     for (int i = 0; i < n_ids; i++)
         if (!decode_skips(t, ids[i], skip_special)) total += t->bytes_len[ids[i]];
@@ -680,21 +670,18 @@ char *tokenizer_decode(const struct tokenizer *t, const int *ids, int n_ids, int
     return out;
 }
 
-void tok_stream_init(struct tok_stream *s, int skip_special)
-{
+void tok_stream_init(struct tok_stream *s, int skip_special) {
     memset(s, 0, sizeof(*s));
     s->skip_special = skip_special;
 }
 
-size_t tok_stream_cap(const struct tokenizer *t)
-{
+size_t tok_stream_cap(const struct tokenizer *t) {
     return 3 * (t->max_bytes + sizeof(((struct tok_stream *)0)->pending)) + 1;
 }
 
 /* Repair IN (N bytes) into OUT (CAP), keeping an unfinished trailing character in S. */
 static size_t stream_emit(struct tok_stream *s, const unsigned char *in, size_t n, int final,
-                          char *out, size_t cap)
-{
+                          char *out, size_t cap) {
     char local[1024];
     char *tmp = 3 * n <= sizeof(local) ? local : malloc(3 * n);
     if (!tmp) return 0;
@@ -711,8 +698,7 @@ static size_t stream_emit(struct tok_stream *s, const unsigned char *in, size_t 
 }
 
 size_t tok_stream_push(const struct tokenizer *t, struct tok_stream *s, int id, char *out,
-                       size_t cap)
-{
+                       size_t cap) {
     if (decode_skips(t, id, s->skip_special)) {
         if (cap > 0) out[0] = '\0';
         return 0;
@@ -728,8 +714,7 @@ size_t tok_stream_push(const struct tokenizer *t, struct tok_stream *s, int id, 
     return w;
 }
 
-size_t tok_stream_flush(struct tok_stream *s, char *out, size_t cap)
-{
+size_t tok_stream_flush(struct tok_stream *s, char *out, size_t cap) {
     unsigned char buf[sizeof(s->pending)];
     size_t n = (size_t)s->n_pending;
     memcpy(buf, s->pending, n);

@@ -18,21 +18,21 @@ enum tok_pre {
 };
 
 enum tok_type { /* GGUF tokenizer.ggml.token_type values */
-    TOK_TYPE_NORMAL = 1,
-    TOK_TYPE_UNKNOWN = 2,
-    TOK_TYPE_CONTROL = 3,
-    TOK_TYPE_USER_DEFINED = 4,
-    TOK_TYPE_UNUSED = 5,
-    TOK_TYPE_BYTE = 6,
+                TOK_TYPE_NORMAL = 1,
+                TOK_TYPE_UNKNOWN = 2,
+                TOK_TYPE_CONTROL = 3,
+                TOK_TYPE_USER_DEFINED = 4,
+                TOK_TYPE_UNUSED = 5,
+                TOK_TYPE_BYTE = 6,
 };
 
 /* Everything needed to build a tokenizer. Strings are borrowed for the duration of
  * tokenizer_init only (the tokenizer copies what it keeps). */
 struct tokenizer_spec {
     int n_tokens;
-    const char *const *tokens;   /* (n_tokens) byte-level-unicode strings, NUL-terminated */
-    const size_t *token_lens;    /* (n_tokens) lengths, or NULL to use strlen */
-    const int32_t *token_types;  /* (n_tokens) enum tok_type, or NULL (all normal) */
+    const char *const *tokens;  /* (n_tokens) byte-level-unicode strings, NUL-terminated */
+    const size_t *token_lens;   /* (n_tokens) lengths, or NULL to use strlen */
+    const int32_t *token_types; /* (n_tokens) enum tok_type, or NULL (all normal) */
     int n_merges;
     const char *const *merge_left;  /* (n_merges) in rank order */
     const char *const *merge_right; /* (n_merges) */
@@ -114,15 +114,19 @@ enum chat_kind {
     CHAT_KIND_LLAMA3 = 1, /* <|start_header_id|>role<|end_header_id|>\n\ncontent<|eot_id|> */
 };
 struct chat_msg {
-    const char *role;    /* "system", "user", "assistant" */
+    const char *role; /* "system", "user", "assistant" */
     const char *content;
 };
 struct chat_template {
     enum chat_kind kind;
     char *default_system; /* injected when the first message is not a system one, or NULL */
     char *bos_text;       /* text prepended (Llama-3: "<|begin_of_text|>"), or NULL */
+    int trim_content;     /* Llama-3's `content | trim`: strip surrounding ASCII whitespace */
 };
-/* Pick the template from the model's Jinja source (NULL → ChatML without default system). */
+/* Pick the template from the model's Jinja source (NULL → ChatML without default system).
+ * A source that is neither ChatML nor Llama-3 returns -1 with a message, and leaves CT a usable
+ * ChatML template (a caller may warn and go on). Encode the rendered prompt with
+ * parse_special = 1 and add_bos = 0 when bos_text is set (it already holds the BOS). */
 int chat_template_init(struct chat_template *ct, const char *jinja, char *err, size_t errlen);
 void chat_template_free(struct chat_template *ct);
 /* Render messages to a malloc'd prompt string; encode it with parse_special = 1. */

@@ -1,4 +1,5 @@
-/* tokenizer_json.c — build a tokenizer from a Hugging Face tokenizer.json (+ tokenizer_config.json).
+/* tokenizer_json.c — build a tokenizer from a Hugging Face tokenizer.json (+
+ * tokenizer_config.json).
  *
  * Reads model.vocab (object string → id), model.merges in both forms ("a b" strings and
  * ["a", "b"] pairs, model-format.md §4.1), added_tokens (special → control, else user-defined),
@@ -28,8 +29,7 @@ static const char LLAMA3_REGEX[] =
     "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| "
     "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
+static void set_err(char *err, size_t errlen, const char *fmt, ...) {
     if (!err || errlen == 0) return;
     va_list ap;
     va_start(ap, fmt);
@@ -38,8 +38,7 @@ static void set_err(char *err, size_t errlen, const char *fmt, ...)
 }
 
 /* Whole file as a NUL-terminated string, or NULL (err written; a missing file sets *missing). */
-static char *read_file(const char *path, int *missing, char *err, size_t errlen)
-{
+static char *read_file(const char *path, int *missing, char *err, size_t errlen) {
     if (missing) *missing = 0;
     FILE *f = fopen(path, "rb");
     if (!f) {
@@ -67,36 +66,31 @@ static char *read_file(const char *path, int *missing, char *err, size_t errlen)
     return buf;
 }
 
-static const char *json_str(const cJSON *o, const char *key)
-{
+static const char *json_str(const cJSON *o, const char *key) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
     return cJSON_IsString(v) ? v->valuestring : NULL;
 }
 
 /* A bool field: 1/0, or DEF when absent or not a bool. */
-static int json_bool(const cJSON *o, const char *key, int def)
-{
+static int json_bool(const cJSON *o, const char *key, int def) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
     if (cJSON_IsBool(v)) return cJSON_IsTrue(v);
     return def;
 }
 
-static int is_type(const cJSON *o, const char *type)
-{
+static int is_type(const cJSON *o, const char *type) {
     const char *t = json_str(o, "type");
     return t && strcmp(t, type) == 0;
 }
 
 /* ByteLevel with add_prefix_space false and the wanted use_regex. */
-static int is_byte_level(const cJSON *o, int use_regex)
-{
+static int is_byte_level(const cJSON *o, int use_regex) {
     return is_type(o, "ByteLevel") && !json_bool(o, "add_prefix_space", 0) &&
            json_bool(o, "use_regex", 1) == use_regex;
 }
 
 /* Split{pattern:{Regex: RE}, behavior: Isolated, invert: false}. */
-static int is_split(const cJSON *o, const char *re)
-{
+static int is_split(const cJSON *o, const char *re) {
     if (!is_type(o, "Split")) return 0;
     const cJSON *pat = cJSON_GetObjectItemCaseSensitive(o, "pattern");
     const char *r = json_str(pat, "Regex");
@@ -105,8 +99,7 @@ static int is_split(const cJSON *o, const char *re)
            !json_bool(o, "invert", 0);
 }
 
-static int detect_pre(const cJSON *pre, enum tok_pre *out, char *err, size_t errlen)
-{
+static int detect_pre(const cJSON *pre, enum tok_pre *out, char *err, size_t errlen) {
     if (is_byte_level(pre, 1)) {
         *out = TOK_PRE_GPT2;
         return 0;
@@ -139,16 +132,14 @@ static int detect_pre(const cJSON *pre, enum tok_pre *out, char *err, size_t err
 }
 
 /* "<s>" or {"content": "<s>", ...} (tokenizer_config.json's two spellings). */
-static const char *token_content(const cJSON *v)
-{
+static const char *token_content(const cJSON *v) {
     if (cJSON_IsString(v)) return v->valuestring;
     return json_str(v, "content");
 }
 
 /* TemplateProcessing (alone or inside a Sequence of processors): the special tokens it puts
  * before and after a single sequence. */
-static void post_processor_specials(const cJSON *pp, const char **first, const char **last)
-{
+static void post_processor_specials(const cJSON *pp, const char **first, const char **last) {
     if (is_type(pp, "Sequence")) {
         const cJSON *p;
         cJSON_ArrayForEach(p, cJSON_GetObjectItemCaseSensitive(pp, "processors"))
@@ -159,15 +150,15 @@ static void post_processor_specials(const cJSON *pp, const char **first, const c
     const cJSON *single = cJSON_GetObjectItemCaseSensitive(pp, "single");
     int n = cJSON_GetArraySize(single);
     if (n == 0) return;
-    const cJSON *a = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(single, 0), "SpecialToken");
+    const cJSON *a =
+        cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(single, 0), "SpecialToken");
     const cJSON *z =
         cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(single, n - 1), "SpecialToken");
     if (a) *first = json_str(a, "id");
     if (z && n > 1) *last = json_str(z, "id");
 }
 
-static int find_id(const char *const *tokens, int n, const char *s)
-{
+static int find_id(const char *const *tokens, int n, const char *s) {
     if (!s) return -1;
     for (int i = 0; i < n; i++)
         if (tokens[i] && strcmp(tokens[i], s) == 0) return i;
@@ -176,14 +167,12 @@ static int find_id(const char *const *tokens, int n, const char *s)
 
 /* The chat template of tokenizer_config.json: a string, or a list of {name, template} of which
  * "default" (else the first) is taken. */
-static char *config_chat_template(const cJSON *cfg)
-{
+static char *config_chat_template(const cJSON *cfg) {
     const cJSON *ct = cJSON_GetObjectItemCaseSensitive(cfg, "chat_template");
     if (cJSON_IsString(ct)) return strdup(ct->valuestring);
     if (cJSON_IsArray(ct)) {
         const cJSON *e, *pick = NULL;
-        cJSON_ArrayForEach(e, ct)
-        {
+        cJSON_ArrayForEach(e, ct) {
             const char *name = json_str(e, "name");
             if (!pick || (name && strcmp(name, "default") == 0)) pick = e;
         }
@@ -194,8 +183,7 @@ static char *config_chat_template(const cJSON *cfg)
 }
 
 int tokenizer_from_json(const char *path, struct tokenizer **out, char **chat_template, char *err,
-                        size_t errlen)
-{
+                        size_t errlen) {
     *out = NULL;
     if (chat_template) *chat_template = NULL;
     int rc = -1;
@@ -238,16 +226,14 @@ int tokenizer_from_json(const char *path, struct tokenizer **out, char **chat_te
     const cJSON *added = cJSON_GetObjectItemCaseSensitive(root, "added_tokens");
     const cJSON *e;
     int n = 0;
-    cJSON_ArrayForEach(e, vocab)
-    {
+    cJSON_ArrayForEach(e, vocab) {
         if (!cJSON_IsNumber(e) || e->valuedouble < 0 || e->valuedouble >= 1 << 30) {
             set_err(err, errlen, "%s: vocab entry \"%.100s\" has a bad id", path, e->string);
             goto done;
         }
         if (e->valueint + 1 > n) n = e->valueint + 1;
     }
-    cJSON_ArrayForEach(e, added)
-    {
+    cJSON_ArrayForEach(e, added) {
         const cJSON *id = cJSON_GetObjectItemCaseSensitive(e, "id");
         if (!cJSON_IsNumber(id) || id->valuedouble < 0 || id->valuedouble >= 1 << 30 ||
             !json_str(e, "content")) {
@@ -263,10 +249,10 @@ int tokenizer_from_json(const char *path, struct tokenizer **out, char **chat_te
     tokens = calloc((size_t)n, sizeof(*tokens));
     types = malloc((size_t)n * sizeof(*types));
     if (!tokens || !types) goto oom;
-    for (int i = 0; i < n; i++) types[i] = TOK_TYPE_NORMAL;
+    for (int i = 0; i < n; i++)
+        types[i] = TOK_TYPE_NORMAL;
     cJSON_ArrayForEach(e, vocab) tokens[e->valueint] = e->string;
-    cJSON_ArrayForEach(e, added)
-    {
+    cJSON_ArrayForEach(e, added) {
         int id = cJSON_GetObjectItemCaseSensitive(e, "id")->valueint;
         tokens[id] = json_str(e, "content");
         types[id] = json_bool(e, "special", 0) ? TOK_TYPE_CONTROL : TOK_TYPE_USER_DEFINED;
@@ -287,8 +273,7 @@ int tokenizer_from_json(const char *path, struct tokenizer **out, char **chat_te
     if (!mleft || !mright || !merge_arena) goto oom;
     int m = 0;
     size_t ao = 0;
-    cJSON_ArrayForEach(e, merges)
-    {
+    cJSON_ArrayForEach(e, merges) {
         if (cJSON_IsString(e)) {
             char *s = merge_arena + ao;
             size_t len = strlen(e->valuestring);

@@ -7,8 +7,7 @@
  */
 #include "model/unicode.h"
 
-int unicode_class(uint32_t cp)
-{
+int unicode_class(uint32_t cp) {
     if (cp < 0x80) {
         if (cp >= 'a' && cp <= 'z') return UNICODE_L;
         if (cp >= 'A' && cp <= 'Z') return UNICODE_L;
@@ -31,8 +30,7 @@ int unicode_class(uint32_t cp)
 
 /* Length a lead byte announces (0 for a byte that cannot lead), and the allowed range of the
  * byte after it. */
-static int utf8_lead(unsigned char b, unsigned char *lo2, unsigned char *hi2)
-{
+static int utf8_lead(unsigned char b, unsigned char *lo2, unsigned char *hi2) {
     *lo2 = 0x80;
     *hi2 = 0xBF;
     if (b < 0x80) return 1;
@@ -53,8 +51,7 @@ static int utf8_lead(unsigned char b, unsigned char *lo2, unsigned char *hi2)
 
 /* Length of the valid prefix of the sequence starting at S: returns n == need when complete;
  * *need receives the announced length (0: invalid lead). */
-static int utf8_prefix(const unsigned char *s, size_t len, int *need)
-{
+static int utf8_prefix(const unsigned char *s, size_t len, int *need) {
     unsigned char lo2, hi2;
     int n = utf8_lead(s[0], &lo2, &hi2);
     *need = n;
@@ -69,8 +66,7 @@ static int utf8_prefix(const unsigned char *s, size_t len, int *need)
     return got;
 }
 
-int unicode_utf8_decode(const unsigned char *s, size_t len, uint32_t *cp)
-{
+int unicode_utf8_decode(const unsigned char *s, size_t len, uint32_t *cp) {
     int need;
     int got = utf8_prefix(s, len, &need);
     if (need == 0 || got < need) {
@@ -78,8 +74,12 @@ int unicode_utf8_decode(const unsigned char *s, size_t len, uint32_t *cp)
         return 1;
     }
     switch (need) {
-    case 1: *cp = s[0]; break;
-    case 2: *cp = ((uint32_t)(s[0] & 0x1F) << 6) | (s[1] & 0x3F); break;
+    case 1:
+        *cp = s[0];
+        break;
+    case 2:
+        *cp = ((uint32_t)(s[0] & 0x1F) << 6) | (s[1] & 0x3F);
+        break;
     case 3:
         *cp = ((uint32_t)(s[0] & 0x0F) << 12) | ((uint32_t)(s[1] & 0x3F) << 6) | (s[2] & 0x3F);
         break;
@@ -90,8 +90,7 @@ int unicode_utf8_decode(const unsigned char *s, size_t len, uint32_t *cp)
     return need;
 }
 
-int unicode_utf8_encode(uint32_t cp, char *out)
-{
+int unicode_utf8_encode(uint32_t cp, char *out) {
     unsigned char *o = (unsigned char *)out;
     if (cp < 0x80) {
         o[0] = (unsigned char)cp;
@@ -116,8 +115,7 @@ int unicode_utf8_encode(uint32_t cp, char *out)
 }
 
 size_t unicode_utf8_lossy(const unsigned char *in, size_t len, int final, char *out,
-                          size_t *consumed)
-{
+                          size_t *consumed) {
     size_t i = 0, o = 0;
     while (i < len) {
         if (in[i] < 0x80) { /* ASCII run */
@@ -127,7 +125,8 @@ size_t unicode_utf8_lossy(const unsigned char *in, size_t len, int final, char *
         int need;
         int got = utf8_prefix(in + i, len - i, &need);
         if (need > 0 && got == need) {
-            for (int k = 0; k < got; k++) out[o++] = (char)in[i + k];
+            for (int k = 0; k < got; k++)
+                out[o++] = (char)in[i + k];
             i += (size_t)got;
             continue;
         }

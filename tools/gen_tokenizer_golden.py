@@ -117,9 +117,10 @@ def corpus():
     s += [
         "😀", "Hello 😀 world", "👨\u200d👩\u200d👧\u200d👦 family", "🇺🇸🇫🇷 flags",
         "👍🏽 thumbs", "❤️ heart", "🤖🚀✨", "emoji😀mid", "😀😀😀", "☃ ★ ♠ ♣",
-        "a\u200bb zero width", "\ufeffBOM", "\ufffd replacement", "x\ufffdy", "\ud800 lone",
+        "a\u200bb zero width", "\ufeffBOM", "\ufffd replacement", "x\ufffdy",
         "\\ud800 escaped surrogate text", "\\uDFFF\\uD83D", "\x00nul", "ctrl\x01\x02\x07",
-        "\x1b[31mred\x1b[0m", "del\x7f", "\x1c\x1d\x1e\x1f sep", "\U0010ffff max",
+        "\x1b[31mred\x1b[0m", "del\x7f", "\x1c\x1d\x1e\x1f sep",
+        "ctrl\x04\x06\x13\x14\x16 bytes missing from the vocab", "\U00050000 \U0007ffff planes 5-7", "\U0010ffff max",
         "\U0001f600\U0001f601", "\u00ad soft hyphen", "𝔘𝔫𝔦𝔠𝔬𝔡𝔢", "𝟘𝟙𝟚", "tab\u000bvtab\u000cff",
     ]
     # special tokens embedded in text
@@ -213,7 +214,6 @@ def main():
     ap.add_argument("--no-transformers", action="store_true", help="skip the cross-check")
     a = ap.parse_args()
     texts = corpus()
-    assert len(texts) == len(set(texts)) or True
     with tempfile.TemporaryDirectory() as tmp:
         paths = gguf_to_tokenizer_json.write_variants(a.gguf, tmp)
         tok = Tokenizer.from_file(paths["smollm2-legacy"])

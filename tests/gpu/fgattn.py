@@ -129,7 +129,7 @@ class PagedBatch:
     q_start, kv_len (int32, device and host)."""
 
     def __init__(self, q_lens, kv_lens, n_heads, n_kv_heads, head_dim, page_size, causal, dtype,
-                 device="cuda", gen=None, scatter=True, std=1.0):
+                 device="cuda", gen=None, scatter=True, std=1.0, page_gen=None):
         assert len(q_lens) == len(kv_lens)
         self.q_lens, self.kv_lens = list(q_lens), list(kv_lens)
         self.n_heads, self.n_kv_heads, self.head_dim = n_heads, n_kv_heads, head_dim
@@ -138,7 +138,8 @@ class PagedBatch:
         pages_per = [max(1, -(-kl // page_size)) for kl in kv_lens]
         self.max_pages = max(pages_per)
         n_pages = sum(pages_per) + 3  # spare pages stay poisoned: a wrong index shows
-        order = torch.randperm(n_pages, generator=gen) if scatter else torch.arange(n_pages)
+        pg = page_gen if page_gen is not None else gen
+        order = torch.randperm(n_pages, generator=pg) if scatter else torch.arange(n_pages)
         bt = torch.zeros(n_seqs, self.max_pages, dtype=torch.int32)
         pos = 0
         for s in range(n_seqs):
@@ -150,21 +151,21 @@ class PagedBatch:
         self.v_pool = torch.full_like(self.k_pool, float("nan"))
         self.k_seq, self.v_seq = [], []
         for s in range(n_seqs):
-            kl = kv_lens[s]
-            k = (torch.randn(kl, n_kv_heads, head_dim, generator=gen) * std).to(dtype).to(device)
-            v = torch.randn(kl, n_kv_heads, head_dim, generator=gen).to(dtype).to(device)
+            kl, npg = kv_lens[s], pages_per[s]
+            k = (_randn((kl, n_kv_heads, head_dim), gen, device) * std).to(dtype)
+            v = _randn((kl, n_kv_heads, head_dim), gen, device).to(dtype)
             self.k_seq.append(k)
             self.v_seq.append(v)
-            for p in range(pages_per[s]):
-                lo, hi = p * page_size, min(kl, (p + 1) * page_size)
-                if hi <= lo:
-                    break
-                self.k_pool[bt[s, p], :hi - lo] = k[lo:hi]
-                self.v_pool[bt[s, p], :hi - lo] = v[lo:hi]
+            idx = bt[s, :npg].long().to(device)
+            for src, pool in ((k, self.k_pool), (v, self.v_pool)):
+                padded = torch.full((npg * page_size, n_kv_heads, head_dim), float("nan"),
+                                    dtype=dtype, device=device)
+                padded[:kl] = src
+                pool[idx] = padded.view(npg, page_size, n_kv_heads, head_dim)
         self.q_start_h = torch.tensor([0] + list(_cumsum(q_lens)), dtype=torch.int32)
         self.kv_len_h = torch.tensor(kv_lens, dtype=torch.int32)
         self.n_q_total = int(self.q_start_h[-1])
-        self.q = (torch.randn(self.n_q_total, n_heads, head_dim, generator=gen) * std).to(dtype).to(device)
+        self.q = (_randn((self.n_q_total, n_heads, head_dim), gen, device) * std).to(dtype)
         self.block_table = bt.to(device)
         self.q_start = self.q_start_h.to(device)
         self.kv_len = self.kv_len_h.to(device)
@@ -187,6 +188,14 @@ class PagedBatch:
                         ptr(ws), ws.numel() * ws.element_size() if ws is not None else 0,
                         C.c_void_p(stream if stream is not None else
                                    torch.cuda.current_stream().cuda_stream), kind, n_splits)
+
+
+def _randn(shape, gen, device):
+    """Normal samples: from the CPU generator gen (reproducible tests), or drawn on the device
+    when gen is None (benchmark-sized tensors)."""
+    if gen is None:
+        return torch.randn(shape, device=device)
+    return torch.randn(shape, generator=gen).to(device)
 
 
 def _cumsum(xs):

@@ -1,0 +1,520 @@
+/* cuda_ops.cu — the CUDA backend: struct fg_ops for bf16 activations, weights and KV-cache with
+ * fp32 accumulation, on one stream owned by the worker thread.
+ *
+ * Linear layers go through cuBLASLt (bf16 × bf16 → bf16, or fp32 for the logits, fp32 compute),
+ * with one heuristic algorithm cached per shape. Attention and the KV write are the kernels of
+ * attention.cu / decode_attention.cu / kv_write.cu; the small elementwise ops are here. Each op
+ * checks its launch; the first error sticks in the context and makes sync() fail, which the
+ * engine treats as fatal. Built into build/libflashgen_cuda.so and opened with dlopen (ops.h).
+ */
+#include <cublasLt.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "attention.h"
+#include "kv_write.h"
+#include "ops.h"
+
+#define LT_CACHE_SIZE 64
+#define LT_WORKSPACE_BYTES ((size_t)32 << 20) /* cuBLASLt's recommended size for Hopper */
+
+struct lt_plan {
+    int n, in_dim, out_dim;
+    cudaDataType_t out_type;
+    cublasLtMatmulDesc_t desc;
+    cublasLtMatrixLayout_t a, b, c;
+    cublasLtMatmulAlgo_t algo;
+};
+
+struct cuda_ctx {
+    int device;
+    cudaStream_t stream;
+    cublasLtHandle_t lt;
+    void *lt_workspace;
+    struct lt_plan plans[LT_CACHE_SIZE];
+    int n_plans;
+    void *attn_ws; /* decode split-K partials, grown on demand */
+    size_t attn_ws_bytes;
+    char name[256];
+    char error[512]; /* sticky: the first failure */
+};
+
+static void ctx_fail(struct cuda_ctx *c, const char *fmt, ...)
+{
+    if (c->error[0]) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->error, sizeof(c->error), fmt, ap);
+    va_end(ap);
+}
+
+#define CK(c, call)                                                                                \
+    do {                                                                                           \
+        cudaError_t e_ = (call);                                                                   \
+        if (e_ != cudaSuccess)                                                                     \
+            ctx_fail((c), "%s failed at %s:%d: %s", #call, __FILE__, __LINE__,                     \
+                     cudaGetErrorString(e_));                                                      \
+    } while (0)
+
+#define CK_LAUNCH(c) CK((c), cudaGetLastError())
+
+/* ---- memory ------------------------------------------------------------------------------ */
+
+static void *cu_alloc(void *ctx, size_t bytes)
+{
+    (void)ctx;
+    void *p = NULL;
+    if (cudaMalloc(&p, bytes ? bytes : 256) != cudaSuccess) {
+        cudaGetLastError(); /* an allocation failure is reported by NULL, not sticky */
+        return NULL;
+    }
+    return p;
+}
+
+static void cu_release(void *ctx, void *p)
+{
+    (void)ctx;
+    if (p) cudaFree(p);
+}
+
+static int cu_upload(void *ctx, void *dst, const void *src, size_t bytes)
+{
+    struct cuda_ctx *c = (struct cuda_ctx *)ctx;
+    CK(c, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, c->stream));
+    return c->error[0] ? -1 : 0;
+}
+
+static int cu_download(void *ctx, void *dst, const void *src, size_t bytes)
+{
+    struct cuda_ctx *c = (struct cuda_ctx *)ctx;
+    CK(c, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, c->stream));
+    CK(c, cudaStreamSynchronize(c->stream));
+    return c->error[0] ? -1 : 0;
+}
+
+static int cu_sync(void *ctx)
+{
+    struct cuda_ctx *c = (struct cuda_ctx *)ctx;
+    CK(c, cudaStreamSynchronize(c->stream));
+    return c->error[0] ? -1 : 0;
+}
+
+__global__ void k_f32_to_bf16(__nv_bfloat16 *dst, const float *src, size_t n)
+{
+    size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    if (i < n) dst[i] = __float2bfloat16(src[i]);
+}
+
+/* Converts through a pinned staging buffer in chunks, so a 16 GB model needs no 16 GB of host
+ * memory twice. */
+static int cu_upload_f32(void *ctx, void *dst, const float *src, size_t n)
+{
+    struct cuda_ctx *c = (struct cuda_ctx *)ctx;
+    const size_t chunk = (size_t)16 << 20; /* floats per round trip */
+    float *stage = NULL;
+    size_t stage_n = n < chunk ? n : chunk;
+    if (cudaMalloc(&stage, stage_n * sizeof(float)) != cudaSuccess) {
+        cudaGetLastError();
+        ctx_fail(c, "upload: cannot allocate %zu bytes of staging memory", stage_n * 4);
+        return -1;
+    }
+    for (size_t off = 0; off < n && !c->error[0]; off += chunk) {
+        size_t m = n - off < chunk ? n - off : chunk;
+        CK(c, cudaMemcpyAsync(stage, src + off, m * sizeof(float), cudaMemcpyHostToDevice,
+                              c->stream));
+        k_f32_to_bf16<<<(unsigned)((m + 255) / 256), 256, 0, c->stream>>>(
+            (__nv_bfloat16 *)dst + off, stage, m);
+        CK_LAUNCH(c);
+    }
+    CK(c, cudaStreamSynchronize(c->stream));
+    cudaFree(stage);
+    return c->error[0] ? -1 : 0;
+}
+
+/* ---- elementwise kernels ----------------------------------------------------------------- */
+
+__global__ void k_embed(__nv_bfloat16 *x, const __nv_bfloat16 *table, const int *tokens, int dim)
+{
+    int t = blockIdx.x;
+    const __nv_bfloat16 *row = table + (size_t)tokens[t] * dim;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x)
+        x[(size_t)t * dim + i] = row[i];
+}
+
+/* One block per row: fp32 sum of squares, then x * rsqrt(mean + eps) * w. */
+__global__ void k_rmsnorm(__nv_bfloat16 *out, const __nv_bfloat16 *x, const __nv_bfloat16 *w,
+                          int dim, float eps)
+{
+    const __nv_bfloat16 *xr = x + (size_t)blockIdx.x * dim;
+    __nv_bfloat16 *o = out + (size_t)blockIdx.x * dim;
+    float ss = 0;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) {
+        float v = __bfloat162float(xr[i]);
+        ss += v * v;
+    }
+    __shared__ float warp_sums[32];
+    for (int off = 16; off > 0; off >>= 1)
+        ss += __shfl_xor_sync(0xffffffffu, ss, off);
+    if ((threadIdx.x & 31) == 0) warp_sums[threadIdx.x >> 5] = ss;
+    __syncthreads();
+    if (threadIdx.x < 32) {
+        int n_warps = (blockDim.x + 31) >> 5;
+        float v = threadIdx.x < n_warps ? warp_sums[threadIdx.x] : 0.0f;
+        for (int off = 16; off > 0; off >>= 1)
+            v += __shfl_xor_sync(0xffffffffu, v, off);
+        if (threadIdx.x == 0) warp_sums[0] = v;
+    }
+    __syncthreads();
+    float inv = rsqrtf(warp_sums[0] / dim + eps);
+    for (int i = threadIdx.x; i < dim; i += blockDim.x)
+        o[i] = __float2bfloat16(__bfloat162float(xr[i]) * inv * __bfloat162float(w[i]));
+}
+
+/* rotate_half RoPE: thread (t, head, i) turns the pair (i, i + hd/2) of one head. */
+__global__ void k_rope(__nv_bfloat16 *x, const int *pos, int n_heads, int head_dim,
+                       const float *freqs)
+{
+    int t = blockIdx.x, half = head_dim / 2;
+    for (int j = threadIdx.x; j < n_heads * half; j += blockDim.x) {
+        int h = j / half, i = j % half;
+        float s, c;
+        sincosf((float)pos[t] * freqs[i], &s, &c);
+        __nv_bfloat16 *r = x + ((size_t)t * n_heads + h) * head_dim;
+        float a = __bfloat162float(r[i]), b = __bfloat162float(r[i + half]);
+        r[i] = __float2bfloat16(a * c - b * s);
+        r[i + half] = __float2bfloat16(b * c + a * s);
+    }
+}
+
+__global__ void k_swiglu(__nv_bfloat16 *out, const __nv_bfloat16 *g, const __nv_bfloat16 *u,
+                         size_t n)
+{
+    size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    if (i < n) {
+        float gv = __bfloat162float(g[i]);
+        out[i] = __float2bfloat16(gv / (1.0f + __expf(-gv)) * __bfloat162float(u[i]));
+    }
+}
+
+__global__ void k_add(__nv_bfloat16 *x, const __nv_bfloat16 *y, size_t n)
+{
+    size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    if (i < n) x[i] = __float2bfloat16(__bfloat162float(x[i]) + __bfloat162float(y[i]));
+}
+
+__global__ void k_gather(__nv_bfloat16 *dst, const __nv_bfloat16 *src, const int *rows, int dim)
+{
+    int r = blockIdx.x;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x)
+        dst[(size_t)r * dim + i] = src[(size_t)rows[r] * dim + i];
+}
+
+static unsigned blocks_for(size_t n, unsigned threads)
+{
+    return (unsigned)((n + threads - 1) / threads);
+}
+
+static void cu_embed(void *ctx, void *x, const void *table, const int *tokens, int n, int dim)
+{
+    struct cuda_ctx *c = (struct cuda_ctx *)ctx;
+    k_embed<<<n, 256, 0, c->stream>>>((__nv_bfloat16 *)x, (const __nv_bfloat16 *)table, tokens,
+                                      dim);
+    CK_LAUNCH(c);
+}
+
+static void cu_rmsnorm(void *ctx, void *out, const void *x, const void *w, int n, int dim,
+                       float eps)
+{
+    struct cuda_ctx *c = (struct cuda_ctx *)ctx;
+    int threads = dim >= 1024 ? 1024 : ((dim + 31) / 32) * 32;
+    k_rmsnorm<<<n, threads, 0, c->stream>>>((__nv_bfloat16 *)out, (const __nv_bfloat16 *)x,
+                                            (const __nv_bfloat16 *)w, dim, eps);
+    CK_LAUNCH(c);
+}
+
+static void cu_rope(void *ctx, void *q, void *k, const int *pos, int n, int n_heads,
+                    int n_kv_heads, int head_dim, const void *freqs)
+{
+    struct cuda_ctx *c = (struct cuda_ctx *)ctx;
+    k_rope<<<n, 256, 0, c->stream>>>((__nv_bfloat16 *)q, pos, n_heads, head_dim,
+                                     (const float *)freqs);
+    k_rope<<<n, 256, 0, c->stream>>>((__nv_bfloat16 *)k, pos, n_kv_heads, head_dim,
+                                     (const float *)freqs);
+    CK_LAUNCH(c);
+}
+
+static void cu_swiglu(void *ctx, void *out, const void *g, const void *u, size_t n)
+{
+    struct cuda_ctx *c = (struct cuda_ctx *)ctx;
+    k_swiglu<<<blocks_for(n, 256), 256, 0, c->stream>>>(
+        (__nv_bfloat16 *)out, (const __nv_bfloat16 *)g, (const __nv_bfloat16 *)u, n);
+    CK_LAUNCH(c);
+}
+
+static void cu_add(void *ctx, void *x, const void *y, size_t n)
+{
+    struct cuda_ctx *c = (struct cuda_ctx *)ctx;
+    k_add<<<blocks_for(n, 256), 256, 0, c->stream>>>((__nv_bfloat16 *)x,
+                                                     (const __nv_bfloat16 *)y, n);
+    CK_LAUNCH(c);
+}
+
+static void cu_gather_rows(void *ctx, void *dst, const void *src, const int *rows, int n_rows,
+                           int dim)
+{
+    struct cuda_ctx *c = (struct cuda_ctx *)ctx;
+    k_gather<<<n_rows, 256, 0, c->stream>>>((__nv_bfloat16 *)dst, (const __nv_bfloat16 *)src,
+                                            rows, dim);
+    CK_LAUNCH(c);
+}
+
+/* ---- KV write and attention: the kernels of kv_write.cu and attention.cu ----------------- */
+
+static void cu_kv_write(void *ctx, void *k_pool, void *v_pool, const void *k, const void *v,
+                        const int *slots, int n, int kv_dim)
+{
+    struct cuda_ctx *c = (struct cuda_ctx *)ctx;
+    struct kv_write_args a;
+    memset(&a, 0, sizeof(a));
+    a.dtype = ATTN_DTYPE_BF16;
+    a.k_pool = k_pool;
+    a.v_pool = v_pool;
+    a.k = k;
+    a.v = v;
+    a.slots = slots;
+    a.n = n;
+    a.n_kv_heads = 1; /* rows of kv_dim values: one "head" of width kv_dim */
+    a.head_dim = kv_dim;
+    a.stream = c->stream;
+    char err[256];
+    if (kv_write_launch(&a, err, sizeof(err)) != 0) ctx_fail(c, "kv_write: %s", err);
+}
+
+static void cu_attention(void *ctx, void *out, const void *q, const void *k_pool,
+                         const void *v_pool, const struct attn_batch *b)
+{
+    struct cuda_ctx *c = (struct cuda_ctx *)ctx;
+    struct attn_args a;
+    memset(&a, 0, sizeof(a));
+    a.dtype = ATTN_DTYPE_BF16;
+    a.out = out;
+    a.q = q;
+    a.k_pool = k_pool;
+    a.v_pool = v_pool;
+    a.b = *b;
+    a.stream = c->stream;
+    a.kind = ATTN_KIND_AUTO;
+    size_t need = attn_workspace_bytes(&a);
+    if (need > c->attn_ws_bytes) {
+        if (c->attn_ws) cudaFree(c->attn_ws);
+        c->attn_ws = NULL;
+        c->attn_ws_bytes = 0;
+        if (cudaMalloc(&c->attn_ws, need) == cudaSuccess) c->attn_ws_bytes = need;
+        else cudaGetLastError(); /* runs unsplit without a workspace */
+    }
+    a.workspace = c->attn_ws;
+    a.workspace_bytes = c->attn_ws_bytes;
+    char err[256];
+    if (attn_launch(&a, err, sizeof(err)) != 0) ctx_fail(c, "attention: %s", err);
+}
+
+/* ---- linear layers through cuBLASLt ------------------------------------------------------ */
+
+#define LT_CK(c, call)                                                                             \
+    do {                                                                                           \
+        cublasStatus_t s_ = (call);                                                                \
+        if (s_ != CUBLAS_STATUS_SUCCESS)                                                           \
+            ctx_fail((c), "%s failed at %s:%d: status %d", #call, __FILE__, __LINE__, (int)s_);   \
+    } while (0)
+
+/* Row-major y (n, out) = x (n, in) · wᵀ with w (out, in) row-major. In cuBLAS's column-major
+ * terms: yᵀ (out × n) = op_T(A) · B where A is w viewed as (in × out), B is x viewed as (in × n). */
+static struct lt_plan *lt_plan_get(struct cuda_ctx *c, int n, int in_dim, int out_dim,
+                                   cudaDataType_t out_type)
+{
+    for (int i = 0; i < c->n_plans; i++) {
+        struct lt_plan *p = &c->plans[i];
+        if (p->n == n && p->in_dim == in_dim && p->out_dim == out_dim && p->out_type == out_type)
+            return p;
+    }
+    if (c->n_plans == LT_CACHE_SIZE) { /* evict the oldest */
+        struct lt_plan *p = &c->plans[0];
+        cublasLtMatmulDescDestroy(p->desc);
+        cublasLtMatrixLayoutDestroy(p->a);
+        cublasLtMatrixLayoutDestroy(p->b);
+        cublasLtMatrixLayoutDestroy(p->c);
+        memmove(&c->plans[0], &c->plans[1], sizeof(c->plans[0]) * (LT_CACHE_SIZE - 1));
+        c->n_plans--;
+    }
+    struct lt_plan *p = &c->plans[c->n_plans];
+    memset(p, 0, sizeof(*p));
+    p->n = n;
+    p->in_dim = in_dim;
+    p->out_dim = out_dim;
+    p->out_type = out_type;
+    cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+    LT_CK(c, cublasLtMatmulDescCreate(&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    LT_CK(c, cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)));
+    LT_CK(c, cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)));
+    LT_CK(c, cublasLtMatrixLayoutCreate(&p->a, CUDA_R_16BF, in_dim, out_dim, in_dim));
+    LT_CK(c, cublasLtMatrixLayoutCreate(&p->b, CUDA_R_16BF, in_dim, n, in_dim));
+    LT_CK(c, cublasLtMatrixLayoutCreate(&p->c, out_type, out_dim, n, out_dim));
+    cublasLtMatmulPreference_t pref;
+    LT_CK(c, cublasLtMatmulPreferenceCreate(&pref));
+    size_t ws = LT_WORKSPACE_BYTES;
+    LT_CK(c, cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                                  &ws, sizeof(ws)));
+    cublasLtMatmulHeuristicResult_t res;
+    int found = 0;
+    LT_CK(c, cublasLtMatmulAlgoGetHeuristic(c->lt, p->desc, p->a, p->b, p->c, p->c, pref, 1, &res,
+                                            &found));
+    cublasLtMatmulPreferenceDestroy(pref);
+    if (c->error[0]) return NULL;
+    if (found == 0) {
+        ctx_fail(c, "cuBLASLt has no algorithm for %d x %d x %d", n, in_dim, out_dim);
+        return NULL;
+    }
+    p->algo = res.algo;
+    c->n_plans++;
+    return p;
+}
+
+static void lt_matmul(struct cuda_ctx *c, void *out, cudaDataType_t out_type, const void *x,
+                      const void *w, int n, int in_dim, int out_dim)
+{
+    if (c->error[0]) return;
+    struct lt_plan *p = lt_plan_get(c, n, in_dim, out_dim, out_type);
+    if (!p) return;
+    float alpha = 1.0f, beta = 0.0f;
+    LT_CK(c, cublasLtMatmul(c->lt, p->desc, &alpha, w, p->a, x, p->b, &beta, out, p->c, out, p->c,
+                            &p->algo, c->lt_workspace, LT_WORKSPACE_BYTES, c->stream));
+}
+
+static void cu_matmul(void *ctx, void *out, const void *x, const void *w, int n, int in_dim,
+                      int out_dim)
+{
+    lt_matmul((struct cuda_ctx *)ctx, out, CUDA_R_16BF, x, w, n, in_dim, out_dim);
+}
+
+static void cu_matmul_f32(void *ctx, float *out, const void *x, const void *w, int n, int in_dim,
+                          int out_dim)
+{
+    lt_matmul((struct cuda_ctx *)ctx, out, CUDA_R_32F, x, w, n, in_dim, out_dim);
+}
+
+/* ---- context ----------------------------------------------------------------------------- */
+
+static void cu_destroy(void *ctx)
+{
+    struct cuda_ctx *c = (struct cuda_ctx *)ctx;
+    if (!c) return;
+    for (int i = 0; i < c->n_plans; i++) {
+        cublasLtMatmulDescDestroy(c->plans[i].desc);
+        cublasLtMatrixLayoutDestroy(c->plans[i].a);
+        cublasLtMatrixLayoutDestroy(c->plans[i].b);
+        cublasLtMatrixLayoutDestroy(c->plans[i].c);
+    }
+    if (c->attn_ws) cudaFree(c->attn_ws);
+    if (c->lt_workspace) cudaFree(c->lt_workspace);
+    if (c->lt) cublasLtDestroy(c->lt);
+    if (c->stream) cudaStreamDestroy(c->stream);
+    free(c);
+}
+
+static void *cu_create(int device, char *err, size_t errlen)
+{
+    int n = 0;
+    cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess) {
+        snprintf(err, errlen, "no usable CUDA device: %s", cudaGetErrorString(e));
+        return NULL;
+    }
+    if (device < 0 || device >= n) {
+        snprintf(err, errlen, "CUDA device %d does not exist (%d found)", device, n);
+        return NULL;
+    }
+    cudaDeviceProp prop;
+    if (cudaSetDevice(device) != cudaSuccess ||
+        cudaGetDeviceProperties(&prop, device) != cudaSuccess) {
+        snprintf(err, errlen, "cannot open CUDA device %d", device);
+        return NULL;
+    }
+    if (prop.major < 9) {
+        snprintf(err, errlen, "CUDA device %d (%s) is sm_%d%d; flashgen's kernels need sm_90",
+                 device, prop.name, prop.major, prop.minor);
+        return NULL;
+    }
+    struct cuda_ctx *c = (struct cuda_ctx *)calloc(1, sizeof(*c));
+    if (!c) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    c->device = device;
+    snprintf(c->name, sizeof(c->name), "%s", prop.name);
+    if (cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking) != cudaSuccess ||
+        cublasLtCreate(&c->lt) != CUBLAS_STATUS_SUCCESS ||
+        cudaMalloc(&c->lt_workspace, LT_WORKSPACE_BYTES) != cudaSuccess) {
+        snprintf(err, errlen, "cannot create the CUDA stream, cuBLASLt handle or workspace");
+        cu_destroy(c);
+        return NULL;
+    }
+    return c;
+}
+
+static int cu_mem_info(void *ctx, size_t *free_bytes, size_t *total_bytes)
+{
+    (void)ctx;
+    return cudaMemGetInfo(free_bytes, total_bytes) == cudaSuccess ? 0 : -1;
+}
+
+static const char *cu_device_name(void *ctx)
+{
+    return ((struct cuda_ctx *)ctx)->name;
+}
+
+static const char *cu_last_error(void *ctx)
+{
+    return ((struct cuda_ctx *)ctx)->error;
+}
+
+static struct fg_ops make_table(void)
+{
+    struct fg_ops t;
+    memset(&t, 0, sizeof(t));
+    t.name = "cuda";
+    t.act_size = 2;
+    t.alloc = cu_alloc;
+    t.release = cu_release;
+    t.upload = cu_upload;
+    t.download = cu_download;
+    t.sync = cu_sync;
+    t.upload_f32 = cu_upload_f32;
+    t.embed = cu_embed;
+    t.rmsnorm = cu_rmsnorm;
+    t.matmul = cu_matmul;
+    t.matmul_f32 = cu_matmul_f32;
+    t.rope = cu_rope;
+    t.kv_write = cu_kv_write;
+    t.attention = cu_attention;
+    t.swiglu = cu_swiglu;
+    t.add = cu_add;
+    t.gather_rows = cu_gather_rows;
+    return t;
+}
+
+static const struct fg_ops cuda_table = make_table();
+
+static const struct fg_cuda_backend backend = {
+    FG_CUDA_BACKEND_ABI, &cuda_table, cu_create,     cu_destroy,
+    cu_mem_info,         cu_device_name, cu_last_error,
+};
+
+extern "C" __attribute__((visibility("default"))) const struct fg_cuda_backend *fg_cuda_backend(void)
+{
+    return &backend;
+}

@@ -1,0 +1,307 @@
+/* ep_generate.c — POST /generate, POST /generate_stream and POST / (TGI's compat route with a
+ * "stream" flag, which huggingface_hub's InferenceClient uses when given a URL).
+ *
+ * Request and response follow text-generation-inference (serving-apis.md §b): inputs +
+ * parameters → generated_text + details {finish_reason, generated_tokens, seed, prefill, tokens}.
+ * Streams are server-sent events "data:{json}\n\n", one per token, the last one carrying
+ * generated_text (and details when asked); no [DONE]. A stream that fails after it started ends
+ * with data:{"error","error_type"}. Validation errors come before the stream starts, as a
+ * real HTTP status. Loop thread only.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model/tokenizer.h"
+#include "server/job.h"
+
+struct gen_ctx {
+    struct server *sv;
+    struct http_req *r;
+    struct wreq *job;
+    int stream, details, input_details, full_text, wrap_array;
+    char *prompt; /* for return_full_text */
+    int sent;     /* tokens already streamed */
+};
+
+static cJSON *token_json(const struct server *sv, const struct wreq *j, int k) {
+    size_t len;
+    const char *t = job_token_text(j, k, &len);
+    int id = j->tokens[j->n_prompt + k];
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "id", id);
+    char *s = strndup(t, len);
+    cJSON_AddStringToObject(o, "text", s ? s : "");
+    free(s);
+    cJSON_AddNumberToObject(o, "logprob", isfinite(j->logprobs[k]) ? j->logprobs[k] : -9999.0);
+    cJSON_AddBoolToObject(o, "special", tokenizer_is_special(sv->worker.info.tok, id));
+    return o;
+}
+
+static cJSON *seed_json(const struct wreq *j) {
+    return j->sp.do_sample ? cJSON_CreateNumber((double)j->sp.seed) : cJSON_CreateNull();
+}
+
+static char *full_text(const struct gen_ctx *c, const struct wreq *j) {
+    size_t pl = c->full_text && c->prompt ? strlen(c->prompt) : 0;
+    char *s = malloc(pl + j->text_len + 1);
+    if (!s) return NULL;
+    memcpy(s, c->prompt, pl);
+    memcpy(s + pl, j->text, j->text_len + 1);
+    return s;
+}
+
+static int is_error(enum wreq_finish f) {
+    return f == WREQ_FIN_CANCELLED || f == WREQ_FIN_TIMEOUT || f == WREQ_FIN_ERROR;
+}
+
+static void error_of(const struct wreq *j, int *status, const char **type, const char **msg) {
+    switch (j->finish) {
+    case WREQ_FIN_TIMEOUT:
+        *status = 504, *type = "timeout", *msg = "request deadline exceeded";
+        break;
+    case WREQ_FIN_CANCELLED:
+        *status = 503, *type = "shutting_down", *msg = "request cancelled (server shutting down)";
+        break;
+    default:
+        *status = 500, *type = "generation", *msg = j->error[0] ? j->error : "generation failed";
+    }
+}
+
+static void sse(struct http_req *r, cJSON *o) {
+    char *s = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    if (!s) return;
+    http_stream_write(r, "data:", 5);
+    http_stream_write(r, s, strlen(s));
+    http_stream_write(r, "\n\n", 2);
+    cJSON_free(s);
+}
+
+static void finish_job(struct gen_ctx *c, struct wreq *j) {
+    job_log(c->r, j);
+    worker_release_locked(j);
+    c->job = NULL;
+}
+
+/* Worker events for this request (loop thread, worker lock held). */
+static void on_event(struct wreq *j, void *user) {
+    struct gen_ctx *c = user;
+    struct http_req *r = c->r;
+    int done = j->finish != WREQ_FIN_NONE;
+    if (c->stream) {
+        for (; c->sent < j->n_gen; c->sent++) {
+            int last = done && c->sent == j->n_gen - 1 && !is_error(j->finish);
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddNumberToObject(o, "index", c->sent + 1);
+            cJSON_AddItemToObject(o, "token", token_json(c->sv, j, c->sent));
+            cJSON_AddNullToObject(o, "top_tokens");
+            if (last) {
+                char *t = full_text(c, j);
+                cJSON_AddStringToObject(o, "generated_text", t ? t : "");
+                free(t);
+                if (c->details) {
+                    cJSON *d = cJSON_AddObjectToObject(o, "details");
+                    cJSON_AddStringToObject(d, "finish_reason", wreq_finish_name(j->finish));
+                    cJSON_AddNumberToObject(d, "generated_tokens", j->n_gen);
+                    cJSON_AddItemToObject(d, "seed", seed_json(j));
+                    cJSON_AddNumberToObject(d, "input_length", j->n_prompt);
+                } else {
+                    cJSON_AddNullToObject(o, "details");
+                }
+            } else {
+                cJSON_AddNullToObject(o, "generated_text");
+                cJSON_AddNullToObject(o, "details");
+            }
+            sse(r, o);
+        }
+        if (done) {
+            if (is_error(j->finish)) {
+                int st;
+                const char *type, *msg;
+                error_of(j, &st, &type, &msg);
+                cJSON *o = cJSON_CreateObject();
+                cJSON_AddStringToObject(o, "error", msg);
+                cJSON_AddStringToObject(o, "error_type", type);
+                sse(r, o);
+            }
+            http_stream_end(r);
+            finish_job(c, j);
+        }
+        return;
+    }
+    if (!done) return;
+    if (is_error(j->finish)) {
+        int st;
+        const char *type, *msg;
+        error_of(j, &st, &type, &msg);
+        http_reply_error(r, st, type, NULL, "%s", msg);
+        finish_job(c, j);
+        return;
+    }
+    cJSON *o = cJSON_CreateObject();
+    char *t = full_text(c, j);
+    cJSON_AddStringToObject(o, "generated_text", t ? t : "");
+    free(t);
+    if (c->details) {
+        cJSON *d = cJSON_AddObjectToObject(o, "details");
+        cJSON_AddStringToObject(d, "finish_reason", wreq_finish_name(j->finish));
+        cJSON_AddNumberToObject(d, "generated_tokens", j->n_gen);
+        cJSON_AddItemToObject(d, "seed", seed_json(j));
+        cJSON *pre = cJSON_AddArrayToObject(d, "prefill");
+        if (c->input_details) {
+            const struct tokenizer *tok = c->sv->worker.info.tok;
+            for (int i = 0; i < j->n_prompt; i++) {
+                cJSON *p = cJSON_CreateObject();
+                cJSON_AddNumberToObject(p, "id", j->tokens[i]);
+                char buf[512];
+                int n = tokenizer_token_bytes(tok, j->tokens[i], buf, sizeof buf - 1);
+                buf[n > 0 ? n : 0] = 0;
+                cJSON_AddStringToObject(p, "text", buf);
+                if (i == 0 || !j->prompt_lp || i >= j->n_prompt_lp || !isfinite(j->prompt_lp[i]))
+                    cJSON_AddNullToObject(p, "logprob");
+                else
+                    cJSON_AddNumberToObject(p, "logprob", j->prompt_lp[i]);
+                cJSON_AddItemToArray(pre, p);
+            }
+        }
+        cJSON *toks = cJSON_AddArrayToObject(d, "tokens");
+        for (int k = 0; k < j->n_gen; k++) cJSON_AddItemToArray(toks, token_json(c->sv, j, k));
+        cJSON_AddNullToObject(d, "best_of_sequences");
+    }
+    if (c->wrap_array) {
+        cJSON *a = cJSON_CreateArray();
+        cJSON_AddItemToArray(a, o);
+        o = a;
+    }
+    http_reply_json(r, 200, o);
+    finish_job(c, j);
+}
+
+static void on_close(struct http_req *r, void *ctx, int aborted) {
+    (void)r, (void)aborted;
+    struct gen_ctx *c = ctx;
+    if (c->job) {
+        worker_cancel(&c->sv->worker, c->job); /* no-op for a job that already ended */
+        worker_release(&c->sv->worker, c->job);
+    }
+    free(c->prompt);
+    free(c);
+}
+
+/* Parse TGI parameters into P and the flags of C. Returns 0 or -1 (reply sent). */
+static int parse_params(struct server *sv, struct http_req *r, const cJSON *params,
+                        struct gen_ctx *c, struct job_params *p) {
+    if (params && !cJSON_IsNull(params) && !cJSON_IsObject(params))
+        return job_invalid(sv, r, "parameters", "`parameters` must be an object");
+    long long v = -1;
+    if (job_get_int(sv, r, params, "max_new_tokens", 1, 1 << 24, &v)) return -1;
+    p->max_new = (int)v;
+    double temp = 1.0, top_p = 1.0, rep = 1.0;
+    long long top_k = 0, seed = -1, best_of = 1, truncate = 0;
+    int do_sample = 0;
+    if (job_get_num(sv, r, params, "temperature", 0, 1e30, 1, &temp) ||
+        job_get_num(sv, r, params, "top_p", 0, 1, 1, &top_p) ||
+        job_get_num(sv, r, params, "repetition_penalty", 0, 1e30, 1, &rep) ||
+        job_get_int(sv, r, params, "top_k", 1, 1 << 30, &top_k) ||
+        job_get_int(sv, r, params, "seed", 0, (1ll << 53), &seed) ||
+        job_get_int(sv, r, params, "best_of", 1, 1 << 20, &best_of) ||
+        job_get_int(sv, r, params, "truncate", 1, 1 << 24, &truncate) ||
+        job_get_bool(sv, r, params, "do_sample", &do_sample) ||
+        job_get_bool(sv, r, params, "details", &c->details) ||
+        job_get_bool(sv, r, params, "decoder_input_details", &c->input_details) ||
+        job_get_bool(sv, r, params, "return_full_text", &c->full_text) ||
+        job_get_stop(sv, r, params, "stop", 0, p))
+        return -1;
+    if (best_of > 1)
+        return job_invalid(sv, r, "best_of", "`best_of` > 1 is not supported (given %lld)", best_of);
+    if (job_reject_unsupported(sv, r, params, "typical_p", 1.0) ||
+        job_reject_unsupported(sv, r, params, "frequency_penalty", 0) ||
+        job_reject_unsupported(sv, r, params, "top_n_tokens", 0) ||
+        job_reject_unsupported(sv, r, params, "watermark", 0) ||
+        job_reject_unsupported(sv, r, params, "grammar", NAN) ||
+        job_reject_unsupported(sv, r, params, "adapter_id", NAN))
+        return -1;
+    if (c->stream && c->input_details)
+        return job_invalid(sv, r, "decoder_input_details",
+                           "`decoder_input_details` == true is not supported when streaming tokens");
+    /* TGI: any warper (temperature != 1, top_k, top_p < 1) means sampling */
+    p->sp.do_sample = do_sample || temp != 1.0 || top_k > 0 || top_p < 1.0;
+    p->sp.temperature = (float)temp;
+    p->sp.top_k = (int)top_k;
+    p->sp.top_p = (float)top_p;
+    p->sp.repetition_penalty = (float)rep;
+    if (seed >= 0) {
+        p->sp.seed = (uint64_t)seed;
+        p->seed_given = 1;
+    }
+    p->truncate = (int)truncate;
+    p->prompt_logprobs = c->input_details && c->details;
+    return 0;
+}
+
+static void handle(struct http_req *r, int stream, int compat) {
+    struct server *sv = http_req_app(r);
+    if (job_admit(sv, r)) return;
+    cJSON *body = job_parse_body(sv, r);
+    if (!body) return;
+    struct job_params p;
+    job_params_init(&p);
+    struct gen_ctx *c = calloc(1, sizeof *c);
+    if (!c) {
+        http_reply_error(r, 500, "internal", NULL, "out of memory");
+        goto out;
+    }
+    c->sv = sv;
+    c->r = r;
+    if (compat) {
+        if (job_get_bool(sv, r, body, "stream", &stream)) goto out;
+        c->wrap_array = !stream;
+    }
+    c->stream = stream;
+    const cJSON *in = cJSON_GetObjectItemCaseSensitive(body, "inputs");
+    if (!cJSON_IsString(in)) {
+        job_invalid(sv, r, "inputs", "`inputs` must be a string");
+        goto out;
+    }
+    if (!*in->valuestring) {
+        job_invalid(sv, r, "inputs", "`inputs` cannot be empty");
+        goto out;
+    }
+    if (parse_params(sv, r, cJSON_GetObjectItemCaseSensitive(body, "parameters"), c, &p)) goto out;
+    struct wreq *j = job_build(sv, r, in->valuestring, 1, 1, &p, "inputs");
+    if (!j) goto out;
+    if (c->full_text) c->prompt = strdup(in->valuestring);
+    if (stream) {
+        if (http_stream_start(r, "text/event-stream") != 0) {
+            http_reply_error(r, 500, "internal", NULL, "cannot start the stream");
+            worker_release(&sv->worker, j); /* never submitted: freed here */
+            goto out;
+        }
+    } else {
+        http_defer(r);
+    }
+    c->job = j;
+    http_req_set_ctx(r, c, on_close);
+    job_submit(sv, j, on_event, c);
+    c = NULL;
+out:
+    job_params_free(&p);
+    if (c) {
+        free(c->prompt);
+        free(c);
+    }
+    cJSON_Delete(body);
+}
+
+void ep_generate(struct http_req *r) {
+    handle(r, 0, 0);
+}
+
+void ep_generate_stream(struct http_req *r) {
+    handle(r, 1, 0);
+}
+
+void ep_generate_compat(struct http_req *r) {
+    handle(r, 0, 1);
+}

@@ -1,0 +1,66 @@
+/* ep_health.c — GET /health and GET /info, answered on the loop thread from server state alone,
+ * so they reply at once however busy the worker is.
+ *
+ * /health: 200 {"status":"ok"} when requests are served; 503 {"status":"loading"|"draining"|
+ * "failed"} otherwise (a load balancer's readiness probe and Docker's HEALTHCHECK read the code).
+ */
+#include <cjson/cJSON.h>
+
+#include "server/serve.h"
+
+static const char *phase_name(enum server_phase p) {
+    switch (p) {
+    case SERVER_LOADING: return "loading";
+    case SERVER_READY: return "ok";
+    case SERVER_FAILED: return "failed";
+    case SERVER_DRAINING: return "draining";
+    }
+    return "unknown";
+}
+
+void ep_health(struct http_req *r) {
+    struct server *sv = http_req_app(r);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "status", phase_name(sv->phase));
+    if (sv->phase == SERVER_FAILED) {
+        cJSON_AddStringToObject(o, "error", sv->worker.load_error);
+        cJSON_AddStringToObject(o, "error_type", "healthcheck");
+    }
+    http_reply_json(r, sv->phase == SERVER_READY ? 200 : 503, o);
+}
+
+void ep_info(struct http_req *r) {
+    struct server *sv = http_req_app(r);
+    const struct worker_info *in = &sv->worker.info;
+    int ready = sv->phase == SERVER_READY || sv->phase == SERVER_DRAINING;
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "model_id", sv->model_id);
+    cJSON_AddStringToObject(o, "model_path", sv->cfg.model);
+    cJSON_AddNullToObject(o, "model_sha");
+    cJSON_AddStringToObject(o, "model_pipeline_tag", "text-generation");
+    cJSON_AddStringToObject(o, "status", phase_name(sv->phase));
+    if (ready) {
+        cJSON_AddStringToObject(o, "model_dtype", in->dtype);
+        cJSON_AddStringToObject(o, "model_format", in->format);
+        cJSON_AddStringToObject(o, "model_arch", in->arch);
+        cJSON_AddStringToObject(o, "model_device_type", in->device);
+        cJSON_AddNumberToObject(o, "max_input_tokens", sv->max_input);
+        cJSON_AddNumberToObject(o, "max_total_tokens", sv->max_total);
+        cJSON_AddNumberToObject(o, "max_batch_total_tokens", in->kv_tokens);
+        cJSON_AddNumberToObject(o, "max_batch_tokens", in->max_batch_tokens);
+        cJSON_AddNumberToObject(o, "max_batch_seqs", in->max_batch_seqs);
+        cJSON_AddNumberToObject(o, "context_length", in->n_ctx);
+        cJSON_AddNumberToObject(o, "load_seconds", in->load_seconds);
+    }
+    cJSON_AddNumberToObject(o, "max_concurrent_requests", sv->cfg.max_concurrent_requests);
+    cJSON_AddNumberToObject(o, "max_best_of", 1);
+    cJSON_AddNumberToObject(o, "max_stop_sequences", sv->cfg.max_stop_sequences);
+    cJSON_AddNumberToObject(o, "max_client_batch_size", 1);
+    cJSON_AddNumberToObject(o, "validation_workers", 1);
+    cJSON_AddNumberToObject(o, "max_body_bytes", sv->cfg.max_body_bytes);
+    cJSON_AddStringToObject(o, "router", "flashgen");
+    cJSON_AddStringToObject(o, "version", FLASHGEN_VERSION);
+    cJSON_AddNullToObject(o, "sha");
+    cJSON_AddNullToObject(o, "docker_label");
+    http_reply_json(r, 200, o);
+}

@@ -1,0 +1,523 @@
+/* http.c — libmicrohttpd on the libuv loop (platform-notes.md §2): external epoll, a uv_poll on
+ * MHD's epoll fd, a uv_timer that follows MHD_get_timeout, suspend/resume for deferred replies
+ * and streams, routing, limits and JSON errors.
+ *
+ * Design choice: reply functions never run MHD themselves. They store the reply (or append to
+ * the stream buffer), resume the connection if it sleeps, and arm the timer at 0 ms, so MHD_run
+ * happens in exactly one place (drive) and reply functions are safe from any loop callback.
+ */
+#include "http.h"
+
+#include <arpa/inet.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+struct http_server {
+    struct MHD_Daemon *d;
+    uv_loop_t *loop;
+    uv_poll_t poll;
+    uv_timer_t timer;
+    int n_handles_open;
+    struct http_opts o;
+    char *api_key;
+    int port;
+    int active;
+    int closing;
+    struct http_req *reqs; /* every live request (to resume them all before stopping) */
+};
+
+enum req_mode {
+    REQ_BODY = 0, /* collecting the body */
+    REQ_HANDLING, /* the handler is running */
+    REQ_DEFERRED, /* waiting for a late reply */
+    REQ_REPLIED,  /* a full reply is queued */
+    REQ_STREAM,   /* a stream is under way */
+};
+
+struct http_req {
+    struct http_server *s;
+    struct MHD_Connection *conn;
+    const struct http_route *route;
+    enum req_mode mode;
+    char method[16];
+    char *path;
+    char *body;
+    size_t body_len, body_cap;
+    int too_large, bad_route, dispatched;
+    int suspended;
+    double t_start;
+    /* a stored full reply, queued by the access handler */
+    int status;
+    char *resp;
+    size_t resp_len;
+    const char *ctype;
+    int has_resp;
+    /* the stream buffer */
+    char *out;
+    size_t out_len, out_cap, out_off;
+    int stream_ended;
+    /* handler state */
+    void *ctx;
+    http_close_fn on_close;
+    struct reqlog log;
+    struct http_req *prev, *next;
+};
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* ---- driving MHD ---------------------------------------------------------------------------- */
+
+static void on_timer(uv_timer_t *t);
+
+static void drive(struct http_server *s) {
+    if (!s->d) return;
+    MHD_run(s->d);
+    MHD_UNSIGNED_LONG_LONG to;
+    if (MHD_get_timeout(s->d, &to) == MHD_YES) uv_timer_start(&s->timer, on_timer, to, 0);
+    else uv_timer_stop(&s->timer);
+}
+
+static void on_timer(uv_timer_t *t) {
+    drive(t->data);
+}
+
+static void on_poll(uv_poll_t *p, int status, int events) {
+    (void)status, (void)events;
+    drive(p->data);
+}
+
+/* Run MHD on the next loop turn (reply functions call this instead of MHD_run). */
+static void kick(struct http_server *s) {
+    if (s->d) uv_timer_start(&s->timer, on_timer, 0, 0);
+}
+
+static void wake(struct http_req *r) {
+    if (r->suspended) {
+        r->suspended = 0;
+        MHD_resume_connection(r->conn);
+    }
+    kick(r->s);
+}
+
+/* ---- request accessors ---------------------------------------------------------------------- */
+
+void *http_req_app(const struct http_req *r) {
+    return r->s->o.app;
+}
+const char *http_req_method(const struct http_req *r) {
+    return r->method;
+}
+const char *http_req_path(const struct http_req *r) {
+    return r->path;
+}
+const char *http_req_body(const struct http_req *r, size_t *len) {
+    if (len) *len = r->body_len;
+    return r->body ? r->body : "";
+}
+const char *http_req_header(const struct http_req *r, const char *name) {
+    return MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name);
+}
+double http_req_start(const struct http_req *r) {
+    return r->t_start;
+}
+struct reqlog *http_req_log(struct http_req *r) {
+    return &r->log;
+}
+void http_req_set_ctx(struct http_req *r, void *ctx, http_close_fn on_close) {
+    r->ctx = ctx;
+    r->on_close = on_close;
+}
+void http_defer(struct http_req *r) {
+    if (r->mode == REQ_HANDLING) r->mode = REQ_DEFERRED;
+}
+int http_replied(const struct http_req *r) {
+    return r->has_resp || r->mode == REQ_REPLIED || r->mode == REQ_STREAM;
+}
+
+/* ---- replies -------------------------------------------------------------------------------- */
+
+static enum MHD_Result queue_stored(struct http_req *r) {
+    struct MHD_Response *resp = MHD_create_response_from_buffer(r->resp_len, r->resp,
+                                                                MHD_RESPMEM_MUST_FREE);
+    if (!resp) return MHD_NO;
+    r->resp = NULL; /* MHD owns it now */
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, r->ctype);
+    if (r->status == 405)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, r->route ? r->route->method : "GET, POST");
+    enum MHD_Result ret = MHD_queue_response(r->conn, (unsigned)r->status, resp);
+    MHD_destroy_response(resp);
+    r->mode = REQ_REPLIED;
+    r->has_resp = 0;
+    return ret;
+}
+
+void http_reply(struct http_req *r, int status, const char *ctype, const char *body, size_t len) {
+    if (http_replied(r)) return;
+    r->resp = malloc(len ? len : 1);
+    if (!r->resp) return;
+    memcpy(r->resp, body, len);
+    r->resp_len = len;
+    r->status = status;
+    r->ctype = ctype;
+    r->has_resp = 1;
+    r->log.status = status;
+    if (r->mode == REQ_DEFERRED) wake(r); /* the access handler queues it after the resume */
+}
+
+void http_reply_json(struct http_req *r, int status, cJSON *json) {
+    char *s = json ? cJSON_PrintUnformatted(json) : NULL;
+    cJSON_Delete(json);
+    if (!s) {
+        static const char oom[] = "{\"error\":\"out of memory\",\"error_type\":\"internal\"}";
+        http_reply(r, 500, "application/json", oom, sizeof oom - 1);
+        return;
+    }
+    http_reply(r, status, "application/json", s, strlen(s));
+    cJSON_free(s);
+}
+
+void http_reply_error(struct http_req *r, int status, const char *type, const char *param,
+                      const char *fmt, ...) {
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    snprintf(r->log.error, sizeof r->log.error, "%.150s", msg);
+    cJSON *o = cJSON_CreateObject();
+    if (r->path && !strncmp(r->path, "/v1/", 4)) {
+        cJSON *e = cJSON_AddObjectToObject(o, "error");
+        cJSON_AddStringToObject(e, "message", msg);
+        cJSON_AddStringToObject(e, "type", type);
+        if (param) cJSON_AddStringToObject(e, "param", param);
+        else cJSON_AddNullToObject(e, "param");
+        cJSON_AddNumberToObject(e, "code", status);
+    } else {
+        cJSON_AddStringToObject(o, "error", msg);
+        cJSON_AddStringToObject(o, "error_type", type);
+        if (param) cJSON_AddStringToObject(o, "param", param);
+    }
+    http_reply_json(r, status, o);
+}
+
+/* ---- streams -------------------------------------------------------------------------------- */
+
+static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max) {
+    (void)pos;
+    struct http_req *r = cls;
+    size_t avail = r->out_len - r->out_off;
+    if (avail) {
+        size_t n = avail < max ? avail : max;
+        memcpy(buf, r->out + r->out_off, n);
+        r->out_off += n;
+        if (r->out_off == r->out_len) r->out_off = r->out_len = 0;
+        return (ssize_t)n;
+    }
+    if (r->stream_ended) return MHD_CONTENT_READER_END_OF_STREAM;
+    /* nothing to send: sleep until http_stream_write/_end wakes us (no busy loop) */
+    if (!r->suspended && !r->s->closing) {
+        r->suspended = 1;
+        MHD_suspend_connection(r->conn);
+    }
+    return 0;
+}
+
+int http_stream_start(struct http_req *r, const char *ctype) {
+    if (http_replied(r) || r->mode != REQ_HANDLING) return -1;
+    struct MHD_Response *resp =
+        MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, stream_reader, r, NULL);
+    if (!resp) return -1;
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+    MHD_add_response_header(resp, "X-Accel-Buffering", "no");
+    enum MHD_Result ok = MHD_queue_response(r->conn, MHD_HTTP_OK, resp);
+    MHD_destroy_response(resp);
+    if (ok != MHD_YES) return -1;
+    r->mode = REQ_STREAM;
+    r->log.status = 200;
+    return 0;
+}
+
+int http_stream_write(struct http_req *r, const char *data, size_t len) {
+    if (r->mode != REQ_STREAM || r->stream_ended) return -1;
+    if (r->out_len + len > r->out_cap) {
+        size_t nc = r->out_cap * 2 + len + 1024;
+        char *no = realloc(r->out, nc);
+        if (!no) return -1;
+        r->out = no;
+        r->out_cap = nc;
+    }
+    memcpy(r->out + r->out_len, data, len);
+    r->out_len += len;
+    wake(r);
+    return 0;
+}
+
+void http_stream_end(struct http_req *r) {
+    if (r->mode != REQ_STREAM || r->stream_ended) return;
+    r->stream_ended = 1;
+    wake(r);
+}
+
+/* ---- MHD callbacks -------------------------------------------------------------------------- */
+
+static int auth_ok(struct http_req *r) {
+    const char *key = r->s->api_key;
+    if (!key || !*key || (r->route && (r->route->flags & HTTP_ROUTE_PUBLIC))) return 1;
+    const char *h = http_req_header(r, MHD_HTTP_HEADER_AUTHORIZATION);
+    if (!h || strncasecmp(h, "Bearer ", 7)) return 0;
+    h += 7;
+    while (*h == ' ') h++;
+    size_t kl = strlen(key), hl = strlen(h);
+    unsigned diff = (unsigned)(kl ^ hl);
+    for (size_t i = 0; i < kl; i++) diff |= (unsigned)(key[i] ^ (i < hl ? h[i] : 0));
+    return diff == 0;
+}
+
+static void route(struct http_req *r) {
+    int path_known = 0;
+    for (int i = 0; i < r->s->o.n_routes; i++) {
+        const struct http_route *rt = &r->s->o.routes[i];
+        if (strcmp(rt->path, r->path)) continue;
+        path_known = 1;
+        if (!strcmp(rt->method, r->method)) {
+            r->route = rt;
+            return;
+        }
+        if (!r->route) r->route = rt; /* for the Allow header */
+    }
+    r->bad_route = path_known ? 405 : 404;
+}
+
+/* The body is complete: answer errors of the HTTP layer or run the handler. */
+static void dispatch(struct http_req *r) {
+    r->dispatched = 1;
+    r->mode = REQ_HANDLING;
+    if (r->bad_route == 404)
+        http_reply_error(r, 404, "not_found", NULL, "no route for %s %s", r->method, r->path);
+    else if (r->bad_route == 405)
+        http_reply_error(r, 405, "method_not_allowed", NULL, "%s is not allowed on %s (use %s)",
+                         r->method, r->path, r->route->method);
+    else if (r->too_large)
+        http_reply_error(r, 413, "payload_too_large", NULL,
+                         "request body is larger than the limit of %zu bytes", r->s->o.max_body);
+    else if (!auth_ok(r))
+        http_reply_error(r, 401, "unauthorized", NULL,
+                         "missing or wrong API key (send 'Authorization: Bearer KEY')");
+    else
+        r->route->fn(r);
+    if (r->mode == REQ_HANDLING && !r->has_resp)
+        http_reply_error(r, 500, "internal", NULL, "handler gave no reply");
+}
+
+static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const char *url,
+                                 const char *method, const char *version,
+                                 const char *upload_data, size_t *upload_data_size, void **con_cls) {
+    (void)version;
+    struct http_server *s = cls;
+    struct http_req *r = *con_cls;
+    if (!r) {
+        r = calloc(1, sizeof *r);
+        if (!r) return MHD_NO;
+        r->s = s;
+        r->conn = conn;
+        r->t_start = now_s();
+        snprintf(r->method, sizeof r->method, "%s", method);
+        r->path = strdup(url);
+        if (!r->path) {
+            free(r);
+            return MHD_NO;
+        }
+        reqlog_init(&r->log);
+        r->log.method = r->method;
+        r->log.path = r->path;
+        route(r);
+        *con_cls = r;
+        r->next = s->reqs;
+        if (s->reqs) s->reqs->prev = r;
+        s->reqs = r;
+        s->active++;
+        const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                     MHD_HTTP_HEADER_CONTENT_LENGTH);
+        if (cl && strtoull(cl, NULL, 10) > s->o.max_body) {
+            /* refuse before reading the body; MHD closes the connection after the reply */
+            r->too_large = 1;
+            dispatch(r);
+            return queue_stored(r);
+        }
+        return MHD_YES;
+    }
+    if (*upload_data_size) {
+        size_t n = *upload_data_size;
+        *upload_data_size = 0;
+        if (r->too_large || r->has_resp) return MHD_YES;
+        if (r->body_len + n > s->o.max_body) {
+            r->too_large = 1;
+            free(r->body);
+            r->body = NULL;
+            r->body_len = r->body_cap = 0;
+            return MHD_YES;
+        }
+        if (r->body_len + n + 1 > r->body_cap) {
+            size_t nc = (r->body_len + n + 1) * 2;
+            if (nc > s->o.max_body + 1) nc = s->o.max_body + 1;
+            char *nb = realloc(r->body, nc);
+            if (!nb) return MHD_NO;
+            r->body = nb;
+            r->body_cap = nc;
+        }
+        memcpy(r->body + r->body_len, upload_data, n);
+        r->body_len += n;
+        r->body[r->body_len] = 0;
+        return MHD_YES;
+    }
+    /* the whole request is here (first time) or the connection was resumed */
+    if (!r->dispatched) dispatch(r);
+    if (r->has_resp) return queue_stored(r);
+    if (r->mode == REQ_DEFERRED && !r->suspended && !s->closing) {
+        r->suspended = 1;
+        MHD_suspend_connection(conn);
+    }
+    return MHD_YES;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe) {
+    (void)conn;
+    struct http_server *s = cls;
+    struct http_req *r = *con_cls;
+    if (!r) return;
+    *con_cls = NULL;
+    int aborted = toe != MHD_REQUEST_TERMINATED_COMPLETED_OK;
+    if (r->on_close) r->on_close(r, r->ctx, aborted);
+    if (aborted && !r->log.outcome) r->log.outcome = "cancelled";
+    if (r->log.duration_s < 0) r->log.duration_s = now_s() - r->t_start;
+    if (!r->log.status) r->log.status = 499; /* nginx's "client closed request" */
+    int quiet = r->route && (r->route->flags & HTTP_ROUTE_QUIET) && r->log.status < 400;
+    if (!quiet) reqlog_write(s->o.log, s->o.log_json, &r->log);
+    if (r->prev) r->prev->next = r->next;
+    else s->reqs = r->next;
+    if (r->next) r->next->prev = r->prev;
+    s->active--;
+    free(r->path);
+    free(r->body);
+    free(r->resp);
+    free(r->out);
+    free(r);
+}
+
+/* ---- start and stop ------------------------------------------------------------------------- */
+
+int http_start(struct http_server **out, uv_loop_t *loop, const struct http_opts *o, char *err,
+               size_t errlen) {
+    *out = NULL;
+    struct http_server *s = calloc(1, sizeof *s);
+    if (!s) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    s->loop = loop;
+    s->o = *o;
+    s->api_key = o->api_key && *o->api_key ? strdup(o->api_key) : NULL;
+
+    struct addrinfo hints = {0}, *ai = NULL;
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICHOST | AI_PASSIVE;
+    char portstr[16];
+    snprintf(portstr, sizeof portstr, "%d", o->port);
+    int gai = getaddrinfo(o->host && *o->host ? o->host : NULL, portstr, &hints, &ai);
+    if (gai) {
+        snprintf(err, errlen, "invalid host '%s': %s", o->host ? o->host : "", gai_strerror(gai));
+        free(s->api_key);
+        free(s);
+        return -1;
+    }
+    unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+    if (ai->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
+    s->d = MHD_start_daemon(flags, (uint16_t)o->port, NULL, NULL, on_access, s,
+                            MHD_OPTION_SOCK_ADDR, ai->ai_addr,
+                            MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+                            MHD_OPTION_CONNECTION_TIMEOUT, o->conn_timeout ? o->conn_timeout : 60u,
+                            MHD_OPTION_CONNECTION_LIMIT, o->conn_limit ? o->conn_limit : 1024u,
+                            MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u,
+                            MHD_OPTION_END);
+    freeaddrinfo(ai);
+    if (!s->d) {
+        snprintf(err, errlen, "cannot listen on %s:%d (address in use or not available)",
+                 o->host ? o->host : "", o->port);
+        free(s->api_key);
+        free(s);
+        return -1;
+    }
+    const union MHD_DaemonInfo *pi = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
+    s->port = pi ? pi->port : o->port;
+    const union MHD_DaemonInfo *ei = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_EPOLL_FD);
+    uv_timer_init(loop, &s->timer);
+    s->timer.data = s;
+    if (!ei || uv_poll_init(loop, &s->poll, ei->epoll_fd) != 0) {
+        snprintf(err, errlen, "cannot watch the HTTP epoll fd");
+        MHD_stop_daemon(s->d);
+        s->d = NULL;
+        uv_close((uv_handle_t *)&s->timer, NULL);
+        /* the handle close finishes on the next loop turn; s leaks deliberately here (start-up
+         * failure ends the process) */
+        return -1;
+    }
+    s->poll.data = s;
+    uv_poll_start(&s->poll, UV_READABLE, on_poll);
+    drive(s);
+    *out = s;
+    return 0;
+}
+
+int http_port(const struct http_server *s) {
+    return s->port;
+}
+
+int http_active(const struct http_server *s) {
+    return s->active;
+}
+
+void http_stop_listening(struct http_server *s) {
+    if (!s->d) return;
+    MHD_socket fd = MHD_quiesce_daemon(s->d);
+    if (fd != MHD_INVALID_SOCKET) close(fd);
+}
+
+static void on_handle_closed(uv_handle_t *h) {
+    struct http_server *s = h->data;
+    if (--s->n_handles_open == 0) {
+        free(s->api_key);
+        free(s);
+    }
+}
+
+void http_close(struct http_server *s) {
+    if (!s) return;
+    s->closing = 1;
+    for (struct http_req *r = s->reqs; r; r = r->next) {
+        if (r->suspended) {
+            r->suspended = 0;
+            MHD_resume_connection(r->conn);
+        }
+    }
+    MHD_run(s->d);
+    MHD_stop_daemon(s->d); /* completes every request (on_completed) */
+    s->d = NULL;
+    uv_poll_stop(&s->poll);
+    uv_timer_stop(&s->timer);
+    s->n_handles_open = 2;
+    uv_close((uv_handle_t *)&s->poll, on_handle_closed);
+    uv_close((uv_handle_t *)&s->timer, on_handle_closed);
+}

@@ -1,0 +1,275 @@
+/* job.c — shared plumbing of the generation endpoints: admission, field validation, prompt
+ * limits, job construction. Error replies follow TGI's wording ("Input validation error: ...")
+ * so clients written against TGI see familiar messages. */
+#include "job.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include "model/tokenizer.h"
+
+void job_params_init(struct job_params *p) {
+    memset(p, 0, sizeof *p);
+    p->max_new = -1;
+    sampler_params_default(&p->sp);
+}
+
+void job_params_free(struct job_params *p) {
+    for (int i = 0; i < p->n_stop; i++) free(p->stop[i]);
+    free(p->stop);
+    p->stop = NULL;
+    p->n_stop = 0;
+}
+
+int job_admit(struct server *sv, struct http_req *r) {
+    if (sv->phase == SERVER_LOADING || sv->phase == SERVER_FAILED) {
+        metrics_request(&sv->metrics, METRICS_OUT_UNAVAILABLE);
+        http_req_log(r)->outcome = "unavailable";
+        http_reply_error(r, 503, "unavailable", NULL,
+                         sv->phase == SERVER_LOADING ? "Loading model" : "Model failed to load");
+        return -1;
+    }
+    if (sv->phase == SERVER_DRAINING) {
+        metrics_request(&sv->metrics, METRICS_OUT_UNAVAILABLE);
+        http_req_log(r)->outcome = "unavailable";
+        http_reply_error(r, 503, "shutting_down", NULL, "Server is shutting down");
+        return -1;
+    }
+    if (sv->inflight >= sv->cfg.max_concurrent_requests) {
+        metrics_request(&sv->metrics, METRICS_OUT_OVERLOADED);
+        http_req_log(r)->outcome = "overloaded";
+        http_reply_error(r, 429, "overloaded", NULL, "Model is overloaded (%d requests in flight)",
+                         sv->inflight);
+        return -1;
+    }
+    return 0;
+}
+
+cJSON *job_parse_body(struct server *sv, struct http_req *r) {
+    size_t len;
+    const char *body = http_req_body(r, &len);
+    cJSON *j = cJSON_ParseWithLength(body, len);
+    if (!cJSON_IsObject(j)) {
+        cJSON_Delete(j);
+        metrics_request(&sv->metrics, METRICS_OUT_VALIDATION);
+        http_req_log(r)->outcome = "validation_error";
+        http_reply_error(r, 400, "invalid_json", NULL,
+                         len ? "request body is not a JSON object" : "request body is empty");
+        return NULL;
+    }
+    return j;
+}
+
+int job_invalid(struct server *sv, struct http_req *r, const char *field, const char *fmt, ...) {
+    char msg[400];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    metrics_request(&sv->metrics, METRICS_OUT_VALIDATION);
+    http_req_log(r)->outcome = "validation_error";
+    http_reply_error(r, 422, "validation", field, "Input validation error: %s", msg);
+    return -1;
+}
+
+static const cJSON *get(const cJSON *obj, const char *name) {
+    const cJSON *v = obj ? cJSON_GetObjectItemCaseSensitive(obj, name) : NULL;
+    return v && !cJSON_IsNull(v) ? v : NULL;
+}
+
+int job_get_int(struct server *sv, struct http_req *r, const cJSON *obj, const char *name,
+                long long lo, long long hi, long long *out) {
+    const cJSON *v = get(obj, name);
+    if (!v) return 0;
+    if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble))
+        return job_invalid(sv, r, name, "`%s` must be an integer", name);
+    if (v->valuedouble < (double)lo || v->valuedouble > (double)hi)
+        return job_invalid(sv, r, name, "`%s` must be in [%lld, %lld]", name, lo, hi);
+    *out = (long long)v->valuedouble;
+    return 0;
+}
+
+int job_get_num(struct server *sv, struct http_req *r, const cJSON *obj, const char *name,
+                double lo, double hi, int lo_open, double *out) {
+    const cJSON *v = get(obj, name);
+    if (!v) return 0;
+    if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble))
+        return job_invalid(sv, r, name, "`%s` must be a number", name);
+    double x = v->valuedouble;
+    if ((lo_open ? x <= lo : x < lo) || x > hi) {
+        if (lo_open && hi >= 1e30)
+            return job_invalid(sv, r, name, "`%s` must be strictly positive", name);
+        return job_invalid(sv, r, name, "`%s` must be in %s%g, %g]", name, lo_open ? "(" : "[",
+                           lo, hi);
+    }
+    *out = x;
+    return 0;
+}
+
+int job_get_bool(struct server *sv, struct http_req *r, const cJSON *obj, const char *name,
+                 int *out) {
+    const cJSON *v = get(obj, name);
+    if (!v) return 0;
+    if (!cJSON_IsBool(v)) return job_invalid(sv, r, name, "`%s` must be true or false", name);
+    *out = cJSON_IsTrue(v);
+    return 0;
+}
+
+static int add_stop(struct job_params *p, const char *s) {
+    char **ns = realloc(p->stop, sizeof(char *) * (size_t)(p->n_stop + 1));
+    if (!ns) return -1;
+    p->stop = ns;
+    p->stop[p->n_stop] = strdup(s);
+    if (!p->stop[p->n_stop]) return -1;
+    p->n_stop++;
+    return 0;
+}
+
+int job_get_stop(struct server *sv, struct http_req *r, const cJSON *obj, const char *name,
+                 int string_ok, struct job_params *p) {
+    const cJSON *v = get(obj, name);
+    if (!v) return 0;
+    int max = sv->cfg.max_stop_sequences;
+    if (cJSON_IsString(v) && string_ok) {
+        if (!*v->valuestring) return job_invalid(sv, r, name, "`%s` entries must not be empty", name);
+        if (max < 1)
+            return job_invalid(sv, r, name, "`%s` must have at most %d entries", name, max);
+        return add_stop(p, v->valuestring);
+    }
+    if (!cJSON_IsArray(v))
+        return job_invalid(sv, r, name, "`%s` must be %s", name,
+                           string_ok ? "a string or an array of strings" : "an array of strings");
+    int n = cJSON_GetArraySize(v);
+    if (n > max)
+        return job_invalid(sv, r, name, "`%s` supports up to %d stop sequences. Given: %d", name,
+                           max, n);
+    const cJSON *it;
+    cJSON_ArrayForEach(it, v) {
+        if (!cJSON_IsString(it) || !*it->valuestring)
+            return job_invalid(sv, r, name, "`%s` entries must be non-empty strings", name);
+        if (add_stop(p, it->valuestring)) return job_invalid(sv, r, name, "out of memory");
+    }
+    return 0;
+}
+
+int job_reject_unsupported(struct server *sv, struct http_req *r, const cJSON *obj,
+                           const char *name, double neutral) {
+    const cJSON *v = get(obj, name);
+    if (!v) return 0;
+    if (cJSON_IsNumber(v) && v->valuedouble == neutral) return 0;
+    if (cJSON_IsBool(v) && !cJSON_IsTrue(v) && neutral == 0) return 0;
+    return job_invalid(sv, r, name, "`%s` is not supported by this server", name);
+}
+
+static uint64_t random_seed(void) {
+    uint64_t s = 0;
+    if (getrandom(&s, sizeof s, 0) != (ssize_t)sizeof s) s = (uint64_t)(worker_now() * 1e9);
+    return s & ((1ull << 53) - 1); /* exact in a JSON number */
+}
+
+struct wreq *job_build_ids(struct server *sv, struct http_req *r, const int *ids, int n,
+                           struct job_params *p, const char *field) {
+    const struct worker_info *in = &sv->worker.info;
+    for (int i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= in->vocab) {
+            job_invalid(sv, r, field, "token id %d is outside the vocabulary [0, %d)", ids[i],
+                        in->vocab);
+            return NULL;
+        }
+    if (p->truncate > 0 && n > p->truncate) {
+        ids += n - p->truncate;
+        n = p->truncate;
+    }
+    if (n <= 0) {
+        job_invalid(sv, r, field, "`%s` cannot be empty", field);
+        return NULL;
+    }
+    if (n > sv->max_input) {
+        job_invalid(sv, r, field, "`%s` must have less than %d tokens. Given: %d", field,
+                    sv->max_input + 1, n);
+        return NULL;
+    }
+    int max_new = p->max_new;
+    if (max_new < 0) {
+        max_new = sv->cfg.default_max_new_tokens;
+        if (n + max_new > sv->max_total) max_new = sv->max_total - n;
+        if (max_new < 1) max_new = 1;
+    }
+    if (n + max_new > sv->max_total) {
+        job_invalid(sv, r, field,
+                    "`%s` tokens + `max_new_tokens` must be <= %d. Given: %d `%s` tokens and %d "
+                    "`max_new_tokens`",
+                    field, sv->max_total, n, field, max_new);
+        return NULL;
+    }
+    struct wreq *j = wreq_new(n, max_new, p->prompt_logprobs);
+    if (!j) {
+        http_reply_error(r, 500, "internal", NULL, "out of memory");
+        return NULL;
+    }
+    memcpy(j->tokens, ids, sizeof(int) * (size_t)n);
+    j->sp = p->sp;
+    if (j->sp.do_sample && !p->seed_given) j->sp.seed = random_seed();
+    j->stop = p->stop;
+    j->n_stop = p->n_stop;
+    p->stop = NULL;
+    p->n_stop = 0;
+    j->ignore_eos = p->ignore_eos;
+    j->t_arrival = http_req_start(r);
+    if (sv->cfg.request_timeout > 0) j->deadline = j->t_arrival + sv->cfg.request_timeout;
+    if (sv->cfg.queue_timeout > 0) j->queue_deadline = j->t_arrival + sv->cfg.queue_timeout;
+    j->id = ++sv->next_id;
+    struct reqlog *l = http_req_log(r);
+    l->id = j->id;
+    l->tokens_in = n;
+    return j;
+}
+
+struct wreq *job_build(struct server *sv, struct http_req *r, const char *text, int parse_special,
+                       int add_bos, struct job_params *p, const char *field) {
+    int *ids = NULL, n = 0;
+    char err[256];
+    if (tokenizer_encode(sv->worker.info.tok, text, strlen(text), parse_special, add_bos, &ids, &n,
+                         err, sizeof err) != 0) {
+        job_invalid(sv, r, field, "cannot tokenize `%s`: %s", field, err);
+        return NULL;
+    }
+    struct wreq *j = job_build_ids(sv, r, ids, n, p, field);
+    free(ids);
+    return j;
+}
+
+void job_submit(struct server *sv, struct wreq *j, wreq_event_fn on_event, void *user) {
+    j->on_event = on_event;
+    j->user = user;
+    sv->inflight++;
+    worker_submit(&sv->worker, j);
+}
+
+void job_log(struct http_req *r, const struct wreq *j) {
+    struct reqlog *l = http_req_log(r);
+    l->tokens_out = j->n_gen;
+    if (j->t_admitted > 0) l->queue_s = j->t_admitted - j->t_arrival;
+    if (j->t_first > 0) l->ttft_s = j->t_first - j->t_arrival;
+    switch (j->finish) {
+    case WREQ_FIN_LENGTH:
+    case WREQ_FIN_EOS:
+    case WREQ_FIN_STOP:
+        l->outcome = "success";
+        l->finish = wreq_finish_name(j->finish);
+        break;
+    case WREQ_FIN_CANCELLED: l->outcome = "cancelled"; break;
+    case WREQ_FIN_TIMEOUT: l->outcome = "timeout"; break;
+    case WREQ_FIN_ERROR: l->outcome = "error"; break;
+    default: break;
+    }
+}
+
+const char *job_token_text(const struct wreq *j, int k, size_t *len) {
+    size_t a = k > 0 ? j->text_end[k - 1] : 0, b = j->text_end[k];
+    *len = b - a;
+    return j->text + a;
+}

@@ -1,0 +1,243 @@
+/* fuzz_tokenizer.c — libFuzzer target: arbitrary bytes through encode, decode and streaming decode.
+ *
+ * The tokenizer is the real SmolLM2 one (models/SmolLM2-135M-Instruct.Q4_1.gguf, or the file in
+ * $FUZZ_TOKENIZER_MODEL), loaded once in LLVMFuzzerInitialize; without the model a small
+ * byte-level tokenizer (all 256 bytes, a few merges, ChatML specials) is built with
+ * tokenizer_init so the target still runs in a bare checkout.
+ *
+ * Input layout: byte 0 holds flags, the rest is the payload.
+ *   bit 0 parse_special, bit 1 add_bos, bit 2 skip_special (decoding),
+ *   bit 3 ids mode: the payload is little-endian u16 token ids (some outside the vocabulary)
+ *         fed straight to decode, instead of text to encode.
+ * Properties checked (abort() on violation, so libFuzzer keeps the input):
+ *   - every encoded id lies in the vocabulary;
+ *   - streaming decode, one id at a time, then flush, equals tokenizer_decode of the sequence;
+ *   - decode(encode(text)) == text when text is valid UTF-8, add_bos is off and nothing skipped;
+ *   - the same text rendered as a chat message encodes with parse_special on.
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model/model.h"
+#include "model/tokenizer.h"
+
+static struct tokenizer *g_tok;
+
+/* GPT-2 bytes_to_unicode: byte B as the UTF-8 of its byte-level character. */
+static void byte_level(unsigned b, char *out)
+{
+    unsigned cp;
+    if ((b >= 0x21 && b <= 0x7e) || (b >= 0xa1 && b <= 0xac) || (b >= 0xae && b <= 0xff)) {
+        cp = b;
+    } else {
+        unsigned k = 0; /* rank of b among the remapped bytes */
+        for (unsigned x = 0; x < b; x++)
+            if (!((x >= 0x21 && x <= 0x7e) || (x >= 0xa1 && x <= 0xac) || (x >= 0xae && x <= 0xff)))
+                k++;
+        cp = 256 + k;
+    }
+    if (cp < 0x80) {
+        out[0] = (char)cp;
+        out[1] = 0;
+    } else {
+        out[0] = (char)(0xc0 | (cp >> 6));
+        out[1] = (char)(0x80 | (cp & 0x3f));
+        out[2] = 0;
+    }
+}
+
+static struct tokenizer *tiny_tokenizer(void)
+{
+    enum { NB = 256, NM = 4, NS = 3, N = NB + NM + NS };
+    static char bytes[NB][4];
+    const char *toks[N];
+    int32_t types[N];
+    for (int i = 0; i < NB; i++) {
+        byte_level((unsigned)i, bytes[i]);
+        toks[i] = bytes[i];
+        types[i] = TOK_TYPE_NORMAL;
+    }
+    /* merges: "Ġ t" → "Ġt", "h e" → "he", "Ġt he" → "Ġthe", "1 2" → "12" */
+    static const char *ml[NM] = {"\xc4\xa0", "h", "\xc4\xa0t", "1"};
+    static const char *mr[NM] = {"t", "e", "he", "2"};
+    static const char *merged[NM] = {"\xc4\xa0t", "he", "\xc4\xa0the", "12"};
+    for (int i = 0; i < NM; i++) {
+        toks[NB + i] = merged[i];
+        types[NB + i] = TOK_TYPE_NORMAL;
+    }
+    static const char *sp[NS] = {"<|endoftext|>", "<|im_start|>", "<|im_end|>"};
+    for (int i = 0; i < NS; i++) {
+        toks[NB + NM + i] = sp[i];
+        types[NB + NM + i] = TOK_TYPE_CONTROL;
+    }
+    struct tokenizer_spec s = {
+        .n_tokens = N, .tokens = toks, .token_types = types, .n_merges = NM, .merge_left = ml,
+        .merge_right = mr, .pre = TOK_PRE_SMOLLM, .bos_id = NB + NM, .eos_id = NB + NM + 2,
+        .eot_id = -1, .pad_id = -1, .unk_id = -1, .add_bos = 0, .add_eos = 0,
+    };
+    struct tokenizer *t = NULL;
+    char err[256];
+    if (tokenizer_init(&s, &t, err, sizeof(err))) {
+        fprintf(stderr, "fuzz_tokenizer: tiny tokenizer: %s\n", err);
+        abort();
+    }
+    return t;
+}
+
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+    (void)argc;
+    (void)argv;
+    const char *path = getenv("FUZZ_TOKENIZER_MODEL");
+    if (!path)
+        path = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
+    char err[512];
+    FILE *f = fopen(path, "rb");
+    if (f) {
+        fclose(f);
+        if (model_load_tokenizer(path, &g_tok, NULL, err, sizeof(err)) == 0) {
+            fprintf(stderr, "fuzz_tokenizer: using the tokenizer of %s (%d tokens)\n", path,
+                    tokenizer_n_vocab(g_tok));
+            return 0;
+        }
+        fprintf(stderr, "fuzz_tokenizer: %s\n", err);
+        abort();
+    }
+    g_tok = tiny_tokenizer();
+    fprintf(stderr, "fuzz_tokenizer: %s not found; using a tiny built-in tokenizer\n", path);
+    return 0;
+}
+
+/* Strict UTF-8 (no overlongs, no surrogates, at most U+10FFFF). */
+static int utf8_valid(const unsigned char *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        unsigned c = s[i];
+        size_t k;
+        unsigned cp;
+        if (c < 0x80) {
+            i++;
+            continue;
+        } else if (c >= 0xc2 && c <= 0xdf) {
+            k = 1;
+            cp = c & 0x1f;
+        } else if (c >= 0xe0 && c <= 0xef) {
+            k = 2;
+            cp = c & 0x0f;
+        } else if (c >= 0xf0 && c <= 0xf4) {
+            k = 3;
+            cp = c & 0x07;
+        } else {
+            return 0;
+        }
+        if (n - i <= k)
+            return 0;
+        for (size_t j = 1; j <= k; j++) {
+            if ((s[i + j] & 0xc0) != 0x80)
+                return 0;
+            cp = cp << 6 | (s[i + j] & 0x3f);
+        }
+        if ((k == 2 && cp < 0x800) || (k == 3 && (cp < 0x10000 || cp > 0x10ffff)) ||
+            (cp >= 0xd800 && cp <= 0xdfff))
+            return 0;
+        i += k + 1;
+    }
+    return 1;
+}
+
+/* Decode IDS both ways and require equal results; returns the full decode (malloc'd). */
+static char *check_stream(const int *ids, int n, int skip)
+{
+    const struct tokenizer *t = g_tok;
+    char *full = tokenizer_decode(t, ids, n, skip);
+    if (!full)
+        abort();
+    size_t cap = tok_stream_cap(t), flen = strlen(full);
+    char *piece = malloc(cap);
+    char *acc = malloc(flen + 1);
+    size_t a = 0;
+    struct tok_stream s;
+    tok_stream_init(&s, skip);
+    for (int i = 0; i <= n; i++) {
+        size_t w = i < n ? tok_stream_push(t, &s, ids[i], piece, cap)
+                         : tok_stream_flush(&s, piece, cap);
+        if (w >= cap || a + w > flen || memcmp(piece, full + a, w)) {
+            fprintf(stderr, "stream decode differs from full decode at id #%d\n", i);
+            abort();
+        }
+        memcpy(acc + a, piece, w);
+        a += w;
+    }
+    if (a != flen) {
+        fprintf(stderr, "stream decode gave %zu bytes, full decode %zu\n", a, flen);
+        abort();
+    }
+    free(piece);
+    free(acc);
+    return full;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    if (size < 1)
+        return 0;
+    const struct tokenizer *t = g_tok;
+    int parse_special = data[0] & 1, add_bos = (data[0] >> 1) & 1, skip = (data[0] >> 2) & 1;
+    const char *text = (const char *)data + 1;
+    size_t len = size - 1;
+    char err[256];
+
+    if (data[0] & 8) { /* raw ids, a few outside the vocabulary */
+        int n = (int)(len / 2), nv = tokenizer_n_vocab(t);
+        int *ids = malloc(((size_t)n + 1) * sizeof(int));
+        for (int i = 0; i < n; i++) {
+            unsigned v = (unsigned)data[1 + 2 * i] | (unsigned)data[2 + 2 * i] << 8;
+            ids[i] = (int)(v % (unsigned)(nv + 4)) - 2;
+        }
+        free(check_stream(ids, n, skip));
+        char buf[64];
+        for (int i = 0; i < n; i++)
+            tokenizer_token_bytes(t, ids[i], buf, sizeof(buf));
+        free(ids);
+        return 0;
+    }
+
+    int *ids = NULL, n = 0;
+    if (tokenizer_encode(t, text, len, parse_special, add_bos, &ids, &n, err, sizeof(err))) {
+        free(ids);
+        return 0;
+    }
+    for (int i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= tokenizer_n_vocab(t))
+            abort();
+    char *full = check_stream(ids, n, skip);
+    if (!add_bos && !skip && utf8_valid((const unsigned char *)text, len) &&
+        (strlen(full) != len || memcmp(full, text, len))) {
+        fprintf(stderr, "decode(encode(text)) != text (parse_special %d)\n", parse_special);
+        abort();
+    }
+    free(full);
+    free(ids);
+
+    /* the chat route: the text as a user message in a ChatML prompt */
+    char *content = malloc(len + 1);
+    memcpy(content, text, len);
+    content[len] = 0;
+    struct chat_template ct;
+    chat_template_init(&ct, NULL, err, sizeof(err));
+    struct chat_msg msgs[2] = {{"system", "You are a test."}, {"user", content}};
+    char *prompt = chat_template_apply(&ct, msgs, 2, 1);
+    if (prompt) {
+        ids = NULL;
+        if (tokenizer_encode(t, prompt, strlen(prompt), 1, 0, &ids, &n, err, sizeof(err)) == 0)
+            free(check_stream(ids, n, 1));
+        free(ids);
+        free(prompt);
+    }
+    chat_template_free(&ct);
+    free(content);
+    return 0;
+}

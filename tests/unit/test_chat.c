@@ -1,0 +1,170 @@
+/* test_chat.c — chat templates: the kind and default system prompt picked from Jinja sources
+ * (SmolLM2's own, from the GGUF; Qwen2.5's; Llama-3's), and rendering that equals what jinja2
+ * renders for the same messages (expected strings below were produced with jinja2 3.1 by
+ * Template(source).render(messages=..., add_generation_prompt=..., bos_token=...)). */
+#include <criterion/criterion.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model/model.h"
+#include "model/tokenizer.h"
+
+#define MODEL_PATH "models/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+static const char SMOL_DEFAULT[] =
+    "You are a helpful AI assistant named SmolLM, trained by Hugging Face";
+
+static const char LLAMA3_JINJA[] =
+    "{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = "
+    "'<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n'+ message['content'] | "
+    "trim + '<|eot_id|>' %}{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% "
+    "endif %}{{ content }}{% endfor %}{% if add_generation_prompt %}{{ "
+    "'<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}";
+
+static const char QWEN_JINJA[] =
+    "{%- if messages[0]['role'] == 'system' %}\n    {{- '<|im_start|>system\\n' + "
+    "messages[0]['content'] + '<|im_end|>\\n' }}\n{%- else %}\n    {{- '<|im_start|>system\\nYou "
+    "are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\\n' }}\n{%- endif "
+    "%}\n{%- for message in messages %}\n    {%- if (message.role == \"user\") or (message.role "
+    "== \"system\" and not loop.first) or (message.role == \"assistant\") %}\n        {{- "
+    "'<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>' + '\\n' }}\n    {%- "
+    "endif %}\n{%- endfor %}\n{%- if add_generation_prompt %}\n    {{- '<|im_start|>assistant\\n' "
+    "}}\n{%- endif %}\n";
+
+static const struct chat_msg ONE[] = {{"user", "Hi"}};
+static const struct chat_msg FOUR[] = {
+    {"system", "Be brief."}, {"user", "Hi"}, {"assistant", "Hello!"}, {"user", "2+2?"}};
+static const struct chat_msg PADDED[] = {{"user", "  padded \n"}};
+
+static void renders(const struct chat_template *ct, const struct chat_msg *m, int n, int gen,
+                    const char *want) {
+    char *got = chat_template_apply(ct, m, n, gen);
+    cr_assert_not_null(got);
+    cr_assert_str_eq(got, want);
+    free(got);
+}
+
+static char *smollm2_jinja(void) {
+    struct tokenizer *t = NULL;
+    char *tmpl = NULL, err[512];
+    cr_assert_eq(model_load_tokenizer(MODEL_PATH, &t, &tmpl, err, sizeof(err)), 0, "%s", err);
+    tokenizer_free(t);
+    cr_assert_not_null(tmpl, "the GGUF has no tokenizer.chat_template");
+    return tmpl;
+}
+
+Test(chat, smollm2_template_from_gguf) {
+    char *jinja = smollm2_jinja();
+    struct chat_template ct;
+    char err[256];
+    cr_assert_eq(chat_template_init(&ct, jinja, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(ct.kind, CHAT_KIND_CHATML);
+    cr_assert_null(ct.bos_text);
+    cr_assert_str_eq(ct.default_system, SMOL_DEFAULT);
+    renders(&ct, ONE, 1, 1,
+            "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging "
+            "Face<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
+    renders(&ct, ONE, 1, 0,
+            "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging "
+            "Face<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n");
+    renders(
+        &ct, FOUR, 4, 1,
+        "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>"
+        "assistant\nHello!<|im_end|>\n<|im_start|>user\n2+2?<|im_end|>\n<|im_start|>assistant\n");
+    renders(&ct, FOUR, 4, 0,
+            "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>"
+            "assistant\nHello!<|im_end|>\n<|im_start|>user\n2+2?<|im_end|>\n");
+    renders(&ct, PADDED, 1, 1,
+            "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging "
+            "Face<|im_end|>\n<|im_start|>user\n  padded \n<|im_end|>\n<|im_start|>assistant\n");
+    renders(&ct, NULL, 0, 1, "<|im_start|>assistant\n");
+    chat_template_free(&ct);
+    chat_template_free(&ct); /* idempotent */
+    free(jinja);
+}
+
+Test(chat, rendered_prompt_encodes_like_hf) {
+    struct tokenizer *t = NULL;
+    char *jinja = NULL, err[512];
+    cr_assert_eq(model_load_tokenizer(MODEL_PATH, &t, &jinja, err, sizeof(err)), 0, "%s", err);
+    struct chat_template ct;
+    cr_assert_eq(chat_template_init(&ct, jinja, err, sizeof(err)), 0);
+    char *prompt = chat_template_apply(&ct, ONE, 1, 1);
+    int *ids, n;
+    cr_assert_eq(tokenizer_encode(t, prompt, strlen(prompt), 1, 1, &ids, &n, err, sizeof(err)), 0);
+    /* the HF tokenizers oracle on the same text (tools/gen_tokenizer_golden.py pipeline) */
+    static const int want[] = {1,    9690,  198,   2683, 359, 253, 5356,  5646, 11173, 3365, 3511,
+                               308,  34519, 28,    7018, 411, 407, 19712, 8182, 2,     198,  1,
+                               4093, 198,   26843, 2,    198, 1,   520,   9531, 198};
+    cr_assert_eq(n, (int)(sizeof(want) / sizeof(want[0])));
+    cr_assert_arr_eq(ids, want, sizeof(want));
+    free(ids);
+    free(prompt);
+    chat_template_free(&ct);
+    free(jinja);
+    tokenizer_free(t);
+}
+
+Test(chat, qwen_default_system_from_escaped_literal) {
+    struct chat_template ct;
+    char err[256];
+    cr_assert_eq(chat_template_init(&ct, QWEN_JINJA, err, sizeof(err)), 0);
+    cr_assert_eq(ct.kind, CHAT_KIND_CHATML);
+    cr_assert_str_eq(ct.default_system,
+                     "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.");
+    renders(&ct, ONE, 1, 1,
+            "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful "
+            "assistant.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
+    renders(&ct, FOUR, 4, 0,
+            "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>"
+            "assistant\nHello!<|im_end|>\n<|im_start|>user\n2+2?<|im_end|>\n");
+    chat_template_free(&ct);
+}
+
+Test(chat, llama3) {
+    struct chat_template ct;
+    char err[256];
+    cr_assert_eq(chat_template_init(&ct, LLAMA3_JINJA, err, sizeof(err)), 0);
+    cr_assert_eq(ct.kind, CHAT_KIND_LLAMA3);
+    cr_assert_str_eq(ct.bos_text, "<|begin_of_text|>");
+    cr_assert_null(ct.default_system);
+    renders(&ct, ONE, 1, 1,
+            "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|><|start_"
+            "header_id|>assistant<|end_header_id|>\n\n");
+    renders(&ct, ONE, 1, 0,
+            "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>");
+    renders(&ct, FOUR, 4, 1,
+            "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nBe "
+            "brief.<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|><|start_"
+            "header_id|>assistant<|end_header_id|>\n\nHello!<|eot_id|><|start_header_id|>user<|"
+            "end_header_id|>\n\n2+2?<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n");
+    renders(&ct, PADDED, 1, 1,
+            "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\npadded<|eot_id|><|start_"
+            "header_id|>assistant<|end_header_id|>\n\n");
+    chat_template_free(&ct);
+}
+
+Test(chat, null_and_unknown_templates) {
+    struct chat_template ct;
+    char err[256] = "";
+    cr_assert_eq(chat_template_init(&ct, NULL, err, sizeof(err)), 0);
+    cr_assert_eq(ct.kind, CHAT_KIND_CHATML);
+    cr_assert_null(ct.default_system);
+    renders(&ct, ONE, 1, 1, "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
+    chat_template_free(&ct);
+
+    cr_assert_eq(chat_template_init(&ct, "{{ messages[0].content }} [INST]", err, sizeof(err)), -1);
+    cr_assert(strstr(err, "unsupported chat template"), "%s", err);
+    cr_assert_eq(ct.kind, CHAT_KIND_CHATML); /* still usable */
+    chat_template_free(&ct);
+    chat_template_free(NULL);
+
+    /* a ChatML template without a default system message */
+    cr_assert_eq(chat_template_init(&ct,
+                                    "{% for m in messages %}{{'<|im_start|>' + m['role'] + '\\n' + "
+                                    "m['content'] + '<|im_end|>\\n'}}{% endfor %}",
+                                    err, sizeof(err)),
+                 0);
+    cr_assert_null(ct.default_system);
+    chat_template_free(&ct);
+}
