@@ -138,7 +138,9 @@ $(BUILD)/pic/%.o: %.c
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -fPIC -c $< -o $@
 
-$(GPU_LIB): $(GPU_LIB_OBJ) $(CU_OBJ)
+GPU_LIB_CU  := $(patsubst %,$(BUILD)/kernels/%.cu.o,attention decode_attention kv_write)
+
+$(GPU_LIB): $(GPU_LIB_OBJ) $(GPU_LIB_CU)
 	$(CC) -shared -o $@ $^ $(CUDA_LIBS) -lpthread -lm
 
 test-gpu: $(GPU_LIB)

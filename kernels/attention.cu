@@ -76,7 +76,7 @@ __global__ void __launch_bounds__(NW * 32, MINB) attn_prefill_kernel(const attn_
 
     if (n_tiles > 0)
         load_kv_tile<T, HD, BN, NT>(sK, kp, bt, (n_tiles - 1) * BN, kvlen, p.page_size,
-                                    p.n_kv_heads, kvh, tid);
+                                    p.page_shift, p.n_kv_heads, kvh, tid);
     cp_async_commit();
 
     float o[R][HD / 8][4];
@@ -104,8 +104,8 @@ __global__ void __launch_bounds__(NW * 32, MINB) attn_prefill_kernel(const attn_
     for (int j = n_tiles - 1; j >= 0; j--) {
         cp_async_wait<0>();
         __syncthreads(); /* K(j) landed; every warp is done reading V(j+1) */
-        load_kv_tile<T, HD, BN, NT>(sV, vp, bt, j * BN, kvlen, p.page_size, p.n_kv_heads, kvh,
-                                    tid);
+        load_kv_tile<T, HD, BN, NT>(sV, vp, bt, j * BN, kvlen, p.page_size, p.page_shift,
+                                    p.n_kv_heads, kvh, tid);
         cp_async_commit();
         uint32_t pa[R][BN / 16][4];
         if ((j + 1) * BN > min_lim)
@@ -117,8 +117,8 @@ __global__ void __launch_bounds__(NW * 32, MINB) attn_prefill_kernel(const attn_
         cp_async_wait<0>();
         __syncthreads(); /* V(j) landed; every warp is done reading K(j) */
         if (j > 0)
-            load_kv_tile<T, HD, BN, NT>(sK, kp, bt, (j - 1) * BN, kvlen, p.page_size, p.n_kv_heads,
-                                        kvh, tid);
+            load_kv_tile<T, HD, BN, NT>(sK, kp, bt, (j - 1) * BN, kvlen, p.page_size,
+                                        p.page_shift, p.n_kv_heads, kvh, tid);
         cp_async_commit();
         warp_pv<T, HD, BN, R>(pa, sV, o, lane);
     }
@@ -165,6 +165,7 @@ static int prefill_launch(const struct attn_args *a, char *err, size_t errlen)
     p.block_table = b->block_table;
     p.max_pages = b->max_pages;
     p.page_size = b->page_size;
+    p.page_shift = (b->page_size & (b->page_size - 1)) ? -1 : __builtin_ctz((unsigned)b->page_size);
     p.n_heads = b->n_heads;
     p.n_kv_heads = b->n_kv_heads;
     p.group = b->n_heads / b->n_kv_heads;
@@ -173,6 +174,10 @@ static int prefill_launch(const struct attn_args *a, char *err, size_t errlen)
     size_t smem = (size_t)(BM + 2 * BN) * HD * sizeof(T);
     cudaError_t e = cudaFuncSetAttribute(attn_prefill_kernel<T, HD, BN, NW, R, QREG, MINB>,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    if (e == cudaSuccess) /* let two blocks share an SM where registers allow */
+        e = cudaFuncSetAttribute(attn_prefill_kernel<T, HD, BN, NW, R, QREG, MINB>,
+                                 cudaFuncAttributePreferredSharedMemoryCarveout,
+                                 cudaSharedmemCarveoutMaxShared);
     if (e == cudaSuccess) {
         dim3 grid((unsigned)((b->max_q_len * p.group + BM - 1) / BM), (unsigned)b->n_kv_heads,
                   (unsigned)b->n_seqs);

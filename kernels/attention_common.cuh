@@ -31,6 +31,7 @@ struct attn_kparams {
     const int *kv_len;       /* (n_seqs) */
     const int *block_table;  /* (n_seqs, max_pages) */
     int max_pages, page_size;
+    int page_shift;          /* log2(page_size) when a power of two, else -1 */
     int n_heads, n_kv_heads, group;
     float scale_log2;        /* softmax scale × log2(e): scores live in the exp2 domain */
     int causal;
@@ -135,33 +136,44 @@ template <int HD> __device__ __forceinline__ int swz(int row, int col)
 /* Address of K/V row `key` of sequence `bt` (its block-table row) for kv head kvh. */
 template <int HD>
 __device__ __forceinline__ size_t kv_row_offset(const int *bt, int key, int page_size,
-                                                int n_kv_heads, int kvh)
+                                                int page_shift, int n_kv_heads, int kvh)
 {
-    int page = __ldg(bt + key / page_size);
-    size_t slot = (size_t)page * page_size + key % page_size;
+    int page, row;
+    if (page_shift >= 0) {
+        page = __ldg(bt + (key >> page_shift));
+        row = key & (page_size - 1);
+    } else {
+        page = __ldg(bt + key / page_size);
+        row = key % page_size;
+    }
+    size_t slot = (size_t)page * page_size + row;
     return (slot * n_kv_heads + kvh) * HD;
 }
 
 /* Loads a tile of ROWS keys × HD into swizzled shared memory through the page table, NT threads
- * cooperating (thread index tid); keys ≥ key_end are zero-filled. */
+ * cooperating (thread index tid); keys ≥ key_end are zero-filled. With pool2/s2 set, the same
+ * rows of a second pool (V beside K) load too, reusing the address arithmetic. */
 template <typename T, int HD, int ROWS, int NT>
 __device__ __forceinline__ void load_kv_tile(T *s, const T *pool, const int *bt, int key0,
-                                             int key_end, int page_size, int n_kv_heads, int kvh,
-                                             int tid)
+                                             int key_end, int page_size, int page_shift,
+                                             int n_kv_heads, int kvh, int tid,
+                                             T *s2 = nullptr, const T *pool2 = nullptr)
 {
     constexpr int CPR = HD / 8; /* 16-byte chunks per row */
     constexpr int TOTAL = ROWS * CPR;
     static_assert(TOTAL % NT == 0, "tile chunks must divide evenly over the threads");
-    const uint32_t sbase = smem_u32(s);
+    const uint32_t sbase = smem_u32(s), sbase2 = s2 ? smem_u32(s2) : 0u;
 #pragma unroll
     for (int i = 0; i < TOTAL / NT; i++) {
         int c = tid + i * NT;
         int row = c / CPR, ch = c % CPR;
         int key = key0 + row;
         bool valid = key < key_end;
-        const T *src = pool;
-        if (valid) src = pool + kv_row_offset<HD>(bt, key, page_size, n_kv_heads, kvh) + ch * 8;
-        cp_async16(sbase + 2u * (uint32_t)swz<HD>(row, ch * 8), src, valid);
+        size_t off = 0;
+        if (valid) off = kv_row_offset<HD>(bt, key, page_size, page_shift, n_kv_heads, kvh) + ch * 8;
+        uint32_t so = 2u * (uint32_t)swz<HD>(row, ch * 8);
+        cp_async16(sbase + so, pool + off, valid);
+        if (pool2) cp_async16(sbase2 + so, pool2 + off, valid);
     }
 }
 

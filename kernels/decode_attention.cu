@@ -74,9 +74,8 @@ __global__ void __launch_bounds__(DECODE_NW * 32) decode_split_kernel(const attn
         if (st < nt_w) {
             int key0 = k_begin + (warp + st * NW) * BN;
             load_kv_tile<T, HD, BN, 32>(sW + st * 2 * TILE, kp, bt, key0, k_end, p.page_size,
-                                        p.n_kv_heads, kvh, lane);
-            load_kv_tile<T, HD, BN, 32>(sW + st * 2 * TILE + TILE, vp, bt, key0, k_end,
-                                        p.page_size, p.n_kv_heads, kvh, lane);
+                                        p.page_shift, p.n_kv_heads, kvh, lane,
+                                        sW + st * 2 * TILE + TILE, vp);
         }
         cp_async_commit();
     }
@@ -96,10 +95,8 @@ __global__ void __launch_bounds__(DECODE_NW * 32) decode_split_kernel(const attn
         if (ni < nt_w) {
             int key0 = k_begin + (warp + ni * NW) * BN;
             T *buf = sW + (ni % ST) * 2 * TILE;
-            load_kv_tile<T, HD, BN, 32>(buf, kp, bt, key0, k_end, p.page_size, p.n_kv_heads, kvh,
-                                        lane);
-            load_kv_tile<T, HD, BN, 32>(buf + TILE, vp, bt, key0, k_end, p.page_size,
-                                        p.n_kv_heads, kvh, lane);
+            load_kv_tile<T, HD, BN, 32>(buf, kp, bt, key0, k_end, p.page_size, p.page_shift,
+                                        p.n_kv_heads, kvh, lane, buf + TILE, vp);
         }
         cp_async_commit();
         cp_async_wait<ST - 1>();
@@ -262,6 +259,10 @@ template <typename T, int HD> static cudaError_t decode_run(attn_kparams p, int 
     if (merge > smem) smem = merge;
     cudaError_t e = cudaFuncSetAttribute(decode_split_kernel<T, HD>,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    if (e == cudaSuccess) /* two blocks per SM need the largest shared-memory carve-out */
+        e = cudaFuncSetAttribute(decode_split_kernel<T, HD>,
+                                 cudaFuncAttributePreferredSharedMemoryCarveout,
+                                 cudaSharedmemCarveoutMaxShared);
     if (e != cudaSuccess) return e;
     dim3 grid((unsigned)p.n_splits, (unsigned)p.n_kv_heads, (unsigned)n_seqs);
     decode_split_kernel<T, HD><<<grid, DECODE_NW * 32, smem, st>>>(p);
@@ -296,6 +297,7 @@ extern "C" int decode_attn_launch(const struct attn_args *a, char *err, size_t e
     p.block_table = b->block_table;
     p.max_pages = b->max_pages;
     p.page_size = b->page_size;
+    p.page_shift = (b->page_size & (b->page_size - 1)) ? -1 : __builtin_ctz((unsigned)b->page_size);
     p.n_heads = b->n_heads;
     p.n_kv_heads = b->n_kv_heads;
     p.group = b->n_heads / b->n_kv_heads;

@@ -32,68 +32,65 @@ struct gguf_type_info {
 };
 
 static const struct gguf_type_info gguf_types[] = {
-    {0, "F32", 1, 4},         {1, "F16", 1, 2},        {2, "Q4_0", 32, 18},
-    {3, "Q4_1", 32, 20},      {6, "Q5_0", 32, 22},     {7, "Q5_1", 32, 24},
-    {8, "Q8_0", 32, 34},      {9, "Q8_1", 32, 40},     {10, "Q2_K", 256, 84},
-    {11, "Q3_K", 256, 110},   {12, "Q4_K", 256, 144},  {13, "Q5_K", 256, 176},
-    {14, "Q6_K", 256, 210},   {15, "Q8_K", 256, 292},  {16, "IQ2_XXS", 256, 66},
+    {0, "F32", 1, 4},         {1, "F16", 1, 2},         {2, "Q4_0", 32, 18},
+    {3, "Q4_1", 32, 20},      {6, "Q5_0", 32, 22},      {7, "Q5_1", 32, 24},
+    {8, "Q8_0", 32, 34},      {9, "Q8_1", 32, 40},      {10, "Q2_K", 256, 84},
+    {11, "Q3_K", 256, 110},   {12, "Q4_K", 256, 144},   {13, "Q5_K", 256, 176},
+    {14, "Q6_K", 256, 210},   {15, "Q8_K", 256, 292},   {16, "IQ2_XXS", 256, 66},
     {17, "IQ2_XS", 256, 74},  {18, "IQ3_XXS", 256, 98}, {19, "IQ1_S", 256, 50},
-    {20, "IQ4_NL", 32, 18},   {21, "IQ3_S", 256, 110}, {22, "IQ2_S", 256, 82},
-    {23, "IQ4_XS", 256, 136}, {24, "I8", 1, 1},        {25, "I16", 1, 2},
-    {26, "I32", 1, 4},        {27, "I64", 1, 8},       {28, "F64", 1, 8},
-    {29, "IQ1_M", 256, 56},   {30, "BF16", 1, 2},      {34, "TQ1_0", 256, 54},
+    {20, "IQ4_NL", 32, 18},   {21, "IQ3_S", 256, 110},  {22, "IQ2_S", 256, 82},
+    {23, "IQ4_XS", 256, 136}, {24, "I8", 1, 1},         {25, "I16", 1, 2},
+    {26, "I32", 1, 4},        {27, "I64", 1, 8},        {28, "F64", 1, 8},
+    {29, "IQ1_M", 256, 56},   {30, "BF16", 1, 2},       {34, "TQ1_0", 256, 54},
     {35, "TQ2_0", 256, 66},   {39, "MXFP4", 32, 17},
 };
 
-static const struct gguf_type_info *gguf_type_info(uint32_t type)
-{
+static const struct gguf_type_info *gguf_type_info(uint32_t type) {
     for (size_t i = 0; i < sizeof(gguf_types) / sizeof(gguf_types[0]); i++)
-        if (gguf_types[i].id == type)
-            return &gguf_types[i];
+        if (gguf_types[i].id == type) return &gguf_types[i];
     return NULL;
 }
 
-const char *gguf_type_name(uint32_t type)
-{
+const char *gguf_type_name(uint32_t type) {
     const struct gguf_type_info *ti = gguf_type_info(type);
     return ti ? ti->name : "unknown";
 }
 
-int gguf_type_supported(uint32_t type)
-{
+int gguf_type_supported(uint32_t type) {
     switch (type) {
-    case GGUF_GGML_F32: case GGUF_GGML_F16: case GGUF_GGML_BF16:
-    case GGUF_GGML_Q8_0: case GGUF_GGML_Q4_0: case GGUF_GGML_Q4_1:
+    case GGUF_GGML_F32:
+    case GGUF_GGML_F16:
+    case GGUF_GGML_BF16:
+    case GGUF_GGML_Q8_0:
+    case GGUF_GGML_Q4_0:
+    case GGUF_GGML_Q4_1:
         return 1;
     default:
         return 0;
     }
 }
 
-uint64_t gguf_type_row_bytes(uint32_t type, uint64_t n)
-{
+uint64_t gguf_type_row_bytes(uint32_t type, uint64_t n) {
     const struct gguf_type_info *ti = gguf_type_info(type);
-    if (!ti || n % ti->blck)
-        return 0;
+    if (!ti || n % ti->blck) return 0;
     return n / ti->blck * ti->bytes;
 }
 
-/* --- error helper ------------------------------------------------------------------------------ */
+/* --- error helper ------------------------------------------------------------------------------
+ */
 
-static void gguf_err(char *err, size_t errlen, const char *path, const char *fmt, ...)
-{
-    if (!err || !errlen)
-        return;
+static void gguf_err(char *err, size_t errlen, const char *path, const char *fmt, ...) {
+    if (!err || !errlen) return;
     int n = snprintf(err, errlen, "%s: ", path ? path : "gguf");
-    if (n < 0 || (size_t)n >= errlen)
-        return;
+    if (n < 0 || (size_t)n >= errlen) return;
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(err + n, errlen - (size_t)n, fmt, ap);
     va_end(ap);
 }
 
-/* --- bounds-checked cursor ---------------------------------------------------------------------- */
+/* --- bounds-checked cursor ----------------------------------------------------------------------
+ */
 
 struct gguf_cur {
     const uint8_t *p;
@@ -101,33 +98,26 @@ struct gguf_cur {
     size_t pos;
 };
 
-static int cur_need(const struct gguf_cur *c, uint64_t n)
-{
+static int cur_need(const struct gguf_cur *c, uint64_t n) {
     return n <= c->size - c->pos;
 }
 
-static int cur_u32(struct gguf_cur *c, uint32_t *v)
-{
-    if (!cur_need(c, 4))
-        return -1;
+static int cur_u32(struct gguf_cur *c, uint32_t *v) {
+    if (!cur_need(c, 4)) return -1;
     memcpy(v, c->p + c->pos, 4); /* little-endian host assumed (x86-64, aarch64) */
     c->pos += 4;
     return 0;
 }
 
-static int cur_u64(struct gguf_cur *c, uint64_t *v)
-{
-    if (!cur_need(c, 8))
-        return -1;
+static int cur_u64(struct gguf_cur *c, uint64_t *v) {
+    if (!cur_need(c, 8)) return -1;
     memcpy(v, c->p + c->pos, 8);
     c->pos += 8;
     return 0;
 }
 
-static int cur_str(struct gguf_cur *c, const char **s, uint64_t *len)
-{
-    if (cur_u64(c, len) || !cur_need(c, *len))
-        return -1;
+static int cur_str(struct gguf_cur *c, const char **s, uint64_t *len) {
+    if (cur_u64(c, len) || !cur_need(c, *len)) return -1;
     *s = (const char *)(c->p + c->pos);
     c->pos += (size_t)*len;
     return 0;
@@ -136,17 +126,28 @@ static int cur_str(struct gguf_cur *c, const char **s, uint64_t *len)
 static uint64_t vtype_size(uint32_t t) /* scalar size, 0 for string/array/unknown */
 {
     switch (t) {
-    case GGUF_VTYPE_UINT8: case GGUF_VTYPE_INT8: case GGUF_VTYPE_BOOL: return 1;
-    case GGUF_VTYPE_UINT16: case GGUF_VTYPE_INT16: return 2;
-    case GGUF_VTYPE_UINT32: case GGUF_VTYPE_INT32: case GGUF_VTYPE_FLOAT32: return 4;
-    case GGUF_VTYPE_UINT64: case GGUF_VTYPE_INT64: case GGUF_VTYPE_FLOAT64: return 8;
-    default: return 0;
+    case GGUF_VTYPE_UINT8:
+    case GGUF_VTYPE_INT8:
+    case GGUF_VTYPE_BOOL:
+        return 1;
+    case GGUF_VTYPE_UINT16:
+    case GGUF_VTYPE_INT16:
+        return 2;
+    case GGUF_VTYPE_UINT32:
+    case GGUF_VTYPE_INT32:
+    case GGUF_VTYPE_FLOAT32:
+        return 4;
+    case GGUF_VTYPE_UINT64:
+    case GGUF_VTYPE_INT64:
+    case GGUF_VTYPE_FLOAT64:
+        return 8;
+    default:
+        return 0;
     }
 }
 
 /* Skip one value of type T; returns 0 or -1 with a reason in *why. */
-static int cur_skip_value(struct gguf_cur *c, uint32_t t, int depth, const char **why)
-{
+static int cur_skip_value(struct gguf_cur *c, uint32_t t, int depth, const char **why) {
     uint64_t sz = vtype_size(t);
     if (sz) {
         if (!cur_need(c, sz)) {
@@ -192,53 +193,46 @@ static int cur_skip_value(struct gguf_cur *c, uint32_t t, int depth, const char 
         /* each string needs >= 8 bytes, each nested array >= 12: n is bounded by the loop's
          * progress, and we bail out as soon as the bytes run out */
         for (uint64_t i = 0; i < n; i++)
-            if (cur_skip_value(c, et, depth + 1, why))
-                return -1;
+            if (cur_skip_value(c, et, depth + 1, why)) return -1;
         return 0;
     }
     *why = "unknown value type";
     return -1;
 }
 
-/* --- open / close ------------------------------------------------------------------------------- */
+/* --- open / close -------------------------------------------------------------------------------
+ */
 
-void gguf_close(struct gguf_file *f)
-{
-    if (!f)
-        return;
-    if (f->map)
-        munmap((void *)f->map, f->size);
+void gguf_close(struct gguf_file *f) {
+    if (!f) return;
+    if (f->map) munmap((void *)f->map, f->size);
     free(f->kv);
     free(f->tensors);
     free(f->path);
     free(f);
 }
 
-static int gguf_key_eq(const struct gguf_kv *kv, const char *key)
-{
+static int gguf_key_eq(const struct gguf_kv *kv, const char *key) {
     size_t n = strlen(key);
     return kv->key_len == n && memcmp(kv->key, key, n) == 0;
 }
 
-const struct gguf_kv *gguf_find_kv(const struct gguf_file *f, const char *key)
-{
+const struct gguf_kv *gguf_find_kv(const struct gguf_file *f, const char *key) {
     for (uint64_t i = 0; i < f->n_kv; i++)
-        if (gguf_key_eq(&f->kv[i], key))
-            return &f->kv[i];
+        if (gguf_key_eq(&f->kv[i], key)) return &f->kv[i];
     return NULL;
 }
 
-static int tensor_name_cmp(const void *a, const void *b)
-{
+static int tensor_name_cmp(const void *a, const void *b) {
     const struct gguf_tensor *const *x = a, *const *y = b;
     return strcmp((*x)->name, (*y)->name);
 }
 
-static int gguf_parse_kvs(struct gguf_file *f, struct gguf_cur *c, char *err, size_t errlen)
-{
+static int gguf_parse_kvs(struct gguf_file *f, struct gguf_cur *c, char *err, size_t errlen) {
     /* each KV needs >= 8 (key length) + 4 (type) + 1 (smallest value) bytes */
     if (f->n_kv > (c->size - c->pos) / 13) {
-        gguf_err(err, errlen, f->path, "metadata count %llu exceeds what the file can hold",
+        gguf_err(err, errlen, f->path,
+                 "metadata count %llu exceeds what the file can hold (truncated or corrupt)",
                  (unsigned long long)f->n_kv);
         return -1;
     }
@@ -285,19 +279,18 @@ static int gguf_parse_kvs(struct gguf_file *f, struct gguf_cur *c, char *err, si
         }
         for (uint64_t j = 0; j < i; j++)
             if (f->kv[j].key_len == kv->key_len && !memcmp(f->kv[j].key, kv->key, klen)) {
-                gguf_err(err, errlen, f->path, "duplicate metadata key '%.*s'", (int)klen,
-                         kv->key);
+                gguf_err(err, errlen, f->path, "duplicate metadata key '%.*s'", (int)klen, kv->key);
                 return -1;
             }
     }
     return 0;
 }
 
-static int gguf_parse_tensors(struct gguf_file *f, struct gguf_cur *c, char *err, size_t errlen)
-{
+static int gguf_parse_tensors(struct gguf_file *f, struct gguf_cur *c, char *err, size_t errlen) {
     /* each tensor info needs >= 8 (name length) + 1 (name) + 4 (n_dims) + 4 (type) + 8 (offset) */
     if (f->n_tensors > (c->size - c->pos) / 25) {
-        gguf_err(err, errlen, f->path, "tensor count %llu exceeds what the file can hold",
+        gguf_err(err, errlen, f->path,
+                 "tensor count %llu exceeds what the file can hold (truncated or corrupt)",
                  (unsigned long long)f->n_tensors);
         return -1;
     }
@@ -312,8 +305,7 @@ static int gguf_parse_tensors(struct gguf_file *f, struct gguf_cur *c, char *err
         const char *name;
         uint64_t nlen;
         if (cur_str(c, &name, &nlen)) {
-            gguf_err(err, errlen, f->path, "truncated name of tensor #%llu",
-                     (unsigned long long)i);
+            gguf_err(err, errlen, f->path, "truncated name of tensor #%llu", (unsigned long long)i);
             return -1;
         }
         if (nlen == 0 || nlen > GGUF_MAX_TENSOR_NAME || memchr(name, 0, (size_t)nlen)) {
@@ -328,8 +320,8 @@ static int gguf_parse_tensors(struct gguf_file *f, struct gguf_cur *c, char *err
             return -1;
         }
         if (t->n_dims == 0 || t->n_dims > GGUF_MAX_DIMS) {
-            gguf_err(err, errlen, f->path, "tensor '%s' has %u dimensions (1..%d allowed)",
-                     t->name, t->n_dims, GGUF_MAX_DIMS);
+            gguf_err(err, errlen, f->path, "tensor '%s' has %u dimensions (1..%d allowed)", t->name,
+                     t->n_dims, GGUF_MAX_DIMS);
             return -1;
         }
         uint64_t n = 1;
@@ -358,8 +350,8 @@ static int gguf_parse_tensors(struct gguf_file *f, struct gguf_cur *c, char *err
         }
         if (t->ne[0] % ti->blck) {
             gguf_err(err, errlen, f->path,
-                     "tensor '%s': row length %llu is not a multiple of the %s block (%u)",
-                     t->name, (unsigned long long)t->ne[0], ti->name, ti->blck);
+                     "tensor '%s': row length %llu is not a multiple of the %s block (%u)", t->name,
+                     (unsigned long long)t->ne[0], ti->name, ti->blck);
             return -1;
         }
         /* n / blck * bytes cannot overflow: bytes <= 292 < blck*... checked against size below */
@@ -372,8 +364,7 @@ static int gguf_parse_tensors(struct gguf_file *f, struct gguf_cur *c, char *err
     return 0;
 }
 
-int gguf_open(const char *path, struct gguf_file **out, char *err, size_t errlen)
-{
+int gguf_open(const char *path, struct gguf_file **out, char *err, size_t errlen) {
     *out = NULL;
     struct gguf_file *f = calloc(1, sizeof(*f));
     if (!f || !(f->path = strdup(path))) {
@@ -426,14 +417,12 @@ int gguf_open(const char *path, struct gguf_file **out, char *err, size_t errlen
         gguf_err(err, errlen, path, "truncated header");
         goto fail;
     }
-    if (gguf_parse_kvs(f, &c, err, errlen) || gguf_parse_tensors(f, &c, err, errlen))
-        goto fail;
+    if (gguf_parse_kvs(f, &c, err, errlen) || gguf_parse_tensors(f, &c, err, errlen)) goto fail;
 
     f->alignment = GGUF_DEFAULT_ALIGNMENT;
     if (gguf_find_kv(f, "general.alignment")) {
         int64_t a;
-        if (gguf_get_int(f, "general.alignment", &a, err, errlen) < 0)
-            goto fail;
+        if (gguf_get_int(f, "general.alignment", &a, err, errlen) < 0) goto fail;
         if (a <= 0 || a > (1 << 24) || (a & (a - 1))) {
             gguf_err(err, errlen, path, "general.alignment %lld is not a power of two",
                      (long long)a);
@@ -488,53 +477,78 @@ fail:
     return -1;
 }
 
-const struct gguf_tensor *gguf_find_tensor(const struct gguf_file *f, const char *name)
-{
+const struct gguf_tensor *gguf_find_tensor(const struct gguf_file *f, const char *name) {
     for (uint64_t i = 0; i < f->n_tensors; i++)
-        if (!strcmp(f->tensors[i].name, name))
-            return &f->tensors[i];
+        if (!strcmp(f->tensors[i].name, name)) return &f->tensors[i];
     return NULL;
 }
 
-/* --- typed KV access ---------------------------------------------------------------------------- */
+/* --- typed KV access ----------------------------------------------------------------------------
+ */
 
 /* Read one integer of integer type T at P; returns 0 or -1 when T is not an integer type. */
-static int read_int(uint32_t t, const uint8_t *p, int64_t *v, int *is_unsigned_big)
-{
+static int read_int(uint32_t t, const uint8_t *p, int64_t *v, int *is_unsigned_big) {
     *is_unsigned_big = 0;
     switch (t) {
-    case GGUF_VTYPE_UINT8: case GGUF_VTYPE_BOOL: *v = p[0]; return 0;
-    case GGUF_VTYPE_INT8: *v = (int8_t)p[0]; return 0;
-    case GGUF_VTYPE_UINT16: { uint16_t x; memcpy(&x, p, 2); *v = x; return 0; }
-    case GGUF_VTYPE_INT16: { int16_t x; memcpy(&x, p, 2); *v = x; return 0; }
-    case GGUF_VTYPE_UINT32: { uint32_t x; memcpy(&x, p, 4); *v = x; return 0; }
-    case GGUF_VTYPE_INT32: { int32_t x; memcpy(&x, p, 4); *v = x; return 0; }
+    case GGUF_VTYPE_UINT8:
+    case GGUF_VTYPE_BOOL:
+        *v = p[0];
+        return 0;
+    case GGUF_VTYPE_INT8:
+        *v = (int8_t)p[0];
+        return 0;
+    case GGUF_VTYPE_UINT16: {
+        uint16_t x;
+        memcpy(&x, p, 2);
+        *v = x;
+        return 0;
+    }
+    case GGUF_VTYPE_INT16: {
+        int16_t x;
+        memcpy(&x, p, 2);
+        *v = x;
+        return 0;
+    }
+    case GGUF_VTYPE_UINT32: {
+        uint32_t x;
+        memcpy(&x, p, 4);
+        *v = x;
+        return 0;
+    }
+    case GGUF_VTYPE_INT32: {
+        int32_t x;
+        memcpy(&x, p, 4);
+        *v = x;
+        return 0;
+    }
     case GGUF_VTYPE_UINT64: {
         uint64_t x;
         memcpy(&x, p, 8);
-        if (x > INT64_MAX)
-            *is_unsigned_big = 1;
+        if (x > INT64_MAX) *is_unsigned_big = 1;
         *v = (int64_t)x;
         return 0;
     }
-    case GGUF_VTYPE_INT64: { int64_t x; memcpy(&x, p, 8); *v = x; return 0; }
-    default: return -1;
+    case GGUF_VTYPE_INT64: {
+        int64_t x;
+        memcpy(&x, p, 8);
+        *v = x;
+        return 0;
+    }
+    default:
+        return -1;
     }
 }
 
-static const char *vtype_name(uint32_t t)
-{
-    static const char *names[] = {"uint8", "int8",   "uint16", "int16", "uint32",
-                                  "int32", "float32", "bool",  "string", "array",
-                                  "uint64", "int64",  "float64"};
+static const char *vtype_name(uint32_t t) {
+    static const char *names[] = {"uint8",  "int8",    "uint16", "int16",  "uint32",
+                                  "int32",  "float32", "bool",   "string", "array",
+                                  "uint64", "int64",   "float64"};
     return t < sizeof(names) / sizeof(names[0]) ? names[t] : "unknown";
 }
 
-int gguf_get_int(const struct gguf_file *f, const char *key, int64_t *v, char *err, size_t errlen)
-{
+int gguf_get_int(const struct gguf_file *f, const char *key, int64_t *v, char *err, size_t errlen) {
     const struct gguf_kv *kv = gguf_find_kv(f, key);
-    if (!kv)
-        return 0;
+    if (!kv) return 0;
     int big;
     if (read_int(kv->type, kv->value, v, &big)) {
         gguf_err(err, errlen, f->path, "metadata '%s' is %s, expected an integer", key,
@@ -549,11 +563,9 @@ int gguf_get_int(const struct gguf_file *f, const char *key, int64_t *v, char *e
 }
 
 int gguf_get_float(const struct gguf_file *f, const char *key, double *v, char *err,
-                   size_t errlen)
-{
+                   size_t errlen) {
     const struct gguf_kv *kv = gguf_find_kv(f, key);
-    if (!kv)
-        return 0;
+    if (!kv) return 0;
     if (kv->type == GGUF_VTYPE_FLOAT32) {
         float x;
         memcpy(&x, kv->value, 4);
@@ -575,11 +587,9 @@ int gguf_get_float(const struct gguf_file *f, const char *key, double *v, char *
     return -1;
 }
 
-int gguf_get_bool(const struct gguf_file *f, const char *key, int *v, char *err, size_t errlen)
-{
+int gguf_get_bool(const struct gguf_file *f, const char *key, int *v, char *err, size_t errlen) {
     const struct gguf_kv *kv = gguf_find_kv(f, key);
-    if (!kv)
-        return 0;
+    if (!kv) return 0;
     int64_t i;
     int big;
     if (read_int(kv->type, kv->value, &i, &big)) {
@@ -591,12 +601,10 @@ int gguf_get_bool(const struct gguf_file *f, const char *key, int *v, char *err,
     return 1;
 }
 
-int gguf_get_str(const struct gguf_file *f, const char *key, const char **s, size_t *len,
-                 char *err, size_t errlen)
-{
+int gguf_get_str(const struct gguf_file *f, const char *key, const char **s, size_t *len, char *err,
+                 size_t errlen) {
     const struct gguf_kv *kv = gguf_find_kv(f, key);
-    if (!kv)
-        return 0;
+    if (!kv) return 0;
     if (kv->type != GGUF_VTYPE_STRING) {
         gguf_err(err, errlen, f->path, "metadata '%s' is %s, expected a string", key,
                  vtype_name(kv->type));
@@ -609,17 +617,15 @@ int gguf_get_str(const struct gguf_file *f, const char *key, const char **s, siz
     return 1;
 }
 
-static const struct gguf_kv *find_array(const struct gguf_file *f, const char *key,
-                                        uint32_t want, char *err, size_t errlen, int *rc)
-{
+static const struct gguf_kv *find_array(const struct gguf_file *f, const char *key, uint32_t want,
+                                        char *err, size_t errlen, int *rc) {
     const struct gguf_kv *kv = gguf_find_kv(f, key);
     *rc = 0;
-    if (!kv)
-        return NULL;
+    if (!kv) return NULL;
     int ok = kv->type == GGUF_VTYPE_ARRAY &&
-             (want == GGUF_VTYPE_STRING ? kv->arr_type == GGUF_VTYPE_STRING
-                                        : vtype_size(kv->arr_type) && kv->arr_type != 6 &&
-                                              kv->arr_type != 12);
+             (want == GGUF_VTYPE_STRING
+                  ? kv->arr_type == GGUF_VTYPE_STRING
+                  : vtype_size(kv->arr_type) && kv->arr_type != 6 && kv->arr_type != 12);
     if (!ok) {
         gguf_err(err, errlen, f->path, "metadata '%s' is %s%s%s, expected an array of %s", key,
                  vtype_name(kv->type), kv->type == GGUF_VTYPE_ARRAY ? " of " : "",
@@ -633,12 +639,10 @@ static const struct gguf_kv *find_array(const struct gguf_file *f, const char *k
 }
 
 int gguf_get_str_array(const struct gguf_file *f, const char *key, char ***strs, size_t **lens,
-                       size_t *n, char *err, size_t errlen)
-{
+                       size_t *n, char *err, size_t errlen) {
     int rc;
     const struct gguf_kv *kv = find_array(f, key, GGUF_VTYPE_STRING, err, errlen, &rc);
-    if (!kv)
-        return rc;
+    if (!kv) return rc;
     /* validated at open: arr_count strings lie inside the file, so count <= size/8 and the
      * total string bytes <= size */
     uint64_t cnt = kv->arr_count, total = 0;
@@ -676,12 +680,10 @@ int gguf_get_str_array(const struct gguf_file *f, const char *key, char ***strs,
 }
 
 int gguf_get_i32_array(const struct gguf_file *f, const char *key, int32_t **vals, size_t *n,
-                       char *err, size_t errlen)
-{
+                       char *err, size_t errlen) {
     int rc;
     const struct gguf_kv *kv = find_array(f, key, GGUF_VTYPE_INT32, err, errlen, &rc);
-    if (!kv)
-        return rc;
+    if (!kv) return rc;
     uint64_t cnt = kv->arr_count, esz = vtype_size(kv->arr_type);
     int32_t *v = malloc((cnt ? cnt : 1) * sizeof(*v)); /* cnt <= file size / esz */
     if (!v) {
@@ -705,10 +707,10 @@ int gguf_get_i32_array(const struct gguf_file *f, const char *key, int32_t **val
     return 1;
 }
 
-/* --- dequantization ----------------------------------------------------------------------------- */
+/* --- dequantization -----------------------------------------------------------------------------
+ */
 
-float gguf_fp16_to_fp32(uint16_t h)
-{
+float gguf_fp16_to_fp32(uint16_t h) {
     uint32_t sign = (uint32_t)(h & 0x8000) << 16;
     uint32_t exp = (h >> 10) & 0x1f;
     uint32_t mant = h & 0x3ff;
@@ -735,21 +737,18 @@ float gguf_fp16_to_fp32(uint16_t h)
     return f;
 }
 
-float gguf_bf16_to_fp32(uint16_t h)
-{
+float gguf_bf16_to_fp32(uint16_t h) {
     uint32_t bits = (uint32_t)h << 16;
     float f;
     memcpy(&f, &bits, 4);
     return f;
 }
 
-static uint16_t rd16(const uint8_t *p)
-{
+static uint16_t rd16(const uint8_t *p) {
     return (uint16_t)(p[0] | (p[1] << 8));
 }
 
-int gguf_dequantize(uint32_t type, const void *src, float *dst, uint64_t n)
-{
+int gguf_dequantize(uint32_t type, const void *src, float *dst, uint64_t n) {
     const uint8_t *p = src;
     switch (type) {
     case GGUF_GGML_F32:

@@ -13,34 +13,34 @@
 #include <stdint.h>
 
 enum gguf_vtype { /* metadata value types */
-    GGUF_VTYPE_UINT8 = 0,
-    GGUF_VTYPE_INT8 = 1,
-    GGUF_VTYPE_UINT16 = 2,
-    GGUF_VTYPE_INT16 = 3,
-    GGUF_VTYPE_UINT32 = 4,
-    GGUF_VTYPE_INT32 = 5,
-    GGUF_VTYPE_FLOAT32 = 6,
-    GGUF_VTYPE_BOOL = 7,
-    GGUF_VTYPE_STRING = 8,
-    GGUF_VTYPE_ARRAY = 9,
-    GGUF_VTYPE_UINT64 = 10,
-    GGUF_VTYPE_INT64 = 11,
-    GGUF_VTYPE_FLOAT64 = 12,
+                  GGUF_VTYPE_UINT8 = 0,
+                  GGUF_VTYPE_INT8 = 1,
+                  GGUF_VTYPE_UINT16 = 2,
+                  GGUF_VTYPE_INT16 = 3,
+                  GGUF_VTYPE_UINT32 = 4,
+                  GGUF_VTYPE_INT32 = 5,
+                  GGUF_VTYPE_FLOAT32 = 6,
+                  GGUF_VTYPE_BOOL = 7,
+                  GGUF_VTYPE_STRING = 8,
+                  GGUF_VTYPE_ARRAY = 9,
+                  GGUF_VTYPE_UINT64 = 10,
+                  GGUF_VTYPE_INT64 = 11,
+                  GGUF_VTYPE_FLOAT64 = 12,
 };
 
 enum gguf_ggml_type { /* the tensor types flashgen can dequantize (others are known by name) */
-    GGUF_GGML_F32 = 0,
-    GGUF_GGML_F16 = 1,
-    GGUF_GGML_Q4_0 = 2,
-    GGUF_GGML_Q4_1 = 3,
-    GGUF_GGML_Q8_0 = 8,
-    GGUF_GGML_BF16 = 30,
+                      GGUF_GGML_F32 = 0,
+                      GGUF_GGML_F16 = 1,
+                      GGUF_GGML_Q4_0 = 2,
+                      GGUF_GGML_Q4_1 = 3,
+                      GGUF_GGML_Q8_0 = 8,
+                      GGUF_GGML_BF16 = 30,
 };
 
 #define GGUF_MAX_DIMS 4
 
 struct gguf_kv {
-    const char *key;      /* NOT NUL-terminated: key_len bytes inside the mapping */
+    const char *key; /* NOT NUL-terminated: key_len bytes inside the mapping */
     size_t key_len;
     uint32_t type;        /* enum gguf_vtype */
     const uint8_t *value; /* scalar bytes, or for STRING the u64 length, or for ARRAY the
@@ -50,14 +50,14 @@ struct gguf_kv {
 };
 
 struct gguf_tensor {
-    char name[256];       /* NUL-terminated copy */
+    char name[256]; /* NUL-terminated copy */
     uint32_t n_dims;
     uint64_t ne[GGUF_MAX_DIMS]; /* ne[0] innermost (row length); unused dims are 1 */
-    uint32_t type;        /* ggml type id */
-    uint64_t offset;      /* relative to the data section */
+    uint32_t type;              /* ggml type id */
+    uint64_t offset;            /* relative to the data section */
     uint64_t n_elems;
     uint64_t n_bytes;
-    const uint8_t *data;  /* inside the mapping; n_bytes readable */
+    const uint8_t *data; /* inside the mapping; n_bytes readable */
 };
 
 struct gguf_file {
@@ -66,11 +66,11 @@ struct gguf_file {
     size_t size;
     uint32_t version;
     uint64_t n_kv;
-    struct gguf_kv *kv;          /* (n_kv) */
+    struct gguf_kv *kv; /* (n_kv) */
     uint64_t n_tensors;
     struct gguf_tensor *tensors; /* (n_tensors) */
     uint64_t alignment;
-    uint64_t data_offset;        /* file offset of the tensor data section */
+    uint64_t data_offset; /* file offset of the tensor data section */
 };
 
 /* Open and validate PATH. On failure returns -1 with "PATH: problem" in err. */
@@ -82,12 +82,11 @@ const struct gguf_kv *gguf_find_kv(const struct gguf_file *f, const char *key);
  * key has an incompatible type or the value does not fit. Integers accept any integer width
  * (and BOOL); floats accept FLOAT32/FLOAT64 and any integer. */
 int gguf_get_int(const struct gguf_file *f, const char *key, int64_t *v, char *err, size_t errlen);
-int gguf_get_float(const struct gguf_file *f, const char *key, double *v, char *err,
-                   size_t errlen);
+int gguf_get_float(const struct gguf_file *f, const char *key, double *v, char *err, size_t errlen);
 int gguf_get_bool(const struct gguf_file *f, const char *key, int *v, char *err, size_t errlen);
 /* *s points into the mapping and is NOT NUL-terminated. */
-int gguf_get_str(const struct gguf_file *f, const char *key, const char **s, size_t *len,
-                 char *err, size_t errlen);
+int gguf_get_str(const struct gguf_file *f, const char *key, const char **s, size_t *len, char *err,
+                 size_t errlen);
 /* A string array as malloc'd NUL-terminated copies: *strs (n) pointers into one block, *lens (n).
  * Free with free(*strs) and free(*lens) (the strings share the *strs allocation). */
 int gguf_get_str_array(const struct gguf_file *f, const char *key, char ***strs, size_t **lens,

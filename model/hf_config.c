@@ -14,13 +14,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void hf_err(char *err, size_t errlen, const char *path, const char *fmt, ...)
-{
-    if (!err || !errlen)
-        return;
+static void hf_err(char *err, size_t errlen, const char *path, const char *fmt, ...) {
+    if (!err || !errlen) return;
     int n = snprintf(err, errlen, "%s: ", path);
-    if (n < 0 || (size_t)n >= errlen)
-        return;
+    if (n < 0 || (size_t)n >= errlen) return;
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(err + n, errlen - (size_t)n, fmt, ap);
@@ -29,11 +26,9 @@ static void hf_err(char *err, size_t errlen, const char *path, const char *fmt, 
 
 /* An integer field: 1 found, 0 absent or null, -1 bad (err written). */
 static int hf_int(const cJSON *j, const char *key, int *v, const char *path, char *err,
-                  size_t errlen)
-{
+                  size_t errlen) {
     const cJSON *e = cJSON_GetObjectItemCaseSensitive(j, key);
-    if (!e || cJSON_IsNull(e))
-        return 0;
+    if (!e || cJSON_IsNull(e)) return 0;
     if (!cJSON_IsNumber(e) || e->valuedouble != floor(e->valuedouble) ||
         fabs(e->valuedouble) > 2147483647.0) {
         hf_err(err, errlen, path, "'%s' is not an integer", key);
@@ -44,11 +39,9 @@ static int hf_int(const cJSON *j, const char *key, int *v, const char *path, cha
 }
 
 static int hf_num(const cJSON *j, const char *key, double *v, const char *path, char *err,
-                  size_t errlen)
-{
+                  size_t errlen) {
     const cJSON *e = cJSON_GetObjectItemCaseSensitive(j, key);
-    if (!e || cJSON_IsNull(e))
-        return 0;
+    if (!e || cJSON_IsNull(e)) return 0;
     if (!cJSON_IsNumber(e)) {
         hf_err(err, errlen, path, "'%s' is not a number", key);
         return -1;
@@ -58,11 +51,9 @@ static int hf_num(const cJSON *j, const char *key, double *v, const char *path, 
 }
 
 static int hf_bool(const cJSON *j, const char *key, int *v, const char *path, char *err,
-                   size_t errlen)
-{
+                   size_t errlen) {
     const cJSON *e = cJSON_GetObjectItemCaseSensitive(j, key);
-    if (!e || cJSON_IsNull(e))
-        return 0;
+    if (!e || cJSON_IsNull(e)) return 0;
     if (!cJSON_IsBool(e)) {
         hf_err(err, errlen, path, "'%s' is not a boolean", key);
         return -1;
@@ -73,25 +64,19 @@ static int hf_bool(const cJSON *j, const char *key, int *v, const char *path, ch
 
 /* rope_scaling (or transformers 5's rope_parameters) → cfg. */
 static int hf_rope(const cJSON *rs, struct model_config *cfg, const char *path, char *err,
-                   size_t errlen)
-{
-    if (!rs || cJSON_IsNull(rs))
-        return 0;
+                   size_t errlen) {
+    if (!rs || cJSON_IsNull(rs)) return 0;
     if (!cJSON_IsObject(rs)) {
         hf_err(err, errlen, path, "'rope_scaling' is not an object");
         return -1;
     }
     const cJSON *ty = cJSON_GetObjectItemCaseSensitive(rs, "rope_type");
-    if (!ty)
-        ty = cJSON_GetObjectItemCaseSensitive(rs, "type");
+    if (!ty) ty = cJSON_GetObjectItemCaseSensitive(rs, "type");
     const char *type = cJSON_IsString(ty) ? ty->valuestring : NULL;
     double theta;
-    if (hf_num(rs, "rope_theta", &theta, path, err, errlen) < 0)
-        return -1;
-    if (cJSON_GetObjectItemCaseSensitive(rs, "rope_theta"))
-        cfg->rope_theta = (float)theta;
-    if (!type || !strcmp(type, "default"))
-        return 0;
+    if (hf_num(rs, "rope_theta", &theta, path, err, errlen) < 0) return -1;
+    if (cJSON_GetObjectItemCaseSensitive(rs, "rope_theta")) cfg->rope_theta = (float)theta;
+    if (!type || !strcmp(type, "default")) return 0;
     if (strcmp(type, "llama3")) {
         hf_err(err, errlen, path, "rope scaling type '%s' is not supported (only llama3)", type);
         return -1;
@@ -103,8 +88,7 @@ static int hf_rope(const cJSON *rs, struct model_config *cfg, const char *path, 
                  hf_num(rs, "high_freq_factor", &high, path, err, errlen),
                  hf_int(rs, "original_max_position_embeddings", &orig, path, err, errlen)};
     for (int i = 0; i < 4; i++)
-        if (rc[i] < 0)
-            return -1;
+        if (rc[i] < 0) return -1;
     if (!rc[0] || !rc[1] || !rc[2] || !rc[3]) {
         hf_err(err, errlen, path,
                "llama3 rope_scaling needs factor, low_freq_factor, high_freq_factor and "
@@ -120,8 +104,7 @@ static int hf_rope(const cJSON *rs, struct model_config *cfg, const char *path, 
 }
 
 static int hf_parse(const cJSON *j, struct model_config *cfg, const char *path, char *err,
-                    size_t errlen)
-{
+                    size_t errlen) {
     memset(cfg, 0, sizeof(*cfg));
     strcpy(cfg->arch, "llama");
     if (!cJSON_IsObject(j)) {
@@ -129,9 +112,8 @@ static int hf_parse(const cJSON *j, struct model_config *cfg, const char *path, 
         return -1;
     }
     const cJSON *archs = cJSON_GetObjectItemCaseSensitive(j, "architectures");
-    const char *arch = cJSON_IsArray(archs) && cJSON_IsString(archs->child)
-                           ? archs->child->valuestring
-                           : NULL;
+    const char *arch =
+        cJSON_IsArray(archs) && cJSON_IsString(archs->child) ? archs->child->valuestring : NULL;
     if (!arch) {
         const cJSON *mt = cJSON_GetObjectItemCaseSensitive(j, "model_type");
         arch = cJSON_IsString(mt) ? mt->valuestring : "(none)";
@@ -146,14 +128,12 @@ static int hf_parse(const cJSON *j, struct model_config *cfg, const char *path, 
         return -1;
     }
     int bias = 0;
-    if (hf_bool(j, "attention_bias", &bias, path, err, errlen) < 0)
-        return -1;
+    if (hf_bool(j, "attention_bias", &bias, path, err, errlen) < 0) return -1;
     if (bias) {
         hf_err(err, errlen, path, "'attention_bias' true is not supported");
         return -1;
     }
-    if (hf_bool(j, "mlp_bias", &bias, path, err, errlen) < 0)
-        return -1;
+    if (hf_bool(j, "mlp_bias", &bias, path, err, errlen) < 0) return -1;
     if (bias) {
         hf_err(err, errlen, path, "'mlp_bias' true is not supported");
         return -1;
@@ -176,19 +156,16 @@ static int hf_parse(const cJSON *j, struct model_config *cfg, const char *path, 
     };
     for (size_t i = 0; i < sizeof(req) / sizeof(req[0]); i++) {
         int rc = hf_int(j, req[i].key, (int *)((char *)cfg + req[i].off), path, err, errlen);
-        if (rc < 0)
-            return -1;
+        if (rc < 0) return -1;
         if (rc == 0) {
             hf_err(err, errlen, path, "missing '%s'", req[i].key);
             return -1;
         }
     }
     cfg->n_kv_heads = cfg->n_heads;
-    if (hf_int(j, "num_key_value_heads", &cfg->n_kv_heads, path, err, errlen) < 0)
-        return -1;
+    if (hf_int(j, "num_key_value_heads", &cfg->n_kv_heads, path, err, errlen) < 0) return -1;
     int hd = hf_int(j, "head_dim", &cfg->head_dim, path, err, errlen);
-    if (hd < 0)
-        return -1;
+    if (hd < 0) return -1;
     if (hd == 0) {
         if (cfg->n_heads <= 0 || cfg->dim % cfg->n_heads) {
             hf_err(err, errlen, path,
@@ -199,8 +176,7 @@ static int hf_parse(const cJSON *j, struct model_config *cfg, const char *path, 
         cfg->head_dim = cfg->dim / cfg->n_heads;
     }
     cfg->max_seq_len = 2048; /* LlamaConfig default */
-    if (hf_int(j, "max_position_embeddings", &cfg->max_seq_len, path, err, errlen) < 0)
-        return -1;
+    if (hf_int(j, "max_position_embeddings", &cfg->max_seq_len, path, err, errlen) < 0) return -1;
     double theta = 10000.0, eps = 1e-6; /* LlamaConfig defaults */
     if (hf_num(j, "rope_theta", &theta, path, err, errlen) < 0 ||
         hf_num(j, "rms_norm_eps", &eps, path, err, errlen) < 0)
@@ -208,16 +184,12 @@ static int hf_parse(const cJSON *j, struct model_config *cfg, const char *path, 
     cfg->rope_theta = (float)theta;
     cfg->rms_eps = (float)eps;
     cfg->tied_embeddings = 0; /* LlamaConfig default; the loader also ties when lm_head is absent */
-    if (hf_bool(j, "tie_word_embeddings", &cfg->tied_embeddings, path, err, errlen) < 0)
-        return -1;
+    if (hf_bool(j, "tie_word_embeddings", &cfg->tied_embeddings, path, err, errlen) < 0) return -1;
     const cJSON *rs = cJSON_GetObjectItemCaseSensitive(j, "rope_scaling");
-    if (!rs || cJSON_IsNull(rs))
-        rs = cJSON_GetObjectItemCaseSensitive(j, "rope_parameters");
-    if (hf_rope(rs, cfg, path, err, errlen))
-        return -1;
+    if (!rs || cJSON_IsNull(rs)) rs = cJSON_GetObjectItemCaseSensitive(j, "rope_parameters");
+    if (hf_rope(rs, cfg, path, err, errlen)) return -1;
     double prf = 1.0;
-    if (hf_num(j, "partial_rotary_factor", &prf, path, err, errlen) < 0)
-        return -1;
+    if (hf_num(j, "partial_rotary_factor", &prf, path, err, errlen) < 0) return -1;
     if (prf != 1.0) {
         hf_err(err, errlen, path, "'partial_rotary_factor' %g is not supported", prf);
         return -1;
@@ -230,8 +202,7 @@ static int hf_parse(const cJSON *j, struct model_config *cfg, const char *path, 
     return 0;
 }
 
-int hf_config_load(const char *path, struct model_config *cfg, char *err, size_t errlen)
-{
+int hf_config_load(const char *path, struct model_config *cfg, char *err, size_t errlen) {
     FILE *fp = fopen(path, "rb");
     if (!fp) {
         hf_err(err, errlen, path, "cannot open: %s", strerror(errno));
@@ -239,9 +210,8 @@ int hf_config_load(const char *path, struct model_config *cfg, char *err, size_t
     }
     char *buf = NULL;
     long n = -1;
-    if (fseek(fp, 0, SEEK_END) || (n = ftell(fp)) < 0 || n > (16 << 20) ||
-        fseek(fp, 0, SEEK_SET) || !(buf = malloc((size_t)n + 1)) ||
-        fread(buf, 1, (size_t)n, fp) != (size_t)n) {
+    if (fseek(fp, 0, SEEK_END) || (n = ftell(fp)) < 0 || n > (16 << 20) || fseek(fp, 0, SEEK_SET) ||
+        !(buf = malloc((size_t)n + 1)) || fread(buf, 1, (size_t)n, fp) != (size_t)n) {
         fclose(fp);
         free(buf);
         hf_err(err, errlen, path, n > (16 << 20) ? "file too large" : "read failed");

@@ -25,32 +25,28 @@
 
 #define LD_ALIGN_FLOATS 16 /* each tensor in the arena starts on a 64-byte boundary */
 
-static void ld_err(char *err, size_t errlen, const char *path, const char *fmt, ...)
-{
-    if (!err || !errlen)
-        return;
+static void ld_err(char *err, size_t errlen, const char *path, const char *fmt, ...) {
+    if (!err || !errlen) return;
     int n = path ? snprintf(err, errlen, "%s: ", path) : 0;
-    if (n < 0 || (size_t)n >= errlen)
-        return;
+    if (n < 0 || (size_t)n >= errlen) return;
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(err + n, errlen - (size_t)n, fmt, ap);
     va_end(ap);
 }
 
-static double ld_now(void)
-{
+static double ld_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-/* --- config ------------------------------------------------------------------------------------- */
+/* --- config -------------------------------------------------------------------------------------
+ */
 
 #define LD_MAX_DIM (1 << 20)
 
-int model_config_validate(const struct model_config *c, char *err, size_t errlen)
-{
+int model_config_validate(const struct model_config *c, char *err, size_t errlen) {
     static const struct {
         const char *name;
         size_t off;
@@ -111,16 +107,15 @@ int model_config_validate(const struct model_config *c, char *err, size_t errlen
     return 0;
 }
 
-void model_rope_freqs(const struct model_config *cfg, float *freqs)
-{
+void model_rope_freqs(const struct model_config *cfg, float *freqs) {
     const double two_pi = 6.283185307179586;
     int half = cfg->head_dim / 2;
     for (int i = 0; i < half; i++) {
         /* theta^(-2i/d), as transformers computes it (in float32 there; double here) */
         double inv = 1.0 / pow((double)cfg->rope_theta, (2.0 * i) / cfg->head_dim);
         if (cfg->rope_scaling == MODEL_ROPE_SCALING_LLAMA3) {
-            double factor = cfg->rope_factor, low = cfg->rope_low_freq,
-                   high = cfg->rope_high_freq, L = cfg->rope_orig_max_pos;
+            double factor = cfg->rope_factor, low = cfg->rope_low_freq, high = cfg->rope_high_freq,
+                   L = cfg->rope_orig_max_pos;
             double wl = two_pi / inv;
             if (wl < L / high) {
                 /* high frequency: unchanged */
@@ -135,13 +130,14 @@ void model_rope_freqs(const struct model_config *cfg, float *freqs)
     }
 }
 
-/* --- the load plan ------------------------------------------------------------------------------ */
+/* --- the load plan ------------------------------------------------------------------------------
+ */
 
 struct ld_item {
-    char name[96];     /* source tensor name */
-    int rows, cols;    /* expected (out, in); cols == 0 for a 1-D tensor of `rows` */
-    float **dst;       /* where the arena pointer goes */
-    int perm_heads;    /* GGUF: un-permute rows in this many head groups (0: none) */
+    char name[96];  /* source tensor name */
+    int rows, cols; /* expected (out, in); cols == 0 for a 1-D tensor of `rows` */
+    float **dst;    /* where the arena pointer goes */
+    int perm_heads; /* GGUF: un-permute rows in this many head groups (0: none) */
     const struct gguf_tensor *gt;
     const struct safetensors_tensor *st;
 };
@@ -151,9 +147,7 @@ struct ld_plan {
     int n;
 };
 
-static void ld_add(struct ld_plan *p, const char *name, int rows, int cols, float **dst,
-                   int perm)
-{
+static void ld_add(struct ld_plan *p, const char *name, int rows, int cols, float **dst, int perm) {
     struct ld_item *it = &p->items[p->n++];
     memset(it, 0, sizeof(*it));
     snprintf(it->name, sizeof(it->name), "%s", name);
@@ -164,32 +158,25 @@ static void ld_add(struct ld_plan *p, const char *name, int rows, int cols, floa
 }
 
 /* Build the plan for M (cfg already set; layers allocated). GGUF names when GGUF, else HF. */
-static int ld_plan_build(struct model *m, int gguf, struct ld_plan *p)
-{
+static int ld_plan_build(struct model *m, int gguf, struct ld_plan *p) {
     const struct model_config *c = &m->cfg;
     int q = c->n_heads * c->head_dim, kv = c->n_kv_heads * c->head_dim;
     p->items = calloc((size_t)c->n_layers * 9 + 4, sizeof(*p->items));
-    if (!p->items)
-        return -1;
+    if (!p->items) return -1;
     char nm[96];
     ld_add(p, gguf ? "token_embd.weight" : "model.embed_tokens.weight", c->vocab_size, c->dim,
            &m->w.tok_embd, 0);
     for (int l = 0; l < c->n_layers; l++) {
         struct model_layer *L = &m->w.layers[l];
-        static const char *gg[9] = {"attn_norm", "attn_q",   "attn_k",   "attn_v",  "attn_output",
-                                    "ffn_norm",  "ffn_gate", "ffn_up",   "ffn_down"};
-        static const char *hf[9] = {"input_layernorm",
-                                    "self_attn.q_proj",
-                                    "self_attn.k_proj",
-                                    "self_attn.v_proj",
-                                    "self_attn.o_proj",
-                                    "post_attention_layernorm",
-                                    "mlp.gate_proj",
-                                    "mlp.up_proj",
-                                    "mlp.down_proj"};
+        static const char *gg[9] = {"attn_norm", "attn_q",   "attn_k", "attn_v",  "attn_output",
+                                    "ffn_norm",  "ffn_gate", "ffn_up", "ffn_down"};
+        static const char *hf[9] = {
+            "input_layernorm",  "self_attn.q_proj", "self_attn.k_proj",
+            "self_attn.v_proj", "self_attn.o_proj", "post_attention_layernorm",
+            "mlp.gate_proj",    "mlp.up_proj",      "mlp.down_proj"};
         const int rows[9] = {c->dim, q, kv, kv, c->dim, c->dim, c->ffn_dim, c->ffn_dim, c->dim};
         const int cols[9] = {0, c->dim, c->dim, c->dim, q, 0, c->dim, c->dim, c->ffn_dim};
-        float **dst[9] = {&L->attn_norm, &L->wq,   &L->wk,   &L->wv,    &L->wo,
+        float **dst[9] = {&L->attn_norm, &L->wq,     &L->wk,   &L->wv,    &L->wo,
                           &L->ffn_norm,  &L->w_gate, &L->w_up, &L->w_down};
         const int perm[9] = {0, gguf ? c->n_heads : 0, gguf ? c->n_kv_heads : 0, 0, 0, 0, 0, 0, 0};
         for (int k = 0; k < 9; k++) {
@@ -207,14 +194,12 @@ static int ld_plan_build(struct model *m, int gguf, struct ld_plan *p)
     return 0;
 }
 
-static uint64_t ld_numel(const struct ld_item *it)
-{
+static uint64_t ld_numel(const struct ld_item *it) {
     return (uint64_t)it->rows * (uint64_t)(it->cols ? it->cols : 1);
 }
 
 /* Check one GGUF tensor against its plan entry. */
-static int ld_check_gguf(const struct gguf_file *f, struct ld_item *it, char *err, size_t errlen)
-{
+static int ld_check_gguf(const struct gguf_file *f, struct ld_item *it, char *err, size_t errlen) {
     const struct gguf_tensor *t = gguf_find_tensor(f, it->name);
     if (!t) {
         ld_err(err, errlen, f->path, "missing tensor '%s'", it->name);
@@ -248,9 +233,8 @@ static int ld_check_gguf(const struct gguf_file *f, struct ld_item *it, char *er
     return 0;
 }
 
-static int ld_check_st(const struct safetensors *s, const char *dir, struct ld_item *it,
-                       char *err, size_t errlen)
-{
+static int ld_check_st(const struct safetensors *s, const char *dir, struct ld_item *it, char *err,
+                       size_t errlen) {
     const struct safetensors_tensor *t = safetensors_find(s, it->name);
     if (!t) {
         ld_err(err, errlen, dir, "missing tensor '%s'", it->name);
@@ -266,8 +250,8 @@ static int ld_check_st(const struct safetensors *s, const char *dir, struct ld_i
                      (long long)t->shape[d]);
         strncat(got, "]", sizeof(got) - strlen(got) - 1);
         if (it->cols)
-            ld_err(err, errlen, file, "tensor '%s' has shape %s, expected [%d, %d]", it->name,
-                   got, it->rows, it->cols);
+            ld_err(err, errlen, file, "tensor '%s' has shape %s, expected [%d, %d]", it->name, got,
+                   it->rows, it->cols);
         else
             ld_err(err, errlen, file, "tensor '%s' has shape %s, expected [%d]", it->name, got,
                    it->rows);
@@ -284,14 +268,12 @@ static int ld_check_st(const struct safetensors *s, const char *dir, struct ld_i
 }
 
 /* Allocate the arena for the plan (+ rope freqs) and point every destination into it. */
-static int ld_arena(struct model *m, struct ld_plan *p, char *err, size_t errlen)
-{
+static int ld_arena(struct model *m, struct ld_plan *p, char *err, size_t errlen) {
     size_t total = 0;
     for (int i = 0; i < p->n; i++)
-        total += (ld_numel(&p->items[i]) + LD_ALIGN_FLOATS - 1) / LD_ALIGN_FLOATS *
-                 LD_ALIGN_FLOATS;
-    total += ((size_t)m->cfg.head_dim / 2 + LD_ALIGN_FLOATS - 1) / LD_ALIGN_FLOATS *
-             LD_ALIGN_FLOATS;
+        total += (ld_numel(&p->items[i]) + LD_ALIGN_FLOATS - 1) / LD_ALIGN_FLOATS * LD_ALIGN_FLOATS;
+    total +=
+        ((size_t)m->cfg.head_dim / 2 + LD_ALIGN_FLOATS - 1) / LD_ALIGN_FLOATS * LD_ALIGN_FLOATS;
     size_t bytes = total * sizeof(float);
     float *a = aligned_alloc(64, bytes);
     if (!a) {
@@ -306,8 +288,7 @@ static int ld_arena(struct model *m, struct ld_plan *p, char *err, size_t errlen
         off += (ld_numel(&p->items[i]) + LD_ALIGN_FLOATS - 1) / LD_ALIGN_FLOATS * LD_ALIGN_FLOATS;
     }
     m->w.rope_freqs = a + off;
-    if (m->cfg.tied_embeddings)
-        m->w.output = m->w.tok_embd;
+    if (m->cfg.tied_embeddings) m->w.output = m->w.tok_embd;
     return 0;
 }
 
@@ -318,8 +299,7 @@ struct ld_hist {
     int n;
 };
 
-static void ld_hist_add(struct ld_hist *h, const char *name, uint64_t n)
-{
+static void ld_hist_add(struct ld_hist *h, const char *name, uint64_t n) {
     for (int i = 0; i < h->n; i++)
         if (!strcmp(h->name[i], name)) {
             h->elems[i] += n;
@@ -331,20 +311,16 @@ static void ld_hist_add(struct ld_hist *h, const char *name, uint64_t n)
     }
 }
 
-static void ld_hist_best(const struct ld_hist *h, char *out, size_t cap)
-{
+static void ld_hist_best(const struct ld_hist *h, char *out, size_t cap) {
     int best = 0;
     for (int i = 1; i < h->n; i++)
-        if (h->elems[i] > h->elems[best])
-            best = i;
+        if (h->elems[i] > h->elems[best]) best = i;
     snprintf(out, cap, "%s", h->n ? h->name[best] : "none");
 }
 
 /* Convert every planned tensor into the arena, reporting progress. */
 static int ld_convert(struct model *m, struct ld_plan *p, const struct gguf_file *gf,
-                      model_progress_fn progress, void *user, double t0, char *err,
-                      size_t errlen)
-{
+                      model_progress_fn progress, void *user, double t0, char *err, size_t errlen) {
     struct model_load_progress pr = {0, (size_t)p->n, 0, 0, 0};
     struct ld_hist hist = {0};
     for (int i = 0; i < p->n; i++)
@@ -376,8 +352,7 @@ static int ld_convert(struct model *m, struct ld_plan *p, const struct gguf_file
         }
         pr.tensors_done++;
         pr.seconds = ld_now() - t0;
-        if (progress)
-            progress(&pr, user);
+        if (progress) progress(&pr, user);
     }
     ld_hist_best(&hist, m->dtype, sizeof(m->dtype));
 
@@ -405,16 +380,15 @@ static int ld_convert(struct model *m, struct ld_plan *p, const struct gguf_file
     return 0;
 }
 
-/* --- GGUF --------------------------------------------------------------------------------------- */
+/* --- GGUF ---------------------------------------------------------------------------------------
+ */
 
 /* Read a required (REQ) or optional positive int KV into *v. */
 static int ld_kv_int(const struct gguf_file *f, const char *key, int req, int *v, char *err,
-                     size_t errlen)
-{
+                     size_t errlen) {
     int64_t x;
     int rc = gguf_get_int(f, key, &x, err, errlen);
-    if (rc < 0)
-        return -1;
+    if (rc < 0) return -1;
     if (rc == 0) {
         if (req) {
             ld_err(err, errlen, f->path, "missing metadata '%s'", key);
@@ -431,14 +405,12 @@ static int ld_kv_int(const struct gguf_file *f, const char *key, int req, int *v
 }
 
 static int ld_gguf_config(const struct gguf_file *f, struct model_config *c, char *err,
-                          size_t errlen)
-{
+                          size_t errlen) {
     memset(c, 0, sizeof(*c));
     const char *arch;
     size_t alen;
     int rc = gguf_get_str(f, "general.architecture", &arch, &alen, err, errlen);
-    if (rc < 0)
-        return -1;
+    if (rc < 0) return -1;
     if (rc == 0) {
         ld_err(err, errlen, f->path, "missing metadata 'general.architecture'");
         return -1;
@@ -458,8 +430,7 @@ static int ld_gguf_config(const struct gguf_file *f, struct model_config *c, cha
     if (ld_kv_int(f, "llama.attention.head_count_kv", 0, &c->n_kv_heads, err, errlen) < 0)
         return -1;
     rc = ld_kv_int(f, "llama.attention.key_length", 0, &c->head_dim, err, errlen);
-    if (rc < 0)
-        return -1;
+    if (rc < 0) return -1;
     if (rc == 0) {
         if (c->dim % c->n_heads) {
             ld_err(err, errlen, f->path,
@@ -470,11 +441,9 @@ static int ld_gguf_config(const struct gguf_file *f, struct model_config *c, cha
         c->head_dim = c->dim / c->n_heads;
     }
     int vl = c->head_dim;
-    if (ld_kv_int(f, "llama.attention.value_length", 0, &vl, err, errlen) < 0)
-        return -1;
+    if (ld_kv_int(f, "llama.attention.value_length", 0, &vl, err, errlen) < 0) return -1;
     int rd = c->head_dim;
-    if (ld_kv_int(f, "llama.rope.dimension_count", 0, &rd, err, errlen) < 0)
-        return -1;
+    if (ld_kv_int(f, "llama.rope.dimension_count", 0, &rd, err, errlen) < 0) return -1;
     if (vl != c->head_dim || rd != c->head_dim) {
         ld_err(err, errlen, f->path,
                "value_length %d / rope.dimension_count %d differ from head_dim %d "
@@ -483,8 +452,7 @@ static int ld_gguf_config(const struct gguf_file *f, struct model_config *c, cha
         return -1;
     }
     c->max_seq_len = 2048;
-    if (ld_kv_int(f, "llama.context_length", 0, &c->max_seq_len, err, errlen) < 0)
-        return -1;
+    if (ld_kv_int(f, "llama.context_length", 0, &c->max_seq_len, err, errlen) < 0) return -1;
     double theta = 10000.0, eps = 1e-5;
     if (gguf_get_float(f, "llama.rope.freq_base", &theta, err, errlen) < 0 ||
         gguf_get_float(f, "llama.attention.layer_norm_rms_epsilon", &eps, err, errlen) < 0)
@@ -494,8 +462,7 @@ static int ld_gguf_config(const struct gguf_file *f, struct model_config *c, cha
     const char *rst;
     size_t rsl;
     rc = gguf_get_str(f, "llama.rope.scaling.type", &rst, &rsl, err, errlen);
-    if (rc < 0)
-        return -1;
+    if (rc < 0) return -1;
     if (rc == 1 && !(rsl == 4 && !memcmp(rst, "none", 4))) {
         ld_err(err, errlen, f->path, "rope scaling type '%.*s' is not supported",
                (int)(rsl > 64 ? 64 : rsl), rst);
@@ -503,8 +470,7 @@ static int ld_gguf_config(const struct gguf_file *f, struct model_config *c, cha
     }
     const struct gguf_tensor *emb = gguf_find_tensor(f, "token_embd.weight");
     c->vocab_size = emb && emb->ne[1] <= INT_MAX ? (int)emb->ne[1] : 0;
-    if (ld_kv_int(f, "llama.vocab_size", 0, &c->vocab_size, err, errlen) < 0)
-        return -1;
+    if (ld_kv_int(f, "llama.vocab_size", 0, &c->vocab_size, err, errlen) < 0) return -1;
     if (!c->vocab_size) {
         ld_err(err, errlen, f->path, "missing tensor 'token_embd.weight'");
         return -1;
@@ -529,42 +495,39 @@ static int ld_gguf_config(const struct gguf_file *f, struct model_config *c, cha
 }
 
 /* Map tokenizer.ggml.pre to the pre-tokenizer; -1 for unknown names. */
-static int ld_gguf_pre(const char *s, size_t n)
-{
+static int ld_gguf_pre(const char *s, size_t n) {
     static const struct {
         const char *name;
         enum tok_pre pre;
     } t[] = {
-        {"default", TOK_PRE_GPT2},     {"gpt2", TOK_PRE_GPT2},         {"gpt-2", TOK_PRE_GPT2},
-        {"mpt", TOK_PRE_GPT2},         {"olmo", TOK_PRE_GPT2},         {"jais", TOK_PRE_GPT2},
-        {"smollm", TOK_PRE_SMOLLM},    {"starcoder", TOK_PRE_SMOLLM},  {"refact", TOK_PRE_SMOLLM},
-        {"command-r", TOK_PRE_SMOLLM}, {"codeshell", TOK_PRE_SMOLLM},  {"exaone", TOK_PRE_SMOLLM},
-        {"minerva-7b", TOK_PRE_SMOLLM}, {"llama3", TOK_PRE_LLAMA3},    {"llama-bpe", TOK_PRE_LLAMA3},
-        {"llama-v3", TOK_PRE_LLAMA3},  {"smaug-bpe", TOK_PRE_LLAMA3},
+        {"default", TOK_PRE_GPT2},      {"gpt2", TOK_PRE_GPT2},
+        {"gpt-2", TOK_PRE_GPT2},        {"mpt", TOK_PRE_GPT2},
+        {"olmo", TOK_PRE_GPT2},         {"jais", TOK_PRE_GPT2},
+        {"smollm", TOK_PRE_SMOLLM},     {"starcoder", TOK_PRE_SMOLLM},
+        {"refact", TOK_PRE_SMOLLM},     {"command-r", TOK_PRE_SMOLLM},
+        {"codeshell", TOK_PRE_SMOLLM},  {"exaone", TOK_PRE_SMOLLM},
+        {"minerva-7b", TOK_PRE_SMOLLM}, {"llama3", TOK_PRE_LLAMA3},
+        {"llama-bpe", TOK_PRE_LLAMA3},  {"llama-v3", TOK_PRE_LLAMA3},
+        {"smaug-bpe", TOK_PRE_LLAMA3},
     };
     for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++)
-        if (strlen(t[i].name) == n && !memcmp(t[i].name, s, n))
-            return (int)t[i].pre;
+        if (strlen(t[i].name) == n && !memcmp(t[i].name, s, n)) return (int)t[i].pre;
     return -1;
 }
 
 static int ld_gguf_tok_id(const struct gguf_file *f, const char *key, int *v, char *err,
-                          size_t errlen)
-{
+                          size_t errlen) {
     int64_t x;
     *v = -1;
     int rc = gguf_get_int(f, key, &x, err, errlen);
-    if (rc < 0)
-        return -1;
-    if (rc == 1)
-        *v = x >= 0 && x <= INT_MAX ? (int)x : -1;
+    if (rc < 0) return -1;
+    if (rc == 1) *v = x >= 0 && x <= INT_MAX ? (int)x : -1;
     return 0;
 }
 
 /* Build the tokenizer (and chat template) from tokenizer.ggml.* metadata. */
 static int ld_gguf_tokenizer(const struct gguf_file *f, struct tokenizer **tok, char **tmpl,
-                             char *err, size_t errlen)
-{
+                             char *err, size_t errlen) {
     struct tokenizer_spec sp;
     memset(&sp, 0, sizeof(sp));
     char **toks = NULL, **merges = NULL;
@@ -574,12 +537,10 @@ static int ld_gguf_tokenizer(const struct gguf_file *f, struct tokenizer **tok, 
     int rc = -1;
     const char *s;
     size_t n;
-    if (tmpl)
-        *tmpl = NULL;
+    if (tmpl) *tmpl = NULL;
 
     int k = gguf_get_str(f, "tokenizer.ggml.model", &s, &n, err, errlen);
-    if (k < 0)
-        goto out;
+    if (k < 0) goto out;
     if (k == 0 || n != 4 || memcmp(s, "gpt2", 4)) {
         ld_err(err, errlen, f->path,
                "tokenizer model '%.*s' is not supported (only gpt2 byte-level BPE)",
@@ -588,8 +549,7 @@ static int ld_gguf_tokenizer(const struct gguf_file *f, struct tokenizer **tok, 
     }
     sp.pre = TOK_PRE_GPT2;
     k = gguf_get_str(f, "tokenizer.ggml.pre", &s, &n, err, errlen);
-    if (k < 0)
-        goto out;
+    if (k < 0) goto out;
     if (k == 1) {
         int pre = ld_gguf_pre(s, n);
         if (pre < 0) {
@@ -600,23 +560,20 @@ static int ld_gguf_tokenizer(const struct gguf_file *f, struct tokenizer **tok, 
         sp.pre = (enum tok_pre)pre;
     }
     k = gguf_get_str_array(f, "tokenizer.ggml.tokens", &toks, &tlens, &ntok, err, errlen);
-    if (k < 0)
-        goto out;
+    if (k < 0) goto out;
     if (k == 0 || ntok == 0 || ntok > (1u << 24)) {
         ld_err(err, errlen, f->path, "missing or empty 'tokenizer.ggml.tokens'");
         goto out;
     }
     k = gguf_get_i32_array(f, "tokenizer.ggml.token_type", &types, &ntype, err, errlen);
-    if (k < 0)
-        goto out;
+    if (k < 0) goto out;
     if (k == 1 && ntype != ntok) {
-        ld_err(err, errlen, f->path, "tokenizer.ggml.token_type has %zu entries, tokens %zu",
-               ntype, ntok);
+        ld_err(err, errlen, f->path, "tokenizer.ggml.token_type has %zu entries, tokens %zu", ntype,
+               ntok);
         goto out;
     }
     k = gguf_get_str_array(f, "tokenizer.ggml.merges", &merges, &mlens, &nmer, err, errlen);
-    if (k < 0)
-        goto out;
+    if (k < 0) goto out;
     ml = malloc((nmer + 1) * sizeof(*ml));
     mr = malloc((nmer + 1) * sizeof(*mr));
     if (!ml || !mr) {
@@ -658,8 +615,7 @@ static int ld_gguf_tokenizer(const struct gguf_file *f, struct tokenizer **tok, 
     }
     if (tmpl) {
         k = gguf_get_str(f, "tokenizer.chat_template", &s, &n, err, errlen);
-        if (k < 0)
-            goto out_tok;
+        if (k < 0) goto out_tok;
         if (k == 1) {
             if (!(*tmpl = malloc(n + 1))) {
                 ld_err(err, errlen, f->path, "out of memory");
@@ -686,30 +642,25 @@ out:
 }
 
 static int ld_load_gguf(struct model *m, model_progress_fn progress, void *user, double t0,
-                        char *err, size_t errlen)
-{
+                        char *err, size_t errlen) {
     struct gguf_file *f = NULL;
     struct ld_plan p = {0};
     int rc = -1;
-    if (gguf_open(m->path, &f, err, errlen) || ld_gguf_config(f, &m->cfg, err, errlen))
-        goto out;
+    if (gguf_open(m->path, &f, err, errlen) || ld_gguf_config(f, &m->cfg, err, errlen)) goto out;
     if (!(m->w.layers = calloc((size_t)m->cfg.n_layers, sizeof(*m->w.layers))) ||
         ld_plan_build(m, 1, &p)) {
         ld_err(err, errlen, m->path, "out of memory");
         goto out;
     }
     for (int i = 0; i < p.n; i++)
-        if (ld_check_gguf(f, &p.items[i], err, errlen))
-            goto out;
-    if (ld_gguf_tokenizer(f, &m->tok, &m->chat_template, err, errlen))
-        goto out;
+        if (ld_check_gguf(f, &p.items[i], err, errlen)) goto out;
+    if (ld_gguf_tokenizer(f, &m->tok, &m->chat_template, err, errlen)) goto out;
     if (tokenizer_n_vocab(m->tok) > m->cfg.vocab_size) {
         ld_err(err, errlen, m->path, "tokenizer has %d tokens but vocab_size is %d",
                tokenizer_n_vocab(m->tok), m->cfg.vocab_size);
         goto out;
     }
-    if (ld_arena(m, &p, err, errlen) ||
-        ld_convert(m, &p, f, progress, user, t0, err, errlen))
+    if (ld_arena(m, &p, err, errlen) || ld_convert(m, &p, f, progress, user, t0, err, errlen))
         goto out;
     rc = 0;
 out:
@@ -718,18 +669,17 @@ out:
     return rc;
 }
 
-/* --- Hugging Face checkpoint -------------------------------------------------------------------- */
+/* --- Hugging Face checkpoint --------------------------------------------------------------------
+ */
 
 static int ld_load_hf(struct model *m, const char *dir, model_progress_fn progress, void *user,
-                      double t0, char *err, size_t errlen)
-{
+                      double t0, char *err, size_t errlen) {
     struct safetensors *s = NULL;
     struct ld_plan p = {0};
     int rc = -1;
     char path[4200]; /* dir is < 4096 bytes */
     snprintf(path, sizeof(path), "%s/config.json", dir);
-    if (hf_config_load(path, &m->cfg, err, errlen) ||
-        safetensors_open_dir(dir, &s, err, errlen))
+    if (hf_config_load(path, &m->cfg, err, errlen) || safetensors_open_dir(dir, &s, err, errlen))
         goto out;
     for (size_t i = 0; i < s->n_tensors; i++) {
         size_t l = strlen(s->tensors[i].name);
@@ -740,16 +690,14 @@ static int ld_load_hf(struct model *m, const char *dir, model_progress_fn progre
             goto out;
         }
     }
-    if (!safetensors_find(s, "lm_head.weight"))
-        m->cfg.tied_embeddings = 1;
+    if (!safetensors_find(s, "lm_head.weight")) m->cfg.tied_embeddings = 1;
     if (!(m->w.layers = calloc((size_t)m->cfg.n_layers, sizeof(*m->w.layers))) ||
         ld_plan_build(m, 0, &p)) {
         ld_err(err, errlen, dir, "out of memory");
         goto out;
     }
     for (int i = 0; i < p.n; i++)
-        if (ld_check_st(s, dir, &p.items[i], err, errlen))
-            goto out;
+        if (ld_check_st(s, dir, &p.items[i], err, errlen)) goto out;
     snprintf(path, sizeof(path), "%s/tokenizer.json", dir);
     char terr[512];
     if (tokenizer_from_json(path, &m->tok, &m->chat_template, terr, sizeof(terr))) {
@@ -761,8 +709,7 @@ static int ld_load_hf(struct model *m, const char *dir, model_progress_fn progre
                tokenizer_n_vocab(m->tok), m->cfg.vocab_size);
         goto out;
     }
-    if (ld_arena(m, &p, err, errlen) ||
-        ld_convert(m, &p, NULL, progress, user, t0, err, errlen))
+    if (ld_arena(m, &p, err, errlen) || ld_convert(m, &p, NULL, progress, user, t0, err, errlen))
         goto out;
     rc = 0;
 out:
@@ -771,11 +718,11 @@ out:
     return rc;
 }
 
-/* --- entry points ------------------------------------------------------------------------------- */
+/* --- entry points -------------------------------------------------------------------------------
+ */
 
 /* Classify PATH: 1 = GGUF file, 0 = HF checkpoint (DIR filled), -1 = error. */
-static int ld_resolve(const char *path, char *dir, size_t cap, char *err, size_t errlen)
-{
+static int ld_resolve(const char *path, char *dir, size_t cap, char *err, size_t errlen) {
     struct stat st;
     if (stat(path, &st)) {
         ld_err(err, errlen, path, "cannot open: %s", strerror(errno));
@@ -786,7 +733,8 @@ static int ld_resolve(const char *path, char *dir, size_t cap, char *err, size_t
         return 0;
     }
     size_t n = strlen(path);
-    if (n >= 5 && !strcmp(path + n - 5, ".json")) { /* config.json, tokenizer.json */
+    if ((n >= 5 && !strcmp(path + n - 5, ".json")) || /* config.json, tokenizer.json */
+        (n >= 12 && !strcmp(path + n - 12, ".safetensors"))) {
         const char *slash = strrchr(path, '/');
         if (!slash)
             snprintf(dir, cap, ".");
@@ -797,19 +745,19 @@ static int ld_resolve(const char *path, char *dir, size_t cap, char *err, size_t
     FILE *fp = fopen(path, "rb");
     unsigned char magic[4] = {0};
     size_t got = fp ? fread(magic, 1, 4, fp) : 0;
-    if (fp)
-        fclose(fp);
-    if (got == 4 && !memcmp(magic, "GGUF", 4))
-        return 1;
+    if (fp) fclose(fp);
+    if (got == 4 && !memcmp(magic, "GGUF", 4)) return 1;
+    if (got < 4) {
+        ld_err(err, errlen, path, "truncated or empty file (%zu bytes)", got);
+        return -1;
+    }
     ld_err(err, errlen, path,
            "not a GGUF file (bad magic) nor a Hugging Face checkpoint directory");
     return -1;
 }
 
-void model_free(struct model *m)
-{
-    if (!m)
-        return;
+void model_free(struct model *m) {
+    if (!m) return;
     tokenizer_free(m->tok);
     free(m->chat_template);
     free(m->w.arena);
@@ -819,12 +767,10 @@ void model_free(struct model *m)
 }
 
 int model_load(const char *path, struct model **out, model_progress_fn progress, void *user,
-               char *err, size_t errlen)
-{
+               char *err, size_t errlen) {
     double t0 = ld_now();
     *out = NULL;
-    if (err && errlen)
-        err[0] = 0;
+    if (err && errlen) err[0] = 0;
     struct model *m = calloc(1, sizeof(*m));
     if (!m || !(m->path = strdup(path))) {
         free(m);
@@ -851,23 +797,19 @@ int model_load(const char *path, struct model **out, model_progress_fn progress,
 }
 
 int model_load_tokenizer(const char *path, struct tokenizer **out, char **chat_template, char *err,
-                         size_t errlen)
-{
+                         size_t errlen) {
     *out = NULL;
-    if (chat_template)
-        *chat_template = NULL;
+    if (chat_template) *chat_template = NULL;
     char dir[4096];
     int kind = ld_resolve(path, dir, sizeof(dir), err, errlen);
-    if (kind < 0)
-        return -1;
+    if (kind < 0) return -1;
     if (kind == 0) {
         char p[4200];
         snprintf(p, sizeof(p), "%s/tokenizer.json", dir);
         return tokenizer_from_json(p, out, chat_template, err, errlen);
     }
     struct gguf_file *f = NULL;
-    if (gguf_open(path, &f, err, errlen))
-        return -1;
+    if (gguf_open(path, &f, err, errlen)) return -1;
     int rc = ld_gguf_tokenizer(f, out, chat_template, err, errlen);
     gguf_close(f);
     return rc;

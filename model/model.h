@@ -36,10 +36,10 @@ struct model_config {
     float rms_eps;       /* RMSNorm epsilon */
     int tied_embeddings; /* 1: output head == token embedding */
     enum model_rope_scaling rope_scaling;
-    float rope_factor;        /* llama3: factor */
-    float rope_low_freq;      /* llama3: low_freq_factor */
-    float rope_high_freq;     /* llama3: high_freq_factor */
-    int rope_orig_max_pos;    /* llama3: original_max_position_embeddings */
+    float rope_factor;     /* llama3: factor */
+    float rope_low_freq;   /* llama3: low_freq_factor */
+    float rope_high_freq;  /* llama3: high_freq_factor */
+    int rope_orig_max_pos; /* llama3: original_max_position_embeddings */
 };
 
 /* One decoder block. All fp32, row-major (out, in). */

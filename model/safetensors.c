@@ -21,13 +21,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static void st_err(char *err, size_t errlen, const char *path, const char *fmt, ...)
-{
-    if (!err || !errlen)
-        return;
+static void st_err(char *err, size_t errlen, const char *path, const char *fmt, ...) {
+    if (!err || !errlen) return;
     int n = snprintf(err, errlen, "%s: ", path);
-    if (n < 0 || (size_t)n >= errlen)
-        return;
+    if (n < 0 || (size_t)n >= errlen) return;
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(err + n, errlen - (size_t)n, fmt, ap);
@@ -38,31 +35,25 @@ static const struct {
     const char *name;
     int size;
 } st_dtypes[] = {
-    {"BOOL", 1}, {"U8", 1},  {"I8", 1},  {"F8_E5M2", 1}, {"F8_E4M3", 1}, {"I16", 2},
-    {"U16", 2},  {"F16", 2}, {"BF16", 2}, {"I32", 4},    {"U32", 4},     {"F32", 4},
-    {"F64", 8},  {"I64", 8}, {"U64", 8},
+    {"BOOL", 1}, {"U8", 1},  {"I8", 1},  {"F8_E5M2", 1}, {"F8_E4M3", 1},
+    {"I16", 2},  {"U16", 2}, {"F16", 2}, {"BF16", 2},    {"I32", 4},
+    {"U32", 4},  {"F32", 4}, {"F64", 8}, {"I64", 8},     {"U64", 8},
 };
 
-int safetensors_dtype_size(const char *dtype)
-{
+int safetensors_dtype_size(const char *dtype) {
     for (size_t i = 0; i < sizeof(st_dtypes) / sizeof(st_dtypes[0]); i++)
-        if (!strcmp(st_dtypes[i].name, dtype))
-            return st_dtypes[i].size;
+        if (!strcmp(st_dtypes[i].name, dtype)) return st_dtypes[i].size;
     return 0;
 }
 
-int safetensors_dtype_supported(const char *dtype)
-{
+int safetensors_dtype_supported(const char *dtype) {
     return !strcmp(dtype, "F32") || !strcmp(dtype, "F16") || !strcmp(dtype, "BF16");
 }
 
-void safetensors_close(struct safetensors *s)
-{
-    if (!s)
-        return;
+void safetensors_close(struct safetensors *s) {
+    if (!s) return;
     for (int i = 0; i < s->n_files; i++) {
-        if (s->files[i].map)
-            munmap((void *)s->files[i].map, s->files[i].size);
+        if (s->files[i].map) munmap((void *)s->files[i].map, s->files[i].size);
         free(s->files[i].path);
     }
     free(s->files);
@@ -72,16 +63,14 @@ void safetensors_close(struct safetensors *s)
     free(s);
 }
 
-static int st_name_cmp(const void *a, const void *b)
-{
+static int st_name_cmp(const void *a, const void *b) {
     const struct safetensors_tensor *x = a, *y = b;
     return strcmp(x->name, y->name);
 }
 
 /* Parse one tensor entry ITEM of file F (data buffer DATA of DSIZE bytes) into T. */
-static int st_parse_entry(const char *path, const cJSON *item, const uint8_t *data,
-                          uint64_t dsize, struct safetensors_tensor *t, char *err, size_t errlen)
-{
+static int st_parse_entry(const char *path, const cJSON *item, const uint8_t *data, uint64_t dsize,
+                          struct safetensors_tensor *t, char *err, size_t errlen) {
     const char *name = item->string;
     if (!cJSON_IsObject(item)) {
         st_err(err, errlen, path, "header entry '%s' is not an object", name);
@@ -110,8 +99,7 @@ static int st_parse_entry(const char *path, const cJSON *item, const uint8_t *da
     uint64_t n = 1;
     int d = 0;
     const cJSON *e;
-    cJSON_ArrayForEach(e, sh)
-    {
+    cJSON_ArrayForEach(e, sh) {
         double v = cJSON_IsNumber(e) ? e->valuedouble : -1;
         if (v < 0 || v > 9007199254740992.0 || v != floor(v)) {
             st_err(err, errlen, path, "tensor '%s' has an invalid shape entry", name);
@@ -154,8 +142,7 @@ static int st_parse_entry(const char *path, const cJSON *item, const uint8_t *da
 }
 
 /* Map PATH as file number FI of S and append its tensors. */
-static int st_add_file(struct safetensors *s, const char *path, char *err, size_t errlen)
-{
+static int st_add_file(struct safetensors *s, const char *path, char *err, size_t errlen) {
     struct safetensors_file *nf = realloc(s->files, (size_t)(s->n_files + 1) * sizeof(*nf));
     if (!nf) {
         st_err(err, errlen, path, "out of memory");
@@ -218,18 +205,15 @@ static int st_add_file(struct safetensors *s, const char *path, char *err, size_
     size_t n_new = 0;
     const cJSON *item;
     cJSON_ArrayForEach(item, h) n_new += strcmp(item->string, "__metadata__") != 0;
-    struct safetensors_tensor *nt =
-        realloc(s->tensors, (s->n_tensors + n_new + 1) * sizeof(*nt));
+    struct safetensors_tensor *nt = realloc(s->tensors, (s->n_tensors + n_new + 1) * sizeof(*nt));
     if (!nt) {
         st_err(err, errlen, path, "out of memory");
         cJSON_Delete(h);
         return -1;
     }
     s->tensors = nt;
-    cJSON_ArrayForEach(item, h)
-    {
-        if (!strcmp(item->string, "__metadata__"))
-            continue;
+    cJSON_ArrayForEach(item, h) {
+        if (!strcmp(item->string, "__metadata__")) continue;
         struct safetensors_tensor *t = &s->tensors[s->n_tensors];
         memset(t, 0, sizeof(*t));
         if (st_parse_entry(path, item, data, dsize, t, err, errlen)) {
@@ -245,8 +229,7 @@ static int st_add_file(struct safetensors *s, const char *path, char *err, size_
 }
 
 /* Sort tensors by name (for safetensors_find) and reject duplicates. */
-static int st_finish(struct safetensors *s, char *err, size_t errlen)
-{
+static int st_finish(struct safetensors *s, char *err, size_t errlen) {
     qsort(s->tensors, s->n_tensors, sizeof(*s->tensors), st_name_cmp);
     for (size_t i = 1; i < s->n_tensors; i++)
         if (!strcmp(s->tensors[i - 1].name, s->tensors[i].name)) {
@@ -257,8 +240,7 @@ static int st_finish(struct safetensors *s, char *err, size_t errlen)
     return 0;
 }
 
-int safetensors_open(const char *path, struct safetensors **out, char *err, size_t errlen)
-{
+int safetensors_open(const char *path, struct safetensors **out, char *err, size_t errlen) {
     *out = NULL;
     struct safetensors *s = calloc(1, sizeof(*s));
     if (!s) {
@@ -274,8 +256,7 @@ int safetensors_open(const char *path, struct safetensors **out, char *err, size
 }
 
 /* Read a whole small file (index.json) into a NUL-terminated buffer, at most MAX bytes. */
-static char *st_read_text(const char *path, size_t max, char *err, size_t errlen)
-{
+static char *st_read_text(const char *path, size_t max, char *err, size_t errlen) {
     FILE *fp = fopen(path, "rb");
     if (!fp) {
         st_err(err, errlen, path, "cannot open: %s", strerror(errno));
@@ -297,11 +278,9 @@ static char *st_read_text(const char *path, size_t max, char *err, size_t errlen
 }
 
 static int st_open_index(struct safetensors *s, const char *dir, const char *index, char *err,
-                         size_t errlen)
-{
+                         size_t errlen) {
     char *text = st_read_text(index, 64u << 20, err, errlen);
-    if (!text)
-        return -1;
+    if (!text) return -1;
     cJSON *j = cJSON_Parse(text);
     free(text);
     const cJSON *wm = cJSON_GetObjectItemCaseSensitive(j, "weight_map");
@@ -312,8 +291,7 @@ static int st_open_index(struct safetensors *s, const char *dir, const char *ind
     }
     const cJSON *e;
     int rc = -1;
-    cJSON_ArrayForEach(e, wm)
-    {
+    cJSON_ArrayForEach(e, wm) {
         if (!cJSON_IsString(e) || !e->valuestring[0] || strchr(e->valuestring, '/') ||
             !strcmp(e->valuestring, "..")) {
             st_err(err, errlen, index, "weight_map entry '%s' is not a shard file name in %s",
@@ -325,20 +303,16 @@ static int st_open_index(struct safetensors *s, const char *dir, const char *ind
             const char *base = strrchr(s->files[i].path, '/');
             seen = !strcmp(base ? base + 1 : s->files[i].path, e->valuestring);
         }
-        if (seen)
-            continue;
+        if (seen) continue;
         char path[4096];
         if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, e->valuestring) >= sizeof(path)) {
             st_err(err, errlen, index, "shard path too long");
             goto out;
         }
-        if (st_add_file(s, path, err, errlen))
-            goto out;
+        if (st_add_file(s, path, err, errlen)) goto out;
     }
-    if (st_finish(s, err, errlen))
-        goto out;
-    cJSON_ArrayForEach(e, wm)
-    {
+    if (st_finish(s, err, errlen)) goto out;
+    cJSON_ArrayForEach(e, wm) {
         const struct safetensors_tensor *t = safetensors_find(s, e->string);
         const char *base = t ? strrchr(s->files[t->file].path, '/') : NULL;
         if (!t || strcmp(base ? base + 1 : s->files[t->file].path, e->valuestring)) {
@@ -353,8 +327,7 @@ out:
     return rc;
 }
 
-int safetensors_open_dir(const char *dir, struct safetensors **out, char *err, size_t errlen)
-{
+int safetensors_open_dir(const char *dir, struct safetensors **out, char *err, size_t errlen) {
     *out = NULL;
     char index[4096], single[4096];
     if ((size_t)snprintf(index, sizeof(index), "%s/model.safetensors.index.json", dir) >=
@@ -385,14 +358,12 @@ int safetensors_open_dir(const char *dir, struct safetensors **out, char *err, s
     return 0;
 }
 
-const struct safetensors_tensor *safetensors_find(const struct safetensors *s, const char *name)
-{
+const struct safetensors_tensor *safetensors_find(const struct safetensors *s, const char *name) {
     size_t lo = 0, hi = s->n_tensors; /* tensors are sorted by name */
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
         int c = strcmp(s->tensors[mid].name, name);
-        if (!c)
-            return &s->tensors[mid];
+        if (!c) return &s->tensors[mid];
         if (c < 0)
             lo = mid + 1;
         else
@@ -401,16 +372,14 @@ const struct safetensors_tensor *safetensors_find(const struct safetensors *s, c
     return NULL;
 }
 
-int safetensors_to_f32(const struct safetensors_tensor *t, float *dst)
-{
+int safetensors_to_f32(const struct safetensors_tensor *t, float *dst) {
     const uint8_t *p = t->data;
     if (!strcmp(t->dtype, "F32")) {
         memcpy(dst, p, t->n_bytes);
         return 0;
     }
     int bf = !strcmp(t->dtype, "BF16");
-    if (!bf && strcmp(t->dtype, "F16"))
-        return -1;
+    if (!bf && strcmp(t->dtype, "F16")) return -1;
     for (uint64_t i = 0; i < t->n_elems; i++) {
         uint16_t h = (uint16_t)(p[2 * i] | (p[2 * i + 1] << 8));
         dst[i] = bf ? gguf_bf16_to_fp32(h) : gguf_fp16_to_fp32(h);

@@ -16,13 +16,13 @@
 
 struct safetensors_tensor {
     char *name;
-    char dtype[8];        /* "F32", "BF16", ... */
+    char dtype[8]; /* "F32", "BF16", ... */
     int n_dims;
     int64_t shape[SAFETENSORS_MAX_DIMS]; /* row-major, shape[n_dims-1] innermost */
     uint64_t n_elems;
     uint64_t n_bytes;
-    const uint8_t *data;  /* inside the mapping of file `file` */
-    int file;             /* index into safetensors.files */
+    const uint8_t *data; /* inside the mapping of file `file` */
+    int file;            /* index into safetensors.files */
 };
 
 struct safetensors_file {

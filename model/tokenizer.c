@@ -648,6 +648,11 @@ static int decode_skips(const struct tokenizer *t, int id, int skip_special) {
 }
 
 char *tokenizer_decode(const struct tokenizer *t, const int *ids, int n_ids, int skip_special) {
+    return tokenizer_decode_len(t, ids, n_ids, skip_special, NULL);
+}
+
+char *tokenizer_decode_len(const struct tokenizer *t, const int *ids, int n_ids, int skip_special,
+                           size_t *len) {
     size_t total = 0;
     for (int i = 0; i < n_ids; i++)
         if (!decode_skips(t, ids[i], skip_special)) total += t->bytes_len[ids[i]];
@@ -666,6 +671,7 @@ char *tokenizer_decode(const struct tokenizer *t, const int *ids, int n_ids, int
     }
     size_t n = unicode_utf8_lossy((const unsigned char *)raw, total, 1, out, NULL);
     out[n] = '\0';
+    if (len) *len = n;
     free(raw);
     return out;
 }

@@ -47,7 +47,11 @@ int tokenizer_init(const struct tokenizer_spec *spec, struct tokenizer **out, ch
                    size_t errlen);
 /* Parse a Hugging Face tokenizer.json (both merges forms) and, if present beside it,
  * tokenizer_config.json (bos/eos, add_bos_token, chat_template). CHAT_TEMPLATE may be NULL;
- * otherwise *chat_template receives a malloc'd string or NULL. */
+ * otherwise *chat_template receives a malloc'd string or NULL. Pre-tokenizers recognised:
+ * ByteLevel (GPT2), Sequence[Digits(individual), ByteLevel] (SMOLLM), Sequence[Split(llama3
+ * regex), ByteLevel(use_regex=false)] (LLAMA3); other pipelines and any normalizer are refused
+ * with a message. Without tokenizer_config.json, BOS/EOS come from a TemplateProcessing
+ * post-processor. */
 int tokenizer_from_json(const char *path, struct tokenizer **out, char **chat_template, char *err,
                         size_t errlen);
 void tokenizer_free(struct tokenizer *t);
@@ -90,6 +94,10 @@ int tokenizer_token_bytes(const struct tokenizer *t, int id, char *buf, size_t c
 /* Decode a whole sequence into malloc'd UTF-8 (invalid sequences become U+FFFD, like HF).
  * SKIP_SPECIAL drops control tokens. */
 char *tokenizer_decode(const struct tokenizer *t, const int *ids, int n_ids, int skip_special);
+/* The same, with the length in *LEN (may be NULL): the text can hold NUL bytes (the token of
+ * byte 0x00), which strlen would miss. */
+char *tokenizer_decode_len(const struct tokenizer *t, const int *ids, int n_ids, int skip_special,
+                           size_t *len);
 
 /* Streaming decode: feed one id at a time; returns the number of bytes written to OUT that form
  * complete UTF-8 characters. Bytes of an unfinished character are held until a later token

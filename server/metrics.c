@@ -220,7 +220,7 @@ char *metrics_render(struct metrics *m, const char *model, const char *version, 
         }
         cum += h->counts[h->n_bounds];
         sb_printf(&b, "%s_bucket{le=\"+Inf\"} %llu\n", HISTS[i].name, (unsigned long long)cum);
-        sb_printf(&b, "%s_sum %.9g\n%s_count %llu\n", HISTS[i].name, h->sum, HISTS[i].name,
+        sb_printf(&b, "%s_sum %.17g\n%s_count %llu\n", HISTS[i].name, h->sum, HISTS[i].name,
                   (unsigned long long)h->count);
     }
     if (b.oom) {

@@ -6,7 +6,8 @@ Usage: python3 tools/make_tiny_models.py --out DIR [--seed 1234]
 For each model variant (GQA ratios 1, 3, 4, 8; tied and untied heads; one llama3 rope-scaling
 config) it writes, from ONE set of random fp32 weights (numpy RandomState(seed)):
 
-  DIR/<model>/hf/            config.json, model.safetensors (F32), tokenizer.json,
+  DIR/<model>/hf/            config.json, model.safetensors (F32), tokenizer.json (merges
+                             as "a b" strings, or as ["a", "b"] pairs for gqa4_untied),
                              tokenizer_config.json
   DIR/<model>/hf_sharded/    the same as 2 shards + model.safetensors.index.json
   DIR/<model>/hf_bf16/, hf_f16/   single-file safetensors in BF16 / F16 (some models)
@@ -45,7 +46,8 @@ MODELS = {
                       st=["hf", "hf_sharded", "hf_bf16", "hf_f16"]),
     # GQA ratio 4, untied head, explicit head_dim (8*16 != 64)
     "gqa4_untied": dict(dim=64, n_layers=2, n_heads=8, n_kv_heads=2, head_dim=16, ffn=96,
-                        tied=False, gguf=["F32", "Q8_0", "Q4_1"], st=["hf", "hf_sharded"]),
+                        tied=False, gguf=["F32", "Q8_0", "Q4_1"], st=["hf", "hf_sharded"],
+                        pair_merges=True),
     # GQA ratio 3 (heads 3 -> kv 1), tied
     "gqa3": dict(dim=96, n_layers=2, n_heads=3, n_kv_heads=1, head_dim=32, ffn=64, tied=True,
                  gguf=["F32", "Q4_0"], st=["hf"]),
@@ -96,7 +98,8 @@ def tiny_vocab():
     return tokens, types
 
 
-def tokenizer_json(tokens):
+def tokenizer_json(tokens, pair_merges=False):
+    """tokenizer.json; PAIR_MERGES writes merges in the tokenizers >= 0.20 ["a", "b"] form."""
     added = [dict(id=i, content=t, single_word=False, lstrip=False, rstrip=False,
                   normalized=False, special=True) for i, t in enumerate(SPECIALS)]
     return {
@@ -113,7 +116,8 @@ def tokenizer_json(tokens):
                   "continuing_subword_prefix": None, "end_of_word_suffix": None,
                   "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
                   "vocab": {t: i for i, t in enumerate(tokens)},
-                  "merges": [f"{a} {b}" for a, b in MERGES]},
+                  "merges": ([[a, b] for a, b in MERGES] if pair_merges
+                             else [f"{a} {b}" for a, b in MERGES])},
     }
 
 
@@ -289,7 +293,7 @@ def write_hf_dir(d, cfg, weights, tokens, form):
     with open(os.path.join(d, "config.json"), "w") as f:
         json.dump(hf_config(cfg, len(tokens)), f, indent=1)
     with open(os.path.join(d, "tokenizer.json"), "w", encoding="utf-8") as f:
-        json.dump(tokenizer_json(tokens), f, ensure_ascii=False)
+        json.dump(tokenizer_json(tokens, cfg.get("pair_merges", False)), f, ensure_ascii=False)
     with open(os.path.join(d, "tokenizer_config.json"), "w") as f:
         json.dump({"add_bos_token": False, "add_prefix_space": False,
                    "bos_token": "<|im_start|>", "eos_token": "<|im_end|>",

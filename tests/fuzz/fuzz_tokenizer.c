@@ -11,8 +11,10 @@
  *         fed straight to decode, instead of text to encode.
  * Properties checked (abort() on violation, so libFuzzer keeps the input):
  *   - every encoded id lies in the vocabulary;
- *   - streaming decode, one id at a time, then flush, equals tokenizer_decode of the sequence;
- *   - decode(encode(text)) == text when text is valid UTF-8, add_bos is off and nothing skipped;
+ *   - streaming decode, one id at a time, then flush, equals tokenizer_decode of the sequence
+ *     (up to a decoded NUL byte, where the C string of tokenizer_decode ends);
+ *   - decode(encode(text)) == text when text is valid UTF-8 without NUL, add_bos is off and
+ *     nothing is skipped;
  *   - the same text rendered as a chat message encodes with parse_special on.
  */
 #include <stdint.h>
@@ -148,7 +150,34 @@ static int utf8_valid(const unsigned char *s, size_t n)
     return 1;
 }
 
-/* Decode IDS both ways and require equal results; returns the full decode (malloc'd). */
+static void dump(const char *what, const void *p, size_t n)
+{
+    fprintf(stderr, "%s (%zu bytes):", what, n);
+    for (size_t i = 0; i < n; i++)
+        fprintf(stderr, " %02x", ((const unsigned char *)p)[i]);
+    fprintf(stderr, "\n");
+}
+
+static void stream_mismatch(const int *ids, int n, const char *full, const char *acc, size_t a)
+{
+    fprintf(stderr, "stream decode differs from full decode; ids:");
+    for (int i = 0; i < n; i++) {
+        char b[64];
+        int k = tokenizer_token_bytes(g_tok, ids[i], b, sizeof(b));
+        fprintf(stderr, " %d[", ids[i]);
+        for (int j = 0; j < k && j < (int)sizeof(b); j++)
+            fprintf(stderr, "%s%02x", j ? " " : "", (unsigned char)b[j]);
+        fprintf(stderr, "]");
+    }
+    fprintf(stderr, "\n");
+    dump("full  ", full, strlen(full));
+    dump("stream", acc, a);
+    abort();
+}
+
+/* Decode IDS both ways and require equal results; returns the full decode (malloc'd).
+ * tokenizer_decode returns a C string, so a NUL byte inside the decoded text (token "\0") ends
+ * it there; the stream's bytes are compared up to their first NUL likewise. */
 static char *check_stream(const int *ids, int n, int skip)
 {
     const struct tokenizer *t = g_tok;
@@ -156,26 +185,21 @@ static char *check_stream(const int *ids, int n, int skip)
     if (!full)
         abort();
     size_t cap = tok_stream_cap(t), flen = strlen(full);
-    char *piece = malloc(cap);
-    char *acc = malloc(flen + 1);
+    char *acc = malloc(((size_t)n + 1) * cap);
     size_t a = 0;
     struct tok_stream s;
     tok_stream_init(&s, skip);
     for (int i = 0; i <= n; i++) {
-        size_t w = i < n ? tok_stream_push(t, &s, ids[i], piece, cap)
-                         : tok_stream_flush(&s, piece, cap);
-        if (w >= cap || a + w > flen || memcmp(piece, full + a, w)) {
-            fprintf(stderr, "stream decode differs from full decode at id #%d\n", i);
-            abort();
-        }
-        memcpy(acc + a, piece, w);
+        size_t w = i < n ? tok_stream_push(t, &s, ids[i], acc + a, cap)
+                         : tok_stream_flush(&s, acc + a, cap);
+        if (w >= cap)
+            abort(); /* tok_stream_cap() is always enough */
         a += w;
     }
-    if (a != flen) {
-        fprintf(stderr, "stream decode gave %zu bytes, full decode %zu\n", a, flen);
-        abort();
-    }
-    free(piece);
+    const char *nul = memchr(acc, 0, a);
+    size_t alen = nul ? (size_t)(nul - acc) : a;
+    if (alen != flen || memcmp(acc, full, flen))
+        stream_mismatch(ids, n, full, acc, a);
     free(acc);
     return full;
 }
@@ -214,7 +238,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (ids[i] < 0 || ids[i] >= tokenizer_n_vocab(t))
             abort();
     char *full = check_stream(ids, n, skip);
-    if (!add_bos && !skip && utf8_valid((const unsigned char *)text, len) &&
+    if (!add_bos && !skip && utf8_valid((const unsigned char *)text, len) && !memchr(text, 0, len) &&
         (strlen(full) != len || memcmp(full, text, len))) {
         fprintf(stderr, "decode(encode(text)) != text (parse_special %d)\n", parse_special);
         abort();

@@ -77,20 +77,20 @@ def c_twin(cpu, pb):
     return out, (q, kp, vp, b)
 
 
-def run_case(lib, cpu, name, pb, kind, n_splits=0, want_kind=None):
+def run_case(lib, cpu, name, pb, kind, n_splits=0, want_kind=None, variant_name=None):
     out = torch.full_like(pb.q, float("nan"))
     lse = torch.full((pb.n_q_total, pb.n_heads), float("nan"), device="cuda")
     args = pb.args(out, lse, kind=kind, n_splits=n_splits)
     variant = lib.attn_select(C.byref(args))
     if variant is None:
         raise RuntimeError(f"{name}: unsupported")
-    variant = variant.decode()
+    variant = variant_name or variant.decode()
     ws = fa.workspace_for(lib, args)
     if kind == fa.KIND_DECODE and n_splits > 0:
         ws = torch.empty(n_splits * pb.n_q_total * pb.n_heads * (pb.head_dim + 1) + 16,
                          dtype=torch.float32, device="cuda")
     args = pb.args(out, lse, kind=kind, n_splits=n_splits, workspace=ws)
-    fa.launch(lib, args)
+    fa.launch(lib, args, variant_name)
     torch.cuda.synchronize()
     ref_c, (qh, kph, vph, bh) = c_twin(cpu, pb)
     e_c = rel(out, ref_c)
@@ -182,6 +182,13 @@ def main():
                     results.append(run_case(lib, cpu, f"prefill hd{hd} G{g} causal{causal} {bname} "
                                             f"p{page} {str(dt)[6:]}", pb, fa.KIND_PREFILL,
                                             want_kind="prefill"))
+    # every alternative prefill tiling (bf16) on a varlen causal GQA-3 batch and a plain one
+    for hd, names in fa.PREFILL_ALTERNATIVES.items():
+        for vname in names[1:]:
+            for g, causal, (ql, kl) in ((3, 1, batches["varlen"]), (4, 0, ([300], [300]))):
+                pb = fa.PagedBatch(ql, kl, n_kv * g, n_kv, hd, 16, causal, torch.bfloat16, gen=gen)
+                results.append(run_case(lib, cpu, f"variant G{g} causal{causal} b{len(ql)}", pb,
+                                        fa.KIND_PREFILL, variant_name=vname))
     # auto selection: a one-token-per-sequence batch goes to decode, a prompt to prefill
     # decode: one new token (and two, for speculation) over long scattered contexts
     for hd in (64, 128):

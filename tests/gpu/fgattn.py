@@ -87,6 +87,7 @@ def load(path=None):
     lib.attn_select.restype = C.c_char_p
     lib.attn_select.argtypes = [C.POINTER(AttnArgs)]
     lib.attn_launch.argtypes = [C.POINTER(AttnArgs), C.c_char_p, C.c_size_t]
+    lib.attn_launch_variant.argtypes = [C.c_char_p, C.POINTER(AttnArgs), C.c_char_p, C.c_size_t]
     lib.attn_workspace_bytes.restype = C.c_size_t
     lib.attn_workspace_bytes.argtypes = [C.POINTER(AttnArgs)]
     lib.decode_attn_splits.argtypes = [C.POINTER(AttnArgs)]
@@ -205,9 +206,22 @@ def _cumsum(xs):
         yield t
 
 
-def launch(lib, args):
+# Alternative prefill tilings built beside the selector's choice (kernels/attention.cu's table).
+PREFILL_ALTERNATIVES = {
+    64: ["prefill_bf16_hd64", "prefill_bf16_hd64_64x64w4", "prefill_bf16_hd64_64x128w4",
+         "prefill_bf16_hd64_128x64w4", "prefill_bf16_hd64_128x128w4"],
+    128: ["prefill_bf16_hd128", "prefill_bf16_hd128_64x64w4", "prefill_bf16_hd128_128x64w4",
+          "prefill_bf16_hd128_128x32w4", "prefill_bf16_hd128_256x64w8"],
+}
+
+
+def launch(lib, args, variant=None):
     err = C.create_string_buffer(256)
-    if lib.attn_launch(C.byref(args), err, 256) != 0:
+    if variant is None:
+        rc = lib.attn_launch(C.byref(args), err, 256)
+    else:
+        rc = lib.attn_launch_variant(variant.encode(), C.byref(args), err, 256)
+    if rc != 0:
         raise RuntimeError(err.value.decode())
 
 

@@ -14,15 +14,13 @@
 
 static char dir[256];
 
-static void mkdirs(void)
-{
+static void mkdirs(void) {
     mkdir("tests/tmp", 0755);
     snprintf(dir, sizeof(dir), "tests/tmp/test_st_%d", (int)getpid());
     mkdir(dir, 0755);
 }
 
-static void rmdirs(void)
-{
+static void rmdirs(void) {
     char cmd[512];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
     cr_assert_eq(system(cmd), 0);
@@ -30,8 +28,7 @@ static void rmdirs(void)
 
 /* Write a safetensors file: HEADER JSON, then DATA (n bytes); TRUNC < 0 keeps all bytes. */
 static const char *write_st(const char *name, const char *header, const void *data, size_t n,
-                            long trunc)
-{
+                            long trunc) {
     static char path[512];
     snprintf(path, sizeof(path), "%s/%s", dir, name);
     size_t hl = strlen(header);
@@ -50,15 +47,13 @@ static const char *write_st(const char *name, const char *header, const void *da
 }
 
 /* F32 a [2,3] (24 B), F16 b [4] (8 B), BF16 c [2,2] (8 B), I32 d [1] (4 B) */
-static const char *HDR =
-    "{\"__metadata__\":{\"format\":\"pt\"},"
-    "\"a\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[0,24]},"
-    "\"b\":{\"dtype\":\"F16\",\"shape\":[4],\"data_offsets\":[24,32]},"
-    "\"c\":{\"dtype\":\"BF16\",\"shape\":[2,2],\"data_offsets\":[32,40]},"
-    "\"d\":{\"dtype\":\"I32\",\"shape\":[1],\"data_offsets\":[40,44]}}";
+static const char *HDR = "{\"__metadata__\":{\"format\":\"pt\"},"
+                         "\"a\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[0,24]},"
+                         "\"b\":{\"dtype\":\"F16\",\"shape\":[4],\"data_offsets\":[24,32]},"
+                         "\"c\":{\"dtype\":\"BF16\",\"shape\":[2,2],\"data_offsets\":[32,40]},"
+                         "\"d\":{\"dtype\":\"I32\",\"shape\":[1],\"data_offsets\":[40,44]}}";
 
-static void make_data(unsigned char *d)
-{
+static void make_data(unsigned char *d) {
     float a[6] = {1, -2, 3.5f, 0, 1e-3f, -7};
     uint16_t b[4] = {0x3c00, 0xbc00, 0x3800, 0x0000}; /* 1 -1 0.5 0 */
     uint16_t c[4] = {0x4000, 0xc040, 0x3f00, 0x0000}; /* 2 -3 0.5 0 */
@@ -69,26 +64,22 @@ static void make_data(unsigned char *d)
     memcpy(d + 40, &i, 4);
 }
 
-static void expect_fail_path(const char *path, const char *want)
-{
+static void expect_fail_path(const char *path, const char *want) {
     struct safetensors *s = NULL;
     char err[512] = "";
     cr_assert_eq(safetensors_open(path, &s, err, sizeof(err)), -1, "%s should fail", path);
     cr_assert_null(s);
     cr_assert(strstr(err, path), "error does not name the file: %s", err);
-    if (want)
-        cr_assert(strstr(err, want), "error '%s' lacks '%s'", err, want);
+    if (want) cr_assert(strstr(err, want), "error '%s' lacks '%s'", err, want);
 }
 
-static void expect_fail_hdr(const char *hdr, const char *want)
-{
+static void expect_fail_hdr(const char *hdr, const char *want) {
     unsigned char d[44];
     make_data(d);
     expect_fail_path(write_st("bad.safetensors", hdr, d, sizeof(d), -1), want);
 }
 
-Test(safetensors, reads_and_converts)
-{
+Test(safetensors, reads_and_converts) {
     mkdirs();
     unsigned char d[44];
     make_data(d);
@@ -119,19 +110,20 @@ Test(safetensors, reads_and_converts)
     rmdirs();
 }
 
-Test(safetensors, truncated_at_every_length)
-{
+Test(safetensors, truncated_at_every_length) {
     mkdirs();
     unsigned char d[44];
     make_data(d);
     size_t total = 8 + strlen(HDR) + sizeof(d);
-    for (size_t n = 0; n < total; n++)
-        expect_fail_path(write_st("t.safetensors", HDR, d, sizeof(d), (long)n), NULL);
+    const char *p = write_st("t.safetensors", HDR, d, sizeof(d), -1);
+    for (size_t n = total; n-- > 0;) { /* shrink in place: rewriting is slow on overlayfs */
+        cr_assert_eq(truncate(p, (off_t)n), 0);
+        expect_fail_path(p, NULL);
+    }
     rmdirs();
 }
 
-Test(safetensors, bad_headers)
-{
+Test(safetensors, bad_headers) {
     mkdirs();
     expect_fail_hdr("[1,2]", "not a JSON object");
     expect_fail_hdr("{\"a\":", "not a JSON object");
@@ -158,8 +150,7 @@ Test(safetensors, bad_headers)
     rmdirs();
 }
 
-Test(safetensors, header_length_bounds)
-{
+Test(safetensors, header_length_bounds) {
     mkdirs();
     char path[512];
     snprintf(path, sizeof(path), "%s/len.safetensors", dir);
@@ -181,8 +172,7 @@ Test(safetensors, header_length_bounds)
     rmdirs();
 }
 
-static void write_text(const char *name, const char *text)
-{
+static void write_text(const char *name, const char *text) {
     char path[512];
     snprintf(path, sizeof(path), "%s/%s", dir, name);
     FILE *f = fopen(path, "w");
@@ -191,18 +181,16 @@ static void write_text(const char *name, const char *text)
     fclose(f);
 }
 
-Test(safetensors, sharded_checkpoint)
-{
+Test(safetensors, sharded_checkpoint) {
     mkdirs();
     float a[2] = {1, 2}, b[3] = {3, 4, 5};
     write_st("model-00001-of-00002.safetensors",
              "{\"x.a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", a, 8, -1);
     write_st("model-00002-of-00002.safetensors",
              "{\"x.b\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,12]}}", b, 12, -1);
-    write_text("model.safetensors.index.json",
-               "{\"metadata\":{\"total_size\":20},\"weight_map\":{"
-               "\"x.a\":\"model-00001-of-00002.safetensors\","
-               "\"x.b\":\"model-00002-of-00002.safetensors\"}}");
+    write_text("model.safetensors.index.json", "{\"metadata\":{\"total_size\":20},\"weight_map\":{"
+                                               "\"x.a\":\"model-00001-of-00002.safetensors\","
+                                               "\"x.b\":\"model-00002-of-00002.safetensors\"}}");
     struct safetensors *s;
     char err[512];
     cr_assert_eq(safetensors_open_dir(dir, &s, err, sizeof(err)), 0, "%s", err);
@@ -243,8 +231,7 @@ Test(safetensors, sharded_checkpoint)
     rmdirs();
 }
 
-Test(safetensors, empty_dir)
-{
+Test(safetensors, empty_dir) {
     mkdirs();
     struct safetensors *s;
     char err[512];

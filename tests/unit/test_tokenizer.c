@@ -363,6 +363,14 @@ Test(tokenizer, invalid_utf8_roundtrips_bytes) {
     cr_assert_str_eq(d, want);
     free(d);
     free(ids);
+    /* a NUL byte survives the round trip; decode_len reports it */
+    cr_assert_eq(tokenizer_encode(t, "a\0b", 3, 1, 0, &ids, &n, err, sizeof(err)), 0);
+    size_t dl = 0;
+    d = tokenizer_decode_len(t, ids, n, 0, &dl);
+    cr_assert_eq(dl, 3);
+    cr_assert(memcmp(d, "a\0b", 4) == 0);
+    free(d);
+    free(ids);
     /* bytes without a symbol are dropped, as HF does */
     cr_assert_eq(tokenizer_encode(t,
                                   "a\xff\x04"
