@@ -128,10 +128,10 @@ def decode_sweep(lib, ceiling):
             splits = lib.decode_attn_splits(C.byref(args))
             fa.launch(lib, args)
             ms = bench(lambda: fa.launch(lib, args))
+            nbytes = bsz * ctx * hkv * hd * 2 * 2
             q = pb.q.view(bsz, 1, h, hd).transpose(1, 2)
             k = torch.stack(pb.k_seq).transpose(1, 2)
             v = torch.stack(pb.v_seq).transpose(1, 2)
-            nbytes = bsz * ctx * hkv * hd * 2 * 2
             err = float("nan")
             if nbytes <= 1e9:  # fp32 reference on upcast inputs, where memory allows
                 ref = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), enable_gqa=True)
@@ -141,14 +141,23 @@ def decode_sweep(lib, ceiling):
             ms_fa2, n_fa2 = sdpa_time(SDPBackend.FLASH_ATTENTION, q, k, v, False)
             ms_cud, n_cud = sdpa_time(SDPBackend.CUDNN_ATTENTION, q, k, v, False)
             gb = lambda ms: nbytes / ms / 1e6 if ms else None  # noqa: E731
-            rows.append(dict(batch=bsz, ctx=ctx, splits=splits, mb=nbytes / 1e6, us=ms * 1e3,
+            alt = {}
+            if bsz <= 8:  # how the split heuristic fares against other split counts
+                for f in (0.5, 2, 4):
+                    n = max(1, int(splits * f))
+                    a2 = pb.args(out, n_splits=n)
+                    ws2 = fa.workspace_for(lib, a2)
+                    a2 = pb.args(out, n_splits=n, workspace=ws2)
+                    alt[n] = round(nbytes / bench(lambda: fa.launch(lib, a2)) / 1e6)
+            rows.append(dict(batch=bsz, ctx=ctx, splits=splits, alt=alt, mb=nbytes / 1e6, us=ms * 1e3,
                              ours=gb(ms), pct=gb(ms) / ceiling * 100, fa2=gb(ms_fa2),
                              cudnn=gb(ms_cud), err=err,
-                             note="; ".join(x for x in (n_fa2, n_cud) if x)))
+                             note="; ".join(x for x in (n_fa2, n_cud) if x) +
+                             (f"other splits→GB/s {alt}" if alt else "")))
             r = rows[-1]
             print(f"decode b{bsz} ctx{ctx}: ours {r['ours']:.0f} GB/s ({r['pct']:.0f}% of copy) "
                   f"fa2 {r['fa2'] or 0:.0f} cudnn {r['cudnn'] or 0:.0f} splits {splits} "
-                  f"err {err:.1e} {r['note']}", flush=True)
+                  f"err {err:.1e} other splits→GB/s {r['alt']} {r['note']}", flush=True)
             del pb, q, k, v, out
     return rows
 

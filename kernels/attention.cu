@@ -15,8 +15,10 @@
  *   visited; masks are applied only to the tiles that straddle a row limit or the sequence end.
  * - Varlen: the grid covers the longest sequence; blocks past a shorter sequence's rows exit.
  *   Blocks are issued heaviest-first (last query tile first) for causal balance.
- * Tile shapes: hd 128 → 128×64, 8 warps (64 KB smem); hd 64 → 128×128, 8 warps (48 KB); chosen
- * as FlashAttention-2's sm80 table does (128-row Q tiles, 64-key tiles at hd 128), see BENCH.md.
+ * Tile shapes (measured, kernels/BENCH.md): each warp owns R = 2 m-tiles of 16 rows so every K/V
+ * fragment read from shared memory feeds two mma's (16 rows per warp was shared-memory bound at
+ * ~0.55x FA2); hd 64 → 128×64 tiles, 4 warps; hd 128 → 256×64, 8 warps, Q re-read from shared
+ * memory to stay within 255 registers.
  */
 #include <cuda_runtime.h>
 #include <stdio.h>
@@ -208,18 +210,18 @@ struct attn_variant {
      sizeof(T) == 2 && TN[0] == 'b' ? ATTN_DTYPE_BF16 : ATTN_DTYPE_FP16, D,                         \
      prefill_launch<T, D, BN, NW, R, QREG, MINB>}
 static const struct attn_variant attn_variants[] = {
-    PF(__nv_bfloat16, "bf16", 64, 128, 8, 1, true, 1, ""),
-    PF(__nv_bfloat16, "bf16", 128, 64, 8, 1, true, 1, ""),
-    PF(__half, "fp16", 64, 128, 8, 1, true, 1, ""),
-    PF(__half, "fp16", 128, 64, 8, 1, true, 1, ""),
-    PF(__nv_bfloat16, "bf16", 64, 64, 4, 1, true, 2, "_64x64w4"),
+    /* defaults: hd 64 → 128×64 tiles, 4 warps × 32 rows (K/V fragments feed 2 m-tiles, Q in
+     * registers); hd 128 → 256×64, 8 warps × 32 rows, Q re-read from shared memory. */
+    PF(__nv_bfloat16, "bf16", 64, 64, 4, 2, true, 1, ""),
+    PF(__nv_bfloat16, "bf16", 128, 64, 8, 2, false, 1, ""),
+    PF(__half, "fp16", 64, 64, 4, 2, true, 1, ""),
+    PF(__half, "fp16", 128, 64, 8, 2, false, 1, ""),
+    /* alternatives, measured in BENCH.md */
+    PF(__nv_bfloat16, "bf16", 64, 128, 8, 1, true, 1, "_128x128w8"),
     PF(__nv_bfloat16, "bf16", 64, 128, 4, 1, true, 2, "_64x128w4"),
-    PF(__nv_bfloat16, "bf16", 64, 64, 4, 2, true, 1, "_128x64w4"),
-    PF(__nv_bfloat16, "bf16", 64, 128, 4, 2, false, 1, "_128x128w4"),
-    PF(__nv_bfloat16, "bf16", 128, 64, 4, 1, true, 2, "_64x64w4"),
-    PF(__nv_bfloat16, "bf16", 128, 64, 4, 2, false, 1, "_128x64w4"),
+    PF(__nv_bfloat16, "bf16", 128, 64, 8, 1, true, 1, "_128x64w8"),
     PF(__nv_bfloat16, "bf16", 128, 32, 4, 2, false, 2, "_128x32w4"),
-    PF(__nv_bfloat16, "bf16", 128, 64, 8, 2, false, 1, "_256x64w8"),
+    PF(__nv_bfloat16, "bf16", 128, 64, 4, 2, false, 1, "_128x64w4"),
     {"decode_bf16_hd64", ATTN_KIND_DECODE, ATTN_DTYPE_BF16, 64, decode_attn_launch},
     {"decode_bf16_hd128", ATTN_KIND_DECODE, ATTN_DTYPE_BF16, 128, decode_attn_launch},
     {"decode_fp16_hd64", ATTN_KIND_DECODE, ATTN_DTYPE_FP16, 64, decode_attn_launch},

@@ -411,6 +411,9 @@ int tokenizer_add_bos(const struct tokenizer *t) {
 enum tok_pre tokenizer_pre(const struct tokenizer *t) {
     return t->pre;
 }
+int tokenizer_has_byte(const struct tokenizer *t, unsigned char b) {
+    return t->byte_id[b] >= 0;
+}
 size_t tokenizer_max_token_bytes(const struct tokenizer *t) {
     return t->max_bytes;
 }

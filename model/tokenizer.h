@@ -74,6 +74,10 @@ int tokenizer_find(const struct tokenizer *t, const char *text);
  * for an id outside the vocabulary. Valid as long as the tokenizer. */
 const char *tokenizer_token_text(const struct tokenizer *t, int id);
 enum tok_pre tokenizer_pre(const struct tokenizer *t);
+/* 1 when byte B has a single-byte symbol in the vocabulary. Text bytes without one are dropped
+ * by encode, as HF does (SmolLM2 lacks 21: 0x04 0x06 0x13 0x14 0x16 0x1D 0xC0 0xC1 0xF1 0xF2
+ * 0xF5..0xFF), so decode(encode(text)) == text holds only for text made of known bytes. */
+int tokenizer_has_byte(const struct tokenizer *t, unsigned char b);
 /* Bytes of the longest token once decoded. */
 size_t tokenizer_max_token_bytes(const struct tokenizer *t);
 

@@ -18,11 +18,17 @@
 #include <time.h>
 #include <unistd.h>
 
+/* Suspended connections do not notice a client that hangs up. Deferred (non-streaming) requests
+ * are resumed this often so MHD reads the socket and reports a disconnect; streams notice at
+ * their next write. 250 ms: a cancelled job costs at most a few wasted decode steps. */
+#define HTTP_PROBE_MS 250
+
 struct http_server {
     struct MHD_Daemon *d;
     uv_loop_t *loop;
     uv_poll_t poll;
     uv_timer_t timer;
+    uv_timer_t probe;
     int n_handles_open;
     struct http_opts o;
     char *api_key;
@@ -99,6 +105,20 @@ static void on_poll(uv_poll_t *p, int status, int events) {
 /* Run MHD on the next loop turn (reply functions call this instead of MHD_run). */
 static void kick(struct http_server *s) {
     if (s->d) uv_timer_start(&s->timer, on_timer, 0, 0);
+}
+
+/* Resume every sleeping deferred request once (it goes back to sleep in on_access). */
+static void on_probe(uv_timer_t *t) {
+    struct http_server *s = t->data;
+    int any = 0;
+    for (struct http_req *r = s->reqs; r; r = r->next) {
+        if (r->mode == REQ_DEFERRED && r->suspended) {
+            r->suspended = 0;
+            MHD_resume_connection(r->conn);
+            any = 1;
+        }
+    }
+    if (any) drive(s);
 }
 
 static void wake(struct http_req *r) {
@@ -476,6 +496,9 @@ int http_start(struct http_server **out, uv_loop_t *loop, const struct http_opts
     }
     s->poll.data = s;
     uv_poll_start(&s->poll, UV_READABLE, on_poll);
+    uv_timer_init(loop, &s->probe);
+    s->probe.data = s;
+    uv_timer_start(&s->probe, on_probe, HTTP_PROBE_MS, HTTP_PROBE_MS);
     drive(s);
     *out = s;
     return 0;
@@ -517,7 +540,9 @@ void http_close(struct http_server *s) {
     s->d = NULL;
     uv_poll_stop(&s->poll);
     uv_timer_stop(&s->timer);
-    s->n_handles_open = 2;
+    uv_timer_stop(&s->probe);
+    s->n_handles_open = 3;
     uv_close((uv_handle_t *)&s->poll, on_handle_closed);
     uv_close((uv_handle_t *)&s->timer, on_handle_closed);
+    uv_close((uv_handle_t *)&s->probe, on_handle_closed);
 }

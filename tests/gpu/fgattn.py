@@ -73,12 +73,13 @@ class KvWriteArgs(C.Structure):
 
 
 # struct fg_ops: name, then function pointers in header order (kernels/ops.h).
-_OPS_FIELDS = ["alloc", "release", "upload", "download", "sync", "embed", "rmsnorm", "matmul",
-               "rope", "kv_write", "attention", "swiglu", "add", "gather_rows"]
+_OPS_FIELDS = ["alloc", "release", "upload", "download", "sync", "upload_f32", "embed", "rmsnorm",
+               "matmul", "matmul_f32", "rope", "kv_write", "attention", "swiglu", "add",
+               "gather_rows"]
 
 
 class FgOps(C.Structure):
-    _fields_ = [("name", C.c_char_p)] + [(f, C.c_void_p) for f in _OPS_FIELDS]
+    _fields_ = [("name", C.c_char_p), ("act_size", C.c_size_t)] + [(f, C.c_void_p) for f in _OPS_FIELDS]
 
 
 def load(path=None):
@@ -108,6 +109,8 @@ class CpuOps:
         self.lib = lib
         self.ctx = lib.cpu_ops_create(0)
         ops = lib.cpu_ops().contents
+        if ops.name != b"cpu" or ops.act_size != 4:  # FgOps out of step with kernels/ops.h
+            raise RuntimeError("fgattn.FgOps does not match struct fg_ops in kernels/ops.h")
         vp = C.c_void_p
         self.attention = C.CFUNCTYPE(None, vp, vp, vp, vp, vp, C.POINTER(AttnBatch))(ops.attention)
         self.rope = C.CFUNCTYPE(None, vp, vp, vp, vp, C.c_int, C.c_int, C.c_int, C.c_int, vp)(ops.rope)
@@ -208,10 +211,9 @@ def _cumsum(xs):
 
 # Alternative prefill tilings built beside the selector's choice (kernels/attention.cu's table).
 PREFILL_ALTERNATIVES = {
-    64: ["prefill_bf16_hd64", "prefill_bf16_hd64_64x64w4", "prefill_bf16_hd64_64x128w4",
-         "prefill_bf16_hd64_128x64w4", "prefill_bf16_hd64_128x128w4"],
-    128: ["prefill_bf16_hd128", "prefill_bf16_hd128_64x64w4", "prefill_bf16_hd128_128x64w4",
-          "prefill_bf16_hd128_128x32w4", "prefill_bf16_hd128_256x64w8"],
+    64: ["prefill_bf16_hd64", "prefill_bf16_hd64_128x128w8", "prefill_bf16_hd64_64x128w4"],
+    128: ["prefill_bf16_hd128", "prefill_bf16_hd128_128x64w8", "prefill_bf16_hd128_128x32w4",
+          "prefill_bf16_hd128_128x64w4"],
 }
 
 

@@ -289,7 +289,8 @@ Test(tokenizer, json_matches_hf_golden, .timeout = 180) {
 Test(tokenizer, stream_never_splits_characters, .timeout = 60) {
     struct tokenizer *t = load_gguf_tokenizer(NULL);
     static const char *const texts[] = {
-        "👨‍👩‍👧‍👦 family 🇺🇸🇫🇷 and 😀😁🤖🚀✨ mixed with 你好，世界 and "
+        "👨‍👩‍👧‍👦 family 🇺🇸🇫🇷 and 😀😁🤖🚀✨ mixed with 你好，世界 "
+        "and "
         "日本語のテキスト",
         "🙂🙂🙂🙂🙂🙂",
         "Привет, мир! नमस्ते दुनिया ก้ำ 한국어",
@@ -372,6 +373,8 @@ Test(tokenizer, invalid_utf8_roundtrips_bytes) {
     free(d);
     free(ids);
     /* bytes without a symbol are dropped, as HF does */
+    cr_assert(tokenizer_has_byte(t, 'a') && !tokenizer_has_byte(t, 0x04) &&
+              !tokenizer_has_byte(t, 0xFF));
     cr_assert_eq(tokenizer_encode(t,
                                   "a\xff\x04"
                                   "b",
