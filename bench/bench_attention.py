@@ -174,8 +174,9 @@ def main():
     dev = torch.cuda.get_device_name()
     ceiling = copy_ceiling()
     print(f"device {dev}; copy ceiling {ceiling:.0f} GB/s; torch {torch.__version__}", flush=True)
-    pre = prefill_sweep(lib)
-    dec = decode_sweep(lib, ceiling)
+    only = os.environ.get("FG_BENCH_ONLY", "")  # "prefill" or "decode" for one half
+    pre = prefill_sweep(lib) if only != "decode" else []
+    dec = decode_sweep(lib, ceiling) if only != "prefill" else []
     print()
     print(f"## {dev}, {datetime.date.today()}, torch {torch.__version__}, "
           f"copy ceiling {ceiling:.0f} GB/s")

@@ -9,7 +9,8 @@
  * (max, sum, output) are merged in shared memory at the end; with several splits each block
  * writes a normalised fp32 partial and its log2-domain LSE, and decode_merge_kernel combines
  * them: out = Σ 2^(lse_i - M) o_i / Σ 2^(lse_i - M).
- * Split count: enough blocks for ~4 per SM, each part at least 128 keys (see BENCH.md).
+ * Split count: the most parts that fit one wave of 2 blocks per SM, each at least 128 keys; measured
+ * against half, double and 4x that count in kernels/BENCH.md.
  */
 #include <cuda_runtime.h>
 #include <stdio.h>
@@ -234,7 +235,9 @@ extern "C" int decode_attn_splits(const struct attn_args *a)
     if (cudaGetDevice(&dev) == cudaSuccess)
         cudaDeviceGetAttribute(&n_sm, cudaDevAttrMultiProcessorCount, dev);
     long base = (long)a->b.n_seqs * a->b.n_kv_heads;
-    long n = (4L * n_sm + base - 1) / base;
+    /* The most parts that still fit one wave of 2 blocks per SM: a partial second wave cost up to
+     * 20% in the split sweeps of kernels/BENCH.md (batch 8: 4 parts 2657 GB/s, 5 parts 2018). */
+    long n = 2L * n_sm / base;
     long cap = (a->b.max_kv_len + DECODE_MIN_KEYS - 1) / DECODE_MIN_KEYS;
     if (n > cap) n = cap;
     if (n > DECODE_MAX_SPLITS) n = DECODE_MAX_SPLITS;

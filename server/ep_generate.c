@@ -211,6 +211,7 @@ static int parse_params(struct server *sv, struct http_req *r, const cJSON *para
         job_get_bool(sv, r, params, "details", &c->details) ||
         job_get_bool(sv, r, params, "decoder_input_details", &c->input_details) ||
         job_get_bool(sv, r, params, "return_full_text", &c->full_text) ||
+        job_get_bool(sv, r, params, "ignore_eos", &p->ignore_eos) || /* extension */
         job_get_stop(sv, r, params, "stop", 0, p))
         return -1;
     if (best_of > 1)

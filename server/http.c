@@ -438,6 +438,17 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 
 /* ---- start and stop ------------------------------------------------------------------------- */
 
+/* MHD's own messages (a client gone mid-reply, a malformed request) go to the request log in its
+ * format, so a JSON log stays one JSON object per line. */
+static void mhd_logger(void *cls, const char *fmt, va_list ap) {
+    struct http_server *s = cls;
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    size_t n = strlen(msg);
+    while (n && (msg[n - 1] == '\n' || msg[n - 1] == ' ')) msg[--n] = 0;
+    reqlog_message(s->o.log ? s->o.log : stderr, s->o.log_json, "http", "%s", msg);
+}
+
 int http_start(struct http_server **out, uv_loop_t *loop, const struct http_opts *o, char *err,
                size_t errlen) {
     *out = NULL;
@@ -471,6 +482,7 @@ int http_start(struct http_server **out, uv_loop_t *loop, const struct http_opts
                             MHD_OPTION_CONNECTION_TIMEOUT, o->conn_timeout ? o->conn_timeout : 60u,
                             MHD_OPTION_CONNECTION_LIMIT, o->conn_limit ? o->conn_limit : 1024u,
                             MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u,
+                            MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, s,
                             MHD_OPTION_END);
     freeaddrinfo(ai);
     if (!s->d) {

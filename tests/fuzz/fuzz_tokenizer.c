@@ -13,8 +13,8 @@
  *   - every encoded id lies in the vocabulary;
  *   - streaming decode, one id at a time, then flush, equals tokenizer_decode of the sequence
  *     (up to a decoded NUL byte, where the C string of tokenizer_decode ends);
- *   - decode(encode(text)) == text when text is valid UTF-8 without NUL, add_bos is off and
- *     nothing is skipped;
+ *   - decode(encode(text)) == text when text is valid UTF-8 without NUL, every byte of it has a
+ *     byte-level token in the vocabulary, add_bos is off and nothing is skipped;
  *   - the same text rendered as a chat message encodes with parse_special on.
  */
 #include <stdint.h>
@@ -26,6 +26,7 @@
 #include "model/tokenizer.h"
 
 static struct tokenizer *g_tok;
+static unsigned char g_has_byte[256]; /* 1 when the byte's byte-level token is in the vocab */
 
 /* GPT-2 bytes_to_unicode: byte B as the UTF-8 of its byte-level character. */
 static void byte_level(unsigned b, char *out)
@@ -88,10 +89,20 @@ static struct tokenizer *tiny_tokenizer(void)
     return t;
 }
 
+static void find_bytes(void)
+{
+    for (unsigned b = 0; b < 256; b++) {
+        char s[4];
+        byte_level(b, s);
+        g_has_byte[b] = tokenizer_find(g_tok, s) >= 0;
+    }
+}
+
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc;
     (void)argv;
+
     const char *path = getenv("FUZZ_TOKENIZER_MODEL");
     if (!path)
         path = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
@@ -102,14 +113,26 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         if (model_load_tokenizer(path, &g_tok, NULL, err, sizeof(err)) == 0) {
             fprintf(stderr, "fuzz_tokenizer: using the tokenizer of %s (%d tokens)\n", path,
                     tokenizer_n_vocab(g_tok));
+            find_bytes();
             return 0;
         }
         fprintf(stderr, "fuzz_tokenizer: %s\n", err);
         abort();
     }
     g_tok = tiny_tokenizer();
+    find_bytes();
     fprintf(stderr, "fuzz_tokenizer: %s not found; using a tiny built-in tokenizer\n", path);
     return 0;
+}
+
+/* 1 when every byte of TEXT has its byte-level token (SmolLM2 lacks 21 of the 256, e.g. 0x13
+ * and 0xff; like HF, encode drops such bytes, so the round trip cannot hold for them). */
+static int all_bytes_known(const unsigned char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!g_has_byte[s[i]])
+            return 0;
+    return 1;
 }
 
 /* Strict UTF-8 (no overlongs, no surrogates, at most U+10FFFF). */
@@ -239,8 +262,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             abort();
     char *full = check_stream(ids, n, skip);
     if (!add_bos && !skip && utf8_valid((const unsigned char *)text, len) && !memchr(text, 0, len) &&
+        all_bytes_known((const unsigned char *)text, len) &&
         (strlen(full) != len || memcmp(full, text, len))) {
         fprintf(stderr, "decode(encode(text)) != text (parse_special %d)\n", parse_special);
+        dump("text   ", text, len);
+        dump("decoded", full, strlen(full));
         abort();
     }
     free(full);

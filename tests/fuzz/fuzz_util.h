@@ -17,18 +17,21 @@
 #include <unistd.h>
 
 /* Write DATA to a fresh memfd; fills PATH ("/proc/self/fd/N") and returns the fd (close it when
- * done), or -1. */
+ * done). A failure here is the machine's, not the input's: it aborts rather than let the target
+ * run on while testing nothing. */
 static inline int fuzz_memfd(const uint8_t *data, size_t size, char *path, size_t cap)
 {
     int fd = memfd_create("fuzz", MFD_CLOEXEC);
-    if (fd < 0)
-        return -1;
+    if (fd < 0) {
+        perror("fuzz_memfd: memfd_create");
+        abort();
+    }
     size_t off = 0;
     while (off < size) {
         ssize_t w = write(fd, data + off, size - off);
         if (w <= 0) {
-            close(fd);
-            return -1;
+            perror("fuzz_memfd: write");
+            abort();
         }
         off += (size_t)w;
     }
@@ -36,16 +39,18 @@ static inline int fuzz_memfd(const uint8_t *data, size_t size, char *path, size_
     return fd;
 }
 
-/* Write DATA to DIR/NAME (truncating). Returns 0 or -1. */
+/* Write DATA to DIR/NAME (truncating); aborts on failure (as fuzz_memfd). */
 static inline int fuzz_write_file(const char *dir, const char *name, const uint8_t *data, size_t size)
 {
     char path[4200];
     snprintf(path, sizeof(path), "%s/%s", dir, name);
     FILE *f = fopen(path, "wb");
-    if (!f)
-        return -1;
-    int ok = fwrite(data, 1, size, f) == size;
-    return fclose(f) == 0 && ok ? 0 : -1;
+    int ok = f && fwrite(data, 1, size, f) == size;
+    if (!f || fclose(f) != 0 || !ok) {
+        perror(path);
+        abort();
+    }
+    return 0;
 }
 
 static char fuzz_dir[4096];
@@ -67,16 +72,16 @@ static inline void fuzz_scratch_cleanup(void)
 }
 
 /* A per-process scratch directory under $TMPDIR (or /tmp), created once and removed (with its
- * plain files) at exit; NULL on failure. */
+ * plain files) at exit; aborts when it cannot be made. */
 static inline const char *fuzz_scratch_dir(void)
 {
     char *dir = fuzz_dir;
     if (!dir[0]) {
         const char *t = getenv("TMPDIR");
-        snprintf(dir, sizeof(dir), "%s/flashgen-fuzz-XXXXXX", t && *t ? t : "/tmp");
+        snprintf(dir, sizeof(fuzz_dir), "%s/flashgen-fuzz-XXXXXX", t && *t ? t : "/tmp");
         if (!mkdtemp(dir)) {
-            dir[0] = 0;
-            return NULL;
+            perror(dir);
+            abort();
         }
         atexit(fuzz_scratch_cleanup);
     }

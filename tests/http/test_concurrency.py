@@ -40,7 +40,7 @@ def test_16_concurrent_streams_match_solo(server):
 def open_stream(port, inputs, n=200):
     """A raw streaming request; returns the socket after the first token event arrived."""
     s = socket.create_connection(("127.0.0.1", port), timeout=60)
-    body = json.dumps({"inputs": inputs, "parameters": {"max_new_tokens": n}})
+    body = json.dumps({"inputs": inputs, "parameters": {"max_new_tokens": n, "ignore_eos": True}})
     s.sendall((f"POST /generate_stream HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
                f"Content-Length: {len(body)}\r\n\r\n{body}").encode())
     got = b""
@@ -83,7 +83,8 @@ def test_disconnect_non_streaming(server):
     before = server.metric('flashgen_requests_total{outcome="cancelled"}')
     try:
         requests.post(server.url + "/generate", json={"inputs": "Write a very long story",
-                                                      "parameters": {"max_new_tokens": 400}},
+                                                      "parameters": {"max_new_tokens": 400,
+                                                                     "ignore_eos": True}},
                       timeout=1.0)
     except requests.exceptions.ReadTimeout:
         pass
@@ -123,18 +124,19 @@ def test_health_answers_while_busy(server):
 
 def test_stream_ends_with_error_event_on_timeout(start_server):
     s = start_server("--request-timeout", "0.5")
+    long = {"max_new_tokens": 500, "ignore_eos": True}
     with requests.post(s.url + "/generate_stream", json={"inputs": "Write a long story",
-                       "parameters": {"max_new_tokens": 500}}, stream=True, timeout=60) as r:
+                       "parameters": long}, stream=True, timeout=60) as r:
         assert r.status_code == 200
         events = [json.loads(d) for d in sse_events(r)]
     assert events[-1]["error_type"] == "timeout"
     assert "error" in events[-1]
-    r = s.post("/generate", {"inputs": "Write a long story", "parameters": {"max_new_tokens": 500}})
+    r = s.post("/generate", {"inputs": "Write a long story", "parameters": long})
     assert r.status_code == 504
     assert r.json()["error_type"] == "timeout"
     with requests.post(s.url + "/v1/chat/completions", json={
             "messages": [{"role": "user", "content": "Write a long story"}], "max_tokens": 500,
-            "stream": True}, stream=True, timeout=60) as r:
+            "ignore_eos": True, "stream": True}, stream=True, timeout=60) as r:
         data = list(sse_events(r))
     assert data[-1] == "[DONE]"
     assert json.loads(data[-2])["error"]["type"] == "timeout"
