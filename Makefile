@@ -156,7 +156,7 @@ bench-gpu: $(GPU_LIB)
 # with clang + ASan + UBSan (build-fuzz/, never the gcc objects). `make fuzz` runs every target
 # for FUZZ_SECONDS (default 60) from its committed seed corpus tests/fuzz/corpus/<target>/ and
 # prints the executions per target; `make fuzz-smoke` runs each for 10 s, all at once (< 90 s
-# including the build), and fails on the first crash. New corpus inputs go to
+# including the build), and fails when any target crashes. New corpus inputs go to
 # build-fuzz/corpus/<target>/, crashing inputs to build-fuzz/crashes/ (tests/fuzz/run.sh).
 .PHONY: fuzz fuzz-smoke fuzz-build
 FUZZ_CC      ?= clang

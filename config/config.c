@@ -15,8 +15,8 @@
 
 #define OFF(f) offsetof(struct config, f)
 
-static const char *const DEVICES[] = {"auto", "cpu", "cuda", NULL};    /* enum config_device */
-static const char *const LOG_FORMATS[] = {"text", "json", NULL};       /* enum config_log_format */
+static const char *const DEVICES[] = {"auto", "cpu", "cuda", NULL}; /* enum config_device */
+static const char *const LOG_FORMATS[] = {"text", "json", NULL};    /* enum config_log_format */
 
 static const struct config_option SCHEMA[] = {
     {"config", CONFIG_T_STRING, OFF(config_file), "", NULL, 0, 0,
@@ -41,14 +41,14 @@ static const struct config_option SCHEMA[] = {
      "token budget of one iteration: decode tokens first, then prefill chunks"},
     {"max_batch_seqs", CONFIG_T_INT, OFF(max_batch_seqs), "64", NULL, 1, 4096,
      "sequences in one iteration"},
-    {"max_concurrent_requests", CONFIG_T_INT, OFF(max_concurrent_requests), "128", NULL, 1,
-     1 << 20, "queued + running generations; beyond it requests get 429 at once"},
+    {"max_concurrent_requests", CONFIG_T_INT, OFF(max_concurrent_requests), "128", NULL, 1, 1 << 20,
+     "queued + running generations; beyond it requests get 429 at once"},
     {"max_input_tokens", CONFIG_T_INT, OFF(max_input_tokens), "0", NULL, 0, 1 << 24,
      "prompt token limit; 0 = model context - 1"},
     {"max_total_tokens", CONFIG_T_INT, OFF(max_total_tokens), "0", NULL, 0, 1 << 24,
      "prompt + new token limit per request; 0 = model context"},
-    {"default_max_new_tokens", CONFIG_T_INT, OFF(default_max_new_tokens), "100", NULL, 1,
-     1 << 24, "new tokens when a request names none"},
+    {"default_max_new_tokens", CONFIG_T_INT, OFF(default_max_new_tokens), "100", NULL, 1, 1 << 24,
+     "new tokens when a request names none"},
     {"max_stop_sequences", CONFIG_T_INT, OFF(max_stop_sequences), "4", NULL, 0, 64,
      "stop sequences per request"},
     {"max_body_bytes", CONFIG_T_INT, OFF(max_body_bytes), "2000000", NULL, 64, 1 << 30,
@@ -61,10 +61,12 @@ static const struct config_option SCHEMA[] = {
      "seconds SIGTERM/SIGINT waits for in-flight requests before cancelling them"},
     {"connection_timeout", CONFIG_T_INT, OFF(connection_timeout), "60", NULL, 1, 1 << 20,
      "idle HTTP connection timeout in seconds"},
+    {"sse_ping", CONFIG_T_DOUBLE, OFF(sse_ping), "15", NULL, 0, 3600,
+     "seconds between keep-alive comments on an idle event stream (queue wait, long prefill), "
+     "so proxies keep it open; 0 = off"},
     {"api_key", CONFIG_T_STRING, OFF(api_key), "", NULL, 0, 0,
      "require 'Authorization: Bearer KEY' (except /health and /metrics); empty = open"},
-    {"log_format", CONFIG_T_ENUM, OFF(log_format), "text", LOG_FORMATS, 0, 0,
-     "log line format"},
+    {"log_format", CONFIG_T_ENUM, OFF(log_format), "text", LOG_FORMATS, 0, 0, "log line format"},
     {"log_requests", CONFIG_T_BOOL, OFF(log_requests), "true", NULL, 0, 0,
      "one log line per request"},
 };
@@ -134,8 +136,9 @@ static int set_opt(struct config *c, const struct config_option *o, const char *
         errno = 0;
         long long x = strtoll(v, &end, 10);
         if (errno || end == v || *end || x < (long long)o->min || x > (long long)o->max) {
-            errf(err, errlen, "invalid value '%s' for option %s (%s): expected an integer in [%g, %g]",
-                 v, o->name, source, o->min, o->max);
+            errf(err, errlen,
+                 "invalid value '%s' for option %s (%s): expected an integer in [%g, %g]", v,
+                 o->name, source, o->min, o->max);
             return -1;
         }
         *(int *)field = (int)x;
@@ -145,8 +148,9 @@ static int set_opt(struct config *c, const struct config_option *o, const char *
         errno = 0;
         double x = strtod(v, &end);
         if (errno || end == v || *end || !isfinite(x) || x < o->min || x > o->max) {
-            errf(err, errlen, "invalid value '%s' for option %s (%s): expected a number in [%g, %g]",
-                 v, o->name, source, o->min, o->max);
+            errf(err, errlen,
+                 "invalid value '%s' for option %s (%s): expected a number in [%g, %g]", v, o->name,
+                 source, o->min, o->max);
             return -1;
         }
         *(double *)field = x;
@@ -154,7 +158,8 @@ static int set_opt(struct config *c, const struct config_option *o, const char *
     }
     case CONFIG_T_BOOL: {
         int b = -1;
-        if (!strcasecmp(v, "true") || !strcmp(v, "1") || !strcasecmp(v, "yes") || !strcasecmp(v, "on"))
+        if (!strcasecmp(v, "true") || !strcmp(v, "1") || !strcasecmp(v, "yes") ||
+            !strcasecmp(v, "on"))
             b = 1;
         else if (!strcasecmp(v, "false") || !strcmp(v, "0") || !strcasecmp(v, "no") ||
                  !strcasecmp(v, "off"))
@@ -182,8 +187,8 @@ static int set_opt(struct config *c, const struct config_option *o, const char *
     return -1;
 }
 
-int config_set(struct config *c, const char *name, const char *value, const char *source,
-               char *err, size_t errlen) {
+int config_set(struct config *c, const char *name, const char *value, const char *source, char *err,
+               size_t errlen) {
     const struct config_option *o = find_opt(name, strlen(name));
     if (!o) {
         errf(err, errlen, "unknown option '%s' (%s)", name, source);
@@ -291,7 +296,8 @@ int config_load_file(struct config *c, const char *path, char *err, size_t errle
 /* Environment name of an option: FLASHGEN_ + upper-case name. */
 static void env_name(const struct config_option *o, char *out, size_t cap) {
     size_t n = (size_t)snprintf(out, cap, "FLASHGEN_");
-    for (const char *p = o->name; *p && n + 1 < cap; p++) out[n++] = (char)toupper((unsigned char)*p);
+    for (const char *p = o->name; *p && n + 1 < cap; p++)
+        out[n++] = (char)toupper((unsigned char)*p);
     out[n] = 0;
 }
 
@@ -313,8 +319,10 @@ int config_load(struct config *c, int argc, char **argv, char **envp, char *err,
     /* 1. the file: --config on the command line wins over FLASHGEN_CONFIG. */
     const char *file = env_get(envp, "FLASHGEN_CONFIG");
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--config") && i + 1 < argc) file = argv[i + 1];
-        else if (!strncmp(argv[i], "--config=", 9)) file = argv[i] + 9;
+        if (!strcmp(argv[i], "--config") && i + 1 < argc)
+            file = argv[i + 1];
+        else if (!strncmp(argv[i], "--config=", 9))
+            file = argv[i] + 9;
     }
     if (file && *file && config_load_file(c, file, err, errlen)) return -1;
 
@@ -382,14 +390,15 @@ void config_print_help(FILE *f, const char *prog) {
     for (size_t i = 0; i < N_SCHEMA; i++) {
         const struct config_option *o = &SCHEMA[i];
         size_t n = 0;
-        for (const char *p = o->name; *p && n + 1 < sizeof flag; p++) flag[n++] = *p == '_' ? '-' : *p;
+        for (const char *p = o->name; *p && n + 1 < sizeof flag; p++)
+            flag[n++] = *p == '_' ? '-' : *p;
         flag[n] = 0;
         env_name(o, env, sizeof env);
-        const char *t = o->type == CONFIG_T_STRING ? "STR"
-                        : o->type == CONFIG_T_INT  ? "INT"
+        const char *t = o->type == CONFIG_T_STRING   ? "STR"
+                        : o->type == CONFIG_T_INT    ? "INT"
                         : o->type == CONFIG_T_DOUBLE ? "NUM"
-                        : o->type == CONFIG_T_BOOL ? "BOOL"
-                                                   : choices_text(o->choices, ch, sizeof ch);
+                        : o->type == CONFIG_T_BOOL   ? "BOOL"
+                                                     : choices_text(o->choices, ch, sizeof ch);
         fprintf(f, "  --%s %s\n      %s\n      default: %s%s%s  env: %s\n", flag, t, o->help,
                 o->defval[0] ? "" : "\"", o->defval, o->defval[0] ? "" : "\"", env);
     }
@@ -412,13 +421,21 @@ char *config_to_json(const struct config *c) {
         case CONFIG_T_STRING: {
             const char *v = *(char *const *)field;
             if (s->offset == OFF(api_key) && v && *v) v = "***";
-            if (v) cJSON_AddStringToObject(o, s->name, v);
-            else cJSON_AddNullToObject(o, s->name);
+            if (v)
+                cJSON_AddStringToObject(o, s->name, v);
+            else
+                cJSON_AddNullToObject(o, s->name);
             break;
         }
-        case CONFIG_T_INT: cJSON_AddNumberToObject(o, s->name, *(const int *)field); break;
-        case CONFIG_T_DOUBLE: cJSON_AddNumberToObject(o, s->name, *(const double *)field); break;
-        case CONFIG_T_BOOL: cJSON_AddBoolToObject(o, s->name, *(const int *)field); break;
+        case CONFIG_T_INT:
+            cJSON_AddNumberToObject(o, s->name, *(const int *)field);
+            break;
+        case CONFIG_T_DOUBLE:
+            cJSON_AddNumberToObject(o, s->name, *(const double *)field);
+            break;
+        case CONFIG_T_BOOL:
+            cJSON_AddBoolToObject(o, s->name, *(const int *)field);
+            break;
         case CONFIG_T_ENUM:
             cJSON_AddStringToObject(o, s->name, config_enum_name(s->name, *(const int *)field));
             break;

@@ -47,9 +47,10 @@ struct config {
     double queue_timeout;        /* seconds a request may wait for admission; 0 = none */
     double shutdown_grace;       /* seconds to drain in-flight requests on SIGTERM */
     int connection_timeout;      /* idle HTTP connection timeout, seconds */
-    char *api_key;               /* "" = no authentication */
-    int log_format;              /* enum config_log_format */
-    int log_requests;            /* one line per request */
+    double sse_ping;  /* seconds between keep-alive comments on an idle stream; 0 = off */
+    char *api_key;    /* "" = no authentication */
+    int log_format;   /* enum config_log_format */
+    int log_requests; /* one line per request */
 };
 
 enum config_type {
@@ -64,10 +65,10 @@ enum config_type {
 struct config_option {
     const char *name; /* JSON key; the flag is --name with '_' → '-'; env FLASHGEN_NAME */
     enum config_type type;
-    size_t offset;       /* into struct config */
-    const char *defval;  /* default, as text */
+    size_t offset;              /* into struct config */
+    const char *defval;         /* default, as text */
     const char *const *choices; /* CONFIG_T_ENUM: NULL-terminated names (index = stored value) */
-    double min, max;     /* numeric bounds (inclusive) */
+    double min, max;            /* numeric bounds (inclusive) */
     const char *help;
 };
 
@@ -81,8 +82,8 @@ int config_defaults(struct config *c, char *err, size_t errlen);
  * or -1 with a message naming the option. */
 int config_load(struct config *c, int argc, char **argv, char **envp, char *err, size_t errlen);
 /* Apply one value given as text; SOURCE names where it came from for the message. */
-int config_set(struct config *c, const char *name, const char *value, const char *source,
-               char *err, size_t errlen);
+int config_set(struct config *c, const char *name, const char *value, const char *source, char *err,
+               size_t errlen);
 /* Apply a JSON config file (an object keyed by option names). */
 int config_load_file(struct config *c, const char *path, char *err, size_t errlen);
 void config_free(struct config *c); /* accepts zeroed and half-filled configs */

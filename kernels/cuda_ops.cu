@@ -369,6 +369,12 @@ static struct lt_plan *lt_plan_get(struct cuda_ctx *c, int n, int in_dim, int ou
     size_t ws = LT_WORKSPACE_BYTES;
     LT_CK(c, cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                                                   &ws, sizeof(ws)));
+    /* Split-K partial sums may be reduced in fp32 (or in place) but never in the bf16 output
+     * type: over K = 14336 (Llama-3-8B's down projection) a bf16 reduction visibly adds error. */
+    uint32_t schemes = CUBLASLT_REDUCTION_SCHEME_NONE | CUBLASLT_REDUCTION_SCHEME_INPLACE |
+                       CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE;
+    LT_CK(c, cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK,
+                                                  &schemes, sizeof(schemes)));
     cublasLtMatmulHeuristicResult_t res;
     int found = 0;
     LT_CK(c, cublasLtMatmulAlgoGetHeuristic(c->lt, p->desc, p->a, p->b, p->c, p->c, pref, 1, &res,

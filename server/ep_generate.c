@@ -46,7 +46,7 @@ static char *full_text(const struct gen_ctx *c, const struct wreq *j) {
     size_t pl = c->full_text && c->prompt ? strlen(c->prompt) : 0;
     char *s = malloc(pl + j->text_len + 1);
     if (!s) return NULL;
-    memcpy(s, c->prompt, pl);
+    if (pl) memcpy(s, c->prompt, pl);
     memcpy(s + pl, j->text, j->text_len + 1);
     return s;
 }
@@ -166,7 +166,8 @@ static void on_event(struct wreq *j, void *user) {
             }
         }
         cJSON *toks = cJSON_AddArrayToObject(d, "tokens");
-        for (int k = 0; k < j->n_gen; k++) cJSON_AddItemToArray(toks, token_json(c->sv, j, k));
+        for (int k = 0; k < j->n_gen; k++)
+            cJSON_AddItemToArray(toks, token_json(c->sv, j, k));
         cJSON_AddNullToObject(d, "best_of_sequences");
     }
     if (c->wrap_array) {
@@ -215,7 +216,8 @@ static int parse_params(struct server *sv, struct http_req *r, const cJSON *para
         job_get_stop(sv, r, params, "stop", 0, p))
         return -1;
     if (best_of > 1)
-        return job_invalid(sv, r, "best_of", "`best_of` > 1 is not supported (given %lld)", best_of);
+        return job_invalid(sv, r, "best_of", "`best_of` > 1 is not supported (given %lld)",
+                           best_of);
     if (job_reject_unsupported(sv, r, params, "typical_p", 1.0) ||
         job_reject_unsupported(sv, r, params, "frequency_penalty", 0) ||
         job_reject_unsupported(sv, r, params, "top_n_tokens", 0) ||
@@ -224,8 +226,9 @@ static int parse_params(struct server *sv, struct http_req *r, const cJSON *para
         job_reject_unsupported(sv, r, params, "adapter_id", NAN))
         return -1;
     if (c->stream && c->input_details)
-        return job_invalid(sv, r, "decoder_input_details",
-                           "`decoder_input_details` == true is not supported when streaming tokens");
+        return job_invalid(
+            sv, r, "decoder_input_details",
+            "`decoder_input_details` == true is not supported when streaming tokens");
     /* TGI: any warper (temperature != 1, top_k, top_p < 1) means sampling */
     p->sp.do_sample = do_sample || temp != 1.0 || top_k > 0 || top_p < 1.0;
     p->sp.temperature = (float)temp;

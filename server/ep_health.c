@@ -10,10 +10,14 @@
 
 static const char *phase_name(enum server_phase p) {
     switch (p) {
-    case SERVER_LOADING: return "loading";
-    case SERVER_READY: return "ok";
-    case SERVER_FAILED: return "failed";
-    case SERVER_DRAINING: return "draining";
+    case SERVER_LOADING:
+        return "loading";
+    case SERVER_READY:
+        return "ok";
+    case SERVER_FAILED:
+        return "failed";
+    case SERVER_DRAINING:
+        return "draining";
     }
     return "unknown";
 }

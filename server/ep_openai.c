@@ -121,11 +121,14 @@ static void sse(struct http_req *r, cJSON *o) {
 
 static void error_of(const struct wreq *j, int *status, const char **type, const char **msg) {
     switch (j->finish) {
-    case WREQ_FIN_TIMEOUT: *status = 504, *type = "timeout", *msg = "request deadline exceeded"; break;
+    case WREQ_FIN_TIMEOUT:
+        *status = 504, *type = "timeout", *msg = "request deadline exceeded";
+        break;
     case WREQ_FIN_CANCELLED:
         *status = 503, *type = "shutting_down", *msg = "request cancelled (server shutting down)";
         break;
-    default: *status = 500, *type = "generation", *msg = j->error[0] ? j->error : "generation failed";
+    default:
+        *status = 500, *type = "generation", *msg = j->error[0] ? j->error : "generation failed";
     }
 }
 
@@ -148,9 +151,12 @@ static void stream_chunk(struct oai_ctx *c, const struct wreq *j, size_t from, s
     } else {
         add_str_n(ch, "text", j->text + from, to - from);
     }
-    cJSON_AddItemToObject(ch, "logprobs", k1 > k0 ? logprobs_json(c, j, k0, k1) : cJSON_CreateNull());
-    if (finish) cJSON_AddStringToObject(ch, "finish_reason", finish);
-    else cJSON_AddNullToObject(ch, "finish_reason");
+    cJSON_AddItemToObject(ch, "logprobs",
+                          k1 > k0 ? logprobs_json(c, j, k0, k1) : cJSON_CreateNull());
+    if (finish)
+        cJSON_AddStringToObject(ch, "finish_reason", finish);
+    else
+        cJSON_AddNullToObject(ch, "finish_reason");
     cJSON_AddItemToArray(choices, ch);
     sse(c->r, o);
 }
@@ -352,7 +358,8 @@ static char *content_text(const cJSON *content) {
     char *s = malloc(total + 1);
     if (!s) return NULL;
     s[0] = 0;
-    cJSON_ArrayForEach(part, content) strcat(s, cJSON_GetObjectItemCaseSensitive(part, "text")->valuestring);
+    cJSON_ArrayForEach(part, content)
+        strcat(s, cJSON_GetObjectItemCaseSensitive(part, "text")->valuestring);
     return s;
 }
 
@@ -416,7 +423,8 @@ void ep_chat_completions(struct http_req *r) {
     if (start(sv, r, c, j) == 0) c = NULL;
 out:
     if (c && !http_replied(r)) http_reply_error(r, 500, "internal", NULL, "out of memory");
-    for (int i = 0; texts && i < nm; i++) free(texts[i]);
+    for (int i = 0; texts && i < nm; i++)
+        free(texts[i]);
     free(texts);
     free(msgs);
     free(c);
@@ -466,8 +474,7 @@ void ep_completions(struct http_req *r) {
             ids[k++] = (int)it->valuedouble;
         }
         j = job_build_ids(sv, r, ids, n, &p, "prompt");
-        if (j && c->echo)
-            c->prompt_text = tokenizer_decode(sv->worker.info.tok, ids, n, 0);
+        if (j && c->echo) c->prompt_text = tokenizer_decode(sv->worker.info.tok, ids, n, 0);
     } else {
         job_invalid(sv, r, "prompt",
                     "`prompt` must be a string, a one-element array of strings, or token ids");

@@ -68,6 +68,7 @@ struct http_req {
     char *out;
     size_t out_len, out_cap, out_off;
     int stream_ended;
+    double last_write; /* monotonic seconds of the last stream write (keep-alive pings) */
     /* handler state */
     void *ctx;
     http_close_fn on_close;
@@ -89,8 +90,10 @@ static void drive(struct http_server *s) {
     if (!s->d) return;
     MHD_run(s->d);
     MHD_UNSIGNED_LONG_LONG to;
-    if (MHD_get_timeout(s->d, &to) == MHD_YES) uv_timer_start(&s->timer, on_timer, to, 0);
-    else uv_timer_stop(&s->timer);
+    if (MHD_get_timeout(s->d, &to) == MHD_YES)
+        uv_timer_start(&s->timer, on_timer, to, 0);
+    else
+        uv_timer_stop(&s->timer);
 }
 
 static void on_timer(uv_timer_t *t) {
@@ -107,11 +110,16 @@ static void kick(struct http_server *s) {
     if (s->d) uv_timer_start(&s->timer, on_timer, 0, 0);
 }
 
-/* Resume every sleeping deferred request once (it goes back to sleep in on_access). */
+/* Resume every sleeping deferred request once (it goes back to sleep in on_access), and send a
+ * keep-alive comment (":\n\n", ignored by SSE clients) on streams silent for sse_ping seconds. */
 static void on_probe(uv_timer_t *t) {
     struct http_server *s = t->data;
     int any = 0;
+    double now = s->o.sse_ping > 0 ? now_s() : 0;
     for (struct http_req *r = s->reqs; r; r = r->next) {
+        if (r->mode == REQ_STREAM && !r->stream_ended && s->o.sse_ping > 0 &&
+            now - r->last_write >= s->o.sse_ping)
+            http_stream_write(r, ":\n\n", 3);
         if (r->mode == REQ_DEFERRED && r->suspended) {
             r->suspended = 0;
             MHD_resume_connection(r->conn);
@@ -167,13 +175,14 @@ int http_replied(const struct http_req *r) {
 /* ---- replies -------------------------------------------------------------------------------- */
 
 static enum MHD_Result queue_stored(struct http_req *r) {
-    struct MHD_Response *resp = MHD_create_response_from_buffer(r->resp_len, r->resp,
-                                                                MHD_RESPMEM_MUST_FREE);
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(r->resp_len, r->resp, MHD_RESPMEM_MUST_FREE);
     if (!resp) return MHD_NO;
     r->resp = NULL; /* MHD owns it now */
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, r->ctype);
     if (r->status == 405)
-        MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, r->route ? r->route->method : "GET, POST");
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW,
+                                r->route ? r->route->method : "GET, POST");
     enum MHD_Result ret = MHD_queue_response(r->conn, (unsigned)r->status, resp);
     MHD_destroy_response(resp);
     r->mode = REQ_REPLIED;
@@ -219,8 +228,10 @@ void http_reply_error(struct http_req *r, int status, const char *type, const ch
         cJSON *e = cJSON_AddObjectToObject(o, "error");
         cJSON_AddStringToObject(e, "message", msg);
         cJSON_AddStringToObject(e, "type", type);
-        if (param) cJSON_AddStringToObject(e, "param", param);
-        else cJSON_AddNullToObject(e, "param");
+        if (param)
+            cJSON_AddStringToObject(e, "param", param);
+        else
+            cJSON_AddNullToObject(e, "param");
         cJSON_AddNumberToObject(e, "code", status);
     } else {
         cJSON_AddStringToObject(o, "error", msg);
@@ -265,6 +276,7 @@ int http_stream_start(struct http_req *r, const char *ctype) {
     if (ok != MHD_YES) return -1;
     r->mode = REQ_STREAM;
     r->log.status = 200;
+    r->last_write = now_s();
     return 0;
 }
 
@@ -279,6 +291,7 @@ int http_stream_write(struct http_req *r, const char *data, size_t len) {
     }
     memcpy(r->out + r->out_len, data, len);
     r->out_len += len;
+    r->last_write = now_s();
     wake(r);
     return 0;
 }
@@ -297,10 +310,12 @@ static int auth_ok(struct http_req *r) {
     const char *h = http_req_header(r, MHD_HTTP_HEADER_AUTHORIZATION);
     if (!h || strncasecmp(h, "Bearer ", 7)) return 0;
     h += 7;
-    while (*h == ' ') h++;
+    while (*h == ' ')
+        h++;
     size_t kl = strlen(key), hl = strlen(h);
     unsigned diff = (unsigned)(kl ^ hl);
-    for (size_t i = 0; i < kl; i++) diff |= (unsigned)(key[i] ^ (i < hl ? h[i] : 0));
+    for (size_t i = 0; i < kl; i++)
+        diff |= (unsigned)(key[i] ^ (i < hl ? h[i] : 0));
     return diff == 0;
 }
 
@@ -341,8 +356,8 @@ static void dispatch(struct http_req *r) {
 }
 
 static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const char *url,
-                                 const char *method, const char *version,
-                                 const char *upload_data, size_t *upload_data_size, void **con_cls) {
+                                 const char *method, const char *version, const char *upload_data,
+                                 size_t *upload_data_size, void **con_cls) {
     (void)version;
     struct http_server *s = cls;
     struct http_req *r = *con_cls;
@@ -367,8 +382,8 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         if (s->reqs) s->reqs->prev = r;
         s->reqs = r;
         s->active++;
-        const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-                                                     MHD_HTTP_HEADER_CONTENT_LENGTH);
+        const char *cl =
+            MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
         if (cl && strtoull(cl, NULL, 10) > s->o.max_body) {
             /* refuse before reading the body; MHD closes the connection after the reply */
             r->too_large = 1;
@@ -425,8 +440,10 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (!r->log.status) r->log.status = 499; /* nginx's "client closed request" */
     int quiet = r->route && (r->route->flags & HTTP_ROUTE_QUIET) && r->log.status < 400;
     if (!quiet) reqlog_write(s->o.log, s->o.log_json, &r->log);
-    if (r->prev) r->prev->next = r->next;
-    else s->reqs = r->next;
+    if (r->prev)
+        r->prev->next = r->next;
+    else
+        s->reqs = r->next;
     if (r->next) r->next->prev = r->prev;
     s->active--;
     free(r->path);
@@ -445,7 +462,8 @@ static void mhd_logger(void *cls, const char *fmt, va_list ap) {
     char msg[512];
     vsnprintf(msg, sizeof msg, fmt, ap);
     size_t n = strlen(msg);
-    while (n && (msg[n - 1] == '\n' || msg[n - 1] == ' ')) msg[--n] = 0;
+    while (n && (msg[n - 1] == '\n' || msg[n - 1] == ' '))
+        msg[--n] = 0;
     reqlog_message(s->o.log ? s->o.log : stderr, s->o.log_json, "http", "%s", msg);
 }
 
@@ -477,13 +495,12 @@ int http_start(struct http_server **out, uv_loop_t *loop, const struct http_opts
     unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
     if (ai->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
     s->d = MHD_start_daemon(flags, (uint16_t)o->port, NULL, NULL, on_access, s,
-                            MHD_OPTION_SOCK_ADDR, ai->ai_addr,
-                            MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-                            MHD_OPTION_CONNECTION_TIMEOUT, o->conn_timeout ? o->conn_timeout : 60u,
-                            MHD_OPTION_CONNECTION_LIMIT, o->conn_limit ? o->conn_limit : 1024u,
-                            MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u,
-                            MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, s,
-                            MHD_OPTION_END);
+                            MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, s, /* must come first */
+                            MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_NOTIFY_COMPLETED,
+                            on_completed, s, MHD_OPTION_CONNECTION_TIMEOUT,
+                            o->conn_timeout ? o->conn_timeout : 60u, MHD_OPTION_CONNECTION_LIMIT,
+                            o->conn_limit ? o->conn_limit : 1024u,
+                            MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u, MHD_OPTION_END);
     freeaddrinfo(ai);
     if (!s->d) {
         snprintf(err, errlen, "cannot listen on %s:%d (address in use or not available)",

@@ -44,15 +44,16 @@ struct http_route {
 
 struct http_opts {
     const char *host;
-    int port;                 /* 0: ephemeral */
-    size_t max_body;          /* bytes; larger bodies get 413 */
-    const char *api_key;      /* NULL or "" = open */
-    unsigned conn_timeout;    /* seconds */
+    int port;              /* 0: ephemeral */
+    size_t max_body;       /* bytes; larger bodies get 413 */
+    const char *api_key;   /* NULL or "" = open */
+    unsigned conn_timeout; /* seconds */
     unsigned conn_limit;
+    double sse_ping; /* seconds of silence before a stream gets a ":" comment; 0 = off */
     const struct http_route *routes;
     int n_routes;
-    void *app;                /* handed to handlers through http_req_app */
-    FILE *log;                /* request log (NULL = none) */
+    void *app; /* handed to handlers through http_req_app */
+    FILE *log; /* request log (NULL = none) */
     int log_json;
 };
 

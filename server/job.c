@@ -18,7 +18,8 @@ void job_params_init(struct job_params *p) {
 }
 
 void job_params_free(struct job_params *p) {
-    for (int i = 0; i < p->n_stop; i++) free(p->stop[i]);
+    for (int i = 0; i < p->n_stop; i++)
+        free(p->stop[i]);
     free(p->stop);
     p->stop = NULL;
     p->n_stop = 0;
@@ -102,8 +103,8 @@ int job_get_num(struct server *sv, struct http_req *r, const cJSON *obj, const c
     if ((lo_open ? x <= lo : x < lo) || x > hi) {
         if (lo_open && hi >= 1e30)
             return job_invalid(sv, r, name, "`%s` must be strictly positive", name);
-        return job_invalid(sv, r, name, "`%s` must be in %s%g, %g]", name, lo_open ? "(" : "[",
-                           lo, hi);
+        return job_invalid(sv, r, name, "`%s` must be in %s%g, %g]", name, lo_open ? "(" : "[", lo,
+                           hi);
     }
     *out = x;
     return 0;
@@ -134,7 +135,8 @@ int job_get_stop(struct server *sv, struct http_req *r, const cJSON *obj, const 
     if (!v) return 0;
     int max = sv->cfg.max_stop_sequences;
     if (cJSON_IsString(v) && string_ok) {
-        if (!*v->valuestring) return job_invalid(sv, r, name, "`%s` entries must not be empty", name);
+        if (!*v->valuestring)
+            return job_invalid(sv, r, name, "`%s` entries must not be empty", name);
         if (max < 1)
             return job_invalid(sv, r, name, "`%s` must have at most %d entries", name, max);
         return add_stop(p, v->valuestring);
@@ -261,10 +263,17 @@ void job_log(struct http_req *r, const struct wreq *j) {
         l->outcome = "success";
         l->finish = wreq_finish_name(j->finish);
         break;
-    case WREQ_FIN_CANCELLED: l->outcome = "cancelled"; break;
-    case WREQ_FIN_TIMEOUT: l->outcome = "timeout"; break;
-    case WREQ_FIN_ERROR: l->outcome = "error"; break;
-    default: break;
+    case WREQ_FIN_CANCELLED:
+        l->outcome = "cancelled";
+        break;
+    case WREQ_FIN_TIMEOUT:
+        l->outcome = "timeout";
+        break;
+    case WREQ_FIN_ERROR:
+        l->outcome = "error";
+        break;
+    default:
+        break;
     }
 }
 

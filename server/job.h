@@ -13,14 +13,14 @@
 #include "server/serve.h"
 
 struct job_params {
-    int max_new;               /* -1: not given (defaulted against the limits) */
+    int max_new; /* -1: not given (defaulted against the limits) */
     struct sampler_params sp;
     int seed_given;
-    char **stop;               /* (n_stop) malloc'd; moved into the job by job_start */
+    char **stop; /* (n_stop) malloc'd; moved into the job by job_start */
     int n_stop;
     int prompt_logprobs;
     int ignore_eos;
-    int truncate;              /* keep the last N prompt tokens; 0 = off */
+    int truncate; /* keep the last N prompt tokens; 0 = off */
 };
 
 void job_params_init(struct job_params *p);

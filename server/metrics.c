@@ -10,11 +10,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const double B_LATENCY[] = {0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5,
+static const double B_LATENCY[] = {0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1,  0.25, 0.5,
                                    0.75,  1.0,   2.5,  5.0,  7.5,  10.0, 20.0, 40.0, 80.0, 160.0};
 static const double B_ITL[] = {0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05,
                                0.075, 0.1,    0.15,  0.2,  0.3,   0.4,  0.5,   0.75, 1.0,  2.5};
-static const double B_TOKENS[] = {1,   2,   4,    8,    16,   32,   64,    128,
+static const double B_TOKENS[] = {1,   2,   4,    8,    16,   32,   64,   128,
                                   256, 512, 1024, 2048, 4096, 8192, 16384};
 
 #define NB(a) ((int)(sizeof(a) / sizeof((a)[0])))
@@ -43,8 +43,8 @@ static const struct {
 };
 
 static const char *const OUTCOMES[METRICS_OUT_COUNT] = {
-    "success", "cancelled", "timeout", "validation_error", "overloaded", "unauthorized",
-    "unavailable", "error"};
+    "success",    "cancelled",    "timeout",     "validation_error",
+    "overloaded", "unauthorized", "unavailable", "error"};
 static const char *const FINISHES[METRICS_FIN_COUNT] = {"length", "eos_token", "stop_sequence"};
 
 const char *metrics_outcome_name(enum metrics_outcome o) {
@@ -91,7 +91,8 @@ void metrics_observe(struct metrics *m, enum metrics_hist h, double v) {
     pthread_mutex_lock(&m->mu);
     struct metrics_histogram *hh = &m->h[h];
     int b = 0;
-    while (b < hh->n_bounds && v > hh->bounds[b]) b++;
+    while (b < hh->n_bounds && v > hh->bounds[b])
+        b++;
     hh->counts[b]++;
     hh->sum += v;
     hh->count++;
@@ -157,9 +158,12 @@ static void head(struct sbuf *b, const char *name, const char *type, const char 
 static void label_escape(const char *in, char *out, size_t cap) {
     size_t n = 0;
     for (; *in && n + 3 < cap; in++) {
-        if (*in == '\\' || *in == '"') out[n++] = '\\', out[n++] = *in;
-        else if (*in == '\n') out[n++] = '\\', out[n++] = 'n';
-        else out[n++] = *in;
+        if (*in == '\\' || *in == '"')
+            out[n++] = '\\', out[n++] = *in;
+        else if (*in == '\n')
+            out[n++] = '\\', out[n++] = 'n';
+        else
+            out[n++] = *in;
     }
     out[n] = 0;
 }
@@ -178,7 +182,8 @@ char *metrics_render(struct metrics *m, const char *model, const char *version, 
     label_escape(version ? version : "", lv, sizeof lv);
     head(&b, "flashgen_model_info", "gauge", "The served model (value is always 1).");
     sb_printf(&b, "flashgen_model_info{model_name=\"%s\",version=\"%s\"} 1\n", lm, lv);
-    head(&b, "flashgen_model_ready", "gauge", "1 when the model is loaded and requests are served.");
+    head(&b, "flashgen_model_ready", "gauge",
+         "1 when the model is loaded and requests are served.");
     sb_printf(&b, "flashgen_model_ready %d\n", s.ready);
 
     head(&b, "flashgen_requests_total", "counter", "Generation requests by outcome.");
@@ -195,7 +200,8 @@ char *metrics_render(struct metrics *m, const char *model, const char *version, 
     head(&b, "flashgen_generation_tokens_total", "counter", "Tokens generated.");
     sb_printf(&b, "flashgen_generation_tokens_total %llu\n",
               (unsigned long long)s.generation_tokens);
-    head(&b, "flashgen_iterations_total", "counter", "Scheduler iterations that ran a forward pass.");
+    head(&b, "flashgen_iterations_total", "counter",
+         "Scheduler iterations that ran a forward pass.");
     sb_printf(&b, "flashgen_iterations_total %llu\n", (unsigned long long)s.iterations);
 
     head(&b, "flashgen_num_requests_running", "gauge", "Requests in the running batch.");
@@ -206,7 +212,8 @@ char *metrics_render(struct metrics *m, const char *model, const char *version, 
     sb_printf(&b, "flashgen_batch_size %d\n", s.batch_size);
     head(&b, "flashgen_batch_tokens", "gauge", "Tokens in the last iteration.");
     sb_printf(&b, "flashgen_batch_tokens %d\n", s.batch_tokens);
-    head(&b, "flashgen_kv_cache_usage_perc", "gauge", "Fraction of KV-cache pages in use (0 to 1).");
+    head(&b, "flashgen_kv_cache_usage_perc", "gauge",
+         "Fraction of KV-cache pages in use (0 to 1).");
     sb_printf(&b, "flashgen_kv_cache_usage_perc %.6f\n", s.kv_usage);
 
     for (int i = 0; i < METRICS_H_COUNT; i++) {

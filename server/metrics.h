@@ -65,7 +65,7 @@ enum metrics_hist {
 
 struct metrics_histogram {
     int n_bounds;
-    const double *bounds;                   /* (n_bounds) upper bounds, increasing */
+    const double *bounds;                     /* (n_bounds) upper bounds, increasing */
     uint64_t counts[METRICS_MAX_BUCKETS + 1]; /* per bucket, not cumulative; last = +Inf */
     double sum;
     uint64_t count;

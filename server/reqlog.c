@@ -56,11 +56,11 @@ void reqlog_write(FILE *f, int json, const struct reqlog *l) {
         size_t n = (size_t)snprintf(buf, sizeof buf, "%s", ts);
 #define ADD(...)                                                                                   \
     do {                                                                                           \
-        if (n < sizeof buf) n += (size_t)snprintf(buf + n, sizeof buf - n, __VA_ARGS__);          \
+        if (n < sizeof buf) n += (size_t)snprintf(buf + n, sizeof buf - n, __VA_ARGS__);           \
     } while (0)
         if (l->id) ADD(" id=%llu", (unsigned long long)l->id);
-        ADD(" %s %s %d outcome=%s", l->method ? l->method : "-", l->path ? l->path : "-",
-            l->status, outcome_of(l));
+        ADD(" %s %s %d outcome=%s", l->method ? l->method : "-", l->path ? l->path : "-", l->status,
+            outcome_of(l));
         if (l->finish) ADD(" finish=%s", l->finish);
         if (l->id) ADD(" tokens_in=%d tokens_out=%d", l->tokens_in, l->tokens_out);
         if (l->queue_s >= 0) ADD(" queue_ms=%.1f", l->queue_s * 1e3);

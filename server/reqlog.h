@@ -12,14 +12,14 @@
 #include <stdio.h>
 
 struct reqlog {
-    uint64_t id;          /* 0 = not a generation request */
+    uint64_t id; /* 0 = not a generation request */
     const char *method, *path;
     int status;
-    const char *outcome;  /* "success", "cancelled", "validation_error", ...; NULL = by status */
-    const char *finish;   /* "length", "eos_token", "stop_sequence" or NULL */
+    const char *outcome; /* "success", "cancelled", "validation_error", ...; NULL = by status */
+    const char *finish;  /* "length", "eos_token", "stop_sequence" or NULL */
     int tokens_in, tokens_out;
     double queue_s, ttft_s, duration_s; /* < 0 = unknown */
-    char error[160];      /* message of an error reply */
+    char error[160];                    /* message of an error reply */
 };
 
 void reqlog_init(struct reqlog *l);

@@ -43,8 +43,10 @@ void sched_add(struct sched *s, struct sched_seq *q) {
     q->state = SCHED_WAITING;
     q->next = NULL;
     memset(&q->kv, 0, sizeof q->kv);
-    if (s->wait_tail) s->wait_tail->next = q;
-    else s->wait_head = q;
+    if (s->wait_tail)
+        s->wait_tail->next = q;
+    else
+        s->wait_head = q;
     s->wait_tail = q;
     s->n_waiting++;
 }

@@ -33,12 +33,12 @@ enum sched_state {
 
 struct sched_seq {
     enum sched_state state;
-    int *tokens;     /* (cap) prompt, then generated tokens; owned by the caller */
-    int n_tokens;    /* prompt + generated so far */
-    int cap;         /* n_prompt + max_new */
+    int *tokens;  /* (cap) prompt, then generated tokens; owned by the caller */
+    int n_tokens; /* prompt + generated so far */
+    int cap;      /* n_prompt + max_new */
     int n_prompt;
     int max_new;
-    int chunk_max;   /* prefill tokens per iteration; 0 = no limit (1: prompt logprobs) */
+    int chunk_max; /* prefill tokens per iteration; 0 = no limit (1: prompt logprobs) */
     struct kv_seq kv;
     void *user;
     struct sched_seq *next; /* waiting list link */

@@ -13,8 +13,8 @@
 
 extern char **environ;
 
-#define SERVE_FLUSH_POLL_MS 20   /* how often shutdown checks that replies went out */
-#define SERVE_FLUSH_MAX_S 5.0    /* longest wait for open replies once the work is done */
+#define SERVE_FLUSH_POLL_MS 20 /* how often shutdown checks that replies went out */
+#define SERVE_FLUSH_MAX_S 5.0  /* longest wait for open replies once the work is done */
 
 static const struct http_route ROUTES[] = {
     {"GET", "/health", ep_health, HTTP_ROUTE_PUBLIC | HTTP_ROUTE_QUIET},
@@ -70,19 +70,32 @@ static void on_job_final(struct wreq *j, void *user) {
     sv->inflight--;
     enum metrics_outcome o = METRICS_OUT_SUCCESS;
     switch (j->finish) {
-    case WREQ_FIN_LENGTH: metrics_finished(&sv->metrics, METRICS_FIN_LENGTH); break;
-    case WREQ_FIN_EOS: metrics_finished(&sv->metrics, METRICS_FIN_EOS); break;
-    case WREQ_FIN_STOP: metrics_finished(&sv->metrics, METRICS_FIN_STOP); break;
-    case WREQ_FIN_CANCELLED: o = METRICS_OUT_CANCELLED; break;
-    case WREQ_FIN_TIMEOUT: o = METRICS_OUT_TIMEOUT; break;
-    default: o = METRICS_OUT_ERROR; break;
+    case WREQ_FIN_LENGTH:
+        metrics_finished(&sv->metrics, METRICS_FIN_LENGTH);
+        break;
+    case WREQ_FIN_EOS:
+        metrics_finished(&sv->metrics, METRICS_FIN_EOS);
+        break;
+    case WREQ_FIN_STOP:
+        metrics_finished(&sv->metrics, METRICS_FIN_STOP);
+        break;
+    case WREQ_FIN_CANCELLED:
+        o = METRICS_OUT_CANCELLED;
+        break;
+    case WREQ_FIN_TIMEOUT:
+        o = METRICS_OUT_TIMEOUT;
+        break;
+    default:
+        o = METRICS_OUT_ERROR;
+        break;
     }
     metrics_request(&sv->metrics, o);
     metrics_tokens(&sv->metrics, j->t_admitted > 0 ? (uint64_t)j->n_prompt : 0, (uint64_t)j->n_gen);
     metrics_observe(&sv->metrics, METRICS_H_E2E, j->t_done - j->t_arrival);
     metrics_observe(&sv->metrics, METRICS_H_PROMPT_TOKENS, j->n_prompt);
     if (o == METRICS_OUT_SUCCESS) metrics_observe(&sv->metrics, METRICS_H_GEN_TOKENS, j->n_gen);
-    if (sv->phase == SERVER_DRAINING && sv->inflight == 0) uv_timer_start(&sv->drain_timer, on_drain_tick, 0, 0);
+    if (sv->phase == SERVER_DRAINING && sv->inflight == 0)
+        uv_timer_start(&sv->drain_timer, on_drain_tick, 0, 0);
 }
 
 static void on_closed(uv_handle_t *h) {
@@ -155,7 +168,8 @@ static void model_name(struct server *sv) {
     }
     const char *p = sv->cfg.model;
     size_t len = strlen(p);
-    while (len > 1 && p[len - 1] == '/') len--;
+    while (len > 1 && p[len - 1] == '/')
+        len--;
     const char *base = p;
     for (size_t i = 0; i < len; i++)
         if (p[i] == '/') base = p + i + 1;
@@ -199,6 +213,7 @@ int serve_main(int argc, char **argv) {
         .api_key = sv->cfg.api_key,
         .conn_timeout = (unsigned)sv->cfg.connection_timeout,
         .conn_limit = 1024,
+        .sse_ping = sv->cfg.sse_ping,
         .routes = ROUTES,
         .n_routes = (int)(sizeof ROUTES / sizeof ROUTES[0]),
         .app = sv,
@@ -221,8 +236,8 @@ int serve_main(int argc, char **argv) {
     uv_signal_start(&sv->sig_term, on_signal, SIGTERM);
     uv_signal_start(&sv->sig_int, on_signal, SIGINT);
 
-    if (worker_start(&sv->worker, &loop, &sv->cfg, &sv->metrics, on_worker_state, on_job_final,
-                     sv, err, sizeof err) != 0) {
+    if (worker_start(&sv->worker, &loop, &sv->cfg, &sv->metrics, on_worker_state, on_job_final, sv,
+                     err, sizeof err) != 0) {
         fprintf(stderr, "flashgen serve: %s\n", err);
         sv->exit_code = 1;
         shutdown_begin(sv);

@@ -36,17 +36,17 @@ struct server {
     struct worker worker;
     struct metrics metrics;
     enum server_phase phase;
-    int inflight;           /* generation jobs submitted and not yet finished */
+    int inflight; /* generation jobs submitted and not yet finished */
     uint64_t next_id;
     char model_id[256];
-    double t_start;         /* monotonic */
-    double t_drain;         /* when draining began */
+    double t_start;           /* monotonic */
+    double t_drain;           /* when draining began */
     int max_input, max_total; /* effective per-request limits once READY */
     FILE *log;
     int exit_code;
     uv_signal_t sig_term, sig_int;
     uv_timer_t drain_timer;
-    int signals;            /* signals received */
+    int signals; /* signals received */
 };
 
 /* `flashgen serve ...`: argv[0] is "serve". Returns the process exit status. */

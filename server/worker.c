@@ -26,7 +26,7 @@ double worker_now(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-static const char *const FINISH_NAMES[] = {"", "length", "eos_token", "stop_sequence",
+static const char *const FINISH_NAMES[] = {"",          "length",  "eos_token", "stop_sequence",
                                            "cancelled", "timeout", "error"};
 
 const char *wreq_finish_name(enum wreq_finish f) {
@@ -64,7 +64,8 @@ struct wreq *wreq_new(int n_prompt, int max_new, int want_prompt_logprobs) {
 static void wreq_free(struct wreq *r) {
     if (!r) return;
     if (r->sampler_ready) sampler_free(&r->sampler);
-    for (int i = 0; i < r->n_stop; i++) free(r->stop[i]);
+    for (int i = 0; i < r->n_stop; i++)
+        free(r->stop[i]);
     free(r->stop);
     free(r->tokens);
     free(r->logprobs);
@@ -88,8 +89,10 @@ void worker_submit(struct worker *w, struct wreq *r) {
     r->worker_holds = 1;
     r->loop_holds = 1;
     r->next_sub = NULL;
-    if (w->sub_tail) w->sub_tail->next_sub = r;
-    else w->sub_head = r;
+    if (w->sub_tail)
+        w->sub_tail->next_sub = r;
+    else
+        w->sub_head = r;
     w->sub_tail = r;
     pthread_cond_signal(&w->cv);
     pthread_mutex_unlock(&w->mu);
@@ -166,8 +169,10 @@ static void ready_push(struct worker *w, struct wreq *r) {
     if (r->in_ready) return;
     r->in_ready = 1;
     r->next_ready = NULL;
-    if (w->ready_tail) w->ready_tail->next_ready = r;
-    else w->ready_head = r;
+    if (w->ready_tail)
+        w->ready_tail->next_ready = r;
+    else
+        w->ready_head = r;
     w->ready_tail = r;
 }
 
@@ -216,7 +221,8 @@ static float log_softmax_at(const float *x, int n, int id) {
     for (int i = 1; i < n; i++)
         if (x[i] > mx) mx = x[i];
     double s = 0;
-    for (int i = 0; i < n; i++) s += exp((double)(x[i] - mx));
+    for (int i = 0; i < n; i++)
+        s += exp((double)(x[i] - mx));
     return (float)((double)(x[id] - mx) - log(s));
 }
 
@@ -239,15 +245,18 @@ static void intake_locked(struct worker *w, struct worker_run *wr, double now) {
     /* cancellation and deadlines: waiting jobs */
     for (struct sched_seq *q = wr->sched.wait_head; q; q = q->next) {
         struct wreq *j = q->user;
-        if (w->cancel_all || atomic_load(&j->cancel)) finish_locked(w, j, WREQ_FIN_CANCELLED, now);
+        if (w->cancel_all || atomic_load(&j->cancel))
+            finish_locked(w, j, WREQ_FIN_CANCELLED, now);
         else if ((j->deadline > 0 && now > j->deadline) ||
                  (j->queue_deadline > 0 && now > j->queue_deadline))
             finish_locked(w, j, WREQ_FIN_TIMEOUT, now);
     }
     for (int i = 0; i < wr->sched.n_running; i++) {
         struct wreq *j = wr->sched.running[i]->user;
-        if (w->cancel_all || atomic_load(&j->cancel)) finish_locked(w, j, WREQ_FIN_CANCELLED, now);
-        else if (j->deadline > 0 && now > j->deadline) finish_locked(w, j, WREQ_FIN_TIMEOUT, now);
+        if (w->cancel_all || atomic_load(&j->cancel))
+            finish_locked(w, j, WREQ_FIN_CANCELLED, now);
+        else if (j->deadline > 0 && now > j->deadline)
+            finish_locked(w, j, WREQ_FIN_TIMEOUT, now);
     }
 }
 
@@ -283,9 +292,12 @@ static void take_token(struct worker *w, struct wreq *r, int id, float lp, doubl
     r->logprobs[k] = lp;
     r->n_gen = k + 1;
     enum wreq_finish f = WREQ_FIN_NONE;
-    if (eog) f = WREQ_FIN_EOS;
-    else if (r->n_stop && stop_match(r, from)) f = WREQ_FIN_STOP;
-    else if (r->n_gen >= r->max_new) f = WREQ_FIN_LENGTH;
+    if (eog)
+        f = WREQ_FIN_EOS;
+    else if (r->n_stop && stop_match(r, from))
+        f = WREQ_FIN_STOP;
+    else if (r->n_gen >= r->max_new)
+        f = WREQ_FIN_LENGTH;
     if (f != WREQ_FIN_NONE && f != WREQ_FIN_STOP) {
         size_t nf = tok_stream_flush(&r->stream, piece, sizeof piece);
         text_append(r, piece, nf);
@@ -296,8 +308,10 @@ static void take_token(struct worker *w, struct wreq *r, int id, float lp, doubl
     if (f != WREQ_FIN_NONE) finish_locked(w, r, f, now);
     pthread_mutex_unlock(&w->mu);
 
-    if (k == 0) metrics_observe(w->metrics, METRICS_H_TTFT, now - r->t_arrival);
-    else metrics_observe(w->metrics, METRICS_H_ITL, now - r->t_last);
+    if (k == 0)
+        metrics_observe(w->metrics, METRICS_H_TTFT, now - r->t_arrival);
+    else
+        metrics_observe(w->metrics, METRICS_H_ITL, now - r->t_last);
     r->t_last = now;
 }
 
@@ -376,11 +390,11 @@ static int iterate(struct worker *w, struct worker_run *wr) {
     return 1;
 }
 
+/* Load progress on stderr, at most once a second. USER: the double holding the last report time. */
 static void progress_cb(const struct model_load_progress *p, void *user) {
-    (void)user;
-    static double last = -1;
-    if (p->tensors_done == p->tensors_total || p->seconds - last >= 1.0) {
-        last = p->seconds;
+    double *last = user;
+    if (p->tensors_done == p->tensors_total || p->seconds - *last >= 1.0) {
+        *last = p->seconds;
         fprintf(stderr, "flashgen: loading %zu/%zu tensors, %.1f/%.1f MB, %.1f MB/s\n",
                 p->tensors_done, p->tensors_total, (double)p->bytes_done / 1e6,
                 (double)p->bytes_total / 1e6,
@@ -403,7 +417,9 @@ static void *worker_main(void *arg) {
     o.page_size = c->page_size;
     o.max_batch_tokens = c->max_batch_tokens;
     o.max_batch_seqs = c->max_batch_seqs;
+    double last_progress = -1;
     o.progress = progress_cb;
+    o.progress_user = &last_progress;
     char err[512] = "";
     struct worker_run wr;
     memset(&wr, 0, sizeof wr);

@@ -48,29 +48,29 @@ typedef void (*wreq_event_fn)(struct wreq *r, void *user);
 struct wreq {
     /* --- set by the loop thread before worker_submit; read-only afterwards --- */
     uint64_t id;
-    int *tokens;             /* (n_prompt + max_new) prompt first; the worker appends */
+    int *tokens; /* (n_prompt + max_new) prompt first; the worker appends */
     int n_prompt;
     int max_new;
     struct sampler_params sp;
-    char **stop;             /* (n_stop) stop sequences */
+    char **stop; /* (n_stop) stop sequences */
     int n_stop;
-    int prompt_logprobs;     /* compute log p of each prompt token (prefill in 1-token chunks) */
+    int prompt_logprobs; /* compute log p of each prompt token (prefill in 1-token chunks) */
     int ignore_eos;
-    double t_arrival;        /* monotonic seconds */
-    double deadline;         /* absolute; 0 = none */
-    double queue_deadline;   /* absolute; 0 = none */
+    double t_arrival;      /* monotonic seconds */
+    double deadline;       /* absolute; 0 = none */
+    double queue_deadline; /* absolute; 0 = none */
     wreq_event_fn on_event;
     void *user;
 
     /* --- cancellation: any thread --- */
-    atomic_int cancel;       /* 1 = client gone, 2 = server shutting down */
+    atomic_int cancel; /* 1 = client gone, 2 = server shutting down */
 
     /* --- published by the worker, under the worker's mutex --- */
-    int n_gen;               /* generated tokens (ids at tokens[n_prompt ..]) */
-    float *logprobs;         /* (max_new) log p of each generated token */
-    float *prompt_lp;        /* (n_prompt) log p of each prompt token; [0] = NaN; or NULL */
-    int n_prompt_lp;         /* how many of prompt_lp are filled */
-    char *text;              /* generated text so far (special tokens skipped), NUL-terminated */
+    int n_gen;        /* generated tokens (ids at tokens[n_prompt ..]) */
+    float *logprobs;  /* (max_new) log p of each generated token */
+    float *prompt_lp; /* (n_prompt) log p of each prompt token; [0] = NaN; or NULL */
+    int n_prompt_lp;  /* how many of prompt_lp are filled */
+    char *text;       /* generated text so far (special tokens skipped), NUL-terminated */
     size_t text_len, text_cap;
     size_t *text_end;        /* (max_new) text_len after each generated token */
     size_t stop_pos;         /* WREQ_FIN_STOP: where the matched stop sequence starts in text */
@@ -101,8 +101,8 @@ enum worker_state {
 struct worker_info {
     const struct tokenizer *tok;
     const struct chat_template *chat;
-    int vocab, n_ctx;        /* model context length */
-    int kv_tokens;           /* tokens the whole KV-cache holds */
+    int vocab, n_ctx; /* model context length */
+    int kv_tokens;    /* tokens the whole KV-cache holds */
     int max_batch_tokens, max_batch_seqs;
     char device[16], dtype[16], format[16], arch[32];
     double load_seconds;
@@ -123,18 +123,18 @@ struct worker {
     uv_async_t async;
     struct wreq *sub_head, *sub_tail; /* submissions, under mu */
     struct wreq *ready_head, *ready_tail;
-    int stop;                         /* under mu: the worker exits when idle */
-    int cancel_all;                   /* under mu: cancel every job (shutdown past grace) */
-    enum worker_state state;          /* under mu */
-    enum worker_state reported;       /* loop thread: last state handed to on_state */
+    int stop;                   /* under mu: the worker exits when idle */
+    int cancel_all;             /* under mu: cancel every job (shutdown past grace) */
+    enum worker_state state;    /* under mu */
+    enum worker_state reported; /* loop thread: last state handed to on_state */
     char load_error[512];
-    struct worker_info info;          /* valid once READY */
+    struct worker_info info; /* valid once READY */
     const struct config *cfg;
     struct metrics *metrics;
     worker_state_fn on_state;
     worker_final_fn on_final;
     void *user;
-    struct engine *engine;            /* worker thread only */
+    struct engine *engine; /* worker thread only */
 };
 
 /* Start the worker thread; it loads the model and reports READY or FAILED through on_state.

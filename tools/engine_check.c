@@ -4,11 +4,14 @@
  *       Greedy generation of N steps for every prompt (one line of token ids each). Writes
  *       PREFIX.tok (generated ids, one line per prompt) and PREFIX.logits (float32,
  *       [prompt][step][vocab]: the logits each step's token was chosen from). --batch runs all
- *       prompts as one batch (prefills together, then decode steps together) instead of one by one.
+ *       prompts as one batch (prefills together, then decode steps together) instead of one by one;
+ *       --also-batch does both (batch tokens in PREFIX_batch.tok). --force FILE feeds the given
+ *       tokens (one line per prompt) from step 1 on, so backends compare on identical contexts.
  *   engine_check --model DIR --device cuda --bench [--batches 1,8,32,64] [--context 512]
  *       [--gen 64] [--prefill 512,2048,8192]
  *       Decode steps/s and tokens/s at each batch size (all sequences at the given context),
- *       prefill tokens/s at each prompt length; prints one row per point. Figures only.
+ *       prefill tokens/s at each prompt length; prints one row per point. Figures only. --bench
+ *       may follow a --prompts run in the same process (one model load).
  */
 #include <getopt.h>
 #include <stdio.h>
@@ -77,9 +80,11 @@ static int read_prompts(const char *path, struct prompts *p)
     return p->n > 0 ? 0 : -1;
 }
 
-/* Greedy generation of `steps` tokens for sequences [first, first + count) in one batch. */
+/* Greedy generation of `steps` tokens for sequences [first, first + count) in one batch. With
+ * FORCE, step s > 0 is fed force[i][s-1] (teacher forcing) instead of the previous argmax, so runs
+ * on different backends see the same contexts; gen still records each step's argmax. */
 static int run_group(struct engine *e, struct prompts *pr, int first, int count, int steps,
-                     int **gen, float *logits_all)
+                     int **gen, float *logits_all, struct prompts *force)
 {
     int V = e->model->cfg.vocab_size;
     char err[512];
@@ -106,6 +111,7 @@ static int run_group(struct engine *e, struct prompts *pr, int first, int count,
             const float *row = logits + (size_t)i * V;
             last[i] = argmax(row, V);
             gen[first + i][s] = last[i];
+            if (force && s < force->len[first + i]) last[i] = force->ids[first + i][s];
             if (logits_all)
                 memcpy(logits_all + ((size_t)(first + i) * steps + s) * V, row,
                        sizeof(float) * V);
@@ -120,6 +126,15 @@ out:
     free(logits);
     free(last);
     return rc;
+}
+
+static void write_tokens(const char *path, int **ids, int n, int steps)
+{
+    FILE *f = fopen(path, "w");
+    for (int i = 0; f && i < n; i++)
+        for (int s = 0; s < steps; s++)
+            fprintf(f, "%d%c", ids[i][s], s + 1 < steps ? ' ' : '\n');
+    if (f) fclose(f);
 }
 
 static int bench(struct engine *e, const int *batches, int nb, int context, int gen,
@@ -210,8 +225,10 @@ static int bench(struct engine *e, const int *batches, int nb, int context, int 
 
 int main(int argc, char **argv)
 {
-    const char *model = NULL, *prompts = NULL, *out = NULL, *device = "cuda";
-    int steps = 32, batch = 0, do_bench = 0, context = 512, gen = 64, max_tokens = 8192;
+    const char *model = NULL, *prompts = NULL, *out = NULL, *device = "cuda", *force = NULL;
+    int steps = 32, batch = 0, also_batch = 0, do_bench = 0, context = 512, gen = 64;
+    int max_tokens = 8192;
+    float kv_fraction = 0.9f;
     int batches[16] = {1, 8, 32, 64}, nb = 4, prefills[16] = {512, 2048, 8192}, np = 3;
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'},    {"device", required_argument, 0, 'd'},
@@ -220,7 +237,8 @@ int main(int argc, char **argv)
         {"bench", no_argument, 0, 'B'},          {"batches", required_argument, 0, 'n'},
         {"context", required_argument, 0, 'c'},  {"gen", required_argument, 0, 'g'},
         {"prefill", required_argument, 0, 'P'},  {"max-tokens", required_argument, 0, 'T'},
-        {0, 0, 0, 0}};
+        {"force", required_argument, 0, 'F'},    {"also-batch", no_argument, 0, 'A'},
+        {"kv-fraction", required_argument, 0, 'K'}, {0, 0, 0, 0}};
     int ch;
     while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (ch) {
@@ -236,11 +254,14 @@ int main(int argc, char **argv)
         case 'g': gen = atoi(optarg); break;
         case 'P': np = parse_list(optarg, prefills, 16); break;
         case 'T': max_tokens = atoi(optarg); break;
+        case 'F': force = optarg; break;
+        case 'A': also_batch = 1; break;
+        case 'K': kv_fraction = (float)atof(optarg); break;
         default: fprintf(stderr, "engine_check: see the comment at the top of tools/engine_check.c\n");
             return 2;
         }
     }
-    if (!model || (!do_bench && (!prompts || !out))) {
+    if (!model || (!do_bench && !prompts) || (prompts && !out)) {
         fprintf(stderr, "engine_check: --model and (--prompts and --out, or --bench) needed\n");
         return 2;
     }
@@ -250,6 +271,7 @@ int main(int argc, char **argv)
     o.device = !strcmp(device, "cpu") ? ENGINE_DEVICE_CPU : ENGINE_DEVICE_CUDA;
     o.max_batch_tokens = max_tokens;
     o.max_batch_seqs = 64;
+    o.kv_fraction = kv_fraction;
     if (o.device == ENGINE_DEVICE_CPU) o.kv_cache_bytes = (size_t)2 << 30;
     struct engine *e;
     char err[512];
@@ -261,41 +283,41 @@ int main(int argc, char **argv)
     fprintf(stderr, "engine_check: %s on %s, loaded in %.1f s, %d KV pages\n", model,
             engine_device_name(e), now() - t0, e->kv.n_pages);
     int rc = 0;
-    if (do_bench) {
-        rc = bench(e, batches, nb, context, gen, prefills, np);
-    } else {
-        struct prompts pr;
-        if (read_prompts(prompts, &pr) != 0) {
-            fprintf(stderr, "engine_check: cannot read %s\n", prompts);
+    if (prompts) {
+        struct prompts pr, fr, *frp = NULL;
+        if (read_prompts(prompts, &pr) != 0 || (force && read_prompts(force, &fr) != 0)) {
+            fprintf(stderr, "engine_check: cannot read %s\n", force ? force : prompts);
             engine_close(e);
             return 1;
         }
+        if (force) frp = &fr;
         int V = e->model->cfg.vocab_size;
         int **gen_ids = malloc(sizeof(int *) * pr.n);
         for (int i = 0; i < pr.n; i++)
             gen_ids[i] = calloc((size_t)steps, sizeof(int));
         float *logits = batch ? NULL : malloc(sizeof(float) * (size_t)pr.n * steps * V);
-        if (batch) rc = run_group(e, &pr, 0, pr.n, steps, gen_ids, NULL);
+        if (batch) rc = run_group(e, &pr, 0, pr.n, steps, gen_ids, NULL, frp);
         for (int i = 0; !batch && i < pr.n && rc == 0; i++)
-            rc = run_group(e, &pr, i, 1, steps, gen_ids, logits);
+            rc = run_group(e, &pr, i, 1, steps, gen_ids, logits, frp);
         char path[1024];
         snprintf(path, sizeof(path), "%s.tok", out);
-        FILE *f = fopen(path, "w");
-        for (int i = 0; f && i < pr.n; i++) {
-            for (int s = 0; s < steps; s++)
-                fprintf(f, "%d%c", gen_ids[i][s], s + 1 < steps ? ' ' : '\n');
-        }
-        if (f) fclose(f);
+        write_tokens(path, gen_ids, pr.n, steps);
         if (logits) {
             snprintf(path, sizeof(path), "%s.logits", out);
-            f = fopen(path, "wb");
+            FILE *f = fopen(path, "wb");
             if (f) {
                 fwrite(logits, sizeof(float), (size_t)pr.n * steps * V, f);
                 fclose(f);
             }
         }
         free(logits);
+        if (rc == 0 && also_batch) {
+            rc = run_group(e, &pr, 0, pr.n, steps, gen_ids, NULL, frp);
+            snprintf(path, sizeof(path), "%s_batch.tok", out);
+            write_tokens(path, gen_ids, pr.n, steps);
+        }
     }
+    if (rc == 0 && do_bench) rc = bench(e, batches, nb, context, gen, prefills, np);
     engine_close(e);
     return rc;
 }

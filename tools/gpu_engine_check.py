@@ -2,17 +2,18 @@
 """GPU engine proof and benchmark (issue 4), run on the GPU machine in one go per model shape.
 
 For a seeded random-weight Llama model (bf16 safetensors written by transformers) at the shape
-asked for, this script:
-  1. runs our engine on the GPU (tools/engine_check) over 10 prompts, greedy, STEPS steps each,
-     keeping every step's logits; again on the CPU backend (small shapes only); and once with all
-     prompts in one batch;
-  2. runs transformers on the same weights in fp32 on the GPU, teacher-forced on our tokens, for
-     the reference logits of every step, and its own greedy generation for the reference tokens;
-  3. prints per-prompt relative logits error (max over steps) GPU vs transformers and GPU vs CPU,
-     greedy agreement with transformers over the first 32 steps, batched-vs-alone agreement;
-  4. benchmarks our decode (batch 1/8/32/64) and prefill (512/2k/8k) with engine_check --bench,
-     and transformers generate (bf16, sdpa) at batch 1 and 64 as the peer.
-Results: a JSON summary (--json) and a table on stdout.
+asked for:
+  1. transformers on the same weights: greedy generation of STEPS tokens per prompt in fp32 (the
+     reference tokens), the fp32 logits of every step teacher-forced on those tokens (the
+     reference logits), the same in bf16 (how far transformers' own bf16 path is from fp32: the
+     yardstick for ours), and the `generate` peer benchmark in bf16 at batch 1 and 64;
+  2. our engine on the GPU (tools/engine_check), teacher-forced on the reference tokens so every
+     step sees the same context: each step's logits and argmax, alone and with all prompts in one
+     batch; then our benchmark in the same process; on the CPU backend too when --cpu;
+  3. prints per prompt: max relative logits error over the steps (ours vs transformers fp32, ours
+     vs our CPU, transformers bf16 vs fp32), whether our argmax equals the reference token at each
+     of the first 32 steps (identical greedy output), and batched vs alone.
+Results: a JSON summary (--json) and the tables on stdout.
 
 usage: python3 tools/gpu_engine_check.py --shape smollm2|llama3_8b --bin DIR --work DIR
 """
@@ -31,6 +32,15 @@ SHAPES = {
     "smollm2": dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
                     num_attention_heads=9, num_key_value_heads=3, vocab_size=49152,
                     rope_theta=100000.0, tie_word_embeddings=True, max_position_embeddings=8192),
+    # Llama-3-8B's head layout (hd 128, GQA 4:1, llama3 RoPE, untied head) at a size the CPU
+    # backend can also run: separates kernel or layout errors from bf16 rounding at 8B scale.
+    "llama3_small": dict(hidden_size=1024, intermediate_size=2816, num_hidden_layers=4,
+                         num_attention_heads=8, num_key_value_heads=2, vocab_size=32000,
+                         rope_theta=500000.0, tie_word_embeddings=False,
+                         max_position_embeddings=16384,
+                         rope_scaling={"rope_type": "llama3", "factor": 8.0,
+                                       "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                                       "original_max_position_embeddings": 8192}),
     "llama3_8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
                       num_attention_heads=32, num_key_value_heads=8, vocab_size=128256,
                       rope_theta=500000.0, tie_word_embeddings=False,
@@ -109,9 +119,12 @@ def main():
     os.makedirs(args.work, exist_ok=True)
     mdir = os.path.join(args.work, args.shape)
     t0 = time.time()
-    model = make_model(args.shape, mdir, args.seed)
+    model = make_model(args.shape, mdir, args.seed).eval()
     V = model.config.vocab_size
+    steps = args.steps
     print(f"[{args.shape}] random model written in {time.time() - t0:.1f} s", flush=True)
+    summary = {"shape": args.shape, "device": torch.cuda.get_device_name(0),
+               "date": time.strftime("%Y-%m-%d"), "steps": steps}
 
     rng = np.random.RandomState(args.seed)
     prompts = [rng.randint(0, V, size=rng.randint(4, 40)).tolist() for _ in range(N_PROMPTS)]
@@ -119,73 +132,15 @@ def main():
     with open(pfile, "w") as f:
         for p in prompts:
             f.write(" ".join(map(str, p)) + "\n")
-    ec = os.path.join(args.bin, "engine_check")
-    steps = args.steps
-    summary = {"shape": args.shape, "device": torch.cuda.get_device_name(0),
-               "date": time.strftime("%Y-%m-%d"), "steps": steps}
 
-    _, t = run([ec, "--model", mdir, "--device", "cuda", "--prompts", pfile, "--steps",
-                str(steps), "--out", os.path.join(args.work, "gpu")])
-    print(f"[{args.shape}] engine GPU run {t:.1f} s", flush=True)
-    run([ec, "--model", mdir, "--device", "cuda", "--prompts", pfile, "--steps", "32", "--out",
-         os.path.join(args.work, "gpu_batch"), "--batch"])
-    gpu_tok = read_tokens(os.path.join(args.work, "gpu.tok"))
-    batch_tok = read_tokens(os.path.join(args.work, "gpu_batch.tok"))
-    gpu_logits = np.fromfile(os.path.join(args.work, "gpu.logits"), dtype=np.float32)
-    gpu_logits = gpu_logits.reshape(N_PROMPTS, steps, V)
-    cpu_logits = None
-    if args.cpu:
-        _, t = run([ec, "--model", mdir, "--device", "cpu", "--prompts", pfile, "--steps",
-                    str(steps), "--out", os.path.join(args.work, "cpu")])
-        print(f"[{args.shape}] engine CPU run {t:.1f} s", flush=True)
-        cpu_logits = np.fromfile(os.path.join(args.work, "cpu.logits"), dtype=np.float32)
-        cpu_logits = cpu_logits.reshape(N_PROMPTS, steps, V)
-
-    # transformers reference: fp32 on the GPU, same bf16 weights upcast
-    model = model.float().eval()
-    rows = []
-    greedy_same = 0
-    for i, p in enumerate(prompts):
-        seq = torch.tensor([p + gpu_tok[i][:-1]], device="cuda")
-        with torch.no_grad():
-            ref = model(seq).logits[0, len(p) - 1:].float().cpu().numpy()
-            out = model.generate(torch.tensor([p], device="cuda"), max_new_tokens=32,
-                                 do_sample=False, eos_token_id=None, pad_token_id=0)
-        hf_tok = out[0, len(p):].tolist()
-        e_gpu = [rel(gpu_logits[i, s], ref[s]) for s in range(steps)]
-        e_cpu = ([rel(gpu_logits[i, s], cpu_logits[i, s]) for s in range(steps)]
-                 if cpu_logits is not None else None)
-        same = hf_tok == gpu_tok[i][:32]
-        greedy_same += same
-        first = next((k for k in range(32) if hf_tok[k] != gpu_tok[i][k]), None)
-        rows.append({"prompt": i, "len": len(p), "max_rel_err_vs_hf": max(e_gpu),
-                     "max_rel_err_vs_cpu": max(e_cpu) if e_cpu else None,
-                     "greedy32_same_as_hf": same, "first_diff": first,
-                     "batched_same_as_alone": batch_tok[i] == gpu_tok[i][:32]})
-    summary["prompts"] = rows
-    summary["greedy32_same"] = greedy_same
-    summary["max_rel_err_vs_hf"] = max(r["max_rel_err_vs_hf"] for r in rows)
-    if cpu_logits is not None:
-        summary["max_rel_err_vs_cpu"] = max(r["max_rel_err_vs_cpu"] for r in rows)
-    summary["batched_same"] = sum(r["batched_same_as_alone"] for r in rows)
-    print(f"\n[{args.shape}] correctness ({summary['device']}, {summary['date']}):")
-    print(f"{'prompt':>6} {'len':>4} {'relerr vs HF':>13} {'vs CPU':>9} {'greedy32':>9} "
-          f"{'batched':>8}")
-    for r in rows:
-        cpu = f"{r['max_rel_err_vs_cpu']:.2e}" if r["max_rel_err_vs_cpu"] is not None else "-"
-        print(f"{r['prompt']:>6} {r['len']:>4} {r['max_rel_err_vs_hf']:>13.2e} {cpu:>9} "
-              f"{'same' if r['greedy32_same_as_hf'] else 'diff@%s' % r['first_diff']:>9} "
-              f"{'same' if r['batched_same_as_alone'] else 'diff':>8}")
-    print(f"greedy 32 same as transformers: {greedy_same}/{N_PROMPTS}; batched same as alone: "
-          f"{summary['batched_same']}/{N_PROMPTS}; max rel err vs HF {summary['max_rel_err_vs_hf']:.2e}",
-          flush=True)
-
-    if args.bench:
-        model = model.to(torch.bfloat16)
-        peer = {}
-        for b in (1, 64):
-            x = torch.randint(0, V, (b, 512), device="cuda")
-            with torch.no_grad():
+    # 1. transformers: bf16 teacher-forced logits and the peer benchmark, then fp32 reference
+    t0 = time.time()
+    hf_tok, ref, ref_bf16 = [], [], []
+    peer = {}
+    with torch.no_grad():
+        if args.bench:
+            for b in (1, 64):
+                x = torch.randint(0, V, (b, 512), device="cuda")
                 model.generate(x, max_new_tokens=4, do_sample=False, eos_token_id=None,
                                pad_token_id=0)
                 torch.cuda.synchronize()
@@ -193,16 +148,98 @@ def main():
                 model.generate(x, max_new_tokens=32, min_new_tokens=32, do_sample=False,
                                eos_token_id=None, pad_token_id=0)
                 torch.cuda.synchronize()
-            peer[b] = b * 32 / (time.time() - t)
-        summary["hf_generate_tokens_per_s"] = peer
-        del model
-        torch.cuda.empty_cache()
-        out, _ = run([ec, "--model", mdir, "--device", "cuda", "--bench", "--batches",
-                      "1,8,32,64", "--context", "512", "--gen", "32", "--prefill",
-                      "512,2048,8192"])
-        summary["bench"] = out
+                peer[b] = b * 32 / (time.time() - t)
+            summary["hf_generate_tokens_per_s"] = peer
+        model32 = model.float()  # in place: the bf16 copy is gone after this
+        for p in prompts:
+            out = model32.generate(torch.tensor([p], device="cuda"), max_new_tokens=steps,
+                                   min_new_tokens=steps, do_sample=False, eos_token_id=None,
+                                   pad_token_id=0)
+            toks = out[0, len(p):].tolist()
+            hf_tok.append(toks)
+            seq = torch.tensor([p + toks[:-1]], device="cuda")
+            ref.append(model32(seq).logits[0, len(p) - 1:].float().cpu().numpy())
+        model16 = model32.to(torch.bfloat16)
+        for p, toks in zip(prompts, hf_tok):
+            seq = torch.tensor([p + toks[:-1]], device="cuda")
+            ref_bf16.append(model16(seq).logits[0, len(p) - 1:].float().cpu().numpy())
+    del model, model32, model16
+    torch.cuda.empty_cache()
+    ffile = os.path.join(args.work, "hf.tok")
+    with open(ffile, "w") as f:
+        for t in hf_tok:
+            f.write(" ".join(map(str, t)) + "\n")
+    print(f"[{args.shape}] transformers reference in {time.time() - t0:.1f} s", flush=True)
+
+    # 2. our engine, teacher-forced on the reference tokens; benchmark in the same process
+    ec = os.path.join(args.bin, "engine_check")
+    cmd = [ec, "--model", mdir, "--device", "cuda", "--prompts", pfile, "--force", ffile,
+           "--steps", str(steps), "--out", os.path.join(args.work, "gpu"), "--also-batch"]
+    if args.bench:
+        cmd += ["--bench", "--batches", "1,8,32,64", "--context", "512", "--gen", "32",
+                "--prefill", "512,2048,8192"]
+    bench_out, t = run(cmd)
+    print(f"[{args.shape}] engine GPU run {t:.1f} s", flush=True)
+    gpu_tok = read_tokens(os.path.join(args.work, "gpu.tok"))
+    batch_tok = read_tokens(os.path.join(args.work, "gpu_batch.tok"))
+    gpu_logits = np.fromfile(os.path.join(args.work, "gpu.logits"), dtype=np.float32)
+    gpu_logits = gpu_logits.reshape(N_PROMPTS, steps, V)
+    cpu_logits = None
+    if args.cpu:
+        _, t = run([ec, "--model", mdir, "--device", "cpu", "--prompts", pfile, "--force", ffile,
+                    "--steps", str(steps), "--out", os.path.join(args.work, "cpu")])
+        print(f"[{args.shape}] engine CPU run {t:.1f} s", flush=True)
+        cpu_logits = np.fromfile(os.path.join(args.work, "cpu.logits"), dtype=np.float32)
+        cpu_logits = cpu_logits.reshape(N_PROMPTS, steps, V)
+
+    # 3. compare
+    rows = []
+    for i, p in enumerate(prompts):
+        e_hf = max(rel(gpu_logits[i, s], ref[i][s]) for s in range(steps))
+        e_hf0 = rel(gpu_logits[i, 0], ref[i][0])
+        e_cpu = (max(rel(gpu_logits[i, s], cpu_logits[i, s]) for s in range(steps))
+                 if cpu_logits is not None else None)
+        e_bf = max(rel(ref_bf16[i][s], ref[i][s]) for s in range(steps))
+        first = next((k for k in range(32) if gpu_tok[i][k] != hf_tok[i][k]), None)
+        hf16_arg = ref_bf16[i].argmax(axis=1).tolist()
+        first16 = next((k for k in range(32) if hf16_arg[k] != hf_tok[i][k]), None)
+        first_vs16 = next((k for k in range(32) if gpu_tok[i][k] != hf16_arg[k]), None)
+        rows.append({"prompt": i, "len": len(p), "max_rel_err_vs_hf": e_hf, "step0_vs_hf": e_hf0,
+                     "max_rel_err_vs_cpu": e_cpu, "hf_bf16_rel_err": e_bf,
+                     "greedy32_same_as_hf": first is None, "first_diff": first,
+                     "hf_bf16_greedy32_same_as_hf": first16 is None, "hf_bf16_first_diff": first16,
+                     "greedy32_same_as_hf_bf16": first_vs16 is None,
+                     "batched_same_as_alone": batch_tok[i] == gpu_tok[i]})
+    summary["prompts"] = rows
+    summary["greedy32_same"] = sum(r["greedy32_same_as_hf"] for r in rows)
+    summary["hf_bf16_greedy32_same"] = sum(r["hf_bf16_greedy32_same_as_hf"] for r in rows)
+    summary["greedy32_same_as_hf_bf16"] = sum(r["greedy32_same_as_hf_bf16"] for r in rows)
+    summary["batched_same"] = sum(r["batched_same_as_alone"] for r in rows)
+    summary["max_rel_err_vs_hf"] = max(r["max_rel_err_vs_hf"] for r in rows)
+    summary["max_hf_bf16_rel_err"] = max(r["hf_bf16_rel_err"] for r in rows)
+    if cpu_logits is not None:
+        summary["max_rel_err_vs_cpu"] = max(r["max_rel_err_vs_cpu"] for r in rows)
+    print(f"\n[{args.shape}] correctness over {steps} steps ({summary['device']}, "
+          f"{summary['date']}); relative logits error, max over steps:")
+    print(f"{'prompt':>6} {'len':>4} {'step0 vs HF32':>13} {'ours vs HF32':>12} {'ours vs CPU':>11} "
+          f"{'HF16 vs HF32':>12} {'greedy32':>9} {'HF16 greedy':>11} {'batched':>8}")
+    for r in rows:
+        cpu = f"{r['max_rel_err_vs_cpu']:.2e}" if r["max_rel_err_vs_cpu"] is not None else "-"
+        g = "same" if r["greedy32_same_as_hf"] else "diff@%s" % r["first_diff"]
+        g16 = "same" if r["hf_bf16_greedy32_same_as_hf"] else "diff@%s" % r["hf_bf16_first_diff"]
+        print(f"{r['prompt']:>6} {r['len']:>4} {r['step0_vs_hf']:>13.2e} "
+              f"{r['max_rel_err_vs_hf']:>12.2e} {cpu:>11} "
+              f"{r['hf_bf16_rel_err']:>12.2e} {g:>9} {g16:>11} "
+              f"{'same' if r['batched_same_as_alone'] else 'diff':>8}")
+    print(f"greedy 32 same as transformers fp32: ours {summary['greedy32_same']}/{N_PROMPTS}, "
+          f"transformers' own bf16 {summary['hf_bf16_greedy32_same']}/{N_PROMPTS}; ours same as "
+          f"transformers bf16: {summary['greedy32_same_as_hf_bf16']}/{N_PROMPTS}")
+    print(f"batched same "
+          f"as alone: {summary['batched_same']}/{N_PROMPTS}", flush=True)
+    if args.bench:
+        summary["bench"] = bench_out
         print(f"\n[{args.shape}] benchmark ({summary['device']}, {summary['date']}):")
-        print(out)
+        print(bench_out)
         print("transformers generate (bf16, prompt 512, 32 new tokens, incl. its prefill): " +
               ", ".join(f"batch {b}: {v:.1f} tokens/s" for b, v in peer.items()))
     if args.json:

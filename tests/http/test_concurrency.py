@@ -141,3 +141,27 @@ def test_stream_ends_with_error_event_on_timeout(start_server):
     assert data[-1] == "[DONE]"
     assert json.loads(data[-2])["error"]["type"] == "timeout"
     assert s.metric('flashgen_requests_total{outcome="timeout"}') == 3
+
+
+def test_sse_keepalive_while_queued(start_server):
+    """A stream waiting for a batch slot gets ":" comments (proxies keep it open); a client that
+    leaves while queued is noticed through them and never runs."""
+    s = start_server("--max-batch-seqs", "1", "--sse-ping", "0.2")
+    busy = open_stream(s.port, "Occupy the only slot", n=300)
+    waiting = socket.create_connection(("127.0.0.1", s.port), timeout=30)
+    body = json.dumps({"inputs": "queued", "parameters": {"max_new_tokens": 4}})
+    waiting.sendall((f"POST /generate_stream HTTP/1.1\r\nHost: t\r\nContent-Type: application/json"
+                     f"\r\nContent-Length: {len(body)}\r\n\r\n{body}").encode())
+    got = b""
+    t0 = time.time()
+    while time.time() - t0 < 5 and got.count(b":\n\n") < 2:
+        got += waiting.recv(4096)
+    assert got.startswith(b"HTTP/1.1 200")
+    assert got.count(b":\n\n") >= 2 and b"data:" not in got, got
+    assert s.metric("flashgen_num_requests_waiting") == 1
+    waiting.close()
+    wait_metric(s, "flashgen_num_requests_waiting", 0, timeout=10)
+    assert s.metric('flashgen_requests_total{outcome="cancelled"}') == 1
+    busy.close()
+    wait_metric(s, "flashgen_num_requests_running", 0)
+    assert s.metric('flashgen_requests_total{outcome="cancelled"}') == 2

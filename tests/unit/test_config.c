@@ -43,8 +43,8 @@ Test(config, sources_in_order) {
                                                  "\"device\": \"cpu\", \"api_key\": \"file\"}");
     char fileflag[300];
     snprintf(fileflag, sizeof fileflag, "--config=%s", file);
-    char *argv[] = {"serve", fileflag, "--max-batch-tokens", "128", "--log_format=json",
-                    "--no-log-requests"};
+    char *argv[] = {
+        "serve", fileflag, "--max-batch-tokens", "128", "--log_format=json", "--no-log-requests"};
     char *envp[] = {"FLASHGEN_PORT=9100", "FLASHGEN_MAX_BATCH_TOKENS=96", "FLASHGEN_API_KEY=env",
                     "UNRELATED=1", NULL};
     struct config c;
@@ -130,13 +130,15 @@ Test(config, help_lists_every_option) {
     for (size_t i = 0; i < n; i++) {
         char flag[96], env[96];
         size_t k = 0;
-        for (const char *p = o[i].name; *p; p++) flag[k++] = *p == '_' ? '-' : *p;
+        for (const char *p = o[i].name; *p; p++)
+            flag[k++] = *p == '_' ? '-' : *p;
         flag[k] = 0;
         char want[120];
         snprintf(want, sizeof want, "--%s ", flag);
         cr_assert(strstr(buf, want), "help lacks %s", want);
         k = 0;
-        for (const char *p = o[i].name; *p; p++) env[k++] = (char)(*p >= 'a' && *p <= 'z' ? *p - 32 : *p);
+        for (const char *p = o[i].name; *p; p++)
+            env[k++] = (char)(*p >= 'a' && *p <= 'z' ? *p - 32 : *p);
         env[k] = 0;
         snprintf(want, sizeof want, "FLASHGEN_%s", env);
         cr_assert(strstr(buf, want), "help lacks %s", want);

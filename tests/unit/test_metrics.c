@@ -39,7 +39,8 @@ Test(metrics, render_counts_and_histograms) {
     cr_assert(strstr(t, "model_name=\"my \\\"model\\\"\\\\x\""));
     cr_assert_float_eq(value_of(t, "flashgen_requests_total{outcome=\"success\"}"), 2, 0);
     cr_assert_float_eq(value_of(t, "flashgen_requests_total{outcome=\"overloaded\"}"), 1, 0);
-    cr_assert_float_eq(value_of(t, "flashgen_request_success_total{finished_reason=\"stop_sequence\"}"), 1, 0);
+    cr_assert_float_eq(
+        value_of(t, "flashgen_request_success_total{finished_reason=\"stop_sequence\"}"), 1, 0);
     cr_assert_float_eq(value_of(t, "flashgen_prompt_tokens_total"), 10, 0);
     cr_assert_float_eq(value_of(t, "flashgen_generation_tokens_total"), 5, 0);
     cr_assert_float_eq(value_of(t, "flashgen_num_requests_running"), 3, 0);
@@ -47,11 +48,16 @@ Test(metrics, render_counts_and_histograms) {
     cr_assert_float_eq(value_of(t, "flashgen_batch_size"), 4, 0);
     cr_assert_float_eq(value_of(t, "flashgen_kv_cache_usage_perc"), 0.25, 1e-9);
     cr_assert_float_eq(value_of(t, "flashgen_model_ready"), 1, 0);
-    cr_assert_float_eq(value_of(t, "flashgen_time_to_first_token_seconds_bucket{le=\"0.001\"}"), 0, 0);
-    cr_assert_float_eq(value_of(t, "flashgen_time_to_first_token_seconds_bucket{le=\"0.005\"}"), 1, 0);
-    cr_assert_float_eq(value_of(t, "flashgen_time_to_first_token_seconds_bucket{le=\"0.5\"}"), 2, 0);
-    cr_assert_float_eq(value_of(t, "flashgen_time_to_first_token_seconds_bucket{le=\"160\"}"), 2, 0);
-    cr_assert_float_eq(value_of(t, "flashgen_time_to_first_token_seconds_bucket{le=\"+Inf\"}"), 3, 0);
+    cr_assert_float_eq(value_of(t, "flashgen_time_to_first_token_seconds_bucket{le=\"0.001\"}"), 0,
+                       0);
+    cr_assert_float_eq(value_of(t, "flashgen_time_to_first_token_seconds_bucket{le=\"0.005\"}"), 1,
+                       0);
+    cr_assert_float_eq(value_of(t, "flashgen_time_to_first_token_seconds_bucket{le=\"0.5\"}"), 2,
+                       0);
+    cr_assert_float_eq(value_of(t, "flashgen_time_to_first_token_seconds_bucket{le=\"160\"}"), 2,
+                       0);
+    cr_assert_float_eq(value_of(t, "flashgen_time_to_first_token_seconds_bucket{le=\"+Inf\"}"), 3,
+                       0);
     cr_assert_float_eq(value_of(t, "flashgen_time_to_first_token_seconds_count"), 3, 0);
     cr_assert_float_eq(value_of(t, "flashgen_time_to_first_token_seconds_sum"), 1e6 + 0.303, 1e-3);
     free(t);
@@ -63,7 +69,8 @@ Test(metrics, render_counts_and_histograms) {
 Test(metrics, format_is_well_formed) {
     struct metrics m;
     metrics_init(&m);
-    for (int i = 0; i < 100; i++) metrics_observe(&m, METRICS_H_ITL, i * 0.01);
+    for (int i = 0; i < 100; i++)
+        metrics_observe(&m, METRICS_H_ITL, i * 0.01);
     char *t = metrics_render(&m, "x", "v", NULL);
     char family[128] = "";
     int have_help = 0, have_type = 0;
@@ -78,7 +85,8 @@ Test(metrics, format_is_well_formed) {
             char fam[128], type[32];
             cr_assert_eq(sscanf(line + 7, "%127s %31s", fam, type), 2);
             cr_assert_str_eq(fam, family);
-            cr_assert(!strcmp(type, "counter") || !strcmp(type, "gauge") || !strcmp(type, "histogram"));
+            cr_assert(!strcmp(type, "counter") || !strcmp(type, "gauge") ||
+                      !strcmp(type, "histogram"));
             have_type = 1;
             continue;
         }

@@ -19,7 +19,8 @@ static void pool_init(struct pool *p, int n_pages, int page_size) {
     p->kv.n_pages = n_pages;
     p->kv.page_size = page_size;
     p->kv.free_list = p->free_list;
-    for (int i = 0; i < n_pages; i++) p->free_list[i] = i;
+    for (int i = 0; i < n_pages; i++)
+        p->free_list[i] = i;
     p->kv.n_free = n_pages;
 }
 
@@ -62,7 +63,8 @@ Test(sched, admission_by_pages_in_order) {
     pool_init(&p, 10, 4);
     struct sched s;
     cr_assert_eq(sched_init(&s, &p.kv, 64, 8), 0);
-    struct sched_seq *a = seq_new(10, 6), *b = seq_new(10, 6), *c = seq_new(10, 6), *d = seq_new(1, 1);
+    struct sched_seq *a = seq_new(10, 6), *b = seq_new(10, 6), *c = seq_new(10, 6),
+                     *d = seq_new(1, 1);
     cr_assert_eq(sched_pages_needed(&s, 10, 6), 4);
     sched_add(&s, a), sched_add(&s, b), sched_add(&s, c), sched_add(&s, d);
     struct sched_seq *adm[8];
@@ -154,7 +156,8 @@ Test(sched, batch_seq_limit_and_waiting_cancel) {
     struct sched s;
     cr_assert_eq(sched_init(&s, &p.kv, 512, 2), 0);
     struct sched_seq *q[4];
-    for (int i = 0; i < 4; i++) sched_add(&s, q[i] = seq_new(4, 4));
+    for (int i = 0; i < 4; i++)
+        sched_add(&s, q[i] = seq_new(4, 4));
     sched_plan(&s, NULL, NULL);
     cr_assert_eq(s.n_running, 2);
     cr_assert_eq(s.n_waiting, 2);
@@ -167,7 +170,8 @@ Test(sched, batch_seq_limit_and_waiting_cancel) {
     cr_assert_eq(s.wait_tail, q[2]);
     sched_add(&s, q[3] = seq_new(2, 2)); /* the tail is still right after a reap */
     cr_assert_eq(s.wait_head->next, q[3]);
-    for (int i = 0; i < 4; i++) seq_del(q[i]);
+    for (int i = 0; i < 4; i++)
+        seq_del(q[i]);
     sched_free(&s);
 }
 
