@@ -95,11 +95,12 @@ serve: deps
 	$(MAKE) all model
 	$(BUILD)/flashgen serve --model $(MODEL)
 
-# Quick start, command 2: C unit tests (Criterion), then the black-box suite (pytest), whose
-# summary line ends the output.
+# Quick start, command 2: C unit tests (Criterion), a 10-second run of every fuzz target, then
+# the black-box suite (pytest), whose summary line ends the output.
 test: deps
 	$(MAKE) all model
 	$(BUILD)/tests/unit_tests --jobs 2
+	$(MAKE) fuzz-smoke
 	FLASHGEN_BUILD=$(BUILD) $(PYTHON) -m pytest -q tests
 
 unit: $(BUILD)/tests/unit_tests

@@ -246,6 +246,15 @@ int tokenizer_from_json(const char *path, struct tokenizer **out, char **chat_te
         set_err(err, errlen, "%s: empty vocabulary", path);
         goto done;
     }
+    /* Ids index arrays sized by the largest id, so the largest id is bounded by the number of
+     * entries (real tokenizers number their tokens densely from 0): a 140-byte file claiming id
+     * 2^30 must not cost gigabytes (found by tests/fuzz/fuzz_tokenizer_json.c). */
+    int entries = cJSON_GetArraySize(vocab) + cJSON_GetArraySize(added);
+    if (n > entries) {
+        set_err(err, errlen, "%s: token id %d exceeds the %d entries of vocab and added_tokens",
+                path, n - 1, entries);
+        goto done;
+    }
     tokens = calloc((size_t)n, sizeof(*tokens));
     types = malloc((size_t)n * sizeof(*types));
     if (!tokens || !types) goto oom;

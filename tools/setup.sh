@@ -9,7 +9,8 @@ SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
 APT_PKGS=(build-essential pkg-config libmicrohttpd-dev libcjson-dev libuv1-dev libcriterion-dev
-          python3 python3-pip curl unzip prometheus docker.io debootstrap clang)
+          python3 python3-pip curl unzip prometheus docker.io debootstrap clang
+          libclang-rt-14-dev llvm)
 missing=()
 for p in "${APT_PKGS[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
