@@ -51,6 +51,8 @@ endif
 endif
 
 .PHONY: all deps serve test unit bench model clean help format
+# Keep intermediate objects (tools/*.o) so a second make relinks nothing.
+.SECONDARY:
 
 all: $(BUILD)/flashgen $(BUILD)/tests/unit_tests $(TOOLS)
 

@@ -38,8 +38,13 @@ static cJSON *token_json(const struct server *sv, const struct wreq *j, int k) {
     return o;
 }
 
+/* Seeds are up to 53 bits; cJSON prints numbers with 15 significant digits, which would round
+ * them, so the seed goes out as a raw decimal integer. */
 static cJSON *seed_json(const struct wreq *j) {
-    return j->sp.do_sample ? cJSON_CreateNumber((double)j->sp.seed) : cJSON_CreateNull();
+    if (!j->sp.do_sample) return cJSON_CreateNull();
+    char buf[32];
+    snprintf(buf, sizeof buf, "%llu", (unsigned long long)j->sp.seed);
+    return cJSON_CreateRaw(buf);
 }
 
 static char *full_text(const struct gen_ctx *c, const struct wreq *j) {
