@@ -53,6 +53,10 @@ static const struct config_option SCHEMA[] = {
      "stop sequences per request"},
     {"max_body_bytes", CONFIG_T_INT, OFF(max_body_bytes), "2000000", NULL, 64, 1 << 30,
      "request body limit in bytes; larger bodies get 413"},
+    {"max_header_bytes", CONFIG_T_INT, OFF(max_header_bytes), "32768", NULL, 1024, 1 << 20,
+     "request line + headers limit in bytes; larger get 431"},
+    {"max_connections", CONFIG_T_INT, OFF(max_connections), "1024", NULL, 1, 1 << 20,
+     "open HTTP connections (each costs a file descriptor); more are refused at accept"},
     {"request_timeout", CONFIG_T_DOUBLE, OFF(request_timeout), "600", NULL, 0, 1e7,
      "seconds from arrival to the end of a generation; 0 = none"},
     {"queue_timeout", CONFIG_T_DOUBLE, OFF(queue_timeout), "60", NULL, 0, 1e7,
@@ -60,7 +64,9 @@ static const struct config_option SCHEMA[] = {
     {"shutdown_grace", CONFIG_T_DOUBLE, OFF(shutdown_grace), "30", NULL, 0, 1e7,
      "seconds SIGTERM/SIGINT waits for in-flight requests before cancelling them"},
     {"connection_timeout", CONFIG_T_INT, OFF(connection_timeout), "60", NULL, 1, 1 << 20,
-     "idle HTTP connection timeout in seconds"},
+     "seconds a connection may make no progress (a request that is not sent, a reply that is "
+     "not read, an idle keep-alive) before it is dropped; waiting for a generation does not "
+     "count"},
     {"sse_ping", CONFIG_T_DOUBLE, OFF(sse_ping), "15", NULL, 0, 3600,
      "seconds between keep-alive comments on an idle event stream (queue wait, long prefill), "
      "so proxies keep it open; 0 = off"},

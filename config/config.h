@@ -43,10 +43,12 @@ struct config {
     int default_max_new_tokens;  /* when a request gives none */
     int max_stop_sequences;      /* per request */
     int max_body_bytes;          /* request body limit */
+    int max_header_bytes;        /* request line + headers limit; more gives 431 */
+    int max_connections;         /* open HTTP connections; more are refused at accept */
     double request_timeout;      /* seconds from arrival to the end of generation; 0 = none */
     double queue_timeout;        /* seconds a request may wait for admission; 0 = none */
     double shutdown_grace;       /* seconds to drain in-flight requests on SIGTERM */
-    int connection_timeout;      /* idle HTTP connection timeout, seconds */
+    int connection_timeout;      /* seconds without progress before a connection is dropped */
     double sse_ping;  /* seconds between keep-alive comments on an idle stream; 0 = off */
     char *api_key;    /* "" = no authentication */
     int log_format;   /* enum config_log_format */

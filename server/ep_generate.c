@@ -56,33 +56,6 @@ static char *full_text(const struct gen_ctx *c, const struct wreq *j) {
     return s;
 }
 
-static int is_error(enum wreq_finish f) {
-    return f == WREQ_FIN_CANCELLED || f == WREQ_FIN_TIMEOUT || f == WREQ_FIN_ERROR;
-}
-
-static void error_of(const struct wreq *j, int *status, const char **type, const char **msg) {
-    switch (j->finish) {
-    case WREQ_FIN_TIMEOUT:
-        *status = 504, *type = "timeout", *msg = "request deadline exceeded";
-        break;
-    case WREQ_FIN_CANCELLED:
-        *status = 503, *type = "shutting_down", *msg = "request cancelled (server shutting down)";
-        break;
-    default:
-        *status = 500, *type = "generation", *msg = j->error[0] ? j->error : "generation failed";
-    }
-}
-
-static void sse(struct http_req *r, cJSON *o) {
-    char *s = cJSON_PrintUnformatted(o);
-    cJSON_Delete(o);
-    if (!s) return;
-    http_stream_write(r, "data:", 5);
-    http_stream_write(r, s, strlen(s));
-    http_stream_write(r, "\n\n", 2);
-    cJSON_free(s);
-}
-
 static void finish_job(struct gen_ctx *c, struct wreq *j) {
     job_log(c->r, j);
     worker_release_locked(j);
@@ -96,7 +69,7 @@ static void on_event(struct wreq *j, void *user) {
     int done = j->finish != WREQ_FIN_NONE;
     if (c->stream) {
         for (; c->sent < j->n_gen; c->sent++) {
-            int last = done && c->sent == j->n_gen - 1 && !is_error(j->finish);
+            int last = done && c->sent == j->n_gen - 1 && !job_failed_finish(j->finish);
             cJSON *o = cJSON_CreateObject();
             cJSON_AddNumberToObject(o, "index", c->sent + 1);
             cJSON_AddItemToObject(o, "token", token_json(c->sv, j, c->sent));
@@ -118,17 +91,17 @@ static void on_event(struct wreq *j, void *user) {
                 cJSON_AddNullToObject(o, "generated_text");
                 cJSON_AddNullToObject(o, "details");
             }
-            sse(r, o);
+            job_sse(r, "data:", o);
         }
         if (done) {
-            if (is_error(j->finish)) {
+            if (job_failed_finish(j->finish)) {
                 int st;
                 const char *type, *msg;
-                error_of(j, &st, &type, &msg);
+                job_error_of(j, &st, &type, &msg);
                 cJSON *o = cJSON_CreateObject();
                 cJSON_AddStringToObject(o, "error", msg);
                 cJSON_AddStringToObject(o, "error_type", type);
-                sse(r, o);
+                job_sse(r, "data:", o);
             }
             http_stream_end(r);
             finish_job(c, j);
@@ -136,10 +109,10 @@ static void on_event(struct wreq *j, void *user) {
         return;
     }
     if (!done) return;
-    if (is_error(j->finish)) {
+    if (job_failed_finish(j->finish)) {
         int st;
         const char *type, *msg;
-        error_of(j, &st, &type, &msg);
+        job_error_of(j, &st, &type, &msg);
         http_reply_error(r, st, type, NULL, "%s", msg);
         finish_job(c, j);
         return;

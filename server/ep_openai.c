@@ -30,10 +30,6 @@ static const char *finish_reason(enum wreq_finish f) {
     return f == WREQ_FIN_LENGTH ? "length" : "stop";
 }
 
-static int is_error(enum wreq_finish f) {
-    return f == WREQ_FIN_CANCELLED || f == WREQ_FIN_TIMEOUT || f == WREQ_FIN_ERROR;
-}
-
 /* Bytes of the job's text the client may see so far: stop sequences are cut. */
 static size_t visible_len(const struct wreq *j) {
     return j->finish == WREQ_FIN_STOP ? j->stop_pos : j->text_len;
@@ -109,29 +105,6 @@ static cJSON *logprobs_json(const struct oai_ctx *c, const struct wreq *j, int f
     return o;
 }
 
-static void sse(struct http_req *r, cJSON *o) {
-    char *s = cJSON_PrintUnformatted(o);
-    cJSON_Delete(o);
-    if (!s) return;
-    http_stream_write(r, "data: ", 6);
-    http_stream_write(r, s, strlen(s));
-    http_stream_write(r, "\n\n", 2);
-    cJSON_free(s);
-}
-
-static void error_of(const struct wreq *j, int *status, const char **type, const char **msg) {
-    switch (j->finish) {
-    case WREQ_FIN_TIMEOUT:
-        *status = 504, *type = "timeout", *msg = "request deadline exceeded";
-        break;
-    case WREQ_FIN_CANCELLED:
-        *status = 503, *type = "shutting_down", *msg = "request cancelled (server shutting down)";
-        break;
-    default:
-        *status = 500, *type = "generation", *msg = j->error[0] ? j->error : "generation failed";
-    }
-}
-
 static void release(struct oai_ctx *c, struct wreq *j) {
     job_log(c->r, j);
     worker_release_locked(j);
@@ -158,7 +131,7 @@ static void stream_chunk(struct oai_ctx *c, const struct wreq *j, size_t from, s
     else
         cJSON_AddNullToObject(ch, "finish_reason");
     cJSON_AddItemToArray(choices, ch);
-    sse(c->r, o);
+    job_sse(c->r, "data: ", o);
 }
 
 /* Worker events (loop thread, worker lock held). */
@@ -183,23 +156,23 @@ static void on_event(struct wreq *j, void *user) {
             c->sent = j->n_gen;
         }
         if (done) {
-            if (is_error(j->finish)) {
+            if (job_failed_finish(j->finish)) {
                 int st;
                 const char *type, *msg;
-                error_of(j, &st, &type, &msg);
+                job_error_of(j, &st, &type, &msg);
                 cJSON *o = cJSON_CreateObject();
                 cJSON *e = cJSON_AddObjectToObject(o, "error");
                 cJSON_AddStringToObject(e, "message", msg);
                 cJSON_AddStringToObject(e, "type", type);
                 cJSON_AddNumberToObject(e, "code", st);
-                sse(r, o);
+                job_sse(r, "data: ", o);
             } else {
                 stream_chunk(c, j, 0, 0, 0, 0, finish_reason(j->finish));
                 if (c->include_usage) {
                     cJSON *o = chunk_base(c);
                     cJSON_AddArrayToObject(o, "choices");
                     cJSON_AddItemToObject(o, "usage", usage_json(j));
-                    sse(r, o);
+                    job_sse(r, "data: ", o);
                 }
             }
             http_stream_write(r, "data: [DONE]\n\n", 14);
@@ -209,10 +182,10 @@ static void on_event(struct wreq *j, void *user) {
         return;
     }
     if (!done) return;
-    if (is_error(j->finish)) {
+    if (job_failed_finish(j->finish)) {
         int st;
         const char *type, *msg;
-        error_of(j, &st, &type, &msg);
+        job_error_of(j, &st, &type, &msg);
         http_reply_error(r, st, type, NULL, "%s", msg);
         release(c, j);
         return;
@@ -331,7 +304,7 @@ static int start(struct server *sv, struct http_req *r, struct oai_ctx *c, struc
             cJSON_AddNullToObject(ch, "logprobs");
             cJSON_AddNullToObject(ch, "finish_reason");
             cJSON_AddItemToArray(choices, ch);
-            sse(r, o);
+            job_sse(r, "data: ", o);
         }
     } else {
         http_defer(r);

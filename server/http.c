@@ -23,6 +23,13 @@
  * their next write. 250 ms: a cancelled job costs at most a few wasted decode steps. */
 #define HTTP_PROBE_MS 250
 
+/* MHD keeps a connection's request line, headers, read buffer and reply headers in one pool of
+ * MHD_OPTION_CONNECTION_MEMORY_LIMIT bytes and answers 431 (HTML) when the headers do not fit.
+ * The pool is sized well above max_header so that our own check (a JSON 431 at exactly
+ * max_header) is the one clients meet; the slack holds the read buffer and reply headers. */
+#define HTTP_DEFAULT_MAX_HEADER 32768u
+#define HTTP_POOL_SLACK 32768u
+
 struct http_server {
     struct MHD_Daemon *d;
     uv_loop_t *loop;
@@ -55,7 +62,7 @@ struct http_req {
     char *path;
     char *body;
     size_t body_len, body_cap;
-    int too_large, bad_route, dispatched;
+    int too_large, header_too_large, bad_route, dispatched;
     int suspended;
     double t_start;
     /* a stored full reply, queued by the access handler */
@@ -343,6 +350,10 @@ static void dispatch(struct http_req *r) {
     else if (r->bad_route == 405)
         http_reply_error(r, 405, "method_not_allowed", NULL, "%s is not allowed on %s (use %s)",
                          r->method, r->path, r->route->method);
+    else if (r->header_too_large)
+        http_reply_error(r, 431, "header_too_large", NULL,
+                         "request line and headers are larger than the limit of %zu bytes",
+                         r->s->o.max_header);
     else if (r->too_large)
         http_reply_error(r, 413, "payload_too_large", NULL,
                          "request body is larger than the limit of %zu bytes", r->s->o.max_body);
@@ -355,10 +366,25 @@ static void dispatch(struct http_req *r) {
         http_reply_error(r, 500, "internal", NULL, "handler gave no reply");
 }
 
+static enum MHD_Result add_header_len(void *cls, enum MHD_ValueKind kind, const char *key,
+                                      const char *value) {
+    (void)kind;
+    size_t *n = cls;
+    *n += strlen(key) + (value ? strlen(value) : 0) + 4; /* ": " and CRLF */
+    return MHD_YES;
+}
+
+/* Bytes of the request line and headers as the client sent them (give or take whitespace). */
+static size_t header_bytes(struct MHD_Connection *conn, const char *method, const char *url,
+                           const char *version) {
+    size_t n = strlen(method) + strlen(url) + strlen(version ? version : "") + 4;
+    MHD_get_connection_values(conn, MHD_HEADER_KIND, add_header_len, &n);
+    return n;
+}
+
 static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const char *url,
                                  const char *method, const char *version, const char *upload_data,
                                  size_t *upload_data_size, void **con_cls) {
-    (void)version;
     struct http_server *s = cls;
     struct http_req *r = *con_cls;
     if (!r) {
@@ -384,9 +410,12 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         s->active++;
         const char *cl =
             MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-        if (cl && strtoull(cl, NULL, 10) > s->o.max_body) {
-            /* refuse before reading the body; MHD closes the connection after the reply */
+        if (header_bytes(conn, method, url, version) > s->o.max_header)
+            r->header_too_large = 1;
+        else if (cl && strtoull(cl, NULL, 10) > s->o.max_body)
             r->too_large = 1;
+        if (r->header_too_large || r->too_large) {
+            /* refuse before reading the body; MHD closes the connection after the reply */
             dispatch(r);
             return queue_stored(r);
         }
@@ -395,7 +424,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
     if (*upload_data_size) {
         size_t n = *upload_data_size;
         *upload_data_size = 0;
-        if (r->too_large || r->has_resp) return MHD_YES;
+        if (r->too_large || r->header_too_large || r->has_resp) return MHD_YES;
         if (r->body_len + n > s->o.max_body) {
             r->too_large = 1;
             free(r->body);
@@ -477,6 +506,9 @@ int http_start(struct http_server **out, uv_loop_t *loop, const struct http_opts
     }
     s->loop = loop;
     s->o = *o;
+    if (!s->o.max_header) s->o.max_header = HTTP_DEFAULT_MAX_HEADER;
+    if (!s->o.conn_limit) s->o.conn_limit = 1024;
+    if (!s->o.conn_timeout) s->o.conn_timeout = 60;
     s->api_key = o->api_key && *o->api_key ? strdup(o->api_key) : NULL;
 
     struct addrinfo hints = {0}, *ai = NULL;
@@ -494,13 +526,16 @@ int http_start(struct http_server **out, uv_loop_t *loop, const struct http_opts
     }
     unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
     if (ai->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
+    /* No MHD_OPTION_LISTENING_ADDRESS_REUSE: it sets SO_REUSEPORT, and then a second server
+     * started on a busy port binds too and silently shares the traffic. MHD's default
+     * (SO_REUSEADDR only) still allows a restart while old connections sit in TIME_WAIT. */
     s->d = MHD_start_daemon(flags, (uint16_t)o->port, NULL, NULL, on_access, s,
                             MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, s, /* must come first */
                             MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_NOTIFY_COMPLETED,
-                            on_completed, s, MHD_OPTION_CONNECTION_TIMEOUT,
-                            o->conn_timeout ? o->conn_timeout : 60u, MHD_OPTION_CONNECTION_LIMIT,
-                            o->conn_limit ? o->conn_limit : 1024u,
-                            MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u, MHD_OPTION_END);
+                            on_completed, s, MHD_OPTION_CONNECTION_TIMEOUT, s->o.conn_timeout,
+                            MHD_OPTION_CONNECTION_LIMIT, s->o.conn_limit,
+                            MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+                            (size_t)(2 * s->o.max_header + HTTP_POOL_SLACK), MHD_OPTION_END);
     freeaddrinfo(ai);
     if (!s->d) {
         snprintf(err, errlen, "cannot listen on %s:%d (address in use or not available)",

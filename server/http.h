@@ -47,8 +47,9 @@ struct http_opts {
     int port;              /* 0: ephemeral */
     size_t max_body;       /* bytes; larger bodies get 413 */
     const char *api_key;   /* NULL or "" = open */
-    unsigned conn_timeout; /* seconds */
-    unsigned conn_limit;
+    unsigned conn_timeout; /* seconds without progress before a connection is dropped */
+    unsigned conn_limit;   /* open connections; 0 = 1024 */
+    size_t max_header;     /* request line + headers, bytes; larger get 431; 0 = 32 KiB */
     double sse_ping; /* seconds of silence before a stream gets a ":" comment; 0 = off */
     const struct http_route *routes;
     int n_routes;

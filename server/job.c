@@ -282,3 +282,30 @@ const char *job_token_text(const struct wreq *j, int k, size_t *len) {
     *len = b - a;
     return j->text + a;
 }
+
+int job_failed_finish(enum wreq_finish f) {
+    return f == WREQ_FIN_CANCELLED || f == WREQ_FIN_TIMEOUT || f == WREQ_FIN_ERROR;
+}
+
+void job_error_of(const struct wreq *j, int *status, const char **type, const char **msg) {
+    switch (j->finish) {
+    case WREQ_FIN_TIMEOUT:
+        *status = 504, *type = "timeout", *msg = "request deadline exceeded";
+        break;
+    case WREQ_FIN_CANCELLED:
+        *status = 503, *type = "shutting_down", *msg = "request cancelled (server shutting down)";
+        break;
+    default:
+        *status = 500, *type = "generation", *msg = j->error[0] ? j->error : "generation failed";
+    }
+}
+
+void job_sse(struct http_req *r, const char *prefix, cJSON *o) {
+    char *s = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    if (!s) return;
+    http_stream_write(r, prefix, strlen(prefix));
+    http_stream_write(r, s, strlen(s));
+    http_stream_write(r, "\n\n", 2);
+    cJSON_free(s);
+}

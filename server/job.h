@@ -66,4 +66,12 @@ void job_log(struct http_req *r, const struct wreq *j);
 /* Generated text of token K (between text_end[k-1] and text_end[k]). */
 const char *job_token_text(const struct wreq *j, int k, size_t *len);
 
+/* 1 when a request ended without a usable result: deadline, shutdown or engine error. */
+int job_failed_finish(enum wreq_finish f);
+/* The HTTP status, stable error type and message of such a request. */
+void job_error_of(const struct wreq *j, int *status, const char **type, const char **msg);
+/* Write one server-sent event, PREFIX (TGI "data:", OpenAI "data: ") + JSON + blank line;
+ * consumes O. Loop thread. */
+void job_sse(struct http_req *r, const char *prefix, cJSON *o);
+
 #endif
