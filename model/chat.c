@@ -12,19 +12,12 @@
  * '<|im_start|>system\n...<|im_end|>' in the source, so the default always matches the file.
  */
 #include "model/tokenizer.h"
+#include "errmsg.h"
 
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...) {
-    if (!err || errlen == 0) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 /* The Jinja string literal whose opening quote is at Q, unescaped into a malloc'd string (Python
  * escapes \n \t \r \\ \' \"), or NULL when it does not close. */
@@ -87,12 +80,12 @@ int chat_template_init(struct chat_template *ct, const char *jinja, char *err, s
         ct->default_system = chatml_default_system(jinja);
         return 0;
     }
-    set_err(err, errlen,
+    errmsg_set(err, errlen,
             "unsupported chat template (neither ChatML <|im_start|> nor Llama-3 "
             "<|start_header_id|>); using ChatML");
     return -1;
 oom:
-    set_err(err, errlen, "chat template: out of memory");
+    errmsg_set(err, errlen, "chat template: out of memory");
     return -1;
 }
 

@@ -14,6 +14,7 @@
  *   split_special_tokens=True and llama.cpp with parse_special=false.
  */
 #include "model/tokenizer.h"
+#include "errmsg.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -57,14 +58,6 @@ struct tokenizer {
     int add_bos, add_eos;
     int ignore_merges;
 };
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...) {
-    if (!err || errlen == 0) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 /* --- GPT-2 byte <-> unicode (model-format.md §4.2) ------------------------------------------- */
 
@@ -195,7 +188,7 @@ static int is_eog_text(const char *s) {
 
 static int check_id(int id, int n, const char *what, char *err, size_t errlen) {
     if (id < -1 || id >= n) {
-        set_err(err, errlen, "tokenizer: %s id %d is outside the vocabulary (%d tokens)", what, id,
+        errmsg_set(err, errlen, "tokenizer: %s id %d is outside the vocabulary (%d tokens)", what, id,
                 n);
         return -1;
     }
@@ -217,7 +210,7 @@ static int build_merges(struct tokenizer *t, const struct tokenizer_spec *spec, 
     for (size_t m = 0; m < n; m++) {
         const char *a = spec->merge_left[m], *b = spec->merge_right[m];
         if (!a || !b) {
-            set_err(err, errlen, "tokenizer: merge %zu is missing a side", m);
+            errmsg_set(err, errlen, "tokenizer: merge %zu is missing a side", m);
             free(buf);
             return -1;
         }
@@ -240,7 +233,7 @@ static int build_merges(struct tokenizer *t, const struct tokenizer_spec *spec, 
     return 0;
 oom:
     free(buf);
-    set_err(err, errlen, "tokenizer: out of memory for %zu merges", n);
+    errmsg_set(err, errlen, "tokenizer: out of memory for %zu merges", n);
     return -1;
 }
 
@@ -268,15 +261,15 @@ int tokenizer_init(const struct tokenizer_spec *spec, struct tokenizer **out, ch
                    size_t errlen) {
     *out = NULL;
     if (!spec || spec->n_tokens <= 0 || !spec->tokens) {
-        set_err(err, errlen, "tokenizer: empty vocabulary");
+        errmsg_set(err, errlen, "tokenizer: empty vocabulary");
         return -1;
     }
     if (spec->n_merges > 0 && (!spec->merge_left || !spec->merge_right)) {
-        set_err(err, errlen, "tokenizer: merges missing");
+        errmsg_set(err, errlen, "tokenizer: merges missing");
         return -1;
     }
     if (spec->pre != TOK_PRE_GPT2 && spec->pre != TOK_PRE_SMOLLM && spec->pre != TOK_PRE_LLAMA3) {
-        set_err(err, errlen, "tokenizer: unknown pre-tokenizer %d", (int)spec->pre);
+        errmsg_set(err, errlen, "tokenizer: unknown pre-tokenizer %d", (int)spec->pre);
         return -1;
     }
     int n = spec->n_tokens;
@@ -303,14 +296,14 @@ int tokenizer_init(const struct tokenizer_spec *spec, struct tokenizer **out, ch
     size_t total = 0;
     for (int i = 0; i < n; i++) {
         if (!spec->tokens[i]) {
-            set_err(err, errlen, "tokenizer: token %d is missing", i);
+            errmsg_set(err, errlen, "tokenizer: token %d is missing", i);
             tokenizer_free(t);
             return -1;
         }
         total += (spec->token_lens ? spec->token_lens[i] : strlen(spec->tokens[i])) + 1;
     }
     if (total > UINT32_MAX) {
-        set_err(err, errlen, "tokenizer: vocabulary text too large");
+        errmsg_set(err, errlen, "tokenizer: vocabulary text too large");
         tokenizer_free(t);
         return -1;
     }
@@ -367,7 +360,7 @@ int tokenizer_init(const struct tokenizer_spec *spec, struct tokenizer **out, ch
     return 0;
 oom:
     tokenizer_free(t);
-    set_err(err, errlen, "tokenizer: out of memory (%d tokens)", n);
+    errmsg_set(err, errlen, "tokenizer: out of memory (%d tokens)", n);
     return -1;
 }
 
@@ -600,11 +593,11 @@ int tokenizer_encode(const struct tokenizer *t, const char *text, size_t len, in
     *ids = NULL;
     *n_ids = 0;
     if (!text && len > 0) {
-        set_err(err, errlen, "tokenizer: NULL text");
+        errmsg_set(err, errlen, "tokenizer: NULL text");
         return -1;
     }
     if (len > (size_t)INT32_MAX / 2) {
-        set_err(err, errlen, "tokenizer: text too long (%zu bytes)", len);
+        errmsg_set(err, errlen, "tokenizer: text too long (%zu bytes)", len);
         return -1;
     }
     struct enc e = {0};
@@ -634,7 +627,7 @@ done:
     free(e.ends);
     if (rc < 0) {
         free(e.ids);
-        set_err(err, errlen, "tokenizer: out of memory encoding %zu bytes", len);
+        errmsg_set(err, errlen, "tokenizer: out of memory encoding %zu bytes", len);
         return -1;
     }
     if (!e.ids) e.ids = malloc(sizeof(int)); /* a valid pointer even for no ids */

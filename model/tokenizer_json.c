@@ -14,6 +14,7 @@
  * chat_template) beside the file, or else from a TemplateProcessing post-processor.
  */
 #include "model/tokenizer.h"
+#include "errmsg.h"
 
 #include <cjson/cJSON.h>
 #include <stdarg.h>
@@ -29,34 +30,26 @@ static const char LLAMA3_REGEX[] =
     "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| "
     "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...) {
-    if (!err || errlen == 0) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 /* Whole file as a NUL-terminated string, or NULL (err written; a missing file sets *missing). */
 static char *read_file(const char *path, int *missing, char *err, size_t errlen) {
     if (missing) *missing = 0;
     FILE *f = fopen(path, "rb");
     if (!f) {
         if (missing) *missing = 1;
-        set_err(err, errlen, "%s: cannot open", path);
+        errmsg_set(err, errlen, "%s: cannot open", path);
         return NULL;
     }
     char *buf = NULL;
     long n = -1;
     if (fseek(f, 0, SEEK_END) == 0) n = ftell(f);
     if (n < 0 || (unsigned long)n > JSON_MAX_BYTES || fseek(f, 0, SEEK_SET) != 0) {
-        set_err(err, errlen, "%s: cannot read (size %ld)", path, n);
+        errmsg_set(err, errlen, "%s: cannot read (size %ld)", path, n);
         fclose(f);
         return NULL;
     }
     buf = malloc((size_t)n + 1);
     if (!buf || fread(buf, 1, (size_t)n, f) != (size_t)n) {
-        set_err(err, errlen, "%s: read failed", path);
+        errmsg_set(err, errlen, "%s: read failed", path);
         free(buf);
         fclose(f);
         return NULL;
@@ -123,7 +116,7 @@ static int detect_pre(const cJSON *pre, enum tok_pre *out, char *err, size_t err
         }
     }
     char *s = pre ? cJSON_PrintUnformatted(pre) : NULL;
-    set_err(err, errlen,
+    errmsg_set(err, errlen,
             "unsupported pre_tokenizer %.300s (supported: ByteLevel; Sequence[Digits(individual), "
             "ByteLevel]; Sequence[Split(llama3 or gpt2 regex), ByteLevel(use_regex=false)])",
             s ? s : "null");
@@ -197,7 +190,7 @@ int tokenizer_from_json(const char *path, struct tokenizer **out, char **chat_te
     if (!text) goto done;
     root = cJSON_Parse(text);
     if (!root) {
-        set_err(err, errlen, "%s: invalid JSON", path);
+        errmsg_set(err, errlen, "%s: invalid JSON", path);
         goto done;
     }
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
@@ -205,20 +198,20 @@ int tokenizer_from_json(const char *path, struct tokenizer **out, char **chat_te
     const cJSON *vocab = cJSON_GetObjectItemCaseSensitive(model, "vocab");
     const cJSON *merges = cJSON_GetObjectItemCaseSensitive(model, "merges");
     if ((mtype && strcmp(mtype, "BPE") != 0) || !cJSON_IsObject(vocab) || !cJSON_IsArray(merges)) {
-        set_err(err, errlen, "%s: model is not a BPE model with a vocab object and merges list",
+        errmsg_set(err, errlen, "%s: model is not a BPE model with a vocab object and merges list",
                 path);
         goto done;
     }
     const cJSON *norm = cJSON_GetObjectItemCaseSensitive(root, "normalizer");
     if (norm && !cJSON_IsNull(norm)) {
-        set_err(err, errlen, "%s: normalizer %s is not supported", path,
+        errmsg_set(err, errlen, "%s: normalizer %s is not supported", path,
                 json_str(norm, "type") ? json_str(norm, "type") : "?");
         goto done;
     }
     enum tok_pre pre;
     if (detect_pre(cJSON_GetObjectItemCaseSensitive(root, "pre_tokenizer"), &pre, sub,
                    sizeof(sub)) < 0) {
-        set_err(err, errlen, "%s: %s", path, sub);
+        errmsg_set(err, errlen, "%s: %s", path, sub);
         goto done;
     }
 
@@ -228,7 +221,7 @@ int tokenizer_from_json(const char *path, struct tokenizer **out, char **chat_te
     int n = 0;
     cJSON_ArrayForEach(e, vocab) {
         if (!cJSON_IsNumber(e) || e->valuedouble < 0 || e->valuedouble >= 1 << 30) {
-            set_err(err, errlen, "%s: vocab entry \"%.100s\" has a bad id", path, e->string);
+            errmsg_set(err, errlen, "%s: vocab entry \"%.100s\" has a bad id", path, e->string);
             goto done;
         }
         if (e->valueint + 1 > n) n = e->valueint + 1;
@@ -237,13 +230,13 @@ int tokenizer_from_json(const char *path, struct tokenizer **out, char **chat_te
         const cJSON *id = cJSON_GetObjectItemCaseSensitive(e, "id");
         if (!cJSON_IsNumber(id) || id->valuedouble < 0 || id->valuedouble >= 1 << 30 ||
             !json_str(e, "content")) {
-            set_err(err, errlen, "%s: malformed added_tokens entry", path);
+            errmsg_set(err, errlen, "%s: malformed added_tokens entry", path);
             goto done;
         }
         if (id->valueint + 1 > n) n = id->valueint + 1;
     }
     if (n == 0) {
-        set_err(err, errlen, "%s: empty vocabulary", path);
+        errmsg_set(err, errlen, "%s: empty vocabulary", path);
         goto done;
     }
     /* Ids index arrays sized by the largest id, so the largest id is bounded by the number of
@@ -251,7 +244,7 @@ int tokenizer_from_json(const char *path, struct tokenizer **out, char **chat_te
      * 2^30 must not cost gigabytes (found by tests/fuzz/fuzz_tokenizer_json.c). */
     int entries = cJSON_GetArraySize(vocab) + cJSON_GetArraySize(added);
     if (n > entries) {
-        set_err(err, errlen, "%s: token id %d exceeds the %d entries of vocab and added_tokens",
+        errmsg_set(err, errlen, "%s: token id %d exceeds the %d entries of vocab and added_tokens",
                 path, n - 1, entries);
         goto done;
     }
@@ -290,7 +283,7 @@ int tokenizer_from_json(const char *path, struct tokenizer **out, char **chat_te
             ao += len + 1;
             char *sp = strchr(s, ' ');
             if (!sp || strchr(sp + 1, ' ')) {
-                set_err(err, errlen, "%s: merge %d \"%.100s\" is not \"left right\"", path, m,
+                errmsg_set(err, errlen, "%s: merge %d \"%.100s\" is not \"left right\"", path, m,
                         e->valuestring);
                 goto done;
             }
@@ -303,7 +296,7 @@ int tokenizer_from_json(const char *path, struct tokenizer **out, char **chat_te
             mleft[m] = cJSON_GetArrayItem(e, 0)->valuestring;
             mright[m] = cJSON_GetArrayItem(e, 1)->valuestring;
         } else {
-            set_err(err, errlen, "%s: merge %d is neither \"a b\" nor [\"a\", \"b\"]", path, m);
+            errmsg_set(err, errlen, "%s: merge %d is neither \"a b\" nor [\"a\", \"b\"]", path, m);
             goto done;
         }
         m++;
@@ -341,13 +334,13 @@ int tokenizer_from_json(const char *path, struct tokenizer **out, char **chat_te
     int missing;
     cfg_text = read_file(cfg_path, &missing, sub, sizeof(sub));
     if (!cfg_text && !missing) {
-        set_err(err, errlen, "%s", sub);
+        errmsg_set(err, errlen, "%s", sub);
         goto done;
     }
     if (cfg_text) {
         cfg = cJSON_Parse(cfg_text);
         if (!cfg) {
-            set_err(err, errlen, "%s: invalid JSON", cfg_path);
+            errmsg_set(err, errlen, "%s: invalid JSON", cfg_path);
             goto done;
         }
         const char *bos = token_content(cJSON_GetObjectItemCaseSensitive(cfg, "bos_token"));
@@ -365,14 +358,14 @@ int tokenizer_from_json(const char *path, struct tokenizer **out, char **chat_te
     spec.eot_id = find_id(tokens, n, "<|eot_id|>");
 
     if (tokenizer_init(&spec, out, sub, sizeof(sub)) < 0) {
-        set_err(err, errlen, "%s: %s", path, sub);
+        errmsg_set(err, errlen, "%s: %s", path, sub);
         goto done;
     }
     tokenizer_set_ignore_merges(*out, json_bool(model, "ignore_merges", 0));
     rc = 0;
     goto done;
 oom:
-    set_err(err, errlen, "%s: out of memory", path);
+    errmsg_set(err, errlen, "%s: out of memory", path);
 done:
     if (rc < 0 && chat_template) {
         free(*chat_template);
