@@ -11,26 +11,11 @@
 
 #include "model/engine.h"
 #include "model/generate.h"
+#include "test_util.h"
 
 #define MODEL_PATH "models/SmolLM2-135M-Instruct.Q4_1.gguf"
 #define GOLDEN_PATH "tests/golden/generate_smollm2.json"
 
-static char *slurp(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = malloc((size_t)n + 1);
-    if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
-        free(buf);
-        buf = NULL;
-    }
-    if (buf) buf[n] = 0;
-    fclose(f);
-    return buf;
-}
 
 static int *json_ids(const cJSON *arr, int *n)
 {
@@ -43,7 +28,7 @@ static int *json_ids(const cJSON *arr, int *n)
 
 Test(golden, smollm2_greedy_matches_transformers, .timeout = 600)
 {
-    char *text = slurp(GOLDEN_PATH);
+    char *text = tu_slurp(GOLDEN_PATH, NULL);
     cr_assert(text, "cannot read %s", GOLDEN_PATH);
     cJSON *doc = cJSON_Parse(text);
     cr_assert(doc, "bad JSON in %s", GOLDEN_PATH);

@@ -13,6 +13,7 @@
 #include "model/gguf.h"
 #include "model/model.h"
 #include "model/tokenizer.h"
+#include "test_util.h"
 
 #include <cjson/cJSON.h>
 #include <fcntl.h>
@@ -321,14 +322,8 @@ Test(loader, tokenizer_only) {
  */
 
 static unsigned char *slurp(const char *path, size_t *n) {
-    FILE *fp = fopen(path, "rb");
-    cr_assert(fp, "%s", path);
-    fseek(fp, 0, SEEK_END);
-    *n = (size_t)ftell(fp);
-    fseek(fp, 0, SEEK_SET);
-    unsigned char *b = malloc(*n);
-    cr_assert_eq(fread(b, 1, *n, fp), *n);
-    fclose(fp);
+    unsigned char *b = (unsigned char *)tu_slurp(path, n);
+    cr_assert(b, "%s", path);
     return b;
 }
 

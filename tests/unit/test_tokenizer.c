@@ -22,6 +22,7 @@
 #include "model/pretok.h"
 #include "model/tokenizer.h"
 #include "model/unicode.h"
+#include "test_util.h"
 
 #define MODEL_PATH "models/SmolLM2-135M-Instruct.Q4_1.gguf"
 #define GOLDEN_SMOLLM2 "tests/golden/tokenizer_smollm2.json"
@@ -30,24 +31,9 @@
 /* --- helpers -----------------------------------------------------------------------------------
  */
 
-static char *slurp(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = malloc((size_t)n + 1);
-    if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
-        free(buf);
-        buf = NULL;
-    }
-    if (buf) buf[n] = 0;
-    fclose(f);
-    return buf;
-}
 
 static cJSON *load_golden(const char *path) {
-    char *text = slurp(path);
+    char *text = tu_slurp(path, NULL);
     cr_assert(text, "cannot read %s (run from the repo root)", path);
     cJSON *doc = cJSON_Parse(text);
     free(text);

@@ -4,6 +4,8 @@
 #define FG_TEST_UTIL_H
 
 #include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <time.h>
@@ -47,6 +49,25 @@ static inline double tu_rel_err(const float *a, const float *b, size_t n)
         den += (double)b[i] * b[i];
     }
     return sqrt(num) / (sqrt(den) + 1e-30);
+}
+
+/* Whole file, NUL-terminated (n, if not NULL, gets the length), or NULL. */
+static inline char *tu_slurp(const char *path, size_t *n)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long len = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = len >= 0 ? malloc((size_t)len + 1) : NULL;
+    if (buf && fread(buf, 1, (size_t)len, f) != (size_t)len) {
+        free(buf);
+        buf = NULL;
+    }
+    if (buf) buf[len] = 0;
+    if (buf && n) *n = (size_t)len;
+    fclose(f);
+    return buf;
 }
 
 #endif
