@@ -187,6 +187,29 @@ dot4(const float *w, const float *x0, const float *x1, const float *x2, const fl
     out[3] = s3;
 }
 
+/* One dot product of w with x (the decode case: one token). */
+__attribute__((target_clones("arch=x86-64-v3", "default"))) static float dot1(const float *w,
+                                                                              const float *x,
+                                                                              int k)
+{
+    v8f a0 = {0}, a1 = {0};
+    int i = 0;
+    for (; i + 16 <= k; i += 16) {
+        v8f wv, xv;
+        memcpy(&wv, w + i, sizeof wv);
+        memcpy(&xv, x + i, sizeof xv);
+        a0 += wv * xv;
+        memcpy(&wv, w + i + 8, sizeof wv);
+        memcpy(&xv, x + i + 8, sizeof xv);
+        a1 += wv * xv;
+    }
+    a0 += a1;
+    float s = V8F_SUM(a0);
+    for (; i < k; i++)
+        s += w[i] * x[i];
+    return s;
+}
+
 struct matmul_job {
     float *out;
     const float *x, *w;
@@ -214,11 +237,8 @@ static void matmul_rows(void *arg, size_t begin, size_t end)
                 for (int u = 0; u < 4; u++)
                     j->out[(size_t)(t + u) * j->out_dim + o] = r[u];
             }
-            for (; t < t1; t++) {
-                const float *x0 = j->x + (size_t)t * in;
-                dot4(wr, x0, x0, x0, x0, j->in_dim, r);
-                j->out[(size_t)t * j->out_dim + o] = r[0];
-            }
+            for (; t < t1; t++)
+                j->out[(size_t)t * j->out_dim + o] = dot1(wr, j->x + (size_t)t * in, j->in_dim);
         }
     }
 }
