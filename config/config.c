@@ -56,7 +56,7 @@ static const struct config_option SCHEMA[] = {
     {"max_header_bytes", CONFIG_T_INT, OFF(max_header_bytes), "32768", NULL, 1024, 1 << 20,
      "request line + headers limit in bytes; larger get 431"},
     {"max_connections", CONFIG_T_INT, OFF(max_connections), "1024", NULL, 1, 1 << 20,
-     "open HTTP connections (each costs a file descriptor); more are refused at accept"},
+     "open HTTP connections (each costs a file descriptor); more wait in the listen backlog"},
     {"request_timeout", CONFIG_T_DOUBLE, OFF(request_timeout), "600", NULL, 0, 1e7,
      "seconds from arrival to the end of a generation; 0 = none"},
     {"queue_timeout", CONFIG_T_DOUBLE, OFF(queue_timeout), "60", NULL, 0, 1e7,

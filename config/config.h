@@ -44,7 +44,7 @@ struct config {
     int max_stop_sequences;      /* per request */
     int max_body_bytes;          /* request body limit */
     int max_header_bytes;        /* request line + headers limit; more gives 431 */
-    int max_connections;         /* open HTTP connections; more are refused at accept */
+    int max_connections;         /* open HTTP connections; more wait in the listen backlog */
     double request_timeout;      /* seconds from arrival to the end of generation; 0 = none */
     double queue_timeout;        /* seconds a request may wait for admission; 0 = none */
     double shutdown_grace;       /* seconds to drain in-flight requests on SIGTERM */

@@ -40,6 +40,10 @@ struct cuda_ctx {
     int n_plans;
     void *attn_ws; /* decode split-K partials, grown on demand */
     size_t attn_ws_bytes;
+    /* Outgrown workspaces stay allocated until destroy: recorded graphs may still point at
+     * them. Sizes at least double, so this list stays short. */
+    void *retired[32];
+    int n_retired;
     char name[256];
     char error[512]; /* sticky: the first failure */
 };
@@ -310,12 +314,16 @@ static void cu_attention(void *ctx, void *out, const void *q, const void *k_pool
     a.stream = c->stream;
     a.kind = ATTN_KIND_AUTO;
     size_t need = attn_workspace_bytes(&a);
-    if (need > c->attn_ws_bytes) {
-        if (c->attn_ws) cudaFree(c->attn_ws);
-        c->attn_ws = NULL;
-        c->attn_ws_bytes = 0;
-        if (cudaMalloc(&c->attn_ws, need) == cudaSuccess) c->attn_ws_bytes = need;
-        else cudaGetLastError(); /* runs unsplit without a workspace */
+    if (need > c->attn_ws_bytes && c->n_retired < (int)(sizeof(c->retired) / sizeof(c->retired[0]))) {
+        size_t want = need > 2 * c->attn_ws_bytes ? need : 2 * c->attn_ws_bytes;
+        void *p = NULL;
+        if (cudaMalloc(&p, want) == cudaSuccess) {
+            if (c->attn_ws) c->retired[c->n_retired++] = c->attn_ws;
+            c->attn_ws = p;
+            c->attn_ws_bytes = want;
+        } else {
+            cudaGetLastError(); /* keeps the old one; the launcher splits less to fit */
+        }
     }
     a.workspace = c->attn_ws;
     a.workspace_bytes = c->attn_ws_bytes;
@@ -413,6 +421,44 @@ static void cu_matmul_f32(void *ctx, float *out, const void *x, const void *w, i
     lt_matmul((struct cuda_ctx *)ctx, out, CUDA_R_32F, x, w, n, in_dim, out_dim);
 }
 
+/* ---- graphs ------------------------------------------------------------------------------ */
+
+static int cu_graph_begin(void *ctx)
+{
+    struct cuda_ctx *c = (struct cuda_ctx *)ctx;
+    /* Relaxed: cuBLASLt and the attention launcher make host-side calls (attribute queries)
+     * while the stream records; none of them touches the stream. */
+    CK(c, cudaStreamBeginCapture(c->stream, cudaStreamCaptureModeRelaxed));
+    return c->error[0] ? -1 : 0;
+}
+
+static int cu_graph_end(void *ctx, void **graph)
+{
+    struct cuda_ctx *c = (struct cuda_ctx *)ctx;
+    cudaGraph_t g = NULL;
+    cudaGraphExec_t ge = NULL;
+    *graph = NULL;
+    CK(c, cudaStreamEndCapture(c->stream, &g));
+    if (!c->error[0]) CK(c, cudaGraphInstantiate(&ge, g, 0));
+    if (g) cudaGraphDestroy(g);
+    if (c->error[0]) return -1;
+    *graph = ge;
+    return 0;
+}
+
+static int cu_graph_launch(void *ctx, void *graph)
+{
+    struct cuda_ctx *c = (struct cuda_ctx *)ctx;
+    CK(c, cudaGraphLaunch((cudaGraphExec_t)graph, c->stream));
+    return c->error[0] ? -1 : 0;
+}
+
+static void cu_graph_free(void *ctx, void *graph)
+{
+    (void)ctx;
+    if (graph) cudaGraphExecDestroy((cudaGraphExec_t)graph);
+}
+
 /* ---- context ----------------------------------------------------------------------------- */
 
 static void cu_destroy(void *ctx)
@@ -426,6 +472,8 @@ static void cu_destroy(void *ctx)
         cublasLtMatrixLayoutDestroy(c->plans[i].c);
     }
     if (c->attn_ws) cudaFree(c->attn_ws);
+    for (int i = 0; i < c->n_retired; i++)
+        cudaFree(c->retired[i]);
     if (c->lt_workspace) cudaFree(c->lt_workspace);
     if (c->lt) cublasLtDestroy(c->lt);
     if (c->stream) cudaStreamDestroy(c->stream);
@@ -510,6 +558,10 @@ static struct fg_ops make_table(void)
     t.swiglu = cu_swiglu;
     t.add = cu_add;
     t.gather_rows = cu_gather_rows;
+    t.graph_begin = cu_graph_begin;
+    t.graph_end = cu_graph_end;
+    t.graph_launch = cu_graph_launch;
+    t.graph_free = cu_graph_free;
     return t;
 }
 

@@ -75,6 +75,14 @@ struct fg_ops {
     /* dst[r] = src[rows[r]] for r < n_rows, rows of `dim` values (gathers last-token rows) */
     void (*gather_rows)(void *ctx, void *dst, const void *src, const int *rows, int n_rows,
                         int dim);
+
+    /* Optional (NULL on the CPU): record the ops queued between graph_begin and graph_end as one
+     * replayable graph, so a decode step costs one launch instead of hundreds. Every pointer and
+     * host-side size an op receives while recording is frozen into the graph. */
+    int (*graph_begin)(void *ctx);
+    int (*graph_end)(void *ctx, void **graph);
+    int (*graph_launch)(void *ctx, void *graph);
+    void (*graph_free)(void *ctx, void *graph);
 };
 
 /* The CPU backend. ctx from cpu_ops_create (n_threads 0 = all cores). */

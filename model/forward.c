@@ -8,6 +8,12 @@
  *   logits = rmsnorm(x[last row of each sequence]) Woutᵀ
  * Only the last row of each sequence reaches the output head, so a 512-token prefill costs one
  * row of the (vocab × dim) head, not 512.
+ *
+ * Decode steps (one token per sequence) on a backend with graphs are recorded once per
+ * (sequences, context bucket) and replayed: hundreds of launches become one. Every buffer and
+ * the step description live at fixed addresses, so only the host-side sizes matter, and those
+ * are fixed by the key (the attention's context bound is the bucket's upper end; kernels read
+ * each sequence's true length from device memory).
  */
 #include "forward.h"
 
@@ -18,6 +24,14 @@
 
 #include "kernels/ops.h"
 #include "model.h"
+
+#define FWD_GRAPH_KV_BUCKET 256 /* context granularity of decode graphs (tokens) */
+#define FWD_MAX_GRAPHS 128      /* recorded graphs kept; the oldest goes first */
+
+struct fwd_graph {
+    int n_seqs, kv_bucket;
+    void *exec; /* NULL: seen once (ran eagerly to size workspaces), record on the next sight */
+};
 
 struct fwd_state {
     const struct model_config *cfg;
@@ -42,6 +56,9 @@ struct fwd_state {
     int *d_ints, *h_ints; /* tokens | pos | slots (max_tokens each) | q_start (max_seqs+1) |
                              kv_len (max_seqs) | rows (max_seqs) | block table (max_seqs×max_pages) */
     size_t n_ints;
+    struct fwd_graph graphs[FWD_MAX_GRAPHS];
+    int n_graphs;
+    int use_graphs; /* backend has graphs and FLASHGEN_CUDA_GRAPHS is not "0" */
 };
 
 static size_t act_bytes(const struct fwd_state *st, size_t elems)
@@ -52,6 +69,8 @@ static size_t act_bytes(const struct fwd_state *st, size_t elems)
 void fwd_free(struct fwd_state *st)
 {
     if (!st) return;
+    for (int i = 0; i < st->n_graphs; i++)
+        if (st->graphs[i].exec) st->ops->graph_free(st->ctx, st->graphs[i].exec);
     void *bufs[] = {st->x, st->h,  st->q,    st->k,    st->v,      st->att,
                     st->o, st->gate, st->up, st->last, st->logits, st->d_ints};
     for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++)
@@ -82,6 +101,8 @@ int fwd_init(struct fwd_state **out, const struct model_config *cfg, const struc
     st->max_tokens = max_tokens;
     st->max_seqs = max_seqs;
     st->max_pages = (cfg->max_seq_len + kv->page_size - 1) / kv->page_size;
+    const char *g = getenv("FLASHGEN_CUDA_GRAPHS");
+    st->use_graphs = ops->graph_begin != NULL && !(g && !strcmp(g, "0"));
     size_t T = (size_t)max_tokens, S = (size_t)max_seqs;
     size_t qd = (size_t)cfg->n_heads * cfg->head_dim, kvd = (size_t)cfg->n_kv_heads * cfg->head_dim;
     st->x = ops->alloc(ops_ctx, act_bytes(st, T * cfg->dim));
@@ -107,6 +128,62 @@ int fwd_init(struct fwd_state **out, const struct model_config *cfg, const struc
     }
     *out = st;
     return 0;
+}
+
+/* Queue every op of one step: embedding, the layers, the last rows through the head. */
+static void fwd_layers(struct fwd_state *st, const struct attn_batch *ab, int T, int n_seqs,
+                       const int *d_tokens, const int *d_pos, const int *d_slots,
+                       const int *d_rows)
+{
+    const struct model_config *c = st->cfg;
+    const struct fg_ops *ops = st->ops;
+    void *ctx = st->ctx;
+    struct kv_cache *kv = st->kv;
+    int D = c->dim, F = c->ffn_dim;
+    int QD = c->n_heads * c->head_dim, KVD = c->n_kv_heads * c->head_dim;
+    const struct model_weights *w = st->w;
+
+    ops->embed(ctx, st->x, w->tok_embd, d_tokens, T, D);
+    for (int l = 0; l < c->n_layers; l++) {
+        const struct model_layer *L = &w->layers[l];
+        ops->rmsnorm(ctx, st->h, st->x, L->attn_norm, T, D, c->rms_eps);
+        ops->matmul(ctx, st->q, st->h, L->wq, T, D, QD);
+        ops->matmul(ctx, st->k, st->h, L->wk, T, D, KVD);
+        ops->matmul(ctx, st->v, st->h, L->wv, T, D, KVD);
+        ops->rope(ctx, st->q, st->k, d_pos, T, c->n_heads, c->n_kv_heads, c->head_dim,
+                  w->rope_freqs);
+        ops->kv_write(ctx, kv->k[l], kv->v[l], st->k, st->v, d_slots, T, KVD);
+        ops->attention(ctx, st->att, st->q, kv->k[l], kv->v[l], ab);
+        ops->matmul(ctx, st->o, st->att, L->wo, T, QD, D);
+        ops->add(ctx, st->x, st->o, (size_t)T * D);
+        ops->rmsnorm(ctx, st->h, st->x, L->ffn_norm, T, D, c->rms_eps);
+        ops->matmul(ctx, st->gate, st->h, L->w_gate, T, D, F);
+        ops->matmul(ctx, st->up, st->h, L->w_up, T, D, F);
+        ops->swiglu(ctx, st->gate, st->gate, st->up, (size_t)T * F);
+        ops->matmul(ctx, st->o, st->gate, L->w_down, T, F, D);
+        ops->add(ctx, st->x, st->o, (size_t)T * D);
+    }
+    ops->gather_rows(ctx, st->h, st->x, d_rows, n_seqs, D);
+    ops->rmsnorm(ctx, st->last, st->h, w->out_norm, n_seqs, D, c->rms_eps);
+    ops->matmul_f32(ctx, st->logits, st->last, w->output, n_seqs, D, c->vocab_size);
+}
+
+static struct fwd_graph *fwd_graph_find(struct fwd_state *st, int n_seqs, int kv_bucket)
+{
+    for (int i = 0; i < st->n_graphs; i++)
+        if (st->graphs[i].n_seqs == n_seqs && st->graphs[i].kv_bucket == kv_bucket)
+            return &st->graphs[i];
+    return NULL;
+}
+
+static void fwd_graph_add(struct fwd_state *st, int n_seqs, int kv_bucket)
+{
+    if (st->n_graphs == FWD_MAX_GRAPHS) {
+        if (st->graphs[0].exec) st->ops->graph_free(st->ctx, st->graphs[0].exec);
+        memmove(&st->graphs[0], &st->graphs[1], sizeof(st->graphs[0]) * (FWD_MAX_GRAPHS - 1));
+        st->n_graphs--;
+    }
+    st->graphs[st->n_graphs++] = (struct fwd_graph){n_seqs, kv_bucket, NULL};
 }
 
 int fwd_run(struct fwd_state *st, const struct fwd_seq *seqs, int n_seqs, float *logits,
@@ -197,33 +274,33 @@ int fwd_run(struct fwd_state *st, const struct fwd_seq *seqs, int n_seqs, float 
         .host_q_start = q_start,
         .host_kv_len = kv_len,
     };
-    int D = c->dim, F = c->ffn_dim;
-    int QD = c->n_heads * c->head_dim, KVD = c->n_kv_heads * c->head_dim;
-    const struct model_weights *w = st->w;
-
-    ops->embed(ctx, st->x, w->tok_embd, d_tokens, T, D);
-    for (int l = 0; l < c->n_layers; l++) {
-        const struct model_layer *L = &w->layers[l];
-        ops->rmsnorm(ctx, st->h, st->x, L->attn_norm, T, D, c->rms_eps);
-        ops->matmul(ctx, st->q, st->h, L->wq, T, D, QD);
-        ops->matmul(ctx, st->k, st->h, L->wk, T, D, KVD);
-        ops->matmul(ctx, st->v, st->h, L->wv, T, D, KVD);
-        ops->rope(ctx, st->q, st->k, d_pos, T, c->n_heads, c->n_kv_heads, c->head_dim,
-                  w->rope_freqs);
-        ops->kv_write(ctx, kv->k[l], kv->v[l], st->k, st->v, d_slots, T, KVD);
-        ops->attention(ctx, st->att, st->q, kv->k[l], kv->v[l], &ab);
-        ops->matmul(ctx, st->o, st->att, L->wo, T, QD, D);
-        ops->add(ctx, st->x, st->o, (size_t)T * D);
-        ops->rmsnorm(ctx, st->h, st->x, L->ffn_norm, T, D, c->rms_eps);
-        ops->matmul(ctx, st->gate, st->h, L->w_gate, T, D, F);
-        ops->matmul(ctx, st->up, st->h, L->w_up, T, D, F);
-        ops->swiglu(ctx, st->gate, st->gate, st->up, (size_t)T * F);
-        ops->matmul(ctx, st->o, st->gate, L->w_down, T, F, D);
-        ops->add(ctx, st->x, st->o, (size_t)T * D);
+    int decode = max_q == 1;
+    struct fwd_graph *gr = NULL;
+    if (decode && st->use_graphs) {
+        int bucket = (max_kv + FWD_GRAPH_KV_BUCKET - 1) / FWD_GRAPH_KV_BUCKET * FWD_GRAPH_KV_BUCKET;
+        if (bucket > c->max_seq_len) bucket = c->max_seq_len;
+        ab.max_kv_len = bucket;
+        gr = fwd_graph_find(st, n_seqs, bucket);
     }
-    ops->gather_rows(ctx, st->h, st->x, d_rows, n_seqs, D);
-    ops->rmsnorm(ctx, st->last, st->h, w->out_norm, n_seqs, D, c->rms_eps);
-    ops->matmul_f32(ctx, st->logits, st->last, w->output, n_seqs, D, c->vocab_size);
+    if (gr && gr->exec) {
+        if (ops->graph_launch(ctx, gr->exec) != 0) {
+            snprintf(err, errlen, "forward: graph launch failed");
+            return -1;
+        }
+    } else if (gr) { /* second sight: record, then replay */
+        if (ops->graph_begin(ctx) != 0) {
+            snprintf(err, errlen, "forward: cannot start recording a graph");
+            return -1;
+        }
+        fwd_layers(st, &ab, T, n_seqs, d_tokens, d_pos, d_slots, d_rows);
+        if (ops->graph_end(ctx, &gr->exec) != 0 || ops->graph_launch(ctx, gr->exec) != 0) {
+            snprintf(err, errlen, "forward: recording a decode graph failed");
+            return -1;
+        }
+    } else {
+        fwd_layers(st, &ab, T, n_seqs, d_tokens, d_pos, d_slots, d_rows);
+        if (decode && st->use_graphs) fwd_graph_add(st, n_seqs, ab.max_kv_len);
+    }
     if (ops->download(ctx, logits, st->logits, sizeof(float) * (size_t)n_seqs * c->vocab_size) !=
             0 ||
         ops->sync(ctx) != 0) {

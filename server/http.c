@@ -133,7 +133,12 @@ static void on_probe(uv_timer_t *t) {
             any = 1;
         }
     }
-    if (any) drive(s);
+    (void)any;
+    /* Always run MHD here, even with nothing resumed: MHD takes its listening socket out of its
+     * epoll set while max_connections are open and puts it back only inside a later MHD_run,
+     * which no socket event may ever trigger once the connections have closed (the new clients
+     * wait in the kernel's backlog). This bounds that stall to HTTP_PROBE_MS. */
+    drive(s);
 }
 
 static void wake(struct http_req *r) {

@@ -75,7 +75,7 @@ class KvWriteArgs(C.Structure):
 # struct fg_ops: name, then function pointers in header order (kernels/ops.h).
 _OPS_FIELDS = ["alloc", "release", "upload", "download", "sync", "upload_f32", "embed", "rmsnorm",
                "matmul", "matmul_f32", "rope", "kv_write", "attention", "swiglu", "add",
-               "gather_rows"]
+               "gather_rows", "graph_begin", "graph_end", "graph_launch", "graph_free"]
 
 
 class FgOps(C.Structure):
