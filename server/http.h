@@ -50,7 +50,7 @@ struct http_opts {
     unsigned conn_timeout; /* seconds without progress before a connection is dropped */
     unsigned conn_limit;   /* open connections; 0 = 1024 */
     size_t max_header;     /* request line + headers, bytes; larger get 431; 0 = 32 KiB */
-    double sse_ping; /* seconds of silence before a stream gets a ":" comment; 0 = off */
+    double sse_ping;       /* seconds of silence before a stream gets a ":" comment; 0 = off */
     const struct http_route *routes;
     int n_routes;
     void *app; /* handed to handlers through http_req_app */

@@ -34,6 +34,7 @@ static struct sched_seq *seq_new(int n_prompt, int max_new) {
 }
 
 static void seq_del(struct sched_seq *q) {
+    free(q->kv.pages); /* pages held are returned with the pool; the id array is the seq's */
     free(q->tokens);
     free(q);
 }
@@ -168,6 +169,7 @@ Test(sched, batch_seq_limit_and_waiting_cancel) {
     cr_assert_eq(s.n_waiting, 1);
     cr_assert_eq(s.wait_head, q[2]);
     cr_assert_eq(s.wait_tail, q[2]);
+    seq_del(q[3]);
     sched_add(&s, q[3] = seq_new(2, 2)); /* the tail is still right after a reap */
     cr_assert_eq(s.wait_head->next, q[3]);
     for (int i = 0; i < 4; i++)
