@@ -110,10 +110,7 @@ static void on_event(struct wreq *j, void *user) {
     }
     if (!done) return;
     if (job_failed_finish(j->finish)) {
-        int st;
-        const char *type, *msg;
-        job_error_of(j, &st, &type, &msg);
-        http_reply_error(r, st, type, NULL, "%s", msg);
+        job_reply_failed(r, j);
         finish_job(c, j);
         return;
     }

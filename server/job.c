@@ -300,6 +300,13 @@ void job_error_of(const struct wreq *j, int *status, const char **type, const ch
     }
 }
 
+void job_reply_failed(struct http_req *r, const struct wreq *j) {
+    int st;
+    const char *type, *msg;
+    job_error_of(j, &st, &type, &msg);
+    http_reply_error(r, st, type, NULL, "%s", msg);
+}
+
 void job_sse(struct http_req *r, const char *prefix, cJSON *o) {
     char *s = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);

@@ -70,6 +70,8 @@ const char *job_token_text(const struct wreq *j, int k, size_t *len);
 int job_failed_finish(enum wreq_finish f);
 /* The HTTP status, stable error type and message of such a request. */
 void job_error_of(const struct wreq *j, int *status, const char **type, const char **msg);
+/* Answer a failed request (not a stream) with its status and JSON error. Loop thread. */
+void job_reply_failed(struct http_req *r, const struct wreq *j);
 /* Write one server-sent event, PREFIX (TGI "data:", OpenAI "data: ") + JSON + blank line;
  * consumes O. Loop thread. */
 void job_sse(struct http_req *r, const char *prefix, cJSON *o);

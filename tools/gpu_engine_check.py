@@ -28,6 +28,8 @@ import numpy as np
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from bytelevel import bytes_to_unicode
+
 SHAPES = {
     "smollm2": dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
                     num_attention_heads=9, num_key_value_heads=3, vocab_size=49152,
@@ -55,15 +57,7 @@ N_PROMPTS = 10
 def byte_tokenizer_json():
     """A minimal byte-level BPE tokenizer.json (256 byte tokens, no merges): the engine needs a
     tokenizer to load a checkpoint; the check feeds token ids directly."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    vocab = {chr(cs[bs.index(b)]): b for b in range(256)}
+    vocab = {ch: b for b, ch in bytes_to_unicode().items()}
     return {"version": "1.0", "truncation": None, "padding": None, "added_tokens": [],
             "normalizer": None,
             "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False,

@@ -29,24 +29,13 @@ import struct
 
 import numpy as np
 
+from bytelevel import bytes_to_unicode
+
 import gguf
 from gguf import GGMLQuantizationType as QT
 
 
 # --- byte-level BPE vocabulary (GPT-2 bytes_to_unicode) ------------------------------------------
-
-def bytes_to_unicode():
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
-        list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return {b: chr(c) for b, c in zip(bs, cs)}
-
 
 BYTE = bytes_to_unicode()
 MERGES = [("Ġ", "t"), ("h", "e"), ("Ġt", "he"), ("i", "n"), ("Ġ", "a"), ("e", "r"),

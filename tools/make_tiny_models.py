@@ -38,6 +38,8 @@ import gguf
 from gguf import GGMLQuantizationType as QT
 from safetensors.numpy import save_file
 
+from bytelevel import bytes_to_unicode
+
 # variants: name -> shape. head_dim given explicitly where dim != n_heads * head_dim.
 MODELS = {
     # GQA ratio 1, tied head, every GGUF type, every safetensors form
@@ -71,19 +73,6 @@ MERGES = [("Ġ", "t"), ("h", "e"), ("Ġt", "he"), ("i", "n"), ("e", "r"), ("Ġ",
           ("r", "e"), ("Ġ", "s"), ("a", "t"), ("e", "n"), ("Ġ", "w"), ("o", "r"), ("i", "s"),
           ("Ġ", "i"), ("l", "l"), ("he", "ll"), ("hell", "o"), ("Ġw", "or"), ("Ġwor", "l"),
           ("Ġworl", "d"), ("Ċ", "Ċ"), ("Ġ", "Ġ")]
-
-
-def bytes_to_unicode():
-    """GPT-2's byte -> printable code point table (model-format.md §4.2)."""
-    bs = (list(range(0x21, 0x7F)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100)))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return {b: chr(c) for b, c in zip(bs, cs)}
 
 
 def tiny_vocab():
