@@ -46,6 +46,10 @@ struct cuda_ctx {
     int n_retired;
     char name[256];
     char error[512]; /* sticky: the first failure */
+    /* Diagnostics from the environment (FLASHGEN_ATTN_KIND=prefill|decode,
+     * FLASHGEN_DECODE_SPLITS=N): force the attention variant or the decode split count, to
+     * bisect numerical differences. Unset: the selector decides. */
+    int attn_kind, decode_splits;
 };
 
 static void ctx_fail(struct cuda_ctx *c, const char *fmt, ...)
@@ -312,7 +316,8 @@ static void cu_attention(void *ctx, void *out, const void *q, const void *k_pool
     a.v_pool = v_pool;
     a.b = *b;
     a.stream = c->stream;
-    a.kind = ATTN_KIND_AUTO;
+    a.kind = c->attn_kind;
+    a.n_splits = c->decode_splits;
     size_t need = attn_workspace_bytes(&a);
     if (need > c->attn_ws_bytes && c->n_retired < (int)(sizeof(c->retired) / sizeof(c->retired[0]))) {
         size_t want = need > 2 * c->attn_ws_bytes ? need : 2 * c->attn_ws_bytes;
@@ -510,6 +515,11 @@ static void *cu_create(int device, char *err, size_t errlen)
     }
     c->device = device;
     snprintf(c->name, sizeof(c->name), "%s", prop.name);
+    const char *kind = getenv("FLASHGEN_ATTN_KIND"), *splits = getenv("FLASHGEN_DECODE_SPLITS");
+    c->attn_kind = kind && !strcmp(kind, "prefill")  ? ATTN_KIND_PREFILL
+                   : kind && !strcmp(kind, "decode") ? ATTN_KIND_DECODE
+                                                     : ATTN_KIND_AUTO;
+    c->decode_splits = splits ? atoi(splits) : 0;
     if (cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking) != cudaSuccess ||
         cublasLtCreate(&c->lt) != CUBLAS_STATUS_SUCCESS ||
         cudaMalloc(&c->lt_workspace, LT_WORKSPACE_BYTES) != cudaSuccess) {
