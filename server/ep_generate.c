@@ -47,6 +47,15 @@ static cJSON *seed_json(const struct wreq *j) {
     return cJSON_CreateRaw(buf);
 }
 
+/* The "details" object both reply forms share: finish reason, token count, seed. */
+static cJSON *details_json(cJSON *o, const struct wreq *j) {
+    cJSON *d = cJSON_AddObjectToObject(o, "details");
+    cJSON_AddStringToObject(d, "finish_reason", wreq_finish_name(j->finish));
+    cJSON_AddNumberToObject(d, "generated_tokens", j->n_gen);
+    cJSON_AddItemToObject(d, "seed", seed_json(j));
+    return d;
+}
+
 static char *full_text(const struct gen_ctx *c, const struct wreq *j) {
     size_t pl = c->full_text && c->prompt ? strlen(c->prompt) : 0;
     char *s = malloc(pl + j->text_len + 1);
@@ -79,10 +88,7 @@ static void on_event(struct wreq *j, void *user) {
                 cJSON_AddStringToObject(o, "generated_text", t ? t : "");
                 free(t);
                 if (c->details) {
-                    cJSON *d = cJSON_AddObjectToObject(o, "details");
-                    cJSON_AddStringToObject(d, "finish_reason", wreq_finish_name(j->finish));
-                    cJSON_AddNumberToObject(d, "generated_tokens", j->n_gen);
-                    cJSON_AddItemToObject(d, "seed", seed_json(j));
+                    cJSON *d = details_json(o, j);
                     cJSON_AddNumberToObject(d, "input_length", j->n_prompt);
                 } else {
                     cJSON_AddNullToObject(o, "details");
@@ -119,10 +125,7 @@ static void on_event(struct wreq *j, void *user) {
     cJSON_AddStringToObject(o, "generated_text", t ? t : "");
     free(t);
     if (c->details) {
-        cJSON *d = cJSON_AddObjectToObject(o, "details");
-        cJSON_AddStringToObject(d, "finish_reason", wreq_finish_name(j->finish));
-        cJSON_AddNumberToObject(d, "generated_tokens", j->n_gen);
-        cJSON_AddItemToObject(d, "seed", seed_json(j));
+        cJSON *d = details_json(o, j);
         cJSON *pre = cJSON_AddArrayToObject(d, "prefill");
         if (c->input_details) {
             const struct tokenizer *tok = c->sv->worker.info.tok;
