@@ -135,13 +135,14 @@ help:
 # and exit 0.
 .PHONY: test-gpu
 GPU_LIB     := $(BUILD)/libfgattn.so
-GPU_LIB_OBJ := $(patsubst %.c,$(BUILD)/pic/%.o,kernels/attention_ref.c kernels/cpu_ops.c kernels/cpu_pool.c)
+GPU_LIB_OBJ := $(patsubst %.c,$(BUILD)/pic/%.o,kernels/attention_ref.c kernels/cpu_ops.c kernels/cpu_pool.c \
+               model/sampler.c)
 
 $(BUILD)/pic/%.o: %.c
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -fPIC -c $< -o $@
 
-GPU_LIB_CU  := $(patsubst %,$(BUILD)/kernels/%.cu.o,attention decode_attention kv_write)
+GPU_LIB_CU  := $(filter-out $(BUILD)/kernels/cuda_ops.cu.o,$(CU_SRC:%.cu=$(BUILD)/%.cu.o))
 
 $(GPU_LIB): $(GPU_LIB_OBJ) $(GPU_LIB_CU)
 	$(CC) -shared -o $@ $^ $(CUDA_LIBS) -lpthread -lm

@@ -96,13 +96,17 @@ static void apply_repetition_penalty(float *logits, int vocab, const int *histor
     }
 }
 
-int sampler_sample(struct sampler *s, float *logits, const int *history, int n_history,
-                   float *logprob)
+double sampler_uniform(struct sampler *s)
 {
-    int V = s->vocab;
-    apply_repetition_penalty(logits, V, history, n_history, s->p.repetition_penalty, s->idx);
+    return rng_uniform(s->rng);
+}
 
-    if (!s->p.do_sample) {
+int sampler_pick(const struct sampler_params *sp, float *logits, int V, const int *history,
+                 int n_history, double u, float *probs, int *idx, float *logprob)
+{
+    apply_repetition_penalty(logits, V, history, n_history, sp->repetition_penalty, idx);
+
+    if (!sp->do_sample) {
         int best = 0;
         for (int i = 1; i < V; i++)
             if (logits[i] > logits[best]) best = i;
@@ -115,48 +119,56 @@ int sampler_sample(struct sampler *s, float *logits, const int *history, int n_h
         return best;
     }
 
-    float temp = s->p.temperature > 0 ? s->p.temperature : 1.0f;
+    float temp = sp->temperature > 0 ? sp->temperature : 1.0f;
     float mx = -INFINITY;
     for (int i = 0; i < V; i++)
         if (logits[i] > mx) mx = logits[i];
     double sum = 0;
     for (int i = 0; i < V; i++) {
-        s->probs[i] = expf((logits[i] - mx) / temp);
-        sum += s->probs[i];
+        probs[i] = expf((logits[i] - mx) / temp);
+        sum += probs[i];
     }
     for (int i = 0; i < V; i++) {
-        s->probs[i] = (float)(s->probs[i] / sum);
-        s->idx[i] = i;
+        probs[i] = (float)(probs[i] / sum);
+        idx[i] = i;
     }
     /* Candidates sorted by probability; top-k and top-p cut the list. */
     int n = V;
-    int need_sort = (s->p.top_k > 0 && s->p.top_k < V) || s->p.top_p < 1.0f;
+    int need_sort = (sp->top_k > 0 && sp->top_k < V) || sp->top_p < 1.0f;
     if (need_sort) {
-        qsort_r(s->idx, (size_t)V, sizeof(int), cmp_prob_desc, s->probs);
-        if (s->p.top_k > 0 && s->p.top_k < n) n = s->p.top_k;
-        if (s->p.top_p < 1.0f) {
+        qsort_r(idx, (size_t)V, sizeof(int), cmp_prob_desc, probs);
+        if (sp->top_k > 0 && sp->top_k < n) n = sp->top_k;
+        if (sp->top_p < 1.0f) {
             double cum = 0;
             int keep = 0;
             while (keep < n) {
-                cum += s->probs[s->idx[keep]];
+                cum += probs[idx[keep]];
                 keep++;
-                if (cum >= s->p.top_p) break;
+                if (cum >= sp->top_p) break;
             }
             n = keep;
         }
     }
     double total = 0;
     for (int i = 0; i < n; i++)
-        total += s->probs[s->idx[i]];
-    double r = rng_uniform(s->rng) * total, acc = 0;
-    int pick = s->idx[n - 1];
+        total += probs[idx[i]];
+    double r = u * total, acc = 0;
+    int pick = idx[n - 1];
     for (int i = 0; i < n; i++) {
-        acc += s->probs[s->idx[i]];
+        acc += probs[idx[i]];
         if (r < acc) {
-            pick = s->idx[i];
+            pick = idx[i];
             break;
         }
     }
-    if (logprob) *logprob = (float)log(s->probs[pick] / total);
+    if (logprob) *logprob = (float)log(probs[pick] / total);
     return pick;
+}
+
+int sampler_sample(struct sampler *s, float *logits, const int *history, int n_history,
+                   float *logprob)
+{
+    double u = s->p.do_sample ? rng_uniform(s->rng) : 0.0;
+    return sampler_pick(&s->p, logits, s->vocab, history, n_history, u, s->probs, s->idx,
+                        logprob);
 }

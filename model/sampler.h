@@ -32,5 +32,13 @@ void sampler_free(struct sampler *s);
  * distribution (may be NULL). */
 int sampler_sample(struct sampler *s, float *logits, const int *history, int n_history,
                    float *logprob);
+/* The next draw of s's generator, uniform in [0, 1): what sampler_sample would use. Backends that
+ * pick the token themselves (the GPU) take it so a seed gives the same tokens on every device. */
+double sampler_uniform(struct sampler *s);
+/* The pick itself, a pure function: penalty (LOGITS modified in place), then argmax, or
+ * temperature, top-k, top-p and the draw at U in [0, 1). PROBS (V floats) and IDX (V ints) are
+ * scratch. The C twin of the GPU sampling kernel (kernels/sample.cu). */
+int sampler_pick(const struct sampler_params *sp, float *logits, int V, const int *history,
+                 int n_history, double u, float *probs, int *idx, float *logprob);
 
 #endif
