@@ -149,6 +149,25 @@ static void cpu_kv_write(void *ctx, void *k_pool, void *v_pool, const void *k, c
     }
 }
 
+static void cpu_qkv_store(void *ctx, void *q_out, void *k_pool, void *v_pool, const void *qkvv,
+                          const int *pos, const int *slots, int n, int n_heads, int n_kv_heads,
+                          int head_dim, const void *freqs)
+{
+    (void)ctx;
+    size_t qd = (size_t)n_heads * head_dim, kvd = (size_t)n_kv_heads * head_dim;
+    const float *qkv = qkvv;
+    float *q = q_out, *kp = k_pool, *vp = v_pool;
+    for (int t = 0; t < n; t++) {
+        const float *row = qkv + (size_t)t * (qd + 2 * kvd);
+        float *qr = q + (size_t)t * qd, *kr = kp + (size_t)slots[t] * kvd;
+        memcpy(qr, row, sizeof(float) * qd);
+        memcpy(kr, row + qd, sizeof(float) * kvd);
+        memcpy(vp + (size_t)slots[t] * kvd, row + qd + kvd, sizeof(float) * kvd);
+        rope_rows(qr, n_heads, head_dim, pos[t], freqs);
+        rope_rows(kr, n_kv_heads, head_dim, pos[t], freqs);
+    }
+}
+
 /* ---- matmul ------------------------------------------------------------------------------ */
 
 typedef float v8f __attribute__((vector_size(32)));
@@ -214,7 +233,13 @@ struct matmul_job {
     float *out;
     const float *x, *w;
     int n, in_dim, out_dim;
+    int accumulate; /* out += product instead of out = product */
 };
+
+static inline void matmul_put(const struct matmul_job *j, size_t at, float v)
+{
+    j->out[at] = j->accumulate ? j->out[at] + v : v;
+}
 
 /* Tokens per block: a block of x rows (64 × up to 1536 floats, ≤ 393 KB) stays in L2 while a
  * thread's weight rows stream past it, instead of the whole prompt's x (3 MB at 512 × 1536)
@@ -235,10 +260,10 @@ static void matmul_rows(void *arg, size_t begin, size_t end)
                 const float *x0 = j->x + (size_t)t * in;
                 dot4(wr, x0, x0 + in, x0 + 2 * in, x0 + 3 * in, j->in_dim, r);
                 for (int u = 0; u < 4; u++)
-                    j->out[(size_t)(t + u) * j->out_dim + o] = r[u];
+                    matmul_put(j, (size_t)(t + u) * j->out_dim + o, r[u]);
             }
             for (; t < t1; t++)
-                j->out[(size_t)t * j->out_dim + o] = dot1(wr, j->x + (size_t)t * in, j->in_dim);
+                matmul_put(j, (size_t)t * j->out_dim + o, dot1(wr, j->x + (size_t)t * in, j->in_dim));
         }
     }
 }
@@ -247,8 +272,27 @@ static void cpu_matmul(void *ctx, void *out, const void *x, const void *w, int n
                        int out_dim)
 {
     struct cpu_ctx *c = ctx;
-    struct matmul_job j = {out, x, w, n, in_dim, out_dim};
+    struct matmul_job j = {out, x, w, n, in_dim, out_dim, 0};
     cpu_pool_for(c ? c->pool : NULL, (size_t)out_dim, 16, matmul_rows, &j);
+}
+
+static void cpu_matmul_add(void *ctx, void *x, const void *h, const void *w, int n, int in_dim,
+                           int out_dim)
+{
+    struct cpu_ctx *c = ctx;
+    struct matmul_job j = {x, h, w, n, in_dim, out_dim, 1};
+    cpu_pool_for(c ? c->pool : NULL, (size_t)out_dim, 16, matmul_rows, &j);
+}
+
+static void cpu_matmul_swiglu(void *ctx, void *outv, const void *h, const void *w, int n,
+                              int in_dim, int ffn, void *scratch)
+{
+    cpu_matmul(ctx, scratch, h, w, n, in_dim, 2 * ffn);
+    float *out = outv;
+    const float *gu = scratch;
+    for (int t = 0; t < n; t++)
+        cpu_swiglu(NULL, out + (size_t)t * ffn, gu + (size_t)t * 2 * ffn,
+                   gu + (size_t)t * 2 * ffn + ffn, (size_t)ffn);
 }
 
 static void cpu_matmul_f32(void *ctx, float *out, const void *x, const void *w, int n, int in_dim,
@@ -345,6 +389,9 @@ static const struct fg_ops cpu_table = {
     .swiglu = cpu_swiglu,
     .add = cpu_add,
     .gather_rows = cpu_gather_rows,
+    .matmul_add = cpu_matmul_add,
+    .matmul_swiglu = cpu_matmul_swiglu,
+    .qkv_store = cpu_qkv_store,
 };
 
 const struct fg_ops *cpu_ops(void)

@@ -209,6 +209,16 @@ __global__ void k_swiglu(__nv_bfloat16 *out, const __nv_bfloat16 *g, const __nv_
     }
 }
 
+/* out (n, ffn) = silu(gu[:, :ffn]) * gu[:, ffn:], gu (n, 2 ffn): the fused gate|up GEMM's output */
+__global__ void k_swiglu_rows(__nv_bfloat16 *out, const __nv_bfloat16 *gu, int ffn, size_t n)
+{
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    size_t t = i / (size_t)ffn, j = i % (size_t)ffn;
+    float gv = __bfloat162float(gu[t * 2 * ffn + j]);
+    out[i] = __float2bfloat16(gv / (1.0f + __expf(-gv)) * __bfloat162float(gu[t * 2 * ffn + ffn + j]));
+}
+
 __global__ void k_add(__nv_bfloat16 *x, const __nv_bfloat16 *y, size_t n)
 {
     size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
@@ -301,6 +311,30 @@ static void cu_kv_write(void *ctx, void *k_pool, void *v_pool, const void *k, co
     a.stream = c->stream;
     char err[256];
     if (kv_write_launch(&a, err, sizeof(err)) != 0) ctx_fail(c, "kv_write: %s", err);
+}
+
+static void cu_qkv_store(void *ctx, void *q_out, void *k_pool, void *v_pool, const void *qkv,
+                         const int *pos, const int *slots, int n, int n_heads, int n_kv_heads,
+                         int head_dim, const void *freqs)
+{
+    struct cuda_ctx *c = (struct cuda_ctx *)ctx;
+    struct qkv_store_args a;
+    memset(&a, 0, sizeof(a));
+    a.dtype = ATTN_DTYPE_BF16;
+    a.q_out = q_out;
+    a.k_pool = k_pool;
+    a.v_pool = v_pool;
+    a.qkv = qkv;
+    a.pos = pos;
+    a.slots = slots;
+    a.freqs = (const float *)freqs;
+    a.n = n;
+    a.n_heads = n_heads;
+    a.n_kv_heads = n_kv_heads;
+    a.head_dim = head_dim;
+    a.stream = c->stream;
+    char err[256];
+    if (qkv_store_launch(&a, err, sizeof(err)) != 0) ctx_fail(c, "qkv_store: %s", err);
 }
 
 static void cu_attention(void *ctx, void *out, const void *q, const void *k_pool,
@@ -403,13 +437,14 @@ static struct lt_plan *lt_plan_get(struct cuda_ctx *c, int n, int in_dim, int ou
     return p;
 }
 
+/* out = x · wᵀ, or out += x · wᵀ when accumulate (beta = 1, C and D the same matrix). */
 static void lt_matmul(struct cuda_ctx *c, void *out, cudaDataType_t out_type, const void *x,
-                      const void *w, int n, int in_dim, int out_dim)
+                      const void *w, int n, int in_dim, int out_dim, int accumulate)
 {
     if (c->error[0]) return;
     struct lt_plan *p = lt_plan_get(c, n, in_dim, out_dim, out_type);
     if (!p) return;
-    float alpha = 1.0f, beta = 0.0f;
+    float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
     LT_CK(c, cublasLtMatmul(c->lt, p->desc, &alpha, w, p->a, x, p->b, &beta, out, p->c, out, p->c,
                             &p->algo, c->lt_workspace, LT_WORKSPACE_BYTES, c->stream));
 }
@@ -417,13 +452,30 @@ static void lt_matmul(struct cuda_ctx *c, void *out, cudaDataType_t out_type, co
 static void cu_matmul(void *ctx, void *out, const void *x, const void *w, int n, int in_dim,
                       int out_dim)
 {
-    lt_matmul((struct cuda_ctx *)ctx, out, CUDA_R_16BF, x, w, n, in_dim, out_dim);
+    lt_matmul((struct cuda_ctx *)ctx, out, CUDA_R_16BF, x, w, n, in_dim, out_dim, 0);
 }
 
 static void cu_matmul_f32(void *ctx, float *out, const void *x, const void *w, int n, int in_dim,
                           int out_dim)
 {
-    lt_matmul((struct cuda_ctx *)ctx, out, CUDA_R_32F, x, w, n, in_dim, out_dim);
+    lt_matmul((struct cuda_ctx *)ctx, out, CUDA_R_32F, x, w, n, in_dim, out_dim, 0);
+}
+
+static void cu_matmul_add(void *ctx, void *x, const void *h, const void *w, int n, int in_dim,
+                          int out_dim)
+{
+    lt_matmul((struct cuda_ctx *)ctx, x, CUDA_R_16BF, h, w, n, in_dim, out_dim, 1);
+}
+
+static void cu_matmul_swiglu(void *ctx, void *out, const void *h, const void *w, int n,
+                             int in_dim, int ffn, void *scratch)
+{
+    struct cuda_ctx *c = (struct cuda_ctx *)ctx;
+    lt_matmul(c, scratch, CUDA_R_16BF, h, w, n, in_dim, 2 * ffn, 0);
+    size_t total = (size_t)n * ffn;
+    k_swiglu_rows<<<blocks_for(total, 256), 256, 0, c->stream>>>(
+        (__nv_bfloat16 *)out, (const __nv_bfloat16 *)scratch, ffn, total);
+    CK_LAUNCH(c);
 }
 
 /* ---- graphs ------------------------------------------------------------------------------ */
@@ -572,6 +624,9 @@ static struct fg_ops make_table(void)
     t.graph_end = cu_graph_end;
     t.graph_launch = cu_graph_launch;
     t.graph_free = cu_graph_free;
+    t.matmul_add = cu_matmul_add;
+    t.matmul_swiglu = cu_matmul_swiglu;
+    t.qkv_store = cu_qkv_store;
     return t;
 }
 

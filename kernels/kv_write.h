@@ -32,6 +32,20 @@ struct kv_write_args {
 /* Queue the write. Returns 0, or -1 with a message (bad shape, launch error). */
 int kv_write_launch(const struct kv_write_args *a, char *err, size_t errlen);
 
+/* The same from one fused projection: qkv (n, (n_heads + 2 n_kv_heads) head_dim) holds each
+ * token's q, k and v rows. K and q turn by RoPE; k and v go to the pages, q to q_out
+ * (n, n_heads, head_dim). Twin: cpu_ops()->qkv_store. */
+struct qkv_store_args {
+    int dtype;
+    void *q_out, *k_pool, *v_pool;
+    const void *qkv;
+    const int *pos, *slots;
+    const float *freqs;
+    int n, n_heads, n_kv_heads, head_dim;
+    void *stream;
+};
+int qkv_store_launch(const struct qkv_store_args *a, char *err, size_t errlen);
+
 #ifdef __cplusplus
 }
 #endif

@@ -83,6 +83,24 @@ struct fg_ops {
     int (*graph_end)(void *ctx, void **graph);
     int (*graph_launch)(void *ctx, void *graph);
     void (*graph_free)(void *ctx, void *graph);
+
+    /* Fused forms used by the forward pass (after the graph ops, so the prefix of this table
+     * that tests/gpu/fgattn.py mirrors keeps its layout; rope, kv_write, swiglu and add above
+     * stay as the unfused twins the GPU tests compare with). */
+    /* x (n, out_dim) += h (n, in_dim) · wᵀ: a projection added to the residual stream */
+    void (*matmul_add)(void *ctx, void *x, const void *h, const void *w, int n, int in_dim,
+                       int out_dim);
+    /* out (n, ffn) = silu(h · gateᵀ) * (h · upᵀ), where w holds the gate rows then the up rows
+     * ((2 ffn, in_dim)); scratch holds (n, 2 ffn) activations for backends that need them */
+    void (*matmul_swiglu)(void *ctx, void *out, const void *h, const void *w, int n, int in_dim,
+                          int ffn, void *scratch);
+    /* qkv (n, (n_heads + 2 n_kv_heads) head_dim): each token's q, k and v rows of one fused
+     * projection. Turns q and k by rotate_half RoPE at pos[t] (freqs: head_dim/2 fp32), stores q
+     * to q_out (n, n_heads, head_dim) and k, v at slots[t] = page * page_size + offset of the
+     * layer's pools. */
+    void (*qkv_store)(void *ctx, void *q_out, void *k_pool, void *v_pool, const void *qkv,
+                      const int *pos, const int *slots, int n, int n_heads, int n_kv_heads,
+                      int head_dim, const void *freqs);
 };
 
 /* The CPU backend. ctx from cpu_ops_create (n_threads 0 = all cores). */

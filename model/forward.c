@@ -2,10 +2,13 @@
  *
  * Per step, for all T new tokens of all sequences at once (rows of one activation matrix):
  *   x = E[tokens]
- *   per layer:  h = rmsnorm(x) ; q,k,v = h Wqᵀ, h Wkᵀ, h Wvᵀ ; rope(q, k, pos)
- *               cache[k,v] at slots ; a = attention(q, paged cache) ; x += a Woᵀ
+ *   per layer:  h = rmsnorm(x) ; qkv = h [Wq;Wk;Wv]ᵀ ; q, cache[k,v] at slots = rope(qkv, pos)
+ *               a = attention(q, paged cache) ; x += a Woᵀ
  *               h = rmsnorm(x) ; x += (silu(h Wgᵀ) * h Wuᵀ) Wdᵀ
  *   logits = rmsnorm(x[last row of each sequence]) Woutᵀ
+ * q|k|v and gate|up are one GEMM each: the loader and the engine place those weights next to each
+ * other, so [Wq;Wk;Wv] is simply Wq with more rows. The residual adds ride on the GEMMs
+ * (matmul_add), and SwiGLU on the gate|up GEMM (matmul_swiglu), so a decode layer is eight ops.
  * Only the last row of each sequence reaches the output head, so a 512-token prefill costs one
  * row of the (vocab × dim) head, not 512.
  *
@@ -42,15 +45,14 @@ struct fwd_state {
     int max_tokens, max_seqs, max_pages; /* max_pages: block-table row length */
 
     /* activations, backend memory */
-    void *x;      /* (max_tokens, dim) residual stream */
-    void *h;      /* (max_tokens, dim) normed input of a sub-block */
-    void *q;      /* (max_tokens, n_heads * head_dim) */
-    void *k, *v;  /* (max_tokens, n_kv_heads * head_dim) */
-    void *att;    /* (max_tokens, n_heads * head_dim) attention output */
-    void *o;      /* (max_tokens, dim) projection output */
-    void *gate;   /* (max_tokens, ffn_dim) */
-    void *up;     /* (max_tokens, ffn_dim) */
-    void *last;   /* (max_seqs, dim) last row of each sequence */
+    void *x;       /* (max_tokens, dim) residual stream */
+    void *h;       /* (max_tokens, dim) normed input of a sub-block */
+    void *qkv;     /* (max_tokens, (n_heads + 2 n_kv_heads) head_dim) fused projection */
+    void *q;       /* (max_tokens, n_heads * head_dim) rotated queries */
+    void *att;     /* (max_tokens, n_heads * head_dim) attention output */
+    void *ffn;     /* (max_tokens, ffn_dim) silu(gate) * up */
+    void *scratch; /* (max_tokens, 2 ffn_dim) gate|up before SwiGLU, where a backend needs it */
+    void *last;    /* (max_seqs, dim) last row of each sequence */
     float *logits; /* (max_seqs, vocab) fp32 on every backend */
     /* step description, backend memory, and its host staging copy */
     int *d_ints, *h_ints; /* tokens | pos | slots (max_tokens each) | q_start (max_seqs+1) |
@@ -71,8 +73,8 @@ void fwd_free(struct fwd_state *st)
     if (!st) return;
     for (int i = 0; i < st->n_graphs; i++)
         if (st->graphs[i].exec) st->ops->graph_free(st->ctx, st->graphs[i].exec);
-    void *bufs[] = {st->x, st->h,  st->q,    st->k,    st->v,      st->att,
-                    st->o, st->gate, st->up, st->last, st->logits, st->d_ints};
+    void *bufs[] = {st->x,       st->h,    st->qkv,    st->q,     st->att,
+                    st->ffn,     st->scratch, st->last, st->logits, st->d_ints};
     for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++)
         if (bufs[i]) st->ops->release(st->ctx, bufs[i]);
     free(st->h_ints);
@@ -93,6 +95,18 @@ int fwd_init(struct fwd_state **out, const struct model_config *cfg, const struc
         snprintf(err, errlen, "forward: out of memory");
         return -1;
     }
+    for (int l = 0; l < cfg->n_layers; l++) {
+        const struct model_layer *L = &w->layers[l];
+        size_t esz = ops->act_size, D = (size_t)cfg->dim;
+        size_t qd = (size_t)cfg->n_heads * cfg->head_dim, kvd = (size_t)cfg->n_kv_heads * cfg->head_dim;
+        const char *wq = (const char *)L->wq, *wg = (const char *)L->w_gate;
+        if ((const char *)L->wk != wq + qd * D * esz || (const char *)L->wv != wq + (qd + kvd) * D * esz ||
+            (const char *)L->w_up != wg + (size_t)cfg->ffn_dim * D * esz) {
+            snprintf(err, errlen, "forward: layer %d's q/k/v or gate/up weights are not adjacent", l);
+            free(st);
+            return -1;
+        }
+    }
     st->cfg = cfg;
     st->w = w;
     st->ops = ops;
@@ -107,20 +121,18 @@ int fwd_init(struct fwd_state **out, const struct model_config *cfg, const struc
     size_t qd = (size_t)cfg->n_heads * cfg->head_dim, kvd = (size_t)cfg->n_kv_heads * cfg->head_dim;
     st->x = ops->alloc(ops_ctx, act_bytes(st, T * cfg->dim));
     st->h = ops->alloc(ops_ctx, act_bytes(st, T * cfg->dim));
+    st->qkv = ops->alloc(ops_ctx, act_bytes(st, T * (qd + 2 * kvd)));
     st->q = ops->alloc(ops_ctx, act_bytes(st, T * qd));
-    st->k = ops->alloc(ops_ctx, act_bytes(st, T * kvd));
-    st->v = ops->alloc(ops_ctx, act_bytes(st, T * kvd));
     st->att = ops->alloc(ops_ctx, act_bytes(st, T * qd));
-    st->o = ops->alloc(ops_ctx, act_bytes(st, T * cfg->dim));
-    st->gate = ops->alloc(ops_ctx, act_bytes(st, T * cfg->ffn_dim));
-    st->up = ops->alloc(ops_ctx, act_bytes(st, T * cfg->ffn_dim));
+    st->ffn = ops->alloc(ops_ctx, act_bytes(st, T * cfg->ffn_dim));
+    st->scratch = ops->alloc(ops_ctx, act_bytes(st, T * 2 * cfg->ffn_dim));
     st->last = ops->alloc(ops_ctx, act_bytes(st, S * cfg->dim));
     st->logits = ops->alloc(ops_ctx, sizeof(float) * S * cfg->vocab_size);
     st->n_ints = 3 * T + (S + 1) + 2 * S + S * (size_t)st->max_pages;
     st->d_ints = ops->alloc(ops_ctx, st->n_ints * sizeof(int));
     st->h_ints = calloc(st->n_ints, sizeof(int));
-    if (!st->x || !st->h || !st->q || !st->k || !st->v || !st->att || !st->o || !st->gate ||
-        !st->up || !st->last || !st->logits || !st->d_ints || !st->h_ints) {
+    if (!st->x || !st->h || !st->qkv || !st->q || !st->att || !st->ffn || !st->scratch ||
+        !st->last || !st->logits || !st->d_ints || !st->h_ints) {
         snprintf(err, errlen, "forward: cannot allocate activations for %d tokens, %d sequences",
                  max_tokens, max_seqs);
         fwd_free(st);
@@ -147,21 +159,14 @@ static void fwd_layers(struct fwd_state *st, const struct attn_batch *ab, int T,
     for (int l = 0; l < c->n_layers; l++) {
         const struct model_layer *L = &w->layers[l];
         ops->rmsnorm(ctx, st->h, st->x, L->attn_norm, T, D, c->rms_eps);
-        ops->matmul(ctx, st->q, st->h, L->wq, T, D, QD);
-        ops->matmul(ctx, st->k, st->h, L->wk, T, D, KVD);
-        ops->matmul(ctx, st->v, st->h, L->wv, T, D, KVD);
-        ops->rope(ctx, st->q, st->k, d_pos, T, c->n_heads, c->n_kv_heads, c->head_dim,
-                  w->rope_freqs);
-        ops->kv_write(ctx, kv->k[l], kv->v[l], st->k, st->v, d_slots, T, KVD);
+        ops->matmul(ctx, st->qkv, st->h, L->wq, T, D, QD + 2 * KVD);
+        ops->qkv_store(ctx, st->q, kv->k[l], kv->v[l], st->qkv, d_pos, d_slots, T, c->n_heads,
+                       c->n_kv_heads, c->head_dim, w->rope_freqs);
         ops->attention(ctx, st->att, st->q, kv->k[l], kv->v[l], ab);
-        ops->matmul(ctx, st->o, st->att, L->wo, T, QD, D);
-        ops->add(ctx, st->x, st->o, (size_t)T * D);
+        ops->matmul_add(ctx, st->x, st->att, L->wo, T, QD, D);
         ops->rmsnorm(ctx, st->h, st->x, L->ffn_norm, T, D, c->rms_eps);
-        ops->matmul(ctx, st->gate, st->h, L->w_gate, T, D, F);
-        ops->matmul(ctx, st->up, st->h, L->w_up, T, D, F);
-        ops->swiglu(ctx, st->gate, st->gate, st->up, (size_t)T * F);
-        ops->matmul(ctx, st->o, st->gate, L->w_down, T, F, D);
-        ops->add(ctx, st->x, st->o, (size_t)T * D);
+        ops->matmul_swiglu(ctx, st->ffn, st->h, L->w_gate, T, D, F, st->scratch);
+        ops->matmul_add(ctx, st->x, st->ffn, L->w_down, T, F, D);
     }
     ops->gather_rows(ctx, st->h, st->x, d_rows, n_seqs, D);
     ops->rmsnorm(ctx, st->last, st->h, w->out_norm, n_seqs, D, c->rms_eps);

@@ -138,6 +138,7 @@ struct ld_item {
     int rows, cols; /* expected (out, in); cols == 0 for a 1-D tensor of `rows` */
     float **dst;    /* where the arena pointer goes */
     int perm_heads; /* GGUF: un-permute rows in this many head groups (0: none) */
+    int join;       /* the next item follows with no padding (q|k|v and gate|up: fused GEMMs) */
     const struct gguf_tensor *gt;
     const struct safetensors_tensor *st;
 };
@@ -185,6 +186,8 @@ static int ld_plan_build(struct model *m, int gguf, struct ld_plan *p) {
             else
                 snprintf(nm, sizeof(nm), "model.layers.%d.%s.weight", l, hf[k]);
             ld_add(p, nm, rows[k], cols[k], dst[k], perm[k]);
+            /* forward.c runs q|k|v and gate|up as one GEMM each over adjacent weights */
+            p->items[p->n - 1].join = k == 1 || k == 2 || k == 6;
         }
     }
     ld_add(p, gguf ? "output_norm.weight" : "model.norm.weight", c->dim, 0, &m->w.out_norm, 0);
@@ -267,11 +270,17 @@ static int ld_check_st(const struct safetensors *s, const char *dir, struct ld_i
     return 0;
 }
 
+/* Floats an item takes in the arena: padded to LD_ALIGN_FLOATS unless joined to the next. */
+static size_t ld_span(const struct ld_item *it) {
+    size_t n = ld_numel(it);
+    return it->join ? n : (n + LD_ALIGN_FLOATS - 1) / LD_ALIGN_FLOATS * LD_ALIGN_FLOATS;
+}
+
 /* Allocate the arena for the plan (+ rope freqs) and point every destination into it. */
 static int ld_arena(struct model *m, struct ld_plan *p, char *err, size_t errlen) {
     size_t total = 0;
     for (int i = 0; i < p->n; i++)
-        total += (ld_numel(&p->items[i]) + LD_ALIGN_FLOATS - 1) / LD_ALIGN_FLOATS * LD_ALIGN_FLOATS;
+        total += ld_span(&p->items[i]);
     total +=
         ((size_t)m->cfg.head_dim / 2 + LD_ALIGN_FLOATS - 1) / LD_ALIGN_FLOATS * LD_ALIGN_FLOATS;
     size_t bytes = total * sizeof(float);
@@ -285,7 +294,7 @@ static int ld_arena(struct model *m, struct ld_plan *p, char *err, size_t errlen
     size_t off = 0;
     for (int i = 0; i < p->n; i++) {
         *p->items[i].dst = a + off;
-        off += (ld_numel(&p->items[i]) + LD_ALIGN_FLOATS - 1) / LD_ALIGN_FLOATS * LD_ALIGN_FLOATS;
+        off += ld_span(&p->items[i]);
     }
     m->w.rope_freqs = a + off;
     if (m->cfg.tied_embeddings) m->w.output = m->w.tok_embd;

@@ -195,3 +195,61 @@ Test(ops, kv_write_and_gather)
     cr_assert_float_eq(dst[0], 6.0f, 0);
     cr_assert_float_eq(dst[6], 0.0f, 0);
 }
+
+/* The fused ops of the forward pass equal their unfused twins exactly: same fp32 dot products,
+ * same elementwise arithmetic, only fewer passes. */
+Test(ops, fused_ops_equal_unfused)
+{
+    uint64_t seed = tu_seed(), s = seed;
+    void *ctx = cpu_ops_create(2);
+    const struct fg_ops *ops = cpu_ops();
+    int n = 5, in = 37, out = 19, ffn = 23;
+    float *x = malloc(sizeof(float) * n * in), *w = malloc(sizeof(float) * 2 * ffn * in);
+    float *res = malloc(sizeof(float) * n * out), *res2 = malloc(sizeof(float) * n * out);
+    float *y = malloc(sizeof(float) * n * 2 * ffn), *scratch = malloc(sizeof(float) * n * 2 * ffn);
+    float *f1 = malloc(sizeof(float) * n * ffn), *f2 = malloc(sizeof(float) * n * ffn);
+    tu_fill(&s, x, (size_t)n * in, -1, 1);
+    tu_fill(&s, w, (size_t)2 * ffn * in, -1, 1);
+    tu_fill(&s, res, (size_t)n * out, -1, 1);
+    memcpy(res2, res, sizeof(float) * n * out);
+
+    ops->matmul_add(ctx, res, x, w, n, in, out); /* res += x wᵀ */
+    ops->matmul(ctx, y, x, w, n, in, out);
+    ops->add(ctx, res2, y, (size_t)n * out);
+    cr_assert(memcmp(res, res2, sizeof(float) * n * out) == 0, "matmul_add (seed %llu)",
+              (unsigned long long)seed);
+
+    ops->matmul_swiglu(ctx, f1, x, w, n, in, ffn, scratch);
+    ops->matmul(ctx, y, x, w, n, in, 2 * ffn);
+    for (int t = 0; t < n; t++)
+        ops->swiglu(ctx, f2 + t * ffn, y + t * 2 * ffn, y + t * 2 * ffn + ffn, (size_t)ffn);
+    cr_assert(memcmp(f1, f2, sizeof(float) * n * ffn) == 0, "matmul_swiglu (seed %llu)",
+              (unsigned long long)seed);
+    free(x), free(w), free(res), free(res2), free(y), free(scratch), free(f1), free(f2);
+    cpu_ops_destroy(ctx);
+}
+
+Test(ops, qkv_store_equals_rope_and_kv_write)
+{
+    uint64_t seed = tu_seed(), s = seed;
+    enum { N = 3, NH = 4, NKV = 2, HD = 8, QD = NH * HD, KVD = NKV * HD, PAGES = 8 };
+    float qkv[N * (QD + 2 * KVD)], q[N * QD], k[N * KVD], v[N * KVD], freqs[HD / 2];
+    float kp1[PAGES * KVD] = {0}, vp1[PAGES * KVD] = {0}, kp2[PAGES * KVD] = {0};
+    float vp2[PAGES * KVD] = {0}, q_out[N * QD];
+    int pos[N] = {0, 7, 300}, slots[N] = {5, 0, 6};
+    tu_fill(&s, qkv, sizeof(qkv) / sizeof(qkv[0]), -1, 1);
+    for (int i = 0; i < HD / 2; i++)
+        freqs[i] = 1.0f / (float)(1 + 3 * i);
+    for (int t = 0; t < N; t++) {
+        const float *row = qkv + t * (QD + 2 * KVD);
+        memcpy(q + t * QD, row, sizeof(float) * QD);
+        memcpy(k + t * KVD, row + QD, sizeof(float) * KVD);
+        memcpy(v + t * KVD, row + QD + KVD, sizeof(float) * KVD);
+    }
+    cpu_ops()->rope(NULL, q, k, pos, N, NH, NKV, HD, freqs);
+    cpu_ops()->kv_write(NULL, kp1, vp1, k, v, slots, N, KVD);
+    cpu_ops()->qkv_store(NULL, q_out, kp2, vp2, qkv, pos, slots, N, NH, NKV, HD, freqs);
+    cr_assert(memcmp(q, q_out, sizeof(q)) == 0, "q (seed %llu)", (unsigned long long)seed);
+    cr_assert(memcmp(kp1, kp2, sizeof(kp1)) == 0, "k pool (seed %llu)", (unsigned long long)seed);
+    cr_assert(memcmp(vp1, vp2, sizeof(vp1)) == 0, "v pool (seed %llu)", (unsigned long long)seed);
+}
