@@ -13,6 +13,8 @@
 #include <string.h>
 
 #include "cpu_pool.h"
+#include "model/sampler.h"
+#include "sample.h"
 
 struct cpu_ctx {
     struct cpu_pool *pool;
@@ -368,6 +370,38 @@ static void cpu_attention(void *ctx, void *out, const void *q, const void *k_poo
     cpu_pool_for(c ? c->pool : NULL, rows, 1, attn_rows, &j);
 }
 
+/* ---- sampling: sampler_pick per row (model/sampler.c), the GPU kernel's twin ---------------- */
+
+static int cpu_sample(void *ctx, float *logits, int n, int vocab, const struct fg_sample_row *rows,
+                      const int *history, int n_history, int *ids, float *logprobs)
+{
+    (void)ctx;
+    (void)n_history;
+    float *probs = malloc(sizeof(float) * (size_t)vocab);
+    int *idx = malloc(sizeof(int) * (size_t)vocab);
+    if (!probs || !idx) {
+        free(probs);
+        free(idx);
+        return -1;
+    }
+    for (int i = 0; i < n; i++) {
+        const struct fg_sample_row *r = &rows[i];
+        float *row = logits + (size_t)i * vocab;
+        if (r->target >= 0) {
+            ids[i] = r->target;
+            logprobs[i] = sampler_log_softmax_at(row, vocab, r->target);
+            continue;
+        }
+        struct sampler_params p = {r->do_sample, r->temperature,        r->top_k,
+                                   r->top_p,     r->repetition_penalty, 0};
+        ids[i] = sampler_pick(&p, row, vocab, history + r->hist_off, r->n_hist, r->u, probs, idx,
+                              &logprobs[i]);
+    }
+    free(probs);
+    free(idx);
+    return 0;
+}
+
 /* ---- table ------------------------------------------------------------------------------- */
 
 static const struct fg_ops cpu_table = {
@@ -392,6 +426,7 @@ static const struct fg_ops cpu_table = {
     .matmul_add = cpu_matmul_add,
     .matmul_swiglu = cpu_matmul_swiglu,
     .qkv_store = cpu_qkv_store,
+    .sample = cpu_sample,
 };
 
 const struct fg_ops *cpu_ops(void)

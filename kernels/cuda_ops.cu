@@ -12,11 +12,14 @@
 #include <cuda_runtime.h>
 
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "attention.h"
+#include "gemv.h"
+#include "sample.h"
 #include "kv_write.h"
 #include "ops.h"
 
@@ -50,6 +53,13 @@ struct cuda_ctx {
      * FLASHGEN_DECODE_SPLITS=N): force the attention variant or the decode split count, to
      * bisect numerical differences. Unset: the selector decides. */
     int attn_kind, decode_splits;
+    int use_gemv; /* FLASHGEN_GEMV=0 sends decode-sized products to cuBLASLt too (A/B runs) */
+    /* sampling (outside graphs, so these may be replaced when outgrown): device rows, history,
+     * picks and workspace; pinned host staging for rows in and picks out */
+    void *smp_dev;
+    size_t smp_dev_bytes;
+    void *smp_host;
+    size_t smp_host_bytes;
 };
 
 static void ctx_fail(struct cuda_ctx *c, const char *fmt, ...)
@@ -416,16 +426,21 @@ static struct lt_plan *lt_plan_get(struct cuda_ctx *c, int n, int in_dim, int ou
     size_t ws = LT_WORKSPACE_BYTES;
     LT_CK(c, cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                                                   &ws, sizeof(ws)));
-    /* Split-K partial sums may be reduced in fp32 (or in place) but never in the bf16 output
-     * type: over K = 14336 (Llama-3-8B's down projection) a bf16 reduction visibly adds error. */
-    uint32_t schemes = CUBLASLT_REDUCTION_SCHEME_NONE | CUBLASLT_REDUCTION_SCHEME_INPLACE |
-                       CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE;
-    LT_CK(c, cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK,
-                                                  &schemes, sizeof(schemes)));
+    /* Split-K partial sums are reduced in fp32 (a workspace of the compute type) or not split,
+     * never in the bf16 output type nor "in place", which accumulates the partials in the output
+     * buffer, i.e. in bf16 for bf16 outputs: over K = 14336 (Llama-3-8B's down projection) each
+     * extra bf16 rounding shows in the logits. Only if no such algorithm exists is in place
+     * allowed. */
+    uint32_t schemes = CUBLASLT_REDUCTION_SCHEME_NONE | CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE;
     cublasLtMatmulHeuristicResult_t res;
     int found = 0;
-    LT_CK(c, cublasLtMatmulAlgoGetHeuristic(c->lt, p->desc, p->a, p->b, p->c, p->c, pref, 1, &res,
-                                            &found));
+    for (int pass = 0; pass < 2 && !found && !c->error[0]; pass++) {
+        if (pass == 1) schemes |= CUBLASLT_REDUCTION_SCHEME_INPLACE;
+        LT_CK(c, cublasLtMatmulPreferenceSetAttribute(
+                     pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &schemes, sizeof(schemes)));
+        LT_CK(c, cublasLtMatmulAlgoGetHeuristic(c->lt, p->desc, p->a, p->b, p->c, p->c, pref, 1,
+                                                &res, &found));
+    }
     cublasLtMatmulPreferenceDestroy(pref);
     if (c->error[0]) return NULL;
     if (found == 0) {
@@ -449,33 +464,118 @@ static void lt_matmul(struct cuda_ctx *c, void *out, cudaDataType_t out_type, co
                             &p->algo, c->lt_workspace, LT_WORKSPACE_BYTES, c->stream));
 }
 
+/* Decode-sized products (a few rows) stream the weights through gemv.cu, which reaches more of
+ * the memory bandwidth than cuBLASLt at one row and fuses the residual add and SwiGLU; 1 when it
+ * took the product (launched or failed: failures stick in the context). */
+static int try_gemv(struct cuda_ctx *c, void *y, int y_f32, const void *x, const void *w, int n,
+                    int in_dim, int out_dim, int epilogue)
+{
+    if (!c->use_gemv || !fg_gemv_supported(n, in_dim, out_dim) ||
+        (((uintptr_t)y | (uintptr_t)x | (uintptr_t)w) & 15))
+        return 0;
+    if (c->error[0]) return 1;
+    int e = fg_gemv(y, y_f32, x, w, n, in_dim, out_dim, epilogue, c->stream);
+    if (e != 0)
+        ctx_fail(c, "gemv %d x %d x %d: %s", n, in_dim, out_dim,
+                 cudaGetErrorString((cudaError_t)e));
+    return 1;
+}
+
 static void cu_matmul(void *ctx, void *out, const void *x, const void *w, int n, int in_dim,
                       int out_dim)
 {
-    lt_matmul((struct cuda_ctx *)ctx, out, CUDA_R_16BF, x, w, n, in_dim, out_dim, 0);
+    struct cuda_ctx *c = (struct cuda_ctx *)ctx;
+    if (!try_gemv(c, out, 0, x, w, n, in_dim, out_dim, FG_GEMV_STORE))
+        lt_matmul(c, out, CUDA_R_16BF, x, w, n, in_dim, out_dim, 0);
 }
 
 static void cu_matmul_f32(void *ctx, float *out, const void *x, const void *w, int n, int in_dim,
                           int out_dim)
 {
-    lt_matmul((struct cuda_ctx *)ctx, out, CUDA_R_32F, x, w, n, in_dim, out_dim, 0);
+    struct cuda_ctx *c = (struct cuda_ctx *)ctx;
+    if (!try_gemv(c, out, 1, x, w, n, in_dim, out_dim, FG_GEMV_STORE))
+        lt_matmul(c, out, CUDA_R_32F, x, w, n, in_dim, out_dim, 0);
 }
 
 static void cu_matmul_add(void *ctx, void *x, const void *h, const void *w, int n, int in_dim,
                           int out_dim)
 {
-    lt_matmul((struct cuda_ctx *)ctx, x, CUDA_R_16BF, h, w, n, in_dim, out_dim, 1);
+    struct cuda_ctx *c = (struct cuda_ctx *)ctx;
+    if (!try_gemv(c, x, 0, h, w, n, in_dim, out_dim, FG_GEMV_ADD))
+        lt_matmul(c, x, CUDA_R_16BF, h, w, n, in_dim, out_dim, 1);
 }
 
 static void cu_matmul_swiglu(void *ctx, void *out, const void *h, const void *w, int n,
                              int in_dim, int ffn, void *scratch)
 {
     struct cuda_ctx *c = (struct cuda_ctx *)ctx;
+    if (try_gemv(c, out, 0, h, w, n, in_dim, ffn, FG_GEMV_SWIGLU)) return;
     lt_matmul(c, scratch, CUDA_R_16BF, h, w, n, in_dim, 2 * ffn, 0);
     size_t total = (size_t)n * ffn;
     k_swiglu_rows<<<blocks_for(total, 256), 256, 0, c->stream>>>(
         (__nv_bfloat16 *)out, (const __nv_bfloat16 *)scratch, ffn, total);
     CK_LAUNCH(c);
+}
+
+/* ---- sampling: kernels/sample.cu ------------------------------------------------------- */
+
+static size_t align256(size_t n)
+{
+    return (n + 255) / 256 * 256;
+}
+
+/* Make *buf at least BYTES (device or pinned host memory); 0, or -1 when out of memory. */
+static int grow(void **buf, size_t *have, size_t bytes, int host)
+{
+    if (*have >= bytes) return 0;
+    size_t want = bytes > 2 * *have ? bytes : 2 * *have;
+    void *p = NULL;
+    cudaError_t e = host ? cudaMallocHost(&p, want) : cudaMalloc(&p, want);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        return -1;
+    }
+    if (*buf) host ? cudaFreeHost(*buf) : cudaFree(*buf);
+    *buf = p;
+    *have = want;
+    return 0;
+}
+
+static int cu_sample(void *ctx, float *logits, int n, int vocab, const struct fg_sample_row *rows,
+                     const int *history, int n_history, int *ids, float *logprobs)
+{
+    struct cuda_ctx *c = (struct cuda_ctx *)ctx;
+    if (c->error[0]) return -1;
+    size_t rows_b = align256(sizeof(*rows) * (size_t)n);
+    size_t hist_b = align256(sizeof(int) * (size_t)(n_history > 0 ? n_history : 1));
+    size_t out_b = align256((sizeof(int) + sizeof(float)) * (size_t)n);
+    size_t ws_b = align256(fg_sample_workspace_bytes(n, vocab));
+    /* the previous step's copies are complete: every call ends with a synchronize */
+    if (grow(&c->smp_dev, &c->smp_dev_bytes, rows_b + hist_b + out_b + ws_b, 0) != 0 ||
+        grow(&c->smp_host, &c->smp_host_bytes, rows_b + hist_b + out_b, 1) != 0) {
+        ctx_fail(c, "out of memory for sampling %d rows", n);
+        return -1;
+    }
+    char *hb = (char *)c->smp_host, *db = (char *)c->smp_dev;
+    memcpy(hb, rows, sizeof(*rows) * (size_t)n);
+    if (n_history > 0) memcpy(hb + rows_b, history, sizeof(int) * (size_t)n_history);
+    CK(c, cudaMemcpyAsync(db, hb, rows_b + (n_history > 0 ? hist_b : 0), cudaMemcpyHostToDevice,
+                          c->stream));
+    int *d_ids = (int *)(db + rows_b + hist_b);
+    float *d_lp = (float *)(d_ids + n);
+    char err[256];
+    if (!c->error[0] &&
+        fg_sample_launch(logits, n, vocab, (const struct fg_sample_row *)db,
+                         (const int *)(db + rows_b), d_ids, d_lp, db + rows_b + hist_b + out_b,
+                         c->stream, err, sizeof(err)) != 0)
+        ctx_fail(c, "sample: %s", err);
+    CK(c, cudaMemcpyAsync(hb + rows_b + hist_b, d_ids, (sizeof(int) + sizeof(float)) * (size_t)n,
+                          cudaMemcpyDeviceToHost, c->stream));
+    CK(c, cudaStreamSynchronize(c->stream));
+    if (c->error[0]) return -1;
+    memcpy(ids, hb + rows_b + hist_b, sizeof(int) * (size_t)n);
+    memcpy(logprobs, hb + rows_b + hist_b + sizeof(int) * (size_t)n, sizeof(float) * (size_t)n);
+    return 0;
 }
 
 /* ---- graphs ------------------------------------------------------------------------------ */
@@ -529,6 +629,8 @@ static void cu_destroy(void *ctx)
         cublasLtMatrixLayoutDestroy(c->plans[i].c);
     }
     if (c->attn_ws) cudaFree(c->attn_ws);
+    if (c->smp_dev) cudaFree(c->smp_dev);
+    if (c->smp_host) cudaFreeHost(c->smp_host);
     for (int i = 0; i < c->n_retired; i++)
         cudaFree(c->retired[i]);
     if (c->lt_workspace) cudaFree(c->lt_workspace);
@@ -572,6 +674,8 @@ static void *cu_create(int device, char *err, size_t errlen)
                    : kind && !strcmp(kind, "decode") ? ATTN_KIND_DECODE
                                                      : ATTN_KIND_AUTO;
     c->decode_splits = splits ? atoi(splits) : 0;
+    const char *gemv = getenv("FLASHGEN_GEMV");
+    c->use_gemv = !(gemv && !strcmp(gemv, "0"));
     if (cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking) != cudaSuccess ||
         cublasLtCreate(&c->lt) != CUBLAS_STATUS_SUCCESS ||
         cudaMalloc(&c->lt_workspace, LT_WORKSPACE_BYTES) != cudaSuccess) {
@@ -627,6 +731,7 @@ static struct fg_ops make_table(void)
     t.matmul_add = cu_matmul_add;
     t.matmul_swiglu = cu_matmul_swiglu;
     t.qkv_store = cu_qkv_store;
+    t.sample = cu_sample;
     return t;
 }
 

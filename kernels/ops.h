@@ -37,6 +37,8 @@ struct attn_batch {
     const int *host_q_start, *host_kv_len;
 };
 
+struct fg_sample_row; /* kernels/sample.h */
+
 struct fg_ops {
     const char *name;  /* "cpu", "cuda" */
     size_t act_size;   /* bytes per activation, weight and KV element: 4 (fp32) CPU, 2 (bf16) CUDA */
@@ -101,6 +103,13 @@ struct fg_ops {
     void (*qkv_store)(void *ctx, void *q_out, void *k_pool, void *v_pool, const void *qkv,
                       const int *pos, const int *slots, int n, int n_heads, int n_kv_heads,
                       int head_dim, const void *freqs);
+    /* Pick one token per row of logits (backend memory, (n, vocab) fp32; the penalty changes
+     * them in place) as rows[i] says (struct fg_sample_row, kernels/sample.h: greedy or sampled
+     * with the uniform given, or the log-probability of a given id). history holds the ids the
+     * rows' repetition penalties look at. rows, history, ids and logprobs are host arrays.
+     * Returns 0, or -1 on a device error. */
+    int (*sample)(void *ctx, float *logits, int n, int vocab, const struct fg_sample_row *rows,
+                  const int *history, int n_history, int *ids, float *logprobs);
 };
 
 /* The CPU backend. ctx from cpu_ops_create (n_threads 0 = all cores). */

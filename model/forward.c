@@ -306,13 +306,28 @@ int fwd_run(struct fwd_state *st, const struct fwd_seq *seqs, int n_seqs, float 
         fwd_layers(st, &ab, T, n_seqs, d_tokens, d_pos, d_slots, d_rows);
         if (decode && st->use_graphs) fwd_graph_add(st, n_seqs, ab.max_kv_len);
     }
-    if (ops->download(ctx, logits, st->logits, sizeof(float) * (size_t)n_seqs * c->vocab_size) !=
-            0 ||
-        ops->sync(ctx) != 0) {
+    if (logits && (ops->download(ctx, logits, st->logits,
+                                 sizeof(float) * (size_t)n_seqs * c->vocab_size) != 0 ||
+                   ops->sync(ctx) != 0)) {
         snprintf(err, errlen, "forward: device error");
         return -1;
     }
     for (int s = 0; s < n_seqs; s++)
         seqs[s].kv->n_tokens += seqs[s].n_tokens;
+    return 0;
+}
+
+int fwd_sample(struct fwd_state *st, int n, const struct fg_sample_row *rows, const int *history,
+               int n_history, int *ids, float *logprobs, char *err, size_t errlen)
+{
+    if (n <= 0 || n > st->max_seqs) {
+        snprintf(err, errlen, "sample: %d rows (limit %d)", n, st->max_seqs);
+        return -1;
+    }
+    if (st->ops->sample(st->ctx, st->logits, n, st->cfg->vocab_size, rows, history, n_history,
+                        ids, logprobs) != 0) {
+        snprintf(err, errlen, "sample: device error");
+        return -1;
+    }
     return 0;
 }

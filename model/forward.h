@@ -28,9 +28,18 @@ int fwd_init(struct fwd_state **out, const struct model_config *cfg, const struc
              const struct fg_ops *ops, void *ops_ctx, struct kv_cache *kv, int max_tokens,
              int max_seqs, char *err, size_t errlen);
 void fwd_free(struct fwd_state *st);
-/* Run one step. LOGITS (host, (n_seqs, vocab)) receives each sequence's last-token logits.
- * Advances each kv->n_tokens by its n_tokens. Returns 0, or -1 with err written. */
+/* Run one step. LOGITS (host, (n_seqs, vocab)) receives each sequence's last-token logits, or
+ * is NULL to leave them in backend memory for fwd_sample (the step is then only queued; errors
+ * surface there). Advances each kv->n_tokens by its n_tokens. Returns 0, or -1 with err written. */
 int fwd_run(struct fwd_state *st, const struct fwd_seq *seqs, int n_seqs, float *logits,
             char *err, size_t errlen);
+
+struct fg_sample_row;
+/* Pick a token for each of the N sequences of the last fwd_run from its logits, on the backend
+ * (the logits never leave the GPU): ROWS (host, n) say how (model/sampler.h builds them),
+ * HISTORY (host, N_HISTORY ids) is what the rows' repetition penalties look at. IDS and LOGPROBS
+ * (host, n) receive the picks. Returns 0, or -1 with err written. */
+int fwd_sample(struct fwd_state *st, int n, const struct fg_sample_row *rows, const int *history,
+               int n_history, int *ids, float *logprobs, char *err, size_t errlen);
 
 #endif

@@ -1,6 +1,8 @@
 /* generate.c — prompt → tokens for one sequence. See generate.h. */
 #include "generate.h"
 
+#include "kernels/sample.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,12 +42,10 @@ int gen_run(struct engine *e, const int *prompt, int n_prompt, const struct samp
     struct kv_seq seq = {0};
     struct sampler smp;
     int *history = malloc(sizeof(int) * (size_t)(n_prompt + max_new + 1));
-    float *logits = malloc(sizeof(float) * (size_t)V);
     res->ids = malloc(sizeof(int) * (size_t)(max_new + 1));
-    if (!history || !logits || !res->ids || sampler_init(&smp, sp, V) != 0) {
+    if (!history || !res->ids || sampler_init(&smp, sp, V) != 0) {
         snprintf(err, errlen, "out of memory");
         free(history);
-        free(logits);
         gen_result_free(res);
         return -1;
     }
@@ -59,7 +59,9 @@ int gen_run(struct engine *e, const int *prompt, int n_prompt, const struct samp
     for (int off = 0; off < n_prompt; off += e->max_batch_tokens) {
         int n = n_prompt - off < e->max_batch_tokens ? n_prompt - off : e->max_batch_tokens;
         struct fwd_seq fs = {prompt + off, n, &seq};
-        if (fwd_run(e->fwd, &fs, 1, logits, err, errlen) != 0) goto done;
+        int last = off + n >= n_prompt;
+        float *lo = last && logits_out && max_new > 0 ? logits_out : NULL;
+        if (fwd_run(e->fwd, &fs, 1, lo, err, errlen) != 0) goto done;
     }
     double t1 = now_seconds();
     res->prefill_seconds = t1 - t0;
@@ -67,10 +69,14 @@ int gen_run(struct engine *e, const int *prompt, int n_prompt, const struct samp
     for (int step = 0; step < max_new; step++) {
         if (step > 0) {
             struct fwd_seq fs = {&history[n_hist - 1], 1, &seq};
-            if (fwd_run(e->fwd, &fs, 1, logits, err, errlen) != 0) goto done;
+            float *lo = logits_out ? logits_out + (size_t)step * V : NULL;
+            if (fwd_run(e->fwd, &fs, 1, lo, err, errlen) != 0) goto done;
         }
-        if (logits_out) memcpy(logits_out + (size_t)step * V, logits, sizeof(float) * (size_t)V);
-        int id = sampler_sample(&smp, logits, history, n_hist, NULL);
+        struct fg_sample_row row;
+        int penalised = sp->repetition_penalty != 1.0f, id = 0;
+        float lp = 0;
+        sampler_row(&smp, 0, penalised ? n_hist : 0, &row);
+        if (fwd_sample(e->fwd, 1, &row, history, n_hist, &id, &lp, err, errlen) != 0) goto done;
         history[n_hist++] = id;
         res->ids[res->n++] = id;
         if (stop_at_eog && tokenizer_is_eog(e->model->tok, id)) {
@@ -88,7 +94,6 @@ done:
     kv_seq_release(&e->kv, &seq);
     sampler_free(&smp);
     free(history);
-    free(logits);
     if (rc != 0) gen_result_free(res);
     return rc;
 }

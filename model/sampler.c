@@ -3,6 +3,8 @@
  * xoshiro256** seeded through splitmix64, so a seed gives the same tokens on every machine. */
 #include "sampler.h"
 
+#include "kernels/sample.h"
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -171,4 +173,38 @@ int sampler_sample(struct sampler *s, float *logits, const int *history, int n_h
     double u = s->p.do_sample ? rng_uniform(s->rng) : 0.0;
     return sampler_pick(&s->p, logits, s->vocab, history, n_history, u, s->probs, s->idx,
                         logprob);
+}
+
+float sampler_log_softmax_at(const float *logits, int V, int id)
+{
+    float mx = logits[0];
+    for (int i = 1; i < V; i++)
+        if (logits[i] > mx) mx = logits[i];
+    double sum = 0;
+    for (int i = 0; i < V; i++)
+        sum += exp((double)(logits[i] - mx));
+    return (float)((double)(logits[id] - mx) - log(sum));
+}
+
+void sampler_row(struct sampler *s, int hist_off, int n_hist, struct fg_sample_row *row)
+{
+    memset(row, 0, sizeof(*row));
+    row->do_sample = s->p.do_sample;
+    row->temperature = s->p.temperature;
+    row->top_k = s->p.top_k;
+    row->top_p = s->p.top_p;
+    row->repetition_penalty = s->p.repetition_penalty;
+    row->target = -1;
+    row->hist_off = hist_off;
+    row->n_hist = n_hist;
+    row->u = s->p.do_sample ? rng_uniform(s->rng) : 0.0;
+}
+
+void sampler_target_row(int id, struct fg_sample_row *row)
+{
+    memset(row, 0, sizeof(*row));
+    row->temperature = 1.0f;
+    row->top_p = 1.0f;
+    row->repetition_penalty = 1.0f;
+    row->target = id;
 }

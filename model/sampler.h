@@ -40,5 +40,15 @@ double sampler_uniform(struct sampler *s);
  * scratch. The C twin of the GPU sampling kernel (kernels/sample.cu). */
 int sampler_pick(const struct sampler_params *sp, float *logits, int V, const int *history,
                  int n_history, double u, float *probs, int *idx, float *logprob);
+/* log softmax(logits)[id] over V values: a prompt token's log-probability. */
+float sampler_log_softmax_at(const float *logits, int V, int id);
+
+struct fg_sample_row;
+/* Describe s's next pick for a backend's sample op (kernels/ops.h): the parameters, the next
+ * uniform draw when sampling, and the history window [hist_off, hist_off + n_hist) of the op's
+ * history array. */
+void sampler_row(struct sampler *s, int hist_off, int n_hist, struct fg_sample_row *row);
+/* A row that picks nothing: the op returns id and log softmax(logits)[id]. */
+void sampler_target_row(int id, struct fg_sample_row *row);
 
 #endif

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "kernels/sample.h"
 #include "model/engine.h"
 #include "model/tokenizer.h"
 
@@ -216,21 +217,45 @@ static int stop_match(struct wreq *r, size_t from) {
     return 0;
 }
 
-static float log_softmax_at(const float *x, int n, int id) {
-    float mx = x[0];
-    for (int i = 1; i < n; i++)
-        if (x[i] > mx) mx = x[i];
-    double s = 0;
-    for (int i = 0; i < n; i++)
-        s += exp((double)(x[i] - mx));
-    return (float)((double)(x[id] - mx) - log(s));
-}
-
 struct worker_run {
     struct sched sched;
-    float *logits; /* (max_batch_seqs, vocab) */
     int vocab;
+    /* one step's picks, made on the engine's backend: (max_batch_seqs) each */
+    struct fg_sample_row *rows;
+    int *ids;
+    float *logprobs;
+    int *history; /* the penalised rows' ids, end to end; grows */
+    size_t history_cap;
 };
+
+/* Append N ids to wr->history at *len; -1 when out of memory. */
+static int history_append(struct worker_run *wr, size_t *len, const int *ids, int n) {
+    if (*len + (size_t)n > wr->history_cap) {
+        size_t cap = wr->history_cap ? wr->history_cap : 4096;
+        while (cap < *len + (size_t)n)
+            cap *= 2;
+        int *h = realloc(wr->history, sizeof(int) * cap);
+        if (!h) return -1;
+        wr->history = h;
+        wr->history_cap = cap;
+    }
+    memcpy(wr->history + *len, ids, sizeof(int) * (size_t)n);
+    *len += (size_t)n;
+    return 0;
+}
+
+/* Fail every job of a step that the engine could not run (mu not held). */
+static void fail_step(struct worker *w, struct sched *s, int n, const char *what, const char *err) {
+    double now = worker_now();
+    pthread_mutex_lock(&w->mu);
+    for (int i = 0; i < n; i++) {
+        struct wreq *r = s->batch.items[i].seq->user;
+        snprintf(r->error, sizeof r->error, "%s failed: %.200s", what, err);
+        finish_locked(w, r, WREQ_FIN_ERROR, now);
+    }
+    pthread_mutex_unlock(&w->mu);
+    uv_async_send(&w->async);
+}
 
 /* Take submissions, flag cancellations and deadlines (mu held). */
 static void intake_locked(struct worker *w, struct worker_run *wr, double now) {
@@ -353,17 +378,33 @@ static int iterate(struct worker *w, struct worker_run *wr) {
     if (n == 0) return 0;
 
     char err[256] = "";
-    if (fwd_run(w->engine->fwd, s->batch.fwd, n, wr->logits, err, sizeof err) != 0) {
+    if (fwd_run(w->engine->fwd, s->batch.fwd, n, NULL, err, sizeof err) != 0) {
         /* a failed step fails every job in it; the others are untouched */
-        now = worker_now();
-        pthread_mutex_lock(&w->mu);
-        for (int i = 0; i < n; i++) {
-            struct wreq *r = s->batch.items[i].seq->user;
-            snprintf(r->error, sizeof r->error, "forward pass failed: %.200s", err);
-            finish_locked(w, r, WREQ_FIN_ERROR, now);
+        fail_step(w, s, n, "forward pass", err);
+        return 1;
+    }
+    /* One pick per sequence on the engine's backend: the next token of generating sequences, the
+     * log-probability of the next prompt token of prefilling ones (details), nothing kept for
+     * middle chunks. */
+    size_t n_hist = 0;
+    for (int i = 0; i < n; i++) {
+        struct sched_item *it = &s->batch.items[i];
+        struct wreq *r = it->seq->user;
+        int pos = it->seq->kv.n_tokens; /* tokens cached after this step (fwd_run advanced it) */
+        if (!it->want || r->finish != WREQ_FIN_NONE || pos < r->n_prompt) {
+            sampler_target_row(pos < r->n_prompt ? r->tokens[pos] : 0, &wr->rows[i]);
+            continue;
         }
-        pthread_mutex_unlock(&w->mu);
-        uv_async_send(&w->async);
+        int penalised = r->sp.repetition_penalty != 1.0f;
+        sampler_row(&r->sampler, (int)n_hist, penalised ? r->seq.n_tokens : 0, &wr->rows[i]);
+        if (penalised && history_append(wr, &n_hist, r->seq.tokens, r->seq.n_tokens) != 0) {
+            fail_step(w, s, n, "sampling", "out of memory for the penalty history");
+            return 1;
+        }
+    }
+    if (fwd_sample(w->engine->fwd, n, wr->rows, wr->history, (int)n_hist, wr->ids, wr->logprobs,
+                   err, sizeof err) != 0) {
+        fail_step(w, s, n, "forward pass", err);
         return 1;
     }
     now = worker_now();
@@ -371,19 +412,15 @@ static int iterate(struct worker *w, struct worker_run *wr) {
         struct sched_item *it = &s->batch.items[i];
         struct wreq *r = it->seq->user;
         if (!it->want || r->finish != WREQ_FIN_NONE) continue;
-        float *row = wr->logits + (size_t)i * (size_t)wr->vocab;
         int pos = it->seq->kv.n_tokens; /* tokens cached after this step */
         if (pos < r->n_prompt) {        /* prompt logprob of the next prompt token */
-            float lp = log_softmax_at(row, wr->vocab, r->tokens[pos]);
             pthread_mutex_lock(&w->mu);
-            r->prompt_lp[pos] = lp;
+            r->prompt_lp[pos] = wr->logprobs[i];
             r->n_prompt_lp = pos + 1;
             pthread_mutex_unlock(&w->mu);
             continue;
         }
-        float lp = 0;
-        int id = sampler_sample(&r->sampler, row, r->seq.tokens, r->seq.n_tokens, &lp);
-        take_token(w, r, id, lp, now);
+        take_token(w, r, wr->ids[i], wr->logprobs[i], now);
     }
     sched_commit(s);
     uv_async_send(&w->async);
@@ -400,6 +437,13 @@ static void progress_cb(const struct model_load_progress *p, void *user) {
                 (double)p->bytes_total / 1e6,
                 p->seconds > 0 ? (double)p->bytes_done / 1e6 / p->seconds : 0.0);
     }
+}
+
+static void worker_run_free(struct worker_run *wr) {
+    free(wr->rows);
+    free(wr->ids);
+    free(wr->logprobs);
+    free(wr->history);
 }
 
 static void *worker_main(void *arg) {
@@ -426,8 +470,11 @@ static void *worker_main(void *arg) {
     if (engine_open(&o, &w->engine, err, sizeof err) != 0) goto failed;
     struct engine *e = w->engine;
     wr.vocab = e->model->cfg.vocab_size;
-    wr.logits = malloc(sizeof(float) * (size_t)wr.vocab * (size_t)e->max_batch_seqs);
-    if (!wr.logits || sched_init(&wr.sched, &e->kv, e->max_batch_tokens, e->max_batch_seqs)) {
+    wr.rows = calloc((size_t)e->max_batch_seqs, sizeof(*wr.rows));
+    wr.ids = calloc((size_t)e->max_batch_seqs, sizeof(*wr.ids));
+    wr.logprobs = calloc((size_t)e->max_batch_seqs, sizeof(*wr.logprobs));
+    if (!wr.rows || !wr.ids || !wr.logprobs ||
+        sched_init(&wr.sched, &e->kv, e->max_batch_tokens, e->max_batch_seqs)) {
         snprintf(err, sizeof err, "out of memory");
         goto failed;
     }
@@ -475,7 +522,7 @@ static void *worker_main(void *arg) {
     }
     reap(w, &wr);
     sched_free(&wr.sched);
-    free(wr.logits);
+    worker_run_free(&wr);
     pthread_mutex_lock(&w->mu);
     w->state = WORKER_STOPPED;
     pthread_mutex_unlock(&w->mu);
@@ -484,7 +531,7 @@ static void *worker_main(void *arg) {
 
 failed:
     sched_free(&wr.sched);
-    free(wr.logits);
+    worker_run_free(&wr);
     engine_close(w->engine);
     w->engine = NULL;
     pthread_mutex_lock(&w->mu);

@@ -20,7 +20,9 @@
 #include <time.h>
 
 #include "kernels/ops.h"
+#include "kernels/sample.h"
 #include "model/engine.h"
+#include "model/sampler.h"
 
 static double now(void)
 {
@@ -169,13 +171,28 @@ static int bench(struct engine *e, const int *batches, int nb, int context, int 
             }
             tok[i] = i % V;
         }
+        /* A served decode step: forward, then the greedy pick on the backend (the logits stay
+         * there), the picks fed back as the next tokens. */
+        struct fg_sample_row *rows = calloc((size_t)B, sizeof(*rows));
+        float *lps = malloc(sizeof(float) * (size_t)B);
+        struct sampler_params greedy;
+        sampler_params_default(&greedy);
+        struct sampler smp;
+        memset(&smp, 0, sizeof(smp));
+        ok = ok && rows && lps && sampler_init(&smp, &greedy, V) == 0;
+        for (int i = 0; ok && i < B; i++)
+            sampler_row(&smp, 0, 0, &rows[i]);
         double t0 = 0;
         for (int s = 0; ok && s < gen + 2; s++) {
             if (s == 2) t0 = now(); /* two warm-up steps */
             for (int i = 0; i < B; i++)
                 fs[i] = (struct fwd_seq){&tok[i], 1, &seqs[i]};
-            ok = fwd_run(e->fwd, fs, B, logits, err, sizeof(err)) == 0;
+            ok = fwd_run(e->fwd, fs, B, NULL, err, sizeof(err)) == 0 &&
+                 fwd_sample(e->fwd, B, rows, NULL, 0, tok, lps, err, sizeof(err)) == 0;
         }
+        sampler_free(&smp);
+        free(rows);
+        free(lps);
         if (!ok) {
             fprintf(stderr, "bench batch %d: %s\n", B, err);
         } else {
