@@ -149,9 +149,11 @@ $(GPU_LIB): $(GPU_LIB_OBJ) $(GPU_LIB_CU)
 
 test-gpu: $(GPU_LIB)
 	FG_ATTN_LIB=$(GPU_LIB) $(PYTHON) tests/gpu/check_attention.py
+	$(PYTHON) tests/gpu/check_gemv.py --lib $(GPU_LIB)
 
 bench-gpu: $(GPU_LIB)
 	FG_ATTN_LIB=$(GPU_LIB) $(PYTHON) bench/bench_attention.py
+	$(PYTHON) tests/gpu/check_gemv.py --bench --lib $(GPU_LIB)
 
 -include $(GPU_LIB_OBJ:.o=.d)
 

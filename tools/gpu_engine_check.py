@@ -194,12 +194,15 @@ def main():
         e_cpu = (max(rel(gpu_logits[i, s], cpu_logits[i, s]) for s in range(steps))
                  if cpu_logits is not None else None)
         e_bf = max(rel(ref_bf16[i][s], ref[i][s]) for s in range(steps))
+        e_bf0 = rel(ref_bf16[i][0], ref[i][0])
+        e_vs16 = max(rel(gpu_logits[i, s], ref_bf16[i][s]) for s in range(steps))
         first = next((k for k in range(32) if gpu_tok[i][k] != hf_tok[i][k]), None)
         hf16_arg = ref_bf16[i].argmax(axis=1).tolist()
         first16 = next((k for k in range(32) if hf16_arg[k] != hf_tok[i][k]), None)
         first_vs16 = next((k for k in range(32) if gpu_tok[i][k] != hf16_arg[k]), None)
         rows.append({"prompt": i, "len": len(p), "max_rel_err_vs_hf": e_hf, "step0_vs_hf": e_hf0,
                      "max_rel_err_vs_cpu": e_cpu, "hf_bf16_rel_err": e_bf,
+                     "hf_bf16_step0": e_bf0, "max_rel_err_vs_hf_bf16": e_vs16,
                      "greedy32_same_as_hf": first is None, "first_diff": first,
                      "hf_bf16_greedy32_same_as_hf": first16 is None, "hf_bf16_first_diff": first16,
                      "greedy32_same_as_hf_bf16": first_vs16 is None,
@@ -216,14 +219,16 @@ def main():
     print(f"\n[{args.shape}] correctness over {steps} steps ({summary['device']}, "
           f"{summary['date']}); relative logits error, max over steps:")
     print(f"{'prompt':>6} {'len':>4} {'step0 vs HF32':>13} {'ours vs HF32':>12} {'ours vs CPU':>11} "
-          f"{'HF16 vs HF32':>12} {'greedy32':>9} {'HF16 greedy':>11} {'batched':>8}")
+          f"{'HF16 vs HF32':>12} {'HF16 step0':>10} {'ours vs HF16':>12} {'greedy32':>9} "
+          f"{'HF16 greedy':>11} {'batched':>8}")
     for r in rows:
         cpu = f"{r['max_rel_err_vs_cpu']:.2e}" if r["max_rel_err_vs_cpu"] is not None else "-"
         g = "same" if r["greedy32_same_as_hf"] else "diff@%s" % r["first_diff"]
         g16 = "same" if r["hf_bf16_greedy32_same_as_hf"] else "diff@%s" % r["hf_bf16_first_diff"]
         print(f"{r['prompt']:>6} {r['len']:>4} {r['step0_vs_hf']:>13.2e} "
               f"{r['max_rel_err_vs_hf']:>12.2e} {cpu:>11} "
-              f"{r['hf_bf16_rel_err']:>12.2e} {g:>9} {g16:>11} "
+              f"{r['hf_bf16_rel_err']:>12.2e} {r['hf_bf16_step0']:>10.2e} "
+              f"{r['max_rel_err_vs_hf_bf16']:>12.2e} {g:>9} {g16:>11} "
               f"{'same' if r['batched_same_as_alone'] else 'diff':>8}")
     print(f"greedy 32 same as transformers fp32: ours {summary['greedy32_same']}/{N_PROMPTS}, "
           f"transformers' own bf16 {summary['hf_bf16_greedy32_same']}/{N_PROMPTS}; ours same as "

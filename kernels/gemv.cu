@@ -1,0 +1,279 @@
+/* gemv.cu — bf16 GEMV for 1 to 8 activation rows (decode), weights streamed once from HBM.
+ *
+ * Design: the tensor cores do the dot products so the SM's issue slots go to loads. One
+ * mma.m16n8k16 takes x as A (rows = the ≤ 8 activation rows; rows 8-15 are zero) and 8 rows of W
+ * as B. A dot product is a sum over k, so k may be permuted freely as long as x and W use the same
+ * permutation: lane (g, t) = (lane / 4, lane % 4) loads 16 bytes (8 k) of W row g and 16 bytes of
+ * x row g at k0 + 8t, and feeds them as two k16 steps in the fragment order, no shuffles and no
+ * shared memory in the loop. The accumulators then hold (activation row g, W rows 2t, 2t+1).
+ *
+ * A block owns RT tiles of 8 W rows (for SwiGLU: RT/2 gate tiles and the matching up tiles, so
+ * the epilogue sees both dots); its KW warps split k in interleaved runs of U 32-k chunks (each
+ * warp streams U · 64 contiguous bytes per row), and their partial sums meet in shared memory,
+ * summed in warp order (deterministic, no atomics) before the epilogue. W loads bypass L1 and ask
+ * L2 to evict them first (read once); x (at most 229 KB) is read through L1, shared by the RT
+ * tiles of a warp. With PIPE the next run of W loads is issued before this run's mma, two runs in
+ * flight per warp.
+ *
+ * Launch: programmatic dependent launch (PDL). The kernel lets the next kernel launch as soon as
+ * all its blocks have started, and issues its first W loads before griddepcontrol.wait, so in a
+ * CUDA graph its start overlaps the tail of the kernel before it. This is why W must not be
+ * written by the kernel queued just before (weights are constant during decode). Measured on the
+ * H100, back to back in a graph: Llama-3-8B o projection (32 MB) 13.6 µs → 12.6 µs with PDL and
+ * PIPE, SmolLM2 shapes 2.6 → 1.7 µs. Variants (RT, KW, U, PIPE, PDL) are one table; fg_gemv_pick
+ * chooses from the shape (bench/results/gemv_h100_2026-11-23.log).
+ */
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+#include "gemv.h"
+
+struct gemv_params {
+    void *y;                /* (n, out_dim) bf16 or fp32 */
+    const __nv_bfloat16 *x; /* (n, in_dim) */
+    const __nv_bfloat16 *w; /* (out_rows, in_dim); out_rows = out_dim, or 2 out_dim for SwiGLU */
+    int n, in_dim, out_dim;
+    int epilogue, y_f32;
+    int out_tiles; /* 8-wide output tiles per block: RT, or RT / 2 for SwiGLU */
+};
+
+/* W is read exactly once: skip L1, mark the L2 lines evict-first and fetch 256 B around the
+ * access (each warp reads 64 · U contiguous bytes of a row, a DRAM-friendly run). Zero when !ok
+ * (the k tail), predicated inside the asm so no branch splits the unrolled loads. */
+__device__ __forceinline__ uint4 gemv_load_w(const __nv_bfloat16 *p, bool ok, uint64_t policy) {
+    uint4 v;
+    asm("{\n .reg .pred q;\n setp.ne.b32 q, %5, 0;\n"
+        " mov.b32 %0, 0;\n mov.b32 %1, 0;\n mov.b32 %2, 0;\n mov.b32 %3, 0;\n"
+        " @q ld.global.nc.L1::no_allocate.L2::cache_hint.L2::256B.v4.u32 {%0,%1,%2,%3}, [%4], %6;\n"
+        "}\n"
+        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+        : "l"(p), "r"((int)ok), "l"(policy));
+    return v;
+}
+
+__device__ __forceinline__ uint4 gemv_load_x(const __nv_bfloat16 *p) {
+    return __ldg(reinterpret_cast<const uint4 *>(p));
+}
+
+/* c += A · B for one m16n8k16 step with A rows 8-15 zero: a0 = x k-pair (2t), a2 = x k-pair
+ * (2t + 8) of row g; b0, b1 = the same k-pairs of W row g. */
+__device__ __forceinline__ void gemv_mma(float (&c)[4], uint32_t a0, uint32_t a2, uint32_t b0,
+                                         uint32_t b1) {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+        "{%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a0), "r"(0u), "r"(a2), "r"(0u), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ float gemv_silu(float v) {
+    return v / (1.0f + expf(-v));
+}
+
+/* The W loads of U chunks from chunk c (lane: k = 32 c + 8t; zero past in_dim, no access). */
+template <int RT, int U>
+__device__ __forceinline__ void gemv_load_w_chunks(uint4 (&wv)[U][RT],
+                                                   const __nv_bfloat16 *const (&wrow)[RT], int c,
+                                                   int in_dim, int t, uint64_t policy) {
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+        const int k = (c + u) * 32;
+#pragma unroll
+        for (int r = 0; r < RT; r++)
+            wv[u][r] = gemv_load_w(wrow[r] + k, k + 8 * t < in_dim, policy);
+    }
+}
+
+/* PIPE: the next run's W loads are issued before this run's mma (two runs in flight per warp,
+ * twice the W registers). */
+template <int RT, int KW, int U, bool PIPE>
+__global__ void __launch_bounds__(KW * 32, 16 / KW) gemv_kernel(const gemv_params p) {
+    __shared__ float2 red[KW][RT][8][4]; /* warp, W tile, activation row, W row pair */
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int g = lane >> 2, t = lane & 3;
+    const int OT = p.out_tiles, j0 = blockIdx.x * 8 * OT;
+    const bool swiglu = p.epilogue == FG_GEMV_SWIGLU;
+
+    /* With programmatic dependent launch, the next kernel may start once every block of this one
+     * has started; it waits (griddepcontrol.wait) for this grid to finish before reading y. */
+    asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+
+    /* This lane's W row in each tile; rows past out_dim read the last row (result discarded). */
+    const __nv_bfloat16 *wrow[RT];
+#pragma unroll
+    for (int r = 0; r < RT; r++) {
+        int o = swiglu ? r % OT : r;
+        int j = min(j0 + o * 8 + g, p.out_dim - 1);
+        size_t row = (size_t)j + (swiglu && r >= OT ? p.out_dim : 0);
+        wrow[r] = p.w + row * p.in_dim + 8 * t;
+    }
+    const bool has_x = g < p.n;
+    const __nv_bfloat16 *xrow = p.x + (size_t)(has_x ? g : 0) * p.in_dim + 8 * t;
+    uint64_t policy;
+    asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(policy));
+
+    float acc[RT][4];
+#pragma unroll
+    for (int r = 0; r < RT; r++)
+        acc[r][0] = acc[r][1] = acc[r][2] = acc[r][3] = 0.0f;
+
+    const int n_chunks = (p.in_dim + 31) / 32, step = KW * U;
+    const uint4 zero = make_uint4(0, 0, 0, 0);
+    int c0 = warp * U;
+    uint4 wv[U][RT];
+    gemv_load_w_chunks<RT, U>(wv, wrow, c0, p.in_dim, t, policy);
+    /* Only W (constant during decode) was read so far; x and y may come from the kernel before
+     * this one: wait for it (a no-op when launched without programmatic dependent launch). */
+    asm volatile("griddepcontrol.wait;\n" ::: "memory");
+    while (c0 < n_chunks) {
+        uint4 xv[U];
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            const int k = (c0 + u) * 32;
+            xv[u] = k + 8 * t < p.in_dim && has_x ? gemv_load_x(xrow + k) : zero;
+        }
+        const int c1 = c0 + step;
+        uint4 wn[U][RT];
+        if (PIPE) gemv_load_w_chunks<RT, U>(wn, wrow, c1, p.in_dim, t, policy);
+#pragma unroll
+        for (int u = 0; u < U; u++)
+#pragma unroll
+            for (int r = 0; r < RT; r++) {
+                gemv_mma(acc[r], xv[u].x, xv[u].y, wv[u][r].x, wv[u][r].y);
+                gemv_mma(acc[r], xv[u].z, xv[u].w, wv[u][r].z, wv[u][r].w);
+            }
+        if (PIPE) {
+#pragma unroll
+            for (int u = 0; u < U; u++)
+#pragma unroll
+                for (int r = 0; r < RT; r++)
+                    wv[u][r] = wn[u][r];
+        } else if (c1 < n_chunks) {
+            gemv_load_w_chunks<RT, U>(wv, wrow, c1, p.in_dim, t, policy);
+        }
+        c0 = c1;
+    }
+#pragma unroll
+    for (int r = 0; r < RT; r++)
+        red[warp][r][g][t] = make_float2(acc[r][0], acc[r][1]);
+    __syncthreads();
+
+    /* Epilogue: one thread per (output tile, activation row, output column). */
+    const float *rf = reinterpret_cast<const float *>(red);
+    for (int e = threadIdx.x; e < OT * p.n * 8; e += KW * 32) {
+        const int o = e / (p.n * 8), b = (e / 8) % p.n, i = e % 8;
+        const int j = j0 + o * 8 + i;
+        if (j >= p.out_dim) continue;
+        float v = 0.0f, up = 0.0f;
+        for (int ww = 0; ww < KW; ww++) {
+            v += rf[((ww * RT + o) * 8 + b) * 8 + i];
+            if (swiglu) up += rf[((ww * RT + o + OT) * 8 + b) * 8 + i];
+        }
+        if (swiglu) v = gemv_silu(v) * up;
+        const size_t at = (size_t)b * p.out_dim + j;
+        if (p.y_f32) {
+            float *y = static_cast<float *>(p.y);
+            y[at] = p.epilogue == FG_GEMV_ADD ? y[at] + v : v;
+        } else {
+            __nv_bfloat16 *y = static_cast<__nv_bfloat16 *>(p.y);
+            y[at] = __float2bfloat16(p.epilogue == FG_GEMV_ADD ? __bfloat162float(y[at]) + v : v);
+        }
+    }
+}
+
+struct gemv_variant {
+    const char *name;
+    int rt, kw, u;
+    int pdl; /* launched with programmatic dependent launch */
+    void (*kernel)(const gemv_params);
+};
+
+#define GEMV_V(RT, KW, U)                                                                          \
+    { "rt" #RT "_kw" #KW "_u" #U, RT, KW, U, 0, gemv_kernel<RT, KW, U, false> }
+#define GEMV_VP(RT, KW, U)                                                                         \
+    { "rt" #RT "_kw" #KW "_u" #U "_pdl", RT, KW, U, 1, gemv_kernel<RT, KW, U, false> }
+#define GEMV_VPP(RT, KW, U)                                                                        \
+    { "rt" #RT "_kw" #KW "_u" #U "_pipe_pdl", RT, KW, U, 1, gemv_kernel<RT, KW, U, true> }
+/* Candidates for the measurement that sets fg_gemv_pick (see the header comment). */
+static const gemv_variant gemv_variants[] = {
+    GEMV_V(2, 8, 4),    GEMV_V(4, 8, 2),  GEMV_V(2, 4, 4),   GEMV_V(4, 4, 4),   GEMV_V(1, 8, 4),
+    GEMV_V(2, 2, 2),    GEMV_V(2, 8, 8),  GEMV_V(1, 4, 8),   GEMV_V(4, 2, 4),   GEMV_V(2, 4, 8),
+    GEMV_V(1, 16, 2),   GEMV_V(2, 16, 2), GEMV_VP(2, 8, 4),  GEMV_VPP(2, 8, 4), GEMV_VP(1, 16, 2),
+    GEMV_VPP(1, 16, 2), GEMV_VP(1, 8, 4), GEMV_VPP(1, 8, 4), GEMV_VP(2, 4, 8),  GEMV_VPP(2, 4, 4),
+};
+#undef GEMV_V
+#undef GEMV_VP
+#undef GEMV_VPP
+#define GEMV_N_VARIANTS (int)(sizeof(gemv_variants) / sizeof(gemv_variants[0]))
+
+extern "C" int fg_gemv_supported(int n, int in_dim, int out_dim) {
+    return n >= 1 && n <= FG_GEMV_MAX_ROWS && in_dim >= 8 && in_dim % 8 == 0 && out_dim >= 1;
+}
+
+extern "C" int fg_gemv_n_variants(void) {
+    return GEMV_N_VARIANTS;
+}
+
+extern "C" const char *fg_gemv_variant_name(int v) {
+    return v >= 0 && v < GEMV_N_VARIANTS ? gemv_variants[v].name : "";
+}
+
+/* Indices into gemv_variants of the variants fg_gemv_pick returns. */
+enum {
+    GEMV_PICK_PIPE = 13,       /* rt2_kw8_u4_pipe_pdl */
+    GEMV_PICK_SHORT_ROWS = 18, /* rt2_kw4_u8_pdl */
+};
+
+/* The one selector: fg_gemv_supported's shapes, then the variant. From the variants table of
+ * bench/results/gemv_h100_2026-11-23.log (µs per call back to back in a CUDA graph, H100, n = 1
+ * and 8): rt2_kw8_u4_pipe_pdl is the fastest at 11 of the 18 points outside the SmolLM2 lm_head
+ * and within 6% of the fastest at the others (Llama-3-8B qkv 19.0 µs against 18.2); many rows
+ * shorter than 2048 (SmolLM2 lm_head, 49152 × 576) go 15% faster with rt2_kw4_u8_pdl (20.1 µs
+ * against 23.4), whose 4-warp blocks cover those short rows with fewer idle warps. */
+extern "C" int fg_gemv_pick(int n, int in_dim, int out_dim, int epilogue) {
+    if (!fg_gemv_supported(n, in_dim, out_dim) || epilogue < FG_GEMV_STORE ||
+        epilogue > FG_GEMV_SWIGLU)
+        return -1;
+    if (in_dim < 2048 && out_dim >= 16384) return GEMV_PICK_SHORT_ROWS;
+    return GEMV_PICK_PIPE;
+}
+
+extern "C" int fg_gemv_variant(int v, void *y, int y_f32, const void *x, const void *w, int n,
+                               int in_dim, int out_dim, int epilogue, void *stream) {
+    if (v < 0 || v >= GEMV_N_VARIANTS || !fg_gemv_supported(n, in_dim, out_dim) ||
+        epilogue < FG_GEMV_STORE || epilogue > FG_GEMV_SWIGLU ||
+        ((uintptr_t)x | (uintptr_t)w) % 16 != 0)
+        return (int)cudaErrorInvalidValue;
+    const gemv_variant *vr = &gemv_variants[v];
+    const int swiglu = epilogue == FG_GEMV_SWIGLU;
+    if (swiglu && vr->rt % 2) return (int)cudaErrorInvalidValue;
+    gemv_params p;
+    p.y = y;
+    p.x = static_cast<const __nv_bfloat16 *>(x);
+    p.w = static_cast<const __nv_bfloat16 *>(w);
+    p.n = n;
+    p.in_dim = in_dim;
+    p.out_dim = out_dim;
+    p.epilogue = epilogue;
+    p.y_f32 = y_f32 != 0;
+    p.out_tiles = swiglu ? vr->rt / 2 : vr->rt;
+    const int cols = 8 * p.out_tiles;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3((unsigned)((out_dim + cols - 1) / cols));
+    cfg.blockDim = dim3((unsigned)(vr->kw * 32));
+    cfg.stream = static_cast<cudaStream_t>(stream);
+    cfg.attrs = attr;
+    cfg.numAttrs = vr->pdl ? 1 : 0;
+    cudaError_t e = cudaLaunchKernelEx(&cfg, vr->kernel, p);
+    return (int)(e != cudaSuccess ? e : cudaGetLastError());
+}
+
+extern "C" int fg_gemv(void *y, int y_f32, const void *x, const void *w, int n, int in_dim,
+                       int out_dim, int epilogue, void *stream) {
+    int v = fg_gemv_pick(n, in_dim, out_dim, epilogue);
+    if (v < 0) return (int)cudaErrorInvalidValue;
+    return fg_gemv_variant(v, y, y_f32, x, w, n, in_dim, out_dim, epilogue, stream);
+}
