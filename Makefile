@@ -150,10 +150,12 @@ $(GPU_LIB): $(GPU_LIB_OBJ) $(GPU_LIB_CU)
 test-gpu: $(GPU_LIB)
 	FG_ATTN_LIB=$(GPU_LIB) $(PYTHON) tests/gpu/check_attention.py
 	$(PYTHON) tests/gpu/check_gemv.py --lib $(GPU_LIB)
+	FG_SAMPLE_LIB=$(GPU_LIB) $(PYTHON) tests/gpu/check_sample.py --no-bench
 
 bench-gpu: $(GPU_LIB)
 	FG_ATTN_LIB=$(GPU_LIB) $(PYTHON) bench/bench_attention.py
 	$(PYTHON) tests/gpu/check_gemv.py --bench --lib $(GPU_LIB)
+	FG_SAMPLE_LIB=$(GPU_LIB) $(PYTHON) tests/gpu/check_sample.py --bench-only
 
 -include $(GPU_LIB_OBJ:.o=.d)
 

@@ -42,8 +42,8 @@ int fg_sample_max_vocab(void);
  * passed as void *); no allocation, no synchronisation, so it can be captured in a graph.
  * Returns 0, or -1 with a message in err (bad shape, vocab too large, launch error). */
 int fg_sample_launch(float *logits, int n_rows, int vocab, const struct fg_sample_row *rows,
-                     const int *history, int *ids, float *logprobs, void *workspace,
-                     void *stream, char *err, size_t errlen);
+                     const int *history, int *ids, float *logprobs, void *workspace, void *stream,
+                     char *err, size_t errlen);
 
 #ifdef __cplusplus
 }
