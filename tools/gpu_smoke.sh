@@ -34,6 +34,13 @@ echo "info: $(curl -s http://127.0.0.1:18080/info)"
 echo "generate: $(curl -s http://127.0.0.1:18080/generate -H 'Content-Type: application/json' \
     -d '{"inputs":"Hello, GPU world","parameters":{"max_new_tokens":16,"ignore_eos":true,"details":true}}' |
     python3 -c 'import json,sys; d=json.load(sys.stdin); print([t["id"] for t in d["details"]["tokens"]], d["details"]["finish_reason"])')"
+# sampling on the GPU: the same seed twice gives the same tokens; with the penalty and both cuts
+samp='{"inputs":"Hello, GPU world","parameters":{"max_new_tokens":16,"ignore_eos":true,"details":true,"do_sample":true,"temperature":0.8,"top_k":40,"top_p":0.9,"repetition_penalty":1.2,"seed":7,"decoder_input_details":true}}'
+ids() { curl -s http://127.0.0.1:18080/generate -H 'Content-Type: application/json' -d "$samp" |
+    python3 -c 'import json,sys; d=json.load(sys.stdin)["details"]; print([t["id"] for t in d["tokens"]], "prompt logprobs:", [round(t["logprob"], 2) if t["logprob"] is not None else None for t in d["prefill"]][:4])'; }
+a=$(ids); b=$(ids)
+echo "sampled seed 7: $a"
+[ "$a" = "$b" ] && echo "sampled twice, same seed: same tokens" || { echo "sampled twice: DIFFERENT"; fail=1; }
 curl -s http://127.0.0.1:18080/v1/chat/completions -H 'Content-Type: application/json' \
     -d '{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":8}' | head -c 300
 echo
