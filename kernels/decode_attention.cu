@@ -9,8 +9,15 @@
  * (max, sum, output) are merged in shared memory at the end; with several splits each block
  * writes a normalised fp32 partial and its log2-domain LSE, and decode_merge_kernel combines
  * them: out = Σ 2^(lse_i - M) o_i / Σ 2^(lse_i - M).
- * Split count: the most parts that fit one wave of 2 blocks per SM, each at least 128 keys; measured
- * against half, double and 4x that count in kernels/BENCH.md.
+ *
+ * Fixed costs matter as much as bandwidth below ~100 MB per call, so: the merge kernel issues all
+ * its loads at once (the old loop took one dependent L2 round trip per split, ~0.3 µs each) and is
+ * launched as a programmatic dependent of the split kernel, so its launch overlaps the split
+ * kernel and it waits (griddepcontrol.wait) only for the partials; calls that read at most
+ * DECODE_EVICT_FIRST_MAX_MB of K/V load it with an L2 evict-first policy (read once). The
+ * workspace holds only the partials: it needs no initialisation and nothing in it outlives a
+ * launch. Split count: decode_attn_splits(); every choice here is measured in
+ * bench/results/decode2_h100_2026-11-23.log.
  */
 #include <cuda_runtime.h>
 #include <stdio.h>
@@ -23,8 +30,81 @@
 #define DECODE_STAGES 3
 #define DECODE_MIN_KEYS 128
 #define DECODE_MAX_SPLITS 128
+#define DECODE_MERGE_NT 128 /* merge threads per (query row, head) */
+#define DECODE_BLOCKS_PER_SM 2 /* what the ~100 KB of shared memory per block allows */
+/* K/V loads carry an L2 evict-first policy when the call reads at most this many bytes of K/V.
+ * Measured (bench/results/decode2_h100_2026-11-23.log, run 1): evict-first saved 1–4 µs per call
+ * up to 134 MB (batch 1 16k: 41.6 → 37.3 µs) and cost 2–3% from 537 MB (batch 64 4k: 373 → 385
+ * µs); a plain Triton read pass showed the same on both sides. The -D override is for A/B runs. */
+#ifndef DECODE_EVICT_FIRST_MAX_MB
+#define DECODE_EVICT_FIRST_MAX_MB 256
+#endif
+/* Calls up to this size take the fewest-parts split count (decode_attn_splits): measured better
+ * up to 268 MB, worse from 537 MB. */
+#define DECODE_FEW_SPLITS_MAX_MB 384
 
-template <typename T, int HD>
+/* Programmatic dependent launch (sm_90): the split kernel lets the merge grid launch early; the
+ * merge waits for the whole split grid (and its memory) before reading any partial. */
+__device__ __forceinline__ void decode_allow_dependents()
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void decode_wait_prerequisites()
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+
+/* L2 evict-first policy for K/V (EF): each byte is read once per call. */
+template <bool EF> __device__ __forceinline__ uint64_t decode_kv_policy()
+{
+    uint64_t pol = 0;
+    if constexpr (EF)
+        asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(pol));
+    return pol;
+}
+
+/* 16-byte global→shared copy, under policy pol when EF (zero fill when !valid, src not read). */
+template <bool EF>
+__device__ __forceinline__ void decode_cp_async16(uint32_t saddr, const void *src, bool valid,
+                                                  uint64_t pol)
+{
+    int n = valid ? 16 : 0;
+    if constexpr (EF)
+        asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2, %3;\n"
+                     ::"r"(saddr), "l"(src), "r"(n), "l"(pol));
+    else
+        cp_async16(saddr, src, valid);
+}
+
+/* One warp loads the K and V tiles of BN keys from key0 (keys ≥ key_end zero-filled) into
+ * swizzled sK / sV; K and V rows share the page-table arithmetic. */
+template <typename T, int HD, int BN, bool EF>
+__device__ __forceinline__ void decode_load_tile(T *sK, T *sV, const attn_kparams &p, const int *bt,
+                                                 int key0, int key_end, int kvh, int lane,
+                                                 uint64_t pol)
+{
+    constexpr int CPR = HD / 8, TOTAL = BN * CPR;
+    static_assert(TOTAL % 32 == 0, "tile chunks must divide evenly over the lanes");
+    const T *kp = static_cast<const T *>(p.k), *vp = static_cast<const T *>(p.v);
+    const uint32_t kb = smem_u32(sK), vb = smem_u32(sV);
+#pragma unroll
+    for (int i = 0; i < TOTAL / 32; i++) {
+        int c = lane + i * 32, row = c / CPR, ch = c % CPR, key = key0 + row;
+        bool valid = key < key_end;
+        size_t off = 0;
+        if (valid)
+            off = kv_row_offset<HD>(bt, key, p.page_size, p.page_shift, p.n_kv_heads, kvh) + ch * 8;
+        uint32_t so = 2u * (uint32_t)swz<HD>(row, ch * 8);
+        decode_cp_async16<EF>(kb + so, kp + off, valid, pol);
+        decode_cp_async16<EF>(vb + so, vp + off, valid, pol);
+    }
+}
+
+template <typename T, int HD, bool EF>
 __global__ void __launch_bounds__(DECODE_NW * 32) decode_split_kernel(const attn_kparams p)
 {
     constexpr int NW = DECODE_NW, BN = DECODE_BN, ST = DECODE_STAGES, NT = NW * 32;
@@ -38,8 +118,8 @@ __global__ void __launch_bounds__(DECODE_NW * 32) decode_split_kernel(const attn
     const int q0 = p.q_start[s], nq = p.q_start[s + 1] - q0, rows = nq * G;
     const int kvlen = p.kv_len[s], pos0 = kvlen - nq;
     const int *bt = p.block_table + (size_t)s * p.max_pages;
-    const T *kp = static_cast<const T *>(p.k);
-    const T *vp = static_cast<const T *>(p.v);
+    const uint64_t pol = decode_kv_policy<EF>();
+    decode_allow_dependents(); /* the merge grid may start; it waits for this one to finish */
 
     int kps = (kvlen + p.n_splits - 1) / p.n_splits;
     kps = (kps + BN - 1) / BN * BN;
@@ -74,9 +154,8 @@ __global__ void __launch_bounds__(DECODE_NW * 32) decode_split_kernel(const attn
     for (int st = 0; st < ST - 1; st++) {
         if (st < nt_w) {
             int key0 = k_begin + (warp + st * NW) * BN;
-            load_kv_tile<T, HD, BN, 32>(sW + st * 2 * TILE, kp, bt, key0, k_end, p.page_size,
-                                        p.page_shift, p.n_kv_heads, kvh, lane,
-                                        sW + st * 2 * TILE + TILE, vp);
+            T *buf = sW + st * 2 * TILE;
+            decode_load_tile<T, HD, BN, EF>(buf, buf + TILE, p, bt, key0, k_end, kvh, lane, pol);
         }
         cp_async_commit();
     }
@@ -96,8 +175,7 @@ __global__ void __launch_bounds__(DECODE_NW * 32) decode_split_kernel(const attn
         if (ni < nt_w) {
             int key0 = k_begin + (warp + ni * NW) * BN;
             T *buf = sW + (ni % ST) * 2 * TILE;
-            load_kv_tile<T, HD, BN, 32>(buf, kp, bt, key0, k_end, p.page_size, p.page_shift,
-                                        p.n_kv_heads, kvh, lane, buf + TILE, vp);
+            decode_load_tile<T, HD, BN, EF>(buf, buf + TILE, p, bt, key0, k_end, kvh, lane, pol);
         }
         cp_async_commit();
         cp_async_wait<ST - 1>();
@@ -169,49 +247,82 @@ __global__ void __launch_bounds__(DECODE_NW * 32) decode_split_kernel(const attn
     }
 }
 
-/* One warp per (query row, head): combine the n_splits partials by their LSE. */
+/* One block per (query row, head) item: combine the n_splits partials by their LSE. Thread
+ * (r, c) takes 4 consecutive dims c·4.. of splits r, r + SPB, r + 2·SPB, ..., loading U of them at
+ * once (no load waits on another), with a running max over its splits; the SPB row groups then
+ * meet in shared memory. Empty parts carry lse = -inf and a zero output (weight 0). */
 template <typename T, int HD>
-__global__ void __launch_bounds__(128) decode_merge_kernel(const attn_kparams p)
+__global__ void __launch_bounds__(DECODE_MERGE_NT) decode_merge_kernel(const attn_kparams p)
 {
-    constexpr int PER = HD / 32;
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const size_t item = (size_t)blockIdx.x * 4 + warp;
-    const size_t n_items = (size_t)p.n_q_total * p.n_heads;
-    if (item >= n_items) return;
-    float M = FG_NEG_INF;
-    for (int sp = lane; sp < p.n_splits; sp += 32)
-        M = fmaxf(M, p.part_lse[sp * n_items + item]);
+    constexpr int NT = DECODE_MERGE_NT, TPR = HD / 4, SPB = NT / TPR, U = 8;
+    __shared__ float s_m[SPB], s_l[SPB];
+    __shared__ __align__(16) float s_o[SPB][HD];
+    const int tid = threadIdx.x, r = tid / TPR, c = tid % TPR, n = p.n_splits;
+    const size_t item = blockIdx.x, n_items = (size_t)p.n_q_total * p.n_heads;
+    decode_wait_prerequisites();
+
+    float m = FG_NEG_INF, l = 0.f;
+    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+    for (int base = r; base < n; base += U * SPB) {
+        float ls[U];
+        float4 v[U];
 #pragma unroll
-    for (int off = 16; off; off >>= 1)
-        M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, off));
-    float mu = M == FG_NEG_INF ? 0.f : M, W = 0.f;
-    float acc[PER];
-#pragma unroll
-    for (int e = 0; e < PER; e++)
-        acc[e] = 0.f;
-    for (int sp = 0; sp < p.n_splits; sp++) {
-        float w = fast_exp2(p.part_lse[sp * n_items + item] - mu);
-        if (w == 0.f) continue; /* empty part: its output is not read */
-        W += w;
-        const float *po = p.part_o + (sp * n_items + item) * HD + lane * PER;
-        if constexpr (PER == 4) {
-            float4 v = *reinterpret_cast<const float4 *>(po);
-            acc[0] += w * v.x;
-            acc[1] += w * v.y;
-            acc[2] += w * v.z;
-            acc[3] += w * v.w;
-        } else {
-#pragma unroll
-            for (int e = 0; e < PER; e++)
-                acc[e] += w * po[e];
+        for (int u = 0; u < U; u++) {
+            /* past the last split: re-read the last one (no branch, so every load is issued
+             * before the first is used) and give it weight 0 */
+            int sp = base + u * SPB, spc = min(sp, n - 1);
+            ls[u] = p.part_lse[spc * n_items + item];
+            const float *po = p.part_o + (spc * n_items + item) * HD + c * 4;
+            v[u] = *reinterpret_cast<const float4 *>(po);
+            if (sp >= n) ls[u] = FG_NEG_INF;
         }
-    }
-    float inv = W > 0.f ? 1.f / W : 0.f;
-    T *out = static_cast<T *>(p.out) + item * HD + lane * PER;
+        float mn = m;
 #pragma unroll
-    for (int e = 0; e < PER; e++)
-        out[e] = attn_type<T>::from_float(acc[e] * inv);
-    if (p.lse && lane == 0) p.lse[item] = W > 0.f ? (M + __log2f(W)) * 0.69314718056f : FG_NEG_INF;
+        for (int u = 0; u < U; u++)
+            mn = fmaxf(mn, ls[u]);
+        float mu = mn == FG_NEG_INF ? 0.f : mn, a = fast_exp2(m - mu);
+        acc.x *= a;
+        acc.y *= a;
+        acc.z *= a;
+        acc.w *= a;
+        l *= a;
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            float w = fast_exp2(ls[u] - mu);
+            l += w;
+            acc.x = fmaf(w, v[u].x, acc.x);
+            acc.y = fmaf(w, v[u].y, acc.y);
+            acc.z = fmaf(w, v[u].z, acc.z);
+            acc.w = fmaf(w, v[u].w, acc.w);
+        }
+        m = mn;
+    }
+    if (c == 0) {
+        s_m[r] = m;
+        s_l[r] = l;
+    }
+    *reinterpret_cast<float4 *>(&s_o[r][c * 4]) = acc;
+    __syncthreads();
+
+    float M = FG_NEG_INF;
+#pragma unroll
+    for (int g = 0; g < SPB; g++)
+        M = fmaxf(M, s_m[g]);
+    const float mu = M == FG_NEG_INF ? 0.f : M;
+    float W = 0.f;
+#pragma unroll
+    for (int g = 0; g < SPB; g++)
+        W += s_l[g] * fast_exp2(s_m[g] - mu);
+    const float inv = W > 0.f ? 1.f / W : 0.f;
+    T *out = static_cast<T *>(p.out) + item * HD;
+    for (int d = tid; d < HD; d += NT) {
+        float o = 0.f;
+#pragma unroll
+        for (int g = 0; g < SPB; g++)
+            o += s_o[g][d] * fast_exp2(s_m[g] - mu);
+        out[d] = attn_type<T>::from_float(o * inv);
+    }
+    if (p.lse && tid == 0) p.lse[item] = W > 0.f ? (M + __log2f(W)) * 0.69314718056f : FG_NEG_INF;
 }
 
 /* ---- host side ---------------------------------------------------------------------------- */
@@ -229,19 +340,55 @@ extern "C" int decode_attn_supported(const struct attn_args *a)
     return decode_rows(a) <= DECODE_MAX_ROWS;
 }
 
+/* K/V bytes the call reads: exact with host_kv_len, else the n_seqs × max_kv_len bound. */
+static size_t decode_kv_bytes(const struct attn_args *a)
+{
+    const struct attn_batch *b = &a->b;
+    size_t tokens = (size_t)b->n_seqs * (size_t)b->max_kv_len;
+    if (b->host_kv_len) {
+        tokens = 0;
+        for (int s = 0; s < b->n_seqs; s++)
+            tokens += (size_t)b->host_kv_len[s];
+    }
+    return tokens * (size_t)b->n_kv_heads * (size_t)b->head_dim * 2 * 2; /* K and V, 2 bytes */
+}
+
+/* Load of the busiest SM with n parts per (sequence, head): ceil(base·n / n_sm) blocks of 1/n. */
+static double decode_sm_load(long base, long n, int n_sm)
+{
+    return (double)((base * n + n_sm - 1) / n_sm) / (double)n;
+}
+
 extern "C" int decode_attn_splits(const struct attn_args *a)
 {
     int dev = 0, n_sm = 132;
     if (cudaGetDevice(&dev) == cudaSuccess)
         cudaDeviceGetAttribute(&n_sm, cudaDevAttrMultiProcessorCount, dev);
     long base = (long)a->b.n_seqs * a->b.n_kv_heads;
-    /* The most parts that still fit one wave of 2 blocks per SM: a partial second wave cost up to
-     * 20% in the split sweeps of kernels/BENCH.md (batch 8: 4 parts 2657 GB/s, 5 parts 2018). */
-    long n = 2L * n_sm / base;
+    /* At most one wave of DECODE_BLOCKS_PER_SM blocks per SM (a partial second wave cost up to 20%:
+     * kernels/BENCH.md run 4), parts of at least DECODE_MIN_KEYS keys. */
+    long max_n = (long)DECODE_BLOCKS_PER_SM * n_sm / base;
     long cap = (a->b.max_kv_len + DECODE_MIN_KEYS - 1) / DECODE_MIN_KEYS;
-    if (n > cap) n = cap;
-    if (n > DECODE_MAX_SPLITS) n = DECODE_MAX_SPLITS;
-    return n < 1 ? 1 : (int)n;
+    if (max_n > cap) max_n = cap;
+    if (max_n > DECODE_MAX_SPLITS) max_n = DECODE_MAX_SPLITS;
+    if (max_n < 1) return 1;
+    /* Small calls: the fewest parts within 5% of the best busiest-SM load (every part adds merge
+     * work; one block per SM streams nearly as fast as two when every SM has one), if that keeps
+     * ≥ 90% of the SMs busy. Large calls, or when it would not: fill the wave. Measured
+     * (bench/results/decode2_h100_2026-11-23.log, runs 1–2, GB/s): batch 1 at 4k–32k 16 parts
+     * 957–2213 vs 33 parts 928–2201; batch 8 at 1k/4k 2 parts 1411/2203 vs 4 parts 1385/2189, but
+     * at 16k/32k (537 MB and more) 4 parts 2716/2841 vs 2 parts 2615/2705; batch 12 at 4k 1 part
+     * (96 SMs busy) 1974 vs 2 parts 2183; batch 16 at 4k (268 MB) 1 part 2523 vs 2 parts 2436;
+     * 3 parts of batch 8 (busiest SMs with 2 blocks, others 1) lost 10%. */
+    double best = 1e30;
+    for (long n = 1; n <= max_n; n++)
+        if (decode_sm_load(base, n, n_sm) < best) best = decode_sm_load(base, n, n_sm);
+    long fewest = max_n;
+    for (long n = max_n; n >= 1; n--)
+        if (decode_sm_load(base, n, n_sm) <= best * 1.05) fewest = n;
+    bool small = decode_kv_bytes(a) <= (size_t)DECODE_FEW_SPLITS_MAX_MB << 20;
+    if (small && base * fewest * 10 >= 9L * n_sm) return (int)fewest;
+    return (int)max_n;
 }
 
 static size_t decode_q_total(const struct attn_args *a)
@@ -255,25 +402,41 @@ extern "C" size_t decode_attn_workspace_bytes(const struct attn_args *a, int n_s
     return (size_t)n_splits * items * (a->b.head_dim + 1) * sizeof(float);
 }
 
-template <typename T, int HD> static cudaError_t decode_run(attn_kparams p, int n_seqs, cudaStream_t st)
+template <typename T, int HD, bool EF>
+static cudaError_t decode_run(attn_kparams p, int n_seqs, cudaStream_t st)
 {
     size_t smem = (16 * HD + DECODE_NW * DECODE_STAGES * 2 * DECODE_BN * HD) * sizeof(T);
     size_t merge = DECODE_NW * (32 + 16 * HD) * sizeof(float) + 16 * HD * sizeof(T);
     if (merge > smem) smem = merge;
-    cudaError_t e = cudaFuncSetAttribute(decode_split_kernel<T, HD>,
+    cudaError_t e = cudaFuncSetAttribute(decode_split_kernel<T, HD, EF>,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     if (e == cudaSuccess) /* two blocks per SM need the largest shared-memory carve-out */
-        e = cudaFuncSetAttribute(decode_split_kernel<T, HD>,
+        e = cudaFuncSetAttribute(decode_split_kernel<T, HD, EF>,
                                  cudaFuncAttributePreferredSharedMemoryCarveout,
                                  cudaSharedmemCarveoutMaxShared);
     if (e != cudaSuccess) return e;
     dim3 grid((unsigned)p.n_splits, (unsigned)p.n_kv_heads, (unsigned)n_seqs);
-    decode_split_kernel<T, HD><<<grid, DECODE_NW * 32, smem, st>>>(p);
+    decode_split_kernel<T, HD, EF><<<grid, DECODE_NW * 32, smem, st>>>(p);
     e = cudaGetLastError();
     if (e != cudaSuccess || p.n_splits == 1) return e;
     size_t items = (size_t)p.n_q_total * p.n_heads;
-    decode_merge_kernel<T, HD><<<(unsigned)((items + 3) / 4), 128, 0, st>>>(p);
-    return cudaGetLastError();
+    /* programmatic dependent launch: see decode_wait_prerequisites() */
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3((unsigned)items);
+    cfg.blockDim = dim3(DECODE_MERGE_NT);
+    cfg.stream = st;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+    return cudaLaunchKernelEx(&cfg, decode_merge_kernel<T, HD>, p);
+}
+
+template <typename T, int HD> static cudaError_t decode_run(attn_kparams p, int n_seqs, bool ef,
+                                                            cudaStream_t st)
+{
+    return ef ? decode_run<T, HD, true>(p, n_seqs, st) : decode_run<T, HD, false>(p, n_seqs, st);
 }
 
 extern "C" int decode_attn_launch(const struct attn_args *a, char *err, size_t errlen)
@@ -314,13 +477,14 @@ extern "C" int decode_attn_launch(const struct attn_args *a, char *err, size_t e
         p.part_lse = p.part_o + (size_t)n * items * b->head_dim;
     }
     cudaStream_t st = static_cast<cudaStream_t>(a->stream);
+    bool ef = decode_kv_bytes(a) <= (size_t)DECODE_EVICT_FIRST_MAX_MB << 20;
     cudaError_t e;
     if (a->dtype == ATTN_DTYPE_BF16)
-        e = b->head_dim == 64 ? decode_run<__nv_bfloat16, 64>(p, b->n_seqs, st)
-                              : decode_run<__nv_bfloat16, 128>(p, b->n_seqs, st);
+        e = b->head_dim == 64 ? decode_run<__nv_bfloat16, 64>(p, b->n_seqs, ef, st)
+                              : decode_run<__nv_bfloat16, 128>(p, b->n_seqs, ef, st);
     else
-        e = b->head_dim == 64 ? decode_run<__half, 64>(p, b->n_seqs, st)
-                              : decode_run<__half, 128>(p, b->n_seqs, st);
+        e = b->head_dim == 64 ? decode_run<__half, 64>(p, b->n_seqs, ef, st)
+                              : decode_run<__half, 128>(p, b->n_seqs, ef, st);
     if (e != cudaSuccess) {
         snprintf(err, errlen, "decode attention launch: %s", cudaGetErrorString(e));
         return -1;

@@ -4,8 +4,10 @@
  * Rows of one sequence = its query tokens × the GQA group, at most DECODE_MAX_ROWS (one 16-row
  * mma tile). The context is cut into n_splits parts per (sequence, KV head), each part one
  * thread block whose 4 warps take turns over 16-key tiles; a part writes its normalised output
- * and log-sum-exp to the workspace and a merge kernel combines them (n_splits 1 writes the output
- * directly).
+ * and log-sum-exp to the workspace and a merge kernel, launched as a programmatic dependent of the
+ * first (its launch overlaps it), combines them (n_splits 1 writes the output directly).
+ * The workspace needs no initialisation: each launch writes every partial it reads, and nothing
+ * in it is kept between launches (so CUDA graph replays need nothing reset).
  */
 #ifndef FG_DECODE_ATTENTION_H
 #define FG_DECODE_ATTENTION_H
