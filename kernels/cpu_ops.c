@@ -370,6 +370,17 @@ static void cpu_attention(void *ctx, void *out, const void *q, const void *k_poo
     cpu_pool_for(c ? c->pool : NULL, rows, 1, attn_rows, &j);
 }
 
+static void cpu_norm_matmul(void *ctx, void *out, void *h, const void *x, const void *norm_w,
+                            float eps, const void *w, int n, int in_dim, int out_dim, int swiglu,
+                            void *scratch)
+{
+    cpu_rmsnorm(ctx, h, x, norm_w, n, in_dim, eps);
+    if (swiglu)
+        cpu_matmul_swiglu(ctx, out, h, w, n, in_dim, out_dim, scratch);
+    else
+        cpu_matmul(ctx, out, h, w, n, in_dim, out_dim);
+}
+
 /* ---- sampling: sampler_pick per row (model/sampler.c), the GPU kernel's twin ---------------- */
 
 static int cpu_sample(void *ctx, float *logits, int n, int vocab, const struct fg_sample_row *rows,
@@ -426,6 +437,7 @@ static const struct fg_ops cpu_table = {
     .matmul_add = cpu_matmul_add,
     .matmul_swiglu = cpu_matmul_swiglu,
     .qkv_store = cpu_qkv_store,
+    .norm_matmul = cpu_norm_matmul,
     .sample = cpu_sample,
 };
 

@@ -517,6 +517,17 @@ static void cu_matmul_swiglu(void *ctx, void *out, const void *h, const void *w,
     CK_LAUNCH(c);
 }
 
+static void cu_norm_matmul(void *ctx, void *out, void *h, const void *x, const void *norm_w,
+                           float eps, const void *w, int n, int in_dim, int out_dim, int swiglu,
+                           void *scratch)
+{
+    cu_rmsnorm(ctx, h, x, norm_w, n, in_dim, eps);
+    if (swiglu)
+        cu_matmul_swiglu(ctx, out, h, w, n, in_dim, out_dim, scratch);
+    else
+        cu_matmul(ctx, out, h, w, n, in_dim, out_dim);
+}
+
 /* ---- sampling: kernels/sample.cu ------------------------------------------------------- */
 
 static size_t align256(size_t n)
@@ -731,6 +742,7 @@ static struct fg_ops make_table(void)
     t.matmul_add = cu_matmul_add;
     t.matmul_swiglu = cu_matmul_swiglu;
     t.qkv_store = cu_qkv_store;
+    t.norm_matmul = cu_norm_matmul;
     t.sample = cu_sample;
     return t;
 }

@@ -96,6 +96,13 @@ struct fg_ops {
      * ((2 ffn, in_dim)); scratch holds (n, 2 ffn) activations for backends that need them */
     void (*matmul_swiglu)(void *ctx, void *out, const void *h, const void *w, int n, int in_dim,
                           int ffn, void *scratch);
+    /* h = rmsnorm(x; norm_w, eps), then out = h · wᵀ (swiglu 0; w (out_dim, in_dim)) or
+     * out = silu(h · gateᵀ) * (h · upᵀ) (swiglu 1; w holds 2 out_dim rows, scratch as in
+     * matmul_swiglu). h (n, in_dim) is written where the backend materialises it, so callers
+     * must not read it afterwards. */
+    void (*norm_matmul)(void *ctx, void *out, void *h, const void *x, const void *norm_w,
+                        float eps, const void *w, int n, int in_dim, int out_dim, int swiglu,
+                        void *scratch);
     /* qkv (n, (n_heads + 2 n_kv_heads) head_dim): each token's q, k and v rows of one fused
      * projection. Turns q and k by rotate_half RoPE at pos[t] (freqs: head_dim/2 fp32), stores q
      * to q_out (n, n_heads, head_dim) and k, v at slots[t] = page * page_size + offset of the

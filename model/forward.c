@@ -7,8 +7,9 @@
  *               h = rmsnorm(x) ; x += (silu(h Wgᵀ) * h Wuᵀ) Wdᵀ
  *   logits = rmsnorm(x[last row of each sequence]) Woutᵀ
  * q|k|v and gate|up are one GEMM each: the loader and the engine place those weights next to each
- * other, so [Wq;Wk;Wv] is simply Wq with more rows. The residual adds ride on the GEMMs
- * (matmul_add), and SwiGLU on the gate|up GEMM (matmul_swiglu), so a decode layer is eight ops.
+ * other, so [Wq;Wk;Wv] is simply Wq with more rows. The RMSNorms lead into their GEMMs
+ * (norm_matmul), the residual adds ride on the GEMMs (matmul_add) and SwiGLU on the gate|up GEMM,
+ * so a decode layer is six ops.
  * Only the last row of each sequence reaches the output head, so a 512-token prefill costs one
  * row of the (vocab × dim) head, not 512.
  *
@@ -158,14 +159,14 @@ static void fwd_layers(struct fwd_state *st, const struct attn_batch *ab, int T,
     ops->embed(ctx, st->x, w->tok_embd, d_tokens, T, D);
     for (int l = 0; l < c->n_layers; l++) {
         const struct model_layer *L = &w->layers[l];
-        ops->rmsnorm(ctx, st->h, st->x, L->attn_norm, T, D, c->rms_eps);
-        ops->matmul(ctx, st->qkv, st->h, L->wq, T, D, QD + 2 * KVD);
+        ops->norm_matmul(ctx, st->qkv, st->h, st->x, L->attn_norm, c->rms_eps, L->wq, T, D,
+                         QD + 2 * KVD, 0, NULL);
         ops->qkv_store(ctx, st->q, kv->k[l], kv->v[l], st->qkv, d_pos, d_slots, T, c->n_heads,
                        c->n_kv_heads, c->head_dim, w->rope_freqs);
         ops->attention(ctx, st->att, st->q, kv->k[l], kv->v[l], ab);
         ops->matmul_add(ctx, st->x, st->att, L->wo, T, QD, D);
-        ops->rmsnorm(ctx, st->h, st->x, L->ffn_norm, T, D, c->rms_eps);
-        ops->matmul_swiglu(ctx, st->ffn, st->h, L->w_gate, T, D, F, st->scratch);
+        ops->norm_matmul(ctx, st->ffn, st->h, st->x, L->ffn_norm, c->rms_eps, L->w_gate, T, D, F,
+                         1, st->scratch);
         ops->matmul_add(ctx, st->x, st->ffn, L->w_down, T, F, D);
     }
     ops->gather_rows(ctx, st->h, st->x, d_rows, n_seqs, D);
