@@ -10,7 +10,9 @@ CUDNN_ATTENTION.
 Decode: one query token per sequence, 32 query heads over 8 KV heads, hdim 128, bf16, batch
 1 … 64, context 1k … 32k, K/V in scattered pages of 64; GB/s = K+V bytes read once / time,
 next to the device-to-device copy ceiling measured in the same run (bytes read + written) and
-torch SDPA's two backends on the same shape.
+torch SDPA's two backends on the same shape. Each decode row also times the floor of the method
+itself: a read-only pass over the same bytes (Triton; plain and with an L2 evict-first hint) and
+a torch copy of them, and one trivial launch, all under the same L2-flushed do_bench.
 
 Times: triton.testing.do_bench (median, L2 flushed between calls). Prints a markdown table
 last; FG_BENCH_QUICK=1 runs a reduced sweep.
@@ -63,6 +65,21 @@ def copy_ceiling():
     return 2 * n / ms / 1e6  # GB/s
 
 
+# Prefill variants timed beside the selector's choice: the Hopper (wgmma) tilings of
+# kernels/attention_hopper.cu (the mma.sync kernels were timed in BENCH.md's run 3).
+# FG_PREFILL_VARIANTS (comma-separated names) replaces the list and the selector's choice: the
+# first name of each head dim is then "ours".
+PREFILL_VARIANTS = {
+    64: ["prefill_bf16_hd64_wg128x64p", "prefill_bf16_hd64_wg128x64", "prefill_bf16_hd64_wg192x128",
+         "prefill_bf16_hd64_wg192x128p"],
+    128: ["prefill_bf16_hd128_wg192x80p", "prefill_bf16_hd128_wg192x64", "prefill_bf16_hd128_wg192x64p"],
+}
+if os.environ.get("FG_PREFILL_VARIANTS"):
+    _names = os.environ["FG_PREFILL_VARIANTS"].split(",")
+    PREFILL_VARIANTS = {hd: [n for n in _names if n.split("_hd")[1].split("_")[0] == str(hd)]
+                        for hd in (64, 128)}
+
+
 def prefill_sweep(lib):
     rows = []
     seqlens = [512, 2048, 16384] if QUICK else [512, 1024, 2048, 4096, 8192, 16384]
@@ -84,14 +101,18 @@ def prefill_sweep(lib):
                 with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
                     ref = F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=True)
                 var_ms, err = {}, 0.0
-                for name in fa.PREFILL_ALTERNATIVES[hd]:
+                sel = lib.attn_select(C.byref(args)).decode()
+                if os.environ.get("FG_PREFILL_VARIANTS"):
+                    sel = PREFILL_VARIANTS[hd][0]
+                names = [sel] + [n for n in PREFILL_VARIANTS[hd] if n != sel]
+                for name in names:
                     out.fill_(float("nan"))
                     fa.launch(lib, args, name)  # correctness at the benchmark shape, vs FA2
                     e = float((out.view(bsz, s, h, hd).transpose(1, 2).float() - ref.float()).norm()
                               / ref.float().norm())
                     err = max(err, e) if e == e else float("nan")
                     var_ms[name] = bench(lambda: fa.launch(lib, args, name))
-                ms_ours = var_ms[fa.PREFILL_ALTERNATIVES[hd][0]]
+                ms_ours = var_ms[sel]
                 best = min(var_ms, key=var_ms.get)
                 ms_fa2, n_fa2 = sdpa_time(SDPBackend.FLASH_ATTENTION, q, k, v, causal)
                 ms_cud, n_cud = sdpa_time(SDPBackend.CUDNN_ATTENTION, q, k, v, causal)
@@ -111,12 +132,56 @@ def prefill_sweep(lib):
     return rows
 
 
+import triton  # noqa: E402
+import triton.language as tl  # noqa: E402
+
+
+@triton.jit
+def _floor_read_kernel(x_ptr, out_ptr, n, BLOCK: tl.constexpr, EVICT_FIRST: tl.constexpr):
+    """Reads n int32 once (one program per BLOCK) and keeps only a per-program sum."""
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < n
+    if EVICT_FIRST:
+        v = tl.load(x_ptr + offs, mask=mask, other=0, eviction_policy="evict_first")
+    else:
+        v = tl.load(x_ptr + offs, mask=mask, other=0)
+    tl.store(out_ptr + tl.program_id(0), tl.sum(v, axis=0))
+
+
+def decode_floors(nbytes):
+    """What the timing method itself costs for a call that reads nbytes (METHOD.md's floor), timed
+    exactly as the kernels are (do_bench, L2 flushed): a read-only pass over nbytes of random data,
+    plain and with an L2 evict-first hint, and a torch copy of nbytes (reads + writes nbytes).
+    Microseconds; None where Triton fails (the error goes to stdout)."""
+    block = 8192
+    x = torch.randint(-2**31, 2**31 - 1, (nbytes // 4,), dtype=torch.int32, device="cuda")
+    out = torch.empty(triton.cdiv(x.numel(), block), dtype=torch.int32, device="cuda")
+    res = {}
+    for ef in (False, True):
+        try:
+            grid = (out.numel(),)
+            _floor_read_kernel[grid](x, out, x.numel(), BLOCK=block, EVICT_FIRST=ef, num_warps=8)
+            res["read_ef" if ef else "read"] = 1e3 * bench(
+                lambda: _floor_read_kernel[grid](x, out, x.numel(), BLOCK=block, EVICT_FIRST=ef,
+                                                 num_warps=8))
+        except Exception as e:  # noqa: BLE001 -- a floor is a note, not a result
+            print(f"decode floor read (evict_first={ef}) failed: {str(e).splitlines()[0][:80]}")
+            res["read_ef" if ef else "read"] = None
+    y = torch.empty_like(x)
+    res["copy"] = 1e3 * bench(lambda: y.copy_(x))
+    del x, y, out
+    return res
+
+
 def decode_sweep(lib, ceiling):
     rows = []
     h, hkv, hd = 32, 8, 128
     batches = [1, 8, 64] if QUICK else [1, 8, 32, 64]
     ctxs = [1024, 16384] if QUICK else [1024, 4096, 16384, 32768]
     gen = torch.Generator().manual_seed(1)  # page order only; values come from the device RNG
+    tiny = torch.empty(1, device="cuda")
+    empty_us = 1e3 * bench(lambda: tiny.zero_())  # one launch of a trivial kernel
+    print(f"decode floor: one trivial launch {empty_us:.1f} us (do_bench, L2 flushed)", flush=True)
     for bsz in batches:
         for ctx in ctxs:
             pb = fa.PagedBatch([1] * bsz, [ctx] * bsz, h, hkv, hd, 64, False, torch.bfloat16,
@@ -149,21 +214,27 @@ def decode_sweep(lib, ceiling):
                     ws2 = fa.workspace_for(lib, a2)
                     a2 = pb.args(out, n_splits=n, workspace=ws2)
                     alt[n] = round(nbytes / bench(lambda: fa.launch(lib, a2)) / 1e6)
+            fl = decode_floors(nbytes)
             rows.append(dict(batch=bsz, ctx=ctx, splits=splits, alt=alt, mb=nbytes / 1e6, us=ms * 1e3,
                              ours=gb(ms), pct=gb(ms) / ceiling * 100, fa2=gb(ms_fa2),
-                             cudnn=gb(ms_cud), err=err,
+                             cudnn=gb(ms_cud), err=err, floor=fl, empty=empty_us,
                              note="; ".join(x for x in (n_fa2, n_cud) if x) +
                              (f"other splits→GB/s {alt}" if alt else "")))
             r = rows[-1]
-            print(f"decode b{bsz} ctx{ctx}: ours {r['ours']:.0f} GB/s ({r['pct']:.0f}% of copy) "
-                  f"fa2 {r['fa2'] or 0:.0f} cudnn {r['cudnn'] or 0:.0f} splits {splits} "
-                  f"err {err:.1e} other splits→GB/s {r['alt']} {r['note']}", flush=True)
+            print(f"decode b{bsz} ctx{ctx}: ours {r['us']:.1f} us {r['ours']:.0f} GB/s "
+                  f"({r['pct']:.0f}% of copy) fa2 {r['fa2'] or 0:.0f} cudnn {r['cudnn'] or 0:.0f} "
+                  f"splits {splits} err {err:.1e} floors us {fmt_floor(fl)} {r['note']}", flush=True)
             del pb, q, k, v, out
     return rows
 
 
 def fmt(x, d=0):
     return "—" if x is None else f"{x:.{d}f}"
+
+
+def fmt_floor(fl):
+    """read / read evict-first / copy floor in µs."""
+    return " / ".join(fmt(fl.get(k), 1) for k in ("read", "read_ef", "copy"))
 
 
 def main():
@@ -193,13 +264,17 @@ def main():
               f"{fmt(r['best'])} ({r['best_name']}) | {fmt(r['fa2'])} | {fmt(r['cudnn'])} | "
               f"{fmt(ra, 2)} | {fmt(rb, 2)} | {fmt(rc, 2)} | {r['err']:.1e} | {r['note']} |")
     print()
+    if dec:
+        print(f"Decode floors (same timing): one trivial launch {dec[0]['empty']:.1f} µs; per row "
+              "a read-only pass over the same bytes, plain / L2 evict-first, and a copy of them.")
+        print()
     print("| batch | context | K+V MB | splits | ours µs | ours GB/s | % of copy | torch FA2 GB/s |"
-          " torch cuDNN GB/s | rel err | note |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+          " torch cuDNN GB/s | floor µs read / read-ef / copy | rel err | note |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in dec:
         print(f"| {r['batch']} | {r['ctx']} | {r['mb']:.0f} | {r['splits']} | {r['us']:.1f} | "
               f"{fmt(r['ours'])} | {fmt(r['pct'])} | {fmt(r['fa2'])} | {fmt(r['cudnn'])} | "
-              f"{r['err']:.1e} | {r['note']} |")
+              f"{fmt_floor(r['floor'])} | {r['err']:.1e} | {r['note']} |")
     return 0
 
 

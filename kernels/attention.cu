@@ -1,5 +1,6 @@
-/* attention.cu — the fused FlashAttention-2 prefill kernel over the paged KV-cache, and the
- * selector of kernels/attention.h that picks between it and the decode kernel.
+/* attention.cu — the fused FlashAttention-2 prefill kernel over the paged KV-cache (mma.sync, any
+ * sm_80+ GPU), and the selector of kernels/attention.h that picks between it, the Hopper prefill
+ * kernel (kernels/attention_hopper.cu, on sm_90) and the decode kernel.
  *
  * Design (FlashAttention-2 forward, mma.sync m16n8k16, fp32 accumulation):
  * - One thread block per (tile of BM packed query rows, KV head, sequence); NW warps split the
@@ -26,6 +27,7 @@
 
 #include "attention.h"
 #include "attention_common.cuh"
+#include "attention_hopper.cuh"
 #include "decode_attention.h"
 
 template <typename T, int HD, int BN, int NW, int R, bool QREG, int MINB>
@@ -151,10 +153,8 @@ __global__ void __launch_bounds__(NW * 32, MINB) attn_prefill_kernel(const attn_
 
 /* ---- host side: variants and the selector ------------------------------------------------ */
 
-template <typename T, int HD, int BN, int NW, int R, bool QREG, int MINB>
-static int prefill_launch(const struct attn_args *a, char *err, size_t errlen)
+attn_kparams attn_prefill_kparams(const struct attn_args *a)
 {
-    constexpr int BM = NW * 16 * R;
     const struct attn_batch *b = &a->b;
     attn_kparams p = {};
     p.out = a->out;
@@ -173,6 +173,15 @@ static int prefill_launch(const struct attn_args *a, char *err, size_t errlen)
     p.group = b->n_heads / b->n_kv_heads;
     p.scale_log2 = b->scale * 1.4426950408889634f;
     p.causal = b->causal;
+    return p;
+}
+
+template <typename T, int HD, int BN, int NW, int R, bool QREG, int MINB>
+static int prefill_launch(const struct attn_args *a, char *err, size_t errlen)
+{
+    constexpr int BM = NW * 16 * R;
+    const struct attn_batch *b = &a->b;
+    attn_kparams p = attn_prefill_kparams(a);
     size_t smem = (size_t)(BM + 2 * BN) * HD * sizeof(T);
     cudaError_t e = cudaFuncSetAttribute(attn_prefill_kernel<T, HD, BN, NW, R, QREG, MINB>,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
@@ -200,18 +209,32 @@ struct attn_variant {
     const char *name;
     int kind, dtype, head_dim;
     attn_launch_fn launch;
+    int sm90a; /* 1: wgmma kernel, runs only where attn_hopper_available() */
 };
 
-/* The selector takes the first entry that matches (kind, dtype, head_dim); later entries with
- * the same key are alternatives that attn_launch_variant() runs by name, for benchmarks. Order
- * from the measured table in kernels/BENCH.md. Name: prefill_<dtype>_hd<D>[_<BM>x<BN>w<NW>]. */
+/* The selector takes the first entry that matches (kind, dtype, head_dim) and that the device
+ * runs (sm90a entries need compute capability 9.0); later entries with the same key are
+ * alternatives that attn_launch_variant() runs by name, for benchmarks. Order from the measured
+ * table in kernels/BENCH.md. Names: prefill_<dtype>_hd<D>_wg<BM>x<BN>[p] for the Hopper kernel
+ * (kernels/attention_hopper.cu), prefill_<dtype>_hd<D>[_<BM>x<BN>w<NW>] for mma.sync. */
+#define PFH(TN, D, SUFFIX)                                                                         \
+    {"prefill_" #TN "_hd" #D "_wg" #SUFFIX, ATTN_KIND_PREFILL,                                     \
+     #TN[0] == 'b' ? ATTN_DTYPE_BF16 : ATTN_DTYPE_FP16, D, attn_hopper_##TN##_hd##D##_##SUFFIX, 1}
 #define PF(T, TN, D, BN, NW, R, QREG, MINB, SUFFIX)                                               \
     {"prefill_" TN "_hd" #D SUFFIX, ATTN_KIND_PREFILL,                                            \
      sizeof(T) == 2 && TN[0] == 'b' ? ATTN_DTYPE_BF16 : ATTN_DTYPE_FP16, D,                         \
-     prefill_launch<T, D, BN, NW, R, QREG, MINB>}
+     prefill_launch<T, D, BN, NW, R, QREG, MINB>, 0}
 static const struct attn_variant attn_variants[] = {
-    /* defaults: hd 64 → 128×64 tiles, 4 warps × 32 rows (K/V fragments feed 2 m-tiles, Q in
-     * registers); hd 128 → 256×64, 8 warps × 32 rows, Q re-read from shared memory. */
+    /* Hopper defaults (bench/results/prefill2_h100_2026-11-23.log, run B): hd 128 → 3
+     * warpgroups × 64 rows, 80-key tiles; hd 64 → 2 warpgroups, 64-key tiles, ≤ 128 registers so
+     * 2 blocks share an SM. fp16 keeps the tilings its tests ran with (3 warpgroups). */
+    PFH(bf16, 128, 192x80p),
+    PFH(bf16, 64, 128x64p),
+    PFH(fp16, 128, 192x64p),
+    PFH(fp16, 64, 192x128p),
+    /* mma.sync, the default where the device is not sm_90: hd 64 → 128×64 tiles, 4 warps × 32
+     * rows (K/V fragments feed 2 m-tiles, Q in registers); hd 128 → 256×64, 8 warps × 32 rows, Q
+     * re-read from shared memory. */
     PF(__nv_bfloat16, "bf16", 64, 64, 4, 2, true, 1, ""),
     PF(__nv_bfloat16, "bf16", 128, 64, 8, 2, false, 1, ""),
     PF(__half, "fp16", 64, 64, 4, 2, true, 1, ""),
@@ -222,10 +245,18 @@ static const struct attn_variant attn_variants[] = {
     PF(__nv_bfloat16, "bf16", 128, 64, 8, 1, true, 1, "_128x64w8"),
     PF(__nv_bfloat16, "bf16", 128, 32, 4, 2, false, 2, "_128x32w4"),
     PF(__nv_bfloat16, "bf16", 128, 64, 4, 2, false, 1, "_128x64w4"),
-    {"decode_bf16_hd64", ATTN_KIND_DECODE, ATTN_DTYPE_BF16, 64, decode_attn_launch},
-    {"decode_bf16_hd128", ATTN_KIND_DECODE, ATTN_DTYPE_BF16, 128, decode_attn_launch},
-    {"decode_fp16_hd64", ATTN_KIND_DECODE, ATTN_DTYPE_FP16, 64, decode_attn_launch},
-    {"decode_fp16_hd128", ATTN_KIND_DECODE, ATTN_DTYPE_FP16, 128, decode_attn_launch},
+    PFH(bf16, 128, 192x64),
+    PFH(bf16, 128, 192x64p),
+    PFH(bf16, 128, 128x128),
+    PFH(bf16, 64, 128x64),
+    PFH(bf16, 64, 192x128),
+    PFH(bf16, 64, 192x128p),
+    PFH(fp16, 128, 128x128),
+    PFH(fp16, 64, 128x128),
+    {"decode_bf16_hd64", ATTN_KIND_DECODE, ATTN_DTYPE_BF16, 64, decode_attn_launch, 0},
+    {"decode_bf16_hd128", ATTN_KIND_DECODE, ATTN_DTYPE_BF16, 128, decode_attn_launch, 0},
+    {"decode_fp16_hd64", ATTN_KIND_DECODE, ATTN_DTYPE_FP16, 64, decode_attn_launch, 0},
+    {"decode_fp16_hd128", ATTN_KIND_DECODE, ATTN_DTYPE_FP16, 128, decode_attn_launch, 0},
 };
 
 /* Shape checks common to every variant; NULL when fine, else the reason. */
@@ -251,9 +282,12 @@ static const struct attn_variant *attn_pick(const struct attn_args *a, const cha
         *why = "decode kernel needs query rows x group <= 16 per sequence";
         return NULL;
     }
+    const int hopper = kind == ATTN_KIND_PREFILL && attn_hopper_available();
     for (size_t i = 0; i < sizeof(attn_variants) / sizeof(attn_variants[0]); i++) {
         const struct attn_variant *v = &attn_variants[i];
-        if (v->kind == kind && v->dtype == a->dtype && v->head_dim == a->b.head_dim) return v;
+        if (v->kind == kind && v->dtype == a->dtype && v->head_dim == a->b.head_dim &&
+            (!v->sm90a || hopper))
+            return v;
     }
     *why = "no variant for this dtype and head_dim (64 and 128 are built)";
     return NULL;
@@ -292,6 +326,7 @@ extern "C" int attn_launch_variant(const char *name, const struct attn_args *a, 
         if (strcmp(v->name, name)) continue;
         if (v->dtype != a->dtype || v->head_dim != a->b.head_dim) break;
         if (v->kind == ATTN_KIND_DECODE && !decode_attn_supported(a)) break;
+        if (v->sm90a && !attn_hopper_available()) break;
         return v->launch(a, err, errlen);
     }
     snprintf(err, errlen, "attention: variant %s does not serve this shape%s%s", name,

@@ -3,9 +3,11 @@
  * attn_select() picks the kernel variant for (dtype, head_dim, GQA ratio, query rows per
  * sequence); attn_supported() and attn_launch() both go through it, so "is it supported" and
  * "what runs" cannot disagree. Variants:
- *   prefill  fused FlashAttention-2 forward (kernels/attention.cu): one block per (tile of 128
- *            packed query rows, KV head, sequence), the query heads of one GQA group packed as
- *            rows of the tile so each K/V tile is loaded once per group; writes the LSE.
+ *   prefill  fused FlashAttention forward: one block per (tile of packed query rows, KV head,
+ *            sequence), the query heads of one GQA group packed as rows of the tile so each K/V
+ *            tile is loaded once per group; writes the LSE. On compute capability 9.0 the wgmma
+ *            kernel of kernels/attention_hopper.cu, elsewhere the mma.sync kernel of
+ *            kernels/attention.cu.
  *   decode   split-K flash-decoding (kernels/decode_attention.cu), used when a sequence's query
  *            rows × group size fit one 16-row tile (one token, or a few for speculation);
  *            partial results merged by their LSE in a second kernel.
