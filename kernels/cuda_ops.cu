@@ -34,6 +34,12 @@ struct lt_plan {
     cublasLtMatmulAlgo_t algo;
 };
 
+struct lt_canon { /* batch-invariant mode: the algorithm of one weight shape */
+    int in_dim, out_dim;
+    cudaDataType_t out_type;
+    cublasLtMatmulAlgo_t algo;
+};
+
 struct cuda_ctx {
     int device;
     cudaStream_t stream;
@@ -54,6 +60,11 @@ struct cuda_ctx {
      * bisect numerical differences. Unset: the selector decides. */
     int attn_kind, decode_splits;
     int use_gemv; /* FLASHGEN_GEMV=0 sends decode-sized products to cuBLASLt too (A/B runs) */
+    /* FLASHGEN_BATCH_INVARIANT=1: a row's results do not depend on what else is in the batch
+     * (see cu_create); canon holds one cuBLASLt algorithm per (in, out, type) for every n. */
+    int batch_invariant;
+    struct lt_canon canon[LT_CACHE_SIZE];
+    int n_canon;
     /* sampling (outside graphs, so these may be replaced when outgrown): device rows, history,
      * picks and workspace; pinned host staging for rows in and picks out */
     void *smp_dev;
@@ -362,6 +373,11 @@ static void cu_attention(void *ctx, void *out, const void *q, const void *k_pool
     a.stream = c->stream;
     a.kind = c->attn_kind;
     a.n_splits = c->decode_splits;
+    /* batch-invariant: the kernel depends on the sequence's own query count only (the selector
+     * would take the decode kernel for short prompts when they run alone), and the split count is
+     * fixed (c->decode_splits), so each sequence's parts do not depend on the batch */
+    if (c->batch_invariant && a.kind == ATTN_KIND_AUTO)
+        a.kind = b->max_q_len == 1 ? ATTN_KIND_DECODE : ATTN_KIND_PREFILL;
     size_t need = attn_workspace_bytes(&a);
     if (need > c->attn_ws_bytes && c->n_retired < (int)(sizeof(c->retired) / sizeof(c->retired[0]))) {
         size_t want = need > 2 * c->attn_ws_bytes ? need : 2 * c->attn_ws_bytes;
@@ -388,6 +404,61 @@ static void cu_attention(void *ctx, void *out, const void *q, const void *k_pool
         if (s_ != CUBLAS_STATUS_SUCCESS)                                                           \
             ctx_fail((c), "%s failed at %s:%d: status %d", #call, __FILE__, __LINE__, (int)s_);   \
     } while (0)
+
+#define LT_CANON_ROWS 256 /* the row count the batch-invariant algorithm is chosen for */
+
+/* Batch-invariant mode: one algorithm per (in, out, type), chosen for LT_CANON_ROWS rows with
+ * split-K off, used for every row count. Each output element is then the same K loop in the same
+ * order whether its row comes alone or among hundreds. P supplies the operation descriptor. */
+static const cublasLtMatmulAlgo_t *lt_canon_algo(struct cuda_ctx *c, const struct lt_plan *p,
+                                                 int in_dim, int out_dim, cudaDataType_t out_type)
+{
+    for (int i = 0; i < c->n_canon; i++)
+        if (c->canon[i].in_dim == in_dim && c->canon[i].out_dim == out_dim &&
+            c->canon[i].out_type == out_type)
+            return &c->canon[i].algo;
+    if (c->n_canon == LT_CACHE_SIZE) {
+        ctx_fail(c, "batch-invariant GEMM: more than %d weight shapes", LT_CACHE_SIZE);
+        return NULL;
+    }
+    cublasLtMatrixLayout_t b = NULL, d = NULL;
+    cublasLtMatmulPreference_t pref = NULL;
+    LT_CK(c, cublasLtMatrixLayoutCreate(&b, CUDA_R_16BF, in_dim, LT_CANON_ROWS, in_dim));
+    LT_CK(c, cublasLtMatrixLayoutCreate(&d, out_type, out_dim, LT_CANON_ROWS, out_dim));
+    LT_CK(c, cublasLtMatmulPreferenceCreate(&pref));
+    size_t ws = LT_WORKSPACE_BYTES;
+    uint32_t schemes = CUBLASLT_REDUCTION_SCHEME_NONE;
+    LT_CK(c, cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                                  &ws, sizeof(ws)));
+    LT_CK(c, cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK,
+                                                  &schemes, sizeof(schemes)));
+    cublasLtMatmulHeuristicResult_t res;
+    int found = 0;
+    if (!c->error[0])
+        LT_CK(c, cublasLtMatmulAlgoGetHeuristic(c->lt, p->desc, p->a, b, d, d, pref, 1, &res,
+                                                &found));
+    if (pref) cublasLtMatmulPreferenceDestroy(pref);
+    if (b) cublasLtMatrixLayoutDestroy(b);
+    if (d) cublasLtMatrixLayoutDestroy(d);
+    if (c->error[0]) return NULL;
+    if (!found) {
+        ctx_fail(c, "batch-invariant GEMM: cuBLASLt has no algorithm for %d x %d", in_dim, out_dim);
+        return NULL;
+    }
+    int32_t one = 1;
+    uint32_t none = CUBLASLT_REDUCTION_SCHEME_NONE;
+    LT_CK(c, cublasLtMatmulAlgoConfigSetAttribute(&res.algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &one,
+                                                  sizeof(one)));
+    LT_CK(c, cublasLtMatmulAlgoConfigSetAttribute(
+                 &res.algo, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME, &none, sizeof(none)));
+    if (c->error[0]) return NULL;
+    struct lt_canon *k = &c->canon[c->n_canon++];
+    k->in_dim = in_dim;
+    k->out_dim = out_dim;
+    k->out_type = out_type;
+    k->algo = res.algo;
+    return &k->algo;
+}
 
 /* Row-major y (n, out) = x (n, in) · wᵀ with w (out, in) row-major. In cuBLAS's column-major
  * terms: yᵀ (out × n) = op_T(A) · B where A is w viewed as (in × out), B is x viewed as (in × n). */
@@ -421,6 +492,20 @@ static struct lt_plan *lt_plan_get(struct cuda_ctx *c, int n, int in_dim, int ou
     LT_CK(c, cublasLtMatrixLayoutCreate(&p->a, CUDA_R_16BF, in_dim, out_dim, in_dim));
     LT_CK(c, cublasLtMatrixLayoutCreate(&p->b, CUDA_R_16BF, in_dim, n, in_dim));
     LT_CK(c, cublasLtMatrixLayoutCreate(&p->c, out_type, out_dim, n, out_dim));
+    if (c->batch_invariant) {
+        const cublasLtMatmulAlgo_t *algo = lt_canon_algo(c, p, in_dim, out_dim, out_type);
+        cublasLtMatmulHeuristicResult_t chk;
+        if (!algo) return NULL;
+        if (cublasLtMatmulAlgoCheck(c->lt, p->desc, p->a, p->b, p->c, p->c, algo, &chk) !=
+            CUBLAS_STATUS_SUCCESS) {
+            ctx_fail(c, "batch-invariant GEMM: the algorithm of %d x %d does not serve %d rows",
+                     in_dim, out_dim, n);
+            return NULL;
+        }
+        p->algo = *algo;
+        c->n_plans++;
+        return p;
+    }
     cublasLtMatmulPreference_t pref;
     LT_CK(c, cublasLtMatmulPreferenceCreate(&pref));
     size_t ws = LT_WORKSPACE_BYTES;
@@ -685,8 +770,17 @@ static void *cu_create(int device, char *err, size_t errlen)
                    : kind && !strcmp(kind, "decode") ? ATTN_KIND_DECODE
                                                      : ATTN_KIND_AUTO;
     c->decode_splits = splits ? atoi(splits) : 0;
-    const char *gemv = getenv("FLASHGEN_GEMV");
+    const char *gemv = getenv("FLASHGEN_GEMV"), *inv = getenv("FLASHGEN_BATCH_INVARIANT");
     c->use_gemv = !(gemv && !strcmp(gemv, "0"));
+    /* Batch-invariant mode (off by default: it costs speed): every product through one cuBLASLt
+     * algorithm per weight shape without split-K (no GEMV, whose summation order differs from
+     * cuBLASLt's), attention kernel by query count, a fixed decode split count. Sampling and the
+     * elementwise kernels are per row already. */
+    c->batch_invariant = inv && !strcmp(inv, "1");
+    if (c->batch_invariant) {
+        c->use_gemv = 0;
+        if (c->decode_splits <= 0) c->decode_splits = 16;
+    }
     if (cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking) != cudaSuccess ||
         cublasLtCreate(&c->lt) != CUBLAS_STATUS_SUCCESS ||
         cudaMalloc(&c->lt_workspace, LT_WORKSPACE_BYTES) != cudaSuccess) {

@@ -112,6 +112,8 @@ def main():
     ap.add_argument("--cpu-steps", type=int, default=None,
                     help="and for the first S steps only")
     ap.add_argument("--bench", action="store_true")
+    ap.add_argument("--invariant", action="store_true",
+                    help="also run the engine with FLASHGEN_BATCH_INVARIANT=1 (batched = alone)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     os.makedirs(args.work, exist_ok=True)
@@ -178,6 +180,27 @@ def main():
                 "--prefill", "512,2048,8192"]
     bench_out, t = run(cmd)
     print(f"[{args.shape}] engine GPU run {t:.1f} s", flush=True)
+    inv = None
+    if args.invariant:
+        icmd = [ec, "--model", mdir, "--device", "cuda", "--prompts", pfile, "--force", ffile,
+                "--steps", str(steps), "--out", os.path.join(args.work, "gpu_inv"), "--also-batch"]
+        if args.bench:
+            icmd += ["--bench", "--batches", "1,8,64", "--context", "512", "--gen", "32",
+                     "--prefill", "2048"]
+        inv_bench, t = run(icmd, env=dict(os.environ, FLASHGEN_BATCH_INVARIANT="1"))
+        print(f"[{args.shape}] engine GPU run, batch-invariant mode, {t:.1f} s", flush=True)
+        it = read_tokens(os.path.join(args.work, "gpu_inv.tok"))
+        ib = read_tokens(os.path.join(args.work, "gpu_inv_batch.tok"))
+        il = np.fromfile(os.path.join(args.work, "gpu_inv.logits"), dtype=np.float32)
+        il = il.reshape(N_PROMPTS, steps, V)
+        inv = {"batched_same": sum(ib[i] == it[i] for i in range(N_PROMPTS)),
+               "max_rel_err_vs_hf": max(rel(il[i, s], ref[i][s]) for i in range(N_PROMPTS)
+                                        for s in range(steps)),
+               "greedy32_same": sum(all(it[i][k] == hf_tok[i][k] for k in range(32))
+                                    for i in range(N_PROMPTS)),
+               "bench": inv_bench if args.bench else None}
+        summary["batch_invariant"] = inv
+        del il
     gpu_tok = read_tokens(os.path.join(args.work, "gpu.tok"))
     batch_tok = read_tokens(os.path.join(args.work, "gpu_batch.tok"))
     gpu_logits = np.fromfile(os.path.join(args.work, "gpu.logits"), dtype=np.float32)
@@ -257,6 +280,13 @@ def main():
           f"transformers bf16: {summary['greedy32_same_as_hf_bf16']}/{N_PROMPTS}")
     print(f"batched same "
           f"as alone: {summary['batched_same']}/{N_PROMPTS}", flush=True)
+    if inv:
+        print(f"batch-invariant mode (FLASHGEN_BATCH_INVARIANT=1): batched same as alone "
+              f"{inv['batched_same']}/{N_PROMPTS}; max rel err vs transformers fp32 "
+              f"{inv['max_rel_err_vs_hf']:.2e}; greedy 32 same as transformers fp32 "
+              f"{inv['greedy32_same']}/{N_PROMPTS}", flush=True)
+        if inv["bench"]:
+            print(f"batch-invariant mode benchmark:\n{inv['bench']}", flush=True)
     if args.bench:
         summary["bench"] = bench_out
         print(f"\n[{args.shape}] benchmark ({summary['device']}, {summary['date']}):")
