@@ -606,6 +606,18 @@ static void cu_norm_matmul(void *ctx, void *out, void *h, const void *x, const v
                            float eps, const void *w, int n, int in_dim, int out_dim, int swiglu,
                            void *scratch)
 {
+    struct cuda_ctx *c = (struct cuda_ctx *)ctx;
+    /* decode sizes: the norm runs inside the GEMV (each block scales its x chunks), h unwritten */
+    if (c->use_gemv && fg_gemv_supported(n, in_dim, out_dim) &&
+        !(((uintptr_t)out | (uintptr_t)x | (uintptr_t)norm_w | (uintptr_t)w) & 15)) {
+        if (c->error[0]) return;
+        int e = fg_gemv_norm(out, 0, x, norm_w, eps, NULL, w, n, in_dim, out_dim,
+                             swiglu ? FG_GEMV_SWIGLU : FG_GEMV_STORE, c->stream);
+        if (e != 0)
+            ctx_fail(c, "gemv_norm %d x %d x %d: %s", n, in_dim, out_dim,
+                     cudaGetErrorString((cudaError_t)e));
+        return;
+    }
     cu_rmsnorm(ctx, h, x, norm_w, n, in_dim, eps);
     if (swiglu)
         cu_matmul_swiglu(ctx, out, h, w, n, in_dim, out_dim, scratch);

@@ -22,6 +22,18 @@
  * H100, back to back in a graph: Llama-3-8B o projection (32 MB) 13.6 µs → 12.6 µs with PDL and
  * PIPE, SmolLM2 shapes 2.6 → 1.7 µs. Variants (RT, KW, U, PIPE, PDL) are one table; fg_gemv_pick
  * chooses from the shape (bench/results/gemv_h100_2026-11-23.log).
+ *
+ * RMSNorm fused in front (fg_gemv_norm, template flag NORM): after griddepcontrol.wait every block
+ * computes the n row scales rsqrt(mean(x²) + eps) itself — x is at most 8 × 14336 bf16, read
+ * through L1, where the main loop finds it again — then the main loop turns each 16-byte x chunk
+ * into h = bf16(x · scale · gamma) just before its mma, as k_rmsnorm in cuda_ops.cu rounds it.
+ * Each chunk of h is made by exactly one lane per block, so block 0 can store h on the way.
+ * This removes the norm kernel and its launch gap in front of the q|k|v and gate|up GEMVs.
+ * Measured on the H100 in a graph, the four GEMVs and two norms of a Llama-3-8B layer at batch 1
+ * take 154 µs fused against 158 µs unfused (131 µs per 32-layer step), SmolLM2 11.3 against
+ * 13.2 µs; one call alone gains 1.6-2.3 µs against norm kernel + fg_gemv, except the 8B q|k|v at
+ * n = 8 (0.4 µs slower), where each block's pass over the 64 KB of x, in 1.5 waves of blocks,
+ * costs more than the separate norm (bench/results/normgemv_h100_2026-11-23.log).
  */
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -33,6 +45,10 @@ struct gemv_params {
     void *y;                /* (n, out_dim) bf16 or fp32 */
     const __nv_bfloat16 *x; /* (n, in_dim) */
     const __nv_bfloat16 *w; /* (out_rows, in_dim); out_rows = out_dim, or 2 out_dim for SwiGLU */
+    /* NORM kernels only: */
+    const __nv_bfloat16 *gamma; /* (in_dim) RMSNorm weight */
+    __nv_bfloat16 *h_out;       /* (n, in_dim) the normed x, or NULL */
+    float eps;                  /* RMSNorm epsilon */
     int n, in_dim, out_dim;
     int epilogue, y_f32;
     int out_tiles; /* 8-wide output tiles per block: RT, or RT / 2 for SwiGLU */
@@ -70,6 +86,83 @@ __device__ __forceinline__ float gemv_silu(float v) {
     return v / (1.0f + expf(-v));
 }
 
+/* RMSNorm row scales, computed by every block for itself: scale[b] = rsqrt(mean(x_b²) + eps) for
+ * the n rows, returned for row g (row 0's for lanes past n, whose x is zero). The block's threads
+ * stride over the flattened (row, 16-byte chunk) space with GEMV_NORM_LOADS loads in flight each;
+ * each thread sums its chunks in a fixed order, the warps reduce by a fixed butterfly and thread
+ * b adds the warps' sums in warp order, so every block gets the same bits (deterministic, and the
+ * blocks agree). Reads x through L1, where the main loop finds it again. */
+#define GEMV_NORM_LOADS 4
+template <int KW>
+__device__ __forceinline__ float gemv_norm_scale(const gemv_params &p, int g) {
+    __shared__ float part[KW][FG_GEMV_MAX_ROWS]; /* warp, row */
+    __shared__ float scale[FG_GEMV_MAX_ROWS];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int per_row = p.in_dim / 8, total = p.n * per_row;
+    float ss[FG_GEMV_MAX_ROWS];
+#pragma unroll
+    for (int r = 0; r < FG_GEMV_MAX_ROWS; r++)
+        ss[r] = 0.0f;
+    for (int i0 = threadIdx.x; i0 < total; i0 += GEMV_NORM_LOADS * KW * 32) {
+        uint4 v[GEMV_NORM_LOADS];
+#pragma unroll
+        for (int q = 0; q < GEMV_NORM_LOADS; q++) {
+            const int i = i0 + q * KW * 32;
+            v[q] = i < total ? gemv_load_x(p.x + (size_t)i * 8) : make_uint4(0, 0, 0, 0);
+        }
+#pragma unroll
+        for (int q = 0; q < GEMV_NORM_LOADS; q++) {
+            const uint32_t wd[4] = {v[q].x, v[q].y, v[q].z, v[q].w};
+            float s = 0.0f;
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const float lo = __uint_as_float(wd[e] << 16);
+                const float hi = __uint_as_float(wd[e] & 0xffff0000u);
+                s += lo * lo;
+                s += hi * hi;
+            }
+            /* the row of chunk i; past total it is >= n and matches no accumulator in use */
+            const int row = (i0 + q * KW * 32) / per_row;
+#pragma unroll
+            for (int r = 0; r < FG_GEMV_MAX_ROWS; r++)
+                if (row == r) ss[r] += s;
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < FG_GEMV_MAX_ROWS; r++) {
+#pragma unroll
+        for (int off = 16; off > 0; off >>= 1)
+            ss[r] += __shfl_xor_sync(0xffffffffu, ss[r], off);
+    }
+    if (lane == 0) {
+#pragma unroll
+        for (int r = 0; r < FG_GEMV_MAX_ROWS; r++)
+            part[warp][r] = ss[r];
+    }
+    __syncthreads();
+    if (threadIdx.x < p.n) {
+        float s = 0.0f;
+        for (int w = 0; w < KW; w++)
+            s += part[w][threadIdx.x];
+        scale[threadIdx.x] = rsqrtf(s / p.in_dim + p.eps); /* as k_rmsnorm: sum / dim + eps */
+    }
+    __syncthreads();
+    return scale[g < p.n ? g : 0];
+}
+
+/* One bf16 pair of h = bf16((x · scale) · gamma), in k_rmsnorm's order of operations. */
+__device__ __forceinline__ uint32_t gemv_norm_pair(uint32_t x, uint32_t gm, float scale) {
+    const float x0 = __uint_as_float(x << 16), x1 = __uint_as_float(x & 0xffff0000u);
+    const float g0 = __uint_as_float(gm << 16), g1 = __uint_as_float(gm & 0xffff0000u);
+    const __nv_bfloat162 h = __floats2bfloat162_rn(x0 * scale * g0, x1 * scale * g1);
+    return *reinterpret_cast<const uint32_t *>(&h);
+}
+
+__device__ __forceinline__ uint4 gemv_norm_chunk(uint4 x, uint4 gm, float scale) {
+    return make_uint4(gemv_norm_pair(x.x, gm.x, scale), gemv_norm_pair(x.y, gm.y, scale),
+                      gemv_norm_pair(x.z, gm.z, scale), gemv_norm_pair(x.w, gm.w, scale));
+}
+
 /* The W loads of U chunks from chunk c (lane: k = 32 c + 8t; zero past in_dim, no access). */
 template <int RT, int U>
 __device__ __forceinline__ void gemv_load_w_chunks(uint4 (&wv)[U][RT],
@@ -85,8 +178,9 @@ __device__ __forceinline__ void gemv_load_w_chunks(uint4 (&wv)[U][RT],
 }
 
 /* PIPE: the next run's W loads are issued before this run's mma (two runs in flight per warp,
- * twice the W registers). */
-template <int RT, int KW, int U, bool PIPE>
+ * twice the W registers). NORM: x is RMSNorm'ed on the way in (gemv_norm_scale,
+ * gemv_norm_chunk). */
+template <int RT, int KW, int U, bool PIPE, bool NORM>
 __global__ void __launch_bounds__(KW * 32, 16 / KW) gemv_kernel(const gemv_params p) {
     __shared__ float2 red[KW][RT][8][4]; /* warp, W tile, activation row, W row pair */
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -125,12 +219,22 @@ __global__ void __launch_bounds__(KW * 32, 16 / KW) gemv_kernel(const gemv_param
     /* Only W (constant during decode) was read so far; x and y may come from the kernel before
      * this one: wait for it (a no-op when launched without programmatic dependent launch). */
     asm volatile("griddepcontrol.wait;\n" ::: "memory");
+    const float scale = NORM ? gemv_norm_scale<KW>(p, g) : 0.0f;
+    /* Block 0 stores h (each chunk of it is made by one lane of the block); x rows only. */
+    __nv_bfloat16 *hrow = NORM && p.h_out && blockIdx.x == 0 && has_x
+                              ? p.h_out + (size_t)g * p.in_dim + 8 * t
+                              : nullptr;
     while (c0 < n_chunks) {
         uint4 xv[U];
 #pragma unroll
         for (int u = 0; u < U; u++) {
             const int k = (c0 + u) * 32;
-            xv[u] = k + 8 * t < p.in_dim && has_x ? gemv_load_x(xrow + k) : zero;
+            const bool in = k + 8 * t < p.in_dim;
+            xv[u] = in && has_x ? gemv_load_x(xrow + k) : zero;
+            if (NORM) {
+                xv[u] = gemv_norm_chunk(xv[u], in ? gemv_load_x(p.gamma + k + 8 * t) : zero, scale);
+                if (hrow && in) *reinterpret_cast<uint4 *>(hrow + k) = xv[u];
+            }
         }
         const int c1 = c0 + step;
         uint4 wn[U][RT];
@@ -186,24 +290,33 @@ struct gemv_variant {
     int rt, kw, u;
     int pdl; /* launched with programmatic dependent launch */
     void (*kernel)(const gemv_params);
+    void (*norm_kernel)(const gemv_params); /* the NORM twin, or NULL (fg_gemv_norm refuses) */
 };
 
 #define GEMV_V(RT, KW, U)                                                                          \
-    { "rt" #RT "_kw" #KW "_u" #U, RT, KW, U, 0, gemv_kernel<RT, KW, U, false> }
+    { "rt" #RT "_kw" #KW "_u" #U, RT, KW, U, 0, gemv_kernel<RT, KW, U, false, false>, nullptr }
 #define GEMV_VP(RT, KW, U)                                                                         \
-    { "rt" #RT "_kw" #KW "_u" #U "_pdl", RT, KW, U, 1, gemv_kernel<RT, KW, U, false> }
-#define GEMV_VPP(RT, KW, U)                                                                        \
-    { "rt" #RT "_kw" #KW "_u" #U "_pipe_pdl", RT, KW, U, 1, gemv_kernel<RT, KW, U, true> }
+    { "rt" #RT "_kw" #KW "_u" #U "_pdl", RT, KW, U, 1, gemv_kernel<RT, KW, U, false, false>,     \
+      nullptr }
+/* with a NORM twin: only PDL variants, since the fusion is for decode graphs */
+#define GEMV_VPN(RT, KW, U)                                                                        \
+    { "rt" #RT "_kw" #KW "_u" #U "_pdl", RT, KW, U, 1, gemv_kernel<RT, KW, U, false, false>,     \
+      gemv_kernel<RT, KW, U, false, true> }
+#define GEMV_VPPN(RT, KW, U)                                                                       \
+    { "rt" #RT "_kw" #KW "_u" #U "_pipe_pdl", RT, KW, U, 1, gemv_kernel<RT, KW, U, true, false>, \
+      gemv_kernel<RT, KW, U, true, true> }
 /* Candidates for the measurement that sets fg_gemv_pick (see the header comment). */
 static const gemv_variant gemv_variants[] = {
-    GEMV_V(2, 8, 4),    GEMV_V(4, 8, 2),  GEMV_V(2, 4, 4),   GEMV_V(4, 4, 4),   GEMV_V(1, 8, 4),
-    GEMV_V(2, 2, 2),    GEMV_V(2, 8, 8),  GEMV_V(1, 4, 8),   GEMV_V(4, 2, 4),   GEMV_V(2, 4, 8),
-    GEMV_V(1, 16, 2),   GEMV_V(2, 16, 2), GEMV_VP(2, 8, 4),  GEMV_VPP(2, 8, 4), GEMV_VP(1, 16, 2),
-    GEMV_VPP(1, 16, 2), GEMV_VP(1, 8, 4), GEMV_VPP(1, 8, 4), GEMV_VP(2, 4, 8),  GEMV_VPP(2, 4, 4),
+    GEMV_V(2, 8, 4),     GEMV_V(4, 8, 2),   GEMV_V(2, 4, 4),    GEMV_V(4, 4, 4),
+    GEMV_V(1, 8, 4),     GEMV_V(2, 2, 2),   GEMV_V(2, 8, 8),    GEMV_V(1, 4, 8),
+    GEMV_V(4, 2, 4),     GEMV_V(2, 4, 8),   GEMV_V(1, 16, 2),   GEMV_V(2, 16, 2),
+    GEMV_VPN(2, 8, 4),   GEMV_VPPN(2, 8, 4), GEMV_VP(1, 16, 2), GEMV_VPPN(1, 16, 2),
+    GEMV_VPN(1, 8, 4),   GEMV_VPPN(1, 8, 4), GEMV_VP(2, 4, 8),  GEMV_VPPN(2, 4, 4),
 };
 #undef GEMV_V
 #undef GEMV_VP
-#undef GEMV_VPP
+#undef GEMV_VPN
+#undef GEMV_VPPN
 #define GEMV_N_VARIANTS (int)(sizeof(gemv_variants) / sizeof(gemv_variants[0]))
 
 extern "C" int fg_gemv_supported(int n, int in_dim, int out_dim) {
@@ -238,24 +351,24 @@ extern "C" int fg_gemv_pick(int n, int in_dim, int out_dim, int epilogue) {
     return GEMV_PICK_PIPE;
 }
 
-extern "C" int fg_gemv_variant(int v, void *y, int y_f32, const void *x, const void *w, int n,
-                               int in_dim, int out_dim, int epilogue, void *stream) {
+/* Fills p and launches variant v (its NORM twin when norm); the shared checks of fg_gemv_variant
+ * and fg_gemv_norm_variant. */
+static int gemv_launch(int v, int norm, gemv_params p, const void *x, const void *w, int n,
+                       int in_dim, int out_dim, int epilogue, void *stream) {
     if (v < 0 || v >= GEMV_N_VARIANTS || !fg_gemv_supported(n, in_dim, out_dim) ||
         epilogue < FG_GEMV_STORE || epilogue > FG_GEMV_SWIGLU ||
-        ((uintptr_t)x | (uintptr_t)w) % 16 != 0)
+        ((uintptr_t)x | (uintptr_t)w | (uintptr_t)p.gamma | (uintptr_t)p.h_out) % 16 != 0)
         return (int)cudaErrorInvalidValue;
     const gemv_variant *vr = &gemv_variants[v];
     const int swiglu = epilogue == FG_GEMV_SWIGLU;
-    if (swiglu && vr->rt % 2) return (int)cudaErrorInvalidValue;
-    gemv_params p;
-    p.y = y;
+    void (*kernel)(const gemv_params) = norm ? vr->norm_kernel : vr->kernel;
+    if ((swiglu && vr->rt % 2) || !kernel) return (int)cudaErrorInvalidValue;
     p.x = static_cast<const __nv_bfloat16 *>(x);
     p.w = static_cast<const __nv_bfloat16 *>(w);
     p.n = n;
     p.in_dim = in_dim;
     p.out_dim = out_dim;
     p.epilogue = epilogue;
-    p.y_f32 = y_f32 != 0;
     p.out_tiles = swiglu ? vr->rt / 2 : vr->rt;
     const int cols = 8 * p.out_tiles;
     cudaLaunchAttribute attr[1];
@@ -267,8 +380,16 @@ extern "C" int fg_gemv_variant(int v, void *y, int y_f32, const void *x, const v
     cfg.stream = static_cast<cudaStream_t>(stream);
     cfg.attrs = attr;
     cfg.numAttrs = vr->pdl ? 1 : 0;
-    cudaError_t e = cudaLaunchKernelEx(&cfg, vr->kernel, p);
+    cudaError_t e = cudaLaunchKernelEx(&cfg, kernel, p);
     return (int)(e != cudaSuccess ? e : cudaGetLastError());
+}
+
+extern "C" int fg_gemv_variant(int v, void *y, int y_f32, const void *x, const void *w, int n,
+                               int in_dim, int out_dim, int epilogue, void *stream) {
+    gemv_params p = {};
+    p.y = y;
+    p.y_f32 = y_f32 != 0;
+    return gemv_launch(v, 0, p, x, w, n, in_dim, out_dim, epilogue, stream);
 }
 
 extern "C" int fg_gemv(void *y, int y_f32, const void *x, const void *w, int n, int in_dim,
@@ -276,4 +397,79 @@ extern "C" int fg_gemv(void *y, int y_f32, const void *x, const void *w, int n, 
     int v = fg_gemv_pick(n, in_dim, out_dim, epilogue);
     if (v < 0) return (int)cudaErrorInvalidValue;
     return fg_gemv_variant(v, y, y_f32, x, w, n, in_dim, out_dim, epilogue, stream);
+}
+
+/* The fused kernel's one variant, rt2_kw8_u4_pdl: in the variants table of
+ * bench/results/normgemv_h100_2026-11-23.log (µs per call back to back in a CUDA graph, H100,
+ * n = 1 and 8) it is the fastest of the six NORM twins at 6 of the 8 points and within 1.4% of
+ * the fastest at the other two (Llama-3-8B qkv: 20.95 / 24.04 µs against rt2_kw4_u4_pipe_pdl's
+ * 20.67 / 23.80). fg_gemv's PIPE pick loses here (SmolLM2 qkv 3.23 µs against 2.66, Llama-3-8B
+ * gate_up 80.65 against 79.59): with the norm it sits at the 128-register cap of its launch
+ * bounds. The short-rows pick, rt2_kw4_u8_pdl, has no NORM twin: it spills with the norm, and the
+ * shapes it serves (49152 × 576 lm_heads) do not follow a fused norm in the engine. */
+enum { GEMV_PICK_NORM = 12 /* rt2_kw8_u4_pdl */ };
+
+extern "C" int fg_gemv_norm_pick(int n, int in_dim, int out_dim, int epilogue) {
+    return fg_gemv_pick(n, in_dim, out_dim, epilogue) < 0 ? -1 : GEMV_PICK_NORM;
+}
+
+extern "C" int fg_gemv_norm_variant(int v, void *y, int y_f32, const void *x, const void *gamma,
+                                    float eps, void *h_out, const void *w, int n, int in_dim,
+                                    int out_dim, int epilogue, void *stream) {
+    if (!gamma) return (int)cudaErrorInvalidValue;
+    gemv_params p = {};
+    p.y = y;
+    p.y_f32 = y_f32 != 0;
+    p.gamma = static_cast<const __nv_bfloat16 *>(gamma);
+    p.h_out = static_cast<__nv_bfloat16 *>(h_out);
+    p.eps = eps;
+    return gemv_launch(v, 1, p, x, w, n, in_dim, out_dim, epilogue, stream);
+}
+
+extern "C" int fg_gemv_norm(void *y, int y_f32, const void *x, const void *gamma, float eps,
+                            void *h_out, const void *w, int n, int in_dim, int out_dim,
+                            int epilogue, void *stream) {
+    int v = fg_gemv_norm_pick(n, in_dim, out_dim, epilogue);
+    if (v < 0) return (int)cudaErrorInvalidValue;
+    return fg_gemv_norm_variant(v, y, y_f32, x, gamma, eps, h_out, w, n, in_dim, out_dim,
+                                epilogue, stream);
+}
+
+/* The unfused baseline of the benchmark: the engine's k_rmsnorm (kernels/cuda_ops.cu, which is
+ * not part of the test library) with its launch shape, one block per row, no PDL. */
+__global__ void gemv_bench_rmsnorm_kernel(__nv_bfloat16 *out, const __nv_bfloat16 *x,
+                                          const __nv_bfloat16 *w, int dim, float eps) {
+    __shared__ float warp_sums[32];
+    const __nv_bfloat16 *xr = x + (size_t)blockIdx.x * dim;
+    __nv_bfloat16 *o = out + (size_t)blockIdx.x * dim;
+    float ss = 0.0f;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) {
+        const float v = __bfloat162float(xr[i]);
+        ss += v * v;
+    }
+    for (int off = 16; off > 0; off >>= 1)
+        ss += __shfl_xor_sync(0xffffffffu, ss, off);
+    if ((threadIdx.x & 31) == 0) warp_sums[threadIdx.x >> 5] = ss;
+    __syncthreads();
+    if (threadIdx.x < 32) {
+        const int n_warps = (blockDim.x + 31) >> 5;
+        float v = threadIdx.x < n_warps ? warp_sums[threadIdx.x] : 0.0f;
+        for (int off = 16; off > 0; off >>= 1)
+            v += __shfl_xor_sync(0xffffffffu, v, off);
+        if (threadIdx.x == 0) warp_sums[0] = v;
+    }
+    __syncthreads();
+    const float inv = rsqrtf(warp_sums[0] / dim + eps);
+    for (int i = threadIdx.x; i < dim; i += blockDim.x)
+        o[i] = __float2bfloat16(__bfloat162float(xr[i]) * inv * __bfloat162float(w[i]));
+}
+
+extern "C" int fg_gemv_bench_rmsnorm(void *out, const void *x, const void *gamma, float eps, int n,
+                                     int dim, void *stream) {
+    if (n < 1 || dim < 1) return (int)cudaErrorInvalidValue;
+    const int threads = dim >= 1024 ? 1024 : (dim + 31) / 32 * 32;
+    gemv_bench_rmsnorm_kernel<<<n, threads, 0, static_cast<cudaStream_t>(stream)>>>(
+        static_cast<__nv_bfloat16 *>(out), static_cast<const __nv_bfloat16 *>(x),
+        static_cast<const __nv_bfloat16 *>(gamma), dim, eps);
+    return (int)cudaGetLastError();
 }

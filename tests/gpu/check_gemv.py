@@ -19,13 +19,24 @@ Bounds and why:
   - fp32 y: ‖y − ref‖/‖ref‖ < 1e-4 + the same last term (fp32 accumulation of ≤ 14336 exact
     products: ≈ 1e-6 typical) and elementwise |y − ref| ≤ 2^-16 Σ|x||w| (+ 2^-20 |ref| for ADD's
     final fp32 sum).
+fg_gemv_norm (RMSNorm fused in front): x rows of very different scale (one under eps), gamma
+around 1 with both signs. h (via h_out, from the n = 8 call) against fp64 RMSNorm: every element
+within 1.5 bf16 ulp, few off the correctly rounded value (H_TOL, H_FLIP_FRAC); y against the
+fp64 products of the kernel's own h with fg_gemv's bounds, and norm-wise against those of the
+correctly rounded h; h rows bit for bit independent of n; the call without h_out bit for bit the
+same y; equal to the engine's rmsnorm kernel + the same GEMV variant wherever their h rows agree;
+graph replay = eager; refusals. The selector on the Llama-3-8B q|k|v / gate|up and SmolLM2 shapes
+and an ADD shape for n = 1..8, every variant with a NORM twin on the odd shapes.
 Benchmark (--bench): median of per-call device-event times (each call queued behind a device
 sleep, so host launch time stays out), weights rotated over enough copies that W comes from HBM
 (≥ 256 MB of copies, > 5× the 50 MB L2); ours against torch.nn.functional.linear (cuBLAS, bf16 out)
 and the copy ceiling (1 GiB device-to-device copy, GB/s = 2·bytes/time). GB/s = weight bytes / time.
 --variants adds every variant's time per shape at n = 1 and 8 (how fg_gemv_pick was chosen).
+--norm-bench: fg_gemv_norm against the unfused pair (the engine's rmsnorm kernel + fg_gemv), µs
+per call back to back in a CUDA graph, each NORM variant, and a Llama-style layer's four GEMVs with
+their two norms, unfused and fused (bench/results/normgemv_h100_2026-11-23.log).
 
-Usage: FG_GEMV_LIB=build/libfgattn.so python3 tests/gpu/check_gemv.py [--bench] [--variants]
+Usage: FG_GEMV_LIB=build/libfgattn.so python3 tests/gpu/check_gemv.py [--bench] [--variants] [--norm-bench]
 Prints a PASS/FAIL summary line last; exit 1 on any failure. Skips (exit 0) without a GPU.
 """
 import argparse
@@ -73,6 +84,12 @@ class Gemv:
         lib.fg_gemv_variant.argtypes = [C.c_int] + args
         self.n_variants = lib.fg_gemv_n_variants()
         self.names = [lib.fg_gemv_variant_name(v).decode() for v in range(self.n_variants)]
+        nargs = [C.c_void_p, C.c_int, C.c_void_p, C.c_void_p, C.c_float, C.c_void_p, C.c_void_p,
+                 C.c_int, C.c_int, C.c_int, C.c_int, C.c_void_p]
+        lib.fg_gemv_norm.argtypes = nargs
+        lib.fg_gemv_norm_variant.argtypes = [C.c_int] + nargs
+        lib.fg_gemv_bench_rmsnorm.argtypes = [C.c_void_p, C.c_void_p, C.c_void_p, C.c_float, C.c_int,
+                                              C.c_int, C.c_void_p]
 
     def pick(self, n, in_dim, out_dim, epi):
         return self.lib.fg_gemv_pick(n, in_dim, out_dim, epi)
@@ -90,6 +107,41 @@ class Gemv:
     def can_serve(self, v, epi):
         return epi != SWIGLU or self.names[v].startswith(("rt2", "rt4", "rt6", "rt8"))
 
+    def norm_pick(self, n, in_dim, out_dim, epi):
+        return self.lib.fg_gemv_norm_pick(n, in_dim, out_dim, epi)
+
+    def norm_call(self, v, y, y_f32, x, gamma, eps, h, w, n, in_dim, out_dim, epi, stream=None):
+        """fg_gemv_norm (v < 0) or fg_gemv_norm_variant on tensors (h may be None); the status."""
+        s = torch.cuda.current_stream().cuda_stream if stream is None else stream
+        args = (y.data_ptr(), y_f32, x.data_ptr(), gamma.data_ptr(), eps,
+                None if h is None else h.data_ptr(), w.data_ptr(), n, in_dim, out_dim, epi, s)
+        if v < 0:
+            return self.lib.fg_gemv_norm(*args)
+        return self.lib.fg_gemv_norm_variant(v, *args)
+
+    def bench_rmsnorm(self, out, x, gamma, eps, n, dim):
+        return self.lib.fg_gemv_bench_rmsnorm(out.data_ptr(), x.data_ptr(), gamma.data_ptr(), eps, n,
+                                              dim, torch.cuda.current_stream().cuda_stream)
+
+
+def products(x, w, out_dim, epi):
+    """fp64 reference of the product of bf16 rows x with W (epilogue applied except ADD's residual),
+    and mag, the elementwise size of the summed terms (Σ|x||w|, for SwiGLU propagated)."""
+    rows = w.shape[0]
+    xd = x.double()
+    dot, mag = [], []
+    for r0 in range(0, rows, 16384):  # fp64 copies of W in pieces (lm_head: 4 GB whole)
+        wd = w[r0:r0 + 16384].double()
+        dot.append(xd @ wd.T)
+        mag.append(xd.abs() @ wd.abs().T)
+    dot, mag = torch.cat(dot, 1), torch.cat(mag, 1)
+    if epi == SWIGLU:
+        g, u = dot[:, :out_dim], dot[:, out_dim:]
+        # |d(silu(g) u)| ≤ |silu'(g)| |u| δg + |silu(g)| δu, silu' ≤ 1.1
+        return (g * torch.sigmoid(g) * u,
+                1.1 * u.abs() * mag[:, :out_dim] + (g * torch.sigmoid(g)).abs() * mag[:, out_dim:])
+    return dot, mag
+
 
 class Case:
     """Fresh inputs for one (out_dim, in_dim, epilogue) with 8 activation rows, and the fp64
@@ -101,26 +153,35 @@ class Case:
         self.x = torch.randn(8, in_dim, device=dev).bfloat16()
         self.w = (torch.randn(rows, in_dim, device=dev) / math.sqrt(in_dim)).bfloat16()
         self.y0 = torch.randn(8, out_dim, device=dev).bfloat16()  # the ADD residual
-        xd = self.x.double()
-        dot, mag = [], []
-        for r0 in range(0, rows, 16384):  # fp64 copies of W in pieces (lm_head: 4 GB whole)
-            wd = self.w[r0:r0 + 16384].double()
-            dot.append(xd @ wd.T)
-            mag.append(xd.abs() @ wd.abs().T)
-        dot, mag = torch.cat(dot, 1), torch.cat(mag, 1)
-        if epi == SWIGLU:
-            g, u = dot[:, :out_dim], dot[:, out_dim:]
-            self.ref_dot = g * torch.sigmoid(g) * u
-            # |d(silu(g) u)| ≤ |silu'(g)| |u| δg + |silu(g)| δu, silu' ≤ 1.1
-            self.mag = 1.1 * u.abs() * mag[:, :out_dim] + (g * torch.sigmoid(g)).abs() * mag[:, out_dim:]
-        else:
-            self.ref_dot, self.mag = dot, mag
+        self.ref_dot, self.mag = products(self.x, self.w, out_dim, epi)
 
     def ref(self, n, y_f32):
         r = self.ref_dot[:n]
         if self.epi == ADD:
             r = r + (self.y0[:n].float() if y_f32 else self.y0[:n]).double()
         return r
+
+
+def judge(y, ref, mag, y_f32, epi):
+    """y against its fp64 reference with the bounds of the module docstring; (ok, rel, why)."""
+    yd = y.double()
+    if torch.isnan(yd).any() or torch.isinf(yd).any():
+        return False, float("nan"), "nan/inf (unwritten?)"
+    err = (yd - ref).abs()
+    rel = float((yd - ref).norm() / ref.norm().clamp_min(1e-300))
+    # plus the fp32 summation allowance, which matters only when the outputs are few and cancel
+    tol = (F32_TOL if y_f32 else BF16_TOL) + float(2.0 ** -20 * mag.norm() / ref.norm())
+    ok = rel < tol
+    why = ""
+    if y_f32:
+        bound = 2.0 ** -16 * mag + (2.0 ** -20 * ref.abs() if epi == ADD else 0.0)
+    else:
+        bound = 2.0 ** -8 * ref.abs() + 2.0 ** -16 * mag
+    bad = int((err > bound).sum())
+    if bad:
+        ok = False
+        why = f"{bad} elements over the elementwise bound"
+    return ok, rel, why
 
 
 def check_one(g, case, v, n, y_f32):
@@ -139,26 +200,7 @@ def check_one(g, case, v, n, y_f32):
         return False, float("nan"), None, f"status {st}"
     if not bool((buf[n * od:] == 12345.0).all()):
         return False, float("nan"), y, "guard overwritten"
-    ref = case.ref(n, y_f32)
-    yd = y.double()
-    if torch.isnan(yd).any() or torch.isinf(yd).any():
-        return False, float("nan"), y, "nan/inf (unwritten?)"
-    err = (yd - ref).abs()
-    rel = float((yd - ref).norm() / ref.norm().clamp_min(1e-300))
-    # plus the fp32 summation allowance, which matters only when the outputs are few and cancel
-    tol = (F32_TOL if y_f32 else BF16_TOL) + float(2.0 ** -20 * case.mag[:n].norm() / ref.norm())
-    ok = rel < tol
-    why = ""
-    if True:
-        mag = case.mag[:n]
-        if y_f32:
-            bound = 2.0 ** -16 * mag + (2.0 ** -20 * ref.abs() if case.epi == ADD else 0.0)
-        else:
-            bound = 2.0 ** -8 * ref.abs() + 2.0 ** -16 * mag
-        bad = int((err > bound).sum())
-        if bad:
-            ok = False
-            why = f"{bad} elements over the elementwise bound"
+    ok, rel, why = judge(y, case.ref(n, y_f32), case.mag[:n], y_f32, case.epi)
     return ok, rel, y, why
 
 
@@ -248,7 +290,9 @@ def run_checks(g, dev, log):
             del case
     log("every variant, odd shapes: worst bf16 rel " +
         ", ".join(f"{g.names[v]} {vworst[v]:.2e}" for v in range(g.n_variants)))
-    return fails, n_cases
+
+    norm_vs = run_norm_checks(g, dev, log, report)
+    return fails, n_cases, norm_vs
 
 
 def time_calls(fn, n_copies, reps):
@@ -386,10 +430,372 @@ def run_bench(g, log, variants, dev="cuda"):
     return rows_out, ceil
 
 
+# ---- fg_gemv_norm: RMSNorm fused in front of the GEMV ----------------------------------------
+
+NORM_EPS = 1e-5  # Llama-3's rms_eps
+# Row scales of x: rows of very different size catch a scale applied to the wrong row; 1e-3 makes
+# mean(x²) = 1e-6, under eps, so eps must be added where k_rmsnorm adds it.
+NORM_ROW_SCALE = [1.0, 3.0, 0.25, 1e-3, 10.0, 0.5, 2.0, 0.05]
+# h is bf16(x · scale · gamma): correctly rounded from the fp64 value it is off by at most half an
+# ulp (2^-8 relative); the kernel's fp32 scale (fp32 sum of squares, rsqrtf: ~5e-7 relative) puts
+# an element one ulp off when the fp64 value lies that close to a rounding midpoint (a fraction
+# ~2 · 5e-7 · 2^8 ≈ 3e-4 of them), so each element must be within 1.5 ulp (1.5 · 2^-7 relative)
+# and at most max(8, 2e-3 of them) may differ from the correctly rounded h. A wrong scale, row or
+# eps moves most elements of a row past 1.5 ulp.
+H_TOL = 1.5 * 2.0 ** -7
+H_FLIP_FRAC = 2e-3
+NORM_SHAPES = [  # (name, out_dim, in_dim, epilogue): the GEMVs that follow a norm in Llama-style models
+    ("8b.qkv", 6144, 4096, STORE),
+    ("8b.gate_up", 14336, 4096, SWIGLU),
+    ("smol.qkv", 960, 576, STORE),
+    ("smol.gate_up", 1536, 576, SWIGLU),
+]
+
+
+class NormCase:
+    """Fresh inputs for fg_gemv_norm with 8 activation rows: x (rows of different scale), gamma
+    around 1 with both signs, W and the ADD residual as Case; h_exact (fp64) and h_ref (correctly
+    rounded bf16) of RMSNorm, and the fp64 products of h_ref (ref_exact). The y references
+    (ref_dot, mag) are the products of the kernel's own h, set by use_h, so y is judged with
+    fg_gemv's bounds and h separately."""
+
+    def __init__(self, out_dim, in_dim, epi, dev):
+        rows = 2 * out_dim if epi == SWIGLU else out_dim
+        self.out_dim, self.in_dim, self.epi = out_dim, in_dim, epi
+        scale = torch.tensor(NORM_ROW_SCALE, device=dev)[:, None]
+        self.x = (torch.randn(8, in_dim, device=dev) * scale).bfloat16()
+        self.gamma = (1.0 + 0.5 * torch.randn(in_dim, device=dev)).bfloat16()
+        self.w = (torch.randn(rows, in_dim, device=dev) / math.sqrt(in_dim)).bfloat16()
+        self.y0 = torch.randn(8, out_dim, device=dev).bfloat16()
+        xd = self.x.double()
+        self.h_exact = xd * torch.rsqrt((xd * xd).mean(-1, keepdim=True) + NORM_EPS) * self.gamma.double()
+        self.h_ref = self.h_exact.to(torch.bfloat16)
+        self.ref_exact, _ = products(self.h_ref, self.w, out_dim, epi)
+        self.h8 = self.ref_dot = self.mag = None
+
+    def use_h(self, h8):
+        self.h8 = h8.clone()
+        self.ref_dot, self.mag = products(self.h8, self.w, self.out_dim, self.epi)
+
+    def ref(self, n, y_f32, exact=False):
+        r = (self.ref_exact if exact else self.ref_dot)[:n]
+        if self.epi == ADD:
+            r = r + (self.y0[:n].float() if y_f32 else self.y0[:n]).double()
+        return r
+
+
+def run_norm(g, nc, v, n, y_f32, with_h):
+    """One fg_gemv_norm call (v < 0: the selector) on the first n rows into poisoned y (and h)
+    with guards after them; returns (status, y, h, why)."""
+    od, idim, dev = nc.out_dim, nc.in_dim, nc.x.device
+    dt = torch.float32 if y_f32 else torch.bfloat16
+    guard = 64
+    ybuf = torch.full((n * od + guard,), float("nan"), dtype=dt, device=dev)
+    ybuf[n * od:] = 12345.0
+    y = ybuf[:n * od].view(n, od)
+    if nc.epi == ADD:
+        y.copy_(nc.y0[:n].to(dt))
+    hbuf = h = None
+    if with_h:
+        hbuf = torch.full((n * idim + guard,), float("nan"), dtype=torch.bfloat16, device=dev)
+        hbuf[n * idim:] = 12345.0
+        h = hbuf[:n * idim].view(n, idim)
+    st = g.norm_call(v, y, y_f32, nc.x, nc.gamma, NORM_EPS, h, nc.w, n, idim, od, nc.epi)
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    if st != 0:
+        return st, None, None, f"status {st}"
+    if not bool((ybuf[n * od:] == 12345.0).all()):
+        return st, y, h, "y guard overwritten"
+    if with_h and not bool((hbuf[n * idim:] == 12345.0).all()):
+        return st, y, h, "h guard overwritten"
+    return st, y, h, ""
+
+
+def check_norm_h(nc, h):
+    """The kernel's h (rows 0..len-1) against RMSNorm in fp64; (ok, worst rel, flips, why)."""
+    n = h.shape[0]
+    hd, he = h.double(), nc.h_exact[:n]
+    if torch.isnan(hd).any() or torch.isinf(hd).any():
+        return False, float("nan"), 0, "h nan/inf (unwritten?)"
+    rel = float(((hd - he).abs() / he.abs().clamp_min(1e-30)).max())
+    over = int(((hd - he).abs() > H_TOL * he.abs() + 1e-30).sum())
+    flips = int((h != nc.h_ref[:n]).sum())
+    allow = max(8, int(H_FLIP_FRAC * h.numel()))
+    why = (f"{over} h elements over 1.5 ulp" if over else "") + \
+        (f" {flips} h elements not correctly rounded (allowed {allow})" if flips > allow else "")
+    return not why, rel, flips, why
+
+
+def check_norm_variant(g, nc, v, ns, report, tag, stats):
+    """fg_gemv_norm variant v (-1: selector) on one NormCase: h from the n = 8 call against fp64
+    RMSNorm; then for each n in ns and both y types, y against the products of the kernel's h
+    (fg_gemv's bounds), h bit for bit the first n rows of the n = 8 h, and the call without h_out
+    bit for bit the same y (determinism, and h_out changes nothing)."""
+    st, y8, h8, why = run_norm(g, nc, v, 8, 0, True)
+    if why:
+        report(f"{tag} n=8 h", False, float("nan"), why)
+        return
+    ok, hrel, flips, why = check_norm_h(nc, h8)
+    report(f"{tag} h vs fp64 rmsnorm (worst rel {hrel:.2e}, {flips} flips)", ok, hrel, why)
+    stats["h_rel"] = max(stats.get("h_rel", 0.0), hrel)
+    stats["flips"] = stats.get("flips", 0) + flips
+    stats["h_elems"] = stats.get("h_elems", 0) + h8.numel()
+    if not ok:
+        return
+    nc.use_h(h8)
+    for n in ns:
+        for yf in (0, 1):
+            t = f"{tag} {'f32' if yf else 'bf16'} n={n}"
+            st, y, h, why = run_norm(g, nc, v, n, yf, True)
+            if why:
+                report(t, False, float("nan"), why)
+                continue
+            ok, rel, why = judge(y, nc.ref(n, yf), nc.mag[:n], yf, nc.epi)
+            if ok and not torch.equal(h, nc.h8[:n]):
+                ok, why = False, "h rows differ from the n = 8 call's"
+            # the whole function against rmsnorm in fp64 rounded once to bf16, norm-wise
+            # (+1e-3: the few h elements one ulp off move y by ~2^-7 · sqrt(H_FLIP_FRAC) relative)
+            rel_x = float((y.double() - nc.ref(n, yf, True)).norm() / nc.ref(n, yf, True).norm())
+            if ok and not rel_x < (F32_TOL if yf else BF16_TOL) + 1e-3:
+                ok, why = False, f"rel {rel_x:.2e} against the correctly rounded h"
+            key = "f32" if yf else "bf16"
+            stats[key] = max(stats.get(key, 0.0), rel if rel == rel else 1.0)
+            stats[key + "_x"] = max(stats.get(key + "_x", 0.0), rel_x if rel_x == rel_x else 1.0)
+            report(t, ok, rel, why)
+            if ok and n in (1, ns[-1]):
+                st2, y2, _, why2 = run_norm(g, nc, v, n, yf, False)
+                same = not why2 and torch.equal(y, y2)
+                report(t + " without h_out, bitwise", same, rel, "" if same else why2 or "y differs")
+
+
+def run_norm_checks(g, dev, log, report):
+    """fg_gemv_norm: refusals, graph replay, the selector on NORM_SHAPES (n = 1..8) and on an ADD
+    shape, every variant with a NORM twin on the odd shapes, and equality with the unfused
+    bench_rmsnorm + fg_gemv wherever their h agree."""
+    gam = torch.ones(80, dtype=torch.bfloat16, device=dev)
+    xb = torch.zeros(1, 80, dtype=torch.bfloat16, device=dev)
+    wb = torch.zeros(8, 72, dtype=torch.bfloat16, device=dev)
+    yb = torch.zeros(1, 8, dtype=torch.bfloat16, device=dev)
+    hb = torch.zeros(1, 80, dtype=torch.bfloat16, device=dev)
+    lib = g.lib
+    s0 = torch.cuda.current_stream().cuda_stream if dev == "cuda" else None
+    y, x, gp, w = yb.data_ptr(), xb.data_ptr(), gam.data_ptr(), wb.data_ptr()
+    for args, what in [((y, 0, x, gp + 2, NORM_EPS, None, w, 1, 64, 8, STORE), "misaligned gamma"),
+                       ((y, 0, x, gp, NORM_EPS, hb.data_ptr() + 2, w, 1, 64, 8, STORE), "misaligned h_out"),
+                       ((y, 0, x + 2, gp, NORM_EPS, None, w, 1, 64, 8, STORE), "misaligned x"),
+                       ((y, 0, x, None, NORM_EPS, None, w, 1, 64, 8, STORE), "NULL gamma"),
+                       ((y, 0, x, gp, NORM_EPS, None, w, 9, 64, 8, STORE), "n = 9"),
+                       ((y, 0, x, gp, NORM_EPS, None, w, 1, 12, 8, STORE), "in_dim 12"),
+                       ((y, 0, x, gp, NORM_EPS, None, w, 1, 64, 8, 3), "epilogue 3")]:
+        st = lib.fg_gemv_norm(*args, s0)
+        report(f"norm refuses {what}", st == EINVAL, 0.0, f"status {st}")
+    # The variants with a NORM twin: those the launcher accepts (the others must say EINVAL).
+    norm_vs = []
+    for v in range(g.n_variants):
+        st = lib.fg_gemv_norm_variant(v, yb.data_ptr(), 0, xb.data_ptr(), gam.data_ptr(), NORM_EPS, None,
+                                      wb.data_ptr(), 1, 64, 8, STORE, s0)
+        report(f"norm variant {g.names[v]} status", st in (0, EINVAL), 0.0, f"status {st}")
+        if st == 0:
+            norm_vs.append(v)
+    if dev == "cuda":
+        torch.cuda.synchronize()
+    sel = g.norm_pick(8, 4096, 6144, STORE)
+    report("norm selector's variant has a NORM twin", sel in norm_vs, 0.0, f"pick {sel}")
+    log(f"norm variants: {', '.join(g.names[v] for v in norm_vs)}; selector: {g.names[sel]}")
+
+    # Graph capture: replays to the eager result, bit for bit.
+    nc = NormCase(6144, 4096, STORE, torch.device(dev))
+    st, y_eager, _, why = run_norm(g, nc, -1, 3, 0, False)
+    ok = not why
+    if ok and dev == "cuda":
+        y = torch.full((3, 6144), float("nan"), dtype=torch.bfloat16, device=dev)
+        gph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(gph):
+            st = g.norm_call(-1, y, 0, nc.x, nc.gamma, NORM_EPS, None, nc.w, 3, 4096, 6144, STORE)
+        gph.replay()
+        torch.cuda.synchronize()
+        ok, why = st == 0 and torch.equal(y, y_eager), f"status {st}, graph replay differs from eager"
+    report("norm graph capture replay = eager", ok, 0.0, "" if ok else why)
+
+    stats = {}
+    shapes = NORM_SHAPES + [("8b.o-like add", 4096, 4096, ADD)]
+    for name, od, idim, epi in shapes:
+        nc = NormCase(od, idim, epi, torch.device(dev))
+        check_norm_variant(g, nc, -1, range(1, 9), report, f"norm {name} {EPI_NAME[epi]}", stats)
+        # The unfused path (the engine's rmsnorm kernel, then the plain twin of the fused
+        # variant): where its h row equals the fused kernel's bit for bit, so must y's row.
+        if nc.h8 is not None:
+            v_fused = g.norm_pick(8, idim, od, epi)
+            hb8 = torch.empty(8, idim, dtype=torch.bfloat16, device=dev)
+            yb8 = torch.empty(8, od, dtype=torch.bfloat16, device=dev)
+            yf8 = torch.empty(8, od, dtype=torch.bfloat16, device=dev)
+            if epi == ADD:
+                yb8.copy_(nc.y0)
+                yf8.copy_(nc.y0)
+            st1 = g.bench_rmsnorm(hb8, nc.x, nc.gamma, NORM_EPS, 8, idim)
+            st2 = g.call(v_fused, yb8.data_ptr(), 0, hb8.data_ptr(), nc.w.data_ptr(), 8, idim, od, epi)
+            st3 = g.norm_call(-1, yf8, 0, nc.x, nc.gamma, NORM_EPS, None, nc.w, 8, idim, od, epi)
+            if dev == "cuda":
+                torch.cuda.synchronize()
+            same_h = [bool(torch.equal(hb8[b], nc.h8[b])) for b in range(8)]
+            same_y = [bool(torch.equal(yb8[b], yf8[b])) for b in range(8)]
+            ok = st1 == 0 and st2 == 0 and st3 == 0 and all(y for h, y in zip(same_h, same_y) if h)
+            flips = int((hb8 != nc.h8).sum())
+            report(f"norm {name} = rmsnorm + fg_gemv: {sum(same_h)}/8 rows with equal h, all with equal y "
+                   f"({flips} h elements differ)", ok, 0.0,
+                   f"status {st1}/{st2}/{st3}, h equal {same_h}, y equal {same_y}")
+            stats["unfused_flips"] = stats.get("unfused_flips", 0) + flips
+        del nc
+    log(f"norm selector path: worst rel bf16 {stats.get('bf16', 0):.3e} / fp32 {stats.get('f32', 0):.3e} "
+        f"against the products of the kernel's h (bounds {BF16_TOL:.2e} / {F32_TOL:.1e}); against "
+        f"the correctly rounded h: bf16 {stats.get('bf16_x', 0):.3e} / fp32 {stats.get('f32_x', 0):.3e}; "
+        f"h worst rel {stats.get('h_rel', 0):.2e} (bound {H_TOL:.2e}), {stats.get('flips', 0)} of "
+        f"{stats.get('h_elems', 0)} h elements one ulp off the correctly rounded value; "
+        f"{stats.get('unfused_flips', 0)} differ from the unfused rmsnorm kernel's")
+
+    vstats = {v: {} for v in norm_vs}
+    odd = [(o, i) for o in ODD_OUT for i in ODD_IN]
+    for od, idim in odd:
+        for epi in (STORE, ADD, SWIGLU):
+            nc = NormCase(od, idim, epi, torch.device(dev))
+            for v in norm_vs:
+                if g.can_serve(v, epi):
+                    check_norm_variant(g, nc, v, (1, 3, 8), report,
+                                       f"norm {od}x{idim} {EPI_NAME[epi]} {g.names[v]}", vstats[v])
+            del nc
+    log("norm variants, odd shapes: worst bf16 rel " +
+        ", ".join(f"{g.names[v]} {vstats[v].get('bf16', 0):.2e}" for v in norm_vs))
+    return norm_vs
+
+
+def run_norm_bench(g, log, norm_vs, ceil, dev="cuda"):
+    """µs per call back to back in a CUDA graph, W rotated over >= 256 MB of copies: fg_gemv
+    alone, the unfused pair (the engine's rmsnorm kernel + fg_gemv), fg_gemv_norm without and
+    with h_out, each NORM variant; then a Llama-style layer's four GEMVs with their two norms,
+    unfused and fused."""
+    rows_out = []
+    for name, od, idim, epi in NORM_SHAPES:
+        rows = 2 * od if epi == SWIGLU else od
+        wbytes = rows * idim * 2
+        n_copies = max(1, math.ceil((256 << 20) / wbytes))
+        ws = [(torch.randn(rows, idim, device=dev) / math.sqrt(idim)).bfloat16() for _ in range(n_copies)]
+        x8 = torch.randn(8, idim, device=dev).bfloat16()
+        gam = (1.0 + 0.5 * torch.randn(idim, device=dev)).bfloat16()
+        h = torch.empty(8, idim, dtype=torch.bfloat16, device=dev)
+        y = torch.empty(8, od, dtype=torch.bfloat16, device=dev)
+        for n in (1, 8):
+            x = x8[:n]
+
+            def chk(st, what):
+                if st:
+                    raise RuntimeError(f"{what} status {st}")
+
+            def gemv(i):
+                chk(g.call(-1, y.data_ptr(), 0, h.data_ptr(), ws[i].data_ptr(), n, idim, od, epi), "fg_gemv")
+
+            def norm(i):
+                chk(g.bench_rmsnorm(h, x, gam, NORM_EPS, n, idim), "rmsnorm")
+
+            def unfused(i):
+                norm(i)
+                gemv(i)
+
+            def torch_norm(i):
+                torch.nn.functional.rms_norm(x, (idim,), gam, NORM_EPS)
+
+            def fused(i, v=-1, hh=None):
+                chk(g.norm_call(v, y, 0, x, gam, NORM_EPS, hh, ws[i], n, idim, od, epi), "fg_gemv_norm")
+
+            r = dict(name=name, n=n, wbytes=wbytes, epi=EPI_NAME[epi])
+            r["gemv"] = time_graph(gemv, n_copies)
+            r["norm"] = time_graph(norm, n_copies)
+            r["torch_norm"] = time_graph(torch_norm, n_copies)
+            r["unfused"] = time_graph(unfused, n_copies)
+            r["fused"] = time_graph(fused, n_copies)
+            r["fused_h"] = time_graph(lambda i: fused(i, -1, h), n_copies)
+            r["unfused2"] = time_graph(unfused, n_copies)  # the same again: the spread of a repeat
+            r["fused2"] = time_graph(fused, n_copies)
+            r["variants"] = [(g.names[v], time_graph(lambda i: fused(i, v), n_copies))
+                             for v in norm_vs if g.can_serve(v, epi)]
+            rows_out.append(r)
+        del ws
+        if dev == "cuda":
+            torch.cuda.empty_cache()
+
+    log("\nfg_gemv_norm benchmark: µs per call back to back in one CUDA graph (W rotated over >= 256 MB); "
+        "unfused = the engine's rmsnorm kernel + fg_gemv per call; GB/s = weight bytes / time; "
+        f"copy ceiling {ceil:.0f} GB/s")
+    log(f"{'shape':13s} {'epi':6s} {'n':>2s} | {'gemv':>6s} {'norm':>5s} {'torchn':>6s} | {'unfused':>7s} "
+        f"{'again':>6s} | {'fused':>6s} {'again':>6s} {'+h_out':>6s} {'GB/s':>5s} {'%copy':>6s} | {'saved':>6s} {'fused/unf':>9s}")
+    for r in rows_out:
+        gb = r["wbytes"] / r["fused"] / 1e3
+        log(f"{r['name']:13s} {r['epi']:6s} {r['n']:2d} | {r['gemv']:6.2f} {r['norm']:5.2f} {r['torch_norm']:6.2f} | "
+            f"{r['unfused']:7.2f} {r['unfused2']:6.2f} | {r['fused']:6.2f} {r['fused2']:6.2f} {r['fused_h']:6.2f} "
+            f"{gb:5.0f} {100 * gb / ceil:5.1f}% | {r['unfused'] - r['fused']:6.2f} {r['fused'] / r['unfused']:8.3f}x")
+    log("\nfg_gemv_norm variants, µs per call in a graph (* = fastest):")
+    for r in rows_out:
+        best = min(t for _, t in r["variants"])
+        log(f"  {r['name']:13s} n={r['n']}: " + "  ".join(
+            f"{v} {t:.2f}{'*' if t == best else ''}" for v, t in r["variants"]))
+
+    # A Llama-style layer's GEMVs as decode runs them (attention and RoPE left out): o (ADD into
+    # the residual x), norm + gate_up (SwiGLU), down (ADD into x), norm + qkv of the next layer.
+    layers = [("8b", 4096, 14336, 6144, 4096, 32), ("smol", 576, 1536, 960, 576, 30)]
+    for lname, d, f, qkv_d, att_d, n_layers in layers:
+        lbytes = 2 * (d * att_d + 2 * f * d + d * f + qkv_d * d)
+        copies = max(1, math.ceil((256 << 20) / lbytes))
+        Ws = [dict(o=(torch.randn(d, att_d, device=dev) / math.sqrt(att_d)).bfloat16(),
+                   gu=(torch.randn(2 * f, d, device=dev) / math.sqrt(d)).bfloat16(),
+                   dn=(torch.randn(d, f, device=dev) / math.sqrt(f)).bfloat16(),
+                   qkv=(torch.randn(qkv_d, d, device=dev) / math.sqrt(d)).bfloat16()) for _ in range(copies)]
+        g1 = (1.0 + 0.5 * torch.randn(d, device=dev)).bfloat16()
+        g2 = (1.0 + 0.5 * torch.randn(d, device=dev)).bfloat16()
+        for n in (1, 8):
+            xr = torch.randn(n, d, device=dev).bfloat16()
+            att = torch.randn(n, att_d, device=dev).bfloat16()
+            ffn = torch.empty(n, f, dtype=torch.bfloat16, device=dev)
+            qkv = torch.empty(n, qkv_d, dtype=torch.bfloat16, device=dev)
+            hh = torch.empty(n, d, dtype=torch.bfloat16, device=dev)
+
+            def layer(i, fuse):
+                W = Ws[i]
+                st = [g.call(-1, xr.data_ptr(), 0, att.data_ptr(), W["o"].data_ptr(), n, att_d, d, ADD)]
+                if fuse:
+                    st.append(g.norm_call(-1, ffn, 0, xr, g1, NORM_EPS, None, W["gu"], n, d, f, SWIGLU))
+                else:
+                    st.append(g.bench_rmsnorm(hh, xr, g1, NORM_EPS, n, d))
+                    st.append(g.call(-1, ffn.data_ptr(), 0, hh.data_ptr(), W["gu"].data_ptr(), n, d, f, SWIGLU))
+                st.append(g.call(-1, xr.data_ptr(), 0, ffn.data_ptr(), W["dn"].data_ptr(), n, f, d, ADD))
+                if fuse:
+                    st.append(g.norm_call(-1, qkv, 0, xr, g2, NORM_EPS, None, W["qkv"], n, d, qkv_d, STORE))
+                else:
+                    st.append(g.bench_rmsnorm(hh, xr, g2, NORM_EPS, n, d))
+                    st.append(g.call(-1, qkv.data_ptr(), 0, hh.data_ptr(), W["qkv"].data_ptr(), n, d, qkv_d, STORE))
+                if any(st):
+                    raise RuntimeError(f"layer status {st}")
+
+            calls = max(copies, n_layers)
+            tu = time_graph(lambda i: layer(i, False), copies, calls)
+            tf = time_graph(lambda i: layer(i, True), copies, calls)
+            tu2 = time_graph(lambda i: layer(i, False), copies, calls)
+            tf2 = time_graph(lambda i: layer(i, True), copies, calls)
+            gb = lbytes / min(tf, tf2) / 1e3
+            log(f"layer {lname:4s} n={n}: 4 GEMVs + 2 norms per layer, µs per layer unfused {tu:.2f} / {tu2:.2f}, "
+                f"fused {tf:.2f} / {tf2:.2f} ({gb:.0f} GB/s, {100 * gb / ceil:.1f}% of copy); saved "
+                f"{min(tu, tu2) - min(tf, tf2):.2f} µs per layer = {n_layers * (min(tu, tu2) - min(tf, tf2)):.1f} µs per "
+                f"{n_layers}-layer step")
+        del Ws
+        if dev == "cuda":
+            torch.cuda.empty_cache()
+    return rows_out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bench", action="store_true")
     ap.add_argument("--variants", action="store_true")
+    ap.add_argument("--norm-bench", action="store_true", help="the fg_gemv_norm benchmark only")
     ap.add_argument("--lib", default=os.environ.get("FG_GEMV_LIB", os.environ.get("FG_ATTN_LIB", "build/libfgattn.so")))
     a = ap.parse_args()
     if not torch.cuda.is_available():
@@ -402,9 +808,13 @@ def main():
     log(f"check_gemv: {torch.cuda.get_device_name()} seed {seed} lib {a.lib}; "
         f"variants: {', '.join(g.names)}")
     t0 = time.time()
-    fails, n_cases = run_checks(g, "cuda", log)
+    fails, n_cases, norm_vs = run_checks(g, "cuda", log)
     log(f"correctness: {n_cases - fails}/{n_cases} cases pass ({time.time() - t0:.0f} s)")
     goal_ok = True
+    if a.norm_bench:
+        ceil = copy_ceiling()
+        log(f"copy ceiling: {ceil:.0f} GB/s (1 GiB device-to-device copy, read + write)")
+        run_norm_bench(g, log, norm_vs, ceil)
     if a.bench:
         rows, ceil = run_bench(g, log, a.variants)
         big = [r for r in rows if r["name"].startswith("8b.") and r["n"] == 1 and r["wbytes"] >= (32 << 20)]
@@ -412,7 +822,7 @@ def main():
         goal_ok = frac["g_ours"] >= 0.90
         log(f"goal n=1, 8B shapes >= 32 MB at >= 90% of copy: worst {100 * frac['g_ours']:.1f}% in a graph "
             f"({100 * frac['ours']:.1f}% event-timed single calls): {'met' if goal_ok else 'NOT met'}")
-    log(f"{'PASS' if fails == 0 else 'FAIL'}: {n_cases - fails}/{n_cases} correctness cases"
+    log(f"{'PASS' if fails == 0 else 'FAIL'}: {n_cases - fails}/{n_cases} correctness cases (fg_gemv and fg_gemv_norm)"
         + ("" if not a.bench else f"; bandwidth goal {'met' if goal_ok else 'not met'}"))
     return 0 if fails == 0 else 1
 
