@@ -17,7 +17,7 @@
  *   first tiles; fully masked tiles are never visited. Blocks go heaviest-first.
  * - Epilogue: O / l goes through shared memory (the Q tile's space) so the global stores are
  *   16-byte and row-contiguous; LSE = ln(sum exp(scale q·k)) when asked for.
- * Tile shapes and versions: the launcher table at the end; timings in
+ * Tile shapes and versions: ATTN_HOPPER_CONFIGS in attention_hopper.cuh; timings in
  * bench/results/prefill2_h100_2026-11-23.log (run B).
  */
 #include <cuda_runtime.h>
@@ -32,55 +32,61 @@ template <int ROWS> __device__ __forceinline__ uint32_t hop_off(int row, int col
                       ((col & 7) << 1));
 }
 
-/* ROWS K or V rows starting at key0 into the swizzled tile at dst; keys ≥ key_end are zeros. */
-template <typename T, int HD, int ROWS, int NT>
-__device__ __forceinline__ void hop_load_kv(uint32_t dst, const T *pool, const attn_kparams &p,
-                                            const int *bt, int key0, int key_end, int kvh,
-                                            int tid) {
+/* Calls f(row, ch) for every 16-byte chunk ch of the ROWS × HD tile, NT threads (thread tid). */
+template <int HD, int ROWS, int NT, typename F>
+__device__ __forceinline__ void hop_for_chunks(int tid, F &&f) {
     constexpr int CPR = HD / 8, TOTAL = ROWS * CPR;
 #pragma unroll
     for (int i = 0; i < (TOTAL + NT - 1) / NT; i++) {
         int c = tid + i * NT;
         if (TOTAL % NT != 0 && c >= TOTAL) break;
-        int row = c / CPR, ch = c % CPR, key = key0 + row;
-        bool valid = key < key_end;
-        size_t off = 0;
-        if (valid)
-            off = kv_row_offset<HD>(bt, key, p.page_size, p.page_shift, p.n_kv_heads, kvh) + ch * 8;
-        cp_async16(dst + hop_off<ROWS>(row, ch * 8), pool + off, valid);
+        f(c / CPR, c % CPR);
     }
 }
 
-/* hop_load_kv with the page-table arithmetic decided once per tile instead of per chunk: shifts
- * for power-of-two pages (the server's case), division otherwise. */
-template <typename T, int HD, int ROWS, int NT, bool POW2>
-__device__ __forceinline__ void hop_load_kv_p(uint32_t dst, const T *pool, const attn_kparams &p,
-                                              const int *bt, int key0, int key_end, int kvh,
-                                              int tid) {
-    constexpr int CPR = HD / 8, TOTAL = ROWS * CPR;
-#pragma unroll
-    for (int i = 0; i < (TOTAL + NT - 1) / NT; i++) {
-        int c = tid + i * NT;
-        if (TOTAL % NT != 0 && c >= TOTAL) break;
-        int row = c / CPR, ch = c % CPR, key = key0 + row;
+/* How hop_load_kv_paged finds a key's page: kv_row_offset per chunk, or decided once per tile:
+ * shifts for power-of-two pages (the server's case), division otherwise. */
+enum hop_paging { HOP_PAGING_CHUNK, HOP_PAGING_POW2, HOP_PAGING_DIV };
+
+template <typename T, int HD, int ROWS, int NT, int PAGING>
+__device__ __forceinline__ void hop_load_kv_paged(uint32_t dst, const T *pool,
+                                                  const attn_kparams &p, const int *bt, int key0,
+                                                  int key_end, int kvh, int tid) {
+    hop_for_chunks<HD, ROWS, NT>(tid, [&](int row, int ch) {
+        int key = key0 + row;
         bool valid = key < key_end;
         size_t off = 0;
         if (valid) {
-            int page = POW2 ? __ldg(bt + (key >> p.page_shift)) : __ldg(bt + key / p.page_size);
-            int prow = POW2 ? key & (p.page_size - 1) : key % p.page_size;
-            off = (((size_t)page * p.page_size + prow) * p.n_kv_heads + kvh) * HD + ch * 8;
+            if constexpr (PAGING == HOP_PAGING_CHUNK) {
+                off = kv_row_offset<HD>(bt, key, p.page_size, p.page_shift, p.n_kv_heads, kvh) +
+                      ch * 8;
+            } else {
+                constexpr bool POW2 = PAGING == HOP_PAGING_POW2;
+                int page = POW2 ? __ldg(bt + (key >> p.page_shift)) : __ldg(bt + key / p.page_size);
+                int prow = POW2 ? key & (p.page_size - 1) : key % p.page_size;
+                off = (((size_t)page * p.page_size + prow) * p.n_kv_heads + kvh) * HD + ch * 8;
+            }
         }
         cp_async16(dst + hop_off<ROWS>(row, ch * 8), pool + off, valid);
-    }
+    });
 }
+
+/* ROWS K or V rows starting at key0 into the swizzled tile at dst; keys ≥ key_end are zeros.
+ * once (a constant at every call): the page-table arithmetic is decided once per tile instead of
+ * per chunk. */
 template <typename T, int HD, int ROWS, int NT>
-__device__ __forceinline__ void hop_load_kv2(uint32_t dst, const T *pool, const attn_kparams &p,
-                                             const int *bt, int key0, int key_end, int kvh,
-                                             int tid) {
-    if (p.page_shift >= 0)
-        hop_load_kv_p<T, HD, ROWS, NT, true>(dst, pool, p, bt, key0, key_end, kvh, tid);
+__device__ __forceinline__ void hop_load_kv(uint32_t dst, const T *pool, const attn_kparams &p,
+                                            const int *bt, int key0, int key_end, int kvh, int tid,
+                                            bool once) {
+    if (!once)
+        hop_load_kv_paged<T, HD, ROWS, NT, HOP_PAGING_CHUNK>(dst, pool, p, bt, key0, key_end, kvh,
+                                                             tid);
+    else if (p.page_shift >= 0)
+        hop_load_kv_paged<T, HD, ROWS, NT, HOP_PAGING_POW2>(dst, pool, p, bt, key0, key_end, kvh,
+                                                            tid);
     else
-        hop_load_kv_p<T, HD, ROWS, NT, false>(dst, pool, p, bt, key0, key_end, kvh, tid);
+        hop_load_kv_paged<T, HD, ROWS, NT, HOP_PAGING_DIV>(dst, pool, p, bt, key0, key_end, kvh,
+                                                           tid);
 }
 
 /* S = Q Kᵀ for the warpgroup's 64 rows (sq: its first row in the BM-row Q tile) over BN keys. */
@@ -191,6 +197,8 @@ __global__ void __launch_bounds__(NWG * 128, MINB) attn_hopper_kernel(const attn
     const T *qg = static_cast<const T *>(p.q);
     const T *kp = static_cast<const T *>(p.k);
     const T *vp = static_cast<const T *>(p.v);
+    /* Packed row gr as a (token, head) row of q, out and lse. */
+    auto qrow = [&](int gr) { return (size_t)(q0 + gr / G) * p.n_heads + kvh * G + gr % G; };
 
     int kv_end = kvlen;
     if (p.causal) kv_end = min(kvlen, pos0 + (min(r0 + BM, rows) - 1) / G + 1);
@@ -206,31 +214,24 @@ __global__ void __launch_bounds__(NWG * 128, MINB) attn_hopper_kernel(const attn
     const int min_lim = p.causal ? min(kvlen, pos0 + r0 / G + 1) : kvlen;
 
     /* Prologue: group 0 = Q and K(n-1); group 1 = V(n-1) and K(n-2). */
-    {
-        constexpr int CPR = HD / 8, TOTAL = BM * CPR;
-#pragma unroll
-        for (int i = 0; i < (TOTAL + NT - 1) / NT; i++) {
-            int c = tid + i * NT;
-            if (TOTAL % NT != 0 && c >= TOTAL) break;
-            int row = c / CPR, ch = c % CPR, gr = r0 + row;
-            bool valid = gr < rows;
-            const T *src = qg;
-            if (valid)
-                src = qg + ((size_t)(q0 + gr / G) * p.n_heads + kvh * G + gr % G) * HD + ch * 8;
-            cp_async16(sQ + hop_off<BM>(row, ch * 8), src, valid);
-        }
-    }
+    hop_for_chunks<HD, BM, NT>(tid, [&](int row, int ch) {
+        int gr = r0 + row;
+        bool valid = gr < rows;
+        const T *src = qg;
+        if (valid) src = qg + qrow(gr) * HD + ch * 8;
+        cp_async16(sQ + hop_off<BM>(row, ch * 8), src, valid);
+    });
     const int n = n_tiles;
     if (n > 0)
         hop_load_kv<T, HD, BN, NT>(sK + ((n - 1) & 1) * KV_BYTES, kp, p, bt, (n - 1) * BN, kv_end,
-                                   kvh, tid);
+                                   kvh, tid, false);
     cp_async_commit();
     if (n > 0)
         hop_load_kv<T, HD, BN, NT>(sV + ((n - 1) & 1) * KV_BYTES, vp, p, bt, (n - 1) * BN, kv_end,
-                                   kvh, tid);
+                                   kvh, tid, false);
     if (n > 1)
         hop_load_kv<T, HD, BN, NT>(sK + ((n - 2) & 1) * KV_BYTES, kp, p, bt, (n - 2) * BN, kv_end,
-                                   kvh, tid);
+                                   kvh, tid, false);
     cp_async_commit();
 
     float o[HD / 2], sc[BN / 2], m[2] = {FG_NEG_INF, FG_NEG_INF}, l[2] = {0.f, 0.f}, alpha[2];
@@ -265,14 +266,19 @@ __global__ void __launch_bounds__(NWG * 128, MINB) attn_hopper_kernel(const attn
         fence_proxy_async();
         __syncthreads();
     };
+    /* The tiles iteration j-1 reads: V(j-1) and, for j ≥ 2, K(j-2) (tile i lives in stage i & 1);
+     * once as in hop_load_kv. */
+    auto load_vk = [&](int j, bool once) {
+        hop_load_kv<T, HD, BN, NT>(sV + ((j - 1) & 1) * KV_BYTES, vp, p, bt, (j - 1) * BN, kv_end,
+                                   kvh, tid, once);
+        if (j >= 2)
+            hop_load_kv<T, HD, BN, NT>(sK + (j & 1) * KV_BYTES, kp, p, bt, (j - 2) * BN, kv_end,
+                                       kvh, tid, once);
+    };
     /* Iteration j ≥ 1: S(j-1) and P(j)·V(j) with P(j) in pc; leaves P(j-1) in pc. */
     auto step = [&](auto &pc, int j) {
         if (!LATE) {
-            hop_load_kv<T, HD, BN, NT>(sV + ((j - 1) & 1) * KV_BYTES, vp, p, bt, (j - 1) * BN,
-                                       kv_end, kvh, tid);
-            if (j >= 2)
-                hop_load_kv<T, HD, BN, NT>(sK + (j & 1) * KV_BYTES, kp, p, bt, (j - 2) * BN, kv_end,
-                                           kvh, tid);
+            load_vk(j, false);
             cp_async_commit();
         }
         if (PP) named_bar_sync(1 + wg, 256);
@@ -287,11 +293,7 @@ __global__ void __launch_bounds__(NWG * 128, MINB) attn_hopper_kernel(const attn
         wgmma_commit();
         if (PP && !(wg == NWG - 1 && j == 1)) named_bar_arrive(1 + (wg + 1) % NWG, 256);
         if (LATE) { /* the stages these fill are read by no MMA of this iteration */
-            hop_load_kv2<T, HD, BN, NT>(sV + ((j - 1) & 1) * KV_BYTES, vp, p, bt, (j - 1) * BN,
-                                        kv_end, kvh, tid);
-            if (j >= 2)
-                hop_load_kv2<T, HD, BN, NT>(sK + (j & 1) * KV_BYTES, kp, p, bt, (j - 2) * BN,
-                                            kv_end, kvh, tid);
+            load_vk(j, true);
             cp_async_commit();
         }
         wgmma_wait<1>(); /* S(j-1) done; P(j)·V(j) may still run */
@@ -361,28 +363,20 @@ __global__ void __launch_bounds__(NWG * 128, MINB) attn_hopper_kernel(const attn
         for (int r = 0; r < 2; r++) {
             int gr = r0 + trow + 8 * r;
             if (gr < rows)
-                p.lse[(size_t)(q0 + gr / G) * p.n_heads + kvh * G + gr % G] =
-                    l[r] > 0.f ? (m[r] + __log2f(l[r])) * 0.69314718056f : FG_NEG_INF;
+                p.lse[qrow(gr)] = l[r] > 0.f ? (m[r] + __log2f(l[r])) * 0.69314718056f : FG_NEG_INF;
         }
     }
     __syncthreads();
-    {
-        T *out = static_cast<T *>(p.out);
-        constexpr int CPR = HD / 8, TOTAL = BM * CPR;
-#pragma unroll
-        for (int i = 0; i < (TOTAL + NT - 1) / NT; i++) {
-            int c = tid + i * NT;
-            if (TOTAL % NT != 0 && c >= TOTAL) break;
-            int row = c / CPR, ch = c % CPR, gr = r0 + row;
-            if (gr >= rows) continue;
-            uint4 v;
-            asm volatile("ld.shared.v4.b32 {%0,%1,%2,%3}, [%4];\n"
-                         : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-                         : "r"(sQ + hop_off<BM>(row, ch * 8)));
-            *reinterpret_cast<uint4 *>(
-                out + ((size_t)(q0 + gr / G) * p.n_heads + kvh * G + gr % G) * HD + ch * 8) = v;
-        }
-    }
+    T *out = static_cast<T *>(p.out);
+    hop_for_chunks<HD, BM, NT>(tid, [&](int row, int ch) {
+        int gr = r0 + row;
+        if (gr >= rows) return;
+        uint4 v;
+        asm volatile("ld.shared.v4.b32 {%0,%1,%2,%3}, [%4];\n"
+                     : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                     : "r"(sQ + hop_off<BM>(row, ch * 8)));
+        *reinterpret_cast<uint4 *>(out + qrow(gr) * HD + ch * 8) = v;
+    });
 #else
     (void)p; /* compute_90 PTX fallback: never selected (attn_hopper_available() is 0 there) */
 #endif
@@ -425,21 +419,10 @@ static int hop_launch(const struct attn_args *a, char *err, size_t errlen) {
     return 0;
 }
 
-/* The built configurations (T, HD, BN, warpgroups, version V of the kernel's comment, blocks per
- * SM the registers must allow); suffix "p" = V 3, none = V 1. Times: the log named at the top. */
+/* One launcher per row of ATTN_HOPPER_CONFIGS (attention_hopper.cuh): the tile shapes and the
+ * version V of the kernel's comment. */
 #define HOP(NAME, T, HD, BN, NWG, V, MINB)                                                         \
     int NAME(const struct attn_args *a, char *err, size_t errlen) {                                \
         return hop_launch<T, HD, BN, NWG, V, MINB>(a, err, errlen);                                \
     }
-HOP(attn_hopper_bf16_hd128_192x80p, __nv_bfloat16, 128, 80, 3, 3, 1)
-HOP(attn_hopper_bf16_hd128_192x64, __nv_bfloat16, 128, 64, 3, 1, 1)
-HOP(attn_hopper_bf16_hd128_192x64p, __nv_bfloat16, 128, 64, 3, 3, 1)
-HOP(attn_hopper_bf16_hd128_128x128, __nv_bfloat16, 128, 128, 2, 1, 1)
-HOP(attn_hopper_bf16_hd64_128x64p, __nv_bfloat16, 64, 64, 2, 3, 2)
-HOP(attn_hopper_bf16_hd64_128x64, __nv_bfloat16, 64, 64, 2, 1, 1)
-HOP(attn_hopper_bf16_hd64_192x128, __nv_bfloat16, 64, 128, 3, 1, 1)
-HOP(attn_hopper_bf16_hd64_192x128p, __nv_bfloat16, 64, 128, 3, 3, 1)
-HOP(attn_hopper_fp16_hd128_192x64p, __half, 128, 64, 3, 3, 1)
-HOP(attn_hopper_fp16_hd64_192x128p, __half, 64, 128, 3, 3, 1)
-HOP(attn_hopper_fp16_hd128_128x128, __half, 128, 128, 2, 1, 1)
-HOP(attn_hopper_fp16_hd64_128x128, __half, 64, 128, 2, 1, 1)
+ATTN_HOPPER_CONFIGS(HOP)

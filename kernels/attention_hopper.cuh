@@ -19,18 +19,26 @@ int attn_hopper_available(void);
 
 /* Launchers: attn_hopper_<dtype>_hd<D>_<BM>x<BN>[p]. BM = 64 × warpgroups, BN keys per tile;
  * suffix = kernel version (attention_hopper.cu): none 1, "p" 3 (late loads + ping-pong). Same
- * contract as attn_launch. */
-int attn_hopper_bf16_hd128_192x80p(const struct attn_args *a, char *err, size_t errlen);
-int attn_hopper_bf16_hd128_192x64(const struct attn_args *a, char *err, size_t errlen);
-int attn_hopper_bf16_hd128_192x64p(const struct attn_args *a, char *err, size_t errlen);
-int attn_hopper_bf16_hd128_128x128(const struct attn_args *a, char *err, size_t errlen);
-int attn_hopper_bf16_hd64_128x64p(const struct attn_args *a, char *err, size_t errlen);
-int attn_hopper_bf16_hd64_128x64(const struct attn_args *a, char *err, size_t errlen);
-int attn_hopper_bf16_hd64_192x128(const struct attn_args *a, char *err, size_t errlen);
-int attn_hopper_bf16_hd64_192x128p(const struct attn_args *a, char *err, size_t errlen);
-int attn_hopper_fp16_hd128_192x64p(const struct attn_args *a, char *err, size_t errlen);
-int attn_hopper_fp16_hd64_192x128p(const struct attn_args *a, char *err, size_t errlen);
-int attn_hopper_fp16_hd128_128x128(const struct attn_args *a, char *err, size_t errlen);
-int attn_hopper_fp16_hd64_128x128(const struct attn_args *a, char *err, size_t errlen);
+ * contract as attn_launch. The built configurations, one X(launcher, T, HD, BN, warpgroups,
+ * version, blocks per SM the registers must allow) each: declared here, defined from the same list
+ * in attention_hopper.cu. Times: bench/results/prefill2_h100_2026-11-23.log (run B). */
+#define ATTN_HOPPER_CONFIGS(X)                                                                     \
+    X(attn_hopper_bf16_hd128_192x80p, __nv_bfloat16, 128, 80, 3, 3, 1)                             \
+    X(attn_hopper_bf16_hd128_192x64, __nv_bfloat16, 128, 64, 3, 1, 1)                              \
+    X(attn_hopper_bf16_hd128_192x64p, __nv_bfloat16, 128, 64, 3, 3, 1)                             \
+    X(attn_hopper_bf16_hd128_128x128, __nv_bfloat16, 128, 128, 2, 1, 1)                            \
+    X(attn_hopper_bf16_hd64_128x64p, __nv_bfloat16, 64, 64, 2, 3, 2)                               \
+    X(attn_hopper_bf16_hd64_128x64, __nv_bfloat16, 64, 64, 2, 1, 1)                                \
+    X(attn_hopper_bf16_hd64_192x128, __nv_bfloat16, 64, 128, 3, 1, 1)                              \
+    X(attn_hopper_bf16_hd64_192x128p, __nv_bfloat16, 64, 128, 3, 3, 1)                             \
+    X(attn_hopper_fp16_hd128_192x64p, __half, 128, 64, 3, 3, 1)                                    \
+    X(attn_hopper_fp16_hd64_192x128p, __half, 64, 128, 3, 3, 1)                                    \
+    X(attn_hopper_fp16_hd128_128x128, __half, 128, 128, 2, 1, 1)                                   \
+    X(attn_hopper_fp16_hd64_128x128, __half, 64, 128, 2, 1, 1)
+
+#define ATTN_HOPPER_DECLARE(NAME, ...)                                                             \
+    int NAME(const struct attn_args *a, char *err, size_t errlen);
+ATTN_HOPPER_CONFIGS(ATTN_HOPPER_DECLARE)
+#undef ATTN_HOPPER_DECLARE
 
 #endif
