@@ -68,12 +68,25 @@ def byte_tokenizer_json():
                       "fuse_unk": False, "byte_fallback": False, "vocab": vocab, "merges": []}}
 
 
+def exact_rope(model):
+    """Give MODEL's rotary embedding fp32 frequencies again. `.to(torch.bfloat16)` on a model
+    also rounds the inv_freq buffer to bf16 (1.0, 0.8164, 0.6641 ... instead of 1.0, 0.8146,
+    0.6636 at Llama-3's theta), which a checkpoint loaded with from_pretrained does not have; with
+    rounded frequencies the reference drifts from any exact RoPE as positions grow."""
+    from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
+    rot = model.model.rotary_emb
+    fresh = LlamaRotaryEmbedding(model.config).to(rot.inv_freq.device)
+    rot.inv_freq = fresh.inv_freq.float()
+    rot.original_inv_freq = fresh.inv_freq.float()
+    return model
+
+
 def make_model(shape, path, seed):
     cfg = LlamaConfig(**SHAPES[shape], rms_norm_eps=1e-5, attention_bias=False, mlp_bias=False,
                       torch_dtype="bfloat16")
     torch.manual_seed(seed)
     with torch.device("cuda"):
-        model = LlamaForCausalLM(cfg).to(torch.bfloat16)
+        model = exact_rope(LlamaForCausalLM(cfg).to(torch.bfloat16))
     model.save_pretrained(path, safe_serialization=True, max_shard_size="5GB")
     with open(os.path.join(path, "tokenizer.json"), "w") as f:
         json.dump(byte_tokenizer_json(), f)
@@ -150,7 +163,7 @@ def main():
                 torch.cuda.synchronize()
                 peer[b] = b * 32 / (time.time() - t)
             summary["hf_generate_tokens_per_s"] = peer
-        model32 = model.float()  # in place: the bf16 copy is gone after this
+        model32 = exact_rope(model.float())  # in place: the bf16 copy is gone after this
         for p in prompts:
             out = model32.generate(torch.tensor([p], device="cuda"), max_new_tokens=steps,
                                    min_new_tokens=steps, do_sample=False, eos_token_id=None,
@@ -159,7 +172,7 @@ def main():
             hf_tok.append(toks)
             seq = torch.tensor([p + toks[:-1]], device="cuda")
             ref.append(model32(seq).logits[0, len(p) - 1:].float().cpu().numpy())
-        model16 = model32.to(torch.bfloat16)
+        model16 = exact_rope(model32.to(torch.bfloat16))
         for p, toks in zip(prompts, hf_tok):
             seq = torch.tensor([p + toks[:-1]], device="cuda")
             ref_bf16.append(model16(seq).logits[0, len(p) - 1:].float().cpu().numpy())
