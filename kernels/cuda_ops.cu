@@ -1,12 +1,14 @@
 /* cuda_ops.cu — the CUDA backend: struct fg_ops for bf16 activations, weights and KV-cache with
  * fp32 accumulation, on one stream owned by the worker thread.
  *
- * Linear layers go through cuBLASLt (bf16 × bf16 → bf16, or fp32 for the logits, fp32 compute),
- * with one heuristic algorithm cached per shape. Attention and the KV write are the kernels of
- * attention.cu / decode_attention.cu / kv_write.cu; the small elementwise ops are here. Each op
+ * Products of prefill size go through cuBLASLt (bf16 × bf16 → bf16, or fp32 for the logits, fp32
+ * compute; one heuristic algorithm cached per shape, split-K reduced in fp32); decode-sized ones
+ * (≤ 8 rows) through the GEMV kernels of gemv.cu, with the RMSNorm, residual add and SwiGLU fused.
+ * Attention, the q|k|v store with RoPE and sampling are the kernels of attention.cu /
+ * decode_attention.cu / kv_write.cu / sample.cu; the small elementwise ops are here. Each op
  * checks its launch; the first error sticks in the context and makes sync() fail, which the
- * engine treats as fatal. Built into build/libflashgen_cuda.so and opened with dlopen (ops.h).
- */
+ * engine treats as fatal. FLASHGEN_BATCH_INVARIANT=1 trades speed for results that do not depend
+ * on the batch (cu_create). Built into build/libflashgen_cuda.so and opened with dlopen (ops.h). */
 #include <cublasLt.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -204,32 +206,6 @@ __global__ void k_rmsnorm(__nv_bfloat16 *out, const __nv_bfloat16 *x, const __nv
         o[i] = __float2bfloat16(__bfloat162float(xr[i]) * inv * __bfloat162float(w[i]));
 }
 
-/* rotate_half RoPE: thread (t, head, i) turns the pair (i, i + hd/2) of one head. */
-__global__ void k_rope(__nv_bfloat16 *x, const int *pos, int n_heads, int head_dim,
-                       const float *freqs)
-{
-    int t = blockIdx.x, half = head_dim / 2;
-    for (int j = threadIdx.x; j < n_heads * half; j += blockDim.x) {
-        int h = j / half, i = j % half;
-        float s, c;
-        sincosf((float)pos[t] * freqs[i], &s, &c);
-        __nv_bfloat16 *r = x + ((size_t)t * n_heads + h) * head_dim;
-        float a = __bfloat162float(r[i]), b = __bfloat162float(r[i + half]);
-        r[i] = __float2bfloat16(a * c - b * s);
-        r[i + half] = __float2bfloat16(b * c + a * s);
-    }
-}
-
-__global__ void k_swiglu(__nv_bfloat16 *out, const __nv_bfloat16 *g, const __nv_bfloat16 *u,
-                         size_t n)
-{
-    size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
-    if (i < n) {
-        float gv = __bfloat162float(g[i]);
-        out[i] = __float2bfloat16(gv / (1.0f + __expf(-gv)) * __bfloat162float(u[i]));
-    }
-}
-
 /* out (n, ffn) = silu(gu[:, :ffn]) * gu[:, ffn:], gu (n, 2 ffn): the fused gate|up GEMM's output */
 __global__ void k_swiglu_rows(__nv_bfloat16 *out, const __nv_bfloat16 *gu, int ffn, size_t n)
 {
@@ -238,12 +214,6 @@ __global__ void k_swiglu_rows(__nv_bfloat16 *out, const __nv_bfloat16 *gu, int f
     size_t t = i / (size_t)ffn, j = i % (size_t)ffn;
     float gv = __bfloat162float(gu[t * 2 * ffn + j]);
     out[i] = __float2bfloat16(gv / (1.0f + __expf(-gv)) * __bfloat162float(gu[t * 2 * ffn + ffn + j]));
-}
-
-__global__ void k_add(__nv_bfloat16 *x, const __nv_bfloat16 *y, size_t n)
-{
-    size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
-    if (i < n) x[i] = __float2bfloat16(__bfloat162float(x[i]) + __bfloat162float(y[i]));
 }
 
 __global__ void k_gather(__nv_bfloat16 *dst, const __nv_bfloat16 *src, const int *rows, int dim)
@@ -276,33 +246,6 @@ static void cu_rmsnorm(void *ctx, void *out, const void *x, const void *w, int n
     CK_LAUNCH(c);
 }
 
-static void cu_rope(void *ctx, void *q, void *k, const int *pos, int n, int n_heads,
-                    int n_kv_heads, int head_dim, const void *freqs)
-{
-    struct cuda_ctx *c = (struct cuda_ctx *)ctx;
-    k_rope<<<n, 256, 0, c->stream>>>((__nv_bfloat16 *)q, pos, n_heads, head_dim,
-                                     (const float *)freqs);
-    k_rope<<<n, 256, 0, c->stream>>>((__nv_bfloat16 *)k, pos, n_kv_heads, head_dim,
-                                     (const float *)freqs);
-    CK_LAUNCH(c);
-}
-
-static void cu_swiglu(void *ctx, void *out, const void *g, const void *u, size_t n)
-{
-    struct cuda_ctx *c = (struct cuda_ctx *)ctx;
-    k_swiglu<<<blocks_for(n, 256), 256, 0, c->stream>>>(
-        (__nv_bfloat16 *)out, (const __nv_bfloat16 *)g, (const __nv_bfloat16 *)u, n);
-    CK_LAUNCH(c);
-}
-
-static void cu_add(void *ctx, void *x, const void *y, size_t n)
-{
-    struct cuda_ctx *c = (struct cuda_ctx *)ctx;
-    k_add<<<blocks_for(n, 256), 256, 0, c->stream>>>((__nv_bfloat16 *)x,
-                                                     (const __nv_bfloat16 *)y, n);
-    CK_LAUNCH(c);
-}
-
 static void cu_gather_rows(void *ctx, void *dst, const void *src, const int *rows, int n_rows,
                            int dim)
 {
@@ -313,26 +256,6 @@ static void cu_gather_rows(void *ctx, void *dst, const void *src, const int *row
 }
 
 /* ---- KV write and attention: the kernels of kv_write.cu and attention.cu ----------------- */
-
-static void cu_kv_write(void *ctx, void *k_pool, void *v_pool, const void *k, const void *v,
-                        const int *slots, int n, int kv_dim)
-{
-    struct cuda_ctx *c = (struct cuda_ctx *)ctx;
-    struct kv_write_args a;
-    memset(&a, 0, sizeof(a));
-    a.dtype = ATTN_DTYPE_BF16;
-    a.k_pool = k_pool;
-    a.v_pool = v_pool;
-    a.k = k;
-    a.v = v;
-    a.slots = slots;
-    a.n = n;
-    a.n_kv_heads = 1; /* rows of kv_dim values: one "head" of width kv_dim */
-    a.head_dim = kv_dim;
-    a.stream = c->stream;
-    char err[256];
-    if (kv_write_launch(&a, err, sizeof(err)) != 0) ctx_fail(c, "kv_write: %s", err);
-}
 
 static void cu_qkv_store(void *ctx, void *q_out, void *k_pool, void *v_pool, const void *qkv,
                          const int *pos, const int *slots, int n, int n_heads, int n_kv_heads,
@@ -835,11 +758,7 @@ static struct fg_ops make_table(void)
     t.rmsnorm = cu_rmsnorm;
     t.matmul = cu_matmul;
     t.matmul_f32 = cu_matmul_f32;
-    t.rope = cu_rope;
-    t.kv_write = cu_kv_write;
     t.attention = cu_attention;
-    t.swiglu = cu_swiglu;
-    t.add = cu_add;
     t.gather_rows = cu_gather_rows;
     t.graph_begin = cu_graph_begin;
     t.graph_end = cu_graph_end;

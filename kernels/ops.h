@@ -87,8 +87,9 @@ struct fg_ops {
     void (*graph_free)(void *ctx, void *graph);
 
     /* Fused forms used by the forward pass (after the graph ops, so the prefix of this table
-     * that tests/gpu/fgattn.py mirrors keeps its layout; rope, kv_write, swiglu and add above
-     * stay as the unfused twins the GPU tests compare with). */
+     * that tests/gpu/fgattn.py mirrors keeps its layout). rope, kv_write, swiglu and add above
+     * are the CPU backend's unfused twins, which the GPU tests compare the fused kernels with;
+     * the forward pass does not call them and the CUDA table leaves them NULL. */
     /* x (n, out_dim) += h (n, in_dim) · wᵀ: a projection added to the residual stream */
     void (*matmul_add)(void *ctx, void *x, const void *h, const void *w, int n, int in_dim,
                        int out_dim);
