@@ -475,18 +475,26 @@ static void lt_matmul(struct cuda_ctx *c, void *out, cudaDataType_t out_type, co
 /* Decode-sized products (a few rows) stream the weights through gemv.cu, which reaches more of
  * the memory bandwidth than cuBLASLt at one row and fuses the residual add and SwiGLU; 1 when it
  * took the product (launched or failed: failures stick in the context). */
+static int try_gemv_norm(struct cuda_ctx *c, void *y, int y_f32, const void *x, const void *gamma,
+                         float eps, const void *w, int n, int in_dim, int out_dim, int epilogue)
+{
+    if (!c->use_gemv || !fg_gemv_supported(n, in_dim, out_dim) ||
+        (((uintptr_t)y | (uintptr_t)x | (uintptr_t)gamma | (uintptr_t)w) & 15))
+        return 0;
+    if (c->error[0]) return 1;
+    int e = gamma ? fg_gemv_norm(y, y_f32, x, gamma, eps, NULL, w, n, in_dim, out_dim, epilogue,
+                                 c->stream)
+                  : fg_gemv(y, y_f32, x, w, n, in_dim, out_dim, epilogue, c->stream);
+    if (e != 0)
+        ctx_fail(c, "gemv%s %d x %d x %d: %s", gamma ? "_norm" : "", n, in_dim, out_dim,
+                 cudaGetErrorString((cudaError_t)e));
+    return 1;
+}
+
 static int try_gemv(struct cuda_ctx *c, void *y, int y_f32, const void *x, const void *w, int n,
                     int in_dim, int out_dim, int epilogue)
 {
-    if (!c->use_gemv || !fg_gemv_supported(n, in_dim, out_dim) ||
-        (((uintptr_t)y | (uintptr_t)x | (uintptr_t)w) & 15))
-        return 0;
-    if (c->error[0]) return 1;
-    int e = fg_gemv(y, y_f32, x, w, n, in_dim, out_dim, epilogue, c->stream);
-    if (e != 0)
-        ctx_fail(c, "gemv %d x %d x %d: %s", n, in_dim, out_dim,
-                 cudaGetErrorString((cudaError_t)e));
-    return 1;
+    return try_gemv_norm(c, y, y_f32, x, NULL, 0.0f, w, n, in_dim, out_dim, epilogue);
 }
 
 static void cu_matmul(void *ctx, void *out, const void *x, const void *w, int n, int in_dim,
@@ -529,18 +537,10 @@ static void cu_norm_matmul(void *ctx, void *out, void *h, const void *x, const v
                            float eps, const void *w, int n, int in_dim, int out_dim, int swiglu,
                            void *scratch)
 {
-    struct cuda_ctx *c = (struct cuda_ctx *)ctx;
     /* decode sizes: the norm runs inside the GEMV (each block scales its x chunks), h unwritten */
-    if (c->use_gemv && fg_gemv_supported(n, in_dim, out_dim) &&
-        !(((uintptr_t)out | (uintptr_t)x | (uintptr_t)norm_w | (uintptr_t)w) & 15)) {
-        if (c->error[0]) return;
-        int e = fg_gemv_norm(out, 0, x, norm_w, eps, NULL, w, n, in_dim, out_dim,
-                             swiglu ? FG_GEMV_SWIGLU : FG_GEMV_STORE, c->stream);
-        if (e != 0)
-            ctx_fail(c, "gemv_norm %d x %d x %d: %s", n, in_dim, out_dim,
-                     cudaGetErrorString((cudaError_t)e));
+    if (try_gemv_norm((struct cuda_ctx *)ctx, out, 0, x, norm_w, eps, w, n, in_dim, out_dim,
+                      swiglu ? FG_GEMV_SWIGLU : FG_GEMV_STORE))
         return;
-    }
     cu_rmsnorm(ctx, h, x, norm_w, n, in_dim, eps);
     if (swiglu)
         cu_matmul_swiglu(ctx, out, h, w, n, in_dim, out_dim, scratch);
