@@ -10,9 +10,11 @@ CUDNN_ATTENTION.
 Decode: one query token per sequence, 32 query heads over 8 KV heads, hdim 128, bf16, batch
 1 … 64, context 1k … 32k, K/V in scattered pages of 64; GB/s = K+V bytes read once / time,
 next to the device-to-device copy ceiling measured in the same run (bytes read + written) and
-torch SDPA's two backends on the same shape. Each decode row also times the floor of the method
-itself: a read-only pass over the same bytes (Triton; plain and with an L2 evict-first hint) and
-a torch copy of them, and one trivial launch, all under the same L2-flushed do_bench.
+torch SDPA's two backends on the same shape. Decode is timed as the engine runs it: a CUDA graph
+of L calls, each on its own layer's K/V (L = 32 like Llama-3-8B's layers, fewer where 32 layers
+would not fit in 40 GB), time per call = replay / L; the same for both torch backends (captured
+in torch graphs) and for the floor of the method, a read-only Triton pass over the same bytes.
+The old single-launch times (do_bench, L2 flushed) are kept as extra columns.
 
 Times: triton.testing.do_bench (median, L2 flushed between calls). Prints a markdown table
 last; FG_BENCH_QUICK=1 runs a reduced sweep.
@@ -148,83 +150,230 @@ def _floor_read_kernel(x_ptr, out_ptr, n, BLOCK: tl.constexpr, EVICT_FIRST: tl.c
     tl.store(out_ptr + tl.program_id(0), tl.sum(v, axis=0))
 
 
-def decode_floors(nbytes):
-    """What the timing method itself costs for a call that reads nbytes (METHOD.md's floor), timed
-    exactly as the kernels are (do_bench, L2 flushed): a read-only pass over nbytes of random data,
-    plain and with an L2 evict-first hint, and a torch copy of nbytes (reads + writes nbytes).
-    Microseconds; None where Triton fails (the error goes to stdout)."""
-    block = 8192
-    x = torch.randint(-2**31, 2**31 - 1, (nbytes // 4,), dtype=torch.int32, device="cuda")
-    out = torch.empty(triton.cdiv(x.numel(), block), dtype=torch.int32, device="cuda")
-    res = {}
-    for ef in (False, True):
-        try:
-            grid = (out.numel(),)
-            _floor_read_kernel[grid](x, out, x.numel(), BLOCK=block, EVICT_FIRST=ef, num_warps=8)
-            res["read_ef" if ef else "read"] = 1e3 * bench(
-                lambda: _floor_read_kernel[grid](x, out, x.numel(), BLOCK=block, EVICT_FIRST=ef,
-                                                 num_warps=8))
-        except Exception as e:  # noqa: BLE001 -- a floor is a note, not a result
-            print(f"decode floor read (evict_first={ef}) failed: {str(e).splitlines()[0][:80]}")
-            res["read_ef" if ef else "read"] = None
-    y = torch.empty_like(x)
-    res["copy"] = 1e3 * bench(lambda: y.copy_(x))
-    del x, y, out
-    return res
+# ---- decode ---------------------------------------------------------------------------------
+# Shape: Llama-3-8B's attention (32 query heads over 8 KV heads, hdim 128, bf16), pages of 64.
+DEC_H, DEC_HKV, DEC_HD, DEC_PAGE = 32, 8, 128, 64
+# Calls per graph replay L: like the 32 layers of Llama-3-8B, each on its own K/V, with the
+# layers' bytes together between 400 MB and 40 GB (what the 80 GB card holds beside the rest):
+# L = min(32, 40 GB / bytes), at least 2. Only batch 1 at 1k falls under 400 MB (32 × 4 MB).
+DEC_L_MAX, DEC_BYTES_MAX = 32, 40e9
+DEC_FLOOR_BLOCK = 8192  # int32 per program of the read-only floor pass
+
+
+class DecodeLayer:
+    """One layer's decode inputs: batch sequences of ctx cached tokens in randomly scattered pages
+    of one pool, one new query token each. K and V are the two halves of one buffer kv
+    (2, n_pages, page, Hkv, D), so the floor pass reads both in one launch. Random values from the
+    device RNG (never zeros); q (B, H, D), out (B, H, D)."""
+
+    def __init__(self, bsz, ctx, gen, q_start, kv_len, q_start_h, kv_len_h):
+        n_pages = bsz * ctx // DEC_PAGE
+        self.bsz, self.ctx = bsz, ctx
+        self.kv = torch.randn(2, n_pages, DEC_PAGE, DEC_HKV, DEC_HD, dtype=torch.bfloat16,
+                              device="cuda")
+        self.bt_h = torch.randperm(n_pages, generator=gen).to(torch.int32).view(bsz, -1)
+        self.bt = self.bt_h.cuda()
+        self.q = torch.randn(bsz, DEC_H, DEC_HD, dtype=torch.bfloat16, device="cuda")
+        self.out = torch.full_like(self.q, float("nan"))
+        self.q_start, self.kv_len, self.q_start_h, self.kv_len_h = q_start, kv_len, q_start_h, kv_len_h
+        self.floor_out = torch.empty(triton.cdiv(self.kv.numel() // 2, DEC_FLOOR_BLOCK),
+                                     dtype=torch.int32, device="cuda")
+
+    def args(self, ws, n_splits=0):
+        """attn_args for our decode on the current stream (read at call time: graph capture runs
+        on a side stream)."""
+        p = fa.ptr
+        b = fa.AttnBatch(self.bsz, p(self.q_start), p(self.kv_len), p(self.bt), self.bt.shape[1],
+                         DEC_PAGE, DEC_H, DEC_HKV, DEC_HD, 1.0 / DEC_HD ** 0.5, 0, 1, self.ctx,
+                         p(self.q_start_h), p(self.kv_len_h))
+        return fa.AttnArgs(fa.ATTN_DTYPE[torch.bfloat16], p(self.out), p(self.q), p(self.kv[0]),
+                           p(self.kv[1]), None, b, p(ws), ws.numel() * ws.element_size(),
+                           C.c_void_p(torch.cuda.current_stream().cuda_stream), fa.KIND_AUTO,
+                           n_splits)
+
+    def torch_qkv(self):
+        """q (B, H, 1, D) and K, V (B, Hkv, ctx, D) for torch SDPA: views of the same pools in page
+        order (torch takes no page table; same bytes, and the (B, S, H, D) memory layout that the
+        FA2 and cuDNN backends read natively)."""
+        q = self.q.view(self.bsz, 1, DEC_H, DEC_HD).transpose(1, 2)
+        k, v = (self.kv[i].view(self.bsz, self.ctx, DEC_HKV, DEC_HD).transpose(1, 2) for i in (0, 1))
+        return q, k, v
+
+    def gathered(self, i):
+        """K (i = 0) or V (i = 1) of every sequence through the page table, (B, Hkv, ctx, D)."""
+        return self.kv[i][self.bt.long()].view(self.bsz, self.ctx, DEC_HKV, DEC_HD).transpose(1, 2)
+
+    def floor(self, ef=False):
+        """Read-only pass over this layer's K and V (METHOD.md's floor of the bytes)."""
+        x = self.kv.view(torch.int32).view(-1)
+        _floor_read_kernel[(self.floor_out.numel(),)](x, self.floor_out, x.numel(),
+                                                      BLOCK=DEC_FLOOR_BLOCK, EVICT_FIRST=ef,
+                                                      num_warps=8)
+
+
+class GraphTimer:
+    """Times a list of calls (one per layer) as one CUDA graph replay: µs per call = median replay
+    time / L over the replays, events around each replay. Before each replay a read-only pass over
+    a 256 MB scratch buffer leaves the L2 holding clean lines of nothing the calls read (unlike
+    do_bench's zero_() it leaves no dirty lines to write back inside the timed region) and keeps
+    the GPU busy while the host submits the replay, so no launch gap is timed."""
+
+    def __init__(self):
+        self.scratch = torch.randint(0, 1 << 20, (64 << 20,), dtype=torch.int32, device="cuda")
+
+    def time(self, calls, target_s=0.3):
+        """µs per call, or raises what capture raised."""
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm-up off the capture (workspaces, autotuning)
+            for f in calls:
+                f()
+        torch.cuda.current_stream().wait_stream(side)
+        torch.cuda.synchronize()
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g, capture_error_mode="relaxed"):
+            for f in calls:
+                f()
+        g.replay()
+        torch.cuda.synchronize()
+        ev = [torch.cuda.Event(enable_timing=True) for _ in range(2)]
+        self.scratch.sum()
+        ev[0].record()
+        g.replay()
+        ev[1].record()
+        torch.cuda.synchronize()
+        n_rep = max(5, min(40, int(target_s * 1e3 / max(ev[0].elapsed_time(ev[1]), 1e-3))))
+        evs = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+               for _ in range(n_rep)]
+        for a, b in evs:
+            self.scratch.sum()
+            a.record()
+            g.replay()
+            b.record()
+        torch.cuda.synchronize()
+        ts = sorted(a.elapsed_time(b) for a, b in evs)
+        del g
+        return 1e3 * ts[len(ts) // 2] / len(calls)
+
+
+def decode_split_candidates(bsz, ctx, chosen):
+    """Split counts timed beside the heuristic's choice: the usual divisors and the counts that
+    fill one wave of 2 blocks per SM, up to 4 waves and parts of ≥ 128 keys."""
+    base = bsz * DEC_HKV
+    wave = 2 * torch.cuda.get_device_properties(0).multi_processor_count
+    cands = {1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, wave // base, 2 * wave // base, chosen}
+    return sorted(n for n in cands if 1 <= n <= max(1, ctx // 128) and base * n <= 4 * wave)
 
 
 def decode_sweep(lib, ceiling):
+    """Every decode point timed two ways: a CUDA graph of L calls on L layers' K/V (the columns
+    that count: the engine runs decode attention once per layer inside a graph) and the old single
+    launch under do_bench (L2 flushed; kept for comparison with runs ≤ 6). FG_ATTN_LIB_B=path adds
+    a second build of the kernels (e.g. the previous commit) timed the same way;
+    FG_DECODE_SWEEP=0 skips the other split counts."""
     rows = []
-    h, hkv, hd = 32, 8, 128
     batches = [1, 8, 64] if QUICK else [1, 8, 32, 64]
     ctxs = [1024, 16384] if QUICK else [1024, 4096, 16384, 32768]
+    lib_b = fa.load(os.environ["FG_ATTN_LIB_B"]) if os.environ.get("FG_ATTN_LIB_B") else None
+    sweep = os.environ.get("FG_DECODE_SWEEP", "1") != "0"
     gen = torch.Generator().manual_seed(1)  # page order only; values come from the device RNG
+    gt = GraphTimer()
     tiny = torch.empty(1, device="cuda")
-    empty_us = 1e3 * bench(lambda: tiny.zero_())  # one launch of a trivial kernel
-    print(f"decode floor: one trivial launch {empty_us:.1f} us (do_bench, L2 flushed)", flush=True)
+    empty_graph = gt.time([lambda: tiny.zero_()] * DEC_L_MAX)
+    empty_single = 1e3 * bench(lambda: tiny.zero_())
+    print(f"decode floor: one trivial launch {empty_graph:.2f} us per call in a graph of "
+          f"{DEC_L_MAX}, {empty_single:.1f} us single (do_bench, L2 flushed)", flush=True)
     for bsz in batches:
         for ctx in ctxs:
-            pb = fa.PagedBatch([1] * bsz, [ctx] * bsz, h, hkv, hd, 64, False, torch.bfloat16,
-                               page_gen=gen)
-            out = torch.empty_like(pb.q)
-            args = pb.args(out)
-            ws = fa.workspace_for(lib, args)
-            args = pb.args(out, workspace=ws)
-            splits = lib.decode_attn_splits(C.byref(args))
-            fa.launch(lib, args)
-            ms = bench(lambda: fa.launch(lib, args))
-            nbytes = bsz * ctx * hkv * hd * 2 * 2
-            q = pb.q.view(bsz, 1, h, hd).transpose(1, 2)
-            k = torch.stack(pb.k_seq).transpose(1, 2)
-            v = torch.stack(pb.v_seq).transpose(1, 2)
+            nbytes = bsz * ctx * DEC_HKV * DEC_HD * 2 * 2
+            L = max(2, min(DEC_L_MAX, int(DEC_BYTES_MAX // nbytes)))
+            q_start_h = torch.arange(bsz + 1, dtype=torch.int32)
+            kv_len_h = torch.full((bsz,), ctx, dtype=torch.int32)
+            q_start, kv_len = q_start_h.cuda(), kv_len_h.cuda()
+            layers = [DecodeLayer(bsz, ctx, gen, q_start, kv_len, q_start_h, kv_len_h)
+                      for _ in range(L)]
+            l0 = layers[0]
+            dummy = torch.zeros(4, device="cuda")
+            splits = lib.decode_attn_splits(C.byref(l0.args(dummy)))
+            cands = decode_split_candidates(bsz, ctx, splits) if sweep else [splits]
+            ws_bytes = max(lib.attn_workspace_bytes(C.byref(l0.args(dummy, n))) for n in cands)
+            ws = torch.zeros(ws_bytes // 4 + 1, dtype=torch.float32, device="cuda")
+            gb = lambda us: nbytes / us / 1e3 if us else None  # noqa: E731
+
+            # ours: correctness at the benchmark shape (layer 0, fp32 SDPA on the gathered K/V),
+            # then the graph and single-launch times
+            fa.launch(lib, l0.args(ws))
+            torch.cuda.synchronize()
             err = float("nan")
-            if nbytes <= 1e9:  # fp32 reference on upcast inputs, where memory allows
-                ref = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), enable_gqa=True)
-                err = float((out.view(bsz, 1, h, hd).transpose(1, 2).float() - ref).norm()
-                            / ref.norm())
+            if nbytes <= 1e9:
+                q, _, _ = l0.torch_qkv()
+                ref = F.scaled_dot_product_attention(q.float(), l0.gathered(0).float(),
+                                                     l0.gathered(1).float(), enable_gqa=True)
+                err = float((l0.out.view(bsz, 1, DEC_H, DEC_HD).transpose(1, 2).float() - ref)
+                            .norm() / ref.norm())
                 del ref
-            ms_fa2, n_fa2 = sdpa_time(SDPBackend.FLASH_ATTENTION, q, k, v, False)
-            ms_cud, n_cud = sdpa_time(SDPBackend.CUDNN_ATTENTION, q, k, v, False)
-            gb = lambda ms: nbytes / ms / 1e6 if ms else None  # noqa: E731
             alt = {}
-            if bsz <= 8:  # how the split heuristic fares against other split counts
-                for f in (0.5, 2, 4):
-                    n = max(1, int(splits * f))
-                    a2 = pb.args(out, n_splits=n)
-                    ws2 = fa.workspace_for(lib, a2)
-                    a2 = pb.args(out, n_splits=n, workspace=ws2)
-                    alt[n] = round(nbytes / bench(lambda: fa.launch(lib, a2)) / 1e6)
-            fl = decode_floors(nbytes)
-            rows.append(dict(batch=bsz, ctx=ctx, splits=splits, alt=alt, mb=nbytes / 1e6, us=ms * 1e3,
-                             ours=gb(ms), pct=gb(ms) / ceiling * 100, fa2=gb(ms_fa2),
-                             cudnn=gb(ms_cud), err=err, floor=fl, empty=empty_us,
-                             note="; ".join(x for x in (n_fa2, n_cud) if x) +
-                             (f"other splits→GB/s {alt}" if alt else "")))
+            for n in cands:
+                alt[n] = gt.time([lambda x=x, n=n: fa.launch(lib, x.args(ws, n)) for x in layers])
+            us = alt[splits]
+            ws_left = int((ws != 0).sum())  # the kernel's contract, after every replay
+            alt_b = {}
+            if lib_b is not None:
+                ws_b = torch.zeros_like(ws)
+                for n in (cands if sweep else [splits]):
+                    alt_b[n] = gt.time([lambda x=x, n=n: fa.launch(lib_b, x.args(ws_b, n))
+                                        for x in layers])
+            args0 = l0.args(ws)  # built once: do_bench times the launch, not the ctypes setup
+            single = {"ours": 1e3 * bench(lambda: fa.launch(lib, args0))}
+
+            # peers: torch SDPA on each layer's pools, graph-captured where the backend allows
+            peer, notes = {}, []
+            for key, backend in (("fa2", SDPBackend.FLASH_ATTENTION),
+                                 ("cudnn", SDPBackend.CUDNN_ATTENTION)):
+                qkv = [x.torch_qkv() for x in layers]
+                with sdpa_kernel([backend]):
+                    fns = [lambda t=t: F.scaled_dot_product_attention(*t, enable_gqa=True)
+                           for t in qkv]
+                    try:
+                        peer[key] = gt.time(fns)
+                    except Exception as e:  # noqa: BLE001 -- a refusal is a note, not a result
+                        torch.cuda.synchronize()
+                        why = str(e).splitlines()[0][:60]
+                        peer[key] = None
+                        notes.append(f"{key}: no graph ({why}), single launch only")
+                ms, why = sdpa_time(backend, *qkv[0], False)
+                single[key] = ms * 1e3 if ms else None
+                if why:
+                    notes.append(f"{key} single: {why}")
+                del qkv
+            floor = {}
+            for ef in (False, True):
+                try:
+                    floor["read_ef" if ef else "read"] = gt.time(
+                        [lambda x=x, ef=ef: x.floor(ef) for x in layers])
+                except Exception as e:  # noqa: BLE001
+                    print(f"decode floor (evict_first={ef}) failed: {str(e).splitlines()[0][:80]}")
+            single["floor"] = 1e3 * bench(lambda: l0.floor(False))
+
+            if ws_left:
+                notes.append(f"WORKSPACE NOT ZEROED ({ws_left} words)")
+            rows.append(dict(batch=bsz, ctx=ctx, L=L, splits=splits, mb=nbytes / 1e6, us=us,
+                             ours=gb(us), pct=gb(us) / ceiling * 100,
+                             fa2=gb(peer["fa2"]), cudnn=gb(peer["cudnn"]),
+                             floor=gb(floor.get("read")), floor_ef=gb(floor.get("read_ef")),
+                             single={k: gb(v) for k, v in single.items()},
+                             alt={n: round(gb(t)) for n, t in alt.items()},
+                             alt_b={n: round(gb(t)) for n, t in alt_b.items()},
+                             err=err, empty=empty_graph, note="; ".join(notes)))
             r = rows[-1]
-            print(f"decode b{bsz} ctx{ctx}: ours {r['us']:.1f} us {r['ours']:.0f} GB/s "
-                  f"({r['pct']:.0f}% of copy) fa2 {r['fa2'] or 0:.0f} cudnn {r['cudnn'] or 0:.0f} "
-                  f"splits {splits} err {err:.1e} floors us {fmt_floor(fl)} {r['note']}", flush=True)
-            del pb, q, k, v, out
+            print(f"decode b{bsz} ctx{ctx} L{L}: ours {us:.2f} us {r['ours']:.0f} GB/s "
+                  f"({r['pct']:.0f}% of copy) fa2 {fmt(r['fa2'])} cudnn {fmt(r['cudnn'])} "
+                  f"floor read {fmt(r['floor'])} / ef {fmt(r['floor_ef'])} GB/s; splits {splits} "
+                  f"err {err:.1e}; graph-timed splits→GB/s {r['alt']}"
+                  + (f"; lib B {r['alt_b']}" if alt_b else "")
+                  + f"; single-launch GB/s {fmt_single(r['single'])} {r['note']}", flush=True)
+            del layers, l0, ws
+            torch.cuda.empty_cache()
     return rows
 
 
@@ -232,9 +381,9 @@ def fmt(x, d=0):
     return "—" if x is None else f"{x:.{d}f}"
 
 
-def fmt_floor(fl):
-    """read / read evict-first / copy floor in µs."""
-    return " / ".join(fmt(fl.get(k), 1) for k in ("read", "read_ef", "copy"))
+def fmt_single(s):
+    """ours / FA2 / cuDNN / read floor, GB/s under single-launch do_bench."""
+    return " / ".join(fmt(s.get(k)) for k in ("ours", "fa2", "cudnn", "floor"))
 
 
 def main():
@@ -265,16 +414,23 @@ def main():
               f"{fmt(ra, 2)} | {fmt(rb, 2)} | {fmt(rc, 2)} | {r['err']:.1e} | {r['note']} |")
     print()
     if dec:
-        print(f"Decode floors (same timing): one trivial launch {dec[0]['empty']:.1f} µs; per row "
-              "a read-only pass over the same bytes, plain / L2 evict-first, and a copy of them.")
+        print(f"Decode, graph-replay timing: µs per call = replay of L calls (each on its own K/V) / L; "
+              f"an empty launch costs {dec[0]['empty']:.2f} µs per call this way. Floor: a read-only "
+              "pass over the same bytes, plain / L2 evict-first, timed the same way. Single launch: "
+              "do_bench, L2 flushed (the method of runs ≤ 6).")
         print()
-    print("| batch | context | K+V MB | splits | ours µs | ours GB/s | % of copy | torch FA2 GB/s |"
-          " torch cuDNN GB/s | floor µs read / read-ef / copy | rel err | note |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| batch | context | K+V MB | L | splits | ours µs | ours GB/s | % of copy | torch FA2 GB/s |"
+          " torch cuDNN GB/s | floor GB/s read / read-ef | ours / floor | single launch GB/s ours /"
+          " FA2 / cuDNN / floor | rel err | note |" + (" lib B GB/s |" if dec and dec[0]["alt_b"] else ""))
+    print("| --- " * (16 if dec and dec[0]["alt_b"] else 15) + "|")
     for r in dec:
-        print(f"| {r['batch']} | {r['ctx']} | {r['mb']:.0f} | {r['splits']} | {r['us']:.1f} | "
-              f"{fmt(r['ours'])} | {fmt(r['pct'])} | {fmt(r['fa2'])} | {fmt(r['cudnn'])} | "
-              f"{fmt_floor(r['floor'])} | {r['err']:.1e} | {r['note']} |")
+        fl = max(x for x in (r["floor"], r["floor_ef"], 1e-9) if x)
+        lib_b = f" {fmt(r['alt_b'].get(r['splits']))} |" if r["alt_b"] else ""
+        print(f"| {r['batch']} | {r['ctx']} | {r['mb']:.0f} | {r['L']} | {r['splits']} | "
+              f"{r['us']:.1f} | {fmt(r['ours'])} | {fmt(r['pct'])} | {fmt(r['fa2'])} | "
+              f"{fmt(r['cudnn'])} | {fmt(r['floor'])} / {fmt(r['floor_ef'])} | "
+              f"{r['ours'] / fl:.2f} | {fmt_single(r['single'])} | {r['err']:.1e} | {r['note']} |"
+              + lib_b)
     return 0
 
 

@@ -9,6 +9,7 @@ wrong index or a read past kv_len shows), poisons the output with NaN, and check
     dtype SDPA as the peer a user would compare with);
   - prefill LSE against attn_ref_lse (C, fp64 accumulation);
   - decode against attn_ref_decode_split, the C twin of its split + LSE merge, same split count;
+    also decode calls of different shapes in a row on one workspace;
   - kv_write (with and without fused RoPE) against cpu_ops rope + kv_write.
 Shapes: query/key lengths that are not multiples of the tiles (64/128 keys, 128 packed rows,
 16-key decode tiles), batch 1 and many, GQA ratios 1, 3, 4, 8, causal and not, head dims 64/128,
@@ -77,7 +78,9 @@ def c_twin(cpu, pb):
     return out, (q, kp, vp, b)
 
 
-def run_case(lib, cpu, name, pb, kind, n_splits=0, want_kind=None, variant_name=None):
+def run_case(lib, cpu, name, pb, kind, n_splits=0, want_kind=None, variant_name=None, ws=None):
+    """One launch against its twins. ws: the workspace to use (default: one sized for this shape
+    and split count)."""
     out = torch.full_like(pb.q, float("nan"))
     lse = torch.full((pb.n_q_total, pb.n_heads), float("nan"), device="cuda")
     args = pb.args(out, lse, kind=kind, n_splits=n_splits)
@@ -85,10 +88,8 @@ def run_case(lib, cpu, name, pb, kind, n_splits=0, want_kind=None, variant_name=
     if variant is None:
         raise RuntimeError(f"{name}: unsupported")
     variant = variant_name or variant.decode()
-    ws = fa.workspace_for(lib, args)
-    if kind == fa.KIND_DECODE and n_splits > 0:
-        ws = torch.empty(n_splits * pb.n_q_total * pb.n_heads * (pb.head_dim + 1) + 16,
-                         dtype=torch.float32, device="cuda")
+    if ws is None:
+        ws = fa.workspace_for(lib, args)  # sized for n_splits when forced
     args = pb.args(out, lse, kind=kind, n_splits=n_splits, workspace=ws)
     fa.launch(lib, args, variant_name)
     torch.cuda.synchronize()
@@ -205,6 +206,20 @@ def main():
                         results.append(run_case(lib, cpu, f"decode hd{hd} G{g} nq{nq} bs{bs} "
                                                 f"split{splits} {str(dt)[6:]}", pb, fa.KIND_AUTO,
                                                 n_splits=splits, want_kind="decode"))
+    # decode calls of different shapes in a row on one workspace (the engine shares one across
+    # layers and steps): nothing one call leaves there may change the next, whatever the layouts
+    ws = torch.zeros(1 << 20, dtype=torch.float32, device="cuda")
+    seq = [("b1 G4 ctx5000 split32", [1], [5000], 4, 128, 32),
+           ("b7 G3 varlen split2", [1] * 7, None, 3, 128, 2),
+           ("b3 nq2 G8 hd64 causal split0", [2] * 3, None, 8, 64, 0),
+           ("b1 G4 ctx5000 split32 again", [1], [5000], 4, 128, 32)]
+    for name, ql, kl, g, hd, splits in seq:
+        if kl is None:
+            kl = [int(x) for x in torch.randint(2, 4000, (len(ql),), generator=gen)]
+        causal = 1 if max(ql) > 1 else 0
+        pb = fa.PagedBatch(ql, kl, n_kv * g, n_kv, hd, 16, causal, torch.bfloat16, gen=gen)
+        results.append(run_case(lib, cpu, f"decode in a row: {name}", pb, fa.KIND_DECODE,
+                                n_splits=splits, want_kind="decode", ws=ws))
     for dtype in (torch.bfloat16, torch.float16):
         for rope in (0, 1):
             results.append(check_kv_write(lib, cpu, gen, dtype, 37, 12, 4, 128, 16, rope))
