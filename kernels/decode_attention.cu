@@ -17,7 +17,9 @@
  * DECODE_EVICT_FIRST_MAX_MB of K/V load it with an L2 evict-first policy (read once). The
  * workspace holds only the partials: it needs no initialisation and nothing in it outlives a
  * launch. Split count: decode_attn_splits(); every choice here is measured in
- * bench/results/decode2_h100_2026-11-23.log.
+ * bench/results/decode2_h100_2026-11-23.log and, as CUDA graph replays like the engine's,
+ * decode3_h100_2026-11-23.log (which also holds the rejected one-kernel variant: the last block
+ * of each group merging it after an atomic count, 0.5–6.6 µs per call slower).
  */
 #include <cuda_runtime.h>
 #include <stdio.h>
@@ -31,6 +33,7 @@
 #define DECODE_MIN_KEYS 128
 #define DECODE_MAX_SPLITS 128
 #define DECODE_MERGE_NT 128 /* merge threads per (query row, head) */
+#define DECODE_MERGE_U 8     /* partials each merge thread loads at once (one L2 round trip) */
 #define DECODE_BLOCKS_PER_SM 2 /* what the ~100 KB of shared memory per block allows */
 /* K/V loads carry an L2 evict-first policy when the call reads at most this many bytes of K/V.
  * Measured (bench/results/decode2_h100_2026-11-23.log, run 1): evict-first saved 1–4 µs per call
@@ -39,9 +42,11 @@
 #ifndef DECODE_EVICT_FIRST_MAX_MB
 #define DECODE_EVICT_FIRST_MAX_MB 256
 #endif
-/* Calls up to this size take the fewest-parts split count (decode_attn_splits): measured better
- * up to 268 MB, worse from 537 MB. */
-#define DECODE_FEW_SPLITS_MAX_MB 384
+/* Calls up to this size take the fewest-parts split count (decode_attn_splits). Timed as CUDA
+ * graph replays (kernels/BENCH.md run 7), filling the wave won from 64 MiB (batch 1 at 16k,
+ * batch 8 at 4k) and the fewest parts up to 34 MB (batch 1 at 1k/4k, batch 8 at 1k); the
+ * single-launch timing of run 6 had put the line at 384 MB. */
+#define DECODE_FEW_SPLITS_MAX_MB 48
 
 /* Programmatic dependent launch (sm_90): the split kernel lets the merge grid launch early; the
  * merge waits for the whole split grid (and its memory) before reading any partial. */
@@ -254,7 +259,7 @@ __global__ void __launch_bounds__(DECODE_NW * 32) decode_split_kernel(const attn
 template <typename T, int HD>
 __global__ void __launch_bounds__(DECODE_MERGE_NT) decode_merge_kernel(const attn_kparams p)
 {
-    constexpr int NT = DECODE_MERGE_NT, TPR = HD / 4, SPB = NT / TPR, U = 8;
+    constexpr int NT = DECODE_MERGE_NT, TPR = HD / 4, SPB = NT / TPR, U = DECODE_MERGE_U;
     __shared__ float s_m[SPB], s_l[SPB];
     __shared__ __align__(16) float s_o[SPB][HD];
     const int tid = threadIdx.x, r = tid / TPR, c = tid % TPR, n = p.n_splits;
@@ -374,12 +379,13 @@ extern "C" int decode_attn_splits(const struct attn_args *a)
     if (max_n < 1) return 1;
     /* Small calls: the fewest parts within 5% of the best busiest-SM load (every part adds merge
      * work; one block per SM streams nearly as fast as two when every SM has one), if that keeps
-     * ≥ 90% of the SMs busy. Large calls, or when it would not: fill the wave. Measured
-     * (bench/results/decode2_h100_2026-11-23.log, runs 1–2, GB/s): batch 1 at 4k–32k 16 parts
-     * 957–2213 vs 33 parts 928–2201; batch 8 at 1k/4k 2 parts 1411/2203 vs 4 parts 1385/2189, but
-     * at 16k/32k (537 MB and more) 4 parts 2716/2841 vs 2 parts 2615/2705; batch 12 at 4k 1 part
-     * (96 SMs busy) 1974 vs 2 parts 2183; batch 16 at 4k (268 MB) 1 part 2523 vs 2 parts 2436;
-     * 3 parts of batch 8 (busiest SMs with 2 blocks, others 1) lost 10%. */
+     * ≥ 90% of the SMs busy. Larger calls, or when it would not: fill the wave. Measured as CUDA
+     * graph replays of 32 calls (bench/results/decode3_h100_2026-11-23.log, run 2, GB/s):
+     * batch 1 at 4k 16 parts 1341 vs 32 parts 1270; at 16k/32k 33 parts 2284/2559 vs 16 parts
+     * 2223/2516; batch 8 at 1k 2 parts 1807 vs 4 parts 1832; at 4k 4 parts 2629 vs 2 parts 2465.
+     * Earlier, single-launch: batch 12 at 4k 1 part (96 SMs busy) 1974 vs 2 parts 2183; 3 parts
+     * of batch 8 (busiest SMs with 2 blocks, others 1) lost 10%; batch 16 at 4k (268 MB) 1 part
+     * 2523 vs 2 parts 2436 (it now takes 2: not yet timed as graph replays). */
     double best = 1e30;
     for (long n = 1; n <= max_n; n++)
         if (decode_sm_load(base, n, n_sm) < best) best = decode_sm_load(base, n, n_sm);
@@ -387,8 +393,17 @@ extern "C" int decode_attn_splits(const struct attn_args *a)
     for (long n = max_n; n >= 1; n--)
         if (decode_sm_load(base, n, n_sm) <= best * 1.05) fewest = n;
     bool small = decode_kv_bytes(a) <= (size_t)DECODE_FEW_SPLITS_MAX_MB << 20;
-    if (small && base * fewest * 10 >= 9L * n_sm) return (int)fewest;
-    return (int)max_n;
+    long n = small && base * fewest * 10 >= 9L * n_sm ? fewest : max_n;
+    /* The merge takes SPB · U parts per dependent L2 round trip (decode_merge_kernel): a count
+     * just past a multiple of that pays a whole round for a few parts, so round down when it
+     * costs at most 5% of the busiest SM's load. Measured (same log, run 2): batch 1 at 16k/32k
+     * 32 parts 2300/2635 GB/s vs 33 parts 2284/2559. */
+    long per_round = (long)(DECODE_MERGE_NT / (a->b.head_dim / 4)) * DECODE_MERGE_U;
+    long down = n / per_round * per_round;
+    if (down >= 1 && down < n &&
+        decode_sm_load(base, down, n_sm) <= decode_sm_load(base, n, n_sm) * 1.05)
+        n = down;
+    return (int)n;
 }
 
 static size_t decode_q_total(const struct attn_args *a)
