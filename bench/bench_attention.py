@@ -67,14 +67,14 @@ def copy_ceiling():
     return 2 * n / ms / 1e6  # GB/s
 
 
-# Prefill variants timed beside the selector's choice: the Hopper (wgmma) tilings of
-# kernels/attention_hopper.cu (the mma.sync kernels were timed in BENCH.md's run 3).
-# FG_PREFILL_VARIANTS (comma-separated names) replaces the list and the selector's choice: the
-# first name of each head dim is then "ours".
+# Prefill variants timed beside the selector's choice: the Hopper kernels (ws: warp-specialised,
+# kernels/attention_hopper_ws.cu; wg: all threads load, kernels/attention_hopper.cu; the mma.sync
+# kernels were timed in BENCH.md's run 3). FG_PREFILL_VARIANTS (comma-separated names) replaces
+# the list and the selector's choice: the first name of each head dim is then "ours".
 PREFILL_VARIANTS = {
-    64: ["prefill_bf16_hd64_wg128x64p", "prefill_bf16_hd64_wg128x64", "prefill_bf16_hd64_wg192x128",
-         "prefill_bf16_hd64_wg192x128p"],
-    128: ["prefill_bf16_hd128_wg192x80p", "prefill_bf16_hd128_wg192x64", "prefill_bf16_hd128_wg192x64p"],
+    64: ["prefill_bf16_hd64_ws128x128", "prefill_bf16_hd64_ws128x192", "prefill_bf16_hd64_wg128x64p"],
+    128: ["prefill_bf16_hd128_ws128x128", "prefill_bf16_hd128_ws128x128n",
+          "prefill_bf16_hd128_wg192x80p"],
 }
 if os.environ.get("FG_PREFILL_VARIANTS"):
     _names = os.environ["FG_PREFILL_VARIANTS"].split(",")

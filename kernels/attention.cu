@@ -40,12 +40,10 @@ __global__ void __launch_bounds__(NW * 32, MINB) attn_prefill_kernel(const attn_
     T *sV = sK + BN * HD;
 
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-    const int s = blockIdx.z, kvh = blockIdx.y, G = p.group;
-    const int q0 = p.q_start[s], nq = p.q_start[s + 1] - q0, rows = nq * G;
-    const int r0 = (gridDim.x - 1 - blockIdx.x) * BM;
-    if (r0 >= rows) return;
-    const int kvlen = p.kv_len[s], pos0 = kvlen - nq;
-    const int *bt = p.block_table + (size_t)s * p.max_pages;
+    attn_tile w;
+    if (!attn_tile_at(w, p, blockIdx.z, blockIdx.y, (gridDim.x - 1 - blockIdx.x) * BM, BM)) return;
+    const int kvh = w.kvh, kvlen = w.kvlen, rows = w.rows, r0 = w.r0;
+    const int *bt = w.bt;
     const T *qg = static_cast<const T *>(p.q);
     const T *kp = static_cast<const T *>(p.k);
     const T *vp = static_cast<const T *>(p.v);
@@ -59,24 +57,20 @@ __global__ void __launch_bounds__(NW * 32, MINB) attn_prefill_kernel(const attn_
             int c = tid + i * NT, row = c / CPR, ch = c % CPR, gr = r0 + row;
             bool valid = gr < rows;
             const T *src = qg;
-            if (valid) src = qg + ((size_t)(q0 + gr / G) * p.n_heads + kvh * G + gr % G) * HD + ch * 8;
+            if (valid) src = qg + w.qrow(p, gr) * HD + ch * 8;
             cp_async16(qb + 2u * (uint32_t)swz<HD>(row, ch * 8), src, valid);
         }
     }
 
-    int kv_end = kvlen;
-    if (p.causal) kv_end = min(kvlen, pos0 + (min(r0 + BM, rows) - 1) / G + 1);
-    const int n_tiles = kv_end > 0 ? (kv_end + BN - 1) / BN : 0;
+    const int n_tiles = w.kv_end > 0 ? (w.kv_end + BN - 1) / BN : 0;
     /* Row limits: keys ≥ lim are masked for this thread's rows (g, g + 8 of each m-tile). */
     const int g = lane >> 2, t = lane & 3;
     const int wrow = warp * 16 * R; /* the warp's first row in the tile */
     int lim[2 * R];
 #pragma unroll
-    for (int i = 0; i < 2 * R; i++) {
-        int gr = r0 + wrow + (i >> 1) * 16 + (i & 1) * 8 + g;
-        lim[i] = p.causal ? min(kvlen, pos0 + gr / G + 1) : kvlen;
-    }
-    const int min_lim = p.causal ? min(kvlen, pos0 + r0 / G + 1) : kvlen;
+    for (int i = 0; i < 2 * R; i++)
+        lim[i] = w.key_limit(p, r0 + wrow + (i >> 1) * 16 + (i & 1) * 8 + g);
+    const int min_lim = w.key_limit(p, r0);
 
     if (n_tiles > 0)
         load_kv_tile<T, HD, BN, NT>(sK, kp, bt, (n_tiles - 1) * BN, kvlen, p.page_size,
@@ -137,16 +131,16 @@ __global__ void __launch_bounds__(NW * 32, MINB) attn_prefill_kernel(const attn_
     for (int i = 0; i < 2 * R; i++) {
         int gr = r0 + wrow + (i >> 1) * 16 + (i & 1) * 8 + g;
         if (gr >= rows) continue;
-        int tok = gr / G, h = kvh * G + gr % G, r = i >> 1, c = (i & 1) * 2;
+        int r = i >> 1, c = (i & 1) * 2;
         float inv = l[i] > 0.f ? 1.f / l[i] : 0.f;
-        T *orow = out + ((size_t)(q0 + tok) * p.n_heads + h) * HD;
+        T *orow = out + w.qrow(p, gr) * HD;
 #pragma unroll
         for (int dt = 0; dt < HD / 8; dt++) {
             uint32_t v = attn_type<T>::pack(o[r][dt][c] * inv, o[r][dt][c + 1] * inv);
             *reinterpret_cast<uint32_t *>(orow + dt * 8 + 2 * t) = v;
         }
         if (p.lse && t == 0)
-            p.lse[(size_t)(q0 + tok) * p.n_heads + h] =
+            p.lse[w.qrow(p, gr)] =
                 l[i] > 0.f ? (m[i] + __log2f(l[i])) * 0.69314718056f : FG_NEG_INF;
     }
 }
@@ -212,26 +206,38 @@ struct attn_variant {
     int sm90a; /* 1: wgmma kernel, runs only where attn_hopper_available() */
 };
 
+/* bf16 hd 64 on sm_90: 192-key tiles from 2k query tokens, 128-key tiles below (kernels/BENCH.md,
+ * run 7: 128x192 is 4–8% ahead from 2k, 1–6% behind at 512–1k). */
+static int attn_hws_bf16_hd64(const struct attn_args *a, char *err, size_t errlen)
+{
+    return (a->b.max_q_len >= 2048 ? attn_hws_bf16_hd64_128x192 : attn_hws_bf16_hd64_128x128)(
+        a, err, errlen);
+}
+
 /* The selector takes the first entry that matches (kind, dtype, head_dim) and that the device
  * runs (sm90a entries need compute capability 9.0); later entries with the same key are
- * alternatives that attn_launch_variant() runs by name, for benchmarks. Order from the measured
- * table in kernels/BENCH.md. Names: prefill_<dtype>_hd<D>_wg<BM>x<BN>[p] for the Hopper kernel
- * (kernels/attention_hopper.cu), prefill_<dtype>_hd<D>[_<BM>x<BN>w<NW>] for mma.sync. */
+ * alternatives that attn_launch_variant() runs by name, for benchmarks and tests. Order from the
+ * measured table in kernels/BENCH.md. Names: prefill_<dtype>_hd<D>_ws[<BM>x<BN>[n]] for the
+ * warp-specialised Hopper kernel (kernels/attention_hopper_ws.cu; n: no ping-pong),
+ * prefill_<dtype>_hd<D>_wg<BM>x<BN>p for the all-threads-load one (kernels/attention_hopper.cu,
+ * also the former's fallback), prefill_<dtype>_hd<D>[_<BM>x<BN>w<NW>] for mma.sync. */
 #define PFH(TN, D, SUFFIX)                                                                         \
     {"prefill_" #TN "_hd" #D "_wg" #SUFFIX, ATTN_KIND_PREFILL,                                     \
      #TN[0] == 'b' ? ATTN_DTYPE_BF16 : ATTN_DTYPE_FP16, D, attn_hopper_##TN##_hd##D##_##SUFFIX, 1}
+#define PFW(TN, D, SUFFIX)                                                                         \
+    {"prefill_" #TN "_hd" #D "_ws" #SUFFIX, ATTN_KIND_PREFILL,                                     \
+     #TN[0] == 'b' ? ATTN_DTYPE_BF16 : ATTN_DTYPE_FP16, D, attn_hws_##TN##_hd##D##_##SUFFIX, 1}
 #define PF(T, TN, D, BN, NW, R, QREG, MINB, SUFFIX)                                               \
     {"prefill_" TN "_hd" #D SUFFIX, ATTN_KIND_PREFILL,                                            \
      sizeof(T) == 2 && TN[0] == 'b' ? ATTN_DTYPE_BF16 : ATTN_DTYPE_FP16, D,                         \
      prefill_launch<T, D, BN, NW, R, QREG, MINB>, 0}
 static const struct attn_variant attn_variants[] = {
-    /* Hopper defaults (bench/results/prefill2_h100_2026-11-23.log, run B): hd 128 → 3
-     * warpgroups × 64 rows, 80-key tiles; hd 64 → 2 warpgroups, 64-key tiles, ≤ 128 registers so
-     * 2 blocks share an SM. fp16 keeps the tilings its tests ran with (3 warpgroups). */
-    PFH(bf16, 128, 192x80p),
-    PFH(bf16, 64, 128x64p),
-    PFH(fp16, 128, 192x64p),
-    PFH(fp16, 64, 192x128p),
+    /* Hopper defaults (kernels/BENCH.md, run 7): the warp-specialised kernel, 2 consumer
+     * warpgroups × 64 rows, 128-key tiles (192 for bf16 hd 64 from 2k tokens). */
+    PFW(bf16, 128, 128x128),
+    {"prefill_bf16_hd64_ws", ATTN_KIND_PREFILL, ATTN_DTYPE_BF16, 64, attn_hws_bf16_hd64, 1},
+    PFW(fp16, 128, 128x128),
+    PFW(fp16, 64, 128x128),
     /* mma.sync, the default where the device is not sm_90: hd 64 → 128×64 tiles, 4 warps × 32
      * rows (K/V fragments feed 2 m-tiles, Q in registers); hd 128 → 256×64, 8 warps × 32 rows, Q
      * re-read from shared memory. */
@@ -240,19 +246,18 @@ static const struct attn_variant attn_variants[] = {
     PF(__half, "fp16", 64, 64, 4, 2, true, 1, ""),
     PF(__half, "fp16", 128, 64, 8, 2, false, 1, ""),
     /* alternatives, measured in BENCH.md */
+    PFW(bf16, 128, 128x128n),
+    PFW(bf16, 64, 128x128),
+    PFW(bf16, 64, 128x192),
+    PFH(bf16, 128, 192x80p),
+    PFH(bf16, 64, 128x64p),
+    PFH(fp16, 128, 192x64p),
+    PFH(fp16, 64, 192x128p),
     PF(__nv_bfloat16, "bf16", 64, 128, 8, 1, true, 1, "_128x128w8"),
     PF(__nv_bfloat16, "bf16", 64, 128, 4, 1, true, 2, "_64x128w4"),
     PF(__nv_bfloat16, "bf16", 128, 64, 8, 1, true, 1, "_128x64w8"),
     PF(__nv_bfloat16, "bf16", 128, 32, 4, 2, false, 2, "_128x32w4"),
     PF(__nv_bfloat16, "bf16", 128, 64, 4, 2, false, 1, "_128x64w4"),
-    PFH(bf16, 128, 192x64),
-    PFH(bf16, 128, 192x64p),
-    PFH(bf16, 128, 128x128),
-    PFH(bf16, 64, 128x64),
-    PFH(bf16, 64, 192x128),
-    PFH(bf16, 64, 192x128p),
-    PFH(fp16, 128, 128x128),
-    PFH(fp16, 64, 128x128),
     {"decode_bf16_hd64", ATTN_KIND_DECODE, ATTN_DTYPE_BF16, 64, decode_attn_launch, 0},
     {"decode_bf16_hd128", ATTN_KIND_DECODE, ATTN_DTYPE_BF16, 128, decode_attn_launch, 0},
     {"decode_fp16_hd64", ATTN_KIND_DECODE, ATTN_DTYPE_FP16, 64, decode_attn_launch, 0},

@@ -44,6 +44,42 @@ struct attn_kparams {
 
 #define FG_NEG_INF (-__int_as_float(0x7f800000))
 
+/* One block's share of a prefill launch: BM packed query rows from r0 of sequence s and KV head
+ * kvh. Packed row gr is query token gr / G of head kvh·G + gr % G (G = group), so the G heads of
+ * a group share each K/V tile. kv_end: keys past it are masked for every row of the tile. */
+struct attn_tile {
+    int s, kvh, r0, q0, rows, kvlen, pos0, kv_end;
+    const int *bt; /* the sequence's block-table row */
+
+    /* Packed row gr as a (token, head) row of q, out and lse. */
+    __device__ __forceinline__ size_t qrow(const attn_kparams &p, int gr) const
+    {
+        return (size_t)(q0 + gr / p.group) * p.n_heads + kvh * p.group + gr % p.group;
+    }
+    /* Keys ≥ key_limit(gr) are masked for packed row gr. */
+    __device__ __forceinline__ int key_limit(const attn_kparams &p, int gr) const
+    {
+        return p.causal ? min(kvlen, pos0 + gr / p.group + 1) : kvlen;
+    }
+};
+
+/* Fills w for rows r0 .. r0+bm-1 of (s, kvh); false when the sequence has no row there. */
+__device__ __forceinline__ bool attn_tile_at(attn_tile &w, const attn_kparams &p, int s, int kvh,
+                                             int r0, int bm)
+{
+    w.s = s;
+    w.kvh = kvh;
+    w.r0 = r0;
+    w.q0 = p.q_start[s];
+    w.rows = (p.q_start[s + 1] - w.q0) * p.group;
+    if (r0 >= w.rows) return false;
+    w.kvlen = p.kv_len[s];
+    w.pos0 = w.kvlen - w.rows / p.group;
+    w.bt = p.block_table + (size_t)s * p.max_pages;
+    w.kv_end = w.key_limit(p, min(r0 + bm, w.rows) - 1);
+    return true;
+}
+
 /* 2^x on the special-function unit (ex2.approx: ~2 ulp, -inf → 0). */
 __device__ __forceinline__ float fast_exp2(float x)
 {

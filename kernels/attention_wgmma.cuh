@@ -13,6 +13,7 @@
  * blocks 1024-byte aligned. Descriptor: K-major (Q, K): SBO = 1024 (next 8 rows), LBO unused; the
  * k-th 16-column step inside a 128-byte row adds 32 bytes to the start address. MN-major (V as B of
  * P·V, imm-trans-b = 1): SBO = 1024 (next 8 keys), LBO = the byte stride of 64-column blocks.
+ * Also here: the mbarrier and register-reallocation instructions of the warp-specialised kernel.
  * The instructions exist only on sm_90a: callers compile them under __CUDA_ARCH_FEAT_SM90_ALL.
  */
 #ifndef FG_ATTENTION_WGMMA_CUH
@@ -71,6 +72,55 @@ __device__ __forceinline__ void named_bar_arrive(int id, int n) {
     asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(n) : "memory");
 }
 
+/* mbarriers in shared memory (PTX ISA "mbarrier"): a phase completes when `count` arrivals have
+ * been made; waiters name the parity of the phase they wait for. A fresh barrier is in phase 0, so
+ * waiting for parity 1 passes at once (how a producer finds every stage empty the first time). */
+__device__ __forceinline__ void mbar_init(uint32_t bar, uint32_t count) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+/* Makes the initialisations visible to the other threads (before the block's first barrier). */
+__device__ __forceinline__ void mbar_init_fence() {
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+}
+__device__ __forceinline__ void mbar_arrive(uint32_t bar) {
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+}
+/* Arrives once every cp.async this thread has issued so far has landed. */
+__device__ __forceinline__ void mbar_arrive_cp_async(uint32_t bar) {
+    asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(bar) : "memory");
+}
+__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
+    asm volatile("{\n.reg .pred done;\nWAIT:\n"
+                 "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
+                 "@!done bra WAIT;\n}\n" ::"r"(bar),
+                 "r"(parity)
+                 : "memory");
+}
+
+/* Arrives and adds `bytes` to the transaction count the current phase waits for (TMA). */
+__device__ __forceinline__ void mbar_arrive_expect_tx(uint32_t bar, uint32_t bytes) {
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes)
+                 : "memory");
+}
+/* TMA: the box at coordinates (c0, c1, c2) of the 3-D tensor map at tmap (a kernel parameter's
+ * generic address) into shared memory at dst; its bytes complete on bar. */
+__device__ __forceinline__ void tma_load_3d(uint32_t dst, const void *tmap, int c0, int c1, int c2,
+                                            uint32_t bar) {
+    asm volatile("cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
+                 " [%0], [%1, {%2, %3, %4}], [%5];\n" ::"r"(dst),
+                 "l"(tmap), "r"(c0), "r"(c1), "r"(c2), "r"(bar)
+                 : "memory");
+}
+
+/* Warp specialisation: a warpgroup gives registers back to the SM's pool (dec) or takes them
+ * (inc); N is per thread, a multiple of 8 in [24, 256]. */
+template <int N> __device__ __forceinline__ void setmaxnreg_dec() {
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(N));
+}
+template <int N> __device__ __forceinline__ void setmaxnreg_inc() {
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(N));
+}
+
 /* hop_mma<T, N>::ss: d (+)= A·B, both from shared memory, K-major (S = Q Kᵀ).
  * hop_mma<T, N>::rs_t: d (+)= A·B, A from registers, B MN-major (O += P V).
  * acc = 0 overwrites d, 1 accumulates. */
@@ -87,15 +137,22 @@ template <typename T, int N> struct hop_mma;
 #define HOP_MMA_R128                                                                               \
     HOP_MMA_R80 ", %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, "    \
                 "%55, %56, %57, %58, %59, %60, %61, %62, %63"
+#define HOP_MMA_R192                                                                               \
+    HOP_MMA_R128                                                                                   \
+        ", %64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, "            \
+        "%79, %80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, "         \
+        "%95"
 #define HOP_MMA_F8(i)                                                                              \
     "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), "+f"(d[i + 4]), "+f"(d[i + 5]),    \
         "+f"(d[i + 6]), "+f"(d[i + 7])
 #define HOP_MMA_F64 HOP_MMA_F8(0), HOP_MMA_F8(8), HOP_MMA_F8(16), HOP_MMA_F8(24)
 #define HOP_MMA_F80 HOP_MMA_F64, HOP_MMA_F8(32)
 #define HOP_MMA_F128 HOP_MMA_F80, HOP_MMA_F8(40), HOP_MMA_F8(48), HOP_MMA_F8(56)
+#define HOP_MMA_F192 HOP_MMA_F128, HOP_MMA_F8(64), HOP_MMA_F8(72), HOP_MMA_F8(80), HOP_MMA_F8(88)
 #define HOP_MMA_NEXT64 32, 33, 34, 35, 36, 37
 #define HOP_MMA_NEXT80 40, 41, 42, 43, 44, 45
 #define HOP_MMA_NEXT128 64, 65, 66, 67, 68, 69
+#define HOP_MMA_NEXT192 96, 97, 98, 99, 100, 101
 
 /* hop_mma<T, N> for T's PTX type TS (bf16, f16). The extra level expands HOP_MMA_NEXT<N> into
  * the six numbers n0..n5 before they are stringified into the asm text. */
@@ -128,5 +185,7 @@ HOP_MMA_DEF(__nv_bfloat16, bf16, 80)
 HOP_MMA_DEF(__half, f16, 80)
 HOP_MMA_DEF(__nv_bfloat16, bf16, 128)
 HOP_MMA_DEF(__half, f16, 128)
+HOP_MMA_DEF(__nv_bfloat16, bf16, 192)
+HOP_MMA_DEF(__half, f16, 192)
 
 #endif

@@ -183,11 +183,13 @@ def main():
                     results.append(run_case(lib, cpu, f"prefill hd{hd} G{g} causal{causal} {bname} "
                                             f"p{page} {str(dt)[6:]}", pb, fa.KIND_PREFILL,
                                             want_kind="prefill"))
-    # every alternative prefill tiling (bf16) on a varlen causal GQA-3 batch and a plain one
+    # every alternative prefill tiling on a varlen causal GQA-3 batch and a plain one
+    sm90 = torch.cuda.get_device_capability() == (9, 0)
     for hd, names in fa.PREFILL_ALTERNATIVES.items():
-        for vname in names[1:]:
+        for vname in names[1:] + (fa.PREFILL_ALTERNATIVES_SM90[hd] if sm90 else []):
             for g, causal, (ql, kl) in ((3, 1, batches["varlen"]), (4, 0, ([300], [300]))):
-                pb = fa.PagedBatch(ql, kl, n_kv * g, n_kv, hd, 16, causal, torch.bfloat16, gen=gen)
+                dt = torch.float16 if "_fp16_" in vname else torch.bfloat16
+                pb = fa.PagedBatch(ql, kl, n_kv * g, n_kv, hd, 16, causal, dt, gen=gen)
                 results.append(run_case(lib, cpu, f"variant G{g} causal{causal} b{len(ql)}", pb,
                                         fa.KIND_PREFILL, variant_name=vname))
     # auto selection: a one-token-per-sequence batch goes to decode, a prompt to prefill

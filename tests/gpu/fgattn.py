@@ -215,6 +215,15 @@ PREFILL_ALTERNATIVES = {
     128: ["prefill_bf16_hd128", "prefill_bf16_hd128_128x64w8", "prefill_bf16_hd128_128x32w4",
           "prefill_bf16_hd128_128x64w4"],
 }
+# The Hopper (sm_90a) kernels besides the selector's: kernels/attention_hopper_ws.cu (ws) and
+# kernels/attention_hopper.cu (wg, also the ws kernel's fallback for page sizes TMA boxes do not
+# fit).
+PREFILL_ALTERNATIVES_SM90 = {
+    64: ["prefill_bf16_hd64_ws128x128", "prefill_bf16_hd64_ws128x192", "prefill_bf16_hd64_wg128x64p",
+         "prefill_fp16_hd64_wg192x128p"],
+    128: ["prefill_bf16_hd128_ws128x128n", "prefill_bf16_hd128_wg192x80p",
+          "prefill_fp16_hd128_wg192x64p"],
+}
 
 
 def launch(lib, args, variant=None):
