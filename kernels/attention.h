@@ -5,15 +5,17 @@
  * "what runs" cannot disagree. Variants:
  *   prefill  fused FlashAttention forward: one block per (tile of packed query rows, KV head,
  *            sequence), the query heads of one GQA group packed as rows of the tile so each K/V
- *            tile is loaded once per group; writes the LSE. On compute capability 9.0 the wgmma
- *            kernel of kernels/attention_hopper.cu, elsewhere the mma.sync kernel of
- *            kernels/attention.cu.
+ *            tile is loaded once per group; writes the LSE. On compute capability 9.0 the
+ *            warp-specialised kernel of kernels/attention_hopper_ws.cu (TMA producer, persistent
+ *            blocks; the wgmma kernel of kernels/attention_hopper.cu where the page size does not
+ *            suit its TMA boxes), elsewhere the mma.sync kernel of kernels/attention.cu.
  *   decode   split-K flash-decoding (kernels/decode_attention.cu), used when a sequence's query
  *            rows × group size fit one 16-row tile (one token, or a few for speculation);
  *            partial results merged by their LSE in a second kernel.
  * All pointers are device memory, the arrays of attn_batch included; attn_batch's host_q_start
  * and host_kv_len are optional (with them the launch sizes the decode workspace exactly).
- * Callable from any one host thread at a time per stream; nothing here keeps state.
+ * Callable from any one host thread at a time per stream; the only state is two process-wide
+ * caches filled on first use (the device's SM count, the driver's tensor-map entry points).
  */
 #ifndef FG_ATTENTION_H
 #define FG_ATTENTION_H
