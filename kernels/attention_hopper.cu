@@ -141,21 +141,8 @@ __global__ void __launch_bounds__(NWG * 128, MINB) attn_hopper_kernel(const attn
         wgmma_wait<1>(); /* S(j-1) done; P(j)·V(j) may still run */
         wgmma_hold<BN / 2>(sc);
         hop_softmax<BN>(sc, m, l, alpha, p.scale_log2, (j - 1) * BN, lim, j * BN > min_lim, t);
-        /* keeps the PTX order softmax → wait; ptxas still hoists the wait (see above) */
-        wgmma_hold<BN / 2>(sc);
-        wgmma_hold<2>(m);
-        wgmma_hold<2>(l);
-        wgmma_hold<2>(alpha);
-        wgmma_wait<0>();
-        wgmma_hold<HD / 2>(o);
-        wgmma_keep<BN / 4>(&pc[0][0]); /* pc stays allocated until P·V is done */
-#pragma unroll
-        for (int i = 0; i < HD / 8; i++) {
-            o[4 * i] *= alpha[0];
-            o[4 * i + 1] *= alpha[0];
-            o[4 * i + 2] *= alpha[1];
-            o[4 * i + 3] *= alpha[1];
-        }
+        hop_wait_pv<HD, BN>(o, pc, sc, m, l, alpha);
+        hop_rescale<HD>(o, alpha);
         hop_pack_p<T, BN>(pc, sc);
     };
     /* P(0)·V(0); the last top() waited for V(0). */
@@ -177,43 +164,13 @@ __global__ void __launch_bounds__(NWG * 128, MINB) attn_hopper_kernel(const attn
 
     /* Epilogue: O / l → the Q tile's shared memory (each warpgroup its own rows) → global. */
     cp_async_wait<0>(); /* with no K/V tile (kv_end = 0) the Q load may still be in flight */
-#pragma unroll
-    for (int r = 0; r < 2; r++) {
-        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
-        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
-    }
-    __syncthreads(); /* no wgmma of any warpgroup reads the Q tile any more */
-    const float inv[2] = {l[0] > 0.f ? 1.f / l[0] : 0.f, l[1] > 0.f ? 1.f / l[1] : 0.f};
-#pragma unroll
-    for (int i = 0; i < HD / 8; i++) {
-#pragma unroll
-        for (int r = 0; r < 2; r++) {
-            uint32_t v =
-                attn_type<T>::pack(o[4 * i + 2 * r] * inv[r], o[4 * i + 2 * r + 1] * inv[r]);
-            asm volatile(
-                "st.shared.b32 [%0], %1;\n" ::"r"(sQ + hop_off<BM>(trow + 8 * r, 8 * i + 2 * t)),
-                "r"(v)
-                : "memory");
-        }
-    }
-    if (p.lse && t == 0) {
-#pragma unroll
-        for (int r = 0; r < 2; r++) {
-            int gr = r0 + trow + 8 * r;
-            if (gr < rows)
-                p.lse[qrow(gr)] = l[r] > 0.f ? (m[r] + __log2f(l[r])) * 0.69314718056f : FG_NEG_INF;
-        }
-    }
+    __syncthreads();    /* no wgmma of any warpgroup reads the Q tile any more */
+    hop_stage_o<T, HD, BM>(sQ, o, l, m, trow, t, [&](int tr, float v) {
+        if (p.lse && r0 + tr < rows) p.lse[qrow(r0 + tr)] = v;
+    });
     __syncthreads();
-    T *out = static_cast<T *>(p.out);
-    hop_for_chunks<HD, BM, NT>(tid, [&](int row, int ch) {
-        int gr = r0 + row;
-        if (gr >= rows) return;
-        uint4 v;
-        asm volatile("ld.shared.v4.b32 {%0,%1,%2,%3}, [%4];\n"
-                     : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-                     : "r"(sQ + hop_off<BM>(row, ch * 8)));
-        *reinterpret_cast<uint4 *>(out + qrow(gr) * HD + ch * 8) = v;
+    hop_store_o<T, HD, BM, BM, NT>(sQ, tid, 0, [&](int tr) -> T * {
+        return r0 + tr < rows ? static_cast<T *>(p.out) + qrow(r0 + tr) * HD : nullptr;
     });
 #else
     (void)p; /* compute_90 PTX fallback: never selected (attn_hopper_available() is 0 there) */

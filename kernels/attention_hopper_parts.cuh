@@ -152,4 +152,76 @@ __device__ __forceinline__ void hop_pack_p(uint32_t (&pa)[BN / 16][4], const flo
     }
 }
 
+/* After the softmax of S(j-1) was issued behind P(j)·V(j): pins what the softmax wrote ahead of
+ * the wait, waits for P·V, and keeps P(j)'s registers (its A operand) allocated until then. */
+template <int HD, int BN>
+__device__ __forceinline__ void hop_wait_pv(float *o, uint32_t (&pa)[BN / 16][4], float *sc,
+                                            float (&m)[2], float (&l)[2], float (&alpha)[2]) {
+    /* keeps the PTX order softmax → wait; ptxas still hoists the wait (attention_hopper.cu) */
+    wgmma_hold<BN / 2>(sc);
+    wgmma_hold<2>(m);
+    wgmma_hold<2>(l);
+    wgmma_hold<2>(alpha);
+    wgmma_wait<0>();
+    wgmma_hold<HD / 2>(o);
+    wgmma_keep<BN / 4>(&pa[0][0]);
+}
+
+/* O of the thread's rows g and g + 8 times their softmax correction alpha. */
+template <int HD> __device__ __forceinline__ void hop_rescale(float *o, const float (&alpha)[2]) {
+#pragma unroll
+    for (int i = 0; i < HD / 8; i++) {
+        o[4 * i] *= alpha[0];
+        o[4 * i + 1] *= alpha[0];
+        o[4 * i + 2] *= alpha[1];
+        o[4 * i + 3] *= alpha[1];
+    }
+}
+
+/* Epilogue, first half: the row sums l are quad-reduced, O / l of this thread's tile rows trow and
+ * trow + 8 goes into the swizzled ROWS-row staging tile at st, and lse(row, value) receives each
+ * row's natural-log LSE (threads t == 0). The caller makes sure no MMA still reads st. */
+template <typename T, int HD, int ROWS, typename F>
+__device__ __forceinline__ void hop_stage_o(uint32_t st, const float *o, float (&l)[2],
+                                            const float (&m)[2], int trow, int t, F &&lse) {
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
+        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
+    }
+    const float inv[2] = {l[0] > 0.f ? 1.f / l[0] : 0.f, l[1] > 0.f ? 1.f / l[1] : 0.f};
+#pragma unroll
+    for (int i = 0; i < HD / 8; i++) {
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            uint32_t v =
+                attn_type<T>::pack(o[4 * i + 2 * r] * inv[r], o[4 * i + 2 * r + 1] * inv[r]);
+            asm volatile(
+                "st.shared.b32 [%0], %1;\n" ::"r"(st + hop_off<ROWS>(trow + 8 * r, 8 * i + 2 * t)),
+                "r"(v)
+                : "memory");
+        }
+    }
+    if (t == 0) {
+#pragma unroll
+        for (int r = 0; r < 2; r++)
+            lse(trow + 8 * r, l[r] > 0.f ? (m[r] + __log2f(l[r])) * 0.69314718056f : FG_NEG_INF);
+    }
+}
+
+/* Epilogue, second half: rows row0 .. row0+N-1 of the staging tile at st to global memory in
+ * 16-byte row-contiguous pieces, NT threads; dst(row) is the row's output or null (no such row). */
+template <typename T, int HD, int ROWS, int N, int NT, typename F>
+__device__ __forceinline__ void hop_store_o(uint32_t st, int tid, int row0, F &&dst) {
+    hop_for_chunks<HD, N, NT>(tid, [&](int row, int ch) {
+        T *out = dst(row0 + row);
+        if (!out) return;
+        uint4 v;
+        asm volatile("ld.shared.v4.b32 {%0,%1,%2,%3}, [%4];\n"
+                     : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                     : "r"(st + hop_off<ROWS>(row0 + row, ch * 8)));
+        *reinterpret_cast<uint4 *>(out + ch * 8) = v;
+    });
+}
+
 #endif

@@ -202,6 +202,15 @@ __global__ void __launch_bounds__((NC + 1) * 128, 1)
         /* Waits until tile u's K or V has landed in its stage (the caller then fences the proxies).
          */
         auto acquire = [&](int kind, uint32_t u) { mbar_wait(bar(kind, u % S), (u / S) & 1); };
+        /* Before a turn that issues P·V: the landed tiles made visible to the MMAs, O and P
+         * pinned behind the fence. */
+        auto begin_pv_turn = [&]() {
+            fence_proxy_async();
+            turn_begin();
+            wgmma_hold<HD / 2>(o);
+            wgmma_hold<BN / 4>(&pa[0][0]);
+            wgmma_fence();
+        };
         if (n > 0) { /* S of the first tile alone */
             acquire(FULL_K, u0);
             fence_proxy_async();
@@ -222,11 +231,7 @@ __global__ void __launch_bounds__((NC + 1) * 128, 1)
             const uint32_t uk = u0 + i, uv = uk - 1;
             acquire(FULL_K, uk);
             acquire(FULL_V, uv);
-            fence_proxy_async();
-            turn_begin();
-            wgmma_hold<HD / 2>(o);
-            wgmma_hold<BN / 4>(&pa[0][0]);
-            wgmma_fence();
+            begin_pv_turn();
             hop_qk<T, HD, BM, BN>(sc, sq, sK + (uk % S) * KV_BYTES);
             wgmma_commit();
             wgmma_fence(); /* a fence per group: ptxas treats the wgmma's after one as one stage */
@@ -238,31 +243,15 @@ __global__ void __launch_bounds__((NC + 1) * 128, 1)
             release(bar(EMPTY_K, uk % S));
             if (i == n - 1) release(q_empty);
             hop_softmax<BN>(sc, m, l, alpha, p.scale_log2, key0, lim, key0 + BN > min_lim, t);
-            wgmma_hold<BN / 2>(sc);
-            wgmma_hold<2>(m);
-            wgmma_hold<2>(l);
-            wgmma_hold<2>(alpha);
-            wgmma_wait<0>();
-            wgmma_hold<HD / 2>(o);
-            wgmma_keep<BN / 4>(&pa[0][0]); /* pa stays allocated until P·V is done */
+            hop_wait_pv<HD, BN>(o, pa, sc, m, l, alpha);
             release(bar(EMPTY_V, uv % S));
-#pragma unroll
-            for (int k = 0; k < HD / 8; k++) {
-                o[4 * k] *= alpha[0];
-                o[4 * k + 1] *= alpha[0];
-                o[4 * k + 2] *= alpha[1];
-                o[4 * k + 3] *= alpha[1];
-            }
+            hop_rescale<HD>(o, alpha);
             hop_pack_p<T, BN>(pa, sc);
         }
         if (n > 0) { /* P·V of the last tile */
             const uint32_t uv = u0 + n - 1;
             acquire(FULL_V, uv);
-            fence_proxy_async();
-            turn_begin();
-            wgmma_hold<HD / 2>(o);
-            wgmma_hold<BN / 4>(&pa[0][0]);
-            wgmma_fence();
+            begin_pv_turn();
             hop_pv<T, HD, BN>(o, pa, sV + (uv % S) * KV_BYTES);
             wgmma_commit();
             turn_end();
@@ -274,44 +263,14 @@ __global__ void __launch_bounds__((NC + 1) * 128, 1)
         q_use++;
 
         /* Epilogue: O / l → this consumer's rows of the staging tile → global. */
-#pragma unroll
-        for (int r = 0; r < 2; r++) {
-            l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
-            l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
-        }
         named_bar_sync(1 + cw, 128); /* the previous item's stores have read the staging rows */
-        const float inv[2] = {l[0] > 0.f ? 1.f / l[0] : 0.f, l[1] > 0.f ? 1.f / l[1] : 0.f};
-#pragma unroll
-        for (int i = 0; i < HD / 8; i++) {
-#pragma unroll
-            for (int r = 0; r < 2; r++) {
-                uint32_t v =
-                    attn_type<T>::pack(o[4 * i + 2 * r] * inv[r], o[4 * i + 2 * r + 1] * inv[r]);
-                asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(
-                                 sO + hop_off<BM>(trow + 8 * r, 8 * i + 2 * t)),
-                             "r"(v)
-                             : "memory");
-            }
-        }
-        if (p.lse && t == 0) {
-#pragma unroll
-            for (int r = 0; r < 2; r++) {
-                const int gr = w.r0 + trow + 8 * r;
-                if (gr < w.rows)
-                    p.lse[w.qrow(p, gr)] =
-                        l[r] > 0.f ? (m[r] + __log2f(l[r])) * 0.69314718056f : FG_NEG_INF;
-            }
-        }
+        hop_stage_o<T, HD, BM>(sO, o, l, m, trow, t, [&](int tr, float v) {
+            if (p.lse && w.r0 + tr < w.rows) p.lse[w.qrow(p, w.r0 + tr)] = v;
+        });
         named_bar_sync(1 + cw, 128);
-        T *out = static_cast<T *>(p.out);
-        hop_for_chunks<HD, 64, 128>(tid - wg * 128, [&](int row, int ch) {
-            const int tr = cw * 64 + row, gr = w.r0 + tr;
-            if (gr >= w.rows) return;
-            uint4 v;
-            asm volatile("ld.shared.v4.b32 {%0,%1,%2,%3}, [%4];\n"
-                         : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-                         : "r"(sO + hop_off<BM>(tr, ch * 8)));
-            *reinterpret_cast<uint4 *>(out + w.qrow(p, gr) * HD + ch * 8) = v;
+        hop_store_o<T, HD, BM, 64, 128>(sO, tid - wg * 128, cw * 64, [&](int tr) -> T * {
+            return w.r0 + tr < w.rows ? static_cast<T *>(p.out) + w.qrow(p, w.r0 + tr) * HD
+                                      : nullptr;
         });
     }
     if (PP && cw == 0) named_bar_sync(TURN_BAR, 256);
