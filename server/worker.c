@@ -375,7 +375,16 @@ static int iterate(struct worker *w, struct worker_run *wr) {
     struct kv_cache *kv = &w->engine->kv;
     double kv_use = kv->n_pages ? (double)(kv->n_pages - kv->n_free) / kv->n_pages : 0;
     metrics_iteration(w->metrics, s->n_running, s->n_waiting, n, s->batch.n_tokens, kv_use);
-    if (n == 0) return 0;
+    if (n == 0) {
+        /* Jobs ended above (deadline, cancellation, a failed admission) have news for the loop
+         * although no step runs to announce it; without this a request whose deadline passed as
+         * the last job waited for the next unrelated event (seen: a 504 never sent). */
+        pthread_mutex_lock(&w->mu);
+        int news = w->ready_head != NULL;
+        pthread_mutex_unlock(&w->mu);
+        if (news) uv_async_send(&w->async);
+        return 0;
+    }
 
     char err[256] = "";
     if (fwd_run(w->engine->fwd, s->batch.fwd, n, NULL, err, sizeof err) != 0) {
