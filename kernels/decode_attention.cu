@@ -7,20 +7,25 @@
  * tiles, each warp streaming its own tiles through a private 3-stage cp.async ring (16-byte
  * loads through the page table), so several tiles per warp are in flight. The warps' running
  * (max, sum, output) are merged in shared memory at the end; with several splits each block
- * writes a normalised fp32 partial and its log2-domain LSE, and decode_merge_kernel combines
- * them: out = Σ 2^(lse_i - M) o_i / Σ 2^(lse_i - M).
+ * writes a normalised fp32 partial and its log2-domain LSE, and the partials are combined:
+ * out = Σ 2^(lse_i - M) o_i / Σ 2^(lse_i - M). Two ways, picked by decode_use_cluster: with 2–8
+ * parts whose clusters fit in one wave, the parts of a (KV head, sequence) are one thread-block
+ * cluster and merge each other's partials from shared memory (DSMEM) after a cluster barrier;
+ * otherwise the partials go through the workspace to decode_merge_kernel.
  *
  * Fixed costs matter as much as bandwidth below ~100 MB per call, so: the merge kernel issues all
  * its loads at once (the old loop took one dependent L2 round trip per split, ~0.3 µs each) and is
  * launched as a programmatic dependent of the split kernel, so its launch overlaps the split
  * kernel and it waits (griddepcontrol.wait) only for the partials; calls that read at most
  * DECODE_EVICT_FIRST_MAX_MB of K/V load it with an L2 evict-first policy (read once). The
- * workspace holds only the partials: it needs no initialisation and nothing in it outlives a
- * launch. Split count: decode_attn_splits(); every choice here is measured in
- * bench/results/decode2_h100_2026-11-23.log and, as CUDA graph replays like the engine's,
- * decode3_h100_2026-11-23.log (which also holds the rejected one-kernel variant: the last block
- * of each group merging it after an atomic count, 0.5–6.6 µs per call slower).
+ * workspace holds only the partials of the two-kernel path: it needs no initialisation and
+ * nothing in it outlives a launch. Split count: decode_attn_splits(); every choice here is
+ * measured in bench/results/decode2_h100_2026-11-23.log and, as CUDA graph replays like the
+ * engine's, decode3_h100_2026-11-23.log (which also holds the rejected one-kernel variant: the
+ * last block of each group merging it after an atomic count, 0.5–6.6 µs per call slower) and
+ * decode4_h100_2026-11-23.log (the cluster merge).
  */
+#include <cooperative_groups.h>
 #include <cuda_runtime.h>
 #include <stdio.h>
 
@@ -32,8 +37,14 @@
 #define DECODE_STAGES 3
 #define DECODE_MIN_KEYS 128
 #define DECODE_MAX_SPLITS 128
-#define DECODE_MERGE_NT 128 /* merge threads per (query row, head) */
-#define DECODE_MERGE_U 8     /* partials each merge thread loads at once (one L2 round trip) */
+/* Split counts up to this (the portable cluster size) merge inside a thread-block cluster when the
+ * clusters fit in one wave (decode_use_cluster); other counts take the workspace and
+ * decode_merge_kernel. Measured (bench/results/decode4_h100_2026-11-23.log): clusters of 2–8 beat
+ * the two kernels by 2–9% where they fit one wave; clusters of 16 lost 6–10% (batch 1 at 4k/16k:
+ * 1268 vs 1343, 2007 vs 2205 GB/s) and 8 × 64 clusters of 8 (two waves) lost 18–25%. */
+#define DECODE_CLUSTER_MAX 8
+#define DECODE_MERGE_NT 128    /* merge threads per (query row, head) */
+#define DECODE_MERGE_U 8       /* partials each merge thread loads at once (one L2 round trip) */
 #define DECODE_BLOCKS_PER_SM 2 /* what the ~100 KB of shared memory per block allows */
 /* K/V loads carry an L2 evict-first policy when the call reads at most this many bytes of K/V.
  * Measured (bench/results/decode2_h100_2026-11-23.log, run 1): evict-first saved 1–4 µs per call
@@ -50,22 +61,19 @@
 
 /* Programmatic dependent launch (sm_90): the split kernel lets the merge grid launch early; the
  * merge waits for the whole split grid (and its memory) before reading any partial. */
-__device__ __forceinline__ void decode_allow_dependents()
-{
+__device__ __forceinline__ void decode_allow_dependents() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
 #endif
 }
-__device__ __forceinline__ void decode_wait_prerequisites()
-{
+__device__ __forceinline__ void decode_wait_prerequisites() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.wait;\n" ::: "memory");
 #endif
 }
 
 /* L2 evict-first policy for K/V (EF): each byte is read once per call. */
-template <bool EF> __device__ __forceinline__ uint64_t decode_kv_policy()
-{
+template <bool EF> __device__ __forceinline__ uint64_t decode_kv_policy() {
     uint64_t pol = 0;
     if constexpr (EF)
         asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(pol));
@@ -75,12 +83,12 @@ template <bool EF> __device__ __forceinline__ uint64_t decode_kv_policy()
 /* 16-byte global→shared copy, under policy pol when EF (zero fill when !valid, src not read). */
 template <bool EF>
 __device__ __forceinline__ void decode_cp_async16(uint32_t saddr, const void *src, bool valid,
-                                                  uint64_t pol)
-{
+                                                  uint64_t pol) {
     int n = valid ? 16 : 0;
     if constexpr (EF)
-        asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2, %3;\n"
-                     ::"r"(saddr), "l"(src), "r"(n), "l"(pol));
+        asm volatile(
+            "cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2, %3;\n" ::"r"(saddr),
+            "l"(src), "r"(n), "l"(pol));
     else
         cp_async16(saddr, src, valid);
 }
@@ -90,8 +98,7 @@ __device__ __forceinline__ void decode_cp_async16(uint32_t saddr, const void *sr
 template <typename T, int HD, int BN, bool EF>
 __device__ __forceinline__ void decode_load_tile(T *sK, T *sV, const attn_kparams &p, const int *bt,
                                                  int key0, int key_end, int kvh, int lane,
-                                                 uint64_t pol)
-{
+                                                 uint64_t pol) {
     constexpr int CPR = HD / 8, TOTAL = BN * CPR;
     static_assert(TOTAL % 32 == 0, "tile chunks must divide evenly over the lanes");
     const T *kp = static_cast<const T *>(p.k), *vp = static_cast<const T *>(p.v);
@@ -109,9 +116,20 @@ __device__ __forceinline__ void decode_load_tile(T *sK, T *sV, const attn_kparam
     }
 }
 
-template <typename T, int HD, bool EF>
-__global__ void __launch_bounds__(DECODE_NW * 32) decode_split_kernel(const attn_kparams p)
-{
+/* Shared-memory bytes of one split block: Q and the warps' rings while streaming, then Q, the
+ * warps' (m, l, o) and, in the cluster path, the block's partial o[16][HD], lse[16] (fp32). */
+template <typename T, int HD> static size_t decode_smem_bytes() {
+    size_t stream = (16 * HD + DECODE_NW * DECODE_STAGES * 2 * DECODE_BN * HD) * sizeof(T);
+    size_t merge =
+        16 * HD * sizeof(T) + (DECODE_NW * (32 + 16 * HD) + 16 * HD + 16) * sizeof(float);
+    return stream > merge ? stream : merge;
+}
+
+/* CLU: the n_splits blocks of one (KV head, sequence) form a thread-block cluster; each keeps its
+ * partial in shared memory and, after a cluster barrier, merges a slice of the group's output
+ * from every peer's partial through distributed shared memory (no workspace, no second kernel). */
+template <typename T, int HD, bool EF, bool CLU>
+__global__ void __launch_bounds__(DECODE_NW * 32) decode_split_kernel(const attn_kparams p) {
     constexpr int NW = DECODE_NW, BN = DECODE_BN, ST = DECODE_STAGES, NT = NW * 32;
     constexpr int TILE = BN * HD; /* elements of one K or V tile */
     extern __shared__ __align__(128) unsigned char dec_smem[];
@@ -124,7 +142,8 @@ __global__ void __launch_bounds__(DECODE_NW * 32) decode_split_kernel(const attn
     const int kvlen = p.kv_len[s], pos0 = kvlen - nq;
     const int *bt = p.block_table + (size_t)s * p.max_pages;
     const uint64_t pol = decode_kv_policy<EF>();
-    decode_allow_dependents(); /* the merge grid may start; it waits for this one to finish */
+    if constexpr (!CLU)
+        decode_allow_dependents(); /* the merge grid may start; it waits for this one to finish */
 
     int kps = (kvlen + p.n_splits - 1) / p.n_splits;
     kps = (kps + BN - 1) / BN * BN;
@@ -139,7 +158,8 @@ __global__ void __launch_bounds__(DECODE_NW * 32) decode_split_kernel(const attn
             int row = c / CPR, ch = c % CPR;
             bool valid = row < rows;
             const T *src = qg;
-            if (valid) src = qg + ((size_t)(q0 + row / G) * p.n_heads + kvh * G + row % G) * HD + ch * 8;
+            if (valid)
+                src = qg + ((size_t)(q0 + row / G) * p.n_heads + kvh * G + row % G) * HD + ch * 8;
             cp_async16(qb + 2u * (uint32_t)swz<HD>(row, ch * 8), src, valid);
         }
         cp_async_commit();
@@ -224,6 +244,8 @@ __global__ void __launch_bounds__(DECODE_NW * 32) decode_split_kernel(const attn
     }
     __syncthreads();
 
+    /* cluster path: this part's partial, o[16][HD] then lse[16], after the warps' area */
+    float *sp = mw + NW * (32 + 16 * HD);
     for (int idx = tid; idx < rows * HD; idx += NT) {
         int r = idx / HD, d = idx % HD;
         float M = FG_NEG_INF;
@@ -241,7 +263,10 @@ __global__ void __launch_bounds__(DECODE_NW * 32) decode_split_kernel(const attn
         float val = L > 0.f ? O / L : 0.f;
         float lse2 = L > 0.f ? M + __log2f(L) : FG_NEG_INF;
         size_t qrow = (size_t)(q0 + r / G) * p.n_heads + kvh * G + r % G;
-        if (p.n_splits == 1) {
+        if constexpr (CLU) {
+            sp[idx] = val;
+            if (d == 0) sp[16 * HD + r] = lse2;
+        } else if (p.n_splits == 1) {
             static_cast<T *>(p.out)[qrow * HD + d] = attn_type<T>::from_float(val);
             if (p.lse && d == 0) p.lse[qrow] = lse2 * 0.69314718056f;
         } else {
@@ -250,6 +275,58 @@ __global__ void __launch_bounds__(DECODE_NW * 32) decode_split_kernel(const attn
             if (d == 0) p.part_lse[prow] = lse2;
         }
     }
+    if constexpr (CLU) {
+        /* Every part's partial is in its shared memory after the first barrier. Part `split`
+         * merges the float4 granules w ≡ split (mod C) of the group's rows × HD outputs (the
+         * granules spread over all blocks, each thread loading all C peers at once); the second
+         * barrier keeps each block's shared memory alive until every peer has read it. */
+        namespace cg = cooperative_groups;
+        cg::cluster_group cl = cg::this_cluster();
+        constexpr int GPR = HD / 4; /* float4 granules per row */
+        const int C = p.n_splits;
+        cl.sync();
+        for (int w = tid * C + split; w < rows * GPR; w += NT * C) {
+            const int r = w / GPR, c4 = w % GPR;
+            float ls[DECODE_CLUSTER_MAX];
+            float4 v[DECODE_CLUSTER_MAX];
+#pragma unroll
+            for (int j = 0; j < DECODE_CLUSTER_MAX; j++) {
+                ls[j] = FG_NEG_INF;
+                v[j] = make_float4(0.f, 0.f, 0.f, 0.f);
+                if (j < C) {
+                    const float *pp = cl.map_shared_rank(sp, (unsigned)j);
+                    ls[j] = pp[16 * HD + r];
+                    v[j] = *reinterpret_cast<const float4 *>(pp + r * HD + c4 * 4);
+                }
+            }
+            float M = FG_NEG_INF;
+#pragma unroll
+            for (int j = 0; j < DECODE_CLUSTER_MAX; j++)
+                M = fmaxf(M, ls[j]);
+            const float mu = M == FG_NEG_INF ? 0.f : M;
+            float W = 0.f;
+            float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll
+            for (int j = 0; j < DECODE_CLUSTER_MAX; j++) {
+                float f = fast_exp2(ls[j] - mu);
+                W += f;
+                acc.x = fmaf(f, v[j].x, acc.x);
+                acc.y = fmaf(f, v[j].y, acc.y);
+                acc.z = fmaf(f, v[j].z, acc.z);
+                acc.w = fmaf(f, v[j].w, acc.w);
+            }
+            const float inv = W > 0.f ? 1.f / W : 0.f;
+            size_t qrow = (size_t)(q0 + r / G) * p.n_heads + kvh * G + r % G;
+            T *out = static_cast<T *>(p.out) + qrow * HD + c4 * 4;
+            out[0] = attn_type<T>::from_float(acc.x * inv);
+            out[1] = attn_type<T>::from_float(acc.y * inv);
+            out[2] = attn_type<T>::from_float(acc.z * inv);
+            out[3] = attn_type<T>::from_float(acc.w * inv);
+            if (p.lse && c4 == 0)
+                p.lse[qrow] = W > 0.f ? (M + __log2f(W)) * 0.69314718056f : FG_NEG_INF;
+        }
+        cl.sync();
+    }
 }
 
 /* One block per (query row, head) item: combine the n_splits partials by their LSE. Thread
@@ -257,8 +334,7 @@ __global__ void __launch_bounds__(DECODE_NW * 32) decode_split_kernel(const attn
  * once (no load waits on another), with a running max over its splits; the SPB row groups then
  * meet in shared memory. Empty parts carry lse = -inf and a zero output (weight 0). */
 template <typename T, int HD>
-__global__ void __launch_bounds__(DECODE_MERGE_NT) decode_merge_kernel(const attn_kparams p)
-{
+__global__ void __launch_bounds__(DECODE_MERGE_NT) decode_merge_kernel(const attn_kparams p) {
     constexpr int NT = DECODE_MERGE_NT, TPR = HD / 4, SPB = NT / TPR, U = DECODE_MERGE_U;
     __shared__ float s_m[SPB], s_l[SPB];
     __shared__ __align__(16) float s_o[SPB][HD];
@@ -332,13 +408,11 @@ __global__ void __launch_bounds__(DECODE_MERGE_NT) decode_merge_kernel(const att
 
 /* ---- host side ---------------------------------------------------------------------------- */
 
-static int decode_rows(const struct attn_args *a)
-{
+static int decode_rows(const struct attn_args *a) {
     return a->b.max_q_len * (a->b.n_heads / a->b.n_kv_heads);
 }
 
-extern "C" int decode_attn_supported(const struct attn_args *a)
-{
+extern "C" int decode_attn_supported(const struct attn_args *a) {
     if (a->dtype != ATTN_DTYPE_BF16 && a->dtype != ATTN_DTYPE_FP16) return 0;
     if (a->b.head_dim != 64 && a->b.head_dim != 128) return 0;
     if (a->b.n_kv_heads < 1 || a->b.n_heads % a->b.n_kv_heads) return 0;
@@ -346,8 +420,7 @@ extern "C" int decode_attn_supported(const struct attn_args *a)
 }
 
 /* K/V bytes the call reads: exact with host_kv_len, else the n_seqs × max_kv_len bound. */
-static size_t decode_kv_bytes(const struct attn_args *a)
-{
+static size_t decode_kv_bytes(const struct attn_args *a) {
     const struct attn_batch *b = &a->b;
     size_t tokens = (size_t)b->n_seqs * (size_t)b->max_kv_len;
     if (b->host_kv_len) {
@@ -359,13 +432,11 @@ static size_t decode_kv_bytes(const struct attn_args *a)
 }
 
 /* Load of the busiest SM with n parts per (sequence, head): ceil(base·n / n_sm) blocks of 1/n. */
-static double decode_sm_load(long base, long n, int n_sm)
-{
+static double decode_sm_load(long base, long n, int n_sm) {
     return (double)((base * n + n_sm - 1) / n_sm) / (double)n;
 }
 
-extern "C" int decode_attn_splits(const struct attn_args *a)
-{
+extern "C" int decode_attn_splits(const struct attn_args *a) {
     int dev = 0, n_sm = 132;
     if (cudaGetDevice(&dev) == cudaSuccess)
         cudaDeviceGetAttribute(&n_sm, cudaDevAttrMultiProcessorCount, dev);
@@ -406,56 +477,119 @@ extern "C" int decode_attn_splits(const struct attn_args *a)
     return (int)n;
 }
 
-static size_t decode_q_total(const struct attn_args *a)
-{
+static size_t decode_q_total(const struct attn_args *a) {
     return a->b.host_q_start ? (size_t)a->b.host_q_start[a->b.n_seqs] : 0;
 }
 
-extern "C" size_t decode_attn_workspace_bytes(const struct attn_args *a, int n_splits)
-{
+template <typename T, int HD, bool EF, bool CLU> static cudaError_t decode_set_attrs(size_t smem) {
+    const void *k = reinterpret_cast<const void *>(decode_split_kernel<T, HD, EF, CLU>);
+    cudaError_t e = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    if (e == cudaSuccess) /* two blocks per SM need the largest shared-memory carve-out */
+        e = cudaFuncSetAttribute(k, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                 cudaSharedmemCarveoutMaxShared);
+    return e;
+}
+
+/* Launch attributes of the cluster path: one cluster = the n parts of a (KV head, sequence).
+ * Load-balancing placement: with the default (spread) only 62 clusters of 4 fit at once on the
+ * H100 against 66 (264 blocks, a full wave), and batch 8 at 4k took two waves (1900 vs 2669 GB/s,
+ * decode4 log). */
+static void decode_cluster_attrs(cudaLaunchAttribute attr[2], int n) {
+    attr[0].id = cudaLaunchAttributeClusterDimension;
+    attr[0].val.clusterDim.x = (unsigned)n;
+    attr[0].val.clusterDim.y = 1;
+    attr[0].val.clusterDim.z = 1;
+    attr[1].id = cudaLaunchAttributeClusterSchedulingPolicyPreference;
+    attr[1].val.clusterSchedulingPolicyPreference = cudaClusterSchedulingPolicyLoadBalancing;
+}
+
+/* Clusters of n split blocks the device runs at once (0 when it cannot). The evict-first
+ * instantiation stands for both: they differ only in the policy operand of their loads, and the
+ * shared memory bounds the occupancy. */
+template <typename T, int HD> static int decode_cluster_capacity(int n) {
+    const size_t smem = decode_smem_bytes<T, HD>();
+    if (decode_set_attrs<T, HD, true, true>(smem) != cudaSuccess) return 0;
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3((unsigned)n);
+    cfg.blockDim = dim3(DECODE_NW * 32);
+    cfg.dynamicSmemBytes = smem;
+    cudaLaunchAttribute attr[2];
+    decode_cluster_attrs(attr, n);
+    cfg.attrs = attr;
+    cfg.numAttrs = 2;
+    int c = 0;
+    if (cudaOccupancyMaxActiveClusters(&c, decode_split_kernel<T, HD, true, true>, &cfg) !=
+        cudaSuccess) {
+        cudaGetLastError(); /* not sticky: the two-kernel path serves */
+        return 0;
+    }
+    return c;
+}
+
+/* The selector for the merge: 1 when the n parts of every (KV head, sequence) merge in a
+ * cluster (n ≤ DECODE_CLUSTER_MAX and all the clusters run in one wave), 0 when they go through
+ * the workspace and decode_merge_kernel. Serves decode_attn_workspace_bytes and the launch. */
+static int decode_use_cluster(const struct attn_args *a, int n) {
+    if (n < 2 || n > DECODE_CLUSTER_MAX) return 0;
+    long clusters = (long)a->b.n_seqs * a->b.n_kv_heads;
+    int cap;
+    if (a->dtype == ATTN_DTYPE_BF16)
+        cap = a->b.head_dim == 64 ? decode_cluster_capacity<__nv_bfloat16, 64>(n)
+                                  : decode_cluster_capacity<__nv_bfloat16, 128>(n);
+    else
+        cap = a->b.head_dim == 64 ? decode_cluster_capacity<__half, 64>(n)
+                                  : decode_cluster_capacity<__half, 128>(n);
+    return clusters <= cap;
+}
+
+extern "C" size_t decode_attn_workspace_bytes(const struct attn_args *a, int n_splits) {
+    if (decode_use_cluster(a, n_splits)) return 0;
     size_t items = decode_q_total(a) * (size_t)a->b.n_heads;
     return (size_t)n_splits * items * (a->b.head_dim + 1) * sizeof(float);
 }
 
 template <typename T, int HD, bool EF>
-static cudaError_t decode_run(attn_kparams p, int n_seqs, cudaStream_t st)
-{
-    size_t smem = (16 * HD + DECODE_NW * DECODE_STAGES * 2 * DECODE_BN * HD) * sizeof(T);
-    size_t merge = DECODE_NW * (32 + 16 * HD) * sizeof(float) + 16 * HD * sizeof(T);
-    if (merge > smem) smem = merge;
-    cudaError_t e = cudaFuncSetAttribute(decode_split_kernel<T, HD, EF>,
-                                         cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-    if (e == cudaSuccess) /* two blocks per SM need the largest shared-memory carve-out */
-        e = cudaFuncSetAttribute(decode_split_kernel<T, HD, EF>,
-                                 cudaFuncAttributePreferredSharedMemoryCarveout,
-                                 cudaSharedmemCarveoutMaxShared);
+static cudaError_t decode_run(attn_kparams p, int n_seqs, bool clu, cudaStream_t st) {
+    const size_t smem = decode_smem_bytes<T, HD>();
+    const dim3 grid((unsigned)p.n_splits, (unsigned)p.n_kv_heads, (unsigned)n_seqs);
+    cudaLaunchConfig_t cfg = {};
+    cfg.blockDim = dim3(DECODE_NW * 32);
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = st;
+    cudaLaunchAttribute attr[2];
+    cfg.attrs = attr;
+    cudaError_t e;
+    if (clu) {
+        e = decode_set_attrs<T, HD, EF, true>(smem);
+        if (e != cudaSuccess) return e;
+        cfg.gridDim = grid;
+        decode_cluster_attrs(attr, p.n_splits);
+        cfg.numAttrs = 2;
+        return cudaLaunchKernelEx(&cfg, decode_split_kernel<T, HD, EF, true>, p);
+    }
+    e = decode_set_attrs<T, HD, EF, false>(smem);
     if (e != cudaSuccess) return e;
-    dim3 grid((unsigned)p.n_splits, (unsigned)p.n_kv_heads, (unsigned)n_seqs);
-    decode_split_kernel<T, HD, EF><<<grid, DECODE_NW * 32, smem, st>>>(p);
+    decode_split_kernel<T, HD, EF, false><<<grid, DECODE_NW * 32, smem, st>>>(p);
     e = cudaGetLastError();
     if (e != cudaSuccess || p.n_splits == 1) return e;
     size_t items = (size_t)p.n_q_total * p.n_heads;
     /* programmatic dependent launch: see decode_wait_prerequisites() */
-    cudaLaunchConfig_t cfg = {};
     cfg.gridDim = dim3((unsigned)items);
     cfg.blockDim = dim3(DECODE_MERGE_NT);
-    cfg.stream = st;
-    cudaLaunchAttribute attr[1];
+    cfg.dynamicSmemBytes = 0;
     attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
     attr[0].val.programmaticStreamSerializationAllowed = 1;
-    cfg.attrs = attr;
     cfg.numAttrs = 1;
     return cudaLaunchKernelEx(&cfg, decode_merge_kernel<T, HD>, p);
 }
 
-template <typename T, int HD> static cudaError_t decode_run(attn_kparams p, int n_seqs, bool ef,
-                                                            cudaStream_t st)
-{
-    return ef ? decode_run<T, HD, true>(p, n_seqs, st) : decode_run<T, HD, false>(p, n_seqs, st);
+template <typename T, int HD>
+static cudaError_t decode_run(attn_kparams p, int n_seqs, bool ef, bool clu, cudaStream_t st) {
+    return ef ? decode_run<T, HD, true>(p, n_seqs, clu, st)
+              : decode_run<T, HD, false>(p, n_seqs, clu, st);
 }
 
-extern "C" int decode_attn_launch(const struct attn_args *a, char *err, size_t errlen)
-{
+extern "C" int decode_attn_launch(const struct attn_args *a, char *err, size_t errlen) {
     if (!decode_attn_supported(a)) {
         snprintf(err, errlen, "decode attention: unsupported shape");
         return -1;
@@ -465,7 +599,7 @@ extern "C" int decode_attn_launch(const struct attn_args *a, char *err, size_t e
     if (n > DECODE_MAX_SPLITS) n = DECODE_MAX_SPLITS;
     /* Splitting needs the exact row count (host_q_start) and room for the partials. */
     if (!b->host_q_start) n = 1;
-    while (n > 1 && (!a->workspace || decode_attn_workspace_bytes(a, n) > a->workspace_bytes))
+    while (n > 1 && decode_attn_workspace_bytes(a, n) > (a->workspace ? a->workspace_bytes : 0))
         n--;
     attn_kparams p = {};
     p.out = a->out;
@@ -486,7 +620,8 @@ extern "C" int decode_attn_launch(const struct attn_args *a, char *err, size_t e
     p.causal = b->causal;
     p.n_splits = n;
     p.n_q_total = (int)decode_q_total(a);
-    if (n > 1) {
+    const bool clu = decode_use_cluster(a, n) != 0;
+    if (n > 1 && !clu) {
         size_t items = (size_t)p.n_q_total * p.n_heads;
         p.part_o = static_cast<float *>(a->workspace);
         p.part_lse = p.part_o + (size_t)n * items * b->head_dim;
@@ -495,11 +630,11 @@ extern "C" int decode_attn_launch(const struct attn_args *a, char *err, size_t e
     bool ef = decode_kv_bytes(a) <= (size_t)DECODE_EVICT_FIRST_MAX_MB << 20;
     cudaError_t e;
     if (a->dtype == ATTN_DTYPE_BF16)
-        e = b->head_dim == 64 ? decode_run<__nv_bfloat16, 64>(p, b->n_seqs, ef, st)
-                              : decode_run<__nv_bfloat16, 128>(p, b->n_seqs, ef, st);
+        e = b->head_dim == 64 ? decode_run<__nv_bfloat16, 64>(p, b->n_seqs, ef, clu, st)
+                              : decode_run<__nv_bfloat16, 128>(p, b->n_seqs, ef, clu, st);
     else
-        e = b->head_dim == 64 ? decode_run<__half, 64>(p, b->n_seqs, ef, st)
-                              : decode_run<__half, 128>(p, b->n_seqs, ef, st);
+        e = b->head_dim == 64 ? decode_run<__half, 64>(p, b->n_seqs, ef, clu, st)
+                              : decode_run<__half, 128>(p, b->n_seqs, ef, clu, st);
     if (e != cudaSuccess) {
         snprintf(err, errlen, "decode attention launch: %s", cudaGetErrorString(e));
         return -1;

@@ -4,7 +4,9 @@
  * Rows of one sequence = its query tokens × the GQA group, at most DECODE_MAX_ROWS (one 16-row
  * mma tile). The context is cut into n_splits parts per (sequence, KV head), each part one
  * thread block whose 4 warps take turns over 16-key tiles; a part writes its normalised output
- * and log-sum-exp to the workspace and a merge kernel, launched as a programmatic dependent of the
+ * and log-sum-exp; with 2–8 parts whose clusters fit one wave the parts of a group form a
+ * thread-block cluster and merge through distributed shared memory (no workspace), otherwise the
+ * partials go to the workspace and a merge kernel, launched as a programmatic dependent of the
  * first (its launch overlaps it), combines them (n_splits 1 writes the output directly).
  * The workspace needs no initialisation: each launch writes every partial it reads, and nothing
  * in it is kept between launches (so CUDA graph replays need nothing reset).
@@ -26,7 +28,7 @@ extern "C" {
 int decode_attn_supported(const struct attn_args *a);
 /* Split count the heuristic picks for a (ignores the workspace); at least 1. */
 int decode_attn_splits(const struct attn_args *a);
-/* Workspace bytes for n_splits parts. */
+/* Workspace bytes for n_splits parts (0 where they merge in a cluster). */
 size_t decode_attn_workspace_bytes(const struct attn_args *a, int n_splits);
 /* Launch; n_splits is a->n_splits or the heuristic, lowered to what the workspace holds. */
 int decode_attn_launch(const struct attn_args *a, char *err, size_t errlen);
