@@ -296,7 +296,9 @@ def decode_sweep(lib, ceiling):
             dummy = torch.zeros(4, device="cuda")
             splits = lib.decode_attn_splits(C.byref(l0.args(dummy)))
             cands = decode_split_candidates(bsz, ctx, splits) if sweep else [splits]
-            ws_bytes = max(lib.attn_workspace_bytes(C.byref(l0.args(dummy, n))) for n in cands)
+            # sized for both builds: one may need a workspace where the other needs none
+            ws_bytes = max(x.attn_workspace_bytes(C.byref(l0.args(dummy, n)))
+                           for n in cands for x in (lib, lib_b) if x is not None)
             ws = torch.zeros(ws_bytes // 4 + 1, dtype=torch.float32, device="cuda")
             gb = lambda us: nbytes / us / 1e3 if us else None  # noqa: E731
 
