@@ -14,8 +14,9 @@
  *            partial results merged by their LSE in a second kernel.
  * All pointers are device memory, the arrays of attn_batch included; attn_batch's host_q_start
  * and host_kv_len are optional (with them the launch sizes the decode workspace exactly).
- * Callable from any one host thread at a time per stream; the only state is two process-wide
- * caches filled on first use (the device's SM count, the driver's tensor-map entry points).
+ * Callable from any one host thread at a time per stream; the only state is process-wide caches
+ * filled on first use (the device's SM count, the driver's tensor-map entry points, how many
+ * decode clusters fit one wave).
  */
 #ifndef FG_ATTENTION_H
 #define FG_ATTENTION_H

@@ -532,14 +532,22 @@ template <typename T, int HD> static int decode_cluster_capacity(int n) {
 static int decode_use_cluster(const struct attn_args *a, int n) {
     if (n < 2 || n > DECODE_CLUSTER_MAX) return 0;
     long clusters = (long)a->b.n_seqs * a->b.n_kv_heads;
-    int cap;
-    if (a->dtype == ATTN_DTYPE_BF16)
-        cap = a->b.head_dim == 64 ? decode_cluster_capacity<__nv_bfloat16, 64>(n)
-                                  : decode_cluster_capacity<__nv_bfloat16, 128>(n);
-    else
-        cap = a->b.head_dim == 64 ? decode_cluster_capacity<__half, 64>(n)
-                                  : decode_cluster_capacity<__half, 128>(n);
-    return clusters <= cap;
+    /* The capacity depends only on (dtype, head dim, cluster size) on the process's one device:
+     * asked once (the query and the attribute calls cost microseconds, twice per launch). */
+    static int cache[2][2][DECODE_CLUSTER_MAX + 1]; /* capacity + 1; 0 = not asked yet */
+    const int bf = a->dtype == ATTN_DTYPE_BF16, h64 = a->b.head_dim == 64;
+    int &c = cache[bf][h64][n];
+    if (!c) {
+        int cap;
+        if (bf)
+            cap = h64 ? decode_cluster_capacity<__nv_bfloat16, 64>(n)
+                      : decode_cluster_capacity<__nv_bfloat16, 128>(n);
+        else
+            cap = h64 ? decode_cluster_capacity<__half, 64>(n)
+                      : decode_cluster_capacity<__half, 128>(n);
+        c = cap + 1;
+    }
+    return clusters <= c - 1;
 }
 
 extern "C" size_t decode_attn_workspace_bytes(const struct attn_args *a, int n_splits) {
