@@ -59,6 +59,34 @@
  * single-launch timing of run 6 had put the line at 384 MB. */
 #define DECODE_FEW_SPLITS_MAX_MB 48
 
+/* Folds N parts (log2-domain LSE ls[u], normalised output granule v[u]; empty parts carry
+ * lse = -inf) into a running LSE merge: max m, weight sum l and weighted sum acc, all relative to
+ * 2^m. Both merges use it: the cluster's (one fold from m = -inf) and decode_merge_kernel's. */
+template <int N>
+__device__ __forceinline__ void decode_merge_fold(const float *ls, const float4 *v, float &m,
+                                                  float &l, float4 &acc) {
+    float mn = m;
+#pragma unroll
+    for (int u = 0; u < N; u++)
+        mn = fmaxf(mn, ls[u]);
+    const float mu = mn == FG_NEG_INF ? 0.f : mn, a = fast_exp2(m - mu);
+    acc.x *= a;
+    acc.y *= a;
+    acc.z *= a;
+    acc.w *= a;
+    l *= a;
+#pragma unroll
+    for (int u = 0; u < N; u++) {
+        const float w = fast_exp2(ls[u] - mu);
+        l += w;
+        acc.x = fmaf(w, v[u].x, acc.x);
+        acc.y = fmaf(w, v[u].y, acc.y);
+        acc.z = fmaf(w, v[u].z, acc.z);
+        acc.w = fmaf(w, v[u].w, acc.w);
+    }
+    m = mn;
+}
+
 /* Programmatic dependent launch (sm_90): the split kernel lets the merge grid launch early; the
  * merge waits for the whole split grid (and its memory) before reading any partial. */
 __device__ __forceinline__ void decode_allow_dependents() {
@@ -299,22 +327,9 @@ __global__ void __launch_bounds__(DECODE_NW * 32) decode_split_kernel(const attn
                     v[j] = *reinterpret_cast<const float4 *>(pp + r * HD + c4 * 4);
                 }
             }
-            float M = FG_NEG_INF;
-#pragma unroll
-            for (int j = 0; j < DECODE_CLUSTER_MAX; j++)
-                M = fmaxf(M, ls[j]);
-            const float mu = M == FG_NEG_INF ? 0.f : M;
-            float W = 0.f;
+            float M = FG_NEG_INF, W = 0.f;
             float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
-#pragma unroll
-            for (int j = 0; j < DECODE_CLUSTER_MAX; j++) {
-                float f = fast_exp2(ls[j] - mu);
-                W += f;
-                acc.x = fmaf(f, v[j].x, acc.x);
-                acc.y = fmaf(f, v[j].y, acc.y);
-                acc.z = fmaf(f, v[j].z, acc.z);
-                acc.w = fmaf(f, v[j].w, acc.w);
-            }
+            decode_merge_fold<DECODE_CLUSTER_MAX>(ls, v, M, W, acc);
             const float inv = W > 0.f ? 1.f / W : 0.f;
             size_t qrow = (size_t)(q0 + r / G) * p.n_heads + kvh * G + r % G;
             T *out = static_cast<T *>(p.out) + qrow * HD + c4 * 4;
@@ -357,26 +372,7 @@ __global__ void __launch_bounds__(DECODE_MERGE_NT) decode_merge_kernel(const att
             v[u] = *reinterpret_cast<const float4 *>(po);
             if (sp >= n) ls[u] = FG_NEG_INF;
         }
-        float mn = m;
-#pragma unroll
-        for (int u = 0; u < U; u++)
-            mn = fmaxf(mn, ls[u]);
-        float mu = mn == FG_NEG_INF ? 0.f : mn, a = fast_exp2(m - mu);
-        acc.x *= a;
-        acc.y *= a;
-        acc.z *= a;
-        acc.w *= a;
-        l *= a;
-#pragma unroll
-        for (int u = 0; u < U; u++) {
-            float w = fast_exp2(ls[u] - mu);
-            l += w;
-            acc.x = fmaf(w, v[u].x, acc.x);
-            acc.y = fmaf(w, v[u].y, acc.y);
-            acc.z = fmaf(w, v[u].z, acc.z);
-            acc.w = fmaf(w, v[u].w, acc.w);
-        }
-        m = mn;
+        decode_merge_fold<U>(ls, v, m, l, acc);
     }
     if (c == 0) {
         s_m[r] = m;
