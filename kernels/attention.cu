@@ -177,12 +177,7 @@ static int prefill_launch(const struct attn_args *a, char *err, size_t errlen)
     const struct attn_batch *b = &a->b;
     attn_kparams p = attn_prefill_kparams(a);
     size_t smem = (size_t)(BM + 2 * BN) * HD * sizeof(T);
-    cudaError_t e = cudaFuncSetAttribute(attn_prefill_kernel<T, HD, BN, NW, R, QREG, MINB>,
-                                         cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-    if (e == cudaSuccess) /* let two blocks share an SM where registers allow */
-        e = cudaFuncSetAttribute(attn_prefill_kernel<T, HD, BN, NW, R, QREG, MINB>,
-                                 cudaFuncAttributePreferredSharedMemoryCarveout,
-                                 cudaSharedmemCarveoutMaxShared);
+    cudaError_t e = attn_allow_smem(attn_prefill_kernel<T, HD, BN, NW, R, QREG, MINB>, smem);
     if (e == cudaSuccess) {
         dim3 grid((unsigned)((b->max_q_len * p.group + BM - 1) / BM), (unsigned)b->n_kv_heads,
                   (unsigned)b->n_seqs);

@@ -18,6 +18,7 @@
 #define FG_ATTENTION_COMMON_CUH
 
 #include <cuda_bf16.h>
+#include <cuda_runtime.h>
 #include <cuda_fp16.h>
 #include <stdint.h>
 
@@ -43,6 +44,18 @@ struct attn_kparams {
 };
 
 #define FG_NEG_INF (-__int_as_float(0x7f800000))
+
+/* Lets kernel k use smem bytes of dynamic shared memory and asks for the largest shared-memory
+ * carve-out, so as many blocks share an SM as their registers allow (host side, every launcher). */
+template <typename K> static inline cudaError_t attn_allow_smem(K *k, size_t smem)
+{
+    const void *f = reinterpret_cast<const void *>(k);
+    cudaError_t e = cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    if (e == cudaSuccess)
+        e = cudaFuncSetAttribute(f, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                 cudaSharedmemCarveoutMaxShared);
+    return e;
+}
 
 /* One block's share of a prefill launch: BM packed query rows from r0 of sequence s and KV head
  * kvh. Packed row gr is query token gr / G of head kvh·G + gr % G (G = group), so the G heads of

@@ -194,12 +194,7 @@ static int hop_launch(const struct attn_args *a, char *err, size_t errlen) {
     const struct attn_batch *b = &a->b;
     attn_kparams p = attn_prefill_kparams(a);
     size_t smem = (size_t)(BM + 4 * BN) * HD * sizeof(T) + 1024;
-    cudaError_t e = cudaFuncSetAttribute(attn_hopper_kernel<T, HD, BN, NWG, MINB>,
-                                         cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-    if (e == cudaSuccess) /* let several blocks share an SM where registers allow */
-        e = cudaFuncSetAttribute(attn_hopper_kernel<T, HD, BN, NWG, MINB>,
-                                 cudaFuncAttributePreferredSharedMemoryCarveout,
-                                 cudaSharedmemCarveoutMaxShared);
+    cudaError_t e = attn_allow_smem(attn_hopper_kernel<T, HD, BN, NWG, MINB>, smem);
     if (e == cudaSuccess) {
         dim3 grid((unsigned)((b->max_q_len * p.group + BM - 1) / BM), (unsigned)b->n_kv_heads,
                   (unsigned)b->n_seqs);

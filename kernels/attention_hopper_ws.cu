@@ -365,8 +365,7 @@ static int hws_launch(const struct attn_args *a, char *err, size_t errlen,
     const size_t smem = (size_t)(2 * BM + 2 * S * BN) * HD * sizeof(T) + 8 * (4 * S + 3) + 1024;
     const int n_qtiles = (b->max_q_len * p.group + BM - 1) / BM;
     const long items = (long)n_qtiles * b->n_kv_heads * b->n_seqs;
-    cudaError_t e = cudaFuncSetAttribute(attn_hws_kernel<T, HD, BN, NC, S, PP>,
-                                         cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    cudaError_t e = attn_allow_smem(attn_hws_kernel<T, HD, BN, NC, S, PP>, smem);
     if (e == cudaSuccess && items > 0x7fffffffL) e = cudaErrorInvalidValue;
     if (e == cudaSuccess) {
         const unsigned grid = (unsigned)(items < hws_sm_count() ? items : hws_sm_count());

@@ -478,12 +478,7 @@ static size_t decode_q_total(const struct attn_args *a) {
 }
 
 template <typename T, int HD, bool EF, bool CLU> static cudaError_t decode_set_attrs(size_t smem) {
-    const void *k = reinterpret_cast<const void *>(decode_split_kernel<T, HD, EF, CLU>);
-    cudaError_t e = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-    if (e == cudaSuccess) /* two blocks per SM need the largest shared-memory carve-out */
-        e = cudaFuncSetAttribute(k, cudaFuncAttributePreferredSharedMemoryCarveout,
-                                 cudaSharedmemCarveoutMaxShared);
-    return e;
+    return attn_allow_smem(decode_split_kernel<T, HD, EF, CLU>, smem); /* two blocks per SM */
 }
 
 /* Launch attributes of the cluster path: one cluster = the n parts of a (KV head, sequence).
