@@ -5,6 +5,8 @@
  */
 #include "config.h"
 
+#include "model/errmsg.h"
+
 #include <cjson/cJSON.h>
 #include <ctype.h>
 #include <errno.h>
@@ -84,14 +86,6 @@ const struct config_option *config_schema(size_t *n) {
     return SCHEMA;
 }
 
-static void errf(char *err, size_t errlen, const char *fmt, ...) {
-    if (!err || !errlen) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 /* "max_batch_tokens" matches "max_batch_tokens", "max-batch-tokens" and case variants. */
 static int name_eq(const char *schema, const char *given, size_t glen) {
     size_t i = 0;
@@ -131,7 +125,7 @@ static int set_opt(struct config *c, const struct config_option *o, const char *
     case CONFIG_T_STRING: {
         char *s = strdup(v);
         if (!s) {
-            errf(err, errlen, "out of memory");
+            errmsg_set(err, errlen, "out of memory");
             return -1;
         }
         free(*(char **)field);
@@ -142,9 +136,9 @@ static int set_opt(struct config *c, const struct config_option *o, const char *
         errno = 0;
         long long x = strtoll(v, &end, 10);
         if (errno || end == v || *end || x < (long long)o->min || x > (long long)o->max) {
-            errf(err, errlen,
-                 "invalid value '%s' for option %s (%s): expected an integer in [%g, %g]", v,
-                 o->name, source, o->min, o->max);
+            errmsg_set(err, errlen,
+                       "invalid value '%s' for option %s (%s): expected an integer in [%g, %g]", v,
+                       o->name, source, o->min, o->max);
             return -1;
         }
         *(int *)field = (int)x;
@@ -154,9 +148,9 @@ static int set_opt(struct config *c, const struct config_option *o, const char *
         errno = 0;
         double x = strtod(v, &end);
         if (errno || end == v || *end || !isfinite(x) || x < o->min || x > o->max) {
-            errf(err, errlen,
-                 "invalid value '%s' for option %s (%s): expected a number in [%g, %g]", v, o->name,
-                 source, o->min, o->max);
+            errmsg_set(err, errlen,
+                       "invalid value '%s' for option %s (%s): expected a number in [%g, %g]", v,
+                       o->name, source, o->min, o->max);
             return -1;
         }
         *(double *)field = x;
@@ -171,8 +165,8 @@ static int set_opt(struct config *c, const struct config_option *o, const char *
                  !strcasecmp(v, "off"))
             b = 0;
         if (b < 0) {
-            errf(err, errlen, "invalid value '%s' for option %s (%s): expected true or false", v,
-                 o->name, source);
+            errmsg_set(err, errlen, "invalid value '%s' for option %s (%s): expected true or false",
+                       v, o->name, source);
             return -1;
         }
         *(int *)field = b;
@@ -182,8 +176,8 @@ static int set_opt(struct config *c, const struct config_option *o, const char *
         int idx = enum_index(o->choices, v);
         if (idx < 0) {
             char ch[128];
-            errf(err, errlen, "invalid value '%s' for option %s (%s): expected one of %s", v,
-                 o->name, source, choices_text(o->choices, ch, sizeof ch));
+            errmsg_set(err, errlen, "invalid value '%s' for option %s (%s): expected one of %s", v,
+                       o->name, source, choices_text(o->choices, ch, sizeof ch));
             return -1;
         }
         *(int *)field = idx;
@@ -197,7 +191,7 @@ int config_set(struct config *c, const char *name, const char *value, const char
                size_t errlen) {
     const struct config_option *o = find_opt(name, strlen(name));
     if (!o) {
-        errf(err, errlen, "unknown option '%s' (%s)", name, source);
+        errmsg_set(err, errlen, "unknown option '%s' (%s)", name, source);
         return -1;
     }
     return set_opt(c, o, value, source, err, errlen);
@@ -225,7 +219,7 @@ int config_defaults(struct config *c, char *err, size_t errlen) {
 int config_load_file(struct config *c, const char *path, char *err, size_t errlen) {
     FILE *f = fopen(path, "rb");
     if (!f) {
-        errf(err, errlen, "config file %s: %s", path, strerror(errno));
+        errmsg_set(err, errlen, "config file %s: %s", path, strerror(errno));
         return -1;
     }
     char *buf = NULL;
@@ -237,7 +231,7 @@ int config_load_file(struct config *c, const char *path, char *err, size_t errle
             if (!nb) {
                 free(buf);
                 fclose(f);
-                errf(err, errlen, "config file %s: out of memory", path);
+                errmsg_set(err, errlen, "config file %s: out of memory", path);
                 return -1;
             }
             buf = nb;
@@ -251,7 +245,7 @@ int config_load_file(struct config *c, const char *path, char *err, size_t errle
     free(buf);
     if (!cJSON_IsObject(root)) {
         cJSON_Delete(root);
-        errf(err, errlen, "config file %s: not a JSON object", path);
+        errmsg_set(err, errlen, "config file %s: not a JSON object", path);
         return -1;
     }
     char source[300];
@@ -262,7 +256,7 @@ int config_load_file(struct config *c, const char *path, char *err, size_t errle
         if (it->string && it->string[0] == '_') continue; /* "_comment" keys */
         const struct config_option *o = find_opt(it->string, strlen(it->string));
         if (!o || o->offset == OFF(config_file)) {
-            errf(err, errlen, "unknown option '%s' (%s)", it->string, source);
+            errmsg_set(err, errlen, "unknown option '%s' (%s)", it->string, source);
             rc = -1;
             break;
         }
@@ -281,8 +275,9 @@ int config_load_file(struct config *c, const char *path, char *err, size_t errle
         } else if (cJSON_IsNull(it))
             continue;
         if (!v) {
-            errf(err, errlen, "invalid value for option %s (%s): expected a string, number or bool",
-                 o->name, source);
+            errmsg_set(err, errlen,
+                       "invalid value for option %s (%s): expected a string, number or bool",
+                       o->name, source);
             rc = -1;
             break;
         }
@@ -348,7 +343,8 @@ int config_load(struct config *c, int argc, char **argv, char **envp, char *err,
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strncmp(a, "--", 2)) {
-            errf(err, errlen, "unexpected argument '%s' (options start with --; see --help)", a);
+            errmsg_set(err, errlen, "unexpected argument '%s' (options start with --; see --help)",
+                       a);
             return -1;
         }
         a += 2;
@@ -362,7 +358,7 @@ int config_load(struct config *c, int argc, char **argv, char **envp, char *err,
             negate = 1;
         }
         if (!o) {
-            errf(err, errlen, "unknown option '--%.*s' (see --help)", (int)nl, a);
+            errmsg_set(err, errlen, "unknown option '--%.*s' (see --help)", (int)nl, a);
             return -1;
         }
         const char *v;
@@ -374,7 +370,7 @@ int config_load(struct config *c, int argc, char **argv, char **envp, char *err,
         else if (i + 1 < argc)
             v = argv[++i];
         else {
-            errf(err, errlen, "option --%s needs a value", o->name);
+            errmsg_set(err, errlen, "option --%s needs a value", o->name);
             return -1;
         }
         if (o->offset == OFF(config_file)) continue; /* already applied */

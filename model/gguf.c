@@ -7,6 +7,8 @@
  */
 #include "model/gguf.h"
 
+#include "model/errmsg.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -74,19 +76,6 @@ uint64_t gguf_type_row_bytes(uint32_t type, uint64_t n) {
     const struct gguf_type_info *ti = gguf_type_info(type);
     if (!ti || n % ti->blck) return 0;
     return n / ti->blck * ti->bytes;
-}
-
-/* --- error helper ------------------------------------------------------------------------------
- */
-
-static void gguf_err(char *err, size_t errlen, const char *path, const char *fmt, ...) {
-    if (!err || !errlen) return;
-    int n = snprintf(err, errlen, "%s: ", path ? path : "gguf");
-    if (n < 0 || (size_t)n >= errlen) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err + n, errlen - (size_t)n, fmt, ap);
-    va_end(ap);
 }
 
 /* --- bounds-checked cursor ----------------------------------------------------------------------
@@ -231,41 +220,41 @@ static int tensor_name_cmp(const void *a, const void *b) {
 static int gguf_parse_kvs(struct gguf_file *f, struct gguf_cur *c, char *err, size_t errlen) {
     /* each KV needs >= 8 (key length) + 4 (type) + 1 (smallest value) bytes */
     if (f->n_kv > (c->size - c->pos) / 13) {
-        gguf_err(err, errlen, f->path,
-                 "metadata count %llu exceeds what the file can hold (truncated or corrupt)",
-                 (unsigned long long)f->n_kv);
+        errmsg_at(err, errlen, f->path,
+                  "metadata count %llu exceeds what the file can hold (truncated or corrupt)",
+                  (unsigned long long)f->n_kv);
         return -1;
     }
     f->kv = calloc(f->n_kv ? f->n_kv : 1, sizeof(*f->kv));
     if (!f->kv) {
-        gguf_err(err, errlen, f->path, "out of memory for %llu metadata entries",
-                 (unsigned long long)f->n_kv);
+        errmsg_at(err, errlen, f->path, "out of memory for %llu metadata entries",
+                  (unsigned long long)f->n_kv);
         return -1;
     }
     for (uint64_t i = 0; i < f->n_kv; i++) {
         struct gguf_kv *kv = &f->kv[i];
         uint64_t klen;
         if (cur_str(c, &kv->key, &klen)) {
-            gguf_err(err, errlen, f->path, "truncated metadata key #%llu", (unsigned long long)i);
+            errmsg_at(err, errlen, f->path, "truncated metadata key #%llu", (unsigned long long)i);
             return -1;
         }
         if (klen == 0 || klen > 65535) {
-            gguf_err(err, errlen, f->path, "metadata key #%llu has invalid length %llu",
-                     (unsigned long long)i, (unsigned long long)klen);
+            errmsg_at(err, errlen, f->path, "metadata key #%llu has invalid length %llu",
+                      (unsigned long long)i, (unsigned long long)klen);
             return -1;
         }
         kv->key_len = (size_t)klen;
         if (cur_u32(c, &kv->type)) {
-            gguf_err(err, errlen, f->path, "truncated type of metadata key '%.*s'", (int)klen,
-                     kv->key);
+            errmsg_at(err, errlen, f->path, "truncated type of metadata key '%.*s'", (int)klen,
+                      kv->key);
             return -1;
         }
         const char *why = "";
         if (kv->type == GGUF_VTYPE_ARRAY) {
             size_t start = c->pos;
             if (cur_u32(c, &kv->arr_type) || cur_u64(c, &kv->arr_count)) {
-                gguf_err(err, errlen, f->path, "truncated array header of metadata key '%.*s'",
-                         (int)klen, kv->key);
+                errmsg_at(err, errlen, f->path, "truncated array header of metadata key '%.*s'",
+                          (int)klen, kv->key);
                 return -1;
             }
             kv->value = c->p + c->pos;
@@ -274,12 +263,13 @@ static int gguf_parse_kvs(struct gguf_file *f, struct gguf_cur *c, char *err, si
             kv->value = c->p + c->pos;
         }
         if (cur_skip_value(c, kv->type, 0, &why)) {
-            gguf_err(err, errlen, f->path, "metadata key '%.*s': %s", (int)klen, kv->key, why);
+            errmsg_at(err, errlen, f->path, "metadata key '%.*s': %s", (int)klen, kv->key, why);
             return -1;
         }
         for (uint64_t j = 0; j < i; j++)
             if (f->kv[j].key_len == kv->key_len && !memcmp(f->kv[j].key, kv->key, klen)) {
-                gguf_err(err, errlen, f->path, "duplicate metadata key '%.*s'", (int)klen, kv->key);
+                errmsg_at(err, errlen, f->path, "duplicate metadata key '%.*s'", (int)klen,
+                          kv->key);
                 return -1;
             }
     }
@@ -289,15 +279,15 @@ static int gguf_parse_kvs(struct gguf_file *f, struct gguf_cur *c, char *err, si
 static int gguf_parse_tensors(struct gguf_file *f, struct gguf_cur *c, char *err, size_t errlen) {
     /* each tensor info needs >= 8 (name length) + 1 (name) + 4 (n_dims) + 4 (type) + 8 (offset) */
     if (f->n_tensors > (c->size - c->pos) / 25) {
-        gguf_err(err, errlen, f->path,
-                 "tensor count %llu exceeds what the file can hold (truncated or corrupt)",
-                 (unsigned long long)f->n_tensors);
+        errmsg_at(err, errlen, f->path,
+                  "tensor count %llu exceeds what the file can hold (truncated or corrupt)",
+                  (unsigned long long)f->n_tensors);
         return -1;
     }
     f->tensors = calloc(f->n_tensors ? f->n_tensors : 1, sizeof(*f->tensors));
     if (!f->tensors) {
-        gguf_err(err, errlen, f->path, "out of memory for %llu tensors",
-                 (unsigned long long)f->n_tensors);
+        errmsg_at(err, errlen, f->path, "out of memory for %llu tensors",
+                  (unsigned long long)f->n_tensors);
         return -1;
     }
     for (uint64_t i = 0; i < f->n_tensors; i++) {
@@ -305,59 +295,60 @@ static int gguf_parse_tensors(struct gguf_file *f, struct gguf_cur *c, char *err
         const char *name;
         uint64_t nlen;
         if (cur_str(c, &name, &nlen)) {
-            gguf_err(err, errlen, f->path, "truncated name of tensor #%llu", (unsigned long long)i);
+            errmsg_at(err, errlen, f->path, "truncated name of tensor #%llu",
+                      (unsigned long long)i);
             return -1;
         }
         if (nlen == 0 || nlen > GGUF_MAX_TENSOR_NAME || memchr(name, 0, (size_t)nlen)) {
-            gguf_err(err, errlen, f->path, "tensor #%llu has an invalid name (length %llu)",
-                     (unsigned long long)i, (unsigned long long)nlen);
+            errmsg_at(err, errlen, f->path, "tensor #%llu has an invalid name (length %llu)",
+                      (unsigned long long)i, (unsigned long long)nlen);
             return -1;
         }
         memcpy(t->name, name, (size_t)nlen);
         t->name[nlen] = 0;
         if (cur_u32(c, &t->n_dims)) {
-            gguf_err(err, errlen, f->path, "truncated info of tensor '%s'", t->name);
+            errmsg_at(err, errlen, f->path, "truncated info of tensor '%s'", t->name);
             return -1;
         }
         if (t->n_dims == 0 || t->n_dims > GGUF_MAX_DIMS) {
-            gguf_err(err, errlen, f->path, "tensor '%s' has %u dimensions (1..%d allowed)", t->name,
-                     t->n_dims, GGUF_MAX_DIMS);
+            errmsg_at(err, errlen, f->path, "tensor '%s' has %u dimensions (1..%d allowed)",
+                      t->name, t->n_dims, GGUF_MAX_DIMS);
             return -1;
         }
         uint64_t n = 1;
         for (uint32_t d = 0; d < GGUF_MAX_DIMS; d++) {
             t->ne[d] = 1;
             if (d < t->n_dims && cur_u64(c, &t->ne[d])) {
-                gguf_err(err, errlen, f->path, "truncated shape of tensor '%s'", t->name);
+                errmsg_at(err, errlen, f->path, "truncated shape of tensor '%s'", t->name);
                 return -1;
             }
             if (t->ne[d] && n > UINT64_MAX / t->ne[d]) {
-                gguf_err(err, errlen, f->path, "tensor '%s' has an overflowing shape", t->name);
+                errmsg_at(err, errlen, f->path, "tensor '%s' has an overflowing shape", t->name);
                 return -1;
             }
             n *= t->ne[d];
         }
         t->n_elems = n;
         if (cur_u32(c, &t->type) || cur_u64(c, &t->offset)) {
-            gguf_err(err, errlen, f->path, "truncated info of tensor '%s'", t->name);
+            errmsg_at(err, errlen, f->path, "truncated info of tensor '%s'", t->name);
             return -1;
         }
         const struct gguf_type_info *ti = gguf_type_info(t->type);
         if (!ti) {
-            gguf_err(err, errlen, f->path, "tensor '%s' has unknown ggml type id %u", t->name,
-                     t->type);
+            errmsg_at(err, errlen, f->path, "tensor '%s' has unknown ggml type id %u", t->name,
+                      t->type);
             return -1;
         }
         if (t->ne[0] % ti->blck) {
-            gguf_err(err, errlen, f->path,
-                     "tensor '%s': row length %llu is not a multiple of the %s block (%u)", t->name,
-                     (unsigned long long)t->ne[0], ti->name, ti->blck);
+            errmsg_at(err, errlen, f->path,
+                      "tensor '%s': row length %llu is not a multiple of the %s block (%u)",
+                      t->name, (unsigned long long)t->ne[0], ti->name, ti->blck);
             return -1;
         }
         /* n / blck * bytes cannot overflow: bytes <= 292 < blck*... checked against size below */
         t->n_bytes = n / ti->blck * ti->bytes;
         if (n / ti->blck > UINT64_MAX / ti->bytes) {
-            gguf_err(err, errlen, f->path, "tensor '%s' is too large", t->name);
+            errmsg_at(err, errlen, f->path, "tensor '%s' is too large", t->name);
             return -1;
         }
     }
@@ -369,23 +360,23 @@ int gguf_open(const char *path, struct gguf_file **out, char *err, size_t errlen
     struct gguf_file *f = calloc(1, sizeof(*f));
     if (!f || !(f->path = strdup(path))) {
         free(f);
-        gguf_err(err, errlen, path, "out of memory");
+        errmsg_at(err, errlen, path, "out of memory");
         return -1;
     }
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
-        gguf_err(err, errlen, path, "cannot open: %s", strerror(errno));
+        errmsg_at(err, errlen, path, "cannot open: %s", strerror(errno));
         goto fail;
     }
     struct stat st;
     if (fstat(fd, &st) || !S_ISREG(st.st_mode)) {
-        gguf_err(err, errlen, path, "not a regular file");
+        errmsg_at(err, errlen, path, "not a regular file");
         close(fd);
         goto fail;
     }
     if (st.st_size < 24) {
-        gguf_err(err, errlen, path, "truncated: %lld bytes is shorter than a GGUF header",
-                 (long long)st.st_size);
+        errmsg_at(err, errlen, path, "truncated: %lld bytes is shorter than a GGUF header",
+                  (long long)st.st_size);
         close(fd);
         goto fail;
     }
@@ -393,7 +384,7 @@ int gguf_open(const char *path, struct gguf_file **out, char *err, size_t errlen
     void *m = mmap(NULL, f->size, PROT_READ, MAP_PRIVATE, fd, 0);
     close(fd);
     if (m == MAP_FAILED) {
-        gguf_err(err, errlen, path, "mmap failed: %s", strerror(errno));
+        errmsg_at(err, errlen, path, "mmap failed: %s", strerror(errno));
         goto fail;
     }
     f->map = m;
@@ -402,19 +393,19 @@ int gguf_open(const char *path, struct gguf_file **out, char *err, size_t errlen
     uint32_t magic = 0;
     cur_u32(&c, &magic);
     if (magic != GGUF_MAGIC) {
-        gguf_err(err, errlen, path, "not a GGUF file (bad magic 0x%08x)", magic);
+        errmsg_at(err, errlen, path, "not a GGUF file (bad magic 0x%08x)", magic);
         goto fail;
     }
     cur_u32(&c, &f->version);
     if (f->version != 2 && f->version != 3) {
         if ((f->version & 0xffff) == 0 && (f->version >> 24) <= 3)
-            gguf_err(err, errlen, path, "big-endian GGUF is not supported");
+            errmsg_at(err, errlen, path, "big-endian GGUF is not supported");
         else
-            gguf_err(err, errlen, path, "unsupported GGUF version %u (only 2 and 3)", f->version);
+            errmsg_at(err, errlen, path, "unsupported GGUF version %u (only 2 and 3)", f->version);
         goto fail;
     }
     if (cur_u64(&c, &f->n_tensors) || cur_u64(&c, &f->n_kv)) {
-        gguf_err(err, errlen, path, "truncated header");
+        errmsg_at(err, errlen, path, "truncated header");
         goto fail;
     }
     if (gguf_parse_kvs(f, &c, err, errlen) || gguf_parse_tensors(f, &c, err, errlen)) goto fail;
@@ -424,31 +415,31 @@ int gguf_open(const char *path, struct gguf_file **out, char *err, size_t errlen
         int64_t a;
         if (gguf_get_int(f, "general.alignment", &a, err, errlen) < 0) goto fail;
         if (a <= 0 || a > (1 << 24) || (a & (a - 1))) {
-            gguf_err(err, errlen, path, "general.alignment %lld is not a power of two",
-                     (long long)a);
+            errmsg_at(err, errlen, path, "general.alignment %lld is not a power of two",
+                      (long long)a);
             goto fail;
         }
         f->alignment = (uint64_t)a;
     }
     f->data_offset = (c.pos + f->alignment - 1) / f->alignment * f->alignment;
     if (f->data_offset > f->size) {
-        gguf_err(err, errlen, path, "truncated before the tensor data section");
+        errmsg_at(err, errlen, path, "truncated before the tensor data section");
         goto fail;
     }
     uint64_t data_size = f->size - f->data_offset;
     for (uint64_t i = 0; i < f->n_tensors; i++) {
         struct gguf_tensor *t = &f->tensors[i];
         if (t->offset % f->alignment) {
-            gguf_err(err, errlen, path, "tensor '%s' offset %llu is not aligned to %llu", t->name,
-                     (unsigned long long)t->offset, (unsigned long long)f->alignment);
+            errmsg_at(err, errlen, path, "tensor '%s' offset %llu is not aligned to %llu", t->name,
+                      (unsigned long long)t->offset, (unsigned long long)f->alignment);
             goto fail;
         }
         if (t->offset > data_size || t->n_bytes > data_size - t->offset) {
-            gguf_err(err, errlen, path,
-                     "tensor '%s' (offset %llu, %llu bytes) runs past the end of the file "
-                     "(data section holds %llu bytes; truncated?)",
-                     t->name, (unsigned long long)t->offset, (unsigned long long)t->n_bytes,
-                     (unsigned long long)data_size);
+            errmsg_at(err, errlen, path,
+                      "tensor '%s' (offset %llu, %llu bytes) runs past the end of the file "
+                      "(data section holds %llu bytes; truncated?)",
+                      t->name, (unsigned long long)t->offset, (unsigned long long)t->n_bytes,
+                      (unsigned long long)data_size);
             goto fail;
         }
         t->data = f->map + f->data_offset + t->offset;
@@ -456,7 +447,7 @@ int gguf_open(const char *path, struct gguf_file **out, char *err, size_t errlen
     if (f->n_tensors > 1) { /* duplicate names: sort pointers, compare neighbours */
         const struct gguf_tensor **idx = malloc(f->n_tensors * sizeof(*idx));
         if (!idx) {
-            gguf_err(err, errlen, path, "out of memory");
+            errmsg_at(err, errlen, path, "out of memory");
             goto fail;
         }
         for (uint64_t i = 0; i < f->n_tensors; i++)
@@ -464,7 +455,7 @@ int gguf_open(const char *path, struct gguf_file **out, char *err, size_t errlen
         qsort(idx, f->n_tensors, sizeof(*idx), tensor_name_cmp);
         for (uint64_t i = 1; i < f->n_tensors; i++)
             if (!strcmp(idx[i - 1]->name, idx[i]->name)) {
-                gguf_err(err, errlen, path, "duplicate tensor '%s'", idx[i]->name);
+                errmsg_at(err, errlen, path, "duplicate tensor '%s'", idx[i]->name);
                 free(idx);
                 goto fail;
             }
@@ -551,12 +542,12 @@ int gguf_get_int(const struct gguf_file *f, const char *key, int64_t *v, char *e
     if (!kv) return 0;
     int big;
     if (read_int(kv->type, kv->value, v, &big)) {
-        gguf_err(err, errlen, f->path, "metadata '%s' is %s, expected an integer", key,
-                 vtype_name(kv->type));
+        errmsg_at(err, errlen, f->path, "metadata '%s' is %s, expected an integer", key,
+                  vtype_name(kv->type));
         return -1;
     }
     if (big) {
-        gguf_err(err, errlen, f->path, "metadata '%s' is out of range", key);
+        errmsg_at(err, errlen, f->path, "metadata '%s' is out of range", key);
         return -1;
     }
     return 1;
@@ -582,8 +573,8 @@ int gguf_get_float(const struct gguf_file *f, const char *key, double *v, char *
         *v = (double)i;
         return 1;
     }
-    gguf_err(err, errlen, f->path, "metadata '%s' is %s, expected a number", key,
-             vtype_name(kv->type));
+    errmsg_at(err, errlen, f->path, "metadata '%s' is %s, expected a number", key,
+              vtype_name(kv->type));
     return -1;
 }
 
@@ -593,8 +584,8 @@ int gguf_get_bool(const struct gguf_file *f, const char *key, int *v, char *err,
     int64_t i;
     int big;
     if (read_int(kv->type, kv->value, &i, &big)) {
-        gguf_err(err, errlen, f->path, "metadata '%s' is %s, expected a bool", key,
-                 vtype_name(kv->type));
+        errmsg_at(err, errlen, f->path, "metadata '%s' is %s, expected a bool", key,
+                  vtype_name(kv->type));
         return -1;
     }
     *v = i != 0;
@@ -606,8 +597,8 @@ int gguf_get_str(const struct gguf_file *f, const char *key, const char **s, siz
     const struct gguf_kv *kv = gguf_find_kv(f, key);
     if (!kv) return 0;
     if (kv->type != GGUF_VTYPE_STRING) {
-        gguf_err(err, errlen, f->path, "metadata '%s' is %s, expected a string", key,
-                 vtype_name(kv->type));
+        errmsg_at(err, errlen, f->path, "metadata '%s' is %s, expected a string", key,
+                  vtype_name(kv->type));
         return -1;
     }
     uint64_t n;
@@ -627,10 +618,10 @@ static const struct gguf_kv *find_array(const struct gguf_file *f, const char *k
                   ? kv->arr_type == GGUF_VTYPE_STRING
                   : vtype_size(kv->arr_type) && kv->arr_type != 6 && kv->arr_type != 12);
     if (!ok) {
-        gguf_err(err, errlen, f->path, "metadata '%s' is %s%s%s, expected an array of %s", key,
-                 vtype_name(kv->type), kv->type == GGUF_VTYPE_ARRAY ? " of " : "",
-                 kv->type == GGUF_VTYPE_ARRAY ? vtype_name(kv->arr_type) : "",
-                 want == GGUF_VTYPE_STRING ? "strings" : "integers");
+        errmsg_at(err, errlen, f->path, "metadata '%s' is %s%s%s, expected an array of %s", key,
+                  vtype_name(kv->type), kv->type == GGUF_VTYPE_ARRAY ? " of " : "",
+                  kv->type == GGUF_VTYPE_ARRAY ? vtype_name(kv->arr_type) : "",
+                  want == GGUF_VTYPE_STRING ? "strings" : "integers");
         *rc = -1;
         return NULL;
     }
@@ -658,7 +649,7 @@ int gguf_get_str_array(const struct gguf_file *f, const char *key, char ***strs,
     if (!s || !l) {
         free(s);
         free(l);
-        gguf_err(err, errlen, f->path, "out of memory for '%s'", key);
+        errmsg_at(err, errlen, f->path, "out of memory for '%s'", key);
         return -1;
     }
     char *blob = (char *)(s + (cnt ? cnt : 1));
@@ -687,7 +678,7 @@ int gguf_get_i32_array(const struct gguf_file *f, const char *key, int32_t **val
     uint64_t cnt = kv->arr_count, esz = vtype_size(kv->arr_type);
     int32_t *v = malloc((cnt ? cnt : 1) * sizeof(*v)); /* cnt <= file size / esz */
     if (!v) {
-        gguf_err(err, errlen, f->path, "out of memory for '%s'", key);
+        errmsg_at(err, errlen, f->path, "out of memory for '%s'", key);
         return -1;
     }
     for (uint64_t i = 0; i < cnt; i++) {
@@ -696,8 +687,8 @@ int gguf_get_i32_array(const struct gguf_file *f, const char *key, int32_t **val
         read_int(kv->arr_type, kv->value + i * esz, &x, &big);
         if (big || x < INT32_MIN || x > INT32_MAX) {
             free(v);
-            gguf_err(err, errlen, f->path, "metadata '%s'[%llu] is out of range", key,
-                     (unsigned long long)i);
+            errmsg_at(err, errlen, f->path, "metadata '%s'[%llu] is out of range", key,
+                      (unsigned long long)i);
             return -1;
         }
         v[i] = (int32_t)x;

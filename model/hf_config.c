@@ -2,9 +2,12 @@
  *
  * Reads the LlamaConfig fields flashgen needs, applies transformers' defaults where a field is
  * absent, and rejects what the forward pass does not implement (attention biases, rope scaling
- * other than llama3, activations other than SiLU, unknown architectures), naming the field.
+ * other than llama3, activations other than SiLU, architectures other than Llama and Mistral),
+ * naming the field.
  */
 #include "model/model.h"
+
+#include "model/errmsg.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -14,16 +17,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void hf_err(char *err, size_t errlen, const char *path, const char *fmt, ...) {
-    if (!err || !errlen) return;
-    int n = snprintf(err, errlen, "%s: ", path);
-    if (n < 0 || (size_t)n >= errlen) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err + n, errlen - (size_t)n, fmt, ap);
-    va_end(ap);
-}
-
 /* An integer field: 1 found, 0 absent or null, -1 bad (err written). */
 static int hf_int(const cJSON *j, const char *key, int *v, const char *path, char *err,
                   size_t errlen) {
@@ -31,7 +24,7 @@ static int hf_int(const cJSON *j, const char *key, int *v, const char *path, cha
     if (!e || cJSON_IsNull(e)) return 0;
     if (!cJSON_IsNumber(e) || e->valuedouble != floor(e->valuedouble) ||
         fabs(e->valuedouble) > 2147483647.0) {
-        hf_err(err, errlen, path, "'%s' is not an integer", key);
+        errmsg_at(err, errlen, path, "'%s' is not an integer", key);
         return -1;
     }
     *v = (int)e->valuedouble;
@@ -43,7 +36,7 @@ static int hf_num(const cJSON *j, const char *key, double *v, const char *path, 
     const cJSON *e = cJSON_GetObjectItemCaseSensitive(j, key);
     if (!e || cJSON_IsNull(e)) return 0;
     if (!cJSON_IsNumber(e)) {
-        hf_err(err, errlen, path, "'%s' is not a number", key);
+        errmsg_at(err, errlen, path, "'%s' is not a number", key);
         return -1;
     }
     *v = e->valuedouble;
@@ -55,7 +48,7 @@ static int hf_bool(const cJSON *j, const char *key, int *v, const char *path, ch
     const cJSON *e = cJSON_GetObjectItemCaseSensitive(j, key);
     if (!e || cJSON_IsNull(e)) return 0;
     if (!cJSON_IsBool(e)) {
-        hf_err(err, errlen, path, "'%s' is not a boolean", key);
+        errmsg_at(err, errlen, path, "'%s' is not a boolean", key);
         return -1;
     }
     *v = cJSON_IsTrue(e);
@@ -67,7 +60,7 @@ static int hf_rope(const cJSON *rs, struct model_config *cfg, const char *path, 
                    size_t errlen) {
     if (!rs || cJSON_IsNull(rs)) return 0;
     if (!cJSON_IsObject(rs)) {
-        hf_err(err, errlen, path, "'rope_scaling' is not an object");
+        errmsg_at(err, errlen, path, "'rope_scaling' is not an object");
         return -1;
     }
     const cJSON *ty = cJSON_GetObjectItemCaseSensitive(rs, "rope_type");
@@ -78,7 +71,7 @@ static int hf_rope(const cJSON *rs, struct model_config *cfg, const char *path, 
     if (cJSON_GetObjectItemCaseSensitive(rs, "rope_theta")) cfg->rope_theta = (float)theta;
     if (!type || !strcmp(type, "default")) return 0;
     if (strcmp(type, "llama3")) {
-        hf_err(err, errlen, path, "rope scaling type '%s' is not supported (only llama3)", type);
+        errmsg_at(err, errlen, path, "rope scaling type '%s' is not supported (only llama3)", type);
         return -1;
     }
     double factor = 0, low = 0, high = 0;
@@ -90,9 +83,9 @@ static int hf_rope(const cJSON *rs, struct model_config *cfg, const char *path, 
     for (int i = 0; i < 4; i++)
         if (rc[i] < 0) return -1;
     if (!rc[0] || !rc[1] || !rc[2] || !rc[3]) {
-        hf_err(err, errlen, path,
-               "llama3 rope_scaling needs factor, low_freq_factor, high_freq_factor and "
-               "original_max_position_embeddings");
+        errmsg_at(err, errlen, path,
+                  "llama3 rope_scaling needs factor, low_freq_factor, high_freq_factor and "
+                  "original_max_position_embeddings");
         return -1;
     }
     cfg->rope_scaling = MODEL_ROPE_SCALING_LLAMA3;
@@ -108,7 +101,7 @@ static int hf_parse(const cJSON *j, struct model_config *cfg, const char *path, 
     memset(cfg, 0, sizeof(*cfg));
     strcpy(cfg->arch, "llama");
     if (!cJSON_IsObject(j)) {
-        hf_err(err, errlen, path, "not a JSON object");
+        errmsg_at(err, errlen, path, "not a JSON object");
         return -1;
     }
     const cJSON *archs = cJSON_GetObjectItemCaseSensitive(j, "architectures");
@@ -118,29 +111,33 @@ static int hf_parse(const cJSON *j, struct model_config *cfg, const char *path, 
         const cJSON *mt = cJSON_GetObjectItemCaseSensitive(j, "model_type");
         arch = cJSON_IsString(mt) ? mt->valuestring : "(none)";
     }
-    int qwen2 = !strcmp(arch, "Qwen2ForCausalLM") || !strcmp(arch, "qwen2");
-    if (strcmp(arch, "LlamaForCausalLM") && strcmp(arch, "MistralForCausalLM") && !qwen2 &&
-        strcmp(arch, "llama") && strcmp(arch, "mistral")) {
-        hf_err(err, errlen, path,
-               "architecture '%s' is not supported (LlamaForCausalLM, MistralForCausalLM, "
-               "Qwen2ForCausalLM)",
-               arch);
+    /* Exactly the architectures the forward pass implements: Qwen2 (q/k/v biases) is not one. */
+    static const char *const archs_ok[] = {"LlamaForCausalLM", "MistralForCausalLM", "llama",
+                                           "mistral"};
+    int ok = 0;
+    for (size_t i = 0; i < sizeof(archs_ok) / sizeof(archs_ok[0]); i++)
+        ok |= !strcmp(arch, archs_ok[i]);
+    if (!ok) {
+        errmsg_at(err, errlen, path,
+                  "architecture '%s' is not supported (flashgen loads LlamaForCausalLM and "
+                  "MistralForCausalLM)",
+                  arch);
         return -1;
     }
     int bias = 0;
     if (hf_bool(j, "attention_bias", &bias, path, err, errlen) < 0) return -1;
     if (bias) {
-        hf_err(err, errlen, path, "'attention_bias' true is not supported");
+        errmsg_at(err, errlen, path, "'attention_bias' true is not supported");
         return -1;
     }
     if (hf_bool(j, "mlp_bias", &bias, path, err, errlen) < 0) return -1;
     if (bias) {
-        hf_err(err, errlen, path, "'mlp_bias' true is not supported");
+        errmsg_at(err, errlen, path, "'mlp_bias' true is not supported");
         return -1;
     }
     const cJSON *act = cJSON_GetObjectItemCaseSensitive(j, "hidden_act");
     if (act && (!cJSON_IsString(act) || strcmp(act->valuestring, "silu"))) {
-        hf_err(err, errlen, path, "'hidden_act' must be \"silu\"");
+        errmsg_at(err, errlen, path, "'hidden_act' must be \"silu\"");
         return -1;
     }
 
@@ -158,7 +155,7 @@ static int hf_parse(const cJSON *j, struct model_config *cfg, const char *path, 
         int rc = hf_int(j, req[i].key, (int *)((char *)cfg + req[i].off), path, err, errlen);
         if (rc < 0) return -1;
         if (rc == 0) {
-            hf_err(err, errlen, path, "missing '%s'", req[i].key);
+            errmsg_at(err, errlen, path, "missing '%s'", req[i].key);
             return -1;
         }
     }
@@ -168,9 +165,10 @@ static int hf_parse(const cJSON *j, struct model_config *cfg, const char *path, 
     if (hd < 0) return -1;
     if (hd == 0) {
         if (cfg->n_heads <= 0 || cfg->dim % cfg->n_heads) {
-            hf_err(err, errlen, path,
-                   "hidden_size %d is not a multiple of num_attention_heads %d (and no head_dim)",
-                   cfg->dim, cfg->n_heads);
+            errmsg_at(
+                err, errlen, path,
+                "hidden_size %d is not a multiple of num_attention_heads %d (and no head_dim)",
+                cfg->dim, cfg->n_heads);
             return -1;
         }
         cfg->head_dim = cfg->dim / cfg->n_heads;
@@ -191,12 +189,12 @@ static int hf_parse(const cJSON *j, struct model_config *cfg, const char *path, 
     double prf = 1.0;
     if (hf_num(j, "partial_rotary_factor", &prf, path, err, errlen) < 0) return -1;
     if (prf != 1.0) {
-        hf_err(err, errlen, path, "'partial_rotary_factor' %g is not supported", prf);
+        errmsg_at(err, errlen, path, "'partial_rotary_factor' %g is not supported", prf);
         return -1;
     }
     char verr[256];
     if (model_config_validate(cfg, verr, sizeof(verr))) {
-        hf_err(err, errlen, path, "%s", verr);
+        errmsg_at(err, errlen, path, "%s", verr);
         return -1;
     }
     return 0;
@@ -205,7 +203,7 @@ static int hf_parse(const cJSON *j, struct model_config *cfg, const char *path, 
 int hf_config_load(const char *path, struct model_config *cfg, char *err, size_t errlen) {
     FILE *fp = fopen(path, "rb");
     if (!fp) {
-        hf_err(err, errlen, path, "cannot open: %s", strerror(errno));
+        errmsg_at(err, errlen, path, "cannot open: %s", strerror(errno));
         return -1;
     }
     char *buf = NULL;
@@ -214,7 +212,7 @@ int hf_config_load(const char *path, struct model_config *cfg, char *err, size_t
         !(buf = malloc((size_t)n + 1)) || fread(buf, 1, (size_t)n, fp) != (size_t)n) {
         fclose(fp);
         free(buf);
-        hf_err(err, errlen, path, n > (16 << 20) ? "file too large" : "read failed");
+        errmsg_at(err, errlen, path, n > (16 << 20) ? "file too large" : "read failed");
         return -1;
     }
     fclose(fp);
@@ -222,7 +220,7 @@ int hf_config_load(const char *path, struct model_config *cfg, char *err, size_t
     cJSON *j = cJSON_Parse(buf);
     free(buf);
     if (!j) {
-        hf_err(err, errlen, path, "invalid JSON");
+        errmsg_at(err, errlen, path, "invalid JSON");
         return -1;
     }
     int rc = hf_parse(j, cfg, path, err, errlen);

@@ -9,6 +9,7 @@
  */
 #include "model/model.h"
 
+#include "model/errmsg.h"
 #include "model/gguf.h"
 #include "model/safetensors.h"
 #include "model/tokenizer.h"
@@ -25,16 +26,6 @@
 
 #define LD_ALIGN_FLOATS 16 /* each tensor in the arena starts on a 64-byte boundary */
 
-static void ld_err(char *err, size_t errlen, const char *path, const char *fmt, ...) {
-    if (!err || !errlen) return;
-    int n = path ? snprintf(err, errlen, "%s: ", path) : 0;
-    if (n < 0 || (size_t)n >= errlen) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err + n, errlen - (size_t)n, fmt, ap);
-    va_end(ap);
-}
-
 static double ld_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -43,69 +34,6 @@ static double ld_now(void) {
 
 /* --- config -------------------------------------------------------------------------------------
  */
-
-#define LD_MAX_DIM (1 << 20)
-
-int model_config_validate(const struct model_config *c, char *err, size_t errlen) {
-    static const struct {
-        const char *name;
-        size_t off;
-        int max;
-    } f[] = {
-        {"n_layers", offsetof(struct model_config, n_layers), 1 << 12},
-        {"dim", offsetof(struct model_config, dim), LD_MAX_DIM},
-        {"ffn_dim", offsetof(struct model_config, ffn_dim), 1 << 22},
-        {"n_heads", offsetof(struct model_config, n_heads), 1 << 12},
-        {"n_kv_heads", offsetof(struct model_config, n_kv_heads), 1 << 12},
-        {"head_dim", offsetof(struct model_config, head_dim), 1 << 12},
-        {"vocab_size", offsetof(struct model_config, vocab_size), 1 << 24},
-        {"max_seq_len", offsetof(struct model_config, max_seq_len), INT_MAX},
-    };
-    for (size_t i = 0; i < sizeof(f) / sizeof(f[0]); i++) {
-        int v = *(const int *)((const char *)c + f[i].off);
-        if (v <= 0 || v > f[i].max) {
-            ld_err(err, errlen, NULL, "config %s = %d is out of range (1..%d)", f[i].name, v,
-                   f[i].max);
-            return -1;
-        }
-    }
-    if (c->n_heads % c->n_kv_heads) {
-        ld_err(err, errlen, NULL, "config n_heads %d is not a multiple of n_kv_heads %d",
-               c->n_heads, c->n_kv_heads);
-        return -1;
-    }
-    if (c->head_dim % 2) {
-        ld_err(err, errlen, NULL, "config head_dim %d is odd (RoPE rotates pairs)", c->head_dim);
-        return -1;
-    }
-    if ((long long)c->n_heads * c->head_dim > LD_MAX_DIM) {
-        ld_err(err, errlen, NULL, "config n_heads * head_dim = %lld is too large",
-               (long long)c->n_heads * c->head_dim);
-        return -1;
-    }
-    if (!(c->rope_theta > 0) || !isfinite(c->rope_theta)) {
-        ld_err(err, errlen, NULL, "config rope_theta %g must be positive", c->rope_theta);
-        return -1;
-    }
-    if (!(c->rms_eps > 0) || !(c->rms_eps < 1)) {
-        ld_err(err, errlen, NULL, "config rms_eps %g must be in (0, 1)", c->rms_eps);
-        return -1;
-    }
-    if (c->rope_scaling == MODEL_ROPE_SCALING_LLAMA3 &&
-        (!(c->rope_factor > 0) || !(c->rope_low_freq > 0) ||
-         !(c->rope_high_freq > c->rope_low_freq) || c->rope_orig_max_pos <= 0)) {
-        ld_err(err, errlen, NULL,
-               "config llama3 rope scaling needs factor > 0, 0 < low_freq_factor < "
-               "high_freq_factor and original_max_position_embeddings > 0");
-        return -1;
-    }
-    if (c->rope_scaling < MODEL_ROPE_SCALING_NONE ||
-        c->rope_scaling > MODEL_ROPE_SCALING_FREQ_FACTORS) {
-        ld_err(err, errlen, NULL, "config rope_scaling %d is unknown", (int)c->rope_scaling);
-        return -1;
-    }
-    return 0;
-}
 
 void model_rope_freqs(const struct model_config *cfg, float *freqs) {
     const double two_pi = 6.283185307179586;
@@ -205,31 +133,31 @@ static uint64_t ld_numel(const struct ld_item *it) {
 static int ld_check_gguf(const struct gguf_file *f, struct ld_item *it, char *err, size_t errlen) {
     const struct gguf_tensor *t = gguf_find_tensor(f, it->name);
     if (!t) {
-        ld_err(err, errlen, f->path, "missing tensor '%s'", it->name);
+        errmsg_at(err, errlen, f->path, "missing tensor '%s'", it->name);
         return -1;
     }
     uint64_t want0 = it->cols ? (uint64_t)it->cols : (uint64_t)it->rows;
     uint64_t want1 = it->cols ? (uint64_t)it->rows : 1;
     if (t->ne[0] != want0 || t->ne[1] != want1 || t->ne[2] != 1 || t->ne[3] != 1) {
         if (it->cols)
-            ld_err(err, errlen, f->path,
-                   "tensor '%s' has shape ne=[%llu, %llu, %llu, %llu], expected [%llu, %llu]",
-                   it->name, (unsigned long long)t->ne[0], (unsigned long long)t->ne[1],
-                   (unsigned long long)t->ne[2], (unsigned long long)t->ne[3],
-                   (unsigned long long)want0, (unsigned long long)want1);
+            errmsg_at(err, errlen, f->path,
+                      "tensor '%s' has shape ne=[%llu, %llu, %llu, %llu], expected [%llu, %llu]",
+                      it->name, (unsigned long long)t->ne[0], (unsigned long long)t->ne[1],
+                      (unsigned long long)t->ne[2], (unsigned long long)t->ne[3],
+                      (unsigned long long)want0, (unsigned long long)want1);
         else
-            ld_err(err, errlen, f->path,
-                   "tensor '%s' has shape ne=[%llu, %llu, %llu, %llu], expected [%llu]", it->name,
-                   (unsigned long long)t->ne[0], (unsigned long long)t->ne[1],
-                   (unsigned long long)t->ne[2], (unsigned long long)t->ne[3],
-                   (unsigned long long)want0);
+            errmsg_at(err, errlen, f->path,
+                      "tensor '%s' has shape ne=[%llu, %llu, %llu, %llu], expected [%llu]",
+                      it->name, (unsigned long long)t->ne[0], (unsigned long long)t->ne[1],
+                      (unsigned long long)t->ne[2], (unsigned long long)t->ne[3],
+                      (unsigned long long)want0);
         return -1;
     }
     if (!gguf_type_supported(t->type)) {
-        ld_err(err, errlen, f->path,
-               "tensor '%s' has type %s, which flashgen cannot dequantize (supported: F32, F16, "
-               "BF16, Q8_0, Q4_0, Q4_1)",
-               it->name, gguf_type_name(t->type));
+        errmsg_at(err, errlen, f->path,
+                  "tensor '%s' has type %s, which flashgen cannot dequantize (supported: F32, F16, "
+                  "BF16, Q8_0, Q4_0, Q4_1)",
+                  it->name, gguf_type_name(t->type));
         return -1;
     }
     it->gt = t;
@@ -240,7 +168,7 @@ static int ld_check_st(const struct safetensors *s, const char *dir, struct ld_i
                        size_t errlen) {
     const struct safetensors_tensor *t = safetensors_find(s, it->name);
     if (!t) {
-        ld_err(err, errlen, dir, "missing tensor '%s'", it->name);
+        errmsg_at(err, errlen, dir, "missing tensor '%s'", it->name);
         return -1;
     }
     const char *file = s->files[t->file].path;
@@ -253,17 +181,18 @@ static int ld_check_st(const struct safetensors *s, const char *dir, struct ld_i
                      (long long)t->shape[d]);
         strncat(got, "]", sizeof(got) - strlen(got) - 1);
         if (it->cols)
-            ld_err(err, errlen, file, "tensor '%s' has shape %s, expected [%d, %d]", it->name, got,
-                   it->rows, it->cols);
+            errmsg_at(err, errlen, file, "tensor '%s' has shape %s, expected [%d, %d]", it->name,
+                      got, it->rows, it->cols);
         else
-            ld_err(err, errlen, file, "tensor '%s' has shape %s, expected [%d]", it->name, got,
-                   it->rows);
+            errmsg_at(err, errlen, file, "tensor '%s' has shape %s, expected [%d]", it->name, got,
+                      it->rows);
         return -1;
     }
     if (!safetensors_dtype_supported(t->dtype)) {
-        ld_err(err, errlen, file,
-               "tensor '%s' has dtype %s, which flashgen cannot load (supported: F32, F16, BF16)",
-               it->name, t->dtype);
+        errmsg_at(
+            err, errlen, file,
+            "tensor '%s' has dtype %s, which flashgen cannot load (supported: F32, F16, BF16)",
+            it->name, t->dtype);
         return -1;
     }
     it->st = t;
@@ -286,7 +215,7 @@ static int ld_arena(struct model *m, struct ld_plan *p, char *err, size_t errlen
     size_t bytes = total * sizeof(float);
     float *a = aligned_alloc(64, bytes);
     if (!a) {
-        ld_err(err, errlen, m->path, "out of memory for %zu MB of fp32 weights", bytes >> 20);
+        errmsg_at(err, errlen, m->path, "out of memory for %zu MB of fp32 weights", bytes >> 20);
         return -1;
     }
     m->w.arena = a;
@@ -371,14 +300,14 @@ static int ld_convert(struct model *m, struct ld_plan *p, const struct gguf_file
         int half = m->cfg.head_dim / 2;
         float *fac = malloc((size_t)half * sizeof(float));
         if (!fac) {
-            ld_err(err, errlen, gf->path, "out of memory");
+            errmsg_at(err, errlen, gf->path, "out of memory");
             return -1;
         }
         gguf_dequantize(rf->type, rf->data, fac, (uint64_t)half);
         for (int i = 0; i < half; i++) {
             if (!(fac[i] > 0) || !isfinite(fac[i])) {
-                ld_err(err, errlen, gf->path, "rope_freqs.weight[%d] = %g is not positive", i,
-                       fac[i]);
+                errmsg_at(err, errlen, gf->path, "rope_freqs.weight[%d] = %g is not positive", i,
+                          fac[i]);
                 free(fac);
                 return -1;
             }
@@ -400,13 +329,13 @@ static int ld_kv_int(const struct gguf_file *f, const char *key, int req, int *v
     if (rc < 0) return -1;
     if (rc == 0) {
         if (req) {
-            ld_err(err, errlen, f->path, "missing metadata '%s'", key);
+            errmsg_at(err, errlen, f->path, "missing metadata '%s'", key);
             return -1;
         }
         return 0;
     }
     if (x <= 0 || x > INT_MAX) {
-        ld_err(err, errlen, f->path, "metadata '%s' = %lld is out of range", key, (long long)x);
+        errmsg_at(err, errlen, f->path, "metadata '%s' = %lld is out of range", key, (long long)x);
         return -1;
     }
     *v = (int)x;
@@ -421,12 +350,12 @@ static int ld_gguf_config(const struct gguf_file *f, struct model_config *c, cha
     int rc = gguf_get_str(f, "general.architecture", &arch, &alen, err, errlen);
     if (rc < 0) return -1;
     if (rc == 0) {
-        ld_err(err, errlen, f->path, "missing metadata 'general.architecture'");
+        errmsg_at(err, errlen, f->path, "missing metadata 'general.architecture'");
         return -1;
     }
     if (alen != 5 || memcmp(arch, "llama", 5)) {
-        ld_err(err, errlen, f->path, "architecture '%.*s' is not supported (only llama)",
-               (int)(alen > 64 ? 64 : alen), arch);
+        errmsg_at(err, errlen, f->path, "architecture '%.*s' is not supported (only llama)",
+                  (int)(alen > 64 ? 64 : alen), arch);
         return -1;
     }
     strcpy(c->arch, "llama");
@@ -442,9 +371,9 @@ static int ld_gguf_config(const struct gguf_file *f, struct model_config *c, cha
     if (rc < 0) return -1;
     if (rc == 0) {
         if (c->dim % c->n_heads) {
-            ld_err(err, errlen, f->path,
-                   "embedding_length %d is not a multiple of head_count %d (and no key_length)",
-                   c->dim, c->n_heads);
+            errmsg_at(err, errlen, f->path,
+                      "embedding_length %d is not a multiple of head_count %d (and no key_length)",
+                      c->dim, c->n_heads);
             return -1;
         }
         c->head_dim = c->dim / c->n_heads;
@@ -454,10 +383,10 @@ static int ld_gguf_config(const struct gguf_file *f, struct model_config *c, cha
     int rd = c->head_dim;
     if (ld_kv_int(f, "llama.rope.dimension_count", 0, &rd, err, errlen) < 0) return -1;
     if (vl != c->head_dim || rd != c->head_dim) {
-        ld_err(err, errlen, f->path,
-               "value_length %d / rope.dimension_count %d differ from head_dim %d "
-               "(not supported)",
-               vl, rd, c->head_dim);
+        errmsg_at(err, errlen, f->path,
+                  "value_length %d / rope.dimension_count %d differ from head_dim %d "
+                  "(not supported)",
+                  vl, rd, c->head_dim);
         return -1;
     }
     c->max_seq_len = 2048;
@@ -473,31 +402,31 @@ static int ld_gguf_config(const struct gguf_file *f, struct model_config *c, cha
     rc = gguf_get_str(f, "llama.rope.scaling.type", &rst, &rsl, err, errlen);
     if (rc < 0) return -1;
     if (rc == 1 && !(rsl == 4 && !memcmp(rst, "none", 4))) {
-        ld_err(err, errlen, f->path, "rope scaling type '%.*s' is not supported",
-               (int)(rsl > 64 ? 64 : rsl), rst);
+        errmsg_at(err, errlen, f->path, "rope scaling type '%.*s' is not supported",
+                  (int)(rsl > 64 ? 64 : rsl), rst);
         return -1;
     }
     const struct gguf_tensor *emb = gguf_find_tensor(f, "token_embd.weight");
     c->vocab_size = emb && emb->ne[1] <= INT_MAX ? (int)emb->ne[1] : 0;
     if (ld_kv_int(f, "llama.vocab_size", 0, &c->vocab_size, err, errlen) < 0) return -1;
     if (!c->vocab_size) {
-        ld_err(err, errlen, f->path, "missing tensor 'token_embd.weight'");
+        errmsg_at(err, errlen, f->path, "missing tensor 'token_embd.weight'");
         return -1;
     }
     c->tied_embeddings = gguf_find_tensor(f, "output.weight") == NULL;
     const struct gguf_tensor *rf = gguf_find_tensor(f, "rope_freqs.weight");
     if (rf) {
         if (rf->n_elems != (uint64_t)c->head_dim / 2 || !gguf_type_supported(rf->type)) {
-            ld_err(err, errlen, f->path,
-                   "tensor 'rope_freqs.weight' has %llu elements of %s, expected %d supported",
-                   (unsigned long long)rf->n_elems, gguf_type_name(rf->type), c->head_dim / 2);
+            errmsg_at(err, errlen, f->path,
+                      "tensor 'rope_freqs.weight' has %llu elements of %s, expected %d supported",
+                      (unsigned long long)rf->n_elems, gguf_type_name(rf->type), c->head_dim / 2);
             return -1;
         }
         c->rope_scaling = MODEL_ROPE_SCALING_FREQ_FACTORS;
     }
     char verr[256];
     if (model_config_validate(c, verr, sizeof(verr))) {
-        ld_err(err, errlen, f->path, "%s", verr);
+        errmsg_at(err, errlen, f->path, "%s", verr);
         return -1;
     }
     return 0;
@@ -551,9 +480,9 @@ static int ld_gguf_tokenizer(const struct gguf_file *f, struct tokenizer **tok, 
     int k = gguf_get_str(f, "tokenizer.ggml.model", &s, &n, err, errlen);
     if (k < 0) goto out;
     if (k == 0 || n != 4 || memcmp(s, "gpt2", 4)) {
-        ld_err(err, errlen, f->path,
-               "tokenizer model '%.*s' is not supported (only gpt2 byte-level BPE)",
-               k ? (int)(n > 64 ? 64 : n) : 6, k ? s : "(none)");
+        errmsg_at(err, errlen, f->path,
+                  "tokenizer model '%.*s' is not supported (only gpt2 byte-level BPE)",
+                  k ? (int)(n > 64 ? 64 : n) : 6, k ? s : "(none)");
         goto out;
     }
     sp.pre = TOK_PRE_GPT2;
@@ -562,8 +491,8 @@ static int ld_gguf_tokenizer(const struct gguf_file *f, struct tokenizer **tok, 
     if (k == 1) {
         int pre = ld_gguf_pre(s, n);
         if (pre < 0) {
-            ld_err(err, errlen, f->path, "pre-tokenizer '%.*s' is not supported",
-                   (int)(n > 64 ? 64 : n), s);
+            errmsg_at(err, errlen, f->path, "pre-tokenizer '%.*s' is not supported",
+                      (int)(n > 64 ? 64 : n), s);
             goto out;
         }
         sp.pre = (enum tok_pre)pre;
@@ -571,14 +500,14 @@ static int ld_gguf_tokenizer(const struct gguf_file *f, struct tokenizer **tok, 
     k = gguf_get_str_array(f, "tokenizer.ggml.tokens", &toks, &tlens, &ntok, err, errlen);
     if (k < 0) goto out;
     if (k == 0 || ntok == 0 || ntok > (1u << 24)) {
-        ld_err(err, errlen, f->path, "missing or empty 'tokenizer.ggml.tokens'");
+        errmsg_at(err, errlen, f->path, "missing or empty 'tokenizer.ggml.tokens'");
         goto out;
     }
     k = gguf_get_i32_array(f, "tokenizer.ggml.token_type", &types, &ntype, err, errlen);
     if (k < 0) goto out;
     if (k == 1 && ntype != ntok) {
-        ld_err(err, errlen, f->path, "tokenizer.ggml.token_type has %zu entries, tokens %zu", ntype,
-               ntok);
+        errmsg_at(err, errlen, f->path, "tokenizer.ggml.token_type has %zu entries, tokens %zu",
+                  ntype, ntok);
         goto out;
     }
     k = gguf_get_str_array(f, "tokenizer.ggml.merges", &merges, &mlens, &nmer, err, errlen);
@@ -586,14 +515,14 @@ static int ld_gguf_tokenizer(const struct gguf_file *f, struct tokenizer **tok, 
     ml = malloc((nmer + 1) * sizeof(*ml));
     mr = malloc((nmer + 1) * sizeof(*mr));
     if (!ml || !mr) {
-        ld_err(err, errlen, f->path, "out of memory");
+        errmsg_at(err, errlen, f->path, "out of memory");
         goto out;
     }
     for (size_t i = 0; i < nmer; i++) {
         char *sp_ = strchr(merges[i], ' ');
         if (!sp_) {
-            ld_err(err, errlen, f->path, "tokenizer.ggml.merges[%zu] '%.64s' has no space", i,
-                   merges[i]);
+            errmsg_at(err, errlen, f->path, "tokenizer.ggml.merges[%zu] '%.64s' has no space", i,
+                      merges[i]);
             goto out;
         }
         *sp_ = 0; /* our own copy: split in place */
@@ -619,7 +548,7 @@ static int ld_gguf_tokenizer(const struct gguf_file *f, struct tokenizer **tok, 
         goto out;
     char terr[512];
     if (tokenizer_init(&sp, tok, terr, sizeof(terr))) {
-        ld_err(err, errlen, f->path, "tokenizer: %s", terr);
+        errmsg_at(err, errlen, f->path, "tokenizer: %s", terr);
         goto out;
     }
     if (tmpl) {
@@ -627,7 +556,7 @@ static int ld_gguf_tokenizer(const struct gguf_file *f, struct tokenizer **tok, 
         if (k < 0) goto out_tok;
         if (k == 1) {
             if (!(*tmpl = malloc(n + 1))) {
-                ld_err(err, errlen, f->path, "out of memory");
+                errmsg_at(err, errlen, f->path, "out of memory");
                 goto out_tok;
             }
             memcpy(*tmpl, s, n);
@@ -658,15 +587,15 @@ static int ld_load_gguf(struct model *m, model_progress_fn progress, void *user,
     if (gguf_open(m->path, &f, err, errlen) || ld_gguf_config(f, &m->cfg, err, errlen)) goto out;
     if (!(m->w.layers = calloc((size_t)m->cfg.n_layers, sizeof(*m->w.layers))) ||
         ld_plan_build(m, 1, &p)) {
-        ld_err(err, errlen, m->path, "out of memory");
+        errmsg_at(err, errlen, m->path, "out of memory");
         goto out;
     }
     for (int i = 0; i < p.n; i++)
         if (ld_check_gguf(f, &p.items[i], err, errlen)) goto out;
     if (ld_gguf_tokenizer(f, &m->tok, &m->chat_template, err, errlen)) goto out;
     if (tokenizer_n_vocab(m->tok) > m->cfg.vocab_size) {
-        ld_err(err, errlen, m->path, "tokenizer has %d tokens but vocab_size is %d",
-               tokenizer_n_vocab(m->tok), m->cfg.vocab_size);
+        errmsg_at(err, errlen, m->path, "tokenizer has %d tokens but vocab_size is %d",
+                  tokenizer_n_vocab(m->tok), m->cfg.vocab_size);
         goto out;
     }
     if (ld_arena(m, &p, err, errlen) || ld_convert(m, &p, f, progress, user, t0, err, errlen))
@@ -693,16 +622,16 @@ static int ld_load_hf(struct model *m, const char *dir, model_progress_fn progre
     for (size_t i = 0; i < s->n_tensors; i++) {
         size_t l = strlen(s->tensors[i].name);
         if (l >= 5 && !strcmp(s->tensors[i].name + l - 5, ".bias")) {
-            ld_err(err, errlen, s->files[s->tensors[i].file].path,
-                   "bias tensor '%s' is not supported (Llama-family models have no biases)",
-                   s->tensors[i].name);
+            errmsg_at(err, errlen, s->files[s->tensors[i].file].path,
+                      "bias tensor '%s' is not supported (Llama-family models have no biases)",
+                      s->tensors[i].name);
             goto out;
         }
     }
     if (!safetensors_find(s, "lm_head.weight")) m->cfg.tied_embeddings = 1;
     if (!(m->w.layers = calloc((size_t)m->cfg.n_layers, sizeof(*m->w.layers))) ||
         ld_plan_build(m, 0, &p)) {
-        ld_err(err, errlen, dir, "out of memory");
+        errmsg_at(err, errlen, dir, "out of memory");
         goto out;
     }
     for (int i = 0; i < p.n; i++)
@@ -710,12 +639,12 @@ static int ld_load_hf(struct model *m, const char *dir, model_progress_fn progre
     snprintf(path, sizeof(path), "%s/tokenizer.json", dir);
     char terr[512];
     if (tokenizer_from_json(path, &m->tok, &m->chat_template, terr, sizeof(terr))) {
-        ld_err(err, errlen, NULL, "%s", terr);
+        errmsg_at(err, errlen, NULL, "%s", terr);
         goto out;
     }
     if (tokenizer_n_vocab(m->tok) > m->cfg.vocab_size) {
-        ld_err(err, errlen, dir, "tokenizer has %d tokens but vocab_size is %d",
-               tokenizer_n_vocab(m->tok), m->cfg.vocab_size);
+        errmsg_at(err, errlen, dir, "tokenizer has %d tokens but vocab_size is %d",
+                  tokenizer_n_vocab(m->tok), m->cfg.vocab_size);
         goto out;
     }
     if (ld_arena(m, &p, err, errlen) || ld_convert(m, &p, NULL, progress, user, t0, err, errlen))
@@ -734,7 +663,7 @@ out:
 static int ld_resolve(const char *path, char *dir, size_t cap, char *err, size_t errlen) {
     struct stat st;
     if (stat(path, &st)) {
-        ld_err(err, errlen, path, "cannot open: %s", strerror(errno));
+        errmsg_at(err, errlen, path, "cannot open: %s", strerror(errno));
         return -1;
     }
     if (S_ISDIR(st.st_mode)) {
@@ -757,11 +686,11 @@ static int ld_resolve(const char *path, char *dir, size_t cap, char *err, size_t
     if (fp) fclose(fp);
     if (got == 4 && !memcmp(magic, "GGUF", 4)) return 1;
     if (got < 4) {
-        ld_err(err, errlen, path, "truncated or empty file (%zu bytes)", got);
+        errmsg_at(err, errlen, path, "truncated or empty file (%zu bytes)", got);
         return -1;
     }
-    ld_err(err, errlen, path,
-           "not a GGUF file (bad magic) nor a Hugging Face checkpoint directory");
+    errmsg_at(err, errlen, path,
+              "not a GGUF file (bad magic) nor a Hugging Face checkpoint directory");
     return -1;
 }
 
@@ -783,7 +712,7 @@ int model_load(const char *path, struct model **out, model_progress_fn progress,
     struct model *m = calloc(1, sizeof(*m));
     if (!m || !(m->path = strdup(path))) {
         free(m);
-        ld_err(err, errlen, path, "out of memory");
+        errmsg_at(err, errlen, path, "out of memory");
         return -1;
     }
     char dir[4096];

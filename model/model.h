@@ -102,12 +102,13 @@ int model_load_tokenizer(const char *path, struct tokenizer **out, char **chat_t
  * loader then divides by the file's factors). */
 void model_rope_freqs(const struct model_config *cfg, float *freqs);
 
-/* Check a config for consistency; returns -1 with a message naming the field. */
+/* Check a config for consistency (model/model_config.c); returns -1 with a message naming the
+ * field. */
 int model_config_validate(const struct model_config *cfg, char *err, size_t errlen);
 
 /* Parse a Hugging Face config.json (model/hf_config.c) into CFG and validate it. Accepts
- * LlamaForCausalLM, MistralForCausalLM and Qwen2ForCausalLM (the loader rejects bias tensors);
- * rope_scaling null or llama3. Errors name the file and the field. */
+ * LlamaForCausalLM and MistralForCausalLM (model_type llama or mistral when architectures is
+ * absent); rope_scaling null or llama3. Errors name the file and the field. */
 int hf_config_load(const char *path, struct model_config *cfg, char *err, size_t errlen);
 
 #endif

@@ -8,6 +8,7 @@
 #include "model/safetensors.h"
 
 #include "model/gguf.h" /* gguf_fp16_to_fp32, gguf_bf16_to_fp32 */
+#include "model/errmsg.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -20,16 +21,6 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-static void st_err(char *err, size_t errlen, const char *path, const char *fmt, ...) {
-    if (!err || !errlen) return;
-    int n = snprintf(err, errlen, "%s: ", path);
-    if (n < 0 || (size_t)n >= errlen) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err + n, errlen - (size_t)n, fmt, ap);
-    va_end(ap);
-}
 
 static const struct {
     const char *name;
@@ -73,7 +64,7 @@ static int st_parse_entry(const char *path, const cJSON *item, const uint8_t *da
                           struct safetensors_tensor *t, char *err, size_t errlen) {
     const char *name = item->string;
     if (!cJSON_IsObject(item)) {
-        st_err(err, errlen, path, "header entry '%s' is not an object", name);
+        errmsg_at(err, errlen, path, "header entry '%s' is not an object", name);
         return -1;
     }
     const cJSON *dt = cJSON_GetObjectItemCaseSensitive(item, "dtype");
@@ -81,19 +72,20 @@ static int st_parse_entry(const char *path, const cJSON *item, const uint8_t *da
     const cJSON *off = cJSON_GetObjectItemCaseSensitive(item, "data_offsets");
     if (!cJSON_IsString(dt) || !cJSON_IsArray(sh) || !cJSON_IsArray(off) ||
         cJSON_GetArraySize(off) != 2) {
-        st_err(err, errlen, path, "tensor '%s' lacks a valid dtype, shape or data_offsets", name);
+        errmsg_at(err, errlen, path, "tensor '%s' lacks a valid dtype, shape or data_offsets",
+                  name);
         return -1;
     }
     int esz = safetensors_dtype_size(dt->valuestring);
     if (!esz || strlen(dt->valuestring) >= sizeof(t->dtype)) {
-        st_err(err, errlen, path, "tensor '%s' has unknown dtype '%s'", name, dt->valuestring);
+        errmsg_at(err, errlen, path, "tensor '%s' has unknown dtype '%s'", name, dt->valuestring);
         return -1;
     }
     strcpy(t->dtype, dt->valuestring);
     t->n_dims = cJSON_GetArraySize(sh);
     if (t->n_dims > SAFETENSORS_MAX_DIMS) {
-        st_err(err, errlen, path, "tensor '%s' has %d dimensions (at most %d)", name, t->n_dims,
-               SAFETENSORS_MAX_DIMS);
+        errmsg_at(err, errlen, path, "tensor '%s' has %d dimensions (at most %d)", name, t->n_dims,
+                  SAFETENSORS_MAX_DIMS);
         return -1;
     }
     uint64_t n = 1;
@@ -102,40 +94,40 @@ static int st_parse_entry(const char *path, const cJSON *item, const uint8_t *da
     cJSON_ArrayForEach(e, sh) {
         double v = cJSON_IsNumber(e) ? e->valuedouble : -1;
         if (v < 0 || v > 9007199254740992.0 || v != floor(v)) {
-            st_err(err, errlen, path, "tensor '%s' has an invalid shape entry", name);
+            errmsg_at(err, errlen, path, "tensor '%s' has an invalid shape entry", name);
             return -1;
         }
         t->shape[d++] = (int64_t)v;
         if (v > 0 && n > UINT64_MAX / (uint64_t)v) {
-            st_err(err, errlen, path, "tensor '%s' has an overflowing shape", name);
+            errmsg_at(err, errlen, path, "tensor '%s' has an overflowing shape", name);
             return -1;
         }
         n *= (uint64_t)v;
     }
     t->n_elems = n;
     if (n > UINT64_MAX / (uint64_t)esz) {
-        st_err(err, errlen, path, "tensor '%s' is too large", name);
+        errmsg_at(err, errlen, path, "tensor '%s' is too large", name);
         return -1;
     }
     t->n_bytes = n * (uint64_t)esz;
     double b = cJSON_IsNumber(off->child) ? off->child->valuedouble : -1;
     double en = cJSON_IsNumber(off->child->next) ? off->child->next->valuedouble : -1;
     if (b < 0 || en < b || b != floor(b) || en != floor(en) || en > (double)dsize) {
-        st_err(err, errlen, path,
-               "tensor '%s' data_offsets [%.0f, %.0f] lie outside the data buffer (%llu bytes)",
-               name, b, en, (unsigned long long)dsize);
+        errmsg_at(err, errlen, path,
+                  "tensor '%s' data_offsets [%.0f, %.0f] lie outside the data buffer (%llu bytes)",
+                  name, b, en, (unsigned long long)dsize);
         return -1;
     }
     if ((uint64_t)en - (uint64_t)b != t->n_bytes) {
-        st_err(err, errlen, path,
-               "tensor '%s' spans %llu bytes but its shape and dtype %s need %llu", name,
-               (unsigned long long)((uint64_t)en - (uint64_t)b), t->dtype,
-               (unsigned long long)t->n_bytes);
+        errmsg_at(err, errlen, path,
+                  "tensor '%s' spans %llu bytes but its shape and dtype %s need %llu", name,
+                  (unsigned long long)((uint64_t)en - (uint64_t)b), t->dtype,
+                  (unsigned long long)t->n_bytes);
         return -1;
     }
     t->data = data + (uint64_t)b;
     if (!(t->name = strdup(name))) {
-        st_err(err, errlen, path, "out of memory");
+        errmsg_at(err, errlen, path, "out of memory");
         return -1;
     }
     return 0;
@@ -145,7 +137,7 @@ static int st_parse_entry(const char *path, const cJSON *item, const uint8_t *da
 static int st_add_file(struct safetensors *s, const char *path, char *err, size_t errlen) {
     struct safetensors_file *nf = realloc(s->files, (size_t)(s->n_files + 1) * sizeof(*nf));
     if (!nf) {
-        st_err(err, errlen, path, "out of memory");
+        errmsg_at(err, errlen, path, "out of memory");
         return -1;
     }
     s->files = nf;
@@ -153,30 +145,30 @@ static int st_add_file(struct safetensors *s, const char *path, char *err, size_
     struct safetensors_file *f = &s->files[fi];
     memset(f, 0, sizeof(*f));
     if (!(f->path = strdup(path))) {
-        st_err(err, errlen, path, "out of memory");
+        errmsg_at(err, errlen, path, "out of memory");
         return -1;
     }
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
-        st_err(err, errlen, path, "cannot open: %s", strerror(errno));
+        errmsg_at(err, errlen, path, "cannot open: %s", strerror(errno));
         return -1;
     }
     struct stat st;
     if (fstat(fd, &st) || !S_ISREG(st.st_mode)) {
-        st_err(err, errlen, path, "not a regular file");
+        errmsg_at(err, errlen, path, "not a regular file");
         close(fd);
         return -1;
     }
     if (st.st_size < 8) {
-        st_err(err, errlen, path, "truncated: %lld bytes is shorter than the 8-byte header size",
-               (long long)st.st_size);
+        errmsg_at(err, errlen, path, "truncated: %lld bytes is shorter than the 8-byte header size",
+                  (long long)st.st_size);
         close(fd);
         return -1;
     }
     void *m = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
     close(fd);
     if (m == MAP_FAILED) {
-        st_err(err, errlen, path, "mmap failed: %s", strerror(errno));
+        errmsg_at(err, errlen, path, "mmap failed: %s", strerror(errno));
         return -1;
     }
     f->map = m;
@@ -184,19 +176,19 @@ static int st_add_file(struct safetensors *s, const char *path, char *err, size_
     uint64_t hlen;
     memcpy(&hlen, f->map, 8);
     if (hlen > SAFETENSORS_MAX_HEADER) {
-        st_err(err, errlen, path, "header length %llu exceeds the 100 MB limit",
-               (unsigned long long)hlen);
+        errmsg_at(err, errlen, path, "header length %llu exceeds the 100 MB limit",
+                  (unsigned long long)hlen);
         return -1;
     }
     if (hlen > f->size - 8) {
-        st_err(err, errlen, path,
-               "truncated: header says %llu bytes but only %llu follow (not safetensors?)",
-               (unsigned long long)hlen, (unsigned long long)(f->size - 8));
+        errmsg_at(err, errlen, path,
+                  "truncated: header says %llu bytes but only %llu follow (not safetensors?)",
+                  (unsigned long long)hlen, (unsigned long long)(f->size - 8));
         return -1;
     }
     cJSON *h = cJSON_ParseWithLength((const char *)f->map + 8, (size_t)hlen);
     if (!h || !cJSON_IsObject(h)) {
-        st_err(err, errlen, path, "header is not a JSON object");
+        errmsg_at(err, errlen, path, "header is not a JSON object");
         cJSON_Delete(h);
         return -1;
     }
@@ -207,7 +199,7 @@ static int st_add_file(struct safetensors *s, const char *path, char *err, size_
     cJSON_ArrayForEach(item, h) n_new += strcmp(item->string, "__metadata__") != 0;
     struct safetensors_tensor *nt = realloc(s->tensors, (s->n_tensors + n_new + 1) * sizeof(*nt));
     if (!nt) {
-        st_err(err, errlen, path, "out of memory");
+        errmsg_at(err, errlen, path, "out of memory");
         cJSON_Delete(h);
         return -1;
     }
@@ -233,8 +225,8 @@ static int st_finish(struct safetensors *s, char *err, size_t errlen) {
     qsort(s->tensors, s->n_tensors, sizeof(*s->tensors), st_name_cmp);
     for (size_t i = 1; i < s->n_tensors; i++)
         if (!strcmp(s->tensors[i - 1].name, s->tensors[i].name)) {
-            st_err(err, errlen, s->files[s->tensors[i].file].path, "duplicate tensor '%s'",
-                   s->tensors[i].name);
+            errmsg_at(err, errlen, s->files[s->tensors[i].file].path, "duplicate tensor '%s'",
+                      s->tensors[i].name);
             return -1;
         }
     return 0;
@@ -244,7 +236,7 @@ int safetensors_open(const char *path, struct safetensors **out, char *err, size
     *out = NULL;
     struct safetensors *s = calloc(1, sizeof(*s));
     if (!s) {
-        st_err(err, errlen, path, "out of memory");
+        errmsg_at(err, errlen, path, "out of memory");
         return -1;
     }
     if (st_add_file(s, path, err, errlen) || st_finish(s, err, errlen)) {
@@ -259,7 +251,7 @@ int safetensors_open(const char *path, struct safetensors **out, char *err, size
 static char *st_read_text(const char *path, size_t max, char *err, size_t errlen) {
     FILE *fp = fopen(path, "rb");
     if (!fp) {
-        st_err(err, errlen, path, "cannot open: %s", strerror(errno));
+        errmsg_at(err, errlen, path, "cannot open: %s", strerror(errno));
         return NULL;
     }
     char *buf = NULL;
@@ -273,7 +265,7 @@ static char *st_read_text(const char *path, size_t max, char *err, size_t errlen
     }
     fclose(fp);
     free(buf);
-    st_err(err, errlen, path, n >= 0 && (size_t)n > max ? "file too large" : "read failed");
+    errmsg_at(err, errlen, path, n >= 0 && (size_t)n > max ? "file too large" : "read failed");
     return NULL;
 }
 
@@ -285,7 +277,7 @@ static int st_open_index(struct safetensors *s, const char *dir, const char *ind
     free(text);
     const cJSON *wm = cJSON_GetObjectItemCaseSensitive(j, "weight_map");
     if (!cJSON_IsObject(wm) || !wm->child) {
-        st_err(err, errlen, index, "no weight_map object");
+        errmsg_at(err, errlen, index, "no weight_map object");
         cJSON_Delete(j);
         return -1;
     }
@@ -294,8 +286,8 @@ static int st_open_index(struct safetensors *s, const char *dir, const char *ind
     cJSON_ArrayForEach(e, wm) {
         if (!cJSON_IsString(e) || !e->valuestring[0] || strchr(e->valuestring, '/') ||
             !strcmp(e->valuestring, "..")) {
-            st_err(err, errlen, index, "weight_map entry '%s' is not a shard file name in %s",
-                   e->string, dir);
+            errmsg_at(err, errlen, index, "weight_map entry '%s' is not a shard file name in %s",
+                      e->string, dir);
             goto out;
         }
         int seen = 0;
@@ -306,7 +298,7 @@ static int st_open_index(struct safetensors *s, const char *dir, const char *ind
         if (seen) continue;
         char path[4096];
         if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, e->valuestring) >= sizeof(path)) {
-            st_err(err, errlen, index, "shard path too long");
+            errmsg_at(err, errlen, index, "shard path too long");
             goto out;
         }
         if (st_add_file(s, path, err, errlen)) goto out;
@@ -316,8 +308,8 @@ static int st_open_index(struct safetensors *s, const char *dir, const char *ind
         const struct safetensors_tensor *t = safetensors_find(s, e->string);
         const char *base = t ? strrchr(s->files[t->file].path, '/') : NULL;
         if (!t || strcmp(base ? base + 1 : s->files[t->file].path, e->valuestring)) {
-            st_err(err, errlen, index, "tensor '%s' is listed for shard %s but is not in it",
-                   e->string, e->valuestring);
+            errmsg_at(err, errlen, index, "tensor '%s' is listed for shard %s but is not in it",
+                      e->string, e->valuestring);
             goto out;
         }
     }
@@ -333,12 +325,12 @@ int safetensors_open_dir(const char *dir, struct safetensors **out, char *err, s
     if ((size_t)snprintf(index, sizeof(index), "%s/model.safetensors.index.json", dir) >=
             sizeof(index) ||
         (size_t)snprintf(single, sizeof(single), "%s/model.safetensors", dir) >= sizeof(single)) {
-        st_err(err, errlen, dir, "path too long");
+        errmsg_at(err, errlen, dir, "path too long");
         return -1;
     }
     struct safetensors *s = calloc(1, sizeof(*s));
     if (!s) {
-        st_err(err, errlen, dir, "out of memory");
+        errmsg_at(err, errlen, dir, "out of memory");
         return -1;
     }
     int rc;
@@ -347,7 +339,7 @@ int safetensors_open_dir(const char *dir, struct safetensors **out, char *err, s
     else if (access(single, F_OK) == 0)
         rc = st_add_file(s, single, err, errlen) || st_finish(s, err, errlen) ? -1 : 0;
     else {
-        st_err(err, errlen, dir, "no model.safetensors or model.safetensors.index.json");
+        errmsg_at(err, errlen, dir, "no model.safetensors or model.safetensors.index.json");
         rc = -1;
     }
     if (rc) {

@@ -1,0 +1,71 @@
+/* test_model_errors.c — the model layer's error reporting: the one error-message helper
+ * (model/errmsg.c) and the config.json architecture check (model/hf_config.c), whose message
+ * must list exactly the architectures that load. */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "model/errmsg.h"
+#include "model/model.h"
+
+Test(errmsg, prefix_and_truncation) {
+    char err[32];
+    errmsg_at(err, sizeof(err), "a.gguf", "bad %s %d", "key", 7);
+    cr_assert_str_eq(err, "a.gguf: bad key 7");
+    errmsg_at(err, sizeof(err), NULL, "no path");
+    cr_assert_str_eq(err, "no path");
+    errmsg_set(err, sizeof(err), "%s", "a message much longer than thirty-two bytes");
+    cr_assert_eq(strlen(err), sizeof(err) - 1);
+    char tiny[4] = "xyz";
+    errmsg_at(tiny, sizeof(tiny), "long/path/name", "lost");
+    cr_assert_eq(strlen(tiny), 3, "the path prefix is cut, never overflows");
+    errmsg_at(NULL, 0, "p", "nothing written"); /* accepted */
+}
+
+/* Load a config.json whose text is JSON; returns hf_config_load's result, message in err. */
+static int load_config(const char *json, char *err, size_t errlen) {
+    char dir[] = "/tmp/fg_hfcfg_XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    char path[64];
+    snprintf(path, sizeof(path), "%s/config.json", dir);
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f);
+    fputs(json, f);
+    fclose(f);
+    struct model_config c;
+    int rc = hf_config_load(path, &c, err, errlen);
+    unlink(path);
+    rmdir(dir);
+    return rc;
+}
+
+#define SHAPE                                                                                      \
+    "\"hidden_size\":64,\"num_hidden_layers\":2,\"num_attention_heads\":4,"                        \
+    "\"num_key_value_heads\":4,\"vocab_size\":282,\"intermediate_size\":96}"
+
+/* Qwen2 checkpoints carry q/k/v biases the forward pass does not implement: config.json says so
+ * up front, and the message names only what loads (it used to list Qwen2ForCausalLM). */
+Test(hf_config, qwen2_refused_and_message_lists_what_loads) {
+    const char *refused[] = {"{\"architectures\":[\"Qwen2ForCausalLM\"]," SHAPE,
+                             "{\"model_type\":\"qwen2\"," SHAPE,
+                             "{\"architectures\":[\"GPT2LMHeadModel\"]," SHAPE};
+    for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+        char err[512] = "";
+        cr_assert_eq(load_config(refused[i], err, sizeof(err)), -1, "case %zu", i);
+        cr_assert(strstr(err, "is not supported"), "%s", err);
+        const char *list = strstr(err, "(flashgen loads");
+        cr_assert(list, "%s", err);
+        cr_assert(strstr(list, "LlamaForCausalLM") && strstr(list, "MistralForCausalLM"), "%s",
+                  err);
+        cr_assert_null(strstr(list, "Qwen"), "names an architecture that does not load: %s", err);
+    }
+    const char *accepted[] = {"{\"architectures\":[\"LlamaForCausalLM\"]," SHAPE,
+                              "{\"architectures\":[\"MistralForCausalLM\"]," SHAPE,
+                              "{\"model_type\":\"llama\"," SHAPE};
+    for (size_t i = 0; i < sizeof(accepted) / sizeof(accepted[0]); i++) {
+        char err[512] = "";
+        cr_assert_eq(load_config(accepted[i], err, sizeof(err)), 0, "case %zu: %s", i, err);
+    }
+}
