@@ -136,7 +136,7 @@ help:
 .PHONY: test-gpu
 GPU_LIB     := $(BUILD)/libfgattn.so
 GPU_LIB_OBJ := $(patsubst %.c,$(BUILD)/pic/%.o,kernels/attention_ref.c kernels/cpu_ops.c kernels/cpu_pool.c \
-               model/sampler.c)
+               kernels/sample_ref.c)
 
 $(BUILD)/pic/%.o: %.c
 	@mkdir -p $(@D)

@@ -13,8 +13,7 @@
 #include <string.h>
 
 #include "cpu_pool.h"
-#include "model/sampler.h"
-#include "sample.h"
+#include "sample_ref.h"
 
 struct cpu_ctx {
     struct cpu_pool *pool;
@@ -22,42 +21,36 @@ struct cpu_ctx {
 
 /* ---- memory ------------------------------------------------------------------------------ */
 
-static void *cpu_alloc(void *ctx, size_t bytes)
-{
+static void *cpu_alloc(void *ctx, size_t bytes) {
     (void)ctx;
     void *p = NULL;
     if (posix_memalign(&p, 64, bytes ? bytes : 64) != 0) return NULL;
     return p;
 }
 
-static void cpu_release(void *ctx, void *p)
-{
+static void cpu_release(void *ctx, void *p) {
     (void)ctx;
     free(p);
 }
 
-static int cpu_copy(void *ctx, void *dst, const void *src, size_t bytes)
-{
+static int cpu_copy(void *ctx, void *dst, const void *src, size_t bytes) {
     (void)ctx;
     if (bytes) memmove(dst, src, bytes);
     return 0;
 }
 
-static int cpu_upload_f32(void *ctx, void *dst, const float *src, size_t n)
-{
+static int cpu_upload_f32(void *ctx, void *dst, const float *src, size_t n) {
     return cpu_copy(ctx, dst, src, n * sizeof(float));
 }
 
-static int cpu_sync(void *ctx)
-{
+static int cpu_sync(void *ctx) {
     (void)ctx;
     return 0;
 }
 
 /* ---- elementwise ------------------------------------------------------------------------- */
 
-static void cpu_embed(void *ctx, void *xv, const void *tablev, const int *tokens, int n, int dim)
-{
+static void cpu_embed(void *ctx, void *xv, const void *tablev, const int *tokens, int n, int dim) {
     (void)ctx;
     float *x = xv;
     const float *table = tablev;
@@ -66,8 +59,7 @@ static void cpu_embed(void *ctx, void *xv, const void *tablev, const int *tokens
 }
 
 static void cpu_rmsnorm(void *ctx, void *outv, const void *xv, const void *wv, int n, int dim,
-                        float eps)
-{
+                        float eps) {
     (void)ctx;
     float *out = outv;
     const float *x = xv, *w = wv;
@@ -83,8 +75,7 @@ static void cpu_rmsnorm(void *ctx, void *outv, const void *xv, const void *wv, i
     }
 }
 
-static void cpu_swiglu(void *ctx, void *outv, const void *gv, const void *uv, size_t n)
-{
+static void cpu_swiglu(void *ctx, void *outv, const void *gv, const void *uv, size_t n) {
     (void)ctx;
     float *out = outv;
     const float *g = gv, *u = uv;
@@ -92,8 +83,7 @@ static void cpu_swiglu(void *ctx, void *outv, const void *gv, const void *uv, si
         out[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
 }
 
-static void cpu_add(void *ctx, void *xv, const void *yv, size_t n)
-{
+static void cpu_add(void *ctx, void *xv, const void *yv, size_t n) {
     (void)ctx;
     float *x = xv;
     const float *y = yv;
@@ -102,8 +92,7 @@ static void cpu_add(void *ctx, void *xv, const void *yv, size_t n)
 }
 
 static void cpu_gather_rows(void *ctx, void *dstv, const void *srcv, const int *rows, int n_rows,
-                            int dim)
-{
+                            int dim) {
     (void)ctx;
     float *dst = dstv;
     const float *src = srcv;
@@ -112,8 +101,7 @@ static void cpu_gather_rows(void *ctx, void *dstv, const void *srcv, const int *
 }
 
 /* rotate_half RoPE: pairs (i, i + d/2) of each head turn by pos * freqs[i]. */
-static void rope_rows(float *x, int n_heads, int head_dim, int pos, const float *freqs)
-{
+static void rope_rows(float *x, int n_heads, int head_dim, int pos, const float *freqs) {
     int half = head_dim / 2;
     for (int i = 0; i < half; i++) {
         float angle = (float)pos * freqs[i];
@@ -128,8 +116,7 @@ static void rope_rows(float *x, int n_heads, int head_dim, int pos, const float 
 }
 
 static void cpu_rope(void *ctx, void *qv, void *kv, const int *pos, int n, int n_heads,
-                     int n_kv_heads, int head_dim, const void *freqsv)
-{
+                     int n_kv_heads, int head_dim, const void *freqsv) {
     (void)ctx;
     float *q = qv, *k = kv;
     const float *freqs = freqsv;
@@ -140,8 +127,7 @@ static void cpu_rope(void *ctx, void *qv, void *kv, const int *pos, int n, int n
 }
 
 static void cpu_kv_write(void *ctx, void *k_pool, void *v_pool, const void *k, const void *v,
-                         const int *slots, int n, int kv_dim)
-{
+                         const int *slots, int n, int kv_dim) {
     (void)ctx;
     float *kp = k_pool, *vp = v_pool;
     const float *kr = k, *vr = v;
@@ -153,8 +139,7 @@ static void cpu_kv_write(void *ctx, void *k_pool, void *v_pool, const void *k, c
 
 static void cpu_qkv_store(void *ctx, void *q_out, void *k_pool, void *v_pool, const void *qkvv,
                           const int *pos, const int *slots, int n, int n_heads, int n_kv_heads,
-                          int head_dim, const void *freqs)
-{
+                          int head_dim, const void *freqs) {
     (void)ctx;
     size_t qd = (size_t)n_heads * head_dim, kvd = (size_t)n_kv_heads * head_dim;
     const float *qkv = qkvv;
@@ -179,8 +164,7 @@ typedef float v8f __attribute__((vector_size(32)));
 /* Four dot products of one weight row w (len k) with rows x0..x3. */
 __attribute__((target_clones("arch=x86-64-v3", "default"))) static void
 dot4(const float *w, const float *x0, const float *x1, const float *x2, const float *x3, int k,
-     float *out)
-{
+     float *out) {
     v8f a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
     int i = 0;
     for (; i + 8 <= k; i += 8) {
@@ -209,10 +193,8 @@ dot4(const float *w, const float *x0, const float *x1, const float *x2, const fl
 }
 
 /* One dot product of w with x (the decode case: one token). */
-__attribute__((target_clones("arch=x86-64-v3", "default"))) static float dot1(const float *w,
-                                                                              const float *x,
-                                                                              int k)
-{
+__attribute__((target_clones("arch=x86-64-v3", "default"))) static float
+dot1(const float *w, const float *x, int k) {
     v8f a0 = {0}, a1 = {0};
     int i = 0;
     for (; i + 16 <= k; i += 16) {
@@ -238,8 +220,7 @@ struct matmul_job {
     int accumulate; /* out += product instead of out = product */
 };
 
-static inline void matmul_put(const struct matmul_job *j, size_t at, float v)
-{
+static inline void matmul_put(const struct matmul_job *j, size_t at, float v) {
     j->out[at] = j->accumulate ? j->out[at] + v : v;
 }
 
@@ -248,8 +229,7 @@ static inline void matmul_put(const struct matmul_job *j, size_t at, float v)
  * spilling out of cache once per weight row. */
 #define MATMUL_TOKEN_BLOCK 64
 
-static void matmul_rows(void *arg, size_t begin, size_t end)
-{
+static void matmul_rows(void *arg, size_t begin, size_t end) {
     const struct matmul_job *j = arg;
     float r[4];
     size_t in = (size_t)j->in_dim;
@@ -265,30 +245,28 @@ static void matmul_rows(void *arg, size_t begin, size_t end)
                     matmul_put(j, (size_t)(t + u) * j->out_dim + o, r[u]);
             }
             for (; t < t1; t++)
-                matmul_put(j, (size_t)t * j->out_dim + o, dot1(wr, j->x + (size_t)t * in, j->in_dim));
+                matmul_put(j, (size_t)t * j->out_dim + o,
+                           dot1(wr, j->x + (size_t)t * in, j->in_dim));
         }
     }
 }
 
 static void cpu_matmul(void *ctx, void *out, const void *x, const void *w, int n, int in_dim,
-                       int out_dim)
-{
+                       int out_dim) {
     struct cpu_ctx *c = ctx;
     struct matmul_job j = {out, x, w, n, in_dim, out_dim, 0};
     cpu_pool_for(c ? c->pool : NULL, (size_t)out_dim, 16, matmul_rows, &j);
 }
 
 static void cpu_matmul_add(void *ctx, void *x, const void *h, const void *w, int n, int in_dim,
-                           int out_dim)
-{
+                           int out_dim) {
     struct cpu_ctx *c = ctx;
     struct matmul_job j = {x, h, w, n, in_dim, out_dim, 1};
     cpu_pool_for(c ? c->pool : NULL, (size_t)out_dim, 16, matmul_rows, &j);
 }
 
 static void cpu_matmul_swiglu(void *ctx, void *outv, const void *h, const void *w, int n,
-                              int in_dim, int ffn, void *scratch)
-{
+                              int in_dim, int ffn, void *scratch) {
     cpu_matmul(ctx, scratch, h, w, n, in_dim, 2 * ffn);
     float *out = outv;
     const float *gu = scratch;
@@ -298,8 +276,7 @@ static void cpu_matmul_swiglu(void *ctx, void *outv, const void *h, const void *
 }
 
 static void cpu_matmul_f32(void *ctx, float *out, const void *x, const void *w, int n, int in_dim,
-                           int out_dim)
-{
+                           int out_dim) {
     cpu_matmul(ctx, out, x, w, n, in_dim, out_dim);
 }
 
@@ -312,8 +289,7 @@ struct attn_job {
 };
 
 /* One (query row, head) pair: scores over the visible keys, fp32 softmax, weighted V sum. */
-static void attn_rows(void *arg, size_t begin, size_t end)
-{
+static void attn_rows(void *arg, size_t begin, size_t end) {
     const struct attn_job *j = arg;
     const struct attn_batch *b = j->b;
     int hd = b->head_dim, group = b->n_heads / b->n_kv_heads;
@@ -362,8 +338,7 @@ static void attn_rows(void *arg, size_t begin, size_t end)
 }
 
 static void cpu_attention(void *ctx, void *out, const void *q, const void *k_pool,
-                          const void *v_pool, const struct attn_batch *b)
-{
+                          const void *v_pool, const struct attn_batch *b) {
     struct cpu_ctx *c = ctx;
     size_t rows = (size_t)b->q_start[b->n_seqs] * b->n_heads;
     struct attn_job j = {out, q, k_pool, v_pool, b};
@@ -372,8 +347,7 @@ static void cpu_attention(void *ctx, void *out, const void *q, const void *k_poo
 
 static void cpu_norm_matmul(void *ctx, void *out, void *h, const void *x, const void *norm_w,
                             float eps, const void *w, int n, int in_dim, int out_dim, int swiglu,
-                            void *scratch)
-{
+                            void *scratch) {
     cpu_rmsnorm(ctx, h, x, norm_w, n, in_dim, eps);
     if (swiglu)
         cpu_matmul_swiglu(ctx, out, h, w, n, in_dim, out_dim, scratch);
@@ -381,11 +355,10 @@ static void cpu_norm_matmul(void *ctx, void *out, void *h, const void *x, const 
         cpu_matmul(ctx, out, h, w, n, in_dim, out_dim);
 }
 
-/* ---- sampling: sampler_pick per row (model/sampler.c), the GPU kernel's twin ---------------- */
+/* ---- sampling: sample_ref_pick per row (kernels/sample_ref.c), the GPU kernel's twin ------- */
 
 static int cpu_sample(void *ctx, float *logits, int n, int vocab, const struct fg_sample_row *rows,
-                      const int *history, int n_history, int *ids, float *logprobs)
-{
+                      const int *history, int n_history, int *ids, float *logprobs) {
     (void)ctx;
     (void)n_history;
     float *probs = malloc(sizeof(float) * (size_t)vocab);
@@ -395,19 +368,9 @@ static int cpu_sample(void *ctx, float *logits, int n, int vocab, const struct f
         free(idx);
         return -1;
     }
-    for (int i = 0; i < n; i++) {
-        const struct fg_sample_row *r = &rows[i];
-        float *row = logits + (size_t)i * vocab;
-        if (r->target >= 0) {
-            ids[i] = r->target;
-            logprobs[i] = sampler_log_softmax_at(row, vocab, r->target);
-            continue;
-        }
-        struct sampler_params p = {r->do_sample, r->temperature,        r->top_k,
-                                   r->top_p,     r->repetition_penalty, 0};
-        ids[i] = sampler_pick(&p, row, vocab, history + r->hist_off, r->n_hist, r->u, probs, idx,
-                              &logprobs[i]);
-    }
+    for (int i = 0; i < n; i++)
+        ids[i] = sample_ref_pick(&rows[i], logits + (size_t)i * vocab, vocab, history, probs, idx,
+                                 &logprobs[i]);
     free(probs);
     free(idx);
     return 0;
@@ -441,13 +404,11 @@ static const struct fg_ops cpu_table = {
     .sample = cpu_sample,
 };
 
-const struct fg_ops *cpu_ops(void)
-{
+const struct fg_ops *cpu_ops(void) {
     return &cpu_table;
 }
 
-void *cpu_ops_create(int n_threads)
-{
+void *cpu_ops_create(int n_threads) {
     struct cpu_ctx *c = calloc(1, sizeof(*c));
     if (!c) return NULL;
     c->pool = cpu_pool_create(n_threads);
@@ -458,8 +419,7 @@ void *cpu_ops_create(int n_threads)
     return c;
 }
 
-void cpu_ops_destroy(void *ctx)
-{
+void cpu_ops_destroy(void *ctx) {
     struct cpu_ctx *c = ctx;
     if (!c) return;
     cpu_pool_destroy(c->pool);

@@ -1,4 +1,5 @@
-/* sample.cu — logits → token on the GPU: the CUDA twin of sampler_pick() (model/sampler.c).
+/* sample.cu — logits → token on the GPU: the CUDA twin of sample_ref_pick()
+ * (kernels/sample_ref.c).
  *
  * One thread-block cluster of SAMPLE_CLUSTER blocks per row; block r of the cluster owns the
  * contiguous id slice [r * slice, (r + 1) * slice) and keeps it in shared memory (logits, then

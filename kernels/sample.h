@@ -1,10 +1,10 @@
 /* sample.h — CUDA: rows of fp32 logits → one token id and its logprob per row, on the device.
  *
- * Twin: sampler_pick() (model/sampler.c), decision for decision: repetition penalty over the
- * row's history (each distinct id once), then greedy (argmax, lowest id on ties) or sampling
+ * Twin: sample_ref_pick() (kernels/sample_ref.c), decision for decision: repetition penalty over
+ * the row's history (each distinct id once), then greedy (argmax, lowest id on ties) or sampling
  * (temperature, top-k, top-p, a draw at the host's uniform u), plus a target mode that only
  * scores a given id (prompt logprobs). The uniform comes from the request's own generator on the
- * host (sampler_uniform()), so a seed gives the same tokens on the CPU and the GPU except at
+ * host (model/sampler.c), so a seed gives the same tokens on the CPU and the GPU except at
  * float near-ties. No CUDA types here: the engine and the ctypes tests include it from C.
  */
 #ifndef FG_SAMPLE_H

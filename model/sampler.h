@@ -20,29 +20,22 @@ struct sampler {
     struct sampler_params p;
     uint64_t rng[4]; /* xoshiro256** state */
     int vocab;
-    float *probs;    /* (vocab) scratch */
-    int *idx;        /* (vocab) scratch */
+    float *probs; /* (vocab) scratch */
+    int *idx;     /* (vocab) scratch */
 };
 
 void sampler_params_default(struct sampler_params *p); /* greedy */
 int sampler_init(struct sampler *s, const struct sampler_params *p, int vocab);
 void sampler_free(struct sampler *s);
 /* Sample from logits (modified in place by the penalty). HISTORY holds the ids seen so far
- * (prompt + generated) for the repetition penalty. *logprob gets log p(token) under the final
+ * (prompt + generated) for the repetition penalty. The pick is sample_ref_pick()
+ * (kernels/sample_ref.h) on sampler_row()'s row. *logprob gets log p(token) under the final
  * distribution (may be NULL). */
 int sampler_sample(struct sampler *s, float *logits, const int *history, int n_history,
                    float *logprob);
 /* The next draw of s's generator, uniform in [0, 1): what sampler_sample would use. Backends that
  * pick the token themselves (the GPU) take it so a seed gives the same tokens on every device. */
 double sampler_uniform(struct sampler *s);
-/* The pick itself, a pure function: penalty (LOGITS modified in place), then argmax, or
- * temperature, top-k, top-p and the draw at U in [0, 1). PROBS (V floats) and IDX (V ints) are
- * scratch. The C twin of the GPU sampling kernel (kernels/sample.cu). */
-int sampler_pick(const struct sampler_params *sp, float *logits, int V, const int *history,
-                 int n_history, double u, float *probs, int *idx, float *logprob);
-/* log softmax(logits)[id] over V values: a prompt token's log-probability. */
-float sampler_log_softmax_at(const float *logits, int V, int id);
-
 struct fg_sample_row;
 /* Describe s's next pick for a backend's sample op (kernels/ops.h): the parameters, the next
  * uniform draw when sampling, and the history window [hist_off, hist_off + n_hist) of the op's

@@ -1,5 +1,5 @@
 """check_sample.py — the GPU sampling kernel (kernels/sample.cu, fg_sample_launch) against its C
-twin sampler_pick() (model/sampler.c), both from build*/libfgattn.so through ctypes.
+twin sample_ref_pick() (kernels/sample_ref.c), both from build*/libfgattn.so through ctypes.
 
 Correctness: fresh seeded random logits (vocab 1000 / 49152 / 128256, batches of 1 / 8 / 64 rows
 whose scales range from flat to peaked, some quantised so that probabilities tie exactly), every
@@ -43,19 +43,14 @@ class Row(C.Structure):
                 ("hist_off", C.c_int), ("n_hist", C.c_int), ("u", C.c_double)]
 
 
-class Params(C.Structure):
-    _fields_ = [("do_sample", C.c_int), ("temperature", C.c_float), ("top_k", C.c_int),
-                ("top_p", C.c_float), ("repetition_penalty", C.c_float), ("seed", C.c_uint64)]
-
-
 assert C.sizeof(Row) == 40
 
 
 def load_lib(path):
     lib = C.CDLL(path)
-    lib.sampler_pick.restype = C.c_int
-    lib.sampler_pick.argtypes = [C.POINTER(Params), C.c_void_p, C.c_int, C.c_void_p, C.c_int,
-                                 C.c_double, C.c_void_p, C.c_void_p, C.POINTER(C.c_float)]
+    lib.sample_ref_pick.restype = C.c_int
+    lib.sample_ref_pick.argtypes = [C.POINTER(Row), C.c_void_p, C.c_int, C.c_void_p, C.c_void_p,
+                                    C.c_void_p, C.POINTER(C.c_float)]
     if hasattr(lib, "fg_sample_launch"):
         lib.fg_sample_launch.restype = C.c_int
         lib.fg_sample_launch.argtypes = [C.c_void_p, C.c_int, C.c_int, C.c_void_p, C.c_void_p,
@@ -67,7 +62,7 @@ def load_lib(path):
 # ---- the twin ----------------------------------------------------------------------------------
 
 def twin_row(lib, logits_row, r, hist):
-    """sampler_pick on a copy of one row; returns id, logprob, penalised logits, probs, idx."""
+    """sample_ref_pick on a copy of one row; returns id, logprob, penalised logits, probs, idx."""
     x = np.ascontiguousarray(logits_row, dtype=np.float32).copy()
     V = x.size
     if r["target"] >= 0:
@@ -75,15 +70,14 @@ def twin_row(lib, logits_row, r, hist):
         m = ref.max()
         lp = ref[r["target"]] - m - math.log(np.exp(ref - m).sum())
         return r["target"], lp, x, None, None
-    p = Params(r["do_sample"], r["temperature"], r["top_k"], r["top_p"],
-               r["repetition_penalty"], 0)
     probs = np.zeros(V, np.float32)
     idx = np.zeros(V, np.int32)
     h = np.ascontiguousarray(hist, dtype=np.int32)
     lp = C.c_float(0)
-    tid = lib.sampler_pick(C.byref(p), x.ctypes.data, V, h.ctypes.data if h.size else None,
-                           int(h.size), float(r["u"]), probs.ctypes.data, idx.ctypes.data,
-                           C.byref(lp))
+    row = Row(r["do_sample"], r["temperature"], r["top_k"], r["top_p"], r["repetition_penalty"],
+              -1, 0, int(h.size), float(r["u"]))
+    tid = lib.sample_ref_pick(C.byref(row), x.ctypes.data, V, h.ctypes.data if h.size else None,
+                              probs.ctypes.data, idx.ctypes.data, C.byref(lp))
     return tid, float(lp.value), x, probs, idx
 
 

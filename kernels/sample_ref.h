@@ -1,0 +1,22 @@
+/* sample_ref.h — the plain-C twin of the GPU sampling kernel (kernels/sample.cu): one row of
+ * fp32 logits and its struct fg_sample_row (kernels/sample.h) → a token id and its logprob.
+ *
+ * It is the CPU backend's sample op (kernels/cpu_ops.c) and the reference tests/gpu/check_sample.py
+ * compares the kernel against; model/sampler.c, which owns the per-request generator, calls it for
+ * every draw. Pure: no state, no allocation (the caller passes the scratch). Thread-neutral.
+ */
+#ifndef FG_SAMPLE_REF_H
+#define FG_SAMPLE_REF_H
+
+#include "sample.h"
+
+/* One row, decision for decision as the kernel: target mode (r->target >= 0: id = target,
+ * logprob = log softmax(logits)[target], logits untouched), else the repetition penalty over
+ * history[r->hist_off .. + r->n_hist) (each distinct id once, LOGITS modified in place), then
+ * argmax (lowest id on ties) or temperature, top-k, top-p and the draw at r->u in [0, 1).
+ * LOGITS, PROBS (scratch) and IDX (scratch) hold V values; HISTORY may be NULL when n_hist is 0.
+ * *logprob (may be NULL) gets log p(id) under the final distribution. Returns the id. */
+int sample_ref_pick(const struct fg_sample_row *r, float *logits, int V, const int *history,
+                    float *probs, int *idx, float *logprob);
+
+#endif
