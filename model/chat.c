@@ -81,9 +81,9 @@ int chat_template_init(struct chat_template *ct, const char *jinja, char *err, s
         return 0;
     }
     errmsg_set(err, errlen,
-            "unsupported chat template (neither ChatML <|im_start|> nor Llama-3 "
-            "<|start_header_id|>); using ChatML");
-    return -1;
+               "unrecognised chat template (neither ChatML <|im_start|> nor Llama-3 "
+               "<|start_header_id|>): chat requests are rendered as ChatML");
+    return 1;
 oom:
     errmsg_set(err, errlen, "chat template: out of memory");
     return -1;

@@ -4,31 +4,50 @@
  *
  * The CUDA backend is a shared object (build/libflashgen_cuda.so) opened with dlopen, so the
  * CPU build runs where no CUDA library is installed. --device auto tries it and falls back to
- * the CPU with one log line saying why; --device cuda fails with that reason instead.
+ * the CPU: silently (a debug notice) when the library is absent, with one info notice when it is
+ * there but no GPU can be used; --device cuda fails with that reason instead. Every notice goes
+ * through engine_log, to the caller's engine_opts.log.
  */
 #include "engine.h"
 
 #include <dlfcn.h>
 #include <libgen.h>
 #include <limits.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "kernels/ops.h"
+#include "model/errmsg.h"
 
 #define ENGINE_CPU_KV_BYTES ((size_t)512 << 20) /* CPU default: 512 MiB of KV pool */
 #define ENGINE_CUDA_LIB "libflashgen_cuda.so"
 
-void engine_opts_default(struct engine_opts *o)
-{
+void engine_opts_default(struct engine_opts *o) {
     memset(o, 0, sizeof(*o));
     o->device = ENGINE_DEVICE_AUTO;
     o->kv_fraction = 0.9f;
     o->page_size = 16;
     o->max_batch_tokens = 512;
     o->max_batch_seqs = 64;
+}
+
+/* The one way the engine reports a notice: to o->log, else INFO and WARN on stderr. */
+static void engine_log(const struct engine_opts *o, enum engine_log_level level, const char *fmt,
+                       ...) __attribute__((format(printf, 3, 4)));
+static void engine_log(const struct engine_opts *o, enum engine_log_level level, const char *fmt,
+                       ...) {
+    char msg[768];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (o->log)
+        o->log(level, msg, o->log_user);
+    else if (level != ENGINE_LOG_DEBUG)
+        fprintf(stderr, "flashgen: %s\n", msg);
 }
 
 /* Backend bookkeeping the header does not need to show. */
@@ -40,8 +59,7 @@ struct engine_backend {
     void *dev_arena;
 };
 
-static void backend_close(struct engine *e)
-{
+static void backend_close(struct engine *e) {
     struct engine_backend *b = e->backend;
     if (!b) {
         if (e->ops_ctx) cpu_ops_destroy(e->ops_ctx);
@@ -58,8 +76,7 @@ static void backend_close(struct engine *e)
     free(b);
 }
 
-void engine_close(struct engine *e)
-{
+void engine_close(struct engine *e) {
     if (!e) return;
     fwd_free(e->fwd);
     kv_cache_free(&e->kv);
@@ -70,9 +87,9 @@ void engine_close(struct engine *e)
 }
 
 /* Open the CUDA library: $FLASHGEN_CUDA_LIB, else beside the executable, else the loader's
- * search path. Returns 0 or -1 with the reason. */
-static int cuda_open(struct engine_backend *b, int n_device, void **ctx, char *err, size_t errlen)
-{
+ * search path. Returns 0; -2 when the library cannot be opened (a CPU-only build); -1 when it
+ * opens but gives no usable device. The reason goes to err. */
+static int cuda_open(struct engine_backend *b, int n_device, void **ctx, char *err, size_t errlen) {
     const char *env = getenv("FLASHGEN_CUDA_LIB");
     char path[PATH_MAX + 64] = ENGINE_CUDA_LIB;
     if (env && *env) {
@@ -89,7 +106,7 @@ static int cuda_open(struct engine_backend *b, int n_device, void **ctx, char *e
     b->dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
     if (!b->dl) {
         snprintf(err, errlen, "no CUDA backend (%s)", dlerror());
-        return -1;
+        return -2;
     }
     fg_cuda_backend_fn fn = (fg_cuda_backend_fn)dlsym(b->dl, FG_CUDA_BACKEND_SYMBOL);
     const struct fg_cuda_backend *cb = fn ? fn() : NULL;
@@ -104,8 +121,7 @@ static int cuda_open(struct engine_backend *b, int n_device, void **ctx, char *e
 }
 
 /* Copy the host fp32 weights into one backend allocation in the backend's element type. */
-static int upload_weights(struct engine *e, char *err, size_t errlen)
-{
+static int upload_weights(struct engine *e, char *err, size_t errlen) {
     struct engine_backend *b = e->backend;
     const struct model_config *c = &e->model->cfg;
     const struct model_weights *hw = &e->model->w;
@@ -132,11 +148,13 @@ static int upload_weights(struct engine *e, char *err, size_t errlen)
     do {                                                                                           \
         (dst) = (float *)p;                                                                        \
         if (e->ops->upload_f32(e->ops_ctx, p, (src), (n)) != 0) goto fail;                         \
-        p += (n) * e->ops->act_size;                                                               \
+        p += (n)*e->ops->act_size;                                                                 \
     } while (0)
     PUT(b->dw.tok_embd, hw->tok_embd, V * D);
-    if (untied) PUT(b->dw.output, hw->output, V * D);
-    else b->dw.output = b->dw.tok_embd;
+    if (untied)
+        PUT(b->dw.output, hw->output, V * D);
+    else
+        b->dw.output = b->dw.tok_embd;
     PUT(b->dw.out_norm, hw->out_norm, D);
     for (int l = 0; l < c->n_layers; l++) {
         const struct model_layer *h = &hw->layers[l];
@@ -161,8 +179,7 @@ fail:
     return -1;
 }
 
-int engine_open(const struct engine_opts *o, struct engine **out, char *err, size_t errlen)
-{
+int engine_open(const struct engine_opts *o, struct engine **out, char *err, size_t errlen) {
     *out = NULL;
     struct engine *e = calloc(1, sizeof(*e));
     struct engine_backend *b = calloc(1, sizeof(*b));
@@ -177,14 +194,16 @@ int engine_open(const struct engine_opts *o, struct engine **out, char *err, siz
     /* Device first: a --device cuda that cannot work fails before a long model load. */
     if (o->device != ENGINE_DEVICE_CPU) {
         char why[512];
-        if (cuda_open(b, 0, &e->ops_ctx, why, sizeof(why)) == 0) {
+        int rc = cuda_open(b, 0, &e->ops_ctx, why, sizeof(why));
+        if (rc == 0) {
             e->ops = b->cuda->ops;
             snprintf(e->device, sizeof(e->device), "cuda");
         } else if (o->device == ENGINE_DEVICE_CUDA) {
             snprintf(err, errlen, "device cuda: %s", why);
             goto fail;
         } else {
-            fprintf(stderr, "flashgen: no usable GPU (%s); running on the CPU\n", why);
+            engine_log(o, rc == -2 ? ENGINE_LOG_DEBUG : ENGINE_LOG_INFO,
+                       "no usable GPU (%s); running on the CPU", why);
             if (b->dl) dlclose(b->dl);
             b->dl = NULL;
         }
@@ -201,7 +220,15 @@ int engine_open(const struct engine_opts *o, struct engine **out, char *err, siz
 
     if (model_load(o->model_path, &e->model, o->progress, o->progress_user, err, errlen) != 0)
         goto fail;
-    if (chat_template_init(&e->chat, e->model->chat_template, err, errlen) != 0) goto fail;
+    /* An unrecognised template never stops the load: /generate needs none, and chat requests
+     * are rendered as ChatML, which the warning says. */
+    char why[512];
+    int chat_rc = chat_template_init(&e->chat, e->model->chat_template, why, sizeof(why));
+    if (chat_rc < 0) {
+        errmsg_set(err, errlen, "%s", why);
+        goto fail;
+    }
+    if (chat_rc > 0) engine_log(o, ENGINE_LOG_WARN, "%s: %s", o->model_path, why);
 
     const struct model_config *cfg = &e->model->cfg;
     const struct model_weights *w = &e->model->w;
@@ -238,8 +265,8 @@ int engine_open(const struct engine_opts *o, struct engine **out, char *err, siz
         goto fail;
     }
     if (n_pages > (size_t)1 << 30) n_pages = (size_t)1 << 30;
-    if (kv_cache_init(&e->kv, e->ops, e->ops_ctx, cfg, (int)n_pages, page_size,
-                      e->ops->act_size) != 0) {
+    if (kv_cache_init(&e->kv, e->ops, e->ops_ctx, cfg, (int)n_pages, page_size, e->ops->act_size) !=
+        0) {
         snprintf(err, errlen, "engine: cannot allocate a KV pool of %zu pages (%.2f GB)", n_pages,
                  n_pages * (double)page_bytes / 1e9);
         goto fail;
@@ -251,8 +278,7 @@ fail:
     return -1;
 }
 
-const char *engine_device_name(const struct engine *e)
-{
+const char *engine_device_name(const struct engine *e) {
     const struct engine_backend *b = e->backend;
     if (b && b->cuda) return b->cuda->device_name(e->ops_ctx);
     return "cpu";

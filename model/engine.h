@@ -18,17 +18,28 @@ enum engine_device {
     ENGINE_DEVICE_CUDA = 2,
 };
 
+/* The engine's notices (the CPU fallback of --device auto, an unrecognised chat template): one
+ * message without a trailing newline, called on the thread running engine_open. */
+enum engine_log_level {
+    ENGINE_LOG_DEBUG = 0, /* expected and routine: no CUDA backend library in a CPU-only build */
+    ENGINE_LOG_INFO = 1,
+    ENGINE_LOG_WARN = 2,
+};
+typedef void (*engine_log_fn)(enum engine_log_level level, const char *msg, void *user);
+
 struct engine_opts {
     const char *model_path;
     enum engine_device device;
-    int n_threads;        /* CPU backend threads; 0 = all cores */
-    size_t kv_cache_bytes;/* KV pool size; 0 = derive (kv_fraction on a GPU, 512 MiB on the CPU) */
-    float kv_fraction;    /* GPU: fraction of free memory after weights for the KV pool */
-    int page_size;        /* tokens per KV page; 0 = 16 */
-    int max_batch_tokens; /* tokens per forward call; 0 = 512 */
-    int max_batch_seqs;   /* sequences per forward call; 0 = 64 */
+    int n_threads;         /* CPU backend threads; 0 = all cores */
+    size_t kv_cache_bytes; /* KV pool size; 0 = derive (kv_fraction on a GPU, 512 MiB on the CPU) */
+    float kv_fraction;     /* GPU: fraction of free memory after weights for the KV pool */
+    int page_size;         /* tokens per KV page; 0 = 16 */
+    int max_batch_tokens;  /* tokens per forward call; 0 = 512 */
+    int max_batch_seqs;    /* sequences per forward call; 0 = 64 */
     model_progress_fn progress;
     void *progress_user;
+    engine_log_fn log; /* NULL: INFO and WARN as "flashgen: MSG" lines on stderr */
+    void *log_user;
 };
 
 struct engine_backend;
@@ -41,7 +52,7 @@ struct engine {
     struct kv_cache kv;
     struct fwd_state *fwd;
     int max_batch_tokens, max_batch_seqs;
-    char device[16]; /* "cpu" or "cuda" */
+    char device[16];                /* "cpu" or "cuda" */
     struct engine_backend *backend; /* private to engine.c */
 };
 

@@ -136,9 +136,10 @@ struct chat_template {
     int trim_content;     /* Llama-3's `content | trim`: strip surrounding ASCII whitespace */
 };
 /* Pick the template from the model's Jinja source (NULL → ChatML without default system).
- * A source that is neither ChatML nor Llama-3 returns -1 with a message, and leaves CT a usable
- * ChatML template (a caller may warn and go on). Encode the rendered prompt with
- * parse_special = 1 and add_bos = 0 when bos_text is set (it already holds the BOS). */
+ * Returns 0; 1 when the source is neither ChatML nor Llama-3: CT is then plain ChatML and err
+ * holds a warning saying so (the caller logs it and goes on); -1 only when out of memory. Encode
+ * the rendered prompt with parse_special = 1 and add_bos = 0 when bos_text is set (it already holds
+ * the BOS). */
 int chat_template_init(struct chat_template *ct, const char *jinja, char *err, size_t errlen);
 void chat_template_free(struct chat_template *ct);
 /* Render messages to a malloc'd prompt string; encode it with parse_special = 1. */

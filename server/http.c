@@ -472,7 +472,10 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (aborted && !r->log.outcome) r->log.outcome = "cancelled";
     if (r->log.duration_s < 0) r->log.duration_s = now_s() - r->t_start;
     if (!r->log.status) r->log.status = 499; /* nginx's "client closed request" */
-    int quiet = r->route && (r->route->flags & HTTP_ROUTE_QUIET) && r->log.status < 400;
+    /* quiet routes log only their failures; a 503 is not one (/health answers it while the
+     * model loads and while draining, and probes poll it several times a second) */
+    int quiet = r->route && (r->route->flags & HTTP_ROUTE_QUIET) &&
+                (r->log.status < 400 || r->log.status == 503);
     if (!quiet) reqlog_write(s->o.log, s->o.log_json, &r->log);
     if (r->prev)
         r->prev->next = r->next;

@@ -222,7 +222,7 @@ int serve_main(int argc, char **argv) {
         .log_json = json,
     };
     if (http_start(&sv->http, &loop, &ho, err, sizeof err) != 0) {
-        fprintf(stderr, "flashgen serve: %s\n", err);
+        reqlog_message(sv->log, json, "error", "%s", err);
         rc = 1;
         goto out;
     }
@@ -239,7 +239,7 @@ int serve_main(int argc, char **argv) {
 
     if (worker_start(&sv->worker, &loop, &sv->cfg, &sv->metrics, on_worker_state, on_job_final, sv,
                      err, sizeof err) != 0) {
-        fprintf(stderr, "flashgen serve: %s\n", err);
+        reqlog_message(sv->log, json, "error", "%s", err);
         sv->exit_code = 1;
         shutdown_begin(sv);
     }

@@ -17,6 +17,7 @@
 #include "kernels/sample.h"
 #include "model/engine.h"
 #include "model/tokenizer.h"
+#include "server/reqlog.h"
 
 #define WORKER_REAP_MAX 64
 #define WORKER_IDLE_WAIT_S 0.1 /* wake-up period while jobs wait (deadline checks) */
@@ -436,16 +437,31 @@ static int iterate(struct worker *w, struct worker_run *wr) {
     return 1;
 }
 
-/* Load progress on stderr, at most once a second. USER: the double holding the last report time. */
+/* Load progress, at most once a second, as log lines (one JSON object each with
+ * --log-format json). */
+struct load_report {
+    double last; /* seconds of the last report */
+    int json;
+};
+
 static void progress_cb(const struct model_load_progress *p, void *user) {
-    double *last = user;
-    if (p->tensors_done == p->tensors_total || p->seconds - *last >= 1.0) {
-        *last = p->seconds;
-        fprintf(stderr, "flashgen: loading %zu/%zu tensors, %.1f/%.1f MB, %.1f MB/s\n",
-                p->tensors_done, p->tensors_total, (double)p->bytes_done / 1e6,
-                (double)p->bytes_total / 1e6,
-                p->seconds > 0 ? (double)p->bytes_done / 1e6 / p->seconds : 0.0);
+    struct load_report *lr = user;
+    if (p->tensors_done == p->tensors_total || p->seconds - lr->last >= 1.0) {
+        lr->last = p->seconds;
+        reqlog_message(stderr, lr->json, "info", "loading %zu/%zu tensors, %.1f/%.1f MB, %.1f MB/s",
+                       p->tensors_done, p->tensors_total, (double)p->bytes_done / 1e6,
+                       (double)p->bytes_total / 1e6,
+                       p->seconds > 0 ? (double)p->bytes_done / 1e6 / p->seconds : 0.0);
     }
+}
+
+/* The engine's notices (GPU fallback, chat template) in the server's log format; debug ones
+ * (no CUDA library in a CPU-only build) are not shown. USER: the config. */
+static void engine_log_cb(enum engine_log_level level, const char *msg, void *user) {
+    const struct config *c = user;
+    if (level == ENGINE_LOG_DEBUG) return;
+    reqlog_message(stderr, c->log_format == CONFIG_LOG_JSON,
+                   level == ENGINE_LOG_WARN ? "warn" : "info", "%s", msg);
 }
 
 static void worker_run_free(struct worker_run *wr) {
@@ -470,9 +486,11 @@ static void *worker_main(void *arg) {
     o.page_size = c->page_size;
     o.max_batch_tokens = c->max_batch_tokens;
     o.max_batch_seqs = c->max_batch_seqs;
-    double last_progress = -1;
+    struct load_report lr = {.last = -1, .json = c->log_format == CONFIG_LOG_JSON};
     o.progress = progress_cb;
-    o.progress_user = &last_progress;
+    o.progress_user = &lr;
+    o.log = engine_log_cb;
+    o.log_user = (void *)c;
     char err[512] = "";
     struct worker_run wr;
     memset(&wr, 0, sizeof wr);

@@ -193,7 +193,7 @@ def gguf_name(hf):
     return f"blk.{l}.{GGUF_NAMES[mid]}.weight"
 
 
-def write_gguf(path, cfg, weights, qtype, tokens, types):
+def write_gguf(path, cfg, weights, qtype, tokens, types, chat_template=CHAT_TEMPLATE):
     w = gguf.GGUFWriter(path, "llama")
     w.add_block_count(cfg["n_layers"])
     w.add_context_length(CTX)
@@ -218,7 +218,7 @@ def write_gguf(path, cfg, weights, qtype, tokens, types):
     w.add_eos_token_id(2)
     w.add_pad_token_id(2)
     w.add_add_bos_token(False)
-    w.add_chat_template(CHAT_TEMPLATE)
+    w.add_chat_template(chat_template)
     qt = QT[qtype]
     _, divisors = rope_inv_freq(cfg)
     if divisors is not None:
