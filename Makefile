@@ -131,9 +131,11 @@ help:
 # cpu_ops.c); tests/gpu/check_attention.py and bench/bench_attention.py drive it from Python
 # (ctypes + torch). `make test-gpu` checks every kernel against its C twin and torch SDPA;
 # `make bench-gpu` times prefill and decode against torch SDPA (FA2 and cuDNN backends) and prints
-# the table kept in kernels/BENCH.md. Neither is part of `make test`; without a GPU both say so
-# and exit 0.
-.PHONY: test-gpu
+# the table kept in kernels/BENCH.md. Neither is part of `make test`. Without a CUDA GPU (or
+# without torch) both print "SKIPPED ... nothing was tested" and fail (status 77 from
+# tests/gpu/gpu_skip.py, so make exits non-zero): a skip never reads as a pass.
+.PHONY: test-gpu bench-gpu
+GPU_GATE    = $(PYTHON) tests/gpu/gpu_skip.py $@
 GPU_LIB     := $(BUILD)/libfgattn.so
 GPU_LIB_OBJ := $(patsubst %.c,$(BUILD)/pic/%.o,kernels/attention_ref.c kernels/cpu_ops.c kernels/cpu_pool.c \
                kernels/sample_ref.c)
@@ -147,12 +149,16 @@ GPU_LIB_CU  := $(filter-out $(BUILD)/kernels/cuda_ops.cu.o,$(CU_SRC:%.cu=$(BUILD
 $(GPU_LIB): $(GPU_LIB_OBJ) $(GPU_LIB_CU)
 	$(CC) -shared -o $@ $^ $(CUDA_LIBS) -lpthread -lm
 
-test-gpu: $(GPU_LIB)
+test-gpu:
+	@$(GPU_GATE)
+	$(MAKE) $(GPU_LIB)
 	FG_ATTN_LIB=$(GPU_LIB) $(PYTHON) tests/gpu/check_attention.py
 	$(PYTHON) tests/gpu/check_gemv.py --lib $(GPU_LIB)
 	FG_SAMPLE_LIB=$(GPU_LIB) $(PYTHON) tests/gpu/check_sample.py --no-bench
 
-bench-gpu: $(GPU_LIB)
+bench-gpu:
+	@$(GPU_GATE)
+	$(MAKE) $(GPU_LIB)
 	FG_ATTN_LIB=$(GPU_LIB) $(PYTHON) bench/bench_attention.py
 	$(PYTHON) tests/gpu/check_gemv.py --bench --lib $(GPU_LIB)
 	FG_SAMPLE_LIB=$(GPU_LIB) $(PYTHON) tests/gpu/check_sample.py --bench-only

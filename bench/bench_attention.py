@@ -31,6 +31,7 @@ from triton.testing import do_bench
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "gpu"))
 import fgattn as fa  # noqa: E402
+import gpu_skip  # noqa: E402
 
 QUICK = os.environ.get("FG_BENCH_QUICK") == "1"
 
@@ -390,8 +391,7 @@ def fmt_single(s):
 
 def main():
     if not torch.cuda.is_available():
-        print("bench_attention: skipped, no CUDA GPU")
-        return 0
+        return gpu_skip.skip("bench_attention")
     lib = fa.load()
     dev = torch.cuda.get_device_name()
     ceiling = copy_ceiling()

@@ -21,7 +21,8 @@ smaller), and P is rounded to the same type before the P·V product (another ≈
 averaged over the keys); fp32 accumulation adds < 1e-5. 1e-2 leaves ~4x headroom for bf16 and
 catches any indexing or masking error (those give O(1) errors). LSE: absolute error < 1e-3 (fp32
 scores of exactly representable inputs; the only error is fp32 summation and ex2.approx).
-Exit status 0 when every check passes; prints one line per case. Skips (exit 0) without a GPU.
+Exit status 0 when every check passes; prints one line per case. Without a GPU it says SKIPPED
+and exits 77 (tests/gpu/gpu_skip.py).
 """
 import ctypes as C
 import os
@@ -32,6 +33,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import fgattn as fa  # noqa: E402
+import gpu_skip  # noqa: E402
 
 TOL = {torch.bfloat16: 1e-2, torch.float16: 5e-3}
 LSE_TOL = 1e-3
@@ -159,8 +161,7 @@ def check_kv_write(lib, cpu, gen, dtype, n, n_heads, n_kv, hd, page_size, rope):
 
 def main():
     if not torch.cuda.is_available():
-        print("check_attention: skipped, no CUDA GPU")
-        return 0
+        return gpu_skip.skip("check_attention")
     seed = int(os.environ.get("FG_SEED", time.time_ns() % 2**31))
     print(f"check_attention: seed {seed} on {torch.cuda.get_device_name()}")
     gen = torch.Generator().manual_seed(seed)

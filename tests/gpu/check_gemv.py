@@ -37,7 +37,8 @@ per call back to back in a CUDA graph, each NORM variant, and a Llama-style laye
 their two norms, unfused and fused (bench/results/normgemv_h100_2026-11-23.log).
 
 Usage: FG_GEMV_LIB=build/libfgattn.so python3 tests/gpu/check_gemv.py [--bench] [--variants] [--norm-bench]
-Prints a PASS/FAIL summary line last; exit 1 on any failure. Skips (exit 0) without a GPU.
+Prints a PASS/FAIL summary line last; exit 1 on any failure. Without a GPU it says SKIPPED and
+exits 77 (tests/gpu/gpu_skip.py).
 """
 import argparse
 import ctypes as C
@@ -48,6 +49,9 @@ import sys
 import time
 
 import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import gpu_skip  # noqa: E402
 
 STORE, ADD, SWIGLU = 0, 1, 2
 EPI_NAME = {STORE: "store", ADD: "add", SWIGLU: "swiglu"}
@@ -799,8 +803,7 @@ def main():
     ap.add_argument("--lib", default=os.environ.get("FG_GEMV_LIB", os.environ.get("FG_ATTN_LIB", "build/libfgattn.so")))
     a = ap.parse_args()
     if not torch.cuda.is_available():
-        print("check_gemv: no CUDA device, skipped")
-        return 0
+        return gpu_skip.skip("check_gemv")
     seed = int(os.environ.get("FG_SEED", time.time_ns() % (1 << 31)))
     torch.manual_seed(seed)
     g = Gemv(a.lib)

@@ -19,7 +19,8 @@ peers in the same run.
   FG_SAMPLE_LIB=build-sample/libfgattn.so python3 tests/gpu/check_sample.py [--no-bench]
   [--quick] [--no-stats] [--bench-only]
   [--emulate]   (no GPU: a numpy model of the kernel stands in, to check this script)
-Prints one PASS/FAIL line last; exits 1 on failure.
+Prints one PASS/FAIL line last; exits 1 on failure. Without a GPU (and without --emulate) it
+says SKIPPED and exits 77 (tests/gpu/gpu_skip.py).
 """
 import ctypes as C
 import math
@@ -28,6 +29,9 @@ import sys
 import time
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import gpu_skip  # noqa: E402
 
 LIB = os.environ.get("FG_SAMPLE_LIB", "build/libfgattn.so")
 MAX_NEAR_TIES = 5
@@ -557,8 +561,7 @@ def main():
     else:
         import torch
         if not torch.cuda.is_available():
-            print("check_sample: no CUDA device; skipped")
-            return 0
+            return gpu_skip.skip("check_sample")
         dev = Gpu(lib)
         log("check_sample: %s, lib %s, %s" % (torch.cuda.get_device_name(), LIB,
                                               time.strftime("%Y-%m-%d %H:%M")))
