@@ -10,8 +10,8 @@ Without --url it starts the binary itself (CPU, ephemeral port, log in build*/tm
 and stops it with SIGTERM at the end (exit 0 and no sanitizer report required). With --url it
 targets a running server; RSS is sampled only when --pid names its process.
 
-What it sends (weights in KINDS): greedy /generate, /generate_stream, /v1/completions and
-/v1/chat/completions, streaming and not; sampled generations with unknown fields (ignored, as
+What it sends (every kind once first, then weighted as in KINDS): greedy /generate,
+/generate_stream, /v1/completions and /v1/chat/completions, streaming and not; sampled generations with unknown fields (ignored, as
 TGI and OpenAI do); clients that hang up mid-stream or while a plain request is running; invalid
 bodies (bad JSON, wrong types, out-of-range and unsupported parameters); prompts over
 max_input_tokens (422); bodies over max_body_bytes (413, by Content-Length and chunked); cheap GETs.
@@ -476,12 +476,17 @@ class Soak:
         rng = random.Random(self.a.seed * 1000 + cid)
         kinds, weights = list(KINDS), list(KINDS.values())
         sess = requests.Session()
+        n = 0
         while not self.stop.is_set():
             with self.lock:
                 if self.a.requests and self.n_sent >= self.a.requests:
                     break
                 self.n_sent += 1
-            kind = rng.choices(kinds, weights)[0]
+            # the clients' first requests send every kind once, however slow the machine; then
+            # the weighted mix
+            seq = n * self.a.clients + cid
+            n += 1
+            kind = kinds[seq] if seq < len(kinds) else rng.choices(kinds, weights)[0]
             try:
                 outcome = self.one(sess, kind, rng)
             except Unexpected as e:

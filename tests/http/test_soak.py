@@ -1,5 +1,11 @@
 """The short soak (tools/soak.py) in `make test`: 24 clients for 55 s against a fresh server on the
-default model (about 600 requests on 2 CPU cores); `make soak` runs the long one."""
+default model; `make soak` runs the long one.
+
+It asserts behaviour only: every answer as expected, no problem at the end (pages, gauges, RSS),
+every kind of request exercised. How many requests went through depends on the machine (about 600
+on 2 idle CPU cores, 127 on a loaded one): the rate is a figure, printed (soak.py's summary
+line "soak: N requests in T s from C clients (R/s)", shown by `pytest -s` or on failure), never
+a pass/fail condition."""
 import json
 import os
 import subprocess
@@ -19,8 +25,9 @@ def test_short_soak(tmp_path):
     print(p.stdout[-4000:])
     assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-4000:]
     s = json.loads(out.read_text())
-    assert s["unexpected"] == 0 and not s["problems"]
-    assert s["requests"] >= 4 * SECONDS, "the soak sent fewer requests than expected"
+    assert s["unexpected"] == 0 and not s["problems"], s
+    print(f"soak figures: {s['requests']} requests in {s['seconds']} s, "
+          f"{s['requests_per_s']} requests/s from {s['clients']} clients")
     kinds = set(s["by_kind"])
     for k in ("generate", "generate_stream", "completions", "chat", "chat_stream",
               "disconnect_stream", "invalid", "long_prompt", "big_body"):
