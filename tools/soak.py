@@ -14,8 +14,8 @@ What it sends (every kind once first, then weighted as in KINDS): greedy /genera
 /generate_stream, /v1/completions and /v1/chat/completions, streaming and not; sampled generations
 with unknown fields (ignored, as TGI and OpenAI do); clients that hang up mid-stream or while a
 plain request is running; invalid bodies (bad JSON, wrong types, out-of-range and unsupported
-parameters); prompts over max_input_tokens (422); bodies over max_body_bytes (413, by Content-
-Length and chunked); cheap GETs.
+parameters); prompts over max_input_tokens (422); bodies over max_body_bytes (413, by
+Content-Length and chunked); cheap GETs.
 
 What it checks:
   * every answer: status, content type and JSON shape; greedy answers must equal the reference
