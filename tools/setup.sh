@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # setup.sh — install what flashgen needs to build and test on Debian 12, idempotently:
-# Debian packages (compiler, libmicrohttpd, cJSON, libuv, Criterion, promtool, docker) and the
-# Python packages of the black-box tests. Skips what is already there. Run as root or with sudo.
+# Debian packages (compiler, libmicrohttpd, cJSON, libuv, Criterion, promtool, docker and
+# docker-compose: Debian 12's docker.io has no `docker compose` plugin, its docker-compose package
+# is Compose 1.29, the `docker-compose` command) and the Python packages of the black-box tests.
+# Skips what is already there. Run as root or with sudo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,7 +11,7 @@ SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
 APT_PKGS=(build-essential pkg-config libmicrohttpd-dev libcjson-dev libuv1-dev libcriterion-dev
-          python3 python3-pip curl unzip prometheus docker.io debootstrap clang
+          python3 python3-pip curl unzip prometheus docker.io docker-compose debootstrap clang
           libclang-rt-14-dev llvm)
 missing=()
 for p in "${APT_PKGS[@]}"; do
