@@ -8,6 +8,7 @@ the same bits, so greedy runs on the CPU give byte-identical logits at every ste
 scale or Q/K row shows up as a different logit); the load log names the dequantized types.
 """
 import os
+import struct
 import subprocess
 import sys
 
@@ -74,3 +75,54 @@ def test_generate_names_the_types_once(models):
     assert len(lines) == 1, r.stderr
     assert "Q4_K.gguf" not in lines[0] and "Q4_K_M.gguf" in lines[0]
     assert "MB of quantized tensors" in lines[0] and "MB of fp32 weights resident" in lines[0]
+
+
+def tensor_type_offset(data, name):
+    """Byte offset of NAME's ggml type field in a GGUF image (after its name, n_dims and ne)."""
+    key = struct.pack("<Q", len(name)) + name.encode()
+    at = data.index(key) + len(key)
+    n_dims = struct.unpack_from("<I", data, at)[0]
+    return at + 4 + 8 * n_dims
+
+
+def generate_error(path):
+    r = subprocess.run([os.path.join(BUILD, "flashgen"), "generate", "--model", str(path),
+                        "--prompt", "hi", "--max-new-tokens", "1", "--device", "cpu"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0, r.stderr
+    return r.stderr
+
+
+def test_bad_tensors_are_named(models, tmp_path):
+    data = bytearray((models / "Q4_K_M.gguf").read_bytes())
+    name = "blk.1.ffn_gate.weight"
+    at = tensor_type_offset(data, name)
+    assert struct.unpack_from("<I", data, at)[0] == 12  # Q4_K
+    bad = tmp_path / "iq4_xs.gguf"  # a known type (IQ4_XS: 136 bytes per 256) we cannot read
+    bad.write_bytes(bytes(data[:at]) + struct.pack("<I", 23) + bytes(data[at + 4:]))
+    err = generate_error(bad)
+    assert str(bad) in err and f"tensor '{name}' has type IQ4_XS" in err, err
+    assert "Q4_K" in err and "Q6_K" in err, err  # the supported list
+    bad = tmp_path / "unknown.gguf"
+    bad.write_bytes(bytes(data[:at]) + struct.pack("<I", 99) + bytes(data[at + 4:]))
+    err = generate_error(bad)
+    assert str(bad) in err and f"tensor '{name}' has unknown ggml type id 99" in err, err
+    bad = tmp_path / "truncated.gguf"  # the last tensor in the file cut short
+    bad.write_bytes(bytes(data[:-100]))
+    err = generate_error(bad)
+    assert str(bad) in err and "runs past the end of the file" in err and "tensor '" in err, err
+
+
+def test_gemma3_file_is_refused_for_its_architecture_not_its_types():
+    """The real Q4_K_M file's tensor types all load; if the architecture is still refused, the
+    message says so (not a tensor type). Uses the file tests/test_gguf_quant.py fetches."""
+    path = os.environ.get("FLASHGEN_GEMMA_GGUF",
+                          os.path.join(ROOT, "models", "gemma-3-270m-q4_k_m.gguf"))
+    if not os.path.exists(path):
+        pytest.skip(f"{path} not fetched (tools/fetch_model.py --gemma)")
+    r = subprocess.run([os.path.join(BUILD, "flashgen"), "generate", "--model", path, "--prompt",
+                        "hi", "--max-new-tokens", "1", "--device", "cpu"], capture_output=True,
+                       text=True, timeout=300)
+    if r.returncode != 0:
+        assert "architecture 'gemma3'" in r.stderr, r.stderr
+        assert "has type" not in r.stderr and "ggml type" not in r.stderr, r.stderr

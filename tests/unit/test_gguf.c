@@ -631,3 +631,56 @@ Test(gguf, missing_file) {
     cr_assert(strstr(err, "does-not-exist.gguf"), "%s", err);
     gguf_close(NULL);
 }
+
+/* A GGUF of one 2-row tensor NAME of TYPE with row length NE0 and DATA_BYTES bytes of data. */
+static struct buf one_tensor_file(const char *name, uint32_t type, uint64_t ne0,
+                                  size_t data_bytes) {
+    struct buf b = {0};
+    put_u32(&b, 0x46554747u);
+    put_u32(&b, 3);
+    put_u64(&b, 1);
+    put_u64(&b, 0);
+    put_str(&b, name);
+    put_u32(&b, 2);
+    put_u64(&b, ne0);
+    put_u64(&b, 2);
+    put_u32(&b, type);
+    put_u64(&b, 0);
+    while (b.n % 32)
+        put(&b, "", 1);
+    for (size_t i = 0; i < data_bytes; i++) {
+        uint8_t v = (uint8_t)(i * 37);
+        put(&b, &v, 1);
+    }
+    return b;
+}
+
+Test(gguf, k_quant_tensor_errors_name_the_tensor) {
+    /* whole: two Q4_K rows of 256 = 288 bytes; one byte short is a truncated block */
+    struct buf b = one_tensor_file("blk.3.ffn_up.weight", GGUF_GGML_Q4_K, 256, 288);
+    const char *p = write_tmp(&b, b.n);
+    struct gguf_file *f;
+    char err[512];
+    cr_assert_eq(gguf_open(p, &f, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(f->tensors[0].n_bytes, 288);
+    gguf_close(f);
+    unlink(p);
+    expect_fail(&b, b.n - 1, "tensor 'blk.3.ffn_up.weight' (offset 0, 288 bytes) runs past");
+    free(b.p);
+    static const struct {
+        uint32_t type;
+        uint64_t ne0;
+        const char *want;
+    } bad[] = {
+        {GGUF_GGML_Q6_K, 200, "tensor 'w': row length 200 is not a multiple of the Q6_K block"},
+        {GGUF_GGML_Q2_K, 128, "not a multiple of the Q2_K block (256)"},
+        {GGUF_GGML_Q5_1, 48, "not a multiple of the Q5_1 block (32)"},
+        {77, 256, "tensor 'w' has unknown ggml type id 77"},
+        {31, 256, "unknown ggml type id 31"}, /* a gap in ggml's numbering */
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        b = one_tensor_file("w", bad[i].type, bad[i].ne0, 4096);
+        expect_fail(&b, b.n, bad[i].want);
+        free(b.p);
+    }
+}
