@@ -1,4 +1,4 @@
-/* gguf.c — GGUF v2/v3 reader (mmap) and dequantization of F32/F16/BF16/Q8_0/Q4_0/Q4_1.
+/* gguf.c — GGUF v2/v3 reader (mmap); tensor types and dequantization live in gguf_quant.c.
  *
  * Parsing walks the header with a bounds-checked cursor: every read first checks that the bytes
  * exist, every count is bounded by the bytes left (each element needs at least a known minimum),
@@ -11,7 +11,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,60 +22,6 @@
 #define GGUF_DEFAULT_ALIGNMENT 32
 #define GGUF_MAX_ARRAY_DEPTH 8
 #define GGUF_MAX_TENSOR_NAME 255
-
-/* --- ggml type table (block elements, block bytes): gguf-py GGML_QUANT_SIZES ------------------ */
-
-struct gguf_type_info {
-    uint32_t id;
-    const char *name;
-    uint32_t blck;
-    uint32_t bytes;
-};
-
-static const struct gguf_type_info gguf_types[] = {
-    {0, "F32", 1, 4},         {1, "F16", 1, 2},         {2, "Q4_0", 32, 18},
-    {3, "Q4_1", 32, 20},      {6, "Q5_0", 32, 22},      {7, "Q5_1", 32, 24},
-    {8, "Q8_0", 32, 34},      {9, "Q8_1", 32, 40},      {10, "Q2_K", 256, 84},
-    {11, "Q3_K", 256, 110},   {12, "Q4_K", 256, 144},   {13, "Q5_K", 256, 176},
-    {14, "Q6_K", 256, 210},   {15, "Q8_K", 256, 292},   {16, "IQ2_XXS", 256, 66},
-    {17, "IQ2_XS", 256, 74},  {18, "IQ3_XXS", 256, 98}, {19, "IQ1_S", 256, 50},
-    {20, "IQ4_NL", 32, 18},   {21, "IQ3_S", 256, 110},  {22, "IQ2_S", 256, 82},
-    {23, "IQ4_XS", 256, 136}, {24, "I8", 1, 1},         {25, "I16", 1, 2},
-    {26, "I32", 1, 4},        {27, "I64", 1, 8},        {28, "F64", 1, 8},
-    {29, "IQ1_M", 256, 56},   {30, "BF16", 1, 2},       {34, "TQ1_0", 256, 54},
-    {35, "TQ2_0", 256, 66},   {39, "MXFP4", 32, 17},
-};
-
-static const struct gguf_type_info *gguf_type_info(uint32_t type) {
-    for (size_t i = 0; i < sizeof(gguf_types) / sizeof(gguf_types[0]); i++)
-        if (gguf_types[i].id == type) return &gguf_types[i];
-    return NULL;
-}
-
-const char *gguf_type_name(uint32_t type) {
-    const struct gguf_type_info *ti = gguf_type_info(type);
-    return ti ? ti->name : "unknown";
-}
-
-int gguf_type_supported(uint32_t type) {
-    switch (type) {
-    case GGUF_GGML_F32:
-    case GGUF_GGML_F16:
-    case GGUF_GGML_BF16:
-    case GGUF_GGML_Q8_0:
-    case GGUF_GGML_Q4_0:
-    case GGUF_GGML_Q4_1:
-        return 1;
-    default:
-        return 0;
-    }
-}
-
-uint64_t gguf_type_row_bytes(uint32_t type, uint64_t n) {
-    const struct gguf_type_info *ti = gguf_type_info(type);
-    if (!ti || n % ti->blck) return 0;
-    return n / ti->blck * ti->bytes;
-}
 
 /* --- bounds-checked cursor ----------------------------------------------------------------------
  */
@@ -333,24 +278,24 @@ static int gguf_parse_tensors(struct gguf_file *f, struct gguf_cur *c, char *err
             errmsg_at(err, errlen, f->path, "truncated info of tensor '%s'", t->name);
             return -1;
         }
-        const struct gguf_type_info *ti = gguf_type_info(t->type);
-        if (!ti) {
+        if (!gguf_type_known(t->type)) {
             errmsg_at(err, errlen, f->path, "tensor '%s' has unknown ggml type id %u", t->name,
-                      t->type);
+                     t->type);
             return -1;
         }
-        if (t->ne[0] % ti->blck) {
+        uint64_t blck = gguf_type_block(t->type), bytes = gguf_type_row_bytes(t->type, blck);
+        if (t->ne[0] % blck) {
             errmsg_at(err, errlen, f->path,
-                      "tensor '%s': row length %llu is not a multiple of the %s block (%u)",
-                      t->name, (unsigned long long)t->ne[0], ti->name, ti->blck);
+                     "tensor '%s': row length %llu is not a multiple of the %s block (%llu)",
+                     t->name, (unsigned long long)t->ne[0], gguf_type_name(t->type),
+                     (unsigned long long)blck);
             return -1;
         }
-        /* n / blck * bytes cannot overflow: bytes <= 292 < blck*... checked against size below */
-        t->n_bytes = n / ti->blck * ti->bytes;
-        if (n / ti->blck > UINT64_MAX / ti->bytes) {
+        if (n / blck > UINT64_MAX / bytes) {
             errmsg_at(err, errlen, f->path, "tensor '%s' is too large", t->name);
             return -1;
         }
+        t->n_bytes = n / blck * bytes;
     }
     return 0;
 }
@@ -696,90 +641,4 @@ int gguf_get_i32_array(const struct gguf_file *f, const char *key, int32_t **val
     *vals = v;
     *n = (size_t)cnt;
     return 1;
-}
-
-/* --- dequantization -----------------------------------------------------------------------------
- */
-
-float gguf_fp16_to_fp32(uint16_t h) {
-    uint32_t sign = (uint32_t)(h & 0x8000) << 16;
-    uint32_t exp = (h >> 10) & 0x1f;
-    uint32_t mant = h & 0x3ff;
-    uint32_t bits;
-    if (exp == 0x1f) { /* inf / nan */
-        bits = sign | 0x7f800000u | (mant << 13);
-    } else if (exp == 0) {
-        if (mant == 0) {
-            bits = sign;
-        } else { /* subnormal: normalise */
-            int e = -1;
-            do {
-                e++;
-                mant <<= 1;
-            } while (!(mant & 0x400));
-            mant &= 0x3ff;
-            bits = sign | ((uint32_t)(127 - 15 - e) << 23) | (mant << 13);
-        }
-    } else {
-        bits = sign | ((exp + 127 - 15) << 23) | (mant << 13);
-    }
-    float f;
-    memcpy(&f, &bits, 4);
-    return f;
-}
-
-float gguf_bf16_to_fp32(uint16_t h) {
-    uint32_t bits = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &bits, 4);
-    return f;
-}
-
-static uint16_t rd16(const uint8_t *p) {
-    return (uint16_t)(p[0] | (p[1] << 8));
-}
-
-int gguf_dequantize(uint32_t type, const void *src, float *dst, uint64_t n) {
-    const uint8_t *p = src;
-    switch (type) {
-    case GGUF_GGML_F32:
-        memcpy(dst, p, n * 4);
-        return 0;
-    case GGUF_GGML_F16:
-        for (uint64_t i = 0; i < n; i++)
-            dst[i] = gguf_fp16_to_fp32(rd16(p + 2 * i));
-        return 0;
-    case GGUF_GGML_BF16:
-        for (uint64_t i = 0; i < n; i++)
-            dst[i] = gguf_bf16_to_fp32(rd16(p + 2 * i));
-        return 0;
-    case GGUF_GGML_Q8_0: /* f16 d; i8 qs[32] */
-        for (uint64_t b = 0; b < n / 32; b++, p += 34, dst += 32) {
-            float d = gguf_fp16_to_fp32(rd16(p));
-            for (int j = 0; j < 32; j++)
-                dst[j] = (float)(int8_t)p[2 + j] * d;
-        }
-        return 0;
-    case GGUF_GGML_Q4_0: /* f16 d; u8 qs[16]: lo nibble = j, hi nibble = j+16 */
-        for (uint64_t b = 0; b < n / 32; b++, p += 18, dst += 32) {
-            float d = gguf_fp16_to_fp32(rd16(p));
-            for (int j = 0; j < 16; j++) {
-                dst[j] = d * (float)((p[2 + j] & 0x0f) - 8);
-                dst[j + 16] = d * (float)((p[2 + j] >> 4) - 8);
-            }
-        }
-        return 0;
-    case GGUF_GGML_Q4_1: /* f16 d; f16 m; u8 qs[16] */
-        for (uint64_t b = 0; b < n / 32; b++, p += 20, dst += 32) {
-            float d = gguf_fp16_to_fp32(rd16(p));
-            float m = gguf_fp16_to_fp32(rd16(p + 2));
-            for (int j = 0; j < 16; j++) {
-                dst[j] = d * (float)(p[4 + j] & 0x0f) + m;
-                dst[j + 16] = d * (float)(p[4 + j] >> 4) + m;
-            }
-        }
-        return 0;
-    default:
-        return -1;
-    }
 }

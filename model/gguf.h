@@ -1,4 +1,4 @@
-/* gguf.h — read-only GGUF v2/v3 parser and dequantization to fp32.
+/* gguf.h — read-only GGUF v2/v3 parser (tensor types and dequantization: gguf_quant.h).
  *
  * The file is mmap'ed once; the KV table and tensor table point into the mapping, so nothing is
  * copied and nothing is allocated from an untrusted count without first bounding that count by
@@ -11,6 +11,8 @@
 
 #include <stddef.h>
 #include <stdint.h>
+
+#include "model/gguf_quant.h" /* tensor types, gguf_dequantize */
 
 enum gguf_vtype { /* metadata value types */
                   GGUF_VTYPE_UINT8 = 0,
@@ -26,15 +28,6 @@ enum gguf_vtype { /* metadata value types */
                   GGUF_VTYPE_UINT64 = 10,
                   GGUF_VTYPE_INT64 = 11,
                   GGUF_VTYPE_FLOAT64 = 12,
-};
-
-enum gguf_ggml_type { /* the tensor types flashgen can dequantize (others are known by name) */
-                      GGUF_GGML_F32 = 0,
-                      GGUF_GGML_F16 = 1,
-                      GGUF_GGML_Q4_0 = 2,
-                      GGUF_GGML_Q4_1 = 3,
-                      GGUF_GGML_Q8_0 = 8,
-                      GGUF_GGML_BF16 = 30,
 };
 
 #define GGUF_MAX_DIMS 4
@@ -96,19 +89,5 @@ int gguf_get_i32_array(const struct gguf_file *f, const char *key, int32_t **val
                        char *err, size_t errlen);
 
 const struct gguf_tensor *gguf_find_tensor(const struct gguf_file *f, const char *name);
-
-/* "Q4_1", "BF16", ...; "unknown" for ids this build does not know. */
-const char *gguf_type_name(uint32_t type);
-/* 1 when gguf_dequantize handles TYPE (F32, F16, BF16, Q8_0, Q4_0, Q4_1). */
-int gguf_type_supported(uint32_t type);
-/* Bytes of N elements of TYPE (N a multiple of the block size), or 0 when unknown. */
-uint64_t gguf_type_row_bytes(uint32_t type, uint64_t n);
-
-/* Dequantize N elements (a multiple of the type's block) from SRC to DST. Returns -1 for an
- * unsupported type. Q4_x: the low nibble of byte j is element j, the high nibble element j+16. */
-int gguf_dequantize(uint32_t type, const void *src, float *dst, uint64_t n);
-
-float gguf_fp16_to_fp32(uint16_t h);
-float gguf_bf16_to_fp32(uint16_t h);
 
 #endif

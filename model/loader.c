@@ -17,7 +17,6 @@
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -155,9 +154,8 @@ static int ld_check_gguf(const struct gguf_file *f, struct ld_item *it, char *er
     }
     if (!gguf_type_supported(t->type)) {
         errmsg_at(err, errlen, f->path,
-                  "tensor '%s' has type %s, which flashgen cannot dequantize (supported: F32, F16, "
-                  "BF16, Q8_0, Q4_0, Q4_1)",
-                  it->name, gguf_type_name(t->type));
+               "tensor '%s' has type %s, which flashgen cannot dequantize (supported: %s)",
+               it->name, gguf_type_name(t->type), gguf_type_supported_list());
         return -1;
     }
     it->gt = t;
@@ -256,6 +254,30 @@ static void ld_hist_best(const struct ld_hist *h, char *out, size_t cap) {
     snprintf(out, cap, "%s", h->n ? h->name[best] : "none");
 }
 
+/* Until quantized inference exists, quantized GGUF tensors become fp32 at load: say so once per
+ * load on stderr, naming the types, the file bytes they had and what is resident now. */
+static void ld_log_dequant(const struct model *m, const struct ld_plan *p) {
+    char types[128] = "";
+    uint64_t qbytes = 0;
+    for (int i = 0; i < p->n; i++) {
+        const struct gguf_tensor *t = p->items[i].gt;
+        if (!t || !gguf_type_quantized(t->type)) continue;
+        qbytes += t->n_bytes;
+        const char *nm = gguf_type_name(t->type);
+        int seen = 0;
+        for (int j = 0; j < i && !seen; j++)
+            seen = p->items[j].gt && p->items[j].gt->type == t->type;
+        if (!seen)
+            snprintf(types + strlen(types), sizeof(types) - strlen(types), "%s%s",
+                     types[0] ? ", " : "", nm);
+    }
+    if (!qbytes) return;
+    fprintf(stderr,
+            "flashgen: %s: %s tensors dequantized to fp32 at load (quantized inference is not "
+            "implemented yet): %.1f MB of quantized tensors, %.1f MB of fp32 weights resident\n",
+            m->path, types, qbytes / 1048576.0, m->w.arena_bytes / 1048576.0);
+}
+
 /* Convert every planned tensor into the arena, reporting progress. */
 static int ld_convert(struct model *m, struct ld_plan *p, const struct gguf_file *gf,
                       model_progress_fn progress, void *user, double t0, char *err, size_t errlen) {
@@ -293,6 +315,7 @@ static int ld_convert(struct model *m, struct ld_plan *p, const struct gguf_file
         if (progress) progress(&pr, user);
     }
     ld_hist_best(&hist, m->dtype, sizeof(m->dtype));
+    ld_log_dequant(m, p);
 
     model_rope_freqs(&m->cfg, m->w.rope_freqs);
     const struct gguf_tensor *rf = gf ? gguf_find_tensor(gf, "rope_freqs.weight") : NULL;

@@ -8,9 +8,10 @@ corpus well under 100 KB) and OUT/<target>.dict (libFuzzer dictionaries: the key
 mutation cannot guess). Deterministic (fixed seeds), so re-running gives the same bytes.
 
   fuzz_gguf            tiny valid GGUF files built with the `gguf` package: a complete 1-layer
-                       llama model with a byte-level tokenizer (loads with model_load), a file
-                       with every metadata value type and every tensor type, a v2 file, one
-                       with general.alignment = 64
+                       llama model with a byte-level tokenizer (loads with model_load), the same
+                       in K-quants and their Q5_0/Q5_1 fallbacks (kmodel), a file with every
+                       metadata value type and every tensor type flashgen reads (plus IQ4_NL,
+                       which it refuses), a v2 file, one with general.alignment = 64
   fuzz_safetensors     hand-written safetensors files (F32/F16/BF16/I32, scalar and empty
                        tensors, __metadata__)
   fuzz_tokenizer_json  small tokenizer.json files for each supported pre-tokenizer, some followed
@@ -136,8 +137,78 @@ def gguf_kitchen_sink(path, rng, alignment=None):
     add(w, "q8_0", r(2, 32), QT.Q8_0)
     add(w, "q4_0", r(1, 64), QT.Q4_0)
     add(w, "q4_1", r(3, 32), QT.Q4_1)
-    # Q4_K: a known type flashgen does not dequantize (random block bytes; gguf cannot quantize it)
+    # Q4_K as random bytes (any f16 scale, NaN and inf included), drawn as before
     w.add_tensor("q4_k", rng.randint(0, 256, (1, 144)).astype(np.uint8), raw_dtype=QT.Q4_K)
+    # the newer types draw from their own generator, so the other seeds keep their bytes
+    krng = np.random.RandomState(12)
+    add(w, "q5_0", krng.standard_normal((2, 32)), QT.Q5_0)
+    add(w, "q5_1", krng.standard_normal((1, 64)), QT.Q5_1)
+    # K-quants (gguf cannot quantize to them): random blocks with small f16 scales
+    for qt, rows in ((QT.Q2_K, 1), (QT.Q3_K, 2), (QT.Q4_K, 2), (QT.Q5_K, 1), (QT.Q6_K, 1),
+                     (QT.Q8_K, 1)):
+        w.add_tensor(qt.name.lower() + "_s", kquant_blocks(krng, qt, rows, 256), raw_dtype=qt)
+    # IQ4_NL: a known type flashgen does not dequantize
+    w.add_tensor("iq4_nl", krng.randint(0, 256, (1, 18)).astype(np.uint8), raw_dtype=QT.IQ4_NL)
+    write(w)
+
+
+# byte offsets of each K-quant block's f16 scales (Q8_K: one f32)
+KQUANT_SCALES = {QT.Q2_K: (80, 82), QT.Q3_K: (108,), QT.Q4_K: (0, 2), QT.Q5_K: (0, 2),
+                 QT.Q6_K: (208,), QT.Q8_K: ()}
+
+
+def kquant_blocks(rng, qtype, rows, cols, scale=1e-3):
+    """(rows, row bytes) uint8 of random QTYPE blocks whose scales are about SCALE."""
+    blck, size = gguf.GGML_QUANT_SIZES[qtype]
+    nb = rows * cols // blck
+    b = rng.randint(0, 256, (nb, size)).astype(np.uint8)
+    for off in KQUANT_SCALES[qtype]:
+        d = (scale * rng.uniform(0.5, 1.5, nb)).astype(np.float16)
+        b[:, off:off + 2] = d.view(np.uint8).reshape(nb, 2)
+    if qtype == QT.Q8_K:
+        d = (scale * rng.uniform(0.5, 1.5, nb)).astype(np.float32)
+        b[:, 0:4] = d.view(np.uint8).reshape(nb, 4)
+    return b.reshape(rows, -1)
+
+
+def gguf_kquant_model(path, rng):
+    """A loadable 1-layer llama whose weights are K-quants and their 32-block fallbacks, the way
+    llama.cpp's Q*_K mixes look: 256-wide rows in K-quants, 32-wide rows in Q5_0/Q5_1. Small
+    heads (key_length 32) keep it under 70 KB."""
+    dim, n_heads, hd, ffn = 256, 1, 32, 32
+    toks, types = vocab()
+    w = gguf.GGUFWriter(path, "llama")
+    w.add_block_count(1)
+    w.add_context_length(64)
+    w.add_embedding_length(dim)
+    w.add_feed_forward_length(ffn)
+    w.add_head_count(n_heads)
+    w.add_head_count_kv(n_heads)
+    w.add_key_length(hd)
+    w.add_value_length(hd)
+    w.add_rope_freq_base(10000.0)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_rope_dimension_count(hd)
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("smollm")
+    w.add_token_list(toks)
+    w.add_token_types(types)
+    w.add_token_merges([f"{a} {b}" for a, b in MERGES])
+    w.add_eos_token_id(2)
+    r = lambda *s: rng.standard_normal(s).astype(np.float32) * 0.1
+    k = lambda name, qt, rows, cols: w.add_tensor(name, kquant_blocks(rng, qt, rows, cols),
+                                                  raw_dtype=qt)
+    k("token_embd.weight", QT.Q2_K, len(toks), dim)
+    add(w, "blk.0.attn_norm.weight", 1 + r(dim), QT.F32)
+    k("blk.0.attn_q.weight", QT.Q4_K, hd, dim)
+    k("blk.0.attn_k.weight", QT.Q3_K, hd, dim)
+    k("blk.0.attn_v.weight", QT.Q6_K, hd, dim)
+    add(w, "blk.0.attn_output.weight", r(dim, hd), QT.Q5_0)
+    add(w, "blk.0.ffn_norm.weight", 1 + r(dim), QT.F32)
+    k("blk.0.ffn_gate.weight", QT.Q5_K, ffn, dim)
+    k("blk.0.ffn_up.weight", QT.Q2_K, ffn, dim)
+    add(w, "blk.0.ffn_down.weight", r(dim, ffn), QT.Q5_1)
+    add(w, "output_norm.weight", 1 + r(dim), QT.F32)
     write(w)
 
 
@@ -225,12 +296,15 @@ def main():
     gguf_model(os.path.join(tmp, "model.gguf"), rng)
     gguf_kitchen_sink(os.path.join(tmp, "sink.gguf"), rng)
     gguf_kitchen_sink(os.path.join(tmp, "align64.gguf"), rng, alignment=64)
-    g = {n: open(os.path.join(tmp, n + ".gguf"), "rb").read() for n in ("model", "sink", "align64")}
+    gguf_kquant_model(os.path.join(tmp, "kmodel.gguf"), np.random.RandomState(13))
+    g = {n: open(os.path.join(tmp, n + ".gguf"), "rb").read()
+         for n in ("model", "sink", "align64", "kmodel")}
     shutil.rmtree(tmp)
     v2 = bytearray(g["sink"])
     v2[4:8] = struct.pack("<I", 2)
     seeds["fuzz_gguf"] = {"model.gguf": g["model"], "sink.gguf": g["sink"],
                           "align64.gguf": g["align64"], "v2.gguf": bytes(v2),
+                          "kmodel.gguf": g["kmodel"],
                           "header_only.gguf": b"GGUF" + struct.pack("<IQQ", 3, 0, 0)}
 
     f32 = lambda *s: rng.standard_normal(s).astype("<f4")

@@ -363,10 +363,130 @@ Test(gguf, type_names_and_support) {
     cr_assert_str_eq(gguf_type_name(14), "Q6_K");
     cr_assert_str_eq(gguf_type_name(30), "BF16");
     cr_assert_str_eq(gguf_type_name(999), "unknown");
-    cr_assert(gguf_type_supported(8) && !gguf_type_supported(14) && !gguf_type_supported(6));
+    static const uint32_t ok[] = {0, 1, 30, 2, 3, 6, 7, 8, 10, 11, 12, 13, 14, 15};
+    for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+        cr_assert(gguf_type_supported(ok[i]), "%s", gguf_type_name(ok[i]));
+        cr_assert(strstr(gguf_type_supported_list(), gguf_type_name(ok[i])));
+    }
+    /* known but not dequantized (IQ2_XXS, IQ4_NL, TQ1_0, Q8_1, I8): names, sizes, -1 */
+    static const uint32_t no[] = {16, 20, 34, 9, 24};
+    float y[256];
+    uint8_t blk[292] = {0};
+    for (size_t i = 0; i < sizeof(no) / sizeof(no[0]); i++) {
+        cr_assert(gguf_type_known(no[i]) && !gguf_type_supported(no[i]));
+        cr_assert_eq(gguf_dequantize(no[i], blk, y, gguf_type_block(no[i])), -1);
+    }
+    cr_assert(!gguf_type_known(999) && gguf_type_block(999) == 0);
+    cr_assert_eq(gguf_type_row_bytes(12, 512), 288);
+    cr_assert_eq(gguf_type_row_bytes(12, 500), 0); /* not whole Q4_K blocks */
+    cr_assert_eq(gguf_dequantize(12, blk, y, 128), -1);
+    cr_assert(gguf_type_quantized(12) && !gguf_type_quantized(30) && !gguf_type_quantized(0));
+}
+
+/* One hand-built block per newer type; the expected values are worked out by hand from the
+ * layouts in model-format.md §2.3 (the bit-identical check against gguf-py on random blocks and
+ * on a real file is tests/test_gguf_quant.py). */
+static void put_h(uint8_t *p, float v) {
+    uint16_t h = f2h(v);
+    memcpy(p, &h, 2);
+}
+
+Test(gguf, dequant_q5_blocks_by_hand) {
+    uint8_t b0[22] = {0}, b1[24] = {0};
+    uint32_t qh = 0x80000001u; /* fifth bit set for elements 0 and 31 */
+    put_h(b0, 0.5f);
+    memcpy(b0 + 2, &qh, 4);
+    put_h(b1, 0.5f);
+    put_h(b1 + 2, -1.0f);
+    memcpy(b1 + 4, &qh, 4);
+    for (int j = 0; j < 16; j++)
+        b0[6 + j] = b1[8 + j] = (uint8_t)(j | (15 - j) << 4);
     float y[32];
-    uint8_t blk[22] = {0};
-    cr_assert_eq(gguf_dequantize(6 /* Q5_0 */, blk, y, 32), -1);
+    cr_assert_eq(gguf_dequantize(GGUF_GGML_Q5_0, b0, y, 32), 0);
+    cr_assert(y[0] == 0.0f && y[1] == -7.5f && y[16] == -0.5f && y[31] == 0.0f, "%g %g %g %g", y[0],
+              y[1], y[16], y[31]);
+    cr_assert_eq(gguf_dequantize(GGUF_GGML_Q5_1, b1, y, 32), 0);
+    cr_assert(y[0] == 7.0f && y[1] == -0.5f && y[16] == 6.5f && y[31] == 7.0f, "%g %g %g %g", y[0],
+              y[1], y[16], y[31]);
+}
+
+Test(gguf, dequant_q2_k_and_q3_k_by_hand) {
+    uint8_t b[110] = {0};
+    float y[256];
+    /* Q2_K: scales[k] = sc k | min (15-k) << 4; qs[i] = i; d 0.5, dmin 0.25 */
+    for (int k = 0; k < 16; k++)
+        b[k] = (uint8_t)(k | (15 - k) << 4);
+    for (int i = 0; i < 64; i++)
+        b[16 + i] = (uint8_t)i;
+    put_h(b + 80, 0.5f);
+    put_h(b + 82, 0.25f);
+    cr_assert_eq(gguf_dequantize(GGUF_GGML_Q2_K, b, y, 256), 0);
+    cr_assert_eq(y[0], -3.75f);   /* q 0, min 15 */
+    cr_assert_eq(y[37], -2.25f);  /* qs[5] field 1 = 1; sub-block 2: sc 2, min 13 */
+    cr_assert_eq(y[200], 11.25f); /* qs[40] field 2 = 2; sub-block 12: sc 12, min 3 */
+
+    /* Q3_K: d 2; scale 9 = (5 | 2 << 4) - 32 = 5, scale 1 = -32 */
+    memset(b, 0, sizeof(b));
+    b[96 + 1] = 0x50; /* low 4 bits of scale 9 (high nibble); scale 1's are 0 */
+    b[96 + 9] = 0x20; /* field 2 of scales[9]: high 2 bits of scale 9 */
+    b[32 + 54] = 0x03;
+    b[32 + 20] = 0x02;
+    b[20] = 0x01; /* hmask[20] bit 0: element 20 has no -4 */
+    put_h(b + 108, 2.0f);
+    cr_assert_eq(gguf_dequantize(GGUF_GGML_Q3_K, b, y, 256), 0);
+    cr_assert_eq(y[150], -10.0f); /* qs[54] field 0 = 3, hmask[22] bit 4 clear: q -1; scale 5 */
+    cr_assert_eq(y[20], -128.0f); /* q 2, scale -32 */
+    cr_assert_eq(y[0], 256.0f);   /* q 0 - 4 (hmask clear), scale 0 - 32: 2 * -32 * -4 */
+}
+
+Test(gguf, dequant_q4_k_q5_k_q6_k_q8_k_by_hand) {
+    uint8_t b[292] = {0};
+    float y[256];
+    /* Q4_K scales: sc0 1, m0 2, and for sub-block 4 the packed sc4 = 3 | 1 << 4 = 19,
+     * m4 = 7 | 2 << 4 = 39 */
+    uint8_t sc[12] = {0x41, 0, 0, 0, 0x82, 0, 0, 0, 0x73, 0, 0, 0};
+    put_h(b, 1.0f);
+    put_h(b + 2, 0.5f);
+    memcpy(b + 4, sc, 12);
+    b[16 + 0] = 0x0f;
+    b[16 + 64 + 5] = 0xa7;
+    cr_assert_eq(gguf_dequantize(GGUF_GGML_Q4_K, b, y, 256), 0);
+    cr_assert_eq(y[0], 14.0f);    /* 1 * 1 * 15 - 0.5 * 2 */
+    cr_assert_eq(y[133], 113.5f); /* 1 * 19 * 7 - 0.5 * 39 */
+    cr_assert_eq(y[165], 0.0f);   /* sub-block 5: high nibble 10, scale and min 0 */
+    cr_assert_eq(y[32], 0.0f);
+
+    memset(b, 0, sizeof(b)); /* Q5_K: same scales, qh[5] bit 4 */
+    put_h(b, 1.0f);
+    put_h(b + 2, 0.5f);
+    memcpy(b + 4, sc, 12);
+    b[16 + 5] = 0x10;
+    b[48 + 64 + 5] = 0xa7;
+    cr_assert_eq(gguf_dequantize(GGUF_GGML_Q5_K, b, y, 256), 0);
+    cr_assert_eq(y[133], 417.5f); /* 19 * (7 | 16) - 19.5 */
+    cr_assert_eq(y[165], 0.0f);
+
+    memset(b, 0, sizeof(b)); /* Q6_K: d 0.5, scales[0] -3, scales[13] 5 */
+    b[0] = 0x3c;
+    b[128] = 0x93;
+    b[80] = 0x50;
+    b[128 + 48] = 0x20;
+    b[192] = (uint8_t)-3;
+    b[192 + 13] = 5;
+    put_h(b + 208, 0.5f);
+    cr_assert_eq(gguf_dequantize(GGUF_GGML_Q6_K, b, y, 256), 0);
+    cr_assert_eq(y[0], -42.0f);  /* (12 | 3 << 4) - 32 = 28, times 0.5 * -3 */
+    cr_assert_eq(y[208], 12.5f); /* (ql[80] >> 4 = 5 | field 2 of qh[48] = 2 << 4) - 32 = 5 */
+    cr_assert_eq(y[64], 0.0f);   /* scale 4 is 0 */
+
+    memset(b, 0, sizeof(b)); /* Q8_K: f32 d 0.25; qs[j] = j - 128 */
+    float d = 0.25f;
+    memcpy(b, &d, 4);
+    for (int j = 0; j < 256; j++)
+        b[4 + j] = (uint8_t)(j - 128);
+    cr_assert_eq(gguf_dequantize(GGUF_GGML_Q8_K, b, y, 256), 0);
+    for (int j = 0; j < 256; j++)
+        cr_assert_eq(y[j], 0.25f * (float)(j - 128));
 }
 
 Test(gguf, truncated_at_every_length) {
@@ -510,4 +630,57 @@ Test(gguf, missing_file) {
     cr_assert_eq(gguf_open("tests/tmp/does-not-exist.gguf", &f, err, sizeof(err)), -1);
     cr_assert(strstr(err, "does-not-exist.gguf"), "%s", err);
     gguf_close(NULL);
+}
+
+/* A GGUF of one 2-row tensor NAME of TYPE with row length NE0 and DATA_BYTES bytes of data. */
+static struct buf one_tensor_file(const char *name, uint32_t type, uint64_t ne0,
+                                  size_t data_bytes) {
+    struct buf b = {0};
+    put_u32(&b, 0x46554747u);
+    put_u32(&b, 3);
+    put_u64(&b, 1);
+    put_u64(&b, 0);
+    put_str(&b, name);
+    put_u32(&b, 2);
+    put_u64(&b, ne0);
+    put_u64(&b, 2);
+    put_u32(&b, type);
+    put_u64(&b, 0);
+    while (b.n % 32)
+        put(&b, "", 1);
+    for (size_t i = 0; i < data_bytes; i++) {
+        uint8_t v = (uint8_t)(i * 37);
+        put(&b, &v, 1);
+    }
+    return b;
+}
+
+Test(gguf, k_quant_tensor_errors_name_the_tensor) {
+    /* whole: two Q4_K rows of 256 = 288 bytes; one byte short is a truncated block */
+    struct buf b = one_tensor_file("blk.3.ffn_up.weight", GGUF_GGML_Q4_K, 256, 288);
+    const char *p = write_tmp(&b, b.n);
+    struct gguf_file *f;
+    char err[512];
+    cr_assert_eq(gguf_open(p, &f, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(f->tensors[0].n_bytes, 288);
+    gguf_close(f);
+    unlink(p);
+    expect_fail(&b, b.n - 1, "tensor 'blk.3.ffn_up.weight' (offset 0, 288 bytes) runs past");
+    free(b.p);
+    static const struct {
+        uint32_t type;
+        uint64_t ne0;
+        const char *want;
+    } bad[] = {
+        {GGUF_GGML_Q6_K, 200, "tensor 'w': row length 200 is not a multiple of the Q6_K block"},
+        {GGUF_GGML_Q2_K, 128, "not a multiple of the Q2_K block (256)"},
+        {GGUF_GGML_Q5_1, 48, "not a multiple of the Q5_1 block (32)"},
+        {77, 256, "tensor 'w' has unknown ggml type id 77"},
+        {31, 256, "unknown ggml type id 31"}, /* a gap in ggml's numbering */
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        b = one_tensor_file("w", bad[i].type, bad[i].ne0, 4096);
+        expect_fail(&b, b.n, bad[i].want);
+        free(b.p);
+    }
 }
