@@ -51,8 +51,18 @@ bytes. tokenizer_qwen2pattern.model.json: a byte-level BPE trained with Qwen2's 
 given `tokenizers` version (0.23.3 made the committed files); --train rewrites them, otherwise the
 committed models are used.
 
+SentencePiece itself (Llama-2 style GGUF)
+-----------------------------------------
+tokenizer_spm.model is a BPE model trained by the `sentencepiece` library (0.2.x) the way
+Llama-2's is set up (byte_fallback, add_dummy_prefix, identity normalization, no removal of
+extra whitespace), and tokenizer_spm.gguf carries its pieces, scores and types as a
+tokenizer-only GGUF (tokenizer.ggml.model "llama", add_space_prefix true, add_bos_token true), so
+that flashgen's GGUF path is checked against SentencePiece's own encode and decode
+(tokenizer_spm.json). Texts holding a control token string (<s>, </s>, <unk>) are left out:
+SentencePiece reads them as text, flashgen (like llama.cpp) as the token.
+
 Usage: python3 tools/gen_tokenizer_golden.py [--gguf models/SmolLM2-135M-Instruct.Q4_1.gguf]
-           [--gemma3 models/gemma-3-270m-q4_k_m.gguf] [--only smollm2|gemma3|trained] [--train]
+           [--gemma3 models/gemma-3-270m-q4_k_m.gguf] [--only smollm2|gemma3|trained|spm] [--train]
 """
 import argparse
 import json
@@ -356,20 +366,87 @@ def gen_trained(a):
         write_golden(os.path.join(a.out, f"tokenizer_{name}.json"), {"oracle": src, "cases": cases})
 
 
+def train_spm(texts, model_path):
+    import io
+    import sentencepiece as spm
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(t for t in texts if t), model_writer=buf, model_type="bpe",
+        vocab_size=1000, byte_fallback=True, normalization_rule_name="identity",
+        remove_extra_whitespaces=False, add_dummy_prefix=True, character_coverage=0.99,
+        split_digits=True, unk_id=0, bos_id=1, eos_id=2, pad_id=-1, num_threads=1,
+        minloglevel=2)
+    with open(model_path, "wb") as f:
+        f.write(buf.getvalue())
+
+
+def spm_to_gguf(model_path, gguf_path):
+    import gguf
+    import sentencepiece as spm
+    sp = spm.SentencePieceProcessor(model_file=model_path)
+    tokens, scores, types = [], [], []
+    for i in range(sp.get_piece_size()):
+        tokens.append(sp.id_to_piece(i))
+        scores.append(sp.get_score(i))
+        types.append(2 if sp.is_unknown(i) else 3 if sp.is_control(i) else 6 if sp.is_byte(i)
+                     else 5 if sp.is_unused(i) else 1)
+    w = gguf.GGUFWriter(gguf_path, "llama")
+    w.add_tokenizer_model("llama")
+    w.add_token_list(tokens)
+    w.add_token_scores(scores)
+    w.add_token_types(types)
+    w.add_bos_token_id(sp.bos_id())
+    w.add_eos_token_id(sp.eos_id())
+    w.add_unk_token_id(sp.unk_id())
+    w.add_add_bos_token(True)
+    w.add_add_space_prefix(True)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def gen_spm(a):
+    import sentencepiece as spm
+    model = os.path.join(a.out, "tokenizer_spm.model")
+    gg = os.path.join(a.out, "tokenizer_spm.gguf")
+    if a.train or not os.path.exists(model):
+        train_spm(train_corpus(), model)
+    spm_to_gguf(model, gg)
+    sp = spm.SentencePieceProcessor(model_file=model)
+    texts = corpus() + ["  two  spaces  ", " leading", "\u2581 marker", "\u2581\u2581",
+                        "<0x41>", "é" * 5, "12345678901234567890", "x1y22z333", "\x00\x01"]
+    cases = []
+    for text in texts:
+        if any(c in text for c in ("<s>", "</s>", "<unk>")):
+            continue
+        ids = sp.encode(text)
+        c = {"text": text, "hex": text.encode("utf-8").hex(), "ids": ids}
+        dec = sp.decode(ids)
+        if dec != text:
+            c["decode"] = dec
+        cases.append(c)
+    src = ("sentencepiece %s SentencePieceProcessor(tests/golden/tokenizer_spm.model).encode/decode;"
+           " flashgen reads tests/golden/tokenizer_spm.gguf" % spm.__version__)
+    write_golden(os.path.join(a.out, "tokenizer_spm.json"), {"oracle": src, "cases": cases})
+
+
 def main():
     ap = argparse.ArgumentParser(description="generate tokenizer goldens")
     ap.add_argument("--gguf", default="models/SmolLM2-135M-Instruct.Q4_1.gguf")
     ap.add_argument("--gemma3", default="models/gemma-3-270m-q4_k_m.gguf")
     ap.add_argument("--out", default="tests/golden")
-    ap.add_argument("--only", choices=("smollm2", "gemma3", "trained"), action="append")
+    ap.add_argument("--only", choices=("smollm2", "gemma3", "trained", "spm"), action="append")
     ap.add_argument("--train", action="store_true", help="retrain the committed trained models")
     ap.add_argument("--no-transformers", action="store_true", help="skip the cross-check")
     a = ap.parse_args()
-    only = a.only or ("smollm2", "gemma3", "trained")
+    only = a.only or ("smollm2", "gemma3", "trained", "spm")
     if "gemma3" in only:
         gen_gemma3(a)
     if "trained" in only:
         gen_trained(a)
+    if "spm" in only:
+        gen_spm(a)
     if "smollm2" not in only:
         return
     texts = corpus()

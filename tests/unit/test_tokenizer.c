@@ -12,7 +12,10 @@
  *     when fetched (tools/fetch_model.py --gemma3; $FLASHGEN_GEMMA3 overrides the path);
  *   - tests/golden/tokenizer_bytefallback.model.json, a Llama-2-style byte_fallback BPE, and
  *     tests/golden/tokenizer_qwen2pattern.model.json, a byte-level BPE with Qwen2's regex, both
- *     trained by the `tokenizers` library and committed.
+ *     trained by the `tokenizers` library and committed;
+ *   - tests/golden/tokenizer_spm.gguf, a tokenizer-only GGUF of a BPE model trained by the
+ *     `sentencepiece` library as Llama-2's is (add_space_prefix, byte_fallback), against
+ *     SentencePiece's own encode and decode.
  * Plus streaming decode across split UTF-8 characters, invalid UTF-8, pre-tokenizer pieces,
  * added-token rules on a hand-made vocabulary, errors, and encode speed.
  */
@@ -39,6 +42,8 @@
 #define GOLDEN_BYTEFALLBACK "tests/golden/tokenizer_bytefallback.json"
 #define QWEN2_MODEL "tests/golden/tokenizer_qwen2pattern.model.json"
 #define GOLDEN_QWEN2 "tests/golden/tokenizer_qwen2pattern.json"
+#define SPM_GGUF "tests/golden/tokenizer_spm.gguf"
+#define GOLDEN_SPM "tests/golden/tokenizer_spm.json"
 
 /* --- helpers -----------------------------------------------------------------------------------
  */
@@ -311,6 +316,28 @@ Test(tokenizer, gemma3_gguf_matches_hf_golden, .timeout = 120) {
     free(ids);
     tokenizer_free(t);
     free(tmpl);
+}
+
+Test(tokenizer, spm_gguf_matches_sentencepiece, .timeout = 60) {
+    struct tokenizer *t = NULL;
+    char err[512];
+    cr_assert_eq(model_load_tokenizer(SPM_GGUF, &t, NULL, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(tokenizer_n_vocab(t), 1000);
+    cr_assert_eq(tokenizer_bos(t), 1);
+    cr_assert_eq(tokenizer_add_bos(t), 1);
+    cr_assert_eq(tokenizer_find(t, "<0x41>"), 3 + 0x41);
+    int fails = check_golden(t, GOLDEN_SPM, "spm", 0);
+    cr_assert_eq(fails, 0, "spm: %d golden cases failed (see stderr)", fails);
+    /* add_space_prefix: every stretch between added tokens gets its own U+2581 (llama.cpp) */
+    int *a = NULL, *b = NULL, na = 0, nb = 0;
+    cr_assert_eq(tokenizer_encode(t, "<s>hi</s>hi", 11, 1, 0, &a, &na, err, sizeof(err)), 0);
+    cr_assert_eq(tokenizer_encode(t, "hi", 2, 1, 0, &b, &nb, err, sizeof(err)), 0);
+    cr_assert(na == 2 * nb + 2 && a[0] == 1 && a[nb + 1] == 2);
+    for (int i = 0; i < nb; i++)
+        cr_assert(a[1 + i] == b[i] && a[nb + 2 + i] == b[i]);
+    free(a);
+    free(b);
+    tokenizer_free(t);
 }
 
 Test(tokenizer, bytefallback_json_matches_hf_golden, .timeout = 60) {
