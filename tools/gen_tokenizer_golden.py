@@ -47,7 +47,9 @@ tokenizer_bytefallback.model.json: a Llama-2-style BPE trained by `tokenizers` o
 (normalizer Prepend("▁") + Replace(" ", "▁"), byte_fallback with the 256 <0xNN> tokens, fuse_unk,
 decoders Replace/ByteFallback/Fuse/Strip), alphabet limited so that rarer characters fall back to
 bytes. tokenizer_qwen2pattern.model.json: a byte-level BPE trained with Qwen2's pre-tokenizer
-(Split(Qwen2 regex, Isolated) + ByteLevel(use_regex=false)). Training is deterministic for a
+(Split(Qwen2 regex, Isolated) + ByteLevel(use_regex=false)); tokenizer_qwen2pattern.gguf holds
+the same vocabulary and merges as a tokenizer-only GGUF with tokenizer.ggml.pre = "qwen2", so the
+GGUF route is checked against the same golden. Training is deterministic for a
 given `tokenizers` version (0.23.3 made the committed files); --train rewrites them, otherwise the
 committed models are used.
 
@@ -347,6 +349,34 @@ def gen_gemma3(a):
     write_golden(os.path.join(a.out, "tokenizer_gemma3.json"), {"oracle": src, "cases": cases})
 
 
+def json_to_gguf(model_json, gguf_path, pre):
+    """A byte-level BPE tokenizer.json as a tokenizer-only GGUF (tokenizer.ggml.model gpt2)."""
+    import gguf
+    j = json.load(open(model_json, encoding="utf-8"))
+    vocab = dict(j["model"]["vocab"])
+    special = set()
+    for t in j["added_tokens"]:
+        vocab[t["content"]] = t["id"]
+        if t["special"]:
+            special.add(t["id"])
+    tokens = [None] * (max(vocab.values()) + 1)
+    for t, i in vocab.items():
+        tokens[i] = t
+    merges = [m if isinstance(m, str) else " ".join(m) for m in j["model"]["merges"]]
+    w = gguf.GGUFWriter(gguf_path, "llama")
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre(pre)
+    w.add_token_list(tokens)
+    w.add_token_types([3 if i in special else 1 for i in range(len(tokens))])
+    w.add_token_merges(merges)
+    w.add_eos_token_id(vocab["<|im_end|>"])
+    w.add_add_bos_token(False)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
 def gen_trained(a):
     train = train_corpus()
     for name, fn in (("bytefallback", train_bytefallback), ("qwen2pattern", train_qwen2pattern)):
@@ -356,6 +386,8 @@ def gen_trained(a):
                 f.write(fn(train).to_str())
                 f.write("\n")
         tok = Tokenizer.from_file(model)
+        if name == "qwen2pattern":
+            json_to_gguf(model, os.path.join(a.out, f"tokenizer_{name}.gguf"), "qwen2")
         texts = corpus() + ["<s>", "</s>", "<unk>", "x</s>y", "<s><s>", " <s> a", "\u2581 marker",
                             "\u2581\u2581", "<0x41>", "  two  spaces  ", "\x00\x01", "é" * 5,
                             "12345678901234567890", "٣٤٥٦", "x1y22z333", "a 1 b 22 c 333",

@@ -12,7 +12,8 @@
  *     when fetched (tools/fetch_model.py --gemma3; $FLASHGEN_GEMMA3 overrides the path);
  *   - tests/golden/tokenizer_bytefallback.model.json, a Llama-2-style byte_fallback BPE, and
  *     tests/golden/tokenizer_qwen2pattern.model.json, a byte-level BPE with Qwen2's regex, both
- *     trained by the `tokenizers` library and committed;
+ *     trained by the `tokenizers` library and committed (the Qwen2 one also as a tokenizer-only
+ *     GGUF with tokenizer.ggml.pre = "qwen2");
  *   - tests/golden/tokenizer_spm.gguf, a tokenizer-only GGUF of a BPE model trained by the
  *     `sentencepiece` library as Llama-2's is (add_space_prefix, byte_fallback), against
  *     SentencePiece's own encode and decode.
@@ -42,6 +43,7 @@
 #define GOLDEN_BYTEFALLBACK "tests/golden/tokenizer_bytefallback.json"
 #define QWEN2_MODEL "tests/golden/tokenizer_qwen2pattern.model.json"
 #define GOLDEN_QWEN2 "tests/golden/tokenizer_qwen2pattern.json"
+#define QWEN2_GGUF "tests/golden/tokenizer_qwen2pattern.gguf"
 #define SPM_GGUF "tests/golden/tokenizer_spm.gguf"
 #define GOLDEN_SPM "tests/golden/tokenizer_spm.json"
 
@@ -373,6 +375,39 @@ Test(tokenizer, qwen2_json_matches_hf_golden, .timeout = 60) {
     int fails = check_golden(t, GOLDEN_QWEN2, "qwen2pattern", 0);
     cr_assert_eq(fails, 0, "qwen2pattern: %d golden cases failed (see stderr)", fails);
     tokenizer_free(t);
+}
+
+Test(tokenizer, qwen2_gguf_matches_hf_golden_and_unknown_pre_is_named, .timeout = 60) {
+    struct tokenizer *t = NULL;
+    char err[512];
+    cr_assert_eq(model_load_tokenizer(QWEN2_GGUF, &t, NULL, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(tokenizer_pre(t), TOK_PRE_QWEN2);
+    int fails = check_golden(t, GOLDEN_QWEN2, "qwen2pattern-gguf", 0);
+    cr_assert_eq(fails, 0, "qwen2pattern-gguf: %d golden cases failed (see stderr)", fails);
+    tokenizer_free(t);
+
+    /* the same file with tokenizer.ggml.pre = "qwenX": refused, naming the value */
+    size_t n;
+    char *b = tu_slurp(QWEN2_GGUF, &n);
+    cr_assert(b);
+    static const char key[] = "tokenizer.ggml.pre";
+    char *at = memmem(b, n, key, sizeof(key) - 1);
+    cr_assert(at);
+    at += sizeof(key) - 1 + 4 + 8; /* value type (u32), string length (u64) */
+    cr_assert(memcmp(at, "qwen2", 5) == 0);
+    at[4] = 'X';
+    char path[256];
+    snprintf(path, sizeof(path), "tests/tmp/tok-pre-%d.gguf", (int)getpid());
+    cr_assert_eq(system("mkdir -p tests/tmp"), 0);
+    FILE *f = fopen(path, "wb");
+    cr_assert(f && fwrite(b, 1, n, f) == n);
+    fclose(f);
+    free(b);
+    t = (struct tokenizer *)1;
+    cr_assert_eq(model_load_tokenizer(path, &t, NULL, err, sizeof(err)), -1);
+    cr_assert_null(t);
+    cr_assert(strstr(err, "pre-tokenizer 'qwenX' is not supported"), "%s", err);
+    unlink(path);
 }
 
 /* --- streaming and invalid UTF-8 ---------------------------------------------------------------
