@@ -469,7 +469,7 @@ static int ld_gguf_pre(const char *s, size_t n) {
         {"codeshell", TOK_PRE_SMOLLM},  {"exaone", TOK_PRE_SMOLLM},
         {"minerva-7b", TOK_PRE_SMOLLM}, {"llama3", TOK_PRE_LLAMA3},
         {"llama-bpe", TOK_PRE_LLAMA3},  {"llama-v3", TOK_PRE_LLAMA3},
-        {"smaug-bpe", TOK_PRE_LLAMA3},
+        {"smaug-bpe", TOK_PRE_LLAMA3},  {"qwen2", TOK_PRE_QWEN2},
     };
     for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++)
         if (strlen(t[i].name) == n && !memcmp(t[i].name, s, n)) return (int)t[i].pre;
@@ -486,6 +486,33 @@ static int ld_gguf_tok_id(const struct gguf_file *f, const char *key, int *v, ch
     return 0;
 }
 
+/* The SentencePiece ("llama") settings: tokenizer.ggml.scores (NTOK float32, copied out of the
+ * mapping, which need not be aligned) into *scores, and tokenizer.ggml.add_space_prefix
+ * (llama.cpp's default: true), which also strips the leading space when decoding. */
+static int ld_gguf_spm(const struct gguf_file *f, size_t ntok, struct tokenizer_spec *sp,
+                       float **scores, char *err, size_t errlen) {
+    const struct gguf_kv *kv = gguf_find_kv(f, "tokenizer.ggml.scores");
+    if (!kv || kv->type != GGUF_VTYPE_ARRAY || kv->arr_type != GGUF_VTYPE_FLOAT32 ||
+        kv->arr_count != ntok) {
+        errmsg_at(err, errlen, f->path,
+               "SentencePiece tokenizer needs 'tokenizer.ggml.scores' as %zu float32 values", ntok);
+        return -1;
+    }
+    if (!(*scores = malloc(ntok * sizeof(float)))) {
+        errmsg_at(err, errlen, f->path, "out of memory");
+        return -1;
+    }
+    memcpy(*scores, kv->value, ntok * sizeof(float));
+    int prefix = 1;
+    if (gguf_get_bool(f, "tokenizer.ggml.add_space_prefix", &prefix, err, errlen) < 0) return -1;
+    sp->model = TOK_MODEL_SPM;
+    sp->scores = *scores;
+    sp->prefix = prefix ? TOK_PREFIX_EACH : TOK_PREFIX_NONE;
+    sp->strip_space = prefix;
+    sp->fuse_unk = 1; /* transformers' SentencePiece converters set fuse_unk */
+    return 0;
+}
+
 /* Build the tokenizer (and chat template) from tokenizer.ggml.* metadata. */
 static int ld_gguf_tokenizer(const struct gguf_file *f, struct tokenizer **tok, char **tmpl,
                              char *err, size_t errlen) {
@@ -494,6 +521,7 @@ static int ld_gguf_tokenizer(const struct gguf_file *f, struct tokenizer **tok, 
     char **toks = NULL, **merges = NULL;
     size_t *tlens = NULL, *mlens = NULL, ntok = 0, nmer = 0, ntype = 0;
     int32_t *types = NULL;
+    float *scores = NULL;
     const char **ml = NULL, **mr = NULL;
     int rc = -1;
     const char *s;
@@ -502,16 +530,18 @@ static int ld_gguf_tokenizer(const struct gguf_file *f, struct tokenizer **tok, 
 
     int k = gguf_get_str(f, "tokenizer.ggml.model", &s, &n, err, errlen);
     if (k < 0) goto out;
-    if (k == 0 || n != 4 || memcmp(s, "gpt2", 4)) {
+    int spm = k == 1 && n == 5 && !memcmp(s, "llama", 5); /* SentencePiece-style */
+    if (!spm && (k == 0 || n != 4 || memcmp(s, "gpt2", 4))) {
         errmsg_at(err, errlen, f->path,
-                  "tokenizer model '%.*s' is not supported (only gpt2 byte-level BPE)",
-                  k ? (int)(n > 64 ? 64 : n) : 6, k ? s : "(none)");
+               "tokenizer model '%.*s' is not supported (gpt2 byte-level BPE or llama "
+               "SentencePiece)",
+               k ? (int)(n > 64 ? 64 : n) : 6, k ? s : "(none)");
         goto out;
     }
-    sp.pre = TOK_PRE_GPT2;
+    sp.pre = spm ? TOK_PRE_NONE : TOK_PRE_GPT2;
     k = gguf_get_str(f, "tokenizer.ggml.pre", &s, &n, err, errlen);
     if (k < 0) goto out;
-    if (k == 1) {
+    if (k == 1 && !spm) { /* llama.cpp's SentencePiece path has no pre-tokenizer */
         int pre = ld_gguf_pre(s, n);
         if (pre < 0) {
             errmsg_at(err, errlen, f->path, "pre-tokenizer '%.*s' is not supported",
@@ -565,7 +595,8 @@ static int ld_gguf_tokenizer(const struct gguf_file *f, struct tokenizer **tok, 
         ld_gguf_tok_id(f, "tokenizer.ggml.padding_token_id", &sp.pad_id, err, errlen) ||
         ld_gguf_tok_id(f, "tokenizer.ggml.unknown_token_id", &sp.unk_id, err, errlen))
         goto out;
-    sp.add_bos = sp.pre == TOK_PRE_LLAMA3; /* llama.cpp's default when the key is absent */
+    sp.add_bos = sp.pre == TOK_PRE_LLAMA3 || spm; /* llama.cpp's default when the key is absent */
+    if (spm && ld_gguf_spm(f, ntok, &sp, &scores, err, errlen) < 0) goto out;
     if (gguf_get_bool(f, "tokenizer.ggml.add_bos_token", &sp.add_bos, err, errlen) < 0 ||
         gguf_get_bool(f, "tokenizer.ggml.add_eos_token", &sp.add_eos, err, errlen) < 0)
         goto out;
@@ -597,6 +628,7 @@ out:
     free(merges);
     free(mlens);
     free(types);
+    free(scores);
     free(ml);
     free(mr);
     return rc;

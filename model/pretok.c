@@ -1,4 +1,4 @@
-/* pretok.c — the GPT-2, SmolLM and Llama-3 pre-tokenizers as hand-written matchers.
+/* pretok.c — the GPT-2, SmolLM, Llama-3 and Qwen2 pre-tokenizers as hand-written matchers.
  *
  * The text is decoded once into code points with their byte offsets and class flags; each
  * matcher then tries the regex alternatives in order at the current position, exactly as a
@@ -93,7 +93,8 @@ static size_t match_gpt2(const struct cps *s, size_t i) {
     return match_space_run(s, i); /* only whitespace is left */
 }
 
-static size_t match_llama3(const struct cps *s, size_t i) {
+/* The Llama-3 regex, with \p{N}{1,MAX_DIGITS} (3 for Llama-3, 1 for Qwen2's \p{N}). */
+static size_t match_llama3(const struct cps *s, size_t i, size_t max_digits) {
     size_t e = match_contraction(s, i, 1);
     if (e) return e;
     /* [^\r\n\p{L}\p{N}]?\p{L}+ */
@@ -102,7 +103,7 @@ static size_t match_llama3(const struct cps *s, size_t i) {
     /* \p{N}{1,3} */
     if (is_n(s, i)) {
         size_t j = i + 1;
-        while (j < i + 3 && is_n(s, j))
+        while (j < i + max_digits && is_n(s, j))
             j++;
         return j;
     }
@@ -129,7 +130,9 @@ static void split_segment(enum tok_pre pre, const struct cps *s, size_t a, const
                           size_t *ends, size_t *n) {
     size_t i = a;
     while (i < s->b) {
-        size_t e = pre == TOK_PRE_LLAMA3 ? match_llama3(s, i) : match_gpt2(s, i);
+        size_t e = pre == TOK_PRE_LLAMA3  ? match_llama3(s, i, 3)
+                   : pre == TOK_PRE_QWEN2 ? match_llama3(s, i, 1)
+                                          : match_gpt2(s, i);
         if (e <= i) e = i + 1; /* cannot happen; guarantees progress */
         ends[(*n)++] = offs[e];
         i = e;
@@ -139,6 +142,10 @@ static void split_segment(enum tok_pre pre, const struct cps *s, size_t a, const
 int pretok_split(enum tok_pre pre, const char *text, size_t len, size_t *ends, size_t *n_pieces) {
     *n_pieces = 0;
     if (len == 0) return 0;
+    if (pre == TOK_PRE_NONE) {
+        ends[(*n_pieces)++] = len;
+        return 0;
+    }
     uint32_t *cp = malloc(len * sizeof(*cp));
     uint8_t *cls = malloc(len);
     size_t *offs = malloc((len + 1) * sizeof(*offs));

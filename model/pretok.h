@@ -6,6 +6,8 @@
  *   TOK_PRE_SMOLLM  every \p{N} code point alone, then the GPT-2 regex on each remaining run
  *   TOK_PRE_LLAMA3  (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|
  *                   ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+
+ *   TOK_PRE_QWEN2   the Llama-3 regex with \p{N} in place of \p{N}{1,3} (Qwen2's tokenizer.json)
+ *   TOK_PRE_NONE    the whole text is one piece
  * Bytes that are not valid UTF-8 count as single code points of no class (like punctuation).
  */
 #ifndef FG_PRETOK_H

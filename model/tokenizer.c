@@ -1,4 +1,5 @@
-/* tokenizer.c — byte-level BPE: vocabulary, merges, encode, decode and streaming decode.
+/* tokenizer.c — byte-level and SentencePiece-style BPE: vocabulary, merges, encode, decode and
+ * streaming decode.
  *
  * Layout and design choices:
  * - Token strings live in one arena in their stored form (GPT-2 byte-level unicode, "Ġt"); a
@@ -12,6 +13,13 @@
  *   scan (HF AddedVocabulary); the pieces between them go through the pre-tokenizer (pretok.c).
  *   With parse_special off, only user-defined (non-special) tokens are cut, as HF does with
  *   split_special_tokens=True and llama.cpp with parse_special=false.
+ * - SentencePiece-style models (TOK_MODEL_SPM) share the merge loop. A segment is normalized
+ *   (optional U+2581 prefix, ' ' → U+2581), its pieces start as one symbol per UTF-8 character
+ *   (a character outside the vocabulary becomes its <0xNN> byte tokens, else unk), and a pair
+ *   merges when its concatenation is a token. With scores (GGUF "llama") the pair whose merged
+ *   token has the highest score goes first — the order transformers' SentencePiece-to-BPE
+ *   conversion writes its merges in, and llama.cpp's SPM merge order — ties going to the lower
+ *   merged id, then the leftmost pair; with a tokenizer.json the merges list's rank decides.
  */
 #include "model/tokenizer.h"
 #include "errmsg.h"
@@ -57,7 +65,16 @@ struct tokenizer {
     int bos_id, eos_id, eot_id, pad_id, unk_id;
     int add_bos, add_eos;
     int ignore_merges;
+
+    enum tok_model model;
+    int32_t *score_rank; /* (n_vocab) rank of the token in descending score order, or NULL */
+    size_t max_text;     /* longest stored token string */
+    enum tok_prefix prefix;
+    int fuse_unk, strip_space;
 };
+
+#define SPM_MARK "\xe2\x96\x81" /* U+2581, SentencePiece's visible space */
+#define SPM_MARK_LEN 3
 
 /* --- GPT-2 byte <-> unicode (model-format.md §4.2) ------------------------------------------- */
 
@@ -92,6 +109,40 @@ static size_t token_decode_bytes(const char *s, size_t len, char *out) {
             return len;
         }
         out[o++] = (char)b;
+    }
+    return o;
+}
+
+static int hex_digit(char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    return -1;
+}
+
+/* The byte of a "<0xNN>" byte-fallback token, or -1 (HF's ByteFallback decoder test). */
+static int spm_byte_token(const char *s, size_t len) {
+    if (len != 6 || memcmp(s, "<0x", 3) != 0 || s[5] != '>') return -1;
+    int hi = hex_digit(s[3]), lo = hex_digit(s[4]);
+    return hi < 0 || lo < 0 ? -1 : hi * 16 + lo;
+}
+
+/* Decoded bytes of a SentencePiece token: a byte token gives its byte, any other has each
+ * U+2581 turned back into ' ' (HF decoders Replace("▁", " ") + ByteFallback). */
+static size_t spm_decode_bytes(const char *s, size_t len, char *out) {
+    int b = spm_byte_token(s, len);
+    if (b >= 0) {
+        out[0] = (char)b;
+        return 1;
+    }
+    size_t o = 0;
+    for (size_t i = 0; i < len;) {
+        if (i + SPM_MARK_LEN <= len && memcmp(s + i, SPM_MARK, SPM_MARK_LEN) == 0) {
+            out[o++] = ' ';
+            i += SPM_MARK_LEN;
+        } else {
+            out[o++] = s[i++];
+        }
     }
     return o;
 }
@@ -188,8 +239,8 @@ static int is_eog_text(const char *s) {
 
 static int check_id(int id, int n, const char *what, char *err, size_t errlen) {
     if (id < -1 || id >= n) {
-        errmsg_set(err, errlen, "tokenizer: %s id %d is outside the vocabulary (%d tokens)", what, id,
-                n);
+        errmsg_set(err, errlen, "tokenizer: %s id %d is outside the vocabulary (%d tokens)", what,
+                   id, n);
         return -1;
     }
     return 0;
@@ -237,6 +288,34 @@ oom:
     return -1;
 }
 
+/* Ids sorted by descending score, then ascending id: the merge priority of SentencePiece BPE. */
+struct score_id {
+    float score;
+    int id;
+};
+
+static int score_cmp(const void *a, const void *b) {
+    const struct score_id *x = a, *y = b;
+    if (x->score != y->score) return x->score > y->score ? -1 : 1;
+    return (x->id > y->id) - (x->id < y->id);
+}
+
+static int build_score_ranks(struct tokenizer *t, const float *scores) {
+    struct score_id *order = malloc((size_t)t->n_vocab * sizeof(*order));
+    t->score_rank = malloc((size_t)t->n_vocab * sizeof(*t->score_rank));
+    if (!order || !t->score_rank) {
+        free(order);
+        return -1;
+    }
+    for (int i = 0; i < t->n_vocab; i++) /* a NaN score sorts as the lowest */
+        order[i] = (struct score_id){scores[i] == scores[i] ? scores[i] : -1e30f, i};
+    qsort(order, (size_t)t->n_vocab, sizeof(*order), score_cmp);
+    for (int r = 0; r < t->n_vocab; r++)
+        t->score_rank[order[r].id] = r;
+    free(order);
+    return 0;
+}
+
 static int build_added(struct tokenizer *t) {
     int n = 0;
     for (int id = 0; id < t->n_vocab; id++)
@@ -268,7 +347,7 @@ int tokenizer_init(const struct tokenizer_spec *spec, struct tokenizer **out, ch
         errmsg_set(err, errlen, "tokenizer: merges missing");
         return -1;
     }
-    if (spec->pre != TOK_PRE_GPT2 && spec->pre != TOK_PRE_SMOLLM && spec->pre != TOK_PRE_LLAMA3) {
+    if (spec->pre < TOK_PRE_GPT2 || spec->pre > TOK_PRE_NONE) {
         errmsg_set(err, errlen, "tokenizer: unknown pre-tokenizer %d", (int)spec->pre);
         return -1;
     }
@@ -292,6 +371,10 @@ int tokenizer_init(const struct tokenizer_spec *spec, struct tokenizer **out, ch
     t->add_bos = spec->add_bos != 0;
     t->add_eos = spec->add_eos != 0;
     t->ignore_merges = spec->pre == TOK_PRE_LLAMA3; /* llama.cpp and Llama-3's tokenizer.json */
+    t->model = spec->model == TOK_MODEL_SPM ? TOK_MODEL_SPM : TOK_MODEL_BYTE_BPE;
+    t->prefix = spec->prefix;
+    t->fuse_unk = spec->fuse_unk != 0;
+    t->strip_space = spec->strip_space != 0;
 
     size_t total = 0;
     for (int i = 0; i < n; i++) {
@@ -330,7 +413,10 @@ int tokenizer_init(const struct tokenizer_spec *spec, struct tokenizer **out, ch
         t->text_off[i] = (uint32_t)off;
         t->text_len[i] = (uint32_t)len;
         off += len + 1;
-        size_t bl = token_decode_bytes(t->text + t->text_off[i], len, t->bytes + boff);
+        if (len > t->max_text) t->max_text = len;
+        size_t bl = t->model == TOK_MODEL_SPM
+                        ? spm_decode_bytes(t->text + t->text_off[i], len, t->bytes + boff)
+                        : token_decode_bytes(t->text + t->text_off[i], len, t->bytes + boff);
         t->bytes_off[i] = (uint32_t)boff;
         t->bytes_len[i] = (uint32_t)bl;
         boff += bl;
@@ -347,10 +433,13 @@ int tokenizer_init(const struct tokenizer_spec *spec, struct tokenizer **out, ch
     if (t->eot_id >= 0) t->flags[t->eot_id] |= TOKF_EOG;
 
     for (unsigned b = 0; b < 256; b++) {
-        char s[4];
-        int k = unicode_utf8_encode(byte_to_cp(b), s);
+        char s[8];
+        int k = t->model == TOK_MODEL_SPM ? snprintf(s, sizeof(s), "<0x%02X>", b)
+                                          : unicode_utf8_encode(byte_to_cp(b), s);
         t->byte_id[b] = vocab_lookup(t, s, (size_t)k);
     }
+    if (t->model == TOK_MODEL_SPM && spec->scores && build_score_ranks(t, spec->scores) < 0)
+        goto oom;
     if (build_merges(t, spec, err, errlen) < 0) {
         tokenizer_free(t);
         return -1;
@@ -379,6 +468,7 @@ void tokenizer_free(struct tokenizer *t) {
     free(t->merge_rank);
     free(t->merge_out);
     free(t->added);
+    free(t->score_rank);
     free(t);
 }
 
@@ -449,6 +539,8 @@ struct enc {
     size_t scratch_cap;
     size_t *ends; /* pretok piece ends */
     char *str;    /* byte-level string of a piece (ignore_merges lookup) */
+    char *cat;    /* (2 * max_text) two tokens' strings joined (merge by score) */
+    char *norm;   /* (3 * segment + 3) a normalized SentencePiece segment */
 };
 
 static int enc_push(struct enc *e, int id) {
@@ -506,11 +598,106 @@ static uint64_t heap_pop(uint64_t *h, size_t *n) {
     return top;
 }
 
+/* Priority of merging symbols L and R (lower first), or -1; *out receives the merged id. */
+static int pair_rank(const struct tokenizer *t, struct enc *e, int l, int r, int *out) {
+    if (!t->score_rank) return merge_lookup(t, l, r, out);
+    size_t la = t->text_len[l], lb = t->text_len[r];
+    memcpy(e->cat, t->text + t->text_off[l], la);
+    memcpy(e->cat + la, t->text + t->text_off[r], lb);
+    int id = vocab_lookup(t, e->cat, la + lb);
+    if (id < 0) return -1;
+    *out = id;
+    return t->score_rank[id];
+}
+
 static void bpe_try_pair(const struct tokenizer *t, struct enc *e, size_t *hn, int pos) {
     int nx = e->next[pos], merged;
     if (nx < 0) return;
-    int rank = merge_lookup(t, e->sym[pos], e->sym[nx], &merged);
+    int rank = pair_rank(t, e, e->sym[pos], e->sym[nx], &merged);
     if (rank >= 0) heap_push(e->heap, hn, (uint64_t)(uint32_t)rank << 32 | (uint32_t)pos);
+}
+
+/* Run the merges over the M symbols in e->sym (linked through prev/next) and append the ids. */
+static int bpe_merge(const struct tokenizer *t, struct enc *e, int m) {
+    if (m == 0) return 0;
+    e->next[m - 1] = -1;
+    size_t hn = 0;
+    for (int i = 0; i + 1 < m; i++)
+        bpe_try_pair(t, e, &hn, i);
+    while (hn > 0) {
+        uint64_t top = heap_pop(e->heap, &hn);
+        int rank = (int)(top >> 32), pos = (int)(uint32_t)top;
+        /* Stale entries: the symbol was merged away (sym < 0) or its pair changed. */
+        if (e->sym[pos] < 0 || e->next[pos] < 0) continue;
+        int nx = e->next[pos], merged;
+        if (pair_rank(t, e, e->sym[pos], e->sym[nx], &merged) != rank) continue;
+        e->sym[pos] = merged;
+        e->sym[nx] = -1;
+        e->next[pos] = e->next[nx];
+        if (e->next[nx] >= 0) e->prev[e->next[nx]] = pos;
+        if (e->prev[pos] >= 0) bpe_try_pair(t, e, &hn, e->prev[pos]);
+        bpe_try_pair(t, e, &hn, pos);
+    }
+    for (int i = 0; i >= 0; i = e->next[i])
+        if (enc_push(e, e->sym[i]) < 0) return -1;
+    return 0;
+}
+
+static void sym_add(struct enc *e, int *m, int id) {
+    e->sym[*m] = id;
+    e->prev[*m] = *m - 1;
+    e->next[*m] = *m + 1;
+    (*m)++;
+}
+
+/* SentencePiece-style BPE of one normalized piece P (N bytes): a symbol per UTF-8 character
+ * that is a token; else its <0xNN> byte tokens when all exist (HF byte_fallback); else unk_id
+ * (one for a run when fuse_unk); else the character is dropped. */
+static int spm_piece(const struct tokenizer *t, struct enc *e, const unsigned char *p, size_t n) {
+    if (enc_scratch(e, n) < 0) return -1;
+    int m = 0, prev_unk = 0;
+    for (size_t i = 0; i < n;) {
+        uint32_t cp;
+        size_t k = (size_t)unicode_utf8_decode(p + i, n - i, &cp);
+        int id = vocab_lookup(t, (const char *)p + i, k), bytes_ok = 1;
+        for (size_t j = 0; j < k && id < 0; j++)
+            bytes_ok &= t->byte_id[p[i + j]] >= 0;
+        if (id >= 0) {
+            sym_add(e, &m, id);
+            prev_unk = 0;
+        } else if (bytes_ok) {
+            for (size_t j = 0; j < k; j++)
+                sym_add(e, &m, t->byte_id[p[i + j]]);
+            prev_unk = 0;
+        } else if (t->unk_id >= 0) {
+            if (!(t->fuse_unk && prev_unk)) sym_add(e, &m, t->unk_id);
+            prev_unk = 1;
+        }
+        i += k;
+    }
+    return bpe_merge(t, e, m);
+}
+
+/* Normalize a SentencePiece segment into e->norm (a U+2581 prefix as t->prefix says, every
+ * ' ' as U+2581: HF Prepend + Replace, llama.cpp's escape_whitespace) and BPE it whole. */
+static int spm_segment(const struct tokenizer *t, struct enc *e, const char *s, size_t len) {
+    free(e->norm);
+    e->norm = malloc(3 * len + SPM_MARK_LEN);
+    if (!e->norm) return -1;
+    size_t o = 0;
+    if (t->prefix == TOK_PREFIX_EACH) {
+        memcpy(e->norm, SPM_MARK, SPM_MARK_LEN);
+        o = SPM_MARK_LEN;
+    }
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] == ' ') {
+            memcpy(e->norm + o, SPM_MARK, SPM_MARK_LEN);
+            o += SPM_MARK_LEN;
+        } else {
+            e->norm[o++] = s[i];
+        }
+    }
+    return spm_piece(t, e, (const unsigned char *)e->norm, o);
 }
 
 /* BPE one pre-token piece P (N bytes) and append its ids. */
@@ -528,39 +715,15 @@ static int bpe_piece(const struct tokenizer *t, struct enc *e, const unsigned ch
         int id = t->byte_id[p[i]];
         /* A byte without a symbol in the vocabulary is dropped, as HF's BPE does with no
          * unk_token (SmolLM2 lacks 21 of the 256, e.g. 0x04, 0x1D, 0xC0, 0xF5..0xFF). */
-        if (id < 0) continue;
-        e->sym[m] = id;
-        e->prev[m] = m - 1;
-        e->next[m] = m + 1;
-        m++;
+        if (id >= 0) sym_add(e, &m, id);
     }
-    if (m == 0) return 0;
-    e->next[m - 1] = -1;
-    size_t hn = 0;
-    for (int i = 0; i + 1 < m; i++)
-        bpe_try_pair(t, e, &hn, i);
-    while (hn > 0) {
-        uint64_t top = heap_pop(e->heap, &hn);
-        int rank = (int)(top >> 32), pos = (int)(uint32_t)top;
-        /* Stale entries: the symbol was merged away (sym < 0) or its pair changed. */
-        if (e->sym[pos] < 0 || e->next[pos] < 0) continue;
-        int nx = e->next[pos], merged;
-        if (merge_lookup(t, e->sym[pos], e->sym[nx], &merged) != rank) continue;
-        e->sym[pos] = merged;
-        e->sym[nx] = -1;
-        e->next[pos] = e->next[nx];
-        if (e->next[nx] >= 0) e->prev[e->next[nx]] = pos;
-        if (e->prev[pos] >= 0) bpe_try_pair(t, e, &hn, e->prev[pos]);
-        bpe_try_pair(t, e, &hn, pos);
-    }
-    for (int i = 0; i >= 0; i = e->next[i])
-        if (enc_push(e, e->sym[i]) < 0) return -1;
-    return 0;
+    return bpe_merge(t, e, m);
 }
 
 /* Pre-tokenize and BPE a stretch of text that holds no added token. */
 static int encode_plain(const struct tokenizer *t, struct enc *e, const char *s, size_t len) {
     if (len == 0) return 0;
+    if (t->model == TOK_MODEL_SPM) return spm_segment(t, e, s, len);
     size_t np;
     if (pretok_split(t->pre, s, len, e->ends, &np) < 0) return -1;
     size_t a = 0;
@@ -603,7 +766,8 @@ int tokenizer_encode(const struct tokenizer *t, const char *text, size_t len, in
     struct enc e = {0};
     int rc = -1;
     e.ends = malloc((len > 0 ? len : 1) * sizeof(*e.ends));
-    if (!e.ends) goto done;
+    e.cat = malloc(2 * t->max_text + 1);
+    if (!e.ends || !e.cat) goto done;
     if (add_bos && t->add_bos && t->bos_id >= 0 && enc_push(&e, t->bos_id) < 0) goto done;
     size_t seg = 0; /* start of the text not yet encoded */
     for (size_t i = 0; i < len; i++) {
@@ -624,6 +788,8 @@ done:
     free(e.next);
     free(e.heap);
     free(e.str);
+    free(e.cat);
+    free(e.norm);
     free(e.ends);
     if (rc < 0) {
         free(e.ids);
@@ -640,7 +806,7 @@ done:
  */
 
 static int decode_skips(const struct tokenizer *t, int id, int skip_special) {
-    return id < 0 || id >= t->n_vocab || (skip_special && (t->flags[id] & TOKF_SPECIAL));
+    return id < 0 || id >= t->n_vocab || ((skip_special & 1) && (t->flags[id] & TOKF_SPECIAL));
 }
 
 char *tokenizer_decode(const struct tokenizer *t, const int *ids, int n_ids, int skip_special) {
@@ -665,7 +831,8 @@ char *tokenizer_decode_len(const struct tokenizer *t, const int *ids, int n_ids,
         memcpy(raw + o, t->bytes + t->bytes_off[ids[i]], t->bytes_len[ids[i]]);
         o += t->bytes_len[ids[i]];
     }
-    size_t n = unicode_utf8_lossy((const unsigned char *)raw, total, 1, out, NULL);
+    size_t skip = t->strip_space && total > 0 && raw[0] == ' '; /* HF Strip(" ", 1, 0) */
+    size_t n = unicode_utf8_lossy((const unsigned char *)raw + skip, total - skip, 1, out, NULL);
     out[n] = '\0';
     if (len) *len = n;
     free(raw);
@@ -674,7 +841,7 @@ char *tokenizer_decode_len(const struct tokenizer *t, const int *ids, int n_ids,
 
 void tok_stream_init(struct tok_stream *s, int skip_special) {
     memset(s, 0, sizeof(*s));
-    s->skip_special = skip_special;
+    s->skip_special = skip_special != 0;
 }
 
 size_t tok_stream_cap(const struct tokenizer *t) {
@@ -705,12 +872,21 @@ size_t tok_stream_push(const struct tokenizer *t, struct tok_stream *s, int id, 
         if (cap > 0) out[0] = '\0';
         return 0;
     }
-    size_t n = (size_t)s->n_pending + t->bytes_len[id];
+    const char *tb = t->bytes + t->bytes_off[id];
+    size_t tn = t->bytes_len[id];
+    if (tn > 0 && !(s->skip_special & TOK_STREAM_STARTED)) { /* the output's first byte */
+        s->skip_special |= TOK_STREAM_STARTED;
+        if (t->strip_space && tb[0] == ' ') {
+            tb++;
+            tn--;
+        }
+    }
+    size_t n = (size_t)s->n_pending + tn;
     unsigned char local[512];
-    unsigned char *buf = n <= sizeof(local) ? local : malloc(n);
+    unsigned char *buf = n <= sizeof(local) ? local : malloc(n > 0 ? n : 1);
     if (!buf) return 0;
     memcpy(buf, s->pending, (size_t)s->n_pending);
-    memcpy(buf + s->n_pending, t->bytes + t->bytes_off[id], t->bytes_len[id]);
+    memcpy(buf + s->n_pending, tb, tn);
     size_t w = stream_emit(s, buf, n, 0, out, cap);
     if (buf != local) free(buf);
     return w;

@@ -1,5 +1,7 @@
-/* tokenizer.h — byte-level BPE (GPT-2 family) with the model's pre-tokenizer, special and added
- * tokens, streaming-safe decoding, and chat templates.
+/* tokenizer.h — byte-level BPE (GPT-2 family) and SentencePiece-style BPE (Llama-2, Mistral,
+ * Gemma: the U+2581 space marker, <0xNN> byte fallback, merges by token score or by merge rank)
+ * with the model's pre-tokenizer, special and added tokens, streaming-safe decoding, and chat
+ * templates.
  *
  * A tokenizer is built from a format-neutral spec (struct tokenizer_spec), which the GGUF loader
  * fills from tokenizer.ggml.* metadata and tokenizer_from_json fills from tokenizer.json, so the
@@ -15,6 +17,20 @@ enum tok_pre {
     TOK_PRE_GPT2 = 0,   /* GPT-2 regex only */
     TOK_PRE_SMOLLM = 1, /* individual digits, then the GPT-2 regex (smollm, starcoder, ...) */
     TOK_PRE_LLAMA3 = 2, /* the Llama-3 regex */
+    TOK_PRE_QWEN2 = 3,  /* the Llama-3 regex with single digits: \p{N} for \p{N}{1,3} */
+    TOK_PRE_NONE = 4,   /* no pre-tokenizer: the whole stretch is one piece (SentencePiece) */
+};
+
+enum tok_model {
+    TOK_MODEL_BYTE_BPE = 0, /* GPT-2 byte-level BPE: tokens in the byte-to-unicode alphabet */
+    TOK_MODEL_SPM = 1,      /* SentencePiece-style: text with ' ' as U+2581, <0xNN> byte tokens */
+};
+
+/* Where a SentencePiece model puts the U+2581 it prefixes to text (add_space_prefix). A
+ * "segment" is a stretch of text between added tokens. */
+enum tok_prefix {
+    TOK_PREFIX_NONE = 0, /* Gemma (add_space_prefix false) */
+    TOK_PREFIX_EACH = 1, /* every non-empty segment: HF Prepend("▁"), llama.cpp SPM */
 };
 
 enum tok_type { /* GGUF tokenizer.ggml.token_type values */
@@ -39,6 +55,13 @@ struct tokenizer_spec {
     enum tok_pre pre;
     int bos_id, eos_id, eot_id, pad_id, unk_id; /* -1 when absent */
     int add_bos, add_eos;
+    /* SentencePiece-style models (TOK_MODEL_SPM) only: */
+    enum tok_model model;
+    const float *scores;    /* (n_tokens) merge by score of the merged token (GGUF "llama");
+                             * NULL: merge by the rank of merge_left/right (tokenizer.json) */
+    enum tok_prefix prefix; /* U+2581 added before text */
+    int fuse_unk;           /* consecutive unknown characters give one unk_id */
+    int strip_space;        /* decode drops one leading ' ' (HF Strip decoder, add_space_prefix) */
 };
 
 struct tokenizer;
@@ -112,8 +135,11 @@ char *tokenizer_decode_len(const struct tokenizer *t, const int *ids, int n_ids,
 struct tok_stream {
     unsigned char pending[8];
     int n_pending;
-    int skip_special;
+    int skip_special; /* bit 0: drop control tokens; TOK_STREAM_STARTED: some byte has been
+                       * produced, so a model's leading-space strip is done (a flag bit rather
+                       * than a field: server/main.c brace-initializes the three fields) */
 };
+#define TOK_STREAM_STARTED 2
 void tok_stream_init(struct tok_stream *s, int skip_special);
 size_t tok_stream_push(const struct tokenizer *t, struct tok_stream *s, int id, char *out,
                        size_t cap);

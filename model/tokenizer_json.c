@@ -8,8 +8,14 @@
  *   Sequence[Digits(individual_digits), ByteLevel(use_regex)]     → TOK_PRE_SMOLLM
  *   Sequence[Split(llama3 regex, Isolated), ByteLevel(no regex)]  → TOK_PRE_LLAMA3
  *   Sequence[Split(GPT-2 regex, Isolated), ByteLevel(no regex)]   → TOK_PRE_GPT2
- * Anything else (a normalizer, add_prefix_space, another regex) is refused with a message rather
- * than tokenized differently from the model's own tokenizer.
+ *   Sequence[Split(Qwen2 regex, Isolated), ByteLevel(no regex)]   → TOK_PRE_QWEN2
+ * and the SentencePiece-style BPE of Llama-2, Mistral and Gemma (TOK_MODEL_SPM): model
+ * byte_fallback, normalizer Replace(" ", "▁") alone (Gemma) or after Prepend("▁") (Llama-2),
+ * no pre_tokenizer, decoders Replace("▁", " "), ByteFallback, Fuse and optionally
+ * Strip(" ", 1, 0) (which sets strip_space).
+ * Anything else (another normalizer such as Qwen2's NFC, add_prefix_space, another regex, a
+ * Metaspace pre-tokenizer) is refused with a message rather than tokenized differently from the
+ * model's own tokenizer.
  * BOS/EOS come from tokenizer_config.json (bos_token, eos_token, add_bos_token, add_eos_token,
  * chat_template) beside the file, or else from a TemplateProcessing post-processor.
  */
@@ -29,6 +35,10 @@ static const char GPT2_REGEX[] =
 static const char LLAMA3_REGEX[] =
     "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| "
     "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+static const char QWEN2_REGEX[] =
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| "
+    "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+static const char SPM_MARK[] = "\xe2\x96\x81"; /* U+2581 */
 
 /* Whole file as a NUL-terminated string, or NULL (err written; a missing file sets *missing). */
 static char *read_file(const char *path, int *missing, char *err, size_t errlen) {
@@ -114,13 +124,60 @@ static int detect_pre(const cJSON *pre, enum tok_pre *out, char *err, size_t err
             *out = TOK_PRE_GPT2;
             return 0;
         }
+        if (n == 2 && is_split(a, QWEN2_REGEX) && is_byte_level(b, 0)) {
+            *out = TOK_PRE_QWEN2;
+            return 0;
+        }
     }
     char *s = pre ? cJSON_PrintUnformatted(pre) : NULL;
-    errmsg_set(err, errlen,
-            "unsupported pre_tokenizer %.300s (supported: ByteLevel; Sequence[Digits(individual), "
-            "ByteLevel]; Sequence[Split(llama3 or gpt2 regex), ByteLevel(use_regex=false)])",
-            s ? s : "null");
+    errmsg_set(
+        err, errlen,
+        "unsupported pre_tokenizer %.300s (supported: ByteLevel; Sequence[Digits(individual), "
+        "ByteLevel]; Sequence[Split(llama3, qwen2 or gpt2 regex), "
+        "ByteLevel(use_regex=false)]; none with a SentencePiece normalizer)",
+        s ? s : "null");
     free(s);
+    return -1;
+}
+
+/* Replace{pattern: {String: FROM}, content: TO}. */
+static int is_replace(const cJSON *o, const char *from, const char *to) {
+    const char *f = json_str(cJSON_GetObjectItemCaseSensitive(o, "pattern"), "String");
+    const char *c = json_str(o, "content");
+    return is_type(o, "Replace") && f && c && strcmp(f, from) == 0 && strcmp(c, to) == 0;
+}
+
+/* The SentencePiece normalizers: Replace(" ", "▁") → TOK_PREFIX_NONE; Sequence[Prepend("▁"),
+ * Replace(" ", "▁")] → TOK_PREFIX_EACH; anything else -1. */
+static int spm_normalizer(const cJSON *norm) {
+    if (is_replace(norm, " ", SPM_MARK)) return TOK_PREFIX_NONE;
+    const cJSON *list = cJSON_GetObjectItemCaseSensitive(norm, "normalizers");
+    const cJSON *a = cJSON_GetArrayItem(list, 0), *b = cJSON_GetArrayItem(list, 1);
+    const char *pre = json_str(a, "prepend");
+    if (is_type(norm, "Sequence") && cJSON_GetArraySize(list) == 2 && is_type(a, "Prepend") &&
+        pre && strcmp(pre, SPM_MARK) == 0 && is_replace(b, " ", SPM_MARK))
+        return TOK_PREFIX_EACH;
+    return -1;
+}
+
+/* The SentencePiece decoders: Sequence of Replace("▁", " "), ByteFallback, Fuse and optionally
+ * Strip(" ", 1, 0), in that order. Returns 1 with a Strip, 0 without, -1 for anything else. */
+static int spm_decoder(const cJSON *dec) {
+    const cJSON *list = cJSON_GetObjectItemCaseSensitive(dec, "decoders");
+    int n = cJSON_GetArraySize(list);
+    if (!is_type(dec, "Sequence") || (n != 3 && n != 4) ||
+        !is_replace(cJSON_GetArrayItem(list, 0), SPM_MARK, " ") ||
+        !is_type(cJSON_GetArrayItem(list, 1), "ByteFallback") ||
+        !is_type(cJSON_GetArrayItem(list, 2), "Fuse"))
+        return -1;
+    if (n == 3) return 0;
+    const cJSON *st = cJSON_GetArrayItem(list, 3);
+    const char *c = json_str(st, "content");
+    const cJSON *start = cJSON_GetObjectItemCaseSensitive(st, "start");
+    const cJSON *stop = cJSON_GetObjectItemCaseSensitive(st, "stop");
+    if (is_type(st, "Strip") && c && strcmp(c, " ") == 0 && cJSON_IsNumber(start) &&
+        start->valueint == 1 && cJSON_IsNumber(stop) && stop->valueint == 0)
+        return 1;
     return -1;
 }
 
@@ -199,20 +256,37 @@ int tokenizer_from_json(const char *path, struct tokenizer **out, char **chat_te
     const cJSON *merges = cJSON_GetObjectItemCaseSensitive(model, "merges");
     if ((mtype && strcmp(mtype, "BPE") != 0) || !cJSON_IsObject(vocab) || !cJSON_IsArray(merges)) {
         errmsg_set(err, errlen, "%s: model is not a BPE model with a vocab object and merges list",
-                path);
+                   path);
         goto done;
     }
     const cJSON *norm = cJSON_GetObjectItemCaseSensitive(root, "normalizer");
-    if (norm && !cJSON_IsNull(norm)) {
-        errmsg_set(err, errlen, "%s: normalizer %s is not supported", path,
-                json_str(norm, "type") ? json_str(norm, "type") : "?");
-        goto done;
-    }
-    enum tok_pre pre;
-    if (detect_pre(cJSON_GetObjectItemCaseSensitive(root, "pre_tokenizer"), &pre, sub,
-                   sizeof(sub)) < 0) {
-        errmsg_set(err, errlen, "%s: %s", path, sub);
-        goto done;
+    const cJSON *pre_tok = cJSON_GetObjectItemCaseSensitive(root, "pre_tokenizer");
+    int has_norm = norm && !cJSON_IsNull(norm);
+    int spm = json_bool(model, "byte_fallback", 0); /* SentencePiece-style BPE */
+    int prefix = TOK_PREFIX_NONE, strip = 0;
+    enum tok_pre pre = TOK_PRE_NONE;
+    if (spm) {
+        prefix = spm_normalizer(norm);
+        strip = spm_decoder(cJSON_GetObjectItemCaseSensitive(root, "decoder"));
+        if (prefix < 0 || (pre_tok && !cJSON_IsNull(pre_tok)) || strip < 0) {
+            errmsg_set(err, errlen,
+                       "%s: byte_fallback BPE needs normalizer Replace(\" \", \"\u2581\") "
+                       "(after Prepend(\"\u2581\")), no pre_tokenizer and decoders Replace, "
+                       "ByteFallback, Fuse[, Strip]; got normalizer %s, pre_tokenizer %s",
+                       path, has_norm && json_str(norm, "type") ? json_str(norm, "type") : "none",
+                       pre_tok && json_str(pre_tok, "type") ? json_str(pre_tok, "type") : "none");
+            goto done;
+        }
+    } else {
+        if (has_norm) {
+            errmsg_set(err, errlen, "%s: normalizer %s is not supported", path,
+                       json_str(norm, "type") ? json_str(norm, "type") : "?");
+            goto done;
+        }
+        if (detect_pre(pre_tok, &pre, sub, sizeof(sub)) < 0) {
+            errmsg_set(err, errlen, "%s: %s", path, sub);
+            goto done;
+        }
     }
 
     /* ids: the vocab object, then added_tokens on top */
@@ -245,7 +319,7 @@ int tokenizer_from_json(const char *path, struct tokenizer **out, char **chat_te
     int entries = cJSON_GetArraySize(vocab) + cJSON_GetArraySize(added);
     if (n > entries) {
         errmsg_set(err, errlen, "%s: token id %d exceeds the %d entries of vocab and added_tokens",
-                path, n - 1, entries);
+                   path, n - 1, entries);
         goto done;
     }
     tokens = calloc((size_t)n, sizeof(*tokens));
@@ -284,7 +358,7 @@ int tokenizer_from_json(const char *path, struct tokenizer **out, char **chat_te
             char *sp = strchr(s, ' ');
             if (!sp || strchr(sp + 1, ' ')) {
                 errmsg_set(err, errlen, "%s: merge %d \"%.100s\" is not \"left right\"", path, m,
-                        e->valuestring);
+                           e->valuestring);
                 goto done;
             }
             *sp = '\0';
@@ -310,6 +384,10 @@ int tokenizer_from_json(const char *path, struct tokenizer **out, char **chat_te
     spec.merge_left = mleft;
     spec.merge_right = mright;
     spec.pre = pre;
+    spec.model = spm ? TOK_MODEL_SPM : TOK_MODEL_BYTE_BPE;
+    spec.prefix = (enum tok_prefix)prefix;
+    spec.strip_space = strip;
+    spec.fuse_unk = json_bool(model, "fuse_unk", 0);
     spec.bos_id = spec.eos_id = spec.eot_id = spec.pad_id = -1;
     spec.unk_id = find_id(tokens, n, json_str(model, "unk_token"));
 

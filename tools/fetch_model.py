@@ -73,7 +73,7 @@ def fetch_gemma(tmp, part):
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--gemma", action="store_true",
+    ap.add_argument("--gemma", "--gemma3", action="store_true",
                     help=f"fetch {GEMMA_NAME} (default out: models/{GEMMA_NAME})")
     ap.add_argument("--out")
     args = ap.parse_args()

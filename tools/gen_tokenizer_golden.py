@@ -1,6 +1,9 @@
 #!/usr/bin/env python3
-"""Generate the tokenizer goldens: tests/golden/tokenizer_smollm2.json and
-tests/golden/tokenizer_llama3pattern.json.
+"""Generate the tokenizer goldens: tests/golden/tokenizer_smollm2.json,
+tests/golden/tokenizer_llama3pattern.json, tests/golden/tokenizer_gemma3.json (a SentencePiece
+GGUF), and two trained models with their goldens: tests/golden/tokenizer_bytefallback.json
+(+ tokenizer_bytefallback.model.json) and tests/golden/tokenizer_qwen2pattern.json
+(+ tokenizer_qwen2pattern.model.json).
 
 The oracle, and why it is built this way
 ----------------------------------------
@@ -30,7 +33,38 @@ special tokens parsed ("ids"; HF split_special_tokens=False) and, when different
 treated as text ("ids_split"; split_special_tokens=True), and the oracle's decode of "ids" when
 it differs from the text ("decode"), plus the decode with skip_special_tokens ("decode_skip").
 
+SentencePiece (Gemma 3)
+-----------------------
+tokenizer_gemma3.json comes from Gemma 3 270M's own GGUF (tools/fetch_model.py --gemma3): its
+vocabulary, scores and token types written as a tokenizer.json by tools/gguf_to_tokenizer_json.py
+(variant spm: the pipeline and merge order of transformers' SentencePiece converters, see there)
+and run by the `tokenizers` library. The cases are the SmolLM2 strings plus Gemma's own control
+and user-defined tokens in text.
+
+Trained models (made here, committed as test data)
+--------------------------------------------------
+tokenizer_bytefallback.model.json: a Llama-2-style BPE trained by `tokenizers` on the corpus
+(normalizer Prepend("▁") + Replace(" ", "▁"), byte_fallback with the 256 <0xNN> tokens, fuse_unk,
+decoders Replace/ByteFallback/Fuse/Strip), alphabet limited so that rarer characters fall back to
+bytes. tokenizer_qwen2pattern.model.json: a byte-level BPE trained with Qwen2's pre-tokenizer
+(Split(Qwen2 regex, Isolated) + ByteLevel(use_regex=false)); tokenizer_qwen2pattern.gguf holds
+the same vocabulary and merges as a tokenizer-only GGUF with tokenizer.ggml.pre = "qwen2", so the
+GGUF route is checked against the same golden. Training is deterministic for a
+given `tokenizers` version (0.23.3 made the committed files); --train rewrites them, otherwise the
+committed models are used.
+
+SentencePiece itself (Llama-2 style GGUF)
+-----------------------------------------
+tokenizer_spm.model is a BPE model trained by the `sentencepiece` library (0.2.x) the way
+Llama-2's is set up (byte_fallback, add_dummy_prefix, identity normalization, no removal of
+extra whitespace), and tokenizer_spm.gguf carries its pieces, scores and types as a
+tokenizer-only GGUF (tokenizer.ggml.model "llama", add_space_prefix true, add_bos_token true), so
+that flashgen's GGUF path is checked against SentencePiece's own encode and decode
+(tokenizer_spm.json). Texts holding a control token string (<s>, </s>, <unk>) are left out:
+SentencePiece reads them as text, flashgen (like llama.cpp) as the token.
+
 Usage: python3 tools/gen_tokenizer_golden.py [--gguf models/SmolLM2-135M-Instruct.Q4_1.gguf]
+           [--gemma3 models/gemma-3-270m-q4_k_m.gguf] [--only smollm2|gemma3|trained|spm] [--train]
 """
 import argparse
 import json
@@ -156,6 +190,96 @@ def corpus():
     return s
 
 
+QWEN2_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}|"
+               r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+SPM_MARK = "\u2581"
+
+
+def gemma_corpus():
+    """Strings for Gemma 3: the common corpus plus its control and user-defined tokens."""
+    return corpus() + [
+        "<start_of_turn>user\nWhat is 2+2?<end_of_turn>\n<start_of_turn>model\n",
+        "<bos><start_of_turn>user\nHi<end_of_turn>", "<bos>", "<eos>", "x<eos>y", "<pad><unk>",
+        "<mask>", "[multimodal]", "<unused0><unused98>", "<start_of_image>", "<end_of_image>",
+        "<start_of_turn>", "<end_of_turn>", "< start_of_turn>", "<start_of_turn", "<START_OF_TURN>",
+        "<div><span>a</span></div>", "</li></ul>", "<table><tr><td>1</td></tr></table>",
+        "\t\t\t\tindent", "\n\n\n\n\n\nmany", "a\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\nb",
+        "    four spaces", "        eight spaces", " " * 40 + "forty", "\u2581 literal marker",
+        "\u2581\u2581x", "<0x41> looks like a byte token", "<0xZZ>", "▁Hello",
+        "Grüße aus München", "Ça va? Très bien.", "¿Qué tal? ¡Hola!", "Ελληνικά", "ภาษาไทย",
+        "中华人民共和国", "東京都", "ㄅㄆㄇ", "𠀀𠀁 CJK ext B", "ʻokina", "ŉ ǈ ǋ", "ⓐⓑⓒ",
+        "\x00", "\x00\x00", "a\x00b", "\x7f\x80", "\u0300 leading combining", "a\u0301\u0302\u0303",
+    ]
+
+
+def train_corpus():
+    """Deterministic training text: the corpus and generated English-like lines."""
+    rng = random.Random(7)
+    words = ("the of and to in is that for it as was with be by on not he this are or his from "
+             "at which but have an they you were her she there been one all we their has would "
+             "when if so what no out up into more can said about its time only could new them "
+             "model token tokenizer merge byte fallback space print return value function class "
+             "import data 2024 10 100 3.14 x y z").split()
+    lines = corpus() * 3
+    for _ in range(3000):
+        n = rng.randint(3, 16)
+        line = " ".join(rng.choice(words) for _ in range(n))
+        if rng.random() < 0.3:
+            line = line.capitalize() + rng.choice([".", "!", "?", ",", ":"])
+        if rng.random() < 0.2:
+            line = "    " + line
+        lines.append(line)
+    return lines
+
+
+def train_bytefallback(texts):
+    from tokenizers import decoders, models, normalizers, trainers
+    tk = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+    tk.normalizer = normalizers.Sequence([normalizers.Prepend(SPM_MARK),
+                                          normalizers.Replace(" ", SPM_MARK)])
+    tk.decoder = decoders.Sequence([decoders.Replace(SPM_MARK, " "), decoders.ByteFallback(),
+                                    decoders.Fuse(), decoders.Strip(" ", 1, 0)])
+    specials = ["<unk>", "<s>", "</s>"]
+    tr = trainers.BpeTrainer(vocab_size=900, special_tokens=specials, limit_alphabet=90,
+                             show_progress=False)
+    tk.train_from_iterator(texts, tr)
+    j = json.loads(tk.to_str())
+    # Llama-2's layout: the specials, then the 256 byte tokens, then the learned pieces.
+    learned = sorted((i, t) for t, i in j["model"]["vocab"].items() if t not in specials)
+    vocab = {t: i for i, t in enumerate(specials)}
+    for b in range(256):
+        vocab.setdefault(f"<0x{b:02X}>", len(vocab))
+    for _, t in learned:
+        vocab.setdefault(t, len(vocab))
+    j["model"]["vocab"] = vocab
+    for a in j["added_tokens"]:
+        a["id"] = vocab[a["content"]]
+    j["post_processor"] = {
+        "type": "TemplateProcessing",
+        "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}},
+                   {"Sequence": {"id": "A", "type_id": 0}}],
+        "pair": [{"SpecialToken": {"id": "<s>", "type_id": 0}},
+                 {"Sequence": {"id": "A", "type_id": 0}},
+                 {"SpecialToken": {"id": "<s>", "type_id": 1}},
+                 {"Sequence": {"id": "B", "type_id": 1}}],
+        "special_tokens": {"<s>": {"id": "<s>", "ids": [1], "tokens": ["<s>"]}}}
+    return Tokenizer.from_str(json.dumps(j))
+
+
+def train_qwen2pattern(texts):
+    from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
+    tk = Tokenizer(models.BPE())
+    tk.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN2_REGEX), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False)])
+    tk.decoder = decoders.ByteLevel()
+    tr = trainers.BpeTrainer(vocab_size=1000, show_progress=False,
+                             special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+                             initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tk.train_from_iterator(texts, tr)
+    return tk
+
+
 def has_numeric(text):
     return any(unicodedata.category(c).startswith("N") for c in text)
 
@@ -207,12 +331,156 @@ def cross_check_transformers(gguf_path, tok, texts):
     return pre, differ
 
 
+def write_golden(path, obj):
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(obj, f, ensure_ascii=True, indent=0)
+        f.write("\n")
+    print(f"{path}: {len(obj['cases'])} cases, {os.path.getsize(path)} bytes", file=sys.stderr)
+
+
+def gen_gemma3(a):
+    texts = gemma_corpus()
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = gguf_to_tokenizer_json.write_variants(a.gemma3, tmp)
+        tok = Tokenizer.from_file(paths["spm"])
+        cases = make_cases(tok, texts)
+    src = ("tokenizers Tokenizer.from_file(tokenizer.json written by tools/gguf_to_tokenizer_json.py"
+           " from %s), variant spm; see tools/gen_tokenizer_golden.py" % os.path.basename(a.gemma3))
+    write_golden(os.path.join(a.out, "tokenizer_gemma3.json"), {"oracle": src, "cases": cases})
+
+
+def json_to_gguf(model_json, gguf_path, pre):
+    """A byte-level BPE tokenizer.json as a tokenizer-only GGUF (tokenizer.ggml.model gpt2)."""
+    import gguf
+    j = json.load(open(model_json, encoding="utf-8"))
+    vocab = dict(j["model"]["vocab"])
+    special = set()
+    for t in j["added_tokens"]:
+        vocab[t["content"]] = t["id"]
+        if t["special"]:
+            special.add(t["id"])
+    tokens = [None] * (max(vocab.values()) + 1)
+    for t, i in vocab.items():
+        tokens[i] = t
+    merges = [m if isinstance(m, str) else " ".join(m) for m in j["model"]["merges"]]
+    w = gguf.GGUFWriter(gguf_path, "llama")
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre(pre)
+    w.add_token_list(tokens)
+    w.add_token_types([3 if i in special else 1 for i in range(len(tokens))])
+    w.add_token_merges(merges)
+    w.add_eos_token_id(vocab["<|im_end|>"])
+    w.add_add_bos_token(False)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def gen_trained(a):
+    train = train_corpus()
+    for name, fn in (("bytefallback", train_bytefallback), ("qwen2pattern", train_qwen2pattern)):
+        model = os.path.join(a.out, f"tokenizer_{name}.model.json")
+        if a.train or not os.path.exists(model):
+            with open(model, "w", encoding="utf-8") as f:
+                f.write(fn(train).to_str())
+                f.write("\n")
+        tok = Tokenizer.from_file(model)
+        if name == "qwen2pattern":
+            json_to_gguf(model, os.path.join(a.out, f"tokenizer_{name}.gguf"), "qwen2")
+        texts = corpus() + ["<s>", "</s>", "<unk>", "x</s>y", "<s><s>", " <s> a", "\u2581 marker",
+                            "\u2581\u2581", "<0x41>", "  two  spaces  ", "\x00\x01", "é" * 5,
+                            "12345678901234567890", "٣٤٥٦", "x1y22z333", "a 1 b 22 c 333",
+                            "<|im_start|>user\n12345<|im_end|>", "I'M 'S 'T 'RE 99 bottles"]
+        cases = make_cases(tok, texts)
+        src = (f"tokenizers Tokenizer.from_file(tests/golden/tokenizer_{name}.model.json, trained "
+               "by tools/gen_tokenizer_golden.py)")
+        write_golden(os.path.join(a.out, f"tokenizer_{name}.json"), {"oracle": src, "cases": cases})
+
+
+def train_spm(texts, model_path):
+    import io
+    import sentencepiece as spm
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(t for t in texts if t), model_writer=buf, model_type="bpe",
+        vocab_size=1000, byte_fallback=True, normalization_rule_name="identity",
+        remove_extra_whitespaces=False, add_dummy_prefix=True, character_coverage=0.99,
+        split_digits=True, unk_id=0, bos_id=1, eos_id=2, pad_id=-1, num_threads=1,
+        minloglevel=2)
+    with open(model_path, "wb") as f:
+        f.write(buf.getvalue())
+
+
+def spm_to_gguf(model_path, gguf_path):
+    import gguf
+    import sentencepiece as spm
+    sp = spm.SentencePieceProcessor(model_file=model_path)
+    tokens, scores, types = [], [], []
+    for i in range(sp.get_piece_size()):
+        tokens.append(sp.id_to_piece(i))
+        scores.append(sp.get_score(i))
+        types.append(2 if sp.is_unknown(i) else 3 if sp.is_control(i) else 6 if sp.is_byte(i)
+                     else 5 if sp.is_unused(i) else 1)
+    w = gguf.GGUFWriter(gguf_path, "llama")
+    w.add_tokenizer_model("llama")
+    w.add_token_list(tokens)
+    w.add_token_scores(scores)
+    w.add_token_types(types)
+    w.add_bos_token_id(sp.bos_id())
+    w.add_eos_token_id(sp.eos_id())
+    w.add_unk_token_id(sp.unk_id())
+    w.add_add_bos_token(True)
+    w.add_add_space_prefix(True)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def gen_spm(a):
+    import sentencepiece as spm
+    model = os.path.join(a.out, "tokenizer_spm.model")
+    gg = os.path.join(a.out, "tokenizer_spm.gguf")
+    if a.train or not os.path.exists(model):
+        train_spm(train_corpus(), model)
+    spm_to_gguf(model, gg)
+    sp = spm.SentencePieceProcessor(model_file=model)
+    texts = corpus() + ["  two  spaces  ", " leading", "\u2581 marker", "\u2581\u2581",
+                        "<0x41>", "é" * 5, "12345678901234567890", "x1y22z333", "\x00\x01"]
+    cases = []
+    for text in texts:
+        if any(c in text for c in ("<s>", "</s>", "<unk>")):
+            continue
+        ids = sp.encode(text)
+        c = {"text": text, "hex": text.encode("utf-8").hex(), "ids": ids}
+        dec = sp.decode(ids)
+        if dec != text:
+            c["decode"] = dec
+        cases.append(c)
+    src = ("sentencepiece %s SentencePieceProcessor(tests/golden/tokenizer_spm.model).encode/decode;"
+           " flashgen reads tests/golden/tokenizer_spm.gguf" % spm.__version__)
+    write_golden(os.path.join(a.out, "tokenizer_spm.json"), {"oracle": src, "cases": cases})
+
+
 def main():
     ap = argparse.ArgumentParser(description="generate tokenizer goldens")
     ap.add_argument("--gguf", default="models/SmolLM2-135M-Instruct.Q4_1.gguf")
+    ap.add_argument("--gemma3", default="models/gemma-3-270m-q4_k_m.gguf")
     ap.add_argument("--out", default="tests/golden")
+    ap.add_argument("--only", choices=("smollm2", "gemma3", "trained", "spm"), action="append")
+    ap.add_argument("--train", action="store_true", help="retrain the committed trained models")
     ap.add_argument("--no-transformers", action="store_true", help="skip the cross-check")
     a = ap.parse_args()
+    only = a.only or ("smollm2", "gemma3", "trained", "spm")
+    if "gemma3" in only:
+        gen_gemma3(a)
+    if "trained" in only:
+        gen_trained(a)
+    if "spm" in only:
+        gen_spm(a)
+    if "smollm2" not in only:
+        return
     texts = corpus()
     with tempfile.TemporaryDirectory() as tmp:
         paths = gguf_to_tokenizer_json.write_variants(a.gguf, tmp)

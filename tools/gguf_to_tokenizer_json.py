@@ -17,8 +17,19 @@ variants, tokenizer_config.json with bos/eos/add_bos_token/chat_template from th
                    Sequence[Split(llama3 regex, Isolated), ByteLevel(use_regex=false)], with
                    ignore_merges (as Llama-3's own file) and a TemplateProcessing post-processor
                    that puts <|endoftext|> first (a BOS given by the post-processor, no config).
+  spm              for a SentencePiece GGUF (tokenizer.ggml.model = "llama", e.g. Gemma 3): the
+                   pipeline transformers' SentencePiece converters write: normalizer
+                   Replace(" ", "▁") (after Prepend("▁") when add_space_prefix), no
+                   pre_tokenizer, a BPE model with byte_fallback and fuse_unk, and decoders
+                   Replace("▁", " "), ByteFallback, Fuse (then Strip(" ", 1, 0) with the prefix).
+                   The merges are made from the vocabulary the way transformers'
+                   SentencePieceExtractor makes them: every split of a token into two tokens,
+                   ordered by the merged token's score (descending), then its id, then the ids of
+                   the two parts; control and user-defined tokens are added tokens (not
+                   normalized), as tokenizer.ggml.token_type says.
 
 Usage: python3 tools/gguf_to_tokenizer_json.py GGUF OUT [--only VARIANT ...]
+(a "llama" GGUF writes only the spm variant)
 """
 import argparse
 import json
@@ -31,6 +42,8 @@ GPT2_REGEX = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(
 LLAMA3_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|"
                 r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
 VARIANTS = ("smollm2-legacy", "smollm2-pairs", "llama3-pattern")
+SPM_VARIANTS = ("spm",)
+SPM_MARK = "\u2581"
 TOKEN_CONTROL, TOKEN_USER_DEFINED = 3, 4
 
 
@@ -57,12 +70,16 @@ def read_gguf_tokenizer(path):
     f = field("tokenizer.ggml.token_type")
     types = [int(f.parts[i][0]) for i in f.data] if f else None
     model = scalar("tokenizer.ggml.model")
-    if model != "gpt2":
-        raise SystemExit(f"{path}: tokenizer.ggml.model is {model!r}, not byte-level BPE 'gpt2'")
+    if model not in ("gpt2", "llama"):
+        raise SystemExit(f"{path}: tokenizer.ggml.model is {model!r}, not 'gpt2' or 'llama'")
+    f = field("tokenizer.ggml.scores")
     tok = {
+        "model": model,
         "tokens": strings("tokenizer.ggml.tokens"),
         "types": types,
-        "merges": strings("tokenizer.ggml.merges"),
+        "merges": strings("tokenizer.ggml.merges") if model == "gpt2" else [],
+        "scores": [float(f.parts[i][0]) for i in f.data] if f else None,
+        "add_space_prefix": bool(scalar("tokenizer.ggml.add_space_prefix", True)),
         "pre": scalar("tokenizer.ggml.pre"),
         "bos": scalar("tokenizer.ggml.bos_token_id"),
         "eos": scalar("tokenizer.ggml.eos_token_id"),
@@ -76,7 +93,59 @@ def read_gguf_tokenizer(path):
     return tok
 
 
+def spm_merges(tokens, scores):
+    """Merges of a SentencePiece vocabulary in transformers' SentencePieceExtractor order."""
+    vocab = {}
+    for i, t in enumerate(tokens):
+        vocab.setdefault(t, i)
+    merges = []
+    for t, i in vocab.items():
+        for k in range(1, len(t)):
+            a, b = vocab.get(t[:k]), vocab.get(t[k:])
+            if a is not None and b is not None:
+                merges.append((-scores[i], i, a, b, t[:k], t[k:]))
+    merges.sort()
+    return [[m[4], m[5]] for m in merges]
+
+
+def spm_tokenizer_json(tok):
+    tokens, types = tok["tokens"], tok["types"]
+    added = [{"id": i, "content": t, "single_word": False, "lstrip": False, "rstrip": False,
+              "normalized": False, "special": types[i] == TOKEN_CONTROL}
+             for i, t in enumerate(tokens) if types[i] in (TOKEN_CONTROL, TOKEN_USER_DEFINED)]
+    replace = {"type": "Replace", "pattern": {"String": " "}, "content": SPM_MARK}
+    decoders = [{"type": "Replace", "pattern": {"String": SPM_MARK}, "content": " "},
+                {"type": "ByteFallback"}, {"type": "Fuse"}]
+    if tok["add_space_prefix"]:
+        normalizer = {"type": "Sequence", "normalizers": [
+            {"type": "Prepend", "prepend": SPM_MARK}, replace]}
+        decoders.append({"type": "Strip", "content": " ", "start": 1, "stop": 0})
+    else:
+        normalizer = replace
+    vocab = {}
+    for i, t in enumerate(tokens):
+        vocab.setdefault(t, i)
+    unk = tok["unk"]
+    return {
+        "version": "1.0",
+        "truncation": None,
+        "padding": None,
+        "added_tokens": added,
+        "normalizer": normalizer,
+        "pre_tokenizer": None,
+        "post_processor": None,
+        "decoder": {"type": "Sequence", "decoders": decoders},
+        "model": {"type": "BPE", "dropout": None,
+                  "unk_token": tokens[unk] if unk is not None else None,
+                  "continuing_subword_prefix": None, "end_of_word_suffix": None,
+                  "fuse_unk": True, "byte_fallback": True, "ignore_merges": False,
+                  "vocab": vocab, "merges": spm_merges(tokens, tok["scores"])},
+    }
+
+
 def tokenizer_json(tok, variant):
+    if variant == "spm":
+        return spm_tokenizer_json(tok)
     tokens, types = tok["tokens"], tok["types"]
     added = [{"id": i, "content": t, "single_word": False, "lstrip": False, "rstrip": False,
               "normalized": False, "special": types[i] == TOKEN_CONTROL}
@@ -152,7 +221,9 @@ def tokenizer_config(tok):
 
 def write_variants(gguf_path, out, only=VARIANTS):
     tok = read_gguf_tokenizer(gguf_path)
-    if tok["pre"] not in ("smollm", None):
+    if tok["model"] == "llama":
+        only = SPM_VARIANTS
+    elif tok["pre"] not in ("smollm", None):
         print(f"note: {gguf_path} has pre-tokenizer {tok['pre']!r}; writing the SmolLM2 "
               "pipeline anyway", file=sys.stderr)
     paths = {}
@@ -177,7 +248,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("gguf")
     ap.add_argument("out")
-    ap.add_argument("--only", action="append", choices=VARIANTS)
+    ap.add_argument("--only", action="append", choices=VARIANTS + SPM_VARIANTS)
     a = ap.parse_args()
     for v, p in write_variants(a.gguf, a.out, tuple(a.only or VARIANTS)).items():
         print(p)

@@ -330,6 +330,9 @@ def main():
             bos_token={"content": "<|endoftext|>", "special": True}, add_bos_token=True,
             chat_template="{{ bos_token }}<|start_header_id|>{{ m }}<|end_header_id|>\n\n"
                           "{{ message['content'] | trim }}<|eot_id|>"),
+        # the committed trained models: byte_fallback BPE (SentencePiece-style) and Qwen2 regex
+        "bytefallback.json": open("tests/golden/tokenizer_bytefallback.model.json", "rb").read(),
+        "qwen2pattern.json": open("tests/golden/tokenizer_qwen2pattern.model.json", "rb").read(),
         "post_processor.json": tokenizer_json("gpt2", post={
             "type": "TemplateProcessing",
             "single": [{"SpecialToken": {"id": "<|im_start|>", "type_id": 0}},
@@ -348,6 +351,12 @@ def main():
         "invalid_utf8.txt": b"\x00ab\xff\xfe\xc3(\xe2\x82 \xf0\x9f\x98 end\xed\xa0\x80",
         "ids.bin": b"\x08" + struct.pack("<16H", 1, 9000, 300, 2, 49151, 49152, 0, 65535, 1000,
                                          12, 13, 14, 500, 501, 28, 29),
+        # flag bit 4: the SentencePiece tokenizer (tests/golden/tokenizer_spm.gguf)
+        "spm_plain.txt": "\x10Hello  world, the \u2581marker 2024 日本語 🙂\n".encode(),
+        "spm_special.txt": b"\x13<s>hi</s> there<unk>",
+        "spm_bytes.txt": b"\x10\x00\x01 \xc3\xa9\xff\xfe\xe2\x96 tail",
+        "spm_ids.bin": b"\x1c" + struct.pack("<12H", 1, 2, 3, 0x41 + 3, 0xe2 + 3, 0x96 + 3,
+                                           0x81 + 3, 500, 999, 1000, 1001, 65535),
     }
 
     seeds["fuzz_config"] = {
@@ -422,10 +431,13 @@ def main():
                                 "SpecialToken", "single", "ignore_merges", "unk_token",
                                 "bos_token", "eos_token", "pad_token", "add_bos_token",
                                 "add_eos_token", "chat_template", "<|im_start|>",
-                                "<|eot_id|>", "\\u0000", "\\ud83d\\ude00"],
+                                "<|eot_id|>", "\\u0000", "\\ud83d\\ude00", "byte_fallback",
+                                "fuse_unk", "Prepend", "prepend", "Replace", "String",
+                                "ByteFallback", "Fuse", "Strip", "start", "stop", "decoder",
+                                "decoders", "normalizers", "\u2581", "\\u2581", "<0x41>"],
         "fuzz_tokenizer": ["<|im_start|>", "<|im_end|>", "<|endoftext|>", "Ġ", "😀", "—",
                            b"\xc3", b"\xf0\x9f", b"\xed\xa0\x80", "'s", "'ll",
-                           "\r\n", "   ", "12345"],
+                           "\r\n", "   ", "12345", "\u2581", "<s>", "</s>", "<0xFF>"],
         "fuzz_config": [o for o in ["host", "port", "model", "model_id", "device", "threads",
                                     "kv_cache_mb", "kv_fraction", "page_size",
                                     "max_batch_tokens", "max_batch_seqs",

@@ -5,16 +5,24 @@
  * byte-level tokenizer (all 256 bytes, a few merges, ChatML specials) is built with
  * tokenizer_init so the target still runs in a bare checkout.
  *
+ * A second, SentencePiece-style tokenizer (U+2581, <0xNN> byte fallback, merges by score,
+ * add_space_prefix) is tests/golden/tokenizer_spm.gguf (or $FUZZ_TOKENIZER_SPM); without it a
+ * tiny one is built with tokenizer_init.
+ *
  * Input layout: byte 0 holds flags, the rest is the payload.
  *   bit 0 parse_special, bit 1 add_bos, bit 2 skip_special (decoding),
  *   bit 3 ids mode: the payload is little-endian u16 token ids (some outside the vocabulary)
- *         fed straight to decode, instead of text to encode.
+ *         fed straight to decode, instead of text to encode,
+ *   bit 4 use the SentencePiece tokenizer.
  * Properties checked (abort() on violation, so libFuzzer keeps the input):
  *   - every encoded id lies in the vocabulary;
  *   - streaming decode, one id at a time, then flush, equals tokenizer_decode of the sequence
  *     (up to a decoded NUL byte, where the C string of tokenizer_decode ends);
  *   - decode(encode(text)) == text when text is valid UTF-8 without NUL, every byte of it has a
- *     byte-level token in the vocabulary, add_bos is off and nothing is skipped;
+ *     byte-level token in the vocabulary, add_bos is off and nothing is skipped; for the
+ *     SentencePiece tokenizer (every byte has a <0xNN> token) when parse_special is also off
+ *     (each stretch after an added token gets its own space prefix) and the text holds no
+ *     U+2581 (which decodes to ' ', as in HF and SentencePiece);
  *   - the same text rendered as a chat message encodes with parse_special on.
  */
 #include <stdint.h>
@@ -25,12 +33,11 @@
 #include "model/model.h"
 #include "model/tokenizer.h"
 
-static struct tokenizer *g_tok;
+static struct tokenizer *g_tok, *g_bpe, *g_spm;
 static unsigned char g_has_byte[256]; /* 1 when the byte's byte-level token is in the vocab */
 
 /* GPT-2 bytes_to_unicode: byte B as the UTF-8 of its byte-level character. */
-static void byte_level(unsigned b, char *out)
-{
+static void byte_level(unsigned b, char *out) {
     unsigned cp;
     if ((b >= 0x21 && b <= 0x7e) || (b >= 0xa1 && b <= 0xac) || (b >= 0xae && b <= 0xff)) {
         cp = b;
@@ -51,8 +58,7 @@ static void byte_level(unsigned b, char *out)
     }
 }
 
-static struct tokenizer *tiny_tokenizer(void)
-{
+static struct tokenizer *tiny_tokenizer(void) {
     enum { NB = 256, NM = 4, NS = 3, N = NB + NM + NS };
     static char bytes[NB][4];
     const char *toks[N];
@@ -76,9 +82,20 @@ static struct tokenizer *tiny_tokenizer(void)
         types[NB + NM + i] = TOK_TYPE_CONTROL;
     }
     struct tokenizer_spec s = {
-        .n_tokens = N, .tokens = toks, .token_types = types, .n_merges = NM, .merge_left = ml,
-        .merge_right = mr, .pre = TOK_PRE_SMOLLM, .bos_id = NB + NM, .eos_id = NB + NM + 2,
-        .eot_id = -1, .pad_id = -1, .unk_id = -1, .add_bos = 0, .add_eos = 0,
+        .n_tokens = N,
+        .tokens = toks,
+        .token_types = types,
+        .n_merges = NM,
+        .merge_left = ml,
+        .merge_right = mr,
+        .pre = TOK_PRE_SMOLLM,
+        .bos_id = NB + NM,
+        .eos_id = NB + NM + 2,
+        .eot_id = -1,
+        .pad_id = -1,
+        .unk_id = -1,
+        .add_bos = 0,
+        .add_eos = 0,
     };
     struct tokenizer *t = NULL;
     char err[256];
@@ -89,8 +106,74 @@ static struct tokenizer *tiny_tokenizer(void)
     return t;
 }
 
-static void find_bytes(void)
-{
+/* A tiny SentencePiece-style vocabulary: <unk> <s> </s>, the 256 byte tokens, then pieces with
+ * descending scores (merged by score, add_space_prefix on). */
+static struct tokenizer *tiny_spm(void) {
+    enum { NS = 3, NB = 256, NP = 8, N = NS + NB + NP };
+    static char bytes[NB][8];
+    static const char *pieces[NP] = {"\xe2\x96\x81",
+                                     "\xe2\x96\x81t",
+                                     "he",
+                                     "\xe2\x96\x81the",
+                                     "h",
+                                     "t",
+                                     "e",
+                                     "\xe2\x96\x81\xe2\x96\x81"};
+    const char *toks[N] = {"<unk>", "<s>", "</s>"};
+    int32_t types[N] = {TOK_TYPE_UNKNOWN, TOK_TYPE_CONTROL, TOK_TYPE_CONTROL};
+    float scores[N] = {0, 0, 0};
+    for (int i = 0; i < NB; i++) {
+        snprintf(bytes[i], sizeof(bytes[i]), "<0x%02X>", i);
+        toks[NS + i] = bytes[i];
+        types[NS + i] = TOK_TYPE_BYTE;
+        scores[NS + i] = 0;
+    }
+    for (int i = 0; i < NP; i++) {
+        toks[NS + NB + i] = pieces[i];
+        types[NS + NB + i] = TOK_TYPE_NORMAL;
+        scores[NS + NB + i] = -(float)i;
+    }
+    struct tokenizer_spec s = {
+        .n_tokens = N,
+        .tokens = toks,
+        .token_types = types,
+        .pre = TOK_PRE_NONE,
+        .bos_id = 1,
+        .eos_id = 2,
+        .eot_id = -1,
+        .pad_id = -1,
+        .unk_id = 0,
+        .add_bos = 1,
+        .model = TOK_MODEL_SPM,
+        .scores = scores,
+        .prefix = TOK_PREFIX_EACH,
+        .fuse_unk = 1,
+        .strip_space = 1,
+    };
+    struct tokenizer *t = NULL;
+    char err[256];
+    if (tokenizer_init(&s, &t, err, sizeof(err))) {
+        fprintf(stderr, "fuzz_tokenizer: tiny SentencePiece tokenizer: %s\n", err);
+        abort();
+    }
+    return t;
+}
+
+static void load_spm(void) {
+    const char *path = getenv("FUZZ_TOKENIZER_SPM");
+    if (!path) path = "tests/golden/tokenizer_spm.gguf";
+    char err[512];
+    FILE *f = fopen(path, "rb");
+    if (f) {
+        fclose(f);
+        if (model_load_tokenizer(path, &g_spm, NULL, err, sizeof(err)) == 0) return;
+        fprintf(stderr, "fuzz_tokenizer: %s\n", err);
+        abort();
+    }
+    g_spm = tiny_spm();
+}
+
+static void find_bytes(void) {
     for (unsigned b = 0; b < 256; b++) {
         char s[4];
         byte_level(b, s);
@@ -98,14 +181,13 @@ static void find_bytes(void)
     }
 }
 
-int LLVMFuzzerInitialize(int *argc, char ***argv)
-{
+int LLVMFuzzerInitialize(int *argc, char ***argv) {
     (void)argc;
     (void)argv;
 
+    load_spm();
     const char *path = getenv("FUZZ_TOKENIZER_MODEL");
-    if (!path)
-        path = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
+    if (!path) path = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
     char err[512];
     FILE *f = fopen(path, "rb");
     if (f) {
@@ -114,6 +196,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
             fprintf(stderr, "fuzz_tokenizer: using the tokenizer of %s (%d tokens)\n", path,
                     tokenizer_n_vocab(g_tok));
             find_bytes();
+            g_bpe = g_tok;
             return 0;
         }
         fprintf(stderr, "fuzz_tokenizer: %s\n", err);
@@ -121,23 +204,21 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     }
     g_tok = tiny_tokenizer();
     find_bytes();
+    g_bpe = g_tok;
     fprintf(stderr, "fuzz_tokenizer: %s not found; using a tiny built-in tokenizer\n", path);
     return 0;
 }
 
 /* 1 when every byte of TEXT has its byte-level token (SmolLM2 lacks 21 of the 256, e.g. 0x13
  * and 0xff; like HF, encode drops such bytes, so the round trip cannot hold for them). */
-static int all_bytes_known(const unsigned char *s, size_t n)
-{
+static int all_bytes_known(const unsigned char *s, size_t n) {
     for (size_t i = 0; i < n; i++)
-        if (!g_has_byte[s[i]])
-            return 0;
+        if (!g_has_byte[s[i]]) return 0;
     return 1;
 }
 
 /* Strict UTF-8 (no overlongs, no surrogates, at most U+10FFFF). */
-static int utf8_valid(const unsigned char *s, size_t n)
-{
+static int utf8_valid(const unsigned char *s, size_t n) {
     size_t i = 0;
     while (i < n) {
         unsigned c = s[i];
@@ -158,11 +239,9 @@ static int utf8_valid(const unsigned char *s, size_t n)
         } else {
             return 0;
         }
-        if (n - i <= k)
-            return 0;
+        if (n - i <= k) return 0;
         for (size_t j = 1; j <= k; j++) {
-            if ((s[i + j] & 0xc0) != 0x80)
-                return 0;
+            if ((s[i + j] & 0xc0) != 0x80) return 0;
             cp = cp << 6 | (s[i + j] & 0x3f);
         }
         if ((k == 2 && cp < 0x800) || (k == 3 && (cp < 0x10000 || cp > 0x10ffff)) ||
@@ -173,16 +252,14 @@ static int utf8_valid(const unsigned char *s, size_t n)
     return 1;
 }
 
-static void dump(const char *what, const void *p, size_t n)
-{
+static void dump(const char *what, const void *p, size_t n) {
     fprintf(stderr, "%s (%zu bytes):", what, n);
     for (size_t i = 0; i < n; i++)
         fprintf(stderr, " %02x", ((const unsigned char *)p)[i]);
     fprintf(stderr, "\n");
 }
 
-static void stream_mismatch(const int *ids, int n, const char *full, const char *acc, size_t a)
-{
+static void stream_mismatch(const int *ids, int n, const char *full, const char *acc, size_t a) {
     fprintf(stderr, "stream decode differs from full decode; ids:");
     for (int i = 0; i < n; i++) {
         char b[64];
@@ -201,12 +278,10 @@ static void stream_mismatch(const int *ids, int n, const char *full, const char 
 /* Decode IDS both ways and require equal results; returns the full decode (malloc'd).
  * tokenizer_decode returns a C string, so a NUL byte inside the decoded text (token "\0") ends
  * it there; the stream's bytes are compared up to their first NUL likewise. */
-static char *check_stream(const int *ids, int n, int skip)
-{
+static char *check_stream(const int *ids, int n, int skip) {
     const struct tokenizer *t = g_tok;
     char *full = tokenizer_decode(t, ids, n, skip);
-    if (!full)
-        abort();
+    if (!full) abort();
     size_t cap = tok_stream_cap(t), flen = strlen(full);
     char *acc = malloc(((size_t)n + 1) * cap);
     size_t a = 0;
@@ -215,22 +290,20 @@ static char *check_stream(const int *ids, int n, int skip)
     for (int i = 0; i <= n; i++) {
         size_t w = i < n ? tok_stream_push(t, &s, ids[i], acc + a, cap)
                          : tok_stream_flush(&s, acc + a, cap);
-        if (w >= cap)
-            abort(); /* tok_stream_cap() is always enough */
+        if (w >= cap) abort(); /* tok_stream_cap() is always enough */
         a += w;
     }
     const char *nul = memchr(acc, 0, a);
     size_t alen = nul ? (size_t)(nul - acc) : a;
-    if (alen != flen || memcmp(acc, full, flen))
-        stream_mismatch(ids, n, full, acc, a);
+    if (alen != flen || memcmp(acc, full, flen)) stream_mismatch(ids, n, full, acc, a);
     free(acc);
     return full;
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
-{
-    if (size < 1)
-        return 0;
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    if (size < 1) return 0;
+    int spm = (data[0] >> 4) & 1;
+    g_tok = spm ? g_spm : g_bpe; /* libFuzzer runs one input at a time */
     const struct tokenizer *t = g_tok;
     int parse_special = data[0] & 1, add_bos = (data[0] >> 1) & 1, skip = (data[0] >> 2) & 1;
     const char *text = (const char *)data + 1;
@@ -258,11 +331,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     }
     for (int i = 0; i < n; i++)
-        if (ids[i] < 0 || ids[i] >= tokenizer_n_vocab(t))
-            abort();
+        if (ids[i] < 0 || ids[i] >= tokenizer_n_vocab(t)) abort();
     char *full = check_stream(ids, n, skip);
-    if (!add_bos && !skip && utf8_valid((const unsigned char *)text, len) && !memchr(text, 0, len) &&
-        all_bytes_known((const unsigned char *)text, len) &&
+    if (!add_bos && !skip && utf8_valid((const unsigned char *)text, len) &&
+        !memchr(text, 0, len) &&
+        (spm ? !parse_special && !memmem(text, len, "\xe2\x96\x81", 3)
+             : all_bytes_known((const unsigned char *)text, len)) &&
         (strlen(full) != len || memcmp(full, text, len))) {
         fprintf(stderr, "decode(encode(text)) != text (parse_special %d)\n", parse_special);
         dump("text   ", text, len);

@@ -1,4 +1,4 @@
-/* test_tokenizer.c — the byte-level BPE tokenizer against the Hugging Face `tokenizers` oracle.
+/* test_tokenizer.c — the BPE tokenizers against the Hugging Face `tokenizers` oracle.
  *
  * Goldens (tools/gen_tokenizer_golden.py): tests/golden/tokenizer_smollm2.json (300+ strings:
  * ids with special tokens parsed and split, decodes) and tests/golden/tokenizer_llama3pattern.json
@@ -7,6 +7,16 @@
  *   - from the GGUF (model_load_tokenizer → tokenizer.ggml.* → tokenizer_init);
  *   - from tokenizer.json with "a b" merges and with ["a","b"] merges, written at test time by
  *     tools/gguf_to_tokenizer_json.py (needs python3 with the `gguf` package; $PYTHON overrides).
+ * SentencePiece-style and Qwen2 models (goldens from the same script, 300+ strings each):
+ *   - Gemma 3's own GGUF (tokenizer.ggml.model "llama": scores, <0xNN> byte fallback, U+2581),
+ *     when fetched (tools/fetch_model.py --gemma3; $FLASHGEN_GEMMA3 overrides the path);
+ *   - tests/golden/tokenizer_bytefallback.model.json, a Llama-2-style byte_fallback BPE, and
+ *     tests/golden/tokenizer_qwen2pattern.model.json, a byte-level BPE with Qwen2's regex, both
+ *     trained by the `tokenizers` library and committed (the Qwen2 one also as a tokenizer-only
+ *     GGUF with tokenizer.ggml.pre = "qwen2");
+ *   - tests/golden/tokenizer_spm.gguf, a tokenizer-only GGUF of a BPE model trained by the
+ *     `sentencepiece` library as Llama-2's is (add_space_prefix, byte_fallback), against
+ *     SentencePiece's own encode and decode.
  * Plus streaming decode across split UTF-8 characters, invalid UTF-8, pre-tokenizer pieces,
  * added-token rules on a hand-made vocabulary, errors, and encode speed.
  */
@@ -27,10 +37,18 @@
 #define MODEL_PATH "models/SmolLM2-135M-Instruct.Q4_1.gguf"
 #define GOLDEN_SMOLLM2 "tests/golden/tokenizer_smollm2.json"
 #define GOLDEN_LLAMA3 "tests/golden/tokenizer_llama3pattern.json"
+#define GOLDEN_GEMMA3 "tests/golden/tokenizer_gemma3.json"
+#define GEMMA3_PATH "models/gemma-3-270m-q4_k_m.gguf"
+#define BYTEFALLBACK_MODEL "tests/golden/tokenizer_bytefallback.model.json"
+#define GOLDEN_BYTEFALLBACK "tests/golden/tokenizer_bytefallback.json"
+#define QWEN2_MODEL "tests/golden/tokenizer_qwen2pattern.model.json"
+#define GOLDEN_QWEN2 "tests/golden/tokenizer_qwen2pattern.json"
+#define QWEN2_GGUF "tests/golden/tokenizer_qwen2pattern.gguf"
+#define SPM_GGUF "tests/golden/tokenizer_spm.gguf"
+#define GOLDEN_SPM "tests/golden/tokenizer_spm.json"
 
 /* --- helpers -----------------------------------------------------------------------------------
  */
-
 
 static cJSON *load_golden(const char *path) {
     char *text = tu_slurp(path, NULL);
@@ -269,13 +287,137 @@ Test(tokenizer, json_matches_hf_golden, .timeout = 180) {
     remove_json_variants(dir);
 }
 
+/* --- SentencePiece and Qwen2 ------------------------------------------------------------------
+ */
+
+Test(tokenizer, gemma3_gguf_matches_hf_golden, .timeout = 120) {
+    const char *path = getenv("FLASHGEN_GEMMA3") ? getenv("FLASHGEN_GEMMA3") : GEMMA3_PATH;
+    if (access(path, R_OK) != 0)
+        cr_skip_test("%s not fetched (python3 tools/fetch_model.py --gemma3)", path);
+    struct tokenizer *t = NULL;
+    char err[512], *tmpl = NULL;
+    cr_assert_eq(model_load_tokenizer(path, &t, &tmpl, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(tokenizer_n_vocab(t), 262144);
+    cr_assert_eq(tokenizer_pre(t), TOK_PRE_NONE);
+    cr_assert_eq(tokenizer_bos(t), 2);
+    cr_assert_eq(tokenizer_eos(t), 1);
+    cr_assert_eq(tokenizer_add_bos(t), 1);
+    cr_assert(tokenizer_is_eog(t, 1) && tokenizer_is_eog(t, 106) && !tokenizer_is_eog(t, 105));
+    cr_assert_eq(tokenizer_find(t, "<start_of_turn>"), 105);
+    for (int b = 0; b < 256; b++)
+        cr_assert(tokenizer_has_byte(t, (unsigned char)b), "no <0x%02X>", b);
+    char buf[8];
+    cr_assert_eq(tokenizer_token_bytes(t, 238 + 0x41, buf, sizeof(buf)), 1); /* <0x41> */
+    cr_assert_eq(buf[0], 'A');
+    int fails = check_golden(t, GOLDEN_GEMMA3, "gemma3", 0);
+    cr_assert_eq(fails, 0, "gemma3: %d golden cases failed (see stderr)", fails);
+    /* add_bos puts <bos> first */
+    int *ids = NULL, n = 0;
+    cr_assert_eq(tokenizer_encode(t, "Hello world", 11, 1, 1, &ids, &n, err, sizeof(err)), 0);
+    cr_assert(n == 3 && ids[0] == 2 && ids[1] == 9259 && ids[2] == 1902);
+    free(ids);
+    tokenizer_free(t);
+    free(tmpl);
+}
+
+Test(tokenizer, spm_gguf_matches_sentencepiece, .timeout = 60) {
+    struct tokenizer *t = NULL;
+    char err[512];
+    cr_assert_eq(model_load_tokenizer(SPM_GGUF, &t, NULL, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(tokenizer_n_vocab(t), 1000);
+    cr_assert_eq(tokenizer_bos(t), 1);
+    cr_assert_eq(tokenizer_add_bos(t), 1);
+    cr_assert_eq(tokenizer_find(t, "<0x41>"), 3 + 0x41);
+    int fails = check_golden(t, GOLDEN_SPM, "spm", 0);
+    cr_assert_eq(fails, 0, "spm: %d golden cases failed (see stderr)", fails);
+    /* add_space_prefix: every stretch between added tokens gets its own U+2581 (llama.cpp) */
+    int *a = NULL, *b = NULL, na = 0, nb = 0;
+    cr_assert_eq(tokenizer_encode(t, "<s>hi</s>hi", 11, 1, 0, &a, &na, err, sizeof(err)), 0);
+    cr_assert_eq(tokenizer_encode(t, "hi", 2, 1, 0, &b, &nb, err, sizeof(err)), 0);
+    cr_assert(na == 2 * nb + 2 && a[0] == 1 && a[nb + 1] == 2);
+    for (int i = 0; i < nb; i++)
+        cr_assert(a[1 + i] == b[i] && a[nb + 2 + i] == b[i]);
+    free(a);
+    free(b);
+    tokenizer_free(t);
+}
+
+Test(tokenizer, bytefallback_json_matches_hf_golden, .timeout = 60) {
+    struct tokenizer *t = NULL;
+    char err[512], *tmpl = (char *)1;
+    cr_assert_eq(tokenizer_from_json(BYTEFALLBACK_MODEL, &t, &tmpl, err, sizeof(err)), 0, "%s",
+                 err);
+    cr_assert_null(tmpl);
+    cr_assert_eq(tokenizer_pre(t), TOK_PRE_NONE);
+    cr_assert_eq(tokenizer_bos(t), 1); /* <s> from the TemplateProcessing post-processor */
+    cr_assert_eq(tokenizer_add_bos(t), 1);
+    cr_assert_eq(tokenizer_find(t, "<0x00>"), 3);
+    int fails = check_golden(t, GOLDEN_BYTEFALLBACK, "bytefallback", 0);
+    cr_assert_eq(fails, 0, "bytefallback: %d golden cases failed (see stderr)", fails);
+    /* Strip(" ", 1, 0): the prefixed space is gone from the decode, also when streamed */
+    int *ids = NULL, n = 0, split_ok;
+    cr_assert_eq(tokenizer_encode(t, "hello world", 11, 1, 1, &ids, &n, err, sizeof(err)), 0);
+    cr_assert(n > 1 && ids[0] == 1);
+    char *d = tokenizer_decode(t, ids, n, 1), *sd = stream_decode(t, ids, n, 1, &split_ok);
+    cr_assert_str_eq(d, "hello world");
+    cr_assert_str_eq(sd, "hello world");
+    free(d);
+    free(sd);
+    free(ids);
+    tokenizer_free(t);
+}
+
+Test(tokenizer, qwen2_json_matches_hf_golden, .timeout = 60) {
+    struct tokenizer *t = NULL;
+    char err[512];
+    cr_assert_eq(tokenizer_from_json(QWEN2_MODEL, &t, NULL, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(tokenizer_pre(t), TOK_PRE_QWEN2);
+    int fails = check_golden(t, GOLDEN_QWEN2, "qwen2pattern", 0);
+    cr_assert_eq(fails, 0, "qwen2pattern: %d golden cases failed (see stderr)", fails);
+    tokenizer_free(t);
+}
+
+Test(tokenizer, qwen2_gguf_matches_hf_golden_and_unknown_pre_is_named, .timeout = 60) {
+    struct tokenizer *t = NULL;
+    char err[512];
+    cr_assert_eq(model_load_tokenizer(QWEN2_GGUF, &t, NULL, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(tokenizer_pre(t), TOK_PRE_QWEN2);
+    int fails = check_golden(t, GOLDEN_QWEN2, "qwen2pattern-gguf", 0);
+    cr_assert_eq(fails, 0, "qwen2pattern-gguf: %d golden cases failed (see stderr)", fails);
+    tokenizer_free(t);
+
+    /* the same file with tokenizer.ggml.pre = "qwenX": refused, naming the value */
+    size_t n;
+    char *b = tu_slurp(QWEN2_GGUF, &n);
+    cr_assert(b);
+    static const char key[] = "tokenizer.ggml.pre";
+    char *at = memmem(b, n, key, sizeof(key) - 1);
+    cr_assert(at);
+    at += sizeof(key) - 1 + 4 + 8; /* value type (u32), string length (u64) */
+    cr_assert(memcmp(at, "qwen2", 5) == 0);
+    at[4] = 'X';
+    char path[256];
+    snprintf(path, sizeof(path), "tests/tmp/tok-pre-%d.gguf", (int)getpid());
+    cr_assert_eq(system("mkdir -p tests/tmp"), 0);
+    FILE *f = fopen(path, "wb");
+    cr_assert(f && fwrite(b, 1, n, f) == n);
+    fclose(f);
+    free(b);
+    t = (struct tokenizer *)1;
+    cr_assert_eq(model_load_tokenizer(path, &t, NULL, err, sizeof(err)), -1);
+    cr_assert_null(t);
+    cr_assert(strstr(err, "pre-tokenizer 'qwenX' is not supported"), "%s", err);
+    unlink(path);
+}
+
 /* --- streaming and invalid UTF-8 ---------------------------------------------------------------
  */
 
 Test(tokenizer, stream_never_splits_characters, .timeout = 60) {
     struct tokenizer *t = load_gguf_tokenizer(NULL);
     static const char *const texts[] = {
-        "👨‍👩‍👧‍👦 family 🇺🇸🇫🇷 and 😀😁🤖🚀✨ mixed with 你好，世界 "
+        "👨‍👩‍👧‍👦 family 🇺🇸🇫🇷 and 😀😁🤖🚀✨ mixed with "
+        "你好，世界 "
         "and "
         "日本語のテキスト",
         "🙂🙂🙂🙂🙂🙂",
@@ -450,6 +592,10 @@ Test(pretok, gpt2_smollm_llama3_pieces) {
     pieces_are(TOK_PRE_LLAMA3, "x \n\n  y", "x| \n\n| | y");
     pieces_are(TOK_PRE_LLAMA3, "a?!\r\nb", "a|?!\r\n|b");
     pieces_are(TOK_PRE_LLAMA3, " 1", " |1");
+    pieces_are(TOK_PRE_QWEN2, "1234567", "1|2|3|4|5|6|7");
+    pieces_are(TOK_PRE_QWEN2, "I'M 12 fine", "I|'M| |1|2| fine");
+    pieces_are(TOK_PRE_QWEN2, "x \n\n  y", "x| \n\n| | y");
+    pieces_are(TOK_PRE_NONE, "a  b\n 1", "a  b\n 1");
 }
 
 /* --- added tokens on a hand-made vocabulary ----------------------------------------------------
