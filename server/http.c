@@ -84,7 +84,7 @@ struct http_req {
     char *body;
     size_t body_len, body_cap;
     int too_large, header_too_large, bad_route, dispatched;
-    int unauth;           /* the API key is wrong: the body is discarded, the reply is 401 */
+    int unauth;           /* the API key is wrong: 401 at the headers, the body is not read */
     int framing;          /* 400/501: ambiguous or unsupported message framing */
     char framing_msg[96]; /* its message */
     size_t drained;       /* body bytes read and discarded */
@@ -535,9 +535,13 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         else if (declared > s->o.max_body)
             r->too_large = 1;
         r->unauth = !auth_ok(r);
-        if (r->framing || r->header_too_large || declared > HTTP_DRAIN_MAX) {
-            /* refuse before reading the body and close the connection after the reply */
-            r->close_after = 1;
+        int has_body =
+            declared > 0 ||
+            MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING);
+        if (r->framing || r->header_too_large || declared > HTTP_DRAIN_MAX || r->unauth) {
+            /* refuse before reading the body (an unauthenticated client gets nothing read or
+             * stored) and close the connection after the reply if a body follows */
+            r->close_after = r->framing || r->header_too_large || has_body;
             dispatch(r);
             return queue_stored(r);
         }
@@ -547,13 +551,13 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         size_t n = *upload_data_size;
         *upload_data_size = 0;
         if (r->has_resp || r->dispatched) return MHD_YES;
-        if (!r->too_large && !r->unauth && r->body_len + n > s->o.max_body) {
+        if (!r->too_large && r->body_len + n > s->o.max_body) {
             r->too_large = 1;
             free(r->body);
             r->body = NULL;
             r->body_len = r->body_cap = 0;
         }
-        if (r->too_large || r->unauth) {
+        if (r->too_large) {
             /* discard; past HTTP_DRAIN_MAX close without reading more (MHD cannot queue a reply
              * in the middle of a body) */
             r->drained += n;

@@ -9,11 +9,12 @@
  *
  * Hostile input is refused before the handler: ambiguous framing (Content-Length with
  * Transfer-Encoding, differing Content-Lengths, whitespace before a header's colon: 400; another
- * Transfer-Encoding: 501) closes the connection; a wrong API key (401) or a body over the limit
- * (413) is known when the headers arrive, and the body is then read and discarded (up to
- * HTTP_DRAIN_MAX bytes, never stored) so that the client, which sends its body before it reads,
- * sees the reply. A connection that has not delivered a whole request read_timeout seconds after
- * it opened (or after its previous reply) is dropped, however slowly it trickles.
+ * Transfer-Encoding: 501) closes the connection; a wrong API key gets 401 as soon as the headers
+ * arrive, its body never read; a body over the limit (413) is read and discarded (up to
+ * HTTP_DRAIN_MAX bytes, never stored) before the reply, so that a client that sends its whole
+ * body before it reads (python's http.client, requests) sees the 413 instead of a reset. A
+ * connection that has not delivered a whole request read_timeout seconds after it opened (or after
+ * its previous reply) is dropped, however slowly it trickles.
  *
  * A request's life: MHD collects the body → the route's handler runs once with the whole body
  * and either replies at once, defers (the connection is suspended until http_reply_* is called
