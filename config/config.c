@@ -11,9 +11,12 @@
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>
+#include <netdb.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 
 #define OFF(f) offsetof(struct config, f)
 
@@ -59,6 +62,13 @@ static const struct config_option SCHEMA[] = {
      "request line + headers limit in bytes; larger get 431"},
     {"max_connections", CONFIG_T_INT, OFF(max_connections), "1024", NULL, 1, 1 << 20,
      "open HTTP connections (each costs a file descriptor); more wait in the listen backlog"},
+    {"max_connections_per_client", CONFIG_T_INT, OFF(max_connections_per_client), "256", NULL, 0,
+     1 << 20,
+     "open HTTP connections from one client address (more are closed at once), so one client "
+     "cannot take every slot; behind a reverse proxy all clients share its address; 0 = no limit"},
+    {"request_read_timeout", CONFIG_T_DOUBLE, OFF(request_read_timeout), "30", NULL, 0, 1e7,
+     "seconds a connection has to send a whole request (headers and body), counted from its "
+     "opening or its previous reply, however slowly it trickles; then it is dropped; 0 = none"},
     {"request_timeout", CONFIG_T_DOUBLE, OFF(request_timeout), "600", NULL, 0, 1e7,
      "seconds from arrival to the end of a generation; 0 = none"},
     {"queue_timeout", CONFIG_T_DOUBLE, OFF(queue_timeout), "60", NULL, 0, 1e7,
@@ -377,6 +387,34 @@ int config_load(struct config *c, int argc, char **argv, char **envp, char *err,
         char source[128];
         snprintf(source, sizeof source, "flag --%.*s", (int)nl, a);
         if (set_opt(c, o, v, source, err, errlen)) return -1;
+    }
+    return config_validate(c, err, errlen);
+}
+
+int config_validate(const struct config *c, char *err, size_t errlen) {
+    if (!c->host || !*c->host) {
+        errf(err, errlen,
+             "option host is empty: give an address or name to listen on (0.0.0.0 for every "
+             "interface)");
+        return -1;
+    }
+    struct addrinfo hints = {0}, *ai = NULL;
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE;
+    int gai = getaddrinfo(c->host, NULL, &hints, &ai);
+    if (gai) {
+        errf(err, errlen, "invalid value '%s' for option host: %s", c->host, gai_strerror(gai));
+        return -1;
+    }
+    freeaddrinfo(ai);
+    struct stat st;
+    if (c->model && stat(c->model, &st) == 0 && !S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode)) {
+        errf(err, errlen,
+             "invalid value '%s' for option model: not a regular file or a directory (a FIFO, "
+             "socket or device)",
+             c->model);
+        return -1;
     }
     return 0;
 }

@@ -25,30 +25,32 @@ enum config_device {
 };
 
 struct config {
-    char *config_file;           /* the JSON file that was read, or NULL */
-    char *host;                  /* listen address */
-    int port;                    /* listen port; 0 = ephemeral (tests) */
-    char *model;                 /* model path (.gguf or HF directory) */
-    char *model_id;              /* name reported by /info and /v1/models; "" = file name */
-    int device;                  /* enum config_device */
-    int threads;                 /* CPU backend threads; 0 = all cores */
-    int kv_cache_mb;             /* KV pool size in MiB; 0 = engine default */
-    double kv_fraction;          /* GPU: fraction of free memory for the KV pool */
-    int page_size;               /* tokens per KV page */
-    int max_batch_tokens;        /* tokens per iteration (decode tokens + prefill chunks) */
-    int max_batch_seqs;          /* sequences per iteration */
-    int max_concurrent_requests; /* queued + running generations; more gives 429 */
-    int max_input_tokens;        /* prompt limit; 0 = model context - 1 */
-    int max_total_tokens;        /* prompt + new tokens limit; 0 = model context */
-    int default_max_new_tokens;  /* when a request gives none */
-    int max_stop_sequences;      /* per request */
-    int max_body_bytes;          /* request body limit */
-    int max_header_bytes;        /* request line + headers limit; more gives 431 */
-    int max_connections;         /* open HTTP connections; more wait in the listen backlog */
-    double request_timeout;      /* seconds from arrival to the end of generation; 0 = none */
-    double queue_timeout;        /* seconds a request may wait for admission; 0 = none */
-    double shutdown_grace;       /* seconds to drain in-flight requests on SIGTERM */
-    int connection_timeout;      /* seconds without progress before a connection is dropped */
+    char *config_file;              /* the JSON file that was read, or NULL */
+    char *host;                     /* listen address */
+    int port;                       /* listen port; 0 = ephemeral (tests) */
+    char *model;                    /* model path (.gguf or HF directory) */
+    char *model_id;                 /* name reported by /info and /v1/models; "" = file name */
+    int device;                     /* enum config_device */
+    int threads;                    /* CPU backend threads; 0 = all cores */
+    int kv_cache_mb;                /* KV pool size in MiB; 0 = engine default */
+    double kv_fraction;             /* GPU: fraction of free memory for the KV pool */
+    int page_size;                  /* tokens per KV page */
+    int max_batch_tokens;           /* tokens per iteration (decode tokens + prefill chunks) */
+    int max_batch_seqs;             /* sequences per iteration */
+    int max_concurrent_requests;    /* queued + running generations; more gives 429 */
+    int max_input_tokens;           /* prompt limit; 0 = model context - 1 */
+    int max_total_tokens;           /* prompt + new tokens limit; 0 = model context */
+    int default_max_new_tokens;     /* when a request gives none */
+    int max_stop_sequences;         /* per request */
+    int max_body_bytes;             /* request body limit */
+    int max_header_bytes;           /* request line + headers limit; more gives 431 */
+    int max_connections;            /* open HTTP connections; more wait in the listen backlog */
+    int max_connections_per_client; /* open connections from one address; 0 = no limit */
+    double request_read_timeout;    /* seconds to receive a whole request; 0 = none */
+    double request_timeout;         /* seconds from arrival to the end of generation; 0 = none */
+    double queue_timeout;           /* seconds a request may wait for admission; 0 = none */
+    double shutdown_grace;          /* seconds to drain in-flight requests on SIGTERM */
+    int connection_timeout;         /* seconds without progress before a connection is dropped */
     double sse_ping;  /* seconds between keep-alive comments on an idle stream; 0 = off */
     char *api_key;    /* "" = no authentication */
     int log_format;   /* enum config_log_format */
@@ -80,14 +82,18 @@ const struct config_option *config_schema(size_t *n);
 /* Fill c with every default (strings are malloc'd). Returns 0 or -1. */
 int config_defaults(struct config *c, char *err, size_t errlen);
 /* Defaults, then the file, then ENVP (NULL-terminated "K=V" list, or NULL), then ARGV (argv[0]
- * is the command name and is skipped). Returns 0, 1 when --help was asked (nothing else done),
- * or -1 with a message naming the option. */
+ * is the command name and is skipped), then config_validate. Returns 0, 1 when --help was asked
+ * (nothing else done), or -1 with a message naming the option. */
 int config_load(struct config *c, int argc, char **argv, char **envp, char *err, size_t errlen);
 /* Apply one value given as text; SOURCE names where it came from for the message. */
 int config_set(struct config *c, const char *name, const char *value, const char *source, char *err,
                size_t errlen);
 /* Apply a JSON config file (an object keyed by option names). */
 int config_load_file(struct config *c, const char *path, char *err, size_t errlen);
+/* Checks across the whole configuration once every source is applied: host is a name or
+ * address that resolves (getaddrinfo), not ""; model, when it exists, is a regular file or a
+ * directory (a FIFO or device would block the loader in open()). Returns 0 or -1. */
+int config_validate(const struct config *c, char *err, size_t errlen);
 void config_free(struct config *c); /* accepts zeroed and half-filled configs */
 
 /* --help text generated from the schema. */

@@ -1,10 +1,12 @@
-/* ep_health.c — GET /health and GET /info, answered on the loop thread from server state alone,
- * so they reply at once however busy the worker is.
+/* ep_health.c — GET /health, GET /info and GET /v1/models/{id}, answered on the loop thread
+ * from server state alone, so they reply at once however busy the worker is.
  *
  * /health: 200 {"status":"ok"} when requests are served; 503 {"status":"loading"|"draining"|
  * "failed"} otherwise (a load balancer's readiness probe and Docker's HEALTHCHECK read the code).
  */
 #include <cjson/cJSON.h>
+#include <string.h>
+#include <time.h>
 
 #include "server/serve.h"
 
@@ -67,4 +69,22 @@ void ep_info(struct http_req *r) {
     cJSON_AddNullToObject(o, "sha");
     cJSON_AddNullToObject(o, "docker_label");
     http_reply_json(r, 200, o);
+}
+
+/* GET /v1/models/{id} (OpenAI "retrieve model"): the one model object of /v1/models, or 404. */
+void ep_model(struct http_req *r) {
+    struct server *sv = http_req_app(r);
+    const char *id = http_req_path(r) + strlen("/v1/models/");
+    if (strcmp(id, sv->model_id)) {
+        http_reply_error(r, 404, "not_found", "model", "The model '%.200s' does not exist", id);
+        return;
+    }
+    cJSON *m = cJSON_CreateObject();
+    cJSON_AddStringToObject(m, "id", sv->model_id);
+    cJSON_AddStringToObject(m, "object", "model");
+    cJSON_AddNumberToObject(m, "created", (double)time(NULL));
+    cJSON_AddStringToObject(m, "owned_by", "flashgen");
+    if (sv->phase == SERVER_READY || sv->phase == SERVER_DRAINING)
+        cJSON_AddNumberToObject(m, "max_model_len", sv->max_total);
+    http_reply_json(r, 200, m);
 }

@@ -8,12 +8,15 @@
  */
 #include "http.h"
 
+#include "server/metrics.h"
+
 #include <arpa/inet.h>
 #include <microhttpd.h>
 #include <netdb.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -30,6 +33,23 @@
 #define HTTP_DEFAULT_MAX_HEADER 32768u
 #define HTTP_POOL_SLACK 32768u
 
+/* A body refused by its headers (401, or 413 for its declared length) is read and discarded up
+ * to this many bytes before the reply, because HTTP/1.1 clients (python's http.client, requests)
+ * send the whole body before they read and see a reset instead of the reply when the server
+ * closes first. Beyond it the connection is closed at once: 16 MiB is 8x the default body limit,
+ * a few tenths of a second on a LAN, and costs no memory (nothing is stored). */
+#define HTTP_DRAIN_MAX (16u << 20)
+
+/* One client connection (MHD's socket context), tracked for the receive deadline: a trickling
+ * client makes progress, so MHD's idle timeout never fires. */
+struct http_conn {
+    struct MHD_Connection *conn;
+    struct http_req *req; /* the request in progress on it, or NULL */
+    double t_wait;        /* monotonic seconds since it owes us a whole request */
+    int dropped;
+    struct http_conn *prev, *next;
+};
+
 struct http_server {
     struct MHD_Daemon *d;
     uv_loop_t *loop;
@@ -42,7 +62,8 @@ struct http_server {
     int port;
     int active;
     int closing;
-    struct http_req *reqs; /* every live request (to resume them all before stopping) */
+    struct http_req *reqs;   /* every live request (to resume them all before stopping) */
+    struct http_conn *conns; /* every open connection (receive deadlines) */
 };
 
 enum req_mode {
@@ -63,6 +84,12 @@ struct http_req {
     char *body;
     size_t body_len, body_cap;
     int too_large, header_too_large, bad_route, dispatched;
+    int unauth;           /* the API key is wrong: 401 at the headers, the body is not read */
+    int framing;          /* 400/501: ambiguous or unsupported message framing */
+    char framing_msg[96]; /* its message */
+    size_t drained;       /* body bytes read and discarded */
+    int close_after;      /* the reply carries Connection: close */
+    struct http_conn *hc; /* its connection (NULL once that closed) */
     int suspended;
     double t_start;
     /* a stored full reply, queued by the access handler */
@@ -119,10 +146,33 @@ static void kick(struct http_server *s) {
 
 /* Resume every sleeping deferred request once (it goes back to sleep in on_access), and send a
  * keep-alive comment (":\n\n", ignored by SSE clients) on streams silent for sse_ping seconds. */
+/* Drop connections that have owed a whole request for longer than read_timeout: shut the socket
+ * down, and MHD closes it at its next read. Returns how many were dropped. */
+static int drop_late(struct http_server *s, double now) {
+    if (s->o.read_timeout <= 0) return 0;
+    int n = 0;
+    for (struct http_conn *c = s->conns; c; c = c->next) {
+        if (c->dropped || (c->req && c->req->dispatched) || now - c->t_wait < s->o.read_timeout)
+            continue;
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(c->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        if (!ci) continue;
+        shutdown(ci->connect_fd, SHUT_RDWR);
+        c->dropped = 1;
+        n++;
+    }
+    return n;
+}
+
 static void on_probe(uv_timer_t *t) {
     struct http_server *s = t->data;
     int any = 0;
-    double now = s->o.sse_ping > 0 ? now_s() : 0;
+    double now = now_s();
+    int dropped = drop_late(s, now);
+    if (dropped)
+        reqlog_message(s->o.log ? s->o.log : stderr, s->o.log_json, "http",
+                       "dropped %d connections that did not send a whole request within %g s",
+                       dropped, s->o.read_timeout);
     for (struct http_req *r = s->reqs; r; r = r->next) {
         if (r->mode == REQ_STREAM && !r->stream_ended && s->o.sse_ping > 0 &&
             now - r->last_write >= s->o.sse_ping)
@@ -192,6 +242,7 @@ static enum MHD_Result queue_stored(struct http_req *r) {
     if (!resp) return MHD_NO;
     r->resp = NULL; /* MHD owns it now */
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, r->ctype);
+    if (r->close_after) MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
     if (r->status == 405)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW,
                                 r->route ? r->route->method : "GET, POST");
@@ -331,13 +382,21 @@ static int auth_ok(struct http_req *r) {
     return diff == 0;
 }
 
+static int path_matches(const struct http_route *rt, const char *path) {
+    if (!(rt->flags & HTTP_ROUTE_PREFIX)) return !strcmp(rt->path, path);
+    size_t n = strlen(rt->path);
+    return !strncmp(rt->path, path, n) && path[n];
+}
+
+/* HEAD is answered by the GET route (MHD sends the headers of the reply without its body). */
 static void route(struct http_req *r) {
     int path_known = 0;
+    const char *method = strcmp(r->method, "HEAD") ? r->method : "GET";
     for (int i = 0; i < r->s->o.n_routes; i++) {
         const struct http_route *rt = &r->s->o.routes[i];
-        if (strcmp(rt->path, r->path)) continue;
+        if (!path_matches(rt, r->path)) continue;
         path_known = 1;
-        if (!strcmp(rt->method, r->method)) {
+        if (!strcmp(rt->method, method)) {
             r->route = rt;
             return;
         }
@@ -350,7 +409,10 @@ static void route(struct http_req *r) {
 static void dispatch(struct http_req *r) {
     r->dispatched = 1;
     r->mode = REQ_HANDLING;
-    if (r->bad_route == 404)
+    if (r->framing)
+        http_reply_error(r, r->framing, r->framing == 501 ? "not_implemented" : "bad_request", NULL,
+                         "%s", r->framing_msg);
+    else if (r->bad_route == 404)
         http_reply_error(r, 404, "not_found", NULL, "no route for %s %s", r->method, r->path);
     else if (r->bad_route == 405)
         http_reply_error(r, 405, "method_not_allowed", NULL, "%s is not allowed on %s (use %s)",
@@ -362,10 +424,11 @@ static void dispatch(struct http_req *r) {
     else if (r->too_large)
         http_reply_error(r, 413, "payload_too_large", NULL,
                          "request body is larger than the limit of %zu bytes", r->s->o.max_body);
-    else if (!auth_ok(r))
+    else if (r->unauth) {
         http_reply_error(r, 401, "unauthorized", NULL,
                          "missing or wrong API key (send 'Authorization: Bearer KEY')");
-    else
+        if (r->s->o.metrics) metrics_request(r->s->o.metrics, METRICS_OUT_UNAUTHORIZED);
+    } else
         r->route->fn(r);
     if (r->mode == REQ_HANDLING && !r->has_resp)
         http_reply_error(r, 500, "internal", NULL, "handler gave no reply");
@@ -385,6 +448,52 @@ static size_t header_bytes(struct MHD_Connection *conn, const char *method, cons
     size_t n = strlen(method) + strlen(url) + strlen(version ? version : "") + 4;
     MHD_get_connection_values(conn, MHD_HEADER_KIND, add_header_len, &n);
     return n;
+}
+
+struct framing {
+    int n_cl, n_te, cl_differ, bad_name;
+    const char *cl, *te;
+};
+
+static enum MHD_Result scan_framing(void *cls, enum MHD_ValueKind kind, const char *key,
+                                    const char *value) {
+    (void)kind;
+    struct framing *f = cls;
+    if (!value) value = "";
+    if (strpbrk(key, " \t")) f->bad_name = 1;
+    if (!strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH)) {
+        if (f->n_cl++ && strcmp(f->cl, value)) f->cl_differ = 1;
+        f->cl = value;
+    } else if (!strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING)) {
+        f->n_te++;
+        f->te = value;
+    }
+    return MHD_YES;
+}
+
+/* Message framing that two parsers could read differently (RFC 9112 §6.3, §5.1) is refused, so
+ * no request can hide inside another's body: 400, or 501 for a transfer coding we lack. */
+static void check_framing(struct http_req *r) {
+    struct framing f = {0};
+    MHD_get_connection_values(r->conn, MHD_HEADER_KIND, scan_framing, &f);
+    const char *msg = NULL;
+    r->framing = 400;
+    if (f.bad_name)
+        msg = "whitespace between a header name and its colon";
+    else if (f.n_cl && f.n_te)
+        msg = "both Content-Length and Transfer-Encoding are given";
+    else if (f.cl_differ)
+        msg = "conflicting Content-Length headers";
+    else if (f.n_te && (f.n_te > 1 || strcasecmp(f.te, "chunked"))) {
+        r->framing = 501;
+        snprintf(r->framing_msg, sizeof r->framing_msg,
+                 "Transfer-Encoding '%.40s' is not supported (only chunked)", f.te);
+        return;
+    }
+    if (msg)
+        snprintf(r->framing_msg, sizeof r->framing_msg, "%s", msg);
+    else
+        r->framing = 0;
 }
 
 static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const char *url,
@@ -413,14 +522,26 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         if (s->reqs) s->reqs->prev = r;
         s->reqs = r;
         s->active++;
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+        r->hc = ci ? ci->socket_context : NULL;
+        if (r->hc) r->hc->req = r;
         const char *cl =
             MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+        unsigned long long declared = cl ? strtoull(cl, NULL, 10) : 0;
+        check_framing(r);
         if (header_bytes(conn, method, url, version) > s->o.max_header)
             r->header_too_large = 1;
-        else if (cl && strtoull(cl, NULL, 10) > s->o.max_body)
+        else if (declared > s->o.max_body)
             r->too_large = 1;
-        if (r->header_too_large || r->too_large) {
-            /* refuse before reading the body; MHD closes the connection after the reply */
+        r->unauth = !auth_ok(r);
+        int has_body =
+            declared > 0 ||
+            MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING);
+        if (r->framing || r->header_too_large || declared > HTTP_DRAIN_MAX || r->unauth) {
+            /* refuse before reading the body (an unauthenticated client gets nothing read or
+             * stored) and close the connection after the reply if a body follows */
+            r->close_after = r->framing || r->header_too_large || has_body;
             dispatch(r);
             return queue_stored(r);
         }
@@ -429,13 +550,20 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
     if (*upload_data_size) {
         size_t n = *upload_data_size;
         *upload_data_size = 0;
-        if (r->too_large || r->header_too_large || r->has_resp) return MHD_YES;
-        if (r->body_len + n > s->o.max_body) {
+        if (r->has_resp || r->dispatched) return MHD_YES;
+        if (!r->too_large && r->body_len + n > s->o.max_body) {
             r->too_large = 1;
             free(r->body);
             r->body = NULL;
             r->body_len = r->body_cap = 0;
-            return MHD_YES;
+        }
+        if (r->too_large) {
+            /* discard; past HTTP_DRAIN_MAX close without reading more (MHD cannot queue a reply
+             * in the middle of a body) */
+            r->drained += n;
+            if (r->drained <= HTTP_DRAIN_MAX) return MHD_YES;
+            dispatch(r); /* the log line and the metrics say what happened */
+            return MHD_NO;
         }
         if (r->body_len + n + 1 > r->body_cap) {
             size_t nc = (r->body_len + n + 1) * 2;
@@ -467,6 +595,10 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     struct http_req *r = *con_cls;
     if (!r) return;
     *con_cls = NULL;
+    if (r->hc) {
+        r->hc->req = NULL;
+        r->hc->t_wait = now_s(); /* the next request's deadline runs from here */
+    }
     int aborted = toe != MHD_REQUEST_TERMINATED_COMPLETED_OK;
     if (r->on_close) r->on_close(r, r->ctx, aborted);
     if (aborted && !r->log.outcome) r->log.outcome = "cancelled";
@@ -488,6 +620,33 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     free(r->resp);
     free(r->out);
     free(r);
+}
+
+/* MHD_OPTION_NOTIFY_CONNECTION: keep the list of open connections. */
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code) {
+    struct http_server *s = cls;
+    struct http_conn *c = *socket_context;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        c = calloc(1, sizeof *c);
+        if (!c) return; /* untracked: only its deadline is lost */
+        c->conn = conn;
+        c->t_wait = now_s();
+        c->next = s->conns;
+        if (s->conns) s->conns->prev = c;
+        s->conns = c;
+        *socket_context = c;
+        return;
+    }
+    if (!c) return;
+    if (c->req) c->req->hc = NULL;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        s->conns = c->next;
+    if (c->next) c->next->prev = c->prev;
+    free(c);
+    *socket_context = NULL;
 }
 
 /* ---- start and stop ------------------------------------------------------------------------- */
@@ -522,7 +681,7 @@ int http_start(struct http_server **out, uv_loop_t *loop, const struct http_opts
     struct addrinfo hints = {0}, *ai = NULL;
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_NUMERICHOST | AI_PASSIVE;
+    hints.ai_flags = AI_PASSIVE; /* names ("localhost") resolve too; the first address wins */
     char portstr[16];
     snprintf(portstr, sizeof portstr, "%d", o->port);
     int gai = getaddrinfo(o->host && *o->host ? o->host : NULL, portstr, &hints, &ai);
@@ -537,13 +696,14 @@ int http_start(struct http_server **out, uv_loop_t *loop, const struct http_opts
     /* No MHD_OPTION_LISTENING_ADDRESS_REUSE: it sets SO_REUSEPORT, and then a second server
      * started on a busy port binds too and silently shares the traffic. MHD's default
      * (SO_REUSEADDR only) still allows a restart while old connections sit in TIME_WAIT. */
-    s->d = MHD_start_daemon(flags, (uint16_t)o->port, NULL, NULL, on_access, s,
-                            MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, s, /* must come first */
-                            MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_NOTIFY_COMPLETED,
-                            on_completed, s, MHD_OPTION_CONNECTION_TIMEOUT, s->o.conn_timeout,
-                            MHD_OPTION_CONNECTION_LIMIT, s->o.conn_limit,
-                            MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-                            (size_t)(2 * s->o.max_header + HTTP_POOL_SLACK), MHD_OPTION_END);
+    s->d = MHD_start_daemon(
+        flags, (uint16_t)o->port, NULL, NULL, on_access, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_logger,
+        s, /* must come first */
+        MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, s, MHD_OPTION_CONNECTION_TIMEOUT,
+        s->o.conn_timeout, MHD_OPTION_CONNECTION_LIMIT, s->o.conn_limit,
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, s->o.per_client, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        (size_t)(2 * s->o.max_header + HTTP_POOL_SLACK), MHD_OPTION_END);
     freeaddrinfo(ai);
     if (!s->d) {
         snprintf(err, errlen, "cannot listen on %s:%d (address in use or not available)",

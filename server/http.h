@@ -7,6 +7,15 @@
  * callbacks (never from inside a reply function), so reply functions may be called from any
  * loop-thread callback, including a worker event hook.
  *
+ * Hostile input is refused before the handler: ambiguous framing (Content-Length with
+ * Transfer-Encoding, differing Content-Lengths, whitespace before a header's colon: 400; another
+ * Transfer-Encoding: 501) closes the connection; a wrong API key gets 401 as soon as the headers
+ * arrive, its body never read; a body over the limit (413) is read and discarded (up to
+ * HTTP_DRAIN_MAX bytes, never stored) before the reply, so that a client that sends its whole
+ * body before it reads (python's http.client, requests) sees the 413 instead of a reset. A
+ * connection that has not delivered a whole request read_timeout seconds after it opened (or after
+ * its previous reply) is dropped, however slowly it trickles.
+ *
  * A request's life: MHD collects the body → the route's handler runs once with the whole body
  * and either replies at once, defers (the connection is suspended until http_reply_* is called
  * later), or starts a stream (200 + text/event-stream; http_stream_write/_end feed it, the
@@ -23,6 +32,8 @@
 
 #include "server/reqlog.h"
 
+struct metrics;
+
 struct http_server;
 struct http_req;
 
@@ -33,11 +44,12 @@ typedef void (*http_close_fn)(struct http_req *r, void *ctx, int aborted);
 enum {
     HTTP_ROUTE_PUBLIC = 1, /* no API key needed (/health, /metrics) */
     HTTP_ROUTE_QUIET = 2,  /* no log line when it succeeds */
+    HTTP_ROUTE_PREFIX = 4, /* PATH is a prefix: "/v1/models/" matches "/v1/models/x" */
 };
 
 struct http_route {
-    const char *method; /* "GET", "POST" */
-    const char *path;   /* exact match */
+    const char *method; /* "GET" (HEAD is served by it too), "POST" */
+    const char *path;   /* exact match, or a prefix with HTTP_ROUTE_PREFIX */
     http_handler_fn fn;
     int flags;
 };
@@ -49,12 +61,16 @@ struct http_opts {
     const char *api_key;   /* NULL or "" = open */
     unsigned conn_timeout; /* seconds without progress before a connection is dropped */
     unsigned conn_limit;   /* open connections; 0 = 1024 */
+    unsigned per_client;   /* open connections from one client address; 0 = no limit */
+    double read_timeout;   /* seconds a connection has to deliver a whole request (headers and
+                            * body), counted from its opening or its previous reply; 0 = none */
     size_t max_header;     /* request line + headers, bytes; larger get 431; 0 = 32 KiB */
     double sse_ping;       /* seconds of silence before a stream gets a ":" comment; 0 = off */
     const struct http_route *routes;
     int n_routes;
-    void *app; /* handed to handlers through http_req_app */
-    FILE *log; /* request log (NULL = none) */
+    void *app;               /* handed to handlers through http_req_app */
+    struct metrics *metrics; /* HTTP-layer outcomes (401) are counted here; NULL = none */
+    FILE *log;               /* request log (NULL = none) */
     int log_json;
 };
 

@@ -25,6 +25,25 @@ static const char *outcome_of(const struct reqlog *l) {
     return l->status < 400 ? "success" : "error";
 }
 
+/* Append S to BUF (cap CAP, used *N) with every byte that could forge or split a text log line
+ * written as \xNN: control bytes (CR, LF, ESC, ...), DEL, '"' and '\\', and the field separator
+ * space unless the field is QUOTED. Bytes >= 0x80 (UTF-8) pass unchanged. */
+static void add_escaped(char *buf, size_t cap, size_t *n, const char *s, int quoted) {
+    static const char hex[] = "0123456789abcdef";
+    if (*n >= cap) return;
+    for (const unsigned char *p = (const unsigned char *)s; *p && *n + 5 < cap; p++) {
+        if (*p < ' ' || (*p == ' ' && !quoted) || *p == 0x7f || *p == '"' || *p == '\\') {
+            buf[(*n)++] = '\\';
+            buf[(*n)++] = 'x';
+            buf[(*n)++] = hex[*p >> 4];
+            buf[(*n)++] = hex[*p & 15];
+        } else {
+            buf[(*n)++] = (char)*p;
+        }
+    }
+    buf[*n] = 0;
+}
+
 void reqlog_write(FILE *f, int json, const struct reqlog *l) {
     if (!f) return;
     char ts[40];
@@ -59,14 +78,21 @@ void reqlog_write(FILE *f, int json, const struct reqlog *l) {
         if (n < sizeof buf) n += (size_t)snprintf(buf + n, sizeof buf - n, __VA_ARGS__);           \
     } while (0)
         if (l->id) ADD(" id=%llu", (unsigned long long)l->id);
-        ADD(" %s %s %d outcome=%s", l->method ? l->method : "-", l->path ? l->path : "-", l->status,
-            outcome_of(l));
+        ADD(" ");
+        add_escaped(buf, sizeof buf, &n, l->method ? l->method : "-", 0);
+        ADD(" ");
+        add_escaped(buf, sizeof buf, &n, l->path ? l->path : "-", 0);
+        ADD(" %d outcome=%s", l->status, outcome_of(l));
         if (l->finish) ADD(" finish=%s", l->finish);
         if (l->id) ADD(" tokens_in=%d tokens_out=%d", l->tokens_in, l->tokens_out);
         if (l->queue_s >= 0) ADD(" queue_ms=%.1f", l->queue_s * 1e3);
         if (l->ttft_s >= 0) ADD(" ttft_ms=%.1f", l->ttft_s * 1e3);
         if (l->duration_s >= 0) ADD(" duration_ms=%.1f", l->duration_s * 1e3);
-        if (l->error[0]) ADD(" error=\"%s\"", l->error);
+        if (l->error[0]) {
+            ADD(" error=\"");
+            add_escaped(buf, sizeof buf, &n, l->error, 1);
+            ADD("\"");
+        }
 #undef ADD
         fprintf(f, "%s\n", buf);
     }

@@ -3,7 +3,9 @@
  * Text:  2026-11-23T20:01:02.345Z id=7 POST /generate 200 outcome=success finish=length
  *        tokens_in=12 tokens_out=16 queue_ms=0.4 ttft_ms=85.1 duration_ms=610.2
  * JSON:  {"ts":"...","id":7,"method":"POST","path":"/generate","status":200,...}
- * Thread-neutral (one fprintf per line).
+ * In text lines the method, path and error message have control bytes, '"', '\\' (and in the
+ * unquoted method and path, space) written as \xNN, so a request cannot forge or split a line (the
+ * JSON format escapes anyway). Thread-neutral (one fprintf per line).
  */
 #ifndef FG_REQLOG_H
 #define FG_REQLOG_H

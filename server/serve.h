@@ -62,6 +62,7 @@ void ep_generate_compat(struct http_req *r); /* POST / with "stream" (huggingfac
 void ep_completions(struct http_req *r);
 void ep_chat_completions(struct http_req *r);
 void ep_models(struct http_req *r);
+void ep_model(struct http_req *r); /* GET /v1/models/{id} */
 void ep_tokenize(struct http_req *r);
 
 #endif

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 static const char *scratch(const char *name, const char *content) {
     static char path[256];
@@ -187,4 +188,49 @@ Test(config, api_key_masked_in_json) {
     cr_assert(strstr(j, "\"device\":\"auto\""));
     free(j);
     config_free(&c);
+}
+
+/* Checks across the whole configuration (issue 11): an empty host used to bind every interface,
+ * a name was refused, and a FIFO as the model blocked the loader in open() forever. */
+Test(config, validate_host_and_model) {
+    char *a1[] = {"serve", "--host", ""};
+    expect_fail(3, a1, NULL, "host is empty");
+    char *a2[] = {"serve", "--host", "no-such-host.invalid"};
+    expect_fail(3, a2, NULL, "no-such-host.invalid");
+    char *e1[] = {"FLASHGEN_HOST=", NULL};
+    char *a3[] = {"serve"};
+    expect_fail(1, a3, e1, "host");
+    mkdir("tests/tmp", 0755);
+    const char *fifo = "tests/tmp/cfg_fifo.gguf";
+    unlink(fifo);
+    cr_assert_eq(mkfifo(fifo, 0600), 0);
+    char *a4[] = {"serve", "--model", (char *)fifo};
+    expect_fail(3, a4, NULL, "not a regular file");
+    unlink(fifo);
+
+    struct config c;
+    char err[256];
+    char *ok[] = {"serve", "--host", "localhost", "--model", "tests/tmp/absent.gguf"};
+    cr_assert_eq(config_load(&c, 5, ok, NULL, err, sizeof err), 0, "%s", err);
+    cr_assert_str_eq(c.host, "localhost");
+    config_free(&c);
+    char *v6[] = {"serve", "--host", "::1", "--model", "tests/tmp"};
+    cr_assert_eq(config_load(&c, 5, v6, NULL, err, sizeof err), 0, "%s", err);
+    config_free(&c);
+}
+
+Test(config, slow_client_limits) {
+    struct config c;
+    char err[256];
+    cr_assert_eq(config_defaults(&c, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(c.max_connections_per_client, 256);
+    cr_assert_float_eq(c.request_read_timeout, 30, 1e-12);
+    config_free(&c);
+    char *argv[] = {"serve", "--max-connections-per-client", "8", "--request-read-timeout", "2.5"};
+    cr_assert_eq(config_load(&c, 5, argv, NULL, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(c.max_connections_per_client, 8);
+    cr_assert_float_eq(c.request_read_timeout, 2.5, 1e-12);
+    config_free(&c);
+    char *bad[] = {"serve", "--request-read-timeout", "-1"};
+    expect_fail(3, bad, NULL, "request_read_timeout");
 }
