@@ -393,9 +393,9 @@ int config_load(struct config *c, int argc, char **argv, char **envp, char *err,
 
 int config_validate(const struct config *c, char *err, size_t errlen) {
     if (!c->host || !*c->host) {
-        errf(err, errlen,
-             "option host is empty: give an address or name to listen on (0.0.0.0 for every "
-             "interface)");
+        errmsg_set(err, errlen,
+                   "option host is empty: give an address or name to listen on (0.0.0.0 for every "
+                   "interface)");
         return -1;
     }
     struct addrinfo hints = {0}, *ai = NULL;
@@ -404,16 +404,18 @@ int config_validate(const struct config *c, char *err, size_t errlen) {
     hints.ai_flags = AI_PASSIVE;
     int gai = getaddrinfo(c->host, NULL, &hints, &ai);
     if (gai) {
-        errf(err, errlen, "invalid value '%s' for option host: %s", c->host, gai_strerror(gai));
+        errmsg_set(err, errlen, "invalid value '%s' for option host: %s", c->host,
+                   gai_strerror(gai));
         return -1;
     }
     freeaddrinfo(ai);
     struct stat st;
     if (c->model && stat(c->model, &st) == 0 && !S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode)) {
-        errf(err, errlen,
-             "invalid value '%s' for option model: not a regular file or a directory (a FIFO, "
-             "socket or device)",
-             c->model);
+        errmsg_set(
+            err, errlen,
+            "invalid value '%s' for option model: not a regular file or a directory (a FIFO, "
+            "socket or device)",
+            c->model);
         return -1;
     }
     return 0;
