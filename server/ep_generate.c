@@ -168,93 +168,38 @@ static void on_close(struct http_req *r, void *ctx, int aborted) {
     free(c);
 }
 
-/* Parse TGI parameters into P and the flags of C. Returns 0 or -1 (reply sent). */
-static int parse_params(struct server *sv, struct http_req *r, const cJSON *params,
-                        struct gen_ctx *c, struct job_params *p) {
-    if (params && !cJSON_IsNull(params) && !cJSON_IsObject(params))
-        return job_invalid(sv, r, "parameters", "`parameters` must be an object");
-    long long v = -1;
-    if (job_get_int(sv, r, params, "max_new_tokens", 1, 1 << 24, &v)) return -1;
-    p->max_new = (int)v;
-    double temp = 1.0, top_p = 1.0, rep = 1.0;
-    long long top_k = 0, seed = -1, best_of = 1, truncate = 0;
-    int do_sample = 0;
-    if (job_get_num(sv, r, params, "temperature", 0, 1e30, 1, &temp) ||
-        job_get_num(sv, r, params, "top_p", 0, 1, 1, &top_p) ||
-        job_get_num(sv, r, params, "repetition_penalty", 0, 1e30, 1, &rep) ||
-        job_get_int(sv, r, params, "top_k", 1, 1 << 30, &top_k) ||
-        job_get_int(sv, r, params, "seed", 0, (1ll << 53), &seed) ||
-        job_get_int(sv, r, params, "best_of", 1, 1 << 20, &best_of) ||
-        job_get_int(sv, r, params, "truncate", 1, 1 << 24, &truncate) ||
-        job_get_bool(sv, r, params, "do_sample", &do_sample) ||
-        job_get_bool(sv, r, params, "details", &c->details) ||
-        job_get_bool(sv, r, params, "decoder_input_details", &c->input_details) ||
-        job_get_bool(sv, r, params, "return_full_text", &c->full_text) ||
-        job_get_bool(sv, r, params, "ignore_eos", &p->ignore_eos) || /* extension */
-        job_get_stop(sv, r, params, "stop", 0, p))
-        return -1;
-    if (best_of > 1)
-        return job_invalid(sv, r, "best_of", "`best_of` > 1 is not supported (given %lld)",
-                           best_of);
-    if (job_reject_unsupported(sv, r, params, "typical_p", 1.0) ||
-        job_reject_unsupported(sv, r, params, "frequency_penalty", 0) ||
-        job_reject_unsupported(sv, r, params, "top_n_tokens", 0) ||
-        job_reject_unsupported(sv, r, params, "watermark", 0) ||
-        job_reject_unsupported(sv, r, params, "grammar", NAN) ||
-        job_reject_unsupported(sv, r, params, "adapter_id", NAN))
-        return -1;
-    if (c->stream && c->input_details)
-        return job_invalid(
-            sv, r, "decoder_input_details",
-            "`decoder_input_details` == true is not supported when streaming tokens");
-    /* TGI: any warper (temperature != 1, top_k, top_p < 1) means sampling */
-    p->sp.do_sample = do_sample || temp != 1.0 || top_k > 0 || top_p < 1.0;
-    p->sp.temperature = (float)temp;
-    p->sp.top_k = (int)top_k;
-    p->sp.top_p = (float)top_p;
-    p->sp.repetition_penalty = (float)rep;
-    if (seed >= 0) {
-        p->sp.seed = (uint64_t)seed;
-        p->seed_given = 1;
-    }
-    p->truncate = (int)truncate;
-    p->prompt_logprobs = c->input_details && c->details;
-    return 0;
-}
-
-static void handle(struct http_req *r, int stream, int compat) {
+static void handle(struct http_req *r, enum reqparse_tgi_route route) {
     struct server *sv = http_req_app(r);
     if (job_admit(sv, r)) return;
-    cJSON *body = job_parse_body(sv, r);
-    if (!body) return;
-    struct job_params p;
-    job_params_init(&p);
-    struct gen_ctx *c = calloc(1, sizeof *c);
+    size_t len;
+    const char *body = http_req_body(r, &len);
+    struct reqparse_limits lim = {.max_stop_sequences = sv->cfg.max_stop_sequences};
+    struct reqparse_tgi q;
+    struct reqparse_error err;
+    struct gen_ctx *c = NULL;
+    if (reqparse_tgi(body, len, route, &lim, &q, &err)) {
+        job_reply_invalid(sv, r, &err);
+        goto out;
+    }
+    c = calloc(1, sizeof *c);
     if (!c) {
         http_reply_error(r, 500, "internal", NULL, "out of memory");
         goto out;
     }
     c->sv = sv;
     c->r = r;
-    if (compat) {
-        if (job_get_bool(sv, r, body, "stream", &stream)) goto out;
-        c->wrap_array = !stream;
-    }
-    c->stream = stream;
-    const cJSON *in = cJSON_GetObjectItemCaseSensitive(body, "inputs");
-    if (!cJSON_IsString(in)) {
-        job_invalid(sv, r, "inputs", "`inputs` must be a string");
-        goto out;
-    }
-    if (!*in->valuestring) {
-        job_invalid(sv, r, "inputs", "`inputs` cannot be empty");
-        goto out;
-    }
-    if (parse_params(sv, r, cJSON_GetObjectItemCaseSensitive(body, "parameters"), c, &p)) goto out;
-    struct wreq *j = job_build(sv, r, in->valuestring, 1, 1, &p, "inputs");
+    c->stream = q.stream;
+    c->wrap_array = route == REQPARSE_TGI_COMPAT && !q.stream;
+    c->details = q.details;
+    c->input_details = q.input_details;
+    c->full_text = q.full_text;
+    struct wreq *j = job_build(sv, r, q.inputs, 1, 1, &q.p, "inputs");
     if (!j) goto out;
-    if (c->full_text) c->prompt = strdup(in->valuestring);
-    if (stream) {
+    if (c->full_text) {
+        c->prompt = q.inputs; /* valid UTF-8 (reqparse), so safe to echo */
+        q.inputs = NULL;
+    }
+    if (c->stream) {
         if (http_stream_start(r, "text/event-stream") != 0) {
             http_reply_error(r, 500, "internal", NULL, "cannot start the stream");
             worker_release(&sv->worker, j); /* never submitted: freed here */
@@ -268,22 +213,21 @@ static void handle(struct http_req *r, int stream, int compat) {
     job_submit(sv, j, on_event, c);
     c = NULL;
 out:
-    job_params_free(&p);
+    reqparse_tgi_free(&q);
     if (c) {
         free(c->prompt);
         free(c);
     }
-    cJSON_Delete(body);
 }
 
 void ep_generate(struct http_req *r) {
-    handle(r, 0, 0);
+    handle(r, REQPARSE_TGI_GENERATE);
 }
 
 void ep_generate_stream(struct http_req *r) {
-    handle(r, 1, 0);
+    handle(r, REQPARSE_TGI_STREAM);
 }
 
 void ep_generate_compat(struct http_req *r) {
-    handle(r, 0, 1);
+    handle(r, REQPARSE_TGI_COMPAT);
 }

@@ -1,6 +1,6 @@
-/* job.c — shared plumbing of the generation endpoints: admission, field validation, prompt
- * limits, job construction. Error replies follow TGI's wording ("Input validation error: ...")
- * so clients written against TGI see familiar messages. */
+/* job.c — shared plumbing of the generation endpoints: admission, the replies to refused
+ * bodies (reqparse.c does the reading), prompt limits, job construction. Error replies follow TGI's
+ * wording ("Input validation error: ...") so clients written against TGI see familiar messages. */
 #include "job.h"
 
 #include <math.h>
@@ -10,20 +10,6 @@
 #include <sys/random.h>
 
 #include "model/tokenizer.h"
-
-void job_params_init(struct job_params *p) {
-    memset(p, 0, sizeof *p);
-    p->max_new = -1;
-    sampler_params_default(&p->sp);
-}
-
-void job_params_free(struct job_params *p) {
-    for (int i = 0; i < p->n_stop; i++)
-        free(p->stop[i]);
-    free(p->stop);
-    p->stop = NULL;
-    p->n_stop = 0;
-}
 
 int job_admit(struct server *sv, struct http_req *r) {
     if (sv->phase == SERVER_LOADING || sv->phase == SERVER_FAILED) {
@@ -49,121 +35,39 @@ int job_admit(struct server *sv, struct http_req *r) {
     return 0;
 }
 
+int job_reply_invalid(struct server *sv, struct http_req *r, const struct reqparse_error *err) {
+    metrics_request(&sv->metrics, METRICS_OUT_VALIDATION);
+    http_req_log(r)->outcome = err->status == 500 ? "error" : "validation_error";
+    http_reply_error(r, err->status, err->type, err->param[0] ? err->param : NULL, "%s",
+                     err->message);
+    return -1;
+}
+
 cJSON *job_parse_body(struct server *sv, struct http_req *r) {
     size_t len;
     const char *body = http_req_body(r, &len);
-    cJSON *j = cJSON_ParseWithLength(body, len);
-    if (!cJSON_IsObject(j)) {
-        cJSON_Delete(j);
-        metrics_request(&sv->metrics, METRICS_OUT_VALIDATION);
-        http_req_log(r)->outcome = "validation_error";
-        http_reply_error(r, 400, "invalid_json", NULL,
-                         len ? "request body is not a JSON object" : "request body is empty");
-        return NULL;
-    }
+    struct reqparse_error err;
+    cJSON *j = reqparse_body(body, len, &err);
+    if (!j) job_reply_invalid(sv, r, &err);
     return j;
 }
 
 int job_invalid(struct server *sv, struct http_req *r, const char *field, const char *fmt, ...) {
-    char msg[400];
+    char msg[340];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    metrics_request(&sv->metrics, METRICS_OUT_VALIDATION);
-    http_req_log(r)->outcome = "validation_error";
-    http_reply_error(r, 422, "validation", field, "Input validation error: %s", msg);
-    return -1;
-}
-
-static const cJSON *get(const cJSON *obj, const char *name) {
-    const cJSON *v = obj ? cJSON_GetObjectItemCaseSensitive(obj, name) : NULL;
-    return v && !cJSON_IsNull(v) ? v : NULL;
-}
-
-int job_get_int(struct server *sv, struct http_req *r, const cJSON *obj, const char *name,
-                long long lo, long long hi, long long *out) {
-    const cJSON *v = get(obj, name);
-    if (!v) return 0;
-    if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble))
-        return job_invalid(sv, r, name, "`%s` must be an integer", name);
-    if (v->valuedouble < (double)lo || v->valuedouble > (double)hi)
-        return job_invalid(sv, r, name, "`%s` must be in [%lld, %lld]", name, lo, hi);
-    *out = (long long)v->valuedouble;
-    return 0;
-}
-
-int job_get_num(struct server *sv, struct http_req *r, const cJSON *obj, const char *name,
-                double lo, double hi, int lo_open, double *out) {
-    const cJSON *v = get(obj, name);
-    if (!v) return 0;
-    if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble))
-        return job_invalid(sv, r, name, "`%s` must be a number", name);
-    double x = v->valuedouble;
-    if ((lo_open ? x <= lo : x < lo) || x > hi) {
-        if (lo_open && hi >= 1e30)
-            return job_invalid(sv, r, name, "`%s` must be strictly positive", name);
-        return job_invalid(sv, r, name, "`%s` must be in %s%g, %g]", name, lo_open ? "(" : "[", lo,
-                           hi);
-    }
-    *out = x;
-    return 0;
+    struct reqparse_error err;
+    reqparse_invalid(&err, field, "%s", msg);
+    return job_reply_invalid(sv, r, &err);
 }
 
 int job_get_bool(struct server *sv, struct http_req *r, const cJSON *obj, const char *name,
                  int *out) {
-    const cJSON *v = get(obj, name);
-    if (!v) return 0;
-    if (!cJSON_IsBool(v)) return job_invalid(sv, r, name, "`%s` must be true or false", name);
-    *out = cJSON_IsTrue(v);
+    struct reqparse_error err;
+    if (reqparse_get_bool(obj, name, out, &err)) return job_reply_invalid(sv, r, &err);
     return 0;
-}
-
-static int add_stop(struct job_params *p, const char *s) {
-    char **ns = realloc(p->stop, sizeof(char *) * (size_t)(p->n_stop + 1));
-    if (!ns) return -1;
-    p->stop = ns;
-    p->stop[p->n_stop] = strdup(s);
-    if (!p->stop[p->n_stop]) return -1;
-    p->n_stop++;
-    return 0;
-}
-
-int job_get_stop(struct server *sv, struct http_req *r, const cJSON *obj, const char *name,
-                 int string_ok, struct job_params *p) {
-    const cJSON *v = get(obj, name);
-    if (!v) return 0;
-    int max = sv->cfg.max_stop_sequences;
-    if (cJSON_IsString(v) && string_ok) {
-        if (!*v->valuestring)
-            return job_invalid(sv, r, name, "`%s` entries must not be empty", name);
-        if (max < 1)
-            return job_invalid(sv, r, name, "`%s` must have at most %d entries", name, max);
-        return add_stop(p, v->valuestring);
-    }
-    if (!cJSON_IsArray(v))
-        return job_invalid(sv, r, name, "`%s` must be %s", name,
-                           string_ok ? "a string or an array of strings" : "an array of strings");
-    int n = cJSON_GetArraySize(v);
-    if (n > max)
-        return job_invalid(sv, r, name, "`%s` supports up to %d stop sequences. Given: %d", name,
-                           max, n);
-    const cJSON *it;
-    cJSON_ArrayForEach(it, v) {
-        if (!cJSON_IsString(it) || !*it->valuestring)
-            return job_invalid(sv, r, name, "`%s` entries must be non-empty strings", name);
-        if (add_stop(p, it->valuestring)) return job_invalid(sv, r, name, "out of memory");
-    }
-    return 0;
-}
-
-int job_reject_unsupported(struct server *sv, struct http_req *r, const cJSON *obj,
-                           const char *name, double neutral) {
-    const cJSON *v = get(obj, name);
-    if (!v) return 0;
-    if (cJSON_IsNumber(v) && v->valuedouble == neutral) return 0;
-    if (cJSON_IsBool(v) && !cJSON_IsTrue(v) && neutral == 0) return 0;
-    return job_invalid(sv, r, name, "`%s` is not supported by this server", name);
 }
 
 static uint64_t random_seed(void) {
@@ -196,7 +100,7 @@ struct wreq *job_build_ids(struct server *sv, struct http_req *r, const int *ids
     }
     int max_new = p->max_new;
     if (max_new < 0) {
-        max_new = sv->cfg.default_max_new_tokens;
+        max_new = p->max_new_to_context ? sv->max_total - n : sv->cfg.default_max_new_tokens;
         if (n + max_new > sv->max_total) max_new = sv->max_total - n;
         if (max_new < 1) max_new = 1;
     }

@@ -1,5 +1,5 @@
 /* job.h — what the generation endpoints share: the admission check (ready, draining, overload),
- * JSON field readers that reply 422 naming the field, prompt tokenization with the length
+ * the replies to what reqparse.c refused, prompt tokenization with the length
  * limits, and building + submitting a worker job. Loop thread only.
  *
  * Every function that fails has already sent the error reply and counted it in the metrics;
@@ -10,45 +10,24 @@
 
 #include <cjson/cJSON.h>
 
+#include "server/reqparse.h"
 #include "server/serve.h"
-
-struct job_params {
-    int max_new; /* -1: not given (defaulted against the limits) */
-    struct sampler_params sp;
-    int seed_given;
-    char **stop; /* (n_stop) malloc'd; moved into the job by job_start */
-    int n_stop;
-    int prompt_logprobs;
-    int ignore_eos;
-    int truncate; /* keep the last N prompt tokens; 0 = off */
-};
-
-void job_params_init(struct job_params *p);
-void job_params_free(struct job_params *p);
 
 /* 0 when the server can take a generation now; otherwise replies 503 (loading, draining) or
  * 429 (queued + running at max_concurrent_requests) and returns -1. */
 int job_admit(struct server *sv, struct http_req *r);
-/* Parse the body as a JSON object; replies 400 and returns NULL when it is not one. */
+/* Parse the body as one JSON object (reqparse_body); replies 400 and returns NULL when it is
+ * not one. */
 cJSON *job_parse_body(struct server *sv, struct http_req *r);
+/* Reply to a request the parsers refused (reqparse.h): ERR's status, type, param and message,
+ * counted as a validation error. Returns -1. */
+int job_reply_invalid(struct server *sv, struct http_req *r, const struct reqparse_error *err);
 /* Replies 422 (type "validation") naming FIELD; always returns -1. */
 int job_invalid(struct server *sv, struct http_req *r, const char *field, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
-
-/* Field readers: absent or null leaves *out unchanged and returns 0; a wrong type or a value
- * outside [lo, hi] replies 422 and returns -1. */
-int job_get_int(struct server *sv, struct http_req *r, const cJSON *obj, const char *name,
-                long long lo, long long hi, long long *out);
-int job_get_num(struct server *sv, struct http_req *r, const cJSON *obj, const char *name,
-                double lo, double hi, int lo_open, double *out);
+/* OBJ.NAME as a boolean (reqparse_get_bool); replies 422 and returns -1 when it is not one. */
 int job_get_bool(struct server *sv, struct http_req *r, const cJSON *obj, const char *name,
                  int *out);
-/* "stop": a string or an array of strings (OpenAI), or an array only (TGI: STRING_OK = 0). */
-int job_get_stop(struct server *sv, struct http_req *r, const cJSON *obj, const char *name,
-                 int string_ok, struct job_params *p);
-/* A field that must be absent, null, or equal to its neutral value (e.g. best_of 1). */
-int job_reject_unsupported(struct server *sv, struct http_req *r, const cJSON *obj,
-                           const char *name, double neutral);
 
 /* Tokenize TEXT (PARSE_SPECIAL for rendered chat templates; ADD_BOS as the model says), apply
  * truncate and the limits, and build a job. Returns NULL after replying (422) on failure. */
