@@ -9,6 +9,7 @@
 #include "http.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <microhttpd.h>
 #include <netdb.h>
 #include <stdarg.h>
@@ -139,6 +140,19 @@ static void on_probe(uv_timer_t *t) {
      * which no socket event may ever trigger once the connections have closed (the new clients
      * wait in the kernel's backlog). This bounds that stall to HTTP_PROBE_MS. */
     drive(s);
+}
+
+/* 1 when the client of a deferred request has closed its socket (EOF or an error), without
+ * consuming anything it sent (MSG_PEEK). A suspended connection is not watched by MHD, so this
+ * is asked each time the probe resumes it; the caller then drops the connection, and the
+ * completion callback tells the handler at once (its job is cancelled, its pages freed). */
+static int peer_gone(const struct http_req *r) {
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (!ci) return 0;
+    char b;
+    ssize_t n = recv(ci->connect_fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
 }
 
 static void wake(struct http_req *r) {
@@ -453,6 +467,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
     /* the whole request is here (first time) or the connection was resumed */
     if (!r->dispatched) dispatch(r);
     if (r->has_resp) return queue_stored(r);
+    if (r->mode == REQ_DEFERRED && peer_gone(r)) return MHD_NO; /* MHD closes it: aborted */
     if (r->mode == REQ_DEFERRED && !r->suspended && !s->closing) {
         r->suspended = 1;
         MHD_suspend_connection(conn);
