@@ -15,13 +15,11 @@
 #include "model/tokenizer.h"
 #include "server/job.h"
 
+/* The route's state (owned by the job driver once the job runs). */
 struct gen_ctx {
     struct server *sv;
-    struct http_req *r;
-    struct wreq *job;
     int stream, details, input_details, full_text, wrap_array;
     char *prompt; /* for return_full_text */
-    int sent;     /* tokens already streamed */
 };
 
 static cJSON *token_json(const struct server *sv, const struct wreq *j, int k) {
@@ -65,61 +63,55 @@ static char *full_text(const struct gen_ctx *c, const struct wreq *j) {
     return s;
 }
 
-static void finish_job(struct gen_ctx *c, struct wreq *j) {
-    job_log(c->r, j);
-    worker_release_locked(j);
-    c->job = NULL;
-}
-
-/* Worker events for this request (loop thread, worker lock held). */
-static void on_event(struct wreq *j, void *user) {
-    struct gen_ctx *c = user;
-    struct http_req *r = c->r;
+/* Streamed tokens [from, n_gen): one event each; the last one of a successful job carries
+ * generated_text (and details when asked). */
+static void stream_tokens(void *ctx, struct http_req *r, const struct wreq *j, int from) {
+    struct gen_ctx *c = ctx;
     int done = j->finish != WREQ_FIN_NONE;
-    if (c->stream) {
-        for (; c->sent < j->n_gen; c->sent++) {
-            int last = done && c->sent == j->n_gen - 1 && !job_failed_finish(j->finish);
-            cJSON *o = cJSON_CreateObject();
-            cJSON_AddNumberToObject(o, "index", c->sent + 1);
-            cJSON_AddItemToObject(o, "token", token_json(c->sv, j, c->sent));
-            cJSON_AddNullToObject(o, "top_tokens");
-            if (last) {
-                char *t = full_text(c, j);
-                cJSON_AddStringToObject(o, "generated_text", t ? t : "");
-                free(t);
-                if (c->details) {
-                    cJSON *d = details_json(o, j);
-                    cJSON_AddNumberToObject(d, "input_length", j->n_prompt);
-                } else {
-                    cJSON_AddNullToObject(o, "details");
-                }
+    for (int k = from; k < j->n_gen; k++) {
+        int last = done && k == j->n_gen - 1 && !job_failed_finish(j->finish);
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddNumberToObject(o, "index", k + 1);
+        cJSON_AddItemToObject(o, "token", token_json(c->sv, j, k));
+        cJSON_AddNullToObject(o, "top_tokens");
+        if (last) {
+            char *t = full_text(c, j);
+            cJSON_AddStringToObject(o, "generated_text", t ? t : "");
+            free(t);
+            if (c->details) {
+                cJSON *d = details_json(o, j);
+                cJSON_AddNumberToObject(d, "input_length", j->n_prompt);
             } else {
-                cJSON_AddNullToObject(o, "generated_text");
                 cJSON_AddNullToObject(o, "details");
             }
-            job_sse(r, "data:", o);
+        } else {
+            cJSON_AddNullToObject(o, "generated_text");
+            cJSON_AddNullToObject(o, "details");
         }
-        if (done) {
-            if (job_failed_finish(j->finish)) {
-                int st;
-                const char *type, *msg;
-                job_error_of(j, &st, &type, &msg);
-                cJSON *o = cJSON_CreateObject();
-                cJSON_AddStringToObject(o, "error", msg);
-                cJSON_AddStringToObject(o, "error_type", type);
-                job_sse(r, "data:", o);
-            }
-            http_stream_end(r);
-            finish_job(c, j);
-        }
-        return;
+        job_sse(r, "data:", o);
     }
-    if (!done) return;
-    if (job_failed_finish(j->finish)) {
-        job_reply_failed(r, j);
-        finish_job(c, j);
-        return;
-    }
+}
+
+/* The last token event already carried the result. */
+static void stream_finish(void *ctx, struct http_req *r, const struct wreq *j) {
+    (void)ctx, (void)r, (void)j;
+}
+
+/* A stream that fails after it started ends with data:{"error","error_type"}. */
+static void stream_error(void *ctx, struct http_req *r, const struct wreq *j) {
+    (void)ctx;
+    int st;
+    const char *type, *msg;
+    job_error_of(j, &st, &type, &msg);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "error", msg);
+    cJSON_AddStringToObject(o, "error_type", type);
+    job_sse(r, "data:", o);
+}
+
+/* The whole reply: generated_text and details {prefill, tokens, ...}. */
+static void full_finish(void *ctx, struct http_req *r, const struct wreq *j) {
+    struct gen_ctx *c = ctx;
     cJSON *o = cJSON_CreateObject();
     char *t = full_text(c, j);
     cJSON_AddStringToObject(o, "generated_text", t ? t : "");
@@ -154,19 +146,27 @@ static void on_event(struct wreq *j, void *user) {
         o = a;
     }
     http_reply_json(r, 200, o);
-    finish_job(c, j);
 }
 
-static void on_close(struct http_req *r, void *ctx, int aborted) {
-    (void)r, (void)aborted;
+static void full_error(void *ctx, struct http_req *r, const struct wreq *j) {
+    (void)ctx;
+    job_reply_failed(r, j);
+}
+
+static void gen_ctx_free(void *ctx) {
     struct gen_ctx *c = ctx;
-    if (c->job) {
-        worker_cancel(&c->sv->worker, c->job); /* no-op for a job that already ended */
-        worker_release(&c->sv->worker, c->job);
-    }
+    if (!c) return;
     free(c->prompt);
     free(c);
 }
+
+static const struct job_render GEN_STREAM = {.stream = 1,
+                                             .on_tokens = stream_tokens,
+                                             .on_finish = stream_finish,
+                                             .on_error = stream_error,
+                                             .free = gen_ctx_free};
+static const struct job_render GEN_FULL = {
+    .stream = 0, .on_finish = full_finish, .on_error = full_error, .free = gen_ctx_free};
 
 static void handle(struct http_req *r, enum reqparse_tgi_route route) {
     struct server *sv = http_req_app(r);
@@ -187,7 +187,6 @@ static void handle(struct http_req *r, enum reqparse_tgi_route route) {
         goto out;
     }
     c->sv = sv;
-    c->r = r;
     c->stream = q.stream;
     c->wrap_array = route == REQPARSE_TGI_COMPAT && !q.stream;
     c->details = q.details;
@@ -199,25 +198,10 @@ static void handle(struct http_req *r, enum reqparse_tgi_route route) {
         c->prompt = q.inputs; /* valid UTF-8 (reqparse), so safe to echo */
         q.inputs = NULL;
     }
-    if (c->stream) {
-        if (http_stream_start(r, "text/event-stream") != 0) {
-            http_reply_error(r, 500, "internal", NULL, "cannot start the stream");
-            worker_release(&sv->worker, j); /* never submitted: freed here */
-            goto out;
-        }
-    } else {
-        http_defer(r);
-    }
-    c->job = j;
-    http_req_set_ctx(r, c, on_close);
-    job_submit(sv, j, on_event, c);
-    c = NULL;
+    if (job_run(sv, r, j, c->stream ? &GEN_STREAM : &GEN_FULL, c) == 0) c = NULL;
 out:
     reqparse_tgi_free(&q);
-    if (c) {
-        free(c->prompt);
-        free(c);
-    }
+    gen_ctx_free(c);
 }
 
 void ep_generate(struct http_req *r) {

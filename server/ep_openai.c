@@ -14,10 +14,9 @@
 #include "model/tokenizer.h"
 #include "server/job.h"
 
+/* The route's state (owned by the job driver once the job runs). */
 struct oai_ctx {
     struct server *sv;
-    struct http_req *r;
-    struct wreq *job;
     int chat, stream, include_usage, echo, logprobs, top_logprobs;
     char *prompt_text; /* echo */
     char id[48];
@@ -105,15 +104,9 @@ static cJSON *logprobs_json(const struct oai_ctx *c, const struct wreq *j, int f
     return o;
 }
 
-static void release(struct oai_ctx *c, struct wreq *j) {
-    job_log(c->r, j);
-    worker_release_locked(j);
-    c->job = NULL;
-}
-
 /* One streamed chunk with text [from, to) of the visible text and tokens [k0, k1). */
-static void stream_chunk(struct oai_ctx *c, const struct wreq *j, size_t from, size_t to, int k0,
-                         int k1, const char *finish) {
+static void stream_chunk(struct oai_ctx *c, struct http_req *r, const struct wreq *j, size_t from,
+                         size_t to, int k0, int k1, const char *finish) {
     cJSON *o = chunk_base(c);
     cJSON *choices = cJSON_AddArrayToObject(o, "choices");
     cJSON *ch = cJSON_CreateObject();
@@ -131,62 +124,78 @@ static void stream_chunk(struct oai_ctx *c, const struct wreq *j, size_t from, s
     else
         cJSON_AddNullToObject(ch, "finish_reason");
     cJSON_AddItemToArray(choices, ch);
-    job_sse(c->r, "data: ", o);
+    job_sse(r, "data: ", o);
 }
 
-/* Worker events (loop thread, worker lock held). */
-static void on_event(struct wreq *j, void *user) {
-    struct oai_ctx *c = user;
-    struct http_req *r = c->r;
-    int done = j->finish != WREQ_FIN_NONE;
-    if (c->stream) {
-        size_t vis = visible_len(j);
-        if (!done) { /* hold back a tail that might become a stop sequence */
-            size_t hold = 0;
-            for (int i = 0; i < j->n_stop; i++) {
-                size_t l = strlen(j->stop[i]);
-                if (l - 1 > hold) hold = l - 1;
-            }
-            vis = vis > hold ? vis - hold : 0;
+/* Streamed text since the last chunk, holding back a tail that might become a stop sequence
+ * while the job runs. */
+static void stream_tokens(void *ctx, struct http_req *r, const struct wreq *j, int from) {
+    (void)from;
+    struct oai_ctx *c = ctx;
+    size_t vis = visible_len(j);
+    if (j->finish == WREQ_FIN_NONE) {
+        size_t hold = 0;
+        for (int i = 0; i < j->n_stop; i++) {
+            size_t l = strlen(j->stop[i]);
+            if (l - 1 > hold) hold = l - 1;
         }
-        if (vis > c->sent_text || (c->sent < j->n_gen && c->logprobs)) {
-            if (vis < c->sent_text) vis = c->sent_text;
-            stream_chunk(c, j, c->sent_text, vis, c->sent, j->n_gen, NULL);
-            c->sent_text = vis;
-            c->sent = j->n_gen;
-        }
-        if (done) {
-            if (job_failed_finish(j->finish)) {
-                int st;
-                const char *type, *msg;
-                job_error_of(j, &st, &type, &msg);
-                cJSON *o = cJSON_CreateObject();
-                cJSON *e = cJSON_AddObjectToObject(o, "error");
-                cJSON_AddStringToObject(e, "message", msg);
-                cJSON_AddStringToObject(e, "type", type);
-                cJSON_AddNumberToObject(e, "code", st);
-                job_sse(r, "data: ", o);
-            } else {
-                stream_chunk(c, j, 0, 0, 0, 0, finish_reason(j->finish));
-                if (c->include_usage) {
-                    cJSON *o = chunk_base(c);
-                    cJSON_AddArrayToObject(o, "choices");
-                    cJSON_AddItemToObject(o, "usage", usage_json(j));
-                    job_sse(r, "data: ", o);
-                }
-            }
-            http_stream_write(r, "data: [DONE]\n\n", 14);
-            http_stream_end(r);
-            release(c, j);
-        }
-        return;
+        vis = vis > hold ? vis - hold : 0;
     }
-    if (!done) return;
-    if (job_failed_finish(j->finish)) {
-        job_reply_failed(r, j);
-        release(c, j);
-        return;
+    if (vis > c->sent_text || (c->sent < j->n_gen && c->logprobs)) {
+        if (vis < c->sent_text) vis = c->sent_text;
+        stream_chunk(c, r, j, c->sent_text, vis, c->sent, j->n_gen, NULL);
+        c->sent_text = vis;
+        c->sent = j->n_gen;
     }
+}
+
+/* OpenAI opens a chat stream with the role. */
+static void stream_start(void *ctx, struct http_req *r) {
+    struct oai_ctx *c = ctx;
+    if (!c->chat) return;
+    cJSON *o = chunk_base(c);
+    cJSON *choices = cJSON_AddArrayToObject(o, "choices");
+    cJSON *ch = cJSON_CreateObject();
+    cJSON_AddNumberToObject(ch, "index", 0);
+    cJSON *d = cJSON_AddObjectToObject(ch, "delta");
+    cJSON_AddStringToObject(d, "role", "assistant");
+    cJSON_AddStringToObject(d, "content", "");
+    cJSON_AddNullToObject(ch, "logprobs");
+    cJSON_AddNullToObject(ch, "finish_reason");
+    cJSON_AddItemToArray(choices, ch);
+    job_sse(r, "data: ", o);
+}
+
+/* The finish chunk, usage when asked, [DONE]. */
+static void stream_finish(void *ctx, struct http_req *r, const struct wreq *j) {
+    struct oai_ctx *c = ctx;
+    stream_chunk(c, r, j, 0, 0, 0, 0, finish_reason(j->finish));
+    if (c->include_usage) {
+        cJSON *o = chunk_base(c);
+        cJSON_AddArrayToObject(o, "choices");
+        cJSON_AddItemToObject(o, "usage", usage_json(j));
+        job_sse(r, "data: ", o);
+    }
+    http_stream_write(r, "data: [DONE]\n\n", 14);
+}
+
+static void stream_error(void *ctx, struct http_req *r, const struct wreq *j) {
+    (void)ctx;
+    int st;
+    const char *type, *msg;
+    job_error_of(j, &st, &type, &msg);
+    cJSON *o = cJSON_CreateObject();
+    cJSON *e = cJSON_AddObjectToObject(o, "error");
+    cJSON_AddStringToObject(e, "message", msg);
+    cJSON_AddStringToObject(e, "type", type);
+    cJSON_AddNumberToObject(e, "code", st);
+    job_sse(r, "data: ", o);
+    http_stream_write(r, "data: [DONE]\n\n", 14);
+}
+
+/* The whole completion object. */
+static void full_finish(void *ctx, struct http_req *r, const struct wreq *j) {
+    struct oai_ctx *c = ctx;
     cJSON *o = chunk_base(c);
     cJSON_ReplaceItemInObject(o, "object",
                               cJSON_CreateString(c->chat ? "chat.completion" : "text_completion"));
@@ -216,21 +225,30 @@ static void on_event(struct wreq *j, void *user) {
     cJSON_AddItemToArray(choices, ch);
     cJSON_AddItemToObject(o, "usage", usage_json(j));
     http_reply_json(r, 200, o);
-    release(c, j);
 }
 
-static void on_close(struct http_req *r, void *ctx, int aborted) {
-    (void)r, (void)aborted;
+static void full_error(void *ctx, struct http_req *r, const struct wreq *j) {
+    (void)ctx;
+    job_reply_failed(r, j);
+}
+
+static void oai_ctx_free(void *ctx) {
     struct oai_ctx *c = ctx;
-    if (c->job) {
-        worker_cancel(&c->sv->worker, c->job);
-        worker_release(&c->sv->worker, c->job);
-    }
+    if (!c) return;
     free(c->prompt_text);
     free(c);
 }
 
-/* The context of a parsed request (reqparse.h). NULL (reply sent) when out of memory. */
+static const struct job_render OAI_STREAM = {.stream = 1,
+                                             .on_start = stream_start,
+                                             .on_tokens = stream_tokens,
+                                             .on_finish = stream_finish,
+                                             .on_error = stream_error,
+                                             .free = oai_ctx_free};
+static const struct job_render OAI_FULL = {
+    .stream = 0, .on_finish = full_finish, .on_error = full_error, .free = oai_ctx_free};
+
+/* The route's state from a parsed request (reqparse.h). NULL (reply sent) when out of memory. */
 static struct oai_ctx *ctx_new(struct server *sv, struct http_req *r,
                                const struct reqparse_oai *q) {
     struct oai_ctx *c = calloc(1, sizeof *c);
@@ -238,7 +256,7 @@ static struct oai_ctx *ctx_new(struct server *sv, struct http_req *r,
         http_reply_error(r, 500, "internal", NULL, "out of memory");
         return NULL;
     }
-    c->sv = sv, c->r = r, c->chat = q->chat;
+    c->sv = sv, c->chat = q->chat;
     c->stream = q->stream;
     c->include_usage = q->include_usage;
     c->logprobs = q->logprobs;
@@ -247,54 +265,37 @@ static struct oai_ctx *ctx_new(struct server *sv, struct http_req *r,
     return c;
 }
 
-/* Start the reply (stream or deferred) and submit. Returns -1 (reply sent, job freed, C still
- * the caller's) when the stream cannot start. */
+/* Name the completion and hand the job to the driver. Returns -1 (reply sent, job freed, C
+ * still the caller's) when it could not start. */
 static int start(struct server *sv, struct http_req *r, struct oai_ctx *c, struct wreq *j) {
     snprintf(c->id, sizeof c->id, "%s-%llu", c->chat ? "chatcmpl" : "cmpl",
              (unsigned long long)j->id);
     c->created = (long)time(NULL);
-    if (c->stream) {
-        if (http_stream_start(r, "text/event-stream") != 0) {
-            http_reply_error(r, 500, "internal", NULL, "cannot start the stream");
-            worker_release(&sv->worker, j);
-            return -1;
-        }
-        if (c->chat) { /* OpenAI opens with the role */
-            cJSON *o = chunk_base(c);
-            cJSON *choices = cJSON_AddArrayToObject(o, "choices");
-            cJSON *ch = cJSON_CreateObject();
-            cJSON_AddNumberToObject(ch, "index", 0);
-            cJSON *d = cJSON_AddObjectToObject(ch, "delta");
-            cJSON_AddStringToObject(d, "role", "assistant");
-            cJSON_AddStringToObject(d, "content", "");
-            cJSON_AddNullToObject(ch, "logprobs");
-            cJSON_AddNullToObject(ch, "finish_reason");
-            cJSON_AddItemToArray(choices, ch);
-            job_sse(r, "data: ", o);
-        }
-    } else {
-        http_defer(r);
+    return job_run(sv, r, j, c->stream ? &OAI_STREAM : &OAI_FULL, c);
+}
+
+/* Both routes: admission, the body parsed by PARSE into Q, the route's state. Returns NULL
+ * after replying (Q is initialised either way: free it with reqparse_oai_free). */
+static struct oai_ctx *begin(struct server *sv, struct http_req *r,
+                             int (*parse)(const char *, size_t, const struct reqparse_limits *,
+                                          struct reqparse_oai *, struct reqparse_error *),
+                             struct reqparse_oai *q) {
+    size_t len;
+    const char *body = http_req_body(r, &len);
+    struct reqparse_limits lim = {.max_stop_sequences = sv->cfg.max_stop_sequences};
+    struct reqparse_error err;
+    if (parse(body, len, &lim, q, &err)) {
+        job_reply_invalid(sv, r, &err);
+        return NULL;
     }
-    c->job = j;
-    http_req_set_ctx(r, c, on_close);
-    job_submit(sv, j, on_event, c);
-    return 0;
+    return ctx_new(sv, r, q);
 }
 
 void ep_chat_completions(struct http_req *r) {
     struct server *sv = http_req_app(r);
     if (job_admit(sv, r)) return;
-    size_t len;
-    const char *body = http_req_body(r, &len);
-    struct reqparse_limits lim = {.max_stop_sequences = sv->cfg.max_stop_sequences};
     struct reqparse_oai q;
-    struct reqparse_error err;
-    struct oai_ctx *c = NULL;
-    if (reqparse_chat(body, len, &lim, &q, &err)) {
-        job_reply_invalid(sv, r, &err);
-        goto out;
-    }
-    c = ctx_new(sv, r, &q);
+    struct oai_ctx *c = begin(sv, r, reqparse_chat, &q);
     if (!c) goto out;
     char *prompt = chat_template_apply(sv->worker.info.chat, q.msgs, q.n_msgs, 1);
     if (!prompt) {
@@ -306,24 +307,15 @@ void ep_chat_completions(struct http_req *r) {
     if (!j) goto out;
     if (start(sv, r, c, j) == 0) c = NULL;
 out:
-    free(c);
+    oai_ctx_free(c);
     reqparse_oai_free(&q);
 }
 
 void ep_completions(struct http_req *r) {
     struct server *sv = http_req_app(r);
     if (job_admit(sv, r)) return;
-    size_t len;
-    const char *body = http_req_body(r, &len);
-    struct reqparse_limits lim = {.max_stop_sequences = sv->cfg.max_stop_sequences};
     struct reqparse_oai q;
-    struct reqparse_error err;
-    struct oai_ctx *c = NULL;
-    if (reqparse_completions(body, len, &lim, &q, &err)) {
-        job_reply_invalid(sv, r, &err);
-        goto out;
-    }
-    c = ctx_new(sv, r, &q);
+    struct oai_ctx *c = begin(sv, r, reqparse_completions, &q);
     if (!c) goto out;
     struct wreq *j;
     if (q.prompt) {
@@ -339,8 +331,7 @@ void ep_completions(struct http_req *r) {
     if (!j) goto out;
     if (start(sv, r, c, j) == 0) c = NULL;
 out:
-    if (c) free(c->prompt_text);
-    free(c);
+    oai_ctx_free(c);
     reqparse_oai_free(&q);
 }
 

@@ -148,11 +148,85 @@ struct wreq *job_build(struct server *sv, struct http_req *r, const char *text, 
     return j;
 }
 
-void job_submit(struct server *sv, struct wreq *j, wreq_event_fn on_event, void *user) {
-    j->on_event = on_event;
-    j->user = user;
+/* The driver of one request: everything the loop holds for it. */
+struct job_drv {
+    struct server *sv;
+    struct http_req *r; /* NULL once the HTTP request completed */
+    struct wreq *j;
+    const struct job_render *rd;
+    void *ctx;
+    int sent;     /* tokens handed to on_tokens */
+    int finished; /* the finish event was delivered */
+    int quiet;    /* render nothing more (client gone, or the reply could not start) */
+};
+
+static void drv_free(struct job_drv *d) {
+    if (d->rd->free) d->rd->free(d->ctx);
+    wreq_free(d->j);
+    free(d);
+}
+
+/* Worker events (loop thread, no lock held). */
+static void drv_on_event(struct wreq *j, void *user) {
+    struct job_drv *d = user;
+    int done = j->finish != WREQ_FIN_NONE;
+    if (!d->quiet) {
+        if (d->rd->stream && d->rd->on_tokens) d->rd->on_tokens(d->ctx, d->r, j, d->sent);
+        d->sent = j->n_gen;
+        if (done) {
+            if (job_failed_finish(j->finish))
+                d->rd->on_error(d->ctx, d->r, j);
+            else
+                d->rd->on_finish(d->ctx, d->r, j);
+            if (d->rd->stream) http_stream_end(d->r);
+            job_log(d->r, j);
+        }
+    }
+    if (!done) return;
+    d->finished = 1;
+    if (!d->r) drv_free(d); /* the request completed first: this is the last of it */
+}
+
+/* The HTTP request completed (reply sent, or the client went away). */
+static void drv_on_close(struct http_req *r, void *ctx, int aborted) {
+    (void)r, (void)aborted;
+    struct job_drv *d = ctx;
+    d->r = NULL;
+    d->quiet = 1;
+    if (d->finished) {
+        drv_free(d);
+        return;
+    }
+    worker_cancel(&d->sv->worker, d->j); /* the finish event then frees it */
+}
+
+int job_run(struct server *sv, struct http_req *r, struct wreq *j, const struct job_render *rd,
+            void *ctx) {
+    struct job_drv *d = calloc(1, sizeof *d);
+    if (!d || worker_submit(&sv->worker, j) != 0) {
+        free(d);
+        wreq_free(j);
+        http_reply_error(r, 500, "internal", NULL, "out of memory");
+        return -1;
+    }
+    *d = (struct job_drv){.sv = sv, .r = r, .j = j, .rd = rd, .ctx = ctx};
+    j->on_event = drv_on_event;
+    j->user = d;
     sv->inflight++;
-    worker_submit(&sv->worker, j);
+    http_req_set_ctx(r, d, drv_on_close);
+    if (!rd->stream) {
+        http_defer(r);
+        return 0;
+    }
+    if (http_stream_start(r, "text/event-stream") != 0) {
+        /* submitted already: answer now, and let the cancelled job end the usual way */
+        http_reply_error(r, 500, "internal", NULL, "cannot start the stream");
+        d->quiet = 1;
+        worker_cancel(&sv->worker, j);
+        return 0;
+    }
+    if (rd->on_start) rd->on_start(ctx, r);
+    return 0;
 }
 
 void job_log(struct http_req *r, const struct wreq *j) {
