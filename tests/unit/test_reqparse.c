@@ -27,23 +27,37 @@ static int cmpl(const char *body, struct reqparse_oai *o, struct reqparse_error 
     return reqparse_completions(body, strlen(body), &LIM, o, e);
 }
 
-/* The body must be refused with STATUS and, for a 422, name PARAM. */
-static void refused(int route, const char *body, int status, const char *param) {
+enum route { TGI, CHAT, CMPL };
+
+/* A body that ROUTE must refuse with STATUS, naming PARAM (NULL: no field). */
+struct refusal {
+    enum route route;
+    const char *body;
+    int status;
+    const char *param;
+};
+
+static void refused(enum route route, const char *body, int status, const char *param) {
     struct reqparse_error e;
     int rc;
-    if (route == 0) {
+    if (route == TGI) {
         struct reqparse_tgi t;
         rc = tgi(body, REQPARSE_TGI_GENERATE, &t, &e);
         reqparse_tgi_free(&t);
     } else {
         struct reqparse_oai o;
-        rc = route == 1 ? chat(body, &o, &e) : cmpl(body, &o, &e);
+        rc = route == CHAT ? chat(body, &o, &e) : cmpl(body, &o, &e);
         reqparse_oai_free(&o);
     }
     cr_assert_eq(rc, -1, "accepted: %s", body);
     cr_expect_eq(e.status, status, "%s: status %d (%s)", body, e.status, e.message);
     if (param) cr_expect_str_eq(e.param, param, "%s: %s", body, e.message);
     cr_expect(e.message[0] && e.type, "%s: an error needs a message and a type", body);
+}
+
+static void refused_all(const struct refusal *r, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        refused(r[i].route, r[i].body, r[i].status, r[i].param);
 }
 
 static void chat_ok(const char *body, struct reqparse_oai *o) {
@@ -55,9 +69,14 @@ static void chat_ok(const char *body, struct reqparse_oai *o) {
 #define CHAT_MSGS "\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}]"
 
 Test(reqparse, trailing_data_is_invalid_json) {
-    refused(0, "{\"inputs\":\"x\"} junk", 400, NULL);
-    refused(0, "{\"inputs\":\"x\"}{}", 400, NULL);
-    refused(1, "{" CHAT_MSGS "} 1", 400, NULL);
+    static const struct refusal cases[] = {
+        {TGI, "{\"inputs\":\"x\"} junk", 400, NULL},
+        {TGI, "{\"inputs\":\"x\"}{}", 400, NULL},
+        {CHAT, "{" CHAT_MSGS "} 1", 400, NULL},
+        {TGI, "", 400, NULL},
+        {TGI, "[1]", 400, NULL},
+    };
+    refused_all(cases, sizeof cases / sizeof cases[0]);
     struct reqparse_error e;
     struct reqparse_tgi t;
     /* a NUL inside the body, then garbage: the length counts, not the terminator */
@@ -68,13 +87,12 @@ Test(reqparse, trailing_data_is_invalid_json) {
     cr_expect_eq(tgi("{\"inputs\":\"x\"} \r\n\t", REQPARSE_TGI_GENERATE, &t, &e), 0,
                  "trailing whitespace is JSON");
     reqparse_tgi_free(&t);
-    refused(0, "", 400, NULL);
-    refused(0, "[1]", 400, NULL);
 }
 
 Test(reqparse, tgi_client_body) {
-    /* huggingface_hub 0.2x InferenceClient.text_generation("Hello", max_new_tokens=16,
-     * details=True, stop=["\n"], seed=3) */
+    /* huggingface_hub InferenceClient.text_generation("Hello", max_new_tokens=16, details=True,
+     * stop=["\n"], seed=3) as versions before 0.25 sent it, every parameter present, unset ones
+     * null (newer ones drop the nulls: tests/fuzz/corpus/fuzz_request/hf_text_generation.json) */
     const char *b = "{\"inputs\": \"Hello\", \"parameters\": {\"best_of\": null, \"decoder_input_"
                     "details\": false, \"details\": true, \"do_sample\": false, \"frequency_penalty"
                     "\": null, \"grammar\": null, \"max_new_tokens\": 16, \"repetition_penalty\": "
@@ -103,19 +121,22 @@ Test(reqparse, tgi_client_body) {
 }
 
 Test(reqparse, tgi_field_errors_name_the_field) {
-    refused(0, "{\"inputs\":1}", 422, "inputs");
-    refused(0, "{\"inputs\":\"\"}", 422, "inputs");
-    refused(0, "{\"inputs\":\"x\",\"parameters\":[]}", 422, "parameters");
-    refused(0, "{\"inputs\":\"x\",\"parameters\":{\"temperature\":0}}", 422, "temperature");
-    refused(0, "{\"inputs\":\"x\",\"parameters\":{\"top_p\":1.5}}", 422, "top_p");
-    refused(0, "{\"inputs\":\"x\",\"parameters\":{\"max_new_tokens\":0}}", 422, "max_new_tokens");
-    refused(0, "{\"inputs\":\"x\",\"parameters\":{\"max_new_tokens\":2.5}}", 422, "max_new_tokens");
-    refused(0, "{\"inputs\":\"x\",\"parameters\":{\"best_of\":2}}", 422, "best_of");
-    refused(0, "{\"inputs\":\"x\",\"parameters\":{\"grammar\":{}}}", 422, "grammar");
-    refused(0, "{\"inputs\":\"x\",\"parameters\":{\"stop\":\"a\"}}", 422, "stop");
-    refused(0, "{\"inputs\":\"x\",\"parameters\":{\"stop\":[\"a\",\"b\",\"c\",\"d\",\"e\"]}}", 422,
-            "stop");
-    refused(0, "{\"inputs\":\"x\",\"parameters\":{\"do_sample\":1}}", 422, "do_sample");
+    static const struct refusal cases[] = {
+        {TGI, "{\"inputs\":1}", 422, "inputs"},
+        {TGI, "{\"inputs\":\"\"}", 422, "inputs"},
+        {TGI, "{\"inputs\":\"x\",\"parameters\":[]}", 422, "parameters"},
+        {TGI, "{\"inputs\":\"x\",\"parameters\":{\"temperature\":0}}", 422, "temperature"},
+        {TGI, "{\"inputs\":\"x\",\"parameters\":{\"top_p\":1.5}}", 422, "top_p"},
+        {TGI, "{\"inputs\":\"x\",\"parameters\":{\"max_new_tokens\":0}}", 422, "max_new_tokens"},
+        {TGI, "{\"inputs\":\"x\",\"parameters\":{\"max_new_tokens\":2.5}}", 422, "max_new_tokens"},
+        {TGI, "{\"inputs\":\"x\",\"parameters\":{\"best_of\":2}}", 422, "best_of"},
+        {TGI, "{\"inputs\":\"x\",\"parameters\":{\"grammar\":{}}}", 422, "grammar"},
+        {TGI, "{\"inputs\":\"x\",\"parameters\":{\"stop\":\"a\"}}", 422, "stop"},
+        {TGI, "{\"inputs\":\"x\",\"parameters\":{\"stop\":[\"a\",\"b\",\"c\",\"d\",\"e\"]}}", 422,
+         "stop"},
+        {TGI, "{\"inputs\":\"x\",\"parameters\":{\"do_sample\":1}}", 422, "do_sample"},
+    };
+    refused_all(cases, sizeof cases / sizeof cases[0]);
 }
 
 /* 1e-50 rounds to 0.0f, which the sampler reads as "unset" (1): random output. It must be
@@ -156,15 +177,18 @@ Test(reqparse, underflowing_temperature_is_greedy) {
 
 /* A repetition_penalty that rounds to 0 or inf in float divides logits into inf/NaN. */
 Test(reqparse, repetition_penalty_keeps_logits_finite) {
-    refused(0, "{\"inputs\":\"x\",\"parameters\":{\"repetition_penalty\":1e-50}}", 422,
-            "repetition_penalty");
-    refused(0, "{\"inputs\":\"x\",\"parameters\":{\"repetition_penalty\":1e-9}}", 422,
-            "repetition_penalty");
-    refused(0, "{\"inputs\":\"x\",\"parameters\":{\"repetition_penalty\":1e20}}", 422,
-            "repetition_penalty");
-    refused(1, "{" CHAT_MSGS ",\"repetition_penalty\":1e-40}", 422, "repetition_penalty");
-    refused(0, "{\"inputs\":\"x\",\"parameters\":{\"repetition_penalty\":-1}}", 422,
-            "repetition_penalty");
+    static const struct refusal cases[] = {
+        {TGI, "{\"inputs\":\"x\",\"parameters\":{\"repetition_penalty\":1e-50}}", 422,
+         "repetition_penalty"},
+        {TGI, "{\"inputs\":\"x\",\"parameters\":{\"repetition_penalty\":1e-9}}", 422,
+         "repetition_penalty"},
+        {TGI, "{\"inputs\":\"x\",\"parameters\":{\"repetition_penalty\":1e20}}", 422,
+         "repetition_penalty"},
+        {CHAT, "{" CHAT_MSGS ",\"repetition_penalty\":1e-40}", 422, "repetition_penalty"},
+        {TGI, "{\"inputs\":\"x\",\"parameters\":{\"repetition_penalty\":-1}}", 422,
+         "repetition_penalty"},
+    };
+    refused_all(cases, sizeof cases / sizeof cases[0]);
     const char *ok[] = {"1e-8", "0.5", "1.2", "1e8"};
     for (int i = 0; i < 4; i++) {
         char b[128];
@@ -182,11 +206,14 @@ Test(reqparse, repetition_penalty_keeps_logits_finite) {
 
 /* (int) of 2147483648.0 is undefined behaviour: the range is checked on the double first. */
 Test(reqparse, token_ids_past_int_are_refused) {
-    refused(2, "{\"prompt\":[1,2147483648]}", 422, "prompt");
-    refused(2, "{\"prompt\":[1e300]}", 422, "prompt");
-    refused(2, "{\"prompt\":[-1]}", 422, "prompt");
-    refused(2, "{\"prompt\":[1.5]}", 422, "prompt");
-    refused(2, "{\"prompt\":[1,\"a\"]}", 422, "prompt");
+    static const struct refusal cases[] = {
+        {CMPL, "{\"prompt\":[1,2147483648]}", 422, "prompt"},
+        {CMPL, "{\"prompt\":[1e300]}", 422, "prompt"},
+        {CMPL, "{\"prompt\":[-1]}", 422, "prompt"},
+        {CMPL, "{\"prompt\":[1.5]}", 422, "prompt"},
+        {CMPL, "{\"prompt\":[1,\"a\"]}", 422, "prompt"},
+    };
+    refused_all(cases, sizeof cases / sizeof cases[0]);
     struct reqparse_oai o;
     struct reqparse_error e;
     cr_assert_eq(cmpl("{\"prompt\":[0,2147483647]}", &o, &e), 0, "%s", e.message);
@@ -214,7 +241,10 @@ Test(reqparse, chat_max_tokens_default_is_the_context) {
     chat_ok("{" CHAT_MSGS ",\"max_completion_tokens\":3,\"max_tokens\":9}", &o);
     cr_expect_eq(o.p.max_new, 3, "the newer name wins");
     reqparse_oai_free(&o);
-    refused(1, "{" CHAT_MSGS ",\"max_completion_tokens\":0}", 422, "max_completion_tokens");
+    static const struct refusal cases[] = {
+        {CHAT, "{" CHAT_MSGS ",\"max_completion_tokens\":0}", 422, "max_completion_tokens"},
+    };
+    refused_all(cases, sizeof cases / sizeof cases[0]);
     struct reqparse_error e;
     cr_assert_eq(cmpl("{\"prompt\":\"x\"}", &o, &e), 0);
     cr_expect(o.p.max_new == 16 && !o.p.max_new_to_context);
@@ -264,33 +294,39 @@ Test(reqparse, client_noop_defaults_accepted) {
 }
 
 Test(reqparse, real_uses_of_unimplemented_features_refused) {
-    refused(1, "{" CHAT_MSGS ",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}]}",
-            422, "tools");
-    refused(1, "{" CHAT_MSGS ",\"tools\":{}}", 422, "tools");
-    refused(1, "{" CHAT_MSGS ",\"tool_choice\":\"required\"}", 422, "tool_choice");
-    refused(1, "{" CHAT_MSGS ",\"tool_choice\":{\"type\":\"function\"}}", 422, "tool_choice");
-    refused(1, "{" CHAT_MSGS ",\"response_format\":{\"type\":\"json_object\"}}", 422,
-            "response_format");
-    refused(1, "{" CHAT_MSGS ",\"response_format\":\"text\"}", 422, "response_format");
-    refused(1, "{" CHAT_MSGS ",\"logit_bias\":{\"50256\":-100}}", 422, "logit_bias");
-    refused(1, "{" CHAT_MSGS ",\"functions\":[{\"name\":\"f\"}]}", 422, "functions");
-    refused(1, "{" CHAT_MSGS ",\"parallel_tool_calls\":\"yes\"}", 422, "parallel_tool_calls");
-    refused(1, "{" CHAT_MSGS ",\"user\":5}", 422, "user");
-    refused(1, "{" CHAT_MSGS ",\"n\":2}", 422, "n");
-    refused(1, "{" CHAT_MSGS ",\"presence_penalty\":0.5}", 422, "presence_penalty");
-    refused(2, "{\"prompt\":\"x\",\"suffix\":\"y\"}", 422, "suffix");
-    refused(2, "{\"prompt\":\"x\",\"echo\":true,\"stream\":true}", 422, "echo");
+    static const struct refusal cases[] = {
+        {CHAT, "{" CHAT_MSGS ",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}]}",
+         422, "tools"},
+        {CHAT, "{" CHAT_MSGS ",\"tools\":{}}", 422, "tools"},
+        {CHAT, "{" CHAT_MSGS ",\"tool_choice\":\"required\"}", 422, "tool_choice"},
+        {CHAT, "{" CHAT_MSGS ",\"tool_choice\":{\"type\":\"function\"}}", 422, "tool_choice"},
+        {CHAT, "{" CHAT_MSGS ",\"response_format\":{\"type\":\"json_object\"}}", 422,
+         "response_format"},
+        {CHAT, "{" CHAT_MSGS ",\"response_format\":\"text\"}", 422, "response_format"},
+        {CHAT, "{" CHAT_MSGS ",\"logit_bias\":{\"50256\":-100}}", 422, "logit_bias"},
+        {CHAT, "{" CHAT_MSGS ",\"functions\":[{\"name\":\"f\"}]}", 422, "functions"},
+        {CHAT, "{" CHAT_MSGS ",\"parallel_tool_calls\":\"yes\"}", 422, "parallel_tool_calls"},
+        {CHAT, "{" CHAT_MSGS ",\"user\":5}", 422, "user"},
+        {CHAT, "{" CHAT_MSGS ",\"n\":2}", 422, "n"},
+        {CHAT, "{" CHAT_MSGS ",\"presence_penalty\":0.5}", 422, "presence_penalty"},
+        {CMPL, "{\"prompt\":\"x\",\"suffix\":\"y\"}", 422, "suffix"},
+        {CMPL, "{\"prompt\":\"x\",\"echo\":true,\"stream\":true}", 422, "echo"},
+    };
+    refused_all(cases, sizeof cases / sizeof cases[0]);
 }
 
 Test(reqparse, chat_messages_validated) {
-    refused(1, "{\"messages\":[]}", 422, "messages");
-    refused(1, "{\"messages\":{}}", 422, "messages");
-    refused(1, "{\"messages\":[{\"role\":\"tool\",\"content\":\"x\"}]}", 422, "messages");
-    refused(1, "{\"messages\":[{\"role\":\"user\"}]}", 422, "messages");
-    refused(1,
-            "{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image_url\","
-            "\"image_url\":{\"url\":\"x\"}}]}]}",
-            422, "messages");
+    static const struct refusal cases[] = {
+        {CHAT, "{\"messages\":[]}", 422, "messages"},
+        {CHAT, "{\"messages\":{}}", 422, "messages"},
+        {CHAT, "{\"messages\":[{\"role\":\"tool\",\"content\":\"x\"}]}", 422, "messages"},
+        {CHAT, "{\"messages\":[{\"role\":\"user\"}]}", 422, "messages"},
+        {CHAT,
+         "{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image_url\","
+         "\"image_url\":{\"url\":\"x\"}}]}]}",
+         422, "messages"},
+    };
+    refused_all(cases, sizeof cases / sizeof cases[0]);
     struct reqparse_oai o;
     chat_ok("{\"messages\":[{\"role\":\"developer\",\"content\":\"Be brief.\"},{\"role\":\"user\","
             "\"content\":[{\"type\":\"text\",\"text\":\"a\"},{\"type\":\"text\",\"text\":\"b\"}]},"
@@ -307,16 +343,19 @@ Test(reqparse, chat_messages_validated) {
  * field, before it can be echoed into JSON. Escaped characters (\u00e9, surrogate pairs) are
  * valid UTF-8 once cJSON decodes them. */
 Test(reqparse, invalid_utf8_prompts_refused) {
-    refused(0, "{\"inputs\":\"ab\xff\",\"parameters\":{\"return_full_text\":true}}", 422, "inputs");
-    refused(0, "{\"inputs\":\"\xed\xa0\x80\"}", 422, "inputs");
-    refused(0, "{\"inputs\":\"x\",\"parameters\":{\"stop\":[\"\xc3\"]}}", 422, "stop");
-    refused(2, "{\"prompt\":\"\xc0\xaf\",\"echo\":true}", 422, "prompt");
-    refused(2, "{\"prompt\":[\"\xe2\x82\"],\"echo\":true}", 422, "prompt");
-    refused(1, "{\"messages\":[{\"role\":\"user\",\"content\":\"\xf5\"}]}", 422, "messages");
-    refused(1,
-            "{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"\x80\"}]"
-            "}]}",
-            422, "messages");
+    static const struct refusal cases[] = {
+        {TGI, "{\"inputs\":\"ab\xff\",\"parameters\":{\"return_full_text\":true}}", 422, "inputs"},
+        {TGI, "{\"inputs\":\"\xed\xa0\x80\"}", 422, "inputs"},
+        {TGI, "{\"inputs\":\"x\",\"parameters\":{\"stop\":[\"\xc3\"]}}", 422, "stop"},
+        {CMPL, "{\"prompt\":\"\xc0\xaf\",\"echo\":true}", 422, "prompt"},
+        {CMPL, "{\"prompt\":[\"\xe2\x82\"],\"echo\":true}", 422, "prompt"},
+        {CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"\xf5\"}]}", 422, "messages"},
+        {CHAT,
+         "{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"\x80\"}]"
+         "}]}",
+         422, "messages"},
+    };
+    refused_all(cases, sizeof cases / sizeof cases[0]);
     struct reqparse_tgi t;
     struct reqparse_error e;
     cr_assert_eq(
