@@ -36,8 +36,9 @@ int job_admit(struct server *sv, struct http_req *r) {
 }
 
 int job_reply_invalid(struct server *sv, struct http_req *r, const struct reqparse_error *err) {
-    metrics_request(&sv->metrics, METRICS_OUT_VALIDATION);
-    http_req_log(r)->outcome = err->status == 500 ? "error" : "validation_error";
+    int internal = err->status == 500; /* out of memory while parsing: not the client's fault */
+    metrics_request(&sv->metrics, internal ? METRICS_OUT_ERROR : METRICS_OUT_VALIDATION);
+    http_req_log(r)->outcome = internal ? "error" : "validation_error";
     http_reply_error(r, err->status, err->type, err->param[0] ? err->param : NULL, "%s",
                      err->message);
     return -1;

@@ -22,7 +22,7 @@ int job_admit(struct server *sv, struct http_req *r);
  * not one. */
 cJSON *job_parse_body(struct server *sv, struct http_req *r);
 /* Reply to a request the parsers refused (reqparse.h): ERR's status, type, param and message,
- * counted as a validation error. Returns -1. */
+ * counted as a validation error (an error when it is a 500). Returns -1. */
 int job_reply_invalid(struct server *sv, struct http_req *r, const struct reqparse_error *err);
 /* Replies 422 (type "validation") naming FIELD; always returns -1. */
 int job_invalid(struct server *sv, struct http_req *r, const char *field, const char *fmt, ...)

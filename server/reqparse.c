@@ -38,21 +38,16 @@ void job_params_free(struct job_params *p) {
 
 /* ---- errors ------------------------------------------------------------------------------ */
 
-static void error_set(struct reqparse_error *e, int status, const char *type, const char *field,
-                      const char *fmt, va_list ap) {
-    e->status = status;
-    e->type = type;
-    snprintf(e->param, sizeof e->param, "%s", field ? field : "");
-    vsnprintf(e->message, sizeof e->message, fmt, ap);
-}
-
 static int fail(struct reqparse_error *e, int status, const char *type, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 static int fail(struct reqparse_error *e, int status, const char *type, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    error_set(e, status, type, NULL, fmt, ap);
+    vsnprintf(e->message, sizeof e->message, fmt, ap);
     va_end(ap);
+    e->status = status;
+    e->type = type;
+    e->param[0] = 0;
     return -1;
 }
 
