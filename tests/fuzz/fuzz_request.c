@@ -5,8 +5,9 @@
  * Whatever the bytes, a parser returns 0 with parameters the engine can run (strings valid
  * UTF-8 and non-empty where required, floats the sampler reads as finite, counts inside their
  * limits), or -1 with an error the endpoint can send (400/422/500, a type, a message); the
- * result's free releases it all (LeakSanitizer checks). No server: libuv and libmicrohttpd are
- * not linked.
+ * result's free releases it all (LeakSanitizer checks). The raw bytes also go through the UTF-8
+ * repair (server/utf8.h), which must always give valid UTF-8. No server: libuv and libmicrohttpd
+ * are not linked.
  */
 #include <float.h>
 #include <limits.h>
@@ -43,9 +44,19 @@ static void check_error(const struct reqparse_error *e) {
     if (e->status == 422 && !e->param[0]) abort(); /* a validation error names its field */
 }
 
+/* server/utf8 on the raw bytes: the repair is valid UTF-8 and keeps the valid prefix. */
+static void check_utf8(const char *s, size_t n) {
+    size_t p = utf8_valid_prefix(s, n), m;
+    char *r = utf8_sanitize(s, n, &m);
+    if (!r || !utf8_valid(r, m) || m < p || memcmp(r, s, p) || r[m]) abort();
+    if (utf8_valid(s, n) != (p == n) || (p == n && (m != n || memcmp(r, s, n)))) abort();
+    free(r);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     const char *body = (const char *)data;
     struct reqparse_error err;
+    check_utf8(body, size);
     static const enum reqparse_tgi_route routes[] = {REQPARSE_TGI_GENERATE, REQPARSE_TGI_STREAM,
                                                      REQPARSE_TGI_COMPAT};
     for (int r = 0; r < 3; r++) {
