@@ -143,11 +143,12 @@ struct wseq {
     size_t text_len, text_cap;
     int prompt_logprobs, ignore_eos;
     double t_arrival, deadline, queue_deadline, t_last;
-    struct wfinish fin; /* reason NONE while running */
-    struct wring *ring; /* shared; NULL once the finish event is posted */
-    struct wevents out; /* this iteration's events, published at its end */
-    int in_pub;         /* on the publish list */
-    struct wseq *next;  /* submission list, then publish list, then dead list */
+    struct wfinish fin;    /* reason NONE while running */
+    struct wring *ring;    /* shared; NULL once the finish event is posted */
+    struct wevents out;    /* this iteration's events, published at its end */
+    int in_pub;            /* on the publish list */
+    struct wseq *next_pub; /* publish list link */
+    struct wseq *next;     /* submission list, then dead list link */
 };
 
 static void wseq_free(struct wseq *q) {
@@ -336,7 +337,7 @@ struct worker_run {
 static void pub_mark(struct worker_run *wr, struct wseq *q) {
     if (q->in_pub) return;
     q->in_pub = 1;
-    q->next = wr->pub;
+    q->next_pub = wr->pub;
     wr->pub = q;
 }
 
@@ -362,7 +363,7 @@ static void publish(struct worker *w, struct worker_run *wr) {
     int any = wr->pub != NULL;
     if (any) {
         pthread_mutex_lock(&w->mu);
-        for (struct wseq *q = wr->pub; q; q = q->next) {
+        for (struct wseq *q = wr->pub; q; q = q->next_pub) {
             struct wring *g = q->ring;
             q->in_pub = 0;
             if (!g) continue;
