@@ -4,8 +4,11 @@
  * One iteration (iterate): take submissions, cancellations and deadlines under the lock → reap
  * what ended (pages back in the pool, at once for a cancelled sequence) → admit and plan → forward
  * pass → sample the wanted rows, decode, stop checks into each sequence's outbox → publish: every
- * outbox into its ring under the lock, once, then one uv_async_send. When there is nothing to run
- * the worker sleeps on the condition variable (with a timeout while jobs with deadlines wait).
+ * outbox into its ring under the lock, once, then one uv_async_send. (Requests that ended at the
+ * intake are published before the step, with a wake of their own, so that a cancelled or timed
+ * out request is answered and accounted without waiting for a forward pass that is not theirs.)
+ * When there is nothing to run the worker sleeps on the condition variable (with a timeout while
+ * jobs with deadlines wait).
  */
 #include "worker.h"
 
@@ -538,6 +541,9 @@ static int iterate(struct worker *w, struct worker_run *wr) {
     intake_locked(w, wr, now);
     pthread_mutex_unlock(&w->mu);
     reap(wr);
+    /* requests that ended here (cancelled, past a deadline) are told now, not after a forward
+     * pass that is not theirs: their replies and the accounting go out with the pages freed */
+    publish(w, wr);
 
     int n = sched_plan(s);
     admit_setup(w, wr, worker_now());
@@ -545,9 +551,7 @@ static int iterate(struct worker *w, struct worker_run *wr) {
     double kv_use = kv->n_pages ? (double)(kv->n_pages - kv->n_free) / kv->n_pages : 0;
     metrics_iteration(w->metrics, s->n_running, s->n_waiting, n, s->batch.n_tokens, kv_use);
     if (n == 0) {
-        /* jobs ended above (deadline, cancellation, a failed admission) have news although no
-         * step runs to announce it */
-        publish(w, wr);
+        publish(w, wr); /* a failed admission (sampler) has news although no step runs */
         return 0;
     }
 
