@@ -4,8 +4,11 @@
  * One iteration (iterate): take submissions, cancellations and deadlines under the lock → reap
  * what ended (pages back in the pool, at once for a cancelled sequence) → admit and plan → forward
  * pass → sample the wanted rows, decode, stop checks into each sequence's outbox → publish: every
- * outbox into its ring under the lock, once, then one uv_async_send. When there is nothing to run
- * the worker sleeps on the condition variable (with a timeout while jobs with deadlines wait).
+ * outbox into its ring under the lock, once, then one uv_async_send. (Requests that ended at the
+ * intake are published before the step, with a wake of their own, so that a cancelled or timed
+ * out request is answered and accounted without waiting for a forward pass that is not theirs.)
+ * When there is nothing to run the worker sleeps on the condition variable (with a timeout while
+ * jobs with deadlines wait).
  */
 #include "worker.h"
 
@@ -143,11 +146,12 @@ struct wseq {
     size_t text_len, text_cap;
     int prompt_logprobs, ignore_eos;
     double t_arrival, deadline, queue_deadline, t_last;
-    struct wfinish fin; /* reason NONE while running */
-    struct wring *ring; /* shared; NULL once the finish event is posted */
-    struct wevents out; /* this iteration's events, published at its end */
-    int in_pub;         /* on the publish list */
-    struct wseq *next;  /* submission list, then publish list, then dead list */
+    struct wfinish fin;    /* reason NONE while running */
+    struct wring *ring;    /* shared; NULL once the finish event is posted */
+    struct wevents out;    /* this iteration's events, published at its end */
+    int in_pub;            /* on the publish list */
+    struct wseq *next_pub; /* publish list link */
+    struct wseq *next;     /* submission list, then dead list link */
 };
 
 static void wseq_free(struct wseq *q) {
@@ -336,7 +340,7 @@ struct worker_run {
 static void pub_mark(struct worker_run *wr, struct wseq *q) {
     if (q->in_pub) return;
     q->in_pub = 1;
-    q->next = wr->pub;
+    q->next_pub = wr->pub;
     wr->pub = q;
 }
 
@@ -362,7 +366,7 @@ static void publish(struct worker *w, struct worker_run *wr) {
     int any = wr->pub != NULL;
     if (any) {
         pthread_mutex_lock(&w->mu);
-        for (struct wseq *q = wr->pub; q; q = q->next) {
+        for (struct wseq *q = wr->pub; q; q = q->next_pub) {
             struct wring *g = q->ring;
             q->in_pub = 0;
             if (!g) continue;
@@ -537,6 +541,9 @@ static int iterate(struct worker *w, struct worker_run *wr) {
     intake_locked(w, wr, now);
     pthread_mutex_unlock(&w->mu);
     reap(wr);
+    /* requests that ended here (cancelled, past a deadline) are told now, not after a forward
+     * pass that is not theirs: their replies and the accounting go out with the pages freed */
+    publish(w, wr);
 
     int n = sched_plan(s);
     admit_setup(w, wr, worker_now());
@@ -544,9 +551,7 @@ static int iterate(struct worker *w, struct worker_run *wr) {
     double kv_use = kv->n_pages ? (double)(kv->n_pages - kv->n_free) / kv->n_pages : 0;
     metrics_iteration(w->metrics, s->n_running, s->n_waiting, n, s->batch.n_tokens, kv_use);
     if (n == 0) {
-        /* jobs ended above (deadline, cancellation, a failed admission) have news although no
-         * step runs to announce it */
-        publish(w, wr);
+        publish(w, wr); /* a failed admission (sampler) has news although no step runs */
         return 0;
     }
 
