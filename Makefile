@@ -179,7 +179,8 @@ FUZZ_BUILD   := build-fuzz
 FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 FUZZ_CFLAGS   = -std=c11 -D_GNU_SOURCE -g -O1 -Wall -Wextra -MMD -MP -pthread -I. $(PKG_CFLAGS) \
                 $(FUZZ_SAN)
-FUZZ_LIB_SRC := $(wildcard model/*.c kernels/*.c config/*.c)
+# The server files the targets need without the server itself (fuzz_request: no libuv/MHD code).
+FUZZ_LIB_SRC := $(wildcard model/*.c kernels/*.c config/*.c) server/reqparse.c server/utf8.c
 FUZZ_LIB_OBJ := $(FUZZ_LIB_SRC:%.c=$(FUZZ_BUILD)/%.o)
 FUZZ_SRC     := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BINS    := $(FUZZ_SRC:tests/fuzz/%.c=$(FUZZ_BUILD)/%)
@@ -194,8 +195,9 @@ $(FUZZ_BUILD)/%.o: %.c
 	@mkdir -p $(@D)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
 
+# Only cJSON: nothing in the fuzzed library uses libuv or libmicrohttpd.
 $(FUZZ_BUILD)/fuzz_%: $(FUZZ_BUILD)/tests/fuzz/fuzz_%.o $(FUZZ_BUILD)/libflashgen.a
-	$(FUZZ_CC) -fsanitize=fuzzer $(FUZZ_SAN) -o $@ $^ $(PKG_LIBS) -lm -pthread
+	$(FUZZ_CC) -fsanitize=fuzzer $(FUZZ_SAN) -o $@ $^ $(shell pkg-config --libs libcjson) -lm -pthread -ldl
 
 fuzz: $(FUZZ_BINS)
 	tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)

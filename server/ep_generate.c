@@ -15,13 +15,11 @@
 #include "model/tokenizer.h"
 #include "server/job.h"
 
+/* The route's state (owned by the job driver once the job runs). */
 struct gen_ctx {
     struct server *sv;
-    struct http_req *r;
-    struct wreq *job;
     int stream, details, input_details, full_text, wrap_array;
     char *prompt; /* for return_full_text */
-    int sent;     /* tokens already streamed */
 };
 
 static cJSON *token_json(const struct server *sv, const struct wreq *j, int k) {
@@ -65,61 +63,55 @@ static char *full_text(const struct gen_ctx *c, const struct wreq *j) {
     return s;
 }
 
-static void finish_job(struct gen_ctx *c, struct wreq *j) {
-    job_log(c->r, j);
-    worker_release_locked(j);
-    c->job = NULL;
-}
-
-/* Worker events for this request (loop thread, worker lock held). */
-static void on_event(struct wreq *j, void *user) {
-    struct gen_ctx *c = user;
-    struct http_req *r = c->r;
+/* Streamed tokens [from, n_gen): one event each; the last one of a successful job carries
+ * generated_text (and details when asked). */
+static void stream_tokens(void *ctx, struct http_req *r, const struct wreq *j, int from) {
+    struct gen_ctx *c = ctx;
     int done = j->finish != WREQ_FIN_NONE;
-    if (c->stream) {
-        for (; c->sent < j->n_gen; c->sent++) {
-            int last = done && c->sent == j->n_gen - 1 && !job_failed_finish(j->finish);
-            cJSON *o = cJSON_CreateObject();
-            cJSON_AddNumberToObject(o, "index", c->sent + 1);
-            cJSON_AddItemToObject(o, "token", token_json(c->sv, j, c->sent));
-            cJSON_AddNullToObject(o, "top_tokens");
-            if (last) {
-                char *t = full_text(c, j);
-                cJSON_AddStringToObject(o, "generated_text", t ? t : "");
-                free(t);
-                if (c->details) {
-                    cJSON *d = details_json(o, j);
-                    cJSON_AddNumberToObject(d, "input_length", j->n_prompt);
-                } else {
-                    cJSON_AddNullToObject(o, "details");
-                }
+    for (int k = from; k < j->n_gen; k++) {
+        int last = done && k == j->n_gen - 1 && !job_failed_finish(j->finish);
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddNumberToObject(o, "index", k + 1);
+        cJSON_AddItemToObject(o, "token", token_json(c->sv, j, k));
+        cJSON_AddNullToObject(o, "top_tokens");
+        if (last) {
+            char *t = full_text(c, j);
+            cJSON_AddStringToObject(o, "generated_text", t ? t : "");
+            free(t);
+            if (c->details) {
+                cJSON *d = details_json(o, j);
+                cJSON_AddNumberToObject(d, "input_length", j->n_prompt);
             } else {
-                cJSON_AddNullToObject(o, "generated_text");
                 cJSON_AddNullToObject(o, "details");
             }
-            job_sse(r, "data:", o);
+        } else {
+            cJSON_AddNullToObject(o, "generated_text");
+            cJSON_AddNullToObject(o, "details");
         }
-        if (done) {
-            if (job_failed_finish(j->finish)) {
-                int st;
-                const char *type, *msg;
-                job_error_of(j, &st, &type, &msg);
-                cJSON *o = cJSON_CreateObject();
-                cJSON_AddStringToObject(o, "error", msg);
-                cJSON_AddStringToObject(o, "error_type", type);
-                job_sse(r, "data:", o);
-            }
-            http_stream_end(r);
-            finish_job(c, j);
-        }
-        return;
+        job_sse(r, "data:", o);
     }
-    if (!done) return;
-    if (job_failed_finish(j->finish)) {
-        job_reply_failed(r, j);
-        finish_job(c, j);
-        return;
-    }
+}
+
+/* The last token event already carried the result. */
+static void stream_finish(void *ctx, struct http_req *r, const struct wreq *j) {
+    (void)ctx, (void)r, (void)j;
+}
+
+/* A stream that fails after it started ends with data:{"error","error_type"}. */
+static void stream_error(void *ctx, struct http_req *r, const struct wreq *j) {
+    (void)ctx;
+    int st;
+    const char *type, *msg;
+    job_error_of(j, &st, &type, &msg);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "error", msg);
+    cJSON_AddStringToObject(o, "error_type", type);
+    job_sse(r, "data:", o);
+}
+
+/* The whole reply: generated_text and details {prefill, tokens, ...}. */
+static void full_finish(void *ctx, struct http_req *r, const struct wreq *j) {
+    struct gen_ctx *c = ctx;
     cJSON *o = cJSON_CreateObject();
     char *t = full_text(c, j);
     cJSON_AddStringToObject(o, "generated_text", t ? t : "");
@@ -154,136 +146,72 @@ static void on_event(struct wreq *j, void *user) {
         o = a;
     }
     http_reply_json(r, 200, o);
-    finish_job(c, j);
 }
 
-static void on_close(struct http_req *r, void *ctx, int aborted) {
-    (void)r, (void)aborted;
+static void full_error(void *ctx, struct http_req *r, const struct wreq *j) {
+    (void)ctx;
+    job_reply_failed(r, j);
+}
+
+static void gen_ctx_free(void *ctx) {
     struct gen_ctx *c = ctx;
-    if (c->job) {
-        worker_cancel(&c->sv->worker, c->job); /* no-op for a job that already ended */
-        worker_release(&c->sv->worker, c->job);
-    }
+    if (!c) return;
     free(c->prompt);
     free(c);
 }
 
-/* Parse TGI parameters into P and the flags of C. Returns 0 or -1 (reply sent). */
-static int parse_params(struct server *sv, struct http_req *r, const cJSON *params,
-                        struct gen_ctx *c, struct job_params *p) {
-    if (params && !cJSON_IsNull(params) && !cJSON_IsObject(params))
-        return job_invalid(sv, r, "parameters", "`parameters` must be an object");
-    long long v = -1;
-    if (job_get_int(sv, r, params, "max_new_tokens", 1, 1 << 24, &v)) return -1;
-    p->max_new = (int)v;
-    double temp = 1.0, top_p = 1.0, rep = 1.0;
-    long long top_k = 0, seed = -1, best_of = 1, truncate = 0;
-    int do_sample = 0;
-    if (job_get_num(sv, r, params, "temperature", 0, 1e30, 1, &temp) ||
-        job_get_num(sv, r, params, "top_p", 0, 1, 1, &top_p) ||
-        job_get_num(sv, r, params, "repetition_penalty", 0, 1e30, 1, &rep) ||
-        job_get_int(sv, r, params, "top_k", 1, 1 << 30, &top_k) ||
-        job_get_int(sv, r, params, "seed", 0, (1ll << 53), &seed) ||
-        job_get_int(sv, r, params, "best_of", 1, 1 << 20, &best_of) ||
-        job_get_int(sv, r, params, "truncate", 1, 1 << 24, &truncate) ||
-        job_get_bool(sv, r, params, "do_sample", &do_sample) ||
-        job_get_bool(sv, r, params, "details", &c->details) ||
-        job_get_bool(sv, r, params, "decoder_input_details", &c->input_details) ||
-        job_get_bool(sv, r, params, "return_full_text", &c->full_text) ||
-        job_get_bool(sv, r, params, "ignore_eos", &p->ignore_eos) || /* extension */
-        job_get_stop(sv, r, params, "stop", 0, p))
-        return -1;
-    if (best_of > 1)
-        return job_invalid(sv, r, "best_of", "`best_of` > 1 is not supported (given %lld)",
-                           best_of);
-    if (job_reject_unsupported(sv, r, params, "typical_p", 1.0) ||
-        job_reject_unsupported(sv, r, params, "frequency_penalty", 0) ||
-        job_reject_unsupported(sv, r, params, "top_n_tokens", 0) ||
-        job_reject_unsupported(sv, r, params, "watermark", 0) ||
-        job_reject_unsupported(sv, r, params, "grammar", NAN) ||
-        job_reject_unsupported(sv, r, params, "adapter_id", NAN))
-        return -1;
-    if (c->stream && c->input_details)
-        return job_invalid(
-            sv, r, "decoder_input_details",
-            "`decoder_input_details` == true is not supported when streaming tokens");
-    /* TGI: any warper (temperature != 1, top_k, top_p < 1) means sampling */
-    p->sp.do_sample = do_sample || temp != 1.0 || top_k > 0 || top_p < 1.0;
-    p->sp.temperature = (float)temp;
-    p->sp.top_k = (int)top_k;
-    p->sp.top_p = (float)top_p;
-    p->sp.repetition_penalty = (float)rep;
-    if (seed >= 0) {
-        p->sp.seed = (uint64_t)seed;
-        p->seed_given = 1;
-    }
-    p->truncate = (int)truncate;
-    p->prompt_logprobs = c->input_details && c->details;
-    return 0;
-}
+static const struct job_render GEN_STREAM = {.stream = 1,
+                                             .on_tokens = stream_tokens,
+                                             .on_finish = stream_finish,
+                                             .on_error = stream_error,
+                                             .free = gen_ctx_free};
+static const struct job_render GEN_FULL = {
+    .stream = 0, .on_finish = full_finish, .on_error = full_error, .free = gen_ctx_free};
 
-static void handle(struct http_req *r, int stream, int compat) {
+static void handle(struct http_req *r, enum reqparse_tgi_route route) {
     struct server *sv = http_req_app(r);
     if (job_admit(sv, r)) return;
-    cJSON *body = job_parse_body(sv, r);
-    if (!body) return;
-    struct job_params p;
-    job_params_init(&p);
-    struct gen_ctx *c = calloc(1, sizeof *c);
+    size_t len;
+    const char *body = http_req_body(r, &len);
+    struct reqparse_limits lim = {.max_stop_sequences = sv->cfg.max_stop_sequences};
+    struct reqparse_tgi q;
+    struct reqparse_error err;
+    struct gen_ctx *c = NULL;
+    if (reqparse_tgi(body, len, route, &lim, &q, &err)) {
+        job_reply_invalid(sv, r, &err);
+        goto out;
+    }
+    c = calloc(1, sizeof *c);
     if (!c) {
         http_reply_error(r, 500, "internal", NULL, "out of memory");
         goto out;
     }
     c->sv = sv;
-    c->r = r;
-    if (compat) {
-        if (job_get_bool(sv, r, body, "stream", &stream)) goto out;
-        c->wrap_array = !stream;
-    }
-    c->stream = stream;
-    const cJSON *in = cJSON_GetObjectItemCaseSensitive(body, "inputs");
-    if (!cJSON_IsString(in)) {
-        job_invalid(sv, r, "inputs", "`inputs` must be a string");
-        goto out;
-    }
-    if (!*in->valuestring) {
-        job_invalid(sv, r, "inputs", "`inputs` cannot be empty");
-        goto out;
-    }
-    if (parse_params(sv, r, cJSON_GetObjectItemCaseSensitive(body, "parameters"), c, &p)) goto out;
-    struct wreq *j = job_build(sv, r, in->valuestring, 1, 1, &p, "inputs");
+    c->stream = q.stream;
+    c->wrap_array = route == REQPARSE_TGI_COMPAT && !q.stream;
+    c->details = q.details;
+    c->input_details = q.input_details;
+    c->full_text = q.full_text;
+    struct wreq *j = job_build(sv, r, q.inputs, 1, 1, &q.p, "inputs");
     if (!j) goto out;
-    if (c->full_text) c->prompt = strdup(in->valuestring);
-    if (stream) {
-        if (http_stream_start(r, "text/event-stream") != 0) {
-            http_reply_error(r, 500, "internal", NULL, "cannot start the stream");
-            worker_release(&sv->worker, j); /* never submitted: freed here */
-            goto out;
-        }
-    } else {
-        http_defer(r);
+    if (c->full_text) {
+        c->prompt = q.inputs; /* valid UTF-8 (reqparse), so safe to echo */
+        q.inputs = NULL;
     }
-    c->job = j;
-    http_req_set_ctx(r, c, on_close);
-    job_submit(sv, j, on_event, c);
-    c = NULL;
+    if (job_run(sv, r, j, c->stream ? &GEN_STREAM : &GEN_FULL, c) == 0) c = NULL;
 out:
-    job_params_free(&p);
-    if (c) {
-        free(c->prompt);
-        free(c);
-    }
-    cJSON_Delete(body);
+    reqparse_tgi_free(&q);
+    gen_ctx_free(c);
 }
 
 void ep_generate(struct http_req *r) {
-    handle(r, 0, 0);
+    handle(r, REQPARSE_TGI_GENERATE);
 }
 
 void ep_generate_stream(struct http_req *r) {
-    handle(r, 1, 0);
+    handle(r, REQPARSE_TGI_STREAM);
 }
 
 void ep_generate_compat(struct http_req *r) {
-    handle(r, 0, 1);
+    handle(r, REQPARSE_TGI_COMPAT);
 }

@@ -14,10 +14,9 @@
 #include "model/tokenizer.h"
 #include "server/job.h"
 
+/* The route's state (owned by the job driver once the job runs). */
 struct oai_ctx {
     struct server *sv;
-    struct http_req *r;
-    struct wreq *job;
     int chat, stream, include_usage, echo, logprobs, top_logprobs;
     char *prompt_text; /* echo */
     char id[48];
@@ -105,15 +104,9 @@ static cJSON *logprobs_json(const struct oai_ctx *c, const struct wreq *j, int f
     return o;
 }
 
-static void release(struct oai_ctx *c, struct wreq *j) {
-    job_log(c->r, j);
-    worker_release_locked(j);
-    c->job = NULL;
-}
-
 /* One streamed chunk with text [from, to) of the visible text and tokens [k0, k1). */
-static void stream_chunk(struct oai_ctx *c, const struct wreq *j, size_t from, size_t to, int k0,
-                         int k1, const char *finish) {
+static void stream_chunk(struct oai_ctx *c, struct http_req *r, const struct wreq *j, size_t from,
+                         size_t to, int k0, int k1, const char *finish) {
     cJSON *o = chunk_base(c);
     cJSON *choices = cJSON_AddArrayToObject(o, "choices");
     cJSON *ch = cJSON_CreateObject();
@@ -131,62 +124,78 @@ static void stream_chunk(struct oai_ctx *c, const struct wreq *j, size_t from, s
     else
         cJSON_AddNullToObject(ch, "finish_reason");
     cJSON_AddItemToArray(choices, ch);
-    job_sse(c->r, "data: ", o);
+    job_sse(r, "data: ", o);
 }
 
-/* Worker events (loop thread, worker lock held). */
-static void on_event(struct wreq *j, void *user) {
-    struct oai_ctx *c = user;
-    struct http_req *r = c->r;
-    int done = j->finish != WREQ_FIN_NONE;
-    if (c->stream) {
-        size_t vis = visible_len(j);
-        if (!done) { /* hold back a tail that might become a stop sequence */
-            size_t hold = 0;
-            for (int i = 0; i < j->n_stop; i++) {
-                size_t l = strlen(j->stop[i]);
-                if (l - 1 > hold) hold = l - 1;
-            }
-            vis = vis > hold ? vis - hold : 0;
+/* Streamed text since the last chunk, holding back a tail that might become a stop sequence
+ * while the job runs. */
+static void stream_tokens(void *ctx, struct http_req *r, const struct wreq *j, int from) {
+    (void)from;
+    struct oai_ctx *c = ctx;
+    size_t vis = visible_len(j);
+    if (j->finish == WREQ_FIN_NONE) {
+        size_t hold = 0;
+        for (int i = 0; i < j->n_stop; i++) {
+            size_t l = strlen(j->stop[i]);
+            if (l - 1 > hold) hold = l - 1;
         }
-        if (vis > c->sent_text || (c->sent < j->n_gen && c->logprobs)) {
-            if (vis < c->sent_text) vis = c->sent_text;
-            stream_chunk(c, j, c->sent_text, vis, c->sent, j->n_gen, NULL);
-            c->sent_text = vis;
-            c->sent = j->n_gen;
-        }
-        if (done) {
-            if (job_failed_finish(j->finish)) {
-                int st;
-                const char *type, *msg;
-                job_error_of(j, &st, &type, &msg);
-                cJSON *o = cJSON_CreateObject();
-                cJSON *e = cJSON_AddObjectToObject(o, "error");
-                cJSON_AddStringToObject(e, "message", msg);
-                cJSON_AddStringToObject(e, "type", type);
-                cJSON_AddNumberToObject(e, "code", st);
-                job_sse(r, "data: ", o);
-            } else {
-                stream_chunk(c, j, 0, 0, 0, 0, finish_reason(j->finish));
-                if (c->include_usage) {
-                    cJSON *o = chunk_base(c);
-                    cJSON_AddArrayToObject(o, "choices");
-                    cJSON_AddItemToObject(o, "usage", usage_json(j));
-                    job_sse(r, "data: ", o);
-                }
-            }
-            http_stream_write(r, "data: [DONE]\n\n", 14);
-            http_stream_end(r);
-            release(c, j);
-        }
-        return;
+        vis = vis > hold ? vis - hold : 0;
     }
-    if (!done) return;
-    if (job_failed_finish(j->finish)) {
-        job_reply_failed(r, j);
-        release(c, j);
-        return;
+    if (vis > c->sent_text || (c->sent < j->n_gen && c->logprobs)) {
+        if (vis < c->sent_text) vis = c->sent_text;
+        stream_chunk(c, r, j, c->sent_text, vis, c->sent, j->n_gen, NULL);
+        c->sent_text = vis;
+        c->sent = j->n_gen;
     }
+}
+
+/* OpenAI opens a chat stream with the role. */
+static void stream_start(void *ctx, struct http_req *r) {
+    struct oai_ctx *c = ctx;
+    if (!c->chat) return;
+    cJSON *o = chunk_base(c);
+    cJSON *choices = cJSON_AddArrayToObject(o, "choices");
+    cJSON *ch = cJSON_CreateObject();
+    cJSON_AddNumberToObject(ch, "index", 0);
+    cJSON *d = cJSON_AddObjectToObject(ch, "delta");
+    cJSON_AddStringToObject(d, "role", "assistant");
+    cJSON_AddStringToObject(d, "content", "");
+    cJSON_AddNullToObject(ch, "logprobs");
+    cJSON_AddNullToObject(ch, "finish_reason");
+    cJSON_AddItemToArray(choices, ch);
+    job_sse(r, "data: ", o);
+}
+
+/* The finish chunk, usage when asked, [DONE]. */
+static void stream_finish(void *ctx, struct http_req *r, const struct wreq *j) {
+    struct oai_ctx *c = ctx;
+    stream_chunk(c, r, j, 0, 0, 0, 0, finish_reason(j->finish));
+    if (c->include_usage) {
+        cJSON *o = chunk_base(c);
+        cJSON_AddArrayToObject(o, "choices");
+        cJSON_AddItemToObject(o, "usage", usage_json(j));
+        job_sse(r, "data: ", o);
+    }
+    http_stream_write(r, "data: [DONE]\n\n", 14);
+}
+
+static void stream_error(void *ctx, struct http_req *r, const struct wreq *j) {
+    (void)ctx;
+    int st;
+    const char *type, *msg;
+    job_error_of(j, &st, &type, &msg);
+    cJSON *o = cJSON_CreateObject();
+    cJSON *e = cJSON_AddObjectToObject(o, "error");
+    cJSON_AddStringToObject(e, "message", msg);
+    cJSON_AddStringToObject(e, "type", type);
+    cJSON_AddNumberToObject(e, "code", st);
+    job_sse(r, "data: ", o);
+    http_stream_write(r, "data: [DONE]\n\n", 14);
+}
+
+/* The whole completion object. */
+static void full_finish(void *ctx, struct http_req *r, const struct wreq *j) {
+    struct oai_ctx *c = ctx;
     cJSON *o = chunk_base(c);
     cJSON_ReplaceItemInObject(o, "object",
                               cJSON_CreateString(c->chat ? "chat.completion" : "text_completion"));
@@ -216,254 +225,114 @@ static void on_event(struct wreq *j, void *user) {
     cJSON_AddItemToArray(choices, ch);
     cJSON_AddItemToObject(o, "usage", usage_json(j));
     http_reply_json(r, 200, o);
-    release(c, j);
 }
 
-static void on_close(struct http_req *r, void *ctx, int aborted) {
-    (void)r, (void)aborted;
+static void full_error(void *ctx, struct http_req *r, const struct wreq *j) {
+    (void)ctx;
+    job_reply_failed(r, j);
+}
+
+static void oai_ctx_free(void *ctx) {
     struct oai_ctx *c = ctx;
-    if (c->job) {
-        worker_cancel(&c->sv->worker, c->job);
-        worker_release(&c->sv->worker, c->job);
-    }
+    if (!c) return;
     free(c->prompt_text);
     free(c);
 }
 
-/* Sampling fields shared by both routes. */
-static int parse_common(struct server *sv, struct http_req *r, const cJSON *b, struct oai_ctx *c,
-                        struct job_params *p) {
-    long long max_tokens = -1, n = 1, seed = -1, top_k = 0;
-    double temp = 1.0, top_p = 1.0, rep = 1.0;
-    const char *mt = c->chat && cJSON_GetObjectItemCaseSensitive(b, "max_completion_tokens")
-                         ? "max_completion_tokens"
-                         : "max_tokens";
-    if (!c->chat) max_tokens = 16; /* OpenAI's legacy completions default */
-    if (job_get_int(sv, r, b, mt, 1, 1 << 24, &max_tokens) ||
-        job_get_int(sv, r, b, "n", 1, 1 << 20, &n) ||
-        job_get_int(sv, r, b, "seed", -(1ll << 53), 1ll << 53, &seed) ||
-        job_get_int(sv, r, b, "top_k", -1, 1 << 30, &top_k) ||
-        job_get_num(sv, r, b, "temperature", 0, 2, 0, &temp) ||
-        job_get_num(sv, r, b, "top_p", 0, 1, 1, &top_p) ||
-        job_get_num(sv, r, b, "repetition_penalty", 0, 1e30, 1, &rep) ||
-        job_get_bool(sv, r, b, "stream", &c->stream) ||
-        job_get_bool(sv, r, b, "ignore_eos", &p->ignore_eos) ||
-        job_get_stop(sv, r, b, "stop", 1, p))
-        return -1;
-    if (n != 1) return job_invalid(sv, r, "n", "`n` > 1 is not supported (given %lld)", n);
-    if (job_reject_unsupported(sv, r, b, "presence_penalty", 0) ||
-        job_reject_unsupported(sv, r, b, "frequency_penalty", 0) ||
-        job_reject_unsupported(sv, r, b, "best_of", 1) ||
-        job_reject_unsupported(sv, r, b, "logit_bias", NAN) ||
-        job_reject_unsupported(sv, r, b, "suffix", NAN) ||
-        job_reject_unsupported(sv, r, b, "tools", NAN) ||
-        job_reject_unsupported(sv, r, b, "response_format", NAN))
-        return -1;
-    const cJSON *so = cJSON_GetObjectItemCaseSensitive(b, "stream_options");
-    if (so && !cJSON_IsNull(so)) {
-        if (!cJSON_IsObject(so))
-            return job_invalid(sv, r, "stream_options", "`stream_options` must be an object");
-        if (job_get_bool(sv, r, so, "include_usage", &c->include_usage)) return -1;
+static const struct job_render OAI_STREAM = {.stream = 1,
+                                             .on_start = stream_start,
+                                             .on_tokens = stream_tokens,
+                                             .on_finish = stream_finish,
+                                             .on_error = stream_error,
+                                             .free = oai_ctx_free};
+static const struct job_render OAI_FULL = {
+    .stream = 0, .on_finish = full_finish, .on_error = full_error, .free = oai_ctx_free};
+
+/* The route's state from a parsed request (reqparse.h). NULL (reply sent) when out of memory. */
+static struct oai_ctx *ctx_new(struct server *sv, struct http_req *r,
+                               const struct reqparse_oai *q) {
+    struct oai_ctx *c = calloc(1, sizeof *c);
+    if (!c) {
+        http_reply_error(r, 500, "internal", NULL, "out of memory");
+        return NULL;
     }
-    p->max_new = (int)max_tokens;
-    p->sp.do_sample = temp > 0;
-    p->sp.temperature = temp > 0 ? (float)temp : 1.0f;
-    p->sp.top_p = (float)top_p;
-    p->sp.top_k = top_k > 0 ? (int)top_k : 0;
-    p->sp.repetition_penalty = (float)rep;
-    if (seed != -1) {
-        p->sp.seed = (uint64_t)seed;
-        p->seed_given = 1;
-    }
-    return 0;
+    c->sv = sv, c->chat = q->chat;
+    c->stream = q->stream;
+    c->include_usage = q->include_usage;
+    c->logprobs = q->logprobs;
+    c->top_logprobs = q->top_logprobs;
+    c->echo = q->echo;
+    return c;
 }
 
-/* Start the reply (stream or deferred) and submit. Returns -1 (reply sent, job freed, C still
- * the caller's) when the stream cannot start. */
+/* Name the completion and hand the job to the driver. Returns -1 (reply sent, job freed, C
+ * still the caller's) when it could not start. */
 static int start(struct server *sv, struct http_req *r, struct oai_ctx *c, struct wreq *j) {
     snprintf(c->id, sizeof c->id, "%s-%llu", c->chat ? "chatcmpl" : "cmpl",
              (unsigned long long)j->id);
     c->created = (long)time(NULL);
-    if (c->stream) {
-        if (http_stream_start(r, "text/event-stream") != 0) {
-            http_reply_error(r, 500, "internal", NULL, "cannot start the stream");
-            worker_release(&sv->worker, j);
-            return -1;
-        }
-        if (c->chat) { /* OpenAI opens with the role */
-            cJSON *o = chunk_base(c);
-            cJSON *choices = cJSON_AddArrayToObject(o, "choices");
-            cJSON *ch = cJSON_CreateObject();
-            cJSON_AddNumberToObject(ch, "index", 0);
-            cJSON *d = cJSON_AddObjectToObject(ch, "delta");
-            cJSON_AddStringToObject(d, "role", "assistant");
-            cJSON_AddStringToObject(d, "content", "");
-            cJSON_AddNullToObject(ch, "logprobs");
-            cJSON_AddNullToObject(ch, "finish_reason");
-            cJSON_AddItemToArray(choices, ch);
-            job_sse(r, "data: ", o);
-        }
-    } else {
-        http_defer(r);
-    }
-    c->job = j;
-    http_req_set_ctx(r, c, on_close);
-    job_submit(sv, j, on_event, c);
-    return 0;
+    return job_run(sv, r, j, c->stream ? &OAI_STREAM : &OAI_FULL, c);
 }
 
-/* Text of a message's content: a string, or an array of {"type":"text","text":...} parts. */
-static char *content_text(const cJSON *content) {
-    if (cJSON_IsString(content)) return strdup(content->valuestring);
-    if (!cJSON_IsArray(content)) return NULL;
-    size_t total = 0;
-    const cJSON *part;
-    cJSON_ArrayForEach(part, content) {
-        const cJSON *t = cJSON_GetObjectItemCaseSensitive(part, "text");
-        const cJSON *ty = cJSON_GetObjectItemCaseSensitive(part, "type");
-        if (!cJSON_IsString(t) || (ty && (!cJSON_IsString(ty) || strcmp(ty->valuestring, "text"))))
-            return NULL;
-        total += strlen(t->valuestring);
+/* Both routes: admission, the body parsed by PARSE into Q, the route's state. Returns NULL
+ * after replying (Q is initialised either way: free it with reqparse_oai_free). */
+static struct oai_ctx *begin(struct server *sv, struct http_req *r,
+                             int (*parse)(const char *, size_t, const struct reqparse_limits *,
+                                          struct reqparse_oai *, struct reqparse_error *),
+                             struct reqparse_oai *q) {
+    size_t len;
+    const char *body = http_req_body(r, &len);
+    struct reqparse_limits lim = {.max_stop_sequences = sv->cfg.max_stop_sequences};
+    struct reqparse_error err;
+    if (parse(body, len, &lim, q, &err)) {
+        job_reply_invalid(sv, r, &err);
+        return NULL;
     }
-    char *s = malloc(total + 1);
-    if (!s) return NULL;
-    s[0] = 0;
-    cJSON_ArrayForEach(part, content)
-        strcat(s, cJSON_GetObjectItemCaseSensitive(part, "text")->valuestring);
-    return s;
+    return ctx_new(sv, r, q);
 }
 
 void ep_chat_completions(struct http_req *r) {
     struct server *sv = http_req_app(r);
     if (job_admit(sv, r)) return;
-    cJSON *b = job_parse_body(sv, r);
-    if (!b) return;
-    struct job_params p;
-    job_params_init(&p);
-    struct chat_msg *msgs = NULL;
-    char **texts = NULL;
-    int n_msgs = 0, nm = 0;
-    struct oai_ctx *c = calloc(1, sizeof *c);
+    struct reqparse_oai q;
+    struct oai_ctx *c = begin(sv, r, reqparse_chat, &q);
     if (!c) goto out;
-    c->sv = sv, c->r = r, c->chat = 1;
-    if (parse_common(sv, r, b, c, &p)) goto out;
-    if (job_get_bool(sv, r, b, "logprobs", &c->logprobs)) goto out;
-    long long tl = 0;
-    if (job_get_int(sv, r, b, "top_logprobs", 0, 20, &tl)) goto out;
-    c->top_logprobs = (int)tl;
-    const cJSON *m = cJSON_GetObjectItemCaseSensitive(b, "messages");
-    if (!cJSON_IsArray(m) || cJSON_GetArraySize(m) == 0) {
-        job_invalid(sv, r, "messages", "`messages` must be a non-empty array");
-        goto out;
-    }
-    nm = cJSON_GetArraySize(m);
-    msgs = calloc((size_t)nm, sizeof *msgs);
-    texts = calloc((size_t)nm, sizeof *texts);
-    if (!msgs || !texts) goto out;
-    const cJSON *it;
-    cJSON_ArrayForEach(it, m) {
-        const cJSON *role = cJSON_GetObjectItemCaseSensitive(it, "role");
-        const cJSON *content = cJSON_GetObjectItemCaseSensitive(it, "content");
-        if (!cJSON_IsString(role) ||
-            (strcmp(role->valuestring, "system") && strcmp(role->valuestring, "user") &&
-             strcmp(role->valuestring, "assistant") && strcmp(role->valuestring, "developer"))) {
-            job_invalid(sv, r, "messages",
-                        "`messages[%d].role` must be system, developer, user or assistant", n_msgs);
-            goto out;
-        }
-        texts[n_msgs] = content_text(content);
-        if (!texts[n_msgs]) {
-            job_invalid(sv, r, "messages",
-                        "`messages[%d].content` must be a string or an array of text parts",
-                        n_msgs);
-            goto out;
-        }
-        msgs[n_msgs].role = strcmp(role->valuestring, "developer") ? role->valuestring : "system";
-        msgs[n_msgs].content = texts[n_msgs];
-        n_msgs++;
-    }
-    char *prompt = chat_template_apply(sv->worker.info.chat, msgs, n_msgs, 1);
+    char *prompt = chat_template_apply(sv->worker.info.chat, q.msgs, q.n_msgs, 1);
     if (!prompt) {
         http_reply_error(r, 500, "internal", NULL, "cannot render the chat template");
         goto out;
     }
-    struct wreq *j = job_build(sv, r, prompt, 1, 0, &p, "messages");
+    struct wreq *j = job_build(sv, r, prompt, 1, 0, &q.p, "messages");
     free(prompt);
     if (!j) goto out;
     if (start(sv, r, c, j) == 0) c = NULL;
 out:
-    if (c && !http_replied(r)) http_reply_error(r, 500, "internal", NULL, "out of memory");
-    for (int i = 0; texts && i < nm; i++)
-        free(texts[i]);
-    free(texts);
-    free(msgs);
-    free(c);
-    job_params_free(&p);
-    cJSON_Delete(b);
+    oai_ctx_free(c);
+    reqparse_oai_free(&q);
 }
 
 void ep_completions(struct http_req *r) {
     struct server *sv = http_req_app(r);
     if (job_admit(sv, r)) return;
-    cJSON *b = job_parse_body(sv, r);
-    if (!b) return;
-    struct job_params p;
-    job_params_init(&p);
-    int *ids = NULL;
-    struct oai_ctx *c = calloc(1, sizeof *c);
+    struct reqparse_oai q;
+    struct oai_ctx *c = begin(sv, r, reqparse_completions, &q);
     if (!c) goto out;
-    c->sv = sv, c->r = r;
-    if (parse_common(sv, r, b, c, &p)) goto out;
-    long long lp = -1;
-    if (job_get_int(sv, r, b, "logprobs", 0, 20, &lp) || job_get_bool(sv, r, b, "echo", &c->echo))
-        goto out;
-    c->logprobs = lp >= 0;
-    const cJSON *pr = cJSON_GetObjectItemCaseSensitive(b, "prompt");
-    if (cJSON_IsArray(pr) && cJSON_GetArraySize(pr) == 1 &&
-        cJSON_IsString(cJSON_GetArrayItem(pr, 0)))
-        pr = cJSON_GetArrayItem(pr, 0);
-    struct wreq *j = NULL;
-    if (cJSON_IsString(pr)) {
-        if (!*pr->valuestring) {
-            job_invalid(sv, r, "prompt", "`prompt` cannot be empty");
-            goto out;
+    struct wreq *j;
+    if (q.prompt) {
+        j = job_build(sv, r, q.prompt, 1, 1, &q.p, "prompt");
+        if (j && c->echo) { /* valid UTF-8 (reqparse), so safe to echo */
+            c->prompt_text = q.prompt;
+            q.prompt = NULL;
         }
-        j = job_build(sv, r, pr->valuestring, 1, 1, &p, "prompt");
-        if (j && c->echo) c->prompt_text = strdup(pr->valuestring);
-    } else if (cJSON_IsArray(pr) && cJSON_GetArraySize(pr) > 0 &&
-               cJSON_IsNumber(cJSON_GetArrayItem(pr, 0))) {
-        int n = cJSON_GetArraySize(pr), k = 0;
-        ids = malloc(sizeof(int) * (size_t)n);
-        if (!ids) goto out;
-        const cJSON *it;
-        cJSON_ArrayForEach(it, pr) {
-            if (!cJSON_IsNumber(it) || it->valuedouble != floor(it->valuedouble)) {
-                job_invalid(sv, r, "prompt", "`prompt` token arrays must hold integers");
-                goto out;
-            }
-            ids[k++] = (int)it->valuedouble;
-        }
-        j = job_build_ids(sv, r, ids, n, &p, "prompt");
-        if (j && c->echo) c->prompt_text = tokenizer_decode(sv->worker.info.tok, ids, n, 0);
     } else {
-        job_invalid(sv, r, "prompt",
-                    "`prompt` must be a string, a one-element array of strings, or token ids");
-        goto out;
+        j = job_build_ids(sv, r, q.ids, q.n_ids, &q.p, "prompt");
+        if (j && c->echo) c->prompt_text = tokenizer_decode(sv->worker.info.tok, q.ids, q.n_ids, 0);
     }
     if (!j) goto out;
-    if (c->echo && c->stream) {
-        worker_release(&sv->worker, j);
-        job_invalid(sv, r, "echo", "`echo` is not supported when streaming");
-        goto out;
-    }
     if (start(sv, r, c, j) == 0) c = NULL;
 out:
-    if (c && !http_replied(r)) http_reply_error(r, 500, "internal", NULL, "out of memory");
-    if (c) free(c->prompt_text);
-    free(c);
-    free(ids);
-    job_params_free(&p);
-    cJSON_Delete(b);
+    oai_ctx_free(c);
+    reqparse_oai_free(&q);
 }
 
 void ep_models(struct http_req *r) {

@@ -11,6 +11,7 @@
 #include "server/metrics.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <microhttpd.h>
 #include <netdb.h>
 #include <stdarg.h>
@@ -106,6 +107,7 @@ struct http_req {
     /* handler state */
     void *ctx;
     http_close_fn on_close;
+    uv_poll_t *peer; /* deferred: watches the client's socket while the reply is pending */
     struct reqlog log;
     struct http_req *prev, *next;
 };
@@ -189,6 +191,56 @@ static void on_probe(uv_timer_t *t) {
      * which no socket event may ever trigger once the connections have closed (the new clients
      * wait in the kernel's backlog). This bounds that stall to HTTP_PROBE_MS. */
     drive(s);
+}
+
+/* 1 when the client has closed its socket (EOF or an error), without consuming anything it
+ * sent (MSG_PEEK). */
+static int peer_gone(const struct http_req *r) {
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (!ci) return 0;
+    char b;
+    ssize_t n = recv(ci->connect_fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+}
+
+static void wake(struct http_req *r);
+
+static void on_peer_closed(uv_handle_t *h) {
+    free(h);
+}
+
+/* A deferred request's connection sleeps (suspended) and MHD does not watch it, so a client
+ * that hangs up would go unnoticed until a probe. Its socket is watched here instead, from the
+ * first suspension to the completion callback: on a hang-up the connection is resumed, on_access
+ * drops it (MHD_NO), and the completion callback tells the handler at once, which cancels its
+ * job. Bytes the client sends (a pipelined request) are left to MHD: the watch stops. START: 1 to
+ * begin, 0 (completion) to end; the uv handle is freed in its close callback. */
+static void on_peer_event(uv_poll_t *p, int status, int events) {
+    struct http_req *r = p->data;
+    uv_poll_stop(p);
+    if (r && (status < 0 || (events & UV_DISCONNECT) || peer_gone(r))) wake(r);
+}
+
+static void peer_watch(struct http_req *r, int start) {
+    if (!start) {
+        if (r->peer) {
+            r->peer->data = NULL;
+            uv_close((uv_handle_t *)r->peer, on_peer_closed);
+            r->peer = NULL;
+        }
+        return;
+    }
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (r->peer || !ci || !(r->peer = malloc(sizeof *r->peer))) return; /* the probe remains */
+    if (uv_poll_init_socket(r->s->loop, r->peer, ci->connect_fd) != 0) {
+        free(r->peer);
+        r->peer = NULL;
+        return;
+    }
+    r->peer->data = r;
+    uv_poll_start(r->peer, UV_READABLE | UV_DISCONNECT, on_peer_event);
 }
 
 static void wake(struct http_req *r) {
@@ -581,7 +633,9 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
     /* the whole request is here (first time) or the connection was resumed */
     if (!r->dispatched) dispatch(r);
     if (r->has_resp) return queue_stored(r);
+    if (r->mode == REQ_DEFERRED && peer_gone(r)) return MHD_NO; /* MHD closes it: aborted */
     if (r->mode == REQ_DEFERRED && !r->suspended && !s->closing) {
+        peer_watch(r, 1);
         r->suspended = 1;
         MHD_suspend_connection(conn);
     }
@@ -600,6 +654,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         r->hc->t_wait = now_s(); /* the next request's deadline runs from here */
     }
     int aborted = toe != MHD_REQUEST_TERMINATED_COMPLETED_OK;
+    peer_watch(r, 0);
     if (r->on_close) r->on_close(r, r->ctx, aborted);
     if (aborted && !r->log.outcome) r->log.outcome = "cancelled";
     if (r->log.duration_s < 0) r->log.duration_s = now_s() - r->t_start;

@@ -1,6 +1,6 @@
-/* job.c — shared plumbing of the generation endpoints: admission, field validation, prompt
- * limits, job construction. Error replies follow TGI's wording ("Input validation error: ...")
- * so clients written against TGI see familiar messages. */
+/* job.c — shared plumbing of the generation endpoints: admission, the replies to refused
+ * bodies (reqparse.c does the reading), prompt limits, job construction. Error replies follow TGI's
+ * wording ("Input validation error: ...") so clients written against TGI see familiar messages. */
 #include "job.h"
 
 #include <math.h>
@@ -10,20 +10,6 @@
 #include <sys/random.h>
 
 #include "model/tokenizer.h"
-
-void job_params_init(struct job_params *p) {
-    memset(p, 0, sizeof *p);
-    p->max_new = -1;
-    sampler_params_default(&p->sp);
-}
-
-void job_params_free(struct job_params *p) {
-    for (int i = 0; i < p->n_stop; i++)
-        free(p->stop[i]);
-    free(p->stop);
-    p->stop = NULL;
-    p->n_stop = 0;
-}
 
 int job_admit(struct server *sv, struct http_req *r) {
     if (sv->phase == SERVER_LOADING || sv->phase == SERVER_FAILED) {
@@ -49,121 +35,40 @@ int job_admit(struct server *sv, struct http_req *r) {
     return 0;
 }
 
+int job_reply_invalid(struct server *sv, struct http_req *r, const struct reqparse_error *err) {
+    int internal = err->status == 500; /* out of memory while parsing: not the client's fault */
+    metrics_request(&sv->metrics, internal ? METRICS_OUT_ERROR : METRICS_OUT_VALIDATION);
+    http_req_log(r)->outcome = internal ? "error" : "validation_error";
+    http_reply_error(r, err->status, err->type, err->param[0] ? err->param : NULL, "%s",
+                     err->message);
+    return -1;
+}
+
 cJSON *job_parse_body(struct server *sv, struct http_req *r) {
     size_t len;
     const char *body = http_req_body(r, &len);
-    cJSON *j = cJSON_ParseWithLength(body, len);
-    if (!cJSON_IsObject(j)) {
-        cJSON_Delete(j);
-        metrics_request(&sv->metrics, METRICS_OUT_VALIDATION);
-        http_req_log(r)->outcome = "validation_error";
-        http_reply_error(r, 400, "invalid_json", NULL,
-                         len ? "request body is not a JSON object" : "request body is empty");
-        return NULL;
-    }
+    struct reqparse_error err;
+    cJSON *j = reqparse_body(body, len, &err);
+    if (!j) job_reply_invalid(sv, r, &err);
     return j;
 }
 
 int job_invalid(struct server *sv, struct http_req *r, const char *field, const char *fmt, ...) {
-    char msg[400];
+    char msg[340];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    metrics_request(&sv->metrics, METRICS_OUT_VALIDATION);
-    http_req_log(r)->outcome = "validation_error";
-    http_reply_error(r, 422, "validation", field, "Input validation error: %s", msg);
-    return -1;
-}
-
-static const cJSON *get(const cJSON *obj, const char *name) {
-    const cJSON *v = obj ? cJSON_GetObjectItemCaseSensitive(obj, name) : NULL;
-    return v && !cJSON_IsNull(v) ? v : NULL;
-}
-
-int job_get_int(struct server *sv, struct http_req *r, const cJSON *obj, const char *name,
-                long long lo, long long hi, long long *out) {
-    const cJSON *v = get(obj, name);
-    if (!v) return 0;
-    if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble))
-        return job_invalid(sv, r, name, "`%s` must be an integer", name);
-    if (v->valuedouble < (double)lo || v->valuedouble > (double)hi)
-        return job_invalid(sv, r, name, "`%s` must be in [%lld, %lld]", name, lo, hi);
-    *out = (long long)v->valuedouble;
-    return 0;
-}
-
-int job_get_num(struct server *sv, struct http_req *r, const cJSON *obj, const char *name,
-                double lo, double hi, int lo_open, double *out) {
-    const cJSON *v = get(obj, name);
-    if (!v) return 0;
-    if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble))
-        return job_invalid(sv, r, name, "`%s` must be a number", name);
-    double x = v->valuedouble;
-    if ((lo_open ? x <= lo : x < lo) || x > hi) {
-        if (lo_open && hi >= 1e30)
-            return job_invalid(sv, r, name, "`%s` must be strictly positive", name);
-        return job_invalid(sv, r, name, "`%s` must be in %s%g, %g]", name, lo_open ? "(" : "[", lo,
-                           hi);
-    }
-    *out = x;
-    return 0;
+    struct reqparse_error err;
+    reqparse_invalid(&err, field, "%s", msg);
+    return job_reply_invalid(sv, r, &err);
 }
 
 int job_get_bool(struct server *sv, struct http_req *r, const cJSON *obj, const char *name,
                  int *out) {
-    const cJSON *v = get(obj, name);
-    if (!v) return 0;
-    if (!cJSON_IsBool(v)) return job_invalid(sv, r, name, "`%s` must be true or false", name);
-    *out = cJSON_IsTrue(v);
+    struct reqparse_error err;
+    if (reqparse_get_bool(obj, name, out, &err)) return job_reply_invalid(sv, r, &err);
     return 0;
-}
-
-static int add_stop(struct job_params *p, const char *s) {
-    char **ns = realloc(p->stop, sizeof(char *) * (size_t)(p->n_stop + 1));
-    if (!ns) return -1;
-    p->stop = ns;
-    p->stop[p->n_stop] = strdup(s);
-    if (!p->stop[p->n_stop]) return -1;
-    p->n_stop++;
-    return 0;
-}
-
-int job_get_stop(struct server *sv, struct http_req *r, const cJSON *obj, const char *name,
-                 int string_ok, struct job_params *p) {
-    const cJSON *v = get(obj, name);
-    if (!v) return 0;
-    int max = sv->cfg.max_stop_sequences;
-    if (cJSON_IsString(v) && string_ok) {
-        if (!*v->valuestring)
-            return job_invalid(sv, r, name, "`%s` entries must not be empty", name);
-        if (max < 1)
-            return job_invalid(sv, r, name, "`%s` must have at most %d entries", name, max);
-        return add_stop(p, v->valuestring);
-    }
-    if (!cJSON_IsArray(v))
-        return job_invalid(sv, r, name, "`%s` must be %s", name,
-                           string_ok ? "a string or an array of strings" : "an array of strings");
-    int n = cJSON_GetArraySize(v);
-    if (n > max)
-        return job_invalid(sv, r, name, "`%s` supports up to %d stop sequences. Given: %d", name,
-                           max, n);
-    const cJSON *it;
-    cJSON_ArrayForEach(it, v) {
-        if (!cJSON_IsString(it) || !*it->valuestring)
-            return job_invalid(sv, r, name, "`%s` entries must be non-empty strings", name);
-        if (add_stop(p, it->valuestring)) return job_invalid(sv, r, name, "out of memory");
-    }
-    return 0;
-}
-
-int job_reject_unsupported(struct server *sv, struct http_req *r, const cJSON *obj,
-                           const char *name, double neutral) {
-    const cJSON *v = get(obj, name);
-    if (!v) return 0;
-    if (cJSON_IsNumber(v) && v->valuedouble == neutral) return 0;
-    if (cJSON_IsBool(v) && !cJSON_IsTrue(v) && neutral == 0) return 0;
-    return job_invalid(sv, r, name, "`%s` is not supported by this server", name);
 }
 
 static uint64_t random_seed(void) {
@@ -196,7 +101,7 @@ struct wreq *job_build_ids(struct server *sv, struct http_req *r, const int *ids
     }
     int max_new = p->max_new;
     if (max_new < 0) {
-        max_new = sv->cfg.default_max_new_tokens;
+        max_new = p->max_new_to_context ? sv->max_total - n : sv->cfg.default_max_new_tokens;
         if (n + max_new > sv->max_total) max_new = sv->max_total - n;
         if (max_new < 1) max_new = 1;
     }
@@ -244,11 +149,85 @@ struct wreq *job_build(struct server *sv, struct http_req *r, const char *text, 
     return j;
 }
 
-void job_submit(struct server *sv, struct wreq *j, wreq_event_fn on_event, void *user) {
-    j->on_event = on_event;
-    j->user = user;
+/* The driver of one request: everything the loop holds for it. */
+struct job_drv {
+    struct server *sv;
+    struct http_req *r; /* NULL once the HTTP request completed */
+    struct wreq *j;
+    const struct job_render *rd;
+    void *ctx;
+    int sent;     /* tokens handed to on_tokens */
+    int finished; /* the finish event was delivered */
+    int quiet;    /* render nothing more (client gone, or the reply could not start) */
+};
+
+static void drv_free(struct job_drv *d) {
+    if (d->rd->free) d->rd->free(d->ctx);
+    wreq_free(d->j);
+    free(d);
+}
+
+/* Worker events (loop thread, no lock held). */
+static void drv_on_event(struct wreq *j, void *user) {
+    struct job_drv *d = user;
+    int done = j->finish != WREQ_FIN_NONE;
+    if (!d->quiet) {
+        if (d->rd->stream && d->rd->on_tokens) d->rd->on_tokens(d->ctx, d->r, j, d->sent);
+        d->sent = j->n_gen;
+        if (done) {
+            if (job_failed_finish(j->finish))
+                d->rd->on_error(d->ctx, d->r, j);
+            else
+                d->rd->on_finish(d->ctx, d->r, j);
+            if (d->rd->stream) http_stream_end(d->r);
+            job_log(d->r, j);
+        }
+    }
+    if (!done) return;
+    d->finished = 1;
+    if (!d->r) drv_free(d); /* the request completed first: this is the last of it */
+}
+
+/* The HTTP request completed (reply sent, or the client went away). */
+static void drv_on_close(struct http_req *r, void *ctx, int aborted) {
+    (void)r, (void)aborted;
+    struct job_drv *d = ctx;
+    d->r = NULL;
+    d->quiet = 1;
+    if (d->finished) {
+        drv_free(d);
+        return;
+    }
+    worker_cancel(&d->sv->worker, d->j); /* the finish event then frees it */
+}
+
+int job_run(struct server *sv, struct http_req *r, struct wreq *j, const struct job_render *rd,
+            void *ctx) {
+    struct job_drv *d = calloc(1, sizeof *d);
+    if (!d || worker_submit(&sv->worker, j) != 0) {
+        free(d);
+        wreq_free(j);
+        http_reply_error(r, 500, "internal", NULL, "out of memory");
+        return -1;
+    }
+    *d = (struct job_drv){.sv = sv, .r = r, .j = j, .rd = rd, .ctx = ctx};
+    j->on_event = drv_on_event;
+    j->user = d;
     sv->inflight++;
-    worker_submit(&sv->worker, j);
+    http_req_set_ctx(r, d, drv_on_close);
+    if (!rd->stream) {
+        http_defer(r);
+        return 0;
+    }
+    if (http_stream_start(r, "text/event-stream") != 0) {
+        /* submitted already: answer now, and let the cancelled job end the usual way */
+        http_reply_error(r, 500, "internal", NULL, "cannot start the stream");
+        d->quiet = 1;
+        worker_cancel(&sv->worker, j);
+        return 0;
+    }
+    if (rd->on_start) rd->on_start(ctx, r);
+    return 0;
 }
 
 void job_log(struct http_req *r, const struct wreq *j) {

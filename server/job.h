@@ -1,6 +1,8 @@
 /* job.h — what the generation endpoints share: the admission check (ready, draining, overload),
- * JSON field readers that reply 422 naming the field, prompt tokenization with the length
- * limits, and building + submitting a worker job. Loop thread only.
+ * the replies to what reqparse.c refused, prompt tokenization with the length limits, building a
+ * worker request, and the one driver that runs it: it submits the request, feeds the worker's
+ * events to a per-route renderer, cancels on a client that went away and frees everything at one
+ * point. Loop thread only.
  *
  * Every function that fails has already sent the error reply and counted it in the metrics;
  * the caller just returns.
@@ -10,45 +12,24 @@
 
 #include <cjson/cJSON.h>
 
+#include "server/reqparse.h"
 #include "server/serve.h"
-
-struct job_params {
-    int max_new; /* -1: not given (defaulted against the limits) */
-    struct sampler_params sp;
-    int seed_given;
-    char **stop; /* (n_stop) malloc'd; moved into the job by job_start */
-    int n_stop;
-    int prompt_logprobs;
-    int ignore_eos;
-    int truncate; /* keep the last N prompt tokens; 0 = off */
-};
-
-void job_params_init(struct job_params *p);
-void job_params_free(struct job_params *p);
 
 /* 0 when the server can take a generation now; otherwise replies 503 (loading, draining) or
  * 429 (queued + running at max_concurrent_requests) and returns -1. */
 int job_admit(struct server *sv, struct http_req *r);
-/* Parse the body as a JSON object; replies 400 and returns NULL when it is not one. */
+/* Parse the body as one JSON object (reqparse_body); replies 400 and returns NULL when it is
+ * not one. */
 cJSON *job_parse_body(struct server *sv, struct http_req *r);
+/* Reply to a request the parsers refused (reqparse.h): ERR's status, type, param and message,
+ * counted as a validation error (an error when it is a 500). Returns -1. */
+int job_reply_invalid(struct server *sv, struct http_req *r, const struct reqparse_error *err);
 /* Replies 422 (type "validation") naming FIELD; always returns -1. */
 int job_invalid(struct server *sv, struct http_req *r, const char *field, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
-
-/* Field readers: absent or null leaves *out unchanged and returns 0; a wrong type or a value
- * outside [lo, hi] replies 422 and returns -1. */
-int job_get_int(struct server *sv, struct http_req *r, const cJSON *obj, const char *name,
-                long long lo, long long hi, long long *out);
-int job_get_num(struct server *sv, struct http_req *r, const cJSON *obj, const char *name,
-                double lo, double hi, int lo_open, double *out);
+/* OBJ.NAME as a boolean (reqparse_get_bool); replies 422 and returns -1 when it is not one. */
 int job_get_bool(struct server *sv, struct http_req *r, const cJSON *obj, const char *name,
                  int *out);
-/* "stop": a string or an array of strings (OpenAI), or an array only (TGI: STRING_OK = 0). */
-int job_get_stop(struct server *sv, struct http_req *r, const cJSON *obj, const char *name,
-                 int string_ok, struct job_params *p);
-/* A field that must be absent, null, or equal to its neutral value (e.g. best_of 1). */
-int job_reject_unsupported(struct server *sv, struct http_req *r, const cJSON *obj,
-                           const char *name, double neutral);
 
 /* Tokenize TEXT (PARSE_SPECIAL for rendered chat templates; ADD_BOS as the model says), apply
  * truncate and the limits, and build a job. Returns NULL after replying (422) on failure. */
@@ -57,11 +38,28 @@ struct wreq *job_build(struct server *sv, struct http_req *r, const char *text, 
 /* The same from token ids (OpenAI prompt as an array of ints). */
 struct wreq *job_build_ids(struct server *sv, struct http_req *r, const int *ids, int n,
                            struct job_params *p, const char *field);
-/* Submit: the job's events go to ON_EVENT(job, user) on the loop thread. */
-void job_submit(struct server *sv, struct wreq *j, wreq_event_fn on_event, void *user);
+/* How one route renders one stream mode. Each hook runs on the loop thread with no lock held,
+ * only while the client is still there; J is read-only and CTX is the route's state. */
+struct job_render {
+    int stream; /* 1: text/event-stream started before the job runs; 0: one deferred reply */
+    void (*on_start)(void *ctx, struct http_req *r); /* stream: right after it started; or NULL */
+    /* stream: events arrived; tokens [from, j->n_gen) are new (j->finish may be set already) */
+    void (*on_tokens)(void *ctx, struct http_req *r, const struct wreq *j, int from);
+    /* the job ended with a result (length, eos_token, stop_sequence) */
+    void (*on_finish)(void *ctx, struct http_req *r, const struct wreq *j);
+    /* the job ended without one (job_failed_finish) */
+    void (*on_error)(void *ctx, struct http_req *r, const struct wreq *j);
+    void (*free)(void *ctx); /* releases CTX (with the job, after both ends are done) */
+};
 
-/* Fill the request log line from a finished (or cancelled) job. Call under the worker lock
- * (inside on_event) or after the job ended. */
+/* Start the reply (a stream or a deferred one), submit J and drive it through RD. From here on
+ * J and CTX belong to the driver, which frees them once the finish event has been rendered and
+ * the HTTP request has completed, whichever comes last. Returns -1 after replying 500 when it
+ * could not start (J freed; CTX still the caller's). */
+int job_run(struct server *sv, struct http_req *r, struct wreq *j, const struct job_render *rd,
+            void *ctx);
+
+/* Fill the request log line from a finished (or cancelled) job. */
 void job_log(struct http_req *r, const struct wreq *j);
 /* Generated text of token K (between text_end[k-1] and text_end[k]). */
 const char *job_token_text(const struct wreq *j, int k, size_t *len);

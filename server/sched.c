@@ -22,9 +22,10 @@ int sched_init(struct sched *s, struct kv_cache *kv, int max_batch_tokens, int m
     s->max_batch_tokens = max_batch_tokens > 0 ? max_batch_tokens : 512;
     s->max_batch_seqs = max_batch_seqs > 0 ? max_batch_seqs : 64;
     s->running = calloc((size_t)s->max_batch_seqs, sizeof *s->running);
+    s->admitted = calloc((size_t)s->max_batch_seqs, sizeof *s->admitted);
     s->batch.items = calloc((size_t)s->max_batch_seqs, sizeof *s->batch.items);
     s->batch.fwd = calloc((size_t)s->max_batch_seqs, sizeof *s->batch.fwd);
-    if (!s->running || !s->batch.items || !s->batch.fwd) {
+    if (!s->running || !s->admitted || !s->batch.items || !s->batch.fwd) {
         sched_free(s);
         return -1;
     }
@@ -34,6 +35,7 @@ int sched_init(struct sched *s, struct kv_cache *kv, int max_batch_tokens, int m
 void sched_free(struct sched *s) {
     if (!s) return;
     free(s->running);
+    free(s->admitted);
     free(s->batch.items);
     free(s->batch.fwd);
     memset(s, 0, sizeof *s);
@@ -99,8 +101,8 @@ int sched_pages_needed(const struct sched *s, int n_prompt, int max_new) {
 
 /* Admit from the head of the waiting queue, in arrival order (no overtaking, so a large request
  * cannot starve behind a stream of small ones). */
-static int admit(struct sched *s, struct sched_seq **admitted, int *n_admitted) {
-    int n = 0;
+static void admit(struct sched *s) {
+    s->n_admitted = 0;
     while (s->wait_head && s->n_running < s->max_batch_seqs) {
         struct sched_seq *q = s->wait_head;
         if (s->kv && kv_seq_reserve(s->kv, &q->kv, q->n_prompt + q->max_new) != 0) break;
@@ -110,11 +112,8 @@ static int admit(struct sched *s, struct sched_seq **admitted, int *n_admitted) 
         s->n_waiting--;
         q->state = SCHED_PREFILL;
         s->running[s->n_running++] = q;
-        if (admitted) admitted[n] = q;
-        n++;
+        s->admitted[s->n_admitted++] = q;
     }
-    if (n_admitted) *n_admitted = n;
-    return n;
 }
 
 static void push(struct sched *s, struct sched_seq *q, int n, int want) {
@@ -131,10 +130,10 @@ static void push(struct sched *s, struct sched_seq *q, int n, int want) {
     b->n_tokens += n;
 }
 
-int sched_plan(struct sched *s, struct sched_seq **admitted, int *n_admitted) {
+int sched_plan(struct sched *s) {
     struct sched_batch *b = &s->batch;
     b->n = b->n_tokens = b->n_decode = b->n_prefill = 0;
-    admit(s, admitted, n_admitted);
+    admit(s);
     /* decode tokens first: they are what the users of running streams are waiting for */
     for (int i = 0; i < s->n_running && b->n < s->max_batch_seqs; i++) {
         struct sched_seq *q = s->running[i];

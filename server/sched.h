@@ -63,6 +63,8 @@ struct sched {
     int n_waiting;
     struct sched_seq **running; /* (max_batch_seqs) in admission order */
     int n_running;
+    struct sched_seq **admitted; /* (max_batch_seqs) admitted by the last sched_plan */
+    int n_admitted;
     struct sched_batch batch;
 };
 
@@ -77,8 +79,9 @@ void sched_end(struct sched_seq *q, enum sched_state state);
  * MAX of them to the caller through OUT. Returns how many; call again while it returns MAX. */
 int sched_reap(struct sched *s, struct sched_seq **out, int max);
 /* Admit and build this iteration's batch (s->batch). Returns the number of rows (0: idle).
- * ADMITTED (may be NULL) receives up to max_batch_seqs sequences admitted by this call. */
-int sched_plan(struct sched *s, struct sched_seq **admitted, int *n_admitted);
+ * s->admitted[0 .. s->n_admitted) are the sequences this call admitted (the caller sets them up
+ * before the step runs). */
+int sched_plan(struct sched *s);
 /* After the forward pass: advance states. */
 void sched_commit(struct sched *s);
 

@@ -65,7 +65,7 @@ static void on_worker_state(struct worker *w, enum worker_state st, void *user) 
     }
 }
 
-/* One job's final event (loop thread, worker lock held): accounting. */
+/* One job's finish event (loop thread, no lock held): accounting. */
 static void on_job_final(struct wreq *j, void *user) {
     struct server *sv = user;
     sv->inflight--;

@@ -6,7 +6,7 @@
  * seconds, cancel what is left, close, exit 0. A second signal cancels at once.
  *
  * struct server is the context every endpoint reaches through http_req_app(); all of it is
- * loop-thread state except the worker's own fields (see worker.h).
+ * loop-thread state except the worker's own fields (see worker.h for the boundary).
  */
 #ifndef FG_SERVE_H
 #define FG_SERVE_H

@@ -1,10 +1,14 @@
-/* worker.c — the worker thread: loads the engine, then runs scheduler iterations and publishes
- * tokens to the loop thread.
+/* worker.c — the worker thread: loads the engine, then runs scheduler iterations; and the loop
+ * side of the boundary (submit, cancel, event delivery). See worker.h for who owns what.
  *
- * One iteration (worker_iterate): take submissions and cancellations under the lock → reap what
- * ended (pages freed) → admit and plan → forward pass (lock not held) → sample the wanted rows,
- * stop checks, publish under the lock → wake the loop once. When there is nothing to run the
- * worker sleeps on the condition variable (with a timeout while jobs with deadlines wait).
+ * One iteration (iterate): take submissions, cancellations and deadlines under the lock → reap
+ * what ended (pages back in the pool, at once for a cancelled sequence) → admit and plan → forward
+ * pass → sample the wanted rows, decode, stop checks into each sequence's outbox → publish: every
+ * outbox into its ring under the lock, once, then one uv_async_send. (Requests that ended at the
+ * intake are published before the step, with a wake of their own, so that a cancelled or timed
+ * out request is answered and accounted without waiting for a forward pass that is not theirs.)
+ * When there is nothing to run the worker sleeps on the condition variable (with a timeout while
+ * jobs with deadlines wait).
  */
 #include "worker.h"
 
@@ -35,7 +39,50 @@ const char *wreq_finish_name(enum wreq_finish f) {
     return (unsigned)f <= WREQ_FIN_ERROR ? FINISH_NAMES[f] : "error";
 }
 
-/* ---- jobs ---------------------------------------------------------------------------------- */
+/* ---- event batches (either thread, on the batch its owner holds) --------------------------- */
+
+static void wevents_free(struct wevents *b) {
+    free(b->ev);
+    free(b->bytes);
+    memset(b, 0, sizeof *b);
+}
+
+/* Append one event (with N text bytes) to B; -1 when out of memory. */
+static int wevents_push(struct wevents *b, enum wevent_kind kind, int id, float lp, const char *s,
+                        size_t n) {
+    if (b->n == b->cap) {
+        int cap = b->cap ? b->cap * 2 : 16;
+        struct wevent *ev = realloc(b->ev, sizeof *ev * (size_t)cap);
+        if (!ev) return -1;
+        b->ev = ev;
+        b->cap = cap;
+    }
+    if (b->n_bytes + n > b->bytes_cap) {
+        size_t cap = b->bytes_cap ? b->bytes_cap : 256;
+        while (cap < b->n_bytes + n)
+            cap *= 2;
+        char *nb = realloc(b->bytes, cap);
+        if (!nb) return -1;
+        b->bytes = nb;
+        b->bytes_cap = cap;
+    }
+    if (n) memcpy(b->bytes + b->n_bytes, s, n);
+    b->ev[b->n++] = (struct wevent){kind, id, lp, b->n_bytes, n};
+    b->n_bytes += n;
+    return 0;
+}
+
+/* Append every event of SRC to DST (text offsets rebased). */
+static int wevents_append(struct wevents *dst, const struct wevents *src) {
+    for (int i = 0; i < src->n; i++) {
+        const struct wevent *e = &src->ev[i];
+        if (wevents_push(dst, e->kind, e->id, e->logprob, src->bytes + e->text_off, e->text_len))
+            return -1;
+    }
+    return 0;
+}
+
+/* ---- requests (loop thread) ---------------------------------------------------------------- */
 
 struct wreq *wreq_new(int n_prompt, int max_new, int want_prompt_logprobs) {
     struct wreq *r = calloc(1, sizeof *r);
@@ -53,19 +100,20 @@ struct wreq *wreq_new(int n_prompt, int max_new, int want_prompt_logprobs) {
     }
     if (!r->tokens || !r->logprobs || !r->text_end || !r->text ||
         (want_prompt_logprobs && !r->prompt_lp)) {
-        free(r->tokens), free(r->logprobs), free(r->text_end), free(r->text), free(r->prompt_lp);
-        free(r);
+        wreq_free(r);
         return NULL;
     }
     r->text[0] = 0;
+    if (r->prompt_lp) {
+        r->prompt_lp[0] = NAN;
+        r->n_prompt_lp = 1;
+    }
     sampler_params_default(&r->sp);
-    atomic_init(&r->cancel, 0);
     return r;
 }
 
-static void wreq_free(struct wreq *r) {
+void wreq_free(struct wreq *r) {
     if (!r) return;
-    if (r->sampler_ready) sampler_free(&r->sampler);
     for (int i = 0; i < r->n_stop; i++)
         free(r->stop[i]);
     free(r->stop);
@@ -74,35 +122,114 @@ static void wreq_free(struct wreq *r) {
     free(r->text_end);
     free(r->text);
     free(r->prompt_lp);
+    if (r->ring) {
+        wevents_free(&r->ring->pending);
+        wevents_free(&r->ring->taken);
+        free(r->ring);
+    }
     free(r);
+}
+
+/* ---- the worker's sequence (worker thread, from worker_submit on) -------------------------- */
+
+struct wseq {
+    struct sched_seq seq; /* seq.user = this */
+    int *tokens;          /* (n_prompt + max_new) prompt, then the generated ids */
+    int n_prompt, max_new, n_gen;
+    struct sampler_params sp;
+    struct sampler sampler;
+    int sampler_ready;
+    struct tok_stream stream;
+    char **stop; /* (n_stop) copies */
+    int n_stop;
+    char *text; /* decoded text so far, for stop matching; NUL-terminated */
+    size_t text_len, text_cap;
+    int prompt_logprobs, ignore_eos;
+    double t_arrival, deadline, queue_deadline, t_last;
+    struct wfinish fin;    /* reason NONE while running */
+    struct wring *ring;    /* shared; NULL once the finish event is posted */
+    struct wevents out;    /* this iteration's events, published at its end */
+    int in_pub;            /* on the publish list */
+    struct wseq *next_pub; /* publish list link */
+    struct wseq *next;     /* submission list, then dead list link */
+};
+
+static void wseq_free(struct wseq *q) {
+    if (!q) return;
+    if (q->sampler_ready) sampler_free(&q->sampler);
+    for (int i = 0; i < q->n_stop; i++)
+        free(q->stop[i]);
+    free(q->stop);
+    free(q->tokens);
+    free(q->text);
+    wevents_free(&q->out);
+    free(q);
+}
+
+/* The worker's copy of R. Loop thread (before it is handed over). */
+static struct wseq *wseq_new(const struct wreq *r, struct wring *ring) {
+    struct wseq *q = calloc(1, sizeof *q);
+    if (!q) return NULL;
+    q->n_prompt = r->n_prompt;
+    q->max_new = r->max_new;
+    q->tokens = malloc(sizeof(int) * (size_t)(r->n_prompt + r->max_new));
+    q->text_cap = 256;
+    q->text = malloc(q->text_cap);
+    q->stop = r->n_stop ? calloc((size_t)r->n_stop, sizeof *q->stop) : NULL;
+    if (!q->tokens || !q->text || (r->n_stop && !q->stop)) {
+        wseq_free(q);
+        return NULL;
+    }
+    for (; q->n_stop < r->n_stop; q->n_stop++)
+        if (!(q->stop[q->n_stop] = strdup(r->stop[q->n_stop]))) {
+            wseq_free(q);
+            return NULL;
+        }
+    memcpy(q->tokens, r->tokens, sizeof(int) * (size_t)r->n_prompt);
+    q->text[0] = 0;
+    q->sp = r->sp;
+    q->prompt_logprobs = r->prompt_logprobs;
+    q->ignore_eos = r->ignore_eos;
+    q->t_arrival = r->t_arrival;
+    q->deadline = r->deadline;
+    q->queue_deadline = r->queue_deadline;
+    q->ring = ring;
+    q->seq.tokens = q->tokens;
+    q->seq.n_tokens = q->n_prompt;
+    q->seq.n_prompt = q->n_prompt;
+    q->seq.cap = q->n_prompt + q->max_new;
+    q->seq.max_new = q->max_new;
+    q->seq.chunk_max = q->prompt_logprobs ? 1 : 0;
+    q->seq.user = q;
+    return q;
 }
 
 /* ---- loop-thread side ---------------------------------------------------------------------- */
 
-void worker_submit(struct worker *w, struct wreq *r) {
-    r->seq.tokens = r->tokens;
-    r->seq.n_tokens = r->n_prompt;
-    r->seq.n_prompt = r->n_prompt;
-    r->seq.cap = r->n_prompt + r->max_new;
-    r->seq.max_new = r->max_new;
-    r->seq.chunk_max = r->prompt_logprobs ? 1 : 0;
-    r->seq.user = r;
+int worker_submit(struct worker *w, struct wreq *r) {
+    struct wring *ring = calloc(1, sizeof *ring);
+    struct wseq *q = ring ? wseq_new(r, ring) : NULL;
+    if (!q) {
+        free(ring);
+        return -1;
+    }
+    atomic_init(&ring->cancel, 0);
+    ring->job = r;
+    r->ring = ring;
     pthread_mutex_lock(&w->mu);
-    r->worker_holds = 1;
-    r->loop_holds = 1;
-    r->next_sub = NULL;
     if (w->sub_tail)
-        w->sub_tail->next_sub = r;
+        w->sub_tail->next = q;
     else
-        w->sub_head = r;
-    w->sub_tail = r;
+        w->sub_head = q;
+    w->sub_tail = q;
     pthread_cond_signal(&w->cv);
     pthread_mutex_unlock(&w->mu);
+    return 0;
 }
 
 void worker_cancel(struct worker *w, struct wreq *r) {
-    int expect = 0;
-    atomic_compare_exchange_strong(&r->cancel, &expect, 1);
+    if (!r->ring || r->finish != WREQ_FIN_NONE) return;
+    atomic_store(&r->ring->cancel, 1);
     pthread_mutex_lock(&w->mu);
     pthread_cond_signal(&w->cv);
     pthread_mutex_unlock(&w->mu);
@@ -115,48 +242,78 @@ void worker_cancel_all(struct worker *w) {
     pthread_mutex_unlock(&w->mu);
 }
 
-void worker_release_locked(struct wreq *r) {
-    r->loop_holds = 0;
-    r->on_event = NULL;
+static int text_append(char **text, size_t *len, size_t *cap, const char *s, size_t n) {
+    if (*len + n + 1 > *cap) {
+        size_t nc = *cap * 2 + n + 1;
+        char *nt = realloc(*text, nc);
+        if (!nt) return -1;
+        *text = nt;
+        *cap = nc;
+    }
+    memcpy(*text + *len, s, n);
+    *len += n;
+    (*text)[*len] = 0;
+    return 0;
 }
 
-void worker_release(struct worker *w, struct wreq *r) {
-    if (!r) return;
-    pthread_mutex_lock(&w->mu);
-    worker_release_locked(r);
-    int free_it = !r->worker_holds && !r->in_ready;
-    pthread_mutex_unlock(&w->mu);
-    if (free_it) wreq_free(r);
+/* Apply a batch of events (and the finish, if FIN) to the request. */
+static void wreq_apply(struct wreq *r, const struct wevents *b, const struct wfinish *fin) {
+    for (int i = 0; i < b->n; i++) {
+        const struct wevent *e = &b->ev[i];
+        if (e->kind == WEVENT_PROMPT_LP) {
+            if (r->prompt_lp && e->id > 0 && e->id < r->n_prompt) {
+                r->prompt_lp[e->id] = e->logprob;
+                r->n_prompt_lp = e->id + 1;
+            }
+            continue;
+        }
+        if (r->n_gen >= r->max_new) continue;
+        int k = r->n_gen++;
+        r->tokens[r->n_prompt + k] = e->id;
+        r->logprobs[k] = e->logprob;
+        text_append(&r->text, &r->text_len, &r->text_cap, b->bytes + e->text_off, e->text_len);
+        r->text_end[k] = r->text_len;
+    }
+    if (fin) {
+        r->finish = fin->reason;
+        r->stop_pos = fin->stop_pos < r->text_len ? fin->stop_pos : r->text_len;
+        memcpy(r->error, fin->error, sizeof r->error);
+        r->t_admitted = fin->t_admitted;
+        r->t_first = fin->t_first;
+        r->t_done = fin->t_done;
+    }
 }
 
-/* uv_async callback: hand every job with news to its owner. */
+/* uv_async callback: take every ready ring's events under the lock, then deliver them. */
 static void on_async(uv_async_t *h) {
     struct worker *w = h->data;
-    struct wreq *dead = NULL; /* jobs nobody holds any more, linked through next_ready */
+    struct wring *taken = NULL, **tail = &taken;
     pthread_mutex_lock(&w->mu);
     enum worker_state st = w->state;
-    struct wreq *r = w->ready_head;
-    w->ready_head = w->ready_tail = NULL;
-    while (r) {
-        struct wreq *next = r->next_ready;
-        r->next_ready = NULL;
-        r->in_ready = 0;
-        if (r->loop_holds && r->on_event) r->on_event(r, r->user);
-        if (r->finish != WREQ_FIN_NONE && !r->final_seen) {
-            r->final_seen = 1;
-            if (w->on_final) w->on_final(r, w->user);
-        }
-        if (!r->loop_holds && !r->worker_holds) {
-            r->next_ready = dead;
-            dead = r;
-        }
-        r = next;
+    for (struct wring *g = w->ready_head; g; g = g->next_ready) {
+        struct wevents t = g->taken; /* emptied by the last delivery: its buffers go back */
+        t.n = 0;
+        t.n_bytes = 0;
+        g->taken = g->pending;
+        g->pending = t;
+        g->queued = 0;
+        g->next_taken = NULL;
+        *tail = g;
+        tail = &g->next_taken;
     }
+    w->ready_head = NULL;
     pthread_mutex_unlock(&w->mu);
-    while (dead) {
-        struct wreq *next = dead->next_ready;
-        wreq_free(dead);
-        dead = next;
+    /* `finished` and `fin` are final once set, and the worker never writes the ring again */
+    while (taken) {
+        struct wring *g = taken;
+        taken = g->next_taken;
+        struct wreq *r = g->job;
+        int fin = g->finished && r->finish == WREQ_FIN_NONE;
+        wreq_apply(r, &g->taken, fin ? &g->fin : NULL);
+        g->taken.n = 0;
+        g->taken.n_bytes = 0;
+        if (fin && w->on_final) w->on_final(r, w->user);
+        if (r->on_event) r->on_event(r, r->user); /* may free r (and g) once finished */
     }
     if (st != w->reported) {
         w->reported = st;
@@ -165,58 +322,6 @@ static void on_async(uv_async_t *h) {
 }
 
 /* ---- worker-thread side -------------------------------------------------------------------- */
-
-/* Queue r for the loop (mu held). */
-static void ready_push(struct worker *w, struct wreq *r) {
-    if (r->in_ready) return;
-    r->in_ready = 1;
-    r->next_ready = NULL;
-    if (w->ready_tail)
-        w->ready_tail->next_ready = r;
-    else
-        w->ready_head = r;
-    w->ready_tail = r;
-}
-
-/* End a job (mu held): publish the final state and stop scheduling it. */
-static void finish_locked(struct worker *w, struct wreq *r, enum wreq_finish f, double now) {
-    if (r->finish != WREQ_FIN_NONE) return;
-    r->finish = f;
-    r->t_done = now;
-    sched_end(&r->seq, f == WREQ_FIN_CANCELLED || f == WREQ_FIN_TIMEOUT || f == WREQ_FIN_ERROR
-                           ? SCHED_CANCELLED
-                           : SCHED_FINISHED);
-    ready_push(w, r);
-}
-
-static int text_append(struct wreq *r, const char *s, size_t n) {
-    if (r->text_len + n + 1 > r->text_cap) {
-        size_t nc = r->text_cap * 2 + n + 1;
-        char *nt = realloc(r->text, nc);
-        if (!nt) return -1;
-        r->text = nt;
-        r->text_cap = nc;
-    }
-    memcpy(r->text + r->text_len, s, n);
-    r->text_len += n;
-    r->text[r->text_len] = 0;
-    return 0;
-}
-
-/* A stop sequence that ends inside the text added since FROM; sets stop_pos. */
-static int stop_match(struct wreq *r, size_t from) {
-    for (int i = 0; i < r->n_stop; i++) {
-        size_t sl = strlen(r->stop[i]);
-        if (!sl || sl > r->text_len) continue;
-        size_t start = from >= sl - 1 ? from - (sl - 1) : 0;
-        const char *hit = memmem(r->text + start, r->text_len - start, r->stop[i], sl);
-        if (hit) {
-            r->stop_pos = (size_t)(hit - r->text);
-            return 1;
-        }
-    }
-    return 0;
-}
 
 struct worker_run {
     struct sched sched;
@@ -227,7 +332,89 @@ struct worker_run {
     float *logprobs;
     int *history; /* the penalised rows' ids, end to end; grows */
     size_t history_cap;
+    struct wseq *pub;  /* sequences with events for the loop this iteration */
+    struct wseq *dead; /* reaped this iteration: freed after the publish */
 };
+
+/* Queue Q's outbox for this iteration's publish. */
+static void pub_mark(struct worker_run *wr, struct wseq *q) {
+    if (q->in_pub) return;
+    q->in_pub = 1;
+    q->next_pub = wr->pub;
+    wr->pub = q;
+}
+
+/* End a sequence: record the finish and stop scheduling it (its pages go at the next reap). */
+static void seq_finish(struct worker_run *wr, struct wseq *q, enum wreq_finish f, double now) {
+    if (q->fin.reason != WREQ_FIN_NONE) return;
+    q->fin.reason = f;
+    q->fin.t_done = now;
+    sched_end(&q->seq, f == WREQ_FIN_CANCELLED || f == WREQ_FIN_TIMEOUT || f == WREQ_FIN_ERROR
+                           ? SCHED_CANCELLED
+                           : SCHED_FINISHED);
+    pub_mark(wr, q);
+}
+
+static void seq_fail(struct worker_run *wr, struct wseq *q, const char *msg, double now) {
+    if (q->fin.reason != WREQ_FIN_NONE) return;
+    snprintf(q->fin.error, sizeof q->fin.error, "%s", msg);
+    seq_finish(wr, q, WREQ_FIN_ERROR, now);
+}
+
+/* Hand every outbox to its ring (one lock), free what was reaped, wake the loop once. */
+static void publish(struct worker *w, struct worker_run *wr) {
+    int any = wr->pub != NULL;
+    if (any) {
+        pthread_mutex_lock(&w->mu);
+        for (struct wseq *q = wr->pub; q; q = q->next_pub) {
+            struct wring *g = q->ring;
+            q->in_pub = 0;
+            if (!g) continue;
+            if (wevents_append(&g->pending, &q->out) != 0 && q->fin.reason == WREQ_FIN_NONE) {
+                /* the loop would miss tokens: end the request rather than lie */
+                snprintf(q->fin.error, sizeof q->fin.error, "out of memory (events)");
+                q->fin.reason = WREQ_FIN_ERROR;
+                q->fin.t_done = worker_now();
+                sched_end(&q->seq, SCHED_CANCELLED);
+            }
+            q->out.n = 0;
+            q->out.n_bytes = 0;
+            if (q->fin.reason != WREQ_FIN_NONE) {
+                g->fin = q->fin;
+                g->finished = 1;
+                q->ring = NULL; /* the worker's last touch of the ring */
+            }
+            if (!g->queued) {
+                g->queued = 1;
+                g->next_ready = w->ready_head;
+                w->ready_head = g;
+            }
+        }
+        pthread_mutex_unlock(&w->mu);
+        wr->pub = NULL;
+    }
+    while (wr->dead) {
+        struct wseq *q = wr->dead;
+        wr->dead = q->next;
+        wseq_free(q);
+    }
+    if (any) uv_async_send(&w->async);
+}
+
+/* A stop sequence that ends inside the text added since FROM; sets stop_pos. */
+static int stop_match(struct wseq *q, size_t from) {
+    for (int i = 0; i < q->n_stop; i++) {
+        size_t sl = strlen(q->stop[i]);
+        if (!sl || sl > q->text_len) continue;
+        size_t start = from >= sl - 1 ? from - (sl - 1) : 0;
+        const char *hit = memmem(q->text + start, q->text_len - start, q->stop[i], sl);
+        if (hit) {
+            q->fin.stop_pos = (size_t)(hit - q->text);
+            return 1;
+        }
+    }
+    return 0;
+}
 
 /* Append N ids to wr->history at *len; -1 when out of memory. */
 static int history_append(struct worker_run *wr, size_t *len, const int *ids, int n) {
@@ -245,152 +432,134 @@ static int history_append(struct worker_run *wr, size_t *len, const int *ids, in
     return 0;
 }
 
-/* Fail every job of a step that the engine could not run (mu not held). */
-static void fail_step(struct worker *w, struct sched *s, int n, const char *what, const char *err) {
+/* Fail every sequence of a step that the engine could not run. */
+static void fail_step(struct worker_run *wr, int n, const char *what, const char *err) {
     double now = worker_now();
-    pthread_mutex_lock(&w->mu);
-    for (int i = 0; i < n; i++) {
-        struct wreq *r = s->batch.items[i].seq->user;
-        snprintf(r->error, sizeof r->error, "%s failed: %.200s", what, err);
-        finish_locked(w, r, WREQ_FIN_ERROR, now);
-    }
-    pthread_mutex_unlock(&w->mu);
-    uv_async_send(&w->async);
+    char msg[256];
+    snprintf(msg, sizeof msg, "%s failed: %.200s", what, err);
+    for (int i = 0; i < n; i++)
+        seq_fail(wr, wr->sched.batch.items[i].seq->user, msg, now);
 }
 
 /* Take submissions, flag cancellations and deadlines (mu held). */
 static void intake_locked(struct worker *w, struct worker_run *wr, double now) {
-    struct wreq *r = w->sub_head;
+    struct wseq *q = w->sub_head;
     w->sub_head = w->sub_tail = NULL;
-    while (r) {
-        struct wreq *next = r->next_sub;
-        r->next_sub = NULL;
-        sched_add(&wr->sched, &r->seq);
-        r = next;
+    while (q) {
+        struct wseq *next = q->next;
+        q->next = NULL;
+        sched_add(&wr->sched, &q->seq);
+        q = next;
     }
-    /* cancellation and deadlines: waiting jobs */
-    for (struct sched_seq *q = wr->sched.wait_head; q; q = q->next) {
-        struct wreq *j = q->user;
-        if (w->cancel_all || atomic_load(&j->cancel))
-            finish_locked(w, j, WREQ_FIN_CANCELLED, now);
+    for (struct sched_seq *s = wr->sched.wait_head; s; s = s->next) {
+        struct wseq *j = s->user;
+        if (j->fin.reason != WREQ_FIN_NONE) continue;
+        if (w->cancel_all || atomic_load(&j->ring->cancel))
+            seq_finish(wr, j, WREQ_FIN_CANCELLED, now);
         else if ((j->deadline > 0 && now > j->deadline) ||
                  (j->queue_deadline > 0 && now > j->queue_deadline))
-            finish_locked(w, j, WREQ_FIN_TIMEOUT, now);
+            seq_finish(wr, j, WREQ_FIN_TIMEOUT, now);
     }
     for (int i = 0; i < wr->sched.n_running; i++) {
-        struct wreq *j = wr->sched.running[i]->user;
-        if (w->cancel_all || atomic_load(&j->cancel))
-            finish_locked(w, j, WREQ_FIN_CANCELLED, now);
+        struct wseq *j = wr->sched.running[i]->user;
+        if (j->fin.reason != WREQ_FIN_NONE) continue;
+        if (w->cancel_all || atomic_load(&j->ring->cancel))
+            seq_finish(wr, j, WREQ_FIN_CANCELLED, now);
         else if (j->deadline > 0 && now > j->deadline)
-            finish_locked(w, j, WREQ_FIN_TIMEOUT, now);
+            seq_finish(wr, j, WREQ_FIN_TIMEOUT, now);
     }
 }
 
-/* Reap ended jobs: their pages are back in the pool; drop the worker's hold. */
-static void reap(struct worker *w, struct worker_run *wr) {
+/* Reap ended sequences: their pages are back in the pool; they are freed after the publish. */
+static void reap(struct worker_run *wr) {
     struct sched_seq *out[WORKER_REAP_MAX];
     int n;
     do {
         n = sched_reap(&wr->sched, out, WORKER_REAP_MAX);
-        pthread_mutex_lock(&w->mu);
         for (int i = 0; i < n; i++) {
-            struct wreq *r = out[i]->user;
-            r->worker_holds = 0;
-            /* the loop frees it when it has seen the final event (ready list) or released it */
-            if (!r->loop_holds && !r->in_ready) ready_push(w, r);
+            struct wseq *q = out[i]->user;
+            q->next = wr->dead;
+            wr->dead = q;
         }
-        pthread_mutex_unlock(&w->mu);
     } while (n == WORKER_REAP_MAX);
 }
 
-/* One generated token for job r: append, decode, stop checks, publish. */
-static void take_token(struct worker *w, struct wreq *r, int id, float lp, double now) {
+/* One generated token for sequence q: append, decode, stop checks, into the outbox. */
+static void take_token(struct worker *w, struct worker_run *wr, struct wseq *q, int id, float lp,
+                       double now) {
     const struct tokenizer *tok = w->engine->model->tok;
     char piece[512];
-    size_t np = tok_stream_push(tok, &r->stream, id, piece, sizeof piece);
-    int eog = !r->ignore_eos && tokenizer_is_eog(tok, id);
-    r->seq.tokens[r->seq.n_tokens++] = id;
-
-    pthread_mutex_lock(&w->mu);
-    size_t from = r->text_len;
-    text_append(r, piece, np);
-    int k = r->n_gen;
-    r->logprobs[k] = lp;
-    r->n_gen = k + 1;
+    size_t np = tok_stream_push(tok, &q->stream, id, piece, sizeof piece);
+    int eog = !q->ignore_eos && tokenizer_is_eog(tok, id);
+    q->seq.tokens[q->seq.n_tokens++] = id;
+    size_t from = q->text_len;
+    int k = q->n_gen++;
+    text_append(&q->text, &q->text_len, &q->text_cap, piece, np);
     enum wreq_finish f = WREQ_FIN_NONE;
     if (eog)
         f = WREQ_FIN_EOS;
-    else if (r->n_stop && stop_match(r, from))
+    else if (q->n_stop && stop_match(q, from))
         f = WREQ_FIN_STOP;
-    else if (r->n_gen >= r->max_new)
+    else if (q->n_gen >= q->max_new)
         f = WREQ_FIN_LENGTH;
     if (f != WREQ_FIN_NONE && f != WREQ_FIN_STOP) {
-        size_t nf = tok_stream_flush(&r->stream, piece, sizeof piece);
-        text_append(r, piece, nf);
+        size_t nf = tok_stream_flush(&q->stream, piece + np, sizeof piece - np);
+        text_append(&q->text, &q->text_len, &q->text_cap, piece + np, nf);
+        np += nf;
     }
-    r->text_end[k] = r->text_len;
-    if (k == 0) r->t_first = now;
-    ready_push(w, r);
-    if (f != WREQ_FIN_NONE) finish_locked(w, r, f, now);
-    pthread_mutex_unlock(&w->mu);
+    if (k == 0) q->fin.t_first = now;
+    if (wevents_push(&q->out, WEVENT_TOKEN, id, lp, piece, np) != 0)
+        seq_fail(wr, q, "out of memory (events)", now);
+    pub_mark(wr, q);
+    if (f != WREQ_FIN_NONE) seq_finish(wr, q, f, now);
 
     if (k == 0)
-        metrics_observe(w->metrics, METRICS_H_TTFT, now - r->t_arrival);
+        metrics_observe(w->metrics, METRICS_H_TTFT, now - q->t_arrival);
     else
-        metrics_observe(w->metrics, METRICS_H_ITL, now - r->t_last);
-    r->t_last = now;
+        metrics_observe(w->metrics, METRICS_H_ITL, now - q->t_last);
+    q->t_last = now;
 }
 
-/* Run one iteration. Returns 1 if a forward pass ran, 0 when idle, -1 on a fatal error. */
+/* Set up the sequences sched_plan just admitted (s->admitted). */
+static void admit_setup(struct worker *w, struct worker_run *wr, double now) {
+    struct sched *s = &wr->sched;
+    for (int i = 0; i < s->n_admitted; i++) {
+        struct wseq *q = s->admitted[i]->user;
+        q->sampler_ready = sampler_init(&q->sampler, &q->sp, wr->vocab) == 0;
+        tok_stream_init(&q->stream, 1);
+        q->fin.t_admitted = now;
+        metrics_observe(w->metrics, METRICS_H_QUEUE, now - q->t_arrival);
+        if (!q->sampler_ready) seq_fail(wr, q, "out of memory (sampler)", now);
+    }
+}
+
+/* Run one iteration. Returns 1 if a forward pass ran, 0 when idle. */
 static int iterate(struct worker *w, struct worker_run *wr) {
     struct sched *s = &wr->sched;
     double now = worker_now();
     pthread_mutex_lock(&w->mu);
     intake_locked(w, wr, now);
     pthread_mutex_unlock(&w->mu);
-    reap(w, wr);
+    reap(wr);
+    /* requests that ended here (cancelled, past a deadline) are told now, not after a forward
+     * pass that is not theirs: their replies and the accounting go out with the pages freed */
+    publish(w, wr);
 
-    struct sched_seq *adm[1024];
-    int n_adm = 0;
-    int n = sched_plan(s, s->max_batch_seqs <= 1024 ? adm : NULL, &n_adm);
-    now = worker_now();
-    for (int i = 0; i < n_adm && s->max_batch_seqs <= 1024; i++) {
-        struct wreq *r = adm[i]->user;
-        r->sampler_ready = sampler_init(&r->sampler, &r->sp, wr->vocab) == 0;
-        tok_stream_init(&r->stream, 1);
-        pthread_mutex_lock(&w->mu);
-        r->t_admitted = now;
-        if (r->prompt_lp) {
-            r->prompt_lp[0] = NAN;
-            r->n_prompt_lp = 1;
-        }
-        pthread_mutex_unlock(&w->mu);
-        metrics_observe(w->metrics, METRICS_H_QUEUE, now - r->t_arrival);
-        if (!r->sampler_ready) {
-            pthread_mutex_lock(&w->mu);
-            snprintf(r->error, sizeof r->error, "out of memory (sampler)");
-            finish_locked(w, r, WREQ_FIN_ERROR, now);
-            pthread_mutex_unlock(&w->mu);
-        }
-    }
+    int n = sched_plan(s);
+    admit_setup(w, wr, worker_now());
     struct kv_cache *kv = &w->engine->kv;
     double kv_use = kv->n_pages ? (double)(kv->n_pages - kv->n_free) / kv->n_pages : 0;
     metrics_iteration(w->metrics, s->n_running, s->n_waiting, n, s->batch.n_tokens, kv_use);
     if (n == 0) {
-        /* Jobs ended above (deadline, cancellation, a failed admission) have news for the loop
-         * although no step runs to announce it; without this a request whose deadline passed as
-         * the last job waited for the next unrelated event (seen: a 504 never sent). */
-        pthread_mutex_lock(&w->mu);
-        int news = w->ready_head != NULL;
-        pthread_mutex_unlock(&w->mu);
-        if (news) uv_async_send(&w->async);
+        publish(w, wr); /* a failed admission (sampler) has news although no step runs */
         return 0;
     }
 
     char err[256] = "";
     if (fwd_run(w->engine->fwd, s->batch.fwd, n, NULL, err, sizeof err) != 0) {
         /* a failed step fails every job in it; the others are untouched */
-        fail_step(w, s, n, "forward pass", err);
+        fail_step(wr, n, "forward pass", err);
+        publish(w, wr);
         return 1;
     }
     /* One pick per sequence on the engine's backend: the next token of generating sequences, the
@@ -399,41 +568,42 @@ static int iterate(struct worker *w, struct worker_run *wr) {
     size_t n_hist = 0;
     for (int i = 0; i < n; i++) {
         struct sched_item *it = &s->batch.items[i];
-        struct wreq *r = it->seq->user;
+        struct wseq *q = it->seq->user;
         int pos = it->seq->kv.n_tokens; /* tokens cached after this step (fwd_run advanced it) */
-        if (!it->want || r->finish != WREQ_FIN_NONE || pos < r->n_prompt) {
-            sampler_target_row(pos < r->n_prompt ? r->tokens[pos] : 0, &wr->rows[i]);
+        if (!it->want || q->fin.reason != WREQ_FIN_NONE || pos < q->n_prompt) {
+            sampler_target_row(pos < q->n_prompt ? q->tokens[pos] : 0, &wr->rows[i]);
             continue;
         }
-        int penalised = r->sp.repetition_penalty != 1.0f;
-        sampler_row(&r->sampler, (int)n_hist, penalised ? r->seq.n_tokens : 0, &wr->rows[i]);
-        if (penalised && history_append(wr, &n_hist, r->seq.tokens, r->seq.n_tokens) != 0) {
-            fail_step(w, s, n, "sampling", "out of memory for the penalty history");
+        int penalised = q->sp.repetition_penalty != 1.0f;
+        sampler_row(&q->sampler, (int)n_hist, penalised ? q->seq.n_tokens : 0, &wr->rows[i]);
+        if (penalised && history_append(wr, &n_hist, q->seq.tokens, q->seq.n_tokens) != 0) {
+            fail_step(wr, n, "sampling", "out of memory for the penalty history");
+            publish(w, wr);
             return 1;
         }
     }
     if (fwd_sample(w->engine->fwd, n, wr->rows, wr->history, (int)n_hist, wr->ids, wr->logprobs,
                    err, sizeof err) != 0) {
-        fail_step(w, s, n, "forward pass", err);
+        fail_step(wr, n, "forward pass", err);
+        publish(w, wr);
         return 1;
     }
     now = worker_now();
     for (int i = 0; i < n; i++) {
         struct sched_item *it = &s->batch.items[i];
-        struct wreq *r = it->seq->user;
-        if (!it->want || r->finish != WREQ_FIN_NONE) continue;
+        struct wseq *q = it->seq->user;
+        if (!it->want || q->fin.reason != WREQ_FIN_NONE) continue;
         int pos = it->seq->kv.n_tokens; /* tokens cached after this step */
-        if (pos < r->n_prompt) {        /* prompt logprob of the next prompt token */
-            pthread_mutex_lock(&w->mu);
-            r->prompt_lp[pos] = wr->logprobs[i];
-            r->n_prompt_lp = pos + 1;
-            pthread_mutex_unlock(&w->mu);
+        if (pos < q->n_prompt) {        /* prompt logprob of the next prompt token */
+            if (wevents_push(&q->out, WEVENT_PROMPT_LP, pos, wr->logprobs[i], NULL, 0) != 0)
+                seq_fail(wr, q, "out of memory (events)", now);
+            pub_mark(wr, q);
             continue;
         }
-        take_token(w, r, wr->ids[i], wr->logprobs[i], now);
+        take_token(w, wr, q, wr->ids[i], wr->logprobs[i], now);
     }
     sched_commit(s);
-    uv_async_send(&w->async);
+    publish(w, wr);
     return 1;
 }
 
@@ -534,7 +704,7 @@ static void *worker_main(void *arg) {
             pthread_mutex_unlock(&w->mu);
             break;
         }
-        if (!w->sub_head && !w->cancel_all) {
+        if (!w->sub_head && !(w->cancel_all && busy)) {
             if (busy) { /* jobs wait for pages: wake up for deadlines and cancellations */
                 struct timespec ts;
                 clock_gettime(CLOCK_REALTIME, &ts);
@@ -547,7 +717,8 @@ static void *worker_main(void *arg) {
         }
         pthread_mutex_unlock(&w->mu);
     }
-    reap(w, &wr);
+    reap(&wr);
+    publish(w, &wr);
     sched_free(&wr.sched);
     worker_run_free(&wr);
     pthread_mutex_lock(&w->mu);

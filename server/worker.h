@@ -1,16 +1,23 @@
 /* worker.h — the one worker thread that owns the engine (model, device, KV-cache), and the
- * generation job (struct wreq) that the loop thread and the worker share.
+ * boundary between it and the loop thread.
  *
- * Threads meet at one place: the worker's mutex guards the submission queue, the ready list
- * (jobs with new events for the loop) and every field of a wreq marked "published". The worker
- * wakes the loop with one uv_async_t (coalescing, so the ready list is a list, not a pointer);
- * the loop wakes the worker with the condition variable.
+ * A generation request is two objects with one owner each, joined by one shared ring:
  *
- * Life of a job: the loop thread fills it (wreq_new), worker_submit; the worker runs it through
- * the scheduler and publishes tokens; the loop's ready callback reads them (under the lock,
- * through the job's on_event hook). Both sides drop their hold with one call each
- * (worker_release on the loop side; the worker at the iteration after the job ended); whoever
- * drops the last hold frees it.
+ *   struct wreq   (loop thread)   the request as the endpoint built it and its result so far,
+ *                                 rebuilt from the events: tokens, logprobs, text, finish.
+ *   struct wseq   (worker thread) private to worker.c: the tokens, the sampler, the KV pages,
+ *                                 the text decoder and the stop matching.
+ *   struct wring  (shared)        worker → loop events of that request (token: id, logprob,
+ *                                 text bytes; prompt logprob; one finish with reason/error),
+ *                                 guarded by the worker's mutex, plus the loop → worker cancel
+ *                                 flag (an atomic).
+ *
+ * Nothing else is shared. The worker appends a whole iteration's events to the rings under its
+ * mutex once, then wakes the loop with one uv_async_send; the loop swaps each ready ring's events
+ * out under the mutex and renders them after letting it go (no JSON is built under a lock the
+ * worker needs). The worker's last touch of a ring is the finish event; from then on the ring
+ * belongs to the loop alone, which frees it with the wreq (wreq_free). The worker frees its
+ * wseq after the scheduler has reaped it (pages back in the pool).
  */
 #ifndef FG_WORKER_H
 #define FG_WORKER_H
@@ -38,17 +45,62 @@ enum wreq_finish {
     WREQ_FIN_ERROR,     /* the forward pass failed */
 };
 
-struct worker;
+enum wevent_kind {
+    WEVENT_TOKEN = 0, /* a generated token: id, logprob, its text bytes */
+    WEVENT_PROMPT_LP, /* log p of prompt token `id` (its position) */
+};
+
+struct wevent {
+    enum wevent_kind kind;
+    int id; /* TOKEN: token id; PROMPT_LP: prompt position */
+    float logprob;
+    size_t text_off, text_len; /* TOKEN: its bytes in the batch's byte buffer */
+};
+
+/* A batch of events and the text bytes they point into. */
+struct wevents {
+    struct wevent *ev; /* (cap) */
+    int n, cap;
+    char *bytes; /* (bytes_cap) */
+    size_t n_bytes, bytes_cap;
+};
+
+/* The finish event's payload. */
+struct wfinish {
+    enum wreq_finish reason;
+    size_t stop_pos; /* STOP: where the matched stop sequence starts in the text */
+    char error[256];
+    double t_admitted, t_first, t_done; /* monotonic seconds; 0 = never */
+};
+
 struct wreq;
-/* Called on the loop thread, with the worker's mutex held, when a job has new events. It may
- * read the published fields and call http reply functions; to let go of the job from inside it,
- * call worker_release_locked (worker_release and worker_cancel would take the lock again). */
+
+/* The shared part of one request. */
+struct wring {
+    /* --- the worker's mutex guards these; the worker writes, the loop swaps out --- */
+    struct wevents pending;
+    int finished; /* the finish event is in `fin`: the worker's last write */
+    struct wfinish fin;
+    int queued; /* on the worker's ready list */
+    struct wring *next_ready;
+    /* --- any thread: the loop sets it, the worker reads it until it posts the finish --- */
+    atomic_int cancel; /* 1 = client gone */
+    /* --- loop thread only --- */
+    struct wevents taken; /* the last batch swapped out */
+    struct wreq *job;
+    struct wring *next_taken;
+};
+
+struct worker;
+/* Called on the loop thread, lock not held, after new events were applied to the wreq. It may
+ * call http reply functions and, once r->finish is set, free the wreq (wreq_free). */
 typedef void (*wreq_event_fn)(struct wreq *r, void *user);
 
+/* A request (loop thread). */
 struct wreq {
-    /* --- set by the loop thread before worker_submit; read-only afterwards --- */
+    /* --- the request: filled before worker_submit (the worker gets a copy) --- */
     uint64_t id;
-    int *tokens; /* (n_prompt + max_new) prompt first; the worker appends */
+    int *tokens; /* (n_prompt + max_new) prompt first; generated ids appended from the events */
     int n_prompt;
     int max_new;
     struct sampler_params sp;
@@ -62,10 +114,7 @@ struct wreq {
     wreq_event_fn on_event;
     void *user;
 
-    /* --- cancellation: any thread --- */
-    atomic_int cancel; /* 1 = client gone, 2 = server shutting down */
-
-    /* --- published by the worker, under the worker's mutex --- */
+    /* --- the result so far, from the events --- */
     int n_gen;        /* generated tokens (ids at tokens[n_prompt ..]) */
     float *logprobs;  /* (max_new) log p of each generated token */
     float *prompt_lp; /* (n_prompt) log p of each prompt token; [0] = NaN; or NULL */
@@ -78,16 +127,7 @@ struct wreq {
     char error[256];
     double t_admitted, t_first, t_done; /* monotonic seconds; 0 = not yet */
 
-    /* --- worker only --- */
-    struct sched_seq seq;
-    struct sampler sampler;
-    int sampler_ready;
-    struct tok_stream stream;
-    double t_last;
-
-    /* --- bookkeeping under the mutex --- */
-    int worker_holds, loop_holds, in_ready, final_seen;
-    struct wreq *next_sub, *next_ready;
+    struct wring *ring; /* shared with the worker from worker_submit on; freed with the wreq */
 };
 
 enum worker_state {
@@ -108,12 +148,13 @@ struct worker_info {
     double load_seconds;
 };
 
-/* Called on the loop thread when the worker changes state (loaded, failed) and when every
- * in-flight job has ended after worker_drain. */
+/* Called on the loop thread when the worker changes state (loaded, failed, stopped). */
 typedef void (*worker_state_fn)(struct worker *w, enum worker_state st, void *user);
-/* Called on the loop thread, under the lock, once per job when its final event arrives (after
- * the job's on_event): the server's accounting hook (in-flight count, metrics, log). */
+/* Called on the loop thread, lock not held, once per job when its finish event arrives (before
+ * the job's on_event): the server's accounting hook (in-flight count, metrics). */
 typedef void (*worker_final_fn)(struct wreq *r, void *user);
+
+struct wseq;
 
 struct worker {
     pthread_t thread;
@@ -121,12 +162,12 @@ struct worker {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     uv_async_t async;
-    struct wreq *sub_head, *sub_tail; /* submissions, under mu */
-    struct wreq *ready_head, *ready_tail;
-    int stop;                   /* under mu: the worker exits when idle */
-    int cancel_all;             /* under mu: cancel every job (shutdown past grace) */
-    enum worker_state state;    /* under mu */
-    enum worker_state reported; /* loop thread: last state handed to on_state */
+    struct wseq *sub_head, *sub_tail; /* submissions, under mu (ownership passes to the worker) */
+    struct wring *ready_head;         /* rings with news, under mu */
+    int stop;                         /* under mu: the worker exits when idle */
+    int cancel_all;                   /* under mu: cancel every job (shutdown past grace) */
+    enum worker_state state;          /* under mu */
+    enum worker_state reported;       /* loop thread: last state handed to on_state */
     char load_error[512];
     struct worker_info info; /* valid once READY */
     const struct config *cfg;
@@ -142,24 +183,25 @@ struct worker {
 int worker_start(struct worker *w, uv_loop_t *loop, const struct config *cfg, struct metrics *m,
                  worker_state_fn on_state, worker_final_fn on_final, void *user, char *err,
                  size_t errlen);
-/* Ask the worker to exit when it is idle, wait for it, close the async handle (the loop must
- * run once more for the close callback). Loop thread. */
+/* Ask the worker to exit when it is idle, wait for it, deliver the last events, close the async
+ * handle (the loop must run once more for the close callback). Loop thread. */
 void worker_stop(struct worker *w);
 /* Cancel every job, queued or running (shutdown past the grace period). Any thread. */
 void worker_cancel_all(struct worker *w);
 
-/* A new job for N_PROMPT prompt tokens and up to MAX_NEW new ones (arrays sized here); the
- * caller fills the prompt, sampling parameters and hooks. NULL when out of memory. */
+/* A new request for N_PROMPT prompt tokens and up to MAX_NEW new ones (arrays sized here); the
+ * caller fills the prompt, sampling parameters and hooks. NULL when out of memory. Loop thread. */
 struct wreq *wreq_new(int n_prompt, int max_new, int want_prompt_logprobs);
-/* Hand a job to the worker. The loop keeps a hold until worker_release. Loop thread. */
-void worker_submit(struct worker *w, struct wreq *r);
-/* Flag a job cancelled (client gone); its pages are freed at the next iteration. Any thread. */
+/* Free a request: one never submitted, or one whose finish event has been delivered (the only
+ * two states in which the worker holds nothing of it). Accepts NULL. Loop thread. */
+void wreq_free(struct wreq *r);
+/* Hand a request to the worker (it copies what it needs). -1 when out of memory (nothing was
+ * submitted). Loop thread. */
+int worker_submit(struct worker *w, struct wreq *r);
+/* Ask the worker to cancel a submitted request whose finish has not been delivered yet; its
+ * pages are freed at the worker's next iteration and a CANCELLED finish follows (or whatever
+ * finish was already on its way). Loop thread. */
 void worker_cancel(struct worker *w, struct wreq *r);
-/* The loop side is done with the job: no more on_event calls. Loop thread, lock not held. */
-void worker_release(struct worker *w, struct wreq *r);
-
-/* The same, from inside an on_event callback (the lock is held there). */
-void worker_release_locked(struct wreq *r);
 
 const char *wreq_finish_name(enum wreq_finish f); /* TGI names: length, eos_token, stop_sequence */
 

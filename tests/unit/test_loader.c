@@ -29,25 +29,10 @@
 #define REAL_MODEL "models/SmolLM2-135M-Instruct.Q4_1.gguf"
 #define TINY_VOCAB 282 /* 3 specials + 256 bytes + 23 merges (make_tiny_models.py) */
 
-/* Generate the tiny models unless they are newer than the script. Safe across the parallel
- * test processes Criterion runs (flock). */
+/* The tiny models (test_util.h generates them once). */
 static void tiny_models(void) {
-    mkdir("tests/tmp", 0755);
-    int fd = open("tests/tmp/tiny.lock", O_CREAT | O_RDWR | O_CLOEXEC, 0644);
-    cr_assert(fd >= 0);
-    flock(fd, LOCK_EX);
-    struct stat s_script, s_out;
-    cr_assert_eq(stat("tools/make_tiny_models.py", &s_script), 0,
-                 "run the tests from the repo root");
-    if (stat(TINY "/manifest.json", &s_out) || s_out.st_mtime < s_script.st_mtime) {
-        const char *py = getenv("PYTHON") ? getenv("PYTHON") : "python3";
-        char cmd[512];
-        snprintf(cmd, sizeof(cmd), "%s tools/make_tiny_models.py --out " TINY, py);
-        int rc = system(cmd);
-        cr_assert_eq(rc, 0, "%s failed (needs: pip install numpy gguf safetensors)", cmd);
-    }
-    flock(fd, LOCK_UN);
-    close(fd);
+    char err[256];
+    cr_assert_eq(tu_tiny_models(err, sizeof err), 0, "%s", err);
 }
 
 /* The model's tensors in make_tiny_models.py's dump order. */

@@ -68,12 +68,10 @@ Test(sched, admission_by_pages_in_order) {
                      *d = seq_new(1, 1);
     cr_assert_eq(sched_pages_needed(&s, 10, 6), 4);
     sched_add(&s, a), sched_add(&s, b), sched_add(&s, c), sched_add(&s, d);
-    struct sched_seq *adm[8];
-    int n_adm;
-    int n = sched_plan(&s, adm, &n_adm);
-    cr_assert_eq(n_adm, 2); /* 8 of 10 pages; c needs 4 more; d may not overtake c */
-    cr_assert_eq(adm[0], a);
-    cr_assert_eq(adm[1], b);
+    int n = sched_plan(&s);
+    cr_assert_eq(s.n_admitted, 2); /* 8 of 10 pages; c needs 4 more; d may not overtake c */
+    cr_assert_eq(s.admitted[0], a);
+    cr_assert_eq(s.admitted[1], b);
     cr_assert_eq(c->state, SCHED_WAITING);
     cr_assert_eq(d->state, SCHED_WAITING);
     cr_assert_eq(p.kv.n_free, 2);
@@ -89,16 +87,16 @@ Test(sched, admission_by_pages_in_order) {
     cr_assert_eq(sched_reap(&s, out, 8), 1);
     cr_assert_eq(out[0], a);
     cr_assert_eq(p.kv.n_free, 6);
-    sched_plan(&s, adm, &n_adm);
-    cr_assert_eq(n_adm, 2); /* c (4 pages) then d (1 page) */
-    cr_assert_eq(adm[0], c);
-    cr_assert_eq(adm[1], d);
+    sched_plan(&s);
+    cr_assert_eq(s.n_admitted, 2); /* c (4 pages) then d (1 page) */
+    cr_assert_eq(s.admitted[0], c);
+    cr_assert_eq(s.admitted[1], d);
     cr_assert_eq(p.kv.n_free, 1);
     /* run everything to the end */
     for (int it = 0; it < 50 && (s.n_running || s.n_waiting); it++) {
         int k = sched_reap(&s, out, 8);
         (void)k;
-        if (sched_plan(&s, NULL, NULL)) fake_step(&s);
+        if (sched_plan(&s)) fake_step(&s);
     }
     cr_assert_eq(s.n_running, 0);
     cr_assert_eq(p.kv.n_free, 10);
@@ -116,11 +114,11 @@ Test(sched, decode_first_then_prefill_chunks) {
     cr_assert_eq(sched_init(&s, &p.kv, 8, 8), 0);
     struct sched_seq *a = seq_new(3, 10), *b = seq_new(20, 2);
     sched_add(&s, a);
-    sched_plan(&s, NULL, NULL);
+    sched_plan(&s);
     fake_step(&s); /* a prefilled, first token sampled */
     cr_assert_eq(a->state, SCHED_DECODE);
     sched_add(&s, b);
-    int n = sched_plan(&s, NULL, NULL);
+    int n = sched_plan(&s);
     cr_assert_eq(n, 2);
     cr_assert_eq(s.batch.items[0].seq, a); /* decode first */
     cr_assert_eq(s.batch.items[0].n, 1);
@@ -130,11 +128,11 @@ Test(sched, decode_first_then_prefill_chunks) {
     cr_assert_eq(s.batch.n_tokens, 8);
     fake_step(&s);
     cr_assert_eq(b->state, SCHED_PREFILL);
-    sched_plan(&s, NULL, NULL);
+    sched_plan(&s);
     cr_assert_eq(s.batch.items[1].start, 7);
     cr_assert_eq(s.batch.items[1].n, 7);
     fake_step(&s);
-    sched_plan(&s, NULL, NULL);
+    sched_plan(&s);
     cr_assert_eq(s.batch.items[1].n, 6); /* last chunk: its logits give b's first token */
     cr_assert_eq(s.batch.items[1].want, 1);
     fake_step(&s);
@@ -143,7 +141,7 @@ Test(sched, decode_first_then_prefill_chunks) {
     struct sched_seq *out[4];
     while (s.n_running) {
         sched_reap(&s, out, 4);
-        if (sched_plan(&s, NULL, NULL)) fake_step(&s);
+        if (sched_plan(&s)) fake_step(&s);
     }
     cr_assert_eq(a->n_tokens, 13);
     cr_assert_eq(b->n_tokens, 22);
@@ -159,7 +157,7 @@ Test(sched, batch_seq_limit_and_waiting_cancel) {
     struct sched_seq *q[4];
     for (int i = 0; i < 4; i++)
         sched_add(&s, q[i] = seq_new(4, 4));
-    sched_plan(&s, NULL, NULL);
+    sched_plan(&s);
     cr_assert_eq(s.n_running, 2);
     cr_assert_eq(s.n_waiting, 2);
     sched_end(q[3], SCHED_CANCELLED); /* cancelled while waiting: holds no pages */
@@ -186,7 +184,7 @@ Test(sched, prompt_logprobs_one_token_chunks) {
     a->chunk_max = 1;
     sched_add(&s, a);
     for (int i = 0; i < 5; i++) {
-        cr_assert_eq(sched_plan(&s, NULL, NULL), 1);
+        cr_assert_eq(sched_plan(&s), 1);
         cr_assert_eq(s.batch.items[0].n, 1);
         cr_assert_eq(s.batch.items[0].want, 1); /* every row: the next prompt token's logprob */
         fake_step(&s);

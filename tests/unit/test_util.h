@@ -9,6 +9,10 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <time.h>
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 /* xorshift64*; seeded per test from the clock so inputs are fresh each run (the seed is printed
  * by tests that fail, via cr_assert messages). */
@@ -68,6 +72,37 @@ static inline char *tu_slurp(const char *path, size_t *n)
     if (buf && n) *n = (size_t)len;
     fclose(f);
     return buf;
+}
+
+/* Generate the tiny random models (tools/make_tiny_models.py) into tests/tmp/tiny unless they are
+ * newer than the script; safe across the parallel test processes Criterion runs (flock). Returns
+ * 0, or -1 with a message in ERR (run from the repo root; needs numpy, gguf, safetensors). */
+static inline int tu_tiny_models(char *err, size_t errlen)
+{
+    mkdir("tests/tmp", 0755);
+    int fd = open("tests/tmp/tiny.lock", O_CREAT | O_RDWR | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot open tests/tmp/tiny.lock (run from the repo root)");
+        return -1;
+    }
+    flock(fd, LOCK_EX);
+    struct stat s_script, s_out;
+    int rc = 0;
+    if (stat("tools/make_tiny_models.py", &s_script)) {
+        snprintf(err, errlen, "tools/make_tiny_models.py not found: run the tests from the repo root");
+        rc = -1;
+    } else if (stat("tests/tmp/tiny/manifest.json", &s_out) || s_out.st_mtime < s_script.st_mtime) {
+        const char *py = getenv("PYTHON") ? getenv("PYTHON") : "python3";
+        char cmd[512];
+        snprintf(cmd, sizeof(cmd), "%s tools/make_tiny_models.py --out tests/tmp/tiny", py);
+        if (system(cmd) != 0) {
+            snprintf(err, errlen, "%.200s failed (needs: pip install numpy gguf safetensors)", cmd);
+            rc = -1;
+        }
+    }
+    flock(fd, LOCK_UN);
+    close(fd);
+    return rc;
 }
 
 #endif

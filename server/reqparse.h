@@ -1,0 +1,113 @@
+/* reqparse.h — the request bodies of the generation routes, read and validated as plain
+ * functions: bytes in, parameters or an error value out. No server, no connection, no reply, so
+ * the unit tests and the fuzz target (tests/fuzz/fuzz_request.c) call them directly; the
+ * endpoints (ep_generate.c, ep_openai.c) turn a struct reqparse_error into their reply, whose
+ * shape (TGI or OpenAI) http_reply_error picks from the path.
+ *
+ * What is checked here: the body is one JSON object and nothing after it (400 invalid_json);
+ * every field has its type and range (422 validation, naming the field, in TGI's wording
+ * "Input validation error: ..."); prompt and stop strings are valid UTF-8 (422: TGI's serde and
+ * OpenAI both refuse bodies that are not UTF-8, and a prompt repaired behind the client's back
+ * would be tokenized, counted and echoed as text the client never sent); the no-op values
+ * clients send by default (tools: [], tool_choice "none", response_format {"type":"text"},
+ * logit_bias {}, ...) pass, real uses of unimplemented features get 422 saying so. What needs the
+ * model (tokenizing, the vocabulary, prompt-length limits, the chat template) stays in job.c
+ * and the endpoints. Pure functions; any thread.
+ */
+#ifndef FG_REQPARSE_H
+#define FG_REQPARSE_H
+
+#include <stddef.h>
+
+#include <cjson/cJSON.h>
+
+#include "model/sampler.h"
+#include "model/tokenizer.h"
+
+/* What a job is built from (job.c job_build). It lives here, with its init/free, because the
+ * parsers fill it and must be able to unwind it without linking the server. */
+struct job_params {
+    int max_new;            /* -1: not given (defaulted against the limits when the job is built) */
+    int max_new_to_context; /* when not given: all of max_total_tokens left after the prompt
+                               (OpenAI chat, as OpenAI, vLLM and TGI's OpenAI route do);
+                               otherwise default_max_new_tokens */
+    struct sampler_params sp;
+    int seed_given;
+    char **stop; /* (n_stop) malloc'd; moved into the job by job_build */
+    int n_stop;
+    int prompt_logprobs;
+    int ignore_eos;
+    int truncate; /* keep the last N prompt tokens; 0 = off */
+};
+
+void job_params_init(struct job_params *p);
+void job_params_free(struct job_params *p);
+
+/* The configuration the parsers need (from struct config). */
+struct reqparse_limits {
+    int max_stop_sequences;
+};
+
+/* A refused request: what the endpoint replies. */
+struct reqparse_error {
+    int status;        /* 400 (not a JSON object), 422 (a field), 500 (out of memory) */
+    const char *type;  /* stable error type: "invalid_json", "validation", "internal" */
+    char param[64];    /* the field at fault; "" when none */
+    char message[400]; /* the full message, e.g. "Input validation error: `top_p` must be ..." */
+};
+
+/* The TGI routes. REQPARSE_TGI_COMPAT is POST /, whose body carries "stream". */
+enum reqparse_tgi_route {
+    REQPARSE_TGI_GENERATE,
+    REQPARSE_TGI_STREAM,
+    REQPARSE_TGI_COMPAT,
+};
+
+struct reqparse_tgi {
+    struct job_params p;
+    char *inputs; /* malloc'd, non-empty, valid UTF-8 */
+    int stream;   /* the route's, or the body's "stream" on POST / */
+    int details, input_details, full_text;
+};
+
+/* Parse a TGI body {"inputs": str, "parameters": {...}} (serving-apis.md §b). OUT is always
+ * initialised: free it with reqparse_tgi_free whatever the result. Returns 0, or -1 with ERR
+ * filled. */
+int reqparse_tgi(const char *body, size_t len, enum reqparse_tgi_route route,
+                 const struct reqparse_limits *lim, struct reqparse_tgi *out,
+                 struct reqparse_error *err);
+void reqparse_tgi_free(struct reqparse_tgi *t);
+
+struct reqparse_oai {
+    struct job_params p;
+    int chat, stream, include_usage;
+    int logprobs;     /* chat: the flag; completions: "logprobs" was given (0..20) */
+    int top_logprobs; /* chat */
+    int echo;         /* completions */
+    char *prompt;     /* completions: the text prompt (malloc'd), or NULL when given as ids */
+    int *ids;         /* completions: token ids (n_ids, each in [0, INT_MAX]; the vocabulary is
+                         checked when the job is built) */
+    int n_ids;
+    struct chat_msg *msgs; /* chat: (n_msgs); role a static string ("developer" becomes
+                              "system"), content malloc'd valid UTF-8 */
+    int n_msgs;
+};
+
+/* POST /v1/completions and POST /v1/chat/completions. OUT is always initialised: free it with
+ * reqparse_oai_free whatever the result. Return 0, or -1 with ERR filled. */
+int reqparse_completions(const char *body, size_t len, const struct reqparse_limits *lim,
+                         struct reqparse_oai *out, struct reqparse_error *err);
+int reqparse_chat(const char *body, size_t len, const struct reqparse_limits *lim,
+                  struct reqparse_oai *out, struct reqparse_error *err);
+void reqparse_oai_free(struct reqparse_oai *o);
+
+/* The building blocks, for routes with a body of their own (/tokenize). reqparse_body: BODY[0..LEN)
+ * as one JSON object with only whitespace after it, or NULL with ERR (400 invalid_json).
+ * reqparse_get_bool: OBJ.NAME absent or null leaves *OUT unchanged; a non-boolean is a 422. */
+cJSON *reqparse_body(const char *body, size_t len, struct reqparse_error *err);
+int reqparse_get_bool(const cJSON *obj, const char *name, int *out, struct reqparse_error *err);
+/* Fill ERR as a 422 naming FIELD ("Input validation error: " + the formatted text); returns -1. */
+int reqparse_invalid(struct reqparse_error *err, const char *field, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+#endif
