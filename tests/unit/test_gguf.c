@@ -1,7 +1,9 @@
 /* test_gguf.c — GGUF parser and dequantization: a GGUF file built here byte by byte, read back
- * through every accessor, dequantized against hand-computed values, then corrupted (truncated at
- * every length, bad magic/version, huge counts, bad offsets/types) to check each failure is a
- * clean error naming the file. */
+ * through every accessor, dequantized against hand-computed values (one hand-built block per
+ * Q5_x / K-quant type too), then corrupted (truncated at every length, bad magic/version, huge
+ * counts, bad offsets/types, K-quant rows that are not whole blocks) to check each failure is a
+ * clean error naming the file and the tensor. Bit-identity with gguf-py on random blocks and a
+ * real K-quant file: tests/test_gguf_quant.py. */
 #include <criterion/criterion.h>
 
 #include "model/gguf.h"
