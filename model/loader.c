@@ -154,8 +154,8 @@ static int ld_check_gguf(const struct gguf_file *f, struct ld_item *it, char *er
     }
     if (!gguf_type_supported(t->type)) {
         errmsg_at(err, errlen, f->path,
-               "tensor '%s' has type %s, which flashgen cannot dequantize (supported: %s)",
-               it->name, gguf_type_name(t->type), gguf_type_supported_list());
+                  "tensor '%s' has type %s, which flashgen cannot dequantize (supported: %s)",
+                  it->name, gguf_type_name(t->type), gguf_type_supported_list());
         return -1;
     }
     it->gt = t;
@@ -306,8 +306,8 @@ static int ld_convert(struct model *m, struct ld_plan *p, const struct gguf_file
                 bad = gguf_dequantize(t->type, t->data, dst, t->n_elems);
             }
             if (bad) { /* ld_check_gguf and gguf_open rule this out; kept as a value */
-                ld_err(err, errlen, gf->path, "tensor '%s': cannot dequantize %s", it->name,
-                       gguf_type_name(t->type));
+                errmsg_at(err, errlen, gf->path, "tensor '%s': cannot dequantize %s", it->name,
+                          gguf_type_name(t->type));
                 return -1;
             }
             pr.bytes_done += t->n_bytes;
@@ -333,8 +333,8 @@ static int ld_convert(struct model *m, struct ld_plan *p, const struct gguf_file
             return -1;
         }
         if (gguf_dequantize(rf->type, rf->data, fac, (uint64_t)half)) {
-            ld_err(err, errlen, gf->path, "tensor 'rope_freqs.weight': cannot dequantize %s",
-                   gguf_type_name(rf->type));
+            errmsg_at(err, errlen, gf->path, "tensor 'rope_freqs.weight': cannot dequantize %s",
+                      gguf_type_name(rf->type));
             free(fac);
             return -1;
         }
@@ -506,7 +506,8 @@ static int ld_gguf_spm(const struct gguf_file *f, size_t ntok, struct tokenizer_
     if (!kv || kv->type != GGUF_VTYPE_ARRAY || kv->arr_type != GGUF_VTYPE_FLOAT32 ||
         kv->arr_count != ntok) {
         errmsg_at(err, errlen, f->path,
-               "SentencePiece tokenizer needs 'tokenizer.ggml.scores' as %zu float32 values", ntok);
+                  "SentencePiece tokenizer needs 'tokenizer.ggml.scores' as %zu float32 values",
+                  ntok);
         return -1;
     }
     if (!(*scores = malloc(ntok * sizeof(float)))) {
@@ -544,9 +545,9 @@ static int ld_gguf_tokenizer(const struct gguf_file *f, struct tokenizer **tok, 
     int spm = k == 1 && n == 5 && !memcmp(s, "llama", 5); /* SentencePiece-style */
     if (!spm && (k == 0 || n != 4 || memcmp(s, "gpt2", 4))) {
         errmsg_at(err, errlen, f->path,
-               "tokenizer model '%.*s' is not supported (gpt2 byte-level BPE or llama "
-               "SentencePiece)",
-               k ? (int)(n > 64 ? 64 : n) : 6, k ? s : "(none)");
+                  "tokenizer model '%.*s' is not supported (gpt2 byte-level BPE or llama "
+                  "SentencePiece)",
+                  k ? (int)(n > 64 ? 64 : n) : 6, k ? s : "(none)");
         goto out;
     }
     sp.pre = spm ? TOK_PRE_NONE : TOK_PRE_GPT2;
