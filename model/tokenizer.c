@@ -70,7 +70,7 @@ struct tokenizer {
     int32_t *score_rank; /* (n_vocab) rank of the token in descending score order, or NULL */
     size_t max_text;     /* longest stored token string */
     enum tok_prefix prefix;
-    int fuse_unk, strip_space;
+    int fuse_unk, strip_space, nfc;
 };
 
 #define SPM_MARK "\xe2\x96\x81" /* U+2581, SentencePiece's visible space */
@@ -375,6 +375,7 @@ int tokenizer_init(const struct tokenizer_spec *spec, struct tokenizer **out, ch
     t->prefix = spec->prefix;
     t->fuse_unk = spec->fuse_unk != 0;
     t->strip_space = spec->strip_space != 0;
+    t->nfc = spec->nfc != 0;
 
     size_t total = 0;
     for (int i = 0; i < n; i++) {
@@ -537,10 +538,11 @@ struct enc {
     int32_t *sym, *prev, *next;
     uint64_t *heap; /* rank << 32 | position, a min-heap */
     size_t scratch_cap;
-    size_t *ends; /* pretok piece ends */
-    char *str;    /* byte-level string of a piece (ignore_merges lookup) */
-    char *cat;    /* (2 * max_text) two tokens' strings joined (merge by score) */
-    char *norm;   /* (3 * segment + 3) a normalized SentencePiece segment */
+    size_t *ends; /* (ends_cap) pretok piece ends */
+    size_t ends_cap;
+    char *str;  /* byte-level string of a piece (ignore_merges lookup) */
+    char *cat;  /* (2 * max_text) two tokens' strings joined (merge by score) */
+    char *norm; /* (3 * segment + 3) a normalized SentencePiece segment */
 };
 
 static int enc_push(struct enc *e, int id) {
@@ -734,6 +736,27 @@ static int encode_plain(const struct tokenizer *t, struct enc *e, const char *s,
     return 0;
 }
 
+/* encode_plain after the normalizer: NFC when the model has one (HF normalizes each stretch
+ * between added tokens on its own). NFC may lengthen the text, so e->ends may grow. */
+static int encode_normalized(const struct tokenizer *t, struct enc *e, const char *s, size_t len) {
+    if (!t->nfc || len == 0) return encode_plain(t, e, s, len);
+    char *n;
+    size_t nl;
+    if (unicode_nfc(s, len, &n, &nl) < 0) return -1;
+    if (nl > e->ends_cap) {
+        size_t *ne = realloc(e->ends, nl * sizeof(*ne));
+        if (!ne) {
+            free(n);
+            return -1;
+        }
+        e->ends = ne;
+        e->ends_cap = nl;
+    }
+    int rc = encode_plain(t, e, n, nl);
+    free(n);
+    return rc;
+}
+
 /* Longest added token matching at S (LEN bytes left), or -1. */
 static int match_added(const struct tokenizer *t, const char *s, size_t len, int parse_special) {
     unsigned char b = (unsigned char)s[0];
@@ -765,7 +788,8 @@ int tokenizer_encode(const struct tokenizer *t, const char *text, size_t len, in
     }
     struct enc e = {0};
     int rc = -1;
-    e.ends = malloc((len > 0 ? len : 1) * sizeof(*e.ends));
+    e.ends_cap = len > 0 ? len : 1;
+    e.ends = malloc(e.ends_cap * sizeof(*e.ends));
     e.cat = malloc(2 * t->max_text + 1);
     if (!e.ends || !e.cat) goto done;
     if (add_bos && t->add_bos && t->bos_id >= 0 && enc_push(&e, t->bos_id) < 0) goto done;
@@ -775,11 +799,11 @@ int tokenizer_encode(const struct tokenizer *t, const char *text, size_t len, in
             continue;
         int id = match_added(t, text + i, len - i, parse_special);
         if (id < 0) continue;
-        if (encode_plain(t, &e, text + seg, i - seg) < 0 || enc_push(&e, id) < 0) goto done;
+        if (encode_normalized(t, &e, text + seg, i - seg) < 0 || enc_push(&e, id) < 0) goto done;
         i += t->text_len[id] - 1;
         seg = i + 1;
     }
-    if (encode_plain(t, &e, text + seg, len - seg) < 0) goto done;
+    if (encode_normalized(t, &e, text + seg, len - seg) < 0) goto done;
     if (add_bos && t->add_eos && t->eos_id >= 0 && enc_push(&e, t->eos_id) < 0) goto done;
     rc = 0;
 done:

@@ -62,6 +62,7 @@ struct tokenizer_spec {
     enum tok_prefix prefix; /* U+2581 added before text */
     int fuse_unk;           /* consecutive unknown characters give one unk_id */
     int strip_space;        /* decode drops one leading ' ' (HF Strip decoder, add_space_prefix) */
+    int nfc;                /* NFC-normalize text between added tokens (HF normalizer NFC: Qwen2) */
 };
 
 struct tokenizer;

@@ -13,7 +13,8 @@
  * byte_fallback, normalizer Replace(" ", "▁") alone (Gemma) or after Prepend("▁") (Llama-2),
  * no pre_tokenizer, decoders Replace("▁", " "), ByteFallback, Fuse and optionally
  * Strip(" ", 1, 0) (which sets strip_space).
- * Anything else (another normalizer such as Qwen2's NFC, add_prefix_space, another regex, a
+ * A byte-level BPE may have the NFC normalizer (Qwen2, Qwen2.5).
+ * Anything else (another normalizer, add_prefix_space, another regex, a
  * Metaspace pre-tokenizer) is refused with a message rather than tokenized differently from the
  * model's own tokenizer.
  * BOS/EOS come from tokenizer_config.json (bos_token, eos_token, add_bos_token, add_eos_token,
@@ -278,7 +279,7 @@ int tokenizer_from_json(const char *path, struct tokenizer **out, char **chat_te
             goto done;
         }
     } else {
-        if (has_norm) {
+        if (has_norm && !is_type(norm, "NFC")) {
             errmsg_set(err, errlen, "%s: normalizer %s is not supported", path,
                        json_str(norm, "type") ? json_str(norm, "type") : "?");
             goto done;
@@ -388,6 +389,7 @@ int tokenizer_from_json(const char *path, struct tokenizer **out, char **chat_te
     spec.prefix = (enum tok_prefix)prefix;
     spec.strip_space = strip;
     spec.fuse_unk = json_bool(model, "fuse_unk", 0);
+    spec.nfc = !spm && has_norm; /* the one normalizer a byte-level BPE may have */
     spec.bos_id = spec.eos_id = spec.eot_id = spec.pad_id = -1;
     spec.unk_id = find_id(tokens, n, json_str(model, "unk_token"));
 

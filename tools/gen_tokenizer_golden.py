@@ -49,7 +49,10 @@ decoders Replace/ByteFallback/Fuse/Strip), alphabet limited so that rarer charac
 bytes. tokenizer_qwen2pattern.model.json: a byte-level BPE trained with Qwen2's pre-tokenizer
 (Split(Qwen2 regex, Isolated) + ByteLevel(use_regex=false)); tokenizer_qwen2pattern.gguf holds
 the same vocabulary and merges as a tokenizer-only GGUF with tokenizer.ggml.pre = "qwen2", so the
-GGUF route is checked against the same golden. Training is deterministic for a
+GGUF route is checked against the same golden; tokenizer_qwen2nfc.model.json is that model with
+Qwen2's real normalizer, NFC (tokenizer_qwen2nfc.json: the corpus plus decomposed and
+composed forms, Hangul jamo, reordering, singletons and composition exclusions). Training is
+deterministic for a
 given `tokenizers` version (0.23.3 made the committed files); --train rewrites them, otherwise the
 committed models are used.
 
@@ -377,6 +380,27 @@ def json_to_gguf(model_json, gguf_path, pre):
     w.close()
 
 
+def nfc_corpus():
+    """Strings whose NFC differs from them, or nearly: every normalization rule gets a case."""
+    rng = random.Random(11)
+    s = ["e\u0301", "cafe\u0301", "Cafe\u0301 au lait", "A\u030a", "\u212b", "\u2126 ohm",
+         "\u0958 exclusion", "\u0344", "\u0f73", "\u1e9b\u0323", "a\u0323\u0307", "a\u0307\u0323",
+         "q\u0307\u0323", "\u1100\u1161", "\u1100\u1161\u11a8", "\uac00\u11a8",
+         "\u1112\u1161\u11ab\u1100\u1173\u11af", "\u304b\u3099", "\u30cf\u309a",
+         "\u0b47\u0b3e", "\u0b47\u0b57", "\U0001d15e", "\U000110a5\U000110ba",
+         "Vie\u0323\u0302t Nam", "n\u0303o\u0308", "\u00c5\u0301", "o\u031b\u0323",
+         "x\u0301\u0301\u0301", "\u05d0\u05b0\u0591", "\u0301 leading", "e\u0301<|im_end|>\u0301",
+         "I\u0307stanbul", "\u1e0b\u0323", "\u0041\u030a\u0301", "\ufb01 ligature kept"]
+    marks = ["\u0300", "\u0301", "\u0302", "\u0303", "\u0308", "\u030a", "\u0323", "\u0327",
+             "\u0328", "\u0331", "\u0345", "\u3099"]
+    bases = list("aeiouAEIOUcnsyzCNSY") + ["\u1100", "\u1161", "\u11a8", "\u304b", " ", "1"]
+    for _ in range(60):
+        s.append("".join(rng.choice(bases) + "".join(rng.choice(marks)
+                                                      for _ in range(rng.randint(0, 3)))
+                         for _ in range(rng.randint(1, 8))))
+    return s
+
+
 def gen_trained(a):
     train = train_corpus()
     for name, fn in (("bytefallback", train_bytefallback), ("qwen2pattern", train_qwen2pattern)):
@@ -396,6 +420,19 @@ def gen_trained(a):
         src = (f"tokenizers Tokenizer.from_file(tests/golden/tokenizer_{name}.model.json, trained "
                "by tools/gen_tokenizer_golden.py)")
         write_golden(os.path.join(a.out, f"tokenizer_{name}.json"), {"oracle": src, "cases": cases})
+        if name != "qwen2pattern":
+            continue
+        j = json.load(open(model, encoding="utf-8"))
+        j["normalizer"] = {"type": "NFC"}
+        nfc_model = os.path.join(a.out, "tokenizer_qwen2nfc.model.json")
+        with open(nfc_model, "w", encoding="utf-8") as f:
+            json.dump(j, f, ensure_ascii=False)
+            f.write("\n")
+        tok = Tokenizer.from_file(nfc_model)
+        cases = make_cases(tok, corpus() + nfc_corpus())
+        src = ("tokenizers Tokenizer.from_file(tests/golden/tokenizer_qwen2nfc.model.json: the "
+               "qwen2pattern model with normalizer NFC)")
+        write_golden(os.path.join(a.out, "tokenizer_qwen2nfc.json"), {"oracle": src, "cases": cases})
 
 
 def train_spm(texts, model_path):

@@ -13,7 +13,7 @@
  *   - tests/golden/tokenizer_bytefallback.model.json, a Llama-2-style byte_fallback BPE, and
  *     tests/golden/tokenizer_qwen2pattern.model.json, a byte-level BPE with Qwen2's regex, both
  *     trained by the `tokenizers` library and committed (the Qwen2 one also as a tokenizer-only
- *     GGUF with tokenizer.ggml.pre = "qwen2");
+ *     GGUF with tokenizer.ggml.pre = "qwen2", and with Qwen2's NFC normalizer);
  *   - tests/golden/tokenizer_spm.gguf, a tokenizer-only GGUF of a BPE model trained by the
  *     `sentencepiece` library as Llama-2's is (add_space_prefix, byte_fallback), against
  *     SentencePiece's own encode and decode.
@@ -44,6 +44,8 @@
 #define QWEN2_MODEL "tests/golden/tokenizer_qwen2pattern.model.json"
 #define GOLDEN_QWEN2 "tests/golden/tokenizer_qwen2pattern.json"
 #define QWEN2_GGUF "tests/golden/tokenizer_qwen2pattern.gguf"
+#define QWEN2NFC_MODEL "tests/golden/tokenizer_qwen2nfc.model.json"
+#define GOLDEN_QWEN2NFC "tests/golden/tokenizer_qwen2nfc.json"
 #define SPM_GGUF "tests/golden/tokenizer_spm.gguf"
 #define GOLDEN_SPM "tests/golden/tokenizer_spm.json"
 
@@ -377,6 +379,16 @@ Test(tokenizer, qwen2_json_matches_hf_golden, .timeout = 60) {
     tokenizer_free(t);
 }
 
+Test(tokenizer, qwen2_nfc_json_matches_hf_golden, .timeout = 60) {
+    struct tokenizer *t = NULL;
+    char err[512];
+    cr_assert_eq(tokenizer_from_json(QWEN2NFC_MODEL, &t, NULL, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(tokenizer_pre(t), TOK_PRE_QWEN2);
+    int fails = check_golden(t, GOLDEN_QWEN2NFC, "qwen2nfc", 0);
+    cr_assert_eq(fails, 0, "qwen2nfc: %d golden cases failed (see stderr)", fails);
+    tokenizer_free(t);
+}
+
 Test(tokenizer, qwen2_gguf_matches_hf_golden_and_unknown_pre_is_named, .timeout = 60) {
     struct tokenizer *t = NULL;
     char err[512];
@@ -541,6 +553,28 @@ Test(unicode, lossy_follows_maximal_subparts) {
     size_t w = unicode_utf8_lossy((const unsigned char *)"a\xF0\x9F\x98", 4, 0, out, &used);
     cr_assert_eq(w, 1);
     cr_assert_eq(used, 1); /* the unfinished emoji is left */
+}
+
+static void nfc_is(const char *in, const char *want) {
+    char *out;
+    size_t n;
+    cr_assert_eq(unicode_nfc(in, strlen(in), &out, &n), 0);
+    cr_assert(n == strlen(want) && memcmp(out, want, n) == 0, "NFC of \"%s\"", in);
+    free(out);
+}
+
+/* Expected values from Python's unicodedata.normalize("NFC", ...). */
+Test(unicode, nfc) {
+    nfc_is("", "");
+    nfc_is("plain ascii", "plain ascii");
+    nfc_is("e\xcc\x81", "\xc3\xa9");                                /* e + U+0301 -> é */
+    nfc_is("\xe2\x84\xab", "\xc3\x85");                             /* U+212B -> Å */
+    nfc_is("\xe0\xa5\x98", "\xe0\xa4\x95\xe0\xa4\xbc");             /* U+0958 excluded */
+    nfc_is("a\xcc\x87\xcc\xa3", "\xe1\xba\xa1\xcc\x87");            /* reorder, compose */
+    nfc_is("\xe1\x84\x80\xe1\x85\xa1\xe1\x86\xa8", "\xea\xb0\x81"); /* jamo L V T */
+    nfc_is("\xcc\x81x", "\xcc\x81x");                               /* leading mark */
+    nfc_is("e\xff\xcc\x81", "e\xff\xcc\x81");                       /* invalid byte blocks */
+    nfc_is("\xc3\xa9", "\xc3\xa9");
 }
 
 Test(unicode, classes) {
