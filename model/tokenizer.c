@@ -2,8 +2,9 @@
  * streaming decode.
  *
  * Layout and design choices:
- * - Token strings live in one arena in their stored form (GPT-2 byte-level unicode, "Ġt"); a
- *   second arena holds what each token decodes to (raw bytes). An open-addressing hash map takes
+ * - Token strings live in one arena in their stored form (GPT-2 byte-level unicode, "Ġt", or
+ *   SentencePiece's "▁t" and "<0x0A>"); a second arena holds what each token decodes to (raw
+ *   bytes: "▁" as ' ', a byte token as its byte). An open-addressing hash map takes
  *   a stored string to its id.
  * - BPE runs on token ids, never on strings: a piece starts as the ids of its single-byte symbols
  *   and a merge is a hash-map entry (left id, right id) → (rank, merged id). Merging pops the
