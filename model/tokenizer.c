@@ -682,13 +682,17 @@ static int spm_piece(const struct tokenizer *t, struct enc *e, const unsigned ch
 }
 
 /* Normalize a SentencePiece segment into e->norm (a U+2581 prefix as t->prefix says, every
- * ' ' as U+2581: HF Prepend + Replace, llama.cpp's escape_whitespace) and BPE it whole. */
-static int spm_segment(const struct tokenizer *t, struct enc *e, const char *s, size_t len) {
+ * ' ' as U+2581: HF Prepend + Replace or Metaspace, llama.cpp's escape_whitespace) and BPE it
+ * whole. AT_START: the segment begins the text (Metaspace "first"). */
+static int spm_segment(const struct tokenizer *t, struct enc *e, const char *s, size_t len,
+                       int at_start) {
     free(e->norm);
     e->norm = malloc(3 * len + SPM_MARK_LEN);
     if (!e->norm) return -1;
     size_t o = 0;
-    if (t->prefix == TOK_PREFIX_EACH) {
+    int marked = s[0] == ' ' || (len >= SPM_MARK_LEN && memcmp(s, SPM_MARK, SPM_MARK_LEN) == 0);
+    if (t->prefix == TOK_PREFIX_EACH || (t->prefix == TOK_PREFIX_META_ALL && !marked) ||
+        (t->prefix == TOK_PREFIX_META_FIRST && !marked && at_start)) {
         memcpy(e->norm, SPM_MARK, SPM_MARK_LEN);
         o = SPM_MARK_LEN;
     }
@@ -723,10 +727,12 @@ static int bpe_piece(const struct tokenizer *t, struct enc *e, const unsigned ch
     return bpe_merge(t, e, m);
 }
 
-/* Pre-tokenize and BPE a stretch of text that holds no added token. */
-static int encode_plain(const struct tokenizer *t, struct enc *e, const char *s, size_t len) {
+/* Pre-tokenize and BPE a stretch of text that holds no added token; AT_START when it begins
+ * the text. */
+static int encode_plain(const struct tokenizer *t, struct enc *e, const char *s, size_t len,
+                        int at_start) {
     if (len == 0) return 0;
-    if (t->model == TOK_MODEL_SPM) return spm_segment(t, e, s, len);
+    if (t->model == TOK_MODEL_SPM) return spm_segment(t, e, s, len, at_start);
     size_t np;
     if (pretok_split(t->pre, s, len, e->ends, &np) < 0) return -1;
     size_t a = 0;
@@ -739,8 +745,9 @@ static int encode_plain(const struct tokenizer *t, struct enc *e, const char *s,
 
 /* encode_plain after the normalizer: NFC when the model has one (HF normalizes each stretch
  * between added tokens on its own). NFC may lengthen the text, so e->ends may grow. */
-static int encode_normalized(const struct tokenizer *t, struct enc *e, const char *s, size_t len) {
-    if (!t->nfc || len == 0) return encode_plain(t, e, s, len);
+static int encode_normalized(const struct tokenizer *t, struct enc *e, const char *s, size_t len,
+                             int at_start) {
+    if (!t->nfc || len == 0) return encode_plain(t, e, s, len, at_start);
     char *n;
     size_t nl;
     if (unicode_nfc(s, len, &n, &nl) < 0) return -1;
@@ -753,7 +760,7 @@ static int encode_normalized(const struct tokenizer *t, struct enc *e, const cha
         e->ends = ne;
         e->ends_cap = nl;
     }
-    int rc = encode_plain(t, e, n, nl);
+    int rc = encode_plain(t, e, n, nl, at_start);
     free(n);
     return rc;
 }
@@ -800,11 +807,12 @@ int tokenizer_encode(const struct tokenizer *t, const char *text, size_t len, in
             continue;
         int id = match_added(t, text + i, len - i, parse_special);
         if (id < 0) continue;
-        if (encode_normalized(t, &e, text + seg, i - seg) < 0 || enc_push(&e, id) < 0) goto done;
+        if (encode_normalized(t, &e, text + seg, i - seg, seg == 0) < 0 || enc_push(&e, id) < 0)
+            goto done;
         i += t->text_len[id] - 1;
         seg = i + 1;
     }
-    if (encode_normalized(t, &e, text + seg, len - seg) < 0) goto done;
+    if (encode_normalized(t, &e, text + seg, len - seg, seg == 0) < 0) goto done;
     if (add_bos && t->add_eos && t->eos_id >= 0 && enc_push(&e, t->eos_id) < 0) goto done;
     rc = 0;
 done:

@@ -29,8 +29,11 @@ enum tok_model {
 /* Where a SentencePiece model puts the U+2581 it prefixes to text (add_space_prefix). A
  * "segment" is a stretch of text between added tokens. */
 enum tok_prefix {
-    TOK_PREFIX_NONE = 0, /* Gemma (add_space_prefix false) */
-    TOK_PREFIX_EACH = 1, /* every non-empty segment: HF Prepend("▁"), llama.cpp SPM */
+    TOK_PREFIX_NONE = 0,       /* Gemma (add_space_prefix false) */
+    TOK_PREFIX_EACH = 1,       /* every non-empty segment: HF Prepend("▁"), llama.cpp SPM */
+    TOK_PREFIX_META_ALL = 2,   /* HF Metaspace prepend_scheme "always": each segment that does
+                                * not already start with ' ' or U+2581 */
+    TOK_PREFIX_META_FIRST = 3, /* Metaspace "first": the same, only for a segment at offset 0 */
 };
 
 enum tok_type { /* GGUF tokenizer.ggml.token_type values */

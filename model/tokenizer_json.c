@@ -11,12 +11,12 @@
  *   Sequence[Split(Qwen2 regex, Isolated), ByteLevel(no regex)]   → TOK_PRE_QWEN2
  * and the SentencePiece-style BPE of Llama-2, Mistral and Gemma (TOK_MODEL_SPM): model
  * byte_fallback, normalizer Replace(" ", "▁") alone (Gemma) or after Prepend("▁") (Llama-2),
- * no pre_tokenizer, decoders Replace("▁", " "), ByteFallback, Fuse and optionally
- * Strip(" ", 1, 0) (which sets strip_space).
+ * no pre_tokenizer — or no normalizer and a Metaspace("▁", prepend_scheme always / first /
+ * never, split false) pre_tokenizer (transformers' non-legacy Llama converter) — and decoders
+ * Replace("▁", " "), ByteFallback, Fuse and optionally Strip(" ", 1, 0) (sets strip_space).
  * A byte-level BPE may have the NFC normalizer (Qwen2, Qwen2.5).
- * Anything else (another normalizer, add_prefix_space, another regex, a
- * Metaspace pre-tokenizer) is refused with a message rather than tokenized differently from the
- * model's own tokenizer.
+ * Anything else (another normalizer, add_prefix_space, another regex, a splitting Metaspace)
+ * is refused with a message rather than tokenized differently from the model's own tokenizer.
  * BOS/EOS come from tokenizer_config.json (bos_token, eos_token, add_bos_token, add_eos_token,
  * chat_template) beside the file, or else from a TemplateProcessing post-processor.
  */
@@ -161,6 +161,22 @@ static int spm_normalizer(const cJSON *norm) {
     return -1;
 }
 
+/* Metaspace("▁", split false) as a TOK_PREFIX_*: prepend_scheme, or in older files the bool
+ * add_prefix_space (true: always); -1 for anything else. */
+static int spm_metaspace(const cJSON *pre) {
+    const char *rep = json_str(pre, "replacement");
+    if (!is_type(pre, "Metaspace") || !rep || strcmp(rep, SPM_MARK) != 0 ||
+        json_bool(pre, "split", 1))
+        return -1;
+    const char *scheme = json_str(pre, "prepend_scheme");
+    if (!scheme)
+        return json_bool(pre, "add_prefix_space", 1) ? TOK_PREFIX_META_ALL : TOK_PREFIX_NONE;
+    if (strcmp(scheme, "always") == 0) return TOK_PREFIX_META_ALL;
+    if (strcmp(scheme, "first") == 0) return TOK_PREFIX_META_FIRST;
+    if (strcmp(scheme, "never") == 0) return TOK_PREFIX_NONE;
+    return -1;
+}
+
 /* The SentencePiece decoders: Sequence of Replace("▁", " "), ByteFallback, Fuse and optionally
  * Strip(" ", 1, 0), in that order. Returns 1 with a Strip, 0 without, -1 for anything else. */
 static int spm_decoder(const cJSON *dec) {
@@ -267,13 +283,16 @@ int tokenizer_from_json(const char *path, struct tokenizer **out, char **chat_te
     int prefix = TOK_PREFIX_NONE, strip = 0;
     enum tok_pre pre = TOK_PRE_NONE;
     if (spm) {
-        prefix = spm_normalizer(norm);
+        int has_pre = pre_tok && !cJSON_IsNull(pre_tok);
+        prefix =
+            has_norm || !has_pre ? (has_pre ? -1 : spm_normalizer(norm)) : spm_metaspace(pre_tok);
         strip = spm_decoder(cJSON_GetObjectItemCaseSensitive(root, "decoder"));
-        if (prefix < 0 || (pre_tok && !cJSON_IsNull(pre_tok)) || strip < 0) {
+        if (prefix < 0 || strip < 0) {
             errmsg_set(err, errlen,
                        "%s: byte_fallback BPE needs normalizer Replace(\" \", \"\u2581\") "
-                       "(after Prepend(\"\u2581\")), no pre_tokenizer and decoders Replace, "
-                       "ByteFallback, Fuse[, Strip]; got normalizer %s, pre_tokenizer %s",
+                       "(after Prepend(\"\u2581\")) and no pre_tokenizer, or no normalizer and "
+                       "pre_tokenizer Metaspace(split false), with decoders Replace, ByteFallback, "
+                       "Fuse[, Strip]; got normalizer %s, pre_tokenizer %s",
                        path, has_norm && json_str(norm, "type") ? json_str(norm, "type") : "none",
                        pre_tok && json_str(pre_tok, "type") ? json_str(pre_tok, "type") : "none");
             goto done;

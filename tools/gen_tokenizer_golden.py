@@ -46,7 +46,11 @@ Trained models (made here, committed as test data)
 tokenizer_bytefallback.model.json: a Llama-2-style BPE trained by `tokenizers` on the corpus
 (normalizer Prepend("▁") + Replace(" ", "▁"), byte_fallback with the 256 <0xNN> tokens, fuse_unk,
 decoders Replace/ByteFallback/Fuse/Strip), alphabet limited so that rarer characters fall back to
-bytes. tokenizer_qwen2pattern.model.json: a byte-level BPE trained with Qwen2's pre-tokenizer
+bytes; tokenizer_metaspace_first.json and tokenizer_metaspace_always.json are goldens of the same
+model in transformers' non-legacy form (no normalizer; pre_tokenizer Metaspace("▁",
+prepend_scheme first / always, split false); the model files are written at test time from the
+committed one by the Criterion test, so only the goldens are committed).
+tokenizer_qwen2pattern.model.json: a byte-level BPE trained with Qwen2's pre-tokenizer
 (Split(Qwen2 regex, Isolated) + ByteLevel(use_regex=false)); tokenizer_qwen2pattern.gguf holds
 the same vocabulary and merges as a tokenizer-only GGUF with tokenizer.ggml.pre = "qwen2", so the
 GGUF route is checked against the same golden; tokenizer_qwen2nfc.model.json is that model with
@@ -420,6 +424,21 @@ def gen_trained(a):
         src = (f"tokenizers Tokenizer.from_file(tests/golden/tokenizer_{name}.model.json, trained "
                "by tools/gen_tokenizer_golden.py)")
         write_golden(os.path.join(a.out, f"tokenizer_{name}.json"), {"oracle": src, "cases": cases})
+        if name == "bytefallback":
+            for scheme in ("first", "always"):
+                j = json.load(open(model, encoding="utf-8"))
+                j["normalizer"] = None
+                j["pre_tokenizer"] = {"type": "Metaspace", "replacement": SPM_MARK,
+                                      "prepend_scheme": scheme, "split": False}
+                mtok = Tokenizer.from_str(json.dumps(j))
+                mcases = make_cases(mtok, texts + [
+                    "<s>hello", "<s> hello", "hello<s>world", "hello</s> world", " x", "\u2581x",
+                    "\u2581\u2581x", "a</s>\u2581b", "<unk>  <unk>", "\n x"])
+                src = ("tokenizers Tokenizer.from_str(tests/golden/tokenizer_bytefallback.model.json "
+                       "with normalizer null and pre_tokenizer Metaspace(prepend_scheme %s, "
+                       "split false))" % scheme)
+                write_golden(os.path.join(a.out, f"tokenizer_metaspace_{scheme}.json"),
+                             {"oracle": src, "cases": mcases})
         if name != "qwen2pattern":
             continue
         j = json.load(open(model, encoding="utf-8"))

@@ -14,6 +14,8 @@
  *     tests/golden/tokenizer_qwen2pattern.model.json, a byte-level BPE with Qwen2's regex, both
  *     trained by the `tokenizers` library and committed (the Qwen2 one also as a tokenizer-only
  *     GGUF with tokenizer.ggml.pre = "qwen2", and with Qwen2's NFC normalizer);
+ *   - the byte-fallback model rewritten with a Metaspace pre-tokenizer (prepend_scheme first and
+ *     always), as transformers' non-legacy Llama converter writes it;
  *   - tests/golden/tokenizer_spm.gguf, a tokenizer-only GGUF of a BPE model trained by the
  *     `sentencepiece` library as Llama-2's is (add_space_prefix, byte_fallback), against
  *     SentencePiece's own encode and decode.
@@ -41,6 +43,8 @@
 #define GEMMA3_PATH "models/gemma-3-270m-q4_k_m.gguf"
 #define BYTEFALLBACK_MODEL "tests/golden/tokenizer_bytefallback.model.json"
 #define GOLDEN_BYTEFALLBACK "tests/golden/tokenizer_bytefallback.json"
+#define GOLDEN_METASPACE_FIRST "tests/golden/tokenizer_metaspace_first.json"
+#define GOLDEN_METASPACE_ALWAYS "tests/golden/tokenizer_metaspace_always.json"
 #define QWEN2_MODEL "tests/golden/tokenizer_qwen2pattern.model.json"
 #define GOLDEN_QWEN2 "tests/golden/tokenizer_qwen2pattern.json"
 #define QWEN2_GGUF "tests/golden/tokenizer_qwen2pattern.gguf"
@@ -367,6 +371,48 @@ Test(tokenizer, bytefallback_json_matches_hf_golden, .timeout = 60) {
     free(sd);
     free(ids);
     tokenizer_free(t);
+}
+
+/* The byte-fallback model in transformers' non-legacy form: no normalizer, pre_tokenizer
+ * Metaspace(prepend_scheme SCHEME, split false); written under tests/tmp from the committed
+ * model and checked against its golden. */
+static void check_metaspace(const char *scheme, const char *golden) {
+    char *text = tu_slurp(BYTEFALLBACK_MODEL, NULL);
+    cr_assert(text);
+    cJSON *j = cJSON_Parse(text);
+    free(text);
+    cr_assert(j);
+    cJSON_ReplaceItemInObject(j, "normalizer", cJSON_CreateNull());
+    cJSON *pre = cJSON_CreateObject();
+    cJSON_AddStringToObject(pre, "type", "Metaspace");
+    cJSON_AddStringToObject(pre, "replacement", "\xe2\x96\x81");
+    cJSON_AddStringToObject(pre, "prepend_scheme", scheme);
+    cJSON_AddFalseToObject(pre, "split");
+    cJSON_ReplaceItemInObject(j, "pre_tokenizer", pre);
+    char *out = cJSON_PrintUnformatted(j);
+    cJSON_Delete(j);
+    char dir[128], path[256], err[512];
+    snprintf(dir, sizeof(dir), "tests/tmp/tok-meta-%d", (int)getpid());
+    snprintf(path, sizeof(path), "%s/tokenizer.json", dir);
+    char cmd[256];
+    snprintf(cmd, sizeof(cmd), "mkdir -p %s", dir);
+    cr_assert_eq(system(cmd), 0);
+    FILE *f = fopen(path, "w");
+    cr_assert(f && fputs(out, f) >= 0);
+    fclose(f);
+    free(out);
+    struct tokenizer *t = NULL;
+    cr_assert_eq(tokenizer_from_json(path, &t, NULL, err, sizeof(err)), 0, "%s", err);
+    int fails = check_golden(t, golden, scheme, 0);
+    cr_assert_eq(fails, 0, "metaspace %s: %d golden cases failed (see stderr)", scheme, fails);
+    tokenizer_free(t);
+    unlink(path);
+    rmdir(dir);
+}
+
+Test(tokenizer, metaspace_json_matches_hf_golden, .timeout = 60) {
+    check_metaspace("first", GOLDEN_METASPACE_FIRST);
+    check_metaspace("always", GOLDEN_METASPACE_ALWAYS);
 }
 
 Test(tokenizer, qwen2_json_matches_hf_golden, .timeout = 60) {
@@ -721,6 +767,19 @@ Test(tokenizer, json_rejects_unknown_pipeline) {
     cr_assert_eq(tokenizer_from_json(path, &t, NULL, err, sizeof(err)), -1);
     cr_assert_null(t);
     cr_assert(strstr(err, "unsupported pre_tokenizer"), "%s", err);
+    /* byte_fallback with a splitting Metaspace: refused, naming what it got */
+    f = fopen(path, "w");
+    cr_assert(f);
+    fputs("{\"version\":\"1.0\",\"added_tokens\":[],\"normalizer\":null,"
+          "\"pre_tokenizer\":{\"type\":\"Metaspace\",\"replacement\":\"\xe2\x96\x81\","
+          "\"prepend_scheme\":\"always\",\"split\":true},"
+          "\"model\":{\"type\":\"BPE\",\"byte_fallback\":true,\"vocab\":{\"a\":0},"
+          "\"merges\":[]}}",
+          f);
+    fclose(f);
+    cr_assert_eq(tokenizer_from_json(path, &t, NULL, err, sizeof(err)), -1);
+    cr_assert(strstr(err, "byte_fallback BPE needs") && strstr(err, "pre_tokenizer Metaspace"),
+              "%s", err);
     unlink(path);
     cr_assert_eq(tokenizer_from_json("tests/tmp/does-not-exist.json", &t, NULL, err, sizeof(err)),
                  -1);
