@@ -70,6 +70,9 @@ that flashgen's GGUF path is checked against SentencePiece's own encode and deco
 (tokenizer_spm.json). Texts holding a control token string (<s>, </s>, <unk>) are left out:
 SentencePiece reads them as text, flashgen (like llama.cpp) as the token.
 
+Needs (only to regenerate; CI compares against the committed files): tokenizers==0.23.3,
+sentencepiece 0.2.x, gguf; transformers for the SmolLM2 cross-check (--no-transformers skips it).
+
 Usage: python3 tools/gen_tokenizer_golden.py [--gguf models/SmolLM2-135M-Instruct.Q4_1.gguf]
            [--gemma3 models/gemma-3-270m-q4_k_m.gguf] [--only smollm2|gemma3|trained|spm] [--train]
 """
