@@ -340,8 +340,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (ids[i] < 0 || ids[i] >= tokenizer_n_vocab(t)) abort();
     char *full = check_stream(ids, n, skip);
     if (!add_bos && !skip && utf8_valid((const unsigned char *)text, len) &&
-        !memchr(text, 0, len) &&
-        !nfc && /* NFC changes the text */
+        !memchr(text, 0, len) && !nfc && /* NFC changes the text */
         (spm ? !parse_special && !memmem(text, len, "\xe2\x96\x81", 3)
              : all_bytes_known((const unsigned char *)text, len)) &&
         (strlen(full) != len || memcmp(full, text, len))) {
