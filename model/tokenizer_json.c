@@ -148,12 +148,15 @@ static int is_replace(const cJSON *o, const char *from, const char *to) {
     return is_type(o, "Replace") && f && c && strcmp(f, from) == 0 && strcmp(c, to) == 0;
 }
 
-/* The SentencePiece normalizers: Replace(" ", "▁") → TOK_PREFIX_NONE; Sequence[Prepend("▁"),
+/* The SentencePiece normalizers: Replace(" ", "▁"), alone or as a one-item Sequence (the legacy
+ * Llama converter without add_prefix_space) → TOK_PREFIX_NONE; Sequence[Prepend("▁"),
  * Replace(" ", "▁")] → TOK_PREFIX_EACH; anything else -1. */
 static int spm_normalizer(const cJSON *norm) {
     if (is_replace(norm, " ", SPM_MARK)) return TOK_PREFIX_NONE;
     const cJSON *list = cJSON_GetObjectItemCaseSensitive(norm, "normalizers");
     const cJSON *a = cJSON_GetArrayItem(list, 0), *b = cJSON_GetArrayItem(list, 1);
+    if (is_type(norm, "Sequence") && cJSON_GetArraySize(list) == 1 && is_replace(a, " ", SPM_MARK))
+        return TOK_PREFIX_NONE;
     const char *pre = json_str(a, "prepend");
     if (is_type(norm, "Sequence") && cJSON_GetArraySize(list) == 2 && is_type(a, "Prepend") &&
         pre && strcmp(pre, SPM_MARK) == 0 && is_replace(b, " ", SPM_MARK))

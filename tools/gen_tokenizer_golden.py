@@ -48,8 +48,10 @@ tokenizer_bytefallback.model.json: a Llama-2-style BPE trained by `tokenizers` o
 decoders Replace/ByteFallback/Fuse/Strip), alphabet limited so that rarer characters fall back to
 bytes; tokenizer_metaspace_first.json and tokenizer_metaspace_always.json are goldens of the same
 model in transformers' non-legacy form (no normalizer; pre_tokenizer Metaspace("▁",
-prepend_scheme first / always, split false); the model files are written at test time from the
-committed one by the Criterion test, so only the goldens are committed).
+prepend_scheme first / always, split false), and tokenizer_bytefallback_noprefix.json of its
+legacy form without add_prefix_space (normalizer Sequence[Replace], no Strip decoder); those model
+files are written at test time from the committed one by the Criterion test, so only the goldens
+are committed).
 tokenizer_qwen2pattern.model.json: a byte-level BPE trained with Qwen2's pre-tokenizer
 (Split(Qwen2 regex, Isolated) + ByteLevel(use_regex=false)); tokenizer_qwen2pattern.gguf holds
 the same vocabulary and merges as a tokenizer-only GGUF with tokenizer.ggml.pre = "qwen2", so the
@@ -428,6 +430,14 @@ def gen_trained(a):
                "by tools/gen_tokenizer_golden.py)")
         write_golden(os.path.join(a.out, f"tokenizer_{name}.json"), {"oracle": src, "cases": cases})
         if name == "bytefallback":
+            j = json.load(open(model, encoding="utf-8"))
+            j["normalizer"] = {"type": "Sequence", "normalizers": [j["normalizer"]["normalizers"][1]]}
+            j["decoder"]["decoders"] = j["decoder"]["decoders"][:3]
+            ntok = Tokenizer.from_str(json.dumps(j))
+            src = ("tokenizers Tokenizer.from_str(tests/golden/tokenizer_bytefallback.model.json "
+                   "with normalizer Sequence[Replace] and decoders without Strip)")
+            write_golden(os.path.join(a.out, "tokenizer_bytefallback_noprefix.json"),
+                         {"oracle": src, "cases": make_cases(ntok, texts)})
             for scheme in ("first", "always"):
                 j = json.load(open(model, encoding="utf-8"))
                 j["normalizer"] = None

@@ -15,7 +15,8 @@
  *     trained by the `tokenizers` library and committed (the Qwen2 one also as a tokenizer-only
  *     GGUF with tokenizer.ggml.pre = "qwen2", and with Qwen2's NFC normalizer);
  *   - the byte-fallback model rewritten with a Metaspace pre-tokenizer (prepend_scheme first and
- *     always), as transformers' non-legacy Llama converter writes it;
+ *     always), as transformers' non-legacy Llama converter writes it, and in the legacy form
+ *     without add_prefix_space;
  *   - tests/golden/tokenizer_spm.gguf, a tokenizer-only GGUF of a BPE model trained by the
  *     `sentencepiece` library as Llama-2's is (add_space_prefix, byte_fallback), against
  *     SentencePiece's own encode and decode.
@@ -43,6 +44,7 @@
 #define GEMMA3_PATH "models/gemma-3-270m-q4_k_m.gguf"
 #define BYTEFALLBACK_MODEL "tests/golden/tokenizer_bytefallback.model.json"
 #define GOLDEN_BYTEFALLBACK "tests/golden/tokenizer_bytefallback.json"
+#define GOLDEN_BYTEFALLBACK_NOPREFIX "tests/golden/tokenizer_bytefallback_noprefix.json"
 #define GOLDEN_METASPACE_FIRST "tests/golden/tokenizer_metaspace_first.json"
 #define GOLDEN_METASPACE_ALWAYS "tests/golden/tokenizer_metaspace_always.json"
 #define QWEN2_MODEL "tests/golden/tokenizer_qwen2pattern.model.json"
@@ -373,22 +375,16 @@ Test(tokenizer, bytefallback_json_matches_hf_golden, .timeout = 60) {
     tokenizer_free(t);
 }
 
-/* The byte-fallback model in transformers' non-legacy form: no normalizer, pre_tokenizer
- * Metaspace(prepend_scheme SCHEME, split false); written under tests/tmp from the committed
- * model and checked against its golden. */
-static void check_metaspace(const char *scheme, const char *golden) {
+/* The byte-fallback model rewritten by EDIT (with ARG), written under tests/tmp and checked
+ * against GOLDEN. */
+static void check_variant(void (*edit)(cJSON *, const char *), const char *arg,
+                          const char *golden) {
     char *text = tu_slurp(BYTEFALLBACK_MODEL, NULL);
     cr_assert(text);
     cJSON *j = cJSON_Parse(text);
     free(text);
     cr_assert(j);
-    cJSON_ReplaceItemInObject(j, "normalizer", cJSON_CreateNull());
-    cJSON *pre = cJSON_CreateObject();
-    cJSON_AddStringToObject(pre, "type", "Metaspace");
-    cJSON_AddStringToObject(pre, "replacement", "\xe2\x96\x81");
-    cJSON_AddStringToObject(pre, "prepend_scheme", scheme);
-    cJSON_AddFalseToObject(pre, "split");
-    cJSON_ReplaceItemInObject(j, "pre_tokenizer", pre);
+    edit(j, arg);
     char *out = cJSON_PrintUnformatted(j);
     cJSON_Delete(j);
     char dir[128], path[256], err[512];
@@ -403,16 +399,37 @@ static void check_metaspace(const char *scheme, const char *golden) {
     free(out);
     struct tokenizer *t = NULL;
     cr_assert_eq(tokenizer_from_json(path, &t, NULL, err, sizeof(err)), 0, "%s", err);
-    int fails = check_golden(t, golden, scheme, 0);
-    cr_assert_eq(fails, 0, "metaspace %s: %d golden cases failed (see stderr)", scheme, fails);
+    int fails = check_golden(t, golden, arg, 0);
+    cr_assert_eq(fails, 0, "%s: %d golden cases failed (see stderr)", golden, fails);
     tokenizer_free(t);
     unlink(path);
     rmdir(dir);
 }
 
-Test(tokenizer, metaspace_json_matches_hf_golden, .timeout = 60) {
-    check_metaspace("first", GOLDEN_METASPACE_FIRST);
-    check_metaspace("always", GOLDEN_METASPACE_ALWAYS);
+/* transformers' non-legacy form: no normalizer, Metaspace(prepend_scheme SCHEME, split false) */
+static void edit_metaspace(cJSON *j, const char *scheme) {
+    cJSON_ReplaceItemInObject(j, "normalizer", cJSON_CreateNull());
+    cJSON *pre = cJSON_CreateObject();
+    cJSON_AddStringToObject(pre, "type", "Metaspace");
+    cJSON_AddStringToObject(pre, "replacement", "\xe2\x96\x81");
+    cJSON_AddStringToObject(pre, "prepend_scheme", scheme);
+    cJSON_AddFalseToObject(pre, "split");
+    cJSON_ReplaceItemInObject(j, "pre_tokenizer", pre);
+}
+
+/* the legacy form without add_prefix_space: normalizer Sequence[Replace], no Strip decoder */
+static void edit_noprefix(cJSON *j, const char *unused) {
+    (void)unused;
+    cJSON *norms = cJSON_GetObjectItem(cJSON_GetObjectItem(j, "normalizer"), "normalizers");
+    cJSON_DeleteItemFromArray(norms, 0); /* Prepend */
+    cJSON_DeleteItemFromArray(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "decoder"), "decoders"),
+                              3); /* Strip */
+}
+
+Test(tokenizer, metaspace_and_noprefix_json_match_hf_golden, .timeout = 60) {
+    check_variant(edit_metaspace, "first", GOLDEN_METASPACE_FIRST);
+    check_variant(edit_metaspace, "always", GOLDEN_METASPACE_ALWAYS);
+    check_variant(edit_noprefix, "noprefix", GOLDEN_BYTEFALLBACK_NOPREFIX);
 }
 
 Test(tokenizer, qwen2_json_matches_hf_golden, .timeout = 60) {
