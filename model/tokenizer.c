@@ -2,8 +2,9 @@
  * streaming decode.
  *
  * Layout and design choices:
- * - Token strings live in one arena in their stored form (GPT-2 byte-level unicode, "Ġt"); a
- *   second arena holds what each token decodes to (raw bytes). An open-addressing hash map takes
+ * - Token strings live in one arena in their stored form (GPT-2 byte-level unicode, "Ġt", or
+ *   SentencePiece's "▁t" and "<0x0A>"); a second arena holds what each token decodes to (raw
+ *   bytes: "▁" as ' ', a byte token as its byte). An open-addressing hash map takes
  *   a stored string to its id.
  * - BPE runs on token ids, never on strings: a piece starts as the ids of its single-byte symbols
  *   and a merge is a hash-map entry (left id, right id) → (rank, merged id). Merging pops the
@@ -70,7 +71,7 @@ struct tokenizer {
     int32_t *score_rank; /* (n_vocab) rank of the token in descending score order, or NULL */
     size_t max_text;     /* longest stored token string */
     enum tok_prefix prefix;
-    int fuse_unk, strip_space;
+    int fuse_unk, strip_space, nfc;
 };
 
 #define SPM_MARK "\xe2\x96\x81" /* U+2581, SentencePiece's visible space */
@@ -375,6 +376,7 @@ int tokenizer_init(const struct tokenizer_spec *spec, struct tokenizer **out, ch
     t->prefix = spec->prefix;
     t->fuse_unk = spec->fuse_unk != 0;
     t->strip_space = spec->strip_space != 0;
+    t->nfc = spec->nfc != 0;
 
     size_t total = 0;
     for (int i = 0; i < n; i++) {
@@ -537,10 +539,11 @@ struct enc {
     int32_t *sym, *prev, *next;
     uint64_t *heap; /* rank << 32 | position, a min-heap */
     size_t scratch_cap;
-    size_t *ends; /* pretok piece ends */
-    char *str;    /* byte-level string of a piece (ignore_merges lookup) */
-    char *cat;    /* (2 * max_text) two tokens' strings joined (merge by score) */
-    char *norm;   /* (3 * segment + 3) a normalized SentencePiece segment */
+    size_t *ends; /* (ends_cap) pretok piece ends */
+    size_t ends_cap;
+    char *str;  /* byte-level string of a piece (ignore_merges lookup) */
+    char *cat;  /* (2 * max_text) two tokens' strings joined (merge by score) */
+    char *norm; /* (3 * segment + 3) a normalized SentencePiece segment */
 };
 
 static int enc_push(struct enc *e, int id) {
@@ -679,13 +682,17 @@ static int spm_piece(const struct tokenizer *t, struct enc *e, const unsigned ch
 }
 
 /* Normalize a SentencePiece segment into e->norm (a U+2581 prefix as t->prefix says, every
- * ' ' as U+2581: HF Prepend + Replace, llama.cpp's escape_whitespace) and BPE it whole. */
-static int spm_segment(const struct tokenizer *t, struct enc *e, const char *s, size_t len) {
+ * ' ' as U+2581: HF Prepend + Replace or Metaspace, llama.cpp's escape_whitespace) and BPE it
+ * whole. AT_START: the segment begins the text (Metaspace "first"). */
+static int spm_segment(const struct tokenizer *t, struct enc *e, const char *s, size_t len,
+                       int at_start) {
     free(e->norm);
     e->norm = malloc(3 * len + SPM_MARK_LEN);
     if (!e->norm) return -1;
     size_t o = 0;
-    if (t->prefix == TOK_PREFIX_EACH) {
+    int marked = s[0] == ' ' || (len >= SPM_MARK_LEN && memcmp(s, SPM_MARK, SPM_MARK_LEN) == 0);
+    if (t->prefix == TOK_PREFIX_EACH || (t->prefix == TOK_PREFIX_META_ALL && !marked) ||
+        (t->prefix == TOK_PREFIX_META_FIRST && !marked && at_start)) {
         memcpy(e->norm, SPM_MARK, SPM_MARK_LEN);
         o = SPM_MARK_LEN;
     }
@@ -720,10 +727,12 @@ static int bpe_piece(const struct tokenizer *t, struct enc *e, const unsigned ch
     return bpe_merge(t, e, m);
 }
 
-/* Pre-tokenize and BPE a stretch of text that holds no added token. */
-static int encode_plain(const struct tokenizer *t, struct enc *e, const char *s, size_t len) {
+/* Pre-tokenize and BPE a stretch of text that holds no added token; AT_START when it begins
+ * the text. */
+static int encode_plain(const struct tokenizer *t, struct enc *e, const char *s, size_t len,
+                        int at_start) {
     if (len == 0) return 0;
-    if (t->model == TOK_MODEL_SPM) return spm_segment(t, e, s, len);
+    if (t->model == TOK_MODEL_SPM) return spm_segment(t, e, s, len, at_start);
     size_t np;
     if (pretok_split(t->pre, s, len, e->ends, &np) < 0) return -1;
     size_t a = 0;
@@ -732,6 +741,28 @@ static int encode_plain(const struct tokenizer *t, struct enc *e, const char *s,
         a = e->ends[i];
     }
     return 0;
+}
+
+/* encode_plain after the normalizer: NFC when the model has one (HF normalizes each stretch
+ * between added tokens on its own). NFC may lengthen the text, so e->ends may grow. */
+static int encode_normalized(const struct tokenizer *t, struct enc *e, const char *s, size_t len,
+                             int at_start) {
+    if (!t->nfc || len == 0) return encode_plain(t, e, s, len, at_start);
+    char *n;
+    size_t nl;
+    if (unicode_nfc(s, len, &n, &nl) < 0) return -1;
+    if (nl > e->ends_cap) {
+        size_t *ne = realloc(e->ends, nl * sizeof(*ne));
+        if (!ne) {
+            free(n);
+            return -1;
+        }
+        e->ends = ne;
+        e->ends_cap = nl;
+    }
+    int rc = encode_plain(t, e, n, nl, at_start);
+    free(n);
+    return rc;
 }
 
 /* Longest added token matching at S (LEN bytes left), or -1. */
@@ -765,7 +796,8 @@ int tokenizer_encode(const struct tokenizer *t, const char *text, size_t len, in
     }
     struct enc e = {0};
     int rc = -1;
-    e.ends = malloc((len > 0 ? len : 1) * sizeof(*e.ends));
+    e.ends_cap = len > 0 ? len : 1;
+    e.ends = malloc(e.ends_cap * sizeof(*e.ends));
     e.cat = malloc(2 * t->max_text + 1);
     if (!e.ends || !e.cat) goto done;
     if (add_bos && t->add_bos && t->bos_id >= 0 && enc_push(&e, t->bos_id) < 0) goto done;
@@ -775,11 +807,12 @@ int tokenizer_encode(const struct tokenizer *t, const char *text, size_t len, in
             continue;
         int id = match_added(t, text + i, len - i, parse_special);
         if (id < 0) continue;
-        if (encode_plain(t, &e, text + seg, i - seg) < 0 || enc_push(&e, id) < 0) goto done;
+        if (encode_normalized(t, &e, text + seg, i - seg, seg == 0) < 0 || enc_push(&e, id) < 0)
+            goto done;
         i += t->text_len[id] - 1;
         seg = i + 1;
     }
-    if (encode_plain(t, &e, text + seg, len - seg) < 0) goto done;
+    if (encode_normalized(t, &e, text + seg, len - seg, seg == 0) < 0) goto done;
     if (add_bos && t->add_eos && t->eos_id >= 0 && enc_push(&e, t->eos_id) < 0) goto done;
     rc = 0;
 done:

@@ -29,8 +29,11 @@ enum tok_model {
 /* Where a SentencePiece model puts the U+2581 it prefixes to text (add_space_prefix). A
  * "segment" is a stretch of text between added tokens. */
 enum tok_prefix {
-    TOK_PREFIX_NONE = 0, /* Gemma (add_space_prefix false) */
-    TOK_PREFIX_EACH = 1, /* every non-empty segment: HF Prepend("▁"), llama.cpp SPM */
+    TOK_PREFIX_NONE = 0,       /* Gemma (add_space_prefix false) */
+    TOK_PREFIX_EACH = 1,       /* every non-empty segment: HF Prepend("▁"), llama.cpp SPM */
+    TOK_PREFIX_META_ALL = 2,   /* HF Metaspace prepend_scheme "always": each segment that does
+                                * not already start with ' ' or U+2581 */
+    TOK_PREFIX_META_FIRST = 3, /* Metaspace "first": the same, only for a segment at offset 0 */
 };
 
 enum tok_type { /* GGUF tokenizer.ggml.token_type values */
@@ -62,6 +65,7 @@ struct tokenizer_spec {
     enum tok_prefix prefix; /* U+2581 added before text */
     int fuse_unk;           /* consecutive unknown characters give one unk_id */
     int strip_space;        /* decode drops one leading ' ' (HF Strip decoder, add_space_prefix) */
+    int nfc;                /* NFC-normalize text between added tokens (HF normalizer NFC: Qwen2) */
 };
 
 struct tokenizer;
@@ -70,11 +74,13 @@ int tokenizer_init(const struct tokenizer_spec *spec, struct tokenizer **out, ch
                    size_t errlen);
 /* Parse a Hugging Face tokenizer.json (both merges forms) and, if present beside it,
  * tokenizer_config.json (bos/eos, add_bos_token, chat_template). CHAT_TEMPLATE may be NULL;
- * otherwise *chat_template receives a malloc'd string or NULL. Pre-tokenizers recognised:
- * ByteLevel (GPT2), Sequence[Digits(individual), ByteLevel] (SMOLLM), Sequence[Split(llama3
- * regex), ByteLevel(use_regex=false)] (LLAMA3); other pipelines and any normalizer are refused
- * with a message. Without tokenizer_config.json, BOS/EOS come from a TemplateProcessing
- * post-processor. */
+ * otherwise *chat_template receives a malloc'd string or NULL. Pipelines recognised: byte-level
+ * BPE with ByteLevel (GPT2), Sequence[Digits(individual), ByteLevel] (SMOLLM), or
+ * Sequence[Split(llama3 / qwen2 / gpt2 regex), ByteLevel(use_regex=false)] (LLAMA3, QWEN2,
+ * GPT2), with no normalizer or NFC; and byte_fallback BPE (TOK_MODEL_SPM) with normalizer
+ * [Prepend("▁"),] Replace(" ", "▁"), no pre-tokenizer, decoders Replace, ByteFallback, Fuse
+ * [, Strip]. Other pipelines are refused with a message. Without tokenizer_config.json, BOS/EOS
+ * come from a TemplateProcessing post-processor. */
 int tokenizer_from_json(const char *path, struct tokenizer **out, char **chat_template, char *err,
                         size_t errlen);
 void tokenizer_free(struct tokenizer *t);
@@ -97,9 +103,11 @@ int tokenizer_find(const struct tokenizer *t, const char *text);
  * for an id outside the vocabulary. Valid as long as the tokenizer. */
 const char *tokenizer_token_text(const struct tokenizer *t, int id);
 enum tok_pre tokenizer_pre(const struct tokenizer *t);
-/* 1 when byte B has a single-byte symbol in the vocabulary. Text bytes without one are dropped
- * by encode, as HF does (SmolLM2 lacks 21: 0x04 0x06 0x13 0x14 0x16 0x1D 0xC0 0xC1 0xF1 0xF2
- * 0xF5..0xFF), so decode(encode(text)) == text holds only for text made of known bytes. */
+/* 1 when byte B has a single-byte symbol in the vocabulary (byte-level BPE: its byte-level
+ * character; SentencePiece: its <0xNN> token). Text bytes without one are dropped by encode, as
+ * HF does (SmolLM2 lacks 21: 0x04 0x06 0x13 0x14 0x16 0x1D 0xC0 0xC1 0xF1 0xF2 0xF5..0xFF), so
+ * decode(encode(text)) == text holds only for text made of known bytes (and, for SentencePiece,
+ * without U+2581, which decodes to ' '). */
 int tokenizer_has_byte(const struct tokenizer *t, unsigned char b);
 /* Bytes of the longest token once decoded. */
 size_t tokenizer_max_token_bytes(const struct tokenizer *t);

@@ -11,11 +11,12 @@
  *   Sequence[Split(Qwen2 regex, Isolated), ByteLevel(no regex)]   → TOK_PRE_QWEN2
  * and the SentencePiece-style BPE of Llama-2, Mistral and Gemma (TOK_MODEL_SPM): model
  * byte_fallback, normalizer Replace(" ", "▁") alone (Gemma) or after Prepend("▁") (Llama-2),
- * no pre_tokenizer, decoders Replace("▁", " "), ByteFallback, Fuse and optionally
- * Strip(" ", 1, 0) (which sets strip_space).
- * Anything else (another normalizer such as Qwen2's NFC, add_prefix_space, another regex, a
- * Metaspace pre-tokenizer) is refused with a message rather than tokenized differently from the
- * model's own tokenizer.
+ * no pre_tokenizer — or no normalizer and a Metaspace("▁", prepend_scheme always / first /
+ * never, split false) pre_tokenizer (transformers' non-legacy Llama converter) — and decoders
+ * Replace("▁", " "), ByteFallback, Fuse and optionally Strip(" ", 1, 0) (sets strip_space).
+ * A byte-level BPE may have the NFC normalizer (Qwen2, Qwen2.5).
+ * Anything else (another normalizer, add_prefix_space, another regex, a splitting Metaspace)
+ * is refused with a message rather than tokenized differently from the model's own tokenizer.
  * BOS/EOS come from tokenizer_config.json (bos_token, eos_token, add_bos_token, add_eos_token,
  * chat_template) beside the file, or else from a TemplateProcessing post-processor.
  */
@@ -147,16 +148,35 @@ static int is_replace(const cJSON *o, const char *from, const char *to) {
     return is_type(o, "Replace") && f && c && strcmp(f, from) == 0 && strcmp(c, to) == 0;
 }
 
-/* The SentencePiece normalizers: Replace(" ", "▁") → TOK_PREFIX_NONE; Sequence[Prepend("▁"),
+/* The SentencePiece normalizers: Replace(" ", "▁"), alone or as a one-item Sequence (the legacy
+ * Llama converter without add_prefix_space) → TOK_PREFIX_NONE; Sequence[Prepend("▁"),
  * Replace(" ", "▁")] → TOK_PREFIX_EACH; anything else -1. */
 static int spm_normalizer(const cJSON *norm) {
     if (is_replace(norm, " ", SPM_MARK)) return TOK_PREFIX_NONE;
     const cJSON *list = cJSON_GetObjectItemCaseSensitive(norm, "normalizers");
     const cJSON *a = cJSON_GetArrayItem(list, 0), *b = cJSON_GetArrayItem(list, 1);
+    if (is_type(norm, "Sequence") && cJSON_GetArraySize(list) == 1 && is_replace(a, " ", SPM_MARK))
+        return TOK_PREFIX_NONE;
     const char *pre = json_str(a, "prepend");
     if (is_type(norm, "Sequence") && cJSON_GetArraySize(list) == 2 && is_type(a, "Prepend") &&
         pre && strcmp(pre, SPM_MARK) == 0 && is_replace(b, " ", SPM_MARK))
         return TOK_PREFIX_EACH;
+    return -1;
+}
+
+/* Metaspace("▁", split false) as a TOK_PREFIX_*: prepend_scheme, or in older files the bool
+ * add_prefix_space (true: always); -1 for anything else. */
+static int spm_metaspace(const cJSON *pre) {
+    const char *rep = json_str(pre, "replacement");
+    if (!is_type(pre, "Metaspace") || !rep || strcmp(rep, SPM_MARK) != 0 ||
+        json_bool(pre, "split", 1))
+        return -1;
+    const char *scheme = json_str(pre, "prepend_scheme");
+    if (!scheme)
+        return json_bool(pre, "add_prefix_space", 1) ? TOK_PREFIX_META_ALL : TOK_PREFIX_NONE;
+    if (strcmp(scheme, "always") == 0) return TOK_PREFIX_META_ALL;
+    if (strcmp(scheme, "first") == 0) return TOK_PREFIX_META_FIRST;
+    if (strcmp(scheme, "never") == 0) return TOK_PREFIX_NONE;
     return -1;
 }
 
@@ -266,19 +286,22 @@ int tokenizer_from_json(const char *path, struct tokenizer **out, char **chat_te
     int prefix = TOK_PREFIX_NONE, strip = 0;
     enum tok_pre pre = TOK_PRE_NONE;
     if (spm) {
-        prefix = spm_normalizer(norm);
+        int has_pre = pre_tok && !cJSON_IsNull(pre_tok);
+        prefix =
+            has_norm || !has_pre ? (has_pre ? -1 : spm_normalizer(norm)) : spm_metaspace(pre_tok);
         strip = spm_decoder(cJSON_GetObjectItemCaseSensitive(root, "decoder"));
-        if (prefix < 0 || (pre_tok && !cJSON_IsNull(pre_tok)) || strip < 0) {
+        if (prefix < 0 || strip < 0) {
             errmsg_set(err, errlen,
                        "%s: byte_fallback BPE needs normalizer Replace(\" \", \"\u2581\") "
-                       "(after Prepend(\"\u2581\")), no pre_tokenizer and decoders Replace, "
-                       "ByteFallback, Fuse[, Strip]; got normalizer %s, pre_tokenizer %s",
+                       "(after Prepend(\"\u2581\")) and no pre_tokenizer, or no normalizer and "
+                       "pre_tokenizer Metaspace(split false), with decoders Replace, ByteFallback, "
+                       "Fuse[, Strip]; got normalizer %s, pre_tokenizer %s",
                        path, has_norm && json_str(norm, "type") ? json_str(norm, "type") : "none",
                        pre_tok && json_str(pre_tok, "type") ? json_str(pre_tok, "type") : "none");
             goto done;
         }
     } else {
-        if (has_norm) {
+        if (has_norm && !is_type(norm, "NFC")) {
             errmsg_set(err, errlen, "%s: normalizer %s is not supported", path,
                        json_str(norm, "type") ? json_str(norm, "type") : "?");
             goto done;
@@ -388,6 +411,7 @@ int tokenizer_from_json(const char *path, struct tokenizer **out, char **chat_te
     spec.prefix = (enum tok_prefix)prefix;
     spec.strip_space = strip;
     spec.fuse_unk = json_bool(model, "fuse_unk", 0);
+    spec.nfc = !spm && has_norm; /* the one normalizer a byte-level BPE may have */
     spec.bos_id = spec.eos_id = spec.eot_id = spec.pad_id = -1;
     spec.unk_id = find_id(tokens, n, json_str(model, "unk_token"));
 

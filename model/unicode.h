@@ -1,6 +1,7 @@
 /* unicode.h — the little Unicode the tokenizer needs: UTF-8 decoding and encoding, lossy UTF-8
- * repair (the way Rust's String::from_utf8_lossy and so Hugging Face decode), and the code-point
- * classes behind the pre-tokenizer regexes (\p{L}, \p{N}, \s).
+ * repair (the way Rust's String::from_utf8_lossy and so Hugging Face decode), the code-point
+ * classes behind the pre-tokenizer regexes (\p{L}, \p{N}, \s), and NFC normalization (the
+ * normalizer of Qwen2's tokenizer.json).
  *
  * The class table is generated (tools/gen_unicode_tables.py → model/unicode_data.c) as sorted
  * ranges and searched by bisection; ASCII takes a fast path.
@@ -46,5 +47,29 @@ struct unicode_range {
 };
 extern const struct unicode_range unicode_ranges[];
 extern const size_t unicode_n_ranges;
+
+/* NFC (UAX #15: canonical decomposition, canonical ordering, canonical composition) of IN (LEN
+ * bytes) into a malloc'd *OUT of *OUT_LEN bytes (not NUL-terminated; non-NULL even when empty).
+ * Bytes that are not valid UTF-8 pass through unchanged, and nothing composes across them.
+ * Returns 0, or -1 when out of memory. */
+int unicode_nfc(const char *in, size_t len, char **out, size_t *out_len);
+
+/* The generated NFC tables (model/unicode_nfc_data.c, tools/gen_nfc_tables.py). */
+struct unicode_ccc_range {
+    uint32_t lo, hi; /* inclusive, sorted, disjoint */
+    uint32_t ccc;    /* Canonical_Combining_Class, non-zero */
+};
+struct unicode_decomp {
+    uint32_t cp, first, second; /* canonical mapping cp -> first [second]; second 0: singleton */
+};
+struct unicode_comp {
+    uint32_t first, second, cp; /* primary composite; sorted by (first, second) */
+};
+extern const struct unicode_ccc_range unicode_ccc[];
+extern const size_t unicode_n_ccc;
+extern const struct unicode_decomp unicode_decomp[];
+extern const size_t unicode_n_decomp;
+extern const struct unicode_comp unicode_comp[];
+extern const size_t unicode_n_comp;
 
 #endif

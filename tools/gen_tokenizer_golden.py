@@ -46,10 +46,19 @@ Trained models (made here, committed as test data)
 tokenizer_bytefallback.model.json: a Llama-2-style BPE trained by `tokenizers` on the corpus
 (normalizer Prepend("▁") + Replace(" ", "▁"), byte_fallback with the 256 <0xNN> tokens, fuse_unk,
 decoders Replace/ByteFallback/Fuse/Strip), alphabet limited so that rarer characters fall back to
-bytes. tokenizer_qwen2pattern.model.json: a byte-level BPE trained with Qwen2's pre-tokenizer
+bytes; tokenizer_metaspace_first.json and tokenizer_metaspace_always.json are goldens of the same
+model in transformers' non-legacy form (no normalizer; pre_tokenizer Metaspace("▁",
+prepend_scheme first / always, split false), and tokenizer_bytefallback_noprefix.json of its
+legacy form without add_prefix_space (normalizer Sequence[Replace], no Strip decoder); those model
+files are written at test time from the committed one by the Criterion test, so only the goldens
+are committed).
+tokenizer_qwen2pattern.model.json: a byte-level BPE trained with Qwen2's pre-tokenizer
 (Split(Qwen2 regex, Isolated) + ByteLevel(use_regex=false)); tokenizer_qwen2pattern.gguf holds
 the same vocabulary and merges as a tokenizer-only GGUF with tokenizer.ggml.pre = "qwen2", so the
-GGUF route is checked against the same golden. Training is deterministic for a
+GGUF route is checked against the same golden; tokenizer_qwen2nfc.model.json is that model with
+Qwen2's real normalizer, NFC (tokenizer_qwen2nfc.json: the corpus plus decomposed and
+composed forms, Hangul jamo, reordering, singletons and composition exclusions). Training is
+deterministic for a
 given `tokenizers` version (0.23.3 made the committed files); --train rewrites them, otherwise the
 committed models are used.
 
@@ -62,6 +71,9 @@ tokenizer-only GGUF (tokenizer.ggml.model "llama", add_space_prefix true, add_bo
 that flashgen's GGUF path is checked against SentencePiece's own encode and decode
 (tokenizer_spm.json). Texts holding a control token string (<s>, </s>, <unk>) are left out:
 SentencePiece reads them as text, flashgen (like llama.cpp) as the token.
+
+Needs (only to regenerate; CI compares against the committed files): tokenizers==0.23.3,
+sentencepiece 0.2.x, gguf; transformers for the SmolLM2 cross-check (--no-transformers skips it).
 
 Usage: python3 tools/gen_tokenizer_golden.py [--gguf models/SmolLM2-135M-Instruct.Q4_1.gguf]
            [--gemma3 models/gemma-3-270m-q4_k_m.gguf] [--only smollm2|gemma3|trained|spm] [--train]
@@ -377,6 +389,27 @@ def json_to_gguf(model_json, gguf_path, pre):
     w.close()
 
 
+def nfc_corpus():
+    """Strings whose NFC differs from them, or nearly: every normalization rule gets a case."""
+    rng = random.Random(11)
+    s = ["e\u0301", "cafe\u0301", "Cafe\u0301 au lait", "A\u030a", "\u212b", "\u2126 ohm",
+         "\u0958 exclusion", "\u0344", "\u0f73", "\u1e9b\u0323", "a\u0323\u0307", "a\u0307\u0323",
+         "q\u0307\u0323", "\u1100\u1161", "\u1100\u1161\u11a8", "\uac00\u11a8",
+         "\u1112\u1161\u11ab\u1100\u1173\u11af", "\u304b\u3099", "\u30cf\u309a",
+         "\u0b47\u0b3e", "\u0b47\u0b57", "\U0001d15e", "\U000110a5\U000110ba",
+         "Vie\u0323\u0302t Nam", "n\u0303o\u0308", "\u00c5\u0301", "o\u031b\u0323",
+         "x\u0301\u0301\u0301", "\u05d0\u05b0\u0591", "\u0301 leading", "e\u0301<|im_end|>\u0301",
+         "I\u0307stanbul", "\u1e0b\u0323", "\u0041\u030a\u0301", "\ufb01 ligature kept"]
+    marks = ["\u0300", "\u0301", "\u0302", "\u0303", "\u0308", "\u030a", "\u0323", "\u0327",
+             "\u0328", "\u0331", "\u0345", "\u3099"]
+    bases = list("aeiouAEIOUcnsyzCNSY") + ["\u1100", "\u1161", "\u11a8", "\u304b", " ", "1"]
+    for _ in range(60):
+        s.append("".join(rng.choice(bases) + "".join(rng.choice(marks)
+                                                      for _ in range(rng.randint(0, 3)))
+                         for _ in range(rng.randint(1, 8))))
+    return s
+
+
 def gen_trained(a):
     train = train_corpus()
     for name, fn in (("bytefallback", train_bytefallback), ("qwen2pattern", train_qwen2pattern)):
@@ -396,6 +429,42 @@ def gen_trained(a):
         src = (f"tokenizers Tokenizer.from_file(tests/golden/tokenizer_{name}.model.json, trained "
                "by tools/gen_tokenizer_golden.py)")
         write_golden(os.path.join(a.out, f"tokenizer_{name}.json"), {"oracle": src, "cases": cases})
+        if name == "bytefallback":
+            j = json.load(open(model, encoding="utf-8"))
+            j["normalizer"] = {"type": "Sequence", "normalizers": [j["normalizer"]["normalizers"][1]]}
+            j["decoder"]["decoders"] = j["decoder"]["decoders"][:3]
+            ntok = Tokenizer.from_str(json.dumps(j))
+            src = ("tokenizers Tokenizer.from_str(tests/golden/tokenizer_bytefallback.model.json "
+                   "with normalizer Sequence[Replace] and decoders without Strip)")
+            write_golden(os.path.join(a.out, "tokenizer_bytefallback_noprefix.json"),
+                         {"oracle": src, "cases": make_cases(ntok, texts)})
+            for scheme in ("first", "always"):
+                j = json.load(open(model, encoding="utf-8"))
+                j["normalizer"] = None
+                j["pre_tokenizer"] = {"type": "Metaspace", "replacement": SPM_MARK,
+                                      "prepend_scheme": scheme, "split": False}
+                mtok = Tokenizer.from_str(json.dumps(j))
+                mcases = make_cases(mtok, texts + [
+                    "<s>hello", "<s> hello", "hello<s>world", "hello</s> world", " x", "\u2581x",
+                    "\u2581\u2581x", "a</s>\u2581b", "<unk>  <unk>", "\n x"])
+                src = ("tokenizers Tokenizer.from_str(tests/golden/tokenizer_bytefallback.model.json "
+                       "with normalizer null and pre_tokenizer Metaspace(prepend_scheme %s, "
+                       "split false))" % scheme)
+                write_golden(os.path.join(a.out, f"tokenizer_metaspace_{scheme}.json"),
+                             {"oracle": src, "cases": mcases})
+        if name != "qwen2pattern":
+            continue
+        j = json.load(open(model, encoding="utf-8"))
+        j["normalizer"] = {"type": "NFC"}
+        nfc_model = os.path.join(a.out, "tokenizer_qwen2nfc.model.json")
+        with open(nfc_model, "w", encoding="utf-8") as f:
+            json.dump(j, f, ensure_ascii=False)
+            f.write("\n")
+        tok = Tokenizer.from_file(nfc_model)
+        cases = make_cases(tok, corpus() + nfc_corpus())
+        src = ("tokenizers Tokenizer.from_file(tests/golden/tokenizer_qwen2nfc.model.json: the "
+               "qwen2pattern model with normalizer NFC)")
+        write_golden(os.path.join(a.out, "tokenizer_qwen2nfc.json"), {"oracle": src, "cases": cases})
 
 
 def train_spm(texts, model_path):

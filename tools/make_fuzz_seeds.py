@@ -330,9 +330,9 @@ def main():
             bos_token={"content": "<|endoftext|>", "special": True}, add_bos_token=True,
             chat_template="{{ bos_token }}<|start_header_id|>{{ m }}<|end_header_id|>\n\n"
                           "{{ message['content'] | trim }}<|eot_id|>"),
-        # the committed trained models: byte_fallback BPE (SentencePiece-style) and Qwen2 regex
+        # the committed trained models: byte_fallback BPE (SentencePiece-style), Qwen2 regex + NFC
         "bytefallback.json": open("tests/golden/tokenizer_bytefallback.model.json", "rb").read(),
-        "qwen2pattern.json": open("tests/golden/tokenizer_qwen2pattern.model.json", "rb").read(),
+        "qwen2nfc.json": open("tests/golden/tokenizer_qwen2nfc.model.json", "rb").read(),
         "post_processor.json": tokenizer_json("gpt2", post={
             "type": "TemplateProcessing",
             "single": [{"SpecialToken": {"id": "<|im_start|>", "type_id": 0}},
@@ -355,6 +355,9 @@ def main():
         "spm_plain.txt": "\x10Hello  world, the \u2581marker 2024 日本語 🙂\n".encode(),
         "spm_special.txt": b"\x13<s>hi</s> there<unk>",
         "spm_bytes.txt": b"\x10\x00\x01 \xc3\xa9\xff\xfe\xe2\x96 tail",
+        # flag bit 5: the Qwen2-pattern BPE with NFC (tests/golden/tokenizer_qwen2nfc.model.json)
+        "nfc_marks.txt": "\x20Cafe\u0301 \u212b \u0958 a\u0307\u0323 \u1100\u1161\u11a8 12345".encode(),
+        "nfc_special.txt": "\x21<|im_start|>e\u0301<|im_end|>\u0301 \xff".encode("utf-8", "surrogateescape"),
         "spm_ids.bin": b"\x1c" + struct.pack("<12H", 1, 2, 3, 0x41 + 3, 0xe2 + 3, 0x96 + 3,
                                            0x81 + 3, 500, 999, 1000, 1001, 65535),
     }
@@ -434,10 +437,14 @@ def main():
                                 "<|eot_id|>", "\\u0000", "\\ud83d\\ude00", "byte_fallback",
                                 "fuse_unk", "Prepend", "prepend", "Replace", "String",
                                 "ByteFallback", "Fuse", "Strip", "start", "stop", "decoder",
-                                "decoders", "normalizers", "\u2581", "\\u2581", "<0x41>"],
+                                "decoders", "normalizers", "\u2581", "\\u2581", "<0x41>", "NFC", "Metaspace",
+                                "replacement", "prepend_scheme", "first", "always", "never",
+                                "split",
+                                "\\u0301"],
         "fuzz_tokenizer": ["<|im_start|>", "<|im_end|>", "<|endoftext|>", "Ġ", "😀", "—",
                            b"\xc3", b"\xf0\x9f", b"\xed\xa0\x80", "'s", "'ll",
-                           "\r\n", "   ", "12345", "\u2581", "<s>", "</s>", "<0xFF>"],
+                           "\r\n", "   ", "12345", "\u2581", "<s>", "</s>", "<0xFF>",
+                           "\u0301", "\u0323", "\u1161", "\u11a8"],
         "fuzz_config": [o for o in ["host", "port", "model", "model_id", "device", "threads",
                                     "kv_cache_mb", "kv_fraction", "page_size",
                                     "max_batch_tokens", "max_batch_seqs",

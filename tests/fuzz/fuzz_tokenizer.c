@@ -13,7 +13,9 @@
  *   bit 0 parse_special, bit 1 add_bos, bit 2 skip_special (decoding),
  *   bit 3 ids mode: the payload is little-endian u16 token ids (some outside the vocabulary)
  *         fed straight to decode, instead of text to encode,
- *   bit 4 use the SentencePiece tokenizer.
+ *   bit 4 use the SentencePiece tokenizer,
+ *   bit 5 (without bit 4) use the Qwen2-pattern BPE with the NFC normalizer
+ *         (tests/golden/tokenizer_qwen2nfc.model.json, when present; else the first tokenizer).
  * Properties checked (abort() on violation, so libFuzzer keeps the input):
  *   - every encoded id lies in the vocabulary;
  *   - streaming decode, one id at a time, then flush, equals tokenizer_decode of the sequence
@@ -33,7 +35,7 @@
 #include "model/model.h"
 #include "model/tokenizer.h"
 
-static struct tokenizer *g_tok, *g_bpe, *g_spm;
+static struct tokenizer *g_tok, *g_bpe, *g_spm, *g_nfc;
 static unsigned char g_has_byte[256]; /* 1 when the byte's byte-level token is in the vocab */
 
 /* GPT-2 bytes_to_unicode: byte B as the UTF-8 of its byte-level character. */
@@ -186,6 +188,10 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     (void)argv;
 
     load_spm();
+    char nerr[512];
+    if (tokenizer_from_json("tests/golden/tokenizer_qwen2nfc.model.json", &g_nfc, NULL, nerr,
+                            sizeof(nerr)))
+        g_nfc = NULL; /* not in this checkout: bit 5 falls back to the first tokenizer */
     const char *path = getenv("FUZZ_TOKENIZER_MODEL");
     if (!path) path = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
     char err[512];
@@ -302,8 +308,8 @@ static char *check_stream(const int *ids, int n, int skip) {
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (size < 1) return 0;
-    int spm = (data[0] >> 4) & 1;
-    g_tok = spm ? g_spm : g_bpe; /* libFuzzer runs one input at a time */
+    int spm = (data[0] >> 4) & 1, nfc = !spm && ((data[0] >> 5) & 1) && g_nfc;
+    g_tok = spm ? g_spm : nfc ? g_nfc : g_bpe; /* libFuzzer runs one input at a time */
     const struct tokenizer *t = g_tok;
     int parse_special = data[0] & 1, add_bos = (data[0] >> 1) & 1, skip = (data[0] >> 2) & 1;
     const char *text = (const char *)data + 1;
@@ -334,7 +340,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (ids[i] < 0 || ids[i] >= tokenizer_n_vocab(t)) abort();
     char *full = check_stream(ids, n, skip);
     if (!add_bos && !skip && utf8_valid((const unsigned char *)text, len) &&
-        !memchr(text, 0, len) &&
+        !memchr(text, 0, len) && !nfc && /* NFC changes the text */
         (spm ? !parse_special && !memmem(text, len, "\xe2\x96\x81", 3)
              : all_bytes_known((const unsigned char *)text, len)) &&
         (strlen(full) != len || memcmp(full, text, len))) {

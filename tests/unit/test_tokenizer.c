@@ -13,7 +13,10 @@
  *   - tests/golden/tokenizer_bytefallback.model.json, a Llama-2-style byte_fallback BPE, and
  *     tests/golden/tokenizer_qwen2pattern.model.json, a byte-level BPE with Qwen2's regex, both
  *     trained by the `tokenizers` library and committed (the Qwen2 one also as a tokenizer-only
- *     GGUF with tokenizer.ggml.pre = "qwen2");
+ *     GGUF with tokenizer.ggml.pre = "qwen2", and with Qwen2's NFC normalizer);
+ *   - the byte-fallback model rewritten with a Metaspace pre-tokenizer (prepend_scheme first and
+ *     always), as transformers' non-legacy Llama converter writes it, and in the legacy form
+ *     without add_prefix_space;
  *   - tests/golden/tokenizer_spm.gguf, a tokenizer-only GGUF of a BPE model trained by the
  *     `sentencepiece` library as Llama-2's is (add_space_prefix, byte_fallback), against
  *     SentencePiece's own encode and decode.
@@ -41,9 +44,14 @@
 #define GEMMA3_PATH "models/gemma-3-270m-q4_k_m.gguf"
 #define BYTEFALLBACK_MODEL "tests/golden/tokenizer_bytefallback.model.json"
 #define GOLDEN_BYTEFALLBACK "tests/golden/tokenizer_bytefallback.json"
+#define GOLDEN_BYTEFALLBACK_NOPREFIX "tests/golden/tokenizer_bytefallback_noprefix.json"
+#define GOLDEN_METASPACE_FIRST "tests/golden/tokenizer_metaspace_first.json"
+#define GOLDEN_METASPACE_ALWAYS "tests/golden/tokenizer_metaspace_always.json"
 #define QWEN2_MODEL "tests/golden/tokenizer_qwen2pattern.model.json"
 #define GOLDEN_QWEN2 "tests/golden/tokenizer_qwen2pattern.json"
 #define QWEN2_GGUF "tests/golden/tokenizer_qwen2pattern.gguf"
+#define QWEN2NFC_MODEL "tests/golden/tokenizer_qwen2nfc.model.json"
+#define GOLDEN_QWEN2NFC "tests/golden/tokenizer_qwen2nfc.json"
 #define SPM_GGUF "tests/golden/tokenizer_spm.gguf"
 #define GOLDEN_SPM "tests/golden/tokenizer_spm.json"
 
@@ -367,6 +375,63 @@ Test(tokenizer, bytefallback_json_matches_hf_golden, .timeout = 60) {
     tokenizer_free(t);
 }
 
+/* The byte-fallback model rewritten by EDIT (with ARG), written under tests/tmp and checked
+ * against GOLDEN. */
+static void check_variant(void (*edit)(cJSON *, const char *), const char *arg,
+                          const char *golden) {
+    char *text = tu_slurp(BYTEFALLBACK_MODEL, NULL);
+    cr_assert(text);
+    cJSON *j = cJSON_Parse(text);
+    free(text);
+    cr_assert(j);
+    edit(j, arg);
+    char *out = cJSON_PrintUnformatted(j);
+    cJSON_Delete(j);
+    char dir[128], path[256], err[512];
+    snprintf(dir, sizeof(dir), "tests/tmp/tok-meta-%d", (int)getpid());
+    snprintf(path, sizeof(path), "%s/tokenizer.json", dir);
+    char cmd[256];
+    snprintf(cmd, sizeof(cmd), "mkdir -p %s", dir);
+    cr_assert_eq(system(cmd), 0);
+    FILE *f = fopen(path, "w");
+    cr_assert(f && fputs(out, f) >= 0);
+    fclose(f);
+    free(out);
+    struct tokenizer *t = NULL;
+    cr_assert_eq(tokenizer_from_json(path, &t, NULL, err, sizeof(err)), 0, "%s", err);
+    int fails = check_golden(t, golden, arg, 0);
+    cr_assert_eq(fails, 0, "%s: %d golden cases failed (see stderr)", golden, fails);
+    tokenizer_free(t);
+    unlink(path);
+    rmdir(dir);
+}
+
+/* transformers' non-legacy form: no normalizer, Metaspace(prepend_scheme SCHEME, split false) */
+static void edit_metaspace(cJSON *j, const char *scheme) {
+    cJSON_ReplaceItemInObject(j, "normalizer", cJSON_CreateNull());
+    cJSON *pre = cJSON_CreateObject();
+    cJSON_AddStringToObject(pre, "type", "Metaspace");
+    cJSON_AddStringToObject(pre, "replacement", "\xe2\x96\x81");
+    cJSON_AddStringToObject(pre, "prepend_scheme", scheme);
+    cJSON_AddFalseToObject(pre, "split");
+    cJSON_ReplaceItemInObject(j, "pre_tokenizer", pre);
+}
+
+/* the legacy form without add_prefix_space: normalizer Sequence[Replace], no Strip decoder */
+static void edit_noprefix(cJSON *j, const char *unused) {
+    (void)unused;
+    cJSON *norms = cJSON_GetObjectItem(cJSON_GetObjectItem(j, "normalizer"), "normalizers");
+    cJSON_DeleteItemFromArray(norms, 0); /* Prepend */
+    cJSON_DeleteItemFromArray(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "decoder"), "decoders"),
+                              3); /* Strip */
+}
+
+Test(tokenizer, metaspace_and_noprefix_json_match_hf_golden, .timeout = 60) {
+    check_variant(edit_metaspace, "first", GOLDEN_METASPACE_FIRST);
+    check_variant(edit_metaspace, "always", GOLDEN_METASPACE_ALWAYS);
+    check_variant(edit_noprefix, "noprefix", GOLDEN_BYTEFALLBACK_NOPREFIX);
+}
+
 Test(tokenizer, qwen2_json_matches_hf_golden, .timeout = 60) {
     struct tokenizer *t = NULL;
     char err[512];
@@ -374,6 +439,16 @@ Test(tokenizer, qwen2_json_matches_hf_golden, .timeout = 60) {
     cr_assert_eq(tokenizer_pre(t), TOK_PRE_QWEN2);
     int fails = check_golden(t, GOLDEN_QWEN2, "qwen2pattern", 0);
     cr_assert_eq(fails, 0, "qwen2pattern: %d golden cases failed (see stderr)", fails);
+    tokenizer_free(t);
+}
+
+Test(tokenizer, qwen2_nfc_json_matches_hf_golden, .timeout = 60) {
+    struct tokenizer *t = NULL;
+    char err[512];
+    cr_assert_eq(tokenizer_from_json(QWEN2NFC_MODEL, &t, NULL, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(tokenizer_pre(t), TOK_PRE_QWEN2);
+    int fails = check_golden(t, GOLDEN_QWEN2NFC, "qwen2nfc", 0);
+    cr_assert_eq(fails, 0, "qwen2nfc: %d golden cases failed (see stderr)", fails);
     tokenizer_free(t);
 }
 
@@ -543,6 +618,28 @@ Test(unicode, lossy_follows_maximal_subparts) {
     cr_assert_eq(used, 1); /* the unfinished emoji is left */
 }
 
+static void nfc_is(const char *in, const char *want) {
+    char *out;
+    size_t n;
+    cr_assert_eq(unicode_nfc(in, strlen(in), &out, &n), 0);
+    cr_assert(n == strlen(want) && memcmp(out, want, n) == 0, "NFC of \"%s\"", in);
+    free(out);
+}
+
+/* Expected values from Python's unicodedata.normalize("NFC", ...). */
+Test(unicode, nfc) {
+    nfc_is("", "");
+    nfc_is("plain ascii", "plain ascii");
+    nfc_is("e\xcc\x81", "\xc3\xa9");                                /* e + U+0301 -> é */
+    nfc_is("\xe2\x84\xab", "\xc3\x85");                             /* U+212B -> Å */
+    nfc_is("\xe0\xa5\x98", "\xe0\xa4\x95\xe0\xa4\xbc");             /* U+0958 excluded */
+    nfc_is("a\xcc\x87\xcc\xa3", "\xe1\xba\xa1\xcc\x87");            /* reorder, compose */
+    nfc_is("\xe1\x84\x80\xe1\x85\xa1\xe1\x86\xa8", "\xea\xb0\x81"); /* jamo L V T */
+    nfc_is("\xcc\x81x", "\xcc\x81x");                               /* leading mark */
+    nfc_is("e\xff\xcc\x81", "e\xff\xcc\x81");                       /* invalid byte blocks */
+    nfc_is("\xc3\xa9", "\xc3\xa9");
+}
+
 Test(unicode, classes) {
     cr_assert_eq(unicode_class('a'), UNICODE_L);
     cr_assert_eq(unicode_class('7'), UNICODE_N);
@@ -687,6 +784,19 @@ Test(tokenizer, json_rejects_unknown_pipeline) {
     cr_assert_eq(tokenizer_from_json(path, &t, NULL, err, sizeof(err)), -1);
     cr_assert_null(t);
     cr_assert(strstr(err, "unsupported pre_tokenizer"), "%s", err);
+    /* byte_fallback with a splitting Metaspace: refused, naming what it got */
+    f = fopen(path, "w");
+    cr_assert(f);
+    fputs("{\"version\":\"1.0\",\"added_tokens\":[],\"normalizer\":null,"
+          "\"pre_tokenizer\":{\"type\":\"Metaspace\",\"replacement\":\"\xe2\x96\x81\","
+          "\"prepend_scheme\":\"always\",\"split\":true},"
+          "\"model\":{\"type\":\"BPE\",\"byte_fallback\":true,\"vocab\":{\"a\":0},"
+          "\"merges\":[]}}",
+          f);
+    fclose(f);
+    cr_assert_eq(tokenizer_from_json(path, &t, NULL, err, sizeof(err)), -1);
+    cr_assert(strstr(err, "byte_fallback BPE needs") && strstr(err, "pre_tokenizer Metaspace"),
+              "%s", err);
     unlink(path);
     cr_assert_eq(tokenizer_from_json("tests/tmp/does-not-exist.json", &t, NULL, err, sizeof(err)),
                  -1);
