@@ -78,8 +78,6 @@ enum tok_pre tokenizer_pre(const struct tokenizer *t);
  * by encode, as HF does (SmolLM2 lacks 21: 0x04 0x06 0x13 0x14 0x16 0x1D 0xC0 0xC1 0xF1 0xF2
  * 0xF5..0xFF), so decode(encode(text)) == text holds only for text made of known bytes. */
 int tokenizer_has_byte(const struct tokenizer *t, unsigned char b);
-/* Bytes of the longest token once decoded. */
-size_t tokenizer_max_token_bytes(const struct tokenizer *t);
 
 /* Encode UTF-8 text. PARSE_SPECIAL: recognise special (control) token strings in the text (what
  * HF does for a rendered chat template); user-defined added tokens are always recognised, as in
