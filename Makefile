@@ -60,10 +60,15 @@ $(BUILD)/libflashgen.a: $(LIB_OBJ)
 	@mkdir -p $(@D)
 	rm -f $@ && ar rcs $@ $^
 
-# The CUDA backend the engine opens with dlopen (kernels/ops.h, struct fg_cuda_backend).
-$(BUILD)/libflashgen_cuda.so: $(CU_OBJ)
+# The CUDA backend the engine opens with dlopen (kernels/ops.h, struct fg_cuda_backend). It
+# exports that one entry point: cuda_ops.cu (only in this library) is compiled with hidden
+# visibility, and the version script kernels/cuda_backend.map makes every other symbol local
+# (the kernel objects are shared with libfgattn.so below, which keeps them visible for ctypes).
+CUDA_MAP := kernels/cuda_backend.map
+$(BUILD)/kernels/cuda_ops.cu.o: NVFLAGS += -Xcompiler -fvisibility=hidden
+$(BUILD)/libflashgen_cuda.so: $(CU_OBJ) $(CUDA_MAP)
 	@mkdir -p $(@D)
-	$(CC) -shared -o $@ $^ $(CUDA_LIBS) -lpthread -lm
+	$(CC) -shared -o $@ $(CU_OBJ) $(CUDA_LIBS) -Wl,--version-script=$(CUDA_MAP) -lpthread -lm
 
 $(BUILD)/flashgen: $(BUILD)/server/main.o $(BUILD)/libflashgen.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)

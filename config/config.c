@@ -446,7 +446,8 @@ void config_print_help(FILE *f, const char *prog) {
     }
 }
 
-const char *config_enum_name(const char *option, int value) {
+/* Name of an enum value, e.g. config_enum_name("device", 1) = "cpu"; NULL if unknown. */
+static const char *config_enum_name(const char *option, int value) {
     const struct config_option *o = find_opt(option, strlen(option));
     if (!o || o->type != CONFIG_T_ENUM || value < 0) return NULL;
     for (int i = 0; o->choices[i]; i++)

@@ -100,7 +100,5 @@ void config_free(struct config *c); /* accepts zeroed and half-filled configs */
 void config_print_help(FILE *f, const char *prog);
 /* The effective configuration as a JSON object string (api_key masked); malloc'd. */
 char *config_to_json(const struct config *c);
-/* Name of an enum value, e.g. config_enum_name("device", 1) = "cpu"; NULL if unknown. */
-const char *config_enum_name(const char *option, int value);
 
 #endif

@@ -300,14 +300,6 @@ extern "C" const char *attn_select(const struct attn_args *a)
     return v ? v->name : NULL;
 }
 
-extern "C" int attn_supported(const struct attn_args *a, char *err, size_t errlen)
-{
-    const char *why;
-    if (attn_pick(a, &why)) return 1;
-    snprintf(err, errlen, "attention: %s", why);
-    return 0;
-}
-
 extern "C" size_t attn_workspace_bytes(const struct attn_args *a)
 {
     const char *why;

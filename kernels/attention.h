@@ -1,8 +1,8 @@
 /* attention.h — CUDA attention over the paged KV-cache: one selector for prefill and decode.
  *
  * attn_select() picks the kernel variant for (dtype, head_dim, GQA ratio, query rows per
- * sequence); attn_supported() and attn_launch() both go through it, so "is it supported" and
- * "what runs" cannot disagree. Variants:
+ * sequence); attn_launch() and attn_workspace_bytes() both go through it, so "is it supported"
+ * (attn_select() != NULL) and "what runs" cannot disagree. Variants:
  *   prefill  fused FlashAttention forward: one block per (tile of packed query rows, KV head,
  *            sequence), the query heads of one GQA group packed as rows of the tile so each K/V
  *            tile is loaded once per group; writes the LSE. On compute capability 9.0 the
@@ -34,24 +34,22 @@ enum attn_dtype { ATTN_DTYPE_BF16 = 0, ATTN_DTYPE_FP16 = 1 };
 enum attn_kind { ATTN_KIND_AUTO = 0, ATTN_KIND_PREFILL = 1, ATTN_KIND_DECODE = 2 };
 
 struct attn_args {
-    int dtype;                 /* enum attn_dtype: q, pools and out */
-    void *out;                 /* (n_q_total, n_heads, head_dim) */
-    const void *q;             /* (n_q_total, n_heads, head_dim) */
-    const void *k_pool;        /* (n_pages, page_size, n_kv_heads, head_dim) */
-    const void *v_pool;        /* same */
-    float *lse;                /* optional (n_q_total, n_heads): log(sum exp(scale q·k)) */
-    struct attn_batch b;       /* device arrays; see ops.h for the query/key positions */
-    void *workspace;           /* decode partials; attn_workspace_bytes() says how much */
-    size_t workspace_bytes;    /* 0 with NULL: decode runs unsplit */
-    void *stream;              /* cudaStream_t, NULL = default stream */
-    int kind;                  /* enum attn_kind; AUTO lets the selector choose */
-    int n_splits;              /* decode: 0 = heuristic, else forced (tests, benchmarks) */
+    int dtype;              /* enum attn_dtype: q, pools and out */
+    void *out;              /* (n_q_total, n_heads, head_dim) */
+    const void *q;          /* (n_q_total, n_heads, head_dim) */
+    const void *k_pool;     /* (n_pages, page_size, n_kv_heads, head_dim) */
+    const void *v_pool;     /* same */
+    float *lse;             /* optional (n_q_total, n_heads): log(sum exp(scale q·k)) */
+    struct attn_batch b;    /* device arrays; see ops.h for the query/key positions */
+    void *workspace;        /* decode partials; attn_workspace_bytes() says how much */
+    size_t workspace_bytes; /* 0 with NULL: decode runs unsplit */
+    void *stream;           /* cudaStream_t, NULL = default stream */
+    int kind;               /* enum attn_kind; AUTO lets the selector choose */
+    int n_splits;           /* decode: 0 = heuristic, else forced (tests, benchmarks) */
 };
 
 /* Name of the variant that would run ("prefill_bf16_hd128", ...), or NULL when unsupported. */
 const char *attn_select(const struct attn_args *a);
-/* 1 when attn_launch would run, else 0 with the reason in err. */
-int attn_supported(const struct attn_args *a, char *err, size_t errlen);
 /* Workspace the decode variant wants for its heuristic split count (0 for prefill). */
 size_t attn_workspace_bytes(const struct attn_args *a);
 /* Queue the attention on a->stream. Returns 0, or -1 with a message (unsupported shape, launch

@@ -26,16 +26,14 @@ struct worker_arg {
     int index;
 };
 
-static void pool_run_chunk(struct cpu_pool *p, int index)
-{
+static void pool_run_chunk(struct cpu_pool *p, int index) {
     size_t begin = (size_t)index * p->chunk;
     size_t end = begin + p->chunk;
     if (end > p->n) end = p->n;
     if (begin < end) p->fn(p->arg, begin, end);
 }
 
-static void *pool_worker(void *varg)
-{
+static void *pool_worker(void *varg) {
     struct worker_arg *wa = varg;
     struct cpu_pool *p = wa->p;
     int index = wa->index;
@@ -56,8 +54,7 @@ static void *pool_worker(void *varg)
     return NULL;
 }
 
-struct cpu_pool *cpu_pool_create(int n_threads)
-{
+struct cpu_pool *cpu_pool_create(int n_threads) {
     if (n_threads <= 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         n_threads = n > 0 ? (int)n : 1;
@@ -87,8 +84,7 @@ struct cpu_pool *cpu_pool_create(int n_threads)
     return p;
 }
 
-void cpu_pool_destroy(struct cpu_pool *p)
-{
+void cpu_pool_destroy(struct cpu_pool *p) {
     if (!p) return;
     pthread_mutex_lock(&p->mu);
     p->stop = 1;
@@ -103,13 +99,7 @@ void cpu_pool_destroy(struct cpu_pool *p)
     free(p);
 }
 
-int cpu_pool_size(const struct cpu_pool *p)
-{
-    return p ? p->n_threads : 1;
-}
-
-void cpu_pool_for(struct cpu_pool *p, size_t n, size_t grain, cpu_pool_fn fn, void *arg)
-{
+void cpu_pool_for(struct cpu_pool *p, size_t n, size_t grain, cpu_pool_fn fn, void *arg) {
     if (n == 0) return;
     if (grain == 0) grain = 1;
     int nt = p ? p->n_threads : 1;

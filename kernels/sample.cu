@@ -880,20 +880,6 @@ static int sample_smem_limit(void) {
     return lim;
 }
 
-extern "C" int fg_sample_max_vocab(void) {
-    int lim = sample_smem_limit();
-    if (lim < 0) return -1;
-    int v = 4 * SAMPLE_CLUSTER;
-    while (sample_layout_of(sample_slice_of(v * 2)).total <= (size_t)lim)
-        v *= 2;
-    int step = v / 2;
-    while (step >= SAMPLE_CLUSTER * 4) {
-        if (sample_layout_of(sample_slice_of(v + step)).total <= (size_t)lim) v += step;
-        step /= 2;
-    }
-    return v;
-}
-
 extern "C" int fg_sample_launch(float *logits, int n_rows, int vocab,
                                 const struct fg_sample_row *rows, const int *history, int *ids,
                                 float *logprobs, void *workspace, void *stream, char *err,

@@ -32,10 +32,6 @@ struct fg_sample_row {
 /* Device workspace fg_sample_launch needs: 0, the kernel keeps its state in shared memory. */
 size_t fg_sample_workspace_bytes(int n_rows, int vocab);
 
-/* Largest vocab fg_sample_launch accepts on the current device (its shared memory bounds it:
- * about 360k on an H100), or -1 when the device cannot be queried. */
-int fg_sample_max_vocab(void);
-
 /* logits (device, (n_rows, vocab) fp32, modified in place by the penalty), rows and history
  * (device arrays), ids/logprobs (device outputs, n_rows each), workspace (device,
  * fg_sample_workspace_bytes; may be NULL when that is 0). Enqueued on stream (a cudaStream_t

@@ -7,9 +7,11 @@
  *                            CONTENT<|eot_id|> ...
  * [<|start_header_id|>assistant<|end_header_id|>\n\n] A ChatML template that injects a default
  * system message when the first message is not a system one (SmolLM2: "You are a helpful AI
- * assistant named SmolLM, trained by Hugging Face", model-format.md §1.4; Qwen2 likewise) has that
- * text taken from its string literal
+ * assistant named SmolLM, trained by Hugging Face", in its GGUF's tokenizer.chat_template; Qwen2
+ * likewise) has that text taken from its string literal
  * '<|im_start|>system\n...<|im_end|>' in the source, so the default always matches the file.
+ * A source of neither family is not an error: plain ChatML stands in, and chat_template_init says
+ * so for the caller to log (a model always loads; raw /generate needs no template).
  */
 #include "model/tokenizer.h"
 #include "errmsg.h"

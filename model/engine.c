@@ -105,13 +105,13 @@ static int cuda_open(struct engine_backend *b, int n_device, void **ctx, char *e
     }
     b->dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
     if (!b->dl) {
-        snprintf(err, errlen, "no CUDA backend (%s)", dlerror());
+        errmsg_set(err, errlen, "no CUDA backend (%s)", dlerror());
         return -2;
     }
     fg_cuda_backend_fn fn = (fg_cuda_backend_fn)dlsym(b->dl, FG_CUDA_BACKEND_SYMBOL);
     const struct fg_cuda_backend *cb = fn ? fn() : NULL;
     if (!cb || cb->abi != FG_CUDA_BACKEND_ABI) {
-        snprintf(err, errlen, "%s is not a flashgen CUDA backend of this version", path);
+        errmsg_set(err, errlen, "%s is not a flashgen CUDA backend of this version", path);
         return -1;
     }
     *ctx = cb->create(n_device, err, errlen);
@@ -135,8 +135,8 @@ static int upload_weights(struct engine *e, char *err, size_t errlen) {
     b->dev_arena = e->ops->alloc(e->ops_ctx, bytes);
     b->dlayers = calloc((size_t)c->n_layers, sizeof(struct model_layer));
     if (!b->dev_arena || !b->dlayers) {
-        snprintf(err, errlen, "cannot allocate %.2f GB of device memory for the weights",
-                 bytes / 1e9);
+        errmsg_set(err, errlen, "cannot allocate %.2f GB of device memory for the weights",
+                   bytes / 1e9);
         return -1;
     }
     char *p = b->dev_arena;
@@ -175,7 +175,7 @@ static int upload_weights(struct engine *e, char *err, size_t errlen) {
     b->dw.arena_bytes = bytes;
     return 0;
 fail:
-    snprintf(err, errlen, "weight upload failed: %s", b->cuda->last_error(e->ops_ctx));
+    errmsg_set(err, errlen, "weight upload failed: %s", b->cuda->last_error(e->ops_ctx));
     return -1;
 }
 
@@ -186,7 +186,7 @@ int engine_open(const struct engine_opts *o, struct engine **out, char *err, siz
     if (!e || !b) {
         free(e);
         free(b);
-        snprintf(err, errlen, "engine: out of memory");
+        errmsg_set(err, errlen, "engine: out of memory");
         return -1;
     }
     e->backend = b;
@@ -199,7 +199,7 @@ int engine_open(const struct engine_opts *o, struct engine **out, char *err, siz
             e->ops = b->cuda->ops;
             snprintf(e->device, sizeof(e->device), "cuda");
         } else if (o->device == ENGINE_DEVICE_CUDA) {
-            snprintf(err, errlen, "device cuda: %s", why);
+            errmsg_set(err, errlen, "device cuda: %s", why);
             goto fail;
         } else {
             engine_log(o, rc == -2 ? ENGINE_LOG_DEBUG : ENGINE_LOG_INFO,
@@ -213,7 +213,7 @@ int engine_open(const struct engine_opts *o, struct engine **out, char *err, siz
         e->ops = cpu_ops();
         e->ops_ctx = cpu_ops_create(o->n_threads);
         if (!e->ops_ctx) {
-            snprintf(err, errlen, "engine: cannot start CPU threads");
+            errmsg_set(err, errlen, "engine: cannot start CPU threads");
             goto fail;
         }
     }
@@ -250,7 +250,7 @@ int engine_open(const struct engine_opts *o, struct engine **out, char *err, siz
     if (!kv_bytes && b->cuda) {
         size_t free_b = 0, total_b = 0;
         if (b->cuda->mem_info(e->ops_ctx, &free_b, &total_b) != 0) {
-            snprintf(err, errlen, "cannot read free device memory");
+            errmsg_set(err, errlen, "cannot read free device memory");
             goto fail;
         }
         float f = o->kv_fraction > 0 && o->kv_fraction <= 1 ? o->kv_fraction : 0.9f;
@@ -260,15 +260,15 @@ int engine_open(const struct engine_opts *o, struct engine **out, char *err, siz
     size_t page_bytes = kv_cache_page_bytes(cfg, page_size, e->ops->act_size);
     size_t n_pages = kv_bytes / page_bytes;
     if (n_pages < 2) {
-        snprintf(err, errlen, "kv_cache_bytes %zu holds fewer than 2 pages of %zu bytes", kv_bytes,
-                 page_bytes);
+        errmsg_set(err, errlen, "kv_cache_bytes %zu holds fewer than 2 pages of %zu bytes",
+                   kv_bytes, page_bytes);
         goto fail;
     }
     if (n_pages > (size_t)1 << 30) n_pages = (size_t)1 << 30;
     if (kv_cache_init(&e->kv, e->ops, e->ops_ctx, cfg, (int)n_pages, page_size, e->ops->act_size) !=
         0) {
-        snprintf(err, errlen, "engine: cannot allocate a KV pool of %zu pages (%.2f GB)", n_pages,
-                 n_pages * (double)page_bytes / 1e9);
+        errmsg_set(err, errlen, "engine: cannot allocate a KV pool of %zu pages (%.2f GB)", n_pages,
+                   n_pages * (double)page_bytes / 1e9);
         goto fail;
     }
     *out = e;

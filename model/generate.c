@@ -2,21 +2,20 @@
 #include "generate.h"
 
 #include "kernels/sample.h"
+#include "model/errmsg.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-static double now_seconds(void)
-{
+static double now_seconds(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-void gen_result_free(struct gen_result *r)
-{
+void gen_result_free(struct gen_result *r) {
     if (!r) return;
     free(r->ids);
     memset(r, 0, sizeof(*r));
@@ -24,19 +23,18 @@ void gen_result_free(struct gen_result *r)
 
 int gen_run(struct engine *e, const int *prompt, int n_prompt, const struct sampler_params *sp,
             int max_new, int stop_at_eog, gen_token_fn cb, void *user, float *logits_out,
-            struct gen_result *res, char *err, size_t errlen)
-{
+            struct gen_result *res, char *err, size_t errlen) {
     memset(res, 0, sizeof(*res));
     const struct model_config *cfg = &e->model->cfg;
     int V = cfg->vocab_size;
     if (n_prompt <= 0) {
-        snprintf(err, errlen, "empty prompt");
+        errmsg_set(err, errlen, "empty prompt");
         return -1;
     }
     if (max_new < 0) max_new = 0;
     if (n_prompt + max_new > cfg->max_seq_len) {
-        snprintf(err, errlen, "prompt of %d tokens + %d new exceeds the context of %d", n_prompt,
-                 max_new, cfg->max_seq_len);
+        errmsg_set(err, errlen, "prompt of %d tokens + %d new exceeds the context of %d", n_prompt,
+                   max_new, cfg->max_seq_len);
         return -1;
     }
     struct kv_seq seq = {0};
@@ -44,7 +42,7 @@ int gen_run(struct engine *e, const int *prompt, int n_prompt, const struct samp
     int *history = malloc(sizeof(int) * (size_t)(n_prompt + max_new + 1));
     res->ids = malloc(sizeof(int) * (size_t)(max_new + 1));
     if (!history || !res->ids || sampler_init(&smp, sp, V) != 0) {
-        snprintf(err, errlen, "out of memory");
+        errmsg_set(err, errlen, "out of memory");
         free(history);
         gen_result_free(res);
         return -1;
@@ -52,7 +50,7 @@ int gen_run(struct engine *e, const int *prompt, int n_prompt, const struct samp
     memcpy(history, prompt, sizeof(int) * (size_t)n_prompt);
     int n_hist = n_prompt, rc = -1;
     if (kv_seq_reserve(&e->kv, &seq, n_prompt + max_new) != 0) {
-        snprintf(err, errlen, "KV cache too small for %d tokens", n_prompt + max_new);
+        errmsg_set(err, errlen, "KV cache too small for %d tokens", n_prompt + max_new);
         goto done;
     }
     double t0 = now_seconds();

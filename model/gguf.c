@@ -3,7 +3,7 @@
  * Parsing walks the header with a bounds-checked cursor: every read first checks that the bytes
  * exist, every count is bounded by the bytes left (each element needs at least a known minimum),
  * and every tensor's extent is checked against the data section. After gguf_open succeeds the
- * tables only point at validated bytes. Format: model-format.md §2.
+ * tables only point at validated bytes. Format: ggml's docs/gguf.md.
  */
 #include "model/gguf.h"
 

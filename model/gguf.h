@@ -4,7 +4,7 @@
  * copied and nothing is allocated from an untrusted count without first bounding that count by
  * the bytes left in the file. Every length, count, shape and offset is checked against the file
  * size at open, so later accessors (gguf_tensor_data, gguf_get_*) cannot read out of bounds.
- * Layout facts: /work/shared/reference/model-format.md §2.
+ * Layout: the GGUF specification (ggml-org/ggml, docs/gguf.md).
  */
 #ifndef FG_GGUF_H
 #define FG_GGUF_H

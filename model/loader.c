@@ -5,7 +5,8 @@
  * Q/K un-permute). The plan is checked completely — names, types, shapes — before the arena is
  * allocated, so a bad file fails fast and no allocation size ever comes from an unchecked count.
  * The canonical layout is Hugging Face's (model.h): GGUF llama attn_q/attn_k rows are
- * un-permuted while dequantizing (model-format.md §2.7), so one rotate_half RoPE serves both.
+ * un-permuted while dequantizing (inverse of convert_hf_to_gguf.py's permute), so one rotate_half
+ * RoPE serves both.
  */
 #include "model/model.h"
 

@@ -3,8 +3,8 @@
  *
  * Design choice: the canonical in-memory layout is Hugging Face's. Linear weights are row-major
  * (out, in) fp32, and the Q/K rows are in HF order, so RoPE is "rotate_half" (pairs i, i+d/2).
- * The GGUF loader un-permutes llama's attn_q/attn_k rows at load (model-format.md §2.7) so that
- * both formats meet in one layout and one RoPE.
+ * The GGUF loader un-permutes llama's attn_q/attn_k rows at load (the inverse of LlamaModel.permute
+ * in llama.cpp's convert_hf_to_gguf.py) so that both formats meet in one layout and one RoPE.
  */
 #ifndef FG_MODEL_H
 #define FG_MODEL_H

@@ -1,7 +1,7 @@
 /* pretok.h — pre-tokenizers of byte-level BPE: split text into the pieces BPE runs on.
  *
- * Hand-written matchers equivalent to the Hugging Face / llama.cpp regexes (model-format.md §3,
- * §4.3), applied in "Isolated" mode (every byte of the text lands in exactly one piece):
+ * Hand-written matchers equivalent to the regexes of Hugging Face tokenizers and llama.cpp's
+ * llama-vocab.cpp, applied in "Isolated" mode (every byte of the text lands in exactly one piece):
  *   TOK_PRE_GPT2    's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
  *   TOK_PRE_SMOLLM  every \p{N} code point alone, then the GPT-2 regex on each remaining run
  *   TOK_PRE_LLAMA3  (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|

@@ -1,9 +1,10 @@
 /* safetensors.c — safetensors reader: mmap each file, parse and validate its JSON header.
  *
- * Checks made at open (model-format.md §5): header length <= 100 MB and inside the file, header
- * is a JSON object, every tensor has a known dtype, a shape of non-negative integers and
- * data_offsets [begin, end] inside the data buffer with end - begin == numel * dtype size, and no
- * name appears twice (also across shards). Conversion to fp32 handles F32, F16 and BF16.
+ * Checks made at open (format: the safetensors README, huggingface/safetensors): header length <=
+ * 100 MB and inside the file, header is a JSON object, every tensor has a known dtype, a shape of
+ * non-negative integers and data_offsets [begin, end] inside the data buffer with end - begin ==
+ * numel * dtype size, and no name appears twice (also across shards). Conversion to fp32 handles
+ * F32, F16 and BF16.
  */
 #include "model/safetensors.h"
 

@@ -3,7 +3,7 @@
  * Each file is mmap'ed; the header JSON is parsed with cJSON and every tensor's dtype, shape and
  * data_offsets are validated against the file size at open, so tensor data pointers are always
  * in bounds. Sharded checkpoints are opened through model.safetensors.index.json (weight_map).
- * Format: model-format.md §5.
+ * Format: the safetensors README (huggingface/safetensors).
  */
 #ifndef FG_SAFETENSORS_H
 #define FG_SAFETENSORS_H

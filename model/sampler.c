@@ -69,10 +69,6 @@ void sampler_free(struct sampler *s) {
     s->idx = NULL;
 }
 
-double sampler_uniform(struct sampler *s) {
-    return rng_uniform(s->rng);
-}
-
 int sampler_sample(struct sampler *s, float *logits, const int *history, int n_history,
                    float *logprob) {
     struct fg_sample_row row;

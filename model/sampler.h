@@ -33,9 +33,6 @@ void sampler_free(struct sampler *s);
  * distribution (may be NULL). */
 int sampler_sample(struct sampler *s, float *logits, const int *history, int n_history,
                    float *logprob);
-/* The next draw of s's generator, uniform in [0, 1): what sampler_sample would use. Backends that
- * pick the token themselves (the GPU) take it so a seed gives the same tokens on every device. */
-double sampler_uniform(struct sampler *s);
 struct fg_sample_row;
 /* Describe s's next pick for a backend's sample op (kernels/ops.h): the parameters, the next
  * uniform draw when sampling, and the history window [hist_off, hist_off + n_hist) of the op's

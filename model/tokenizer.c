@@ -499,9 +499,6 @@ enum tok_pre tokenizer_pre(const struct tokenizer *t) {
 int tokenizer_has_byte(const struct tokenizer *t, unsigned char b) {
     return t->byte_id[b] >= 0;
 }
-size_t tokenizer_max_token_bytes(const struct tokenizer *t) {
-    return t->max_bytes;
-}
 
 int tokenizer_is_eog(const struct tokenizer *t, int id) {
     return id >= 0 && id < t->n_vocab && (t->flags[id] & TOKF_EOG) != 0;

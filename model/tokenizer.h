@@ -109,8 +109,6 @@ enum tok_pre tokenizer_pre(const struct tokenizer *t);
  * decode(encode(text)) == text holds only for text made of known bytes (and, for SentencePiece,
  * without U+2581, which decodes to ' '). */
 int tokenizer_has_byte(const struct tokenizer *t, unsigned char b);
-/* Bytes of the longest token once decoded. */
-size_t tokenizer_max_token_bytes(const struct tokenizer *t);
 
 /* Encode UTF-8 text. PARSE_SPECIAL: recognise special (control) token strings in the text (what
  * HF does for a rendered chat template); user-defined added tokens are always recognised, as in

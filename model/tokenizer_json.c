@@ -2,7 +2,7 @@
  * tokenizer_config.json).
  *
  * Reads model.vocab (object string → id), model.merges in both forms ("a b" strings and
- * ["a", "b"] pairs, model-format.md §4.1), added_tokens (special → control, else user-defined),
+ * ["a", "b"] pairs, as tokenizers writes), added_tokens (special → control, else user-defined),
  * and recognises the pre_tokenizer pipelines we implement:
  *   ByteLevel(use_regex)                                          → TOK_PRE_GPT2
  *   Sequence[Digits(individual_digits), ByteLevel(use_regex)]     → TOK_PRE_SMOLLM

@@ -1,5 +1,6 @@
-"""GPT-2's byte -> printable code point table (model-format.md §4.2), shared by the tools that
-write byte-level BPE vocabularies (tiny models, fuzz seeds, the GPU engine check)."""
+"""GPT-2's byte -> printable code point table (bytes_to_unicode in openai/gpt-2's encoder.py),
+shared by the tools that write byte-level BPE vocabularies (tiny models, fuzz seeds, the GPU engine
+check)."""
 
 
 def bytes_to_unicode():

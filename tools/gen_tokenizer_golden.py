@@ -11,8 +11,8 @@ There is no access to huggingface.co, so the real SmolLM2 tokenizer.json cannot 
 obvious oracle, transformers' own GGUF conversion
 (AutoTokenizer.from_pretrained("models", gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")), turns out
 to give a plain ByteLevel pre_tokenizer: it LACKS SmolLM2's Digits(individual_digits=true) step
-(the real file has Sequence[Digits(individual_digits), ByteLevel(use_regex)], model-format.md
-§4.1, which is also what the GGUF's tokenizer.ggml.pre = "smollm" means to llama.cpp). So it is
+(the real file has Sequence[Digits(individual_digits), ByteLevel(use_regex)] in its tokenizer.json,
+which is also what the GGUF's tokenizer.ggml.pre = "smollm" means to llama.cpp). So it is
 not a faithful oracle for text with numbers.
 
 The oracle is therefore the `tokenizers` library running the real SmolLM2 pipeline over the

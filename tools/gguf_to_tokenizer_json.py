@@ -8,7 +8,7 @@ with the `tokenizers` library as the oracle). Needs only the `gguf` package (and
 For each variant a directory OUT/<variant>/ receives tokenizer.json (and, for the SmolLM2
 variants, tokenizer_config.json with bos/eos/add_bos_token/chat_template from the GGUF):
 
-  smollm2-legacy   the real SmolLM2 pipeline (model-format.md §4.1): pre_tokenizer
+  smollm2-legacy   the real SmolLM2 pipeline (its tokenizer.json): pre_tokenizer
                    Sequence[Digits(individual_digits), ByteLevel(use_regex)]; merges as "a b"
                    strings; written with ensure_ascii (every non-ASCII char as \\uXXXX, astral
                    ones as surrogate pairs).

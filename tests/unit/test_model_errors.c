@@ -1,14 +1,18 @@
 /* test_model_errors.c — the model layer's error reporting: the one error-message helper
- * (model/errmsg.c) and the config.json architecture check (model/hf_config.c), whose message
- * must list exactly the architectures that load. */
+ * (model/errmsg.c), the config.json architecture check (model/hf_config.c), whose message must
+ * list exactly the architectures that load, and the engine's notices (model/engine.c), which go
+ * to the caller's log callback at the right level. */
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "model/engine.h"
 #include "model/errmsg.h"
 #include "model/model.h"
+
+#define MODEL_PATH "models/SmolLM2-135M-Instruct.Q4_1.gguf"
 
 Test(errmsg, prefix_and_truncation) {
     char err[32];
@@ -68,4 +72,44 @@ Test(hf_config, qwen2_refused_and_message_lists_what_loads) {
         char err[512] = "";
         cr_assert_eq(load_config(accepted[i], err, sizeof(err)), 0, "case %zu: %s", i, err);
     }
+}
+
+struct notices {
+    int n[3]; /* by enum engine_log_level */
+    char last[3][768];
+};
+
+static void record(enum engine_log_level level, const char *msg, void *user) {
+    struct notices *r = user;
+    r->n[level]++;
+    snprintf(r->last[level], sizeof(r->last[level]), "%s", msg);
+}
+
+/* --device auto without the CUDA library (a CPU-only build): one debug notice, nothing at info or
+ * warn (the server shows neither), and the engine runs on the CPU. */
+Test(engine, missing_cuda_library_is_a_debug_notice) {
+    setenv("FLASHGEN_CUDA_LIB", "/nonexistent/libflashgen_cuda.so", 1);
+    struct notices r = {0};
+    struct engine_opts o;
+    engine_opts_default(&o);
+    o.model_path = MODEL_PATH;
+    o.kv_cache_bytes = (size_t)16 << 20;
+    o.log = record;
+    o.log_user = &r;
+    struct engine *e;
+    char err[512];
+    cr_assert_eq(engine_open(&o, &e, err, sizeof(err)), 0, "%s", err);
+    cr_assert_str_eq(e->device, "cpu");
+    cr_assert_eq(r.n[ENGINE_LOG_DEBUG], 1);
+    cr_assert(strstr(r.last[ENGINE_LOG_DEBUG], "no CUDA backend"), "%s", r.last[ENGINE_LOG_DEBUG]);
+    cr_assert_eq(r.n[ENGINE_LOG_INFO] + r.n[ENGINE_LOG_WARN], 0, "%s / %s", r.last[ENGINE_LOG_INFO],
+                 r.last[ENGINE_LOG_WARN]);
+    engine_close(e);
+
+    /* --device cuda: the same reason is the error, and nothing is logged */
+    memset(&r, 0, sizeof(r));
+    o.device = ENGINE_DEVICE_CUDA;
+    cr_assert_eq(engine_open(&o, &e, err, sizeof(err)), -1);
+    cr_assert(strstr(err, "device cuda: no CUDA backend"), "%s", err);
+    cr_assert_eq(r.n[0] + r.n[1] + r.n[2], 0);
 }
