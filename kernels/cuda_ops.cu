@@ -8,7 +8,9 @@
  * decode_attention.cu / kv_write.cu / sample.cu; the small elementwise ops are here. Each op
  * checks its launch; the first error sticks in the context and makes sync() fail, which the
  * engine treats as fatal. FLASHGEN_BATCH_INVARIANT=1 trades speed for results that do not depend
- * on the batch (cu_create). Built into build/libflashgen_cuda.so and opened with dlopen (ops.h). */
+ * on the batch (cu_create). FLASHGEN_SKIP (diagnostic, timing only) leaves named stages out of the
+ * decode graphs recorded while it is set (skip_stage). Built into build/libflashgen_cuda.so and
+ * opened with dlopen (ops.h). */
 #include <cublasLt.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -73,10 +75,53 @@ struct cuda_ctx {
     size_t smp_dev_bytes;
     void *smp_host;
     size_t smp_host_bytes;
+    /* FLASHGEN_SKIP, read at each graph_begin: the stages (SKIP_*) the graph being recorded
+     * leaves out; 0 outside a capture. n_madd counts this capture's matmul_add calls. */
+    unsigned skip;
+    int n_madd;
+    /* FLASHGEN_GRAPH_SPLITS=N, read at each graph_begin: the decode split count of the graph
+     * being recorded (0: FLASHGEN_DECODE_SPLITS or the selector), for timing split counts as
+     * the engine runs them (bench/decode_breakdown.c); 0 outside a capture. */
+    int graph_splits;
 };
 
-static void ctx_fail(struct cuda_ctx *c, const char *fmt, ...)
-{
+/* Stages of a decode step that FLASHGEN_SKIP=stage,stage,... can leave out of recorded decode
+ * graphs, so that graph-replay timing of the variants attributes a step's time
+ * (bench/decode_breakdown.c). Timing only: the results of such a graph are wrong. Eager launches
+ * (prefill, the first sight of a decode shape) never skip. */
+enum {
+    SKIP_EMBED = 1u << 0,  /* the token embedding gather */
+    SKIP_QKV = 1u << 1,    /* RMSNorm + q|k|v GEMV */
+    SKIP_ROPE = 1u << 2,   /* RoPE + the K/V page write (qkv_store) */
+    SKIP_ATTN = 1u << 3,   /* paged decode attention */
+    SKIP_O = 1u << 4,      /* o projection + residual */
+    SKIP_GATEUP = 1u << 5, /* RMSNorm + gate|up GEMV + SwiGLU */
+    SKIP_DOWN = 1u << 6,   /* down projection + residual */
+    SKIP_HEAD = 1u << 7,   /* last-row gather, final RMSNorm, lm_head */
+};
+
+static unsigned skip_parse(const char *s) {
+    static const struct {
+        const char *name;
+        unsigned bit;
+    } names[] = {{"embed", SKIP_EMBED}, {"qkv", SKIP_QKV},  {"rope", SKIP_ROPE},
+                 {"attn", SKIP_ATTN},   {"o", SKIP_O},      {"gateup", SKIP_GATEUP},
+                 {"down", SKIP_DOWN},   {"head", SKIP_HEAD}};
+    unsigned m = 0;
+    while (s && *s) {
+        size_t len = strcspn(s, ",");
+        for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+            if (strlen(names[i].name) == len && !strncmp(s, names[i].name, len)) m |= names[i].bit;
+        s += len + (s[len] == ',');
+    }
+    return m;
+}
+
+static int skip_stage(const struct cuda_ctx *c, unsigned stage) {
+    return (c->skip & stage) != 0;
+}
+
+static void ctx_fail(struct cuda_ctx *c, const char *fmt, ...) {
     if (c->error[0]) return;
     va_list ap;
     va_start(ap, fmt);
@@ -96,8 +141,7 @@ static void ctx_fail(struct cuda_ctx *c, const char *fmt, ...)
 
 /* ---- memory ------------------------------------------------------------------------------ */
 
-static void *cu_alloc(void *ctx, size_t bytes)
-{
+static void *cu_alloc(void *ctx, size_t bytes) {
     (void)ctx;
     void *p = NULL;
     if (cudaMalloc(&p, bytes ? bytes : 256) != cudaSuccess) {
@@ -107,44 +151,38 @@ static void *cu_alloc(void *ctx, size_t bytes)
     return p;
 }
 
-static void cu_release(void *ctx, void *p)
-{
+static void cu_release(void *ctx, void *p) {
     (void)ctx;
     if (p) cudaFree(p);
 }
 
-static int cu_upload(void *ctx, void *dst, const void *src, size_t bytes)
-{
+static int cu_upload(void *ctx, void *dst, const void *src, size_t bytes) {
     struct cuda_ctx *c = (struct cuda_ctx *)ctx;
     CK(c, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, c->stream));
     return c->error[0] ? -1 : 0;
 }
 
-static int cu_download(void *ctx, void *dst, const void *src, size_t bytes)
-{
+static int cu_download(void *ctx, void *dst, const void *src, size_t bytes) {
     struct cuda_ctx *c = (struct cuda_ctx *)ctx;
     CK(c, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, c->stream));
     CK(c, cudaStreamSynchronize(c->stream));
     return c->error[0] ? -1 : 0;
 }
 
-static int cu_sync(void *ctx)
-{
+static int cu_sync(void *ctx) {
     struct cuda_ctx *c = (struct cuda_ctx *)ctx;
     CK(c, cudaStreamSynchronize(c->stream));
     return c->error[0] ? -1 : 0;
 }
 
-__global__ void k_f32_to_bf16(__nv_bfloat16 *dst, const float *src, size_t n)
-{
+__global__ void k_f32_to_bf16(__nv_bfloat16 *dst, const float *src, size_t n) {
     size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
     if (i < n) dst[i] = __float2bfloat16(src[i]);
 }
 
 /* Converts through a pinned staging buffer in chunks, so a 16 GB model needs no 16 GB of host
  * memory twice. */
-static int cu_upload_f32(void *ctx, void *dst, const float *src, size_t n)
-{
+static int cu_upload_f32(void *ctx, void *dst, const float *src, size_t n) {
     struct cuda_ctx *c = (struct cuda_ctx *)ctx;
     const size_t chunk = (size_t)16 << 20; /* floats per round trip */
     float *stage = NULL;
@@ -156,8 +194,8 @@ static int cu_upload_f32(void *ctx, void *dst, const float *src, size_t n)
     }
     for (size_t off = 0; off < n && !c->error[0]; off += chunk) {
         size_t m = n - off < chunk ? n - off : chunk;
-        CK(c, cudaMemcpyAsync(stage, src + off, m * sizeof(float), cudaMemcpyHostToDevice,
-                              c->stream));
+        CK(c,
+           cudaMemcpyAsync(stage, src + off, m * sizeof(float), cudaMemcpyHostToDevice, c->stream));
         k_f32_to_bf16<<<(unsigned)((m + 255) / 256), 256, 0, c->stream>>>(
             (__nv_bfloat16 *)dst + off, stage, m);
         CK_LAUNCH(c);
@@ -169,8 +207,7 @@ static int cu_upload_f32(void *ctx, void *dst, const float *src, size_t n)
 
 /* ---- elementwise kernels ----------------------------------------------------------------- */
 
-__global__ void k_embed(__nv_bfloat16 *x, const __nv_bfloat16 *table, const int *tokens, int dim)
-{
+__global__ void k_embed(__nv_bfloat16 *x, const __nv_bfloat16 *table, const int *tokens, int dim) {
     int t = blockIdx.x;
     const __nv_bfloat16 *row = table + (size_t)tokens[t] * dim;
     for (int i = threadIdx.x; i < dim; i += blockDim.x)
@@ -179,8 +216,7 @@ __global__ void k_embed(__nv_bfloat16 *x, const __nv_bfloat16 *table, const int 
 
 /* One block per row: fp32 sum of squares, then x * rsqrt(mean + eps) * w. */
 __global__ void k_rmsnorm(__nv_bfloat16 *out, const __nv_bfloat16 *x, const __nv_bfloat16 *w,
-                          int dim, float eps)
-{
+                          int dim, float eps) {
     const __nv_bfloat16 *xr = x + (size_t)blockIdx.x * dim;
     __nv_bfloat16 *o = out + (size_t)blockIdx.x * dim;
     float ss = 0;
@@ -207,38 +243,35 @@ __global__ void k_rmsnorm(__nv_bfloat16 *out, const __nv_bfloat16 *x, const __nv
 }
 
 /* out (n, ffn) = silu(gu[:, :ffn]) * gu[:, ffn:], gu (n, 2 ffn): the fused gate|up GEMM's output */
-__global__ void k_swiglu_rows(__nv_bfloat16 *out, const __nv_bfloat16 *gu, int ffn, size_t n)
-{
+__global__ void k_swiglu_rows(__nv_bfloat16 *out, const __nv_bfloat16 *gu, int ffn, size_t n) {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
     size_t t = i / (size_t)ffn, j = i % (size_t)ffn;
     float gv = __bfloat162float(gu[t * 2 * ffn + j]);
-    out[i] = __float2bfloat16(gv / (1.0f + __expf(-gv)) * __bfloat162float(gu[t * 2 * ffn + ffn + j]));
+    out[i] =
+        __float2bfloat16(gv / (1.0f + __expf(-gv)) * __bfloat162float(gu[t * 2 * ffn + ffn + j]));
 }
 
-__global__ void k_gather(__nv_bfloat16 *dst, const __nv_bfloat16 *src, const int *rows, int dim)
-{
+__global__ void k_gather(__nv_bfloat16 *dst, const __nv_bfloat16 *src, const int *rows, int dim) {
     int r = blockIdx.x;
     for (int i = threadIdx.x; i < dim; i += blockDim.x)
         dst[(size_t)r * dim + i] = src[(size_t)rows[r] * dim + i];
 }
 
-static unsigned blocks_for(size_t n, unsigned threads)
-{
+static unsigned blocks_for(size_t n, unsigned threads) {
     return (unsigned)((n + threads - 1) / threads);
 }
 
-static void cu_embed(void *ctx, void *x, const void *table, const int *tokens, int n, int dim)
-{
+static void cu_embed(void *ctx, void *x, const void *table, const int *tokens, int n, int dim) {
     struct cuda_ctx *c = (struct cuda_ctx *)ctx;
+    if (skip_stage(c, SKIP_EMBED)) return;
     k_embed<<<n, 256, 0, c->stream>>>((__nv_bfloat16 *)x, (const __nv_bfloat16 *)table, tokens,
                                       dim);
     CK_LAUNCH(c);
 }
 
 static void cu_rmsnorm(void *ctx, void *out, const void *x, const void *w, int n, int dim,
-                       float eps)
-{
+                       float eps) {
     struct cuda_ctx *c = (struct cuda_ctx *)ctx;
     int threads = dim >= 1024 ? 1024 : ((dim + 31) / 32) * 32;
     k_rmsnorm<<<n, threads, 0, c->stream>>>((__nv_bfloat16 *)out, (const __nv_bfloat16 *)x,
@@ -246,12 +279,19 @@ static void cu_rmsnorm(void *ctx, void *out, const void *x, const void *w, int n
     CK_LAUNCH(c);
 }
 
+/* The table's rmsnorm: in a decode step only the final norm before the head uses it. */
+static void cu_rmsnorm_op(void *ctx, void *out, const void *x, const void *w, int n, int dim,
+                          float eps) {
+    if (skip_stage((struct cuda_ctx *)ctx, SKIP_HEAD)) return;
+    cu_rmsnorm(ctx, out, x, w, n, dim, eps);
+}
+
 static void cu_gather_rows(void *ctx, void *dst, const void *src, const int *rows, int n_rows,
-                           int dim)
-{
+                           int dim) {
     struct cuda_ctx *c = (struct cuda_ctx *)ctx;
-    k_gather<<<n_rows, 256, 0, c->stream>>>((__nv_bfloat16 *)dst, (const __nv_bfloat16 *)src,
-                                            rows, dim);
+    if (skip_stage(c, SKIP_HEAD)) return;
+    k_gather<<<n_rows, 256, 0, c->stream>>>((__nv_bfloat16 *)dst, (const __nv_bfloat16 *)src, rows,
+                                            dim);
     CK_LAUNCH(c);
 }
 
@@ -259,9 +299,9 @@ static void cu_gather_rows(void *ctx, void *dst, const void *src, const int *row
 
 static void cu_qkv_store(void *ctx, void *q_out, void *k_pool, void *v_pool, const void *qkv,
                          const int *pos, const int *slots, int n, int n_heads, int n_kv_heads,
-                         int head_dim, const void *freqs)
-{
+                         int head_dim, const void *freqs) {
     struct cuda_ctx *c = (struct cuda_ctx *)ctx;
+    if (skip_stage(c, SKIP_ROPE)) return;
     struct qkv_store_args a;
     memset(&a, 0, sizeof(a));
     a.dtype = ATTN_DTYPE_BF16;
@@ -282,9 +322,9 @@ static void cu_qkv_store(void *ctx, void *q_out, void *k_pool, void *v_pool, con
 }
 
 static void cu_attention(void *ctx, void *out, const void *q, const void *k_pool,
-                         const void *v_pool, const struct attn_batch *b)
-{
+                         const void *v_pool, const struct attn_batch *b) {
     struct cuda_ctx *c = (struct cuda_ctx *)ctx;
+    if (skip_stage(c, SKIP_ATTN)) return;
     struct attn_args a;
     memset(&a, 0, sizeof(a));
     a.dtype = ATTN_DTYPE_BF16;
@@ -295,14 +335,15 @@ static void cu_attention(void *ctx, void *out, const void *q, const void *k_pool
     a.b = *b;
     a.stream = c->stream;
     a.kind = c->attn_kind;
-    a.n_splits = c->decode_splits;
+    a.n_splits = c->graph_splits > 0 ? c->graph_splits : c->decode_splits;
     /* batch-invariant: the kernel depends on the sequence's own query count only (the selector
      * would take the decode kernel for short prompts when they run alone), and the split count is
      * fixed (c->decode_splits), so each sequence's parts do not depend on the batch */
     if (c->batch_invariant && a.kind == ATTN_KIND_AUTO)
         a.kind = b->max_q_len == 1 ? ATTN_KIND_DECODE : ATTN_KIND_PREFILL;
     size_t need = attn_workspace_bytes(&a);
-    if (need > c->attn_ws_bytes && c->n_retired < (int)(sizeof(c->retired) / sizeof(c->retired[0]))) {
+    if (need > c->attn_ws_bytes &&
+        c->n_retired < (int)(sizeof(c->retired) / sizeof(c->retired[0]))) {
         size_t want = need > 2 * c->attn_ws_bytes ? need : 2 * c->attn_ws_bytes;
         void *p = NULL;
         if (cudaMalloc(&p, want) == cudaSuccess) {
@@ -325,7 +366,7 @@ static void cu_attention(void *ctx, void *out, const void *q, const void *k_pool
     do {                                                                                           \
         cublasStatus_t s_ = (call);                                                                \
         if (s_ != CUBLAS_STATUS_SUCCESS)                                                           \
-            ctx_fail((c), "%s failed at %s:%d: status %d", #call, __FILE__, __LINE__, (int)s_);   \
+            ctx_fail((c), "%s failed at %s:%d: status %d", #call, __FILE__, __LINE__, (int)s_);    \
     } while (0)
 
 #define LT_CANON_ROWS 256 /* the row count the batch-invariant algorithm is chosen for */
@@ -334,8 +375,7 @@ static void cu_attention(void *ctx, void *out, const void *q, const void *k_pool
  * split-K off, used for every row count. Each output element is then the same K loop in the same
  * order whether its row comes alone or among hundreds. P supplies the operation descriptor. */
 static const cublasLtMatmulAlgo_t *lt_canon_algo(struct cuda_ctx *c, const struct lt_plan *p,
-                                                 int in_dim, int out_dim, cudaDataType_t out_type)
-{
+                                                 int in_dim, int out_dim, cudaDataType_t out_type) {
     for (int i = 0; i < c->n_canon; i++)
         if (c->canon[i].in_dim == in_dim && c->canon[i].out_dim == out_dim &&
             c->canon[i].out_type == out_type)
@@ -358,8 +398,8 @@ static const cublasLtMatmulAlgo_t *lt_canon_algo(struct cuda_ctx *c, const struc
     cublasLtMatmulHeuristicResult_t res;
     int found = 0;
     if (!c->error[0])
-        LT_CK(c, cublasLtMatmulAlgoGetHeuristic(c->lt, p->desc, p->a, b, d, d, pref, 1, &res,
-                                                &found));
+        LT_CK(c,
+              cublasLtMatmulAlgoGetHeuristic(c->lt, p->desc, p->a, b, d, d, pref, 1, &res, &found));
     if (pref) cublasLtMatmulPreferenceDestroy(pref);
     if (b) cublasLtMatrixLayoutDestroy(b);
     if (d) cublasLtMatrixLayoutDestroy(d);
@@ -372,8 +412,8 @@ static const cublasLtMatmulAlgo_t *lt_canon_algo(struct cuda_ctx *c, const struc
     uint32_t none = CUBLASLT_REDUCTION_SCHEME_NONE;
     LT_CK(c, cublasLtMatmulAlgoConfigSetAttribute(&res.algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &one,
                                                   sizeof(one)));
-    LT_CK(c, cublasLtMatmulAlgoConfigSetAttribute(
-                 &res.algo, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME, &none, sizeof(none)));
+    LT_CK(c, cublasLtMatmulAlgoConfigSetAttribute(&res.algo, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME,
+                                                  &none, sizeof(none)));
     if (c->error[0]) return NULL;
     struct lt_canon *k = &c->canon[c->n_canon++];
     k->in_dim = in_dim;
@@ -384,10 +424,10 @@ static const cublasLtMatmulAlgo_t *lt_canon_algo(struct cuda_ctx *c, const struc
 }
 
 /* Row-major y (n, out) = x (n, in) · wᵀ with w (out, in) row-major. In cuBLAS's column-major
- * terms: yᵀ (out × n) = op_T(A) · B where A is w viewed as (in × out), B is x viewed as (in × n). */
+ * terms: yᵀ (out × n) = op_T(A) · B where A is w viewed as (in × out), B is x viewed as (in × n).
+ */
 static struct lt_plan *lt_plan_get(struct cuda_ctx *c, int n, int in_dim, int out_dim,
-                                   cudaDataType_t out_type)
-{
+                                   cudaDataType_t out_type) {
     for (int i = 0; i < c->n_plans; i++) {
         struct lt_plan *p = &c->plans[i];
         if (p->n == n && p->in_dim == in_dim && p->out_dim == out_dim && p->out_type == out_type)
@@ -462,8 +502,7 @@ static struct lt_plan *lt_plan_get(struct cuda_ctx *c, int n, int in_dim, int ou
 
 /* out = x · wᵀ, or out += x · wᵀ when accumulate (beta = 1, C and D the same matrix). */
 static void lt_matmul(struct cuda_ctx *c, void *out, cudaDataType_t out_type, const void *x,
-                      const void *w, int n, int in_dim, int out_dim, int accumulate)
-{
+                      const void *w, int n, int in_dim, int out_dim, int accumulate) {
     if (c->error[0]) return;
     struct lt_plan *p = lt_plan_get(c, n, in_dim, out_dim, out_type);
     if (!p) return;
@@ -476,8 +515,7 @@ static void lt_matmul(struct cuda_ctx *c, void *out, cudaDataType_t out_type, co
  * the memory bandwidth than cuBLASLt at one row and fuses the residual add and SwiGLU; 1 when it
  * took the product (launched or failed: failures stick in the context). */
 static int try_gemv_norm(struct cuda_ctx *c, void *y, int y_f32, const void *x, const void *gamma,
-                         float eps, const void *w, int n, int in_dim, int out_dim, int epilogue)
-{
+                         float eps, const void *w, int n, int in_dim, int out_dim, int epilogue) {
     if (!c->use_gemv || !fg_gemv_supported(n, in_dim, out_dim) ||
         (((uintptr_t)y | (uintptr_t)x | (uintptr_t)gamma | (uintptr_t)w) & 15))
         return 0;
@@ -492,38 +530,36 @@ static int try_gemv_norm(struct cuda_ctx *c, void *y, int y_f32, const void *x, 
 }
 
 static int try_gemv(struct cuda_ctx *c, void *y, int y_f32, const void *x, const void *w, int n,
-                    int in_dim, int out_dim, int epilogue)
-{
+                    int in_dim, int out_dim, int epilogue) {
     return try_gemv_norm(c, y, y_f32, x, NULL, 0.0f, w, n, in_dim, out_dim, epilogue);
 }
 
 static void cu_matmul(void *ctx, void *out, const void *x, const void *w, int n, int in_dim,
-                      int out_dim)
-{
+                      int out_dim) {
     struct cuda_ctx *c = (struct cuda_ctx *)ctx;
     if (!try_gemv(c, out, 0, x, w, n, in_dim, out_dim, FG_GEMV_STORE))
         lt_matmul(c, out, CUDA_R_16BF, x, w, n, in_dim, out_dim, 0);
 }
 
 static void cu_matmul_f32(void *ctx, float *out, const void *x, const void *w, int n, int in_dim,
-                          int out_dim)
-{
+                          int out_dim) {
     struct cuda_ctx *c = (struct cuda_ctx *)ctx;
+    if (skip_stage(c, SKIP_HEAD)) return;
     if (!try_gemv(c, out, 1, x, w, n, in_dim, out_dim, FG_GEMV_STORE))
         lt_matmul(c, out, CUDA_R_32F, x, w, n, in_dim, out_dim, 0);
 }
 
 static void cu_matmul_add(void *ctx, void *x, const void *h, const void *w, int n, int in_dim,
-                          int out_dim)
-{
+                          int out_dim) {
     struct cuda_ctx *c = (struct cuda_ctx *)ctx;
+    /* forward.c's order: each layer's o projection, then its down projection */
+    if (c->skip && skip_stage(c, c->n_madd++ % 2 ? SKIP_DOWN : SKIP_O)) return;
     if (!try_gemv(c, x, 0, h, w, n, in_dim, out_dim, FG_GEMV_ADD))
         lt_matmul(c, x, CUDA_R_16BF, h, w, n, in_dim, out_dim, 1);
 }
 
-static void cu_matmul_swiglu(void *ctx, void *out, const void *h, const void *w, int n,
-                             int in_dim, int ffn, void *scratch)
-{
+static void cu_matmul_swiglu(void *ctx, void *out, const void *h, const void *w, int n, int in_dim,
+                             int ffn, void *scratch) {
     struct cuda_ctx *c = (struct cuda_ctx *)ctx;
     if (try_gemv(c, out, 0, h, w, n, in_dim, ffn, FG_GEMV_SWIGLU)) return;
     lt_matmul(c, scratch, CUDA_R_16BF, h, w, n, in_dim, 2 * ffn, 0);
@@ -535,8 +571,8 @@ static void cu_matmul_swiglu(void *ctx, void *out, const void *h, const void *w,
 
 static void cu_norm_matmul(void *ctx, void *out, void *h, const void *x, const void *norm_w,
                            float eps, const void *w, int n, int in_dim, int out_dim, int swiglu,
-                           void *scratch)
-{
+                           void *scratch) {
+    if (skip_stage((struct cuda_ctx *)ctx, swiglu ? SKIP_GATEUP : SKIP_QKV)) return;
     /* decode sizes: the norm runs inside the GEMV (each block scales its x chunks), h unwritten */
     if (try_gemv_norm((struct cuda_ctx *)ctx, out, 0, x, norm_w, eps, w, n, in_dim, out_dim,
                       swiglu ? FG_GEMV_SWIGLU : FG_GEMV_STORE))
@@ -550,14 +586,12 @@ static void cu_norm_matmul(void *ctx, void *out, void *h, const void *x, const v
 
 /* ---- sampling: kernels/sample.cu ------------------------------------------------------- */
 
-static size_t align256(size_t n)
-{
+static size_t align256(size_t n) {
     return (n + 255) / 256 * 256;
 }
 
 /* Make *buf at least BYTES (device or pinned host memory); 0, or -1 when out of memory. */
-static int grow(void **buf, size_t *have, size_t bytes, int host)
-{
+static int grow(void **buf, size_t *have, size_t bytes, int host) {
     if (*have >= bytes) return 0;
     size_t want = bytes > 2 * *have ? bytes : 2 * *have;
     void *p = NULL;
@@ -573,8 +607,7 @@ static int grow(void **buf, size_t *have, size_t bytes, int host)
 }
 
 static int cu_sample(void *ctx, float *logits, int n, int vocab, const struct fg_sample_row *rows,
-                     const int *history, int n_history, int *ids, float *logprobs)
-{
+                     const int *history, int n_history, int *ids, float *logprobs) {
     struct cuda_ctx *c = (struct cuda_ctx *)ctx;
     if (c->error[0]) return -1;
     size_t rows_b = align256(sizeof(*rows) * (size_t)n);
@@ -611,21 +644,25 @@ static int cu_sample(void *ctx, float *logits, int n, int vocab, const struct fg
 
 /* ---- graphs ------------------------------------------------------------------------------ */
 
-static int cu_graph_begin(void *ctx)
-{
+static int cu_graph_begin(void *ctx) {
     struct cuda_ctx *c = (struct cuda_ctx *)ctx;
     /* Relaxed: cuBLASLt and the attention launcher make host-side calls (attribute queries)
      * while the stream records; none of them touches the stream. */
     CK(c, cudaStreamBeginCapture(c->stream, cudaStreamCaptureModeRelaxed));
+    c->skip = skip_parse(getenv("FLASHGEN_SKIP"));
+    const char *gs = getenv("FLASHGEN_GRAPH_SPLITS");
+    c->graph_splits = gs ? atoi(gs) : 0;
+    c->n_madd = 0;
     return c->error[0] ? -1 : 0;
 }
 
-static int cu_graph_end(void *ctx, void **graph)
-{
+static int cu_graph_end(void *ctx, void **graph) {
     struct cuda_ctx *c = (struct cuda_ctx *)ctx;
     cudaGraph_t g = NULL;
     cudaGraphExec_t ge = NULL;
     *graph = NULL;
+    c->skip = 0;
+    c->graph_splits = 0;
     CK(c, cudaStreamEndCapture(c->stream, &g));
     if (!c->error[0]) CK(c, cudaGraphInstantiate(&ge, g, 0));
     if (g) cudaGraphDestroy(g);
@@ -634,23 +671,20 @@ static int cu_graph_end(void *ctx, void **graph)
     return 0;
 }
 
-static int cu_graph_launch(void *ctx, void *graph)
-{
+static int cu_graph_launch(void *ctx, void *graph) {
     struct cuda_ctx *c = (struct cuda_ctx *)ctx;
     CK(c, cudaGraphLaunch((cudaGraphExec_t)graph, c->stream));
     return c->error[0] ? -1 : 0;
 }
 
-static void cu_graph_free(void *ctx, void *graph)
-{
+static void cu_graph_free(void *ctx, void *graph) {
     (void)ctx;
     if (graph) cudaGraphExecDestroy((cudaGraphExec_t)graph);
 }
 
 /* ---- context ----------------------------------------------------------------------------- */
 
-static void cu_destroy(void *ctx)
-{
+static void cu_destroy(void *ctx) {
     struct cuda_ctx *c = (struct cuda_ctx *)ctx;
     if (!c) return;
     for (int i = 0; i < c->n_plans; i++) {
@@ -670,8 +704,7 @@ static void cu_destroy(void *ctx)
     free(c);
 }
 
-static void *cu_create(int device, char *err, size_t errlen)
-{
+static void *cu_create(int device, char *err, size_t errlen) {
     int n = 0;
     cudaError_t e = cudaGetDeviceCount(&n);
     if (e != cudaSuccess) {
@@ -726,24 +759,20 @@ static void *cu_create(int device, char *err, size_t errlen)
     return c;
 }
 
-static int cu_mem_info(void *ctx, size_t *free_bytes, size_t *total_bytes)
-{
+static int cu_mem_info(void *ctx, size_t *free_bytes, size_t *total_bytes) {
     (void)ctx;
     return cudaMemGetInfo(free_bytes, total_bytes) == cudaSuccess ? 0 : -1;
 }
 
-static const char *cu_device_name(void *ctx)
-{
+static const char *cu_device_name(void *ctx) {
     return ((struct cuda_ctx *)ctx)->name;
 }
 
-static const char *cu_last_error(void *ctx)
-{
+static const char *cu_last_error(void *ctx) {
     return ((struct cuda_ctx *)ctx)->error;
 }
 
-static struct fg_ops make_table(void)
-{
+static struct fg_ops make_table(void) {
     struct fg_ops t;
     memset(&t, 0, sizeof(t));
     t.name = "cuda";
@@ -755,7 +784,7 @@ static struct fg_ops make_table(void)
     t.sync = cu_sync;
     t.upload_f32 = cu_upload_f32;
     t.embed = cu_embed;
-    t.rmsnorm = cu_rmsnorm;
+    t.rmsnorm = cu_rmsnorm_op;
     t.matmul = cu_matmul;
     t.matmul_f32 = cu_matmul_f32;
     t.attention = cu_attention;
@@ -775,11 +804,11 @@ static struct fg_ops make_table(void)
 static const struct fg_ops cuda_table = make_table();
 
 static const struct fg_cuda_backend backend = {
-    FG_CUDA_BACKEND_ABI, &cuda_table, cu_create,     cu_destroy,
+    FG_CUDA_BACKEND_ABI, &cuda_table,    cu_create,     cu_destroy,
     cu_mem_info,         cu_device_name, cu_last_error,
 };
 
-extern "C" __attribute__((visibility("default"))) const struct fg_cuda_backend *fg_cuda_backend(void)
-{
+extern "C" __attribute__((visibility("default"))) const struct fg_cuda_backend *
+fg_cuda_backend(void) {
     return &backend;
 }

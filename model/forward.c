@@ -56,36 +56,39 @@ struct fwd_state {
     void *last;    /* (max_seqs, dim) last row of each sequence */
     float *logits; /* (max_seqs, vocab) fp32 on every backend */
     /* step description, backend memory, and its host staging copy */
-    int *d_ints, *h_ints; /* tokens | pos | slots (max_tokens each) | q_start (max_seqs+1) |
-                             kv_len (max_seqs) | rows (max_seqs) | block table (max_seqs×max_pages) */
+    int *d_ints, *h_ints; /* tokens | pos | slots (T each) | q_start (n_seqs+1) | kv_len (n_seqs) |
+                             rows (n_seqs) | block table (n_seqs×max_pages), packed for the step's
+                             T tokens and n_seqs sequences; room for the maxima */
     size_t n_ints;
     struct fwd_graph graphs[FWD_MAX_GRAPHS];
     int n_graphs;
     int use_graphs; /* backend has graphs and FLASHGEN_CUDA_GRAPHS is not "0" */
 };
 
-static size_t act_bytes(const struct fwd_state *st, size_t elems)
-{
+static size_t act_bytes(const struct fwd_state *st, size_t elems) {
     return elems * st->ops->act_size;
 }
 
-void fwd_free(struct fwd_state *st)
-{
+void fwd_free(struct fwd_state *st) {
     if (!st) return;
-    for (int i = 0; i < st->n_graphs; i++)
-        if (st->graphs[i].exec) st->ops->graph_free(st->ctx, st->graphs[i].exec);
-    void *bufs[] = {st->x,       st->h,    st->qkv,    st->q,     st->att,
-                    st->ffn,     st->scratch, st->last, st->logits, st->d_ints};
+    fwd_drop_graphs(st);
+    void *bufs[] = {st->x,   st->h,       st->qkv,  st->q,      st->att,
+                    st->ffn, st->scratch, st->last, st->logits, st->d_ints};
     for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++)
         if (bufs[i]) st->ops->release(st->ctx, bufs[i]);
     free(st->h_ints);
     free(st);
 }
 
+void fwd_drop_graphs(struct fwd_state *st) {
+    for (int i = 0; i < st->n_graphs; i++)
+        if (st->graphs[i].exec) st->ops->graph_free(st->ctx, st->graphs[i].exec);
+    st->n_graphs = 0;
+}
+
 int fwd_init(struct fwd_state **out, const struct model_config *cfg, const struct model_weights *w,
              const struct fg_ops *ops, void *ops_ctx, struct kv_cache *kv, int max_tokens,
-             int max_seqs, char *err, size_t errlen)
-{
+             int max_seqs, char *err, size_t errlen) {
     *out = NULL;
     if (max_tokens <= 0 || max_seqs <= 0) {
         snprintf(err, errlen, "forward: max_tokens and max_seqs must be positive");
@@ -99,11 +102,14 @@ int fwd_init(struct fwd_state **out, const struct model_config *cfg, const struc
     for (int l = 0; l < cfg->n_layers; l++) {
         const struct model_layer *L = &w->layers[l];
         size_t esz = ops->act_size, D = (size_t)cfg->dim;
-        size_t qd = (size_t)cfg->n_heads * cfg->head_dim, kvd = (size_t)cfg->n_kv_heads * cfg->head_dim;
+        size_t qd = (size_t)cfg->n_heads * cfg->head_dim,
+               kvd = (size_t)cfg->n_kv_heads * cfg->head_dim;
         const char *wq = (const char *)L->wq, *wg = (const char *)L->w_gate;
-        if ((const char *)L->wk != wq + qd * D * esz || (const char *)L->wv != wq + (qd + kvd) * D * esz ||
+        if ((const char *)L->wk != wq + qd * D * esz ||
+            (const char *)L->wv != wq + (qd + kvd) * D * esz ||
             (const char *)L->w_up != wg + (size_t)cfg->ffn_dim * D * esz) {
-            snprintf(err, errlen, "forward: layer %d's q/k/v or gate/up weights are not adjacent", l);
+            snprintf(err, errlen, "forward: layer %d's q/k/v or gate/up weights are not adjacent",
+                     l);
             free(st);
             return -1;
         }
@@ -146,8 +152,7 @@ int fwd_init(struct fwd_state **out, const struct model_config *cfg, const struc
 /* Queue every op of one step: embedding, the layers, the last rows through the head. */
 static void fwd_layers(struct fwd_state *st, const struct attn_batch *ab, int T, int n_seqs,
                        const int *d_tokens, const int *d_pos, const int *d_slots,
-                       const int *d_rows)
-{
+                       const int *d_rows) {
     const struct model_config *c = st->cfg;
     const struct fg_ops *ops = st->ops;
     void *ctx = st->ctx;
@@ -165,8 +170,8 @@ static void fwd_layers(struct fwd_state *st, const struct attn_batch *ab, int T,
                        c->n_kv_heads, c->head_dim, w->rope_freqs);
         ops->attention(ctx, st->att, st->q, kv->k[l], kv->v[l], ab);
         ops->matmul_add(ctx, st->x, st->att, L->wo, T, QD, D);
-        ops->norm_matmul(ctx, st->ffn, st->h, st->x, L->ffn_norm, c->rms_eps, L->w_gate, T, D, F,
-                         1, st->scratch);
+        ops->norm_matmul(ctx, st->ffn, st->h, st->x, L->ffn_norm, c->rms_eps, L->w_gate, T, D, F, 1,
+                         st->scratch);
         ops->matmul_add(ctx, st->x, st->ffn, L->w_down, T, F, D);
     }
     ops->gather_rows(ctx, st->h, st->x, d_rows, n_seqs, D);
@@ -174,16 +179,14 @@ static void fwd_layers(struct fwd_state *st, const struct attn_batch *ab, int T,
     ops->matmul_f32(ctx, st->logits, st->last, w->output, n_seqs, D, c->vocab_size);
 }
 
-static struct fwd_graph *fwd_graph_find(struct fwd_state *st, int n_seqs, int kv_bucket)
-{
+static struct fwd_graph *fwd_graph_find(struct fwd_state *st, int n_seqs, int kv_bucket) {
     for (int i = 0; i < st->n_graphs; i++)
         if (st->graphs[i].n_seqs == n_seqs && st->graphs[i].kv_bucket == kv_bucket)
             return &st->graphs[i];
     return NULL;
 }
 
-static void fwd_graph_add(struct fwd_state *st, int n_seqs, int kv_bucket)
-{
+static void fwd_graph_add(struct fwd_state *st, int n_seqs, int kv_bucket) {
     if (st->n_graphs == FWD_MAX_GRAPHS) {
         if (st->graphs[0].exec) st->ops->graph_free(st->ctx, st->graphs[0].exec);
         memmove(&st->graphs[0], &st->graphs[1], sizeof(st->graphs[0]) * (FWD_MAX_GRAPHS - 1));
@@ -192,9 +195,8 @@ static void fwd_graph_add(struct fwd_state *st, int n_seqs, int kv_bucket)
     st->graphs[st->n_graphs++] = (struct fwd_graph){n_seqs, kv_bucket, NULL};
 }
 
-int fwd_run(struct fwd_state *st, const struct fwd_seq *seqs, int n_seqs, float *logits,
-            char *err, size_t errlen)
-{
+int fwd_run(struct fwd_state *st, const struct fwd_seq *seqs, int n_seqs, float *logits, char *err,
+            size_t errlen) {
     const struct model_config *c = st->cfg;
     const struct fg_ops *ops = st->ops;
     void *ctx = st->ctx;
@@ -236,7 +238,10 @@ int fwd_run(struct fwd_state *st, const struct fwd_seq *seqs, int n_seqs, float 
         snprintf(err, errlen, "forward: %d tokens in one step (limit %d)", T, st->max_tokens);
         return -1;
     }
-    size_t MT = (size_t)st->max_tokens, MS = (size_t)st->max_seqs;
+    /* Packed for this step's T tokens and n_seqs sequences, so only what the step uses travels
+     * (a decode graph's key fixes both, so its pointers stay valid at every replay). */
+    size_t MT = (size_t)T, MS = (size_t)n_seqs;
+    size_t n_ints = 3 * MT + 3 * MS + 1 + MS * (size_t)st->max_pages;
     int *tokens = st->h_ints, *pos = tokens + MT, *slots = pos + MT, *q_start = slots + MT;
     int *kv_len = q_start + MS + 1, *rows = kv_len + MS, *table = rows + MS;
     int t = 0;
@@ -255,7 +260,7 @@ int fwd_run(struct fwd_state *st, const struct fwd_seq *seqs, int n_seqs, float 
         int np = kv_cache_pages_for(kv, kv_len[s]);
         memcpy(table + (size_t)s * st->max_pages, q->kv->pages, sizeof(int) * (size_t)np);
     }
-    if (ops->upload(ctx, st->d_ints, st->h_ints, st->n_ints * sizeof(int)) != 0) {
+    if (ops->upload(ctx, st->d_ints, st->h_ints, n_ints * sizeof(int)) != 0) {
         snprintf(err, errlen, "forward: upload of the step description failed");
         return -1;
     }
@@ -319,14 +324,13 @@ int fwd_run(struct fwd_state *st, const struct fwd_seq *seqs, int n_seqs, float 
 }
 
 int fwd_sample(struct fwd_state *st, int n, const struct fg_sample_row *rows, const int *history,
-               int n_history, int *ids, float *logprobs, char *err, size_t errlen)
-{
+               int n_history, int *ids, float *logprobs, char *err, size_t errlen) {
     if (n <= 0 || n > st->max_seqs) {
         snprintf(err, errlen, "sample: %d rows (limit %d)", n, st->max_seqs);
         return -1;
     }
-    if (st->ops->sample(st->ctx, st->logits, n, st->cfg->vocab_size, rows, history, n_history,
-                        ids, logprobs) != 0) {
+    if (st->ops->sample(st->ctx, st->logits, n, st->cfg->vocab_size, rows, history, n_history, ids,
+                        logprobs) != 0) {
         snprintf(err, errlen, "sample: device error");
         return -1;
     }

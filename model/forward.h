@@ -28,11 +28,14 @@ int fwd_init(struct fwd_state **out, const struct model_config *cfg, const struc
              const struct fg_ops *ops, void *ops_ctx, struct kv_cache *kv, int max_tokens,
              int max_seqs, char *err, size_t errlen);
 void fwd_free(struct fwd_state *st);
+/* Forget the recorded decode graphs: the next decode steps run eagerly, then record anew (under
+ * whatever the backend's diagnostic switches say then: bench/decode_breakdown.c). */
+void fwd_drop_graphs(struct fwd_state *st);
 /* Run one step. LOGITS (host, (n_seqs, vocab)) receives each sequence's last-token logits, or
  * is NULL to leave them in backend memory for fwd_sample (the step is then only queued; errors
  * surface there). Advances each kv->n_tokens by its n_tokens. Returns 0, or -1 with err written. */
-int fwd_run(struct fwd_state *st, const struct fwd_seq *seqs, int n_seqs, float *logits,
-            char *err, size_t errlen);
+int fwd_run(struct fwd_state *st, const struct fwd_seq *seqs, int n_seqs, float *logits, char *err,
+            size_t errlen);
 
 struct fg_sample_row;
 /* Pick a token for each of the N sequences of the last fwd_run from its logits, on the backend

@@ -10,7 +10,9 @@ wrong index or a read past kv_len shows), poisons the output with NaN, and check
   - prefill LSE against attn_ref_lse (C, fp64 accumulation);
   - decode against attn_ref_decode_split, the C twin of its split + LSE merge, same split count;
     also decode calls of different shapes in a row on one workspace;
-  - kv_write (with and without fused RoPE) against cpu_ops rope + kv_write.
+  - kv_write (with and without fused RoPE) against cpu_ops rope + kv_write;
+  - qkv_store (RoPE + page write from the fused q|k|v rows, the decode layer's call) against the
+    same twin on the q, k and v slices, q_out poisoned with NaN.
 Shapes: query/key lengths that are not multiples of the tiles (64/128 keys, 128 packed rows,
 16-key decode tiles), batch 1 and many, GQA ratios 1, 3, 4, 8, causal and not, head dims 64/128,
 page sizes 16 and 7.
@@ -159,6 +161,51 @@ def check_kv_write(lib, cpu, gen, dtype, n, n_heads, n_kv, hd, page_size, rope):
     return ok
 
 
+class QkvStoreArgs(C.Structure):
+    """struct qkv_store_args of kernels/kv_write.h."""
+    _fields_ = [("dtype", C.c_int), ("q_out", C.c_void_p), ("k_pool", C.c_void_p),
+                ("v_pool", C.c_void_p), ("qkv", C.c_void_p), ("pos", C.c_void_p),
+                ("slots", C.c_void_p), ("freqs", C.c_void_p), ("n", C.c_int), ("n_heads", C.c_int),
+                ("n_kv_heads", C.c_int), ("head_dim", C.c_int), ("stream", C.c_void_p)]
+
+
+def check_qkv_store(lib, cpu, gen, dtype, n, n_heads, n_kv, hd, page_size):
+    """qkv_store_launch (the decode layer's RoPE + page write from the fused projection) against
+    the C twin's rope + kv_write on the q, k and v slices; q_out poisoned with NaN, the qkv rows
+    must come back unchanged, untouched pool rows stay as they were."""
+    n_pages = -(-n // page_size) + 5
+    kp = torch.randn(n_pages, page_size, n_kv, hd, generator=gen).to(dtype).cuda()
+    vp = torch.randn(n_pages, page_size, n_kv, hd, generator=gen).to(dtype).cuda()
+    qkv = torch.randn(n, (n_heads + 2 * n_kv) * hd, generator=gen).to(dtype).cuda()
+    qkv0 = qkv.clone()
+    q_out = torch.full((n, n_heads, hd), float("nan"), dtype=dtype, device="cuda")
+    slots = torch.randperm(n_pages * page_size, generator=gen)[:n].to(torch.int32)
+    pos = torch.randint(0, 32768, (n,), generator=gen, dtype=torch.int32)
+    freqs = (500000.0 ** (-torch.arange(0, hd, 2, dtype=torch.float64) / hd)).float()
+    qd, kvd = n_heads * hd, n_kv * hd
+    qh = host_f32(qkv[:, :qd].reshape(n, n_heads, hd))
+    kh = host_f32(qkv[:, qd:qd + kvd].reshape(n, n_kv, hd))
+    vh = host_f32(qkv[:, qd + kvd:].reshape(n, n_kv, hd))
+    kph, vph = host_f32(kp), host_f32(vp)
+    cpu.rope(cpu.ctx, fa.ptr(qh), fa.ptr(kh), fa.ptr(pos), n, n_heads, n_kv, hd, fa.ptr(freqs))
+    cpu.kv_write(cpu.ctx, fa.ptr(kph), fa.ptr(vph), fa.ptr(kh), fa.ptr(vh), fa.ptr(slots), n, kvd)
+    slots_d, pos_d, freqs_d = slots.cuda(), pos.cuda(), freqs.cuda()
+    a = QkvStoreArgs(fa.ATTN_DTYPE[dtype], fa.ptr(q_out), fa.ptr(kp), fa.ptr(vp), fa.ptr(qkv),
+                     fa.ptr(pos_d), fa.ptr(slots_d), fa.ptr(freqs_d), n, n_heads, n_kv, hd,
+                     C.c_void_p(torch.cuda.current_stream().cuda_stream))
+    err = C.create_string_buffer(256)
+    lib.qkv_store_launch.argtypes = [C.POINTER(QkvStoreArgs), C.c_char_p, C.c_size_t]
+    if lib.qkv_store_launch(C.byref(a), err, 256) != 0:
+        raise RuntimeError(err.value.decode())
+    torch.cuda.synchronize()
+    e_k, e_v, e_q = rel(kp, kph), rel(vp, vph), rel(q_out, qh)
+    ok = (e_k <= TOL[dtype] and e_v == 0.0 and e_q <= TOL[dtype] and bool(torch.equal(qkv, qkv0))
+          and not bool(torch.isnan(q_out.float()).any()))
+    print(f"{'ok  ' if ok else 'FAIL'} qkv_store {str(dtype)[6:]:<8} n={n} heads={n_heads}/{n_kv} "
+          f"hd={hd} page={page_size} k={e_k:.1e} v={e_v:.1e} q={e_q:.1e}", flush=True)
+    return ok
+
+
 def main():
     if not torch.cuda.is_available():
         return gpu_skip.skip("check_attention")
@@ -227,6 +274,10 @@ def main():
         for rope in (0, 1):
             results.append(check_kv_write(lib, cpu, gen, dtype, 37, 12, 4, 128, 16, rope))
             results.append(check_kv_write(lib, cpu, gen, dtype, 5, 9, 3, 64, 7, rope))
+        # the decode entry: Llama-3-8B heads at batch 1 and 8, SmolLM2's, a prefill-sized call
+        for n, nh, nkv, hd, ps in ((1, 32, 8, 128, 16), (8, 32, 8, 128, 16), (3, 9, 3, 64, 16),
+                                   (300, 12, 4, 128, 7)):
+            results.append(check_qkv_store(lib, cpu, gen, dtype, n, nh, nkv, hd, ps))
     cpu.close()
     n_ok = sum(results)
     print(f"check_attention: {n_ok}/{len(results)} passed (seed {seed})")

@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# gpu_breakdown.sh — issue 16's decode measurements in one GPU-machine call, run there from the
+# repo root after tools/pack_gpu.sh here (carry .gpu/; .gpu_base/ optionally holds the same
+# binaries built at the commit before, for a before/after in the same run). Parts, run in the
+# order of the arguments:
+#   tests      the kernels' checks (what `make test-gpu` runs) on .gpu/libfgattn.so
+#   attn       check_attention alone (attention, decode attention, kv_write and qkv_store)
+#   proof      the engine proof at the SmolLM2 and Llama-3-layout shapes (tools/gpu_engine_check.py)
+#   proof8b    the engine proof and benchmark at the Llama-3-8B shape (long: transformers fp32)
+#   model      a random Llama-3-8B-shape model (gpu_engine_check's) and the copy ceiling; the
+#              next three need it
+#   engine     engine_check --bench at batch 1 and 8 (context 512), .gpu_base/ then .gpu/
+#   breakdown  bench/decode_breakdown at batch 1 and 8, context 512
+#   gemv       the GEMV benchmark with every variant (check_gemv.py --bench --variants)
+# Logs go to $OUT (or /tmp/out); the last lines printed are the tables.
+set -uo pipefail
+O=${OUT:-/tmp/out}
+W=${WORK:-/tmp/w}
+mkdir -p "$O" "$W"
+export PYTHONUNBUFFERED=1
+export LD_LIBRARY_PATH="$PWD/.gpu:${LD_LIBRARY_PATH:-}"
+step() { echo "== $* ($(date -u +%T))"; }
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noheader
+rc=0
+part_tests() {
+    step tests
+    FG_ATTN_LIB=.gpu/libfgattn.so python3 tests/gpu/check_attention.py >"$O/check_attention.log" 2>&1 || rc=1
+    tail -1 "$O/check_attention.log"
+    python3 tests/gpu/check_gemv.py --lib .gpu/libfgattn.so >"$O/check_gemv.log" 2>&1 || rc=1
+    tail -1 "$O/check_gemv.log"
+    FG_SAMPLE_LIB=.gpu/libfgattn.so python3 tests/gpu/check_sample.py --no-bench >"$O/check_sample.log" 2>&1 || rc=1
+    tail -1 "$O/check_sample.log"
+}
+part_attn() {
+    step "check_attention"
+    FG_ATTN_LIB=.gpu/libfgattn.so python3 tests/gpu/check_attention.py >"$O/check_attention.log" 2>&1 || rc=1
+    grep -E "qkv_store|kv_write|passed" "$O/check_attention.log" | tail -20
+}
+part_proof() {
+    for shape in ${PROOF_SHAPES:-smollm2 llama3_small}; do
+        step "proof $shape"
+        python3 tools/gpu_engine_check.py --shape $shape --bin .gpu --work "$W/$shape" --cpu \
+            >"$O/engine_$shape.log" 2>&1 || rc=1
+        grep -E "^ +[0-9]+ +[0-9]+ |greedy 32|batched same" "$O/engine_$shape.log" | tail -13
+    done
+}
+part_proof8b() {
+    step "proof llama3_8b"
+    python3 tools/gpu_engine_check.py --shape llama3_8b --bin .gpu --work "$W/p8b" --bench \
+        >"$O/engine_llama3_8b.log" 2>&1 || rc=1
+    grep -E "^ +[0-9]+ +[0-9]+ |greedy 32|batched same|^decode|^prefill|transformers generate" \
+        "$O/engine_llama3_8b.log" | tail -24
+}
+M="$W/m8b"
+COPY=0
+part_model() {
+    step "8B-shape model"
+    [ -f "$M/config.json" ] || python3 -c "import sys; sys.path.insert(0, 'tools'); import gpu_engine_check as g; g.make_model('llama3_8b', '$M', 1234)"
+    step "copy ceiling"
+    COPY=$(python3 - <<'PY'
+import torch
+n = 1 << 30  # 2 GiB of bf16
+a = torch.randn(n, device="cuda", dtype=torch.bfloat16); b = torch.empty_like(a)
+for _ in range(3): b.copy_(a)
+s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+ts = []
+for _ in range(20):
+    s.record(); b.copy_(a); e.record(); e.synchronize(); ts.append(s.elapsed_time(e))
+ts.sort()
+print(f"{2 * a.numel() * 2 / (ts[len(ts) // 2] * 1e-3) / 1e9:.0f}")
+PY
+)
+    echo "device-to-device copy, 2 GiB, median of 20 (read + write): $COPY GB/s"
+}
+part_engine() {
+    for b in ${ENGINE_BINS:-.gpu_base .gpu}; do
+        [ -x "$b/engine_check" ] || continue
+        step "engine_check --bench with $b"
+        "$b/engine_check" --model "$M" --device cuda --bench --batches 1,8 --context 512 --gen 32 \
+            --prefill 512 >"$O/enginebench_${b#.}.log" 2>&1 || rc=1
+        cat "$O/enginebench_${b#.}.log" | grep -E "^decode|^prefill|weights|loaded"
+    done
+}
+part_breakdown() {
+    step "decode_breakdown"
+    .gpu/decode_breakdown --model "$M" --batches 1,8 --context 512 --steps 32 --copy-gbs "$COPY" \
+        >"$O/decode_breakdown.log" 2>&1 || rc=1
+    cat "$O/decode_breakdown.log"
+}
+part_gemv() {
+    step "gemv variants"
+    timeout 240 python3 tests/gpu/check_gemv.py --bench --variants --lib .gpu/libfgattn.so \
+        >"$O/gemv_variants.log" 2>&1 || rc=1
+    tail -60 "$O/gemv_variants.log"
+}
+for p in "$@"; do "part_$p"; done
+step "done rc=$rc"
+exit $rc
