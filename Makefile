@@ -51,7 +51,7 @@ all: $(BUILD)/libflashgen_cuda.so
 endif
 endif
 
-.PHONY: all deps serve test unit bench model test-models clean help format
+.PHONY: all deps serve test unit bench model test-models clean help format format-check
 # Keep intermediate objects (tools/*.o) so a second make relinks nothing.
 .SECONDARY:
 
@@ -126,6 +126,10 @@ bench: all $(MODEL)
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h' '*.cu' '*.cuh')
 
+# CI (.ci/run) fails when any tracked C/CUDA file differs from what `make format` would write.
+format-check:
+	clang-format --dry-run --Werror $$(git ls-files '*.c' '*.h' '*.cu' '*.cuh')
+
 clean:
 	rm -rf build build-san
 
@@ -135,6 +139,7 @@ help:
 	@echo "make bench      CPU prompt and generation tokens/s on the default model"
 	@echo "make model      fetch $(MODEL)"
 	@echo "make SANITIZE=1 test   the same under ASan + UBSan (build-san/)"
+	@echo "make format     clang-format every tracked C/CUDA file; make format-check: fail on a difference"
 
 -include $(LIB_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(BUILD)/server/main.d $(TOOL_SRC:tools/%.c=$(BUILD)/tools/%.d) $(CU_SRC:%.cu=$(BUILD)/%.cu.d)
 
