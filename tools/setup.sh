@@ -12,7 +12,7 @@ if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
 APT_PKGS=(build-essential pkg-config libmicrohttpd-dev libcjson-dev libuv1-dev libcriterion-dev
           python3 python3-pip curl unzip prometheus docker.io docker-compose debootstrap clang
-          libclang-rt-14-dev llvm)
+          libclang-rt-14-dev llvm clang-format)
 missing=()
 for p in "${APT_PKGS[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
