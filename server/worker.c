@@ -76,8 +76,8 @@ static int wevents_push(struct wevents *b, enum wevent_kind kind, int id, float 
 static int wevents_append(struct wevents *dst, const struct wevents *src) {
     for (int i = 0; i < src->n; i++) {
         const struct wevent *e = &src->ev[i];
-        if (wevents_push(dst, e->kind, e->id, e->logprob, src->bytes + e->text_off, e->text_len))
-            return -1;
+        const char *t = e->text_len ? src->bytes + e->text_off : NULL;
+        if (wevents_push(dst, e->kind, e->id, e->logprob, t, e->text_len)) return -1;
     }
     return 0;
 }
@@ -250,7 +250,7 @@ static int text_append(char **text, size_t *len, size_t *cap, const char *s, siz
         *text = nt;
         *cap = nc;
     }
-    memcpy(*text + *len, s, n);
+    if (n) memcpy(*text + *len, s, n);
     *len += n;
     (*text)[*len] = 0;
     return 0;
@@ -271,7 +271,8 @@ static void wreq_apply(struct wreq *r, const struct wevents *b, const struct wfi
         int k = r->n_gen++;
         r->tokens[r->n_prompt + k] = e->id;
         r->logprobs[k] = e->logprob;
-        text_append(&r->text, &r->text_len, &r->text_cap, b->bytes + e->text_off, e->text_len);
+        const char *t = e->text_len ? b->bytes + e->text_off : NULL;
+        text_append(&r->text, &r->text_len, &r->text_cap, t, e->text_len);
         r->text_end[k] = r->text_len;
     }
     if (fin) {
