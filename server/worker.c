@@ -297,6 +297,7 @@ static void on_async(uv_async_t *h) {
         t.n_bytes = 0;
         g->taken = g->pending;
         g->pending = t;
+        g->fin_taken = g->finished; /* the finish comes after every event in `taken` */
         g->queued = 0;
         g->next_taken = NULL;
         *tail = g;
@@ -304,12 +305,13 @@ static void on_async(uv_async_t *h) {
     }
     w->ready_head = NULL;
     pthread_mutex_unlock(&w->mu);
-    /* `finished` and `fin` are final once set, and the worker never writes the ring again */
+    /* after the finish was taken the worker never writes the ring again; until then only
+     * `pending` (and the list links) change, under the lock */
     while (taken) {
         struct wring *g = taken;
         taken = g->next_taken;
         struct wreq *r = g->job;
-        int fin = g->finished && r->finish == WREQ_FIN_NONE;
+        int fin = g->fin_taken && r->finish == WREQ_FIN_NONE;
         wreq_apply(r, &g->taken, fin ? &g->fin : NULL);
         g->taken.n = 0;
         g->taken.n_bytes = 0;
