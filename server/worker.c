@@ -326,6 +326,7 @@ static void on_async(uv_async_t *h) {
 
 /* ---- worker-thread side -------------------------------------------------------------------- */
 
+/* The worker thread's private state for its loop (on its stack in worker_main). */
 struct worker_run {
     struct sched sched;
     int vocab;
