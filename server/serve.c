@@ -15,6 +15,10 @@ extern char **environ;
 
 #define SERVE_FLUSH_POLL_MS 20 /* how often shutdown checks that replies went out */
 #define SERVE_FLUSH_MAX_S 5.0  /* longest wait for open replies once the work is done */
+/* After the grace period, how long shutdown waits for the worker to come out of a forward pass
+ * (or a model load) before the process exits without it: a GPU pass takes milliseconds, a long
+ * CPU prefill under ASan tens of seconds (issue 11: 29 s with --shutdown-grace 4). */
+#define SERVE_HARD_EXIT_S 3.0
 
 static const struct http_route ROUTES[] = {
     {"GET", "/health", ep_health, HTTP_ROUTE_PUBLIC | HTTP_ROUTE_QUIET},
@@ -37,6 +41,7 @@ static void on_drain_tick(uv_timer_t *t);
 static void on_worker_state(struct worker *w, enum worker_state st, void *user) {
     struct server *sv = user;
     int json = sv->cfg.log_format == CONFIG_LOG_JSON;
+    sv->worker_settled = 1;
     if (st == WORKER_READY) {
         const struct worker_info *in = &w->info;
         int total = in->n_ctx > 0 ? in->n_ctx : in->kv_tokens;
@@ -118,19 +123,37 @@ static void shutdown_finish(struct server *sv) {
                    sv->exit_code);
 }
 
+/* The worker is still inside a forward pass or its model load past the hard deadline: stop the
+ * loop and let serve_main return without joining it (the process ends with it). */
+static void shutdown_abandon(struct server *sv) {
+    reqlog_message(sv->log, sv->cfg.log_format == CONFIG_LOG_JSON, "error",
+                   "shutdown deadline passed (grace %.1f s + %.1f s): exiting while the worker "
+                   "is still busy (%d requests)",
+                   sv->cfg.shutdown_grace, SERVE_HARD_EXIT_S, sv->inflight);
+    sv->abandoned = 1;
+    uv_stop(sv->loop);
+}
+
 /* The drain timer: runs every SERVE_FLUSH_POLL_MS while draining. */
 static void on_drain_tick(uv_timer_t *t) {
     struct server *sv = t->data;
     double now = worker_now();
     double waited = now - sv->t_drain;
+    if (waited >= sv->cfg.shutdown_grace + SERVE_HARD_EXIT_S &&
+        (sv->inflight > 0 || !sv->worker_settled)) {
+        shutdown_abandon(sv);
+        return;
+    }
     if (sv->inflight > 0 && waited >= sv->cfg.shutdown_grace && sv->signals < 100) {
         reqlog_message(sv->log, sv->cfg.log_format == CONFIG_LOG_JSON, "info",
                        "grace period over: cancelling %d in-flight requests", sv->inflight);
         worker_cancel_all(&sv->worker);
         sv->signals = 100; /* cancel once */
     }
-    int flushed = sv->inflight == 0 && (!sv->http || http_active(sv->http) == 0);
-    if (flushed || (sv->inflight == 0 && waited >= sv->cfg.shutdown_grace + SERVE_FLUSH_MAX_S)) {
+    /* worker_stop joins the worker thread: only once it is not loading a model */
+    int idle = sv->inflight == 0 && sv->worker_settled;
+    int flushed = idle && (!sv->http || http_active(sv->http) == 0);
+    if (flushed || (idle && waited >= sv->cfg.shutdown_grace + SERVE_FLUSH_MAX_S)) {
         shutdown_finish(sv);
         return;
     }
@@ -245,10 +268,13 @@ int serve_main(int argc, char **argv) {
                      err, sizeof err) != 0) {
         fprintf(stderr, "flashgen serve: %s\n", err);
         sv->exit_code = 1;
+        sv->worker_settled = 1; /* no thread to wait for */
         shutdown_begin(sv);
     }
     uv_run(&loop, UV_RUN_DEFAULT);
     rc = sv->exit_code;
+    /* the worker thread may still run and use sv, the loop and the metrics: free none of them */
+    if (sv->abandoned) return rc;
 out:
     uv_loop_close(&loop);
     metrics_free(&sv->metrics);
