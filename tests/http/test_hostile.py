@@ -325,3 +325,25 @@ def test_shutdown_does_not_wait_for_a_long_forward_pass(start_server):
         pytest.fail("still running 12 s after SIGTERM (grace 0.5 s)")
     assert rc == 0, "\n".join(s.lines[-10:])
     assert time.time() - t0 < 12
+
+
+def test_slowloris_from_many_connections_leaves_health_reachable(start_server):
+    """No per-client limit: 200 trickling connections against 64 slots used to hold every slot
+    until the idle timeout; the reserve evicts the longest-waiting ones so a probe gets in."""
+    s = start_server("--max-connections", "64", "--max-connections-per-client", "0",
+                     "--request-read-timeout", "60")
+    socks = []
+    try:
+        for _ in range(200):
+            try:
+                c = socket.create_connection(("127.0.0.1", s.port), timeout=2)
+                c.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+                socks.append(c)
+            except OSError:
+                pass
+        time.sleep(0.5)
+        for _ in range(5):
+            assert requests.get(s.url + "/health", timeout=3).status_code == 200
+    finally:
+        for c in socks:
+            c.close()
