@@ -226,9 +226,8 @@ int serve_main(int argc, char **argv) {
     model_name(sv);
     metrics_init(&sv->metrics);
     int json = sv->cfg.log_format == CONFIG_LOG_JSON;
-    uv_loop_t loop;
-    uv_loop_init(&loop);
-    sv->loop = &loop;
+    sv->loop = &sv->loop_mem;
+    uv_loop_init(sv->loop);
 
     struct http_opts ho = {
         .host = sv->cfg.host,
@@ -248,7 +247,7 @@ int serve_main(int argc, char **argv) {
         .log = sv->cfg.log_requests ? sv->log : NULL,
         .log_json = json,
     };
-    if (http_start(&sv->http, &loop, &ho, err, sizeof err) != 0) {
+    if (http_start(&sv->http, sv->loop, &ho, err, sizeof err) != 0) {
         fprintf(stderr, "flashgen serve: %s\n", err);
         rc = 1;
         goto out;
@@ -256,27 +255,27 @@ int serve_main(int argc, char **argv) {
     reqlog_message(sv->log, json, "info", "listening on http://%s:%d (model %s loading)",
                    sv->cfg.host, http_port(sv->http), sv->cfg.model);
 
-    uv_timer_init(&loop, &sv->drain_timer);
+    uv_timer_init(sv->loop, &sv->drain_timer);
     sv->drain_timer.data = sv;
-    uv_signal_init(&loop, &sv->sig_term);
-    uv_signal_init(&loop, &sv->sig_int);
+    uv_signal_init(sv->loop, &sv->sig_term);
+    uv_signal_init(sv->loop, &sv->sig_int);
     sv->sig_term.data = sv->sig_int.data = sv;
     uv_signal_start(&sv->sig_term, on_signal, SIGTERM);
     uv_signal_start(&sv->sig_int, on_signal, SIGINT);
 
-    if (worker_start(&sv->worker, &loop, &sv->cfg, &sv->metrics, on_worker_state, on_job_final, sv,
-                     err, sizeof err) != 0) {
+    if (worker_start(&sv->worker, sv->loop, &sv->cfg, &sv->metrics, on_worker_state, on_job_final,
+                     sv, err, sizeof err) != 0) {
         fprintf(stderr, "flashgen serve: %s\n", err);
         sv->exit_code = 1;
         sv->worker_settled = 1; /* no thread to wait for */
         shutdown_begin(sv);
     }
-    uv_run(&loop, UV_RUN_DEFAULT);
+    uv_run(sv->loop, UV_RUN_DEFAULT);
     rc = sv->exit_code;
     /* the worker thread may still run and use sv, the loop and the metrics: free none of them */
     if (sv->abandoned) return rc;
 out:
-    uv_loop_close(&loop);
+    uv_loop_close(sv->loop);
     metrics_free(&sv->metrics);
     config_free(&sv->cfg);
     free(sv);

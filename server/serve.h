@@ -32,7 +32,8 @@ enum server_phase {
 
 struct server {
     struct config cfg;
-    uv_loop_t *loop;
+    uv_loop_t *loop;    /* = &loop_mem */
+    uv_loop_t loop_mem; /* in here, so it stays reachable while an abandoned worker runs */
     struct http_server *http;
     struct worker worker;
     struct metrics metrics;
