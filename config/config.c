@@ -61,7 +61,8 @@ static const struct config_option SCHEMA[] = {
     {"max_header_bytes", CONFIG_T_INT, OFF(max_header_bytes), "32768", NULL, 1024, 1 << 20,
      "request line + headers limit in bytes; larger get 431"},
     {"max_connections", CONFIG_T_INT, OFF(max_connections), "1024", NULL, 1, 1 << 20,
-     "open HTTP connections (each costs a file descriptor); more wait in the listen backlog"},
+     "open HTTP connections (each costs a file descriptor); more wait in the listen backlog; 1/32 "
+     "are kept free by closing the connection that has waited longest for its request"},
     {"max_connections_per_client", CONFIG_T_INT, OFF(max_connections_per_client), "256", NULL, 0,
      1 << 20,
      "open HTTP connections from one client address (more are closed at once), so one client "

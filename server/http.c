@@ -65,6 +65,8 @@ struct http_server {
     int closing;
     struct http_req *reqs;   /* every live request (to resume them all before stopping) */
     struct http_conn *conns; /* every open connection (receive deadlines) */
+    unsigned n_live;         /* open connections not yet dropped */
+    int rerun;               /* a connection was dropped during MHD_run: run again at once */
 };
 
 enum req_mode {
@@ -126,7 +128,10 @@ static void drive(struct http_server *s) {
     if (!s->d) return;
     MHD_run(s->d);
     MHD_UNSIGNED_LONG_LONG to;
-    if (MHD_get_timeout(s->d, &to) == MHD_YES)
+    if (s->rerun) {
+        s->rerun = 0;
+        uv_timer_start(&s->timer, on_timer, 0, 0);
+    } else if (MHD_get_timeout(s->d, &to) == MHD_YES)
         uv_timer_start(&s->timer, on_timer, to, 0);
     else
         uv_timer_stop(&s->timer);
@@ -148,20 +153,50 @@ static void kick(struct http_server *s) {
 
 /* Resume every sleeping deferred request once (it goes back to sleep in on_access), and send a
  * keep-alive comment (":\n\n", ignored by SSE clients) on streams silent for sse_ping seconds. */
-/* Drop connections that have owed a whole request for longer than read_timeout: shut the socket
- * down, and MHD closes it at its next read. Returns how many were dropped. */
+/* Shut a connection's socket down; MHD closes it at its next read. */
+static void drop_conn(struct http_server *s, struct http_conn *c) {
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (!ci || c->dropped) return;
+    shutdown(ci->connect_fd, SHUT_RDWR);
+    c->dropped = 1;
+    s->n_live--;
+    /* MHD stops accepting while its connection limit is reached, dropped ones included, and
+     * resumes only inside a later MHD_run: have that happen on the next loop turn */
+    s->rerun = 1;
+}
+
+/* Connections kept free for new clients: once more than conn_limit - reserve are open, each new
+ * one evicts the connection that has owed a whole request the longest (an idle keep-alive or a
+ * trickling client; never one whose request is being served). A slowloris from many addresses
+ * then only evicts itself, and a probe that sends its request at once gets in. MHD's own limit
+ * is conn_limit + reserve + 16 (MHD accepts up to 10 in one run, each evicting one), so that
+ * evicted sockets not yet closed do not make it stop accepting (it then accepted again only at
+ * later MHD_runs: ~12 connections a second, measured, with the probe behind them all).
+ * 1/32 of the limit (33 of 1024): enough for a burst of probes, a small share of the slots. */
+static unsigned conn_reserve(const struct http_server *s) {
+    return s->o.conn_limit / 32 + 1;
+}
+
+static void evict_oldest_waiting(struct http_server *s, const struct http_conn *fresh) {
+    struct http_conn *oldest = NULL;
+    for (struct http_conn *c = s->conns; c; c = c->next)
+        if (c != fresh && !c->dropped && !(c->req && c->req->dispatched) &&
+            (!oldest || c->t_wait < oldest->t_wait))
+            oldest = c;
+    if (oldest) drop_conn(s, oldest);
+}
+
+/* Drop connections that have owed a whole request for longer than read_timeout. Returns how
+ * many were dropped. */
 static int drop_late(struct http_server *s, double now) {
     if (s->o.read_timeout <= 0) return 0;
     int n = 0;
     for (struct http_conn *c = s->conns; c; c = c->next) {
         if (c->dropped || (c->req && c->req->dispatched) || now - c->t_wait < s->o.read_timeout)
             continue;
-        const union MHD_ConnectionInfo *ci =
-            MHD_get_connection_info(c->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
-        if (!ci) continue;
-        shutdown(ci->connect_fd, SHUT_RDWR);
-        c->dropped = 1;
-        n++;
+        drop_conn(s, c);
+        n += c->dropped;
     }
     return n;
 }
@@ -691,9 +726,11 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
         if (s->conns) s->conns->prev = c;
         s->conns = c;
         *socket_context = c;
+        if (++s->n_live + conn_reserve(s) > s->o.conn_limit) evict_oldest_waiting(s, c);
         return;
     }
     if (!c) return;
+    if (!c->dropped) s->n_live--;
     if (c->req) c->req->hc = NULL;
     if (c->prev)
         c->prev->next = c->next;
@@ -756,7 +793,7 @@ int http_start(struct http_server **out, uv_loop_t *loop, const struct http_opts
         s, /* must come first */
         MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
         MHD_OPTION_NOTIFY_CONNECTION, on_connection, s, MHD_OPTION_CONNECTION_TIMEOUT,
-        s->o.conn_timeout, MHD_OPTION_CONNECTION_LIMIT, s->o.conn_limit,
+        s->o.conn_timeout, MHD_OPTION_CONNECTION_LIMIT, s->o.conn_limit + conn_reserve(s) + 16,
         MHD_OPTION_PER_IP_CONNECTION_LIMIT, s->o.per_client, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
         (size_t)(2 * s->o.max_header + HTTP_POOL_SLACK), MHD_OPTION_END);
     freeaddrinfo(ai);

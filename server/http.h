@@ -14,7 +14,8 @@
  * HTTP_DRAIN_MAX bytes, never stored) before the reply, so that a client that sends its whole
  * body before it reads (python's http.client, requests) sees the 413 instead of a reset. A
  * connection that has not delivered a whole request read_timeout seconds after it opened (or after
- * its previous reply) is dropped, however slowly it trickles.
+ * its previous reply) is dropped, however slowly it trickles; and 1/32 of conn_limit is kept
+ * free by evicting the connection that has owed a whole request the longest.
  *
  * A request's life: MHD collects the body → the route's handler runs once with the whole body
  * and either replies at once, defers (the connection is suspended until http_reply_* is called

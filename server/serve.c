@@ -15,6 +15,10 @@ extern char **environ;
 
 #define SERVE_FLUSH_POLL_MS 20 /* how often shutdown checks that replies went out */
 #define SERVE_FLUSH_MAX_S 5.0  /* longest wait for open replies once the work is done */
+/* After the grace period, how long shutdown waits for the worker to come out of a forward pass
+ * (or a model load) before the process exits without it: a GPU pass takes milliseconds, a long
+ * CPU prefill under ASan tens of seconds (issue 11: 29 s with --shutdown-grace 4). */
+#define SERVE_HARD_EXIT_S 3.0
 
 static const struct http_route ROUTES[] = {
     {"GET", "/health", ep_health, HTTP_ROUTE_PUBLIC | HTTP_ROUTE_QUIET},
@@ -37,6 +41,7 @@ static void on_drain_tick(uv_timer_t *t);
 static void on_worker_state(struct worker *w, enum worker_state st, void *user) {
     struct server *sv = user;
     int json = sv->cfg.log_format == CONFIG_LOG_JSON;
+    sv->worker_settled = 1;
     if (st == WORKER_READY) {
         const struct worker_info *in = &w->info;
         int total = in->n_ctx > 0 ? in->n_ctx : in->kv_tokens;
@@ -118,19 +123,37 @@ static void shutdown_finish(struct server *sv) {
                    sv->exit_code);
 }
 
+/* The worker is still inside a forward pass or its model load past the hard deadline: stop the
+ * loop and let serve_main return without joining it (the process ends with it). */
+static void shutdown_abandon(struct server *sv) {
+    reqlog_message(sv->log, sv->cfg.log_format == CONFIG_LOG_JSON, "error",
+                   "shutdown deadline passed (grace %.1f s + %.1f s): exiting while the worker "
+                   "is still busy (%d requests)",
+                   sv->cfg.shutdown_grace, SERVE_HARD_EXIT_S, sv->inflight);
+    sv->abandoned = 1;
+    uv_stop(sv->loop);
+}
+
 /* The drain timer: runs every SERVE_FLUSH_POLL_MS while draining. */
 static void on_drain_tick(uv_timer_t *t) {
     struct server *sv = t->data;
     double now = worker_now();
     double waited = now - sv->t_drain;
+    if (waited >= sv->cfg.shutdown_grace + SERVE_HARD_EXIT_S &&
+        (sv->inflight > 0 || !sv->worker_settled)) {
+        shutdown_abandon(sv);
+        return;
+    }
     if (sv->inflight > 0 && waited >= sv->cfg.shutdown_grace && sv->signals < 100) {
         reqlog_message(sv->log, sv->cfg.log_format == CONFIG_LOG_JSON, "info",
                        "grace period over: cancelling %d in-flight requests", sv->inflight);
         worker_cancel_all(&sv->worker);
         sv->signals = 100; /* cancel once */
     }
-    int flushed = sv->inflight == 0 && (!sv->http || http_active(sv->http) == 0);
-    if (flushed || (sv->inflight == 0 && waited >= sv->cfg.shutdown_grace + SERVE_FLUSH_MAX_S)) {
+    /* worker_stop joins the worker thread: only once it is not loading a model */
+    int idle = sv->inflight == 0 && sv->worker_settled;
+    int flushed = idle && (!sv->http || http_active(sv->http) == 0);
+    if (flushed || (idle && waited >= sv->cfg.shutdown_grace + SERVE_FLUSH_MAX_S)) {
         shutdown_finish(sv);
         return;
     }
@@ -203,9 +226,8 @@ int serve_main(int argc, char **argv) {
     model_name(sv);
     metrics_init(&sv->metrics);
     int json = sv->cfg.log_format == CONFIG_LOG_JSON;
-    uv_loop_t loop;
-    uv_loop_init(&loop);
-    sv->loop = &loop;
+    sv->loop = &sv->loop_mem;
+    uv_loop_init(sv->loop);
 
     struct http_opts ho = {
         .host = sv->cfg.host,
@@ -225,7 +247,7 @@ int serve_main(int argc, char **argv) {
         .log = sv->cfg.log_requests ? sv->log : NULL,
         .log_json = json,
     };
-    if (http_start(&sv->http, &loop, &ho, err, sizeof err) != 0) {
+    if (http_start(&sv->http, sv->loop, &ho, err, sizeof err) != 0) {
         reqlog_message(sv->log, json, "error", "%s", err);
         rc = 1;
         goto out;
@@ -233,24 +255,27 @@ int serve_main(int argc, char **argv) {
     reqlog_message(sv->log, json, "info", "listening on http://%s:%d (model %s loading)",
                    sv->cfg.host, http_port(sv->http), sv->cfg.model);
 
-    uv_timer_init(&loop, &sv->drain_timer);
+    uv_timer_init(sv->loop, &sv->drain_timer);
     sv->drain_timer.data = sv;
-    uv_signal_init(&loop, &sv->sig_term);
-    uv_signal_init(&loop, &sv->sig_int);
+    uv_signal_init(sv->loop, &sv->sig_term);
+    uv_signal_init(sv->loop, &sv->sig_int);
     sv->sig_term.data = sv->sig_int.data = sv;
     uv_signal_start(&sv->sig_term, on_signal, SIGTERM);
     uv_signal_start(&sv->sig_int, on_signal, SIGINT);
 
-    if (worker_start(&sv->worker, &loop, &sv->cfg, &sv->metrics, on_worker_state, on_job_final, sv,
-                     err, sizeof err) != 0) {
+    if (worker_start(&sv->worker, sv->loop, &sv->cfg, &sv->metrics, on_worker_state, on_job_final,
+                     sv, err, sizeof err) != 0) {
         reqlog_message(sv->log, json, "error", "%s", err);
         sv->exit_code = 1;
+        sv->worker_settled = 1; /* no thread to wait for */
         shutdown_begin(sv);
     }
-    uv_run(&loop, UV_RUN_DEFAULT);
+    uv_run(sv->loop, UV_RUN_DEFAULT);
     rc = sv->exit_code;
+    /* the worker thread may still run and use sv, the loop and the metrics: free none of them */
+    if (sv->abandoned) return rc;
 out:
-    uv_loop_close(&loop);
+    uv_loop_close(sv->loop);
     metrics_free(&sv->metrics);
     config_free(&sv->cfg);
     free(sv);

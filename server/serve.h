@@ -3,7 +3,8 @@
  * Start-up: configuration (config/) → listen at once (/health answers 503 "loading") → the
  * worker loads the model → READY (/health 200). SIGTERM/SIGINT: stop taking new generation
  * requests (they and /health get 503), let in-flight ones finish for up to shutdown_grace
- * seconds, cancel what is left, close, exit 0. A second signal cancels at once.
+ * seconds, cancel what is left, close, exit 0. A second signal cancels at once. A worker still
+ * inside a forward pass or a model load a few seconds after the grace period is not waited for.
  *
  * struct server is the context every endpoint reaches through http_req_app(); all of it is
  * loop-thread state except the worker's own fields (see worker.h for the boundary).
@@ -31,7 +32,8 @@ enum server_phase {
 
 struct server {
     struct config cfg;
-    uv_loop_t *loop;
+    uv_loop_t *loop;    /* = &loop_mem */
+    uv_loop_t loop_mem; /* in here, so it stays reachable while an abandoned worker runs */
     struct http_server *http;
     struct worker worker;
     struct metrics metrics;
@@ -46,7 +48,9 @@ struct server {
     int exit_code;
     uv_signal_t sig_term, sig_int;
     uv_timer_t drain_timer;
-    int signals; /* signals received */
+    int signals;        /* signals received */
+    int worker_settled; /* the worker reported READY or FAILED (no model load under way) */
+    int abandoned;      /* shutdown gave up waiting for the worker (serve_main frees nothing) */
 };
 
 /* `flashgen serve ...`: argv[0] is "serve". Returns the process exit status. */

@@ -7,6 +7,7 @@ headers, or retry). Slow-client tests lower the limits by flag and stay well und
 import http.client
 import os
 import re
+import signal
 import socket
 import stat
 import subprocess
@@ -296,3 +297,53 @@ def test_fifo_as_model_is_refused(tmp_path):
     assert stat.S_ISFIFO(os.stat(fifo).st_mode)
     p = run_serve("--model", str(fifo))
     assert p.returncode == 2 and "not a regular file" in p.stderr, p.stderr
+
+
+# ---- bounded shutdown -------------------------------------------------------------------------
+
+def test_shutdown_does_not_wait_for_a_long_forward_pass(start_server):
+    """An ~8000-token prompt in one prefill chunk is a forward pass of tens of seconds on a CPU;
+    SIGTERM with a 0.5 s grace used to wait for all of it. Exit comes a few seconds after the
+    grace period however long the pass is."""
+    s = start_server("--max-batch-tokens", "8192", "--shutdown-grace", "0.5")
+    text = " ".join(f"w{i % 50}" for i in range(2800))  # ~7800 tokens
+    n = len(requests.post(s.url + "/tokenize", json={"inputs": text}, timeout=30).json())
+    assert 7000 < n < 8100, n
+    threading.Thread(target=lambda: requests.post(
+        s.url + "/generate", json={"inputs": text, "parameters": {"max_new_tokens": 1}},
+        timeout=300), daemon=True).start()
+    t0 = time.time()
+    while s.metric("flashgen_num_requests_running") < 1:
+        assert time.time() - t0 < 20, "the request was not admitted"
+        time.sleep(0.1)
+    time.sleep(0.5)
+    t0 = time.time()
+    s.proc.send_signal(signal.SIGTERM)
+    try:
+        rc = s.proc.wait(12)
+    except subprocess.TimeoutExpired:
+        pytest.fail("still running 12 s after SIGTERM (grace 0.5 s)")
+    assert rc == 0, "\n".join(s.lines[-10:])
+    assert time.time() - t0 < 12
+
+
+def test_slowloris_from_many_connections_leaves_health_reachable(start_server):
+    """No per-client limit: 200 trickling connections against 64 slots used to hold every slot
+    until the idle timeout; the reserve evicts the longest-waiting ones so a probe gets in."""
+    s = start_server("--max-connections", "64", "--max-connections-per-client", "0",
+                     "--request-read-timeout", "60")
+    socks = []
+    try:
+        for _ in range(200):
+            try:
+                c = socket.create_connection(("127.0.0.1", s.port), timeout=2)
+                c.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+                socks.append(c)
+            except OSError:
+                pass
+        time.sleep(0.5)
+        for _ in range(5):
+            assert requests.get(s.url + "/health", timeout=3).status_code == 200
+    finally:
+        for c in socks:
+            c.close()
