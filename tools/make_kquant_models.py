@@ -29,7 +29,8 @@ import gguf
 from gguf import GGMLQuantizationType as QT
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from make_tiny_models import CHAT_TEMPLATE, CTX, EPS, MERGES, THETA, tiny_vocab  # noqa: E402
+from make_tiny_models import (CHAT_TEMPLATE, CTX, EPS, THETA, add_tiny_tokenizer,  # noqa: E402
+                              tiny_vocab)
 
 # dim and head_dim multiples of 256 / 64; ffn 384 is not a multiple of 256, so ffn_down's rows
 # take the fallback type as in real files with such widths
@@ -105,16 +106,7 @@ def write(path, tensors, norms):
     w.add_rope_freq_base(THETA)
     w.add_rope_dimension_count(CFG["head_dim"])
     w.add_vocab_size(len(tokens))
-    w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre("smollm")
-    w.add_token_list(tokens)
-    w.add_token_types(types)
-    w.add_token_merges([f"{a} {b}" for a, b in MERGES])
-    w.add_bos_token_id(1)
-    w.add_eos_token_id(2)
-    w.add_pad_token_id(2)
-    w.add_add_bos_token(False)
-    w.add_chat_template(CHAT_TEMPLATE)
+    add_tiny_tokenizer(w, tokens, types, CHAT_TEMPLATE)
     for name, v in norms.items():
         w.add_tensor(name, v)
     for name, (a, qt) in tensors.items():

@@ -193,6 +193,20 @@ def gguf_name(hf):
     return f"blk.{l}.{GGUF_NAMES[mid]}.weight"
 
 
+def add_tiny_tokenizer(w, tokens, types, chat_template):
+    """The byte-level tokenizer keys of every tiny GGUF (tiny_vocab's tokens and MERGES)."""
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("smollm")
+    w.add_token_list(tokens)
+    w.add_token_types(types)
+    w.add_token_merges([f"{a} {b}" for a, b in MERGES])
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(2)
+    w.add_pad_token_id(2)
+    w.add_add_bos_token(False)
+    w.add_chat_template(chat_template)
+
+
 def write_gguf(path, cfg, weights, qtype, tokens, types, chat_template=CHAT_TEMPLATE):
     w = gguf.GGUFWriter(path, "llama")
     w.add_block_count(cfg["n_layers"])
@@ -209,16 +223,7 @@ def write_gguf(path, cfg, weights, qtype, tokens, types, chat_template=CHAT_TEMP
     w.add_rope_dimension_count(cfg["head_dim"])
     w.add_vocab_size(len(tokens))
     w.add_file_type(0)
-    w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre("smollm")
-    w.add_token_list(tokens)
-    w.add_token_types(types)
-    w.add_token_merges([f"{a} {b}" for a, b in MERGES])
-    w.add_bos_token_id(1)
-    w.add_eos_token_id(2)
-    w.add_pad_token_id(2)
-    w.add_add_bos_token(False)
-    w.add_chat_template(chat_template)
+    add_tiny_tokenizer(w, tokens, types, chat_template)
     qt = QT[qtype]
     _, divisors = rope_inv_freq(cfg)
     if divisors is not None:
