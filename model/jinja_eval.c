@@ -308,12 +308,12 @@ static void to_str(struct ev *E, struct buf *b, const struct jv *v, int repr) {
             buf_add(E, b, v->s.p, v->s.n);
         break;
     case JV_LIST:
-        buf_str(E, b, "[");
+        buf_str(E, b, v->l->tuple ? "(" : "[");
         for (size_t i = 0; i < v->l->n; i++) {
             if (i) buf_str(E, b, ", ");
             to_str(E, b, &v->l->v[i], 1);
         }
-        buf_str(E, b, "]");
+        buf_str(E, b, !v->l->tuple ? "]" : v->l->n == 1 ? ",)" : ")");
         break;
     case JV_DICT:
         buf_str(E, b, v->d->ns ? "<Namespace {" : "{");
@@ -895,6 +895,7 @@ static struct jv call_method(struct ev *E, const struct jv_method *m, const stru
                     l.l->v[i] = d->v[i];
                 else {
                     struct jv p = v_list(E, 2);
+                    p.l->tuple = 1;
                     p.l->v[0] = d->k[i];
                     p.l->v[1] = d->v[i];
                     l.l->v[i] = p;
@@ -1658,6 +1659,7 @@ static struct jv eval(struct ev *E, struct scope *S, const struct jexpr *x) {
     case JE_LIST:
     case JE_TUPLE: {
         struct jv l = v_list(E, (size_t)x->nargs);
+        l.l->tuple = x->kind == JE_TUPLE;
         for (int i = 0; i < x->nargs; i++)
             l.l->v[i] = eval(E, S, x->args[i]);
         return l;
@@ -1737,16 +1739,6 @@ static int exec_node(struct ev *E, struct scope *S, const struct jnode *n, struc
         return FLOW_NEXT;
     case JN_OUT: {
         struct jv v = eval(E, S, n->expr);
-        if (v.t == JV_LIST && n->expr->kind == JE_TUPLE) {
-            /* {{ a, b }} prints the tuple */
-            buf_str(E, out, "(");
-            for (size_t i = 0; i < v.l->n; i++) {
-                if (i) buf_str(E, out, ", ");
-                to_str(E, out, &v.l->v[i], 1);
-            }
-            buf_str(E, out, v.l->n == 1 ? ",)" : ")");
-            return FLOW_NEXT;
-        }
         to_str(E, out, &v, 0);
         return FLOW_NEXT;
     }

@@ -61,6 +61,7 @@ struct jv {
 struct jv_list {
     struct jv *v;
     size_t n;
+    int tuple; /* prints as (a, b) */
 };
 struct jv_dict {
     struct jv *k, *v;

@@ -118,6 +118,10 @@ struct parser {
 #define JPARSE_MAX_DEPTH 200 /* nesting of expressions and blocks; real templates use < 20 */
 
 static void lc_at(struct parser *P, size_t off, int *line, int *col) {
+    if (off < P->lc_off) { /* backwards (an error pointing at a tag's start): count again */
+        P->lc_off = 0;
+        P->line = P->col = 1;
+    }
     for (; P->lc_off < off; P->lc_off++) {
         if (P->src[P->lc_off] == '\n') {
             P->line++;
@@ -263,7 +267,8 @@ static size_t lex_string(struct parser *P, size_t off) {
 
 /* Tokens inside a tag from OFF up to its end marker (VAR: "}}", else "%}"). Returns the offset
  * of the end marker's first character ('-', '+' or the closing one), storing the marker kind. */
-static size_t lex_tag(struct parser *P, size_t off, int var, int *end_strip, int *end_keep) {
+static size_t lex_tag(struct parser *P, size_t open, size_t off, int var, int *end_strip,
+                      int *end_keep) {
     static const char *ops3[] = {"**", "//", "==", "!=", "<=", ">="};
     int depth = 0;
     size_t i = off;
@@ -272,7 +277,7 @@ static size_t lex_tag(struct parser *P, size_t off, int var, int *end_strip, int
             i++;
         if (i >= P->len) {
             int l, c;
-            lc_at(P, off, &l, &c);
+            lc_at(P, open, &l, &c);
             perr(P, l, c, "unclosed %s tag", var ? "{{" : "{%");
         }
         const char *s = P->src + i;
@@ -405,7 +410,7 @@ static void lex(struct parser *P) {
             i = q + 2;
         } else {
             push(P, kind == '{' ? TK_VAR_BEGIN : TK_BLOCK_BEGIN, j, P->src + j, 2);
-            size_t e = lex_tag(P, k, kind == '{', &es, &ek);
+            size_t e = lex_tag(P, j, k, kind == '{', &es, &ek);
             push(P, kind == '{' ? TK_VAR_END : TK_BLOCK_END, e, P->src + e, 2);
             i = e + 2 + (P->src[e] == '-' || P->src[e] == '+');
         }
