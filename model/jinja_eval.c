@@ -2,8 +2,9 @@
  *
  * Values follow Python: ints, floats, str (UTF-8, indexed and measured in code points), lists,
  * ordered dicts, None, and Jinja's Undefined (prints as "", is false, iterates empty; its
- * attributes are an error). Printing is str(), so lists and dicts print as Python's repr.
- * tojson is json.dumps(ensure_ascii=False) as transformers installs it. Scopes: a for loop and a
+ * attributes are an error); jinja_value.c holds their printing, JSON and comparisons. This file
+ * is statements, expressions, the filters, tests, string/dict methods and globals. Scopes: a for
+ * loop and a
  * macro call open one; {% set %} writes the innermost, so a set inside a loop does not leak out
  * (hence namespace()). A render error (the template's, or a limit) longjmps back to jinja_render
  * with the message; every allocation is in the render's arena, freed there.
@@ -24,584 +25,9 @@
 #define JINJA_MAX_MEMORY (256u << 20)
 #define JINJA_MAX_CALL_DEPTH 64 /* macro recursion */
 
-struct buf {
-    char *p;
-    size_t n, cap;
-};
-
-struct scope {
-    struct scope *parent;
-    const char **names;
-    struct jv *vals;
-    int n, cap;
-};
-
-struct ev {
-    struct jarena a;
-    jmp_buf fail;
-    char *err;
-    size_t errlen;
-    size_t max_output;
-    long steps, max_steps;
-    int depth;
-    struct scope *globals;
-};
-
-static _Noreturn void fail(struct ev *E, int line, const char *fmt, ...) {
-    char msg[400];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    if (line > 0)
-        snprintf(E->err, E->errlen, "chat template line %d: %s", line, msg);
-    else
-        snprintf(E->err, E->errlen, "%s", msg);
-    longjmp(E->fail, 2);
-}
-
 static void step(struct ev *E, int line) {
     if (++E->steps > E->max_steps)
-        fail(E, line, "the template ran more than %ld loop iterations", E->max_steps);
-}
-
-/* ---- buffers (arena-backed) ---- */
-
-static void buf_add(struct ev *E, struct buf *b, const char *s, size_t n) {
-    if (b->n + n + 1 > b->cap) {
-        if (b->n + n > E->max_output)
-            fail(E, 0, "the rendered template exceeds %zu bytes", E->max_output);
-        size_t cap = 2 * (b->n + n) + 64;
-        char *p = jarena_alloc(&E->a, cap);
-        if (b->n) memcpy(p, b->p, b->n);
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = '\0';
-}
-static void buf_str(struct ev *E, struct buf *b, const char *s) {
-    buf_add(E, b, s, strlen(s));
-}
-static void buf_printf(struct ev *E, struct buf *b, const char *fmt, ...) {
-    char tmp[64];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
-    va_end(ap);
-    buf_add(E, b, tmp, (size_t)n);
-}
-
-/* ---- value constructors ---- */
-
-static struct jv v_undef(const char *name) {
-    return (struct jv){.t = JV_UNDEF, .undef_name = name};
-}
-static struct jv v_none(void) {
-    return (struct jv){.t = JV_NONE};
-}
-static struct jv v_bool(int b) {
-    return (struct jv){.t = JV_BOOL, .i = !!b};
-}
-static struct jv v_int(long long i) {
-    return (struct jv){.t = JV_INT, .i = i};
-}
-static struct jv v_float(double f) {
-    return (struct jv){.t = JV_FLOAT, .f = f};
-}
-static struct jv v_str(const char *p, size_t n) {
-    return (struct jv){.t = JV_STR, .s = {p, n}};
-}
-static struct jv v_cstr(const char *p) {
-    return v_str(p, strlen(p));
-}
-static struct jv v_buf(struct buf *b) {
-    return v_str(b->p ? b->p : "", b->n);
-}
-static struct jv v_list(struct ev *E, size_t n) {
-    struct jv_list *l = jarena_alloc(&E->a, sizeof(*l));
-    l->v = jarena_alloc(&E->a, (n ? n : 1) * sizeof(*l->v));
-    l->n = n;
-    return (struct jv){.t = JV_LIST, .l = l};
-}
-static struct jv v_dict(struct ev *E) {
-    struct jv_dict *d = jarena_alloc(&E->a, sizeof(*d));
-    return (struct jv){.t = JV_DICT, .d = d};
-}
-
-static const char *type_name(const struct jv *v) {
-    switch (v->t) {
-    case JV_UNDEF:
-        return "undefined";
-    case JV_NONE:
-        return "NoneType";
-    case JV_BOOL:
-        return "bool";
-    case JV_INT:
-        return "int";
-    case JV_FLOAT:
-        return "float";
-    case JV_STR:
-        return "str";
-    case JV_LIST:
-        return "list";
-    case JV_DICT:
-        return v->d->ns ? "Namespace" : "dict";
-    default:
-        return "function";
-    }
-}
-
-static int is_num(const struct jv *v) {
-    return v->t == JV_INT || v->t == JV_FLOAT || v->t == JV_BOOL;
-}
-static double num(const struct jv *v) {
-    return v->t == JV_FLOAT ? v->f : (double)v->i;
-}
-
-static int truthy(const struct jv *v) {
-    switch (v->t) {
-    case JV_UNDEF:
-    case JV_NONE:
-        return 0;
-    case JV_BOOL:
-    case JV_INT:
-        return v->i != 0;
-    case JV_FLOAT:
-        return v->f != 0.0;
-    case JV_STR:
-        return v->s.n != 0;
-    case JV_LIST:
-        return v->l->n != 0;
-    case JV_DICT:
-        return v->d->ns || v->d->n != 0;
-    default:
-        return 1;
-    }
-}
-
-static int equal(const struct jv *a, const struct jv *b);
-
-static struct jv *dict_find(const struct jv_dict *d, const struct jv *k) {
-    for (size_t i = 0; i < d->n; i++)
-        if (equal(&d->k[i], k)) return &d->v[i];
-    return NULL;
-}
-static struct jv *dict_get(const struct jv_dict *d, const char *key) {
-    struct jv k = v_cstr(key);
-    return dict_find(d, &k);
-}
-static void dict_set(struct ev *E, struct jv_dict *d, struct jv k, struct jv v) {
-    struct jv *old = dict_find(d, &k);
-    if (old) {
-        *old = v;
-        return;
-    }
-    if (d->n == d->cap) {
-        size_t cap = d->cap ? 2 * d->cap : 8;
-        struct jv *nk = jarena_alloc(&E->a, cap * sizeof(*nk)),
-                  *nv = jarena_alloc(&E->a, cap * sizeof(*nv));
-        if (d->n) {
-            memcpy(nk, d->k, d->n * sizeof(*nk));
-            memcpy(nv, d->v, d->n * sizeof(*nv));
-        }
-        d->k = nk;
-        d->v = nv;
-        d->cap = cap;
-    }
-    d->k[d->n] = k;
-    d->v[d->n++] = v;
-}
-
-/* ---- UTF-8 code points ---- */
-
-static size_t u8_len(const char *s, size_t n) {
-    size_t c = 0;
-    for (size_t i = 0; i < n; i++)
-        c += ((unsigned char)s[i] & 0xC0) != 0x80;
-    return c;
-}
-/* Byte offset of code point I (I <= length). */
-static size_t u8_off(const char *s, size_t n, size_t i) {
-    size_t k = 0;
-    for (; k < n; k++)
-        if (((unsigned char)s[k] & 0xC0) != 0x80) {
-            if (i == 0) return k;
-            i--;
-        }
-    return n;
-}
-
-/* ---- str() and repr() ---- */
-
-static void fmt_float(struct ev *E, struct buf *b, double f) {
-    if (isnan(f)) {
-        buf_str(E, b, "nan");
-        return;
-    }
-    if (isinf(f)) {
-        buf_str(E, b, f < 0 ? "-inf" : "inf");
-        return;
-    }
-    char tmp[40];
-    /* Python's repr: the shortest digits that read back to the same double. */
-    for (int p = 1; p <= 17; p++) {
-        snprintf(tmp, sizeof tmp, "%.*g", p, f);
-        if (strtod(tmp, NULL) == f) break;
-    }
-    /* Python writes 1e+16 style from exponent 16 up, and 1e-05 style below 1e-4. */
-    char *e = strchr(tmp, 'e');
-    int exp10 = f == 0 ? 0 : (int)floor(log10(fabs(f)));
-    if (!e && exp10 >= 16) {
-        snprintf(tmp, sizeof tmp, "%.16e", f);
-    }
-    if (!strchr(tmp, '.') && !strchr(tmp, 'e') && !strchr(tmp, 'n') && !strchr(tmp, 'i'))
-        strcat(tmp, ".0");
-    buf_str(E, b, tmp);
-}
-
-static void repr_str(struct ev *E, struct buf *b, const char *s, size_t n) {
-    int sq = memchr(s, '\'', n) != NULL, dq = memchr(s, '"', n) != NULL;
-    char q = sq && !dq ? '"' : '\'';
-    buf_add(E, b, &q, 1);
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c == '\\')
-            buf_str(E, b, "\\\\");
-        else if (c == (unsigned char)q) {
-            buf_str(E, b, q == '\'' ? "\\'" : "\\\"");
-        } else if (c == '\n')
-            buf_str(E, b, "\\n");
-        else if (c == '\r')
-            buf_str(E, b, "\\r");
-        else if (c == '\t')
-            buf_str(E, b, "\\t");
-        else if (c < 0x20 || c == 0x7f)
-            buf_printf(E, b, "\\x%02x", c);
-        else
-            buf_add(E, b, s + i, 1);
-    }
-    buf_add(E, b, &q, 1);
-}
-
-static void to_str(struct ev *E, struct buf *b, const struct jv *v, int repr) {
-    switch (v->t) {
-    case JV_UNDEF:
-        break;
-    case JV_NONE:
-        buf_str(E, b, "None");
-        break;
-    case JV_BOOL:
-        buf_str(E, b, v->i ? "True" : "False");
-        break;
-    case JV_INT:
-        buf_printf(E, b, "%lld", v->i);
-        break;
-    case JV_FLOAT:
-        fmt_float(E, b, v->f);
-        break;
-    case JV_STR:
-        if (repr)
-            repr_str(E, b, v->s.p, v->s.n);
-        else
-            buf_add(E, b, v->s.p, v->s.n);
-        break;
-    case JV_LIST:
-        buf_str(E, b, v->l->tuple ? "(" : "[");
-        for (size_t i = 0; i < v->l->n; i++) {
-            if (i) buf_str(E, b, ", ");
-            to_str(E, b, &v->l->v[i], 1);
-        }
-        buf_str(E, b, !v->l->tuple ? "]" : v->l->n == 1 ? ",)" : ")");
-        break;
-    case JV_DICT:
-        buf_str(E, b, v->d->ns ? "<Namespace {" : "{");
-        for (size_t i = 0; i < v->d->n; i++) {
-            if (i) buf_str(E, b, ", ");
-            to_str(E, b, &v->d->k[i], 1);
-            buf_str(E, b, ": ");
-            to_str(E, b, &v->d->v[i], 1);
-        }
-        buf_str(E, b, v->d->ns ? "}>" : "}");
-        break;
-    default:
-        buf_str(E, b, "<function>");
-        break;
-    }
-}
-
-static struct jv str_of(struct ev *E, const struct jv *v) {
-    if (v->t == JV_STR) return *v;
-    struct buf b = {0};
-    buf_add(E, &b, "", 0);
-    to_str(E, &b, v, 0);
-    return v_buf(&b);
-}
-
-/* ---- json.dumps(ensure_ascii=False, indent, separators, sort_keys) ---- */
-
-struct json_opts {
-    int indent; /* < 0: none */
-    const char *item_sep, *key_sep;
-    int sort_keys;
-};
-
-static void json_str(struct ev *E, struct buf *b, const char *s, size_t n) {
-    buf_str(E, b, "\"");
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        switch (c) {
-        case '"':
-            buf_str(E, b, "\\\"");
-            break;
-        case '\\':
-            buf_str(E, b, "\\\\");
-            break;
-        case '\n':
-            buf_str(E, b, "\\n");
-            break;
-        case '\r':
-            buf_str(E, b, "\\r");
-            break;
-        case '\t':
-            buf_str(E, b, "\\t");
-            break;
-        case '\b':
-            buf_str(E, b, "\\b");
-            break;
-        case '\f':
-            buf_str(E, b, "\\f");
-            break;
-        default:
-            if (c < 0x20)
-                buf_printf(E, b, "\\u%04x", c);
-            else
-                buf_add(E, b, s + i, 1);
-        }
-    }
-    buf_str(E, b, "\"");
-}
-
-static int cmp_values(struct ev *E, const struct jv *a, const struct jv *b, int line);
-
-static void json_nl(struct ev *E, struct buf *b, const struct json_opts *o, int level) {
-    buf_str(E, b, "\n");
-    for (int i = 0; i < o->indent * level; i++)
-        buf_str(E, b, " ");
-}
-
-static void to_json(struct ev *E, struct buf *b, const struct jv *v, const struct json_opts *o,
-                    int level, int line) {
-    if (level > 100) fail(E, line, "tojson: nested too deeply");
-    switch (v->t) {
-    case JV_NONE:
-        buf_str(E, b, "null");
-        break;
-    case JV_BOOL:
-        buf_str(E, b, v->i ? "true" : "false");
-        break;
-    case JV_INT:
-        buf_printf(E, b, "%lld", v->i);
-        break;
-    case JV_FLOAT:
-        if (isnan(v->f))
-            buf_str(E, b, "NaN");
-        else if (isinf(v->f))
-            buf_str(E, b, v->f < 0 ? "-Infinity" : "Infinity");
-        else
-            fmt_float(E, b, v->f);
-        break;
-    case JV_STR:
-        json_str(E, b, v->s.p, v->s.n);
-        break;
-    case JV_LIST:
-        if (!v->l->n) {
-            buf_str(E, b, "[]");
-            break;
-        }
-        buf_str(E, b, "[");
-        for (size_t i = 0; i < v->l->n; i++) {
-            if (i) buf_str(E, b, o->item_sep);
-            if (o->indent >= 0) json_nl(E, b, o, level + 1);
-            to_json(E, b, &v->l->v[i], o, level + 1, line);
-        }
-        if (o->indent >= 0) json_nl(E, b, o, level);
-        buf_str(E, b, "]");
-        break;
-    case JV_DICT: {
-        size_t n = v->d->n;
-        if (!n) {
-            buf_str(E, b, "{}");
-            break;
-        }
-        size_t *idx = jarena_alloc(&E->a, n * sizeof(*idx));
-        for (size_t i = 0; i < n; i++)
-            idx[i] = i;
-        if (o->sort_keys) /* insertion sort: dicts in templates are small */
-            for (size_t i = 1; i < n; i++)
-                for (size_t j = i;
-                     j > 0 && cmp_values(E, &v->d->k[idx[j - 1]], &v->d->k[idx[j]], line) > 0;
-                     j--) {
-                    size_t t = idx[j];
-                    idx[j] = idx[j - 1];
-                    idx[j - 1] = t;
-                }
-        buf_str(E, b, "{");
-        for (size_t i = 0; i < n; i++) {
-            const struct jv *k = &v->d->k[idx[i]];
-            if (i) buf_str(E, b, o->item_sep);
-            if (o->indent >= 0) json_nl(E, b, o, level + 1);
-            if (k->t == JV_STR)
-                json_str(E, b, k->s.p, k->s.n);
-            else if (k->t == JV_NONE)
-                buf_str(E, b, "\"null\"");
-            else if (k->t == JV_BOOL)
-                buf_str(E, b, k->i ? "\"true\"" : "\"false\"");
-            else if (k->t == JV_INT || k->t == JV_FLOAT) {
-                buf_str(E, b, "\"");
-                to_str(E, b, k, 0);
-                buf_str(E, b, "\"");
-            } else
-                fail(E, line, "tojson: keys must be str, int, float, bool or None");
-            buf_str(E, b, o->key_sep);
-            to_json(E, b, &v->d->v[idx[i]], o, level + 1, line);
-        }
-        if (o->indent >= 0) json_nl(E, b, o, level);
-        buf_str(E, b, "}");
-        break;
-    }
-    default:
-        fail(E, line, "tojson: Object of type %s is not JSON serializable", type_name(v));
-    }
-}
-
-/* ---- comparisons ---- */
-
-static int equal(const struct jv *a, const struct jv *b) {
-    if (is_num(a) && is_num(b)) {
-        if (a->t != JV_FLOAT && b->t != JV_FLOAT) return a->i == b->i;
-        return num(a) == num(b);
-    }
-    if (a->t != b->t) return 0;
-    switch (a->t) {
-    case JV_UNDEF:
-    case JV_NONE:
-        return 1;
-    case JV_STR:
-        return a->s.n == b->s.n && !memcmp(a->s.p, b->s.p, a->s.n);
-    case JV_LIST:
-        if (a->l->n != b->l->n) return 0;
-        for (size_t i = 0; i < a->l->n; i++)
-            if (!equal(&a->l->v[i], &b->l->v[i])) return 0;
-        return 1;
-    case JV_DICT:
-        if (a->d->ns || b->d->ns) return a->d == b->d;
-        if (a->d->n != b->d->n) return 0;
-        for (size_t i = 0; i < a->d->n; i++) {
-            struct jv *o = dict_find(b->d, &a->d->k[i]);
-            if (!o || !equal(&a->d->v[i], o)) return 0;
-        }
-        return 1;
-    case JV_FUNC:
-        return !strcmp(a->fn, b->fn);
-    case JV_MACRO:
-        return a->mac == b->mac;
-    default:
-        return 0;
-    }
-}
-
-/* Ordering (<): numbers, strings (UTF-8 bytes order as code points do), lists. */
-static int cmp_values(struct ev *E, const struct jv *a, const struct jv *b, int line) {
-    if (is_num(a) && is_num(b)) {
-        if (a->t != JV_FLOAT && b->t != JV_FLOAT) return (a->i > b->i) - (a->i < b->i);
-        return (num(a) > num(b)) - (num(a) < num(b));
-    }
-    if (a->t == JV_STR && b->t == JV_STR) {
-        size_t n = a->s.n < b->s.n ? a->s.n : b->s.n;
-        int c = memcmp(a->s.p, b->s.p, n);
-        if (c) return c < 0 ? -1 : 1;
-        return (a->s.n > b->s.n) - (a->s.n < b->s.n);
-    }
-    if (a->t == JV_LIST && b->t == JV_LIST) {
-        for (size_t i = 0; i < a->l->n && i < b->l->n; i++) {
-            int c = cmp_values(E, &a->l->v[i], &b->l->v[i], line);
-            if (c) return c;
-        }
-        return (a->l->n > b->l->n) - (a->l->n < b->l->n);
-    }
-    fail(E, line, "'<' not supported between instances of '%s' and '%s'", type_name(a),
-         type_name(b));
-}
-
-static int contains(struct ev *E, const struct jv *hay, const struct jv *needle, int line) {
-    switch (hay->t) {
-    case JV_STR:
-        if (needle->t != JV_STR)
-            fail(E, line, "'in <string>' requires string as left operand, not %s",
-                 type_name(needle));
-        if (needle->s.n == 0) return 1;
-        if (needle->s.n > hay->s.n) return 0;
-        return memmem(hay->s.p, hay->s.n, needle->s.p, needle->s.n) != NULL;
-    case JV_LIST:
-        for (size_t i = 0; i < hay->l->n; i++)
-            if (equal(&hay->l->v[i], needle)) return 1;
-        return 0;
-    case JV_DICT:
-        return dict_find(hay->d, needle) != NULL;
-    case JV_UNDEF:
-        return 0;
-    default:
-        fail(E, line, "argument of type '%s' is not iterable", type_name(hay));
-    }
-}
-
-/* ---- iteration: a value as a list ---- */
-
-static struct jv as_list(struct ev *E, const struct jv *v, int line) {
-    switch (v->t) {
-    case JV_LIST:
-        return *v;
-    case JV_UNDEF:
-        return v_list(E, 0);
-    case JV_DICT: {
-        struct jv l = v_list(E, v->d->n);
-        for (size_t i = 0; i < v->d->n; i++)
-            l.l->v[i] = v->d->k[i];
-        return l;
-    }
-    case JV_STR: {
-        size_t n = u8_len(v->s.p, v->s.n);
-        struct jv l = v_list(E, n);
-        size_t off = 0;
-        for (size_t i = 0; i < n; i++) {
-            size_t k = off + 1;
-            while (k < v->s.n && ((unsigned char)v->s.p[k] & 0xC0) == 0x80)
-                k++;
-            l.l->v[i] = v_str(v->s.p + off, k - off);
-            off = k;
-        }
-        return l;
-    }
-    default:
-        fail(E, line, "'%s' object is not iterable", type_name(v));
-    }
-}
-
-static long long length_of(struct ev *E, const struct jv *v, int line) {
-    switch (v->t) {
-    case JV_STR:
-        return (long long)u8_len(v->s.p, v->s.n);
-    case JV_LIST:
-        return (long long)v->l->n;
-    case JV_DICT:
-        return (long long)v->d->n;
-    case JV_UNDEF:
-        return 0;
-    default:
-        fail(E, line, "object of type '%s' has no len()", type_name(v));
-    }
+        jinja_fail(E, line, "the template ran more than %ld loop iterations", E->max_steps);
 }
 
 /* ---- scopes ---- */
@@ -681,12 +107,12 @@ static const struct jv *arg(const struct args *A, int i, const char *name) {
 
 static struct jv need_str(struct ev *E, const struct jv *v, int line, const char *what) {
     if (!v || v->t != JV_STR)
-        fail(E, line, "%s expects a string, got %s", what, v ? type_name(v) : "nothing");
+        jinja_fail(E, line, "%s expects a string, got %s", what, v ? jv_type_name(v) : "nothing");
     return *v;
 }
 static long long need_int(struct ev *E, const struct jv *v, int line, const char *what) {
     if (!v || (v->t != JV_INT && v->t != JV_BOOL))
-        fail(E, line, "%s expects an integer, got %s", what, v ? type_name(v) : "nothing");
+        jinja_fail(E, line, "%s expects an integer, got %s", what, v ? jv_type_name(v) : "nothing");
     return v->i;
 }
 
@@ -753,17 +179,17 @@ static struct jv str_case(struct ev *E, struct jv s, int mode) {
 static struct jv str_replace(struct ev *E, struct jv s, struct jv from, struct jv to,
                              long long count) {
     struct buf b = {0};
-    buf_add(E, &b, "", 0);
+    jv_buf_add(E, &b, "", 0);
     size_t i = 0;
     long long done = 0;
     if (from.s.n == 0) { /* Python inserts TO between every code point */
-        struct jv l = as_list(E, &s, 0);
+        struct jv l = jv_as_list(E, &s, 0);
         for (size_t k = 0; k <= l.l->n; k++) {
             if (count < 0 || done < count) {
-                buf_add(E, &b, to.s.p, to.s.n);
+                jv_buf_add(E, &b, to.s.p, to.s.n);
                 done++;
             }
-            if (k < l.l->n) buf_add(E, &b, l.l->v[k].s.p, l.l->v[k].s.n);
+            if (k < l.l->n) jv_buf_add(E, &b, l.l->v[k].s.p, l.l->v[k].s.n);
         }
         return v_buf(&b);
     }
@@ -771,12 +197,12 @@ static struct jv str_replace(struct ev *E, struct jv s, struct jv from, struct j
         const char *hit =
             (count < 0 || done < count) ? memmem(s.s.p + i, s.s.n - i, from.s.p, from.s.n) : NULL;
         if (!hit) break;
-        buf_add(E, &b, s.s.p + i, (size_t)(hit - s.s.p) - i);
-        buf_add(E, &b, to.s.p, to.s.n);
+        jv_buf_add(E, &b, s.s.p + i, (size_t)(hit - s.s.p) - i);
+        jv_buf_add(E, &b, to.s.p, to.s.n);
         i = (size_t)(hit - s.s.p) + from.s.n;
         done++;
     }
-    buf_add(E, &b, s.s.p + i, s.s.n - i);
+    jv_buf_add(E, &b, s.s.p + i, s.s.n - i);
     return v_buf(&b);
 }
 
@@ -804,7 +230,7 @@ static struct jv str_split(struct ev *E, struct jv s, const struct jv *sep, long
         }
     } else {
         struct jv d = need_str(E, sep, line, "split");
-        if (!d.s.n) fail(E, line, "split: empty separator");
+        if (!d.s.n) jinja_fail(E, line, "split: empty separator");
         for (;;) {
             const char *hit = (maxsplit < 0 || (long long)n < maxsplit) && i <= s.s.n
                                   ? memmem(s.s.p + i, s.s.n - i, d.s.p, d.s.n)
@@ -833,12 +259,12 @@ static int starts_ends(struct ev *E, struct jv s, const struct jv *p, int end, i
 }
 
 static struct jv join(struct ev *E, const struct jv *seq, struct jv sep, int line) {
-    struct jv l = as_list(E, seq, line);
+    struct jv l = jv_as_list(E, seq, line);
     struct buf b = {0};
-    buf_add(E, &b, "", 0);
+    jv_buf_add(E, &b, "", 0);
     for (size_t i = 0; i < l.l->n; i++) {
-        if (i) buf_add(E, &b, sep.s.p, sep.s.n);
-        to_str(E, &b, &l.l->v[i], 0);
+        if (i) jv_buf_add(E, &b, sep.s.p, sep.s.n);
+        jv_to_str(E, &b, &l.l->v[i], 0);
     }
     return v_buf(&b);
 }
@@ -875,10 +301,10 @@ static struct jv call_method(struct ev *E, const struct jv_method *m, const stru
             struct jv x = need_str(E, arg(A, 0, NULL), line, nm);
             if (nm[0] == 'f') {
                 const char *h = x.s.n <= s.s.n ? memmem(s.s.p, s.s.n, x.s.p, x.s.n) : NULL;
-                return v_int(h ? (long long)u8_len(s.s.p, (size_t)(h - s.s.p)) : -1);
+                return v_int(h ? (long long)jv_u8_len(s.s.p, (size_t)(h - s.s.p)) : -1);
             }
             long long c = 0;
-            if (!x.s.n) return v_int((long long)u8_len(s.s.p, s.s.n) + 1);
+            if (!x.s.n) return v_int((long long)jv_u8_len(s.s.p, s.s.n) + 1);
             for (const char *h = s.s.p; (h = memmem(h, s.s.n - (size_t)(h - s.s.p), x.s.p, x.s.n));
                  h += x.s.n)
                 c++;
@@ -905,11 +331,11 @@ static struct jv call_method(struct ev *E, const struct jv_method *m, const stru
         }
         if (!strcmp(nm, "get")) {
             const struct jv *k = arg(A, 0, NULL), *dflt = arg(A, 1, "default");
-            struct jv *v = k ? dict_find(d, k) : NULL;
+            struct jv *v = k ? jv_dict_find(d, k) : NULL;
             return v ? *v : dflt ? *dflt : v_none();
         }
     }
-    fail(E, line, "'%s' object has no attribute '%s'", type_name(self), nm);
+    jinja_fail(E, line, "'%s' object has no attribute '%s'", jv_type_name(self), nm);
 }
 
 static const char *const STR_METHODS[] = {
@@ -933,11 +359,11 @@ static struct jv bind(struct ev *E, struct jv self, const char *name) {
 /* obj.name (attribute first, then item, as Jinja's getattr does) */
 static struct jv get_attr(struct ev *E, struct jv obj, const char *name, int line) {
     if (obj.t == JV_UNDEF)
-        fail(E, line, "'%s' is undefined", obj.undef_name ? obj.undef_name : "value");
+        jinja_fail(E, line, "'%s' is undefined", obj.undef_name ? obj.undef_name : "value");
     if (obj.t == JV_STR && in_list(STR_METHODS, name)) return bind(E, obj, name);
     if (obj.t == JV_DICT) {
         if (!obj.d->ns && in_list(DICT_METHODS, name)) return bind(E, obj, name);
-        struct jv *v = dict_get(obj.d, name);
+        struct jv *v = jv_dict_get(obj.d, name);
         if (v) return *v;
     }
     return v_undef(name);
@@ -950,9 +376,9 @@ static long long norm_index(long long i, long long n) {
 /* obj[key] (item first, then attribute) */
 static struct jv get_item(struct ev *E, struct jv obj, struct jv key, int line) {
     if (obj.t == JV_UNDEF)
-        fail(E, line, "'%s' is undefined", obj.undef_name ? obj.undef_name : "value");
+        jinja_fail(E, line, "'%s' is undefined", obj.undef_name ? obj.undef_name : "value");
     if (obj.t == JV_DICT) {
-        struct jv *v = dict_find(obj.d, &key);
+        struct jv *v = jv_dict_find(obj.d, &key);
         if (v) return *v;
         if (key.t == JV_STR) {
             char *nm = jarena_strndup(&E->a, key.s.p, key.s.n);
@@ -962,10 +388,11 @@ static struct jv get_item(struct ev *E, struct jv obj, struct jv key, int line) 
         return v_undef(NULL);
     }
     if ((obj.t == JV_LIST || obj.t == JV_STR) && (key.t == JV_INT || key.t == JV_BOOL)) {
-        long long n = length_of(E, &obj, line), i = norm_index(key.i, n);
+        long long n = jv_length(E, &obj, line), i = norm_index(key.i, n);
         if (i < 0 || i >= n) return v_undef("index");
         if (obj.t == JV_LIST) return obj.l->v[i];
-        size_t a = u8_off(obj.s.p, obj.s.n, (size_t)i), b = u8_off(obj.s.p, obj.s.n, (size_t)i + 1);
+        size_t a = jv_u8_off(obj.s.p, obj.s.n, (size_t)i),
+               b = jv_u8_off(obj.s.p, obj.s.n, (size_t)i + 1);
         return v_str(obj.s.p + a, b - a);
     }
     if (key.t == JV_STR) {
@@ -978,11 +405,11 @@ static struct jv get_item(struct ev *E, struct jv obj, struct jv key, int line) 
 static struct jv slice(struct ev *E, struct jv obj, const struct jv *a, const struct jv *b,
                        const struct jv *c, int line) {
     long long step = c && c->t != JV_NONE ? need_int(E, c, line, "slice step") : 1;
-    if (step == 0) fail(E, line, "slice step cannot be zero");
+    if (step == 0) jinja_fail(E, line, "slice step cannot be zero");
     if (obj.t == JV_UNDEF)
-        fail(E, line, "'%s' is undefined", obj.undef_name ? obj.undef_name : "value");
-    struct jv l = obj.t == JV_STR ? as_list(E, &obj, line) : obj;
-    if (l.t != JV_LIST) fail(E, line, "'%s' object is not subscriptable", type_name(&obj));
+        jinja_fail(E, line, "'%s' is undefined", obj.undef_name ? obj.undef_name : "value");
+    struct jv l = obj.t == JV_STR ? jv_as_list(E, &obj, line) : obj;
+    if (l.t != JV_LIST) jinja_fail(E, line, "'%s' object is not subscriptable", jv_type_name(&obj));
     long long n = (long long)l.l->n, lo, hi;
     /* Python's slice.indices */
     if (step > 0) {
@@ -1003,24 +430,24 @@ static struct jv slice(struct ev *E, struct jv obj, const struct jv *a, const st
     out.l->n = k;
     if (obj.t != JV_STR) return out;
     struct buf s = {0};
-    buf_add(E, &s, "", 0);
+    jv_buf_add(E, &s, "", 0);
     for (size_t i = 0; i < k; i++)
-        buf_add(E, &s, out.l->v[i].s.p, out.l->v[i].s.n);
+        jv_buf_add(E, &s, out.l->v[i].s.p, out.l->v[i].s.n);
     return v_buf(&s);
 }
 
 static struct jv call_macro(struct ev *E, const struct jnode *m, const struct args *A) {
     if (E->depth >= JINJA_MAX_CALL_DEPTH)
-        fail(E, A->line, "macro '%s' nested more than %d calls deep", m->target,
-             JINJA_MAX_CALL_DEPTH);
+        jinja_fail(E, A->line, "macro '%s' nested more than %d calls deep", m->target,
+                   JINJA_MAX_CALL_DEPTH);
     step(E, A->line);
     struct scope *S = scope_new(E, E->globals);
     int pos = 0;
     for (int i = 0; i < A->n; i++) {
         if (A->kw[i]) continue;
         if (pos >= m->ntargets)
-            fail(E, A->line, "macro '%s' takes not more than %d argument(s)", m->target,
-                 m->ntargets);
+            jinja_fail(E, A->line, "macro '%s' takes not more than %d argument(s)", m->target,
+                       m->ntargets);
         scope_set(E, S, m->targets[pos++], A->v[i]);
     }
     for (int k = pos; k < m->ntargets; k++) {
@@ -1033,7 +460,7 @@ static struct jv call_macro(struct ev *E, const struct jnode *m, const struct ar
             scope_set(E, S, m->targets[k], v_undef(m->targets[k]));
     }
     struct buf out = {0};
-    buf_add(E, &out, "", 0);
+    jv_buf_add(E, &out, "", 0);
     E->depth++;
     exec_body(E, S, &m->body, &out);
     E->depth--;
@@ -1044,14 +471,14 @@ static struct jv call_func(struct ev *E, const char *fn, const struct args *A) {
     int line = A->line;
     if (!strcmp(fn, "raise_exception")) {
         const struct jv *m = arg(A, 0, "message");
-        struct jv s = m ? str_of(E, m) : v_cstr("");
+        struct jv s = m ? jv_str_of(E, m) : v_cstr("");
         snprintf(E->err, E->errlen, "%.*s", (int)s.s.n, s.s.p);
         longjmp(E->fail, 3);
     }
     if (!strcmp(fn, "range")) {
         long long a = 0, b, c = 1;
         const struct jv *x = arg(A, 0, NULL), *y = arg(A, 1, NULL), *z = arg(A, 2, NULL);
-        if (!x) fail(E, line, "range expected at least 1 argument");
+        if (!x) jinja_fail(E, line, "range expected at least 1 argument");
         if (y) {
             a = need_int(E, x, line, "range");
             b = need_int(E, y, line, "range");
@@ -1059,10 +486,10 @@ static struct jv call_func(struct ev *E, const char *fn, const struct args *A) {
             b = need_int(E, x, line, "range");
         }
         if (z) c = need_int(E, z, line, "range");
-        if (c == 0) fail(E, line, "range() arg 3 must not be zero");
+        if (c == 0) jinja_fail(E, line, "range() arg 3 must not be zero");
         long long n =
             c > 0 ? (b > a ? (b - a + c - 1) / c : 0) : (a > b ? (a - b - c - 1) / -c : 0);
-        if (n > 100000) fail(E, line, "range of %lld items is over the limit of 100000", n);
+        if (n > 100000) jinja_fail(E, line, "range of %lld items is over the limit of 100000", n);
         struct jv l = v_list(E, (size_t)n);
         for (long long i = 0; i < n; i++)
             l.l->v[i] = v_int(a + i * c);
@@ -1074,9 +501,9 @@ static struct jv call_func(struct ev *E, const char *fn, const struct args *A) {
         const struct jv *init = arg(A, 0, NULL);
         if (init && init->t == JV_DICT)
             for (size_t i = 0; i < init->d->n; i++)
-                dict_set(E, d.d, init->d->k[i], init->d->v[i]);
+                jv_dict_set(E, d.d, init->d->k[i], init->d->v[i]);
         for (int i = 0; i < A->n; i++)
-            if (A->kw[i]) dict_set(E, d.d, v_cstr(A->kw[i]), A->v[i]);
+            if (A->kw[i]) jv_dict_set(E, d.d, v_cstr(A->kw[i]), A->v[i]);
         return d;
     }
     if (!strcmp(fn, "strftime_now")) {
@@ -1088,7 +515,7 @@ static struct jv call_func(struct ev *E, const char *fn, const struct args *A) {
         size_t n = strftime(out, sizeof out, fmt, &tm);
         return v_str(jarena_strndup(&E->a, out, n), n);
     }
-    fail(E, line, "'%s' is not callable", fn);
+    jinja_fail(E, line, "'%s' is not callable", fn);
 }
 
 static struct jv call(struct ev *E, struct jv f, const struct args *A) {
@@ -1100,9 +527,9 @@ static struct jv call(struct ev *E, struct jv f, const struct args *A) {
     case JV_MACRO:
         return call_macro(E, f.mac, A);
     case JV_UNDEF:
-        fail(E, A->line, "'%s' is undefined", f.undef_name ? f.undef_name : "value");
+        jinja_fail(E, A->line, "'%s' is undefined", f.undef_name ? f.undef_name : "value");
     default:
-        fail(E, A->line, "'%s' object is not callable", type_name(&f));
+        jinja_fail(E, A->line, "'%s' object is not callable", jv_type_name(&f));
     }
 }
 
@@ -1131,7 +558,7 @@ static struct jv attr_path(struct ev *E, struct jv v, struct jv path, int line) 
 
 static struct jv select_items(struct ev *E, struct jv seq, const struct args *A, int attr,
                               int keep) {
-    struct jv l = as_list(E, &seq, A->line);
+    struct jv l = jv_as_list(E, &seq, A->line);
     struct jv out = v_list(E, l.l->n);
     size_t n = 0;
     int first = attr ? 1 : 0;
@@ -1157,7 +584,7 @@ static struct jv select_items(struct ev *E, struct jv seq, const struct args *A,
     for (size_t i = 0; i < l.l->n; i++) {
         struct jv x = l.l->v[i];
         if (attr) x = attr_path(E, x, *arg(A, 0, NULL), A->line);
-        int ok = tname ? test(E, tname, &x, &TA) : truthy(&x);
+        int ok = tname ? test(E, tname, &x, &TA) : jv_truthy(&x);
         if (ok == keep) out.l->v[n++] = l.l->v[i];
     }
     out.l->n = n;
@@ -1166,14 +593,14 @@ static struct jv select_items(struct ev *E, struct jv seq, const struct args *A,
 
 static struct jv filter(struct ev *E, const char *name, struct jv v, const struct args *A) {
     int line = A->line;
-    if (!strcmp(name, "trim")) return strip(str_of(E, &v), arg(A, 0, "chars"), 3);
-    if (!strcmp(name, "length") || !strcmp(name, "count")) return v_int(length_of(E, &v, line));
-    if (!strcmp(name, "string")) return str_of(E, &v);
+    if (!strcmp(name, "trim")) return strip(jv_str_of(E, &v), arg(A, 0, "chars"), 3);
+    if (!strcmp(name, "length") || !strcmp(name, "count")) return v_int(jv_length(E, &v, line));
+    if (!strcmp(name, "string")) return jv_str_of(E, &v);
     if (!strcmp(name, "safe") || !strcmp(name, "e") || !strcmp(name, "escape")) {
-        if (name[0] == 's') return str_of(E, &v);
-        struct jv s = str_of(E, &v);
+        if (name[0] == 's') return jv_str_of(E, &v);
+        struct jv s = jv_str_of(E, &v);
         struct buf b = {0};
-        buf_add(E, &b, "", 0);
+        jv_buf_add(E, &b, "", 0);
         for (size_t i = 0; i < s.s.n; i++) {
             char c = s.s.p[i];
             const char *r = c == '&'    ? "&amp;"
@@ -1183,26 +610,26 @@ static struct jv filter(struct ev *E, const char *name, struct jv v, const struc
                             : c == '\'' ? "&#39;"
                                         : NULL;
             if (r)
-                buf_str(E, &b, r);
+                jv_buf_str(E, &b, r);
             else
-                buf_add(E, &b, &c, 1);
+                jv_buf_add(E, &b, &c, 1);
         }
         return v_buf(&b);
     }
-    if (!strcmp(name, "upper")) return str_case(E, str_of(E, &v), 'u');
-    if (!strcmp(name, "lower")) return str_case(E, str_of(E, &v), 'l');
-    if (!strcmp(name, "capitalize")) return str_case(E, str_case(E, str_of(E, &v), 'l'), 'c');
-    if (!strcmp(name, "title")) return str_case(E, str_case(E, str_of(E, &v), 'l'), 'j');
+    if (!strcmp(name, "upper")) return str_case(E, jv_str_of(E, &v), 'u');
+    if (!strcmp(name, "lower")) return str_case(E, jv_str_of(E, &v), 'l');
+    if (!strcmp(name, "capitalize")) return str_case(E, str_case(E, jv_str_of(E, &v), 'l'), 'c');
+    if (!strcmp(name, "title")) return str_case(E, str_case(E, jv_str_of(E, &v), 'l'), 'j');
     if (!strcmp(name, "replace")) {
         const struct jv *c = arg(A, 2, "count");
-        return str_replace(E, str_of(E, &v),
-                           str_of(E, arg(A, 0, "old") ? arg(A, 0, "old") : &(struct jv){0}),
-                           str_of(E, arg(A, 1, "new") ? arg(A, 1, "new") : &(struct jv){0}),
+        return str_replace(E, jv_str_of(E, &v),
+                           jv_str_of(E, arg(A, 0, "old") ? arg(A, 0, "old") : &(struct jv){0}),
+                           jv_str_of(E, arg(A, 1, "new") ? arg(A, 1, "new") : &(struct jv){0}),
                            c && c->t != JV_NONE ? need_int(E, c, line, "replace") : -1);
     }
     if (!strcmp(name, "default") || !strcmp(name, "d")) {
         const struct jv *d = arg(A, 0, "default_value"), *b = arg(A, 1, "boolean");
-        int use = v.t == JV_UNDEF || (b && truthy(b) && !truthy(&v));
+        int use = v.t == JV_UNDEF || (b && jv_truthy(b) && !jv_truthy(&v));
         return use ? (d ? *d : v_cstr("")) : v;
     }
     if (!strcmp(name, "tojson")) {
@@ -1210,7 +637,7 @@ static struct jv filter(struct ev *E, const char *name, struct jv v, const struc
                         *sep = arg(A, 2, "separators");
         struct json_opts o = {.indent = -1, .item_sep = ", ", .key_sep = ": "};
         if (ind && ind->t != JV_NONE) {
-            if (ind->t == JV_STR) fail(E, line, "tojson: a string indent is not supported");
+            if (ind->t == JV_STR) jinja_fail(E, line, "tojson: a string indent is not supported");
             o.indent = (int)need_int(E, ind, line, "tojson indent");
             if (o.indent < 0) o.indent = 0;
             if (o.indent > 64) o.indent = 64;
@@ -1222,51 +649,52 @@ static struct jv filter(struct ev *E, const char *name, struct jv v, const struc
             o.item_sep = jarena_strndup(&E->a, a.s.p, a.s.n);
             o.key_sep = jarena_strndup(&E->a, b.s.p, b.s.n);
         }
-        o.sort_keys = sk && truthy(sk);
+        o.sort_keys = sk && jv_truthy(sk);
         struct buf b = {0};
-        buf_add(E, &b, "", 0);
-        to_json(E, &b, &v, &o, 0, line);
+        jv_buf_add(E, &b, "", 0);
+        jv_to_json(E, &b, &v, &o, 0, line);
         return v_buf(&b);
     }
     if (!strcmp(name, "join")) {
         const struct jv *sep = arg(A, 0, "d"), *at = arg(A, 1, "attribute");
-        struct jv l = as_list(E, &v, line);
+        struct jv l = jv_as_list(E, &v, line);
         if (at) {
             struct jv m = v_list(E, l.l->n);
             for (size_t i = 0; i < l.l->n; i++)
                 m.l->v[i] = attr_path(E, l.l->v[i], *at, line);
             l = m;
         }
-        return join(E, &l, sep ? str_of(E, sep) : v_cstr(""), line);
+        return join(E, &l, sep ? jv_str_of(E, sep) : v_cstr(""), line);
     }
     if (!strcmp(name, "first") || !strcmp(name, "last")) {
-        struct jv l = as_list(E, &v, line);
+        struct jv l = jv_as_list(E, &v, line);
         if (!l.l->n) return v_undef(name);
         return l.l->v[name[0] == 'f' ? 0 : l.l->n - 1];
     }
     if (!strcmp(name, "list")) {
-        struct jv l = as_list(E, &v, line);
+        struct jv l = jv_as_list(E, &v, line);
         struct jv c = v_list(E, l.l->n);
         if (l.l->n) memcpy(c.l->v, l.l->v, l.l->n * sizeof(*c.l->v));
         return c;
     }
     if (!strcmp(name, "reverse")) {
         if (v.t == JV_STR) {
-            struct jv l = as_list(E, &v, line);
+            struct jv l = jv_as_list(E, &v, line);
             struct buf b = {0};
-            buf_add(E, &b, "", 0);
+            jv_buf_add(E, &b, "", 0);
             for (size_t i = l.l->n; i > 0; i--)
-                buf_add(E, &b, l.l->v[i - 1].s.p, l.l->v[i - 1].s.n);
+                jv_buf_add(E, &b, l.l->v[i - 1].s.p, l.l->v[i - 1].s.n);
             return v_buf(&b);
         }
-        struct jv l = as_list(E, &v, line), c = v_list(E, l.l->n);
+        struct jv l = jv_as_list(E, &v, line), c = v_list(E, l.l->n);
         for (size_t i = 0; i < l.l->n; i++)
             c.l->v[i] = l.l->v[l.l->n - 1 - i];
         return c;
     }
     if (!strcmp(name, "items")) {
         if (v.t == JV_UNDEF) return v_list(E, 0);
-        if (v.t != JV_DICT) fail(E, line, "items: expected a mapping, got %s", type_name(&v));
+        if (v.t != JV_DICT)
+            jinja_fail(E, line, "items: expected a mapping, got %s", jv_type_name(&v));
         struct jv_method m = {.self = v, .name = "items"};
         struct args none = {.line = line};
         return call_method(E, &m, &none);
@@ -1287,7 +715,7 @@ static struct jv filter(struct ev *E, const char *name, struct jv v, const struc
         return d ? *d : v_int(0);
     }
     if (!strcmp(name, "float")) {
-        if (is_num(&v)) return v_float(num(&v));
+        if (jv_is_num(&v)) return v_float(jv_num(&v));
         if (v.t == JV_STR) {
             char *s = jarena_strndup(&E->a, v.s.p, v.s.n), *end;
             double f = strtod(s, &end);
@@ -1299,14 +727,14 @@ static struct jv filter(struct ev *E, const char *name, struct jv v, const struc
     if (!strcmp(name, "abs")) {
         if (v.t == JV_FLOAT) return v_float(fabs(v.f));
         if (v.t == JV_INT || v.t == JV_BOOL) return v_int(v.i < 0 ? -v.i : v.i);
-        fail(E, line, "bad operand type for abs(): '%s'", type_name(&v));
+        jinja_fail(E, line, "bad operand type for abs(): '%s'", jv_type_name(&v));
     }
     if (!strcmp(name, "selectattr")) return select_items(E, v, A, 1, 1);
     if (!strcmp(name, "rejectattr")) return select_items(E, v, A, 1, 0);
     if (!strcmp(name, "select")) return select_items(E, v, A, 0, 1);
     if (!strcmp(name, "reject")) return select_items(E, v, A, 0, 0);
     if (!strcmp(name, "map")) {
-        struct jv l = as_list(E, &v, line), out = v_list(E, l.l->n);
+        struct jv l = jv_as_list(E, &v, line), out = v_list(E, l.l->n);
         const struct jv *at = arg(A, -1, "attribute"), *dflt = arg(A, -1, "default");
         const struct jv *fname = arg(A, 0, NULL);
         struct args FA = {.line = line};
@@ -1321,7 +749,7 @@ static struct jv filter(struct ev *E, const char *name, struct jv v, const struc
                     break;
                 }
         }
-        if (!at && !fname) fail(E, line, "map: expected a filter name or attribute=");
+        if (!at && !fname) jinja_fail(E, line, "map: expected a filter name or attribute=");
         const char *fn = NULL;
         if (!at) {
             struct jv s = need_str(E, fname, line, "map");
@@ -1338,12 +766,12 @@ static struct jv filter(struct ev *E, const char *name, struct jv v, const struc
         return out;
     }
     if (!strcmp(name, "unique")) {
-        struct jv l = as_list(E, &v, line), out = v_list(E, l.l->n);
+        struct jv l = jv_as_list(E, &v, line), out = v_list(E, l.l->n);
         size_t n = 0;
         for (size_t i = 0; i < l.l->n; i++) {
             int dup = 0;
             for (size_t k = 0; k < n && !dup; k++)
-                dup = equal(&out.l->v[k], &l.l->v[i]);
+                dup = jv_equal(&out.l->v[k], &l.l->v[i]);
             if (!dup) out.l->v[n++] = l.l->v[i];
         }
         out.l->n = n;
@@ -1354,13 +782,13 @@ static struct jv filter(struct ev *E, const char *name, struct jv v, const struc
         struct jv l = ds ? filter(E, "items", v, A) : filter(E, "list", v, A);
         const struct jv *rev = arg(A, ds ? 2 : 0, "reverse"),
                         *at = ds ? NULL : arg(A, 2, "attribute");
-        int r = rev && truthy(rev);
+        int r = rev && jv_truthy(rev);
         for (size_t i = 1; i < l.l->n; i++)
             for (size_t j = i; j > 0; j--) {
                 struct jv a = l.l->v[j - 1], b = l.l->v[j];
                 struct jv ka = ds ? a.l->v[0] : at ? attr_path(E, a, *at, line) : a;
                 struct jv kb = ds ? b.l->v[0] : at ? attr_path(E, b, *at, line) : b;
-                int c = cmp_values(E, &ka, &kb, line);
+                int c = jv_cmp(E, &ka, &kb, line);
                 if (r ? c >= 0 : c <= 0) break;
                 l.l->v[j - 1] = b;
                 l.l->v[j] = a;
@@ -1371,24 +799,25 @@ static struct jv filter(struct ev *E, const char *name, struct jv v, const struc
         const struct jv *w = arg(A, 0, "width"), *fst = arg(A, 1, "first"),
                         *blank = arg(A, 2, "blank");
         struct buf pad = {0};
-        buf_add(E, &pad, "", 0);
+        jv_buf_add(E, &pad, "", 0);
         if (w && w->t == JV_STR)
-            buf_add(E, &pad, w->s.p, w->s.n);
+            jv_buf_add(E, &pad, w->s.p, w->s.n);
         else
             for (long long i = 0, n = w ? need_int(E, w, line, "indent") : 4; i < n && i < 256; i++)
-                buf_add(E, &pad, " ", 1);
-        struct jv s = str_of(E, &v);
+                jv_buf_add(E, &pad, " ", 1);
+        struct jv s = jv_str_of(E, &v);
         struct buf b = {0};
-        buf_add(E, &b, "", 0);
+        jv_buf_add(E, &b, "", 0);
         int at_start = 1, firstline = 1;
         for (size_t i = 0; i < s.s.n; i++) {
             if (at_start) {
                 int empty = s.s.p[i] == '\n';
-                if ((!firstline || (fst && truthy(fst))) && (!empty || (blank && truthy(blank))))
-                    buf_add(E, &b, pad.p, pad.n);
+                if ((!firstline || (fst && jv_truthy(fst))) &&
+                    (!empty || (blank && jv_truthy(blank))))
+                    jv_buf_add(E, &b, pad.p, pad.n);
                 at_start = 0;
             }
-            buf_add(E, &b, s.s.p + i, 1);
+            jv_buf_add(E, &b, s.s.p + i, 1);
             if (s.s.p[i] == '\n') {
                 at_start = 1;
                 firstline = 0;
@@ -1397,13 +826,13 @@ static struct jv filter(struct ev *E, const char *name, struct jv v, const struc
         return v_buf(&b);
     }
     if (!strcmp(name, "sum") || !strcmp(name, "max") || !strcmp(name, "min")) {
-        struct jv l = as_list(E, &v, line);
+        struct jv l = jv_as_list(E, &v, line);
         if (name[1] == 'u') {
             struct jv acc = v_int(0);
             for (size_t i = 0; i < l.l->n; i++) {
-                if (!is_num(&l.l->v[i])) fail(E, line, "sum: not a number");
+                if (!jv_is_num(&l.l->v[i])) jinja_fail(E, line, "sum: not a number");
                 acc = acc.t == JV_FLOAT || l.l->v[i].t == JV_FLOAT
-                          ? v_float(num(&acc) + num(&l.l->v[i]))
+                          ? v_float(jv_num(&acc) + jv_num(&l.l->v[i]))
                           : v_int(acc.i + l.l->v[i].i);
             }
             return acc;
@@ -1411,7 +840,7 @@ static struct jv filter(struct ev *E, const char *name, struct jv v, const struc
         if (!l.l->n) return v_undef(name);
         struct jv best = l.l->v[0];
         for (size_t i = 1; i < l.l->n; i++) {
-            int c = cmp_values(E, &l.l->v[i], &best, line);
+            int c = jv_cmp(E, &l.l->v[i], &best, line);
             if (name[1] == 'a' ? c > 0 : c < 0) best = l.l->v[i];
         }
         return best;
@@ -1419,14 +848,14 @@ static struct jv filter(struct ev *E, const char *name, struct jv v, const struc
     if (!strcmp(name, "round")) {
         const struct jv *p = arg(A, 0, "precision");
         double m = pow(10, p ? (double)need_int(E, p, line, "round") : 0);
-        if (!is_num(&v)) fail(E, line, "round: not a number");
-        return v_float(nearbyint(num(&v) * m) / m);
+        if (!jv_is_num(&v)) jinja_fail(E, line, "round: not a number");
+        return v_float(nearbyint(jv_num(&v) * m) / m);
     }
     if (!strcmp(name, "wordcount")) {
-        struct jv l = str_split(E, str_of(E, &v), NULL, -1, line);
+        struct jv l = str_split(E, jv_str_of(E, &v), NULL, -1, line);
         return v_int((long long)l.l->n);
     }
-    fail(E, line, "no filter named '%s'", name);
+    jinja_fail(E, line, "no filter named '%s'", name);
 }
 
 static int test(struct ev *E, const char *name, const struct jv *v, const struct args *A) {
@@ -1436,7 +865,7 @@ static int test(struct ev *E, const char *name, const struct jv *v, const struct
     if (!strcmp(name, "undefined")) return v->t == JV_UNDEF;
     if (!strcmp(name, "none")) return v->t == JV_NONE;
     if (!strcmp(name, "string")) return v->t == JV_STR;
-    if (!strcmp(name, "number")) return is_num(v);
+    if (!strcmp(name, "number")) return jv_is_num(v);
     if (!strcmp(name, "integer")) return v->t == JV_INT;
     if (!strcmp(name, "float")) return v->t == JV_FLOAT;
     if (!strcmp(name, "boolean")) return v->t == JV_BOOL;
@@ -1449,7 +878,7 @@ static int test(struct ev *E, const char *name, const struct jv *v, const struct
     if (!strcmp(name, "lower") || !strcmp(name, "upper")) {
         if (v->t != JV_STR) return 0;
         struct jv s = str_case(E, *v, name[0]);
-        return equal(&s, v);
+        return jv_equal(&s, v);
     }
     if (!strcmp(name, "even") || !strcmp(name, "odd")) {
         long long i = need_int(E, v, line, name);
@@ -1457,40 +886,40 @@ static int test(struct ev *E, const char *name, const struct jv *v, const struct
     }
     if (!strcmp(name, "divisibleby")) {
         long long d = need_int(E, x, line, name);
-        if (!d) fail(E, line, "integer division or modulo by zero");
+        if (!d) jinja_fail(E, line, "integer division or modulo by zero");
         return need_int(E, v, line, name) % d == 0;
     }
-    if (!x) fail(E, line, "test '%s' needs an argument (or does not exist)", name);
+    if (!x) jinja_fail(E, line, "test '%s' needs an argument (or does not exist)", name);
     if (!strcmp(name, "eq") || !strcmp(name, "equalto") || !strcmp(name, "==") ||
         !strcmp(name, "sameas"))
-        return equal(v, x);
-    if (!strcmp(name, "ne") || !strcmp(name, "!=")) return !equal(v, x);
+        return jv_equal(v, x);
+    if (!strcmp(name, "ne") || !strcmp(name, "!=")) return !jv_equal(v, x);
     if (!strcmp(name, "lt") || !strcmp(name, "<") || !strcmp(name, "lessthan"))
-        return cmp_values(E, v, x, line) < 0;
-    if (!strcmp(name, "le") || !strcmp(name, "<=")) return cmp_values(E, v, x, line) <= 0;
+        return jv_cmp(E, v, x, line) < 0;
+    if (!strcmp(name, "le") || !strcmp(name, "<=")) return jv_cmp(E, v, x, line) <= 0;
     if (!strcmp(name, "gt") || !strcmp(name, ">") || !strcmp(name, "greaterthan"))
-        return cmp_values(E, v, x, line) > 0;
-    if (!strcmp(name, "ge") || !strcmp(name, ">=")) return cmp_values(E, v, x, line) >= 0;
-    if (!strcmp(name, "in")) return contains(E, x, v, line);
-    fail(E, line, "no test named '%s'", name);
+        return jv_cmp(E, v, x, line) > 0;
+    if (!strcmp(name, "ge") || !strcmp(name, ">=")) return jv_cmp(E, v, x, line) >= 0;
+    if (!strcmp(name, "in")) return jv_contains(E, x, v, line);
+    jinja_fail(E, line, "no test named '%s'", name);
 }
 
 static struct jv arith(struct ev *E, int op, struct jv a, struct jv b, int line) {
     if (op == '~') {
         struct buf s = {0};
-        buf_add(E, &s, "", 0);
-        to_str(E, &s, &a, 0);
-        to_str(E, &s, &b, 0);
+        jv_buf_add(E, &s, "", 0);
+        jv_to_str(E, &s, &a, 0);
+        jv_to_str(E, &s, &b, 0);
         return v_buf(&s);
     }
     if (a.t == JV_UNDEF || b.t == JV_UNDEF) {
         const struct jv *u = a.t == JV_UNDEF ? &a : &b;
-        fail(E, line, "'%s' is undefined", u->undef_name ? u->undef_name : "value");
+        jinja_fail(E, line, "'%s' is undefined", u->undef_name ? u->undef_name : "value");
     }
     if (op == '+' && a.t == JV_STR && b.t == JV_STR) {
         struct buf s = {0};
-        buf_add(E, &s, a.s.p, a.s.n);
-        buf_add(E, &s, b.s.p, b.s.n);
+        jv_buf_add(E, &s, a.s.p, a.s.n);
+        jv_buf_add(E, &s, b.s.p, b.s.n);
         return v_buf(&s);
     }
     if (op == '+' && a.t == JV_LIST && b.t == JV_LIST) {
@@ -1503,30 +932,30 @@ static struct jv arith(struct ev *E, int op, struct jv a, struct jv b, int line)
         long long n = b.i < 0 ? 0 : b.i;
         if (a.t == JV_STR) {
             struct buf s = {0};
-            buf_add(E, &s, "", 0);
+            jv_buf_add(E, &s, "", 0);
             for (long long i = 0; i < n; i++)
-                buf_add(E, &s, a.s.p, a.s.n);
+                jv_buf_add(E, &s, a.s.p, a.s.n);
             return v_buf(&s);
         }
-        if (n * (long long)a.l->n > 1000000) fail(E, line, "list repetition over the limit");
+        if (n * (long long)a.l->n > 1000000) jinja_fail(E, line, "list repetition over the limit");
         struct jv l = v_list(E, (size_t)n * a.l->n);
         for (long long i = 0; i < n; i++)
             if (a.l->n) memcpy(l.l->v + i * (long long)a.l->n, a.l->v, a.l->n * sizeof(*l.l->v));
         return l;
     }
-    if (!is_num(&a) || !is_num(&b))
-        fail(E, line, "unsupported operand type(s) for %s: '%s' and '%s'",
-             op == '+'       ? "+"
-             : op == '-'     ? "-"
-             : op == '*'     ? "*"
-             : op == '/'     ? "/"
-             : op == '%'     ? "%"
-             : op == JOP_POW ? "**"
-                             : "//",
-             type_name(&a), type_name(&b));
+    if (!jv_is_num(&a) || !jv_is_num(&b))
+        jinja_fail(E, line, "unsupported operand type(s) for %s: '%s' and '%s'",
+                   op == '+'       ? "+"
+                   : op == '-'     ? "-"
+                   : op == '*'     ? "*"
+                   : op == '/'     ? "/"
+                   : op == '%'     ? "%"
+                   : op == JOP_POW ? "**"
+                                   : "//",
+                   jv_type_name(&a), jv_type_name(&b));
     int ints = a.t != JV_FLOAT && b.t != JV_FLOAT;
     long long r;
-    double x = num(&a), y = num(&b);
+    double x = jv_num(&a), y = jv_num(&b);
     switch (op) {
     case '+':
         if (ints && !__builtin_add_overflow(a.i, b.i, &r)) return v_int(r);
@@ -1538,11 +967,11 @@ static struct jv arith(struct ev *E, int op, struct jv a, struct jv b, int line)
         if (ints && !__builtin_mul_overflow(a.i, b.i, &r)) return v_int(r);
         return v_float(x * y);
     case '/':
-        if (y == 0) fail(E, line, "division by zero");
+        if (y == 0) jinja_fail(E, line, "division by zero");
         return v_float(x / y);
     case JOP_FLOORDIV:
     case '%':
-        if (y == 0) fail(E, line, "integer division or modulo by zero");
+        if (y == 0) jinja_fail(E, line, "integer division or modulo by zero");
         if (ints && !(a.i == LLONG_MIN && b.i == -1)) {
             long long q = a.i / b.i, m = a.i % b.i;
             if (m != 0 && ((m < 0) != (b.i < 0))) {
@@ -1566,7 +995,7 @@ static struct jv arith(struct ev *E, int op, struct jv a, struct jv b, int line)
         }
         return v_float(pow(x, y));
     }
-    fail(E, line, "bad operator");
+    jinja_fail(E, line, "bad operator");
 }
 
 static struct jv lookup(struct ev *E, struct scope *S, const char *name) {
@@ -1617,43 +1046,43 @@ static struct jv eval(struct ev *E, struct scope *S, const struct jexpr *x) {
     }
     case JE_UNARY: {
         struct jv v = eval(E, S, x->a);
-        if (x->op == 'n') return v_bool(!truthy(&v));
+        if (x->op == 'n') return v_bool(!jv_truthy(&v));
         if (v.t == JV_FLOAT) return v_float(x->op == '-' ? -v.f : v.f);
         if (v.t == JV_INT || v.t == JV_BOOL) {
             if (x->op == '-' && v.i == LLONG_MIN) return v_float(-(double)v.i);
             return v_int(x->op == '-' ? -v.i : v.i);
         }
-        fail(E, x->line, "bad operand type for unary %c: '%s'", x->op, type_name(&v));
+        jinja_fail(E, x->line, "bad operand type for unary %c: '%s'", x->op, jv_type_name(&v));
     }
     case JE_BINARY: {
         struct jv a = eval(E, S, x->a);
-        if (x->op == JOP_AND) return truthy(&a) ? eval(E, S, x->b) : a;
-        if (x->op == JOP_OR) return truthy(&a) ? a : eval(E, S, x->b);
+        if (x->op == JOP_AND) return jv_truthy(&a) ? eval(E, S, x->b) : a;
+        if (x->op == JOP_OR) return jv_truthy(&a) ? a : eval(E, S, x->b);
         struct jv b = eval(E, S, x->b);
         switch (x->op) {
         case JOP_EQ:
-            return v_bool(equal(&a, &b));
+            return v_bool(jv_equal(&a, &b));
         case JOP_NE:
-            return v_bool(!equal(&a, &b));
+            return v_bool(!jv_equal(&a, &b));
         case '<':
-            return v_bool(cmp_values(E, &a, &b, x->line) < 0);
+            return v_bool(jv_cmp(E, &a, &b, x->line) < 0);
         case '>':
-            return v_bool(cmp_values(E, &a, &b, x->line) > 0);
+            return v_bool(jv_cmp(E, &a, &b, x->line) > 0);
         case JOP_LE:
-            return v_bool(cmp_values(E, &a, &b, x->line) <= 0);
+            return v_bool(jv_cmp(E, &a, &b, x->line) <= 0);
         case JOP_GE:
-            return v_bool(cmp_values(E, &a, &b, x->line) >= 0);
+            return v_bool(jv_cmp(E, &a, &b, x->line) >= 0);
         case JOP_IN:
-            return v_bool(contains(E, &b, &a, x->line));
+            return v_bool(jv_contains(E, &b, &a, x->line));
         case JOP_NOTIN:
-            return v_bool(!contains(E, &b, &a, x->line));
+            return v_bool(!jv_contains(E, &b, &a, x->line));
         default:
             return arith(E, x->op, a, b, x->line);
         }
     }
     case JE_COND: {
         struct jv c = eval(E, S, x->a);
-        if (truthy(&c)) return eval(E, S, x->b);
+        if (jv_truthy(&c)) return eval(E, S, x->b);
         return x->c ? eval(E, S, x->c) : v_undef(NULL);
     }
     case JE_LIST:
@@ -1667,11 +1096,11 @@ static struct jv eval(struct ev *E, struct scope *S, const struct jexpr *x) {
     case JE_DICT: {
         struct jv d = v_dict(E);
         for (int i = 0; i + 1 < x->nargs; i += 2)
-            dict_set(E, d.d, eval(E, S, x->args[i]), eval(E, S, x->args[i + 1]));
+            jv_dict_set(E, d.d, eval(E, S, x->args[i]), eval(E, S, x->args[i + 1]));
         return d;
     }
     }
-    fail(E, x->line, "bad expression");
+    jinja_fail(E, x->line, "bad expression");
 }
 
 /* ---- statements ---- */
@@ -1683,16 +1112,16 @@ static void bind_targets(struct ev *E, struct scope *S, const struct jnode *n, s
         scope_set(E, S, n->targets[0], item);
         return;
     }
-    struct jv l = as_list(E, &item, n->line);
+    struct jv l = jv_as_list(E, &item, n->line);
     if ((int)l.l->n != n->ntargets)
-        fail(E, n->line, "cannot unpack %zu values into %d names", l.l->n, n->ntargets);
+        jinja_fail(E, n->line, "cannot unpack %zu values into %d names", l.l->n, n->ntargets);
     for (int i = 0; i < n->ntargets; i++)
         scope_set(E, S, n->targets[i], l.l->v[i]);
 }
 
 static int exec_for(struct ev *E, struct scope *S, const struct jnode *n, struct buf *out) {
     struct jv seq = eval(E, S, n->expr);
-    struct jv l = as_list(E, &seq, n->line);
+    struct jv l = jv_as_list(E, &seq, n->line);
     struct scope *L = scope_new(E, S);
     if (n->cond) { /* the loop filter: loop.* counts only the items it keeps */
         struct jv kept = v_list(E, l.l->n);
@@ -1701,7 +1130,7 @@ static int exec_for(struct ev *E, struct scope *S, const struct jnode *n, struct
             step(E, n->line);
             bind_targets(E, L, n, l.l->v[i]);
             struct jv c = eval(E, L, n->cond);
-            if (truthy(&c)) kept.l->v[k++] = l.l->v[i];
+            if (jv_truthy(&c)) kept.l->v[k++] = l.l->v[i];
         }
         kept.l->n = k;
         l = kept;
@@ -1723,7 +1152,7 @@ static int exec_for(struct ev *E, struct scope *S, const struct jnode *n, struct
                              i ? l.l->v[i - 1] : v_undef("previtem"),
                              i + 1 < len ? l.l->v[i + 1] : v_undef("nextitem")};
         for (int k = 0; k < 9; k++)
-            dict_set(E, loop.d, v_cstr(keys[k]), vals[k]);
+            jv_dict_set(E, loop.d, v_cstr(keys[k]), vals[k]);
         scope_set(E, L, "loop", loop);
         bind_targets(E, L, n, l.l->v[i]);
         int f = exec_body(E, L, &n->body, out);
@@ -1735,16 +1164,16 @@ static int exec_for(struct ev *E, struct scope *S, const struct jnode *n, struct
 static int exec_node(struct ev *E, struct scope *S, const struct jnode *n, struct buf *out) {
     switch (n->kind) {
     case JN_TEXT:
-        buf_add(E, out, n->text, n->len);
+        jv_buf_add(E, out, n->text, n->len);
         return FLOW_NEXT;
     case JN_OUT: {
         struct jv v = eval(E, S, n->expr);
-        to_str(E, out, &v, 0);
+        jv_to_str(E, out, &v, 0);
         return FLOW_NEXT;
     }
     case JN_IF: {
         struct jv c = eval(E, S, n->cond);
-        return exec_body(E, S, truthy(&c) ? &n->body : &n->else_body, out);
+        return exec_body(E, S, jv_truthy(&c) ? &n->body : &n->else_body, out);
     }
     case JN_FOR:
         return exec_for(E, S, n, out);
@@ -1754,16 +1183,18 @@ static int exec_node(struct ev *E, struct scope *S, const struct jnode *n, struc
             v = eval(E, S, n->expr);
         } else {
             struct buf b = {0};
-            buf_add(E, &b, "", 0);
+            jv_buf_add(E, &b, "", 0);
             exec_body(E, S, &n->body, &b);
             v = v_buf(&b);
         }
         if (n->attr) {
             struct jv *ns = scope_find(S, n->target);
             if (!ns || ns->t != JV_DICT || !ns->d->ns)
-                fail(E, n->line, "cannot assign attribute on non-namespace object '%s'", n->target);
-            if (n->attr[0] == '_') fail(E, n->line, "namespace attributes cannot start with '_'");
-            dict_set(E, ns->d, v_cstr(n->attr), v);
+                jinja_fail(E, n->line, "cannot assign attribute on non-namespace object '%s'",
+                           n->target);
+            if (n->attr[0] == '_')
+                jinja_fail(E, n->line, "namespace attributes cannot start with '_'");
+            jv_dict_set(E, ns->d, v_cstr(n->attr), v);
         } else {
             scope_set(E, S, n->target, v);
         }
@@ -1788,34 +1219,6 @@ static int exec_body(struct ev *E, struct scope *S, const struct jbody *b, struc
         if (f != FLOW_NEXT) return f;
     }
     return FLOW_NEXT;
-}
-
-/* ---- JSON variables → values ---- */
-
-static struct jv from_json(struct ev *E, const cJSON *j, int depth) {
-    if (depth > 64) fail(E, 0, "template variables nested too deeply");
-    if (cJSON_IsString(j)) return v_cstr(j->valuestring ? j->valuestring : "");
-    if (cJSON_IsBool(j)) return v_bool(cJSON_IsTrue(j));
-    if (cJSON_IsNull(j)) return v_none();
-    if (cJSON_IsNumber(j)) {
-        double d = j->valuedouble;
-        if (d == floor(d) && fabs(d) < 9e15) return v_int((long long)d);
-        return v_float(d);
-    }
-    if (cJSON_IsArray(j)) {
-        struct jv l = v_list(E, (size_t)cJSON_GetArraySize(j));
-        size_t i = 0;
-        for (const cJSON *c = j->child; c; c = c->next)
-            l.l->v[i++] = from_json(E, c, depth + 1);
-        return l;
-    }
-    if (cJSON_IsObject(j)) {
-        struct jv d = v_dict(E);
-        for (const cJSON *c = j->child; c; c = c->next)
-            dict_set(E, d.d, v_cstr(c->string ? c->string : ""), from_json(E, c, depth + 1));
-        return d;
-    }
-    return v_none();
 }
 
 int jinja_render(const struct jinja_template *t, const cJSON *vars, const struct jinja_limits *lim,
@@ -1843,9 +1246,9 @@ int jinja_render(const struct jinja_template *t, const cJSON *vars, const struct
     E->globals = scope_new(E, NULL);
     if (vars)
         for (const cJSON *c = vars->child; c; c = c->next)
-            if (c->string) scope_set(E, E->globals, c->string, from_json(E, c, 0));
+            if (c->string) scope_set(E, E->globals, c->string, jv_from_json(E, c, 0));
     struct buf b = {0};
-    buf_add(E, &b, "", 0);
+    jv_buf_add(E, &b, "", 0);
     exec_body(E, E->globals, &t->root, &b);
     char *s = malloc(b.n + 1);
     if (!s) {

@@ -10,6 +10,7 @@
 
 #include <setjmp.h>
 #include <stddef.h>
+#include <string.h>
 
 struct jarena_block;
 struct jarena {
@@ -150,5 +151,107 @@ struct jinja_template {
     struct jarena arena;
     struct jbody root;
 };
+
+/* ---- rendering state shared by jinja_eval.c and jinja_value.c ---- */
+
+struct cJSON;
+
+/* Text built in the render's arena; n bytes, NUL-terminated once anything was added. */
+struct buf {
+    char *p;
+    size_t n, cap;
+};
+
+/* Variables of one frame (the globals, a for loop, a macro call); lookups walk to parent. */
+struct scope {
+    struct scope *parent;
+    const char **names;
+    struct jv *vals;
+    int n, cap;
+};
+
+/* One render: its arena, where errors unwind to, the message buffer and the bounds. */
+struct ev {
+    struct jarena a;
+    jmp_buf fail;
+    char *err;
+    size_t errlen;
+    size_t max_output;
+    long steps, max_steps;
+    int depth;
+    struct scope *globals;
+};
+
+/* Record "chat template line LINE: ..." (LINE <= 0: no line) and unwind the render. */
+_Noreturn void jinja_fail(struct ev *E, int line, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* ---- value constructors ---- */
+
+static inline struct jv v_undef(const char *name) {
+    return (struct jv){.t = JV_UNDEF, .undef_name = name};
+}
+static inline struct jv v_none(void) {
+    return (struct jv){.t = JV_NONE};
+}
+static inline struct jv v_bool(int b) {
+    return (struct jv){.t = JV_BOOL, .i = !!b};
+}
+static inline struct jv v_int(long long i) {
+    return (struct jv){.t = JV_INT, .i = i};
+}
+static inline struct jv v_float(double f) {
+    return (struct jv){.t = JV_FLOAT, .f = f};
+}
+static inline struct jv v_str(const char *p, size_t n) {
+    return (struct jv){.t = JV_STR, .s = {p, n}};
+}
+static inline struct jv v_cstr(const char *p) {
+    return v_str(p, strlen(p));
+}
+static inline struct jv v_buf(struct buf *b) {
+    return v_str(b->p ? b->p : "", b->n);
+}
+static inline struct jv v_list(struct ev *E, size_t n) {
+    struct jv_list *l = jarena_alloc(&E->a, sizeof(*l));
+    l->v = jarena_alloc(&E->a, (n ? n : 1) * sizeof(*l->v));
+    l->n = n;
+    return (struct jv){.t = JV_LIST, .l = l};
+}
+static inline struct jv v_dict(struct ev *E) {
+    struct jv_dict *d = jarena_alloc(&E->a, sizeof(*d));
+    return (struct jv){.t = JV_DICT, .d = d};
+}
+
+/* json.dumps options (transformers' tojson). */
+struct json_opts {
+    int indent; /* < 0: none */
+    const char *item_sep, *key_sep;
+    int sort_keys;
+};
+
+void jv_buf_add(struct ev *E, struct buf *b, const char *s, size_t n); /* bounded by max_output */
+void jv_buf_str(struct ev *E, struct buf *b, const char *s);
+void jv_buf_printf(struct ev *E, struct buf *b, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+const char *jv_type_name(const struct jv *v); /* Python's type name, for messages */
+int jv_is_num(const struct jv *v);            /* int, float or bool */
+double jv_num(const struct jv *v);
+int jv_truthy(const struct jv *v); /* Python truthiness; Undefined is false */
+struct jv *jv_dict_find(const struct jv_dict *d, const struct jv *k);
+struct jv *jv_dict_get(const struct jv_dict *d, const char *key);
+void jv_dict_set(struct ev *E, struct jv_dict *d, struct jv k, struct jv v);
+size_t jv_u8_len(const char *s, size_t n);           /* code points */
+size_t jv_u8_off(const char *s, size_t n, size_t i); /* byte offset of code point i */
+void jv_to_str(struct ev *E, struct buf *b, const struct jv *v, int repr); /* str() or repr() */
+struct jv jv_str_of(struct ev *E, const struct jv *v);
+void jv_to_json(struct ev *E, struct buf *b, const struct jv *v, const struct json_opts *o,
+                int level, int line);
+int jv_equal(const struct jv *a, const struct jv *b);
+int jv_cmp(struct ev *E, const struct jv *a, const struct jv *b, int line); /* <0, 0, >0 or fail */
+int jv_contains(struct ev *E, const struct jv *hay, const struct jv *needle, int line); /* in */
+struct jv jv_as_list(struct ev *E, const struct jv *v, int line); /* what a for loop iterates */
+long long jv_length(struct ev *E, const struct jv *v, int line);  /* len() */
+struct jv jv_from_json(struct ev *E, const struct cJSON *j, int depth);
 
 #endif
