@@ -90,9 +90,9 @@ def test_json_log_every_line_is_an_object(start_server, odd_template_gguf):
     assert not any("no CUDA backend" in m for m in msgs), msgs
 
 
-def test_odd_template_warning_is_json_too(start_server, odd_template_gguf):
+def test_odd_template_notice_is_json_too(start_server, odd_template_gguf):
     s = start_server("--model", str(odd_template_gguf), "--device", "cpu", "--log-format", "json")
     assert s.stop(signal.SIGTERM) == 0
     objs = [json.loads(l) for l in s.lines]
-    warn = [o for o in objs if "unrecognised chat template" in o.get("msg", "")]
-    assert len(warn) == 1 and warn[0]["level"] == "warn", objs
+    note = [o for o in objs if "chat template: the model's own (jinja)" in o.get("msg", "")]
+    assert len(note) == 1 and note[0]["level"] == "info", objs
