@@ -487,9 +487,12 @@ static struct jv call_func(struct ev *E, const char *fn, const struct args *A) {
         }
         if (z) c = need_int(E, z, line, "range");
         if (c == 0) jinja_fail(E, line, "range() arg 3 must not be zero");
-        long long n =
-            c > 0 ? (b > a ? (b - a + c - 1) / c : 0) : (a > b ? (a - b - c - 1) / -c : 0);
-        if (n > 100000) jinja_fail(E, line, "range of %lld items is over the limit of 100000", n);
+        /* in floating point: b - a may not fit a long long */
+        double span = c > 0 ? (double)b - (double)a : (double)a - (double)b;
+        double cnt = span > 0 ? ceil(span / fabs((double)c)) : 0;
+        if (cnt > 100000)
+            jinja_fail(E, line, "range of %.0f items is over the limit of 100000", cnt);
+        long long n = (long long)cnt;
         struct jv l = v_list(E, (size_t)n);
         for (long long i = 0; i < n; i++)
             l.l->v[i] = v_int(a + i * c);
@@ -558,6 +561,8 @@ static struct jv attr_path(struct ev *E, struct jv v, struct jv path, int line) 
 
 static struct jv select_items(struct ev *E, struct jv seq, const struct args *A, int attr,
                               int keep) {
+    if (attr && !arg(A, 0, NULL))
+        jinja_fail(E, A->line, "selectattr/rejectattr need an attribute name");
     struct jv l = jv_as_list(E, &seq, A->line);
     struct jv out = v_list(E, l.l->n);
     size_t n = 0;
@@ -930,6 +935,10 @@ static struct jv arith(struct ev *E, int op, struct jv a, struct jv b, int line)
     }
     if (op == '*' && ((a.t == JV_STR || a.t == JV_LIST) && (b.t == JV_INT || b.t == JV_BOOL))) {
         long long n = b.i < 0 ? 0 : b.i;
+        size_t unit = a.t == JV_STR ? a.s.n : a.l->n;
+        if (unit == 0) n = 0;
+        if (n && (unsigned long long)n > E->max_output / unit)
+            jinja_fail(E, line, "repetition of %lld is over the output limit", n);
         if (a.t == JV_STR) {
             struct buf s = {0};
             jv_buf_add(E, &s, "", 0);
@@ -986,11 +995,14 @@ static struct jv arith(struct ev *E, int op, struct jv a, struct jv b, int line)
             return op == '%' ? v_float(m) : v_float(floor(x / y));
         }
     case JOP_POW:
-        if (ints && b.i >= 0) {
-            long long acc = 1;
+        if (ints && b.i >= 0) { /* by squaring: 1 ** 10**18 must not loop 10**18 times */
+            long long acc = 1, base = a.i, e = b.i;
             int ok = 1;
-            for (long long i = 0; i < b.i && ok; i++)
-                ok = !__builtin_mul_overflow(acc, a.i, &acc);
+            while (e && ok) {
+                if (e & 1) ok = !__builtin_mul_overflow(acc, base, &acc);
+                e >>= 1;
+                if (e && ok) ok = !__builtin_mul_overflow(base, base, &base);
+            }
             if (ok) return v_int(acc);
         }
         return v_float(pow(x, y));
@@ -1009,7 +1021,19 @@ static struct jv lookup(struct ev *E, struct scope *S, const char *name) {
     return v_undef(name);
 }
 
+static struct jv eval_expr(struct ev *E, struct scope *S, const struct jexpr *x);
+
+#define JINJA_MAX_EVAL_DEPTH 2000 /* a 1+1+...+1 chain parses flat but evaluates recursively */
+
 static struct jv eval(struct ev *E, struct scope *S, const struct jexpr *x) {
+    if (++E->eval_depth > JINJA_MAX_EVAL_DEPTH)
+        jinja_fail(E, x->line, "expression nested more than %d levels deep", JINJA_MAX_EVAL_DEPTH);
+    struct jv v = eval_expr(E, S, x);
+    E->eval_depth--;
+    return v;
+}
+
+static struct jv eval_expr(struct ev *E, struct scope *S, const struct jexpr *x) {
     switch (x->kind) {
     case JE_LIT:
         return x->lit;
@@ -1122,12 +1146,12 @@ static void bind_targets(struct ev *E, struct scope *S, const struct jnode *n, s
 static int exec_for(struct ev *E, struct scope *S, const struct jnode *n, struct buf *out) {
     struct jv seq = eval(E, S, n->expr);
     struct jv l = jv_as_list(E, &seq, n->line);
-    struct scope *L = scope_new(E, S);
     if (n->cond) { /* the loop filter: loop.* counts only the items it keeps */
         struct jv kept = v_list(E, l.l->n);
         size_t k = 0;
         for (size_t i = 0; i < l.l->n; i++) {
             step(E, n->line);
+            struct scope *L = scope_new(E, S);
             bind_targets(E, L, n, l.l->v[i]);
             struct jv c = eval(E, L, n->cond);
             if (jv_truthy(&c)) kept.l->v[k++] = l.l->v[i];
@@ -1153,6 +1177,8 @@ static int exec_for(struct ev *E, struct scope *S, const struct jnode *n, struct
                              i + 1 < len ? l.l->v[i + 1] : v_undef("nextitem")};
         for (int k = 0; k < 9; k++)
             jv_dict_set(E, loop.d, v_cstr(keys[k]), vals[k]);
+        /* Each iteration starts from the enclosing values: a set in one does not reach the next. */
+        struct scope *L = scope_new(E, S);
         scope_set(E, L, "loop", loop);
         bind_targets(E, L, n, l.l->v[i]);
         int f = exec_body(E, L, &n->body, out);
@@ -1237,11 +1263,14 @@ int jinja_render(const struct jinja_template *t, const cJSON *vars, const struct
     E->a.fail = &E->fail;
     int rc = setjmp(E->fail);
     if (rc) {
-        if (rc == 1)
+        int over = E->a.over_limit;
+        if (rc == 1 && over)
             snprintf(err, errlen, "the template needs more than %zu bytes of memory", E->a.limit);
+        else if (rc == 1)
+            snprintf(err, errlen, "out of memory rendering the template");
         jarena_free(&E->a);
         free(E);
-        return rc == 1 && !(lim && lim->max_memory) ? JINJA_ERR_NOMEM : JINJA_ERR_RENDER;
+        return rc == 1 && !over ? JINJA_ERR_NOMEM : JINJA_ERR_RENDER;
     }
     E->globals = scope_new(E, NULL);
     if (vars)

@@ -17,6 +17,7 @@ struct jarena {
     struct jarena_block *head;
     size_t used, limit; /* bytes taken from malloc; limit 0 = none */
     jmp_buf *fail;      /* when set, an allocation failure longjmps here with 1 */
+    int over_limit;     /* the failure was the limit, not malloc */
 };
 void *jarena_alloc(struct jarena *a, size_t n); /* zeroed; NULL (or longjmp) when out */
 char *jarena_strndup(struct jarena *a, const char *s, size_t n);
@@ -178,9 +179,13 @@ struct ev {
     size_t errlen;
     size_t max_output;
     long steps, max_steps;
-    int depth;
+    int depth;      /* macro calls */
+    int eval_depth; /* expression recursion */
     struct scope *globals;
+    const void *printing[64]; /* lists/dicts being printed (a namespace may hold itself) */
+    int n_printing;
 };
+#define JV_MAX_NESTING 64 /* printing[]'s size */
 
 /* Record "chat template line LINE: ..." (LINE <= 0: no line) and unwind the render. */
 _Noreturn void jinja_fail(struct ev *E, int line, const char *fmt, ...)

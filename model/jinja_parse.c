@@ -33,10 +33,12 @@ void *jarena_alloc(struct jarena *a, size_t n) {
     struct jarena_block *b = a->head;
     if (!b || b->cap - b->used < n) {
         size_t cap = n > JARENA_BLOCK ? n : JARENA_BLOCK;
-        if (a->limit && a->used + cap > a->limit)
+        if (a->limit && a->used + cap > a->limit) {
             b = NULL;
-        else
+            a->over_limit = 1;
+        } else {
             b = malloc(sizeof(*b) + cap);
+        }
         if (!b) {
             if (a->fail) longjmp(*a->fail, 1);
             return NULL;

@@ -229,23 +229,41 @@ void jv_to_str(struct ev *E, struct buf *b, const struct jv *v, int repr) {
             jv_buf_add(E, b, v->s.p, v->s.n);
         break;
     case JV_LIST:
-        jv_buf_str(E, b, v->l->tuple ? "(" : "[");
-        for (size_t i = 0; i < v->l->n; i++) {
-            if (i) jv_buf_str(E, b, ", ");
-            jv_to_str(E, b, &v->l->v[i], 1);
+    case JV_DICT: {
+        /* A namespace can hold itself: Python's repr prints the inner occurrence as {...} */
+        const void *id = v->t == JV_LIST ? (const void *)v->l : (const void *)v->d;
+        int seen = 0;
+        for (int i = 0; i < E->n_printing; i++)
+            seen |= E->printing[i] == id;
+        if (v->t == JV_DICT && v->d->ns) jv_buf_str(E, b, "<Namespace ");
+        if (seen) {
+            jv_buf_str(E, b, v->t == JV_LIST ? "[...]" : "{...}");
+        } else {
+            if (E->n_printing == JV_MAX_NESTING)
+                jinja_fail(E, 0, "a value nested more than %d levels deep", JV_MAX_NESTING);
+            E->printing[E->n_printing++] = id;
+            if (v->t == JV_LIST) {
+                jv_buf_str(E, b, v->l->tuple ? "(" : "[");
+                for (size_t i = 0; i < v->l->n; i++) {
+                    if (i) jv_buf_str(E, b, ", ");
+                    jv_to_str(E, b, &v->l->v[i], 1);
+                }
+                jv_buf_str(E, b, !v->l->tuple ? "]" : v->l->n == 1 ? ",)" : ")");
+            } else {
+                jv_buf_str(E, b, "{");
+                for (size_t i = 0; i < v->d->n; i++) {
+                    if (i) jv_buf_str(E, b, ", ");
+                    jv_to_str(E, b, &v->d->k[i], 1);
+                    jv_buf_str(E, b, ": ");
+                    jv_to_str(E, b, &v->d->v[i], 1);
+                }
+                jv_buf_str(E, b, "}");
+            }
+            E->n_printing--;
         }
-        jv_buf_str(E, b, !v->l->tuple ? "]" : v->l->n == 1 ? ",)" : ")");
+        if (v->t == JV_DICT && v->d->ns) jv_buf_str(E, b, ">");
         break;
-    case JV_DICT:
-        jv_buf_str(E, b, v->d->ns ? "<Namespace {" : "{");
-        for (size_t i = 0; i < v->d->n; i++) {
-            if (i) jv_buf_str(E, b, ", ");
-            jv_to_str(E, b, &v->d->k[i], 1);
-            jv_buf_str(E, b, ": ");
-            jv_to_str(E, b, &v->d->v[i], 1);
-        }
-        jv_buf_str(E, b, v->d->ns ? "}>" : "}");
-        break;
+    }
     default:
         jv_buf_str(E, b, "<function>");
         break;

@@ -171,6 +171,12 @@ FEATURES = [
     ("{{ '%s' | length }} {{ 'a' | center if false else 'ok' }}", {}),
     ("{% set a = [1, 2] %}{% set b = {'k': a} %}{{ b.k[1] }} {{ b | length }} {{ a | list | length }}", {}),
     ("{{ '\n'.join(['x', 'y']) | indent(2) }}|{{ 'a\nb' | indent(2, true) }}", {}),
+    ("{% for i in [1, 2] %}[{{ x }}]{% set x = i %}{% endfor %}", {}),
+    ("{% set x = 0 %}{% for i in [1, 2] %}[{{ x }}]{% set x = i %}{% endfor %}{{ x }}", {}),
+    ("{% set ns = namespace(a=1) %}{% set ns.b = ns %}{{ ns }}", {}),
+    ("{{ 1 ** 1000000000000000000 }} [{{ '' * 1000000000000000000 }}]", {}),
+    ("{{ range(-9223372036854775807, 9223372036854775807) | length }}", {}),
+    ("{{ [{'a': 1}] | selectattr | list }}", {}),
     ("{% if messages[0].role == 'system' %}{% set messages = messages[1:] %}{% endif %}"
      "{{ messages | length }}", {"messages": [{"role": "system"}, {"role": "user"}]}),
 ]

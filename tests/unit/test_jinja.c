@@ -200,6 +200,20 @@ Test(jinja, rendering_is_bounded) {
     free(out);
 }
 
+Test(jinja, long_operator_chains_are_bounded_not_a_stack_overflow) {
+    /* 1+1+...+1 parses as a flat loop but evaluates as a 100,000-deep tree */
+    size_t n = 100000;
+    char *src = malloc(3 * n + 16), *p = src;
+    p += sprintf(p, "{{ 1");
+    for (size_t i = 0; i < n; i++)
+        p += sprintf(p, "+1");
+    sprintf(p, " }}");
+    char *out = NULL, err[256];
+    cr_expect_eq(render_src(src, NULL, NULL, &out, err, sizeof err), JINJA_ERR_RENDER);
+    cr_expect(strstr(err, "nested more than"), "%s", err);
+    free(src);
+}
+
 Test(jinja, raise_exception_message_and_undefined_errors) {
     char *out = NULL, err[256];
     cr_expect_eq(
