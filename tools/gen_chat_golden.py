@@ -56,7 +56,7 @@ WEATHER = {
                 "location": {"type": "string", "description": "The city, e.g. Paris"},
                 "unit": {"type": "string", "enum": ["celsius", "fahrenheit"],
                          "description": " The unit "},
-                "days": {"type": ["integer", "null"], "description": "Forecast days"},
+                "days": {"type": ["integer", "number"], "description": "Forecast days"},
             },
             "required": ["location"],
         },
