@@ -1,20 +1,25 @@
 /* chat.c — chat templates: render messages into the prompt text a model was trained on.
  *
- * flashgen does not run Jinja. It recognises the two template families it serves from the
- * model's Jinja source and renders them in C:
+ * The model's own Jinja template (GGUF tokenizer.chat_template, or tokenizer_config.json's
+ * chat_template) is parsed once at load by model/jinja.h's interpreter and rendered per request
+ * with the variables transformers' apply_chat_template passes: messages, tools (None),
+ * documents (None), add_generation_prompt, bos_token and eos_token. A template that fails for a
+ * request is that request's error (a 422 with the template's message), never a silent fallback.
+ *
+ * Only a model without a template, or whose template does not parse, gets a hand-written
+ * renderer, picked from the source's markers:
  *   ChatML  (SmolLM2, Qwen)  <|im_start|>ROLE\nCONTENT<|im_end|>\n ...  [<|im_start|>assistant\n]
  *   Llama-3                  <|begin_of_text|><|start_header_id|>ROLE<|end_header_id|>\n\n
  *                            CONTENT<|eot_id|> ...
- * [<|start_header_id|>assistant<|end_header_id|>\n\n] A ChatML template that injects a default
- * system message when the first message is not a system one (SmolLM2: "You are a helpful AI
- * assistant named SmolLM, trained by Hugging Face", in its GGUF's tokenizer.chat_template; Qwen2
- * likewise) has that text taken from its string literal
- * '<|im_start|>system\n...<|im_end|>' in the source, so the default always matches the file.
- * A source of neither family is not an error: plain ChatML stands in, and chat_template_init says
- * so for the caller to log (a model always loads; raw /generate needs no template).
+ * [<|start_header_id|>assistant<|end_header_id|>\n\n] A ChatML source that injects a default system
+ * message (SmolLM2, Qwen2) has that text taken from its string literal
+ * '<|im_start|>system\n...<|im_end|>', so the default matches the file.
  */
 #include "model/tokenizer.h"
 #include "errmsg.h"
+#include "model/jinja.h"
+
+#include <cjson/cJSON.h>
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -65,37 +70,78 @@ static char *chatml_default_system(const char *jinja) {
     return NULL;
 }
 
-int chat_template_init(struct chat_template *ct, const char *jinja, char *err, size_t errlen) {
-    memset(ct, 0, sizeof(*ct));
+/* The fallback renderer for SRC (NULL: plain ChatML). Returns 0, or -1 when out of memory. */
+static int fallback_init(struct chat_template *ct, const char *jinja) {
     ct->kind = CHAT_KIND_CHATML;
     if (!jinja) return 0;
     if (strstr(jinja, "<|start_header_id|>")) {
         ct->kind = CHAT_KIND_LLAMA3;
         if (strstr(jinja, "bos_token") || strstr(jinja, "<|begin_of_text|>")) {
             ct->bos_text = strdup("<|begin_of_text|>");
-            if (!ct->bos_text) goto oom;
+            if (!ct->bos_text) return -1;
         }
         ct->trim_content = strstr(jinja, "| trim") || strstr(jinja, "|trim");
         return 0;
     }
-    if (strstr(jinja, "<|im_start|>")) {
-        ct->default_system = chatml_default_system(jinja);
+    if (strstr(jinja, "<|im_start|>")) ct->default_system = chatml_default_system(jinja);
+    return 0;
+}
+
+int chat_template_init_tokens(struct chat_template *ct, const char *jinja, const char *bos_token,
+                              const char *eos_token, char *err, size_t errlen) {
+    memset(ct, 0, sizeof(*ct));
+    if ((bos_token && !(ct->bos_token = strdup(bos_token))) ||
+        (eos_token && !(ct->eos_token = strdup(eos_token))))
+        goto oom;
+    if (!jinja) {
+        snprintf(ct->fallback_why, sizeof ct->fallback_why, "the model has no chat template");
+        return fallback_init(ct, NULL) ? (chat_template_free(ct), -1) : 0;
+    }
+    char why[400];
+    int rc = jinja_parse(jinja, strlen(jinja), &ct->jinja, why, sizeof why);
+    if (rc == JINJA_OK) {
+        ct->kind = CHAT_KIND_JINJA;
         return 0;
     }
+    if (rc == JINJA_ERR_NOMEM) goto oom;
+    if (fallback_init(ct, jinja)) goto oom;
+    snprintf(ct->fallback_why, sizeof ct->fallback_why, "its chat template does not parse");
     errmsg_set(err, errlen,
-               "unrecognised chat template (neither ChatML <|im_start|> nor Llama-3 "
-               "<|start_header_id|>): chat requests are rendered as ChatML");
+               "chat template does not parse (%s): chat requests are rendered as %s instead", why,
+               chat_template_kind_name(ct));
     return 1;
 oom:
+    chat_template_free(ct);
     errmsg_set(err, errlen, "chat template: out of memory");
     return -1;
 }
 
+int chat_template_init(struct chat_template *ct, const char *jinja, char *err, size_t errlen) {
+    return chat_template_init_tokens(ct, jinja, NULL, NULL, err, errlen);
+}
+
+int chat_template_init_model(struct chat_template *ct, const char *jinja,
+                             const struct tokenizer *tok, char *err, size_t errlen) {
+    int bos = tok ? tokenizer_bos(tok) : -1, eos = tok ? tokenizer_eos(tok) : -1;
+    return chat_template_init_tokens(ct, jinja, bos >= 0 ? tokenizer_token_text(tok, bos) : NULL,
+                                     eos >= 0 ? tokenizer_token_text(tok, eos) : NULL, err, errlen);
+}
+
 void chat_template_free(struct chat_template *ct) {
     if (!ct) return;
+    jinja_free(ct->jinja);
     free(ct->default_system);
     free(ct->bos_text);
-    ct->default_system = ct->bos_text = NULL;
+    free(ct->bos_token);
+    free(ct->eos_token);
+    ct->jinja = NULL;
+    ct->default_system = ct->bos_text = ct->bos_token = ct->eos_token = NULL;
+}
+
+const char *chat_template_kind_name(const struct chat_template *ct) {
+    return ct->kind == CHAT_KIND_JINJA    ? "jinja"
+           : ct->kind == CHAT_KIND_LLAMA3 ? "llama3"
+                                          : "chatml";
 }
 
 struct buf {
@@ -137,8 +183,9 @@ static void buf_trimmed(struct buf *b, const char *s) {
     buf_add(b, s, n);
 }
 
-char *chat_template_apply(const struct chat_template *ct, const struct chat_msg *msgs, int n_msgs,
-                          int add_generation_prompt) {
+/* The hand-written fallback renderers. */
+static char *fallback_render(const struct chat_template *ct, const struct chat_msg *msgs,
+                             int n_msgs, int add_generation_prompt) {
     struct buf b = {0};
     buf_add(&b, "", 0);
     if (ct->kind == CHAT_KIND_LLAMA3) {
@@ -176,4 +223,59 @@ char *chat_template_apply(const struct chat_template *ct, const struct chat_msg 
         return NULL;
     }
     return b.p;
+}
+
+/* The variables apply_chat_template passes, as JSON for jinja_render. */
+static cJSON *render_vars(const struct chat_template *ct, const struct chat_msg *msgs, int n_msgs,
+                          int add_generation_prompt) {
+    cJSON *v = cJSON_CreateObject(), *m = cJSON_AddArrayToObject(v, "messages");
+    if (!m) goto oom;
+    for (int i = 0; i < n_msgs; i++) {
+        cJSON *o = cJSON_CreateObject();
+        if (!o || !cJSON_AddItemToArray(m, o) ||
+            !cJSON_AddStringToObject(o, "role", msgs[i].role ? msgs[i].role : "user") ||
+            !cJSON_AddStringToObject(o, "content", msgs[i].content ? msgs[i].content : ""))
+            goto oom;
+    }
+    if (!cJSON_AddNullToObject(v, "tools") || !cJSON_AddNullToObject(v, "documents") ||
+        !cJSON_AddBoolToObject(v, "add_generation_prompt", add_generation_prompt) ||
+        (ct->bos_token && !cJSON_AddStringToObject(v, "bos_token", ct->bos_token)) ||
+        (ct->eos_token && !cJSON_AddStringToObject(v, "eos_token", ct->eos_token)))
+        goto oom;
+    return v;
+oom:
+    cJSON_Delete(v);
+    return NULL;
+}
+
+/* Bounds on one chat render: the prompt is tokenized and checked against max_input_tokens next,
+ * so 16 MiB of text is far past any context; steps stop a template that loops for ever. */
+static const struct jinja_limits CHAT_LIMITS = {
+    .max_output = 16u << 20, .max_steps = 1000000, .max_memory = 256u << 20};
+
+int chat_template_render(const struct chat_template *ct, const struct chat_msg *msgs, int n_msgs,
+                         int add_generation_prompt, char **out, char *err, size_t errlen) {
+    *out = NULL;
+    if (ct->kind != CHAT_KIND_JINJA) {
+        *out = fallback_render(ct, msgs, n_msgs, add_generation_prompt);
+        if (*out) return 0;
+        errmsg_set(err, errlen, "chat template: out of memory");
+        return -1;
+    }
+    cJSON *vars = render_vars(ct, msgs, n_msgs, add_generation_prompt);
+    if (!vars) {
+        errmsg_set(err, errlen, "chat template: out of memory");
+        return -1;
+    }
+    int rc = jinja_render(ct->jinja, vars, &CHAT_LIMITS, out, NULL, err, errlen);
+    cJSON_Delete(vars);
+    return rc == JINJA_OK ? 0 : rc == JINJA_ERR_NOMEM ? -1 : 1;
+}
+
+char *chat_template_apply(const struct chat_template *ct, const struct chat_msg *msgs, int n_msgs,
+                          int add_generation_prompt) {
+    char *out, err[256];
+    return chat_template_render(ct, msgs, n_msgs, add_generation_prompt, &out, err, sizeof err)
+               ? NULL
+               : out;
 }

@@ -152,29 +152,51 @@ size_t tok_stream_push(const struct tokenizer *t, struct tok_stream *s, int id, 
 size_t tok_stream_flush(struct tok_stream *s, char *out, size_t cap);
 size_t tok_stream_cap(const struct tokenizer *t);
 
-/* Chat templates. The kind is picked from the model's Jinja source. */
+/* Chat templates. The model's own Jinja template is rendered by model/jinja.h's interpreter, the
+ * way transformers' apply_chat_template renders it; the hand-written ChatML and Llama-3 renderers
+ * remain only as the fallback for a model without a template or with one that does not parse. */
 enum chat_kind {
-    CHAT_KIND_CHATML = 0, /* <|im_start|>role\ncontent<|im_end|>\n (SmolLM2, Qwen) */
-    CHAT_KIND_LLAMA3 = 1, /* <|start_header_id|>role<|end_header_id|>\n\ncontent<|eot_id|> */
+    CHAT_KIND_CHATML = 0, /* fallback: <|im_start|>role\ncontent<|im_end|>\n (SmolLM2, Qwen) */
+    CHAT_KIND_LLAMA3 =
+        1, /* fallback: <|start_header_id|>role<|end_header_id|>\n\ncontent<|eot_id|> */
+    CHAT_KIND_JINJA = 2, /* the model's own template */
 };
 struct chat_msg {
     const char *role; /* "system", "user", "assistant" */
     const char *content;
 };
+struct jinja_template;
 struct chat_template {
     enum chat_kind kind;
-    char *default_system; /* injected when the first message is not a system one, or NULL */
-    char *bos_text;       /* text prepended (Llama-3: "<|begin_of_text|>"), or NULL */
-    int trim_content;     /* Llama-3's `content | trim`: strip surrounding ASCII whitespace */
+    struct jinja_template *jinja; /* CHAT_KIND_JINJA: the parsed template */
+    char *bos_token, *eos_token;  /* the template's bos_token / eos_token, or NULL (undefined) */
+    char *default_system;   /* fallback: injected when the first message is not a system one */
+    char *bos_text;         /* fallback: text prepended (Llama-3: "<|begin_of_text|>"), or NULL */
+    int trim_content;       /* fallback: Llama-3's `content | trim` */
+    char fallback_why[160]; /* fallback: why the model's template is not used ("" when none) */
 };
-/* Pick the template from the model's Jinja source (NULL → ChatML without default system).
- * Returns 0; 1 when the source is neither ChatML nor Llama-3: CT is then plain ChatML and err
- * holds a warning saying so (the caller logs it and goes on); -1 only when out of memory. Encode
- * the rendered prompt with parse_special = 1 and add_bos = 0 when bos_text is set (it already holds
- * the BOS). */
+/* Set CT up from the model's Jinja source (NULL: no template) and its tokenizer (for bos_token
+ * and eos_token; NULL: both undefined). Returns 0 when the model's template is used or there is
+ * none (ChatML then); 1 when the source does not parse: CT is the recognised fallback family
+ * (Llama-3 or ChatML) and err holds a warning naming the line and column (the caller logs it and
+ * goes on); -1 only when out of memory. The rendered prompt holds any BOS the template writes:
+ * encode it with parse_special = 1 and add_bos = 0. */
+int chat_template_init_model(struct chat_template *ct, const char *jinja,
+                             const struct tokenizer *tok, char *err, size_t errlen);
+/* The same with the token texts given (NULL: undefined in the template). */
+int chat_template_init_tokens(struct chat_template *ct, const char *jinja, const char *bos_token,
+                              const char *eos_token, char *err, size_t errlen);
+/* chat_template_init_tokens without bos_token and eos_token. */
 int chat_template_init(struct chat_template *ct, const char *jinja, char *err, size_t errlen);
 void chat_template_free(struct chat_template *ct);
-/* Render messages to a malloc'd prompt string; encode it with parse_special = 1. */
+/* Which renderer CT uses, for the log and /info: "jinja" (the model's own template),
+ * "chatml" or "llama3" (a fallback). */
+const char *chat_template_kind_name(const struct chat_template *ct);
+/* Render messages into *OUT (malloc'd). Returns 0; 1 when the template fails for these messages
+ * (its raise_exception, a type error, a limit): err says why, for a 422; -1 when out of memory. */
+int chat_template_render(const struct chat_template *ct, const struct chat_msg *msgs, int n_msgs,
+                         int add_generation_prompt, char **out, char *err, size_t errlen);
+/* chat_template_render returning the prompt, or NULL on any failure. */
 char *chat_template_apply(const struct chat_template *ct, const struct chat_msg *msgs, int n_msgs,
                           int add_generation_prompt);
 

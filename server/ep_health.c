@@ -50,6 +50,7 @@ void ep_info(struct http_req *r) {
         cJSON_AddStringToObject(o, "model_format", in->format);
         cJSON_AddStringToObject(o, "model_arch", in->arch);
         cJSON_AddStringToObject(o, "model_device_type", in->device);
+        cJSON_AddStringToObject(o, "chat_template", chat_template_kind_name(in->chat));
         cJSON_AddNumberToObject(o, "max_input_tokens", sv->max_input);
         cJSON_AddNumberToObject(o, "max_total_tokens", sv->max_total);
         cJSON_AddNumberToObject(o, "max_batch_total_tokens", in->kv_tokens);

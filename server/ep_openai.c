@@ -285,9 +285,15 @@ void ep_chat_completions(struct http_req *r) {
     struct reqparse_oai q;
     struct oai_ctx *c = begin(sv, r, reqparse_chat, &q);
     if (!c) goto out;
-    char *prompt = chat_template_apply(sv->worker.info.chat, q.msgs, q.n_msgs, 1);
-    if (!prompt) {
-        http_reply_error(r, 500, "internal", NULL, "cannot render the chat template");
+    char *prompt, why[400];
+    int rc =
+        chat_template_render(sv->worker.info.chat, q.msgs, q.n_msgs, 1, &prompt, why, sizeof(why));
+    if (rc > 0) { /* the model's template refused these messages (raise_exception, ...) */
+        job_invalid(sv, r, "messages", "%s", why);
+        goto out;
+    }
+    if (rc < 0) {
+        http_reply_error(r, 500, "internal", NULL, "cannot render the chat template: %s", why);
         goto out;
     }
     struct wreq *j = job_build(sv, r, prompt, 1, 0, &q.p, "messages");

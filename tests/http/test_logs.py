@@ -2,7 +2,8 @@
 line is one JSON object (load progress, the engine's notices, requests, MHD's messages, shutdown);
 /health probes answered 503 while the model loads are not logged one by one; a CPU-only build says
 nothing about the missing CUDA library; a model whose chat template is neither ChatML nor Llama-3
-loads with a warning and serves /generate and chat (rendered as ChatML, as the warning says)."""
+loads and serves /generate and chat, its own template rendered by the Jinja interpreter (the
+log says so)."""
 import json
 import os
 import signal
@@ -48,9 +49,8 @@ def test_unrecognised_chat_template_loads_and_serves(start_server, odd_template_
                                          "messages": [{"role": "user", "content": "hello"}]})
     assert c.status_code == 200, c.text
     assert c.json()["choices"][0]["message"]["role"] == "assistant"
-    warn = [l for l in s.lines if "unrecognised chat template" in l]
-    assert len(warn) == 1, "\n".join(s.lines)
-    assert str(odd_template_gguf) in warn[0] and "as ChatML" in warn[0], warn[0]
+    assert any("chat template: the model's own (jinja)" in l for l in s.lines), "\n".join(s.lines)
+    assert not any("chat template does not parse" in l for l in s.lines), "\n".join(s.lines)
 
 
 def test_json_log_every_line_is_an_object(start_server, odd_template_gguf):
@@ -90,9 +90,9 @@ def test_json_log_every_line_is_an_object(start_server, odd_template_gguf):
     assert not any("no CUDA backend" in m for m in msgs), msgs
 
 
-def test_odd_template_warning_is_json_too(start_server, odd_template_gguf):
+def test_odd_template_notice_is_json_too(start_server, odd_template_gguf):
     s = start_server("--model", str(odd_template_gguf), "--device", "cpu", "--log-format", "json")
     assert s.stop(signal.SIGTERM) == 0
     objs = [json.loads(l) for l in s.lines]
-    warn = [o for o in objs if "unrecognised chat template" in o.get("msg", "")]
-    assert len(warn) == 1 and warn[0]["level"] == "warn", objs
+    note = [o for o in objs if "chat template: the model's own (jinja)" in o.get("msg", "")]
+    assert len(note) == 1 and note[0]["level"] == "info", objs

@@ -1,8 +1,10 @@
-/* test_chat.c — chat templates: the kind and default system prompt picked from Jinja sources
- * (SmolLM2's own, from the GGUF; Qwen2.5's; Llama-3's), and rendering that equals what jinja2
- * renders for the same messages (expected strings below were produced with jinja2 3.1 by
- * Template(source).render(messages=..., add_generation_prompt=..., bos_token=...)). */
+/* test_chat.c — chat templates: the model's own Jinja source (SmolLM2's, from the GGUF; Qwen2.5's;
+ * Llama-3's) is rendered by the interpreter, and equals what jinja2 renders for the same messages
+ * (expected strings below were produced with jinja2 3.1 by Template(source).render(messages=...,
+ * add_generation_prompt=..., bos_token=...)); a source that does not parse gets the hand-written
+ * ChatML or Llama-3 fallback, with a warning naming the line and column, and renders the same. */
 #include <criterion/criterion.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -44,6 +46,8 @@ static void renders(const struct chat_template *ct, const struct chat_msg *m, in
     free(got);
 }
 
+static void smollm2_renders(const struct chat_template *ct);
+
 static char *smollm2_jinja(void) {
     struct tokenizer *t = NULL;
     char *tmpl = NULL, err[512];
@@ -58,29 +62,49 @@ Test(chat, smollm2_template_from_gguf) {
     struct chat_template ct;
     char err[256];
     cr_assert_eq(chat_template_init(&ct, jinja, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(ct.kind, CHAT_KIND_JINJA);
+    cr_assert_str_eq(chat_template_kind_name(&ct), "jinja");
+    smollm2_renders(&ct);
+    chat_template_free(&ct);
+    chat_template_free(&ct); /* idempotent */
+
+    /* The same source made unparseable: the ChatML fallback, its default system message taken
+     * from the source, renders the same. */
+    size_t n = strlen(jinja);
+    char *broken = malloc(n + 16);
+    memcpy(broken, jinja, n);
+    strcpy(broken + n, "{% endif %}");
+    cr_assert_eq(chat_template_init(&ct, broken, err, sizeof(err)), 1);
+    cr_assert(strstr(err, "does not parse (line 6, column 19: unknown tag 'endif')") &&
+                  strstr(err, "as chatml"),
+              "%s", err);
     cr_assert_eq(ct.kind, CHAT_KIND_CHATML);
     cr_assert_null(ct.bos_text);
     cr_assert_str_eq(ct.default_system, SMOL_DEFAULT);
-    renders(&ct, ONE, 1, 1,
+    smollm2_renders(&ct);
+    chat_template_free(&ct);
+    free(broken);
+    free(jinja);
+}
+
+static void smollm2_renders(const struct chat_template *ct) {
+    renders(ct, ONE, 1, 1,
             "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging "
             "Face<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
-    renders(&ct, ONE, 1, 0,
+    renders(ct, ONE, 1, 0,
             "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging "
             "Face<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n");
     renders(
-        &ct, FOUR, 4, 1,
+        ct, FOUR, 4, 1,
         "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>"
         "assistant\nHello!<|im_end|>\n<|im_start|>user\n2+2?<|im_end|>\n<|im_start|>assistant\n");
-    renders(&ct, FOUR, 4, 0,
+    renders(ct, FOUR, 4, 0,
             "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>"
             "assistant\nHello!<|im_end|>\n<|im_start|>user\n2+2?<|im_end|>\n");
-    renders(&ct, PADDED, 1, 1,
+    renders(ct, PADDED, 1, 1,
             "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging "
             "Face<|im_end|>\n<|im_start|>user\n  padded \n<|im_end|>\n<|im_start|>assistant\n");
-    renders(&ct, NULL, 0, 1, "<|im_start|>assistant\n");
-    chat_template_free(&ct);
-    chat_template_free(&ct); /* idempotent */
-    free(jinja);
+    renders(ct, NULL, 0, 1, "<|im_start|>assistant\n");
 }
 
 Test(chat, rendered_prompt_encodes_like_hf) {
@@ -109,9 +133,7 @@ Test(chat, qwen_default_system_from_escaped_literal) {
     struct chat_template ct;
     char err[256];
     cr_assert_eq(chat_template_init(&ct, QWEN_JINJA, err, sizeof(err)), 0);
-    cr_assert_eq(ct.kind, CHAT_KIND_CHATML);
-    cr_assert_str_eq(ct.default_system,
-                     "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.");
+    cr_assert_eq(ct.kind, CHAT_KIND_JINJA);
     renders(&ct, ONE, 1, 1,
             "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful "
             "assistant.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
@@ -121,27 +143,44 @@ Test(chat, qwen_default_system_from_escaped_literal) {
     chat_template_free(&ct);
 }
 
+static void llama3_renders(const struct chat_template *ct);
+
 Test(chat, llama3) {
     struct chat_template ct;
     char err[256];
-    cr_assert_eq(chat_template_init(&ct, LLAMA3_JINJA, err, sizeof(err)), 0);
+    cr_assert_eq(chat_template_init_tokens(&ct, LLAMA3_JINJA, "<|begin_of_text|>", "<|eot_id|>",
+                                           err, sizeof(err)),
+                 0);
+    cr_assert_eq(ct.kind, CHAT_KIND_JINJA);
+    llama3_renders(&ct);
+    chat_template_free(&ct);
+
+    /* Unparseable: the Llama-3 fallback renders the same. */
+    char broken[sizeof(LLAMA3_JINJA) + 8];
+    snprintf(broken, sizeof broken, "%s{{ 1 +", LLAMA3_JINJA);
+    cr_assert_eq(chat_template_init(&ct, broken, err, sizeof(err)), 1);
+    cr_assert(strstr(err, "as llama3"), "%s", err);
     cr_assert_eq(ct.kind, CHAT_KIND_LLAMA3);
     cr_assert_str_eq(ct.bos_text, "<|begin_of_text|>");
     cr_assert_null(ct.default_system);
-    renders(&ct, ONE, 1, 1,
+    llama3_renders(&ct);
+    chat_template_free(&ct);
+}
+
+static void llama3_renders(const struct chat_template *ct) {
+    renders(ct, ONE, 1, 1,
             "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|><|start_"
             "header_id|>assistant<|end_header_id|>\n\n");
-    renders(&ct, ONE, 1, 0,
+    renders(ct, ONE, 1, 0,
             "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>");
-    renders(&ct, FOUR, 4, 1,
+    renders(ct, FOUR, 4, 1,
             "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nBe "
             "brief.<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|><|start_"
             "header_id|>assistant<|end_header_id|>\n\nHello!<|eot_id|><|start_header_id|>user<|"
             "end_header_id|>\n\n2+2?<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n");
-    renders(&ct, PADDED, 1, 1,
+    renders(ct, PADDED, 1, 1,
             "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\npadded<|eot_id|><|start_"
             "header_id|>assistant<|end_header_id|>\n\n");
-    chat_template_free(&ct);
 }
 
 Test(chat, null_and_unknown_templates) {
@@ -153,9 +192,16 @@ Test(chat, null_and_unknown_templates) {
     renders(&ct, ONE, 1, 1, "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
     chat_template_free(&ct);
 
-    /* unrecognised: a warning (1), not an error, and ChatML stands in as the warning says */
-    cr_assert_eq(chat_template_init(&ct, "{{ messages[0].content }} [INST]", err, sizeof(err)), 1);
-    cr_assert(strstr(err, "unrecognised chat template") && strstr(err, "as ChatML"), "%s", err);
+    /* any other template is the model's own, rendered as written */
+    cr_assert_eq(chat_template_init(&ct, "{{ messages[0].content }} [INST]", err, sizeof(err)), 0);
+    cr_assert_eq(ct.kind, CHAT_KIND_JINJA);
+    renders(&ct, ONE, 1, 1, "Hi [INST]");
+    chat_template_free(&ct);
+
+    /* one that does not parse: a warning (1) naming line and column, not an error, and ChatML
+     * stands in as the warning says */
+    cr_assert_eq(chat_template_init(&ct, "[INST]\n  {% if %}", err, sizeof(err)), 1);
+    cr_assert(strstr(err, "line 2, column 9") && strstr(err, "as chatml"), "%s", err);
     cr_assert_eq(ct.kind, CHAT_KIND_CHATML);
     renders(&ct, ONE, 1, 1, "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
     chat_template_free(&ct);

@@ -1,0 +1,258 @@
+#!/usr/bin/env python3
+"""Writes tests/golden/chat_templates/expected.json (and features.json, the language one feature
+at a time): what jinja2 renders for every chat template
+in tests/golden/chat_templates/*.jinja over a set of conversations, rendered the way
+transformers' apply_chat_template does (ImmutableSandboxedEnvironment with trim_blocks and
+lstrip_blocks, the loopcontrols extension, its tojson filter, raise_exception and strftime_now
+globals; messages, tools, documents and add_generation_prompt passed, plus the special tokens).
+When transformers is installed, each render is also checked against transformers' own compiled
+template. The Criterion test tests/unit/test_jinja_golden.c compares flashgen's interpreter with
+this file, without Python.
+
+Usage: python3 tools/gen_chat_golden.py   (Jinja2 3.1.x)
+"""
+import json
+import os
+import sys
+from datetime import datetime
+
+import jinja2
+import jinja2.ext
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DIR = os.path.join(ROOT, "tests", "golden", "chat_templates")
+
+# bos/eos as each model's tokenizer_config.json has them; extra variables some templates read.
+TOKENS = {
+    "chatml": ("<s>", "<|im_end|>"),
+    "deepseek_llm": ("<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>"),
+    "deepseek_r1": ("<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>"),
+    "gemma2": ("<bos>", "<eos>"),
+    "gemma3": ("<bos>", "<eos>"),
+    "hermes_macro": ("<|begin_of_text|>", "<|im_end|>"),
+    "llama2": ("<s>", "</s>"),
+    "llama3": ("<|begin_of_text|>", "<|eot_id|>"),
+    "llama31_tools": ("<|begin_of_text|>", "<|eot_id|>"),
+    "llama32": ("<|begin_of_text|>", "<|eot_id|>"),
+    "mistral_v01": ("<s>", "</s>"),
+    "mistral_v03": ("<s>", "</s>"),
+    "phi3": ("<s>", "<|endoftext|>"),
+    "phi4": ("<|endoftext|>", "<|im_end|>"),
+    "qwen25": ("<|endoftext|>", "<|im_end|>"),
+    "smollm2": ("<|im_start|>", "<|im_end|>"),
+    "zephyr": ("<s>", "</s>"),
+}
+EXTRA = {"llama32": {"date_string": "02 Dec 2026"}}
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Get the current weather in a city.",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "location": {"type": "string", "description": "The city, e.g. Paris"},
+                "unit": {"type": "string", "enum": ["celsius", "fahrenheit"],
+                         "description": " The unit "},
+                "days": {"type": ["integer", "number"], "description": "Forecast days"},
+            },
+            "required": ["location"],
+        },
+    },
+}
+CALL = {"id": "call12345", "type": "function",
+        "function": {"name": "get_weather", "arguments": {"location": "Paris", "unit": "celsius"}}}
+
+CASES = {
+    "user_only": ([{"role": "user", "content": "Hello!"}], True, None),
+    "system_user": ([{"role": "system", "content": "You are a pirate."},
+                     {"role": "user", "content": "What is 2+2?"}], True, None),
+    "multi_turn": ([{"role": "system", "content": "Be brief."},
+                    {"role": "user", "content": "Hi"},
+                    {"role": "assistant", "content": "Hello! How can I help?"},
+                    {"role": "user", "content": "Tell me a joke."}], True, None),
+    "no_gen_prompt": ([{"role": "user", "content": "Ping"},
+                       {"role": "assistant", "content": "Pong"},
+                       {"role": "user", "content": "Again"},
+                       {"role": "assistant", "content": "Pong pong"}], False, None),
+    "whitespace_unicode": ([{"role": "user", "content": "  Ünïcödé — “quotes” 'single' \"double\" \\ back\n\n"},
+                            {"role": "assistant", "content": " ok\t"},
+                            {"role": "user", "content": "tab\there 日本語 🙂"}], True, None),
+    "think": ([{"role": "user", "content": "What is 7*6?"},
+               {"role": "assistant", "content": "<think>7*6=42</think>It is 42."},
+               {"role": "user", "content": "And 6*7?"}], True, None),
+    "tools_user": ([{"role": "system", "content": "You are a weather bot."},
+                    {"role": "user", "content": "Weather in Paris?"}], True, [WEATHER]),
+    "tool_call": ([{"role": "user", "content": "Weather in Paris?"},
+                   {"role": "assistant", "content": "", "tool_calls": [CALL]},
+                   {"role": "tool", "tool_call_id": "call12345", "content": "22 degrees"},
+                   ], True, [WEATHER]),
+    "bad_roles": ([{"role": "user", "content": "one"},
+                   {"role": "user", "content": "two"}], True, None),
+    "empty": ([], True, None),
+}
+
+
+# Language features one at a time (each with the variables it reads), beyond what the real
+# templates above happen to use: tests/golden/chat_templates/features.json.
+FEATURES = [
+    ("{% for x in xs %}{{ loop.index }}{{ loop.index0 }}{{ loop.first }}{{ loop.last }}"
+     "{{ loop.length }}{{ loop.revindex }}{{ loop.revindex0 }}|{% endfor %}", {"xs": ["a", "b", "c"]}),
+    ("{% for x in xs %}{{ x }}{% else %}empty{% endfor %}", {"xs": []}),
+    ("{% for x in xs if x > 1 %}{{ x }}{{ loop.length }}{% endfor %}", {"xs": [1, 2, 3]}),
+    ("{% for x in xs %}{% if x == 2 %}{% continue %}{% endif %}{% if x == 4 %}{% break %}"
+     "{% endif %}{{ x }}{% endfor %}", {"xs": [1, 2, 3, 4, 5]}),
+    ("{% for k, v in d.items() %}{{ k }}={{ v }};{% endfor %}", {"d": {"b": 1, "a": 2}}),
+    ("{% for k in d %}{{ k }}{% endfor %}", {"d": {"x": 1, "y": 2}}),
+    ("{% for c in 'héllo' %}[{{ c }}]{% endfor %}", {}),
+    ("{% for x in xs %}{{ loop.previtem }}-{{ loop.nextitem }},{% endfor %}", {"xs": [1, 2, 3]}),
+    ("{% if a %}A{% elif b %}B{% else %}C{% endif %}", {"a": 0, "b": ""}),
+    ("{% if a %}A{% elif b %}B{% else %}C{% endif %}", {"a": [], "b": [0]}),
+    ("{% set x = 1 %}{% for i in [1] %}{% set x = 2 %}{% endfor %}{{ x }}", {}),
+    ("{% set ns = namespace(x=1, y='a') %}{% for i in [1, 2] %}{% set ns.x = ns.x + i %}"
+     "{% endfor %}{{ ns.x }}{{ ns.y }}", {}),
+    ("{% set t %}block {{ 1 + 1 }}{% endset %}[{{ t }}]", {}),
+    ("{% macro m(a, b='B', c=none) %}{{ a }}{{ b }}{{ c }}{% endmacro %}{{ m(1) }}|{{ m(1, 2) }}|"
+     "{{ m(1, c=3) }}", {}),
+    ("{% macro rec(n) %}{% if n > 0 %}{{ n }}{{ rec(n - 1) }}{% endif %}{% endmacro %}{{ rec(4) }}", {}),
+    ("a  \n  {%- if true -%}  \n b \n {%- endif %}\n  c", {}),
+    ("  {% if true %}\n    x\n  {% endif %}\n  {{ 'y' }}\n", {}),
+    ("{%+ if true %}  kept{% endif +%}\n", {}),
+    ("{# a comment #}\n  {# another #}\nx", {}),
+    ("{{ 1 + 2 * 3 - 4 / 2 }} {{ 7 // 2 }} {{ -7 // 2 }} {{ 7 % 3 }} {{ -7 % 3 }} {{ 2 ** 10 }}", {}),
+    ("{{ 1 == 1.0 }} {{ 'a' < 'b' }} {{ 3 >= 3 }} {{ 1 != 2 }} {{ 1 < 2 < 3 }} {{ 3 > 2 > 2 }}", {}),
+    ("{{ 'a' ~ 1 ~ none ~ true ~ 1.5 }} {{ 'ab' * 3 }} {{ [1] + [2] }}", {}),
+    ("{{ true and 'x' }} {{ 0 or 'y' }} {{ not none }} {{ 'b' in 'abc' }} {{ 2 not in [1, 3] }}"
+     " {{ 'k' in {'k': 1} }}", {}),
+    ("{{ x is defined }} {{ y is defined }} {{ x is none }} {{ x is string }} {{ 1 is number }}"
+     " {{ d is mapping }} {{ l is iterable }} {{ 'a' is string }} {{ 4 is divisibleby 2 }}"
+     " {{ 3 is odd }} {{ x is not none }}", {"x": None, "d": {}, "l": []}),
+    ("{{ 'yes' if a else 'no' }} [{{ 'only' if b }}]", {"a": 1, "b": 0}),
+    ("{{ xs[1:] }} {{ xs[::-1] }} {{ xs[-1] }} {{ xs[:-1] }} {{ xs[1:3] }} {{ xs[::2] }}",
+     {"xs": [1, 2, 3, 4, 5]}),
+    ("{{ s[1:] }} {{ s[::-1] }} {{ s[0] }} {{ s[-1] }} {{ s[:2] }}", {"s": "añbc"}),
+    ("{{ d.a }} {{ d['b'] }} {{ d.missing is defined }} {{ l.0 }} {{ d.get('a') }}"
+     " {{ d.get('z', 9) }}", {"d": {"a": 1, "b": [2]}, "l": [7]}),
+    ("{{ '  x y  '.strip() }}|{{ 'xxhixx'.strip('x') }}|{{ '  a'.lstrip() }}|{{ 'a  '.rstrip() }}|"
+     "{{ 'abc'.startswith('ab') }}{{ 'abc'.endswith('bc') }}{{ 'abc'.startswith(('x', 'a')) }}", {}),
+    ("{{ 'a,b,,c'.split(',') }} {{ ' a  b '.split() }} {{ 'a b c'.split(' ', 1) }}"
+     " {{ 'Hello World'.upper() }} {{ 'Hello'.lower() }} {{ 'hello world-x'.title() }}", {}),
+    ("{{ 'aXbXc'.replace('X', '-') }} {{ 'aaa'.replace('a', 'b', 2) }} {{ ', '.join(['a', 'b']) }}"
+     " {{ 'hello'.capitalize() }} {{ 'abcabc'.find('c') }} {{ 'abcabc'.count('bc') }}", {}),
+    ("{{ '  t  ' | trim }}|{{ xs | length }}|{{ 'héllo' | length }}|{{ xs | join('-') }}|"
+     "{{ xs | first }}|{{ xs | last }}|{{ xs | reverse | list }}", {"xs": [3, 1, 2]}),
+    ("{{ u | default('dflt') }} {{ e | default('dflt') }} {{ e | default('dflt', true) }}"
+     " {{ 42 | string }} {{ '42' | int + 1 }} {{ 'x' | int }} {{ 3.7 | int }} {{ '2.5' | float }}",
+     {"e": ""}),
+    ("{{ 'hello WORLD' | upper }} {{ 'HeLLo' | lower }} {{ 'hello world' | capitalize }}"
+     " {{ 'hello big-world' | title }} {{ 'a.b' | replace('.', '/') }}", {}),
+    ("{{ ms | selectattr('role', 'equalto', 'user') | map(attribute='content') | join(',') }}|"
+     "{{ ms | rejectattr('role', 'equalto', 'user') | list | length }}|"
+     "{{ ms | selectattr('tool') | list | length }}|{{ ms | map(attribute='role') | unique | list }}",
+     {"ms": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b", "tool": 1},
+             {"role": "user", "content": "c"}]}),
+    ("{{ [1, 0, 2, none] | select | list }} {{ [1, 2, 3, 4] | reject('odd') | list }}"
+     " {{ ['a', 'b'] | map('upper') | list }} {{ [3, 1, 2] | sort }} {{ [3, 1, 2] | sort(reverse=true) }}", {}),
+    ("{{ d | items | list }} {{ d | dictsort }} {{ [1, 2, 3] | sum }} {{ [1, 5, 3] | max }}"
+     " {{ [4, 2, 8] | min }} {{ -3 | abs }}", {"d": {"b": 2, "a": 1}}),
+    ("{{ d | tojson }}|{{ d | tojson(indent=2) }}|{{ d | tojson(sort_keys=true) }}|{{ s | tojson }}",
+     {"d": {"z": [1, 2.5, None, True, "é\n\"q\""], "a": {}, "m": []}, "s": "<tag> & 'x' \u0001"}),
+    ("{{ [1, 'a', none, true, 1.5, {'k': [2]}] }} {{ {'a': \"it's\"} }} {{ (1, 2) }}", {}),
+    ("{{ 0.1 + 0.2 }} {{ 1e20 }} {{ 1.0 }} {{ 3 / 2 }} {{ 4 / 2 }} {{ 1e-7 }} {{ 123456789.125 }}", {}),
+    ("{{ {'a': 1, 'b': 2}['b'] }} {{ [[1, 2], [3]][0][1] }} {{ range(3) | list }} {{ range(1, 7, 2) | list }}", {}),
+    ("{{ 'abc' ~ x }}", {"x": {"k": "v"}}),
+    ("{{ 'x' + undefined_var }}", {}),
+    ("{{ nothing.attr }}", {}),
+    ("{{ raise_exception('Custom: ' ~ n) }}", {"n": 3}),
+    ("{{ 1 / 0 }}", {}),
+    ("{{ 'multi' 'part' }} {{ \"dq\\\"\" }} {{ 'tab\\there' }} {{ '\\u00e9\\x41' }}", {}),
+    ("{{ '%s' | length }} {{ 'a' | center if false else 'ok' }}", {}),
+    ("{% set a = [1, 2] %}{% set b = {'k': a} %}{{ b.k[1] }} {{ b | length }} {{ a | list | length }}", {}),
+    ("{{ '\n'.join(['x', 'y']) | indent(2) }}|{{ 'a\nb' | indent(2, true) }}", {}),
+    ("{% for i in [1, 2] %}[{{ x }}]{% set x = i %}{% endfor %}", {}),
+    ("{% set x = 0 %}{% for i in [1, 2] %}[{{ x }}]{% set x = i %}{% endfor %}{{ x }}", {}),
+    ("{% set ns = namespace(a=1) %}{% set ns.b = ns %}{{ ns }}", {}),
+    ("{{ 1 ** 1000000000000000000 }} [{{ '' * 1000000000000000000 }}]", {}),
+    ("{{ range(-9223372036854775807, 9223372036854775807) | length }}", {}),
+    ("{{ [{'a': 1}] | selectattr | list }}", {}),
+    ("{% if messages[0].role == 'system' %}{% set messages = messages[1:] %}{% endif %}"
+     "{{ messages | length }}", {"messages": [{"role": "system"}, {"role": "user"}]}),
+]
+
+
+def make_env():
+    def raise_exception(message):
+        raise jinja2.exceptions.TemplateError(message)
+
+    def tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
+        return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators,
+                          sort_keys=sort_keys)
+
+    def strftime_now(fmt):
+        return datetime.now().strftime(fmt)
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
+                                        extensions=[jinja2.ext.loopcontrols])
+    env.filters["tojson"] = tojson
+    env.globals["raise_exception"] = raise_exception
+    env.globals["strftime_now"] = strftime_now
+    return env
+
+
+def render(tmpl, variables):
+    try:
+        return {"output": tmpl.render(**variables)}
+    except jinja2.exceptions.TemplateError as e:
+        kind = "raise" if type(e) is jinja2.exceptions.TemplateError else type(e).__name__
+        return {"error": str(e), "kind": kind}
+    except Exception as e:  # TypeError and the like: still an error the request reports
+        return {"error": str(e), "kind": type(e).__name__}
+
+
+def main():
+    env = make_env()
+    try:
+        from transformers.utils.chat_template_utils import _compile_jinja_template
+    except Exception:
+        _compile_jinja_template = None
+    names = sorted(f[:-6] for f in os.listdir(DIR) if f.endswith(".jinja"))
+    out = []
+    for name in names:
+        with open(os.path.join(DIR, name + ".jinja"), encoding="utf-8") as f:
+            src = f.read()
+        tmpl = env.from_string(src)
+        hf = _compile_jinja_template(src) if _compile_jinja_template else None
+        bos, eos = TOKENS[name]
+        for case, (messages, gen, tools) in CASES.items():
+            variables = {"messages": messages, "tools": tools, "documents": None,
+                         "add_generation_prompt": gen, "bos_token": bos, "eos_token": eos}
+            variables.update(EXTRA.get(name, {}))
+            r = render(tmpl, variables)
+            if hf is not None:
+                assert render(hf, variables) == r, (name, case)
+            out.append({"template": name, "case": case, "vars": variables, **r})
+    feats = []
+    for src, variables in FEATURES:
+        try:
+            t = env.from_string(src)
+        except jinja2.exceptions.TemplateSyntaxError as e:
+            feats.append({"source": src, "vars": variables, "error": str(e), "kind": "syntax"})
+            continue
+        feats.append({"source": src, "vars": variables, **render(t, variables)})
+    with open(os.path.join(DIR, "features.json"), "w", encoding="utf-8") as f:
+        json.dump(feats, f, ensure_ascii=False, indent=1)
+        f.write("\n")
+    path = os.path.join(DIR, "expected.json")
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(out, f, ensure_ascii=False, indent=1)
+        f.write("\n")
+    ok = sum("output" in r for r in out)
+    print(f"{path}: {len(names)} templates, {len(out)} renders ({ok} outputs, "
+          f"{len(out) - ok} errors), jinja2 {jinja2.__version__}"
+          + (", checked against transformers" if hf is not None else ""))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
