@@ -11,23 +11,22 @@
 
 struct pool {
     struct kv_cache kv;
-    int free_list[64];
 };
 
 static void pool_init(struct pool *p, int n_pages, int page_size) {
     memset(p, 0, sizeof *p);
-    p->kv.n_pages = n_pages;
-    p->kv.page_size = page_size;
-    p->kv.free_list = p->free_list;
-    for (int i = 0; i < n_pages; i++)
-        p->free_list[i] = i;
-    p->kv.n_free = n_pages;
+    cr_assert_eq(kv_cache_init_pages(&p->kv, n_pages, page_size, 42), 0);
 }
 
+/* A sequence of N_PROMPT prompt tokens unlike any other's (no accidental prefix hits). */
 static struct sched_seq *seq_new(int n_prompt, int max_new) {
+    static int serial = 1000;
     struct sched_seq *q = calloc(1, sizeof *q);
     q->cap = n_prompt + max_new;
     q->tokens = calloc((size_t)q->cap, sizeof(int));
+    serial++;
+    for (int i = 0; i < n_prompt; i++)
+        q->tokens[i] = serial * 100 + i;
     q->n_prompt = q->n_tokens = n_prompt;
     q->max_new = max_new;
     return q;
@@ -59,52 +58,186 @@ static void fake_step(struct sched *s) {
     sched_commit(s);
 }
 
-Test(sched, admission_by_pages_in_order) {
+/* Every page is held exactly as often as the block tables of the running sequences say, and an
+ * unheld page is free or cached, once. */
+static void check_pages(const struct sched *s) {
+    const struct kv_cache *kv = s->kv;
+    int refs[256] = {0}, seen[256] = {0};
+    cr_assert_leq(kv->n_pages, 256);
+    for (int i = 0; i < s->n_running; i++)
+        for (int k = 0; k < s->running[i]->kv.n_pages; k++)
+            refs[s->running[i]->kv.pages[k]]++;
+    for (const struct sched_seq *q = s->wait_head; q; q = q->next)
+        cr_assert_eq(q->kv.n_pages, 0, "a waiting sequence holds pages");
+    for (int i = 0; i < kv->n_free; i++)
+        seen[kv->free_list[i]]++;
+    int n_lru = 0;
+    for (int p = kv->lru_head; p >= 0; p = kv->lru_next[p], n_lru++)
+        seen[p]++;
+    cr_assert_eq(n_lru, kv->n_cached);
+    for (int p = 0; p < kv->n_pages; p++) {
+        cr_assert_eq(kv->ref[p], refs[p], "page %d: ref %d, held %d", p, kv->ref[p], refs[p]);
+        cr_assert_eq(seen[p], refs[p] ? 0 : 1, "page %d listed %d times", p, seen[p]);
+    }
+}
+
+Test(sched, pages_on_demand_and_preemption) {
     struct pool p;
     pool_init(&p, 10, 4);
     struct sched s;
     cr_assert_eq(sched_init(&s, &p.kv, 64, 8), 0);
+    s.prefix_caching = 0;
     struct sched_seq *a = seq_new(10, 6), *b = seq_new(10, 6), *c = seq_new(10, 6),
                      *d = seq_new(1, 1);
     cr_assert_eq(sched_pages_needed(&s, 10, 6), 4);
     sched_add(&s, a), sched_add(&s, b), sched_add(&s, c), sched_add(&s, d);
     int n = sched_plan(&s);
-    cr_assert_eq(s.n_admitted, 2); /* 8 of 10 pages; c needs 4 more; d may not overtake c */
-    cr_assert_eq(s.admitted[0], a);
-    cr_assert_eq(s.admitted[1], b);
-    cr_assert_eq(c->state, SCHED_WAITING);
+    /* 3 pages each for the prompts, not 4 for prompt + max_new; d would leave no spare page */
+    cr_assert_eq(s.n_admitted, 3);
+    cr_assert_eq(s.admitted[2], c);
     cr_assert_eq(d->state, SCHED_WAITING);
-    cr_assert_eq(p.kv.n_free, 2);
-    cr_assert_eq(n, 2);
-    cr_assert_eq(s.batch.n_prefill, 2);
-    cr_assert_eq(s.batch.n_tokens, 20);
-    fake_step(&s);
-    cr_assert_eq(a->state, SCHED_DECODE);
-    cr_assert_eq(a->n_tokens, 11);
-    /* a is cancelled: it leaves at the next reap and its pages come back */
-    sched_end(a, SCHED_CANCELLED);
-    struct sched_seq *out[8];
-    cr_assert_eq(sched_reap(&s, out, 8), 1);
-    cr_assert_eq(out[0], a);
-    cr_assert_eq(p.kv.n_free, 6);
-    sched_plan(&s);
-    cr_assert_eq(s.n_admitted, 2); /* c (4 pages) then d (1 page) */
-    cr_assert_eq(s.admitted[0], c);
-    cr_assert_eq(s.admitted[1], d);
     cr_assert_eq(p.kv.n_free, 1);
-    /* run everything to the end */
-    for (int it = 0; it < 50 && (s.n_running || s.n_waiting); it++) {
-        int k = sched_reap(&s, out, 8);
-        (void)k;
-        if (sched_plan(&s)) fake_step(&s);
+    cr_assert_eq(n, 3);
+    cr_assert_eq(s.batch.n_tokens, 30);
+    fake_step(&s); /* 11 tokens, 10 cached */
+    for (int i = 0; i < 2; i++) {
+        sched_plan(&s);
+        fake_step(&s); /* 13 tokens, 12 cached: the next needs a 4th page */
     }
-    cr_assert_eq(s.n_running, 0);
+    check_pages(&s);
+    cr_assert_eq(a->n_tokens, 13);
+    n = sched_plan(&s);
+    /* a takes the last free page; b finds none: c, the newest, is preempted for it */
+    cr_assert_eq(s.preemptions, 1);
+    cr_assert_eq(c->state, SCHED_WAITING);
+    cr_assert_eq(c->n_preempted, 1);
+    cr_assert_eq(s.wait_head, c, "requeued at the front");
+    cr_assert_eq(c->next, d);
+    cr_assert_eq(s.n_admitted, 0, "nothing is admitted in an iteration that preempted");
+    cr_assert_eq(n, 2);
+    cr_assert_eq(a->kv.n_pages, 4);
+    cr_assert_eq(b->kv.n_pages, 4);
+    check_pages(&s);
+    fake_step(&s);
+    /* c comes back: one prefill of its prompt and the 3 tokens it had, then the next sample */
+    struct sched_seq *out[8];
+    for (int it = 0; it < 50 && c->state == SCHED_WAITING; it++) {
+        sched_reap(&s, out, 8);
+        if (sched_plan(&s)) {
+            check_pages(&s);
+            for (int i = 0; i < s.batch.n; i++)
+                if (s.batch.items[i].seq == c) {
+                    cr_assert_eq(s.batch.items[i].start, 0);
+                    cr_assert_eq(s.batch.items[i].n, 13);
+                    cr_assert_eq(s.batch.items[i].want, 1);
+                }
+            fake_step(&s);
+        }
+    }
+    for (int it = 0; it < 100 && (s.n_running || s.n_waiting); it++) {
+        sched_reap(&s, out, 8);
+        if (sched_plan(&s)) {
+            check_pages(&s);
+            fake_step(&s);
+        }
+    }
+    cr_assert_eq(s.n_running + s.n_waiting, 0);
     cr_assert_eq(p.kv.n_free, 10);
+    /* no token twice: each ends at exactly prompt + max_new */
+    cr_assert_eq(a->n_tokens, 16);
     cr_assert_eq(b->n_tokens, 16);
     cr_assert_eq(c->n_tokens, 16);
     cr_assert_eq(d->n_tokens, 2);
     seq_del(a), seq_del(b), seq_del(c), seq_del(d);
     sched_free(&s);
+    kv_cache_free(&p.kv);
+}
+
+Test(sched, more_sequences_than_pages) {
+    for (int caching = 0; caching <= 1; caching++) {
+        struct pool p;
+        pool_init(&p, 6, 4);
+        struct sched s;
+        cr_assert_eq(sched_init(&s, &p.kv, 16, 8), 0);
+        s.prefix_caching = caching;
+        struct sched_seq *q[8];
+        for (int i = 0; i < 8; i++) {
+            q[i] = seq_new(5, 10); /* 15 tokens: 4 pages at the longest, 6 in all */
+            if (caching && i % 2) memcpy(q[i]->tokens, q[0]->tokens, sizeof(int) * 5);
+            sched_add(&s, q[i]);
+        }
+        struct sched_seq *out[8];
+        int it = 0, ended = 0;
+        for (; it < 2000 && (s.n_running || s.n_waiting); it++) {
+            ended += sched_reap(&s, out, 8);
+            if (sched_plan(&s)) {
+                check_pages(&s);
+                fake_step(&s);
+            }
+        }
+        ended += sched_reap(&s, out, 8);
+        cr_assert_eq(ended, 8, "caching %d: %d of 8 ended in %d iterations", caching, ended, it);
+        cr_assert_gt(s.preemptions, 0);
+        for (int i = 0; i < 8; i++) {
+            cr_assert_eq(q[i]->n_tokens, 15);
+            cr_assert_eq(q[i]->state, SCHED_FINISHED);
+            seq_del(q[i]);
+        }
+        cr_assert_eq(kv_cache_available(&p.kv), 6);
+        sched_free(&s);
+        kv_cache_free(&p.kv);
+    }
+}
+
+Test(sched, prefix_hits_at_admission) {
+    struct pool p;
+    pool_init(&p, 32, 4);
+    struct sched s;
+    cr_assert_eq(sched_init(&s, &p.kv, 64, 8), 0);
+    struct sched_seq *a = seq_new(10, 2);
+    sched_add(&s, a);
+    struct sched_seq *out[4];
+    while (s.n_running || s.n_waiting) {
+        sched_reap(&s, out, 4);
+        if (sched_plan(&s)) fake_step(&s);
+    }
+    /* 12 tokens, 11 cached: pages 0 and 1 are full and stay cached, no one holding them */
+    cr_assert_eq(p.kv.n_cached, 2);
+    cr_assert_eq(kv_cache_used(&p.kv), 0);
+    cr_assert_eq(s.prefix_queries, 10);
+    cr_assert_eq(s.prefix_hits, 0);
+    struct sched_seq *b = seq_new(10, 2), *c = seq_new(8, 2), *d = seq_new(8, 2);
+    memcpy(b->tokens, a->tokens, sizeof(int) * 9); /* differs in its last token */
+    memcpy(c->tokens, a->tokens, sizeof(int) * 8); /* page-aligned: 8 tokens, 2 full pages */
+    memcpy(d->tokens, a->tokens, sizeof(int) * 8);
+    d->chunk_max = 1; /* prompt logprobs: no lookup */
+    sched_add(&s, b), sched_add(&s, c), sched_add(&s, d);
+    cr_assert_eq(sched_plan(&s), 3);
+    cr_assert_eq(b->kv.n_tokens, 8, "b reuses both cached pages");
+    cr_assert_eq(b->kv.pages[0], c->kv.pages[0], "shared, not copied");
+    cr_assert_eq(p.kv.ref[b->kv.pages[0]], 2);
+    cr_assert_eq(s.batch.items[0].seq, b);
+    cr_assert_eq(s.batch.items[0].start, 8);
+    cr_assert_eq(s.batch.items[0].n, 2);
+    cr_assert_eq(c->kv.n_tokens, 4, "the last prompt token is always computed");
+    cr_assert_eq(s.batch.items[1].start, 4);
+    cr_assert_eq(d->kv.n_tokens, 0);
+    cr_assert_eq(s.batch.items[2].n, 1);
+    cr_assert_eq(s.prefix_queries, 10 + 10 + 8);
+    cr_assert_eq(s.prefix_hits, 8 + 4);
+    check_pages(&s);
+    while (s.n_running || s.n_waiting) {
+        sched_reap(&s, out, 4);
+        if (sched_plan(&s)) {
+            check_pages(&s);
+            fake_step(&s);
+        }
+    }
+    cr_assert_eq(kv_cache_used(&p.kv), 0);
+    cr_assert_eq(kv_cache_available(&p.kv), 32);
+    seq_del(a), seq_del(b), seq_del(c), seq_del(d);
+    sched_free(&s);
+    kv_cache_free(&p.kv);
 }
 
 Test(sched, decode_first_then_prefill_chunks) {
@@ -147,6 +280,7 @@ Test(sched, decode_first_then_prefill_chunks) {
     cr_assert_eq(b->n_tokens, 22);
     seq_del(a), seq_del(b);
     sched_free(&s);
+    kv_cache_free(&p.kv);
 }
 
 Test(sched, batch_seq_limit_and_waiting_cancel) {
@@ -173,6 +307,7 @@ Test(sched, batch_seq_limit_and_waiting_cancel) {
     for (int i = 0; i < 4; i++)
         seq_del(q[i]);
     sched_free(&s);
+    kv_cache_free(&p.kv);
 }
 
 Test(sched, prompt_logprobs_one_token_chunks) {
@@ -194,4 +329,5 @@ Test(sched, prompt_logprobs_one_token_chunks) {
     cr_assert_str_eq(sched_state_name(a->state), "finished");
     seq_del(a);
     sched_free(&s);
+    kv_cache_free(&p.kv);
 }
