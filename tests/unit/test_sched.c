@@ -1,9 +1,10 @@
 /* test_sched.c — the scheduler's state machine and one iteration, on a KV page pool without
  * backend memory (no model): admission by pages in arrival order, decode first then prefill
  * chunks within the token budget, pages back at the reap after finish or cancel, 1-token chunks
- * for prompt logprobs; pages on demand, preemption order and requeue, prefix-cache hits, more
- * sequences than pages, and a random stress with shared prefixes, cancellations and
- * preemptions. The forward pass is simulated by advancing each sequence's cached-token count. */
+ * for prompt logprobs, an admitted list past 1024; pages on demand, preemption order and
+ * requeue, prefix-cache hits, more sequences than pages, and a random stress with shared
+ * prefixes, cancellations and preemptions. The forward pass is simulated by advancing each
+ * sequence's cached-token count. */
 #include <criterion/criterion.h>
 
 #include "server/sched.h"
@@ -385,4 +386,31 @@ Test(sched, stress_shared_prefixes_cancels_preemptions) {
     }
     sched_free(&s);
     kv_cache_free(&p.kv);
+}
+
+/* The admitted list is the scheduler's own, sized by max_batch_seqs: all 3000 sequences admitted
+ * in one plan are listed (the worker sets up each one's sampler from it; a fixed 1024-entry list
+ * in the worker once skipped the rest). */
+Test(sched, admitted_list_holds_more_than_1024) {
+    enum { N = 3000 };
+    struct kv_cache kv;
+    /* a page each, and the spare page admission leaves */
+    cr_assert_eq(kv_cache_init_pages(&kv, N + SCHED_WATERMARK_PAGES, 16, 42), 0);
+    struct sched s;
+    cr_assert_eq(sched_init(&s, &kv, 8192, 4096), 0);
+    struct sched_seq **q = calloc(N, sizeof *q);
+    for (int i = 0; i < N; i++)
+        sched_add(&s, q[i] = seq_new(2, 2));
+    cr_assert_eq(sched_plan(&s), N);
+    cr_assert_eq(s.n_admitted, N);
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(s.admitted[i], q[i]);
+    fake_step(&s);
+    cr_assert_eq(sched_plan(&s), N); /* decode rows; nothing newly admitted */
+    cr_assert_eq(s.n_admitted, 0);
+    for (int i = 0; i < N; i++)
+        seq_del(q[i]);
+    free(q);
+    kv_cache_free(&kv);
+    sched_free(&s);
 }
