@@ -7,7 +7,9 @@
  * deadline, cancel-all), the text/logprob events adding up, prompt logprobs, pages back in the
  * pool after each ending, and more than 1024 sequences in one batch with max_batch_seqs > 1024
  * (every one gets its sampler: seeded sampling differs from greedy, a repetition penalty gives
- * finite logprobs). ERROR needs a failing forward pass, which this model on the CPU does not give.
+ * finite logprobs); the same tokens (greedy and seeded) with and without the prefix cache and
+ * under forced preemption. ERROR needs a failing forward pass, which this model on the CPU does
+ * not give.
  */
 #include <criterion/criterion.h>
 
@@ -442,9 +444,10 @@ Test(worker, more_than_1024_sequences_get_their_samplers, .timeout = 600) {
     harness_stop(&h);
 }
 
-/* Greedy tokens of N_PS requests sharing a 130-byte prefix (two 64-token pages), under the
- * worker config EXTRA; WAVES 2 submits the second half after the first has finished. Returns
- * the generated ids, (N_PS, MAX_NEW), and the scheduler's counters through HITS/PREEMPTIONS. */
+/* The tokens of PS_N requests sharing a 130-byte prefix (two 64-token pages), under the worker
+ * config EXTRA; odd ones sample with a seed, even ones are greedy; WAVES 2 submits the second
+ * half after the first has finished. Returns the generated ids, (PS_N, PS_NEW), and the
+ * scheduler's counters through HITS/PREEMPTIONS. */
 #define PS_N 8
 #define PS_NEW 90
 static void shared_prefix_run(const char *const (*extra)[2], int n_extra, int waves,
@@ -461,6 +464,11 @@ static void shared_prefix_run(const char *const (*extra)[2], int n_extra, int wa
     for (int i = 0; i < PS_N; i++) {
         snprintf(text, sizeof text, "%s request %d", prefix, i);
         p[i] = probe_new(&h, text, PS_NEW);
+        if (i % 2) {
+            p[i]->r->sp.do_sample = 1;
+            p[i]->r->sp.temperature = 1.5f;
+            p[i]->r->sp.seed = 77 + (uint64_t)i;
+        }
     }
     int per = waves == 2 ? PS_N / 2 : PS_N;
     for (int i = 0; i < per; i++)
@@ -485,7 +493,7 @@ static void shared_prefix_run(const char *const (*extra)[2], int n_extra, int wa
     harness_stop(&h);
 }
 
-Test(worker, prefix_cache_and_preemption_keep_greedy_tokens, .timeout = 300) {
+Test(worker, prefix_cache_and_preemption_keep_the_tokens, .timeout = 300) {
     static int ref[PS_N][PS_NEW], cached[PS_N][PS_NEW], tiny[PS_N][PS_NEW];
     uint64_t hits, pre;
     const char *const off[][2] = {{"prefix_caching", "false"}, {"page_size", "64"}};
