@@ -209,7 +209,12 @@ int sched_plan(struct sched *s) {
         int room = s->max_batch_tokens - b->n_tokens;
         if (room <= 0) break;
         int n = left < room ? left : room;
-        if (q->chunk_max > 0 && n > q->chunk_max) n = q->chunk_max;
+        /* chunk_max holds for rows not computed before; a recompute goes up to them at once */
+        int seen = q->n_done - q->kv.n_tokens;
+        if (q->chunk_max > 0 && seen > 0 && n > seen)
+            n = seen;
+        else if (q->chunk_max > 0 && seen <= 0 && n > q->chunk_max)
+            n = q->chunk_max;
         if (n <= 0) continue;
         /* want the logits of the last chunk (the next sample), or of every chunk when the
          * request asked for prompt logprobs (chunk_max == 1) and a recompute has not seen it */

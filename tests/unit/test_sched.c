@@ -414,3 +414,51 @@ Test(sched, admitted_list_holds_more_than_1024) {
     kv_cache_free(&kv);
     sched_free(&s);
 }
+
+/* A prompt-logprobs sequence (1-token chunks) preempted half-way: its recompute runs the rows it
+ * had in one chunk that nobody wants, then goes on 1 token at a time, each row wanted once. */
+Test(sched, preempted_prompt_logprobs_recompute) {
+    struct pool p;
+    pool_init(&p, 6, 4); /* a needs 4 pages at its longest, b 3 */
+    struct sched s;
+    cr_assert_eq(sched_init(&s, &p.kv, 64, 4), 0);
+    struct sched_seq *a = seq_new(4, 12), *b = seq_new(9, 3);
+    b->chunk_max = 1;
+    sched_add(&s, a);
+    sched_plan(&s), fake_step(&s); /* a: 5 tokens, 4 cached */
+    sched_add(&s, b);
+    for (int i = 0; i < 8; i++) /* b: 8 prompt rows, each wanted; a grows into its 3rd page */
+        sched_plan(&s), fake_step(&s);
+    cr_assert_eq(b->kv.n_tokens, 8);
+    cr_assert_eq(b->n_done, 8);
+    cr_assert_eq(a->kv.n_tokens, 12);
+    cr_assert_eq(s.preemptions, 0);
+    sched_plan(&s); /* no page left for a: b, the newest, goes */
+    cr_assert_eq(s.preemptions, 1);
+    cr_assert_eq(b->state, SCHED_WAITING);
+    cr_assert_eq(b->kv.n_pages, 0);
+    fake_step(&s);
+    struct sched_seq *out[4];
+    int wanted[16] = {0};
+    for (int it = 0; it < 100 && (s.n_running || s.n_waiting); it++) {
+        sched_reap(&s, out, 4);
+        if (!sched_plan(&s)) continue;
+        check_pages(&s);
+        for (int i = 0; i < s.batch.n; i++) {
+            struct sched_item *x = &s.batch.items[i];
+            if (x->seq != b) continue;
+            if (x->start == 0 && b->n_preempted) cr_assert_eq(x->n, 8, "up to what b had");
+            if (x->want) wanted[x->start + x->n]++;
+        }
+        fake_step(&s);
+    }
+    cr_assert_eq(b->state, SCHED_FINISHED);
+    cr_assert_eq(b->n_tokens, 12);
+    for (int k = 9; k < 12; k++)
+        cr_assert_eq(wanted[k], 1, "row ending at %d wanted %d times", k, wanted[k]);
+    for (int k = 1; k < 9; k++)
+        cr_assert_eq(wanted[k], 0, "row ending at %d computed before", k);
+    seq_del(a), seq_del(b);
+    sched_free(&s);
+    kv_cache_free(&p.kv);
+}
