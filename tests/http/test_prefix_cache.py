@@ -87,25 +87,27 @@ def test_max_new_tokens_is_not_reserved(start_server):
 
 
 def test_preemption_under_a_small_kv_cache(start_server):
-    # 8 MiB of KV is ~180 tokens of this model: six 80-token requests cannot all hold theirs
+    # 8 MiB of KV is ~180 tokens (11 pages) of this model: five requests of ~60 tokens (4 pages
+    # each at their longest) cannot all hold theirs at once
     s = start_server("--kv-cache-mb", "8", "--max-batch-seqs", "8")
-    prompts = [f"Story {i}: once upon a time" for i in range(6)]
-    solo = [stream_generate(s.url, p, max_new_tokens=60, ignore_eos=True)[-1]["generated_text"]
+    n = 5
+    prompts = [f"Story {i}: once upon a time" for i in range(n)]
+    solo = [stream_generate(s.url, p, max_new_tokens=48, ignore_eos=True)[-1]["generated_text"]
             for p in prompts]
     assert s.metric("flashgen_num_preemptions_total") == 0
-    out, errors = [None] * 6, []
+    out, errors = [None] * n, []
 
     def run(i):
         try:
-            events = stream_generate(s.url, prompts[i], max_new_tokens=60, ignore_eos=True)
+            events = stream_generate(s.url, prompts[i], max_new_tokens=48, ignore_eos=True)
             out[i] = events[-1]["generated_text"]
             # streamed output continues without duplicates across the preemptions
             assert out[i] == "".join(e["token"]["text"] for e in events)
-            assert len(events) == 60
+            assert len(events) == 48
         except Exception as e:  # noqa: BLE001 - reported below
             errors.append(e)
 
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(6)]
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
     for t in threads:
         t.start()
     for t in threads:
