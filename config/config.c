@@ -42,6 +42,8 @@ static const struct config_option SCHEMA[] = {
     {"kv_fraction", CONFIG_T_DOUBLE, OFF(kv_fraction), "0.9", NULL, 0.01, 1.0,
      "GPU: fraction of the memory left after the weights given to the KV-cache"},
     {"page_size", CONFIG_T_INT, OFF(page_size), "16", NULL, 1, 4096, "tokens per KV-cache page"},
+    {"prefix_caching", CONFIG_T_BOOL, OFF(prefix_caching), "true", NULL, 0, 0,
+     "reuse the KV pages of a prompt's longest cached prefix (full pages, chained hashes)"},
     {"max_batch_tokens", CONFIG_T_INT, OFF(max_batch_tokens), "512", NULL, 1, 1 << 20,
      "token budget of one iteration: decode tokens first, then prefill chunks"},
     {"max_batch_seqs", CONFIG_T_INT, OFF(max_batch_seqs), "64", NULL, 1, 4096,

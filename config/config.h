@@ -35,6 +35,7 @@ struct config {
     int kv_cache_mb;                /* KV pool size in MiB; 0 = engine default */
     double kv_fraction;             /* GPU: fraction of free memory for the KV pool */
     int page_size;                  /* tokens per KV page */
+    int prefix_caching;             /* reuse cached KV pages of a shared prompt prefix */
     int max_batch_tokens;           /* tokens per iteration (decode tokens + prefill chunks) */
     int max_batch_seqs;             /* sequences per iteration */
     int max_concurrent_requests;    /* queued + running generations; more gives 429 */

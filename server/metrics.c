@@ -111,6 +111,16 @@ void metrics_iteration(struct metrics *m, int running, int waiting, int batch_si
     pthread_mutex_unlock(&m->mu);
 }
 
+void metrics_kv(struct metrics *m, uint64_t prefix_queries, uint64_t prefix_hits,
+                uint64_t preemptions, int prefix_pages) {
+    pthread_mutex_lock(&m->mu);
+    m->prefix_queries = prefix_queries;
+    m->prefix_hits = prefix_hits;
+    m->preemptions = preemptions;
+    m->prefix_pages = prefix_pages;
+    pthread_mutex_unlock(&m->mu);
+}
+
 void metrics_set_ready(struct metrics *m, int ready) {
     pthread_mutex_lock(&m->mu);
     m->ready = ready;
@@ -215,6 +225,19 @@ char *metrics_render(struct metrics *m, const char *model, const char *version, 
     head(&b, "flashgen_kv_cache_usage_perc", "gauge",
          "Fraction of KV-cache pages in use (0 to 1).");
     sb_printf(&b, "flashgen_kv_cache_usage_perc %.6f\n", s.kv_usage);
+    head(&b, "flashgen_prefix_cache_queries_total", "counter",
+         "Prompt tokens looked up in the prefix cache.");
+    sb_printf(&b, "flashgen_prefix_cache_queries_total %llu\n",
+              (unsigned long long)s.prefix_queries);
+    head(&b, "flashgen_prefix_cache_hits_total", "counter",
+         "Prompt tokens found in the prefix cache.");
+    sb_printf(&b, "flashgen_prefix_cache_hits_total %llu\n", (unsigned long long)s.prefix_hits);
+    head(&b, "flashgen_prefix_cache_pages", "gauge",
+         "KV-cache pages cached for reuse that no sequence holds.");
+    sb_printf(&b, "flashgen_prefix_cache_pages %d\n", s.prefix_pages);
+    head(&b, "flashgen_num_preemptions_total", "counter",
+         "Sequences preempted (pages released, recomputed later) for want of KV pages.");
+    sb_printf(&b, "flashgen_num_preemptions_total %llu\n", (unsigned long long)s.preemptions);
 
     for (int i = 0; i < METRICS_H_COUNT; i++) {
         const struct metrics_histogram *h = &s.h[i];

@@ -18,6 +18,12 @@
  *   flashgen_batch_tokens                           gauge    tokens in the last iteration
  *   flashgen_kv_cache_usage_perc                    gauge    used pages / pages, 0..1
  *   flashgen_model_ready                            gauge    1 once /health is 200
+ *   flashgen_prefix_cache_queries_total             counter  prompt tokens looked up in the
+ *                                                            prefix cache (vLLM's
+ *                                                            prefix_cache_queries)
+ *   flashgen_prefix_cache_hits_total                counter  of those, tokens found cached
+ *   flashgen_prefix_cache_pages                     gauge    KV pages cached, no one holding them
+ *   flashgen_num_preemptions_total                  counter  sequences preempted for pages
  *   flashgen_request_queue_time_seconds             histogram
  *   flashgen_time_to_first_token_seconds            histogram
  *   flashgen_inter_token_latency_seconds            histogram
@@ -78,6 +84,8 @@ struct metrics {
     uint64_t prompt_tokens, generation_tokens, iterations;
     int running, waiting, batch_size, batch_tokens, ready;
     double kv_usage;
+    uint64_t prefix_queries, prefix_hits, preemptions; /* the scheduler's counters */
+    int prefix_pages;
     struct metrics_histogram h[METRICS_H_COUNT];
 };
 
@@ -92,6 +100,9 @@ void metrics_observe(struct metrics *m, enum metrics_hist h, double value);
 void metrics_iteration(struct metrics *m, int running, int waiting, int batch_size,
                        int batch_tokens, double kv_usage);
 void metrics_set_ready(struct metrics *m, int ready);
+/* The scheduler's KV counters (running totals) and cached pages, after one iteration. */
+void metrics_kv(struct metrics *m, uint64_t prefix_queries, uint64_t prefix_hits,
+                uint64_t preemptions, int prefix_pages);
 
 /* Render everything in the Prometheus text format into a malloc'd string (*len bytes). MODEL
  * labels flashgen_model_info. Returns NULL when out of memory. */

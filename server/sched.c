@@ -1,9 +1,11 @@
-/* sched.c — continuous batching: admission by free KV pages, decode first, then prefill chunks.
+/* sched.c — continuous batching: pages on demand with recompute preemption, prefix-cache
+ * lookups at admission, decode first, then prefill chunks. See sched.h for one iteration.
  *
- * Design choice: a request reserves the pages for prompt + max_new tokens when it is admitted.
- * That costs some KV capacity for requests that stop early, but a running sequence can never
- * run out of pages, so there is no preemption path to get wrong; the admission test and the
- * per-request limit (validation rejects what could never fit) keep the queue moving.
+ * Design choice: a sequence holds pages only for what it has (prompt, then each token as it comes),
+ * so a request that asks for 4096 tokens and stops after 50 holds 50 tokens' worth. The price is
+ * that the running ones can outgrow the cache; then the newest is preempted and later recomputed
+ * (one prefill of its tokens so far, mostly prefix-cache hits when its pages are still cached),
+ * which is cheaper than swapping and never fails a request that fits the cache on its own.
  */
 #include "sched.h"
 
@@ -21,6 +23,7 @@ int sched_init(struct sched *s, struct kv_cache *kv, int max_batch_tokens, int m
     s->kv = kv;
     s->max_batch_tokens = max_batch_tokens > 0 ? max_batch_tokens : 512;
     s->max_batch_seqs = max_batch_seqs > 0 ? max_batch_seqs : 64;
+    s->prefix_caching = 1;
     s->running = calloc((size_t)s->max_batch_seqs, sizeof *s->running);
     s->admitted = calloc((size_t)s->max_batch_seqs, sizeof *s->admitted);
     s->batch.items = calloc((size_t)s->max_batch_seqs, sizeof *s->batch.items);
@@ -99,18 +102,74 @@ int sched_pages_needed(const struct sched *s, int n_prompt, int max_new) {
     return (n_prompt + max_new + ps - 1) / ps;
 }
 
+/* Put the most recently admitted running sequence back at the front of the waiting list,
+ * without its pages. */
+static void preempt_last(struct sched *s) {
+    struct sched_seq *q = s->running[--s->n_running];
+    if (s->kv) kv_seq_release(s->kv, &q->kv);
+    q->state = SCHED_WAITING;
+    q->n_preempted++;
+    q->next = s->wait_head;
+    s->wait_head = q;
+    if (!s->wait_tail) s->wait_tail = q;
+    s->n_waiting++;
+    s->preemptions++;
+}
+
+/* Pages for every DECODE sequence's next token, preempting from the newest when they run out.
+ * Returns 1 when something was preempted. */
+static int grow_running(struct sched *s) {
+    int preempted = 0;
+    if (!s->kv) return 0;
+    for (int i = 0; i < s->n_running; i++) {
+        struct sched_seq *q = s->running[i];
+        if (q->state != SCHED_DECODE) continue;
+        while (kv_seq_reserve(s->kv, &q->kv, q->kv.n_tokens + 1) != 0) {
+            /* the victim is always at the end, at or after i */
+            int self = s->running[s->n_running - 1] == q;
+            preempt_last(s);
+            preempted = 1;
+            if (self) break;
+        }
+    }
+    return preempted;
+}
+
+/* Pages for Q's tokens so far, the prefix cache's first. Returns 0, or -1 (nothing held) when
+ * they do not fit with KEEP pages to spare. */
+static int take_pages(struct sched *s, struct sched_seq *q, int keep) {
+    struct kv_cache *kv = s->kv;
+    int lookup = s->prefix_caching && q->chunk_max != 1; /* prompt logprobs need every row */
+    int hit = 0;
+    if (lookup) {
+        /* the last token is always computed: its logits are the next sample */
+        hit = kv_seq_match(kv, &q->kv, q->tokens, q->n_tokens, q->n_tokens - 1);
+        if (hit < 0) return -1;
+    }
+    int more = kv_cache_pages_for(kv, q->n_tokens) - q->kv.n_pages;
+    if (more + keep > kv_cache_available(kv) || kv_seq_reserve(kv, &q->kv, q->n_tokens) != 0) {
+        kv_seq_release(kv, &q->kv);
+        return -1;
+    }
+    if (lookup) {
+        s->prefix_queries += (uint64_t)q->n_tokens;
+        s->prefix_hits += (uint64_t)hit;
+    }
+    return 0;
+}
+
 /* Admit from the head of the waiting queue, in arrival order (no overtaking, so a large request
  * cannot starve behind a stream of small ones). */
 static void admit(struct sched *s) {
-    s->n_admitted = 0;
     while (s->wait_head && s->n_running < s->max_batch_seqs) {
         struct sched_seq *q = s->wait_head;
-        if (s->kv && kv_seq_reserve(s->kv, &q->kv, q->n_prompt + q->max_new) != 0) break;
+        if (s->kv && take_pages(s, q, s->n_running ? SCHED_WATERMARK_PAGES : 0) != 0) break;
         s->wait_head = q->next;
         if (!s->wait_head) s->wait_tail = NULL;
         q->next = NULL;
         s->n_waiting--;
         q->state = SCHED_PREFILL;
+        q->n_prefill = q->n_tokens;
         s->running[s->n_running++] = q;
         s->admitted[s->n_admitted++] = q;
     }
@@ -133,7 +192,8 @@ static void push(struct sched *s, struct sched_seq *q, int n, int want) {
 int sched_plan(struct sched *s) {
     struct sched_batch *b = &s->batch;
     b->n = b->n_tokens = b->n_decode = b->n_prefill = 0;
-    admit(s);
+    s->n_admitted = 0;
+    if (!grow_running(s)) admit(s);
     /* decode tokens first: they are what the users of running streams are waiting for */
     for (int i = 0; i < s->n_running && b->n < s->max_batch_seqs; i++) {
         struct sched_seq *q = s->running[i];
@@ -145,15 +205,21 @@ int sched_plan(struct sched *s) {
     for (int i = 0; i < s->n_running && b->n < s->max_batch_seqs; i++) {
         struct sched_seq *q = s->running[i];
         if (q->state != SCHED_PREFILL) continue;
-        int left = q->n_prompt - q->kv.n_tokens;
+        int left = q->n_prefill - q->kv.n_tokens;
         int room = s->max_batch_tokens - b->n_tokens;
         if (room <= 0) break;
         int n = left < room ? left : room;
-        if (q->chunk_max > 0 && n > q->chunk_max) n = q->chunk_max;
+        /* chunk_max holds for rows not computed before; a recompute goes up to them at once */
+        int seen = q->n_done - q->kv.n_tokens;
+        if (q->chunk_max > 0 && seen > 0 && n > seen)
+            n = seen;
+        else if (q->chunk_max > 0 && seen <= 0 && n > q->chunk_max)
+            n = q->chunk_max;
         if (n <= 0) continue;
-        /* want the logits of the last prompt chunk (first sample), or of every chunk when
-         * the request asked for prompt logprobs (chunk_max == 1) */
-        push(s, q, n, q->chunk_max == 1 || q->kv.n_tokens + n == q->n_prompt);
+        /* want the logits of the last chunk (the next sample), or of every chunk when the
+         * request asked for prompt logprobs (chunk_max == 1) and a recompute has not seen it */
+        int end = q->kv.n_tokens + n;
+        push(s, q, n, end == q->n_prefill || (q->chunk_max == 1 && end > q->n_done));
         b->n_prefill++;
     }
     return b->n;
@@ -163,6 +229,8 @@ void sched_commit(struct sched *s) {
     struct sched_batch *b = &s->batch;
     for (int i = 0; i < b->n; i++) {
         struct sched_seq *q = b->items[i].seq;
-        if (q->state == SCHED_PREFILL && q->kv.n_tokens >= q->n_prompt) q->state = SCHED_DECODE;
+        if (q->kv.n_tokens > q->n_done) q->n_done = q->kv.n_tokens;
+        if (s->kv && s->prefix_caching) kv_seq_publish(s->kv, &q->kv, q->tokens);
+        if (q->state == SCHED_PREFILL && q->kv.n_tokens >= q->n_prefill) q->state = SCHED_DECODE;
     }
 }

@@ -7,21 +7,34 @@
  *
  * One iteration (the worker drives it):
  *   1. sched_reap: sequences that reached FINISHED or CANCELLED since the last iteration leave
- *      the scheduler and their KV pages go back to the free list (cancellation only flags a
- *      sequence; pages are freed here, at the iteration boundary).
- *   2. sched_plan: admit waiting sequences in arrival order while the batch has room
- *      (max_batch_seqs) and the KV-cache has free pages for the whole request (prompt +
- *      max_new tokens, reserved at admission so a running sequence never runs out of pages and
- *      nothing is ever preempted); then build the batch: one token for every DECODE sequence
+ *      the scheduler and their KV pages are released (cancellation only flags a sequence; pages
+ *      are released here, at the iteration boundary).
+ *   2. sched_plan: pages on demand. Every DECODE sequence, oldest admission first, gets the page
+ *      its next token needs when it crosses a page boundary; when none is left, the most
+ *      recently admitted running sequence is preempted (its pages released, itself requeued at
+ *      the front of the waiting list, to be recomputed from its tokens so far, prompt and
+ *      generated, as one prefill), until the page is there or the one that needs it was itself
+ *      the victim (vLLM's recompute preemption). Then, if nothing was preempted, waiting
+ *      sequences are admitted in arrival order while the batch has room (max_batch_seqs) and
+ *      the KV-cache has pages for their tokens so far, less the pages the prefix cache already
+ *      holds for them, plus SCHED_WATERMARK_PAGES left over for the running ones to grow into
+ *      (not required of the only sequence). Last the batch: one token for every DECODE sequence
  *      first, then prefill chunks of PREFILL sequences up to max_batch_tokens in total.
  *   3. the worker runs the forward pass on the batch and samples the rows it wants.
- *   4. sched_commit: PREFILL sequences whose prompt is now fully cached move to DECODE.
+ *   4. sched_commit: full pages are published to the prefix cache; PREFILL sequences whose
+ *      tokens are now all cached move to DECODE.
+ *
+ * A preempted sequence keeps everything but its pages: the worker's sampler, text and stop
+ * state go on, and its recompute produces no event until it is past what it had already
+ * computed (sched_seq.n_done), so the loop side sees nothing twice.
  */
 #ifndef FG_SCHED_H
 #define FG_SCHED_H
 
 #include "model/forward.h"
 #include "model/kv_cache.h"
+
+#include <stdint.h>
 
 enum sched_state {
     SCHED_WAITING = 0,
@@ -38,7 +51,10 @@ struct sched_seq {
     int cap;      /* n_prompt + max_new */
     int n_prompt;
     int max_new;
-    int chunk_max; /* prefill tokens per iteration; 0 = no limit (1: prompt logprobs) */
+    int chunk_max;   /* prefill tokens per iteration; 0 = no limit (1: prompt logprobs) */
+    int n_prefill;   /* prefill ends here (n_tokens at admission); then DECODE */
+    int n_done;      /* the most tokens ever cached: rows below it were already seen (recompute) */
+    int n_preempted; /* times preempted; > 0: an admission is a resumption */
     struct kv_seq kv;
     void *user;
     struct sched_seq *next; /* waiting list link */
@@ -56,9 +72,13 @@ struct sched_batch {
     int n, n_tokens, n_decode, n_prefill;
 };
 
+/* Pages an admission leaves free for the running sequences' next tokens (vLLM's watermark). */
+#define SCHED_WATERMARK_PAGES 1
+
 struct sched {
     struct kv_cache *kv;
     int max_batch_tokens, max_batch_seqs;
+    int prefix_caching; /* 1 (sched_init's default): look up and publish full pages */
     struct sched_seq *wait_head, *wait_tail;
     int n_waiting;
     struct sched_seq **running; /* (max_batch_seqs) in admission order */
@@ -66,6 +86,9 @@ struct sched {
     struct sched_seq **admitted; /* (max_batch_seqs) admitted by the last sched_plan */
     int n_admitted;
     struct sched_batch batch;
+    /* counters, since sched_init */
+    uint64_t prefix_queries, prefix_hits; /* tokens looked up / found in the prefix cache */
+    uint64_t preemptions;
 };
 
 int sched_init(struct sched *s, struct kv_cache *kv, int max_batch_tokens, int max_batch_seqs);
@@ -85,7 +108,8 @@ int sched_plan(struct sched *s);
 /* After the forward pass: advance states. */
 void sched_commit(struct sched *s);
 
-/* Pages a whole request needs; more than the cache holds means it can never be admitted. */
+/* Pages a whole request needs at its longest; more than the cache holds means it can never run
+ * (it is refused); anything less always completes, by waiting and preemption. */
 int sched_pages_needed(const struct sched *s, int n_prompt, int max_new);
 const char *sched_state_name(enum sched_state st);
 

@@ -461,7 +461,7 @@ static void intake_locked(struct worker *w, struct worker_run *wr, double now) {
         if (w->cancel_all || atomic_load(&j->ring->cancel))
             seq_finish(wr, j, WREQ_FIN_CANCELLED, now);
         else if ((j->deadline > 0 && now > j->deadline) ||
-                 (j->queue_deadline > 0 && now > j->queue_deadline))
+                 (j->queue_deadline > 0 && now > j->queue_deadline && j->fin.t_admitted == 0))
             seq_finish(wr, j, WREQ_FIN_TIMEOUT, now);
     }
     for (int i = 0; i < wr->sched.n_running; i++) {
@@ -524,11 +524,12 @@ static void take_token(struct worker *w, struct worker_run *wr, struct wseq *q, 
     q->t_last = now;
 }
 
-/* Set up the sequences sched_plan just admitted (s->admitted). */
+/* Set up the sequences sched_plan admitted for the first time (s->admitted). */
 static void admit_setup(struct worker *w, struct worker_run *wr, double now) {
     struct sched *s = &wr->sched;
     for (int i = 0; i < s->n_admitted; i++) {
         struct wseq *q = s->admitted[i]->user;
+        if (q->seq.n_preempted > 0) continue; /* resumed: its sampler and text go on */
         q->sampler_ready = sampler_init(&q->sampler, &q->sp, wr->vocab) == 0;
         tok_stream_init(&q->stream, 1);
         q->fin.t_admitted = now;
@@ -552,8 +553,9 @@ static int iterate(struct worker *w, struct worker_run *wr) {
     int n = sched_plan(s);
     admit_setup(w, wr, worker_now());
     struct kv_cache *kv = &w->engine->kv;
-    double kv_use = kv->n_pages ? (double)(kv->n_pages - kv->n_free) / kv->n_pages : 0;
+    double kv_use = kv->n_pages ? (double)kv_cache_used(kv) / kv->n_pages : 0;
     metrics_iteration(w->metrics, s->n_running, s->n_waiting, n, s->batch.n_tokens, kv_use);
+    metrics_kv(w->metrics, s->prefix_queries, s->prefix_hits, s->preemptions, kv->n_cached);
     if (n == 0) {
         publish(w, wr); /* a failed admission (sampler) has news although no step runs */
         return 0;
@@ -679,6 +681,7 @@ static void *worker_main(void *arg) {
         snprintf(err, sizeof err, "out of memory");
         goto failed;
     }
+    wr.sched.prefix_caching = c->prefix_caching;
     {
         struct worker_info *in = &w->info;
         in->tok = e->model->tok;

@@ -7,7 +7,9 @@
  * deadline, cancel-all), the text/logprob events adding up, prompt logprobs, pages back in the
  * pool after each ending, and more than 1024 sequences in one batch with max_batch_seqs > 1024
  * (every one gets its sampler: seeded sampling differs from greedy, a repetition penalty gives
- * finite logprobs). ERROR needs a failing forward pass, which this model on the CPU does not give.
+ * finite logprobs); the same tokens (greedy and seeded) with and without the prefix cache and
+ * under forced preemption. ERROR needs a failing forward pass, which this model on the CPU does
+ * not give.
  */
 #include <criterion/criterion.h>
 
@@ -80,7 +82,9 @@ static int is_started(void *arg) {
     return h->st != WORKER_LOADING;
 }
 
-static void harness_start(struct harness *h, int max_batch_seqs, int max_batch_tokens) {
+/* Start a worker on the tiny model; EXTRA (N_EXTRA name/value pairs) override the defaults. */
+static void harness_start_with(struct harness *h, int max_batch_seqs, int max_batch_tokens,
+                               const char *const (*extra)[2], int n_extra) {
     char err[512];
     memset(h, 0, sizeof *h);
     cr_assert_eq(tu_tiny_models(err, sizeof err), 0, "%s", err);
@@ -94,6 +98,9 @@ static void harness_start(struct harness *h, int max_batch_seqs, int max_batch_t
     for (size_t i = 0; i < sizeof set / sizeof set[0]; i++)
         cr_assert_eq(config_set(&h->cfg, set[i][0], set[i][1], "test", err, sizeof err), 0, "%s",
                      err);
+    for (int i = 0; i < n_extra; i++)
+        cr_assert_eq(config_set(&h->cfg, extra[i][0], extra[i][1], "test", err, sizeof err), 0,
+                     "%s", err);
     metrics_init(&h->m);
     cr_assert_eq(uv_loop_init(&h->loop), 0);
     uv_timer_init(&h->loop, &h->tick);
@@ -103,6 +110,10 @@ static void harness_start(struct harness *h, int max_batch_seqs, int max_batch_t
         "%s", err);
     cr_assert_eq(run_until(h, is_started, h), 0, "the worker did not load");
     cr_assert_eq(h->st, WORKER_READY, "load failed: %s", h->w.load_error);
+}
+
+static void harness_start(struct harness *h, int max_batch_seqs, int max_batch_tokens) {
+    harness_start_with(h, max_batch_seqs, max_batch_tokens, NULL, 0);
 }
 
 static void harness_stop(struct harness *h) {
@@ -431,4 +442,79 @@ Test(worker, more_than_1024_sequences_get_their_samplers, .timeout = 600) {
     free(p);
     probe_free(greedy);
     harness_stop(&h);
+}
+
+/* The tokens of PS_N requests sharing a 130-byte prefix (two 64-token pages), under the worker
+ * config EXTRA; odd ones sample with a seed, even ones are greedy; WAVES 2 submits the second
+ * half after the first has finished. Returns the generated ids, (PS_N, PS_NEW), and the
+ * scheduler's counters through HITS/PREEMPTIONS. */
+#define PS_N 8
+#define PS_NEW 90
+static void shared_prefix_run(const char *const (*extra)[2], int n_extra, int waves,
+                              int out[PS_N][PS_NEW], uint64_t *hits, uint64_t *preemptions) {
+    struct harness h;
+    harness_start_with(&h, PS_N, 512, extra, n_extra);
+    static const char prefix[] =
+        "The quick brown fox jumps over the lazy dog; pack my box with "
+        "five dozen liquor jugs. Sphinx of black quartz, judge my vow! How "
+        "vexingly quick daft zebras jump.";
+    cr_assert_geq(strlen(prefix), 128);
+    struct probe *p[PS_N];
+    char text[256];
+    for (int i = 0; i < PS_N; i++) {
+        snprintf(text, sizeof text, "%s request %d", prefix, i);
+        p[i] = probe_new(&h, text, PS_NEW);
+        if (i % 2) {
+            p[i]->r->sp.do_sample = 1;
+            p[i]->r->sp.temperature = 1.5f;
+            p[i]->r->sp.seed = 77 + (uint64_t)i;
+        }
+    }
+    int per = waves == 2 ? PS_N / 2 : PS_N;
+    for (int i = 0; i < per; i++)
+        probe_submit(p[i]);
+    wait_all(&h, p, per);
+    for (int i = per; i < PS_N; i++)
+        probe_submit(p[i]);
+    wait_all(&h, p, PS_N);
+    for (int i = 0; i < PS_N; i++) {
+        cr_assert_eq(p[i]->r->finish, WREQ_FIN_LENGTH, "request %d: %s", i, p[i]->r->error);
+        cr_assert_eq(p[i]->r->n_gen, PS_NEW);
+        check_events(p[i]->r);
+        memcpy(out[i], p[i]->r->tokens + p[i]->r->n_prompt, sizeof(int) * PS_NEW);
+    }
+    cr_assert_eq(run_until(&h, kv_empty, &h), 0, "pages not back: %g", kv_usage(&h));
+    pthread_mutex_lock(&h.m.mu);
+    *hits = h.m.prefix_hits;
+    *preemptions = h.m.preemptions;
+    pthread_mutex_unlock(&h.m.mu);
+    for (int i = 0; i < PS_N; i++)
+        probe_free(p[i]);
+    harness_stop(&h);
+}
+
+Test(worker, prefix_cache_and_preemption_keep_the_tokens, .timeout = 300) {
+    static int ref[PS_N][PS_NEW], cached[PS_N][PS_NEW], tiny[PS_N][PS_NEW];
+    uint64_t hits, pre;
+    const char *const off[][2] = {{"prefix_caching", "false"}, {"page_size", "64"}};
+    shared_prefix_run(off, 2, 2, ref, &hits, &pre);
+    cr_assert_eq(hits, 0);
+    cr_assert_eq(pre, 0);
+    const char *const on[][2] = {{"prefix_caching", "true"}, {"page_size", "64"}};
+    shared_prefix_run(on, 2, 2, cached, &hits, &pre);
+    /* the second wave finds the first's two prefix pages */
+    cr_assert_geq(hits, (uint64_t)(PS_N / 2) * 128, "prefix hits %llu", (unsigned long long)hits);
+    cr_assert_eq(pre, 0);
+    /* 1 MiB of KV = 1024 tokens of this model = 16 pages of 64, for 8 requests of up to ~230
+     * tokens (4 pages each) at once: preemption must happen, and no request fails */
+    const char *const small[][2] = {
+        {"prefix_caching", "true"}, {"page_size", "64"}, {"kv_cache_mb", "1"}};
+    shared_prefix_run(small, 3, 1, tiny, &hits, &pre);
+    cr_assert_gt(pre, 0, "no preemption with a KV-cache this small");
+    for (int i = 0; i < PS_N; i++)
+        for (int k = 0; k < PS_NEW; k++) {
+            cr_assert_eq(cached[i][k], ref[i][k], "request %d token %d: with the prefix cache", i,
+                         k);
+            cr_assert_eq(tiny[i][k], ref[i][k], "request %d token %d: with preemption", i, k);
+        }
 }
