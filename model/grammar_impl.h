@@ -1,0 +1,88 @@
+/* grammar_impl.h — the layout shared by grammar.c (building, matching) and grammar_mask.c (the
+ * token trie walk). Not an API: nothing outside model/grammar*.c includes it.
+ *
+ * A finished grammar is one element array. Rule r's alternatives start at rule_off[r], each a
+ * run of BYTES / REF elements ended by ALT (another alternative follows) or END (the rule's last).
+ * Element 0 is a REF to the root and element 1 an END, so the start state is the stack {0}.
+ */
+#ifndef FG_GRAMMAR_IMPL_H
+#define FG_GRAMMAR_IMPL_H
+
+#include "grammar.h"
+
+enum gelem_type {
+    GELEM_END = 0, /* end of a rule's last alternative */
+    GELEM_ALT,     /* end of an alternative, another follows */
+    GELEM_BYTES,   /* one byte out of set */
+    GELEM_REF,     /* rule ref */
+};
+
+struct gelem {
+    uint8_t type;    /* enum gelem_type */
+    int32_t ref;     /* REF: the rule id (building) or its first element (finished) */
+    uint32_t set[8]; /* BYTES: bit b = byte b */
+};
+
+struct grule {
+    struct gelem *el; /* (n, cap) this rule's alternatives, ALT between them */
+    int n, cap;
+};
+
+struct grammar {
+    struct grule *rules; /* (n_rules) while building */
+    int n_rules, cap_rules;
+    int n_total;      /* elements added so far (the GRAMMAR_MAX_ELEMS bound) */
+    int utf8_rule;    /* grammar_rule_utf8's id + 1; 0 = not built yet */
+    struct gelem *el; /* (n_el) once finished */
+    int n_el;
+    int finished;
+};
+
+/* A set of stacks, flat: for each stack its length then its positions, bottom first. */
+struct gstacks {
+    int32_t *v; /* (n, cap) */
+    size_t n, cap;
+    int count;     /* stacks */
+    int any_empty; /* an empty stack is in the set: accepting */
+};
+
+/* Per-matcher scratch of one advance: the expansion frames and a hash set of the stacks seen. */
+struct gscratch {
+    int32_t *tmp; /* (tmp_cap) recursion frames */
+    size_t tmp_cap;
+    uint64_t *seen_key; /* (GSEEN_SIZE) */
+    uint32_t *seen_gen; /* (GSEEN_SIZE) */
+    uint32_t gen;
+    int n_seen;
+};
+#define GSEEN_SIZE (1 << 14) /* > 2 * the stacks one step may visit (GSEEN_MAX) */
+#define GSEEN_MAX 6000
+
+#define GRAMMAR_MASK_CACHE                                                                         \
+    64 /* masks kept per matcher: JSON's states repeat (inside a string,                           \
+          between values), so a few dozen cover a generation */
+
+struct grammar_matcher {
+    const struct grammar *g;
+    struct gstacks cur, nxt;
+    struct gscratch sc;
+    /* grammar_mask: one stack set per trie depth, and the mask cache */
+    struct gstacks *depth; /* (n_depth) */
+    int n_depth;
+    uint64_t cache_key[GRAMMAR_MASK_CACHE];
+    uint32_t *cache_mask[GRAMMAR_MASK_CACHE]; /* (words) each, or NULL */
+    int cache_count[GRAMMAR_MASK_CACHE];
+    int cache_next;
+    size_t cache_words;
+};
+
+/* OUT = the stacks of IN after byte B (OUT emptied first). 0, or -1 on a limit / memory. */
+int gstacks_advance(const struct grammar *g, struct gscratch *sc, const struct gstacks *in,
+                    unsigned b, struct gstacks *out);
+/* The union of the byte sets at the tops of S. */
+void gstacks_next_bytes(const struct grammar *g, const struct gstacks *s, uint32_t set[8]);
+/* Order-independent 64-bit hash of the set (the mask cache key). */
+uint64_t gstacks_hash(const struct gstacks *s);
+void gstacks_free(struct gstacks *s);
+
+#endif
