@@ -149,7 +149,8 @@ struct wreq *job_build(struct server *sv, struct http_req *r, const char *text, 
     return j;
 }
 
-/* The driver of one request: everything the loop holds for it. */
+/* The driver of one request: everything the loop holds for it (loop thread only). It is freed
+ * once, by whichever of its two ends comes last: the finish event or the HTTP completion. */
 struct job_drv {
     struct server *sv;
     struct http_req *r; /* NULL once the HTTP request completed */

@@ -76,8 +76,8 @@ static int wevents_push(struct wevents *b, enum wevent_kind kind, int id, float 
 static int wevents_append(struct wevents *dst, const struct wevents *src) {
     for (int i = 0; i < src->n; i++) {
         const struct wevent *e = &src->ev[i];
-        if (wevents_push(dst, e->kind, e->id, e->logprob, src->bytes + e->text_off, e->text_len))
-            return -1;
+        const char *t = e->text_len ? src->bytes + e->text_off : NULL;
+        if (wevents_push(dst, e->kind, e->id, e->logprob, t, e->text_len)) return -1;
     }
     return 0;
 }
@@ -250,7 +250,7 @@ static int text_append(char **text, size_t *len, size_t *cap, const char *s, siz
         *text = nt;
         *cap = nc;
     }
-    memcpy(*text + *len, s, n);
+    if (n) memcpy(*text + *len, s, n);
     *len += n;
     (*text)[*len] = 0;
     return 0;
@@ -271,7 +271,8 @@ static void wreq_apply(struct wreq *r, const struct wevents *b, const struct wfi
         int k = r->n_gen++;
         r->tokens[r->n_prompt + k] = e->id;
         r->logprobs[k] = e->logprob;
-        text_append(&r->text, &r->text_len, &r->text_cap, b->bytes + e->text_off, e->text_len);
+        const char *t = e->text_len ? b->bytes + e->text_off : NULL;
+        text_append(&r->text, &r->text_len, &r->text_cap, t, e->text_len);
         r->text_end[k] = r->text_len;
     }
     if (fin) {
@@ -296,6 +297,7 @@ static void on_async(uv_async_t *h) {
         t.n_bytes = 0;
         g->taken = g->pending;
         g->pending = t;
+        g->fin_taken = g->finished; /* the finish comes after every event in `taken` */
         g->queued = 0;
         g->next_taken = NULL;
         *tail = g;
@@ -303,12 +305,13 @@ static void on_async(uv_async_t *h) {
     }
     w->ready_head = NULL;
     pthread_mutex_unlock(&w->mu);
-    /* `finished` and `fin` are final once set, and the worker never writes the ring again */
+    /* after the finish was taken the worker never writes the ring again; until then only
+     * `pending` (and the list links) change, under the lock */
     while (taken) {
         struct wring *g = taken;
         taken = g->next_taken;
         struct wreq *r = g->job;
-        int fin = g->finished && r->finish == WREQ_FIN_NONE;
+        int fin = g->fin_taken && r->finish == WREQ_FIN_NONE;
         wreq_apply(r, &g->taken, fin ? &g->fin : NULL);
         g->taken.n = 0;
         g->taken.n_bytes = 0;
@@ -323,6 +326,7 @@ static void on_async(uv_async_t *h) {
 
 /* ---- worker-thread side -------------------------------------------------------------------- */
 
+/* The worker thread's private state for its loop (on its stack in worker_main). */
 struct worker_run {
     struct sched sched;
     int vocab;

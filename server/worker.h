@@ -87,6 +87,7 @@ struct wring {
     atomic_int cancel; /* 1 = client gone */
     /* --- loop thread only --- */
     struct wevents taken; /* the last batch swapped out */
+    int fin_taken;        /* `finished` was set when it was swapped out (so `fin` is final) */
     struct wreq *job;
     struct wring *next_taken;
 };

@@ -1,7 +1,8 @@
 /* test_sched.c — the scheduler's state machine and one iteration, on a hand-built KV page pool
  * (no model): admission by free pages in arrival order, decode first then prefill chunks within
  * the token budget, pages back at the reap after finish or cancel, 1-token chunks for prompt
- * logprobs. The forward pass is simulated by advancing each sequence's cached-token count. */
+ * logprobs, an admitted list past 1024. The forward pass is simulated by advancing each
+ * sequence's cached-token count. */
 #include <criterion/criterion.h>
 
 #include "server/sched.h"
@@ -193,5 +194,37 @@ Test(sched, prompt_logprobs_one_token_chunks) {
     cr_assert_eq(a->n_tokens, 6);
     cr_assert_str_eq(sched_state_name(a->state), "finished");
     seq_del(a);
+    sched_free(&s);
+}
+
+/* The admitted list is the scheduler's own, sized by max_batch_seqs: all 3000 sequences admitted
+ * in one plan are listed (the worker sets up each one's sampler from it; a fixed 1024-entry list
+ * in the worker once skipped the rest). */
+Test(sched, admitted_list_holds_more_than_1024) {
+    enum { N = 3000 };
+    struct kv_cache kv;
+    memset(&kv, 0, sizeof kv);
+    kv.n_pages = N;
+    kv.page_size = 16;
+    kv.free_list = malloc(sizeof(int) * N);
+    for (int i = 0; i < N; i++)
+        kv.free_list[i] = i;
+    kv.n_free = N;
+    struct sched s;
+    cr_assert_eq(sched_init(&s, &kv, 8192, 4096), 0);
+    struct sched_seq **q = calloc(N, sizeof *q);
+    for (int i = 0; i < N; i++)
+        sched_add(&s, q[i] = seq_new(2, 2));
+    cr_assert_eq(sched_plan(&s), N);
+    cr_assert_eq(s.n_admitted, N);
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(s.admitted[i], q[i]);
+    fake_step(&s);
+    cr_assert_eq(sched_plan(&s), N); /* decode rows; nothing newly admitted */
+    cr_assert_eq(s.n_admitted, 0);
+    for (int i = 0; i < N; i++)
+        seq_del(q[i]);
+    free(q);
+    free(kv.free_list);
     sched_free(&s);
 }
