@@ -21,6 +21,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "model/grammar.h"
 #include "model/sampler.h"
 #include "model/tokenizer.h"
 
@@ -37,7 +38,9 @@ struct job_params {
     int n_stop;
     int prompt_logprobs;
     int ignore_eos;
-    int truncate; /* keep the last N prompt tokens; 0 = off */
+    int truncate;            /* keep the last N prompt tokens; 0 = off */
+    struct grammar *grammar; /* constrained decoding (response_format, TGI grammar), or NULL;
+                                owned; moved into the job by job_build */
 };
 
 void job_params_init(struct job_params *p);

@@ -19,6 +19,8 @@
 #include <time.h>
 
 #include "kernels/sample.h"
+#include "kernels/sample_ref.h"
+#include "model/grammar.h"
 #include "model/engine.h"
 #include "model/tokenizer.h"
 #include "server/reqlog.h"
@@ -122,6 +124,7 @@ void wreq_free(struct wreq *r) {
     free(r->text_end);
     free(r->text);
     free(r->prompt_lp);
+    grammar_free(r->grammar);
     if (r->ring) {
         wevents_free(&r->ring->pending);
         wevents_free(&r->ring->taken);
@@ -145,6 +148,8 @@ struct wseq {
     char *text; /* decoded text so far, for stop matching; NUL-terminated */
     size_t text_len, text_cap;
     int prompt_logprobs, ignore_eos;
+    struct grammar *grammar;         /* constrained decoding, or NULL (moved from the wreq) */
+    struct grammar_matcher *matcher; /* its state, from admission on */
     double t_arrival, deadline, queue_deadline, t_last;
     struct wfinish fin;    /* reason NONE while running */
     struct wring *ring;    /* shared; NULL once the finish event is posted */
@@ -157,6 +162,8 @@ struct wseq {
 static void wseq_free(struct wseq *q) {
     if (!q) return;
     if (q->sampler_ready) sampler_free(&q->sampler);
+    grammar_matcher_free(q->matcher);
+    grammar_free(q->grammar);
     for (int i = 0; i < q->n_stop; i++)
         free(q->stop[i]);
     free(q->stop);
@@ -214,6 +221,8 @@ int worker_submit(struct worker *w, struct wreq *r) {
         return -1;
     }
     atomic_init(&ring->cancel, 0);
+    q->grammar = r->grammar; /* immutable: the worker owns it from here */
+    r->grammar = NULL;
     ring->job = r;
     r->ring = ring;
     pthread_mutex_lock(&w->mu);
@@ -336,8 +345,15 @@ struct worker_run {
     float *logprobs;
     int *history; /* the penalised rows' ids, end to end; grows */
     size_t history_cap;
-    struct wseq *pub;  /* sequences with events for the loop this iteration */
-    struct wseq *dead; /* reaped this iteration: freed after the publish */
+    /* constrained decoding (model/grammar.h), set up at the first request that has a grammar:
+     * a step with such a row brings its logits to the host, masks them, and picks there */
+    struct grammar_vocab *gvocab; /* the tokenizer's token trie */
+    float *logits;                /* (max_batch_seqs, vocab) host logits of such a step */
+    float *probs;                 /* (vocab) sample_ref_pick scratch */
+    int *idx;                     /* (vocab) */
+    uint32_t *mask;               /* (grammar_mask_words) one row's allowed tokens */
+    struct wseq *pub;             /* sequences with events for the loop this iteration */
+    struct wseq *dead;            /* reaped this iteration: freed after the publish */
 };
 
 /* Queue Q's outbox for this iteration's publish. */
@@ -492,6 +508,10 @@ static void reap(struct worker_run *wr) {
 static void take_token(struct worker *w, struct worker_run *wr, struct wseq *q, int id, float lp,
                        double now) {
     const struct tokenizer *tok = w->engine->model->tok;
+    if (q->matcher && grammar_matcher_accept_token(q->matcher, wr->gvocab, id) != 0) {
+        seq_fail(wr, q, "constrained decoding: the grammar refused the sampled token", now);
+        return;
+    }
     char piece[512];
     size_t np = tok_stream_push(tok, &q->stream, id, piece, sizeof piece);
     int eog = !q->ignore_eos && tokenizer_is_eog(tok, id);
@@ -504,6 +524,8 @@ static void take_token(struct worker *w, struct worker_run *wr, struct wseq *q, 
         f = WREQ_FIN_EOS;
     else if (q->n_stop && stop_match(q, from))
         f = WREQ_FIN_STOP;
+    else if (q->matcher && grammar_matcher_finished(q->matcher))
+        f = WREQ_FIN_EOS; /* the grammar is complete: only an end token could follow */
     else if (q->n_gen >= q->max_new)
         f = WREQ_FIN_LENGTH;
     if (f != WREQ_FIN_NONE && f != WREQ_FIN_STOP) {
@@ -524,6 +546,39 @@ static void take_token(struct worker *w, struct worker_run *wr, struct wseq *q, 
     q->t_last = now;
 }
 
+/* A matcher for Q's grammar, and on first use the token trie and the host buffers. */
+static int grammar_setup(struct worker *w, struct worker_run *wr, struct wseq *q) {
+    if (!wr->gvocab) {
+        size_t nv = (size_t)wr->vocab, ns = (size_t)w->engine->max_batch_seqs;
+        if (grammar_vocab_new(w->engine->model->tok, &wr->gvocab)) return -1;
+        wr->logits = malloc(sizeof(float) * nv * ns);
+        wr->probs = malloc(sizeof(float) * nv);
+        wr->idx = malloc(sizeof(int) * nv);
+        wr->mask = malloc(sizeof(uint32_t) * grammar_mask_words(wr->gvocab));
+    }
+    if (!wr->logits || !wr->probs || !wr->idx || !wr->mask) return -1;
+    q->matcher = grammar_matcher_new(q->grammar);
+    return q->matcher ? 0 : -1;
+}
+
+/* Constrained rows of a step: mask each picking row with a grammar (host logits). */
+static void grammar_mask_rows(struct worker_run *wr, int n) {
+    struct sched *s = &wr->sched;
+    double now = worker_now();
+    for (int i = 0; i < n; i++) {
+        struct wseq *q = s->batch.items[i].seq->user;
+        if (wr->rows[i].target >= 0 || !q->matcher || q->fin.reason != WREQ_FIN_NONE) continue;
+        int allowed = grammar_mask(q->matcher, wr->gvocab, wr->mask);
+        if (allowed <= 0) { /* a dead end (no token spells what must come) or a limit */
+            seq_fail(wr, q, "constrained decoding: no token can continue the grammar", now);
+            sampler_target_row(0, &wr->rows[i]);
+            continue;
+        }
+        sample_ref_mask(wr->logits + (size_t)i * (size_t)wr->vocab, wr->vocab, wr->mask,
+                        grammar_vocab_size(wr->gvocab));
+    }
+}
+
 /* Set up the sequences sched_plan just admitted (s->admitted). */
 static void admit_setup(struct worker *w, struct worker_run *wr, double now) {
     struct sched *s = &wr->sched;
@@ -534,6 +589,8 @@ static void admit_setup(struct worker *w, struct worker_run *wr, double now) {
         q->fin.t_admitted = now;
         metrics_observe(w->metrics, METRICS_H_QUEUE, now - q->t_arrival);
         if (!q->sampler_ready) seq_fail(wr, q, "out of memory (sampler)", now);
+        if (q->grammar && grammar_setup(w, wr, q) != 0)
+            seq_fail(wr, q, "out of memory (constrained decoding)", now);
     }
 }
 
@@ -559,8 +616,15 @@ static int iterate(struct worker *w, struct worker_run *wr) {
         return 0;
     }
 
+    /* a step with a constrained row brings the logits to the host (masks are host work) */
+    int constrained = 0;
+    for (int i = 0; i < n; i++) {
+        const struct wseq *q = s->batch.items[i].seq->user;
+        constrained |= s->batch.items[i].want && q->matcher && q->fin.reason == WREQ_FIN_NONE;
+    }
     char err[256] = "";
-    if (fwd_run(w->engine->fwd, s->batch.fwd, n, NULL, err, sizeof err) != 0) {
+    if (fwd_run(w->engine->fwd, s->batch.fwd, n, constrained ? wr->logits : NULL, err,
+                sizeof err) != 0) {
         /* a failed step fails every job in it; the others are untouched */
         fail_step(wr, n, "forward pass", err);
         publish(w, wr);
@@ -586,8 +650,14 @@ static int iterate(struct worker *w, struct worker_run *wr) {
             return 1;
         }
     }
-    if (fwd_sample(w->engine->fwd, n, wr->rows, wr->history, (int)n_hist, wr->ids, wr->logprobs,
-                   err, sizeof err) != 0) {
+    if (constrained) { /* the CPU twin's picks, on the masked host rows */
+        grammar_mask_rows(wr, n);
+        for (int i = 0; i < n; i++)
+            wr->ids[i] =
+                sample_ref_pick(&wr->rows[i], wr->logits + (size_t)i * (size_t)wr->vocab, wr->vocab,
+                                wr->history, wr->probs, wr->idx, &wr->logprobs[i]);
+    } else if (fwd_sample(w->engine->fwd, n, wr->rows, wr->history, (int)n_hist, wr->ids,
+                          wr->logprobs, err, sizeof err) != 0) {
         fail_step(wr, n, "forward pass", err);
         publish(w, wr);
         return 1;
@@ -639,6 +709,11 @@ static void engine_log_cb(enum engine_log_level level, const char *msg, void *us
 }
 
 static void worker_run_free(struct worker_run *wr) {
+    grammar_vocab_free(wr->gvocab);
+    free(wr->logits);
+    free(wr->probs);
+    free(wr->idx);
+    free(wr->mask);
     free(wr->rows);
     free(wr->ids);
     free(wr->logprobs);
