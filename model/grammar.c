@@ -195,6 +195,16 @@ static int gstacks_reserve(struct gstacks *s, size_t extra) {
     return 0;
 }
 
+int gstacks_copy(struct gstacks *d, const struct gstacks *s) {
+    gstacks_clear(d);
+    if (gstacks_reserve(d, s->n)) return -1;
+    if (s->n) memcpy(d->v, s->v, sizeof(int32_t) * s->n);
+    d->n = s->n;
+    d->count = s->count;
+    d->any_empty = s->any_empty;
+    return 0;
+}
+
 /* 1 when KEY was not yet in the current generation's seen set (and adds it); 0 when it was; -1
  * when the step has seen too many. */
 static int seen_once(struct gscratch *sc, uint64_t key) {
@@ -345,9 +355,7 @@ void grammar_matcher_free(struct grammar_matcher *m) {
     if (!m) return;
     gstacks_free(&m->cur);
     gstacks_free(&m->nxt);
-    for (int i = 0; i < m->n_depth; i++)
-        gstacks_free(&m->depth[i]);
-    free(m->depth);
+    grammar_dfa_free(m);
     for (int i = 0; i < GRAMMAR_MASK_CACHE; i++)
         free(m->cache_mask[i]);
     scratch_free(&m->sc);
@@ -376,13 +384,7 @@ int grammar_matcher_accept(struct grammar_matcher *m, const void *bytes, size_t 
 
 int grammar_matcher_copy_state(struct grammar_matcher *dst, const struct grammar_matcher *src) {
     if (dst->g != src->g) return -1;
-    gstacks_clear(&dst->cur);
-    if (gstacks_reserve(&dst->cur, src->cur.n)) return -1;
-    if (src->cur.n) memcpy(dst->cur.v, src->cur.v, sizeof(int32_t) * src->cur.n);
-    dst->cur.n = src->cur.n;
-    dst->cur.count = src->cur.count;
-    dst->cur.any_empty = src->cur.any_empty;
-    return 0;
+    return gstacks_copy(&dst->cur, &src->cur);
 }
 
 int grammar_matcher_accepting(const struct grammar_matcher *m) {

@@ -62,13 +62,31 @@ struct gscratch {
     64 /* masks kept per matcher: JSON's states repeat (inside a string,                           \
           between values), so a few dozen cover a generation */
 
+/* One interned stack set of the mask walk's memo: a lazily built DFA over the states it met. */
+struct gdfa_state {
+    struct gstacks s;
+    uint64_t hash;
+    uint32_t next_bytes[8]; /* bytes some top admits (others are dead without a lookup) */
+};
+
+#define GDFA_MAX_STATES 2048      /* then the memo starts over (a flush is cheap to refill) */
+#define GDFA_TRANS_SIZE (1 << 15) /* transition table slots (power of 2), kept under 3/4 full */
+#define GDFA_INDEX_SIZE 4096      /* hash -> state slots (power of 2), > 2 * GDFA_MAX_STATES */
+
 struct grammar_matcher {
     const struct grammar *g;
     struct gstacks cur, nxt;
     struct gscratch sc;
-    /* grammar_mask: one stack set per trie depth, and the mask cache */
-    struct gstacks *depth; /* (n_depth) */
-    int n_depth;
+    /* grammar_mask's memo: interned states and their transitions, (state << 8 | byte) -> state
+     * (-1 = dead); allocated at the first mask */
+    struct gdfa_state *dfa; /* (n_dfa) */
+    int n_dfa;
+    uint32_t *trans_key; /* (GDFA_TRANS_SIZE) key + 1; 0 = empty */
+    int32_t *trans_val;
+    int n_trans;
+    int32_t *index; /* (GDFA_INDEX_SIZE) state id + 1 by hash; 0 = empty */
+    struct gstacks tmp;
+    /* the mask cache */
     uint64_t cache_key[GRAMMAR_MASK_CACHE];
     uint32_t *cache_mask[GRAMMAR_MASK_CACHE]; /* (words) each, or NULL */
     int cache_count[GRAMMAR_MASK_CACHE];
@@ -83,6 +101,10 @@ int gstacks_advance(const struct grammar *g, struct gscratch *sc, const struct g
 void gstacks_next_bytes(const struct grammar *g, const struct gstacks *s, uint32_t set[8]);
 /* Order-independent 64-bit hash of the set (the mask cache key). */
 uint64_t gstacks_hash(const struct gstacks *s);
+/* D = a copy of S. 0 or -1 (out of memory). */
+int gstacks_copy(struct gstacks *d, const struct gstacks *s);
 void gstacks_free(struct gstacks *s);
+/* Release M's mask memo (grammar_mask.c). */
+void grammar_dfa_free(struct grammar_matcher *m);
 
 #endif

@@ -127,26 +127,104 @@ size_t grammar_mask_words(const struct grammar_vocab *v) {
     return ((size_t)v->n_vocab + 31) / 32;
 }
 
-/* Mark the tokens below NODE that state S (at depth D of the walk) allows; returns how many,
- * or -1 on a limit. */
-static int walk(struct grammar_matcher *m, const struct grammar_vocab *v, int node,
-                const struct gstacks *s, int d, uint32_t *mask) {
-    uint32_t next[8];
-    gstacks_next_bytes(m->g, s, next);
+/* ---- the walk's memo ------------------------------------------------------------------------ */
+
+void grammar_dfa_free(struct grammar_matcher *m) {
+    for (int i = 0; i < m->n_dfa; i++)
+        gstacks_free(&m->dfa[i].s);
+    free(m->dfa);
+    free(m->trans_key);
+    free(m->trans_val);
+    free(m->index);
+    gstacks_free(&m->tmp);
+    m->dfa = NULL;
+    m->trans_key = NULL;
+    m->trans_val = NULL;
+    m->index = NULL;
+    m->n_dfa = m->n_trans = 0;
+}
+
+static int dfa_init(struct grammar_matcher *m) {
+    if (m->dfa) return 0;
+    m->dfa = calloc(GDFA_MAX_STATES, sizeof *m->dfa);
+    m->trans_key = calloc(GDFA_TRANS_SIZE, sizeof *m->trans_key);
+    m->trans_val = malloc(sizeof *m->trans_val * GDFA_TRANS_SIZE);
+    m->index = calloc(GDFA_INDEX_SIZE, sizeof *m->index);
+    if (m->dfa && m->trans_key && m->trans_val && m->index) return 0;
+    grammar_dfa_free(m);
+    return -1;
+}
+
+/* Forget every state (the buffers stay). */
+static void dfa_flush(struct grammar_matcher *m) {
+    for (int i = 0; i < m->n_dfa; i++)
+        gstacks_free(&m->dfa[i].s);
+    m->n_dfa = 0;
+    m->n_trans = 0;
+    memset(m->trans_key, 0, sizeof *m->trans_key * GDFA_TRANS_SIZE);
+    memset(m->index, 0, sizeof *m->index * GDFA_INDEX_SIZE);
+}
+
+/* The id of the state equal to S (by its 64-bit hash), interned by moving S's buffer in when it
+ * is new; -1 when the memo is full (the caller flushes) or out of memory. */
+static int dfa_intern(struct grammar_matcher *m, struct gstacks *s) {
+    uint64_t h = gstacks_hash(s);
+    size_t i = (size_t)h & (GDFA_INDEX_SIZE - 1);
+    while (m->index[i]) {
+        if (m->dfa[m->index[i] - 1].hash == h) return m->index[i] - 1;
+        i = (i + 1) & (GDFA_INDEX_SIZE - 1);
+    }
+    if (m->n_dfa == GDFA_MAX_STATES) return -1;
+    int id = m->n_dfa++;
+    struct gdfa_state *d = &m->dfa[id];
+    d->s = *s; /* take the buffer; S gets none */
+    memset(s, 0, sizeof *s);
+    d->hash = h;
+    gstacks_next_bytes(m->g, &d->s, d->next_bytes);
+    m->index[i] = id + 1;
+    return id;
+}
+
+/* The state after byte B from state SID: an id, -1 when B is refused, -2 on a limit (memo full:
+ * the walk restarts after a flush) or out of memory. */
+static int dfa_next(struct grammar_matcher *m, int sid, unsigned b) {
+    uint32_t key = ((uint32_t)sid << 8 | b) + 1;
+    size_t i = (key * 2654435761u) & (GDFA_TRANS_SIZE - 1);
+    while (m->trans_key[i]) {
+        if (m->trans_key[i] == key) return m->trans_val[i];
+        i = (i + 1) & (GDFA_TRANS_SIZE - 1);
+    }
+    if (m->n_trans >= GDFA_TRANS_SIZE / 4 * 3) return -2;
+    if (gstacks_advance(m->g, &m->sc, &m->dfa[sid].s, b, &m->tmp)) return -3;
+    int nid = -1;
+    if (m->tmp.count) {
+        nid = dfa_intern(m, &m->tmp);
+        if (nid < 0) return -2;
+    }
+    m->trans_key[i] = key;
+    m->trans_val[i] = nid;
+    m->n_trans++;
+    return nid;
+}
+
+/* Mark the tokens below NODE that state SID allows; returns how many, -2 when the memo filled
+ * up, -3 on a limit of the matcher. */
+static int walk(struct grammar_matcher *m, const struct grammar_vocab *v, int node, int sid,
+                uint32_t *mask) {
     int count = 0;
-    struct gstacks *out = &m->depth[d];
     for (int c = v->first_child[node]; c >= 0; c = v->next_sibling[c]) {
         unsigned b = v->byte[c];
-        if (!(next[b >> 5] >> (b & 31) & 1)) continue;
-        if (gstacks_advance(m->g, &m->sc, s, b, out)) return -1;
-        if (out->count == 0) continue;
+        if (!(m->dfa[sid].next_bytes[b >> 5] >> (b & 31) & 1)) continue;
+        int nid = dfa_next(m, sid, b);
+        if (nid == -1) continue;
+        if (nid < 0) return nid;
         for (int t = v->tok_head[c]; t >= 0; t = v->tok_next[t]) {
             mask[t >> 5] |= 1u << (t & 31);
             count++;
         }
         if (v->first_child[c] >= 0) {
-            int r = walk(m, v, c, out, d + 1, mask);
-            if (r < 0) return -1;
+            int r = walk(m, v, c, nid, mask);
+            if (r < 0) return r;
             count += r;
         }
     }
@@ -168,15 +246,21 @@ int grammar_mask(struct grammar_matcher *m, const struct grammar_vocab *v, uint3
             memcpy(mask, m->cache_mask[i], words * sizeof(uint32_t));
             return m->cache_count[i];
         }
-    if (m->n_depth < v->max_len + 1) {
-        struct gstacks *d = realloc(m->depth, sizeof *d * (size_t)(v->max_len + 1));
-        if (!d) return -1;
-        memset(d + m->n_depth, 0, sizeof *d * (size_t)(v->max_len + 1 - m->n_depth));
-        m->depth = d;
-        m->n_depth = v->max_len + 1;
+    if (dfa_init(m)) return -1;
+    int count = -2;
+    for (int attempt = 0; attempt < 2 && count == -2; attempt++) {
+        if (attempt) dfa_flush(m); /* full: start over once with an empty memo */
+        memset(mask, 0, words * sizeof(uint32_t));
+        struct gstacks start = {0};
+        int sid = -2;
+        if (gstacks_copy(&start, &m->cur) == 0) sid = dfa_intern(m, &start);
+        gstacks_free(&start);
+        if (sid == -2 || sid < 0) {
+            count = -2;
+            continue;
+        }
+        count = walk(m, v, 0, sid, mask);
     }
-    memset(mask, 0, words * sizeof(uint32_t));
-    int count = walk(m, v, 0, &m->cur, 0, mask);
     if (count < 0) return -1;
     if (grammar_matcher_accepting(m))
         for (int id = 0; id < v->n_vocab; id++)
