@@ -18,6 +18,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "kernels/cpu_pool.h"
 #include "kernels/sample.h"
 #include "kernels/sample_ref.h"
 #include "model/grammar.h"
@@ -351,7 +352,9 @@ struct worker_run {
     float *logits;                /* (max_batch_seqs, vocab) host logits of such a step */
     float *probs;                 /* (vocab) sample_ref_pick scratch */
     int *idx;                     /* (vocab) */
-    uint32_t *mask;               /* (grammar_mask_words) one row's allowed tokens */
+    uint32_t *masks;              /* (max_batch_seqs, grammar_mask_words) allowed tokens */
+    int *mask_count;              /* (max_batch_seqs) allowed per row; -2 = not constrained */
+    struct cpu_pool *mask_pool;   /* the rows' masks are independent: computed in parallel */
     struct wseq *pub;             /* sequences with events for the loop this iteration */
     struct wseq *dead;            /* reaped this iteration: freed after the publish */
 };
@@ -554,28 +557,43 @@ static int grammar_setup(struct worker *w, struct worker_run *wr, struct wseq *q
         wr->logits = malloc(sizeof(float) * nv * ns);
         wr->probs = malloc(sizeof(float) * nv);
         wr->idx = malloc(sizeof(int) * nv);
-        wr->mask = malloc(sizeof(uint32_t) * grammar_mask_words(wr->gvocab));
+        wr->masks = malloc(sizeof(uint32_t) * grammar_mask_words(wr->gvocab) * ns);
+        wr->mask_count = malloc(sizeof(int) * ns);
+        wr->mask_pool = cpu_pool_create(w->cfg->threads > 0 ? w->cfg->threads : 0);
     }
-    if (!wr->logits || !wr->probs || !wr->idx || !wr->mask) return -1;
+    if (!wr->logits || !wr->probs || !wr->idx || !wr->masks || !wr->mask_count || !wr->mask_pool)
+        return -1;
     q->matcher = grammar_matcher_new(q->grammar);
     return q->matcher ? 0 : -1;
 }
 
+/* Rows [begin, end) of a step: each picking row with a grammar gets its mask (its own matcher,
+ * its own mask and logits row: rows are independent) and its logits masked. Pool threads. */
+static void grammar_mask_chunk(void *arg, size_t begin, size_t end) {
+    struct worker_run *wr = arg;
+    size_t words = grammar_mask_words(wr->gvocab);
+    for (size_t i = begin; i < end; i++) {
+        struct wseq *q = wr->sched.batch.items[i].seq->user;
+        wr->mask_count[i] = -2;
+        if (wr->rows[i].target >= 0 || !q->matcher || q->fin.reason != WREQ_FIN_NONE) continue;
+        uint32_t *mask = wr->masks + i * words;
+        wr->mask_count[i] = grammar_mask(q->matcher, wr->gvocab, mask);
+        if (wr->mask_count[i] > 0)
+            sample_ref_mask(wr->logits + i * (size_t)wr->vocab, wr->vocab, mask,
+                            grammar_vocab_size(wr->gvocab));
+    }
+}
+
 /* Constrained rows of a step: mask each picking row with a grammar (host logits). */
 static void grammar_mask_rows(struct worker_run *wr, int n) {
-    struct sched *s = &wr->sched;
+    cpu_pool_for(wr->mask_pool, (size_t)n, 1, grammar_mask_chunk, wr);
     double now = worker_now();
     for (int i = 0; i < n; i++) {
-        struct wseq *q = s->batch.items[i].seq->user;
-        if (wr->rows[i].target >= 0 || !q->matcher || q->fin.reason != WREQ_FIN_NONE) continue;
-        int allowed = grammar_mask(q->matcher, wr->gvocab, wr->mask);
-        if (allowed <= 0) { /* a dead end (no token spells what must come) or a limit */
-            seq_fail(wr, q, "constrained decoding: no token can continue the grammar", now);
-            sampler_target_row(0, &wr->rows[i]);
-            continue;
-        }
-        sample_ref_mask(wr->logits + (size_t)i * (size_t)wr->vocab, wr->vocab, wr->mask,
-                        grammar_vocab_size(wr->gvocab));
+        if (wr->mask_count[i] == -2 || wr->mask_count[i] > 0) continue;
+        /* a dead end (no token spells what must come) or a limit of the matcher */
+        seq_fail(wr, wr->sched.batch.items[i].seq->user,
+                 "constrained decoding: no token can continue the grammar", now);
+        sampler_target_row(0, &wr->rows[i]);
     }
 }
 
@@ -713,7 +731,9 @@ static void worker_run_free(struct worker_run *wr) {
     free(wr->logits);
     free(wr->probs);
     free(wr->idx);
-    free(wr->mask);
+    free(wr->masks);
+    free(wr->mask_count);
+    cpu_pool_destroy(wr->mask_pool);
     free(wr->rows);
     free(wr->ids);
     free(wr->logprobs);
