@@ -9,6 +9,12 @@
  * out request is answered and accounted without waiting for a forward pass that is not theirs.)
  * When there is nothing to run the worker sleeps on the condition variable (with a timeout while
  * jobs with deadlines wait).
+ *
+ * Constrained decoding (model/grammar.h): a step with a row under a grammar brings every row's
+ * logits to the host, masks the constrained rows (computed in parallel, one matcher per row),
+ * and picks all rows with the CPU twin sample_ref_pick; the matcher then advances by the token
+ * taken, and a complete value ends the request (finish EOS). Steps without one stay on the
+ * backend's own sample op (the GPU kernel takes no mask yet).
  */
 #include "worker.h"
 
