@@ -65,6 +65,7 @@ SCHEMAS = [
 def test_json_schema_outputs_validate(server, k):
     schema = SCHEMAS[k]
     c = oai(server)
+    validated = 0
     for temperature in (0, 0.8):
         r = c.chat.completions.create(
             model="m", max_tokens=200, temperature=temperature, seed=k,
@@ -74,8 +75,11 @@ def test_json_schema_outputs_validate(server, k):
         ch = r.choices[0]
         if ch.finish_reason == "length":
             continue  # a long string ran out of tokens: not a complete value to validate
+        assert ch.finish_reason == "stop", ch
         doc = json.loads(ch.message.content)
         jsonschema.validate(doc, schema)
+        validated += 1
+    assert validated, "every output ran out of tokens: nothing was validated"
 
 
 def test_json_object_mode(server):
@@ -128,3 +132,31 @@ def test_unsupported_keywords_are_422_naming_them(server):
     r = server.post("/generate", {"inputs": "x", "parameters": {
         "grammar": {"type": "lark", "value": "x"}}})
     assert r.status_code == 422, r.text
+
+
+def test_concurrent_constrained_and_free_rows(server):
+    """Constrained rows batched with each other and with an unconstrained one (the step's masks
+    are computed in parallel; the free row is sampled on the same host path)."""
+    from concurrent.futures import ThreadPoolExecutor
+    patterns = [r"[a-z]{3,6}", r"(red|green|blue)", r"[0-9]{2}:[0-9]{2}", r"(ab)+c?"]
+
+    def constrained(p):
+        r = server.post("/generate", {"inputs": "Say something: ",
+                                      "parameters": {"max_new_tokens": 12,
+                                                     "grammar": {"type": "regex", "value": p}}})
+        assert r.status_code == 200, r.text
+        return p, r.json()["generated_text"]
+
+    def free():
+        r = server.post("/generate", {"inputs": "Once upon a time",
+                                      "parameters": {"max_new_tokens": 12}})
+        assert r.status_code == 200, r.text
+        return r.json()["generated_text"]
+
+    with ThreadPoolExecutor(5) as ex:
+        futs = [ex.submit(constrained, p) for p in patterns]
+        f = ex.submit(free)
+        for fu in futs:
+            p, out = fu.result()
+            assert re.fullmatch(p, out), (p, out)
+        assert f.result()
