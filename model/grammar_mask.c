@@ -4,7 +4,11 @@
  * is one depth-first walk of that tree: a child is entered only when its byte is in the union of
  * the state's top byte sets, and the stack set after each byte is computed once for the whole
  * subtree below it, so tokens sharing a prefix share its work (instead of 49k walks from the
- * root). Control tokens are never allowed (they are not text); end-of-generation tokens are
+ * root). The walk is memoized as a DFA built lazily: stack sets are interned (by their 64-bit
+ * hash) and each (state, byte) transition is computed once per matcher, so inside a JSON string,
+ * where nearly every byte leads back to the same state, a walk is a table lookup per tree node
+ * (bench/grammar.md: 20-40x). The memo is bounded (GDFA_MAX_STATES) and starts over when full.
+ * Control tokens are never allowed (they are not text); end-of-generation tokens are
  * allowed exactly in accepting states. Masks are cached per state in the matcher: the states of
  * JSON repeat (inside a string, after a comma), and a cached mask is a 6 KB copy.
  */
@@ -28,6 +32,8 @@ struct grammar_vocab {
     char *bytes;         /* all tokens end to end */
     uint32_t *off, *len; /* (n_vocab); len 0: not text (control, empty) */
     uint8_t *eog;        /* (n_vocab) 1 = end of generation */
+    int32_t *eog_ids;    /* (n_eog) the same as a list */
+    int n_eog;
 };
 
 static int node_new(struct grammar_vocab *v, uint8_t b) {
@@ -77,6 +83,12 @@ int grammar_vocab_new(const struct tokenizer *tok, struct grammar_vocab **out) {
     for (int id = 0; id < n; id++) {
         v->tok_next[id] = -1;
         v->eog[id] = (uint8_t)(tokenizer_is_eog(tok, id) != 0);
+        if (v->eog[id]) {
+            int32_t *e = realloc(v->eog_ids, sizeof(int32_t) * (size_t)(v->n_eog + 1));
+            if (!e) goto fail;
+            v->eog_ids = e;
+            v->eog_ids[v->n_eog++] = id;
+        }
         if (tokenizer_is_special(tok, id)) continue;
         int len = tokenizer_token_bytes(tok, id, buf, sizeof buf);
         if (len <= 0 || (size_t)len >= sizeof buf) continue;
@@ -116,6 +128,7 @@ void grammar_vocab_free(struct grammar_vocab *v) {
     free(v->off);
     free(v->len);
     free(v->eog);
+    free(v->eog_ids);
     free(v);
 }
 
@@ -263,11 +276,11 @@ int grammar_mask(struct grammar_matcher *m, const struct grammar_vocab *v, uint3
     }
     if (count < 0) return -1;
     if (grammar_matcher_accepting(m))
-        for (int id = 0; id < v->n_vocab; id++)
-            if (v->eog[id]) {
-                mask[id >> 5] |= 1u << (id & 31);
-                count++;
-            }
+        for (int k = 0; k < v->n_eog; k++) {
+            int id = v->eog_ids[k];
+            mask[id >> 5] |= 1u << (id & 31);
+            count++;
+        }
     int slot = m->cache_next;
     if (!m->cache_mask[slot]) m->cache_mask[slot] = malloc(words * sizeof(uint32_t));
     if (m->cache_mask[slot]) { /* no room to cache is not an error */
