@@ -100,13 +100,7 @@ static void stream_finish(void *ctx, struct http_req *r, const struct wreq *j) {
 /* A stream that fails after it started ends with data:{"error","error_type"}. */
 static void stream_error(void *ctx, struct http_req *r, const struct wreq *j) {
     (void)ctx;
-    int st;
-    const char *type, *msg;
-    job_error_of(j, &st, &type, &msg);
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "error", msg);
-    cJSON_AddStringToObject(o, "error_type", type);
-    job_sse(r, "data:", o);
+    job_sse_error(r, j);
 }
 
 /* The whole reply: generated_text and details {prefill, tokens, ...}. */
@@ -148,11 +142,6 @@ static void full_finish(void *ctx, struct http_req *r, const struct wreq *j) {
     http_reply_json(r, 200, o);
 }
 
-static void full_error(void *ctx, struct http_req *r, const struct wreq *j) {
-    (void)ctx;
-    job_reply_failed(r, j);
-}
-
 static void gen_ctx_free(void *ctx) {
     struct gen_ctx *c = ctx;
     if (!c) return;
@@ -166,7 +155,7 @@ static const struct job_render GEN_STREAM = {.stream = 1,
                                              .on_error = stream_error,
                                              .free = gen_ctx_free};
 static const struct job_render GEN_FULL = {
-    .stream = 0, .on_finish = full_finish, .on_error = full_error, .free = gen_ctx_free};
+    .stream = 0, .on_finish = full_finish, .free = gen_ctx_free};
 
 static void handle(struct http_req *r, enum reqparse_tgi_route route) {
     struct server *sv = http_req_app(r);

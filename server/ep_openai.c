@@ -179,17 +179,10 @@ static void stream_finish(void *ctx, struct http_req *r, const struct wreq *j) {
     http_stream_write(r, "data: [DONE]\n\n", 14);
 }
 
+/* A stream that fails after it started: the error event, then [DONE]. */
 static void stream_error(void *ctx, struct http_req *r, const struct wreq *j) {
     (void)ctx;
-    int st;
-    const char *type, *msg;
-    job_error_of(j, &st, &type, &msg);
-    cJSON *o = cJSON_CreateObject();
-    cJSON *e = cJSON_AddObjectToObject(o, "error");
-    cJSON_AddStringToObject(e, "message", msg);
-    cJSON_AddStringToObject(e, "type", type);
-    cJSON_AddNumberToObject(e, "code", st);
-    job_sse(r, "data: ", o);
+    job_sse_error(r, j);
     http_stream_write(r, "data: [DONE]\n\n", 14);
 }
 
@@ -227,11 +220,6 @@ static void full_finish(void *ctx, struct http_req *r, const struct wreq *j) {
     http_reply_json(r, 200, o);
 }
 
-static void full_error(void *ctx, struct http_req *r, const struct wreq *j) {
-    (void)ctx;
-    job_reply_failed(r, j);
-}
-
 static void oai_ctx_free(void *ctx) {
     struct oai_ctx *c = ctx;
     if (!c) return;
@@ -246,7 +234,7 @@ static const struct job_render OAI_STREAM = {.stream = 1,
                                              .on_error = stream_error,
                                              .free = oai_ctx_free};
 static const struct job_render OAI_FULL = {
-    .stream = 0, .on_finish = full_finish, .on_error = full_error, .free = oai_ctx_free};
+    .stream = 0, .on_finish = full_finish, .free = oai_ctx_free};
 
 /* The route's state from a parsed request (reqparse.h). NULL (reply sent) when out of memory. */
 static struct oai_ctx *ctx_new(struct server *sv, struct http_req *r,

@@ -178,8 +178,10 @@ static void drv_on_event(struct wreq *j, void *user) {
         if (d->rd->stream && d->rd->on_tokens) d->rd->on_tokens(d->ctx, d->r, j, d->sent);
         d->sent = j->n_gen;
         if (done) {
-            if (job_failed_finish(j->finish))
+            if (job_failed_finish(j->finish) && d->rd->on_error)
                 d->rd->on_error(d->ctx, d->r, j);
+            else if (job_failed_finish(j->finish))
+                job_reply_failed(d->r, j);
             else
                 d->rd->on_finish(d->ctx, d->r, j);
             if (d->rd->stream) http_stream_end(d->r);
@@ -297,4 +299,22 @@ void job_sse(struct http_req *r, const char *prefix, cJSON *o) {
     http_stream_write(r, s, strlen(s));
     http_stream_write(r, "\n\n", 2);
     cJSON_free(s);
+}
+
+void job_sse_error(struct http_req *r, const struct wreq *j) {
+    int st;
+    const char *type, *msg;
+    job_error_of(j, &st, &type, &msg);
+    cJSON *o = cJSON_CreateObject();
+    if (!strncmp(http_req_path(r), "/v1/", 4)) {
+        cJSON *e = cJSON_AddObjectToObject(o, "error");
+        cJSON_AddStringToObject(e, "message", msg);
+        cJSON_AddStringToObject(e, "type", type);
+        cJSON_AddNumberToObject(e, "code", st);
+        job_sse(r, "data: ", o);
+    } else {
+        cJSON_AddStringToObject(o, "error", msg);
+        cJSON_AddStringToObject(o, "error_type", type);
+        job_sse(r, "data:", o);
+    }
 }

@@ -47,7 +47,7 @@ struct job_render {
     void (*on_tokens)(void *ctx, struct http_req *r, const struct wreq *j, int from);
     /* the job ended with a result (length, eos_token, stop_sequence) */
     void (*on_finish)(void *ctx, struct http_req *r, const struct wreq *j);
-    /* the job ended without one (job_failed_finish) */
+    /* the job ended without one (job_failed_finish); NULL: job_reply_failed (deferred replies) */
     void (*on_error)(void *ctx, struct http_req *r, const struct wreq *j);
     void (*free)(void *ctx); /* releases CTX (with the job, after both ends are done) */
 };
@@ -70,6 +70,9 @@ int job_failed_finish(enum wreq_finish f);
 void job_error_of(const struct wreq *j, int *status, const char **type, const char **msg);
 /* Answer a failed request (not a stream) with its status and JSON error. Loop thread. */
 void job_reply_failed(struct http_req *r, const struct wreq *j);
+/* The event that ends a stream whose job failed: TGI's data:{"error","error_type"}, or on /v1/
+ * routes OpenAI's data: {"error":{"message","type","code"}} (http_reply_error's envelopes). */
+void job_sse_error(struct http_req *r, const struct wreq *j);
 /* Write one server-sent event, PREFIX (TGI "data:", OpenAI "data: ") + JSON + blank line;
  * consumes O. Loop thread. */
 void job_sse(struct http_req *r, const char *prefix, cJSON *o);

@@ -15,7 +15,6 @@ import time
 
 import pytest
 
-FREED_WITHIN_S = 1.0  # the request that never reached the worker
 MAX_STEPS = 2
 SANE_S = 5.0
 
@@ -86,12 +85,3 @@ def test_closed_client_frees_pages_at_once(server, path, body):
     assert max(t for _, t in seen) < SANE_S, f"{path}: {seen}"
     assert metric(server, 'flashgen_requests_total{outcome="cancelled"}') == before + 3
 
-
-def test_half_written_request_then_close_is_harmless(server):
-    """A client gone before its body arrived never reaches the worker."""
-    s = socket.create_connection(("127.0.0.1", server.port), timeout=10)
-    s.sendall(b"POST /generate HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n{\"inp")
-    s.close()
-    assert time_to_free(server) < FREED_WITHIN_S
-    r = server.post("/generate", {"inputs": "Hi", "parameters": {"max_new_tokens": 2}})
-    assert r.status_code == 200
