@@ -262,6 +262,7 @@ static int expand(const struct grammar *g, struct gscratch *sc, size_t base, int
     const int32_t *s = sc->tmp + base;
     int r = seen_once(sc, stack_hash(s, len));
     if (r <= 0) return r;
+    sc->work++;
     if (len == 0 || g->el[s[len - 1]].type == GELEM_BYTES) {
         if (out->count >= GRAMMAR_MAX_STACKS || gstacks_reserve(out, (size_t)len + 1)) return -1;
         out->v[out->n++] = len;

@@ -54,9 +54,14 @@ struct gscratch {
     uint32_t *seen_gen; /* (GSEEN_SIZE) */
     uint32_t gen;
     int n_seen;
+    long work; /* expansions since the caller reset it (grammar_mask's budget) */
 };
 #define GSEEN_SIZE (1 << 14) /* > 2 * the stacks one step may visit (GSEEN_MAX) */
 #define GSEEN_MAX 6000
+/* Expansions one mask may spend: a normal walk spends ~1e4-1e5 (a few thousand transitions of a
+ * few expansions each); a pathologically ambiguous grammar is cut off here (the request ends
+ * with an error) instead of stalling the worker, which serves every other request too. */
+#define GRAMMAR_MASK_WORK 4000000L
 
 #define GRAMMAR_MASK_CACHE                                                                         \
     64 /* masks kept per matcher: JSON's states repeat (inside a string,                           \

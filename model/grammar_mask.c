@@ -208,6 +208,7 @@ static int dfa_next(struct grammar_matcher *m, int sid, unsigned b) {
         i = (i + 1) & (GDFA_TRANS_SIZE - 1);
     }
     if (m->n_trans >= GDFA_TRANS_SIZE / 4 * 3) return -2;
+    if (m->sc.work > GRAMMAR_MASK_WORK) return -3;
     if (gstacks_advance(m->g, &m->sc, &m->dfa[sid].s, b, &m->tmp)) return -3;
     int nid = -1;
     if (m->tmp.count) {
@@ -260,6 +261,7 @@ int grammar_mask(struct grammar_matcher *m, const struct grammar_vocab *v, uint3
             return m->cache_count[i];
         }
     if (dfa_init(m)) return -1;
+    m->sc.work = 0;
     int count = -2;
     for (int attempt = 0; attempt < 2 && count == -2; attempt++) {
         if (attempt) dfa_flush(m); /* full: start over once with an empty memo */
