@@ -44,13 +44,20 @@ SCHEMAS = [
                     "raining": {"type": "boolean"},
                     "note": {"type": ["string", "null"]}},
      "required": ["city", "unit", "temperature"]},
-    # recursion through $defs
-    {"$defs": {"node": {"type": "object",
-                        "properties": {"name": {"type": "string", "maxLength": 10},
-                                       "children": {"type": "array", "maxItems": 2,
-                                                    "items": {"$ref": "#/$defs/node"}}},
-                        "required": ["name", "children"]}},
-     "$ref": "#/$defs/node"},
+    # $defs referenced twice, and a recursive definition the output may stop at (null)
+    {"$defs": {"address": {"type": "object",
+                           "properties": {"street": {"type": "string", "maxLength": 30},
+                                          "city": {"type": "string", "maxLength": 20}},
+                           "required": ["street", "city"]},
+               "person": {"type": "object",
+                          "properties": {"name": {"type": "string", "maxLength": 20},
+                                         "friend": {"anyOf": [{"type": "null"},
+                                                              {"$ref": "#/$defs/person"}]}},
+                          "required": ["name"]}},
+     "type": "object",
+     "properties": {"home": {"$ref": "#/$defs/address"}, "work": {"$ref": "#/$defs/address"},
+                    "owner": {"$ref": "#/$defs/person"}},
+     "required": ["home", "work", "owner"]},
     # anyOf, const, string lengths and patterns
     {"type": "object",
      "properties": {"id": {"type": "string", "pattern": "^[A-Z]{3}-[0-9]{3}$"},
@@ -68,7 +75,7 @@ def test_json_schema_outputs_validate(server, k):
     validated = 0
     for temperature in (0, 0.8):
         r = c.chat.completions.create(
-            model="m", max_tokens=200, temperature=temperature, seed=k,
+            model="m", max_tokens=300, temperature=temperature, seed=k,
             messages=[{"role": "user", "content": "Describe something as JSON."}],
             response_format={"type": "json_schema",
                              "json_schema": {"name": "thing", "schema": schema, "strict": True}})
