@@ -39,6 +39,11 @@ static float log_softmax_at(const float *logits, int V, int id) {
     return (float)((double)(logits[id] - mx) - log(sum));
 }
 
+void sample_ref_mask(float *logits, int V, const uint32_t *mask, int n_mask) {
+    for (int i = 0; i < V; i++)
+        if (i >= n_mask || !(mask[i >> 5] >> (i & 31) & 1)) logits[i] = -INFINITY;
+}
+
 int sample_ref_pick(const struct fg_sample_row *r, float *logits, int V, const int *history,
                     float *probs, int *idx, float *logprob) {
     if (r->target >= 0) {

@@ -8,6 +8,8 @@
 #ifndef FG_SAMPLE_REF_H
 #define FG_SAMPLE_REF_H
 
+#include <stdint.h>
+
 #include "sample.h"
 
 /* One row, decision for decision as the kernel: target mode (r->target >= 0: id = target,
@@ -18,5 +20,12 @@
  * *logprob (may be NULL) gets log p(id) under the final distribution. Returns the id. */
 int sample_ref_pick(const struct fg_sample_row *r, float *logits, int V, const int *history,
                     float *probs, int *idx, float *logprob);
+
+/* Constrained decoding (model/grammar.h): logits of the tokens MASK does not allow become -inf,
+ * so every pick (greedy or sampled, with top-k / top-p) is an allowed token and the logprob is
+ * over the allowed ones. MASK holds N_MASK bits (bit i = token i, word i / 32); ids in
+ * [N_MASK, V) are not allowed (a vocabulary padded past the tokenizer's). At least one token
+ * must be allowed (the caller checks: an all -inf row has no distribution). */
+void sample_ref_mask(float *logits, int V, const uint32_t *mask, int n_mask);
 
 #endif

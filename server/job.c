@@ -125,6 +125,8 @@ struct wreq *job_build_ids(struct server *sv, struct http_req *r, const int *ids
     p->stop = NULL;
     p->n_stop = 0;
     j->ignore_eos = p->ignore_eos;
+    j->grammar = p->grammar;
+    p->grammar = NULL;
     j->t_arrival = http_req_start(r);
     if (sv->cfg.request_timeout > 0) j->deadline = j->t_arrival + sv->cfg.request_timeout;
     if (sv->cfg.queue_timeout > 0) j->queue_deadline = j->t_arrival + sv->cfg.queue_timeout;

@@ -34,6 +34,8 @@ void job_params_free(struct job_params *p) {
     free(p->stop);
     p->stop = NULL;
     p->n_stop = 0;
+    grammar_free(p->grammar);
+    p->grammar = NULL;
 }
 
 /* ---- errors ------------------------------------------------------------------------------ */
@@ -242,6 +244,103 @@ static int get_rep_penalty(const cJSON *obj, double *rep, struct reqparse_error 
     return 0;
 }
 
+/* ---- constrained decoding ------------------------------------------------------------------ */
+
+/* Compile a JSON Schema (a JSON object, or a string holding one: TGI accepts both) into
+ * P->grammar; FIELD names it in errors. Runs on the loop thread: the work is linear in the
+ * schema, whose size the body limit bounds, and the grammar it builds is capped at
+ * GRAMMAR_MAX_ELEMS elements. */
+static int grammar_schema(const cJSON *v, const char *field, struct job_params *p,
+                          struct reqparse_error *e) {
+    cJSON *parsed = NULL;
+    if (cJSON_IsString(v)) {
+        if (!(parsed = cJSON_Parse(v->valuestring)))
+            return reqparse_invalid(e, field, "`%s` is not valid JSON", field);
+        v = parsed;
+    }
+    if (!cJSON_IsObject(v) && !cJSON_IsTrue(v)) {
+        cJSON_Delete(parsed);
+        return reqparse_invalid(e, field, "`%s` must be a JSON Schema (an object)", field);
+    }
+    char msg[256], kw[64];
+    p->grammar = grammar_from_json_schema(v, msg, sizeof msg, kw, sizeof kw);
+    cJSON_Delete(parsed);
+    if (!p->grammar) {
+        if (kw[0])
+            return reqparse_invalid(e, field, "`%s`: %s (unsupported: `%s`)", field, msg, kw);
+        return reqparse_invalid(e, field, "`%s`: %s", field, msg);
+    }
+    return 0;
+}
+
+/* TGI parameters.grammar: null, {"type": "json", "value": schema} or {"type": "regex", "value":
+ * str}. */
+static int get_grammar_tgi(const cJSON *params, struct job_params *p, struct reqparse_error *e) {
+    const cJSON *gr = get(params, "grammar");
+    if (!gr) return 0;
+    const cJSON *ty = cJSON_IsObject(gr) ? cJSON_GetObjectItemCaseSensitive(gr, "type") : NULL;
+    const cJSON *val = cJSON_IsObject(gr) ? cJSON_GetObjectItemCaseSensitive(gr, "value") : NULL;
+    if (!cJSON_IsString(ty) || !val)
+        return reqparse_invalid(e, "grammar",
+                                "`grammar` must be an object with a string `type` and a `value`");
+    if (!strcmp(ty->valuestring, "json") || !strcmp(ty->valuestring, "json_schema"))
+        return grammar_schema(val, "grammar.value", p, e);
+    if (!strcmp(ty->valuestring, "regex")) {
+        if (!cJSON_IsString(val))
+            return reqparse_invalid(e, "grammar.value",
+                                    "`grammar.value` must be a string (the "
+                                    "regular expression)");
+        char msg[256], kw[64];
+        p->grammar = grammar_from_regex(val->valuestring, strlen(val->valuestring), msg, sizeof msg,
+                                        kw, sizeof kw);
+        if (!p->grammar)
+            return kw[0] ? reqparse_invalid(e, "grammar.value",
+                                            "`grammar.value`: %s (unsupported: "
+                                            "`%s`)",
+                                            msg, kw)
+                         : reqparse_invalid(e, "grammar.value", "`grammar.value`: %s", msg);
+        return 0;
+    }
+    return reqparse_invalid(e, "grammar.type",
+                            "`grammar.type` \"%.40s\" is not supported (\"json\" and \"regex\" "
+                            "are)",
+                            ty->valuestring);
+}
+
+/* OpenAI response_format: {"type": "text"}, {"type": "json_object"} (any JSON object), or
+ * {"type": "json_schema", "json_schema": {"name", "schema", "strict"}}. */
+static int get_response_format(const cJSON *b, struct job_params *p, struct reqparse_error *e) {
+    const cJSON *rf = get(b, "response_format");
+    if (!rf) return 0;
+    const cJSON *ty = cJSON_IsObject(rf) ? cJSON_GetObjectItemCaseSensitive(rf, "type") : NULL;
+    if (!cJSON_IsString(ty))
+        return reqparse_invalid(e, "response_format",
+                                "`response_format` must be an object with a string `type`");
+    if (!strcmp(ty->valuestring, "text")) return 0;
+    if (!strcmp(ty->valuestring, "json_object")) {
+        char msg[128];
+        if (!(p->grammar = grammar_json_object(msg, sizeof msg)))
+            return fail(e, 500, "internal", "%s", msg);
+        return 0;
+    }
+    if (!strcmp(ty->valuestring, "json_schema")) {
+        const cJSON *js = cJSON_GetObjectItemCaseSensitive(rf, "json_schema");
+        const cJSON *sc =
+            cJSON_IsObject(js) ? cJSON_GetObjectItemCaseSensitive(js, "schema") : NULL;
+        if (!sc)
+            return reqparse_invalid(e, "response_format.json_schema.schema",
+                                    "`response_format.json_schema.schema` is required");
+        int strict = 0;
+        if (reqparse_get_bool(js, "strict", &strict, e)) return -1;
+        /* strict or not, the output follows the schema: the grammar is the only mode here */
+        return grammar_schema(sc, "response_format.json_schema.schema", p, e);
+    }
+    return reqparse_invalid(e, "response_format",
+                            "`response_format` type \"%.40s\" is not supported (\"text\", "
+                            "\"json_object\" and \"json_schema\" are)",
+                            ty->valuestring);
+}
+
 /* ---- TGI ---------------------------------------------------------------------------------- */
 
 static int tgi_params(const cJSON *params, const struct reqparse_limits *lim,
@@ -275,9 +374,9 @@ static int tgi_params(const cJSON *params, const struct reqparse_limits *lim,
         reject_unsupported(params, "frequency_penalty", 0, e) ||
         reject_unsupported(params, "top_n_tokens", 0, e) ||
         reject_unsupported(params, "watermark", 0, e) ||
-        reject_unsupported(params, "grammar", NAN, e) ||
         reject_unsupported(params, "adapter_id", NAN, e))
         return -1;
+    if (get_grammar_tgi(params, p, e)) return -1;
     if (t->stream && t->input_details)
         return reqparse_invalid(
             e, "decoder_input_details",
@@ -330,7 +429,7 @@ void reqparse_tgi_free(struct reqparse_tgi *t) {
 /* ---- OpenAI ------------------------------------------------------------------------------- */
 
 /* The no-op values clients send by default pass; real uses of what this server does not do
- * (tools, structured output, logit bias) are refused by name. */
+ * (tools, logit bias) are refused by name. */
 static int oai_unsupported(const cJSON *b, struct reqparse_error *e) {
     if (reject_unsupported(b, "presence_penalty", 0, e) ||
         reject_unsupported(b, "frequency_penalty", 0, e) ||
@@ -347,18 +446,6 @@ static int oai_unsupported(const cJSON *b, struct reqparse_error *e) {
     if (lb && (!cJSON_IsObject(lb) || lb->child))
         return reqparse_invalid(e, "logit_bias",
                                 "`logit_bias` is not supported by this server (only {} is)");
-    const cJSON *rf = get(b, "response_format");
-    if (rf) {
-        const cJSON *ty = cJSON_IsObject(rf) ? cJSON_GetObjectItemCaseSensitive(rf, "type") : NULL;
-        if (!cJSON_IsString(ty))
-            return reqparse_invalid(e, "response_format",
-                                    "`response_format` must be an object with a string `type`");
-        if (strcmp(ty->valuestring, "text"))
-            return reqparse_invalid(e, "response_format",
-                                    "`response_format` type \"%.40s\" is not supported by this "
-                                    "server (only \"text\" is)",
-                                    ty->valuestring);
-    }
     return 0;
 }
 
@@ -384,7 +471,7 @@ static int oai_common(const cJSON *b, const struct reqparse_limits *lim, struct 
         get_stop(b, "stop", 1, lim->max_stop_sequences, p, e))
         return -1;
     if (n != 1) return reqparse_invalid(e, "n", "`n` > 1 is not supported (given %lld)", n);
-    if (oai_unsupported(b, e)) return -1;
+    if (oai_unsupported(b, e) || get_response_format(b, p, e)) return -1;
     const cJSON *so = get(b, "stream_options");
     if (so) {
         if (!cJSON_IsObject(so))

@@ -10,7 +10,10 @@
  * OpenAI both refuse bodies that are not UTF-8, and a prompt repaired behind the client's back
  * would be tokenized, counted and echoed as text the client never sent); the no-op values
  * clients send by default (tools: [], tool_choice "none", response_format {"type":"text"},
- * logit_bias {}, ...) pass, real uses of unimplemented features get 422 saying so. What needs the
+ * logit_bias {}, ...) pass, real uses of unimplemented features get 422 saying so. Structured
+ * output (OpenAI response_format json_object / json_schema, TGI grammar json / regex) is compiled
+ * here into job_params.grammar (model/grammar.h), so an unsupported schema keyword or regex
+ * construct is a 422 naming it before anything is queued. What needs the
  * model (tokenizing, the vocabulary, prompt-length limits, the chat template) stays in job.c
  * and the endpoints. Pure functions; any thread.
  */
@@ -21,6 +24,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "model/grammar.h"
 #include "model/sampler.h"
 #include "model/tokenizer.h"
 
@@ -37,7 +41,9 @@ struct job_params {
     int n_stop;
     int prompt_logprobs;
     int ignore_eos;
-    int truncate; /* keep the last N prompt tokens; 0 = off */
+    int truncate;            /* keep the last N prompt tokens; 0 = off */
+    struct grammar *grammar; /* constrained decoding (response_format, TGI grammar), or NULL;
+                                owned; moved into the job by job_build */
 };
 
 void job_params_init(struct job_params *p);

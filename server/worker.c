@@ -9,6 +9,12 @@
  * out request is answered and accounted without waiting for a forward pass that is not theirs.)
  * When there is nothing to run the worker sleeps on the condition variable (with a timeout while
  * jobs with deadlines wait).
+ *
+ * Constrained decoding (model/grammar.h): a step with a row under a grammar brings every row's
+ * logits to the host, masks the constrained rows (computed in parallel, one matcher per row),
+ * and picks all rows with the CPU twin sample_ref_pick; the matcher then advances by the token
+ * taken, and a complete value ends the request (finish EOS). Steps without one stay on the
+ * backend's own sample op (the GPU kernel takes no mask yet).
  */
 #include "worker.h"
 
@@ -18,7 +24,10 @@
 #include <string.h>
 #include <time.h>
 
+#include "kernels/cpu_pool.h"
 #include "kernels/sample.h"
+#include "kernels/sample_ref.h"
+#include "model/grammar.h"
 #include "model/engine.h"
 #include "model/tokenizer.h"
 #include "server/reqlog.h"
@@ -122,6 +131,7 @@ void wreq_free(struct wreq *r) {
     free(r->text_end);
     free(r->text);
     free(r->prompt_lp);
+    grammar_free(r->grammar);
     if (r->ring) {
         wevents_free(&r->ring->pending);
         wevents_free(&r->ring->taken);
@@ -145,6 +155,8 @@ struct wseq {
     char *text; /* decoded text so far, for stop matching; NUL-terminated */
     size_t text_len, text_cap;
     int prompt_logprobs, ignore_eos;
+    struct grammar *grammar;         /* constrained decoding, or NULL (moved from the wreq) */
+    struct grammar_matcher *matcher; /* its state, from admission on */
     double t_arrival, deadline, queue_deadline, t_last;
     struct wfinish fin;    /* reason NONE while running */
     struct wring *ring;    /* shared; NULL once the finish event is posted */
@@ -157,6 +169,8 @@ struct wseq {
 static void wseq_free(struct wseq *q) {
     if (!q) return;
     if (q->sampler_ready) sampler_free(&q->sampler);
+    grammar_matcher_free(q->matcher);
+    grammar_free(q->grammar);
     for (int i = 0; i < q->n_stop; i++)
         free(q->stop[i]);
     free(q->stop);
@@ -214,6 +228,8 @@ int worker_submit(struct worker *w, struct wreq *r) {
         return -1;
     }
     atomic_init(&ring->cancel, 0);
+    q->grammar = r->grammar; /* immutable: the worker owns it from here */
+    r->grammar = NULL;
     ring->job = r;
     r->ring = ring;
     pthread_mutex_lock(&w->mu);
@@ -336,8 +352,17 @@ struct worker_run {
     float *logprobs;
     int *history; /* the penalised rows' ids, end to end; grows */
     size_t history_cap;
-    struct wseq *pub;  /* sequences with events for the loop this iteration */
-    struct wseq *dead; /* reaped this iteration: freed after the publish */
+    /* constrained decoding (model/grammar.h), set up at the first request that has a grammar:
+     * a step with such a row brings its logits to the host, masks them, and picks there */
+    struct grammar_vocab *gvocab; /* the tokenizer's token trie */
+    float *logits;                /* (max_batch_seqs, vocab) host logits of such a step */
+    float *probs;                 /* (vocab) sample_ref_pick scratch */
+    int *idx;                     /* (vocab) */
+    uint32_t *masks;              /* (max_batch_seqs, grammar_mask_words) allowed tokens */
+    int *mask_count;              /* (max_batch_seqs) allowed per row; -2 = not constrained */
+    struct cpu_pool *mask_pool;   /* the rows' masks are independent: computed in parallel */
+    struct wseq *pub;             /* sequences with events for the loop this iteration */
+    struct wseq *dead;            /* reaped this iteration: freed after the publish */
 };
 
 /* Queue Q's outbox for this iteration's publish. */
@@ -492,6 +517,10 @@ static void reap(struct worker_run *wr) {
 static void take_token(struct worker *w, struct worker_run *wr, struct wseq *q, int id, float lp,
                        double now) {
     const struct tokenizer *tok = w->engine->model->tok;
+    if (q->matcher && grammar_matcher_accept_token(q->matcher, wr->gvocab, id) != 0) {
+        seq_fail(wr, q, "constrained decoding: the grammar refused the sampled token", now);
+        return;
+    }
     char piece[512];
     size_t np = tok_stream_push(tok, &q->stream, id, piece, sizeof piece);
     int eog = !q->ignore_eos && tokenizer_is_eog(tok, id);
@@ -504,6 +533,8 @@ static void take_token(struct worker *w, struct worker_run *wr, struct wseq *q, 
         f = WREQ_FIN_EOS;
     else if (q->n_stop && stop_match(q, from))
         f = WREQ_FIN_STOP;
+    else if (q->matcher && grammar_matcher_finished(q->matcher))
+        f = WREQ_FIN_EOS; /* the grammar is complete: only an end token could follow */
     else if (q->n_gen >= q->max_new)
         f = WREQ_FIN_LENGTH;
     if (f != WREQ_FIN_NONE && f != WREQ_FIN_STOP) {
@@ -524,6 +555,54 @@ static void take_token(struct worker *w, struct worker_run *wr, struct wseq *q, 
     q->t_last = now;
 }
 
+/* A matcher for Q's grammar, and on first use the token trie and the host buffers. */
+static int grammar_setup(struct worker *w, struct worker_run *wr, struct wseq *q) {
+    if (!wr->gvocab) {
+        size_t nv = (size_t)wr->vocab, ns = (size_t)w->engine->max_batch_seqs;
+        if (grammar_vocab_new(w->engine->model->tok, &wr->gvocab)) return -1;
+        wr->logits = malloc(sizeof(float) * nv * ns);
+        wr->probs = malloc(sizeof(float) * nv);
+        wr->idx = malloc(sizeof(int) * nv);
+        wr->masks = malloc(sizeof(uint32_t) * grammar_mask_words(wr->gvocab) * ns);
+        wr->mask_count = malloc(sizeof(int) * ns);
+        wr->mask_pool = cpu_pool_create(w->cfg->threads > 0 ? w->cfg->threads : 0);
+    }
+    if (!wr->logits || !wr->probs || !wr->idx || !wr->masks || !wr->mask_count || !wr->mask_pool)
+        return -1;
+    q->matcher = grammar_matcher_new(q->grammar);
+    return q->matcher ? 0 : -1;
+}
+
+/* Rows [begin, end) of a step: each picking row with a grammar gets its mask (its own matcher,
+ * its own mask and logits row: rows are independent) and its logits masked. Pool threads. */
+static void grammar_mask_chunk(void *arg, size_t begin, size_t end) {
+    struct worker_run *wr = arg;
+    size_t words = grammar_mask_words(wr->gvocab);
+    for (size_t i = begin; i < end; i++) {
+        struct wseq *q = wr->sched.batch.items[i].seq->user;
+        wr->mask_count[i] = -2;
+        if (wr->rows[i].target >= 0 || !q->matcher || q->fin.reason != WREQ_FIN_NONE) continue;
+        uint32_t *mask = wr->masks + i * words;
+        wr->mask_count[i] = grammar_mask(q->matcher, wr->gvocab, mask);
+        if (wr->mask_count[i] > 0)
+            sample_ref_mask(wr->logits + i * (size_t)wr->vocab, wr->vocab, mask,
+                            grammar_vocab_size(wr->gvocab));
+    }
+}
+
+/* Constrained rows of a step: mask each picking row with a grammar (host logits). */
+static void grammar_mask_rows(struct worker_run *wr, int n) {
+    cpu_pool_for(wr->mask_pool, (size_t)n, 1, grammar_mask_chunk, wr);
+    double now = worker_now();
+    for (int i = 0; i < n; i++) {
+        if (wr->mask_count[i] == -2 || wr->mask_count[i] > 0) continue;
+        /* a dead end (no token spells what must come) or a limit of the matcher */
+        seq_fail(wr, wr->sched.batch.items[i].seq->user,
+                 "constrained decoding: no token can continue the grammar", now);
+        sampler_target_row(0, &wr->rows[i]);
+    }
+}
+
 /* Set up the sequences sched_plan admitted for the first time (s->admitted). */
 static void admit_setup(struct worker *w, struct worker_run *wr, double now) {
     struct sched *s = &wr->sched;
@@ -535,6 +614,8 @@ static void admit_setup(struct worker *w, struct worker_run *wr, double now) {
         q->fin.t_admitted = now;
         metrics_observe(w->metrics, METRICS_H_QUEUE, now - q->t_arrival);
         if (!q->sampler_ready) seq_fail(wr, q, "out of memory (sampler)", now);
+        if (q->grammar && grammar_setup(w, wr, q) != 0)
+            seq_fail(wr, q, "out of memory (constrained decoding)", now);
     }
 }
 
@@ -561,8 +642,15 @@ static int iterate(struct worker *w, struct worker_run *wr) {
         return 0;
     }
 
+    /* a step with a constrained row brings the logits to the host (masks are host work) */
+    int constrained = 0;
+    for (int i = 0; i < n; i++) {
+        const struct wseq *q = s->batch.items[i].seq->user;
+        constrained |= s->batch.items[i].want && q->matcher && q->fin.reason == WREQ_FIN_NONE;
+    }
     char err[256] = "";
-    if (fwd_run(w->engine->fwd, s->batch.fwd, n, NULL, err, sizeof err) != 0) {
+    if (fwd_run(w->engine->fwd, s->batch.fwd, n, constrained ? wr->logits : NULL, err,
+                sizeof err) != 0) {
         /* a failed step fails every job in it; the others are untouched */
         fail_step(wr, n, "forward pass", err);
         publish(w, wr);
@@ -588,8 +676,14 @@ static int iterate(struct worker *w, struct worker_run *wr) {
             return 1;
         }
     }
-    if (fwd_sample(w->engine->fwd, n, wr->rows, wr->history, (int)n_hist, wr->ids, wr->logprobs,
-                   err, sizeof err) != 0) {
+    if (constrained) { /* the CPU twin's picks, on the masked host rows */
+        grammar_mask_rows(wr, n);
+        for (int i = 0; i < n; i++)
+            wr->ids[i] =
+                sample_ref_pick(&wr->rows[i], wr->logits + (size_t)i * (size_t)wr->vocab, wr->vocab,
+                                wr->history, wr->probs, wr->idx, &wr->logprobs[i]);
+    } else if (fwd_sample(w->engine->fwd, n, wr->rows, wr->history, (int)n_hist, wr->ids,
+                          wr->logprobs, err, sizeof err) != 0) {
         fail_step(wr, n, "forward pass", err);
         publish(w, wr);
         return 1;
@@ -641,6 +735,13 @@ static void engine_log_cb(enum engine_log_level level, const char *msg, void *us
 }
 
 static void worker_run_free(struct worker_run *wr) {
+    grammar_vocab_free(wr->gvocab);
+    free(wr->logits);
+    free(wr->probs);
+    free(wr->idx);
+    free(wr->masks);
+    free(wr->mask_count);
+    cpu_pool_destroy(wr->mask_pool);
     free(wr->rows);
     free(wr->ids);
     free(wr->logprobs);

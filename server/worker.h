@@ -34,6 +34,7 @@
 #include "server/sched.h"
 
 struct engine;
+struct grammar;
 
 enum wreq_finish {
     WREQ_FIN_NONE = 0,  /* still running */
@@ -109,9 +110,11 @@ struct wreq {
     int n_stop;
     int prompt_logprobs; /* compute log p of each prompt token (prefill in 1-token chunks) */
     int ignore_eos;
-    double t_arrival;      /* monotonic seconds */
-    double deadline;       /* absolute; 0 = none */
-    double queue_deadline; /* absolute; 0 = none */
+    struct grammar *grammar; /* constrained decoding, or NULL; owned, moved to the worker by
+                                worker_submit (immutable: model/grammar.h) */
+    double t_arrival;        /* monotonic seconds */
+    double deadline;         /* absolute; 0 = none */
+    double queue_deadline;   /* absolute; 0 = none */
     wreq_event_fn on_event;
     void *user;
 

@@ -59,7 +59,10 @@ def test_unparsable_body_400(server):
     ({"inputs": "x", "parameters": {"stop": ["a", "b", "c", "d", "e"]}}, "stop"),
     ({"inputs": "x", "parameters": {"stop": [""]}}, "stop"),
     ({"inputs": "x", "parameters": {"details": "yes"}}, "details"),
-    ({"inputs": "x", "parameters": {"grammar": {"type": "json", "value": {}}}}, "grammar"),
+    ({"inputs": "x", "parameters": {"grammar": {"type": "json",
+                                                "value": {"type": "integer", "minimum": 1}}}},
+     "grammar.value"),
+    ({"inputs": "x", "parameters": {"grammar": {"type": "lark", "value": "x"}}}, "grammar.type"),
     ({"inputs": "x", "parameters": {"top_n_tokens": 3}}, "top_n_tokens"),
     ({"inputs": "x", "parameters": {"truncate": 0}}, "truncate"),
 ])

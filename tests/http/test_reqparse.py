@@ -45,7 +45,7 @@ def test_openai_client_noop_defaults_accepted(server):
         parallel_tool_calls=False, user="u-1", stream_options=None)
     assert out.usage.completion_tokens == 2
     r = server.post(CHAT, {"messages": MSGS, "max_tokens": 1,
-                           "response_format": {"type": "json_object"}})
+                           "response_format": {"type": "xml"}})
     assert r.status_code == 422 and r.json()["error"]["param"] == "response_format", r.text
     r = server.post(CHAT, {"messages": MSGS, "max_tokens": 1,
                            "tools": [{"type": "function", "function": {"name": "f"}}]})

@@ -300,8 +300,6 @@ Test(reqparse, real_uses_of_unimplemented_features_refused) {
         {CHAT, "{" CHAT_MSGS ",\"tools\":{}}", 422, "tools"},
         {CHAT, "{" CHAT_MSGS ",\"tool_choice\":\"required\"}", 422, "tool_choice"},
         {CHAT, "{" CHAT_MSGS ",\"tool_choice\":{\"type\":\"function\"}}", 422, "tool_choice"},
-        {CHAT, "{" CHAT_MSGS ",\"response_format\":{\"type\":\"json_object\"}}", 422,
-         "response_format"},
         {CHAT, "{" CHAT_MSGS ",\"response_format\":\"text\"}", 422, "response_format"},
         {CHAT, "{" CHAT_MSGS ",\"logit_bias\":{\"50256\":-100}}", 422, "logit_bias"},
         {CHAT, "{" CHAT_MSGS ",\"functions\":[{\"name\":\"f\"}]}", 422, "functions"},
@@ -363,4 +361,68 @@ Test(reqparse, invalid_utf8_prompts_refused) {
         0, "%s", e.message);
     cr_expect_str_eq(t.inputs, "caf\xc3\xa9 \xf0\x9f\x98\x80 \xc3\xa9");
     reqparse_tgi_free(&t);
+}
+
+/* Constrained decoding: response_format and TGI grammar become a compiled grammar in the job
+ * parameters; unsupported schema keywords and regex constructs are 422s that name them. */
+Test(reqparse, grammar_fields_compile) {
+    const char *ok_chat[] = {
+        "{" CHAT_MSGS ",\"response_format\":{\"type\":\"json_object\"}}",
+        "{" CHAT_MSGS ",\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{"
+        "\"name\":\"x\",\"strict\":true,\"schema\":{\"type\":\"object\",\"properties\":{"
+        "\"a\":{\"type\":\"integer\"}},\"required\":[\"a\"]}}}}",
+    };
+    for (size_t i = 0; i < sizeof ok_chat / sizeof ok_chat[0]; i++) {
+        struct reqparse_oai o;
+        chat_ok(ok_chat[i], &o);
+        cr_expect(o.p.grammar, "%s: no grammar", ok_chat[i]);
+        reqparse_oai_free(&o);
+    }
+    struct reqparse_oai o;
+    chat_ok("{" CHAT_MSGS ",\"response_format\":{\"type\":\"text\"}}", &o);
+    cr_expect_null(o.p.grammar);
+    reqparse_oai_free(&o);
+    const char *ok_tgi[] = {
+        "{\"inputs\":\"x\",\"parameters\":{\"grammar\":{\"type\":\"regex\",\"value\":\"[0-9]+\"}}}",
+        "{\"inputs\":\"x\",\"parameters\":{\"grammar\":{\"type\":\"json\",\"value\":{"
+        "\"type\":\"string\"}}}}",
+        "{\"inputs\":\"x\",\"parameters\":{\"grammar\":{\"type\":\"json\",\"value\":\"{"
+        "\\\"type\\\":"
+        "\\\"boolean\\\"}\"}}}",
+    };
+    for (size_t i = 0; i < sizeof ok_tgi / sizeof ok_tgi[0]; i++) {
+        struct reqparse_tgi t;
+        struct reqparse_error e;
+        cr_assert_eq(tgi(ok_tgi[i], REQPARSE_TGI_GENERATE, &t, &e), 0, "%s: %s", ok_tgi[i],
+                     e.message);
+        cr_expect(t.p.grammar, "%s: no grammar", ok_tgi[i]);
+        reqparse_tgi_free(&t);
+    }
+    static const struct refusal cases[] = {
+        {CHAT, "{" CHAT_MSGS ",\"response_format\":{\"type\":\"json_schema\"}}", 422,
+         "response_format.json_schema.schema"},
+        {CHAT,
+         "{" CHAT_MSGS ",\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{"
+         "\"schema\":{\"type\":\"integer\",\"minimum\":0}}}}",
+         422, "response_format.json_schema.schema"},
+        {CHAT, "{" CHAT_MSGS ",\"response_format\":{\"type\":\"xml\"}}", 422, "response_format"},
+        {TGI,
+         "{\"inputs\":\"x\",\"parameters\":{\"grammar\":{\"type\":\"regex\",\"value\":\"(?=a)\"}}}",
+         422, "grammar.value"},
+        {TGI, "{\"inputs\":\"x\",\"parameters\":{\"grammar\":{\"type\":\"regex\",\"value\":3}}}",
+         422, "grammar.value"},
+        {TGI, "{\"inputs\":\"x\",\"parameters\":{\"grammar\":{\"type\":\"json\",\"value\":\"{\"}}}",
+         422, "grammar.value"},
+        {TGI, "{\"inputs\":\"x\",\"parameters\":{\"grammar\":{\"type\":\"lark\",\"value\":\"x\"}}}",
+         422, "grammar.type"},
+    };
+    refused_all(cases, sizeof cases / sizeof cases[0]);
+    /* the message names the keyword */
+    struct reqparse_error e;
+    cr_assert_eq(chat("{" CHAT_MSGS ",\"response_format\":{\"type\":\"json_schema\","
+                      "\"json_schema\":{\"schema\":{\"oneOf\":[]}}}}",
+                      &o, &e),
+                 -1);
+    cr_expect(strstr(e.message, "oneOf"), "%s", e.message);
+    reqparse_oai_free(&o);
 }

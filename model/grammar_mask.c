@@ -1,0 +1,302 @@
+/* grammar_mask.c — which vocabulary tokens a matcher state allows (grammar.h).
+ *
+ * The vocabulary's decoded byte strings go into a prefix tree once per tokenizer. A state's mask
+ * is one depth-first walk of that tree: a child is entered only when its byte is in the union of
+ * the state's top byte sets, and the stack set after each byte is computed once for the whole
+ * subtree below it, so tokens sharing a prefix share its work (instead of 49k walks from the
+ * root). The walk is memoized as a DFA built lazily: stack sets are interned (by their 64-bit
+ * hash) and each (state, byte) transition is computed once per matcher, so inside a JSON string,
+ * where nearly every byte leads back to the same state, a walk is a table lookup per tree node
+ * (bench/grammar.md: 20-40x). The memo is bounded (GDFA_MAX_STATES) and starts over when full.
+ * Control tokens are never allowed (they are not text); end-of-generation tokens are
+ * allowed exactly in accepting states. Masks are cached per state in the matcher: the states of
+ * JSON repeat (inside a string, after a comma), and a cached mask is a 6 KB copy.
+ */
+#include "grammar_impl.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "tokenizer.h"
+
+struct grammar_vocab {
+    int n_vocab;
+    /* the prefix tree; node 0 is the root (the empty prefix) */
+    int n_nodes, cap_nodes;
+    int32_t *first_child, *next_sibling; /* (n_nodes) -1 = none */
+    uint8_t *byte;                       /* (n_nodes) the byte leading into the node */
+    int32_t *tok_head;                   /* (n_nodes) first token ending here, -1 = none */
+    int32_t *tok_next;                   /* (n_vocab) next token ending at the same node */
+    int max_len;                         /* longest token, bytes (the walk's depth) */
+    /* each token's bytes, for advancing by a chosen token */
+    char *bytes;         /* all tokens end to end */
+    uint32_t *off, *len; /* (n_vocab); len 0: not text (control, empty) */
+    uint8_t *eog;        /* (n_vocab) 1 = end of generation */
+    int32_t *eog_ids;    /* (n_eog) the same as a list */
+    int n_eog;
+};
+
+static int node_new(struct grammar_vocab *v, uint8_t b) {
+    if (v->n_nodes == v->cap_nodes) {
+        int cap = v->cap_nodes ? v->cap_nodes * 2 : 4096;
+        int32_t *fc = realloc(v->first_child, sizeof(int32_t) * (size_t)cap);
+        if (fc) v->first_child = fc;
+        int32_t *ns = realloc(v->next_sibling, sizeof(int32_t) * (size_t)cap);
+        if (ns) v->next_sibling = ns;
+        uint8_t *by = realloc(v->byte, (size_t)cap);
+        if (by) v->byte = by;
+        int32_t *th = realloc(v->tok_head, sizeof(int32_t) * (size_t)cap);
+        if (th) v->tok_head = th;
+        if (!fc || !ns || !by || !th) return -1;
+        v->cap_nodes = cap;
+    }
+    int n = v->n_nodes++;
+    v->first_child[n] = v->next_sibling[n] = v->tok_head[n] = -1;
+    v->byte[n] = b;
+    return n;
+}
+
+static int child_of(struct grammar_vocab *v, int node, uint8_t b) {
+    for (int c = v->first_child[node]; c >= 0; c = v->next_sibling[c])
+        if (v->byte[c] == b) return c;
+    int c = node_new(v, b);
+    if (c < 0) return -1;
+    v->next_sibling[c] = v->first_child[node];
+    v->first_child[node] = c;
+    return c;
+}
+
+int grammar_vocab_new(const struct tokenizer *tok, struct grammar_vocab **out) {
+    *out = NULL;
+    struct grammar_vocab *v = calloc(1, sizeof *v);
+    if (!v) return -1;
+    int n = tokenizer_n_vocab(tok);
+    v->n_vocab = n;
+    v->tok_next = malloc(sizeof(int32_t) * (size_t)n);
+    v->off = calloc((size_t)n, sizeof(uint32_t));
+    v->len = calloc((size_t)n, sizeof(uint32_t));
+    v->eog = calloc((size_t)n, 1);
+    size_t cap = 1 << 16, used = 0;
+    v->bytes = malloc(cap);
+    if (!v->tok_next || !v->off || !v->len || !v->eog || !v->bytes || node_new(v, 0) < 0) goto fail;
+    char buf[1024];
+    for (int id = 0; id < n; id++) {
+        v->tok_next[id] = -1;
+        v->eog[id] = (uint8_t)(tokenizer_is_eog(tok, id) != 0);
+        if (v->eog[id]) {
+            int32_t *e = realloc(v->eog_ids, sizeof(int32_t) * (size_t)(v->n_eog + 1));
+            if (!e) goto fail;
+            v->eog_ids = e;
+            v->eog_ids[v->n_eog++] = id;
+        }
+        if (tokenizer_is_special(tok, id)) continue;
+        int len = tokenizer_token_bytes(tok, id, buf, sizeof buf);
+        if (len <= 0 || (size_t)len >= sizeof buf) continue;
+        if (used + (size_t)len > cap) {
+            while (used + (size_t)len > cap)
+                cap *= 2;
+            char *nb = realloc(v->bytes, cap);
+            if (!nb) goto fail;
+            v->bytes = nb;
+        }
+        memcpy(v->bytes + used, buf, (size_t)len);
+        v->off[id] = (uint32_t)used;
+        v->len[id] = (uint32_t)len;
+        used += (size_t)len;
+        int node = 0;
+        for (int i = 0; i < len; i++)
+            if ((node = child_of(v, node, (uint8_t)buf[i])) < 0) goto fail;
+        v->tok_next[id] = v->tok_head[node];
+        v->tok_head[node] = id;
+        if (len > v->max_len) v->max_len = len;
+    }
+    *out = v;
+    return 0;
+fail:
+    grammar_vocab_free(v);
+    return -1;
+}
+
+void grammar_vocab_free(struct grammar_vocab *v) {
+    if (!v) return;
+    free(v->first_child);
+    free(v->next_sibling);
+    free(v->byte);
+    free(v->tok_head);
+    free(v->tok_next);
+    free(v->bytes);
+    free(v->off);
+    free(v->len);
+    free(v->eog);
+    free(v->eog_ids);
+    free(v);
+}
+
+int grammar_vocab_size(const struct grammar_vocab *v) {
+    return v->n_vocab;
+}
+
+size_t grammar_mask_words(const struct grammar_vocab *v) {
+    return ((size_t)v->n_vocab + 31) / 32;
+}
+
+/* ---- the walk's memo ------------------------------------------------------------------------ */
+
+void grammar_dfa_free(struct grammar_matcher *m) {
+    for (int i = 0; i < m->n_dfa; i++)
+        gstacks_free(&m->dfa[i].s);
+    free(m->dfa);
+    free(m->trans_key);
+    free(m->trans_val);
+    free(m->index);
+    gstacks_free(&m->tmp);
+    m->dfa = NULL;
+    m->trans_key = NULL;
+    m->trans_val = NULL;
+    m->index = NULL;
+    m->n_dfa = m->n_trans = 0;
+}
+
+static int dfa_init(struct grammar_matcher *m) {
+    if (m->dfa) return 0;
+    m->dfa = calloc(GDFA_MAX_STATES, sizeof *m->dfa);
+    m->trans_key = calloc(GDFA_TRANS_SIZE, sizeof *m->trans_key);
+    m->trans_val = malloc(sizeof *m->trans_val * GDFA_TRANS_SIZE);
+    m->index = calloc(GDFA_INDEX_SIZE, sizeof *m->index);
+    if (m->dfa && m->trans_key && m->trans_val && m->index) return 0;
+    grammar_dfa_free(m);
+    return -1;
+}
+
+/* Forget every state (the buffers stay). */
+static void dfa_flush(struct grammar_matcher *m) {
+    for (int i = 0; i < m->n_dfa; i++)
+        gstacks_free(&m->dfa[i].s);
+    m->n_dfa = 0;
+    m->n_trans = 0;
+    memset(m->trans_key, 0, sizeof *m->trans_key * GDFA_TRANS_SIZE);
+    memset(m->index, 0, sizeof *m->index * GDFA_INDEX_SIZE);
+}
+
+/* The id of the state equal to S (by its 64-bit hash), interned by moving S's buffer in when it
+ * is new; -1 when the memo is full (the caller flushes) or out of memory. */
+static int dfa_intern(struct grammar_matcher *m, struct gstacks *s) {
+    uint64_t h = gstacks_hash(s);
+    size_t i = (size_t)h & (GDFA_INDEX_SIZE - 1);
+    while (m->index[i]) {
+        if (m->dfa[m->index[i] - 1].hash == h) return m->index[i] - 1;
+        i = (i + 1) & (GDFA_INDEX_SIZE - 1);
+    }
+    if (m->n_dfa == GDFA_MAX_STATES) return -1;
+    int id = m->n_dfa++;
+    struct gdfa_state *d = &m->dfa[id];
+    d->s = *s; /* take the buffer; S gets none */
+    memset(s, 0, sizeof *s);
+    d->hash = h;
+    gstacks_next_bytes(m->g, &d->s, d->next_bytes);
+    m->index[i] = id + 1;
+    return id;
+}
+
+/* The state after byte B from state SID: an id, -1 when B is refused, -2 on a limit (memo full:
+ * the walk restarts after a flush) or out of memory. */
+static int dfa_next(struct grammar_matcher *m, int sid, unsigned b) {
+    uint32_t key = ((uint32_t)sid << 8 | b) + 1;
+    size_t i = (key * 2654435761u) & (GDFA_TRANS_SIZE - 1);
+    while (m->trans_key[i]) {
+        if (m->trans_key[i] == key) return m->trans_val[i];
+        i = (i + 1) & (GDFA_TRANS_SIZE - 1);
+    }
+    if (m->n_trans >= GDFA_TRANS_SIZE / 4 * 3) return -2;
+    if (m->sc.work > GRAMMAR_MASK_WORK) return -3;
+    if (gstacks_advance(m->g, &m->sc, &m->dfa[sid].s, b, &m->tmp)) return -3;
+    int nid = -1;
+    if (m->tmp.count) {
+        nid = dfa_intern(m, &m->tmp);
+        if (nid < 0) return -2;
+    }
+    m->trans_key[i] = key;
+    m->trans_val[i] = nid;
+    m->n_trans++;
+    return nid;
+}
+
+/* Mark the tokens below NODE that state SID allows; returns how many, -2 when the memo filled
+ * up, -3 on a limit of the matcher. */
+static int walk(struct grammar_matcher *m, const struct grammar_vocab *v, int node, int sid,
+                uint32_t *mask) {
+    int count = 0;
+    for (int c = v->first_child[node]; c >= 0; c = v->next_sibling[c]) {
+        unsigned b = v->byte[c];
+        if (!(m->dfa[sid].next_bytes[b >> 5] >> (b & 31) & 1)) continue;
+        int nid = dfa_next(m, sid, b);
+        if (nid == -1) continue;
+        if (nid < 0) return nid;
+        for (int t = v->tok_head[c]; t >= 0; t = v->tok_next[t]) {
+            mask[t >> 5] |= 1u << (t & 31);
+            count++;
+        }
+        if (v->first_child[c] >= 0) {
+            int r = walk(m, v, c, nid, mask);
+            if (r < 0) return r;
+            count += r;
+        }
+    }
+    return count;
+}
+
+int grammar_mask(struct grammar_matcher *m, const struct grammar_vocab *v, uint32_t *mask) {
+    size_t words = grammar_mask_words(v);
+    uint64_t key = gstacks_hash(&m->cur);
+    if (m->cache_words != words) { /* another vocabulary: the cached masks are not its */
+        for (int i = 0; i < GRAMMAR_MASK_CACHE; i++) {
+            free(m->cache_mask[i]);
+            m->cache_mask[i] = NULL;
+        }
+        m->cache_words = words;
+    }
+    for (int i = 0; i < GRAMMAR_MASK_CACHE; i++)
+        if (m->cache_mask[i] && m->cache_key[i] == key) {
+            memcpy(mask, m->cache_mask[i], words * sizeof(uint32_t));
+            return m->cache_count[i];
+        }
+    if (dfa_init(m)) return -1;
+    m->sc.work = 0;
+    int count = -2;
+    for (int attempt = 0; attempt < 2 && count == -2; attempt++) {
+        if (attempt) dfa_flush(m); /* full: start over once with an empty memo */
+        memset(mask, 0, words * sizeof(uint32_t));
+        struct gstacks start = {0};
+        int sid = -2;
+        if (gstacks_copy(&start, &m->cur) == 0) sid = dfa_intern(m, &start);
+        gstacks_free(&start);
+        if (sid == -2 || sid < 0) {
+            count = -2;
+            continue;
+        }
+        count = walk(m, v, 0, sid, mask);
+    }
+    if (count < 0) return -1;
+    if (grammar_matcher_accepting(m))
+        for (int k = 0; k < v->n_eog; k++) {
+            int id = v->eog_ids[k];
+            mask[id >> 5] |= 1u << (id & 31);
+            count++;
+        }
+    int slot = m->cache_next;
+    if (!m->cache_mask[slot]) m->cache_mask[slot] = malloc(words * sizeof(uint32_t));
+    if (m->cache_mask[slot]) { /* no room to cache is not an error */
+        memcpy(m->cache_mask[slot], mask, words * sizeof(uint32_t));
+        m->cache_key[slot] = key;
+        m->cache_count[slot] = count;
+        m->cache_next = (slot + 1) % GRAMMAR_MASK_CACHE;
+    }
+    return count;
+}
+
+int grammar_matcher_accept_token(struct grammar_matcher *m, const struct grammar_vocab *v, int id) {
+    if (id < 0 || id >= v->n_vocab) return -1;
+    if (v->eog[id]) return grammar_matcher_accepting(m) ? 0 : -1;
+    if (v->len[id] == 0) return -1;
+    return grammar_matcher_accept(m, v->bytes + v->off[id], v->len[id]);
+}

@@ -1,0 +1,338 @@
+/* test_grammar.c — the grammar engine (model/grammar.h): the matcher and the regex and JSON
+ * Schema compilers against accept/reject tables, the refusals of unsupported keywords, and the
+ * token mask on the real SmolLM2 vocabulary: the trie walk equals a token-by-token check, and
+ * every string a constrained random walk emits is accepted and parses (the sampler's property). */
+#include <criterion/criterion.h>
+#include <cjson/cJSON.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model/grammar.h"
+#include "model/model.h"
+#include "model/tokenizer.h"
+#include "test_util.h"
+
+#define MODEL_PATH "models/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+/* 1 when G matches S in full. */
+static int full_match(const struct grammar *g, const char *s) {
+    struct grammar_matcher *m = grammar_matcher_new(g);
+    cr_assert(m, "matcher");
+    int ok = grammar_matcher_accept(m, s, strlen(s)) == 0 && grammar_matcher_accepting(m);
+    grammar_matcher_free(m);
+    return ok;
+}
+
+struct row {
+    const char *text;
+    int ok;
+};
+
+static void check_table(const struct grammar *g, const char *what, const struct row *rows, int n) {
+    for (int i = 0; i < n; i++)
+        cr_expect_eq(full_match(g, rows[i].text), rows[i].ok, "%s: \"%s\" should be %s", what,
+                     rows[i].text, rows[i].ok ? "accepted" : "rejected");
+}
+
+static struct grammar *regex(const char *re) {
+    char err[256], kw[64];
+    struct grammar *g = grammar_from_regex(re, strlen(re), err, sizeof err, kw, sizeof kw);
+    cr_assert(g, "regex %s: %s", re, err);
+    return g;
+}
+
+static struct grammar *schema(const char *json) {
+    cJSON *s = cJSON_Parse(json);
+    cr_assert(s, "bad test schema %s", json);
+    char err[256], kw[64];
+    struct grammar *g = grammar_from_json_schema(s, err, sizeof err, kw, sizeof kw);
+    cr_assert(g, "schema %s: %s", json, err);
+    cJSON_Delete(s);
+    return g;
+}
+
+Test(grammar, regex_tables) {
+    struct {
+        const char *re;
+        struct row rows[6];
+    } t[] = {
+        {"abc", {{"abc", 1}, {"ab", 0}, {"abcd", 0}, {"", 0}}},
+        {"a|bc|", {{"a", 1}, {"bc", 1}, {"", 1}, {"b", 0}}},
+        {"[a-c]+x?", {{"a", 1}, {"cabx", 1}, {"x", 0}, {"", 0}, {"abxx", 0}}},
+        {"[^a-z]{2,3}", {{"AB", 1}, {"ABC", 1}, {"A", 0}, {"ABCD", 0}, {"Ab", 0}, {"é9", 1}}},
+        {"\\d{3}-\\d{4}", {{"555-1234", 1}, {"55-1234", 0}, {"555-12345", 0}}},
+        {"(ab)*c", {{"c", 1}, {"ababc", 1}, {"abac", 0}}},
+        {"^(?:[A-Z][a-z]*)( [A-Z][a-z]*)*$", {{"Ada Lovelace", 1}, {"ada", 0}, {"A B", 1}}},
+        {"(a*)*b", {{"b", 1}, {"aaab", 1}, {"aa", 0}}}, /* a nullable loop ends */
+        {".{2}", {{"ab", 1}, {"é!", 1}, {"\n!", 0}, {"a", 0}}},
+        {"\\w+@\\w+\\.com", {{"me@x.com", 1}, {"me@x.org", 0}, {"@x.com", 0}}},
+        {"[αβ]x\\u00e9", {{"αxé", 1}, {"βxé", 1}, {"γxé", 0}}},
+        {"a{2,}", {{"a", 0}, {"aa", 1}, {"aaaaa", 1}}},
+        {"(yes|no|maybe)\\.", {{"yes.", 1}, {"maybe.", 1}, {"may.", 0}}},
+    };
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
+        struct grammar *g = regex(t[i].re);
+        int n = 0;
+        while (n < 6 && t[i].rows[n].text)
+            n++;
+        check_table(g, t[i].re, t[i].rows, n);
+        grammar_free(g);
+    }
+}
+
+Test(grammar, regex_refusals_name_the_construct) {
+    const char *bad[][2] = {{"(a)\\1", "\\1"},
+                            {"(?=a)", "(?"},
+                            {"\\bword", "\\b"},
+                            {"[à-ü]", "[non-ASCII range]"},
+                            {"a{2000}", "{m,n}"}};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char err[256], kw[64];
+        struct grammar *g =
+            grammar_from_regex(bad[i][0], strlen(bad[i][0]), err, sizeof err, kw, sizeof kw);
+        cr_expect_null(g, "%s should be refused", bad[i][0]);
+        cr_expect_str_eq(kw, bad[i][1], "%s: keyword %s (%s)", bad[i][0], kw, err);
+        grammar_free(g);
+    }
+    const char *malformed[] = {"(ab", "ab)", "[ab", "*a", "a\\"};
+    for (size_t i = 0; i < sizeof malformed / sizeof malformed[0]; i++) {
+        char err[256], kw[64];
+        struct grammar *g =
+            grammar_from_regex(malformed[i], strlen(malformed[i]), err, sizeof err, kw, sizeof kw);
+        cr_expect_null(g, "%s should be refused", malformed[i]);
+        cr_expect(err[0], "%s: a message", malformed[i]);
+        grammar_free(g);
+    }
+}
+
+Test(grammar, json_object_mode) {
+    char err[128];
+    struct grammar *g = grammar_json_object(err, sizeof err);
+    cr_assert(g, "%s", err);
+    struct row rows[] = {
+        {"{}", 1},
+        {"{\"a\": 1, \"b\": [true, null, -0.5e+3, \"x\\n\\u00e9\"], \"c\": {\"d\": {}}}", 1},
+        {"{\"é\":\"日本\"}", 1},
+        {"[1]", 0},        /* the top level is an object */
+        {"{\"a\":01}", 0}, /* no leading zeros */
+        {"{\"a\":1,}", 0},
+        {"{\"a\" :1}", 0}, /* compact: no space before ':' */
+        {"{\"a\":\"\x01\"}", 0},
+        {"{\"a\":tru}", 0},
+        {"{\"a\":1}}", 0},
+    };
+    check_table(g, "json_object", rows, sizeof rows / sizeof rows[0]);
+    grammar_free(g);
+}
+
+Test(grammar, schema_tables) {
+    struct {
+        const char *schema;
+        struct row rows[8];
+    } t[] = {
+        {"{\"type\":\"object\",\"properties\":{\"name\":{\"type\":\"string\"},\"age\":{\"type\":"
+         "\"integer\"}},\"required\":[\"name\",\"age\"],\"additionalProperties\":false}",
+         {{"{\"name\":\"Ann\",\"age\":31}", 1},
+          {"{\"name\": \"Ann\", \"age\": -3}", 1},
+          {"{\"age\":31,\"name\":\"Ann\"}", 0}, /* the schema's order */
+          {"{\"name\":\"Ann\"}", 0},
+          {"{\"name\":\"Ann\",\"age\":3.5}", 0},
+          {"{\"name\":\"Ann\",\"age\":31,\"x\":1}", 0}}},
+        {"{\"properties\":{\"a\":{\"type\":\"boolean\"},\"b\":{\"type\":\"null\"},\"c\":{\"enum\":"
+         "[\"x\",2,[1]]}},\"required\":[\"b\"]}",
+         {{"{\"b\":null}", 1},
+          {"{\"a\":true,\"b\":null,\"c\":\"x\"}", 1},
+          {"{\"b\":null,\"c\":[1]}", 1},
+          {"{\"a\":false,\"b\":null,\"c\":3}", 0},
+          {"{\"a\":false}", 0},
+          {"{}", 0}}},
+        {"{\"type\":\"array\",\"items\":{\"type\":\"number\"},\"minItems\":1,\"maxItems\":3}",
+         {{"[1]", 1}, {"[1, 2.5,-3e2]", 1}, {"[]", 0}, {"[1,2,3,4]", 0}, {"[\"1\"]", 0}}},
+        {"{\"type\":\"string\",\"minLength\":2,\"maxLength\":3}",
+         {{"\"ab\"", 1}, {"\"a\\nb\"", 1}, {"\"éé\"", 1}, {"\"a\"", 0}, {"\"abcd\"", 0}}},
+        {"{\"type\":\"string\",\"pattern\":\"^[A-Z]{2}-[0-9]+$\"}",
+         {{"\"AB-12\"", 1}, {"\"A-12\"", 0}, {"AB-12", 0}}},
+        {"{\"anyOf\":[{\"type\":\"integer\"},{\"const\":\"none\"}]}",
+         {{"7", 1}, {"\"none\"", 1}, {"\"some\"", 0}, {"7.5", 0}}},
+        {"{\"type\":[\"string\",\"null\"]}", {{"null", 1}, {"\"\"", 1}, {"1", 0}}},
+        {"{\"$defs\":{\"node\":{\"type\":\"object\",\"properties\":{\"v\":{\"type\":\"integer\"},"
+         "\"next\":{\"anyOf\":[{\"$ref\":\"#/$defs/node\"},{\"type\":\"null\"}]}},\"required\":["
+         "\"v\",\"next\"]}},\"$ref\":\"#/$defs/node\"}",
+         {{"{\"v\":1,\"next\":null}", 1},
+          {"{\"v\":1,\"next\":{\"v\":2,\"next\":{\"v\":3,\"next\":null}}}", 1},
+          {"{\"v\":1,\"next\":{\"v\":2}}", 0}}},
+        {"{\"type\":\"object\",\"additionalProperties\":{\"type\":\"integer\"}}",
+         {{"{}", 1}, {"{\"a\":1, \"b\":2}", 1}, {"{\"a\":\"1\"}", 0}}},
+        {"{\"type\":\"object\",\"additionalProperties\":false}", {{"{}", 1}, {"{\"a\":1}", 0}}},
+        {"{\"type\":\"string\",\"format\":\"date\"}",
+         {{"\"2024-02-29\"", 1}, {"\"2024-13-01\"", 0}}},
+        {"{}", {{"[1,{\"a\":null}]", 1}, {"\"x\"", 1}, {"nul", 0}}},
+    };
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
+        struct grammar *g = schema(t[i].schema);
+        int n = 0;
+        while (n < 8 && t[i].rows[n].text)
+            n++;
+        check_table(g, t[i].schema, t[i].rows, n);
+        grammar_free(g);
+    }
+}
+
+Test(grammar, schema_refusals_name_the_keyword) {
+    const char *bad[][2] = {
+        {"{\"type\":\"integer\",\"minimum\":0}", "minimum"},
+        {"{\"oneOf\":[{\"type\":\"string\"}]}", "oneOf"},
+        {"{\"type\":\"object\",\"properties\":{\"a\":{\"allOf\":[]}}}", "allOf"},
+        {"{\"type\":\"string\",\"format\":\"hostname\"}", "format"},
+        {"{\"type\":\"array\",\"items\":[{\"type\":\"string\"}]}", "items"},
+        {"{\"type\":\"object\",\"required\":[\"x\"]}", "required"},
+        {"{\"type\":\"string\",\"pattern\":\"(?=x)\"}", "pattern"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        cJSON *s = cJSON_Parse(bad[i][0]);
+        char err[256], kw[64];
+        struct grammar *g = grammar_from_json_schema(s, err, sizeof err, kw, sizeof kw);
+        cr_expect_null(g, "%s should be refused", bad[i][0]);
+        cr_expect_str_eq(kw, bad[i][1], "%s: keyword %s (%s)", bad[i][0], kw, err);
+        grammar_free(g);
+        cJSON_Delete(s);
+    }
+    /* malformed: a message, and a $ref that does not resolve */
+    cJSON *s = cJSON_Parse("{\"$ref\":\"#/$defs/missing\"}");
+    char err[256], kw[64];
+    cr_expect_null(grammar_from_json_schema(s, err, sizeof err, kw, sizeof kw));
+    cr_expect(strstr(err, "does not resolve"), "%s", err);
+    cJSON_Delete(s);
+}
+
+Test(grammar, accept_failure_keeps_the_state) {
+    struct grammar *g = regex("abc");
+    struct grammar_matcher *m = grammar_matcher_new(g);
+    cr_assert_eq(grammar_matcher_accept(m, "a", 1), 0);
+    cr_assert_eq(grammar_matcher_accept(m, "bx", 2), -1);
+    cr_assert_eq(grammar_matcher_accept(m, "bc", 2), 0);
+    cr_assert(grammar_matcher_finished(m));
+    grammar_matcher_free(m);
+    grammar_free(g);
+}
+
+/* ---- the mask on the real vocabulary ------------------------------------------------------- */
+
+static struct tokenizer *smollm_tokenizer(void) {
+    struct tokenizer *t = NULL;
+    char err[512];
+    cr_assert_eq(model_load_tokenizer(MODEL_PATH, &t, NULL, err, sizeof err), 0, "%s", err);
+    return t;
+}
+
+static int bit(const uint32_t *mask, int i) {
+    return mask[i >> 5] >> (i & 31) & 1;
+}
+
+/* The trie walk's mask equals checking every token on its own, at each state of a walk. */
+static void mask_equals_brute_force(struct grammar *g, const struct grammar_vocab *v,
+                                    const struct tokenizer *tok, const char *prefix_text) {
+    struct grammar_matcher *m = grammar_matcher_new(g), *probe = grammar_matcher_new(g);
+    cr_assert(m && probe);
+    size_t words = grammar_mask_words(v);
+    uint32_t *mask = calloc(words, sizeof *mask);
+    int n = grammar_vocab_size(v);
+    for (size_t k = 0; k <= strlen(prefix_text); k++) {
+        int count = grammar_mask(m, v, mask);
+        cr_assert_geq(count, 0);
+        int brute = 0;
+        for (int id = 0; id < n; id++) {
+            cr_assert_eq(grammar_matcher_copy_state(probe, m), 0);
+            int ok = grammar_matcher_accept_token(probe, v, id) == 0;
+            if (tokenizer_is_special(tok, id) && !tokenizer_is_eog(tok, id)) ok = 0;
+            brute += ok;
+            cr_assert_eq(bit(mask, id), ok, "token %d (%s) after \"%.*s\": mask %d, brute %d", id,
+                         tokenizer_token_text(tok, id), (int)k, prefix_text, bit(mask, id), ok);
+        }
+        cr_assert_eq(count, brute);
+        if (k < strlen(prefix_text)) cr_assert_eq(grammar_matcher_accept(m, prefix_text + k, 1), 0);
+    }
+    free(mask);
+    grammar_matcher_free(m);
+    grammar_matcher_free(probe);
+}
+
+Test(grammar, mask_equals_token_by_token_check, .timeout = 120) {
+    struct tokenizer *tok = smollm_tokenizer();
+    struct grammar_vocab *v;
+    cr_assert_eq(grammar_vocab_new(tok, &v), 0);
+    struct grammar *g = schema("{\"type\":\"object\",\"properties\":{\"name\":{\"type\":\"string\","
+                               "\"maxLength\":4},\"n\":{\"type\":\"number\"}},\"required\":["
+                               "\"name\"]}");
+    mask_equals_brute_force(g, v, tok, "{\"name\": \"ab\", \"n\":1");
+    grammar_free(g);
+    g = regex("(cat|dog)s? [0-9]{1,2}");
+    mask_equals_brute_force(g, v, tok, "dogs 4");
+    grammar_free(g);
+    grammar_vocab_free(v);
+    tokenizer_free(tok);
+}
+
+/* Random constrained walks (the sampler's view: pick any allowed token): every emitted string
+ * is accepted from scratch, and ends only where the grammar may end; JSON ones parse. */
+Test(grammar, constrained_walks_are_accepted, .timeout = 120) {
+    struct tokenizer *tok = smollm_tokenizer();
+    struct grammar_vocab *v;
+    cr_assert_eq(grammar_vocab_new(tok, &v), 0);
+    uint64_t seed = tu_seed();
+    const char *schemas[] = {
+        "{\"type\":\"object\",\"properties\":{\"city\":{\"type\":\"string\",\"maxLength\":12},"
+        "\"temp\":{\"type\":\"number\"},\"ok\":{\"type\":\"boolean\"},\"tags\":{\"type\":\"array\","
+        "\"items\":{\"enum\":[\"a\",\"b\"]},\"maxItems\":3}},\"required\":[\"city\",\"temp\"]}",
+        NULL, /* JSON mode */
+    };
+    size_t words = grammar_mask_words(v);
+    uint32_t *mask = calloc(words, sizeof *mask);
+    int n = grammar_vocab_size(v);
+    int *allowed = malloc(sizeof(int) * (size_t)n);
+    for (int rep = 0; rep < 12; rep++) {
+        const char *sj = schemas[rep % 2];
+        char err[128];
+        struct grammar *g = sj ? schema(sj) : grammar_json_object(err, sizeof err);
+        struct grammar_matcher *m = grammar_matcher_new(g);
+        char out[4096];
+        size_t len = 0;
+        int ended = 0;
+        for (int step = 0; step < 200 && !ended; step++) {
+            int count = grammar_mask(m, v, mask);
+            cr_assert_gt(count, 0, "seed %llu: a dead end after \"%.*s\"", (unsigned long long)seed,
+                         (int)len, out);
+            int k = 0;
+            for (int id = 0; id < n; id++)
+                if (bit(mask, id)) allowed[k++] = id;
+            /* close early half the time once possible, so that the walks end */
+            int id = allowed[tu_next(&seed) % (uint64_t)k];
+            if (grammar_matcher_accepting(m) && (tu_next(&seed) & 1)) id = tokenizer_eos(tok);
+            cr_assert_eq(grammar_matcher_accept_token(m, v, id), 0);
+            if (tokenizer_is_eog(tok, id)) {
+                ended = 1;
+                break;
+            }
+            char b[256];
+            int bl = tokenizer_token_bytes(tok, id, b, sizeof b);
+            cr_assert(bl > 0 && len + (size_t)bl < sizeof out);
+            memcpy(out + len, b, (size_t)bl);
+            len += (size_t)bl;
+        }
+        out[len] = 0;
+        if (ended) {
+            cr_expect(full_match(g, out), "seed %llu: emitted \"%s\" is not accepted",
+                      (unsigned long long)seed, out);
+            cJSON *j = cJSON_Parse(out);
+            cr_expect(j && cJSON_IsObject(j), "seed %llu: \"%s\" does not parse as an object",
+                      (unsigned long long)seed, out);
+            cJSON_Delete(j);
+        }
+        grammar_matcher_free(m);
+        grammar_free(g);
+    }
+    free(allowed);
+    free(mask);
+    grammar_vocab_free(v);
+    tokenizer_free(tok);
+}
