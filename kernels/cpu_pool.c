@@ -84,6 +84,10 @@ struct cpu_pool *cpu_pool_create(int n_threads) {
     return p;
 }
 
+int cpu_pool_size(const struct cpu_pool *p) {
+    return p ? p->n_threads : 0;
+}
+
 void cpu_pool_destroy(struct cpu_pool *p) {
     if (!p) return;
     pthread_mutex_lock(&p->mu);

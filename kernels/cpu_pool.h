@@ -14,6 +14,7 @@ typedef void (*cpu_pool_fn)(void *arg, size_t begin, size_t end);
 
 struct cpu_pool *cpu_pool_create(int n_threads); /* 0 = number of online cores */
 void cpu_pool_destroy(struct cpu_pool *p);       /* accepts NULL */
+int cpu_pool_size(const struct cpu_pool *p);     /* threads, the caller's included */
 /* Run fn over [0, n) in chunks; chunks are rounded to multiples of GRAIN (>= 1). */
 void cpu_pool_for(struct cpu_pool *p, size_t n, size_t grain, cpu_pool_fn fn, void *arg);
 
