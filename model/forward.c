@@ -1,4 +1,5 @@
-/* forward.c — the Llama forward pass over a mixed batch, once, against struct fg_ops.
+/* forward.c — the decoder forward pass over a mixed batch, once, against struct fg_ops, for
+ * every family (model.h): the family switches add ops around the Llama layer below.
  *
  * Per step, for all T new tokens of all sequences at once (rows of one activation matrix):
  *   x = E[tokens]
@@ -6,6 +7,9 @@
  *               a = attention(q, paged cache) ; x += a Woᵀ
  *               h = rmsnorm(x) ; x += (silu(h Wgᵀ) * h Wuᵀ) Wdᵀ
  *   logits = rmsnorm(x[last row of each sequence]) Woutᵀ
+ * Switches: x *= embed_scale; qkv += bias; RMSNorm per q/k head; local layers attend through a
+ * sliding window with their own RoPE table; post_norms make the residual adds x += rmsnorm(a)
+ * (Gemma 3's four norms per layer); GeGLU instead of SwiGLU; logits soft-capped.
  * q|k|v and gate|up are one GEMM each: the loader and the engine place those weights next to each
  * other, so [Wq;Wk;Wv] is simply Wq with more rows. The RMSNorms lead into their GEMMs
  * (norm_matmul), the residual adds ride on the GEMMs (matmul_add) and SwiGLU on the gate|up GEMM,
@@ -56,26 +60,25 @@ struct fwd_state {
     void *last;    /* (max_seqs, dim) last row of each sequence */
     float *logits; /* (max_seqs, vocab) fp32 on every backend */
     /* step description, backend memory, and its host staging copy */
-    int *d_ints, *h_ints; /* tokens | pos | slots (max_tokens each) | q_start (max_seqs+1) |
-                             kv_len (max_seqs) | rows (max_seqs) | block table (max_seqs×max_pages) */
+    int *d_ints,
+        *h_ints; /* tokens | pos | slots (max_tokens each) | q_start (max_seqs+1) |
+                    kv_len (max_seqs) | rows (max_seqs) | block table (max_seqs×max_pages) */
     size_t n_ints;
     struct fwd_graph graphs[FWD_MAX_GRAPHS];
     int n_graphs;
     int use_graphs; /* backend has graphs and FLASHGEN_CUDA_GRAPHS is not "0" */
 };
 
-static size_t act_bytes(const struct fwd_state *st, size_t elems)
-{
+static size_t act_bytes(const struct fwd_state *st, size_t elems) {
     return elems * st->ops->act_size;
 }
 
-void fwd_free(struct fwd_state *st)
-{
+void fwd_free(struct fwd_state *st) {
     if (!st) return;
     for (int i = 0; i < st->n_graphs; i++)
         if (st->graphs[i].exec) st->ops->graph_free(st->ctx, st->graphs[i].exec);
-    void *bufs[] = {st->x,       st->h,    st->qkv,    st->q,     st->att,
-                    st->ffn,     st->scratch, st->last, st->logits, st->d_ints};
+    void *bufs[] = {st->x,   st->h,       st->qkv,  st->q,      st->att,
+                    st->ffn, st->scratch, st->last, st->logits, st->d_ints};
     for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++)
         if (bufs[i]) st->ops->release(st->ctx, bufs[i]);
     free(st->h_ints);
@@ -84,13 +87,13 @@ void fwd_free(struct fwd_state *st)
 
 int fwd_init(struct fwd_state **out, const struct model_config *cfg, const struct model_weights *w,
              const struct fg_ops *ops, void *ops_ctx, struct kv_cache *kv, int max_tokens,
-             int max_seqs, char *err, size_t errlen)
-{
+             int max_seqs, char *err, size_t errlen) {
     *out = NULL;
     if (max_tokens <= 0 || max_seqs <= 0) {
         snprintf(err, errlen, "forward: max_tokens and max_seqs must be positive");
         return -1;
     }
+    if (fwd_check_backend(cfg, ops, err, errlen) != 0) return -1;
     struct fwd_state *st = calloc(1, sizeof(*st));
     if (!st) {
         snprintf(err, errlen, "forward: out of memory");
@@ -99,11 +102,14 @@ int fwd_init(struct fwd_state **out, const struct model_config *cfg, const struc
     for (int l = 0; l < cfg->n_layers; l++) {
         const struct model_layer *L = &w->layers[l];
         size_t esz = ops->act_size, D = (size_t)cfg->dim;
-        size_t qd = (size_t)cfg->n_heads * cfg->head_dim, kvd = (size_t)cfg->n_kv_heads * cfg->head_dim;
+        size_t qd = (size_t)cfg->n_heads * cfg->head_dim,
+               kvd = (size_t)cfg->n_kv_heads * cfg->head_dim;
         const char *wq = (const char *)L->wq, *wg = (const char *)L->w_gate;
-        if ((const char *)L->wk != wq + qd * D * esz || (const char *)L->wv != wq + (qd + kvd) * D * esz ||
+        if ((const char *)L->wk != wq + qd * D * esz ||
+            (const char *)L->wv != wq + (qd + kvd) * D * esz ||
             (const char *)L->w_up != wg + (size_t)cfg->ffn_dim * D * esz) {
-            snprintf(err, errlen, "forward: layer %d's q/k/v or gate/up weights are not adjacent", l);
+            snprintf(err, errlen, "forward: layer %d's q/k/v or gate/up weights are not adjacent",
+                     l);
             free(st);
             return -1;
         }
@@ -143,11 +149,11 @@ int fwd_init(struct fwd_state **out, const struct model_config *cfg, const struc
     return 0;
 }
 
-/* Queue every op of one step: embedding, the layers, the last rows through the head. */
+/* Queue every op of one step: embedding, the layers, the last rows through the head. The
+ * family switches (model.h) add ops; all of them off, a layer is the six ops above. */
 static void fwd_layers(struct fwd_state *st, const struct attn_batch *ab, int T, int n_seqs,
                        const int *d_tokens, const int *d_pos, const int *d_slots,
-                       const int *d_rows)
-{
+                       const int *d_rows) {
     const struct model_config *c = st->cfg;
     const struct fg_ops *ops = st->ops;
     void *ctx = st->ctx;
@@ -157,33 +163,85 @@ static void fwd_layers(struct fwd_state *st, const struct attn_batch *ab, int T,
     const struct model_weights *w = st->w;
 
     ops->embed(ctx, st->x, w->tok_embd, d_tokens, T, D);
+    if (c->embed_scale > 0) ops->scale(ctx, st->x, (size_t)T * D, c->embed_scale);
     for (int l = 0; l < c->n_layers; l++) {
         const struct model_layer *L = &w->layers[l];
+        int local = model_layer_is_local(c, l);
         ops->norm_matmul(ctx, st->qkv, st->h, st->x, L->attn_norm, c->rms_eps, L->wq, T, D,
                          QD + 2 * KVD, 0, NULL);
+        if (c->attn_bias) ops->add_rows(ctx, st->qkv, L->bqkv, T, QD + 2 * KVD);
+        if (c->qk_norm)
+            ops->head_norm(ctx, st->qkv, L->q_norm, L->k_norm, T, c->n_heads, c->n_kv_heads,
+                           c->head_dim, c->rms_eps);
         ops->qkv_store(ctx, st->q, kv->k[l], kv->v[l], st->qkv, d_pos, d_slots, T, c->n_heads,
-                       c->n_kv_heads, c->head_dim, w->rope_freqs);
-        ops->attention(ctx, st->att, st->q, kv->k[l], kv->v[l], ab);
-        ops->matmul_add(ctx, st->x, st->att, L->wo, T, QD, D);
-        ops->norm_matmul(ctx, st->ffn, st->h, st->x, L->ffn_norm, c->rms_eps, L->w_gate, T, D, F,
-                         1, st->scratch);
-        ops->matmul_add(ctx, st->x, st->ffn, L->w_down, T, F, D);
+                       c->n_kv_heads, c->head_dim, local ? w->rope_freqs_local : w->rope_freqs);
+        if (local)
+            ops->attention_window(ctx, st->att, st->q, kv->k[l], kv->v[l], ab, c->sliding_window);
+        else
+            ops->attention(ctx, st->att, st->q, kv->k[l], kv->v[l], ab);
+        if (c->post_norms) {
+            ops->matmul(ctx, st->h, st->att, L->wo, T, QD, D);
+            ops->norm_add(ctx, st->x, st->h, L->post_attn_norm, T, D, c->rms_eps);
+        } else {
+            ops->matmul_add(ctx, st->x, st->att, L->wo, T, QD, D);
+        }
+        if (c->act == MODEL_ACT_GELU_TANH) {
+            ops->norm_matmul(ctx, st->scratch, st->h, st->x, L->ffn_norm, c->rms_eps, L->w_gate, T,
+                             D, 2 * F, 0, NULL);
+            ops->geglu(ctx, st->ffn, st->scratch, T, F);
+        } else {
+            ops->norm_matmul(ctx, st->ffn, st->h, st->x, L->ffn_norm, c->rms_eps, L->w_gate, T, D,
+                             F, 1, st->scratch);
+        }
+        if (c->post_norms) {
+            ops->matmul(ctx, st->h, st->ffn, L->w_down, T, F, D);
+            ops->norm_add(ctx, st->x, st->h, L->post_ffn_norm, T, D, c->rms_eps);
+        } else {
+            ops->matmul_add(ctx, st->x, st->ffn, L->w_down, T, F, D);
+        }
     }
     ops->gather_rows(ctx, st->h, st->x, d_rows, n_seqs, D);
     ops->rmsnorm(ctx, st->last, st->h, w->out_norm, n_seqs, D, c->rms_eps);
     ops->matmul_f32(ctx, st->logits, st->last, w->output, n_seqs, D, c->vocab_size);
+    if (c->final_softcap > 0)
+        ops->softcap(ctx, st->logits, (size_t)n_seqs * c->vocab_size, c->final_softcap);
 }
 
-static struct fwd_graph *fwd_graph_find(struct fwd_state *st, int n_seqs, int kv_bucket)
-{
+int fwd_check_backend(const struct model_config *c, const struct fg_ops *ops, char *err,
+                      size_t errlen) {
+    int windowed = 0;
+    for (int l = 0; l < c->n_layers; l++)
+        windowed |= model_layer_is_local(c, l);
+    const struct {
+        int needed;
+        const void *op;
+        const char *feature;
+    } f[] = {
+        {c->attn_bias, (const void *)ops->add_rows, "attention q/k/v biases (Qwen2)"},
+        {c->qk_norm, (const void *)ops->head_norm, "QK-norm (Gemma 3)"},
+        {windowed, (const void *)ops->attention_window, "sliding-window attention"},
+        {c->post_norms, (const void *)ops->norm_add, "post-attention/post-MLP norms (Gemma 3)"},
+        {c->act == MODEL_ACT_GELU_TANH, (const void *)ops->geglu, "the GELU-tanh gated MLP"},
+        {c->embed_scale > 0, (const void *)ops->scale, "scaled embeddings (Gemma)"},
+        {c->final_softcap > 0, (const void *)ops->softcap, "final logit soft-capping"},
+    };
+    for (size_t i = 0; i < sizeof(f) / sizeof(f[0]); i++)
+        if (f[i].needed && !f[i].op) {
+            snprintf(err, errlen, "the %s backend does not implement %s, which this %s model needs",
+                     ops->name, f[i].feature, c->arch);
+            return -1;
+        }
+    return 0;
+}
+
+static struct fwd_graph *fwd_graph_find(struct fwd_state *st, int n_seqs, int kv_bucket) {
     for (int i = 0; i < st->n_graphs; i++)
         if (st->graphs[i].n_seqs == n_seqs && st->graphs[i].kv_bucket == kv_bucket)
             return &st->graphs[i];
     return NULL;
 }
 
-static void fwd_graph_add(struct fwd_state *st, int n_seqs, int kv_bucket)
-{
+static void fwd_graph_add(struct fwd_state *st, int n_seqs, int kv_bucket) {
     if (st->n_graphs == FWD_MAX_GRAPHS) {
         if (st->graphs[0].exec) st->ops->graph_free(st->ctx, st->graphs[0].exec);
         memmove(&st->graphs[0], &st->graphs[1], sizeof(st->graphs[0]) * (FWD_MAX_GRAPHS - 1));
@@ -192,9 +250,8 @@ static void fwd_graph_add(struct fwd_state *st, int n_seqs, int kv_bucket)
     st->graphs[st->n_graphs++] = (struct fwd_graph){n_seqs, kv_bucket, NULL};
 }
 
-int fwd_run(struct fwd_state *st, const struct fwd_seq *seqs, int n_seqs, float *logits,
-            char *err, size_t errlen)
-{
+int fwd_run(struct fwd_state *st, const struct fwd_seq *seqs, int n_seqs, float *logits, char *err,
+            size_t errlen) {
     const struct model_config *c = st->cfg;
     const struct fg_ops *ops = st->ops;
     void *ctx = st->ctx;
@@ -273,7 +330,7 @@ int fwd_run(struct fwd_state *st, const struct fwd_seq *seqs, int n_seqs, float 
         .n_heads = c->n_heads,
         .n_kv_heads = c->n_kv_heads,
         .head_dim = c->head_dim,
-        .scale = 1.0f / sqrtf((float)c->head_dim),
+        .scale = model_attn_scale(c),
         .causal = 1,
         .max_q_len = max_q,
         .max_kv_len = max_kv,
@@ -319,14 +376,13 @@ int fwd_run(struct fwd_state *st, const struct fwd_seq *seqs, int n_seqs, float 
 }
 
 int fwd_sample(struct fwd_state *st, int n, const struct fg_sample_row *rows, const int *history,
-               int n_history, int *ids, float *logprobs, char *err, size_t errlen)
-{
+               int n_history, int *ids, float *logprobs, char *err, size_t errlen) {
     if (n <= 0 || n > st->max_seqs) {
         snprintf(err, errlen, "sample: %d rows (limit %d)", n, st->max_seqs);
         return -1;
     }
-    if (st->ops->sample(st->ctx, st->logits, n, st->cfg->vocab_size, rows, history, n_history,
-                        ids, logprobs) != 0) {
+    if (st->ops->sample(st->ctx, st->logits, n, st->cfg->vocab_size, rows, history, n_history, ids,
+                        logprobs) != 0) {
         snprintf(err, errlen, "sample: device error");
         return -1;
     }
