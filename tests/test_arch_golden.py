@@ -27,14 +27,13 @@ GOLDEN = np.load(os.path.join(ROOT, "tests", "golden", "arch_logits.npz"))
 RTOL = 1e-4
 
 
-def run_family(tmp_path, fam, edit=None):
-    d = gag.build(str(tmp_path / fam), fam)
-    if edit:  # change the config the checkpoint was made with
-        with open(os.path.join(d, "config.json")) as f:
-            cfg = json.load(f)
+def run_family(tmp_path, fam, edit=None, gguf_file=False):
+    cfg = json.loads(json.dumps(gag.FAMILIES[fam]))
+    if edit:  # change the config the checkpoint is made with
         edit(cfg)
-        with open(os.path.join(d, "config.json"), "w") as f:
-            json.dump(cfg, f)
+    d = gag.build(str(tmp_path / fam), fam, cfg)
+    if gguf_file:
+        d = gag.write_gguf(str(tmp_path / f"{fam}.gguf"), fam, cfg)
     n0 = [len(s) - gag.STEPS + 1 for s in gag.SEQUENCES]
     (tmp_path / "prompts.txt").write_text(
         "".join(" ".join(map(str, s[:n])) + "\n" for s, n in zip(gag.SEQUENCES, n0)))
@@ -85,3 +84,24 @@ def test_each_switch_matters(tmp_path, fam, edit):
     logits far outside the tolerance."""
     ours, ref = run_family(tmp_path, fam, edit), GOLDEN[fam]
     assert np.abs(ours - ref).max() > 100 * RTOL * np.abs(ref).max()
+
+
+# What a GGUF file can say: Gemma 3's query scale is llama.cpp's fixed 1/sqrt(head_dim), and
+# yarn is not read from GGUF.
+GGUF_EDITS = {
+    "qwen2": lambda c: c.update(rope_scaling=None),
+    "gemma3": lambda c: c.update(query_pre_attn_scalar=c["head_dim"]),
+}
+
+
+@pytest.mark.parametrize("fam", list(GGUF_EDITS))
+def test_gguf_file_runs_like_its_hf_checkpoint(tmp_path, fam):
+    """The GGUF loader's qwen2 / gemma3 paths (tensor names, no Q/K permutation, Gemma's stored
+    1 + w norms, gemma3.* keys, llama.cpp's fixed Gemma values) give the same model as the HF
+    loader, which the tests above hold to transformers."""
+    pytest.importorskip("gguf")
+    hf = run_family(tmp_path / "hf", fam, GGUF_EDITS[fam])
+    gg = run_family(tmp_path / "gguf", fam, GGUF_EDITS[fam], gguf_file=True)
+    assert np.isfinite(hf).all() and hf.std() > 0
+    err = np.abs(hf - gg).max()
+    assert err <= 1e-5 * np.abs(hf).max(), f"{fam}: GGUF vs HF max diff {err:.3g}"

@@ -13,7 +13,9 @@ Families (FAMILIES below), each exercising its switches:
 
 build(dir, family) writes DIR/config.json, DIR/model.safetensors (F32 weights from
 numpy RandomState(SEED + family index): the same bytes on every machine) and DIR/tokenizer.json
-(make_tiny_models' 282-token byte-level BPE). It needs numpy + safetensors only, so the test
+(make_tiny_models' 282-token byte-level BPE). write_gguf(path, family, cfg) writes the same weights as an F32 GGUF file the way llama.cpp's
+converter lays out qwen2 / gemma3 (with gguf-py). It needs numpy + safetensors (+ gguf) only, so
+the test
 (tests/test_arch_golden.py) rebuilds the checkpoints in CI without torch.
 
 Run by hand (needs torch + transformers) to rewrite the golden file:
@@ -125,9 +127,10 @@ def weights(family, cfg):
     return w
 
 
-def build(d, family):
-    """Write FAMILY's checkpoint into directory D (created if needed); returns D."""
-    cfg = FAMILIES[family]
+def build(d, family, cfg=None):
+    """Write FAMILY's checkpoint (config CFG, default FAMILIES[family]) into directory D (created
+    if needed); returns D."""
+    cfg = cfg or FAMILIES[family]
     os.makedirs(d, exist_ok=True)
     with open(os.path.join(d, "config.json"), "w") as f:
         json.dump(cfg, f, indent=1)
@@ -137,6 +140,79 @@ def build(d, family):
     with open(os.path.join(d, "tokenizer.json"), "w") as f:
         json.dump(mtm.tokenizer_json(tokens), f)
     return d
+
+
+# HF module names → GGUF (llama.cpp's tensor names for qwen2 and gemma3)
+GGUF_LAYER = {
+    "input_layernorm": "attn_norm", "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k",
+    "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output",
+    "self_attn.q_norm": "attn_q_norm", "self_attn.k_norm": "attn_k_norm",
+    "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down",
+    "pre_feedforward_layernorm": "ffn_norm", "post_feedforward_layernorm": "post_ffw_norm",
+}
+
+
+def write_gguf(path, family, cfg):
+    """FAMILY's weights (cfg as given, e.g. edited) as an F32 GGUF the way llama.cpp's converter
+    writes qwen2 / gemma3: no Q/K permutation (NEOX RoPE); Gemma's norms stored as 1 + w
+    (convert_hf_to_gguf's norm_shift); Gemma's local base, window pattern and query scale are
+    not in the file (so CFG must use llama.cpp's fixed values)."""
+    import gguf
+    arch = {"qwen2": "qwen2", "gemma3": "gemma3"}[family]
+    gemma = family == "gemma3"
+    d, hd = cfg["hidden_size"], cfg.get("head_dim", cfg["hidden_size"] // cfg["num_attention_heads"])
+    w = gguf.GGUFWriter(path, arch)
+    w.add_block_count(cfg["num_hidden_layers"])
+    w.add_context_length(cfg["max_position_embeddings"])
+    w.add_embedding_length(d)
+    w.add_feed_forward_length(cfg["intermediate_size"])
+    w.add_head_count(cfg["num_attention_heads"])
+    w.add_head_count_kv(cfg["num_key_value_heads"])
+    w.add_key_length(hd)
+    w.add_value_length(hd)
+    w.add_layer_norm_rms_eps(cfg["rms_norm_eps"])
+    w.add_rope_freq_base(cfg["rope_theta"])
+    rs = cfg.get("rope_scaling")
+    if rs:
+        assert rs["rope_type"] == "linear", rs
+        w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+        w.add_rope_scaling_factor(rs["factor"])
+    if gemma:
+        w.add_sliding_window(cfg["sliding_window"])
+        if cfg.get("final_logit_softcapping"):
+            w.add_final_logit_softcapping(cfg["final_logit_softcapping"])
+    w.add_file_type(0)
+    tokens, types = mtm.tiny_vocab()
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("smollm")
+    w.add_token_list(tokens)
+    w.add_token_types(types)
+    w.add_token_merges([f"{a} {b}" for a, b in mtm.MERGES])
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(2)
+    for name, arr in weights(family, cfg).items():
+        if name == "model.embed_tokens.weight":
+            g = "token_embd.weight"
+        elif name == "model.norm.weight":
+            g = "output_norm.weight"
+        elif name == "lm_head.weight":
+            g = "output.weight"
+        else:
+            parts = name.split(".")
+            mid, kind = ".".join(parts[3:-1]), parts[-1]
+            if mid == "post_attention_layernorm":
+                mid = "post_attention_norm" if gemma else "ffn_norm"
+            else:
+                mid = GGUF_LAYER[mid]
+            g = f"blk.{parts[2]}.{mid}.{kind}"
+        if gemma and name.endswith("norm.weight"):
+            arr = arr + np.float32(1.0)
+        w.add_tensor(g, np.ascontiguousarray(arr))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
 
 
 def hf_logits(d):
