@@ -34,12 +34,17 @@ def run_family(tmp_path, fam, edit=None, gguf_file=False):
     d = gag.build(str(tmp_path / fam), fam, cfg)
     if gguf_file:
         d = gag.write_gguf(str(tmp_path / f"{fam}.gguf"), fam, cfg)
+    return engine_logits(tmp_path, d)
+
+
+def engine_logits(tmp_path, d):
+    """tools/engine_check's CPU logits (sequence, STEPS, vocab) for the model at D."""
     n0 = [len(s) - gag.STEPS + 1 for s in gag.SEQUENCES]
     (tmp_path / "prompts.txt").write_text(
         "".join(" ".join(map(str, s[:n])) + "\n" for s, n in zip(gag.SEQUENCES, n0)))
     (tmp_path / "force.txt").write_text(
         "".join(" ".join(map(str, s[n:])) + "\n" for s, n in zip(gag.SEQUENCES, n0)))
-    out = str(tmp_path / f"{fam}_out")
+    out = str(tmp_path / "out")
     cmd = [os.path.join(BUILD, "tools", "engine_check"), "--model", d, "--device", "cpu",
            "--prompts", str(tmp_path / "prompts.txt"), "--force", str(tmp_path / "force.txt"),
            "--steps", str(gag.STEPS), "--out", out]
@@ -105,3 +110,23 @@ def test_gguf_file_runs_like_its_hf_checkpoint(tmp_path, fam):
     assert np.isfinite(hf).all() and hf.std() > 0
     err = np.abs(hf - gg).max()
     assert err <= 1e-5 * np.abs(hf).max(), f"{fam}: GGUF vs HF max diff {err:.3g}"
+
+
+def test_gemma3_multimodal_checkpoint_runs_its_text_model(tmp_path):
+    """Gemma3ForConditionalGeneration: config under text_config, text weights under
+    model.language_model. (transformers 5's layout); the vision tower is not read."""
+    from safetensors.numpy import load_file, save_file
+    d = gag.build(str(tmp_path / "gemma3"), "gemma3")
+    st = os.path.join(d, "model.safetensors")
+    w = {k.replace("model.", "model.language_model.", 1): v for k, v in load_file(st).items()}
+    w["model.vision_tower.vision_model.post_layernorm.weight"] = np.ones(8, np.float32)
+    save_file(w, st)
+    text = dict(gag.FAMILIES["gemma3"])
+    for k in ("architectures", "torch_dtype"):
+        text.pop(k)
+    with open(os.path.join(d, "config.json"), "w") as f:
+        json.dump({"architectures": ["Gemma3ForConditionalGeneration"], "model_type": "gemma3",
+                   "text_config": text, "vision_config": {"hidden_size": 8}}, f)
+    ours = engine_logits(tmp_path, d)
+    ref = GOLDEN["gemma3"]
+    assert np.abs(ours - ref).max() <= RTOL * np.abs(ref).max()
