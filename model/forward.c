@@ -180,7 +180,8 @@ static void fwd_layers(struct fwd_state *st, const struct attn_batch *ab, int T,
             ops->head_norm(ctx, st->qkv, L->q_norm, L->k_norm, T, c->n_heads, c->n_kv_heads,
                            c->head_dim, c->rms_eps);
         ops->qkv_store(ctx, st->q, kv->k[l], kv->v[l], st->qkv, d_pos, d_slots, T, c->n_heads,
-                       c->n_kv_heads, c->head_dim, local ? w->rope_freqs_local : w->rope_freqs);
+                       c->n_kv_heads, c->head_dim,
+                       local && c->rope_local_theta > 0 ? w->rope_freqs_local : w->rope_freqs);
         if (local && fwd_windowed(c))
             ops->attention_window(ctx, st->att, st->q, kv->k[l], kv->v[l], ab, c->sliding_window);
         else
