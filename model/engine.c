@@ -111,7 +111,7 @@ static int cuda_open(struct engine_backend *b, int n_device, void **ctx, char *e
     fg_cuda_backend_fn fn = (fg_cuda_backend_fn)dlsym(b->dl, FG_CUDA_BACKEND_SYMBOL);
     const struct fg_cuda_backend *cb = fn ? fn() : NULL;
     if (!cb || cb->abi != FG_CUDA_BACKEND_ABI) {
-        snprintf(err, errlen, "%s is not a flashgen CUDA backend of this version", path);
+        snprintf(err, errlen, "%.300s is not a flashgen CUDA backend of this version", path);
         return -1;
     }
     *ctx = cb->create(n_device, err, errlen);
