@@ -61,7 +61,6 @@ struct http_server {
     struct http_opts o;
     char *api_key;
     int port;
-    int active;
     int closing;
     struct http_req *reqs;   /* every live request (to resume them all before stopping) */
     struct http_conn *conns; /* every open connection (receive deadlines) */
@@ -608,7 +607,6 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         r->next = s->reqs;
         if (s->reqs) s->reqs->prev = r;
         s->reqs = r;
-        s->active++;
         const union MHD_ConnectionInfo *ci =
             MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
         r->hc = ci ? ci->socket_context : NULL;
@@ -704,7 +702,6 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     else
         s->reqs = r->next;
     if (r->next) r->next->prev = r->prev;
-    s->active--;
     free(r->path);
     free(r->body);
     free(r->resp);
@@ -833,7 +830,10 @@ int http_port(const struct http_server *s) {
 }
 
 int http_active(const struct http_server *s) {
-    return s->active;
+    int n = 0;
+    for (const struct http_req *r = s->reqs; r; r = r->next)
+        n += r->dispatched;
+    return n;
 }
 
 void http_stop_listening(struct http_server *s) {

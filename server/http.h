@@ -79,7 +79,8 @@ struct http_opts {
 int http_start(struct http_server **out, uv_loop_t *loop, const struct http_opts *o, char *err,
                size_t errlen);
 int http_port(const struct http_server *s);
-/* Requests not yet completed (open connections with a request in progress). */
+/* Requests being answered: dispatched to their handler and not yet completed. A connection
+ * still sending its request is not one: shutdown closes it (http_close) instead of waiting. */
 int http_active(const struct http_server *s);
 /* Stop accepting connections (close the listening socket); open ones continue. */
 void http_stop_listening(struct http_server *s);
