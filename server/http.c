@@ -20,11 +20,11 @@
 #include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
-#include <unistd.h>
 
-/* Suspended connections do not notice a client that hangs up. Deferred (non-streaming) requests
- * are resumed this often so MHD reads the socket and reports a disconnect; streams notice at
- * their next write. 250 ms: a cancelled job costs at most a few wasted decode steps. */
+/* The housekeeping period (on_probe): receive deadlines, stream keep-alive pings, and MHD run
+ * even without socket events (its listening socket, see on_probe). It also resumes sleeping
+ * deferred requests so MHD reads their sockets: the fallback for noticing a hang-up where the
+ * peer watch (peer_watch) could not be set up; streams notice at their next write. */
 #define HTTP_PROBE_MS 250
 
 /* MHD keeps a connection's request line, headers, read buffer and reply headers in one pool of
@@ -150,8 +150,6 @@ static void kick(struct http_server *s) {
     if (s->d) uv_timer_start(&s->timer, on_timer, 0, 0);
 }
 
-/* Resume every sleeping deferred request once (it goes back to sleep in on_access), and send a
- * keep-alive comment (":\n\n", ignored by SSE clients) on streams silent for sse_ping seconds. */
 /* Shut a connection's socket down; MHD closes it at its next read. */
 static void drop_conn(struct http_server *s, struct http_conn *c) {
     const union MHD_ConnectionInfo *ci =
@@ -200,9 +198,11 @@ static int drop_late(struct http_server *s, double now) {
     return n;
 }
 
+/* Every HTTP_PROBE_MS: drop late connections, send a keep-alive comment (":\n\n", ignored by
+ * SSE clients) on streams silent for sse_ping seconds, and resume every sleeping deferred request
+ * once (it goes back to sleep in on_access). */
 static void on_probe(uv_timer_t *t) {
     struct http_server *s = t->data;
-    int any = 0;
     double now = now_s();
     int dropped = drop_late(s, now);
     if (dropped)
@@ -216,10 +216,8 @@ static void on_probe(uv_timer_t *t) {
         if (r->mode == REQ_DEFERRED && r->suspended) {
             r->suspended = 0;
             MHD_resume_connection(r->conn);
-            any = 1;
         }
     }
-    (void)any;
     /* Always run MHD here, even with nothing resumed: MHD takes its listening socket out of its
      * epoll set while max_connections are open and puts it back only inside a later MHD_run,
      * which no socket event may ever trigger once the connections have closed (the new clients
@@ -290,18 +288,12 @@ static void wake(struct http_req *r) {
 void *http_req_app(const struct http_req *r) {
     return r->s->o.app;
 }
-const char *http_req_method(const struct http_req *r) {
-    return r->method;
-}
 const char *http_req_path(const struct http_req *r) {
     return r->path;
 }
 const char *http_req_body(const struct http_req *r, size_t *len) {
     if (len) *len = r->body_len;
     return r->body ? r->body : "";
-}
-const char *http_req_header(const struct http_req *r, const char *name) {
-    return MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name);
 }
 double http_req_start(const struct http_req *r) {
     return r->t_start;
@@ -456,7 +448,8 @@ void http_stream_end(struct http_req *r) {
 static int auth_ok(struct http_req *r) {
     const char *key = r->s->api_key;
     if (!key || !*key || (r->route && (r->route->flags & HTTP_ROUTE_PUBLIC))) return 1;
-    const char *h = http_req_header(r, MHD_HTTP_HEADER_AUTHORIZATION);
+    const char *h =
+        MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
     if (!h || strncasecmp(h, "Bearer ", 7)) return 0;
     h += 7;
     while (*h == ' ')
@@ -834,12 +827,6 @@ int http_active(const struct http_server *s) {
     for (const struct http_req *r = s->reqs; r; r = r->next)
         n += r->dispatched;
     return n;
-}
-
-void http_stop_listening(struct http_server *s) {
-    if (!s->d) return;
-    MHD_socket fd = MHD_quiesce_daemon(s->d);
-    if (fd != MHD_INVALID_SOCKET) close(fd);
 }
 
 static void on_handle_closed(uv_handle_t *h) {

@@ -82,19 +82,15 @@ int http_port(const struct http_server *s);
 /* Requests being answered: dispatched to their handler and not yet completed. A connection
  * still sending its request is not one: shutdown closes it (http_close) instead of waiting. */
 int http_active(const struct http_server *s);
-/* Stop accepting connections (close the listening socket); open ones continue. */
-void http_stop_listening(struct http_server *s);
 /* Resume every suspended connection, stop MHD, close the uv handles. The loop must run once more
  * to finish the handle closes; the server is freed then. */
 void http_close(struct http_server *s);
 
 /* --- the request (loop thread) --- */
 void *http_req_app(const struct http_req *r);
-const char *http_req_method(const struct http_req *r);
 const char *http_req_path(const struct http_req *r);
 const char *http_req_body(const struct http_req *r, size_t *len); /* NUL-terminated */
-const char *http_req_header(const struct http_req *r, const char *name);
-double http_req_start(const struct http_req *r); /* monotonic seconds at arrival */
+double http_req_start(const struct http_req *r);                  /* monotonic seconds at arrival */
 struct reqlog *http_req_log(struct http_req *r); /* the log line; handlers fill what they know */
 /* Attach handler state; on_close is called exactly once when the request ends. */
 void http_req_set_ctx(struct http_req *r, void *ctx, http_close_fn on_close);

@@ -97,6 +97,4 @@ void metrics_set_ready(struct metrics *m, int ready);
  * labels flashgen_model_info. Returns NULL when out of memory. */
 char *metrics_render(struct metrics *m, const char *model, const char *version, size_t *len);
 
-const char *metrics_outcome_name(enum metrics_outcome o);
-
 #endif
