@@ -12,10 +12,12 @@
  * Transfer-Encoding: 501) closes the connection; a wrong API key gets 401 as soon as the headers
  * arrive, its body never read; a body over the limit (413) is read and discarded (up to
  * HTTP_DRAIN_MAX bytes, never stored) before the reply, so that a client that sends its whole
- * body before it reads (python's http.client, requests) sees the 413 instead of a reset. A
- * connection that has not delivered a whole request read_timeout seconds after it opened (or after
- * its previous reply) is dropped, however slowly it trickles; and 1/32 of conn_limit is kept
- * free by evicting the connection that has owed a whole request the longest.
+ * body before it reads (python's http.client, requests) sees the 413 instead of a reset; one that
+ * stops sending (a part sent, waiting for the answer) gets it after HTTP_DRAIN_STALL_S of
+ * silence. A connection that has not delivered a whole request read_timeout seconds after it
+ * opened (or after its previous reply) is dropped, however slowly it trickles; and 1/32 of
+ * conn_limit is kept free by evicting the connection that has owed a whole request the longest (one
+ * whose body is arriving is not idle, and never evicted).
  *
  * A request's life: MHD collects the body → the route's handler runs once with the whole body
  * and either replies at once, defers (the connection is suspended until http_reply_* is called

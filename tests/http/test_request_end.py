@@ -79,3 +79,53 @@ def test_half_body_still_open_does_not_delay_shutdown(start_server):
     c.close()
     assert rc == 0, "\n".join(s.lines)
     assert took < 4, f"shutdown took {took:.1f} s\n" + "\n".join(s.lines)
+
+
+def _read_reply(c):
+    got = b""
+    while b"\r\n\r\n" not in got or not got.rstrip().endswith(b"}"):
+        chunk = c.recv(4096)
+        if not chunk:
+            break
+        got += chunk
+    return got
+
+
+def _big_partial(port, limit):
+    """Declares a body over the limit, sends a part, waits for the answer (tools/soak.py)."""
+    c = _half_body(port, declared=limit + 1, sent=1000)
+    try:
+        return _read_reply(c)
+    finally:
+        c.close()
+
+
+def _big_whole(port, limit):
+    """Sends the whole over-limit body before it reads (python's http.client, requests)."""
+    c = socket.create_connection(("127.0.0.1", port), timeout=30)
+    try:
+        c.sendall((f"POST /generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                   f"Content-Length: {4 * limit}\r\n\r\n").encode() + b"y" * (4 * limit))
+        return _read_reply(c)
+    finally:
+        c.close()
+
+
+def test_many_big_bodies_at_once_all_get_413(start_server):
+    """Before: a client that sent part of an over-limit body and waited got nothing until the
+    receive deadline closed the connection (the soak's `big body answer: b''`)."""
+    from concurrent.futures import ThreadPoolExecutor
+    limit = 65536
+    s = start_server("--max-body-bytes", str(limit), "--request-read-timeout", "8",
+                     "--max-connections", "64")
+    kinds = [_big_partial, _big_whole] * 12
+    t0 = time.time()
+    with ThreadPoolExecutor(len(kinds)) as ex:
+        answers = list(ex.map(lambda f: f(s.port, limit), kinds))
+    for f, got in zip(kinds, answers):
+        assert got.startswith(b"HTTP/1.1 413"), (f.__name__, got[:120])
+        body = json.loads(got.split(b"\r\n\r\n", 1)[1])
+        assert body["error_type"] == "payload_too_large", body
+    assert time.time() - t0 < 8, "the answers came at the receive deadline"
+    assert s.post("/generate", {"inputs": "x", "parameters": {"max_new_tokens": 1}}).status_code \
+        == 200
