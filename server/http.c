@@ -45,8 +45,10 @@
  * waits for the answer) gets its 413 once nothing has arrived for this long: MHD cannot queue a
  * reply in the middle of a body, so it is written to the socket directly (the connection is
  * between requests on the wire: nothing of a reply was sent) and the connection is closed.
- * Without it such a client met only the receive deadline's close (an empty answer). */
-#define HTTP_DRAIN_STALL_S 1.0
+ * Without it such a client met only the receive deadline's close (an empty answer). 2 s: well
+ * above the pauses of a client sending its whole body from a loaded machine, well below
+ * read_timeout. */
+#define HTTP_DRAIN_STALL_S 2.0
 
 /* One client connection (MHD's socket context), tracked for the receive deadline: a trickling
  * client makes progress, so MHD's idle timeout never fires. */
