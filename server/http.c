@@ -209,9 +209,6 @@ static int drop_late(struct http_server *s, double now) {
     return n;
 }
 
-/* Every HTTP_PROBE_MS: drop late connections, send a keep-alive comment (":\n\n", ignored by
- * SSE clients) on streams silent for sse_ping seconds, and resume every sleeping deferred request
- * once (it goes back to sleep in on_access). */
 static void dispatch(struct http_req *r);
 
 /* Answer a stalled over-limit upload (HTTP_DRAIN_STALL_S): the stored 413 goes straight to the
@@ -233,10 +230,13 @@ static void stalled_413(struct http_req *r) {
         send(ci->connect_fd, r->resp, r->resp_len, MSG_NOSIGNAL | MSG_DONTWAIT) ==
             (ssize_t)r->resp_len)
         r->sent_raw = 1;
-    r->has_resp = 0;
+    r->has_resp = 0; /* answered here: MHD queues nothing */
     drop_conn(r->s, r->hc);
 }
 
+/* Every HTTP_PROBE_MS: drop late connections, send a keep-alive comment (":\n\n", ignored by
+ * SSE clients) on streams silent for sse_ping seconds, and resume every sleeping deferred request
+ * once (it goes back to sleep in on_access). */
 static void on_probe(uv_timer_t *t) {
     struct http_server *s = t->data;
     double now = now_s();
