@@ -1,5 +1,5 @@
-/* ep_health.c — GET /health, GET /info and GET /v1/models/{id}, answered on the loop thread
- * from server state alone, so they reply at once however busy the worker is.
+/* ep_health.c — GET /health, GET /info, GET /v1/models and /v1/models/{id}, answered on the loop
+ * thread from server state alone, so they reply at once however busy the worker is.
  *
  * /health: 200 {"status":"ok"} when requests are served; 503 {"status":"loading"|"draining"|
  * "failed"} otherwise (a load balancer's readiness probe and Docker's HEALTHCHECK read the code).
@@ -72,6 +72,27 @@ void ep_info(struct http_req *r) {
     http_reply_json(r, 200, o);
 }
 
+/* The one model object of /v1/models and /v1/models/{id} (OpenAI's "model"). */
+static cJSON *model_object(const struct server *sv) {
+    cJSON *m = cJSON_CreateObject();
+    cJSON_AddStringToObject(m, "id", sv->model_id);
+    cJSON_AddStringToObject(m, "object", "model");
+    cJSON_AddNumberToObject(m, "created", (double)time(NULL));
+    cJSON_AddStringToObject(m, "owned_by", "flashgen");
+    if (sv->phase == SERVER_READY || sv->phase == SERVER_DRAINING)
+        cJSON_AddNumberToObject(m, "max_model_len", sv->max_total);
+    return m;
+}
+
+/* GET /v1/models (OpenAI "list models"): the one model. */
+void ep_models(struct http_req *r) {
+    struct server *sv = http_req_app(r);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "object", "list");
+    cJSON_AddItemToArray(cJSON_AddArrayToObject(o, "data"), model_object(sv));
+    http_reply_json(r, 200, o);
+}
+
 /* GET /v1/models/{id} (OpenAI "retrieve model"): the one model object of /v1/models, or 404. */
 void ep_model(struct http_req *r) {
     struct server *sv = http_req_app(r);
@@ -80,12 +101,5 @@ void ep_model(struct http_req *r) {
         http_reply_error(r, 404, "not_found", "model", "The model '%.200s' does not exist", id);
         return;
     }
-    cJSON *m = cJSON_CreateObject();
-    cJSON_AddStringToObject(m, "id", sv->model_id);
-    cJSON_AddStringToObject(m, "object", "model");
-    cJSON_AddNumberToObject(m, "created", (double)time(NULL));
-    cJSON_AddStringToObject(m, "owned_by", "flashgen");
-    if (sv->phase == SERVER_READY || sv->phase == SERVER_DRAINING)
-        cJSON_AddNumberToObject(m, "max_model_len", sv->max_total);
-    http_reply_json(r, 200, m);
+    http_reply_json(r, 200, model_object(sv));
 }

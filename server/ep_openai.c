@@ -1,5 +1,5 @@
 /* ep_openai.c — the OpenAI routes: POST /v1/completions, POST /v1/chat/completions (with
- * "stream": chunks "data: {json}\n\n" and a closing "data: [DONE]"), GET /v1/models.
+ * "stream": chunks "data: {json}\n\n" and a closing "data: [DONE]").
  *
  * Chat prompts are rendered with the model's chat template (ChatML or Llama-3, from the GGUF or
  * tokenizer_config.json) and tokenized with special tokens parsed. temperature 0 means greedy;
@@ -327,20 +327,4 @@ void ep_completions(struct http_req *r) {
 out:
     oai_ctx_free(c);
     reqparse_oai_free(&q);
-}
-
-void ep_models(struct http_req *r) {
-    struct server *sv = http_req_app(r);
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "object", "list");
-    cJSON *data = cJSON_AddArrayToObject(o, "data");
-    cJSON *m = cJSON_CreateObject();
-    cJSON_AddStringToObject(m, "id", sv->model_id);
-    cJSON_AddStringToObject(m, "object", "model");
-    cJSON_AddNumberToObject(m, "created", (double)time(NULL));
-    cJSON_AddStringToObject(m, "owned_by", "flashgen");
-    if (sv->phase == SERVER_READY || sv->phase == SERVER_DRAINING)
-        cJSON_AddNumberToObject(m, "max_model_len", sv->max_total);
-    cJSON_AddItemToArray(data, m);
-    http_reply_json(r, 200, o);
 }

@@ -20,11 +20,11 @@
 #include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
-#include <unistd.h>
 
-/* Suspended connections do not notice a client that hangs up. Deferred (non-streaming) requests
- * are resumed this often so MHD reads the socket and reports a disconnect; streams notice at
- * their next write. 250 ms: a cancelled job costs at most a few wasted decode steps. */
+/* The housekeeping period (on_probe): receive deadlines, stream keep-alive pings, and MHD run
+ * even without socket events (its listening socket, see on_probe). It also resumes sleeping
+ * deferred requests so MHD reads their sockets: the fallback for noticing a hang-up where the
+ * peer watch (peer_watch) could not be set up; streams notice at their next write. */
 #define HTTP_PROBE_MS 250
 
 /* MHD keeps a connection's request line, headers, read buffer and reply headers in one pool of
@@ -40,6 +40,15 @@
  * closes first. Beyond it the connection is closed at once: 16 MiB is 8x the default body limit,
  * a few tenths of a second on a LAN, and costs no memory (nothing is stored). */
 #define HTTP_DRAIN_MAX (16u << 20)
+
+/* A client that declared a body over the limit and then stops sending it (it sent a part and
+ * waits for the answer) gets its 413 once nothing has arrived for this long: MHD cannot queue a
+ * reply in the middle of a body, so it is written to the socket directly (the connection is
+ * between requests on the wire: nothing of a reply was sent) and the connection is closed.
+ * Without it such a client met only the receive deadline's close (an empty answer). 2 s: well
+ * above the pauses of a client sending its whole body from a loaded machine, well below
+ * read_timeout. */
+#define HTTP_DRAIN_STALL_S 2.0
 
 /* One client connection (MHD's socket context), tracked for the receive deadline: a trickling
  * client makes progress, so MHD's idle timeout never fires. */
@@ -61,7 +70,6 @@ struct http_server {
     struct http_opts o;
     char *api_key;
     int port;
-    int active;
     int closing;
     struct http_req *reqs;   /* every live request (to resume them all before stopping) */
     struct http_conn *conns; /* every open connection (receive deadlines) */
@@ -91,6 +99,8 @@ struct http_req {
     int framing;          /* 400/501: ambiguous or unsupported message framing */
     char framing_msg[96]; /* its message */
     size_t drained;       /* body bytes read and discarded */
+    double t_body;        /* monotonic seconds the last body bytes arrived (or the headers) */
+    int sent_raw;         /* the 413 was written to the socket directly (stalled_413) */
     int close_after;      /* the reply carries Connection: close */
     struct http_conn *hc; /* its connection (NULL once that closed) */
     int suspended;
@@ -151,8 +161,6 @@ static void kick(struct http_server *s) {
     if (s->d) uv_timer_start(&s->timer, on_timer, 0, 0);
 }
 
-/* Resume every sleeping deferred request once (it goes back to sleep in on_access), and send a
- * keep-alive comment (":\n\n", ignored by SSE clients) on streams silent for sse_ping seconds. */
 /* Shut a connection's socket down; MHD closes it at its next read. */
 static void drop_conn(struct http_server *s, struct http_conn *c) {
     const union MHD_ConnectionInfo *ci =
@@ -168,7 +176,8 @@ static void drop_conn(struct http_server *s, struct http_conn *c) {
 
 /* Connections kept free for new clients: once more than conn_limit - reserve are open, each new
  * one evicts the connection that has owed a whole request the longest (an idle keep-alive or a
- * trickling client; never one whose request is being served). A slowloris from many addresses
+ * client trickling its headers; never one whose body is arriving or whose request is being
+ * served: those are bounded by read_timeout and the drain limit). A slowloris from many addresses
  * then only evicts itself, and a probe that sends its request at once gets in. MHD's own limit
  * is conn_limit + reserve + 16 (MHD accepts up to 10 in one run, each evicting one), so that
  * evicted sockets not yet closed do not make it stop accepting (it then accepted again only at
@@ -181,8 +190,7 @@ static unsigned conn_reserve(const struct http_server *s) {
 static void evict_oldest_waiting(struct http_server *s, const struct http_conn *fresh) {
     struct http_conn *oldest = NULL;
     for (struct http_conn *c = s->conns; c; c = c->next)
-        if (c != fresh && !c->dropped && !(c->req && c->req->dispatched) &&
-            (!oldest || c->t_wait < oldest->t_wait))
+        if (c != fresh && !c->dropped && !c->req && (!oldest || c->t_wait < oldest->t_wait))
             oldest = c;
     if (oldest) drop_conn(s, oldest);
 }
@@ -201,9 +209,36 @@ static int drop_late(struct http_server *s, double now) {
     return n;
 }
 
+static void dispatch(struct http_req *r);
+
+/* Answer a stalled over-limit upload (HTTP_DRAIN_STALL_S): the stored 413 goes straight to the
+ * socket, then the connection is shut down. Nothing is left unread (MHD has read everything the
+ * client sent), so the close is a FIN, not a reset, and the client reads the whole answer. */
+static void stalled_413(struct http_req *r) {
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (!ci || !r->hc) return;
+    dispatch(r); /* stores the 413 (and its log fields) */
+    char head[256];
+    int n =
+        snprintf(head, sizeof head,
+                 "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+                 "Connection: close\r\n\r\n",
+                 r->status, MHD_get_reason_phrase_for((unsigned)r->status), r->ctype, r->resp_len);
+    /* a few hundred bytes into an empty send buffer: one non-blocking send each */
+    if (send(ci->connect_fd, head, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT) == n &&
+        send(ci->connect_fd, r->resp, r->resp_len, MSG_NOSIGNAL | MSG_DONTWAIT) ==
+            (ssize_t)r->resp_len)
+        r->sent_raw = 1;
+    r->has_resp = 0; /* answered here: MHD queues nothing */
+    drop_conn(r->s, r->hc);
+}
+
+/* Every HTTP_PROBE_MS: drop late connections, send a keep-alive comment (":\n\n", ignored by
+ * SSE clients) on streams silent for sse_ping seconds, and resume every sleeping deferred request
+ * once (it goes back to sleep in on_access). */
 static void on_probe(uv_timer_t *t) {
     struct http_server *s = t->data;
-    int any = 0;
     double now = now_s();
     int dropped = drop_late(s, now);
     if (dropped)
@@ -211,16 +246,17 @@ static void on_probe(uv_timer_t *t) {
                        "dropped %d connections that did not send a whole request within %g s",
                        dropped, s->o.read_timeout);
     for (struct http_req *r = s->reqs; r; r = r->next) {
+        if (r->mode == REQ_BODY && r->too_large && !r->dispatched &&
+            now - r->t_body >= HTTP_DRAIN_STALL_S)
+            stalled_413(r);
         if (r->mode == REQ_STREAM && !r->stream_ended && s->o.sse_ping > 0 &&
             now - r->last_write >= s->o.sse_ping)
             http_stream_write(r, ":\n\n", 3);
         if (r->mode == REQ_DEFERRED && r->suspended) {
             r->suspended = 0;
             MHD_resume_connection(r->conn);
-            any = 1;
         }
     }
-    (void)any;
     /* Always run MHD here, even with nothing resumed: MHD takes its listening socket out of its
      * epoll set while max_connections are open and puts it back only inside a later MHD_run,
      * which no socket event may ever trigger once the connections have closed (the new clients
@@ -291,18 +327,12 @@ static void wake(struct http_req *r) {
 void *http_req_app(const struct http_req *r) {
     return r->s->o.app;
 }
-const char *http_req_method(const struct http_req *r) {
-    return r->method;
-}
 const char *http_req_path(const struct http_req *r) {
     return r->path;
 }
 const char *http_req_body(const struct http_req *r, size_t *len) {
     if (len) *len = r->body_len;
     return r->body ? r->body : "";
-}
-const char *http_req_header(const struct http_req *r, const char *name) {
-    return MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name);
 }
 double http_req_start(const struct http_req *r) {
     return r->t_start;
@@ -457,7 +487,8 @@ void http_stream_end(struct http_req *r) {
 static int auth_ok(struct http_req *r) {
     const char *key = r->s->api_key;
     if (!key || !*key || (r->route && (r->route->flags & HTTP_ROUTE_PUBLIC))) return 1;
-    const char *h = http_req_header(r, MHD_HTTP_HEADER_AUTHORIZATION);
+    const char *h =
+        MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
     if (!h || strncasecmp(h, "Bearer ", 7)) return 0;
     h += 7;
     while (*h == ' ')
@@ -594,6 +625,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         r->s = s;
         r->conn = conn;
         r->t_start = now_s();
+        r->t_body = r->t_start;
         snprintf(r->method, sizeof r->method, "%s", method);
         r->path = strdup(url);
         if (!r->path) {
@@ -608,7 +640,6 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         r->next = s->reqs;
         if (s->reqs) s->reqs->prev = r;
         s->reqs = r;
-        s->active++;
         const union MHD_ConnectionInfo *ci =
             MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
         r->hc = ci ? ci->socket_context : NULL;
@@ -638,6 +669,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         size_t n = *upload_data_size;
         *upload_data_size = 0;
         if (r->has_resp || r->dispatched) return MHD_YES;
+        r->t_body = now_s();
         if (!r->too_large && r->body_len + n > s->o.max_body) {
             r->too_large = 1;
             free(r->body);
@@ -688,7 +720,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         r->hc->req = NULL;
         r->hc->t_wait = now_s(); /* the next request's deadline runs from here */
     }
-    int aborted = toe != MHD_REQUEST_TERMINATED_COMPLETED_OK;
+    int aborted = toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && !r->sent_raw;
     peer_watch(r, 0);
     if (r->on_close) r->on_close(r, r->ctx, aborted);
     if (aborted && !r->log.outcome) r->log.outcome = "cancelled";
@@ -704,7 +736,6 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     else
         s->reqs = r->next;
     if (r->next) r->next->prev = r->prev;
-    s->active--;
     free(r->path);
     free(r->body);
     free(r->resp);
@@ -833,13 +864,10 @@ int http_port(const struct http_server *s) {
 }
 
 int http_active(const struct http_server *s) {
-    return s->active;
-}
-
-void http_stop_listening(struct http_server *s) {
-    if (!s->d) return;
-    MHD_socket fd = MHD_quiesce_daemon(s->d);
-    if (fd != MHD_INVALID_SOCKET) close(fd);
+    int n = 0;
+    for (const struct http_req *r = s->reqs; r; r = r->next)
+        n += r->dispatched;
+    return n;
 }
 
 static void on_handle_closed(uv_handle_t *h) {

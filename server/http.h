@@ -12,10 +12,12 @@
  * Transfer-Encoding: 501) closes the connection; a wrong API key gets 401 as soon as the headers
  * arrive, its body never read; a body over the limit (413) is read and discarded (up to
  * HTTP_DRAIN_MAX bytes, never stored) before the reply, so that a client that sends its whole
- * body before it reads (python's http.client, requests) sees the 413 instead of a reset. A
- * connection that has not delivered a whole request read_timeout seconds after it opened (or after
- * its previous reply) is dropped, however slowly it trickles; and 1/32 of conn_limit is kept
- * free by evicting the connection that has owed a whole request the longest.
+ * body before it reads (python's http.client, requests) sees the 413 instead of a reset; one that
+ * stops sending (a part sent, waiting for the answer) gets it after HTTP_DRAIN_STALL_S of
+ * silence. A connection that has not delivered a whole request read_timeout seconds after it
+ * opened (or after its previous reply) is dropped, however slowly it trickles; and 1/32 of
+ * conn_limit is kept free by evicting the connection that has owed a whole request the longest (one
+ * whose body is arriving is not idle, and never evicted).
  *
  * A request's life: MHD collects the body → the route's handler runs once with the whole body
  * and either replies at once, defers (the connection is suspended until http_reply_* is called
@@ -79,21 +81,18 @@ struct http_opts {
 int http_start(struct http_server **out, uv_loop_t *loop, const struct http_opts *o, char *err,
                size_t errlen);
 int http_port(const struct http_server *s);
-/* Requests not yet completed (open connections with a request in progress). */
+/* Requests being answered: dispatched to their handler and not yet completed. A connection
+ * still sending its request is not one: shutdown closes it (http_close) instead of waiting. */
 int http_active(const struct http_server *s);
-/* Stop accepting connections (close the listening socket); open ones continue. */
-void http_stop_listening(struct http_server *s);
 /* Resume every suspended connection, stop MHD, close the uv handles. The loop must run once more
  * to finish the handle closes; the server is freed then. */
 void http_close(struct http_server *s);
 
 /* --- the request (loop thread) --- */
 void *http_req_app(const struct http_req *r);
-const char *http_req_method(const struct http_req *r);
 const char *http_req_path(const struct http_req *r);
 const char *http_req_body(const struct http_req *r, size_t *len); /* NUL-terminated */
-const char *http_req_header(const struct http_req *r, const char *name);
-double http_req_start(const struct http_req *r); /* monotonic seconds at arrival */
+double http_req_start(const struct http_req *r);                  /* monotonic seconds at arrival */
 struct reqlog *http_req_log(struct http_req *r); /* the log line; handlers fill what they know */
 /* Attach handler state; on_close is called exactly once when the request ends. */
 void http_req_set_ctx(struct http_req *r, void *ctx, http_close_fn on_close);

@@ -193,10 +193,13 @@ static void drv_on_event(struct wreq *j, void *user) {
     if (!d->r) drv_free(d); /* the request completed first: this is the last of it */
 }
 
-/* The HTTP request completed (reply sent, or the client went away). */
+/* The HTTP request completed (reply sent, or the client went away). Its log line is written
+ * right after this: when the finish event has not arrived yet, it carries the counts the loop
+ * has received so far (the outcome stays unset: "cancelled"). */
 static void drv_on_close(struct http_req *r, void *ctx, int aborted) {
-    (void)r, (void)aborted;
+    (void)aborted;
     struct job_drv *d = ctx;
+    if (!d->finished) job_log(r, d->j);
     d->r = NULL;
     d->quiet = 1;
     if (d->finished) {

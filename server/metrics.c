@@ -47,10 +47,6 @@ static const char *const OUTCOMES[METRICS_OUT_COUNT] = {
     "overloaded", "unauthorized", "unavailable", "error"};
 static const char *const FINISHES[METRICS_FIN_COUNT] = {"length", "eos_token", "stop_sequence"};
 
-const char *metrics_outcome_name(enum metrics_outcome o) {
-    return (unsigned)o < METRICS_OUT_COUNT ? OUTCOMES[o] : "error";
-}
-
 void metrics_init(struct metrics *m) {
     memset(m, 0, sizeof *m);
     pthread_mutex_init(&m->mu, NULL);

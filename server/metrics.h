@@ -108,6 +108,4 @@ void metrics_kv(struct metrics *m, uint64_t prefix_queries, uint64_t prefix_hits
  * labels flashgen_model_info. Returns NULL when out of memory. */
 char *metrics_render(struct metrics *m, const char *model, const char *version, size_t *len);
 
-const char *metrics_outcome_name(enum metrics_outcome o);
-
 #endif
