@@ -17,6 +17,17 @@
 #define FG_OPS_H
 
 #include <stddef.h>
+#include <stdint.h>
+
+/* A weight matrix kept in its GGUF blocks (CPU backend; kernels/cpu_quant.h multiplies it):
+ * (rows, cols) = (out_dim, in_dim) like every matmul weight, each row cols / block whole blocks
+ * of TYPE in row_bytes bytes, rows consecutive. */
+struct fg_qtensor {
+    uint32_t type;    /* enum gguf_ggml_type (model/gguf_quant.h): Q8_0, Q4_1, Q4_K, ... */
+    int rows, cols;   /* (out_dim, in_dim) */
+    size_t row_bytes; /* gguf_type_row_bytes(type, cols) */
+    const void *data; /* (rows, row_bytes) */
+};
 
 /* A varlen batch of sequences whose keys and values live in a paged cache. Sequence s owns query
  * rows q_start[s] .. q_start[s+1]-1; those are its newest tokens, so query row i of s sits at
@@ -40,8 +51,8 @@ struct attn_batch {
 struct fg_sample_row; /* kernels/sample.h */
 
 struct fg_ops {
-    const char *name;  /* "cpu", "cuda" */
-    size_t act_size;   /* bytes per activation, weight and KV element: 4 (fp32) CPU, 2 (bf16) CUDA */
+    const char *name; /* "cpu", "cuda" */
+    size_t act_size;  /* bytes per activation, weight and KV element: 4 (fp32) CPU, 2 (bf16) CUDA */
 
     void *(*alloc)(void *ctx, size_t bytes); /* NULL on failure */
     void (*release)(void *ctx, void *p);     /* accepts NULL */
@@ -101,9 +112,8 @@ struct fg_ops {
      * out = silu(h · gateᵀ) * (h · upᵀ) (swiglu 1; w holds 2 out_dim rows, scratch as in
      * matmul_swiglu). h (n, in_dim) is written where the backend materialises it, so callers
      * must not read it afterwards. */
-    void (*norm_matmul)(void *ctx, void *out, void *h, const void *x, const void *norm_w,
-                        float eps, const void *w, int n, int in_dim, int out_dim, int swiglu,
-                        void *scratch);
+    void (*norm_matmul)(void *ctx, void *out, void *h, const void *x, const void *norm_w, float eps,
+                        const void *w, int n, int in_dim, int out_dim, int swiglu, void *scratch);
     /* qkv (n, (n_heads + 2 n_kv_heads) head_dim): each token's q, k and v rows of one fused
      * projection. Turns q and k by rotate_half RoPE at pos[t] (freqs: head_dim/2 fp32), stores q
      * to q_out (n, n_heads, head_dim) and k, v at slots[t] = page * page_size + offset of the
