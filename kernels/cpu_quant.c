@@ -292,18 +292,32 @@ CQ_INLINE void cq_body256(uint32_t type, size_t bbytes, const uint8_t *w, const 
     CQ_DEFINE(ISA, TARGET, q5_k, GGUF_GGML_Q5_K, cq_body256, 176)                                  \
     CQ_DEFINE(ISA, TARGET, q6_k, GGUF_GGML_Q6_K, cq_body256, 210)
 
-#if defined(__x86_64__)
-#define CQ_TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
-#define CQ_TARGET_AVX512                                                                           \
-    __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
-#else
-#define CQ_TARGET_AVX2
-#define CQ_TARGET_AVX512
-#endif
-
 CQ_DEFINE_ALL(c, )
-CQ_DEFINE_ALL(avx2, CQ_TARGET_AVX2)
-CQ_DEFINE_ALL(avx512, CQ_TARGET_AVX512)
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c")
+#define CQ_SUF avx2
+#define CQ_VNNI 0
+#include "cpu_quant_x86.h"
+#undef CQ_SUF
+#undef CQ_VNNI
+#pragma GCC pop_options
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")
+#define CQ_SUF avx512
+#define CQ_VNNI 1
+#include "cpu_quant_x86.h"
+#undef CQ_SUF
+#undef CQ_VNNI
+#pragma GCC pop_options
+#else /* other targets: the plain-C body stands in for the x86 variants (never selected) */
+CQ_DEFINE_ALL(avx2, )
+CQ_DEFINE_ALL(avx512, )
+#endif
 
 typedef void (*cq_kernel)(const uint8_t *w, const uint8_t *qa, size_t qa_stride, int n_rows, int nb,
                           float *out);

@@ -7,10 +7,11 @@
  * blocks of 256 with the sums of every 16 quants for the K-quants. Each block product is then an
  * exact integer sum of int8 × int8 terms, scaled once in fp32.
  *
- * Variants: a plain-C body written once and compiled three times — for the baseline x86-64,
- * for AVX2+FMA and for AVX-512 (BW/VL/VNNI) — through function target attributes, so the file
- * builds with the project's flags and the best one the CPU has is chosen at run time
- * (__builtin_cpu_supports). Tests pass the variant explicitly. Pure functions unless a pool is
+ * Variants: a plain-C body (the fallback, and the readable statement of each product) and SIMD
+ * bodies (kernels/cpu_quant_x86.h) compiled twice under `#pragma GCC target` — AVX2+FMA, and
+ * AVX-512 BW/VL with VNNI's vpdpbusd — so the file builds with the project's flags and the
+ * best one the CPU has is chosen at run time (__builtin_cpu_supports). Tests pass the variant
+ * explicitly. Pure functions unless a pool is
  * given; any thread.
  */
 #ifndef FG_CPU_QUANT_H
