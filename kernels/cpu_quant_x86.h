@@ -13,6 +13,7 @@
 #define CQ_CAT2(a, b) a##_##b
 #define CQ_CAT(a, b) CQ_CAT2(a, b)
 #define CQ_FN(name) CQ_CAT(name, CQ_SUF)
+#define CQ_X_ROWS 4 /* activation rows whose accumulators stay in registers */
 
 /* acc + per-int32-lane sums of u8 U × s8 S (four products per lane) */
 static inline __m256i CQ_FN(cq_x_dot)(__m256i acc, __m256i u, __m256i s) {
@@ -71,9 +72,9 @@ static inline __m256i CQ_FN(cq_x_bit16)(const uint8_t *qh4) {
 /* The 32-block types. TYPE is a constant at each call site, so the switch folds away. */
 static inline __attribute__((always_inline)) void
 CQ_FN(cq_x_body32)(uint32_t type, size_t bbytes, const uint8_t *w, const uint8_t *qa,
-                   size_t qa_stride, int n_rows, int nb, float *out) {
-    __m256 acc[CQ_MAX_ROWS];
-    float smin[CQ_MAX_ROWS];
+                   size_t qa_stride, const int n_rows, int nb, float *out) {
+    __m256 acc[CQ_X_ROWS];
+    float smin[CQ_X_ROWS];
     for (int r = 0; r < n_rows; r++) {
         acc[r] = _mm256_setzero_ps();
         smin[r] = 0;
@@ -120,9 +121,9 @@ CQ_FN(cq_x_body32)(uint32_t type, size_t bbytes, const uint8_t *w, const uint8_t
 /* Q4_K and Q5_K: 8 sub-blocks of 32 with 6-bit scales and minima. */
 static inline __attribute__((always_inline)) void
 CQ_FN(cq_x_body_k45)(uint32_t type, size_t bbytes, const uint8_t *w, const uint8_t *qa,
-                     size_t qa_stride, int n_rows, int nb, float *out) {
-    __m256 acc[CQ_MAX_ROWS];
-    float smin[CQ_MAX_ROWS];
+                     size_t qa_stride, const int n_rows, int nb, float *out) {
+    __m256 acc[CQ_X_ROWS];
+    float smin[CQ_X_ROWS];
     for (int r = 0; r < n_rows; r++) {
         acc[r] = _mm256_setzero_ps();
         smin[r] = 0;
@@ -211,10 +212,27 @@ CQ_FN(cq_x_body_q6k)(uint32_t type, size_t bbytes, const uint8_t *w, const uint8
         out[r] = CQ_FN(cq_x_hsum)(acc[r]);
 }
 
+/* Rows go through the body in groups of up to CQ_X_ROWS with the group size a constant, so
+ * each row's accumulator lives in a register rather than in a loop-carried stack slot. */
 #define CQ_X_DEFINE(NAME, TYPE, BODY, BBYTES)                                                      \
     static void CQ_FN(cq_##NAME)(const uint8_t *w, const uint8_t *qa, size_t qa_stride,            \
                                  int n_rows, int nb, float *out) {                                 \
-        CQ_FN(BODY)(TYPE, BBYTES, w, qa, qa_stride, n_rows, nb, out);                              \
+        int r = 0;                                                                                 \
+        for (; r + CQ_X_ROWS <= n_rows; r += CQ_X_ROWS)                                            \
+            CQ_FN(BODY)(TYPE, BBYTES, w, qa + r * qa_stride, qa_stride, CQ_X_ROWS, nb, out + r);   \
+        switch (n_rows - r) {                                                                      \
+        case 3:                                                                                    \
+            CQ_FN(BODY)(TYPE, BBYTES, w, qa + r * qa_stride, qa_stride, 3, nb, out + r);           \
+            break;                                                                                 \
+        case 2:                                                                                    \
+            CQ_FN(BODY)(TYPE, BBYTES, w, qa + r * qa_stride, qa_stride, 2, nb, out + r);           \
+            break;                                                                                 \
+        case 1:                                                                                    \
+            CQ_FN(BODY)(TYPE, BBYTES, w, qa + r * qa_stride, qa_stride, 1, nb, out + r);           \
+            break;                                                                                 \
+        default:                                                                                   \
+            break;                                                                                 \
+        }                                                                                          \
     }
 
 CQ_X_DEFINE(q8_0, GGUF_GGML_Q8_0, cq_x_body32, 34)
@@ -227,6 +245,7 @@ CQ_X_DEFINE(q5_k, GGUF_GGML_Q5_K, cq_x_body_k45, 176)
 CQ_X_DEFINE(q6_k, GGUF_GGML_Q6_K, cq_x_body_q6k, 210)
 
 #undef CQ_X_DEFINE
+#undef CQ_X_ROWS
 #undef CQ_FN
 #undef CQ_CAT
 #undef CQ_CAT2
