@@ -1,4 +1,6 @@
-/* cpu_ops.c — the CPU backend: every op of kernels/ops.h in plain C, fp32 throughout.
+/* cpu_ops.c — the CPU backend: every op of kernels/ops.h in plain C, fp32 throughout, including
+ * the family ops (biases, QK-norm, post-norms, GeGLU, sliding windows, scales, soft-capping) the
+ * CUDA backend does not have yet.
  *
  * These functions are also the references the CUDA kernels are tested against, so they favour
  * plain loops over cleverness. Two places are tuned because they dominate run time: the matmul
@@ -286,6 +288,7 @@ struct attn_job {
     float *out;
     const float *q, *k_pool, *v_pool;
     const struct attn_batch *b;
+    int window; /* > 0: a query sees only the last `window` keys up to its own position */
 };
 
 /* One (query row, head) pair: scores over the visible keys, fp32 softmax, weighted V sum. */
@@ -305,11 +308,12 @@ static void attn_rows(void *arg, size_t begin, size_t end) {
         int kv_len = b->kv_len[s];
         int pos = kv_len - n_q + (row - b->q_start[s]);
         int n_vis = b->causal ? pos + 1 : kv_len;
+        int first = j->window > 0 && n_vis > j->window ? n_vis - j->window : 0;
         const int *pages = b->block_table + (size_t)s * b->max_pages;
         const float *qr = j->q + ((size_t)row * b->n_heads + h) * hd;
         int kvh = h / group;
         float mx = -INFINITY;
-        for (int t = 0; t < n_vis; t++) {
+        for (int t = first; t < n_vis; t++) {
             size_t slot = (size_t)pages[t / b->page_size] * b->page_size + t % b->page_size;
             const float *kr = j->k_pool + slot * kv_dim + (size_t)kvh * hd;
             float d = 0;
@@ -319,14 +323,14 @@ static void attn_rows(void *arg, size_t begin, size_t end) {
             if (sc[t] > mx) mx = sc[t];
         }
         float sum = 0;
-        for (int t = 0; t < n_vis; t++) {
+        for (int t = first; t < n_vis; t++) {
             sc[t] = expf(sc[t] - mx);
             sum += sc[t];
         }
         float *o = j->out + ((size_t)row * b->n_heads + h) * hd;
         for (int i = 0; i < hd; i++)
             o[i] = 0;
-        for (int t = 0; t < n_vis; t++) {
+        for (int t = first; t < n_vis; t++) {
             size_t slot = (size_t)pages[t / b->page_size] * b->page_size + t % b->page_size;
             const float *vr = j->v_pool + slot * kv_dim + (size_t)kvh * hd;
             float p = sc[t] / sum;
@@ -341,7 +345,15 @@ static void cpu_attention(void *ctx, void *out, const void *q, const void *k_poo
                           const void *v_pool, const struct attn_batch *b) {
     struct cpu_ctx *c = ctx;
     size_t rows = (size_t)b->q_start[b->n_seqs] * b->n_heads;
-    struct attn_job j = {out, q, k_pool, v_pool, b};
+    struct attn_job j = {out, q, k_pool, v_pool, b, 0};
+    cpu_pool_for(c ? c->pool : NULL, rows, 1, attn_rows, &j);
+}
+
+static void cpu_attention_window(void *ctx, void *out, const void *q, const void *k_pool,
+                                 const void *v_pool, const struct attn_batch *b, int window) {
+    struct cpu_ctx *c = ctx;
+    size_t rows = (size_t)b->q_start[b->n_seqs] * b->n_heads;
+    struct attn_job j = {out, q, k_pool, v_pool, b, window};
     cpu_pool_for(c ? c->pool : NULL, rows, 1, attn_rows, &j);
 }
 
@@ -353,6 +365,87 @@ static void cpu_norm_matmul(void *ctx, void *out, void *h, const void *x, const 
         cpu_matmul_swiglu(ctx, out, h, w, n, in_dim, out_dim, scratch);
     else
         cpu_matmul(ctx, out, h, w, n, in_dim, out_dim);
+}
+
+/* ---- the family switches' ops (Qwen2, Gemma 3) ------------------------------------------- */
+
+static void cpu_add_rows(void *ctx, void *xv, const void *bv, int n, int dim) {
+    (void)ctx;
+    float *x = xv;
+    const float *b = bv;
+    for (int t = 0; t < n; t++)
+        for (int i = 0; i < dim; i++)
+            x[(size_t)t * dim + i] += b[i];
+}
+
+/* RMSNorm of one head vector in place. */
+static void norm_head(float *x, const float *w, int d, float eps) {
+    double ss = 0;
+    for (int i = 0; i < d; i++)
+        ss += (double)x[i] * x[i];
+    float inv = (float)(1.0 / sqrt(ss / d + eps));
+    for (int i = 0; i < d; i++)
+        x[i] = x[i] * inv * w[i];
+}
+
+static void cpu_head_norm(void *ctx, void *qkvv, const void *q_w, const void *k_w, int n,
+                          int n_heads, int n_kv_heads, int head_dim, float eps) {
+    (void)ctx;
+    float *qkv = qkvv;
+    size_t row = (size_t)(n_heads + 2 * n_kv_heads) * head_dim;
+    for (int t = 0; t < n; t++) {
+        float *r = qkv + (size_t)t * row;
+        for (int h = 0; h < n_heads + n_kv_heads; h++)
+            norm_head(r + (size_t)h * head_dim, h < n_heads ? q_w : k_w, head_dim, eps);
+    }
+}
+
+static void cpu_norm_add(void *ctx, void *xv, const void *yv, const void *wv, int n, int dim,
+                         float eps) {
+    (void)ctx;
+    float *x = xv;
+    const float *y = yv, *w = wv;
+    for (int t = 0; t < n; t++) {
+        const float *yr = y + (size_t)t * dim;
+        float *xr = x + (size_t)t * dim;
+        double ss = 0;
+        for (int i = 0; i < dim; i++)
+            ss += (double)yr[i] * yr[i];
+        float inv = (float)(1.0 / sqrt(ss / dim + eps));
+        for (int i = 0; i < dim; i++)
+            xr[i] += yr[i] * inv * w[i];
+    }
+}
+
+/* gelu with the tanh approximation (torch's gelu(approximate="tanh")) */
+static float gelu_tanh(float x) {
+    const float k = 0.7978845608028654f; /* sqrt(2 / pi) */
+    return 0.5f * x * (1.0f + tanhf(k * (x + 0.044715f * x * x * x)));
+}
+
+static void cpu_geglu(void *ctx, void *outv, const void *guv, int n, int ffn) {
+    (void)ctx;
+    float *out = outv;
+    const float *gu = guv;
+    for (int t = 0; t < n; t++) {
+        const float *g = gu + (size_t)t * 2 * ffn, *u = g + ffn;
+        float *o = out + (size_t)t * ffn;
+        for (int i = 0; i < ffn; i++)
+            o[i] = gelu_tanh(g[i]) * u[i];
+    }
+}
+
+static void cpu_scale(void *ctx, void *xv, size_t n, float s) {
+    (void)ctx;
+    float *x = xv;
+    for (size_t i = 0; i < n; i++)
+        x[i] *= s;
+}
+
+static void cpu_softcap(void *ctx, float *x, size_t n, float cap) {
+    (void)ctx;
+    for (size_t i = 0; i < n; i++)
+        x[i] = cap * tanhf(x[i] / cap);
 }
 
 /* ---- sampling: sample_ref_pick per row (kernels/sample_ref.c), the GPU kernel's twin ------- */
@@ -402,6 +495,13 @@ static const struct fg_ops cpu_table = {
     .qkv_store = cpu_qkv_store,
     .norm_matmul = cpu_norm_matmul,
     .sample = cpu_sample,
+    .add_rows = cpu_add_rows,
+    .head_norm = cpu_head_norm,
+    .attention_window = cpu_attention_window,
+    .norm_add = cpu_norm_add,
+    .geglu = cpu_geglu,
+    .scale = cpu_scale,
+    .softcap = cpu_softcap,
 };
 
 const struct fg_ops *cpu_ops(void) {

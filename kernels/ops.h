@@ -128,6 +128,27 @@ struct fg_ops {
      * Returns 0, or -1 on a device error. */
     int (*sample)(void *ctx, float *logits, int n, int vocab, const struct fg_sample_row *rows,
                   const int *history, int n_history, int *ids, float *logprobs);
+
+    /* The family switches' ops (model_config: Qwen2, Mistral's window, Gemma 3). The forward
+     * pass calls each only when the model needs it; a backend that leaves one NULL cannot run
+     * such a model, and fwd_check_backend says which feature is missing. */
+    /* x[t] += bias for each of n rows of dim values (q/k/v biases on the fused projection) */
+    void (*add_rows)(void *ctx, void *x, const void *bias, int n, int dim);
+    /* in the fused qkv rows (see qkv_store), RMSNorm each q head with q_w and each k head with
+     * k_w (head_dim values each), in place */
+    void (*head_norm)(void *ctx, void *qkv, const void *q_w, const void *k_w, int n, int n_heads,
+                      int n_kv_heads, int head_dim, float eps);
+    /* attention as above, where a query at position p sees only keys p - window + 1 .. p */
+    void (*attention_window)(void *ctx, void *out, const void *q, const void *k_pool,
+                             const void *v_pool, const struct attn_batch *b, int window);
+    /* x[t] += rmsnorm(y[t]) * w: a post-norm on a sub-block's output before the residual add */
+    void (*norm_add)(void *ctx, void *x, const void *y, const void *w, int n, int dim, float eps);
+    /* out (n, ffn) = gelu_tanh(gu[:, :ffn]) * gu[:, ffn:], gu (n, 2 ffn) */
+    void (*geglu)(void *ctx, void *out, const void *gu, int n, int ffn);
+    /* x *= s over n values */
+    void (*scale)(void *ctx, void *x, size_t n, float s);
+    /* x = cap * tanh(x / cap) over n fp32 values (the logits) */
+    void (*softcap)(void *ctx, float *x, size_t n, float cap);
 };
 
 /* The CPU backend. ctx from cpu_ops_create (n_threads 0 = all cores). */

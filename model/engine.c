@@ -233,6 +233,35 @@ int engine_open(const struct engine_opts *o, struct engine **out, char *err, siz
 
     const struct model_config *cfg = &e->model->cfg;
     const struct model_weights *w = &e->model->w;
+    /* A family switch the GPU kernels lack (or a head size they are not built for) keeps the
+     * model off the GPU: --device cuda fails naming the feature, auto runs it on the CPU. */
+    if (b->cuda) {
+        char why[512] = "";
+        if (fwd_check_backend(cfg, e->ops, why, sizeof(why)) == 0 && cfg->head_dim != 64 &&
+            cfg->head_dim != 128)
+            snprintf(why, sizeof(why),
+                     "the cuda backend's attention kernels are built for head_dim 64 and 128, "
+                     "not %d (this %s model)",
+                     cfg->head_dim, cfg->arch);
+        if (why[0] && o->device == ENGINE_DEVICE_CUDA) {
+            snprintf(err, errlen, "device cuda: %s: %s", o->model_path, why);
+            goto fail;
+        }
+        if (why[0]) {
+            engine_log(o, ENGINE_LOG_WARN, "%s: %s; running on the CPU", o->model_path, why);
+            b->cuda->destroy(e->ops_ctx);
+            b->cuda = NULL;
+            dlclose(b->dl);
+            b->dl = NULL;
+            snprintf(e->device, sizeof(e->device), "cpu");
+            e->ops = cpu_ops();
+            e->ops_ctx = cpu_ops_create(o->n_threads);
+            if (!e->ops_ctx) {
+                snprintf(err, errlen, "engine: cannot start CPU threads");
+                goto fail;
+            }
+        }
+    }
     if (b->cuda) {
         if (upload_weights(e, err, errlen) != 0) goto fail;
         w = &b->dw;

@@ -1,4 +1,5 @@
-/* forward.c — the Llama forward pass over a mixed batch, once, against struct fg_ops.
+/* forward.c — the decoder forward pass over a mixed batch, once, against struct fg_ops, for
+ * every family (model.h): the family switches add ops around the Llama layer below.
  *
  * Per step, for all T new tokens of all sequences at once (rows of one activation matrix):
  *   x = E[tokens]
@@ -6,6 +7,9 @@
  *               a = attention(q, paged cache) ; x += a Woᵀ
  *               h = rmsnorm(x) ; x += (silu(h Wgᵀ) * h Wuᵀ) Wdᵀ
  *   logits = rmsnorm(x[last row of each sequence]) Woutᵀ
+ * Switches: x *= embed_scale; qkv += bias; RMSNorm per q/k head; local layers attend through a
+ * sliding window with their own RoPE table; post_norms make the residual adds x += rmsnorm(a)
+ * (Gemma 3's four norms per layer); GeGLU instead of SwiGLU; logits soft-capped.
  * q|k|v and gate|up are one GEMM each: the loader and the engine place those weights next to each
  * other, so [Wq;Wk;Wv] is simply Wq with more rows. The RMSNorms lead into their GEMMs
  * (norm_matmul), the residual adds ride on the GEMMs (matmul_add) and SwiGLU on the gate|up GEMM,
@@ -94,6 +98,7 @@ int fwd_init(struct fwd_state **out, const struct model_config *cfg, const struc
         snprintf(err, errlen, "forward: max_tokens and max_seqs must be positive");
         return -1;
     }
+    if (fwd_check_backend(cfg, ops, err, errlen) != 0) return -1;
     struct fwd_state *st = calloc(1, sizeof(*st));
     if (!st) {
         snprintf(err, errlen, "forward: out of memory");
@@ -149,7 +154,8 @@ int fwd_init(struct fwd_state **out, const struct model_config *cfg, const struc
     return 0;
 }
 
-/* Queue every op of one step: embedding, the layers, the last rows through the head. */
+/* Queue every op of one step: embedding, the layers, the last rows through the head. The
+ * family switches (model.h) add ops; all of them off, a layer is the six ops above. */
 static void fwd_layers(struct fwd_state *st, const struct attn_batch *ab, int T, int n_seqs,
                        const int *d_tokens, const int *d_pos, const int *d_slots,
                        const int *d_rows) {
@@ -162,21 +168,75 @@ static void fwd_layers(struct fwd_state *st, const struct attn_batch *ab, int T,
     const struct model_weights *w = st->w;
 
     ops->embed(ctx, st->x, w->tok_embd, d_tokens, T, D);
+    if (c->embed_scale > 0) ops->scale(ctx, st->x, (size_t)T * D, c->embed_scale);
     for (int l = 0; l < c->n_layers; l++) {
         const struct model_layer *L = &w->layers[l];
+        int local = model_layer_is_local(c, l);
         ops->norm_matmul(ctx, st->qkv, st->h, st->x, L->attn_norm, c->rms_eps, L->wq, T, D,
                          QD + 2 * KVD, 0, NULL);
+        if (c->attn_bias) ops->add_rows(ctx, st->qkv, L->bqkv, T, QD + 2 * KVD);
+        if (c->qk_norm)
+            ops->head_norm(ctx, st->qkv, L->q_norm, L->k_norm, T, c->n_heads, c->n_kv_heads,
+                           c->head_dim, c->rms_eps);
         ops->qkv_store(ctx, st->q, kv->k[l], kv->v[l], st->qkv, d_pos, d_slots, T, c->n_heads,
-                       c->n_kv_heads, c->head_dim, w->rope_freqs);
-        ops->attention(ctx, st->att, st->q, kv->k[l], kv->v[l], ab);
-        ops->matmul_add(ctx, st->x, st->att, L->wo, T, QD, D);
-        ops->norm_matmul(ctx, st->ffn, st->h, st->x, L->ffn_norm, c->rms_eps, L->w_gate, T, D, F, 1,
-                         st->scratch);
-        ops->matmul_add(ctx, st->x, st->ffn, L->w_down, T, F, D);
+                       c->n_kv_heads, c->head_dim, local ? w->rope_freqs_local : w->rope_freqs);
+        if (local)
+            ops->attention_window(ctx, st->att, st->q, kv->k[l], kv->v[l], ab, c->sliding_window);
+        else
+            ops->attention(ctx, st->att, st->q, kv->k[l], kv->v[l], ab);
+        if (c->post_norms) {
+            ops->matmul(ctx, st->h, st->att, L->wo, T, QD, D);
+            ops->norm_add(ctx, st->x, st->h, L->post_attn_norm, T, D, c->rms_eps);
+        } else {
+            ops->matmul_add(ctx, st->x, st->att, L->wo, T, QD, D);
+        }
+        if (c->act == MODEL_ACT_GELU_TANH) {
+            ops->norm_matmul(ctx, st->scratch, st->h, st->x, L->ffn_norm, c->rms_eps, L->w_gate, T,
+                             D, 2 * F, 0, NULL);
+            ops->geglu(ctx, st->ffn, st->scratch, T, F);
+        } else {
+            ops->norm_matmul(ctx, st->ffn, st->h, st->x, L->ffn_norm, c->rms_eps, L->w_gate, T, D,
+                             F, 1, st->scratch);
+        }
+        if (c->post_norms) {
+            ops->matmul(ctx, st->h, st->ffn, L->w_down, T, F, D);
+            ops->norm_add(ctx, st->x, st->h, L->post_ffn_norm, T, D, c->rms_eps);
+        } else {
+            ops->matmul_add(ctx, st->x, st->ffn, L->w_down, T, F, D);
+        }
     }
     ops->gather_rows(ctx, st->h, st->x, d_rows, n_seqs, D);
     ops->rmsnorm(ctx, st->last, st->h, w->out_norm, n_seqs, D, c->rms_eps);
     ops->matmul_f32(ctx, st->logits, st->last, w->output, n_seqs, D, c->vocab_size);
+    if (c->final_softcap > 0)
+        ops->softcap(ctx, st->logits, (size_t)n_seqs * c->vocab_size, c->final_softcap);
+}
+
+int fwd_check_backend(const struct model_config *c, const struct fg_ops *ops, char *err,
+                      size_t errlen) {
+    int windowed = 0;
+    for (int l = 0; l < c->n_layers; l++)
+        windowed |= model_layer_is_local(c, l);
+    const struct {
+        int needed;
+        const void *op;
+        const char *feature;
+    } f[] = {
+        {c->attn_bias, (const void *)ops->add_rows, "attention q/k/v biases (Qwen2)"},
+        {c->qk_norm, (const void *)ops->head_norm, "QK-norm (Gemma 3)"},
+        {windowed, (const void *)ops->attention_window, "sliding-window attention"},
+        {c->post_norms, (const void *)ops->norm_add, "post-attention/post-MLP norms (Gemma 3)"},
+        {c->act == MODEL_ACT_GELU_TANH, (const void *)ops->geglu, "the GELU-tanh gated MLP"},
+        {c->embed_scale > 0, (const void *)ops->scale, "scaled embeddings (Gemma)"},
+        {c->final_softcap > 0, (const void *)ops->softcap, "final logit soft-capping"},
+    };
+    for (size_t i = 0; i < sizeof(f) / sizeof(f[0]); i++)
+        if (f[i].needed && !f[i].op) {
+            snprintf(err, errlen, "the %s backend does not implement %s, which this %s model needs",
+                     ops->name, f[i].feature, c->arch);
+            return -1;
+        }
+    return 0;
 }
 
 static struct fwd_graph *fwd_graph_find(struct fwd_state *st, int n_seqs, int kv_bucket) {
@@ -278,7 +338,7 @@ int fwd_run(struct fwd_state *st, const struct fwd_seq *seqs, int n_seqs, float 
         .n_heads = c->n_heads,
         .n_kv_heads = c->n_kv_heads,
         .head_dim = c->head_dim,
-        .scale = 1.0f / sqrtf((float)c->head_dim),
+        .scale = model_attn_scale(c),
         .causal = 1,
         .max_q_len = max_q,
         .max_kv_len = max_kv,

@@ -1,4 +1,5 @@
-/* forward.h — the Llama forward pass over a mixed batch, written once against struct fg_ops.
+/* forward.h — the decoder forward pass (every family) over a mixed batch, written once against
+ * struct fg_ops.
  *
  * One call runs any mix of prefill chunks and decode tokens: each sequence brings n_tokens new
  * tokens starting at position kv->n_tokens; their K/V rows are appended to the paged cache and
@@ -31,6 +32,10 @@ void fwd_free(struct fwd_state *st);
 /* Forget the recorded decode graphs: the next decode steps run eagerly, then record anew (under
  * whatever the backend's diagnostic switches say then: bench/decode_breakdown.c). */
 void fwd_drop_graphs(struct fwd_state *st);
+/* 0 when OPS implements every op the family switches of CFG need; else -1 with a message naming
+ * the missing feature (fwd_init calls it; the engine calls it before uploading weights). */
+int fwd_check_backend(const struct model_config *cfg, const struct fg_ops *ops, char *err,
+                      size_t errlen);
 /* Run one step. LOGITS (host, (n_seqs, vocab)) receives each sequence's last-token logits, or
  * is NULL to leave them in backend memory for fwd_sample (the step is then only queued; errors
  * surface there). Advances each kv->n_tokens by its n_tokens. Returns 0, or -1 with err written. */

@@ -1,9 +1,10 @@
 /* hf_config.c — Hugging Face config.json → struct model_config.
  *
- * Reads the LlamaConfig fields flashgen needs, applies transformers' defaults where a field is
- * absent, and rejects what the forward pass does not implement (attention biases, rope scaling
- * other than llama3, activations other than SiLU, architectures other than Llama and Mistral),
- * naming the field.
+ * Reads the fields flashgen needs for Llama, Mistral, Qwen2 and Gemma 3 (text), applies
+ * transformers' per-family defaults where a field is absent, sets the family switches
+ * (model.h), and rejects what the forward pass does not implement (Llama's o_proj bias, MLP
+ * biases, other activations, window layouts other than "one global every N", other rope types
+ * and architectures), naming the field.
  */
 #include "model/model.h"
 
@@ -55,9 +56,10 @@ static int hf_bool(const cJSON *j, const char *key, int *v, const char *path, ch
     return 1;
 }
 
-/* rope_scaling (or transformers 5's rope_parameters) → cfg. */
-static int hf_rope(const cJSON *rs, struct model_config *cfg, const char *path, char *err,
-                   size_t errlen) {
+/* One rope_scaling object (or one of transformers 5's rope_parameters) → cfg. LOCAL: this is the
+ * sliding layers' entry (Gemma 3), whose only allowed content is a default type and a base. */
+static int hf_rope(const cJSON *rs, struct model_config *cfg, int local, const char *path,
+                   char *err, size_t errlen) {
     if (!rs || cJSON_IsNull(rs)) return 0;
     if (!cJSON_IsObject(rs)) {
         errmsg_at(err, errlen, path, "'rope_scaling' is not an object");
@@ -67,11 +69,12 @@ static int hf_rope(const cJSON *rs, struct model_config *cfg, const char *path, 
     if (!ty) ty = cJSON_GetObjectItemCaseSensitive(rs, "type");
     const char *type = cJSON_IsString(ty) ? ty->valuestring : NULL;
     double theta;
-    if (hf_num(rs, "rope_theta", &theta, path, err, errlen) < 0) return -1;
-    if (cJSON_GetObjectItemCaseSensitive(rs, "rope_theta")) cfg->rope_theta = (float)theta;
+    int has_theta = hf_num(rs, "rope_theta", &theta, path, err, errlen);
+    if (has_theta < 0) return -1;
+    if (has_theta) *(local ? &cfg->rope_local_theta : &cfg->rope_theta) = (float)theta;
     if (!type || !strcmp(type, "default")) return 0;
-    if (strcmp(type, "llama3")) {
-        errmsg_at(err, errlen, path, "rope scaling type '%s' is not supported (only llama3)", type);
+    if (local) {
+        errmsg_at(err, errlen, path, "rope type '%s' on the sliding layers is not supported", type);
         return -1;
     }
     double factor = 0, low = 0, high = 0;
@@ -82,6 +85,55 @@ static int hf_rope(const cJSON *rs, struct model_config *cfg, const char *path, 
                  hf_int(rs, "original_max_position_embeddings", &orig, path, err, errlen)};
     for (int i = 0; i < 4; i++)
         if (rc[i] < 0) return -1;
+    cfg->rope_factor = (float)factor;
+    if (!strcmp(type, "linear") || !strcmp(type, "dynamic")) {
+        if (!rc[0]) {
+            errmsg_at(err, errlen, path, "%s rope_scaling needs factor", type);
+            return -1;
+        }
+        if (!strcmp(type, "linear")) {
+            cfg->rope_scaling = MODEL_ROPE_SCALING_LINEAR;
+        } else {
+            /* transformers changes the base only past the original context: cap the context
+             * there and the frequencies are the default ones at every position we accept */
+            cfg->rope_scaling = MODEL_ROPE_SCALING_DYNAMIC;
+            cfg->rope_orig_max_pos = rc[3] ? orig : cfg->max_seq_len;
+            if (cfg->rope_orig_max_pos > 0 && cfg->max_seq_len > cfg->rope_orig_max_pos)
+                cfg->max_seq_len = cfg->rope_orig_max_pos;
+        }
+        return 0;
+    }
+    if (!strcmp(type, "yarn")) {
+        double bf = 32, bs = 1, af = 0, ms = 0, msa = 0;
+        int truncate = 1;
+        if (!rc[0] || hf_num(rs, "beta_fast", &bf, path, err, errlen) < 0 ||
+            hf_num(rs, "beta_slow", &bs, path, err, errlen) < 0 ||
+            hf_num(rs, "attention_factor", &af, path, err, errlen) < 0 ||
+            hf_num(rs, "mscale", &ms, path, err, errlen) < 0 ||
+            hf_num(rs, "mscale_all_dim", &msa, path, err, errlen) < 0 ||
+            hf_bool(rs, "truncate", &truncate, path, err, errlen) < 0) {
+            if (!rc[0]) errmsg_at(err, errlen, path, "yarn rope_scaling needs factor");
+            return -1;
+        }
+        /* transformers' _compute_yarn_parameters: mscale(s, m) = 0.1 m ln s + 1 (1 for s <= 1) */
+#define YARN_MSCALE(s, m) ((s) <= 1 ? 1.0 : 0.1 * (m)*log(s) + 1.0)
+        if (af == 0)
+            af = ms != 0 && msa != 0 ? YARN_MSCALE(factor, ms) / YARN_MSCALE(factor, msa)
+                                     : YARN_MSCALE(factor, 1.0);
+#undef YARN_MSCALE
+        cfg->rope_scaling = MODEL_ROPE_SCALING_YARN;
+        cfg->rope_orig_max_pos = rc[3] ? orig : cfg->max_seq_len;
+        cfg->rope_beta_fast = (float)bf;
+        cfg->rope_beta_slow = (float)bs;
+        cfg->rope_attn_factor = (float)af;
+        cfg->rope_yarn_truncate = truncate;
+        return 0;
+    }
+    if (strcmp(type, "llama3")) {
+        errmsg_at(err, errlen, path,
+                  "rope scaling type '%s' is not supported (llama3, linear, dynamic, yarn)", type);
+        return -1;
+    }
     if (!rc[0] || !rc[1] || !rc[2] || !rc[3]) {
         errmsg_at(err, errlen, path,
                   "llama3 rope_scaling needs factor, low_freq_factor, high_freq_factor and "
@@ -89,17 +141,79 @@ static int hf_rope(const cJSON *rs, struct model_config *cfg, const char *path, 
         return -1;
     }
     cfg->rope_scaling = MODEL_ROPE_SCALING_LLAMA3;
-    cfg->rope_factor = (float)factor;
     cfg->rope_low_freq = (float)low;
     cfg->rope_high_freq = (float)high;
     cfg->rope_orig_max_pos = orig;
     return 0;
 }
 
+/* rope_scaling, or transformers 5's rope_parameters: one object, or (Gemma 3) one per layer type.
+ */
+static int hf_rope_all(const cJSON *j, struct model_config *cfg, const char *path, char *err,
+                       size_t errlen) {
+    const cJSON *rs = cJSON_GetObjectItemCaseSensitive(j, "rope_scaling");
+    if (!rs || cJSON_IsNull(rs)) rs = cJSON_GetObjectItemCaseSensitive(j, "rope_parameters");
+    const cJSON *full =
+        cJSON_IsObject(rs) ? cJSON_GetObjectItemCaseSensitive(rs, "full_attention") : NULL;
+    const cJSON *slide =
+        cJSON_IsObject(rs) ? cJSON_GetObjectItemCaseSensitive(rs, "sliding_attention") : NULL;
+    if (full || slide)
+        return hf_rope(full, cfg, 0, path, err, errlen) || hf_rope(slide, cfg, 1, path, err, errlen)
+                   ? -1
+                   : 0;
+    return hf_rope(rs, cfg, 0, path, err, errlen);
+}
+
+/* layer_types (a list of "sliding_attention" / "full_attention") → sliding_pattern; only the
+ * layouts model_layer_is_local expresses are accepted. Returns 1 set, 0 absent, -1 error. */
+static int hf_layer_types(const cJSON *j, struct model_config *cfg, const char *path, char *err,
+                          size_t errlen) {
+    const cJSON *lt = cJSON_GetObjectItemCaseSensitive(j, "layer_types");
+    if (!lt || cJSON_IsNull(lt)) return 0;
+    int n = cJSON_IsArray(lt) ? cJSON_GetArraySize(lt) : -1;
+    if (n != cfg->n_layers) {
+        errmsg_at(err, errlen, path, "'layer_types' is not a list of num_hidden_layers (%d) names",
+                  cfg->n_layers);
+        return -1;
+    }
+    int n_local = 0, first_global = -1;
+    for (int l = 0; l < n; l++) {
+        const cJSON *e = cJSON_GetArrayItem(lt, l);
+        const char *v = cJSON_IsString(e) ? e->valuestring : "";
+        if (!strcmp(v, "sliding_attention"))
+            n_local++;
+        else if (!strcmp(v, "full_attention")) {
+            if (first_global < 0) first_global = l;
+        } else {
+            errmsg_at(err, errlen, path, "layer_types[%d] '%.40s' is not supported", l, v);
+            return -1;
+        }
+    }
+    if (n_local == 0) { /* every layer global: no window */
+        cfg->sliding_window = 0;
+        return 1;
+    }
+    cfg->sliding_pattern = n_local == n ? 0 : first_global + 1;
+    for (int l = 0; l < n; l++) {
+        int local = !strcmp(cJSON_GetArrayItem(lt, l)->valuestring, "sliding_attention");
+        int want =
+            cfg->sliding_pattern == 0 || l % cfg->sliding_pattern != cfg->sliding_pattern - 1;
+        if (local != want) {
+            errmsg_at(err, errlen, path,
+                      "layer_types: layer %d breaks the pattern of one global layer every %d "
+                      "(not supported)",
+                      l, cfg->sliding_pattern);
+            return -1;
+        }
+    }
+    return 1;
+}
+
+enum hf_family { HF_LLAMA, HF_MISTRAL, HF_QWEN2, HF_GEMMA3 };
+
 static int hf_parse(const cJSON *j, struct model_config *cfg, const char *path, char *err,
                     size_t errlen) {
     memset(cfg, 0, sizeof(*cfg));
-    strcpy(cfg->arch, "llama");
     if (!cJSON_IsObject(j)) {
         errmsg_at(err, errlen, path, "not a JSON object");
         return -1;
@@ -111,22 +225,49 @@ static int hf_parse(const cJSON *j, struct model_config *cfg, const char *path, 
         const cJSON *mt = cJSON_GetObjectItemCaseSensitive(j, "model_type");
         arch = cJSON_IsString(mt) ? mt->valuestring : "(none)";
     }
-    /* Exactly the architectures the forward pass implements: Qwen2 (q/k/v biases) is not one. */
-    static const char *const archs_ok[] = {"LlamaForCausalLM", "MistralForCausalLM", "llama",
-                                           "mistral"};
-    int ok = 0;
+    /* Exactly the architectures the forward pass implements. */
+    static const struct {
+        const char *name;
+        enum hf_family fam;
+        int multimodal; /* the text model is under text_config */
+    } archs_ok[] = {
+        {"LlamaForCausalLM", HF_LLAMA, 0},
+        {"llama", HF_LLAMA, 0},
+        {"MistralForCausalLM", HF_MISTRAL, 0},
+        {"mistral", HF_MISTRAL, 0},
+        {"Qwen2ForCausalLM", HF_QWEN2, 0},
+        {"qwen2", HF_QWEN2, 0},
+        {"Gemma3ForCausalLM", HF_GEMMA3, 0},
+        {"gemma3_text", HF_GEMMA3, 0},
+        {"Gemma3ForConditionalGeneration", HF_GEMMA3, 1},
+        {"gemma3", HF_GEMMA3, 1},
+    };
+    int found = -1;
     for (size_t i = 0; i < sizeof(archs_ok) / sizeof(archs_ok[0]); i++)
-        ok |= !strcmp(arch, archs_ok[i]);
-    if (!ok) {
+        if (!strcmp(arch, archs_ok[i].name)) found = (int)i;
+    if (found < 0) {
         errmsg_at(err, errlen, path,
-                  "architecture '%s' is not supported (flashgen loads LlamaForCausalLM and "
-                  "MistralForCausalLM)",
+                  "architecture '%s' is not supported (flashgen loads LlamaForCausalLM, "
+                  "MistralForCausalLM, Qwen2ForCausalLM, Gemma3ForCausalLM and "
+                  "Gemma3ForConditionalGeneration's text model)",
                   arch);
         return -1;
     }
+    enum hf_family fam = archs_ok[found].fam;
+    if (archs_ok[found].multimodal) {
+        j = cJSON_GetObjectItemCaseSensitive(j, "text_config");
+        if (!cJSON_IsObject(j)) {
+            errmsg_at(err, errlen, path, "'%s' needs a 'text_config' object", arch);
+            return -1;
+        }
+    }
+    static const char *const fam_names[] = {"llama", "mistral", "qwen2", "gemma3"};
+    strcpy(cfg->arch, fam_names[fam]);
+    int gemma = fam == HF_GEMMA3;
+
     int bias = 0;
     if (hf_bool(j, "attention_bias", &bias, path, err, errlen) < 0) return -1;
-    if (bias) {
+    if (bias) { /* Llama's attention_bias covers o_proj as well: not the Qwen2 layout */
         errmsg_at(err, errlen, path, "'attention_bias' true is not supported");
         return -1;
     }
@@ -135,9 +276,11 @@ static int hf_parse(const cJSON *j, struct model_config *cfg, const char *path, 
         errmsg_at(err, errlen, path, "'mlp_bias' true is not supported");
         return -1;
     }
-    const cJSON *act = cJSON_GetObjectItemCaseSensitive(j, "hidden_act");
-    if (act && (!cJSON_IsString(act) || strcmp(act->valuestring, "silu"))) {
-        errmsg_at(err, errlen, path, "'hidden_act' must be \"silu\"");
+    const cJSON *act = cJSON_GetObjectItemCaseSensitive(j, "hidden_activation");
+    if (!act || cJSON_IsNull(act)) act = cJSON_GetObjectItemCaseSensitive(j, "hidden_act");
+    const char *want_act = gemma ? "gelu_pytorch_tanh" : "silu";
+    if (act && !cJSON_IsNull(act) && (!cJSON_IsString(act) || strcmp(act->valuestring, want_act))) {
+        errmsg_at(err, errlen, path, "'hidden_act' must be \"%s\" for %s", want_act, cfg->arch);
         return -1;
     }
 
@@ -163,7 +306,9 @@ static int hf_parse(const cJSON *j, struct model_config *cfg, const char *path, 
     if (hf_int(j, "num_key_value_heads", &cfg->n_kv_heads, path, err, errlen) < 0) return -1;
     int hd = hf_int(j, "head_dim", &cfg->head_dim, path, err, errlen);
     if (hd < 0) return -1;
-    if (hd == 0) {
+    if (hd == 0 && gemma) {
+        cfg->head_dim = 256; /* Gemma3TextConfig default */
+    } else if (hd == 0) {
         if (cfg->n_heads <= 0 || cfg->dim % cfg->n_heads) {
             errmsg_at(
                 err, errlen, path,
@@ -173,19 +318,80 @@ static int hf_parse(const cJSON *j, struct model_config *cfg, const char *path, 
         }
         cfg->head_dim = cfg->dim / cfg->n_heads;
     }
-    cfg->max_seq_len = 2048; /* LlamaConfig default */
+    /* transformers' defaults per family (LlamaConfig, MistralConfig, Qwen2Config,
+     * Gemma3TextConfig) */
+    static const struct {
+        int max_pos;
+        double theta, eps;
+        int tied;
+    } def[] = {
+        {2048, 10000.0, 1e-6, 0},
+        {4096 * 32, 10000.0, 1e-6, 0},
+        {32768, 10000.0, 1e-6, 0},
+        {131072, 1000000.0, 1e-6, 1},
+    };
+    cfg->max_seq_len = def[fam].max_pos;
     if (hf_int(j, "max_position_embeddings", &cfg->max_seq_len, path, err, errlen) < 0) return -1;
-    double theta = 10000.0, eps = 1e-6; /* LlamaConfig defaults */
+    double theta = def[fam].theta, eps = def[fam].eps;
     if (hf_num(j, "rope_theta", &theta, path, err, errlen) < 0 ||
         hf_num(j, "rms_norm_eps", &eps, path, err, errlen) < 0)
         return -1;
     cfg->rope_theta = (float)theta;
     cfg->rms_eps = (float)eps;
-    cfg->tied_embeddings = 0; /* LlamaConfig default; the loader also ties when lm_head is absent */
+    cfg->tied_embeddings = def[fam].tied; /* the loader also ties when lm_head is absent */
     if (hf_bool(j, "tie_word_embeddings", &cfg->tied_embeddings, path, err, errlen) < 0) return -1;
-    const cJSON *rs = cJSON_GetObjectItemCaseSensitive(j, "rope_scaling");
-    if (!rs || cJSON_IsNull(rs)) rs = cJSON_GetObjectItemCaseSensitive(j, "rope_parameters");
-    if (hf_rope(rs, cfg, path, err, errlen)) return -1;
+
+    cfg->attn_bias = fam == HF_QWEN2; /* Qwen2's q/k/v projections always have biases */
+    if (gemma) {
+        double local = 10000.0, qpas = 256.0;
+        if (hf_num(j, "rope_local_base_freq", &local, path, err, errlen) < 0 ||
+            hf_num(j, "query_pre_attn_scalar", &qpas, path, err, errlen) < 0)
+            return -1;
+        if (!(qpas > 0)) {
+            errmsg_at(err, errlen, path, "'query_pre_attn_scalar' %g must be positive", qpas);
+            return -1;
+        }
+        cfg->rope_local_theta = (float)local;
+        cfg->attn_scale = (float)(1.0 / sqrt(qpas));
+        cfg->act = MODEL_ACT_GELU_TANH;
+        cfg->qk_norm = 1;
+        cfg->post_norms = 1;
+        cfg->norm_plus_one = 1;
+        cfg->embed_scale = (float)sqrt((double)cfg->dim);
+        cfg->sliding_window = 4096;
+        cfg->sliding_pattern = 6;
+        if (hf_int(j, "sliding_window_pattern", &cfg->sliding_pattern, path, err, errlen) < 0 ||
+            hf_int(j, "_sliding_window_pattern", &cfg->sliding_pattern, path, err, errlen) < 0)
+            return -1;
+        double cap = 0;
+        if (hf_num(j, "final_logit_softcapping", &cap, path, err, errlen) < 0) return -1;
+        cfg->final_softcap = (float)cap;
+        if (hf_num(j, "attn_logit_softcapping", &cap, path, err, errlen) < 0) return -1;
+        if (cJSON_GetObjectItemCaseSensitive(j, "attn_logit_softcapping") &&
+            !cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(j, "attn_logit_softcapping"))) {
+            errmsg_at(err, errlen, path, "'attn_logit_softcapping' is not supported");
+            return -1;
+        }
+    }
+    if (fam == HF_MISTRAL || gemma) {
+        /* Mistral: every layer windowed when sliding_window is set (null: none) */
+        const cJSON *sw = cJSON_GetObjectItemCaseSensitive(j, "sliding_window");
+        cfg->sliding_window = sw && cJSON_IsNull(sw) ? 0 : 4096; /* both configs' default */
+        if (hf_int(j, "sliding_window", &cfg->sliding_window, path, err, errlen) < 0) return -1;
+    }
+    if (fam == HF_QWEN2) {
+        int use = 0;
+        if (hf_bool(j, "use_sliding_window", &use, path, err, errlen) < 0) return -1;
+        if (use) {
+            errmsg_at(err, errlen, path,
+                      "'use_sliding_window' true is not supported for qwen2 (windows from "
+                      "max_window_layers on)");
+            return -1;
+        }
+    }
+    if (cfg->sliding_window > 0 && hf_layer_types(j, cfg, path, err, errlen) < 0) return -1;
+    if (hf_rope_all(j, cfg, path, err, errlen)) return -1;
+    if (gemma && cfg->rope_local_theta <= 0) cfg->rope_local_theta = 10000.0f;
     double prf = 1.0;
     if (hf_num(j, "partial_rotary_factor", &prf, path, err, errlen) < 0) return -1;
     if (prf != 1.0) {

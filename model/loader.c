@@ -35,9 +35,29 @@ static double ld_now(void) {
 /* --- config -------------------------------------------------------------------------------------
  */
 
+/* YaRN's correction dimension for NUM_ROT rotations over the original context (transformers'
+ * _compute_yarn_parameters). */
+static double yarn_corr_dim(double num_rot, int dim, double base, double max_pos) {
+    return dim * log(max_pos / (num_rot * 2 * M_PI)) / (2 * log(base));
+}
+
 void model_rope_freqs(const struct model_config *cfg, float *freqs) {
     const double two_pi = 6.283185307179586;
     int half = cfg->head_dim / 2;
+    double lo = 0, hi = 0;
+    if (cfg->rope_scaling == MODEL_ROPE_SCALING_YARN) {
+        lo = yarn_corr_dim(cfg->rope_beta_fast, cfg->head_dim, cfg->rope_theta,
+                           cfg->rope_orig_max_pos);
+        hi = yarn_corr_dim(cfg->rope_beta_slow, cfg->head_dim, cfg->rope_theta,
+                           cfg->rope_orig_max_pos);
+        if (cfg->rope_yarn_truncate) {
+            lo = floor(lo);
+            hi = ceil(hi);
+        }
+        if (lo < 0) lo = 0;
+        if (hi > cfg->head_dim - 1) hi = cfg->head_dim - 1;
+        if (lo == hi) hi += 0.001;
+    }
     for (int i = 0; i < half; i++) {
         /* theta^(-2i/d), as transformers computes it (in float32 there; double here) */
         double inv = 1.0 / pow((double)cfg->rope_theta, (2.0 * i) / cfg->head_dim);
@@ -53,20 +73,35 @@ void model_rope_freqs(const struct model_config *cfg, float *freqs) {
                 double smooth = (L / wl - low) / (high - low);
                 inv = (1 - smooth) * inv / factor + smooth * inv;
             }
+        } else if (cfg->rope_scaling == MODEL_ROPE_SCALING_LINEAR) {
+            inv /= cfg->rope_factor;
+        } else if (cfg->rope_scaling == MODEL_ROPE_SCALING_YARN) {
+            double ramp = (i - lo) / (hi - lo);
+            ramp = ramp < 0 ? 0 : ramp > 1 ? 1 : ramp;
+            double extra = 1 - ramp; /* share of the extrapolated (unscaled) frequency */
+            inv = inv / cfg->rope_factor * (1 - extra) + inv * extra;
         }
         freqs[i] = (float)inv;
     }
+}
+
+void model_rope_freqs_local(const struct model_config *cfg, float *freqs) {
+    int half = cfg->head_dim / 2;
+    for (int i = 0; i < half; i++)
+        freqs[i] = (float)(1.0 / pow((double)cfg->rope_local_theta, (2.0 * i) / cfg->head_dim));
 }
 
 /* --- the load plan ------------------------------------------------------------------------------
  */
 
 struct ld_item {
-    char name[96];  /* source tensor name */
+    char name[160]; /* source tensor name */
     int rows, cols; /* expected (out, in); cols == 0 for a 1-D tensor of `rows` */
     float **dst;    /* where the arena pointer goes */
     int perm_heads; /* GGUF: un-permute rows in this many head groups (0: none) */
     int join;       /* the next item follows with no padding (q|k|v and gate|up: fused GEMMs) */
+    int plus_one;   /* an RMSNorm weight stored as w for (1 + w): the arena gets 1 + w */
+    float *at;      /* its place in the arena (ld_arena) */
     const struct gguf_tensor *gt;
     const struct safetensors_tensor *st;
 };
@@ -76,7 +111,8 @@ struct ld_plan {
     int n;
 };
 
-static void ld_add(struct ld_plan *p, const char *name, int rows, int cols, float **dst, int perm) {
+static struct ld_item *ld_add(struct ld_plan *p, const char *name, int rows, int cols, float **dst,
+                              int perm) {
     struct ld_item *it = &p->items[p->n++];
     memset(it, 0, sizeof(*it));
     snprintf(it->name, sizeof(it->name), "%s", name);
@@ -84,41 +120,84 @@ static void ld_add(struct ld_plan *p, const char *name, int rows, int cols, floa
     it->cols = cols;
     it->dst = dst;
     it->perm_heads = perm;
+    return it;
 }
 
-/* Build the plan for M (cfg already set; layers allocated). GGUF names when GGUF, else HF. */
-static int ld_plan_build(struct model *m, int gguf, struct ld_plan *p) {
+/* One tensor of a decoder block: its GGUF and HF names and where it goes. */
+struct ld_layer_tensor {
+    const char *gguf, *hf;
+    int rows, cols;
+    float **dst;
+    int perm_heads, join, norm;
+};
+
+/* Build the plan for M (cfg already set; layers allocated). GGUF names when GGUF, else HF names
+ * under HF_PREFIX ("model." or a multimodal checkpoint's language-model prefix). */
+static int ld_plan_build(struct model *m, int gguf, const char *hf_prefix, struct ld_plan *p) {
     const struct model_config *c = &m->cfg;
     int q = c->n_heads * c->head_dim, kv = c->n_kv_heads * c->head_dim;
-    p->items = calloc((size_t)c->n_layers * 9 + 4, sizeof(*p->items));
+    int plus_one = !gguf && c->norm_plus_one;
+    /* llama's GGUF rows are permuted for the interleaved RoPE; qwen2 and gemma3 use NEOX */
+    int permuted = gguf && !strcmp(c->arch, "llama");
+    p->items = calloc((size_t)c->n_layers * 16 + 4, sizeof(*p->items));
     if (!p->items) return -1;
-    char nm[96];
-    ld_add(p, gguf ? "token_embd.weight" : "model.embed_tokens.weight", c->vocab_size, c->dim,
-           &m->w.tok_embd, 0);
+    char nm[160];
+    snprintf(nm, sizeof(nm), "%sembed_tokens.weight", hf_prefix);
+    ld_add(p, gguf ? "token_embd.weight" : nm, c->vocab_size, c->dim, &m->w.tok_embd, 0);
     for (int l = 0; l < c->n_layers; l++) {
         struct model_layer *L = &m->w.layers[l];
-        static const char *gg[9] = {"attn_norm", "attn_q",   "attn_k", "attn_v",  "attn_output",
-                                    "ffn_norm",  "ffn_gate", "ffn_up", "ffn_down"};
-        static const char *hf[9] = {
-            "input_layernorm",  "self_attn.q_proj", "self_attn.k_proj",
-            "self_attn.v_proj", "self_attn.o_proj", "post_attention_layernorm",
-            "mlp.gate_proj",    "mlp.up_proj",      "mlp.down_proj"};
-        const int rows[9] = {c->dim, q, kv, kv, c->dim, c->dim, c->ffn_dim, c->ffn_dim, c->dim};
-        const int cols[9] = {0, c->dim, c->dim, c->dim, q, 0, c->dim, c->dim, c->ffn_dim};
-        float **dst[9] = {&L->attn_norm, &L->wq,     &L->wk,   &L->wv,    &L->wo,
-                          &L->ffn_norm,  &L->w_gate, &L->w_up, &L->w_down};
-        const int perm[9] = {0, gguf ? c->n_heads : 0, gguf ? c->n_kv_heads : 0, 0, 0, 0, 0, 0, 0};
-        for (int k = 0; k < 9; k++) {
+        /* HF names the pre-MLP norm post_attention_layernorm unless there are post-norms */
+        const char *ffn_norm_hf =
+            c->post_norms ? "pre_feedforward_layernorm" : "post_attention_layernorm";
+        const struct ld_layer_tensor t[] = {
+            {"attn_norm", "input_layernorm", c->dim, 0, &L->attn_norm, 0, 0, 1},
+            {"attn_q", "self_attn.q_proj", q, c->dim, &L->wq, permuted ? c->n_heads : 0, 1, 0},
+            {"attn_k", "self_attn.k_proj", kv, c->dim, &L->wk, permuted ? c->n_kv_heads : 0, 1, 0},
+            {"attn_v", "self_attn.v_proj", kv, c->dim, &L->wv, 0, 0, 0},
+            {"attn_output", "self_attn.o_proj", c->dim, q, &L->wo, 0, 0, 0},
+            {"ffn_norm", ffn_norm_hf, c->dim, 0, &L->ffn_norm, 0, 0, 1},
+            {"ffn_gate", "mlp.gate_proj", c->ffn_dim, c->dim, &L->w_gate, 0, 1, 0},
+            {"ffn_up", "mlp.up_proj", c->ffn_dim, c->dim, &L->w_up, 0, 0, 0},
+            {"ffn_down", "mlp.down_proj", c->dim, c->ffn_dim, &L->w_down, 0, 0, 0},
+        };
+        for (size_t k = 0; k < sizeof(t) / sizeof(t[0]); k++) {
             if (gguf)
-                snprintf(nm, sizeof(nm), "blk.%d.%s.weight", l, gg[k]);
+                snprintf(nm, sizeof(nm), "blk.%d.%s.weight", l, t[k].gguf);
             else
-                snprintf(nm, sizeof(nm), "model.layers.%d.%s.weight", l, hf[k]);
-            ld_add(p, nm, rows[k], cols[k], dst[k], perm[k]);
+                snprintf(nm, sizeof(nm), "%slayers.%d.%s.weight", hf_prefix, l, t[k].hf);
+            struct ld_item *it = ld_add(p, nm, t[k].rows, t[k].cols, t[k].dst, t[k].perm_heads);
             /* forward.c runs q|k|v and gate|up as one GEMM each over adjacent weights */
-            p->items[p->n - 1].join = k == 1 || k == 2 || k == 6;
+            it->join = t[k].join;
+            it->plus_one = plus_one && t[k].norm;
+        }
+        const struct ld_layer_tensor opt[] = {
+            {"attn_q", "self_attn.q_proj", q, 0, &L->bqkv, 0, 1, 0},
+            {"attn_k", "self_attn.k_proj", kv, 0, NULL, 0, 1, 0},
+            {"attn_v", "self_attn.v_proj", kv, 0, NULL, 0, 0, 0},
+            {"attn_q_norm", "self_attn.q_norm", c->head_dim, 0, &L->q_norm, 0, 0, 1},
+            {"attn_k_norm", "self_attn.k_norm", c->head_dim, 0, &L->k_norm, 0, 0, 1},
+            {"post_attention_norm", "post_attention_layernorm", c->dim, 0, &L->post_attn_norm, 0, 0,
+             1},
+            {"post_ffw_norm", "post_feedforward_layernorm", c->dim, 0, &L->post_ffn_norm, 0, 0, 1},
+        };
+        const int want[] = {c->attn_bias, c->attn_bias,  c->attn_bias, c->qk_norm,
+                            c->qk_norm,   c->post_norms, c->post_norms};
+        for (size_t k = 0; k < sizeof(opt) / sizeof(opt[0]); k++) {
+            if (!want[k]) continue;
+            int bias = k < 3;
+            if (gguf)
+                snprintf(nm, sizeof(nm), "blk.%d.%s.%s", l, opt[k].gguf, bias ? "bias" : "weight");
+            else
+                snprintf(nm, sizeof(nm), "%slayers.%d.%s.%s", hf_prefix, l, opt[k].hf,
+                         bias ? "bias" : "weight");
+            /* the k and v biases follow the q bias in one (qd + 2 kvd) vector: no destination */
+            struct ld_item *it = ld_add(p, nm, opt[k].rows, 0, opt[k].dst, 0);
+            it->join = opt[k].join;
+            it->plus_one = plus_one && opt[k].norm;
         }
     }
-    ld_add(p, gguf ? "output_norm.weight" : "model.norm.weight", c->dim, 0, &m->w.out_norm, 0);
+    snprintf(nm, sizeof(nm), "%snorm.weight", hf_prefix);
+    ld_add(p, gguf ? "output_norm.weight" : nm, c->dim, 0, &m->w.out_norm, 0)->plus_one = plus_one;
     if (!c->tied_embeddings)
         ld_add(p, gguf ? "output.weight" : "lm_head.weight", c->vocab_size, c->dim, &m->w.output,
                0);
@@ -209,8 +288,9 @@ static int ld_arena(struct model *m, struct ld_plan *p, char *err, size_t errlen
     size_t total = 0;
     for (int i = 0; i < p->n; i++)
         total += ld_span(&p->items[i]);
-    total +=
+    size_t rope_span =
         ((size_t)m->cfg.head_dim / 2 + LD_ALIGN_FLOATS - 1) / LD_ALIGN_FLOATS * LD_ALIGN_FLOATS;
+    total += 2 * rope_span; /* global and local tables */
     size_t bytes = total * sizeof(float);
     float *a = aligned_alloc(64, bytes);
     if (!a) {
@@ -221,10 +301,12 @@ static int ld_arena(struct model *m, struct ld_plan *p, char *err, size_t errlen
     m->w.arena_bytes = bytes;
     size_t off = 0;
     for (int i = 0; i < p->n; i++) {
-        *p->items[i].dst = a + off;
+        p->items[i].at = a + off;
+        if (p->items[i].dst) *p->items[i].dst = a + off;
         off += ld_span(&p->items[i]);
     }
     m->w.rope_freqs = a + off;
+    m->w.rope_freqs_local = m->cfg.rope_local_theta > 0 ? a + off + rope_span : m->w.rope_freqs;
     if (m->cfg.tied_embeddings) m->w.output = m->w.tok_embd;
     return 0;
 }
@@ -289,7 +371,7 @@ static int ld_convert(struct model *m, struct ld_plan *p, const struct gguf_file
         pr.bytes_total += p->items[i].gt ? p->items[i].gt->n_bytes : p->items[i].st->n_bytes;
     for (int i = 0; i < p->n; i++) {
         struct ld_item *it = &p->items[i];
-        float *dst = *it->dst;
+        float *dst = it->at;
         int bad = 0;
         if (it->gt) {
             const struct gguf_tensor *t = it->gt;
@@ -318,6 +400,9 @@ static int ld_convert(struct model *m, struct ld_plan *p, const struct gguf_file
             safetensors_to_f32(it->st, dst);
             pr.bytes_done += it->st->n_bytes;
         }
+        if (it->plus_one)
+            for (uint64_t e = 0; e < ld_numel(it); e++)
+                dst[e] += 1.0f;
         pr.tensors_done++;
         pr.seconds = ld_now() - t0;
         if (progress) progress(&pr, user);
@@ -326,6 +411,7 @@ static int ld_convert(struct model *m, struct ld_plan *p, const struct gguf_file
     ld_note_dequant(m, p);
 
     model_rope_freqs(&m->cfg, m->w.rope_freqs);
+    if (m->cfg.rope_local_theta > 0) model_rope_freqs_local(&m->cfg, m->w.rope_freqs_local);
     const struct gguf_tensor *rf = gf ? gguf_find_tensor(gf, "rope_freqs.weight") : NULL;
     if (rf) { /* llama3 divisors written by convert_hf_to_gguf: inv_freq / rope_freqs[i] */
         int half = m->cfg.head_dim / 2;
@@ -378,32 +464,61 @@ static int ld_kv_int(const struct gguf_file *f, const char *key, int req, int *v
     return 1;
 }
 
+/* "ARCH.SUFFIX" in BUF: GGUF's per-architecture keys. */
+static const char *ld_key(char *buf, size_t cap, const char *arch, const char *suffix) {
+    snprintf(buf, cap, "%s.%s", arch, suffix);
+    return buf;
+}
+
+/* general.architecture values and what they switch on. Facts (llama.cpp's converter and
+ * src/llama-model.cpp, checked against the real gemma-3-270m file and transformers' GGUF
+ * loader, which reads back the same checkpoint):
+ *   llama  — Mistral too (converted as llama); attn_q/attn_k rows permuted for the interleaved
+ *            RoPE, un-permuted here (model-format.md §2.7).
+ *   qwen2  — NEOX (rotate_half) RoPE: no permutation; attn_{q,k,v}.bias present.
+ *   gemma3 — NEOX RoPE: no permutation. convert_hf_to_gguf's Gemma3Model has norm_shift = 1.0:
+ *            every "*norm.weight" is stored as (1 + w) already, so no +1 here (the HF loader adds
+ *            it). The file has no local RoPE base, window pattern or query_pre_attn_scalar:
+ *            llama.cpp fixes them (SWA base 10000, every 6th layer global, attention scale
+ *            1/sqrt(head_dim), except 27B (62 layers): 1/sqrt(dim / n_heads)), and so do we.
+ *            Embeddings scaled by sqrt(dim), tied output head, GELU-tanh MLP, QK-norm, 4 norms. */
 static int ld_gguf_config(const struct gguf_file *f, struct model_config *c, char *err,
                           size_t errlen) {
     memset(c, 0, sizeof(*c));
     const char *arch;
     size_t alen;
+    char key[96];
     int rc = gguf_get_str(f, "general.architecture", &arch, &alen, err, errlen);
     if (rc < 0) return -1;
     if (rc == 0) {
         errmsg_at(err, errlen, f->path, "missing metadata 'general.architecture'");
         return -1;
     }
-    if (alen != 5 || memcmp(arch, "llama", 5)) {
-        errmsg_at(err, errlen, f->path, "architecture '%.*s' is not supported (only llama)",
+    static const char *const archs[] = {"llama", "qwen2", "gemma3"};
+    int which = -1;
+    for (int i = 0; i < 3; i++)
+        if (alen == strlen(archs[i]) && !memcmp(arch, archs[i], alen)) which = i;
+    if (which < 0) {
+        errmsg_at(err, errlen, f->path,
+                  "architecture '%.*s' is not supported (llama, qwen2 or gemma3)",
                   (int)(alen > 64 ? 64 : alen), arch);
         return -1;
     }
-    strcpy(c->arch, "llama");
-    if (ld_kv_int(f, "llama.block_count", 1, &c->n_layers, err, errlen) < 0 ||
-        ld_kv_int(f, "llama.embedding_length", 1, &c->dim, err, errlen) < 0 ||
-        ld_kv_int(f, "llama.feed_forward_length", 1, &c->ffn_dim, err, errlen) < 0 ||
-        ld_kv_int(f, "llama.attention.head_count", 1, &c->n_heads, err, errlen) < 0)
+    strcpy(c->arch, archs[which]);
+    const char *A = c->arch;
+    if (ld_kv_int(f, ld_key(key, sizeof key, A, "block_count"), 1, &c->n_layers, err, errlen) < 0 ||
+        ld_kv_int(f, ld_key(key, sizeof key, A, "embedding_length"), 1, &c->dim, err, errlen) < 0 ||
+        ld_kv_int(f, ld_key(key, sizeof key, A, "feed_forward_length"), 1, &c->ffn_dim, err,
+                  errlen) < 0 ||
+        ld_kv_int(f, ld_key(key, sizeof key, A, "attention.head_count"), 1, &c->n_heads, err,
+                  errlen) < 0)
         return -1;
     c->n_kv_heads = c->n_heads;
-    if (ld_kv_int(f, "llama.attention.head_count_kv", 0, &c->n_kv_heads, err, errlen) < 0)
+    if (ld_kv_int(f, ld_key(key, sizeof key, A, "attention.head_count_kv"), 0, &c->n_kv_heads, err,
+                  errlen) < 0)
         return -1;
-    rc = ld_kv_int(f, "llama.attention.key_length", 0, &c->head_dim, err, errlen);
+    rc = ld_kv_int(f, ld_key(key, sizeof key, A, "attention.key_length"), 0, &c->head_dim, err,
+                   errlen);
     if (rc < 0) return -1;
     if (rc == 0) {
         if (c->dim % c->n_heads) {
@@ -415,9 +530,11 @@ static int ld_gguf_config(const struct gguf_file *f, struct model_config *c, cha
         c->head_dim = c->dim / c->n_heads;
     }
     int vl = c->head_dim;
-    if (ld_kv_int(f, "llama.attention.value_length", 0, &vl, err, errlen) < 0) return -1;
+    if (ld_kv_int(f, ld_key(key, sizeof key, A, "attention.value_length"), 0, &vl, err, errlen) < 0)
+        return -1;
     int rd = c->head_dim;
-    if (ld_kv_int(f, "llama.rope.dimension_count", 0, &rd, err, errlen) < 0) return -1;
+    if (ld_kv_int(f, ld_key(key, sizeof key, A, "rope.dimension_count"), 0, &rd, err, errlen) < 0)
+        return -1;
     if (vl != c->head_dim || rd != c->head_dim) {
         errmsg_at(err, errlen, f->path,
                   "value_length %d / rope.dimension_count %d differ from head_dim %d "
@@ -426,25 +543,55 @@ static int ld_gguf_config(const struct gguf_file *f, struct model_config *c, cha
         return -1;
     }
     c->max_seq_len = 2048;
-    if (ld_kv_int(f, "llama.context_length", 0, &c->max_seq_len, err, errlen) < 0) return -1;
+    if (ld_kv_int(f, ld_key(key, sizeof key, A, "context_length"), 0, &c->max_seq_len, err,
+                  errlen) < 0)
+        return -1;
     double theta = 10000.0, eps = 1e-5;
-    if (gguf_get_float(f, "llama.rope.freq_base", &theta, err, errlen) < 0 ||
-        gguf_get_float(f, "llama.attention.layer_norm_rms_epsilon", &eps, err, errlen) < 0)
+    if (gguf_get_float(f, ld_key(key, sizeof key, A, "rope.freq_base"), &theta, err, errlen) < 0 ||
+        gguf_get_float(f, ld_key(key, sizeof key, A, "attention.layer_norm_rms_epsilon"), &eps, err,
+                       errlen) < 0)
         return -1;
     c->rope_theta = (float)theta;
     c->rms_eps = (float)eps;
     const char *rst;
     size_t rsl;
-    rc = gguf_get_str(f, "llama.rope.scaling.type", &rst, &rsl, err, errlen);
+    rc = gguf_get_str(f, ld_key(key, sizeof key, A, "rope.scaling.type"), &rst, &rsl, err, errlen);
     if (rc < 0) return -1;
-    if (rc == 1 && !(rsl == 4 && !memcmp(rst, "none", 4))) {
-        errmsg_at(err, errlen, f->path, "rope scaling type '%.*s' is not supported",
+    if (rc == 1 && rsl == 6 && !memcmp(rst, "linear", 6)) {
+        double factor = 1;
+        if (gguf_get_float(f, ld_key(key, sizeof key, A, "rope.scaling.factor"), &factor, err,
+                           errlen) < 0)
+            return -1;
+        c->rope_scaling = MODEL_ROPE_SCALING_LINEAR;
+        c->rope_factor = (float)factor;
+    } else if (rc == 1 && !(rsl == 4 && !memcmp(rst, "none", 4))) {
+        errmsg_at(err, errlen, f->path, "rope scaling type '%.*s' is not supported (none, linear)",
                   (int)(rsl > 64 ? 64 : rsl), rst);
         return -1;
     }
+    if (which == 1) c->attn_bias = 1;
+    if (which == 2) {
+        c->act = MODEL_ACT_GELU_TANH;
+        c->qk_norm = 1;
+        c->post_norms = 1;
+        c->embed_scale = sqrtf((float)c->dim);
+        c->attn_scale = c->n_layers == 62 ? 1.0f / sqrtf((float)c->dim / c->n_heads)
+                                          : 1.0f / sqrtf((float)c->head_dim);
+        c->sliding_pattern = 6;
+        c->rope_local_theta = 10000.0f;
+        if (ld_kv_int(f, ld_key(key, sizeof key, A, "attention.sliding_window"), 0,
+                      &c->sliding_window, err, errlen) < 0)
+            return -1;
+        double cap = 0;
+        if (gguf_get_float(f, ld_key(key, sizeof key, A, "final_logit_softcapping"), &cap, err,
+                           errlen) < 0)
+            return -1;
+        c->final_softcap = (float)cap;
+    }
     const struct gguf_tensor *emb = gguf_find_tensor(f, "token_embd.weight");
     c->vocab_size = emb && emb->ne[1] <= INT_MAX ? (int)emb->ne[1] : 0;
-    if (ld_kv_int(f, "llama.vocab_size", 0, &c->vocab_size, err, errlen) < 0) return -1;
+    if (ld_kv_int(f, ld_key(key, sizeof key, A, "vocab_size"), 0, &c->vocab_size, err, errlen) < 0)
+        return -1;
     if (!c->vocab_size) {
         errmsg_at(err, errlen, f->path, "missing tensor 'token_embd.weight'");
         return -1;
@@ -655,7 +802,7 @@ static int ld_load_gguf(struct model *m, model_progress_fn progress, void *user,
     int rc = -1;
     if (gguf_open(m->path, &f, err, errlen) || ld_gguf_config(f, &m->cfg, err, errlen)) goto out;
     if (!(m->w.layers = calloc((size_t)m->cfg.n_layers, sizeof(*m->w.layers))) ||
-        ld_plan_build(m, 1, &p)) {
+        ld_plan_build(m, 1, NULL, &p)) {
         errmsg_at(err, errlen, m->path, "out of memory");
         goto out;
     }
@@ -688,23 +835,35 @@ static int ld_load_hf(struct model *m, const char *dir, model_progress_fn progre
     snprintf(path, sizeof(path), "%s/config.json", dir);
     if (hf_config_load(path, &m->cfg, err, errlen) || safetensors_open_dir(dir, &s, err, errlen))
         goto out;
-    for (size_t i = 0; i < s->n_tensors; i++) {
-        size_t l = strlen(s->tensors[i].name);
-        if (l >= 5 && !strcmp(s->tensors[i].name + l - 5, ".bias")) {
-            errmsg_at(err, errlen, s->files[s->tensors[i].file].path,
-                      "bias tensor '%s' is not supported (Llama-family models have no biases)",
-                      s->tensors[i].name);
-            goto out;
-        }
-    }
+    /* Gemma3ForConditionalGeneration keeps the text model under a prefix (transformers 5:
+     * model.language_model., 4.x: language_model.model.); the vision tower is not read. */
+    const char *prefix = "model.";
+    if (safetensors_find(s, "model.language_model.embed_tokens.weight"))
+        prefix = "model.language_model.";
+    else if (safetensors_find(s, "language_model.model.embed_tokens.weight"))
+        prefix = "language_model.model.";
     if (!safetensors_find(s, "lm_head.weight")) m->cfg.tied_embeddings = 1;
     if (!(m->w.layers = calloc((size_t)m->cfg.n_layers, sizeof(*m->w.layers))) ||
-        ld_plan_build(m, 0, &p)) {
+        ld_plan_build(m, 0, prefix, &p)) {
         errmsg_at(err, errlen, dir, "out of memory");
         goto out;
     }
     for (int i = 0; i < p.n; i++)
         if (ld_check_st(s, dir, &p.items[i], err, errlen)) goto out;
+    /* A bias the family does not have would be silently dropped: refuse it. */
+    for (size_t i = 0; i < s->n_tensors; i++) {
+        const char *nm = s->tensors[i].name;
+        size_t l = strlen(nm);
+        if (l < 5 || strcmp(nm + l - 5, ".bias")) continue;
+        int planned = 0;
+        for (int k = 0; k < p.n && !planned; k++)
+            planned = !strcmp(p.items[k].name, nm);
+        if (!planned) {
+            errmsg_at(err, errlen, s->files[s->tensors[i].file].path,
+                      "bias tensor '%s' is not supported (only Qwen2's q/k/v biases are)", nm);
+            goto out;
+        }
+    }
     snprintf(path, sizeof(path), "%s/tokenizer.json", dir);
     char terr[512];
     if (tokenizer_from_json(path, &m->tok, &m->chat_template, terr, sizeof(terr))) {

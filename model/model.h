@@ -1,5 +1,10 @@
-/* model.h — the Llama-family model as the rest of flashgen sees it: configuration, host
- * weights, tokenizer and chat template, loaded from GGUF or a Hugging Face checkpoint.
+/* model.h — the model as the rest of flashgen sees it: configuration, host weights, tokenizer and
+ * chat template, loaded from GGUF or a Hugging Face checkpoint.
+ *
+ * Families: Llama 2/3.x, SmolLM2, Mistral, Qwen2/2.5 and Gemma 3 (text). They share one decoder
+ * (model/forward.c); what differs is a handful of switches in struct model_config (biases,
+ * QK-norm, post-norms, activation, sliding windows, per-layer RoPE base, scales, soft-capping).
+ * Gemma's RMSNorm multiplies by (1 + w): the loaders store (1 + w), so one RMSNorm serves all.
  *
  * Design choice: the canonical in-memory layout is Hugging Face's. Linear weights are row-major
  * (out, in) fp32, and the Q/K rows are in HF order, so RoPE is "rotate_half" (pairs i, i+d/2).
@@ -20,6 +25,16 @@ enum model_rope_scaling {
     /* GGUF rope_freqs.weight: per-frequency divisors given by the file (llama3 written out by
      * convert_hf_to_gguf); the factors below are unknown (0) and w.rope_freqs is authoritative. */
     MODEL_ROPE_SCALING_FREQ_FACTORS = 2,
+    MODEL_ROPE_SCALING_LINEAR = 3, /* positions divided by factor: inv_freq / factor */
+    /* dynamic NTK: transformers changes the base only past original_max_position_embeddings; the
+     * loader caps the context there, so within it the frequencies are the default ones */
+    MODEL_ROPE_SCALING_DYNAMIC = 4,
+    MODEL_ROPE_SCALING_YARN = 5, /* YaRN ramp between interpolation and extrapolation */
+};
+
+enum model_act {
+    MODEL_ACT_SILU = 0,      /* SwiGLU: silu(gate) * up (Llama, Mistral, Qwen2) */
+    MODEL_ACT_GELU_TANH = 1, /* GeGLU: gelu_tanh(gate) * up (Gemma 3) */
 };
 
 struct model_config {
@@ -36,11 +51,33 @@ struct model_config {
     float rms_eps;       /* RMSNorm epsilon */
     int tied_embeddings; /* 1: output head == token embedding */
     enum model_rope_scaling rope_scaling;
-    float rope_factor;     /* llama3: factor */
-    float rope_low_freq;   /* llama3: low_freq_factor */
-    float rope_high_freq;  /* llama3: high_freq_factor */
-    int rope_orig_max_pos; /* llama3: original_max_position_embeddings */
+    float rope_factor;      /* llama3: factor */
+    float rope_low_freq;    /* llama3: low_freq_factor */
+    float rope_high_freq;   /* llama3: high_freq_factor */
+    int rope_orig_max_pos;  /* llama3, yarn, dynamic: original_max_position_embeddings */
+    float rope_beta_fast;   /* yarn: beta_fast (32) */
+    float rope_beta_slow;   /* yarn: beta_slow (1) */
+    float rope_attn_factor; /* yarn: cos/sin multiplier (the attention scale grows by its square) */
+    int rope_yarn_truncate; /* yarn: floor/ceil the correction range (transformers' default 1) */
+
+    /* Family switches; all zero is plain Llama. */
+    enum model_act act; /* gated MLP activation */
+    int attn_bias;      /* q/k/v projections have biases (Qwen2); o has none */
+    int qk_norm;        /* RMSNorm over each q and k head before RoPE (Gemma 3) */
+    int post_norms;     /* RMSNorm on the attention and MLP outputs before the residual adds */
+    int norm_plus_one;  /* the checkpoint's RMSNorm weights are w for (1 + w) (Gemma, HF only) */
+    float embed_scale;  /* embeddings multiplied by this (Gemma: sqrt(dim)); 0 = 1 */
+    float attn_scale;   /* softmax scale; 0 = 1/sqrt(head_dim) (Gemma: query_pre_attn_scalar^-½) */
+    float final_softcap; /* logits = cap * tanh(logits / cap); 0 = none */
+    int sliding_window;  /* a local layer's query sees the last sliding_window keys; 0 = none */
+    /* which layers are local (sliding window): 0 = all of them when sliding_window is set
+     * (Mistral); N > 0 = every Nth layer (l % N == N - 1) is global, the rest local (Gemma 3) */
+    int sliding_pattern;
+    float rope_local_theta; /* RoPE base of local layers, unscaled; 0 = same table as global */
 };
+
+/* 1 when layer L of CFG attends through a sliding window. */
+int model_layer_is_local(const struct model_config *cfg, int l);
 
 /* One decoder block. All fp32, row-major (out, in). */
 struct model_layer {
@@ -53,6 +90,11 @@ struct model_layer {
     float *w_gate;    /* (ffn_dim, dim) */
     float *w_up;      /* (ffn_dim, dim) */
     float *w_down;    /* (dim, ffn_dim) */
+    float *bqkv;      /* attn_bias: q|k|v biases ((n_heads + 2 n_kv_heads) head_dim), else NULL */
+    float *q_norm;    /* qk_norm: (head_dim), else NULL */
+    float *k_norm;    /* qk_norm: (head_dim), else NULL */
+    float *post_attn_norm; /* post_norms: (dim), else NULL */
+    float *post_ffn_norm;  /* post_norms: (dim), else NULL */
 };
 
 struct model_weights {
@@ -61,6 +103,7 @@ struct model_weights {
     float *out_norm;            /* (dim) */
     float *output;              /* (vocab_size, dim); == tok_embd when tied */
     float *rope_freqs;          /* (head_dim / 2) inverse frequencies, scaling applied */
+    float *rope_freqs_local;    /* local layers' table when rope_local_theta, else == rope_freqs */
     void *arena;                /* one allocation that holds every tensor above */
     size_t arena_bytes;
 };
@@ -98,18 +141,23 @@ void model_free(struct model *m); /* accepts NULL and half-built models */
 int model_load_tokenizer(const char *path, struct tokenizer **out, char **chat_template, char *err,
                          size_t errlen);
 
-/* Fill rope_freqs (head_dim / 2 floats) from cfg (theta, head_dim, llama3 scaling). Shared by
- * both loaders. For MODEL_ROPE_SCALING_FREQ_FACTORS it gives the unscaled frequencies (the GGUF
+/* Fill rope_freqs (head_dim / 2 floats) from cfg (theta, head_dim, scaling). Shared by both
+ * loaders. For MODEL_ROPE_SCALING_FREQ_FACTORS it gives the unscaled frequencies (the GGUF
  * loader then divides by the file's factors). */
 void model_rope_freqs(const struct model_config *cfg, float *freqs);
+/* The same for the local layers: base rope_local_theta, no scaling (Gemma 3). */
+void model_rope_freqs_local(const struct model_config *cfg, float *freqs);
+/* The softmax scale of attention: attn_scale or 1/sqrt(head_dim), times YaRN's factor². */
+float model_attn_scale(const struct model_config *cfg);
 
 /* Check a config for consistency (model/model_config.c); returns -1 with a message naming the
  * field. */
 int model_config_validate(const struct model_config *cfg, char *err, size_t errlen);
 
 /* Parse a Hugging Face config.json (model/hf_config.c) into CFG and validate it. Accepts
- * LlamaForCausalLM and MistralForCausalLM (model_type llama or mistral when architectures is
- * absent); rope_scaling null or llama3. Errors name the file and the field. */
+ * LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Gemma3ForCausalLM and the text part of
+ * Gemma3ForConditionalGeneration (or their model_type when architectures is absent); rope_scaling
+ * null, llama3, linear, dynamic or yarn. Errors name the file and the field. */
 int hf_config_load(const char *path, struct model_config *cfg, char *err, size_t errlen);
 
 #endif

@@ -65,10 +65,61 @@ int model_config_validate(const struct model_config *c, char *err, size_t errlen
                   "high_freq_factor and original_max_position_embeddings > 0");
         return -1;
     }
-    if (c->rope_scaling < MODEL_ROPE_SCALING_NONE ||
-        c->rope_scaling > MODEL_ROPE_SCALING_FREQ_FACTORS) {
+    if ((c->rope_scaling == MODEL_ROPE_SCALING_LINEAR ||
+         c->rope_scaling == MODEL_ROPE_SCALING_DYNAMIC) &&
+        !(c->rope_factor >= 1)) {
+        errmsg_at(err, errlen, NULL, "config rope scaling factor %g must be >= 1", c->rope_factor);
+        return -1;
+    }
+    if (c->rope_scaling == MODEL_ROPE_SCALING_YARN &&
+        (!(c->rope_factor > 0) || c->rope_orig_max_pos <= 0 || !(c->rope_beta_fast > 0) ||
+         !(c->rope_beta_slow > 0) || !(c->rope_attn_factor > 0) ||
+         !isfinite(c->rope_attn_factor))) {
+        errmsg_at(err, errlen, NULL,
+                  "config yarn rope scaling needs factor, beta_fast, beta_slow and "
+                  "attention_factor > 0 and original_max_position_embeddings > 0");
+        return -1;
+    }
+    if (c->rope_scaling < MODEL_ROPE_SCALING_NONE || c->rope_scaling > MODEL_ROPE_SCALING_YARN) {
         errmsg_at(err, errlen, NULL, "config rope_scaling %d is unknown", (int)c->rope_scaling);
         return -1;
     }
+    if (c->act != MODEL_ACT_SILU && c->act != MODEL_ACT_GELU_TANH) {
+        errmsg_at(err, errlen, NULL, "config activation %d is unknown", (int)c->act);
+        return -1;
+    }
+    if (c->sliding_window < 0 || c->sliding_pattern < 0 || c->sliding_pattern > (1 << 12)) {
+        errmsg_at(err, errlen, NULL, "config sliding_window %d / sliding_pattern %d out of range",
+                  c->sliding_window, c->sliding_pattern);
+        return -1;
+    }
+    static const struct {
+        const char *name;
+        size_t off;
+    } g[] = {
+        {"embed_scale", offsetof(struct model_config, embed_scale)},
+        {"attn_scale", offsetof(struct model_config, attn_scale)},
+        {"final_softcap", offsetof(struct model_config, final_softcap)},
+        {"rope_local_theta", offsetof(struct model_config, rope_local_theta)},
+    };
+    for (size_t i = 0; i < sizeof(g) / sizeof(g[0]); i++) {
+        float v = *(const float *)((const char *)c + g[i].off);
+        if (!(v >= 0) || !isfinite(v)) {
+            errmsg_at(err, errlen, NULL, "config %s %g must be >= 0 and finite", g[i].name, v);
+            return -1;
+        }
+    }
     return 0;
+}
+
+int model_layer_is_local(const struct model_config *c, int l) {
+    if (c->sliding_window <= 0) return 0;
+    if (c->sliding_pattern <= 0) return 1;
+    return l % c->sliding_pattern != c->sliding_pattern - 1;
+}
+
+float model_attn_scale(const struct model_config *c) {
+    float s = c->attn_scale > 0 ? c->attn_scale : 1.0f / sqrtf((float)c->head_dim);
+    if (c->rope_scaling == MODEL_ROPE_SCALING_YARN) s *= c->rope_attn_factor * c->rope_attn_factor;
+    return s;
 }

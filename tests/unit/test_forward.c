@@ -4,6 +4,7 @@
  * it small yet catch head-mapping and RoPE-pairing mistakes. */
 #include <criterion/criterion.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -18,15 +19,13 @@ struct rand_model {
     float *mem;
 };
 
-static float *take(float **p, size_t n)
-{
+static float *take(float **p, size_t n) {
     float *r = *p;
     *p += n;
     return r;
 }
 
-static void rand_model_init(struct rand_model *m, uint64_t *s, int n_heads, int n_kv)
-{
+static void rand_model_init(struct rand_model *m, uint64_t *s, int n_heads, int n_kv) {
     memset(m, 0, sizeof(*m));
     struct model_config *c = &m->cfg;
     c->n_layers = 2;
@@ -65,16 +64,14 @@ static void rand_model_init(struct rand_model *m, uint64_t *s, int n_heads, int 
     model_rope_freqs(c, m->w.rope_freqs);
 }
 
-static void rand_model_free(struct rand_model *m)
-{
+static void rand_model_free(struct rand_model *m) {
     free(m->w.layers);
     free(m->mem);
 }
 
 /* ---- fp64 reference: one sequence, all tokens, straight from the equations ---------------- */
 
-static void ref_rmsnorm(double *out, const double *x, const float *w, int d, float eps)
-{
+static void ref_rmsnorm(double *out, const double *x, const float *w, int d, float eps) {
     double ss = 0;
     for (int i = 0; i < d; i++)
         ss += x[i] * x[i];
@@ -83,8 +80,7 @@ static void ref_rmsnorm(double *out, const double *x, const float *w, int d, flo
         out[i] = x[i] * inv * w[i];
 }
 
-static void ref_linear(double *out, const double *x, const float *w, int in, int outd)
-{
+static void ref_linear(double *out, const double *x, const float *w, int in, int outd) {
     for (int o = 0; o < outd; o++) {
         double a = 0;
         for (int i = 0; i < in; i++)
@@ -93,8 +89,7 @@ static void ref_linear(double *out, const double *x, const float *w, int in, int
     }
 }
 
-static void ref_rope(double *x, int n_heads, int hd, int pos, double theta)
-{
+static void ref_rope(double *x, int n_heads, int hd, int pos, double theta) {
     for (int h = 0; h < n_heads; h++)
         for (int i = 0; i < hd / 2; i++) {
             double f = pow(theta, -2.0 * i / hd), a = pos * f;
@@ -105,8 +100,7 @@ static void ref_rope(double *x, int n_heads, int hd, int pos, double theta)
 }
 
 /* logits of the last token */
-static void ref_forward(const struct rand_model *m, const int *tokens, int n, double *logits)
-{
+static void ref_forward(const struct rand_model *m, const int *tokens, int n, double *logits) {
     const struct model_config *c = &m->cfg;
     int D = c->dim, hd = c->head_dim, nh = c->n_heads, nkv = c->n_kv_heads, F = c->ffn_dim;
     int QD = nh * hd, KVD = nkv * hd;
@@ -173,35 +167,31 @@ struct rig {
     struct fwd_state *fwd;
 };
 
-static void rig_init(struct rig *r, uint64_t *s, int n_heads, int n_kv, int page_size)
-{
+static void rig_init(struct rig *r, uint64_t *s, int n_heads, int n_kv, int page_size) {
     char err[256];
     rand_model_init(&r->m, s, n_heads, n_kv);
     r->ctx = cpu_ops_create(2);
     cr_assert_eq(kv_cache_init(&r->kv, cpu_ops(), r->ctx, &r->m.cfg, 64, page_size, 4), 0);
-    cr_assert_eq(fwd_init(&r->fwd, &r->m.cfg, &r->m.w, cpu_ops(), r->ctx, &r->kv, 48, 4, err,
-                          sizeof(err)),
-                 0, "%s", err);
+    cr_assert_eq(
+        fwd_init(&r->fwd, &r->m.cfg, &r->m.w, cpu_ops(), r->ctx, &r->kv, 48, 4, err, sizeof(err)),
+        0, "%s", err);
 }
 
-static void rig_free(struct rig *r)
-{
+static void rig_free(struct rig *r) {
     fwd_free(r->fwd);
     kv_cache_free(&r->kv);
     cpu_ops_destroy(r->ctx);
     rand_model_free(&r->m);
 }
 
-static void run_one(struct rig *r, const int *toks, int n, struct kv_seq *seq, float *logits)
-{
+static void run_one(struct rig *r, const int *toks, int n, struct kv_seq *seq, float *logits) {
     char err[256];
     cr_assert_eq(kv_seq_reserve(&r->kv, seq, seq->n_tokens + n), 0);
     struct fwd_seq fs = {toks, n, seq};
     cr_assert_eq(fwd_run(r->fwd, &fs, 1, logits, err, sizeof(err)), 0, "%s", err);
 }
 
-Test(forward, matches_fp64_reference_for_each_gqa_ratio)
-{
+Test(forward, matches_fp64_reference_for_each_gqa_ratio) {
     uint64_t seed = tu_seed(), s = seed;
     int shapes[][2] = {{3, 1}, {3, 3}, {4, 1}, {8, 1}};
     for (int c = 0; c < 4; c++) {
@@ -227,8 +217,7 @@ Test(forward, matches_fp64_reference_for_each_gqa_ratio)
     }
 }
 
-Test(forward, incremental_decode_equals_prefill)
-{
+Test(forward, incremental_decode_equals_prefill) {
     uint64_t seed = tu_seed(), s = seed;
     struct rig r;
     rig_init(&r, &s, 4, 2, 4);
@@ -250,8 +239,7 @@ Test(forward, incremental_decode_equals_prefill)
     rig_free(&r);
 }
 
-Test(forward, mixed_batch_equals_each_alone)
-{
+Test(forward, mixed_batch_equals_each_alone) {
     uint64_t seed = tu_seed(), s = seed;
     struct rig r;
     rig_init(&r, &s, 6, 2, 3);
@@ -272,8 +260,7 @@ Test(forward, mixed_batch_equals_each_alone)
     run_one(&r, toks[0], 10, &q[0], tmp);
     for (int b = 0; b < 3; b++)
         cr_assert_eq(kv_seq_reserve(&r.kv, &q[b], 11 + 5 * b), 0);
-    struct fwd_seq fs[3] = {
-        {toks[0] + 10, 1, &q[0]}, {toks[1], 16, &q[1]}, {toks[2], 21, &q[2]}};
+    struct fwd_seq fs[3] = {{toks[0] + 10, 1, &q[0]}, {toks[1], 16, &q[1]}, {toks[2], 21, &q[2]}};
     char err[256];
     cr_assert_eq(fwd_run(r.fwd, fs, 3, &batch[0][0], err, sizeof(err)), 0, "%s", err);
     for (int b = 0; b < 3; b++) {
@@ -284,8 +271,7 @@ Test(forward, mixed_batch_equals_each_alone)
     rig_free(&r);
 }
 
-Test(forward, rejects_bad_steps)
-{
+Test(forward, rejects_bad_steps) {
     uint64_t s = tu_seed();
     struct rig r;
     rig_init(&r, &s, 4, 2, 4);
@@ -305,4 +291,54 @@ Test(forward, rejects_bad_steps)
     cr_assert(strstr(err, "pages"), "%s", err);
     kv_seq_release(&r.kv, &q);
     rig_free(&r);
+}
+
+/* A backend without one of the family ops cannot run a model that needs it: fwd_check_backend
+ * (and so fwd_init and the engine, before any weight upload) names the missing feature. The CPU
+ * table has every op; the CUDA table today leaves the family ops NULL, as this copy does. */
+Test(forward, backend_without_a_family_op_is_refused_naming_it) {
+    struct model_config c;
+    memset(&c, 0, sizeof(c));
+    strcpy(c.arch, "gemma3");
+    c.n_layers = 6;
+    char err[256];
+    cr_assert_eq(fwd_check_backend(&c, cpu_ops(), err, sizeof(err)), 0, "plain llama: %s", err);
+    struct fg_ops gpu_like = *cpu_ops();
+    gpu_like.name = "cuda";
+    gpu_like.add_rows = NULL;
+    gpu_like.head_norm = NULL;
+    gpu_like.attention_window = NULL;
+    gpu_like.norm_add = NULL;
+    gpu_like.geglu = NULL;
+    gpu_like.scale = NULL;
+    gpu_like.softcap = NULL;
+    cr_assert_eq(fwd_check_backend(&c, &gpu_like, err, sizeof(err)), 0, "no switch on: %s", err);
+    static const struct {
+        size_t off; /* the switch to turn on */
+        int is_float;
+        const char *want;
+    } sw[] = {
+        {offsetof(struct model_config, attn_bias), 0, "q/k/v biases"},
+        {offsetof(struct model_config, qk_norm), 0, "QK-norm"},
+        {offsetof(struct model_config, post_norms), 0, "post-attention/post-MLP norms"},
+        {offsetof(struct model_config, act), 0, "GELU-tanh"},
+        {offsetof(struct model_config, embed_scale), 1, "scaled embeddings"},
+        {offsetof(struct model_config, final_softcap), 1, "soft-capping"},
+        {offsetof(struct model_config, sliding_window), 0, "sliding-window attention"},
+    };
+    for (size_t i = 0; i < sizeof(sw) / sizeof(sw[0]); i++) {
+        struct model_config d = c;
+        if (sw[i].is_float)
+            *(float *)((char *)&d + sw[i].off) = 8.0f;
+        else
+            *(int *)((char *)&d + sw[i].off) = 1;
+        cr_expect_eq(fwd_check_backend(&d, cpu_ops(), err, sizeof(err)), 0, "cpu: %s", err);
+        cr_assert_eq(fwd_check_backend(&d, &gpu_like, err, sizeof(err)), -1, "case %zu", i);
+        cr_expect(strstr(err, sw[i].want) && strstr(err, "cuda") && strstr(err, "gemma3"),
+                  "case %zu: %s", i, err);
+    }
+    /* Gemma 3's window pattern with every layer global needs no windowed attention */
+    c.sliding_window = 512;
+    c.sliding_pattern = 1;
+    cr_assert_eq(fwd_check_backend(&c, &gpu_like, err, sizeof(err)), 0, "%s", err);
 }

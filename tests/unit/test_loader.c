@@ -385,7 +385,7 @@ Test(loader, gguf_patched_files) {
     patch_and_expect(b, n, 8, &(uint64_t){1ull << 58}, 8, "tensor count");
     patch_and_expect(b, n, 16, &(uint64_t){1ull << 58}, 8, "metadata count");
     size_t at = find_key(b, n, "general.architecture") + 4 + 8;
-    patch_and_expect(b, n, at, "qwen2", 5, "architecture 'qwen2' is not supported");
+    patch_and_expect(b, n, at, "bloom", 5, "architecture 'bloom' is not supported");
     at = find_key(b, n, "llama.attention.head_count_kv") + 4;
     patch_and_expect(b, n, at, &(uint32_t){3}, 4, "n_heads 4 is not a multiple of n_kv_heads 3");
     at = find_key(b, n, "llama.embedding_length") + 4;
@@ -450,9 +450,9 @@ Test(loader, hf_config_fields_and_errors) {
         const char *cfg, *want;
     } bad[] = {
         {CFG_HEAD "\"intermediate_size\":96,\"attention_bias\":true}", "'attention_bias' true"},
-        {CFG_HEAD "\"intermediate_size\":96,\"rope_scaling\":{\"rope_type\":\"yarn\","
+        {CFG_HEAD "\"intermediate_size\":96,\"rope_scaling\":{\"rope_type\":\"longrope\","
                   "\"factor\":4}}",
-         "rope scaling type 'yarn' is not supported"},
+         "rope scaling type 'longrope' is not supported"},
         {CFG_HEAD "\"intermediate_size\":96,\"rope_scaling\":{\"rope_type\":\"llama3\"}}",
          "llama3 rope_scaling needs factor"},
         {CFG_HEAD "\"intermediate_size\":96,\"hidden_act\":\"gelu\"}", "hidden_act"},
@@ -480,7 +480,8 @@ Test(loader, hf_config_fields_and_errors) {
                   err, bad[i].want);
         expect_load_fail(hfdir, "config.json", bad[i].want);
     }
-    /* defaults: kv = heads, head_dim = dim / heads, tie false, theta 10000, no scaling */
+    /* MistralConfig's defaults: kv = heads, head_dim = dim / heads, tie false, theta 10000, no
+     * scaling, 4096 * 32 positions, a 4096-token window on every layer */
     hf_copy("hf", "{\"architectures\":[\"MistralForCausalLM\"],\"hidden_size\":64,"
                   "\"num_hidden_layers\":2,\"num_attention_heads\":4,\"vocab_size\":282,"
                   "\"intermediate_size\":96,\"rope_scaling\":null}");
@@ -490,7 +491,8 @@ Test(loader, hf_config_fields_and_errors) {
     cr_assert_eq(hf_config_load(path, &c, err, sizeof(err)), 0, "%s", err);
     cr_assert(c.n_kv_heads == 4 && c.head_dim == 16 && !c.tied_embeddings &&
               c.rope_theta == 10000.0f && c.rope_scaling == MODEL_ROPE_SCALING_NONE &&
-              c.max_seq_len == 2048);
+              c.max_seq_len == 4096 * 32 && c.sliding_window == 4096 && c.sliding_pattern == 0,
+              "max_seq_len %d sliding_window %d", c.max_seq_len, c.sliding_window);
     /* ... and with lm_head.weight absent the loader ties the head anyway */
     struct model *m = load_ok(hfdir);
     cr_assert(m->cfg.tied_embeddings && m->w.output == m->w.tok_embd);

@@ -1,0 +1,132 @@
+"""Each family flashgen runs = Hugging Face transformers, fp32, on the CPU (issue 12).
+
+tools/gen_arch_golden.py builds tiny random checkpoints (Qwen2 with q/k/v biases and yarn RoPE,
+Mistral with a sliding window shorter than every sequence and an explicit head_dim, Gemma 3 with
+local + global layers and all its switches) from fixed seeds with numpy + safetensors, and keeps
+the logits transformers computed for them in tests/golden/arch_logits.npz. Here the same
+checkpoints are rebuilt (no torch) and tools/engine_check runs them on the CPU, prefilling each
+sequence up to the first compared position and decoding the rest with the sequence's own tokens
+(--force), so both the prefill and the decode path are compared, to 1e-4 of the logits' scale.
+"""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("safetensors")
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BUILD = os.path.join(ROOT, os.environ.get("FLASHGEN_BUILD", "build"))
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+import gen_arch_golden as gag  # noqa: E402
+
+GOLDEN = np.load(os.path.join(ROOT, "tests", "golden", "arch_logits.npz"))
+RTOL = 1e-4
+
+
+def run_family(tmp_path, fam, edit=None, gguf_file=False):
+    cfg = json.loads(json.dumps(gag.FAMILIES[fam]))
+    if edit:  # change the config the checkpoint is made with
+        edit(cfg)
+    d = gag.build(str(tmp_path / fam), fam, cfg)
+    if gguf_file:
+        d = gag.write_gguf(str(tmp_path / f"{fam}.gguf"), fam, cfg)
+    return engine_logits(tmp_path, d)
+
+
+def engine_logits(tmp_path, d):
+    """tools/engine_check's CPU logits (sequence, STEPS, vocab) for the model at D."""
+    n0 = [len(s) - gag.STEPS + 1 for s in gag.SEQUENCES]
+    (tmp_path / "prompts.txt").write_text(
+        "".join(" ".join(map(str, s[:n])) + "\n" for s, n in zip(gag.SEQUENCES, n0)))
+    (tmp_path / "force.txt").write_text(
+        "".join(" ".join(map(str, s[n:])) + "\n" for s, n in zip(gag.SEQUENCES, n0)))
+    out = str(tmp_path / "out")
+    cmd = [os.path.join(BUILD, "tools", "engine_check"), "--model", d, "--device", "cpu",
+           "--prompts", str(tmp_path / "prompts.txt"), "--force", str(tmp_path / "force.txt"),
+           "--steps", str(gag.STEPS), "--out", out]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    x = np.fromfile(out + ".logits", dtype="<f4")
+    return x.reshape(len(gag.SEQUENCES), gag.STEPS, gag.VOCAB)
+
+
+@pytest.mark.parametrize("fam", list(gag.FAMILIES))
+def test_cpu_logits_match_transformers(tmp_path, fam):
+    ours, ref = run_family(tmp_path, fam), GOLDEN[fam]
+    assert ref.shape == ours.shape
+    scale = np.abs(ref).max()
+    err = np.abs(ours - ref).max()
+    assert err <= RTOL * scale, f"{fam}: max |ours - transformers| {err:.3g} > {RTOL} * {scale:.3g}"
+    # every compared position's greedy pick agrees too
+    assert (ours.argmax(-1) == ref.argmax(-1)).all()
+
+
+def test_golden_sequences_outrun_the_windows():
+    """The sliding windows are shorter than every compared context, so a forward pass that
+    ignored them (or applied them to Gemma's global layers) could not match."""
+    for fam, cfg in gag.FAMILIES.items():
+        w = cfg.get("sliding_window")
+        if w:
+            assert all(len(s) > w + 1 for s in gag.SEQUENCES), fam
+            assert any(len(s) - gag.STEPS + 1 > w for s in gag.SEQUENCES), fam
+    assert gag.FAMILIES["gemma3"]["num_hidden_layers"] > gag.FAMILIES["gemma3"][
+        "sliding_window_pattern"]
+
+
+@pytest.mark.parametrize("fam,edit", [
+    ("mistral", lambda c: c.update(sliding_window=None)),
+    ("gemma3", lambda c: c.update(sliding_window_pattern=1)),  # every layer global
+    ("gemma3", lambda c: c.update(query_pre_attn_scalar=32)),
+    ("gemma3", lambda c: c.update(final_logit_softcapping=None)),
+    ("qwen2", lambda c: c.update(rope_scaling=None)),
+])
+def test_each_switch_matters(tmp_path, fam, edit):
+    """The comparison can fail: the same weights with one switch turned the other way give
+    logits far outside the tolerance."""
+    ours, ref = run_family(tmp_path, fam, edit), GOLDEN[fam]
+    assert np.abs(ours - ref).max() > 100 * RTOL * np.abs(ref).max()
+
+
+# What a GGUF file can say: Gemma 3's query scale is llama.cpp's fixed 1/sqrt(head_dim), and
+# yarn is not read from GGUF.
+GGUF_EDITS = {
+    "qwen2": lambda c: c.update(rope_scaling=None),
+    "gemma3": lambda c: c.update(query_pre_attn_scalar=c["head_dim"]),
+}
+
+
+@pytest.mark.parametrize("fam", list(GGUF_EDITS))
+def test_gguf_file_runs_like_its_hf_checkpoint(tmp_path, fam):
+    """The GGUF loader's qwen2 / gemma3 paths (tensor names, no Q/K permutation, Gemma's stored
+    1 + w norms, gemma3.* keys, llama.cpp's fixed Gemma values) give the same model as the HF
+    loader, which the tests above hold to transformers."""
+    pytest.importorskip("gguf")
+    hf = run_family(tmp_path / "hf", fam, GGUF_EDITS[fam])
+    gg = run_family(tmp_path / "gguf", fam, GGUF_EDITS[fam], gguf_file=True)
+    assert np.isfinite(hf).all() and hf.std() > 0
+    err = np.abs(hf - gg).max()
+    assert err <= 1e-5 * np.abs(hf).max(), f"{fam}: GGUF vs HF max diff {err:.3g}"
+
+
+def test_gemma3_multimodal_checkpoint_runs_its_text_model(tmp_path):
+    """Gemma3ForConditionalGeneration: config under text_config, text weights under
+    model.language_model. (transformers 5's layout); the vision tower is not read."""
+    from safetensors.numpy import load_file, save_file
+    d = gag.build(str(tmp_path / "gemma3"), "gemma3")
+    st = os.path.join(d, "model.safetensors")
+    w = {k.replace("model.", "model.language_model.", 1): v for k, v in load_file(st).items()}
+    w["model.vision_tower.vision_model.post_layernorm.weight"] = np.ones(8, np.float32)
+    save_file(w, st)
+    text = dict(gag.FAMILIES["gemma3"])
+    for k in ("architectures", "torch_dtype"):
+        text.pop(k)
+    with open(os.path.join(d, "config.json"), "w") as f:
+        json.dump({"architectures": ["Gemma3ForConditionalGeneration"], "model_type": "gemma3",
+                   "text_config": text, "vision_config": {"hidden_size": 8}}, f)
+    ours = engine_logits(tmp_path, d)
+    ref = GOLDEN["gemma3"]
+    assert np.abs(ours - ref).max() <= RTOL * np.abs(ref).max()
