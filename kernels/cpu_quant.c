@@ -403,14 +403,14 @@ struct cq_job {
     const uint8_t *qa; /* (n, act_row) quantized activations */
     size_t qa_stride;
     int n, nb;
-    float *out; /* (n, rows) */
+    float *out; /* (n, out_stride) */
+    size_t out_stride;
     int accumulate;
 };
 
 /* Output rows [begin, end): each weight row is read once per CQ_MAX_ROWS tokens. */
 static void cq_rows(void *arg, size_t begin, size_t end) {
     const struct cq_job *j = arg;
-    size_t rows = (size_t)j->w->rows;
     float r[CQ_MAX_ROWS];
     for (int t0 = 0; t0 < j->n; t0 += CQ_MAX_ROWS) {
         int nt = j->n - t0 < CQ_MAX_ROWS ? j->n - t0 : CQ_MAX_ROWS;
@@ -418,7 +418,7 @@ static void cq_rows(void *arg, size_t begin, size_t end) {
             j->kern((const uint8_t *)j->w->data + o * j->w->row_bytes,
                     j->qa + (size_t)t0 * j->qa_stride, j->qa_stride, nt, j->nb, r);
             for (int u = 0; u < nt; u++) {
-                float *y = j->out + (size_t)(t0 + u) * rows + o;
+                float *y = j->out + (size_t)(t0 + u) * j->out_stride + o;
                 *y = j->accumulate ? *y + r[u] : r[u];
             }
         }
@@ -426,14 +426,20 @@ static void cq_rows(void *arg, size_t begin, size_t end) {
 }
 
 void cq_matmul(struct cpu_pool *pool, enum cq_isa isa, const struct fg_qtensor *w, const float *x,
-               int n, float *out, int accumulate, void *scratch) {
+               int n, float *out, size_t out_stride, int accumulate, void *scratch) {
     int t = cq_type_index(w->type);
     if (t < 0 || n <= 0) return;
     size_t stride = cq_act_row_bytes(w->type, w->cols);
     for (int i = 0; i < n; i++)
         cq_quantize_act(w->type, x + (size_t)i * w->cols, w->cols, (uint8_t *)scratch + i * stride);
-    struct cq_job j = {
-        w,   cq_kernels[isa][t], scratch, stride, n, w->cols / (cq_is_k(w->type) ? 256 : 32),
-        out, accumulate};
+    struct cq_job j = {.w = w,
+                       .kern = cq_kernels[isa][t],
+                       .qa = scratch,
+                       .qa_stride = stride,
+                       .n = n,
+                       .nb = w->cols / (cq_is_k(w->type) ? 256 : 32),
+                       .out = out,
+                       .out_stride = out_stride,
+                       .accumulate = accumulate};
     cpu_pool_for(pool, (size_t)w->rows, 16, cq_rows, &j);
 }

@@ -56,11 +56,12 @@ void cq_dequantize_act(uint32_t type, const void *qa, int k, float *x);
 void cq_dot_rows(enum cq_isa isa, uint32_t type, const void *w, const void *qa, size_t qa_stride,
                  int n_rows, int k, float *out);
 
-/* out (n, rows) = x (n, cols) · wᵀ (ACCUMULATE: out +=) for a quantized weight matrix, threads
- * over output rows through POOL (NULL: the calling thread). SCRATCH holds the quantized
- * activations: cq_matmul_scratch_bytes(w, n) bytes. One caller per pool at a time. */
+/* out (n, out_stride) columns [0, rows) = x (n, cols) · wᵀ (ACCUMULATE: out +=) for a quantized
+ * weight matrix, threads over output rows through POOL (NULL: the calling thread). SCRATCH holds
+ * the quantized activations: cq_matmul_scratch_bytes(w, n) bytes. One caller per pool at a
+ * time. */
 size_t cq_matmul_scratch_bytes(const struct fg_qtensor *w, int n);
 void cq_matmul(struct cpu_pool *pool, enum cq_isa isa, const struct fg_qtensor *w, const float *x,
-               int n, float *out, int accumulate, void *scratch);
+               int n, float *out, size_t out_stride, int accumulate, void *scratch);
 
 #endif

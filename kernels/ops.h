@@ -129,6 +129,14 @@ struct fg_ops {
     int (*sample)(void *ctx, float *logits, int n, int vocab, const struct fg_sample_row *rows,
                   const int *history, int n_history, int *ids, float *logprobs);
 
+    /* Weights kept in their GGUF blocks (optional: NULL where the backend takes only its own
+     * element type). out (n, out_stride) columns [0, w->rows) = x (n, w->cols) · wᵀ, or += when
+     * ACCUMULATE; x fp32. */
+    void (*qmatmul)(void *ctx, float *out, size_t out_stride, const float *x,
+                    const struct fg_qtensor *w, int n, int accumulate);
+    /* x[t] = dequantize(table row tokens[t]) (table (vocab, dim) in blocks) */
+    void (*qembed)(void *ctx, void *x, const struct fg_qtensor *table, const int *tokens, int n);
+
     /* The family switches' ops (model_config: Qwen2, Mistral's window, Gemma 3). The forward
      * pass calls each only when the model needs it; a backend that leaves one NULL cannot run
      * such a model, and fwd_check_backend says which feature is missing. */

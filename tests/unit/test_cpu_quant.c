@@ -164,10 +164,11 @@ Test(cpu_quant, matmul_matches_row_products) {
         for (size_t ni = 0; ni < sizeof(ns) / sizeof(ns[0]); ni++) {
             int n = ns[ni];
             float *x = malloc(sizeof(float) * (size_t)n * k);
-            float *y = malloc(sizeof(float) * (size_t)n * rows);
-            float *base = malloc(sizeof(float) * (size_t)n * rows);
+            size_t ld = (size_t)rows + 3; /* an output row stride wider than the matrix */
+            float *y = malloc(sizeof(float) * (size_t)n * ld);
+            float *base = malloc(sizeof(float) * (size_t)n * ld);
             tu_fill(&s, x, (size_t)n * k, -1, 1);
-            tu_fill(&s, base, (size_t)n * rows, -1, 1);
+            tu_fill(&s, base, (size_t)n * ld, -1, 1);
             void *scratch = malloc(cq_matmul_scratch_bytes(&qt, n));
             size_t ab = cq_act_row_bytes(type, k);
             uint8_t *qa = malloc(ab * n);
@@ -176,21 +177,24 @@ Test(cpu_quant, matmul_matches_row_products) {
             for (int isa = 0; isa < CQ_ISA_COUNT; isa++) {
                 if (!cq_isa_supported((enum cq_isa)isa)) continue;
                 for (int acc = 0; acc < 2; acc++) {
-                    memcpy(y, base, sizeof(float) * (size_t)n * rows);
-                    cq_matmul(pool, (enum cq_isa)isa, &qt, x, n, y, acc, scratch);
+                    memcpy(y, base, sizeof(float) * (size_t)n * ld);
+                    cq_matmul(pool, (enum cq_isa)isa, &qt, x, n, y, ld, acc, scratch);
                     for (int o = 0; o < rows; o++) {
                         float ref[19];
                         cq_dot_rows((enum cq_isa)isa, type, w + o * qt.row_bytes, qa, ab, n, k,
                                     ref);
                         for (int t = 0; t < n; t++) {
                             /* same kernel, same order: bit-identical (plus one fp32 add) */
-                            float want = acc ? base[t * rows + o] + ref[t] : ref[t];
-                            cr_assert_eq(y[t * rows + o], want,
+                            float want = acc ? base[t * ld + o] + ref[t] : ref[t];
+                            cr_assert_eq(y[t * ld + o], want,
                                          "%s %s n=%d acc=%d row %d tok %d (seed %llu)",
                                          gguf_type_name(type), cq_isa_name((enum cq_isa)isa), n,
                                          acc, o, t, (unsigned long long)seed);
                         }
                     }
+                    for (int t = 0; t < n; t++) /* columns past the matrix stay as they were */
+                        for (size_t o = (size_t)rows; o < ld; o++)
+                            cr_assert_eq(y[t * ld + o], base[t * ld + o]);
                 }
             }
             free(x), free(y), free(base), free(scratch), free(qa);
