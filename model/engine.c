@@ -32,6 +32,10 @@ void engine_opts_default(struct engine_opts *o) {
     o->page_size = 16;
     o->max_batch_tokens = 512;
     o->max_batch_seqs = 64;
+    /* FLASHGEN_CPU_WEIGHTS=fp32: the CPU dequantizes GGUF blocks at load, as before quantized
+     * inference (the path tests compare bit for bit with gguf-py's dequantized weights) */
+    const char *cw = getenv("FLASHGEN_CPU_WEIGHTS");
+    o->cpu_fp32_weights = cw && !strcmp(cw, "fp32");
 }
 
 /* The one way the engine reports a notice: to o->log, else INFO and WARN on stderr. */
