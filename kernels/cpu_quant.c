@@ -81,30 +81,6 @@ static float cq_quant_block(const float *x, int n, int8_t *q) {
     return d;
 }
 
-void cq_quantize_act(uint32_t type, const float *x, int k, void *qa) {
-    if (cq_is_k(type)) {
-        struct cq_a256 *b = qa;
-        for (int i = 0; i < k / 256; i++, x += 256) {
-            b[i].d = cq_quant_block(x, 256, b[i].q);
-            for (int g = 0; g < 16; g++) {
-                int s = 0;
-                for (int j = 0; j < 16; j++)
-                    s += b[i].q[16 * g + j];
-                b[i].bsum[g] = (int16_t)s;
-            }
-        }
-        return;
-    }
-    struct cq_a32 *b = qa;
-    for (int i = 0; i < k / 32; i++, x += 32) {
-        b[i].d = cq_quant_block(x, 32, b[i].q);
-        int s = 0;
-        for (int j = 0; j < 32; j++)
-            s += b[i].q[j];
-        b[i].sum = s;
-    }
-}
-
 void cq_dequantize_act(uint32_t type, const void *qa, int k, float *x) {
     if (cq_is_k(type)) {
         const struct cq_a256 *b = qa;
@@ -377,6 +353,36 @@ enum cq_isa cq_isa_best(void) {
         for (int i = 0; i < (int)best; i++)
             if (!strcmp(env, cq_isa_name((enum cq_isa)i))) return (enum cq_isa)i;
     return best;
+}
+
+/* ---- activation quantization (after the variants: the AVX2 one does the same maths) ----- */
+
+void cq_quantize_act(uint32_t type, const float *x, int k, void *qa) {
+    float (*quant)(const float *, int, int8_t *) = cq_quant_block;
+#if defined(__x86_64__)
+    if (cq_isa_supported(CQ_ISA_AVX2)) quant = cq_x_quant_block_avx2;
+#endif
+    if (cq_is_k(type)) {
+        struct cq_a256 *b = qa;
+        for (int i = 0; i < k / 256; i++, x += 256) {
+            b[i].d = quant(x, 256, b[i].q);
+            for (int g = 0; g < 16; g++) {
+                int s = 0;
+                for (int j = 0; j < 16; j++)
+                    s += b[i].q[16 * g + j];
+                b[i].bsum[g] = (int16_t)s;
+            }
+        }
+        return;
+    }
+    struct cq_a32 *b = qa;
+    for (int i = 0; i < k / 32; i++, x += 32) {
+        b[i].d = quant(x, 32, b[i].q);
+        int s = 0;
+        for (int j = 0; j < 32; j++)
+            s += b[i].q[j];
+        b[i].sum = s;
+    }
 }
 
 /* ---- products ------------------------------------------------------------------------- */

@@ -163,7 +163,20 @@ int fwd_init(struct fwd_state **out, const struct model_config *cfg, const struc
 
 /* Weights kept in their GGUF blocks (model.h, MODEL_LOAD_KEEP_BLOCKS; CPU backend only, fp32
  * activations): a weight whose qtensor has data goes through qmatmul, else the fp32 ops. The
- * fused q|k|v and gate|up GEMMs become one qmatmul per part, each writing its columns. */
+ * fused q|k|v and gate|up GEMMs stay one qmatmul where the parts share a type (the loader puts
+ * them back to back), else one per part, each writing its columns. */
+
+/* A and B as one matrix (A's rows, then B's) when the loader placed them back to back in one
+ * type (model/loader.c joins q|k|v and gate|up); else 0. */
+static int fwd_qjoin(const struct fg_qtensor *a, const struct fg_qtensor *b,
+                     struct fg_qtensor *out) {
+    if (a->type != b->type || a->cols != b->cols ||
+        (const char *)b->data != (const char *)a->data + (size_t)a->rows * a->row_bytes)
+        return 0;
+    *out = *a;
+    out->rows = a->rows + b->rows;
+    return 1;
+}
 
 /* out (T, out_dim) = in · wᵀ, or += (ACCUMULATE) */
 static void fwd_proj(struct fwd_state *st, void *out, const void *in, const float *w,
@@ -188,6 +201,11 @@ static void fwd_qkv(struct fwd_state *st, const struct model_layer *L, int T) {
     size_t ld = (size_t)QD + 2 * KVD;
     float *qkv = st->qkv;
     st->ops->rmsnorm(st->ctx, st->h, st->x, L->attn_norm, T, D, c->rms_eps);
+    struct fg_qtensor qk, all;
+    if (fwd_qjoin(&L->qwq, &L->qwk, &qk) && fwd_qjoin(&qk, &L->qwv, &all)) {
+        st->ops->qmatmul(st->ctx, qkv, ld, st->h, &all, T, 0);
+        return;
+    }
     st->ops->qmatmul(st->ctx, qkv, ld, st->h, &L->qwq, T, 0);
     st->ops->qmatmul(st->ctx, qkv + QD, ld, st->h, &L->qwk, T, 0);
     st->ops->qmatmul(st->ctx, qkv + QD + KVD, ld, st->h, &L->qwv, T, 0);
@@ -212,8 +230,13 @@ static void fwd_ffn_in(struct fwd_state *st, const struct model_layer *L, int T)
     }
     float *gu = st->scratch, *ffn = st->ffn; /* gu (T, 2F): each token's gate | up */
     ops->rmsnorm(st->ctx, st->h, st->x, L->ffn_norm, T, D, c->rms_eps);
-    ops->qmatmul(st->ctx, gu, 2 * (size_t)F, st->h, &L->qw_gate, T, 0);
-    ops->qmatmul(st->ctx, gu + F, 2 * (size_t)F, st->h, &L->qw_up, T, 0);
+    struct fg_qtensor both;
+    if (fwd_qjoin(&L->qw_gate, &L->qw_up, &both)) {
+        ops->qmatmul(st->ctx, gu, 2 * (size_t)F, st->h, &both, T, 0);
+    } else {
+        ops->qmatmul(st->ctx, gu, 2 * (size_t)F, st->h, &L->qw_gate, T, 0);
+        ops->qmatmul(st->ctx, gu + F, 2 * (size_t)F, st->h, &L->qw_up, T, 0);
+    }
     if (gelu)
         ops->geglu(st->ctx, st->ffn, st->scratch, T, F);
     else

@@ -299,6 +299,13 @@ static size_t ld_span(const struct ld_item *it) {
 
 #define LD_QALIGN 64 /* each kept tensor's blocks start on a cache line */
 
+/* Bytes a kept item takes in the block arena: padded to LD_QALIGN unless joined to the next,
+ * so that a run of one type (q|k|v, gate|up) is one matrix the forward pass can run as one. */
+static size_t ld_qspan(const struct ld_item *it) {
+    size_t n = it->gt->n_bytes;
+    return it->join ? n : (n + LD_QALIGN - 1) / LD_QALIGN * LD_QALIGN;
+}
+
 /* KEEP_BLOCKS: mark the linear weights that stay in their blocks — a type with a block product,
  * and for a fused run (q|k|v, gate|up) all of the run or none, so that an fp32 run stays
  * adjacent — and place them in one allocation. */
@@ -319,8 +326,7 @@ static int ld_qarena(struct model *m, struct ld_plan *p, char *err, size_t errle
     }
     size_t bytes = 0;
     for (int i = 0; i < p->n; i++)
-        if (p->items[i].keep)
-            bytes += (p->items[i].gt->n_bytes + LD_QALIGN - 1) / LD_QALIGN * LD_QALIGN;
+        if (p->items[i].keep) bytes += ld_qspan(&p->items[i]);
     if (!bytes) return 0;
     char *a = aligned_alloc(LD_QALIGN, bytes);
     if (!a) {
@@ -337,7 +343,7 @@ static int ld_qarena(struct model *m, struct ld_plan *p, char *err, size_t errle
         *it->qdst =
             (struct fg_qtensor){it->gt->type, it->rows, it->cols,
                                 gguf_type_row_bytes(it->gt->type, (uint64_t)it->cols), a + off};
-        off += (it->gt->n_bytes + LD_QALIGN - 1) / LD_QALIGN * LD_QALIGN;
+        off += ld_qspan(it);
     }
     return 0;
 }

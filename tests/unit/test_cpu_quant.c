@@ -352,3 +352,32 @@ Test(cpu_quant, smollm2_blocks_track_fp32_weights, .timeout = 600) {
     cJSON_Delete(doc);
     free(text);
 }
+
+/* Activation quantization (whichever variant the CPU runs) is the documented maths, bit for bit:
+ * d = max|x| / 127 per block, q = x · (127 / max|x|) rounded to nearest-even; the sums match. */
+Test(cpu_quant, activation_quantization_is_exact) {
+    uint64_t seed = tu_seed(), s = seed;
+    uint32_t ts[] = {GGUF_GGML_Q8_0, GGUF_GGML_Q4_K};
+    for (int ti = 0; ti < 2; ti++) {
+        int blk = ti ? 256 : 32, k = blk * 5;
+        float *x = malloc(sizeof(float) * k), *xa = malloc(sizeof(float) * k);
+        tu_fill(&s, x, (size_t)k, -3, 3);
+        for (int i = 0; i < blk; i++)
+            x[2 * blk + i] = 0; /* an all-zero block: d 0, q 0 */
+        uint8_t *qa = malloc(cq_act_row_bytes(ts[ti], k));
+        cq_quantize_act(ts[ti], x, k, qa);
+        cq_dequantize_act(ts[ti], qa, k, xa);
+        for (int b = 0; b < k / blk; b++) {
+            float amax = 0;
+            for (int i = b * blk; i < (b + 1) * blk; i++)
+                amax = fmaxf(amax, fabsf(x[i]));
+            float d = amax / 127.0f, id = amax > 0 ? 127.0f / amax : 0.0f;
+            for (int i = b * blk; i < (b + 1) * blk; i++) {
+                float want = d * (float)lrintf(x[i] * id);
+                cr_assert_eq(xa[i], want, "%s element %d: %g vs %g (seed %llu)",
+                             gguf_type_name(ts[ti]), i, xa[i], want, (unsigned long long)seed);
+            }
+        }
+        free(x), free(xa), free(qa);
+    }
+}
