@@ -245,6 +245,12 @@ static void fwd_ffn_in(struct fwd_state *st, const struct model_layer *L, int T)
                         gu + (size_t)t * 2 * F + F, (size_t)F);
 }
 
+/* 1 when the local layers' window is shorter than the context, so that it can hide keys (a
+ * longer one never does: those layers then run the plain attention, with their own RoPE). */
+static int fwd_windowed(const struct model_config *c) {
+    return c->sliding_window > 0 && c->sliding_window < c->max_seq_len;
+}
+
 /* Queue every op of one step: embedding, the layers, the last rows through the head. The
  * family switches (model.h) add ops; all of them off, a layer is the six ops above. */
 static void fwd_layers(struct fwd_state *st, const struct attn_batch *ab, int T, int n_seqs,
@@ -272,8 +278,9 @@ static void fwd_layers(struct fwd_state *st, const struct attn_batch *ab, int T,
             ops->head_norm(ctx, st->qkv, L->q_norm, L->k_norm, T, c->n_heads, c->n_kv_heads,
                            c->head_dim, c->rms_eps);
         ops->qkv_store(ctx, st->q, kv->k[l], kv->v[l], st->qkv, d_pos, d_slots, T, c->n_heads,
-                       c->n_kv_heads, c->head_dim, local ? w->rope_freqs_local : w->rope_freqs);
-        if (local)
+                       c->n_kv_heads, c->head_dim,
+                       local && c->rope_local_theta > 0 ? w->rope_freqs_local : w->rope_freqs);
+        if (local && fwd_windowed(c))
             ops->attention_window(ctx, st->att, st->q, kv->k[l], kv->v[l], ab, c->sliding_window);
         else
             ops->attention(ctx, st->att, st->q, kv->k[l], kv->v[l], ab);
@@ -305,7 +312,7 @@ int fwd_check_backend(const struct model_config *c, const struct fg_ops *ops, ch
                       size_t errlen) {
     int windowed = 0;
     for (int l = 0; l < c->n_layers; l++)
-        windowed |= model_layer_is_local(c, l);
+        windowed |= model_layer_is_local(c, l) && fwd_windowed(c);
     const struct {
         int needed;
         const void *op;

@@ -366,6 +366,12 @@ static int hf_parse(const cJSON *j, struct model_config *cfg, const char *path, 
         double cap = 0;
         if (hf_num(j, "final_logit_softcapping", &cap, path, err, errlen) < 0) return -1;
         cfg->final_softcap = (float)cap;
+        int bidi = 0;
+        if (hf_bool(j, "use_bidirectional_attention", &bidi, path, err, errlen) < 0) return -1;
+        if (bidi) {
+            errmsg_at(err, errlen, path, "'use_bidirectional_attention' true is not supported");
+            return -1;
+        }
         if (hf_num(j, "attn_logit_softcapping", &cap, path, err, errlen) < 0) return -1;
         if (cJSON_GetObjectItemCaseSensitive(j, "attn_logit_softcapping") &&
             !cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(j, "attn_logit_softcapping"))) {

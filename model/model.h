@@ -109,7 +109,8 @@ struct model_weights {
     float *out_norm;            /* (dim) */
     float *output;              /* (vocab_size, dim); == tok_embd when tied */
     float *rope_freqs;          /* (head_dim / 2) inverse frequencies, scaling applied */
-    float *rope_freqs_local;    /* local layers' table when rope_local_theta, else == rope_freqs */
+    float *rope_freqs_local;    /* (head_dim / 2) local layers' table; read only when
+                                   rope_local_theta > 0 */
     void *arena;                /* one allocation that holds every fp32 tensor above */
     size_t arena_bytes;
     /* MODEL_LOAD_KEEP_BLOCKS: the embedding and the head in their blocks (tok_embd / output

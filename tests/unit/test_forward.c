@@ -301,6 +301,7 @@ Test(forward, backend_without_a_family_op_is_refused_naming_it) {
     memset(&c, 0, sizeof(c));
     strcpy(c.arch, "gemma3");
     c.n_layers = 6;
+    c.max_seq_len = 1024;
     char err[256];
     cr_assert_eq(fwd_check_backend(&c, cpu_ops(), err, sizeof(err)), 0, "plain llama: %s", err);
     struct fg_ops gpu_like = *cpu_ops();
@@ -337,8 +338,14 @@ Test(forward, backend_without_a_family_op_is_refused_naming_it) {
         cr_expect(strstr(err, sw[i].want) && strstr(err, "cuda") && strstr(err, "gemma3"),
                   "case %zu: %s", i, err);
     }
-    /* Gemma 3's window pattern with every layer global needs no windowed attention */
+    /* Gemma 3's window pattern with every layer global needs no windowed attention, nor does
+     * a window as long as the context (Mistral v0.1's 4096 at a 4096 context) */
     c.sliding_window = 512;
     c.sliding_pattern = 1;
     cr_assert_eq(fwd_check_backend(&c, &gpu_like, err, sizeof(err)), 0, "%s", err);
+    c.sliding_pattern = 0;
+    c.sliding_window = c.max_seq_len;
+    cr_assert_eq(fwd_check_backend(&c, &gpu_like, err, sizeof(err)), 0, "%s", err);
+    c.sliding_window = c.max_seq_len - 1;
+    cr_assert_eq(fwd_check_backend(&c, &gpu_like, err, sizeof(err)), -1);
 }

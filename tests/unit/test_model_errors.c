@@ -116,3 +116,44 @@ Test(engine, missing_cuda_library_is_a_debug_notice) {
     cr_assert(strstr(err, "device cuda: no CUDA backend"), "%s", err);
     cr_assert_eq(r.n[0] + r.n[1] + r.n[2], 0);
 }
+
+/* What the family switches cannot express is refused, naming the field. */
+Test(hf_config, family_layouts_not_implemented_are_refused) {
+    static const struct {
+        const char *json, *want;
+    } bad[] = {
+        {"{\"architectures\":[\"Qwen2ForCausalLM\"],\"use_sliding_window\":true," SHAPE,
+         "'use_sliding_window' true"},
+        {"{\"architectures\":[\"Gemma3ForCausalLM\"],\"sliding_window\":8,\"layer_types\":["
+         "\"full_attention\",\"sliding_attention\"]," SHAPE,
+         "layer_types: layer 1 breaks the pattern"},
+        {"{\"architectures\":[\"Gemma3ForCausalLM\"],\"sliding_window\":8,\"layer_types\":["
+         "\"sliding_attention\",\"chunked_attention\"]," SHAPE,
+         "layer_types[1] 'chunked_attention'"},
+        {"{\"architectures\":[\"Gemma3ForCausalLM\"],\"use_bidirectional_attention\":true," SHAPE,
+         "'use_bidirectional_attention'"},
+        {"{\"architectures\":[\"Gemma3ForCausalLM\"],\"attn_logit_softcapping\":50," SHAPE,
+         "'attn_logit_softcapping'"},
+        {"{\"architectures\":[\"Gemma3ForCausalLM\"],\"hidden_activation\":\"silu\"," SHAPE,
+         "must be \"gelu_pytorch_tanh\""},
+        {"{\"architectures\":[\"Gemma3ForConditionalGeneration\"]," SHAPE, "'text_config'"},
+        {"{\"architectures\":[\"LlamaForCausalLM\"],\"rope_scaling\":{\"rope_type\":\"yarn\"}"
+         "," SHAPE,
+         "yarn rope_scaling needs factor"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char err[512] = "";
+        cr_assert_eq(load_config(bad[i].json, err, sizeof(err)), -1, "case %zu", i);
+        cr_expect(strstr(err, bad[i].want), "case %zu: '%s' lacks '%s'", i, err, bad[i].want);
+    }
+    /* a layout that fits: one global layer every 3 */
+    char err[512] = "";
+    cr_assert_eq(load_config("{\"architectures\":[\"Gemma3ForCausalLM\"],\"sliding_window\":8,"
+                             "\"num_hidden_layers\":6,\"layer_types\":[\"sliding_attention\","
+                             "\"sliding_attention\",\"full_attention\",\"sliding_attention\","
+                             "\"sliding_attention\",\"full_attention\"],\"hidden_size\":64,"
+                             "\"num_attention_heads\":4,\"vocab_size\":282,"
+                             "\"intermediate_size\":96}",
+                             err, sizeof(err)),
+                 0, "%s", err);
+}

@@ -7,8 +7,7 @@
 #include "kernels/ops.h"
 #include "test_util.h"
 
-Test(ops, matmul_matches_fp64)
-{
+Test(ops, matmul_matches_fp64) {
     uint64_t seed = tu_seed(), s = seed;
     void *ctx = cpu_ops_create(2);
     const struct fg_ops *ops = cpu_ops();
@@ -38,8 +37,7 @@ Test(ops, matmul_matches_fp64)
     cpu_ops_destroy(ctx);
 }
 
-Test(ops, rmsnorm_swiglu_add_rope)
-{
+Test(ops, rmsnorm_swiglu_add_rope) {
     uint64_t s = tu_seed();
     const struct fg_ops *ops = cpu_ops();
     int n = 3, dim = 37;
@@ -85,8 +83,7 @@ Test(ops, rmsnorm_swiglu_add_rope)
 
 /* Dense fp64 attention of one sequence (keys 0..kv_len-1 contiguous) as the oracle. */
 static void dense_attention(const float *q, const float *kd, const float *vd, int n_q, int kv_len,
-                            int nh, int nkv, int hd, int causal, float *out)
-{
+                            int nh, int nkv, int hd, int causal, float *out) {
     int group = nh / nkv;
     double *sc = malloc(sizeof(double) * kv_len);
     for (int i = 0; i < n_q; i++) {
@@ -118,8 +115,7 @@ static void dense_attention(const float *q, const float *kd, const float *vd, in
 
 /* Paged attention over scattered pages, varlen batch, every GQA ratio of the issue, causal and
  * not, against the dense oracle. */
-Test(ops, paged_attention_matches_dense)
-{
+Test(ops, paged_attention_matches_dense) {
     uint64_t seed = tu_seed(), s = seed;
     void *ctx = cpu_ops_create(2);
     const struct fg_ops *ops = cpu_ops();
@@ -153,11 +149,19 @@ Test(ops, paged_attention_matches_dense)
             tu_fill(&s, q, (size_t)total_q * nh * hd, -1, 1);
             for (int i = 0; i < total_q * nh * hd; i++)
                 out[i] = NAN;
-            struct attn_batch ab = {.n_seqs = n_seqs, .q_start = q_start, .kv_len = kv_len,
-                                    .block_table = table, .max_pages = max_pages,
-                                    .page_size = ps, .n_heads = nh, .n_kv_heads = nkv,
-                                    .head_dim = hd, .scale = 1.0f / sqrtf((float)hd),
-                                    .causal = causal, .max_q_len = 13, .max_kv_len = 30};
+            struct attn_batch ab = {.n_seqs = n_seqs,
+                                    .q_start = q_start,
+                                    .kv_len = kv_len,
+                                    .block_table = table,
+                                    .max_pages = max_pages,
+                                    .page_size = ps,
+                                    .n_heads = nh,
+                                    .n_kv_heads = nkv,
+                                    .head_dim = hd,
+                                    .scale = 1.0f / sqrtf((float)hd),
+                                    .causal = causal,
+                                    .max_q_len = 13,
+                                    .max_kv_len = 30};
             ops->attention(ctx, out, q, kp, vp, &ab);
             for (int b = 0; b < n_seqs; b++) {
                 float *kd = malloc(sizeof(float) * kv_len[b] * kvd);
@@ -173,15 +177,14 @@ Test(ops, paged_attention_matches_dense)
             }
             /* fp32 softmax and sums over ≤ 30 keys: ~1e-6 relative. */
             double e = tu_rel_err(out, ref, (size_t)total_q * nh * hd);
-            cr_assert(e < 1e-5, "ratio %d causal %d: rel err %g (seed %llu)", ratios[ri], causal,
-                      e, (unsigned long long)seed);
+            cr_assert(e < 1e-5, "ratio %d causal %d: rel err %g (seed %llu)", ratios[ri], causal, e,
+                      (unsigned long long)seed);
             free(kp), free(vp), free(q), free(out), free(ref);
         }
     cpu_ops_destroy(ctx);
 }
 
-Test(ops, kv_write_and_gather)
-{
+Test(ops, kv_write_and_gather) {
     float kp[4 * 6] = {0}, vp[4 * 6] = {0}, k[2 * 6], v[2 * 6];
     for (int i = 0; i < 12; i++)
         k[i] = (float)i, v[i] = (float)(100 + i);
@@ -198,8 +201,7 @@ Test(ops, kv_write_and_gather)
 
 /* The fused ops of the forward pass equal their unfused twins exactly: same fp32 dot products,
  * same elementwise arithmetic, only fewer passes. */
-Test(ops, fused_ops_equal_unfused)
-{
+Test(ops, fused_ops_equal_unfused) {
     uint64_t seed = tu_seed(), s = seed;
     void *ctx = cpu_ops_create(2);
     const struct fg_ops *ops = cpu_ops();
@@ -229,8 +231,7 @@ Test(ops, fused_ops_equal_unfused)
     cpu_ops_destroy(ctx);
 }
 
-Test(ops, qkv_store_equals_rope_and_kv_write)
-{
+Test(ops, qkv_store_equals_rope_and_kv_write) {
     uint64_t seed = tu_seed(), s = seed;
     enum { N = 3, NH = 4, NKV = 2, HD = 8, QD = NH * HD, KVD = NKV * HD, PAGES = 8 };
     float qkv[N * (QD + 2 * KVD)], q[N * QD], k[N * KVD], v[N * KVD], freqs[HD / 2];
@@ -252,4 +253,136 @@ Test(ops, qkv_store_equals_rope_and_kv_write)
     cr_assert(memcmp(q, q_out, sizeof(q)) == 0, "q (seed %llu)", (unsigned long long)seed);
     cr_assert(memcmp(kp1, kp2, sizeof(kp1)) == 0, "k pool (seed %llu)", (unsigned long long)seed);
     cr_assert(memcmp(vp1, vp2, sizeof(vp1)) == 0, "v pool (seed %llu)", (unsigned long long)seed);
+}
+
+/* Sliding-window attention (Mistral, Gemma 3's local layers) over scattered pages, varlen
+ * batch: each query row equals dense attention over only its last `window` keys; a window as
+ * long as the context is the plain attention. */
+Test(ops, attention_window_matches_dense_over_the_window) {
+    uint64_t seed = tu_seed(), s = seed;
+    void *ctx = cpu_ops_create(2);
+    const struct fg_ops *ops = cpu_ops();
+    int windows[] = {1, 4, 9, 30};
+    for (int wi = 0; wi < 4; wi++) {
+        int W = windows[wi], nkv = 1, nh = 4, hd = 24, ps = 5, n_pages = 32, max_pages = 8;
+        int n_seqs = 3, n_q[3] = {7, 1, 13}, kv_len[3] = {7, 23, 30}, kvd = nkv * hd;
+        int table[3 * 8], q_start[4] = {0}, used = 0;
+        float *kp = malloc(sizeof(float) * n_pages * ps * kvd);
+        float *vp = malloc(sizeof(float) * n_pages * ps * kvd);
+        for (int b = 0; b < n_seqs; b++) {
+            q_start[b + 1] = q_start[b] + n_q[b];
+            for (int p = 0; p < (kv_len[b] + ps - 1) / ps; p++)
+                table[b * max_pages + p] = (used++ * 7) % n_pages; /* scattered, distinct */
+        }
+        tu_fill(&s, kp, (size_t)n_pages * ps * kvd, -1, 1);
+        tu_fill(&s, vp, (size_t)n_pages * ps * kvd, -1, 1);
+        int total_q = q_start[n_seqs];
+        size_t nq = (size_t)total_q * nh * hd;
+        float *q = malloc(sizeof(float) * nq), *out = malloc(sizeof(float) * nq);
+        float *ref = malloc(sizeof(float) * nq), *plain = malloc(sizeof(float) * nq);
+        tu_fill(&s, q, nq, -1, 1);
+        for (size_t i = 0; i < nq; i++)
+            out[i] = NAN;
+        struct attn_batch ab = {.n_seqs = n_seqs,
+                                .q_start = q_start,
+                                .kv_len = kv_len,
+                                .block_table = table,
+                                .max_pages = max_pages,
+                                .page_size = ps,
+                                .n_heads = nh,
+                                .n_kv_heads = nkv,
+                                .head_dim = hd,
+                                .scale = 1.0f / sqrtf((float)hd),
+                                .causal = 1,
+                                .max_q_len = 13,
+                                .max_kv_len = 30};
+        ops->attention_window(ctx, out, q, kp, vp, &ab, W);
+        ops->attention(ctx, plain, q, kp, vp, &ab);
+        for (int b = 0; b < n_seqs; b++)
+            for (int i = 0; i < n_q[b]; i++) {
+                int pos = kv_len[b] - n_q[b] + i, first = pos + 1 > W ? pos + 1 - W : 0;
+                int n = pos + 1 - first;
+                float *kd = malloc(sizeof(float) * n * kvd), *vd = malloc(sizeof(float) * n * kvd);
+                for (int t = first; t <= pos; t++) {
+                    size_t slot = (size_t)table[b * max_pages + t / ps] * ps + t % ps;
+                    memcpy(kd + (size_t)(t - first) * kvd, kp + slot * kvd, sizeof(float) * kvd);
+                    memcpy(vd + (size_t)(t - first) * kvd, vp + slot * kvd, sizeof(float) * kvd);
+                }
+                size_t row = (size_t)(q_start[b] + i) * nh * hd;
+                dense_attention(q + row, kd, vd, 1, n, nh, nkv, hd, 1, ref + row);
+                free(kd), free(vd);
+            }
+        /* fp32 softmax and sums over ≤ 30 keys: ~1e-6 relative. */
+        double e = tu_rel_err(out, ref, nq);
+        cr_assert(e < 1e-5, "window %d: rel err %g (seed %llu)", W, e, (unsigned long long)seed);
+        if (W >= 30)
+            cr_assert_eq(memcmp(out, plain, sizeof(float) * nq), 0, "a full window is plain");
+        else
+            cr_assert(tu_rel_err(out, plain, nq) > 1e-3, "window %d changes nothing", W);
+        free(kp), free(vp), free(q), free(out), free(ref), free(plain);
+    }
+    cpu_ops_destroy(ctx);
+}
+
+/* The family ops against their formulas in fp64: bias rows, per-head RMSNorm on the fused q|k
+ * rows (v untouched), post-norm residual add, GELU-tanh gate, scale, soft-cap. */
+Test(ops, family_ops_match_formulas) {
+    uint64_t s = tu_seed();
+    const struct fg_ops *ops = cpu_ops();
+    int n = 3, nh = 2, nkv = 1, hd = 10, row = (nh + 2 * nkv) * hd;
+    float qkv[3 * 40], qkv0[3 * 40], bias[40], qw[10], kw[10];
+    tu_fill(&s, qkv, sizeof(qkv) / sizeof(qkv[0]), -2, 2);
+    tu_fill(&s, bias, 40, -1, 1);
+    tu_fill(&s, qw, 10, 0.5f, 1.5f);
+    tu_fill(&s, kw, 10, 0.5f, 1.5f);
+    memcpy(qkv0, qkv, sizeof qkv);
+    ops->add_rows(NULL, qkv, bias, n, row);
+    for (int i = 0; i < n * row; i++)
+        cr_assert_float_eq(qkv[i], qkv0[i] + bias[i % row], 1e-6);
+    memcpy(qkv0, qkv, sizeof qkv);
+    ops->head_norm(NULL, qkv, qw, kw, n, nh, nkv, hd, 1e-6f);
+    for (int t = 0; t < n; t++)
+        for (int h = 0; h < nh + 2 * nkv; h++) {
+            const float *x = qkv0 + t * row + h * hd;
+            double ss = 0;
+            for (int i = 0; i < hd; i++)
+                ss += (double)x[i] * x[i];
+            double inv = 1.0 / sqrt(ss / hd + 1e-6);
+            for (int i = 0; i < hd; i++) {
+                double want = h < nh         ? x[i] * inv * qw[i]
+                              : h < nh + nkv ? x[i] * inv * kw[i]
+                                             : x[i];
+                cr_assert_float_eq(qkv[t * row + h * hd + i], want, 1e-5, "t %d head %d", t, h);
+            }
+        }
+    int dim = 37;
+    float x[3 * 37], x0[3 * 37], y[3 * 37], w[37];
+    tu_fill(&s, x, sizeof(x) / sizeof(x[0]), -2, 2);
+    tu_fill(&s, y, sizeof(y) / sizeof(y[0]), -2, 2);
+    tu_fill(&s, w, 37, 0.5f, 1.5f);
+    memcpy(x0, x, sizeof x);
+    ops->norm_add(NULL, x, y, w, n, dim, 1e-6f);
+    for (int t = 0; t < n; t++) {
+        double ss = 0;
+        for (int i = 0; i < dim; i++)
+            ss += (double)y[t * dim + i] * y[t * dim + i];
+        double inv = 1.0 / sqrt(ss / dim + 1e-6);
+        for (int i = 0; i < dim; i++)
+            cr_assert_float_eq(x[t * dim + i], x0[t * dim + i] + y[t * dim + i] * inv * w[i], 1e-5);
+    }
+    float gu[2 * 10], o[2 * 5];
+    tu_fill(&s, gu, 20, -4, 4);
+    ops->geglu(NULL, o, gu, 2, 5);
+    for (int t = 0; t < 2; t++)
+        for (int i = 0; i < 5; i++) {
+            double g = gu[t * 10 + i], u = gu[t * 10 + 5 + i];
+            double want = 0.5 * g * (1 + tanh(sqrt(2 / M_PI) * (g + 0.044715 * g * g * g))) * u;
+            cr_assert_float_eq(o[t * 5 + i], want, 1e-5);
+        }
+    float v[4] = {-3, 0, 0.5f, 100};
+    ops->scale(NULL, v, 4, 2.0f);
+    cr_assert(v[0] == -6 && v[1] == 0 && v[2] == 1 && v[3] == 200);
+    ops->softcap(NULL, v, 4, 30.0f);
+    for (int i = 0; i < 4; i++)
+        cr_assert_float_eq(v[i], 30 * tanh((double)(float[]){-6, 0, 1, 200}[i] / 30), 1e-5);
 }
