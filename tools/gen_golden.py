@@ -5,13 +5,15 @@ transformers loads the same GGUF file flashgen serves (dequantized to fp32, Q/K 
 by its GGUF loader), runs greedy decoding for N_NEW tokens on each prompt, raw and through the
 model's chat template, and writes tests/golden/generate_smollm2.json:
 
-  {"model": ..., "transformers": version, "torch": version, "n_new": 32,
+  {"model": ..., "transformers": version, "torch": version, "n_new": 32, "raw_bos": bool,
    "cases": [{"name", "kind": "raw"|"chat", "text": rendered prompt, "prompt_ids": [...],
               "generated_ids": [...], "step0_top": [[id, logit], ...]}, ...]}
 
 The generation runs with eos disabled so every case has N_NEW tokens to compare. Run it where
 torch and transformers are installed (not needed in CI, which only reads the JSON):
   python3 tools/gen_golden.py --model models/SmolLM2-135M-Instruct.Q4_1.gguf
+  python3 tools/gen_golden.py --model models/gemma-3-270m-q4_k_m.gguf --raw-bos \
+      --out tests/golden/generate_gemma3.json
 """
 import argparse
 import json
@@ -45,6 +47,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--model", default="models/SmolLM2-135M-Instruct.Q4_1.gguf")
     ap.add_argument("--out", default="tests/golden/generate_smollm2.json")
+    ap.add_argument("--raw-bos", action="store_true",
+                    help="raw prompts get the tokenizer's special tokens (BOS), as flashgen adds "
+                         "them; Gemma needs its <bos> (chat templates write their own)")
     args = ap.parse_args()
     d, f = os.path.split(os.path.abspath(args.model))
     tok = AutoTokenizer.from_pretrained(d, gguf_file=f)
@@ -53,14 +58,16 @@ def main():
     torch.manual_seed(0)
 
     cases = []
-    prompts = [(n, "raw", t) for n, t in RAW_PROMPTS] + [(n, "chat", t) for n, t in CHAT_PROMPTS]
+    # a base model without a chat template (Gemma 3 270M) gets the chat prompts as raw text
+    chat = "chat" if tok.chat_template else "raw"
+    prompts = [(n, "raw", t) for n, t in RAW_PROMPTS] + [(n, chat, t) for n, t in CHAT_PROMPTS]
     for name, kind, text in prompts:
         if kind == "chat":
             rendered = tok.apply_chat_template([{"role": "user", "content": text}],
                                                add_generation_prompt=True, tokenize=False)
         else:
             rendered = text
-        ids = tok(rendered, add_special_tokens=False)["input_ids"]
+        ids = tok(rendered, add_special_tokens=args.raw_bos and kind == "raw")["input_ids"]
         x = torch.tensor([ids])
         with torch.no_grad():
             out = model.generate(x, max_new_tokens=N_NEW, do_sample=False, eos_token_id=None,
@@ -77,7 +84,7 @@ def main():
         })
         print(f"{name:16s} {len(ids):3d} prompt ids -> {tok.decode(gen)!r}")
     doc = {"model": os.path.basename(args.model), "transformers": transformers.__version__,
-           "torch": torch.__version__, "n_new": N_NEW, "dtype": "float32", "cases": cases}
+           "torch": torch.__version__, "n_new": N_NEW, "raw_bos": args.raw_bos, "dtype": "float32", "cases": cases}
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as fh:
         json.dump(doc, fh, indent=1, ensure_ascii=False)
