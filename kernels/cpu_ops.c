@@ -6,7 +6,9 @@
  * plain loops over cleverness. Two places are tuned because they dominate run time: the matmul
  * (parallel over output rows, four tokens per weight-row pass so each weight byte is read once
  * per four tokens; dot products in 8-wide vectors, cloned for AVX2+FMA where the CPU has it) and
- * the attention (parallel over query rows × heads).
+ * the attention (parallel over query rows × heads). Weights kept in their GGUF blocks go
+ * through qmatmul/qembed to kernels/cpu_quant.c (block dot products on per-block quantized
+ * activations).
  */
 #include "ops.h"
 
@@ -15,10 +17,15 @@
 #include <string.h>
 
 #include "cpu_pool.h"
+#include "cpu_quant.h"
+#include "model/gguf_quant.h"
 #include "sample_ref.h"
 
 struct cpu_ctx {
     struct cpu_pool *pool;
+    enum cq_isa isa;     /* the block dot-product variant (cq_isa_best at create) */
+    void *qscratch;      /* quantized activations of one qmatmul, grown on demand */
+    size_t qscratch_cap; /* its bytes */
 };
 
 /* ---- memory ------------------------------------------------------------------------------ */
@@ -448,6 +455,36 @@ static void cpu_softcap(void *ctx, float *x, size_t n, float cap) {
         x[i] = cap * tanhf(x[i] / cap);
 }
 
+/* ---- weights in GGUF blocks (kernels/cpu_quant.c) ---------------------------------------- */
+
+static void cpu_qmatmul(void *ctx, float *out, size_t out_stride, const float *x,
+                        const struct fg_qtensor *w, int n, int accumulate) {
+    struct cpu_ctx *c = ctx;
+    size_t need = cq_matmul_scratch_bytes(w, n);
+    if (need > c->qscratch_cap) {
+        void *p = realloc(c->qscratch, need);
+        if (!p) { /* no error path in a void op: the rows become NaN, which the output shows */
+            for (int t = 0; t < n; t++)
+                for (int o = 0; o < w->rows; o++)
+                    out[(size_t)t * out_stride + o] = NAN;
+            return;
+        }
+        c->qscratch = p;
+        c->qscratch_cap = need;
+    }
+    cq_matmul(c->pool, c->isa, w, x, n, out, out_stride, accumulate, c->qscratch);
+}
+
+static void cpu_qembed(void *ctx, void *xv, const struct fg_qtensor *table, const int *tokens,
+                       int n) {
+    (void)ctx;
+    float *x = xv;
+    for (int t = 0; t < n; t++)
+        gguf_dequantize(table->type,
+                        (const char *)table->data + (size_t)tokens[t] * table->row_bytes,
+                        x + (size_t)t * table->cols, (uint64_t)table->cols);
+}
+
 /* ---- sampling: sample_ref_pick per row (kernels/sample_ref.c), the GPU kernel's twin ------- */
 
 static int cpu_sample(void *ctx, float *logits, int n, int vocab, const struct fg_sample_row *rows,
@@ -495,6 +532,8 @@ static const struct fg_ops cpu_table = {
     .qkv_store = cpu_qkv_store,
     .norm_matmul = cpu_norm_matmul,
     .sample = cpu_sample,
+    .qmatmul = cpu_qmatmul,
+    .qembed = cpu_qembed,
     .add_rows = cpu_add_rows,
     .head_norm = cpu_head_norm,
     .attention_window = cpu_attention_window,
@@ -516,6 +555,7 @@ void *cpu_ops_create(int n_threads) {
         free(c);
         return NULL;
     }
+    c->isa = cq_isa_best();
     return c;
 }
 
@@ -523,5 +563,6 @@ void cpu_ops_destroy(void *ctx) {
     struct cpu_ctx *c = ctx;
     if (!c) return;
     cpu_pool_destroy(c->pool);
+    free(c->qscratch);
     free(c);
 }

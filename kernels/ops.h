@@ -17,6 +17,17 @@
 #define FG_OPS_H
 
 #include <stddef.h>
+#include <stdint.h>
+
+/* A weight matrix kept in its GGUF blocks (CPU backend; kernels/cpu_quant.h multiplies it):
+ * (rows, cols) = (out_dim, in_dim) like every matmul weight, each row cols / block whole blocks
+ * of TYPE in row_bytes bytes, rows consecutive. */
+struct fg_qtensor {
+    uint32_t type;    /* enum gguf_ggml_type (model/gguf_quant.h): Q8_0, Q4_1, Q4_K, ... */
+    int rows, cols;   /* (out_dim, in_dim) */
+    size_t row_bytes; /* gguf_type_row_bytes(type, cols) */
+    const void *data; /* (rows, row_bytes) */
+};
 
 /* A varlen batch of sequences whose keys and values live in a paged cache. Sequence s owns query
  * rows q_start[s] .. q_start[s+1]-1; those are its newest tokens, so query row i of s sits at
@@ -117,6 +128,14 @@ struct fg_ops {
      * Returns 0, or -1 on a device error. */
     int (*sample)(void *ctx, float *logits, int n, int vocab, const struct fg_sample_row *rows,
                   const int *history, int n_history, int *ids, float *logprobs);
+
+    /* Weights kept in their GGUF blocks (optional: NULL where the backend takes only its own
+     * element type). out (n, out_stride) columns [0, w->rows) = x (n, w->cols) · wᵀ, or += when
+     * ACCUMULATE; x fp32. */
+    void (*qmatmul)(void *ctx, float *out, size_t out_stride, const float *x,
+                    const struct fg_qtensor *w, int n, int accumulate);
+    /* x[t] = dequantize(table row tokens[t]) (table (vocab, dim) in blocks) */
+    void (*qembed)(void *ctx, void *x, const struct fg_qtensor *table, const int *tokens, int n);
 
     /* The family switches' ops (model_config: Qwen2, Mistral's window, Gemma 3). The forward
      * pass calls each only when the model needs it; a backend that leaves one NULL cannot run

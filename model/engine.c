@@ -32,6 +32,10 @@ void engine_opts_default(struct engine_opts *o) {
     o->page_size = 16;
     o->max_batch_tokens = 512;
     o->max_batch_seqs = 64;
+    /* FLASHGEN_CPU_WEIGHTS=fp32: the CPU dequantizes GGUF blocks at load, as before quantized
+     * inference (the path tests compare bit for bit with gguf-py's dequantized weights) */
+    const char *cw = getenv("FLASHGEN_CPU_WEIGHTS");
+    o->cpu_fp32_weights = cw && !strcmp(cw, "fp32");
 }
 
 /* The one way the engine reports a notice: to o->log, else INFO and WARN on stderr. */
@@ -218,7 +222,11 @@ int engine_open(const struct engine_opts *o, struct engine **out, char *err, siz
         }
     }
 
-    if (model_load(o->model_path, &e->model, o->progress, o->progress_user, err, errlen) != 0)
+    /* The CPU multiplies GGUF blocks directly (kernels/cpu_quant.h), so it keeps them; the GPU
+     * takes fp32 host weights, which upload_weights turns into its element type. */
+    unsigned load_flags = e->ops == cpu_ops() && !o->cpu_fp32_weights ? MODEL_LOAD_KEEP_BLOCKS : 0;
+    if (model_load_flags(o->model_path, load_flags, &e->model, o->progress, o->progress_user, err,
+                         errlen) != 0)
         goto fail;
     if (e->model->notice[0]) engine_log(o, ENGINE_LOG_INFO, "%s", e->model->notice);
     /* A template that does not parse never stops the load: /generate needs none, and chat

@@ -36,6 +36,9 @@ struct engine_opts {
     int page_size;         /* tokens per KV page; 0 = 16 */
     int max_batch_tokens;  /* tokens per forward call; 0 = 512 */
     int max_batch_seqs;    /* sequences per forward call; 0 = 64 */
+    int cpu_fp32_weights;  /* 1: the CPU dequantizes GGUF blocks to fp32 at load (the path
+                              transformers runs on the same file) instead of multiplying the blocks
+                            */
     model_progress_fn progress;
     void *progress_user;
     engine_log_fn log; /* NULL: INFO and WARN as "flashgen: MSG" lines on stderr */

@@ -110,9 +110,16 @@ int fwd_init(struct fwd_state **out, const struct model_config *cfg, const struc
         size_t qd = (size_t)cfg->n_heads * cfg->head_dim,
                kvd = (size_t)cfg->n_kv_heads * cfg->head_dim;
         const char *wq = (const char *)L->wq, *wg = (const char *)L->w_gate;
-        if ((const char *)L->wk != wq + qd * D * esz ||
-            (const char *)L->wv != wq + (qd + kvd) * D * esz ||
-            (const char *)L->w_up != wg + (size_t)cfg->ffn_dim * D * esz) {
+        int blocks = L->qwq.data || L->qwo.data || L->qw_gate.data || L->qw_down.data;
+        if ((blocks || w->q_embd.data || w->q_output.data) && (!ops->qmatmul || !ops->qembed)) {
+            snprintf(err, errlen, "forward: the %s backend takes no weights in GGUF blocks",
+                     ops->name);
+            free(st);
+            return -1;
+        }
+        if ((!L->qwq.data && ((const char *)L->wk != wq + qd * D * esz ||
+                              (const char *)L->wv != wq + (qd + kvd) * D * esz)) ||
+            (!L->qw_gate.data && (const char *)L->w_up != wg + (size_t)cfg->ffn_dim * D * esz)) {
             snprintf(err, errlen, "forward: layer %d's q/k/v or gate/up weights are not adjacent",
                      l);
             free(st);
@@ -154,6 +161,90 @@ int fwd_init(struct fwd_state **out, const struct model_config *cfg, const struc
     return 0;
 }
 
+/* Weights kept in their GGUF blocks (model.h, MODEL_LOAD_KEEP_BLOCKS; CPU backend only, fp32
+ * activations): a weight whose qtensor has data goes through qmatmul, else the fp32 ops. The
+ * fused q|k|v and gate|up GEMMs stay one qmatmul where the parts share a type (the loader puts
+ * them back to back), else one per part, each writing its columns. */
+
+/* A and B as one matrix (A's rows, then B's) when the loader placed them back to back in one
+ * type (model/loader.c joins q|k|v and gate|up); else 0. */
+static int fwd_qjoin(const struct fg_qtensor *a, const struct fg_qtensor *b,
+                     struct fg_qtensor *out) {
+    if (a->type != b->type || a->cols != b->cols ||
+        (const char *)b->data != (const char *)a->data + (size_t)a->rows * a->row_bytes)
+        return 0;
+    *out = *a;
+    out->rows = a->rows + b->rows;
+    return 1;
+}
+
+/* out (T, out_dim) = in · wᵀ, or += (ACCUMULATE) */
+static void fwd_proj(struct fwd_state *st, void *out, const void *in, const float *w,
+                     const struct fg_qtensor *q, int T, int in_dim, int out_dim, int accumulate) {
+    if (q->data)
+        st->ops->qmatmul(st->ctx, out, (size_t)out_dim, in, q, T, accumulate);
+    else if (accumulate)
+        st->ops->matmul_add(st->ctx, out, in, w, T, in_dim, out_dim);
+    else
+        st->ops->matmul(st->ctx, out, in, w, T, in_dim, out_dim);
+}
+
+/* qkv (T, QD + 2 KVD) = rmsnorm(x) [Wq;Wk;Wv]ᵀ */
+static void fwd_qkv(struct fwd_state *st, const struct model_layer *L, int T) {
+    const struct model_config *c = st->cfg;
+    int D = c->dim, QD = c->n_heads * c->head_dim, KVD = c->n_kv_heads * c->head_dim;
+    if (!L->qwq.data) {
+        st->ops->norm_matmul(st->ctx, st->qkv, st->h, st->x, L->attn_norm, c->rms_eps, L->wq, T, D,
+                             QD + 2 * KVD, 0, NULL);
+        return;
+    }
+    size_t ld = (size_t)QD + 2 * KVD;
+    float *qkv = st->qkv;
+    st->ops->rmsnorm(st->ctx, st->h, st->x, L->attn_norm, T, D, c->rms_eps);
+    struct fg_qtensor qk, all;
+    if (fwd_qjoin(&L->qwq, &L->qwk, &qk) && fwd_qjoin(&qk, &L->qwv, &all)) {
+        st->ops->qmatmul(st->ctx, qkv, ld, st->h, &all, T, 0);
+        return;
+    }
+    st->ops->qmatmul(st->ctx, qkv, ld, st->h, &L->qwq, T, 0);
+    st->ops->qmatmul(st->ctx, qkv + QD, ld, st->h, &L->qwk, T, 0);
+    st->ops->qmatmul(st->ctx, qkv + QD + KVD, ld, st->h, &L->qwv, T, 0);
+}
+
+/* ffn (T, F) = act(rmsnorm(x) Wgᵀ) * (rmsnorm(x) Wuᵀ), act silu or gelu-tanh */
+static void fwd_ffn_in(struct fwd_state *st, const struct model_layer *L, int T) {
+    const struct model_config *c = st->cfg;
+    const struct fg_ops *ops = st->ops;
+    int D = c->dim, F = c->ffn_dim;
+    int gelu = c->act == MODEL_ACT_GELU_TANH;
+    if (!L->qw_gate.data) {
+        if (gelu) {
+            ops->norm_matmul(st->ctx, st->scratch, st->h, st->x, L->ffn_norm, c->rms_eps, L->w_gate,
+                             T, D, 2 * F, 0, NULL);
+            ops->geglu(st->ctx, st->ffn, st->scratch, T, F);
+        } else {
+            ops->norm_matmul(st->ctx, st->ffn, st->h, st->x, L->ffn_norm, c->rms_eps, L->w_gate, T,
+                             D, F, 1, st->scratch);
+        }
+        return;
+    }
+    float *gu = st->scratch, *ffn = st->ffn; /* gu (T, 2F): each token's gate | up */
+    ops->rmsnorm(st->ctx, st->h, st->x, L->ffn_norm, T, D, c->rms_eps);
+    struct fg_qtensor both;
+    if (fwd_qjoin(&L->qw_gate, &L->qw_up, &both)) {
+        ops->qmatmul(st->ctx, gu, 2 * (size_t)F, st->h, &both, T, 0);
+    } else {
+        ops->qmatmul(st->ctx, gu, 2 * (size_t)F, st->h, &L->qw_gate, T, 0);
+        ops->qmatmul(st->ctx, gu + F, 2 * (size_t)F, st->h, &L->qw_up, T, 0);
+    }
+    if (gelu)
+        ops->geglu(st->ctx, st->ffn, st->scratch, T, F);
+    else
+        for (int t = 0; t < T; t++)
+            ops->swiglu(st->ctx, ffn + (size_t)t * F, gu + (size_t)t * 2 * F,
+                        gu + (size_t)t * 2 * F + F, (size_t)F);
+}
+
 /* 1 when the local layers' window is shorter than the context, so that it can hide keys (a
  * longer one never does: those layers then run the plain attention, with their own RoPE). */
 static int fwd_windowed(const struct model_config *c) {
@@ -173,13 +264,15 @@ static void fwd_layers(struct fwd_state *st, const struct attn_batch *ab, int T,
     int QD = c->n_heads * c->head_dim, KVD = c->n_kv_heads * c->head_dim;
     const struct model_weights *w = st->w;
 
-    ops->embed(ctx, st->x, w->tok_embd, d_tokens, T, D);
+    if (w->q_embd.data)
+        ops->qembed(ctx, st->x, &w->q_embd, d_tokens, T);
+    else
+        ops->embed(ctx, st->x, w->tok_embd, d_tokens, T, D);
     if (c->embed_scale > 0) ops->scale(ctx, st->x, (size_t)T * D, c->embed_scale);
     for (int l = 0; l < c->n_layers; l++) {
         const struct model_layer *L = &w->layers[l];
         int local = model_layer_is_local(c, l);
-        ops->norm_matmul(ctx, st->qkv, st->h, st->x, L->attn_norm, c->rms_eps, L->wq, T, D,
-                         QD + 2 * KVD, 0, NULL);
+        fwd_qkv(st, L, T);
         if (c->attn_bias) ops->add_rows(ctx, st->qkv, L->bqkv, T, QD + 2 * KVD);
         if (c->qk_norm)
             ops->head_norm(ctx, st->qkv, L->q_norm, L->k_norm, T, c->n_heads, c->n_kv_heads,
@@ -192,29 +285,25 @@ static void fwd_layers(struct fwd_state *st, const struct attn_batch *ab, int T,
         else
             ops->attention(ctx, st->att, st->q, kv->k[l], kv->v[l], ab);
         if (c->post_norms) {
-            ops->matmul(ctx, st->h, st->att, L->wo, T, QD, D);
+            fwd_proj(st, st->h, st->att, L->wo, &L->qwo, T, QD, D, 0);
             ops->norm_add(ctx, st->x, st->h, L->post_attn_norm, T, D, c->rms_eps);
         } else {
-            ops->matmul_add(ctx, st->x, st->att, L->wo, T, QD, D);
+            fwd_proj(st, st->x, st->att, L->wo, &L->qwo, T, QD, D, 1);
         }
-        if (c->act == MODEL_ACT_GELU_TANH) {
-            ops->norm_matmul(ctx, st->scratch, st->h, st->x, L->ffn_norm, c->rms_eps, L->w_gate, T,
-                             D, 2 * F, 0, NULL);
-            ops->geglu(ctx, st->ffn, st->scratch, T, F);
-        } else {
-            ops->norm_matmul(ctx, st->ffn, st->h, st->x, L->ffn_norm, c->rms_eps, L->w_gate, T, D,
-                             F, 1, st->scratch);
-        }
+        fwd_ffn_in(st, L, T);
         if (c->post_norms) {
-            ops->matmul(ctx, st->h, st->ffn, L->w_down, T, F, D);
+            fwd_proj(st, st->h, st->ffn, L->w_down, &L->qw_down, T, F, D, 0);
             ops->norm_add(ctx, st->x, st->h, L->post_ffn_norm, T, D, c->rms_eps);
         } else {
-            ops->matmul_add(ctx, st->x, st->ffn, L->w_down, T, F, D);
+            fwd_proj(st, st->x, st->ffn, L->w_down, &L->qw_down, T, F, D, 1);
         }
     }
     ops->gather_rows(ctx, st->h, st->x, d_rows, n_seqs, D);
     ops->rmsnorm(ctx, st->last, st->h, w->out_norm, n_seqs, D, c->rms_eps);
-    ops->matmul_f32(ctx, st->logits, st->last, w->output, n_seqs, D, c->vocab_size);
+    if (w->q_output.data)
+        ops->qmatmul(ctx, st->logits, (size_t)c->vocab_size, st->last, &w->q_output, n_seqs, 0);
+    else
+        ops->matmul_f32(ctx, st->logits, st->last, w->output, n_seqs, D, c->vocab_size);
     if (c->final_softcap > 0)
         ops->softcap(ctx, st->logits, (size_t)n_seqs * c->vocab_size, c->final_softcap);
 }

@@ -7,9 +7,14 @@
  * The canonical layout is Hugging Face's (model.h): GGUF llama attn_q/attn_k rows are
  * un-permuted while dequantizing (inverse of convert_hf_to_gguf.py's permute), so one rotate_half
  * RoPE serves both.
+ * With MODEL_LOAD_KEEP_BLOCKS (the CPU backend), GGUF linear weights and the embedding whose type
+ * kernels/cpu_quant.c multiplies stay in their file blocks, copied row by row (the un-permute
+ * moves whole rows, so blocks survive it) into a second arena; only norms, biases and the types
+ * without a block product become fp32.
  */
 #include "model/model.h"
 
+#include "kernels/cpu_quant.h"
 #include "model/errmsg.h"
 #include "model/gguf.h"
 #include "model/safetensors.h"
@@ -102,6 +107,8 @@ struct ld_item {
     int join;       /* the next item follows with no padding (q|k|v and gate|up: fused GEMMs) */
     int plus_one;   /* an RMSNorm weight stored as w for (1 + w): the arena gets 1 + w */
     float *at;      /* its place in the arena (ld_arena) */
+    struct fg_qtensor *qdst; /* a linear weight's block destination (KEEP_BLOCKS), else NULL */
+    int keep;                /* ld_arena: this one stays in its blocks, at qdst->data */
     const struct gguf_tensor *gt;
     const struct safetensors_tensor *st;
 };
@@ -129,6 +136,7 @@ struct ld_layer_tensor {
     int rows, cols;
     float **dst;
     int perm_heads, join, norm;
+    struct fg_qtensor *q; /* where a linear weight's blocks go (KEEP_BLOCKS) */
 };
 
 /* Build the plan for M (cfg already set; layers allocated). GGUF names when GGUF, else HF names
@@ -143,22 +151,25 @@ static int ld_plan_build(struct model *m, int gguf, const char *hf_prefix, struc
     if (!p->items) return -1;
     char nm[160];
     snprintf(nm, sizeof(nm), "%sembed_tokens.weight", hf_prefix);
-    ld_add(p, gguf ? "token_embd.weight" : nm, c->vocab_size, c->dim, &m->w.tok_embd, 0);
+    ld_add(p, gguf ? "token_embd.weight" : nm, c->vocab_size, c->dim, &m->w.tok_embd, 0)->qdst =
+        &m->w.q_embd;
     for (int l = 0; l < c->n_layers; l++) {
         struct model_layer *L = &m->w.layers[l];
         /* HF names the pre-MLP norm post_attention_layernorm unless there are post-norms */
         const char *ffn_norm_hf =
             c->post_norms ? "pre_feedforward_layernorm" : "post_attention_layernorm";
         const struct ld_layer_tensor t[] = {
-            {"attn_norm", "input_layernorm", c->dim, 0, &L->attn_norm, 0, 0, 1},
-            {"attn_q", "self_attn.q_proj", q, c->dim, &L->wq, permuted ? c->n_heads : 0, 1, 0},
-            {"attn_k", "self_attn.k_proj", kv, c->dim, &L->wk, permuted ? c->n_kv_heads : 0, 1, 0},
-            {"attn_v", "self_attn.v_proj", kv, c->dim, &L->wv, 0, 0, 0},
-            {"attn_output", "self_attn.o_proj", c->dim, q, &L->wo, 0, 0, 0},
-            {"ffn_norm", ffn_norm_hf, c->dim, 0, &L->ffn_norm, 0, 0, 1},
-            {"ffn_gate", "mlp.gate_proj", c->ffn_dim, c->dim, &L->w_gate, 0, 1, 0},
-            {"ffn_up", "mlp.up_proj", c->ffn_dim, c->dim, &L->w_up, 0, 0, 0},
-            {"ffn_down", "mlp.down_proj", c->dim, c->ffn_dim, &L->w_down, 0, 0, 0},
+            {"attn_norm", "input_layernorm", c->dim, 0, &L->attn_norm, 0, 0, 1, NULL},
+            {"attn_q", "self_attn.q_proj", q, c->dim, &L->wq, permuted ? c->n_heads : 0, 1, 0,
+             &L->qwq},
+            {"attn_k", "self_attn.k_proj", kv, c->dim, &L->wk, permuted ? c->n_kv_heads : 0, 1, 0,
+             &L->qwk},
+            {"attn_v", "self_attn.v_proj", kv, c->dim, &L->wv, 0, 0, 0, &L->qwv},
+            {"attn_output", "self_attn.o_proj", c->dim, q, &L->wo, 0, 0, 0, &L->qwo},
+            {"ffn_norm", ffn_norm_hf, c->dim, 0, &L->ffn_norm, 0, 0, 1, NULL},
+            {"ffn_gate", "mlp.gate_proj", c->ffn_dim, c->dim, &L->w_gate, 0, 1, 0, &L->qw_gate},
+            {"ffn_up", "mlp.up_proj", c->ffn_dim, c->dim, &L->w_up, 0, 0, 0, &L->qw_up},
+            {"ffn_down", "mlp.down_proj", c->dim, c->ffn_dim, &L->w_down, 0, 0, 0, &L->qw_down},
         };
         for (size_t k = 0; k < sizeof(t) / sizeof(t[0]); k++) {
             if (gguf)
@@ -169,16 +180,18 @@ static int ld_plan_build(struct model *m, int gguf, const char *hf_prefix, struc
             /* forward.c runs q|k|v and gate|up as one GEMM each over adjacent weights */
             it->join = t[k].join;
             it->plus_one = plus_one && t[k].norm;
+            it->qdst = t[k].q;
         }
         const struct ld_layer_tensor opt[] = {
-            {"attn_q", "self_attn.q_proj", q, 0, &L->bqkv, 0, 1, 0},
-            {"attn_k", "self_attn.k_proj", kv, 0, NULL, 0, 1, 0},
-            {"attn_v", "self_attn.v_proj", kv, 0, NULL, 0, 0, 0},
-            {"attn_q_norm", "self_attn.q_norm", c->head_dim, 0, &L->q_norm, 0, 0, 1},
-            {"attn_k_norm", "self_attn.k_norm", c->head_dim, 0, &L->k_norm, 0, 0, 1},
+            {"attn_q", "self_attn.q_proj", q, 0, &L->bqkv, 0, 1, 0, NULL},
+            {"attn_k", "self_attn.k_proj", kv, 0, NULL, 0, 1, 0, NULL},
+            {"attn_v", "self_attn.v_proj", kv, 0, NULL, 0, 0, 0, NULL},
+            {"attn_q_norm", "self_attn.q_norm", c->head_dim, 0, &L->q_norm, 0, 0, 1, NULL},
+            {"attn_k_norm", "self_attn.k_norm", c->head_dim, 0, &L->k_norm, 0, 0, 1, NULL},
             {"post_attention_norm", "post_attention_layernorm", c->dim, 0, &L->post_attn_norm, 0, 0,
-             1},
-            {"post_ffw_norm", "post_feedforward_layernorm", c->dim, 0, &L->post_ffn_norm, 0, 0, 1},
+             1, NULL},
+            {"post_ffw_norm", "post_feedforward_layernorm", c->dim, 0, &L->post_ffn_norm, 0, 0, 1,
+             NULL},
         };
         const int want[] = {c->attn_bias, c->attn_bias,  c->attn_bias, c->qk_norm,
                             c->qk_norm,   c->post_norms, c->post_norms};
@@ -199,8 +212,8 @@ static int ld_plan_build(struct model *m, int gguf, const char *hf_prefix, struc
     snprintf(nm, sizeof(nm), "%snorm.weight", hf_prefix);
     ld_add(p, gguf ? "output_norm.weight" : nm, c->dim, 0, &m->w.out_norm, 0)->plus_one = plus_one;
     if (!c->tied_embeddings)
-        ld_add(p, gguf ? "output.weight" : "lm_head.weight", c->vocab_size, c->dim, &m->w.output,
-               0);
+        ld_add(p, gguf ? "output.weight" : "lm_head.weight", c->vocab_size, c->dim, &m->w.output, 0)
+            ->qdst = &m->w.q_output;
     return 0;
 }
 
@@ -279,8 +292,60 @@ static int ld_check_st(const struct safetensors *s, const char *dir, struct ld_i
 
 /* Floats an item takes in the arena: padded to LD_ALIGN_FLOATS unless joined to the next. */
 static size_t ld_span(const struct ld_item *it) {
+    if (it->keep) return 0;
     size_t n = ld_numel(it);
     return it->join ? n : (n + LD_ALIGN_FLOATS - 1) / LD_ALIGN_FLOATS * LD_ALIGN_FLOATS;
+}
+
+#define LD_QALIGN 64 /* each kept tensor's blocks start on a cache line */
+
+/* Bytes a kept item takes in the block arena: padded to LD_QALIGN unless joined to the next,
+ * so that a run of one type (q|k|v, gate|up) is one matrix the forward pass can run as one. */
+static size_t ld_qspan(const struct ld_item *it) {
+    size_t n = it->gt->n_bytes;
+    return it->join ? n : (n + LD_QALIGN - 1) / LD_QALIGN * LD_QALIGN;
+}
+
+/* KEEP_BLOCKS: mark the linear weights that stay in their blocks — a type with a block product,
+ * and for a fused run (q|k|v, gate|up) all of the run or none, so that an fp32 run stays
+ * adjacent — and place them in one allocation. */
+static int ld_qarena(struct model *m, struct ld_plan *p, char *err, size_t errlen) {
+    for (int i = 0; i < p->n; i++) {
+        struct ld_item *it = &p->items[i];
+        it->keep = it->qdst && it->gt && cq_type_supported(it->gt->type);
+    }
+    for (int i = 0; i < p->n;) { /* a run: items i .. j, each joined to the next but the last */
+        int j = i, all = 1;
+        while (j < p->n - 1 && p->items[j].join)
+            j++;
+        for (int k = i; k <= j; k++)
+            all &= p->items[k].keep;
+        for (int k = i; k <= j; k++)
+            p->items[k].keep = all;
+        i = j + 1;
+    }
+    size_t bytes = 0;
+    for (int i = 0; i < p->n; i++)
+        if (p->items[i].keep) bytes += ld_qspan(&p->items[i]);
+    if (!bytes) return 0;
+    char *a = aligned_alloc(LD_QALIGN, bytes);
+    if (!a) {
+        errmsg_at(err, errlen, m->path, "out of memory for %zu MB of quantized weights",
+                  bytes >> 20);
+        return -1;
+    }
+    m->w.qarena = a;
+    m->w.qarena_bytes = bytes;
+    size_t off = 0;
+    for (int i = 0; i < p->n; i++) {
+        struct ld_item *it = &p->items[i];
+        if (!it->keep) continue;
+        *it->qdst =
+            (struct fg_qtensor){it->gt->type, it->rows, it->cols,
+                                gguf_type_row_bytes(it->gt->type, (uint64_t)it->cols), a + off};
+        off += ld_qspan(it);
+    }
+    return 0;
 }
 
 /* Allocate the arena for the plan (+ rope freqs) and point every destination into it. */
@@ -301,13 +366,16 @@ static int ld_arena(struct model *m, struct ld_plan *p, char *err, size_t errlen
     m->w.arena_bytes = bytes;
     size_t off = 0;
     for (int i = 0; i < p->n; i++) {
-        p->items[i].at = a + off;
-        if (p->items[i].dst) *p->items[i].dst = a + off;
+        p->items[i].at = p->items[i].keep ? NULL : a + off;
+        if (p->items[i].dst) *p->items[i].dst = p->items[i].at;
         off += ld_span(&p->items[i]);
     }
     m->w.rope_freqs = a + off;
     m->w.rope_freqs_local = m->cfg.rope_local_theta > 0 ? a + off + rope_span : m->w.rope_freqs;
-    if (m->cfg.tied_embeddings) m->w.output = m->w.tok_embd;
+    if (m->cfg.tied_embeddings) {
+        m->w.output = m->w.tok_embd;
+        m->w.q_output = m->w.q_embd;
+    }
     return 0;
 }
 
@@ -337,29 +405,40 @@ static void ld_hist_best(const struct ld_hist *h, char *out, size_t cap) {
     snprintf(out, cap, "%s", h->n ? h->name[best] : "none");
 }
 
-/* Until quantized inference exists, quantized GGUF tensors become fp32 at load: say so once per
- * load (m->notice, which the engine logs), naming the types, the file bytes they had and what is
- * resident now. */
-static void ld_note_dequant(struct model *m, const struct ld_plan *p) {
-    char types[128] = "";
-    uint64_t qbytes = 0;
+/* Say once per load (m->notice, which the engine logs) what happened to the quantized GGUF
+ * tensors: which types stay in their blocks (KEEP_BLOCKS) and which became fp32, with the file
+ * bytes they had and what is resident now. */
+static void ld_note_quant(struct model *m, const struct ld_plan *p) {
+    char kept[128] = "", deq[128] = "";
+    uint64_t qbytes = 0, dbytes = 0;
     for (int i = 0; i < p->n; i++) {
         const struct gguf_tensor *t = p->items[i].gt;
         if (!t || !gguf_type_quantized(t->type)) continue;
-        qbytes += t->n_bytes;
+        int keep = p->items[i].keep;
+        char *types = keep ? kept : deq;
+        *(keep ? &qbytes : &dbytes) += t->n_bytes;
         const char *nm = gguf_type_name(t->type);
         int seen = 0;
         for (int j = 0; j < i && !seen; j++)
-            seen = p->items[j].gt && p->items[j].gt->type == t->type;
+            seen = p->items[j].gt && p->items[j].gt->type == t->type && p->items[j].keep == keep;
         if (!seen)
-            snprintf(types + strlen(types), sizeof(types) - strlen(types), "%s%s",
+            snprintf(types + strlen(types), sizeof(kept) - strlen(types), "%s%s",
                      types[0] ? ", " : "", nm);
     }
-    if (!qbytes) return;
-    snprintf(m->notice, sizeof m->notice,
-             "%s: %s tensors dequantized to fp32 at load (quantized inference is not implemented "
-             "yet): %.1f MB of quantized tensors, %.1f MB of fp32 weights resident",
-             m->path, types, qbytes / 1048576.0, m->w.arena_bytes / 1048576.0);
+    if (!qbytes && !dbytes) return;
+    char *o = m->notice;
+    size_t cap = sizeof m->notice;
+    int n = snprintf(o, cap, "%s:", m->path);
+    if (qbytes && n >= 0 && (size_t)n < cap)
+        n += snprintf(o + n, cap - (size_t)n, " %s tensors kept in their blocks (%.1f MB);", kept,
+                      m->w.qarena_bytes / 1048576.0);
+    if (dbytes && n >= 0 && (size_t)n < cap)
+        n += snprintf(o + n, cap - (size_t)n,
+                      " %s tensors dequantized to fp32 at load (%.1f MB in the file);", deq,
+                      dbytes / 1048576.0);
+    if (n >= 0 && (size_t)n < cap)
+        snprintf(o + n, cap - (size_t)n, " %.1f MB of weights resident",
+                 (m->w.arena_bytes + m->w.qarena_bytes) / 1048576.0);
 }
 
 /* Convert every planned tensor into the arena, reporting progress. */
@@ -373,7 +452,18 @@ static int ld_convert(struct model *m, struct ld_plan *p, const struct gguf_file
         struct ld_item *it = &p->items[i];
         float *dst = it->at;
         int bad = 0;
-        if (it->gt) {
+        if (it->keep) { /* rows copied as they are, un-permuted like the fp32 ones below */
+            const struct gguf_tensor *t = it->gt;
+            ld_hist_add(&hist, gguf_type_name(t->type), t->n_elems);
+            char *q = (char *)it->qdst->data;
+            size_t rb = it->qdst->row_bytes;
+            int d = it->perm_heads ? it->rows / it->perm_heads : 0;
+            for (int r = 0; r < it->rows; r++) {
+                int hf_row = d ? r / d * d + r % d / 2 + (r % d % 2) * (d / 2) : r;
+                memcpy(q + (size_t)hf_row * rb, t->data + (uint64_t)r * rb, rb);
+            }
+            pr.bytes_done += t->n_bytes;
+        } else if (it->gt) {
             const struct gguf_tensor *t = it->gt;
             ld_hist_add(&hist, gguf_type_name(t->type), t->n_elems);
             if (it->perm_heads) {
@@ -408,7 +498,7 @@ static int ld_convert(struct model *m, struct ld_plan *p, const struct gguf_file
         if (progress) progress(&pr, user);
     }
     ld_hist_best(&hist, m->dtype, sizeof(m->dtype));
-    ld_note_dequant(m, p);
+    ld_note_quant(m, p);
 
     model_rope_freqs(&m->cfg, m->w.rope_freqs);
     if (m->cfg.rope_local_theta > 0) model_rope_freqs_local(&m->cfg, m->w.rope_freqs_local);
@@ -795,8 +885,8 @@ out:
     return rc;
 }
 
-static int ld_load_gguf(struct model *m, model_progress_fn progress, void *user, double t0,
-                        char *err, size_t errlen) {
+static int ld_load_gguf(struct model *m, unsigned flags, model_progress_fn progress, void *user,
+                        double t0, char *err, size_t errlen) {
     struct gguf_file *f = NULL;
     struct ld_plan p = {0};
     int rc = -1;
@@ -814,6 +904,7 @@ static int ld_load_gguf(struct model *m, model_progress_fn progress, void *user,
                   tokenizer_n_vocab(m->tok), m->cfg.vocab_size);
         goto out;
     }
+    if ((flags & MODEL_LOAD_KEEP_BLOCKS) && ld_qarena(m, &p, err, errlen)) goto out;
     if (ld_arena(m, &p, err, errlen) || ld_convert(m, &p, f, progress, user, t0, err, errlen))
         goto out;
     rc = 0;
@@ -927,6 +1018,7 @@ void model_free(struct model *m) {
     tokenizer_free(m->tok);
     free(m->chat_template);
     free(m->w.arena);
+    free(m->w.qarena);
     free(m->w.layers);
     free(m->path);
     free(m);
@@ -934,6 +1026,11 @@ void model_free(struct model *m) {
 
 int model_load(const char *path, struct model **out, model_progress_fn progress, void *user,
                char *err, size_t errlen) {
+    return model_load_flags(path, 0, out, progress, user, err, errlen);
+}
+
+int model_load_flags(const char *path, unsigned flags, struct model **out,
+                     model_progress_fn progress, void *user, char *err, size_t errlen) {
     double t0 = ld_now();
     *out = NULL;
     if (err && errlen) err[0] = 0;
@@ -948,7 +1045,7 @@ int model_load(const char *path, struct model **out, model_progress_fn progress,
     int rc = -1;
     if (kind == 1) {
         strcpy(m->format, "gguf");
-        rc = ld_load_gguf(m, progress, user, t0, err, errlen);
+        rc = ld_load_gguf(m, flags, progress, user, t0, err, errlen);
     } else if (kind == 0) {
         strcpy(m->format, "safetensors");
         rc = ld_load_hf(m, dir, progress, user, t0, err, errlen);

@@ -17,6 +17,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "kernels/ops.h" /* struct fg_qtensor */
+
 struct tokenizer;
 
 enum model_rope_scaling {
@@ -95,6 +97,10 @@ struct model_layer {
     float *k_norm;    /* qk_norm: (head_dim), else NULL */
     float *post_attn_norm; /* post_norms: (dim), else NULL */
     float *post_ffn_norm;  /* post_norms: (dim), else NULL */
+    /* MODEL_LOAD_KEEP_BLOCKS: the linear weights kept in their GGUF blocks (same shapes as
+     * above, Q/K rows in HF order); a weight kept here has a NULL fp32 pointer above, and one
+     * with .data NULL here is fp32 above. */
+    struct fg_qtensor qwq, qwk, qwv, qwo, qw_gate, qw_up, qw_down;
 };
 
 struct model_weights {
@@ -105,8 +111,13 @@ struct model_weights {
     float *rope_freqs;          /* (head_dim / 2) inverse frequencies, scaling applied */
     float *rope_freqs_local;    /* (head_dim / 2) local layers' table; read only when
                                    rope_local_theta > 0 */
-    void *arena;                /* one allocation that holds every tensor above */
+    void *arena;                /* one allocation that holds every fp32 tensor above */
     size_t arena_bytes;
+    /* MODEL_LOAD_KEEP_BLOCKS: the embedding and the head in their blocks (tok_embd / output
+     * then NULL; q_output == q_embd when tied), and the one allocation every kept block lives in */
+    struct fg_qtensor q_embd, q_output;
+    void *qarena;
+    size_t qarena_bytes;
 };
 
 /* What a load reports as it goes; called on the loading thread. */
@@ -135,6 +146,12 @@ struct model {
  * writes a message naming the file and the problem into err. PROGRESS may be NULL. */
 int model_load(const char *path, struct model **out, model_progress_fn progress, void *user,
                char *err, size_t errlen);
+/* model_load with FLAGS: MODEL_LOAD_KEEP_BLOCKS keeps every GGUF linear weight (and the
+ * embedding) whose type kernels/cpu_quant.h multiplies in its file blocks instead of fp32 — for
+ * the CPU backend, which reads them through fg_ops.qmatmul/qembed. */
+enum model_load_flags { MODEL_LOAD_KEEP_BLOCKS = 1 };
+int model_load_flags(const char *path, unsigned flags, struct model **out,
+                     model_progress_fn progress, void *user, char *err, size_t errlen);
 void model_free(struct model *m); /* accepts NULL and half-built models */
 
 /* Load only the tokenizer (and the chat template, malloc'd or NULL; CHAT_TEMPLATE may be NULL)

@@ -797,6 +797,8 @@ static void *worker_main(void *arg) {
         snprintf(in->format, sizeof in->format, "%s", e->model->format);
         snprintf(in->arch, sizeof in->arch, "%s", e->model->cfg.arch);
         in->load_seconds = e->model->load_seconds;
+        in->weights_block_bytes = e->model->w.qarena_bytes;
+        in->weights_fp32_bytes = e->model->w.arena_bytes;
     }
     pthread_mutex_lock(&w->mu);
     w->state = WORKER_READY;

@@ -150,6 +150,8 @@ struct worker_info {
     int max_batch_tokens, max_batch_seqs;
     char device[16], dtype[16], format[16], arch[32];
     double load_seconds;
+    /* host weight bytes by form: kept in GGUF blocks (the CPU multiplies them), fp32 */
+    size_t weights_block_bytes, weights_fp32_bytes;
 };
 
 /* Called on the loop thread when the worker changes state (loaded, failed, stopped). */

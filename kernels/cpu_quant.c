@@ -1,0 +1,451 @@
+/* cpu_quant.c — weight-row × activation-rows products on GGUF blocks (kernels/cpu_quant.h).
+ *
+ * Block layouts (little-endian, from the ggml format: ggml-common.h, gguf-py quants.py):
+ *   Q8_0  34 B: f16 d, int8 q[32]                          x = d q
+ *   Q4_0  18 B: f16 d, u8 qs[16]                           x = d (q - 8), q = nibble
+ *   Q4_1  20 B: f16 d, f16 m, u8 qs[16]                    x = d q + m
+ *   Q5_0  22 B: f16 d, u32 qh, u8 qs[16]                   x = d (q - 16), q = nibble | bit << 4
+ *   Q5_1  24 B: f16 d, f16 m, u32 qh, u8 qs[16]            x = d q + m
+ *     (32-blocks: element j < 16 is the low nibble of qs[j], element j + 16 the high one; its
+ *      fifth bit is bit j, resp. j + 16, of qh)
+ *   Q4_K 144 B: f16 d, f16 dmin, u8 sc[12], u8 qs[128]     x = d s_j q - dmin m_j (8 subs of 32)
+ *   Q5_K 176 B: f16 d, f16 dmin, u8 sc[12], u8 qh[32], u8 qs[128]
+ *   Q6_K 210 B: u8 ql[128], u8 qh[64], int8 sc[16], f16 d  x = d s_g (q - 32) (16 groups of 16)
+ *
+ * Each weight block is unpacked into int8 values plus fp32 scale (and minimum) per group, then
+ * multiplied with every activation row while it is in L1: one pass over the weights serves up
+ * to CQ_MAX_ROWS tokens. The integer sums are exact; fp32 enters only in the per-group scaling.
+ */
+#include "cpu_quant.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cpu_pool.h"
+#include "model/gguf_quant.h"
+#include "ops.h"
+
+#define CQ_MAX_ROWS 16 /* activation rows per weight pass (the decode batch sizes, 1–16) */
+
+/* A 32-element activation block (Q8_0-style, the fp32 scale kept exact). */
+struct cq_a32 {
+    float d;     /* scale: x ≈ d q */
+    int32_t sum; /* Σ q, for the weight types with a minimum */
+    int8_t q[32];
+};
+
+/* A 256-element activation block (Q8_K-style). */
+struct cq_a256 {
+    float d;
+    int16_t bsum[16]; /* Σ q over each 16 consecutive elements */
+    int8_t q[256];
+};
+
+static int cq_is_k(uint32_t type) {
+    return type == GGUF_GGML_Q4_K || type == GGUF_GGML_Q5_K || type == GGUF_GGML_Q6_K;
+}
+
+int cq_type_supported(uint32_t type) {
+    switch (type) {
+    case GGUF_GGML_Q8_0:
+    case GGUF_GGML_Q4_0:
+    case GGUF_GGML_Q4_1:
+    case GGUF_GGML_Q5_0:
+    case GGUF_GGML_Q5_1:
+    case GGUF_GGML_Q4_K:
+    case GGUF_GGML_Q5_K:
+    case GGUF_GGML_Q6_K:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+size_t cq_act_row_bytes(uint32_t type, int k) {
+    if (!cq_type_supported(type)) return 0;
+    if (cq_is_k(type)) return (size_t)(k / 256) * sizeof(struct cq_a256);
+    return (size_t)(k / 32) * sizeof(struct cq_a32);
+}
+
+/* Symmetric 8-bit quantization of N floats with one scale: d = max|x| / 127. */
+static float cq_quant_block(const float *x, int n, int8_t *q) {
+    float amax = 0;
+    for (int i = 0; i < n; i++)
+        amax = fmaxf(amax, fabsf(x[i]));
+    float d = amax / 127.0f, id = amax > 0 ? 127.0f / amax : 0.0f;
+    for (int i = 0; i < n; i++) {
+        long v = lrintf(x[i] * id);
+        q[i] = (int8_t)(v > 127 ? 127 : v < -127 ? -127 : v);
+    }
+    return d;
+}
+
+void cq_dequantize_act(uint32_t type, const void *qa, int k, float *x) {
+    if (cq_is_k(type)) {
+        const struct cq_a256 *b = qa;
+        for (int i = 0; i < k; i++)
+            x[i] = b[i / 256].d * b[i / 256].q[i % 256];
+        return;
+    }
+    const struct cq_a32 *b = qa;
+    for (int i = 0; i < k; i++)
+        x[i] = b[i / 32].d * b[i / 32].q[i % 32];
+}
+
+/* ---- weight block unpacking (shared by every variant) ---------------------------------- */
+
+#define CQ_INLINE static inline __attribute__((always_inline))
+
+CQ_INLINE uint16_t cq_rd16(const uint8_t *p) {
+    return (uint16_t)(p[0] | p[1] << 8);
+}
+
+CQ_INLINE float cq_f16(const uint8_t *p) {
+    return gguf_fp16_to_fp32(cq_rd16(p));
+}
+
+/* 32 nibbles: element j < 16 low nibble of qs[j], element j + 16 the high one. */
+CQ_INLINE void cq_nibbles(const uint8_t *qs, int8_t *q, int bias) {
+    for (int j = 0; j < 16; j++) {
+        q[j] = (int8_t)((qs[j] & 0x0F) - bias);
+        q[j + 16] = (int8_t)((qs[j] >> 4) - bias);
+    }
+}
+
+CQ_INLINE void cq_nibbles5(const uint8_t *qh4, const uint8_t *qs, int8_t *q, int bias) {
+    uint32_t qh =
+        (uint32_t)qh4[0] | (uint32_t)qh4[1] << 8 | (uint32_t)qh4[2] << 16 | (uint32_t)qh4[3] << 24;
+    for (int j = 0; j < 16; j++) {
+        q[j] = (int8_t)(((qs[j] & 0x0F) | ((qh >> j) & 1) << 4) - bias);
+        q[j + 16] = (int8_t)(((qs[j] >> 4) | ((qh >> (j + 16)) & 1) << 4) - bias);
+    }
+}
+
+/* One 32-block of a 32-type: int8 q[32], scale d, minimum m (x = d q + m). */
+CQ_INLINE void cq_unpack32(uint32_t type, const uint8_t *p, int8_t *q, float *d, float *m) {
+    *m = 0;
+    switch (type) {
+    case GGUF_GGML_Q8_0:
+        *d = cq_f16(p);
+        memcpy(q, p + 2, 32);
+        break;
+    case GGUF_GGML_Q4_0:
+        *d = cq_f16(p);
+        cq_nibbles(p + 2, q, 8);
+        break;
+    case GGUF_GGML_Q4_1:
+        *d = cq_f16(p);
+        *m = cq_f16(p + 2);
+        cq_nibbles(p + 4, q, 0);
+        break;
+    case GGUF_GGML_Q5_0:
+        *d = cq_f16(p);
+        cq_nibbles5(p + 2, p + 6, q, 16);
+        break;
+    default: /* Q5_1 */
+        *d = cq_f16(p);
+        *m = cq_f16(p + 2);
+        cq_nibbles5(p + 4, p + 8, q, 0);
+        break;
+    }
+}
+
+/* The 6-bit scale and minimum of sub-block j of a Q4_K/Q5_K super-block (12 packed bytes). */
+CQ_INLINE void cq_k4_scale(const uint8_t *s, int j, int *sc, int *mn) {
+    if (j < 4) {
+        *sc = s[j] & 63;
+        *mn = s[j + 4] & 63;
+    } else {
+        *sc = (s[j + 4] & 0x0F) | (s[j - 4] >> 6) << 4;
+        *mn = (s[j + 4] >> 4) | (s[j] >> 6) << 4;
+    }
+}
+
+/* One 256-super-block of a K type: int8 q[256]; per group of 16, scale sc[g] and minimum
+ * coefficient mn[g] (x = sc q - mn). */
+CQ_INLINE void cq_unpack256(uint32_t type, const uint8_t *p, int8_t *q, float *sc, float *mn) {
+    if (type == GGUF_GGML_Q6_K) {
+        const uint8_t *ql = p, *qh = p + 128;
+        const int8_t *s = (const int8_t *)(p + 192);
+        float d = cq_f16(p + 208);
+        for (int h = 0; h < 2; h++, ql += 64, qh += 32, q += 128)
+            for (int l = 0; l < 32; l++) {
+                q[l] = (int8_t)(((ql[l] & 0x0F) | ((qh[l] >> 0) & 3) << 4) - 32);
+                q[l + 32] = (int8_t)(((ql[l + 32] & 0x0F) | ((qh[l] >> 2) & 3) << 4) - 32);
+                q[l + 64] = (int8_t)(((ql[l] >> 4) | ((qh[l] >> 4) & 3) << 4) - 32);
+                q[l + 96] = (int8_t)(((ql[l + 32] >> 4) | ((qh[l] >> 6) & 3) << 4) - 32);
+            }
+        for (int g = 0; g < 16; g++) {
+            sc[g] = d * (float)s[g];
+            mn[g] = 0;
+        }
+        return;
+    }
+    float d = cq_f16(p), dmin = cq_f16(p + 2);
+    const uint8_t *scales = p + 4;
+    const uint8_t *qh = type == GGUF_GGML_Q5_K ? p + 16 : NULL;
+    const uint8_t *qs = type == GGUF_GGML_Q5_K ? p + 48 : p + 16;
+    for (int c = 0; c < 4; c++, qs += 32) {
+        for (int l = 0; l < 32; l++) {
+            int lo = qs[l] & 0x0F, hi = qs[l] >> 4;
+            if (qh) {
+                lo |= ((qh[l] >> (2 * c)) & 1) << 4;
+                hi |= ((qh[l] >> (2 * c + 1)) & 1) << 4;
+            }
+            q[64 * c + l] = (int8_t)lo;
+            q[64 * c + 32 + l] = (int8_t)hi;
+        }
+    }
+    for (int j = 0; j < 8; j++) {
+        int s, m;
+        cq_k4_scale(scales, j, &s, &m);
+        sc[2 * j] = sc[2 * j + 1] = d * (float)s;
+        mn[2 * j] = mn[2 * j + 1] = dmin * (float)m;
+    }
+}
+
+/* ---- the products, one body per block family ------------------------------------------- */
+
+CQ_INLINE int32_t cq_idot(const int8_t *a, const int8_t *b, int n) {
+    int32_t s = 0;
+    for (int i = 0; i < n; i++)
+        s += (int32_t)a[i] * b[i];
+    return s;
+}
+
+CQ_INLINE void cq_body32(uint32_t type, size_t bbytes, const uint8_t *w, const uint8_t *qa,
+                         size_t qa_stride, int n_rows, int nb, float *out) {
+    float acc[CQ_MAX_ROWS] = {0};
+    for (int i = 0; i < nb; i++) {
+        int8_t q[32];
+        float d, m;
+        cq_unpack32(type, w + (size_t)i * bbytes, q, &d, &m);
+        for (int r = 0; r < n_rows; r++) {
+            const struct cq_a32 *a = (const struct cq_a32 *)(qa + r * qa_stride) + i;
+            acc[r] += a->d * (d * (float)cq_idot(q, a->q, 32) + m * (float)a->sum);
+        }
+    }
+    for (int r = 0; r < n_rows; r++)
+        out[r] = acc[r];
+}
+
+CQ_INLINE void cq_body256(uint32_t type, size_t bbytes, const uint8_t *w, const uint8_t *qa,
+                          size_t qa_stride, int n_rows, int nb, float *out) {
+    float acc[CQ_MAX_ROWS] = {0};
+    for (int i = 0; i < nb; i++) {
+        int8_t q[256];
+        float sc[16], mn[16];
+        cq_unpack256(type, w + (size_t)i * bbytes, q, sc, mn);
+        for (int r = 0; r < n_rows; r++) {
+            const struct cq_a256 *a = (const struct cq_a256 *)(qa + r * qa_stride) + i;
+            float s = 0;
+            for (int g = 0; g < 16; g++)
+                s += sc[g] * (float)cq_idot(q + 16 * g, a->q + 16 * g, 16) -
+                     mn[g] * (float)a->bsum[g];
+            acc[r] += a->d * s;
+        }
+    }
+    for (int r = 0; r < n_rows; r++)
+        out[r] = acc[r];
+}
+
+/* One entry per (variant, type): the type constant folds into the body, so every type gets its
+ * own unpacking loop compiled for the variant's ISA. */
+#define CQ_DEFINE(ISA, TARGET, NAME, TYPE, BODY, BBYTES)                                           \
+    TARGET static void cq_##NAME##_##ISA(const uint8_t *w, const uint8_t *qa, size_t qa_stride,    \
+                                         int n_rows, int nb, float *out) {                         \
+        BODY(TYPE, BBYTES, w, qa, qa_stride, n_rows, nb, out);                                     \
+    }
+
+#define CQ_DEFINE_ALL(ISA, TARGET)                                                                 \
+    CQ_DEFINE(ISA, TARGET, q8_0, GGUF_GGML_Q8_0, cq_body32, 34)                                    \
+    CQ_DEFINE(ISA, TARGET, q4_0, GGUF_GGML_Q4_0, cq_body32, 18)                                    \
+    CQ_DEFINE(ISA, TARGET, q4_1, GGUF_GGML_Q4_1, cq_body32, 20)                                    \
+    CQ_DEFINE(ISA, TARGET, q5_0, GGUF_GGML_Q5_0, cq_body32, 22)                                    \
+    CQ_DEFINE(ISA, TARGET, q5_1, GGUF_GGML_Q5_1, cq_body32, 24)                                    \
+    CQ_DEFINE(ISA, TARGET, q4_k, GGUF_GGML_Q4_K, cq_body256, 144)                                  \
+    CQ_DEFINE(ISA, TARGET, q5_k, GGUF_GGML_Q5_K, cq_body256, 176)                                  \
+    CQ_DEFINE(ISA, TARGET, q6_k, GGUF_GGML_Q6_K, cq_body256, 210)
+
+CQ_DEFINE_ALL(c, )
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c")
+#define CQ_SUF avx2
+#define CQ_VNNI 0
+#include "cpu_quant_x86.h"
+#undef CQ_SUF
+#undef CQ_VNNI
+#pragma GCC pop_options
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")
+#define CQ_SUF avx512
+#define CQ_VNNI 1
+#include "cpu_quant_x86.h"
+#undef CQ_SUF
+#undef CQ_VNNI
+#pragma GCC pop_options
+#else /* other targets: the plain-C body stands in for the x86 variants (never selected) */
+CQ_DEFINE_ALL(avx2, )
+CQ_DEFINE_ALL(avx512, )
+#endif
+
+typedef void (*cq_kernel)(const uint8_t *w, const uint8_t *qa, size_t qa_stride, int n_rows, int nb,
+                          float *out);
+
+#define CQ_ROW(ISA)                                                                                \
+    {                                                                                              \
+        cq_q8_0_##ISA, cq_q4_0_##ISA, cq_q4_1_##ISA, cq_q5_0_##ISA, cq_q5_1_##ISA, cq_q4_k_##ISA,  \
+            cq_q5_k_##ISA, cq_q6_k_##ISA                                                           \
+    }
+
+static const cq_kernel cq_kernels[CQ_ISA_COUNT][8] = {CQ_ROW(c), CQ_ROW(avx2), CQ_ROW(avx512)};
+
+/* Column of cq_kernels for TYPE, or -1. */
+static int cq_type_index(uint32_t type) {
+    static const uint32_t order[8] = {GGUF_GGML_Q8_0, GGUF_GGML_Q4_0, GGUF_GGML_Q4_1,
+                                      GGUF_GGML_Q5_0, GGUF_GGML_Q5_1, GGUF_GGML_Q4_K,
+                                      GGUF_GGML_Q5_K, GGUF_GGML_Q6_K};
+    for (int i = 0; i < 8; i++)
+        if (order[i] == type) return i;
+    return -1;
+}
+
+/* ---- variant selection ----------------------------------------------------------------- */
+
+const char *cq_isa_name(enum cq_isa isa) {
+    static const char *names[CQ_ISA_COUNT] = {"c", "avx2", "avx512"};
+    return isa >= 0 && isa < CQ_ISA_COUNT ? names[isa] : "unknown";
+}
+
+int cq_isa_supported(enum cq_isa isa) {
+    switch (isa) {
+    case CQ_ISA_C:
+        return 1;
+#if defined(__x86_64__)
+    case CQ_ISA_AVX2:
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+               __builtin_cpu_supports("f16c");
+    case CQ_ISA_AVX512:
+        return cq_isa_supported(CQ_ISA_AVX2) && __builtin_cpu_supports("avx512f") &&
+               __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+               __builtin_cpu_supports("avx512vnni");
+#endif
+    default:
+        return 0;
+    }
+}
+
+enum cq_isa cq_isa_best(void) {
+    enum cq_isa best = CQ_ISA_C;
+    for (int i = CQ_ISA_COUNT - 1; i > 0; i--)
+        if (cq_isa_supported((enum cq_isa)i)) {
+            best = (enum cq_isa)i;
+            break;
+        }
+    const char *env = getenv("FLASHGEN_CPU_ISA");
+    if (env)
+        for (int i = 0; i < (int)best; i++)
+            if (!strcmp(env, cq_isa_name((enum cq_isa)i))) return (enum cq_isa)i;
+    return best;
+}
+
+/* ---- activation quantization (after the variants: the AVX2 one does the same maths) ----- */
+
+void cq_quantize_act(uint32_t type, const float *x, int k, void *qa) {
+    float (*quant)(const float *, int, int8_t *) = cq_quant_block;
+#if defined(__x86_64__)
+    if (cq_isa_supported(CQ_ISA_AVX2)) quant = cq_x_quant_block_avx2;
+#endif
+    if (cq_is_k(type)) {
+        struct cq_a256 *b = qa;
+        for (int i = 0; i < k / 256; i++, x += 256) {
+            b[i].d = quant(x, 256, b[i].q);
+            for (int g = 0; g < 16; g++) {
+                int s = 0;
+                for (int j = 0; j < 16; j++)
+                    s += b[i].q[16 * g + j];
+                b[i].bsum[g] = (int16_t)s;
+            }
+        }
+        return;
+    }
+    struct cq_a32 *b = qa;
+    for (int i = 0; i < k / 32; i++, x += 32) {
+        b[i].d = quant(x, 32, b[i].q);
+        int s = 0;
+        for (int j = 0; j < 32; j++)
+            s += b[i].q[j];
+        b[i].sum = s;
+    }
+}
+
+/* ---- products ------------------------------------------------------------------------- */
+
+void cq_dot_rows(enum cq_isa isa, uint32_t type, const void *w, const void *qa, size_t qa_stride,
+                 int n_rows, int k, float *out) {
+    int t = cq_type_index(type);
+    if (t < 0 || isa < 0 || isa >= CQ_ISA_COUNT) return;
+    int blk = cq_is_k(type) ? 256 : 32;
+    for (int r0 = 0; r0 < n_rows; r0 += CQ_MAX_ROWS) {
+        int nr = n_rows - r0 < CQ_MAX_ROWS ? n_rows - r0 : CQ_MAX_ROWS;
+        cq_kernels[isa][t](w, (const uint8_t *)qa + (size_t)r0 * qa_stride, qa_stride, nr, k / blk,
+                           out + r0);
+    }
+}
+
+size_t cq_matmul_scratch_bytes(const struct fg_qtensor *w, int n) {
+    return cq_act_row_bytes(w->type, w->cols) * (size_t)(n > 0 ? n : 1);
+}
+
+struct cq_job {
+    const struct fg_qtensor *w;
+    cq_kernel kern;
+    const uint8_t *qa; /* (n, act_row) quantized activations */
+    size_t qa_stride;
+    int n, nb;
+    float *out; /* (n, out_stride) */
+    size_t out_stride;
+    int accumulate;
+};
+
+/* Output rows [begin, end): each weight row is read once per CQ_MAX_ROWS tokens. */
+static void cq_rows(void *arg, size_t begin, size_t end) {
+    const struct cq_job *j = arg;
+    float r[CQ_MAX_ROWS];
+    for (int t0 = 0; t0 < j->n; t0 += CQ_MAX_ROWS) {
+        int nt = j->n - t0 < CQ_MAX_ROWS ? j->n - t0 : CQ_MAX_ROWS;
+        for (size_t o = begin; o < end; o++) {
+            j->kern((const uint8_t *)j->w->data + o * j->w->row_bytes,
+                    j->qa + (size_t)t0 * j->qa_stride, j->qa_stride, nt, j->nb, r);
+            for (int u = 0; u < nt; u++) {
+                float *y = j->out + (size_t)(t0 + u) * j->out_stride + o;
+                *y = j->accumulate ? *y + r[u] : r[u];
+            }
+        }
+    }
+}
+
+void cq_matmul(struct cpu_pool *pool, enum cq_isa isa, const struct fg_qtensor *w, const float *x,
+               int n, float *out, size_t out_stride, int accumulate, void *scratch) {
+    int t = cq_type_index(w->type);
+    if (t < 0 || n <= 0) return;
+    size_t stride = cq_act_row_bytes(w->type, w->cols);
+    for (int i = 0; i < n; i++)
+        cq_quantize_act(w->type, x + (size_t)i * w->cols, w->cols, (uint8_t *)scratch + i * stride);
+    struct cq_job j = {.w = w,
+                       .kern = cq_kernels[isa][t],
+                       .qa = scratch,
+                       .qa_stride = stride,
+                       .n = n,
+                       .nb = w->cols / (cq_is_k(w->type) ? 256 : 32),
+                       .out = out,
+                       .out_stride = out_stride,
+                       .accumulate = accumulate};
+    cpu_pool_for(pool, (size_t)w->rows, 16, cq_rows, &j);
+}

@@ -1,0 +1,276 @@
+/* cpu_quant_x86.h — the x86 SIMD bodies of kernels/cpu_quant.c; included only by that file,
+ * once per ISA, under `#pragma GCC target`, with CQ_SUF naming the variant (avx2, avx512) and
+ * CQ_VNNI 1 where AVX-512 VNNI's vpdpbusd does the u8 × s8 sums.
+ *
+ * The block layouts and the activation blocks are cpu_quant.c's. Weight quants are kept
+ * unsigned (0..15, 0..31, 0..63) so that one u8 × s8 multiply-add (vpmaddubsw, or vpdpbusd)
+ * forms each block's integer sum; a type's offset (Q4_0's −8, Q5_0's −16, Q6_K's −32) is
+ * taken out exactly afterwards through the activation block's quant sums. Q8_0's signed
+ * weights use |w| and sign(a, w). No sums saturate: the largest pair in vpmaddubsw is
+ * 2 · 128 · 127 = 32 512 < 32 767.
+ */
+
+#define CQ_CAT2(a, b) a##_##b
+#define CQ_CAT(a, b) CQ_CAT2(a, b)
+#define CQ_FN(name) CQ_CAT(name, CQ_SUF)
+#define CQ_X_ROWS 4 /* activation rows whose accumulators stay in registers */
+
+/* acc + per-int32-lane sums of u8 U × s8 S (four products per lane) */
+static inline __m256i CQ_FN(cq_x_dot)(__m256i acc, __m256i u, __m256i s) {
+#if CQ_VNNI
+    return _mm256_dpbusd_epi32(acc, u, s);
+#else
+    __m256i p16 = _mm256_maddubs_epi16(u, s);
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(p16, _mm256_set1_epi16(1)));
+#endif
+}
+
+/* acc + the sums above times SC_LO for elements 0..15 and SC_HI for 16..31 */
+static inline __m256i CQ_FN(cq_x_dot_scaled)(__m256i acc, __m256i u, __m256i s, int sc_lo,
+                                             int sc_hi) {
+#if CQ_VNNI
+    __m256i p = _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s);
+    __m256i sc = _mm256_set_m128i(_mm_set1_epi32(sc_hi), _mm_set1_epi32(sc_lo));
+    return _mm256_add_epi32(acc, _mm256_mullo_epi32(p, sc));
+#else
+    __m256i p16 = _mm256_maddubs_epi16(u, s);
+    __m256i sc = _mm256_set_m128i(_mm_set1_epi16((short)sc_hi), _mm_set1_epi16((short)sc_lo));
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(p16, sc));
+#endif
+}
+
+static inline float CQ_FN(cq_x_hsum)(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+static inline float CQ_FN(cq_x_f16)(const uint8_t *p) {
+    return _cvtsh_ss((unsigned short)(p[0] | p[1] << 8));
+}
+
+/* 32 nibbles in element order: the low nibbles of 16 bytes, then the high ones. */
+static inline __m256i CQ_FN(cq_x_nibbles)(const uint8_t *qs) {
+    __m128i q = _mm_loadu_si128((const __m128i *)qs);
+    __m128i m4 = _mm_set1_epi8(0x0F);
+    return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(q, 4), m4), _mm_and_si128(q, m4));
+}
+
+/* The 32 bits of QH as bytes 0x10 (bit j set) or 0 in element order j. */
+static inline __m256i CQ_FN(cq_x_bit16)(const uint8_t *qh4) {
+    uint32_t qh;
+    memcpy(&qh, qh4, 4);
+    __m256i v = _mm256_shuffle_epi8(
+        _mm256_set1_epi32((int)qh),
+        _mm256_setr_epi64x(0, 0x0101010101010101LL, 0x0202020202020202LL, 0x0303030303030303LL));
+    __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
+    v = _mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit);
+    return _mm256_and_si256(v, _mm256_set1_epi8(0x10));
+}
+
+/* cq_quant_block (cpu_quant.c) for N a multiple of 32, bit for bit: the same max, scale and
+ * product, rounded to nearest-even by vcvtps2dq as lrintf does. */
+static inline float CQ_FN(cq_x_quant_block)(const float *x, int n, int8_t *q) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    __m256 mx = _mm256_setzero_ps();
+    for (int i = 0; i < n; i += 8)
+        mx = _mm256_max_ps(mx, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + i)));
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_movehdup_ps(m));
+    float amax = _mm_cvtss_f32(m);
+    float d = amax / 127.0f, id = amax > 0 ? 127.0f / amax : 0.0f;
+    const __m256 vid = _mm256_set1_ps(id);
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for (int i = 0; i < n; i += 32) {
+        __m256i a = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + i), vid));
+        __m256i b = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + i + 8), vid));
+        __m256i c = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + i + 16), vid));
+        __m256i e = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + i + 24), vid));
+        __m256i v = _mm256_packs_epi16(_mm256_packs_epi32(a, b), _mm256_packs_epi32(c, e));
+        _mm256_storeu_si256((__m256i *)(q + i), _mm256_permutevar8x32_epi32(v, order));
+    }
+    return d;
+}
+
+/* The 32-block types. TYPE is a constant at each call site, so the switch folds away. */
+static inline __attribute__((always_inline)) void
+CQ_FN(cq_x_body32)(uint32_t type, size_t bbytes, const uint8_t *w, const uint8_t *qa,
+                   size_t qa_stride, const int n_rows, int nb, float *out) {
+    __m256 acc[CQ_X_ROWS];
+    float smin[CQ_X_ROWS];
+    for (int r = 0; r < n_rows; r++) {
+        acc[r] = _mm256_setzero_ps();
+        smin[r] = 0;
+    }
+    for (int i = 0; i < nb; i++) {
+        const uint8_t *b = w + (size_t)i * bbytes;
+        float d = CQ_FN(cq_x_f16)(b), m = 0;
+        __m256i q, sgn = _mm256_setzero_si256();
+        switch (type) {
+        case GGUF_GGML_Q8_0:
+            sgn = _mm256_loadu_si256((const __m256i *)(b + 2));
+            q = _mm256_sign_epi8(sgn, sgn);
+            break;
+        case GGUF_GGML_Q4_0:
+            q = CQ_FN(cq_x_nibbles)(b + 2);
+            m = -8 * d;
+            break;
+        case GGUF_GGML_Q4_1:
+            m = CQ_FN(cq_x_f16)(b + 2);
+            q = CQ_FN(cq_x_nibbles)(b + 4);
+            break;
+        case GGUF_GGML_Q5_0:
+            q = _mm256_or_si256(CQ_FN(cq_x_nibbles)(b + 6), CQ_FN(cq_x_bit16)(b + 2));
+            m = -16 * d;
+            break;
+        default: /* Q5_1 */
+            m = CQ_FN(cq_x_f16)(b + 2);
+            q = _mm256_or_si256(CQ_FN(cq_x_nibbles)(b + 8), CQ_FN(cq_x_bit16)(b + 4));
+            break;
+        }
+        for (int r = 0; r < n_rows; r++) {
+            const struct cq_a32 *a = (const struct cq_a32 *)(qa + r * qa_stride) + i;
+            __m256i av = _mm256_loadu_si256((const __m256i *)a->q);
+            if (type == GGUF_GGML_Q8_0) av = _mm256_sign_epi8(av, sgn);
+            __m256i p = CQ_FN(cq_x_dot)(_mm256_setzero_si256(), q, av);
+            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(d * a->d), acc[r]);
+            if (type != GGUF_GGML_Q8_0) smin[r] += m * a->d * (float)a->sum;
+        }
+    }
+    for (int r = 0; r < n_rows; r++)
+        out[r] = CQ_FN(cq_x_hsum)(acc[r]) + smin[r];
+}
+
+/* Q4_K and Q5_K: 8 sub-blocks of 32 with 6-bit scales and minima. */
+static inline __attribute__((always_inline)) void
+CQ_FN(cq_x_body_k45)(uint32_t type, size_t bbytes, const uint8_t *w, const uint8_t *qa,
+                     size_t qa_stride, const int n_rows, int nb, float *out) {
+    __m256 acc[CQ_X_ROWS];
+    float smin[CQ_X_ROWS];
+    for (int r = 0; r < n_rows; r++) {
+        acc[r] = _mm256_setzero_ps();
+        smin[r] = 0;
+    }
+    const __m256i m4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
+    for (int i = 0; i < nb; i++) {
+        const uint8_t *b = w + (size_t)i * bbytes;
+        float d = CQ_FN(cq_x_f16)(b), dmin = CQ_FN(cq_x_f16)(b + 2);
+        int sc[8], mn[8];
+        for (int j = 0; j < 8; j++)
+            cq_k4_scale(b + 4, j, &sc[j], &mn[j]);
+        const uint8_t *qs = type == GGUF_GGML_Q5_K ? b + 48 : b + 16;
+        __m256i v[8];
+        __m256i qh = type == GGUF_GGML_Q5_K ? _mm256_loadu_si256((const __m256i *)(b + 16))
+                                            : _mm256_setzero_si256();
+        for (int c = 0; c < 4; c++) {
+            __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * c));
+            v[2 * c] = _mm256_and_si256(q, m4);
+            v[2 * c + 1] = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+            if (type == GGUF_GGML_Q5_K) {
+                __m256i b0 = _mm256_and_si256(_mm256_srli_epi16(qh, 2 * c), one);
+                __m256i b1 = _mm256_and_si256(_mm256_srli_epi16(qh, 2 * c + 1), one);
+                v[2 * c] = _mm256_or_si256(v[2 * c], _mm256_slli_epi16(b0, 4));
+                v[2 * c + 1] = _mm256_or_si256(v[2 * c + 1], _mm256_slli_epi16(b1, 4));
+            }
+        }
+        for (int r = 0; r < n_rows; r++) {
+            const struct cq_a256 *a = (const struct cq_a256 *)(qa + r * qa_stride) + i;
+            __m256i isum = _mm256_setzero_si256();
+            int msum = 0;
+            for (int j = 0; j < 8; j++) {
+                __m256i av = _mm256_loadu_si256((const __m256i *)(a->q + 32 * j));
+                isum = CQ_FN(cq_x_dot_scaled)(isum, v[j], av, sc[j], sc[j]);
+                msum += mn[j] * (a->bsum[2 * j] + a->bsum[2 * j + 1]);
+            }
+            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(d * a->d), acc[r]);
+            smin[r] -= dmin * a->d * (float)msum;
+        }
+    }
+    for (int r = 0; r < n_rows; r++)
+        out[r] = CQ_FN(cq_x_hsum)(acc[r]) + smin[r];
+}
+
+/* Q6_K: 16 groups of 16 with int8 scales, quants 0..63 offset by 32. */
+static inline __attribute__((always_inline)) void
+CQ_FN(cq_x_body_q6k)(uint32_t type, size_t bbytes, const uint8_t *w, const uint8_t *qa,
+                     size_t qa_stride, int n_rows, int nb, float *out) {
+    (void)type;
+    __m256 acc[CQ_MAX_ROWS];
+    for (int r = 0; r < n_rows; r++)
+        acc[r] = _mm256_setzero_ps();
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(3);
+    for (int i = 0; i < nb; i++) {
+        const uint8_t *b = w + (size_t)i * bbytes;
+        const int8_t *s = (const int8_t *)(b + 192);
+        float d = CQ_FN(cq_x_f16)(b + 208);
+        __m256i v[8];
+        for (int h = 0; h < 2; h++) {
+            __m256i la = _mm256_loadu_si256((const __m256i *)(b + 64 * h));
+            __m256i lb = _mm256_loadu_si256((const __m256i *)(b + 64 * h + 32));
+            __m256i qh = _mm256_loadu_si256((const __m256i *)(b + 128 + 32 * h));
+            __m256i h0 = _mm256_slli_epi16(_mm256_and_si256(qh, m2), 4);
+            __m256i h1 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m2), 4);
+            __m256i h2 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m2), 4);
+            __m256i h3 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m2), 4);
+            v[4 * h] = _mm256_or_si256(_mm256_and_si256(la, m4), h0);
+            v[4 * h + 1] = _mm256_or_si256(_mm256_and_si256(lb, m4), h1);
+            v[4 * h + 2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(la, 4), m4), h2);
+            v[4 * h + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(lb, 4), m4), h3);
+        }
+        for (int r = 0; r < n_rows; r++) {
+            const struct cq_a256 *a = (const struct cq_a256 *)(qa + r * qa_stride) + i;
+            __m256i isum = _mm256_setzero_si256();
+            int bias = 0;
+            for (int j = 0; j < 8; j++) {
+                __m256i av = _mm256_loadu_si256((const __m256i *)(a->q + 32 * j));
+                isum = CQ_FN(cq_x_dot_scaled)(isum, v[j], av, s[2 * j], s[2 * j + 1]);
+                bias += s[2 * j] * a->bsum[2 * j] + s[2 * j + 1] * a->bsum[2 * j + 1];
+            }
+            __m256i off = _mm256_setr_epi32(-32 * bias, 0, 0, 0, 0, 0, 0, 0);
+            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(isum, off)),
+                                     _mm256_set1_ps(d * a->d), acc[r]);
+        }
+    }
+    for (int r = 0; r < n_rows; r++)
+        out[r] = CQ_FN(cq_x_hsum)(acc[r]);
+}
+
+/* Rows go through the body in groups of up to CQ_X_ROWS with the group size a constant, so
+ * each row's accumulator lives in a register rather than in a loop-carried stack slot. */
+#define CQ_X_DEFINE(NAME, TYPE, BODY, BBYTES)                                                      \
+    static void CQ_FN(cq_##NAME)(const uint8_t *w, const uint8_t *qa, size_t qa_stride,            \
+                                 int n_rows, int nb, float *out) {                                 \
+        int r = 0;                                                                                 \
+        for (; r + CQ_X_ROWS <= n_rows; r += CQ_X_ROWS)                                            \
+            CQ_FN(BODY)(TYPE, BBYTES, w, qa + r * qa_stride, qa_stride, CQ_X_ROWS, nb, out + r);   \
+        switch (n_rows - r) {                                                                      \
+        case 3:                                                                                    \
+            CQ_FN(BODY)(TYPE, BBYTES, w, qa + r * qa_stride, qa_stride, 3, nb, out + r);           \
+            break;                                                                                 \
+        case 2:                                                                                    \
+            CQ_FN(BODY)(TYPE, BBYTES, w, qa + r * qa_stride, qa_stride, 2, nb, out + r);           \
+            break;                                                                                 \
+        case 1:                                                                                    \
+            CQ_FN(BODY)(TYPE, BBYTES, w, qa + r * qa_stride, qa_stride, 1, nb, out + r);           \
+            break;                                                                                 \
+        default:                                                                                   \
+            break;                                                                                 \
+        }                                                                                          \
+    }
+
+CQ_X_DEFINE(q8_0, GGUF_GGML_Q8_0, cq_x_body32, 34)
+CQ_X_DEFINE(q4_0, GGUF_GGML_Q4_0, cq_x_body32, 18)
+CQ_X_DEFINE(q4_1, GGUF_GGML_Q4_1, cq_x_body32, 20)
+CQ_X_DEFINE(q5_0, GGUF_GGML_Q5_0, cq_x_body32, 22)
+CQ_X_DEFINE(q5_1, GGUF_GGML_Q5_1, cq_x_body32, 24)
+CQ_X_DEFINE(q4_k, GGUF_GGML_Q4_K, cq_x_body_k45, 144)
+CQ_X_DEFINE(q5_k, GGUF_GGML_Q5_K, cq_x_body_k45, 176)
+CQ_X_DEFINE(q6_k, GGUF_GGML_Q6_K, cq_x_body_q6k, 210)
+
+#undef CQ_X_DEFINE
+#undef CQ_X_ROWS
+#undef CQ_FN
+#undef CQ_CAT
+#undef CQ_CAT2
