@@ -31,8 +31,7 @@
 #include "decode_attention.h"
 
 template <typename T, int HD, int BN, int NW, int R, bool QREG, int MINB>
-__global__ void __launch_bounds__(NW * 32, MINB) attn_prefill_kernel(const attn_kparams p)
-{
+__global__ void __launch_bounds__(NW * 32, MINB) attn_prefill_kernel(const attn_kparams p) {
     constexpr int BM = NW * 16 * R, NT = NW * 32;
     extern __shared__ __align__(128) unsigned char attn_smem[];
     T *sQ = reinterpret_cast<T *>(attn_smem);
@@ -110,13 +109,13 @@ __global__ void __launch_bounds__(NW * 32, MINB) attn_prefill_kernel(const attn_
             warp_qk_softmax<T, HD, BN, R, QREG, true>(qf, sQ, wrow, sK, o, m, l, pa, p.scale_log2,
                                                       j * BN, lim, lane);
         else
-            warp_qk_softmax<T, HD, BN, R, QREG, false>(qf, sQ, wrow, sK, o, m, l, pa,
-                                                       p.scale_log2, j * BN, lim, lane);
+            warp_qk_softmax<T, HD, BN, R, QREG, false>(qf, sQ, wrow, sK, o, m, l, pa, p.scale_log2,
+                                                       j * BN, lim, lane);
         cp_async_wait<0>();
         __syncthreads(); /* V(j) landed; every warp is done reading K(j) */
         if (j > 0)
-            load_kv_tile<T, HD, BN, NT>(sK, kp, bt, (j - 1) * BN, kvlen, p.page_size,
-                                        p.page_shift, p.n_kv_heads, kvh, tid);
+            load_kv_tile<T, HD, BN, NT>(sK, kp, bt, (j - 1) * BN, kvlen, p.page_size, p.page_shift,
+                                        p.n_kv_heads, kvh, tid);
         cp_async_commit();
         warp_pv<T, HD, BN, R>(pa, sV, o, lane);
     }
@@ -147,8 +146,7 @@ __global__ void __launch_bounds__(NW * 32, MINB) attn_prefill_kernel(const attn_
 
 /* ---- host side: variants and the selector ------------------------------------------------ */
 
-attn_kparams attn_prefill_kparams(const struct attn_args *a)
-{
+attn_kparams attn_prefill_kparams(const struct attn_args *a) {
     const struct attn_batch *b = &a->b;
     attn_kparams p = {};
     p.out = a->out;
@@ -171,8 +169,7 @@ attn_kparams attn_prefill_kparams(const struct attn_args *a)
 }
 
 template <typename T, int HD, int BN, int NW, int R, bool QREG, int MINB>
-static int prefill_launch(const struct attn_args *a, char *err, size_t errlen)
-{
+static int prefill_launch(const struct attn_args *a, char *err, size_t errlen) {
     constexpr int BM = NW * 16 * R;
     const struct attn_batch *b = &a->b;
     attn_kparams p = attn_prefill_kparams(a);
@@ -203,10 +200,9 @@ struct attn_variant {
 
 /* bf16 hd 64 on sm_90: 192-key tiles from 2k query tokens, 128-key tiles below (kernels/BENCH.md,
  * run 7: 128x192 is 4–8% ahead from 2k, 1–6% behind at 512–1k). */
-static int attn_hws_bf16_hd64(const struct attn_args *a, char *err, size_t errlen)
-{
-    return (a->b.max_q_len >= 2048 ? attn_hws_bf16_hd64_128x192 : attn_hws_bf16_hd64_128x128)(
-        a, err, errlen);
+static int attn_hws_bf16_hd64(const struct attn_args *a, char *err, size_t errlen) {
+    return (a->b.max_q_len >= 2048 ? attn_hws_bf16_hd64_128x192
+                                   : attn_hws_bf16_hd64_128x128)(a, err, errlen);
 }
 
 /* The selector takes the first entry that matches (kind, dtype, head_dim) and that the device
@@ -217,15 +213,23 @@ static int attn_hws_bf16_hd64(const struct attn_args *a, char *err, size_t errle
  * prefill_<dtype>_hd<D>_wg<BM>x<BN>p for the all-threads-load one (kernels/attention_hopper.cu,
  * also the former's fallback), prefill_<dtype>_hd<D>[_<BM>x<BN>w<NW>] for mma.sync. */
 #define PFH(TN, D, SUFFIX)                                                                         \
-    {"prefill_" #TN "_hd" #D "_wg" #SUFFIX, ATTN_KIND_PREFILL,                                     \
-     #TN[0] == 'b' ? ATTN_DTYPE_BF16 : ATTN_DTYPE_FP16, D, attn_hopper_##TN##_hd##D##_##SUFFIX, 1}
+    {                                                                                              \
+        "prefill_" #TN "_hd" #D "_wg" #SUFFIX, ATTN_KIND_PREFILL,                                  \
+            #TN[0] == 'b' ? ATTN_DTYPE_BF16 : ATTN_DTYPE_FP16, D,                                  \
+            attn_hopper_##TN##_hd##D##_##SUFFIX, 1                                                 \
+    }
 #define PFW(TN, D, SUFFIX)                                                                         \
-    {"prefill_" #TN "_hd" #D "_ws" #SUFFIX, ATTN_KIND_PREFILL,                                     \
-     #TN[0] == 'b' ? ATTN_DTYPE_BF16 : ATTN_DTYPE_FP16, D, attn_hws_##TN##_hd##D##_##SUFFIX, 1}
-#define PF(T, TN, D, BN, NW, R, QREG, MINB, SUFFIX)                                               \
-    {"prefill_" TN "_hd" #D SUFFIX, ATTN_KIND_PREFILL,                                            \
-     sizeof(T) == 2 && TN[0] == 'b' ? ATTN_DTYPE_BF16 : ATTN_DTYPE_FP16, D,                         \
-     prefill_launch<T, D, BN, NW, R, QREG, MINB>, 0}
+    {                                                                                              \
+        "prefill_" #TN "_hd" #D "_ws" #SUFFIX, ATTN_KIND_PREFILL,                                  \
+            #TN[0] == 'b' ? ATTN_DTYPE_BF16 : ATTN_DTYPE_FP16, D,                                  \
+            attn_hws_##TN##_hd##D##_##SUFFIX, 1                                                    \
+    }
+#define PF(T, TN, D, BN, NW, R, QREG, MINB, SUFFIX)                                                \
+    {                                                                                              \
+        "prefill_" TN "_hd" #D SUFFIX, ATTN_KIND_PREFILL,                                          \
+            sizeof(T) == 2 && TN[0] == 'b' ? ATTN_DTYPE_BF16 : ATTN_DTYPE_FP16, D,                 \
+            prefill_launch<T, D, BN, NW, R, QREG, MINB>, 0                                         \
+    }
 static const struct attn_variant attn_variants[] = {
     /* Hopper defaults (kernels/BENCH.md, run 7): the warp-specialised kernel, 2 consumer
      * warpgroups × 64 rows, 128-key tiles (192 for bf16 hd 64 from 2k tokens). */
@@ -260,24 +264,24 @@ static const struct attn_variant attn_variants[] = {
 };
 
 /* Shape checks common to every variant; NULL when fine, else the reason. */
-static const char *attn_check(const struct attn_args *a)
-{
+static const char *attn_check(const struct attn_args *a) {
     const struct attn_batch *b = &a->b;
     if (!a->out || !a->q || !a->k_pool || !a->v_pool) return "null tensor";
     if (!b->q_start || !b->kv_len || !b->block_table) return "null batch array";
     if (b->n_seqs < 1 || b->max_q_len < 1) return "empty batch";
-    if (b->n_kv_heads < 1 || b->n_heads % b->n_kv_heads) return "n_heads not a multiple of n_kv_heads";
+    if (b->n_kv_heads < 1 || b->n_heads % b->n_kv_heads)
+        return "n_heads not a multiple of n_kv_heads";
     if (b->page_size < 1 || b->max_pages < 1) return "bad page table shape";
     if (b->n_seqs > 65535 || b->n_kv_heads > 65535) return "too many sequences or heads";
     return NULL;
 }
 
-static const struct attn_variant *attn_pick(const struct attn_args *a, const char **why)
-{
+static const struct attn_variant *attn_pick(const struct attn_args *a, const char **why) {
     *why = attn_check(a);
     if (*why) return NULL;
     int kind = a->kind;
-    if (kind == ATTN_KIND_AUTO) kind = decode_attn_supported(a) ? ATTN_KIND_DECODE : ATTN_KIND_PREFILL;
+    if (kind == ATTN_KIND_AUTO)
+        kind = decode_attn_supported(a) ? ATTN_KIND_DECODE : ATTN_KIND_PREFILL;
     if (kind == ATTN_KIND_DECODE && !decode_attn_supported(a)) {
         *why = "decode kernel needs query rows x group <= 16 per sequence";
         return NULL;
@@ -293,15 +297,13 @@ static const struct attn_variant *attn_pick(const struct attn_args *a, const cha
     return NULL;
 }
 
-extern "C" const char *attn_select(const struct attn_args *a)
-{
+extern "C" const char *attn_select(const struct attn_args *a) {
     const char *why;
     const struct attn_variant *v = attn_pick(a, &why);
     return v ? v->name : NULL;
 }
 
-extern "C" size_t attn_workspace_bytes(const struct attn_args *a)
-{
+extern "C" size_t attn_workspace_bytes(const struct attn_args *a) {
     const char *why;
     const struct attn_variant *v = attn_pick(a, &why);
     if (!v || v->kind != ATTN_KIND_DECODE) return 0;
@@ -310,8 +312,7 @@ extern "C" size_t attn_workspace_bytes(const struct attn_args *a)
 }
 
 extern "C" int attn_launch_variant(const char *name, const struct attn_args *a, char *err,
-                                   size_t errlen)
-{
+                                   size_t errlen) {
     const char *why = attn_check(a);
     for (size_t i = 0; !why && i < sizeof(attn_variants) / sizeof(attn_variants[0]); i++) {
         const struct attn_variant *v = &attn_variants[i];
@@ -326,8 +327,7 @@ extern "C" int attn_launch_variant(const char *name, const struct attn_args *a, 
     return -1;
 }
 
-extern "C" int attn_launch(const struct attn_args *a, char *err, size_t errlen)
-{
+extern "C" int attn_launch(const struct attn_args *a, char *err, size_t errlen) {
     const char *why;
     const struct attn_variant *v = attn_pick(a, &why);
     if (!v) {

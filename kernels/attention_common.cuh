@@ -24,31 +24,30 @@
 
 /* Everything a prefill or decode launch needs, passed by value as one struct. */
 struct attn_kparams {
-    void *out;               /* (n_q_total, n_heads, HD) */
-    const void *q;           /* (n_q_total, n_heads, HD) */
-    const void *k, *v;       /* pools (n_pages, page_size, n_kv_heads, HD) */
-    float *lse;              /* optional (n_q_total, n_heads), natural log */
-    const int *q_start;      /* (n_seqs + 1) */
-    const int *kv_len;       /* (n_seqs) */
-    const int *block_table;  /* (n_seqs, max_pages) */
+    void *out;              /* (n_q_total, n_heads, HD) */
+    const void *q;          /* (n_q_total, n_heads, HD) */
+    const void *k, *v;      /* pools (n_pages, page_size, n_kv_heads, HD) */
+    float *lse;             /* optional (n_q_total, n_heads), natural log */
+    const int *q_start;     /* (n_seqs + 1) */
+    const int *kv_len;      /* (n_seqs) */
+    const int *block_table; /* (n_seqs, max_pages) */
     int max_pages, page_size;
-    int page_shift;          /* log2(page_size) when a power of two, else -1 */
+    int page_shift; /* log2(page_size) when a power of two, else -1 */
     int n_heads, n_kv_heads, group;
-    float scale_log2;        /* softmax scale × log2(e): scores live in the exp2 domain */
+    float scale_log2; /* softmax scale × log2(e): scores live in the exp2 domain */
     int causal;
     /* decode split-K only */
-    float *part_o;           /* (n_splits, n_q_total, n_heads, HD) normalised partial outputs */
-    float *part_lse;         /* (n_splits, n_q_total, n_heads) log2-domain LSE of each part */
+    float *part_o;   /* (n_splits, n_q_total, n_heads, HD) normalised partial outputs */
+    float *part_lse; /* (n_splits, n_q_total, n_heads) log2-domain LSE of each part */
     int n_splits;
-    int n_q_total;           /* query rows of the whole batch (decode partial layout) */
+    int n_q_total; /* query rows of the whole batch (decode partial layout) */
 };
 
 #define FG_NEG_INF (-__int_as_float(0x7f800000))
 
 /* Lets kernel k use smem bytes of dynamic shared memory and asks for the largest shared-memory
  * carve-out, so as many blocks share an SM as their registers allow (host side, every launcher). */
-template <typename K> static inline cudaError_t attn_allow_smem(K *k, size_t smem)
-{
+template <typename K> static inline cudaError_t attn_allow_smem(K *k, size_t smem) {
     const void *f = reinterpret_cast<const void *>(k);
     cudaError_t e = cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     if (e == cudaSuccess)
@@ -65,21 +64,18 @@ struct attn_tile {
     const int *bt; /* the sequence's block-table row */
 
     /* Packed row gr as a (token, head) row of q, out and lse. */
-    __device__ __forceinline__ size_t qrow(const attn_kparams &p, int gr) const
-    {
+    __device__ __forceinline__ size_t qrow(const attn_kparams &p, int gr) const {
         return (size_t)(q0 + gr / p.group) * p.n_heads + kvh * p.group + gr % p.group;
     }
     /* Keys ≥ key_limit(gr) are masked for packed row gr. */
-    __device__ __forceinline__ int key_limit(const attn_kparams &p, int gr) const
-    {
+    __device__ __forceinline__ int key_limit(const attn_kparams &p, int gr) const {
         return p.causal ? min(kvlen, pos0 + gr / p.group + 1) : kvlen;
     }
 };
 
 /* Fills w for rows r0 .. r0+bm-1 of (s, kvh); false when the sequence has no row there. */
 __device__ __forceinline__ bool attn_tile_at(attn_tile &w, const attn_kparams &p, int s, int kvh,
-                                             int r0, int bm)
-{
+                                             int r0, int bm) {
     w.s = s;
     w.kvh = kvh;
     w.r0 = r0;
@@ -94,8 +90,7 @@ __device__ __forceinline__ bool attn_tile_at(attn_tile &w, const attn_kparams &p
 }
 
 /* 2^x on the special-function unit (ex2.approx: ~2 ulp, -inf → 0). */
-__device__ __forceinline__ float fast_exp2(float x)
-{
+__device__ __forceinline__ float fast_exp2(float x) {
     float y;
     asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
     return y;
@@ -103,22 +98,28 @@ __device__ __forceinline__ float fast_exp2(float x)
 
 template <typename T> struct attn_type;
 template <> struct attn_type<__nv_bfloat16> {
-    static __device__ __forceinline__ uint32_t pack(float lo, float hi)
-    {
+    static __device__ __forceinline__ uint32_t pack(float lo, float hi) {
         __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
         return *reinterpret_cast<uint32_t *>(&v);
     }
-    static __device__ __forceinline__ float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
-    static __device__ __forceinline__ __nv_bfloat16 from_float(float x) { return __float2bfloat16(x); }
+    static __device__ __forceinline__ float to_float(__nv_bfloat16 x) {
+        return __bfloat162float(x);
+    }
+    static __device__ __forceinline__ __nv_bfloat16 from_float(float x) {
+        return __float2bfloat16(x);
+    }
 };
 template <> struct attn_type<__half> {
-    static __device__ __forceinline__ uint32_t pack(float lo, float hi)
-    {
+    static __device__ __forceinline__ uint32_t pack(float lo, float hi) {
         __half2 v = __floats2half2_rn(lo, hi);
         return *reinterpret_cast<uint32_t *>(&v);
     }
-    static __device__ __forceinline__ float to_float(__half x) { return __half2float(x); }
-    static __device__ __forceinline__ __half from_float(float x) { return __float2half(x); }
+    static __device__ __forceinline__ float to_float(__half x) {
+        return __half2float(x);
+    }
+    static __device__ __forceinline__ __half from_float(float x) {
+        return __float2half(x);
+    }
 };
 
 template <typename T>
@@ -126,8 +127,7 @@ __device__ __forceinline__ void mma_16816(float *c, const uint32_t *a, uint32_t 
 
 template <>
 __device__ __forceinline__ void mma_16816<__nv_bfloat16>(float *c, const uint32_t *a, uint32_t b0,
-                                                         uint32_t b1)
-{
+                                                         uint32_t b1) {
     asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
                  "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
                  : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
@@ -136,57 +136,51 @@ __device__ __forceinline__ void mma_16816<__nv_bfloat16>(float *c, const uint32_
 
 template <>
 __device__ __forceinline__ void mma_16816<__half>(float *c, const uint32_t *a, uint32_t b0,
-                                                  uint32_t b1)
-{
+                                                  uint32_t b1) {
     asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
                  "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
                  : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-__device__ __forceinline__ void ldmatrix_x4(uint32_t *r, uint32_t saddr)
-{
+__device__ __forceinline__ void ldmatrix_x4(uint32_t *r, uint32_t saddr) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                  : "r"(saddr));
 }
 
-__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t *r, uint32_t saddr)
-{
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t *r, uint32_t saddr) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                  : "r"(saddr));
 }
 
 /* 16-byte global→shared copy; when !valid the 16 bytes are zero-filled and src is not read. */
-__device__ __forceinline__ void cp_async16(uint32_t saddr, const void *src, bool valid)
-{
+__device__ __forceinline__ void cp_async16(uint32_t saddr, const void *src, bool valid) {
     int n = valid ? 16 : 0;
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(saddr), "l"(src), "r"(n));
 }
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N> __device__ __forceinline__ void cp_async_wait()
-{
+__device__ __forceinline__ void cp_async_commit() {
+    asm volatile("cp.async.commit_group;\n" ::);
+}
+template <int N> __device__ __forceinline__ void cp_async_wait() {
     asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 }
 
-__device__ __forceinline__ uint32_t smem_u32(const void *p)
-{
+__device__ __forceinline__ uint32_t smem_u32(const void *p) {
     return static_cast<uint32_t>(__cvta_generic_to_shared(p));
 }
 
 /* Element offset of (row, col) in a swizzled tile of HD-wide rows; col a multiple of 8 for
  * chunk addresses. */
-template <int HD> __device__ __forceinline__ int swz(int row, int col)
-{
+template <int HD> __device__ __forceinline__ int swz(int row, int col) {
     return row * HD + ((((col >> 3) ^ (row & 7))) << 3) + (col & 7);
 }
 
 /* Address of K/V row `key` of sequence `bt` (its block-table row) for kv head kvh. */
 template <int HD>
 __device__ __forceinline__ size_t kv_row_offset(const int *bt, int key, int page_size,
-                                                int page_shift, int n_kv_heads, int kvh)
-{
+                                                int page_shift, int n_kv_heads, int kvh) {
     int page, row;
     if (page_shift >= 0) {
         page = __ldg(bt + (key >> page_shift));
@@ -205,9 +199,8 @@ __device__ __forceinline__ size_t kv_row_offset(const int *bt, int key, int page
 template <typename T, int HD, int ROWS, int NT>
 __device__ __forceinline__ void load_kv_tile(T *s, const T *pool, const int *bt, int key0,
                                              int key_end, int page_size, int page_shift,
-                                             int n_kv_heads, int kvh, int tid,
-                                             T *s2 = nullptr, const T *pool2 = nullptr)
-{
+                                             int n_kv_heads, int kvh, int tid, T *s2 = nullptr,
+                                             const T *pool2 = nullptr) {
     constexpr int CPR = HD / 8; /* 16-byte chunks per row */
     constexpr int TOTAL = ROWS * CPR;
     static_assert(TOTAL % NT == 0, "tile chunks must divide evenly over the threads");
@@ -219,7 +212,8 @@ __device__ __forceinline__ void load_kv_tile(T *s, const T *pool, const int *bt,
         int key = key0 + row;
         bool valid = key < key_end;
         size_t off = 0;
-        if (valid) off = kv_row_offset<HD>(bt, key, page_size, page_shift, n_kv_heads, kvh) + ch * 8;
+        if (valid)
+            off = kv_row_offset<HD>(bt, key, page_size, page_shift, n_kv_heads, kvh) + ch * 8;
         uint32_t so = 2u * (uint32_t)swz<HD>(row, ch * 8);
         cp_async16(sbase + so, pool + off, valid);
         if (pool2) cp_async16(sbase2 + so, pool2 + off, valid);
@@ -237,9 +231,8 @@ template <typename T, int HD, int BN, int R, bool QREG, bool MASK>
 __device__ __forceinline__ void
 warp_qk_softmax(const uint32_t (&qf)[QREG ? R : 1][QREG ? HD / 16 : 1][4], const T *sQ, int qrow0,
                 const T *sK, float (&o)[R][HD / 8][4], float (&m)[2 * R], float (&l)[2 * R],
-                uint32_t (&pa)[R][BN / 16][4], float scale_log2, int key0,
-                const int (&lim)[2 * R], int lane)
-{
+                uint32_t (&pa)[R][BN / 16][4], float scale_log2, int key0, const int (&lim)[2 * R],
+                int lane) {
     float s[R][BN / 8][4];
 #pragma unroll
     for (int r = 0; r < R; r++)
@@ -261,7 +254,8 @@ warp_qk_softmax(const uint32_t (&qf)[QREG ? R : 1][QREG ? HD / 16 : 1][4], const
                 qa[r][3] = qf[r][kk][3];
             } else {
                 int row = qrow0 + r * 16 + (li & 1) * 8 + lr;
-                ldmatrix_x4(qa[r], smem_u32(sQ) + 2u * (uint32_t)swz<HD>(row, kk * 16 + (li >> 1) * 8));
+                ldmatrix_x4(qa[r],
+                            smem_u32(sQ) + 2u * (uint32_t)swz<HD>(row, kk * 16 + (li >> 1) * 8));
             }
         }
 #pragma unroll
@@ -340,8 +334,7 @@ warp_qk_softmax(const uint32_t (&qf)[QREG ? R : 1][QREG ? HD / 16 : 1][4], const
  * fragment feeds R mma's. */
 template <typename T, int HD, int BN, int R>
 __device__ __forceinline__ void warp_pv(const uint32_t (&pa)[R][BN / 16][4], const T *sV,
-                                        float (&o)[R][HD / 8][4], int lane)
-{
+                                        float (&o)[R][HD / 8][4], int lane) {
     const uint32_t vb = smem_u32(sV);
     const int li = lane >> 3, lr = lane & 7;
 #pragma unroll
@@ -364,8 +357,7 @@ __device__ __forceinline__ void warp_pv(const uint32_t (&pa)[R][BN / 16][4], con
 /* The warp's 16×HD slice of a swizzled Q tile (rows row0..row0+15) into A fragments. */
 template <int HD>
 __device__ __forceinline__ void load_q_frags(uint32_t (&qf)[HD / 16][4], const void *sQ, int row0,
-                                             int lane)
-{
+                                             int lane) {
     const uint32_t qb = smem_u32(sQ);
     const int li = lane >> 3, lr = lane & 7;
 #pragma unroll

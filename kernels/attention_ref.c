@@ -6,8 +6,7 @@
 #include <stddef.h>
 
 /* Sequence of query row `row` (q_start ascending). */
-static int ref_seq_of(const struct attn_batch *b, int row)
-{
+static int ref_seq_of(const struct attn_batch *b, int row) {
     int s = 0;
     while (b->q_start[s + 1] <= row)
         s++;
@@ -15,15 +14,13 @@ static int ref_seq_of(const struct attn_batch *b, int row)
 }
 
 static const float *ref_kv_row(const float *pool, const struct attn_batch *b, int s, int key,
-                               int kvh)
-{
+                               int kvh) {
     const int *pages = b->block_table + (size_t)s * b->max_pages;
     size_t slot = (size_t)pages[key / b->page_size] * b->page_size + key % b->page_size;
     return pool + (slot * b->n_kv_heads + kvh) * b->head_dim;
 }
 
-static double ref_score(const float *qr, const float *kr, int hd, float scale)
-{
+static double ref_score(const float *qr, const float *kr, int hd, float scale) {
     double d = 0;
     for (int i = 0; i < hd; i++)
         d += (double)qr[i] * kr[i];
@@ -31,15 +28,13 @@ static double ref_score(const float *qr, const float *kr, int hd, float scale)
 }
 
 /* Keys visible to query row `row` of sequence s. */
-static int ref_visible(const struct attn_batch *b, int s, int row)
-{
+static int ref_visible(const struct attn_batch *b, int s, int row) {
     int n_q = b->q_start[s + 1] - b->q_start[s];
     int pos = b->kv_len[s] - n_q + (row - b->q_start[s]);
     return b->causal ? pos + 1 : b->kv_len[s];
 }
 
-void attn_ref_lse(float *lse, const float *q, const float *k_pool, const struct attn_batch *b)
-{
+void attn_ref_lse(float *lse, const float *q, const float *k_pool, const struct attn_batch *b) {
     int hd = b->head_dim, group = b->n_heads / b->n_kv_heads;
     for (int row = 0; row < b->q_start[b->n_seqs]; row++) {
         int s = ref_seq_of(b, row), n_vis = ref_visible(b, s, row);
@@ -61,8 +56,7 @@ void attn_ref_lse(float *lse, const float *q, const float *k_pool, const struct 
 }
 
 void attn_ref_decode_split(float *out, const float *q, const float *k_pool, const float *v_pool,
-                           const struct attn_batch *b, int n_splits)
-{
+                           const struct attn_batch *b, int n_splits) {
     int hd = b->head_dim, group = b->n_heads / b->n_kv_heads;
     for (int row = 0; row < b->q_start[b->n_seqs]; row++) {
         int s = ref_seq_of(b, row), n_vis = ref_visible(b, s, row);
@@ -88,7 +82,8 @@ void attn_ref_decode_split(float *out, const float *q, const float *k_pool, cons
                     part[i] = 0;
                 for (int t = k0; t < k1; t++) {
                     int kvh = h / group;
-                    double p = exp(ref_score(qr, ref_kv_row(k_pool, b, s, t, kvh), hd, b->scale) - mx);
+                    double p =
+                        exp(ref_score(qr, ref_kv_row(k_pool, b, s, t, kvh), hd, b->scale) - mx);
                     const float *vr = ref_kv_row(v_pool, b, s, t, kvh);
                     sum += p;
                     for (int i = 0; i < hd; i++)

@@ -93,8 +93,7 @@ __device__ __forceinline__ float gemv_silu(float v) {
  * b adds the warps' sums in warp order, so every block gets the same bits (deterministic, and the
  * blocks agree). Reads x through L1, where the main loop finds it again. */
 #define GEMV_NORM_LOADS 4
-template <int KW>
-__device__ __forceinline__ float gemv_norm_scale(const gemv_params &p, int g) {
+template <int KW> __device__ __forceinline__ float gemv_norm_scale(const gemv_params &p, int g) {
     __shared__ float part[KW][FG_GEMV_MAX_ROWS]; /* warp, row */
     __shared__ float scale[FG_GEMV_MAX_ROWS];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -296,22 +295,28 @@ struct gemv_variant {
 #define GEMV_V(RT, KW, U)                                                                          \
     { "rt" #RT "_kw" #KW "_u" #U, RT, KW, U, 0, gemv_kernel<RT, KW, U, false, false>, nullptr }
 #define GEMV_VP(RT, KW, U)                                                                         \
-    { "rt" #RT "_kw" #KW "_u" #U "_pdl", RT, KW, U, 1, gemv_kernel<RT, KW, U, false, false>,     \
-      nullptr }
+    {                                                                                              \
+        "rt" #RT "_kw" #KW "_u" #U "_pdl", RT, KW, U, 1, gemv_kernel<RT, KW, U, false, false>,     \
+            nullptr                                                                                \
+    }
 /* with a NORM twin: only PDL variants, since the fusion is for decode graphs */
 #define GEMV_VPN(RT, KW, U)                                                                        \
-    { "rt" #RT "_kw" #KW "_u" #U "_pdl", RT, KW, U, 1, gemv_kernel<RT, KW, U, false, false>,     \
-      gemv_kernel<RT, KW, U, false, true> }
+    {                                                                                              \
+        "rt" #RT "_kw" #KW "_u" #U "_pdl", RT, KW, U, 1, gemv_kernel<RT, KW, U, false, false>,     \
+            gemv_kernel<RT, KW, U, false, true>                                                    \
+    }
 #define GEMV_VPPN(RT, KW, U)                                                                       \
-    { "rt" #RT "_kw" #KW "_u" #U "_pipe_pdl", RT, KW, U, 1, gemv_kernel<RT, KW, U, true, false>, \
-      gemv_kernel<RT, KW, U, true, true> }
+    {                                                                                              \
+        "rt" #RT "_kw" #KW "_u" #U "_pipe_pdl", RT, KW, U, 1, gemv_kernel<RT, KW, U, true, false>, \
+            gemv_kernel<RT, KW, U, true, true>                                                     \
+    }
 /* Candidates for the measurement that sets fg_gemv_pick (see the header comment). */
 static const gemv_variant gemv_variants[] = {
-    GEMV_V(2, 8, 4),     GEMV_V(4, 8, 2),   GEMV_V(2, 4, 4),    GEMV_V(4, 4, 4),
-    GEMV_V(1, 8, 4),     GEMV_V(2, 2, 2),   GEMV_V(2, 8, 8),    GEMV_V(1, 4, 8),
-    GEMV_V(4, 2, 4),     GEMV_V(2, 4, 8),   GEMV_V(1, 16, 2),   GEMV_V(2, 16, 2),
-    GEMV_VPN(2, 8, 4),   GEMV_VPPN(2, 8, 4), GEMV_VP(1, 16, 2), GEMV_VPPN(1, 16, 2),
-    GEMV_VPN(1, 8, 4),   GEMV_VPPN(1, 8, 4), GEMV_VP(2, 4, 8),  GEMV_VPPN(2, 4, 4),
+    GEMV_V(2, 8, 4),   GEMV_V(4, 8, 2),    GEMV_V(2, 4, 4),   GEMV_V(4, 4, 4),
+    GEMV_V(1, 8, 4),   GEMV_V(2, 2, 2),    GEMV_V(2, 8, 8),   GEMV_V(1, 4, 8),
+    GEMV_V(4, 2, 4),   GEMV_V(2, 4, 8),    GEMV_V(1, 16, 2),  GEMV_V(2, 16, 2),
+    GEMV_VPN(2, 8, 4), GEMV_VPPN(2, 8, 4), GEMV_VP(1, 16, 2), GEMV_VPPN(1, 16, 2),
+    GEMV_VPN(1, 8, 4), GEMV_VPPN(1, 8, 4), GEMV_VP(2, 4, 8),  GEMV_VPPN(2, 4, 4),
 };
 #undef GEMV_V
 #undef GEMV_VP
@@ -431,8 +436,8 @@ extern "C" int fg_gemv_norm(void *y, int y_f32, const void *x, const void *gamma
                             int epilogue, void *stream) {
     int v = fg_gemv_norm_pick(n, in_dim, out_dim, epilogue);
     if (v < 0) return (int)cudaErrorInvalidValue;
-    return fg_gemv_norm_variant(v, y, y_f32, x, gamma, eps, h_out, w, n, in_dim, out_dim,
-                                epilogue, stream);
+    return fg_gemv_norm_variant(v, y, y_f32, x, gamma, eps, h_out, w, n, in_dim, out_dim, epilogue,
+                                stream);
 }
 
 /* The unfused baseline of the benchmark: the engine's k_rmsnorm (kernels/cuda_ops.cu, which is

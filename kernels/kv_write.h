@@ -24,8 +24,8 @@ struct kv_write_args {
      * before they are stored; freqs (head_dim / 2) fp32. */
     const int *pos;
     const float *freqs;
-    void *q;     /* optional with RoPE: (n, n_heads, head_dim) rotated in place */
-    int n_heads; /* heads of q */
+    void *q;      /* optional with RoPE: (n, n_heads, head_dim) rotated in place */
+    int n_heads;  /* heads of q */
     void *stream; /* cudaStream_t */
 };
 

@@ -280,15 +280,15 @@ static int gguf_parse_tensors(struct gguf_file *f, struct gguf_cur *c, char *err
         }
         if (!gguf_type_known(t->type)) {
             errmsg_at(err, errlen, f->path, "tensor '%s' has unknown ggml type id %u", t->name,
-                     t->type);
+                      t->type);
             return -1;
         }
         uint64_t blck = gguf_type_block(t->type), bytes = gguf_type_row_bytes(t->type, blck);
         if (t->ne[0] % blck) {
             errmsg_at(err, errlen, f->path,
-                     "tensor '%s': row length %llu is not a multiple of the %s block (%llu)",
-                     t->name, (unsigned long long)t->ne[0], gguf_type_name(t->type),
-                     (unsigned long long)blck);
+                      "tensor '%s': row length %llu is not a multiple of the %s block (%llu)",
+                      t->name, (unsigned long long)t->ne[0], gguf_type_name(t->type),
+                      (unsigned long long)blck);
             return -1;
         }
         if (n / blck > UINT64_MAX / bytes) {

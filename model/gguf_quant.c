@@ -1,4 +1,5 @@
-/* gguf_quant.c — the ggml type table and block dequantization (the ggml block layouts (gguf-py quants.py, ggml-common.h)).
+/* gguf_quant.c — the ggml type table and block dequantization (the ggml block layouts (gguf-py
+ * quants.py, ggml-common.h)).
  *
  * One function per block layout, each converting whole blocks with the arithmetic in the order
  * gguf-py's numpy code uses (a sub-block scale is formed first, d * sc, then multiplied by the

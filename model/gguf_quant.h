@@ -3,8 +3,9 @@
  * Every type stores a row as whole blocks of `blck` elements in `bytes` bytes; a row (ne[0]
  * elements, a multiple of blck) can therefore be converted on its own, and the loader converts
  * tensor by tensor or row by row. The block layouts are written from the format facts in
- * the ggml block layouts (gguf-py quants.py, ggml-common.h) and give, bit for bit, what the `gguf` Python package's
- * gguf.quants.dequantize gives (tests/test_gguf_quant.py). Pure functions: any thread.
+ * the ggml block layouts (gguf-py quants.py, ggml-common.h) and give, bit for bit, what the `gguf`
+ * Python package's gguf.quants.dequantize gives (tests/test_gguf_quant.py). Pure functions: any
+ * thread.
  */
 #ifndef FG_GGUF_QUANT_H
 #define FG_GGUF_QUANT_H

@@ -77,7 +77,8 @@ struct tokenizer {
 #define SPM_MARK "\xe2\x96\x81" /* U+2581, SentencePiece's visible space */
 #define SPM_MARK_LEN 3
 
-/* --- GPT-2 byte <-> unicode (the GPT-2 bytes_to_unicode table) ------------------------------------------- */
+/* --- GPT-2 byte <-> unicode (the GPT-2 bytes_to_unicode table)
+ * ------------------------------------------- */
 
 /* The 188 printable bytes map to themselves; the other 68, in byte order, to U+0100.. */
 static uint32_t byte_to_cp(unsigned b) {

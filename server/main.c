@@ -13,56 +13,55 @@
 #define FLASHGEN_VERSION "0.1.0"
 #define DEFAULT_MODEL "models/SmolLM2-135M-Instruct.Q4_1.gguf"
 
-static void usage_main(FILE *f)
-{
-    fprintf(f, "flashgen %s — LLM inference server\n\n"
-               "usage: flashgen COMMAND [options]\n\n"
-               "commands:\n"
-               "  serve      run the HTTP daemon (flashgen serve --help)\n"
-               "  generate   one generation streamed to stdout (flashgen generate --help)\n"
-               "  --help     this text\n"
-               "  --version  print the version\n",
+static void usage_main(FILE *f) {
+    fprintf(f,
+            "flashgen %s — LLM inference server\n\n"
+            "usage: flashgen COMMAND [options]\n\n"
+            "commands:\n"
+            "  serve      run the HTTP daemon (flashgen serve --help)\n"
+            "  generate   one generation streamed to stdout (flashgen generate --help)\n"
+            "  --help     this text\n"
+            "  --version  print the version\n",
             FLASHGEN_VERSION);
 }
 
-static void usage_generate(FILE *f)
-{
-    fprintf(f,
-            "usage: flashgen generate [options] --prompt TEXT\n\n"
-            "  --model PATH             GGUF file or Hugging Face model directory (default %s)\n"
-            "  --prompt TEXT            the prompt (required)\n"
-            "  --chat                   wrap the prompt as one user turn of the model's chat template\n"
-            "  --system TEXT            system message for --chat (default: the template's own)\n"
-            "  --max-new-tokens N       tokens to generate (default 128)\n"
-            "  --temperature T          0 = greedy (default 0); > 0 samples\n"
-            "  --top-k K                keep the K most likely tokens (default 0 = off)\n"
-            "  --top-p P                nucleus sampling mass (default 1 = off)\n"
-            "  --repetition-penalty R   penalise tokens already seen (default 1 = off)\n"
-            "  --seed S                 sampling seed (default 0)\n"
-            "  --ignore-eos             do not stop at end-of-generation tokens\n"
-            "  --device auto|cpu|cuda   backend (default auto)\n"
-            "  --threads N              CPU threads (default 0 = all cores)\n"
-            "  --print-ids              print the prompt and generated token ids to stderr\n"
-            "  --stats                  print timing to stderr\n",
-            DEFAULT_MODEL);
+static void usage_generate(FILE *f) {
+    fprintf(
+        f,
+        "usage: flashgen generate [options] --prompt TEXT\n\n"
+        "  --model PATH             GGUF file or Hugging Face model directory (default %s)\n"
+        "  --prompt TEXT            the prompt (required)\n"
+        "  --chat                   wrap the prompt as one user turn of the model's chat template\n"
+        "  --system TEXT            system message for --chat (default: the template's own)\n"
+        "  --max-new-tokens N       tokens to generate (default 128)\n"
+        "  --temperature T          0 = greedy (default 0); > 0 samples\n"
+        "  --top-k K                keep the K most likely tokens (default 0 = off)\n"
+        "  --top-p P                nucleus sampling mass (default 1 = off)\n"
+        "  --repetition-penalty R   penalise tokens already seen (default 1 = off)\n"
+        "  --seed S                 sampling seed (default 0)\n"
+        "  --ignore-eos             do not stop at end-of-generation tokens\n"
+        "  --device auto|cpu|cuda   backend (default auto)\n"
+        "  --threads N              CPU threads (default 0 = all cores)\n"
+        "  --print-ids              print the prompt and generated token ids to stderr\n"
+        "  --stats                  print timing to stderr\n",
+        DEFAULT_MODEL);
 }
 
-static int parse_int(const char *opt, const char *s, long lo, long hi, int *out)
-{
+static int parse_int(const char *opt, const char *s, long lo, long hi, int *out) {
     char *end;
     errno = 0;
     long v = strtol(s, &end, 10);
     if (errno || *end || end == s || v < lo || v > hi) {
-        fprintf(stderr, "flashgen: invalid value for %s: '%s' (expected an integer in [%ld, %ld])\n",
-                opt, s, lo, hi);
+        fprintf(stderr,
+                "flashgen: invalid value for %s: '%s' (expected an integer in [%ld, %ld])\n", opt,
+                s, lo, hi);
         return -1;
     }
     *out = (int)v;
     return 0;
 }
 
-static int parse_float(const char *opt, const char *s, double lo, double hi, float *out)
-{
+static int parse_float(const char *opt, const char *s, double lo, double hi, float *out) {
     char *end;
     errno = 0;
     double v = strtod(s, &end);
@@ -80,8 +79,7 @@ struct print_state {
     struct tok_stream stream;
 };
 
-static int print_token(int id, void *user)
-{
+static int print_token(int id, void *user) {
     struct print_state *ps = user;
     char buf[256];
     size_t n = tok_stream_push(ps->tok, &ps->stream, id, buf, sizeof(buf));
@@ -92,10 +90,25 @@ static int print_token(int id, void *user)
     return 0;
 }
 
-static int cmd_generate(int argc, char **argv)
-{
-    enum { O_MODEL = 1, O_PROMPT, O_CHAT, O_SYSTEM, O_MAX, O_TEMP, O_TOPK, O_TOPP, O_REP, O_SEED,
-           O_IGNORE_EOS, O_DEVICE, O_THREADS, O_IDS, O_STATS, O_HELP };
+static int cmd_generate(int argc, char **argv) {
+    enum {
+        O_MODEL = 1,
+        O_PROMPT,
+        O_CHAT,
+        O_SYSTEM,
+        O_MAX,
+        O_TEMP,
+        O_TOPK,
+        O_TOPP,
+        O_REP,
+        O_SEED,
+        O_IGNORE_EOS,
+        O_DEVICE,
+        O_THREADS,
+        O_IDS,
+        O_STATS,
+        O_HELP
+    };
     static const struct option opts[] = {
         {"model", required_argument, 0, O_MODEL},
         {"prompt", required_argument, 0, O_PROMPT},
@@ -128,34 +141,67 @@ static int cmd_generate(int argc, char **argv)
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         int bad = 0;
         switch (c) {
-        case O_MODEL: eo.model_path = optarg; break;
-        case O_PROMPT: prompt = optarg; break;
-        case O_CHAT: chat = 1; break;
-        case O_SYSTEM: system = optarg; break;
-        case O_MAX: bad = parse_int("--max-new-tokens", optarg, 0, 1 << 20, &max_new); break;
-        case O_TEMP: bad = parse_float("--temperature", optarg, 0, 100, &temperature); break;
-        case O_TOPK: bad = parse_int("--top-k", optarg, 0, 1 << 30, &sp.top_k); break;
-        case O_TOPP: bad = parse_float("--top-p", optarg, 1e-6, 1, &sp.top_p); break;
+        case O_MODEL:
+            eo.model_path = optarg;
+            break;
+        case O_PROMPT:
+            prompt = optarg;
+            break;
+        case O_CHAT:
+            chat = 1;
+            break;
+        case O_SYSTEM:
+            system = optarg;
+            break;
+        case O_MAX:
+            bad = parse_int("--max-new-tokens", optarg, 0, 1 << 20, &max_new);
+            break;
+        case O_TEMP:
+            bad = parse_float("--temperature", optarg, 0, 100, &temperature);
+            break;
+        case O_TOPK:
+            bad = parse_int("--top-k", optarg, 0, 1 << 30, &sp.top_k);
+            break;
+        case O_TOPP:
+            bad = parse_float("--top-p", optarg, 1e-6, 1, &sp.top_p);
+            break;
         case O_REP:
             bad = parse_float("--repetition-penalty", optarg, 1e-3, 100, &sp.repetition_penalty);
             break;
-        case O_SEED: bad = parse_int("--seed", optarg, 0, 0x7fffffff, &seed); break;
-        case O_IGNORE_EOS: ignore_eos = 1; break;
+        case O_SEED:
+            bad = parse_int("--seed", optarg, 0, 0x7fffffff, &seed);
+            break;
+        case O_IGNORE_EOS:
+            ignore_eos = 1;
+            break;
         case O_DEVICE:
-            if (!strcmp(optarg, "auto")) eo.device = ENGINE_DEVICE_AUTO;
-            else if (!strcmp(optarg, "cpu")) eo.device = ENGINE_DEVICE_CPU;
-            else if (!strcmp(optarg, "cuda")) eo.device = ENGINE_DEVICE_CUDA;
+            if (!strcmp(optarg, "auto"))
+                eo.device = ENGINE_DEVICE_AUTO;
+            else if (!strcmp(optarg, "cpu"))
+                eo.device = ENGINE_DEVICE_CPU;
+            else if (!strcmp(optarg, "cuda"))
+                eo.device = ENGINE_DEVICE_CUDA;
             else {
                 fprintf(stderr, "flashgen: invalid value for --device: '%s' (auto|cpu|cuda)\n",
                         optarg);
                 bad = 1;
             }
             break;
-        case O_THREADS: bad = parse_int("--threads", optarg, 0, 1024, &eo.n_threads); break;
-        case O_IDS: print_ids = 1; break;
-        case O_STATS: stats = 1; break;
-        case O_HELP: usage_generate(stdout); return 0;
-        default: usage_generate(stderr); return 2;
+        case O_THREADS:
+            bad = parse_int("--threads", optarg, 0, 1024, &eo.n_threads);
+            break;
+        case O_IDS:
+            print_ids = 1;
+            break;
+        case O_STATS:
+            stats = 1;
+            break;
+        case O_HELP:
+            usage_generate(stdout);
+            return 0;
+        default:
+            usage_generate(stderr);
+            return 2;
         }
         if (bad) return 2;
     }
@@ -226,9 +272,8 @@ static int cmd_generate(int argc, char **argv)
         fprintf(stderr,
                 "device=%s prompt_tokens=%d prefill=%.3fs (%.1f tok/s) generated=%d "
                 "decode=%.3fs (%.1f tok/s) finish=%s\n",
-                e->device, n_ids, res.prefill_seconds, n_ids / (res.prefill_seconds + 1e-12),
-                res.n, res.decode_seconds,
-                res.n > 1 ? (res.n - 1) / (res.decode_seconds + 1e-12) : 0.0,
+                e->device, n_ids, res.prefill_seconds, n_ids / (res.prefill_seconds + 1e-12), res.n,
+                res.decode_seconds, res.n > 1 ? (res.n - 1) / (res.decode_seconds + 1e-12) : 0.0,
                 res.finish == GEN_FINISH_EOS ? "eos" : "length");
     gen_result_free(&res);
     rc = 0;
@@ -239,8 +284,7 @@ out:
     return rc;
 }
 
-int main(int argc, char **argv)
-{
+int main(int argc, char **argv) {
     if (argc < 2) {
         usage_main(stderr);
         return 2;

@@ -24,23 +24,20 @@
 #include "model/engine.h"
 #include "model/sampler.h"
 
-static double now(void)
-{
+static double now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-static int argmax(const float *x, int n)
-{
+static int argmax(const float *x, int n) {
     int b = 0;
     for (int i = 1; i < n; i++)
         if (x[i] > x[b]) b = i;
     return b;
 }
 
-static int parse_list(const char *s, int *out, int cap)
-{
+static int parse_list(const char *s, int *out, int cap) {
     int n = 0;
     while (s && *s && n < cap) {
         out[n++] = atoi(s);
@@ -56,8 +53,7 @@ struct prompts {
     int **ids;
 };
 
-static int read_prompts(const char *path, struct prompts *p)
-{
+static int read_prompts(const char *path, struct prompts *p) {
     FILE *f = fopen(path, "r");
     if (!f) return -1;
     char line[1 << 16];
@@ -86,8 +82,7 @@ static int read_prompts(const char *path, struct prompts *p)
  * FORCE, step s > 0 is fed force[i][s-1] (teacher forcing) instead of the previous argmax, so runs
  * on different backends see the same contexts; gen still records each step's argmax. */
 static int run_group(struct engine *e, struct prompts *pr, int first, int count, int steps,
-                     int **gen, float *logits_all, struct prompts *force)
-{
+                     int **gen, float *logits_all, struct prompts *force) {
     int V = e->model->cfg.vocab_size;
     char err[512];
     struct kv_seq *seqs = calloc((size_t)count, sizeof(*seqs));
@@ -115,8 +110,7 @@ static int run_group(struct engine *e, struct prompts *pr, int first, int count,
             gen[first + i][s] = last[i];
             if (force && s < force->len[first + i]) last[i] = force->ids[first + i][s];
             if (logits_all)
-                memcpy(logits_all + ((size_t)(first + i) * steps + s) * V, row,
-                       sizeof(float) * V);
+                memcpy(logits_all + ((size_t)(first + i) * steps + s) * V, row, sizeof(float) * V);
         }
     }
     rc = 0;
@@ -130,8 +124,7 @@ out:
     return rc;
 }
 
-static void write_tokens(const char *path, int **ids, int n, int steps)
-{
+static void write_tokens(const char *path, int **ids, int n, int steps) {
     FILE *f = fopen(path, "w");
     for (int i = 0; f && i < n; i++)
         for (int s = 0; s < steps; s++)
@@ -140,8 +133,7 @@ static void write_tokens(const char *path, int **ids, int n, int steps)
 }
 
 static int bench(struct engine *e, const int *batches, int nb, int context, int gen,
-                 const int *prefills, int np)
-{
+                 const int *prefills, int np) {
     const struct model_config *c = &e->model->cfg;
     int V = c->vocab_size;
     char err[512];
@@ -240,41 +232,78 @@ static int bench(struct engine *e, const int *batches, int nb, int context, int 
     return 0;
 }
 
-int main(int argc, char **argv)
-{
+int main(int argc, char **argv) {
     const char *model = NULL, *prompts = NULL, *out = NULL, *device = "cuda", *force = NULL;
     int steps = 32, batch = 0, also_batch = 0, do_bench = 0, context = 512, gen = 64;
     int max_tokens = 8192;
     float kv_fraction = 0.9f;
     int batches[16] = {1, 8, 32, 64}, nb = 4, prefills[16] = {512, 2048, 8192}, np = 3;
-    static const struct option opts[] = {
-        {"model", required_argument, 0, 'm'},    {"device", required_argument, 0, 'd'},
-        {"prompts", required_argument, 0, 'p'},  {"steps", required_argument, 0, 's'},
-        {"out", required_argument, 0, 'o'},      {"batch", no_argument, 0, 'b'},
-        {"bench", no_argument, 0, 'B'},          {"batches", required_argument, 0, 'n'},
-        {"context", required_argument, 0, 'c'},  {"gen", required_argument, 0, 'g'},
-        {"prefill", required_argument, 0, 'P'},  {"max-tokens", required_argument, 0, 'T'},
-        {"force", required_argument, 0, 'F'},    {"also-batch", no_argument, 0, 'A'},
-        {"kv-fraction", required_argument, 0, 'K'}, {0, 0, 0, 0}};
+    static const struct option opts[] = {{"model", required_argument, 0, 'm'},
+                                         {"device", required_argument, 0, 'd'},
+                                         {"prompts", required_argument, 0, 'p'},
+                                         {"steps", required_argument, 0, 's'},
+                                         {"out", required_argument, 0, 'o'},
+                                         {"batch", no_argument, 0, 'b'},
+                                         {"bench", no_argument, 0, 'B'},
+                                         {"batches", required_argument, 0, 'n'},
+                                         {"context", required_argument, 0, 'c'},
+                                         {"gen", required_argument, 0, 'g'},
+                                         {"prefill", required_argument, 0, 'P'},
+                                         {"max-tokens", required_argument, 0, 'T'},
+                                         {"force", required_argument, 0, 'F'},
+                                         {"also-batch", no_argument, 0, 'A'},
+                                         {"kv-fraction", required_argument, 0, 'K'},
+                                         {0, 0, 0, 0}};
     int ch;
     while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (ch) {
-        case 'm': model = optarg; break;
-        case 'd': device = optarg; break;
-        case 'p': prompts = optarg; break;
-        case 's': steps = atoi(optarg); break;
-        case 'o': out = optarg; break;
-        case 'b': batch = 1; break;
-        case 'B': do_bench = 1; break;
-        case 'n': nb = parse_list(optarg, batches, 16); break;
-        case 'c': context = atoi(optarg); break;
-        case 'g': gen = atoi(optarg); break;
-        case 'P': np = parse_list(optarg, prefills, 16); break;
-        case 'T': max_tokens = atoi(optarg); break;
-        case 'F': force = optarg; break;
-        case 'A': also_batch = 1; break;
-        case 'K': kv_fraction = (float)atof(optarg); break;
-        default: fprintf(stderr, "engine_check: see the comment at the top of tools/engine_check.c\n");
+        case 'm':
+            model = optarg;
+            break;
+        case 'd':
+            device = optarg;
+            break;
+        case 'p':
+            prompts = optarg;
+            break;
+        case 's':
+            steps = atoi(optarg);
+            break;
+        case 'o':
+            out = optarg;
+            break;
+        case 'b':
+            batch = 1;
+            break;
+        case 'B':
+            do_bench = 1;
+            break;
+        case 'n':
+            nb = parse_list(optarg, batches, 16);
+            break;
+        case 'c':
+            context = atoi(optarg);
+            break;
+        case 'g':
+            gen = atoi(optarg);
+            break;
+        case 'P':
+            np = parse_list(optarg, prefills, 16);
+            break;
+        case 'T':
+            max_tokens = atoi(optarg);
+            break;
+        case 'F':
+            force = optarg;
+            break;
+        case 'A':
+            also_batch = 1;
+            break;
+        case 'K':
+            kv_fraction = (float)atof(optarg);
+            break;
+        default:
+            fprintf(stderr, "engine_check: see the comment at the top of tools/engine_check.c\n");
             return 2;
         }
     }

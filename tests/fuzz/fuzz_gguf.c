@@ -20,8 +20,7 @@
  * but ne[] with a zero dimension elsewhere can still claim a huge ne[0]. */
 #define FUZZ_MAX_ELEMS (1u << 22)
 
-static void touch_kvs(const struct gguf_file *f)
-{
+static void touch_kvs(const struct gguf_file *f) {
     char err[256], key[300];
     for (uint64_t i = 0; i < f->n_kv; i++) {
         const struct gguf_kv *kv = &f->kv[i];
@@ -53,36 +52,28 @@ static void touch_kvs(const struct gguf_file *f)
             free(lens);
         }
         int32_t *vals;
-        if (gguf_get_i32_array(f, key, &vals, &n, err, sizeof(err)) == 1)
-            free(vals);
+        if (gguf_get_i32_array(f, key, &vals, &n, err, sizeof(err)) == 1) free(vals);
     }
 }
 
-static void touch_tensors(const struct gguf_file *f)
-{
+static void touch_tensors(const struct gguf_file *f) {
     for (uint64_t i = 0; i < f->n_tensors; i++) {
         const struct gguf_tensor *t = &f->tensors[i];
-        if (gguf_find_tensor(f, t->name) != t)
-            abort(); /* duplicate names are rejected at open */
+        if (gguf_find_tensor(f, t->name) != t) abort(); /* duplicate names are rejected at open */
         if (!gguf_type_supported(t->type) || t->n_elems == 0 || t->n_elems > FUZZ_MAX_ELEMS)
             continue;
-        if (gguf_type_row_bytes(t->type, t->n_elems) != t->n_bytes)
-            abort();
+        if (gguf_type_row_bytes(t->type, t->n_elems) != t->n_bytes) abort();
         float *dst = malloc(t->n_elems * sizeof(float));
-        if (!dst)
-            continue;
-        if (gguf_dequantize(t->type, t->data, dst, t->n_elems))
-            abort();
+        if (!dst) continue;
+        if (gguf_dequantize(t->type, t->data, dst, t->n_elems)) abort();
         free(dst);
     }
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
-{
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     char path[64], err[512];
     int fd = fuzz_memfd(data, size, path, sizeof(path));
-    if (fd < 0)
-        return 0;
+    if (fd < 0) return 0;
     struct gguf_file *f = NULL;
     if (gguf_open(path, &f, err, sizeof(err)) == 0) {
         touch_kvs(f);
@@ -94,16 +85,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (model_load_tokenizer(path, &tok, &tmpl, err, sizeof(err)) == 0) {
             int *ids = NULL, n = 0;
             static const char text[] = "Hello world 123 <|im_start|>user\n\xc3\xa9";
-            if (tokenizer_encode(tok, text, sizeof(text) - 1, 1, 1, &ids, &n, err,
-                                 sizeof(err)) == 0)
+            if (tokenizer_encode(tok, text, sizeof(text) - 1, 1, 1, &ids, &n, err, sizeof(err)) ==
+                0)
                 free(tokenizer_decode(tok, ids, n, 0));
             free(ids);
             tokenizer_free(tok);
             free(tmpl);
         }
         struct model *m = NULL;
-        if (model_load(path, &m, NULL, NULL, err, sizeof(err)) == 0)
-            model_free(m);
+        if (model_load(path, &m, NULL, NULL, err, sizeof(err)) == 0) model_free(m);
     }
     close(fd);
     return 0;

@@ -11,16 +11,13 @@
 #include "model/model.h"
 #include "tests/fuzz/fuzz_util.h"
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
-{
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     char path[64], err[512];
     int fd = fuzz_memfd(data, size, path, sizeof(path));
-    if (fd < 0)
-        return 0;
+    if (fd < 0) return 0;
     struct model_config cfg;
     if (hf_config_load(path, &cfg, err, sizeof(err)) == 0) {
-        if (model_config_validate(&cfg, err, sizeof(err)))
-            abort();
+        if (model_config_validate(&cfg, err, sizeof(err))) abort();
         float *freqs = malloc((size_t)cfg.head_dim / 2 * sizeof(float) + sizeof(float));
         if (freqs) {
             model_rope_freqs(&cfg, freqs);

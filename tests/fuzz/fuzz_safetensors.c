@@ -15,23 +15,18 @@
 
 #define FUZZ_MAX_ELEMS (1u << 22)
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
-{
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     char path[64], err[512];
     int fd = fuzz_memfd(data, size, path, sizeof(path));
-    if (fd < 0)
-        return 0;
+    if (fd < 0) return 0;
     struct safetensors *s = NULL;
     if (safetensors_open(path, &s, err, sizeof(err)) == 0) {
         const struct safetensors_file *f = &s->files[0];
         for (size_t i = 0; i < s->n_tensors; i++) {
             const struct safetensors_tensor *t = &s->tensors[i];
-            if (safetensors_find(s, t->name) != t)
-                abort(); /* sorted, no duplicates */
-            if (t->n_dims < 0 || t->n_dims > SAFETENSORS_MAX_DIMS)
-                abort();
-            if (t->n_bytes != t->n_elems * (uint64_t)safetensors_dtype_size(t->dtype))
-                abort();
+            if (safetensors_find(s, t->name) != t) abort(); /* sorted, no duplicates */
+            if (t->n_dims < 0 || t->n_dims > SAFETENSORS_MAX_DIMS) abort();
+            if (t->n_bytes != t->n_elems * (uint64_t)safetensors_dtype_size(t->dtype)) abort();
             if (t->data < f->map + 8 || t->n_bytes > f->size ||
                 t->data + t->n_bytes > f->map + f->size)
                 abort();
@@ -39,10 +34,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 t->n_elems > FUZZ_MAX_ELEMS)
                 continue;
             float *dst = malloc(t->n_elems * sizeof(float));
-            if (!dst)
-                continue;
-            if (safetensors_to_f32(t, dst))
-                abort();
+            if (!dst) continue;
+            if (safetensors_to_f32(t, dst)) abort();
             free(dst);
         }
         safetensors_close(s);

@@ -14,8 +14,7 @@
 #include "model/tokenizer.h"
 #include "tests/fuzz/fuzz_util.h"
 
-static void exercise(const struct tokenizer *t, const char *jinja)
-{
+static void exercise(const struct tokenizer *t, const char *jinja) {
     static const char text[] = "Hi <|im_start|>user 42\n\xc3\xa9\xf0\x9f\x98\x80 don't  x";
     char err[256];
     for (int ps = 0; ps < 2; ps++) {
@@ -31,18 +30,15 @@ static void exercise(const struct tokenizer *t, const char *jinja)
     chat_template_free(&ct);
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
-{
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     const char *dir = fuzz_scratch_dir();
-    if (!dir)
-        return 0;
+    if (!dir) return 0;
     const uint8_t *nul = memchr(data, 0, size);
     size_t json_len = nul ? (size_t)(nul - data) : size;
     char path[4200], cfg[4200];
     snprintf(path, sizeof(path), "%s/tokenizer.json", dir);
     snprintf(cfg, sizeof(cfg), "%s/tokenizer_config.json", dir);
-    if (fuzz_write_file(dir, "tokenizer.json", data, json_len))
-        return 0;
+    if (fuzz_write_file(dir, "tokenizer.json", data, json_len)) return 0;
     unlink(cfg);
     if (nul && fuzz_write_file(dir, "tokenizer_config.json", nul + 1, size - json_len - 1))
         return 0;

@@ -19,8 +19,7 @@
 /* Write DATA to a fresh memfd; fills PATH ("/proc/self/fd/N") and returns the fd (close it when
  * done). A failure here is the machine's, not the input's: it aborts rather than let the target
  * run on while testing nothing. */
-static inline int fuzz_memfd(const uint8_t *data, size_t size, char *path, size_t cap)
-{
+static inline int fuzz_memfd(const uint8_t *data, size_t size, char *path, size_t cap) {
     int fd = memfd_create("fuzz", MFD_CLOEXEC);
     if (fd < 0) {
         perror("fuzz_memfd: memfd_create");
@@ -40,8 +39,8 @@ static inline int fuzz_memfd(const uint8_t *data, size_t size, char *path, size_
 }
 
 /* Write DATA to DIR/NAME (truncating); aborts on failure (as fuzz_memfd). */
-static inline int fuzz_write_file(const char *dir, const char *name, const uint8_t *data, size_t size)
-{
+static inline int fuzz_write_file(const char *dir, const char *name, const uint8_t *data,
+                                  size_t size) {
     char path[4200];
     snprintf(path, sizeof(path), "%s/%s", dir, name);
     FILE *f = fopen(path, "wb");
@@ -55,8 +54,7 @@ static inline int fuzz_write_file(const char *dir, const char *name, const uint8
 
 static char fuzz_dir[4096];
 
-static inline void fuzz_scratch_cleanup(void)
-{
+static inline void fuzz_scratch_cleanup(void) {
     DIR *d = opendir(fuzz_dir);
     if (d) {
         struct dirent *e;
@@ -73,8 +71,7 @@ static inline void fuzz_scratch_cleanup(void)
 
 /* A per-process scratch directory under $TMPDIR (or /tmp), created once and removed (with its
  * plain files) at exit; aborts when it cannot be made. */
-static inline const char *fuzz_scratch_dir(void)
-{
+static inline const char *fuzz_scratch_dir(void) {
     char *dir = fuzz_dir;
     if (!dir[0]) {
         const char *t = getenv("TMPDIR");

@@ -386,8 +386,8 @@ Test(gguf, type_names_and_support) {
 }
 
 /* One hand-built block per newer type; the expected values are worked out by hand from the
- * layouts in the ggml block layouts (gguf-py quants.py, ggml-common.h) (the bit-identical check against gguf-py on random blocks and
- * on a real file is tests/test_gguf_quant.py). */
+ * layouts in the ggml block layouts (gguf-py quants.py, ggml-common.h) (the bit-identical check
+ * against gguf-py on random blocks and on a real file is tests/test_gguf_quant.py). */
 static void put_h(uint8_t *p, float v) {
     uint16_t h = f2h(v);
     memcpy(p, &h, 2);

@@ -490,8 +490,8 @@ Test(loader, hf_config_fields_and_errors) {
     char err[512];
     cr_assert_eq(hf_config_load(path, &c, err, sizeof(err)), 0, "%s", err);
     cr_assert(c.n_kv_heads == 4 && c.head_dim == 16 && !c.tied_embeddings &&
-              c.rope_theta == 10000.0f && c.rope_scaling == MODEL_ROPE_SCALING_NONE &&
-              c.max_seq_len == 4096 * 32 && c.sliding_window == 4096 && c.sliding_pattern == 0,
+                  c.rope_theta == 10000.0f && c.rope_scaling == MODEL_ROPE_SCALING_NONE &&
+                  c.max_seq_len == 4096 * 32 && c.sliding_window == 4096 && c.sliding_pattern == 0,
               "max_seq_len %d sliding_window %d", c.max_seq_len, c.sliding_window);
     /* ... and with lm_head.weight absent the loader ties the head anyway */
     struct model *m = load_ok(hfdir);

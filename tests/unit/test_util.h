@@ -16,27 +16,23 @@
 
 /* xorshift64*; seeded per test from the clock so inputs are fresh each run (the seed is printed
  * by tests that fail, via cr_assert messages). */
-static inline uint64_t tu_next(uint64_t *s)
-{
+static inline uint64_t tu_next(uint64_t *s) {
     *s ^= *s >> 12;
     *s ^= *s << 25;
     *s ^= *s >> 27;
     return *s * 0x2545F4914F6CDD1Dull;
 }
 
-static inline float tu_uniform(uint64_t *s, float lo, float hi)
-{
+static inline float tu_uniform(uint64_t *s, float lo, float hi) {
     return lo + (hi - lo) * (float)((tu_next(s) >> 40) * (1.0 / 16777216.0));
 }
 
-static inline void tu_fill(uint64_t *s, float *x, size_t n, float lo, float hi)
-{
+static inline void tu_fill(uint64_t *s, float *x, size_t n, float lo, float hi) {
     for (size_t i = 0; i < n; i++)
         x[i] = tu_uniform(s, lo, hi);
 }
 
-static inline uint64_t tu_seed(void)
-{
+static inline uint64_t tu_seed(void) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     uint64_t s = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 20) ^ 0x9E3779B97F4A7C15ull;
@@ -44,8 +40,7 @@ static inline uint64_t tu_seed(void)
 }
 
 /* ‖a − b‖ / ‖b‖ */
-static inline double tu_rel_err(const float *a, const float *b, size_t n)
-{
+static inline double tu_rel_err(const float *a, const float *b, size_t n) {
     double num = 0, den = 0;
     for (size_t i = 0; i < n; i++) {
         double d = (double)a[i] - b[i];
@@ -56,8 +51,7 @@ static inline double tu_rel_err(const float *a, const float *b, size_t n)
 }
 
 /* Whole file, NUL-terminated (n, if not NULL, gets the length), or NULL. */
-static inline char *tu_slurp(const char *path, size_t *n)
-{
+static inline char *tu_slurp(const char *path, size_t *n) {
     FILE *f = fopen(path, "rb");
     if (!f) return NULL;
     fseek(f, 0, SEEK_END);
@@ -77,8 +71,7 @@ static inline char *tu_slurp(const char *path, size_t *n)
 /* Generate the tiny random models (tools/make_tiny_models.py) into tests/tmp/tiny unless they are
  * newer than the script; safe across the parallel test processes Criterion runs (flock). Returns
  * 0, or -1 with a message in ERR (run from the repo root; needs numpy, gguf, safetensors). */
-static inline int tu_tiny_models(char *err, size_t errlen)
-{
+static inline int tu_tiny_models(char *err, size_t errlen) {
     mkdir("tests/tmp", 0755);
     int fd = open("tests/tmp/tiny.lock", O_CREAT | O_RDWR | O_CLOEXEC, 0644);
     if (fd < 0) {
@@ -89,7 +82,8 @@ static inline int tu_tiny_models(char *err, size_t errlen)
     struct stat s_script, s_out;
     int rc = 0;
     if (stat("tools/make_tiny_models.py", &s_script)) {
-        snprintf(err, errlen, "tools/make_tiny_models.py not found: run the tests from the repo root");
+        snprintf(err, errlen,
+                 "tools/make_tiny_models.py not found: run the tests from the repo root");
         rc = -1;
     } else if (stat("tests/tmp/tiny/manifest.json", &s_out) || s_out.st_mtime < s_script.st_mtime) {
         const char *py = getenv("PYTHON") ? getenv("PYTHON") : "python3";
