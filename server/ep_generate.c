@@ -28,9 +28,7 @@ static cJSON *token_json(const struct server *sv, const struct wreq *j, int k) {
     int id = j->tokens[j->n_prompt + k];
     cJSON *o = cJSON_CreateObject();
     cJSON_AddNumberToObject(o, "id", id);
-    char *s = strndup(t, len);
-    cJSON_AddStringToObject(o, "text", s ? s : "");
-    free(s);
+    job_add_text(o, "text", t, len);
     cJSON_AddNumberToObject(o, "logprob", isfinite(j->logprobs[k]) ? j->logprobs[k] : -9999.0);
     cJSON_AddBoolToObject(o, "special", tokenizer_is_special(sv->worker.info.tok, id));
     return o;
@@ -120,8 +118,7 @@ static void full_finish(void *ctx, struct http_req *r, const struct wreq *j) {
                 cJSON_AddNumberToObject(p, "id", j->tokens[i]);
                 char buf[512];
                 int n = tokenizer_token_bytes(tok, j->tokens[i], buf, sizeof buf - 1);
-                buf[n > 0 ? n : 0] = 0;
-                cJSON_AddStringToObject(p, "text", buf);
+                job_add_text(p, "text", buf, n > 0 ? (size_t)n : 0);
                 if (i == 0 || !j->prompt_lp || i >= j->n_prompt_lp || !isfinite(j->prompt_lp[i]))
                     cJSON_AddNullToObject(p, "logprob");
                 else

@@ -51,12 +51,6 @@ static cJSON *chunk_base(const struct oai_ctx *c) {
     return o;
 }
 
-static void add_str_n(cJSON *o, const char *name, const char *s, size_t n) {
-    char *t = strndup(s, n);
-    cJSON_AddStringToObject(o, name, t ? t : "");
-    free(t);
-}
-
 /* Logprobs of tokens [from, to): chat {"content":[{token, logprob, bytes, top_logprobs}]},
  * completions {tokens, token_logprobs, top_logprobs, text_offset}. Only the chosen token is
  * reported in top_logprobs. */
@@ -69,7 +63,7 @@ static cJSON *logprobs_json(const struct oai_ctx *c, const struct wreq *j, int f
             size_t len;
             const char *t = job_token_text(j, k, &len);
             cJSON *e = cJSON_CreateObject();
-            add_str_n(e, "token", t, len);
+            job_add_text(e, "token", t, len);
             cJSON_AddNumberToObject(e, "logprob", j->logprobs[k]);
             cJSON *b = cJSON_AddArrayToObject(e, "bytes");
             for (size_t i = 0; i < len; i++)
@@ -77,7 +71,7 @@ static cJSON *logprobs_json(const struct oai_ctx *c, const struct wreq *j, int f
             cJSON *top = cJSON_AddArrayToObject(e, "top_logprobs");
             if (c->top_logprobs > 0) {
                 cJSON *te = cJSON_CreateObject();
-                add_str_n(te, "token", t, len);
+                job_add_text(te, "token", t, len);
                 cJSON_AddNumberToObject(te, "logprob", j->logprobs[k]);
                 cJSON_AddItemToArray(top, te);
             }
@@ -113,9 +107,9 @@ static void stream_chunk(struct oai_ctx *c, struct http_req *r, const struct wre
     cJSON_AddNumberToObject(ch, "index", 0);
     if (c->chat) {
         cJSON *d = cJSON_AddObjectToObject(ch, "delta");
-        if (to > from || !finish) add_str_n(d, "content", j->text + from, to - from);
+        if (to > from || !finish) job_add_text(d, "content", j->text + from, to - from);
     } else {
-        add_str_n(ch, "text", j->text + from, to - from);
+        job_add_text(ch, "text", j->text + from, to - from);
     }
     cJSON_AddItemToObject(ch, "logprobs",
                           k1 > k0 ? logprobs_json(c, j, k0, k1) : cJSON_CreateNull());
@@ -140,6 +134,9 @@ static void stream_tokens(void *ctx, struct http_req *r, const struct wreq *j, i
             if (l - 1 > hold) hold = l - 1;
         }
         vis = vis > hold ? vis - hold : 0;
+        /* never cut inside a character: back up to the start of the one the cut falls in */
+        while (vis > c->sent_text && ((unsigned char)j->text[vis] & 0xC0) == 0x80)
+            vis--;
     }
     if (vis > c->sent_text || (c->sent < j->n_gen && c->logprobs)) {
         if (vis < c->sent_text) vis = c->sent_text;
@@ -199,7 +196,7 @@ static void full_finish(void *ctx, struct http_req *r, const struct wreq *j) {
     if (c->chat) {
         cJSON *m = cJSON_AddObjectToObject(ch, "message");
         cJSON_AddStringToObject(m, "role", "assistant");
-        add_str_n(m, "content", j->text, vis);
+        job_add_text(m, "content", j->text, vis);
     } else if (c->echo && c->prompt_text) {
         size_t pl = strlen(c->prompt_text);
         char *t = malloc(pl + vis + 1);
@@ -211,7 +208,7 @@ static void full_finish(void *ctx, struct http_req *r, const struct wreq *j) {
         cJSON_AddStringToObject(ch, "text", t ? t : "");
         free(t);
     } else {
-        add_str_n(ch, "text", j->text, vis);
+        job_add_text(ch, "text", j->text, vis);
     }
     cJSON_AddItemToObject(ch, "logprobs", logprobs_json(c, j, 0, j->n_gen));
     cJSON_AddStringToObject(ch, "finish_reason", finish_reason(j->finish));

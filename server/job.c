@@ -10,6 +10,7 @@
 #include <sys/random.h>
 
 #include "model/tokenizer.h"
+#include "server/utf8.h"
 
 int job_admit(struct server *sv, struct http_req *r) {
     if (sv->phase == SERVER_LOADING || sv->phase == SERVER_FAILED) {
@@ -262,6 +263,12 @@ void job_log(struct http_req *r, const struct wreq *j) {
     default:
         break;
     }
+}
+
+void job_add_text(cJSON *o, const char *name, const char *s, size_t n) {
+    char *t = utf8_sanitize(s, n, NULL);
+    cJSON_AddStringToObject(o, name, t ? t : "");
+    free(t);
 }
 
 const char *job_token_text(const struct wreq *j, int k, size_t *len) {

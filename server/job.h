@@ -61,6 +61,9 @@ int job_run(struct server *sv, struct http_req *r, struct wreq *j, const struct 
 
 /* Fill the request log line from a finished (or cancelled) job. */
 void job_log(struct http_req *r, const struct wreq *j);
+/* Add S[0..N) to O as string NAME, valid UTF-8 whatever the bytes (a token that holds part of a
+ * character: U+FFFD for those bytes, as tokenizers' decode([id]) shows them). */
+void job_add_text(cJSON *o, const char *name, const char *s, size_t n);
 /* Generated text of token K (between text_end[k-1] and text_end[k]). */
 const char *job_token_text(const struct wreq *j, int k, size_t *len);
 
