@@ -268,9 +268,18 @@ CQ_INLINE void cq_body256(uint32_t type, size_t bbytes, const uint8_t *w, const 
     CQ_DEFINE(ISA, TARGET, q5_k, GGUF_GGML_Q5_K, cq_body256, 176)                                  \
     CQ_DEFINE(ISA, TARGET, q6_k, GGUF_GGML_Q6_K, cq_body256, 210)
 
+/* The x86 variants are compiled under GCC's target pragmas; another compiler (clang, which the fuzz
+ * build uses, knows neither those pragmas nor the "f16c" feature test) gets the plain-C body under
+ * every name, and cq_isa_supported never selects them. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define CQ_X86 1
+#else
+#define CQ_X86 0
+#endif
+
 CQ_DEFINE_ALL(c, )
 
-#if defined(__x86_64__)
+#if CQ_X86
 #include <immintrin.h>
 
 #pragma GCC push_options
@@ -327,7 +336,7 @@ int cq_isa_supported(enum cq_isa isa) {
     switch (isa) {
     case CQ_ISA_C:
         return 1;
-#if defined(__x86_64__)
+#if CQ_X86
     case CQ_ISA_AVX2:
         return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
                __builtin_cpu_supports("f16c");
@@ -359,7 +368,7 @@ enum cq_isa cq_isa_best(void) {
 
 void cq_quantize_act(uint32_t type, const float *x, int k, void *qa) {
     float (*quant)(const float *, int, int8_t *) = cq_quant_block;
-#if defined(__x86_64__)
+#if CQ_X86
     if (cq_isa_supported(CQ_ISA_AVX2)) quant = cq_x_quant_block_avx2;
 #endif
     if (cq_is_k(type)) {
