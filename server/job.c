@@ -1,5 +1,6 @@
 /* job.c — shared plumbing of the generation endpoints: admission, the replies to refused
- * bodies (reqparse.c does the reading), prompt limits, job construction. Error replies follow TGI's
+ * bodies (reqparse.c does the reading), prompt tokenization on a libuv work thread (job_prep),
+ * prompt limits, job construction. Error replies follow TGI's
  * wording ("Input validation error: ...") so clients written against TGI see familiar messages. */
 #include "job.h"
 
@@ -135,20 +136,6 @@ struct wreq *job_build_ids(struct server *sv, struct http_req *r, const int *ids
     struct reqlog *l = http_req_log(r);
     l->id = j->id;
     l->tokens_in = n;
-    return j;
-}
-
-struct wreq *job_build(struct server *sv, struct http_req *r, const char *text, int parse_special,
-                       int add_bos, struct job_params *p, const char *field) {
-    int *ids = NULL, n = 0;
-    char err[256];
-    if (tokenizer_encode(sv->worker.info.tok, text, strlen(text), parse_special, add_bos, &ids, &n,
-                         err, sizeof err) != 0) {
-        job_invalid(sv, r, field, "cannot tokenize `%s`: %s", field, err);
-        return NULL;
-    }
-    struct wreq *j = job_build_ids(sv, r, ids, n, p, field);
-    free(ids);
     return j;
 }
 

@@ -33,12 +33,8 @@ int job_invalid(struct server *sv, struct http_req *r, const char *field, const 
 int job_get_bool(struct server *sv, struct http_req *r, const cJSON *obj, const char *name,
                  int *out);
 
-/* Tokenize TEXT (PARSE_SPECIAL for rendered chat templates; ADD_BOS as the model says), apply
- * truncate and the limits, and build a job. Returns NULL after replying (422) on failure. This
- * tokenizes on the calling thread: the routes use job_start_text instead. */
-struct wreq *job_build(struct server *sv, struct http_req *r, const char *text, int parse_special,
-                       int add_bos, struct job_params *p, const char *field);
-/* The same from token ids (OpenAI prompt as an array of ints). */
+/* Apply truncate and the limits to the prompt IDS (N; the OpenAI prompt as an array of ints, or
+ * what job_start_* tokenized) and build a job. Returns NULL after replying (422) on failure. */
 struct wreq *job_build_ids(struct server *sv, struct http_req *r, const int *ids, int n,
                            struct job_params *p, const char *field);
 /* How one route renders one stream mode. Each hook runs on the loop thread with no lock held,
@@ -57,12 +53,12 @@ struct job_render {
     void (*on_job)(void *ctx, const struct wreq *j);
 };
 
-/* job_build + job_run with the heavy part off the loop thread: TEXT (malloc'd, taken whatever
- * the result) is tokenized on a libuv work thread; back on the loop the request is admitted
- * again (job_admit: the server may be draining or full by then), the job is built from the ids
- * (job_build_ids: truncate and the limits, the same 422s), RD->on_job sees it and job_run starts
- * it. The owned parts of P (stop, grammar) move in; P is left empty. Returns 0 with the reply
- * deferred and CTX owned by the job from here on (RD->free releases it, also when the build
+/* Tokenize + job_build_ids + job_run, the heavy part off the loop thread: TEXT (malloc'd, taken
+ * whatever the result) is tokenized on a libuv work thread; back on the loop the request is
+ * admitted again (job_admit: the server may be draining or full by then), the job is built from the
+ * ids (job_build_ids: truncate and the limits, the same 422s), RD->on_job sees it and job_run
+ * starts it. The owned parts of P (stop, grammar) move in; P is left empty. Returns 0 with the
+ * reply deferred and CTX owned by the job from here on (RD->free releases it, also when the build
  * fails or the client hangs up first); -1 after replying 500 when the work could not be queued
  * (CTX still the caller's). */
 int job_start_text(struct server *sv, struct http_req *r, char *text, int parse_special,
