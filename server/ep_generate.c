@@ -6,7 +6,7 @@
  * Streams are server-sent events "data:{json}\n\n", one per token, the last one carrying
  * generated_text (and details when asked); no [DONE]. A stream that fails after it started ends
  * with data:{"error","error_type"}. Validation errors come before the stream starts, as a
- * real HTTP status. Loop thread only.
+ * real HTTP status. Loop thread only; the prompt is tokenized on a work thread (job_start_text).
  */
 #include <math.h>
 #include <stdlib.h>
@@ -178,13 +178,17 @@ static void handle(struct http_req *r, enum reqparse_tgi_route route) {
     c->details = q.details;
     c->input_details = q.input_details;
     c->full_text = q.full_text;
-    struct wreq *j = job_build(sv, r, q.inputs, 1, 1, &q.p, "inputs");
-    if (!j) goto out;
-    if (c->full_text) {
-        c->prompt = q.inputs; /* valid UTF-8 (reqparse), so safe to echo */
-        q.inputs = NULL;
+    char *text = q.inputs;
+    q.inputs = NULL;
+    if (c->full_text && !(c->prompt = strdup(text))) { /* valid UTF-8 (reqparse): safe to echo */
+        free(text);
+        http_reply_error(r, 500, "internal", NULL, "out of memory");
+        goto out;
     }
-    if (job_run(sv, r, j, c->stream ? &GEN_STREAM : &GEN_FULL, c) == 0) c = NULL;
+    /* tokenized off the loop thread; the job then runs through the driver */
+    if (job_start_text(sv, r, text, 1, 1, &q.p, "inputs", c->stream ? &GEN_STREAM : &GEN_FULL, c) ==
+        0)
+        c = NULL;
 out:
     reqparse_tgi_free(&q);
     gen_ctx_free(c);

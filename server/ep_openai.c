@@ -4,7 +4,8 @@
  * Chat prompts are rendered with the model's chat template (ChatML or Llama-3, from the GGUF or
  * tokenizer_config.json) and tokenized with special tokens parsed. temperature 0 means greedy;
  * the default temperature is 1 (sampling), as in OpenAI. Stop sequences are cut from the
- * returned text (OpenAI semantics; TGI routes keep them). Loop thread only.
+ * returned text (OpenAI semantics; TGI routes keep them). Loop thread only; chat templates and
+ * text prompts are rendered and tokenized on a work thread (job_start_chat, job_start_text).
  */
 #include <math.h>
 #include <stdlib.h>
@@ -224,14 +225,17 @@ static void oai_ctx_free(void *ctx) {
     free(c);
 }
 
+static void name_job(void *ctx, const struct wreq *j);
+
 static const struct job_render OAI_STREAM = {.stream = 1,
                                              .on_start = stream_start,
                                              .on_tokens = stream_tokens,
                                              .on_finish = stream_finish,
                                              .on_error = stream_error,
-                                             .free = oai_ctx_free};
+                                             .free = oai_ctx_free,
+                                             .on_job = name_job};
 static const struct job_render OAI_FULL = {
-    .stream = 0, .on_finish = full_finish, .free = oai_ctx_free};
+    .stream = 0, .on_finish = full_finish, .free = oai_ctx_free, .on_job = name_job};
 
 /* The route's state from a parsed request (reqparse.h). NULL (reply sent) when out of memory. */
 static struct oai_ctx *ctx_new(struct server *sv, struct http_req *r,
@@ -250,12 +254,18 @@ static struct oai_ctx *ctx_new(struct server *sv, struct http_req *r,
     return c;
 }
 
-/* Name the completion and hand the job to the driver. Returns -1 (reply sent, job freed, C
- * still the caller's) when it could not start. */
-static int start(struct server *sv, struct http_req *r, struct oai_ctx *c, struct wreq *j) {
+/* Name the completion once its job exists (job_start_*, before it runs). */
+static void name_job(void *ctx, const struct wreq *j) {
+    struct oai_ctx *c = ctx;
     snprintf(c->id, sizeof c->id, "%s-%llu", c->chat ? "chatcmpl" : "cmpl",
              (unsigned long long)j->id);
     c->created = (long)time(NULL);
+}
+
+/* Hand the job to the driver. Returns -1 (reply sent, job freed, C still the caller's) when it
+ * could not start. */
+static int start(struct server *sv, struct http_req *r, struct oai_ctx *c, struct wreq *j) {
+    name_job(c, j);
     return job_run(sv, r, j, c->stream ? &OAI_STREAM : &OAI_FULL, c);
 }
 
@@ -282,21 +292,13 @@ void ep_chat_completions(struct http_req *r) {
     struct reqparse_oai q;
     struct oai_ctx *c = begin(sv, r, reqparse_chat, &q);
     if (!c) goto out;
-    char *prompt, why[400];
-    int rc =
-        chat_template_render(sv->worker.info.chat, q.msgs, q.n_msgs, 1, &prompt, why, sizeof(why));
-    if (rc > 0) { /* the model's template refused these messages (raise_exception, ...) */
-        job_invalid(sv, r, "messages", "%s", why);
-        goto out;
-    }
-    if (rc < 0) {
-        http_reply_error(r, 500, "internal", NULL, "cannot render the chat template: %s", why);
-        goto out;
-    }
-    struct wreq *j = job_build(sv, r, prompt, 1, 0, &q.p, "messages");
-    free(prompt);
-    if (!j) goto out;
-    if (start(sv, r, c, j) == 0) c = NULL;
+    /* the template is rendered and the prompt tokenized off the loop thread */
+    struct chat_msg *msgs = q.msgs;
+    int n_msgs = q.n_msgs;
+    q.msgs = NULL;
+    q.n_msgs = 0;
+    if (job_start_chat(sv, r, msgs, n_msgs, &q.p, c->stream ? &OAI_STREAM : &OAI_FULL, c) == 0)
+        c = NULL;
 out:
     oai_ctx_free(c);
     reqparse_oai_free(&q);
@@ -308,18 +310,23 @@ void ep_completions(struct http_req *r) {
     struct reqparse_oai q;
     struct oai_ctx *c = begin(sv, r, reqparse_completions, &q);
     if (!c) goto out;
-    struct wreq *j;
-    if (q.prompt) {
-        j = job_build(sv, r, q.prompt, 1, 1, &q.p, "prompt");
-        if (j && c->echo) { /* valid UTF-8 (reqparse), so safe to echo */
-            c->prompt_text = q.prompt;
-            q.prompt = NULL;
+    if (q.prompt) { /* tokenized off the loop thread */
+        char *text = q.prompt;
+        q.prompt = NULL;
+        if (c->echo && !(c->prompt_text = strdup(text))) { /* valid UTF-8 (reqparse) */
+            free(text);
+            http_reply_error(r, 500, "internal", NULL, "out of memory");
+            goto out;
         }
-    } else {
-        j = job_build_ids(sv, r, q.ids, q.n_ids, &q.p, "prompt");
-        if (j && c->echo) c->prompt_text = tokenizer_decode(sv->worker.info.tok, q.ids, q.n_ids, 0);
+        if (job_start_text(sv, r, text, 1, 1, &q.p, "prompt", c->stream ? &OAI_STREAM : &OAI_FULL,
+                           c) == 0)
+            c = NULL;
+        goto out;
     }
+    /* token ids: only checked against the limits, which is quick */
+    struct wreq *j = job_build_ids(sv, r, q.ids, q.n_ids, &q.p, "prompt");
     if (!j) goto out;
+    if (c->echo) c->prompt_text = tokenizer_decode(sv->worker.info.tok, q.ids, q.n_ids, 0);
     if (start(sv, r, c, j) == 0) c = NULL;
 out:
     oai_ctx_free(c);

@@ -115,7 +115,8 @@ struct http_req {
     char *out;
     size_t out_len, out_cap, out_off;
     int stream_ended;
-    double last_write; /* monotonic seconds of the last stream write (keep-alive pings) */
+    const char *stream_ctype; /* a stream started while deferred: the access handler queues it */
+    double last_write;        /* monotonic seconds of the last stream write (keep-alive pings) */
     /* handler state */
     void *ctx;
     http_close_fn on_close;
@@ -443,20 +444,32 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max) {
     return 0;
 }
 
-int http_stream_start(struct http_req *r, const char *ctype) {
-    if (http_replied(r) || r->mode != REQ_HANDLING) return -1;
+/* Queue the stream's response (inside the access handler). */
+static enum MHD_Result queue_stream(struct http_req *r, const char *ctype) {
     struct MHD_Response *resp =
         MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, stream_reader, r, NULL);
-    if (!resp) return -1;
+    if (!resp) return MHD_NO;
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
     MHD_add_response_header(resp, "X-Accel-Buffering", "no");
     enum MHD_Result ok = MHD_queue_response(r->conn, MHD_HTTP_OK, resp);
     MHD_destroy_response(resp);
-    if (ok != MHD_YES) return -1;
+    return ok;
+}
+
+int http_stream_start(struct http_req *r, const char *ctype) {
+    if (http_replied(r)) return -1;
+    if (r->mode == REQ_DEFERRED) {
+        /* MHD queues responses only inside the access handler: it does so after the resume;
+         * writes until then are buffered */
+        r->stream_ctype = ctype;
+    } else if (r->mode != REQ_HANDLING || queue_stream(r, ctype) != MHD_YES) {
+        return -1;
+    }
     r->mode = REQ_STREAM;
     r->log.status = 200;
     r->last_write = now_s();
+    if (r->stream_ctype) wake(r);
     return 0;
 }
 
@@ -700,6 +713,11 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
     /* the whole request is here (first time) or the connection was resumed */
     if (!r->dispatched) dispatch(r);
     if (r->has_resp) return queue_stored(r);
+    if (r->stream_ctype) {
+        const char *ctype = r->stream_ctype;
+        r->stream_ctype = NULL;
+        return queue_stream(r, ctype);
+    }
     if (r->mode == REQ_DEFERRED && peer_gone(r)) return MHD_NO; /* MHD closes it: aborted */
     if (r->mode == REQ_DEFERRED && !r->suspended && !s->closing) {
         peer_watch(r, 1);

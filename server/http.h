@@ -108,7 +108,8 @@ void http_reply_json(struct http_req *r, int status, cJSON *json); /* deletes js
 void http_reply_error(struct http_req *r, int status, const char *type, const char *param,
                       const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 
-/* Streams: 200 with CTYPE at once; writes are buffered and sent as the client reads. */
+/* Streams: 200 with CTYPE at once (a deferred request: as soon as its connection is resumed);
+ * writes are buffered and sent as the client reads. */
 int http_stream_start(struct http_req *r, const char *ctype);
 int http_stream_write(struct http_req *r, const char *data, size_t len);
 void http_stream_end(struct http_req *r);

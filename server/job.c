@@ -1,5 +1,6 @@
 /* job.c — shared plumbing of the generation endpoints: admission, the replies to refused
- * bodies (reqparse.c does the reading), prompt limits, job construction. Error replies follow TGI's
+ * bodies (reqparse.c does the reading), prompt tokenization on a libuv work thread (job_prep),
+ * prompt limits, job construction. Error replies follow TGI's
  * wording ("Input validation error: ...") so clients written against TGI see familiar messages. */
 #include "job.h"
 
@@ -138,18 +139,155 @@ struct wreq *job_build_ids(struct server *sv, struct http_req *r, const int *ids
     return j;
 }
 
-struct wreq *job_build(struct server *sv, struct http_req *r, const char *text, int parse_special,
-                       int add_bos, struct job_params *p, const char *field) {
-    int *ids = NULL, n = 0;
-    char err[256];
-    if (tokenizer_encode(sv->worker.info.tok, text, strlen(text), parse_special, add_bos, &ids, &n,
-                         err, sizeof err) != 0) {
-        job_invalid(sv, r, field, "cannot tokenize `%s`: %s", field, err);
+/* A prompt on its way to a job: tokenized (and first rendered, for a chat) on a libuv work
+ * thread, then built and run on the loop. It owns everything until prep_done hands the job and
+ * CTX to the driver; prep_done frees it, whether or not the client is still there. */
+struct job_prep {
+    uv_work_t w;
+    struct server *sv;
+    struct http_req *r; /* NULL once the HTTP request completed (loop thread) */
+    const struct job_render *rd;
+    void *ctx;
+    struct job_params p;
+    const char *field;
+    int parse_special, add_bos;
+    const struct tokenizer *tok;
+    const struct chat_template *chat; /* with msgs: render them into text first */
+    char *text;
+    struct chat_msg *msgs;
+    int n_msgs;
+    /* results, written on the work thread, read in prep_done */
+    int status; /* 0, 422 (the prompt is refused) or 500 */
+    int *ids, n;
+    char err[400];
+};
+
+static void prep_free(struct job_prep *jp) {
+    if (jp->ctx && jp->rd->free) jp->rd->free(jp->ctx);
+    job_params_free(&jp->p);
+    free(jp->text);
+    for (int i = 0; i < jp->n_msgs; i++)
+        free((char *)jp->msgs[i].content);
+    free(jp->msgs);
+    free(jp->ids);
+    free(jp);
+}
+
+/* Work thread: render and tokenize; touches nothing but its job_prep and the read-only model
+ * tables (tokenizer, chat template). */
+static void prep_work(uv_work_t *w) {
+    struct job_prep *jp = w->data;
+    char why[300];
+    if (jp->msgs) {
+        int rc =
+            chat_template_render(jp->chat, jp->msgs, jp->n_msgs, 1, &jp->text, why, sizeof why);
+        if (rc) { /* > 0: the model's template refused these messages (raise_exception, ...) */
+            jp->status = rc > 0 ? 422 : 500;
+            snprintf(jp->err, sizeof jp->err, rc > 0 ? "%s" : "cannot render the chat template: %s",
+                     why);
+            return;
+        }
+    }
+    if (tokenizer_encode(jp->tok, jp->text, strlen(jp->text), jp->parse_special, jp->add_bos,
+                         &jp->ids, &jp->n, why, sizeof why) != 0) {
+        jp->status = 422;
+        snprintf(jp->err, sizeof jp->err, "cannot tokenize `%s`: %s", jp->field, why);
+    }
+}
+
+/* Loop thread: the request completed (the client went away) before the work did. */
+static void prep_on_close(struct http_req *r, void *ctx, int aborted) {
+    (void)r, (void)aborted;
+    struct job_prep *jp = ctx;
+    jp->r = NULL;
+}
+
+/* Loop thread: reply the refusal, or build and run the job; then free what is left. */
+static void prep_done(uv_work_t *w, int status) {
+    struct job_prep *jp = w->data;
+    struct http_req *r = jp->r;
+    jp->sv->preps--; /* the loop is still running, so the server is there */
+    if (r) {
+        struct server *sv = jp->sv;
+        http_req_set_ctx(r, NULL, NULL);
+        if (status)
+            http_reply_error(r, 500, "internal", NULL, "the tokenization was cancelled");
+        else if (jp->status == 500)
+            http_reply_error(r, 500, "internal", NULL, "%s",
+                             jp->err[0] ? jp->err : "out of memory");
+        else if (jp->status == 422)
+            job_invalid(sv, r, jp->field, "%s", jp->err);
+        else if (job_admit(sv, r) == 0) {
+            struct wreq *j = job_build_ids(sv, r, jp->ids, jp->n, &jp->p, jp->field);
+            if (j && jp->rd->on_job) jp->rd->on_job(jp->ctx, j);
+            if (j && job_run(sv, r, j, jp->rd, jp->ctx) == 0) jp->ctx = NULL;
+        }
+    }
+    prep_free(jp);
+}
+
+/* Queue JP's work and defer the reply; on failure reply 500 and free JP but not its CTX. */
+static int prep_queue(struct job_prep *jp) {
+    jp->w.data = jp;
+    if (uv_queue_work(jp->sv->loop, &jp->w, prep_work, prep_done) != 0) {
+        http_reply_error(jp->r, 500, "internal", NULL, "cannot queue the tokenization");
+        jp->ctx = NULL;
+        prep_free(jp);
+        return -1;
+    }
+    jp->sv->preps++;
+    http_req_set_ctx(jp->r, jp, prep_on_close);
+    http_defer(jp->r);
+    return 0;
+}
+
+static struct job_prep *prep_new(struct server *sv, struct http_req *r, struct job_params *p,
+                                 const char *field, const struct job_render *rd, void *ctx) {
+    struct job_prep *jp = calloc(1, sizeof *jp);
+    if (!jp) {
+        http_reply_error(r, 500, "internal", NULL, "out of memory");
         return NULL;
     }
-    struct wreq *j = job_build_ids(sv, r, ids, n, p, field);
-    free(ids);
-    return j;
+    *jp = (struct job_prep){.sv = sv,
+                            .r = r,
+                            .rd = rd,
+                            .ctx = ctx,
+                            .p = *p,
+                            .field = field,
+                            .tok = sv->worker.info.tok};
+    job_params_init(p); /* its stop and grammar are the prep's now */
+    return jp;
+}
+
+int job_start_text(struct server *sv, struct http_req *r, char *text, int parse_special,
+                   int add_bos, struct job_params *p, const char *field,
+                   const struct job_render *rd, void *ctx) {
+    struct job_prep *jp = prep_new(sv, r, p, field, rd, ctx);
+    if (!jp) {
+        free(text);
+        return -1;
+    }
+    jp->text = text;
+    jp->parse_special = parse_special;
+    jp->add_bos = add_bos;
+    return prep_queue(jp);
+}
+
+int job_start_chat(struct server *sv, struct http_req *r, struct chat_msg *msgs, int n,
+                   struct job_params *p, const struct job_render *rd, void *ctx) {
+    struct job_prep *jp = prep_new(sv, r, p, "messages", rd, ctx);
+    if (!jp) {
+        for (int i = 0; i < n; i++)
+            free((char *)msgs[i].content);
+        free(msgs);
+        return -1;
+    }
+    jp->msgs = msgs;
+    jp->n_msgs = n;
+    jp->chat = sv->worker.info.chat;
+    jp->parse_special = 1;
+    jp->add_bos = 0;
+    return prep_queue(jp);
 }
 
 /* The driver of one request: everything the loop holds for it (loop thread only). It is freed

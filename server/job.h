@@ -2,7 +2,9 @@
  * the replies to what reqparse.c refused, prompt tokenization with the length limits, building a
  * worker request, and the one driver that runs it: it submits the request, feeds the worker's
  * events to a per-route renderer, cancels on a client that went away and frees everything at one
- * point. Loop thread only.
+ * point. Called on the loop thread only; the prompt's tokenization (and chat template) runs on
+ * a libuv work thread (job_start_text, job_start_chat), so that a large prompt never stalls
+ * /health or the streams.
  *
  * Every function that fails has already sent the error reply and counted it in the metrics;
  * the caller just returns.
@@ -31,11 +33,8 @@ int job_invalid(struct server *sv, struct http_req *r, const char *field, const 
 int job_get_bool(struct server *sv, struct http_req *r, const cJSON *obj, const char *name,
                  int *out);
 
-/* Tokenize TEXT (PARSE_SPECIAL for rendered chat templates; ADD_BOS as the model says), apply
- * truncate and the limits, and build a job. Returns NULL after replying (422) on failure. */
-struct wreq *job_build(struct server *sv, struct http_req *r, const char *text, int parse_special,
-                       int add_bos, struct job_params *p, const char *field);
-/* The same from token ids (OpenAI prompt as an array of ints). */
+/* Apply truncate and the limits to the prompt IDS (N; the OpenAI prompt as an array of ints, or
+ * what job_start_* tokenized) and build a job. Returns NULL after replying (422) on failure. */
 struct wreq *job_build_ids(struct server *sv, struct http_req *r, const int *ids, int n,
                            struct job_params *p, const char *field);
 /* How one route renders one stream mode. Each hook runs on the loop thread with no lock held,
@@ -50,7 +49,27 @@ struct job_render {
     /* the job ended without one (job_failed_finish); NULL: job_reply_failed (deferred replies) */
     void (*on_error)(void *ctx, struct http_req *r, const struct wreq *j);
     void (*free)(void *ctx); /* releases CTX (with the job, after both ends are done) */
+    /* job_start_*: the job was built, before it runs (on the loop thread); or NULL */
+    void (*on_job)(void *ctx, const struct wreq *j);
 };
+
+/* Tokenize + job_build_ids + job_run, the heavy part off the loop thread: TEXT (malloc'd, taken
+ * whatever the result) is tokenized on a libuv work thread; back on the loop the request is
+ * admitted again (job_admit: the server may be draining or full by then), the job is built from the
+ * ids (job_build_ids: truncate and the limits, the same 422s), RD->on_job sees it and job_run
+ * starts it. The owned parts of P (stop, grammar) move in; P is left empty. Returns 0 with the
+ * reply deferred and CTX owned by the job from here on (RD->free releases it, also when the build
+ * fails or the client hangs up first); -1 after replying 500 when the work could not be queued
+ * (CTX still the caller's). */
+int job_start_text(struct server *sv, struct http_req *r, char *text, int parse_special,
+                   int add_bos, struct job_params *p, const char *field,
+                   const struct job_render *rd, void *ctx);
+/* The same for a chat: MSGS (N, owned, contents malloc'd; taken whatever the result) are rendered
+ * with the model's chat template on the work thread too, then tokenized with special tokens
+ * parsed and no BOS added (the template writes it). A template that refuses the messages is a
+ * 422 on "messages", one that fails a 500. */
+int job_start_chat(struct server *sv, struct http_req *r, struct chat_msg *msgs, int n,
+                   struct job_params *p, const struct job_render *rd, void *ctx);
 
 /* Start the reply (a stream or a deferred one), submit J and drive it through RD. From here on
  * J and CTX belong to the driver, which frees them once the finish event has been rendered and

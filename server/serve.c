@@ -150,8 +150,9 @@ static void on_drain_tick(uv_timer_t *t) {
         worker_cancel_all(&sv->worker);
         sv->signals = 100; /* cancel once */
     }
-    /* worker_stop joins the worker thread: only once it is not loading a model */
-    int idle = sv->inflight == 0 && sv->worker_settled;
+    /* worker_stop joins the worker thread: only once it is not loading a model; and closes the
+     * engine, whose tokenizer a prompt's tokenization on a work thread may still be reading */
+    int idle = sv->inflight == 0 && sv->preps == 0 && sv->worker_settled;
     int flushed = idle && (!sv->http || http_active(sv->http) == 0);
     if (flushed || (idle && waited >= sv->cfg.shutdown_grace + SERVE_FLUSH_MAX_S)) {
         shutdown_finish(sv);
