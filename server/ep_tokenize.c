@@ -22,6 +22,7 @@
 struct tok_work {
     uv_work_t w;
     struct http_req *r; /* NULL once the client went away (loop thread) */
+    struct server *sv; /* counts the work in sv->preps: shutdown waits, the tokenizer outlives it */
     const struct tokenizer *tok;
     char *text; /* (len) a copy of inputs */
     size_t len;
@@ -99,6 +100,7 @@ static void on_tokenize_closed(struct http_req *r, void *ctx, int aborted) {
 static void on_tokenized(uv_work_t *w, int status) {
     struct tok_work *tw = w->data;
     struct http_req *r = tw->r;
+    tw->sv->preps--; /* the loop is still running, so the server is there */
     if (r) {
         http_req_set_ctx(r, NULL, NULL);
         struct server *sv = http_req_app(r);
@@ -137,6 +139,7 @@ void ep_tokenize(struct http_req *r) {
     }
     tw->w.data = tw;
     tw->r = r;
+    tw->sv = sv;
     tw->tok = sv->worker.info.tok;
     tw->len = strlen(tw->text);
     tw->add_special = add_special;
@@ -147,6 +150,7 @@ void ep_tokenize(struct http_req *r) {
         http_reply_error(r, 500, "internal", NULL, "cannot queue the tokenization");
         goto out;
     }
+    sv->preps++;
     http_req_set_ctx(r, tw, on_tokenize_closed);
     http_defer(r);
 out:

@@ -28,7 +28,7 @@
 #include "model/sampler.h"
 #include "model/tokenizer.h"
 
-/* What a job is built from (job.c job_build). It lives here, with its init/free, because the
+/* What a job is built from (job.c job_build_ids). It lives here, with its init/free, because the
  * parsers fill it and must be able to unwind it without linking the server. */
 struct job_params {
     int max_new;            /* -1: not given (defaulted against the limits when the job is built) */
@@ -37,13 +37,13 @@ struct job_params {
                                otherwise default_max_new_tokens */
     struct sampler_params sp;
     int seed_given;
-    char **stop; /* (n_stop) malloc'd; moved into the job by job_build */
+    char **stop; /* (n_stop) malloc'd; moved into the job by job_build_ids */
     int n_stop;
     int prompt_logprobs;
     int ignore_eos;
     int truncate;            /* keep the last N prompt tokens; 0 = off */
     struct grammar *grammar; /* constrained decoding (response_format, TGI grammar), or NULL;
-                                owned; moved into the job by job_build */
+                                owned; moved into the job by job_build_ids */
 };
 
 void job_params_init(struct job_params *p);

@@ -39,7 +39,7 @@ struct server {
     struct metrics metrics;
     enum server_phase phase;
     int inflight; /* generation jobs submitted and not yet finished */
-    int preps;    /* prompts being tokenized on work threads (job.c): the engine outlives them */
+    int preps; /* tokenizations on work threads (job.c, ep_tokenize.c): the engine outlives them */
     uint64_t next_id;
     char model_id[256];
     double t_start;           /* monotonic */
