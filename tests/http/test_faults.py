@@ -347,7 +347,10 @@ def test_kv_cache_exhaustion_queue_timeout(start_server):
     s = start_server("--kv-cache-mb", "2", "--queue-timeout", "0.5")
     out = kv_run(s, 3, 20)
     codes = sorted(o[0] for o in out)
-    assert codes == [200, 504, 504], out
+    # Pages are taken on demand now (issue 14): a request needs 1 page + 1 spare to be admitted,
+    # so how many of the three are admitted before the 0.5 s queue deadline depends on how fast
+    # the first one's tokens come; what must hold: one runs, the others run or time out as 504.
+    assert codes[0] == 200 and all(c in (200, 504) for c in codes), out
     for code, body, _ in out:
         if code == 504:
             assert body["error_type"] == "timeout" and body["error"]
