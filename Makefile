@@ -172,6 +172,7 @@ test-gpu:
 	FG_ATTN_LIB=$(GPU_LIB) $(PYTHON) tests/gpu/check_attention.py
 	$(PYTHON) tests/gpu/check_gemv.py --lib $(GPU_LIB)
 	FG_SAMPLE_LIB=$(GPU_LIB) $(PYTHON) tests/gpu/check_sample.py --no-bench
+	FG_SAMPLE_LIB=$(GPU_LIB) $(PYTHON) tests/gpu/check_mask.py --no-bench
 
 bench-gpu:
 	@$(GPU_GATE)

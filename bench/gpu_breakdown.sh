@@ -30,6 +30,8 @@ part_tests() {
     tail -1 "$O/check_gemv.log"
     FG_SAMPLE_LIB=.gpu/libfgattn.so python3 tests/gpu/check_sample.py --no-bench >"$O/check_sample.log" 2>&1 || rc=1
     tail -1 "$O/check_sample.log"
+    FG_SAMPLE_LIB=.gpu/libfgattn.so python3 tests/gpu/check_mask.py >"$O/check_mask.log" 2>&1 || rc=1
+    tail -6 "$O/check_mask.log"
 }
 part_attn() {
     step "check_attention"

@@ -506,6 +506,14 @@ static int cpu_sample(void *ctx, float *logits, int n, int vocab, const struct f
     return 0;
 }
 
+static int cpu_mask_logits(void *ctx, float *logits, int n, int vocab, const uint32_t *masks,
+                           size_t words, const int *use, int n_mask) {
+    (void)ctx;
+    for (int i = 0; i < n; i++)
+        if (use[i]) sample_ref_mask(logits + (size_t)i * vocab, vocab, masks + i * words, n_mask);
+    return 0;
+}
+
 /* ---- table ------------------------------------------------------------------------------- */
 
 static const struct fg_ops cpu_table = {
@@ -541,6 +549,7 @@ static const struct fg_ops cpu_table = {
     .geglu = cpu_geglu,
     .scale = cpu_scale,
     .softcap = cpu_softcap,
+    .mask_logits = cpu_mask_logits,
 };
 
 const struct fg_ops *cpu_ops(void) {

@@ -25,6 +25,7 @@
 #include "gemv.h"
 #include "sample.h"
 #include "kv_write.h"
+#include "logit_mask.h"
 #include "ops.h"
 
 #define LT_CACHE_SIZE 64
@@ -75,6 +76,12 @@ struct cuda_ctx {
     size_t smp_dev_bytes;
     void *smp_host;
     size_t smp_host_bytes;
+    /* constrained decoding: device masks and their row ids, pinned host staging (the sample
+     * op that follows in the same step synchronises, so a later step may overwrite them) */
+    void *msk_dev;
+    size_t msk_dev_bytes;
+    void *msk_host;
+    size_t msk_host_bytes;
     /* FLASHGEN_SKIP, read at each graph_begin: the stages (SKIP_*) the graph being recorded
      * leaves out; 0 outside a capture. n_madd counts this capture's matmul_add calls. */
     unsigned skip;
@@ -642,6 +649,38 @@ static int cu_sample(void *ctx, float *logits, int n, int vocab, const struct fg
     return 0;
 }
 
+static int cu_mask_logits(void *ctx, float *logits, int n, int vocab, const uint32_t *masks,
+                          size_t words, const int *use, int n_mask) {
+    struct cuda_ctx *c = (struct cuda_ctx *)ctx;
+    if (c->error[0]) return -1;
+    int m = 0;
+    for (int i = 0; i < n; i++)
+        m += use[i] != 0;
+    if (m == 0) return 0;
+    size_t rows_b = align256(sizeof(int) * (size_t)m);
+    size_t total = rows_b + sizeof(uint32_t) * words * (size_t)m;
+    if (grow(&c->msk_dev, &c->msk_dev_bytes, total, 0) != 0 ||
+        grow(&c->msk_host, &c->msk_host_bytes, total, 1) != 0) {
+        ctx_fail(c, "out of memory for the masks of %d rows", m);
+        return -1;
+    }
+    int *h_rows = (int *)c->msk_host;
+    uint32_t *h_masks = (uint32_t *)((char *)c->msk_host + rows_b);
+    for (int i = 0, k = 0; i < n; i++)
+        if (use[i]) {
+            h_rows[k] = i;
+            memcpy(h_masks + (size_t)k++ * words, masks + (size_t)i * words,
+                   sizeof(uint32_t) * words);
+        }
+    CK(c, cudaMemcpyAsync(c->msk_dev, c->msk_host, total, cudaMemcpyHostToDevice, c->stream));
+    char err[256];
+    if (!c->error[0] && fg_mask_launch(logits, vocab, (const int *)c->msk_dev,
+                                       (const uint32_t *)((char *)c->msk_dev + rows_b), m, words,
+                                       n_mask, c->stream, err, sizeof(err)) != 0)
+        ctx_fail(c, "%s", err);
+    return c->error[0] ? -1 : 0;
+}
+
 /* ---- graphs ------------------------------------------------------------------------------ */
 
 static int cu_graph_begin(void *ctx) {
@@ -696,6 +735,8 @@ static void cu_destroy(void *ctx) {
     if (c->attn_ws) cudaFree(c->attn_ws);
     if (c->smp_dev) cudaFree(c->smp_dev);
     if (c->smp_host) cudaFreeHost(c->smp_host);
+    if (c->msk_dev) cudaFree(c->msk_dev);
+    if (c->msk_host) cudaFreeHost(c->msk_host);
     for (int i = 0; i < c->n_retired; i++)
         cudaFree(c->retired[i]);
     if (c->lt_workspace) cudaFree(c->lt_workspace);
@@ -798,6 +839,7 @@ static struct fg_ops make_table(void) {
     t.qkv_store = cu_qkv_store;
     t.norm_matmul = cu_norm_matmul;
     t.sample = cu_sample;
+    t.mask_logits = cu_mask_logits;
     return t;
 }
 

@@ -157,6 +157,14 @@ struct fg_ops {
     void (*scale)(void *ctx, void *x, size_t n, float s);
     /* x = cap * tanh(x / cap) over n fp32 values (the logits) */
     void (*softcap)(void *ctx, float *x, size_t n, float cap);
+
+    /* Constrained decoding: logits row i (of n, backend memory, (n, vocab) fp32) with use[i]
+     * keeps id j only where j < n_mask and bit j of masks + i * words is set; the rest become
+     * -inf (sample_ref_mask). masks and use are host arrays; only the used rows' masks travel.
+     * Queued before the sample op of the same step, which synchronises. Returns 0, or -1 on a
+     * device error. */
+    int (*mask_logits)(void *ctx, float *logits, int n, int vocab, const uint32_t *masks,
+                       size_t words, const int *use, int n_mask);
 };
 
 /* The CPU backend. ctx from cpu_ops_create (n_threads 0 = all cores). */

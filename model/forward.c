@@ -479,6 +479,24 @@ int fwd_run(struct fwd_state *st, const struct fwd_seq *seqs, int n_seqs, float 
     return 0;
 }
 
+int fwd_mask(struct fwd_state *st, int n, const uint32_t *masks, size_t words, const int *use,
+             int n_mask, char *err, size_t errlen) {
+    if (n <= 0 || n > st->max_seqs) {
+        snprintf(err, errlen, "mask: %d rows (limit %d)", n, st->max_seqs);
+        return -1;
+    }
+    if (!st->ops->mask_logits) {
+        snprintf(err, errlen, "mask: the %s backend has no mask op", st->ops->name);
+        return -1;
+    }
+    if (st->ops->mask_logits(st->ctx, st->logits, n, st->cfg->vocab_size, masks, words, use,
+                             n_mask) != 0) {
+        snprintf(err, errlen, "mask: device error");
+        return -1;
+    }
+    return 0;
+}
+
 int fwd_sample(struct fwd_state *st, int n, const struct fg_sample_row *rows, const int *history,
                int n_history, int *ids, float *logprobs, char *err, size_t errlen) {
     if (n <= 0 || n > st->max_seqs) {

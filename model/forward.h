@@ -8,6 +8,8 @@
 #ifndef FG_FORWARD_H
 #define FG_FORWARD_H
 
+#include <stdint.h>
+
 #include "kv_cache.h"
 
 struct model_config;
@@ -49,5 +51,11 @@ struct fg_sample_row;
  * (host, n) receive the picks. Returns 0, or -1 with err written. */
 int fwd_sample(struct fwd_state *st, int n, const struct fg_sample_row *rows, const int *history,
                int n_history, int *ids, float *logprobs, char *err, size_t errlen);
+/* Constrained decoding, between fwd_run and fwd_sample: row i (of the N of the last fwd_run)
+ * with USE[i] keeps only the ids allowed by its bitmask MASKS + i * WORDS (host; ids >= N_MASK
+ * are dropped too), on the backend, so the logits stay where they are. Returns 0, or -1 with
+ * err written. */
+int fwd_mask(struct fwd_state *st, int n, const uint32_t *masks, size_t words, const int *use,
+             int n_mask, char *err, size_t errlen);
 
 #endif

@@ -10,11 +10,12 @@
  * When there is nothing to run the worker sleeps on the condition variable (with a timeout while
  * jobs with deadlines wait).
  *
- * Constrained decoding (model/grammar.h): a step with a row under a grammar brings every row's
- * logits to the host, masks the constrained rows (computed in parallel, one matcher per row),
- * and picks all rows with the CPU twin sample_ref_pick; the matcher then advances by the token
- * taken, and a complete value ends the request (finish EOS). Steps without one stay on the
- * backend's own sample op (the GPU kernel takes no mask yet).
+ * Constrained decoding (model/grammar.h): while the step's forward pass runs (queued on the GPU;
+ * on the CPU backend it has finished), each row under a grammar gets its allowed-token bitmask
+ * (computed in parallel, one matcher per row); the masks go to the backend, which drops the
+ * disallowed logits where they are (fwd_mask: on the GPU only the bitmasks travel, vocab / 8
+ * bytes a row), and the backend's own sample op picks as for any row. The matcher then advances
+ * by the token taken, and a complete value ends the request (finish EOS).
  */
 #include "worker.h"
 
@@ -26,7 +27,6 @@
 
 #include "kernels/cpu_pool.h"
 #include "kernels/sample.h"
-#include "kernels/sample_ref.h"
 #include "model/grammar.h"
 #include "model/engine.h"
 #include "model/tokenizer.h"
@@ -353,13 +353,11 @@ struct worker_run {
     int *history; /* the penalised rows' ids, end to end; grows */
     size_t history_cap;
     /* constrained decoding (model/grammar.h), set up at the first request that has a grammar:
-     * a step with such a row brings its logits to the host, masks them, and picks there */
+     * a step with such a row computes its mask on the host and hands it to the backend */
     struct grammar_vocab *gvocab; /* the tokenizer's token trie */
-    float *logits;                /* (max_batch_seqs, vocab) host logits of such a step */
-    float *probs;                 /* (vocab) sample_ref_pick scratch */
-    int *idx;                     /* (vocab) */
     uint32_t *masks;              /* (max_batch_seqs, grammar_mask_words) allowed tokens */
     int *mask_count;              /* (max_batch_seqs) allowed per row; -2 = not constrained */
+    int *mask_use;                /* (max_batch_seqs) 1 where the row's mask applies */
     struct cpu_pool *mask_pool;   /* the rows' masks are independent: computed in parallel */
     struct wseq *pub;             /* sequences with events for the loop this iteration */
     struct wseq *dead;            /* reaped this iteration: freed after the publish */
@@ -558,23 +556,20 @@ static void take_token(struct worker *w, struct worker_run *wr, struct wseq *q, 
 /* A matcher for Q's grammar, and on first use the token trie and the host buffers. */
 static int grammar_setup(struct worker *w, struct worker_run *wr, struct wseq *q) {
     if (!wr->gvocab) {
-        size_t nv = (size_t)wr->vocab, ns = (size_t)w->engine->max_batch_seqs;
+        size_t ns = (size_t)w->engine->max_batch_seqs;
         if (grammar_vocab_new(w->engine->model->tok, &wr->gvocab)) return -1;
-        wr->logits = malloc(sizeof(float) * nv * ns);
-        wr->probs = malloc(sizeof(float) * nv);
-        wr->idx = malloc(sizeof(int) * nv);
         wr->masks = malloc(sizeof(uint32_t) * grammar_mask_words(wr->gvocab) * ns);
         wr->mask_count = malloc(sizeof(int) * ns);
+        wr->mask_use = malloc(sizeof(int) * ns);
         wr->mask_pool = cpu_pool_create(w->cfg->threads > 0 ? w->cfg->threads : 0);
     }
-    if (!wr->logits || !wr->probs || !wr->idx || !wr->masks || !wr->mask_count || !wr->mask_pool)
-        return -1;
+    if (!wr->masks || !wr->mask_count || !wr->mask_use || !wr->mask_pool) return -1;
     q->matcher = grammar_matcher_new(q->grammar);
     return q->matcher ? 0 : -1;
 }
 
-/* Rows [begin, end) of a step: each picking row with a grammar gets its mask (its own matcher,
- * its own mask and logits row: rows are independent) and its logits masked. Pool threads. */
+/* Rows [begin, end) of a step: each picking row with a grammar gets its mask (its own matcher
+ * and its own mask: rows are independent). Pool threads. */
 static void grammar_mask_chunk(void *arg, size_t begin, size_t end) {
     struct worker_run *wr = arg;
     size_t words = grammar_mask_words(wr->gvocab);
@@ -584,14 +579,13 @@ static void grammar_mask_chunk(void *arg, size_t begin, size_t end) {
         if (wr->rows[i].target >= 0 || !q->matcher || q->fin.reason != WREQ_FIN_NONE) continue;
         uint32_t *mask = wr->masks + i * words;
         wr->mask_count[i] = grammar_mask(q->matcher, wr->gvocab, mask);
-        if (wr->mask_count[i] > 0)
-            sample_ref_mask(wr->logits + i * (size_t)wr->vocab, wr->vocab, mask,
-                            grammar_vocab_size(wr->gvocab));
     }
 }
 
-/* Constrained rows of a step: mask each picking row with a grammar (host logits). */
-static void grammar_mask_rows(struct worker_run *wr, int n) {
+/* Constrained rows of a step: a mask for each picking row with a grammar, handed to the backend
+ * (mask_count[i] > 0 marks the rows it applies to). Returns fwd_mask's status. */
+static int grammar_mask_rows(struct worker *w, struct worker_run *wr, int n, char *err,
+                             size_t errlen) {
     cpu_pool_for(wr->mask_pool, (size_t)n, 1, grammar_mask_chunk, wr);
     double now = worker_now();
     for (int i = 0; i < n; i++) {
@@ -601,6 +595,10 @@ static void grammar_mask_rows(struct worker_run *wr, int n) {
                  "constrained decoding: no token can continue the grammar", now);
         sampler_target_row(0, &wr->rows[i]);
     }
+    for (int i = 0; i < n; i++)
+        wr->mask_use[i] = wr->mask_count[i] > 0;
+    return fwd_mask(w->engine->fwd, n, wr->masks, grammar_mask_words(wr->gvocab), wr->mask_use,
+                    grammar_vocab_size(wr->gvocab), err, errlen);
 }
 
 /* Set up the sequences sched_plan admitted for the first time (s->admitted). */
@@ -642,15 +640,14 @@ static int iterate(struct worker *w, struct worker_run *wr) {
         return 0;
     }
 
-    /* a step with a constrained row brings the logits to the host (masks are host work) */
+    /* a step with a constrained row computes masks on the host while the pass runs */
     int constrained = 0;
     for (int i = 0; i < n; i++) {
         const struct wseq *q = s->batch.items[i].seq->user;
         constrained |= s->batch.items[i].want && q->matcher && q->fin.reason == WREQ_FIN_NONE;
     }
     char err[256] = "";
-    if (fwd_run(w->engine->fwd, s->batch.fwd, n, constrained ? wr->logits : NULL, err,
-                sizeof err) != 0) {
+    if (fwd_run(w->engine->fwd, s->batch.fwd, n, NULL, err, sizeof err) != 0) {
         /* a failed step fails every job in it; the others are untouched */
         fail_step(wr, n, "forward pass", err);
         publish(w, wr);
@@ -676,14 +673,9 @@ static int iterate(struct worker *w, struct worker_run *wr) {
             return 1;
         }
     }
-    if (constrained) { /* the CPU twin's picks, on the masked host rows */
-        grammar_mask_rows(wr, n);
-        for (int i = 0; i < n; i++)
-            wr->ids[i] =
-                sample_ref_pick(&wr->rows[i], wr->logits + (size_t)i * (size_t)wr->vocab, wr->vocab,
-                                wr->history, wr->probs, wr->idx, &wr->logprobs[i]);
-    } else if (fwd_sample(w->engine->fwd, n, wr->rows, wr->history, (int)n_hist, wr->ids,
-                          wr->logprobs, err, sizeof err) != 0) {
+    if ((constrained && grammar_mask_rows(w, wr, n, err, sizeof err) != 0) ||
+        fwd_sample(w->engine->fwd, n, wr->rows, wr->history, (int)n_hist, wr->ids, wr->logprobs,
+                   err, sizeof err) != 0) {
         fail_step(wr, n, "forward pass", err);
         publish(w, wr);
         return 1;
@@ -736,11 +728,9 @@ static void engine_log_cb(enum engine_log_level level, const char *msg, void *us
 
 static void worker_run_free(struct worker_run *wr) {
     grammar_vocab_free(wr->gvocab);
-    free(wr->logits);
-    free(wr->probs);
-    free(wr->idx);
     free(wr->masks);
     free(wr->mask_count);
+    free(wr->mask_use);
     cpu_pool_destroy(wr->mask_pool);
     free(wr->rows);
     free(wr->ids);
