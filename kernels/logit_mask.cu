@@ -12,8 +12,8 @@
 
 #define MASK_THREADS 256
 
-__global__ void logit_mask_kernel(float *logits, int vocab, const int *rows,
-                                  const uint32_t *masks, size_t words, int n_mask) {
+__global__ void logit_mask_kernel(float *logits, int vocab, const int *rows, const uint32_t *masks,
+                                  size_t words, int n_mask) {
     const int r = blockIdx.y;
     float *x = logits + (size_t)rows[r] * (size_t)vocab;
     const uint32_t *m = masks + (size_t)r * words;

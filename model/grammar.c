@@ -149,7 +149,20 @@ int grammar_finish(struct grammar *g, int root) {
     g->el = el;
     g->n_el = (int)n;
     g->finished = 1;
+    uint64_t h = 0xCBF29CE484222325ull ^ (uint64_t)n; /* field by field: no padding bytes */
+    for (size_t i = 0; i < n; i++) {
+        uint64_t v = (uint64_t)el[i].type << 32 ^ (uint32_t)el[i].ref;
+        for (int k = 0; k < 8; k++)
+            v = (v ^ el[i].set[k]) * 0x100000001B3ull;
+        h = (h ^ v) * 0xBF58476D1CE4E5B9ull;
+        h ^= h >> 31;
+    }
+    g->fingerprint = h;
     return 0;
+}
+
+uint64_t grammar_fingerprint(const struct grammar *g) {
+    return g->fingerprint;
 }
 
 int grammar_n_elems(const struct grammar *g) {

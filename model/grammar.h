@@ -59,6 +59,9 @@ int grammar_rule_utf8(struct grammar *g);
 int grammar_finish(struct grammar *g, int root);
 /* Elements in a finished grammar (its size, for limits and logs). */
 int grammar_n_elems(const struct grammar *g);
+/* A 64-bit hash of a finished grammar's elements: grammars compiled from the same schema or
+ * regex are equal and have the same fingerprint (what a shared mask cache is keyed by). */
+uint64_t grammar_fingerprint(const struct grammar *g);
 
 /* ---- compilers ------------------------------------------------------------------------------ */
 
@@ -116,6 +119,19 @@ int grammar_vocab_size(const struct grammar_vocab *v);
  * call. Returns the number of allowed tokens, or -1 on a limit. */
 int grammar_mask(struct grammar_matcher *m, const struct grammar_vocab *v, uint32_t *mask);
 size_t grammar_mask_words(const struct grammar_vocab *v);
+
+/* Masks shared between matchers: requests with the same schema walk the same states, so a mask
+ * one request computed is a copy for every other (keyed by the grammar's fingerprint and the
+ * state's hash). Thread-safe: the worker computes rows' masks in parallel. Bounded by MAX_BYTES
+ * of masks for V's vocabulary (4-way sets, the least recently used way replaced). NULL when out
+ * of memory. */
+struct grammar_mask_cache;
+struct grammar_mask_cache *grammar_mask_cache_new(const struct grammar_vocab *v, size_t max_bytes);
+void grammar_mask_cache_free(struct grammar_mask_cache *c);
+/* Lookups and stores of M's masks then go to C too (C must outlive M; NULL detaches). */
+void grammar_matcher_share(struct grammar_matcher *m, struct grammar_mask_cache *c);
+/* Masks found in C (hits) and computed then stored (misses) since it was made. */
+void grammar_mask_cache_stats(struct grammar_mask_cache *c, uint64_t *hits, uint64_t *misses);
 /* Advance M by token ID: its bytes, or nothing for an end-of-generation token (accepted only in
  * an accepting state). 0, or -1 when the grammar refuses it (the state is unchanged). */
 int grammar_matcher_accept_token(struct grammar_matcher *m, const struct grammar_vocab *v, int id);

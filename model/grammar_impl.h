@@ -36,6 +36,7 @@ struct grammar {
     struct gelem *el; /* (n_el) once finished */
     int n_el;
     int finished;
+    uint64_t fingerprint; /* hash of the finished element array (grammar_fingerprint) */
 };
 
 /* A set of stacks, flat: for each stack its length then its positions, bottom first. */
@@ -97,6 +98,7 @@ struct grammar_matcher {
     int cache_count[GRAMMAR_MASK_CACHE];
     int cache_next;
     size_t cache_words;
+    struct grammar_mask_cache *shared; /* masks of every matcher of equal grammars, or NULL */
 };
 
 /* OUT = the stacks of IN after byte B (OUT emptied first). 0, or -1 on a limit / memory. */

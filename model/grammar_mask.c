@@ -10,10 +10,14 @@
  * (bench/grammar.md: 20-40x). The memo is bounded (GDFA_MAX_STATES) and starts over when full.
  * Control tokens are never allowed (they are not text); end-of-generation tokens are
  * allowed exactly in accepting states. Masks are cached per state in the matcher: the states of
- * JSON repeat (inside a string, after a comma), and a cached mask is a 6 KB copy.
+ * JSON repeat (inside a string, after a comma), and a cached mask is a 6 KB copy. A shared cache
+ * (grammar_mask_cache) holds them across matchers too: requests with the same schema meet the
+ * same states, so after the first request the others copy instead of walking.
  */
 #include "grammar_impl.h"
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -245,6 +249,122 @@ static int walk(struct grammar_matcher *m, const struct grammar_vocab *v, int no
     return count;
 }
 
+/* ---- the shared cache ---------------------------------------------------------------------- */
+
+#define GMC_WAYS 4
+#define GMC_LOCKS 64 /* sets are locked in stripes: rows of a step mostly hit different sets */
+
+struct grammar_mask_cache {
+    size_t words;
+    size_t n_sets;
+    uint64_t *key;   /* (n_sets * GMC_WAYS) 0 = empty */
+    uint64_t *used;  /* (n_sets * GMC_WAYS) last use, for LRU within a set */
+    int32_t *count;  /* (n_sets * GMC_WAYS) allowed tokens */
+    uint32_t *masks; /* (n_sets * GMC_WAYS, words) */
+    pthread_mutex_t lock[GMC_LOCKS];
+    atomic_uint_fast64_t tick, hits, misses;
+};
+
+struct grammar_mask_cache *grammar_mask_cache_new(const struct grammar_vocab *v, size_t max_bytes) {
+    struct grammar_mask_cache *c = calloc(1, sizeof *c);
+    if (!c) return NULL;
+    c->words = grammar_mask_words(v);
+    size_t per_set = GMC_WAYS * c->words * sizeof(uint32_t);
+    c->n_sets = max_bytes / per_set;
+    if (c->n_sets == 0) c->n_sets = 1;
+    size_t slots = c->n_sets * GMC_WAYS;
+    c->key = calloc(slots, sizeof *c->key);
+    c->used = calloc(slots, sizeof *c->used);
+    c->count = calloc(slots, sizeof *c->count);
+    c->masks = malloc(slots * c->words * sizeof(uint32_t));
+    if (!c->key || !c->used || !c->count || !c->masks) {
+        free(c->key);
+        free(c->used);
+        free(c->count);
+        free(c->masks);
+        free(c);
+        return NULL;
+    }
+    for (int i = 0; i < GMC_LOCKS; i++)
+        pthread_mutex_init(&c->lock[i], NULL);
+    return c;
+}
+
+void grammar_mask_cache_free(struct grammar_mask_cache *c) {
+    if (!c) return;
+    for (int i = 0; i < GMC_LOCKS; i++)
+        pthread_mutex_destroy(&c->lock[i]);
+    free(c->key);
+    free(c->used);
+    free(c->count);
+    free(c->masks);
+    free(c);
+}
+
+void grammar_mask_cache_stats(struct grammar_mask_cache *c, uint64_t *hits, uint64_t *misses) {
+    *hits = atomic_load(&c->hits);
+    *misses = atomic_load(&c->misses);
+}
+
+void grammar_matcher_share(struct grammar_matcher *m, struct grammar_mask_cache *c) {
+    m->shared = c;
+}
+
+static uint64_t gmc_key(const struct grammar_matcher *m, uint64_t state) {
+    uint64_t k = (grammar_fingerprint(m->g) ^ state) * 0x9E3779B97F4A7C15ull;
+    k ^= k >> 32;
+    return k ? k : 1; /* 0 marks an empty slot */
+}
+
+/* Copy the mask of KEY into MASK; its count, or -1 when absent. */
+static int gmc_get(struct grammar_mask_cache *c, uint64_t key, uint32_t *mask) {
+    size_t set = (size_t)(key % c->n_sets);
+    pthread_mutex_t *lk = &c->lock[set % GMC_LOCKS];
+    int count = -1;
+    pthread_mutex_lock(lk);
+    for (size_t w = set * GMC_WAYS; w < (set + 1) * GMC_WAYS; w++)
+        if (c->key[w] == key) {
+            memcpy(mask, c->masks + w * c->words, c->words * sizeof(uint32_t));
+            c->used[w] = atomic_fetch_add(&c->tick, 1) + 1;
+            count = c->count[w];
+            break;
+        }
+    pthread_mutex_unlock(lk);
+    atomic_fetch_add(count >= 0 ? &c->hits : &c->misses, 1);
+    return count;
+}
+
+static void gmc_put(struct grammar_mask_cache *c, uint64_t key, const uint32_t *mask, int count) {
+    size_t set = (size_t)(key % c->n_sets), victim = set * GMC_WAYS;
+    pthread_mutex_t *lk = &c->lock[set % GMC_LOCKS];
+    pthread_mutex_lock(lk);
+    for (size_t w = set * GMC_WAYS; w < (set + 1) * GMC_WAYS; w++) {
+        if (c->key[w] == key) { /* another row computed it meanwhile */
+            victim = w;
+            break;
+        }
+        if (c->used[w] < c->used[victim]) victim = w;
+    }
+    c->key[victim] = key;
+    c->count[victim] = count;
+    c->used[victim] = atomic_fetch_add(&c->tick, 1) + 1;
+    memcpy(c->masks + victim * c->words, mask, c->words * sizeof(uint32_t));
+    pthread_mutex_unlock(lk);
+}
+
+/* The matcher's own cache of its last masks. */
+static void own_put(struct grammar_matcher *m, uint64_t key, const uint32_t *mask, int count,
+                    size_t words) {
+    int slot = m->cache_next;
+    if (!m->cache_mask[slot]) m->cache_mask[slot] = malloc(words * sizeof(uint32_t));
+    if (m->cache_mask[slot]) { /* no room to cache is not an error */
+        memcpy(m->cache_mask[slot], mask, words * sizeof(uint32_t));
+        m->cache_key[slot] = key;
+        m->cache_count[slot] = count;
+        m->cache_next = (slot + 1) % GRAMMAR_MASK_CACHE;
+    }
+}
+
 int grammar_mask(struct grammar_matcher *m, const struct grammar_vocab *v, uint32_t *mask) {
     size_t words = grammar_mask_words(v);
     uint64_t key = gstacks_hash(&m->cur);
@@ -260,6 +380,15 @@ int grammar_mask(struct grammar_matcher *m, const struct grammar_vocab *v, uint3
             memcpy(mask, m->cache_mask[i], words * sizeof(uint32_t));
             return m->cache_count[i];
         }
+    struct grammar_mask_cache *sh = m->shared && m->shared->words == words ? m->shared : NULL;
+    uint64_t skey = sh ? gmc_key(m, key) : 0;
+    if (sh) {
+        int count = gmc_get(sh, skey, mask);
+        if (count >= 0) {
+            own_put(m, key, mask, count, words);
+            return count;
+        }
+    }
     if (dfa_init(m)) return -1;
     m->sc.work = 0;
     int count = -2;
@@ -283,14 +412,8 @@ int grammar_mask(struct grammar_matcher *m, const struct grammar_vocab *v, uint3
             mask[id >> 5] |= 1u << (id & 31);
             count++;
         }
-    int slot = m->cache_next;
-    if (!m->cache_mask[slot]) m->cache_mask[slot] = malloc(words * sizeof(uint32_t));
-    if (m->cache_mask[slot]) { /* no room to cache is not an error */
-        memcpy(m->cache_mask[slot], mask, words * sizeof(uint32_t));
-        m->cache_key[slot] = key;
-        m->cache_count[slot] = count;
-        m->cache_next = (slot + 1) % GRAMMAR_MASK_CACHE;
-    }
+    own_put(m, key, mask, count, words);
+    if (sh) gmc_put(sh, skey, mask, count);
     return count;
 }
 

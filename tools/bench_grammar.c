@@ -6,7 +6,9 @@
  * figures per row count: "cached" is what the worker pays (masks of repeated states are copies),
  * "uncached" computes every mask by a fresh trie walk (a new matcher per step: the worst case,
  * states never seen before). One thread, and "pool ms/step": the cached figure with the rows
- * spread over a CPU pool of all cores, as the worker computes them.
+ * spread over a CPU pool of all cores; "shared ms/step": the same with every row's matcher
+ * sharing one grammar_mask_cache, as the worker computes them (rows with one schema: after the
+ * first row walks a state, the others copy its mask).
  *
  * usage: bench_grammar [MODEL.gguf | tokenizer.json]
  *        (default models/SmolLM2-135M-Instruct.Q4_1.gguf)
@@ -84,9 +86,9 @@ int main(int argc, char **argv) {
            grammar_vocab_size(v), t_trie * 1e3, t_compile * 1e3, grammar_n_elems(g), n_ids);
     uint32_t *mask = malloc(sizeof(uint32_t) * grammar_mask_words(v));
     struct cpu_pool *pool = cpu_pool_create(0);
-    printf("%6s  %14s  %14s  %16s  %16s  %14s (%d threads)\n", "rows", "cached us/tok",
+    printf("%6s  %14s  %14s  %16s  %16s  %14s  %14s (%d threads)\n", "rows", "cached us/tok",
            "cached ms/step", "uncached us/tok", "uncached ms/step", "pool ms/step",
-           cpu_pool_size(pool));
+           "shared ms/step", cpu_pool_size(pool));
     const int rows_list[] = {1, 64, 256};
     for (int ri = 0; ri < 3; ri++) {
         int rows = rows_list[ri];
@@ -99,6 +101,14 @@ int main(int argc, char **argv) {
             pm[r] = grammar_matcher_new(g);
         struct pool_job pj = {pm, v, malloc(sizeof(uint32_t) * grammar_mask_words(v) * rows),
                               grammar_mask_words(v)};
+        struct grammar_mask_cache *sc = grammar_mask_cache_new(v, (size_t)64 << 20);
+        struct grammar_matcher **sm = calloc((size_t)rows, sizeof *sm);
+        for (int r = 0; r < rows; r++) {
+            sm[r] = grammar_matcher_new(g);
+            grammar_matcher_share(sm[r], sc);
+        }
+        struct pool_job sj_ = {sm, v, pj.masks, pj.words};
+        double shared = 0;
         long allowed = 0;
         int uncached_rows = rows < 8 ? rows : 8; /* the cold walk is per row alike: sample 8 */
         for (int k = 0; k < n_ids; k++) {
@@ -117,18 +127,26 @@ int main(int argc, char **argv) {
             t0 = now_s();
             cpu_pool_for(pool, (size_t)rows, 1, pool_chunk, &pj);
             pooled += now_s() - t0;
+            t0 = now_s();
+            cpu_pool_for(pool, (size_t)rows, 1, pool_chunk, &sj_);
+            shared += now_s() - t0;
             for (int r = 0; r < rows; r++)
                 if (grammar_matcher_accept_token(m[r], v, ids[k]) ||
-                    grammar_matcher_accept_token(pm[r], v, ids[k])) {
+                    grammar_matcher_accept_token(pm[r], v, ids[k]) ||
+                    grammar_matcher_accept_token(sm[r], v, ids[k])) {
                     fprintf(stderr, "bench_grammar: token %d refused\n", k);
                     return 1;
                 }
         }
         double per_tok = cached / ((double)n_ids * rows);
         double per_tok_cold = uncached / ((double)n_ids * uncached_rows);
-        printf("%6d  %14.1f  %14.3f  %16.1f  %16.3f  %14.3f\n", rows, per_tok * 1e6,
+        printf("%6d  %14.1f  %14.3f  %16.1f  %16.3f  %14.3f  %14.3f\n", rows, per_tok * 1e6,
                per_tok * rows * 1e3, per_tok_cold * 1e6, per_tok_cold * rows * 1e3,
-               pooled / n_ids * 1e3);
+               pooled / n_ids * 1e3, shared / n_ids * 1e3);
+        for (int r = 0; r < rows; r++)
+            grammar_matcher_free(sm[r]);
+        free(sm);
+        grammar_mask_cache_free(sc);
         for (int r = 0; r < rows; r++)
             grammar_matcher_free(pm[r]);
         free(pm);

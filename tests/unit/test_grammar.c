@@ -336,3 +336,69 @@ Test(grammar, constrained_walks_are_accepted, .timeout = 120) {
     grammar_vocab_free(v);
     tokenizer_free(tok);
 }
+
+/* The shared mask cache: matchers of separately compiled equal grammars copy each other's masks,
+ * which equal the masks computed alone; another grammar never gets them (the fingerprint is in
+ * the key); a cache far too small for the walk (one set: every store evicts) stays correct. */
+Test(grammar, shared_mask_cache, .timeout = 120) {
+    struct tokenizer *tok = smollm_tokenizer();
+    struct grammar_vocab *v;
+    cr_assert_eq(grammar_vocab_new(tok, &v), 0);
+    const char *sj = "{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"string\"},\"b\":{"
+                     "\"type\":\"integer\"}},\"required\":[\"a\",\"b\"]}";
+    const char *text = "{\"a\": \"xy z\", \"b\": 12}";
+    struct grammar *g1 = schema(sj), *g2 = schema(sj), *other = regex("[a-z0-9\"{}:, ]*");
+    cr_assert_eq(grammar_fingerprint(g1), grammar_fingerprint(g2));
+    cr_assert_neq(grammar_fingerprint(g1), grammar_fingerprint(other));
+    size_t words = grammar_mask_words(v);
+    uint32_t *want = calloc(words, sizeof *want), *got = calloc(words, sizeof *got);
+    for (int tiny = 0; tiny < 2; tiny++) {
+        struct grammar_mask_cache *c = grammar_mask_cache_new(v, tiny ? 1 : (size_t)16 << 20);
+        cr_assert(c);
+        struct grammar_matcher *alone = grammar_matcher_new(g1), *first = grammar_matcher_new(g1),
+                               *second = grammar_matcher_new(g2), *o = grammar_matcher_new(other);
+        grammar_matcher_share(first, c);
+        grammar_matcher_share(second, c);
+        grammar_matcher_share(o, c);
+        for (size_t k = 0; k <= strlen(text); k++) {
+            int n_want = grammar_mask(alone, v, want);
+            cr_assert_eq(grammar_mask(first, v, got), n_want);
+            cr_assert_eq(memcmp(got, want, words * sizeof *got), 0, "first, after %zu bytes", k);
+            uint64_t hits, misses, misses_before;
+            grammar_mask_cache_stats(c, &hits, &misses_before);
+            cr_assert_eq(grammar_mask(second, v, got), n_want);
+            grammar_mask_cache_stats(c, &hits, &misses);
+            /* every state the second meets, the first stored: it copies, never walks */
+            if (!tiny) cr_assert_eq(misses, misses_before, "second walked after %zu bytes", k);
+            cr_assert_eq(memcmp(got, want, words * sizeof *got), 0, "second, after %zu bytes", k);
+            /* the regex matcher at the same text: its own masks, never the schema's */
+            struct grammar_matcher *o_alone = grammar_matcher_new(other);
+            cr_assert_eq(grammar_matcher_copy_state(o_alone, o), 0);
+            int n_o = grammar_mask(o_alone, v, want);
+            cr_assert_eq(grammar_mask(o, v, got), n_o);
+            cr_assert_eq(memcmp(got, want, words * sizeof *got), 0, "other, after %zu bytes", k);
+            grammar_matcher_free(o_alone);
+            if (k == strlen(text)) break;
+            cr_assert_eq(grammar_matcher_accept(alone, text + k, 1), 0);
+            cr_assert_eq(grammar_matcher_accept(first, text + k, 1), 0);
+            cr_assert_eq(grammar_matcher_accept(second, text + k, 1), 0);
+            cr_assert_eq(grammar_matcher_accept(o, text + k, 1), 0);
+        }
+        uint64_t hits, misses;
+        grammar_mask_cache_stats(c, &hits, &misses);
+        cr_assert_gt(misses, 0);
+        if (!tiny) cr_assert_gt(hits, 0);
+        grammar_matcher_free(alone);
+        grammar_matcher_free(first);
+        grammar_matcher_free(second);
+        grammar_matcher_free(o);
+        grammar_mask_cache_free(c);
+    }
+    free(want);
+    free(got);
+    grammar_free(g1);
+    grammar_free(g2);
+    grammar_free(other);
+    grammar_vocab_free(v);
+    tokenizer_free(tok);
+}
