@@ -3,7 +3,8 @@
 # after tools/pack_gpu.sh here (carry .gpu/). Parts, in the order of the arguments:
 #   proof     tools/gpu_engine_check.py on the random-weight family models: qwen2 (biases),
 #             mistral (window 16), gemma3_win (hd 256, window 16, soft-cap) with our CPU path,
-#             gemma3_270m (the real 270M shape, vocab 262144) with the CPU on 3 prompts × 16 steps
+#             gemma3_270m (the real 270M shape, vocab 262144) with the CPU on 3 prompts × 16 steps;
+#             PROOF_SHAPES="a b" picks some
 #   kernels   check_family.py and check_attention.py alone (the checks this issue adds to)
 #   testgpu   `make test-gpu` in full (every kernel against its C twin) on .gpu/libfgattn.so
 #   bench256  bench/bench_attention.py's prefill sweep at hd 256 (ours vs torch SDPA FA2, cuDNN)
@@ -19,7 +20,7 @@ step() { echo "== $* ($(date -u +%T))"; }
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 rc=0
 part_proof() {
-    for shape in qwen2 mistral gemma3_win gemma3_270m; do
+    for shape in ${PROOF_SHAPES:-qwen2 mistral gemma3_win gemma3_270m}; do
         step "proof $shape"
         extra="--cpu"
         [ "$shape" = gemma3_270m ] && extra="--cpu --cpu-prompts 3 --cpu-steps 16"

@@ -250,11 +250,12 @@ static const struct attn_variant attn_variants[] = {
     PF(__nv_bfloat16, "bf16", 128, 64, 8, 2, false, 1, ""),
     PF(__half, "fp16", 64, 64, 4, 2, true, 1, ""),
     PF(__half, "fp16", 128, 64, 8, 2, false, 1, ""),
-    /* hd 256 (Gemma 3), every device: 64×64 tiles, 4 warps × 16 rows, Q re-read from shared
-     * memory; the fp32 output block of a row alone is 128 registers a thread (kernels/BENCH.md:
-     * against torch SDPA FA2). */
-    PF(__nv_bfloat16, "bf16", 256, 64, 4, 1, false, 1, ""),
-    PF(__half, "fp16", 256, 64, 4, 1, false, 1, ""),
+    /* hd 256 (Gemma 3), every device: 64×32 tiles, 4 warps × 16 rows, Q re-read from shared
+     * memory: the fp32 output block of a row alone is 128 registers a thread, and 64-key tiles
+     * spilled (ptxas: 255 registers, 180 bytes of spills; 32-key tiles fit without). Speed
+     * against torch SDPA FA2 in kernels/BENCH.md. */
+    PF(__nv_bfloat16, "bf16", 256, 32, 4, 1, false, 1, ""),
+    PF(__half, "fp16", 256, 32, 4, 1, false, 1, ""),
     /* alternatives, measured in BENCH.md */
     PFW(bf16, 128, 128x128n),
     PFW(bf16, 64, 128x128),

@@ -6,8 +6,8 @@
  * (≤ 8 rows) through the GEMV kernels of gemv.cu, with the RMSNorm, residual add and SwiGLU fused.
  * Attention, the q|k|v store with RoPE and sampling are the kernels of attention.cu /
  * decode_attention.cu / kv_write.cu / sample.cu, the family switches' ops (biases, QK-norm,
- * post-norms, GeGLU, scales, soft-capping) those of family.cu; the small elementwise ops are here. Each op
- * checks its launch; the first error sticks in the context and makes sync() fail, which the
+ * post-norms, GeGLU, scales, soft-capping) those of family.cu; the small elementwise ops are here.
+ * Each op checks its launch; the first error sticks in the context and makes sync() fail, which the
  * engine treats as fatal. FLASHGEN_BATCH_INVARIANT=1 trades speed for results that do not depend
  * on the batch (cu_create). FLASHGEN_SKIP (diagnostic, timing only) leaves named stages out of the
  * decode graphs recorded while it is set (skip_stage). Built into build/libflashgen_cuda.so and
@@ -389,8 +389,8 @@ static void cu_add_rows(void *ctx, void *x, const void *bias, int n, int dim) {
     family_check(c, "add_rows", family_add_rows(x, bias, n, dim, c->stream));
 }
 
-static void cu_head_norm(void *ctx, void *qkv, const void *q_w, const void *k_w, int n,
-                         int n_heads, int n_kv_heads, int head_dim, float eps) {
+static void cu_head_norm(void *ctx, void *qkv, const void *q_w, const void *k_w, int n, int n_heads,
+                         int n_kv_heads, int head_dim, float eps) {
     struct cuda_ctx *c = (struct cuda_ctx *)ctx;
     family_check(c, "head_norm",
                  family_head_norm(qkv, q_w, k_w, n, n_heads, n_kv_heads, head_dim, eps, c->stream));

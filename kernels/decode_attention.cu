@@ -254,8 +254,8 @@ __global__ void __launch_bounds__(DECODE_NW * 32) decode_split_kernel(const attn
         int key0 = k_begin + (warp + i * NW) * BN;
         uint32_t pa[1][BN / 16][4];
         if (key0 + BN > min_lim || key0 < max_lo)
-            warp_qk_softmax<T, HD, BN, 1, QR, true>(qf, sQ, 0, buf, o, m, l, pa, p.scale_log2,
-                                                    key0, lim, lo, lane);
+            warp_qk_softmax<T, HD, BN, 1, QR, true>(qf, sQ, 0, buf, o, m, l, pa, p.scale_log2, key0,
+                                                    lim, lo, lane);
         else
             warp_qk_softmax<T, HD, BN, 1, QR, false>(qf, sQ, 0, buf, o, m, l, pa, p.scale_log2,
                                                      key0, lim, lo, lane);

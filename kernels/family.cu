@@ -133,9 +133,8 @@ extern "C" int family_head_norm(void *qkv, const void *q_w, const void *k_w, int
     const int warps = 4;
     long items = (long)n * (n_heads + n_kv_heads);
     family_head_norm_kernel<<<(unsigned)((items + warps - 1) / warps), warps * 32, 0,
-                              (cudaStream_t)stream>>>((bf16 *)qkv, (const bf16 *)q_w,
-                                                      (const bf16 *)k_w, n, n_heads, n_kv_heads,
-                                                      head_dim, eps);
+                              (cudaStream_t)stream>>>(
+        (bf16 *)qkv, (const bf16 *)q_w, (const bf16 *)k_w, n, n_heads, n_kv_heads, head_dim, eps);
     return family_last_error();
 }
 
@@ -160,15 +159,14 @@ extern "C" int family_geglu(void *out, const void *gu, int n, int ffn, void *str
 
 extern "C" int family_scale(void *x, size_t n, float s, void *stream) {
     if (n == 0) return 0;
-    family_scale_kernel<<<family_blocks(n), FAMILY_THREADS, 0, (cudaStream_t)stream>>>((bf16 *)x,
-                                                                                      n, s);
+    family_scale_kernel<<<family_blocks(n), FAMILY_THREADS, 0, (cudaStream_t)stream>>>((bf16 *)x, n,
+                                                                                       s);
     return family_last_error();
 }
 
 extern "C" int family_softcap(float *x, size_t n, float cap, void *stream) {
     if (!(cap > 0)) return (int)cudaErrorInvalidValue;
     if (n == 0) return 0;
-    family_softcap_kernel<<<family_blocks(n), FAMILY_THREADS, 0, (cudaStream_t)stream>>>(x, n,
-                                                                                        cap);
+    family_softcap_kernel<<<family_blocks(n), FAMILY_THREADS, 0, (cudaStream_t)stream>>>(x, n, cap);
     return family_last_error();
 }

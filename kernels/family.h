@@ -25,8 +25,7 @@ int family_add_rows(void *x, const void *bias, int n, int dim, void *stream);
 int family_head_norm(void *qkv, const void *q_w, const void *k_w, int n, int n_heads,
                      int n_kv_heads, int head_dim, float eps, void *stream);
 /* x (n, dim) += rmsnorm(y; w, eps), one rounding to bf16 per element */
-int family_norm_add(void *x, const void *y, const void *w, int n, int dim, float eps,
-                    void *stream);
+int family_norm_add(void *x, const void *y, const void *w, int n, int dim, float eps, void *stream);
 /* out (n, ffn) = gelu_tanh(gu[:, :ffn]) * gu[:, ffn:], gu (n, 2 ffn) */
 int family_geglu(void *out, const void *gu, int n, int ffn, void *stream);
 /* x *= s over n values */

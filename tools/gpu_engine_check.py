@@ -129,19 +129,24 @@ def exact_rope(model):
     return model
 
 
-def rope_buffers(model):
-    """The fp32 RoPE frequency buffers (every module's *inv_freq*) of a model built in fp32."""
-    return {(name, b): buf.detach().clone().float()
+def fp32_buffers(model):
+    """Every buffer of a model built in fp32 (RoPE frequencies, Gemma's embedding scale), kept
+    in fp32."""
+    return {(name, b): buf.detach().clone()
             for name, mod in model.named_modules()
-            for b, buf in mod.named_buffers(recurse=False) if "inv_freq" in b}
+            for b, buf in mod.named_buffers(recurse=False) if buf.is_floating_point()}
 
 
-def keep_rope(model, saved):
-    """Put SAVED back after a dtype change (exact_rope's reason, for every family's rotary
-    modules, whatever they are called)."""
+def keep_buffers(model, saved, dtype):
+    """Put the fp32 buffers SAVED back after MODEL went to DTYPE: all of them for fp32 (the
+    reference is the exact model: `.to(torch.bfloat16)` rounded them, e.g. Gemma's sqrt(640) =
+    25.298 embedding scale to 25.25, 1.5e-3 of logits), the RoPE frequencies alone for bf16
+    (exact_rope's reason, for every family's rotary modules, whatever they are called; other
+    buffers stay rounded, as transformers' bf16 models have them)."""
     mods = dict(model.named_modules())
     for (name, b), buf in saved.items():
-        setattr(mods[name], b, buf.to(getattr(mods[name], b).device))
+        if dtype == torch.float32 or "inv_freq" in b:
+            setattr(mods[name], b, buf.to(getattr(mods[name], b).device))
     return model
 
 
@@ -166,8 +171,8 @@ def make_family_model(shape, path, seed):
     with torch.device("cuda"):
         model = AutoModelForCausalLM.from_config(cfg)
     family_perturb(model, seed)
-    saved = rope_buffers(model)
-    model = keep_rope(model.to(torch.bfloat16), saved)
+    saved = fp32_buffers(model)
+    model = keep_buffers(model.to(torch.bfloat16), saved, torch.bfloat16)
     model.save_pretrained(path, safe_serialization=True, max_shard_size="5GB")
     with open(os.path.join(path, "tokenizer.json"), "w") as f:
         json.dump(byte_tokenizer_json(), f)
@@ -179,7 +184,7 @@ def to_dtype(model, dtype):
     """MODEL in DTYPE with exact fp32 RoPE frequencies."""
     if hasattr(model, "fg_rope"):
         saved = model.fg_rope
-        model = keep_rope(model.to(dtype), saved)
+        model = keep_buffers(model.to(dtype), saved, dtype)
         model.fg_rope = saved
         return model
     return exact_rope(model.to(dtype))
