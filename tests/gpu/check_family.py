@@ -90,8 +90,8 @@ def case_head_norm(lib, cpu, gen, n, nh, nkv, hd):
     qw, kw = rnd(gen, hd, std=0.3, mean=1.0), rnd(gen, hd, std=0.3, mean=1.0)
     d, qwd, kwd = with_tail(qkv, n), qw.to(torch.bfloat16).cuda(), kw.to(torch.bfloat16).cuda()
     v0 = d[:n, (nh + nkv) * hd:].clone()
-    h = host(d[:n])
-    cpu.head_norm(cpu.ctx, fa.ptr(h), fa.ptr(host(qwd)), fa.ptr(host(kwd)), n, nh, nkv, hd, 1e-6)
+    h, qwh, kwh = host(d[:n]), host(qwd), host(kwd)  # named: the twin reads their memory
+    cpu.head_norm(cpu.ctx, fa.ptr(h), fa.ptr(qwh), fa.ptr(kwh), n, nh, nkv, hd, 1e-6)
     check_rc(lib.family_head_norm(fa.ptr(d), fa.ptr(qwd), fa.ptr(kwd), n, nh, nkv, hd,
                                   C.c_float(1e-6), stream()), "head_norm")
     torch.cuda.synchronize()
@@ -105,8 +105,8 @@ def case_norm_add(lib, cpu, gen, n, dim):
     x, y = rnd(gen, n, dim), rnd(gen, n, dim, std=5.0)
     w = rnd(gen, dim, std=0.3, mean=1.0)
     xd, yd, wd = with_tail(x, n), y.to(torch.bfloat16).cuda(), w.to(torch.bfloat16).cuda()
-    xh = host(xd[:n])
-    cpu.norm_add(cpu.ctx, fa.ptr(xh), fa.ptr(host(yd)), fa.ptr(host(wd)), n, dim, 1e-6)
+    xh, yh, wh = host(xd[:n]), host(yd), host(wd)
+    cpu.norm_add(cpu.ctx, fa.ptr(xh), fa.ptr(yh), fa.ptr(wh), n, dim, 1e-6)
     check_rc(lib.family_norm_add(fa.ptr(xd), fa.ptr(yd), fa.ptr(wd), n, dim, C.c_float(1e-6),
                                  stream()), "norm_add")
     torch.cuda.synchronize()
@@ -118,12 +118,11 @@ def case_geglu(lib, cpu, gen, n, ffn):
     gu = rnd(gen, n, 2 * ffn, std=2.0).to(torch.bfloat16).cuda()
     out = with_tail(torch.zeros(n, ffn), n)
     out.view(-1)[:n * ffn] = float("nan")
-    oh = torch.full((n, ffn), float("nan"))
-    cpu.geglu(cpu.ctx, fa.ptr(oh), fa.ptr(host(gu)), n, ffn)
+    oh, g = torch.full((n, ffn), float("nan")), host(gu)
+    cpu.geglu(cpu.ctx, fa.ptr(oh), fa.ptr(g), n, ffn)
     check_rc(lib.family_geglu(fa.ptr(out), fa.ptr(gu), n, ffn, stream()), "geglu")
     torch.cuda.synchronize()
     # the twin against torch's own gelu(approximate="tanh"), in fp32
-    g = host(gu)
     ref = torch.nn.functional.gelu(g[:, :ffn], approximate="tanh") * g[:, ffn:]
     e, e_t = rel(out[:n], oh), rel(oh, ref)
     return report(e < TOL_BF16 and e_t < 1e-5 and tail_ok(out, n), f"geglu n={n} ffn={ffn}",
