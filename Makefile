@@ -146,7 +146,8 @@ help:
 # --- GPU attention kernels: test and benchmark on a machine with a CUDA GPU ------------------
 # build/libfgattn.so holds the CUDA kernels (kernels/*.cu) and their C twins (attention_ref.c,
 # cpu_ops.c); tests/gpu/check_attention.py and bench/bench_attention.py drive it from Python
-# (ctypes + torch). `make test-gpu` checks every kernel against its C twin and torch SDPA;
+# (ctypes + torch). `make test-gpu` checks every kernel against its C twin and torch SDPA
+# (check_family.py: the family switches' kernels of kernels/family.cu against cpu_ops);
 # `make bench-gpu` times prefill and decode against torch SDPA (FA2 and cuDNN backends) and prints
 # the table kept in kernels/BENCH.md. Neither is part of `make test`. Without a CUDA GPU (or
 # without torch) both print "SKIPPED ... nothing was tested" and fail (status 77 from
@@ -155,7 +156,7 @@ help:
 GPU_GATE    = $(PYTHON) tests/gpu/gpu_skip.py $@
 GPU_LIB     := $(BUILD)/libfgattn.so
 GPU_LIB_OBJ := $(patsubst %.c,$(BUILD)/pic/%.o,kernels/attention_ref.c kernels/cpu_ops.c kernels/cpu_pool.c \
-               kernels/sample_ref.c)
+               kernels/sample_ref.c kernels/cpu_quant.c model/gguf_quant.c)
 
 $(BUILD)/pic/%.o: %.c
 	@mkdir -p $(@D)
@@ -170,6 +171,7 @@ test-gpu:
 	@$(GPU_GATE)
 	$(MAKE) $(GPU_LIB)
 	FG_ATTN_LIB=$(GPU_LIB) $(PYTHON) tests/gpu/check_attention.py
+	FG_ATTN_LIB=$(GPU_LIB) $(PYTHON) tests/gpu/check_family.py
 	$(PYTHON) tests/gpu/check_gemv.py --lib $(GPU_LIB)
 	FG_SAMPLE_LIB=$(GPU_LIB) $(PYTHON) tests/gpu/check_sample.py --no-bench
 	FG_SAMPLE_LIB=$(GPU_LIB) $(PYTHON) tests/gpu/check_mask.py --no-bench

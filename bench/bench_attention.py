@@ -17,7 +17,8 @@ in torch graphs) and for the floor of the method, a read-only Triton pass over t
 The old single-launch times (do_bench, L2 flushed) are kept as extra columns.
 
 Times: triton.testing.do_bench (median, L2 flushed between calls). Prints a markdown table
-last; FG_BENCH_QUICK=1 runs a reduced sweep.
+last; FG_BENCH_QUICK=1 runs a reduced sweep; FG_BENCH_HD=64,128,256 picks the prefill head dims
+(default 64,128; hd 256 is Gemma 3's: 8 heads over 2 KV heads at hidden 2048).
 """
 import ctypes as C
 import datetime
@@ -80,13 +81,14 @@ PREFILL_VARIANTS = {
 if os.environ.get("FG_PREFILL_VARIANTS"):
     _names = os.environ["FG_PREFILL_VARIANTS"].split(",")
     PREFILL_VARIANTS = {hd: [n for n in _names if n.split("_hd")[1].split("_")[0] == str(hd)]
-                        for hd in (64, 128)}
+                        for hd in (64, 128, 256)}
+PREFILL_HDS = [int(x) for x in os.environ.get("FG_BENCH_HD", "64,128").split(",")]
 
 
 def prefill_sweep(lib):
     rows = []
     seqlens = [512, 2048, 16384] if QUICK else [512, 1024, 2048, 4096, 8192, 16384]
-    for hd in (64, 128):
+    for hd in PREFILL_HDS:
         h = 2048 // hd
         hkv = h // 4
         for causal in (False, True):
@@ -107,7 +109,7 @@ def prefill_sweep(lib):
                 sel = lib.attn_select(C.byref(args)).decode()
                 if os.environ.get("FG_PREFILL_VARIANTS"):
                     sel = PREFILL_VARIANTS[hd][0]
-                names = [sel] + [n for n in PREFILL_VARIANTS[hd] if n != sel]
+                names = [sel] + [n for n in PREFILL_VARIANTS.get(hd, []) if n != sel]
                 for name in names:
                     out.fill_(float("nan"))
                     fa.launch(lib, args, name)  # correctness at the benchmark shape, vs FA2

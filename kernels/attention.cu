@@ -65,11 +65,16 @@ __global__ void __launch_bounds__(NW * 32, MINB) attn_prefill_kernel(const attn_
     /* Row limits: keys ≥ lim are masked for this thread's rows (g, g + 8 of each m-tile). */
     const int g = lane >> 2, t = lane & 3;
     const int wrow = warp * 16 * R; /* the warp's first row in the tile */
-    int lim[2 * R];
+    int lim[2 * R], lo[2 * R];
 #pragma unroll
-    for (int i = 0; i < 2 * R; i++)
+    for (int i = 0; i < 2 * R; i++) {
         lim[i] = w.key_limit(p, r0 + wrow + (i >> 1) * 16 + (i & 1) * 8 + g);
+        lo[i] = w.key_low(p, r0 + wrow + (i >> 1) * 16 + (i & 1) * 8 + g);
+    }
     const int min_lim = w.key_limit(p, r0);
+    /* Sliding window: tiles below the first row's lower end are never visited, and the tiles
+     * below the last row's lower end are masked. */
+    const int j_lo = w.key_low(p, r0) / BN, max_lo = w.key_low(p, min(r0 + BM, rows) - 1);
 
     if (n_tiles > 0)
         load_kv_tile<T, HD, BN, NT>(sK, kp, bt, (n_tiles - 1) * BN, kvlen, p.page_size,
@@ -98,22 +103,22 @@ __global__ void __launch_bounds__(NW * 32, MINB) attn_prefill_kernel(const attn_
             load_q_frags<HD>(qf[r], sQ, wrow + r * 16, lane);
     }
 
-    for (int j = n_tiles - 1; j >= 0; j--) {
+    for (int j = n_tiles - 1; j >= j_lo; j--) {
         cp_async_wait<0>();
         __syncthreads(); /* K(j) landed; every warp is done reading V(j+1) */
         load_kv_tile<T, HD, BN, NT>(sV, vp, bt, j * BN, kvlen, p.page_size, p.page_shift,
                                     p.n_kv_heads, kvh, tid);
         cp_async_commit();
         uint32_t pa[R][BN / 16][4];
-        if ((j + 1) * BN > min_lim)
+        if ((j + 1) * BN > min_lim || j * BN < max_lo)
             warp_qk_softmax<T, HD, BN, R, QREG, true>(qf, sQ, wrow, sK, o, m, l, pa, p.scale_log2,
-                                                      j * BN, lim, lane);
+                                                      j * BN, lim, lo, lane);
         else
             warp_qk_softmax<T, HD, BN, R, QREG, false>(qf, sQ, wrow, sK, o, m, l, pa, p.scale_log2,
-                                                       j * BN, lim, lane);
+                                                       j * BN, lim, lo, lane);
         cp_async_wait<0>();
         __syncthreads(); /* V(j) landed; every warp is done reading K(j) */
-        if (j > 0)
+        if (j > j_lo)
             load_kv_tile<T, HD, BN, NT>(sK, kp, bt, (j - 1) * BN, kvlen, p.page_size, p.page_shift,
                                         p.n_kv_heads, kvh, tid);
         cp_async_commit();
@@ -165,6 +170,7 @@ attn_kparams attn_prefill_kparams(const struct attn_args *a) {
     p.group = b->n_heads / b->n_kv_heads;
     p.scale_log2 = b->scale * 1.4426950408889634f;
     p.causal = b->causal;
+    p.window = a->window > 0 ? a->window : 0;
     return p;
 }
 
@@ -244,6 +250,12 @@ static const struct attn_variant attn_variants[] = {
     PF(__nv_bfloat16, "bf16", 128, 64, 8, 2, false, 1, ""),
     PF(__half, "fp16", 64, 64, 4, 2, true, 1, ""),
     PF(__half, "fp16", 128, 64, 8, 2, false, 1, ""),
+    /* hd 256 (Gemma 3), every device: 64×32 tiles, 4 warps × 16 rows, Q re-read from shared
+     * memory: the fp32 output block of a row alone is 128 registers a thread, and 64-key tiles
+     * spilled (ptxas: 255 registers, 180 bytes of spills; 32-key tiles fit without). Speed
+     * against torch SDPA FA2 in kernels/BENCH.md. */
+    PF(__nv_bfloat16, "bf16", 256, 32, 4, 1, false, 1, ""),
+    PF(__half, "fp16", 256, 32, 4, 1, false, 1, ""),
     /* alternatives, measured in BENCH.md */
     PFW(bf16, 128, 128x128n),
     PFW(bf16, 64, 128x128),
@@ -261,6 +273,8 @@ static const struct attn_variant attn_variants[] = {
     {"decode_bf16_hd128", ATTN_KIND_DECODE, ATTN_DTYPE_BF16, 128, decode_attn_launch, 0},
     {"decode_fp16_hd64", ATTN_KIND_DECODE, ATTN_DTYPE_FP16, 64, decode_attn_launch, 0},
     {"decode_fp16_hd128", ATTN_KIND_DECODE, ATTN_DTYPE_FP16, 128, decode_attn_launch, 0},
+    {"decode_bf16_hd256", ATTN_KIND_DECODE, ATTN_DTYPE_BF16, 256, decode_attn_launch, 0},
+    {"decode_fp16_hd256", ATTN_KIND_DECODE, ATTN_DTYPE_FP16, 256, decode_attn_launch, 0},
 };
 
 /* Shape checks common to every variant; NULL when fine, else the reason. */
@@ -273,6 +287,7 @@ static const char *attn_check(const struct attn_args *a) {
         return "n_heads not a multiple of n_kv_heads";
     if (b->page_size < 1 || b->max_pages < 1) return "bad page table shape";
     if (b->n_seqs > 65535 || b->n_kv_heads > 65535) return "too many sequences or heads";
+    if (a->window < 0) return "negative window";
     return NULL;
 }
 
@@ -286,14 +301,14 @@ static const struct attn_variant *attn_pick(const struct attn_args *a, const cha
         *why = "decode kernel needs query rows x group <= 16 per sequence";
         return NULL;
     }
-    const int hopper = kind == ATTN_KIND_PREFILL && attn_hopper_available();
+    const int hopper = kind == ATTN_KIND_PREFILL && a->window == 0 && attn_hopper_available();
     for (size_t i = 0; i < sizeof(attn_variants) / sizeof(attn_variants[0]); i++) {
         const struct attn_variant *v = &attn_variants[i];
         if (v->kind == kind && v->dtype == a->dtype && v->head_dim == a->b.head_dim &&
             (!v->sm90a || hopper))
             return v;
     }
-    *why = "no variant for this dtype and head_dim (64 and 128 are built)";
+    *why = "no variant for this dtype and head_dim (64, 128 and 256 are built)";
     return NULL;
 }
 
@@ -319,7 +334,7 @@ extern "C" int attn_launch_variant(const char *name, const struct attn_args *a, 
         if (strcmp(v->name, name)) continue;
         if (v->dtype != a->dtype || v->head_dim != a->b.head_dim) break;
         if (v->kind == ATTN_KIND_DECODE && !decode_attn_supported(a)) break;
-        if (v->sm90a && !attn_hopper_available()) break;
+        if (v->sm90a && (!attn_hopper_available() || a->window > 0)) break;
         return v->launch(a, err, errlen);
     }
     snprintf(err, errlen, "attention: variant %s does not serve this shape%s%s", name,

@@ -9,6 +9,7 @@
  *            warp-specialised kernel of kernels/attention_hopper_ws.cu (TMA producer, persistent
  *            blocks; the wgmma kernel of kernels/attention_hopper.cu where the page size does not
  *            suit its TMA boxes), elsewhere the mma.sync kernel of kernels/attention.cu.
+ *            Head dim 256 (Gemma 3) and sliding windows take the mma.sync kernel everywhere.
  *   decode   split-K flash-decoding (kernels/decode_attention.cu), used when a sequence's query
  *            rows × group size fit one 16-row tile (one token, or a few for speculation);
  *            partial results merged by their LSE in a second kernel.
@@ -46,6 +47,10 @@ struct attn_args {
     void *stream;           /* cudaStream_t, NULL = default stream */
     int kind;               /* enum attn_kind; AUTO lets the selector choose */
     int n_splits;           /* decode: 0 = heuristic, else forced (tests, benchmarks) */
+    int window;             /* > 0: sliding window, a query at position p sees keys
+                               p - window + 1 .. p (the mma.sync prefill and the decode kernel
+                               take it; the Hopper prefill kernels do not, so the selector passes
+                               over them); 0: none */
 };
 
 /* Name of the variant that would run ("prefill_bf16_hd128", ...), or NULL when unsupported. */

@@ -36,6 +36,8 @@ struct attn_kparams {
     int n_heads, n_kv_heads, group;
     float scale_log2; /* softmax scale × log2(e): scores live in the exp2 domain */
     int causal;
+    int window; /* > 0: a query sees only the last `window` of the keys it would see (sliding
+                   window: at position p, keys p - window + 1 .. p); 0: no lower limit */
     /* decode split-K only */
     float *part_o;   /* (n_splits, n_q_total, n_heads, HD) normalised partial outputs */
     float *part_lse; /* (n_splits, n_q_total, n_heads) log2-domain LSE of each part */
@@ -70,6 +72,10 @@ struct attn_tile {
     /* Keys ≥ key_limit(gr) are masked for packed row gr. */
     __device__ __forceinline__ int key_limit(const attn_kparams &p, int gr) const {
         return p.causal ? min(kvlen, pos0 + gr / p.group + 1) : kvlen;
+    }
+    /* Keys < key_low(gr) are masked for packed row gr (the sliding window; 0 without one). */
+    __device__ __forceinline__ int key_low(const attn_kparams &p, int gr) const {
+        return p.window > 0 ? max(0, key_limit(p, gr) - p.window) : 0;
     }
 };
 
@@ -224,15 +230,16 @@ __device__ __forceinline__ void load_kv_tile(T *s, const T *pool, const int *bt,
  * online softmax update of (m, l) and rescale of o; P comes back packed as A fragments in pa.
  * Q comes from registers (QREG: qf holds the fragments) or is re-read per k-step from the
  * swizzled Q tile sQ at rows qrow0 + 16r (saves R·HD/4 registers). m is in the exp2 domain; l is
- * this thread's partial row sum (reduce over the quad at the end). Index 2r / 2r+1 of m, l, lim
- * are rows g and g + 8 of m-tile r; keys ≥ lim are masked (MASK only). Each K fragment loaded
+ * this thread's partial row sum (reduce over the quad at the end). Index 2r / 2r+1 of m, l, lim,
+ * lo are rows g and g + 8 of m-tile r; keys ≥ lim and keys < lo (a sliding window's lower end)
+ * are masked (MASK only). Each K fragment loaded
  * from shared memory feeds R mma's, which is what R > 1 buys. */
 template <typename T, int HD, int BN, int R, bool QREG, bool MASK>
 __device__ __forceinline__ void
 warp_qk_softmax(const uint32_t (&qf)[QREG ? R : 1][QREG ? HD / 16 : 1][4], const T *sQ, int qrow0,
                 const T *sK, float (&o)[R][HD / 8][4], float (&m)[2 * R], float (&l)[2 * R],
                 uint32_t (&pa)[R][BN / 16][4], float scale_log2, int key0, const int (&lim)[2 * R],
-                int lane) {
+                const int (&lo)[2 * R], int lane) {
     float s[R][BN / 8][4];
 #pragma unroll
     for (int r = 0; r < R; r++)
@@ -279,10 +286,10 @@ warp_qk_softmax(const uint32_t (&qf)[QREG ? R : 1][QREG ? HD / 16 : 1][4], const
 #pragma unroll
             for (int i = 0; i < BN / 8; i++) {
                 int key = key0 + i * 8 + 2 * t;
-                if (key >= lim[2 * r]) s[r][i][0] = FG_NEG_INF;
-                if (key + 1 >= lim[2 * r]) s[r][i][1] = FG_NEG_INF;
-                if (key >= lim[2 * r + 1]) s[r][i][2] = FG_NEG_INF;
-                if (key + 1 >= lim[2 * r + 1]) s[r][i][3] = FG_NEG_INF;
+                if (key >= lim[2 * r] || key < lo[2 * r]) s[r][i][0] = FG_NEG_INF;
+                if (key + 1 >= lim[2 * r] || key + 1 < lo[2 * r]) s[r][i][1] = FG_NEG_INF;
+                if (key >= lim[2 * r + 1] || key < lo[2 * r + 1]) s[r][i][2] = FG_NEG_INF;
+                if (key + 1 >= lim[2 * r + 1] || key + 1 < lo[2 * r + 1]) s[r][i][3] = FG_NEG_INF;
             }
         }
         float mx0 = FG_NEG_INF, mx1 = FG_NEG_INF;

@@ -5,8 +5,9 @@
  * compute; one heuristic algorithm cached per shape, split-K reduced in fp32); decode-sized ones
  * (≤ 8 rows) through the GEMV kernels of gemv.cu, with the RMSNorm, residual add and SwiGLU fused.
  * Attention, the q|k|v store with RoPE and sampling are the kernels of attention.cu /
- * decode_attention.cu / kv_write.cu / sample.cu; the small elementwise ops are here. Each op
- * checks its launch; the first error sticks in the context and makes sync() fail, which the
+ * decode_attention.cu / kv_write.cu / sample.cu, the family switches' ops (biases, QK-norm,
+ * post-norms, GeGLU, scales, soft-capping) those of family.cu; the small elementwise ops are here.
+ * Each op checks its launch; the first error sticks in the context and makes sync() fail, which the
  * engine treats as fatal. FLASHGEN_BATCH_INVARIANT=1 trades speed for results that do not depend
  * on the batch (cu_create). FLASHGEN_SKIP (diagnostic, timing only) leaves named stages out of the
  * decode graphs recorded while it is set (skip_stage). Built into build/libflashgen_cuda.so and
@@ -22,6 +23,7 @@
 #include <string.h>
 
 #include "attention.h"
+#include "family.h"
 #include "gemv.h"
 #include "sample.h"
 #include "kv_write.h"
@@ -328,8 +330,9 @@ static void cu_qkv_store(void *ctx, void *q_out, void *k_pool, void *v_pool, con
     if (qkv_store_launch(&a, err, sizeof(err)) != 0) ctx_fail(c, "qkv_store: %s", err);
 }
 
-static void cu_attention(void *ctx, void *out, const void *q, const void *k_pool,
-                         const void *v_pool, const struct attn_batch *b) {
+/* attention and attention_window (window > 0: the sliding window, see attention.h) */
+static void cu_attention_run(void *ctx, void *out, const void *q, const void *k_pool,
+                             const void *v_pool, const struct attn_batch *b, int window) {
     struct cuda_ctx *c = (struct cuda_ctx *)ctx;
     if (skip_stage(c, SKIP_ATTN)) return;
     struct attn_args a;
@@ -343,6 +346,7 @@ static void cu_attention(void *ctx, void *out, const void *q, const void *k_pool
     a.stream = c->stream;
     a.kind = c->attn_kind;
     a.n_splits = c->graph_splits > 0 ? c->graph_splits : c->decode_splits;
+    a.window = window;
     /* batch-invariant: the kernel depends on the sequence's own query count only (the selector
      * would take the decode kernel for short prompts when they run alone), and the split count is
      * fixed (c->decode_splits), so each sequence's parts do not depend on the batch */
@@ -365,6 +369,59 @@ static void cu_attention(void *ctx, void *out, const void *q, const void *k_pool
     a.workspace_bytes = c->attn_ws_bytes;
     char err[256];
     if (attn_launch(&a, err, sizeof(err)) != 0) ctx_fail(c, "attention: %s", err);
+}
+
+static void cu_attention(void *ctx, void *out, const void *q, const void *k_pool,
+                         const void *v_pool, const struct attn_batch *b) {
+    cu_attention_run(ctx, out, q, k_pool, v_pool, b, 0);
+}
+
+static void cu_attention_window(void *ctx, void *out, const void *q, const void *k_pool,
+                                const void *v_pool, const struct attn_batch *b, int window) {
+    if (window <= 0) {
+        ctx_fail((struct cuda_ctx *)ctx, "attention_window: window %d must be positive", window);
+        return;
+    }
+    cu_attention_run(ctx, out, q, k_pool, v_pool, b, window);
+}
+
+/* ---- the family switches' ops: the kernels of family.cu ---------------------------------- */
+
+static void family_check(struct cuda_ctx *c, const char *op, int e) {
+    if (e != 0) ctx_fail(c, "%s: %s", op, cudaGetErrorString((cudaError_t)e));
+}
+
+static void cu_add_rows(void *ctx, void *x, const void *bias, int n, int dim) {
+    struct cuda_ctx *c = (struct cuda_ctx *)ctx;
+    family_check(c, "add_rows", family_add_rows(x, bias, n, dim, c->stream));
+}
+
+static void cu_head_norm(void *ctx, void *qkv, const void *q_w, const void *k_w, int n, int n_heads,
+                         int n_kv_heads, int head_dim, float eps) {
+    struct cuda_ctx *c = (struct cuda_ctx *)ctx;
+    family_check(c, "head_norm",
+                 family_head_norm(qkv, q_w, k_w, n, n_heads, n_kv_heads, head_dim, eps, c->stream));
+}
+
+static void cu_norm_add(void *ctx, void *x, const void *y, const void *w, int n, int dim,
+                        float eps) {
+    struct cuda_ctx *c = (struct cuda_ctx *)ctx;
+    family_check(c, "norm_add", family_norm_add(x, y, w, n, dim, eps, c->stream));
+}
+
+static void cu_geglu(void *ctx, void *out, const void *gu, int n, int ffn) {
+    struct cuda_ctx *c = (struct cuda_ctx *)ctx;
+    family_check(c, "geglu", family_geglu(out, gu, n, ffn, c->stream));
+}
+
+static void cu_scale(void *ctx, void *x, size_t n, float s) {
+    struct cuda_ctx *c = (struct cuda_ctx *)ctx;
+    family_check(c, "scale", family_scale(x, n, s, c->stream));
+}
+
+static void cu_softcap(void *ctx, float *x, size_t n, float cap) {
+    struct cuda_ctx *c = (struct cuda_ctx *)ctx;
+    family_check(c, "softcap", family_softcap(x, n, cap, c->stream));
 }
 
 /* ---- linear layers through cuBLASLt ------------------------------------------------------ */
@@ -839,6 +896,13 @@ static struct fg_ops make_table(void) {
     t.qkv_store = cu_qkv_store;
     t.norm_matmul = cu_norm_matmul;
     t.sample = cu_sample;
+    t.add_rows = cu_add_rows;
+    t.head_norm = cu_head_norm;
+    t.attention_window = cu_attention_window;
+    t.norm_add = cu_norm_add;
+    t.geglu = cu_geglu;
+    t.scale = cu_scale;
+    t.softcap = cu_softcap;
     t.mask_logits = cu_mask_logits;
     return t;
 }

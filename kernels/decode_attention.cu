@@ -173,9 +173,13 @@ __global__ void __launch_bounds__(DECODE_NW * 32) decode_split_kernel(const attn
     if constexpr (!CLU)
         decode_allow_dependents(); /* the merge grid may start; it waits for this one to finish */
 
-    int kps = (kvlen + p.n_splits - 1) / p.n_splits;
+    /* Sliding window: the parts cover only the keys some row sees, from the first row's lower
+     * end (row r's is its causal limit - window). */
+    const int lim_first = p.causal ? pos0 + 1 : kvlen;
+    const int k_base = p.window > 0 ? max(0, lim_first - p.window) : 0;
+    int kps = (kvlen - k_base + p.n_splits - 1) / p.n_splits;
     kps = (kps + BN - 1) / BN * BN;
-    const int k_begin = split * kps, k_end = min(kvlen, k_begin + kps);
+    const int k_begin = k_base + split * kps, k_end = min(kvlen, k_begin + kps);
     const int n_tiles = k_end > k_begin ? (k_end - k_begin + BN - 1) / BN : 0;
 
     {
@@ -200,6 +204,16 @@ __global__ void __launch_bounds__(DECODE_NW * 32) decode_split_kernel(const attn
         lim[1] = min(k_end, pos0 + min(g + 8, rows - 1) / G + 1);
     }
     const int min_lim = p.causal ? min(k_end, pos0 + 1) : k_end;
+    int lo[2] = {0, 0};
+    int max_lo = 0;
+    if (p.window > 0) {
+        const int row_lim0 = p.causal ? pos0 + min(g, rows - 1) / G + 1 : kvlen;
+        const int row_lim1 = p.causal ? pos0 + min(g + 8, rows - 1) / G + 1 : kvlen;
+        const int last = p.causal ? pos0 + (rows - 1) / G + 1 : kvlen;
+        lo[0] = max(0, row_lim0 - p.window);
+        lo[1] = max(0, row_lim1 - p.window);
+        max_lo = max(0, last - p.window);
+    }
 
     /* This warp's tiles: i-th is global tile warp + i·NW of the part. */
     const int nt_w = n_tiles > warp ? (n_tiles - warp + NW - 1) / NW : 0;
@@ -218,10 +232,13 @@ __global__ void __launch_bounds__(DECODE_NW * 32) decode_split_kernel(const attn
     for (int i = 0; i < HD / 8; i++)
         o[0][i][0] = o[0][i][1] = o[0][i][2] = o[0][i][3] = 0.f;
     float m[2] = {FG_NEG_INF, FG_NEG_INF}, l[2] = {0.f, 0.f};
-    uint32_t qf[1][HD / 16][4];
+    /* Q fragments in registers up to hd 128; at hd 256 they would take 64 more registers beside
+     * the 128 of o, so they are re-read from sQ per k-step. */
+    constexpr bool QR = HD <= 128;
+    uint32_t qf[1][QR ? HD / 16 : 1][4];
     cp_async_wait<ST - 1>(); /* the Q group (committed first) is done */
     __syncthreads();
-    load_q_frags<HD>(qf[0], sQ, 0, lane);
+    if constexpr (QR) load_q_frags<HD>(qf[0], sQ, 0, lane);
 
     for (int i = 0; i < nt_w; i++) {
         int ni = i + ST - 1;
@@ -236,12 +253,12 @@ __global__ void __launch_bounds__(DECODE_NW * 32) decode_split_kernel(const attn
         const T *buf = sW + (i % ST) * 2 * TILE;
         int key0 = k_begin + (warp + i * NW) * BN;
         uint32_t pa[1][BN / 16][4];
-        if (key0 + BN > min_lim)
-            warp_qk_softmax<T, HD, BN, 1, true, true>(qf, sQ, 0, buf, o, m, l, pa, p.scale_log2,
-                                                      key0, lim, lane);
+        if (key0 + BN > min_lim || key0 < max_lo)
+            warp_qk_softmax<T, HD, BN, 1, QR, true>(qf, sQ, 0, buf, o, m, l, pa, p.scale_log2, key0,
+                                                    lim, lo, lane);
         else
-            warp_qk_softmax<T, HD, BN, 1, true, false>(qf, sQ, 0, buf, o, m, l, pa, p.scale_log2,
-                                                       key0, lim, lane);
+            warp_qk_softmax<T, HD, BN, 1, QR, false>(qf, sQ, 0, buf, o, m, l, pa, p.scale_log2,
+                                                     key0, lim, lo, lane);
         warp_pv<T, HD, BN, 1>(pa, buf + TILE, o, lane);
         __syncwarp(); /* the ring slot is refilled ST-1 iterations later */
     }
@@ -410,7 +427,7 @@ static int decode_rows(const struct attn_args *a) {
 
 extern "C" int decode_attn_supported(const struct attn_args *a) {
     if (a->dtype != ATTN_DTYPE_BF16 && a->dtype != ATTN_DTYPE_FP16) return 0;
-    if (a->b.head_dim != 64 && a->b.head_dim != 128) return 0;
+    if (a->b.head_dim != 64 && a->b.head_dim != 128 && a->b.head_dim != 256) return 0;
     if (a->b.n_kv_heads < 1 || a->b.n_heads % a->b.n_kv_heads) return 0;
     return decode_rows(a) <= DECODE_MAX_ROWS;
 }
@@ -440,7 +457,10 @@ extern "C" int decode_attn_splits(const struct attn_args *a) {
     /* At most one wave of DECODE_BLOCKS_PER_SM blocks per SM (a partial second wave cost up to 20%:
      * kernels/BENCH.md run 4), parts of at least DECODE_MIN_KEYS keys. */
     long max_n = (long)DECODE_BLOCKS_PER_SM * n_sm / base;
-    long cap = (a->b.max_kv_len + DECODE_MIN_KEYS - 1) / DECODE_MIN_KEYS;
+    long keys = a->b.max_kv_len; /* a sliding window reads at most window + query rows keys */
+    if (a->window > 0 && keys > (long)a->window + a->b.max_q_len)
+        keys = (long)a->window + a->b.max_q_len;
+    long cap = (keys + DECODE_MIN_KEYS - 1) / DECODE_MIN_KEYS;
     if (max_n > cap) max_n = cap;
     if (max_n > DECODE_MAX_SPLITS) max_n = DECODE_MAX_SPLITS;
     if (max_n < 1) return 1;
@@ -525,17 +545,20 @@ static int decode_use_cluster(const struct attn_args *a, int n) {
     long clusters = (long)a->b.n_seqs * a->b.n_kv_heads;
     /* The capacity depends only on (dtype, head dim, cluster size) on the process's one device:
      * asked once (the query and the attribute calls cost microseconds, twice per launch). */
-    static int cache[2][2][DECODE_CLUSTER_MAX + 1]; /* capacity + 1; 0 = not asked yet */
-    const int bf = a->dtype == ATTN_DTYPE_BF16, h64 = a->b.head_dim == 64;
-    int &c = cache[bf][h64][n];
+    static int cache[2][3][DECODE_CLUSTER_MAX + 1]; /* capacity + 1; 0 = not asked yet */
+    const int bf = a->dtype == ATTN_DTYPE_BF16;
+    const int hi = a->b.head_dim == 64 ? 0 : a->b.head_dim == 128 ? 1 : 2;
+    int &c = cache[bf][hi][n];
     if (!c) {
         int cap;
         if (bf)
-            cap = h64 ? decode_cluster_capacity<__nv_bfloat16, 64>(n)
-                      : decode_cluster_capacity<__nv_bfloat16, 128>(n);
+            cap = hi == 0   ? decode_cluster_capacity<__nv_bfloat16, 64>(n)
+                  : hi == 1 ? decode_cluster_capacity<__nv_bfloat16, 128>(n)
+                            : decode_cluster_capacity<__nv_bfloat16, 256>(n);
         else
-            cap = h64 ? decode_cluster_capacity<__half, 64>(n)
-                      : decode_cluster_capacity<__half, 128>(n);
+            cap = hi == 0   ? decode_cluster_capacity<__half, 64>(n)
+                  : hi == 1 ? decode_cluster_capacity<__half, 128>(n)
+                            : decode_cluster_capacity<__half, 256>(n);
         c = cap + 1;
     }
     return clusters <= c - 1;
@@ -617,6 +640,7 @@ extern "C" int decode_attn_launch(const struct attn_args *a, char *err, size_t e
     p.group = b->n_heads / b->n_kv_heads;
     p.scale_log2 = b->scale * 1.4426950408889634f;
     p.causal = b->causal;
+    p.window = a->window > 0 ? a->window : 0;
     p.n_splits = n;
     p.n_q_total = (int)decode_q_total(a);
     const bool clu = decode_use_cluster(a, n) != 0;
@@ -629,11 +653,13 @@ extern "C" int decode_attn_launch(const struct attn_args *a, char *err, size_t e
     bool ef = decode_kv_bytes(a) <= (size_t)DECODE_EVICT_FIRST_MAX_MB << 20;
     cudaError_t e;
     if (a->dtype == ATTN_DTYPE_BF16)
-        e = b->head_dim == 64 ? decode_run<__nv_bfloat16, 64>(p, b->n_seqs, ef, clu, st)
-                              : decode_run<__nv_bfloat16, 128>(p, b->n_seqs, ef, clu, st);
+        e = b->head_dim == 64    ? decode_run<__nv_bfloat16, 64>(p, b->n_seqs, ef, clu, st)
+            : b->head_dim == 128 ? decode_run<__nv_bfloat16, 128>(p, b->n_seqs, ef, clu, st)
+                                 : decode_run<__nv_bfloat16, 256>(p, b->n_seqs, ef, clu, st);
     else
-        e = b->head_dim == 64 ? decode_run<__half, 64>(p, b->n_seqs, ef, clu, st)
-                              : decode_run<__half, 128>(p, b->n_seqs, ef, clu, st);
+        e = b->head_dim == 64    ? decode_run<__half, 64>(p, b->n_seqs, ef, clu, st)
+            : b->head_dim == 128 ? decode_run<__half, 128>(p, b->n_seqs, ef, clu, st)
+                                 : decode_run<__half, 256>(p, b->n_seqs, ef, clu, st);
     if (e != cudaSuccess) {
         snprintf(err, errlen, "decode attention launch: %s", cudaGetErrorString(e));
         return -1;

@@ -8,6 +8,8 @@
  * thread-block cluster and merge through distributed shared memory (no workspace), otherwise the
  * partials go to the workspace and a merge kernel, launched as a programmatic dependent of the
  * first (its launch overlaps it), combines them (n_splits 1 writes the output directly).
+ * Head dims 64, 128 and 256. With attn_args.window > 0 (a sliding window) the parts cover only
+ * the keys some row of the sequence sees, and each row masks the keys below its window.
  * The workspace needs no initialisation: each launch writes every partial it reads, and nothing
  * in it is kept between launches (so CUDA graph replays need nothing reset).
  */

@@ -132,10 +132,15 @@ static int upload_weights(struct engine *e, char *err, size_t errlen) {
     size_t D = c->dim, QD = (size_t)c->n_heads * c->head_dim;
     size_t KVD = (size_t)c->n_kv_heads * c->head_dim, F = c->ffn_dim, V = c->vocab_size;
     size_t per_layer = 2 * D + QD * D + 2 * KVD * D + D * QD + 3 * F * D;
+    /* the family switches' tensors (model.h): q|k|v biases, QK-norm and post-norm weights */
+    per_layer += (c->attn_bias ? QD + 2 * KVD : 0) + (c->qk_norm ? 2 * (size_t)c->head_dim : 0) +
+                 (c->post_norms ? 2 * D : 0);
     int untied = hw->output != hw->tok_embd;
     size_t elems = V * D * (untied ? 2 : 1) + D + c->n_layers * per_layer;
     size_t freq_bytes = sizeof(float) * (size_t)(c->head_dim / 2);
-    size_t bytes = elems * e->ops->act_size + freq_bytes + 256;
+    size_t freq_span = (freq_bytes + 255) / 256 * 256;
+    int local_rope = hw->rope_freqs_local && hw->rope_freqs_local != hw->rope_freqs;
+    size_t bytes = elems * e->ops->act_size + freq_span * (local_rope ? 2 : 1) + 256;
     b->dev_arena = e->ops->alloc(e->ops_ctx, bytes);
     b->dlayers = calloc((size_t)c->n_layers, sizeof(struct model_layer));
     if (!b->dev_arena || !b->dlayers) {
@@ -147,7 +152,13 @@ static int upload_weights(struct engine *e, char *err, size_t errlen) {
     /* fp32 rope table first (alignment), then every tensor in the backend's type */
     b->dw.rope_freqs = (float *)p;
     if (e->ops->upload(e->ops_ctx, p, hw->rope_freqs, freq_bytes) != 0) goto fail;
-    p += (freq_bytes + 255) / 256 * 256;
+    p += freq_span;
+    b->dw.rope_freqs_local = b->dw.rope_freqs;
+    if (local_rope) { /* Gemma 3's local layers' own table */
+        b->dw.rope_freqs_local = (float *)p;
+        if (e->ops->upload(e->ops_ctx, p, hw->rope_freqs_local, freq_bytes) != 0) goto fail;
+        p += freq_span;
+    }
 #define PUT(dst, src, n)                                                                           \
     do {                                                                                           \
         (dst) = (float *)p;                                                                        \
@@ -172,6 +183,15 @@ static int upload_weights(struct engine *e, char *err, size_t errlen) {
         PUT(d->w_gate, h->w_gate, F * D);
         PUT(d->w_up, h->w_up, F * D);
         PUT(d->w_down, h->w_down, D * F);
+        if (c->attn_bias) PUT(d->bqkv, h->bqkv, QD + 2 * KVD);
+        if (c->qk_norm) {
+            PUT(d->q_norm, h->q_norm, (size_t)c->head_dim);
+            PUT(d->k_norm, h->k_norm, (size_t)c->head_dim);
+        }
+        if (c->post_norms) {
+            PUT(d->post_attn_norm, h->post_attn_norm, D);
+            PUT(d->post_ffn_norm, h->post_ffn_norm, D);
+        }
     }
 #undef PUT
     b->dw.layers = b->dlayers;
@@ -253,10 +273,10 @@ int engine_open(const struct engine_opts *o, struct engine **out, char *err, siz
     if (b->cuda) {
         char why[512] = "";
         if (fwd_check_backend(cfg, e->ops, why, sizeof(why)) == 0 && cfg->head_dim != 64 &&
-            cfg->head_dim != 128)
+            cfg->head_dim != 128 && cfg->head_dim != 256)
             snprintf(why, sizeof(why),
-                     "the cuda backend's attention kernels are built for head_dim 64 and 128, "
-                     "not %d (this %s model)",
+                     "the cuda backend's attention kernels are built for head_dim 64, 128 and "
+                     "256, not %d (this %s model)",
                      cfg->head_dim, cfg->arch);
         if (why[0] && o->device == ENGINE_DEVICE_CUDA) {
             snprintf(err, errlen, "device cuda: %s: %s", o->model_path, why);

@@ -1,8 +1,12 @@
 #!/usr/bin/env python3
 """GPU engine proof and benchmark (issue 4), run on the GPU machine in one go per model shape.
 
-For a seeded random-weight Llama model (bf16 safetensors written by transformers) at the shape
-asked for:
+For a seeded random-weight model (bf16 safetensors written by transformers) at the shape asked
+for: Llama (SmolLM2, Llama-3 layouts) or one of the other families (FAMILY_SHAPES, issue 12):
+Qwen2 with q/k/v biases, Mistral with a sliding window shorter than the prompts, Gemma 3 at the
+270M model's shape (hd 256, one KV head, window 512, local/global RoPE) and a small Gemma 3 whose
+window (16) and logit soft-capping bite. Family models get random biases and norm weights on top
+of transformers' initialisation (which makes biases 0 and norms 1 or 0, hiding those paths):
   1. transformers on the same weights: greedy generation of STEPS tokens per prompt in fp32 (the
      reference tokens), the fp32 logits of every step teacher-forced on those tokens (the
      reference logits), the same in bf16 (how far transformers' own bf16 path is from fp32: the
@@ -15,7 +19,8 @@ asked for:
      of the first 32 steps (identical greedy output), and batched vs alone.
 Results: a JSON summary (--json) and the tables on stdout.
 
-usage: python3 tools/gpu_engine_check.py --shape smollm2|llama3_8b --bin DIR --work DIR
+usage: python3 tools/gpu_engine_check.py --shape smollm2|llama3_8b|qwen2|mistral|gemma3_270m|...
+       --bin DIR --work DIR
 """
 import argparse
 import json
@@ -26,7 +31,7 @@ import time
 
 import numpy as np
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
 from bytelevel import bytes_to_unicode
 
@@ -50,6 +55,49 @@ SHAPES = {
                       rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
                                     "high_freq_factor": 4.0,
                                     "original_max_position_embeddings": 8192}),
+}
+# The other families (issue 12): config.json as a checkpoint carries it (read back by
+# transformers' AutoConfig, so the legacy keys work across transformers versions), random
+# weights from transformers' initialisation plus the perturbations of family_perturb.
+FAMILY_SHAPES = {
+    # Qwen2.5-0.5B's layer (896, 14/2 heads, hd 64, biases, tied), 4 layers, a smaller vocab
+    "qwen2": {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2",
+              "hidden_size": 896, "intermediate_size": 4864, "num_hidden_layers": 4,
+              "num_attention_heads": 14, "num_key_value_heads": 2, "vocab_size": 32000,
+              "max_position_embeddings": 4096, "rms_norm_eps": 1e-6, "rope_theta": 1000000.0,
+              "hidden_act": "silu", "tie_word_embeddings": True, "use_sliding_window": False},
+    # Mistral-7B's head layout (hd 128, GQA 4:1), 4 layers, window 16 (< every prompt + steps)
+    "mistral": {"architectures": ["MistralForCausalLM"], "model_type": "mistral",
+                "hidden_size": 1024, "intermediate_size": 2816, "num_hidden_layers": 4,
+                "num_attention_heads": 8, "num_key_value_heads": 2, "head_dim": 128,
+                "vocab_size": 32000, "max_position_embeddings": 4096, "rms_norm_eps": 1e-5,
+                "rope_theta": 10000.0, "hidden_act": "silu", "tie_word_embeddings": False,
+                "sliding_window": 16},
+    # gemma-3-270m's config.json (18 layers, 640, 4/1 heads, hd 256, window 512 every 6th layer
+    # global, local RoPE base 1e4, vocab 262144), random weights
+    "gemma3_270m": {"architectures": ["Gemma3ForCausalLM"], "model_type": "gemma3_text",
+                    "hidden_size": 640, "intermediate_size": 2048, "num_hidden_layers": 18,
+                    "num_attention_heads": 4, "num_key_value_heads": 1, "head_dim": 256,
+                    "vocab_size": 262144, "max_position_embeddings": 32768,
+                    "rms_norm_eps": 1e-6, "hidden_activation": "gelu_pytorch_tanh",
+                    "tie_word_embeddings": True, "sliding_window": 512,
+                    "sliding_window_pattern": 6, "rope_theta": 1000000.0,
+                    "rope_local_base_freq": 10000.0, "query_pre_attn_scalar": 256,
+                    "final_logit_softcapping": None, "attn_logit_softcapping": None,
+                    "attention_bias": False, "pad_token_id": 0, "bos_token_id": 2,
+                    "eos_token_id": 1},
+    # the same layer with a window that bites (16) and logit soft-capping, 7 layers (5 local, 1
+    # global, 1 local)
+    "gemma3_win": {"architectures": ["Gemma3ForCausalLM"], "model_type": "gemma3_text",
+                   "hidden_size": 640, "intermediate_size": 2048, "num_hidden_layers": 7,
+                   "num_attention_heads": 4, "num_key_value_heads": 1, "head_dim": 256,
+                   "vocab_size": 32000, "max_position_embeddings": 4096, "rms_norm_eps": 1e-6,
+                   "hidden_activation": "gelu_pytorch_tanh", "tie_word_embeddings": True,
+                   "sliding_window": 16, "sliding_window_pattern": 6, "rope_theta": 1000000.0,
+                   "rope_local_base_freq": 10000.0, "query_pre_attn_scalar": 256,
+                   "final_logit_softcapping": 30.0, "attn_logit_softcapping": None,
+                   "attention_bias": False, "pad_token_id": 0, "bos_token_id": 2,
+                   "eos_token_id": 1},
 }
 N_PROMPTS = 10
 
@@ -81,7 +129,70 @@ def exact_rope(model):
     return model
 
 
+def fp32_buffers(model):
+    """Every buffer of a model built in fp32 (RoPE frequencies, Gemma's embedding scale), kept
+    in fp32."""
+    return {(name, b): buf.detach().clone()
+            for name, mod in model.named_modules()
+            for b, buf in mod.named_buffers(recurse=False) if buf.is_floating_point()}
+
+
+def keep_buffers(model, saved, dtype):
+    """Put the fp32 buffers SAVED back after MODEL went to DTYPE: all of them for fp32 (the
+    reference is the exact model: `.to(torch.bfloat16)` rounded them, e.g. Gemma's sqrt(640) =
+    25.298 embedding scale to 25.25, 1.5e-3 of logits), the RoPE frequencies alone for bf16
+    (exact_rope's reason, for every family's rotary modules, whatever they are called; other
+    buffers stay rounded, as transformers' bf16 models have them)."""
+    mods = dict(model.named_modules())
+    for (name, b), buf in saved.items():
+        if dtype == torch.float32 or "inv_freq" in b:
+            setattr(mods[name], b, buf.to(getattr(mods[name], b).device))
+    return model
+
+
+def family_perturb(model, seed):
+    """Random q/k/v biases and norm weights: transformers initialises biases to 0 and norms to 1
+    (Gemma: 0, for 1 + w), which would leave the bias add and the norm weights unchecked."""
+    g = torch.Generator(device="cuda").manual_seed(seed + 1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith(".bias"):
+                p.add_(torch.randn(p.shape, generator=g, device=p.device) * 0.5)
+            elif "norm" in name:
+                p.add_(torch.randn(p.shape, generator=g, device=p.device) * 0.1)
+
+
+def make_family_model(shape, path, seed):
+    os.makedirs(path, exist_ok=True)
+    with open(os.path.join(path, "config.json"), "w") as f:
+        json.dump(dict(FAMILY_SHAPES[shape], torch_dtype="float32"), f, indent=1)
+    cfg = AutoConfig.from_pretrained(path)
+    torch.manual_seed(seed)
+    with torch.device("cuda"):
+        model = AutoModelForCausalLM.from_config(cfg)
+    family_perturb(model, seed)
+    saved = fp32_buffers(model)
+    model = keep_buffers(model.to(torch.bfloat16), saved, torch.bfloat16)
+    model.save_pretrained(path, safe_serialization=True, max_shard_size="5GB")
+    with open(os.path.join(path, "tokenizer.json"), "w") as f:
+        json.dump(byte_tokenizer_json(), f)
+    model.fg_rope = saved
+    return model
+
+
+def to_dtype(model, dtype):
+    """MODEL in DTYPE with exact fp32 RoPE frequencies."""
+    if hasattr(model, "fg_rope"):
+        saved = model.fg_rope
+        model = keep_buffers(model.to(dtype), saved, dtype)
+        model.fg_rope = saved
+        return model
+    return exact_rope(model.to(dtype))
+
+
 def make_model(shape, path, seed):
+    if shape in FAMILY_SHAPES:
+        return make_family_model(shape, path, seed)
     cfg = LlamaConfig(**SHAPES[shape], rms_norm_eps=1e-5, attention_bias=False, mlp_bias=False,
                       torch_dtype="bfloat16")
     torch.manual_seed(seed)
@@ -114,7 +225,7 @@ def rel(a, b):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--shape", choices=SHAPES, required=True)
+    ap.add_argument("--shape", choices=list(SHAPES) + list(FAMILY_SHAPES), required=True)
     ap.add_argument("--bin", required=True, help="folder with engine_check")
     ap.add_argument("--work", required=True)
     ap.add_argument("--steps", type=int, default=64)
@@ -163,7 +274,7 @@ def main():
                 torch.cuda.synchronize()
                 peer[b] = b * 32 / (time.time() - t)
             summary["hf_generate_tokens_per_s"] = peer
-        model32 = exact_rope(model.float())  # in place: the bf16 copy is gone after this
+        model32 = to_dtype(model, torch.float32)  # in place: the bf16 copy is gone after this
         for p in prompts:
             out = model32.generate(torch.tensor([p], device="cuda"), max_new_tokens=steps,
                                    min_new_tokens=steps, do_sample=False, eos_token_id=None,
@@ -172,7 +283,7 @@ def main():
             hf_tok.append(toks)
             seq = torch.tensor([p + toks[:-1]], device="cuda")
             ref.append(model32(seq).logits[0, len(p) - 1:].float().cpu().numpy())
-        model16 = exact_rope(model32.to(torch.bfloat16))
+        model16 = to_dtype(model32, torch.bfloat16)
         for p, toks in zip(prompts, hf_tok):
             seq = torch.tensor([p + toks[:-1]], device="cuda")
             ref_bf16.append(model16(seq).logits[0, len(p) - 1:].float().cpu().numpy())

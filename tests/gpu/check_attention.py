@@ -48,8 +48,9 @@ def rel(a, b):
     return float((a - b).norm() / b.norm().clamp_min(1e-30))
 
 
-def sdpa_ref(pb, fp32=True):
-    """torch SDPA per sequence on contiguous K/V (bottom-right causal mask)."""
+def sdpa_ref(pb, fp32=True, window=0):
+    """torch SDPA per sequence on contiguous K/V (bottom-right causal mask; with WINDOW > 0 a
+    query also sees only the last WINDOW of the keys it would see)."""
     outs = []
     g = pb.n_heads // pb.n_kv_heads
     for s, (nq, kl) in enumerate(zip(pb.q_lens, pb.kv_lens)):
@@ -60,10 +61,14 @@ def sdpa_ref(pb, fp32=True):
         if fp32:
             q, k, v = q.float(), k.float(), v.float()
         mask = None
+        i = torch.arange(nq, device=q.device)[:, None]
+        j = torch.arange(kl, device=q.device)[None, :]
         if pb.causal:
-            i = torch.arange(nq, device=q.device)[:, None]
-            j = torch.arange(kl, device=q.device)[None, :]
             mask = j <= (kl - nq + i)
+        if window > 0:
+            lim = (kl - nq + i + 1) if pb.causal else torch.full_like(i, kl)
+            low = j >= lim - window
+            mask = low if mask is None else (mask & low)
         o = torch.nn.functional.scaled_dot_product_attention(q[None], k[None], v[None],
                                                              attn_mask=mask, scale=pb.scale)
         outs.append(o[0].transpose(0, 1))
@@ -74,37 +79,48 @@ def host_f32(t):
     return t.float().cpu().contiguous()
 
 
-def c_twin(cpu, pb):
+def c_twin(cpu, pb, window=0):
     q, kp, vp = host_f32(pb.q), host_f32(pb.k_pool), host_f32(pb.v_pool)
     out = torch.full_like(q, float("nan"))
     b = pb.batch(host=True)
-    cpu.attention(cpu.ctx, fa.ptr(out), fa.ptr(q), fa.ptr(kp), fa.ptr(vp), C.byref(b))
+    if window > 0:
+        cpu.attention_window(cpu.ctx, fa.ptr(out), fa.ptr(q), fa.ptr(kp), fa.ptr(vp), C.byref(b),
+                             window)
+    else:
+        cpu.attention(cpu.ctx, fa.ptr(out), fa.ptr(q), fa.ptr(kp), fa.ptr(vp), C.byref(b))
     return out, (q, kp, vp, b)
 
 
-def run_case(lib, cpu, name, pb, kind, n_splits=0, want_kind=None, variant_name=None, ws=None):
+def run_case(lib, cpu, name, pb, kind, n_splits=0, want_kind=None, variant_name=None, ws=None,
+             window=0):
     """One launch against its twins. ws: the workspace to use (default: one sized for this shape
-    and split count)."""
+    and split count). window > 0: a sliding window, against cpu_ops()->attention_window and a
+    windowed SDPA mask (the LSE and split twins know no window: not compared then)."""
     out = torch.full_like(pb.q, float("nan"))
     lse = torch.full((pb.n_q_total, pb.n_heads), float("nan"), device="cuda")
-    args = pb.args(out, lse, kind=kind, n_splits=n_splits)
+    args = pb.args(out, lse, kind=kind, n_splits=n_splits, window=window)
     variant = lib.attn_select(C.byref(args))
     if variant is None:
         raise RuntimeError(f"{name}: unsupported")
     variant = variant_name or variant.decode()
     if ws is None:
         ws = fa.workspace_for(lib, args)  # sized for n_splits when forced
-    args = pb.args(out, lse, kind=kind, n_splits=n_splits, workspace=ws)
+    args = pb.args(out, lse, kind=kind, n_splits=n_splits, workspace=ws, window=window)
     fa.launch(lib, args, variant_name)
     torch.cuda.synchronize()
-    ref_c, (qh, kph, vph, bh) = c_twin(cpu, pb)
+    ref_c, (qh, kph, vph, bh) = c_twin(cpu, pb, window)
     e_c = rel(out, ref_c)
-    e_t = rel(out, sdpa_ref(pb, fp32=True))
-    e_peer = rel(sdpa_ref(pb, fp32=False), ref_c)
+    e_t = rel(out, sdpa_ref(pb, fp32=True, window=window))
+    e_peer = rel(sdpa_ref(pb, fp32=False, window=window), ref_c)
     tol = TOL[pb.dtype]
     ok = e_c < tol and e_t < tol
-    extra = ""
-    if variant.startswith("prefill"):
+    extra = f" window={window}" if window else ""
+    if window:
+        # the window must matter: the same launch without it differs by O(1)
+        full = rel(sdpa_ref(pb, fp32=True), ref_c)
+        ok = ok and full > 10 * tol
+        extra += f" (unwindowed_vs_c={full:.1e})"
+    elif variant.startswith("prefill"):
         lse_ref = torch.empty(pb.n_q_total, pb.n_heads)
         lib.attn_ref_lse(fa.ptr(lse_ref), fa.ptr(qh), fa.ptr(kph), C.byref(bh))
         e_l = float((lse.cpu() - lse_ref).abs().max())
@@ -221,7 +237,7 @@ def main():
         "b1": ([300], [300]),
         "varlen": ([1, 77, 130, 257, 33], [1, 127, 130, 357, 546]),
     }
-    for hd in (64, 128):
+    for hd in (64, 128, 256):
         for g in (1, 3, 4, 8):
             for causal in (0, 1):
                 for bname, (ql, kl) in batches.items():
@@ -242,7 +258,7 @@ def main():
                                         fa.KIND_PREFILL, variant_name=vname))
     # auto selection: a one-token-per-sequence batch goes to decode, a prompt to prefill
     # decode: one new token (and two, for speculation) over long scattered contexts
-    for hd in (64, 128):
+    for hd in (64, 128, 256):
         for g in (1, 3, 4, 8):
             for nq in (1, 2):
                 for bs in (1, 7):
@@ -270,6 +286,29 @@ def main():
         pb = fa.PagedBatch(ql, kl, n_kv * g, n_kv, hd, 16, causal, torch.bfloat16, gen=gen)
         results.append(run_case(lib, cpu, f"decode in a row: {name}", pb, fa.KIND_DECODE,
                                 n_splits=splits, want_kind="decode", ws=ws))
+    # sliding windows (Mistral, Gemma 3's local layers): prefill over fresh prompts and cached
+    # prefixes (the mma.sync kernel on every device: the selector passes over the Hopper ones),
+    # decode with one and two new tokens, unsplit and split, windows shorter and longer than a
+    # tile, page sizes 16 and 7
+    for hd, g, window, page in ((64, 3, 100, 16), (128, 4, 37, 7), (256, 4, 512, 16),
+                                (256, 1, 5, 7), (128, 8, 1, 16)):
+        for causal in (1, 0):
+            ql, kl = batches["varlen"]
+            if window >= 512:
+                ql, kl = [700, 1, 90], [700, 1300, 1000]
+            pb = fa.PagedBatch(ql, kl, n_kv * g, n_kv, hd, page, causal, torch.bfloat16, gen=gen)
+            results.append(run_case(lib, cpu, f"prefill window hd{hd} G{g} causal{causal} p{page}",
+                                    pb, fa.KIND_PREFILL, want_kind="prefill", window=window))
+        for nq, splits in ((1, 0), (1, 1), (1, 5), (2, 0), (2, 3)):
+            bs = 5
+            kl = [int(x) for x in torch.randint(nq, 3000, (bs,), generator=gen)]
+            kl[0] = 2999
+            kl[1] = max(nq, min(kl[1], window // 2 + nq))  # a context inside the window
+            gq = g if nq * g <= 16 else 1
+            pb = fa.PagedBatch([nq] * bs, kl, n_kv * gq, n_kv, hd, page, 1, torch.bfloat16, gen=gen)
+            results.append(run_case(lib, cpu, f"decode window hd{hd} G{gq} nq{nq} split{splits} "
+                                    f"p{page}", pb, fa.KIND_AUTO, n_splits=splits,
+                                    want_kind="decode", window=window))
     for dtype in (torch.bfloat16, torch.float16):
         for rope in (0, 1):
             results.append(check_kv_write(lib, cpu, gen, dtype, 37, 12, 4, 128, 16, rope))

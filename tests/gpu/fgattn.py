@@ -50,6 +50,7 @@ class AttnArgs(C.Structure):
         ("stream", C.c_void_p),
         ("kind", C.c_int),
         ("n_splits", C.c_int),
+        ("window", C.c_int),
     ]
 
 
@@ -72,10 +73,14 @@ class KvWriteArgs(C.Structure):
     ]
 
 
-# struct fg_ops: name, then function pointers in header order (kernels/ops.h).
+# struct fg_ops: name, then function pointers in header order (kernels/ops.h), through the
+# family switches' ops.
 _OPS_FIELDS = ["alloc", "release", "upload", "download", "sync", "upload_f32", "embed", "rmsnorm",
                "matmul", "matmul_f32", "rope", "kv_write", "attention", "swiglu", "add",
-               "gather_rows", "graph_begin", "graph_end", "graph_launch", "graph_free"]
+               "gather_rows", "graph_begin", "graph_end", "graph_launch", "graph_free",
+               "matmul_add", "matmul_swiglu", "norm_matmul", "qkv_store", "sample", "qmatmul",
+               "qembed", "add_rows", "head_norm", "attention_window", "norm_add", "geglu", "scale",
+               "softcap"]
 
 
 class FgOps(C.Structure):
@@ -115,6 +120,17 @@ class CpuOps:
         self.attention = C.CFUNCTYPE(None, vp, vp, vp, vp, vp, C.POINTER(AttnBatch))(ops.attention)
         self.rope = C.CFUNCTYPE(None, vp, vp, vp, vp, C.c_int, C.c_int, C.c_int, C.c_int, vp)(ops.rope)
         self.kv_write = C.CFUNCTYPE(None, vp, vp, vp, vp, vp, vp, C.c_int, C.c_int)(ops.kv_write)
+        ci, cf, cs = C.c_int, C.c_float, C.c_size_t
+        if not (ops.add_rows and ops.softcap):  # the family ops sit where FgOps says
+            raise RuntimeError("fgattn.FgOps: the CPU family ops are missing")
+        self.attention_window = C.CFUNCTYPE(None, vp, vp, vp, vp, vp, C.POINTER(AttnBatch),
+                                            ci)(ops.attention_window)
+        self.add_rows = C.CFUNCTYPE(None, vp, vp, vp, ci, ci)(ops.add_rows)
+        self.head_norm = C.CFUNCTYPE(None, vp, vp, vp, vp, ci, ci, ci, ci, cf)(ops.head_norm)
+        self.norm_add = C.CFUNCTYPE(None, vp, vp, vp, vp, ci, ci, cf)(ops.norm_add)
+        self.geglu = C.CFUNCTYPE(None, vp, vp, vp, ci, ci)(ops.geglu)
+        self.scale = C.CFUNCTYPE(None, vp, vp, cs, cf)(ops.scale)
+        self.softcap = C.CFUNCTYPE(None, vp, vp, cs, cf)(ops.softcap)
 
     def close(self):
         self.lib.cpu_ops_destroy(self.ctx)
@@ -185,13 +201,15 @@ class PagedBatch:
                          int(self.causal), max(self.q_lens), max(self.kv_lens), ptr(self.q_start_h),
                          ptr(self.kv_len_h))
 
-    def args(self, out, lse=None, kind=KIND_AUTO, n_splits=0, workspace=None, stream=None):
+    def args(self, out, lse=None, kind=KIND_AUTO, n_splits=0, workspace=None, stream=None,
+             window=0):
         ws = workspace
         return AttnArgs(ATTN_DTYPE[self.dtype], ptr(out), ptr(self.q), ptr(self.k_pool),
                         ptr(self.v_pool), ptr(lse), self.batch(),
                         ptr(ws), ws.numel() * ws.element_size() if ws is not None else 0,
                         C.c_void_p(stream if stream is not None else
-                                   torch.cuda.current_stream().cuda_stream), kind, n_splits)
+                                   torch.cuda.current_stream().cuda_stream), kind, n_splits,
+                        window)
 
 
 def _randn(shape, gen, device):
