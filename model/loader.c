@@ -560,15 +560,19 @@ static const char *ld_key(char *buf, size_t cap, const char *arch, const char *s
     return buf;
 }
 
-/* ARCH.rope.scaling.* of a yarn file → C (model-format.md, "RoPE scaling keys"). The keys, as
- * llama.cpp's convert_hf_to_gguf writes them from the checkpoint's rope_scaling: factor (required),
+/* ARCH.rope.scaling.* of a yarn file → C. Facts from llama.cpp: conversion/base.py
+ * (set_gguf_parameters: what the converter writes), src/llama-model.cpp and llama-context.cpp
+ * (how they are read and combined), ggml's rope_yarn and ggml_rope_yarn_corr_dims.
+ * The keys, as the converter writes them from the checkpoint's rope_scaling: factor (required),
  * original_context_length (default: context_length), yarn_beta_fast / yarn_beta_slow (32 / 1),
- * yarn_attn_factor (transformers' attention_factor, when the checkpoint gives one),
+ * yarn_attn_factor (transformers' attention_factor, when the checkpoint has one),
  * yarn_ext_factor (1: only the plain ramp is implemented), yarn_log_multiplier (mscale_all_dim;
- * llama.cpp then takes mscale = 1: attention factor mscale(s, 1) / mscale(s, m)), and
- * attn_factor (llama.cpp's extra multiplier of the cos/sin magnitude, default 1). Without
- * yarn_attn_factor and yarn_log_multiplier the attention factor is transformers' (and llama.cpp's)
- * 0.1 ln(factor) + 1. The correction range is always truncated (floor/ceil), as in ggml. */
+ * llama.cpp then takes mscale = 1: attention factor mscale(s, 1) / mscale(s, m)), attn_factor
+ * (llama.cpp's extra multiplier of the cos/sin magnitude, default 1). Without yarn_attn_factor
+ * and yarn_log_multiplier the attention factor is 0.1 ln(factor) + 1, as in both. The correction
+ * range is truncated (floor/ceil), as in ggml. llama.cpp reads the yarn_beta and yarn_attn_factor
+ * keys for a few architectures only (its defaults for llama and qwen2); we take them as written:
+ * they carry the checkpoint's own values, which transformers runs with. */
 static int ld_gguf_yarn(const struct gguf_file *f, const char *A, struct model_config *c, char *err,
                         size_t errlen) {
     char key[96];
