@@ -119,6 +119,31 @@ def test_gguf_file_runs_like_its_hf_checkpoint(tmp_path, fam):
     assert err <= 1e-5 * np.abs(hf).max(), f"{fam}: GGUF vs HF max diff {err:.3g}"
 
 
+def yarn_mscale(s, m=1.0):
+    return 1.0 if s <= 1 else 0.1 * m * np.log(s) + 1.0
+
+
+@pytest.mark.parametrize("key,val,attention_factor", [
+    # yarn_log_multiplier = mscale_all_dim, llama.cpp taking mscale = 1
+    ("yarn_log_multiplier", 0.5, yarn_mscale(4.0) / yarn_mscale(4.0, 0.5)),
+    # attn_factor multiplies the default magnitude 0.1 ln(factor) + 1
+    ("attn_factor", 1.1, 1.1 * yarn_mscale(4.0)),
+])
+def test_gguf_yarn_attention_factor_keys(tmp_path, key, val, attention_factor):
+    """The two llama.cpp keys that change yarn's cos/sin magnitude without a transformers field:
+    the GGUF runs like the HF checkpoint given the attention_factor llama.cpp derives from them."""
+    pytest.importorskip("gguf")
+    cfg = json.loads(json.dumps(gag.FAMILIES["qwen2"]))
+    d = gag.write_gguf(str(tmp_path / "q.gguf"), "qwen2", cfg, extra=lambda w: w.add_float32(
+        f"qwen2.rope.scaling.{key}", val))
+    gg = engine_logits(tmp_path, d)
+    cfg["rope_scaling"]["attention_factor"] = float(attention_factor)
+    hf = engine_logits(tmp_path, gag.build(str(tmp_path / "hf"), "qwen2", cfg))
+    plain = GOLDEN["qwen2"]  # the same weights with the default factor: must differ
+    assert np.abs(hf - gg).max() <= 1e-5 * np.abs(hf).max()
+    assert np.abs(hf - plain).max() > 100 * RTOL * np.abs(plain).max()
+
+
 def test_gguf_yarn_ext_factor_other_than_one_is_refused(tmp_path):
     """yarn_ext_factor (convert_hf_to_gguf writes it from an 'extrapolation_factor') scales the
     ramp in llama.cpp; only 1 is implemented, so another value is an error naming the key."""

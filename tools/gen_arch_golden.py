@@ -170,11 +170,12 @@ GGUF_LAYER = {
 }
 
 
-def write_gguf(path, family, cfg):
+def write_gguf(path, family, cfg, extra=None):
     """FAMILY's weights (cfg as given, e.g. edited) as an F32 GGUF the way llama.cpp's converter
     writes qwen2 / gemma3: no Q/K permutation (NEOX RoPE); Gemma's norms stored as 1 + w
     (convert_hf_to_gguf's norm_shift); Gemma's local base, window pattern and query scale are
-    not in the file (so CFG must use llama.cpp's fixed values)."""
+    not in the file (so CFG must use llama.cpp's fixed values). EXTRA(writer), when given, adds
+    metadata (keys a converter may write that the HF config has no field for)."""
     import gguf
     arch = {"qwen2": "qwen2", "qwen2_swa": "qwen2", "gemma3": "gemma3"}[family]
     gemma = family == "gemma3"
@@ -211,6 +212,8 @@ def write_gguf(path, family, cfg):
         w.add_sliding_window(cfg["sliding_window"])
         if cfg.get("final_logit_softcapping"):
             w.add_final_logit_softcapping(cfg["final_logit_softcapping"])
+    if extra:
+        extra(w)
     w.add_file_type(0)
     tokens, types = mtm.tiny_vocab()
     w.add_tokenizer_model("gpt2")
