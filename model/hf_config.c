@@ -3,7 +3,8 @@
  * Reads the fields flashgen needs for Llama, Mistral, Qwen2 and Gemma 3 (text), applies
  * transformers' per-family defaults where a field is absent, sets the family switches
  * (model.h), and rejects what the forward pass does not implement (Llama's o_proj bias, MLP
- * biases, other activations, window layouts other than "one global every N", other rope types
+ * biases, other activations, window layouts other than "one global every N" or "global layers
+ * first" (Qwen2's max_window_layers), other rope types
  * and architectures), naming the field.
  */
 #include "model/model.h"
@@ -193,6 +194,20 @@ static int hf_layer_types(const cJSON *j, struct model_config *cfg, const char *
         cfg->sliding_window = 0;
         return 1;
     }
+    cfg->sliding_from = 0;
+    /* Qwen2's layout: the first max_window_layers global, every later one local */
+    if (first_global == 0 && n_local < n &&
+        !strcmp(cJSON_GetArrayItem(lt, n - n_local)->valuestring, "sliding_attention")) {
+        int k = n - n_local, ok = 1;
+        for (int l = 0; l < n; l++)
+            ok &= !strcmp(cJSON_GetArrayItem(lt, l)->valuestring,
+                          l < k ? "full_attention" : "sliding_attention");
+        if (ok) {
+            cfg->sliding_from = k;
+            cfg->sliding_pattern = 0;
+            return 1;
+        }
+    }
     cfg->sliding_pattern = n_local == n ? 0 : first_global + 1;
     for (int l = 0; l < n; l++) {
         int local = !strcmp(cJSON_GetArrayItem(lt, l)->valuestring, "sliding_attention");
@@ -201,7 +216,7 @@ static int hf_layer_types(const cJSON *j, struct model_config *cfg, const char *
         if (local != want) {
             errmsg_at(err, errlen, path,
                       "layer_types: layer %d breaks the pattern of one global layer every %d "
-                      "(not supported)",
+                      "(or global layers first, then local ones; not supported)",
                       l, cfg->sliding_pattern);
             return -1;
         }
@@ -386,13 +401,21 @@ static int hf_parse(const cJSON *j, struct model_config *cfg, const char *path, 
         if (hf_int(j, "sliding_window", &cfg->sliding_window, path, err, errlen) < 0) return -1;
     }
     if (fam == HF_QWEN2) {
-        int use = 0;
+        /* Qwen2Config: sliding_window counts only with use_sliding_window, and then (without
+         * layer_types) layers from max_window_layers on are local, the ones below global */
+        int use = 0, mwl = 28; /* Qwen2Config's default max_window_layers */
         if (hf_bool(j, "use_sliding_window", &use, path, err, errlen) < 0) return -1;
         if (use) {
-            errmsg_at(err, errlen, path,
-                      "'use_sliding_window' true is not supported for qwen2 (windows from "
-                      "max_window_layers on)");
-            return -1;
+            const cJSON *sw = cJSON_GetObjectItemCaseSensitive(j, "sliding_window");
+            cfg->sliding_window = sw && cJSON_IsNull(sw) ? 0 : 4096; /* its default */
+            if (hf_int(j, "sliding_window", &cfg->sliding_window, path, err, errlen) < 0 ||
+                hf_int(j, "max_window_layers", &mwl, path, err, errlen) < 0)
+                return -1;
+            if (mwl < 0) {
+                errmsg_at(err, errlen, path, "'max_window_layers' %d is negative", mwl);
+                return -1;
+            }
+            cfg->sliding_from = mwl < cfg->n_layers ? mwl : cfg->n_layers;
         }
     }
     if (cfg->sliding_window > 0 && hf_layer_types(j, cfg, path, err, errlen) < 0) return -1;

@@ -560,6 +560,60 @@ static const char *ld_key(char *buf, size_t cap, const char *arch, const char *s
     return buf;
 }
 
+/* ARCH.rope.scaling.* of a yarn file → C. Facts from llama.cpp: conversion/base.py
+ * (set_gguf_parameters: what the converter writes), src/llama-model.cpp and llama-context.cpp
+ * (how they are read and combined), ggml's rope_yarn and ggml_rope_yarn_corr_dims.
+ * The keys, as the converter writes them from the checkpoint's rope_scaling: factor (required),
+ * original_context_length (default: context_length), yarn_beta_fast / yarn_beta_slow (32 / 1),
+ * yarn_attn_factor (transformers' attention_factor, when the checkpoint has one),
+ * yarn_ext_factor (1: only the plain ramp is implemented), yarn_log_multiplier (mscale_all_dim;
+ * llama.cpp then takes mscale = 1: attention factor mscale(s, 1) / mscale(s, m)), attn_factor
+ * (llama.cpp's extra multiplier of the cos/sin magnitude, default 1). Without yarn_attn_factor
+ * and yarn_log_multiplier the attention factor is 0.1 ln(factor) + 1, as in both. The correction
+ * range is truncated (floor/ceil), as in ggml. llama.cpp reads the yarn_beta and yarn_attn_factor
+ * keys for a few architectures only (its defaults for llama and qwen2); we take them as written:
+ * they carry the checkpoint's own values, which transformers runs with. */
+static int ld_gguf_yarn(const struct gguf_file *f, const char *A, struct model_config *c, char *err,
+                        size_t errlen) {
+    char key[96];
+    double factor = 0, bf = 32, bs = 1, af = 0, ext = 1, logmul = 0, mul = 1;
+    int rc =
+        gguf_get_float(f, ld_key(key, sizeof key, A, "rope.scaling.factor"), &factor, err, errlen);
+    if (rc < 0) return -1;
+    if (rc == 0 || !(factor > 0)) {
+        errmsg_at(err, errlen, f->path, "yarn rope scaling needs metadata '%s' > 0", key);
+        return -1;
+    }
+    c->rope_orig_max_pos = c->max_seq_len;
+    if (ld_kv_int(f, ld_key(key, sizeof key, A, "rope.scaling.original_context_length"), 0,
+                  &c->rope_orig_max_pos, err, errlen) < 0)
+        return -1;
+    static const char *const names[] = {
+        "rope.scaling.yarn_beta_fast",      "rope.scaling.yarn_beta_slow",
+        "rope.scaling.yarn_attn_factor",    "rope.scaling.yarn_ext_factor",
+        "rope.scaling.yarn_log_multiplier", "rope.scaling.attn_factor"};
+    double *vals[] = {&bf, &bs, &af, &ext, &logmul, &mul};
+    for (int i = 0; i < 6; i++)
+        if (gguf_get_float(f, ld_key(key, sizeof key, A, names[i]), vals[i], err, errlen) < 0)
+            return -1;
+    if (ext != 1) {
+        errmsg_at(err, errlen, f->path,
+                  "metadata '%s.rope.scaling.yarn_ext_factor' = %g is not supported (only 1)", A,
+                  ext);
+        return -1;
+    }
+#define YARN_MSCALE(s, m) ((s) <= 1 ? 1.0 : 0.1 * (m)*log(s) + 1.0)
+    if (af == 0) af = YARN_MSCALE(factor, 1.0) / (logmul != 0 ? YARN_MSCALE(factor, logmul) : 1.0);
+#undef YARN_MSCALE
+    c->rope_scaling = MODEL_ROPE_SCALING_YARN;
+    c->rope_factor = (float)factor;
+    c->rope_beta_fast = (float)bf;
+    c->rope_beta_slow = (float)bs;
+    c->rope_attn_factor = (float)(af * mul);
+    c->rope_yarn_truncate = 1;
+    return 0;
+}
+
 /* general.architecture values and what they switch on. Facts (llama.cpp's converter and
  * src/llama-model.cpp, checked against the real gemma-3-270m file and transformers' GGUF
  * loader, which reads back the same checkpoint):
@@ -654,8 +708,11 @@ static int ld_gguf_config(const struct gguf_file *f, struct model_config *c, cha
             return -1;
         c->rope_scaling = MODEL_ROPE_SCALING_LINEAR;
         c->rope_factor = (float)factor;
+    } else if (rc == 1 && rsl == 4 && !memcmp(rst, "yarn", 4)) {
+        if (ld_gguf_yarn(f, A, c, err, errlen) < 0) return -1;
     } else if (rc == 1 && !(rsl == 4 && !memcmp(rst, "none", 4))) {
-        errmsg_at(err, errlen, f->path, "rope scaling type '%.*s' is not supported (none, linear)",
+        errmsg_at(err, errlen, f->path,
+                  "rope scaling type '%.*s' is not supported (none, linear, yarn)",
                   (int)(rsl > 64 ? 64 : rsl), rst);
         return -1;
     }

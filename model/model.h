@@ -75,6 +75,9 @@ struct model_config {
     /* which layers are local (sliding window): 0 = all of them when sliding_window is set
      * (Mistral); N > 0 = every Nth layer (l % N == N - 1) is global, the rest local (Gemma 3) */
     int sliding_pattern;
+    /* layers below this index are global whatever the pattern: Qwen2's max_window_layers (its
+     * windows start there when use_sliding_window is set); 0 = no such prefix */
+    int sliding_from;
     float rope_local_theta; /* RoPE base of local layers, unscaled; 0 = same table as global */
 };
 

@@ -88,9 +88,11 @@ int model_config_validate(const struct model_config *c, char *err, size_t errlen
         errmsg_at(err, errlen, NULL, "config activation %d is unknown", (int)c->act);
         return -1;
     }
-    if (c->sliding_window < 0 || c->sliding_pattern < 0 || c->sliding_pattern > (1 << 12)) {
-        errmsg_at(err, errlen, NULL, "config sliding_window %d / sliding_pattern %d out of range",
-                  c->sliding_window, c->sliding_pattern);
+    if (c->sliding_window < 0 || c->sliding_pattern < 0 || c->sliding_pattern > (1 << 12) ||
+        c->sliding_from < 0 || c->sliding_from > c->n_layers) {
+        errmsg_at(err, errlen, NULL,
+                  "config sliding_window %d / sliding_pattern %d / sliding_from %d out of range",
+                  c->sliding_window, c->sliding_pattern, c->sliding_from);
         return -1;
     }
     static const struct {
@@ -113,7 +115,7 @@ int model_config_validate(const struct model_config *c, char *err, size_t errlen
 }
 
 int model_layer_is_local(const struct model_config *c, int l) {
-    if (c->sliding_window <= 0) return 0;
+    if (c->sliding_window <= 0 || l < c->sliding_from) return 0;
     if (c->sliding_pattern <= 0) return 1;
     return l % c->sliding_pattern != c->sliding_pattern - 1;
 }

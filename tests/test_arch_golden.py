@@ -1,7 +1,7 @@
 """Each family flashgen runs = Hugging Face transformers, fp32, on the CPU (issue 12).
 
 tools/gen_arch_golden.py builds tiny random checkpoints (Qwen2 with q/k/v biases and yarn RoPE,
-Mistral with a sliding window shorter than every sequence and an explicit head_dim, Gemma 3 with
+Qwen2 with use_sliding_window / max_window_layers and yarn's betas and attention_factor set, Mistral with a sliding window shorter than every sequence and an explicit head_dim, Gemma 3 with
 local + global layers and all its switches) from fixed seeds with numpy + safetensors, and keeps
 the logits transformers computed for them in tests/golden/arch_logits.npz. Here the same
 checkpoints are rebuilt (no torch) and tools/engine_check runs them on the CPU, prefilling each
@@ -83,6 +83,10 @@ def test_golden_sequences_outrun_the_windows():
     ("gemma3", lambda c: c.update(query_pre_attn_scalar=32)),
     ("gemma3", lambda c: c.update(final_logit_softcapping=None)),
     ("qwen2", lambda c: c.update(rope_scaling=None)),
+    ("qwen2_swa", lambda c: c.update(use_sliding_window=False)),
+    ("qwen2_swa", lambda c: c.update(max_window_layers=0)),  # layer 0 local too
+    ("qwen2_swa", lambda c: c["rope_scaling"].pop("attention_factor")),
+    ("qwen2_swa", lambda c: c["rope_scaling"].update(beta_fast=32.0, beta_slow=1.0)),
 ])
 def test_each_switch_matters(tmp_path, fam, edit):
     """The comparison can fail: the same weights with one switch turned the other way give
@@ -91,10 +95,13 @@ def test_each_switch_matters(tmp_path, fam, edit):
     assert np.abs(ours - ref).max() > 100 * RTOL * np.abs(ref).max()
 
 
-# What a GGUF file can say: Gemma 3's query scale is llama.cpp's fixed 1/sqrt(head_dim), and
-# yarn is not read from GGUF.
+# What a GGUF file can say: Gemma 3's query scale is llama.cpp's fixed 1/sqrt(head_dim), and a
+# qwen2 file has no sliding window (llama.cpp's qwen2 reads none). Yarn is there, in the
+# {arch}.rope.scaling.* keys convert_hf_to_gguf writes (type, factor, original_context_length,
+# yarn_beta_fast / yarn_beta_slow / yarn_attn_factor when the checkpoint sets them).
 GGUF_EDITS = {
-    "qwen2": lambda c: c.update(rope_scaling=None),
+    "qwen2": lambda c: None,
+    "qwen2_swa": lambda c: c.update(use_sliding_window=False),
     "gemma3": lambda c: c.update(query_pre_attn_scalar=c["head_dim"]),
 }
 
@@ -110,6 +117,46 @@ def test_gguf_file_runs_like_its_hf_checkpoint(tmp_path, fam):
     assert np.isfinite(hf).all() and hf.std() > 0
     err = np.abs(hf - gg).max()
     assert err <= 1e-5 * np.abs(hf).max(), f"{fam}: GGUF vs HF max diff {err:.3g}"
+
+
+def yarn_mscale(s, m=1.0):
+    return 1.0 if s <= 1 else 0.1 * m * np.log(s) + 1.0
+
+
+@pytest.mark.parametrize("key,val,attention_factor", [
+    # yarn_log_multiplier = mscale_all_dim, llama.cpp taking mscale = 1
+    ("yarn_log_multiplier", 0.5, yarn_mscale(4.0) / yarn_mscale(4.0, 0.5)),
+    # attn_factor multiplies the default magnitude 0.1 ln(factor) + 1
+    ("attn_factor", 1.1, 1.1 * yarn_mscale(4.0)),
+])
+def test_gguf_yarn_attention_factor_keys(tmp_path, key, val, attention_factor):
+    """The two llama.cpp keys that change yarn's cos/sin magnitude without a transformers field:
+    the GGUF runs like the HF checkpoint given the attention_factor llama.cpp derives from them."""
+    pytest.importorskip("gguf")
+    cfg = json.loads(json.dumps(gag.FAMILIES["qwen2"]))
+    d = gag.write_gguf(str(tmp_path / "q.gguf"), "qwen2", cfg, extra=lambda w: w.add_float32(
+        f"qwen2.rope.scaling.{key}", val))
+    gg = engine_logits(tmp_path, d)
+    cfg["rope_scaling"]["attention_factor"] = float(attention_factor)
+    hf = engine_logits(tmp_path, gag.build(str(tmp_path / "hf"), "qwen2", cfg))
+    plain = GOLDEN["qwen2"]  # the same weights with the default factor: must differ
+    assert np.abs(hf - gg).max() <= 1e-5 * np.abs(hf).max()
+    assert np.abs(hf - plain).max() > 100 * RTOL * np.abs(plain).max()
+
+
+def test_gguf_yarn_ext_factor_other_than_one_is_refused(tmp_path):
+    """yarn_ext_factor (convert_hf_to_gguf writes it from an 'extrapolation_factor') scales the
+    ramp in llama.cpp; only 1 is implemented, so another value is an error naming the key."""
+    pytest.importorskip("gguf")
+    cfg = json.loads(json.dumps(gag.FAMILIES["qwen2"]))
+    cfg["rope_scaling"]["extrapolation_factor"] = 0.5
+    path = gag.write_gguf(str(tmp_path / "q.gguf"), "qwen2", cfg)
+    (tmp_path / "p.txt").write_text("1 2 3\n")
+    r = subprocess.run([os.path.join(BUILD, "tools", "engine_check"), "--model", path, "--device",
+                        "cpu", "--prompts", str(tmp_path / "p.txt"), "--steps", "1", "--out",
+                        str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0
+    assert "qwen2.rope.scaling.yarn_ext_factor' = 0.5 is not supported" in r.stderr, r.stderr
 
 
 def test_gemma3_multimodal_checkpoint_runs_its_text_model(tmp_path):

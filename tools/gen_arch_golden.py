@@ -4,6 +4,8 @@ Hugging Face transformers gives for them (issue 12, "Random-weight checkpoints o
 
 Families (FAMILIES below), each exercising its switches:
   qwen2   Qwen2ForCausalLM: q/k/v biases, GQA 4:2, untied head, yarn rope scaling
+  qwen2_swa  the same with use_sliding_window: layer 0 global (max_window_layers 1), layers 1-2
+          local with window 5; tied head; yarn with beta_fast 8, beta_slow 2, attention_factor
   mistral MistralForCausalLM: sliding window 5 (shorter than every test sequence), GQA 4:1,
           head_dim given explicitly (32, not hidden / heads = 16), tied head, linear rope scaling
   gemma3  Gemma3ForCausalLM: 7 layers, local sliding-window layers (window 4) with every 6th
@@ -80,12 +82,28 @@ FAMILIES = {
         "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2,
         "torch_dtype": "float32",
     },
+    # Qwen2 with its own window layout: use_sliding_window, the first max_window_layers layers
+    # global and the later ones local (window 5, shorter than every sequence), and yarn
+    # with other betas and an explicit attention_factor (ROPE_INIT_FUNCTIONS' knobs)
+    "qwen2_swa": {
+        "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2",
+        "hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 3,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": VOCAB,
+        "max_position_embeddings": 256, "rms_norm_eps": 1e-6, "rope_theta": 10000.0,
+        "hidden_act": "silu", "tie_word_embeddings": True, "use_sliding_window": True,
+        "sliding_window": 5, "max_window_layers": 1,
+        "rope_scaling": {"rope_type": "yarn", "factor": 4.0,
+                         "original_max_position_embeddings": 64, "beta_fast": 8.0,
+                         "beta_slow": 2.0, "attention_factor": 1.25},
+        "torch_dtype": "float32",
+    },
 }
 
 
 def weights(family, cfg):
     """HF-named fp32 weights for FAMILY, from its own seed."""
     rng = np.random.RandomState(SEED + list(FAMILIES).index(family))
+    qwen = family in ("qwen2", "qwen2_swa")
     d, f, V = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"]
     hd = cfg.get("head_dim", d // cfg["num_attention_heads"])
     q, kv = cfg["num_attention_heads"] * hd, cfg["num_key_value_heads"] * hd
@@ -106,7 +124,7 @@ def weights(family, cfg):
         w[p + "self_attn.k_proj.weight"] = mat(kv, d)
         w[p + "self_attn.v_proj.weight"] = mat(kv, d)
         w[p + "self_attn.o_proj.weight"] = mat(d, q)
-        if family == "qwen2":
+        if qwen:
             for n, r in (("q", q), ("k", kv), ("v", kv)):
                 w[p + f"self_attn.{n}_proj.bias"] = (0.5 * rng.standard_normal(r)).astype(
                     np.float32)
@@ -152,13 +170,14 @@ GGUF_LAYER = {
 }
 
 
-def write_gguf(path, family, cfg):
+def write_gguf(path, family, cfg, extra=None):
     """FAMILY's weights (cfg as given, e.g. edited) as an F32 GGUF the way llama.cpp's converter
     writes qwen2 / gemma3: no Q/K permutation (NEOX RoPE); Gemma's norms stored as 1 + w
     (convert_hf_to_gguf's norm_shift); Gemma's local base, window pattern and query scale are
-    not in the file (so CFG must use llama.cpp's fixed values)."""
+    not in the file (so CFG must use llama.cpp's fixed values). EXTRA(writer), when given, adds
+    metadata (keys a converter may write that the HF config has no field for)."""
     import gguf
-    arch = {"qwen2": "qwen2", "gemma3": "gemma3"}[family]
+    arch = {"qwen2": "qwen2", "qwen2_swa": "qwen2", "gemma3": "gemma3"}[family]
     gemma = family == "gemma3"
     d, hd = cfg["hidden_size"], cfg.get("head_dim", cfg["hidden_size"] // cfg["num_attention_heads"])
     w = gguf.GGUFWriter(path, arch)
@@ -173,14 +192,28 @@ def write_gguf(path, family, cfg):
     w.add_layer_norm_rms_eps(cfg["rms_norm_eps"])
     w.add_rope_freq_base(cfg["rope_theta"])
     rs = cfg.get("rope_scaling")
-    if rs:
-        assert rs["rope_type"] == "linear", rs
+    if rs and rs["rope_type"] == "linear":
         w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
         w.add_rope_scaling_factor(rs["factor"])
+    elif rs:  # yarn, as convert_hf_to_gguf's set_gguf_parameters writes it
+        assert rs["rope_type"] == "yarn", rs
+        w.add_rope_scaling_type(gguf.RopeScalingType.YARN)
+        w.add_rope_scaling_factor(rs["factor"])
+        w.add_rope_scaling_orig_ctx_len(rs["original_max_position_embeddings"])
+        if "extrapolation_factor" in rs:
+            w.add_rope_scaling_yarn_ext_factor(rs["extrapolation_factor"])
+        if "attention_factor" in rs:
+            w.add_rope_scaling_yarn_attn_factor(rs["attention_factor"])
+        if "beta_fast" in rs:
+            w.add_rope_scaling_yarn_beta_fast(rs["beta_fast"])
+        if "beta_slow" in rs:
+            w.add_rope_scaling_yarn_beta_slow(rs["beta_slow"])
     if gemma:
         w.add_sliding_window(cfg["sliding_window"])
         if cfg.get("final_logit_softcapping"):
             w.add_final_logit_softcapping(cfg["final_logit_softcapping"])
+    if extra:
+        extra(w)
     w.add_file_type(0)
     tokens, types = mtm.tiny_vocab()
     w.add_tokenizer_model("gpt2")
@@ -234,18 +267,25 @@ def main():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     ap.add_argument("--out", default=os.path.join(root, "tests", "golden", "arch_logits.npz"))
     ap.add_argument("--work", default="/tmp/fg_arch_golden")
+    ap.add_argument("--families", nargs="*", default=None,
+                    help="recompute only these, keeping the others' logits from --out")
     a = ap.parse_args()
     import transformers
-    res = {}
-    for fam in FAMILIES:
+    res, gen = {}, []
+    if a.families:
+        old = np.load(a.out)
+        res = {k: old[k] for k in old.files if k != "generator"}
+        gen = [str(old["generator"])]
+    for fam in a.families or FAMILIES:
         lg, m = hf_logits(build(os.path.join(a.work, fam), fam))
         c = m.config
         print(f"{fam}: {type(m).__name__}, layer_types={getattr(c, 'layer_types', None)}, "
               f"sliding_window={getattr(c, 'sliding_window', None)}, "
               f"rope={getattr(c, 'rope_parameters', None)}, |logits| max {abs(lg).max():.3f}")
         res[fam] = lg
-    np.savez_compressed(a.out, generator=np.array(
-        f"transformers {transformers.__version__} fp32 eager, tools/gen_arch_golden.py"), **res)
+    gen.append(f"transformers {transformers.__version__} fp32 eager, tools/gen_arch_golden.py"
+               + (f" ({', '.join(a.families)})" if a.families else ""))
+    np.savez_compressed(a.out, generator=np.array("; ".join(gen)), **res)
     print("wrote", a.out)
 
 

@@ -6,7 +6,7 @@ transformers' apply_chat_template does (ImmutableSandboxedEnvironment with trim_
 lstrip_blocks, the loopcontrols extension, its tojson filter, raise_exception and strftime_now
 globals; messages, tools, documents and add_generation_prompt passed, plus the special tokens).
 When transformers is installed, each render is also checked against transformers' own compiled
-template. The Criterion test tests/unit/test_jinja_golden.c compares flashgen's interpreter with
+template. Where each template comes from: tests/golden/chat_templates/SOURCES.md. The Criterion test tests/unit/test_jinja_golden.c compares flashgen's interpreter with
 this file, without Python.
 
 Usage: python3 tools/gen_chat_golden.py   (Jinja2 3.1.x)
@@ -42,8 +42,18 @@ TOKENS = {
     "qwen25": ("<|endoftext|>", "<|im_end|>"),
     "smollm2": ("<|im_start|>", "<|im_end|>"),
     "zephyr": ("<s>", "</s>"),
+    "deepseek_r1_llama": ("<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>"),
+    "gemma": ("<bos>", "<eos>"),
+    "hermes3_tools": ("<|begin_of_text|>", "<|im_end|>"),
+    "llama33": ("<|begin_of_text|>", "<|eot_id|>"),
+    "mistral_nemo": ("<s>", "</s>"),
+    "mistral_v02": ("<s>", "</s>"),
+    "phi35": ("<s>", "<|endoftext|>"),
+    "qwen3": ("<|endoftext|>", "<|im_end|>"),
+    "qwq": ("<|endoftext|>", "<|im_end|>"),
+    "smollm3": ("<|im_start|>", "<|im_end|>"),
 }
-EXTRA = {"llama32": {"date_string": "02 Dec 2026"}}
+EXTRA = {"llama32": {"date_string": "02 Dec 2026"}, "llama33": {"date_string": "02 Dec 2026"}}
 
 WEATHER = {
     "type": "function",

@@ -11,14 +11,16 @@ mutation cannot guess). Deterministic (fixed seeds), so re-running gives the sam
                        llama model with a byte-level tokenizer (loads with model_load), the same
                        in K-quants and their Q5_0/Q5_1 fallbacks (kmodel), a file with every
                        metadata value type and every tensor type flashgen reads (plus IQ4_NL,
-                       which it refuses), a v2 file, one with general.alignment = 64
+                       which it refuses), a v2 file, one with general.alignment = 64, a qwen2
+                       header with yarn rope.scaling.* keys
   fuzz_safetensors     hand-written safetensors files (F32/F16/BF16/I32, scalar and empty
                        tensors, __metadata__)
   fuzz_tokenizer_json  small tokenizer.json files for each supported pre-tokenizer, some followed
                        by NUL + tokenizer_config.json (the target's input layout)
   fuzz_tokenizer       flag byte + text (see tests/fuzz/fuzz_tokenizer.c), one ids-mode input
   fuzz_config          server config files (config/config.h options)
-  fuzz_hf_config       Hugging Face config.json files (llama, llama3 rope scaling, qwen2)
+  fuzz_hf_config       Hugging Face config.json files (llama, llama3 rope scaling, qwen2, qwen2
+                       with use_sliding_window and yarn)
 
 Needs: numpy, gguf.
 """
@@ -75,6 +77,7 @@ def gguf_model(path, rng):
     w = gguf.GGUFWriter(path, "llama")
     w.add_block_count(n_layers)
     w.add_context_length(64)
+
     w.add_embedding_length(dim)
     w.add_feed_forward_length(ffn)
     w.add_head_count(n_heads)
@@ -105,6 +108,28 @@ def gguf_model(path, rng):
         add(w, f"blk.{l}.ffn_up.weight", r(ffn, dim), QT.Q4_0)
         add(w, f"blk.{l}.ffn_down.weight", r(dim, ffn), QT.Q4_1)
     add(w, "output_norm.weight", 1 + r(dim), QT.F32)
+    write(w)
+
+
+def gguf_yarn_config(path):
+    """A qwen2 file's metadata with the rope.scaling.* keys convert_hf_to_gguf writes for a yarn
+    checkpoint, and no tensors: the config reader parses all of it, the load plan then stops."""
+    w = gguf.GGUFWriter(path, "qwen2")
+    w.add_block_count(1)
+    w.add_context_length(64)
+    w.add_embedding_length(32)
+    w.add_feed_forward_length(32)
+    w.add_head_count(2)
+    w.add_head_count_kv(1)
+    w.add_rope_freq_base(10000.0)
+    w.add_layer_norm_rms_eps(1e-6)
+    w.add_rope_scaling_type(gguf.RopeScalingType.YARN)
+    w.add_rope_scaling_factor(4.0)
+    w.add_rope_scaling_orig_ctx_len(16)
+    w.add_rope_scaling_yarn_beta_fast(16.0)
+    w.add_rope_scaling_yarn_beta_slow(2.0)
+    w.add_rope_scaling_yarn_attn_factor(1.1)
+    w.add_vocab_size(8)
     write(w)
 
 
@@ -297,14 +322,15 @@ def main():
     gguf_kitchen_sink(os.path.join(tmp, "sink.gguf"), rng)
     gguf_kitchen_sink(os.path.join(tmp, "align64.gguf"), rng, alignment=64)
     gguf_kquant_model(os.path.join(tmp, "kmodel.gguf"), np.random.RandomState(13))
+    gguf_yarn_config(os.path.join(tmp, "yarn.gguf"))
     g = {n: open(os.path.join(tmp, n + ".gguf"), "rb").read()
-         for n in ("model", "sink", "align64", "kmodel")}
+         for n in ("model", "sink", "align64", "kmodel", "yarn")}
     shutil.rmtree(tmp)
     v2 = bytearray(g["sink"])
     v2[4:8] = struct.pack("<I", 2)
     seeds["fuzz_gguf"] = {"model.gguf": g["model"], "sink.gguf": g["sink"],
                           "align64.gguf": g["align64"], "v2.gguf": bytes(v2),
-                          "kmodel.gguf": g["kmodel"],
+                          "kmodel.gguf": g["kmodel"], "yarn.gguf": g["yarn"],
                           "header_only.gguf": b"GGUF" + struct.pack("<IQQ", 3, 0, 0)}
 
     f32 = lambda *s: rng.standard_normal(s).astype("<f4")
@@ -391,9 +417,14 @@ def main():
               hidden_size=2048, head_dim=64, tie_word_embeddings=False)
     qw = dict(hf, architectures=["Qwen2ForCausalLM"], model_type="qwen2", use_sliding_window=False)
     del qw["head_dim"]
+    qws = dict(qw, use_sliding_window=True, sliding_window=4096, max_window_layers=28,
+               rope_scaling={"rope_type": "yarn", "factor": 4.0,
+                             "original_max_position_embeddings": 32768, "beta_fast": 32.0,
+                             "beta_slow": 1.0, "attention_factor": 1.1})
     seeds["fuzz_hf_config"] = {"smollm2.json": json.dumps(hf, indent=2).encode(),
                                "llama3.json": json.dumps(l3).encode(),
                                "qwen2.json": json.dumps(qw).encode(),
+                               "qwen2_swa_yarn.json": json.dumps(qws).encode(),
                                "mistral_min.json": b'{"model_type":"mistral","hidden_size":8,'
                                b'"intermediate_size":16,"num_hidden_layers":1,'
                                b'"num_attention_heads":2,"vocab_size":10}'}
@@ -462,6 +493,10 @@ def main():
                            "high_freq_factor", "original_max_position_embeddings",
                            "tie_word_embeddings", "vocab_size", "attention_bias", "mlp_bias",
                            "LlamaForCausalLM", "Qwen2ForCausalLM", "MistralForCausalLM",
+                           "use_sliding_window", "sliding_window", "max_window_layers",
+                           "layer_types", "sliding_attention", "full_attention", "yarn",
+                           "beta_fast", "beta_slow", "attention_factor", "mscale",
+                           "mscale_all_dim", "truncate",
                            "1e308", "-1", "2147483648"],
     }
     for target, words in dicts.items():

@@ -125,11 +125,14 @@ Test(hf_config, family_layouts_not_implemented_are_refused) {
     static const struct {
         const char *json, *want;
     } bad[] = {
-        {"{\"architectures\":[\"Qwen2ForCausalLM\"],\"use_sliding_window\":true," SHAPE,
-         "'use_sliding_window' true"},
+        {"{\"architectures\":[\"Qwen2ForCausalLM\"],\"use_sliding_window\":true,"
+         "\"max_window_layers\":-1," SHAPE,
+         "'max_window_layers' -1 is negative"},
         {"{\"architectures\":[\"Gemma3ForCausalLM\"],\"sliding_window\":8,\"layer_types\":["
-         "\"full_attention\",\"sliding_attention\"]," SHAPE,
-         "layer_types: layer 1 breaks the pattern"},
+         "\"sliding_attention\",\"full_attention\",\"full_attention\"],"
+         "\"hidden_size\":64,\"num_hidden_layers\":3,\"num_attention_heads\":4,"
+         "\"vocab_size\":282,\"intermediate_size\":96}",
+         "layer_types: layer 2 breaks the pattern"},
         {"{\"architectures\":[\"Gemma3ForCausalLM\"],\"sliding_window\":8,\"layer_types\":["
          "\"sliding_attention\",\"chunked_attention\"]," SHAPE,
          "layer_types[1] 'chunked_attention'"},
