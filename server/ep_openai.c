@@ -14,17 +14,32 @@
 
 #include "model/tokenizer.h"
 #include "server/job.h"
+#include "server/tools.h"
 
 /* The route's state (owned by the job driver once the job runs). */
+static size_t visible_len(const struct wreq *j);
+
 struct oai_ctx {
     struct server *sv;
     int chat, stream, include_usage, echo, logprobs, top_logprobs;
     char *prompt_text; /* echo */
     char id[48];
     long created;
-    int sent;         /* tokens streamed */
-    size_t sent_text; /* bytes of text streamed */
+    int sent;                /* tokens streamed */
+    size_t sent_text;        /* bytes of text streamed */
+    struct tools_req *tools; /* chat: tool calling (server/tools.h), or NULL */
+    int tools_text;          /* streaming with tools: the output is known to be text */
 };
+
+/* The output as tool calls (tools_parse_output), or NULL when it is text. */
+static cJSON *tool_calls_of(const struct oai_ctx *c, const struct wreq *j) {
+    if (!c->tools || j->finish == WREQ_FIN_LENGTH) return NULL;
+    return tools_parse_output(c->tools, j->text, visible_len(j));
+}
+
+/* The streamed calls as OpenAI sends them: per call a chunk with its index, id, type and
+ * function.name (arguments ""), then one with the arguments. */
+static void stream_tool_calls(struct oai_ctx *c, struct http_req *r, cJSON *calls);
 
 static const char *finish_reason(enum wreq_finish f) {
     return f == WREQ_FIN_LENGTH ? "length" : "stop";
@@ -128,6 +143,10 @@ static void stream_tokens(void *ctx, struct http_req *r, const struct wreq *j, i
     (void)from;
     struct oai_ctx *c = ctx;
     size_t vis = visible_len(j);
+    if (c->tools && !c->tools_text) { /* a call is sent whole, once the output is complete */
+        if (tools_stream_hold(c->tools, j->text, vis)) return;
+        c->tools_text = 1;
+    }
     if (j->finish == WREQ_FIN_NONE) {
         size_t hold = 0;
         for (int i = 0; i < j->n_stop; i++) {
@@ -167,7 +186,14 @@ static void stream_start(void *ctx, struct http_req *r) {
 /* The finish chunk, usage when asked, [DONE]. */
 static void stream_finish(void *ctx, struct http_req *r, const struct wreq *j) {
     struct oai_ctx *c = ctx;
-    stream_chunk(c, r, j, 0, 0, 0, 0, finish_reason(j->finish));
+    cJSON *calls = c->tools && !c->tools_text ? tool_calls_of(c, j) : NULL;
+    if (calls) {
+        stream_tool_calls(c, r, calls);
+    } else if (c->tools && !c->tools_text) { /* held back, and text after all */
+        c->tools_text = 1;
+        stream_tokens(c, r, j, c->sent);
+    }
+    stream_chunk(c, r, j, 0, 0, 0, 0, calls ? "tool_calls" : finish_reason(j->finish));
     if (c->include_usage) {
         cJSON *o = chunk_base(c);
         cJSON_AddArrayToObject(o, "choices");
@@ -194,10 +220,16 @@ static void full_finish(void *ctx, struct http_req *r, const struct wreq *j) {
     cJSON *ch = cJSON_CreateObject();
     cJSON_AddNumberToObject(ch, "index", 0);
     size_t vis = visible_len(j);
+    cJSON *calls = c->chat ? tool_calls_of(c, j) : NULL;
     if (c->chat) {
         cJSON *m = cJSON_AddObjectToObject(ch, "message");
         cJSON_AddStringToObject(m, "role", "assistant");
-        job_add_text(m, "content", j->text, vis);
+        if (calls) {
+            cJSON_AddNullToObject(m, "content");
+            cJSON_AddItemToObject(m, "tool_calls", calls);
+        } else {
+            job_add_text(m, "content", j->text, vis);
+        }
     } else if (c->echo && c->prompt_text) {
         size_t pl = strlen(c->prompt_text);
         char *t = malloc(pl + vis + 1);
@@ -212,7 +244,7 @@ static void full_finish(void *ctx, struct http_req *r, const struct wreq *j) {
         job_add_text(ch, "text", j->text, vis);
     }
     cJSON_AddItemToObject(ch, "logprobs", logprobs_json(c, j, 0, j->n_gen));
-    cJSON_AddStringToObject(ch, "finish_reason", finish_reason(j->finish));
+    cJSON_AddStringToObject(ch, "finish_reason", calls ? "tool_calls" : finish_reason(j->finish));
     cJSON_AddItemToArray(choices, ch);
     cJSON_AddItemToObject(o, "usage", usage_json(j));
     http_reply_json(r, 200, o);
@@ -221,11 +253,72 @@ static void full_finish(void *ctx, struct http_req *r, const struct wreq *j) {
 static void oai_ctx_free(void *ctx) {
     struct oai_ctx *c = ctx;
     if (!c) return;
+    tools_req_free(c->tools);
+    free(c->tools);
     free(c->prompt_text);
     free(c);
 }
 
 static void name_job(void *ctx, const struct wreq *j);
+
+/* One chunk of a streamed call: delta.tool_calls = [CALL_DELTA]. */
+static void tool_chunk(struct oai_ctx *c, struct http_req *r, cJSON *call_delta) {
+    cJSON *o = chunk_base(c);
+    cJSON *choices = cJSON_AddArrayToObject(o, "choices");
+    cJSON *ch = cJSON_CreateObject();
+    cJSON_AddNumberToObject(ch, "index", 0);
+    cJSON *d = cJSON_AddObjectToObject(ch, "delta");
+    cJSON_AddItemToArray(cJSON_AddArrayToObject(d, "tool_calls"), call_delta);
+    cJSON_AddNullToObject(ch, "logprobs");
+    cJSON_AddNullToObject(ch, "finish_reason");
+    cJSON_AddItemToArray(choices, ch);
+    job_sse(r, "data: ", o);
+}
+
+static void stream_tool_calls(struct oai_ctx *c, struct http_req *r, cJSON *calls) {
+    int i = 0;
+    const cJSON *call;
+    cJSON_ArrayForEach(call, calls) {
+        const cJSON *fn = cJSON_GetObjectItemCaseSensitive(call, "function");
+        cJSON *head = cJSON_CreateObject(), *f;
+        cJSON_AddNumberToObject(head, "index", i);
+        cJSON_AddItemToObject(head, "id",
+                              cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(call, "id"), 0));
+        cJSON_AddStringToObject(head, "type", "function");
+        f = cJSON_AddObjectToObject(head, "function");
+        cJSON_AddItemToObject(f, "name",
+                              cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(fn, "name"), 0));
+        cJSON_AddStringToObject(f, "arguments", "");
+        tool_chunk(c, r, head);
+        cJSON *args = cJSON_CreateObject();
+        cJSON_AddNumberToObject(args, "index", i);
+        f = cJSON_AddObjectToObject(args, "function");
+        cJSON_AddItemToObject(
+            f, "arguments", cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(fn, "arguments"), 0));
+        tool_chunk(c, r, args);
+        i++;
+    }
+    cJSON_Delete(calls);
+}
+
+/* Tool calling before the job starts: the messages made renderable by the model's template
+ * (tools_adapt_messages), the tool list handed to the template when it takes one, the request's
+ * tool state moved into C. Returns -1 after replying 500 when out of memory. */
+static int ep_tools_prepare(struct server *sv, struct http_req *r, struct reqparse_oai *q,
+                            struct oai_ctx *c) {
+    const struct chat_template *ct = sv->worker.info.chat;
+    int takes = chat_template_takes_tools(ct);
+    if (tools_adapt_messages(q->tools, takes, &q->msgs, &q->n_msgs) ||
+        (takes && q->tools->tools && !(q->p.chat_tools = cJSON_Duplicate(q->tools->tools, 1)))) {
+        http_reply_error(r, 500, "internal", NULL, "out of memory");
+        return -1;
+    }
+    if (q->tools->choice != TOOLS_CHOICE_NONE) {
+        c->tools = q->tools;
+        q->tools = NULL;
+    }
+    return 0;
+}
 
 static const struct job_render OAI_STREAM = {.stream = 1,
                                              .on_start = stream_start,
@@ -292,6 +385,7 @@ void ep_chat_completions(struct http_req *r) {
     struct reqparse_oai q;
     struct oai_ctx *c = begin(sv, r, reqparse_chat, &q);
     if (!c) goto out;
+    if (ep_tools_prepare(sv, r, &q, c)) goto out;
     /* the template is rendered and the prompt tokenized off the loop thread */
     struct chat_msg *msgs = q.msgs;
     int n_msgs = q.n_msgs;
