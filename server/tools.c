@@ -81,8 +81,8 @@ static int parse_tools(const cJSON *v, struct tools_req *t, struct reqparse_erro
     const cJSON *it;
     cJSON_ArrayForEach(it, v) {
         const cJSON *ty = get(it, "type"), *fn = get(it, "function");
-        if (!cJSON_IsObject(it) || (ty && (!cJSON_IsString(ty) || strcmp(ty->valuestring,
-                                                                           "function"))))
+        if (!cJSON_IsObject(it) ||
+            (ty && (!cJSON_IsString(ty) || strcmp(ty->valuestring, "function"))))
             return reqparse_invalid(e, "tools",
                                     "`tools[%d]` must be {\"type\": \"function\", \"function\": "
                                     "{...}}",
@@ -99,14 +99,13 @@ static int parse_tools(const cJSON *v, struct tools_req *t, struct reqparse_erro
         if (find_name(t, name->valuestring) >= 0)
             return reqparse_invalid(e, "tools", "`tools[%d].function.name` \"%s\" is given twice",
                                     k, name->valuestring);
-        if (desc && (!cJSON_IsString(desc) || !utf8_valid(desc->valuestring,
-                                                            strlen(desc->valuestring))))
+        if (desc &&
+            (!cJSON_IsString(desc) || !utf8_valid(desc->valuestring, strlen(desc->valuestring))))
             return reqparse_invalid(e, "tools",
                                     "`tools[%d].function.description` must be a UTF-8 string", k);
         if (params && !cJSON_IsObject(params))
-            return reqparse_invalid(e, "tools",
-                                    "`tools[%d].function.parameters` must be a JSON Schema object",
-                                    k);
+            return reqparse_invalid(
+                e, "tools", "`tools[%d].function.parameters` must be a JSON Schema object", k);
         int strict = 0;
         if (reqparse_get_bool(fn, "strict", &strict, e)) {
             snprintf(e->param, sizeof e->param, "tools");
@@ -206,9 +205,10 @@ static cJSON *call_schema(const struct tools_req *t, int i, cJSON *root, struct 
     cJSON *name = cJSON_AddObjectToObject(props, "name");
     cJSON *req = cJSON_AddArrayToObject(s, "required");
     /* no parameters: OpenAI's function without arguments, i.e. {} */
-    cJSON *args = params ? cJSON_Duplicate(params, 1) : cJSON_Parse("{\"type\":\"object\","
-                                                                    "\"additionalProperties\":"
-                                                                    "false}");
+    cJSON *args = params ? cJSON_Duplicate(params, 1)
+                         : cJSON_Parse("{\"type\":\"object\","
+                                       "\"additionalProperties\":"
+                                       "false}");
     if (!cJSON_AddStringToObject(s, "type", "object") || !props || !name || !req || !args ||
         !cJSON_AddStringToObject(name, "const", t->names[i]) ||
         !cJSON_AddItemToArray(req, cJSON_CreateString("name")) ||
@@ -248,18 +248,8 @@ static int build_grammar(const struct tools_req *t, struct job_params *p,
             cJSON_AddItemToArray(any, c);
         }
     }
-    /* the call (or the array of calls) is the document's root, with the hoisted $defs */
+    /* the call is the document's root, with the hoisted $defs */
     cJSON *body = one;
-    if (t->choice == TOOLS_CHOICE_REQUIRED && t->parallel) {
-        body = cJSON_CreateObject();
-        if (!body || !cJSON_AddStringToObject(body, "type", "array") ||
-            !cJSON_AddNumberToObject(body, "minItems", 1)) {
-            cJSON_Delete(body);
-            oom(e);
-            goto out;
-        }
-        cJSON_AddItemToObject(body, "items", one);
-    }
     one = NULL;
     for (cJSON *it = body->child; it;) {
         cJSON *next = it->next;

@@ -13,9 +13,11 @@
  * user/assistant alternation) can render the conversation.
  *
  * tool_choice "required" or a named function constrains the output with a JSON-Schema grammar
- * (model/grammar.h): a named function gives one object {"name": const, "arguments": its
- * parameters}; "required" an array of one or more calls, each an anyOf over the functions (one
- * call, no array, with parallel_tool_calls false). "auto" leaves the model free; its output is a
+ * (model/grammar.h) to one call {"name": const, "arguments": its parameters}, an anyOf over the
+ * functions for "required". One call, not an array of them: a grammar cannot tell a small model
+ * when to stop, and SmolLM2 given an array repeats the same call until max_tokens (tried on the
+ * real model). Parallel calls come from "auto" (several <tool_call> blocks). "auto" leaves the
+ * model free; its output is a
  * call when (after leading whitespace) it starts with <tool_call> and every block parses, or when
  * the whole output is a JSON call object or an array of them (tools_parse_output); otherwise it
  * is text. Pure functions; any thread.
@@ -38,12 +40,12 @@ enum tools_choice {
 
 struct tools_req {
     enum tools_choice choice;
-    cJSON *tools;   /* the validated `tools` array (for the template and the system message), or
-                       NULL when CHOICE is NONE; owned */
-    char **names;   /* (n_names) the functions' names, malloc'd */
+    cJSON *tools; /* the validated `tools` array (for the template and the system message), or
+                     NULL when CHOICE is NONE; owned */
+    char **names; /* (n_names) the functions' names, malloc'd */
     int n_names;
-    int named;      /* TOOLS_CHOICE_NAMED: index into NAMES */
-    int parallel;   /* parallel_tool_calls (default 1) */
+    int named;    /* TOOLS_CHOICE_NAMED: index into NAMES */
+    int parallel; /* parallel_tool_calls (default 1): accepted; a forced call is one call */
 };
 
 void tools_req_init(struct tools_req *t);
