@@ -68,6 +68,15 @@ static int find_name(const struct tools_req *t, const char *s) {
 
 /* ---- the request's fields ------------------------------------------------------------------ */
 
+/* 1 when every key and string in V is valid UTF-8 (the list reaches the prompt as text). */
+static int json_utf8(const cJSON *v) {
+    if (v->string && !utf8_valid(v->string, strlen(v->string))) return 0;
+    if (cJSON_IsString(v)) return utf8_valid(v->valuestring, strlen(v->valuestring));
+    for (const cJSON *c = v->child; c; c = c->next)
+        if (!json_utf8(c)) return 0;
+    return 1;
+}
+
 /* tools: [{"type": "function", "function": {name, description?, parameters?, strict?}}]. */
 static int parse_tools(const cJSON *v, struct tools_req *t, struct reqparse_error *e) {
     if (!cJSON_IsArray(v)) return reqparse_invalid(e, "tools", "`tools` must be an array");
@@ -114,6 +123,7 @@ static int parse_tools(const cJSON *v, struct tools_req *t, struct reqparse_erro
         if (!(t->names[k] = strdup(name->valuestring))) return oom(e);
         t->n_names = ++k;
     }
+    if (!json_utf8(v)) return reqparse_invalid(e, "tools", "`tools` is not valid UTF-8");
     if (!(t->tools = cJSON_Duplicate(v, 1))) return oom(e);
     return 0;
 }
@@ -306,6 +316,8 @@ static cJSON *msg_call(const cJSON *c, int k, int i, struct reqparse_error *e) {
     const cJSON *id = get(c, "id"), *ty = get(c, "type"), *fn = get(c, "function");
     const cJSON *name = get(fn, "name"), *args = get(fn, "arguments");
     if (!cJSON_IsObject(c) || (id && !cJSON_IsString(id)) ||
+        (id && !utf8_valid(id->valuestring, strlen(id->valuestring))) ||
+        (cJSON_IsObject(args) && !json_utf8(args)) ||
         (ty && (!cJSON_IsString(ty) || strcmp(ty->valuestring, "function"))) ||
         !cJSON_IsString(name) || !utf8_valid(name->valuestring, strlen(name->valuestring)) ||
         (args && !cJSON_IsString(args) && !cJSON_IsObject(args)) ||

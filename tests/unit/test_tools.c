@@ -34,8 +34,7 @@ static char *slurp(const char *path) {
 }
 
 /* The template's bos/eos tokens as the golden's vars carry them (expected.json, same names). */
-static void tokens_of(const cJSON *expected, const char *name, const char **bos,
-                      const char **eos) {
+static void tokens_of(const cJSON *expected, const char *name, const char **bos, const char **eos) {
     const cJSON *e;
     cJSON_ArrayForEach(e, expected) {
         if (strcmp(cJSON_GetObjectItem(e, "template")->valuestring, name)) continue;
@@ -74,12 +73,13 @@ Test(tools, requests_render_as_jinja2_renders_them) {
         int takes = chat_template_takes_tools(&ct);
         cr_assert_eq(tools_adapt_messages(o.tools, takes, &o.msgs, &o.n_msgs), 0);
         char *out = NULL;
-        int rc = chat_template_render_tools(&ct, o.msgs, o.n_msgs, takes ? o.tools->tools : NULL,
-                                            1, &out, err, sizeof err);
+        int rc = chat_template_render_tools(&ct, o.msgs, o.n_msgs, takes ? o.tools->tools : NULL, 1,
+                                            &out, err, sizeof err);
         const cJSON *want = cJSON_GetObjectItem(e, "output");
         if (want) {
             cr_expect_eq(rc, 0, "%s/%s: %s", name, cas, err);
-            if (!rc) cr_expect_str_eq(out, want->valuestring, "%s/%s renders differently", name, cas);
+            if (!rc)
+                cr_expect_str_eq(out, want->valuestring, "%s/%s renders differently", name, cas);
             outputs++;
             with_tools += takes && o.tools->tools;
         } else {
@@ -106,9 +106,9 @@ Test(tools, requests_render_as_jinja2_renders_them) {
 }
 
 #define MSGS "\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]"
-#define WEATHER                                                                                   \
-    "{\"type\":\"function\",\"function\":{\"name\":\"get_weather\",\"parameters\":{\"type\":"     \
-    "\"object\",\"properties\":{\"location\":{\"type\":\"string\"},\"unit\":{\"enum\":["          \
+#define WEATHER                                                                                    \
+    "{\"type\":\"function\",\"function\":{\"name\":\"get_weather\",\"parameters\":{\"type\":"      \
+    "\"object\",\"properties\":{\"location\":{\"type\":\"string\"},\"unit\":{\"enum\":["           \
     "\"c\",\"f\"]}},\"required\":[\"location\"]}}}"
 #define NOARGS "{\"type\":\"function\",\"function\":{\"name\":\"now\"}}"
 
@@ -165,9 +165,9 @@ Test(tools, refusals_name_the_field) {
         reqparse_oai_free(&o);
     }
     /* the default values clients send are no-ops */
-    static const char *const noop[] = {"{" MSGS ",\"tools\":[]}",
-                                       "{" MSGS ",\"tools\":[" WEATHER "],\"tool_choice\":\"none\"}",
-                                       "{" MSGS ",\"tool_choice\":\"auto\"}"};
+    static const char *const noop[] = {
+        "{" MSGS ",\"tools\":[]}", "{" MSGS ",\"tools\":[" WEATHER "],\"tool_choice\":\"none\"}",
+        "{" MSGS ",\"tool_choice\":\"auto\"}"};
     for (size_t i = 0; i < 3; i++) {
         struct reqparse_oai o;
         struct reqparse_error e;
@@ -191,11 +191,12 @@ static int matches(const struct grammar *g, const char *text) {
 Test(tools, forced_call_grammar) {
     struct reqparse_oai o;
     struct reqparse_error e;
-    cr_assert_eq(parse("{" MSGS ",\"tools\":[" WEATHER "," NOARGS "],\"tool_choice\":\"required\"}",
-                       &o, &e),
-                 0, "%s", e.message);
+    cr_assert_eq(
+        parse("{" MSGS ",\"tools\":[" WEATHER "," NOARGS "],\"tool_choice\":\"required\"}", &o, &e),
+        0, "%s", e.message);
     cr_assert_not_null(o.p.grammar);
-    cr_expect(matches(o.p.grammar, "{\"name\":\"get_weather\",\"arguments\":{\"location\":\"P\"}}"));
+    cr_expect(
+        matches(o.p.grammar, "{\"name\":\"get_weather\",\"arguments\":{\"location\":\"P\"}}"));
     cr_expect(matches(o.p.grammar,
                       "{\"name\": \"get_weather\", \"arguments\": {\"location\": \"P\", \"unit\": "
                       "\"f\"}}"));
@@ -203,8 +204,9 @@ Test(tools, forced_call_grammar) {
     cr_expect(!matches(o.p.grammar, "{\"name\":\"now\",\"arguments\":{\"x\":1}}"));
     cr_expect(!matches(o.p.grammar, "{\"name\":\"get_weather\",\"arguments\":{}}"), "required");
     cr_expect(!matches(o.p.grammar, "{\"name\":\"other\",\"arguments\":{}}"));
-    cr_expect(!matches(o.p.grammar,
-                       "{\"name\":\"get_weather\",\"arguments\":{\"location\":\"P\",\"unit\":\"k\"}}"));
+    cr_expect(
+        !matches(o.p.grammar,
+                 "{\"name\":\"get_weather\",\"arguments\":{\"location\":\"P\",\"unit\":\"k\"}}"));
     reqparse_oai_free(&o);
     /* named: only that function; $defs of its parameters are hoisted and still resolve */
     cr_assert_eq(parse("{" MSGS ",\"tools\":[" WEATHER ",{\"type\":\"function\",\"function\":{"
@@ -218,7 +220,8 @@ Test(tools, forced_call_grammar) {
     cr_expect_eq(o.tools->choice, TOOLS_CHOICE_NAMED);
     cr_expect(matches(o.p.grammar, "{\"name\":\"pt\",\"arguments\":{\"p\":{\"x\":7}}}"));
     cr_expect(!matches(o.p.grammar, "{\"name\":\"pt\",\"arguments\":{\"p\":{\"x\":\"7\"}}}"));
-    cr_expect(!matches(o.p.grammar, "{\"name\":\"get_weather\",\"arguments\":{\"location\":\"P\"}}"));
+    cr_expect(
+        !matches(o.p.grammar, "{\"name\":\"get_weather\",\"arguments\":{\"location\":\"P\"}}"));
     reqparse_oai_free(&o);
 }
 
@@ -300,8 +303,9 @@ Test(tools, hermes_rewrite_for_templates_without_tools) {
     cr_expect_str_eq(o.msgs[2].content,
                      "<tool_call>\n{\"name\":\"now\",\"arguments\":{}}\n</tool_call>");
     cr_expect_str_eq(o.msgs[3].role, "user");
-    cr_expect_str_eq(o.msgs[3].content,
-                     "<tool_response>\n9:00\n</tool_response>\n<tool_response>\nx\n</tool_response>");
+    cr_expect_str_eq(
+        o.msgs[3].content,
+        "<tool_response>\n9:00\n</tool_response>\n<tool_response>\nx\n</tool_response>");
     for (int i = 0; i < o.n_msgs; i++)
         cr_expect_null(o.msgs[i].tool_calls);
     reqparse_oai_free(&o);
