@@ -129,6 +129,9 @@ Test(tools, refusals_name_the_field) {
         {"{" MSGS ",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\",\"parameters\":"
          "[]}}]}",
          "tools"},
+        {"{" MSGS ",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\",\"parameters\":"
+         "{\"enum\":[\"\xc0\xaf\"]}}}]}",
+         "tools"},
         {"{" MSGS ",\"tool_choice\":\"required\"}", "tool_choice"},
         {"{" MSGS ",\"tools\":[" WEATHER "],\"tool_choice\":\"always\"}", "tool_choice"},
         {"{" MSGS ",\"tools\":[" WEATHER "],\"tool_choice\":{\"type\":\"function\",\"function\":"
