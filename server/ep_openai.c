@@ -29,6 +29,8 @@ struct oai_ctx {
     size_t sent_text;        /* bytes of text streamed */
     struct tools_req *tools; /* chat: tool calling (server/tools.h), or NULL */
     int tools_text;          /* streaming with tools: the output is known to be text */
+    int call_sent;           /* streaming a forced call: its head was sent; sent_text is then
+                                the end of the arguments sent */
 };
 
 /* The output as tool calls (tools_parse_output), or NULL when it is text. */
@@ -40,6 +42,7 @@ static cJSON *tool_calls_of(const struct oai_ctx *c, const struct wreq *j) {
 /* The streamed calls as OpenAI sends them: per call a chunk with its index, id, type and
  * function.name (arguments ""), then one with the arguments. */
 static void stream_tool_calls(struct oai_ctx *c, struct http_req *r, cJSON *calls);
+static void stream_forced(struct oai_ctx *c, struct http_req *r, const struct wreq *j);
 
 static const char *finish_reason(enum wreq_finish f) {
     return f == WREQ_FIN_LENGTH ? "length" : "stop";
@@ -143,7 +146,8 @@ static void stream_tokens(void *ctx, struct http_req *r, const struct wreq *j, i
     (void)from;
     struct oai_ctx *c = ctx;
     size_t vis = visible_len(j);
-    if (c->tools && !c->tools_text) { /* a call is sent whole, once the output is complete */
+    if (c->tools && !c->tools_text) { /* "auto": a call is sent whole, once complete */
+        if (c->tools->choice != TOOLS_CHOICE_AUTO) return stream_forced(c, r, j);
         if (tools_stream_hold(c->tools, j->text, vis)) return;
         c->tools_text = 1;
     }
@@ -187,13 +191,17 @@ static void stream_start(void *ctx, struct http_req *r) {
 static void stream_finish(void *ctx, struct http_req *r, const struct wreq *j) {
     struct oai_ctx *c = ctx;
     cJSON *calls = c->tools && !c->tools_text ? tool_calls_of(c, j) : NULL;
-    if (calls) {
+    const char *fin = calls ? "tool_calls" : finish_reason(j->finish);
+    if (c->call_sent) { /* a forced call, streamed as it came: the last of its arguments */
+        stream_forced(c, r, j);
+        cJSON_Delete(calls);
+    } else if (calls) {
         stream_tool_calls(c, r, calls);
     } else if (c->tools && !c->tools_text) { /* held back, and text after all */
         c->tools_text = 1;
         stream_tokens(c, r, j, c->sent);
     }
-    stream_chunk(c, r, j, 0, 0, 0, 0, calls ? "tool_calls" : finish_reason(j->finish));
+    stream_chunk(c, r, j, 0, 0, 0, 0, fin);
     if (c->include_usage) {
         cJSON *o = chunk_base(c);
         cJSON_AddArrayToObject(o, "choices");
@@ -273,6 +281,42 @@ static void tool_chunk(struct oai_ctx *c, struct http_req *r, cJSON *call_delta)
     cJSON_AddNullToObject(ch, "finish_reason");
     cJSON_AddItemToArray(choices, ch);
     job_sse(r, "data: ", o);
+}
+
+/* A forced call streamed as OpenAI does: once the head is complete, a chunk with index, id, type
+ * and name; then the arguments as they come, all but the last byte (which may be the call's
+ * closing brace) until the job ends. */
+static void stream_forced(struct oai_ctx *c, struct http_req *r, const struct wreq *j) {
+    size_t vis = visible_len(j), at;
+    int fn;
+    if (!c->call_sent) {
+        if (!tools_forced_head(c->tools, j->text, vis, &at, &fn)) return;
+        char id[32];
+        tools_call_id(id);
+        cJSON *head = cJSON_CreateObject(), *f;
+        cJSON_AddNumberToObject(head, "index", 0);
+        cJSON_AddStringToObject(head, "id", id);
+        cJSON_AddStringToObject(head, "type", "function");
+        f = cJSON_AddObjectToObject(head, "function");
+        cJSON_AddStringToObject(f, "name", c->tools->names[fn]);
+        cJSON_AddStringToObject(f, "arguments", "");
+        tool_chunk(c, r, head);
+        c->call_sent = 1;
+        c->sent_text = at;
+    }
+    size_t end = vis;
+    int done = j->finish != WREQ_FIN_NONE;
+    if (!done || (end > c->sent_text && j->text[end - 1] == '}' && j->finish != WREQ_FIN_LENGTH))
+        end = end > c->sent_text ? end - 1 : c->sent_text;
+    while (!done && end > c->sent_text && ((unsigned char)j->text[end] & 0xC0) == 0x80)
+        end--; /* never inside a character */
+    if (end <= c->sent_text) return;
+    cJSON *d = cJSON_CreateObject();
+    cJSON_AddNumberToObject(d, "index", 0);
+    job_add_text(cJSON_AddObjectToObject(d, "function"), "arguments", j->text + c->sent_text,
+                 end - c->sent_text);
+    tool_chunk(c, r, d);
+    c->sent_text = end;
 }
 
 static void stream_tool_calls(struct oai_ctx *c, struct http_req *r, cJSON *calls) {

@@ -553,8 +553,7 @@ static const char *skip_ws(const char *s, const char *end) {
     return s;
 }
 
-/* "call_" and 24 random hex digits (OpenAI's ids are opaque; clients only echo them back). */
-static void call_id(char out[32]) {
+void tools_call_id(char out[32]) {
     unsigned char r[12];
     if (getrandom(r, sizeof r, GRND_NONBLOCK) != (ssize_t)sizeof r) {
         static _Thread_local unsigned long long x;
@@ -588,7 +587,7 @@ static int add_call(const struct tools_req *t, const cJSON *o, cJSON *calls) {
     cJSON_Delete(parsed);
     cJSON *c = cJSON_CreateObject(), *f = NULL;
     char id[32];
-    call_id(id);
+    tools_call_id(id);
     if (!a || !c || !cJSON_AddStringToObject(c, "id", id) ||
         !cJSON_AddStringToObject(c, "type", "function") ||
         !(f = cJSON_AddObjectToObject(c, "function")) ||
@@ -625,13 +624,77 @@ out:
     return rc;
 }
 
+/* Expect the literal L at *P (advanced past it); 0 when TEXT ends first or differs. */
+static int expect(const char *text, size_t len, size_t *p, const char *l) {
+    size_t n = strlen(l);
+    if (len - *p < n || memcmp(text + *p, l, n)) return 0;
+    *p += n;
+    return 1;
+}
+
+int tools_forced_head(const struct tools_req *t, const char *text, size_t len, size_t *args_at,
+                      int *fn) {
+    if (t->choice != TOOLS_CHOICE_REQUIRED && t->choice != TOOLS_CHOICE_NAMED) return 0;
+    size_t p = 0;
+    if (!expect(text, len, &p, "{\"name\":")) return 0;
+    if (p < len && text[p] == ' ') p++;
+    if (!expect(text, len, &p, "\"")) return 0;
+    size_t name = p;
+    while (p < len && text[p] != '"')
+        p++;
+    if (p == len || p - name > TOOLS_NAME_MAX) return 0;
+    char nm[TOOLS_NAME_MAX + 1];
+    memcpy(nm, text + name, p - name);
+    nm[p - name] = 0;
+    p++;
+    if (!expect(text, len, &p, ",")) return 0;
+    if (p < len && text[p] == ' ') p++;
+    if (!expect(text, len, &p, "\"arguments\":") || p == len) return 0;
+    if (text[p] == ' ') p++;
+    if (p == len || (*fn = find_name(t, nm)) < 0) return 0;
+    *args_at = p;
+    return 1;
+}
+
+/* A forced call as the grammar wrote it: the arguments are the model's own text (what the stream
+ * sent), not a re-serialization. NULL when TEXT is not that shape. */
+static cJSON *forced_call(const struct tools_req *t, const char *text, size_t len) {
+    size_t at;
+    int fn;
+    if (!tools_forced_head(t, text, len, &at, &fn) || text[len - 1] != '}' || len - 1 <= at)
+        return NULL;
+    char *args = strndup(text + at, len - 1 - at);
+    if (!args) return NULL;
+    const char *end = NULL;
+    cJSON *a = cJSON_ParseWithOpts(args, &end, 1);
+    int ok = cJSON_IsObject(a);
+    cJSON_Delete(a);
+    cJSON *calls = ok ? cJSON_CreateArray() : NULL, *c = cJSON_CreateObject(), *f = NULL;
+    char id[32];
+    tools_call_id(id);
+    if (!calls || !c || !cJSON_AddStringToObject(c, "id", id) ||
+        !cJSON_AddStringToObject(c, "type", "function") ||
+        !(f = cJSON_AddObjectToObject(c, "function")) ||
+        !cJSON_AddStringToObject(f, "name", t->names[fn]) ||
+        !cJSON_AddStringToObject(f, "arguments", args)) {
+        free(args);
+        cJSON_Delete(c);
+        cJSON_Delete(calls);
+        return NULL;
+    }
+    free(args);
+    cJSON_AddItemToArray(calls, c);
+    return calls;
+}
+
 cJSON *tools_parse_output(const struct tools_req *t, const char *text, size_t len) {
     if (t->choice == TOOLS_CHOICE_NONE || !t->n_names) return NULL;
     const char *end = text + len, *s = skip_ws(text, end);
     while (end > s && (end[-1] == ' ' || end[-1] == '\t' || end[-1] == '\n' || end[-1] == '\r'))
         end--;
-    cJSON *calls = cJSON_CreateArray();
-    if (!calls) return NULL;
+    cJSON *calls = forced_call(t, s, (size_t)(end - s));
+    if (calls) return calls;
+    if (!(calls = cJSON_CreateArray())) return NULL;
     size_t lo = sizeof TAG_OPEN - 1, lc = sizeof TAG_CLOSE - 1;
     if ((size_t)(end - s) >= lo && !memcmp(s, TAG_OPEN, lo)) {
         /* <tool_call>JSON</tool_call> blocks with only whitespace between them; the last may

@@ -71,11 +71,24 @@ int tools_adapt_messages(const struct tools_req *t, int takes_tools, struct chat
 
 /* The model's output TEXT[0..LEN) as OpenAI tool_calls ([{"id": "call_...", "type": "function",
  * "function": {"name", "arguments": a JSON string}}]) when it is a call to T's functions by the
- * rule above; NULL when it is text (or T has no tools). */
+ * rule above; NULL when it is text (or T has no tools). A forced call's arguments are the
+ * model's text as written; calls found by the "auto" rule are re-serialized compactly. */
 cJSON *tools_parse_output(const struct tools_req *t, const char *text, size_t len);
 
+/* A forced call's head in the output so far, TEXT[0..LEN) ({"name": "N", "arguments": as the
+ * grammar writes it, and at least one byte after it): 1 with *ARGS_AT where the arguments start
+ * and *FN the function's index; 0 while incomplete (or not a forced call). The arguments are
+ * then TEXT[*ARGS_AT..) up to the call's closing '}', its last byte once complete: a stream may
+ * send all but the last byte as it comes. */
+int tools_forced_head(const struct tools_req *t, const char *text, size_t len, size_t *args_at,
+                      int *fn);
+/* A new call id: "call_" and 24 random hex digits (OpenAI's ids are opaque; clients only echo
+ * them back). */
+void tools_call_id(char out[32]);
+
 /* Streaming: 1 while the output so far (TEXT[0..LEN)) may still become a call, so nothing of it
- * may be sent as content yet (always 1 for a forced call); 0 once it is text. */
+ * may be sent as content yet (always 1 for a forced call, whose arguments stream through
+ * tools_forced_head instead); 0 once it is text. */
 int tools_stream_hold(const struct tools_req *t, const char *text, size_t len);
 
 /* The system-message text that describes T's tools to a template without tool support

@@ -64,6 +64,7 @@ def reassemble(stream):
     """The streamed chunks folded into (content, tool_calls as dicts, finish_reason), as the
     openai client's own stream helpers do it: by tool-call index, arguments concatenated."""
     content, calls, finish, roles = "", {}, None, []
+    reassemble.fragments = 0
     for chunk in stream:
         if not chunk.choices:
             continue
@@ -83,6 +84,7 @@ def reassemble(stream):
                 c["name"] += tc.function.name
             if tc.function and tc.function.arguments:
                 c["arguments"] += tc.function.arguments
+                reassemble.fragments += 1
         if ch.finish_reason:
             finish = ch.finish_reason
     assert roles == ["assistant"]
@@ -109,6 +111,7 @@ def test_openai_tool_loop(server, choice):
                                        stream=True)
     content, calls, finish = reassemble(stream)
     assert content == "" and finish == "tool_calls"
+    assert reassemble.fragments > 1, "a forced call's arguments stream as they are generated"
     want = as_dicts(ch.message.tool_calls)
     assert [{k: v for k, v in x.items() if k != "id"} for x in calls] == \
         [{k: v for k, v in x.items() if k != "id"} for x in want]

@@ -282,6 +282,29 @@ Test(tools, output_calls_and_text) {
     reqparse_oai_free(&o);
 }
 
+/* A forced call: its arguments as the model wrote them, and the head a stream waits for. */
+Test(tools, forced_call_output_and_head) {
+    struct reqparse_oai o;
+    struct reqparse_error e;
+    cr_assert_eq(
+        parse("{" MSGS ",\"tools\":[" NOARGS "," WEATHER "],\"tool_choice\":\"required\"}", &o, &e),
+        0, "%s", e.message);
+    const struct tools_req *t = o.tools;
+    const char *out = "{\"name\": \"get_weather\", \"arguments\": {\"location\": \"P\"}}";
+    output_is(t, out, "get_weather", "{\"location\": \"P\"}", 1);
+    output_is(t, "{\"name\":\"now\",\"arguments\":{}}", "now", "{}", 1);
+    output_is(t, "{\"name\": \"get_weather\", \"arguments\": {\"location\": \"P", NULL, NULL, 0);
+    size_t at = 0, n = strlen(out);
+    int fn = -1;
+    const char *args = strstr(out, "{\"location");
+    for (size_t k = 0; k <= n; k++) {
+        int want = k > (size_t)(args - out);
+        cr_expect_eq(tools_forced_head(t, out, k, &at, &fn), want, "prefix of %zu bytes", k);
+        if (want) cr_expect(at == (size_t)(args - out) && fn == 1);
+    }
+    reqparse_oai_free(&o);
+}
+
 Test(tools, hermes_rewrite_for_templates_without_tools) {
     struct reqparse_oai o;
     struct reqparse_error e;
