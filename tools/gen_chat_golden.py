@@ -350,15 +350,18 @@ def main():
         with open(os.path.join(DIR, name + ".jinja"), encoding="utf-8") as f:
             src = f.read()
         tmpl = env.from_string(src)
+        hf = _compile_jinja_template(src) if _compile_jinja_template else None
         bos, eos = TOKENS[name]
         for case, body in TOOL_REQUESTS.items():
             messages, tools = tool_request_vars(src, body)
             variables = {"messages": messages, "tools": tools, "documents": None,
                          "add_generation_prompt": True, "bos_token": bos, "eos_token": eos}
             variables.update(EXTRA.get(name, {}))
+            r = render(tmpl, variables)
+            if hf is not None:
+                assert render(hf, variables) == r, (name, case)
             tool_out.append({"template": name, "case": case, "takes_tools": takes_tools(src),
-                             "request": body, "extra": EXTRA.get(name, {}),
-                             **render(tmpl, variables)})
+                             "request": body, "extra": EXTRA.get(name, {}), **r})
     with open(os.path.join(DIR, "tools_requests.json"), "w", encoding="utf-8") as f:
         json.dump(tool_out, f, ensure_ascii=False, indent=1)
         f.write("\n")

@@ -213,3 +213,51 @@ def test_langchain_bind_tools_and_structured_output(server):
             "John is 31 years old. Extract the person.")
         assert isinstance(p, Person), (method, p)
         jsonschema.validate(p.model_dump(), Person.model_json_schema())
+
+
+# A template that takes tools renders the list itself: the request's tools reach it as `tools`
+# (here its own raise_exception proves it), and the calls and results of earlier turns as
+# transformers passes them (the renders themselves are compared with jinja2 in test_tools.c).
+TOOL_TEMPLATE = (
+    "{% if tools %}{% for t in tools %}{% if t.function.name == 'forbidden' %}"
+    "{{ raise_exception('tool ' + t.function.name + ' seen by the template') }}{% endif %}"
+    "<tool>{{ t.function.name }}:{{ t.function.parameters | tojson }}</tool>{% endfor %}{% endif %}"
+    "{% for m in messages %}<{{ m.role }}>{{ m.content if m.content is not none else '' }}"
+    "{% for c in m.tool_calls or [] %}<call>{{ c.function.name }}"
+    "{{ c.function.arguments.location }}</call>{% endfor %}"
+    "{% if m.tool_call_id is defined %}<id>{{ m.tool_call_id }}</id>{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<assistant>{% endif %}")
+
+
+@pytest.fixture(scope="module")
+def tool_template_gguf(tmp_path_factory):
+    from test_chat_template import tiny_gguf
+    return tiny_gguf(tmp_path_factory, "tool_template", TOOL_TEMPLATE)
+
+
+def test_template_with_tool_support_gets_them(start_server, tool_template_gguf):
+    s = start_server("--model", str(tool_template_gguf), "--device", "cpu")
+    # the tiny model's context is 256 tokens of a byte-sized vocabulary: one small tool
+    SMALL = [{"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object"}}}]
+
+    def chat(**kw):
+        return s.post("/v1/chat/completions", {"messages": QUESTION, "max_tokens": 1, **kw})
+
+    bare = chat().json()["usage"]["prompt_tokens"]
+    with_tools = chat(tools=SMALL).json()["usage"]["prompt_tokens"]
+    assert with_tools > bare
+    assert chat(tools=SMALL, tool_choice="none").json()["usage"]["prompt_tokens"] == bare
+    r = chat(tools=[{"type": "function", "function": {"name": "forbidden"}}])
+    assert r.status_code == 422 and "tool forbidden seen by the template" in r.text, r.text
+    call = {"id": "call_1", "type": "function",
+            "function": {"name": "get_weather", "arguments": '{"location": "Paris"}'}}
+    loop = [{"role": "user", "content": "w?"}] + [{"role": "assistant", "content": None, "tool_calls": [call]},
+                       {"role": "tool", "tool_call_id": "call_1", "content": "22"}]
+    r = s.post("/v1/chat/completions", {"messages": loop, "max_tokens": 1, "tools": SMALL})
+    assert r.status_code == 200, r.text
+    # the arguments reached the template as an object: .location rendered "Paris"
+    r2 = s.post("/v1/chat/completions", {"messages": loop[:1] + [dict(loop[1], tool_calls=[dict(
+        call, function={"name": "get_weather", "arguments": '{"location": ""}'})])] + loop[2:],
+        "max_tokens": 1, "tools": SMALL})
+    assert r.json()["usage"]["prompt_tokens"] > r2.json()["usage"]["prompt_tokens"]
