@@ -6,6 +6,9 @@
  * the default temperature is 1 (sampling), as in OpenAI. Stop sequences are cut from the
  * returned text (OpenAI semantics; TGI routes keep them). Loop thread only; chat templates and
  * text prompts are rendered and tokenized on a work thread (job_start_chat, job_start_text).
+ * Tool calling (tools, tool_choice; server/tools.h): the messages are adapted to the template
+ * before the job starts, and the output is rendered as tool_calls (streamed as delta.tool_calls)
+ * when it is a call.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -16,9 +19,9 @@
 #include "server/job.h"
 #include "server/tools.h"
 
-/* The route's state (owned by the job driver once the job runs). */
 static size_t visible_len(const struct wreq *j);
 
+/* The route's state (owned by the job driver once the job runs). */
 struct oai_ctx {
     struct server *sv;
     int chat, stream, include_usage, echo, logprobs, top_logprobs;

@@ -13,7 +13,9 @@
  * logit_bias {}, ...) pass, real uses of unimplemented features get 422 saying so. Structured
  * output (OpenAI response_format json_object / json_schema, TGI grammar json / regex) is compiled
  * here into job_params.grammar (model/grammar.h), so an unsupported schema keyword or regex
- * construct is a 422 naming it before anything is queued. What needs the
+ * construct is a 422 naming it before anything is queued. Chat's tools, tool_choice and tool
+ * messages are read by server/tools.h (a forced call's grammar goes into job_params.grammar
+ * too). What needs the
  * model (tokenizing, the vocabulary, prompt-length limits, the chat template) stays in job.c
  * and the endpoints. Pure functions; any thread.
  */
