@@ -200,7 +200,8 @@ FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit
 FUZZ_CFLAGS   = -std=c11 -D_GNU_SOURCE -g -O1 -Wall -Wextra -MMD -MP -pthread -I. $(PKG_CFLAGS) \
                 $(FUZZ_SAN)
 # The server files the targets need without the server itself (fuzz_request: no libuv/MHD code).
-FUZZ_LIB_SRC := $(wildcard model/*.c kernels/*.c config/*.c) server/reqparse.c server/utf8.c
+FUZZ_LIB_SRC := $(wildcard model/*.c kernels/*.c config/*.c) server/reqparse.c server/tools.c \
+                server/utf8.c
 FUZZ_LIB_OBJ := $(FUZZ_LIB_SRC:%.c=$(FUZZ_BUILD)/%.o)
 FUZZ_SRC     := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BINS    := $(FUZZ_SRC:tests/fuzz/%.c=$(FUZZ_BUILD)/%)

@@ -2,9 +2,10 @@
  *
  * The model's own Jinja template (GGUF tokenizer.chat_template, or tokenizer_config.json's
  * chat_template) is parsed once at load by model/jinja.h's interpreter and rendered per request
- * with the variables transformers' apply_chat_template passes: messages, tools (None),
- * documents (None), add_generation_prompt, bos_token and eos_token. A template that fails for a
- * request is that request's error (a 422 with the template's message), never a silent fallback.
+ * with the variables transformers' apply_chat_template passes: messages, tools (the request's
+ * list, or None), documents (None), add_generation_prompt, bos_token and eos_token. A template that
+ * fails for a request is that request's error (a 422 with the template's message), never a silent
+ * fallback.
  *
  * Only a model without a template, or whose template does not parse, gets a hand-written
  * renderer, picked from the source's markers:
@@ -101,6 +102,7 @@ int chat_template_init_tokens(struct chat_template *ct, const char *jinja, const
     int rc = jinja_parse(jinja, strlen(jinja), &ct->jinja, why, sizeof why);
     if (rc == JINJA_OK) {
         ct->kind = CHAT_KIND_JINJA;
+        ct->takes_tools = strstr(jinja, "tools") != NULL;
         return 0;
     }
     if (rc == JINJA_ERR_NOMEM) goto oom;
@@ -225,19 +227,59 @@ static char *fallback_render(const struct chat_template *ct, const struct chat_m
     return b.p;
 }
 
+void chat_msg_free_strings(struct chat_msg *m) {
+    free((char *)m->content);
+    free((char *)m->tool_calls);
+    free((char *)m->tool_call_id);
+    free((char *)m->name);
+    m->content = m->tool_calls = m->tool_call_id = m->name = NULL;
+}
+
+int chat_template_takes_tools(const struct chat_template *ct) {
+    return ct->kind == CHAT_KIND_JINJA && ct->takes_tools;
+}
+
+/* One message as transformers passes it: role, content (None when NULL), and the tool fields
+ * that are set (tool_calls parsed from its JSON text). */
+static cJSON *render_msg(const struct chat_msg *msg) {
+    cJSON *o = cJSON_CreateObject();
+    if (!o || !cJSON_AddStringToObject(o, "role", msg->role ? msg->role : "user") ||
+        !(msg->content ? cJSON_AddStringToObject(o, "content", msg->content)
+                       : cJSON_AddNullToObject(o, "content")) ||
+        (msg->tool_call_id && !cJSON_AddStringToObject(o, "tool_call_id", msg->tool_call_id)) ||
+        (msg->name && !cJSON_AddStringToObject(o, "name", msg->name)))
+        goto oom;
+    if (msg->tool_calls) {
+        cJSON *tc = cJSON_Parse(msg->tool_calls);
+        if (!tc || !cJSON_AddItemToObject(o, "tool_calls", tc)) {
+            cJSON_Delete(tc);
+            goto oom;
+        }
+    }
+    return o;
+oom:
+    cJSON_Delete(o);
+    return NULL;
+}
+
 /* The variables apply_chat_template passes, as JSON for jinja_render. */
 static cJSON *render_vars(const struct chat_template *ct, const struct chat_msg *msgs, int n_msgs,
-                          int add_generation_prompt) {
+                          const cJSON *tools, int add_generation_prompt) {
     cJSON *v = cJSON_CreateObject(), *m = cJSON_AddArrayToObject(v, "messages");
     if (!m) goto oom;
     for (int i = 0; i < n_msgs; i++) {
-        cJSON *o = cJSON_CreateObject();
-        if (!o || !cJSON_AddItemToArray(m, o) ||
-            !cJSON_AddStringToObject(o, "role", msgs[i].role ? msgs[i].role : "user") ||
-            !cJSON_AddStringToObject(o, "content", msgs[i].content ? msgs[i].content : ""))
+        cJSON *o = render_msg(&msgs[i]);
+        if (!o || !cJSON_AddItemToArray(m, o)) {
+            cJSON_Delete(o);
             goto oom;
+        }
     }
-    if (!cJSON_AddNullToObject(v, "tools") || !cJSON_AddNullToObject(v, "documents") ||
+    cJSON *t = tools ? cJSON_Duplicate(tools, 1) : cJSON_CreateNull();
+    if (!t || !cJSON_AddItemToObject(v, "tools", t)) {
+        cJSON_Delete(t);
+        goto oom;
+    }
+    if (!cJSON_AddNullToObject(v, "documents") ||
         !cJSON_AddBoolToObject(v, "add_generation_prompt", add_generation_prompt) ||
         (ct->bos_token && !cJSON_AddStringToObject(v, "bos_token", ct->bos_token)) ||
         (ct->eos_token && !cJSON_AddStringToObject(v, "eos_token", ct->eos_token)))
@@ -255,6 +297,13 @@ static const struct jinja_limits CHAT_LIMITS = {
 
 int chat_template_render(const struct chat_template *ct, const struct chat_msg *msgs, int n_msgs,
                          int add_generation_prompt, char **out, char *err, size_t errlen) {
+    return chat_template_render_tools(ct, msgs, n_msgs, NULL, add_generation_prompt, out, err,
+                                      errlen);
+}
+
+int chat_template_render_tools(const struct chat_template *ct, const struct chat_msg *msgs,
+                               int n_msgs, const cJSON *tools, int add_generation_prompt,
+                               char **out, char *err, size_t errlen) {
     *out = NULL;
     if (ct->kind != CHAT_KIND_JINJA) {
         *out = fallback_render(ct, msgs, n_msgs, add_generation_prompt);
@@ -262,7 +311,7 @@ int chat_template_render(const struct chat_template *ct, const struct chat_msg *
         errmsg_set(err, errlen, "chat template: out of memory");
         return -1;
     }
-    cJSON *vars = render_vars(ct, msgs, n_msgs, add_generation_prompt);
+    cJSON *vars = render_vars(ct, msgs, n_msgs, tools, add_generation_prompt);
     if (!vars) {
         errmsg_set(err, errlen, "chat template: out of memory");
         return -1;

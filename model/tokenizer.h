@@ -162,10 +162,17 @@ enum chat_kind {
     CHAT_KIND_JINJA = 2, /* the model's own template */
 };
 struct chat_msg {
-    const char *role; /* "system", "user", "assistant" */
-    const char *content;
+    const char *role;    /* "system", "user", "assistant", "tool" */
+    const char *content; /* NULL: None in the template (an assistant message with tool_calls) */
+    /* OpenAI tool calling (server/tools.h), NULL when absent: an assistant message's calls as a
+     * JSON array in transformers' shape ({"id", "type", "function": {"name", "arguments":
+     * object}}), and a tool message's tool_call_id and name */
+    const char *tool_calls, *tool_call_id, *name;
 };
+/* Free a message's malloc'd strings (content and the tool fields), as the server owns them. */
+void chat_msg_free_strings(struct chat_msg *m);
 struct jinja_template;
+struct cJSON;
 struct chat_template {
     enum chat_kind kind;
     struct jinja_template *jinja; /* CHAT_KIND_JINJA: the parsed template */
@@ -174,6 +181,7 @@ struct chat_template {
     char *bos_text;         /* fallback: text prepended (Llama-3: "<|begin_of_text|>"), or NULL */
     int trim_content;       /* fallback: Llama-3's `content | trim` */
     char fallback_why[160]; /* fallback: why the model's template is not used ("" when none) */
+    int takes_tools;        /* the Jinja source reads `tools` (chat_template_takes_tools) */
 };
 /* Set CT up from the model's Jinja source (NULL: no template) and its tokenizer (for bos_token
  * and eos_token; NULL: both undefined). Returns 0 when the model's template is used or there is
@@ -196,6 +204,15 @@ const char *chat_template_kind_name(const struct chat_template *ct);
  * (its raise_exception, a type error, a limit): err says why, for a 422; -1 when out of memory. */
 int chat_template_render(const struct chat_template *ct, const struct chat_msg *msgs, int n_msgs,
                          int add_generation_prompt, char **out, char *err, size_t errlen);
+/* chat_template_render with the request's tool list: TOOLS (a JSON array, passed to the template
+ * as `tools`, as apply_chat_template(tools=...) does; NULL: None). */
+int chat_template_render_tools(const struct chat_template *ct, const struct chat_msg *msgs,
+                               int n_msgs, const struct cJSON *tools, int add_generation_prompt,
+                               char **out, char *err, size_t errlen);
+/* 1 when CT is the model's own template and its source reads `tools` (it renders a tool list
+ * and tool calls itself); 0: the caller describes the tools in a system message (server/tools.h).
+ */
+int chat_template_takes_tools(const struct chat_template *ct);
 /* chat_template_render returning the prompt, or NULL on any failure. */
 char *chat_template_apply(const struct chat_template *ct, const struct chat_msg *msgs, int n_msgs,
                           int add_generation_prompt);

@@ -6,6 +6,9 @@
  * the default temperature is 1 (sampling), as in OpenAI. Stop sequences are cut from the
  * returned text (OpenAI semantics; TGI routes keep them). Loop thread only; chat templates and
  * text prompts are rendered and tokenized on a work thread (job_start_chat, job_start_text).
+ * Tool calling (tools, tool_choice; server/tools.h): the messages are adapted to the template
+ * before the job starts, and the output is rendered as tool_calls (streamed as delta.tool_calls)
+ * when it is a call.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -14,6 +17,9 @@
 
 #include "model/tokenizer.h"
 #include "server/job.h"
+#include "server/tools.h"
+
+static size_t visible_len(const struct wreq *j);
 
 /* The route's state (owned by the job driver once the job runs). */
 struct oai_ctx {
@@ -22,9 +28,24 @@ struct oai_ctx {
     char *prompt_text; /* echo */
     char id[48];
     long created;
-    int sent;         /* tokens streamed */
-    size_t sent_text; /* bytes of text streamed */
+    int sent;                /* tokens streamed */
+    size_t sent_text;        /* bytes of text streamed */
+    struct tools_req *tools; /* chat: tool calling (server/tools.h), or NULL */
+    int tools_text;          /* streaming with tools: the output is known to be text */
+    int call_sent;           /* streaming a forced call: its head was sent; sent_text is then
+                                the end of the arguments sent */
 };
+
+/* The output as tool calls (tools_parse_output), or NULL when it is text. */
+static cJSON *tool_calls_of(const struct oai_ctx *c, const struct wreq *j) {
+    if (!c->tools || j->finish == WREQ_FIN_LENGTH) return NULL;
+    return tools_parse_output(c->tools, j->text, visible_len(j));
+}
+
+/* The streamed calls as OpenAI sends them: per call a chunk with its index, id, type and
+ * function.name (arguments ""), then one with the arguments. */
+static void stream_tool_calls(struct oai_ctx *c, struct http_req *r, cJSON *calls);
+static void stream_forced(struct oai_ctx *c, struct http_req *r, const struct wreq *j);
 
 static const char *finish_reason(enum wreq_finish f) {
     return f == WREQ_FIN_LENGTH ? "length" : "stop";
@@ -128,6 +149,11 @@ static void stream_tokens(void *ctx, struct http_req *r, const struct wreq *j, i
     (void)from;
     struct oai_ctx *c = ctx;
     size_t vis = visible_len(j);
+    if (c->tools && !c->tools_text) { /* "auto": a call is sent whole, once complete */
+        if (c->tools->choice != TOOLS_CHOICE_AUTO) return stream_forced(c, r, j);
+        if (tools_stream_hold(c->tools, j->text, vis)) return;
+        c->tools_text = 1;
+    }
     if (j->finish == WREQ_FIN_NONE) {
         size_t hold = 0;
         for (int i = 0; i < j->n_stop; i++) {
@@ -167,7 +193,18 @@ static void stream_start(void *ctx, struct http_req *r) {
 /* The finish chunk, usage when asked, [DONE]. */
 static void stream_finish(void *ctx, struct http_req *r, const struct wreq *j) {
     struct oai_ctx *c = ctx;
-    stream_chunk(c, r, j, 0, 0, 0, 0, finish_reason(j->finish));
+    cJSON *calls = c->tools && !c->tools_text ? tool_calls_of(c, j) : NULL;
+    const char *fin = calls ? "tool_calls" : finish_reason(j->finish);
+    if (c->call_sent) { /* a forced call, streamed as it came: the last of its arguments */
+        stream_forced(c, r, j);
+        cJSON_Delete(calls);
+    } else if (calls) {
+        stream_tool_calls(c, r, calls);
+    } else if (c->tools && !c->tools_text) { /* held back, and text after all */
+        c->tools_text = 1;
+        stream_tokens(c, r, j, c->sent);
+    }
+    stream_chunk(c, r, j, 0, 0, 0, 0, fin);
     if (c->include_usage) {
         cJSON *o = chunk_base(c);
         cJSON_AddArrayToObject(o, "choices");
@@ -194,10 +231,16 @@ static void full_finish(void *ctx, struct http_req *r, const struct wreq *j) {
     cJSON *ch = cJSON_CreateObject();
     cJSON_AddNumberToObject(ch, "index", 0);
     size_t vis = visible_len(j);
+    cJSON *calls = c->chat ? tool_calls_of(c, j) : NULL;
     if (c->chat) {
         cJSON *m = cJSON_AddObjectToObject(ch, "message");
         cJSON_AddStringToObject(m, "role", "assistant");
-        job_add_text(m, "content", j->text, vis);
+        if (calls) {
+            cJSON_AddNullToObject(m, "content");
+            cJSON_AddItemToObject(m, "tool_calls", calls);
+        } else {
+            job_add_text(m, "content", j->text, vis);
+        }
     } else if (c->echo && c->prompt_text) {
         size_t pl = strlen(c->prompt_text);
         char *t = malloc(pl + vis + 1);
@@ -212,7 +255,7 @@ static void full_finish(void *ctx, struct http_req *r, const struct wreq *j) {
         job_add_text(ch, "text", j->text, vis);
     }
     cJSON_AddItemToObject(ch, "logprobs", logprobs_json(c, j, 0, j->n_gen));
-    cJSON_AddStringToObject(ch, "finish_reason", finish_reason(j->finish));
+    cJSON_AddStringToObject(ch, "finish_reason", calls ? "tool_calls" : finish_reason(j->finish));
     cJSON_AddItemToArray(choices, ch);
     cJSON_AddItemToObject(o, "usage", usage_json(j));
     http_reply_json(r, 200, o);
@@ -221,11 +264,108 @@ static void full_finish(void *ctx, struct http_req *r, const struct wreq *j) {
 static void oai_ctx_free(void *ctx) {
     struct oai_ctx *c = ctx;
     if (!c) return;
+    tools_req_free(c->tools);
+    free(c->tools);
     free(c->prompt_text);
     free(c);
 }
 
 static void name_job(void *ctx, const struct wreq *j);
+
+/* One chunk of a streamed call: delta.tool_calls = [CALL_DELTA]. */
+static void tool_chunk(struct oai_ctx *c, struct http_req *r, cJSON *call_delta) {
+    cJSON *o = chunk_base(c);
+    cJSON *choices = cJSON_AddArrayToObject(o, "choices");
+    cJSON *ch = cJSON_CreateObject();
+    cJSON_AddNumberToObject(ch, "index", 0);
+    cJSON *d = cJSON_AddObjectToObject(ch, "delta");
+    cJSON_AddItemToArray(cJSON_AddArrayToObject(d, "tool_calls"), call_delta);
+    cJSON_AddNullToObject(ch, "logprobs");
+    cJSON_AddNullToObject(ch, "finish_reason");
+    cJSON_AddItemToArray(choices, ch);
+    job_sse(r, "data: ", o);
+}
+
+/* A forced call streamed as OpenAI does: once the head is complete, a chunk with index, id, type
+ * and name; then the arguments as they come, all but the last byte (which may be the call's
+ * closing brace) until the job ends. */
+static void stream_forced(struct oai_ctx *c, struct http_req *r, const struct wreq *j) {
+    size_t vis = visible_len(j), at;
+    int fn;
+    if (!c->call_sent) {
+        if (!tools_forced_head(c->tools, j->text, vis, &at, &fn)) return;
+        char id[32];
+        tools_call_id(id);
+        cJSON *head = cJSON_CreateObject(), *f;
+        cJSON_AddNumberToObject(head, "index", 0);
+        cJSON_AddStringToObject(head, "id", id);
+        cJSON_AddStringToObject(head, "type", "function");
+        f = cJSON_AddObjectToObject(head, "function");
+        cJSON_AddStringToObject(f, "name", c->tools->names[fn]);
+        cJSON_AddStringToObject(f, "arguments", "");
+        tool_chunk(c, r, head);
+        c->call_sent = 1;
+        c->sent_text = at;
+    }
+    size_t end = vis;
+    int done = j->finish != WREQ_FIN_NONE;
+    if (!done || (end > c->sent_text && j->text[end - 1] == '}' && j->finish != WREQ_FIN_LENGTH))
+        end = end > c->sent_text ? end - 1 : c->sent_text;
+    while (!done && end > c->sent_text && ((unsigned char)j->text[end] & 0xC0) == 0x80)
+        end--; /* never inside a character */
+    if (end <= c->sent_text) return;
+    cJSON *d = cJSON_CreateObject();
+    cJSON_AddNumberToObject(d, "index", 0);
+    job_add_text(cJSON_AddObjectToObject(d, "function"), "arguments", j->text + c->sent_text,
+                 end - c->sent_text);
+    tool_chunk(c, r, d);
+    c->sent_text = end;
+}
+
+static void stream_tool_calls(struct oai_ctx *c, struct http_req *r, cJSON *calls) {
+    int i = 0;
+    const cJSON *call;
+    cJSON_ArrayForEach(call, calls) {
+        const cJSON *fn = cJSON_GetObjectItemCaseSensitive(call, "function");
+        cJSON *head = cJSON_CreateObject(), *f;
+        cJSON_AddNumberToObject(head, "index", i);
+        cJSON_AddItemToObject(head, "id",
+                              cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(call, "id"), 0));
+        cJSON_AddStringToObject(head, "type", "function");
+        f = cJSON_AddObjectToObject(head, "function");
+        cJSON_AddItemToObject(f, "name",
+                              cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(fn, "name"), 0));
+        cJSON_AddStringToObject(f, "arguments", "");
+        tool_chunk(c, r, head);
+        cJSON *args = cJSON_CreateObject();
+        cJSON_AddNumberToObject(args, "index", i);
+        f = cJSON_AddObjectToObject(args, "function");
+        cJSON_AddItemToObject(
+            f, "arguments", cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(fn, "arguments"), 0));
+        tool_chunk(c, r, args);
+        i++;
+    }
+    cJSON_Delete(calls);
+}
+
+/* Tool calling before the job starts: the messages made renderable by the model's template
+ * (tools_adapt_messages), the tool list handed to the template when it takes one, the request's
+ * tool state moved into C. Returns -1 after replying 500 when out of memory. */
+static int ep_tools_prepare(struct server *sv, struct http_req *r, struct reqparse_oai *q,
+                            struct oai_ctx *c) {
+    const struct chat_template *ct = sv->worker.info.chat;
+    int takes = chat_template_takes_tools(ct);
+    if (tools_adapt_messages(q->tools, takes, &q->msgs, &q->n_msgs) ||
+        (takes && q->tools->tools && !(q->p.chat_tools = cJSON_Duplicate(q->tools->tools, 1)))) {
+        http_reply_error(r, 500, "internal", NULL, "out of memory");
+        return -1;
+    }
+    if (q->tools->choice != TOOLS_CHOICE_NONE) {
+        c->tools = q->tools;
+        q->tools = NULL;
+    }
+    return 0;
+}
 
 static const struct job_render OAI_STREAM = {.stream = 1,
                                              .on_start = stream_start,
@@ -292,6 +432,7 @@ void ep_chat_completions(struct http_req *r) {
     struct reqparse_oai q;
     struct oai_ctx *c = begin(sv, r, reqparse_chat, &q);
     if (!c) goto out;
+    if (ep_tools_prepare(sv, r, &q, c)) goto out;
     /* the template is rendered and the prompt tokenized off the loop thread */
     struct chat_msg *msgs = q.msgs;
     int n_msgs = q.n_msgs;

@@ -167,7 +167,7 @@ static void prep_free(struct job_prep *jp) {
     job_params_free(&jp->p);
     free(jp->text);
     for (int i = 0; i < jp->n_msgs; i++)
-        free((char *)jp->msgs[i].content);
+        chat_msg_free_strings(&jp->msgs[i]);
     free(jp->msgs);
     free(jp->ids);
     free(jp);
@@ -179,8 +179,8 @@ static void prep_work(uv_work_t *w) {
     struct job_prep *jp = w->data;
     char why[300];
     if (jp->msgs) {
-        int rc =
-            chat_template_render(jp->chat, jp->msgs, jp->n_msgs, 1, &jp->text, why, sizeof why);
+        int rc = chat_template_render_tools(jp->chat, jp->msgs, jp->n_msgs, jp->p.chat_tools, 1,
+                                            &jp->text, why, sizeof why);
         if (rc) { /* > 0: the model's template refused these messages (raise_exception, ...) */
             jp->status = rc > 0 ? 422 : 500;
             snprintf(jp->err, sizeof jp->err, rc > 0 ? "%s" : "cannot render the chat template: %s",
@@ -278,7 +278,7 @@ int job_start_chat(struct server *sv, struct http_req *r, struct chat_msg *msgs,
     struct job_prep *jp = prep_new(sv, r, p, "messages", rd, ctx);
     if (!jp) {
         for (int i = 0; i < n; i++)
-            free((char *)msgs[i].content);
+            chat_msg_free_strings(&msgs[i]);
         free(msgs);
         return -1;
     }

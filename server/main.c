@@ -229,8 +229,8 @@ static int cmd_generate(int argc, char **argv) {
     if (chat) {
         struct chat_msg msgs[2];
         int n = 0;
-        if (system) msgs[n++] = (struct chat_msg){"system", system};
-        msgs[n++] = (struct chat_msg){"user", prompt};
+        if (system) msgs[n++] = (struct chat_msg){.role = "system", .content = system};
+        msgs[n++] = (struct chat_msg){.role = "user", .content = prompt};
         text = chat_template_apply(&e->chat, msgs, n, 1);
     } else {
         text = strdup(prompt);

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "server/tools.h"
 #include "server/utf8.h"
 
 #define REP_PENALTY_MIN 1e-8
@@ -36,6 +37,8 @@ void job_params_free(struct job_params *p) {
     p->n_stop = 0;
     grammar_free(p->grammar);
     p->grammar = NULL;
+    cJSON_Delete(p->chat_tools);
+    p->chat_tools = NULL;
 }
 
 /* ---- errors ------------------------------------------------------------------------------ */
@@ -430,13 +433,17 @@ void reqparse_tgi_free(struct reqparse_tgi *t) {
 
 /* The no-op values clients send by default pass; real uses of what this server does not do
  * (tools, logit bias) are refused by name. */
-static int oai_unsupported(const cJSON *b, struct reqparse_error *e) {
+static int oai_unsupported(const cJSON *b, int chat, struct reqparse_error *e) {
     if (reject_unsupported(b, "presence_penalty", 0, e) ||
         reject_unsupported(b, "frequency_penalty", 0, e) ||
         reject_unsupported(b, "best_of", 1, e) || reject_unsupported(b, "suffix", NAN, e) ||
-        empty_array_only(b, "tools", "tool calling is not implemented", e) ||
-        empty_array_only(b, "functions", "function calling is not implemented", e) ||
-        choice_none_only(b, "tool_choice", e) || choice_none_only(b, "function_call", e))
+        /* chat: tools, tool_choice and parallel_tool_calls are read by tools_parse */
+        (!chat && empty_array_only(b, "tools", "tool calling is a chat feature", e)) ||
+        empty_array_only(b, "functions",
+                         "the legacy `functions` are not implemented: use "
+                         "`tools`",
+                         e) ||
+        (!chat && choice_none_only(b, "tool_choice", e)) || choice_none_only(b, "function_call", e))
         return -1;
     int flag;
     if (reqparse_get_bool(b, "parallel_tool_calls", &flag, e)) return -1;
@@ -471,7 +478,7 @@ static int oai_common(const cJSON *b, const struct reqparse_limits *lim, struct 
         get_stop(b, "stop", 1, lim->max_stop_sequences, p, e))
         return -1;
     if (n != 1) return reqparse_invalid(e, "n", "`n` > 1 is not supported (given %lld)", n);
-    if (oai_unsupported(b, e) || get_response_format(b, p, e)) return -1;
+    if (oai_unsupported(b, o->chat, e) || get_response_format(b, p, e)) return -1;
     const cJSON *so = get(b, "stream_options");
     if (so) {
         if (!cJSON_IsObject(so))
@@ -598,25 +605,27 @@ static int chat_messages(const cJSON *m, struct reqparse_oai *o, struct reqparse
     int nm = cJSON_GetArraySize(m);
     o->msgs = calloc((size_t)nm, sizeof *o->msgs);
     if (!o->msgs) return oom(e);
-    static const char *const roles[] = {"system", "user", "assistant"};
+    static const char *const roles[] = {"system", "user", "assistant", "tool"};
     const cJSON *it;
     cJSON_ArrayForEach(it, m) {
         const cJSON *role = cJSON_GetObjectItemCaseSensitive(it, "role");
         const char *r = NULL;
         if (cJSON_IsString(role)) {
-            for (int i = 0; i < 3; i++)
+            for (int i = 0; i < 4; i++)
                 if (!strcmp(role->valuestring, roles[i])) r = roles[i];
             if (!strcmp(role->valuestring, "developer")) r = "system"; /* OpenAI's new name */
         }
         if (!r)
             return reqparse_invalid(
-                e, "messages", "`messages[%d].role` must be system, developer, user or assistant",
+                e, "messages",
+                "`messages[%d].role` must be system, developer, user, assistant or tool",
                 o->n_msgs);
-        char *text = content_text(cJSON_GetObjectItemCaseSensitive(it, "content"), o->n_msgs, e);
-        if (!text) return -1;
-        o->msgs[o->n_msgs].role = r;
-        o->msgs[o->n_msgs].content = text;
-        o->n_msgs++;
+        struct chat_msg *cm = &o->msgs[o->n_msgs++];
+        cm->role = r;
+        if (tools_parse_message(it, o->n_msgs - 1, cm, e)) return -1;
+        const cJSON *content = get(it, "content");
+        if (!content && cm->tool_calls) continue; /* an assistant's calls without text: None */
+        if (!(cm->content = content_text(content, o->n_msgs - 1, e))) return -1;
     }
     return 0;
 }
@@ -631,7 +640,13 @@ int reqparse_chat(const char *body, size_t len, const struct reqparse_limits *li
         get_int(b, "top_logprobs", 0, 20, &tl, err))
         goto out;
     out->top_logprobs = (int)tl;
-    if (chat_messages(cJSON_GetObjectItemCaseSensitive(b, "messages"), out, err)) goto out;
+    if (!(out->tools = malloc(sizeof *out->tools))) {
+        oom(err);
+        goto out;
+    }
+    if (tools_parse(b, out->tools, &out->p, err) ||
+        chat_messages(cJSON_GetObjectItemCaseSensitive(b, "messages"), out, err))
+        goto out;
     rc = 0;
 out:
     cJSON_Delete(b);
@@ -643,8 +658,11 @@ void reqparse_oai_free(struct reqparse_oai *o) {
     free(o->prompt);
     free(o->ids);
     for (int i = 0; i < o->n_msgs; i++)
-        free((char *)o->msgs[i].content);
+        chat_msg_free_strings(&o->msgs[i]);
     free(o->msgs);
+    tools_req_free(o->tools);
+    free(o->tools);
+    o->tools = NULL;
     o->prompt = NULL;
     o->ids = NULL;
     o->msgs = NULL;

@@ -13,7 +13,9 @@
  * logit_bias {}, ...) pass, real uses of unimplemented features get 422 saying so. Structured
  * output (OpenAI response_format json_object / json_schema, TGI grammar json / regex) is compiled
  * here into job_params.grammar (model/grammar.h), so an unsupported schema keyword or regex
- * construct is a 422 naming it before anything is queued. What needs the
+ * construct is a 422 naming it before anything is queued. Chat's tools, tool_choice and tool
+ * messages are read by server/tools.h (a forced call's grammar goes into job_params.grammar
+ * too). What needs the
  * model (tokenizing, the vocabulary, prompt-length limits, the chat template) stays in job.c
  * and the endpoints. Pure functions; any thread.
  */
@@ -44,6 +46,8 @@ struct job_params {
     int truncate;            /* keep the last N prompt tokens; 0 = off */
     struct grammar *grammar; /* constrained decoding (response_format, TGI grammar), or NULL;
                                 owned; moved into the job by job_build_ids */
+    cJSON *chat_tools;       /* chat: the tool list the template renders as `tools`, or NULL;
+                                owned (server/tools.h) */
 };
 
 void job_params_init(struct job_params *p);
@@ -95,9 +99,14 @@ struct reqparse_oai {
                          checked when the job is built) */
     int n_ids;
     struct chat_msg *msgs; /* chat: (n_msgs); role a static string ("developer" becomes
-                              "system"), content malloc'd valid UTF-8 */
+                              "system"), content malloc'd valid UTF-8 (NULL for an assistant
+                              message with tool_calls and no content), tool fields malloc'd */
     int n_msgs;
+    struct tools_req *tools; /* chat: tools / tool_choice (server/tools.h); owned, never NULL
+                                after a successful parse */
 };
+
+struct tools_req;
 
 /* POST /v1/completions and POST /v1/chat/completions. OUT is always initialised: free it with
  * reqparse_oai_free whatever the result. Return 0, or -1 with ERR filled. */

@@ -6,8 +6,18 @@ transformers' apply_chat_template does (ImmutableSandboxedEnvironment with trim_
 lstrip_blocks, the loopcontrols extension, its tojson filter, raise_exception and strftime_now
 globals; messages, tools, documents and add_generation_prompt passed, plus the special tokens).
 When transformers is installed, each render is also checked against transformers' own compiled
-template. Where each template comes from: tests/golden/chat_templates/SOURCES.md. The Criterion test tests/unit/test_jinja_golden.c compares flashgen's interpreter with
+template. Where each template comes from: tests/golden/chat_templates/SOURCES.md. The Criterion
+test tests/unit/test_jinja.c compares flashgen's interpreter with
 this file, without Python.
+
+tools_requests.json: OpenAI chat request bodies with `tools` and tool messages, for every
+template, and what the server must render for them. A template that reads `tools` gets the
+request the way vLLM hands it to apply_chat_template (tools as given; messages as given, each
+tool call's `arguments` string parsed into an object, a missing content None); any other template
+gets the Hermes rewrite server/tools.h documents (tool list in a system message, calls as
+<tool_call> text, results as a user message in <tool_response>), written here a second time
+from its description. tests/unit/test_tools.c sends each body through reqparse_chat,
+tools_adapt_messages and chat_template_render_tools and compares.
 
 Usage: python3 tools/gen_chat_golden.py   (Jinja2 3.1.x)
 """
@@ -192,6 +202,109 @@ FEATURES = [
 ]
 
 
+GET_TIME = {"type": "function", "function": {"name": "get_time", "description": "The time now.",
+                                             "parameters": {"type": "object", "properties": {}}}}
+OAI_CALL = {"id": "call_abc123", "type": "function",
+            "function": {"name": "get_weather", "arguments": "{\"location\": \"Paris\"}"}}
+TOOL_REQUESTS = {
+    "oai_tools_user": {"messages": [{"role": "system", "content": "You are a weather bot."},
+                                    {"role": "user", "content": "Weather in Paris?"}],
+                       "tools": [WEATHER, GET_TIME]},
+    "oai_tools_no_system": {"messages": [{"role": "user", "content": "Weather in Paris?"}],
+                            "tools": [WEATHER], "tool_choice": "auto"},
+    "oai_tool_loop": {"messages": [{"role": "user", "content": "Weather in Paris?"},
+                                   {"role": "assistant", "content": None, "tool_calls": [OAI_CALL]},
+                                   {"role": "tool", "tool_call_id": "call_abc123",
+                                    "content": "22 degrees"}],
+                      "tools": [WEATHER]},
+    "oai_two_results": {"messages": [
+        {"role": "user", "content": "Weather in Paris and the time?"},
+        {"role": "assistant", "content": "Looking.", "tool_calls": [
+            OAI_CALL, {"id": "call_t", "type": "function",
+                       "function": {"name": "get_time", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "call_abc123", "content": "22 degrees"},
+        {"role": "tool", "tool_call_id": "call_t", "content": "09:00"}],
+        "tools": [WEATHER, GET_TIME], "tool_choice": "required"},
+    "oai_choice_none": {"messages": [{"role": "user", "content": "Weather in Paris?"}],
+                        "tools": [WEATHER], "tool_choice": "none"},
+}
+
+
+def compact(x):
+    return json.dumps(x, ensure_ascii=False, separators=(",", ":"))
+
+
+def takes_tools(src):
+    return "tools" in src
+
+
+def vllm_messages(messages):
+    """The messages as vLLM hands them to apply_chat_template: arguments strings parsed."""
+    out = []
+    for m in messages:
+        m = json.loads(json.dumps(m))
+        for c in m.get("tool_calls") or []:
+            a = c["function"].get("arguments")
+            if isinstance(a, str):
+                try:
+                    p = json.loads(a)
+                    if isinstance(p, dict):
+                        c["function"]["arguments"] = p
+                except ValueError:
+                    pass
+        if "content" not in m:
+            m["content"] = None
+        out.append(m)
+    return out
+
+
+def hermes_messages(messages, tools):
+    """server/tools.h's rewrite for a template without tool support (its second writing)."""
+    out, i = [], 0
+    if tools:
+        sys_text = ("You are a function calling AI model. You may call one or more of the following "
+                    "functions to answer the user. Their signatures are within <tools></tools> XML "
+                    "tags:\n<tools>" + "".join("\n" + compact(t) for t in tools) +
+                    "\n</tools>\n\nFor each function call, return a JSON object with the function "
+                    "name and arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n"
+                    "{\"name\": <function-name>, \"arguments\": <args-json-object>}\n</tool_call>\n"
+                    "Function results are given back within <tool_response></tool_response> XML "
+                    "tags.")
+        if messages and messages[0]["role"] == "system":
+            sys_text = (messages[0]["content"] or "") + "\n\n" + sys_text
+            i = 1
+        out.append({"role": "system", "content": sys_text})
+    while i < len(messages):
+        m = messages[i]
+        if m["role"] == "tool":
+            parts = []
+            while i < len(messages) and messages[i]["role"] == "tool":
+                parts.append("<tool_response>\n" + messages[i]["content"] + "\n</tool_response>")
+                i += 1
+            out.append({"role": "user", "content": "\n".join(parts)})
+            continue
+        text = m.get("content") or ""
+        calls = [c for c in vllm_messages([m])[0].get("tool_calls") or []]
+        if calls:
+            if text:
+                text += "\n"
+            text += "\n".join("<tool_call>\n" + compact({"name": c["function"]["name"],
+                                                           "arguments": c["function"]["arguments"]})
+                               + "\n</tool_call>" for c in calls)
+        out.append({"role": m["role"], "content": text})
+        i += 1
+    return out
+
+
+def tool_request_vars(src, body):
+    tools = body.get("tools") or None
+    if body.get("tool_choice") == "none":
+        tools = None
+    if takes_tools(src):
+        return vllm_messages(body["messages"]), tools
+    return hermes_messages(body["messages"], tools), None
+
+
 def make_env():
     def raise_exception(message):
         raise jinja2.exceptions.TemplateError(message)
@@ -243,6 +356,26 @@ def main():
             if hf is not None:
                 assert render(hf, variables) == r, (name, case)
             out.append({"template": name, "case": case, "vars": variables, **r})
+    tool_out = []
+    for name in names:
+        with open(os.path.join(DIR, name + ".jinja"), encoding="utf-8") as f:
+            src = f.read()
+        tmpl = env.from_string(src)
+        hf = _compile_jinja_template(src) if _compile_jinja_template else None
+        bos, eos = TOKENS[name]
+        for case, body in TOOL_REQUESTS.items():
+            messages, tools = tool_request_vars(src, body)
+            variables = {"messages": messages, "tools": tools, "documents": None,
+                         "add_generation_prompt": True, "bos_token": bos, "eos_token": eos}
+            variables.update(EXTRA.get(name, {}))
+            r = render(tmpl, variables)
+            if hf is not None:
+                assert render(hf, variables) == r, (name, case)
+            tool_out.append({"template": name, "case": case, "takes_tools": takes_tools(src),
+                             "request": body, "extra": EXTRA.get(name, {}), **r})
+    with open(os.path.join(DIR, "tools_requests.json"), "w", encoding="utf-8") as f:
+        json.dump(tool_out, f, ensure_ascii=False, indent=1)
+        f.write("\n")
     feats = []
     for src, variables in FEATURES:
         try:

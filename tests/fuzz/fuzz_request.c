@@ -7,7 +7,8 @@
  * limits), or -1 with an error the endpoint can send (400/422/500, a type, a message); the
  * result's free releases it all (LeakSanitizer checks). The raw bytes also go through the UTF-8
  * repair (server/utf8.h), which must always give valid UTF-8. No server: libuv and libmicrohttpd
- * are not linked.
+ * are not linked. Chat bodies also go through the tool-calling checks (check_tools), with the
+ * body's bytes doubling as a model output for the tool-call reader.
  */
 #include <float.h>
 #include <limits.h>
@@ -17,6 +18,7 @@
 #include <string.h>
 
 #include "server/reqparse.h"
+#include "server/tools.h"
 #include "server/utf8.h"
 
 static const struct reqparse_limits LIM = {.max_stop_sequences = 4};
@@ -53,6 +55,45 @@ static void check_utf8(const char *s, size_t n) {
     free(r);
 }
 
+/* A parsed chat's tool state (server/tools.h): a choice with its tools and names, a grammar
+ * exactly for a forced call; the messages rewritten for a template without tools are all plain
+ * valid text; and the raw bytes read as model output give either nothing or calls with ids,
+ * known names and arguments that are a JSON object. */
+static void check_tools(struct reqparse_oai *o, const char *body, size_t size) {
+    const struct tools_req *t = o->tools;
+    if (!t) abort();
+    if ((t->choice == TOOLS_CHOICE_NONE) != (t->tools == NULL)) abort();
+    if (t->choice != TOOLS_CHOICE_NONE && t->n_names < 1) abort();
+    int forced = t->choice == TOOLS_CHOICE_REQUIRED || t->choice == TOOLS_CHOICE_NAMED;
+    if (forced && !o->p.grammar) abort();
+    if (t->choice == TOOLS_CHOICE_NAMED && (t->named < 0 || t->named >= t->n_names)) abort();
+    for (int i = 0; i < t->n_names; i++)
+        check_text(t->names[i], 0);
+    if (forced != tools_stream_hold(t, "x", 1)) abort();
+    cJSON *calls = tools_parse_output(t, body, size);
+    const cJSON *c;
+    cJSON_ArrayForEach(c, calls) {
+        const cJSON *f = cJSON_GetObjectItemCaseSensitive(c, "function");
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(f, "name");
+        const cJSON *args = cJSON_GetObjectItemCaseSensitive(f, "arguments");
+        if (!cJSON_IsString(name) || !cJSON_IsString(args)) abort();
+        int known = 0;
+        for (int i = 0; i < t->n_names; i++)
+            known |= !strcmp(t->names[i], name->valuestring);
+        cJSON *a = cJSON_Parse(args->valuestring);
+        if (!known || !cJSON_IsObject(a)) abort();
+        cJSON_Delete(a);
+    }
+    if (calls && !cJSON_GetArraySize(calls)) abort();
+    cJSON_Delete(calls);
+    if (tools_adapt_messages(t, 0, &o->msgs, &o->n_msgs) == 0)
+        for (int i = 0; i < o->n_msgs; i++) {
+            check_text(o->msgs[i].role, 0);
+            check_text(o->msgs[i].content, 1);
+            if (o->msgs[i].tool_calls || o->msgs[i].tool_call_id) abort();
+        }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     const char *body = (const char *)data;
     struct reqparse_error err;
@@ -82,8 +123,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 if (o.n_msgs < 1 || !o.msgs) abort();
                 for (int i = 0; i < o.n_msgs; i++) {
                     check_text(o.msgs[i].role, 0);
-                    check_text(o.msgs[i].content, 1);
+                    if (o.msgs[i].content || !o.msgs[i].tool_calls)
+                        check_text(o.msgs[i].content, 1);
                 }
+                check_tools(&o, body, size);
             } else if (o.prompt) {
                 check_text(o.prompt, 0);
             } else {

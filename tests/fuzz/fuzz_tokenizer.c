@@ -358,7 +358,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     content[len] = 0;
     struct chat_template ct;
     chat_template_init(&ct, NULL, err, sizeof(err));
-    struct chat_msg msgs[2] = {{"system", "You are a test."}, {"user", content}};
+    struct chat_msg msgs[2] = {{.role = "system", .content = "You are a test."},
+                               {.role = "user", .content = content}};
     char *prompt = chat_template_apply(&ct, msgs, 2, 1);
     if (prompt) {
         ids = NULL;

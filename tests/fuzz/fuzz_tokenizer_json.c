@@ -25,7 +25,8 @@ static void exercise(const struct tokenizer *t, const char *jinja) {
     }
     struct chat_template ct;
     chat_template_init(&ct, jinja, err, sizeof(err)); /* leaves a usable ChatML on failure */
-    struct chat_msg msgs[2] = {{"user", "hello"}, {"assistant", "hi"}};
+    struct chat_msg msgs[2] = {{.role = "user", .content = "hello"},
+                               {.role = "assistant", .content = "hi"}};
     free(chat_template_apply(&ct, msgs, 2, 1));
     chat_template_free(&ct);
 }

@@ -48,7 +48,7 @@ def test_openai_client_noop_defaults_accepted(server):
                            "response_format": {"type": "xml"}})
     assert r.status_code == 422 and r.json()["error"]["param"] == "response_format", r.text
     r = server.post(CHAT, {"messages": MSGS, "max_tokens": 1,
-                           "tools": [{"type": "function", "function": {"name": "f"}}]})
+                           "tools": [{"type": "function", "function": {"name": "not a name"}}]})
     assert r.status_code == 422 and r.json()["error"]["param"] == "tools", r.text
 
 

@@ -33,10 +33,12 @@ static const char QWEN_JINJA[] =
     "endif %}\n{%- endfor %}\n{%- if add_generation_prompt %}\n    {{- '<|im_start|>assistant\\n' "
     "}}\n{%- endif %}\n";
 
-static const struct chat_msg ONE[] = {{"user", "Hi"}};
-static const struct chat_msg FOUR[] = {
-    {"system", "Be brief."}, {"user", "Hi"}, {"assistant", "Hello!"}, {"user", "2+2?"}};
-static const struct chat_msg PADDED[] = {{"user", "  padded \n"}};
+static const struct chat_msg ONE[] = {{.role = "user", .content = "Hi"}};
+static const struct chat_msg FOUR[] = {{.role = "system", .content = "Be brief."},
+                                       {.role = "user", .content = "Hi"},
+                                       {.role = "assistant", .content = "Hello!"},
+                                       {.role = "user", .content = "2+2?"}};
+static const struct chat_msg PADDED[] = {{.role = "user", .content = "  padded \n"}};
 
 static void renders(const struct chat_template *ct, const struct chat_msg *m, int n, int gen,
                     const char *want) {

@@ -69,7 +69,7 @@ static void golden_check(const char *model, const char *golden, int strict, int 
         /* Our rendering of the chat template and our tokenizer agree with transformers. */
         char *ours = NULL;
         if (!strcmp(kind, "chat")) {
-            struct chat_msg m = {"user", user};
+            struct chat_msg m = {.role = "user", .content = user};
             ours = chat_template_apply(&e->chat, &m, 1, 1);
         } else {
             ours = strdup(user);

@@ -295,7 +295,11 @@ Test(reqparse, client_noop_defaults_accepted) {
 
 Test(reqparse, real_uses_of_unimplemented_features_refused) {
     static const struct refusal cases[] = {
-        {CHAT, "{" CHAT_MSGS ",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}]}",
+        {CHAT,
+         "{" CHAT_MSGS ",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f g\"}}]}", 422,
+         "tools"},
+        {CMPL,
+         "{\"prompt\":\"x\",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}]}",
          422, "tools"},
         {CHAT, "{" CHAT_MSGS ",\"tools\":{}}", 422, "tools"},
         {CHAT, "{" CHAT_MSGS ",\"tool_choice\":\"required\"}", 422, "tool_choice"},
