@@ -169,6 +169,12 @@ static int cu_download(void *ctx, void *dst, const void *src, size_t bytes) {
     return c->error[0] ? -1 : 0;
 }
 
+static int cu_copy(void *ctx, void *dst, const void *src, size_t bytes) {
+    struct cuda_ctx *c = (struct cuda_ctx *)ctx;
+    CK(c, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, c->stream));
+    return c->error[0] ? -1 : 0;
+}
+
 static int cu_sync(void *ctx) {
     struct cuda_ctx *c = (struct cuda_ctx *)ctx;
     CK(c, cudaStreamSynchronize(c->stream));
@@ -782,6 +788,7 @@ static struct fg_ops make_table(void) {
     t.upload = cu_upload;
     t.download = cu_download;
     t.sync = cu_sync;
+    t.copy = cu_copy;
     t.upload_f32 = cu_upload_f32;
     t.embed = cu_embed;
     t.rmsnorm = cu_rmsnorm_op;

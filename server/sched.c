@@ -56,6 +56,18 @@ void sched_add(struct sched *s, struct sched_seq *q) {
     s->n_waiting++;
 }
 
+void sched_add_fork(struct sched *s, struct sched_seq *parent, struct sched_seq *q) {
+    q->state = SCHED_WAITING;
+    q->next = q->forks = q->fork_next = NULL;
+    q->fork_of = parent;
+    memset(&q->kv, 0, sizeof q->kv);
+    struct sched_seq **pp = &parent->forks;
+    while (*pp)
+        pp = &(*pp)->fork_next;
+    *pp = q;
+    s->n_waiting++;
+}
+
 void sched_end(struct sched_seq *q, enum sched_state state) {
     if (q->state == SCHED_FINISHED || q->state == SCHED_CANCELLED) return;
     q->state = state == SCHED_CANCELLED ? SCHED_CANCELLED : SCHED_FINISHED;
@@ -65,8 +77,46 @@ static int is_done(const struct sched_seq *q) {
     return q->state == SCHED_FINISHED || q->state == SCHED_CANCELLED;
 }
 
+/* Forks of P that ended while they waited leave (to OUT while there is room); when P itself is
+ * done, the others go to the front of the arrival queue as ordinary sequences (in their order). */
+static void reap_forks(struct sched *s, struct sched_seq *p, struct sched_seq **out, int max,
+                       int *n) {
+    struct sched_seq **pp = &p->forks;
+    while (*pp) {
+        struct sched_seq *q = *pp;
+        if (is_done(q) && *n < max) {
+            *pp = q->fork_next;
+            q->fork_next = NULL;
+            q->fork_of = NULL;
+            s->n_waiting--;
+            out[(*n)++] = q;
+        } else {
+            pp = &q->fork_next;
+        }
+    }
+    if (!is_done(p) || !p->forks || *n >= max) return; /* P leaves only with room in OUT */
+    struct sched_seq *last = p->forks;
+    for (struct sched_seq *q = p->forks; q; q = q->fork_next) {
+        q->fork_of = NULL;
+        q->next = q->fork_next;
+        last = q;
+    }
+    last->next = s->wait_head;
+    if (!s->wait_head) s->wait_tail = last;
+    s->wait_head = p->forks;
+    for (struct sched_seq *q = p->forks, *nx; q; q = nx) {
+        nx = q->fork_next;
+        q->fork_next = NULL;
+    }
+    p->forks = NULL; /* already counted in n_waiting */
+}
+
 int sched_reap(struct sched *s, struct sched_seq **out, int max) {
     int n = 0;
+    for (int i = 0; i < s->n_running; i++)
+        reap_forks(s, s->running[i], out, max, &n);
+    for (struct sched_seq *q = s->wait_head; q; q = q->next)
+        reap_forks(s, q, out, max, &n);
     /* running: keep the admission order of those that stay */
     int w = 0;
     for (int i = 0; i < s->n_running; i++) {
@@ -189,11 +239,51 @@ static void push(struct sched *s, struct sched_seq *q, int n, int want) {
     b->n_tokens += n;
 }
 
+/* Start the forks whose parent has computed all but its last prompt token: shared full pages, the
+ * partial one copied, PREFILL with that last token to go. Oldest parents first; like admissions,
+ * only with room in the batch and SCHED_WATERMARK_PAGES left for the running ones. */
+static void start_forks(struct sched *s) {
+    for (int i = 0; i < s->n_running; i++) {
+        struct sched_seq *p = s->running[i];
+        while (p->forks && s->n_running < s->max_batch_seqs) {
+            struct sched_seq *q = p->forks;
+            int n = q->n_prompt - 1;
+            if (p->state == SCHED_WAITING || p->kv.n_tokens < n) break;
+            if (s->kv) {
+                /* the pages it needs of its own: the copied partial one, or a fresh one for the
+                 * last prompt token when the shared ones end at a page boundary */
+                int own = kv_cache_pages_for(s->kv, q->n_tokens) - n / s->kv->page_size;
+                if (own + SCHED_WATERMARK_PAGES > kv_cache_available(s->kv) ||
+                    kv_seq_fork(s->kv, &p->kv, &q->kv, n) != 0)
+                    return;
+                if (kv_seq_reserve(s->kv, &q->kv, q->n_tokens) != 0) {
+                    kv_seq_release(s->kv, &q->kv);
+                    return;
+                }
+            } else {
+                q->kv.n_tokens = n;
+            }
+            p->forks = q->fork_next;
+            q->fork_next = NULL;
+            q->fork_of = NULL;
+            s->n_waiting--;
+            s->forks++;
+            q->state = SCHED_PREFILL;
+            q->n_prefill = q->n_tokens;
+            s->running[s->n_running++] = q;
+            s->admitted[s->n_admitted++] = q;
+        }
+    }
+}
+
 int sched_plan(struct sched *s) {
     struct sched_batch *b = &s->batch;
     b->n = b->n_tokens = b->n_decode = b->n_prefill = 0;
     s->n_admitted = 0;
-    if (!grow_running(s)) admit(s);
+    if (!grow_running(s)) {
+        start_forks(s);
+        admit(s);
+    }
     /* decode tokens first: they are what the users of running streams are waiting for */
     for (int i = 0; i < s->n_running && b->n < s->max_batch_seqs; i++) {
         struct sched_seq *q = s->running[i];

@@ -24,6 +24,14 @@
  *   4. sched_commit: full pages are published to the prefix cache; PREFILL sequences whose
  *      tokens are now all cached move to DECODE.
  *
+ * Forks (n > 1, best_of): sched_add_fork queues a sequence that shares another's prompt. It waits
+ * (WAITING, on its parent's fork list, not in the arrival queue) until the parent has computed
+ * all but the last prompt token; then, at the start of a sched_plan, it takes the parent's full
+ * prompt pages and a copy of the partial one (kv_seq_fork) and enters PREFILL with one token
+ * left, the last prompt token, whose logits are its own first sample. A fork whose parent ends
+ * before that (cancelled in the queue) joins the front of the arrival queue as an ordinary
+ * sequence. Once forked it is an ordinary running sequence (preempted and recomputed alike).
+ *
  * A preempted sequence keeps everything but its pages: the worker's sampler, text and stop
  * state go on, and its recompute produces no event until it is past what it had already
  * computed (sched_seq.n_done), so the loop side sees nothing twice.
@@ -57,7 +65,10 @@ struct sched_seq {
     int n_preempted; /* times preempted; > 0: an admission is a resumption */
     struct kv_seq kv;
     void *user;
-    struct sched_seq *next; /* waiting list link */
+    struct sched_seq *next;      /* waiting list link */
+    struct sched_seq *fork_of;   /* WAITING to fork this sequence's prompt, or NULL */
+    struct sched_seq *forks;     /* the sequences waiting to fork this one, in arrival order */
+    struct sched_seq *fork_next; /* link on fork_of's list */
 };
 
 struct sched_item {
@@ -89,6 +100,7 @@ struct sched {
     /* counters, since sched_init */
     uint64_t prefix_queries, prefix_hits; /* tokens looked up / found in the prefix cache */
     uint64_t preemptions;
+    uint64_t forks; /* sequences that started from another's prompt pages */
 };
 
 int sched_init(struct sched *s, struct kv_cache *kv, int max_batch_tokens, int max_batch_seqs);
@@ -96,6 +108,10 @@ void sched_free(struct sched *s); /* accepts zeroed */
 
 /* Queue a new sequence (state WAITING). tokens/n_prompt/cap/max_new must be set. */
 void sched_add(struct sched *s, struct sched_seq *q);
+/* Queue Q (tokens/n_prompt/cap/max_new set, its prompt the same as PARENT's) to fork PARENT's
+ * prompt pages instead of computing them; PARENT was queued before (sched_add or in the same
+ * intake), and Q counts as waiting until it forks. */
+void sched_add_fork(struct sched *s, struct sched_seq *parent, struct sched_seq *q);
 /* Mark a sequence done; it leaves at the next sched_reap. STATE is FINISHED or CANCELLED. */
 void sched_end(struct sched_seq *q, enum sched_state state);
 /* Remove FINISHED/CANCELLED sequences (waiting or running), release their pages, and hand up to
