@@ -311,6 +311,7 @@ int sched_plan(struct sched *s) {
         int end = q->kv.n_tokens + n;
         push(s, q, n, end == q->n_prefill || (q->chunk_max == 1 && end > q->n_done));
         b->n_prefill++;
+        s->prefill_tokens += (uint64_t)n;
     }
     return b->n;
 }

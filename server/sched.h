@@ -100,7 +100,8 @@ struct sched {
     /* counters, since sched_init */
     uint64_t prefix_queries, prefix_hits; /* tokens looked up / found in the prefix cache */
     uint64_t preemptions;
-    uint64_t forks; /* sequences that started from another's prompt pages */
+    uint64_t forks;          /* sequences that started from another's prompt pages */
+    uint64_t prefill_tokens; /* tokens of prefill rows planned (computed, not cached or forked) */
 };
 
 int sched_init(struct sched *s, struct kv_cache *kv, int max_batch_tokens, int max_batch_seqs);
