@@ -383,8 +383,7 @@ void ep_completions(struct http_req *r) {
                 http_reply_error(r, 500, "internal", NULL, "out of memory");
                 goto out;
             }
-        if (job_start_texts(sv, r, texts, c->n_prompts, 1, 1, &q.p, "prompt", rd, c) == 0)
-            c = NULL;
+        if (job_start_texts(sv, r, texts, c->n_prompts, 1, 1, &q.p, "prompt", rd, c) == 0) c = NULL;
         goto out;
     }
     /* token ids: only checked against the limits, which is quick */

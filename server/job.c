@@ -159,8 +159,9 @@ int job_build_group(struct server *sv, struct http_req *r, int *const *ids, cons
     int per = p->n_seqs > 0 ? p->n_seqs : 1, total = n_prompts * per, built = 0, prompt_tokens = 0;
     *out = NULL;
     if (total > 1 && p->grammar) {
-        job_invalid(sv, r, "n", "more than one sequence with a grammar (response_format) is not "
-                                "supported");
+        job_invalid(sv, r, "n",
+                    "more than one sequence with a grammar (response_format) is not "
+                    "supported");
         return -1;
     }
     struct wreq **js = calloc((size_t)total, sizeof *js);
@@ -263,8 +264,8 @@ static void prep_work(uv_work_t *w) {
     struct job_prep *jp = w->data;
     char why[300];
     if (jp->msgs) {
-        int rc = chat_template_render(jp->chat, jp->msgs, jp->n_msgs, 1, &jp->texts[0], why,
-                                      sizeof why);
+        int rc =
+            chat_template_render(jp->chat, jp->msgs, jp->n_msgs, 1, &jp->texts[0], why, sizeof why);
         if (rc) { /* > 0: the model's template refused these messages (raise_exception, ...) */
             jp->status = rc > 0 ? 422 : 500;
             snprintf(jp->err, sizeof jp->err, rc > 0 ? "%s" : "cannot render the chat template: %s",
@@ -421,7 +422,7 @@ struct job_drv {
     const struct job_render *rd;
     void *ctx;
     int finished; /* finish events delivered */
-    int quiet;    /* render nothing more (client gone, a job failed, or the reply could not start) */
+    int quiet; /* render nothing more (client gone, a job failed, or the reply could not start) */
 };
 
 static void drv_free(struct job_drv *d) {

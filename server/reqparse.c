@@ -619,8 +619,8 @@ int reqparse_completions(const char *body, size_t len, const struct reqparse_lim
         goto out;
     }
     if (out->n_prompts * out->p.n_seqs > REQPARSE_MAX_SEQS) {
-        reqparse_invalid(err, "n", "%d prompts × %d sequences each is more than %d",
-                         out->n_prompts, out->p.n_seqs, REQPARSE_MAX_SEQS);
+        reqparse_invalid(err, "n", "%d prompts × %d sequences each is more than %d", out->n_prompts,
+                         out->p.n_seqs, REQPARSE_MAX_SEQS);
         goto out;
     }
     rc = 0;

@@ -53,6 +53,9 @@ static void on_worker_state(struct worker *w, enum worker_state st, void *user) 
             input = sv->cfg.max_input_tokens;
         sv->max_total = total;
         sv->max_input = input;
+        if (sv->cfg.max_concurrent_requests <= 0) /* 0: from the batch size the device got */
+            sv->cfg.max_concurrent_requests =
+                2 * in->max_batch_seqs > 128 ? 2 * in->max_batch_seqs : 128;
         if (sv->phase == SERVER_LOADING) {
             sv->phase = SERVER_READY;
             metrics_set_ready(&sv->metrics, 1);

@@ -158,12 +158,12 @@ struct wseq {
     struct grammar *grammar;         /* constrained decoding, or NULL (moved from the wreq) */
     struct grammar_matcher *matcher; /* its state, from admission on */
     double t_arrival, deadline, queue_deadline, t_last;
-    struct wfinish fin;    /* reason NONE while running */
-    struct wring *ring;    /* shared; NULL once the finish event is posted */
-    struct wevents out;    /* this iteration's events, published at its end */
-    int in_pub;            /* on the publish list */
-    struct wseq *next_pub; /* publish list link */
-    struct wseq *next;     /* submission list, then dead list link */
+    struct wfinish fin;       /* reason NONE while running */
+    struct wring *ring;       /* shared; NULL once the finish event is posted */
+    struct wevents out;       /* this iteration's events, published at its end */
+    int in_pub;               /* on the publish list */
+    struct wseq *next_pub;    /* publish list link */
+    struct wseq *next;        /* submission list, then dead list link */
     struct wseq *fork_parent; /* until the intake: the sequence whose prompt pages it forks */
 };
 

@@ -112,11 +112,11 @@ struct wreq {
     int ignore_eos;
     struct grammar *grammar; /* constrained decoding, or NULL; owned, moved to the worker by
                                 worker_submit (immutable: model/grammar.h) */
-    int index;            /* its choice in the reply (n > 1, best_of, prompt lists); 0 alone */
-    struct wreq *fork_of; /* n > 1, best_of: an earlier request of the same worker_submit_group
-                             with the same prompt, whose prompt KV this one forks (sched.h);
-                             NULL: computes its own */
-    double t_arrival;     /* monotonic seconds */
+    int index;               /* its choice in the reply (n > 1, best_of, prompt lists); 0 alone */
+    struct wreq *fork_of;    /* n > 1, best_of: an earlier request of the same worker_submit_group
+                                with the same prompt, whose prompt KV this one forks (sched.h);
+                                NULL: computes its own */
+    double t_arrival;        /* monotonic seconds */
     double deadline;         /* absolute; 0 = none */
     double queue_deadline;   /* absolute; 0 = none */
     wreq_event_fn on_event;
