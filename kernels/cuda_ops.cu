@@ -27,7 +27,8 @@
 #include "kv_write.h"
 #include "ops.h"
 
-#define LT_CACHE_SIZE 64
+#define LT_CACHE_SIZE                                                                              \
+    256 /* plans by (rows, shape): 23 decode buckets × 5 GEMM shapes, and prefill sizes */
 #define LT_WORKSPACE_BYTES ((size_t)32 << 20) /* cuBLASLt's recommended size for Hopper */
 
 struct lt_plan {
