@@ -25,7 +25,11 @@
 #   tokens (the client hangs up, as at an EOS), 256 clients, in a KV pool that a whole-request
 #   reservation would fill with $RESERVE_SEQS requests: how many stream at once.
 # JSON per workload and the server logs go to $OUT (or /tmp/out); the table is printed last and
-# written to $OUT/serving_table.md.
+# written to $OUT/serving_table.md. About 7 minutes on the H200 with the defaults (DURATION=15);
+# PARTS splits it over calls (the model stays in $WORK while the machine is warm).
+# llama-server runs with -np = the most clients, -kvu (one KV pool all slots share, so a slot
+# may grow past ctx/np) and -c = the tokens the workloads hold at once (LLAMA_CTX overrides); in
+# the 4096-token workload -c is the same KV budget flashgen gets (RESERVE_SEQS requests).
 set -uo pipefail
 O=${OUT:-/tmp/out}
 W=${WORK:-/tmp/w}
@@ -116,7 +120,12 @@ part_engine() {
 PORT=${PORT:-18431}
 SRV=
 stop_server() {
-    [ -n "$SRV" ] && kill "$SRV" 2>/dev/null && wait "$SRV" 2>/dev/null
+    if [ -n "$SRV" ]; then
+        kill "$SRV" 2>/dev/null
+        for _ in $(seq 1 20); do kill -0 "$SRV" 2>/dev/null || break; sleep 0.5; done
+        kill -9 "$SRV" 2>/dev/null
+        wait "$SRV" 2>/dev/null
+    fi
     SRV=
 }
 # start ENGINE VARIANT: flashgen or llama, main / noprefix / smallkv
@@ -129,7 +138,7 @@ start_server() {
         [ "$var" = noprefix ] && args+=(--prefix-caching false)
         [ "$var" = smallkv ] && args+=(--kv-cache-mb $(((kv_tokens * kvb + (1 << 20) - 1) >> 20)))
         "$BIN/flashgen" serve --model "$MODEL" --device "$DEVICE" --host 127.0.0.1 --port "$PORT" \
-            --log-requests false "${args[@]}" >"$log" 2>&1 &
+            --log-requests false --shutdown-grace 2 "${args[@]}" >"$log" 2>&1 &
     else
         local ctx=${LLAMA_CTX:-$((C_BIG * (P2 + OUTL) + C_PFX * (PFX + SFX + OUTL)))}
         [ "$var" = smallkv ] && ctx=$kv_tokens
@@ -154,6 +163,14 @@ run_engine() {
             stop_server
             cur=$var
             start_server "$eng" "$var" || { rc=1; cur=""; continue; }
+            if [ "$eng" = flashgen ] && [ "$var" = main ]; then
+                # our prefill rate, for the limits: TTFT of 2048-token prompts, one at a time
+                python3 tools/serve_bench.py --url "http://127.0.0.1:$PORT" --clients 1 \
+                    --requests 4 --prompt-len "$((P2 * 2))" --output-len 1 --json \
+                    >"$O/prefill_rate.json" 2>/dev/null
+                python3 -c "import urllib.request as u, sys; print(u.urlopen(sys.argv[1]).read().decode())" \
+                    "http://127.0.0.1:$PORT/info" >"$O/flashgen_info.json"
+            fi
         fi
         extra='{}'
         [ "$eng" = llama ] && [ "$var" = noprefix ] && extra='{"cache_prompt": false}'
@@ -161,20 +178,13 @@ run_engine() {
             --shared-prefix "$pfx" --output-len "$out" --stop-after "$stop" --duration "$DURATION" \
             --warmup "$WARMUP" --label "$eng $name" --extra-body "$extra" --json \
             >"$O/bench_${eng}_$name.json" 2>"$O/bench_${eng}_$name.err" || rc=1
-        python3 -c "import json,sys; s=json.load(open(sys.argv[1])); print(f\"{sys.argv[2]:9s} {sys.argv[3]:34s} {s['output_tokens_per_s']:10.1f} tok/s  TTFT p50 {s['ttft_ms']['p50']} p99 {s['ttft_ms']['p99']}  ITL p50 {s['itl_ms']['p50']} p99 {s['itl_ms']['p99']}  running {s['running_mean']}/{s['running_max']}  failed {s['requests_failed']}\")" \
+        python3 -c "import json,sys; s=json.load(open(sys.argv[1])); print(f\"{sys.argv[2]:9s} {sys.argv[3]:34s} {s['output_tokens_per_s']:10.1f} tok/s  TTFT p50 {s['ttft_ms']['p50']} p99 {s['ttft_ms']['p99']}  ITL p50 {s['itl_ms']['p50']} p99 {s['itl_ms']['p99']}  running {s['running_mean']}/{s['running_max']}  failed {s['requests_failed']} dropped {s['requests_dropped']}\")" \
             "$O/bench_${eng}_$name.json" "$eng" "$name" 2>/dev/null || { echo "$eng $name: no result"; tail -3 "$O/bench_${eng}_$name.err"; }
     done < <(workloads)
     stop_server
 }
 part_flashgen() {
     step "flashgen ($DEVICE)"
-    # our prefill rate, for the limits: TTFT of 2048-token prompts, one at a time
-    start_server flashgen main && python3 tools/serve_bench.py --url "http://127.0.0.1:$PORT" \
-        --clients 1 --requests 4 --prompt-len "$((P2 * 2))" --output-len 1 --json \
-        >"$O/prefill_rate.json" 2>/dev/null
-    python3 -c "import urllib.request as u, sys; print(u.urlopen(sys.argv[1]).read().decode())" \
-        "http://127.0.0.1:$PORT/info" >"$O/flashgen_info.json"
-    stop_server
     run_engine flashgen
 }
 part_llama() {

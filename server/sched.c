@@ -77,6 +77,40 @@ static int is_done(const struct sched_seq *q) {
     return q->state == SCHED_FINISHED || q->state == SCHED_CANCELLED;
 }
 
+/* Start Q, the first of P's forks, from P's pages (P has computed all but Q's last prompt token):
+ * the full pages shared, the partial one copied, PREFILL with that last token to go, on the
+ * running list and on ADMITTED at *N_ADM. KEEP: pages to leave available. Returns 0, or -1
+ * (nothing changed) without room in the batch or the cache. */
+static int fork_one(struct sched *s, struct sched_seq *p, struct sched_seq *q, int keep,
+                    int *n_adm) {
+    int n = q->n_prompt - 1;
+    if (s->n_running >= s->max_batch_seqs || p->state == SCHED_WAITING || p->kv.n_tokens < n)
+        return -1;
+    if (s->kv) {
+        /* the pages it needs of its own: the copied partial one, or a fresh one for the last
+         * prompt token when the shared ones end at a page boundary */
+        int own = kv_cache_pages_for(s->kv, q->n_tokens) - n / s->kv->page_size;
+        if (own + keep > kv_cache_available(s->kv) || kv_seq_fork(s->kv, &p->kv, &q->kv, n) != 0)
+            return -1;
+        if (kv_seq_reserve(s->kv, &q->kv, q->n_tokens) != 0) {
+            kv_seq_release(s->kv, &q->kv);
+            return -1;
+        }
+    } else {
+        q->kv.n_tokens = n;
+    }
+    p->forks = q->fork_next;
+    q->fork_next = NULL;
+    q->fork_of = NULL;
+    s->n_waiting--;
+    s->forks++;
+    q->state = SCHED_PREFILL;
+    q->n_prefill = q->n_tokens;
+    s->running[s->n_running++] = q;
+    s->admitted[(*n_adm)++] = q;
+    return 0;
+}
+
 /* Forks of P that ended while they waited leave (to OUT while there is room); when P itself is
  * done, the others go to the front of the arrival queue as ordinary sequences (in their order). */
 static void reap_forks(struct sched *s, struct sched_seq *p, struct sched_seq **out, int max,
@@ -95,6 +129,11 @@ static void reap_forks(struct sched *s, struct sched_seq *p, struct sched_seq **
         }
     }
     if (!is_done(p) || !p->forks || *n >= max) return; /* P leaves only with room in OUT */
+    /* P ended (its first token was its last) but holds the prompt: the forks start from it now,
+     * before its pages go (the plan's admitted list gets them, s->n_early) */
+    while (p->forks && fork_one(s, p, p->forks, 0, &s->n_early) == 0) {
+    }
+    if (!p->forks) return;
     struct sched_seq *last = p->forks;
     for (struct sched_seq *q = p->forks; q; q = q->fork_next) {
         q->fork_of = NULL;
@@ -239,47 +278,22 @@ static void push(struct sched *s, struct sched_seq *q, int n, int want) {
     b->n_tokens += n;
 }
 
-/* Start the forks whose parent has computed all but its last prompt token: shared full pages, the
- * partial one copied, PREFILL with that last token to go. Oldest parents first; like admissions,
- * only with room in the batch and SCHED_WATERMARK_PAGES left for the running ones. */
+/* Start the forks whose parent has computed all but their last prompt token, oldest parents
+ * first; like admissions, only with room in the batch and SCHED_WATERMARK_PAGES left for the
+ * running ones. */
 static void start_forks(struct sched *s) {
     for (int i = 0; i < s->n_running; i++) {
         struct sched_seq *p = s->running[i];
-        while (p->forks && s->n_running < s->max_batch_seqs) {
-            struct sched_seq *q = p->forks;
-            int n = q->n_prompt - 1;
-            if (p->state == SCHED_WAITING || p->kv.n_tokens < n) break;
-            if (s->kv) {
-                /* the pages it needs of its own: the copied partial one, or a fresh one for the
-                 * last prompt token when the shared ones end at a page boundary */
-                int own = kv_cache_pages_for(s->kv, q->n_tokens) - n / s->kv->page_size;
-                if (own + SCHED_WATERMARK_PAGES > kv_cache_available(s->kv) ||
-                    kv_seq_fork(s->kv, &p->kv, &q->kv, n) != 0)
-                    return;
-                if (kv_seq_reserve(s->kv, &q->kv, q->n_tokens) != 0) {
-                    kv_seq_release(s->kv, &q->kv);
-                    return;
-                }
-            } else {
-                q->kv.n_tokens = n;
-            }
-            p->forks = q->fork_next;
-            q->fork_next = NULL;
-            q->fork_of = NULL;
-            s->n_waiting--;
-            s->forks++;
-            q->state = SCHED_PREFILL;
-            q->n_prefill = q->n_tokens;
-            s->running[s->n_running++] = q;
-            s->admitted[s->n_admitted++] = q;
-        }
+        while (p->forks)
+            if (fork_one(s, p, p->forks, SCHED_WATERMARK_PAGES, &s->n_admitted) != 0) return;
     }
 }
 
 int sched_plan(struct sched *s) {
     struct sched_batch *b = &s->batch;
     b->n = b->n_tokens = b->n_decode = b->n_prefill = 0;
-    s->n_admitted = 0;
+    s->n_admitted = s->n_early; /* forks sched_reap started */
+    s->n_early = 0;
     if (!grow_running(s)) {
         start_forks(s);
         admit(s);

@@ -28,9 +28,11 @@
  * (WAITING, on its parent's fork list, not in the arrival queue) until the parent has computed
  * all but the last prompt token; then, at the start of a sched_plan, it takes the parent's full
  * prompt pages and a copy of the partial one (kv_seq_fork) and enters PREFILL with one token
- * left, the last prompt token, whose logits are its own first sample. A fork whose parent ends
- * before that (cancelled in the queue) joins the front of the arrival queue as an ordinary
- * sequence. Once forked it is an ordinary running sequence (preempted and recomputed alike).
+ * left, the last prompt token, whose logits are its own first sample (a parent that ended with
+ * its first token forks them in sched_reap, before its pages go). A fork whose parent ends
+ * before its prompt is in (cancelled in the queue) joins the front of the arrival queue as an
+ * ordinary sequence. Once forked it is an ordinary running sequence (preempted and recomputed
+ * alike).
  *
  * A preempted sequence keeps everything but its pages: the worker's sampler, text and stop
  * state go on, and its recompute produces no event until it is past what it had already
@@ -94,8 +96,10 @@ struct sched {
     int n_waiting;
     struct sched_seq **running; /* (max_batch_seqs) in admission order */
     int n_running;
-    struct sched_seq **admitted; /* (max_batch_seqs) admitted by the last sched_plan */
+    struct sched_seq **admitted; /* (max_batch_seqs) admitted by the last sched_plan (and forks
+                                    started by the sched_reap before it) */
     int n_admitted;
+    int n_early; /* forks sched_reap started, at the head of `admitted` for the next plan */
     struct sched_batch batch;
     /* counters, since sched_init */
     uint64_t prefix_queries, prefix_hits; /* tokens looked up / found in the prefix cache */

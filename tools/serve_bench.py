@@ -154,7 +154,7 @@ def make_prompt(a, rng, prefix):
 
 
 async def run_clients(a, host, port, path, model, client_ids, t0, quota):
-    records = []
+    records, dropped = [], [0]
     prefix_rng = random.Random(a.seed)
     if a.words:
         prefix = [prefix_rng.choice(WORDS) for _ in range(a.shared_prefix)]
@@ -178,11 +178,12 @@ async def run_clients(a, host, port, path, model, client_ids, t0, quota):
                 r = await asyncio.wait_for(
                     one_request(host, port, path, body, a.stop_after, a.timeout), max(left, 0.1))
             except asyncio.TimeoutError:
-                return  # past the end of the run: the window has what it needs
+                dropped[0] += 1  # past the end of the run: the window has what it needs
+                return
             records.append((cid,) + r + (time.monotonic(),))
 
     await asyncio.gather(*(client(c) for c in client_ids))
-    return records
+    return records, dropped[0]
 
 
 def proc_main(a, host, port, path, model, client_ids, t0, quota, q):
@@ -331,9 +332,11 @@ def main():
                                      args=(a, host, port, "/v1/completions", model, ids, t0, quota, q)))
         for p in procs:
             p.start()
-        records = []
+        records, dropped = [], 0
         for _ in procs:
-            records += q.get()
+            r, d = q.get()
+            records += r
+            dropped += d
         for p in procs:
             p.join()
         wall = time.monotonic() - t0
@@ -344,6 +347,7 @@ def main():
 
     s = summarize(a, records, t0, wall)
     s["url"], s["model"] = url, model
+    s["requests_dropped"] = dropped  # still running at --duration + --grace (not failures)
     if a.json:
         print(json.dumps(s))
     else:

@@ -563,6 +563,39 @@ Test(sched, forks_share_the_prompt_pages) {
     cr_assert_eq(g[1]->state, SCHED_FINISHED);
     sched_reap(&s, out, 8);
     cr_assert_eq(kv_cache_used(&p.kv), 0);
+
+    /* a parent whose first token is its last (max_new 1): the reap forks them before its pages
+     * go, and the next plan admits them with their last prompt token */
+    struct sched_seq *p3 = seq_new(9, 1), *h[2];
+    sched_add(&s, p3);
+    for (int i = 0; i < 2; i++) {
+        h[i] = seq_new(9, 2);
+        memcpy(h[i]->tokens, p3->tokens, sizeof(int) * 9);
+        sched_add_fork(&s, p3, h[i]);
+    }
+    uint64_t forks = s.forks;
+    cr_assert_eq(sched_plan(&s), 1);
+    fake_step(&s);
+    cr_assert_eq(p3->state, SCHED_FINISHED);
+    cr_assert_eq(sched_reap(&s, out, 8), 1);
+    cr_assert_eq(s.forks - forks, 2);
+    cr_assert_eq(sched_plan(&s), 2);
+    cr_assert_eq(s.n_admitted, 2);
+    cr_assert_eq(s.admitted[0], h[0]);
+    cr_assert_eq(s.batch.items[0].n, 1, "the fork computes its last prompt token only");
+    check_pages(&s);
+    for (int it = 0; it < 5; it++) {
+        fake_step(&s);
+        sched_reap(&s, out, 8);
+        sched_plan(&s);
+    }
+    cr_assert_eq(h[0]->state, SCHED_FINISHED);
+    cr_assert_eq(h[1]->n_tokens, 11);
+    sched_reap(&s, out, 8);
+    cr_assert_eq(kv_cache_used(&p.kv), 0);
+    seq_del(p3);
+    for (int i = 0; i < 2; i++)
+        seq_del(h[i]);
     seq_del(par);
     seq_del(p2);
     for (int i = 0; i < 3; i++)
