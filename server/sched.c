@@ -79,22 +79,23 @@ static int is_done(const struct sched_seq *q) {
 
 /* Start Q, the first of P's forks, from P's pages (P has computed all but Q's last prompt token):
  * the full pages shared, the partial one copied, PREFILL with that last token to go, on the
- * running list and on ADMITTED at *N_ADM. KEEP: pages to leave available. Returns 0, or -1
- * (nothing changed) without room in the batch or the cache. */
+ * running list and on ADMITTED at *N_ADM. KEEP: pages to leave available. Returns 0, -1 when P
+ * is not that far yet, or -2 without room in the batch or the cache (nothing changed either way).
+ */
 static int fork_one(struct sched *s, struct sched_seq *p, struct sched_seq *q, int keep,
                     int *n_adm) {
     int n = q->n_prompt - 1;
-    if (s->n_running >= s->max_batch_seqs || p->state == SCHED_WAITING || p->kv.n_tokens < n)
-        return -1;
+    if (p->state == SCHED_WAITING || p->kv.n_tokens < n) return -1;
+    if (s->n_running >= s->max_batch_seqs) return -2;
     if (s->kv) {
         /* the pages it needs of its own: the copied partial one, or a fresh one for the last
          * prompt token when the shared ones end at a page boundary */
         int own = kv_cache_pages_for(s->kv, q->n_tokens) - n / s->kv->page_size;
         if (own + keep > kv_cache_available(s->kv) || kv_seq_fork(s->kv, &p->kv, &q->kv, n) != 0)
-            return -1;
+            return -2;
         if (kv_seq_reserve(s->kv, &q->kv, q->n_tokens) != 0) {
             kv_seq_release(s->kv, &q->kv);
-            return -1;
+            return -2;
         }
     } else {
         q->kv.n_tokens = n;
@@ -280,12 +281,15 @@ static void push(struct sched *s, struct sched_seq *q, int n, int want) {
 
 /* Start the forks whose parent has computed all but their last prompt token, oldest parents
  * first; like admissions, only with room in the batch and SCHED_WATERMARK_PAGES left for the
- * running ones. */
+ * running ones (out of room: the rest wait for the next plan, in order). */
 static void start_forks(struct sched *s) {
     for (int i = 0; i < s->n_running; i++) {
         struct sched_seq *p = s->running[i];
-        while (p->forks)
-            if (fork_one(s, p, p->forks, SCHED_WATERMARK_PAGES, &s->n_admitted) != 0) return;
+        int rc = 0;
+        while (p->forks &&
+               (rc = fork_one(s, p, p->forks, SCHED_WATERMARK_PAGES, &s->n_admitted)) == 0) {
+        }
+        if (rc == -2) return;
     }
 }
 
