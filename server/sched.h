@@ -14,8 +14,9 @@
  *      recently admitted running sequence is preempted (its pages released, itself requeued at
  *      the front of the waiting list, to be recomputed from its tokens so far, prompt and
  *      generated, as one prefill), until the page is there or the one that needs it was itself
- *      the victim (vLLM's recompute preemption). Then, if nothing was preempted, waiting
- *      sequences are admitted in arrival order while the batch has room (max_batch_seqs) and
+ *      the victim (vLLM's recompute preemption). Then, if nothing was preempted, the forks
+ *      whose parent has their prompt start (below), and waiting sequences are admitted in
+ *      arrival order while the batch has room (max_batch_seqs) and
  *      the KV-cache has pages for their tokens so far, less the pages the prefix cache already
  *      holds for them, plus SCHED_WATERMARK_PAGES left over for the running ones to grow into
  *      (not required of the only sequence). Last the batch: one token for every DECODE sequence
