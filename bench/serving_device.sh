@@ -11,7 +11,7 @@
 # On the CPU here, at tiny sizes (what tests/test_serving_bench.py runs):
 #   DEVICE=cpu SHAPE=tiny SCALE=tiny BIN=build bench/serving_device.sh
 #
-# Parts (PARTS, in order; default "model flashgen llama table"):
+# Parts (PARTS, in order; default "model engine flashgen llama table"):
 #   model     the GGUF (tools/make_random_gguf.py; kept when $MODEL exists), the copy ceiling
 #   engine    engine_check --bench at batch 1..256 (the engine's decode benchmark; CUDA only)
 #   flashgen  `flashgen serve --device $DEVICE` with no tuning flags; the workloads below
@@ -44,7 +44,7 @@ RESERVE_SEQS=${RESERVE_SEQS:-32}
 TOKENIZER=${TOKENIZER:-$BIN/smollm2_tokenizer.gguf}
 [ -f "$TOKENIZER" ] || TOKENIZER=models/SmolLM2-135M-Instruct.Q4_1.gguf
 MODEL=${MODEL:-$W/random_$SHAPE.f16.gguf}
-PARTS=${PARTS:-model flashgen llama table}
+PARTS=${PARTS:-model engine flashgen llama table}
 export PYTHONUNBUFFERED=1
 export LD_LIBRARY_PATH="$PWD/$BIN:${LD_LIBRARY_PATH:-}"
 step() { echo "== $* ($(date -u +%T))"; }

@@ -13,7 +13,8 @@ Each connection is closed after its response (`Connection: close`): llama-server
 of the streams of a client that keeps connections alive (shared/reference/peers.md).
 
 Reported over the measurement window [--warmup, --duration] (tokens whose event arrived in it,
-requests that ended in it; TTFT and ITL of requests sent in it):
+a chunk worth usage.completion_tokens / chunks of its request; requests that ended in it; TTFT
+and ITL, between chunks, of requests sent in it):
   output tokens/s, requests/s, TTFT p50/p99, ITL p50/p99, and the requests streaming at once as
   the clients see them (first token to end; time-averaged and max).
 With --requests N instead: exactly N requests, the window is the whole run.
@@ -241,7 +242,10 @@ def summarize(a, records, t0, wall):
             failed += 1
             errors.append(err)
             continue
-        tokens += sum(1 for t in times if w0 <= t <= w1)
+        # a chunk may carry several tokens (text held back until a character is whole): the
+        # request's usage says how many it had, spread over its chunks
+        per_event = usage / len(times) if usage and times else 1.0
+        tokens += per_event * sum(1 for t in times if w0 <= t <= w1)
         if w0 <= t_end <= w1:
             ok += 1
         if times:
@@ -262,7 +266,7 @@ def summarize(a, records, t0, wall):
         "label": a.label, "clients": a.clients, "prompt_len": a.prompt_len,
         "shared_prefix": a.shared_prefix, "output_len": a.output_len, "max_tokens": a.max_tokens,
         "stop_after": a.stop_after, "window_s": round(span, 3), "requests_ok": ok,
-        "requests_failed": failed, "output_tokens": tokens,
+        "requests_failed": failed, "output_tokens": round(tokens),
         "output_tokens_per_s": round(tokens / span, 2), "requests_per_s": round(ok / span, 3),
         "ttft_ms": {"p50": ms(pct(ttft, 50)), "p99": ms(pct(ttft, 99))},
         "itl_ms": {"p50": ms(pct(itl, 50)), "p99": ms(pct(itl, 99))},
