@@ -5,6 +5,7 @@ it once (the prompt's KV pages are forked: flashgen_prefill_tokens_total grows b
 plus one token per fork, not n prompts); best_of returns the candidate with the highest
 cumulative logprob (TGI: the others in details.best_of_sequences, each with its seed); prompt
 lists give each prompt its own choices, index = prompt * n + i."""
+import time
 import uuid
 
 import openai
@@ -97,12 +98,13 @@ def test_chat_n(oai):
     assert [text[0], text[1]] == [c.message.content for c in r.choices]
 
 
-def test_forks_compute_the_prompt_once(server, oai):
+@pytest.mark.parametrize("max_tokens", [4, 1])  # 1: the first sequence ends at its first token
+def test_forks_compute_the_prompt_once(server, oai, max_tokens):
     prompt = f"A unique prompt {uuid.uuid4().hex} about the KV pages of several choices:"
     forks0 = server.metric("flashgen_kv_forks_total")
     pre0 = server.metric("flashgen_prefill_tokens_total")
-    r = oai.completions.create(model="m", prompt=prompt, n=4, max_tokens=4, temperature=1.0,
-                               seed=3)
+    r = oai.completions.create(model="m", prompt=prompt, n=4, max_tokens=max_tokens,
+                               temperature=1.0, seed=3)
     n_prompt = r.usage.prompt_tokens
     assert server.metric("flashgen_kv_forks_total") - forks0 == 3
     # the prompt once, then the last prompt token again for each fork (its first sample's
@@ -180,3 +182,28 @@ def test_validation(server, path, body, param):
     j = r.json()
     got = j.get("param") if "error" in j and isinstance(j["error"], str) else j["error"]["param"]
     assert got == param, j
+
+
+def test_client_gone_cancels_every_choice(server):
+    """A stream of n choices whose client hangs up: every sequence ends, nothing stays running,
+    and the request counts once, as cancelled."""
+    cancelled = server.metric('flashgen_requests_total{outcome="cancelled"}')
+    r = requests.post(server.url + "/v1/completions", stream=True, timeout=60,
+                      json={"prompt": PROMPT, "n": 3, "max_tokens": 400, "ignore_eos": True,
+                            "temperature": 1.0, "stream": True})
+    assert r.status_code == 200
+    seen = 0
+    for line in r.iter_lines():
+        if line.startswith(b"data: "):
+            seen += 1
+        if seen >= 6:
+            break
+    r.close()
+    for _ in range(200):
+        if (server.metric("flashgen_num_requests_running") == 0 and
+                server.metric('flashgen_requests_total{outcome="cancelled"}') > cancelled):
+            break
+        time.sleep(0.05)
+    assert server.metric("flashgen_num_requests_running") == 0
+    assert server.metric("flashgen_kv_cache_usage_perc") == 0
+    assert server.metric('flashgen_requests_total{outcome="cancelled"}') - cancelled == 1
