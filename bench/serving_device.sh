@@ -11,8 +11,11 @@
 # On the CPU here, at tiny sizes (what tests/test_serving_bench.py runs):
 #   DEVICE=cpu SHAPE=tiny SCALE=tiny BIN=build bench/serving_device.sh
 #
-# Parts (PARTS, in order; default "model engine flashgen llama table"):
+# Parts (PARTS, in order; default "model check engine flashgen llama table"):
 #   model     the GGUF (tools/make_random_gguf.py; kept when $MODEL exists), the copy ceiling
+#   check     tools/serve_check.py on a flashgen started with FLASHGEN_BATCH_INVARIANT=1: batches
+#             padded past 8 and n > 1 forks (prompt pages shared, the partial one copied on the
+#             device) give the tokens of single requests
 #   engine    engine_check --bench at batch 1..256 (the engine's decode benchmark; CUDA only)
 #   flashgen  `flashgen serve --device $DEVICE` with no tuning flags; the workloads below
 #   llama     llama-server at $LLAMA_SERVER, the same workloads (skipped when unset)
@@ -44,7 +47,7 @@ RESERVE_SEQS=${RESERVE_SEQS:-32}
 TOKENIZER=${TOKENIZER:-$BIN/smollm2_tokenizer.gguf}
 [ -f "$TOKENIZER" ] || TOKENIZER=models/SmolLM2-135M-Instruct.Q4_1.gguf
 MODEL=${MODEL:-$W/random_$SHAPE.f16.gguf}
-PARTS=${PARTS:-model engine flashgen llama table}
+PARTS=${PARTS:-model check engine flashgen llama table}
 export PYTHONUNBUFFERED=1
 export LD_LIBRARY_PATH="$PWD/$BIN:${LD_LIBRARY_PATH:-}"
 step() { echo "== $* ($(date -u +%T))"; }
@@ -135,9 +138,12 @@ start_server() {
     kv_tokens=$((RESERVE_SEQS * (P1 + LONG)))
     local log="$O/server_${eng}_$var.log" args=()
     if [ "$eng" = flashgen ]; then
+        local inv=0
+        [ "$var" = invariant ] && inv=1
         [ "$var" = noprefix ] && args+=(--prefix-caching false)
         [ "$var" = smallkv ] && args+=(--kv-cache-mb $(((kv_tokens * kvb + (1 << 20) - 1) >> 20)))
-        "$BIN/flashgen" serve --model "$MODEL" --device "$DEVICE" --host 127.0.0.1 --port "$PORT" \
+        FLASHGEN_BATCH_INVARIANT=$inv "$BIN/flashgen" serve --model "$MODEL" --device "$DEVICE" \
+            --host 127.0.0.1 --port "$PORT" \
             --log-requests false --shutdown-grace 2 "${args[@]}" >"$log" 2>&1 &
     else
         local ctx=${LLAMA_CTX:-$((C_BIG * (P2 + OUTL) + C_PFX * (PFX + SFX + OUTL)))}
@@ -183,6 +189,16 @@ run_engine() {
     done < <(workloads)
     stop_server
 }
+part_check() {
+    step "serve_check (batch invariant: padding and forks)"
+    start_server flashgen invariant || { rc=1; return; }
+    python3 tools/serve_check.py --url "http://127.0.0.1:$PORT" \
+        --max-tokens "$([ "$SCALE" = tiny ] && echo 8 || echo 24)" \
+        >"$O/serve_check.log" 2>&1 || rc=1
+    cat "$O/serve_check.log"
+    stop_server
+}
+
 part_flashgen() {
     step "flashgen ($DEVICE)"
     run_engine flashgen
