@@ -165,10 +165,12 @@ start_server() {
 run_engine() {
     local eng=$1 cur="" extra
     while read -r name c p pfx out stop var; do
-        if [ "$var" != "$cur" ]; then
+        local srv=$var
+        [ "$eng" = llama ] && [ "$var" = noprefix ] && srv=main # the body turns its cache off
+        if [ "$srv" != "$cur" ]; then
             stop_server
-            cur=$var
-            start_server "$eng" "$var" || { rc=1; cur=""; continue; }
+            cur=$srv
+            start_server "$eng" "$srv" || { rc=1; cur=""; continue; }
             if [ "$eng" = flashgen ] && [ "$var" = main ]; then
                 # our prefill rate, for the limits: TTFT of 2048-token prompts, one at a time
                 python3 tools/serve_bench.py --url "http://127.0.0.1:$PORT" --clients 1 \
