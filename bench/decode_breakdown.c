@@ -283,7 +283,9 @@ int main(int argc, char **argv) {
     o.device = !strcmp(device, "cpu") ? ENGINE_DEVICE_CPU : ENGINE_DEVICE_CUDA;
     if (o.device == ENGINE_DEVICE_CPU) o.kv_cache_bytes = (size_t)256 << 20;
     o.max_batch_tokens = 8192;
-    o.max_batch_seqs = 64;
+    o.max_batch_seqs = 64; /* room for the largest --batches (up to 256 and beyond) */
+    for (int i = 0; i < nb; i++)
+        if (batches[i] > o.max_batch_seqs) o.max_batch_seqs = batches[i];
     o.kv_fraction = 0.5f;
     struct engine *e;
     char err[512];

@@ -523,6 +523,7 @@ static const struct fg_ops cpu_table = {
     .release = cpu_release,
     .upload = cpu_copy,
     .download = cpu_copy,
+    .copy = cpu_copy,
     .sync = cpu_sync,
     .upload_f32 = cpu_upload_f32,
     .embed = cpu_embed,

@@ -30,7 +30,8 @@
 #include "logit_mask.h"
 #include "ops.h"
 
-#define LT_CACHE_SIZE 64
+#define LT_CACHE_SIZE                                                                              \
+    256 /* plans by (rows, shape): 23 decode buckets × 5 GEMM shapes, and prefill sizes */
 #define LT_WORKSPACE_BYTES ((size_t)32 << 20) /* cuBLASLt's recommended size for Hopper */
 
 struct lt_plan {
@@ -175,6 +176,12 @@ static int cu_download(void *ctx, void *dst, const void *src, size_t bytes) {
     struct cuda_ctx *c = (struct cuda_ctx *)ctx;
     CK(c, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, c->stream));
     CK(c, cudaStreamSynchronize(c->stream));
+    return c->error[0] ? -1 : 0;
+}
+
+static int cu_copy(void *ctx, void *dst, const void *src, size_t bytes) {
+    struct cuda_ctx *c = (struct cuda_ctx *)ctx;
+    CK(c, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, c->stream));
     return c->error[0] ? -1 : 0;
 }
 
@@ -880,6 +887,7 @@ static struct fg_ops make_table(void) {
     t.upload = cu_upload;
     t.download = cu_download;
     t.sync = cu_sync;
+    t.copy = cu_copy;
     t.upload_f32 = cu_upload_f32;
     t.embed = cu_embed;
     t.rmsnorm = cu_rmsnorm_op;

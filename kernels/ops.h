@@ -59,6 +59,8 @@ struct fg_ops {
     int (*upload)(void *ctx, void *dst, const void *src, size_t bytes);
     int (*download)(void *ctx, void *dst, const void *src, size_t bytes);
     int (*sync)(void *ctx); /* wait for queued work; returns -1 on a device error */
+    /* dst = src, both backend memory, queued in order with the ops (a KV page copied on write) */
+    int (*copy)(void *ctx, void *dst, const void *src, size_t bytes);
     /* store n fp32 host values at dst (backend memory) in the backend's element type */
     int (*upload_f32)(void *ctx, void *dst, const float *src, size_t n);
 

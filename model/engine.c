@@ -24,14 +24,25 @@
 
 #define ENGINE_CPU_KV_BYTES ((size_t)512 << 20) /* CPU default: 512 MiB of KV pool */
 #define ENGINE_CUDA_LIB "libflashgen_cuda.so"
+/* Batch limits when the options leave them 0, by device. CUDA: 256 sequences (the decode graphs
+ * cover every batch up to it, model/forward.c) and a token budget of 1024 per iteration: a
+ * step's time grows with its rows once prefill chunks join the decode rows, and on the 8B shape
+ * 1024 rows of GEMMs are about 15 TFLOP, some 25 ms on an H200, which keeps a decoding stream's
+ * inter-token latency under the 40 ms of issue 14 while a long prompt is prefilled beside it
+ * (2048 doubled it; 8192 gave ITL p99 194 ms at 256 clients, issue 14). CPU: 64 sequences and
+ * 512 tokens (its steps are slow per row: small budgets keep streams moving). */
+#define ENGINE_CUDA_BATCH_SEQS 256
+#define ENGINE_CUDA_BATCH_TOKENS 1024
+#define ENGINE_CPU_BATCH_SEQS 64
+#define ENGINE_CPU_BATCH_TOKENS 512
 
 void engine_opts_default(struct engine_opts *o) {
     memset(o, 0, sizeof(*o));
     o->device = ENGINE_DEVICE_AUTO;
     o->kv_fraction = 0.9f;
     o->page_size = 16;
-    o->max_batch_tokens = 512;
-    o->max_batch_seqs = 64;
+    o->max_batch_tokens = 0; /* by device */
+    o->max_batch_seqs = 0;
     /* FLASHGEN_CPU_WEIGHTS=fp32: the CPU dequantizes GGUF blocks at load, as before quantized
      * inference (the path tests compare bit for bit with gguf-py's dequantized weights) */
     const char *cw = getenv("FLASHGEN_CPU_WEIGHTS");
@@ -302,8 +313,15 @@ int engine_open(const struct engine_opts *o, struct engine **out, char *err, siz
         w = &b->dw;
     }
     int page_size = o->page_size > 0 ? o->page_size : 16;
-    e->max_batch_tokens = o->max_batch_tokens > 0 ? o->max_batch_tokens : 512;
-    e->max_batch_seqs = o->max_batch_seqs > 0 ? o->max_batch_seqs : 64;
+    e->max_batch_tokens = o->max_batch_tokens > 0 ? o->max_batch_tokens
+                          : b->cuda               ? ENGINE_CUDA_BATCH_TOKENS
+                                                  : ENGINE_CPU_BATCH_TOKENS;
+    e->max_batch_seqs = o->max_batch_seqs > 0 ? o->max_batch_seqs
+                        : b->cuda             ? ENGINE_CUDA_BATCH_SEQS
+                                              : ENGINE_CPU_BATCH_SEQS;
+    /* a decode step of every sequence must fit the token budget */
+    if (e->max_batch_tokens < e->max_batch_seqs && o->max_batch_tokens <= 0)
+        e->max_batch_tokens = e->max_batch_seqs;
     e->kv.page_size = page_size; /* fwd_init sizes block tables from it */
     if (fwd_init(&e->fwd, cfg, w, e->ops, e->ops_ctx, &e->kv, e->max_batch_tokens,
                  e->max_batch_seqs, err, errlen) != 0)

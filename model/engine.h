@@ -34,8 +34,9 @@ struct engine_opts {
     size_t kv_cache_bytes; /* KV pool size; 0 = derive (kv_fraction on a GPU, 512 MiB on the CPU) */
     float kv_fraction;     /* GPU: fraction of free memory after weights for the KV pool */
     int page_size;         /* tokens per KV page; 0 = 16 */
-    int max_batch_tokens;  /* tokens per forward call; 0 = 512 */
-    int max_batch_seqs;    /* sequences per forward call; 0 = 64 */
+    int max_batch_tokens;  /* tokens per forward call; 0 = by device (engine.c: CUDA 1024, CPU 512)
+                            */
+    int max_batch_seqs;    /* sequences per forward call; 0 = by device (CUDA 256, CPU 64) */
     int cpu_fp32_weights;  /* 1: the CPU dequantizes GGUF blocks to fp32 at load (the path
                               transformers runs on the same file) instead of multiplying the blocks
                             */

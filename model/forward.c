@@ -18,9 +18,12 @@
  * row of the (vocab × dim) head, not 512.
  *
  * Decode steps (one token per sequence) on a backend with graphs are recorded once per
- * (sequences, context bucket) and replayed: hundreds of launches become one. Every buffer and
- * the step description live at fixed addresses, so only the host-side sizes matter, and those
- * are fixed by the key (the attention's context bound is the bucket's upper end; kernels read
+ * (batch bucket, context bucket) and replayed: hundreds of launches become one. A step of n
+ * sequences runs as fwd_batch_bucket(n) rows (up to max_seqs): the extra rows decode token 0 at
+ * position 0 into one KV page the forward state holds for them (their K/V land there, their
+ * logits are never read), so 256 batch sizes need 23 graphs and the GEMMs see few row counts. Every
+ * buffer and the step description live at fixed addresses, so only the host-side sizes matter, and
+ * those are fixed by the key (the attention's context bound is the bucket's upper end; kernels read
  * each sequence's true length from device memory).
  */
 #include "forward.h"
@@ -34,7 +37,9 @@
 #include "model.h"
 
 #define FWD_GRAPH_KV_BUCKET 256 /* context granularity of decode graphs (tokens) */
-#define FWD_MAX_GRAPHS 128      /* recorded graphs kept; the oldest goes first */
+#define FWD_MAX_GRAPHS                                                                             \
+    512 /* recorded graphs kept (23 batch buckets × context buckets);                             \
+           the oldest goes first */
 
 struct fwd_graph {
     int n_seqs, kv_bucket;
@@ -66,8 +71,20 @@ struct fwd_state {
     size_t n_ints;
     struct fwd_graph graphs[FWD_MAX_GRAPHS];
     int n_graphs;
-    int use_graphs; /* backend has graphs and FLASHGEN_CUDA_GRAPHS is not "0" */
+    int use_graphs;       /* backend has graphs and FLASHGEN_CUDA_GRAPHS is not "0" */
+    int pad;              /* decode steps padded to fwd_batch_bucket (fwd_set_padding) */
+    struct kv_seq pad_kv; /* the page the padding rows write (taken at the first padded step) */
 };
+
+int fwd_batch_bucket(int n) {
+    if (n <= 8) return n;
+    int step = n <= 64 ? 8 : n <= 128 ? 16 : n <= 256 ? 32 : 64;
+    return (n + step - 1) / step * step;
+}
+
+void fwd_set_padding(struct fwd_state *st, int on) {
+    st->pad = on;
+}
 
 static size_t act_bytes(const struct fwd_state *st, size_t elems) {
     return elems * st->ops->act_size;
@@ -81,6 +98,7 @@ void fwd_free(struct fwd_state *st) {
     for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++)
         if (bufs[i]) st->ops->release(st->ctx, bufs[i]);
     free(st->h_ints);
+    free(st->pad_kv.pages); /* the page itself goes with the KV pool */
     free(st);
 }
 
@@ -136,6 +154,7 @@ int fwd_init(struct fwd_state **out, const struct model_config *cfg, const struc
     st->max_pages = (cfg->max_seq_len + kv->page_size - 1) / kv->page_size;
     const char *g = getenv("FLASHGEN_CUDA_GRAPHS");
     st->use_graphs = ops->graph_begin != NULL && !(g && !strcmp(g, "0"));
+    st->pad = st->use_graphs;
     size_t T = (size_t)max_tokens, S = (size_t)max_seqs;
     size_t qd = (size_t)cfg->n_heads * cfg->head_dim, kvd = (size_t)cfg->n_kv_heads * cfg->head_dim;
     st->x = ops->alloc(ops_ctx, act_bytes(st, T * cfg->dim));
@@ -394,9 +413,19 @@ int fwd_run(struct fwd_state *st, const struct fwd_seq *seqs, int n_seqs, float 
         snprintf(err, errlen, "forward: %d tokens in one step (limit %d)", T, st->max_tokens);
         return -1;
     }
-    /* Packed for this step's T tokens and n_seqs sequences, so only what the step uses travels
-     * (a decode graph's key fixes both, so its pointers stay valid at every replay). */
-    size_t MT = (size_t)T, MS = (size_t)n_seqs;
+    /* A padded decode step runs n_run rows: the real ones, then padding rows into pad_kv. */
+    int n_run = n_seqs;
+    if (max_q == 1 && st->pad) {
+        int b = fwd_batch_bucket(n_seqs);
+        if (b > st->max_seqs) b = st->max_seqs;
+        if (b > st->max_tokens) b = st->max_tokens;
+        if (b > n_seqs && (st->pad_kv.n_pages || kv_seq_reserve(kv, &st->pad_kv, 1) == 0))
+            n_run = b;
+    }
+    int T_run = T + n_run - n_seqs;
+    /* Packed for this step's T_run tokens and n_run sequences, so only what the step uses
+     * travels (a decode graph's key fixes both, so its pointers stay valid at every replay). */
+    size_t MT = (size_t)T_run, MS = (size_t)n_run;
     size_t n_ints = 3 * MT + 3 * MS + 1 + MS * (size_t)st->max_pages;
     int *tokens = st->h_ints, *pos = tokens + MT, *slots = pos + MT, *q_start = slots + MT;
     int *kv_len = q_start + MS + 1, *rows = kv_len + MS, *table = rows + MS;
@@ -416,6 +445,15 @@ int fwd_run(struct fwd_state *st, const struct fwd_seq *seqs, int n_seqs, float 
         int np = kv_cache_pages_for(kv, kv_len[s]);
         memcpy(table + (size_t)s * st->max_pages, q->kv->pages, sizeof(int) * (size_t)np);
     }
+    for (int s = n_seqs; s < n_run; s++, t++) { /* padding: token 0 at position 0 of pad_kv */
+        tokens[t] = 0;
+        pos[t] = 0;
+        slots[t] = st->pad_kv.pages[0] * kv->page_size;
+        q_start[s + 1] = t + 1;
+        kv_len[s] = 1;
+        rows[s] = t;
+        table[(size_t)s * st->max_pages] = st->pad_kv.pages[0];
+    }
     if (ops->upload(ctx, st->d_ints, st->h_ints, n_ints * sizeof(int)) != 0) {
         snprintf(err, errlen, "forward: upload of the step description failed");
         return -1;
@@ -425,7 +463,7 @@ int fwd_run(struct fwd_state *st, const struct fwd_seq *seqs, int n_seqs, float 
     int *d_table = d_rows + MS;
 
     struct attn_batch ab = {
-        .n_seqs = n_seqs,
+        .n_seqs = n_run,
         .q_start = d_q_start,
         .kv_len = d_kv_len,
         .block_table = d_table,
@@ -447,7 +485,7 @@ int fwd_run(struct fwd_state *st, const struct fwd_seq *seqs, int n_seqs, float 
         int bucket = (max_kv + FWD_GRAPH_KV_BUCKET - 1) / FWD_GRAPH_KV_BUCKET * FWD_GRAPH_KV_BUCKET;
         if (bucket > c->max_seq_len) bucket = c->max_seq_len;
         ab.max_kv_len = bucket;
-        gr = fwd_graph_find(st, n_seqs, bucket);
+        gr = fwd_graph_find(st, n_run, bucket);
     }
     if (gr && gr->exec) {
         if (ops->graph_launch(ctx, gr->exec) != 0) {
@@ -459,14 +497,14 @@ int fwd_run(struct fwd_state *st, const struct fwd_seq *seqs, int n_seqs, float 
             snprintf(err, errlen, "forward: cannot start recording a graph");
             return -1;
         }
-        fwd_layers(st, &ab, T, n_seqs, d_tokens, d_pos, d_slots, d_rows);
+        fwd_layers(st, &ab, T_run, n_run, d_tokens, d_pos, d_slots, d_rows);
         if (ops->graph_end(ctx, &gr->exec) != 0 || ops->graph_launch(ctx, gr->exec) != 0) {
             snprintf(err, errlen, "forward: recording a decode graph failed");
             return -1;
         }
     } else {
-        fwd_layers(st, &ab, T, n_seqs, d_tokens, d_pos, d_slots, d_rows);
-        if (decode && st->use_graphs) fwd_graph_add(st, n_seqs, ab.max_kv_len);
+        fwd_layers(st, &ab, T_run, n_run, d_tokens, d_pos, d_slots, d_rows);
+        if (decode && st->use_graphs) fwd_graph_add(st, n_run, ab.max_kv_len);
     }
     if (logits && (ops->download(ctx, logits, st->logits,
                                  sizeof(float) * (size_t)n_seqs * c->vocab_size) != 0 ||

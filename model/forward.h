@@ -34,6 +34,13 @@ void fwd_free(struct fwd_state *st);
 /* Forget the recorded decode graphs: the next decode steps run eagerly, then record anew (under
  * whatever the backend's diagnostic switches say then: bench/decode_breakdown.c). */
 void fwd_drop_graphs(struct fwd_state *st);
+/* Decode steps padded to the next batch bucket (fwd_batch_bucket): on by default where the
+ * backend records graphs (one graph per bucket instead of per batch size), off elsewhere; the
+ * tests turn it on for the CPU. Worker thread. */
+void fwd_set_padding(struct fwd_state *st, int on);
+/* The rows a decode step of N sequences runs as when padded: N up to 8 (the GEMV sizes), then
+ * multiples of 8 to 64, of 16 to 128, of 32 to 256, of 64 beyond. */
+int fwd_batch_bucket(int n);
 /* 0 when OPS implements every op the family switches of CFG need; else -1 with a message naming
  * the missing feature (fwd_init calls it; the engine calls it before uploading weights). */
 int fwd_check_backend(const struct model_config *cfg, const struct fg_ops *ops, char *err,

@@ -259,6 +259,44 @@ void kv_seq_publish(struct kv_cache *kv, struct kv_seq *seq, const int *tokens) 
     }
 }
 
+/* Copy page SRC's K and V rows of every layer into page DST (backend memory, queued in order with
+ * the forward pass). */
+static int page_copy(struct kv_cache *kv, int dst, int src) {
+    if (!kv->pool || !kv->ops || !kv->ops->copy) return kv->pool ? -1 : 0;
+    size_t pb = (size_t)kv->page_size * kv->n_kv_heads * kv->head_dim * kv->elem_bytes;
+    for (int l = 0; l < kv->n_layers; l++) {
+        char *k = kv->k[l], *v = kv->v[l];
+        if (kv->ops->copy(kv->ops_ctx, k + pb * (size_t)dst, k + pb * (size_t)src, pb) != 0 ||
+            kv->ops->copy(kv->ops_ctx, v + pb * (size_t)dst, v + pb * (size_t)src, pb) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+int kv_seq_fork(struct kv_cache *kv, const struct kv_seq *src, struct kv_seq *dst, int n_tokens) {
+    int ps = kv->page_size, full = n_tokens / ps, part = n_tokens % ps != 0;
+    if (n_tokens < 0 || n_tokens > src->n_tokens || dst->n_pages) return -1;
+    if ((part && kv_cache_available(kv) < 1) || seq_grow(dst, full + part) != 0) return -1;
+    for (int i = 0; i < full; i++) {
+        int p = src->pages[i];
+        kv->ref[p]++; /* held by SRC: never on the LRU */
+        dst->pages[dst->n_pages++] = p;
+    }
+    if (part) {
+        int p = take_page(kv);
+        kv->ref[p] = 1;
+        dst->pages[dst->n_pages++] = p;
+        if (page_copy(kv, p, src->pages[full]) != 0) {
+            kv_seq_release(kv, dst);
+            return -1;
+        }
+    }
+    dst->n_tokens = n_tokens;
+    dst->n_hashed = 0; /* kv_seq_publish re-chains from the start; shared pages are found hashed */
+    dst->last_hash = kv->seed;
+    return 0;
+}
+
 void kv_seq_release(struct kv_cache *kv, struct kv_seq *seq) {
     if (!seq) return;
     for (int i = seq->n_pages - 1; i >= 0; i--) {

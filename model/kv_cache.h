@@ -16,6 +16,11 @@
  * sequence takes every cached page of its longest cached prefix (kv_seq_match); such pages are
  * only ever read: a sequence writes rows at and past its n_tokens, and the pages it took are
  * all below that.
+ *
+ * Forks (n > 1, best_of: several sequences of one prompt): kv_seq_fork gives a new sequence the
+ * first n tokens of another, every full page among them shared (one more reference each, as a
+ * prefix-cache hit takes it) and the page holding the rest, if any, copied (copy on write: the
+ * source goes on writing into its own copy), so the prompt is computed once.
  */
 #ifndef FG_KV_CACHE_H
 #define FG_KV_CACHE_H
@@ -85,6 +90,11 @@ int kv_seq_match(struct kv_cache *kv, struct kv_seq *seq, const int *tokens, int
 /* Publish every full page of seq not yet published (TOKENS: the sequence's tokens, at least
  * seq->n_tokens of them). A page whose hash is already cached stays private. */
 void kv_seq_publish(struct kv_cache *kv, struct kv_seq *seq, const int *tokens);
+/* Give an empty DST the first N_TOKENS tokens of SRC (which holds at least that many): the full
+ * pages shared, the partial last one copied into a page of its own on the backend (all layers, K
+ * and V; only the bookkeeping when the cache has no backend memory). DST->n_tokens becomes
+ * N_TOKENS. Returns 0, or -1 (nothing taken) when no page is left for the copy. */
+int kv_seq_fork(struct kv_cache *kv, const struct kv_seq *src, struct kv_seq *dst, int n_tokens);
 /* Drop seq's hold on every page and reset it (accepts an empty seq): a page no one holds goes
  * to the cache if it was published (last page first, so a sequence's tail is evicted before its
  * head), else to the free list. */

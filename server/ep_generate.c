@@ -91,8 +91,8 @@ static void stream_tokens(void *ctx, struct http_req *r, const struct wreq *j, i
 }
 
 /* The last token event already carried the result. */
-static void stream_finish(void *ctx, struct http_req *r, const struct wreq *j) {
-    (void)ctx, (void)r, (void)j;
+static void stream_finish(void *ctx, struct http_req *r, struct wreq *const *js, int n) {
+    (void)ctx, (void)r, (void)js, (void)n;
 }
 
 /* A stream that fails after it started ends with data:{"error","error_type"}. */
@@ -101,35 +101,74 @@ static void stream_error(void *ctx, struct http_req *r, const struct wreq *j) {
     job_sse_error(r, j);
 }
 
-/* The whole reply: generated_text and details {prefill, tokens, ...}. */
-static void full_finish(void *ctx, struct http_req *r, const struct wreq *j) {
+/* The prefill entries of details: the prompt tokens, with their logprobs when computed. */
+static void prefill_json(const struct gen_ctx *c, cJSON *d, const struct wreq *j) {
+    cJSON *pre = cJSON_AddArrayToObject(d, "prefill");
+    if (!c->input_details) return;
+    const struct tokenizer *tok = c->sv->worker.info.tok;
+    for (int i = 0; i < j->n_prompt; i++) {
+        cJSON *p = cJSON_CreateObject();
+        cJSON_AddNumberToObject(p, "id", j->tokens[i]);
+        char buf[512];
+        int n = tokenizer_token_bytes(tok, j->tokens[i], buf, sizeof buf - 1);
+        job_add_text(p, "text", buf, n > 0 ? (size_t)n : 0);
+        if (i == 0 || !j->prompt_lp || i >= j->n_prompt_lp || !isfinite(j->prompt_lp[i]))
+            cJSON_AddNullToObject(p, "logprob");
+        else
+            cJSON_AddNumberToObject(p, "logprob", j->prompt_lp[i]);
+        cJSON_AddItemToArray(pre, p);
+    }
+}
+
+static void tokens_json(const struct gen_ctx *c, cJSON *d, const struct wreq *j) {
+    cJSON *toks = cJSON_AddArrayToObject(d, "tokens");
+    for (int k = 0; k < j->n_gen; k++)
+        cJSON_AddItemToArray(toks, token_json(c->sv, j, k));
+}
+
+/* Sum of the log-probabilities of J's generated tokens (best_of ranks by it, as TGI does). */
+static double cum_logprob(const struct wreq *j) {
+    double s = 0;
+    for (int k = 0; k < j->n_gen; k++)
+        s += isfinite(j->logprobs[k]) ? j->logprobs[k] : -1e30;
+    return s;
+}
+
+/* The whole reply: generated_text and details {prefill, tokens, ...}. With best_of, JS are the
+ * candidates: the one with the highest cumulative logprob is the reply, the others go to
+ * details.best_of_sequences. */
+static void full_finish(void *ctx, struct http_req *r, struct wreq *const *js, int n) {
     struct gen_ctx *c = ctx;
+    int best = 0;
+    for (int i = 1; i < n; i++)
+        if (cum_logprob(js[i]) > cum_logprob(js[best])) best = i;
+    const struct wreq *j = js[best];
     cJSON *o = cJSON_CreateObject();
     char *t = full_text(c, j);
     cJSON_AddStringToObject(o, "generated_text", t ? t : "");
     free(t);
     if (c->details) {
         cJSON *d = details_json(o, j);
-        cJSON *pre = cJSON_AddArrayToObject(d, "prefill");
-        if (c->input_details) {
-            const struct tokenizer *tok = c->sv->worker.info.tok;
-            for (int i = 0; i < j->n_prompt; i++) {
-                cJSON *p = cJSON_CreateObject();
-                cJSON_AddNumberToObject(p, "id", j->tokens[i]);
-                char buf[512];
-                int n = tokenizer_token_bytes(tok, j->tokens[i], buf, sizeof buf - 1);
-                job_add_text(p, "text", buf, n > 0 ? (size_t)n : 0);
-                if (i == 0 || !j->prompt_lp || i >= j->n_prompt_lp || !isfinite(j->prompt_lp[i]))
-                    cJSON_AddNullToObject(p, "logprob");
-                else
-                    cJSON_AddNumberToObject(p, "logprob", j->prompt_lp[i]);
-                cJSON_AddItemToArray(pre, p);
+        prefill_json(c, d, j);
+        tokens_json(c, d, j);
+        if (n > 1) {
+            cJSON *bos = cJSON_AddArrayToObject(d, "best_of_sequences");
+            for (int i = 0; i < n; i++) {
+                if (i == best) continue;
+                cJSON *b = cJSON_CreateObject();
+                char *bt = full_text(c, js[i]);
+                cJSON_AddStringToObject(b, "generated_text", bt ? bt : "");
+                free(bt);
+                cJSON_AddStringToObject(b, "finish_reason", wreq_finish_name(js[i]->finish));
+                cJSON_AddNumberToObject(b, "generated_tokens", js[i]->n_gen);
+                cJSON_AddItemToObject(b, "seed", seed_json(js[i]));
+                prefill_json(c, b, js[i]);
+                tokens_json(c, b, js[i]);
+                cJSON_AddItemToArray(bos, b);
             }
+        } else {
+            cJSON_AddNullToObject(d, "best_of_sequences");
         }
-        cJSON *toks = cJSON_AddArrayToObject(d, "tokens");
-        for (int k = 0; k < j->n_gen; k++)
-            cJSON_AddItemToArray(toks, token_json(c->sv, j, k));
-        cJSON_AddNullToObject(d, "best_of_sequences");
     }
     if (c->wrap_array) {
         cJSON *a = cJSON_CreateArray();

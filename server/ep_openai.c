@@ -8,7 +8,7 @@
  * text prompts are rendered and tokenized on a work thread (job_start_chat, job_start_text).
  * Tool calling (tools, tool_choice; server/tools.h): the messages are adapted to the template
  * before the job starts, and the output is rendered as tool_calls (streamed as delta.tool_calls)
- * when it is a call.
+ * when it is a call. A request with tools has one choice (n = 1).
  */
 #include <math.h>
 #include <stdlib.h>
@@ -21,18 +21,21 @@
 
 static size_t visible_len(const struct wreq *j);
 
-/* The route's state (owned by the job driver once the job runs). */
+/* The route's state (owned by the job driver once the jobs run). A request runs one job per
+ * sequence: n_prompts × n_seqs of them, job index = prompt · n_seqs + k (job_build_group); when
+ * n_seqs > n_return (best_of) the n_return best of each prompt are the choices. */
 struct oai_ctx {
     struct server *sv;
     int chat, stream, include_usage, echo, logprobs, top_logprobs;
-    char *prompt_text; /* echo */
+    int n_prompts, n_seqs, n_return, n_jobs;
+    char **prompt_text; /* (n_prompts) echo */
     char id[48];
     long created;
-    int sent;                /* tokens streamed */
-    size_t sent_text;        /* bytes of text streamed */
-    struct tools_req *tools; /* chat: tool calling (server/tools.h), or NULL */
+    int *sent;               /* (n_jobs) tokens streamed */
+    size_t *sent_text;       /* (n_jobs) bytes of text streamed */
+    struct tools_req *tools; /* chat: tool calling (server/tools.h), or NULL; then one job */
     int tools_text;          /* streaming with tools: the output is known to be text */
-    int call_sent;           /* streaming a forced call: its head was sent; sent_text is then
+    int call_sent;           /* streaming a forced call: its head was sent; sent_text[0] is then
                                 the end of the arguments sent */
 };
 
@@ -42,10 +45,7 @@ static cJSON *tool_calls_of(const struct oai_ctx *c, const struct wreq *j) {
     return tools_parse_output(c->tools, j->text, visible_len(j));
 }
 
-/* The streamed calls as OpenAI sends them: per call a chunk with its index, id, type and
- * function.name (arguments ""), then one with the arguments. */
-static void stream_tool_calls(struct oai_ctx *c, struct http_req *r, cJSON *calls);
-static void stream_forced(struct oai_ctx *c, struct http_req *r, const struct wreq *j);
+static int stream_tools(struct oai_ctx *c, struct http_req *r, const struct wreq *j);
 
 static const char *finish_reason(enum wreq_finish f) {
     return f == WREQ_FIN_LENGTH ? "length" : "stop";
@@ -56,11 +56,18 @@ static size_t visible_len(const struct wreq *j) {
     return j->finish == WREQ_FIN_STOP ? j->stop_pos : j->text_len;
 }
 
-static cJSON *usage_json(const struct wreq *j) {
+/* Usage of the whole request: each prompt once, every sequence's tokens (best_of: the
+ * candidates not returned too, as OpenAI counts them). */
+static cJSON *usage_json(const struct oai_ctx *c, struct wreq *const *js, int n) {
+    int prompt = 0, gen = 0;
+    for (int i = 0; i < n; i++) {
+        if (i % c->n_seqs == 0) prompt += js[i]->n_prompt;
+        gen += js[i]->n_gen;
+    }
     cJSON *u = cJSON_CreateObject();
-    cJSON_AddNumberToObject(u, "prompt_tokens", j->n_prompt);
-    cJSON_AddNumberToObject(u, "completion_tokens", j->n_gen);
-    cJSON_AddNumberToObject(u, "total_tokens", j->n_prompt + j->n_gen);
+    cJSON_AddNumberToObject(u, "prompt_tokens", prompt);
+    cJSON_AddNumberToObject(u, "completion_tokens", gen);
+    cJSON_AddNumberToObject(u, "total_tokens", prompt + gen);
     return u;
 }
 
@@ -126,7 +133,7 @@ static void stream_chunk(struct oai_ctx *c, struct http_req *r, const struct wre
     cJSON *o = chunk_base(c);
     cJSON *choices = cJSON_AddArrayToObject(o, "choices");
     cJSON *ch = cJSON_CreateObject();
-    cJSON_AddNumberToObject(ch, "index", 0);
+    cJSON_AddNumberToObject(ch, "index", j->index); /* streams have no best_of: choice = job */
     if (c->chat) {
         cJSON *d = cJSON_AddObjectToObject(ch, "delta");
         if (to > from || !finish) job_add_text(d, "content", j->text + from, to - from);
@@ -144,16 +151,13 @@ static void stream_chunk(struct oai_ctx *c, struct http_req *r, const struct wre
 }
 
 /* Streamed text since the last chunk, holding back a tail that might become a stop sequence
- * while the job runs. */
+ * while the job runs; the choice's finish chunk once it is done. */
 static void stream_tokens(void *ctx, struct http_req *r, const struct wreq *j, int from) {
     (void)from;
     struct oai_ctx *c = ctx;
+    if (c->tools && !c->tools_text && stream_tools(c, r, j)) return;
+    int i = j->index;
     size_t vis = visible_len(j);
-    if (c->tools && !c->tools_text) { /* "auto": a call is sent whole, once complete */
-        if (c->tools->choice != TOOLS_CHOICE_AUTO) return stream_forced(c, r, j);
-        if (tools_stream_hold(c->tools, j->text, vis)) return;
-        c->tools_text = 1;
-    }
     if (j->finish == WREQ_FIN_NONE) {
         size_t hold = 0;
         for (int i = 0; i < j->n_stop; i++) {
@@ -162,53 +166,45 @@ static void stream_tokens(void *ctx, struct http_req *r, const struct wreq *j, i
         }
         vis = vis > hold ? vis - hold : 0;
         /* never cut inside a character: back up to the start of the one the cut falls in */
-        while (vis > c->sent_text && ((unsigned char)j->text[vis] & 0xC0) == 0x80)
+        while (vis > c->sent_text[i] && ((unsigned char)j->text[vis] & 0xC0) == 0x80)
             vis--;
     }
-    if (vis > c->sent_text || (c->sent < j->n_gen && c->logprobs)) {
-        if (vis < c->sent_text) vis = c->sent_text;
-        stream_chunk(c, r, j, c->sent_text, vis, c->sent, j->n_gen, NULL);
-        c->sent_text = vis;
-        c->sent = j->n_gen;
+    if (vis > c->sent_text[i] || (c->sent[i] < j->n_gen && c->logprobs)) {
+        if (vis < c->sent_text[i]) vis = c->sent_text[i];
+        stream_chunk(c, r, j, c->sent_text[i], vis, c->sent[i], j->n_gen, NULL);
+        c->sent_text[i] = vis;
+        c->sent[i] = j->n_gen;
     }
+    if (j->finish != WREQ_FIN_NONE && !job_failed_finish(j->finish))
+        stream_chunk(c, r, j, 0, 0, 0, 0, finish_reason(j->finish));
 }
 
-/* OpenAI opens a chat stream with the role. */
+/* OpenAI opens a chat stream with the role, one chunk per choice. */
 static void stream_start(void *ctx, struct http_req *r) {
     struct oai_ctx *c = ctx;
     if (!c->chat) return;
-    cJSON *o = chunk_base(c);
-    cJSON *choices = cJSON_AddArrayToObject(o, "choices");
-    cJSON *ch = cJSON_CreateObject();
-    cJSON_AddNumberToObject(ch, "index", 0);
-    cJSON *d = cJSON_AddObjectToObject(ch, "delta");
-    cJSON_AddStringToObject(d, "role", "assistant");
-    cJSON_AddStringToObject(d, "content", "");
-    cJSON_AddNullToObject(ch, "logprobs");
-    cJSON_AddNullToObject(ch, "finish_reason");
-    cJSON_AddItemToArray(choices, ch);
-    job_sse(r, "data: ", o);
+    for (int i = 0; i < c->n_jobs; i++) {
+        cJSON *o = chunk_base(c);
+        cJSON *choices = cJSON_AddArrayToObject(o, "choices");
+        cJSON *ch = cJSON_CreateObject();
+        cJSON_AddNumberToObject(ch, "index", i);
+        cJSON *d = cJSON_AddObjectToObject(ch, "delta");
+        cJSON_AddStringToObject(d, "role", "assistant");
+        cJSON_AddStringToObject(d, "content", "");
+        cJSON_AddNullToObject(ch, "logprobs");
+        cJSON_AddNullToObject(ch, "finish_reason");
+        cJSON_AddItemToArray(choices, ch);
+        job_sse(r, "data: ", o);
+    }
 }
 
-/* The finish chunk, usage when asked, [DONE]. */
-static void stream_finish(void *ctx, struct http_req *r, const struct wreq *j) {
+/* Every choice has had its finish chunk: usage when asked, [DONE]. */
+static void stream_finish(void *ctx, struct http_req *r, struct wreq *const *js, int n) {
     struct oai_ctx *c = ctx;
-    cJSON *calls = c->tools && !c->tools_text ? tool_calls_of(c, j) : NULL;
-    const char *fin = calls ? "tool_calls" : finish_reason(j->finish);
-    if (c->call_sent) { /* a forced call, streamed as it came: the last of its arguments */
-        stream_forced(c, r, j);
-        cJSON_Delete(calls);
-    } else if (calls) {
-        stream_tool_calls(c, r, calls);
-    } else if (c->tools && !c->tools_text) { /* held back, and text after all */
-        c->tools_text = 1;
-        stream_tokens(c, r, j, c->sent);
-    }
-    stream_chunk(c, r, j, 0, 0, 0, 0, fin);
     if (c->include_usage) {
         cJSON *o = chunk_base(c);
         cJSON_AddArrayToObject(o, "choices");
-        cJSON_AddItemToObject(o, "usage", usage_json(j));
+        cJSON_AddItemToObject(o, "usage", usage_json(c, js, n));
         job_sse(r, "data: ", o);
     }
     http_stream_write(r, "data: [DONE]\n\n", 14);
@@ -221,16 +217,20 @@ static void stream_error(void *ctx, struct http_req *r, const struct wreq *j) {
     http_stream_write(r, "data: [DONE]\n\n", 14);
 }
 
-/* The whole completion object. */
-static void full_finish(void *ctx, struct http_req *r, const struct wreq *j) {
-    struct oai_ctx *c = ctx;
-    cJSON *o = chunk_base(c);
-    cJSON_ReplaceItemInObject(o, "object",
-                              cJSON_CreateString(c->chat ? "chat.completion" : "text_completion"));
-    cJSON *choices = cJSON_AddArrayToObject(o, "choices");
+/* Sum of the log-probabilities of J's generated tokens (best_of ranks by it). */
+static double cum_logprob(const struct wreq *j) {
+    double s = 0;
+    for (int k = 0; k < j->n_gen; k++)
+        s += isfinite(j->logprobs[k]) ? j->logprobs[k] : -1e30;
+    return s;
+}
+
+/* One choice of the completion object: job J as choice INDEX of prompt P. */
+static cJSON *choice_json(const struct oai_ctx *c, const struct wreq *j, int index, int p) {
     cJSON *ch = cJSON_CreateObject();
-    cJSON_AddNumberToObject(ch, "index", 0);
+    cJSON_AddNumberToObject(ch, "index", index);
     size_t vis = visible_len(j);
+    const char *prompt_text = c->prompt_text ? c->prompt_text[p] : NULL;
     cJSON *calls = c->chat ? tool_calls_of(c, j) : NULL;
     if (c->chat) {
         cJSON *m = cJSON_AddObjectToObject(ch, "message");
@@ -241,11 +241,11 @@ static void full_finish(void *ctx, struct http_req *r, const struct wreq *j) {
         } else {
             job_add_text(m, "content", j->text, vis);
         }
-    } else if (c->echo && c->prompt_text) {
-        size_t pl = strlen(c->prompt_text);
+    } else if (c->echo && prompt_text) {
+        size_t pl = strlen(prompt_text);
         char *t = malloc(pl + vis + 1);
         if (t) {
-            memcpy(t, c->prompt_text, pl);
+            memcpy(t, prompt_text, pl);
             memcpy(t + pl, j->text, vis);
             t[pl + vis] = 0;
         }
@@ -256,21 +256,48 @@ static void full_finish(void *ctx, struct http_req *r, const struct wreq *j) {
     }
     cJSON_AddItemToObject(ch, "logprobs", logprobs_json(c, j, 0, j->n_gen));
     cJSON_AddStringToObject(ch, "finish_reason", calls ? "tool_calls" : finish_reason(j->finish));
-    cJSON_AddItemToArray(choices, ch);
-    cJSON_AddItemToObject(o, "usage", usage_json(j));
+    return ch;
+}
+
+/* The whole completion object: per prompt its n_return choices (the best n_return of its
+ * n_seqs by cumulative logprob, best first, when best_of asked for more), index = prompt ·
+ * n_return + rank. */
+static void full_finish(void *ctx, struct http_req *r, struct wreq *const *js, int n) {
+    struct oai_ctx *c = ctx;
+    cJSON *o = chunk_base(c);
+    cJSON_ReplaceItemInObject(o, "object",
+                              cJSON_CreateString(c->chat ? "chat.completion" : "text_completion"));
+    cJSON *choices = cJSON_AddArrayToObject(o, "choices");
+    for (int p = 0; p * c->n_seqs < n; p++) {
+        struct wreq *const *cand = js + p * c->n_seqs;
+        /* the best n_return by selection (n_seqs <= 128); ties and plain n keep job order */
+        int used[REQPARSE_MAX_SEQS] = {0};
+        for (int rank = 0; rank < c->n_return; rank++) {
+            int best = -1;
+            for (int k = 0; k < c->n_seqs; k++)
+                if (!used[k] && (best < 0 || (c->n_seqs > c->n_return &&
+                                              cum_logprob(cand[k]) > cum_logprob(cand[best]))))
+                    best = k;
+            used[best] = 1;
+            cJSON_AddItemToArray(choices, choice_json(c, cand[best], p * c->n_return + rank, p));
+        }
+    }
+    cJSON_AddItemToObject(o, "usage", usage_json(c, js, n));
     http_reply_json(r, 200, o);
 }
 
 static void oai_ctx_free(void *ctx) {
     struct oai_ctx *c = ctx;
     if (!c) return;
+    for (int i = 0; c->prompt_text && i < c->n_prompts; i++)
+        free(c->prompt_text[i]);
+    free(c->prompt_text);
+    free(c->sent);
+    free(c->sent_text);
     tools_req_free(c->tools);
     free(c->tools);
-    free(c->prompt_text);
     free(c);
 }
-
-static void name_job(void *ctx, const struct wreq *j);
 
 /* One chunk of a streamed call: delta.tool_calls = [CALL_DELTA]. */
 static void tool_chunk(struct oai_ctx *c, struct http_req *r, cJSON *call_delta) {
@@ -305,21 +332,21 @@ static void stream_forced(struct oai_ctx *c, struct http_req *r, const struct wr
         cJSON_AddStringToObject(f, "arguments", "");
         tool_chunk(c, r, head);
         c->call_sent = 1;
-        c->sent_text = at;
+        c->sent_text[0] = at;
     }
     size_t end = vis;
     int done = j->finish != WREQ_FIN_NONE;
-    if (!done || (end > c->sent_text && j->text[end - 1] == '}' && j->finish != WREQ_FIN_LENGTH))
-        end = end > c->sent_text ? end - 1 : c->sent_text;
-    while (!done && end > c->sent_text && ((unsigned char)j->text[end] & 0xC0) == 0x80)
+    if (!done || (end > c->sent_text[0] && j->text[end - 1] == '}' && j->finish != WREQ_FIN_LENGTH))
+        end = end > c->sent_text[0] ? end - 1 : c->sent_text[0];
+    while (!done && end > c->sent_text[0] && ((unsigned char)j->text[end] & 0xC0) == 0x80)
         end--; /* never inside a character */
-    if (end <= c->sent_text) return;
+    if (end <= c->sent_text[0]) return;
     cJSON *d = cJSON_CreateObject();
     cJSON_AddNumberToObject(d, "index", 0);
-    job_add_text(cJSON_AddObjectToObject(d, "function"), "arguments", j->text + c->sent_text,
-                 end - c->sent_text);
+    job_add_text(cJSON_AddObjectToObject(d, "function"), "arguments", j->text + c->sent_text[0],
+                 end - c->sent_text[0]);
     tool_chunk(c, r, d);
-    c->sent_text = end;
+    c->sent_text[0] = end;
 }
 
 static void stream_tool_calls(struct oai_ctx *c, struct http_req *r, cJSON *calls) {
@@ -361,11 +388,47 @@ static int ep_tools_prepare(struct server *sv, struct http_req *r, struct reqpar
         return -1;
     }
     if (q->tools->choice != TOOLS_CHOICE_NONE) {
+        if (c->n_jobs > 1) {
+            job_invalid(sv, r, "n", "tool calling takes one choice (`n` = 1; given %d)", c->n_jobs);
+            return -1;
+        }
         c->tools = q->tools;
         q->tools = NULL;
     }
     return 0;
 }
+
+/* Tool calling in a stream (one job): a forced call streams as its arguments come; under "auto",
+ * output that may still become a call is held back, then sent as whole calls once complete, or
+ * released as text. Returns 1 when it handled J's news, 0 when J's output turned out to be text
+ * (c->tools_text is then set and stream_tokens streams it as any text). */
+static int stream_tools(struct oai_ctx *c, struct http_req *r, const struct wreq *j) {
+    if (j->finish == WREQ_FIN_NONE) {
+        if (c->tools->choice != TOOLS_CHOICE_AUTO) {
+            stream_forced(c, r, j);
+            return 1;
+        }
+        if (tools_stream_hold(c->tools, j->text, visible_len(j))) return 1;
+        c->tools_text = 1;
+        return 0;
+    }
+    if (job_failed_finish(j->finish)) return 1; /* on_error tells the client */
+    if (c->tools->choice != TOOLS_CHOICE_AUTO) stream_forced(c, r, j);
+    cJSON *calls = tool_calls_of(c, j);
+    const char *fin = calls ? "tool_calls" : finish_reason(j->finish);
+    if (c->call_sent) { /* a forced call, streamed as it came */
+        cJSON_Delete(calls);
+    } else if (calls) {
+        stream_tool_calls(c, r, calls);
+    } else { /* held back, and text after all */
+        c->tools_text = 1;
+        return 0;
+    }
+    stream_chunk(c, r, j, 0, 0, 0, 0, fin);
+    return 1;
+}
+
+static void name_job(void *ctx, struct wreq *const *js, int n);
 
 static const struct job_render OAI_STREAM = {.stream = 1,
                                              .on_start = stream_start,
@@ -381,7 +444,16 @@ static const struct job_render OAI_FULL = {
 static struct oai_ctx *ctx_new(struct server *sv, struct http_req *r,
                                const struct reqparse_oai *q) {
     struct oai_ctx *c = calloc(1, sizeof *c);
-    if (!c) {
+    int n_prompts = q->n_prompts > 0 ? q->n_prompts : 1;
+    int n_jobs = n_prompts * q->p.n_seqs;
+    if (c) {
+        c->sent = calloc((size_t)n_jobs, sizeof *c->sent);
+        c->sent_text = calloc((size_t)n_jobs, sizeof *c->sent_text);
+        c->prompt_text = q->echo ? calloc((size_t)n_prompts, sizeof *c->prompt_text) : NULL;
+        c->n_prompts = n_prompts;
+    }
+    if (!c || !c->sent || !c->sent_text || (q->echo && !c->prompt_text)) {
+        oai_ctx_free(c);
         http_reply_error(r, 500, "internal", NULL, "out of memory");
         return NULL;
     }
@@ -391,22 +463,19 @@ static struct oai_ctx *ctx_new(struct server *sv, struct http_req *r,
     c->logprobs = q->logprobs;
     c->top_logprobs = q->top_logprobs;
     c->echo = q->echo;
+    c->n_seqs = q->p.n_seqs;
+    c->n_return = q->p.n_return;
+    c->n_jobs = n_jobs;
     return c;
 }
 
-/* Name the completion once its job exists (job_start_*, before it runs). */
-static void name_job(void *ctx, const struct wreq *j) {
+/* Name the completion once its jobs exist (job_start_*, before they run). */
+static void name_job(void *ctx, struct wreq *const *js, int n) {
+    (void)n;
     struct oai_ctx *c = ctx;
     snprintf(c->id, sizeof c->id, "%s-%llu", c->chat ? "chatcmpl" : "cmpl",
-             (unsigned long long)j->id);
+             (unsigned long long)js[0]->id);
     c->created = (long)time(NULL);
-}
-
-/* Hand the job to the driver. Returns -1 (reply sent, job freed, C still the caller's) when it
- * could not start. */
-static int start(struct server *sv, struct http_req *r, struct oai_ctx *c, struct wreq *j) {
-    name_job(c, j);
-    return job_run(sv, r, j, c->stream ? &OAI_STREAM : &OAI_FULL, c);
 }
 
 /* Both routes: admission, the body parsed by PARSE into Q, the route's state. Returns NULL
@@ -431,8 +500,7 @@ void ep_chat_completions(struct http_req *r) {
     if (job_admit(sv, r)) return;
     struct reqparse_oai q;
     struct oai_ctx *c = begin(sv, r, reqparse_chat, &q);
-    if (!c) goto out;
-    if (ep_tools_prepare(sv, r, &q, c)) goto out;
+    if (!c || ep_tools_prepare(sv, r, &q, c)) goto out;
     /* the template is rendered and the prompt tokenized off the loop thread */
     struct chat_msg *msgs = q.msgs;
     int n_msgs = q.n_msgs;
@@ -451,24 +519,39 @@ void ep_completions(struct http_req *r) {
     struct reqparse_oai q;
     struct oai_ctx *c = begin(sv, r, reqparse_completions, &q);
     if (!c) goto out;
-    if (q.prompt) { /* tokenized off the loop thread */
-        char *text = q.prompt;
-        q.prompt = NULL;
-        if (c->echo && !(c->prompt_text = strdup(text))) { /* valid UTF-8 (reqparse) */
-            free(text);
+    const struct job_render *rd = c->stream ? &OAI_STREAM : &OAI_FULL;
+    if (q.prompt || q.prompts) { /* text: tokenized off the loop thread */
+        char **texts = q.prompts;
+        if (!texts && (texts = malloc(sizeof *texts))) {
+            texts[0] = q.prompt;
+            q.prompt = NULL;
+        }
+        if (!texts) {
             http_reply_error(r, 500, "internal", NULL, "out of memory");
             goto out;
         }
-        if (job_start_text(sv, r, text, 1, 1, &q.p, "prompt", c->stream ? &OAI_STREAM : &OAI_FULL,
-                           c) == 0)
-            c = NULL;
+        q.prompts = NULL;
+        for (int i = 0; c->echo && i < c->n_prompts; i++) /* valid UTF-8 (reqparse) */
+            if (!(c->prompt_text[i] = strdup(texts[i]))) {
+                for (int k = 0; k < c->n_prompts; k++)
+                    free(texts[k]);
+                free(texts);
+                http_reply_error(r, 500, "internal", NULL, "out of memory");
+                goto out;
+            }
+        if (job_start_texts(sv, r, texts, c->n_prompts, 1, 1, &q.p, "prompt", rd, c) == 0) c = NULL;
         goto out;
     }
     /* token ids: only checked against the limits, which is quick */
-    struct wreq *j = job_build_ids(sv, r, q.ids, q.n_ids, &q.p, "prompt");
-    if (!j) goto out;
-    if (c->echo) c->prompt_text = tokenizer_decode(sv->worker.info.tok, q.ids, q.n_ids, 0);
-    if (start(sv, r, c, j) == 0) c = NULL;
+    int *one = q.ids, **ids = q.id_lists ? q.id_lists : &one;
+    int *lens = q.id_lists ? q.id_lens : &q.n_ids;
+    struct wreq **js;
+    int n = job_build_group(sv, r, ids, lens, c->n_prompts, &q.p, "prompt", &js);
+    if (n < 0) goto out;
+    for (int i = 0; c->echo && i < c->n_prompts; i++)
+        c->prompt_text[i] = tokenizer_decode(sv->worker.info.tok, ids[i], lens[i], 0);
+    name_job(c, js, n);
+    if (job_run(sv, r, js, n, rd, c) == 0) c = NULL;
 out:
     oai_ctx_free(c);
     reqparse_oai_free(&q);

@@ -139,8 +139,87 @@ struct wreq *job_build_ids(struct server *sv, struct http_req *r, const int *ids
     return j;
 }
 
-/* A prompt on its way to a job: tokenized (and first rendered, for a chat) on a libuv work
- * thread, then built and run on the loop. It owns everything until prep_done hands the job and
+uint64_t job_seed(uint64_t seed, int c) {
+    if (c == 0) return seed;
+    uint64_t z = seed + (uint64_t)c * 0x9E3779B97F4A7C15ULL; /* splitmix64 */
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    z ^= z >> 31;
+    return z & ((1ull << 53) - 1); /* exact in a JSON number, as random seeds are */
+}
+
+static void jobs_free(struct wreq **js, int n) {
+    for (int i = 0; js && i < n; i++)
+        wreq_free(js[i]);
+    free(js);
+}
+
+int job_build_group(struct server *sv, struct http_req *r, int *const *ids, const int *lens,
+                    int n_prompts, struct job_params *p, const char *field, struct wreq ***out) {
+    int per = p->n_seqs > 0 ? p->n_seqs : 1, total = n_prompts * per, built = 0, prompt_tokens = 0;
+    *out = NULL;
+    if (total > 1 && p->grammar) {
+        job_invalid(sv, r, "n",
+                    "more than one sequence with a grammar (response_format) is not "
+                    "supported");
+        return -1;
+    }
+    struct wreq **js = calloc((size_t)total, sizeof *js);
+    if (!js) {
+        http_reply_error(r, 500, "internal", NULL, "out of memory");
+        return -1;
+    }
+    char **stop = p->stop;
+    int n_stop = p->n_stop;
+    uint64_t seed = p->sp.seed;
+    for (int c = 0; c < total; c++) {
+        /* every job gets its own stop strings; the last one takes P's */
+        char **mine = stop;
+        if (c + 1 < total && n_stop) {
+            mine = calloc((size_t)n_stop, sizeof *mine);
+            for (int i = 0; mine && i < n_stop; i++)
+                if (!(mine[i] = strdup(stop[i]))) {
+                    for (int k = 0; k < i; k++)
+                        free(mine[k]);
+                    free(mine);
+                    mine = NULL;
+                }
+            if (!mine) {
+                http_reply_error(r, 500, "internal", NULL, "out of memory");
+                goto fail;
+            }
+        }
+        p->stop = mine;
+        p->n_stop = n_stop;
+        if (p->seed_given) p->sp.seed = job_seed(seed, c);
+        struct wreq *j = job_build_ids(sv, r, ids[c / per], lens[c / per], p, field);
+        if (!j) {
+            if (mine != stop) {
+                for (int i = 0; i < n_stop; i++)
+                    free(mine[i]);
+                free(mine);
+            }
+            goto fail;
+        }
+        j->index = c;
+        if (c % per && !p->prompt_logprobs) j->fork_of = js[c - c % per];
+        if (c % per == 0) prompt_tokens += j->n_prompt;
+        js[built++] = j;
+    }
+    p->stop = NULL;
+    p->n_stop = 0;
+    http_req_log(r)->tokens_in = prompt_tokens;
+    *out = js;
+    return total;
+fail:
+    p->stop = stop; /* moved only into the last job, after which nothing fails */
+    p->n_stop = n_stop;
+    jobs_free(js, built);
+    return -1;
+}
+
+/* Prompts on their way to jobs: tokenized (and first rendered, for a chat) on a libuv work
+ * thread, then built and run on the loop. It owns everything until prep_done hands the jobs and
  * CTX to the driver; prep_done frees it, whether or not the client is still there. */
 struct job_prep {
     uv_work_t w;
@@ -152,24 +231,30 @@ struct job_prep {
     const char *field;
     int parse_special, add_bos;
     const struct tokenizer *tok;
-    const struct chat_template *chat; /* with msgs: render them into text first */
-    char *text;
+    const struct chat_template *chat; /* with msgs: render them into texts[0] first */
+    char **texts;                     /* (n_texts) */
+    int n_texts;
     struct chat_msg *msgs;
     int n_msgs;
     /* results, written on the work thread, read in prep_done */
-    int status; /* 0, 422 (the prompt is refused) or 500 */
-    int *ids, n;
+    int status;    /* 0, 422 (a prompt is refused) or 500 */
+    int **ids, *n; /* (n_texts) */
     char err[400];
 };
 
 static void prep_free(struct job_prep *jp) {
     if (jp->ctx && jp->rd->free) jp->rd->free(jp->ctx);
     job_params_free(&jp->p);
-    free(jp->text);
+    for (int i = 0; i < jp->n_texts; i++) {
+        if (jp->texts) free(jp->texts[i]);
+        if (jp->ids) free(jp->ids[i]);
+    }
+    free(jp->texts);
     for (int i = 0; i < jp->n_msgs; i++)
         chat_msg_free_strings(&jp->msgs[i]);
     free(jp->msgs);
     free(jp->ids);
+    free(jp->n);
     free(jp);
 }
 
@@ -180,7 +265,7 @@ static void prep_work(uv_work_t *w) {
     char why[300];
     if (jp->msgs) {
         int rc = chat_template_render_tools(jp->chat, jp->msgs, jp->n_msgs, jp->p.chat_tools, 1,
-                                            &jp->text, why, sizeof why);
+                                            &jp->texts[0], why, sizeof why);
         if (rc) { /* > 0: the model's template refused these messages (raise_exception, ...) */
             jp->status = rc > 0 ? 422 : 500;
             snprintf(jp->err, sizeof jp->err, rc > 0 ? "%s" : "cannot render the chat template: %s",
@@ -188,11 +273,17 @@ static void prep_work(uv_work_t *w) {
             return;
         }
     }
-    if (tokenizer_encode(jp->tok, jp->text, strlen(jp->text), jp->parse_special, jp->add_bos,
-                         &jp->ids, &jp->n, why, sizeof why) != 0) {
-        jp->status = 422;
-        snprintf(jp->err, sizeof jp->err, "cannot tokenize `%s`: %s", jp->field, why);
-    }
+    for (int i = 0; i < jp->n_texts; i++)
+        if (tokenizer_encode(jp->tok, jp->texts[i], strlen(jp->texts[i]), jp->parse_special,
+                             jp->add_bos, &jp->ids[i], &jp->n[i], why, sizeof why) != 0) {
+            jp->status = 422;
+            if (jp->n_texts > 1)
+                snprintf(jp->err, sizeof jp->err, "cannot tokenize `%s[%d]`: %s", jp->field, i,
+                         why);
+            else
+                snprintf(jp->err, sizeof jp->err, "cannot tokenize `%s`: %s", jp->field, why);
+            return;
+        }
 }
 
 /* Loop thread: the request completed (the client went away) before the work did. */
@@ -202,7 +293,7 @@ static void prep_on_close(struct http_req *r, void *ctx, int aborted) {
     jp->r = NULL;
 }
 
-/* Loop thread: reply the refusal, or build and run the job; then free what is left. */
+/* Loop thread: reply the refusal, or build and run the jobs; then free what is left. */
 static void prep_done(uv_work_t *w, int status) {
     struct job_prep *jp = w->data;
     struct http_req *r = jp->r;
@@ -218,9 +309,10 @@ static void prep_done(uv_work_t *w, int status) {
         else if (jp->status == 422)
             job_invalid(sv, r, jp->field, "%s", jp->err);
         else if (job_admit(sv, r) == 0) {
-            struct wreq *j = job_build_ids(sv, r, jp->ids, jp->n, &jp->p, jp->field);
-            if (j && jp->rd->on_job) jp->rd->on_job(jp->ctx, j);
-            if (j && job_run(sv, r, j, jp->rd, jp->ctx) == 0) jp->ctx = NULL;
+            struct wreq **js;
+            int n = job_build_group(sv, r, jp->ids, jp->n, jp->n_texts, &jp->p, jp->field, &js);
+            if (n > 0 && jp->rd->on_job) jp->rd->on_job(jp->ctx, js, n);
+            if (n > 0 && job_run(sv, r, js, n, jp->rd, jp->ctx) == 0) jp->ctx = NULL;
         }
     }
     prep_free(jp);
@@ -241,41 +333,69 @@ static int prep_queue(struct job_prep *jp) {
     return 0;
 }
 
+/* A prep for N_TEXTS prompts; its texts array is allocated (NULL entries). */
 static struct job_prep *prep_new(struct server *sv, struct http_req *r, struct job_params *p,
-                                 const char *field, const struct job_render *rd, void *ctx) {
+                                 const char *field, const struct job_render *rd, void *ctx,
+                                 int n_texts) {
     struct job_prep *jp = calloc(1, sizeof *jp);
-    if (!jp) {
+    if (jp) {
+        *jp = (struct job_prep){.sv = sv,
+                                .r = r,
+                                .rd = rd,
+                                .ctx = ctx,
+                                .p = *p,
+                                .field = field,
+                                .tok = sv->worker.info.tok,
+                                .n_texts = n_texts};
+        job_params_init(p); /* its stop and grammar are the prep's now */
+        jp->texts = calloc((size_t)n_texts, sizeof *jp->texts);
+        jp->ids = calloc((size_t)n_texts, sizeof *jp->ids);
+        jp->n = calloc((size_t)n_texts, sizeof *jp->n);
+    }
+    if (!jp || !jp->texts || !jp->ids || !jp->n) {
+        if (jp) {
+            jp->ctx = NULL; /* still the caller's */
+            prep_free(jp);
+        }
         http_reply_error(r, 500, "internal", NULL, "out of memory");
         return NULL;
     }
-    *jp = (struct job_prep){.sv = sv,
-                            .r = r,
-                            .rd = rd,
-                            .ctx = ctx,
-                            .p = *p,
-                            .field = field,
-                            .tok = sv->worker.info.tok};
-    job_params_init(p); /* its stop and grammar are the prep's now */
     return jp;
 }
 
-int job_start_text(struct server *sv, struct http_req *r, char *text, int parse_special,
-                   int add_bos, struct job_params *p, const char *field,
-                   const struct job_render *rd, void *ctx) {
-    struct job_prep *jp = prep_new(sv, r, p, field, rd, ctx);
+int job_start_texts(struct server *sv, struct http_req *r, char **texts, int n_texts,
+                    int parse_special, int add_bos, struct job_params *p, const char *field,
+                    const struct job_render *rd, void *ctx) {
+    struct job_prep *jp = prep_new(sv, r, p, field, rd, ctx, n_texts);
     if (!jp) {
-        free(text);
+        for (int i = 0; i < n_texts; i++)
+            free(texts[i]);
+        free(texts);
         return -1;
     }
-    jp->text = text;
+    memcpy(jp->texts, texts, sizeof *texts * (size_t)n_texts);
+    free(texts);
     jp->parse_special = parse_special;
     jp->add_bos = add_bos;
     return prep_queue(jp);
 }
 
+int job_start_text(struct server *sv, struct http_req *r, char *text, int parse_special,
+                   int add_bos, struct job_params *p, const char *field,
+                   const struct job_render *rd, void *ctx) {
+    char **texts = malloc(sizeof *texts);
+    if (!texts) {
+        free(text);
+        http_reply_error(r, 500, "internal", NULL, "out of memory");
+        return -1;
+    }
+    texts[0] = text;
+    return job_start_texts(sv, r, texts, 1, parse_special, add_bos, p, field, rd, ctx);
+}
+
 int job_start_chat(struct server *sv, struct http_req *r, struct chat_msg *msgs, int n,
                    struct job_params *p, const struct job_render *rd, void *ctx) {
-    struct job_prep *jp = prep_new(sv, r, p, "messages", rd, ctx);
+    struct job_prep *jp = prep_new(sv, r, p, "messages", rd, ctx, 1);
     if (!jp) {
         for (int i = 0; i < n; i++)
             chat_msg_free_strings(&msgs[i]);
@@ -290,96 +410,120 @@ int job_start_chat(struct server *sv, struct http_req *r, struct chat_msg *msgs,
     return prep_queue(jp);
 }
 
-/* The driver of one request: everything the loop holds for it (loop thread only). It is freed
- * once, by whichever of its two ends comes last: the finish event or the HTTP completion. */
+/* The driver of one request and its jobs: everything the loop holds for it (loop thread only).
+ * It is freed once, by whichever of its two ends comes last: the last finish event or the HTTP
+ * completion. */
 struct job_drv {
     struct server *sv;
     struct http_req *r; /* NULL once the HTTP request completed */
-    struct wreq *j;
+    struct wreq **js;   /* (n) by index */
+    int n;
+    int *sent; /* (n) tokens handed to on_tokens */
     const struct job_render *rd;
     void *ctx;
-    int sent;     /* tokens handed to on_tokens */
-    int finished; /* the finish event was delivered */
-    int quiet;    /* render nothing more (client gone, or the reply could not start) */
+    int finished; /* finish events delivered */
+    int quiet; /* render nothing more (client gone, a job failed, or the reply could not start) */
 };
 
 static void drv_free(struct job_drv *d) {
     if (d->rd->free) d->rd->free(d->ctx);
-    wreq_free(d->j);
+    jobs_free(d->js, d->n);
+    free(d->sent);
     free(d);
 }
 
-/* Worker events (loop thread, no lock held). */
+/* Ask the worker to end every job of D that has not ended. */
+static void drv_cancel(struct job_drv *d) {
+    for (int i = 0; i < d->n; i++)
+        worker_cancel(&d->sv->worker, d->js[i]);
+}
+
+/* Worker events of one job (loop thread, no lock held). */
 static void drv_on_event(struct wreq *j, void *user) {
     struct job_drv *d = user;
-    int done = j->finish != WREQ_FIN_NONE;
+    int done = j->finish != WREQ_FIN_NONE, i = j->index;
+    if (done) d->finished++;
     if (!d->quiet) {
-        if (d->rd->stream && d->rd->on_tokens) d->rd->on_tokens(d->ctx, d->r, j, d->sent);
-        d->sent = j->n_gen;
-        if (done) {
-            if (job_failed_finish(j->finish) && d->rd->on_error)
+        int failed = done && job_failed_finish(j->finish);
+        if (d->rd->stream && d->rd->on_tokens) d->rd->on_tokens(d->ctx, d->r, j, d->sent[i]);
+        d->sent[i] = j->n_gen;
+        if (failed) { /* the request fails with it; the other jobs are cancelled */
+            if (d->rd->on_error)
                 d->rd->on_error(d->ctx, d->r, j);
-            else if (job_failed_finish(j->finish))
-                job_reply_failed(d->r, j);
             else
-                d->rd->on_finish(d->ctx, d->r, j);
+                job_reply_failed(d->r, j);
+            d->quiet = 1;
+            drv_cancel(d);
+        } else if (d->finished == d->n) {
+            d->rd->on_finish(d->ctx, d->r, d->js, d->n);
+            d->quiet = 1;
+        }
+        if (d->quiet) {
             if (d->rd->stream) http_stream_end(d->r);
-            job_log(d->r, j);
+            job_log(d->r, d->js, d->n);
         }
     }
-    if (!done) return;
-    d->finished = 1;
-    if (!d->r) drv_free(d); /* the request completed first: this is the last of it */
+    if (d->finished == d->n && !d->r) drv_free(d); /* the request completed first: the last */
 }
 
 /* The HTTP request completed (reply sent, or the client went away). Its log line is written
- * right after this: when the finish event has not arrived yet, it carries the counts the loop
- * has received so far (the outcome stays unset: "cancelled"). */
+ * right after this: when the finish events have not all arrived yet, it carries the counts the
+ * loop has received so far (the outcome stays unset: "cancelled"). */
 static void drv_on_close(struct http_req *r, void *ctx, int aborted) {
     (void)aborted;
     struct job_drv *d = ctx;
-    if (!d->finished) job_log(r, d->j);
+    if (d->finished < d->n) job_log(r, d->js, d->n);
     d->r = NULL;
     d->quiet = 1;
-    if (d->finished) {
+    if (d->finished == d->n) {
         drv_free(d);
         return;
     }
-    worker_cancel(&d->sv->worker, d->j); /* the finish event then frees it */
+    drv_cancel(d); /* the last finish event then frees it */
 }
 
-int job_run(struct server *sv, struct http_req *r, struct wreq *j, const struct job_render *rd,
-            void *ctx) {
+int job_run(struct server *sv, struct http_req *r, struct wreq **js, int n,
+            const struct job_render *rd, void *ctx) {
     struct job_drv *d = calloc(1, sizeof *d);
-    if (!d || worker_submit(&sv->worker, j) != 0) {
+    int *sent = calloc((size_t)n, sizeof *sent);
+    if (!d || !sent || worker_submit_group(&sv->worker, js, n) != 0) {
         free(d);
-        wreq_free(j);
+        free(sent);
+        jobs_free(js, n);
         http_reply_error(r, 500, "internal", NULL, "out of memory");
         return -1;
     }
-    *d = (struct job_drv){.sv = sv, .r = r, .j = j, .rd = rd, .ctx = ctx};
-    j->on_event = drv_on_event;
-    j->user = d;
-    sv->inflight++;
+    *d = (struct job_drv){.sv = sv, .r = r, .js = js, .n = n, .sent = sent, .rd = rd, .ctx = ctx};
+    for (int i = 0; i < n; i++) {
+        js[i]->index = i;
+        js[i]->on_event = drv_on_event;
+        js[i]->user = d;
+    }
+    sv->inflight += n;
     http_req_set_ctx(r, d, drv_on_close);
     if (!rd->stream) {
         http_defer(r);
         return 0;
     }
     if (http_stream_start(r, "text/event-stream") != 0) {
-        /* submitted already: answer now, and let the cancelled job end the usual way */
+        /* submitted already: answer now, and let the cancelled jobs end the usual way */
         http_reply_error(r, 500, "internal", NULL, "cannot start the stream");
         d->quiet = 1;
-        worker_cancel(&sv->worker, j);
+        drv_cancel(d);
         return 0;
     }
     if (rd->on_start) rd->on_start(ctx, r);
     return 0;
 }
 
-void job_log(struct http_req *r, const struct wreq *j) {
+void job_log(struct http_req *r, struct wreq *const *js, int n) {
     struct reqlog *l = http_req_log(r);
-    l->tokens_out = j->n_gen;
+    const struct wreq *j = js[0];
+    l->tokens_out = 0;
+    for (int i = 0; i < n; i++) {
+        l->tokens_out += js[i]->n_gen;
+        if (job_failed_finish(js[i]->finish) && !job_failed_finish(j->finish)) j = js[i];
+    }
     if (j->t_admitted > 0) l->queue_s = j->t_admitted - j->t_arrival;
     if (j->t_first > 0) l->ttft_s = j->t_first - j->t_arrival;
     switch (j->finish) {

@@ -37,30 +37,49 @@ int job_get_bool(struct server *sv, struct http_req *r, const cJSON *obj, const 
  * what job_start_* tokenized) and build a job. Returns NULL after replying (422) on failure. */
 struct wreq *job_build_ids(struct server *sv, struct http_req *r, const int *ids, int n,
                            struct job_params *p, const char *field);
+/* The jobs of one request: for each of N_PROMPTS prompts (IDS[i], LENS[i]) P->n_seqs jobs, job
+ * index = prompt * n_seqs + k, each a copy of P (stop strings duplicated). Jobs k > 0 of a prompt
+ * fork the prompt's KV pages from job 0 (worker.h fork_of; not with prompt logprobs, which each
+ * computes). Seeds: job index c of a request with a seed s samples with seed_c = s for c = 0,
+ * else splitmix64(s + c · 0x9E3779B97F4A7C15) mod 2^53 (job_seed); without one each job draws its
+ * own. A grammar cannot be shared: more than one job with one is a 422 on "n". Returns the
+ * number of jobs in *OUT (malloc'd), or -1 after replying. */
+int job_build_group(struct server *sv, struct http_req *r, int *const *ids, const int *lens,
+                    int n_prompts, struct job_params *p, const char *field, struct wreq ***out);
+/* The seed of job C of a request seeded with SEED (above). */
+uint64_t job_seed(uint64_t seed, int c);
 /* How one route renders one stream mode. Each hook runs on the loop thread with no lock held,
- * only while the client is still there; J is read-only and CTX is the route's state. */
+ * only while the client is still there; jobs are read-only and CTX is the route's state. A
+ * request runs one job per choice (n > 1, best_of, prompt lists: job_build_group); J->index
+ * says which. */
 struct job_render {
     int stream; /* 1: text/event-stream started before the job runs; 0: one deferred reply */
     void (*on_start)(void *ctx, struct http_req *r); /* stream: right after it started; or NULL */
-    /* stream: events arrived; tokens [from, j->n_gen) are new (j->finish may be set already) */
+    /* stream: events of job J arrived; tokens [from, j->n_gen) are new; j->finish set means this
+     * job is done (when job_failed_finish, on_error follows, once for the whole request) */
     void (*on_tokens)(void *ctx, struct http_req *r, const struct wreq *j, int from);
-    /* the job ended with a result (length, eos_token, stop_sequence) */
-    void (*on_finish)(void *ctx, struct http_req *r, const struct wreq *j);
-    /* the job ended without one (job_failed_finish); NULL: job_reply_failed (deferred replies) */
+    /* every job ended with a result (length, eos_token, stop_sequence): JS[0..N) by index */
+    void (*on_finish)(void *ctx, struct http_req *r, struct wreq *const *js, int n);
+    /* a job ended without one (job_failed_finish; the others are cancelled); NULL:
+     * job_reply_failed (deferred replies) */
     void (*on_error)(void *ctx, struct http_req *r, const struct wreq *j);
-    void (*free)(void *ctx); /* releases CTX (with the job, after both ends are done) */
-    /* job_start_*: the job was built, before it runs (on the loop thread); or NULL */
-    void (*on_job)(void *ctx, const struct wreq *j);
+    void (*free)(void *ctx); /* releases CTX (with the jobs, after both ends are done) */
+    /* job_start_*: the jobs were built, before they run (on the loop thread); or NULL */
+    void (*on_job)(void *ctx, struct wreq *const *js, int n);
 };
 
-/* Tokenize + job_build_ids + job_run, the heavy part off the loop thread: TEXT (malloc'd, taken
- * whatever the result) is tokenized on a libuv work thread; back on the loop the request is
- * admitted again (job_admit: the server may be draining or full by then), the job is built from the
- * ids (job_build_ids: truncate and the limits, the same 422s), RD->on_job sees it and job_run
- * starts it. The owned parts of P (stop, grammar) move in; P is left empty. Returns 0 with the
- * reply deferred and CTX owned by the job from here on (RD->free releases it, also when the build
- * fails or the client hangs up first); -1 after replying 500 when the work could not be queued
- * (CTX still the caller's). */
+/* Tokenize + job_build_group + job_run, the heavy part off the loop thread: TEXTS[0..N_TEXTS)
+ * (each malloc'd; the array and the texts are taken whatever the result) are tokenized on a
+ * libuv work thread; back on the loop the request is admitted again (job_admit: the server may
+ * be draining or full by then), the jobs are built from the ids (job_build_group: truncate and
+ * the limits, the same 422s), RD->on_job sees them and job_run starts them. The owned parts of P
+ * (stop, grammar) move in; P is left empty. Returns 0 with the reply deferred and CTX owned by
+ * the job from here on (RD->free releases it, also when the build fails or the client hangs up
+ * first); -1 after replying 500 when the work could not be queued (CTX still the caller's). */
+int job_start_texts(struct server *sv, struct http_req *r, char **texts, int n_texts,
+                    int parse_special, int add_bos, struct job_params *p, const char *field,
+                    const struct job_render *rd, void *ctx);
+/* job_start_texts of one TEXT (malloc'd, taken whatever the result). */
 int job_start_text(struct server *sv, struct http_req *r, char *text, int parse_special,
                    int add_bos, struct job_params *p, const char *field,
                    const struct job_render *rd, void *ctx);
@@ -71,15 +90,17 @@ int job_start_text(struct server *sv, struct http_req *r, char *text, int parse_
 int job_start_chat(struct server *sv, struct http_req *r, struct chat_msg *msgs, int n,
                    struct job_params *p, const struct job_render *rd, void *ctx);
 
-/* Start the reply (a stream or a deferred one), submit J and drive it through RD. From here on
- * J and CTX belong to the driver, which frees them once the finish event has been rendered and
- * the HTTP request has completed, whichever comes last. Returns -1 after replying 500 when it
- * could not start (J freed; CTX still the caller's). */
-int job_run(struct server *sv, struct http_req *r, struct wreq *j, const struct job_render *rd,
-            void *ctx);
+/* Start the reply (a stream or a deferred one), submit the jobs JS[0..N) (malloc'd array; its
+ * fork_of links within it) and drive them through RD. From here on the jobs, the array and CTX
+ * belong to the driver, which frees them once every finish event has been rendered and the
+ * HTTP request has completed, whichever comes last. Returns -1 after replying 500 when it could
+ * not start (jobs and array freed; CTX still the caller's). */
+int job_run(struct server *sv, struct http_req *r, struct wreq **js, int n,
+            const struct job_render *rd, void *ctx);
 
-/* Fill the request log line from a finished (or cancelled) job. */
-void job_log(struct http_req *r, const struct wreq *j);
+/* Fill the request log line from its finished (or cancelled) jobs JS[0..N): tokens summed, the
+ * outcome of the first that failed, else of job 0. */
+void job_log(struct http_req *r, struct wreq *const *js, int n);
 /* Add S[0..N) to O as string NAME, valid UTF-8 whatever the bytes (a token that holds part of a
  * character: U+FFFD for those bytes, as tokenizers' decode([id]) shows them). */
 void job_add_text(cJSON *o, const char *name, const char *s, size_t n);

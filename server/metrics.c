@@ -117,6 +117,13 @@ void metrics_kv(struct metrics *m, uint64_t prefix_queries, uint64_t prefix_hits
     pthread_mutex_unlock(&m->mu);
 }
 
+void metrics_forks(struct metrics *m, uint64_t forks, uint64_t prefill_tokens) {
+    pthread_mutex_lock(&m->mu);
+    m->forks = forks;
+    m->prefill_tokens = prefill_tokens;
+    pthread_mutex_unlock(&m->mu);
+}
+
 void metrics_set_ready(struct metrics *m, int ready) {
     pthread_mutex_lock(&m->mu);
     m->ready = ready;
@@ -234,6 +241,12 @@ char *metrics_render(struct metrics *m, const char *model, const char *version, 
     head(&b, "flashgen_num_preemptions_total", "counter",
          "Sequences preempted (pages released, recomputed later) for want of KV pages.");
     sb_printf(&b, "flashgen_num_preemptions_total %llu\n", (unsigned long long)s.preemptions);
+    head(&b, "flashgen_kv_forks_total", "counter",
+         "Sequences started from another sequence's prompt pages (n > 1, best_of).");
+    sb_printf(&b, "flashgen_kv_forks_total %llu\n", (unsigned long long)s.forks);
+    head(&b, "flashgen_prefill_tokens_total", "counter",
+         "Prompt tokens computed in prefill (neither cached nor forked).");
+    sb_printf(&b, "flashgen_prefill_tokens_total %llu\n", (unsigned long long)s.prefill_tokens);
 
     for (int i = 0; i < METRICS_H_COUNT; i++) {
         const struct metrics_histogram *h = &s.h[i];

@@ -24,6 +24,10 @@
  *   flashgen_prefix_cache_hits_total                counter  of those, tokens found cached
  *   flashgen_prefix_cache_pages                     gauge    KV pages cached, no one holding them
  *   flashgen_num_preemptions_total                  counter  sequences preempted for pages
+ *   flashgen_kv_forks_total                         counter  sequences started from another's
+ *                                                            prompt pages (n > 1, best_of)
+ *   flashgen_prefill_tokens_total                   counter  prompt tokens computed (prefill
+ *                                                            rows: not cached, not forked)
  *   flashgen_request_queue_time_seconds             histogram
  *   flashgen_time_to_first_token_seconds            histogram
  *   flashgen_inter_token_latency_seconds            histogram
@@ -86,6 +90,7 @@ struct metrics {
     double kv_usage;
     uint64_t prefix_queries, prefix_hits, preemptions; /* the scheduler's counters */
     int prefix_pages;
+    uint64_t forks, prefill_tokens; /* the scheduler's too */
     struct metrics_histogram h[METRICS_H_COUNT];
 };
 
@@ -103,6 +108,8 @@ void metrics_set_ready(struct metrics *m, int ready);
 /* The scheduler's KV counters (running totals) and cached pages, after one iteration. */
 void metrics_kv(struct metrics *m, uint64_t prefix_queries, uint64_t prefix_hits,
                 uint64_t preemptions, int prefix_pages);
+/* The scheduler's fork and prefill counters (running totals), after one iteration. */
+void metrics_forks(struct metrics *m, uint64_t forks, uint64_t prefill_tokens);
 
 /* Render everything in the Prometheus text format into a malloc'd string (*len bytes). MODEL
  * labels flashgen_model_info. Returns NULL when out of memory. */

@@ -26,6 +26,7 @@
 void job_params_init(struct job_params *p) {
     memset(p, 0, sizeof *p);
     p->max_new = -1;
+    p->n_seqs = p->n_return = 1;
     sampler_params_default(&p->sp);
 }
 
@@ -370,9 +371,20 @@ static int tgi_params(const cJSON *params, const struct reqparse_limits *lim,
         reqparse_get_bool(params, "ignore_eos", &p->ignore_eos, e) || /* extension */
         get_stop(params, "stop", 0, lim->max_stop_sequences, p, e))
         return -1;
-    if (best_of > 1)
-        return reqparse_invalid(e, "best_of", "`best_of` > 1 is not supported (given %lld)",
-                                best_of);
+    /* TGI's rules and wording: best_of samples, each sequence its own seed, no stream */
+    if (best_of > REQPARSE_MAX_BEST_OF)
+        return reqparse_invalid(e, "best_of", "`best_of` must be > 0 and <= %d. Given: %lld",
+                                REQPARSE_MAX_BEST_OF, best_of);
+    int sampling = do_sample || temp != 1.0 || top_k > 0 || top_p < 1.0;
+    if (best_of > 1 && !sampling)
+        return reqparse_invalid(e, "best_of", "you must use sampling when `best_of` is > 1");
+    if (best_of > 1 && seed >= 0)
+        return reqparse_invalid(e, "seed", "`seed` must not be set when `best_of` > 1");
+    if (best_of > 1 && t->stream)
+        return reqparse_invalid(e, "best_of",
+                                "`best_of` != 1 is not supported when streaming tokens");
+    p->n_seqs = (int)best_of;
+    p->n_return = 1;
     if (reject_unsupported(params, "typical_p", 1.0, e) ||
         reject_unsupported(params, "frequency_penalty", 0, e) ||
         reject_unsupported(params, "top_n_tokens", 0, e) ||
@@ -436,7 +448,7 @@ void reqparse_tgi_free(struct reqparse_tgi *t) {
 static int oai_unsupported(const cJSON *b, int chat, struct reqparse_error *e) {
     if (reject_unsupported(b, "presence_penalty", 0, e) ||
         reject_unsupported(b, "frequency_penalty", 0, e) ||
-        reject_unsupported(b, "best_of", 1, e) || reject_unsupported(b, "suffix", NAN, e) ||
+        reject_unsupported(b, "suffix", NAN, e) ||
         /* chat: tools, tool_choice and parallel_tool_calls are read by tools_parse */
         (!chat && empty_array_only(b, "tools", "tool calling is a chat feature", e)) ||
         empty_array_only(b, "functions",
@@ -477,7 +489,20 @@ static int oai_common(const cJSON *b, const struct reqparse_limits *lim, struct 
         reqparse_get_bool(b, "ignore_eos", &p->ignore_eos, e) ||
         get_stop(b, "stop", 1, lim->max_stop_sequences, p, e))
         return -1;
-    if (n != 1) return reqparse_invalid(e, "n", "`n` > 1 is not supported (given %lld)", n);
+    long long best_of = n;
+    if (o->chat ? reject_unsupported(b, "best_of", 1, e) /* the chat API has none */
+                : get_int(b, "best_of", 1, REQPARSE_MAX_SEQS, &best_of, e))
+        return -1;
+    if (n > REQPARSE_MAX_SEQS)
+        return reqparse_invalid(e, "n", "`n` must be <= %d (given %lld)", REQPARSE_MAX_SEQS, n);
+    if (get(b, "best_of") && !cJSON_IsNull(get(b, "best_of")) && best_of < n)
+        return reqparse_invalid(e, "best_of", "`best_of` must be >= `n` (given %lld < %lld)",
+                                best_of, n);
+    if (best_of > n && o->stream)
+        return reqparse_invalid(e, "best_of", "`best_of` > `n` cannot be streamed");
+    if (best_of < n) best_of = n;
+    p->n_seqs = (int)best_of;
+    p->n_return = (int)n;
     if (oai_unsupported(b, o->chat, e) || get_response_format(b, p, e)) return -1;
     const cJSON *so = get(b, "stream_options");
     if (so) {
@@ -507,11 +532,72 @@ static int oai_begin(const char *body, size_t len, int chat, struct reqparse_oai
     return *b ? 0 : -1;
 }
 
-/* "prompt": a string, a one-element array of strings, or an array of token ids. */
+/* Token ids of one prompt: a non-empty array of integers in [0, INT_MAX]. *OUT malloc'd. */
+static int prompt_ids(const cJSON *pr, int k, int **out, int *n_out, struct reqparse_error *e) {
+    char what[32] = "`prompt`";
+    if (k >= 0) snprintf(what, sizeof what, "`prompt[%d]`", k);
+    int n = cJSON_GetArraySize(pr);
+    if (n == 0) return reqparse_invalid(e, "prompt", "%s cannot be empty", what);
+    *out = malloc(sizeof(int) * (size_t)n);
+    if (!*out) return oom(e);
+    *n_out = 0;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, pr) {
+        /* range-checked as a double before the cast: (int) of a value outside int is undefined */
+        if (!cJSON_IsNumber(it) || it->valuedouble != floor(it->valuedouble) ||
+            it->valuedouble < 0 || it->valuedouble > (double)INT_MAX)
+            return reqparse_invalid(e, "prompt",
+                                    "%s token ids must be integers in [0, %d] (item %d)", what,
+                                    INT_MAX, *n_out);
+        (*out)[(*n_out)++] = (int)it->valuedouble;
+    }
+    return 0;
+}
+
+/* A list of prompts (OpenAI: strings, or arrays of token ids; each its own choices). */
+static int completions_prompt_list(const cJSON *pr, struct reqparse_oai *o,
+                                   struct reqparse_error *e) {
+    int n = cJSON_GetArraySize(pr), texts = cJSON_IsString(cJSON_GetArrayItem(pr, 0));
+    if (n > REQPARSE_MAX_SEQS)
+        return reqparse_invalid(e, "prompt", "`prompt` lists at most %d prompts (given %d)",
+                                REQPARSE_MAX_SEQS, n);
+    if (texts ? !(o->prompts = calloc((size_t)n, sizeof *o->prompts))
+              : !(o->id_lists = calloc((size_t)n, sizeof *o->id_lists)) ||
+                    !(o->id_lens = calloc((size_t)n, sizeof *o->id_lens)))
+        return oom(e);
+    o->n_prompts = n; /* entries filled so far or NULL: reqparse_oai_free frees either */
+    const cJSON *it;
+    int k = 0;
+    cJSON_ArrayForEach(it, pr) {
+        if (texts && cJSON_IsString(it)) {
+            char what[32];
+            snprintf(what, sizeof what, "prompt[%d]", k);
+            if (check_text(it->valuestring, "prompt", what, 0, e)) return -1;
+            if (!(o->prompts[k] = strdup(it->valuestring))) return oom(e);
+        } else if (!texts && cJSON_IsArray(it)) {
+            if (prompt_ids(it, k, &o->id_lists[k], &o->id_lens[k], e)) return -1;
+        } else {
+            return reqparse_invalid(e, "prompt",
+                                    "`prompt` lists must be all strings or all token-id arrays "
+                                    "(item %d differs)",
+                                    k);
+        }
+        k++;
+    }
+    return 0;
+}
+
+/* "prompt": a string, an array of token ids, or a list of either (each prompt its own
+ * choices). A one-element list is the prompt itself. */
 static int completions_prompt(const cJSON *pr, struct reqparse_oai *o, struct reqparse_error *e) {
+    o->n_prompts = 1;
     if (cJSON_IsArray(pr) && cJSON_GetArraySize(pr) == 1 &&
-        cJSON_IsString(cJSON_GetArrayItem(pr, 0)))
+        (cJSON_IsString(cJSON_GetArrayItem(pr, 0)) || cJSON_IsArray(cJSON_GetArrayItem(pr, 0))))
         pr = cJSON_GetArrayItem(pr, 0);
+    else if (cJSON_IsArray(pr) && cJSON_GetArraySize(pr) > 1 &&
+             (cJSON_IsString(cJSON_GetArrayItem(pr, 0)) ||
+              cJSON_IsArray(cJSON_GetArrayItem(pr, 0))))
+        return completions_prompt_list(pr, o, e);
     if (cJSON_IsString(pr)) {
         if (check_text(pr->valuestring, "prompt", "prompt", 0, e)) return -1;
         o->prompt = strdup(pr->valuestring);
@@ -519,22 +605,9 @@ static int completions_prompt(const cJSON *pr, struct reqparse_oai *o, struct re
     }
     if (!cJSON_IsArray(pr) || cJSON_GetArraySize(pr) == 0 ||
         !cJSON_IsNumber(cJSON_GetArrayItem(pr, 0)))
-        return reqparse_invalid(
-            e, "prompt", "`prompt` must be a string, a one-element array of strings, or token ids");
-    int n = cJSON_GetArraySize(pr);
-    o->ids = malloc(sizeof(int) * (size_t)n);
-    if (!o->ids) return oom(e);
-    const cJSON *it;
-    cJSON_ArrayForEach(it, pr) {
-        /* range-checked as a double before the cast: (int) of a value outside int is undefined */
-        if (!cJSON_IsNumber(it) || it->valuedouble != floor(it->valuedouble) ||
-            it->valuedouble < 0 || it->valuedouble > (double)INT_MAX)
-            return reqparse_invalid(e, "prompt",
-                                    "`prompt` token ids must be integers in [0, %d] (item %d)",
-                                    INT_MAX, o->n_ids);
-        o->ids[o->n_ids++] = (int)it->valuedouble;
-    }
-    return 0;
+        return reqparse_invalid(e, "prompt",
+                                "`prompt` must be a string, token ids, or a list of either");
+    return prompt_ids(pr, -1, &o->ids, &o->n_ids, e);
 }
 
 int reqparse_completions(const char *body, size_t len, const struct reqparse_limits *lim,
@@ -550,6 +623,11 @@ int reqparse_completions(const char *body, size_t len, const struct reqparse_lim
     if (completions_prompt(cJSON_GetObjectItemCaseSensitive(b, "prompt"), out, err)) goto out;
     if (out->echo && out->stream) {
         reqparse_invalid(err, "echo", "`echo` is not supported when streaming");
+        goto out;
+    }
+    if (out->n_prompts * out->p.n_seqs > REQPARSE_MAX_SEQS) {
+        reqparse_invalid(err, "n", "%d prompts × %d sequences each is more than %d", out->n_prompts,
+                         out->p.n_seqs, REQPARSE_MAX_SEQS);
         goto out;
     }
     rc = 0;
@@ -663,8 +741,18 @@ void reqparse_oai_free(struct reqparse_oai *o) {
     tools_req_free(o->tools);
     free(o->tools);
     o->tools = NULL;
+    for (int i = 0; i < o->n_prompts; i++) {
+        if (o->prompts) free(o->prompts[i]);
+        if (o->id_lists) free(o->id_lists[i]);
+    }
+    free(o->prompts);
+    free(o->id_lists);
+    free(o->id_lens);
     o->prompt = NULL;
     o->ids = NULL;
     o->msgs = NULL;
-    o->n_ids = o->n_msgs = 0;
+    o->prompts = NULL;
+    o->id_lists = NULL;
+    o->id_lens = NULL;
+    o->n_ids = o->n_msgs = o->n_prompts = 0;
 }

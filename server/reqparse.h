@@ -48,7 +48,16 @@ struct job_params {
                                 owned; moved into the job by job_build_ids */
     cJSON *chat_tools;       /* chat: the tool list the template renders as `tools`, or NULL;
                                 owned (server/tools.h) */
+    int n_seqs;   /* sequences generated per prompt: OpenAI n (or best_of when larger), TGI
+                     best_of; 1 by default. They share the prompt's KV pages (sched.h forks) */
+    int n_return; /* of those, how many are returned per prompt: the best by cumulative logprob
+                     when fewer than n_seqs (OpenAI n of best_of; TGI 1, the others in
+                     details.best_of_sequences) */
 };
+
+/* Most sequences one request may ask for (prompts × n_seqs); TGI's own best_of limit. */
+#define REQPARSE_MAX_SEQS 128
+#define REQPARSE_MAX_BEST_OF 16
 
 void job_params_init(struct job_params *p);
 void job_params_free(struct job_params *p);
@@ -98,6 +107,11 @@ struct reqparse_oai {
     int *ids;         /* completions: token ids (n_ids, each in [0, INT_MAX]; the vocabulary is
                          checked when the job is built) */
     int n_ids;
+    /* completions with a list of prompts (more than one): n_prompts > 1 and either prompts
+       (texts, malloc'd) or id_lists/id_lens (token ids); prompt and ids then stay NULL */
+    int n_prompts; /* 1 for a single prompt */
+    char **prompts;
+    int **id_lists, *id_lens;
     struct chat_msg *msgs; /* chat: (n_msgs); role a static string ("developer" becomes
                               "system"), content malloc'd valid UTF-8 (NULL for an assistant
                               message with tool_calls and no content), tool fields malloc'd */

@@ -56,6 +56,18 @@ void sched_add(struct sched *s, struct sched_seq *q) {
     s->n_waiting++;
 }
 
+void sched_add_fork(struct sched *s, struct sched_seq *parent, struct sched_seq *q) {
+    q->state = SCHED_WAITING;
+    q->next = q->forks = q->fork_next = NULL;
+    q->fork_of = parent;
+    memset(&q->kv, 0, sizeof q->kv);
+    struct sched_seq **pp = &parent->forks;
+    while (*pp)
+        pp = &(*pp)->fork_next;
+    *pp = q;
+    s->n_waiting++;
+}
+
 void sched_end(struct sched_seq *q, enum sched_state state) {
     if (q->state == SCHED_FINISHED || q->state == SCHED_CANCELLED) return;
     q->state = state == SCHED_CANCELLED ? SCHED_CANCELLED : SCHED_FINISHED;
@@ -65,8 +77,86 @@ static int is_done(const struct sched_seq *q) {
     return q->state == SCHED_FINISHED || q->state == SCHED_CANCELLED;
 }
 
+/* Start Q, the first of P's forks, from P's pages (P has computed all but Q's last prompt token):
+ * the full pages shared, the partial one copied, PREFILL with that last token to go, on the
+ * running list and on ADMITTED at *N_ADM. KEEP: pages to leave available. Returns 0, -1 when P
+ * is not that far yet, or -2 without room in the batch or the cache (nothing changed either way).
+ */
+static int fork_one(struct sched *s, struct sched_seq *p, struct sched_seq *q, int keep,
+                    int *n_adm) {
+    int n = q->n_prompt - 1;
+    if (p->state == SCHED_WAITING || p->kv.n_tokens < n) return -1;
+    if (s->n_running >= s->max_batch_seqs) return -2;
+    if (s->kv) {
+        /* the pages it needs of its own: the copied partial one, or a fresh one for the last
+         * prompt token when the shared ones end at a page boundary */
+        int own = kv_cache_pages_for(s->kv, q->n_tokens) - n / s->kv->page_size;
+        if (own + keep > kv_cache_available(s->kv) || kv_seq_fork(s->kv, &p->kv, &q->kv, n) != 0)
+            return -2;
+        if (kv_seq_reserve(s->kv, &q->kv, q->n_tokens) != 0) {
+            kv_seq_release(s->kv, &q->kv);
+            return -2;
+        }
+    } else {
+        q->kv.n_tokens = n;
+    }
+    p->forks = q->fork_next;
+    q->fork_next = NULL;
+    q->fork_of = NULL;
+    s->n_waiting--;
+    s->forks++;
+    q->state = SCHED_PREFILL;
+    q->n_prefill = q->n_tokens;
+    s->running[s->n_running++] = q;
+    s->admitted[(*n_adm)++] = q;
+    return 0;
+}
+
+/* Forks of P that ended while they waited leave (to OUT while there is room); when P itself is
+ * done, the others go to the front of the arrival queue as ordinary sequences (in their order). */
+static void reap_forks(struct sched *s, struct sched_seq *p, struct sched_seq **out, int max,
+                       int *n) {
+    struct sched_seq **pp = &p->forks;
+    while (*pp) {
+        struct sched_seq *q = *pp;
+        if (is_done(q) && *n < max) {
+            *pp = q->fork_next;
+            q->fork_next = NULL;
+            q->fork_of = NULL;
+            s->n_waiting--;
+            out[(*n)++] = q;
+        } else {
+            pp = &q->fork_next;
+        }
+    }
+    if (!is_done(p) || !p->forks || *n >= max) return; /* P leaves only with room in OUT */
+    /* P ended (its first token was its last) but holds the prompt: the forks start from it now,
+     * before its pages go (the plan's admitted list gets them, s->n_early) */
+    while (p->forks && fork_one(s, p, p->forks, 0, &s->n_early) == 0) {
+    }
+    if (!p->forks) return;
+    struct sched_seq *last = p->forks;
+    for (struct sched_seq *q = p->forks; q; q = q->fork_next) {
+        q->fork_of = NULL;
+        q->next = q->fork_next;
+        last = q;
+    }
+    last->next = s->wait_head;
+    if (!s->wait_head) s->wait_tail = last;
+    s->wait_head = p->forks;
+    for (struct sched_seq *q = p->forks, *nx; q; q = nx) {
+        nx = q->fork_next;
+        q->fork_next = NULL;
+    }
+    p->forks = NULL; /* already counted in n_waiting */
+}
+
 int sched_reap(struct sched *s, struct sched_seq **out, int max) {
     int n = 0;
+    for (int i = 0; i < s->n_running; i++)
+        reap_forks(s, s->running[i], out, max, &n);
+    for (struct sched_seq *q = s->wait_head; q; q = q->next)
+        reap_forks(s, q, out, max, &n);
     /* running: keep the admission order of those that stay */
     int w = 0;
     for (int i = 0; i < s->n_running; i++) {
@@ -189,11 +279,29 @@ static void push(struct sched *s, struct sched_seq *q, int n, int want) {
     b->n_tokens += n;
 }
 
+/* Start the forks whose parent has computed all but their last prompt token, oldest parents
+ * first; like admissions, only with room in the batch and SCHED_WATERMARK_PAGES left for the
+ * running ones (out of room: the rest wait for the next plan, in order). */
+static void start_forks(struct sched *s) {
+    for (int i = 0; i < s->n_running; i++) {
+        struct sched_seq *p = s->running[i];
+        int rc = 0;
+        while (p->forks &&
+               (rc = fork_one(s, p, p->forks, SCHED_WATERMARK_PAGES, &s->n_admitted)) == 0) {
+        }
+        if (rc == -2) return;
+    }
+}
+
 int sched_plan(struct sched *s) {
     struct sched_batch *b = &s->batch;
     b->n = b->n_tokens = b->n_decode = b->n_prefill = 0;
-    s->n_admitted = 0;
-    if (!grow_running(s)) admit(s);
+    s->n_admitted = s->n_early; /* forks sched_reap started */
+    s->n_early = 0;
+    if (!grow_running(s)) {
+        start_forks(s);
+        admit(s);
+    }
     /* decode tokens first: they are what the users of running streams are waiting for */
     for (int i = 0; i < s->n_running && b->n < s->max_batch_seqs; i++) {
         struct sched_seq *q = s->running[i];
@@ -221,6 +329,7 @@ int sched_plan(struct sched *s) {
         int end = q->kv.n_tokens + n;
         push(s, q, n, end == q->n_prefill || (q->chunk_max == 1 && end > q->n_done));
         b->n_prefill++;
+        s->prefill_tokens += (uint64_t)n;
     }
     return b->n;
 }

@@ -53,6 +53,9 @@ static void on_worker_state(struct worker *w, enum worker_state st, void *user) 
             input = sv->cfg.max_input_tokens;
         sv->max_total = total;
         sv->max_input = input;
+        if (sv->cfg.max_concurrent_requests <= 0) /* 0: from the batch size the device got */
+            sv->cfg.max_concurrent_requests =
+                2 * in->max_batch_seqs > 128 ? 2 * in->max_batch_seqs : 128;
         if (sv->phase == SERVER_LOADING) {
             sv->phase = SERVER_READY;
             metrics_set_ready(&sv->metrics, 1);
@@ -70,10 +73,19 @@ static void on_worker_state(struct worker *w, enum worker_state st, void *user) 
     }
 }
 
-/* One job's finish event (loop thread, no lock held): accounting. */
+/* One job's finish event (loop thread, no lock held): accounting. A request of several jobs
+ * (n > 1, best_of, prompt lists) counts once, by its job 0; every job's generated tokens count,
+ * and the prompt tokens of those that did not fork another's prompt. */
 static void on_job_final(struct wreq *j, void *user) {
     struct server *sv = user;
     sv->inflight--;
+    if (j->index != 0) {
+        metrics_tokens(&sv->metrics, j->t_admitted > 0 && !j->fork_of ? (uint64_t)j->n_prompt : 0,
+                       (uint64_t)j->n_gen);
+        if (sv->phase == SERVER_DRAINING && sv->inflight == 0)
+            uv_timer_start(&sv->drain_timer, on_drain_tick, 0, 0);
+        return;
+    }
     enum metrics_outcome o = METRICS_OUT_SUCCESS;
     switch (j->finish) {
     case WREQ_FIN_LENGTH:

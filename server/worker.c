@@ -160,12 +160,13 @@ struct wseq {
     struct grammar *grammar;         /* constrained decoding, or NULL (moved from the wreq) */
     struct grammar_matcher *matcher; /* its state, from admission on */
     double t_arrival, deadline, queue_deadline, t_last;
-    struct wfinish fin;    /* reason NONE while running */
-    struct wring *ring;    /* shared; NULL once the finish event is posted */
-    struct wevents out;    /* this iteration's events, published at its end */
-    int in_pub;            /* on the publish list */
-    struct wseq *next_pub; /* publish list link */
-    struct wseq *next;     /* submission list, then dead list link */
+    struct wfinish fin;       /* reason NONE while running */
+    struct wring *ring;       /* shared; NULL once the finish event is posted */
+    struct wevents out;       /* this iteration's events, published at its end */
+    int in_pub;               /* on the publish list */
+    struct wseq *next_pub;    /* publish list link */
+    struct wseq *next;        /* submission list, then dead list link */
+    struct wseq *fork_parent; /* until the intake: the sequence whose prompt pages it forks */
 };
 
 static void wseq_free(struct wseq *q) {
@@ -223,25 +224,47 @@ static struct wseq *wseq_new(const struct wreq *r, struct wring *ring) {
 /* ---- loop-thread side ---------------------------------------------------------------------- */
 
 int worker_submit(struct worker *w, struct wreq *r) {
-    struct wring *ring = calloc(1, sizeof *ring);
-    struct wseq *q = ring ? wseq_new(r, ring) : NULL;
-    if (!q) {
-        free(ring);
+    return worker_submit_group(w, &r, 1);
+}
+
+int worker_submit_group(struct worker *w, struct wreq **rs, int n) {
+    struct wseq **qs = calloc((size_t)(n > 0 ? n : 1), sizeof *qs);
+    int k = 0;
+    for (; qs && k < n; k++) {
+        struct wring *ring = calloc(1, sizeof *ring);
+        if (!ring || !(qs[k] = wseq_new(rs[k], ring))) {
+            free(ring);
+            break;
+        }
+        atomic_init(&ring->cancel, 0);
+        for (int i = 0; i < k && rs[k]->fork_of; i++)
+            if (rs[i] == rs[k]->fork_of) qs[k]->fork_parent = qs[i];
+    }
+    if (!qs || k < n) { /* nothing was handed over: the wreqs keep their grammars */
+        for (int i = 0; qs && i < k; i++) {
+            free(qs[i]->ring);
+            wseq_free(qs[i]);
+        }
+        free(qs);
         return -1;
     }
-    atomic_init(&ring->cancel, 0);
-    q->grammar = r->grammar; /* immutable: the worker owns it from here */
-    r->grammar = NULL;
-    ring->job = r;
-    r->ring = ring;
+    for (int i = 0; i < n; i++) {
+        qs[i]->grammar = rs[i]->grammar; /* immutable: the worker owns it from here */
+        rs[i]->grammar = NULL;
+        qs[i]->ring->job = rs[i];
+        rs[i]->ring = qs[i]->ring;
+    }
     pthread_mutex_lock(&w->mu);
-    if (w->sub_tail)
-        w->sub_tail->next = q;
-    else
-        w->sub_head = q;
-    w->sub_tail = q;
+    for (int i = 0; i < n; i++) {
+        if (w->sub_tail)
+            w->sub_tail->next = qs[i];
+        else
+            w->sub_head = qs[i];
+        w->sub_tail = qs[i];
+    }
     pthread_cond_signal(&w->cv);
     pthread_mutex_unlock(&w->mu);
+    free(qs);
     return 0;
 }
 
@@ -471,6 +494,16 @@ static void fail_step(struct worker_run *wr, int n, const char *what, const char
         seq_fail(wr, wr->sched.batch.items[i].seq->user, msg, now);
 }
 
+/* A sequence not admitted yet (in the queue, or waiting to fork): cancelled, or past a deadline. */
+static void waiting_check(struct worker *w, struct worker_run *wr, struct wseq *j, double now) {
+    if (j->fin.reason != WREQ_FIN_NONE) return;
+    if (w->cancel_all || atomic_load(&j->ring->cancel))
+        seq_finish(wr, j, WREQ_FIN_CANCELLED, now);
+    else if ((j->deadline > 0 && now > j->deadline) ||
+             (j->queue_deadline > 0 && now > j->queue_deadline && j->fin.t_admitted == 0))
+        seq_finish(wr, j, WREQ_FIN_TIMEOUT, now);
+}
+
 /* Take submissions, flag cancellations and deadlines (mu held). */
 static void intake_locked(struct worker *w, struct worker_run *wr, double now) {
     struct wseq *q = w->sub_head;
@@ -478,20 +511,22 @@ static void intake_locked(struct worker *w, struct worker_run *wr, double now) {
     while (q) {
         struct wseq *next = q->next;
         q->next = NULL;
-        sched_add(&wr->sched, &q->seq);
+        if (q->fork_parent)
+            sched_add_fork(&wr->sched, &q->fork_parent->seq, &q->seq);
+        else
+            sched_add(&wr->sched, &q->seq);
+        q->fork_parent = NULL;
         q = next;
     }
     for (struct sched_seq *s = wr->sched.wait_head; s; s = s->next) {
-        struct wseq *j = s->user;
-        if (j->fin.reason != WREQ_FIN_NONE) continue;
-        if (w->cancel_all || atomic_load(&j->ring->cancel))
-            seq_finish(wr, j, WREQ_FIN_CANCELLED, now);
-        else if ((j->deadline > 0 && now > j->deadline) ||
-                 (j->queue_deadline > 0 && now > j->queue_deadline && j->fin.t_admitted == 0))
-            seq_finish(wr, j, WREQ_FIN_TIMEOUT, now);
+        waiting_check(w, wr, s->user, now);
+        for (struct sched_seq *f = s->forks; f; f = f->fork_next)
+            waiting_check(w, wr, f->user, now);
     }
     for (int i = 0; i < wr->sched.n_running; i++) {
         struct wseq *j = wr->sched.running[i]->user;
+        for (struct sched_seq *f = wr->sched.running[i]->forks; f; f = f->fork_next)
+            waiting_check(w, wr, f->user, now);
         if (j->fin.reason != WREQ_FIN_NONE) continue;
         if (w->cancel_all || atomic_load(&j->ring->cancel))
             seq_finish(wr, j, WREQ_FIN_CANCELLED, now);
@@ -641,6 +676,7 @@ static int iterate(struct worker *w, struct worker_run *wr) {
     double kv_use = kv->n_pages ? (double)kv_cache_used(kv) / kv->n_pages : 0;
     metrics_iteration(w->metrics, s->n_running, s->n_waiting, n, s->batch.n_tokens, kv_use);
     metrics_kv(w->metrics, s->prefix_queries, s->prefix_hits, s->preemptions, kv->n_cached);
+    metrics_forks(w->metrics, s->forks, s->prefill_tokens);
     if (n == 0) {
         publish(w, wr); /* a failed admission (sampler) has news although no step runs */
         return 0;

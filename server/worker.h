@@ -112,6 +112,10 @@ struct wreq {
     int ignore_eos;
     struct grammar *grammar; /* constrained decoding, or NULL; owned, moved to the worker by
                                 worker_submit (immutable: model/grammar.h) */
+    int index;               /* its choice in the reply (n > 1, best_of, prompt lists); 0 alone */
+    struct wreq *fork_of;    /* n > 1, best_of: an earlier request of the same worker_submit_group
+                                with the same prompt, whose prompt KV this one forks (sched.h);
+                                NULL: computes its own */
     double t_arrival;        /* monotonic seconds */
     double deadline;         /* absolute; 0 = none */
     double queue_deadline;   /* absolute; 0 = none */
@@ -204,6 +208,10 @@ void wreq_free(struct wreq *r);
 /* Hand a request to the worker (it copies what it needs). -1 when out of memory (nothing was
  * submitted). Loop thread. */
 int worker_submit(struct worker *w, struct wreq *r);
+/* Hand N requests to the worker at once (one lock, in order), so that each one's fork_of, an
+ * earlier one of RS, is queued before it. -1 when out of memory (nothing was submitted). Loop
+ * thread. */
+int worker_submit_group(struct worker *w, struct wreq **rs, int n);
 /* Ask the worker to cancel a submitted request whose finish has not been delivered yet; its
  * pages are freed at the worker's next iteration and a CANCELLED finish follows (or whatever
  * finish was already on its way). Loop thread. */

@@ -7,7 +7,7 @@
  *       prompts as one batch (prefills together, then decode steps together) instead of one by one;
  *       --also-batch does both (batch tokens in PREFIX_batch.tok). --force FILE feeds the given
  *       tokens (one line per prompt) from step 1 on, so backends compare on identical contexts.
- *   engine_check --model DIR --device cuda --bench [--batches 1,8,32,64] [--context 512]
+ *   engine_check --model DIR --device cuda --bench [--batches 1,8,32,64,128,256] [--context 512]
  *       [--gen 64] [--prefill 512,2048,8192]
  *       Decode steps/s and tokens/s at each batch size (all sequences at the given context),
  *       prefill tokens/s at each prompt length; prints one row per point. Figures only. --bench
@@ -316,7 +316,11 @@ int main(int argc, char **argv) {
     o.model_path = model;
     o.device = !strcmp(device, "cpu") ? ENGINE_DEVICE_CPU : ENGINE_DEVICE_CUDA;
     o.max_batch_tokens = max_tokens;
+    /* room for the largest --batches in one decode step (graph buckets up to it) */
     o.max_batch_seqs = 64;
+    for (int i = 0; i < nb; i++)
+        if (batches[i] > o.max_batch_seqs) o.max_batch_seqs = batches[i];
+    if (o.max_batch_tokens < o.max_batch_seqs) o.max_batch_tokens = o.max_batch_seqs;
     o.kv_fraction = kv_fraction;
     if (o.device == ENGINE_DEVICE_CPU) o.kv_cache_bytes = (size_t)2 << 30;
     struct engine *e;

@@ -8,6 +8,8 @@
 # BASE=DIR also packs engine_check and libflashgen_cuda.so from the build folder DIR (built the
 # same way at an earlier commit) into .gpu_base/, for a before/after in one GPU run
 # (bench/gpu_breakdown.sh).
+# Also the tokenizer keys of the default model (.gpu/smollm2_tokenizer.gguf) for
+# bench/serving_device.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 B=${BUILD:-build}
@@ -24,6 +26,12 @@ cp "$B/flashgen" .gpu/
 for lib in libcjson.so.1 libuv.so.1 libmicrohttpd.so.12; do
     cp -L "$(ldconfig -p | awk -v l="$lib" '$1 == l {print $NF; exit}')" ".gpu/$lib"
 done
+# the tokenizer keys of the default model (2 MB), which bench/serving_device.sh writes its random
+# 8B-shape GGUF with (the 100 MB model itself does not travel)
+if [ -f models/SmolLM2-135M-Instruct.Q4_1.gguf ]; then
+    python3 tools/make_random_gguf.py --tokenizer-only \
+        --tokenizer models/SmolLM2-135M-Instruct.Q4_1.gguf --out .gpu/smollm2_tokenizer.gguf
+fi
 if [ -n "${BASE:-}" ]; then
     mkdir -p .gpu_base
     gcc -o .gpu_base/engine_check "$BASE/tools/engine_check.o" "$BASE/libflashgen.a" -lcjson -lm \

@@ -92,7 +92,7 @@ def test_stream_rejects_decoder_input_details(server):
     ("/v1/chat/completions", {}, "messages"),
     ("/v1/chat/completions", {"messages": [{"role": "tool", "content": "x"}]}, "messages"),
     ("/v1/chat/completions", {"messages": [{"role": "user", "content": 5}]}, "messages"),
-    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}], "n": 2}, "n"),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}], "n": 0}, "n"),
     ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}], "temperature": 3}, "temperature"),
     ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}], "max_tokens": 0}, "max_tokens"),
     ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}], "tools": [{}]}, "tools"),
@@ -110,7 +110,7 @@ def test_openai_validation_422(server, path, body, param):
 def test_openai_client_raises(server):
     c = openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0)
     with pytest.raises(openai.UnprocessableEntityError) as ei:
-        c.chat.completions.create(model="x", messages=[{"role": "user", "content": "x"}], n=3)
+        c.chat.completions.create(model="x", messages=[{"role": "user", "content": "x"}], n=0)
     assert "n" in str(ei.value)
 
 

@@ -30,8 +30,8 @@ Test(config, defaults) {
     cr_assert_eq(c.port, 8080);
     cr_assert_str_eq(c.model, "models/SmolLM2-135M-Instruct.Q4_1.gguf");
     cr_assert_eq(c.device, CONFIG_DEVICE_AUTO);
-    cr_assert_eq(c.max_batch_tokens, 512);
-    cr_assert_eq(c.max_concurrent_requests, 128);
+    cr_assert_eq(c.max_batch_tokens, 0); /* by device (model/engine.c) */
+    cr_assert_eq(c.max_concurrent_requests, 0);
     cr_assert_float_eq(c.kv_fraction, 0.9, 1e-12);
     cr_assert_eq(c.log_requests, 1);
     cr_assert_eq(c.log_format, CONFIG_LOG_TEXT);
@@ -95,7 +95,7 @@ Test(config, invalid_values_name_the_option) {
     expect_fail(2, a5, NULL, "port");
     char *a6[] = {"serve", "stray"};
     expect_fail(2, a6, NULL, "stray");
-    char *e1[] = {"FLASHGEN_MAX_BATCH_SEQS=0", NULL};
+    char *e1[] = {"FLASHGEN_MAX_BATCH_SEQS=-1", NULL};
     char *a7[] = {"serve"};
     expect_fail(1, a7, e1, "FLASHGEN_MAX_BATCH_SEQS");
     const char *bad = scratch("cfg_bad.json", "{\"log_requests\": \"maybe\"}");

@@ -102,3 +102,63 @@ Test(kv_cache, refcounts_hash_chain_and_lru_eviction) {
         cr_assert_eq(kv.ref[p], 0);
     kv_cache_free(&kv);
 }
+
+/* Fork: full pages shared (one more reference), the partial last page copied on the backend (all
+ * layers, K and V), the copy private from then on; no page for the copy means nothing taken. */
+Test(kv_cache, fork_shares_full_pages_copies_the_partial_one) {
+    struct model_config cfg = {.n_layers = 2, .n_kv_heads = 2, .head_dim = 4};
+    struct kv_cache kv;
+    const int ps = 4;
+    cr_assert_eq(kv_cache_init(&kv, cpu_ops(), NULL, &cfg, 5, ps, sizeof(float)), 0);
+    size_t row = (size_t)cfg.n_kv_heads * cfg.head_dim, pe = ps * row; /* floats per row, page */
+    struct kv_seq a = {0}, b = {0}, c = {0};
+    cr_assert_eq(kv_seq_reserve(&kv, &a, 10), 0); /* pages for rows 0..9: 2 full + 1 partial */
+    a.n_tokens = 10;
+    for (int l = 0; l < cfg.n_layers; l++)
+        for (int t = 0; t < 10; t++)
+            for (size_t e = 0; e < row; e++) {
+                size_t at = (size_t)a.pages[t / ps] * pe + (size_t)(t % ps) * row + e;
+                ((float *)kv.k[l])[at] = (float)(1000 * l + 10 * t) + (float)e * 0.5f;
+                ((float *)kv.v[l])[at] = -(float)(1000 * l + 10 * t) - (float)e * 0.25f;
+            }
+    cr_assert_eq(kv_seq_fork(&kv, &a, &b, 9), 0);
+    cr_assert_eq(b.n_tokens, 9);
+    cr_assert_eq(b.n_pages, 3);
+    cr_assert_eq(b.pages[0], a.pages[0]);
+    cr_assert_eq(b.pages[1], a.pages[1]);
+    cr_assert_neq(b.pages[2], a.pages[2], "the partial page is copied, not shared");
+    cr_assert_eq(kv.ref[a.pages[0]], 2);
+    cr_assert_eq(kv.ref[a.pages[2]], 1);
+    cr_assert_eq(kv.ref[b.pages[2]], 1);
+    for (int l = 0; l < cfg.n_layers; l++)
+        for (int t = 8; t < 9; t++)
+            for (size_t e = 0; e < row; e++) {
+                size_t sa = (size_t)a.pages[2] * pe + (size_t)(t % ps) * row + e;
+                size_t sb = (size_t)b.pages[2] * pe + (size_t)(t % ps) * row + e;
+                cr_assert_eq(((float *)kv.k[l])[sb], ((float *)kv.k[l])[sa]);
+                cr_assert_eq(((float *)kv.v[l])[sb], ((float *)kv.v[l])[sa]);
+            }
+    /* writing the fork's row 9 leaves the source's row 9 alone */
+    size_t a9 = (size_t)a.pages[2] * pe + 1 * row, b9 = (size_t)b.pages[2] * pe + 1 * row;
+    float before = ((float *)kv.k[1])[a9];
+    ((float *)kv.k[1])[b9] = 12345.0f;
+    cr_assert_eq(((float *)kv.k[1])[a9], before);
+    /* at a page boundary nothing is copied */
+    cr_assert_eq(kv_seq_fork(&kv, &a, &c, 8), 0);
+    cr_assert_eq(c.n_pages, 2);
+    cr_assert_eq(kv.ref[a.pages[1]], 3);
+    cr_assert_eq(kv.n_free, 1);
+    struct kv_seq d = {0}, e = {0};
+    cr_assert_eq(kv_seq_reserve(&kv, &d, 1), 0); /* the last free page */
+    cr_assert_eq(kv_seq_fork(&kv, &a, &e, 9), -1, "no page left for the copy");
+    cr_assert_eq(e.n_pages, 0);
+    cr_assert_eq(kv.ref[a.pages[0]], 3, "a refused fork takes no reference");
+    cr_assert_eq(kv_seq_fork(&kv, &a, &e, 11), -1, "more tokens than the source holds");
+    kv_seq_release(&kv, &a);
+    cr_assert_eq(kv.ref[b.pages[0]], 2, "shared pages outlive the source");
+    kv_seq_release(&kv, &b);
+    kv_seq_release(&kv, &c);
+    kv_seq_release(&kv, &d);
+    cr_assert_eq(kv.n_free, 5);
+    kv_cache_free(&kv);
+}

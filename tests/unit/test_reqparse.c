@@ -130,6 +130,10 @@ Test(reqparse, tgi_field_errors_name_the_field) {
         {TGI, "{\"inputs\":\"x\",\"parameters\":{\"max_new_tokens\":0}}", 422, "max_new_tokens"},
         {TGI, "{\"inputs\":\"x\",\"parameters\":{\"max_new_tokens\":2.5}}", 422, "max_new_tokens"},
         {TGI, "{\"inputs\":\"x\",\"parameters\":{\"best_of\":2}}", 422, "best_of"},
+        {TGI, "{\"inputs\":\"x\",\"parameters\":{\"best_of\":2,\"do_sample\":true,\"seed\":1}}",
+         422, "seed"},
+        {TGI, "{\"inputs\":\"x\",\"parameters\":{\"best_of\":17,\"do_sample\":true}}", 422,
+         "best_of"},
         {TGI, "{\"inputs\":\"x\",\"parameters\":{\"grammar\":{}}}", 422, "grammar"},
         {TGI, "{\"inputs\":\"x\",\"parameters\":{\"stop\":\"a\"}}", 422, "stop"},
         {TGI, "{\"inputs\":\"x\",\"parameters\":{\"stop\":[\"a\",\"b\",\"c\",\"d\",\"e\"]}}", 422,
@@ -309,7 +313,13 @@ Test(reqparse, real_uses_of_unimplemented_features_refused) {
         {CHAT, "{" CHAT_MSGS ",\"functions\":[{\"name\":\"f\"}]}", 422, "functions"},
         {CHAT, "{" CHAT_MSGS ",\"parallel_tool_calls\":\"yes\"}", 422, "parallel_tool_calls"},
         {CHAT, "{" CHAT_MSGS ",\"user\":5}", 422, "user"},
-        {CHAT, "{" CHAT_MSGS ",\"n\":2}", 422, "n"},
+        {CHAT, "{" CHAT_MSGS ",\"n\":0}", 422, "n"},
+        {CHAT, "{" CHAT_MSGS ",\"n\":129}", 422, "n"},
+        {CHAT, "{" CHAT_MSGS ",\"best_of\":2}", 422, "best_of"},
+        {CMPL, "{\"prompt\":\"x\",\"n\":2,\"best_of\":1}", 422, "best_of"},
+        {CMPL, "{\"prompt\":\"x\",\"best_of\":3,\"stream\":true}", 422, "best_of"},
+        {CMPL, "{\"prompt\":[\"x\",[1]]}", 422, "prompt"},
+        {CMPL, "{\"prompt\":[[1],[]]}", 422, "prompt"},
         {CHAT, "{" CHAT_MSGS ",\"presence_penalty\":0.5}", 422, "presence_penalty"},
         {CMPL, "{\"prompt\":\"x\",\"suffix\":\"y\"}", 422, "suffix"},
         {CMPL, "{\"prompt\":\"x\",\"echo\":true,\"stream\":true}", 422, "echo"},
@@ -429,4 +439,39 @@ Test(reqparse, grammar_fields_compile) {
                  -1);
     cr_expect(strstr(e.message, "oneOf"), "%s", e.message);
     reqparse_oai_free(&o);
+}
+
+/* n, best_of and prompt lists: what the job layer builds from (job_build_group). */
+Test(reqparse, n_best_of_and_prompt_lists) {
+    struct reqparse_limits lim = {.max_stop_sequences = 4};
+    struct reqparse_oai o;
+    struct reqparse_error e;
+    const char *b = "{\"prompt\":[\"a\",\"bc\",\"d\"],\"n\":2,\"best_of\":3}";
+    cr_assert_eq(reqparse_completions(b, strlen(b), &lim, &o, &e), 0, "%s", e.message);
+    cr_assert_eq(o.n_prompts, 3);
+    cr_assert_str_eq(o.prompts[1], "bc");
+    cr_assert_null(o.prompt);
+    cr_assert_eq(o.p.n_seqs, 3);
+    cr_assert_eq(o.p.n_return, 2);
+    reqparse_oai_free(&o);
+    b = "{\"prompt\":[[1,2],[3]],\"n\":4}";
+    cr_assert_eq(reqparse_completions(b, strlen(b), &lim, &o, &e), 0, "%s", e.message);
+    cr_assert_eq(o.n_prompts, 2);
+    cr_assert_eq(o.id_lens[0], 2);
+    cr_assert_eq(o.id_lists[1][0], 3);
+    cr_assert_eq(o.p.n_seqs, 4);
+    cr_assert_eq(o.p.n_return, 4);
+    reqparse_oai_free(&o);
+    b = "{\"prompt\":[[5,6]]}"; /* a one-element list is the prompt itself */
+    cr_assert_eq(reqparse_completions(b, strlen(b), &lim, &o, &e), 0, "%s", e.message);
+    cr_assert_eq(o.n_prompts, 1);
+    cr_assert_eq(o.n_ids, 2);
+    reqparse_oai_free(&o);
+    struct reqparse_tgi t;
+    b = "{\"inputs\":\"x\",\"parameters\":{\"best_of\":3,\"do_sample\":true}}";
+    cr_assert_eq(reqparse_tgi(b, strlen(b), REQPARSE_TGI_GENERATE, &lim, &t, &e), 0, "%s",
+                 e.message);
+    cr_assert_eq(t.p.n_seqs, 3);
+    cr_assert_eq(t.p.n_return, 1);
+    reqparse_tgi_free(&t);
 }

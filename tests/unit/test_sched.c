@@ -357,13 +357,31 @@ Test(sched, stress_shared_prefixes_cancels_preemptions) {
         if (RND() % 5 == 0) q[i]->chunk_max = 1;
     }
     struct sched_seq *out[8];
-    int added = 0, ended = 0, it = 0;
+    int added = 0, ended = 0, it = 0, forked = 0;
     for (; it < 20000 && ended < N; it++) {
-        if (added < N && RND() % 2) sched_add(&s, q[added++]);
+        if (added < N && RND() % 2) {
+            /* now and then a parent with forks of its prompt (n > 1), queued together */
+            int parent = added;
+            sched_add(&s, q[added++]);
+            for (int f = (int)(RND() % 3); f > 0 && added < N && RND() % 2; f--) {
+                struct sched_seq *c = q[added++];
+                c->n_prompt = c->n_tokens = q[parent]->n_prompt;
+                c->cap = c->n_prompt + c->max_new;
+                c->tokens = realloc(c->tokens, sizeof(int) * (size_t)c->cap);
+                memcpy(c->tokens, q[parent]->tokens, sizeof(int) * (size_t)c->n_prompt);
+                c->chunk_max = 0;
+                sched_add_fork(&s, q[parent], c);
+                forked++;
+            }
+        }
         /* cancel a random running or waiting sequence now and then */
         if (RND() % 7 == 0 && s.n_running)
             sched_end(s.running[RND() % s.n_running], SCHED_CANCELLED);
         if (RND() % 11 == 0 && s.wait_head) sched_end(s.wait_head, SCHED_CANCELLED);
+        if (RND() % 13 == 0 && s.n_running) { /* a fork that still waits for its parent */
+            struct sched_seq *r = s.running[RND() % s.n_running];
+            if (r->forks) sched_end(r->forks, SCHED_CANCELLED);
+        }
         int k;
         while ((k = sched_reap(&s, out, 8)) > 0)
             ended += k;
@@ -377,6 +395,9 @@ Test(sched, stress_shared_prefixes_cancels_preemptions) {
     cr_assert_eq(ended, N, "%d of %d ended in %d iterations", ended, N, it);
     cr_assert_gt(s.preemptions, 0);
     cr_assert_gt(s.prefix_hits, 0);
+    cr_assert_gt(forked, 10);
+    cr_assert_gt(s.forks, 0);
+    cr_assert_eq(s.n_waiting, 0);
     cr_assert_eq(kv_cache_used(&p.kv), 0);
     cr_assert_eq(kv_cache_available(&p.kv), 24);
     for (int i = 0; i < N; i++) {
@@ -459,6 +480,128 @@ Test(sched, preempted_prompt_logprobs_recompute) {
     for (int k = 1; k < 9; k++)
         cr_assert_eq(wanted[k], 0, "row ending at %d computed before", k);
     seq_del(a), seq_del(b);
+    sched_free(&s);
+    kv_cache_free(&p.kv);
+}
+
+/* n > 1: forks wait for the parent's prompt, then share its full pages and a copy of the partial
+ * one, prefill only the last prompt token, and hold fewer pages than separate prompts; a fork
+ * cancelled while it waits leaves at the reap; the forks of a parent cancelled in the queue run
+ * as ordinary sequences. */
+Test(sched, forks_share_the_prompt_pages) {
+    struct pool p;
+    pool_init(&p, 32, 4);
+    struct sched s;
+    cr_assert_eq(sched_init(&s, &p.kv, 64, 8), 0);
+    s.prefix_caching = 0; /* the sharing is the fork's own, not the prefix cache's */
+    struct sched_seq *par = seq_new(10, 3), *f[3];
+    sched_add(&s, par);
+    for (int i = 0; i < 3; i++) {
+        f[i] = seq_new(10, 3);
+        memcpy(f[i]->tokens, par->tokens, sizeof(int) * 10);
+        sched_add_fork(&s, par, f[i]);
+    }
+    cr_assert_eq(s.n_waiting, 4);
+    cr_assert_eq(sched_plan(&s), 1, "only the parent runs first");
+    cr_assert_eq(s.batch.items[0].n, 10);
+    fake_step(&s);
+    cr_assert_eq(sched_plan(&s), 4, "the forks join with their last prompt token");
+    cr_assert_eq(s.n_admitted, 3);
+    cr_assert_eq(s.n_waiting, 0);
+    cr_assert_eq(s.forks, 3);
+    for (int i = 0; i < 3; i++) {
+        cr_assert_eq(f[i]->state, SCHED_PREFILL);
+        cr_assert_eq(f[i]->kv.pages[0], par->kv.pages[0]);
+        cr_assert_eq(f[i]->kv.pages[1], par->kv.pages[1]);
+        cr_assert_neq(f[i]->kv.pages[2], par->kv.pages[2]);
+    }
+    cr_assert_eq(p.kv.ref[par->kv.pages[0]], 4);
+    for (int i = 1; i < 4; i++) {
+        cr_assert_eq(s.batch.items[i].start, 9);
+        cr_assert_eq(s.batch.items[i].n, 1);
+        cr_assert(s.batch.items[i].want);
+    }
+    /* 2 shared + 4 partial pages, against 4 × 3 for separate prompts */
+    cr_assert_eq(kv_cache_used(&p.kv), 6);
+    check_pages(&s);
+    fake_step(&s);
+    struct sched_seq *out[8];
+    int ended = 0;
+    for (int it = 0; it < 20 && ended < 4; it++) {
+        ended += sched_reap(&s, out, 8);
+        if (sched_plan(&s)) {
+            check_pages(&s);
+            fake_step(&s);
+        }
+    }
+    cr_assert_eq(ended, 4);
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(f[i]->n_tokens, 13);
+    cr_assert_eq(kv_cache_used(&p.kv), 0);
+
+    /* a fork cancelled while it waits; the parent cancelled in the queue: its forks run alone */
+    struct sched_seq *p2 = seq_new(6, 2), *g[2];
+    sched_add(&s, p2);
+    for (int i = 0; i < 2; i++) {
+        g[i] = seq_new(6, 2);
+        memcpy(g[i]->tokens, p2->tokens, sizeof(int) * 6);
+        sched_add_fork(&s, p2, g[i]);
+    }
+    sched_end(g[0], SCHED_CANCELLED);
+    sched_end(p2, SCHED_CANCELLED);
+    cr_assert_eq(sched_reap(&s, out, 8), 2);
+    cr_assert_eq(s.n_waiting, 1);
+    cr_assert_eq(s.wait_head, g[1]);
+    cr_assert_null(g[1]->fork_of);
+    cr_assert_eq(sched_plan(&s), 1);
+    cr_assert_eq(s.batch.items[0].n, 6, "an orphaned fork computes its whole prompt");
+    fake_step(&s);
+    for (int it = 0; it < 5; it++) {
+        sched_reap(&s, out, 8);
+        if (sched_plan(&s)) fake_step(&s);
+    }
+    cr_assert_eq(g[1]->state, SCHED_FINISHED);
+    sched_reap(&s, out, 8);
+    cr_assert_eq(kv_cache_used(&p.kv), 0);
+
+    /* a parent whose first token is its last (max_new 1): the reap forks them before its pages
+     * go, and the next plan admits them with their last prompt token */
+    struct sched_seq *p3 = seq_new(9, 1), *h[2];
+    sched_add(&s, p3);
+    for (int i = 0; i < 2; i++) {
+        h[i] = seq_new(9, 2);
+        memcpy(h[i]->tokens, p3->tokens, sizeof(int) * 9);
+        sched_add_fork(&s, p3, h[i]);
+    }
+    uint64_t forks = s.forks;
+    cr_assert_eq(sched_plan(&s), 1);
+    fake_step(&s);
+    cr_assert_eq(p3->state, SCHED_FINISHED);
+    cr_assert_eq(sched_reap(&s, out, 8), 1);
+    cr_assert_eq(s.forks - forks, 2);
+    cr_assert_eq(sched_plan(&s), 2);
+    cr_assert_eq(s.n_admitted, 2);
+    cr_assert_eq(s.admitted[0], h[0]);
+    cr_assert_eq(s.batch.items[0].n, 1, "the fork computes its last prompt token only");
+    check_pages(&s);
+    for (int it = 0; it < 5; it++) {
+        fake_step(&s);
+        sched_reap(&s, out, 8);
+        sched_plan(&s);
+    }
+    cr_assert_eq(h[0]->state, SCHED_FINISHED);
+    cr_assert_eq(h[1]->n_tokens, 11);
+    sched_reap(&s, out, 8);
+    cr_assert_eq(kv_cache_used(&p.kv), 0);
+    seq_del(p3);
+    for (int i = 0; i < 2; i++)
+        seq_del(h[i]);
+    seq_del(par);
+    seq_del(p2);
+    for (int i = 0; i < 3; i++)
+        seq_del(f[i]);
+    for (int i = 0; i < 2; i++)
+        seq_del(g[i]);
     sched_free(&s);
     kv_cache_free(&p.kv);
 }

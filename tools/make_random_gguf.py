@@ -1,0 +1,205 @@
+#!/usr/bin/env python3
+"""make_random_gguf.py — a Llama-shape GGUF with random weights that flashgen and llama.cpp both
+load, for serving benchmarks at real shapes (bench/serving_device.sh).
+
+  python3 tools/make_random_gguf.py --shape llama3_8b --tokenizer models/SmolLM2-135M-Instruct.Q4_1.gguf \\
+      --out /tmp/m8b.f16.gguf
+  python3 tools/make_random_gguf.py --shape tiny --tokenizer ... --out /tmp/tiny.gguf   # CPU tests
+  python3 tools/make_random_gguf.py --tokenizer-only --tokenizer models/SmolLM2-135M-Instruct.Q4_1.gguf \
+      --out .gpu/smollm2_tokenizer.gguf   # the tokenizer keys alone (2 MB), to carry to the device
+
+Numpy only (the device machine has no `gguf` package), GGUF v3: the llama metadata keys, every
+`tokenizer.*` key copied byte for byte from --tokenizer (so both engines tokenize the same way and
+the vocabulary is that file's), 2-D weights in F16 (or F32), norms in F32 (as llama.cpp writes
+them). The values: one block of N(0, std) numbers drawn once (numpy RandomState(--seed)) and tiled
+over every tensor, which writes a 14.7 GB file in seconds; the model's output is noise, which a
+throughput benchmark does not mind (it runs with ignore_eos).
+"""
+import argparse
+import os
+import struct
+import sys
+
+import numpy as np
+
+SHAPES = {
+    # Llama-3-8B's body (the vocabulary is the tokenizer file's)
+    "llama3_8b": dict(dim=4096, n_layers=32, n_heads=32, n_kv_heads=8, ffn=14336, ctx=8192,
+                      theta=500000.0),
+    # small enough for the CPU tests of the benchmark scripts
+    "tiny": dict(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn=128, ctx=2048, theta=10000.0),
+}
+
+# GGUF value types
+T_U8, T_I8, T_U16, T_I16, T_U32, T_I32, T_F32, T_BOOL, T_STR, T_ARR, T_U64, T_I64, T_F64 = range(13)
+SCALAR = {T_U8: "<B", T_I8: "<b", T_U16: "<H", T_I16: "<h", T_U32: "<I", T_I32: "<i", T_F32: "<f",
+          T_BOOL: "<B", T_U64: "<Q", T_I64: "<q", T_F64: "<d"}
+GGML_F32, GGML_F16 = 0, 1
+ALIGN = 32
+
+
+class Reader:
+    def __init__(self, data):
+        self.d, self.o = data, 0
+
+    def take(self, fmt):
+        v = struct.unpack_from(fmt, self.d, self.o)[0]
+        self.o += struct.calcsize(fmt)
+        return v
+
+    def string(self):
+        n = self.take("<Q")
+        s = bytes(self.d[self.o:self.o + n])
+        self.o += n
+        return s
+
+    def skip_value(self, t):
+        if t == T_STR:
+            self.string()
+        elif t == T_ARR:
+            et, n = self.take("<I"), self.take("<Q")
+            if et in SCALAR:
+                self.o += struct.calcsize(SCALAR[et]) * n
+            else:
+                for _ in range(n):
+                    self.skip_value(et)
+        else:
+            self.o += struct.calcsize(SCALAR[t])
+
+
+def tokenizer_entries(path):
+    """The tokenizer.* key/value entries of a GGUF file, as raw bytes, and the vocabulary size."""
+    with open(path, "rb") as f:
+        head = f.read(64 << 20)  # the metadata of the default SmolLM2 file is about 2 MB
+    r = Reader(memoryview(head))
+    if bytes(head[:4]) != b"GGUF":
+        sys.exit(f"{path}: not a GGUF file")
+    r.o = 4
+    version, _n_tensors, n_kv = r.take("<I"), r.take("<Q"), r.take("<Q")
+    if version < 2:
+        sys.exit(f"{path}: GGUF version {version} is too old")
+    raw, vocab = [], None
+    for _ in range(n_kv):
+        start = r.o
+        key = r.string().decode()
+        t = r.take("<I")
+        vstart = r.o
+        r.skip_value(t)
+        if key.startswith("tokenizer."):
+            raw.append(bytes(head[start:r.o]))
+            if key == "tokenizer.ggml.tokens":
+                vocab = struct.unpack_from("<Q", head, vstart + 4)[0]
+    if not vocab:
+        sys.exit(f"{path}: no tokenizer.ggml.tokens")
+    return raw, vocab
+
+
+def kv_string(key, s):
+    k, v = key.encode(), s.encode()
+    return struct.pack("<Q", len(k)) + k + struct.pack("<I", T_STR) + struct.pack("<Q", len(v)) + v
+
+
+def kv_scalar(key, t, v):
+    k = key.encode()
+    return struct.pack("<Q", len(k)) + k + struct.pack("<I", t) + struct.pack(SCALAR[t], v)
+
+
+def tensor_plan(s, vocab, wtype):
+    """(name, numpy shape (rows, cols) or (n,), ggml type) in file order."""
+    D, F, hd = s["dim"], s["ffn"], s["dim"] // s["n_heads"]
+    kvd = s["n_kv_heads"] * hd
+    plan = [("token_embd.weight", (vocab, D), wtype)]
+    for i in range(s["n_layers"]):
+        b = f"blk.{i}."
+        plan += [(b + "attn_norm.weight", (D,), GGML_F32), (b + "attn_q.weight", (D, D), wtype),
+                 (b + "attn_k.weight", (kvd, D), wtype), (b + "attn_v.weight", (kvd, D), wtype),
+                 (b + "attn_output.weight", (D, D), wtype), (b + "ffn_norm.weight", (D,), GGML_F32),
+                 (b + "ffn_gate.weight", (F, D), wtype), (b + "ffn_up.weight", (F, D), wtype),
+                 (b + "ffn_down.weight", (D, F), wtype)]
+    plan += [("output_norm.weight", (D,), GGML_F32), ("output.weight", (vocab, D), wtype)]
+    return plan
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shape", choices=SHAPES, default="llama3_8b")
+    ap.add_argument("--tokenizer", required=True, help="a GGUF file whose tokenizer.* keys are copied")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--type", choices=["f16", "f32"], default="f16")
+    ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--std", type=float, default=0.02)
+    ap.add_argument("--ctx", type=int, default=None, help="context length (default: the shape's)")
+    ap.add_argument("--tokenizer-only", action="store_true",
+                    help="write a GGUF of the tokenizer keys alone (no tensors), a --tokenizer for later")
+    a = ap.parse_args()
+    if a.tokenizer_only:
+        tok, vocab = tokenizer_entries(a.tokenizer)
+        with open(a.out, "wb") as f:
+            f.write(b"GGUF" + struct.pack("<IQQ", 3, 0, len(tok)) + b"".join(tok))
+        print(f"{a.out}: the tokenizer of {a.tokenizer} (vocab {vocab}), {os.path.getsize(a.out)} bytes")
+        return
+
+    s = dict(SHAPES[a.shape])
+    if a.ctx:
+        s["ctx"] = a.ctx
+    tok, vocab = tokenizer_entries(a.tokenizer)
+    wtype = GGML_F16 if a.type == "f16" else GGML_F32
+    hd = s["dim"] // s["n_heads"]
+    kvs = [kv_string("general.architecture", "llama"),
+           kv_string("general.name", f"random-{a.shape}-{a.type}"),
+           kv_scalar("general.alignment", T_U32, ALIGN),
+           kv_scalar("general.file_type", T_U32, 1 if wtype == GGML_F16 else 0),
+           kv_scalar("llama.context_length", T_U32, s["ctx"]),
+           kv_scalar("llama.embedding_length", T_U32, s["dim"]),
+           kv_scalar("llama.block_count", T_U32, s["n_layers"]),
+           kv_scalar("llama.feed_forward_length", T_U32, s["ffn"]),
+           kv_scalar("llama.attention.head_count", T_U32, s["n_heads"]),
+           kv_scalar("llama.attention.head_count_kv", T_U32, s["n_kv_heads"]),
+           kv_scalar("llama.rope.freq_base", T_F32, s["theta"]),
+           kv_scalar("llama.attention.layer_norm_rms_epsilon", T_F32, 1e-5),
+           kv_scalar("llama.rope.dimension_count", T_U32, hd),
+           kv_scalar("llama.vocab_size", T_U32, vocab)] + tok
+    plan = tensor_plan(s, vocab, wtype)
+
+    infos, offset = [], 0
+    for name, shape, t in plan:
+        n = int(np.prod(shape))
+        nb = n * (2 if t == GGML_F16 else 4)
+        k = name.encode()
+        dims = list(reversed(shape))  # ne[0] is the innermost (column) dimension
+        infos.append(struct.pack("<Q", len(k)) + k + struct.pack("<I", len(dims)) +
+                     b"".join(struct.pack("<Q", d) for d in dims) + struct.pack("<IQ", t, offset))
+        offset += (nb + ALIGN - 1) // ALIGN * ALIGN
+
+    rng = np.random.RandomState(a.seed)
+    block = (rng.standard_normal(1 << 22) * a.std).astype(np.float16 if wtype == GGML_F16 else np.float32)
+    ones = np.ones(max(s["dim"], 1), np.float32)
+    tmp = a.out + ".part"
+    with open(tmp, "wb") as f:
+        f.write(b"GGUF" + struct.pack("<IQQ", 3, len(plan), len(kvs)))
+        for kv in kvs:
+            f.write(kv)
+        for info in infos:
+            f.write(info)
+        f.write(b"\0" * (-f.tell() % ALIGN))
+        for name, shape, t in plan:
+            n = int(np.prod(shape))
+            if t == GGML_F32 and len(shape) == 1:
+                f.write(ones[:n].tobytes())
+                nb = 4 * n
+            else:
+                left, nb = n, 0
+                while left:
+                    m = min(left, block.size)
+                    f.write(memoryview(block[:m]))
+                    left -= m
+                    nb += m * block.itemsize
+            f.write(b"\0" * (-nb % ALIGN))
+    os.replace(tmp, a.out)
+    n_params = sum(int(np.prod(sh)) for _, sh, _ in plan)
+    print(f"{a.out}: {a.shape} {a.type}, vocab {vocab}, {n_params / 1e9:.3f} B parameters, "
+          f"{os.path.getsize(a.out) / 1e9:.2f} GB")
+
+
+if __name__ == "__main__":
+    main()
