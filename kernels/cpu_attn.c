@@ -34,12 +34,12 @@ struct ca_item {
 
 /* Per-thread scratch, sized for the batch: 64-byte aligned float arrays. */
 struct ca_scratch {
-    float *q;            /* (QB · group, hd) the tile's q rows, pre-scaled */
-    float *o;            /* (QB · group, hd) unnormalised output rows */
-    float *m, *l;        /* (QB · group) running max (log2 domain) and sum */
-    float *kt;           /* (hd, KB) one key block, transposed */
-    float *p;            /* (4, KB) scores, then probabilities, of four rows */
-    const float **vrow;  /* (KB) the block's value rows */
+    float *q;           /* (QB · group, hd) the tile's q rows, pre-scaled */
+    float *o;           /* (QB · group, hd) unnormalised output rows */
+    float *m, *l;       /* (QB · group) running max (log2 domain) and sum */
+    float *kt;          /* (hd, KB) one key block, transposed */
+    float *p;           /* (4, KB) scores, then probabilities, of four rows */
+    const float **vrow; /* (KB) the block's value rows */
 };
 
 struct ca_job {
@@ -161,9 +161,9 @@ static int ca_scratch_init(struct ca_scratch *w, int rows, int hd) {
 static void ca_item_nan(const struct ca_job *j, const struct ca_item *it) {
     const struct attn_batch *b = j->b;
     for (int i = it->i0; i < it->i1; i++) {
-        float *o = j->out + ((size_t)(b->q_start[it->s] + i) * b->n_heads +
-                             (size_t)it->g * j->group) *
-                                b->head_dim;
+        float *o =
+            j->out +
+            ((size_t)(b->q_start[it->s] + i) * b->n_heads + (size_t)it->g * j->group) * b->head_dim;
         for (int c = 0; c < j->group * b->head_dim; c++)
             o[c] = NAN;
     }

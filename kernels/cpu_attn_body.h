@@ -189,8 +189,7 @@ CA_INLINE void CA_FN(ca_rows)(const struct ca_job *j, const struct ca_item *it,
     CA_FN(ca_pv)(p, w->vrow, nk, w->o + (size_t)r0 * hd, hd, rt);
 }
 
-static void CA_FN(ca_item)(const struct ca_job *j, const struct ca_item *it,
-                           struct ca_scratch *w) {
+static void CA_FN(ca_item)(const struct ca_job *j, const struct ca_item *it, struct ca_scratch *w) {
     const struct attn_batch *b = j->b;
     int hd = b->head_dim, group = j->group, nh = b->n_heads;
     int rows = (it->i1 - it->i0) * group;
