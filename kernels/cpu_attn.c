@@ -47,6 +47,7 @@ struct ca_job {
     const float *q, *k_pool, *v_pool;
     const struct attn_batch *b;
     int window, group;
+    int max_rows; /* rows of the largest tile: min(QB, longest query run) · group */
     float qscale; /* scale · log2(e) */
     const struct ca_item *items;
     int n_items;
@@ -180,7 +181,7 @@ static void ca_worker(void *arg, size_t begin, size_t end) {
     struct ca_job *j = run->job;
     for (size_t w = begin; w < end; w++) {
         struct ca_scratch sc;
-        int ok = ca_scratch_init(&sc, CPU_ATTN_QB * j->group, j->b->head_dim) == 0;
+        int ok = ca_scratch_init(&sc, j->max_rows, j->b->head_dim) == 0;
         if (!ok) __atomic_store_n(&j->failed, 1, __ATOMIC_RELAXED);
         for (;;) {
             int k = __atomic_fetch_add(&j->next, 1, __ATOMIC_RELAXED);
@@ -206,11 +207,14 @@ int cpu_attn(struct cpu_pool *pool, enum cq_isa isa, float *out, const float *q,
                        .window = window,
                        .group = b->n_heads / b->n_kv_heads,
                        .qscale = b->scale * 1.4426950408889634f};
-    int n_items = 0;
+    int n_items = 0, max_q = 0;
     for (int s = 0; s < b->n_seqs; s++) {
         int n_q = b->q_start[s + 1] - b->q_start[s];
         n_items += (n_q + CPU_ATTN_QB - 1) / CPU_ATTN_QB * b->n_kv_heads;
+        max_q = n_q > max_q ? n_q : max_q;
     }
+    /* decode batches (one query per sequence) get small tiles and small scratch */
+    j.max_rows = (max_q < CPU_ATTN_QB ? max_q : CPU_ATTN_QB) * j.group;
     if (n_items == 0) return 0;
     struct ca_item *items = malloc(sizeof(*items) * (size_t)n_items);
     if (!items) {

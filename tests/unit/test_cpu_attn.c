@@ -246,3 +246,21 @@ Test(cpu_attn, peaked_scores_match_fp64) {
                         .q_amp = 8};
     ta_check(&c, 2e-5, "peaked");
 }
+
+/* A decode batch (one query row per sequence, so the tiles and their scratch are smallest),
+ * contexts from one key to past two thousand, with and without a window. */
+Test(cpu_attn, decode_batch_matches_fp64) {
+    for (int w = 0; w < 2; w++) {
+        struct ta_case c = {.n_seqs = 4,
+                            .n_q = {1, 1, 1, 1},
+                            .kv_len = {1, 77, 640, 2049},
+                            .nh = 9,
+                            .nkv = 3,
+                            .hd = 64,
+                            .ps = 16,
+                            .causal = 1,
+                            .window = w ? 100 : 0,
+                            .q_amp = 1};
+        ta_check(&c, TA_TOL, w ? "decode, window 100" : "decode");
+    }
+}
