@@ -14,10 +14,12 @@
 #define CA_FN(name) CA_CAT(name, CA_SUF)
 #define CA_VF CA_FN(ca_vf)
 #define CA_VI CA_FN(ca_vi)
+#define CA_VU CA_FN(ca_vu)
 #define CA_NC (CA_NV * CA_VW) /* columns (keys, or head_dim) per register block */
 
 typedef float CA_VF __attribute__((vector_size(CA_VW * sizeof(float))));
 typedef int32_t CA_VI __attribute__((vector_size(CA_VW * sizeof(int32_t))));
+typedef uint32_t CA_VU __attribute__((vector_size(CA_VW * sizeof(uint32_t))));
 
 #ifndef CA_FMA
 #define CA_FMA(a, b, c) ((a) * (b) + (c))
@@ -66,7 +68,8 @@ CA_INLINE CA_VF CA_FN(ca_exp2)(CA_VF x) {
     p = CA_FMA(p, r, CA_FN(ca_splat)(2.402265069591007e-01f));
     p = CA_FMA(p, r, CA_FN(ca_splat)(6.931471805599453e-01f));
     p = CA_FMA(p, r, CA_FN(ca_splat)(1.0f));
-    return (CA_VF)(((CA_VI)p + (n << 23)) & keep);
+    CA_VU e = (CA_VU)n << 23; /* unsigned: n < 0 shifts without undefined behaviour */
+    return (CA_VF)(((CA_VU)p + e) & (CA_VU)keep);
 }
 
 /* p (rt, KB) columns [0, ncols) = q (rt rows at stride hd) · kt: register blocks of rt rows ×
@@ -288,6 +291,7 @@ static void CA_FN(ca_item)(const struct ca_job *j, const struct ca_item *it, str
 #undef CA_UNROLL
 #undef CA_NC
 #undef CA_VI
+#undef CA_VU
 #undef CA_VF
 #undef CA_FN
 #undef CA_CAT
