@@ -79,10 +79,11 @@ CA_INLINE void CA_FN(ca_qk)(const float *q, int hd, const float *kt, int ncols, 
     for (int c = 0; c < ncols; c += CA_NC) {
         CA_VF acc[CA_RT][CA_NV];
         CA_UNROLL
-        for (int r = 0; r < rt; r++)
+        for (int r = 0; r < rt; r++) {
             CA_UNROLL
-        for (int v = 0; v < CA_NV; v++)
-            acc[r][v] = CA_FN(ca_splat)(0.0f);
+            for (int v = 0; v < CA_NV; v++)
+                acc[r][v] = CA_FN(ca_splat)(0.0f);
+        }
         for (int d = 0; d < hd; d++) {
             CA_VF k[CA_NV];
             CA_UNROLL
@@ -97,10 +98,11 @@ CA_INLINE void CA_FN(ca_qk)(const float *q, int hd, const float *kt, int ncols, 
             }
         }
         CA_UNROLL
-        for (int r = 0; r < rt; r++)
+        for (int r = 0; r < rt; r++) {
             CA_UNROLL
-        for (int v = 0; v < CA_NV; v++)
-            CA_FN(ca_st)(p + (size_t)r * CA_KB + c + v * CA_VW, acc[r][v]);
+            for (int v = 0; v < CA_NV; v++)
+                CA_FN(ca_st)(p + (size_t)r * CA_KB + c + v * CA_VW, acc[r][v]);
+        }
     }
 }
 
@@ -112,10 +114,11 @@ CA_INLINE void CA_FN(ca_pv)(const float *p, const float *const *vrow, int nk, fl
     for (; c + CA_NC <= hd; c += CA_NC) {
         CA_VF acc[CA_RT][CA_NV];
         CA_UNROLL
-        for (int r = 0; r < rt; r++)
+        for (int r = 0; r < rt; r++) {
             CA_UNROLL
-        for (int v = 0; v < CA_NV; v++)
-            acc[r][v] = CA_FN(ca_ld)(o + (size_t)r * hd + c + v * CA_VW);
+            for (int v = 0; v < CA_NV; v++)
+                acc[r][v] = CA_FN(ca_ld)(o + (size_t)r * hd + c + v * CA_VW);
+        }
         for (int t = 0; t < nk; t++) {
             CA_VF x[CA_NV];
             CA_UNROLL
@@ -130,10 +133,11 @@ CA_INLINE void CA_FN(ca_pv)(const float *p, const float *const *vrow, int nk, fl
             }
         }
         CA_UNROLL
-        for (int r = 0; r < rt; r++)
+        for (int r = 0; r < rt; r++) {
             CA_UNROLL
-        for (int v = 0; v < CA_NV; v++)
-            CA_FN(ca_st)(o + (size_t)r * hd + c + v * CA_VW, acc[r][v]);
+            for (int v = 0; v < CA_NV; v++)
+                CA_FN(ca_st)(o + (size_t)r * hd + c + v * CA_VW, acc[r][v]);
+        }
     }
     for (; c + CA_VW <= hd; c += CA_VW) {
         CA_VF acc[CA_RT];
@@ -150,14 +154,13 @@ CA_INLINE void CA_FN(ca_pv)(const float *p, const float *const *vrow, int nk, fl
         for (int r = 0; r < rt; r++)
             CA_FN(ca_st)(o + (size_t)r * hd + c, acc[r]);
     }
-    for (; c < hd; c++)
-        CA_UNROLL
-    for (int r = 0; r < rt; r++) {
-        float s = o[(size_t)r * hd + c];
-        for (int t = 0; t < nk; t++)
-            s += p[(size_t)r * CA_KB + t] * vrow[t][c];
-        o[(size_t)r * hd + c] = s;
-    }
+    for (; c < hd; c++) /* head_dim not a multiple of the vector width */
+        for (int r = 0; r < rt; r++) {
+            float s = o[(size_t)r * hd + c];
+            for (int t = 0; t < nk; t++)
+                s += p[(size_t)r * CA_KB + t] * vrow[t][c];
+            o[(size_t)r * hd + c] = s;
+        }
 }
 
 /* Tile rows r0 .. r0+rt-1 against one key block (keys kb .. kb+nk-1, ncols = nk rounded up to
@@ -169,7 +172,6 @@ CA_INLINE void CA_FN(ca_rows)(const struct ca_job *j, const struct ca_item *it,
     int hd = j->b->head_dim;
     float *p = w->p;
     CA_FN(ca_qk)(w->q + (size_t)r0 * hd, hd, w->kt, ncols, p, rt);
-    CA_UNROLL
     for (int r = 0; r < rt; r++) {
         float *pr = p + (size_t)r * CA_KB;
         if (!full || ncols != nk) {
