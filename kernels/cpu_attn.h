@@ -9,7 +9,9 @@
  * Variants: one body (kernels/cpu_attn_body.h, GCC vector extensions) compiled three times — a
  * portable one (16-byte vectors, no intrinsics), AVX2+FMA and AVX-512F — chosen by the caller
  * with enum cq_isa as the block products are (kernels/cpu_quant.h; cq_isa_best picks at run
- * time). Results of the variants agree to fp32 rounding, not bit for bit.
+ * time, so the AVX-512 body runs where cq's AVX-512 does: F/BW/VL with VNNI). Results of the
+ * variants agree to fp32 rounding, not bit for bit; one variant's are the same bits whatever the
+ * thread count.
  */
 #ifndef FG_CPU_ATTN_H
 #define FG_CPU_ATTN_H
