@@ -156,7 +156,7 @@ help:
 GPU_GATE    = $(PYTHON) tests/gpu/gpu_skip.py $@
 GPU_LIB     := $(BUILD)/libfgattn.so
 GPU_LIB_OBJ := $(patsubst %.c,$(BUILD)/pic/%.o,kernels/attention_ref.c kernels/cpu_ops.c kernels/cpu_pool.c \
-               kernels/sample_ref.c kernels/cpu_quant.c model/gguf_quant.c)
+               kernels/cpu_attn.c kernels/cpu_quant.c model/gguf_quant.c kernels/sample_ref.c)
 
 $(BUILD)/pic/%.o: %.c
 	@mkdir -p $(@D)

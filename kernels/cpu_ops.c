@@ -6,8 +6,9 @@
  * plain loops over cleverness. Two places are tuned because they dominate run time: the matmul
  * (parallel over output rows, four tokens per weight-row pass so each weight byte is read once
  * per four tokens; dot products in 8-wide vectors, cloned for AVX2+FMA where the CPU has it) and
- * the attention (parallel over query rows × heads). Weights kept in their GGUF blocks go
- * through qmatmul/qembed to kernels/cpu_quant.c (block dot products on per-block quantized
+ * the attention (kernels/cpu_attn.c: flash-style tiles over the paged cache, AVX2/AVX-512 chosen
+ * at run time; tests/unit/test_ops.c keeps an fp64 dense oracle). Weights kept in their GGUF blocks
+ * go through qmatmul/qembed to kernels/cpu_quant.c (block dot products on per-block quantized
  * activations).
  */
 #include "ops.h"
@@ -16,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cpu_attn.h"
 #include "cpu_pool.h"
 #include "cpu_quant.h"
 #include "model/gguf_quant.h"
@@ -23,7 +25,7 @@
 
 struct cpu_ctx {
     struct cpu_pool *pool;
-    enum cq_isa isa;     /* the block dot-product variant (cq_isa_best at create) */
+    enum cq_isa isa;     /* the block-product and attention variant (cq_isa_best at create) */
     void *qscratch;      /* quantized activations of one qmatmul, grown on demand */
     size_t qscratch_cap; /* its bytes */
 };
@@ -289,79 +291,20 @@ static void cpu_matmul_f32(void *ctx, float *out, const void *x, const void *w, 
     cpu_matmul(ctx, out, x, w, n, in_dim, out_dim);
 }
 
-/* ---- attention --------------------------------------------------------------------------- */
-
-struct attn_job {
-    float *out;
-    const float *q, *k_pool, *v_pool;
-    const struct attn_batch *b;
-    int window; /* > 0: a query sees only the last `window` keys up to its own position */
-};
-
-/* One (query row, head) pair: scores over the visible keys, fp32 softmax, weighted V sum. */
-static void attn_rows(void *arg, size_t begin, size_t end) {
-    const struct attn_job *j = arg;
-    const struct attn_batch *b = j->b;
-    int hd = b->head_dim, group = b->n_heads / b->n_kv_heads;
-    size_t kv_dim = (size_t)b->n_kv_heads * hd;
-    float *sc = malloc(sizeof(float) * (size_t)(b->max_kv_len > 0 ? b->max_kv_len : 1));
-    if (!sc) return; /* rows stay as poisoned by the caller; the forward checks allocations */
-    for (size_t r = begin; r < end; r++) {
-        int row = (int)(r / b->n_heads), h = (int)(r % b->n_heads);
-        int s = 0;
-        while (b->q_start[s + 1] <= row)
-            s++;
-        int n_q = b->q_start[s + 1] - b->q_start[s];
-        int kv_len = b->kv_len[s];
-        int pos = kv_len - n_q + (row - b->q_start[s]);
-        int n_vis = b->causal ? pos + 1 : kv_len;
-        int first = j->window > 0 && n_vis > j->window ? n_vis - j->window : 0;
-        const int *pages = b->block_table + (size_t)s * b->max_pages;
-        const float *qr = j->q + ((size_t)row * b->n_heads + h) * hd;
-        int kvh = h / group;
-        float mx = -INFINITY;
-        for (int t = first; t < n_vis; t++) {
-            size_t slot = (size_t)pages[t / b->page_size] * b->page_size + t % b->page_size;
-            const float *kr = j->k_pool + slot * kv_dim + (size_t)kvh * hd;
-            float d = 0;
-            for (int i = 0; i < hd; i++)
-                d += qr[i] * kr[i];
-            sc[t] = d * b->scale;
-            if (sc[t] > mx) mx = sc[t];
-        }
-        float sum = 0;
-        for (int t = first; t < n_vis; t++) {
-            sc[t] = expf(sc[t] - mx);
-            sum += sc[t];
-        }
-        float *o = j->out + ((size_t)row * b->n_heads + h) * hd;
-        for (int i = 0; i < hd; i++)
-            o[i] = 0;
-        for (int t = first; t < n_vis; t++) {
-            size_t slot = (size_t)pages[t / b->page_size] * b->page_size + t % b->page_size;
-            const float *vr = j->v_pool + slot * kv_dim + (size_t)kvh * hd;
-            float p = sc[t] / sum;
-            for (int i = 0; i < hd; i++)
-                o[i] += p * vr[i];
-        }
-    }
-    free(sc);
-}
+/* ---- attention (kernels/cpu_attn.c: tiled, online softmax, vectorized, threaded) --------- */
 
 static void cpu_attention(void *ctx, void *out, const void *q, const void *k_pool,
                           const void *v_pool, const struct attn_batch *b) {
     struct cpu_ctx *c = ctx;
-    size_t rows = (size_t)b->q_start[b->n_seqs] * b->n_heads;
-    struct attn_job j = {out, q, k_pool, v_pool, b, 0};
-    cpu_pool_for(c ? c->pool : NULL, rows, 1, attn_rows, &j);
+    /* no error path in a void op: rows without scratch memory come out NaN */
+    (void)cpu_attn(c ? c->pool : NULL, c ? c->isa : cq_isa_best(), out, q, k_pool, v_pool, b, 0);
 }
 
 static void cpu_attention_window(void *ctx, void *out, const void *q, const void *k_pool,
                                  const void *v_pool, const struct attn_batch *b, int window) {
     struct cpu_ctx *c = ctx;
-    size_t rows = (size_t)b->q_start[b->n_seqs] * b->n_heads;
-    struct attn_job j = {out, q, k_pool, v_pool, b, window};
-    cpu_pool_for(c ? c->pool : NULL, rows, 1, attn_rows, &j);
+    (void)cpu_attn(c ? c->pool : NULL, c ? c->isa : cq_isa_best(), out, q, k_pool, v_pool, b,
+                   window);
 }
 
 static void cpu_norm_matmul(void *ctx, void *out, void *h, const void *x, const void *norm_w,

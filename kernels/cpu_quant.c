@@ -11,6 +11,12 @@
  *   Q4_K 144 B: f16 d, f16 dmin, u8 sc[12], u8 qs[128]     x = d s_j q - dmin m_j (8 subs of 32)
  *   Q5_K 176 B: f16 d, f16 dmin, u8 sc[12], u8 qh[32], u8 qs[128]
  *   Q6_K 210 B: u8 ql[128], u8 qh[64], int8 sc[16], f16 d  x = d s_g (q - 32) (16 groups of 16)
+ *   Q2_K  84 B: u8 sc[16], u8 qs[64], f16 d, f16 dmin      x = d (sc_g & 15) q - dmin (sc_g >> 4)
+ *   Q3_K 110 B: u8 hmask[32], u8 qs[64], u8 sc[12], f16 d  x = d (s_g - 32) (q - 4 · !hbit)
+ *     (Q2_K/Q3_K: element 128h + 32j + l, l < 32, is the 2-bit field j of qs[32h + l], its group
+ *      of 16 g = 8h + 2j + l / 16; Q3_K's third bit is bit 4h + j of hmask[l], its 6-bit scale
+ *      s_g has low 4 bits in sc[g % 8] (low nibble for g < 8) and high 2 in field g / 4 of
+ *      sc[8 + g % 4])
  *
  * Each weight block is unpacked into int8 values plus fp32 scale (and minimum) per group, then
  * multiplied with every activation row while it is in L1: one pass over the weights serves up
@@ -27,6 +33,7 @@
 #include "ops.h"
 
 #define CQ_MAX_ROWS 16 /* activation rows per weight pass (the decode batch sizes, 1–16) */
+#define CQ_N_TYPES 10  /* weight types with a block product */
 
 /* A 32-element activation block (Q8_0-style, the fp32 scale kept exact). */
 struct cq_a32 {
@@ -43,7 +50,8 @@ struct cq_a256 {
 };
 
 static int cq_is_k(uint32_t type) {
-    return type == GGUF_GGML_Q4_K || type == GGUF_GGML_Q5_K || type == GGUF_GGML_Q6_K;
+    return type == GGUF_GGML_Q2_K || type == GGUF_GGML_Q3_K || type == GGUF_GGML_Q4_K ||
+           type == GGUF_GGML_Q5_K || type == GGUF_GGML_Q6_K;
 }
 
 int cq_type_supported(uint32_t type) {
@@ -53,6 +61,8 @@ int cq_type_supported(uint32_t type) {
     case GGUF_GGML_Q4_1:
     case GGUF_GGML_Q5_0:
     case GGUF_GGML_Q5_1:
+    case GGUF_GGML_Q2_K:
+    case GGUF_GGML_Q3_K:
     case GGUF_GGML_Q4_K:
     case GGUF_GGML_Q5_K:
     case GGUF_GGML_Q6_K:
@@ -162,9 +172,41 @@ CQ_INLINE void cq_k4_scale(const uint8_t *s, int j, int *sc, int *mn) {
     }
 }
 
+/* The 6-bit scale of group g of a Q3_K super-block (12 packed bytes), before its offset of 32. */
+CQ_INLINE int cq_k3_scale(const uint8_t *s, int g) {
+    int lo = (g < 8 ? s[g] : s[g - 8] >> 4) & 0x0F;
+    int hi = (s[8 + g % 4] >> (2 * (g / 4))) & 3;
+    return lo | hi << 4;
+}
+
 /* One 256-super-block of a K type: int8 q[256]; per group of 16, scale sc[g] and minimum
  * coefficient mn[g] (x = sc q - mn). */
 CQ_INLINE void cq_unpack256(uint32_t type, const uint8_t *p, int8_t *q, float *sc, float *mn) {
+    if (type == GGUF_GGML_Q2_K || type == GGUF_GGML_Q3_K) {
+        const uint8_t *hm = p, *qs = type == GGUF_GGML_Q2_K ? p + 16 : p + 32;
+        for (int h = 0; h < 2; h++)
+            for (int j = 0; j < 4; j++)
+                for (int l = 0; l < 32; l++) {
+                    int v = (qs[32 * h + l] >> (2 * j)) & 3;
+                    if (type == GGUF_GGML_Q3_K && !((hm[l] >> (4 * h + j)) & 1)) v -= 4;
+                    q[128 * h + 32 * j + l] = (int8_t)v;
+                }
+        if (type == GGUF_GGML_Q2_K) {
+            float d = cq_f16(p + 80), dmin = cq_f16(p + 82);
+            for (int g = 0; g < 16; g++) {
+                sc[g] = d * (float)(p[g] & 0x0F);
+                mn[g] = dmin * (float)(p[g] >> 4);
+            }
+        } else {
+            const uint8_t *s = p + 96;
+            float d = cq_f16(p + 108);
+            for (int g = 0; g < 16; g++) {
+                sc[g] = d * (float)(cq_k3_scale(s, g) - 32);
+                mn[g] = 0;
+            }
+        }
+        return;
+    }
     if (type == GGUF_GGML_Q6_K) {
         const uint8_t *ql = p, *qh = p + 128;
         const int8_t *s = (const int8_t *)(p + 192);
@@ -266,7 +308,9 @@ CQ_INLINE void cq_body256(uint32_t type, size_t bbytes, const uint8_t *w, const 
     CQ_DEFINE(ISA, TARGET, q5_1, GGUF_GGML_Q5_1, cq_body32, 24)                                    \
     CQ_DEFINE(ISA, TARGET, q4_k, GGUF_GGML_Q4_K, cq_body256, 144)                                  \
     CQ_DEFINE(ISA, TARGET, q5_k, GGUF_GGML_Q5_K, cq_body256, 176)                                  \
-    CQ_DEFINE(ISA, TARGET, q6_k, GGUF_GGML_Q6_K, cq_body256, 210)
+    CQ_DEFINE(ISA, TARGET, q6_k, GGUF_GGML_Q6_K, cq_body256, 210)                                  \
+    CQ_DEFINE(ISA, TARGET, q2_k, GGUF_GGML_Q2_K, cq_body256, 84)                                   \
+    CQ_DEFINE(ISA, TARGET, q3_k, GGUF_GGML_Q3_K, cq_body256, 110)
 
 /* The x86 variants are compiled under GCC's target pragmas; another compiler (clang, which the fuzz
  * build uses, knows neither those pragmas nor the "f16c" feature test) gets the plain-C body under
@@ -310,17 +354,18 @@ typedef void (*cq_kernel)(const uint8_t *w, const uint8_t *qa, size_t qa_stride,
 #define CQ_ROW(ISA)                                                                                \
     {                                                                                              \
         cq_q8_0_##ISA, cq_q4_0_##ISA, cq_q4_1_##ISA, cq_q5_0_##ISA, cq_q5_1_##ISA, cq_q4_k_##ISA,  \
-            cq_q5_k_##ISA, cq_q6_k_##ISA                                                           \
+            cq_q5_k_##ISA, cq_q6_k_##ISA, cq_q2_k_##ISA, cq_q3_k_##ISA                             \
     }
 
-static const cq_kernel cq_kernels[CQ_ISA_COUNT][8] = {CQ_ROW(c), CQ_ROW(avx2), CQ_ROW(avx512)};
+static const cq_kernel cq_kernels[CQ_ISA_COUNT][CQ_N_TYPES] = {CQ_ROW(c), CQ_ROW(avx2),
+                                                               CQ_ROW(avx512)};
 
 /* Column of cq_kernels for TYPE, or -1. */
 static int cq_type_index(uint32_t type) {
-    static const uint32_t order[8] = {GGUF_GGML_Q8_0, GGUF_GGML_Q4_0, GGUF_GGML_Q4_1,
-                                      GGUF_GGML_Q5_0, GGUF_GGML_Q5_1, GGUF_GGML_Q4_K,
-                                      GGUF_GGML_Q5_K, GGUF_GGML_Q6_K};
-    for (int i = 0; i < 8; i++)
+    static const uint32_t order[CQ_N_TYPES] = {
+        GGUF_GGML_Q8_0, GGUF_GGML_Q4_0, GGUF_GGML_Q4_1, GGUF_GGML_Q5_0, GGUF_GGML_Q5_1,
+        GGUF_GGML_Q4_K, GGUF_GGML_Q5_K, GGUF_GGML_Q6_K, GGUF_GGML_Q2_K, GGUF_GGML_Q3_K};
+    for (int i = 0; i < CQ_N_TYPES; i++)
         if (order[i] == type) return i;
     return -1;
 }

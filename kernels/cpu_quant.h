@@ -1,11 +1,11 @@
 /* cpu_quant.h — CPU dot products on weight rows kept in their GGUF blocks.
  *
  * A weight row stays as the file stored it (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 in 32-element blocks;
- * Q4_K, Q5_K, Q6_K in 256-element super-blocks). The activation row it multiplies is quantized
- * per block first, the way llama.cpp pairs them: 8-bit symmetric blocks of 32 (one fp32 scale,
- * plus the sum of the quants for the types with a minimum) for the 32-element types, and 8-bit
- * blocks of 256 with the sums of every 16 quants for the K-quants. Each block product is then an
- * exact integer sum of int8 × int8 terms, scaled once in fp32.
+ * Q2_K, Q3_K, Q4_K, Q5_K, Q6_K in 256-element super-blocks). The activation row it multiplies is
+ * quantized per block first, the way llama.cpp pairs them: 8-bit symmetric blocks of 32 (one fp32
+ * scale, plus the sum of the quants for the types with a minimum) for the 32-element types, and
+ * 8-bit blocks of 256 with the sums of every 16 quants for the K-quants. Each block product is then
+ * an exact integer sum of int8 × int8 terms, scaled once in fp32.
  *
  * Variants: a plain-C body (the fallback, and the readable statement of each product) and SIMD
  * bodies (kernels/cpu_quant_x86.h) compiled twice under `#pragma GCC target` — AVX2+FMA, and
@@ -39,7 +39,7 @@ int cq_isa_supported(enum cq_isa isa);
 enum cq_isa cq_isa_best(void);
 
 /* 1 when TYPE (enum gguf_ggml_type) has a block dot product here: Q8_0, Q4_0, Q4_1, Q5_0, Q5_1,
- * Q4_K, Q5_K, Q6_K. */
+ * Q2_K, Q3_K, Q4_K, Q5_K, Q6_K. */
 int cq_type_supported(uint32_t type);
 
 /* Bytes of one activation row of K elements quantized for weights of TYPE (K a multiple of the

@@ -237,6 +237,65 @@ CQ_FN(cq_x_body_q6k)(uint32_t type, size_t bbytes, const uint8_t *w, const uint8
         out[r] = CQ_FN(cq_x_hsum)(acc[r]);
 }
 
+/* Q2_K and Q3_K: 16 groups of 16, quants 0..3 (Q2_K: 4-bit scales, 4-bit minima) or 0..7 less
+ * 4 (Q3_K: the third bit from hmask; 6-bit scales less 32; the offset taken out through the
+ * quant sums as Q6_K's is). Vector j holds elements 32j .. 32j+31: field j % 4 of 32 qs bytes. */
+static inline __attribute__((always_inline)) void
+CQ_FN(cq_x_body_k23)(uint32_t type, size_t bbytes, const uint8_t *w, const uint8_t *qa,
+                     size_t qa_stride, const int n_rows, int nb, float *out) {
+    __m256 acc[CQ_X_ROWS];
+    float smin[CQ_X_ROWS];
+    for (int r = 0; r < n_rows; r++) {
+        acc[r] = _mm256_setzero_ps();
+        smin[r] = 0;
+    }
+    const __m256i m2 = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1);
+    const int q3 = type == GGUF_GGML_Q3_K;
+    for (int i = 0; i < nb; i++) {
+        const uint8_t *b = w + (size_t)i * bbytes;
+        float d = CQ_FN(cq_x_f16)(q3 ? b + 108 : b + 80), dmin = q3 ? 0 : CQ_FN(cq_x_f16)(b + 82);
+        int sc[16], mn[16];
+        for (int g = 0; g < 16; g++) {
+            sc[g] = q3 ? cq_k3_scale(b + 96, g) - 32 : b[g] & 0x0F;
+            mn[g] = q3 ? 0 : b[g] >> 4;
+        }
+        __m256i v[8];
+        __m256i hm = q3 ? _mm256_loadu_si256((const __m256i *)b) : _mm256_setzero_si256();
+        for (int h = 0; h < 2; h++) {
+            __m256i q = _mm256_loadu_si256((const __m256i *)(b + (q3 ? 32 : 16) + 32 * h));
+            for (int j = 0; j < 4; j++) {
+                v[4 * h + j] = _mm256_and_si256(_mm256_srli_epi16(q, 2 * j), m2);
+                if (q3) {
+                    __m256i hb = _mm256_and_si256(_mm256_srli_epi16(hm, 4 * h + j), one);
+                    v[4 * h + j] = _mm256_or_si256(v[4 * h + j], _mm256_slli_epi16(hb, 2));
+                }
+            }
+        }
+        for (int r = 0; r < n_rows; r++) {
+            const struct cq_a256 *a = (const struct cq_a256 *)(qa + r * qa_stride) + i;
+            __m256i isum = _mm256_setzero_si256();
+            int gsum = 0; /* Σ_g (minimum or 4 · scale)_g · bsum_g */
+            for (int j = 0; j < 8; j++) {
+                __m256i av = _mm256_loadu_si256((const __m256i *)(a->q + 32 * j));
+                isum = CQ_FN(cq_x_dot_scaled)(isum, v[j], av, sc[2 * j], sc[2 * j + 1]);
+                if (q3)
+                    gsum += 4 * (sc[2 * j] * a->bsum[2 * j] + sc[2 * j + 1] * a->bsum[2 * j + 1]);
+                else
+                    gsum += mn[2 * j] * a->bsum[2 * j] + mn[2 * j + 1] * a->bsum[2 * j + 1];
+            }
+            if (q3) {
+                __m256i off = _mm256_setr_epi32(-gsum, 0, 0, 0, 0, 0, 0, 0);
+                isum = _mm256_add_epi32(isum, off);
+            } else {
+                smin[r] -= dmin * a->d * (float)gsum;
+            }
+            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(d * a->d), acc[r]);
+        }
+    }
+    for (int r = 0; r < n_rows; r++)
+        out[r] = CQ_FN(cq_x_hsum)(acc[r]) + smin[r];
+}
+
 /* Rows go through the body in groups of up to CQ_X_ROWS with the group size a constant, so
  * each row's accumulator lives in a register rather than in a loop-carried stack slot. */
 #define CQ_X_DEFINE(NAME, TYPE, BODY, BBYTES)                                                      \
@@ -268,6 +327,8 @@ CQ_X_DEFINE(q5_1, GGUF_GGML_Q5_1, cq_x_body32, 24)
 CQ_X_DEFINE(q4_k, GGUF_GGML_Q4_K, cq_x_body_k45, 144)
 CQ_X_DEFINE(q5_k, GGUF_GGML_Q5_K, cq_x_body_k45, 176)
 CQ_X_DEFINE(q6_k, GGUF_GGML_Q6_K, cq_x_body_q6k, 210)
+CQ_X_DEFINE(q2_k, GGUF_GGML_Q2_K, cq_x_body_k23, 84)
+CQ_X_DEFINE(q3_k, GGUF_GGML_Q3_K, cq_x_body_k23, 110)
 
 #undef CQ_X_DEFINE
 #undef CQ_X_ROWS

@@ -69,8 +69,9 @@ def test_mixed_file_runs_in_its_blocks_close_to_f32(models, mix):
     types with a block product stay in blocks (the log says which), and each prompt's first-step
     logits stay within 12% (relative L2) of the F32 file's. The bound: quantizing activations
     to 8 bits per block (per 256 for the K-quants) measured 0.6-0.8% for Q4_K_M, Q5_K_M and Q2_K,
-    1.6-1.9% for Q3_K_M and 4.8-6.2% for the all-Q6_K mix (2026-12-02; its 256-blocks carry the
-    coarsest activation scales); a wrong nibble, scale or row moves them by tens of percent."""
+    2.7-4.0% for Q3_K_M and 4.8-6.2% for the all-Q6_K mix (2026-12-02, with Q2_K/Q3_K in blocks
+    too; the 256-blocks carry the coarsest activation scales); a wrong nibble, scale or row moves
+    them by tens of percent."""
     logits, _, log = engine_check(models, mix, fp32=False)
     ref_logits, _, _ = engine_check(models, f"{mix}.F32")
     x = np.frombuffer(logits, dtype="<f4").reshape(len(PROMPTS) * STEPS, -1)
@@ -82,9 +83,8 @@ def test_mixed_file_runs_in_its_blocks_close_to_f32(models, mix):
         err = np.linalg.norm(a - b) / np.linalg.norm(b)
         assert err < 0.12, f"{mix} prompt {p}: relative logit error {err:.3g}"
     line = next(l for l in log.splitlines() if "kept in their blocks" in l)
-    kept = {qt.name for _, _, qt in mk.tensor_types(mix).values()} - {"Q2_K", "Q3_K"}
-    if kept:
-        assert set(line.split(": ")[2].split(" tensors")[0].split(", ")) <= kept, line
+    kept = {qt.name for _, _, qt in mk.tensor_types(mix).values()}  # every type has a product
+    assert set(line.split(": ")[2].split(" tensors")[0].split(", ")) == kept, line
 
 
 def test_mixes_cover_every_storage_type():

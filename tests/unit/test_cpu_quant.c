@@ -23,7 +23,8 @@
 #include "test_util.h"
 
 static const uint32_t types[] = {GGUF_GGML_Q8_0, GGUF_GGML_Q4_0, GGUF_GGML_Q4_1, GGUF_GGML_Q5_0,
-                                 GGUF_GGML_Q5_1, GGUF_GGML_Q4_K, GGUF_GGML_Q5_K, GGUF_GGML_Q6_K};
+                                 GGUF_GGML_Q5_1, GGUF_GGML_Q4_K, GGUF_GGML_Q5_K, GGUF_GGML_Q6_K,
+                                 GGUF_GGML_Q2_K, GGUF_GGML_Q3_K};
 #define N_TYPES (sizeof(types) / sizeof(types[0]))
 
 /* A finite, non-zero f16: sign (if SIGNED), exponent giving 2^-9 .. 2^-3, random mantissa. */
@@ -61,6 +62,13 @@ static uint8_t *rand_blocks(uint64_t *s, uint32_t type, int rows, int k) {
             break;
         case GGUF_GGML_Q6_K:
             put16(p + 208, rand_f16(s, 1));
+            break;
+        case GGUF_GGML_Q2_K:
+            put16(p + 80, rand_f16(s, 0));
+            put16(p + 82, rand_f16(s, 0));
+            break;
+        case GGUF_GGML_Q3_K:
+            put16(p + 108, rand_f16(s, 1));
             break;
         default:
             put16(p, rand_f16(s, 1));
@@ -221,7 +229,9 @@ Test(cpu_quant, isa_selection_honours_env) {
         cr_assert(!cq_isa_supported((enum cq_isa)i), "best %s but %s is supported",
                   cq_isa_name(best), cq_isa_name((enum cq_isa)i));
     cr_assert(!cq_type_supported(GGUF_GGML_F32));
-    cr_assert(!cq_type_supported(GGUF_GGML_Q2_K));
+    cr_assert(!cq_type_supported(GGUF_GGML_Q8_K));
+    cr_assert(cq_type_supported(GGUF_GGML_Q2_K));
+    cr_assert(cq_type_supported(GGUF_GGML_Q3_K));
     cr_assert(cq_type_supported(GGUF_GGML_Q6_K));
 }
 
