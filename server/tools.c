@@ -294,11 +294,10 @@ int tools_parse(const cJSON *body, struct tools_req *t, struct job_params *p,
     if (reqparse_get_bool(body, "parallel_tool_calls", &t->parallel, e) ||
         parse_choice(get(body, "tool_choice"), t, e))
         return -1;
-    if (t->choice == TOOLS_CHOICE_NONE) { /* nothing of the tools reaches the model */
-        tools_req_free(t);
-        t->parallel = 1;
-        return 0;
-    }
+    /* "none": no grammar and no call parsing, but the list stays for a template that takes
+     * tools (vLLM hands it over too unless --exclude-tools-when-tool-choice-none; Hermes-style
+     * templates iterate `tools` unconditionally). The Hermes rewrite leaves it out. */
+    if (t->choice == TOOLS_CHOICE_NONE) return 0;
     if (t->choice == TOOLS_CHOICE_AUTO) return 0;
     if (p->grammar)
         return reqparse_invalid(e, "tool_choice",
@@ -489,16 +488,21 @@ static void calls_text(struct sbuf *b, const char *tool_calls) {
 
 int tools_adapt_messages(const struct tools_req *t, int takes_tools, struct chat_msg **msgs,
                          int *n) {
-    if (takes_tools) return 0;
+    if (takes_tools) { /* a null content as vLLM renders it (string content format): "" */
+        for (int i = 0; i < *n; i++)
+            if (!(*msgs)[i].content && !((*msgs)[i].content = strdup(""))) return -1;
+        return 0;
+    }
+    const cJSON *tools = t->choice == TOOLS_CHOICE_NONE ? NULL : t->tools;
     int has_tool_fields = 0;
     for (int i = 0; i < *n; i++)
         if ((*msgs)[i].tool_calls || !strcmp((*msgs)[i].role, "tool")) has_tool_fields = 1;
-    if (!t->tools && !has_tool_fields) return 0;
+    if (!tools && !has_tool_fields) return 0;
     struct chat_msg *in = *msgs, *out = calloc((size_t)*n + 1, sizeof *out);
     if (!out) return -1;
     int m = 0, i = 0;
-    char *sys = t->tools ? tools_system_text(t) : NULL;
-    if (t->tools && !sys) goto oom;
+    char *sys = tools ? tools_system_text(t) : NULL;
+    if (tools && !sys) goto oom;
     if (sys) { /* into the first system message, or a new one */
         struct sbuf b = {0};
         if (*n > 0 && !strcmp(in[0].role, "system")) {

@@ -32,7 +32,7 @@
 #include "server/reqparse.h"
 
 enum tools_choice {
-    TOOLS_CHOICE_NONE = 0, /* no tools, "none", or "auto" with no tools */
+    TOOLS_CHOICE_NONE = 0, /* no tools, "none" (TOOLS kept for the template), or none given */
     TOOLS_CHOICE_AUTO,
     TOOLS_CHOICE_REQUIRED,
     TOOLS_CHOICE_NAMED,
@@ -41,7 +41,8 @@ enum tools_choice {
 struct tools_req {
     enum tools_choice choice;
     cJSON *tools; /* the validated `tools` array (for the template and the system message), or
-                     NULL when CHOICE is NONE; owned */
+                     NULL when there are none; owned. With CHOICE NONE it still goes to a
+                     template that takes tools (as vLLM passes it), never to the Hermes rewrite */
     char **names; /* (n_names) the functions' names, malloc'd */
     int n_names;
     int named;    /* TOOLS_CHOICE_NAMED: index into NAMES */
@@ -63,9 +64,11 @@ int tools_parse(const cJSON *body, struct tools_req *t, struct job_params *p,
 int tools_parse_message(const cJSON *msg, int k, struct chat_msg *out, struct reqparse_error *err);
 
 /* Make the messages renderable by a template (TAKES_TOOLS: chat_template_takes_tools). A template
- * that takes tools gets them unchanged; for any other, *MSGS (N, owned, strings malloc'd) is
- * replaced by the Hermes rewrite described above, with the tool list's system message when T has
- * tools. Returns 0, or -1 when out of memory (*MSGS unchanged then). */
+ * that takes tools gets them unchanged but for a null content, which becomes "" (as vLLM's
+ * string content format renders it: `message.content.split(...)` works); for any other, *MSGS (N,
+ * owned, strings malloc'd) is replaced by the Hermes rewrite described above, with the tool list's
+ * system message when T has tools and tool_choice is not "none". Returns 0, or -1 when out of
+ * memory (*MSGS unchanged then). */
 int tools_adapt_messages(const struct tools_req *t, int takes_tools, struct chat_msg **msgs,
                          int *n);
 

@@ -12,11 +12,13 @@ this file, without Python.
 
 tools_requests.json: OpenAI chat request bodies with `tools` and tool messages, for every
 template, and what the server must render for them. A template that reads `tools` gets the
-request the way vLLM hands it to apply_chat_template (tools as given; messages as given, each
-tool call's `arguments` string parsed into an object, a missing content None); any other template
+request the way vLLM hands it to apply_chat_template (tools as given, also for tool_choice
+"none": vLLM excludes them only with --exclude-tools-when-tool-choice-none; messages as given,
+each tool call's `arguments` string parsed into an object, a null or missing content "" as
+vLLM's string content format renders it); any other template
 gets the Hermes rewrite server/tools.h documents (tool list in a system message, calls as
 <tool_call> text, results as a user message in <tool_response>), written here a second time
-from its description. tests/unit/test_tools.c sends each body through reqparse_chat,
+from its description (the tool list left out for tool_choice "none"). tests/unit/test_tools.c sends each body through reqparse_chat,
 tools_adapt_messages and chat_template_render_tools and compares.
 
 Usage: python3 tools/gen_chat_golden.py   (Jinja2 3.1.x)
@@ -239,7 +241,8 @@ def takes_tools(src):
 
 
 def vllm_messages(messages):
-    """The messages as vLLM hands them to apply_chat_template: arguments strings parsed."""
+    """The messages as vLLM hands them to apply_chat_template: arguments strings parsed, a null
+    content "" (vLLM's string content format joins the message's text parts: none)."""
     out = []
     for m in messages:
         m = json.loads(json.dumps(m))
@@ -252,8 +255,8 @@ def vllm_messages(messages):
                         c["function"]["arguments"] = p
                 except ValueError:
                     pass
-        if "content" not in m:
-            m["content"] = None
+        if m.get("content") is None:
+            m["content"] = ""
         out.append(m)
     return out
 
@@ -298,10 +301,10 @@ def hermes_messages(messages, tools):
 
 def tool_request_vars(src, body):
     tools = body.get("tools") or None
-    if body.get("tool_choice") == "none":
-        tools = None
     if takes_tools(src):
         return vllm_messages(body["messages"]), tools
+    if body.get("tool_choice") == "none":
+        tools = None
     return hermes_messages(body["messages"], tools), None
 
 

@@ -85,9 +85,16 @@ Test(tools, requests_render_as_jinja2_renders_them) {
         } else {
             cr_expect_eq(rc, 1, "%s/%s: jinja2 raised %s", name, cas,
                          cJSON_GetObjectItem(e, "error")->valuestring);
-            if (rc == 1)
-                cr_expect_str_eq(err, cJSON_GetObjectItem(e, "error")->valuestring, "%s/%s", name,
-                                 cas);
+            /* raise_exception's message exactly; another error (TypeError, ...) with ours
+             * naming the line before jinja2's message */
+            const char *msg = cJSON_GetObjectItem(e, "error")->valuestring;
+            const char *kind = cJSON_GetObjectItem(e, "kind")->valuestring;
+            if (rc == 1 && !strcmp(kind, "raise"))
+                cr_expect_str_eq(err, msg, "%s/%s", name, cas);
+            else if (rc == 1)
+                cr_expect(strlen(err) >= strlen(msg) &&
+                              !strcmp(err + strlen(err) - strlen(msg), msg),
+                          "%s/%s: %s, jinja2: %s", name, cas, err, msg);
         }
         free(out);
         reqparse_oai_free(&o);
@@ -176,7 +183,11 @@ Test(tools, refusals_name_the_field) {
         struct reqparse_error e;
         cr_expect_eq(parse(noop[i], &o, &e), 0, "%s: %s", noop[i], e.message);
         cr_expect_eq(o.tools->choice, TOOLS_CHOICE_NONE);
-        cr_expect_null(o.tools->tools);
+        /* "none" keeps the list for a template that takes tools (as vLLM passes it) */
+        if (i == 1)
+            cr_expect_eq(cJSON_GetArraySize(o.tools->tools), 1);
+        else
+            cr_expect_null(o.tools->tools);
         cr_expect_null(o.p.grammar);
         reqparse_oai_free(&o);
     }
