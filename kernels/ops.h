@@ -167,6 +167,14 @@ struct fg_ops {
      * device error. */
     int (*mask_logits)(void *ctx, float *logits, int n, int vocab, const uint32_t *masks,
                        size_t words, const int *use, int n_mask);
+
+    /* Loading (optional: NULL where the backend takes only fp32 host weights, upload_f32): store
+     * the host matrix W (w->rows, w->cols) of type F32, F16 or BF16 (a GGUF tensor still in the
+     * file mapping, MODEL_LOAD_KEEP_FILE) at dst in the backend's element type. PERM_HEADS > 0:
+     * W's rows are in GGUF llama's order for interleaved RoPE, in that many head groups; they
+     * are stored in Hugging Face order (as model/loader.c un-permutes). Returns when W has been
+     * read (the mapping may go): 0, or -1 on a device error. */
+    int (*upload_rows)(void *ctx, void *dst, const struct fg_qtensor *w, int perm_heads);
 };
 
 /* The CPU backend. ctx from cpu_ops_create (n_threads 0 = all cores). */

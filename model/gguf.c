@@ -413,6 +413,12 @@ fail:
     return -1;
 }
 
+void gguf_will_read(const struct gguf_file *f) {
+    /* advice only: a failure changes nothing but speed */
+    (void)madvise((void *)f->map, f->size, MADV_SEQUENTIAL);
+    (void)madvise((void *)f->map, f->size, MADV_WILLNEED);
+}
+
 const struct gguf_tensor *gguf_find_tensor(const struct gguf_file *f, const char *name) {
     for (uint64_t i = 0; i < f->n_tensors; i++)
         if (!strcmp(f->tensors[i].name, name)) return &f->tensors[i];

@@ -1,10 +1,11 @@
 /* gguf.h — read-only GGUF v2/v3 parser (tensor types and dequantization: gguf_quant.h).
  *
- * The file is mmap'ed once; the KV table and tensor table point into the mapping, so nothing is
- * copied and nothing is allocated from an untrusted count without first bounding that count by
- * the bytes left in the file. Every length, count, shape and offset is checked against the file
- * size at open, so later accessors (gguf_tensor_data, gguf_get_*) cannot read out of bounds.
- * Layout: the GGUF specification (ggml-org/ggml, docs/gguf.md).
+ * The file is mmap'ed once (MAP_PRIVATE, read-only; never read() into a copy); the KV table and
+ * tensor table point into the mapping, so nothing is copied and nothing is allocated from an
+ * untrusted count without first bounding that count by the bytes left in the file. Every length,
+ * count, shape and offset is checked against the file size at open, so later accessors
+ * (gguf_tensor_data, gguf_get_*) cannot read out of bounds. Layout: the GGUF specification
+ * (ggml-org/ggml, docs/gguf.md).
  */
 #ifndef FG_GGUF_H
 #define FG_GGUF_H
@@ -87,6 +88,10 @@ int gguf_get_str_array(const struct gguf_file *f, const char *key, char ***strs,
 /* An integer array converted to int32 (any integer element type); *vals malloc'd. */
 int gguf_get_i32_array(const struct gguf_file *f, const char *key, int32_t **vals, size_t *n,
                        char *err, size_t errlen);
+
+/* Say that every tensor is about to be read (madvise SEQUENTIAL + WILLNEED on the mapping): the
+ * kernel reads ahead, and from a cold file starts reading all of it at once. */
+void gguf_will_read(const struct gguf_file *f);
 
 const struct gguf_tensor *gguf_find_tensor(const struct gguf_file *f, const char *name);
 

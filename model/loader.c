@@ -23,11 +23,14 @@
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #define LD_ALIGN_FLOATS 16 /* each tensor in the arena starts on a 64-byte boundary */
 
@@ -108,7 +111,8 @@ struct ld_item {
     int plus_one;   /* an RMSNorm weight stored as w for (1 + w): the arena gets 1 + w */
     float *at;      /* its place in the arena (ld_arena) */
     struct fg_qtensor *qdst; /* a linear weight's block destination (KEEP_BLOCKS), else NULL */
-    int keep;                /* ld_arena: this one stays in its blocks, at qdst->data */
+    int keep;                /* ld_arena: this one stays in its file type, at qdst->data */
+    int mapped;              /* kept where the file mapping has it (no copy) */
     const struct gguf_tensor *gt;
     const struct safetensors_tensor *st;
 };
@@ -306,30 +310,48 @@ static size_t ld_qspan(const struct ld_item *it) {
     return it->join ? n : (n + LD_QALIGN - 1) / LD_QALIGN * LD_QALIGN;
 }
 
-/* KEEP_BLOCKS: mark the linear weights that stay in their blocks — a type with a block product,
- * and for a fused run (q|k|v, gate|up) all of the run or none, so that an fp32 run stays
- * adjacent — and place them in one allocation. */
-static int ld_qarena(struct model *m, struct ld_plan *p, char *err, size_t errlen) {
+/* F32, F16, BF16: the types a backend with upload_rows converts itself (MODEL_LOAD_KEEP_FILE). */
+static int ld_type_plain(uint32_t t) {
+    return t == GGUF_GGML_F32 || t == GGUF_GGML_F16 || t == GGUF_GGML_BF16;
+}
+
+/* KEEP_BLOCKS / KEEP_FILE: mark the linear weights that stay in their file types — a type with a
+ * block product (KEEP_BLOCKS) or a plain type (KEEP_FILE), and for a fused run (q|k|v, gate|up)
+ * all of the run or none, so that an fp32 run stays adjacent. A kept run stays in the mapping
+ * (it->mapped) where nothing moves: KEEP_FILE always (the backend un-permutes), blocks when no
+ * row is un-permuted and the run lies back to back in the file, so the forward pass still runs it
+ * as one matrix. The rest is placed in one allocation. */
+static int ld_qarena(struct model *m, struct ld_plan *p, unsigned flags, char *err, size_t errlen) {
     for (int i = 0; i < p->n; i++) {
         struct ld_item *it = &p->items[i];
-        it->keep = it->qdst && it->gt && cq_type_supported(it->gt->type);
+        uint32_t t = it->gt ? it->gt->type : 0;
+        it->keep = it->qdst && it->gt &&
+                   (((flags & MODEL_LOAD_KEEP_BLOCKS) && cq_type_supported(t)) ||
+                    ((flags & MODEL_LOAD_KEEP_FILE) && ld_type_plain(t)));
     }
     for (int i = 0; i < p->n;) { /* a run: items i .. j, each joined to the next but the last */
-        int j = i, all = 1;
+        int j = i, all = 1, inplace = 1;
         while (j < p->n - 1 && p->items[j].join)
             j++;
         for (int k = i; k <= j; k++)
             all &= p->items[k].keep;
-        for (int k = i; k <= j; k++)
+        for (int k = i; k <= j && all; k++) {
+            const struct ld_item *it = &p->items[k];
+            if (ld_type_plain(it->gt->type)) continue;
+            inplace &= !it->perm_heads;
+            if (k < j) inplace &= p->items[k + 1].gt->data == it->gt->data + it->gt->n_bytes;
+        }
+        for (int k = i; k <= j; k++) {
             p->items[k].keep = all;
+            p->items[k].mapped = all && inplace;
+        }
         i = j + 1;
     }
     size_t bytes = 0;
     for (int i = 0; i < p->n; i++)
-        if (p->items[i].keep) bytes += ld_qspan(&p->items[i]);
-    if (!bytes) return 0;
-    char *a = aligned_alloc(LD_QALIGN, bytes);
-    if (!a) {
+        if (p->items[i].keep && !p->items[i].mapped) bytes += ld_qspan(&p->items[i]);
+    char *a = NULL;
+    if (bytes && !(a = aligned_alloc(LD_QALIGN, bytes))) {
         errmsg_at(err, errlen, m->path, "out of memory for %zu MB of quantized weights",
                   bytes >> 20);
         return -1;
@@ -340,10 +362,15 @@ static int ld_qarena(struct model *m, struct ld_plan *p, char *err, size_t errle
     for (int i = 0; i < p->n; i++) {
         struct ld_item *it = &p->items[i];
         if (!it->keep) continue;
+        const void *data = it->mapped ? (const void *)it->gt->data : a + off;
         *it->qdst =
             (struct fg_qtensor){it->gt->type, it->rows, it->cols,
-                                gguf_type_row_bytes(it->gt->type, (uint64_t)it->cols), a + off};
-        off += ld_qspan(it);
+                                gguf_type_row_bytes(it->gt->type, (uint64_t)it->cols), data};
+        if (it->mapped && it->perm_heads) m->qk_file_order = 1;
+        if (it->mapped)
+            m->w.mapped_bytes += it->gt->n_bytes;
+        else
+            off += ld_qspan(it);
     }
     return 0;
 }
@@ -431,72 +458,213 @@ static void ld_note_quant(struct model *m, const struct ld_plan *p) {
     int n = snprintf(o, cap, "%s:", m->path);
     if (qbytes && n >= 0 && (size_t)n < cap)
         n += snprintf(o + n, cap - (size_t)n, " %s tensors kept in their blocks (%.1f MB);", kept,
-                      m->w.qarena_bytes / 1048576.0);
+                      qbytes / 1048576.0);
     if (dbytes && n >= 0 && (size_t)n < cap)
         n += snprintf(o + n, cap - (size_t)n,
                       " %s tensors dequantized to fp32 at load (%.1f MB in the file);", deq,
                       dbytes / 1048576.0);
     if (n >= 0 && (size_t)n < cap)
-        snprintf(o + n, cap - (size_t)n, " %.1f MB of weights resident",
-                 (m->w.arena_bytes + m->w.qarena_bytes) / 1048576.0);
+        n += snprintf(o + n, cap - (size_t)n, " %.1f MB of weights resident",
+                      (m->w.arena_bytes + m->w.qarena_bytes) / 1048576.0);
+    if (m->w.mapped_bytes && n >= 0 && (size_t)n < cap)
+        snprintf(o + n, cap - (size_t)n, " (+ %.1f MB shared with the file's page cache)",
+                 m->w.mapped_bytes / 1048576.0);
 }
 
-/* Convert every planned tensor into the arena, reporting progress. */
+/* --- parallel conversion -----------------------------------------------------------------------
+ *
+ * The tensors are cut into chunks of whole rows (about LD_CHUNK_BYTES of the file, whole heads
+ * where rows are un-permuted), and one thread per online CPU takes chunks in file order from one
+ * counter, so the mapping is read front to back and every core converts. The loading thread
+ * reports progress as tensors complete, in plan order. A safetensors tensor is one chunk
+ * (safetensors_to_f32 converts whole tensors). */
+
+#define LD_CHUNK_BYTES ((uint64_t)4 << 20) /* file bytes per chunk: ~3,700 chunks for 15 GB */
+#define LD_MAX_THREADS 128
+
+struct ld_chunk {
+    int item;
+    int r0, r1; /* rows [r0, r1) of the item; a 1-D item is one row */
+};
+
+struct ld_work {
+    const struct ld_plan *p;
+    const struct ld_chunk *chunks;
+    size_t n_chunks;
+    atomic_size_t next;  /* the next chunk to take */
+    atomic_int *left;    /* (p->n) chunks of each item not yet converted */
+    atomic_int bad;      /* 1 + the first item that failed, or 0 */
+    pthread_mutex_t mu;  /* guards done, with cv */
+    pthread_cond_t cv;   /* signalled when an item completes */
+    unsigned char *done; /* (p->n) */
+};
+
+/* Rows of one chunk and where each goes: GGUF llama row h*d + 2j + k is HF row h*d + j + k*d/2
+ * (the inverse of convert_hf_to_gguf.py's permute, §2.7). */
+static int ld_hf_row(const struct ld_item *it, int r) {
+    if (!it->perm_heads) return r;
+    int d = it->rows / it->perm_heads, i2 = r % d;
+    return r / d * d + i2 / 2 + (i2 % 2) * (d / 2);
+}
+
+/* Convert one chunk; returns 0 or -1 (a type gguf_open and ld_check_gguf let through but
+ * gguf_dequantize refuses: ruled out, kept as a value). */
+static int ld_chunk_run(const struct ld_item *it, const struct ld_chunk *c) {
+    if (it->st) {
+        safetensors_to_f32(it->st, it->at);
+        if (it->plus_one)
+            for (uint64_t e = 0; e < ld_numel(it); e++)
+                it->at[e] += 1.0f;
+        return 0;
+    }
+    const struct gguf_tensor *t = it->gt;
+    uint64_t cols = it->cols ? (uint64_t)it->cols : (uint64_t)it->rows;
+    uint64_t rb = gguf_type_row_bytes(t->type, cols);
+    if (it->keep) { /* blocks copied as they are, rows un-permuted */
+        char *q = (char *)it->qdst->data;
+        for (int r = c->r0; r < c->r1; r++)
+            memcpy(q + (size_t)ld_hf_row(it, r) * rb, t->data + (uint64_t)r * rb, rb);
+        return 0;
+    }
+    if (!it->perm_heads) {
+        float *dst = it->at + (size_t)c->r0 * cols;
+        uint64_t n = (uint64_t)(c->r1 - c->r0) * cols;
+        if (gguf_dequantize(t->type, t->data + (uint64_t)c->r0 * rb, dst, n)) return -1;
+        if (it->plus_one)
+            for (uint64_t e = 0; e < n; e++)
+                dst[e] += 1.0f;
+        return 0;
+    }
+    for (int r = c->r0; r < c->r1; r++)
+        if (gguf_dequantize(t->type, t->data + (uint64_t)r * rb,
+                            it->at + (size_t)ld_hf_row(it, r) * cols, cols))
+            return -1;
+    return 0;
+}
+
+static void *ld_worker(void *arg) {
+    struct ld_work *w = arg;
+    for (;;) {
+        size_t k = atomic_fetch_add(&w->next, 1);
+        if (k >= w->n_chunks) return NULL;
+        const struct ld_chunk *c = &w->chunks[k];
+        if (ld_chunk_run(&w->p->items[c->item], c)) {
+            int none = 0;
+            atomic_compare_exchange_strong(&w->bad, &none, c->item + 1);
+        }
+        if (atomic_fetch_sub(&w->left[c->item], 1) == 1) {
+            pthread_mutex_lock(&w->mu);
+            w->done[c->item] = 1;
+            pthread_cond_broadcast(&w->cv);
+            pthread_mutex_unlock(&w->mu);
+        }
+    }
+}
+
+/* The chunks of the plan (items kept in the mapping have none), into *out. */
+static int ld_chunks(const struct ld_plan *p, struct ld_chunk **out, size_t *n_out) {
+    size_t n = 0, cap = 0;
+    struct ld_chunk *cs = NULL;
+    for (int i = 0; i < p->n; i++) {
+        const struct ld_item *it = &p->items[i];
+        if (it->mapped) continue;
+        int rows = 1, step = 1;
+        if (it->gt && it->cols) {
+            uint64_t rb = gguf_type_row_bytes(it->gt->type, (uint64_t)it->cols);
+            uint64_t per = rb ? LD_CHUNK_BYTES / rb : 1;
+            int group = it->perm_heads ? it->rows / it->perm_heads : 1;
+            rows = it->rows;
+            step = per < (uint64_t)group ? group : (int)(per / group * group);
+        }
+        for (int r = 0; r < rows; r += step) {
+            if (n == cap) {
+                cap = cap ? 2 * cap : 1024;
+                struct ld_chunk *g = realloc(cs, cap * sizeof(*cs));
+                if (!g) {
+                    free(cs);
+                    return -1;
+                }
+                cs = g;
+            }
+            cs[n++] = (struct ld_chunk){i, r, rows - r < step ? rows : r + step};
+        }
+    }
+    *out = cs;
+    *n_out = n;
+    return 0;
+}
+
+static int ld_online_cpus(void) {
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : n > LD_MAX_THREADS ? LD_MAX_THREADS : (int)n;
+}
+
+/* Convert every planned tensor into the arenas on all cores, reporting progress. */
 static int ld_convert(struct model *m, struct ld_plan *p, const struct gguf_file *gf,
                       model_progress_fn progress, void *user, double t0, char *err, size_t errlen) {
     struct model_load_progress pr = {0, (size_t)p->n, 0, 0, 0};
     struct ld_hist hist = {0};
     for (int i = 0; i < p->n; i++)
-        pr.bytes_total += p->items[i].gt ? p->items[i].gt->n_bytes : p->items[i].st->n_bytes;
+        if (!p->items[i].mapped)
+            pr.bytes_total += p->items[i].gt ? p->items[i].gt->n_bytes : p->items[i].st->n_bytes;
+    struct ld_work w = {.p = p};
+    struct ld_chunk *chunks = NULL;
+    pthread_t th[LD_MAX_THREADS];
+    int n_th = 0, rc = -1;
+    w.left = calloc((size_t)p->n, sizeof(*w.left));
+    w.done = calloc((size_t)p->n, 1);
+    if (!w.left || !w.done || ld_chunks(p, &chunks, &w.n_chunks)) {
+        free(w.left);
+        free(w.done);
+        errmsg_at(err, errlen, m->path, "out of memory");
+        return -1;
+    }
+    w.chunks = chunks;
+    for (size_t k = 0; k < w.n_chunks; k++)
+        w.left[chunks[k].item]++;
+    for (int i = 0; i < p->n; i++)
+        w.done[i] = w.left[i] == 0;
+    atomic_init(&w.next, 0);
+    atomic_init(&w.bad, 0);
+    pthread_mutex_init(&w.mu, NULL);
+    pthread_cond_init(&w.cv, NULL);
+    if (gf) gguf_will_read(gf);
+    int want = ld_online_cpus();
+    if ((size_t)want > w.n_chunks) want = w.n_chunks ? (int)w.n_chunks : 1;
+    while (n_th < want && !pthread_create(&th[n_th], NULL, ld_worker, &w))
+        n_th++;
+    if (!n_th) ld_worker(&w); /* no thread to be had: convert on this one */
     for (int i = 0; i < p->n; i++) {
         struct ld_item *it = &p->items[i];
-        float *dst = it->at;
-        int bad = 0;
-        if (it->keep) { /* rows copied as they are, un-permuted like the fp32 ones below */
-            const struct gguf_tensor *t = it->gt;
-            ld_hist_add(&hist, gguf_type_name(t->type), t->n_elems);
-            char *q = (char *)it->qdst->data;
-            size_t rb = it->qdst->row_bytes;
-            int d = it->perm_heads ? it->rows / it->perm_heads : 0;
-            for (int r = 0; r < it->rows; r++) {
-                int hf_row = d ? r / d * d + r % d / 2 + (r % d % 2) * (d / 2) : r;
-                memcpy(q + (size_t)hf_row * rb, t->data + (uint64_t)r * rb, rb);
-            }
-            pr.bytes_done += t->n_bytes;
-        } else if (it->gt) {
-            const struct gguf_tensor *t = it->gt;
-            ld_hist_add(&hist, gguf_type_name(t->type), t->n_elems);
-            if (it->perm_heads) {
-                /* GGUF row h*d + 2j + k holds HF row h*d + j + k*d/2 (§2.7) */
-                int d = it->rows / it->perm_heads;
-                uint64_t rb = gguf_type_row_bytes(t->type, (uint64_t)it->cols);
-                for (int r = 0; r < it->rows && !bad; r++) {
-                    int h = r / d, i2 = r % d;
-                    int hf_row = h * d + i2 / 2 + (i2 % 2) * (d / 2);
-                    bad = gguf_dequantize(t->type, t->data + (uint64_t)r * rb,
-                                          dst + (size_t)hf_row * it->cols, (uint64_t)it->cols);
-                }
-            } else {
-                bad = gguf_dequantize(t->type, t->data, dst, t->n_elems);
-            }
-            if (bad) { /* ld_check_gguf and gguf_open rule this out; kept as a value */
-                errmsg_at(err, errlen, gf->path, "tensor '%s': cannot dequantize %s", it->name,
-                          gguf_type_name(t->type));
-                return -1;
-            }
-            pr.bytes_done += t->n_bytes;
-        } else {
+        pthread_mutex_lock(&w.mu);
+        while (!w.done[i])
+            pthread_cond_wait(&w.cv, &w.mu);
+        pthread_mutex_unlock(&w.mu);
+        if (it->gt)
+            ld_hist_add(&hist, gguf_type_name(it->gt->type), it->gt->n_elems);
+        else
             ld_hist_add(&hist, it->st->dtype, it->st->n_elems);
-            safetensors_to_f32(it->st, dst);
-            pr.bytes_done += it->st->n_bytes;
-        }
-        if (it->plus_one)
-            for (uint64_t e = 0; e < ld_numel(it); e++)
-                dst[e] += 1.0f;
+        if (!it->mapped) pr.bytes_done += it->gt ? it->gt->n_bytes : it->st->n_bytes;
         pr.tensors_done++;
         pr.seconds = ld_now() - t0;
         if (progress) progress(&pr, user);
     }
+    for (int k = 0; k < n_th; k++)
+        pthread_join(th[k], NULL);
+    int bad = atomic_load(&w.bad);
+    if (bad)
+        errmsg_at(err, errlen, gf ? gf->path : m->path, "tensor '%s': cannot convert %s",
+                  p->items[bad - 1].name,
+                  p->items[bad - 1].gt ? gguf_type_name(p->items[bad - 1].gt->type)
+                                       : p->items[bad - 1].st->dtype);
+    else
+        rc = 0;
+    pthread_mutex_destroy(&w.mu);
+    pthread_cond_destroy(&w.cv);
+    free(chunks);
+    free(w.left);
+    free(w.done);
+    if (rc) return -1;
     ld_hist_best(&hist, m->dtype, sizeof(m->dtype));
     ld_note_quant(m, p);
 
@@ -961,9 +1129,15 @@ static int ld_load_gguf(struct model *m, unsigned flags, model_progress_fn progr
                   tokenizer_n_vocab(m->tok), m->cfg.vocab_size);
         goto out;
     }
-    if ((flags & MODEL_LOAD_KEEP_BLOCKS) && ld_qarena(m, &p, err, errlen)) goto out;
+    if ((flags & (MODEL_LOAD_KEEP_BLOCKS | MODEL_LOAD_KEEP_FILE)) &&
+        ld_qarena(m, &p, flags, err, errlen))
+        goto out;
     if (ld_arena(m, &p, err, errlen) || ld_convert(m, &p, f, progress, user, t0, err, errlen))
         goto out;
+    if (m->w.mapped_bytes) { /* kept tensors point into the mapping: it lives with the model */
+        m->file = f;
+        f = NULL;
+    }
     rc = 0;
 out:
     free(p.items);
@@ -1076,6 +1250,7 @@ void model_free(struct model *m) {
     free(m->chat_template);
     free(m->w.arena);
     free(m->w.qarena);
+    gguf_close(m->file);
     free(m->w.layers);
     free(m->path);
     free(m);

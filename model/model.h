@@ -19,6 +19,8 @@
 
 #include "kernels/ops.h" /* struct fg_qtensor */
 
+struct gguf_file;
+
 struct tokenizer;
 
 enum model_rope_scaling {
@@ -121,6 +123,8 @@ struct model_weights {
     struct fg_qtensor q_embd, q_output;
     void *qarena;
     size_t qarena_bytes;
+    /* bytes of kept tensors that point into the file mapping (model.file) instead of an arena */
+    size_t mapped_bytes;
 };
 
 /* What a load reports as it goes; called on the loading thread. */
@@ -135,12 +139,16 @@ struct model {
     struct model_config cfg;
     struct model_weights w;
     struct tokenizer *tok;
-    char *chat_template; /* Jinja source from the file, or NULL */
-    char *path;          /* what was opened */
-    char format[16];     /* "gguf" or "safetensors" */
-    char dtype[16];      /* dominant source tensor type, e.g. "Q4_1", "BF16" */
-    double load_seconds; /* wall time of model_load */
-    char notice[384];    /* what the load wants said (quantized types dequantized), or "" */
+    char *chat_template;    /* Jinja source from the file, or NULL */
+    char *path;             /* what was opened */
+    char format[16];        /* "gguf" or "safetensors" */
+    char dtype[16];         /* dominant source tensor type, e.g. "Q4_1", "BF16" */
+    double load_seconds;    /* wall time of model_load */
+    char notice[384];       /* what the load wants said (quantized types dequantized), or "" */
+    struct gguf_file *file; /* the GGUF mapping, open while kept tensors point into it */
+    /* MODEL_LOAD_KEEP_FILE: 1 when the kept qwq / qwk are still in GGUF llama's permuted row
+     * order (n_heads / n_kv_heads head groups; fg_ops.upload_rows undoes it), else 0 */
+    int qk_file_order;
 };
 
 /* Load a model. PATH is a .gguf file, or a directory (or its config.json) holding a Hugging Face
@@ -152,7 +160,13 @@ int model_load(const char *path, struct model **out, model_progress_fn progress,
 /* model_load with FLAGS: MODEL_LOAD_KEEP_BLOCKS keeps every GGUF linear weight (and the
  * embedding) whose type kernels/cpu_quant.h multiplies in its file blocks instead of fp32 — for
  * the CPU backend, which reads them through fg_ops.qmatmul/qembed. */
-enum model_load_flags { MODEL_LOAD_KEEP_BLOCKS = 1 };
+/* MODEL_LOAD_KEEP_FILE (for a backend with fg_ops.upload_rows) keeps every GGUF linear weight
+ * and the embedding of type F32, F16 or BF16 where the file has it: the qtensor (q* fields; see
+ * qk_file_order) points into the mapping and the fp32 pointer is NULL, so the
+ * backend converts while uploading and no fp32 copy is made. Kept blocks (either flag) point
+ * into the mapping too wherever no row has to move (w.mapped_bytes), so the resident weights
+ * are the page cache's own pages. */
+enum model_load_flags { MODEL_LOAD_KEEP_BLOCKS = 1, MODEL_LOAD_KEEP_FILE = 2 };
 int model_load_flags(const char *path, unsigned flags, struct model **out,
                      model_progress_fn progress, void *user, char *err, size_t errlen);
 void model_free(struct model *m); /* accepts NULL and half-built models */
