@@ -14,7 +14,11 @@
  * opened with dlopen (ops.h). */
 #include <cublasLt.h>
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
+
+#include <pthread.h>
+#include <unistd.h>
 
 #include <stdarg.h>
 #include <stdint.h>
@@ -29,6 +33,7 @@
 #include "kv_write.h"
 #include "logit_mask.h"
 #include "ops.h"
+#include "model/gguf_quant.h" /* ggml type ids */
 
 #define LT_CACHE_SIZE                                                                              \
     256 /* plans by (rows, shape): 23 decode buckets × 5 GEMM shapes, and prefill sizes */
@@ -93,6 +98,7 @@ struct cuda_ctx {
      * being recorded (0: FLASHGEN_DECODE_SPLITS or the selector), for timing split counts as
      * the engine runs them (bench/decode_breakdown.c); 0 outside a capture. */
     int graph_splits;
+    struct up_stage *up; /* upload_rows' pinned buffers while a model loads, else NULL */
 };
 
 /* Stages of a decode step that FLASHGEN_SKIP=stage,stage,... can leave out of recorded decode
@@ -218,6 +224,161 @@ static int cu_upload_f32(void *ctx, void *dst, const float *src, size_t n) {
     }
     CK(c, cudaStreamSynchronize(c->stream));
     cudaFree(stage);
+    return c->error[0] ? -1 : 0;
+}
+
+/* ---- weights from the file mapping (upload_rows) ------------------------------------------
+ * A GGUF tensor of F16 / BF16 / F32 goes from the mapping to the device without an fp32 host
+ * copy: all CPUs copy a chunk of rows (un-permuting llama's Q/K rows on the way, F32 rounded to
+ * bf16 here) into one of UP_STAGES pinned buffers, which is copied by DMA straight into the
+ * weight's place, F16 then turned into bf16 in place by k_f16_to_bf16 (same width); while it
+ * travels the CPUs fill the next buffer. F16 → fp32 → bf16 rounds exactly as the fp32 path
+ * (upload_f32) did, so results do not change. The buffers live until upload_rows(NULL). */
+#define UP_STAGES 4                       /* buffers in flight: one filled while three travel */
+#define UP_STAGE_BYTES ((size_t)64 << 20) /* per buffer: 1.3 ms of PCIe 5 DMA, ~3 ms of filling */
+#define UP_MAX_THREADS 32
+
+struct up_stage {
+    void *host[UP_STAGES];       /* pinned, UP_STAGE_BYTES each */
+    cudaEvent_t done[UP_STAGES]; /* recorded after the DMA (and conversion) out of host[i] */
+    int used[UP_STAGES];
+    int next;
+    int n_threads;
+};
+
+static void up_stage_free(struct up_stage *u) {
+    if (!u) return;
+    for (int i = 0; i < UP_STAGES; i++) {
+        if (u->used[i]) cudaEventSynchronize(u->done[i]);
+        if (u->done[i]) cudaEventDestroy(u->done[i]);
+        if (u->host[i]) cudaFreeHost(u->host[i]);
+    }
+    free(u);
+}
+
+static struct up_stage *up_stage_get(struct cuda_ctx *c) {
+    if (c->up) return c->up;
+    struct up_stage *u = (struct up_stage *)calloc(1, sizeof(*u));
+    if (!u) return NULL;
+    for (int i = 0; i < UP_STAGES; i++)
+        if (cudaHostAlloc(&u->host[i], UP_STAGE_BYTES, cudaHostAllocDefault) != cudaSuccess ||
+            cudaEventCreateWithFlags(&u->done[i], cudaEventDisableTiming) != cudaSuccess) {
+            cudaGetLastError(); /* reported by the caller, not sticky */
+            up_stage_free(u);
+            return NULL;
+        }
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    u->n_threads = n < 1 ? 1 : n > UP_MAX_THREADS ? UP_MAX_THREADS : (int)n;
+    return c->up = u;
+}
+
+/* GGUF llama row r (interleaved-RoPE order, heads of d rows) → its Hugging Face row; the same
+ * map as model/loader.c's ld_hf_row. */
+static int up_hf_row(int r, int d) {
+    int i2 = r % d;
+    return r / d * d + i2 / 2 + (i2 % 2) * (d / 2);
+}
+
+static uint16_t up_f32_to_bf16(float f) { /* round to nearest even, as __float2bfloat16 */
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40); /* quiet NaN */
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1)) >> 16);
+}
+
+struct up_fill { /* one thread's rows [r0, r1) of the chunk that starts at row base */
+    const struct fg_qtensor *w;
+    int d; /* rows per head group when un-permuting, else 0 */
+    int base, r0, r1;
+    uint8_t *out; /* the pinned buffer: the chunk's rows in Hugging Face order, 2 bytes each */
+};
+
+static void *up_fill_run(void *arg) {
+    const struct up_fill *f = (const struct up_fill *)arg;
+    const struct fg_qtensor *w = f->w;
+    size_t out_rb = (size_t)w->cols * 2;
+    for (int r = f->r0; r < f->r1; r++) {
+        int hf = f->d ? up_hf_row(r, f->d) : r;
+        const uint8_t *src = (const uint8_t *)w->data + (size_t)r * w->row_bytes;
+        uint8_t *dst = f->out + (size_t)(hf - f->base) * out_rb;
+        if (w->type != GGUF_GGML_F32) {
+            memcpy(dst, src, out_rb);
+            continue;
+        }
+        uint16_t *o = (uint16_t *)dst;
+        for (int j = 0; j < w->cols; j++) {
+            float x;
+            memcpy(&x, src + 4 * (size_t)j, 4);
+            o[j] = up_f32_to_bf16(x);
+        }
+    }
+    return NULL;
+}
+
+__global__ void k_f16_to_bf16(__nv_bfloat16 *x, size_t n) { /* in place: same width */
+    size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    if (i < n) x[i] = __float2bfloat16(__half2float(((const __half *)x)[i]));
+}
+
+static int cu_upload_rows(void *ctx, void *dst, const struct fg_qtensor *w, int perm_heads) {
+    struct cuda_ctx *c = (struct cuda_ctx *)ctx;
+    if (!w) { /* the load is over: give the staging memory back */
+        up_stage_free(c->up);
+        c->up = NULL;
+        return c->error[0] ? -1 : 0;
+    }
+    if (w->type != GGUF_GGML_F32 && w->type != GGUF_GGML_F16 && w->type != GGUF_GGML_BF16) {
+        ctx_fail(c, "upload_rows: ggml type %u is not F32, F16 or BF16", w->type);
+        return -1;
+    }
+    struct up_stage *u = up_stage_get(c);
+    if (!u) {
+        ctx_fail(c, "upload_rows: cannot allocate %d x %zu MB of pinned staging memory", UP_STAGES,
+                 UP_STAGE_BYTES >> 20);
+        return -1;
+    }
+    size_t out_rb = (size_t)w->cols * 2;
+    int d = perm_heads > 0 ? w->rows / perm_heads : 0;
+    int group = d ? d : 1; /* a chunk holds whole head groups, so un-permuted rows stay inside */
+    size_t per = out_rb ? UP_STAGE_BYTES / out_rb / group * group : 0;
+    if (per == 0 || (d && w->rows % perm_heads)) {
+        ctx_fail(c, "upload_rows: a group of %d rows of %d columns does not fit %zu MB of staging",
+                 group, w->cols, UP_STAGE_BYTES >> 20);
+        return -1;
+    }
+    for (int r0 = 0; r0 < w->rows && !c->error[0]; r0 += (int)per) {
+        int r1 = w->rows - r0 < (int)per ? w->rows : r0 + (int)per;
+        int s = u->next;
+        u->next = (s + 1) % UP_STAGES;
+        if (u->used[s]) CK(c, cudaEventSynchronize(u->done[s]));
+        /* fill: one share of rows per thread, this thread taking the first */
+        int n_th = u->n_threads, rows = r1 - r0;
+        if (n_th > rows / group) n_th = rows / group > 0 ? rows / group : 1;
+        struct up_fill fills[UP_MAX_THREADS];
+        pthread_t th[UP_MAX_THREADS];
+        int started[UP_MAX_THREADS] = {0};
+        for (int t = 0; t < n_th; t++) {
+            int a = r0 + (int)((long)rows * t / n_th), b = r0 + (int)((long)rows * (t + 1) / n_th);
+            fills[t] = up_fill{w, d, r0, a, b, (uint8_t *)u->host[s]};
+            if (t > 0) started[t] = !pthread_create(&th[t], NULL, up_fill_run, &fills[t]);
+        }
+        up_fill_run(&fills[0]);
+        for (int t = 1; t < n_th; t++) {
+            if (started[t])
+                pthread_join(th[t], NULL);
+            else
+                up_fill_run(&fills[t]);
+        }
+        size_t n = (size_t)rows * w->cols;
+        __nv_bfloat16 *out = (__nv_bfloat16 *)dst + (size_t)r0 * w->cols;
+        CK(c, cudaMemcpyAsync(out, u->host[s], n * 2, cudaMemcpyHostToDevice, c->stream));
+        if (w->type == GGUF_GGML_F16) {
+            k_f16_to_bf16<<<(unsigned)((n + 255) / 256), 256, 0, c->stream>>>(out, n);
+            CK_LAUNCH(c);
+        }
+        CK(c, cudaEventRecord(u->done[s], c->stream));
+        u->used[s] = 1;
+    }
     return c->error[0] ? -1 : 0;
 }
 
@@ -796,6 +957,7 @@ static void cu_destroy(void *ctx) {
         cublasLtMatrixLayoutDestroy(c->plans[i].b);
         cublasLtMatrixLayoutDestroy(c->plans[i].c);
     }
+    up_stage_free(c->up);
     if (c->attn_ws) cudaFree(c->attn_ws);
     if (c->smp_dev) cudaFree(c->smp_dev);
     if (c->smp_host) cudaFreeHost(c->smp_host);
@@ -889,6 +1051,7 @@ static struct fg_ops make_table(void) {
     t.sync = cu_sync;
     t.copy = cu_copy;
     t.upload_f32 = cu_upload_f32;
+    t.upload_rows = cu_upload_rows;
     t.embed = cu_embed;
     t.rmsnorm = cu_rmsnorm_op;
     t.matmul = cu_matmul;

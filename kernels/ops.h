@@ -197,7 +197,7 @@ struct fg_cuda_backend {
     /* the sticky error that made sync fail, or "" */
     const char *(*last_error)(void *ctx);
 };
-#define FG_CUDA_BACKEND_ABI 1
+#define FG_CUDA_BACKEND_ABI 2 /* 2: fg_ops.upload_rows */
 typedef const struct fg_cuda_backend *(*fg_cuda_backend_fn)(void);
 
 #endif

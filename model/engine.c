@@ -17,6 +17,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "kernels/ops.h"
@@ -135,8 +137,14 @@ static int cuda_open(struct engine_backend *b, int n_device, void **ctx, char *e
     return 0;
 }
 
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
 /* Copy the host fp32 weights into one backend allocation in the backend's element type. */
-static int upload_weights(struct engine *e, char *err, size_t errlen) {
+static int upload_weights(struct engine *e, const struct engine_opts *o, char *err, size_t errlen) {
     struct engine_backend *b = e->backend;
     const struct model_config *c = &e->model->cfg;
     const struct model_weights *hw = &e->model->w;
@@ -170,15 +178,50 @@ static int upload_weights(struct engine *e, char *err, size_t errlen) {
         if (e->ops->upload(e->ops_ctx, p, hw->rope_freqs_local, freq_bytes) != 0) goto fail;
         p += freq_span;
     }
+    /* a weight still in the file mapping (MODEL_LOAD_KEEP_FILE: fp32 pointer NULL, qtensor set)
+     * is converted by upload_rows on its way; the rest is fp32 host memory. Progress as the
+     * loader reports it, once per kept weight. */
+    struct model_load_progress pr = {0, 0, 0, 0, 0};
+    const int perm_q = e->model->qk_file_order ? c->n_heads : 0;
+    const int perm_k = e->model->qk_file_order ? c->n_kv_heads : 0;
+    const struct fg_qtensor *kept[] = {&hw->q_embd, &hw->q_output};
+    for (int k = 0; k < 2; k++)
+        pr.bytes_total += kept[k]->data ? (size_t)kept[k]->rows * kept[k]->row_bytes : 0;
+    for (int l = 0; l < c->n_layers; l++) {
+        const struct model_layer *h = &hw->layers[l];
+        const struct fg_qtensor *q[] = {&h->qwq,     &h->qwk,   &h->qwv,    &h->qwo,
+                                        &h->qw_gate, &h->qw_up, &h->qw_down};
+        for (int k = 0; k < 7; k++)
+            if (q[k]->data) {
+                pr.bytes_total += (size_t)q[k]->rows * q[k]->row_bytes;
+                pr.tensors_total++;
+            }
+    }
+    pr.tensors_total += (hw->q_embd.data ? 1 : 0) + (untied && hw->q_output.data ? 1 : 0);
+    double t_up = now_s();
+#define PUTQ(dst, src, q, perm, n)                                                                 \
+    do {                                                                                           \
+        (dst) = (float *)p;                                                                        \
+        if (!(src) && (q).data) {                                                                  \
+            if (e->ops->upload_rows(e->ops_ctx, p, &(q), (perm)) != 0) goto fail;                  \
+            pr.tensors_done++;                                                                     \
+            pr.bytes_done += (size_t)(q).rows * (q).row_bytes;                                     \
+            pr.seconds = e->model->load_seconds + now_s() - t_up;                                  \
+            if (o->progress) o->progress(&pr, o->progress_user);                                   \
+        } else if (e->ops->upload_f32(e->ops_ctx, p, (src), (n)) != 0) {                           \
+            goto fail;                                                                             \
+        }                                                                                          \
+        p += (n)*e->ops->act_size;                                                                 \
+    } while (0)
 #define PUT(dst, src, n)                                                                           \
     do {                                                                                           \
         (dst) = (float *)p;                                                                        \
         if (e->ops->upload_f32(e->ops_ctx, p, (src), (n)) != 0) goto fail;                         \
         p += (n)*e->ops->act_size;                                                                 \
     } while (0)
-    PUT(b->dw.tok_embd, hw->tok_embd, V * D);
+    PUTQ(b->dw.tok_embd, hw->tok_embd, hw->q_embd, 0, V * D);
     if (untied)
-        PUT(b->dw.output, hw->output, V * D);
+        PUTQ(b->dw.output, hw->output, hw->q_output, 0, V * D);
     else
         b->dw.output = b->dw.tok_embd;
     PUT(b->dw.out_norm, hw->out_norm, D);
@@ -186,14 +229,14 @@ static int upload_weights(struct engine *e, char *err, size_t errlen) {
         const struct model_layer *h = &hw->layers[l];
         struct model_layer *d = &b->dlayers[l];
         PUT(d->attn_norm, h->attn_norm, D);
-        PUT(d->wq, h->wq, QD * D);
-        PUT(d->wk, h->wk, KVD * D);
-        PUT(d->wv, h->wv, KVD * D);
-        PUT(d->wo, h->wo, D * QD);
+        PUTQ(d->wq, h->wq, h->qwq, perm_q, QD * D);
+        PUTQ(d->wk, h->wk, h->qwk, perm_k, KVD * D);
+        PUTQ(d->wv, h->wv, h->qwv, 0, KVD * D);
+        PUTQ(d->wo, h->wo, h->qwo, 0, D * QD);
         PUT(d->ffn_norm, h->ffn_norm, D);
-        PUT(d->w_gate, h->w_gate, F * D);
-        PUT(d->w_up, h->w_up, F * D);
-        PUT(d->w_down, h->w_down, D * F);
+        PUTQ(d->w_gate, h->w_gate, h->qw_gate, 0, F * D);
+        PUTQ(d->w_up, h->w_up, h->qw_up, 0, F * D);
+        PUTQ(d->w_down, h->w_down, h->qw_down, 0, D * F);
         if (c->attn_bias) PUT(d->bqkv, h->bqkv, QD + 2 * KVD);
         if (c->qk_norm) {
             PUT(d->q_norm, h->q_norm, (size_t)c->head_dim);
@@ -205,6 +248,9 @@ static int upload_weights(struct engine *e, char *err, size_t errlen) {
         }
     }
 #undef PUT
+#undef PUTQ
+    if (e->ops->upload_rows && e->ops->upload_rows(e->ops_ctx, NULL, NULL, 0) != 0) goto fail;
+    if (e->ops->sync(e->ops_ctx) != 0) goto fail;
     b->dw.layers = b->dlayers;
     b->dw.arena = b->dev_arena;
     b->dw.arena_bytes = bytes;
@@ -254,8 +300,14 @@ int engine_open(const struct engine_opts *o, struct engine **out, char *err, siz
     }
 
     /* The CPU multiplies GGUF blocks directly (kernels/cpu_quant.h), so it keeps them; the GPU
-     * takes fp32 host weights, which upload_weights turns into its element type. */
-    unsigned load_flags = e->ops == cpu_ops() && !o->cpu_fp32_weights ? MODEL_LOAD_KEEP_BLOCKS : 0;
+     * converts F16 / BF16 / F32 weights itself on their way from the file mapping (upload_rows)
+     * and takes the rest as fp32 host weights, which upload_weights turns into its element
+     * type. */
+    double t_open = now_s();
+    unsigned cpu_flags = o->cpu_fp32_weights ? 0 : MODEL_LOAD_KEEP_BLOCKS;
+    unsigned load_flags = e->ops == cpu_ops()   ? cpu_flags
+                          : e->ops->upload_rows ? MODEL_LOAD_KEEP_FILE
+                                                : 0;
     if (model_load_flags(o->model_path, load_flags, &e->model, o->progress, o->progress_user, err,
                          errlen) != 0)
         goto fail;
@@ -306,11 +358,29 @@ int engine_open(const struct engine_opts *o, struct engine **out, char *err, siz
                 snprintf(err, errlen, "engine: cannot start CPU threads");
                 goto fail;
             }
+            if (load_flags != cpu_flags) { /* loaded for the GPU: again as the CPU keeps it */
+                model_free(e->model);
+                e->model = NULL;
+                if (model_load_flags(o->model_path, cpu_flags, &e->model, o->progress,
+                                     o->progress_user, err, errlen) != 0)
+                    goto fail;
+                cfg = &e->model->cfg;
+                w = &e->model->w;
+            }
         }
     }
     if (b->cuda) {
-        if (upload_weights(e, err, errlen) != 0) goto fail;
+        if (upload_weights(e, o, err, errlen) != 0) goto fail;
         w = &b->dw;
+    }
+    { /* one line: how long the weights took to be ready, and at what rate the file was read */
+        double secs = now_s() - t_open;
+        struct stat st;
+        if (!stat(o->model_path, &st) && S_ISREG(st.st_mode) && secs > 0)
+            engine_log(o, ENGINE_LOG_INFO, "weights ready on %s in %.2f s: %.2f GB at %.2f GB/s",
+                       e->device, secs, st.st_size / 1e9, st.st_size / 1e9 / secs);
+        else
+            engine_log(o, ENGINE_LOG_INFO, "weights ready on %s in %.2f s", e->device, secs);
     }
     int page_size = o->page_size > 0 ? o->page_size : 16;
     e->max_batch_tokens = o->max_batch_tokens > 0 ? o->max_batch_tokens
