@@ -54,6 +54,21 @@ static int cpu_upload_f32(void *ctx, void *dst, const float *src, size_t n) {
     return cpu_copy(ctx, dst, src, n * sizeof(float));
 }
 
+/* The twin of the CUDA backend's upload_rows, in fp32: each row of W converted at its Hugging
+ * Face place (GGUF llama row h*d + 2j + k is HF row h*d + j + k*d/2, d = rows / perm_heads). */
+static int cpu_upload_rows(void *ctx, void *dst, const struct fg_qtensor *w, int perm_heads) {
+    (void)ctx;
+    if (!w) return 0; /* the end of a load: nothing is staged here */
+    int d = perm_heads > 0 ? w->rows / perm_heads : 0;
+    for (int r = 0; r < w->rows; r++) {
+        int hf = d ? r / d * d + (r % d) / 2 + (r % d) % 2 * (d / 2) : r;
+        if (gguf_dequantize(w->type, (const char *)w->data + (size_t)r * w->row_bytes,
+                            (float *)dst + (size_t)hf * w->cols, (uint64_t)w->cols))
+            return -1;
+    }
+    return 0;
+}
+
 static int cpu_sync(void *ctx) {
     (void)ctx;
     return 0;
@@ -469,6 +484,7 @@ static const struct fg_ops cpu_table = {
     .copy = cpu_copy,
     .sync = cpu_sync,
     .upload_f32 = cpu_upload_f32,
+    .upload_rows = cpu_upload_rows,
     .embed = cpu_embed,
     .rmsnorm = cpu_rmsnorm,
     .matmul = cpu_matmul,

@@ -10,6 +10,7 @@
  */
 #include <criterion/criterion.h>
 
+#include "kernels/ops.h"
 #include "model/gguf.h"
 #include "model/model.h"
 #include "model/tokenizer.h"
@@ -244,6 +245,72 @@ Test(loader, gguf_f32_equals_safetensors) {
         model_free(g);
         model_free(s);
     }
+}
+
+/* MODEL_LOAD_KEEP_FILE: every linear weight and the embedding of an F32 / F16 / BF16 file stays in
+ * the mapping (fp32 pointer NULL), and fg_ops.upload_rows (the CPU twin of the CUDA conversion)
+ * turns each into exactly the fp32 rows the plain load makes, Q/K un-permuted (gqa1_tied and
+ * gqa4_untied are llama files, whose Q/K rows GGUF permutes; the second has an untied head). */
+/* One kept weight: in the mapping, of the file's type, and upload_rows gives WANT exactly. */
+static void check_kept(const struct model *m, const struct fg_qtensor *q, const float *fp32,
+                       const float *want, int perm, const char *type, const char *what) {
+    cr_assert(q->data && !fp32, "%s: not kept in the file", what);
+    cr_assert_str_eq(gguf_type_name(q->type), type, "%s", what);
+    const uint8_t *lo = m->file->map, *d = q->data;
+    size_t rows = (size_t)q->rows, cols = (size_t)q->cols;
+    cr_assert(d >= lo && d + rows * q->row_bytes <= lo + m->file->size, "%s: not in the mapping",
+              what);
+    float *got = malloc(rows * cols * sizeof(float));
+    void *ctx = cpu_ops_create(1);
+    cr_assert_eq(cpu_ops()->upload_rows(ctx, got, q, perm), 0, "%s", what);
+    cr_assert(!memcmp(got, want, rows * cols * sizeof(float)), "%s differs from the fp32 load",
+              what);
+    cpu_ops_destroy(ctx);
+    free(got);
+}
+
+/* MODEL_LOAD_KEEP_FILE: every linear weight and the embedding of an F32 / F16 / BF16 file stays in
+ * the mapping (fp32 pointer NULL), and fg_ops.upload_rows (the CPU twin of the CUDA conversion)
+ * turns each into exactly the fp32 rows the plain load makes, Q/K un-permuted (gqa1_tied and
+ * gqa4_untied are llama files, whose Q/K rows GGUF permutes; the second has an untied head). */
+Test(loader, keep_file_uploads_as_the_fp32_load) {
+    tiny_models();
+    const char *types[] = {"F32", "F16", "BF16"};
+    for (int v = 0; v < 2; v++)
+        for (int t = 0; t < (v ? 1 : 3); t++) { /* gqa4_untied has F32 only */
+            char path[256], what[320];
+            snprintf(path, sizeof(path), TINY "/%s/%s.%s.gguf", VARIANTS[v].model,
+                     VARIANTS[v].model, types[t]);
+            struct model *ref = load_ok(path), *m = NULL;
+            char err[512];
+            cr_assert_eq(
+                model_load_flags(path, MODEL_LOAD_KEEP_FILE, &m, NULL, NULL, err, sizeof err), 0,
+                "%s", err);
+            cr_assert(m->file && m->w.mapped_bytes && !m->w.qarena, "%s", path);
+            cr_assert_eq(m->qk_file_order, 1, "%s: llama Q/K rows stay permuted", path);
+            const struct model_config *c = &m->cfg;
+            snprintf(what, sizeof what, "%s embedding", path);
+            check_kept(m, &m->w.q_embd, m->w.tok_embd, ref->w.tok_embd, 0, types[t], what);
+            if (ref->w.output != ref->w.tok_embd) {
+                snprintf(what, sizeof what, "%s output", path);
+                check_kept(m, &m->w.q_output, m->w.output, ref->w.output, 0, types[t], what);
+            }
+            for (int l = 0; l < c->n_layers; l++) {
+                const struct model_layer *L = &m->w.layers[l], *R = &ref->w.layers[l];
+                const struct fg_qtensor *q[] = {&L->qwq,     &L->qwk,   &L->qwv,    &L->qwo,
+                                                &L->qw_gate, &L->qw_up, &L->qw_down};
+                const float *f[] = {L->wq, L->wk, L->wv, L->wo, L->w_gate, L->w_up, L->w_down};
+                const float *r[] = {R->wq, R->wk, R->wv, R->wo, R->w_gate, R->w_up, R->w_down};
+                for (int k = 0; k < 7; k++) {
+                    snprintf(what, sizeof what, "%s layer %d weight %d", path, l, k);
+                    int perm = k == 0 ? c->n_heads : k == 1 ? c->n_kv_heads : 0;
+                    check_kept(m, q[k], f[k], r[k], perm, types[t], what);
+                }
+                cr_assert(L->attn_norm && L->ffn_norm, "%s: norms are fp32", path);
+            }
+            model_free(m);
+            model_free(ref);
+        }
 }
 
 struct prog {
