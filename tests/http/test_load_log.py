@@ -7,7 +7,9 @@ import re
 
 def test_load_progress_is_json_with_log_format_json(start_server):
     s = start_server("--log-format", "json")
-    progress = [l for l in s.lines if "tensors" in l and "loading" in l]
+    # " tensors, " is the progress line's own; "loading" alone also matches a model path under a
+    # folder named so (a worktree /work/wt-loading), whose notice line names tensors too
+    progress = [l for l in s.lines if " tensors, " in l and "loading" in l]
     assert progress, s.lines
     for line in progress:
         e = json.loads(line)  # raises on a plain-text line
@@ -16,7 +18,7 @@ def test_load_progress_is_json_with_log_format_json(start_server):
 
 
 def test_load_progress_text_format(server):
-    progress = [l for l in server.lines if "tensors" in l and "loading" in l]
+    progress = [l for l in server.lines if " tensors, " in l and "loading" in l]
     assert progress, server.lines
     for line in progress:
         assert re.match(r"\d{4}-\d\d-\d\dT[\d:.]+Z info loading \d+/\d+ tensors", line), line
