@@ -53,5 +53,7 @@ int gguf_dequantize(uint32_t type, const void *src, float *dst, uint64_t n);
 
 float gguf_fp16_to_fp32(uint16_t h);
 float gguf_bf16_to_fp32(uint16_t h);
+/* N little-endian halves at P to fp32, bit for bit as gguf_fp16_to_fp32 (vectorized). */
+void gguf_fp16_row_to_fp32(const uint8_t *p, float *dst, uint64_t n);
 
 #endif

@@ -2,9 +2,10 @@
  *
  * Walks everything a model file reaches: gguf_open (header, KV table, tensor table), every typed
  * getter on every key, dequantization of every supported tensor, then the loader's own readers
- * on the same file (model_load_tokenizer: tokenizer.ggml.*; model_load: llama.* config, shape
- * checks, fp32 conversion). A rejected file is fine; a crash, a sanitizer report, a leak or an
- * allocation far beyond the file's size (libFuzzer -malloc_limit_mb) is a bug.
+ * on the same file (model_load_tokenizer: tokenizer.ggml.*; model_load_flags: llama.* config,
+ * shape checks, the parallel conversion, with each flag). A rejected file is fine; a crash, a
+ * sanitizer report, a leak or an allocation far beyond the file's size (libFuzzer -malloc_limit_mb)
+ * is a bug.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -92,8 +93,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             tokenizer_free(tok);
             free(tmpl);
         }
-        struct model *m = NULL;
-        if (model_load(path, &m, NULL, NULL, err, sizeof(err)) == 0) model_free(m);
+        /* fp32, the CPU's blocks (some kept in the mapping), the GPU's kept F16/BF16/F32 */
+        static const unsigned flags[] = {0, MODEL_LOAD_KEEP_BLOCKS, MODEL_LOAD_KEEP_FILE};
+        for (int k = 0; k < 3; k++) {
+            struct model *m = NULL;
+            if (model_load_flags(path, flags[k], &m, NULL, NULL, err, sizeof(err)) == 0)
+                model_free(m);
+        }
     }
     close(fd);
     return 0;

@@ -360,6 +360,28 @@ Test(gguf, fp16_conversion_matches_ieee) {
     }
 }
 
+/* The vectorized row form gives the scalar's bits for every half (NaN payloads included), in
+ * the 16-wide body and in the tail: all 65,536 halves in order (a multiple of 16), then shifted
+ * by 5 so that every value also passes through the tail. */
+Test(gguf, fp16_row_matches_scalar_bits) {
+    static uint8_t src[2 * 0x10000 + 10];
+    static float dst[0x10000 + 5];
+    for (int shift = 0; shift <= 5; shift += 5) {
+        for (uint32_t i = 0; i < 0x10000 + 5; i++) {
+            uint32_t h = (i + 0x10000 - (uint32_t)shift) & 0xffff;
+            src[2 * i] = (uint8_t)h;
+            src[2 * i + 1] = (uint8_t)(h >> 8);
+        }
+        gguf_fp16_row_to_fp32(src, dst, 0x10000 + (uint64_t)shift);
+        for (uint32_t i = 0; i < 0x10000 + (uint32_t)shift; i++) {
+            uint16_t h = (uint16_t)(src[2 * i] | src[2 * i + 1] << 8);
+            float want = gguf_fp16_to_fp32(h);
+            cr_assert(!memcmp(&dst[i], &want, 4), "half 0x%04x at %u: %a, want %a", h, i, dst[i],
+                      want);
+        }
+    }
+}
+
 Test(gguf, type_names_and_support) {
     cr_assert_str_eq(gguf_type_name(3), "Q4_1");
     cr_assert_str_eq(gguf_type_name(14), "Q6_K");
