@@ -312,23 +312,6 @@ int engine_open(const struct engine_opts *o, struct engine **out, char *err, siz
                          errlen) != 0)
         goto fail;
     if (e->model->notice[0]) engine_log(o, ENGINE_LOG_INFO, "%s", e->model->notice);
-    /* A template that does not parse never stops the load: /generate needs none, and chat
-     * requests are rendered by the fallback family the warning names. */
-    char why[512];
-    int chat_rc = chat_template_init_model(&e->chat, e->model->chat_template, e->model->tok, why,
-                                           sizeof(why));
-    if (chat_rc < 0) {
-        errmsg_set(err, errlen, "%s", why);
-        goto fail;
-    }
-    if (chat_rc > 0)
-        engine_log(o, ENGINE_LOG_WARN, "%s: %s", o->model_path, why);
-    else if (e->chat.kind == CHAT_KIND_JINJA)
-        engine_log(o, ENGINE_LOG_INFO, "chat template: the model's own (jinja)");
-    else
-        engine_log(o, ENGINE_LOG_INFO, "chat template: %s fallback (%s)",
-                   chat_template_kind_name(&e->chat), e->chat.fallback_why);
-
     const struct model_config *cfg = &e->model->cfg;
     const struct model_weights *w = &e->model->w;
     /* A family switch the GPU kernels lack (or a head size they are not built for) keeps the
@@ -369,6 +352,24 @@ int engine_open(const struct engine_opts *o, struct engine **out, char *err, siz
             }
         }
     }
+    /* After the fallback above, which may load the model again. A template that does not parse
+     * never stops the load: /generate needs none, and chat requests are rendered by the
+     * fallback family the warning names. */
+    char why[512];
+    int chat_rc = chat_template_init_model(&e->chat, e->model->chat_template, e->model->tok, why,
+                                           sizeof(why));
+    if (chat_rc < 0) {
+        errmsg_set(err, errlen, "%s", why);
+        goto fail;
+    }
+    if (chat_rc > 0)
+        engine_log(o, ENGINE_LOG_WARN, "%s: %s", o->model_path, why);
+    else if (e->chat.kind == CHAT_KIND_JINJA)
+        engine_log(o, ENGINE_LOG_INFO, "chat template: the model's own (jinja)");
+    else
+        engine_log(o, ENGINE_LOG_INFO, "chat template: %s fallback (%s)",
+                   chat_template_kind_name(&e->chat), e->chat.fallback_why);
+
     if (b->cuda) {
         if (upload_weights(e, o, err, errlen) != 0) goto fail;
         w = &b->dw;
