@@ -169,12 +169,13 @@ $(GPU_LIB): $(GPU_LIB_OBJ) $(GPU_LIB_CU)
 
 test-gpu:
 	@$(GPU_GATE)
-	$(MAKE) $(GPU_LIB)
+	$(MAKE) $(GPU_LIB) $(BUILD)/libflashgen_cuda.so
 	FG_ATTN_LIB=$(GPU_LIB) $(PYTHON) tests/gpu/check_attention.py
 	FG_ATTN_LIB=$(GPU_LIB) $(PYTHON) tests/gpu/check_family.py
 	$(PYTHON) tests/gpu/check_gemv.py --lib $(GPU_LIB)
 	FG_SAMPLE_LIB=$(GPU_LIB) $(PYTHON) tests/gpu/check_sample.py --no-bench
 	FG_SAMPLE_LIB=$(GPU_LIB) $(PYTHON) tests/gpu/check_mask.py --no-bench
+	$(PYTHON) tests/gpu/check_upload.py --lib $(GPU_LIB) --cuda $(BUILD)/libflashgen_cuda.so
 
 bench-gpu:
 	@$(GPU_GATE)
