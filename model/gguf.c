@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -413,10 +414,39 @@ fail:
     return -1;
 }
 
+struct gguf_advice {
+    void *map;
+    size_t size;
+};
+
+static void *gguf_willneed_run(void *arg) {
+    struct gguf_advice a = *(struct gguf_advice *)arg;
+    free(arg);
+    /* on a range unmapped meanwhile this fails with ENOMEM, which is fine: advice only */
+    (void)madvise(a.map, a.size, MADV_WILLNEED);
+    return NULL;
+}
+
 void gguf_will_read(const struct gguf_file *f) {
     /* advice only: a failure changes nothing but speed */
     (void)madvise((void *)f->map, f->size, MADV_SEQUENTIAL);
-    (void)madvise((void *)f->map, f->size, MADV_WILLNEED);
+    /* WILLNEED queues the reads of a cold file and can block while it does (for as long as the
+     * disk takes), so it runs on a thread of its own and the loader starts converting at once;
+     * the thread only holds the address range, never F. Without a thread: inline. */
+    struct gguf_advice *a = malloc(sizeof(*a));
+    pthread_t t;
+    pthread_attr_t attr;
+    int ok = a && !pthread_attr_init(&attr);
+    if (ok) {
+        *a = (struct gguf_advice){(void *)f->map, f->size};
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        ok = !pthread_create(&t, &attr, gguf_willneed_run, a);
+        pthread_attr_destroy(&attr);
+    }
+    if (!ok) {
+        free(a);
+        (void)madvise((void *)f->map, f->size, MADV_WILLNEED);
+    }
 }
 
 const struct gguf_tensor *gguf_find_tensor(const struct gguf_file *f, const char *name) {

@@ -8,9 +8,15 @@
  * un-permuted while dequantizing (inverse of convert_hf_to_gguf.py's permute), so one rotate_half
  * RoPE serves both.
  * With MODEL_LOAD_KEEP_BLOCKS (the CPU backend), GGUF linear weights and the embedding whose type
- * kernels/cpu_quant.c multiplies stay in their file blocks, copied row by row (the un-permute
- * moves whole rows, so blocks survive it) into a second arena; only norms, biases and the types
- * without a block product become fp32.
+ * kernels/cpu_quant.c multiplies stay in their file blocks: pointing into the mapping where no
+ * row moves (the mapping then lives with the model, its pages shared with the page cache), else
+ * copied row by row (the un-permute moves whole rows, so blocks survive it) into a second arena;
+ * only norms, biases and the types without a block product become fp32. With
+ * MODEL_LOAD_KEEP_FILE (a GPU backend with upload_rows) the F32/F16/BF16 linear weights stay in
+ * the mapping unconverted, Q/K still permuted (model.qk_file_order): the backend converts them on
+ * their way to the device, so the host never holds an fp32 copy.
+ * The conversion runs on every online CPU over row chunks in file order (ld_convert); the
+ * loading thread only reports progress.
  */
 #include "model/model.h"
 
