@@ -143,7 +143,16 @@ static double now_s(void) {
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-/* Copy the host fp32 weights into one backend allocation in the backend's element type. */
+/* Add a weight still in the file mapping (fp32 pointer NULL; see upload_weights) to PR's totals. */
+static void count_kept(struct model_load_progress *pr, const struct fg_qtensor *q) {
+    if (!q->data) return;
+    pr->tensors_total++;
+    pr->bytes_total += (size_t)q->rows * q->row_bytes;
+}
+
+/* Copy the weights into one backend allocation in the backend's element type: fp32 host ones
+ * through upload_f32, those still in the file mapping (MODEL_LOAD_KEEP_FILE) through upload_rows.
+ */
 static int upload_weights(struct engine *e, const struct engine_opts *o, char *err, size_t errlen) {
     struct engine_backend *b = e->backend;
     const struct model_config *c = &e->model->cfg;
@@ -154,7 +163,8 @@ static int upload_weights(struct engine *e, const struct engine_opts *o, char *e
     /* the family switches' tensors (model.h): q|k|v biases, QK-norm and post-norm weights */
     per_layer += (c->attn_bias ? QD + 2 * KVD : 0) + (c->qk_norm ? 2 * (size_t)c->head_dim : 0) +
                  (c->post_norms ? 2 * D : 0);
-    int untied = hw->output != hw->tok_embd;
+    /* from the config, not the pointers: weights kept in the file mapping have NULL fp32 ones */
+    int untied = !c->tied_embeddings;
     size_t elems = V * D * (untied ? 2 : 1) + D + c->n_layers * per_layer;
     size_t freq_bytes = sizeof(float) * (size_t)(c->head_dim / 2);
     size_t freq_span = (freq_bytes + 255) / 256 * 256;
@@ -184,20 +194,15 @@ static int upload_weights(struct engine *e, const struct engine_opts *o, char *e
     struct model_load_progress pr = {0, 0, 0, 0, 0};
     const int perm_q = e->model->qk_file_order ? c->n_heads : 0;
     const int perm_k = e->model->qk_file_order ? c->n_kv_heads : 0;
-    const struct fg_qtensor *kept[] = {&hw->q_embd, &hw->q_output};
-    for (int k = 0; k < 2; k++)
-        pr.bytes_total += kept[k]->data ? (size_t)kept[k]->rows * kept[k]->row_bytes : 0;
+    count_kept(&pr, &hw->q_embd);
+    if (untied) count_kept(&pr, &hw->q_output);
     for (int l = 0; l < c->n_layers; l++) {
         const struct model_layer *h = &hw->layers[l];
         const struct fg_qtensor *q[] = {&h->qwq,     &h->qwk,   &h->qwv,    &h->qwo,
                                         &h->qw_gate, &h->qw_up, &h->qw_down};
         for (int k = 0; k < 7; k++)
-            if (q[k]->data) {
-                pr.bytes_total += (size_t)q[k]->rows * q[k]->row_bytes;
-                pr.tensors_total++;
-            }
+            count_kept(&pr, q[k]);
     }
-    pr.tensors_total += (hw->q_embd.data ? 1 : 0) + (untied && hw->q_output.data ? 1 : 0);
     double t_up = now_s();
 #define PUTQ(dst, src, q, perm, n)                                                                 \
     do {                                                                                           \
@@ -261,6 +266,7 @@ fail:
 }
 
 int engine_open(const struct engine_opts *o, struct engine **out, char *err, size_t errlen) {
+    double t_open = now_s(); /* the ready line's start: device, load and upload */
     *out = NULL;
     struct engine *e = calloc(1, sizeof(*e));
     struct engine_backend *b = calloc(1, sizeof(*b));
@@ -303,7 +309,6 @@ int engine_open(const struct engine_opts *o, struct engine **out, char *err, siz
      * converts F16 / BF16 / F32 weights itself on their way from the file mapping (upload_rows)
      * and takes the rest as fp32 host weights, which upload_weights turns into its element
      * type. */
-    double t_open = now_s();
     unsigned cpu_flags = o->cpu_fp32_weights ? 0 : MODEL_LOAD_KEEP_BLOCKS;
     unsigned load_flags = e->ops == cpu_ops()   ? cpu_flags
                           : e->ops->upload_rows ? MODEL_LOAD_KEEP_FILE
