@@ -378,6 +378,7 @@ int engine_open(const struct engine_opts *o, struct engine **out, char *err, siz
     if (b->cuda) {
         if (upload_weights(e, o, err, errlen) != 0) goto fail;
         w = &b->dw;
+        model_drop_file(e->model); /* the device has the kept weights: the mapping can go */
     }
     { /* one line: how long the weights took to be ready, and at what rate the file was read */
         double secs = now_s() - t_open;

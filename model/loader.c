@@ -1250,6 +1250,27 @@ static int ld_resolve(const char *path, char *dir, size_t cap, char *err, size_t
     return -1;
 }
 
+void model_drop_file(struct model *m) {
+    if (!m->file) return;
+    const uint8_t *lo = m->file->map, *hi = lo + m->file->size;
+    struct fg_qtensor *q[] = {&m->w.q_embd, &m->w.q_output};
+    for (int k = 0; k < 2; k++)
+        if ((const uint8_t *)q[k]->data >= lo && (const uint8_t *)q[k]->data < hi)
+            memset(q[k], 0, sizeof(*q[k]));
+    for (int l = 0; l < m->cfg.n_layers; l++) {
+        struct model_layer *L = &m->w.layers[l];
+        struct fg_qtensor *lq[] = {&L->qwq,     &L->qwk,   &L->qwv,    &L->qwo,
+                                   &L->qw_gate, &L->qw_up, &L->qw_down};
+        for (int k = 0; k < 7; k++)
+            if ((const uint8_t *)lq[k]->data >= lo && (const uint8_t *)lq[k]->data < hi)
+                memset(lq[k], 0, sizeof(*lq[k]));
+    }
+    m->w.mapped_bytes = 0;
+    m->qk_file_order = 0;
+    gguf_close(m->file);
+    m->file = NULL;
+}
+
 void model_free(struct model *m) {
     if (!m) return;
     tokenizer_free(m->tok);

@@ -308,6 +308,11 @@ Test(loader, keep_file_uploads_as_the_fp32_load) {
                 }
                 cr_assert(L->attn_norm && L->ffn_norm, "%s: norms are fp32", path);
             }
+            model_drop_file(m); /* after a GPU upload: no pointer into the mapping survives */
+            cr_assert(!m->file && !m->w.mapped_bytes && !m->w.q_embd.data && !m->w.q_output.data,
+                      "%s", path);
+            for (int l = 0; l < c->n_layers; l++)
+                cr_assert(!m->w.layers[l].qwq.data && !m->w.layers[l].qw_down.data, "%s", path);
             model_free(m);
             model_free(ref);
         }
