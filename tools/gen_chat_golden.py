@@ -201,6 +201,26 @@ FEATURES = [
     ("{{ [{'a': 1}] | selectattr | list }}", {}),
     ("{% if messages[0].role == 'system' %}{% set messages = messages[1:] %}{% endif %}"
      "{{ messages | length }}", {"messages": [{"role": "system"}, {"role": "user"}]}),
+    # select/reject/map of a falsy value (a null tool_calls): jinja2 yields nothing, arguments unread
+    ("{{ n | selectattr('type', 'equalto', 'function') | list }} {{ n | rejectattr('a') | list }}"
+     " {{ n | map(attribute='function') | join(',') }}|{{ n | select | list }} {{ n | reject | list }}"
+     " {{ n | map('upper') | list }} {{ n | selectattr | list }} {{ '' | map(attribute='x') | list }}"
+     " {{ 0 | select | list }} {{ u | selectattr('a') | list }} [{{ n | selectattr('a') | first }}]",
+     {"n": None}),
+    ("{{ 3 | map('upper') | list }}", {}),
+    ("{{ n | list }}", {"n": None}),
+    ("{{ 2 is in [1, 2] }} {{ 'a' is in {'a': 1} }} {{ x is in [1] }} {{ 'b' is in 'abc' }}", {"x": None}),
+    ("{{ u is iterable }} {{ u is sequence }} {{ '' is lower }} {{ 'aB' is lower }} {{ 'ab1' is lower }}"
+     " {{ '' is upper }} {{ 'A1' is upper }} {{ 2.5 is even }} {{ 3.0 is odd }} {{ 4.0 is even }}", {}),
+    ("{{ [1, 2, 3, 4, 5] | batch(2) | list }} {{ 'abc' | batch(2, 'x') | list }} {{ [] | batch(3) | list }}", {}),
+    ("{{ [] | wordcount }} {{ 'a—b c_d é1, x' | wordcount }} {{ '' | wordcount }}", {}),
+    ("{{ [{'a': 1}] | unique | list }}", {}),
+    ("{{ u | int }}", {}),
+    ("{{ u | float }}", {}),
+    ("{{ u | dictsort }}", {}),
+    ("{{ n | indent(2) }}", {"n": None}),
+    ("{{ 1.5e3 }} {{ 1500.0 }} {{ 1e15 }} {{ 1e16 }} {{ 1.25e-4 }} {{ 1.5e-5 }} {{ -0.0 }} {{ 1e100 }}"
+     " {{ 123456789012345.6 }} {{ 2.5e-300 }} {{ [0.001, 12.5] }}", {}),
 ]
 
 
