@@ -364,36 +364,29 @@ def main():
     except Exception:
         _compile_jinja_template = None
     names = sorted(f[:-6] for f in os.listdir(DIR) if f.endswith(".jinja"))
-    out = []
+    out, tool_out = [], []
     for name in names:
         with open(os.path.join(DIR, name + ".jinja"), encoding="utf-8") as f:
             src = f.read()
         tmpl = env.from_string(src)
         hf = _compile_jinja_template(src) if _compile_jinja_template else None
         bos, eos = TOKENS[name]
-        for case, (messages, gen, tools) in CASES.items():
+
+        def render_checked(case, messages, tools, gen):
             variables = {"messages": messages, "tools": tools, "documents": None,
                          "add_generation_prompt": gen, "bos_token": bos, "eos_token": eos}
             variables.update(EXTRA.get(name, {}))
             r = render(tmpl, variables)
             if hf is not None:
                 assert render(hf, variables) == r, (name, case)
+            return variables, r
+
+        for case, (messages, gen, tools) in CASES.items():
+            variables, r = render_checked(case, messages, tools, gen)
             out.append({"template": name, "case": case, "vars": variables, **r})
-    tool_out = []
-    for name in names:
-        with open(os.path.join(DIR, name + ".jinja"), encoding="utf-8") as f:
-            src = f.read()
-        tmpl = env.from_string(src)
-        hf = _compile_jinja_template(src) if _compile_jinja_template else None
-        bos, eos = TOKENS[name]
         for case, body in TOOL_REQUESTS.items():
             messages, tools = tool_request_vars(src, body)
-            variables = {"messages": messages, "tools": tools, "documents": None,
-                         "add_generation_prompt": True, "bos_token": bos, "eos_token": eos}
-            variables.update(EXTRA.get(name, {}))
-            r = render(tmpl, variables)
-            if hf is not None:
-                assert render(hf, variables) == r, (name, case)
+            _, r = render_checked(case, messages, tools, True)
             tool_out.append({"template": name, "case": case, "takes_tools": takes_tools(src),
                              "request": body, "extra": EXTRA.get(name, {}), **r})
     with open(os.path.join(DIR, "tools_requests.json"), "w", encoding="utf-8") as f:
