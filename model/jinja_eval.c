@@ -341,6 +341,14 @@ static struct jv call_method(struct ev *E, const struct jv_method *m, const stru
             return v ? *v : dflt ? *dflt : v_none();
         }
     }
+    if (self->t == JV_INT && !strcmp(nm, "cycle")) { /* loop.cycle, bound to loop.index0 */
+        int n = 0;
+        for (int k = 0; k < A->n; k++)
+            n += !A->kw[k];
+        if (!n) jinja_fail(E, line, "no items for cycling given");
+        for (int k = 0, pos = 0; k < A->n; k++)
+            if (!A->kw[k] && pos++ == self->i % n) return A->v[k];
+    }
     jinja_fail(E, line, "'%s' object has no attribute '%s'", jv_type_name(self), nm);
 }
 
@@ -1212,21 +1220,25 @@ static int exec_for(struct ev *E, struct scope *S, const struct jnode *n, struct
     }
     size_t len = l.l->n;
     if (!len) return n->else_body.n ? exec_body(E, S, &n->else_body, out) : FLOW_NEXT;
-    static const char *const keys[] = {"index",    "index0",    "first",    "last",    "length",
-                                       "revindex", "revindex0", "previtem", "nextitem"};
+    static const char *const keys[] = {"index",    "index0",   "first",     "last",
+                                       "length",   "revindex", "revindex0", "previtem",
+                                       "nextitem", "cycle",    "depth",     "depth0"};
     for (size_t i = 0; i < len; i++) {
         step(E, n->line);
         struct jv loop = v_dict(E);
-        struct jv vals[9] = {v_int((long long)i + 1),
-                             v_int((long long)i),
-                             v_bool(i == 0),
-                             v_bool(i + 1 == len),
-                             v_int((long long)len),
-                             v_int((long long)(len - i)),
-                             v_int((long long)(len - i - 1)),
-                             i ? l.l->v[i - 1] : v_undef("previtem"),
-                             i + 1 < len ? l.l->v[i + 1] : v_undef("nextitem")};
-        for (int k = 0; k < 9; k++)
+        struct jv vals[12] = {v_int((long long)i + 1),
+                              v_int((long long)i),
+                              v_bool(i == 0),
+                              v_bool(i + 1 == len),
+                              v_int((long long)len),
+                              v_int((long long)(len - i)),
+                              v_int((long long)(len - i - 1)),
+                              i ? l.l->v[i - 1] : v_undef("previtem"),
+                              i + 1 < len ? l.l->v[i + 1] : v_undef("nextitem"),
+                              bind(E, v_int((long long)i), "cycle"),
+                              v_int(1), /* depth, depth0: loops are not recursive */
+                              v_int(0)};
+        for (int k = 0; k < 12; k++)
             jv_dict_set(E, loop.d, v_cstr(keys[k]), vals[k]);
         /* Each iteration starts from the enclosing values: a set in one does not reach the next. */
         struct scope *L = scope_new(E, S);

@@ -221,6 +221,9 @@ FEATURES = [
     ("{{ n | indent(2) }}", {"n": None}),
     ("{{ 1.5e3 }} {{ 1500.0 }} {{ 1e15 }} {{ 1e16 }} {{ 1.25e-4 }} {{ 1.5e-5 }} {{ -0.0 }} {{ 1e100 }}"
      " {{ 123456789012345.6 }} {{ 2.5e-300 }} {{ [0.001, 12.5] }}", {}),
+    ("{% for x in xs if x > 1 %}{{ loop.cycle('odd', 'even') }}{{ loop.depth }}{{ loop.depth0 }},"
+     "{% for y in [1, 2] %}{{ loop.cycle(x, y, '-') }}{% endfor %};{% endfor %}", {"xs": [1, 2, 3, 4]}),
+    ("{% for x in [1] %}{{ loop.cycle() }}{% endfor %}", {}),
 ]
 
 
