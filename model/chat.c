@@ -19,6 +19,7 @@
 #include "model/tokenizer.h"
 #include "errmsg.h"
 #include "model/jinja.h"
+#include "model/strbuf.h"
 
 #include <cjson/cJSON.h>
 
@@ -146,35 +147,8 @@ const char *chat_template_kind_name(const struct chat_template *ct) {
                                           : "chatml";
 }
 
-struct buf {
-    char *p;
-    size_t n, cap;
-    int oom;
-};
-
-static void buf_add(struct buf *b, const char *s, size_t n) {
-    if (b->oom) return;
-    if (b->n + n + 1 > b->cap) {
-        size_t c = 2 * (b->n + n) + 256;
-        char *np = realloc(b->p, c);
-        if (!np) {
-            b->oom = 1;
-            return;
-        }
-        b->p = np;
-        b->cap = c;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = '\0';
-}
-
-static void buf_str(struct buf *b, const char *s) {
-    buf_add(b, s, strlen(s));
-}
-
 /* Jinja's trim (Python str.strip) for ASCII whitespace. */
-static void buf_trimmed(struct buf *b, const char *s) {
+static void add_trimmed(struct strbuf *b, const char *s) {
     size_t n = strlen(s);
     while (n > 0 && strchr(" \t\n\r\v\f", s[n - 1]))
         n--;
@@ -182,49 +156,45 @@ static void buf_trimmed(struct buf *b, const char *s) {
         s++;
         n--;
     }
-    buf_add(b, s, n);
+    strbuf_add(b, s, n);
 }
 
 /* The hand-written fallback renderers. */
 static char *fallback_render(const struct chat_template *ct, const struct chat_msg *msgs,
                              int n_msgs, int add_generation_prompt) {
-    struct buf b = {0};
-    buf_add(&b, "", 0);
+    struct strbuf b = {0};
     if (ct->kind == CHAT_KIND_LLAMA3) {
-        if (ct->bos_text) buf_str(&b, ct->bos_text);
+        if (ct->bos_text) strbuf_str(&b, ct->bos_text);
         for (int i = 0; i < n_msgs; i++) {
-            buf_str(&b, "<|start_header_id|>");
-            buf_str(&b, msgs[i].role ? msgs[i].role : "user");
-            buf_str(&b, "<|end_header_id|>\n\n");
+            strbuf_str(&b, "<|start_header_id|>");
+            strbuf_str(&b, msgs[i].role ? msgs[i].role : "user");
+            strbuf_str(&b, "<|end_header_id|>\n\n");
             const char *c = msgs[i].content ? msgs[i].content : "";
             if (ct->trim_content)
-                buf_trimmed(&b, c);
+                add_trimmed(&b, c);
             else
-                buf_str(&b, c);
-            buf_str(&b, "<|eot_id|>");
+                strbuf_str(&b, c);
+            strbuf_str(&b, "<|eot_id|>");
         }
-        if (add_generation_prompt) buf_str(&b, "<|start_header_id|>assistant<|end_header_id|>\n\n");
+        if (add_generation_prompt)
+            strbuf_str(&b, "<|start_header_id|>assistant<|end_header_id|>\n\n");
     } else {
         if (ct->default_system && n_msgs > 0 &&
             (!msgs[0].role || strcmp(msgs[0].role, "system") != 0)) {
-            buf_str(&b, "<|im_start|>system\n");
-            buf_str(&b, ct->default_system);
-            buf_str(&b, "<|im_end|>\n");
+            strbuf_str(&b, "<|im_start|>system\n");
+            strbuf_str(&b, ct->default_system);
+            strbuf_str(&b, "<|im_end|>\n");
         }
         for (int i = 0; i < n_msgs; i++) {
-            buf_str(&b, "<|im_start|>");
-            buf_str(&b, msgs[i].role ? msgs[i].role : "user");
-            buf_str(&b, "\n");
-            buf_str(&b, msgs[i].content ? msgs[i].content : "");
-            buf_str(&b, "<|im_end|>\n");
+            strbuf_str(&b, "<|im_start|>");
+            strbuf_str(&b, msgs[i].role ? msgs[i].role : "user");
+            strbuf_str(&b, "\n");
+            strbuf_str(&b, msgs[i].content ? msgs[i].content : "");
+            strbuf_str(&b, "<|im_end|>\n");
         }
-        if (add_generation_prompt) buf_str(&b, "<|im_start|>assistant\n");
+        if (add_generation_prompt) strbuf_str(&b, "<|im_start|>assistant\n");
     }
-    if (b.oom) {
-        free(b.p);
-        return NULL;
-    }
-    return b.p;
+    return strbuf_take(&b);
 }
 
 void chat_msg_free_strings(struct chat_msg *m) {

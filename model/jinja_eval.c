@@ -11,6 +11,7 @@
  */
 #include "model/jinja.h"
 #include "model/jinja_int.h"
+#include "model/unicode.h"
 
 #include <limits.h>
 #include <math.h>
@@ -77,6 +78,11 @@ struct args {
 };
 
 static struct jv eval(struct ev *E, struct scope *S, const struct jexpr *x);
+
+/* The name an undefined value goes by in "'x' is undefined". */
+static const char *undef_name(const struct jv *v) {
+    return v->undef_name ? v->undef_name : "value";
+}
 static int exec_body(struct ev *E, struct scope *S, const struct jbody *b, struct buf *out);
 
 static void eval_args(struct ev *E, struct scope *S, const struct jexpr *x, int skip,
@@ -335,6 +341,14 @@ static struct jv call_method(struct ev *E, const struct jv_method *m, const stru
             return v ? *v : dflt ? *dflt : v_none();
         }
     }
+    if (self->t == JV_INT && !strcmp(nm, "cycle")) { /* loop.cycle, bound to loop.index0 */
+        int n = 0;
+        for (int k = 0; k < A->n; k++)
+            n += !A->kw[k];
+        if (!n) jinja_fail(E, line, "no items for cycling given");
+        for (int k = 0, pos = 0; k < A->n; k++)
+            if (!A->kw[k] && pos++ == self->i % n) return A->v[k];
+    }
     jinja_fail(E, line, "'%s' object has no attribute '%s'", jv_type_name(self), nm);
 }
 
@@ -358,8 +372,7 @@ static struct jv bind(struct ev *E, struct jv self, const char *name) {
 
 /* obj.name (attribute first, then item, as Jinja's getattr does) */
 static struct jv get_attr(struct ev *E, struct jv obj, const char *name, int line) {
-    if (obj.t == JV_UNDEF)
-        jinja_fail(E, line, "'%s' is undefined", obj.undef_name ? obj.undef_name : "value");
+    if (obj.t == JV_UNDEF) jinja_fail(E, line, "'%s' is undefined", undef_name(&obj));
     if (obj.t == JV_STR && in_list(STR_METHODS, name)) return bind(E, obj, name);
     if (obj.t == JV_DICT) {
         if (!obj.d->ns && in_list(DICT_METHODS, name)) return bind(E, obj, name);
@@ -375,8 +388,7 @@ static long long norm_index(long long i, long long n) {
 
 /* obj[key] (item first, then attribute) */
 static struct jv get_item(struct ev *E, struct jv obj, struct jv key, int line) {
-    if (obj.t == JV_UNDEF)
-        jinja_fail(E, line, "'%s' is undefined", obj.undef_name ? obj.undef_name : "value");
+    if (obj.t == JV_UNDEF) jinja_fail(E, line, "'%s' is undefined", undef_name(&obj));
     if (obj.t == JV_DICT) {
         struct jv *v = jv_dict_find(obj.d, &key);
         if (v) return *v;
@@ -406,8 +418,7 @@ static struct jv slice(struct ev *E, struct jv obj, const struct jv *a, const st
                        const struct jv *c, int line) {
     long long step = c && c->t != JV_NONE ? need_int(E, c, line, "slice step") : 1;
     if (step == 0) jinja_fail(E, line, "slice step cannot be zero");
-    if (obj.t == JV_UNDEF)
-        jinja_fail(E, line, "'%s' is undefined", obj.undef_name ? obj.undef_name : "value");
+    if (obj.t == JV_UNDEF) jinja_fail(E, line, "'%s' is undefined", undef_name(&obj));
     struct jv l = obj.t == JV_STR ? jv_as_list(E, &obj, line) : obj;
     if (l.t != JV_LIST) jinja_fail(E, line, "'%s' object is not subscriptable", jv_type_name(&obj));
     long long n = (long long)l.l->n, lo, hi;
@@ -530,7 +541,7 @@ static struct jv call(struct ev *E, struct jv f, const struct args *A) {
     case JV_MACRO:
         return call_macro(E, f.mac, A);
     case JV_UNDEF:
-        jinja_fail(E, A->line, "'%s' is undefined", f.undef_name ? f.undef_name : "value");
+        jinja_fail(E, A->line, "'%s' is undefined", undef_name(&f));
     default:
         jinja_fail(E, A->line, "'%s' object is not callable", jv_type_name(&f));
     }
@@ -561,6 +572,9 @@ static struct jv attr_path(struct ev *E, struct jv v, struct jv path, int line) 
 
 static struct jv select_items(struct ev *E, struct jv seq, const struct args *A, int attr,
                               int keep) {
+    /* jinja2 yields nothing for a falsy sequence (none, '', 0, undefined) before it looks at the
+     * arguments: messages[i].tool_calls | selectattr(...) works on a null tool_calls. */
+    if (!jv_truthy(&seq)) return v_list(E, 0);
     if (attr && !arg(A, 0, NULL))
         jinja_fail(E, A->line, "selectattr/rejectattr need an attribute name");
     struct jv l = jv_as_list(E, &seq, A->line);
@@ -706,6 +720,7 @@ static struct jv filter(struct ev *E, const char *name, struct jv v, const struc
     }
     if (!strcmp(name, "int")) {
         const struct jv *d = arg(A, 0, "default");
+        if (v.t == JV_UNDEF) jinja_fail(E, line, "'%s' is undefined", undef_name(&v));
         if (v.t == JV_INT || v.t == JV_BOOL) return v_int(v.i);
         if (v.t == JV_FLOAT && isfinite(v.f) && fabs(v.f) < 9.2e18) return v_int((long long)v.f);
         if (v.t == JV_STR) {
@@ -720,6 +735,7 @@ static struct jv filter(struct ev *E, const char *name, struct jv v, const struc
         return d ? *d : v_int(0);
     }
     if (!strcmp(name, "float")) {
+        if (v.t == JV_UNDEF) jinja_fail(E, line, "'%s' is undefined", undef_name(&v));
         if (jv_is_num(&v)) return v_float(jv_num(&v));
         if (v.t == JV_STR) {
             char *s = jarena_strndup(&E->a, v.s.p, v.s.n), *end;
@@ -739,6 +755,7 @@ static struct jv filter(struct ev *E, const char *name, struct jv v, const struc
     if (!strcmp(name, "select")) return select_items(E, v, A, 0, 1);
     if (!strcmp(name, "reject")) return select_items(E, v, A, 0, 0);
     if (!strcmp(name, "map")) {
+        if (!jv_truthy(&v)) return v_list(E, 0); /* as select_items */
         struct jv l = jv_as_list(E, &v, line), out = v_list(E, l.l->n);
         const struct jv *at = arg(A, -1, "attribute"), *dflt = arg(A, -1, "default");
         const struct jv *fname = arg(A, 0, NULL);
@@ -774,6 +791,8 @@ static struct jv filter(struct ev *E, const char *name, struct jv v, const struc
         struct jv l = jv_as_list(E, &v, line), out = v_list(E, l.l->n);
         size_t n = 0;
         for (size_t i = 0; i < l.l->n; i++) {
+            if (l.l->v[i].t == JV_LIST || l.l->v[i].t == JV_DICT)
+                jinja_fail(E, line, "unhashable type: '%s'", jv_type_name(&l.l->v[i]));
             int dup = 0;
             for (size_t k = 0; k < n && !dup; k++)
                 dup = jv_equal(&out.l->v[k], &l.l->v[i]);
@@ -784,6 +803,7 @@ static struct jv filter(struct ev *E, const char *name, struct jv v, const struc
     }
     if (!strcmp(name, "sort") || !strcmp(name, "dictsort")) {
         int ds = name[0] == 'd';
+        if (ds && v.t == JV_UNDEF) jinja_fail(E, line, "'%s' is undefined", undef_name(&v));
         struct jv l = ds ? filter(E, "items", v, A) : filter(E, "list", v, A);
         const struct jv *rev = arg(A, ds ? 2 : 0, "reverse"),
                         *at = ds ? NULL : arg(A, 2, "attribute");
@@ -810,7 +830,7 @@ static struct jv filter(struct ev *E, const char *name, struct jv v, const struc
         else
             for (long long i = 0, n = w ? need_int(E, w, line, "indent") : 4; i < n && i < 256; i++)
                 jv_buf_add(E, &pad, " ", 1);
-        struct jv s = jv_str_of(E, &v);
+        struct jv s = need_str(E, &v, line, "indent");
         struct buf b = {0};
         jv_buf_add(E, &b, "", 0);
         int at_start = 1, firstline = 1;
@@ -856,9 +876,39 @@ static struct jv filter(struct ev *E, const char *name, struct jv v, const struc
         if (!jv_is_num(&v)) jinja_fail(E, line, "round: not a number");
         return v_float(nearbyint(jv_num(&v) * m) / m);
     }
-    if (!strcmp(name, "wordcount")) {
-        struct jv l = str_split(E, jv_str_of(E, &v), NULL, -1, line);
-        return v_int((long long)l.l->n);
+    if (!strcmp(name, "wordcount")) { /* runs of \\w (letters, numbers, '_'), as jinja2's regex */
+        struct jv s = jv_str_of(E, &v);
+        long long words = 0;
+        int in_word = 0;
+        for (size_t i = 0; i < s.s.n;) {
+            uint32_t cp;
+            i += unicode_utf8_decode((const unsigned char *)s.s.p + i, s.s.n - i, &cp);
+            int w = cp == '_' || (unicode_class(cp) & (UNICODE_L | UNICODE_N));
+            words += w && !in_word;
+            in_word = w;
+        }
+        return v_int(words);
+    }
+    if (!strcmp(name, "batch")) { /* lists of LINECOUNT items, the last padded with fill_with */
+        const struct jv *nv = arg(A, 0, "linecount"), *fill = arg(A, 1, "fill_with");
+        if (!nv) jinja_fail(E, line, "batch: missing linecount");
+        long long n = need_int(E, nv, line, "batch");
+        if (n < 1) jinja_fail(E, line, "batch: linecount must be at least 1");
+        struct jv l = jv_as_list(E, &v, line);
+        if (fill && fill->t != JV_NONE && l.l->n && n > (1LL << 24)) /* padding past memory */
+            jinja_fail(E, line, "batch: linecount %lld too large", n);
+        size_t groups = (l.l->n + (size_t)n - 1) / (size_t)n;
+        struct jv out = v_list(E, groups);
+        for (size_t g = 0; g < groups; g++) {
+            size_t from = g * (size_t)n,
+                   have = l.l->n - from < (size_t)n ? l.l->n - from : (size_t)n;
+            size_t len = fill && fill->t != JV_NONE ? (size_t)n : have;
+            struct jv b = v_list(E, len);
+            for (size_t k = 0; k < len; k++)
+                b.l->v[k] = k < have ? l.l->v[from + k] : *fill;
+            out.l->v[g] = b;
+        }
+        return out;
     }
     jinja_fail(E, line, "no filter named '%s'", name);
 }
@@ -877,15 +927,24 @@ static int test(struct ev *E, const char *name, const struct jv *v, const struct
     if (!strcmp(name, "true")) return v->t == JV_BOOL && v->i;
     if (!strcmp(name, "false")) return v->t == JV_BOOL && !v->i;
     if (!strcmp(name, "mapping")) return v->t == JV_DICT;
-    if (!strcmp(name, "iterable")) return v->t == JV_STR || v->t == JV_LIST || v->t == JV_DICT;
-    if (!strcmp(name, "sequence")) return v->t == JV_STR || v->t == JV_LIST || v->t == JV_DICT;
-    if (!strcmp(name, "callable")) return v->t == JV_FUNC || v->t == JV_METHOD || v->t == JV_MACRO;
+    /* jinja2's Undefined is iterable, has a length and a __call__ (that raises) */
+    if (!strcmp(name, "iterable") || !strcmp(name, "sequence"))
+        return v->t == JV_STR || v->t == JV_LIST || v->t == JV_DICT || v->t == JV_UNDEF;
+    if (!strcmp(name, "callable"))
+        return v->t == JV_FUNC || v->t == JV_METHOD || v->t == JV_MACRO || v->t == JV_UNDEF;
     if (!strcmp(name, "lower") || !strcmp(name, "upper")) {
-        if (v->t != JV_STR) return 0;
-        struct jv s = str_case(E, *v, name[0]);
-        return jv_equal(&s, v);
+        /* str(value).islower(): some cased character, none of the other case */
+        struct jv s = jv_str_of(E, v);
+        struct jv same = str_case(E, s, name[0]),
+                  other = str_case(E, s, name[0] == 'l' ? 'u' : 'l');
+        return jv_equal(&same, &s) && !jv_equal(&other, &s);
     }
     if (!strcmp(name, "even") || !strcmp(name, "odd")) {
+        if (v->t == JV_FLOAT) { /* value % 2 == 0 (even), == 1 (odd), Python's modulo */
+            double m = fmod(v->f, 2);
+            if (m < 0) m += 2;
+            return m == (name[0] == 'e' ? 0 : 1);
+        }
         long long i = need_int(E, v, line, name);
         return (i % 2 == 0) == (name[0] == 'e');
     }
@@ -1161,21 +1220,25 @@ static int exec_for(struct ev *E, struct scope *S, const struct jnode *n, struct
     }
     size_t len = l.l->n;
     if (!len) return n->else_body.n ? exec_body(E, S, &n->else_body, out) : FLOW_NEXT;
-    static const char *const keys[] = {"index",    "index0",    "first",    "last",    "length",
-                                       "revindex", "revindex0", "previtem", "nextitem"};
+    static const char *const keys[] = {"index",    "index0",   "first",     "last",
+                                       "length",   "revindex", "revindex0", "previtem",
+                                       "nextitem", "cycle",    "depth",     "depth0"};
     for (size_t i = 0; i < len; i++) {
         step(E, n->line);
         struct jv loop = v_dict(E);
-        struct jv vals[9] = {v_int((long long)i + 1),
-                             v_int((long long)i),
-                             v_bool(i == 0),
-                             v_bool(i + 1 == len),
-                             v_int((long long)len),
-                             v_int((long long)(len - i)),
-                             v_int((long long)(len - i - 1)),
-                             i ? l.l->v[i - 1] : v_undef("previtem"),
-                             i + 1 < len ? l.l->v[i + 1] : v_undef("nextitem")};
-        for (int k = 0; k < 9; k++)
+        struct jv vals[12] = {v_int((long long)i + 1),
+                              v_int((long long)i),
+                              v_bool(i == 0),
+                              v_bool(i + 1 == len),
+                              v_int((long long)len),
+                              v_int((long long)(len - i)),
+                              v_int((long long)(len - i - 1)),
+                              i ? l.l->v[i - 1] : v_undef("previtem"),
+                              i + 1 < len ? l.l->v[i + 1] : v_undef("nextitem"),
+                              bind(E, v_int((long long)i), "cycle"),
+                              v_int(1), /* depth, depth0: loops are not recursive */
+                              v_int(0)};
+        for (int k = 0; k < 12; k++)
             jv_dict_set(E, loop.d, v_cstr(keys[k]), vals[k]);
         /* Each iteration starts from the enclosing values: a set in one does not reach the next. */
         struct scope *L = scope_new(E, S);

@@ -699,6 +699,7 @@ static struct jexpr *filters(struct parser *P, struct jexpr *e) {
                 P->pos++;
                 arglist(P, x, ")");
             } else if (nx->kind == TK_STR || nx->kind == TK_INT || nx->kind == TK_FLOAT ||
+                       is_op(nx, "[") || is_op(nx, "{") ||
                        (nx->kind == TK_NAME && !is_name(nx, "else") && !is_name(nx, "or") &&
                         !is_name(nx, "and") && !is_name(nx, "if") && !is_name(nx, "is") &&
                         !is_name(nx, "in") && !is_name(nx, "not"))) {

@@ -165,21 +165,32 @@ static void fmt_float(struct ev *E, struct buf *b, double f) {
         jv_buf_str(E, b, f < 0 ? "-inf" : "inf");
         return;
     }
-    char tmp[40];
-    /* Python's repr: the shortest digits that read back to the same double. */
-    for (int p = 1; p <= 17; p++) {
-        snprintf(tmp, sizeof tmp, "%.*g", p, f);
+    /* Python's repr: the shortest digits that read back to the same double, written out in
+     * positional notation for decimal exponents -4..15 and as d.ddde+XX otherwise. */
+    char tmp[40], digits[24], out[48];
+    for (int p = 0; p <= 16; p++) {
+        snprintf(tmp, sizeof tmp, "%.*e", p, f);
         if (strtod(tmp, NULL) == f) break;
     }
-    /* Python writes 1e+16 style from exponent 16 up, and 1e-05 style below 1e-4. */
     char *e = strchr(tmp, 'e');
-    int exp10 = f == 0 ? 0 : (int)floor(log10(fabs(f)));
-    if (!e && exp10 >= 16) {
-        snprintf(tmp, sizeof tmp, "%.16e", f);
+    int exp10 = atoi(e + 1), nd = 0;
+    for (const char *c = tmp; c < e; c++)
+        if (*c >= '0' && *c <= '9') digits[nd++] = *c;
+    while (nd > 1 && digits[nd - 1] == '0')
+        nd--;
+    digits[nd] = 0;
+    const char *sign = f < 0 || (f == 0 && signbit(f)) ? "-" : "";
+    if (exp10 < -4 || exp10 >= 16) {
+        snprintf(out, sizeof out, "%s%c%s%.*se%c%02d", sign, digits[0], nd > 1 ? "." : "", nd - 1,
+                 digits + 1, exp10 < 0 ? '-' : '+', abs(exp10));
+    } else if (exp10 < 0) {
+        snprintf(out, sizeof out, "%s0.%.*s%s", sign, -exp10 - 1, "0000", digits);
+    } else if (exp10 + 1 >= nd) {
+        snprintf(out, sizeof out, "%s%s%.*s.0", sign, digits, exp10 + 1 - nd, "0000000000000000");
+    } else {
+        snprintf(out, sizeof out, "%s%.*s.%s", sign, exp10 + 1, digits, digits + exp10 + 1);
     }
-    if (!strchr(tmp, '.') && !strchr(tmp, 'e') && !strchr(tmp, 'n') && !strchr(tmp, 'i'))
-        strcat(tmp, ".0");
-    jv_buf_str(E, b, tmp);
+    jv_buf_str(E, b, out);
 }
 
 static void repr_str(struct ev *E, struct buf *b, const char *s, size_t n) {

@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "model/grammar.h"
+#include "model/strbuf.h"
 #include "server/utf8.h"
 
 #define TOOLS_MAX 128        /* functions in one request (OpenAI's limit is 128) */
@@ -395,68 +396,32 @@ int tools_parse_message(const cJSON *msg, int k, struct chat_msg *out, struct re
 
 /* ---- messages for a template without tool support ------------------------------------------ */
 
-struct sbuf {
-    char *p;
-    size_t n, cap;
-    int oom;
-};
-
-static void sb_add(struct sbuf *b, const char *s, size_t n) {
-    if (b->oom) return;
-    if (b->n + n + 1 > b->cap) {
-        size_t c = 2 * (b->n + n) + 128;
-        char *np = realloc(b->p, c);
-        if (!np) {
-            b->oom = 1;
-            return;
-        }
-        b->p = np;
-        b->cap = c;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = 0;
-}
-
-static void sb_str(struct sbuf *b, const char *s) {
-    sb_add(b, s, strlen(s));
-}
-
-/* The string B holds (malloc'd; "" when empty), or NULL when out of memory. */
-static char *sb_take(struct sbuf *b) {
-    sb_add(b, "", 0);
-    if (b->oom) {
-        free(b->p);
-        return NULL;
-    }
-    return b->p;
-}
-
 char *tools_system_text(const struct tools_req *t) {
-    struct sbuf b = {0};
-    sb_str(&b, "You are a function calling AI model. You may call one or more of the following "
-               "functions to answer the user. Their signatures are within <tools></tools> XML "
-               "tags:\n<tools>");
+    struct strbuf b = {0};
+    strbuf_str(&b, "You are a function calling AI model. You may call one or more of the following "
+                   "functions to answer the user. Their signatures are within <tools></tools> XML "
+                   "tags:\n<tools>");
     const cJSON *it;
     cJSON_ArrayForEach(it, t->tools) {
         char *s = cJSON_PrintUnformatted(it);
         if (!s) {
-            free(b.p);
+            strbuf_free(&b);
             return NULL;
         }
-        sb_str(&b, "\n");
-        sb_str(&b, s);
+        strbuf_str(&b, "\n");
+        strbuf_str(&b, s);
         free(s);
     }
-    sb_str(&b, "\n</tools>\n\nFor each function call, return a JSON object with the function name "
+    strbuf_str(&b,
+               "\n</tools>\n\nFor each function call, return a JSON object with the function name "
                "and arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": "
                "<function-name>, \"arguments\": <args-json-object>}\n</tool_call>\nFunction "
                "results are given back within <tool_response></tool_response> XML tags.");
-    return sb_take(&b);
+    return strbuf_take(&b);
 }
 
 /* An assistant message's calls (transformers' shape, as JSON text) as Hermes text. */
-static void calls_text(struct sbuf *b, const char *tool_calls) {
+static void calls_text(struct strbuf *b, const char *tool_calls) {
     cJSON *arr = cJSON_Parse(tool_calls);
     if (!arr) {
         b->oom = 1;
@@ -477,9 +442,9 @@ static void calls_text(struct sbuf *b, const char *tool_calls) {
             b->oom = 1;
             break;
         }
-        sb_str(b, first ? "<tool_call>\n" : "\n<tool_call>\n");
-        sb_str(b, s);
-        sb_str(b, "\n</tool_call>");
+        strbuf_str(b, first ? "<tool_call>\n" : "\n<tool_call>\n");
+        strbuf_str(b, s);
+        strbuf_str(b, "\n</tool_call>");
         free(s);
         first = 0;
     }
@@ -504,37 +469,37 @@ int tools_adapt_messages(const struct tools_req *t, int takes_tools, struct chat
     char *sys = tools ? tools_system_text(t) : NULL;
     if (tools && !sys) goto oom;
     if (sys) { /* into the first system message, or a new one */
-        struct sbuf b = {0};
+        struct strbuf b = {0};
         if (*n > 0 && !strcmp(in[0].role, "system")) {
-            sb_str(&b, in[0].content ? in[0].content : "");
-            sb_str(&b, "\n\n");
+            strbuf_str(&b, in[0].content ? in[0].content : "");
+            strbuf_str(&b, "\n\n");
             i = 1;
         }
-        sb_str(&b, sys);
+        strbuf_str(&b, sys);
         free(sys);
         out[m].role = "system";
-        if (!(out[m++].content = sb_take(&b))) goto oom;
+        if (!(out[m++].content = strbuf_take(&b))) goto oom;
     }
     for (; i < *n; i++) {
-        struct sbuf b = {0};
+        struct strbuf b = {0};
         if (!strcmp(in[i].role, "tool")) { /* a run of tool results: one user message */
             for (; i < *n && !strcmp(in[i].role, "tool"); i++) {
-                if (b.n) sb_str(&b, "\n");
-                sb_str(&b, "<tool_response>\n");
-                sb_str(&b, in[i].content ? in[i].content : "");
-                sb_str(&b, "\n</tool_response>");
+                if (b.n) strbuf_str(&b, "\n");
+                strbuf_str(&b, "<tool_response>\n");
+                strbuf_str(&b, in[i].content ? in[i].content : "");
+                strbuf_str(&b, "\n</tool_response>");
             }
             i--;
             out[m].role = "user";
         } else {
-            if (in[i].content) sb_str(&b, in[i].content);
+            if (in[i].content) strbuf_str(&b, in[i].content);
             if (in[i].tool_calls) {
-                if (b.n) sb_str(&b, "\n");
+                if (b.n) strbuf_str(&b, "\n");
                 calls_text(&b, in[i].tool_calls);
             }
             out[m].role = in[i].role;
         }
-        if (!(out[m++].content = sb_take(&b))) goto oom;
+        if (!(out[m++].content = strbuf_take(&b))) goto oom;
     }
     for (int k = 0; k < *n; k++)
         chat_msg_free_strings(&in[k]);

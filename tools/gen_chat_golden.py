@@ -201,6 +201,29 @@ FEATURES = [
     ("{{ [{'a': 1}] | selectattr | list }}", {}),
     ("{% if messages[0].role == 'system' %}{% set messages = messages[1:] %}{% endif %}"
      "{{ messages | length }}", {"messages": [{"role": "system"}, {"role": "user"}]}),
+    # select/reject/map of a falsy value (a null tool_calls): jinja2 yields nothing, arguments unread
+    ("{{ n | selectattr('type', 'equalto', 'function') | list }} {{ n | rejectattr('a') | list }}"
+     " {{ n | map(attribute='function') | join(',') }}|{{ n | select | list }} {{ n | reject | list }}"
+     " {{ n | map('upper') | list }} {{ n | selectattr | list }} {{ '' | map(attribute='x') | list }}"
+     " {{ 0 | select | list }} {{ u | selectattr('a') | list }} [{{ n | selectattr('a') | first }}]",
+     {"n": None}),
+    ("{{ 3 | map('upper') | list }}", {}),
+    ("{{ n | list }}", {"n": None}),
+    ("{{ 2 is in [1, 2] }} {{ 'a' is in {'a': 1} }} {{ x is in [1] }} {{ 'b' is in 'abc' }}", {"x": None}),
+    ("{{ u is iterable }} {{ u is sequence }} {{ '' is lower }} {{ 'aB' is lower }} {{ 'ab1' is lower }}"
+     " {{ '' is upper }} {{ 'A1' is upper }} {{ 2.5 is even }} {{ 3.0 is odd }} {{ 4.0 is even }}", {}),
+    ("{{ [1, 2, 3, 4, 5] | batch(2) | list }} {{ 'abc' | batch(2, 'x') | list }} {{ [] | batch(3) | list }}", {}),
+    ("{{ [] | wordcount }} {{ 'a—b c_d é1, x' | wordcount }} {{ '' | wordcount }}", {}),
+    ("{{ [{'a': 1}] | unique | list }}", {}),
+    ("{{ u | int }}", {}),
+    ("{{ u | float }}", {}),
+    ("{{ u | dictsort }}", {}),
+    ("{{ n | indent(2) }}", {"n": None}),
+    ("{{ 1.5e3 }} {{ 1500.0 }} {{ 1e15 }} {{ 1e16 }} {{ 1.25e-4 }} {{ 1.5e-5 }} {{ -0.0 }} {{ 1e100 }}"
+     " {{ 123456789012345.6 }} {{ 2.5e-300 }} {{ [0.001, 12.5] }}", {}),
+    ("{% for x in xs if x > 1 %}{{ loop.cycle('odd', 'even') }}{{ loop.depth }}{{ loop.depth0 }},"
+     "{% for y in [1, 2] %}{{ loop.cycle(x, y, '-') }}{% endfor %};{% endfor %}", {"xs": [1, 2, 3, 4]}),
+    ("{% for x in [1] %}{{ loop.cycle() }}{% endfor %}", {}),
 ]
 
 
@@ -344,36 +367,29 @@ def main():
     except Exception:
         _compile_jinja_template = None
     names = sorted(f[:-6] for f in os.listdir(DIR) if f.endswith(".jinja"))
-    out = []
+    out, tool_out = [], []
     for name in names:
         with open(os.path.join(DIR, name + ".jinja"), encoding="utf-8") as f:
             src = f.read()
         tmpl = env.from_string(src)
         hf = _compile_jinja_template(src) if _compile_jinja_template else None
         bos, eos = TOKENS[name]
-        for case, (messages, gen, tools) in CASES.items():
+
+        def render_checked(case, messages, tools, gen):
             variables = {"messages": messages, "tools": tools, "documents": None,
                          "add_generation_prompt": gen, "bos_token": bos, "eos_token": eos}
             variables.update(EXTRA.get(name, {}))
             r = render(tmpl, variables)
             if hf is not None:
                 assert render(hf, variables) == r, (name, case)
+            return variables, r
+
+        for case, (messages, gen, tools) in CASES.items():
+            variables, r = render_checked(case, messages, tools, gen)
             out.append({"template": name, "case": case, "vars": variables, **r})
-    tool_out = []
-    for name in names:
-        with open(os.path.join(DIR, name + ".jinja"), encoding="utf-8") as f:
-            src = f.read()
-        tmpl = env.from_string(src)
-        hf = _compile_jinja_template(src) if _compile_jinja_template else None
-        bos, eos = TOKENS[name]
         for case, body in TOOL_REQUESTS.items():
             messages, tools = tool_request_vars(src, body)
-            variables = {"messages": messages, "tools": tools, "documents": None,
-                         "add_generation_prompt": True, "bos_token": bos, "eos_token": eos}
-            variables.update(EXTRA.get(name, {}))
-            r = render(tmpl, variables)
-            if hf is not None:
-                assert render(hf, variables) == r, (name, case)
+            _, r = render_checked(case, messages, tools, True)
             tool_out.append({"template": name, "case": case, "takes_tools": takes_tools(src),
                              "request": body, "extra": EXTRA.get(name, {}), **r})
     with open(os.path.join(DIR, "tools_requests.json"), "w", encoding="utf-8") as f:

@@ -16,24 +16,14 @@ Exit status 1 when any request failed. --json prints the summary as one JSON obj
 """
 import argparse
 import json
-import os
-import re
 import statistics
-import subprocess
 import sys
 import threading
 import time
 
 import requests
 
-
-def pct(values, p):
-    if not values:
-        return float("nan")
-    v = sorted(values)
-    k = (len(v) - 1) * p / 100.0
-    lo, hi = int(k), min(int(k) + 1, len(v) - 1)
-    return v[lo] + (v[hi] - v[lo]) * (k - lo)
+from benchutil import pct, start_server, wait_ready
 
 
 class Stats:
@@ -74,33 +64,6 @@ def one_request(url, prompt, max_new, stats, timeout):
         stats.e2e.append(t_end - t0)
 
 
-def start_server(binary, extra):
-    proc = subprocess.Popen([binary, "serve", "--host", "127.0.0.1", "--port", "0",
-                             "--log-requests", "false", *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    port = None
-    for line in proc.stdout:
-        m = re.search(r"listening on http://[^ ]*:(\d+)", line)
-        if m:
-            port = int(m.group(1))
-            break
-    if port is None:
-        proc.kill()
-        sys.exit("loadgen: the server did not start")
-    threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()
-    url = f"http://127.0.0.1:{port}"
-    t0 = time.time()
-    while time.time() - t0 < 120:
-        try:
-            if requests.get(url + "/health", timeout=2).status_code == 200:
-                return proc, url
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.1)
-    proc.kill()
-    sys.exit("loadgen: the server did not become ready")
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--url", default="http://127.0.0.1:8080")
@@ -118,8 +81,10 @@ def main():
     proc = None
     url = a.url.rstrip("/")
     if a.start:
-        proc, url = start_server(a.start, a.server_arg)
+        proc, url = start_server(a.start, a.server_arg, "loadgen")
     try:
+        if proc:
+            wait_ready(url, 120, "loadgen")
         info = requests.get(url + "/info", timeout=10).json()
         stats = Stats()
         counter = iter(range(a.requests))

@@ -32,15 +32,13 @@ import argparse
 import asyncio
 import json
 import multiprocessing as mp
-import os
 import random
-import re
-import subprocess
 import sys
-import threading
 import time
 import urllib.parse
 import urllib.request
+
+from benchutil import get_json, pct, start_server, wait_ready
 
 WORDS = ("time year people way day man thing woman life child world school state family student "
          "group country problem hand part place case week company system program question work "
@@ -49,15 +47,6 @@ WORDS = ("time year people way day man thing woman life child world school state
          "power hour game line end member law car city community name president team minute idea "
          "kid body information back parent face others level office door health person art war "
          "history party result change morning reason research girl guy moment air teacher force").split()
-
-
-def pct(values, p):
-    if not values:
-        return float("nan")
-    v = sorted(values)
-    k = (len(v) - 1) * p / 100.0
-    lo, hi = int(k), min(int(k) + 1, len(v) - 1)
-    return v[lo] + (v[hi] - v[lo]) * (k - lo)
 
 
 # ---- one request ---------------------------------------------------------------------------
@@ -194,41 +183,6 @@ def proc_main(a, host, port, path, model, client_ids, t0, quota, q):
 
 # ---- server start (flashgen) and summary ---------------------------------------------------
 
-def start_server(binary, extra):
-    proc = subprocess.Popen([binary, "serve", "--host", "127.0.0.1", "--port", "0",
-                             "--log-requests", "false", *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    port = None
-    for line in proc.stdout:
-        m = re.search(r"listening on http://[^ ]*:(\d+)", line)
-        if m:
-            port = int(m.group(1))
-            break
-    if port is None:
-        proc.kill()
-        sys.exit("serve_bench: the server did not start")
-    threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()
-    return proc, f"http://127.0.0.1:{port}"
-
-
-def get_json(url, timeout=5):
-    with urllib.request.urlopen(url, timeout=timeout) as r:
-        return json.loads(r.read())
-
-
-def wait_ready(url, limit):
-    t = time.time()
-    while time.time() - t < limit:
-        try:
-            with urllib.request.urlopen(url + "/health", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except Exception:  # noqa: BLE001 - not up yet (503 while loading, refused)
-            pass
-        time.sleep(0.2)
-    sys.exit(f"serve_bench: {url} did not become ready in {limit} s")
-
-
 def summarize(a, records, t0, wall):
     if a.requests:
         w0, w1 = t0, t0 + wall
@@ -312,9 +266,9 @@ def main():
     proc = None
     url = a.url.rstrip("/")
     if a.start:
-        proc, url = start_server(a.start, a.server_arg)
+        proc, url = start_server(a.start, a.server_arg, "serve_bench")
     try:
-        wait_ready(url, a.ready_timeout)
+        wait_ready(url, a.ready_timeout, "serve_bench")
         u = urllib.parse.urlparse(url)
         host, port = u.hostname, u.port or 80
         try:

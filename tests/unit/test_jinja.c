@@ -3,6 +3,7 @@
  * tools/gen_chat_golden.py (expected.json: renders, raise_exception messages, errors), the
  * language features one at a time (features.json), then what jinja2 cannot be asked: error
  * positions, the output/step/memory bounds, strftime_now against the C library. */
+#include "test_util.h"
 #include <criterion/criterion.h>
 #include <cjson/cJSON.h>
 #include <stdio.h>
@@ -15,16 +16,8 @@
 #define GOLDEN_DIR "tests/golden/chat_templates/"
 
 static char *slurp(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    cr_assert_not_null(f, "cannot open %s", path);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s = malloc((size_t)n + 1);
-    cr_assert_eq(fread(s, 1, (size_t)n, f), (size_t)n);
-    s[n] = '\0';
-    fclose(f);
-    if (len) *len = (size_t)n;
+    char *s = tu_slurp(path, len);
+    cr_assert_not_null(s, "cannot open %s", path);
     return s;
 }
 

@@ -7,6 +7,7 @@
  * back into the same table as the checkpoint they came from. qwen2_windows: use_sliding_window /
  * max_window_layers / layer_types → which layers are local, as transformers' Qwen2Config says.
  */
+#include "test_util.h"
 #include <criterion/criterion.h>
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -18,15 +19,8 @@
 #include "model/model.h"
 
 static char *slurp(const char *path) {
-    FILE *f = fopen(path, "rb");
-    cr_assert_not_null(f, "cannot open %s", path);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s = malloc((size_t)n + 1);
-    cr_assert_eq(fread(s, 1, (size_t)n, f), (size_t)n);
-    s[n] = '\0';
-    fclose(f);
+    char *s = tu_slurp(path, NULL);
+    cr_assert_not_null(s, "cannot open %s", path);
     return s;
 }
 

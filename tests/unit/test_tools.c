@@ -4,6 +4,7 @@
  * input for templates that take tools, the documented Hermes rewrite for the others); the
  * refusals name their field; the forced-call grammar accepts exactly the calls the schemas allow;
  * the output rule tells calls from text. */
+#include "test_util.h"
 #include <criterion/criterion.h>
 #include <cjson/cJSON.h>
 #include <stdio.h>
@@ -21,15 +22,8 @@
 static const struct reqparse_limits LIM = {.max_stop_sequences = 4};
 
 static char *slurp(const char *path) {
-    FILE *f = fopen(path, "rb");
-    cr_assert_not_null(f, "cannot open %s", path);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s = malloc((size_t)n + 1);
-    cr_assert_eq(fread(s, 1, (size_t)n, f), (size_t)n);
-    s[n] = '\0';
-    fclose(f);
+    char *s = tu_slurp(path, NULL);
+    cr_assert_not_null(s, "cannot open %s", path);
     return s;
 }
 
