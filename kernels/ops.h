@@ -48,7 +48,8 @@ struct attn_batch {
     const int *host_q_start, *host_kv_len;
 };
 
-struct fg_sample_row; /* kernels/sample.h */
+struct fg_sample_row;   /* kernels/sample.h */
+struct fg_logit_delta; /* kernels/logit_mask.h */
 
 struct fg_ops {
     const char *name; /* "cpu", "cuda" */
@@ -167,6 +168,22 @@ struct fg_ops {
      * device error. */
     int (*mask_logits)(void *ctx, float *logits, int n, int vocab, const uint32_t *masks,
                        size_t words, const int *use, int n_mask);
+
+    /* Logit bias and penalties (OpenAI logit_bias, presence_penalty, frequency_penalty): for
+     * e < n_deltas, logits row d[e].row (of n) gets d[e].delta added at id d[e].id, each (row,
+     * id) at most once (sample_ref_bias; model/sampler.h builds them). d is a host array.
+     * Queued before mask_logits and sample of the same step. Returns 0, or -1 on a device
+     * error. */
+    int (*bias_logits)(void *ctx, float *logits, int n, int vocab, const struct fg_logit_delta *d,
+                       int n_deltas);
+    /* Top-k alternatives (top_logprobs): for each row i of n with k[i] > 0 (<= FG_TOP_MAX),
+     * ids + i * FG_TOP_MAX and lps + i * FG_TOP_MAX get the k[i] largest logits of the row
+     * and their log softmax over the row (sample_ref_top; -1 past the finite ones). Called
+     * after sample, so it sees the logits the pick saw (bias, mask and repetition penalty
+     * applied, before temperature and the top-k / top-p cut). k, ids and lps are host arrays;
+     * synchronises. Returns 0, or -1 on a device error. */
+    int (*top_logprobs)(void *ctx, const float *logits, int n, int vocab, const int *k, int *ids,
+                        float *lps);
 };
 
 /* The CPU backend. ctx from cpu_ops_create (n_threads 0 = all cores). */
