@@ -27,6 +27,7 @@ static size_t visible_len(const struct wreq *j);
 struct oai_ctx {
     struct server *sv;
     int chat, stream, include_usage, echo, logprobs, top_logprobs;
+    int token_ids; /* return_tokens_as_token_ids */
     int n_prompts, n_seqs, n_return, n_jobs;
     char **prompt_text; /* (n_prompts) echo */
     char id[48];
@@ -83,7 +84,8 @@ static cJSON *chunk_base(const struct oai_ctx *c) {
 /* One alternative (id, logprob) as {token, logprob, bytes} (chat) or its text (completions). */
 static cJSON *alt_json(const struct oai_ctx *c, const struct walt *a, char *buf, size_t cap,
                        int *len) {
-    int n = tokenizer_token_bytes(c->sv->worker.info.tok, a->id, buf, cap - 1);
+    int n = c->token_ids ? snprintf(buf, cap, "token_id:%d", a->id)
+                         : tokenizer_token_bytes(c->sv->worker.info.tok, a->id, buf, cap - 1);
     *len = n > 0 ? n : 0;
     if (!c->chat) return NULL;
     cJSON *te = cJSON_CreateObject();
@@ -136,7 +138,9 @@ static size_t prompt_logprobs_json(const struct oai_ctx *c, const struct wreq *j
     size_t off = 0;
     char buf[512];
     for (int i = 0; i < j->n_prompt; i++) {
-        int n = tokenizer_token_bytes(c->sv->worker.info.tok, j->tokens[i], buf, sizeof buf - 1);
+        int n = c->token_ids
+                    ? snprintf(buf, sizeof buf, "token_id:%d", j->tokens[i])
+                    : tokenizer_token_bytes(c->sv->worker.info.tok, j->tokens[i], buf, sizeof buf - 1);
         n = n > 0 ? n : 0;
         buf[n] = 0;
         cJSON_AddItemToArray(toks, cJSON_CreateString(buf));
@@ -155,6 +159,17 @@ static size_t prompt_logprobs_json(const struct oai_ctx *c, const struct wreq *j
     return off;
 }
 
+/* Generated token k's name in logprobs: its text (T, *LEN from job_token_text), or
+ * "token_id:ID" in BUF with return_tokens_as_token_ids. */
+static const char *token_name(const struct oai_ctx *c, const struct wreq *j, int k, char *buf,
+                              size_t cap, size_t *len) {
+    const char *t = job_token_text(j, k, len);
+    if (!c->token_ids) return t;
+    int n = snprintf(buf, cap, "token_id:%d", j->tokens[j->n_prompt + k]);
+    *len = n > 0 ? (size_t)n : 0;
+    return buf;
+}
+
 /* Logprobs of tokens [from, to): chat {"content":[{token, logprob, bytes, top_logprobs}]},
  * completions {tokens, token_logprobs, top_logprobs, text_offset}, with ECHO the prompt tokens
  * first. top_logprobs holds the top_k alternatives the worker computed: the log softmax of the
@@ -169,7 +184,8 @@ static cJSON *logprobs_json(const struct oai_ctx *c, const struct wreq *j, int f
         cJSON *arr = cJSON_AddArrayToObject(o, "content");
         for (int k = from; k < to; k++) {
             size_t len;
-            const char *t = job_token_text(j, k, &len);
+            char nb[32];
+            const char *t = token_name(c, j, k, nb, sizeof nb, &len);
             cJSON *e = cJSON_CreateObject();
             job_add_text(e, "token", t, len);
             cJSON_AddNumberToObject(e, "logprob", j->logprobs[k]);
@@ -189,14 +205,16 @@ static cJSON *logprobs_json(const struct oai_ctx *c, const struct wreq *j, int f
         cJSON *offs = cJSON_AddArrayToObject(o, "text_offset");
         size_t base = echo && j->prompt_lp ? prompt_logprobs_json(c, j, toks, lps, tops, offs) : 0;
         for (int k = from; k < to; k++) {
-            size_t len;
-            const char *t = job_token_text(j, k, &len);
+            size_t len, tl;
+            char nb[32];
+            const char *t = token_name(c, j, k, nb, sizeof nb, &len);
+            const char *tx = job_token_text(j, k, &tl);
             char *s = strndup(t, len);
             cJSON_AddItemToArray(toks, cJSON_CreateString(s ? s : ""));
             cJSON_AddItemToArray(lps, cJSON_CreateNumber(j->logprobs[k]));
             cJSON_AddItemToArray(tops, tops_json(c, j->top ? j->top + (size_t)k * j->top_k : NULL,
                                                  j->top_k, t, len, j->logprobs[k]));
-            cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)(base + (size_t)(t - j->text))));
+            cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)(base + (size_t)(tx - j->text))));
             free(s);
         }
     }
@@ -538,6 +556,7 @@ static struct oai_ctx *ctx_new(struct server *sv, struct http_req *r,
     c->include_usage = q->include_usage;
     c->logprobs = q->logprobs;
     c->top_logprobs = q->top_logprobs;
+    c->token_ids = q->token_ids;
     c->echo = q->echo;
     c->n_seqs = q->p.n_seqs;
     c->n_return = q->p.n_return;

@@ -531,6 +531,7 @@ static int oai_common(const cJSON *b, const struct reqparse_limits *lim, struct 
         get_num(b, "temperature", 0, 2, 0, &temp, e) || get_num(b, "top_p", 0, 1, 1, &top_p, e) ||
         get_rep_penalty(b, &rep, e) || reqparse_get_bool(b, "stream", &o->stream, e) ||
         reqparse_get_bool(b, "ignore_eos", &p->ignore_eos, e) ||
+        reqparse_get_bool(b, "return_tokens_as_token_ids", &o->token_ids, e) || /* vLLM */
         get_stop(b, "stop", 1, lim->max_stop_sequences, p, e))
         return -1;
     long long best_of = n;

@@ -110,6 +110,7 @@ struct reqparse_oai {
     int chat, stream, include_usage;
     int logprobs;     /* chat: the flag; completions: "logprobs" was given (0..20) */
     int top_logprobs; /* chat */
+    int token_ids;    /* vLLM return_tokens_as_token_ids: logprobs name tokens "token_id:ID" */
     int echo;         /* completions */
     char *prompt;     /* completions: the text prompt (malloc'd), or NULL when given as ids */
     int *ids;         /* completions: token ids (n_ids, each in [0, INT_MAX]; the vocabulary is
