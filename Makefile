@@ -175,6 +175,7 @@ test-gpu:
 	$(PYTHON) tests/gpu/check_gemv.py --lib $(GPU_LIB)
 	FG_SAMPLE_LIB=$(GPU_LIB) $(PYTHON) tests/gpu/check_sample.py --no-bench
 	FG_SAMPLE_LIB=$(GPU_LIB) $(PYTHON) tests/gpu/check_mask.py --no-bench
+	FG_SAMPLE_LIB=$(GPU_LIB) $(PYTHON) tests/gpu/check_bias_top.py --no-bench
 
 bench-gpu:
 	@$(GPU_GATE)
