@@ -769,16 +769,15 @@ static int cu_bias_logits(void *ctx, float *logits, int n, int vocab,
     memcpy(c->bia_host, d, bytes);
     CK(c, cudaMemcpyAsync(c->bia_dev, c->bia_host, bytes, cudaMemcpyHostToDevice, c->stream));
     char err[256];
-    if (!c->error[0] &&
-        fg_bias_launch(logits, n, vocab, (const struct fg_logit_delta *)c->bia_dev, n_deltas,
-                       c->stream, err, sizeof(err)) != 0)
+    if (!c->error[0] && fg_bias_launch(logits, n, vocab, (const struct fg_logit_delta *)c->bia_dev,
+                                       n_deltas, c->stream, err, sizeof(err)) != 0)
         ctx_fail(c, "%s", err);
     return c->error[0] ? -1 : 0;
 }
 
 /* Only the rows that ask (k > 0) are launched; their results are scattered back. */
-static int cu_top_logprobs(void *ctx, const float *logits, int n, int vocab, const int *k,
-                           int *ids, float *lps) {
+static int cu_top_logprobs(void *ctx, const float *logits, int n, int vocab, const int *k, int *ids,
+                           float *lps) {
     struct cuda_ctx *c = (struct cuda_ctx *)ctx;
     if (c->error[0]) return -1;
     int m = 0;
@@ -803,8 +802,8 @@ static int cu_top_logprobs(void *ctx, const float *logits, int n, int vocab, con
     int *d_ids = (int *)(db + in_b);
     float *d_lps = (float *)(d_ids + FG_TOP_MAX * (size_t)m);
     char err[256];
-    if (!c->error[0] && fg_top_launch(logits, vocab, (const int *)db, (const int *)db + m, m,
-                                      d_ids, d_lps, c->stream, err, sizeof(err)) != 0)
+    if (!c->error[0] && fg_top_launch(logits, vocab, (const int *)db, (const int *)db + m, m, d_ids,
+                                      d_lps, c->stream, err, sizeof(err)) != 0)
         ctx_fail(c, "%s", err);
     CK(c, cudaMemcpyAsync(hb + in_b, d_ids, out_b, cudaMemcpyDeviceToHost, c->stream));
     CK(c, cudaStreamSynchronize(c->stream));

@@ -48,7 +48,7 @@ struct attn_batch {
     const int *host_q_start, *host_kv_len;
 };
 
-struct fg_sample_row;   /* kernels/sample.h */
+struct fg_sample_row;  /* kernels/sample.h */
 struct fg_logit_delta; /* kernels/logit_mask.h */
 
 struct fg_ops {

@@ -47,7 +47,8 @@ __device__ void top_block_best(float &v, int &i, float *sv, int *si) {
 }
 
 __global__ void __launch_bounds__(TOP_THREADS)
-    top_kernel(const float *logits, int vocab, const int *rows, const int *ks, int *ids, float *lps) {
+    top_kernel(const float *logits, int vocab, const int *rows, const int *ks, int *ids,
+               float *lps) {
     __shared__ float sv[TOP_WARPS];
     __shared__ int si[TOP_WARPS];
     __shared__ double sd[TOP_WARPS];

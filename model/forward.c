@@ -535,8 +535,8 @@ int fwd_mask(struct fwd_state *st, int n, const uint32_t *masks, size_t words, c
     return 0;
 }
 
-int fwd_bias(struct fwd_state *st, int n, const struct fg_logit_delta *d, int n_deltas,
-             char *err, size_t errlen) {
+int fwd_bias(struct fwd_state *st, int n, const struct fg_logit_delta *d, int n_deltas, char *err,
+             size_t errlen) {
     if (n <= 0 || n > st->max_seqs) {
         snprintf(err, errlen, "bias: %d rows (limit %d)", n, st->max_seqs);
         return -1;

@@ -61,8 +61,8 @@ int fwd_sample(struct fwd_state *st, int n, const struct fg_sample_row *rows, co
 struct fg_logit_delta;
 /* Logit bias and penalties, between fwd_run and fwd_mask: D (host, N_DELTAS entries, rows of the
  * N of the last fwd_run) added to the logits on the backend. Returns 0, or -1 with err. */
-int fwd_bias(struct fwd_state *st, int n, const struct fg_logit_delta *d, int n_deltas,
-             char *err, size_t errlen);
+int fwd_bias(struct fwd_state *st, int n, const struct fg_logit_delta *d, int n_deltas, char *err,
+             size_t errlen);
 /* After fwd_sample: row i with K[i] > 0 gets its K[i] (<= FG_TOP_MAX) most likely ids and their
  * log softmax over the logits the pick saw into IDS / LPS + i * FG_TOP_MAX (host). Returns 0,
  * or -1 with err. */

@@ -56,8 +56,7 @@ int sampler_init(struct sampler *s, const struct sampler_params *p, int vocab) {
         s->touched = malloc(sizeof(int) * (size_t)vocab);
         s->acc = malloc(sizeof(float) * (size_t)vocab);
     }
-    if (!s->probs || !s->idx ||
-        (sampler_has_deltas(s) && (!s->count || !s->touched || !s->acc))) {
+    if (!s->probs || !s->idx || (sampler_has_deltas(s) && (!s->count || !s->touched || !s->acc))) {
         sampler_free(s);
         return -1;
     }

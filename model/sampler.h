@@ -24,8 +24,8 @@ struct sampler_params {
      * penalty, the grammar mask and everything else */
     float presence_penalty, frequency_penalty; /* 0 = off; in [-2, 2] */
     int n_bias;
-    int bias_id[SAMPLER_MAX_BIAS];  /* distinct ids */
-    float bias[SAMPLER_MAX_BIAS];   /* in [-100, 100] */
+    int bias_id[SAMPLER_MAX_BIAS]; /* distinct ids */
+    float bias[SAMPLER_MAX_BIAS];  /* in [-100, 100] */
 };
 
 struct sampler {

@@ -138,9 +138,9 @@ static size_t prompt_logprobs_json(const struct oai_ctx *c, const struct wreq *j
     size_t off = 0;
     char buf[512];
     for (int i = 0; i < j->n_prompt; i++) {
-        int n = c->token_ids
-                    ? snprintf(buf, sizeof buf, "token_id:%d", j->tokens[i])
-                    : tokenizer_token_bytes(c->sv->worker.info.tok, j->tokens[i], buf, sizeof buf - 1);
+        int n = c->token_ids ? snprintf(buf, sizeof buf, "token_id:%d", j->tokens[i])
+                             : tokenizer_token_bytes(c->sv->worker.info.tok, j->tokens[i], buf,
+                                                     sizeof buf - 1);
         n = n > 0 ? n : 0;
         buf[n] = 0;
         cJSON_AddItemToArray(toks, cJSON_CreateString(buf));
@@ -149,10 +149,9 @@ static size_t prompt_logprobs_json(const struct oai_ctx *c, const struct wreq *j
         if (!have)
             cJSON_AddItemToArray(tops, cJSON_CreateNull());
         else
-            cJSON_AddItemToArray(tops,
-                                 tops_json(c, j->prompt_top ? j->prompt_top + (size_t)i * j->top_k
-                                                            : NULL,
-                                           j->top_k, buf, (size_t)n, j->prompt_lp[i]));
+            cJSON_AddItemToArray(
+                tops, tops_json(c, j->prompt_top ? j->prompt_top + (size_t)i * j->top_k : NULL,
+                                j->top_k, buf, (size_t)n, j->prompt_lp[i]));
         cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)off));
         off += (size_t)n;
     }
@@ -192,10 +191,9 @@ static cJSON *logprobs_json(const struct oai_ctx *c, const struct wreq *j, int f
             cJSON *b = cJSON_AddArrayToObject(e, "bytes");
             for (size_t i = 0; i < len; i++)
                 cJSON_AddItemToArray(b, cJSON_CreateNumber((unsigned char)t[i]));
-            cJSON_AddItemToObject(
-                e, "top_logprobs",
-                tops_json(c, j->top ? j->top + (size_t)k * j->top_k : NULL, j->top_k, t, len,
-                          j->logprobs[k]));
+            cJSON_AddItemToObject(e, "top_logprobs",
+                                  tops_json(c, j->top ? j->top + (size_t)k * j->top_k : NULL,
+                                            j->top_k, t, len, j->logprobs[k]));
             cJSON_AddItemToArray(arr, e);
         }
     } else {

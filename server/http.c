@@ -124,8 +124,8 @@ struct http_req {
     uv_poll_t *peer; /* deferred: watches the client's socket while the reply is pending */
     struct reqlog log;
     char request_id[HTTP_REQUEST_ID_MAX + 1]; /* x-request-id: the client's, or generated */
-    char cors_origin[256]; /* Access-Control-Allow-Origin to send ("" = none) */
-    int preflight;         /* a CORS preflight (OPTIONS with Access-Control-Request-Method) */
+    char cors_origin[256];                    /* Access-Control-Allow-Origin to send ("" = none) */
+    int preflight; /* a CORS preflight (OPTIONS with Access-Control-Request-Method) */
     struct http_req *prev, *next;
 };
 
@@ -368,8 +368,8 @@ static void add_common_headers(struct http_req *r, struct MHD_Response *resp) {
     if (strcmp(r->cors_origin, "*")) MHD_add_response_header(resp, "Vary", "Origin");
     if (!r->preflight) return;
     MHD_add_response_header(resp, "Access-Control-Allow-Methods", "GET, POST, HEAD, OPTIONS");
-    const char *h = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
-                                                "Access-Control-Request-Headers");
+    const char *h =
+        MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Access-Control-Request-Headers");
     MHD_add_response_header(resp, "Access-Control-Allow-Headers",
                             h && *h ? h : "authorization, content-type, x-request-id");
     MHD_add_response_header(resp, "Access-Control-Max-Age", HTTP_CORS_MAX_AGE);

@@ -78,7 +78,7 @@ struct http_opts {
     const char *cors_origins; /* CORS: "*", a comma-separated list of origins, or NULL/"" (off) */
 };
 
-#define HTTP_REQUEST_ID_MAX 128 /* longest x-request-id taken from a client */
+#define HTTP_REQUEST_ID_MAX 128   /* longest x-request-id taken from a client */
 #define HTTP_CORS_MAX_AGE "86400" /* seconds a browser may cache a preflight's answer */
 
 /* Bind and start serving on LOOP. Returns 0 or -1 with err written. */

@@ -12,10 +12,10 @@
  * clients send by default (tools: [], tool_choice "none", response_format {"type":"text"},
  * tool_choice "none", ...) pass, real uses of unimplemented features get 422 saying so.
  * logit_bias (token-id strings → [-100, 100]), presence_penalty and frequency_penalty ([-2, 2])
- * go into the sampler parameters (model/sampler.h); top_logprobs / top_n_tokens into top_k. Structured
- * output (OpenAI response_format json_object / json_schema, TGI grammar json / regex) is compiled
- * here into job_params.grammar (model/grammar.h), so an unsupported schema keyword or regex
- * construct is a 422 naming it before anything is queued. Chat's tools, tool_choice and tool
+ * go into the sampler parameters (model/sampler.h); top_logprobs / top_n_tokens into top_k.
+ * Structured output (OpenAI response_format json_object / json_schema, TGI grammar json / regex) is
+ * compiled here into job_params.grammar (model/grammar.h), so an unsupported schema keyword or
+ * regex construct is a 422 naming it before anything is queued. Chat's tools, tool_choice and tool
  * messages are read by server/tools.h (a forced call's grammar goes into job_params.grammar
  * too). What needs the
  * model (tokenizing, the vocabulary, prompt-length limits, the chat template) stays in job.c

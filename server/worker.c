@@ -819,7 +819,7 @@ static int iterate(struct worker *w, struct worker_run *wr) {
         if (!it->want || q->fin.reason != WREQ_FIN_NONE) continue;
         int pos = it->seq->kv.n_tokens; /* tokens cached after this step */
         const struct walt *alt = wr->top_k[i] ? step_top(wr, i) : NULL;
-        if (pos < q->n_prompt) {        /* prompt logprob of the next prompt token */
+        if (pos < q->n_prompt) { /* prompt logprob of the next prompt token */
             if (wevents_push(&q->out, WEVENT_PROMPT_LP, pos, wr->logprobs[i], NULL, 0, alt,
                              alt ? q->top_k : 0) != 0)
                 seq_fail(wr, q, "out of memory (events)", now);
@@ -911,8 +911,7 @@ static void *worker_main(void *arg) {
     wr.top = calloc((size_t)e->max_batch_seqs * FG_TOP_MAX, sizeof(*wr.top));
     wr.top_ids = calloc((size_t)e->max_batch_seqs * FG_TOP_MAX, sizeof(*wr.top_ids));
     wr.top_lps = calloc((size_t)e->max_batch_seqs * FG_TOP_MAX, sizeof(*wr.top_lps));
-    if (!wr.rows || !wr.ids || !wr.logprobs || !wr.top_k || !wr.top || !wr.top_ids ||
-        !wr.top_lps ||
+    if (!wr.rows || !wr.ids || !wr.logprobs || !wr.top_k || !wr.top || !wr.top_ids || !wr.top_lps ||
         sched_init(&wr.sched, &e->kv, e->max_batch_tokens, e->max_batch_seqs)) {
         snprintf(err, sizeof err, "out of memory");
         goto failed;

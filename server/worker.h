@@ -133,13 +133,13 @@ struct wreq {
     void *user;
 
     /* --- the result so far, from the events --- */
-    int n_gen;        /* generated tokens (ids at tokens[n_prompt ..]) */
-    float *logprobs;  /* (max_new) log p of each generated token */
-    float *prompt_lp; /* (n_prompt) log p of each prompt token; [0] = NaN; or NULL */
-    int n_prompt_lp;  /* how many of prompt_lp are filled */
+    int n_gen;               /* generated tokens (ids at tokens[n_prompt ..]) */
+    float *logprobs;         /* (max_new) log p of each generated token */
+    float *prompt_lp;        /* (n_prompt) log p of each prompt token; [0] = NaN; or NULL */
+    int n_prompt_lp;         /* how many of prompt_lp are filled */
     struct walt *top;        /* (max_new, top_k) each generated token's alternatives, or NULL */
     struct walt *prompt_top; /* (n_prompt, top_k) each prompt token's (row 0 empty), or NULL */
-    char *text;       /* generated text so far (special tokens skipped), NUL-terminated */
+    char *text;              /* generated text so far (special tokens skipped), NUL-terminated */
     size_t text_len, text_cap;
     size_t *text_end;        /* (max_new) text_len after each generated token */
     size_t stop_pos;         /* WREQ_FIN_STOP: where the matched stop sequence starts in text */
