@@ -228,3 +228,27 @@ def test_tgi_frequency_penalty(server, tmp_path):
         changed |= int(ref_plain[s].argmax()) != tok
         counts[tok] += 1
     assert changed, "the penalty never changed a pick: the test could not tell"
+
+
+def test_openai_client_stream_top_logprobs_and_logit_bias(server):
+    import openai
+    c = openai.OpenAI(base_url=server.url + "/v1", api_key="unused")
+    msgs = [{"role": "user", "content": "Say one word."}]
+    full = c.chat.completions.create(model="m", messages=msgs, max_tokens=4, temperature=0,
+                                     logprobs=True, top_logprobs=4)
+    want = [[(t.token, t.logprob) for t in e.top_logprobs] for e in full.choices[0].logprobs.content]
+    got = []
+    for ch in c.chat.completions.create(model="m", messages=msgs, max_tokens=4, temperature=0,
+                                        logprobs=True, top_logprobs=4, stream=True):
+        if ch.choices and ch.choices[0].logprobs:
+            got += [[(t.token, t.logprob) for t in e.top_logprobs]
+                    for e in ch.choices[0].logprobs.content]
+    assert got == want and all(len(w) == 4 for w in want)
+    # the client sends logit_bias as {"id": bias}: banning the greedy first token changes it
+    first = full.choices[0].logprobs.content[0].token
+    ids = requests.post(server.url + "/tokenize", json={"inputs": first, "add_special_tokens":
+                                                        False}, timeout=60).json()
+    assert len(ids) == 1
+    banned = c.chat.completions.create(model="m", messages=msgs, max_tokens=4, temperature=0,
+                                       logprobs=True, logit_bias={str(ids[0]["id"]): -100})
+    assert banned.choices[0].logprobs.content[0].token != first
