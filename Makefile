@@ -176,6 +176,7 @@ test-gpu:
 	FG_SAMPLE_LIB=$(GPU_LIB) $(PYTHON) tests/gpu/check_sample.py --no-bench
 	FG_SAMPLE_LIB=$(GPU_LIB) $(PYTHON) tests/gpu/check_mask.py --no-bench
 	$(PYTHON) tests/gpu/check_upload.py --lib $(GPU_LIB) --cuda $(BUILD)/libflashgen_cuda.so
+	FG_SAMPLE_LIB=$(GPU_LIB) $(PYTHON) tests/gpu/check_bias_top.py --no-bench
 
 bench-gpu:
 	@$(GPU_GATE)
@@ -231,7 +232,8 @@ fuzz-smoke: $(FUZZ_BINS)
 
 # --- Sanitizer suite and soak (issue 6) --------------------------------------------------------
 # `make test-san`: the unit tests and a small HTTP subset (errors; lifecycle: start-up, bad
-# config, SIGTERM drain; faults: broken models, slow clients, storms, KV exhaustion) against
+# config, SIGTERM drain; faults: broken models, slow clients, storms, KV exhaustion; CORS and
+# request ids) against
 # build-san/ (ASan + UBSan, leak detection on; about 2.5 min on 2 cores). Every sanitizer
 # report goes to a file under build-san/tmp/san/ (log_path), from the unit tests and from every
 # `flashgen serve` the tests start; the target fails when any report exists. Servers the tests
@@ -242,7 +244,8 @@ SAN_LOGS     := build-san/tmp/san
 SAN_ENV      := ASAN_OPTIONS=detect_leaks=1:log_path=$(CURDIR)/$(SAN_LOGS)/asan \
                 LSAN_OPTIONS=suppressions=$(CURDIR)/tests/san/lsan.supp:print_suppressions=0 \
                 UBSAN_OPTIONS=print_stacktrace=1:log_path=$(CURDIR)/$(SAN_LOGS)/ubsan
-SAN_HTTP     ?= tests/http/test_errors.py tests/http/test_lifecycle.py tests/http/test_faults.py
+SAN_HTTP     ?= tests/http/test_errors.py tests/http/test_lifecycle.py tests/http/test_faults.py \
+                tests/http/test_cors.py
 SOAK_SECONDS ?= 300
 
 test-san: $(MODEL)

@@ -89,6 +89,9 @@ static const struct config_option SCHEMA[] = {
      "so proxies keep it open; 0 = off"},
     {"api_key", CONFIG_T_STRING, OFF(api_key), "", NULL, 0, 0,
      "require 'Authorization: Bearer KEY' (except /health and /metrics); empty = open"},
+    {"cors_allow_origins", CONFIG_T_STRING, OFF(cors_allow_origins), "", NULL, 0, 0,
+     "origins browsers may call from (CORS): \"*\" or a comma-separated list like "
+     "\"https://a.example,http://localhost:3000\"; empty = no CORS headers"},
     {"log_format", CONFIG_T_ENUM, OFF(log_format), "text", LOG_FORMATS, 0, 0, "log line format"},
     {"log_requests", CONFIG_T_BOOL, OFF(log_requests), "true", NULL, 0, 0,
      "one log line per request"},

@@ -52,10 +52,11 @@ struct config {
     double queue_timeout;           /* seconds a request may wait for admission; 0 = none */
     double shutdown_grace;          /* seconds to drain in-flight requests on SIGTERM */
     int connection_timeout;         /* seconds without progress before a connection is dropped */
-    double sse_ping;  /* seconds between keep-alive comments on an idle stream; 0 = off */
-    char *api_key;    /* "" = no authentication */
-    int log_format;   /* enum config_log_format */
-    int log_requests; /* one line per request */
+    double sse_ping;          /* seconds between keep-alive comments on an idle stream; 0 = off */
+    char *api_key;            /* "" = no authentication */
+    char *cors_allow_origins; /* "" = off, "*", or comma-separated origins */
+    int log_format;           /* enum config_log_format */
+    int log_requests;         /* one line per request */
 };
 
 enum config_type {

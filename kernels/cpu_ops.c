@@ -472,6 +472,23 @@ static int cpu_mask_logits(void *ctx, float *logits, int n, int vocab, const uin
     return 0;
 }
 
+static int cpu_bias_logits(void *ctx, float *logits, int n, int vocab,
+                           const struct fg_logit_delta *d, int n_deltas) {
+    (void)ctx;
+    sample_ref_bias(logits, n, vocab, d, n_deltas);
+    return 0;
+}
+
+static int cpu_top_logprobs(void *ctx, const float *logits, int n, int vocab, const int *k,
+                            int *ids, float *lps) {
+    (void)ctx;
+    for (int i = 0; i < n; i++)
+        if (k[i] > 0)
+            sample_ref_top(logits + (size_t)i * vocab, vocab, k[i], ids + (size_t)i * FG_TOP_MAX,
+                           lps + (size_t)i * FG_TOP_MAX);
+    return 0;
+}
+
 /* ---- table ------------------------------------------------------------------------------- */
 
 static const struct fg_ops cpu_table = {
@@ -510,6 +527,8 @@ static const struct fg_ops cpu_table = {
     .scale = cpu_scale,
     .softcap = cpu_softcap,
     .mask_logits = cpu_mask_logits,
+    .bias_logits = cpu_bias_logits,
+    .top_logprobs = cpu_top_logprobs,
 };
 
 const struct fg_ops *cpu_ops(void) {

@@ -90,6 +90,16 @@ struct cuda_ctx {
     size_t msk_dev_bytes;
     void *msk_host;
     size_t msk_host_bytes;
+    /* logit bias / penalties: the step's deltas, device and pinned staging (as the masks) */
+    void *bia_dev;
+    size_t bia_dev_bytes;
+    void *bia_host;
+    size_t bia_host_bytes;
+    /* top_logprobs: row ids and k in, (rows, FG_TOP_MAX) ids and logprobs out */
+    void *top_dev;
+    size_t top_dev_bytes;
+    void *top_host;
+    size_t top_host_bytes;
     /* FLASHGEN_SKIP, read at each graph_begin: the stages (SKIP_*) the graph being recorded
      * leaves out; 0 outside a capture. n_madd counts this capture's matmul_add calls. */
     unsigned skip;
@@ -906,6 +916,70 @@ static int cu_mask_logits(void *ctx, float *logits, int n, int vocab, const uint
     return c->error[0] ? -1 : 0;
 }
 
+static int cu_bias_logits(void *ctx, float *logits, int n, int vocab,
+                          const struct fg_logit_delta *d, int n_deltas) {
+    struct cuda_ctx *c = (struct cuda_ctx *)ctx;
+    if (c->error[0]) return -1;
+    if (n_deltas <= 0) return 0;
+    size_t bytes = sizeof(*d) * (size_t)n_deltas;
+    if (grow(&c->bia_dev, &c->bia_dev_bytes, bytes, 0) != 0 ||
+        grow(&c->bia_host, &c->bia_host_bytes, bytes, 1) != 0) {
+        ctx_fail(c, "out of memory for %d logit deltas", n_deltas);
+        return -1;
+    }
+    memcpy(c->bia_host, d, bytes);
+    CK(c, cudaMemcpyAsync(c->bia_dev, c->bia_host, bytes, cudaMemcpyHostToDevice, c->stream));
+    char err[256];
+    if (!c->error[0] && fg_bias_launch(logits, n, vocab, (const struct fg_logit_delta *)c->bia_dev,
+                                       n_deltas, c->stream, err, sizeof(err)) != 0)
+        ctx_fail(c, "%s", err);
+    return c->error[0] ? -1 : 0;
+}
+
+/* Only the rows that ask (k > 0) are launched; their results are scattered back. */
+static int cu_top_logprobs(void *ctx, const float *logits, int n, int vocab, const int *k, int *ids,
+                           float *lps) {
+    struct cuda_ctx *c = (struct cuda_ctx *)ctx;
+    if (c->error[0]) return -1;
+    int m = 0;
+    for (int i = 0; i < n; i++)
+        m += k[i] > 0;
+    if (m == 0) return 0;
+    size_t in_b = align256(2 * sizeof(int) * (size_t)m);
+    size_t out_b = (sizeof(int) + sizeof(float)) * FG_TOP_MAX * (size_t)m;
+    if (grow(&c->top_dev, &c->top_dev_bytes, in_b + out_b, 0) != 0 ||
+        grow(&c->top_host, &c->top_host_bytes, in_b + out_b, 1) != 0) {
+        ctx_fail(c, "out of memory for the top logprobs of %d rows", m);
+        return -1;
+    }
+    int *h_rows = (int *)c->top_host, *h_k = h_rows + m;
+    for (int i = 0, j = 0; i < n; i++)
+        if (k[i] > 0) {
+            h_rows[j] = i;
+            h_k[j++] = k[i];
+        }
+    char *db = (char *)c->top_dev, *hb = (char *)c->top_host;
+    CK(c, cudaMemcpyAsync(db, hb, 2 * sizeof(int) * (size_t)m, cudaMemcpyHostToDevice, c->stream));
+    int *d_ids = (int *)(db + in_b);
+    float *d_lps = (float *)(d_ids + FG_TOP_MAX * (size_t)m);
+    char err[256];
+    if (!c->error[0] && fg_top_launch(logits, vocab, (const int *)db, (const int *)db + m, m, d_ids,
+                                      d_lps, c->stream, err, sizeof(err)) != 0)
+        ctx_fail(c, "%s", err);
+    CK(c, cudaMemcpyAsync(hb + in_b, d_ids, out_b, cudaMemcpyDeviceToHost, c->stream));
+    CK(c, cudaStreamSynchronize(c->stream));
+    if (c->error[0]) return -1;
+    const int *o_ids = (const int *)(hb + in_b);
+    const float *o_lps = (const float *)(o_ids + FG_TOP_MAX * (size_t)m);
+    for (int j = 0; j < m; j++) {
+        memcpy(ids + (size_t)h_rows[j] * FG_TOP_MAX, o_ids + (size_t)j * FG_TOP_MAX,
+               sizeof(int) * FG_TOP_MAX);
+        memcpy(lps + (size_t)h_rows[j] * FG_TOP_MAX, o_lps + (size_t)j * FG_TOP_MAX,
+               sizeof(float) * FG_TOP_MAX);
+    }
+    return 0;
+}
+
 /* ---- graphs ------------------------------------------------------------------------------ */
 
 static int cu_graph_begin(void *ctx) {
@@ -963,6 +1037,10 @@ static void cu_destroy(void *ctx) {
     if (c->smp_host) cudaFreeHost(c->smp_host);
     if (c->msk_dev) cudaFree(c->msk_dev);
     if (c->msk_host) cudaFreeHost(c->msk_host);
+    if (c->bia_dev) cudaFree(c->bia_dev);
+    if (c->bia_host) cudaFreeHost(c->bia_host);
+    if (c->top_dev) cudaFree(c->top_dev);
+    if (c->top_host) cudaFreeHost(c->top_host);
     for (int i = 0; i < c->n_retired; i++)
         cudaFree(c->retired[i]);
     if (c->lt_workspace) cudaFree(c->lt_workspace);
@@ -1075,6 +1153,8 @@ static struct fg_ops make_table(void) {
     t.scale = cu_scale;
     t.softcap = cu_softcap;
     t.mask_logits = cu_mask_logits;
+    t.bias_logits = cu_bias_logits;
+    t.top_logprobs = cu_top_logprobs;
     return t;
 }
 

@@ -1,4 +1,6 @@
-/* logit_mask.cu — allowed-token bitmasks on device logits: the CUDA twin of sample_ref_mask().
+/* logit_mask.cu — allowed-token bitmasks on device logits: the CUDA twin of sample_ref_mask();
+ * and sparse logit deltas (logit bias, penalties), the twin of sample_ref_bias(): one thread per
+ * delta, a scatter of a few hundred floats at most.
  *
  * One thread per 32-bit mask word (32 ids), blockIdx.y = the masked row: a word's ids are
  * consecutive, so a warp writes 1024 consecutive logits. Ids past the mask's words (the model's
@@ -50,6 +52,33 @@ extern "C" int fg_mask_launch(float *logits, int vocab, const int *rows, const u
     cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess) {
         snprintf(err, errlen, "mask: %s", cudaGetErrorString(e));
+        return -1;
+    }
+    return 0;
+}
+
+__global__ void logit_bias_kernel(float *logits, int n_rows, int vocab,
+                                  const struct fg_logit_delta *d, int n) {
+    int e = blockIdx.x * blockDim.x + threadIdx.x;
+    if (e >= n) return;
+    struct fg_logit_delta t = d[e];
+    if (t.row < 0 || t.row >= n_rows || t.id < 0 || t.id >= vocab) return;
+    logits[(size_t)t.row * (size_t)vocab + (size_t)t.id] += t.delta;
+}
+
+extern "C" int fg_bias_launch(float *logits, int n_rows, int vocab, const struct fg_logit_delta *d,
+                              int n_deltas, void *stream, char *err, size_t errlen) {
+    if (n_deltas <= 0) return 0;
+    if (vocab <= 0 || n_rows <= 0) {
+        snprintf(err, errlen, "bias: bad shape (%d rows, vocab %d)", n_rows, vocab);
+        return -1;
+    }
+    unsigned blocks = (unsigned)((n_deltas + MASK_THREADS - 1) / MASK_THREADS);
+    logit_bias_kernel<<<blocks, MASK_THREADS, 0, (cudaStream_t)stream>>>(logits, n_rows, vocab, d,
+                                                                         n_deltas);
+    cudaError_t e = cudaGetLastError();
+    if (e != cudaSuccess) {
+        snprintf(err, errlen, "bias: %s", cudaGetErrorString(e));
         return -1;
     }
     return 0;

@@ -48,7 +48,8 @@ struct attn_batch {
     const int *host_q_start, *host_kv_len;
 };
 
-struct fg_sample_row; /* kernels/sample.h */
+struct fg_sample_row;  /* kernels/sample.h */
+struct fg_logit_delta; /* kernels/logit_mask.h */
 
 struct fg_ops {
     const char *name; /* "cpu", "cuda" */
@@ -175,6 +176,21 @@ struct fg_ops {
      * are stored in Hugging Face order (as model/loader.c un-permutes). Returns when W has been
      * read (the mapping may go): 0, or -1 on a device error. */
     int (*upload_rows)(void *ctx, void *dst, const struct fg_qtensor *w, int perm_heads);
+    /* Logit bias and penalties (OpenAI logit_bias, presence_penalty, frequency_penalty): for
+     * e < n_deltas, logits row d[e].row (of n) gets d[e].delta added at id d[e].id, each (row,
+     * id) at most once (sample_ref_bias; model/sampler.h builds them). d is a host array.
+     * Queued before mask_logits and sample of the same step. Returns 0, or -1 on a device
+     * error. */
+    int (*bias_logits)(void *ctx, float *logits, int n, int vocab, const struct fg_logit_delta *d,
+                       int n_deltas);
+    /* Top-k alternatives (top_logprobs): for each row i of n with k[i] > 0 (<= FG_TOP_MAX),
+     * ids + i * FG_TOP_MAX and lps + i * FG_TOP_MAX get the k[i] largest logits of the row
+     * and their log softmax over the row (sample_ref_top; -1 past the finite ones). Called
+     * after sample, so it sees the logits the pick saw (bias, mask and repetition penalty
+     * applied, before temperature and the top-k / top-p cut). k, ids and lps are host arrays;
+     * synchronises. Returns 0, or -1 on a device error. */
+    int (*top_logprobs)(void *ctx, const float *logits, int n, int vocab, const int *k, int *ids,
+                        float *lps);
 };
 
 /* The CPU backend. ctx from cpu_ops_create (n_threads 0 = all cores). */
@@ -197,7 +213,7 @@ struct fg_cuda_backend {
     /* the sticky error that made sync fail, or "" */
     const char *(*last_error)(void *ctx);
 };
-#define FG_CUDA_BACKEND_ABI 2 /* 2: fg_ops.upload_rows */
+#define FG_CUDA_BACKEND_ABI 3 /* 2: fg_ops.upload_rows; 3: bias_logits, top_logprobs */
 typedef const struct fg_cuda_backend *(*fg_cuda_backend_fn)(void);
 
 #endif

@@ -29,6 +29,17 @@ struct fg_sample_row {
     double u;                 /* uniform in [0, 1) (do_sample only) */
 };
 
+/* Most alternatives a row reports (OpenAI chat's top_logprobs limit). */
+#define FG_TOP_MAX 20
+
+/* Top-k alternatives (kernels/sample_top.cu; twin sample_ref_top): for n_rows rows, row r being
+ * logits row rows[r] (device arrays), the k[r] (<= FG_TOP_MAX) ids with the largest logits,
+ * ordered by (logit descending, id ascending), and their log softmax over the whole row, into
+ * ids / lps (device, (n_rows, FG_TOP_MAX); slots past k[r], and ids whose logit is -inf, get
+ * id -1). Enqueued on stream, no synchronisation. Returns 0, or -1 with a message in err. */
+int fg_top_launch(const float *logits, int vocab, const int *rows, const int *k, int n_rows,
+                  int *ids, float *lps, void *stream, char *err, size_t errlen);
+
 /* Device workspace fg_sample_launch needs: 0, the kernel keeps its state in shared memory. */
 size_t fg_sample_workspace_bytes(int n_rows, int vocab);
 

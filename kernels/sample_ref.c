@@ -39,6 +39,46 @@ static float log_softmax_at(const float *logits, int V, int id) {
     return (float)((double)(logits[id] - mx) - log(sum));
 }
 
+void sample_ref_bias(float *logits, int n_rows, int V, const struct fg_logit_delta *d, int n) {
+    for (int e = 0; e < n; e++)
+        if (d[e].row >= 0 && d[e].row < n_rows && d[e].id >= 0 && d[e].id < V)
+            logits[(size_t)d[e].row * (size_t)V + (size_t)d[e].id] += d[e].delta;
+}
+
+/* (a, ia) comes before (b, ib) in the top-k order. */
+static int top_before(float a, int ia, float b, int ib) {
+    return a > b || (a == b && ia < ib);
+}
+
+void sample_ref_top(const float *logits, int V, int k, int *ids, float *lps) {
+    if (k > FG_TOP_MAX) k = FG_TOP_MAX;
+    if (k <= 0) return;
+    int n = 0;
+    for (int i = 0; i < V; i++) { /* insertion into a sorted list of at most k */
+        if (logits[i] == -INFINITY) continue;
+        if (n == k && !top_before(logits[i], i, logits[ids[k - 1]], ids[k - 1])) continue;
+        int j = n < k ? n++ : k - 1;
+        while (j > 0 && top_before(logits[i], i, logits[ids[j - 1]], ids[j - 1])) {
+            ids[j] = ids[j - 1];
+            j--;
+        }
+        ids[j] = i;
+    }
+    if (n > 0) {
+        float mx = logits[ids[0]];
+        double sum = 0;
+        for (int i = 0; i < V; i++)
+            sum += exp((double)(logits[i] - mx));
+        double lse = log(sum);
+        for (int j = 0; j < n; j++)
+            lps[j] = (float)((double)(logits[ids[j]] - mx) - lse);
+    }
+    for (int j = n; j < k; j++) {
+        ids[j] = -1;
+        lps[j] = NAN;
+    }
+}
+
 void sample_ref_mask(float *logits, int V, const uint32_t *mask, int n_mask) {
     for (int i = 0; i < V; i++)
         if (i >= n_mask || !(mask[i >> 5] >> (i & 31) & 1)) logits[i] = -INFINITY;

@@ -10,6 +10,7 @@
 
 #include <stdint.h>
 
+#include "logit_mask.h"
 #include "sample.h"
 
 /* One row, decision for decision as the kernel: target mode (r->target >= 0: id = target,
@@ -27,5 +28,14 @@ int sample_ref_pick(const struct fg_sample_row *r, float *logits, int V, const i
  * [N_MASK, V) are not allowed (a vocabulary padded past the tokenizer's). At least one token
  * must be allowed (the caller checks: an all -inf row has no distribution). */
 void sample_ref_mask(float *logits, int V, const uint32_t *mask, int n_mask);
+
+/* Logit bias and penalties: logits[d[e].row * V + d[e].id] += d[e].delta for e < N (LOGITS
+ * holds N_ROWS rows); entries outside the rows or the vocabulary are skipped. */
+void sample_ref_bias(float *logits, int n_rows, int V, const struct fg_logit_delta *d, int n);
+
+/* The K (<= FG_TOP_MAX) largest logits of one row, by (logit descending, id ascending), with
+ * their log softmax over the row (in double, as log_softmax_at): IDS / LPS (K each); an id whose
+ * logit is -inf, and slots past the row's length, get -1 (and lps NaN). */
+void sample_ref_top(const float *logits, int V, int k, int *ids, float *lps);
 
 #endif

@@ -535,6 +535,40 @@ int fwd_mask(struct fwd_state *st, int n, const uint32_t *masks, size_t words, c
     return 0;
 }
 
+int fwd_bias(struct fwd_state *st, int n, const struct fg_logit_delta *d, int n_deltas, char *err,
+             size_t errlen) {
+    if (n <= 0 || n > st->max_seqs) {
+        snprintf(err, errlen, "bias: %d rows (limit %d)", n, st->max_seqs);
+        return -1;
+    }
+    if (!st->ops->bias_logits) {
+        snprintf(err, errlen, "bias: the %s backend has no logit bias op", st->ops->name);
+        return -1;
+    }
+    if (st->ops->bias_logits(st->ctx, st->logits, n, st->cfg->vocab_size, d, n_deltas) != 0) {
+        snprintf(err, errlen, "bias: device error");
+        return -1;
+    }
+    return 0;
+}
+
+int fwd_top(struct fwd_state *st, int n, const int *k, int *ids, float *lps, char *err,
+            size_t errlen) {
+    if (n <= 0 || n > st->max_seqs) {
+        snprintf(err, errlen, "top logprobs: %d rows (limit %d)", n, st->max_seqs);
+        return -1;
+    }
+    if (!st->ops->top_logprobs) {
+        snprintf(err, errlen, "top logprobs: the %s backend has no top-k op", st->ops->name);
+        return -1;
+    }
+    if (st->ops->top_logprobs(st->ctx, st->logits, n, st->cfg->vocab_size, k, ids, lps) != 0) {
+        snprintf(err, errlen, "top logprobs: device error");
+        return -1;
+    }
+    return 0;
+}
+
 int fwd_sample(struct fwd_state *st, int n, const struct fg_sample_row *rows, const int *history,
                int n_history, int *ids, float *logprobs, char *err, size_t errlen) {
     if (n <= 0 || n > st->max_seqs) {

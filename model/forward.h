@@ -58,6 +58,16 @@ struct fg_sample_row;
  * (host, n) receive the picks. Returns 0, or -1 with err written. */
 int fwd_sample(struct fwd_state *st, int n, const struct fg_sample_row *rows, const int *history,
                int n_history, int *ids, float *logprobs, char *err, size_t errlen);
+struct fg_logit_delta;
+/* Logit bias and penalties, between fwd_run and fwd_mask: D (host, N_DELTAS entries, rows of the
+ * N of the last fwd_run) added to the logits on the backend. Returns 0, or -1 with err. */
+int fwd_bias(struct fwd_state *st, int n, const struct fg_logit_delta *d, int n_deltas, char *err,
+             size_t errlen);
+/* After fwd_sample: row i with K[i] > 0 gets its K[i] (<= FG_TOP_MAX) most likely ids and their
+ * log softmax over the logits the pick saw into IDS / LPS + i * FG_TOP_MAX (host). Returns 0,
+ * or -1 with err. */
+int fwd_top(struct fwd_state *st, int n, const int *k, int *ids, float *lps, char *err,
+            size_t errlen);
 /* Constrained decoding, between fwd_run and fwd_sample: row i (of the N of the last fwd_run)
  * with USE[i] keeps only the ids allowed by its bitmask MASKS + i * WORDS (host; ids >= N_MASK
  * are dropped too), on the backend, so the logits stay where they are. Returns 0, or -1 with

@@ -51,7 +51,12 @@ int sampler_init(struct sampler *s, const struct sampler_params *p, int vocab) {
     s->vocab = vocab;
     s->probs = malloc(sizeof(float) * (size_t)vocab);
     s->idx = malloc(sizeof(int) * (size_t)vocab);
-    if (!s->probs || !s->idx) {
+    if (sampler_has_deltas(s)) {
+        s->count = calloc((size_t)vocab, sizeof(int));
+        s->touched = malloc(sizeof(int) * (size_t)vocab);
+        s->acc = malloc(sizeof(float) * (size_t)vocab);
+    }
+    if (!s->probs || !s->idx || (sampler_has_deltas(s) && (!s->count || !s->touched || !s->acc))) {
         sampler_free(s);
         return -1;
     }
@@ -65,13 +70,58 @@ void sampler_free(struct sampler *s) {
     if (!s) return;
     free(s->probs);
     free(s->idx);
+    free(s->count);
+    free(s->touched);
+    free(s->acc);
+    s->acc = NULL;
     s->probs = NULL;
     s->idx = NULL;
+    s->count = s->touched = NULL;
+}
+
+int sampler_has_deltas(const struct sampler *s) {
+    return s->p.n_bias > 0 || s->p.presence_penalty != 0 || s->p.frequency_penalty != 0;
+}
+
+int sampler_deltas(struct sampler *s, int row, const int *gen, int n_gen,
+                   struct fg_logit_delta *out) {
+    if (!s->count) return 0;
+    int n_ids = 0;
+    /* count[id]: generated occurrences + 1 (so that 0 means "not listed yet") */
+    for (int j = 0; j < s->p.n_bias; j++) {
+        int id = s->p.bias_id[j];
+        if (id < 0 || id >= s->vocab || s->count[id]) continue;
+        s->count[id] = 1;
+        s->acc[id] = s->p.bias[j];
+        s->touched[n_ids++] = id;
+    }
+    int pen = s->p.presence_penalty != 0 || s->p.frequency_penalty != 0;
+    for (int t = 0; pen && t < n_gen; t++) {
+        int id = gen[t];
+        if (id < 0 || id >= s->vocab) continue;
+        if (!s->count[id]++) {
+            s->count[id] = 2;
+            s->acc[id] = 0;
+            s->touched[n_ids++] = id;
+        }
+    }
+    int n = 0;
+    for (int j = 0; j < n_ids; j++) {
+        int id = s->touched[j], c = s->count[id] - 1;
+        s->count[id] = 0;
+        float d = s->acc[id];
+        if (c > 0) d -= s->p.frequency_penalty * (float)c + s->p.presence_penalty;
+        if (d != 0) out[n++] = (struct fg_logit_delta){row, id, d};
+    }
+    return n;
 }
 
 int sampler_sample(struct sampler *s, float *logits, const int *history, int n_history,
                    float *logprob) {
     struct fg_sample_row row;
+    for (int j = 0; j < s->p.n_bias; j++)
+        if (s->p.bias_id[j] >= 0 && s->p.bias_id[j] < s->vocab)
+            logits[s->p.bias_id[j]] += s->p.bias[j];
     sampler_row(s, 0, n_history, &row);
     return sample_ref_pick(&row, logits, s->vocab, history, s->probs, s->idx, logprob);
 }

@@ -34,6 +34,26 @@ static cJSON *token_json(const struct server *sv, const struct wreq *j, int k) {
     return o;
 }
 
+/* TGI top_tokens of generated token k: [{id, text, logprob, special}] by logprob. */
+static cJSON *top_tokens_json(const struct server *sv, const struct wreq *j, int k) {
+    if (!j->top) return cJSON_CreateNull();
+    const struct tokenizer *tok = sv->worker.info.tok;
+    cJSON *arr = cJSON_CreateArray();
+    for (int i = 0; i < j->top_k; i++) {
+        const struct walt *a = &j->top[(size_t)k * (size_t)j->top_k + (size_t)i];
+        if (a->id < 0) break;
+        char buf[512];
+        int n = tokenizer_token_bytes(tok, a->id, buf, sizeof buf - 1);
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddNumberToObject(o, "id", a->id);
+        job_add_text(o, "text", buf, n > 0 ? (size_t)n : 0);
+        cJSON_AddNumberToObject(o, "logprob", a->logprob);
+        cJSON_AddBoolToObject(o, "special", tokenizer_is_special(tok, a->id));
+        cJSON_AddItemToArray(arr, o);
+    }
+    return arr;
+}
+
 /* Seeds are up to 53 bits; cJSON prints numbers with 15 significant digits, which would round
  * them, so the seed goes out as a raw decimal integer. */
 static cJSON *seed_json(const struct wreq *j) {
@@ -71,7 +91,7 @@ static void stream_tokens(void *ctx, struct http_req *r, const struct wreq *j, i
         cJSON *o = cJSON_CreateObject();
         cJSON_AddNumberToObject(o, "index", k + 1);
         cJSON_AddItemToObject(o, "token", token_json(c->sv, j, k));
-        cJSON_AddNullToObject(o, "top_tokens");
+        cJSON_AddItemToObject(o, "top_tokens", top_tokens_json(c->sv, j, k));
         if (last) {
             char *t = full_text(c, j);
             cJSON_AddStringToObject(o, "generated_text", t ? t : "");
@@ -124,6 +144,10 @@ static void tokens_json(const struct gen_ctx *c, cJSON *d, const struct wreq *j)
     cJSON *toks = cJSON_AddArrayToObject(d, "tokens");
     for (int k = 0; k < j->n_gen; k++)
         cJSON_AddItemToArray(toks, token_json(c->sv, j, k));
+    if (!j->top) return;
+    cJSON *tops = cJSON_AddArrayToObject(d, "top_tokens");
+    for (int k = 0; k < j->n_gen; k++)
+        cJSON_AddItemToArray(tops, top_tokens_json(c->sv, j, k));
 }
 
 /* Sum of the log-probabilities of J's generated tokens (best_of ranks by it, as TGI does). */

@@ -27,6 +27,7 @@ static size_t visible_len(const struct wreq *j);
 struct oai_ctx {
     struct server *sv;
     int chat, stream, include_usage, echo, logprobs, top_logprobs;
+    int token_ids; /* return_tokens_as_token_ids */
     int n_prompts, n_seqs, n_return, n_jobs;
     char **prompt_text; /* (n_prompts) echo */
     char id[48];
@@ -80,30 +81,119 @@ static cJSON *chunk_base(const struct oai_ctx *c) {
     return o;
 }
 
+/* One alternative (id, logprob) as {token, logprob, bytes} (chat) or its text (completions). */
+static cJSON *alt_json(const struct oai_ctx *c, const struct walt *a, char *buf, size_t cap,
+                       int *len) {
+    int n = c->token_ids ? snprintf(buf, cap, "token_id:%d", a->id)
+                         : tokenizer_token_bytes(c->sv->worker.info.tok, a->id, buf, cap - 1);
+    *len = n > 0 ? n : 0;
+    if (!c->chat) return NULL;
+    cJSON *te = cJSON_CreateObject();
+    job_add_text(te, "token", buf, (size_t)*len);
+    cJSON_AddNumberToObject(te, "logprob", a->logprob);
+    cJSON *b = cJSON_AddArrayToObject(te, "bytes");
+    for (int i = 0; i < *len; i++)
+        cJSON_AddItemToArray(b, cJSON_CreateNumber((unsigned char)buf[i]));
+    return te;
+}
+
+/* The alternatives of one position (K of TOP, id -1 ends them): chat a list of alt_json,
+ * completions {text: logprob}. NULL TOP: the chosen token (T, LEN, LP) alone. */
+static cJSON *tops_json(const struct oai_ctx *c, const struct walt *top, int k, const char *t,
+                        size_t len, float lp) {
+    cJSON *arr = c->chat ? cJSON_CreateArray() : cJSON_CreateObject();
+    char buf[512];
+    int n;
+    for (int i = 0; top && i < k && top[i].id >= 0; i++) {
+        cJSON *te = alt_json(c, &top[i], buf, sizeof buf, &n);
+        if (c->chat) {
+            cJSON_AddItemToArray(arr, te);
+        } else {
+            buf[n] = 0;
+            if (!cJSON_GetObjectItemCaseSensitive(arr, buf)) /* the first (likeliest) spelling */
+                cJSON_AddNumberToObject(arr, buf, top[i].logprob);
+        }
+    }
+    if (!top && c->top_logprobs > 0) { /* no alternatives were computed: the chosen token */
+        if (c->chat) {
+            cJSON *te = cJSON_CreateObject();
+            job_add_text(te, "token", t, len);
+            cJSON_AddNumberToObject(te, "logprob", lp);
+            cJSON_AddItemToArray(arr, te);
+        }
+    }
+    if (!top && !c->chat) {
+        char *s = strndup(t, len);
+        cJSON_AddNumberToObject(arr, s ? s : "", lp);
+        free(s);
+    }
+    return arr;
+}
+
+/* Completions with echo: the prompt tokens first, their logprobs from the prefill (the first
+ * one null, as OpenAI), alternatives when asked. Returns the prompt's text length, which the
+ * generated tokens' offsets start from. */
+static size_t prompt_logprobs_json(const struct oai_ctx *c, const struct wreq *j, cJSON *toks,
+                                   cJSON *lps, cJSON *tops, cJSON *offs) {
+    size_t off = 0;
+    char buf[512];
+    for (int i = 0; i < j->n_prompt; i++) {
+        int n = c->token_ids ? snprintf(buf, sizeof buf, "token_id:%d", j->tokens[i])
+                             : tokenizer_token_bytes(c->sv->worker.info.tok, j->tokens[i], buf,
+                                                     sizeof buf - 1);
+        n = n > 0 ? n : 0;
+        buf[n] = 0;
+        cJSON_AddItemToArray(toks, cJSON_CreateString(buf));
+        int have = i > 0 && i < j->n_prompt_lp && isfinite(j->prompt_lp[i]);
+        cJSON_AddItemToArray(lps, have ? cJSON_CreateNumber(j->prompt_lp[i]) : cJSON_CreateNull());
+        if (!have)
+            cJSON_AddItemToArray(tops, cJSON_CreateNull());
+        else
+            cJSON_AddItemToArray(
+                tops, tops_json(c, j->prompt_top ? j->prompt_top + (size_t)i * j->top_k : NULL,
+                                j->top_k, buf, (size_t)n, j->prompt_lp[i]));
+        cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)off));
+        off += (size_t)n;
+    }
+    return off;
+}
+
+/* Generated token k's name in logprobs: its text (T, *LEN from job_token_text), or
+ * "token_id:ID" in BUF with return_tokens_as_token_ids. */
+static const char *token_name(const struct oai_ctx *c, const struct wreq *j, int k, char *buf,
+                              size_t cap, size_t *len) {
+    const char *t = job_token_text(j, k, len);
+    if (!c->token_ids) return t;
+    int n = snprintf(buf, cap, "token_id:%d", j->tokens[j->n_prompt + k]);
+    *len = n > 0 ? (size_t)n : 0;
+    return buf;
+}
+
 /* Logprobs of tokens [from, to): chat {"content":[{token, logprob, bytes, top_logprobs}]},
- * completions {tokens, token_logprobs, top_logprobs, text_offset}. Only the chosen token is
- * reported in top_logprobs. */
-static cJSON *logprobs_json(const struct oai_ctx *c, const struct wreq *j, int from, int to) {
+ * completions {tokens, token_logprobs, top_logprobs, text_offset}, with ECHO the prompt tokens
+ * first. top_logprobs holds the top_k alternatives the worker computed: the log softmax of the
+ * logits the sampler saw (logit bias, penalties and grammar mask applied) before temperature and
+ * the top-k / top-p cut, while `logprob` is the chosen token's under the distribution it was
+ * drawn from (the same number for greedy decoding). */
+static cJSON *logprobs_json(const struct oai_ctx *c, const struct wreq *j, int from, int to,
+                            int echo) {
     if (!c->logprobs) return cJSON_CreateNull();
     cJSON *o = cJSON_CreateObject();
     if (c->chat) {
         cJSON *arr = cJSON_AddArrayToObject(o, "content");
         for (int k = from; k < to; k++) {
             size_t len;
-            const char *t = job_token_text(j, k, &len);
+            char nb[32];
+            const char *t = token_name(c, j, k, nb, sizeof nb, &len);
             cJSON *e = cJSON_CreateObject();
             job_add_text(e, "token", t, len);
             cJSON_AddNumberToObject(e, "logprob", j->logprobs[k]);
             cJSON *b = cJSON_AddArrayToObject(e, "bytes");
             for (size_t i = 0; i < len; i++)
                 cJSON_AddItemToArray(b, cJSON_CreateNumber((unsigned char)t[i]));
-            cJSON *top = cJSON_AddArrayToObject(e, "top_logprobs");
-            if (c->top_logprobs > 0) {
-                cJSON *te = cJSON_CreateObject();
-                job_add_text(te, "token", t, len);
-                cJSON_AddNumberToObject(te, "logprob", j->logprobs[k]);
-                cJSON_AddItemToArray(top, te);
-            }
+            cJSON_AddItemToObject(e, "top_logprobs",
+                                  tops_json(c, j->top ? j->top + (size_t)k * j->top_k : NULL,
+                                            j->top_k, t, len, j->logprobs[k]));
             cJSON_AddItemToArray(arr, e);
         }
     } else {
@@ -111,16 +201,18 @@ static cJSON *logprobs_json(const struct oai_ctx *c, const struct wreq *j, int f
         cJSON *lps = cJSON_AddArrayToObject(o, "token_logprobs");
         cJSON *tops = cJSON_AddArrayToObject(o, "top_logprobs");
         cJSON *offs = cJSON_AddArrayToObject(o, "text_offset");
+        size_t base = echo && j->prompt_lp ? prompt_logprobs_json(c, j, toks, lps, tops, offs) : 0;
         for (int k = from; k < to; k++) {
-            size_t len;
-            const char *t = job_token_text(j, k, &len);
+            size_t len, tl;
+            char nb[32];
+            const char *t = token_name(c, j, k, nb, sizeof nb, &len);
+            const char *tx = job_token_text(j, k, &tl);
             char *s = strndup(t, len);
             cJSON_AddItemToArray(toks, cJSON_CreateString(s ? s : ""));
             cJSON_AddItemToArray(lps, cJSON_CreateNumber(j->logprobs[k]));
-            cJSON *top = cJSON_CreateObject();
-            cJSON_AddNumberToObject(top, s ? s : "", j->logprobs[k]);
-            cJSON_AddItemToArray(tops, top);
-            cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)(t - j->text)));
+            cJSON_AddItemToArray(tops, tops_json(c, j->top ? j->top + (size_t)k * j->top_k : NULL,
+                                                 j->top_k, t, len, j->logprobs[k]));
+            cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)(base + (size_t)(tx - j->text))));
             free(s);
         }
     }
@@ -141,7 +233,7 @@ static void stream_chunk(struct oai_ctx *c, struct http_req *r, const struct wre
         job_add_text(ch, "text", j->text + from, to - from);
     }
     cJSON_AddItemToObject(ch, "logprobs",
-                          k1 > k0 ? logprobs_json(c, j, k0, k1) : cJSON_CreateNull());
+                          k1 > k0 ? logprobs_json(c, j, k0, k1, 0) : cJSON_CreateNull());
     if (finish)
         cJSON_AddStringToObject(ch, "finish_reason", finish);
     else
@@ -254,7 +346,7 @@ static cJSON *choice_json(const struct oai_ctx *c, const struct wreq *j, int ind
     } else {
         job_add_text(ch, "text", j->text, vis);
     }
-    cJSON_AddItemToObject(ch, "logprobs", logprobs_json(c, j, 0, j->n_gen));
+    cJSON_AddItemToObject(ch, "logprobs", logprobs_json(c, j, 0, j->n_gen, c->echo));
     cJSON_AddStringToObject(ch, "finish_reason", calls ? "tool_calls" : finish_reason(j->finish));
     return ch;
 }
@@ -462,6 +554,7 @@ static struct oai_ctx *ctx_new(struct server *sv, struct http_req *r,
     c->include_usage = q->include_usage;
     c->logprobs = q->logprobs;
     c->top_logprobs = q->top_logprobs;
+    c->token_ids = q->token_ids;
     c->echo = q->echo;
     c->n_seqs = q->p.n_seqs;
     c->n_return = q->p.n_return;

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <time.h>
 
@@ -122,6 +123,9 @@ struct http_req {
     http_close_fn on_close;
     uv_poll_t *peer; /* deferred: watches the client's socket while the reply is pending */
     struct reqlog log;
+    char request_id[HTTP_REQUEST_ID_MAX + 1]; /* x-request-id: the client's, or generated */
+    char cors_origin[256];                    /* Access-Control-Allow-Origin to send ("" = none) */
+    int preflight; /* a CORS preflight (OPTIONS with Access-Control-Request-Method) */
     struct http_req *prev, *next;
 };
 
@@ -354,12 +358,30 @@ int http_replied(const struct http_req *r) {
 
 /* ---- replies -------------------------------------------------------------------------------- */
 
+/* Headers every reply carries: the request id, and CORS's when the origin is allowed (a
+ * preflight also gets the methods, headers and how long the browser may cache them). */
+static void add_common_headers(struct http_req *r, struct MHD_Response *resp) {
+    MHD_add_response_header(resp, "X-Request-Id", r->request_id);
+    if (!r->cors_origin[0]) return;
+    MHD_add_response_header(resp, "Access-Control-Allow-Origin", r->cors_origin);
+    MHD_add_response_header(resp, "Access-Control-Expose-Headers", "X-Request-Id");
+    if (strcmp(r->cors_origin, "*")) MHD_add_response_header(resp, "Vary", "Origin");
+    if (!r->preflight) return;
+    MHD_add_response_header(resp, "Access-Control-Allow-Methods", "GET, POST, HEAD, OPTIONS");
+    const char *h =
+        MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Access-Control-Request-Headers");
+    MHD_add_response_header(resp, "Access-Control-Allow-Headers",
+                            h && *h ? h : "authorization, content-type, x-request-id");
+    MHD_add_response_header(resp, "Access-Control-Max-Age", HTTP_CORS_MAX_AGE);
+}
+
 static enum MHD_Result queue_stored(struct http_req *r) {
     struct MHD_Response *resp =
         MHD_create_response_from_buffer(r->resp_len, r->resp, MHD_RESPMEM_MUST_FREE);
     if (!resp) return MHD_NO;
     r->resp = NULL; /* MHD owns it now */
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, r->ctype);
+    add_common_headers(r, resp);
     if (r->close_after) MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
     if (r->status == 405)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW,
@@ -450,6 +472,7 @@ static enum MHD_Result queue_stream(struct http_req *r, const char *ctype) {
         MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, stream_reader, r, NULL);
     if (!resp) return MHD_NO;
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
+    add_common_headers(r, resp);
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
     MHD_add_response_header(resp, "X-Accel-Buffering", "no");
     enum MHD_Result ok = MHD_queue_response(r->conn, MHD_HTTP_OK, resp);
@@ -493,6 +516,57 @@ void http_stream_end(struct http_req *r) {
     if (r->mode != REQ_STREAM || r->stream_ended) return;
     r->stream_ended = 1;
     wake(r);
+}
+
+/* x-request-id: the client's when it is 1..HTTP_REQUEST_ID_MAX printable ASCII characters
+ * (no spaces, so it stays one token of the log line), else a generated 32-hex-digit one. */
+static void request_id_of(struct http_req *r) {
+    const char *h = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "X-Request-Id");
+    size_t n = h ? strlen(h) : 0;
+    int ok = n > 0 && n <= HTTP_REQUEST_ID_MAX;
+    for (size_t i = 0; ok && i < n; i++)
+        ok = h[i] > 0x20 && h[i] < 0x7f;
+    if (ok) {
+        memcpy(r->request_id, h, n + 1);
+        return;
+    }
+    unsigned char b[16];
+    if (getrandom(b, sizeof b, 0) != (ssize_t)sizeof b) { /* no entropy: time and address */
+        double t = now_s();
+        uintptr_t a = (uintptr_t)r;
+        memcpy(b, &t, sizeof t);
+        memcpy(b + 8, &a, sizeof a < 8 ? sizeof a : 8);
+    }
+    for (int i = 0; i < 16; i++)
+        snprintf(r->request_id + 2 * i, 3, "%02x", b[i]);
+}
+
+/* The Origin header against cors_allow_origins ("*" or a comma-separated list of exact
+ * origins): sets the value to send back, and whether this is a preflight. */
+static void cors_of(struct http_req *r) {
+    const char *allow = r->s->o.cors_origins;
+    if (!allow || !*allow) return;
+    const char *o = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Origin");
+    if (!o || !*o || strlen(o) >= sizeof r->cors_origin) return;
+    int ok = !strcmp(allow, "*");
+    size_t ol = strlen(o);
+    for (const char *p = allow; !ok && *p;) {
+        while (*p == ' ' || *p == ',')
+            p++;
+        const char *e = p;
+        while (*e && *e != ',')
+            e++;
+        const char *t = e;
+        while (t > p && t[-1] == ' ')
+            t--;
+        ok = (size_t)(t - p) == ol && !strncmp(p, o, ol);
+        p = e;
+    }
+    if (!ok) return;
+    snprintf(r->cors_origin, sizeof r->cors_origin, "%s", strcmp(allow, "*") ? o : "*");
+    r->preflight = !strcmp(r->method, "OPTIONS") &&
+                   MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
+                                               "Access-Control-Request-Method") != NULL;
 }
 
 /* ---- MHD callbacks -------------------------------------------------------------------------- */
@@ -540,7 +614,9 @@ static void route(struct http_req *r) {
 static void dispatch(struct http_req *r) {
     r->dispatched = 1;
     r->mode = REQ_HANDLING;
-    if (r->framing)
+    if (r->preflight && !r->framing)
+        http_reply(r, 204, "text/plain", "", 0);
+    else if (r->framing)
         http_reply_error(r, r->framing, r->framing == 501 ? "not_implemented" : "bad_request", NULL,
                          "%s", r->framing_msg);
     else if (r->bad_route == 404)
@@ -648,6 +724,9 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         reqlog_init(&r->log);
         r->log.method = r->method;
         r->log.path = r->path;
+        request_id_of(r);
+        r->log.request_id = r->request_id;
+        cors_of(r);
         route(r);
         *con_cls = r;
         r->next = s->reqs;
@@ -665,7 +744,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
             r->header_too_large = 1;
         else if (declared > s->o.max_body)
             r->too_large = 1;
-        r->unauth = !auth_ok(r);
+        r->unauth = !r->preflight && !auth_ok(r); /* browsers send no credentials there */
         int has_body =
             declared > 0 ||
             MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING);

@@ -75,7 +75,11 @@ struct http_opts {
     struct metrics *metrics; /* HTTP-layer outcomes (401) are counted here; NULL = none */
     FILE *log;               /* request log (NULL = none) */
     int log_json;
+    const char *cors_origins; /* CORS: "*", a comma-separated list of origins, or NULL/"" (off) */
 };
+
+#define HTTP_REQUEST_ID_MAX 128   /* longest x-request-id taken from a client */
+#define HTTP_CORS_MAX_AGE "86400" /* seconds a browser may cache a preflight's answer */
 
 /* Bind and start serving on LOOP. Returns 0 or -1 with err written. */
 int http_start(struct http_server **out, uv_loop_t *loop, const struct http_opts *o, char *err,

@@ -88,6 +88,13 @@ struct wreq *job_build_ids(struct server *sv, struct http_req *r, const int *ids
                         in->vocab);
             return NULL;
         }
+    for (int i = 0; i < p->sp.n_bias; i++)
+        if (p->sp.bias_id[i] >= in->vocab) {
+            job_invalid(sv, r, "logit_bias",
+                        "`logit_bias` token id %d is outside the vocabulary [0, %d)",
+                        p->sp.bias_id[i], in->vocab);
+            return NULL;
+        }
     if (p->truncate > 0 && n > p->truncate) {
         ids += n - p->truncate;
         n = p->truncate;
@@ -116,6 +123,11 @@ struct wreq *job_build_ids(struct server *sv, struct http_req *r, const int *ids
     }
     struct wreq *j = wreq_new(n, max_new, p->prompt_logprobs);
     if (!j) {
+        http_reply_error(r, 500, "internal", NULL, "out of memory");
+        return NULL;
+    }
+    if (wreq_want_top(j, p->top_k) != 0) {
+        wreq_free(j);
         http_reply_error(r, 500, "internal", NULL, "out of memory");
         return NULL;
     }

@@ -66,6 +66,7 @@ void reqlog_write(FILE *f, int json, const struct reqlog *l) {
         if (l->ttft_s >= 0) cJSON_AddNumberToObject(o, "ttft_ms", l->ttft_s * 1e3);
         if (l->duration_s >= 0) cJSON_AddNumberToObject(o, "duration_ms", l->duration_s * 1e3);
         if (l->error[0]) cJSON_AddStringToObject(o, "error", l->error);
+        if (l->request_id) cJSON_AddStringToObject(o, "request_id", l->request_id);
         char *s = cJSON_PrintUnformatted(o);
         cJSON_Delete(o);
         if (s) fprintf(f, "%s\n", s);
@@ -88,6 +89,10 @@ void reqlog_write(FILE *f, int json, const struct reqlog *l) {
         if (l->queue_s >= 0) ADD(" queue_ms=%.1f", l->queue_s * 1e3);
         if (l->ttft_s >= 0) ADD(" ttft_ms=%.1f", l->ttft_s * 1e3);
         if (l->duration_s >= 0) ADD(" duration_ms=%.1f", l->duration_s * 1e3);
+        if (l->request_id) {
+            ADD(" request_id=");
+            add_escaped(buf, sizeof buf, &n, l->request_id, 0);
+        }
         if (l->error[0]) {
             ADD(" error=\"");
             add_escaped(buf, sizeof buf, &n, l->error, 1);

@@ -22,6 +22,7 @@ struct reqlog {
     int tokens_in, tokens_out;
     double queue_s, ttft_s, duration_s; /* < 0 = unknown */
     char error[160];                    /* message of an error reply */
+    const char *request_id;             /* x-request-id (printable, no spaces) or NULL */
 };
 
 void reqlog_init(struct reqlog *l);

@@ -194,6 +194,53 @@ static int get_stop(const cJSON *obj, const char *name, int string_ok, int max,
     return 0;
 }
 
+/* OpenAI logit_bias: {"<token id>": bias in [-100, 100], ...}, keys decimal ids (the vocabulary
+ * is checked when the job is built), at most SAMPLER_MAX_BIAS, no id twice. */
+static int get_logit_bias(const cJSON *b, struct sampler_params *sp, struct reqparse_error *e) {
+    const cJSON *lb = get(b, "logit_bias"), *it;
+    if (!lb) return 0;
+    if (!cJSON_IsObject(lb))
+        return reqparse_invalid(e, "logit_bias",
+                                "`logit_bias` must be an object of token id strings to numbers");
+    sp->n_bias = 0;
+    cJSON_ArrayForEach(it, lb) {
+        const char *k = it->string;
+        char *end = NULL;
+        long id = k && *k >= '0' && *k <= '9' ? strtol(k, &end, 10) : -1;
+        if (id < 0 || id > INT_MAX || !end || *end || (k[0] == '0' && k[1]))
+            return reqparse_invalid(e, "logit_bias",
+                                    "`logit_bias` keys must be token ids (decimal integers); "
+                                    "given \"%.40s\"",
+                                    k ? k : "");
+        if (!cJSON_IsNumber(it) || !(it->valuedouble >= -100 && it->valuedouble <= 100))
+            return reqparse_invalid(e, "logit_bias",
+                                    "`logit_bias` values must be numbers in [-100, 100] (key %ld)",
+                                    id);
+        for (int j = 0; j < sp->n_bias; j++)
+            if (sp->bias_id[j] == id)
+                return reqparse_invalid(e, "logit_bias", "`logit_bias` gives token %ld twice", id);
+        if (sp->n_bias == SAMPLER_MAX_BIAS)
+            return reqparse_invalid(e, "logit_bias", "`logit_bias` may have at most %d entries",
+                                    SAMPLER_MAX_BIAS);
+        sp->bias_id[sp->n_bias] = (int)id;
+        sp->bias[sp->n_bias++] = (float)it->valuedouble;
+    }
+    return 0;
+}
+
+/* presence_penalty / frequency_penalty: numbers in [-2, 2] (OpenAI's range; TGI's
+ * frequency_penalty too), 0 = off. */
+static int get_penalties(const cJSON *b, int presence, struct sampler_params *sp,
+                         struct reqparse_error *e) {
+    double pp = 0, fp = 0;
+    if ((presence && get_num(b, "presence_penalty", -2, 2, 0, &pp, e)) ||
+        get_num(b, "frequency_penalty", -2, 2, 0, &fp, e))
+        return -1;
+    sp->presence_penalty = (float)pp;
+    sp->frequency_penalty = (float)fp;
+    return 0;
+}
+
 /* A field that must be absent, null, or equal to its neutral value (e.g. best_of 1); NAN as
  * NEUTRAL: only absent or null. */
 static int reject_unsupported(const cJSON *obj, const char *name, double neutral,
@@ -385,9 +432,12 @@ static int tgi_params(const cJSON *params, const struct reqparse_limits *lim,
                                 "`best_of` != 1 is not supported when streaming tokens");
     p->n_seqs = (int)best_of;
     p->n_return = 1;
+    long long top_n = 0;
+    if (get_penalties(params, 0, &p->sp, e) ||
+        get_int(params, "top_n_tokens", 0, REQPARSE_MAX_TOP_N, &top_n, e))
+        return -1;
+    p->top_k = (int)top_n;
     if (reject_unsupported(params, "typical_p", 1.0, e) ||
-        reject_unsupported(params, "frequency_penalty", 0, e) ||
-        reject_unsupported(params, "top_n_tokens", 0, e) ||
         reject_unsupported(params, "watermark", 0, e) ||
         reject_unsupported(params, "adapter_id", NAN, e))
         return -1;
@@ -446,9 +496,7 @@ void reqparse_tgi_free(struct reqparse_tgi *t) {
 /* The no-op values clients send by default pass; real uses of what this server does not do
  * (tools, logit bias) are refused by name. */
 static int oai_unsupported(const cJSON *b, int chat, struct reqparse_error *e) {
-    if (reject_unsupported(b, "presence_penalty", 0, e) ||
-        reject_unsupported(b, "frequency_penalty", 0, e) ||
-        reject_unsupported(b, "suffix", NAN, e) ||
+    if (reject_unsupported(b, "suffix", NAN, e) ||
         /* chat: tools, tool_choice and parallel_tool_calls are read by tools_parse */
         (!chat && empty_array_only(b, "tools", "tool calling is a chat feature", e)) ||
         empty_array_only(b, "functions",
@@ -461,10 +509,6 @@ static int oai_unsupported(const cJSON *b, int chat, struct reqparse_error *e) {
     if (reqparse_get_bool(b, "parallel_tool_calls", &flag, e)) return -1;
     const cJSON *u = get(b, "user");
     if (u && !cJSON_IsString(u)) return reqparse_invalid(e, "user", "`user` must be a string");
-    const cJSON *lb = get(b, "logit_bias");
-    if (lb && (!cJSON_IsObject(lb) || lb->child))
-        return reqparse_invalid(e, "logit_bias",
-                                "`logit_bias` is not supported by this server (only {} is)");
     return 0;
 }
 
@@ -487,6 +531,7 @@ static int oai_common(const cJSON *b, const struct reqparse_limits *lim, struct 
         get_num(b, "temperature", 0, 2, 0, &temp, e) || get_num(b, "top_p", 0, 1, 1, &top_p, e) ||
         get_rep_penalty(b, &rep, e) || reqparse_get_bool(b, "stream", &o->stream, e) ||
         reqparse_get_bool(b, "ignore_eos", &p->ignore_eos, e) ||
+        reqparse_get_bool(b, "return_tokens_as_token_ids", &o->token_ids, e) || /* vLLM */
         get_stop(b, "stop", 1, lim->max_stop_sequences, p, e))
         return -1;
     long long best_of = n;
@@ -503,7 +548,9 @@ static int oai_common(const cJSON *b, const struct reqparse_limits *lim, struct 
     if (best_of < n) best_of = n;
     p->n_seqs = (int)best_of;
     p->n_return = (int)n;
-    if (oai_unsupported(b, o->chat, e) || get_response_format(b, p, e)) return -1;
+    if (oai_unsupported(b, o->chat, e) || get_response_format(b, p, e) ||
+        get_logit_bias(b, &p->sp, e) || get_penalties(b, 1, &p->sp, e))
+        return -1;
     const cJSON *so = get(b, "stream_options");
     if (so) {
         if (!cJSON_IsObject(so))
@@ -616,10 +663,13 @@ int reqparse_completions(const char *body, size_t len, const struct reqparse_lim
     if (oai_begin(body, len, 0, out, err, &b)) return -1;
     int rc = -1;
     long long lp = -1;
-    if (oai_common(b, lim, out, err) || get_int(b, "logprobs", 0, 20, &lp, err) ||
+    if (oai_common(b, lim, out, err) ||
+        get_int(b, "logprobs", 0, REQPARSE_MAX_LOGPROBS, &lp, err) ||
         reqparse_get_bool(b, "echo", &out->echo, err))
         goto out;
     out->logprobs = lp >= 0;
+    out->p.top_k = lp > 0 ? (int)lp : 0;
+    out->p.prompt_logprobs = out->echo && out->logprobs; /* echo scores the prompt tokens */
     if (completions_prompt(cJSON_GetObjectItemCaseSensitive(b, "prompt"), out, err)) goto out;
     if (out->echo && out->stream) {
         reqparse_invalid(err, "echo", "`echo` is not supported when streaming");
@@ -718,6 +768,11 @@ int reqparse_chat(const char *body, size_t len, const struct reqparse_limits *li
         get_int(b, "top_logprobs", 0, 20, &tl, err))
         goto out;
     out->top_logprobs = (int)tl;
+    if (tl > 0 && !out->logprobs) {
+        reqparse_invalid(err, "top_logprobs", "`top_logprobs` needs `logprobs` true");
+        goto out;
+    }
+    out->p.top_k = out->logprobs ? (int)tl : 0;
     if (!(out->tools = malloc(sizeof *out->tools))) {
         oom(err);
         goto out;

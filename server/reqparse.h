@@ -10,10 +10,12 @@
  * OpenAI both refuse bodies that are not UTF-8, and a prompt repaired behind the client's back
  * would be tokenized, counted and echoed as text the client never sent); the no-op values
  * clients send by default (tools: [], tool_choice "none", response_format {"type":"text"},
- * logit_bias {}, ...) pass, real uses of unimplemented features get 422 saying so. Structured
- * output (OpenAI response_format json_object / json_schema, TGI grammar json / regex) is compiled
- * here into job_params.grammar (model/grammar.h), so an unsupported schema keyword or regex
- * construct is a 422 naming it before anything is queued. Chat's tools, tool_choice and tool
+ * tool_choice "none", ...) pass, real uses of unimplemented features get 422 saying so.
+ * logit_bias (token-id strings → [-100, 100]), presence_penalty and frequency_penalty ([-2, 2])
+ * go into the sampler parameters (model/sampler.h); top_logprobs / top_n_tokens into top_k.
+ * Structured output (OpenAI response_format json_object / json_schema, TGI grammar json / regex) is
+ * compiled here into job_params.grammar (model/grammar.h), so an unsupported schema keyword or
+ * regex construct is a 422 naming it before anything is queued. Chat's tools, tool_choice and tool
  * messages are read by server/tools.h (a forced call's grammar goes into job_params.grammar
  * too). What needs the
  * model (tokenizing, the vocabulary, prompt-length limits, the chat template) stays in job.c
@@ -42,6 +44,8 @@ struct job_params {
     char **stop; /* (n_stop) malloc'd; moved into the job by job_build_ids */
     int n_stop;
     int prompt_logprobs;
+    int top_k; /* alternatives per position (OpenAI top_logprobs / completions logprobs, TGI
+                  top_n_tokens); 0 = none */
     int ignore_eos;
     int truncate;            /* keep the last N prompt tokens; 0 = off */
     struct grammar *grammar; /* constrained decoding (response_format, TGI grammar), or NULL;
@@ -58,6 +62,10 @@ struct job_params {
 /* Most sequences one request may ask for (prompts × n_seqs); TGI's own best_of limit. */
 #define REQPARSE_MAX_SEQS 128
 #define REQPARSE_MAX_BEST_OF 16
+/* Alternatives per position: OpenAI completions' logprobs limit (chat's top_logprobs is
+ * FG_TOP_MAX, 20) and TGI's default max_top_n_tokens. */
+#define REQPARSE_MAX_LOGPROBS 5
+#define REQPARSE_MAX_TOP_N 5
 
 void job_params_init(struct job_params *p);
 void job_params_free(struct job_params *p);
@@ -102,6 +110,7 @@ struct reqparse_oai {
     int chat, stream, include_usage;
     int logprobs;     /* chat: the flag; completions: "logprobs" was given (0..20) */
     int top_logprobs; /* chat */
+    int token_ids;    /* vLLM return_tokens_as_token_ids: logprobs name tokens "token_id:ID" */
     int echo;         /* completions */
     char *prompt;     /* completions: the text prompt (malloc'd), or NULL when given as ids */
     int *ids;         /* completions: token ids (n_ids, each in [0, INT_MAX]; the vocabulary is

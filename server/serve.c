@@ -247,6 +247,7 @@ int serve_main(int argc, char **argv) {
         .port = sv->cfg.port,
         .max_body = (size_t)sv->cfg.max_body_bytes,
         .api_key = sv->cfg.api_key,
+        .cors_origins = sv->cfg.cors_allow_origins,
         .conn_timeout = (unsigned)sv->cfg.connection_timeout,
         .conn_limit = (unsigned)sv->cfg.max_connections,
         .per_client = (unsigned)sv->cfg.max_connections_per_client,

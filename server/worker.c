@@ -26,9 +26,11 @@
 #include <time.h>
 
 #include "kernels/cpu_pool.h"
+#include "kernels/logit_mask.h"
 #include "kernels/sample.h"
 #include "model/grammar.h"
 #include "model/engine.h"
+#include "model/forward.h"
 #include "model/tokenizer.h"
 #include "server/reqlog.h"
 
@@ -55,12 +57,22 @@ const char *wreq_finish_name(enum wreq_finish f) {
 static void wevents_free(struct wevents *b) {
     free(b->ev);
     free(b->bytes);
+    free(b->alt);
     memset(b, 0, sizeof *b);
 }
 
-/* Append one event (with N text bytes) to B; -1 when out of memory. */
+/* Append one event (with N text bytes and N_ALT alternatives) to B; -1 when out of memory. */
 static int wevents_push(struct wevents *b, enum wevent_kind kind, int id, float lp, const char *s,
-                        size_t n) {
+                        size_t n, const struct walt *alt, int n_alt) {
+    if (b->n_alt + n_alt > b->alt_cap) {
+        int cap = b->alt_cap ? b->alt_cap : 64;
+        while (cap < b->n_alt + n_alt)
+            cap *= 2;
+        struct walt *na = realloc(b->alt, sizeof *na * (size_t)cap);
+        if (!na) return -1;
+        b->alt = na;
+        b->alt_cap = cap;
+    }
     if (b->n == b->cap) {
         int cap = b->cap ? b->cap * 2 : 16;
         struct wevent *ev = realloc(b->ev, sizeof *ev * (size_t)cap);
@@ -78,8 +90,10 @@ static int wevents_push(struct wevents *b, enum wevent_kind kind, int id, float 
         b->bytes_cap = cap;
     }
     if (n) memcpy(b->bytes + b->n_bytes, s, n);
-    b->ev[b->n++] = (struct wevent){kind, id, lp, b->n_bytes, n};
+    if (n_alt) memcpy(b->alt + b->n_alt, alt, sizeof *alt * (size_t)n_alt);
+    b->ev[b->n++] = (struct wevent){kind, id, lp, b->n_bytes, n, b->n_alt, n_alt};
     b->n_bytes += n;
+    b->n_alt += n_alt;
     return 0;
 }
 
@@ -88,7 +102,9 @@ static int wevents_append(struct wevents *dst, const struct wevents *src) {
     for (int i = 0; i < src->n; i++) {
         const struct wevent *e = &src->ev[i];
         const char *t = e->text_len ? src->bytes + e->text_off : NULL;
-        if (wevents_push(dst, e->kind, e->id, e->logprob, t, e->text_len)) return -1;
+        if (wevents_push(dst, e->kind, e->id, e->logprob, t, e->text_len, src->alt + e->alt_off,
+                         e->n_alt))
+            return -1;
     }
     return 0;
 }
@@ -123,8 +139,24 @@ struct wreq *wreq_new(int n_prompt, int max_new, int want_prompt_logprobs) {
     return r;
 }
 
+int wreq_want_top(struct wreq *r, int k) {
+    if (k <= 0) return 0;
+    r->top_k = k < FG_TOP_MAX ? k : FG_TOP_MAX;
+    size_t n = (size_t)(r->max_new > 0 ? r->max_new : 1) * (size_t)r->top_k;
+    r->top = malloc(sizeof *r->top * n);
+    if (r->prompt_logprobs)
+        r->prompt_top = calloc((size_t)(r->n_prompt > 0 ? r->n_prompt : 1) * (size_t)r->top_k,
+                               sizeof *r->prompt_top);
+    if (!r->top || (r->prompt_logprobs && !r->prompt_top)) return -1;
+    for (int j = 0; r->prompt_top && j < r->top_k; j++)
+        r->prompt_top[j].id = -1; /* the first prompt token has no distribution */
+    return 0;
+}
+
 void wreq_free(struct wreq *r) {
     if (!r) return;
+    free(r->top);
+    free(r->prompt_top);
     for (int i = 0; i < r->n_stop; i++)
         free(r->stop[i]);
     free(r->stop);
@@ -157,6 +189,7 @@ struct wseq {
     char *text; /* decoded text so far, for stop matching; NUL-terminated */
     size_t text_len, text_cap;
     int prompt_logprobs, ignore_eos;
+    int top_k;                       /* alternatives per position; 0 = none */
     struct grammar *grammar;         /* constrained decoding, or NULL (moved from the wreq) */
     struct grammar_matcher *matcher; /* its state, from admission on */
     double t_arrival, deadline, queue_deadline, t_last;
@@ -207,6 +240,7 @@ static struct wseq *wseq_new(const struct wreq *r, struct wring *ring) {
     q->sp = r->sp;
     q->prompt_logprobs = r->prompt_logprobs;
     q->ignore_eos = r->ignore_eos;
+    q->top_k = r->top_k;
     q->t_arrival = r->t_arrival;
     q->deadline = r->deadline;
     q->queue_deadline = r->queue_deadline;
@@ -297,6 +331,14 @@ static int text_append(char **text, size_t *len, size_t *cap, const char *s, siz
     return 0;
 }
 
+/* Row POS of a (rows, k) alternatives table from event E of batch B (-1 past what it carries). */
+static void wreq_put_top(struct walt *tab, int k, int pos, const struct wevents *b,
+                         const struct wevent *e) {
+    struct walt *row = tab + (size_t)pos * (size_t)k;
+    for (int j = 0; j < k; j++)
+        row[j] = j < e->n_alt ? b->alt[e->alt_off + j] : (struct walt){-1, 0};
+}
+
 /* Apply a batch of events (and the finish, if FIN) to the request. */
 static void wreq_apply(struct wreq *r, const struct wevents *b, const struct wfinish *fin) {
     for (int i = 0; i < b->n; i++) {
@@ -305,6 +347,7 @@ static void wreq_apply(struct wreq *r, const struct wevents *b, const struct wfi
             if (r->prompt_lp && e->id > 0 && e->id < r->n_prompt) {
                 r->prompt_lp[e->id] = e->logprob;
                 r->n_prompt_lp = e->id + 1;
+                if (r->prompt_top) wreq_put_top(r->prompt_top, r->top_k, e->id, b, e);
             }
             continue;
         }
@@ -312,6 +355,7 @@ static void wreq_apply(struct wreq *r, const struct wevents *b, const struct wfi
         int k = r->n_gen++;
         r->tokens[r->n_prompt + k] = e->id;
         r->logprobs[k] = e->logprob;
+        if (r->top) wreq_put_top(r->top, r->top_k, k, b, e);
         const char *t = e->text_len ? b->bytes + e->text_off : NULL;
         text_append(&r->text, &r->text_len, &r->text_cap, t, e->text_len);
         r->text_end[k] = r->text_len;
@@ -336,6 +380,7 @@ static void on_async(uv_async_t *h) {
         struct wevents t = g->taken; /* emptied by the last delivery: its buffers go back */
         t.n = 0;
         t.n_bytes = 0;
+        t.n_alt = 0;
         g->taken = g->pending;
         g->pending = t;
         g->fin_taken = g->finished; /* the finish comes after every event in `taken` */
@@ -356,6 +401,7 @@ static void on_async(uv_async_t *h) {
         wreq_apply(r, &g->taken, fin ? &g->fin : NULL);
         g->taken.n = 0;
         g->taken.n_bytes = 0;
+        g->taken.n_alt = 0;
         if (fin && w->on_final) w->on_final(r, w->user);
         if (r->on_event) r->on_event(r, r->user); /* may free r (and g) once finished */
     }
@@ -377,6 +423,13 @@ struct worker_run {
     float *logprobs;
     int *history; /* the penalised rows' ids, end to end; grows */
     size_t history_cap;
+    struct fg_logit_delta *deltas; /* the step's logit bias and penalties; grows */
+    size_t deltas_cap;
+    /* top_logprobs: (max_batch_seqs) k per row, (max_batch_seqs, FG_TOP_MAX) results */
+    int *top_k;
+    struct walt *top;
+    int *top_ids;
+    float *top_lps;
     /* constrained decoding (model/grammar.h), set up at the first request that has a grammar:
      * a step with such a row computes its mask on the host and hands it to the backend */
     struct grammar_vocab *gvocab; /* the tokenizer's token trie */
@@ -432,6 +485,7 @@ static void publish(struct worker *w, struct worker_run *wr) {
             }
             q->out.n = 0;
             q->out.n_bytes = 0;
+            q->out.n_alt = 0;
             if (q->fin.reason != WREQ_FIN_NONE) {
                 g->fin = q->fin;
                 g->finished = 1;
@@ -551,7 +605,7 @@ static void reap(struct worker_run *wr) {
 
 /* One generated token for sequence q: append, decode, stop checks, into the outbox. */
 static void take_token(struct worker *w, struct worker_run *wr, struct wseq *q, int id, float lp,
-                       double now) {
+                       const struct walt *alt, double now) {
     const struct tokenizer *tok = w->engine->model->tok;
     if (q->matcher && grammar_matcher_accept_token(q->matcher, wr->gvocab, id) != 0) {
         seq_fail(wr, q, "constrained decoding: the grammar refused the sampled token", now);
@@ -579,7 +633,7 @@ static void take_token(struct worker *w, struct worker_run *wr, struct wseq *q, 
         np += nf;
     }
     if (k == 0) q->fin.t_first = now;
-    if (wevents_push(&q->out, WEVENT_TOKEN, id, lp, piece, np) != 0)
+    if (wevents_push(&q->out, WEVENT_TOKEN, id, lp, piece, np, alt, alt ? q->top_k : 0) != 0)
         seq_fail(wr, q, "out of memory (events)", now);
     pub_mark(wr, q);
     if (f != WREQ_FIN_NONE) seq_finish(wr, q, f, now);
@@ -658,6 +712,34 @@ static void admit_setup(struct worker *w, struct worker_run *wr, double now) {
     }
 }
 
+/* Append row I's logit deltas (sequence Q's bias and penalties over its generated ids) to
+ * wr->deltas at *len; -1 when out of memory. */
+static int deltas_append(struct worker_run *wr, size_t *len, struct wseq *q, int i) {
+    size_t need = *len + (size_t)q->sp.n_bias + (size_t)q->n_gen;
+    if (need > wr->deltas_cap) {
+        size_t cap = wr->deltas_cap ? wr->deltas_cap : 1024;
+        while (cap < need)
+            cap *= 2;
+        struct fg_logit_delta *d = realloc(wr->deltas, sizeof *d * cap);
+        if (!d) return -1;
+        wr->deltas = d;
+        wr->deltas_cap = cap;
+    }
+    *len += (size_t)sampler_deltas(&q->sampler, i, q->tokens + q->n_prompt, q->n_gen,
+                                   wr->deltas + *len);
+    return 0;
+}
+
+/* Row I's alternatives of this step as walts (wr->top + I * FG_TOP_MAX). */
+static const struct walt *step_top(struct worker_run *wr, int i) {
+    struct walt *a = wr->top + (size_t)i * FG_TOP_MAX;
+    for (int j = 0; j < wr->top_k[i]; j++) {
+        size_t at = (size_t)i * FG_TOP_MAX + (size_t)j;
+        a[j] = (struct walt){wr->top_ids[at], wr->top_lps[at]};
+    }
+    return a;
+}
+
 /* Run one iteration. Returns 1 if a forward pass ran, 0 when idle. */
 static int iterate(struct worker *w, struct worker_run *wr) {
     struct sched *s = &wr->sched;
@@ -698,26 +780,34 @@ static int iterate(struct worker *w, struct worker_run *wr) {
     /* One pick per sequence on the engine's backend: the next token of generating sequences, the
      * log-probability of the next prompt token of prefilling ones (details), nothing kept for
      * middle chunks. */
-    size_t n_hist = 0;
+    size_t n_hist = 0, n_deltas = 0;
+    int any_top = 0;
     for (int i = 0; i < n; i++) {
         struct sched_item *it = &s->batch.items[i];
         struct wseq *q = it->seq->user;
         int pos = it->seq->kv.n_tokens; /* tokens cached after this step (fwd_run advanced it) */
-        if (!it->want || q->fin.reason != WREQ_FIN_NONE || pos < q->n_prompt) {
+        int live = it->want && q->fin.reason == WREQ_FIN_NONE;
+        wr->top_k[i] = live ? q->top_k : 0; /* prompt rows: the raw logits' alternatives */
+        any_top |= wr->top_k[i] > 0;
+        if (!live || pos < q->n_prompt) {
             sampler_target_row(pos < q->n_prompt ? q->tokens[pos] : 0, &wr->rows[i]);
             continue;
         }
         int penalised = q->sp.repetition_penalty != 1.0f;
         sampler_row(&q->sampler, (int)n_hist, penalised ? q->seq.n_tokens : 0, &wr->rows[i]);
-        if (penalised && history_append(wr, &n_hist, q->seq.tokens, q->seq.n_tokens) != 0) {
+        if ((penalised && history_append(wr, &n_hist, q->seq.tokens, q->seq.n_tokens) != 0) ||
+            (sampler_has_deltas(&q->sampler) && deltas_append(wr, &n_deltas, q, i) != 0)) {
             fail_step(wr, n, "sampling", "out of memory for the penalty history");
             publish(w, wr);
             return 1;
         }
     }
-    if ((constrained && grammar_mask_rows(w, wr, n, err, sizeof err) != 0) ||
+    if ((n_deltas && fwd_bias(w->engine->fwd, n, wr->deltas, (int)n_deltas, err, sizeof err)) ||
+        (constrained && grammar_mask_rows(w, wr, n, err, sizeof err) != 0) ||
         fwd_sample(w->engine->fwd, n, wr->rows, wr->history, (int)n_hist, wr->ids, wr->logprobs,
-                   err, sizeof err) != 0) {
+                   err, sizeof err) != 0 ||
+        (any_top &&
+         fwd_top(w->engine->fwd, n, wr->top_k, wr->top_ids, wr->top_lps, err, sizeof err))) {
         fail_step(wr, n, "forward pass", err);
         publish(w, wr);
         return 1;
@@ -728,13 +818,15 @@ static int iterate(struct worker *w, struct worker_run *wr) {
         struct wseq *q = it->seq->user;
         if (!it->want || q->fin.reason != WREQ_FIN_NONE) continue;
         int pos = it->seq->kv.n_tokens; /* tokens cached after this step */
-        if (pos < q->n_prompt) {        /* prompt logprob of the next prompt token */
-            if (wevents_push(&q->out, WEVENT_PROMPT_LP, pos, wr->logprobs[i], NULL, 0) != 0)
+        const struct walt *alt = wr->top_k[i] ? step_top(wr, i) : NULL;
+        if (pos < q->n_prompt) { /* prompt logprob of the next prompt token */
+            if (wevents_push(&q->out, WEVENT_PROMPT_LP, pos, wr->logprobs[i], NULL, 0, alt,
+                             alt ? q->top_k : 0) != 0)
                 seq_fail(wr, q, "out of memory (events)", now);
             pub_mark(wr, q);
             continue;
         }
-        take_token(w, wr, q, wr->ids[i], wr->logprobs[i], now);
+        take_token(w, wr, q, wr->ids[i], wr->logprobs[i], alt, now);
     }
     sched_commit(s);
     publish(w, wr);
@@ -779,6 +871,11 @@ static void worker_run_free(struct worker_run *wr) {
     free(wr->ids);
     free(wr->logprobs);
     free(wr->history);
+    free(wr->deltas);
+    free(wr->top_k);
+    free(wr->top);
+    free(wr->top_ids);
+    free(wr->top_lps);
 }
 
 static void *worker_main(void *arg) {
@@ -810,7 +907,11 @@ static void *worker_main(void *arg) {
     wr.rows = calloc((size_t)e->max_batch_seqs, sizeof(*wr.rows));
     wr.ids = calloc((size_t)e->max_batch_seqs, sizeof(*wr.ids));
     wr.logprobs = calloc((size_t)e->max_batch_seqs, sizeof(*wr.logprobs));
-    if (!wr.rows || !wr.ids || !wr.logprobs ||
+    wr.top_k = calloc((size_t)e->max_batch_seqs, sizeof(*wr.top_k));
+    wr.top = calloc((size_t)e->max_batch_seqs * FG_TOP_MAX, sizeof(*wr.top));
+    wr.top_ids = calloc((size_t)e->max_batch_seqs * FG_TOP_MAX, sizeof(*wr.top_ids));
+    wr.top_lps = calloc((size_t)e->max_batch_seqs * FG_TOP_MAX, sizeof(*wr.top_lps));
+    if (!wr.rows || !wr.ids || !wr.logprobs || !wr.top_k || !wr.top || !wr.top_ids || !wr.top_lps ||
         sched_init(&wr.sched, &e->kv, e->max_batch_tokens, e->max_batch_seqs)) {
         snprintf(err, sizeof err, "out of memory");
         goto failed;

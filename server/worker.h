@@ -51,19 +51,28 @@ enum wevent_kind {
     WEVENT_PROMPT_LP, /* log p of prompt token `id` (its position) */
 };
 
+/* One alternative of a position (top_logprobs / top_n_tokens): id and log p; id -1 = none. */
+struct walt {
+    int id;
+    float logprob;
+};
+
 struct wevent {
     enum wevent_kind kind;
     int id; /* TOKEN: token id; PROMPT_LP: prompt position */
     float logprob;
     size_t text_off, text_len; /* TOKEN: its bytes in the batch's byte buffer */
+    int alt_off, n_alt;        /* its alternatives in the batch's alt array (wreq.top_k) */
 };
 
-/* A batch of events and the text bytes they point into. */
+/* A batch of events and the text bytes and alternatives they point into. */
 struct wevents {
     struct wevent *ev; /* (cap) */
     int n, cap;
     char *bytes; /* (bytes_cap) */
     size_t n_bytes, bytes_cap;
+    struct walt *alt; /* (alt_cap) */
+    int n_alt, alt_cap;
 };
 
 /* The finish event's payload. */
@@ -110,6 +119,7 @@ struct wreq {
     int n_stop;
     int prompt_logprobs; /* compute log p of each prompt token (prefill in 1-token chunks) */
     int ignore_eos;
+    int top_k; /* alternatives reported per position (<= FG_TOP_MAX); 0 = none (wreq_want_top) */
     struct grammar *grammar; /* constrained decoding, or NULL; owned, moved to the worker by
                                 worker_submit (immutable: model/grammar.h) */
     int index;               /* its choice in the reply (n > 1, best_of, prompt lists); 0 alone */
@@ -123,11 +133,13 @@ struct wreq {
     void *user;
 
     /* --- the result so far, from the events --- */
-    int n_gen;        /* generated tokens (ids at tokens[n_prompt ..]) */
-    float *logprobs;  /* (max_new) log p of each generated token */
-    float *prompt_lp; /* (n_prompt) log p of each prompt token; [0] = NaN; or NULL */
-    int n_prompt_lp;  /* how many of prompt_lp are filled */
-    char *text;       /* generated text so far (special tokens skipped), NUL-terminated */
+    int n_gen;               /* generated tokens (ids at tokens[n_prompt ..]) */
+    float *logprobs;         /* (max_new) log p of each generated token */
+    float *prompt_lp;        /* (n_prompt) log p of each prompt token; [0] = NaN; or NULL */
+    int n_prompt_lp;         /* how many of prompt_lp are filled */
+    struct walt *top;        /* (max_new, top_k) each generated token's alternatives, or NULL */
+    struct walt *prompt_top; /* (n_prompt, top_k) each prompt token's (row 0 empty), or NULL */
+    char *text;              /* generated text so far (special tokens skipped), NUL-terminated */
     size_t text_len, text_cap;
     size_t *text_end;        /* (max_new) text_len after each generated token */
     size_t stop_pos;         /* WREQ_FIN_STOP: where the matched stop sequence starts in text */
@@ -202,6 +214,10 @@ void worker_cancel_all(struct worker *w);
 /* A new request for N_PROMPT prompt tokens and up to MAX_NEW new ones (arrays sized here); the
  * caller fills the prompt, sampling parameters and hooks. NULL when out of memory. Loop thread. */
 struct wreq *wreq_new(int n_prompt, int max_new, int want_prompt_logprobs);
+/* Ask for K (1..FG_TOP_MAX) alternatives per generated token (and per prompt token when the
+ * request has prompt logprobs): sets top_k and sizes top / prompt_top. -1 when out of memory.
+ * Loop thread, before submitting. */
+int wreq_want_top(struct wreq *r, int k);
 /* Free a request: one never submitted, or one whose finish event has been delivered (the only
  * two states in which the worker holds nothing of it). Accepts NULL. Loop thread. */
 void wreq_free(struct wreq *r);

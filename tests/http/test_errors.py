@@ -63,7 +63,8 @@ def test_unparsable_body_400(server):
                                                 "value": {"type": "integer", "minimum": 1}}}},
      "grammar.value"),
     ({"inputs": "x", "parameters": {"grammar": {"type": "lark", "value": "x"}}}, "grammar.type"),
-    ({"inputs": "x", "parameters": {"top_n_tokens": 3}}, "top_n_tokens"),
+    ({"inputs": "x", "parameters": {"top_n_tokens": 6}}, "top_n_tokens"),
+    ({"inputs": "x", "parameters": {"frequency_penalty": 3}}, "frequency_penalty"),
     ({"inputs": "x", "parameters": {"truncate": 0}}, "truncate"),
 ])
 def test_generate_validation_422(server, body, field):
@@ -100,7 +101,8 @@ def test_stream_rejects_decoder_input_details(server):
     ("/v1/completions", {"prompt": ""}, "prompt"),
     ("/v1/completions", {"prompt": [1, 2, 99999999]}, "prompt"),
     ("/v1/completions", {"prompt": "x", "stop": 3}, "stop"),
-    ("/v1/completions", {"prompt": "x", "presence_penalty": 1}, "presence_penalty"),
+    ("/v1/completions", {"prompt": "x", "presence_penalty": 2.5}, "presence_penalty"),
+    ("/v1/completions", {"prompt": "x", "logit_bias": {"x": 1}}, "logit_bias"),
     ("/v1/completions", {"prompt": "x", "echo": True, "stream": True}, "echo"),
 ])
 def test_openai_validation_422(server, path, body, param):

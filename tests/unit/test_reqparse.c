@@ -309,7 +309,6 @@ Test(reqparse, real_uses_of_unimplemented_features_refused) {
         {CHAT, "{" CHAT_MSGS ",\"tool_choice\":\"required\"}", 422, "tool_choice"},
         {CHAT, "{" CHAT_MSGS ",\"tool_choice\":{\"type\":\"function\"}}", 422, "tool_choice"},
         {CHAT, "{" CHAT_MSGS ",\"response_format\":\"text\"}", 422, "response_format"},
-        {CHAT, "{" CHAT_MSGS ",\"logit_bias\":{\"50256\":-100}}", 422, "logit_bias"},
         {CHAT, "{" CHAT_MSGS ",\"functions\":[{\"name\":\"f\"}]}", 422, "functions"},
         {CHAT, "{" CHAT_MSGS ",\"parallel_tool_calls\":\"yes\"}", 422, "parallel_tool_calls"},
         {CHAT, "{" CHAT_MSGS ",\"user\":5}", 422, "user"},
@@ -320,11 +319,49 @@ Test(reqparse, real_uses_of_unimplemented_features_refused) {
         {CMPL, "{\"prompt\":\"x\",\"best_of\":3,\"stream\":true}", 422, "best_of"},
         {CMPL, "{\"prompt\":[\"x\",[1]]}", 422, "prompt"},
         {CMPL, "{\"prompt\":[[1],[]]}", 422, "prompt"},
-        {CHAT, "{" CHAT_MSGS ",\"presence_penalty\":0.5}", 422, "presence_penalty"},
         {CMPL, "{\"prompt\":\"x\",\"suffix\":\"y\"}", 422, "suffix"},
         {CMPL, "{\"prompt\":\"x\",\"echo\":true,\"stream\":true}", 422, "echo"},
     };
     refused_all(cases, sizeof cases / sizeof cases[0]);
+}
+
+/* logit_bias and the OpenAI penalties go into the sampler parameters; bad keys and values are
+ * refused naming the field. */
+Test(reqparse, logit_bias_and_penalties) {
+    struct reqparse_oai o;
+    chat_ok("{" CHAT_MSGS ",\"logit_bias\":{\"50256\":-100,\"7\":2.5,\"0\":100},"
+            "\"presence_penalty\":0.5,\"frequency_penalty\":-2}",
+            &o);
+    cr_expect(o.p.sp.n_bias == 3);
+    cr_expect(o.p.sp.bias_id[0] == 50256 && o.p.sp.bias[0] == -100.0f);
+    cr_expect(o.p.sp.bias_id[1] == 7 && o.p.sp.bias[1] == 2.5f);
+    cr_expect(o.p.sp.bias_id[2] == 0 && o.p.sp.bias[2] == 100.0f);
+    cr_expect(o.p.sp.presence_penalty == 0.5f && o.p.sp.frequency_penalty == -2.0f);
+    reqparse_oai_free(&o);
+    static const struct refusal cases[] = {
+        {CHAT, "{" CHAT_MSGS ",\"logit_bias\":{\"a\":1}}", 422, "logit_bias"},
+        {CHAT, "{" CHAT_MSGS ",\"logit_bias\":{\"-1\":1}}", 422, "logit_bias"},
+        {CHAT, "{" CHAT_MSGS ",\"logit_bias\":{\"1 \":1}}", 422, "logit_bias"},
+        {CHAT, "{" CHAT_MSGS ",\"logit_bias\":{\"3000000000\":1}}", 422, "logit_bias"},
+        {CHAT, "{" CHAT_MSGS ",\"logit_bias\":{\"1\":-100.5}}", 422, "logit_bias"},
+        {CHAT, "{" CHAT_MSGS ",\"logit_bias\":{\"1\":null}}", 422, "logit_bias"},
+        {CHAT, "{" CHAT_MSGS ",\"logit_bias\":{\"1\":1,\"1\":2}}", 422, "logit_bias"},
+        {CMPL, "{\"prompt\":\"x\",\"logit_bias\":[]}", 422, "logit_bias"},
+        {CHAT, "{" CHAT_MSGS ",\"presence_penalty\":2.5}", 422, "presence_penalty"},
+        {CMPL, "{\"prompt\":\"x\",\"frequency_penalty\":\"1\"}", 422, "frequency_penalty"},
+        {CHAT, "{" CHAT_MSGS ",\"top_logprobs\":2}", 422, "top_logprobs"},
+        {CMPL, "{\"prompt\":\"x\",\"logprobs\":6}", 422, "logprobs"},
+    };
+    refused_all(cases, sizeof cases / sizeof cases[0]);
+    /* top-k: chat top_logprobs with logprobs, completions logprobs k, echo scores the prompt */
+    chat_ok("{" CHAT_MSGS ",\"logprobs\":true,\"top_logprobs\":20}", &o);
+    cr_expect(o.p.top_k == 20 && !o.p.prompt_logprobs);
+    reqparse_oai_free(&o);
+    struct reqparse_error err;
+    const char *b = "{\"prompt\":\"x\",\"logprobs\":3,\"echo\":true}";
+    cr_assert_eq(reqparse_completions(b, strlen(b), &LIM, &o, &err), 0, "%s", err.message);
+    cr_expect(o.p.top_k == 3 && o.p.prompt_logprobs);
+    reqparse_oai_free(&o);
 }
 
 Test(reqparse, chat_messages_validated) {

@@ -1,4 +1,5 @@
-/* test_sampler.c — greedy, seeded determinism, top-k / top-p support, repetition penalty. */
+/* test_sampler.c — greedy, seeded determinism, top-k / top-p support, repetition penalty,
+ * logit bias and presence / frequency penalties, top-k alternatives. */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <string.h>
@@ -135,4 +136,89 @@ Test(sampler, mask_restricts_every_pick) {
                   "picked %d, not allowed", id);
     }
     sampler_free(&smp);
+}
+
+/* sampler_deltas: logit_bias and the OpenAI penalties merged into one entry per id, as
+ * mu[j] + bias[j] - c[j] * frequency - (c[j] > 0) * presence over the generated ids; then the
+ * CPU bias op applies them. */
+Test(sampler, deltas_merge_bias_and_penalties) {
+    struct sampler_params p;
+    sampler_params_default(&p);
+    p.presence_penalty = 0.5f;
+    p.frequency_penalty = 0.25f;
+    p.n_bias = 2;
+    p.bias_id[0] = 7;
+    p.bias[0] = 3.0f;
+    p.bias_id[1] = 900;
+    p.bias[1] = -100.0f;
+    struct sampler smp;
+    cr_assert_eq(sampler_init(&smp, &p, V), 0);
+    cr_assert(sampler_has_deltas(&smp));
+    int gen[] = {7, 12, 12, 12, 999, 5000 /* outside the vocabulary: ignored */};
+    struct fg_logit_delta d[8];
+    int n = sampler_deltas(&smp, 3, gen, 6, d);
+    cr_assert_eq(n, 4);
+    float want[V] = {0};
+    want[7] = 3.0f - 0.25f - 0.5f;
+    want[900] = -100.0f;
+    want[12] = -3 * 0.25f - 0.5f;
+    want[999] = -0.25f - 0.5f;
+    for (int i = 0; i < n; i++) {
+        cr_expect_eq(d[i].row, 3);
+        cr_expect_float_eq(d[i].delta, want[d[i].id], 1e-6, "id %d", d[i].id);
+        want[d[i].id] = 0; /* each id once */
+    }
+    for (int i = 0; i < V; i++)
+        cr_expect_eq(want[i], 0.0f, "id %d missing", i);
+    /* the scratch is clean again: the same call gives the same entries */
+    struct fg_logit_delta d2[8];
+    cr_assert_eq(sampler_deltas(&smp, 3, gen, 6, d2), n);
+    cr_expect_arr_eq(d, d2, sizeof(d[0]) * (size_t)n);
+
+    /* the op: row 3 of 4 rows changes at those ids only */
+    uint64_t s = tu_seed();
+    static float x[4 * V], y[4 * V];
+    tu_fill(&s, x, 4 * V, -5, 5);
+    memcpy(y, x, sizeof x);
+    sample_ref_bias(y, 4, V, d, n);
+    for (int i = 0; i < 4 * V; i++) {
+        float dv = 0;
+        for (int e = 0; e < n; e++)
+            if (i == 3 * V + d[e].id) dv = d[e].delta;
+        cr_expect_eq(y[i], x[i] + dv, "logit %d", i);
+    }
+    sampler_free(&smp);
+
+    /* no bias, no penalties: nothing to add */
+    sampler_params_default(&p);
+    cr_assert_eq(sampler_init(&smp, &p, V), 0);
+    cr_expect(!sampler_has_deltas(&smp));
+    cr_expect_eq(sampler_deltas(&smp, 0, gen, 6, d), 0);
+    sampler_free(&smp);
+}
+
+/* sample_ref_top: the k largest by (logit desc, id asc), log softmax over the row, -1 past the
+ * finite ids. */
+Test(sampler, top_alternatives) {
+    uint64_t s = tu_seed();
+    float x[V];
+    tu_fill(&s, x, V, -5, 5);
+    x[10] = x[20] = 8; /* a tie: the lower id first */
+    x[30] = 9;
+    int ids[FG_TOP_MAX];
+    float lps[FG_TOP_MAX];
+    sample_ref_top(x, V, 3, ids, lps);
+    cr_expect(ids[0] == 30 && ids[1] == 10 && ids[2] == 20);
+    double sum = 0;
+    for (int i = 0; i < V; i++)
+        sum += exp((double)x[i] - 9.0);
+    cr_expect_float_eq(lps[0], -log(sum), 1e-5);
+    cr_expect_float_eq(lps[1], -1.0 - log(sum), 1e-5);
+    sample_ref_top(x, V, FG_TOP_MAX, ids, lps);
+    for (int j = 1; j < FG_TOP_MAX; j++)
+        cr_expect(x[ids[j]] < x[ids[j - 1]] || (x[ids[j]] == x[ids[j - 1]] && ids[j] > ids[j - 1]));
+    for (int i = 0; i < V; i++)
+        if (i != 30) x[i] = -INFINITY;
+    sample_ref_top(x, V, 4, ids, lps);
+    cr_expect(ids[0] == 30 && lps[0] == 0.0f && ids[1] == -1 && ids[3] == -1 && isnan(lps[1]));
 }
