@@ -142,6 +142,11 @@ start_server() {
         [ "$var" = invariant ] && inv=1
         [ "$var" = noprefix ] && args+=(--prefix-caching false)
         [ "$var" = smallkv ] && args+=(--kv-cache-mb $(((kv_tokens * kvb + (1 << 20) - 1) >> 20)))
+        # Every benchmark client comes from 127.0.0.1, as behind a reverse proxy: the default
+        # per-address limit (256) refused the reconnects of the hang-up workload (a client's new
+        # connection arrives before the server has seen its old one go), 99k refusals on the
+        # H200 run of 2026-12-02. README: behind a proxy, set 0.
+        args+=(--max-connections-per-client 0)
         FLASHGEN_BATCH_INVARIANT=$inv "$BIN/flashgen" serve --model "$MODEL" --device "$DEVICE" \
             --host 127.0.0.1 --port "$PORT" \
             --log-requests false --shutdown-grace 2 "${args[@]}" >"$log" 2>&1 &
