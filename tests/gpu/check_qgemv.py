@@ -322,7 +322,6 @@ def run_bench(g, dev):
     print("32 layers' four GEMVs per decode step (kernel time only: no attention, no lm_head):")
     for (tname, n), us in sorted(layer.items()):
         print(f"  {tname:<5} n={n:<3} {32 * us / 1e3:7.3f} ms/step -> {n * 1e6 / (32 * us):8.0f} tokens/s bound")
-    raw = random_blocks(Q4_0, 14336, 4096, dev)
     dq = torch.empty(14336, 4096, dtype=torch.bfloat16, device=dev)
     for wt, tname in ((Q8_0, "Q8_0"), (Q4_0, "Q4_0")):
         raw = random_blocks(wt, 14336, 4096, dev)
