@@ -56,17 +56,23 @@ __device__ __forceinline__ uint32_t ld16(const uint8_t *p) {
     return __ldg(reinterpret_cast<const unsigned short *>(p));
 }
 
-template <int TYPE> __device__ __forceinline__ qraw qload(const uint8_t *blk, int t, bool ok) {
+template <bool SMEM> __device__ __forceinline__ uint32_t ld16a(const uint8_t *p) {
+    return SMEM ? *reinterpret_cast<const unsigned short *>(p) : ld16(p);
+}
+
+/* The lane's share of one block at blk (global memory, or the warp's staged copy when SMEM). */
+template <int TYPE, bool SMEM = false>
+__device__ __forceinline__ qraw qload(const uint8_t *blk, int t, bool ok) {
     qraw r = {0u, 0u, 0u};
     if (!ok) return r;
-    r.d = ld16(blk);
+    r.d = ld16a<SMEM>(blk);
     if (TYPE == QT_Q8_0) {
         const uint8_t *q = blk + 2 + 8 * t;
-        r.q0 = ld16(q) | ld16(q + 2) << 16;
-        r.q1 = ld16(q + 4) | ld16(q + 6) << 16;
+        r.q0 = ld16a<SMEM>(q) | ld16a<SMEM>(q + 2) << 16;
+        r.q1 = ld16a<SMEM>(q + 4) | ld16a<SMEM>(q + 6) << 16;
     } else {
         const uint8_t *q = blk + 2 + 4 * t;
-        r.q0 = ld16(q) | ld16(q + 2) << 16;
+        r.q0 = ld16a<SMEM>(q) | ld16a<SMEM>(q + 2) << 16;
     }
     return r;
 }
@@ -154,10 +160,45 @@ __device__ __forceinline__ void qload_run(qraw (&wv)[U][RT], const uint8_t *cons
                 qload<TYPE>(wrow[r] + (size_t)(c + u) * qtype<TYPE>::bytes, t, c + u < n_blocks);
 }
 
-template <int TYPE, int RT, int KW, int U, bool NORM>
+/* STAGED: a warp's run (U blocks of its 8 · RT rows) is U · bytes per row, a whole number V of
+ * 16-byte words when the rows are 16-byte aligned and U = 8 (272 / 144 bytes); the warp reads it
+ * with coalesced 16-byte loads (lane l: words l, l + 32, ... of the run's 8 V per tile), stores it
+ * in its shared-memory stage and the lanes take their bytes from there. */
+template <int TYPE, int U> struct qstage {
+    static constexpr int run = U * qtype<TYPE>::bytes; /* bytes of one row's run */
+    static constexpr int words = run / 16;             /* V */
+    static constexpr int per_lane = (8 * words + 31) / 32;
+};
+
+template <int TYPE, int RT, int U>
+__device__ __forceinline__ void qstage_load(uint4 (&sv)[RT][qstage<TYPE, U>::per_lane],
+                                            const qgemv_params &p, int j0, int c, int lane) {
+    constexpr int V = qstage<TYPE, U>::words, PL = qstage<TYPE, U>::per_lane;
+    const int OT = p.out_tiles;
+    const bool swiglu = p.epilogue == FG_GEMV_SWIGLU;
+#pragma unroll
+    for (int r = 0; r < RT; r++)
+#pragma unroll
+        for (int q = 0; q < PL; q++) {
+            const int i = lane + 32 * q;
+            if (i >= 8 * V) continue;
+            const int row = i / V, col = i % V;
+            const int o = swiglu ? r % OT : r;
+            const int j = min(j0 + o * 8 + row, p.out_dim - 1);
+            const size_t wr = (size_t)j + (swiglu && r >= OT ? p.out_dim : 0);
+            sv[r][q] = __ldcs(reinterpret_cast<const uint4 *>(
+                p.w + wr * p.row_bytes + (size_t)c * qtype<TYPE>::bytes + 16 * col));
+        }
+}
+
+template <int TYPE, int RT, int KW, int U, bool NORM, bool STAGED>
 __global__ void __launch_bounds__(KW * 32, 16 / KW) qgemv_kernel(const qgemv_params p) {
     __shared__ float red[KW][RT][FG_QGEMV_MAX_ROWS][8]; /* warp, W tile, act row, W row */
     __shared__ float sc[FG_QGEMV_MAX_ROWS];
+    constexpr int PL = qstage<TYPE, U>::per_lane, V = qstage<TYPE, U>::words;
+    __shared__ __align__(16)
+        uint8_t stage[STAGED ? KW : 1][STAGED ? RT : 1][8][STAGED ? qstage<TYPE, U>::run : 16];
+    uint4 sv[RT][PL];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int g = lane >> 2, t = lane & 3;
     const int OT = p.out_tiles, j0 = blockIdx.x * 8 * OT;
@@ -186,43 +227,58 @@ __global__ void __launch_bounds__(KW * 32, 16 / KW) qgemv_kernel(const qgemv_par
     const uint4 zero = make_uint4(0, 0, 0, 0);
     int c0 = warp * U;
     qraw wv[U][RT];
-    qload_run<TYPE, RT, U>(wv, wrow, c0, n_blocks, t);
+    if (STAGED) {
+        if (c0 < n_blocks) qstage_load<TYPE, RT, U>(sv, p, j0, c0, lane);
+    } else {
+        qload_run<TYPE, RT, U>(wv, wrow, c0, n_blocks, t);
+    }
     asm volatile("griddepcontrol.wait;\n" ::: "memory");
     if (NORM) qnorm_scales<KW>(p, sc);
     const float s0 = NORM && has0 ? sc[g] : 0.0f, s1 = NORM && has1 ? sc[g + 8] : 0.0f;
     const bool store_h = NORM && p.h_out && blockIdx.x == 0;
     while (c0 < n_blocks) {
-        uint4 xa[U], xb[U];
+        const int c1 = c0 + step;
+        if (STAGED) {
+#pragma unroll
+            for (int r = 0; r < RT; r++)
+#pragma unroll
+                for (int q = 0; q < PL; q++) {
+                    const int i = lane + 32 * q;
+                    if (i < 8 * V)
+                        *reinterpret_cast<uint4 *>(&stage[warp][r][i / V][16 * (i % V)]) = sv[r][q];
+                }
+            __syncwarp();
+            if (c1 < n_blocks) qstage_load<TYPE, RT, U>(sv, p, j0, c1, lane);
+        }
 #pragma unroll
         for (int u = 0; u < U; u++) {
             const int b = c0 + u;
             const bool in = b < n_blocks;
-            xa[u] = in && has0 ? qx<TYPE>(x0, b, t) : zero;
-            xb[u] = in && has1 ? qx<TYPE>(x1, b, t) : zero;
+            uint4 xa = in && has0 ? qx<TYPE>(x0, b, t) : zero;
+            uint4 xb = in && has1 ? qx<TYPE>(x1, b, t) : zero;
             if (NORM && in) {
                 const uint4 gm = qx<TYPE>(p.gamma, b, t);
-                xa[u] = qnorm_chunk(xa[u], gm, s0);
-                xb[u] = qnorm_chunk(xb[u], gm, s1);
-                if (store_h && has0) qstore_h<TYPE>(p.h_out + (size_t)g * p.in_dim, b, t, xa[u]);
-                if (store_h && has1)
-                    qstore_h<TYPE>(p.h_out + (size_t)(g + 8) * p.in_dim, b, t, xb[u]);
+                xa = qnorm_chunk(xa, gm, s0);
+                xb = qnorm_chunk(xb, gm, s1);
+                if (store_h && has0) qstore_h<TYPE>(p.h_out + (size_t)g * p.in_dim, b, t, xa);
+                if (store_h && has1) qstore_h<TYPE>(p.h_out + (size_t)(g + 8) * p.in_dim, b, t, xb);
             }
-        }
-#pragma unroll
-        for (int u = 0; u < U; u++)
 #pragma unroll
             for (int r = 0; r < RT; r++) {
-                const uint4 q = qweights<TYPE>(wv[u][r]);
+                const qraw raw =
+                    STAGED ? qload<TYPE, true>(&stage[warp][r][g][u * qtype<TYPE>::bytes], t, true)
+                           : wv[u][r];
+                const uint4 q = qweights<TYPE>(raw);
                 float part[4] = {0.0f, 0.0f, 0.0f, 0.0f};
                 asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, "
                     "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
                     : "+f"(part[0]), "+f"(part[1]), "+f"(part[2]), "+f"(part[3])
-                    : "r"(xa[u].x), "r"(xb[u].x), "r"(xa[u].y), "r"(xb[u].y), "r"(q.x), "r"(q.y));
+                    : "r"(xa.x), "r"(xb.x), "r"(xa.y), "r"(xb.y), "r"(q.x), "r"(q.y));
                 asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, "
                     "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
                     : "+f"(part[0]), "+f"(part[1]), "+f"(part[2]), "+f"(part[3])
-                    : "r"(xa[u].z), "r"(xb[u].z), "r"(xa[u].w), "r"(xb[u].w), "r"(q.z), "r"(q.w));
-                const float d = __half2float(__ushort_as_half((unsigned short)wv[u][r].d));
+                    : "r"(xa.z), "r"(xb.z), "r"(xa.w), "r"(xb.w), "r"(q.z), "r"(q.w));
+                const float d = __half2float(__ushort_as_half((unsigned short)raw.d));
                 const float d0 = __shfl_sync(0xffffffffu, d, 8 * t);
                 const float d1 = __shfl_sync(0xffffffffu, d, 8 * t + 4);
                 acc[r][0] += d0 * part[0];
@@ -230,8 +286,9 @@ __global__ void __launch_bounds__(KW * 32, 16 / KW) qgemv_kernel(const qgemv_par
                 acc[r][2] += d0 * part[2];
                 acc[r][3] += d1 * part[3];
             }
-        const int c1 = c0 + step;
-        if (c1 < n_blocks) qload_run<TYPE, RT, U>(wv, wrow, c1, n_blocks, t);
+        }
+        if (STAGED) __syncwarp(); /* the stage is rewritten next run */
+        if (!STAGED && c1 < n_blocks) qload_run<TYPE, RT, U>(wv, wrow, c1, n_blocks, t);
         c0 = c1;
     }
 #pragma unroll
@@ -269,15 +326,26 @@ __global__ void __launch_bounds__(KW * 32, 16 / KW) qgemv_kernel(const qgemv_par
 #define QG_RT 2
 #define QG_KW 8
 #define QG_U 4
+/* The staged kernel runs 8 blocks (whole 16-byte words per row run). */
+#define QG_US 8
 
 extern "C" int fg_qgemv_supported(int wtype, int n, int in_dim, int out_dim) {
     return (wtype == QT_Q8_0 || wtype == QT_Q4_0) && n >= 1 && n <= FG_QGEMV_MAX_ROWS &&
            in_dim >= 32 && in_dim % 32 == 0 && out_dim >= 1;
 }
 
-template <bool NORM> static void (*qgemv_pick_kernel(int wtype))(const qgemv_params) {
-    if (wtype == QT_Q8_0) return qgemv_kernel<QT_Q8_0, QG_RT, QG_KW, QG_U, NORM>;
-    return qgemv_kernel<QT_Q4_0, QG_RT, QG_KW, QG_U, NORM>;
+/* Rows that start on 16-byte boundaries and whole runs of QG_US blocks take the staged kernel. */
+extern "C" int fg_qgemv_staged(int wtype, const void *w, int in_dim) {
+    const size_t row_bytes = (size_t)(in_dim / 32) * (wtype == QT_Q8_0 ? 34 : 18);
+    return (uintptr_t)w % 16 == 0 && row_bytes % 16 == 0 && (in_dim / 32) % QG_US == 0;
+}
+
+template <bool NORM> static void (*qgemv_pick_kernel(int wtype, bool staged))(const qgemv_params) {
+    if (staged)
+        return wtype == QT_Q8_0 ? qgemv_kernel<QT_Q8_0, QG_RT, QG_KW, QG_US, NORM, true>
+                                : qgemv_kernel<QT_Q4_0, QG_RT, QG_KW, QG_US, NORM, true>;
+    return wtype == QT_Q8_0 ? qgemv_kernel<QT_Q8_0, QG_RT, QG_KW, QG_U, NORM, false>
+                            : qgemv_kernel<QT_Q4_0, QG_RT, QG_KW, QG_U, NORM, false>;
 }
 
 static int qgemv_launch(int norm, qgemv_params p, int wtype, int epilogue, void *stream) {
@@ -299,8 +367,10 @@ static int qgemv_launch(int norm, qgemv_params p, int wtype, int epilogue, void 
     cfg.stream = static_cast<cudaStream_t>(stream);
     cfg.attrs = attr;
     cfg.numAttrs = 1;
+    const bool staged = fg_qgemv_staged(wtype, p.w, p.in_dim) != 0;
     cudaError_t e = cudaLaunchKernelEx(
-        &cfg, norm ? qgemv_pick_kernel<true>(wtype) : qgemv_pick_kernel<false>(wtype), p);
+        &cfg,
+        norm ? qgemv_pick_kernel<true>(wtype, staged) : qgemv_pick_kernel<false>(wtype, staged), p);
     return (int)(e != cudaSuccess ? e : cudaGetLastError());
 }
 

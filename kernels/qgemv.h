@@ -40,6 +40,10 @@ int fg_qgemv_norm(void *y, int y_f32, const void *x, const void *gamma, float ep
                   const void *w, int wtype, int n, int in_dim, int out_dim, int epilogue,
                   void *stream);
 
+/* 1 when fg_qgemv takes its staged kernel for W at w with rows of in_dim (16-byte aligned rows,
+ * in_dim / 32 a multiple of 8: the 8B shapes), 0 for the direct one (tests cover both). */
+int fg_qgemv_staged(int wtype, const void *w, int in_dim);
+
 /* dst (rows, cols) bf16 = bf16(dequantize(w)), w as above: the scratch through which prefill and
  * batches past FG_QGEMV_MAX_ROWS reach the bf16 GEMM. Each element is d·q (Q4_0: d·(q − 8)) in
  * fp32 rounded once to bf16. dst 16-byte aligned. Graph-capturable. Returns 0 or a cudaError_t. */

@@ -5,7 +5,8 @@ set): d = fp16(N(0, 1) · s) with s chosen so W ~ 1/sqrt(in_dim) (some d land in
 subnormals), qs uniform random bytes. The oracle is model/gguf_quant.c's gguf_dequantize (linked
 into the same library; CI checks it against the `gguf` package), then fp64 products (torch) on the
 same bf16 x. Outputs are poisoned with NaN and a guard after the last row must stay untouched.
-  - fg_qgemv for every n = 1..16 on each shape (the 8B-shape q|k|v 6144×4096, o 4096×4096,
+  - fg_qgemv for every n = 1..16 (the 8B shapes take its staged kernel, the others the direct
+    one: both are covered, fg_qgemv_staged says which) on each shape (the 8B-shape q|k|v 6144×4096, o 4096×4096,
     gate|up 14336×4096 with SwiGLU, down 4096×14336, SmolLM2 shapes, odd ones) with the shape's
     epilogue, bf16 y; at n = 1, 5, 16 also every other epilogue the rows allow and fp32 y;
   - fg_qgemv_norm (RMSNorm in front) for n = 1..16: h (h_out) against fp64 RMSNorm within 1.5
@@ -61,6 +62,7 @@ SHAPES = [
     ("odd.1x32", 1, 32, STORE, 0),
     ("odd.7x96", 7, 96, SWIGLU, 0),
     ("odd.1000x1536", 1000, 1536, ADD, 0),
+    ("odd.24x256", 24, 256, SWIGLU, 0),  # staged with one run per row (in_dim / 32 = 8)
 ]
 NORM_SHAPES = [("8b.qkv", 6144, 4096, STORE), ("8b.gate_up", 14336, 4096, SWIGLU),
                ("smol.gate_up", 1536, 576, SWIGLU), ("odd.1000x576", 1000, 576, ADD)]
@@ -77,6 +79,7 @@ class Lib:
         lib.fg_qdequant_bf16.argtypes = [vp, vp, i, i, i, vp]
         lib.fg_gemv.argtypes = [vp, i, vp, vp, i, i, i, i, vp]
         lib.fg_gemv_norm.argtypes = [vp, i, vp, vp, f, vp, vp, i, i, i, i, vp]
+        lib.fg_qgemv_staged.argtypes = [i, vp, i]
         lib.gguf_dequantize.argtypes = [C.c_uint32, vp, vp, C.c_uint64]
 
     @staticmethod
@@ -172,9 +175,13 @@ def ref_of(qc, x, y0, n, od, epi, y_f32):
 
 def check_shapes(g, rep, dev):
     for wt, (tname, _, _) in TYPES.items():
+        paths = set()
         for name, od, idim, epi, yf in SHAPES:
             rows = 2 * od if epi == SWIGLU else od
             qc = QCase(g, wt, rows, idim, dev)
+            staged = g.lib.fg_qgemv_staged(wt, qc.raw.data_ptr(), idim)
+            paths.add(staged)
+            print(f"  {tname} {name}: {'staged' if staged else 'direct'} kernel", flush=True)
             x = torch.randn(MAXN, idim, device=dev).bfloat16()
             # the epilogues these rows allow: (out_dim, epilogue)
             alts = [(rows, STORE), (rows, ADD)] + ([(rows // 2, SWIGLU)] if rows % 2 == 0 else [])
@@ -206,6 +213,7 @@ def check_shapes(g, rep, dev):
             rep.add(st == 0 and torch.equal(dq.view(torch.int16), qc.wf.bfloat16().view(torch.int16)),
                     f"{tname} {name} dequant_bf16 bit-exact", None, f"status {st}")
             del qc
+        rep.add(paths == {0, 1}, f"{tname} both kernels (staged, direct) covered", None, str(paths))
         print(f"  {tname}: shapes done ({rep.passed} passed, {rep.failed} failed so far)", flush=True)
 
 
