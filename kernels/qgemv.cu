@@ -77,27 +77,35 @@ __device__ __forceinline__ qraw qload(const uint8_t *blk, int t, bool ok) {
     return r;
 }
 
-__device__ __forceinline__ uint32_t bf16_pair(int a, int b) {
-    const __nv_bfloat162 h = __floats2bfloat162_rn((float)a, (float)b);
-    return *reinterpret_cast<const uint32_t *>(&h);
+/* Small integers to bf16 without the conversion units (I2F / F2F run at a fraction of the ALU
+ * rate): byte k of src becomes the fp32 2^23 + byte (bits 0x4B0000bb, one PRMT), minus the bias
+ * in one FADD gives the integer exactly, and an exact small-integer fp32 is its own bf16 upper
+ * half, so two pack into a bf16 pair with one more PRMT. */
+__device__ __forceinline__ float qmagic(uint32_t src, int k, float bias) {
+    return __uint_as_float(__byte_perm(src, 0x4B00u, 0x5440u | (uint32_t)k)) - bias;
 }
 
-/* The lane's 8 weights as 4 bf16 pairs in the order of the x chunk of qx (exact integers). */
+__device__ __forceinline__ uint32_t qpack(float lo, float hi) {
+    return __byte_perm(__float_as_uint(lo), __float_as_uint(hi), 0x7632u);
+}
+
+/* 4 bytes of src (each 2^23-biased by bias) as two bf16 pairs: bytes (0, 1) and (2, 3). */
+__device__ __forceinline__ uint2 qpairs(uint32_t src, float bias) {
+    return make_uint2(qpack(qmagic(src, 0, bias), qmagic(src, 1, bias)),
+                      qpack(qmagic(src, 2, bias), qmagic(src, 3, bias)));
+}
+
+/* The lane's 8 weights as 4 bf16 pairs in the order of the x chunk of qx (exact integers):
+ * Q8_0 q (int8: q ^ 0x80 = q + 128 as a byte), Q4_0 q − 8 (low nibbles, then high nibbles). */
 template <int TYPE> __device__ __forceinline__ uint4 qweights(const qraw &r) {
     if (TYPE == QT_Q8_0) {
-        const int b0 = (int8_t)(r.q0 & 0xff), b1 = (int8_t)(r.q0 >> 8 & 0xff);
-        const int b2 = (int8_t)(r.q0 >> 16 & 0xff), b3 = (int8_t)(r.q0 >> 24);
-        const int b4 = (int8_t)(r.q1 & 0xff), b5 = (int8_t)(r.q1 >> 8 & 0xff);
-        const int b6 = (int8_t)(r.q1 >> 16 & 0xff), b7 = (int8_t)(r.q1 >> 24);
-        return make_uint4(bf16_pair(b0, b1), bf16_pair(b2, b3), bf16_pair(b4, b5),
-                          bf16_pair(b6, b7));
+        const float bias = 8388608.0f + 128.0f;
+        const uint2 a = qpairs(r.q0 ^ 0x80808080u, bias), b = qpairs(r.q1 ^ 0x80808080u, bias);
+        return make_uint4(a.x, a.y, b.x, b.y);
     }
-    const uint32_t q = r.q0;
-    const int l0 = (int)(q & 0xf) - 8, l1 = (int)(q >> 8 & 0xf) - 8;
-    const int l2 = (int)(q >> 16 & 0xf) - 8, l3 = (int)(q >> 24 & 0xf) - 8;
-    const int h0 = (int)(q >> 4 & 0xf) - 8, h1 = (int)(q >> 12 & 0xf) - 8;
-    const int h2 = (int)(q >> 20 & 0xf) - 8, h3 = (int)(q >> 28 & 0xf) - 8;
-    return make_uint4(bf16_pair(l0, l1), bf16_pair(l2, l3), bf16_pair(h0, h1), bf16_pair(h2, h3));
+    const float bias = 8388608.0f + 8.0f;
+    const uint2 lo = qpairs(r.q0 & 0x0f0f0f0fu, bias), hi = qpairs(r.q0 >> 4 & 0x0f0f0f0fu, bias);
+    return make_uint4(lo.x, lo.y, hi.x, hi.y);
 }
 
 /* The lane's 8 elements of a bf16 row (x or gamma) at block b, in qweights' order. */
