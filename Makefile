@@ -173,6 +173,7 @@ test-gpu:
 	FG_ATTN_LIB=$(GPU_LIB) $(PYTHON) tests/gpu/check_attention.py
 	FG_ATTN_LIB=$(GPU_LIB) $(PYTHON) tests/gpu/check_family.py
 	$(PYTHON) tests/gpu/check_gemv.py --lib $(GPU_LIB)
+	$(PYTHON) tests/gpu/check_qgemv.py --lib $(GPU_LIB)
 	FG_SAMPLE_LIB=$(GPU_LIB) $(PYTHON) tests/gpu/check_sample.py --no-bench
 	FG_SAMPLE_LIB=$(GPU_LIB) $(PYTHON) tests/gpu/check_mask.py --no-bench
 	$(PYTHON) tests/gpu/check_upload.py --lib $(GPU_LIB) --cuda $(BUILD)/libflashgen_cuda.so
@@ -183,6 +184,7 @@ bench-gpu:
 	$(MAKE) $(GPU_LIB)
 	FG_ATTN_LIB=$(GPU_LIB) $(PYTHON) bench/bench_attention.py
 	$(PYTHON) tests/gpu/check_gemv.py --bench --lib $(GPU_LIB)
+	$(PYTHON) tests/gpu/check_qgemv.py --bench --lib $(GPU_LIB)
 	FG_SAMPLE_LIB=$(GPU_LIB) $(PYTHON) tests/gpu/check_sample.py --bench-only
 
 -include $(GPU_LIB_OBJ:.o=.d)

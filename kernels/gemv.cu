@@ -40,6 +40,7 @@
 #include <stdint.h>
 
 #include "gemv.h"
+#include "gemv_common.cuh"
 
 struct gemv_params {
     void *y;                /* (n, out_dim) bf16 or fp32 */
@@ -70,20 +71,6 @@ __device__ __forceinline__ uint4 gemv_load_w(const __nv_bfloat16 *p, bool ok, ui
 
 __device__ __forceinline__ uint4 gemv_load_x(const __nv_bfloat16 *p) {
     return __ldg(reinterpret_cast<const uint4 *>(p));
-}
-
-/* c += A · B for one m16n8k16 step with A rows 8-15 zero: a0 = x k-pair (2t), a2 = x k-pair
- * (2t + 8) of row g; b0, b1 = the same k-pairs of W row g. */
-__device__ __forceinline__ void gemv_mma(float (&c)[4], uint32_t a0, uint32_t a2, uint32_t b0,
-                                         uint32_t b1) {
-    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-        "{%8,%9}, {%0,%1,%2,%3};\n"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a0), "r"(0u), "r"(a2), "r"(0u), "r"(b0), "r"(b1));
-}
-
-__device__ __forceinline__ float gemv_silu(float v) {
-    return v / (1.0f + expf(-v));
 }
 
 /* RMSNorm row scales, computed by every block for itself: scale[b] = rsqrt(mean(x_b²) + eps) for
@@ -147,14 +134,6 @@ template <int KW> __device__ __forceinline__ float gemv_norm_scale(const gemv_pa
     }
     __syncthreads();
     return scale[g < p.n ? g : 0];
-}
-
-/* One bf16 pair of h = bf16((x · scale) · gamma), in k_rmsnorm's order of operations. */
-__device__ __forceinline__ uint32_t gemv_norm_pair(uint32_t x, uint32_t gm, float scale) {
-    const float x0 = __uint_as_float(x << 16), x1 = __uint_as_float(x & 0xffff0000u);
-    const float g0 = __uint_as_float(gm << 16), g1 = __uint_as_float(gm & 0xffff0000u);
-    const __nv_bfloat162 h = __floats2bfloat162_rn(x0 * scale * g0, x1 * scale * g1);
-    return *reinterpret_cast<const uint32_t *>(&h);
 }
 
 __device__ __forceinline__ uint4 gemv_norm_chunk(uint4 x, uint4 gm, float scale) {

@@ -1,0 +1,371 @@
+"""check_qgemv.py — GPU test and benchmark of the GEMV on GGUF blocks (kernels/qgemv.cu).
+
+Correctness, for Q8_0 and Q4_0, on fresh random blocks (seeded from the clock unless FG_SEED is
+set): d = fp16(N(0, 1) · s) with s chosen so W ~ 1/sqrt(in_dim) (some d land in the fp16
+subnormals), qs uniform random bytes. The oracle is model/gguf_quant.c's gguf_dequantize (linked
+into the same library; CI checks it against the `gguf` package), then fp64 products (torch) on the
+same bf16 x. Outputs are poisoned with NaN and a guard after the last row must stay untouched.
+  - fg_qgemv for every n = 1..16 (the 8B shapes take its staged kernel, the others the direct
+    one: both are covered, fg_qgemv_staged says which) on each shape (the 8B-shape q|k|v 6144×4096, o 4096×4096,
+    gate|up 14336×4096 with SwiGLU, down 4096×14336, SmolLM2 shapes, odd ones) with the shape's
+    epilogue, bf16 y; at n = 1, 5, 16 also every other epilogue the rows allow and fp32 y;
+  - fg_qgemv_norm (RMSNorm in front) for n = 1..16: h (h_out) against fp64 RMSNorm within 1.5
+    bf16 ulp (check_gemv's H_TOL), h rows bit for bit independent of n, y against the fp64 products
+    of the kernel's own h;
+  - fg_qdequant_bf16 bit for bit = bf16(gguf_dequantize) (one rounding of the fp32 value);
+  - determinism (twice, bit for bit), CUDA-graph replay = eager, refusals (n 0 / 17, in_dim not a
+    multiple of 32, a type it does not read, misaligned x or w).
+Bounds: check_gemv.judge's, unchanged (bf16 y: norm-wise 2^-8 + 1e-4, elementwise 2^-8 |ref| +
+2^-16 Σ|x||w|; fp32 y: 1e-4 and 2^-16 Σ|x||w|). They hold here for the same reason: the mma
+multiplies exact integers q by bf16 x (exact products in fp32), each block's sum is scaled by its
+fp32 d once, and the sums are fp32.
+Benchmark (--bench): µs per call back to back in a CUDA graph (check_gemv.time_graph, weights
+rotated over copies > 5× L2) of the 8B layer's four GEMVs (norm fused in front of q|k|v and
+gate|up) as bf16 (fg_gemv / fg_gemv_norm on the dequantized weight: the F16 file's path), Q8_0
+and Q4_0, n = 1, 8, 16; GB/s of weight bytes and % of the device-to-device copy ceiling; the
+32 layers' GEMV time per token; fg_qdequant_bf16's time for one 14336×4096 weight.
+
+Usage: python3 tests/gpu/check_qgemv.py --lib build/libfgattn.so [--bench]
+Prints a PASS/FAIL summary line last; exit 1 on any failure; SKIPPED and exit 77 without a GPU.
+"""
+import argparse
+import ctypes as C
+import math
+import os
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import gpu_skip  # noqa: E402
+
+if gpu_skip.why_no_gpu() is None:
+    import check_gemv as cg  # noqa: E402  (its bounds, references and timers)
+
+STORE, ADD, SWIGLU = 0, 1, 2
+EPI = {STORE: "store", ADD: "add", SWIGLU: "swiglu"}
+Q4_0, Q8_0, Q4_K = 2, 8, 12
+TYPES = {Q8_0: ("Q8_0", 34, 127.0 / math.sqrt(3)), Q4_0: ("Q4_0", 18, 8.0 / math.sqrt(3))}
+EINVAL = 1
+MAXN = 16
+
+# (name, out_dim, in_dim, epilogue, y_f32): W has 2·out_dim rows for SwiGLU
+SHAPES = [
+    ("8b.qkv", 6144, 4096, STORE, 0),
+    ("8b.o", 4096, 4096, ADD, 0),
+    ("8b.gate_up", 14336, 4096, SWIGLU, 0),
+    ("8b.down", 4096, 14336, ADD, 0),
+    ("smol.qkv", 960, 576, STORE, 0),
+    ("smol.gate_up", 1536, 576, SWIGLU, 0),
+    ("smol.lm_head", 49152, 576, STORE, 1),
+    ("odd.1x32", 1, 32, STORE, 0),
+    ("odd.7x96", 7, 96, SWIGLU, 0),
+    ("odd.1000x1536", 1000, 1536, ADD, 0),
+    ("odd.24x256", 24, 256, SWIGLU, 0),  # staged with one run per row (in_dim / 32 = 8)
+]
+NORM_SHAPES = [("8b.qkv", 6144, 4096, STORE), ("8b.gate_up", 14336, 4096, SWIGLU),
+               ("smol.gate_up", 1536, 576, SWIGLU), ("odd.1000x576", 1000, 576, ADD)]
+NORM_ROW_SCALE = [1.0, 3.0, 0.25, 1e-3, 10.0, 0.5, 2.0, 0.05,
+                  0.7, 5.0, 0.1, 1.5, 30.0, 0.02, 1.2, 4.0]
+
+
+class Lib:
+    def __init__(self, path):
+        self.lib = lib = C.CDLL(os.path.abspath(path))
+        vp, i, f = C.c_void_p, C.c_int, C.c_float
+        lib.fg_qgemv.argtypes = [vp, i, vp, vp, i, i, i, i, i, vp]
+        lib.fg_qgemv_norm.argtypes = [vp, i, vp, vp, f, vp, vp, i, i, i, i, i, vp]
+        lib.fg_qdequant_bf16.argtypes = [vp, vp, i, i, i, vp]
+        lib.fg_gemv.argtypes = [vp, i, vp, vp, i, i, i, i, vp]
+        lib.fg_gemv_norm.argtypes = [vp, i, vp, vp, f, vp, vp, i, i, i, i, vp]
+        lib.fg_qgemv_staged.argtypes = [i, vp, i]
+        lib.gguf_dequantize.argtypes = [C.c_uint32, vp, vp, C.c_uint64]
+
+    @staticmethod
+    def s():
+        return torch.cuda.current_stream().cuda_stream
+
+    def qgemv(self, y, y_f32, x, w, wt, n, idim, od, epi):
+        return self.lib.fg_qgemv(y, y_f32, x, w, wt, n, idim, od, epi, self.s())
+
+    def qgemv_norm(self, y, y_f32, x, gamma, eps, h, w, wt, n, idim, od, epi):
+        return self.lib.fg_qgemv_norm(y, y_f32, x, gamma, eps, h, w, wt, n, idim, od, epi, self.s())
+
+    def dequant_host(self, wt, raw_cpu, rows, cols):
+        out = torch.empty(rows, cols, dtype=torch.float32)
+        if self.lib.gguf_dequantize(wt, raw_cpu.data_ptr(), out.data_ptr(), rows * cols) != 0:
+            raise RuntimeError("gguf_dequantize refused")
+        return out
+
+
+def random_blocks(wt, rows, cols, dev):
+    """(rows, cols / 32 · bytes) uint8 GGUF rows of random blocks."""
+    _, bs, qstd = TYPES[wt]
+    nb = cols // 32
+    d = (torch.randn(rows, nb, device=dev) / (qstd * math.sqrt(cols))).half()
+    qs = torch.randint(0, 256, (rows, nb, bs - 2), dtype=torch.uint8, device=dev)
+    raw = torch.cat([d.view(torch.uint8).view(rows, nb, 2), qs], 2)
+    return raw.reshape(rows, nb * bs).contiguous()
+
+
+class QCase:
+    def __init__(self, g, wt, rows, cols, dev):
+        self.wt, self.rows, self.cols = wt, rows, cols
+        self.raw = random_blocks(wt, rows, cols, dev)
+        self.wf = g.dequant_host(wt, self.raw.cpu(), rows, cols).to(dev)
+        self.refs = {}
+
+    def products(self, x, od, epi):
+        key = (x.data_ptr(), od, epi)
+        if key not in self.refs:
+            self.refs[key] = cg.products(x, self.wf, od, epi)
+        return self.refs[key]
+
+
+def poisoned(n, od, dt, dev, guard=64):
+    buf = torch.full((n * od + guard,), float("nan"), dtype=dt, device=dev)
+    buf[n * od:] = 12345.0
+    return buf, buf[:n * od].view(n, od)
+
+
+def run_y(g, qc, x, y0, n, od, epi, y_f32, norm=None, h=None):
+    dt = torch.float32 if y_f32 else torch.bfloat16
+    buf, y = poisoned(n, od, dt, x.device)
+    if epi == ADD:
+        y.copy_(y0[:n].to(dt))
+    if norm is None:
+        st = g.qgemv(y.data_ptr(), y_f32, x.data_ptr(), qc.raw.data_ptr(), qc.wt, n, qc.cols, od,
+                     epi)
+    else:
+        st = g.qgemv_norm(y.data_ptr(), y_f32, x.data_ptr(), norm.data_ptr(), cg.NORM_EPS,
+                          None if h is None else h.data_ptr(), qc.raw.data_ptr(), qc.wt, n,
+                          qc.cols, od, epi)
+    torch.cuda.synchronize()
+    if st != 0:
+        return None, f"status {st}"
+    if not bool((buf[n * od:] == 12345.0).all()):
+        return y, "y guard overwritten"
+    return y, ""
+
+
+class Report:
+    def __init__(self):
+        self.passed = self.failed = 0
+        self.worst = {}
+
+    def add(self, ok, tag, rel=None, why=""):
+        if ok:
+            self.passed += 1
+        else:
+            self.failed += 1
+            print(f"  FAIL {tag}: rel {rel} {why}", flush=True)
+        if rel is not None and rel == rel:
+            k = tag.split(" n=")[0]
+            self.worst[k] = max(self.worst.get(k, 0.0), rel)
+
+
+def ref_of(qc, x, y0, n, od, epi, y_f32):
+    dot, mag = qc.products(x, od, epi)
+    r = dot[:n]
+    if epi == ADD:
+        r = r + (y0[:n].float() if y_f32 else y0[:n]).double()
+    return r, mag[:n]
+
+
+def check_shapes(g, rep, dev):
+    for wt, (tname, _, _) in TYPES.items():
+        paths = set()
+        for name, od, idim, epi, yf in SHAPES:
+            rows = 2 * od if epi == SWIGLU else od
+            qc = QCase(g, wt, rows, idim, dev)
+            staged = g.lib.fg_qgemv_staged(wt, qc.raw.data_ptr(), idim)
+            paths.add(staged)
+            print(f"  {tname} {name}: {'staged' if staged else 'direct'} kernel", flush=True)
+            x = torch.randn(MAXN, idim, device=dev).bfloat16()
+            # the epilogues these rows allow: (out_dim, epilogue)
+            alts = [(rows, STORE), (rows, ADD)] + ([(rows // 2, SWIGLU)] if rows % 2 == 0 else [])
+            y0s = {o: torch.randn(MAXN, o, device=dev).bfloat16() for o, _ in alts}
+            y0s.setdefault(od, torch.randn(MAXN, od, device=dev).bfloat16())
+            for n in range(1, MAXN + 1):
+                todo = [(od, epi, yf)]
+                if n in (1, 5, 16):
+                    todo += [(o, e, f) for o, e in alts for f in (0, 1) if (o, e, f) != (od, epi, yf)]
+                for o, e, f in todo:
+                    y, why = run_y(g, qc, x, y0s[o], n, o, e, f)
+                    tag = f"{tname} {name} {EPI[e]} {'f32' if f else 'bf16'} n={n}"
+                    if why:
+                        rep.add(False, tag, None, why)
+                        continue
+                    ref, mag = ref_of(qc, x, y0s[o], n, o, e, f)
+                    ok, rel, why = cg.judge(y, ref, mag, f, e)
+                    rep.add(ok, tag, rel, why)
+            # determinism and graph replay on the shape's epilogue at n = MAXN
+            y1, _ = run_y(g, qc, x, y0s[od], MAXN, od, epi, yf)
+            y2, _ = run_y(g, qc, x, y0s[od], MAXN, od, epi, yf)
+            rep.add(y1 is not None and torch.equal(y1, y2), f"{tname} {name} deterministic")
+            if name.startswith("8b.o"):
+                check_graph(g, qc, x, y0s[od], od, epi, rep, tname)
+            # the dequantization for prefill: bf16(fp32 value), bit for bit
+            dq = torch.full((rows, idim), float("nan"), dtype=torch.bfloat16, device=dev)
+            st = g.lib.fg_qdequant_bf16(dq.data_ptr(), qc.raw.data_ptr(), wt, rows, idim, Lib.s())
+            torch.cuda.synchronize()
+            rep.add(st == 0 and torch.equal(dq.view(torch.int16), qc.wf.bfloat16().view(torch.int16)),
+                    f"{tname} {name} dequant_bf16 bit-exact", None, f"status {st}")
+            del qc
+        rep.add(paths == {0, 1}, f"{tname} both kernels (staged, direct) covered", None, str(paths))
+        print(f"  {tname}: shapes done ({rep.passed} passed, {rep.failed} failed so far)", flush=True)
+
+
+def check_graph(g, qc, x, y0, od, epi, rep, tname):
+    n = 4
+    eager, _ = run_y(g, qc, x, y0, n, od, epi, 0)
+    y = torch.empty(n, od, dtype=torch.bfloat16, device=x.device)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    gph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(gph, stream=side):
+        st = g.qgemv(y.data_ptr(), 0, x.data_ptr(), qc.raw.data_ptr(), qc.wt, n, qc.cols, od, epi)
+    y.copy_(y0[:n])
+    gph.replay()
+    torch.cuda.synchronize()
+    rep.add(st == 0 and torch.equal(y, eager), f"{tname} graph replay = eager", None, f"status {st}")
+
+
+def check_norm(g, rep, dev):
+    for wt, (tname, _, _) in TYPES.items():
+        for name, od, idim, epi in NORM_SHAPES:
+            rows = 2 * od if epi == SWIGLU else od
+            qc = QCase(g, wt, rows, idim, dev)
+            scale = torch.tensor(NORM_ROW_SCALE, device=dev)[:, None]
+            x = (torch.randn(MAXN, idim, device=dev) * scale).bfloat16()
+            gamma = (1.0 + 0.5 * torch.randn(idim, device=dev)).bfloat16()
+            y0 = torch.randn(MAXN, od, device=dev).bfloat16()
+            xd = x.double()
+            h_exact = xd * torch.rsqrt((xd * xd).mean(-1, keepdim=True) + cg.NORM_EPS) * gamma.double()
+            hbuf, h16 = poisoned(MAXN, idim, torch.bfloat16, dev)
+            y, why = run_y(g, qc, x, y0, MAXN, od, epi, 0, norm=gamma, h=h16)
+            hd = h16.double()
+            over = int(((hd - h_exact).abs() > cg.H_TOL * h_exact.abs() + 1e-30).sum())
+            rep.add(not why and over == 0 and bool((hbuf[MAXN * idim:] == 12345.0).all()),
+                    f"{tname} norm {name} h within 1.5 ulp", None, f"{why} {over} over")
+            h16 = h16.clone()
+            for n in range(1, MAXN + 1):
+                for f in ((0, 1) if n in (1, 16) else (0,)):
+                    hb, h = poisoned(n, idim, torch.bfloat16, dev)
+                    y, why = run_y(g, qc, x, y0, n, od, epi, f, norm=gamma, h=h)
+                    tag = f"{tname} norm {name} {EPI[epi]} {'f32' if f else 'bf16'} n={n}"
+                    if why:
+                        rep.add(False, tag, None, why)
+                        continue
+                    if not torch.equal(h, h16[:n]) or not bool((hb[n * idim:] == 12345.0).all()):
+                        rep.add(False, tag, None, "h rows differ from the n=16 call's / guard")
+                        continue
+                    ref, mag = ref_of(qc, h16, y0, n, od, epi, f)
+                    ok, rel, why = cg.judge(y, ref, mag, f, epi)
+                    rep.add(ok, tag, rel, why)
+            del qc
+
+
+def check_refusals(g, rep, dev):
+    qc = QCase(g, Q8_0, 64, 64, dev)
+    x = torch.randn(MAXN + 1, 64, device=dev).bfloat16()
+    y = torch.empty(MAXN + 1, 64, dtype=torch.float32, device=dev)
+    xp, wp, yp = x.data_ptr(), qc.raw.data_ptr(), y.data_ptr()
+    for tag, args in [("n=0", (yp, 1, xp, wp, Q8_0, 0, 64, 64, STORE)),
+                      ("n=17", (yp, 1, xp, wp, Q8_0, 17, 64, 64, STORE)),
+                      ("in_dim 48", (yp, 1, xp, wp, Q8_0, 1, 48, 64, STORE)),
+                      ("type Q4_K", (yp, 1, xp, wp, Q4_K, 1, 64, 64, STORE)),
+                      ("epilogue 3", (yp, 1, xp, wp, Q8_0, 1, 64, 64, 3)),
+                      ("x misaligned", (yp, 1, xp + 2, wp, Q8_0, 1, 64, 64, STORE)),
+                      ("w odd", (yp, 1, xp, wp + 1, Q8_0, 1, 64, 64, STORE))]:
+        st = g.qgemv(*args)
+        rep.add(st == EINVAL, f"refuses {tag}", None, f"status {st}")
+    st = g.lib.fg_qdequant_bf16(yp, wp, Q4_K, 64, 64, Lib.s())
+    rep.add(st == EINVAL, "dequant refuses Q4_K", None, f"status {st}")
+    torch.cuda.synchronize()
+
+
+BENCH = [("qkv", 6144, 4096, STORE, True), ("o", 4096, 4096, ADD, False),
+         ("gate_up", 14336, 4096, SWIGLU, True), ("down", 4096, 14336, ADD, False)]
+
+
+def run_bench(g, dev):
+    ceil = cg.copy_ceiling()
+    print(f"copy ceiling (device-to-device, 1 GiB, read + write): {ceil:.0f} GB/s")
+    print(f"{'gemv':<10} {'type':<5} {'n':>3} {'us':>8} {'GB/s':>7} {'%copy':>6}")
+    layer = {}
+    for name, od, idim, epi, norm in BENCH:
+        rows = 2 * od if epi == SWIGLU else od
+        gamma = (1.0 + 0.5 * torch.randn(idim, device=dev)).bfloat16()
+        for tname in ("bf16", "Q8_0", "Q4_0"):
+            if tname == "bf16":
+                one = (torch.randn(rows, idim, device=dev) / math.sqrt(idim)).bfloat16()
+                wt = None
+            else:
+                wt = Q8_0 if tname == "Q8_0" else Q4_0
+                one = random_blocks(wt, rows, idim, dev)
+            nbytes = one.numel() * one.element_size()
+            copies = [one] + [one.clone() for _ in range(max(1, (256 << 20) // nbytes + 1) - 1)]
+            for n in (1, 8, 16):
+                x = torch.randn(n, idim, device=dev).bfloat16()
+                y = torch.randn(n, od, device=dev).bfloat16()
+                s = Lib.s
+                if wt is None and n > 8:
+                    continue  # fg_gemv serves 1..8 rows
+                if wt is None and norm:
+                    fn = lambda i: g.lib.fg_gemv_norm(y.data_ptr(), 0, x.data_ptr(), gamma.data_ptr(), 1e-5, None, copies[i].data_ptr(), n, idim, od, epi, s())  # noqa: E731
+                elif wt is None:
+                    fn = lambda i: g.lib.fg_gemv(y.data_ptr(), 0, x.data_ptr(), copies[i].data_ptr(), n, idim, od, epi, s())  # noqa: E731
+                elif norm:
+                    fn = lambda i: g.lib.fg_qgemv_norm(y.data_ptr(), 0, x.data_ptr(), gamma.data_ptr(), 1e-5, None, copies[i].data_ptr(), wt, n, idim, od, epi, s())  # noqa: E731
+                else:
+                    fn = lambda i: g.lib.fg_qgemv(y.data_ptr(), 0, x.data_ptr(), copies[i].data_ptr(), wt, n, idim, od, epi, s())  # noqa: E731
+                us = cg.time_graph(fn, len(copies))
+                gbs = nbytes / (us * 1e-6) / 1e9
+                layer[(tname, n)] = layer.get((tname, n), 0.0) + us
+                print(f"{name:<10} {tname:<5} {n:>3} {us:8.2f} {gbs:7.0f} {100 * gbs / ceil:5.1f}%",
+                      flush=True)
+            del copies, one
+    print("32 layers' four GEMVs per decode step (kernel time only: no attention, no lm_head):")
+    for (tname, n), us in sorted(layer.items()):
+        print(f"  {tname:<5} n={n:<3} {32 * us / 1e3:7.3f} ms/step -> {n * 1e6 / (32 * us):8.0f} tokens/s bound")
+    dq = torch.empty(14336, 4096, dtype=torch.bfloat16, device=dev)
+    for wt, tname in ((Q8_0, "Q8_0"), (Q4_0, "Q4_0")):
+        raw = random_blocks(wt, 14336, 4096, dev)
+        us = cg.time_calls(lambda i: g.lib.fg_qdequant_bf16(dq.data_ptr(), raw.data_ptr(), wt, 14336, 4096, Lib.s()), 1, 20)
+        print(f"fg_qdequant_bf16 {tname} 14336x4096: {us:.1f} us "
+              f"({(raw.numel() + dq.numel() * 2) / (us * 1e-6) / 1e9:.0f} GB/s read + write)")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bench", action="store_true")
+    ap.add_argument("--lib", default=os.environ.get("FG_ATTN_LIB", "build/libfgattn.so"))
+    a = ap.parse_args()
+    why = gpu_skip.why_no_gpu()
+    if why:
+        return gpu_skip.skip("check_qgemv", why)
+    seed = int(os.environ.get("FG_SEED", time.time_ns() % (1 << 31)))
+    torch.manual_seed(seed)
+    print(f"check_qgemv: seed {seed} on {torch.cuda.get_device_name()}", flush=True)
+    g = Lib(a.lib)
+    dev = torch.device("cuda")
+    rep = Report()
+    t0 = time.time()
+    check_refusals(g, rep, dev)
+    check_shapes(g, rep, dev)
+    check_norm(g, rep, dev)
+    print("worst relative error per case:")
+    for k, v in sorted(rep.worst.items()):
+        print(f"  {k:<40} {v:.3e}")
+    print(f"checks took {time.time() - t0:.1f} s", flush=True)
+    if a.bench:
+        run_bench(g, dev)
+    print(f"check_qgemv: {'PASS' if rep.failed == 0 else 'FAIL'} ({rep.passed} passed, "
+          f"{rep.failed} failed)")
+    return 0 if rep.failed == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
