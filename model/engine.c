@@ -259,6 +259,7 @@ static int upload_weights(struct engine *e, const struct engine_opts *o, char *e
     b->dw.layers = b->dlayers;
     b->dw.arena = b->dev_arena;
     b->dw.arena_bytes = bytes;
+    e->device_weight_bytes = bytes;
     return 0;
 fail:
     errmsg_set(err, errlen, "weight upload failed: %s", b->cuda->last_error(e->ops_ctx));

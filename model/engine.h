@@ -58,6 +58,7 @@ struct engine {
     int max_batch_tokens, max_batch_seqs;
     char device[16];                /* "cpu" or "cuda" */
     struct engine_backend *backend; /* private to engine.c */
+    size_t device_weight_bytes;     /* the weights' copy on the device (0 on the CPU) */
 };
 
 void engine_opts_default(struct engine_opts *o);

@@ -58,11 +58,13 @@ void ep_info(struct http_req *r) {
         cJSON_AddNumberToObject(o, "max_batch_seqs", in->max_batch_seqs);
         cJSON_AddNumberToObject(o, "context_length", in->n_ctx);
         cJSON_AddNumberToObject(o, "load_seconds", in->load_seconds);
-        /* host memory the weights hold: in their GGUF blocks and as fp32 (on a GPU the host
-         * copy is the fp32 source of the device weights) */
+        /* memory the weights hold: host copies in their GGUF blocks and as fp32, blocks read in
+         * place from the file's mapping (shared with the page cache), and the device copy */
         cJSON *res = cJSON_AddObjectToObject(o, "weights_resident");
         cJSON_AddNumberToObject(res, "block_bytes", (double)in->weights_block_bytes);
         cJSON_AddNumberToObject(res, "fp32_bytes", (double)in->weights_fp32_bytes);
+        cJSON_AddNumberToObject(res, "mapped_bytes", (double)in->weights_mapped_bytes);
+        cJSON_AddNumberToObject(res, "device_bytes", (double)in->weights_device_bytes);
     }
     cJSON_AddNumberToObject(o, "max_concurrent_requests", sv->cfg.max_concurrent_requests);
     cJSON_AddNumberToObject(o, "max_best_of", 1);

@@ -933,6 +933,8 @@ static void *worker_main(void *arg) {
         in->load_seconds = e->model->load_seconds;
         in->weights_block_bytes = e->model->w.qarena_bytes;
         in->weights_fp32_bytes = e->model->w.arena_bytes;
+        in->weights_mapped_bytes = e->model->w.mapped_bytes;
+        in->weights_device_bytes = e->device_weight_bytes;
     }
     pthread_mutex_lock(&w->mu);
     w->state = WORKER_READY;

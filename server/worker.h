@@ -167,7 +167,7 @@ struct worker_info {
     char device[16], dtype[16], format[16], arch[32];
     double load_seconds;
     /* host weight bytes by form: kept in GGUF blocks (the CPU multiplies them), fp32 */
-    size_t weights_block_bytes, weights_fp32_bytes;
+    size_t weights_block_bytes, weights_fp32_bytes, weights_mapped_bytes, weights_device_bytes;
 };
 
 /* Called on the loop thread when the worker changes state (loaded, failed, stopped). */
