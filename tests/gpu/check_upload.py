@@ -21,9 +21,11 @@ SKIPPED and exits 77 (tests/gpu/gpu_skip.py).
 import argparse
 import ctypes as C
 import os
+import re
 import sys
 import time
 
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import gpu_skip  # noqa: E402
 
@@ -64,8 +66,11 @@ def main():
     cu = C.CDLL(os.path.abspath(a.cuda))
     cu.fg_cuda_backend.restype = C.POINTER(Backend)
     be = cu.fg_cuda_backend().contents
-    if be.abi != 2:
-        raise RuntimeError(f"backend ABI {be.abi}, this check knows 2")
+    # fa.FgOps mirrors the ops table of this checkout's kernels/ops.h (tests/test_ops_table.py)
+    want = int(re.search(r"#define FG_CUDA_BACKEND_ABI (\d+)",
+                         open(os.path.join(ROOT, "kernels/ops.h")).read()).group(1))
+    if be.abi != want:
+        raise RuntimeError(f"backend ABI {be.abi}, kernels/ops.h here says {want}: rebuild")
     err = C.create_string_buffer(512)
     ctx = be.create(0, err, 512)
     if not ctx:
