@@ -25,7 +25,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 PY=${PYTHON:-python3}
-if ! $PY -c 'import pytest, openai, huggingface_hub, gguf, numpy, safetensors, requests' 2>/dev/null; then
+if ! $PY -c 'import pytest, openai, huggingface_hub, gguf, numpy, safetensors, requests, jsonschema, kubernetes_validate, yaml, langchain_openai, tokenizers' 2>/dev/null; then
     echo "setup: installing Python test packages"
     $PY -m pip install -q -r tests/requirements.txt
 fi
