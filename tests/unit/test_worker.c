@@ -509,8 +509,17 @@ Test(worker, prefix_cache_and_preemption_keep_the_tokens, .timeout = 300) {
      * tokens (4 pages each) at once: preemption must happen, and no request fails */
     const char *const small[][2] = {
         {"prefix_caching", "true"}, {"page_size", "64"}, {"kv_cache_mb", "1"}};
-    shared_prefix_run(small, 3, 1, tiny, &hits, &pre);
-    cr_assert_gt(pre, 0, "no preemption with a KV-cache this small");
+    /* whether the pool runs out depends on how far the first requests got before the last were
+     * submitted (a loaded machine can finish some first): up to 5 runs, each checked below only
+     * through its tokens, until one has preempted */
+    for (int attempt = 0; attempt < 5; attempt++) {
+        shared_prefix_run(small, 3, 1, tiny, &hits, &pre);
+        for (int i = 0; i < PS_N; i++)
+            for (int k = 0; k < PS_NEW; k++)
+                cr_assert_eq(tiny[i][k], ref[i][k], "request %d token %d: small KV-cache", i, k);
+        if (pre > 0) break;
+    }
+    cr_assert_gt(pre, 0, "no preemption in 5 runs with a KV-cache this small");
     for (int i = 0; i < PS_N; i++)
         for (int k = 0; k < PS_NEW; k++) {
             cr_assert_eq(cached[i][k], ref[i][k], "request %d token %d: with the prefix cache", i,
