@@ -457,3 +457,16 @@ extern "C" int fg_qdequant_bf16(void *dst, const void *w, int wtype, int rows, i
         qdequant_kernel<QT_Q4_0><<<grid, 256, 0, s>>>(o, in, n_blocks);
     return (int)cudaGetLastError();
 }
+
+extern "C" size_t fg_qpack_bytes(int wtype, int rows, int cols) {
+    if ((wtype != QT_Q8_0 && wtype != QT_Q4_0) || rows < 1 || cols < 32 || cols % 32) return 0;
+    return (size_t)rows * (size_t)(cols / 32) * (wtype == QT_Q8_0 ? 34 : 18);
+}
+
+/* The file's layout, as it is: a device-to-device copy. */
+extern "C" int fg_qpack(void *dst, const void *src, int wtype, int rows, int cols, void *stream) {
+    const size_t bytes = fg_qpack_bytes(wtype, rows, cols);
+    if (!bytes || !dst || !src) return (int)cudaErrorInvalidValue;
+    return (int)cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice,
+                                static_cast<cudaStream_t>(stream));
+}

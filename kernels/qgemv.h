@@ -44,6 +44,15 @@ int fg_qgemv_norm(void *y, int y_f32, const void *x, const void *gamma, float ep
  * in_dim / 32 a multiple of 8: the 8B shapes), 0 for the direct one (tests cover both). */
 int fg_qgemv_staged(int wtype, const void *w, int in_dim);
 
+/* The device layout of a quantized weight. fg_qgemv, fg_qgemv_norm and fg_qdequant_bf16 read W in
+ * the layout fg_qpack writes, which is this file's business (today: the file's own blocks, rows
+ * consecutive, as above). A caller that keeps a GGUF weight on the device allocates
+ * fg_qpack_bytes(wtype, rows, cols) bytes (16-byte aligned), copies the file's rows to the device
+ * (src, rows · row_bytes) and calls fg_qpack; a fused weight (q|k|v, gate|up) is packed as one
+ * matrix of all its rows. dst and src must not overlap. Returns 0 or a cudaError_t. */
+size_t fg_qpack_bytes(int wtype, int rows, int cols);
+int fg_qpack(void *dst, const void *src, int wtype, int rows, int cols, void *stream);
+
 /* dst (rows, cols) bf16 = bf16(dequantize(w)), w as above: the scratch through which prefill and
  * batches past FG_QGEMV_MAX_ROWS reach the bf16 GEMM. Each element is d·q (Q4_0: d·(q − 8)) in
  * fp32 rounded once to bf16. dst 16-byte aligned. Graph-capturable. Returns 0 or a cudaError_t. */
