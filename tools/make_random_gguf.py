@@ -10,8 +10,10 @@ load, for serving benchmarks at real shapes (bench/serving_device.sh).
 
 Numpy only (the device machine has no `gguf` package), GGUF v3: the llama metadata keys, every
 `tokenizer.*` key copied byte for byte from --tokenizer (so both engines tokenize the same way and
-the vocabulary is that file's), 2-D weights in F16 (or F32), norms in F32 (as llama.cpp writes
-them). The values: one block of N(0, std) numbers drawn once (numpy RandomState(--seed)) and tiled
+the vocabulary is that file's), 2-D weights in F16 (or F32, or the GGUF blocks of Q8_0, Q4_0,
+Q4_1: --type), norms in F32 (as llama.cpp writes them). The values: one block of N(0, std) numbers
+drawn once (numpy RandomState(--seed)), quantized once for the block types (the rounding
+llama.cpp's reference quantizer uses, written here from the format: model-format.md), and tiled
 over every tensor, which writes a 14.7 GB file in seconds; the model's output is noise, which a
 throughput benchmark does not mind (it runs with ignore_eos).
 """
@@ -34,8 +36,39 @@ SHAPES = {
 T_U8, T_I8, T_U16, T_I16, T_U32, T_I32, T_F32, T_BOOL, T_STR, T_ARR, T_U64, T_I64, T_F64 = range(13)
 SCALAR = {T_U8: "<B", T_I8: "<b", T_U16: "<H", T_I16: "<h", T_U32: "<I", T_I32: "<i", T_F32: "<f",
           T_BOOL: "<B", T_U64: "<Q", T_I64: "<q", T_F64: "<d"}
-GGML_F32, GGML_F16 = 0, 1
+GGML_F32, GGML_F16, GGML_Q4_0, GGML_Q4_1, GGML_Q8_0 = 0, 1, 2, 3, 8
 ALIGN = 32
+# --type: (ggml type of the 2-D weights, general.file_type (llama_ftype), bytes per 32 values)
+TYPES = {"f32": (GGML_F32, 0, 128), "f16": (GGML_F16, 1, 64), "q4_0": (GGML_Q4_0, 2, 18),
+         "q4_1": (GGML_Q4_1, 3, 20), "q8_0": (GGML_Q8_0, 7, 34)}
+
+
+def quantize_blocks(x, t):
+    """The GGUF blocks of the fp32 values x (a multiple of 32) in type t, as bytes.
+    Q8_0: fp16 d = amax / 127, q = round(x / d) int8. Q4_0: d = m / -8 where m is the value of
+    largest magnitude, q = min(15, trunc(x / d + 8.5)), low nibbles elements 0-15, high 16-31.
+    Q4_1: d = (max - min) / 15, fp16 m = min, q = min(15, trunc((x - min) / d + 0.5))."""
+    b = x.astype(np.float32).reshape(-1, 32)
+    if t == GGML_Q8_0:
+        d = np.abs(b).max(axis=1) / 127.0
+        inv = np.divide(1.0, d, out=np.zeros_like(d), where=d > 0)
+        q = np.round(b * inv[:, None]).astype(np.int8)
+        return np.concatenate([d.astype(np.float16)[:, None].view(np.uint8),
+                               q.view(np.uint8)], axis=1).tobytes()
+    if t == GGML_Q4_0:
+        m = b[np.arange(len(b)), np.abs(b).argmax(axis=1)]
+        d = m / -8.0
+        inv = np.divide(1.0, d, out=np.zeros_like(d), where=d != 0)
+        q = np.minimum(15, (b * inv[:, None] + 8.5).astype(np.int32)).astype(np.uint8)
+        nib = q[:, :16] | (q[:, 16:] << 4)
+        return np.concatenate([d.astype(np.float16)[:, None].view(np.uint8), nib], axis=1).tobytes()
+    lo, hi = b.min(axis=1), b.max(axis=1)
+    d = (hi - lo) / 15.0
+    inv = np.divide(1.0, d, out=np.zeros_like(d), where=d > 0)
+    q = np.minimum(15, ((b - lo[:, None]) * inv[:, None] + 0.5).astype(np.int32)).astype(np.uint8)
+    nib = q[:, :16] | (q[:, 16:] << 4)
+    return np.concatenate([d.astype(np.float16)[:, None].view(np.uint8),
+                           lo.astype(np.float16)[:, None].view(np.uint8), nib], axis=1).tobytes()
 
 
 class Reader:
@@ -125,7 +158,7 @@ def main():
     ap.add_argument("--shape", choices=SHAPES, default="llama3_8b")
     ap.add_argument("--tokenizer", required=True, help="a GGUF file whose tokenizer.* keys are copied")
     ap.add_argument("--out", required=True)
-    ap.add_argument("--type", choices=["f16", "f32"], default="f16")
+    ap.add_argument("--type", choices=TYPES, default="f16")
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--std", type=float, default=0.02)
     ap.add_argument("--ctx", type=int, default=None, help="context length (default: the shape's)")
@@ -143,12 +176,12 @@ def main():
     if a.ctx:
         s["ctx"] = a.ctx
     tok, vocab = tokenizer_entries(a.tokenizer)
-    wtype = GGML_F16 if a.type == "f16" else GGML_F32
+    wtype, ftype, per32 = TYPES[a.type]
     hd = s["dim"] // s["n_heads"]
     kvs = [kv_string("general.architecture", "llama"),
            kv_string("general.name", f"random-{a.shape}-{a.type}"),
            kv_scalar("general.alignment", T_U32, ALIGN),
-           kv_scalar("general.file_type", T_U32, 1 if wtype == GGML_F16 else 0),
+           kv_scalar("general.file_type", T_U32, ftype),
            kv_scalar("llama.context_length", T_U32, s["ctx"]),
            kv_scalar("llama.embedding_length", T_U32, s["dim"]),
            kv_scalar("llama.block_count", T_U32, s["n_layers"]),
@@ -164,7 +197,7 @@ def main():
     infos, offset = [], 0
     for name, shape, t in plan:
         n = int(np.prod(shape))
-        nb = n * (2 if t == GGML_F16 else 4)
+        nb = n * 4 if t == GGML_F32 else n // 32 * per32
         k = name.encode()
         dims = list(reversed(shape))  # ne[0] is the innermost (column) dimension
         infos.append(struct.pack("<Q", len(k)) + k + struct.pack("<I", len(dims)) +
@@ -172,7 +205,11 @@ def main():
         offset += (nb + ALIGN - 1) // ALIGN * ALIGN
 
     rng = np.random.RandomState(a.seed)
-    block = (rng.standard_normal(1 << 22) * a.std).astype(np.float16 if wtype == GGML_F16 else np.float32)
+    values = rng.standard_normal(1 << 22) * a.std
+    if wtype in (GGML_F16, GGML_F32):
+        block = memoryview(values.astype(np.float16 if wtype == GGML_F16 else np.float32)).cast("B")
+    else:
+        block = memoryview(quantize_blocks(values, wtype))
     ones = np.ones(max(s["dim"], 1), np.float32)
     tmp = a.out + ".part"
     with open(tmp, "wb") as f:
@@ -188,12 +225,11 @@ def main():
                 f.write(ones[:n].tobytes())
                 nb = 4 * n
             else:
-                left, nb = n, 0
-                while left:
-                    m = min(left, block.size)
-                    f.write(memoryview(block[:m]))
+                left = nb = n * 4 if t == GGML_F32 else n // 32 * per32
+                while left:  # whole blocks: the block's byte size and every tensor's are multiples of per32
+                    m = min(left, len(block))
+                    f.write(block[:m])
                     left -= m
-                    nb += m * block.itemsize
             f.write(b"\0" * (-nb % ALIGN))
     os.replace(tmp, a.out)
     n_params = sum(int(np.prod(sh)) for _, sh, _ in plan)

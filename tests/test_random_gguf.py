@@ -1,0 +1,56 @@
+"""tools/make_random_gguf.py (the benchmarks' random models): its block quantizer writes the bytes
+the `gguf` package's quantizer writes, and each --type gives a file that `gguf` reads with the
+right tensor types and that flashgen loads and runs."""
+import os
+import subprocess
+import sys
+
+import gguf
+import numpy as np
+import pytest
+from gguf.quants import dequantize, quantize
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+import make_random_gguf as mrg  # noqa: E402
+
+TOKENIZER = os.path.join(ROOT, "models", "SmolLM2-135M-Instruct.Q4_1.gguf")
+GT = gguf.GGMLQuantizationType
+BLOCK_TYPES = {"q8_0": (mrg.GGML_Q8_0, GT.Q8_0), "q4_0": (mrg.GGML_Q4_0, GT.Q4_0),
+               "q4_1": (mrg.GGML_Q4_1, GT.Q4_1)}
+
+
+@pytest.mark.parametrize("name", sorted(BLOCK_TYPES))
+def test_blocks_equal_gguf_quantizer(name):
+    ours_t, theirs_t = BLOCK_TYPES[name]
+    rng = np.random.RandomState(7)
+    x = rng.standard_normal(1 << 15) * 0.02
+    x[:32] = 0.0  # an all-zero block: d = 0 must not divide by zero
+    x[32:64] = 0.5  # a constant block (Q4_1: max = min)
+    ours = np.frombuffer(mrg.quantize_blocks(x, ours_t), np.uint8)
+    theirs = quantize(x.astype(np.float32).reshape(-1, 1024), theirs_t).reshape(-1)
+    assert ours.size == theirs.size
+    assert np.array_equal(ours, theirs), f"{np.count_nonzero(ours != theirs)} bytes differ"
+
+
+@pytest.mark.parametrize("kind", ["f16", "q8_0", "q4_0", "q4_1"])
+def test_file_reads_and_runs(tmp_path, kind):
+    out = str(tmp_path / f"tiny_{kind}.gguf")
+    subprocess.run([sys.executable, os.path.join(ROOT, "tools", "make_random_gguf.py"), "--shape", "tiny",
+                    "--tokenizer", TOKENIZER, "--out", out, "--type", kind], check=True,
+                   capture_output=True)
+    want = mrg.TYPES[kind][0]
+    r = gguf.GGUFReader(out)
+    for t in r.tensors:
+        expect = mrg.GGML_F32 if len(t.shape) == 1 else want
+        assert int(t.tensor_type) == expect, t.name
+    gate = next(t for t in r.tensors if t.name == "blk.0.ffn_gate.weight")
+    values = np.random.RandomState(1234).standard_normal(1 << 22) * 0.02  # the tool's draw
+    w = dequantize(gate.data, gate.tensor_type).reshape(-1)
+    tol = {"f16": 1e-4, "q8_0": 2e-3, "q4_0": 8e-3, "q4_1": 6e-3}[kind]  # a step of each grid at std 0.02
+    assert np.abs(w - values[:w.size]).max() < tol
+    run = subprocess.run([os.path.join(ROOT, os.environ.get("FLASHGEN_BUILD", "build"), "flashgen"), "generate", "--model", out, "--prompt",
+                          "hello", "--max-new-tokens", "3", "--ignore-eos"], capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip()
