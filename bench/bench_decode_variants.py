@@ -9,9 +9,11 @@ Shape and timing are bench_attention.py's decode sweep (Llama-3-8B's attention: 
 over 8 KV heads, hd 128, bf16, one new token per sequence; CUDA graphs of L calls on L layers'
 K/V, µs per call = replay / L) with the engine's pages of 16 tokens. Points:
 FG_DECODE_POINTS="64x512,128x1024@64,..." (BxC[@page]; default batch 64/128/256 × context 512/1024/2048).
+Each build runs at its own split count ("auto") and, at the batches of FG_DECODE_N2 (default
+64), at 2 parts ("n2").
 Every build is checked at every point and split count against fp32 SDPA on the gathered K/V
 (layer 0); beside them, in the same run: the read-only floor over the same bytes and torch
-SDPA's cuDNN backend on the same pools. Prints one line per point and a markdown table last.
+SDPA's FA2 and cuDNN backends on the same pools. Prints one line per point and a markdown table last.
 FG_DECODE_ONCE=1 only launches each build once per point (a target for ncu).
 """
 import ctypes as C
@@ -27,6 +29,8 @@ import bench_attention as ba  # noqa: E402
 from bench_attention import fa  # noqa: E402
 
 PAGE = 16  # the engine's KV page (config page_size)
+# batches also timed at 2 parts ("n2"): FG_DECODE_N2="64,128"
+N2_BATCHES = {int(x) for x in os.environ.get("FG_DECODE_N2", "64").split(",") if x}
 
 
 def load(path):
@@ -70,20 +74,22 @@ def main():
         q, _, _ = l0.torch_qkv()
         ref = F.scaled_dot_product_attention(q.float(), l0.gathered(0).float(),
                                              l0.gathered(1).float(), enable_gqa=True)
-        splits = (1, 2) if bsz <= 128 else (1,)
+        # each build's own split count ("auto"), and 2 parts forced at N2_BATCHES ("n2")
         dummy = torch.zeros(4, device="cuda")
+        tags = {name: [("auto", lib.decode_attn_splits(C.byref(l0.args(dummy))))]
+                + ([("n2", 2)] if bsz in N2_BATCHES else []) for name, lib in libs}
         ws_bytes = max(lib.decode_attn_workspace_bytes(C.byref(l0.args(dummy)), n)
-                       for _, lib in libs for n in splits)
+                       for name, lib in libs for _, n in tags[name])
         ws = torch.zeros(ws_bytes // 4 + 1, dtype=torch.float32, device="cuda")
         gb = lambda us: nbytes / us / 1e3  # noqa: E731
         res = {}
         if os.environ.get("FG_DECODE_ONCE") == "1":  # one launch per build (for ncu), no timing
             for name, lib in libs:
-                launch(lib, l0.args(ws, 1))
+                launch(lib, l0.args(ws, tags[name][0][1]))
             torch.cuda.synchronize()
             continue
         for name, lib in libs:
-            for n in splits:
+            for tag, n in tags[name]:
                 l0.out.fill_(float("nan"))
                 launch(lib, l0.args(ws, n))
                 torch.cuda.synchronize()
@@ -91,35 +97,39 @@ def main():
                              - ref).norm() / ref.norm())
                 us = gt.time([lambda x=x, n=n, lib=lib: launch(lib, x.args(ws, n)) for x in layers],
                              target_s=0.15)
-                res[(name, n)] = (gb(us), err)
+                res[(name, tag)] = (gb(us), err, n)
         del ref
         floor = gb(gt.time([lambda x=x: x.floor(False) for x in layers], target_s=0.15))
         qkv = [x.torch_qkv() for x in layers]
-        with sdpa_kernel([SDPBackend.CUDNN_ATTENTION]):
-            cudnn = gb(gt.time([lambda t=t: F.scaled_dot_product_attention(*t, enable_gqa=True)
-                                for t in qkv], target_s=0.15))
+        peer = {}
+        for key, backend in (("fa2", SDPBackend.FLASH_ATTENTION),
+                             ("cudnn", SDPBackend.CUDNN_ATTENTION)):
+            with sdpa_kernel([backend]):
+                peer[key] = gb(gt.time([lambda t=t: F.scaled_dot_product_attention(
+                    *t, enable_gqa=True) for t in qkv], target_s=0.15))
         del qkv
-        rows.append((bsz, ctx, page, nbytes / 1e6, L, floor, cudnn, res))
-        print(f"b{bsz} ctx{ctx} p{page} {nbytes / 1e6:.0f} MB L{L}: floor {floor:.0f} cudnn {cudnn:.0f} "
-              "GB/s; " + "; ".join(f"{k[0]} n{k[1]} {v[0]:.0f} ({v[0] / ceiling * 100:.0f}%, "
-                                   f"err {v[1]:.1e})" for k, v in res.items()), flush=True)
+        rows.append((bsz, ctx, page, nbytes / 1e6, L, floor, peer, res))
+        print(f"b{bsz} ctx{ctx} p{page} {nbytes / 1e6:.0f} MB L{L}: floor {floor:.0f} fa2 "
+              f"{peer['fa2']:.0f} cudnn {peer['cudnn']:.0f} GB/s; "
+              + "; ".join(f"{k[0]} {k[1]} (n{v[2]}) {v[0]:.0f} ({v[0] / ceiling * 100:.0f}%, "
+                          f"err {v[1]:.1e})" for k, v in res.items()), flush=True)
         del layers, l0, ws
         torch.cuda.empty_cache()
     if not rows:
         return 0
-    keys = list(rows[0][7].keys())
+    keys = list(dict.fromkeys(k for r in rows for k in r[7]))
     print()
     print(f"Decode builds, GB/s of K+V (copy ceiling {ceiling:.0f} GB/s), graph replay")
     print()
-    print("| batch | context | page | K+V MB | L | floor read | cuDNN | "
-          + " | ".join(f"{k[0]} n{k[1]}" for k in keys) + " | max err |")
-    print("| --- " * (8 + len(keys)) + "|")
-    for bsz, ctx, page, mb, L, floor, cudnn, res in rows:
-        cells = " | ".join(f"{res[k][0]:.0f} ({res[k][0] / ceiling * 100:.0f}%)" if k in res
-                           else "—" for k in keys)
+    print("| batch | context | page | K+V MB | L | floor read | FA2 | cuDNN | "
+          + " | ".join(f"{k[0]} {k[1]}" for k in keys) + " | max err |")
+    print("| --- " * (9 + len(keys)) + "|")
+    for bsz, ctx, page, mb, L, floor, peer, res in rows:
+        cells = " | ".join(f"{res[k][0]:.0f} ({res[k][0] / ceiling * 100:.0f}%, n{res[k][2]})"
+                           if k in res else "—" for k in keys)
         err = max(v[1] for v in res.values())
-        print(f"| {bsz} | {ctx} | {page} | {mb:.0f} | {L} | {floor:.0f} | {cudnn:.0f} | {cells} | "
-              f"{err:.1e} |")
+        print(f"| {bsz} | {ctx} | {page} | {mb:.0f} | {L} | {floor:.0f} | {peer['fa2']:.0f} | "
+              f"{peer['cudnn']:.0f} | {cells} | {err:.1e} |")
     bad = [(r[0], r[1], k) for r in rows for k, v in r[7].items() if not v[1] < 1e-2]
     if bad:
         print(f"FAIL: error ≥ 1e-2 (or NaN) at {bad}")
