@@ -14,7 +14,10 @@ torch SDPA's two backends on the same shape. Decode is timed as the engine runs 
 of L calls, each on its own layer's K/V (L = 32 like Llama-3-8B's layers, fewer where 32 layers
 would not fit in 40 GB), time per call = replay / L; the same for both torch backends (captured
 in torch graphs) and for the floor of the method, a read-only Triton pass over the same bytes.
-The old single-launch times (do_bench, L2 flushed) are kept as extra columns.
+The old single-launch times (do_bench, L2 flushed) are kept as extra columns. After that sweep
+(pages of 64) come the serving points, batch 64/128/256 × context 512/1024/2048 in the engine's
+pages of 16 (issue 16); FG_DECODE_POINTS="BxC[@page],..." replaces both lists. The heuristic's
+own split count is passed as 0 (the launcher's choice: a forced count keeps the split kernel).
 
 Times: triton.testing.do_bench (median, L2 flushed between calls). Prints a markdown table
 last; FG_BENCH_QUICK=1 runs a reduced sweep; FG_BENCH_HD=64,128,256 picks the prefill head dims
@@ -320,7 +323,7 @@ def decode_sweep(lib, ceiling):
         # sized for both builds: one may need a workspace where the other needs none
         n_all = set(cands) | ({lib_b.decode_attn_splits(C.byref(l0.args(dummy)))} if lib_b else set())
         ws_bytes = max(x.attn_workspace_bytes(C.byref(l0.args(dummy, n)))
-                       for n in n_all for x in (lib, lib_b) if x is not None)
+                       for n in n_all | {0} for x in (lib, lib_b) if x is not None)
         ws = torch.zeros(ws_bytes // 4 + 1, dtype=torch.float32, device="cuda")
         gb = lambda us: nbytes / us / 1e3 if us else None  # noqa: E731
 
@@ -338,7 +341,10 @@ def decode_sweep(lib, ceiling):
             del ref
         alt = {}
         for n in cands:
-            alt[n] = gt.time([lambda x=x, n=n: fa.launch(lib, x.args(ws, n)) for x in layers])
+            # the heuristic's own count goes in as 0: the launcher's choice (a forced count keeps
+            # the split kernel, decode_attention.h)
+            f = 0 if n == splits else n
+            alt[n] = gt.time([lambda x=x, f=f: fa.launch(lib, x.args(ws, f)) for x in layers])
         us = alt[splits]
         ws_left = int((ws != 0).sum())  # the kernel's contract, after every replay
         alt_b, splits_b = {}, None
@@ -347,7 +353,8 @@ def decode_sweep(lib, ceiling):
             # lib B at lib A's split counts and at its own heuristic's (its "before")
             splits_b = lib_b.decode_attn_splits(C.byref(l0.args(dummy)))
             for n in sorted(set(cands if sweep else [splits]) | {splits_b}):
-                alt_b[n] = gt.time([lambda x=x, n=n: fa.launch(lib_b, x.args(ws_b, n))
+                f = 0 if n == splits_b else n
+                alt_b[n] = gt.time([lambda x=x, f=f: fa.launch(lib_b, x.args(ws_b, f))
                                     for x in layers])
         args0 = l0.args(ws)  # built once: do_bench times the launch, not the ctypes setup
         single = {"ours": 1e3 * bench(lambda: fa.launch(lib, args0))}

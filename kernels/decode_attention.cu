@@ -12,7 +12,7 @@
  * parts whose clusters fit in one wave, the parts of a (KV head, sequence) are one thread-block
  * cluster and merge each other's partials from shared memory (DSMEM) after a cluster barrier;
  * otherwise the partials go through the workspace to decode_merge_kernel. At serving batches
- * (≥ DECODE_PW_MIN_UNITS units of (sequence, KV head, part), head dim ≤ 128) the blocks are
+ * (≥ DECODE_PW_MIN_ITEMS (sequence, KV head) items, head dim ≤ 128) the blocks are
  * short-lived (a 512-key context is 8 tiles per warp) and their prologue (dependent loads of the
  * lengths and the page table before the first K/V request) and epilogue (the 4-warp merge) are a
  * large share of each block's life: decode_warp_kernel runs a persistent grid of independent
@@ -60,16 +60,22 @@
 #define DECODE_BLOCKS_PER_SM 2 /* what the ~100 KB of shared memory per block allows */
 #endif
 /* The persistent warp kernel (decode_warp_kernel): warps per block, stages of each warp's ring,
- * and the fewest work units (sequence × KV head × part) for which the launcher takes it. */
+ * the fewest (sequence, KV head) items for which the launcher takes it and the share of its
+ * warps the units must keep busy (decode_warp_parts, decode_use_warp). Measured on the H200
+ * (bench/results/decode_serving_run2_h200_2026-12-02.log): 8 warps of 3 stages per block (one
+ * block per SM at hd 128) against 4 warps of 6 stages (the same shared memory, half the warps):
+ * 2499–2685 GB/s for the latter at every serving point against 4030–4350 at batch 128–256: each
+ * warp streams ~4.7 GB/s whatever its ring depth, so the warps per SM set the rate. */
 #ifndef DECODE_PW_NW
 #define DECODE_PW_NW 8
 #endif
 #ifndef DECODE_PW_STAGES
 #define DECODE_PW_STAGES 3
 #endif
-#ifndef DECODE_PW_MIN_UNITS
-#define DECODE_PW_MIN_UNITS 512
+#ifndef DECODE_PW_MIN_ITEMS
+#define DECODE_PW_MIN_ITEMS 512
 #endif
+#define DECODE_PW_MIN_FILL 0.9
 /* K/V loads carry an L2 evict-first policy when the call reads at most this many bytes of K/V.
  * Measured (bench/results/decode2_h100_2026-11-23.log, run 1): evict-first saved 1–4 µs per call
  * up to 134 MB (batch 1 16k: 41.6 → 37.3 µs) and cost 2–3% from 537 MB (batch 64 4k: 373 → 385
@@ -653,7 +659,91 @@ static double decode_sm_load(long base, long n, int n_sm) {
     return (double)((base * n + n_sm - 1) / n_sm) / (double)n;
 }
 
+/* ---- the warp path's selection (decode_warp_kernel) ---- */
+
+template <typename T, int HD> static size_t decode_warp_smem_bytes() {
+    return (size_t)DECODE_PW_NW * DECODE_PW_STAGES * 2 * DECODE_BN * HD * sizeof(T);
+}
+
+/* Blocks of decode_warp_kernel<T, HD, EF> the device runs at once (0 when it cannot run):
+ * asked once per instantiation, which also lets it use its shared memory. */
+template <typename T, int HD, bool EF> static int decode_warp_slots() {
+    static int slots = -1;
+    if (slots < 0) {
+        const size_t smem = decode_warp_smem_bytes<T, HD>();
+        int dev = 0, n_sm = 0, per_sm = 0;
+        if (attn_allow_smem(decode_warp_kernel<T, HD, EF>, smem) != cudaSuccess ||
+            cudaGetDevice(&dev) != cudaSuccess ||
+            cudaDeviceGetAttribute(&n_sm, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
+            cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, decode_warp_kernel<T, HD, EF>,
+                                                          DECODE_PW_NW * 32, smem) != cudaSuccess) {
+            cudaGetLastError(); /* not sticky: the split kernel serves */
+            per_sm = 0;
+        }
+        slots = n_sm * per_sm;
+    }
+    return slots;
+}
+
+/* Warps of the warp kernel's full grid for a's dtype and head dim (0: head dim > 128). */
+static long decode_warp_count(const struct attn_args *a) {
+    const int bf = a->dtype == ATTN_DTYPE_BF16, hd = a->b.head_dim;
+    int slots = 0;
+    if (hd == 64)
+        slots = bf ? decode_warp_slots<__nv_bfloat16, 64, true>()
+                   : decode_warp_slots<__half, 64, true>();
+    else if (hd == 128)
+        slots = bf ? decode_warp_slots<__nv_bfloat16, 128, true>()
+                   : decode_warp_slots<__half, 128, true>();
+    return (long)slots * DECODE_PW_NW;
+}
+
+/* Busy share of the warps over the kernel when `units` equal units are dealt round-robin to
+ * `warps` warps: units / (warps · rounds). */
+static double decode_warp_fill(long units, long warps) {
+    const long rounds = (units + warps - 1) / warps;
+    return (double)units / ((double)warps * (double)rounds);
+}
+
+/* The warp path's part count for a: the fewest parts (of at least DECODE_MIN_KEYS keys) whose
+ * units keep DECODE_PW_MIN_FILL of the warps busy, or 0 where the warp path does not serve
+ * (head dim > 128, fewer than DECODE_PW_MIN_ITEMS (sequence, KV head) items, or no such count).
+ * Measured (bench/results/decode_serving_run2_h200_2026-12-02.log, GB/s at context 512 / 1024 /
+ * 2048): 512 items (batch 64 × 8 KV heads) as 512 units on 1056 warps (fill 0.48) 2340 / 2483 /
+ * 2575, as 1024 units (2 parts, fill 0.97) 3362 / 3830 / 4111 (split kernel: 3177 / 3701 /
+ * 4018); 1024 and 2048 items in 1 part (fill 0.97) 4030 / 4257 / 4332 and 4158 / 4297 / 4350
+ * (split kernel 3286 / 3788 / 4121 and 3352 / 3874 / 4172). */
+static int decode_warp_parts(const struct attn_args *a) {
+    const long items = (long)a->b.n_seqs * a->b.n_kv_heads;
+    if (a->b.head_dim > 128 || items < DECODE_PW_MIN_ITEMS) return 0;
+    const long warps = decode_warp_count(a);
+    if (warps < 1) return 0;
+    long keys = a->b.max_kv_len; /* as decode_attn_splits: a window bounds the keys read */
+    if (a->window > 0 && keys > (long)a->window + a->b.max_q_len)
+        keys = (long)a->window + a->b.max_q_len;
+    long cap = (keys + DECODE_MIN_KEYS - 1) / DECODE_MIN_KEYS;
+    if (cap > DECODE_MAX_SPLITS) cap = DECODE_MAX_SPLITS;
+    for (long n = 1; n <= cap; n++)
+        if (decode_warp_fill(items * n, warps) >= DECODE_PW_MIN_FILL) return (int)n;
+    return 0;
+}
+
+/* 1 when a launch of n parts takes decode_warp_kernel: the launcher's own choice (a->n_splits
+ * ≤ 0; a forced split count keeps the split kernel, whose arithmetic then does not depend on the
+ * batch: the engine's batch-invariant mode forces one), head dim ≤ 128, at least
+ * DECODE_PW_MIN_ITEMS items and units that fill DECODE_PW_MIN_FILL of the warps. Serves the
+ * workspace and the launch, before decode_use_cluster (the warp kernel's parts go through the
+ * workspace). */
+static int decode_use_warp(const struct attn_args *a, int n) {
+    if (a->n_splits > 0 || a->b.head_dim > 128) return 0;
+    const long items = (long)a->b.n_seqs * a->b.n_kv_heads, warps = decode_warp_count(a);
+    return items >= DECODE_PW_MIN_ITEMS && warps > 0 &&
+           decode_warp_fill(items * n, warps) >= DECODE_PW_MIN_FILL;
+}
+
 extern "C" int decode_attn_splits(const struct attn_args *a) {
+    const int warp_parts = decode_warp_parts(a);
+    if (warp_parts > 0) return warp_parts;
     int dev = 0, n_sm = 132;
     if (cudaGetDevice(&dev) == cudaSuccess)
         cudaDeviceGetAttribute(&n_sm, cudaDevAttrMultiProcessorCount, dev);
@@ -741,14 +831,6 @@ template <typename T, int HD> static int decode_cluster_capacity(int n) {
     return c;
 }
 
-/* 1 when the launch takes decode_warp_kernel: head dims up to 128 (Q in registers) and at least
- * DECODE_PW_MIN_UNITS work units (sequence × KV head × part). Serves the workspace and the launch,
- * before decode_use_cluster (the warp kernel's parts go through the workspace). */
-static int decode_use_warp(const struct attn_args *a, int n) {
-    if (a->b.head_dim > 128) return 0;
-    return (long)a->b.n_seqs * a->b.n_kv_heads * n >= DECODE_PW_MIN_UNITS;
-}
-
 /* The selector for the merge: 1 when the n parts of every (KV head, sequence) merge in a
  * cluster (n ≤ DECODE_CLUSTER_MAX and all the clusters run in one wave), 0 when they go through
  * the workspace and decode_merge_kernel. Serves decode_attn_workspace_bytes and the launch. */
@@ -799,30 +881,17 @@ template <typename T, int HD> static cudaError_t decode_merge_run(attn_kparams p
     return cudaLaunchKernelEx(&cfg, decode_merge_kernel<T, HD>, p);
 }
 
-/* decode_warp_kernel over n_units units: one block per SM slot its shared memory allows (asked
- * once per instantiation), fewer when there are fewer units than slots. */
+/* decode_warp_kernel over n_units units: one block per SM slot its shared memory allows
+ * (decode_warp_slots), fewer when there are fewer units than slots. */
 template <typename T, int HD, bool EF>
 static cudaError_t decode_warp_run(attn_kparams p, int n_units, cudaStream_t st) {
-    const size_t smem = (size_t)DECODE_PW_NW * DECODE_PW_STAGES * 2 * DECODE_BN * HD * sizeof(T);
-    static int slots; /* blocks the device runs at once; 0 = not asked yet */
-    cudaError_t e = cudaSuccess;
-    if (!slots) {
-        e = attn_allow_smem(decode_warp_kernel<T, HD, EF>, smem);
-        int dev = 0, n_sm = 0, per_sm = 0;
-        if (e == cudaSuccess) e = cudaGetDevice(&dev);
-        if (e == cudaSuccess)
-            e = cudaDeviceGetAttribute(&n_sm, cudaDevAttrMultiProcessorCount, dev);
-        if (e == cudaSuccess)
-            e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-                &per_sm, decode_warp_kernel<T, HD, EF>, DECODE_PW_NW * 32, smem);
-        if (e != cudaSuccess) return e;
-        if (per_sm < 1) return cudaErrorInvalidConfiguration;
-        slots = n_sm * per_sm;
-    }
+    const int slots = decode_warp_slots<T, HD, EF>();
+    if (slots < 1) return cudaErrorInvalidConfiguration;
     int blocks = n_units < slots ? n_units : slots;
     if (blocks < 1) blocks = 1;
-    decode_warp_kernel<T, HD, EF><<<blocks, DECODE_PW_NW * 32, smem, st>>>(p, n_units);
-    e = cudaGetLastError();
+    decode_warp_kernel<T, HD, EF>
+        <<<blocks, DECODE_PW_NW * 32, decode_warp_smem_bytes<T, HD>(), st>>>(p, n_units);
+    cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess || p.n_splits == 1) return e;
     return decode_merge_run<T, HD>(p, st);
 }

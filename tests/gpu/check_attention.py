@@ -223,16 +223,19 @@ def check_qkv_store(lib, cpu, gen, dtype, n, n_heads, n_kv, hd, page_size):
 
 
 def decode_serving_cases(lib, cpu, gen, n_kv):
-    """Decode at serving batches: ≥ 512 (sequence, KV head, part) units take the persistent warp
-    kernel (decode_attention.cu, DECODE_PW_MIN_UNITS): 300 sequences × n_kv KV heads, varlen
-    contexts (some shorter than a tile), unsplit and split (parts through the merge kernel), two
-    new tokens causal, a sliding window, pages of 16 and 7, bf16 and fp16."""
+    """Decode at serving batches: 500 sequences × n_kv KV heads = 1000 (sequence, KV head) items
+    take the persistent warp kernel at the launcher's own split count (decode_attention.cu,
+    decode_warp_parts; on a 132-SM H100/H200: 1 part at hd 128, whose 1056 warps the items fill,
+    2 parts through the merge kernel at hd 64, 2112 warps); a forced split count takes the split
+    kernel. Varlen contexts (some shorter than a tile), two new tokens causal, sliding windows,
+    pages of 16 and 7, bf16 and fp16."""
     results = []
     for hd, g, nq, splits, window, page, dt in (
             (128, 4, 1, 0, 0, 16, torch.bfloat16), (128, 4, 1, 3, 0, 7, torch.bfloat16),
-            (64, 8, 2, 0, 0, 16, torch.bfloat16), (128, 3, 2, 2, 0, 16, torch.float16),
-            (64, 4, 1, 0, 37, 7, torch.bfloat16), (128, 1, 1, 0, 0, 16, torch.float16)):
-        bs = 300
+            (64, 8, 2, 0, 0, 16, torch.bfloat16), (128, 3, 2, 0, 0, 16, torch.float16),
+            (64, 4, 1, 0, 37, 7, torch.bfloat16), (128, 4, 1, 0, 100, 16, torch.bfloat16),
+            (128, 1, 1, 0, 0, 16, torch.float16)):
+        bs = 500
         kl = [int(x) for x in torch.randint(nq, 700, (bs,), generator=gen)]
         kl[0], kl[1] = nq, 2999
         pb = fa.PagedBatch([nq] * bs, kl, n_kv * g, n_kv, hd, page, int(nq > 1), dt, gen=gen)
