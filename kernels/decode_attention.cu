@@ -659,6 +659,16 @@ static double decode_sm_load(long base, long n, int n_sm) {
     return (double)((base * n + n_sm - 1) / n_sm) / (double)n;
 }
 
+/* Most parts a's keys allow: parts of at least DECODE_MIN_KEYS keys (a sliding window reads at
+ * most window + query rows keys), at most DECODE_MAX_SPLITS. */
+static long decode_max_parts(const struct attn_args *a) {
+    long keys = a->b.max_kv_len;
+    if (a->window > 0 && keys > (long)a->window + a->b.max_q_len)
+        keys = (long)a->window + a->b.max_q_len;
+    const long cap = (keys + DECODE_MIN_KEYS - 1) / DECODE_MIN_KEYS;
+    return cap < DECODE_MAX_SPLITS ? cap : DECODE_MAX_SPLITS;
+}
+
 /* ---- the warp path's selection (decode_warp_kernel) ---- */
 
 template <typename T, int HD> static size_t decode_warp_smem_bytes() {
@@ -718,11 +728,7 @@ static int decode_warp_parts(const struct attn_args *a) {
     if (a->b.head_dim > 128 || items < DECODE_PW_MIN_ITEMS) return 0;
     const long warps = decode_warp_count(a);
     if (warps < 1) return 0;
-    long keys = a->b.max_kv_len; /* as decode_attn_splits: a window bounds the keys read */
-    if (a->window > 0 && keys > (long)a->window + a->b.max_q_len)
-        keys = (long)a->window + a->b.max_q_len;
-    long cap = (keys + DECODE_MIN_KEYS - 1) / DECODE_MIN_KEYS;
-    if (cap > DECODE_MAX_SPLITS) cap = DECODE_MAX_SPLITS;
+    const long cap = decode_max_parts(a);
     for (long n = 1; n <= cap; n++)
         if (decode_warp_fill(items * n, warps) >= DECODE_PW_MIN_FILL) return (int)n;
     return 0;
@@ -751,12 +757,8 @@ extern "C" int decode_attn_splits(const struct attn_args *a) {
     /* At most one wave of DECODE_BLOCKS_PER_SM blocks per SM (a partial second wave cost up to 20%:
      * kernels/BENCH.md run 4), parts of at least DECODE_MIN_KEYS keys. */
     long max_n = (long)DECODE_BLOCKS_PER_SM * n_sm / base;
-    long keys = a->b.max_kv_len; /* a sliding window reads at most window + query rows keys */
-    if (a->window > 0 && keys > (long)a->window + a->b.max_q_len)
-        keys = (long)a->window + a->b.max_q_len;
-    long cap = (keys + DECODE_MIN_KEYS - 1) / DECODE_MIN_KEYS;
+    const long cap = decode_max_parts(a);
     if (max_n > cap) max_n = cap;
-    if (max_n > DECODE_MAX_SPLITS) max_n = DECODE_MAX_SPLITS;
     if (max_n < 1) return 1;
     /* Small calls: the fewest parts within 5% of the best busiest-SM load (every part adds merge
      * work; one block per SM streams nearly as fast as two when every SM has one), if that keeps
