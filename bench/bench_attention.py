@@ -321,7 +321,8 @@ def decode_sweep(lib, ceiling):
         splits = lib.decode_attn_splits(C.byref(l0.args(dummy)))
         cands = decode_split_candidates(bsz, ctx, splits) if sweep else [splits]
         # sized for both builds: one may need a workspace where the other needs none
-        n_all = set(cands) | ({lib_b.decode_attn_splits(C.byref(l0.args(dummy)))} if lib_b else set())
+        n_all = set(cands) | ({lib_b.decode_attn_splits(C.byref(l0.args(dummy)))}
+                              if lib_b else set())
         ws_bytes = max(x.attn_workspace_bytes(C.byref(l0.args(dummy, n)))
                        for n in n_all | {0} for x in (lib, lib_b) if x is not None)
         ws = torch.zeros(ws_bytes // 4 + 1, dtype=torch.float32, device="cuda")
@@ -390,8 +391,8 @@ def decode_sweep(lib, ceiling):
 
         if ws_left:
             notes.append(f"WORKSPACE NOT ZEROED ({ws_left} words)")
-        rows.append(dict(batch=bsz, ctx=ctx, page=page, L=L, splits=splits, splits_b=splits_b, mb=nbytes / 1e6, us=us,
-                         ours=gb(us), pct=gb(us) / ceiling * 100,
+        rows.append(dict(batch=bsz, ctx=ctx, page=page, L=L, splits=splits, splits_b=splits_b,
+                         mb=nbytes / 1e6, us=us, ours=gb(us), pct=gb(us) / ceiling * 100,
                          fa2=gb(peer["fa2"]), cudnn=gb(peer["cudnn"]),
                          floor=gb(floor.get("read")), floor_ef=gb(floor.get("read_ef")),
                          single={k: gb(v) for k, v in single.items()},
