@@ -1,23 +1,35 @@
-/* qgemv.cu — GEMV for 1 to 16 activation rows on weights in their GGUF blocks (Q8_0, Q4_0).
+/* qgemv.cu — GEMV for 1 to 16 activation rows on GGUF weights (Q8_0, Q4_0, Q4_1), read in the
+ * repacked device layout of qgemv.h (fg_qpack writes it from the file's blocks).
  *
- * Design (the bf16 GEMV's, kernels/gemv.cu, on blocks): one mma.m16n8k16 takes the activation
- * rows as A (all 16 rows: a1/a3 carry rows g + 8) and 8 weight rows as B. k may be permuted
- * freely as long as x and W use the same permutation, and the permutation here depends only on
- * the lane's t = lane % 4: lane (g, t) reads, in each 32-element block of W row g, the elements
- *   Q8_0: 8t .. 8t+7        (qs bytes 8t .. 8t+7)
- *   Q4_0: 4t .. 4t+3 and 16+4t .. 16+4t+3 (the low and high nibbles of qs bytes 4t .. 4t+3)
- * and the same elements of x rows g and g + 8; two k16 steps cover one block. The mma sees the
- * integers q (Q4_0: q − 8), exact in bf16, so each block's partial dot is an fp32 sum of exact
- * products; it is then scaled by the fp32 d of its W row (d of the accumulator's W rows 2t and
- * 2t + 1, taken from lanes 8t and 8t + 4 by shuffle) and added to the running sums. The bytes are
- * read where the file put them (2-byte loads: blocks of 34 / 18 bytes keep no wider alignment).
+ * Why a repacking: the file's blocks (34 / 18 / 20 bytes) keep no 16-byte alignment, so a lane
+ * could only take 2-byte loads, each warp load touching 8 rows' cache lines (the direct kernel of
+ * bench/results/qgemv_direct_h200_2026-12-02.log ran at 15-29% of copy), and staging the bytes
+ * through shared memory (qgemv_staged_h200_2026-12-02.log, 13-53%) costs as many instructions as
+ * it saves. In the packed layout each lane's share of 4 consecutive blocks of one W row is one
+ * 16-byte word (Q4_x: 32 nibbles; Q8_0: two words, 32 bytes), the 32 lanes of a warp read 512
+ * (1024) contiguous bytes per tile of 8 rows, and the fp16 scales of a row's 4 blocks are one
+ * 8-byte word in an array of their own.
  *
- * A block owns RT tiles of 8 W rows (SwiGLU: RT/2 gate tiles and their up tiles); its KW warps
- * split the blocks of k in interleaved runs of U, partial sums meet in shared memory in warp order
- * (deterministic), then the epilogue of gemv.cu. Programmatic dependent launch as there: the
- * first W loads are issued before griddepcontrol.wait. The fused RMSNorm (NORM): each block
- * computes the n row scales itself (one warp per row, fixed butterfly: the same bits in every
- * block), then turns x into h = bf16(x · scale · gamma) on the way into the mma.
+ * The dot products (as gemv.cu, on integers): one mma.m16n8k16 takes the activation rows as A
+ * (rows g and g + 8: a0/a2 and a1/a3) and 8 W rows as B. Lane (g, t) = (lane / 4, lane % 4) owns
+ * elements 8t .. 8t+7 of every 32-element block: one contiguous 16-byte chunk of x, and of W row
+ * g the 8 quants in the nibble order of qgemv.h, so that nibble pair p (elements 8t + 2p and
+ * 8t + 2p + 1) is the bits (4p .. 4p+3, 16+4p .. 19+4p) of the lane's 32-bit word: one shift and
+ * one LOP3 make the bf16 pair (128 + q, 128 + q') (0x4300 | q is the bf16 128 + q, exact), one
+ * bf16x2 FMA subtracts 136 (Q4_0: q − 8) or 128 (Q4_1: q). Q8_0: byte → fp32 2^23 + 128 + q by
+ * PRMT, one FADD, two pack into a pair by PRMT. The mma sees exact integers, so each block's
+ * partial dot is an fp32 sum of exact products (integer × bf16 x), scaled once by the fp32 d of
+ * its W row (the accumulator's W rows 2t and 2t + 1: the lane loads their scales itself); Q4_1
+ * adds m · Σx, Σx of the block by one more mma pair with B = 1 (shared by the block's tiles).
+ *
+ * A thread block owns RT tiles of 8 W rows (SwiGLU: RT/2 gate tiles and their up tiles); its KW
+ * warps split the groups of 4 blocks of k interleaved; each warp loads its next group while it
+ * computes the current one. Partial sums meet in shared memory in warp order (deterministic),
+ * then gemv.cu's epilogue. Programmatic dependent launch as there: the first W loads are issued
+ * before griddepcontrol.wait. The fused RMSNorm (NORM): each block computes the n row scales
+ * itself (one warp per row, a fixed order: the same bits in every block and for every n), then
+ * turns x into h = bf16(x · scale · gamma) on the way into the mma. R16: rows 8-15 of A are used
+ * (n > 8), twice the scale FMAs.
  */
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -28,7 +40,53 @@
 #include "gemv_common.cuh"
 #include "qgemv.h"
 
-enum { QT_Q4_0 = 2, QT_Q8_0 = 8 }; /* enum gguf_ggml_type ids */
+enum { QT_Q4_0 = 2, QT_Q4_1 = 3, QT_Q8_0 = 8 }; /* enum gguf_ggml_type ids */
+
+/* Per type: bytes of a file block, bytes of a lane's share of one block (QB), fp16 mins. */
+template <int TYPE> struct qtype;
+template <> struct qtype<QT_Q8_0> {
+    static constexpr int file = 34, qb = 8, mins = 0;
+};
+template <> struct qtype<QT_Q4_0> {
+    static constexpr int file = 18, qb = 4, mins = 0;
+};
+template <> struct qtype<QT_Q4_1> {
+    static constexpr int file = 20, qb = 4, mins = 1;
+};
+
+static int qtype_known(int wtype) {
+    return wtype == QT_Q8_0 || wtype == QT_Q4_0 || wtype == QT_Q4_1;
+}
+
+/* The packed layout's regions (qgemv.h): quants, then scales, then (Q4_1) mins. */
+struct qlayout {
+    int nb, tiles;
+    size_t s0, m0, total;
+};
+
+static qlayout qlayout_of(int wtype, int rows, int cols) {
+    qlayout l;
+    const int qb = wtype == QT_Q8_0 ? 8 : 4;
+    l.nb = cols / 32;
+    l.tiles = (rows + 7) / 8;
+    const size_t tb = (size_t)l.tiles * (size_t)l.nb; /* (tile, block) pairs */
+    l.s0 = tb * 32 * qb;
+    l.m0 = l.s0 + tb * 16;
+    l.total = l.m0 + (wtype == QT_Q4_1 ? tb * 16 : 0);
+    return l;
+}
+
+/* Byte offset of lane slot (row % 8) · 4 + t's share of block b in the quants region, and of
+ * row r's fp16 scale of block b in a scale region (qgemv.h's formulas). */
+__device__ __forceinline__ size_t qoff_quant(int qb, int nb, int r, int b, int t) {
+    const int q = b >> 2, gs = min(4, nb - 4 * q);
+    return ((size_t)(r >> 3) * nb + 4 * q) * 32 * qb + (size_t)((((r & 7) * 4 + t) * gs + (b & 3)) * qb);
+}
+
+__device__ __forceinline__ size_t qoff_scale(int nb, int r, int b) {
+    const int q = b >> 2, gs = min(4, nb - 4 * q);
+    return ((size_t)(r >> 3) * nb + 4 * q) * 16 + (size_t)(((r & 7) * gs + (b & 3)) * 2);
+}
 
 struct qgemv_params {
     void *y;
@@ -40,47 +98,87 @@ struct qgemv_params {
     int n, in_dim, out_dim;
     int epilogue, y_f32;
     int out_tiles;
-    size_t row_bytes;
+    int nb;        /* in_dim / 32 */
+    size_t s0, m0; /* the scale and min regions' offsets */
 };
 
-template <int TYPE> struct qtype;
-template <> struct qtype<QT_Q8_0> { static constexpr int bytes = 34; };
-template <> struct qtype<QT_Q4_0> { static constexpr int bytes = 18; };
-
-/* One lane's raw share of one block of one W row: d (f16 bits) and 8 bytes (Q8_0) or 4 (Q4_0). */
-struct qraw {
-    uint32_t d, q0, q1;
+/* A lane's share of one group (up to 4 blocks) of one W tile: quants of its B row g, fp16 scales
+ * (and mins) of the accumulator's W rows 2t (sa, ma) and 2t + 1 (sb, mb), block u in half u. */
+template <int TYPE> struct qgrp {
+    uint32_t q[qtype<TYPE>::qb];
+    uint2 sa, sb, ma, mb;
 };
 
-__device__ __forceinline__ uint32_t ld16(const uint8_t *p) {
-    return __ldg(reinterpret_cast<const unsigned short *>(p));
+/* Where the lane's loads of one tile start: its B row's quants and the two scale rows, at the
+ * slot of a full group (the last, partial group of a row moves by slot · (gs − 4) · size). */
+struct qrows {
+    const uint8_t *q, *sa, *sb;
+    int slot_q, slot_a, slot_b;
+};
+
+__device__ __forceinline__ uint32_t qhalf(uint2 v, int u) {
+    return ((u < 2 ? v.x : v.y) >> (16 * (u & 1))) & 0xffffu;
 }
 
-template <bool SMEM> __device__ __forceinline__ uint32_t ld16a(const uint8_t *p) {
-    return SMEM ? *reinterpret_cast<const unsigned short *>(p) : ld16(p);
+__device__ __forceinline__ uint2 qset_half(uint2 v, int u, uint32_t h) {
+    const int sh = 16 * (u & 1);
+    const uint32_t m = ~(0xffffu << sh);
+    if (u < 2)
+        v.x = (v.x & m) | h << sh;
+    else
+        v.y = (v.y & m) | h << sh;
+    return v;
 }
 
-/* The lane's share of one block at blk (global memory, or the warp's staged copy when SMEM). */
-template <int TYPE, bool SMEM = false>
-__device__ __forceinline__ qraw qload(const uint8_t *blk, int t, bool ok) {
-    qraw r = {0u, 0u, 0u};
-    if (!ok) return r;
-    r.d = ld16a<SMEM>(blk);
-    if (TYPE == QT_Q8_0) {
-        const uint8_t *q = blk + 2 + 8 * t;
-        r.q0 = ld16a<SMEM>(q) | ld16a<SMEM>(q + 2) << 16;
-        r.q1 = ld16a<SMEM>(q + 4) | ld16a<SMEM>(q + 6) << 16;
-    } else {
-        const uint8_t *q = blk + 2 + 4 * t;
-        r.q0 = ld16a<SMEM>(q) | ld16a<SMEM>(q + 2) << 16;
+/* The lane's share of group gq of one tile (streamed: W is read once). */
+template <int TYPE>
+__device__ __forceinline__ void qgrp_load(qgrp<TYPE> &w, const qrows &rw, const qgemv_params &p,
+                                          int gq) {
+    constexpr int QB = qtype<TYPE>::qb;
+    const int gs = min(4, p.nb - 4 * gq);
+    const size_t gb = (size_t)gq * 128 * QB, sgb = (size_t)gq * 64;
+    const size_t md = p.m0 - p.s0;
+    if (gs == 4) {
+        const uint4 *qp = reinterpret_cast<const uint4 *>(rw.q + gb);
+#pragma unroll
+        for (int v = 0; v < QB / 4; v++) {
+            const uint4 a = __ldcs(qp + v);
+            w.q[4 * v] = a.x;
+            w.q[4 * v + 1] = a.y;
+            w.q[4 * v + 2] = a.z;
+            w.q[4 * v + 3] = a.w;
+        }
+        w.sa = __ldcs(reinterpret_cast<const uint2 *>(rw.sa + sgb));
+        w.sb = __ldcs(reinterpret_cast<const uint2 *>(rw.sb + sgb));
+        if (qtype<TYPE>::mins) {
+            w.ma = __ldcs(reinterpret_cast<const uint2 *>(rw.sa + sgb + md));
+            w.mb = __ldcs(reinterpret_cast<const uint2 *>(rw.sb + sgb + md));
+        }
+        return;
     }
-    return r;
+    const uint8_t *qp = rw.q + gb + (ptrdiff_t)rw.slot_q * (gs - 4) * QB;
+    const uint8_t *pa = rw.sa + sgb + (ptrdiff_t)rw.slot_a * (gs - 4) * 2;
+    const uint8_t *pb = rw.sb + sgb + (ptrdiff_t)rw.slot_b * (gs - 4) * 2;
+    w.sa = w.sb = w.ma = w.mb = make_uint2(0u, 0u);
+#pragma unroll
+    for (int u = 0; u < 4; u++) {
+#pragma unroll
+        for (int e = 0; e < QB / 4; e++)
+            w.q[u * (QB / 4) + e] =
+                u < gs ? __ldcs(reinterpret_cast<const unsigned *>(qp + u * QB) + e) : 0u;
+        if (u >= gs) continue;
+        w.sa = qset_half(w.sa, u, __ldcs(reinterpret_cast<const unsigned short *>(pa) + u));
+        w.sb = qset_half(w.sb, u, __ldcs(reinterpret_cast<const unsigned short *>(pb) + u));
+        if (qtype<TYPE>::mins) {
+            w.ma = qset_half(w.ma, u, __ldcs(reinterpret_cast<const unsigned short *>(pa + md) + u));
+            w.mb = qset_half(w.mb, u, __ldcs(reinterpret_cast<const unsigned short *>(pb + md) + u));
+        }
+    }
 }
 
-/* Small integers to bf16 without the conversion units (I2F / F2F run at a fraction of the ALU
- * rate): byte k of src becomes the fp32 2^23 + byte (bits 0x4B0000bb, one PRMT), minus the bias
- * in one FADD gives the integer exactly, and an exact small-integer fp32 is its own bf16 upper
- * half, so two pack into a bf16 pair with one more PRMT. */
+/* Small integers to bf16 without the conversion units (Q8_0): byte k of src becomes the fp32
+ * 2^23 + byte (bits 0x4B0000bb, one PRMT), minus the bias in one FADD gives the integer exactly,
+ * and an exact small-integer fp32 is its own bf16 upper half, so two pack into a pair by PRMT. */
 __device__ __forceinline__ float qmagic(uint32_t src, int k, float bias) {
     return __uint_as_float(__byte_perm(src, 0x4B00u, 0x5440u | (uint32_t)k)) - bias;
 }
@@ -89,41 +187,44 @@ __device__ __forceinline__ uint32_t qpack(float lo, float hi) {
     return __byte_perm(__float_as_uint(lo), __float_as_uint(hi), 0x7632u);
 }
 
-/* 4 bytes of src (each 2^23-biased by bias) as two bf16 pairs: bytes (0, 1) and (2, 3). */
-__device__ __forceinline__ uint2 qpairs(uint32_t src, float bias) {
-    return make_uint2(qpack(qmagic(src, 0, bias), qmagic(src, 1, bias)),
-                      qpack(qmagic(src, 2, bias), qmagic(src, 3, bias)));
+/* One nibble pair (bits 0-3 and 16-19 of v) as the bf16 pair (q − off, q' − off), exact. */
+__device__ __forceinline__ uint32_t qnib_pair(uint32_t v, uint32_t neg_off) {
+    const uint32_t b = (v & 0x000f000fu) | 0x43004300u; /* bf16 128 + q */
+    uint32_t r;
+    asm("fma.rn.bf16x2 %0, %1, %2, %3;\n" : "=r"(r) : "r"(b), "r"(0x3F803F80u), "r"(neg_off));
+    return r;
 }
 
-/* The lane's 8 weights as 4 bf16 pairs in the order of the x chunk of qx (exact integers):
- * Q8_0 q (int8: q ^ 0x80 = q + 128 as a byte), Q4_0 q − 8 (low nibbles, then high nibbles). */
-template <int TYPE> __device__ __forceinline__ uint4 qweights(const qraw &r) {
+/* The lane's 8 weights of block u as 4 bf16 pairs in the order of its x chunk (exact integers):
+ * Q8_0 q (int8: q ^ 0x80 = q + 128 as a byte), Q4_0 q − 8, Q4_1 q. */
+template <int TYPE> __device__ __forceinline__ uint4 qweights(const qgrp<TYPE> &w, int u) {
     if (TYPE == QT_Q8_0) {
         const float bias = 8388608.0f + 128.0f;
-        const uint2 a = qpairs(r.q0 ^ 0x80808080u, bias), b = qpairs(r.q1 ^ 0x80808080u, bias);
-        return make_uint4(a.x, a.y, b.x, b.y);
+        const uint32_t a = w.q[2 * u] ^ 0x80808080u, b = w.q[2 * u + 1] ^ 0x80808080u;
+        return make_uint4(qpack(qmagic(a, 0, bias), qmagic(a, 1, bias)),
+                          qpack(qmagic(a, 2, bias), qmagic(a, 3, bias)),
+                          qpack(qmagic(b, 0, bias), qmagic(b, 1, bias)),
+                          qpack(qmagic(b, 2, bias), qmagic(b, 3, bias)));
     }
-    const float bias = 8388608.0f + 8.0f;
-    const uint2 lo = qpairs(r.q0 & 0x0f0f0f0fu, bias), hi = qpairs(r.q0 >> 4 & 0x0f0f0f0fu, bias);
-    return make_uint4(lo.x, lo.y, hi.x, hi.y);
+    const uint32_t neg = TYPE == QT_Q4_0 ? 0xC308C308u /* -136 */ : 0xC300C300u /* -128 */;
+    const uint32_t v = w.q[u];
+    return make_uint4(qnib_pair(v, neg), qnib_pair(v >> 4, neg), qnib_pair(v >> 8, neg),
+                      qnib_pair(v >> 12, neg));
 }
 
-/* The lane's 8 elements of a bf16 row (x or gamma) at block b, in qweights' order. */
-template <int TYPE> __device__ __forceinline__ uint4 qx(const __nv_bfloat16 *row, int b, int t) {
-    if (TYPE == QT_Q8_0) return __ldg(reinterpret_cast<const uint4 *>(row + 32 * b + 8 * t));
-    const uint2 lo = __ldg(reinterpret_cast<const uint2 *>(row + 32 * b + 4 * t));
-    const uint2 hi = __ldg(reinterpret_cast<const uint2 *>(row + 32 * b + 16 + 4 * t));
-    return make_uint4(lo.x, lo.y, hi.x, hi.y);
+__device__ __forceinline__ void qmma(float (&c)[4], uint4 xa, uint4 xb, uint4 q) {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, "
+        "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(xa.x), "r"(xb.x), "r"(xa.y), "r"(xb.y), "r"(q.x), "r"(q.y));
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, "
+        "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(xa.z), "r"(xb.z), "r"(xa.w), "r"(xb.w), "r"(q.z), "r"(q.w));
 }
 
-template <int TYPE>
-__device__ __forceinline__ void qstore_h(__nv_bfloat16 *row, int b, int t, uint4 h) {
-    if (TYPE == QT_Q8_0) {
-        *reinterpret_cast<uint4 *>(row + 32 * b + 8 * t) = h;
-    } else {
-        *reinterpret_cast<uint2 *>(row + 32 * b + 4 * t) = make_uint2(h.x, h.y);
-        *reinterpret_cast<uint2 *>(row + 32 * b + 16 + 4 * t) = make_uint2(h.z, h.w);
-    }
+__device__ __forceinline__ float qf16(uint32_t h) {
+    return __half2float(__ushort_as_half((unsigned short)h));
 }
 
 __device__ __forceinline__ uint4 qnorm_chunk(uint4 x, uint4 gm, float scale) {
@@ -132,14 +233,16 @@ __device__ __forceinline__ uint4 qnorm_chunk(uint4 x, uint4 gm, float scale) {
 }
 
 /* RMSNorm scales of the n rows into sc (shared): warp w sums rows w, w + KW, ... (lane i over
- * 16-byte chunks i, i + 32, ..., then a fixed butterfly), so every block gets the same bits. */
+ * 16-byte chunks i, i + 32, ..., then a fixed butterfly), so every block, every n and every
+ * variant gets the same bits. */
 template <int KW> __device__ __forceinline__ void qnorm_scales(const qgemv_params &p, float *sc) {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     for (int r = warp; r < p.n; r += KW) {
-        const __nv_bfloat16 *xr = p.x + (size_t)r * p.in_dim;
+        const uint4 *xr = reinterpret_cast<const uint4 *>(p.x + (size_t)r * p.in_dim);
         float s = 0.0f;
+#pragma unroll 8
         for (int i = lane; i < p.in_dim / 8; i += 32) {
-            const uint4 v = __ldg(reinterpret_cast<const uint4 *>(xr) + i);
+            const uint4 v = __ldg(xr + i);
             const uint32_t wd[4] = {v.x, v.y, v.z, v.w};
 #pragma unroll
             for (int e = 0; e < 4; e++) {
@@ -157,56 +260,73 @@ template <int KW> __device__ __forceinline__ void qnorm_scales(const qgemv_param
     __syncthreads();
 }
 
-template <int TYPE, int RT, int U>
-__device__ __forceinline__ void qload_run(qraw (&wv)[U][RT], const uint8_t *const (&wrow)[RT],
-                                          int c, int n_blocks, int t) {
+/* One group of RT tiles: blocks 4 gq .. 4 gq + gs − 1 against the x chunks. */
+template <int TYPE, int RT, bool NORM, bool R16>
+__device__ __forceinline__ void qgroup(float (&acc)[RT][4], const qgrp<TYPE> (&w)[RT],
+                                       const qgemv_params &p, int gq, const __nv_bfloat16 *x0,
+                                       const __nv_bfloat16 *x1, bool has0, bool has1, float s0,
+                                       float s1, __nv_bfloat16 *h0, __nv_bfloat16 *h1, int t) {
+    const int gs = min(4, p.nb - 4 * gq);
+    const uint4 zero = make_uint4(0, 0, 0, 0);
 #pragma unroll
-    for (int u = 0; u < U; u++)
+    for (int u = 0; u < 4; u++) {
+        if (u >= gs) break;
+        const int k = 32 * (4 * gq + u) + 8 * t;
+        uint4 xa = has0 ? __ldg(reinterpret_cast<const uint4 *>(x0 + k)) : zero;
+        uint4 xb = R16 && has1 ? __ldg(reinterpret_cast<const uint4 *>(x1 + k)) : zero;
+        if (NORM) {
+            const uint4 gm = __ldg(reinterpret_cast<const uint4 *>(p.gamma + k));
+            xa = qnorm_chunk(xa, gm, s0);
+            if (R16) xb = qnorm_chunk(xb, gm, s1);
+            if (h0) *reinterpret_cast<uint4 *>(h0 + k) = xa;
+            if (R16 && h1) *reinterpret_cast<uint4 *>(h1 + k) = xb;
+        }
+        float sx[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        if (qtype<TYPE>::mins) qmma(sx, xa, xb, make_uint4(0x3F803F80u, 0x3F803F80u, 0x3F803F80u, 0x3F803F80u));
 #pragma unroll
-        for (int r = 0; r < RT; r++)
-            wv[u][r] =
-                qload<TYPE>(wrow[r] + (size_t)(c + u) * qtype<TYPE>::bytes, t, c + u < n_blocks);
+        for (int r = 0; r < RT; r++) {
+            float part[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+            qmma(part, xa, xb, qweights<TYPE>(w[r], u));
+            const float da = qf16(qhalf(w[r].sa, u)), db = qf16(qhalf(w[r].sb, u));
+            acc[r][0] = fmaf(da, part[0], acc[r][0]);
+            acc[r][1] = fmaf(db, part[1], acc[r][1]);
+            if (R16) {
+                acc[r][2] = fmaf(da, part[2], acc[r][2]);
+                acc[r][3] = fmaf(db, part[3], acc[r][3]);
+            }
+            if (qtype<TYPE>::mins) {
+                const float ma = qf16(qhalf(w[r].ma, u)), mb = qf16(qhalf(w[r].mb, u));
+                acc[r][0] = fmaf(ma, sx[0], acc[r][0]);
+                acc[r][1] = fmaf(mb, sx[0], acc[r][1]);
+                if (R16) {
+                    acc[r][2] = fmaf(ma, sx[2], acc[r][2]);
+                    acc[r][3] = fmaf(mb, sx[2], acc[r][3]);
+                }
+            }
+        }
+    }
 }
 
-/* STAGED: a warp's run (U blocks of its 8 · RT rows) is U · bytes per row, a whole number V of
- * 16-byte words when the rows are 16-byte aligned and U = 8 (272 / 144 bytes); the warp reads it
- * with coalesced 16-byte loads (lane l: words l, l + 32, ... of the run's 8 V per tile), stores it
- * in its shared-memory stage and the lanes take their bytes from there. */
-template <int TYPE, int U> struct qstage {
-    static constexpr int run = U * qtype<TYPE>::bytes; /* bytes of one row's run */
-    static constexpr int words = run / 16;             /* V */
-    static constexpr int per_lane = (8 * words + 31) / 32;
-};
-
-template <int TYPE, int RT, int U>
-__device__ __forceinline__ void qstage_load(uint4 (&sv)[RT][qstage<TYPE, U>::per_lane],
-                                            const qgemv_params &p, int j0, int c, int lane) {
-    constexpr int V = qstage<TYPE, U>::words, PL = qstage<TYPE, U>::per_lane;
-    const int OT = p.out_tiles;
-    const bool swiglu = p.epilogue == FG_GEMV_SWIGLU;
+/* The loads of step uq (groups uq · UG .. uq · UG + UG − 1 that exist) of every tile. */
+template <int TYPE, int RT, int UG>
+__device__ __forceinline__ void qstep_load(qgrp<TYPE> (&w)[UG][RT], const qrows (&rw)[RT],
+                                           const qgemv_params &p, int uq, int ng) {
 #pragma unroll
-    for (int r = 0; r < RT; r++)
+    for (int j = 0; j < UG; j++)
+        if (uq * UG + j < ng) {
 #pragma unroll
-        for (int q = 0; q < PL; q++) {
-            const int i = lane + 32 * q;
-            if (i >= 8 * V) continue;
-            const int row = i / V, col = i % V;
-            const int o = swiglu ? r % OT : r;
-            const int j = min(j0 + o * 8 + row, p.out_dim - 1);
-            const size_t wr = (size_t)j + (swiglu && r >= OT ? p.out_dim : 0);
-            sv[r][q] = __ldcs(reinterpret_cast<const uint4 *>(
-                p.w + wr * p.row_bytes + (size_t)c * qtype<TYPE>::bytes + 16 * col));
+            for (int r = 0; r < RT; r++)
+                qgrp_load<TYPE>(w[j][r], rw[r], p, uq * UG + j);
         }
 }
 
-template <int TYPE, int RT, int KW, int U, bool NORM, bool STAGED>
-__global__ void __launch_bounds__(KW * 32, 16 / KW) qgemv_kernel(const qgemv_params p) {
+/* UG groups per warp step (consecutive in k; the warps' steps interleave), MINB the blocks per SM
+ * the register budget is cut for. */
+template <int TYPE, int RT, int KW, int UG, int MINB, bool NORM, bool R16>
+__global__ void __launch_bounds__(KW * 32, MINB) qgemv_kernel(const qgemv_params p) {
+    constexpr int QB = qtype<TYPE>::qb;
     __shared__ float red[KW][RT][FG_QGEMV_MAX_ROWS][8]; /* warp, W tile, act row, W row */
     __shared__ float sc[FG_QGEMV_MAX_ROWS];
-    constexpr int PL = qstage<TYPE, U>::per_lane, V = qstage<TYPE, U>::words;
-    __shared__ __align__(16)
-        uint8_t stage[STAGED ? KW : 1][STAGED ? RT : 1][8][STAGED ? qstage<TYPE, U>::run : 16];
-    uint4 sv[RT][PL];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int g = lane >> 2, t = lane & 3;
     const int OT = p.out_tiles, j0 = blockIdx.x * 8 * OT;
@@ -214,15 +334,23 @@ __global__ void __launch_bounds__(KW * 32, 16 / KW) qgemv_kernel(const qgemv_par
 
     asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
 
-    const uint8_t *wrow[RT];
+    /* The physical W row of tile r's column c (rows past out_dim read the last one, discarded). */
+    qrows rw[RT];
 #pragma unroll
     for (int r = 0; r < RT; r++) {
         const int o = swiglu ? r % OT : r;
-        const int j = min(j0 + o * 8 + g, p.out_dim - 1);
-        const size_t row = (size_t)j + (swiglu && r >= OT ? p.out_dim : 0);
-        wrow[r] = p.w + row * p.row_bytes;
+        const int base = swiglu && r >= OT ? p.out_dim : 0;
+        const int rq = base + min(j0 + o * 8 + g, p.out_dim - 1);
+        const int ra = base + min(j0 + o * 8 + 2 * t, p.out_dim - 1);
+        const int rb = base + min(j0 + o * 8 + 2 * t + 1, p.out_dim - 1);
+        rw[r].slot_q = (rq & 7) * 4 + t;
+        rw[r].slot_a = ra & 7;
+        rw[r].slot_b = rb & 7;
+        rw[r].q = p.w + (size_t)(rq >> 3) * p.nb * 32 * QB + (size_t)rw[r].slot_q * 4 * QB;
+        rw[r].sa = p.w + p.s0 + (size_t)(ra >> 3) * p.nb * 16 + (size_t)rw[r].slot_a * 8;
+        rw[r].sb = p.w + p.s0 + (size_t)(rb >> 3) * p.nb * 16 + (size_t)rw[r].slot_b * 8;
     }
-    const bool has0 = g < p.n, has1 = g + 8 < p.n;
+    const bool has0 = g < p.n, has1 = R16 && g + 8 < p.n;
     const __nv_bfloat16 *x0 = p.x + (size_t)(has0 ? g : 0) * p.in_dim;
     const __nv_bfloat16 *x1 = p.x + (size_t)(has1 ? g + 8 : 0) * p.in_dim;
 
@@ -231,73 +359,33 @@ __global__ void __launch_bounds__(KW * 32, 16 / KW) qgemv_kernel(const qgemv_par
     for (int r = 0; r < RT; r++)
         acc[r][0] = acc[r][1] = acc[r][2] = acc[r][3] = 0.0f;
 
-    const int n_blocks = p.in_dim / 32, step = KW * U;
-    const uint4 zero = make_uint4(0, 0, 0, 0);
-    int c0 = warp * U;
-    qraw wv[U][RT];
-    if (STAGED) {
-        if (c0 < n_blocks) qstage_load<TYPE, RT, U>(sv, p, j0, c0, lane);
-    } else {
-        qload_run<TYPE, RT, U>(wv, wrow, c0, n_blocks, t);
-    }
+    const int ng = (p.nb + 3) / 4, nu = (ng + UG - 1) / UG; /* groups, steps of UG groups */
+    int uq = warp;
+    qgrp<TYPE> wa[UG][RT], wb[UG][RT];
+    qstep_load<TYPE, RT, UG>(wa, rw, p, uq, ng);
     asm volatile("griddepcontrol.wait;\n" ::: "memory");
     if (NORM) qnorm_scales<KW>(p, sc);
     const float s0 = NORM && has0 ? sc[g] : 0.0f, s1 = NORM && has1 ? sc[g + 8] : 0.0f;
     const bool store_h = NORM && p.h_out && blockIdx.x == 0;
-    while (c0 < n_blocks) {
-        const int c1 = c0 + step;
-        if (STAGED) {
+    __nv_bfloat16 *h0 = store_h && has0 ? p.h_out + (size_t)g * p.in_dim : nullptr;
+    __nv_bfloat16 *h1 = store_h && has1 ? p.h_out + (size_t)(g + 8) * p.in_dim : nullptr;
+    /* Two register buffers in turn: the next step's loads are in flight during this one's math. */
+    while (uq < nu) {
+        const int u1 = uq + KW, u2 = u1 + KW;
+        qstep_load<TYPE, RT, UG>(wb, rw, p, u1, ng);
 #pragma unroll
-            for (int r = 0; r < RT; r++)
+        for (int j = 0; j < UG; j++)
+            if (uq * UG + j < ng)
+                qgroup<TYPE, RT, NORM, R16>(acc, wa[j], p, uq * UG + j, x0, x1, has0, has1, s0, s1,
+                                            h0, h1, t);
+        if (u1 >= nu) break;
+        qstep_load<TYPE, RT, UG>(wa, rw, p, u2, ng);
 #pragma unroll
-                for (int q = 0; q < PL; q++) {
-                    const int i = lane + 32 * q;
-                    if (i < 8 * V)
-                        *reinterpret_cast<uint4 *>(&stage[warp][r][i / V][16 * (i % V)]) = sv[r][q];
-                }
-            __syncwarp();
-            if (c1 < n_blocks) qstage_load<TYPE, RT, U>(sv, p, j0, c1, lane);
-        }
-#pragma unroll
-        for (int u = 0; u < U; u++) {
-            const int b = c0 + u;
-            const bool in = b < n_blocks;
-            uint4 xa = in && has0 ? qx<TYPE>(x0, b, t) : zero;
-            uint4 xb = in && has1 ? qx<TYPE>(x1, b, t) : zero;
-            if (NORM && in) {
-                const uint4 gm = qx<TYPE>(p.gamma, b, t);
-                xa = qnorm_chunk(xa, gm, s0);
-                xb = qnorm_chunk(xb, gm, s1);
-                if (store_h && has0) qstore_h<TYPE>(p.h_out + (size_t)g * p.in_dim, b, t, xa);
-                if (store_h && has1) qstore_h<TYPE>(p.h_out + (size_t)(g + 8) * p.in_dim, b, t, xb);
-            }
-#pragma unroll
-            for (int r = 0; r < RT; r++) {
-                const qraw raw =
-                    STAGED ? qload<TYPE, true>(&stage[warp][r][g][u * qtype<TYPE>::bytes], t, true)
-                           : wv[u][r];
-                const uint4 q = qweights<TYPE>(raw);
-                float part[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-                asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, "
-                    "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-                    : "+f"(part[0]), "+f"(part[1]), "+f"(part[2]), "+f"(part[3])
-                    : "r"(xa.x), "r"(xb.x), "r"(xa.y), "r"(xb.y), "r"(q.x), "r"(q.y));
-                asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, "
-                    "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-                    : "+f"(part[0]), "+f"(part[1]), "+f"(part[2]), "+f"(part[3])
-                    : "r"(xa.z), "r"(xb.z), "r"(xa.w), "r"(xb.w), "r"(q.z), "r"(q.w));
-                const float d = __half2float(__ushort_as_half((unsigned short)raw.d));
-                const float d0 = __shfl_sync(0xffffffffu, d, 8 * t);
-                const float d1 = __shfl_sync(0xffffffffu, d, 8 * t + 4);
-                acc[r][0] += d0 * part[0];
-                acc[r][1] += d1 * part[1];
-                acc[r][2] += d0 * part[2];
-                acc[r][3] += d1 * part[3];
-            }
-        }
-        if (STAGED) __syncwarp(); /* the stage is rewritten next run */
-        if (!STAGED && c1 < n_blocks) qload_run<TYPE, RT, U>(wv, wrow, c1, n_blocks, t);
-        c0 = c1;
+        for (int j = 0; j < UG; j++)
+            if (u1 * UG + j < ng)
+                qgroup<TYPE, RT, NORM, R16>(acc, wb[j], p, u1 * UG + j, x0, x1, has0, has1, s0, s1,
+                                            h0, h1, t);
+        uq = u2;
     }
 #pragma unroll
     for (int r = 0; r < RT; r++) {
@@ -330,60 +418,95 @@ __global__ void __launch_bounds__(KW * 32, 16 / KW) qgemv_kernel(const qgemv_par
     }
 }
 
-/* One variant: RT 2 tiles, KW 8 warps, runs of U 4 blocks (gemv.cu's pick, rt2_kw8_u4). */
-#define QG_RT 2
-#define QG_KW 8
-#define QG_U 4
-/* The staged kernel runs 8 blocks (whole 16-byte words per row run). */
-#define QG_US 8
+/* The variants the benchmark times; fg_qgemv_pick chooses among them. */
+typedef void (*qgemv_fn)(const qgemv_params);
+struct qgemv_variant {
+    const char *name;
+    int rt, kw;
+    qgemv_fn k[3][2][2]; /* type (Q8_0, Q4_0, Q4_1), NORM, R16 */
+};
+
+#define QG_T(T, RT, KW, UG, MB)                                                                    \
+    {                                                                                              \
+        {qgemv_kernel<T, RT, KW, UG, MB, false, false>, qgemv_kernel<T, RT, KW, UG, MB, false, true>}, \
+            {qgemv_kernel<T, RT, KW, UG, MB, true, false>,                                         \
+             qgemv_kernel<T, RT, KW, UG, MB, true, true>},                                         \
+    }
+#define QG_V(RT, KW, UG, MB)                                                                       \
+    {                                                                                              \
+        "rt" #RT "_kw" #KW "_ug" #UG "_mb" #MB, RT, KW, {                                          \
+            QG_T(QT_Q8_0, RT, KW, UG, MB), QG_T(QT_Q4_0, RT, KW, UG, MB),                          \
+                QG_T(QT_Q4_1, RT, KW, UG, MB)                                                      \
+        }                                                                                          \
+    }
+static const qgemv_variant qgemv_variants[] = {QG_V(2, 8, 1, 2), QG_V(2, 8, 2, 2),
+                                               QG_V(2, 4, 2, 4), QG_V(2, 8, 1, 3)};
+#undef QG_V
+#undef QG_T
+#define QG_N_VARIANTS (int)(sizeof(qgemv_variants) / sizeof(qgemv_variants[0]))
+
+static int qtype_index(int wtype) {
+    return wtype == QT_Q8_0 ? 0 : wtype == QT_Q4_0 ? 1 : 2;
+}
 
 extern "C" int fg_qgemv_supported(int wtype, int n, int in_dim, int out_dim) {
-    return (wtype == QT_Q8_0 || wtype == QT_Q4_0) && n >= 1 && n <= FG_QGEMV_MAX_ROWS &&
-           in_dim >= 32 && in_dim % 32 == 0 && out_dim >= 1;
+    return qtype_known(wtype) && n >= 1 && n <= FG_QGEMV_MAX_ROWS && in_dim >= 32 &&
+           in_dim % 32 == 0 && out_dim >= 1;
 }
 
-/* Rows that start on 16-byte boundaries and whole runs of QG_US blocks take the staged kernel. */
+/* Every group of a row full (in_dim / 32 a multiple of 4): 16-byte loads only. */
 extern "C" int fg_qgemv_staged(int wtype, const void *w, int in_dim) {
-    const size_t row_bytes = (size_t)(in_dim / 32) * (wtype == QT_Q8_0 ? 34 : 18);
-    return (uintptr_t)w % 16 == 0 && row_bytes % 16 == 0 && (in_dim / 32) % QG_US == 0;
+    return qtype_known(wtype) && (uintptr_t)w % 16 == 0 && in_dim % 128 == 0;
 }
 
-template <bool NORM> static void (*qgemv_pick_kernel(int wtype, bool staged))(const qgemv_params) {
-    if (staged)
-        return wtype == QT_Q8_0 ? qgemv_kernel<QT_Q8_0, QG_RT, QG_KW, QG_US, NORM, true>
-                                : qgemv_kernel<QT_Q4_0, QG_RT, QG_KW, QG_US, NORM, true>;
-    return wtype == QT_Q8_0 ? qgemv_kernel<QT_Q8_0, QG_RT, QG_KW, QG_U, NORM, false>
-                            : qgemv_kernel<QT_Q4_0, QG_RT, QG_KW, QG_U, NORM, false>;
+extern "C" int fg_qgemv_n_variants(void) {
+    return QG_N_VARIANTS;
 }
 
-static int qgemv_launch(int norm, qgemv_params p, int wtype, int epilogue, void *stream) {
-    if (!fg_qgemv_supported(wtype, p.n, p.in_dim, p.out_dim) || epilogue < FG_GEMV_STORE ||
-        epilogue > FG_GEMV_SWIGLU || (uintptr_t)p.x % 16 || (uintptr_t)p.w % 2 ||
-        ((uintptr_t)p.gamma | (uintptr_t)p.h_out) % 16 || !p.y)
+extern "C" const char *fg_qgemv_variant_name(int v) {
+    return v >= 0 && v < QG_N_VARIANTS ? qgemv_variants[v].name : "";
+}
+
+/* The one selector (the variant for a call; -1 for a refused shape). */
+extern "C" int fg_qgemv_pick(int wtype, int n, int in_dim, int out_dim, int epilogue, int norm) {
+    if (!fg_qgemv_supported(wtype, n, in_dim, out_dim) || epilogue < FG_GEMV_STORE ||
+        epilogue > FG_GEMV_SWIGLU)
+        return -1;
+    (void)norm;
+    return 0;
+}
+
+static int qgemv_launch(int v, int norm, qgemv_params p, int wtype, int epilogue, void *stream) {
+    if (v < 0 || v >= QG_N_VARIANTS || !fg_qgemv_supported(wtype, p.n, p.in_dim, p.out_dim) ||
+        epilogue < FG_GEMV_STORE || epilogue > FG_GEMV_SWIGLU || (uintptr_t)p.x % 16 ||
+        (uintptr_t)p.w % 16 || ((uintptr_t)p.gamma | (uintptr_t)p.h_out) % 16 || !p.y)
         return (int)cudaErrorInvalidValue;
+    const qgemv_variant *vr = &qgemv_variants[v];
     const int swiglu = epilogue == FG_GEMV_SWIGLU;
+    const qlayout l = qlayout_of(wtype, swiglu ? 2 * p.out_dim : p.out_dim, p.in_dim);
     p.epilogue = epilogue;
-    p.out_tiles = swiglu ? QG_RT / 2 : QG_RT;
-    p.row_bytes = (size_t)(p.in_dim / 32) * (wtype == QT_Q8_0 ? 34 : 18);
+    p.out_tiles = swiglu ? vr->rt / 2 : vr->rt;
+    p.nb = l.nb;
+    p.s0 = l.s0;
+    p.m0 = l.m0;
     const int cols = 8 * p.out_tiles;
     cudaLaunchAttribute attr[1];
     attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
     attr[0].val.programmaticStreamSerializationAllowed = 1;
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = dim3((unsigned)((p.out_dim + cols - 1) / cols));
-    cfg.blockDim = dim3(QG_KW * 32);
+    cfg.blockDim = dim3((unsigned)(vr->kw * 32));
     cfg.stream = static_cast<cudaStream_t>(stream);
     cfg.attrs = attr;
     cfg.numAttrs = 1;
-    const bool staged = fg_qgemv_staged(wtype, p.w, p.in_dim) != 0;
-    cudaError_t e = cudaLaunchKernelEx(
-        &cfg,
-        norm ? qgemv_pick_kernel<true>(wtype, staged) : qgemv_pick_kernel<false>(wtype, staged), p);
+    const qgemv_fn k = vr->k[qtype_index(wtype)][norm ? 1 : 0][p.n > 8 ? 1 : 0];
+    cudaError_t e = cudaLaunchKernelEx(&cfg, k, p);
     return (int)(e != cudaSuccess ? e : cudaGetLastError());
 }
 
-extern "C" int fg_qgemv(void *y, int y_f32, const void *x, const void *w, int wtype, int n,
-                        int in_dim, int out_dim, int epilogue, void *stream) {
+extern "C" int fg_qgemv_variant(int v, void *y, int y_f32, const void *x, const void *w,
+                                int wtype, int n, int in_dim, int out_dim, int epilogue,
+                                void *stream) {
     qgemv_params p = {};
     p.y = y;
     p.y_f32 = y_f32 != 0;
@@ -392,12 +515,19 @@ extern "C" int fg_qgemv(void *y, int y_f32, const void *x, const void *w, int wt
     p.n = n;
     p.in_dim = in_dim;
     p.out_dim = out_dim;
-    return qgemv_launch(0, p, wtype, epilogue, stream);
+    return qgemv_launch(v, 0, p, wtype, epilogue, stream);
 }
 
-extern "C" int fg_qgemv_norm(void *y, int y_f32, const void *x, const void *gamma, float eps,
-                             void *h_out, const void *w, int wtype, int n, int in_dim, int out_dim,
-                             int epilogue, void *stream) {
+extern "C" int fg_qgemv(void *y, int y_f32, const void *x, const void *w, int wtype, int n,
+                        int in_dim, int out_dim, int epilogue, void *stream) {
+    const int v = fg_qgemv_pick(wtype, n, in_dim, out_dim, epilogue, 0);
+    if (v < 0) return (int)cudaErrorInvalidValue;
+    return fg_qgemv_variant(v, y, y_f32, x, w, wtype, n, in_dim, out_dim, epilogue, stream);
+}
+
+extern "C" int fg_qgemv_norm_variant(int v, void *y, int y_f32, const void *x, const void *gamma,
+                                     float eps, void *h_out, const void *w, int wtype, int n,
+                                     int in_dim, int out_dim, int epilogue, void *stream) {
     if (!gamma) return (int)cudaErrorInvalidValue;
     qgemv_params p = {};
     p.y = y;
@@ -410,63 +540,130 @@ extern "C" int fg_qgemv_norm(void *y, int y_f32, const void *x, const void *gamm
     p.n = n;
     p.in_dim = in_dim;
     p.out_dim = out_dim;
-    return qgemv_launch(1, p, wtype, epilogue, stream);
+    return qgemv_launch(v, 1, p, wtype, epilogue, stream);
 }
 
-/* One thread per block of 32: d · q in fp32, rounded once to bf16, four 16-byte stores. */
+extern "C" int fg_qgemv_norm(void *y, int y_f32, const void *x, const void *gamma, float eps,
+                             void *h_out, const void *w, int wtype, int n, int in_dim, int out_dim,
+                             int epilogue, void *stream) {
+    const int v = fg_qgemv_pick(wtype, n, in_dim, out_dim, epilogue, 1);
+    if (v < 0) return (int)cudaErrorInvalidValue;
+    return fg_qgemv_norm_variant(v, y, y_f32, x, gamma, eps, h_out, w, wtype, n, in_dim, out_dim,
+                                 epilogue, stream);
+}
+
+/* Element i (0..7) of a lane's 8: its bit position in the lane's 32-bit word of nibbles. */
+__device__ __forceinline__ int qnib_shift(int i) {
+    return (i & 1) * 16 + (i >> 1) * 4;
+}
+
+/* fg_qpack: one thread per (row of the padded rows, block): the file's block (zeros past the
+ * last row) to its lane words, scale and min. */
 template <int TYPE>
-__global__ void qdequant_kernel(__nv_bfloat16 *dst, const uint8_t *w, size_t n_blocks) {
+__global__ void qpack_kernel(uint8_t *dst, const uint8_t *src, int rows, int nb, int tiles,
+                             size_t s0, size_t m0) {
+    constexpr int QB = qtype<TYPE>::qb, FB = qtype<TYPE>::file;
     const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= n_blocks) return;
-    const uint8_t *blk = w + i * qtype<TYPE>::bytes;
-    const float d = __half2float(__ushort_as_half((unsigned short)ld16(blk)));
-    float v[32];
-    for (int j = 0; j < 16; j++) {
-        if (TYPE == QT_Q8_0) {
-            v[j] = (float)(int8_t)blk[2 + j] * d;
-            v[j + 16] = (float)(int8_t)blk[18 + j] * d;
-        } else {
-            v[j] = d * (float)((blk[2 + j] & 0x0f) - 8);
-            v[j + 16] = d * (float)((blk[2 + j] >> 4) - 8);
+    if (i >= (size_t)tiles * 8 * nb) return;
+    const int r = (int)(i / nb), b = (int)(i % nb);
+    uint8_t blk[FB];
+    for (int e = 0; e < FB; e++)
+        blk[e] = r < rows ? src[((size_t)r * nb + b) * FB + e] : 0;
+    const int qs = qtype<TYPE>::mins ? 4 : 2; /* where the quants start in the block */
+    for (int t = 0; t < 4; t++) {
+        uint32_t wd[2] = {0u, 0u};
+        for (int j = 0; j < 8; j++) {
+            const int el = 8 * t + j;
+            if (TYPE == QT_Q8_0) {
+                wd[j >> 2] |= (uint32_t)blk[qs + el] << (8 * (j & 3));
+            } else {
+                const uint32_t nib = el < 16 ? blk[qs + el] & 0x0f : blk[qs + el - 16] >> 4;
+                wd[0] |= nib << qnib_shift(j);
+            }
         }
+        uint32_t *o = reinterpret_cast<uint32_t *>(dst + qoff_quant(QB, nb, r, b, t));
+        for (int e = 0; e < QB / 4; e++)
+            o[e] = wd[e];
     }
+    const size_t so = qoff_scale(nb, r, b);
+    *reinterpret_cast<unsigned short *>(dst + s0 + so) = (unsigned short)(blk[0] | blk[1] << 8);
+    if (qtype<TYPE>::mins)
+        *reinterpret_cast<unsigned short *>(dst + m0 + so) = (unsigned short)(blk[2] | blk[3] << 8);
+}
+
+/* fg_qdequant_bf16: one thread per (row, block): d · q (Q4_0 d · (q − 8), Q4_1 d · q + m) in fp32
+ * as model/gguf_quant.c computes it, rounded once to bf16, four 16-byte stores. */
+template <int TYPE>
+__global__ void qdequant_kernel(__nv_bfloat16 *dst, const uint8_t *w, int rows, int nb, size_t s0,
+                                size_t m0) {
+    constexpr int QB = qtype<TYPE>::qb;
+    const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (size_t)rows * nb) return;
+    const int r = (int)(i / nb), b = (int)(i % nb);
+    const size_t so = qoff_scale(nb, r, b);
+    const float d = qf16(*reinterpret_cast<const unsigned short *>(w + s0 + so));
+    const float m =
+        qtype<TYPE>::mins ? qf16(*reinterpret_cast<const unsigned short *>(w + m0 + so)) : 0.0f;
     uint4 *o = reinterpret_cast<uint4 *>(dst + i * 32);
-    for (int c = 0; c < 4; c++) {
+    for (int t = 0; t < 4; t++) {
+        const uint32_t *q = reinterpret_cast<const uint32_t *>(w + qoff_quant(QB, nb, r, b, t));
+        float v[8];
+        for (int j = 0; j < 8; j++) {
+            if (TYPE == QT_Q8_0) {
+                v[j] = (float)(int8_t)(q[j >> 2] >> (8 * (j & 3))) * d;
+            } else {
+                const int nib = (int)(q[0] >> qnib_shift(j) & 0x0f);
+                v[j] = TYPE == QT_Q4_0 ? d * (float)(nib - 8) : __fadd_rn(__fmul_rn(d, (float)nib), m);
+            }
+        }
         uint32_t pr[4];
         for (int e = 0; e < 4; e++) {
-            const __nv_bfloat162 h = __floats2bfloat162_rn(v[8 * c + 2 * e], v[8 * c + 2 * e + 1]);
+            const __nv_bfloat162 h = __floats2bfloat162_rn(v[2 * e], v[2 * e + 1]);
             pr[e] = *reinterpret_cast<const uint32_t *>(&h);
         }
-        o[c] = make_uint4(pr[0], pr[1], pr[2], pr[3]);
+        o[t] = make_uint4(pr[0], pr[1], pr[2], pr[3]);
     }
 }
 
 extern "C" int fg_qdequant_bf16(void *dst, const void *w, int wtype, int rows, int cols,
                                 void *stream) {
-    if ((wtype != QT_Q8_0 && wtype != QT_Q4_0) || rows < 1 || cols < 32 || cols % 32 ||
-        (uintptr_t)dst % 16 || (uintptr_t)w % 2)
+    if (!qtype_known(wtype) || rows < 1 || cols < 32 || cols % 32 || (uintptr_t)dst % 16 ||
+        (uintptr_t)w % 16)
         return (int)cudaErrorInvalidValue;
-    const size_t n_blocks = (size_t)rows * (cols / 32);
+    const qlayout l = qlayout_of(wtype, rows, cols);
+    const size_t n_blocks = (size_t)rows * l.nb;
     const unsigned grid = (unsigned)((n_blocks + 255) / 256);
     cudaStream_t s = static_cast<cudaStream_t>(stream);
     __nv_bfloat16 *o = static_cast<__nv_bfloat16 *>(dst);
     const uint8_t *in = static_cast<const uint8_t *>(w);
     if (wtype == QT_Q8_0)
-        qdequant_kernel<QT_Q8_0><<<grid, 256, 0, s>>>(o, in, n_blocks);
+        qdequant_kernel<QT_Q8_0><<<grid, 256, 0, s>>>(o, in, rows, l.nb, l.s0, l.m0);
+    else if (wtype == QT_Q4_0)
+        qdequant_kernel<QT_Q4_0><<<grid, 256, 0, s>>>(o, in, rows, l.nb, l.s0, l.m0);
     else
-        qdequant_kernel<QT_Q4_0><<<grid, 256, 0, s>>>(o, in, n_blocks);
+        qdequant_kernel<QT_Q4_1><<<grid, 256, 0, s>>>(o, in, rows, l.nb, l.s0, l.m0);
     return (int)cudaGetLastError();
 }
 
 extern "C" size_t fg_qpack_bytes(int wtype, int rows, int cols) {
-    if ((wtype != QT_Q8_0 && wtype != QT_Q4_0) || rows < 1 || cols < 32 || cols % 32) return 0;
-    return (size_t)rows * (size_t)(cols / 32) * (wtype == QT_Q8_0 ? 34 : 18);
+    if (!qtype_known(wtype) || rows < 1 || cols < 32 || cols % 32) return 0;
+    return qlayout_of(wtype, rows, cols).total;
 }
 
-/* The file's layout, as it is: a device-to-device copy. */
 extern "C" int fg_qpack(void *dst, const void *src, int wtype, int rows, int cols, void *stream) {
     const size_t bytes = fg_qpack_bytes(wtype, rows, cols);
-    if (!bytes || !dst || !src) return (int)cudaErrorInvalidValue;
-    return (int)cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice,
-                                static_cast<cudaStream_t>(stream));
+    if (!bytes || !dst || !src || (uintptr_t)dst % 16) return (int)cudaErrorInvalidValue;
+    const qlayout l = qlayout_of(wtype, rows, cols);
+    const size_t n = (size_t)l.tiles * 8 * l.nb;
+    const unsigned grid = (unsigned)((n + 255) / 256);
+    cudaStream_t s = static_cast<cudaStream_t>(stream);
+    uint8_t *o = static_cast<uint8_t *>(dst);
+    const uint8_t *in = static_cast<const uint8_t *>(src);
+    if (wtype == QT_Q8_0)
+        qpack_kernel<QT_Q8_0><<<grid, 256, 0, s>>>(o, in, rows, l.nb, l.tiles, l.s0, l.m0);
+    else if (wtype == QT_Q4_0)
+        qpack_kernel<QT_Q4_0><<<grid, 256, 0, s>>>(o, in, rows, l.nb, l.tiles, l.s0, l.m0);
+    else
+        qpack_kernel<QT_Q4_1><<<grid, 256, 0, s>>>(o, in, rows, l.nb, l.tiles, l.s0, l.m0);
+    return (int)cudaGetLastError();
 }
