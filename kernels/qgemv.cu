@@ -44,15 +44,9 @@ enum { QT_Q4_0 = 2, QT_Q4_1 = 3, QT_Q8_0 = 8 }; /* enum gguf_ggml_type ids */
 
 /* Per type: bytes of a file block, bytes of a lane's share of one block (QB), fp16 mins. */
 template <int TYPE> struct qtype;
-template <> struct qtype<QT_Q8_0> {
-    static constexpr int file = 34, qb = 8, mins = 0;
-};
-template <> struct qtype<QT_Q4_0> {
-    static constexpr int file = 18, qb = 4, mins = 0;
-};
-template <> struct qtype<QT_Q4_1> {
-    static constexpr int file = 20, qb = 4, mins = 1;
-};
+template <> struct qtype<QT_Q8_0> { static constexpr int file = 34, qb = 8, mins = 0; };
+template <> struct qtype<QT_Q4_0> { static constexpr int file = 18, qb = 4, mins = 0; };
+template <> struct qtype<QT_Q4_1> { static constexpr int file = 20, qb = 4, mins = 1; };
 
 static int qtype_known(int wtype) {
     return wtype == QT_Q8_0 || wtype == QT_Q4_0 || wtype == QT_Q4_1;
@@ -80,7 +74,8 @@ static qlayout qlayout_of(int wtype, int rows, int cols) {
  * row r's fp16 scale of block b in a scale region (qgemv.h's formulas). */
 __device__ __forceinline__ size_t qoff_quant(int qb, int nb, int r, int b, int t) {
     const int q = b >> 2, gs = min(4, nb - 4 * q);
-    return ((size_t)(r >> 3) * nb + 4 * q) * 32 * qb + (size_t)((((r & 7) * 4 + t) * gs + (b & 3)) * qb);
+    return ((size_t)(r >> 3) * nb + 4 * q) * 32 * qb +
+           (size_t)((((r & 7) * 4 + t) * gs + (b & 3)) * qb);
 }
 
 __device__ __forceinline__ size_t qoff_scale(int nb, int r, int b) {
@@ -130,6 +125,21 @@ __device__ __forceinline__ uint2 qset_half(uint2 v, int u, uint32_t h) {
     return v;
 }
 
+/* W is read once: skip L1 (which keeps x, read by every tile) on the full groups' loads. */
+__device__ __forceinline__ uint4 qld16(const uint8_t *p) {
+    uint4 v;
+    asm("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];\n"
+        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+        : "l"(p));
+    return v;
+}
+
+__device__ __forceinline__ uint2 qld8(const uint8_t *p) {
+    uint2 v;
+    asm("ld.global.nc.L1::no_allocate.v2.u32 {%0,%1}, [%2];\n" : "=r"(v.x), "=r"(v.y) : "l"(p));
+    return v;
+}
+
 /* The lane's share of group gq of one tile (streamed: W is read once). */
 template <int TYPE>
 __device__ __forceinline__ void qgrp_load(qgrp<TYPE> &w, const qrows &rw, const qgemv_params &p,
@@ -139,20 +149,19 @@ __device__ __forceinline__ void qgrp_load(qgrp<TYPE> &w, const qrows &rw, const 
     const size_t gb = (size_t)gq * 128 * QB, sgb = (size_t)gq * 64;
     const size_t md = p.m0 - p.s0;
     if (gs == 4) {
-        const uint4 *qp = reinterpret_cast<const uint4 *>(rw.q + gb);
 #pragma unroll
         for (int v = 0; v < QB / 4; v++) {
-            const uint4 a = __ldcs(qp + v);
+            const uint4 a = qld16(rw.q + gb + 16 * v);
             w.q[4 * v] = a.x;
             w.q[4 * v + 1] = a.y;
             w.q[4 * v + 2] = a.z;
             w.q[4 * v + 3] = a.w;
         }
-        w.sa = __ldcs(reinterpret_cast<const uint2 *>(rw.sa + sgb));
-        w.sb = __ldcs(reinterpret_cast<const uint2 *>(rw.sb + sgb));
+        w.sa = qld8(rw.sa + sgb);
+        w.sb = qld8(rw.sb + sgb);
         if (qtype<TYPE>::mins) {
-            w.ma = __ldcs(reinterpret_cast<const uint2 *>(rw.sa + sgb + md));
-            w.mb = __ldcs(reinterpret_cast<const uint2 *>(rw.sb + sgb + md));
+            w.ma = qld8(rw.sa + sgb + md);
+            w.mb = qld8(rw.sb + sgb + md);
         }
         return;
     }
@@ -170,8 +179,10 @@ __device__ __forceinline__ void qgrp_load(qgrp<TYPE> &w, const qrows &rw, const 
         w.sa = qset_half(w.sa, u, __ldcs(reinterpret_cast<const unsigned short *>(pa) + u));
         w.sb = qset_half(w.sb, u, __ldcs(reinterpret_cast<const unsigned short *>(pb) + u));
         if (qtype<TYPE>::mins) {
-            w.ma = qset_half(w.ma, u, __ldcs(reinterpret_cast<const unsigned short *>(pa + md) + u));
-            w.mb = qset_half(w.mb, u, __ldcs(reinterpret_cast<const unsigned short *>(pb + md) + u));
+            w.ma =
+                qset_half(w.ma, u, __ldcs(reinterpret_cast<const unsigned short *>(pa + md) + u));
+            w.mb =
+                qset_half(w.mb, u, __ldcs(reinterpret_cast<const unsigned short *>(pb + md) + u));
         }
     }
 }
@@ -282,7 +293,8 @@ __device__ __forceinline__ void qgroup(float (&acc)[RT][4], const qgrp<TYPE> (&w
             if (R16 && h1) *reinterpret_cast<uint4 *>(h1 + k) = xb;
         }
         float sx[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-        if (qtype<TYPE>::mins) qmma(sx, xa, xb, make_uint4(0x3F803F80u, 0x3F803F80u, 0x3F803F80u, 0x3F803F80u));
+        if (qtype<TYPE>::mins)
+            qmma(sx, xa, xb, make_uint4(0x3F803F80u, 0x3F803F80u, 0x3F803F80u, 0x3F803F80u));
 #pragma unroll
         for (int r = 0; r < RT; r++) {
             float part[4] = {0.0f, 0.0f, 0.0f, 0.0f};
@@ -320,9 +332,98 @@ __device__ __forceinline__ void qstep_load(qgrp<TYPE> (&w)[UG][RT], const qrows 
         }
 }
 
+/* PF > 0: the warp asks L2 for its step PF steps ahead (one bulk prefetch per region of each
+ * tile, lanes r < RT the quants of tile r, RT + r its scales, 2 RT + r its mins), so the loads
+ * that follow find their bytes in L2 and the registers need cover only L2's latency. pf_base:
+ * the lane's region at group 0, pf_bytes: the region's bytes per block. */
+__device__ __forceinline__ void qprefetch(const uint8_t *pf_base, int pf_bytes, int nb, int gq) {
+    if (!pf_base || gq >= (nb + 3) / 4) return;
+    const int gs = min(4, nb - 4 * gq);
+    asm volatile(
+        "cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(pf_base + (size_t)gq * 4 * pf_bytes),
+        "r"(gs * pf_bytes)
+        : "memory");
+}
+
+/* The async ring (S > 0): every lane copies its own share of a step (quants, then the scales of
+ * its rows 2t and 2t + 1 side by side, then the mins) with cp.async into its own 16-byte slots of
+ * the warp's ring of S stages in shared memory, S − 1 steps ahead, and reads them back after
+ * cp.async.wait_group; the bytes in flight hold no registers. Part v of tile r of stage st is
+ * the 512 bytes at ((st · RT + r) · NP + v) · 512 of the warp's ring (lane l at 16 l: no bank
+ * conflicts). A partial last group is read from global memory directly. */
+template <int TYPE> struct qring {
+    static constexpr int nq = qtype<TYPE>::qb / 4, np = nq + 1 + qtype<TYPE>::mins;
+};
+
+__device__ __forceinline__ void qcp16(uint32_t dst, const uint8_t *src) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(src) : "memory");
+}
+
+__device__ __forceinline__ void qcp8(uint32_t dst, const uint8_t *src) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 8;\n" ::"r"(dst), "l"(src) : "memory");
+}
+
+/* Issue step gq's copies into stage st (nothing for a partial or absent group), one commit. */
+template <int TYPE, int RT>
+__device__ __forceinline__ void qring_issue(uint32_t ring, const qrows (&rw)[RT],
+                                            const qgemv_params &p, int gq, int st) {
+    constexpr int NQ = qring<TYPE>::nq, NP = qring<TYPE>::np;
+    if (4 * gq + 4 <= p.nb) {
+        const size_t gb = (size_t)gq * 128 * qtype<TYPE>::qb, sgb = (size_t)gq * 64;
+        const size_t md = p.m0 - p.s0;
+#pragma unroll
+        for (int r = 0; r < RT; r++) {
+            const uint32_t b = ring + (uint32_t)((st * RT + r) * NP) * 512u;
+#pragma unroll
+            for (int v = 0; v < NQ; v++)
+                qcp16(b + 512u * v, rw[r].q + gb + 16 * v);
+            qcp8(b + 512u * NQ, rw[r].sa + sgb);
+            qcp8(b + 512u * NQ + 8, rw[r].sb + sgb);
+            if (qtype<TYPE>::mins) {
+                qcp8(b + 512u * (NQ + 1), rw[r].sa + sgb + md);
+                qcp8(b + 512u * (NQ + 1) + 8, rw[r].sb + sgb + md);
+            }
+        }
+    }
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+}
+
+/* Step gq's share of tile r, from stage st of the ring (or, for a partial group, from W). */
+template <int TYPE, int RT>
+__device__ __forceinline__ void qring_read(qgrp<TYPE> (&w)[RT], const uint8_t *ring,
+                                           const qrows (&rw)[RT], const qgemv_params &p, int gq,
+                                           int st) {
+    constexpr int NQ = qring<TYPE>::nq, NP = qring<TYPE>::np;
+#pragma unroll
+    for (int r = 0; r < RT; r++) {
+        if (4 * gq + 4 > p.nb) {
+            qgrp_load<TYPE>(w[r], rw[r], p, gq);
+            continue;
+        }
+        const uint8_t *b = ring + (size_t)((st * RT + r) * NP) * 512;
+#pragma unroll
+        for (int v = 0; v < NQ; v++) {
+            const uint4 a = *reinterpret_cast<const uint4 *>(b + 512 * v);
+            w[r].q[4 * v] = a.x;
+            w[r].q[4 * v + 1] = a.y;
+            w[r].q[4 * v + 2] = a.z;
+            w[r].q[4 * v + 3] = a.w;
+        }
+        const uint4 sc = *reinterpret_cast<const uint4 *>(b + 512 * NQ);
+        w[r].sa = make_uint2(sc.x, sc.y);
+        w[r].sb = make_uint2(sc.z, sc.w);
+        if (qtype<TYPE>::mins) {
+            const uint4 mn = *reinterpret_cast<const uint4 *>(b + 512 * (NQ + 1));
+            w[r].ma = make_uint2(mn.x, mn.y);
+            w[r].mb = make_uint2(mn.z, mn.w);
+        }
+    }
+}
+
 /* UG groups per warp step (consecutive in k; the warps' steps interleave), MINB the blocks per SM
- * the register budget is cut for. */
-template <int TYPE, int RT, int KW, int UG, int MINB, bool NORM, bool R16>
+ * the register budget is cut for, PF the prefetch distance in steps (0: none), S the stages of
+ * the async ring (0: two register buffers instead). */
+template <int TYPE, int RT, int KW, int UG, int MINB, int PF, int S, bool NORM, bool R16>
 __global__ void __launch_bounds__(KW * 32, MINB) qgemv_kernel(const qgemv_params p) {
     constexpr int QB = qtype<TYPE>::qb;
     __shared__ float red[KW][RT][FG_QGEMV_MAX_ROWS][8]; /* warp, W tile, act row, W row */
@@ -350,6 +451,16 @@ __global__ void __launch_bounds__(KW * 32, MINB) qgemv_kernel(const qgemv_params
         rw[r].sa = p.w + p.s0 + (size_t)(ra >> 3) * p.nb * 16 + (size_t)rw[r].slot_a * 8;
         rw[r].sb = p.w + p.s0 + (size_t)(rb >> 3) * p.nb * 16 + (size_t)rw[r].slot_b * 8;
     }
+    const uint8_t *pf_base = nullptr;
+    int pf_bytes = 0;
+    if (PF > 0 && UG == 1 && lane < (qtype<TYPE>::mins ? 3 : 2) * RT) {
+        const int r = lane % RT, o = swiglu ? r % OT : r;
+        const int row = (swiglu && r >= OT ? p.out_dim : 0) + min(j0 + o * 8, p.out_dim - 1);
+        const size_t tb = (size_t)(row >> 3) * p.nb; /* the tile's first (tile, block) pair */
+        const int region = lane / RT;                /* quants, scales, mins */
+        pf_base = p.w + (region == 0 ? tb * 32 * QB : (region == 1 ? p.s0 : p.m0) + tb * 16);
+        pf_bytes = region == 0 ? 32 * QB : 16;
+    }
     const bool has0 = g < p.n, has1 = R16 && g + 8 < p.n;
     const __nv_bfloat16 *x0 = p.x + (size_t)(has0 ? g : 0) * p.in_dim;
     const __nv_bfloat16 *x1 = p.x + (size_t)(has1 ? g + 8 : 0) * p.in_dim;
@@ -362,16 +473,41 @@ __global__ void __launch_bounds__(KW * 32, MINB) qgemv_kernel(const qgemv_params
     const int ng = (p.nb + 3) / 4, nu = (ng + UG - 1) / UG; /* groups, steps of UG groups */
     int uq = warp;
     qgrp<TYPE> wa[UG][RT], wb[UG][RT];
-    qstep_load<TYPE, RT, UG>(wa, rw, p, uq, ng);
+    extern __shared__ __align__(16) uint8_t qsm[];
+    uint8_t *ring = qsm + ((size_t)warp * S * RT * qring<TYPE>::np * 512 + 16 * lane);
+    const uint32_t ring_s = (uint32_t)__cvta_generic_to_shared(ring);
+    if (S > 0) {
+        for (int st = 0; st < S - 1; st++)
+            qring_issue<TYPE, RT>(ring_s, rw, p, uq + st * KW, st);
+    } else {
+#pragma unroll
+        for (int d = 1; d <= PF; d++)
+            qprefetch(pf_base, pf_bytes, p.nb, uq + d * KW);
+        qstep_load<TYPE, RT, UG>(wa, rw, p, uq, ng);
+    }
     asm volatile("griddepcontrol.wait;\n" ::: "memory");
     if (NORM) qnorm_scales<KW>(p, sc);
     const float s0 = NORM && has0 ? sc[g] : 0.0f, s1 = NORM && has1 ? sc[g + 8] : 0.0f;
     const bool store_h = NORM && p.h_out && blockIdx.x == 0;
     __nv_bfloat16 *h0 = store_h && has0 ? p.h_out + (size_t)g * p.in_dim : nullptr;
     __nv_bfloat16 *h1 = store_h && has1 ? p.h_out + (size_t)(g + 8) * p.in_dim : nullptr;
+    /* The async ring: step i issues step i + S − 1, waits for its own, computes. */
+    for (int i = 0; S > 0; i++) {
+        const int gq = warp + i * KW;
+        if (gq >= ng) break;
+        qring_issue<TYPE, RT>(ring_s, rw, p, gq + (S - 1) * KW, (i + S - 1) % S);
+        asm volatile("cp.async.wait_group %0;\n" ::"n"(S > 0 ? S - 1 : 0) : "memory");
+        qring_read<TYPE, RT>(wa[0], ring, rw, p, gq, i % S);
+        qgroup<TYPE, RT, NORM, R16>(acc, wa[0], p, gq, x0, x1, has0, has1, s0, s1, h0, h1, t);
+    }
+    if (S > 0) asm volatile("cp.async.wait_all;\n" ::: "memory");
     /* Two register buffers in turn: the next step's loads are in flight during this one's math. */
-    while (uq < nu) {
+    while (S == 0 && uq < nu) {
         const int u1 = uq + KW, u2 = u1 + KW;
+        if (PF > 0) {
+            qprefetch(pf_base, pf_bytes, p.nb, uq + (PF + 1) * KW);
+            qprefetch(pf_base, pf_bytes, p.nb, uq + (PF + 2) * KW);
+        }
         qstep_load<TYPE, RT, UG>(wb, rw, p, u1, ng);
 #pragma unroll
         for (int j = 0; j < UG; j++)
@@ -422,27 +558,31 @@ __global__ void __launch_bounds__(KW * 32, MINB) qgemv_kernel(const qgemv_params
 typedef void (*qgemv_fn)(const qgemv_params);
 struct qgemv_variant {
     const char *name;
-    int rt, kw;
+    int rt, kw, stages;
     qgemv_fn k[3][2][2]; /* type (Q8_0, Q4_0, Q4_1), NORM, R16 */
 };
 
-#define QG_T(T, RT, KW, UG, MB)                                                                    \
+#define QG_K(T, RT, KW, MB, PF, S, NORM, R16) qgemv_kernel<T, RT, KW, 1, MB, PF, S, NORM, R16>
+#define QG_T(T, RT, KW, MB, PF, S)                                                                 \
     {                                                                                              \
-        {qgemv_kernel<T, RT, KW, UG, MB, false, false>, qgemv_kernel<T, RT, KW, UG, MB, false, true>}, \
-            {qgemv_kernel<T, RT, KW, UG, MB, true, false>,                                         \
-             qgemv_kernel<T, RT, KW, UG, MB, true, true>},                                         \
-    }
-#define QG_V(RT, KW, UG, MB)                                                                       \
-    {                                                                                              \
-        "rt" #RT "_kw" #KW "_ug" #UG "_mb" #MB, RT, KW, {                                          \
-            QG_T(QT_Q8_0, RT, KW, UG, MB), QG_T(QT_Q4_0, RT, KW, UG, MB),                          \
-                QG_T(QT_Q4_1, RT, KW, UG, MB)                                                      \
+        {QG_K(T, RT, KW, MB, PF, S, false, false), QG_K(T, RT, KW, MB, PF, S, false, true)}, {     \
+            QG_K(T, RT, KW, MB, PF, S, true, false), QG_K(T, RT, KW, MB, PF, S, true, true)        \
         }                                                                                          \
     }
-static const qgemv_variant qgemv_variants[] = {QG_V(2, 8, 1, 2), QG_V(2, 8, 2, 2),
-                                               QG_V(2, 4, 2, 4), QG_V(2, 8, 1, 3)};
+#define QG_V(RT, KW, MB, PF, S)                                                                    \
+    {                                                                                              \
+        "rt" #RT "_kw" #KW "_mb" #MB "_pf" #PF "_s" #S, RT, KW, S, {                               \
+            QG_T(QT_Q8_0, RT, KW, MB, PF, S), QG_T(QT_Q4_0, RT, KW, MB, PF, S),                    \
+                QG_T(QT_Q4_1, RT, KW, MB, PF, S)                                                   \
+        }                                                                                          \
+    }
+static const qgemv_variant qgemv_variants[] = {
+    QG_V(2, 8, 2, 0, 0), QG_V(2, 8, 2, 4, 0), QG_V(2, 8, 3, 4, 0),
+    QG_V(2, 8, 2, 0, 4), QG_V(2, 8, 1, 0, 6), QG_V(2, 4, 2, 0, 8),
+};
 #undef QG_V
 #undef QG_T
+#undef QG_K
 #define QG_N_VARIANTS (int)(sizeof(qgemv_variants) / sizeof(qgemv_variants[0]))
 
 static int qtype_index(int wtype) {
@@ -499,14 +639,24 @@ static int qgemv_launch(int v, int norm, qgemv_params p, int wtype, int epilogue
     cfg.stream = static_cast<cudaStream_t>(stream);
     cfg.attrs = attr;
     cfg.numAttrs = 1;
-    const qgemv_fn k = vr->k[qtype_index(wtype)][norm ? 1 : 0][p.n > 8 ? 1 : 0];
+    const int ti = qtype_index(wtype), r16 = p.n > 8;
+    const qgemv_fn k = vr->k[ti][norm ? 1 : 0][r16];
+    /* the async ring's shared memory (past the 48 KB default: the attribute, once per kernel) */
+    const int np = wtype == QT_Q8_0 ? 3 : wtype == QT_Q4_1 ? 3 : 2;
+    cfg.dynamicSmemBytes = (size_t)vr->kw * vr->stages * vr->rt * np * 512;
+    static unsigned char smem_set[QG_N_VARIANTS][3][2][2];
+    if (cfg.dynamicSmemBytes > 48 * 1024 && !smem_set[v][ti][norm ? 1 : 0][r16]) {
+        cudaError_t e = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                             (int)cfg.dynamicSmemBytes);
+        if (e != cudaSuccess) return (int)e;
+        smem_set[v][ti][norm ? 1 : 0][r16] = 1;
+    }
     cudaError_t e = cudaLaunchKernelEx(&cfg, k, p);
     return (int)(e != cudaSuccess ? e : cudaGetLastError());
 }
 
-extern "C" int fg_qgemv_variant(int v, void *y, int y_f32, const void *x, const void *w,
-                                int wtype, int n, int in_dim, int out_dim, int epilogue,
-                                void *stream) {
+extern "C" int fg_qgemv_variant(int v, void *y, int y_f32, const void *x, const void *w, int wtype,
+                                int n, int in_dim, int out_dim, int epilogue, void *stream) {
     qgemv_params p = {};
     p.y = y;
     p.y_f32 = y_f32 != 0;
@@ -591,38 +741,38 @@ __global__ void qpack_kernel(uint8_t *dst, const uint8_t *src, int rows, int nb,
         *reinterpret_cast<unsigned short *>(dst + m0 + so) = (unsigned short)(blk[2] | blk[3] << 8);
 }
 
-/* fg_qdequant_bf16: one thread per (row, block): d · q (Q4_0 d · (q − 8), Q4_1 d · q + m) in fp32
- * as model/gguf_quant.c computes it, rounded once to bf16, four 16-byte stores. */
+/* fg_qdequant_bf16: one thread per (row, block, t), the 8 elements 8t .. 8t+7 of the block:
+ * d · q (Q4_0 d · (q − 8), Q4_1 d · q + m) in fp32 as model/gguf_quant.c computes it, rounded
+ * once to bf16, one 16-byte store (consecutive threads, consecutive stores). */
 template <int TYPE>
 __global__ void qdequant_kernel(__nv_bfloat16 *dst, const uint8_t *w, int rows, int nb, size_t s0,
                                 size_t m0) {
     constexpr int QB = qtype<TYPE>::qb;
     const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= (size_t)rows * nb) return;
-    const int r = (int)(i / nb), b = (int)(i % nb);
+    if (i >= (size_t)rows * nb * 4) return;
+    const int t = (int)(i & 3), r = (int)(i / 4 / nb), b = (int)(i / 4 % nb);
     const size_t so = qoff_scale(nb, r, b);
     const float d = qf16(*reinterpret_cast<const unsigned short *>(w + s0 + so));
     const float m =
         qtype<TYPE>::mins ? qf16(*reinterpret_cast<const unsigned short *>(w + m0 + so)) : 0.0f;
-    uint4 *o = reinterpret_cast<uint4 *>(dst + i * 32);
-    for (int t = 0; t < 4; t++) {
-        const uint32_t *q = reinterpret_cast<const uint32_t *>(w + qoff_quant(QB, nb, r, b, t));
-        float v[8];
-        for (int j = 0; j < 8; j++) {
-            if (TYPE == QT_Q8_0) {
-                v[j] = (float)(int8_t)(q[j >> 2] >> (8 * (j & 3))) * d;
-            } else {
-                const int nib = (int)(q[0] >> qnib_shift(j) & 0x0f);
-                v[j] = TYPE == QT_Q4_0 ? d * (float)(nib - 8) : __fadd_rn(__fmul_rn(d, (float)nib), m);
-            }
+    const uint32_t *q = reinterpret_cast<const uint32_t *>(w + qoff_quant(QB, nb, r, b, t));
+    float v[8];
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+        if (TYPE == QT_Q8_0) {
+            v[j] = (float)(int8_t)(q[j >> 2] >> (8 * (j & 3))) * d;
+        } else {
+            const int nib = (int)(q[0] >> qnib_shift(j) & 0x0f);
+            v[j] = TYPE == QT_Q4_0 ? d * (float)(nib - 8) : __fadd_rn(__fmul_rn(d, (float)nib), m);
         }
-        uint32_t pr[4];
-        for (int e = 0; e < 4; e++) {
-            const __nv_bfloat162 h = __floats2bfloat162_rn(v[2 * e], v[2 * e + 1]);
-            pr[e] = *reinterpret_cast<const uint32_t *>(&h);
-        }
-        o[t] = make_uint4(pr[0], pr[1], pr[2], pr[3]);
     }
+    uint32_t pr[4];
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+        const __nv_bfloat162 h = __floats2bfloat162_rn(v[2 * e], v[2 * e + 1]);
+        pr[e] = *reinterpret_cast<const uint32_t *>(&h);
+    }
+    reinterpret_cast<uint4 *>(dst)[i] = make_uint4(pr[0], pr[1], pr[2], pr[3]);
 }
 
 extern "C" int fg_qdequant_bf16(void *dst, const void *w, int wtype, int rows, int cols,
@@ -631,8 +781,8 @@ extern "C" int fg_qdequant_bf16(void *dst, const void *w, int wtype, int rows, i
         (uintptr_t)w % 16)
         return (int)cudaErrorInvalidValue;
     const qlayout l = qlayout_of(wtype, rows, cols);
-    const size_t n_blocks = (size_t)rows * l.nb;
-    const unsigned grid = (unsigned)((n_blocks + 255) / 256);
+    const size_t n_threads = (size_t)rows * l.nb * 4;
+    const unsigned grid = (unsigned)((n_threads + 255) / 256);
     cudaStream_t s = static_cast<cudaStream_t>(stream);
     __nv_bfloat16 *o = static_cast<__nv_bfloat16 *>(dst);
     const uint8_t *in = static_cast<const uint8_t *>(w);

@@ -369,7 +369,7 @@ def check_variants(g, rep, dev):
                         if st != 0 or not bool((buf[n * od:] == 12345.0).all()):
                             rep.add(False, tag, None, f"status {st} / y guard")
                             continue
-                        xin = x
+                        xin = x[:n]
                         if norm:
                             if h_first is None and n == MAXN:
                                 h_first = h.clone()
