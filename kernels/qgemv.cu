@@ -492,12 +492,13 @@ __global__ void __launch_bounds__(KW * 32, MINB) qgemv_kernel(const qgemv_params
     __nv_bfloat16 *h0 = store_h && has0 ? p.h_out + (size_t)g * p.in_dim : nullptr;
     __nv_bfloat16 *h1 = store_h && has1 ? p.h_out + (size_t)(g + 8) * p.in_dim : nullptr;
     /* The async ring: step i issues step i + S − 1, waits for its own, computes. */
+    constexpr int SS = S > 0 ? S : 1;
     for (int i = 0; S > 0; i++) {
         const int gq = warp + i * KW;
         if (gq >= ng) break;
-        qring_issue<TYPE, RT>(ring_s, rw, p, gq + (S - 1) * KW, (i + S - 1) % S);
-        asm volatile("cp.async.wait_group %0;\n" ::"n"(S > 0 ? S - 1 : 0) : "memory");
-        qring_read<TYPE, RT>(wa[0], ring, rw, p, gq, i % S);
+        qring_issue<TYPE, RT>(ring_s, rw, p, gq + (SS - 1) * KW, (i + SS - 1) % SS);
+        asm volatile("cp.async.wait_group %0;\n" ::"n"(SS - 1) : "memory");
+        qring_read<TYPE, RT>(wa[0], ring, rw, p, gq, i % SS);
         qgroup<TYPE, RT, NORM, R16>(acc, wa[0], p, gq, x0, x1, has0, has1, s0, s1, h0, h1, t);
     }
     if (S > 0) asm volatile("cp.async.wait_all;\n" ::: "memory");
