@@ -94,6 +94,7 @@ struct qgemv_params {
     int epilogue, y_f32;
     int out_tiles;
     int nb;        /* in_dim / 32 */
+    int hs;        /* NORM: h of the n rows normed into shared memory first (it fits) */
     size_t s0, m0; /* the scale and min regions' offsets */
 };
 
@@ -200,8 +201,8 @@ __device__ __forceinline__ uint32_t qpack(float lo, float hi) {
 
 /* One nibble pair (bits 0-3 and 16-19 of v) as the bf16 pair (q − off, q' − off), exact. */
 __device__ __forceinline__ uint32_t qnib_pair(uint32_t v, uint32_t neg_off) {
-    const uint32_t b = (v & 0x000f000fu) | 0x43004300u; /* bf16 128 + q */
-    uint32_t r;
+    uint32_t b, r; /* bf16 128 + q: (v & mask) | 0x4300 in one LOP3 (the mask in a register) */
+    asm("lop3.b32 %0, %1, %2, %3, 0xEA;\n" : "=r"(b) : "r"(v), "r"(0x000f000fu), "n"(0x43004300));
     asm("fma.rn.bf16x2 %0, %1, %2, %3;\n" : "=r"(r) : "r"(b), "r"(0x3F803F80u), "r"(neg_off));
     return r;
 }
@@ -232,6 +233,21 @@ __device__ __forceinline__ void qmma(float (&c)[4], uint4 xa, uint4 xb, uint4 q)
         "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
         : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
         : "r"(xa.z), "r"(xb.z), "r"(xa.w), "r"(xb.w), "r"(q.z), "r"(q.w));
+}
+
+/* The swapped roles (SW): A = 16 W rows (rows g of two 8-row tiles: a0/a2 the first, a1/a3 the
+ * second), B = the activation chunk of row g as the n ≤ 8 columns; D (W row, act col): c0/c1
+ * row g of the first tile for act cols 2t, 2t + 1, c2/c3 the second tile's. Every A register
+ * holds weights, no zero rows, and B is the x chunk as loaded. */
+__device__ __forceinline__ void qmma_sw(float (&c)[4], uint4 wa, uint4 wb, uint4 x) {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, "
+        "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(wa.x), "r"(wb.x), "r"(wa.y), "r"(wb.y), "r"(x.x), "r"(x.y));
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, "
+        "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(wa.z), "r"(wb.z), "r"(wa.w), "r"(wb.w), "r"(x.z), "r"(x.w));
 }
 
 __device__ __forceinline__ float qf16(uint32_t h) {
@@ -271,51 +287,121 @@ template <int KW> __device__ __forceinline__ void qnorm_scales(const qgemv_param
     __syncthreads();
 }
 
-/* One group of RT tiles: blocks 4 gq .. 4 gq + gs − 1 against the x chunks. */
-template <int TYPE, int RT, bool NORM, bool R16>
-__device__ __forceinline__ void qgroup(float (&acc)[RT][4], const qgrp<TYPE> (&w)[RT],
-                                       const qgemv_params &p, int gq, const __nv_bfloat16 *x0,
-                                       const __nv_bfloat16 *x1, bool has0, bool has1, float s0,
-                                       float s1, __nv_bfloat16 *h0, __nv_bfloat16 *h1, int t) {
-    const int gs = min(4, p.nb - 4 * gq);
+/* Where a lane's activation chunks come from: x rows g and g + 8 (has0 / has1), normed on the way
+ * (NORM: scales s0 / s1, h stored at h0 / h1 when not NULL), or, when hs0 is not NULL, the rows of
+ * h the block normed into shared memory in its prologue. */
+struct qxsrc { /* every pointer at the lane's element 8t of block 0 */
+    const __nv_bfloat16 *x0, *x1, *hs0, *hs1, *gamma;
+    __nv_bfloat16 *h0, *h1;
+    float s0, s1;
+    bool has0, has1;
+};
+
+/* Block b (u-th of its group) of RT tiles against the lane's x chunk. */
+template <int TYPE, int RT, bool NORM, bool R16, bool SW>
+__device__ __forceinline__ void qblock(float (&acc)[RT][4], const qgrp<TYPE> (&w)[RT],
+                                       const qgemv_params &p, const qxsrc &xs, int b, int u,
+                                       int t) {
+    (void)t; /* the qxsrc pointers are at the lane's 8t already */
+    const int k = 32 * b;
     const uint4 zero = make_uint4(0, 0, 0, 0);
-#pragma unroll
-    for (int u = 0; u < 4; u++) {
-        if (u >= gs) break;
-        const int k = 32 * (4 * gq + u) + 8 * t;
-        uint4 xa = has0 ? __ldg(reinterpret_cast<const uint4 *>(x0 + k)) : zero;
-        uint4 xb = R16 && has1 ? __ldg(reinterpret_cast<const uint4 *>(x1 + k)) : zero;
+    uint4 xa, xb;
+    if (NORM && xs.hs0) {
+        xa = xs.has0 ? *reinterpret_cast<const uint4 *>(xs.hs0 + k) : zero;
+        xb = R16 && xs.has1 ? *reinterpret_cast<const uint4 *>(xs.hs1 + k) : zero;
+    } else {
+        xa = xs.has0 ? __ldg(reinterpret_cast<const uint4 *>(xs.x0 + k)) : zero;
+        xb = R16 && xs.has1 ? __ldg(reinterpret_cast<const uint4 *>(xs.x1 + k)) : zero;
         if (NORM) {
-            const uint4 gm = __ldg(reinterpret_cast<const uint4 *>(p.gamma + k));
-            xa = qnorm_chunk(xa, gm, s0);
-            if (R16) xb = qnorm_chunk(xb, gm, s1);
-            if (h0) *reinterpret_cast<uint4 *>(h0 + k) = xa;
-            if (R16 && h1) *reinterpret_cast<uint4 *>(h1 + k) = xb;
+            const uint4 gm = __ldg(reinterpret_cast<const uint4 *>(xs.gamma + k));
+            xa = qnorm_chunk(xa, gm, xs.s0);
+            if (R16) xb = qnorm_chunk(xb, gm, xs.s1);
+            if (xs.h0) *reinterpret_cast<uint4 *>(xs.h0 + k) = xa;
+            if (R16 && xs.h1) *reinterpret_cast<uint4 *>(xs.h1 + k) = xb;
         }
-        float sx[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-        if (qtype<TYPE>::mins)
-            qmma(sx, xa, xb, make_uint4(0x3F803F80u, 0x3F803F80u, 0x3F803F80u, 0x3F803F80u));
+    }
+    const uint4 ones = make_uint4(0x3F803F80u, 0x3F803F80u, 0x3F803F80u, 0x3F803F80u);
+    if (SW) {
+        /* acc[r]: W row g of tile r, act cols 2t, 2t + 1 (R16: and 8 + 2t, 9 + 2t) */
+        float sx[4] = {0.0f, 0.0f, 0.0f, 0.0f}, sx1[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        if (qtype<TYPE>::mins) {
+            qmma_sw(sx, ones, ones, xa);
+            if (R16) qmma_sw(sx1, ones, ones, xb);
+        }
 #pragma unroll
-        for (int r = 0; r < RT; r++) {
+        for (int r = 0; r < RT; r += 2) {
+            const uint4 w0 = qweights<TYPE>(w[r], u), w1 = qweights<TYPE>(w[r + 1], u);
+            const float d0 = qf16(qhalf(w[r].sa, u)), d1 = qf16(qhalf(w[r + 1].sa, u));
             float part[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-            qmma(part, xa, xb, qweights<TYPE>(w[r], u));
-            const float da = qf16(qhalf(w[r].sa, u)), db = qf16(qhalf(w[r].sb, u));
-            acc[r][0] = fmaf(da, part[0], acc[r][0]);
-            acc[r][1] = fmaf(db, part[1], acc[r][1]);
+            qmma_sw(part, w0, w1, xa);
+            acc[r][0] = fmaf(d0, part[0], acc[r][0]);
+            acc[r][1] = fmaf(d0, part[1], acc[r][1]);
+            acc[r + 1][0] = fmaf(d1, part[2], acc[r + 1][0]);
+            acc[r + 1][1] = fmaf(d1, part[3], acc[r + 1][1]);
             if (R16) {
-                acc[r][2] = fmaf(da, part[2], acc[r][2]);
-                acc[r][3] = fmaf(db, part[3], acc[r][3]);
+                float p1[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+                qmma_sw(p1, w0, w1, xb);
+                acc[r][2] = fmaf(d0, p1[0], acc[r][2]);
+                acc[r][3] = fmaf(d0, p1[1], acc[r][3]);
+                acc[r + 1][2] = fmaf(d1, p1[2], acc[r + 1][2]);
+                acc[r + 1][3] = fmaf(d1, p1[3], acc[r + 1][3]);
             }
             if (qtype<TYPE>::mins) {
-                const float ma = qf16(qhalf(w[r].ma, u)), mb = qf16(qhalf(w[r].mb, u));
-                acc[r][0] = fmaf(ma, sx[0], acc[r][0]);
-                acc[r][1] = fmaf(mb, sx[0], acc[r][1]);
+                const float m0 = qf16(qhalf(w[r].ma, u)), m1 = qf16(qhalf(w[r + 1].ma, u));
+                acc[r][0] = fmaf(m0, sx[0], acc[r][0]);
+                acc[r][1] = fmaf(m0, sx[1], acc[r][1]);
+                acc[r + 1][0] = fmaf(m1, sx[0], acc[r + 1][0]);
+                acc[r + 1][1] = fmaf(m1, sx[1], acc[r + 1][1]);
                 if (R16) {
-                    acc[r][2] = fmaf(ma, sx[2], acc[r][2]);
-                    acc[r][3] = fmaf(mb, sx[2], acc[r][3]);
+                    acc[r][2] = fmaf(m0, sx1[0], acc[r][2]);
+                    acc[r][3] = fmaf(m0, sx1[1], acc[r][3]);
+                    acc[r + 1][2] = fmaf(m1, sx1[0], acc[r + 1][2]);
+                    acc[r + 1][3] = fmaf(m1, sx1[1], acc[r + 1][3]);
                 }
             }
         }
+        return;
+    }
+    float sx[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    if (qtype<TYPE>::mins) qmma(sx, xa, xb, ones);
+#pragma unroll
+    for (int r = 0; r < RT; r++) {
+        float part[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        qmma(part, xa, xb, qweights<TYPE>(w[r], u));
+        const float da = qf16(qhalf(w[r].sa, u)), db = qf16(qhalf(w[r].sb, u));
+        acc[r][0] = fmaf(da, part[0], acc[r][0]);
+        acc[r][1] = fmaf(db, part[1], acc[r][1]);
+        if (R16) {
+            acc[r][2] = fmaf(da, part[2], acc[r][2]);
+            acc[r][3] = fmaf(db, part[3], acc[r][3]);
+        }
+        if (qtype<TYPE>::mins) {
+            const float ma = qf16(qhalf(w[r].ma, u)), mb = qf16(qhalf(w[r].mb, u));
+            acc[r][0] = fmaf(ma, sx[0], acc[r][0]);
+            acc[r][1] = fmaf(mb, sx[0], acc[r][1]);
+            if (R16) {
+                acc[r][2] = fmaf(ma, sx[2], acc[r][2]);
+                acc[r][3] = fmaf(mb, sx[2], acc[r][3]);
+            }
+        }
+    }
+}
+
+/* One group of RT tiles: a full group's 4 blocks without branches between them (so their loads
+ * and math interleave), a partial group's block by block. */
+template <int TYPE, int RT, bool NORM, bool R16, bool SW>
+__device__ __forceinline__ void qgroup(float (&acc)[RT][4], const qgrp<TYPE> (&w)[RT],
+                                       const qgemv_params &p, int gq, const qxsrc &xs, int t) {
+    if (4 * gq + 4 <= p.nb) {
+#pragma unroll
+        for (int u = 0; u < 4; u++)
+            qblock<TYPE, RT, NORM, R16, SW>(acc, w, p, xs, 4 * gq + u, u, t);
+        return;
+    }
+#pragma unroll
+    for (int u = 0; u < 3; u++) {
+        if (4 * gq + u >= p.nb) break;
+        qblock<TYPE, RT, NORM, R16, SW>(acc, w, p, xs, 4 * gq + u, u, t);
     }
 }
 
@@ -423,7 +509,7 @@ __device__ __forceinline__ void qring_read(qgrp<TYPE> (&w)[RT], const uint8_t *r
 /* UG groups per warp step (consecutive in k; the warps' steps interleave), MINB the blocks per SM
  * the register budget is cut for, PF the prefetch distance in steps (0: none), S the stages of
  * the async ring (0: two register buffers instead). */
-template <int TYPE, int RT, int KW, int UG, int MINB, int PF, int S, bool NORM, bool R16>
+template <int TYPE, int RT, int KW, int UG, int MINB, int PF, int S, bool SW, bool NORM, bool R16>
 __global__ void __launch_bounds__(KW * 32, MINB) qgemv_kernel(const qgemv_params p) {
     constexpr int QB = qtype<TYPE>::qb;
     __shared__ float red[KW][RT][FG_QGEMV_MAX_ROWS][8]; /* warp, W tile, act row, W row */
@@ -442,8 +528,9 @@ __global__ void __launch_bounds__(KW * 32, MINB) qgemv_kernel(const qgemv_params
         const int o = swiglu ? r % OT : r;
         const int base = swiglu && r >= OT ? p.out_dim : 0;
         const int rq = base + min(j0 + o * 8 + g, p.out_dim - 1);
-        const int ra = base + min(j0 + o * 8 + 2 * t, p.out_dim - 1);
-        const int rb = base + min(j0 + o * 8 + 2 * t + 1, p.out_dim - 1);
+        /* the scales' rows: the accumulators' W rows 2t, 2t + 1 (SW: the lane's own row g) */
+        const int ra = SW ? rq : base + min(j0 + o * 8 + 2 * t, p.out_dim - 1);
+        const int rb = SW ? rq : base + min(j0 + o * 8 + 2 * t + 1, p.out_dim - 1);
         rw[r].slot_q = (rq & 7) * 4 + t;
         rw[r].slot_a = ra & 7;
         rw[r].slot_b = rb & 7;
@@ -487,10 +574,38 @@ __global__ void __launch_bounds__(KW * 32, MINB) qgemv_kernel(const qgemv_params
     }
     asm volatile("griddepcontrol.wait;\n" ::: "memory");
     if (NORM) qnorm_scales<KW>(p, sc);
-    const float s0 = NORM && has0 ? sc[g] : 0.0f, s1 = NORM && has1 ? sc[g + 8] : 0.0f;
+    qxsrc xs = {};
+    xs.x0 = x0 + 8 * t;
+    xs.x1 = x1 + 8 * t;
+    xs.gamma = NORM ? p.gamma + 8 * t : nullptr;
+    xs.has0 = has0;
+    xs.has1 = has1;
+    xs.s0 = NORM && has0 ? sc[g] : 0.0f;
+    xs.s1 = NORM && has1 ? sc[g + 8] : 0.0f;
     const bool store_h = NORM && p.h_out && blockIdx.x == 0;
-    __nv_bfloat16 *h0 = store_h && has0 ? p.h_out + (size_t)g * p.in_dim : nullptr;
-    __nv_bfloat16 *h1 = store_h && has1 ? p.h_out + (size_t)(g + 8) * p.in_dim : nullptr;
+    if (NORM && p.hs) {
+        /* h of all n rows into shared memory (row stride in_dim + 32: rows g and g + 1 of one
+         * 16-byte load fall in different banks), block 0 also to h_out. */
+        __nv_bfloat16 *hsm =
+            reinterpret_cast<__nv_bfloat16 *>(qsm + (size_t)KW * S * RT * qring<TYPE>::np * 512);
+        const int cpr = p.in_dim / 8, hst = p.in_dim + 32;
+#pragma unroll 4
+        for (int i = threadIdx.x; i < p.n * cpr; i += KW * 32) {
+            const int row = i / cpr, c = i % cpr;
+            const uint4 xv =
+                __ldg(reinterpret_cast<const uint4 *>(p.x + (size_t)row * p.in_dim) + c);
+            const uint4 h =
+                qnorm_chunk(xv, __ldg(reinterpret_cast<const uint4 *>(p.gamma) + c), sc[row]);
+            *reinterpret_cast<uint4 *>(hsm + (size_t)row * hst + 8 * c) = h;
+            if (store_h) *reinterpret_cast<uint4 *>(p.h_out + (size_t)row * p.in_dim + 8 * c) = h;
+        }
+        __syncthreads();
+        xs.hs0 = hsm + (size_t)(has0 ? g : 0) * hst + 8 * t;
+        xs.hs1 = hsm + (size_t)(has1 ? g + 8 : 0) * hst + 8 * t;
+    } else {
+        xs.h0 = store_h && has0 ? p.h_out + (size_t)g * p.in_dim + 8 * t : nullptr;
+        xs.h1 = store_h && has1 ? p.h_out + (size_t)(g + 8) * p.in_dim + 8 * t : nullptr;
+    }
     /* The async ring: step i issues step i + S − 1, waits for its own, computes. */
     constexpr int SS = S > 0 ? S : 1;
     for (int i = 0; S > 0; i++) {
@@ -499,7 +614,7 @@ __global__ void __launch_bounds__(KW * 32, MINB) qgemv_kernel(const qgemv_params
         qring_issue<TYPE, RT>(ring_s, rw, p, gq + (SS - 1) * KW, (i + SS - 1) % SS);
         asm volatile("cp.async.wait_group %0;\n" ::"n"(SS - 1) : "memory");
         qring_read<TYPE, RT>(wa[0], ring, rw, p, gq, i % SS);
-        qgroup<TYPE, RT, NORM, R16>(acc, wa[0], p, gq, x0, x1, has0, has1, s0, s1, h0, h1, t);
+        qgroup<TYPE, RT, NORM, R16, SW>(acc, wa[0], p, gq, xs, t);
     }
     if (S > 0) asm volatile("cp.async.wait_all;\n" ::: "memory");
     /* Two register buffers in turn: the next step's loads are in flight during this one's math. */
@@ -513,23 +628,28 @@ __global__ void __launch_bounds__(KW * 32, MINB) qgemv_kernel(const qgemv_params
 #pragma unroll
         for (int j = 0; j < UG; j++)
             if (uq * UG + j < ng)
-                qgroup<TYPE, RT, NORM, R16>(acc, wa[j], p, uq * UG + j, x0, x1, has0, has1, s0, s1,
-                                            h0, h1, t);
+                qgroup<TYPE, RT, NORM, R16, SW>(acc, wa[j], p, uq * UG + j, xs, t);
         if (u1 >= nu) break;
         qstep_load<TYPE, RT, UG>(wa, rw, p, u2, ng);
 #pragma unroll
         for (int j = 0; j < UG; j++)
             if (u1 * UG + j < ng)
-                qgroup<TYPE, RT, NORM, R16>(acc, wb[j], p, u1 * UG + j, x0, x1, has0, has1, s0, s1,
-                                            h0, h1, t);
+                qgroup<TYPE, RT, NORM, R16, SW>(acc, wb[j], p, u1 * UG + j, xs, t);
         uq = u2;
     }
 #pragma unroll
     for (int r = 0; r < RT; r++) {
-        red[warp][r][g][2 * t] = acc[r][0];
-        red[warp][r][g][2 * t + 1] = acc[r][1];
-        red[warp][r][g + 8][2 * t] = acc[r][2];
-        red[warp][r][g + 8][2 * t + 1] = acc[r][3];
+        if (SW) {
+            red[warp][r][2 * t][g] = acc[r][0];
+            red[warp][r][2 * t + 1][g] = acc[r][1];
+            red[warp][r][8 + 2 * t][g] = acc[r][2];
+            red[warp][r][9 + 2 * t][g] = acc[r][3];
+        } else {
+            red[warp][r][g][2 * t] = acc[r][0];
+            red[warp][r][g][2 * t + 1] = acc[r][1];
+            red[warp][r][g + 8][2 * t] = acc[r][2];
+            red[warp][r][g + 8][2 * t + 1] = acc[r][3];
+        }
     }
     __syncthreads();
 
@@ -563,23 +683,27 @@ struct qgemv_variant {
     qgemv_fn k[3][2][2]; /* type (Q8_0, Q4_0, Q4_1), NORM, R16 */
 };
 
-#define QG_K(T, RT, KW, MB, PF, S, NORM, R16) qgemv_kernel<T, RT, KW, 1, MB, PF, S, NORM, R16>
-#define QG_T(T, RT, KW, MB, PF, S)                                                                 \
+#define QG_K(T, RT, KW, MB, PF, S, SW, NORM, R16)                                                  \
+    qgemv_kernel<T, RT, KW, 1, MB, PF, S, SW, NORM, R16>
+#define QG_T(T, RT, KW, MB, PF, S, SW)                                                             \
     {                                                                                              \
-        {QG_K(T, RT, KW, MB, PF, S, false, false), QG_K(T, RT, KW, MB, PF, S, false, true)}, {     \
-            QG_K(T, RT, KW, MB, PF, S, true, false), QG_K(T, RT, KW, MB, PF, S, true, true)        \
+        {QG_K(T, RT, KW, MB, PF, S, SW, false, false),                                             \
+         QG_K(T, RT, KW, MB, PF, S, SW, false, true)},                                             \
+        {                                                                                          \
+            QG_K(T, RT, KW, MB, PF, S, SW, true, false),                                           \
+                QG_K(T, RT, KW, MB, PF, S, SW, true, true)                                         \
         }                                                                                          \
     }
-#define QG_V(RT, KW, MB, PF, S)                                                                    \
+#define QG_V(RT, KW, MB, PF, S, SW)                                                                \
     {                                                                                              \
-        "rt" #RT "_kw" #KW "_mb" #MB "_pf" #PF "_s" #S, RT, KW, S, {                               \
-            QG_T(QT_Q8_0, RT, KW, MB, PF, S), QG_T(QT_Q4_0, RT, KW, MB, PF, S),                    \
-                QG_T(QT_Q4_1, RT, KW, MB, PF, S)                                                   \
+        "rt" #RT "_kw" #KW "_mb" #MB "_pf" #PF "_s" #S "_sw" #SW, RT, KW, S, {                     \
+            QG_T(QT_Q8_0, RT, KW, MB, PF, S, SW), QG_T(QT_Q4_0, RT, KW, MB, PF, S, SW),            \
+                QG_T(QT_Q4_1, RT, KW, MB, PF, S, SW)                                               \
         }                                                                                          \
     }
 static const qgemv_variant qgemv_variants[] = {
-    QG_V(2, 8, 2, 0, 0), QG_V(2, 8, 2, 4, 0), QG_V(2, 8, 3, 4, 0),
-    QG_V(2, 8, 2, 0, 4), QG_V(2, 8, 1, 0, 6), QG_V(2, 4, 2, 0, 8),
+    QG_V(2, 8, 2, 0, 0, 1), QG_V(2, 8, 3, 0, 0, 1), QG_V(2, 8, 2, 0, 4, 1), QG_V(2, 8, 2, 0, 0, 0),
+    QG_V(2, 8, 3, 0, 0, 0), QG_V(2, 8, 2, 0, 4, 0), QG_V(1, 8, 3, 0, 0, 0),
 };
 #undef QG_V
 #undef QG_T
@@ -617,6 +741,10 @@ extern "C" int fg_qgemv_pick(int wtype, int n, int in_dim, int out_dim, int epil
     return 0;
 }
 
+/* The most shared memory h of the fused norm may take (else it is normed chunk by chunk in the
+ * main loop, as every block's warps read x): 8 rows of 4096 and their padding. */
+#define QG_HS_MAX (80 * 1024)
+
 static int qgemv_launch(int v, int norm, qgemv_params p, int wtype, int epilogue, void *stream) {
     if (v < 0 || v >= QG_N_VARIANTS || !fg_qgemv_supported(wtype, p.n, p.in_dim, p.out_dim) ||
         epilogue < FG_GEMV_STORE || epilogue > FG_GEMV_SWIGLU || (uintptr_t)p.x % 16 ||
@@ -624,6 +752,7 @@ static int qgemv_launch(int v, int norm, qgemv_params p, int wtype, int epilogue
         return (int)cudaErrorInvalidValue;
     const qgemv_variant *vr = &qgemv_variants[v];
     const int swiglu = epilogue == FG_GEMV_SWIGLU;
+    if (swiglu && vr->rt % 2) return (int)cudaErrorInvalidValue; /* gate and up tiles in pairs */
     const qlayout l = qlayout_of(wtype, swiglu ? 2 * p.out_dim : p.out_dim, p.in_dim);
     p.epilogue = epilogue;
     p.out_tiles = swiglu ? vr->rt / 2 : vr->rt;
@@ -644,11 +773,15 @@ static int qgemv_launch(int v, int norm, qgemv_params p, int wtype, int epilogue
     const qgemv_fn k = vr->k[ti][norm ? 1 : 0][r16];
     /* the async ring's shared memory (past the 48 KB default: the attribute, once per kernel) */
     const int np = wtype == QT_Q8_0 ? 3 : wtype == QT_Q4_1 ? 3 : 2;
-    cfg.dynamicSmemBytes = (size_t)vr->kw * vr->stages * vr->rt * np * 512;
+    const size_t ring = (size_t)vr->kw * vr->stages * vr->rt * np * 512;
+    const size_t hs = (size_t)p.n * (p.in_dim + 32) * 2;
+    p.hs = norm && hs <= QG_HS_MAX;
+    cfg.dynamicSmemBytes = ring + (p.hs ? hs : 0);
     static unsigned char smem_set[QG_N_VARIANTS][3][2][2];
-    if (cfg.dynamicSmemBytes > 48 * 1024 && !smem_set[v][ti][norm ? 1 : 0][r16]) {
-        cudaError_t e = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                             (int)cfg.dynamicSmemBytes);
+    const size_t smem_max = ring + (norm ? QG_HS_MAX : 0);
+    if (smem_max > 48 * 1024 && !smem_set[v][ti][norm ? 1 : 0][r16]) {
+        cudaError_t e =
+            cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem_max);
         if (e != cudaSuccess) return (int)e;
         smem_set[v][ti][norm ? 1 : 0][r16] = 1;
     }
