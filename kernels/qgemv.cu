@@ -10,26 +10,43 @@
  * (1024) contiguous bytes per tile of 8 rows, and the fp16 scales of a row's 4 blocks are one
  * 8-byte word in an array of their own.
  *
- * The dot products (as gemv.cu, on integers): one mma.m16n8k16 takes the activation rows as A
- * (rows g and g + 8: a0/a2 and a1/a3) and 8 W rows as B. Lane (g, t) = (lane / 4, lane % 4) owns
- * elements 8t .. 8t+7 of every 32-element block: one contiguous 16-byte chunk of x, and of W row
- * g the 8 quants in the nibble order of qgemv.h, so that nibble pair p (elements 8t + 2p and
- * 8t + 2p + 1) is the bits (4p .. 4p+3, 16+4p .. 19+4p) of the lane's 32-bit word: one shift and
- * one LOP3 make the bf16 pair (128 + q, 128 + q') (0x4300 | q is the bf16 128 + q, exact), one
- * bf16x2 FMA subtracts 136 (Q4_0: q − 8) or 128 (Q4_1: q). Q8_0: byte → fp32 2^23 + 128 + q by
- * PRMT, one FADD, two pack into a pair by PRMT. The mma sees exact integers, so each block's
- * partial dot is an fp32 sum of exact products (integer × bf16 x), scaled once by the fp32 d of
- * its W row (the accumulator's W rows 2t and 2t + 1: the lane loads their scales itself); Q4_1
- * adds m · Σx, Σx of the block by one more mma pair with B = 1 (shared by the block's tiles).
+ * The dot products, on integers: lane (g, t) = (lane / 4, lane % 4) owns elements 8t .. 8t+7 of
+ * every 32-element block: one contiguous 16-byte chunk of x, and of W row g the 8 quants in the
+ * nibble order of qgemv.h, so that nibble pair p (elements 8t + 2p and 8t + 2p + 1) is the bits
+ * (4p .. 4p+3, 16+4p .. 19+4p) of the lane's 32-bit word: one shift and one LOP3 make the bf16
+ * pair (128 + q, 128 + q') (0x4300 | q is the bf16 128 + q, exact), one bf16x2 FMA subtracts 136
+ * (Q4_0: q − 8) or 128 (Q4_1: q). Q8_0: byte → fp32 2^23 + 128 + q by PRMT, one FADD, two pack
+ * into a pair by PRMT. The mma sees exact integers, so each block's partial dot is an fp32 sum of
+ * exact products (integer × bf16 x), scaled once by the fp32 d of its W row; Q4_1 adds m · Σx, Σx
+ * of the block by one more mma pair with a matrix of ones (shared by the block's tiles). The
+ * activations stay bf16: no int8 quantization of x, so the error is the bf16 GEMV's.
+ *
+ * Two mappings onto mma.m16n8k16 (template SW). SW (the variants fg_qgemv_pick takes): A = 16 W
+ * rows (row g of two 8-row tiles), B = the x chunks of activation rows g (the n ≤ 8 columns; a
+ * second mma for rows 8-15 when n > 8): every A register holds weights and B is the x chunk as
+ * loaded, one mma pair per 16 rows and block. !SW (gemv.cu's): A = the activation rows, B = 8 W
+ * rows: half of A is zero rows at n ≤ 8, and the compiler spends moves assembling it. Measured
+ * (run 3): SW takes 0.83-1.00× the time of !SW on the same call (0.85-0.90 at most).
  *
  * A thread block owns RT tiles of 8 W rows (SwiGLU: RT/2 gate tiles and their up tiles); its KW
  * warps split the groups of 4 blocks of k interleaved; each warp loads its next group while it
- * computes the current one. Partial sums meet in shared memory in warp order (deterministic),
- * then gemv.cu's epilogue. Programmatic dependent launch as there: the first W loads are issued
- * before griddepcontrol.wait. The fused RMSNorm (NORM): each block computes the n row scales
- * itself (one warp per row, a fixed order: the same bits in every block and for every n), then
- * turns x into h = bf16(x · scale · gamma) on the way into the mma. R16: rows 8-15 of A are used
- * (n > 8), twice the scale FMAs.
+ * computes the current one (a full group's 4 blocks without branches between them), or, with the
+ * async ring (S > 0), S − 1 groups ahead through cp.async into shared memory. Partial sums meet in
+ * shared memory in warp order (deterministic), then gemv.cu's epilogue. Programmatic dependent
+ * launch as there: the first W loads are issued before griddepcontrol.wait. The fused RMSNorm
+ * (NORM): each block computes the n row scales itself (one warp per row, a fixed order: the same
+ * bits in every block, for every n and every variant), then h = bf16(x · scale · gamma): into
+ * shared memory for all n rows first when they fit (QG_HS_MAX), else chunk by chunk on the way
+ * into the mma (the same function, the same bits). R16: activation rows 8-15 in use (n > 8).
+ *
+ * Measured (H200, bench/results/qgemv_packed_run{1,2,3}_h200_2026-12-02.log, kernels/BENCH.md):
+ * the 8B layer's four GEMVs at n = 1 take 2.07 ms per 32-layer step on Q4_0, 2.58 on Q4_1, 3.16 on
+ * Q8_0 against 3.92 for bf16, 39-53% of the copy ceiling for the bytes read (the target is 85%).
+ * What did not help: an L2 bulk prefetch some steps ahead (PF) and the cp.async ring (S), both
+ * slower than two register buffers, and 8-row blocks (rt1). What holds it back: instructions per
+ * weight (the conversions; Q8_0's PRMT/FADD most), and, with the fused norm, every block of the
+ * grid (1792 for gate|up) norming all n rows of x again (at n = 8 more L2 reads than W bytes): a
+ * persistent grid would norm once per resident block.
  */
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -732,13 +749,23 @@ extern "C" const char *fg_qgemv_variant_name(int v) {
     return v >= 0 && v < QG_N_VARIANTS ? qgemv_variants[v].name : "";
 }
 
-/* The one selector (the variant for a call; -1 for a refused shape). */
+/* The one selector (the variant for a call; -1 for a refused shape). From the variants table of
+ * bench/results/qgemv_packed_run3_h200_2026-12-02.log (µs per call back to back in a CUDA graph,
+ * H200, the 8B layer's four GEMVs at n = 1, 8, 16): rt2_kw8_mb2_pf0_s0_sw1 (0) is the fastest or
+ * within 0.4% of it at 27 of the 36 points; the fused-norm calls on Q4_x go faster with three
+ * blocks per SM (1: rt2_kw8_mb3_pf0_s0_sw1, registers cut to 80 with a few spills): Q4_0 q|k|v
+ * 8.6 µs against 13.3 at n = 1, gate|up 35.5 against 44.0; at n = 8 on Q4_0 (14.1 / 62.7 against
+ * 18.8 / 66.9) and at n = 1 on Q4_1 (11.5 / 45.9 against 14.5 / 47.8); not at n = 16, nor for
+ * Q4_1 gate|up at n = 8 (75.7 against 71.9). */
+enum { QG_PICK = 0, QG_PICK_NORM_Q4 = 1 };
+
 extern "C" int fg_qgemv_pick(int wtype, int n, int in_dim, int out_dim, int epilogue, int norm) {
     if (!fg_qgemv_supported(wtype, n, in_dim, out_dim) || epilogue < FG_GEMV_STORE ||
         epilogue > FG_GEMV_SWIGLU)
         return -1;
-    (void)norm;
-    return 0;
+    if (norm && ((wtype == QT_Q4_0 && n <= 8) || (wtype == QT_Q4_1 && n == 1)))
+        return QG_PICK_NORM_Q4;
+    return QG_PICK;
 }
 
 /* The most shared memory h of the fused norm may take (else it is normed chunk by chunk in the

@@ -1,31 +1,39 @@
 """check_qgemv.py — GPU test and benchmark of the GEMV on GGUF blocks (kernels/qgemv.cu).
 
-Correctness, for Q8_0 and Q4_0, on fresh random blocks (seeded from the clock unless FG_SEED is
-set): d = fp16(N(0, 1) · s) with s chosen so W ~ 1/sqrt(in_dim) (some d land in the fp16
-subnormals), qs uniform random bytes. The oracle is model/gguf_quant.c's gguf_dequantize (linked
-into the same library; CI checks it against the `gguf` package), then fp64 products (torch) on the
-same bf16 x. Outputs are poisoned with NaN and a guard after the last row must stay untouched.
-  - fg_qgemv for every n = 1..16 (the 8B shapes take its staged kernel, the others the direct
-    one: both are covered, fg_qgemv_staged says which) on each shape (the 8B-shape q|k|v 6144×4096, o 4096×4096,
+Correctness, for Q8_0, Q4_0 and Q4_1, on fresh random blocks in the file's layout (seeded from the
+clock unless FG_SEED is set): d = fp16(N(0, 1) · s) with s chosen so W ~ 1/sqrt(in_dim) (some d
+land in the fp16 subnormals), Q4_1's m = fp16(−8 d (1 + N(0, 1) / 4)), qs uniform random bytes,
+uploaded and repacked on the device by fg_qpack (into a poisoned buffer of fg_qpack_bytes, which
+must equal the file's bytes of the rows padded to a multiple of 8). The oracle is
+model/gguf_quant.c's gguf_dequantize of the file's bytes (linked into the same library; CI checks
+it against the `gguf` package), then fp64 products (torch) on the same bf16 x. Outputs are
+poisoned with NaN and a guard after the last row must stay untouched.
+  - fg_qgemv for every n = 1..16 on each shape (the 8B-shape q|k|v 6144×4096, o 4096×4096,
     gate|up 14336×4096 with SwiGLU, down 4096×14336, SmolLM2 shapes, odd ones) with the shape's
-    epilogue, bf16 y; at n = 1, 5, 16 also every other epilogue the rows allow and fp32 y;
+    epilogue, bf16 y; at n = 1, 5, 16 also every other epilogue the rows allow and fp32 y. Both
+    load paths are covered (fg_qgemv_staged: every group of 4 blocks full, or a partial last one);
   - fg_qgemv_norm (RMSNorm in front) for n = 1..16: h (h_out) against fp64 RMSNorm within 1.5
-    bf16 ulp (check_gemv's H_TOL), h rows bit for bit independent of n, y against the fp64 products
-    of the kernel's own h;
-  - fg_qdequant_bf16 bit for bit = bf16(gguf_dequantize) (one rounding of the fp32 value);
+    bf16 ulp (check_gemv's H_TOL), h rows bit for bit independent of n (small n norm into shared
+    memory first, large n chunk by chunk: the same bits), y against the fp64 products of the
+    kernel's own h;
+  - every variant of the benchmark's table (fg_qgemv_variant / fg_qgemv_norm_variant) on four
+    shapes at n = 16, 1, 9, with and without the norm, h bit for bit the same in all of them;
+  - fg_qdequant_bf16 of the packed weight bit for bit = bf16(gguf_dequantize) (one rounding of
+    the fp32 value): fg_qpack and the layout's readers agree with the file;
   - determinism (twice, bit for bit), CUDA-graph replay = eager, refusals (n 0 / 17, in_dim not a
-    multiple of 32, a type it does not read, misaligned x or w).
+    multiple of 32, a type it does not read, misaligned x or w, fg_qpack's bad shapes).
 Bounds: check_gemv.judge's, unchanged (bf16 y: norm-wise 2^-8 + 1e-4, elementwise 2^-8 |ref| +
 2^-16 Σ|x||w|; fp32 y: 1e-4 and 2^-16 Σ|x||w|). They hold here for the same reason: the mma
 multiplies exact integers q by bf16 x (exact products in fp32), each block's sum is scaled by its
-fp32 d once, and the sums are fp32.
-Benchmark (--bench): µs per call back to back in a CUDA graph (check_gemv.time_graph, weights
-rotated over copies > 5× L2) of the 8B layer's four GEMVs (norm fused in front of q|k|v and
-gate|up) as bf16 (fg_gemv / fg_gemv_norm on the dequantized weight: the F16 file's path), Q8_0
-and Q4_0, n = 1, 8, 16; GB/s of weight bytes and % of the device-to-device copy ceiling; the
-32 layers' GEMV time per token; fg_qdequant_bf16's time for one 14336×4096 weight.
+fp32 d once (Q4_1: plus m times the block's fp32 Σx), and the sums are fp32; x is not quantized.
+Benchmark (--bench, or --bench-only without the checks): µs per call back to back in a CUDA
+graph (check_gemv.time_graph, weights rotated over copies > 5× L2) of the 8B layer's four GEMVs
+(norm fused in front of q|k|v and gate|up) as bf16 (fg_gemv / fg_gemv_norm on a bf16 weight: the
+F16 file's path), Q8_0, Q4_0 and Q4_1 (every variant, the picked one first), n = 1, 8, 16; GB/s
+of the packed weight's bytes (= the file's) and % of the device-to-device copy ceiling; the 32
+layers' GEMV time per token; fg_qpack's and fg_qdequant_bf16's time for one 14336×4096 weight.
 
-Usage: python3 tests/gpu/check_qgemv.py --lib build/libfgattn.so [--bench]
+Usage: python3 tests/gpu/check_qgemv.py --lib build/libfgattn.so [--bench | --bench-only]
 Prints a PASS/FAIL summary line last; exit 1 on any failure; SKIPPED and exit 77 without a GPU.
 """
 import argparse
