@@ -41,7 +41,7 @@
  *
  * Measured (H200, bench/results/qgemv_packed_run{1,2,3}_h200_2026-12-02.log, kernels/BENCH.md):
  * the 8B layer's four GEMVs at n = 1 take 2.07 ms per 32-layer step on Q4_0, 2.58 on Q4_1, 3.16 on
- * Q8_0 against 3.92 for bf16, 39-53% of the copy ceiling for the bytes read (the target is 85%).
+ * Q8_0 against 3.92 for bf16, 32-70% of the copy ceiling for the bytes read (the target is 85%).
  * What did not help: an L2 bulk prefetch some steps ahead (PF) and the cp.async ring (S), both
  * slower than two register buffers, and 8-row blocks (rt1). What holds it back: instructions per
  * weight (the conversions; Q8_0's PRMT/FADD most), and, with the fused norm, every block of the
