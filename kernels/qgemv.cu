@@ -771,6 +771,7 @@ extern "C" int fg_qgemv_pick(int wtype, int n, int in_dim, int out_dim, int epil
 /* The most shared memory h of the fused norm may take (else it is normed chunk by chunk in the
  * main loop, as every block's warps read x): 8 rows of 4096 and their padding. */
 #define QG_HS_MAX (80 * 1024)
+#define QG_MAX_DEVICES 16
 
 static int qgemv_launch(int v, int norm, qgemv_params p, int wtype, int epilogue, void *stream) {
     if (v < 0 || v >= QG_N_VARIANTS || !fg_qgemv_supported(wtype, p.n, p.in_dim, p.out_dim) ||
@@ -804,13 +805,22 @@ static int qgemv_launch(int v, int norm, qgemv_params p, int wtype, int epilogue
     const size_t hs = (size_t)p.n * (p.in_dim + 32) * 2;
     p.hs = norm && hs <= QG_HS_MAX;
     cfg.dynamicSmemBytes = ring + (p.hs ? hs : 0);
-    static unsigned char smem_set[QG_N_VARIANTS][3][2][2];
+    /* the attribute belongs to the function on one device: a flag per device (a benign race
+     * between threads sets it twice) */
+    static unsigned char smem_set[QG_MAX_DEVICES][QG_N_VARIANTS][3][2][2];
     const size_t smem_max = ring + (norm ? QG_HS_MAX : 0);
-    if (smem_max > 48 * 1024 && !smem_set[v][ti][norm ? 1 : 0][r16]) {
-        cudaError_t e =
-            cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem_max);
+    if (smem_max > 48 * 1024) {
+        int dev = 0;
+        cudaError_t e = cudaGetDevice(&dev);
         if (e != cudaSuccess) return (int)e;
-        smem_set[v][ti][norm ? 1 : 0][r16] = 1;
+        unsigned char *set = dev >= 0 && dev < QG_MAX_DEVICES
+                                 ? &smem_set[dev][v][ti][norm ? 1 : 0][r16]
+                                 : nullptr; /* past the table: set it at every launch */
+        if (!set || !*set) {
+            e = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem_max);
+            if (e != cudaSuccess) return (int)e;
+            if (set) *set = 1;
+        }
     }
     cudaError_t e = cudaLaunchKernelEx(&cfg, k, p);
     return (int)(e != cudaSuccess ? e : cudaGetLastError());

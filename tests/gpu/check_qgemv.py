@@ -20,7 +20,9 @@ poisoned with NaN and a guard after the last row must stay untouched.
     shapes at n = 16, 1, 9, with and without the norm, h bit for bit the same in all of them;
   - fg_qdequant_bf16 of the packed weight bit for bit = bf16(gguf_dequantize) (one rounding of
     the fp32 value): fg_qpack and the layout's readers agree with the file;
-  - determinism (twice, bit for bit), CUDA-graph replay = eager, refusals (n 0 / 17, in_dim not a
+  - determinism (twice, bit for bit), CUDA-graph replay = eager (fg_qgemv, and fg_qgemv_norm
+    whose kernel's first launch, setting its shared-memory attribute, is inside the capture),
+    refusals (n 0 / 17, in_dim not a
     multiple of 32, a type it does not read, misaligned x or w, fg_qpack's bad shapes).
 Bounds: check_gemv.judge's, unchanged (bf16 y: norm-wise 2^-8 + 1e-4, elementwise 2^-8 |ref| +
 2^-16 Σ|x||w|; fp32 y: 1e-4 and 2^-16 Σ|x||w|). They hold here for the same reason: the mma
@@ -274,6 +276,26 @@ def check_graph(g, qc, x, y0, od, epi, rep, tname):
     gph.replay()
     torch.cuda.synchronize()
     rep.add(st == 0 and torch.equal(y, eager), f"{tname} graph replay = eager", None, f"status {st}")
+    # the fused norm captured before any eager call of its kernel: its first launch sets the
+    # kernel's shared-memory attribute inside the capture (as an engine capturing decode first)
+    gamma = (1.0 + 0.5 * torch.randn(qc.cols, device=x.device)).bfloat16()
+    yn = torch.empty(n, od, dtype=torch.bfloat16, device=x.device)
+    tag = f"{tname} norm graph replay (first call in the capture) = eager"
+    try:
+        side.wait_stream(torch.cuda.current_stream())
+        gph2 = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(gph2, stream=side):
+            st = g.qgemv_norm(yn.data_ptr(), 0, x.data_ptr(), gamma.data_ptr(), cg.NORM_EPS, None,
+                              qc.packed.data_ptr(), qc.wt, n, qc.cols, od, epi)
+        yn.copy_(y0[:n])
+        gph2.replay()
+        torch.cuda.synchronize()
+    except RuntimeError as e:
+        torch.cuda.synchronize()
+        rep.add(False, tag, None, f"capture failed: {e}")
+        return
+    eager, why = run_y(g, qc, x, y0, n, od, epi, 0, norm=gamma)
+    rep.add(st == 0 and not why and torch.equal(yn, eager), tag, None, f"status {st} {why}")
 
 
 def check_norm(g, rep, dev):
