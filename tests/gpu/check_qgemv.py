@@ -22,8 +22,8 @@ poisoned with NaN and a guard after the last row must stay untouched.
     the fp32 value): fg_qpack and the layout's readers agree with the file;
   - determinism (twice, bit for bit), CUDA-graph replay = eager (fg_qgemv, and fg_qgemv_norm
     whose kernel's first launch, setting its shared-memory attribute, is inside the capture),
-    refusals (n 0 / 17, in_dim not a
-    multiple of 32, a type it does not read, misaligned x or w, fg_qpack's bad shapes).
+    refusals (n 0 / 17, in_dim not a multiple of 32, a type it does not read, misaligned x or
+    w, fg_qpack's bad shapes).
 Bounds: check_gemv.judge's, unchanged (bf16 y: norm-wise 2^-8 + 1e-4, elementwise 2^-8 |ref| +
 2^-16 Σ|x||w|; fp32 y: 1e-4 and 2^-16 Σ|x||w|). They hold here for the same reason: the mma
 multiplies exact integers q by bf16 x (exact products in fp32), each block's sum is scaled by its
