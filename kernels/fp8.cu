@@ -1,0 +1,747 @@
+/* fp8.cu — FP8 (e4m3) on Hopper: row-wise quantization, the W8A8 GEMM through cuBLASLt, and a
+ * decode GEMV that reads e4m3 weights (format and contracts: fp8.h).
+ *
+ * Quantization (fg_fp8_quant_rows): one block per row, three passes over the row (the sum of
+ * squares when RMSNorm'ed, the amax, the quantization), the later ones finding the row in L1.
+ * The same kernel quantizes weights at load (per output channel) and activations before a GEMM
+ * (per token); the fused RMSNorm serves the prefill's norm → q|k|v and norm → gate|up products.
+ *
+ * GEMM (fg_fp8_gemm): cuBLASLt e4m3 × e4m3 → bf16 / fp32 with fp32 accumulation. cuBLASLt 13 has
+ * the per-row / per-column scale vectors we need (OUTER_VEC_32F: the per-channel weight scales on
+ * A, the per-token activation scales on B); where it has no algorithm for a shape, SPLIT mode
+ * takes the unscaled fp32 product and scales it in one elementwise kernel of ours.
+ *
+ * GEMV (fg_fp8_gemv): the bf16 GEMV's design (gemv.cu: one mma.m16n8k16 with the activation rows
+ * as A, 8 weight rows as B, k permuted per lane so that no shuffles are needed) on one byte per
+ * weight, with 16 activation rows (a1 / a3 carry rows g + 8, as qgemv.cu). Lane (g, t) loads 16
+ * bytes of W row g at k0 + 16t and the same 16 elements of x rows g and g + 8: four k16 steps.
+ * Each e4m3 byte becomes the bf16 of its exact value without the conversion units (CONV 0):
+ * PRMT puts the byte in the high byte of a 16-bit half, a mask and a shift move its exponent and
+ * mantissa into bf16's fields (that bf16 is the e4m3 value times 2^-120, exactly, e4m3
+ * subnormals included as bf16 subnormals), and one bf16x2 multiply by 2^120 (exact: a power of
+ * two, the result normal) undoes the offset. CONV 1 does the same in fp32 (a slower, plainly
+ * exact twin, kept as a variant). The products of bf16 x and these values are exact in fp32; the
+ * row's scale multiplies the fp32 dot once in the epilogue. Programmatic dependent launch, warp
+ * split of k, deterministic reduction in shared memory and the epilogues: as gemv.cu.
+ */
+#include <cublasLt.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fp8.h"
+#include "gemv.h"
+#include "gemv_common.cuh"
+
+/* ---- e4m3 conversions --------------------------------------------------------------------- */
+
+/* two fp32 to e4m3 (round to nearest even, saturating to ±448), a in the low byte */
+__device__ __forceinline__ uint32_t fp8_pack2(float a, float b) {
+    uint16_t r;
+    asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;\n" : "=h"(r) : "f"(b), "f"(a));
+    return r;
+}
+
+__device__ __forceinline__ float bf_lo(uint32_t v) {
+    return __uint_as_float(v << 16);
+}
+__device__ __forceinline__ float bf_hi(uint32_t v) {
+    return __uint_as_float(v & 0xffff0000u);
+}
+
+/* ---- row-wise quantization ------------------------------------------------------------------ */
+
+#define FP8_QUANT_THREADS 256
+
+/* Sum (or max) of v over the block, the same bits in every thread: a fixed butterfly per warp,
+ * then the warps' values in warp order. */
+template <bool MAX> __device__ __forceinline__ float fp8_block_reduce(float v, float *red) {
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) {
+        const float o = __shfl_xor_sync(0xffffffffu, v, off);
+        v = MAX ? fmaxf(v, o) : v + o;
+    }
+    __syncthreads(); /* red may still be read by the previous reduction */
+    if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = v;
+    __syncthreads();
+    float r = red[0];
+    for (int w = 1; w < (int)(blockDim.x >> 5); w++)
+        r = MAX ? fmaxf(r, red[w]) : r + red[w];
+    return r;
+}
+
+/* h of one 8-element chunk: x itself, or bf16(x · inv · gamma) (k_rmsnorm's order) */
+template <bool NORM>
+__device__ __forceinline__ uint4 fp8_row_chunk(const uint4 *xr, const uint4 *gr, int i, float inv) {
+    const uint4 v = xr[i];
+    if (!NORM) return v;
+    const uint4 gm = __ldg(gr + i);
+    return make_uint4(gemv_norm_pair(v.x, gm.x, inv), gemv_norm_pair(v.y, gm.y, inv),
+                      gemv_norm_pair(v.z, gm.z, inv), gemv_norm_pair(v.w, gm.w, inv));
+}
+
+template <bool NORM>
+__global__ void __launch_bounds__(FP8_QUANT_THREADS)
+    fp8_quant_rows_kernel(uint8_t *q, float *scale, const __nv_bfloat16 *x,
+                          const __nv_bfloat16 *gamma, float eps, __nv_bfloat16 *h_out, int cols) {
+    __shared__ float red[FP8_QUANT_THREADS / 32];
+    const size_t row = blockIdx.x;
+    const int chunks = cols / 8;
+    const uint4 *xr = reinterpret_cast<const uint4 *>(x + row * cols);
+    const uint4 *gr = reinterpret_cast<const uint4 *>(gamma);
+    float inv = 0.0f;
+    if (NORM) {
+        float ss = 0.0f;
+        for (int i = threadIdx.x; i < chunks; i += blockDim.x) {
+            const uint4 v = xr[i];
+            const uint32_t wd[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+            for (int e = 0; e < 4; e++)
+                ss += bf_lo(wd[e]) * bf_lo(wd[e]) + bf_hi(wd[e]) * bf_hi(wd[e]);
+        }
+        inv = rsqrtf(fp8_block_reduce<false>(ss, red) / cols + eps);
+    }
+    float amax = 0.0f;
+    for (int i = threadIdx.x; i < chunks; i += blockDim.x) {
+        const uint4 h = fp8_row_chunk<NORM>(xr, gr, i, inv);
+        const uint32_t wd[4] = {h.x, h.y, h.z, h.w};
+#pragma unroll
+        for (int e = 0; e < 4; e++)
+            amax = fmaxf(amax, fmaxf(fabsf(bf_lo(wd[e])), fabsf(bf_hi(wd[e]))));
+    }
+    amax = fp8_block_reduce<true>(amax, red);
+    const float s = amax > 0.0f ? amax / FG_FP8_E4M3_MAX : 1.0f;
+    if (threadIdx.x == 0) scale[row] = s;
+    uint2 *qr = reinterpret_cast<uint2 *>(q + row * cols);
+    uint4 *hr = h_out ? reinterpret_cast<uint4 *>(h_out + row * cols) : nullptr;
+    for (int i = threadIdx.x; i < chunks; i += blockDim.x) {
+        const uint4 h = fp8_row_chunk<NORM>(xr, gr, i, inv);
+        if (hr) hr[i] = h;
+        const uint32_t wd[4] = {h.x, h.y, h.z, h.w};
+        uint32_t b[4];
+#pragma unroll
+        for (int e = 0; e < 4; e++)
+            b[e] = fp8_pack2(bf_lo(wd[e]) / s, bf_hi(wd[e]) / s);
+        qr[i] = make_uint2(b[0] | b[1] << 16, b[2] | b[3] << 16);
+    }
+}
+
+extern "C" int fg_fp8_quant_rows(void *q, float *scale, const void *x, const void *gamma, float eps,
+                                 void *h_out, int rows, int cols, void *stream) {
+    if (rows < 1 || cols < 8 || cols % 8 || !q || !scale || !x || (h_out && !gamma) ||
+        ((uintptr_t)q | (uintptr_t)x | (uintptr_t)gamma | (uintptr_t)h_out) % 16 ||
+        (uintptr_t)scale % 4)
+        return (int)cudaErrorInvalidValue;
+    const int chunks = cols / 8;
+    const int threads = chunks >= FP8_QUANT_THREADS ? FP8_QUANT_THREADS : (chunks + 31) / 32 * 32;
+    cudaStream_t s = static_cast<cudaStream_t>(stream);
+    uint8_t *qq = static_cast<uint8_t *>(q);
+    const __nv_bfloat16 *xx = static_cast<const __nv_bfloat16 *>(x);
+    const __nv_bfloat16 *gg = static_cast<const __nv_bfloat16 *>(gamma);
+    __nv_bfloat16 *hh = static_cast<__nv_bfloat16 *>(h_out);
+    if (gamma)
+        fp8_quant_rows_kernel<true><<<rows, threads, 0, s>>>(qq, scale, xx, gg, eps, hh, cols);
+    else
+        fp8_quant_rows_kernel<false><<<rows, threads, 0, s>>>(qq, scale, xx, gg, eps, hh, cols);
+    return (int)cudaGetLastError();
+}
+
+/* ---- W8A8 GEMM through cuBLASLt ----------------------------------------------------------- */
+
+#define FP8_LT_PLANS 128                    /* shapes × modes of one model's prefill sizes */
+#define FP8_LT_WORKSPACE ((size_t)32 << 20) /* cuBLASLt's recommended size for Hopper */
+
+struct fp8_plan {
+    int n, in_dim, out_dim, y_f32, accumulate, mode;
+    cublasLtMatmulDesc_t desc;
+    cublasLtMatrixLayout_t a, b, c;
+    cublasLtMatmulAlgo_t algo;
+};
+
+struct fg_fp8_lt {
+    cublasLtHandle_t h;
+    void *ws;
+    struct fp8_plan plans[FP8_LT_PLANS];
+    int n_plans;
+    char err[512];
+};
+
+static void lt_fail(struct fg_fp8_lt *lt, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(lt->err, sizeof lt->err, fmt, ap);
+    va_end(ap);
+}
+
+#define FP8_LT_CK(lt, call)                                                                        \
+    do {                                                                                           \
+        cublasStatus_t s_ = (call);                                                                \
+        if (s_ != CUBLAS_STATUS_SUCCESS) {                                                         \
+            lt_fail((lt), "%s failed at %s:%d: status %d", #call, __FILE__, __LINE__, (int)s_);    \
+            return -1;                                                                             \
+        }                                                                                          \
+    } while (0)
+
+extern "C" struct fg_fp8_lt *fg_fp8_lt_create(void) {
+    struct fg_fp8_lt *lt = (struct fg_fp8_lt *)calloc(1, sizeof *lt);
+    if (!lt) return NULL;
+    if (cublasLtCreate(&lt->h) != CUBLAS_STATUS_SUCCESS) {
+        free(lt);
+        return NULL;
+    }
+    if (cudaMalloc(&lt->ws, FP8_LT_WORKSPACE) != cudaSuccess) {
+        cublasLtDestroy(lt->h);
+        free(lt);
+        return NULL;
+    }
+    return lt;
+}
+
+static void fp8_plan_free(struct fp8_plan *p) {
+    if (p->desc) cublasLtMatmulDescDestroy(p->desc);
+    if (p->a) cublasLtMatrixLayoutDestroy(p->a);
+    if (p->b) cublasLtMatrixLayoutDestroy(p->b);
+    if (p->c) cublasLtMatrixLayoutDestroy(p->c);
+    memset(p, 0, sizeof *p);
+}
+
+extern "C" void fg_fp8_lt_free(struct fg_fp8_lt *lt) {
+    if (!lt) return;
+    for (int i = 0; i < lt->n_plans; i++)
+        fp8_plan_free(&lt->plans[i]);
+    if (lt->ws) cudaFree(lt->ws);
+    if (lt->h) cublasLtDestroy(lt->h);
+    free(lt);
+}
+
+extern "C" const char *fg_fp8_lt_error(const struct fg_fp8_lt *lt) {
+    return lt ? lt->err : "no context";
+}
+
+/* Builds the plan of (shape, mode) into p: 0, 1 when cuBLASLt has no algorithm for it (p left
+ * empty), -1 on an error. In cuBLAS's column-major terms y (out × n) = op_T(A) · B with A = W
+ * viewed as (in × out) and B = x viewed as (in × n): the TN form FP8 needs. The scale pointers
+ * are set here too (the heuristic sees them) and again at every call. */
+static int fp8_plan_make(struct fg_fp8_lt *lt, struct fp8_plan *p, int mode, const float *sx,
+                         const float *sw) {
+    const cudaDataType_t out_t = mode == FG_FP8_GEMM_SPLIT || p->y_f32 ? CUDA_R_32F : CUDA_R_16BF;
+    const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+    FP8_LT_CK(lt, cublasLtMatmulDescCreate(&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    FP8_LT_CK(lt,
+              cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
+    FP8_LT_CK(lt,
+              cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
+    if (mode == FG_FP8_GEMM_OUTER) {
+        const int32_t vec = CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F;
+        FP8_LT_CK(lt, cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_A_SCALE_MODE,
+                                                     &vec, sizeof vec));
+        FP8_LT_CK(lt, cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_B_SCALE_MODE,
+                                                     &vec, sizeof vec));
+        FP8_LT_CK(lt, cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER,
+                                                     &sw, sizeof sw));
+        FP8_LT_CK(lt, cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER,
+                                                     &sx, sizeof sx));
+    }
+    FP8_LT_CK(lt,
+              cublasLtMatrixLayoutCreate(&p->a, CUDA_R_8F_E4M3, p->in_dim, p->out_dim, p->in_dim));
+    FP8_LT_CK(lt, cublasLtMatrixLayoutCreate(&p->b, CUDA_R_8F_E4M3, p->in_dim, p->n, p->in_dim));
+    FP8_LT_CK(lt, cublasLtMatrixLayoutCreate(&p->c, out_t, p->out_dim, p->n, p->out_dim));
+    cublasLtMatmulPreference_t pref;
+    FP8_LT_CK(lt, cublasLtMatmulPreferenceCreate(&pref));
+    size_t ws = FP8_LT_WORKSPACE;
+    /* as cuda_ops.cu's bf16 plans: split-K partials reduced in fp32, never in a bf16 output */
+    uint32_t schemes = CUBLASLT_REDUCTION_SCHEME_NONE | CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE;
+    cublasStatus_t st = cublasLtMatmulPreferenceSetAttribute(
+        pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws);
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK,
+                                                  &schemes, sizeof schemes);
+    cublasLtMatmulHeuristicResult_t res;
+    int found = 0;
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatmulAlgoGetHeuristic(lt->h, p->desc, p->a, p->b, p->c, p->c, pref, 1, &res,
+                                            &found);
+    cublasLtMatmulPreferenceDestroy(pref);
+    /* "not supported" is cuBLASLt's answer for a combination it lacks, not an error here */
+    if (st == CUBLAS_STATUS_NOT_SUPPORTED || (st == CUBLAS_STATUS_SUCCESS && !found)) return 1;
+    FP8_LT_CK(lt, st);
+    p->algo = res.algo;
+    p->mode = mode;
+    return 0;
+}
+
+/* The plan for (n, in, out, y_f32, accumulate) in MODE (AUTO: OUTER, else SPLIT), cached. */
+static struct fp8_plan *fp8_plan_get(struct fg_fp8_lt *lt, int mode, int n, int in_dim, int out_dim,
+                                     int y_f32, int accumulate, const float *sx, const float *sw) {
+    for (int i = 0; i < lt->n_plans; i++) {
+        struct fp8_plan *p = &lt->plans[i];
+        if (p->n == n && p->in_dim == in_dim && p->out_dim == out_dim && p->y_f32 == y_f32 &&
+            p->accumulate == accumulate && (mode == FG_FP8_GEMM_AUTO || p->mode == mode))
+            return p;
+    }
+    if (lt->n_plans == FP8_LT_PLANS) { /* evict the oldest */
+        fp8_plan_free(&lt->plans[0]);
+        memmove(&lt->plans[0], &lt->plans[1], sizeof(lt->plans[0]) * (FP8_LT_PLANS - 1));
+        memset(&lt->plans[FP8_LT_PLANS - 1], 0, sizeof(lt->plans[0]));
+        lt->n_plans--;
+    }
+    struct fp8_plan *p = &lt->plans[lt->n_plans];
+    const int tries[2] = {mode == FG_FP8_GEMM_SPLIT ? FG_FP8_GEMM_SPLIT : FG_FP8_GEMM_OUTER,
+                          mode == FG_FP8_GEMM_AUTO ? FG_FP8_GEMM_SPLIT : 0};
+    for (int k = 0; k < 2 && tries[k]; k++) {
+        memset(p, 0, sizeof *p);
+        p->n = n;
+        p->in_dim = in_dim;
+        p->out_dim = out_dim;
+        p->y_f32 = y_f32;
+        p->accumulate = accumulate;
+        const int r = fp8_plan_make(lt, p, tries[k], sx, sw);
+        if (r == 0) {
+            lt->n_plans++;
+            return p;
+        }
+        fp8_plan_free(p);
+        if (r < 0) return NULL;
+    }
+    lt_fail(lt, "cuBLASLt has no FP8 algorithm for %d x %d x %d (mode %d)", n, in_dim, out_dim,
+            mode);
+    return NULL;
+}
+
+/* SPLIT mode's epilogue: y[t][j] (+)= acc[t][j] · (sx[t] · sw[j]) */
+__global__ void fp8_scale_kernel(void *y, int y_f32, const float *acc, const float *sx,
+                                 const float *sw, int n, int out_dim, int accumulate) {
+    const size_t total = (size_t)n * out_dim;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total;
+         i += (size_t)gridDim.x * blockDim.x) {
+        const int t = (int)(i / out_dim), j = (int)(i % out_dim);
+        const float v = acc[i] * (sx[t] * sw[j]);
+        if (y_f32) {
+            float *yf = static_cast<float *>(y);
+            yf[i] = accumulate ? yf[i] + v : v;
+        } else {
+            __nv_bfloat16 *yb = static_cast<__nv_bfloat16 *>(y);
+            yb[i] = __float2bfloat16(accumulate ? __bfloat162float(yb[i]) + v : v);
+        }
+    }
+}
+
+extern "C" int fg_fp8_gemm(struct fg_fp8_lt *lt, int mode, void *y, int y_f32, const void *xq,
+                           const float *sx, const void *wq, const float *sw, int n, int in_dim,
+                           int out_dim, int accumulate, void *scratch, size_t scratch_bytes,
+                           int *mode_used, void *stream) {
+    if (!lt) return -1;
+    lt->err[0] = 0;
+    if (n < 1 || in_dim < 16 || in_dim % 16 || out_dim < 16 || out_dim % 16 ||
+        mode < FG_FP8_GEMM_AUTO || mode > FG_FP8_GEMM_SPLIT || !y || !xq || !wq || !sx || !sw ||
+        ((uintptr_t)y | (uintptr_t)xq | (uintptr_t)wq | (uintptr_t)sx | (uintptr_t)sw |
+         (uintptr_t)scratch) %
+            16) {
+        lt_fail(lt,
+                "fg_fp8_gemm: refused %d x %d x %d (mode %d; in and out must be multiples of "
+                "16, pointers 16-byte aligned)",
+                n, in_dim, out_dim, mode);
+        return -1;
+    }
+    struct fp8_plan *p =
+        fp8_plan_get(lt, mode, n, in_dim, out_dim, y_f32 != 0, accumulate != 0, sx, sw);
+    if (!p) return -1;
+    cudaStream_t s = static_cast<cudaStream_t>(stream);
+    const float one = 1.0f, zero = 0.0f;
+    if (p->mode == FG_FP8_GEMM_OUTER) {
+        FP8_LT_CK(lt, cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER,
+                                                     &sw, sizeof sw));
+        FP8_LT_CK(lt, cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER,
+                                                     &sx, sizeof sx));
+        FP8_LT_CK(lt, cublasLtMatmul(lt->h, p->desc, &one, wq, p->a, xq, p->b,
+                                     accumulate ? &one : &zero, y, p->c, y, p->c, &p->algo, lt->ws,
+                                     FP8_LT_WORKSPACE, s));
+    } else {
+        if (!scratch || scratch_bytes < (size_t)n * out_dim * sizeof(float)) {
+            lt_fail(lt, "fg_fp8_gemm: SPLIT mode needs %zu bytes of scratch, got %zu",
+                    (size_t)n * out_dim * sizeof(float), scratch ? scratch_bytes : (size_t)0);
+            return -1;
+        }
+        FP8_LT_CK(lt, cublasLtMatmul(lt->h, p->desc, &one, wq, p->a, xq, p->b, &zero, scratch, p->c,
+                                     scratch, p->c, &p->algo, lt->ws, FP8_LT_WORKSPACE, s));
+        const size_t total = (size_t)n * out_dim;
+        const unsigned blocks = (unsigned)(total / 256 + 1 < 65536 ? total / 256 + 1 : 65536);
+        fp8_scale_kernel<<<blocks, 256, 0, s>>>(y, y_f32 != 0, static_cast<const float *>(scratch),
+                                                sx, sw, n, out_dim, accumulate != 0);
+    }
+    const cudaError_t e = cudaGetLastError();
+    if (e != cudaSuccess) {
+        lt_fail(lt, "fg_fp8_gemm: %s", cudaGetErrorString(e));
+        return -1;
+    }
+    if (mode_used) *mode_used = p->mode;
+    return 0;
+}
+
+/* ---- decode GEMV on e4m3 weights ----------------------------------------------------------- */
+
+struct fp8v_params {
+    void *y;                    /* (n, out_dim) bf16 or fp32 */
+    const __nv_bfloat16 *x;     /* (n, in_dim) */
+    const uint8_t *w;           /* (out_rows, in_dim) e4m3 */
+    const float *sw;            /* (out_rows) scales */
+    const __nv_bfloat16 *gamma; /* NORM: (in_dim) */
+    __nv_bfloat16 *h_out;       /* NORM: (n, in_dim) or NULL */
+    float eps;
+    int n, in_dim, out_dim;
+    int epilogue, y_f32;
+    int out_tiles; /* 8-wide output tiles per block: RT, or RT / 2 for SwiGLU */
+};
+
+/* W is read once: no L1, evict-first in L2, 256-byte prefetch (as gemv.cu's W loads); zero and
+ * no access when !ok (the k tail). */
+__device__ __forceinline__ uint4 fp8v_load_w(const uint8_t *p, bool ok, uint64_t policy) {
+    uint4 v;
+    asm("{\n .reg .pred q;\n setp.ne.b32 q, %5, 0;\n"
+        " mov.b32 %0, 0;\n mov.b32 %1, 0;\n mov.b32 %2, 0;\n mov.b32 %3, 0;\n"
+        " @q ld.global.nc.L1::no_allocate.L2::cache_hint.L2::256B.v4.u32 {%0,%1,%2,%3}, [%4], %6;\n"
+        "}\n"
+        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+        : "l"(p), "r"((int)ok), "l"(policy));
+    return v;
+}
+
+/* 4 e4m3 bytes of w as two bf16 pairs (bytes 0, 1 and bytes 2, 3), each the exact value. */
+template <int CONV> __device__ __forceinline__ uint2 fp8v_bf16x4(uint32_t w) {
+    if constexpr (CONV == 0) {
+        /* each byte b in the high byte of its 16-bit half (b << 8): s eeee mmm 0000 0000 */
+        const uint32_t v01 = __byte_perm(w, 0u, 0x1404u), v23 = __byte_perm(w, 0u, 0x3424u);
+        /* s 0000 eeee mmm 0000 = the bf16 of value · 2^-120 */
+        const uint32_t b01 = ((v01 & 0x7f007f00u) >> 4) | (v01 & 0x80008000u);
+        const uint32_t b23 = ((v23 & 0x7f007f00u) >> 4) | (v23 & 0x80008000u);
+        uint32_t r01, r23;
+        /* × 2^120 (bf16 0x7b80), + -0 (keeps the sign of zeros): exact */
+        asm("fma.rn.bf16x2 %0, %1, %2, %3;\n"
+            : "=r"(r01)
+            : "r"(b01), "r"(0x7b807b80u), "r"(0x80008000u));
+        asm("fma.rn.bf16x2 %0, %1, %2, %3;\n"
+            : "=r"(r23)
+            : "r"(b23), "r"(0x7b807b80u), "r"(0x80008000u));
+        return make_uint2(r01, r23);
+    } else {
+        /* fp32: s 0000 eeee mmm 0... is value · 2^-120 as fp32, × 2^120 exact (no flush to zero in
+         * this build), and the bf16 is the fp32's upper half (3 mantissa bits) */
+        float f[4];
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            const uint32_t b = w >> (8 * k) & 0xffu;
+            f[k] = __uint_as_float((b & 0x7fu) << 20 | (b & 0x80u) << 24) *
+                   __uint_as_float(0x7b800000u);
+        }
+        return make_uint2(__byte_perm(__float_as_uint(f[0]), __float_as_uint(f[1]), 0x7632u),
+                          __byte_perm(__float_as_uint(f[2]), __float_as_uint(f[3]), 0x7632u));
+    }
+}
+
+/* c += x rows (g, g + 8) · W row pairs of one k16 step: a0/a2 row g, a1/a3 row g + 8. */
+__device__ __forceinline__ void fp8v_mma(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2,
+                                         uint32_t a3, uint32_t b0, uint32_t b1) {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+        "{%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+/* The RMSNorm row scales rsqrt(mean(x_r²) + eps) for rows g and g + 8 (row 0's past n), computed
+ * by every block for itself with the same bits: thread i sums the 8-element chunks i, i + 32 KW,
+ * ... of each row in order, a fixed butterfly per warp, then the warps in warp order. */
+template <int KW> __device__ __forceinline__ float2 fp8v_norm_scales(const fp8v_params &p, int g) {
+    __shared__ float part[KW][FG_FP8_GEMV_MAX_ROWS];
+    __shared__ float scale[FG_FP8_GEMV_MAX_ROWS];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, per_row = p.in_dim / 8;
+#pragma unroll
+    for (int r = 0; r < FG_FP8_GEMV_MAX_ROWS; r++) {
+        if (r >= p.n) break;
+        const uint4 *xr = reinterpret_cast<const uint4 *>(p.x + (size_t)r * p.in_dim);
+        float ss = 0.0f;
+        for (int i = threadIdx.x; i < per_row; i += KW * 32) {
+            const uint4 v = __ldg(xr + i);
+            const uint32_t wd[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+            for (int e = 0; e < 4; e++)
+                ss += bf_lo(wd[e]) * bf_lo(wd[e]) + bf_hi(wd[e]) * bf_hi(wd[e]);
+        }
+#pragma unroll
+        for (int off = 16; off > 0; off >>= 1)
+            ss += __shfl_xor_sync(0xffffffffu, ss, off);
+        if (lane == 0) part[warp][r] = ss;
+    }
+    __syncthreads();
+    if (threadIdx.x < p.n) {
+        float s = 0.0f;
+        for (int w = 0; w < KW; w++)
+            s += part[w][threadIdx.x];
+        scale[threadIdx.x] = rsqrtf(s / p.in_dim + p.eps); /* as k_rmsnorm: sum / dim + eps */
+    }
+    __syncthreads();
+    return make_float2(scale[g < p.n ? g : 0], scale[g + 8 < p.n ? g + 8 : 0]);
+}
+
+__device__ __forceinline__ uint4 fp8v_norm_chunk(uint4 x, uint4 gm, float scale) {
+    return make_uint4(gemv_norm_pair(x.x, gm.x, scale), gemv_norm_pair(x.y, gm.y, scale),
+                      gemv_norm_pair(x.z, gm.z, scale), gemv_norm_pair(x.w, gm.w, scale));
+}
+
+/* The W loads of U 64-k chunks from chunk c (lane: k = 64 c + 16 t). */
+template <int RT, int U>
+__device__ __forceinline__ void fp8v_load_chunks(uint4 (&wv)[U][RT],
+                                                 const uint8_t *const (&wrow)[RT], int c,
+                                                 int in_dim, int t, uint64_t policy) {
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+        const int k = (c + u) * 64;
+#pragma unroll
+        for (int r = 0; r < RT; r++)
+            wv[u][r] = fp8v_load_w(wrow[r] + k, k + 16 * t < in_dim, policy);
+    }
+}
+
+/* 16 bf16 of row (x or gamma) at k, as two uint4 (pairs 0-3, 4-7); zero when !ok */
+__device__ __forceinline__ void fp8v_load_x(uint4 (&v)[2], const __nv_bfloat16 *row, bool ok) {
+    const uint4 zero = make_uint4(0, 0, 0, 0);
+    v[0] = ok ? __ldg(reinterpret_cast<const uint4 *>(row)) : zero;
+    v[1] = ok ? __ldg(reinterpret_cast<const uint4 *>(row + 8)) : zero;
+}
+
+template <int RT, int KW, int U, bool PIPE, bool NORM, int CONV>
+__global__ void __launch_bounds__(KW * 32, 16 / KW) fp8v_kernel(const fp8v_params p) {
+    __shared__ float red[KW][RT][FG_FP8_GEMV_MAX_ROWS][8]; /* warp, tile, x row, W row */
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int g = lane >> 2, t = lane & 3;
+    const int OT = p.out_tiles, j0 = blockIdx.x * 8 * OT;
+    const bool swiglu = p.epilogue == FG_GEMV_SWIGLU;
+
+    asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+
+    /* this lane's W row in each tile; rows past out_dim read the last row (result discarded) */
+    const uint8_t *wrow[RT];
+#pragma unroll
+    for (int r = 0; r < RT; r++) {
+        const int o = swiglu ? r % OT : r;
+        const int j = min(j0 + o * 8 + g, p.out_dim - 1);
+        const size_t row = (size_t)j + (swiglu && r >= OT ? p.out_dim : 0);
+        wrow[r] = p.w + row * p.in_dim + 16 * t;
+    }
+    const bool has0 = g < p.n, has1 = g + 8 < p.n;
+    const __nv_bfloat16 *x0 = p.x + (size_t)(has0 ? g : 0) * p.in_dim + 16 * t;
+    const __nv_bfloat16 *x1 = p.x + (size_t)(has1 ? g + 8 : 0) * p.in_dim + 16 * t;
+    uint64_t policy;
+    asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(policy));
+
+    float acc[RT][4];
+#pragma unroll
+    for (int r = 0; r < RT; r++)
+        acc[r][0] = acc[r][1] = acc[r][2] = acc[r][3] = 0.0f;
+
+    const int n_chunks = (p.in_dim + 63) / 64, step = KW * U;
+    int c0 = warp * U;
+    uint4 wv[U][RT];
+    fp8v_load_chunks<RT, U>(wv, wrow, c0, p.in_dim, t, policy);
+    /* only W (constant during decode) was read so far; x and y may come from the kernel before */
+    asm volatile("griddepcontrol.wait;\n" ::: "memory");
+    const float2 sc = NORM ? fp8v_norm_scales<KW>(p, g) : make_float2(0.0f, 0.0f);
+    const bool store_h = NORM && p.h_out && blockIdx.x == 0;
+    while (c0 < n_chunks) {
+        uint4 xa[U][2], xb[U][2]; /* x rows g and g + 8 */
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            const int k = (c0 + u) * 64;
+            const bool in = k + 16 * t < p.in_dim;
+            fp8v_load_x(xa[u], x0 + k, in && has0);
+            fp8v_load_x(xb[u], x1 + k, in && has1);
+            if (NORM) {
+                uint4 gm[2];
+                fp8v_load_x(gm, p.gamma + k + 16 * t, in);
+#pragma unroll
+                for (int h = 0; h < 2; h++) {
+                    xa[u][h] = fp8v_norm_chunk(xa[u][h], gm[h], sc.x);
+                    xb[u][h] = fp8v_norm_chunk(xb[u][h], gm[h], sc.y);
+                }
+                if (store_h && in) {
+                    uint4 *h0 =
+                        reinterpret_cast<uint4 *>(p.h_out + (size_t)g * p.in_dim + k + 16 * t);
+                    uint4 *h1 = reinterpret_cast<uint4 *>(p.h_out + (size_t)(g + 8) * p.in_dim + k +
+                                                          16 * t);
+                    if (has0) h0[0] = xa[u][0], h0[1] = xa[u][1];
+                    if (has1) h1[0] = xb[u][0], h1[1] = xb[u][1];
+                }
+            }
+        }
+        const int c1 = c0 + step;
+        uint4 wn[U][RT];
+        if (PIPE) fp8v_load_chunks<RT, U>(wn, wrow, c1, p.in_dim, t, policy);
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            const uint32_t a[8] = {xa[u][0].x, xa[u][0].y, xa[u][0].z, xa[u][0].w,
+                                   xa[u][1].x, xa[u][1].y, xa[u][1].z, xa[u][1].w};
+            const uint32_t b[8] = {xb[u][0].x, xb[u][0].y, xb[u][0].z, xb[u][0].w,
+                                   xb[u][1].x, xb[u][1].y, xb[u][1].z, xb[u][1].w};
+#pragma unroll
+            for (int r = 0; r < RT; r++) {
+                const uint32_t wd[4] = {wv[u][r].x, wv[u][r].y, wv[u][r].z, wv[u][r].w};
+#pragma unroll
+                for (int s = 0; s < 4; s++) { /* word s: k pairs 2s, 2s + 1 of the 16 */
+                    const uint2 wb = fp8v_bf16x4<CONV>(wd[s]);
+                    fp8v_mma(acc[r], a[2 * s], b[2 * s], a[2 * s + 1], b[2 * s + 1], wb.x, wb.y);
+                }
+            }
+        }
+        if (PIPE) {
+#pragma unroll
+            for (int u = 0; u < U; u++)
+#pragma unroll
+                for (int r = 0; r < RT; r++)
+                    wv[u][r] = wn[u][r];
+        } else if (c1 < n_chunks) {
+            fp8v_load_chunks<RT, U>(wv, wrow, c1, p.in_dim, t, policy);
+        }
+        c0 = c1;
+    }
+#pragma unroll
+    for (int r = 0; r < RT; r++) {
+        red[warp][r][g][2 * t] = acc[r][0];
+        red[warp][r][g][2 * t + 1] = acc[r][1];
+        red[warp][r][g + 8][2 * t] = acc[r][2];
+        red[warp][r][g + 8][2 * t + 1] = acc[r][3];
+    }
+    __syncthreads();
+
+    /* epilogue: one thread per (output tile, activation row, output column) */
+    for (int e = threadIdx.x; e < OT * p.n * 8; e += KW * 32) {
+        const int o = e / (p.n * 8), b = (e / 8) % p.n, i = e % 8;
+        const int j = j0 + o * 8 + i;
+        if (j >= p.out_dim) continue;
+        float v = 0.0f, up = 0.0f;
+        for (int ww = 0; ww < KW; ww++) {
+            v += red[ww][o][b][i];
+            if (swiglu) up += red[ww][o + OT][b][i];
+        }
+        v *= __ldg(p.sw + j);
+        if (swiglu) v = gemv_silu(v) * (up * __ldg(p.sw + p.out_dim + j));
+        const size_t at = (size_t)b * p.out_dim + j;
+        if (p.y_f32) {
+            float *y = static_cast<float *>(p.y);
+            y[at] = p.epilogue == FG_GEMV_ADD ? y[at] + v : v;
+        } else {
+            __nv_bfloat16 *y = static_cast<__nv_bfloat16 *>(p.y);
+            y[at] = __float2bfloat16(p.epilogue == FG_GEMV_ADD ? __bfloat162float(y[at]) + v : v);
+        }
+    }
+}
+
+struct fp8v_variant {
+    const char *name;
+    int rt, kw;
+    void (*kernel)(const fp8v_params);
+    void (*norm_kernel)(const fp8v_params);
+};
+
+#define FP8V(RT, KW, U, PIPE, CONV, NAME)                                                          \
+    {                                                                                              \
+        NAME, RT, KW, fp8v_kernel<RT, KW, U, PIPE, false, CONV>,                                   \
+            fp8v_kernel<RT, KW, U, PIPE, true, CONV>                                               \
+    }
+/* Candidates for the measurement that sets fg_fp8_gemv_pick (kernels/BENCH.md, FP8 section). */
+static const fp8v_variant fp8v_variants[] = {
+    FP8V(2, 8, 2, true, 0, "rt2_kw8_u2_pipe"),         FP8V(2, 8, 2, false, 0, "rt2_kw8_u2"),
+    FP8V(2, 4, 4, true, 0, "rt2_kw4_u4_pipe"),         FP8V(1, 8, 4, true, 0, "rt1_kw8_u4_pipe"),
+    FP8V(4, 4, 2, true, 0, "rt4_kw4_u2_pipe"),         FP8V(2, 16, 1, true, 0, "rt2_kw16_u1_pipe"),
+    FP8V(2, 4, 2, true, 0, "rt2_kw4_u2_pipe"),         FP8V(2, 8, 4, false, 0, "rt2_kw8_u4"),
+    FP8V(2, 8, 2, true, 1, "rt2_kw8_u2_pipe_f32conv"),
+};
+#undef FP8V
+#define FP8V_N (int)(sizeof(fp8v_variants) / sizeof(fp8v_variants[0]))
+
+enum {
+    FP8V_PICK = 0,       /* rt2_kw8_u2_pipe */
+    FP8V_PICK_SHORT = 6, /* rt2_kw4_u2_pipe: rows shorter than 2048, many of them */
+};
+
+extern "C" int fg_fp8_gemv_supported(int n, int in_dim, int out_dim) {
+    return n >= 1 && n <= FG_FP8_GEMV_MAX_ROWS && in_dim >= 16 && in_dim % 16 == 0 && out_dim >= 1;
+}
+
+extern "C" int fg_fp8_gemv_n_variants(void) {
+    return FP8V_N;
+}
+
+extern "C" const char *fg_fp8_gemv_variant_name(int v) {
+    return v >= 0 && v < FP8V_N ? fp8v_variants[v].name : "";
+}
+
+/* The one selector (supported shapes, then the variant). Provisional until the H200 run that
+ * measures the table (as gemv.cu's pick: the 4-warp blocks for many short rows). */
+extern "C" int fg_fp8_gemv_pick(int n, int in_dim, int out_dim, int epilogue) {
+    if (!fg_fp8_gemv_supported(n, in_dim, out_dim) || epilogue < FG_GEMV_STORE ||
+        epilogue > FG_GEMV_SWIGLU)
+        return -1;
+    if (in_dim < 2048 && out_dim >= 16384) return FP8V_PICK_SHORT;
+    return FP8V_PICK;
+}
+
+extern "C" int fg_fp8_gemv_variant(int v, void *y, int y_f32, const void *x, const void *gamma,
+                                   float eps, void *h_out, const void *q, const float *sw, int n,
+                                   int in_dim, int out_dim, int epilogue, void *stream) {
+    if (v < 0 || v >= FP8V_N || !fg_fp8_gemv_supported(n, in_dim, out_dim) ||
+        epilogue < FG_GEMV_STORE || epilogue > FG_GEMV_SWIGLU || !y || !x || !q || !sw ||
+        (h_out && !gamma) ||
+        ((uintptr_t)x | (uintptr_t)q | (uintptr_t)gamma | (uintptr_t)h_out) % 16 ||
+        (uintptr_t)sw % 4 || (uintptr_t)y % (y_f32 ? 4 : 2))
+        return (int)cudaErrorInvalidValue;
+    const fp8v_variant *vr = &fp8v_variants[v];
+    const int swiglu = epilogue == FG_GEMV_SWIGLU;
+    if (swiglu && vr->rt % 2) return (int)cudaErrorInvalidValue;
+    fp8v_params p = {};
+    p.y = y;
+    p.y_f32 = y_f32 != 0;
+    p.x = static_cast<const __nv_bfloat16 *>(x);
+    p.w = static_cast<const uint8_t *>(q);
+    p.sw = sw;
+    p.gamma = static_cast<const __nv_bfloat16 *>(gamma);
+    p.h_out = static_cast<__nv_bfloat16 *>(h_out);
+    p.eps = eps;
+    p.n = n;
+    p.in_dim = in_dim;
+    p.out_dim = out_dim;
+    p.epilogue = epilogue;
+    p.out_tiles = swiglu ? vr->rt / 2 : vr->rt;
+    const int cols = 8 * p.out_tiles;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3((unsigned)((out_dim + cols - 1) / cols));
+    cfg.blockDim = dim3((unsigned)(vr->kw * 32));
+    cfg.stream = static_cast<cudaStream_t>(stream);
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+    const cudaError_t e = cudaLaunchKernelEx(&cfg, gamma ? vr->norm_kernel : vr->kernel, p);
+    return (int)(e != cudaSuccess ? e : cudaGetLastError());
+}
+
+extern "C" int fg_fp8_gemv(void *y, int y_f32, const void *x, const void *q, const float *sw, int n,
+                           int in_dim, int out_dim, int epilogue, void *stream) {
+    const int v = fg_fp8_gemv_pick(n, in_dim, out_dim, epilogue);
+    if (v < 0) return (int)cudaErrorInvalidValue;
+    return fg_fp8_gemv_variant(v, y, y_f32, x, NULL, 0.0f, NULL, q, sw, n, in_dim, out_dim,
+                               epilogue, stream);
+}
+
+extern "C" int fg_fp8_gemv_norm(void *y, int y_f32, const void *x, const void *gamma, float eps,
+                                void *h_out, const void *q, const float *sw, int n, int in_dim,
+                                int out_dim, int epilogue, void *stream) {
+    const int v = fg_fp8_gemv_pick(n, in_dim, out_dim, epilogue);
+    if (v < 0 || !gamma) return (int)cudaErrorInvalidValue;
+    return fg_fp8_gemv_variant(v, y, y_f32, x, gamma, eps, h_out, q, sw, n, in_dim, out_dim,
+                               epilogue, stream);
+}
