@@ -237,11 +237,17 @@ static int fp8_plan_make(struct fg_fp8_lt *lt, struct fp8_plan *p, int mode, con
     FP8_LT_CK(lt,
               cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
     if (mode == FG_FP8_GEMM_OUTER) {
+        /* a cuBLASLt without the outer-vector mode refuses the attribute: no algorithm, then */
         const int32_t vec = CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F;
-        FP8_LT_CK(lt, cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_A_SCALE_MODE,
-                                                     &vec, sizeof vec));
-        FP8_LT_CK(lt, cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_B_SCALE_MODE,
-                                                     &vec, sizeof vec));
+        cublasStatus_t sa = cublasLtMatmulDescSetAttribute(
+            p->desc, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &vec, sizeof vec);
+        if (sa == CUBLAS_STATUS_SUCCESS)
+            sa = cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &vec,
+                                                sizeof vec);
+        if (sa != CUBLAS_STATUS_SUCCESS) {
+            lt_fail(lt, "cuBLASLt refuses the outer-vector scale mode: status %d", (int)sa);
+            return 1;
+        }
         FP8_LT_CK(lt, cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER,
                                                      &sw, sizeof sw));
         FP8_LT_CK(lt, cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER,
@@ -267,9 +273,13 @@ static int fp8_plan_make(struct fg_fp8_lt *lt, struct fp8_plan *p, int mode, con
         st = cublasLtMatmulAlgoGetHeuristic(lt->h, p->desc, p->a, p->b, p->c, p->c, pref, 1, &res,
                                             &found);
     cublasLtMatmulPreferenceDestroy(pref);
-    /* "not supported" is cuBLASLt's answer for a combination it lacks, not an error here */
-    if (st == CUBLAS_STATUS_NOT_SUPPORTED || (st == CUBLAS_STATUS_SUCCESS && !found)) return 1;
-    FP8_LT_CK(lt, st);
+    /* a refusal (not supported, invalid value for this combination, nothing found) means no
+     * algorithm for this mode; AUTO then tries SPLIT */
+    if (st != CUBLAS_STATUS_SUCCESS || !found) {
+        lt_fail(lt, "cuBLASLt heuristic for %d x %d x %d (mode %d): status %d, %d found", p->n,
+                p->in_dim, p->out_dim, mode, (int)st, found);
+        return 1;
+    }
     p->algo = res.algo;
     p->mode = mode;
     return 0;
@@ -308,8 +318,7 @@ static struct fp8_plan *fp8_plan_get(struct fg_fp8_lt *lt, int mode, int n, int 
         fp8_plan_free(p);
         if (r < 0) return NULL;
     }
-    lt_fail(lt, "cuBLASLt has no FP8 algorithm for %d x %d x %d (mode %d)", n, in_dim, out_dim,
-            mode);
+    /* lt->err holds the last try's reason */
     return NULL;
 }
 
@@ -380,6 +389,7 @@ extern "C" int fg_fp8_gemm(struct fg_fp8_lt *lt, int mode, void *y, int y_f32, c
         return -1;
     }
     if (mode_used) *mode_used = p->mode;
+    lt->err[0] = 0; /* a refused OUTER try of AUTO is no failure */
     return 0;
 }
 
