@@ -157,7 +157,7 @@ extern "C" int fg_fp8_quant_rows(void *q, float *scale, const void *x, const voi
 #define FP8_LT_WORKSPACE ((size_t)32 << 20) /* cuBLASLt's recommended size for Hopper */
 
 struct fp8_plan {
-    int n, in_dim, out_dim, y_f32, accumulate, mode;
+    int n, in_dim, out_dim, y_f32, accumulate, mode, fast;
     cublasLtMatmulDesc_t desc;
     cublasLtMatrixLayout_t a, b, c;
     cublasLtMatmulAlgo_t algo;
@@ -236,6 +236,11 @@ static int fp8_plan_make(struct fg_fp8_lt *lt, struct fp8_plan *p, int mode, con
               cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
     FP8_LT_CK(lt,
               cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
+    if (p->fast) {
+        const int8_t on = 1;
+        FP8_LT_CK(lt, cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_FAST_ACCUM, &on,
+                                                     sizeof on));
+    }
     if (mode == FG_FP8_GEMM_OUTER) {
         /* a cuBLASLt without the outer-vector mode refuses the attribute: no algorithm, then */
         const int32_t vec = CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F;
@@ -285,13 +290,16 @@ static int fp8_plan_make(struct fg_fp8_lt *lt, struct fp8_plan *p, int mode, con
     return 0;
 }
 
-/* The plan for (n, in, out, y_f32, accumulate) in MODE (AUTO: OUTER, else SPLIT), cached. */
-static struct fp8_plan *fp8_plan_get(struct fg_fp8_lt *lt, int mode, int n, int in_dim, int out_dim,
-                                     int y_f32, int accumulate, const float *sx, const float *sw) {
+/* The plan for (n, in, out, y_f32, accumulate) in MODE with fast accumulation or not (AUTO: OUTER,
+ * else SPLIT), cached. */
+static struct fp8_plan *fp8_plan_get(struct fg_fp8_lt *lt, int mode, int fast, int n, int in_dim,
+                                     int out_dim, int y_f32, int accumulate, const float *sx,
+                                     const float *sw) {
     for (int i = 0; i < lt->n_plans; i++) {
         struct fp8_plan *p = &lt->plans[i];
         if (p->n == n && p->in_dim == in_dim && p->out_dim == out_dim && p->y_f32 == y_f32 &&
-            p->accumulate == accumulate && (mode == FG_FP8_GEMM_AUTO || p->mode == mode))
+            p->accumulate == accumulate && p->fast == fast &&
+            (mode == FG_FP8_GEMM_AUTO || p->mode == mode))
             return p;
     }
     if (lt->n_plans == FP8_LT_PLANS) { /* evict the oldest */
@@ -310,6 +318,7 @@ static struct fp8_plan *fp8_plan_get(struct fg_fp8_lt *lt, int mode, int n, int 
         p->out_dim = out_dim;
         p->y_f32 = y_f32;
         p->accumulate = accumulate;
+        p->fast = fast;
         const int r = fp8_plan_make(lt, p, tries[k], sx, sw);
         if (r == 0) {
             lt->n_plans++;
@@ -346,6 +355,8 @@ extern "C" int fg_fp8_gemm(struct fg_fp8_lt *lt, int mode, void *y, int y_f32, c
                            int *mode_used, void *stream) {
     if (!lt) return -1;
     lt->err[0] = 0;
+    const int fast = (mode & FG_FP8_GEMM_FAST_ACCUM) != 0;
+    mode &= ~FG_FP8_GEMM_FAST_ACCUM;
     if (n < 1 || in_dim < 16 || in_dim % 16 || out_dim < 16 || out_dim % 16 ||
         mode < FG_FP8_GEMM_AUTO || mode > FG_FP8_GEMM_SPLIT || !y || !xq || !wq || !sx || !sw ||
         ((uintptr_t)y | (uintptr_t)xq | (uintptr_t)wq | (uintptr_t)sx | (uintptr_t)sw |
@@ -358,7 +369,7 @@ extern "C" int fg_fp8_gemm(struct fg_fp8_lt *lt, int mode, void *y, int y_f32, c
         return -1;
     }
     struct fp8_plan *p =
-        fp8_plan_get(lt, mode, n, in_dim, out_dim, y_f32 != 0, accumulate != 0, sx, sw);
+        fp8_plan_get(lt, mode, fast, n, in_dim, out_dim, y_f32 != 0, accumulate != 0, sx, sw);
     if (!p) return -1;
     cudaStream_t s = static_cast<cudaStream_t>(stream);
     const float one = 1.0f, zero = 0.0f;

@@ -44,12 +44,15 @@ int fg_fp8_quant_rows(void *q, float *scale, const void *x, const void *gamma, f
  *          y's type, beta = 1 for accumulate;
  *   SPLIT: cuBLASLt writes the unscaled fp32 product into the caller's scratch (n · out_dim
  *          fp32), then one kernel of ours applies sx[t] · sw[j] (and the residual add).
- * AUTO takes OUTER where cuBLASLt has an algorithm for it, else SPLIT. Shapes: n >= 1,
+ * AUTO takes OUTER where cuBLASLt has an algorithm for it, else SPLIT. FAST_ACCUM or'ed into the
+ * mode turns on cuBLASLt's FP8 fast accumulation (partial sums no longer promoted to fp32 at
+ * intervals: faster, less accurate; off by default). Shapes: n >= 1,
  * in_dim % 16 == 0, out_dim % 16 == 0; xq, wq, y, sx, sw and scratch 16-byte aligned. */
 enum fg_fp8_gemm_mode {
     FG_FP8_GEMM_AUTO = 0,
     FG_FP8_GEMM_OUTER = 1,
     FG_FP8_GEMM_SPLIT = 2,
+    FG_FP8_GEMM_FAST_ACCUM = 4, /* flag */
 };
 
 struct fg_fp8_lt; /* a cuBLASLt handle, its workspace and the plans per shape */

@@ -54,12 +54,17 @@ if gpu_skip.why_no_gpu() is None:
 
 STORE, ADD, SWIGLU = 0, 1, 2
 EPI = {STORE: "store", ADD: "add", SWIGLU: "swiglu"}
-AUTO, OUTER, SPLIT = 0, 1, 2
-MODE = {AUTO: "auto", OUTER: "outer", SPLIT: "split"}
+AUTO, OUTER, SPLIT, FAST = 0, 1, 2, 4
+MODE = {AUTO: "auto", OUTER: "outer", SPLIT: "split", OUTER | FAST: "outer fast-accum"}
 EINVAL = 1
 MAXN = 16
 E4M3 = None  # torch.float8_e4m3fn, set in main (torch may be absent)
 GEMM_MAG_TOL = 2.0 ** -12
+# cuBLASLt's fast accumulation never promotes the tensor cores' reduced-precision partial sums
+# (~14 significant bits) to fp32, so over K = 4096..14336 the error grows with the number of
+# additions into one accumulator; measured, printed, and bounded loosely (a wrong scale or index
+# is still of order |ref| ≫ 2^-7 Σ|x||w| / |ref| for these random operands).
+GEMM_FAST_MAG_TOL = 2.0 ** -7
 
 
 class Lib:
@@ -197,7 +202,7 @@ GEMM_SHAPES = [("8b.qkv", 6144, 4096), ("8b.o", 4096, 4096), ("8b.gate_up", 2867
 GEMM_N = [1, 77, 512]
 
 
-def gemm_judge(y, ref, mag, y_f32):
+def gemm_judge(y, ref, mag, y_f32, mag_tol=GEMM_MAG_TOL):
     yd = y.double()
     if torch.isnan(yd).any() or torch.isinf(yd).any():
         return False, float("nan"), float("nan"), "nan/inf (unwritten?)"
@@ -205,7 +210,7 @@ def gemm_judge(y, ref, mag, y_f32):
     rel = float((yd - ref).norm() / ref.norm().clamp_min(1e-300))
     out_tol = 2.0 ** -20 if y_f32 else 2.0 ** -8
     excess = float(((err - out_tol * ref.abs()).clamp_min(0) / mag.clamp_min(1e-300)).max())
-    bad = int((err > out_tol * ref.abs() + GEMM_MAG_TOL * mag).sum())
+    bad = int((err > out_tol * ref.abs() + mag_tol * mag).sum())
     return bad == 0, rel, excess, (f"{bad} elements over the elementwise bound" if bad else "")
 
 
@@ -249,6 +254,18 @@ def check_gemm(g, rep, dev, stats):
                         k = f"gemm {MODE[mode]}"
                         stats[k] = max(stats.get(k, 0.0), excess)
                         rep.add(ok and st == 0 and st2 == 0, tag, rel, why)
+            if name.startswith("8b") and n == 512:  # fast accumulation: the error it costs
+                buf, y = cq.poisoned(n, od, torch.bfloat16, dev)
+                stg, _ = g.gemm(OUTER | FAST, y, 0, xq, sx, wq, sw, n, idim, od, 0)
+                torch.cuda.synchronize()
+                tag = f"gemm outer fast-accum {name} n={n} bf16"
+                if stg != 0:
+                    rep.add(False, tag, None, f"status {stg}: {g.error()}")
+                else:
+                    ok, rel, excess, why = gemm_judge(y, dot, mag, 0, GEMM_FAST_MAG_TOL)
+                    stats["gemm outer fast-accum"] = max(stats.get("gemm outer fast-accum", 0.0),
+                                                         excess)
+                    rep.add(ok, tag, rel, why)
         # end to end at n = 77: W8A8 against the bf16 product, beside torch._scaled_mm
         if od % 16 == 0 and idim % 16 == 0:
             n = 77
@@ -462,9 +479,10 @@ BENCH_GEMV = [("qkv", 6144, 4096, STORE, True), ("o", 4096, 4096, ADD, False),
 
 def bench_gemm(g, dev):
     print("prefill GEMMs, TFLOP/s (2·T·in·out / median time): fp8 = fg_fp8_gemm on quantized x, "
-          "fp8+q = with fg_fp8_quant_rows of x, bf16 = torch x @ W.T (cuBLAS), "
-          "peer = torch._scaled_mm rowwise")
-    print(f"{'gemm':<8} {'T':>5} {'fp8':>7} {'fp8+q':>7} {'bf16':>7} {'peer':>7} {'fp8/bf16':>8} mode")
+          "fp8+q = with fg_fp8_quant_rows of x, fast = fp8 with cuBLASLt's fast accumulation, "
+          "bf16 = torch x @ W.T (cuBLAS), peer = torch._scaled_mm rowwise")
+    print(f"{'gemm':<8} {'T':>5} {'fp8':>7} {'fp8+q':>7} {'fast':>7} {'bf16':>7} {'peer':>7} "
+          f"{'fp8+q/bf16':>10} mode")
     total = {}
     scratch = None
     for name, od, idim in BENCH_GEMM:
@@ -487,6 +505,11 @@ def bench_gemm(g, dev):
                                         T, idim, Lib.s())
                 g.gemm(AUTO, y, 0, xq, sx, wq, sw, T, idim, od, 0, scratch)
             us8q = cg.time_calls(with_quant, 1, 20)
+            stf, _ = g.gemm(OUTER | FAST, y, 0, xq, sx, wq, sw, T, idim, od, 0)
+            usf = cg.time_calls(lambda i: g.gemm(OUTER | FAST, y, 0, xq, sx, wq, sw, T, idim, od, 0), 1, 20) \
+                if stf == 0 else float("nan")
+            if st != 0:  # a failing call returns at once: no time to report
+                us8 = us8q = float("nan")
             usbf = cg.time_calls(lambda i: torch.matmul(x, w.T), 1, 20)
             try:
                 a8, b8, sa, sb = xq.view(E4M3), wq.view(E4M3).t(), sx[:, None], sw[None, :]
@@ -495,15 +518,17 @@ def bench_gemm(g, dev):
             except Exception:
                 uspeer = float("nan")
             tf = lambda us: flop / (us * 1e-6) / 1e12  # noqa: E731
-            for k, us in (("fp8", us8), ("fp8+q", us8q), ("bf16", usbf), ("peer", uspeer)):
+            for k, us in (("fp8", us8), ("fp8+q", us8q), ("fast", usf), ("bf16", usbf),
+                          ("peer", uspeer)):
                 total[(k, T)] = total.get((k, T), 0.0) + us
-            print(f"{name:<8} {T:>5} {tf(us8):7.0f} {tf(us8q):7.0f} {tf(usbf):7.0f} {tf(uspeer):7.0f} "
-                  f"{usbf / us8:8.2f} {MODE[used] if st == 0 else 'FAILED ' + g.error()}", flush=True)
+            print(f"{name:<8} {T:>5} {tf(us8):7.0f} {tf(us8q):7.0f} {tf(usf):7.0f} {tf(usbf):7.0f} "
+                  f"{tf(uspeer):7.0f} {usbf / us8q:10.2f} "
+                  f"{MODE[used] if st == 0 else 'FAILED ' + g.error()}", flush=True)
         del w, wq
     print("the four GEMMs of one 8B layer, tokens/s of GEMM time alone (no attention, no norms):")
     for T in BENCH_T:
         print(f"  T={T:<5} " + "  ".join(f"{k} {T * 1e6 / (32 * total[(k, T)]):8.0f}"
-                                         for k in ("fp8", "fp8+q", "bf16", "peer")) +
+                                         for k in ("fp8", "fp8+q", "fast", "bf16", "peer")) +
               f"   fp8+q/bf16 {total[('bf16', T)] / total[('fp8+q', T)]:.2f}x")
 
 
@@ -556,6 +581,17 @@ def bench_gemv(g, dev):
         print(f"  {k:<5} n={n:<3} {32 * us / 1e3:7.3f} ms/step -> {n * 1e6 / (32 * us):8.0f} tokens/s bound")
 
 
+def guarded(rep, name, fn, *args):
+    """fn(*args); an exception counts as one failure and the run goes on (the benchmark too)."""
+    try:
+        fn(*args)
+    except Exception:
+        import traceback
+        traceback.print_exc()
+        rep.add(False, f"{name} raised")
+        torch.cuda.synchronize()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bench", action="store_true")
@@ -576,21 +612,21 @@ def main():
     stats = {}
     t0 = time.time()
     for part in (check_quant, check_gemv_refusals):
-        part(g, rep, dev)
+        guarded(rep, part.__name__, part, g, rep, dev)
     print(f"  quantization: done ({rep.passed} passed, {rep.failed} failed so far)", flush=True)
-    check_gemm(g, rep, dev, stats)
+    guarded(rep, "check_gemm", check_gemm, g, rep, dev, stats)
     print(f"  gemm: done ({rep.passed} passed, {rep.failed} failed so far); AUTO chose "
           f"{sorted(stats.get('auto', []))}; worst (err - out rounding) / sum|x||w|: "
           + ", ".join(f"{k} {v:.2e}" for k, v in stats.items() if k != "auto"), flush=True)
-    check_gemv(g, rep, dev)
-    check_gemv_norm(g, rep, dev)
+    guarded(rep, "check_gemv", check_gemv, g, rep, dev)
+    guarded(rep, "check_gemv_norm", check_gemv_norm, g, rep, dev)
     print("worst relative error per case:")
     for k, v in sorted(rep.worst.items()):
         print(f"  {k:<60} {v:.3e}")
     print(f"checks took {time.time() - t0:.1f} s", flush=True)
     if a.bench:
-        bench_gemm(g, dev)
-        bench_gemv(g, dev)
+        guarded(rep, "bench_gemm", bench_gemm, g, dev)
+        guarded(rep, "bench_gemv", bench_gemv, g, dev)
     g.lib.fg_fp8_lt_free(g.lt)
     print(f"check_fp8: {'PASS' if rep.failed == 0 else 'FAIL'} ({rep.passed} passed, "
           f"{rep.failed} failed)")
