@@ -15,12 +15,10 @@
  * as A, 8 weight rows as B, k permuted per lane so that no shuffles are needed) on one byte per
  * weight, with 16 activation rows (a1 / a3 carry rows g + 8, as qgemv.cu). Lane (g, t) loads 16
  * bytes of W row g at k0 + 16t and the same 16 elements of x rows g and g + 8: four k16 steps.
- * Each e4m3 byte becomes the bf16 of its exact value without the conversion units (CONV 0):
- * PRMT puts the byte in the high byte of a 16-bit half, a mask and a shift move its exponent and
- * mantissa into bf16's fields (that bf16 is the e4m3 value times 2^-120, exactly, e4m3
- * subnormals included as bf16 subnormals), and one bf16x2 multiply by 2^120 (exact: a power of
- * two, the result normal) undoes the offset. CONV 1 does the same in fp32 (a slower, plainly
- * exact twin, kept as a variant). The products of bf16 x and these values are exact in fp32; the
+ * Each e4m3 byte becomes the bf16 of its exact value without the conversion units (fp8v_bf16x4:
+ * integer operations put its exponent and mantissa into bf16's fields, which is the e4m3 value
+ * times 2^-120 exactly, subnormals included, and one bf16x2 multiply by 2^120 undoes the
+ * offset). The products of bf16 x and these values are exact in fp32; the
  * row's scale multiplies the fp32 dot once in the epilogue. Programmatic dependent launch, warp
  * split of k, deterministic reduction in shared memory and the epilogues: as gemv.cu.
  */
@@ -432,26 +430,33 @@ __device__ __forceinline__ uint4 fp8v_load_w(const uint8_t *p, bool ok, uint64_t
     return v;
 }
 
-/* 4 e4m3 bytes of w as two bf16 pairs (bytes 0, 1 and bytes 2, 3), each the exact value. */
+/* 4 e4m3 bytes of w as two bf16 pairs (bytes 0, 1 and bytes 2, 3), each the exact value.
+ * CONV 0 and 2 first build, per byte s eeee mmm, the bf16 s 0000 eeee mmm 0000 (= value · 2^-120,
+ * exactly: e4m3 subnormals become bf16 subnormals), then multiply the pair by 2^120 (bf16 0x7b80)
+ * and add -0 (keeps the sign of zeros): exact, the result normal. CONV 0 spreads each byte into
+ * the high byte of a 16-bit half with PRMT and shifts it into place (4 integer operations per
+ * pair); CONV 2 makes the four high bytes (s 0000 eee) and the four low bytes (e mmm 0000) of a
+ * word at once and interleaves them with two PRMT (7 per four bytes). CONV 1 does it in fp32
+ * (value · 2^-120 as fp32, × 2^120 with no flush to zero in this build, the bf16 is the fp32's
+ * upper half): slower, plainly exact, kept as the reference variant. */
+__device__ __forceinline__ uint32_t fp8v_times_2e120(uint32_t b) {
+    uint32_t r;
+    asm("fma.rn.bf16x2 %0, %1, %2, %3;\n" : "=r"(r) : "r"(b), "r"(0x7b807b80u), "r"(0x80008000u));
+    return r;
+}
+
 template <int CONV> __device__ __forceinline__ uint2 fp8v_bf16x4(uint32_t w) {
     if constexpr (CONV == 0) {
-        /* each byte b in the high byte of its 16-bit half (b << 8): s eeee mmm 0000 0000 */
         const uint32_t v01 = __byte_perm(w, 0u, 0x1404u), v23 = __byte_perm(w, 0u, 0x3424u);
-        /* s 0000 eeee mmm 0000 = the bf16 of value · 2^-120 */
         const uint32_t b01 = ((v01 & 0x7f007f00u) >> 4) | (v01 & 0x80008000u);
         const uint32_t b23 = ((v23 & 0x7f007f00u) >> 4) | (v23 & 0x80008000u);
-        uint32_t r01, r23;
-        /* × 2^120 (bf16 0x7b80), + -0 (keeps the sign of zeros): exact */
-        asm("fma.rn.bf16x2 %0, %1, %2, %3;\n"
-            : "=r"(r01)
-            : "r"(b01), "r"(0x7b807b80u), "r"(0x80008000u));
-        asm("fma.rn.bf16x2 %0, %1, %2, %3;\n"
-            : "=r"(r23)
-            : "r"(b23), "r"(0x7b807b80u), "r"(0x80008000u));
-        return make_uint2(r01, r23);
+        return make_uint2(fp8v_times_2e120(b01), fp8v_times_2e120(b23));
+    } else if constexpr (CONV == 2) {
+        const uint32_t hi = ((w >> 4) & 0x07070707u) | (w & 0x80808080u);
+        const uint32_t lo = (w << 4) & 0xf0f0f0f0u;
+        return make_uint2(fp8v_times_2e120(__byte_perm(lo, hi, 0x5140u)),
+                          fp8v_times_2e120(__byte_perm(lo, hi, 0x7362u)));
     } else {
-        /* fp32: s 0000 eeee mmm 0... is value · 2^-120 as fp32, × 2^120 exact (no flush to zero in
-         * this build), and the bf16 is the fp32's upper half (3 mantissa bits) */
         float f[4];
 #pragma unroll
         for (int k = 0; k < 4; k++) {
@@ -678,7 +683,9 @@ static const fp8v_variant fp8v_variants[] = {
     FP8V(2, 4, 4, true, 0, "rt2_kw4_u4_pipe"),         FP8V(1, 8, 4, true, 0, "rt1_kw8_u4_pipe"),
     FP8V(4, 4, 2, true, 0, "rt4_kw4_u2_pipe"),         FP8V(2, 16, 1, true, 0, "rt2_kw16_u1_pipe"),
     FP8V(2, 4, 2, true, 0, "rt2_kw4_u2_pipe"),         FP8V(2, 8, 4, false, 0, "rt2_kw8_u4"),
-    FP8V(2, 8, 2, true, 1, "rt2_kw8_u2_pipe_f32conv"),
+    FP8V(2, 8, 2, true, 1, "rt2_kw8_u2_pipe_f32conv"), FP8V(2, 8, 2, true, 2, "rt2_kw8_u2_pipe_c2"),
+    FP8V(2, 8, 1, true, 0, "rt2_kw8_u1_pipe"),         FP8V(4, 8, 1, true, 0, "rt4_kw8_u1_pipe"),
+    FP8V(1, 16, 2, true, 0, "rt1_kw16_u2_pipe"),       FP8V(2, 4, 2, true, 2, "rt2_kw4_u2_pipe_c2"),
 };
 #undef FP8V
 #define FP8V_N (int)(sizeof(fp8v_variants) / sizeof(fp8v_variants[0]))
