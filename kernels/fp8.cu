@@ -773,3 +773,205 @@ extern "C" int fg_fp8_gemv_norm(void *y, int y_f32, const void *x, const void *g
     return fg_fp8_gemv_variant(v, y, y_f32, x, gamma, eps, h_out, q, sw, n, in_dim, out_dim,
                                epilogue, stream);
 }
+
+/* ---- FP8 copies of a backend's bf16 weights ------------------------------------------------ */
+
+#define FP8W_BLOCKS 16  /* device allocations: one per build (one per model load) */
+#define FP8W_RETIRED 32 /* outgrown activation buffers, kept while graphs may point at them */
+
+struct fp8w_run {
+    const char *bf; /* first bf16 row (device) */
+    size_t rows;
+    int cols;
+    uint8_t *q; /* (rows, cols) e4m3, NULL until built or where cols % 16 */
+    float *s;   /* (rows) scales */
+};
+
+struct fg_fp8_weights {
+    struct fp8w_run *runs;
+    int n_runs, cap_runs, n_built;
+    void *blocks[FP8W_BLOCKS];
+    int n_blocks;
+    size_t bytes;
+    struct fg_fp8_lt *lt;
+    void *act; /* the GEMM path's quantized activations: (n, in_dim) e4m3, then n scales */
+    size_t act_bytes;
+    void *retired[FP8W_RETIRED];
+    int n_retired;
+    char err[512];
+};
+
+static size_t fp8w_align(size_t n) {
+    return (n + 255) / 256 * 256;
+}
+
+extern "C" struct fg_fp8_weights *fg_fp8_weights_create(void) {
+    struct fg_fp8_weights *fw = (struct fg_fp8_weights *)calloc(1, sizeof *fw);
+    if (!fw) return NULL;
+    fw->lt = fg_fp8_lt_create();
+    if (!fw->lt) {
+        free(fw);
+        return NULL;
+    }
+    return fw;
+}
+
+extern "C" void fg_fp8_weights_free(struct fg_fp8_weights *fw) {
+    if (!fw) return;
+    for (int i = 0; i < fw->n_blocks; i++)
+        cudaFree(fw->blocks[i]);
+    for (int i = 0; i < fw->n_retired; i++)
+        cudaFree(fw->retired[i]);
+    if (fw->act) cudaFree(fw->act);
+    fg_fp8_lt_free(fw->lt);
+    free(fw->runs);
+    free(fw);
+}
+
+extern "C" const char *fg_fp8_weights_error(const struct fg_fp8_weights *fw) {
+    return fw ? fw->err : "no FP8 weights";
+}
+
+extern "C" size_t fg_fp8_weights_bytes(const struct fg_fp8_weights *fw) {
+    return fw ? fw->bytes : 0;
+}
+
+extern "C" int fg_fp8_weights_record(struct fg_fp8_weights *fw, const void *bf16, size_t rows,
+                                     int cols) {
+    const char *p = static_cast<const char *>(bf16);
+    if (fw->n_runs > fw->n_built) { /* continues the last unbuilt run? */
+        struct fp8w_run *r = &fw->runs[fw->n_runs - 1];
+        if (r->cols == cols && r->bf + r->rows * cols * 2 == p) {
+            r->rows += rows;
+            return 0;
+        }
+    }
+    if (fw->n_runs == fw->cap_runs) {
+        const int cap = fw->cap_runs ? 2 * fw->cap_runs : 256;
+        struct fp8w_run *n = (struct fp8w_run *)realloc(fw->runs, sizeof(*n) * (size_t)cap);
+        if (!n) return -1;
+        fw->runs = n;
+        fw->cap_runs = cap;
+    }
+    fw->runs[fw->n_runs++] = fp8w_run{p, rows, cols, nullptr, nullptr};
+    return 0;
+}
+
+extern "C" int fg_fp8_weights_build(struct fg_fp8_weights *fw, void *stream) {
+    size_t bytes = 0;
+    for (int i = fw->n_built; i < fw->n_runs; i++) {
+        const struct fp8w_run *r = &fw->runs[i];
+        if (r->cols % 16 == 0) bytes += fp8w_align(r->rows * r->cols) + fp8w_align(r->rows * 4);
+    }
+    if (bytes == 0) {
+        fw->n_built = fw->n_runs;
+        return 0;
+    }
+    void *mem = NULL;
+    if (fw->n_blocks == FP8W_BLOCKS || cudaMalloc(&mem, bytes) != cudaSuccess) {
+        cudaGetLastError();
+        snprintf(fw->err, sizeof fw->err, "cannot allocate %.2f GB for the FP8 weights",
+                 bytes / 1e9);
+        return -1;
+    }
+    fw->blocks[fw->n_blocks++] = mem;
+    fw->bytes += bytes;
+    char *at = static_cast<char *>(mem);
+    for (int i = fw->n_built; i < fw->n_runs; i++) {
+        struct fp8w_run *r = &fw->runs[i];
+        if (r->cols % 16) continue;
+        r->q = reinterpret_cast<uint8_t *>(at);
+        at += fp8w_align(r->rows * r->cols);
+        r->s = reinterpret_cast<float *>(at);
+        at += fp8w_align(r->rows * 4);
+        /* at most 2^31 - 1 rows per launch (the grid's x limit) */
+        for (size_t r0 = 0; r0 < r->rows; r0 += (size_t)1 << 30) {
+            const size_t m = r->rows - r0 < ((size_t)1 << 30) ? r->rows - r0 : (size_t)1 << 30;
+            const int e =
+                fg_fp8_quant_rows(r->q + r0 * r->cols, r->s + r0, r->bf + r0 * r->cols * 2, NULL,
+                                  0.0f, NULL, (int)m, r->cols, stream);
+            if (e) {
+                snprintf(fw->err, sizeof fw->err, "FP8 quantization of a %zu x %d weight: %s",
+                         r->rows, r->cols, cudaGetErrorString((cudaError_t)e));
+                return -1;
+            }
+        }
+    }
+    fw->n_built = fw->n_runs;
+    const cudaError_t e = cudaStreamSynchronize(static_cast<cudaStream_t>(stream));
+    if (e != cudaSuccess) {
+        snprintf(fw->err, sizeof fw->err, "FP8 quantization of the weights: %s",
+                 cudaGetErrorString(e));
+        return -1;
+    }
+    return 0;
+}
+
+/* The built run holding rows [row0, row0 + rows) of cols that start at w, or NULL. */
+static const struct fp8w_run *fp8w_find(const struct fg_fp8_weights *fw, const void *w, size_t rows,
+                                        int cols, size_t *row0) {
+    const char *p = static_cast<const char *>(w);
+    const size_t rb = (size_t)cols * 2;
+    for (int i = 0; i < fw->n_built; i++) {
+        const struct fp8w_run *r = &fw->runs[i];
+        if (!r->q || r->cols != cols || p < r->bf) continue;
+        const size_t off = (size_t)(p - r->bf);
+        if (off % rb || off / rb + rows > r->rows) continue;
+        *row0 = off / rb;
+        return r;
+    }
+    return NULL;
+}
+
+extern "C" int fg_fp8_linear(struct fg_fp8_weights *fw, void *y, const void *x, const void *norm_w,
+                             float eps, const void *w, int n, int in_dim, int out_dim, int epilogue,
+                             void *scratch, void *stream) {
+    if (!fw || n < 1 || epilogue < FG_GEMV_STORE || epilogue > FG_GEMV_SWIGLU) return 0;
+    const size_t out_rows = epilogue == FG_GEMV_SWIGLU ? 2 * (size_t)out_dim : (size_t)out_dim;
+    size_t row0 = 0;
+    const struct fp8w_run *r = fp8w_find(fw, w, out_rows, in_dim, &row0);
+    if (!r) return 0;
+    const uint8_t *q = r->q + row0 * in_dim;
+    const float *s = r->s + row0;
+    if (((uintptr_t)x | (uintptr_t)norm_w) % 16) return 0;
+    if (n <= FG_FP8_GEMV_MAX_ROWS) {
+        const int e = norm_w ? fg_fp8_gemv_norm(y, 0, x, norm_w, eps, NULL, q, s, n, in_dim,
+                                                out_dim, epilogue, stream)
+                             : fg_fp8_gemv(y, 0, x, q, s, n, in_dim, out_dim, epilogue, stream);
+        if (e) {
+            snprintf(fw->err, sizeof fw->err, "fp8 gemv %d x %d x %d: %s", n, in_dim, out_dim,
+                     cudaGetErrorString((cudaError_t)e));
+            return -1;
+        }
+        return 1;
+    }
+    void *dst = epilogue == FG_GEMV_SWIGLU ? scratch : y;
+    if (out_rows % 16 || (uintptr_t)s % 16 || !dst || (uintptr_t)dst % 16) return 0;
+    const size_t xq_bytes = fp8w_align((size_t)n * in_dim), need = xq_bytes + (size_t)n * 4;
+    if (fw->act_bytes < need) {
+        void *p = NULL;
+        const size_t want = need > 2 * fw->act_bytes ? need : 2 * fw->act_bytes;
+        if (fw->n_retired == FP8W_RETIRED || cudaMalloc(&p, want) != cudaSuccess) {
+            cudaGetLastError();
+            snprintf(fw->err, sizeof fw->err, "cannot allocate %zu bytes of FP8 activations", want);
+            return -1;
+        }
+        if (fw->act) fw->retired[fw->n_retired++] = fw->act;
+        fw->act = p;
+        fw->act_bytes = want;
+    }
+    uint8_t *xq = static_cast<uint8_t *>(fw->act);
+    float *sx = reinterpret_cast<float *>(xq + xq_bytes);
+    const int e = fg_fp8_quant_rows(xq, sx, x, norm_w, eps, NULL, n, in_dim, stream);
+    if (e) {
+        snprintf(fw->err, sizeof fw->err, "fp8 activation quantization %d x %d: %s", n, in_dim,
+                 cudaGetErrorString((cudaError_t)e));
+        return -1;
+    }
+    if (fg_fp8_gemm(fw->lt, FG_FP8_GEMM_AUTO, dst, 0, xq, sx, q, s, n, in_dim, (int)out_rows,
+                    epilogue == FG_GEMV_ADD, NULL, 0, NULL, stream) != 0) {
+        snprintf(fw->err, sizeof fw->err, "%s", fg_fp8_lt_error(fw->lt));
+        return -1;
+    }
+    return epilogue == FG_GEMV_SWIGLU ? 2 : 1;
+}
