@@ -129,6 +129,89 @@ __global__ void __launch_bounds__(FP8_QUANT_THREADS)
     }
 }
 
+/* The same with the row held in registers (CPT chunks of 8 per thread: chunk i + k · blockDim.x),
+ * x and gamma read once: the loop kernel above re-reads them from L1 in each pass, with one load
+ * in flight per thread, and ran at ~470 GB/s on 8192 × 14336 activations (the H200, run 1 of
+ * kernels/BENCH.md's FP8 section). Each thread sums its chunks in the same order and the block
+ * reductions are the same, so both kernels give the same bits. */
+template <bool NORM, int CPT>
+__global__ void __launch_bounds__(FP8_QUANT_THREADS)
+    fp8_quant_rows_reg(uint8_t *q, float *scale, const __nv_bfloat16 *x, const __nv_bfloat16 *gamma,
+                       float eps, __nv_bfloat16 *h_out, int cols) {
+    __shared__ float red[FP8_QUANT_THREADS / 32];
+    const size_t row = blockIdx.x;
+    const int chunks = cols / 8;
+    const uint4 *xr = reinterpret_cast<const uint4 *>(x + row * cols);
+    const uint4 *gr = reinterpret_cast<const uint4 *>(gamma);
+    uint4 v[CPT];
+#pragma unroll
+    for (int k = 0; k < CPT; k++) {
+        const int i = threadIdx.x + k * blockDim.x;
+        v[k] = i < chunks ? xr[i] : make_uint4(0, 0, 0, 0);
+    }
+    if (NORM) {
+        float ss = 0.0f;
+#pragma unroll
+        for (int k = 0; k < CPT; k++) {
+            if (threadIdx.x + k * blockDim.x >= chunks) break;
+            const uint32_t wd[4] = {v[k].x, v[k].y, v[k].z, v[k].w};
+#pragma unroll
+            for (int e = 0; e < 4; e++)
+                ss += bf_lo(wd[e]) * bf_lo(wd[e]) + bf_hi(wd[e]) * bf_hi(wd[e]);
+        }
+        const float inv = rsqrtf(fp8_block_reduce<false>(ss, red) / cols + eps);
+#pragma unroll
+        for (int k = 0; k < CPT; k++) {
+            const int i = threadIdx.x + k * blockDim.x;
+            if (i >= chunks) break;
+            const uint4 gm = __ldg(gr + i);
+            v[k] = make_uint4(gemv_norm_pair(v[k].x, gm.x, inv), gemv_norm_pair(v[k].y, gm.y, inv),
+                              gemv_norm_pair(v[k].z, gm.z, inv), gemv_norm_pair(v[k].w, gm.w, inv));
+        }
+    }
+    float amax = 0.0f;
+#pragma unroll
+    for (int k = 0; k < CPT; k++) {
+        const uint32_t wd[4] = {v[k].x, v[k].y, v[k].z, v[k].w};
+#pragma unroll
+        for (int e = 0; e < 4; e++)
+            amax = fmaxf(amax, fmaxf(fabsf(bf_lo(wd[e])), fabsf(bf_hi(wd[e]))));
+    }
+    amax = fp8_block_reduce<true>(amax, red);
+    const float s = amax > 0.0f ? amax / FG_FP8_E4M3_MAX : 1.0f;
+    if (threadIdx.x == 0) scale[row] = s;
+    uint2 *qr = reinterpret_cast<uint2 *>(q + row * cols);
+    uint4 *hr = h_out ? reinterpret_cast<uint4 *>(h_out + row * cols) : nullptr;
+#pragma unroll
+    for (int k = 0; k < CPT; k++) {
+        const int i = threadIdx.x + k * blockDim.x;
+        if (i >= chunks) break;
+        if (hr) hr[i] = v[k];
+        const uint32_t wd[4] = {v[k].x, v[k].y, v[k].z, v[k].w};
+        uint32_t b[4];
+#pragma unroll
+        for (int e = 0; e < 4; e++)
+            b[e] = fp8_pack2(bf_lo(wd[e]) / s, bf_hi(wd[e]) / s);
+        qr[i] = make_uint2(b[0] | b[1] << 16, b[2] | b[3] << 16);
+    }
+}
+
+template <bool NORM>
+static void fp8_quant_launch(int cpt, int rows, int threads, cudaStream_t s, uint8_t *q,
+                             float *scale, const __nv_bfloat16 *x, const __nv_bfloat16 *gamma,
+                             float eps, __nv_bfloat16 *h_out, int cols) {
+    if (cpt <= 1)
+        fp8_quant_rows_reg<NORM, 1><<<rows, threads, 0, s>>>(q, scale, x, gamma, eps, h_out, cols);
+    else if (cpt <= 2)
+        fp8_quant_rows_reg<NORM, 2><<<rows, threads, 0, s>>>(q, scale, x, gamma, eps, h_out, cols);
+    else if (cpt <= 4)
+        fp8_quant_rows_reg<NORM, 4><<<rows, threads, 0, s>>>(q, scale, x, gamma, eps, h_out, cols);
+    else if (cpt <= 8)
+        fp8_quant_rows_reg<NORM, 8><<<rows, threads, 0, s>>>(q, scale, x, gamma, eps, h_out, cols);
+    else
+        fp8_quant_rows_kernel<NORM><<<rows, threads, 0, s>>>(q, scale, x, gamma, eps, h_out, cols);
+}
+
 extern "C" int fg_fp8_quant_rows(void *q, float *scale, const void *x, const void *gamma, float eps,
                                  void *h_out, int rows, int cols, void *stream) {
     if (rows < 1 || cols < 8 || cols % 8 || !q || !scale || !x || (h_out && !gamma) ||
@@ -142,10 +225,13 @@ extern "C" int fg_fp8_quant_rows(void *q, float *scale, const void *x, const voi
     const __nv_bfloat16 *xx = static_cast<const __nv_bfloat16 *>(x);
     const __nv_bfloat16 *gg = static_cast<const __nv_bfloat16 *>(gamma);
     __nv_bfloat16 *hh = static_cast<__nv_bfloat16 *>(h_out);
+    /* FLASHGEN_FP8_QUANT_LOOP=1 (tests): the loop kernel at every width */
+    const char *loop = getenv("FLASHGEN_FP8_QUANT_LOOP");
+    const int cpt = loop && !strcmp(loop, "1") ? 1 << 30 : (chunks + threads - 1) / threads;
     if (gamma)
-        fp8_quant_rows_kernel<true><<<rows, threads, 0, s>>>(qq, scale, xx, gg, eps, hh, cols);
+        fp8_quant_launch<true>(cpt, rows, threads, s, qq, scale, xx, gg, eps, hh, cols);
     else
-        fp8_quant_rows_kernel<false><<<rows, threads, 0, s>>>(qq, scale, xx, gg, eps, hh, cols);
+        fp8_quant_launch<false>(cpt, rows, threads, s, qq, scale, xx, gg, eps, hh, cols);
     return (int)cudaGetLastError();
 }
 
@@ -679,20 +765,37 @@ struct fp8v_variant {
     }
 /* Candidates for the measurement that sets fg_fp8_gemv_pick (kernels/BENCH.md, FP8 section). */
 static const fp8v_variant fp8v_variants[] = {
-    FP8V(2, 8, 2, true, 0, "rt2_kw8_u2_pipe"),         FP8V(2, 8, 2, false, 0, "rt2_kw8_u2"),
-    FP8V(2, 4, 4, true, 0, "rt2_kw4_u4_pipe"),         FP8V(1, 8, 4, true, 0, "rt1_kw8_u4_pipe"),
-    FP8V(4, 4, 2, true, 0, "rt4_kw4_u2_pipe"),         FP8V(2, 16, 1, true, 0, "rt2_kw16_u1_pipe"),
-    FP8V(2, 4, 2, true, 0, "rt2_kw4_u2_pipe"),         FP8V(2, 8, 4, false, 0, "rt2_kw8_u4"),
-    FP8V(2, 8, 2, true, 1, "rt2_kw8_u2_pipe_f32conv"), FP8V(2, 8, 2, true, 2, "rt2_kw8_u2_pipe_c2"),
-    FP8V(2, 8, 1, true, 0, "rt2_kw8_u1_pipe"),         FP8V(4, 8, 1, true, 0, "rt4_kw8_u1_pipe"),
-    FP8V(1, 16, 2, true, 0, "rt1_kw16_u2_pipe"),       FP8V(2, 4, 2, true, 2, "rt2_kw4_u2_pipe_c2"),
+    FP8V(2, 8, 2, true, 0, "rt2_kw8_u2_pipe"),
+    FP8V(2, 8, 2, false, 0, "rt2_kw8_u2"),
+    FP8V(2, 4, 4, true, 0, "rt2_kw4_u4_pipe"),
+    FP8V(1, 8, 4, true, 0, "rt1_kw8_u4_pipe"),
+    FP8V(4, 4, 2, true, 0, "rt4_kw4_u2_pipe"),
+    FP8V(2, 16, 1, true, 0, "rt2_kw16_u1_pipe"),
+    FP8V(2, 4, 2, true, 0, "rt2_kw4_u2_pipe"),
+    FP8V(2, 8, 4, false, 0, "rt2_kw8_u4"),
+    FP8V(2, 8, 2, true, 1, "rt2_kw8_u2_pipe_f32conv"),
+    FP8V(2, 8, 2, true, 2, "rt2_kw8_u2_pipe_c2"),
+    FP8V(2, 8, 1, true, 0, "rt2_kw8_u1_pipe"),
+    FP8V(4, 8, 1, true, 0, "rt4_kw8_u1_pipe"),
+    FP8V(1, 16, 2, true, 0, "rt1_kw16_u2_pipe"),
+    FP8V(2, 4, 2, true, 2, "rt2_kw4_u2_pipe_c2"),
+    FP8V(4, 8, 2, false, 0, "rt4_kw8_u2"),
+    FP8V(4, 4, 4, false, 0, "rt4_kw4_u4"),
+    FP8V(8, 4, 1, true, 0, "rt8_kw4_u1_pipe"),
+    FP8V(8, 8, 1, false, 0, "rt8_kw8_u1"),
+    FP8V(4, 8, 2, true, 0, "rt4_kw8_u2_pipe"),
+    FP8V(4, 4, 2, false, 0, "rt4_kw4_u2"),
+    FP8V(8, 4, 2, false, 0, "rt8_kw4_u2"),
 };
 #undef FP8V
 #define FP8V_N (int)(sizeof(fp8v_variants) / sizeof(fp8v_variants[0]))
 
+/* Indices into fp8v_variants of the variants fg_fp8_gemv_pick returns. */
 enum {
-    FP8V_PICK = 0,       /* rt2_kw8_u2_pipe */
-    FP8V_PICK_SHORT = 6, /* rt2_kw4_u2_pipe: rows shorter than 2048, many of them */
+    FP8V_PICK_SWIGLU = 4, /* rt4_kw4_u2_pipe */
+    FP8V_PICK_QKV = 11,   /* rt4_kw8_u1_pipe */
+    FP8V_PICK = 7,        /* rt2_kw8_u4 */
+    FP8V_PICK_SHORT = 6,  /* rt2_kw4_u2_pipe: rows shorter than 2048, many of them */
 };
 
 extern "C" int fg_fp8_gemv_supported(int n, int in_dim, int out_dim) {
@@ -707,13 +810,21 @@ extern "C" const char *fg_fp8_gemv_variant_name(int v) {
     return v >= 0 && v < FP8V_N ? fp8v_variants[v].name : "";
 }
 
-/* The one selector (supported shapes, then the variant). Provisional until the H200 run that
- * measures the table (as gemv.cu's pick: the 4-warp blocks for many short rows). */
+/* The one selector (supported shapes, then the variant), from the variants table of
+ * bench/results/check_fp8_h200_run1_2026-12-02.log (µs per call back to back in a CUDA graph,
+ * H200, the 8B layer at n = 1 and 16): gate|up (SwiGLU, norm fused) is fastest with 4-warp blocks
+ * of 4 tiles (rt4_kw4_u2_pipe: 48.0 / 68.8 µs against 69.5 / 111.8 for the first guess
+ * rt2_kw8_u2_pipe), q|k|v (norm fused) with 8-warp blocks of 4 tiles (rt4_kw8_u1_pipe: 15.8 /
+ * 23.7 against 21.3 / 38.6), o and down with rt2_kw8_u4 (7.7 / 9.2 and 19.6 / 22.9 µs). More
+ * W rows per block give each block more bytes to stream for its fixed costs (start, the
+ * shared-memory reduction, the epilogue), which weighs double at one byte per weight. */
 extern "C" int fg_fp8_gemv_pick(int n, int in_dim, int out_dim, int epilogue) {
     if (!fg_fp8_gemv_supported(n, in_dim, out_dim) || epilogue < FG_GEMV_STORE ||
         epilogue > FG_GEMV_SWIGLU)
         return -1;
     if (in_dim < 2048 && out_dim >= 16384) return FP8V_PICK_SHORT;
+    if (epilogue == FG_GEMV_SWIGLU) return FP8V_PICK_SWIGLU;
+    if (epilogue == FG_GEMV_STORE && in_dim < 8192 && out_dim >= 5120) return FP8V_PICK_QKV;
     return FP8V_PICK;
 }
 
@@ -798,6 +909,7 @@ struct fg_fp8_weights {
     size_t act_bytes;
     void *retired[FP8W_RETIRED];
     int n_retired;
+    int gemv_rows; /* products of up to this many rows take the GEMV (FLASHGEN_FP8_GEMV_ROWS) */
     char err[512];
 };
 
@@ -813,6 +925,11 @@ extern "C" struct fg_fp8_weights *fg_fp8_weights_create(void) {
         free(fw);
         return NULL;
     }
+    /* FLASHGEN_FP8_GEMV_ROWS=N (0..16, A/B runs): where the GEMV hands over to the GEMM */
+    const char *r = getenv("FLASHGEN_FP8_GEMV_ROWS");
+    fw->gemv_rows = r && *r ? atoi(r) : FG_FP8_GEMV_MAX_ROWS;
+    if (fw->gemv_rows < 0 || fw->gemv_rows > FG_FP8_GEMV_MAX_ROWS)
+        fw->gemv_rows = FG_FP8_GEMV_MAX_ROWS;
     return fw;
 }
 
@@ -934,7 +1051,7 @@ extern "C" int fg_fp8_linear(struct fg_fp8_weights *fw, void *y, const void *x, 
     const uint8_t *q = r->q + row0 * in_dim;
     const float *s = r->s + row0;
     if (((uintptr_t)x | (uintptr_t)norm_w) % 16) return 0;
-    if (n <= FG_FP8_GEMV_MAX_ROWS) {
+    if (n <= fw->gemv_rows) {
         const int e = norm_w ? fg_fp8_gemv_norm(y, 0, x, norm_w, eps, NULL, q, s, n, in_dim,
                                                 out_dim, epilogue, stream)
                              : fg_fp8_gemv(y, 0, x, q, s, n, in_dim, out_dim, epilogue, stream);

@@ -124,10 +124,13 @@ class Lib:
 
 
 def torch_quant(h):
-    """The format's definition in torch: (q uint8, scale) of bf16 rows h."""
+    """The format's definition in torch: (q uint8, scale) of bf16 rows h. The two fp32 divisions
+    are done in fp64 and rounded to fp32, which is the correctly rounded fp32 quotient (53 ≥
+    2·24 + 2 bits: double rounding is innocuous); torch's own fp32 division by a Python scalar
+    multiplies by the reciprocal instead (run 1 saw scales one ulp off that way)."""
     amax = h.float().abs().amax(1)
-    s = torch.where(amax > 0, amax / 448.0, torch.ones_like(amax))
-    q = (h.float() / s[:, None]).to(E4M3)
+    s = torch.where(amax > 0, (amax.double() / 448.0).float(), torch.ones_like(amax))
+    q = (h.double() / s.double()[:, None]).float().to(E4M3)
     return q.view(torch.uint8), s
 
 
@@ -160,6 +163,12 @@ def check_quant(g, rep, dev):
         ok = st == 0 and torch.equal(sc, ts) and torch.equal(q, tq)
         why = f"status {st}, scale diffs {int((sc != ts).sum())}, q diffs {int((q != tq).sum())}"
         rep.add(ok, f"quant_rows {rows}x{cols} bit-exact vs torch", None, why)
+        os.environ["FLASHGEN_FP8_QUANT_LOOP"] = "1"  # the loop kernel: the same bits
+        q2, sc2, st = g.quant(x)
+        torch.cuda.synchronize()
+        del os.environ["FLASHGEN_FP8_QUANT_LOOP"]
+        rep.add(st == 0 and torch.equal(q2, q) and torch.equal(sc2, sc),
+                f"quant_rows {rows}x{cols} loop kernel = register kernel")
     # RMSNorm in front: h against fp64, then q / scale against torch on our h
     for rows, cols in [(16, 4096), (512, 4096), (7, 576), (5, 14336)]:
         x = (torch.randn(rows, cols, device=dev) *
@@ -181,6 +190,12 @@ def check_quant(g, rep, dev):
         torch.cuda.synchronize()
         rep.add(torch.equal(q2, q) and torch.equal(sc2, sc), f"quant_rows+norm {rows}x{cols} "
                 "without h_out: same q")
+        os.environ["FLASHGEN_FP8_QUANT_LOOP"] = "1"
+        q3, sc3, _ = g.quant(x, gamma, cg.NORM_EPS, None)
+        torch.cuda.synchronize()
+        del os.environ["FLASHGEN_FP8_QUANT_LOOP"]
+        rep.add(torch.equal(q3, q) and torch.equal(sc3, sc), f"quant_rows+norm {rows}x{cols} "
+                "loop kernel = register kernel")
     x = torch.randn(4, 64, device=dev).bfloat16()
     q = torch.empty(4, 64, dtype=torch.uint8, device=dev)
     sc = torch.empty(4, device=dev)
@@ -202,7 +217,7 @@ GEMM_SHAPES = [("8b.qkv", 6144, 4096), ("8b.o", 4096, 4096), ("8b.gate_up", 2867
 GEMM_N = [1, 77, 512]
 
 
-def gemm_judge(y, ref, mag, y_f32, mag_tol=GEMM_MAG_TOL):
+def gemm_judge(y, ref, mag, y_f32, mag_tol=GEMM_MAG_TOL, extra=0.0):
     yd = y.double()
     if torch.isnan(yd).any() or torch.isinf(yd).any():
         return False, float("nan"), float("nan"), "nan/inf (unwritten?)"
@@ -210,7 +225,7 @@ def gemm_judge(y, ref, mag, y_f32, mag_tol=GEMM_MAG_TOL):
     rel = float((yd - ref).norm() / ref.norm().clamp_min(1e-300))
     out_tol = 2.0 ** -20 if y_f32 else 2.0 ** -8
     excess = float(((err - out_tol * ref.abs()).clamp_min(0) / mag.clamp_min(1e-300)).max())
-    bad = int((err > out_tol * ref.abs() + mag_tol * mag).sum())
+    bad = int((err > out_tol * ref.abs() + mag_tol * mag + extra).sum())
     return bad == 0, rel, excess, (f"{bad} elements over the elementwise bound" if bad else "")
 
 
@@ -248,7 +263,12 @@ def check_gemm(g, rep, dev, stats):
                             continue
                         if mode == AUTO:
                             stats.setdefault("auto", set()).add(MODE[used])
-                        ok, rel, excess, why = gemm_judge(y, ref, mag, y_f32)
+                        # OUTER with a bf16 C: cuBLASLt rounds the scaled product to bf16 before
+                        # it adds C (run 1: only this case exceeded the bound, by rounding-size
+                        # amounts), as an unfused GEMM + residual add does: one more half ulp
+                        # of the product, 2^-8 |dot|
+                        extra = 2.0 ** -8 * dot.abs() if mode == OUTER and acc and not y_f32 else 0.0
+                        ok, rel, excess, why = gemm_judge(y, ref, mag, y_f32, extra=extra)
                         if not bool((buf[n * od:] == 12345.0).all()):
                             ok, why = False, "guard overwritten"
                         k = f"gemm {MODE[mode]}"
@@ -321,10 +341,13 @@ class WCase:
         self.refs = {}
 
     def products(self, x, od, epi):
+        """cg.products of x, cached while x lives (the entry holds x: a freed tensor's address
+        may come back for another one, which run 1's norm checks tripped over)."""
         key = (x.data_ptr(), od, epi)
-        if key not in self.refs:
-            self.refs[key] = cg.products(x, self.wd, od, epi)
-        return self.refs[key]
+        hit = self.refs.get(key)
+        if hit is None or hit[0] is not x:
+            hit = self.refs[key] = (x, cg.products(x, self.wd, od, epi))
+        return hit[1]
 
 
 def run_gemv(g, v, wc, x, y0, n, od, epi, y_f32, gamma=None, h=None):
@@ -421,6 +444,7 @@ def check_gemv_norm(g, rep, dev):
         y0 = torch.randn(MAXN, od, device=dev).bfloat16()
         xd = x.double()
         h_exact = xd * torch.rsqrt((xd * xd).mean(-1, keepdim=True) + cg.NORM_EPS) * gamma.double()
+        pick = g.lib.fg_fp8_gemv_pick(1, idim, od, epi)
         for v in range(g.n_var):
             if epi == SWIGLU and "rt1_" in g.names[v]:
                 continue
@@ -430,7 +454,7 @@ def check_gemv_norm(g, rep, dev):
             rep.add(not why and over == 0 and bool((hbuf[MAXN * idim:] == 12345.0).all()),
                     f"gemv_norm {g.names[v]} {name} h within 1.5 ulp", None, f"{why} {over} over")
             h16 = h16.clone()
-            for n in (range(1, MAXN + 1) if v == 0 else (1, 8, 9, 16)):
+            for n in (range(1, MAXN + 1) if v == pick else (1, 8, 9, 16)):
                 hb, h = cq.poisoned(n, idim, torch.bfloat16, dev)
                 y, why = run_gemv(g, v, wc, x, y0, n, od, epi, 0, gamma, h)
                 tag = f"gemv_norm {g.names[v]} {name} {EPI[epi]} n={n}"
@@ -472,7 +496,7 @@ def check_gemv_refusals(g, rep, dev):
 # ---- benchmark -----------------------------------------------------------------------------------
 
 BENCH_GEMM = [("qkv", 6144, 4096), ("o", 4096, 4096), ("gate_up", 28672, 4096), ("down", 4096, 14336)]
-BENCH_T = [512, 1024, 2048, 4096, 8192]
+BENCH_T = [16, 64, 128, 256, 512, 1024, 2048, 4096, 8192]
 BENCH_GEMV = [("qkv", 6144, 4096, STORE, True), ("o", 4096, 4096, ADD, False),
               ("gate_up", 14336, 4096, SWIGLU, True), ("down", 4096, 14336, ADD, False)]
 
