@@ -887,8 +887,9 @@ extern "C" int fg_fp8_gemv_norm(void *y, int y_f32, const void *x, const void *g
 
 /* ---- FP8 copies of a backend's bf16 weights ------------------------------------------------ */
 
-#define FP8W_BLOCKS 16  /* device allocations: one per build (one per model load) */
-#define FP8W_RETIRED 32 /* outgrown activation buffers, kept while graphs may point at them */
+#define FP8W_BLOCKS 16   /* device allocations: one per build (one per model load) */
+#define FP8W_RETIRED 32  /* outgrown activation buffers, kept while graphs may point at them */
+#define FP8W_GEMV_ROWS 8 /* default GEMV / GEMM crossover in rows (fg_fp8_weights_create) */
 
 struct fp8w_run {
     const char *bf; /* first bf16 row (device) */
@@ -925,9 +926,12 @@ extern "C" struct fg_fp8_weights *fg_fp8_weights_create(void) {
         free(fw);
         return NULL;
     }
-    /* FLASHGEN_FP8_GEMV_ROWS=N (0..16, A/B runs): where the GEMV hands over to the GEMM */
+    /* FLASHGEN_FP8_GEMV_ROWS=N (0..16, A/B runs): up to N rows take the GEMV, more the GEMM.
+     * Default 8: on the H200 (kernels/BENCH.md, FP8 section, run 2) the 8B engine decoded batch 16
+     * at 3185 tokens/s with the W8A8 GEMM and 2801 with the GEMV at 16 rows, batch 8 at 1985
+     * with the GEMV (bf16: 1595). */
     const char *r = getenv("FLASHGEN_FP8_GEMV_ROWS");
-    fw->gemv_rows = r && *r ? atoi(r) : FG_FP8_GEMV_MAX_ROWS;
+    fw->gemv_rows = r && *r ? atoi(r) : FP8W_GEMV_ROWS;
     if (fw->gemv_rows < 0 || fw->gemv_rows > FG_FP8_GEMV_MAX_ROWS)
         fw->gemv_rows = FG_FP8_GEMV_MAX_ROWS;
     return fw;

@@ -108,9 +108,10 @@ int fg_fp8_gemv_variant(int v, void *y, int y_f32, const void *x, const void *ga
  * rows recorded back to back with the same cols form one run, so the fused q|k|v and gate|up
  * parts are one matrix. build quantizes every run (cols % 16 == 0) into one allocation, e4m3
  * rows and fp32 scales as the format above. fg_fp8_linear then serves a product whose weight
- * lies inside a run: 1 to FG_FP8_GEMV_MAX_ROWS rows through fg_fp8_gemv / fg_fp8_gemv_norm,
- * more through fg_fp8_quant_rows of x (the norm fused into it) and fg_fp8_gemm. Thread: the
- * backend's worker (one stream). */
+ * lies inside a run: up to 8 rows (FLASHGEN_FP8_GEMV_ROWS, at most FG_FP8_GEMV_MAX_ROWS) through
+ * fg_fp8_gemv / fg_fp8_gemv_norm, more through fg_fp8_quant_rows of x (the norm fused into it)
+ * and fg_fp8_gemm. The bf16 weights stay resident beside the copies (1.5x the weight bytes).
+ * Thread: the backend's worker (one stream). */
 struct fg_fp8_weights;
 struct fg_fp8_weights *fg_fp8_weights_create(void);  /* NULL: out of memory or no cuBLASLt */
 void fg_fp8_weights_free(struct fg_fp8_weights *fw); /* accepts NULL */
@@ -124,7 +125,7 @@ const char *fg_fp8_weights_error(const struct fg_fp8_weights *fw);
 /* y = epilogue(h · Wᵀ) with h = x, or h = RMSNorm(x; norm_w, eps) when norm_w is set, on the
  * FP8 copy of W (out_rows × in_dim bf16 at w; out_rows = 2 out_dim for SWIGLU), the epilogues of
  * fg_fp8_gemv, y bf16. Returns 0 when W has no FP8 copy (the caller runs its bf16 product), 1
- * when the product was enqueued, 2 when (SWIGLU, more than FG_FP8_GEMV_MAX_ROWS rows) the
+ * when the product was enqueued, 2 when (SWIGLU, more rows than the GEMV takes) the
  * (n, 2 out_dim) gate|up product was written to scratch as bf16 for the caller's SwiGLU, -1 on an
  * error (fg_fp8_weights_error). Graph-capturable once a shape has been seen (its cuBLASLt plan
  * and activation buffer exist). */

@@ -3,11 +3,13 @@
 Fresh random inputs (seeded from the clock unless FG_SEED is set); outputs poisoned with NaN and a
 guard after the last row that must stay untouched. Checked:
   - fg_fp8_quant_rows (weights per output channel, activations per token): q and scale bit for bit
-    against torch: s = amax/448 (1 for an all-zero row), q = (x.float() / s).to(float8_e4m3fn)
-    (IEEE fp32 division, round to nearest even: the same operations), on rows of very different
-    size (1e-30 .. 1e4, one all zero) and shapes 8B (6144×4096, 14336×4096 ...), SmolLM2 and odd
-    (cols 8, 24, 1000 rows); with gamma (RMSNorm in front): h (h_out) within 1.5 bf16 ulp of fp64
-    RMSNorm (check_gemv's H_TOL), q / scale bit for bit the quantization of that h;
+    against torch: s = amax/448 (1 for an all-zero row), q = (x / s).to(float8_e4m3fn) with both
+    divisions correctly rounded fp32 (done in fp64 and rounded, torch_quant says why), rounding to
+    nearest even; rows of very different size (1e-30 .. 1e4, one all zero), shapes 8B (6144×4096,
+    14336×4096 ...), SmolLM2 and odd (cols 8, 24, 1000 rows); the register-resident kernel and
+    the loop kernel (FLASHGEN_FP8_QUANT_LOOP=1) bit for bit the same; with gamma (RMSNorm in
+    front): h (h_out) within 1.5 bf16 ulp of fp64 RMSNorm (check_gemv's H_TOL), q / scale bit for
+    bit the quantization of that h;
   - fg_fp8_gemm (cuBLASLt e4m3 × e4m3, fp32 accumulation) in OUTER (cuBLASLt's outer-vector
     scales) and SPLIT (our scaling kernel) mode, AUTO's choice reported: against fp64 products of
     the dequantized operands (sx·xq)(sw·wq)ᵀ, bf16 and fp32 y, store and accumulate, 8B shapes
@@ -16,7 +18,9 @@ guard after the last row that must stay untouched. Checked:
     tensor-core instructions add their products into an accumulator of reduced precision (about
     14 significant bits, per the DeepSeek-V3 report) before cuBLASLt folds them into fp32, so
     each partial sum carries up to ~2^-14 of its magnitude; a wrong scale, index or missed k
-    block gives errors of order |ref|, far above it. The worst observed err / Σ|x||w| is printed.
+    block gives errors of order |ref|, far above it. OUTER mode accumulating into a bf16 y adds
+    2^-8 |x·wᵀ|: cuBLASLt rounds the scaled product to bf16 before it adds C (what an unfused
+    GEMM + residual add does; run 1 found it). The worst observed err / Σ|x||w| is printed.
     Also the end-to-end W8A8 error against the bf16 product x·Wᵀ (quantization error: e4m3 keeps
     4 significant bits, so ≈ 2^-4/sqrt(3) rms per operand; must stay < 8%, printed beside
     torch._scaled_mm's on the same operands);
