@@ -9,9 +9,10 @@
  * post-norms, GeGLU, scales, soft-capping) those of family.cu; the small elementwise ops are here.
  * Each op checks its launch; the first error sticks in the context and makes sync() fail, which the
  * engine treats as fatal. FLASHGEN_BATCH_INVARIANT=1 trades speed for results that do not depend
- * on the batch (cu_create). FLASHGEN_SKIP (diagnostic, timing only) leaves named stages out of the
- * decode graphs recorded while it is set (skip_stage). Built into build/libflashgen_cuda.so and
- * opened with dlopen (ops.h). */
+ * on the batch (cu_create). FLASHGEN_QUANTIZATION=fp8 gives the weights e4m3 copies that the
+ * products use (try_fp8, kernels/fp8.h). FLASHGEN_SKIP (diagnostic, timing only) leaves named
+ * stages out of the decode graphs recorded while it is set (skip_stage). Built into
+ * build/libflashgen_cuda.so and opened with dlopen (ops.h). */
 #include <cublasLt.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>

@@ -3,8 +3,8 @@
  * Format. A weight W (rows, cols) bf16 (torch Linear layout, (out_dim, in_dim)) is stored as
  * q (rows, cols) e4m3 bytes, row-major, and one fp32 scale per row (per output channel):
  *   s_r = amax_r / 448 (1 where the row is all zero), q_rc = e4m3_rn_satfinite(W_rc / s_r),
- * so that W_rc ≈ s_r · q_rc (448 is the largest finite e4m3; the division is IEEE fp32, the
- * rounding to e4m3 nearest-even, as torch's `(w.float() / s).to(torch.float8_e4m3fn)`).
+ * so that W_rc ≈ s_r · q_rc (448 is the largest finite e4m3; both divisions are correctly
+ * rounded fp32, the rounding to e4m3 nearest-even, as torch's `.to(torch.float8_e4m3fn)`).
  * Activations for the FP8 GEMM are quantized the same way per token (per row of x), dynamically,
  * at every call (fg_fp8_quant_rows). All pointers are device memory.
  *
