@@ -323,6 +323,22 @@ CQ_INLINE void cq_body256(uint32_t type, size_t bbytes, const uint8_t *w, const 
 
 CQ_DEFINE_ALL(c, )
 
+/* One panel-product call (the AVX-512 VNNI variant's cq_panel_*, kernels/cpu_quant_x86.h). */
+struct cq_pjob {
+    const uint8_t *w; /* the weight matrix, ROWS rows of ROW_BYTES */
+    size_t row_bytes;
+    int rows, nb;      /* output rows; 32-blocks per row */
+    const uint8_t *qa; /* (n, qa_stride) quantized activations */
+    size_t qa_stride;
+    const float *ds; /* (n, nb) each activation block's d · Σq */
+    int n;
+    float *out; /* (n, out_stride) */
+    size_t out_stride;
+    int accumulate;
+};
+
+typedef void (*cq_panel_fn)(const struct cq_pjob *j, int r0, void *buf);
+
 #if CQ_X86
 #include <immintrin.h>
 
@@ -359,6 +375,15 @@ typedef void (*cq_kernel)(const uint8_t *w, const uint8_t *qa, size_t qa_stride,
 
 static const cq_kernel cq_kernels[CQ_ISA_COUNT][CQ_N_TYPES] = {CQ_ROW(c), CQ_ROW(avx2),
                                                                CQ_ROW(avx512)};
+
+/* The panel products by cq_kernels' column (the 32-block types), AVX-512 VNNI only. */
+#if CQ_X86
+static const cq_panel_fn cq_panels[CQ_N_TYPES] = {cq_panel_q8_0_avx512, cq_panel_q4_0_avx512,
+                                                  cq_panel_q4_1_avx512, cq_panel_q5_0_avx512,
+                                                  cq_panel_q5_1_avx512};
+#else
+static const cq_panel_fn cq_panels[CQ_N_TYPES] = {0};
+#endif
 
 /* Column of cq_kernels for TYPE, or -1. */
 static int cq_type_index(uint32_t type) {
@@ -453,8 +478,24 @@ void cq_dot_rows(enum cq_isa isa, uint32_t type, const void *w, const void *qa, 
     }
 }
 
+/* The panel path (cq_panels) takes a call of at least CQ_PANEL_MIN tokens: below it, the row
+ * kernels' one pass over the weights per CQ_MAX_ROWS tokens costs less than unpacking them. */
+static cq_panel_fn cq_panel_for(enum cq_isa isa, uint32_t type, int n) {
+    int t = cq_type_index(type);
+    if (isa != CQ_ISA_AVX512 || n < CQ_PANEL_MIN || t < 0) return NULL;
+    return cq_panels[t];
+}
+
+int cq_matmul_uses_panels(enum cq_isa isa, uint32_t type, int n) {
+    return cq_panel_for(isa, type, n) != NULL;
+}
+
 size_t cq_matmul_scratch_bytes(const struct fg_qtensor *w, int n) {
-    return cq_act_row_bytes(w->type, w->cols) * (size_t)(n > 0 ? n : 1);
+    n = n > 0 ? n : 1;
+    size_t bytes = cq_act_row_bytes(w->type, w->cols) * (size_t)n;
+    if (!cq_is_k(w->type)) /* the panel path's d · Σq per activation block */
+        bytes += sizeof(float) * (size_t)n * (size_t)(w->cols / 32);
+    return bytes;
 }
 
 struct cq_job {
@@ -485,6 +526,27 @@ static void cq_rows(void *arg, size_t begin, size_t end) {
     }
 }
 
+struct cq_prun {
+    struct cq_pjob job;
+    cq_panel_fn fn;
+    struct cq_job rows; /* the row path, for a thread that could not get its panel buffer */
+};
+
+/* Panels [begin, end) of 16 output rows: each is unpacked once into a buffer of this thread's
+ * (nb · 640 bytes: L1/L2-sized for the model widths here) and meets every token. */
+static void cq_panel_rows(void *arg, size_t begin, size_t end) {
+    const struct cq_prun *p = arg;
+    void *buf = NULL;
+    if (posix_memalign(&buf, 64, (size_t)p->job.nb * 640) != 0) {
+        size_t e = end * 16 < (size_t)p->job.rows ? end * 16 : (size_t)p->job.rows;
+        cq_rows((void *)&p->rows, begin * 16, e);
+        return;
+    }
+    for (size_t b = begin; b < end; b++)
+        p->fn(&p->job, (int)b * 16, buf);
+    free(buf);
+}
+
 void cq_matmul(struct cpu_pool *pool, enum cq_isa isa, const struct fg_qtensor *w, const float *x,
                int n, float *out, size_t out_stride, int accumulate, void *scratch) {
     int t = cq_type_index(w->type);
@@ -501,5 +563,29 @@ void cq_matmul(struct cpu_pool *pool, enum cq_isa isa, const struct fg_qtensor *
                        .out = out,
                        .out_stride = out_stride,
                        .accumulate = accumulate};
-    cpu_pool_for(pool, (size_t)w->rows, 16, cq_rows, &j);
+    cq_panel_fn pf = cq_panel_for(isa, w->type, n);
+    if (!pf) {
+        cpu_pool_for(pool, (size_t)w->rows, 16, cq_rows, &j);
+        return;
+    }
+    float *ds = (float *)((uint8_t *)scratch + (size_t)n * stride);
+    for (int i = 0; i < n; i++) {
+        const struct cq_a32 *a = (const struct cq_a32 *)((uint8_t *)scratch + i * stride);
+        for (int b = 0; b < j.nb; b++)
+            ds[(size_t)i * j.nb + b] = a[b].d * (float)a[b].sum;
+    }
+    struct cq_prun p = {.job = {.w = w->data,
+                                .row_bytes = w->row_bytes,
+                                .rows = w->rows,
+                                .nb = j.nb,
+                                .qa = scratch,
+                                .qa_stride = stride,
+                                .ds = ds,
+                                .n = n,
+                                .out = out,
+                                .out_stride = out_stride,
+                                .accumulate = accumulate},
+                        .fn = pf,
+                        .rows = j};
+    cpu_pool_for(pool, (size_t)(w->rows + 15) / 16, 1, cq_panel_rows, &p);
 }

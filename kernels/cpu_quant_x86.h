@@ -296,6 +296,163 @@ CQ_FN(cq_x_body_k23)(uint32_t type, size_t bbytes, const uint8_t *w, const uint8
         out[r] = CQ_FN(cq_x_hsum)(acc[r]) + smin[r];
 }
 
+#if CQ_VNNI
+/* ---- the panel product (prefill-sized token counts; cpu_quant.c, cq_matmul) -------------
+ *
+ * Sixteen weight rows of a 32-block type are repacked so that one zmm holds, in its 16 int32
+ * lanes, four consecutive quants of each row: vector v of block i, lane p = elements 4v..4v+3 of
+ * row p, as unsigned bytes u with x = d u + m (Q8_0: u = q + 128, m = -128 d; Q4_0: m = -8 d;
+ * Q5_0: m = -16 d; Q4_1/Q5_1: the block's own m). Against one token, vpdpbusd with the token's
+ * four activation quants broadcast as the signed operand then sums four products for all 16 rows
+ * at once, so an output row is a lane and the 16 outputs of one token are one store. Per block
+ * and token: 8 vpdpbusd, one conversion and two FMAs (d·da·Σuq and m·da·Σq) for 512 products,
+ * against the row kernel's unpack + dot + scale per (row, block, token). The weights of a panel
+ * are unpacked once per call and stay in L1/L2 while every token goes past them.
+ */
+#define CQ_PT 8 /* tokens per register tile: 8 float accumulators + 8 int sums + 10 weights */
+
+/* PANEL (nb blocks × 8 vectors × 64 bytes), PD, PM (nb × 16 floats) from NROWS (<= 16) rows of
+ * W (ROW_BYTES apart); lanes past NROWS are zero. */
+static inline __attribute__((always_inline)) void
+CQ_FN(cq_x_pack)(uint32_t type, size_t bbytes, const uint8_t *w, size_t row_bytes, int nrows,
+                 int nb, uint8_t *panel, float *pd, float *pm) {
+    const __mmask16 live = nrows >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << nrows) - 1);
+    const __m512i idx =
+        _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                           _mm512_set1_epi32((int)row_bytes));
+    const __m512i m4 = _mm512_set1_epi8(0x0F), z = _mm512_setzero_si512();
+    for (int i = 0; i < nb; i++, panel += 512) {
+        const uint8_t *b = w + (size_t)i * bbytes;
+        __m512i hdr = _mm512_mask_i32gather_epi32(z, live, idx, b, 1); /* d | m or qh << 16 */
+        __m512 d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(hdr)), m;
+        if (type == GGUF_GGML_Q8_0) {
+            m = _mm512_mul_ps(d, _mm512_set1_ps(-128.0f));
+            for (int v = 0; v < 8; v++) {
+                __m512i g = _mm512_mask_i32gather_epi32(z, live, idx, b + 2 + 4 * v, 1);
+                g = _mm512_maskz_xor_epi32(live, g, _mm512_set1_epi8((char)0x80));
+                _mm512_storeu_si512(panel + 64 * v, g);
+            }
+        } else {
+            int off = type == GGUF_GGML_Q4_0   ? 2
+                      : type == GGUF_GGML_Q4_1 ? 4
+                      : type == GGUF_GGML_Q5_0 ? 6
+                                               : 8;
+            if (type == GGUF_GGML_Q4_1 || type == GGUF_GGML_Q5_1)
+                m = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(hdr, 16)));
+            else
+                m = _mm512_mul_ps(d, _mm512_set1_ps(type == GGUF_GGML_Q4_0 ? -8.0f : -16.0f));
+            __m512i qh = z;
+            if (type == GGUF_GGML_Q5_0 || type == GGUF_GGML_Q5_1)
+                qh = _mm512_mask_i32gather_epi32(z, live, idx, b + off - 4, 1);
+            for (int k = 0; k < 4; k++) {
+                __m512i g = _mm512_mask_i32gather_epi32(z, live, idx, b + off + 4 * k, 1);
+                __m512i lo = _mm512_and_si512(g, m4);
+                __m512i hi = _mm512_and_si512(_mm512_srli_epi32(g, 4), m4);
+                if (type == GGUF_GGML_Q5_0 || type == GGUF_GGML_Q5_1) {
+                    /* bits 4k..4k+3 of qh (elements 4k..4k+3) and 16+4k.. (16+4k..), each
+                     * moved to bit 4 of its element's byte: b · 0x00204081 = b + b << 7 +
+                     * b << 14 + b << 21 (no carries) has bit j of b at bit 8j, j < 4 */
+                    const __m512i spread = _mm512_set1_epi32(0x00204081);
+                    const __m512i ones = _mm512_set1_epi32(0x01010101);
+                    __m512i bl =
+                        _mm512_and_si512(_mm512_srli_epi32(qh, 4 * k), _mm512_set1_epi32(15));
+                    __m512i bh =
+                        _mm512_and_si512(_mm512_srli_epi32(qh, 16 + 4 * k), _mm512_set1_epi32(15));
+                    bl = _mm512_slli_epi32(_mm512_and_si512(_mm512_mullo_epi32(bl, spread), ones),
+                                           4);
+                    bh = _mm512_slli_epi32(_mm512_and_si512(_mm512_mullo_epi32(bh, spread), ones),
+                                           4);
+                    lo = _mm512_or_si512(lo, bl);
+                    hi = _mm512_or_si512(hi, bh);
+                }
+                _mm512_storeu_si512(panel + 64 * k, lo);
+                _mm512_storeu_si512(panel + 64 * (k + 4), hi);
+            }
+        }
+        _mm512_storeu_ps(pd + 16 * i, _mm512_maskz_mov_ps(live, d));
+        _mm512_storeu_ps(pm + 16 * i, _mm512_maskz_mov_ps(live, m));
+    }
+}
+
+/* out rows t < NT (OUT_STRIDE apart), lanes LIVE = the panel's rows · the NT activation rows at
+ * QA (QA_STRIDE apart), DS (DS_STRIDE apart) their per-block d · Σq. */
+static inline __attribute__((always_inline)) void
+CQ_FN(cq_x_ptile)(const uint8_t *panel, const float *pd, const float *pm, int nb, const uint8_t *qa,
+                  size_t qa_stride, const float *ds, size_t ds_stride, const int nt, float *out,
+                  size_t out_stride, __mmask16 live, int accumulate) {
+    __m512 acc[CQ_PT];
+    for (int t = 0; t < nt; t++)
+        acc[t] = _mm512_setzero_ps();
+    for (int i = 0; i < nb; i++, panel += 512) {
+        __m512i wv[8];
+        for (int v = 0; v < 8; v++)
+            wv[v] = _mm512_loadu_si512(panel + 64 * v);
+        __m512 d = _mm512_loadu_ps(pd + 16 * i), m = _mm512_loadu_ps(pm + 16 * i);
+        for (int t = 0; t < nt; t++) {
+            const struct cq_a32 *a = (const struct cq_a32 *)(qa + t * qa_stride) + i;
+            int32_t aq[8];
+            memcpy(aq, a->q, 32);
+            __m512i s0 =
+                _mm512_dpbusd_epi32(_mm512_setzero_si512(), wv[0], _mm512_set1_epi32(aq[0]));
+            __m512i s1 =
+                _mm512_dpbusd_epi32(_mm512_setzero_si512(), wv[1], _mm512_set1_epi32(aq[1]));
+            for (int v = 2; v < 8; v += 2) {
+                s0 = _mm512_dpbusd_epi32(s0, wv[v], _mm512_set1_epi32(aq[v]));
+                s1 = _mm512_dpbusd_epi32(s1, wv[v + 1], _mm512_set1_epi32(aq[v + 1]));
+            }
+            __m512 p = _mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1));
+            acc[t] = _mm512_fmadd_ps(p, _mm512_mul_ps(d, _mm512_set1_ps(a->d)), acc[t]);
+            acc[t] = _mm512_fmadd_ps(m, _mm512_set1_ps(ds[t * ds_stride + i]), acc[t]);
+        }
+    }
+    for (int t = 0; t < nt; t++) {
+        float *y = out + t * out_stride;
+        __m512 v = acc[t];
+        if (accumulate) v = _mm512_add_ps(_mm512_maskz_loadu_ps(live, y), v);
+        _mm512_mask_storeu_ps(y, live, v);
+    }
+}
+
+/* Every token of the call against one repacked panel, CQ_PT at a time, the tile size a
+ * constant in each call so the accumulators stay in registers. */
+#define CQ_X_PANEL(NAME, TYPE, BBYTES)                                                             \
+    static void CQ_FN(cq_panel_##NAME)(const struct cq_pjob *j, int r0, void *buf) {               \
+        int nrows = j->rows - r0 < 16 ? j->rows - r0 : 16, nb = j->nb;                             \
+        uint8_t *panel = buf;                                                                      \
+        float *pd = (float *)(panel + (size_t)nb * 512), *pm = pd + (size_t)nb * 16;               \
+        CQ_FN(cq_x_pack)                                                                           \
+        (TYPE, BBYTES, j->w + (size_t)r0 * j->row_bytes, j->row_bytes, nrows, nb, panel, pd, pm);  \
+        __mmask16 live = nrows >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << nrows) - 1);         \
+        int t = 0;                                                                                 \
+        for (; t + CQ_PT <= j->n; t += CQ_PT)                                                      \
+            CQ_FN(cq_x_ptile)                                                                      \
+            (panel, pd, pm, nb, j->qa + t * j->qa_stride, j->qa_stride, j->ds + (size_t)t * nb,    \
+             (size_t)nb, CQ_PT, j->out + t * j->out_stride + r0, j->out_stride, live,              \
+             j->accumulate);                                                                       \
+        switch (j->n - t) {                                                                        \
+            CQ_X_PTAIL(7)                                                                          \
+            CQ_X_PTAIL(6) CQ_X_PTAIL(5) CQ_X_PTAIL(4) CQ_X_PTAIL(3) CQ_X_PTAIL(2)                  \
+                CQ_X_PTAIL(1) default : break;                                                     \
+        }                                                                                          \
+    }
+#define CQ_X_PTAIL(NT)                                                                             \
+    case NT:                                                                                       \
+        CQ_FN(cq_x_ptile)                                                                          \
+        (panel, pd, pm, nb, j->qa + t * j->qa_stride, j->qa_stride, j->ds + (size_t)t * nb,        \
+         (size_t)nb, NT, j->out + t * j->out_stride + r0, j->out_stride, live, j->accumulate);     \
+        break;
+
+CQ_X_PANEL(q8_0, GGUF_GGML_Q8_0, 34)
+CQ_X_PANEL(q4_0, GGUF_GGML_Q4_0, 18)
+CQ_X_PANEL(q4_1, GGUF_GGML_Q4_1, 20)
+CQ_X_PANEL(q5_0, GGUF_GGML_Q5_0, 22)
+CQ_X_PANEL(q5_1, GGUF_GGML_Q5_1, 24)
+
+#undef CQ_X_PTAIL
+#undef CQ_X_PANEL
+#undef CQ_PT
+#endif /* CQ_VNNI */
+
 /* Rows go through the body in groups of up to CQ_X_ROWS with the group size a constant, so
  * each row's accumulator lives in a register rather than in a loop-carried stack slot. */
 #define CQ_X_DEFINE(NAME, TYPE, BODY, BBYTES)                                                      \
