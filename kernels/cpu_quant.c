@@ -323,6 +323,56 @@ CQ_INLINE void cq_body256(uint32_t type, size_t bbytes, const uint8_t *w, const 
 
 CQ_DEFINE_ALL(c, )
 
+/* One call of a row-loop kernel (cq_m_*): weight rows [o, end) against N_TOK (<= CQ_MAX_ROWS)
+ * activation rows; out[t * out_stride + o] = (or +=) the product. */
+struct cq_margs {
+    const uint8_t *w; /* row 0 of the weight matrix */
+    size_t row_bytes;
+    const uint8_t *qa; /* the N_TOK quantized activation rows */
+    size_t qa_stride;
+    int n_tok, nb;
+    float *out;
+    size_t out_stride;
+    int accumulate;
+};
+
+typedef void (*cq_mkernel)(const struct cq_margs *g, size_t o, size_t end);
+
+CQ_INLINE void cq_put(const struct cq_margs *g, size_t o, float v) {
+    float *y = g->out + o;
+    *y = g->accumulate ? *y + v : v;
+}
+
+CQ_INLINE void cq_put_rows(const struct cq_margs *g, size_t o, const float *r) {
+    for (int u = 0; u < g->n_tok; u++) {
+        float *y = g->out + (size_t)u * g->out_stride + o;
+        *y = g->accumulate ? *y + r[u] : r[u];
+    }
+}
+
+#define CQ_MDEFINE(ISA, TARGET, NAME)                                                              \
+    TARGET static void cq_m_##NAME##_##ISA(const struct cq_margs *g, size_t o, size_t end) {       \
+        float r[CQ_MAX_ROWS];                                                                      \
+        for (; o < end; o++) {                                                                     \
+            cq_##NAME##_##ISA(g->w + o * g->row_bytes, g->qa, g->qa_stride, g->n_tok, g->nb, r);   \
+            cq_put_rows(g, o, r);                                                                  \
+        }                                                                                          \
+    }
+
+#define CQ_MDEFINE_ALL(ISA, TARGET)                                                                \
+    CQ_MDEFINE(ISA, TARGET, q8_0)                                                                  \
+    CQ_MDEFINE(ISA, TARGET, q4_0)                                                                  \
+    CQ_MDEFINE(ISA, TARGET, q4_1)                                                                  \
+    CQ_MDEFINE(ISA, TARGET, q5_0)                                                                  \
+    CQ_MDEFINE(ISA, TARGET, q5_1)                                                                  \
+    CQ_MDEFINE(ISA, TARGET, q4_k)                                                                  \
+    CQ_MDEFINE(ISA, TARGET, q5_k)                                                                  \
+    CQ_MDEFINE(ISA, TARGET, q6_k)                                                                  \
+    CQ_MDEFINE(ISA, TARGET, q2_k)                                                                  \
+    CQ_MDEFINE(ISA, TARGET, q3_k)
+
+CQ_MDEFINE_ALL(c, )
+
 /* One panel-product call (the AVX-512 VNNI variant's cq_panel_*, kernels/cpu_quant_x86.h). */
 struct cq_pjob {
     const uint8_t *w; /* the weight matrix, ROWS rows of ROW_BYTES */
@@ -362,6 +412,8 @@ typedef void (*cq_panel_fn)(const struct cq_pjob *j, int r0, void *buf);
 #else /* other targets: the plain-C body stands in for the x86 variants (never selected) */
 CQ_DEFINE_ALL(avx2, )
 CQ_DEFINE_ALL(avx512, )
+CQ_MDEFINE_ALL(avx2, )
+CQ_MDEFINE_ALL(avx512, )
 #endif
 
 typedef void (*cq_kernel)(const uint8_t *w, const uint8_t *qa, size_t qa_stride, int n_rows, int nb,
@@ -375,6 +427,15 @@ typedef void (*cq_kernel)(const uint8_t *w, const uint8_t *qa, size_t qa_stride,
 
 static const cq_kernel cq_kernels[CQ_ISA_COUNT][CQ_N_TYPES] = {CQ_ROW(c), CQ_ROW(avx2),
                                                                CQ_ROW(avx512)};
+
+#define CQ_MROW(ISA)                                                                               \
+    {                                                                                              \
+        cq_m_q8_0_##ISA, cq_m_q4_0_##ISA, cq_m_q4_1_##ISA, cq_m_q5_0_##ISA, cq_m_q5_1_##ISA,       \
+            cq_m_q4_k_##ISA, cq_m_q5_k_##ISA, cq_m_q6_k_##ISA, cq_m_q2_k_##ISA, cq_m_q3_k_##ISA    \
+    }
+
+static const cq_mkernel cq_mkernels[CQ_ISA_COUNT][CQ_N_TYPES] = {CQ_MROW(c), CQ_MROW(avx2),
+                                                                 CQ_MROW(avx512)};
 
 /* The panel products by cq_kernels' column (the 32-block types), AVX-512 VNNI only. */
 #if CQ_X86
@@ -479,7 +540,7 @@ void cq_dot_rows(enum cq_isa isa, uint32_t type, const void *w, const void *qa, 
 }
 
 /* The panel path (cq_panels) takes a call of at least CQ_PANEL_MIN tokens: below it, the row
- * kernels' one pass over the weights per CQ_MAX_ROWS tokens costs less than unpacking them. */
+ * kernels' unpacking of each block costs less than the panel's gathers. */
 static cq_panel_fn cq_panel_for(enum cq_isa isa, uint32_t type, int n) {
     int t = cq_type_index(type);
     if (isa != CQ_ISA_AVX512 || n < CQ_PANEL_MIN || t < 0) return NULL;
@@ -500,7 +561,7 @@ size_t cq_matmul_scratch_bytes(const struct fg_qtensor *w, int n) {
 
 struct cq_job {
     const struct fg_qtensor *w;
-    cq_kernel kern;
+    cq_mkernel kern;
     const uint8_t *qa; /* (n, act_row) quantized activations */
     size_t qa_stride;
     int n, nb;
@@ -512,17 +573,17 @@ struct cq_job {
 /* Output rows [begin, end): each weight row is read once per CQ_MAX_ROWS tokens. */
 static void cq_rows(void *arg, size_t begin, size_t end) {
     const struct cq_job *j = arg;
-    float r[CQ_MAX_ROWS];
     for (int t0 = 0; t0 < j->n; t0 += CQ_MAX_ROWS) {
-        int nt = j->n - t0 < CQ_MAX_ROWS ? j->n - t0 : CQ_MAX_ROWS;
-        for (size_t o = begin; o < end; o++) {
-            j->kern((const uint8_t *)j->w->data + o * j->w->row_bytes,
-                    j->qa + (size_t)t0 * j->qa_stride, j->qa_stride, nt, j->nb, r);
-            for (int u = 0; u < nt; u++) {
-                float *y = j->out + (size_t)(t0 + u) * j->out_stride + o;
-                *y = j->accumulate ? *y + r[u] : r[u];
-            }
-        }
+        struct cq_margs g = {.w = j->w->data,
+                             .row_bytes = j->w->row_bytes,
+                             .qa = j->qa + (size_t)t0 * j->qa_stride,
+                             .qa_stride = j->qa_stride,
+                             .n_tok = j->n - t0 < CQ_MAX_ROWS ? j->n - t0 : CQ_MAX_ROWS,
+                             .nb = j->nb,
+                             .out = j->out + (size_t)t0 * j->out_stride,
+                             .out_stride = j->out_stride,
+                             .accumulate = j->accumulate};
+        j->kern(&g, begin, end);
     }
 }
 
@@ -555,7 +616,7 @@ void cq_matmul(struct cpu_pool *pool, enum cq_isa isa, const struct fg_qtensor *
     for (int i = 0; i < n; i++)
         cq_quantize_act(w->type, x + (size_t)i * w->cols, w->cols, (uint8_t *)scratch + i * stride);
     struct cq_job j = {.w = w,
-                       .kern = cq_kernels[isa][t],
+                       .kern = cq_mkernels[isa][t],
                        .qa = scratch,
                        .qa_stride = stride,
                        .n = n,

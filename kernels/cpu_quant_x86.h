@@ -94,7 +94,41 @@ static inline float CQ_FN(cq_x_quant_block)(const float *x, int n, int8_t *q) {
     return d;
 }
 
-/* The 32-block types. TYPE is a constant at each call site, so the switch folds away. */
+/* One block of a 32-block type as u8 quants Q (Q8_0: |q|, its signs in SGN), scale D and the
+ * minimum M of x = d q + m (Q4_0: -8 d, Q5_0: -16 d; Q8_0 has none). TYPE is a constant at each
+ * call site, so the switch folds away. */
+static inline __attribute__((always_inline)) void CQ_FN(cq_x_unpack32)(uint32_t type,
+                                                                       const uint8_t *b, __m256i *q,
+                                                                       __m256i *sgn, float *d,
+                                                                       float *m) {
+    *d = CQ_FN(cq_x_f16)(b);
+    *m = 0;
+    *sgn = _mm256_setzero_si256();
+    switch (type) {
+    case GGUF_GGML_Q8_0:
+        *sgn = _mm256_loadu_si256((const __m256i *)(b + 2));
+        *q = _mm256_sign_epi8(*sgn, *sgn);
+        break;
+    case GGUF_GGML_Q4_0:
+        *q = CQ_FN(cq_x_nibbles)(b + 2);
+        *m = -8 * *d;
+        break;
+    case GGUF_GGML_Q4_1:
+        *m = CQ_FN(cq_x_f16)(b + 2);
+        *q = CQ_FN(cq_x_nibbles)(b + 4);
+        break;
+    case GGUF_GGML_Q5_0:
+        *q = _mm256_or_si256(CQ_FN(cq_x_nibbles)(b + 6), CQ_FN(cq_x_bit16)(b + 2));
+        *m = -16 * *d;
+        break;
+    default: /* Q5_1 */
+        *m = CQ_FN(cq_x_f16)(b + 2);
+        *q = _mm256_or_si256(CQ_FN(cq_x_nibbles)(b + 8), CQ_FN(cq_x_bit16)(b + 4));
+        break;
+    }
+}
+
+/* The 32-block types. */
 static inline __attribute__((always_inline)) void
 CQ_FN(cq_x_body32)(uint32_t type, size_t bbytes, const uint8_t *w, const uint8_t *qa,
                    size_t qa_stride, const int n_rows, int nb, float *out) {
@@ -105,31 +139,9 @@ CQ_FN(cq_x_body32)(uint32_t type, size_t bbytes, const uint8_t *w, const uint8_t
         smin[r] = 0;
     }
     for (int i = 0; i < nb; i++) {
-        const uint8_t *b = w + (size_t)i * bbytes;
-        float d = CQ_FN(cq_x_f16)(b), m = 0;
-        __m256i q, sgn = _mm256_setzero_si256();
-        switch (type) {
-        case GGUF_GGML_Q8_0:
-            sgn = _mm256_loadu_si256((const __m256i *)(b + 2));
-            q = _mm256_sign_epi8(sgn, sgn);
-            break;
-        case GGUF_GGML_Q4_0:
-            q = CQ_FN(cq_x_nibbles)(b + 2);
-            m = -8 * d;
-            break;
-        case GGUF_GGML_Q4_1:
-            m = CQ_FN(cq_x_f16)(b + 2);
-            q = CQ_FN(cq_x_nibbles)(b + 4);
-            break;
-        case GGUF_GGML_Q5_0:
-            q = _mm256_or_si256(CQ_FN(cq_x_nibbles)(b + 6), CQ_FN(cq_x_bit16)(b + 2));
-            m = -16 * d;
-            break;
-        default: /* Q5_1 */
-            m = CQ_FN(cq_x_f16)(b + 2);
-            q = _mm256_or_si256(CQ_FN(cq_x_nibbles)(b + 8), CQ_FN(cq_x_bit16)(b + 4));
-            break;
-        }
+        float d, m;
+        __m256i q, sgn;
+        CQ_FN(cq_x_unpack32)(type, w + (size_t)i * bbytes, &q, &sgn, &d, &m);
         for (int r = 0; r < n_rows; r++) {
             const struct cq_a32 *a = (const struct cq_a32 *)(qa + r * qa_stride) + i;
             __m256i av = _mm256_loadu_si256((const __m256i *)a->q);
@@ -141,6 +153,38 @@ CQ_FN(cq_x_body32)(uint32_t type, size_t bbytes, const uint8_t *w, const uint8_t
     }
     for (int r = 0; r < n_rows; r++)
         out[r] = CQ_FN(cq_x_hsum)(acc[r]) + smin[r];
+}
+
+/* Two weight rows W0, W1 against one activation row (the decode case): each row's sums in
+ * cq_x_body32's order (the same bits as two calls of it), the two chains interleaved so the
+ * unpacking of one overlaps the other's products, and the activation block loaded once. */
+static inline __attribute__((always_inline)) void
+CQ_FN(cq_x_body32_r2)(uint32_t type, size_t bbytes, const uint8_t *w0, const uint8_t *w1,
+                      const uint8_t *qa, int nb, float *out0, float *out1) {
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    float smin0 = 0, smin1 = 0;
+    for (int i = 0; i < nb; i++) {
+        float d0, m0, d1, m1;
+        __m256i q0, sgn0, q1, sgn1;
+        CQ_FN(cq_x_unpack32)(type, w0 + (size_t)i * bbytes, &q0, &sgn0, &d0, &m0);
+        CQ_FN(cq_x_unpack32)(type, w1 + (size_t)i * bbytes, &q1, &sgn1, &d1, &m1);
+        const struct cq_a32 *a = (const struct cq_a32 *)qa + i;
+        __m256i av = _mm256_loadu_si256((const __m256i *)a->q), av0 = av, av1 = av;
+        if (type == GGUF_GGML_Q8_0) {
+            av0 = _mm256_sign_epi8(av, sgn0);
+            av1 = _mm256_sign_epi8(av, sgn1);
+        }
+        __m256i p0 = CQ_FN(cq_x_dot)(_mm256_setzero_si256(), q0, av0);
+        __m256i p1 = CQ_FN(cq_x_dot)(_mm256_setzero_si256(), q1, av1);
+        acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p0), _mm256_set1_ps(d0 * a->d), acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p1), _mm256_set1_ps(d1 * a->d), acc1);
+        if (type != GGUF_GGML_Q8_0) {
+            smin0 += m0 * a->d * (float)a->sum;
+            smin1 += m1 * a->d * (float)a->sum;
+        }
+    }
+    *out0 = CQ_FN(cq_x_hsum)(acc0) + smin0;
+    *out1 = CQ_FN(cq_x_hsum)(acc1) + smin1;
 }
 
 /* Q4_K and Q5_K: 8 sub-blocks of 32 with 6-bit scales and minima. */
@@ -426,13 +470,12 @@ CQ_FN(cq_x_ptile)(const uint8_t *panel, const float *pd, const float *pm, int nb
         int t = 0;                                                                                 \
         for (; t + CQ_PT <= j->n; t += CQ_PT)                                                      \
             CQ_FN(cq_x_ptile)                                                                      \
-            (panel, pd, pm, nb, j->qa + t * j->qa_stride, j->qa_stride, j->ds + (size_t)t * nb,    \
-             (size_t)nb, CQ_PT, j->out + t * j->out_stride + r0, j->out_stride, live,              \
-             j->accumulate);                                                                       \
+        (panel, pd, pm, nb, j->qa + t * j->qa_stride, j->qa_stride, j->ds + (size_t)t * nb,        \
+         (size_t)nb, CQ_PT, j->out + t * j->out_stride + r0, j->out_stride, live, j->accumulate);  \
         switch (j->n - t) {                                                                        \
             CQ_X_PTAIL(7)                                                                          \
-            CQ_X_PTAIL(6) CQ_X_PTAIL(5) CQ_X_PTAIL(4) CQ_X_PTAIL(3) CQ_X_PTAIL(2)                  \
-                CQ_X_PTAIL(1) default : break;                                                     \
+            CQ_X_PTAIL(6)                                                                          \
+            CQ_X_PTAIL(5) CQ_X_PTAIL(4) CQ_X_PTAIL(3) CQ_X_PTAIL(2) CQ_X_PTAIL(1) default : break; \
         }                                                                                          \
     }
 #define CQ_X_PTAIL(NT)                                                                             \
@@ -486,6 +529,37 @@ CQ_X_DEFINE(q5_k, GGUF_GGML_Q5_K, cq_x_body_k45, 176)
 CQ_X_DEFINE(q6_k, GGUF_GGML_Q6_K, cq_x_body_q6k, 210)
 CQ_X_DEFINE(q2_k, GGUF_GGML_Q2_K, cq_x_body_k23, 84)
 CQ_X_DEFINE(q3_k, GGUF_GGML_Q3_K, cq_x_body_k23, 110)
+
+/* The matrix form's row loop (struct cq_mkernel_args, cpu_quant.c) with the kernel inlined; a
+ * single activation row takes the 32-block types two weight rows at a time. */
+#define CQ_X_MDEFINE(NAME, TYPE, BBYTES, PAIR)                                                     \
+    static void CQ_FN(cq_m_##NAME)(const struct cq_margs *g, size_t o, size_t end) {               \
+        float r[CQ_MAX_ROWS];                                                                      \
+        if (PAIR && g->n_tok == 1)                                                                 \
+            for (; o + 2 <= end; o += 2) {                                                         \
+                CQ_FN(cq_x_body32_r2)                                                              \
+                (TYPE, BBYTES, g->w + o * g->row_bytes, g->w + (o + 1) * g->row_bytes, g->qa,      \
+                 g->nb, &r[0], &r[1]);                                                             \
+                cq_put(g, o, r[0]);                                                                \
+                cq_put(g, o + 1, r[1]);                                                            \
+            }                                                                                      \
+        for (; o < end; o++) {                                                                     \
+            CQ_FN(cq_##NAME)(g->w + o * g->row_bytes, g->qa, g->qa_stride, g->n_tok, g->nb, r);    \
+            cq_put_rows(g, o, r);                                                                  \
+        }                                                                                          \
+    }
+
+CQ_X_MDEFINE(q8_0, GGUF_GGML_Q8_0, 34, 1)
+CQ_X_MDEFINE(q4_0, GGUF_GGML_Q4_0, 18, 1)
+CQ_X_MDEFINE(q4_1, GGUF_GGML_Q4_1, 20, 1)
+CQ_X_MDEFINE(q5_0, GGUF_GGML_Q5_0, 22, 1)
+CQ_X_MDEFINE(q5_1, GGUF_GGML_Q5_1, 24, 1)
+CQ_X_MDEFINE(q4_k, GGUF_GGML_Q4_K, 144, 0)
+CQ_X_MDEFINE(q5_k, GGUF_GGML_Q5_K, 176, 0)
+CQ_X_MDEFINE(q6_k, GGUF_GGML_Q6_K, 210, 0)
+CQ_X_MDEFINE(q2_k, GGUF_GGML_Q2_K, 84, 0)
+CQ_X_MDEFINE(q3_k, GGUF_GGML_Q3_K, 110, 0)
+#undef CQ_X_MDEFINE
 
 #undef CQ_X_DEFINE
 #undef CQ_X_ROWS
