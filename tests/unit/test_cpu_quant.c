@@ -166,8 +166,8 @@ Test(cpu_quant, dot_matches_dequantized_fp64_every_type_every_isa) {
  * accumulate or not) gives what the row form gives, every variant: bit for bit where it runs
  * the row kernels, and where it takes the panel product (AVX-512 VNNI, >= CQ_PANEL_MIN tokens:
  * the same integer sums, scaled in another order) within the row-product test's fp32 bound of
- * the exact fp64 product. 37 rows: two full 16-row panels and a partial one; 21 and 35 tokens:
- * full 8-token tiles and a tail. */
+ * the exact fp64 product. 37 rows: two full 16-row panels and a partial one; 16, 21 and 35
+ * tokens: full 12-token tiles (CQ_PT) and tails of 4, 9 and 11. */
 Test(cpu_quant, matmul_matches_row_products) {
     uint64_t seed = tu_seed(), s = seed;
     struct cpu_pool *pool = cpu_pool_create(2);
