@@ -311,6 +311,13 @@ int cpu_attn(struct cpu_pool *pool, enum cq_isa isa, float *out, const float *q,
     j.items = items;
     j.n_items = n_items;
     struct ca_run run = {&j, ca_items[isa]};
+    /* one thread when the whole op is shorter than the pool's wake-up (a decode step's at a
+     * short context); the cost in ns at ~15 flop/ns, the decode rows' rate here (bench_cpu --attn
+     * 1024, 2026-12-02) */
+    double flop = 0;
+    for (int i = 0; i < n_items; i++)
+        flop += items[i].cost * j.group * b->head_dim * 4.0;
+    pool = cpu_pool_if_worth(pool, flop / 15.0);
     int nt = pool ? cpu_pool_size(pool) : 1;
     if (nt > n_items) nt = n_items;
     cpu_pool_for(pool, (size_t)nt, 1, ca_worker, &run);

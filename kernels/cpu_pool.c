@@ -1,10 +1,16 @@
 /* cpu_pool.c — worker threads that sleep on a condition variable between parallel loops.
  * A generation counter tells workers a new loop has started; a countdown tells the caller
- * that every chunk has finished. */
+ * that every chunk has finished. Workers time their wake-up (loop start to their first chunk)
+ * into a running average, which cpu_pool_if_worth weighs against the work: on the shared 2-vCPU
+ * VM a futex wake-up takes 5-10 µs when the other core is free and often 50-500 µs when other
+ * processes hold it, more than a decode step's small products take on one thread. (Polling
+ * instead of sleeping was measured too, 2026-12-02: with the machine loaded it lost 1.3-8x of
+ * the decode rate, since a polling thread spends its process group's share of the CPU.) */
 #include "cpu_pool.h"
 
 #include <pthread.h>
 #include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
 
 struct cpu_pool {
@@ -19,7 +25,17 @@ struct cpu_pool {
     cpu_pool_fn fn;
     void *arg;
     size_t n, chunk;
+    long long start_ns; /* when it was published */
+    /* wake-up latency, ns: running average (atomic; workers write, cpu_pool_if_worth reads) */
+    long long wake_ns;
+    unsigned skipped; /* cpu_pool_if_worth's NULL answers since the last probe (caller only) */
 };
+
+static long long pool_now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
 
 struct worker_arg {
     struct cpu_pool *p;
@@ -45,7 +61,11 @@ static void *pool_worker(void *varg) {
             pthread_cond_wait(&p->wake, &p->mu);
         if (p->stop) break;
         seen = p->generation;
+        long long start = p->start_ns;
         pthread_mutex_unlock(&p->mu);
+        /* the average moves 1/8 of the way to each new sample */
+        long long lat = pool_now_ns() - start, avg = __atomic_load_n(&p->wake_ns, __ATOMIC_RELAXED);
+        __atomic_store_n(&p->wake_ns, avg + (lat - avg) / 8, __ATOMIC_RELAXED);
         pool_run_chunk(p, index);
         pthread_mutex_lock(&p->mu);
         if (--p->pending == 0) pthread_cond_signal(&p->done);
@@ -119,6 +139,7 @@ void cpu_pool_for(struct cpu_pool *p, size_t n, size_t grain, cpu_pool_fn fn, vo
     p->n = n;
     p->chunk = chunk;
     p->pending = nt - 1;
+    p->start_ns = pool_now_ns();
     p->generation++;
     pthread_cond_broadcast(&p->wake);
     pthread_mutex_unlock(&p->mu);
@@ -127,4 +148,15 @@ void cpu_pool_for(struct cpu_pool *p, size_t n, size_t grain, cpu_pool_fn fn, vo
     while (p->pending > 0)
         pthread_cond_wait(&p->done, &p->mu);
     pthread_mutex_unlock(&p->mu);
+}
+
+struct cpu_pool *cpu_pool_if_worth(struct cpu_pool *p, double serial_ns) {
+    if (!p || p->n_threads == 1) return p;
+    double wake = (double)__atomic_load_n(&p->wake_ns, __ATOMIC_RELAXED);
+    if (serial_ns / p->n_threads + wake < serial_ns) return p;
+    if (++p->skipped >= 32) { /* a probe, so that a past load spike is not remembered forever */
+        p->skipped = 0;
+        return p;
+    }
+    return NULL;
 }

@@ -552,8 +552,11 @@ CQ_X_DEFINE(q6_k, GGUF_GGML_Q6_K, cq_x_body_q6k, 210)
 CQ_X_DEFINE(q2_k, GGUF_GGML_Q2_K, cq_x_body_k23, 84)
 CQ_X_DEFINE(q3_k, GGUF_GGML_Q3_K, cq_x_body_k23, 110)
 
-/* The matrix form's row loop (struct cq_mkernel_args, cpu_quant.c) with the kernel inlined; a
- * single activation row takes the 32-block types two weight rows at a time. */
+/* The matrix form's row loop (struct cq_margs, cpu_quant.c) with the kernel inlined; a single
+ * activation row takes the 4- and 5-bit 32-block types two weight rows at a time (PAIR). Not
+ * Q8_0: its pairs ran faster from cache (37-46 vs 29-35 GB/s) but at 7-8 GB/s instead of 26-29
+ * streaming 60 MB from memory, one row at a time (2026-12-02, one core; Q4_1 pairs: 16.1 vs
+ * 15.3-15.5 GB/s from memory). */
 #define CQ_X_MDEFINE(NAME, TYPE, BBYTES, PAIR)                                                     \
     static void CQ_FN(cq_m_##NAME)(const struct cq_margs *g, size_t o, size_t end) {               \
         float r[CQ_MAX_ROWS];                                                                      \
@@ -571,7 +574,7 @@ CQ_X_DEFINE(q3_k, GGUF_GGML_Q3_K, cq_x_body_k23, 110)
         }                                                                                          \
     }
 
-CQ_X_MDEFINE(q8_0, GGUF_GGML_Q8_0, 34, 1)
+CQ_X_MDEFINE(q8_0, GGUF_GGML_Q8_0, 34, 0)
 CQ_X_MDEFINE(q4_0, GGUF_GGML_Q4_0, 18, 1)
 CQ_X_MDEFINE(q4_1, GGUF_GGML_Q4_1, 20, 1)
 CQ_X_MDEFINE(q5_0, GGUF_GGML_Q5_0, 22, 1)
