@@ -128,10 +128,66 @@ static inline __attribute__((always_inline)) void CQ_FN(cq_x_unpack32)(uint32_t 
     }
 }
 
+#if CQ_VNNI
+/* Q4_1 against one activation row (the decode case), two blocks per zmm: the nibbles of blocks
+ * i, i+1 as [lo_i, lo_i+1, hi_i, hi_i+1] (16 bytes each) against the matching quarters of their
+ * activation blocks, one vpdpbusd; the four f16 d, m converted in one vcvtph2ps and scaled by the
+ * activation scales in one multiply, spread to the lanes by one permute. ~13 instructions a
+ * block against ~25 for cq_x_body32's (perf of a decode: 62% of it in the Q4_1 rows). An odd
+ * last block goes the 256-bit way. */
+static inline __attribute__((always_inline)) float CQ_FN(cq_x_q41_row)(const uint8_t *w,
+                                                                       const uint8_t *qa, int nb) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    const __m512i spread = _mm512_setr_epi32(0, 0, 0, 0, 2, 2, 2, 2, 0, 0, 0, 0, 2, 2, 2, 2);
+    const struct cq_a32 *a = (const struct cq_a32 *)qa;
+    __m512 acc = _mm512_setzero_ps();
+    __m128 accm = _mm_setzero_ps(); /* lanes 1, 3: Σ m da Σq of the even and odd blocks */
+    int i = 0;
+    for (; i + 2 <= nb; i += 2) {
+        const uint8_t *b0 = w + (size_t)i * 20, *b1 = b0 + 20;
+        __m256i q = _mm256_inserti128_si256(
+            _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(b0 + 4))),
+            _mm_loadu_si128((const __m128i *)(b1 + 4)), 1);
+        __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+        __m512i wq = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+        __m512i av = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)a[i].q));
+        av = _mm512_inserti32x4(av, _mm_loadu_si128((const __m128i *)a[i + 1].q), 1);
+        av = _mm512_inserti32x4(av, _mm_loadu_si128((const __m128i *)(a[i].q + 16)), 2);
+        av = _mm512_inserti32x4(av, _mm_loadu_si128((const __m128i *)(a[i + 1].q + 16)), 3);
+        __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wq, av);
+        uint32_t h0, h1;
+        memcpy(&h0, b0, 4);
+        memcpy(&h1, b1, 4);
+        __m128 dm = _mm_cvtph_ps(_mm_set_epi32(0, 0, (int)h1, (int)h0)); /* d0 m0 d1 m1 */
+        __m128 s = _mm_mul_ps(dm, _mm_set_ps(a[i + 1].d, a[i + 1].d, a[i].d, a[i].d));
+        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p),
+                              _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(s)), acc);
+        accm = _mm_fmadd_ps(s, _mm_cvtepi32_ps(_mm_set_epi32(a[i + 1].sum, 0, a[i].sum, 0)), accm);
+    }
+    float tail = 0;
+    if (i < nb) {
+        float d, m;
+        __m256i q, sgn;
+        CQ_FN(cq_x_unpack32)(GGUF_GGML_Q4_1, w + (size_t)i * 20, &q, &sgn, &d, &m);
+        __m256i av = _mm256_loadu_si256((const __m256i *)a[i].q);
+        __m256i p = CQ_FN(cq_x_dot)(_mm256_setzero_si256(), q, av);
+        tail = CQ_FN(cq_x_hsum)(_mm256_mul_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(d * a[i].d))) +
+               m * a[i].d * (float)a[i].sum;
+    }
+    return _mm512_reduce_add_ps(acc) + (accm[1] + accm[3]) + tail;
+}
+#endif
+
 /* The 32-block types. */
 static inline __attribute__((always_inline)) void
 CQ_FN(cq_x_body32)(uint32_t type, size_t bbytes, const uint8_t *w, const uint8_t *qa,
                    size_t qa_stride, const int n_rows, int nb, float *out) {
+#if CQ_VNNI
+    if (type == GGUF_GGML_Q4_1 && n_rows == 1) {
+        out[0] = CQ_FN(cq_x_q41_row)(w, qa, nb);
+        return;
+    }
+#endif
     __m256 acc[CQ_X_ROWS];
     float smin[CQ_X_ROWS];
     for (int r = 0; r < n_rows; r++) {
@@ -576,7 +632,7 @@ CQ_X_DEFINE(q3_k, GGUF_GGML_Q3_K, cq_x_body_k23, 110)
 
 CQ_X_MDEFINE(q8_0, GGUF_GGML_Q8_0, 34, 0)
 CQ_X_MDEFINE(q4_0, GGUF_GGML_Q4_0, 18, 1)
-CQ_X_MDEFINE(q4_1, GGUF_GGML_Q4_1, 20, 1)
+CQ_X_MDEFINE(q4_1, GGUF_GGML_Q4_1, 20, !CQ_VNNI) /* VNNI: cq_x_q41_row, one row at a time */
 CQ_X_MDEFINE(q5_0, GGUF_GGML_Q5_0, 22, 1)
 CQ_X_MDEFINE(q5_1, GGUF_GGML_Q5_1, 24, 1)
 CQ_X_MDEFINE(q4_k, GGUF_GGML_Q4_K, 144, 0)

@@ -132,8 +132,13 @@ Test(cpu_quant, dot_matches_dequantized_fp64_every_type_every_isa) {
                     continue;
                 }
                 for (int r = 0; r < rows; r++) {
-                    float y[3];
+                    float y[3], y1[3];
                     cq_dot_rows((enum cq_isa)isa, type, w + r * rb, qa, ab, n_act, k, y);
+                    /* one activation row at a time too: the decode case, which some variants
+                     * run in a body of its own (AVX-512 Q4_1: two blocks per zmm) */
+                    for (int a = 0; a < n_act; a++)
+                        cq_dot_rows((enum cq_isa)isa, type, w + r * rb, qa + a * ab, ab, 1, k,
+                                    &y1[a]);
                     for (int a = 0; a < n_act; a++) {
                         struct case_refs f =
                             refs(wd + (size_t)r * k, x + (size_t)a * k, xa + (size_t)a * k, k, blk);
@@ -147,6 +152,11 @@ Test(cpu_quant, dot_matches_dequantized_fp64_every_type_every_isa) {
                             "%s %s k=%d row %d act %d: %.9g vs exact %.9g (tol %g, seed %llu)",
                             gguf_type_name(type), cq_isa_name((enum cq_isa)isa), k, r, a, y[a],
                             f.exact, tol, (unsigned long long)seed);
+                        cr_assert(fabs(y1[a] - f.exact) <= tol,
+                                  "%s %s k=%d row %d act %d alone: %.9g vs exact %.9g (tol %g, "
+                                  "seed %llu)",
+                                  gguf_type_name(type), cq_isa_name((enum cq_isa)isa), k, r, a,
+                                  y1[a], f.exact, tol, (unsigned long long)seed);
                         /* Against the fp32 activations: quantizing x moves each term by at most
                          * |w| d/2, plus the rounding above. */
                         double tol32 = f.qbound + tol;
