@@ -1,11 +1,13 @@
-/* cpu_pool.c — worker threads that sleep on a condition variable between parallel loops.
+/* cpu_pool.c — worker threads for the CPU backend's parallel loops: they poll briefly between
+ * loops while the machine is quiet and otherwise sleep on a condition variable.
  * A generation counter tells workers a new loop has started; a countdown tells the caller
  * that every chunk has finished. Workers time their wake-up (loop start to their first chunk)
- * into a running average, which cpu_pool_if_worth weighs against the work: on the shared 2-vCPU
- * VM a futex wake-up takes 5-10 µs when the other core is free and often 50-500 µs when other
- * processes hold it, more than a decode step's small products take on one thread. (Polling
- * instead of sleeping was measured too, 2026-12-02: with the machine loaded it lost 1.3-8x of
- * the decode rate, since a polling thread spends its process group's share of the CPU.) */
+ * into a running average, which decides the polling (below) and which cpu_pool_if_worth weighs
+ * against the work: on the shared 2-vCPU VM a futex wake-up took ~10-50 µs when the other core
+ * was free and often 50-500 µs when other processes held it, more than a decode step's small
+ * products take on one thread. Polling at any load was measured first, 2026-12-02: with the
+ * machine loaded it lost 1.3-8x of the decode rate (a polling thread spends its process group's
+ * share of the CPU), so it is on only while the average says the machine is quiet. */
 #include "cpu_pool.h"
 
 #include <pthread.h>
