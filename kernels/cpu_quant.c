@@ -338,10 +338,12 @@ struct cq_margs {
 
 typedef void (*cq_mkernel)(const struct cq_margs *g, size_t o, size_t end);
 
+#if CQ_X86 /* the x86 row-pair loops' store */
 CQ_INLINE void cq_put(const struct cq_margs *g, size_t o, float v) {
     float *y = g->out + o;
     *y = g->accumulate ? *y + v : v;
 }
+#endif
 
 CQ_INLINE void cq_put_rows(const struct cq_margs *g, size_t o, const float *r) {
     for (int u = 0; u < g->n_tok; u++) {
