@@ -42,13 +42,21 @@ struct ca_scratch {
     const float **vrow; /* (KB) the block's value rows */
 };
 
+/* One (sequence, KV head)'s keys 0 .. kv_len-1 transposed, (hd, ld) floats, ld >= kv_len +
+ * CA_NC (the columns past kv_len zero), so a block starting at any key reads ncols columns. */
+struct ca_kt {
+    float *kt; /* NULL: not made, the items gather their blocks */
+    size_t ld;
+};
+
 struct ca_job {
     float *out;
     const float *q, *k_pool, *v_pool;
     const struct attn_batch *b;
     int window, group;
-    int max_rows; /* rows of the largest tile: min(QB, longest query run) · group */
-    float qscale; /* scale · log2(e) */
+    int max_rows;           /* rows of the largest tile: min(QB, longest query run) · group */
+    float qscale;           /* scale · log2(e) */
+    const struct ca_kt *kt; /* (n_seqs, n_kv_heads), or NULL */
     const struct ca_item *items;
     int n_items;
     int next;   /* next item to take (atomic) */
@@ -170,6 +178,67 @@ static void ca_item_nan(const struct ca_job *j, const struct ca_item *it) {
     }
 }
 
+/* Keys of (sequence, KV head) pairs [begin, end) into their ca_kt (pairs without one skipped). */
+struct ca_tjob {
+    const struct ca_job *job;
+    struct ca_kt *kt;
+};
+
+static void ca_transpose(void *arg, size_t begin, size_t end) {
+    const struct ca_tjob *tj = arg;
+    const struct attn_batch *b = tj->job->b;
+    int hd = b->head_dim;
+    size_t kv_dim = (size_t)b->n_kv_heads * hd;
+    for (size_t i = begin; i < end; i++) {
+        const struct ca_kt *t = &tj->kt[i];
+        if (!t->kt) continue;
+        int s = (int)(i / (size_t)b->n_kv_heads), g = (int)(i % (size_t)b->n_kv_heads);
+        const int *pages = b->block_table + (size_t)s * b->max_pages;
+        for (int key = 0; key < b->kv_len[s]; key++) {
+            size_t slot = (size_t)pages[key / b->page_size] * b->page_size + key % b->page_size;
+            const float *kr = tj->job->k_pool + slot * kv_dim + (size_t)g * hd;
+            for (int d = 0; d < hd; d++)
+                t->kt[(size_t)d * t->ld + key] = kr[d];
+        }
+        for (int d = 0; d < hd; d++)
+            memset(t->kt + (size_t)d * t->ld + b->kv_len[s], 0,
+                   sizeof(float) * (t->ld - (size_t)b->kv_len[s]));
+    }
+}
+
+/* Transposes the keys of every sequence with more than one query block (its items would each
+ * gather the same keys again: at a 512-token chunk of an 8k prompt, 8 times), in one buffer; NULL
+ * when no sequence needs it or there is no memory (the items then gather their own). */
+static struct ca_kt *ca_transpose_keys(struct cpu_pool *pool, const struct ca_job *j, float **buf) {
+    const struct attn_batch *b = j->b;
+    size_t n = (size_t)b->n_seqs * b->n_kv_heads, floats = 0;
+    *buf = NULL;
+    for (int s = 0; s < b->n_seqs; s++)
+        if (b->q_start[s + 1] - b->q_start[s] > CPU_ATTN_QB && b->kv_len[s] > 0)
+            floats += (size_t)b->n_kv_heads * b->head_dim * ((size_t)b->kv_len[s] + 2 * CA_KB);
+    if (floats == 0) return NULL;
+    struct ca_kt *kt = calloc(n, sizeof(*kt));
+    float *p = kt ? ca_alloc(floats) : NULL;
+    if (!p) {
+        free(kt);
+        return NULL;
+    }
+    size_t at = 0;
+    for (int s = 0; s < b->n_seqs; s++) {
+        if (b->q_start[s + 1] - b->q_start[s] <= CPU_ATTN_QB || b->kv_len[s] <= 0) continue;
+        /* a multiple of 16 floats plus 16, so rows do not all fall on the same cache sets */
+        size_t ld = ((size_t)b->kv_len[s] + CA_KB + 15) / 16 * 16 + 16;
+        for (int g = 0; g < b->n_kv_heads; g++) {
+            kt[(size_t)s * b->n_kv_heads + g] = (struct ca_kt){p + at, ld};
+            at += (size_t)b->head_dim * ld;
+        }
+    }
+    struct ca_tjob tj = {j, kt};
+    cpu_pool_for(pool, n, 1, ca_transpose, &tj);
+    *buf = p;
+    return kt;
+}
+
 struct ca_run {
     struct ca_job *job;
     ca_item_fn fn;
@@ -236,12 +305,24 @@ int cpu_attn(struct cpu_pool *pool, enum cq_isa isa, float *out, const float *q,
         }
     }
     qsort(items, (size_t)n_items, sizeof(*items), ca_cost_desc);
+    float *ktbuf;
+    struct ca_kt *kt = ca_transpose_keys(pool, &j, &ktbuf);
+    j.kt = kt;
     j.items = items;
     j.n_items = n_items;
     struct ca_run run = {&j, ca_items[isa]};
+    /* one thread when the whole op is shorter than the pool's wake-up (a decode step's at a
+     * short context); the cost in ns at ~15 flop/ns, the decode rows' rate here (bench_cpu --attn
+     * 1024, 2026-12-02) */
+    double flop = 0;
+    for (int i = 0; i < n_items; i++)
+        flop += items[i].cost * j.group * b->head_dim * 4.0;
+    pool = cpu_pool_if_worth(pool, flop / 15.0);
     int nt = pool ? cpu_pool_size(pool) : 1;
     if (nt > n_items) nt = n_items;
     cpu_pool_for(pool, (size_t)nt, 1, ca_worker, &run);
     free(items);
+    free(kt);
+    free(ktbuf);
     return j.failed ? -1 : 0;
 }

@@ -5,7 +5,8 @@
  * a · b + c by itself). Written in GCC vector extensions, so the portable variant is the same
  * code with 16-byte vectors.
  *
- * Layouts (floats): the tile's q and o rows (rows, hd); a key block transposed, kt (hd, KB);
+ * Layouts (floats): the tile's q and o rows (rows, hd); a key block transposed, kt (hd, KB) or
+ * a sequence's keys transposed (hd, ld) (struct ca_kt);
  * the scores of four rows p (4, KB). CA_NV · CA_VW divides CA_KB.
  */
 
@@ -72,10 +73,11 @@ CA_INLINE CA_VF CA_FN(ca_exp2)(CA_VF x) {
     return (CA_VF)(((CA_VU)p + e) & (CA_VU)keep);
 }
 
-/* p (rt, KB) columns [0, ncols) = q (rt rows at stride hd) · kt: register blocks of rt rows ×
- * CA_NC keys, one broadcast q value and CA_NV key vectors per step of the head dimension. */
-CA_INLINE void CA_FN(ca_qk)(const float *q, int hd, const float *kt, int ncols, float *p,
-                            const int rt) {
+/* p (rt, KB) columns [0, ncols) = q (rt rows at stride hd) · kt (hd rows at stride LDK):
+ * register blocks of rt rows × CA_NC keys, one broadcast q value and CA_NV key vectors per step
+ * of the head dimension. */
+CA_INLINE void CA_FN(ca_qk)(const float *q, int hd, const float *kt, size_t ldk, int ncols,
+                            float *p, const int rt) {
     for (int c = 0; c < ncols; c += CA_NC) {
         CA_VF acc[CA_RT][CA_NV];
         CA_UNROLL
@@ -88,7 +90,7 @@ CA_INLINE void CA_FN(ca_qk)(const float *q, int hd, const float *kt, int ncols, 
             CA_VF k[CA_NV];
             CA_UNROLL
             for (int v = 0; v < CA_NV; v++)
-                k[v] = CA_FN(ca_ld)(kt + (size_t)d * CA_KB + c + v * CA_VW);
+                k[v] = CA_FN(ca_ld)(kt + (size_t)d * ldk + c + v * CA_VW);
             CA_UNROLL
             for (int r = 0; r < rt; r++) {
                 CA_VF qv = CA_FN(ca_splat)(q[(size_t)r * hd + d]);
@@ -163,15 +165,15 @@ CA_INLINE void CA_FN(ca_pv)(const float *p, const float *const *vrow, int nk, fl
         }
 }
 
-/* Tile rows r0 .. r0+rt-1 against one key block (keys kb .. kb+nk-1, ncols = nk rounded up to
- * CA_NC): scores, mask, online-softmax update, P V. FULL: every key of the block is visible to
- * every row of the item. */
+/* Tile rows r0 .. r0+rt-1 against one key block (keys kb .. kb+nk-1, transposed in KT at row
+ * stride LDK, ncols = nk rounded up to CA_NC): scores, mask, online-softmax update, P V. FULL:
+ * every key of the block is visible to every row of the item. */
 CA_INLINE void CA_FN(ca_rows)(const struct ca_job *j, const struct ca_item *it,
-                              struct ca_scratch *w, int r0, int kb, int nk, int ncols, int full,
-                              const int rt) {
+                              struct ca_scratch *w, const float *kt, size_t ldk, int r0, int kb,
+                              int nk, int ncols, int full, const int rt) {
     int hd = j->b->head_dim;
     float *p = w->p;
-    CA_FN(ca_qk)(w->q + (size_t)r0 * hd, hd, w->kt, ncols, p, rt);
+    CA_FN(ca_qk)(w->q + (size_t)r0 * hd, hd, kt, ldk, ncols, p, rt);
     for (int r = 0; r < rt; r++) {
         float *pr = p + (size_t)r * CA_KB;
         if (!full || ncols != nk) {
@@ -241,33 +243,42 @@ static void CA_FN(ca_item)(const struct ca_job *j, const struct ca_item *it, str
     ca_row_keys(j, it->s, it->i1 - 1, &f1, &e1);
     /* rows see [first, end) with both bounds non-decreasing in i: the item's keys are
      * [f0, e1), and a block inside [f1, e0) is visible to all of its rows */
+    /* the sequence's keys transposed once for all its items (cpu_attn, n_q > CPU_ATTN_QB), or
+     * each block gathered here */
+    const struct ca_kt *pre = j->kt ? &j->kt[(size_t)it->s * b->n_kv_heads + it->g] : NULL;
+    if (pre && !pre->kt) pre = NULL;
     for (int kb = f0; kb < e1; kb += CA_KB) {
         int nk = e1 - kb < CA_KB ? e1 - kb : CA_KB;
         int ncols = (nk + CA_NC - 1) / CA_NC * CA_NC;
         for (int t = 0; t < nk; t++) {
             int key = kb + t;
             size_t slot = (size_t)pages[key / b->page_size] * b->page_size + key % b->page_size;
-            const float *kr = j->k_pool + slot * kv_dim + (size_t)it->g * hd;
-            for (int d = 0; d < hd; d++)
-                w->kt[(size_t)d * CA_KB + t] = kr[d];
+            if (!pre) {
+                const float *kr = j->k_pool + slot * kv_dim + (size_t)it->g * hd;
+                for (int d = 0; d < hd; d++)
+                    w->kt[(size_t)d * CA_KB + t] = kr[d];
+            }
             w->vrow[t] = j->v_pool + slot * kv_dim + (size_t)it->g * hd;
         }
-        for (int t = nk; t < ncols; t++)
-            for (int d = 0; d < hd; d++)
-                w->kt[(size_t)d * CA_KB + t] = 0;
+        if (!pre)
+            for (int t = nk; t < ncols; t++)
+                for (int d = 0; d < hd; d++)
+                    w->kt[(size_t)d * CA_KB + t] = 0;
+        const float *kt = pre ? pre->kt + kb : w->kt;
+        size_t ldk = pre ? pre->ld : CA_KB;
         int full = kb >= f1 && kb + nk <= e0;
         int r0 = 0;
         for (; r0 + CA_RT <= rows; r0 += CA_RT)
-            CA_FN(ca_rows)(j, it, w, r0, kb, nk, ncols, full, CA_RT);
+            CA_FN(ca_rows)(j, it, w, kt, ldk, r0, kb, nk, ncols, full, CA_RT);
         switch (rows - r0) {
         case 3:
-            CA_FN(ca_rows)(j, it, w, r0, kb, nk, ncols, full, 3);
+            CA_FN(ca_rows)(j, it, w, kt, ldk, r0, kb, nk, ncols, full, 3);
             break;
         case 2:
-            CA_FN(ca_rows)(j, it, w, r0, kb, nk, ncols, full, 2);
+            CA_FN(ca_rows)(j, it, w, kt, ldk, r0, kb, nk, ncols, full, 2);
             break;
         case 1:
-            CA_FN(ca_rows)(j, it, w, r0, kb, nk, ncols, full, 1);
+            CA_FN(ca_rows)(j, it, w, kt, ldk, r0, kb, nk, ncols, full, 1);
             break;
         default:
             break;

@@ -323,6 +323,74 @@ CQ_INLINE void cq_body256(uint32_t type, size_t bbytes, const uint8_t *w, const 
 
 CQ_DEFINE_ALL(c, )
 
+/* One call of a row-loop kernel (cq_m_*): weight rows [o, end) against N_TOK (<= CQ_MAX_ROWS)
+ * activation rows; out[t * out_stride + o] = (or +=) the product. */
+struct cq_margs {
+    const uint8_t *w; /* row 0 of the weight matrix */
+    size_t row_bytes;
+    const uint8_t *qa; /* the N_TOK quantized activation rows */
+    size_t qa_stride;
+    int n_tok, nb;
+    float *out;
+    size_t out_stride;
+    int accumulate;
+};
+
+typedef void (*cq_mkernel)(const struct cq_margs *g, size_t o, size_t end);
+
+#if CQ_X86 /* the x86 row-pair loops' store */
+CQ_INLINE void cq_put(const struct cq_margs *g, size_t o, float v) {
+    float *y = g->out + o;
+    *y = g->accumulate ? *y + v : v;
+}
+#endif
+
+CQ_INLINE void cq_put_rows(const struct cq_margs *g, size_t o, const float *r) {
+    for (int u = 0; u < g->n_tok; u++) {
+        float *y = g->out + (size_t)u * g->out_stride + o;
+        *y = g->accumulate ? *y + r[u] : r[u];
+    }
+}
+
+#define CQ_MDEFINE(ISA, TARGET, NAME)                                                              \
+    TARGET static void cq_m_##NAME##_##ISA(const struct cq_margs *g, size_t o, size_t end) {       \
+        float r[CQ_MAX_ROWS];                                                                      \
+        for (; o < end; o++) {                                                                     \
+            cq_##NAME##_##ISA(g->w + o * g->row_bytes, g->qa, g->qa_stride, g->n_tok, g->nb, r);   \
+            cq_put_rows(g, o, r);                                                                  \
+        }                                                                                          \
+    }
+
+#define CQ_MDEFINE_ALL(ISA, TARGET)                                                                \
+    CQ_MDEFINE(ISA, TARGET, q8_0)                                                                  \
+    CQ_MDEFINE(ISA, TARGET, q4_0)                                                                  \
+    CQ_MDEFINE(ISA, TARGET, q4_1)                                                                  \
+    CQ_MDEFINE(ISA, TARGET, q5_0)                                                                  \
+    CQ_MDEFINE(ISA, TARGET, q5_1)                                                                  \
+    CQ_MDEFINE(ISA, TARGET, q4_k)                                                                  \
+    CQ_MDEFINE(ISA, TARGET, q5_k)                                                                  \
+    CQ_MDEFINE(ISA, TARGET, q6_k)                                                                  \
+    CQ_MDEFINE(ISA, TARGET, q2_k)                                                                  \
+    CQ_MDEFINE(ISA, TARGET, q3_k)
+
+CQ_MDEFINE_ALL(c, )
+
+/* One panel-product call (the AVX-512 VNNI variant's cq_panel_*, kernels/cpu_quant_x86.h). */
+struct cq_pjob {
+    const uint8_t *w; /* the weight matrix, ROWS rows of ROW_BYTES */
+    size_t row_bytes;
+    int rows, nb;      /* output rows; 32-blocks per row */
+    const uint8_t *qa; /* (n, qa_stride) quantized activations */
+    size_t qa_stride;
+    const float *ds; /* (n, nb) each activation block's d · Σq */
+    int n;
+    float *out; /* (n, out_stride) */
+    size_t out_stride;
+    int accumulate;
+};
+
+typedef void (*cq_panel_fn)(const struct cq_pjob *j, int r0, void *buf);
+
 #if CQ_X86
 #include <immintrin.h>
 
@@ -346,6 +414,8 @@ CQ_DEFINE_ALL(c, )
 #else /* other targets: the plain-C body stands in for the x86 variants (never selected) */
 CQ_DEFINE_ALL(avx2, )
 CQ_DEFINE_ALL(avx512, )
+CQ_MDEFINE_ALL(avx2, )
+CQ_MDEFINE_ALL(avx512, )
 #endif
 
 typedef void (*cq_kernel)(const uint8_t *w, const uint8_t *qa, size_t qa_stride, int n_rows, int nb,
@@ -359,6 +429,24 @@ typedef void (*cq_kernel)(const uint8_t *w, const uint8_t *qa, size_t qa_stride,
 
 static const cq_kernel cq_kernels[CQ_ISA_COUNT][CQ_N_TYPES] = {CQ_ROW(c), CQ_ROW(avx2),
                                                                CQ_ROW(avx512)};
+
+#define CQ_MROW(ISA)                                                                               \
+    {                                                                                              \
+        cq_m_q8_0_##ISA, cq_m_q4_0_##ISA, cq_m_q4_1_##ISA, cq_m_q5_0_##ISA, cq_m_q5_1_##ISA,       \
+            cq_m_q4_k_##ISA, cq_m_q5_k_##ISA, cq_m_q6_k_##ISA, cq_m_q2_k_##ISA, cq_m_q3_k_##ISA    \
+    }
+
+static const cq_mkernel cq_mkernels[CQ_ISA_COUNT][CQ_N_TYPES] = {CQ_MROW(c), CQ_MROW(avx2),
+                                                                 CQ_MROW(avx512)};
+
+/* The panel products by cq_kernels' column (the 32-block types), AVX-512 VNNI only. */
+#if CQ_X86
+static const cq_panel_fn cq_panels[CQ_N_TYPES] = {cq_panel_q8_0_avx512, cq_panel_q4_0_avx512,
+                                                  cq_panel_q4_1_avx512, cq_panel_q5_0_avx512,
+                                                  cq_panel_q5_1_avx512};
+#else
+static const cq_panel_fn cq_panels[CQ_N_TYPES] = {0};
+#endif
 
 /* Column of cq_kernels for TYPE, or -1. */
 static int cq_type_index(uint32_t type) {
@@ -453,13 +541,29 @@ void cq_dot_rows(enum cq_isa isa, uint32_t type, const void *w, const void *qa, 
     }
 }
 
+/* The panel path (cq_panels) takes a call of at least CQ_PANEL_MIN tokens: below it, the row
+ * kernels' unpacking of each block costs less than the panel's gathers. */
+static cq_panel_fn cq_panel_for(enum cq_isa isa, uint32_t type, int n) {
+    int t = cq_type_index(type);
+    if (isa != CQ_ISA_AVX512 || n < CQ_PANEL_MIN || t < 0) return NULL;
+    return cq_panels[t];
+}
+
+int cq_matmul_uses_panels(enum cq_isa isa, uint32_t type, int n) {
+    return cq_panel_for(isa, type, n) != NULL;
+}
+
 size_t cq_matmul_scratch_bytes(const struct fg_qtensor *w, int n) {
-    return cq_act_row_bytes(w->type, w->cols) * (size_t)(n > 0 ? n : 1);
+    n = n > 0 ? n : 1;
+    size_t bytes = cq_act_row_bytes(w->type, w->cols) * (size_t)n;
+    if (!cq_is_k(w->type)) /* the panel path's d · Σq per activation block */
+        bytes += sizeof(float) * (size_t)n * (size_t)(w->cols / 32);
+    return bytes;
 }
 
 struct cq_job {
     const struct fg_qtensor *w;
-    cq_kernel kern;
+    cq_mkernel kern;
     const uint8_t *qa; /* (n, act_row) quantized activations */
     size_t qa_stride;
     int n, nb;
@@ -471,18 +575,39 @@ struct cq_job {
 /* Output rows [begin, end): each weight row is read once per CQ_MAX_ROWS tokens. */
 static void cq_rows(void *arg, size_t begin, size_t end) {
     const struct cq_job *j = arg;
-    float r[CQ_MAX_ROWS];
     for (int t0 = 0; t0 < j->n; t0 += CQ_MAX_ROWS) {
-        int nt = j->n - t0 < CQ_MAX_ROWS ? j->n - t0 : CQ_MAX_ROWS;
-        for (size_t o = begin; o < end; o++) {
-            j->kern((const uint8_t *)j->w->data + o * j->w->row_bytes,
-                    j->qa + (size_t)t0 * j->qa_stride, j->qa_stride, nt, j->nb, r);
-            for (int u = 0; u < nt; u++) {
-                float *y = j->out + (size_t)(t0 + u) * j->out_stride + o;
-                *y = j->accumulate ? *y + r[u] : r[u];
-            }
-        }
+        struct cq_margs g = {.w = j->w->data,
+                             .row_bytes = j->w->row_bytes,
+                             .qa = j->qa + (size_t)t0 * j->qa_stride,
+                             .qa_stride = j->qa_stride,
+                             .n_tok = j->n - t0 < CQ_MAX_ROWS ? j->n - t0 : CQ_MAX_ROWS,
+                             .nb = j->nb,
+                             .out = j->out + (size_t)t0 * j->out_stride,
+                             .out_stride = j->out_stride,
+                             .accumulate = j->accumulate};
+        j->kern(&g, begin, end);
     }
+}
+
+struct cq_prun {
+    struct cq_pjob job;
+    cq_panel_fn fn;
+    struct cq_job rows; /* the row path, for a thread that could not get its panel buffer */
+};
+
+/* Panels [begin, end) of 16 output rows: each is unpacked once into a buffer of this thread's
+ * (nb · 640 bytes: L1/L2-sized for the model widths here) and meets every token. */
+static void cq_panel_rows(void *arg, size_t begin, size_t end) {
+    const struct cq_prun *p = arg;
+    void *buf = NULL;
+    if (posix_memalign(&buf, 64, (size_t)p->job.nb * 640) != 0) {
+        size_t e = end * 16 < (size_t)p->job.rows ? end * 16 : (size_t)p->job.rows;
+        cq_rows((void *)&p->rows, begin * 16, e);
+        return;
+    }
+    for (size_t b = begin; b < end; b++)
+        p->fn(&p->job, (int)b * 16, buf);
+    free(buf);
 }
 
 void cq_matmul(struct cpu_pool *pool, enum cq_isa isa, const struct fg_qtensor *w, const float *x,
@@ -493,7 +618,7 @@ void cq_matmul(struct cpu_pool *pool, enum cq_isa isa, const struct fg_qtensor *
     for (int i = 0; i < n; i++)
         cq_quantize_act(w->type, x + (size_t)i * w->cols, w->cols, (uint8_t *)scratch + i * stride);
     struct cq_job j = {.w = w,
-                       .kern = cq_kernels[isa][t],
+                       .kern = cq_mkernels[isa][t],
                        .qa = scratch,
                        .qa_stride = stride,
                        .n = n,
@@ -501,5 +626,34 @@ void cq_matmul(struct cpu_pool *pool, enum cq_isa isa, const struct fg_qtensor *
                        .out = out,
                        .out_stride = out_stride,
                        .accumulate = accumulate};
-    cpu_pool_for(pool, (size_t)w->rows, 16, cq_rows, &j);
+    /* one thread for a product smaller than the pool's wake-up is worth: a decode step's q|k|v
+     * of the 135M model is ~20 µs of work. CQ_NS_PER_BYTE: the row kernels' rate on weights in
+     * cache, Q4_1 15 GB/s and Q8_0 37-46 GB/s on one AVX-512 core (2026-12-02), the slower one. */
+    const double CQ_NS_PER_BYTE = 1.0 / 15.0;
+    pool = cpu_pool_if_worth(pool, (double)w->rows * w->row_bytes * n * CQ_NS_PER_BYTE);
+    cq_panel_fn pf = cq_panel_for(isa, w->type, n);
+    if (!pf) {
+        cpu_pool_for(pool, (size_t)w->rows, 16, cq_rows, &j);
+        return;
+    }
+    float *ds = (float *)((uint8_t *)scratch + (size_t)n * stride);
+    for (int i = 0; i < n; i++) {
+        const struct cq_a32 *a = (const struct cq_a32 *)((uint8_t *)scratch + i * stride);
+        for (int b = 0; b < j.nb; b++)
+            ds[(size_t)i * j.nb + b] = a[b].d * (float)a[b].sum;
+    }
+    struct cq_prun p = {.job = {.w = w->data,
+                                .row_bytes = w->row_bytes,
+                                .rows = w->rows,
+                                .nb = j.nb,
+                                .qa = scratch,
+                                .qa_stride = stride,
+                                .ds = ds,
+                                .n = n,
+                                .out = out,
+                                .out_stride = out_stride,
+                                .accumulate = accumulate},
+                        .fn = pf,
+                        .rows = j};
+    cpu_pool_for(pool, (size_t)(w->rows + 15) / 16, 1, cq_panel_rows, &p);
 }

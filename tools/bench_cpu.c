@@ -4,9 +4,9 @@
  * and for the same file dequantized to fp32 at load, measured in one run with the repetitions
  * interleaved (best of --reps each). `make bench` runs it. --lens sets the prompt lengths (e.g.
  * --lens 512,8128 for the 512 and 8k prefill figures of bench/ENGINE.md's CPU section), --blocks
- * skips the fp32 copy. Beside each prefill's wall time it prints the process CPU seconds it took
- * (both threads), the figure that stays meaningful on a machine shared with other work. Prints
- * figures; asserts nothing. */
+ * skips the fp32 copy, --json adds one machine-readable line (bench/cpu_peer.sh reads it). Beside
+ * each prefill's wall time it prints the process CPU seconds it took (both threads), the figure
+ * that stays meaningful on a machine shared with other work. Prints figures; asserts nothing. */
 #include <getopt.h>
 #include <math.h>
 #include <stdio.h>
@@ -171,13 +171,17 @@ done:
 
 int main(int argc, char **argv) {
     const char *model = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
-    int threads = 0, n_gen = 64, reps = 3, n_modes = 2;
+    int threads = 0, n_gen = 64, reps = 3, n_modes = 2, json = 0;
     int bench_lens[BENCH_MAX_LENS] = {16, 128, 512}, n_lens = 3, max_len = 512, attn_ctx = 0;
-    static const struct option opts[] = {
-        {"model", required_argument, 0, 'm'}, {"threads", required_argument, 0, 't'},
-        {"gen", required_argument, 0, 'g'},   {"reps", required_argument, 0, 'r'},
-        {"lens", required_argument, 0, 'l'},  {"blocks", no_argument, 0, 'b'},
-        {"attn", required_argument, 0, 'a'},  {0, 0, 0, 0}};
+    static const struct option opts[] = {{"model", required_argument, 0, 'm'},
+                                         {"threads", required_argument, 0, 't'},
+                                         {"gen", required_argument, 0, 'g'},
+                                         {"reps", required_argument, 0, 'r'},
+                                         {"lens", required_argument, 0, 'l'},
+                                         {"blocks", no_argument, 0, 'b'},
+                                         {"attn", required_argument, 0, 'a'},
+                                         {"json", no_argument, 0, 'j'},
+                                         {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         if (c == 'm')
@@ -192,6 +196,8 @@ int main(int argc, char **argv) {
             n_modes = 1;
         else if (c == 'a')
             attn_ctx = atoi(optarg);
+        else if (c == 'j')
+            json = 1;
         else if (c == 'l') {
             n_lens = 0;
             max_len = 0;
@@ -204,10 +210,10 @@ int main(int argc, char **argv) {
             }
             if (n_lens == 0) c = '?';
         }
-        if (c == '?' ||
-            (c != 'm' && c != 't' && c != 'g' && c != 'r' && c != 'b' && c != 'l' && c != 'a')) {
+        if (c == '?' || (c != 'm' && c != 't' && c != 'g' && c != 'r' && c != 'b' && c != 'l' &&
+                         c != 'a' && c != 'j')) {
             fprintf(stderr, "usage: bench_cpu [--model PATH] [--threads N] [--gen N] [--reps N] "
-                            "[--lens N,N,...] [--blocks] [--attn CTX]\n");
+                            "[--lens N,N,...] [--blocks] [--attn CTX] [--json]\n");
             return 2;
         }
     }
@@ -284,6 +290,19 @@ int main(int argc, char **argv) {
     for (int k = 0; k < n_modes; k++)
         printf(" %14.2f", modes[k].weight_bytes / modes[k].decode_s / 1e9);
     printf("\n");
+    if (json) { /* the blocks mode: {"model", "threads", "prefill": {len: tokens/s}, "decode"} */
+        printf("BENCH_JSON {\"model\": \"%s\", \"threads\": %d, \"isa\": \"%s\", \"gen\": %d, "
+               "\"prefill\": {",
+               model, threads > 0 ? threads : (int)sysconf(_SC_NPROCESSORS_ONLN),
+               cq_isa_name(cq_isa_best()), n_gen);
+        for (int li = 0; li < n_lens; li++)
+            printf("%s\"%d\": %.3f", li ? ", " : "", bench_lens[li],
+                   bench_lens[li] / modes[0].prefill_s[li]);
+        printf("}, \"prefill_cpu_s\": {");
+        for (int li = 0; li < n_lens; li++)
+            printf("%s\"%d\": %.3f", li ? ", " : "", bench_lens[li], modes[0].prefill_cpu[li]);
+        printf("}, \"decode\": %.3f}\n", 1.0 / modes[0].decode_s);
+    }
     for (int k = 0; k < n_modes; k++)
         engine_close(modes[k].e);
     return 0;

@@ -132,8 +132,13 @@ Test(cpu_quant, dot_matches_dequantized_fp64_every_type_every_isa) {
                     continue;
                 }
                 for (int r = 0; r < rows; r++) {
-                    float y[3];
+                    float y[3], y1[3];
                     cq_dot_rows((enum cq_isa)isa, type, w + r * rb, qa, ab, n_act, k, y);
+                    /* one activation row at a time too: the decode case, which some variants
+                     * run in a body of its own (AVX-512 Q4_1: two blocks per zmm) */
+                    for (int a = 0; a < n_act; a++)
+                        cq_dot_rows((enum cq_isa)isa, type, w + r * rb, qa + a * ab, ab, 1, k,
+                                    &y1[a]);
                     for (int a = 0; a < n_act; a++) {
                         struct case_refs f =
                             refs(wd + (size_t)r * k, x + (size_t)a * k, xa + (size_t)a * k, k, blk);
@@ -147,6 +152,11 @@ Test(cpu_quant, dot_matches_dequantized_fp64_every_type_every_isa) {
                             "%s %s k=%d row %d act %d: %.9g vs exact %.9g (tol %g, seed %llu)",
                             gguf_type_name(type), cq_isa_name((enum cq_isa)isa), k, r, a, y[a],
                             f.exact, tol, (unsigned long long)seed);
+                        cr_assert(fabs(y1[a] - f.exact) <= tol,
+                                  "%s %s k=%d row %d act %d alone: %.9g vs exact %.9g (tol %g, "
+                                  "seed %llu)",
+                                  gguf_type_name(type), cq_isa_name((enum cq_isa)isa), k, r, a,
+                                  y1[a], f.exact, tol, (unsigned long long)seed);
                         /* Against the fp32 activations: quantizing x moves each term by at most
                          * |w| d/2, plus the rounding above. */
                         double tol32 = f.qbound + tol;
@@ -163,44 +173,70 @@ Test(cpu_quant, dot_matches_dequantized_fp64_every_type_every_isa) {
 }
 
 /* The matrix form (threads over output rows, 1–16 tokens per weight pass and more in chunks,
- * accumulate or not) gives what the row form gives, every variant. */
+ * accumulate or not) gives what the row form gives, every variant: bit for bit where it runs
+ * the row kernels, and where it takes the panel product (AVX-512 VNNI, >= CQ_PANEL_MIN tokens:
+ * the same integer sums, scaled in another order) within the row-product test's fp32 bound of
+ * the exact fp64 product. 37 rows: two full 16-row panels and a partial one; 16, 21 and 35
+ * tokens: full 12-token tiles (CQ_PT) and tails of 4, 9 and 11. */
 Test(cpu_quant, matmul_matches_row_products) {
     uint64_t seed = tu_seed(), s = seed;
     struct cpu_pool *pool = cpu_pool_create(2);
     cr_assert(pool);
-    int ns[] = {1, 4, 16, 19};
+    int ns[] = {1, 4, 7, 8, 16, 21, 35};
+    int n_panel_cases = 0;
     for (size_t ti = 0; ti < N_TYPES; ti++) {
         uint32_t type = types[ti];
-        int k = (int)gguf_type_block(type) * 3, rows = 37;
+        int blk = (int)gguf_type_block(type), k = blk * 3, rows = 37;
         uint8_t *w = rand_blocks(&s, type, rows, k);
+        float *wd = malloc(sizeof(float) * (size_t)k * rows);
+        cr_assert_eq(gguf_dequantize(type, w, wd, (uint64_t)k * rows), 0);
         struct fg_qtensor qt = {type, rows, k, gguf_type_row_bytes(type, (uint64_t)k), w};
         for (size_t ni = 0; ni < sizeof(ns) / sizeof(ns[0]); ni++) {
             int n = ns[ni];
             float *x = malloc(sizeof(float) * (size_t)n * k);
+            float *xa = malloc(sizeof(float) * (size_t)n * k);
             size_t ld = (size_t)rows + 3; /* an output row stride wider than the matrix */
             float *y = malloc(sizeof(float) * (size_t)n * ld);
             float *base = malloc(sizeof(float) * (size_t)n * ld);
+            float *ref = malloc(sizeof(float) * (size_t)n);
             tu_fill(&s, x, (size_t)n * k, -1, 1);
             tu_fill(&s, base, (size_t)n * ld, -1, 1);
             void *scratch = malloc(cq_matmul_scratch_bytes(&qt, n));
             size_t ab = cq_act_row_bytes(type, k);
             uint8_t *qa = malloc(ab * n);
-            for (int t = 0; t < n; t++)
+            for (int t = 0; t < n; t++) {
                 cq_quantize_act(type, x + (size_t)t * k, k, qa + t * ab);
+                cq_dequantize_act(type, qa + t * ab, k, xa + (size_t)t * k);
+            }
             for (int isa = 0; isa < CQ_ISA_COUNT; isa++) {
                 if (!cq_isa_supported((enum cq_isa)isa)) continue;
+                int panel = cq_matmul_uses_panels((enum cq_isa)isa, type, n);
+                n_panel_cases += panel;
                 for (int acc = 0; acc < 2; acc++) {
                     memcpy(y, base, sizeof(float) * (size_t)n * ld);
                     cq_matmul(pool, (enum cq_isa)isa, &qt, x, n, y, ld, acc, scratch);
                     for (int o = 0; o < rows; o++) {
-                        float ref[19];
                         cq_dot_rows((enum cq_isa)isa, type, w + o * qt.row_bytes, qa, ab, n, k,
                                     ref);
                         for (int t = 0; t < n; t++) {
+                            float got = y[t * ld + o];
+                            if (panel) {
+                                struct case_refs f = refs(wd + (size_t)o * k, x + (size_t)t * k,
+                                                          xa + (size_t)t * k, k, blk);
+                                /* the bound of dot_matches_dequantized_fp64_every_type_every_isa,
+                                 * plus the rounding of the one accumulating add */
+                                double want = acc ? base[t * ld + o] + f.exact : f.exact;
+                                double tol = 2e-5 * f.base + 1e-30 + (acc ? 6e-8 * fabs(want) : 0);
+                                cr_assert(fabs(got - want) <= tol,
+                                          "%s %s panel n=%d acc=%d row %d tok %d: %.9g vs exact "
+                                          "%.9g (seed %llu)",
+                                          gguf_type_name(type), cq_isa_name((enum cq_isa)isa), n,
+                                          acc, o, t, got, want, (unsigned long long)seed);
+                                continue;
+                            }
                             /* same kernel, same order: bit-identical (plus one fp32 add) */
                             float want = acc ? base[t * ld + o] + ref[t] : ref[t];
-                            cr_assert_eq(y[t * ld + o], want,
-                                         "%s %s n=%d acc=%d row %d tok %d (seed %llu)",
+                            cr_assert_eq(got, want, "%s %s n=%d acc=%d row %d tok %d (seed %llu)",
                                          gguf_type_name(type), cq_isa_name((enum cq_isa)isa), n,
                                          acc, o, t, (unsigned long long)seed);
                         }
@@ -210,10 +246,14 @@ Test(cpu_quant, matmul_matches_row_products) {
                             cr_assert_eq(y[t * ld + o], base[t * ld + o]);
                 }
             }
-            free(x), free(y), free(base), free(scratch), free(qa);
+            free(x), free(xa), free(y), free(base), free(ref), free(scratch), free(qa);
         }
-        free(w);
+        free(w), free(wd);
     }
+    if (cq_isa_supported(CQ_ISA_AVX512))
+        cr_assert(n_panel_cases > 0, "the panel product was never taken");
+    else
+        cr_log_info("cpu_quant: no AVX-512 VNNI here, the panel product is not tested");
     cpu_pool_destroy(pool);
 }
 
