@@ -386,6 +386,10 @@ static int upload_weights(struct engine *e, const struct engine_opts *o, char *e
     b->dw.arena_bytes = bytes;
     e->device_weight_bytes = bytes;
     e->device_block_bytes = q_total;
+    /* the embedding is gathered (a few rows a step), unless it is the head too */
+    e->device_step_bytes = bytes - (embd_q        ? (embd_q + 255) / 256 * 256
+                                    : !out_shared ? V * D * e->ops->act_size
+                                                  : 0);
     return 0;
 fail:
     free(lq);

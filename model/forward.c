@@ -216,8 +216,17 @@ int fwd_init(struct fwd_state **out, const struct model_config *cfg, const struc
 /* out = epilogue(rmsnorm?(x) · Wᵀ) on a resident weight (struct fg_qlinear) */
 static void fwd_ql(struct fwd_state *st, void *out, const void *x, const float *norm_w, void *h,
                    const struct fg_qtensor *w, int T, int epilogue) {
-    struct fg_qlinear a = {out,      x,           norm_w,       st->cfg->rms_eps,  h, w, T,
-                           epilogue, st->scratch, st->wscratch, st->wscratch_bytes};
+    struct fg_qlinear a = {.out = out,
+                           .x = x,
+                           .norm_w = norm_w,
+                           .eps = st->cfg->rms_eps,
+                           .h = h,
+                           .w = w,
+                           .n = T,
+                           .epilogue = epilogue,
+                           .act_scratch = st->scratch,
+                           .w_scratch = st->wscratch,
+                           .w_scratch_bytes = st->wscratch_bytes};
     st->ops->qlinear(st->ctx, &a);
 }
 

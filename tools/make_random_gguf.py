@@ -10,10 +10,14 @@ load, for serving benchmarks at real shapes (bench/serving_device.sh).
 
 Numpy only (the device machine has no `gguf` package), GGUF v3: the llama metadata keys, every
 `tokenizer.*` key copied byte for byte from --tokenizer (so both engines tokenize the same way and
-the vocabulary is that file's), 2-D weights in F16 (or F32), norms in F32 (as llama.cpp writes
-them). The values: one block of N(0, std) numbers drawn once (numpy RandomState(--seed)) and tiled
-over every tensor, which writes a 14.7 GB file in seconds; the model's output is noise, which a
-throughput benchmark does not mind (it runs with ignore_eos).
+the vocabulary is that file's), 2-D weights in F16, F32, Q8_0 or Q4_0, norms in F32 (as llama.cpp
+writes them). The values: one block of N(0, std) numbers drawn once (numpy RandomState(--seed)) and
+tiled over every tensor, which writes a 14.7 GB file in seconds; the model's output is noise, which
+a throughput benchmark does not mind (it runs with ignore_eos). Q8_0 / Q4_0 quantize that block
+once with ggml's reference rounding (quantize_row_q8_0_ref / quantize_row_q4_0_ref: d = amax / 127,
+q = round(x / d); d = -max / 8 of the signed extreme, q = min(15, trunc(x / d + 8.5))) and tile
+its bytes, so the blocks define the weights. --tied leaves output.weight out (the head is the
+embedding, as SmolLM2's).
 """
 import argparse
 import os
@@ -28,13 +32,23 @@ SHAPES = {
                       theta=500000.0),
     # small enough for the CPU tests of the benchmark scripts
     "tiny": dict(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn=128, ctx=2048, theta=10000.0),
+    # Llama-3 head layout at a size the CPU backend runs quickly (tests/gpu/check_qengine.py):
+    # dim / 32 and ffn / 32 multiples of 8, the quantized GEMV's staged kernel
+    "small": dict(dim=1024, n_layers=4, n_heads=8, n_kv_heads=2, ffn=2816, ctx=4096,
+                  theta=500000.0),
+    # SmolLM2-135M's body: 576 / 32 = 18 blocks a row, the GEMV's direct kernel
+    "smollm2": dict(dim=576, n_layers=30, n_heads=9, n_kv_heads=3, ffn=1536, ctx=8192,
+                    theta=100000.0),
 }
 
 # GGUF value types
 T_U8, T_I8, T_U16, T_I16, T_U32, T_I32, T_F32, T_BOOL, T_STR, T_ARR, T_U64, T_I64, T_F64 = range(13)
 SCALAR = {T_U8: "<B", T_I8: "<b", T_U16: "<H", T_I16: "<h", T_U32: "<I", T_I32: "<i", T_F32: "<f",
           T_BOOL: "<B", T_U64: "<Q", T_I64: "<q", T_F64: "<d"}
-GGML_F32, GGML_F16 = 0, 1
+GGML_F32, GGML_F16, GGML_Q4_0, GGML_Q8_0 = 0, 1, 2, 8
+TYPES = {"f32": GGML_F32, "f16": GGML_F16, "q8_0": GGML_Q8_0, "q4_0": GGML_Q4_0}
+FILE_TYPE = {GGML_F32: 0, GGML_F16: 1, GGML_Q4_0: 2, GGML_Q8_0: 7}  # llama_ftype
+BLOCK_BYTES = {GGML_Q8_0: 34, GGML_Q4_0: 18}  # per 32 elements
 ALIGN = 32
 
 
@@ -104,7 +118,33 @@ def kv_scalar(key, t, v):
     return struct.pack("<Q", len(k)) + k + struct.pack("<I", t) + struct.pack(SCALAR[t], v)
 
 
-def tensor_plan(s, vocab, wtype):
+def tensor_nbytes(shape, t):
+    n = int(np.prod(shape))
+    return n // 32 * BLOCK_BYTES[t] if t in BLOCK_BYTES else n * (2 if t == GGML_F16 else 4)
+
+
+def quantize(x, t):
+    """The GGUF blocks of x (a multiple of 32 float32 values) as bytes, ggml's reference rounding."""
+    b = x.astype(np.float32).reshape(-1, 32)
+    if t == GGML_Q8_0:
+        d = np.abs(b).max(axis=1) / 127
+        inv = np.where(d > 0, 1 / np.where(d > 0, d, 1), 0)
+        q = np.round(b * inv[:, None]).astype(np.int8)
+        out = np.zeros((b.shape[0], 34), np.uint8)
+        out[:, :2] = d.astype(np.float16).view(np.uint8).reshape(-1, 2)
+        out[:, 2:] = q.view(np.uint8)
+        return out.tobytes()
+    ext = b[np.arange(b.shape[0]), np.abs(b).argmax(axis=1)]  # the signed extreme
+    d = ext / -8
+    inv = np.where(d != 0, 1 / np.where(d != 0, d, 1), 0)
+    q = np.minimum(15, np.trunc(b * inv[:, None] + 8.5)).astype(np.uint8)
+    out = np.zeros((b.shape[0], 18), np.uint8)
+    out[:, :2] = d.astype(np.float16).view(np.uint8).reshape(-1, 2)
+    out[:, 2:] = q[:, :16] | (q[:, 16:] << 4)
+    return out.tobytes()
+
+
+def tensor_plan(s, vocab, wtype, tied=False):
     """(name, numpy shape (rows, cols) or (n,), ggml type) in file order."""
     D, F, hd = s["dim"], s["ffn"], s["dim"] // s["n_heads"]
     kvd = s["n_kv_heads"] * hd
@@ -116,7 +156,9 @@ def tensor_plan(s, vocab, wtype):
                  (b + "attn_output.weight", (D, D), wtype), (b + "ffn_norm.weight", (D,), GGML_F32),
                  (b + "ffn_gate.weight", (F, D), wtype), (b + "ffn_up.weight", (F, D), wtype),
                  (b + "ffn_down.weight", (D, F), wtype)]
-    plan += [("output_norm.weight", (D,), GGML_F32), ("output.weight", (vocab, D), wtype)]
+    plan += [("output_norm.weight", (D,), GGML_F32)]
+    if not tied:
+        plan += [("output.weight", (vocab, D), wtype)]
     return plan
 
 
@@ -125,7 +167,8 @@ def main():
     ap.add_argument("--shape", choices=SHAPES, default="llama3_8b")
     ap.add_argument("--tokenizer", required=True, help="a GGUF file whose tokenizer.* keys are copied")
     ap.add_argument("--out", required=True)
-    ap.add_argument("--type", choices=["f16", "f32"], default="f16")
+    ap.add_argument("--type", choices=list(TYPES), default="f16")
+    ap.add_argument("--tied", action="store_true", help="no output.weight: the head is the embedding")
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--std", type=float, default=0.02)
     ap.add_argument("--ctx", type=int, default=None, help="context length (default: the shape's)")
@@ -143,12 +186,12 @@ def main():
     if a.ctx:
         s["ctx"] = a.ctx
     tok, vocab = tokenizer_entries(a.tokenizer)
-    wtype = GGML_F16 if a.type == "f16" else GGML_F32
+    wtype = TYPES[a.type]
     hd = s["dim"] // s["n_heads"]
     kvs = [kv_string("general.architecture", "llama"),
            kv_string("general.name", f"random-{a.shape}-{a.type}"),
            kv_scalar("general.alignment", T_U32, ALIGN),
-           kv_scalar("general.file_type", T_U32, 1 if wtype == GGML_F16 else 0),
+           kv_scalar("general.file_type", T_U32, FILE_TYPE[wtype]),
            kv_scalar("llama.context_length", T_U32, s["ctx"]),
            kv_scalar("llama.embedding_length", T_U32, s["dim"]),
            kv_scalar("llama.block_count", T_U32, s["n_layers"]),
@@ -159,12 +202,11 @@ def main():
            kv_scalar("llama.attention.layer_norm_rms_epsilon", T_F32, 1e-5),
            kv_scalar("llama.rope.dimension_count", T_U32, hd),
            kv_scalar("llama.vocab_size", T_U32, vocab)] + tok
-    plan = tensor_plan(s, vocab, wtype)
+    plan = tensor_plan(s, vocab, wtype, a.tied)
 
     infos, offset = [], 0
     for name, shape, t in plan:
-        n = int(np.prod(shape))
-        nb = n * (2 if t == GGML_F16 else 4)
+        nb = tensor_nbytes(shape, t)
         k = name.encode()
         dims = list(reversed(shape))  # ne[0] is the innermost (column) dimension
         infos.append(struct.pack("<Q", len(k)) + k + struct.pack("<I", len(dims)) +
@@ -173,6 +215,8 @@ def main():
 
     rng = np.random.RandomState(a.seed)
     block = (rng.standard_normal(1 << 22) * a.std).astype(np.float16 if wtype == GGML_F16 else np.float32)
+    if wtype in BLOCK_BYTES:
+        block = np.frombuffer(quantize(block, wtype), np.uint8)
     ones = np.ones(max(s["dim"], 1), np.float32)
     tmp = a.out + ".part"
     with open(tmp, "wb") as f:
@@ -188,7 +232,7 @@ def main():
                 f.write(ones[:n].tobytes())
                 nb = 4 * n
             else:
-                left, nb = n, 0
+                left, nb = tensor_nbytes(shape, t) // block.itemsize, 0
                 while left:
                     m = min(left, block.size)
                     f.write(memoryview(block[:m]))
@@ -197,8 +241,9 @@ def main():
             f.write(b"\0" * (-nb % ALIGN))
     os.replace(tmp, a.out)
     n_params = sum(int(np.prod(sh)) for _, sh, _ in plan)
+    tensor_bytes = sum(tensor_nbytes(sh, t) for _, sh, t in plan)
     print(f"{a.out}: {a.shape} {a.type}, vocab {vocab}, {n_params / 1e9:.3f} B parameters, "
-          f"{os.path.getsize(a.out) / 1e9:.2f} GB")
+          f"{os.path.getsize(a.out) / 1e9:.2f} GB, tensor bytes {tensor_bytes}")
 
 
 if __name__ == "__main__":
