@@ -76,6 +76,10 @@ struct cuda_ctx {
      * bisect numerical differences. Unset: the selector decides. */
     int attn_kind, decode_splits;
     int use_gemv; /* FLASHGEN_GEMV=0 sends decode-sized products to cuBLASLt too (A/B runs) */
+    /* FLASHGEN_QGEMV_ROWS=N: resident quantized products of up to N rows run the GEMV in slices
+     * of FG_QGEMV_MAX_ROWS instead of the bf16 scratch (A/B runs); 0 (unset): qlinear's bytes rule
+     */
+    int qgemv_rows;
     /* FLASHGEN_BATCH_INVARIANT=1: a row's results do not depend on what else is in the batch
      * (see cu_create); canon holds one cuBLASLt algorithm per (in, out, type) for every n. */
     int batch_invariant;
@@ -836,12 +840,15 @@ static void cu_norm_matmul(void *ctx, void *out, void *h, const void *x, const v
  * fg_qpack_bytes; the file's rows travel to a device staging buffer, then fg_qpack writes the
  * resident copy; q|k|v and gate|up are packed as one matrix each). qlinear runs rows <=
  * FG_QGEMV_MAX_ROWS through fg_qgemv / fg_qgemv_norm with the epilogue fused (inside the decode
- * graphs); more rows dequantize W into the caller's bf16 scratch (fg_qdequant_bf16, one weight at
- * a time) and take the bf16 path (cuBLASLt); a W larger than the scratch (the output head, sized
- * by the largest layer weight) runs the GEMV in slices of FG_QGEMV_MAX_ROWS rows, each reading W
- * once. FG_QLAYOUT_ROWS: the file's blocks as they are (the token embedding), gathered by
- * k_qembed; its types are this file's (Q8_0, Q4_0, Q4_1). Batch-invariant mode keeps no weight
- * quantized (the GEMV's summation order is not cuBLASLt's). */
+ * graphs); more rows either run the GEMV in slices of FG_QGEMV_MAX_ROWS rows (each slice reads
+ * W once) or dequantize W into the caller's bf16 scratch (fg_qdequant_bf16, one weight at a time)
+ * and take the bf16 path (cuBLASLt), whichever moves fewer bytes: ceil(n / 16) reads of the blocks
+ * against one read, a bf16 write and a bf16 read (Q4_0: slices up to 128 rows, Q8_0 up to 64;
+ * FLASHGEN_QGEMV_ROWS overrides). A W larger than the scratch (the output head: the scratch has
+ * the largest layer weight's size) always takes the slices. FG_QLAYOUT_ROWS: the file's blocks as
+ * they are (the token embedding), gathered by k_qembed; its types are this file's (Q8_0, Q4_0,
+ * Q4_1). Batch-invariant mode keeps no weight quantized (the GEMV's summation order is not
+ * cuBLASLt's). */
 
 /* Bytes of one GGUF row of COLS elements in the ROWS layout, or 0 for a type k_qembed lacks. */
 static size_t q_rows_bytes(uint32_t type, int cols) {
@@ -983,8 +990,12 @@ static void cu_qlinear(void *ctx, const struct fg_qlinear *a) {
     if (skip_stage(c, stage) || c->error[0]) return;
     const int epi = swiglu ? FG_GEMV_SWIGLU : add ? FG_GEMV_ADD : FG_GEMV_STORE;
     const size_t out_es = f32 ? 4 : 2, w_bf16 = (size_t)w->rows * in_dim * 2;
+    const size_t w_q = fg_qpack_bytes((int)w->type, w->rows, in_dim);
+    const size_t slices = ((size_t)a->n + FG_QGEMV_MAX_ROWS - 1) / FG_QGEMV_MAX_ROWS;
+    const int sliced = c->use_gemv && (c->qgemv_rows > 0 ? a->n <= c->qgemv_rows
+                                                         : slices * w_q <= w_q + 2 * w_bf16);
     const int fits = a->w_scratch && w_bf16 <= a->w_scratch_bytes;
-    if (!(a->n <= FG_QGEMV_MAX_ROWS && c->use_gemv) && fits) {
+    if (!sliced && fits) {
         /* past the GEMV's rows: W in bf16 through the scratch, then the bf16 path */
         int e = fg_qdequant_bf16(a->w_scratch, w->data, (int)w->type, w->rows, in_dim, c->stream);
         if (e != 0) {
@@ -1009,7 +1020,8 @@ static void cu_qlinear(void *ctx, const struct fg_qlinear *a) {
         }
         return;
     }
-    /* the GEMV, in slices of FG_QGEMV_MAX_ROWS rows (one slice at decode sizes) */
+    /* the GEMV, in slices of FG_QGEMV_MAX_ROWS rows (one at decode sizes; FLASHGEN_GEMV=0 and a
+     * W past the scratch come here too) */
     for (int r0 = 0; r0 < a->n && !c->error[0]; r0 += FG_QGEMV_MAX_ROWS) {
         const int m = a->n - r0 < FG_QGEMV_MAX_ROWS ? a->n - r0 : FG_QGEMV_MAX_ROWS;
         const char *x = (const char *)a->x + (size_t)r0 * in_dim * 2;
@@ -1284,6 +1296,8 @@ static void *cu_create(int device, char *err, size_t errlen) {
     c->decode_splits = splits ? atoi(splits) : 0;
     const char *gemv = getenv("FLASHGEN_GEMV"), *inv = getenv("FLASHGEN_BATCH_INVARIANT");
     c->use_gemv = !(gemv && !strcmp(gemv, "0"));
+    const char *qrows = getenv("FLASHGEN_QGEMV_ROWS");
+    c->qgemv_rows = qrows ? atoi(qrows) : 0;
     /* Batch-invariant mode (off by default: it costs speed): every product through one cuBLASLt
      * algorithm per weight shape without split-K (no GEMV, whose summation order differs from
      * cuBLASLt's), attention kernel by query count, a fixed decode split count. Sampling and the

@@ -276,7 +276,7 @@ static int upload_weights(struct engine *e, const struct engine_opts *o, char *e
     const int perm_q = e->model->qk_file_order ? c->n_heads : 0;
     const int perm_k = e->model->qk_file_order ? c->n_kv_heads : 0;
     count_kept(&pr, &hw->q_embd);
-    if (untied) count_kept(&pr, &hw->q_output);
+    if (!out_shared) count_kept(&pr, &hw->q_output); /* a head of its own (tied: a copy) */
     for (int l = 0; l < c->n_layers; l++) {
         const struct model_layer *h = &hw->layers[l];
         const struct fg_qtensor *q[] = {&h->qwq,     &h->qwk,   &h->qwv,    &h->qwo,

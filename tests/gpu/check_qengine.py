@@ -62,12 +62,22 @@ def log(*a):
     print(*a, flush=True)
 
 
-def make_model(work, tok, shape, typ, tied):
-    path = os.path.join(work, f"{shape}_{typ}{'_tied' if tied else ''}.gguf")
-    if not os.path.exists(path):
-        subprocess.run([sys.executable, os.path.join(ROOT, "tools/make_random_gguf.py"), "--shape",
-                        shape, "--type", typ, "--tokenizer", tok, "--out", path] +
-                       (["--tied"] if tied else []), check=True, stdout=subprocess.DEVNULL)
+def model_path(work, shape, typ, tied):
+    return os.path.join(work, f"{shape}_{typ}{'_tied' if tied else ''}.gguf")
+
+
+def make_model(work, tok, shape, typ, tied, wait=True):
+    """Write the model (unless it is there); wait=False returns the writer's Popen."""
+    path = model_path(work, shape, typ, tied)
+    if os.path.exists(path):
+        return path if wait else None
+    p = subprocess.Popen([sys.executable, os.path.join(ROOT, "tools/make_random_gguf.py"), "--shape",
+                          shape, "--type", typ, "--tokenizer", tok, "--out", path] +
+                         (["--tied"] if tied else []), stdout=subprocess.DEVNULL)
+    if not wait:
+        return p
+    if p.wait() != 0:
+        raise RuntimeError(f"make_random_gguf.py failed for {path}")
     return path
 
 
@@ -78,7 +88,7 @@ def tensor_bytes(shape, typ, tied, vocab):
 def engine(bin_dir, model, device, out, prompts, steps, force=None, weights=None, also_batch=False,
            env_extra=None, wait=True):
     cmd = [os.path.join(bin_dir, "engine_check"), "--model", model, "--device", device, "--prompts",
-           prompts, "--steps", str(steps), "--out", out]
+           prompts, "--steps", str(steps), "--out", out, "--kv-fraction", "0.2"]
     if force:
         cmd += ["--force", force]
     if weights:
@@ -87,7 +97,16 @@ def engine(bin_dir, model, device, out, prompts, steps, force=None, weights=None
         cmd += ["--also-batch"]
     env = dict(os.environ, **(env_extra or {}))
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    return p.communicate()[0] if wait else p
+    return finish(p) if wait else p
+
+
+def finish(p, timeout=240):
+    """The output of P, killed after TIMEOUT seconds (a hung run must not eat the whole call)."""
+    try:
+        return p.communicate(timeout=timeout)[0]
+    except subprocess.TimeoutExpired:
+        p.kill()
+        return p.communicate()[0] + f"\n[killed after {timeout} s]"
 
 
 def read_tok(path):
@@ -126,7 +145,7 @@ def check_model(a, work, tok, shape, typ, tied, prompts, n_prompts, vocab):
     for w in ("bf16", "quantized"):
         logs[w] = engine(a.bin, model, "cuda", pre + "_" + w, prompts, a.steps, force=force,
                          weights=w, also_batch=True)
-    logs["cpu_q"] = cpu_q.communicate()[0]
+    logs["cpu_q"] = finish(cpu_q)
     ref_tok = read_tok(force)
     ref = read_logits(pre + "_ref.logits", n_prompts, a.steps, vocab)
     res, ok = {}, True
@@ -174,28 +193,43 @@ def check_model(a, work, tok, shape, typ, tied, prompts, n_prompts, vocab):
     return ok
 
 
-def bench(a, work, tok):
+# (file type, --gpu-weights, batches, FLASHGEN_QGEMV_ROWS): the last rows are the A/B of batch 64
+# through the bf16 scratch (16: the GEMV only up to 16 rows) against the bytes rule's GEMV slices
+BENCH_RUNS = (("f16", "bf16", "1,8,16,64", None), ("q8_0", "quantized", "1,8,16,64", None),
+              ("q8_0", "quantized", "64", "16"), ("q4_0", "quantized", "1,8,16,64", None),
+              ("q4_0", "quantized", "64", "16"))
+
+
+def bench(a, work, tok, writers):
     rows = []
-    for typ, weights in (("f16", "bf16"), ("q8_0", "quantized"), ("q4_0", "quantized")):
-        model = make_model(work, tok, "llama3_8b", typ, False)
+    for i, (typ, weights, batches, qrows) in enumerate(BENCH_RUNS):
+        model = model_path(work, "llama3_8b", typ, False)
+        if writers.get(typ) and writers[typ].wait() != 0:
+            log(f"--- llama3_8b {typ}: make_random_gguf.py failed")
+            continue
+        writers[typ] = None
         t0 = time.time()
-        out = subprocess.run([os.path.join(a.bin, "engine_check"), "--model", model, "--device",
-                              "cuda", "--bench", "--batches", "1,8,16,64", "--context", "512",
-                              "--gen", "32", "--prefill", "2048", "--gpu-weights", weights],
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True).stdout
-        log(f"--- llama3_8b {typ} --gpu-weights {weights} ({time.time() - t0:.0f} s)\n{out[-2500:]}")
+        env = dict(os.environ, **({"FLASHGEN_QGEMV_ROWS": qrows} if qrows else {}))
+        p = subprocess.Popen([os.path.join(a.bin, "engine_check"), "--model", model, "--device",
+                              "cuda", "--bench", "--batches", batches, "--context", "512",
+                              "--gen", "32", "--prefill", "2048" if not qrows else "", "--gpu-weights",
+                              weights, "--kv-fraction", "0.3"],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        out = finish(p, 300)
+        label = weights + (f" QGEMV_ROWS={qrows}" if qrows else "")
+        log(f"--- llama3_8b {typ} --gpu-weights {label} ({time.time() - t0:.0f} s)\n{out[-2500:]}")
         m = re.search(r"weights ([\d.]+) GB per step", out)
         gb = float(m.group(1)) if m else float("nan")
         for line in out.splitlines():
             f = line.split()
             if len(f) >= 6 and f[0] in ("decode", "prefill"):
-                rows.append((typ, weights, f[0], int(f[1]), float(f[3]), float(f[4]), gb))
-        if typ != "f16":
-            os.remove(model)  # disk: keep the F16 file only until the end
-    log("\nmodel   weights    phase   batch   ms/step   tokens/s  GB/step  weight GB/s  % of copy")
+                rows.append((typ, label, f[0], int(f[1]), float(f[3]), float(f[4]), gb))
+        if all(r[0] != typ for r in BENCH_RUNS[i + 1:]):
+            os.remove(model)  # 4.5 to 16 GB each
+    log("\nmodel   weights                phase   batch   ms/step   tokens/s  GB/step  weight GB/s  % of copy")
     for typ, w, ph, b, ms, tps, gb in rows:
         bw = gb / (ms / 1e3) if ph == "decode" else float("nan")
-        log(f"{typ:7s} {w:10s} {ph:7s} {b:5d} {ms:9.3f} {tps:10.1f} {gb:8.2f} {bw:12.1f} "
+        log(f"{typ:7s} {w:22s} {ph:7s} {b:5d} {ms:9.3f} {tps:10.1f} {gb:8.2f} {bw:12.1f} "
             f"{100 * bw / COPY_GBS:9.1f}")
 
 
@@ -224,12 +258,16 @@ def main():
             n = int(rng.randint(3, 200)) if i % 3 else int(rng.randint(3, 16))
             f.write(" ".join(str(int(t)) for t in rng.randint(0, vocab, n)) + "\n")
     ok = True
+    writers = {}  # the 8B files are written while the small models run
+    if a.bench or a.only_bench:
+        for typ, _ in BENCH_RUNS:
+            writers[typ] = make_model(a.work, a.tokenizer, "llama3_8b", typ, False, wait=False)
     if not a.only_bench:
         for shape, typ, tied in MODELS:
             ok &= check_model(a, a.work, a.tokenizer, shape, typ, tied, prompts, a.prompts, vocab)
         log("\ncheck_qengine:", "all passed" if ok else "FAILED")
     if a.bench or a.only_bench:
-        bench(a, a.work, a.tokenizer)
+        bench(a, a.work, a.tokenizer, writers)
     return 0 if ok else 1
 
 
