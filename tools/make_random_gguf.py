@@ -10,13 +10,14 @@ load, for serving benchmarks at real shapes (bench/serving_device.sh).
 
 Numpy only (the device machine has no `gguf` package), GGUF v3: the llama metadata keys, every
 `tokenizer.*` key copied byte for byte from --tokenizer (so both engines tokenize the same way and
-the vocabulary is that file's), 2-D weights in F16, F32, Q8_0 or Q4_0, norms in F32 (as llama.cpp
-writes them). The values: one block of N(0, std) numbers drawn once (numpy RandomState(--seed)) and
+the vocabulary is that file's), 2-D weights in F16, F32, Q8_0, Q4_0 or Q4_1, norms in F32 (as
+llama.cpp writes them). The values: one block of N(0, std) numbers drawn once (numpy RandomState(--seed)) and
 tiled over every tensor, which writes a 14.7 GB file in seconds; the model's output is noise, which
 a throughput benchmark does not mind (it runs with ignore_eos). Q8_0 / Q4_0 quantize that block
-once with ggml's reference rounding (quantize_row_q8_0_ref / quantize_row_q4_0_ref: d = amax / 127,
-q = round(x / d); d = -max / 8 of the signed extreme, q = min(15, trunc(x / d + 8.5))) and tile
-its bytes, so the blocks define the weights. --tied leaves output.weight out (the head is the
+once with ggml's reference rounding (quantize_row_q8_0_ref / q4_0_ref / q4_1_ref: d = amax / 127,
+q = round(x / d); d = -max / 8 of the signed extreme, q = min(15, trunc(x / d + 8.5)); d = (max -
+min) / 15, m = min, q = min(15, trunc((x - m) / d + 0.5)); byte for byte what gguf-py's
+quantizer writes) and tile its bytes, so the blocks define the weights. --tied leaves output.weight out (the head is the
 embedding, as SmolLM2's).
 """
 import argparse
@@ -45,10 +46,10 @@ SHAPES = {
 T_U8, T_I8, T_U16, T_I16, T_U32, T_I32, T_F32, T_BOOL, T_STR, T_ARR, T_U64, T_I64, T_F64 = range(13)
 SCALAR = {T_U8: "<B", T_I8: "<b", T_U16: "<H", T_I16: "<h", T_U32: "<I", T_I32: "<i", T_F32: "<f",
           T_BOOL: "<B", T_U64: "<Q", T_I64: "<q", T_F64: "<d"}
-GGML_F32, GGML_F16, GGML_Q4_0, GGML_Q8_0 = 0, 1, 2, 8
-TYPES = {"f32": GGML_F32, "f16": GGML_F16, "q8_0": GGML_Q8_0, "q4_0": GGML_Q4_0}
-FILE_TYPE = {GGML_F32: 0, GGML_F16: 1, GGML_Q4_0: 2, GGML_Q8_0: 7}  # llama_ftype
-BLOCK_BYTES = {GGML_Q8_0: 34, GGML_Q4_0: 18}  # per 32 elements
+GGML_F32, GGML_F16, GGML_Q4_0, GGML_Q4_1, GGML_Q8_0 = 0, 1, 2, 3, 8
+TYPES = {"f32": GGML_F32, "f16": GGML_F16, "q8_0": GGML_Q8_0, "q4_0": GGML_Q4_0, "q4_1": GGML_Q4_1}
+FILE_TYPE = {GGML_F32: 0, GGML_F16: 1, GGML_Q4_0: 2, GGML_Q4_1: 3, GGML_Q8_0: 7}  # llama_ftype
+BLOCK_BYTES = {GGML_Q8_0: 34, GGML_Q4_0: 18, GGML_Q4_1: 20}  # per 32 elements
 ALIGN = 32
 
 
@@ -133,6 +134,16 @@ def quantize(x, t):
         out = np.zeros((b.shape[0], 34), np.uint8)
         out[:, :2] = d.astype(np.float16).view(np.uint8).reshape(-1, 2)
         out[:, 2:] = q.view(np.uint8)
+        return out.tobytes()
+    if t == GGML_Q4_1:  # quantize_row_q4_1_ref: d = (max - min) / 15, m = min
+        lo, hi = b.min(axis=1), b.max(axis=1)
+        d = (hi - lo) / 15
+        inv = np.where(d != 0, 1 / np.where(d != 0, d, 1), 0)
+        q = np.minimum(15, np.trunc((b - lo[:, None]) * inv[:, None] + 0.5)).astype(np.uint8)
+        out = np.zeros((b.shape[0], 20), np.uint8)
+        out[:, :2] = d.astype(np.float16).view(np.uint8).reshape(-1, 2)
+        out[:, 2:4] = lo.astype(np.float16).view(np.uint8).reshape(-1, 2)
+        out[:, 4:] = q[:, :16] | (q[:, 16:] << 4)
         return out.tobytes()
     ext = b[np.arange(b.shape[0]), np.abs(b).argmax(axis=1)]  # the signed extreme
     d = ext / -8

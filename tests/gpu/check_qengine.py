@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """check_qengine.py — GPU engine check of resident quantized weights (issue 13, --gpu-weights).
 
-For random-weight Llama GGUFs written in Q8_0 and Q4_0 by tools/make_random_gguf.py (ggml's
+For random-weight Llama GGUFs written in Q8_0 and Q4_0 (and one Q4_1) by tools/make_random_gguf.py (ggml's
 reference rounding, byte for byte what gguf-py's quantizer writes) at two shapes — "small"
 (dim 1024, 4 layers, untied head: the GEMV's staged kernel) and "smollm2" (dim 576, 30 layers,
 tied head: the direct kernel, the head a second copy of the embedding) — it runs
@@ -54,8 +54,11 @@ import gpu_skip  # noqa: E402
 from make_random_gguf import SHAPES, TYPES, tensor_nbytes, tensor_plan  # noqa: E402
 
 COPY_GBS = 4200.0  # H200 device-to-device copy, read + write (GPU.md, 2026-12-01)
+# (shape, type, tied). small q4_1 tied: a type the GEMV lacks (today), so only the embedding stays
+# in its blocks (k_qembed's Q4_1) and the rest is dequantized on its way up (engine.c
+# upload_dequant), the head a bf16 copy of the tied table
 MODELS = [("small", "q8_0", False), ("small", "q4_0", False), ("smollm2", "q8_0", True),
-          ("smollm2", "q4_0", True)]
+          ("smollm2", "q4_0", True), ("small", "q4_1", True)]
 
 
 def log(*a):
