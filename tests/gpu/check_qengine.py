@@ -24,10 +24,11 @@ Pass (exit 0) when for every model:
   - gpu_q's error <= 1.5 x gpu_bf16's + 1e-3: both round activations to bf16 and sum in fp32 in
     different orders; gpu_q's weights are exact where gpu_bf16 rounds each one to 8 bits, so it
     may not be worse than bf16 beyond the summation order (the 1.5 and the 1e-3 floor);
-  - gpu_q's argmax agreement >= gpu_bf16's - 5 % of the steps, and >= 80 % (random-weight
+  - gpu_q's argmax agreement >= gpu_bf16's - 5 % of the steps, and >= 70 % (random-weight
     logits have small gaps: bf16 rounding alone flips some);
-  - gpu_q batched equals gpu_q alone on >= 90 % of the steps (different row counts take different
-    kernels: GEMV vs dequantize + cuBLASLt);
+  - gpu_q batched vs alone agreement >= gpu_bf16's - 10 % of the steps (row counts pick kernels
+    with other summation orders in both modes: bench/ENGINE.md's run v3 has bf16 batched = alone
+    on 7/10 SmolLM2 prompts);
   - untied models: device bytes <= 1.1 x the file's tensor bytes (tied: reported; the head's
     second copy).
 --bench: decode tokens/s at batch 1/8/16/64 (context 512) and prefill 2048 of the 8B shape in F16
@@ -184,8 +185,9 @@ def check_model(a, work, tok, shape, typ, tied, prompts, n_prompts, vocab):
         ("gpu_q logits finite", q["finite"]),
         ("gpu_q err <= 1.5 x gpu_bf16 err + 1e-3", q["err"] <= 1.5 * bf["err"] + 1e-3),
         ("gpu_q argmax >= gpu_bf16's - 5 %", q["agree"][0] >= bf["agree"][0] - 0.05 * total),
-        ("gpu_q argmax >= 80 %", q["agree"][0] >= 0.8 * total),
-        ("gpu_q batched = alone >= 90 %", q["batch"][0] >= 0.9 * total),
+        ("gpu_q argmax >= 70 %", q["agree"][0] >= 0.7 * total),
+        ("gpu_q batched = alone >= gpu_bf16's - 10 %",
+         q["batch"][0] >= bf["batch"][0] - 0.1 * total),
     ]
     if not tied:
         checks.append(("device bytes <= 1.1 x file tensor bytes", dev <= 1.1 * tb))
