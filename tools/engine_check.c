@@ -346,8 +346,8 @@ int main(int argc, char **argv) {
             "engine_check: %s on %s, loaded in %.1f s, %d KV pages; gpu weights %s, %.1f MB on "
             "the device (%.1f MB in GGUF blocks)\n",
             model, engine_device_name(e), now() - t0, e->kv.n_pages,
-            engine_gpu_weights_name(e->gpu_weights), e->device_weight_bytes / 1048576.0,
-            e->device_block_bytes / 1048576.0);
+            strcmp(e->device, "cuda") ? "-" : engine_gpu_weights_name(e->gpu_weights),
+            e->device_weight_bytes / 1048576.0, e->device_block_bytes / 1048576.0);
     int rc = 0;
     if (prompts) {
         struct prompts pr, fr, *frp = NULL;
