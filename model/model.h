@@ -177,9 +177,9 @@ enum model_load_flags { MODEL_LOAD_KEEP_BLOCKS = 1, MODEL_LOAD_KEEP_FILE = 2 };
 int model_load_flags(const char *path, unsigned flags, struct model **out,
                      model_progress_fn progress, void *user, char *err, size_t errlen);
 void model_free(struct model *m); /* accepts NULL and half-built models */
-/* Close the file mapping of M (model.file) once a backend has its own copy of the weights kept
- * there (after the GPU upload): every qtensor pointing into it is cleared, so M's host weights
- * are then incomplete. */
+/* Close the file mapping of M (model.file) and free the block arena (w.qarena) once a backend
+ * has its own copy of the weights kept there (after the GPU upload): every qtensor pointing into
+ * either is cleared, so M's host weights are then incomplete. */
 void model_drop_file(struct model *m);
 
 /* Load only the tokenizer (and the chat template, malloc'd or NULL; CHAT_TEMPLATE may be NULL)
