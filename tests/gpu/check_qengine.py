@@ -217,7 +217,7 @@ def bench(a, work, tok, writers):
         env = dict(os.environ, **({"FLASHGEN_QGEMV_ROWS": qrows} if qrows else {}))
         p = subprocess.Popen([os.path.join(a.bin, "engine_check"), "--model", model, "--device",
                               "cuda", "--bench", "--batches", batches, "--context", "512",
-                              "--gen", "32", "--prefill", "2048" if not qrows else "", "--gpu-weights",
+                              "--gen", "24", "--prefill", "2048" if not qrows else "", "--gpu-weights",
                               weights, "--kv-fraction", "0.3"],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
         out = finish(p, 300)
@@ -245,8 +245,8 @@ def main():
     ap.add_argument("--work", default="/tmp/qengine")
     ap.add_argument("--tokenizer", default=os.path.join(ROOT, "models/SmolLM2-135M-Instruct.Q4_1.gguf"),
                     help="a GGUF whose tokenizer keys the models get (its vocabulary: 49152)")
-    ap.add_argument("--prompts", type=int, default=20)
-    ap.add_argument("--steps", type=int, default=16)
+    ap.add_argument("--prompts", type=int, default=18)
+    ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--bench", action="store_true")
     ap.add_argument("--only-bench", action="store_true")
