@@ -76,9 +76,9 @@ struct cuda_ctx {
      * bisect numerical differences. Unset: the selector decides. */
     int attn_kind, decode_splits;
     int use_gemv; /* FLASHGEN_GEMV=0 sends decode-sized products to cuBLASLt too (A/B runs) */
-    /* FLASHGEN_QGEMV_ROWS=N: resident quantized products of up to N rows run the GEMV in slices
-     * of FG_QGEMV_MAX_ROWS instead of the bf16 scratch (A/B runs); 0 (unset): qlinear's bytes rule
-     */
+    /* FLASHGEN_QGEMV_ROWS=N: resident quantized products of up to N rows run the GEMV (in slices
+     * of FG_QGEMV_MAX_ROWS past it) instead of the bf16 scratch (A/B runs); 0 (unset): up to
+     * FG_QGEMV_MAX_ROWS (cu_qlinear) */
     int qgemv_rows;
     /* FLASHGEN_BATCH_INVARIANT=1: a row's results do not depend on what else is in the batch
      * (see cu_create); canon holds one cuBLASLt algorithm per (in, out, type) for every n. */
@@ -840,12 +840,13 @@ static void cu_norm_matmul(void *ctx, void *out, void *h, const void *x, const v
  * fg_qpack_bytes; the file's rows travel to a device staging buffer, then fg_qpack writes the
  * resident copy; q|k|v and gate|up are packed as one matrix each). qlinear runs rows <=
  * FG_QGEMV_MAX_ROWS through fg_qgemv / fg_qgemv_norm with the epilogue fused (inside the decode
- * graphs); more rows either run the GEMV in slices of FG_QGEMV_MAX_ROWS rows (each slice reads
- * W once) or dequantize W into the caller's bf16 scratch (fg_qdequant_bf16, one weight at a time)
- * and take the bf16 path (cuBLASLt), whichever moves fewer bytes: ceil(n / 16) reads of the blocks
- * against one read, a bf16 write and a bf16 read (Q4_0: slices up to 128 rows, Q8_0 up to 64;
- * FLASHGEN_QGEMV_ROWS overrides). A W larger than the scratch (the output head: the scratch has
- * the largest layer weight's size) always takes the slices. FG_QLAYOUT_ROWS: the file's blocks as
+ * graphs); more rows dequantize W into the caller's bf16 scratch (fg_qdequant_bf16, one weight at
+ * a time) and take the bf16 path (cuBLASLt). The GEMV in 16-row slices would move fewer bytes up
+ * to 64 (Q8_0) / 128 (Q4_0) rows, but measured it is slower: batch 64 of the 8B shape 31.1 / 28.5
+ * ms a step against 14.6 / 15.2 ms through the scratch (H200, bench/ENGINE.md issue 13; today's
+ * GEMV is far from its bandwidth at 16 rows); FLASHGEN_QGEMV_ROWS=N takes the slices up to N
+ * rows. A W larger than the scratch (the output head: the scratch has the largest layer weight's
+ * size) always takes the slices. FG_QLAYOUT_ROWS: the file's blocks as
  * they are (the token embedding), gathered by k_qembed; its types are this file's (Q8_0, Q4_0,
  * Q4_1). Batch-invariant mode keeps no weight quantized (the GEMV's summation order is not
  * cuBLASLt's). */
@@ -990,10 +991,8 @@ static void cu_qlinear(void *ctx, const struct fg_qlinear *a) {
     if (skip_stage(c, stage) || c->error[0]) return;
     const int epi = swiglu ? FG_GEMV_SWIGLU : add ? FG_GEMV_ADD : FG_GEMV_STORE;
     const size_t out_es = f32 ? 4 : 2, w_bf16 = (size_t)w->rows * in_dim * 2;
-    const size_t w_q = fg_qpack_bytes((int)w->type, w->rows, in_dim);
-    const size_t slices = ((size_t)a->n + FG_QGEMV_MAX_ROWS - 1) / FG_QGEMV_MAX_ROWS;
-    const int sliced = c->use_gemv && (c->qgemv_rows > 0 ? a->n <= c->qgemv_rows
-                                                         : slices * w_q <= w_q + 2 * w_bf16);
+    const int sliced =
+        c->use_gemv && a->n <= (c->qgemv_rows > 0 ? c->qgemv_rows : FG_QGEMV_MAX_ROWS);
     const int fits = a->w_scratch && w_bf16 <= a->w_scratch_bytes;
     if (!sliced && fits) {
         /* past the GEMV's rows: W in bf16 through the scratch, then the bf16 path */
