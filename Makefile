@@ -147,7 +147,8 @@ help:
 # build/libfgattn.so holds the CUDA kernels (kernels/*.cu) and their C twins (attention_ref.c,
 # cpu_ops.c); tests/gpu/check_attention.py and bench/bench_attention.py drive it from Python
 # (ctypes + torch). `make test-gpu` checks every kernel against its C twin and torch SDPA
-# (check_family.py: the family switches' kernels of kernels/family.cu against cpu_ops);
+# (check_fp8.py: the FP8 quantizer, GEMM and GEMV of kernels/fp8.cu;
+# check_family.py: the family switches' kernels of kernels/family.cu against cpu_ops);
 # `make bench-gpu` times prefill and decode against torch SDPA (FA2 and cuDNN backends) and prints
 # the table kept in kernels/BENCH.md. Neither is part of `make test`. Without a CUDA GPU (or
 # without torch) both print "SKIPPED ... nothing was tested" and fail (status 77 from
@@ -174,6 +175,7 @@ test-gpu:
 	FG_ATTN_LIB=$(GPU_LIB) $(PYTHON) tests/gpu/check_family.py
 	$(PYTHON) tests/gpu/check_gemv.py --lib $(GPU_LIB)
 	$(PYTHON) tests/gpu/check_qgemv.py --lib $(GPU_LIB)
+	$(PYTHON) tests/gpu/check_fp8.py --lib $(GPU_LIB)
 	FG_SAMPLE_LIB=$(GPU_LIB) $(PYTHON) tests/gpu/check_sample.py --no-bench
 	FG_SAMPLE_LIB=$(GPU_LIB) $(PYTHON) tests/gpu/check_mask.py --no-bench
 	$(PYTHON) tests/gpu/check_upload.py --lib $(GPU_LIB) --cuda $(BUILD)/libflashgen_cuda.so
@@ -186,6 +188,7 @@ bench-gpu:
 	FG_ATTN_LIB=$(GPU_LIB) $(PYTHON) bench/bench_attention.py
 	$(PYTHON) tests/gpu/check_gemv.py --bench --lib $(GPU_LIB)
 	$(PYTHON) tests/gpu/check_qgemv.py --bench --lib $(GPU_LIB)
+	$(PYTHON) tests/gpu/check_fp8.py --bench --lib $(GPU_LIB)
 	FG_SAMPLE_LIB=$(GPU_LIB) $(PYTHON) tests/gpu/check_sample.py --bench-only
 
 -include $(GPU_LIB_OBJ:.o=.d)

@@ -14,7 +14,10 @@ torch SDPA's two backends on the same shape. Decode is timed as the engine runs 
 of L calls, each on its own layer's K/V (L = 32 like Llama-3-8B's layers, fewer where 32 layers
 would not fit in 40 GB), time per call = replay / L; the same for both torch backends (captured
 in torch graphs) and for the floor of the method, a read-only Triton pass over the same bytes.
-The old single-launch times (do_bench, L2 flushed) are kept as extra columns.
+The old single-launch times (do_bench, L2 flushed) are kept as extra columns. After that sweep
+(pages of 64) come the serving points, batch 64/128/256 × context 512/1024/2048 in the engine's
+pages of 16 (issue 16); FG_DECODE_POINTS="BxC[@page],..." replaces both lists. The heuristic's
+own split count is passed as 0 (the launcher's choice: a forced count keeps the split kernel).
 
 Times: triton.testing.do_bench (median, L2 flushed between calls). Prints a markdown table
 last; FG_BENCH_QUICK=1 runs a reduced sweep; FG_BENCH_HD=64,128,256 picks the prefill head dims
@@ -161,6 +164,20 @@ DEC_H, DEC_HKV, DEC_HD, DEC_PAGE = 32, 8, 128, 64
 # L = min(32, 40 GB / bytes), at least 2. Only batch 1 at 1k falls under 400 MB (32 × 4 MB).
 DEC_L_MAX, DEC_BYTES_MAX = 32, 40e9
 DEC_FLOOR_BLOCK = 8192  # int32 per program of the read-only floor pass
+# The serving shapes (issue 16): the engine's batches at short contexts, in its pages of 16
+# tokens (config page_size); the sweep above keeps pages of 64 as in the H100 runs.
+DEC_SERVING_BATCHES, DEC_SERVING_CTXS, DEC_SERVING_PAGE = (64, 128, 256), (512, 1024, 2048), 16
+# Points checked against fp32 SDPA (the gathered fp32 K/V of one layer: 4× its bytes beside the
+# L layers; 1 GB kept the 80 GB H100 clear, the H200 holds the 2.1 GB of batch 256 at 2048).
+DEC_CHECK_BYTES_MAX = 2.2e9 if torch.cuda.is_available() and \
+    torch.cuda.get_device_properties(0).total_memory > 100e9 else 1e9
+
+
+def decode_point(text):
+    """'BxC' or 'BxC@page' (FG_DECODE_POINTS) as (batch, context, page)."""
+    bc, _, page = text.partition("@")
+    b, c = bc.split("x")
+    return int(b), int(c), int(page) if page else DEC_PAGE
 
 
 class DecodeLayer:
@@ -169,10 +186,10 @@ class DecodeLayer:
     (2, n_pages, page, Hkv, D), so the floor pass reads both in one launch. Random values from the
     device RNG (never zeros); q (B, H, D), out (B, H, D)."""
 
-    def __init__(self, bsz, ctx, gen, q_start, kv_len, q_start_h, kv_len_h):
-        n_pages = bsz * ctx // DEC_PAGE
-        self.bsz, self.ctx = bsz, ctx
-        self.kv = torch.randn(2, n_pages, DEC_PAGE, DEC_HKV, DEC_HD, dtype=torch.bfloat16,
+    def __init__(self, bsz, ctx, gen, q_start, kv_len, q_start_h, kv_len_h, page=DEC_PAGE):
+        n_pages = bsz * ctx // page
+        self.bsz, self.ctx, self.page = bsz, ctx, page
+        self.kv = torch.randn(2, n_pages, page, DEC_HKV, DEC_HD, dtype=torch.bfloat16,
                               device="cuda")
         self.bt_h = torch.randperm(n_pages, generator=gen).to(torch.int32).view(bsz, -1)
         self.bt = self.bt_h.cuda()
@@ -187,7 +204,7 @@ class DecodeLayer:
         on a side stream)."""
         p = fa.ptr
         b = fa.AttnBatch(self.bsz, p(self.q_start), p(self.kv_len), p(self.bt), self.bt.shape[1],
-                         DEC_PAGE, DEC_H, DEC_HKV, DEC_HD, 1.0 / DEC_HD ** 0.5, 0, 1, self.ctx,
+                         self.page, DEC_H, DEC_HKV, DEC_HD, 1.0 / DEC_HD ** 0.5, 0, 1, self.ctx,
                          p(self.q_start_h), p(self.kv_len_h))
         return fa.AttnArgs(fa.ATTN_DTYPE[torch.bfloat16], p(self.out), p(self.q), p(self.kv[0]),
                            p(self.kv[1]), None, b, p(ws), ws.numel() * ws.element_size(),
@@ -265,7 +282,8 @@ def decode_split_candidates(bsz, ctx, chosen):
     base = bsz * DEC_HKV
     wave = 2 * torch.cuda.get_device_properties(0).multi_processor_count
     cands = {1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, wave // base, 2 * wave // base, chosen}
-    return sorted(n for n in cands if 1 <= n <= max(1, ctx // 128) and base * n <= 4 * wave)
+    return sorted(n for n in cands
+                  if n == chosen or (1 <= n <= max(1, ctx // 128) and base * n <= 4 * wave))
 
 
 def decode_sweep(lib, ceiling):
@@ -277,6 +295,10 @@ def decode_sweep(lib, ceiling):
     rows = []
     batches = [1, 8, 64] if QUICK else [1, 8, 32, 64]
     ctxs = [1024, 16384] if QUICK else [1024, 4096, 16384, 32768]
+    points = [(b, c, DEC_PAGE) for b in batches for c in ctxs]
+    points += [(b, c, DEC_SERVING_PAGE) for b in DEC_SERVING_BATCHES for c in DEC_SERVING_CTXS]
+    if os.environ.get("FG_DECODE_POINTS"):
+        points = [decode_point(x) for x in os.environ["FG_DECODE_POINTS"].split(",")]
     lib_b = fa.load(os.environ["FG_ATTN_LIB_B"]) if os.environ.get("FG_ATTN_LIB_B") else None
     sweep = os.environ.get("FG_DECODE_SWEEP", "1") != "0"
     gen = torch.Generator().manual_seed(1)  # page order only; values come from the device RNG
@@ -286,99 +308,106 @@ def decode_sweep(lib, ceiling):
     empty_single = 1e3 * bench(lambda: tiny.zero_())
     print(f"decode floor: one trivial launch {empty_graph:.2f} us per call in a graph of "
           f"{DEC_L_MAX}, {empty_single:.1f} us single (do_bench, L2 flushed)", flush=True)
-    for bsz in batches:
-        for ctx in ctxs:
-            nbytes = bsz * ctx * DEC_HKV * DEC_HD * 2 * 2
-            L = max(2, min(DEC_L_MAX, int(DEC_BYTES_MAX // nbytes)))
-            q_start_h = torch.arange(bsz + 1, dtype=torch.int32)
-            kv_len_h = torch.full((bsz,), ctx, dtype=torch.int32)
-            q_start, kv_len = q_start_h.cuda(), kv_len_h.cuda()
-            layers = [DecodeLayer(bsz, ctx, gen, q_start, kv_len, q_start_h, kv_len_h)
-                      for _ in range(L)]
-            l0 = layers[0]
-            dummy = torch.zeros(4, device="cuda")
-            splits = lib.decode_attn_splits(C.byref(l0.args(dummy)))
-            cands = decode_split_candidates(bsz, ctx, splits) if sweep else [splits]
-            # sized for both builds: one may need a workspace where the other needs none
-            ws_bytes = max(x.attn_workspace_bytes(C.byref(l0.args(dummy, n)))
-                           for n in cands for x in (lib, lib_b) if x is not None)
-            ws = torch.zeros(ws_bytes // 4 + 1, dtype=torch.float32, device="cuda")
-            gb = lambda us: nbytes / us / 1e3 if us else None  # noqa: E731
+    for bsz, ctx, page in points:
+        nbytes = bsz * ctx * DEC_HKV * DEC_HD * 2 * 2
+        L = max(2, min(DEC_L_MAX, int(DEC_BYTES_MAX // nbytes)))
+        q_start_h = torch.arange(bsz + 1, dtype=torch.int32)
+        kv_len_h = torch.full((bsz,), ctx, dtype=torch.int32)
+        q_start, kv_len = q_start_h.cuda(), kv_len_h.cuda()
+        layers = [DecodeLayer(bsz, ctx, gen, q_start, kv_len, q_start_h, kv_len_h, page)
+                  for _ in range(L)]
+        l0 = layers[0]
+        dummy = torch.zeros(4, device="cuda")
+        splits = lib.decode_attn_splits(C.byref(l0.args(dummy)))
+        cands = decode_split_candidates(bsz, ctx, splits) if sweep else [splits]
+        # sized for both builds: one may need a workspace where the other needs none
+        n_all = set(cands) | ({lib_b.decode_attn_splits(C.byref(l0.args(dummy)))}
+                              if lib_b else set())
+        ws_bytes = max(x.attn_workspace_bytes(C.byref(l0.args(dummy, n)))
+                       for n in n_all | {0} for x in (lib, lib_b) if x is not None)
+        ws = torch.zeros(ws_bytes // 4 + 1, dtype=torch.float32, device="cuda")
+        gb = lambda us: nbytes / us / 1e3 if us else None  # noqa: E731
 
-            # ours: correctness at the benchmark shape (layer 0, fp32 SDPA on the gathered K/V),
-            # then the graph and single-launch times
-            fa.launch(lib, l0.args(ws))
-            torch.cuda.synchronize()
-            err = float("nan")
-            if nbytes <= 1e9:
-                q, _, _ = l0.torch_qkv()
-                ref = F.scaled_dot_product_attention(q.float(), l0.gathered(0).float(),
-                                                     l0.gathered(1).float(), enable_gqa=True)
-                err = float((l0.out.view(bsz, 1, DEC_H, DEC_HD).transpose(1, 2).float() - ref)
-                            .norm() / ref.norm())
-                del ref
-            alt = {}
-            for n in cands:
-                alt[n] = gt.time([lambda x=x, n=n: fa.launch(lib, x.args(ws, n)) for x in layers])
-            us = alt[splits]
-            ws_left = int((ws != 0).sum())  # the kernel's contract, after every replay
-            alt_b = {}
-            if lib_b is not None:
-                ws_b = torch.zeros_like(ws)
-                for n in (cands if sweep else [splits]):
-                    alt_b[n] = gt.time([lambda x=x, n=n: fa.launch(lib_b, x.args(ws_b, n))
-                                        for x in layers])
-            args0 = l0.args(ws)  # built once: do_bench times the launch, not the ctypes setup
-            single = {"ours": 1e3 * bench(lambda: fa.launch(lib, args0))}
+        # ours: correctness at the benchmark shape (layer 0, fp32 SDPA on the gathered K/V),
+        # then the graph and single-launch times
+        fa.launch(lib, l0.args(ws))
+        torch.cuda.synchronize()
+        err = float("nan")
+        if nbytes <= DEC_CHECK_BYTES_MAX:
+            q, _, _ = l0.torch_qkv()
+            ref = F.scaled_dot_product_attention(q.float(), l0.gathered(0).float(),
+                                                 l0.gathered(1).float(), enable_gqa=True)
+            err = float((l0.out.view(bsz, 1, DEC_H, DEC_HD).transpose(1, 2).float() - ref)
+                        .norm() / ref.norm())
+            del ref
+        alt = {}
+        for n in cands:
+            # the heuristic's own count goes in as 0: the launcher's choice (a forced count keeps
+            # the split kernel, decode_attention.h)
+            f = 0 if n == splits else n
+            alt[n] = gt.time([lambda x=x, f=f: fa.launch(lib, x.args(ws, f)) for x in layers])
+        us = alt[splits]
+        ws_left = int((ws != 0).sum())  # the kernel's contract, after every replay
+        alt_b, splits_b = {}, None
+        if lib_b is not None:
+            ws_b = torch.zeros_like(ws)
+            # lib B at lib A's split counts and at its own heuristic's (its "before")
+            splits_b = lib_b.decode_attn_splits(C.byref(l0.args(dummy)))
+            for n in sorted(set(cands if sweep else [splits]) | {splits_b}):
+                f = 0 if n == splits_b else n
+                alt_b[n] = gt.time([lambda x=x, f=f: fa.launch(lib_b, x.args(ws_b, f))
+                                    for x in layers])
+        args0 = l0.args(ws)  # built once: do_bench times the launch, not the ctypes setup
+        single = {"ours": 1e3 * bench(lambda: fa.launch(lib, args0))}
 
-            # peers: torch SDPA on each layer's pools, graph-captured where the backend allows
-            peer, notes = {}, []
-            for key, backend in (("fa2", SDPBackend.FLASH_ATTENTION),
-                                 ("cudnn", SDPBackend.CUDNN_ATTENTION)):
-                qkv = [x.torch_qkv() for x in layers]
-                with sdpa_kernel([backend]):
-                    fns = [lambda t=t: F.scaled_dot_product_attention(*t, enable_gqa=True)
-                           for t in qkv]
-                    try:
-                        peer[key] = gt.time(fns)
-                    except Exception as e:  # noqa: BLE001 -- a refusal is a note, not a result
-                        torch.cuda.synchronize()
-                        why = str(e).splitlines()[0][:60]
-                        peer[key] = None
-                        notes.append(f"{key}: no graph ({why}), single launch only")
-                ms, why = sdpa_time(backend, *qkv[0], False)
-                single[key] = ms * 1e3 if ms else None
-                if why:
-                    notes.append(f"{key} single: {why}")
-                del qkv
-            floor = {}
-            for ef in (False, True):
+        # peers: torch SDPA on each layer's pools, graph-captured where the backend allows
+        peer, notes = {}, []
+        for key, backend in (("fa2", SDPBackend.FLASH_ATTENTION),
+                             ("cudnn", SDPBackend.CUDNN_ATTENTION)):
+            qkv = [x.torch_qkv() for x in layers]
+            with sdpa_kernel([backend]):
+                fns = [lambda t=t: F.scaled_dot_product_attention(*t, enable_gqa=True)
+                       for t in qkv]
                 try:
-                    floor["read_ef" if ef else "read"] = gt.time(
-                        [lambda x=x, ef=ef: x.floor(ef) for x in layers])
-                except Exception as e:  # noqa: BLE001
-                    print(f"decode floor (evict_first={ef}) failed: {str(e).splitlines()[0][:80]}")
-            single["floor"] = 1e3 * bench(lambda: l0.floor(False))
+                    peer[key] = gt.time(fns)
+                except Exception as e:  # noqa: BLE001 -- a refusal is a note, not a result
+                    torch.cuda.synchronize()
+                    why = str(e).splitlines()[0][:60]
+                    peer[key] = None
+                    notes.append(f"{key}: no graph ({why}), single launch only")
+            ms, why = sdpa_time(backend, *qkv[0], False)
+            single[key] = ms * 1e3 if ms else None
+            if why:
+                notes.append(f"{key} single: {why}")
+            del qkv
+        floor = {}
+        for ef in (False, True):
+            try:
+                floor["read_ef" if ef else "read"] = gt.time(
+                    [lambda x=x, ef=ef: x.floor(ef) for x in layers])
+            except Exception as e:  # noqa: BLE001
+                print(f"decode floor (evict_first={ef}) failed: {str(e).splitlines()[0][:80]}")
+        single["floor"] = 1e3 * bench(lambda: l0.floor(False))
 
-            if ws_left:
-                notes.append(f"WORKSPACE NOT ZEROED ({ws_left} words)")
-            rows.append(dict(batch=bsz, ctx=ctx, L=L, splits=splits, mb=nbytes / 1e6, us=us,
-                             ours=gb(us), pct=gb(us) / ceiling * 100,
-                             fa2=gb(peer["fa2"]), cudnn=gb(peer["cudnn"]),
-                             floor=gb(floor.get("read")), floor_ef=gb(floor.get("read_ef")),
-                             single={k: gb(v) for k, v in single.items()},
-                             alt={n: round(gb(t)) for n, t in alt.items()},
-                             alt_b={n: round(gb(t)) for n, t in alt_b.items()},
-                             err=err, empty=empty_graph, note="; ".join(notes)))
-            r = rows[-1]
-            print(f"decode b{bsz} ctx{ctx} L{L}: ours {us:.2f} us {r['ours']:.0f} GB/s "
-                  f"({r['pct']:.0f}% of copy) fa2 {fmt(r['fa2'])} cudnn {fmt(r['cudnn'])} "
-                  f"floor read {fmt(r['floor'])} / ef {fmt(r['floor_ef'])} GB/s; splits {splits} "
-                  f"err {err:.1e}; graph-timed splits→GB/s {r['alt']}"
-                  + (f"; lib B {r['alt_b']}" if alt_b else "")
-                  + f"; single-launch GB/s {fmt_single(r['single'])} {r['note']}", flush=True)
-            del layers, l0, ws
-            torch.cuda.empty_cache()
+        if ws_left:
+            notes.append(f"WORKSPACE NOT ZEROED ({ws_left} words)")
+        rows.append(dict(batch=bsz, ctx=ctx, page=page, L=L, splits=splits, splits_b=splits_b,
+                         mb=nbytes / 1e6, us=us, ours=gb(us), pct=gb(us) / ceiling * 100,
+                         fa2=gb(peer["fa2"]), cudnn=gb(peer["cudnn"]),
+                         floor=gb(floor.get("read")), floor_ef=gb(floor.get("read_ef")),
+                         single={k: gb(v) for k, v in single.items()},
+                         alt={n: round(gb(t)) for n, t in alt.items()},
+                         alt_b={n: round(gb(t)) for n, t in alt_b.items()},
+                         err=err, empty=empty_graph, note="; ".join(notes)))
+        r = rows[-1]
+        print(f"decode b{bsz} ctx{ctx} p{page} L{L}: ours {us:.2f} us {r['ours']:.0f} GB/s "
+              f"({r['pct']:.0f}% of copy) fa2 {fmt(r['fa2'])} cudnn {fmt(r['cudnn'])} "
+              f"floor read {fmt(r['floor'])} / ef {fmt(r['floor_ef'])} GB/s; splits {splits} "
+              f"err {err:.1e}; graph-timed splits→GB/s {r['alt']}"
+              + (f"; lib B {r['alt_b']}" if alt_b else "")
+              + f"; single-launch GB/s {fmt_single(r['single'])} {r['note']}", flush=True)
+        del layers, l0, ws
+        torch.cuda.empty_cache()
     return rows
 
 
@@ -423,14 +452,19 @@ def main():
               "pass over the same bytes, plain / L2 evict-first, timed the same way. Single launch: "
               "do_bench, L2 flushed (the method of runs ≤ 6).")
         print()
-    print("| batch | context | K+V MB | L | splits | ours µs | ours GB/s | % of copy | torch FA2 GB/s |"
+    print("| batch | context | page | K+V MB | L | splits | ours µs | ours GB/s | % of copy | torch FA2 GB/s |"
           " torch cuDNN GB/s | floor GB/s read / read-ef | ours / floor | single launch GB/s ours /"
-          " FA2 / cuDNN / floor | rel err | note |" + (" lib B GB/s |" if dec and dec[0]["alt_b"] else ""))
-    print("| --- " * (16 if dec and dec[0]["alt_b"] else 15) + "|")
+          " FA2 / cuDNN / floor | rel err | note |"
+          + (" lib B GB/s (its splits) | ours / lib B |" if dec and dec[0]["alt_b"] else ""))
+    print("| --- " * (18 if dec and dec[0]["alt_b"] else 16) + "|")
     for r in dec:
         fl = max(x for x in (r["floor"], r["floor_ef"], 1e-9) if x)
-        lib_b = f" {fmt(r['alt_b'].get(r['splits']))} |" if r["alt_b"] else ""
-        print(f"| {r['batch']} | {r['ctx']} | {r['mb']:.0f} | {r['L']} | {r['splits']} | "
+        lib_b = ""
+        if r["alt_b"]:
+            b_own = r["alt_b"].get(r["splits_b"])
+            lib_b = (f" {fmt(b_own)} ({r['splits_b']}) | "
+                     f"{fmt(r['ours'] / b_own if b_own else None, 2)} |")
+        print(f"| {r['batch']} | {r['ctx']} | {r['page']} | {r['mb']:.0f} | {r['L']} | {r['splits']} | "
               f"{r['us']:.1f} | {fmt(r['ours'])} | {fmt(r['pct'])} | {fmt(r['fa2'])} | "
               f"{fmt(r['cudnn'])} | {fmt(r['floor'])} / {fmt(r['floor_ef'])} | "
               f"{r['ours'] / fl:.2f} | {fmt_single(r['single'])} | {r['err']:.1e} | {r['note']} |"

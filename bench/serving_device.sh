@@ -139,7 +139,11 @@ start_server() {
     local log="$O/server_${eng}_$var.log" args=()
     if [ "$eng" = flashgen ]; then
         local inv=0
-        [ "$var" = invariant ] && inv=1
+        # The check compares against references computed cold: with the prefix cache on, a later
+        # request of a 17-token prompt prefills only its last token (page 0 is cached), through
+        # the decode kernel instead of the prefill kernel, and greedy may drift from there (the
+        # n = 4 difference of the 2026-12-02 H200 run). Invariance holds for one computation path.
+        [ "$var" = invariant ] && inv=1 && args+=(--prefix-caching false)
         [ "$var" = noprefix ] && args+=(--prefix-caching false)
         [ "$var" = smallkv ] && args+=(--kv-cache-mb $(((kv_tokens * kvb + (1 << 20) - 1) >> 20)))
         # Every benchmark client comes from 127.0.0.1, as behind a reverse proxy: the default

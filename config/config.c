@@ -38,7 +38,7 @@ static const struct config_option SCHEMA[] = {
      "compute device; auto takes the GPU when one is usable"},
     {"gpu_weights", CONFIG_T_ENUM, OFF(gpu_weights), "auto", GPU_WEIGHTS, 0, 0,
      "GPU: GGUF weights dequantized to bf16 at load, or kept resident in their blocks where the "
-     "GPU kernels read the type (Q8_0, Q4_0; the rest bf16); auto = bf16 for now"},
+     "GPU kernels read the type (Q8_0, Q4_0, Q4_1; the rest bf16); auto = bf16 for now"},
     {"threads", CONFIG_T_INT, OFF(threads), "0", NULL, 0, 1024,
      "CPU backend threads; 0 = all cores"},
     {"kv_cache_mb", CONFIG_T_INT, OFF(kv_cache_mb), "0", NULL, 0, 1 << 24,

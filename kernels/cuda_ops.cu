@@ -11,9 +11,10 @@
  * post-norms, GeGLU, scales, soft-capping) those of family.cu; the small elementwise ops are here.
  * Each op checks its launch; the first error sticks in the context and makes sync() fail, which the
  * engine treats as fatal. FLASHGEN_BATCH_INVARIANT=1 trades speed for results that do not depend
- * on the batch (cu_create). FLASHGEN_SKIP (diagnostic, timing only) leaves named stages out of the
- * decode graphs recorded while it is set (skip_stage). Built into build/libflashgen_cuda.so and
- * opened with dlopen (ops.h). */
+ * on the batch (cu_create). FLASHGEN_QUANTIZATION=fp8 gives the weights e4m3 copies that the
+ * products use (try_fp8, kernels/fp8.h). FLASHGEN_SKIP (diagnostic, timing only) leaves named
+ * stages out of the decode graphs recorded while it is set (skip_stage). Built into
+ * build/libflashgen_cuda.so and opened with dlopen (ops.h). */
 #include <cublasLt.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -30,6 +31,7 @@
 
 #include "attention.h"
 #include "family.h"
+#include "fp8.h"
 #include "gemv.h"
 #include "sample.h"
 #include "kv_write.h"
@@ -118,6 +120,9 @@ struct cuda_ctx {
     struct up_stage *up; /* upload_rows' pinned buffers while a model loads, else NULL */
     void *q_stage;       /* qupload's device staging for a weight's file rows while loading */
     size_t q_stage_bytes;
+    /* FLASHGEN_QUANTIZATION=fp8: e4m3 copies of the weights upload_rows stores, which the
+     * products take (try_fp8); NULL otherwise */
+    struct fg_fp8_weights *fp8;
 };
 
 /* Stages of a decode step that FLASHGEN_SKIP=stage,stage,... can leave out of recorded decode
@@ -344,6 +349,8 @@ static int cu_upload_rows(void *ctx, void *dst, const struct fg_qtensor *w, int 
     if (!w) { /* the load is over: give the staging memory back */
         up_stage_free(c->up);
         c->up = NULL;
+        if (c->fp8 && !c->error[0] && fg_fp8_weights_build(c->fp8, c->stream) != 0)
+            ctx_fail(c, "%s", fg_fp8_weights_error(c->fp8));
         return c->error[0] ? -1 : 0;
     }
     if (w->type != GGUF_GGML_F32 && w->type != GGUF_GGML_F16 && w->type != GGUF_GGML_BF16) {
@@ -398,6 +405,8 @@ static int cu_upload_rows(void *ctx, void *dst, const struct fg_qtensor *w, int 
         CK(c, cudaEventRecord(u->done[s], c->stream));
         u->used[s] = 1;
     }
+    if (c->fp8 && !c->error[0] && fg_fp8_weights_record(c->fp8, dst, w->rows, w->cols) != 0)
+        ctx_fail(c, "upload_rows: out of host memory for the FP8 weight table");
     return c->error[0] ? -1 : 0;
 }
 
@@ -785,9 +794,34 @@ static int try_gemv(struct cuda_ctx *c, void *y, int y_f32, const void *x, const
     return try_gemv_norm(c, y, y_f32, x, NULL, 0.0f, w, n, in_dim, out_dim, epilogue);
 }
 
+/* FLASHGEN_QUANTIZATION=fp8: the product on the weight's e4m3 copy (fg_fp8_linear, fp8.h: the
+ * FP8 GEMV up to 16 rows, else per-token quantization + the W8A8 cuBLASLt GEMM). 0 when w has
+ * no copy (the bf16 path runs), 1 when taken (or failed: failures stick in the context), 2 when
+ * SwiGLU's (n, 2 out_dim) gate|up product sits in scratch for the caller's SwiGLU. */
+static int try_fp8(struct cuda_ctx *c, void *y, const void *x, const void *norm_w, float eps,
+                   const void *w, int n, int in_dim, int out_dim, int epilogue, void *scratch) {
+    if (!c->fp8) return 0;
+    if (c->error[0]) return 1;
+    int r = fg_fp8_linear(c->fp8, y, x, norm_w, eps, w, n, in_dim, out_dim, epilogue, scratch,
+                          c->stream);
+    if (r < 0) {
+        ctx_fail(c, "%s", fg_fp8_weights_error(c->fp8));
+        return 1;
+    }
+    return r;
+}
+
+static void cu_swiglu_from(struct cuda_ctx *c, void *out, const void *gu, int n, int ffn) {
+    size_t total = (size_t)n * ffn;
+    k_swiglu_rows<<<blocks_for(total, 256), 256, 0, c->stream>>>(
+        (__nv_bfloat16 *)out, (const __nv_bfloat16 *)gu, ffn, total);
+    CK_LAUNCH(c);
+}
+
 static void cu_matmul(void *ctx, void *out, const void *x, const void *w, int n, int in_dim,
                       int out_dim) {
     struct cuda_ctx *c = (struct cuda_ctx *)ctx;
+    if (try_fp8(c, out, x, NULL, 0.0f, w, n, in_dim, out_dim, FG_GEMV_STORE, NULL)) return;
     if (!try_gemv(c, out, 0, x, w, n, in_dim, out_dim, FG_GEMV_STORE))
         lt_matmul(c, out, CUDA_R_16BF, x, w, n, in_dim, out_dim, 0);
 }
@@ -805,6 +839,7 @@ static void cu_matmul_add(void *ctx, void *x, const void *h, const void *w, int 
     struct cuda_ctx *c = (struct cuda_ctx *)ctx;
     /* forward.c's order: each layer's o projection, then its down projection */
     if (c->skip && skip_stage(c, c->n_madd++ % 2 ? SKIP_DOWN : SKIP_O)) return;
+    if (try_fp8(c, x, h, NULL, 0.0f, w, n, in_dim, out_dim, FG_GEMV_ADD, NULL)) return;
     if (!try_gemv(c, x, 0, h, w, n, in_dim, out_dim, FG_GEMV_ADD))
         lt_matmul(c, x, CUDA_R_16BF, h, w, n, in_dim, out_dim, 1);
 }
@@ -812,18 +847,24 @@ static void cu_matmul_add(void *ctx, void *x, const void *h, const void *w, int 
 static void cu_matmul_swiglu(void *ctx, void *out, const void *h, const void *w, int n, int in_dim,
                              int ffn, void *scratch) {
     struct cuda_ctx *c = (struct cuda_ctx *)ctx;
-    if (try_gemv(c, out, 0, h, w, n, in_dim, ffn, FG_GEMV_SWIGLU)) return;
-    lt_matmul(c, scratch, CUDA_R_16BF, h, w, n, in_dim, 2 * ffn, 0);
-    size_t total = (size_t)n * ffn;
-    k_swiglu_rows<<<blocks_for(total, 256), 256, 0, c->stream>>>(
-        (__nv_bfloat16 *)out, (const __nv_bfloat16 *)scratch, ffn, total);
-    CK_LAUNCH(c);
+    int f = try_fp8(c, out, h, NULL, 0.0f, w, n, in_dim, ffn, FG_GEMV_SWIGLU, scratch);
+    if (f == 1) return;
+    if (f == 0) {
+        if (try_gemv(c, out, 0, h, w, n, in_dim, ffn, FG_GEMV_SWIGLU)) return;
+        lt_matmul(c, scratch, CUDA_R_16BF, h, w, n, in_dim, 2 * ffn, 0);
+    }
+    cu_swiglu_from(c, out, scratch, n, ffn);
 }
 
 static void cu_norm_matmul(void *ctx, void *out, void *h, const void *x, const void *norm_w,
                            float eps, const void *w, int n, int in_dim, int out_dim, int swiglu,
                            void *scratch) {
     if (skip_stage((struct cuda_ctx *)ctx, swiglu ? SKIP_GATEUP : SKIP_QKV)) return;
+    /* FP8 weights: the norm rides on the GEMV or on the activations' quantization */
+    int f = try_fp8((struct cuda_ctx *)ctx, out, x, norm_w, eps, w, n, in_dim, out_dim,
+                    swiglu ? FG_GEMV_SWIGLU : FG_GEMV_STORE, scratch);
+    if (f == 2) cu_swiglu_from((struct cuda_ctx *)ctx, out, scratch, n, out_dim);
+    if (f) return;
     /* decode sizes: the norm runs inside the GEMV (each block scales its x chunks), h unwritten */
     if (try_gemv_norm((struct cuda_ctx *)ctx, out, 0, x, norm_w, eps, w, n, in_dim, out_dim,
                       swiglu ? FG_GEMV_SWIGLU : FG_GEMV_STORE))
@@ -1242,6 +1283,7 @@ static void cu_destroy(void *ctx) {
     }
     up_stage_free(c->up);
     if (c->q_stage) cudaFree(c->q_stage);
+    fg_fp8_weights_free(c->fp8);
     if (c->attn_ws) cudaFree(c->attn_ws);
     if (c->smp_dev) cudaFree(c->smp_dev);
     if (c->smp_host) cudaFreeHost(c->smp_host);
@@ -1312,6 +1354,22 @@ static void *cu_create(int device, char *err, size_t errlen) {
         snprintf(err, errlen, "cannot create the CUDA stream, cuBLASLt handle or workspace");
         cu_destroy(c);
         return NULL;
+    }
+    /* FLASHGEN_QUANTIZATION=fp8: the F16 / BF16 / F32 weights upload_rows stores also get an
+     * e4m3 copy with per-row scales when the load is over, and the products use it (try_fp8) */
+    const char *qz = getenv("FLASHGEN_QUANTIZATION");
+    if (qz && *qz && strcmp(qz, "none") != 0) {
+        if (strcmp(qz, "fp8") != 0) {
+            snprintf(err, errlen, "FLASHGEN_QUANTIZATION=%s: expected none or fp8", qz);
+            cu_destroy(c);
+            return NULL;
+        }
+        c->fp8 = fg_fp8_weights_create();
+        if (!c->fp8) {
+            snprintf(err, errlen, "FLASHGEN_QUANTIZATION=fp8: cannot create the FP8 GEMM context");
+            cu_destroy(c);
+            return NULL;
+        }
     }
     return c;
 }

@@ -11,7 +11,12 @@
  * out = Σ 2^(lse_i - M) o_i / Σ 2^(lse_i - M). Two ways, picked by decode_use_cluster: with 2–8
  * parts whose clusters fit in one wave, the parts of a (KV head, sequence) are one thread-block
  * cluster and merge each other's partials from shared memory (DSMEM) after a cluster barrier;
- * otherwise the partials go through the workspace to decode_merge_kernel.
+ * otherwise the partials go through the workspace to decode_merge_kernel. At serving batches
+ * (≥ DECODE_PW_MIN_ITEMS (sequence, KV head) items, head dim ≤ 128) the blocks are
+ * short-lived (a 512-key context is 8 tiles per warp) and their prologue (dependent loads of the
+ * lengths and the page table before the first K/V request) and epilogue (the 4-warp merge) are a
+ * large share of each block's life: decode_warp_kernel runs a persistent grid of independent
+ * warps instead, each taking whole units and keeping its ring full across them.
  *
  * Fixed costs matter as much as bandwidth below ~100 MB per call, so: the merge kernel issues all
  * its loads at once (the old loop took one dependent L2 round trip per split, ~0.3 µs each) and is
@@ -32,9 +37,15 @@
 #include "attention_common.cuh"
 #include "decode_attention.h"
 
+/* Warps per split block and cp.async stages of each warp's ring (the -D overrides are for A/B
+ * builds: bench/bench_decode_variants.py). */
+#ifndef DECODE_NW
 #define DECODE_NW 4
+#endif
 #define DECODE_BN 16
+#ifndef DECODE_STAGES
 #define DECODE_STAGES 3
+#endif
 #define DECODE_MIN_KEYS 128
 #define DECODE_MAX_SPLITS 128
 /* Split counts up to this (the portable cluster size) merge inside a thread-block cluster when the
@@ -43,9 +54,28 @@
  * the two kernels by 2–9% where they fit one wave; clusters of 16 lost 6–10% (batch 1 at 4k/16k:
  * 1268 vs 1343, 2007 vs 2205 GB/s) and 8 × 64 clusters of 8 (two waves) lost 18–25%. */
 #define DECODE_CLUSTER_MAX 8
-#define DECODE_MERGE_NT 128    /* merge threads per (query row, head) */
-#define DECODE_MERGE_U 8       /* partials each merge thread loads at once (one L2 round trip) */
+#define DECODE_MERGE_NT 128 /* merge threads per (query row, head) */
+#define DECODE_MERGE_U 8    /* partials each merge thread loads at once (one L2 round trip) */
+#ifndef DECODE_BLOCKS_PER_SM
 #define DECODE_BLOCKS_PER_SM 2 /* what the ~100 KB of shared memory per block allows */
+#endif
+/* The persistent warp kernel (decode_warp_kernel): warps per block, stages of each warp's ring,
+ * the fewest (sequence, KV head) items for which the launcher takes it and the share of its
+ * warps the units must keep busy (decode_warp_parts, decode_use_warp). Measured on the H200
+ * (bench/results/decode_serving_run2_h200_2026-12-02.log): 8 warps of 3 stages per block (one
+ * block per SM at hd 128) against 4 warps of 6 stages (the same shared memory, half the warps):
+ * 2499–2685 GB/s for the latter at every serving point against 4030–4350 at batch 128–256: each
+ * warp streams ~4.7 GB/s whatever its ring depth, so the warps per SM set the rate. */
+#ifndef DECODE_PW_NW
+#define DECODE_PW_NW 8
+#endif
+#ifndef DECODE_PW_STAGES
+#define DECODE_PW_STAGES 3
+#endif
+#ifndef DECODE_PW_MIN_ITEMS
+#define DECODE_PW_MIN_ITEMS 512
+#endif
+#define DECODE_PW_MIN_FILL 0.9
 /* K/V loads carry an L2 evict-first policy when the call reads at most this many bytes of K/V.
  * Measured (bench/results/decode2_h100_2026-11-23.log, run 1): evict-first saved 1–4 µs per call
  * up to 134 MB (batch 1 16k: 41.6 → 37.3 µs) and cost 2–3% from 537 MB (batch 64 4k: 373 → 385
@@ -361,6 +391,186 @@ __global__ void __launch_bounds__(DECODE_NW * 32) decode_split_kernel(const attn
     }
 }
 
+/* ---- the persistent warp kernel ----------------------------------------------------------- */
+
+/* One work unit of decode_warp_kernel: part `part` of the keys of (sequence s, KV head kvh),
+ * split as decode_split_kernel splits them (p.n_splits parts of whole tiles), and its rows. */
+struct decode_unit {
+    int s, kvh, part, q0, rows, kvlen, pos0, k_begin, k_end, n_tiles;
+    const int *bt; /* the sequence's block-table row */
+};
+
+/* Unit u = (s · n_kv_heads + kvh) · n_splits + part (the order of decode_split_kernel's grid:
+ * units running at once read neighbouring rows of the pools). */
+__device__ __forceinline__ decode_unit decode_unit_at(const attn_kparams &p, int u) {
+    constexpr int BN = DECODE_BN;
+    decode_unit w;
+    const int item = u / p.n_splits;
+    w.part = u - item * p.n_splits;
+    w.s = item / p.n_kv_heads;
+    w.kvh = item - w.s * p.n_kv_heads;
+    w.q0 = p.q_start[w.s];
+    const int nq = p.q_start[w.s + 1] - w.q0;
+    w.rows = nq * p.group;
+    w.kvlen = p.kv_len[w.s];
+    w.pos0 = w.kvlen - nq;
+    w.bt = p.block_table + (size_t)w.s * p.max_pages;
+    const int lim_first = p.causal ? w.pos0 + 1 : w.kvlen;
+    const int k_base = p.window > 0 ? max(0, lim_first - p.window) : 0;
+    int kps = (w.kvlen - k_base + p.n_splits - 1) / p.n_splits;
+    kps = (kps + BN - 1) / BN * BN;
+    w.k_begin = k_base + w.part * kps;
+    w.k_end = min(w.kvlen, w.k_begin + kps);
+    w.n_tiles = w.k_end > w.k_begin ? (w.k_end - w.k_begin + BN - 1) / BN : 0;
+    return w;
+}
+
+/* Persistent grid of independent warps: warp gw of TW takes units gw, gw + TW, ...; each unit
+ * is all (or one part) of the keys of one (sequence, KV head), so no warp waits for another and
+ * nothing is merged in shared memory. The warp's cp.async ring runs across its units: the first
+ * tiles of the next unit are in flight while the current one finishes, so a unit's prologue and
+ * epilogue (the per-block fixed costs of decode_split_kernel, where each block lives only ~8
+ * tiles per warp at a 512-key context) cost no memory time. Q fragments come straight from global
+ * memory into registers (HD ≤ 128). One part: the output (and LSE) is written from the
+ * registers; several: the normalised fp32 partial and log2 LSE go to the workspace for
+ * decode_merge_kernel, as in the two-kernel path. */
+template <typename T, int HD, bool EF>
+__global__ void __launch_bounds__(DECODE_PW_NW * 32)
+    decode_warp_kernel(const attn_kparams p, int n_units) {
+    static_assert(HD <= 128, "Q fragments live in registers");
+    constexpr int NW = DECODE_PW_NW, BN = DECODE_BN, ST = DECODE_PW_STAGES, TILE = BN * HD;
+    extern __shared__ __align__(128) unsigned char dec_smem[];
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    T *sW = reinterpret_cast<T *>(dec_smem) + warp * ST * 2 * TILE; /* stage i: K, then V */
+    /* warp-major numbering: with fewer units than warps every block gets some */
+    const int gw = warp * gridDim.x + blockIdx.x, TW = gridDim.x * NW, G = p.group;
+    const uint64_t pol = decode_kv_policy<EF>();
+    if (p.n_splits > 1) decode_allow_dependents(); /* the merge grid waits for this one */
+
+    /* Producer cursor: tile pt of unit pu (info pi); each call commits one group (empty when the
+     * warp has no tile left), so group n holds the warp's n-th tile overall. */
+    int pu = gw, pt = 0, n_prod = 0;
+    decode_unit pi = {};
+    if (pu < n_units) pi = decode_unit_at(p, pu);
+    auto produce = [&]() {
+        while (pu < n_units && pt >= pi.n_tiles) {
+            pu += TW;
+            pt = 0;
+            if (pu < n_units) pi = decode_unit_at(p, pu);
+        }
+        if (pu < n_units) {
+            T *buf = sW + (n_prod % ST) * 2 * TILE;
+            decode_load_tile<T, HD, BN, EF>(buf, buf + TILE, p, pi.bt, pi.k_begin + pt * BN,
+                                            pi.k_end, pi.kvh, lane, pol);
+            pt++;
+            n_prod++;
+        }
+        cp_async_commit();
+    };
+#pragma unroll
+    for (int st = 0; st < ST - 1; st++)
+        produce();
+
+    int n_cons = 0;
+    for (int u = gw; u < n_units; u += TW) {
+        const decode_unit w = decode_unit_at(p, u);
+        /* Q fragments of rows g and g + 8 (mma A layout: a0 (g, 2t), a1 (g+8, 2t), a2 (g, 2t+8),
+         * a3 (g+8, 2t+8) of each 16-column step); padding rows are zero. */
+        uint32_t qf[1][HD / 16][4];
+        {
+            const T *qg = static_cast<const T *>(p.q);
+            const int r0 = g, r1 = g + 8;
+            const bool v0 = r0 < w.rows, v1 = r1 < w.rows;
+            const T *q0p =
+                qg +
+                ((size_t)(w.q0 + (v0 ? r0 : 0) / G) * p.n_heads + w.kvh * G + (v0 ? r0 : 0) % G) *
+                    HD +
+                2 * t;
+            const T *q1p =
+                qg +
+                ((size_t)(w.q0 + (v1 ? r1 : 0) / G) * p.n_heads + w.kvh * G + (v1 ? r1 : 0) % G) *
+                    HD +
+                2 * t;
+#pragma unroll
+            for (int kk = 0; kk < HD / 16; kk++) {
+                qf[0][kk][0] = v0 ? __ldg(reinterpret_cast<const uint32_t *>(q0p + kk * 16)) : 0u;
+                qf[0][kk][1] = v1 ? __ldg(reinterpret_cast<const uint32_t *>(q1p + kk * 16)) : 0u;
+                qf[0][kk][2] =
+                    v0 ? __ldg(reinterpret_cast<const uint32_t *>(q0p + kk * 16 + 8)) : 0u;
+                qf[0][kk][3] =
+                    v1 ? __ldg(reinterpret_cast<const uint32_t *>(q1p + kk * 16 + 8)) : 0u;
+            }
+        }
+        int lim[2] = {w.k_end, w.k_end};
+        if (p.causal) {
+            lim[0] = min(w.k_end, w.pos0 + min(g, w.rows - 1) / G + 1);
+            lim[1] = min(w.k_end, w.pos0 + min(g + 8, w.rows - 1) / G + 1);
+        }
+        const int min_lim = p.causal ? min(w.k_end, w.pos0 + 1) : w.k_end;
+        int lo[2] = {0, 0};
+        int max_lo = 0;
+        if (p.window > 0) {
+            const int row_lim0 = p.causal ? w.pos0 + min(g, w.rows - 1) / G + 1 : w.kvlen;
+            const int row_lim1 = p.causal ? w.pos0 + min(g + 8, w.rows - 1) / G + 1 : w.kvlen;
+            const int last = p.causal ? w.pos0 + (w.rows - 1) / G + 1 : w.kvlen;
+            lo[0] = max(0, row_lim0 - p.window);
+            lo[1] = max(0, row_lim1 - p.window);
+            max_lo = max(0, last - p.window);
+        }
+        float o[1][HD / 8][4];
+#pragma unroll
+        for (int i = 0; i < HD / 8; i++)
+            o[0][i][0] = o[0][i][1] = o[0][i][2] = o[0][i][3] = 0.f;
+        float m[2] = {FG_NEG_INF, FG_NEG_INF}, l[2] = {0.f, 0.f};
+
+        for (int i = 0; i < w.n_tiles; i++, n_cons++) {
+            produce();
+            cp_async_wait<ST - 1>();
+            __syncwarp();
+            const T *buf = sW + (n_cons % ST) * 2 * TILE;
+            const int key0 = w.k_begin + i * BN;
+            uint32_t pa[1][BN / 16][4];
+            if (key0 + BN > min_lim || key0 < max_lo)
+                warp_qk_softmax<T, HD, BN, 1, true, true>(qf, nullptr, 0, buf, o, m, l, pa,
+                                                          p.scale_log2, key0, lim, lo, lane);
+            else
+                warp_qk_softmax<T, HD, BN, 1, true, false>(qf, nullptr, 0, buf, o, m, l, pa,
+                                                           p.scale_log2, key0, lim, lo, lane);
+            warp_pv<T, HD, BN, 1>(pa, buf + TILE, o, lane);
+            __syncwarp(); /* the slot is refilled ST - 1 tiles later */
+        }
+
+        /* Rows g (r = 0) and g + 8 (r = 1): quad-reduce l, normalise, write from registers. */
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
+            l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
+            const int row = g + 8 * r;
+            if (row >= w.rows) continue;
+            const float inv = l[r] > 0.f ? 1.f / l[r] : 0.f;
+            const float lse2 = l[r] > 0.f ? m[r] + __log2f(l[r]) : FG_NEG_INF;
+            const size_t qrow = (size_t)(w.q0 + row / G) * p.n_heads + w.kvh * G + row % G;
+            if (p.n_splits == 1) {
+                T *out = static_cast<T *>(p.out) + qrow * HD + 2 * t;
+#pragma unroll
+                for (int dt = 0; dt < HD / 8; dt++)
+                    *reinterpret_cast<uint32_t *>(out + dt * 8) =
+                        attn_type<T>::pack(o[0][dt][2 * r] * inv, o[0][dt][2 * r + 1] * inv);
+                if (p.lse && t == 0) p.lse[qrow] = lse2 * 0.69314718056f;
+            } else {
+                const size_t prow = (size_t)w.part * p.n_q_total * p.n_heads + qrow;
+                float *po = p.part_o + prow * HD + 2 * t;
+#pragma unroll
+                for (int dt = 0; dt < HD / 8; dt++)
+                    *reinterpret_cast<float2 *>(po + dt * 8) =
+                        make_float2(o[0][dt][2 * r] * inv, o[0][dt][2 * r + 1] * inv);
+                if (t == 0) p.part_lse[prow] = lse2;
+            }
+        }
+    }
+    cp_async_wait<0>();
+}
+
 /* One block per (query row, head) item: combine the n_splits partials by their LSE. Thread
  * (r, c) takes 4 consecutive dims c·4.. of splits r, r + SPB, r + 2·SPB, ..., loading U of them at
  * once (no load waits on another), with a running max over its splits; the SPB row groups then
@@ -449,7 +659,97 @@ static double decode_sm_load(long base, long n, int n_sm) {
     return (double)((base * n + n_sm - 1) / n_sm) / (double)n;
 }
 
+/* Most parts a's keys allow: parts of at least DECODE_MIN_KEYS keys (a sliding window reads at
+ * most window + query rows keys), at most DECODE_MAX_SPLITS. */
+static long decode_max_parts(const struct attn_args *a) {
+    long keys = a->b.max_kv_len;
+    if (a->window > 0 && keys > (long)a->window + a->b.max_q_len)
+        keys = (long)a->window + a->b.max_q_len;
+    const long cap = (keys + DECODE_MIN_KEYS - 1) / DECODE_MIN_KEYS;
+    return cap < DECODE_MAX_SPLITS ? cap : DECODE_MAX_SPLITS;
+}
+
+/* ---- the warp path's selection (decode_warp_kernel) ---- */
+
+template <typename T, int HD> static size_t decode_warp_smem_bytes() {
+    return (size_t)DECODE_PW_NW * DECODE_PW_STAGES * 2 * DECODE_BN * HD * sizeof(T);
+}
+
+/* Blocks of decode_warp_kernel<T, HD, EF> the device runs at once (0 when it cannot run):
+ * asked once per instantiation, which also lets it use its shared memory. */
+template <typename T, int HD, bool EF> static int decode_warp_slots() {
+    static int slots = -1;
+    if (slots < 0) {
+        const size_t smem = decode_warp_smem_bytes<T, HD>();
+        int dev = 0, n_sm = 0, per_sm = 0;
+        if (attn_allow_smem(decode_warp_kernel<T, HD, EF>, smem) != cudaSuccess ||
+            cudaGetDevice(&dev) != cudaSuccess ||
+            cudaDeviceGetAttribute(&n_sm, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
+            cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, decode_warp_kernel<T, HD, EF>,
+                                                          DECODE_PW_NW * 32, smem) != cudaSuccess) {
+            cudaGetLastError(); /* not sticky: the split kernel serves */
+            per_sm = 0;
+        }
+        slots = n_sm * per_sm;
+    }
+    return slots;
+}
+
+/* Warps of the warp kernel's full grid for a's dtype and head dim (0: head dim > 128). */
+static long decode_warp_count(const struct attn_args *a) {
+    const int bf = a->dtype == ATTN_DTYPE_BF16, hd = a->b.head_dim;
+    int slots = 0;
+    if (hd == 64)
+        slots = bf ? decode_warp_slots<__nv_bfloat16, 64, true>()
+                   : decode_warp_slots<__half, 64, true>();
+    else if (hd == 128)
+        slots = bf ? decode_warp_slots<__nv_bfloat16, 128, true>()
+                   : decode_warp_slots<__half, 128, true>();
+    return (long)slots * DECODE_PW_NW;
+}
+
+/* Busy share of the warps over the kernel when `units` equal units are dealt round-robin to
+ * `warps` warps: units / (warps · rounds). */
+static double decode_warp_fill(long units, long warps) {
+    const long rounds = (units + warps - 1) / warps;
+    return (double)units / ((double)warps * (double)rounds);
+}
+
+/* The warp path's part count for a: the fewest parts (of at least DECODE_MIN_KEYS keys) whose
+ * units keep DECODE_PW_MIN_FILL of the warps busy, or 0 where the warp path does not serve
+ * (head dim > 128, fewer than DECODE_PW_MIN_ITEMS (sequence, KV head) items, or no such count).
+ * Measured (bench/results/decode_serving_run2_h200_2026-12-02.log, GB/s at context 512 / 1024 /
+ * 2048): 512 items (batch 64 × 8 KV heads) as 512 units on 1056 warps (fill 0.48) 2340 / 2483 /
+ * 2575, as 1024 units (2 parts, fill 0.97) 3362 / 3830 / 4111 (split kernel: 3177 / 3701 /
+ * 4018); 1024 and 2048 items in 1 part (fill 0.97) 4030 / 4257 / 4332 and 4158 / 4297 / 4350
+ * (split kernel 3286 / 3788 / 4121 and 3352 / 3874 / 4172). */
+static int decode_warp_parts(const struct attn_args *a) {
+    const long items = (long)a->b.n_seqs * a->b.n_kv_heads;
+    if (a->b.head_dim > 128 || items < DECODE_PW_MIN_ITEMS) return 0;
+    const long warps = decode_warp_count(a);
+    if (warps < 1) return 0;
+    const long cap = decode_max_parts(a);
+    for (long n = 1; n <= cap; n++)
+        if (decode_warp_fill(items * n, warps) >= DECODE_PW_MIN_FILL) return (int)n;
+    return 0;
+}
+
+/* 1 when a launch of n parts takes decode_warp_kernel: the launcher's own choice (a->n_splits
+ * ≤ 0; a forced split count keeps the split kernel, whose arithmetic then does not depend on the
+ * batch: the engine's batch-invariant mode forces one), head dim ≤ 128, at least
+ * DECODE_PW_MIN_ITEMS items and units that fill DECODE_PW_MIN_FILL of the warps. Serves the
+ * workspace and the launch, before decode_use_cluster (the warp kernel's parts go through the
+ * workspace). */
+static int decode_use_warp(const struct attn_args *a, int n) {
+    if (a->n_splits > 0 || a->b.head_dim > 128) return 0;
+    const long items = (long)a->b.n_seqs * a->b.n_kv_heads, warps = decode_warp_count(a);
+    return items >= DECODE_PW_MIN_ITEMS && warps > 0 &&
+           decode_warp_fill(items * n, warps) >= DECODE_PW_MIN_FILL;
+}
+
 extern "C" int decode_attn_splits(const struct attn_args *a) {
+    const int warp_parts = decode_warp_parts(a);
+    if (warp_parts > 0) return warp_parts;
     int dev = 0, n_sm = 132;
     if (cudaGetDevice(&dev) == cudaSuccess)
         cudaDeviceGetAttribute(&n_sm, cudaDevAttrMultiProcessorCount, dev);
@@ -457,12 +757,8 @@ extern "C" int decode_attn_splits(const struct attn_args *a) {
     /* At most one wave of DECODE_BLOCKS_PER_SM blocks per SM (a partial second wave cost up to 20%:
      * kernels/BENCH.md run 4), parts of at least DECODE_MIN_KEYS keys. */
     long max_n = (long)DECODE_BLOCKS_PER_SM * n_sm / base;
-    long keys = a->b.max_kv_len; /* a sliding window reads at most window + query rows keys */
-    if (a->window > 0 && keys > (long)a->window + a->b.max_q_len)
-        keys = (long)a->window + a->b.max_q_len;
-    long cap = (keys + DECODE_MIN_KEYS - 1) / DECODE_MIN_KEYS;
+    const long cap = decode_max_parts(a);
     if (max_n > cap) max_n = cap;
-    if (max_n > DECODE_MAX_SPLITS) max_n = DECODE_MAX_SPLITS;
     if (max_n < 1) return 1;
     /* Small calls: the fewest parts within 5% of the best busiest-SM load (every part adds merge
      * work; one block per SM streams nearly as fast as two when every SM has one), if that keeps
@@ -541,7 +837,7 @@ template <typename T, int HD> static int decode_cluster_capacity(int n) {
  * cluster (n ≤ DECODE_CLUSTER_MAX and all the clusters run in one wave), 0 when they go through
  * the workspace and decode_merge_kernel. Serves decode_attn_workspace_bytes and the launch. */
 static int decode_use_cluster(const struct attn_args *a, int n) {
-    if (n < 2 || n > DECODE_CLUSTER_MAX) return 0;
+    if (n < 2 || n > DECODE_CLUSTER_MAX || decode_use_warp(a, n)) return 0;
     long clusters = (long)a->b.n_seqs * a->b.n_kv_heads;
     /* The capacity depends only on (dtype, head dim, cluster size) on the process's one device:
      * asked once (the query and the attribute calls cost microseconds, twice per launch). */
@@ -570,22 +866,58 @@ extern "C" size_t decode_attn_workspace_bytes(const struct attn_args *a, int n_s
     return (size_t)n_splits * items * (a->b.head_dim + 1) * sizeof(float);
 }
 
+enum decode_path { DECODE_PATH_SPLIT, DECODE_PATH_CLUSTER, DECODE_PATH_WARP };
+
+/* The merge of the workspace partials, launched as a programmatic dependent of the kernel
+ * before it on st (see decode_wait_prerequisites()). */
+template <typename T, int HD> static cudaError_t decode_merge_run(attn_kparams p, cudaStream_t st) {
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3((unsigned)((size_t)p.n_q_total * p.n_heads));
+    cfg.blockDim = dim3(DECODE_MERGE_NT);
+    cfg.stream = st;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+    return cudaLaunchKernelEx(&cfg, decode_merge_kernel<T, HD>, p);
+}
+
+/* decode_warp_kernel over n_units units: one block per SM slot its shared memory allows
+ * (decode_warp_slots), fewer when there are fewer units than slots. */
 template <typename T, int HD, bool EF>
-static cudaError_t decode_run(attn_kparams p, int n_seqs, bool clu, cudaStream_t st) {
+static cudaError_t decode_warp_run(attn_kparams p, int n_units, cudaStream_t st) {
+    const int slots = decode_warp_slots<T, HD, EF>();
+    if (slots < 1) return cudaErrorInvalidConfiguration;
+    int blocks = n_units < slots ? n_units : slots;
+    if (blocks < 1) blocks = 1;
+    decode_warp_kernel<T, HD, EF>
+        <<<blocks, DECODE_PW_NW * 32, decode_warp_smem_bytes<T, HD>(), st>>>(p, n_units);
+    cudaError_t e = cudaGetLastError();
+    if (e != cudaSuccess || p.n_splits == 1) return e;
+    return decode_merge_run<T, HD>(p, st);
+}
+
+template <typename T, int HD, bool EF>
+static cudaError_t decode_run(attn_kparams p, int n_seqs, decode_path path, cudaStream_t st) {
+    if constexpr (HD <= 128) {
+        if (path == DECODE_PATH_WARP)
+            return decode_warp_run<T, HD, EF>(p, n_seqs * p.n_kv_heads * p.n_splits, st);
+    }
     const size_t smem = decode_smem_bytes<T, HD>();
     const dim3 grid((unsigned)p.n_splits, (unsigned)p.n_kv_heads, (unsigned)n_seqs);
-    cudaLaunchConfig_t cfg = {};
-    cfg.blockDim = dim3(DECODE_NW * 32);
-    cfg.dynamicSmemBytes = smem;
-    cfg.stream = st;
-    cudaLaunchAttribute attr[2];
-    cfg.attrs = attr;
     cudaError_t e;
-    if (clu) {
+    if (path == DECODE_PATH_CLUSTER) {
         e = decode_set_attrs<T, HD, EF, true>(smem);
         if (e != cudaSuccess) return e;
+        cudaLaunchConfig_t cfg = {};
         cfg.gridDim = grid;
+        cfg.blockDim = dim3(DECODE_NW * 32);
+        cfg.dynamicSmemBytes = smem;
+        cfg.stream = st;
+        cudaLaunchAttribute attr[2];
         decode_cluster_attrs(attr, p.n_splits);
+        cfg.attrs = attr;
         cfg.numAttrs = 2;
         return cudaLaunchKernelEx(&cfg, decode_split_kernel<T, HD, EF, true>, p);
     }
@@ -594,21 +926,14 @@ static cudaError_t decode_run(attn_kparams p, int n_seqs, bool clu, cudaStream_t
     decode_split_kernel<T, HD, EF, false><<<grid, DECODE_NW * 32, smem, st>>>(p);
     e = cudaGetLastError();
     if (e != cudaSuccess || p.n_splits == 1) return e;
-    size_t items = (size_t)p.n_q_total * p.n_heads;
-    /* programmatic dependent launch: see decode_wait_prerequisites() */
-    cfg.gridDim = dim3((unsigned)items);
-    cfg.blockDim = dim3(DECODE_MERGE_NT);
-    cfg.dynamicSmemBytes = 0;
-    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[0].val.programmaticStreamSerializationAllowed = 1;
-    cfg.numAttrs = 1;
-    return cudaLaunchKernelEx(&cfg, decode_merge_kernel<T, HD>, p);
+    return decode_merge_run<T, HD>(p, st);
 }
 
 template <typename T, int HD>
-static cudaError_t decode_run(attn_kparams p, int n_seqs, bool ef, bool clu, cudaStream_t st) {
-    return ef ? decode_run<T, HD, true>(p, n_seqs, clu, st)
-              : decode_run<T, HD, false>(p, n_seqs, clu, st);
+static cudaError_t decode_run(attn_kparams p, int n_seqs, bool ef, decode_path path,
+                              cudaStream_t st) {
+    return ef ? decode_run<T, HD, true>(p, n_seqs, path, st)
+              : decode_run<T, HD, false>(p, n_seqs, path, st);
 }
 
 extern "C" int decode_attn_launch(const struct attn_args *a, char *err, size_t errlen) {
@@ -643,8 +968,10 @@ extern "C" int decode_attn_launch(const struct attn_args *a, char *err, size_t e
     p.window = a->window > 0 ? a->window : 0;
     p.n_splits = n;
     p.n_q_total = (int)decode_q_total(a);
-    const bool clu = decode_use_cluster(a, n) != 0;
-    if (n > 1 && !clu) {
+    const decode_path path = decode_use_warp(a, n)      ? DECODE_PATH_WARP
+                             : decode_use_cluster(a, n) ? DECODE_PATH_CLUSTER
+                                                        : DECODE_PATH_SPLIT;
+    if (n > 1 && path != DECODE_PATH_CLUSTER) {
         size_t items = (size_t)p.n_q_total * p.n_heads;
         p.part_o = static_cast<float *>(a->workspace);
         p.part_lse = p.part_o + (size_t)n * items * b->head_dim;
@@ -653,13 +980,13 @@ extern "C" int decode_attn_launch(const struct attn_args *a, char *err, size_t e
     bool ef = decode_kv_bytes(a) <= (size_t)DECODE_EVICT_FIRST_MAX_MB << 20;
     cudaError_t e;
     if (a->dtype == ATTN_DTYPE_BF16)
-        e = b->head_dim == 64    ? decode_run<__nv_bfloat16, 64>(p, b->n_seqs, ef, clu, st)
-            : b->head_dim == 128 ? decode_run<__nv_bfloat16, 128>(p, b->n_seqs, ef, clu, st)
-                                 : decode_run<__nv_bfloat16, 256>(p, b->n_seqs, ef, clu, st);
+        e = b->head_dim == 64    ? decode_run<__nv_bfloat16, 64>(p, b->n_seqs, ef, path, st)
+            : b->head_dim == 128 ? decode_run<__nv_bfloat16, 128>(p, b->n_seqs, ef, path, st)
+                                 : decode_run<__nv_bfloat16, 256>(p, b->n_seqs, ef, path, st);
     else
-        e = b->head_dim == 64    ? decode_run<__half, 64>(p, b->n_seqs, ef, clu, st)
-            : b->head_dim == 128 ? decode_run<__half, 128>(p, b->n_seqs, ef, clu, st)
-                                 : decode_run<__half, 256>(p, b->n_seqs, ef, clu, st);
+        e = b->head_dim == 64    ? decode_run<__half, 64>(p, b->n_seqs, ef, path, st)
+            : b->head_dim == 128 ? decode_run<__half, 128>(p, b->n_seqs, ef, path, st)
+                                 : decode_run<__half, 256>(p, b->n_seqs, ef, path, st);
     if (e != cudaSuccess) {
         snprintf(err, errlen, "decode attention launch: %s", cudaGetErrorString(e));
         return -1;

@@ -8,6 +8,11 @@
  * thread-block cluster and merge through distributed shared memory (no workspace), otherwise the
  * partials go to the workspace and a merge kernel, launched as a programmatic dependent of the
  * first (its launch overlaps it), combines them (n_splits 1 writes the output directly).
+ * At serving batches (≥ 512 (sequence, KV head) items, head dims ≤ 128) and the launcher's own
+ * split count (n_splits 0) a persistent grid of independent warps takes the (sequence, KV head,
+ * part) units instead, one at a time each, its cp.async ring running on into the next unit
+ * (decode_warp_kernel); its parts, if any, go through the workspace and the merge kernel. A
+ * forced n_splits always takes the split kernel (results then do not depend on the batch).
  * Head dims 64, 128 and 256. With attn_args.window > 0 (a sliding window) the parts cover only
  * the keys some row of the sequence sees, and each row masks the keys below its window.
  * The workspace needs no initialisation: each launch writes every partial it reads, and nothing

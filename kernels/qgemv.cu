@@ -1,23 +1,52 @@
-/* qgemv.cu — GEMV for 1 to 16 activation rows on weights in their GGUF blocks (Q8_0, Q4_0).
+/* qgemv.cu — GEMV for 1 to 16 activation rows on GGUF weights (Q8_0, Q4_0, Q4_1), read in the
+ * repacked device layout of qgemv.h (fg_qpack writes it from the file's blocks).
  *
- * Design (the bf16 GEMV's, kernels/gemv.cu, on blocks): one mma.m16n8k16 takes the activation
- * rows as A (all 16 rows: a1/a3 carry rows g + 8) and 8 weight rows as B. k may be permuted
- * freely as long as x and W use the same permutation, and the permutation here depends only on
- * the lane's t = lane % 4: lane (g, t) reads, in each 32-element block of W row g, the elements
- *   Q8_0: 8t .. 8t+7        (qs bytes 8t .. 8t+7)
- *   Q4_0: 4t .. 4t+3 and 16+4t .. 16+4t+3 (the low and high nibbles of qs bytes 4t .. 4t+3)
- * and the same elements of x rows g and g + 8; two k16 steps cover one block. The mma sees the
- * integers q (Q4_0: q − 8), exact in bf16, so each block's partial dot is an fp32 sum of exact
- * products; it is then scaled by the fp32 d of its W row (d of the accumulator's W rows 2t and
- * 2t + 1, taken from lanes 8t and 8t + 4 by shuffle) and added to the running sums. The bytes are
- * read where the file put them (2-byte loads: blocks of 34 / 18 bytes keep no wider alignment).
+ * Why a repacking: the file's blocks (34 / 18 / 20 bytes) keep no 16-byte alignment, so a lane
+ * could only take 2-byte loads, each warp load touching 8 rows' cache lines (the direct kernel of
+ * bench/results/qgemv_direct_h200_2026-12-02.log ran at 15-29% of copy), and staging the bytes
+ * through shared memory (qgemv_staged_h200_2026-12-02.log, 13-53%) costs as many instructions as
+ * it saves. In the packed layout each lane's share of 4 consecutive blocks of one W row is one
+ * 16-byte word (Q4_x: 32 nibbles; Q8_0: two words, 32 bytes), the 32 lanes of a warp read 512
+ * (1024) contiguous bytes per tile of 8 rows, and the fp16 scales of a row's 4 blocks are one
+ * 8-byte word in an array of their own.
  *
- * A block owns RT tiles of 8 W rows (SwiGLU: RT/2 gate tiles and their up tiles); its KW warps
- * split the blocks of k in interleaved runs of U, partial sums meet in shared memory in warp order
- * (deterministic), then the epilogue of gemv.cu. Programmatic dependent launch as there: the
- * first W loads are issued before griddepcontrol.wait. The fused RMSNorm (NORM): each block
- * computes the n row scales itself (one warp per row, fixed butterfly: the same bits in every
- * block), then turns x into h = bf16(x · scale · gamma) on the way into the mma.
+ * The dot products, on integers: lane (g, t) = (lane / 4, lane % 4) owns elements 8t .. 8t+7 of
+ * every 32-element block: one contiguous 16-byte chunk of x, and of W row g the 8 quants in the
+ * nibble order of qgemv.h, so that nibble pair p (elements 8t + 2p and 8t + 2p + 1) is the bits
+ * (4p .. 4p+3, 16+4p .. 19+4p) of the lane's 32-bit word: one shift and one LOP3 make the bf16
+ * pair (128 + q, 128 + q') (0x4300 | q is the bf16 128 + q, exact), one bf16x2 FMA subtracts 136
+ * (Q4_0: q − 8) or 128 (Q4_1: q). Q8_0: byte → fp32 2^23 + 128 + q by PRMT, one FADD, two pack
+ * into a pair by PRMT. The mma sees exact integers, so each block's partial dot is an fp32 sum of
+ * exact products (integer × bf16 x), scaled once by the fp32 d of its W row; Q4_1 adds m · Σx, Σx
+ * of the block by one more mma pair with a matrix of ones (shared by the block's tiles). The
+ * activations stay bf16: no int8 quantization of x, so the error is the bf16 GEMV's.
+ *
+ * Two mappings onto mma.m16n8k16 (template SW). SW (the variants fg_qgemv_pick takes): A = 16 W
+ * rows (row g of two 8-row tiles), B = the x chunks of activation rows g (the n ≤ 8 columns; a
+ * second mma for rows 8-15 when n > 8): every A register holds weights and B is the x chunk as
+ * loaded, one mma pair per 16 rows and block. !SW (gemv.cu's): A = the activation rows, B = 8 W
+ * rows: half of A is zero rows at n ≤ 8, and the compiler spends moves assembling it. Measured
+ * (run 3): SW takes 0.83-1.00× the time of !SW on the same call (0.85-0.90 at most).
+ *
+ * A thread block owns RT tiles of 8 W rows (SwiGLU: RT/2 gate tiles and their up tiles); its KW
+ * warps split the groups of 4 blocks of k interleaved; each warp loads its next group while it
+ * computes the current one (a full group's 4 blocks without branches between them), or, with the
+ * async ring (S > 0), S − 1 groups ahead through cp.async into shared memory. Partial sums meet in
+ * shared memory in warp order (deterministic), then gemv.cu's epilogue. Programmatic dependent
+ * launch as there: the first W loads are issued before griddepcontrol.wait. The fused RMSNorm
+ * (NORM): each block computes the n row scales itself (one warp per row, a fixed order: the same
+ * bits in every block, for every n and every variant), then h = bf16(x · scale · gamma): into
+ * shared memory for all n rows first when they fit (QG_HS_MAX), else chunk by chunk on the way
+ * into the mma (the same function, the same bits). R16: activation rows 8-15 in use (n > 8).
+ *
+ * Measured (H200, bench/results/qgemv_packed_run{1,2,3}_h200_2026-12-02.log, kernels/BENCH.md):
+ * the 8B layer's four GEMVs at n = 1 take 2.07 ms per 32-layer step on Q4_0, 2.58 on Q4_1, 3.16 on
+ * Q8_0 against 3.92 for bf16, 32-70% of the copy ceiling for the bytes read (the target is 85%).
+ * What did not help: an L2 bulk prefetch some steps ahead (PF) and the cp.async ring (S), both
+ * slower than two register buffers, and 8-row blocks (rt1). What holds it back: instructions per
+ * weight (the conversions; Q8_0's PRMT/FADD most), and, with the fused norm, every block of the
+ * grid (1792 for gate|up) norming all n rows of x again (at n = 8 more L2 reads than W bytes): a
+ * persistent grid would norm once per resident block.
  */
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -28,7 +57,48 @@
 #include "gemv_common.cuh"
 #include "qgemv.h"
 
-enum { QT_Q4_0 = 2, QT_Q8_0 = 8 }; /* enum gguf_ggml_type ids */
+enum { QT_Q4_0 = 2, QT_Q4_1 = 3, QT_Q8_0 = 8 }; /* enum gguf_ggml_type ids */
+
+/* Per type: bytes of a file block, bytes of a lane's share of one block (QB), fp16 mins. */
+template <int TYPE> struct qtype;
+template <> struct qtype<QT_Q8_0> { static constexpr int file = 34, qb = 8, mins = 0; };
+template <> struct qtype<QT_Q4_0> { static constexpr int file = 18, qb = 4, mins = 0; };
+template <> struct qtype<QT_Q4_1> { static constexpr int file = 20, qb = 4, mins = 1; };
+
+static int qtype_known(int wtype) {
+    return wtype == QT_Q8_0 || wtype == QT_Q4_0 || wtype == QT_Q4_1;
+}
+
+/* The packed layout's regions (qgemv.h): quants, then scales, then (Q4_1) mins. */
+struct qlayout {
+    int nb, tiles;
+    size_t s0, m0, total;
+};
+
+static qlayout qlayout_of(int wtype, int rows, int cols) {
+    qlayout l;
+    const int qb = wtype == QT_Q8_0 ? 8 : 4;
+    l.nb = cols / 32;
+    l.tiles = (rows + 7) / 8;
+    const size_t tb = (size_t)l.tiles * (size_t)l.nb; /* (tile, block) pairs */
+    l.s0 = tb * 32 * qb;
+    l.m0 = l.s0 + tb * 16;
+    l.total = l.m0 + (wtype == QT_Q4_1 ? tb * 16 : 0);
+    return l;
+}
+
+/* Byte offset of lane slot (row % 8) · 4 + t's share of block b in the quants region, and of
+ * row r's fp16 scale of block b in a scale region (qgemv.h's formulas). */
+__device__ __forceinline__ size_t qoff_quant(int qb, int nb, int r, int b, int t) {
+    const int q = b >> 2, gs = min(4, nb - 4 * q);
+    return ((size_t)(r >> 3) * nb + 4 * q) * 32 * qb +
+           (size_t)((((r & 7) * 4 + t) * gs + (b & 3)) * qb);
+}
+
+__device__ __forceinline__ size_t qoff_scale(int nb, int r, int b) {
+    const int q = b >> 2, gs = min(4, nb - 4 * q);
+    return ((size_t)(r >> 3) * nb + 4 * q) * 16 + (size_t)(((r & 7) * gs + (b & 3)) * 2);
+}
 
 struct qgemv_params {
     void *y;
@@ -40,47 +110,104 @@ struct qgemv_params {
     int n, in_dim, out_dim;
     int epilogue, y_f32;
     int out_tiles;
-    size_t row_bytes;
+    int nb;        /* in_dim / 32 */
+    int hs;        /* NORM: h of the n rows normed into shared memory first (it fits) */
+    size_t s0, m0; /* the scale and min regions' offsets */
 };
 
-template <int TYPE> struct qtype;
-template <> struct qtype<QT_Q8_0> { static constexpr int bytes = 34; };
-template <> struct qtype<QT_Q4_0> { static constexpr int bytes = 18; };
-
-/* One lane's raw share of one block of one W row: d (f16 bits) and 8 bytes (Q8_0) or 4 (Q4_0). */
-struct qraw {
-    uint32_t d, q0, q1;
+/* A lane's share of one group (up to 4 blocks) of one W tile: quants of its B row g, fp16 scales
+ * (and mins) of the accumulator's W rows 2t (sa, ma) and 2t + 1 (sb, mb), block u in half u. */
+template <int TYPE> struct qgrp {
+    uint32_t q[qtype<TYPE>::qb];
+    uint2 sa, sb, ma, mb;
 };
 
-__device__ __forceinline__ uint32_t ld16(const uint8_t *p) {
-    return __ldg(reinterpret_cast<const unsigned short *>(p));
+/* Where the lane's loads of one tile start: its B row's quants and the two scale rows, at the
+ * slot of a full group (the last, partial group of a row moves by slot · (gs − 4) · size). */
+struct qrows {
+    const uint8_t *q, *sa, *sb;
+    int slot_q, slot_a, slot_b;
+};
+
+__device__ __forceinline__ uint32_t qhalf(uint2 v, int u) {
+    return ((u < 2 ? v.x : v.y) >> (16 * (u & 1))) & 0xffffu;
 }
 
-template <bool SMEM> __device__ __forceinline__ uint32_t ld16a(const uint8_t *p) {
-    return SMEM ? *reinterpret_cast<const unsigned short *>(p) : ld16(p);
+__device__ __forceinline__ uint2 qset_half(uint2 v, int u, uint32_t h) {
+    const int sh = 16 * (u & 1);
+    const uint32_t m = ~(0xffffu << sh);
+    if (u < 2)
+        v.x = (v.x & m) | h << sh;
+    else
+        v.y = (v.y & m) | h << sh;
+    return v;
 }
 
-/* The lane's share of one block at blk (global memory, or the warp's staged copy when SMEM). */
-template <int TYPE, bool SMEM = false>
-__device__ __forceinline__ qraw qload(const uint8_t *blk, int t, bool ok) {
-    qraw r = {0u, 0u, 0u};
-    if (!ok) return r;
-    r.d = ld16a<SMEM>(blk);
-    if (TYPE == QT_Q8_0) {
-        const uint8_t *q = blk + 2 + 8 * t;
-        r.q0 = ld16a<SMEM>(q) | ld16a<SMEM>(q + 2) << 16;
-        r.q1 = ld16a<SMEM>(q + 4) | ld16a<SMEM>(q + 6) << 16;
-    } else {
-        const uint8_t *q = blk + 2 + 4 * t;
-        r.q0 = ld16a<SMEM>(q) | ld16a<SMEM>(q + 2) << 16;
+/* W is read once: skip L1 (which keeps x, read by every tile) on the full groups' loads. */
+__device__ __forceinline__ uint4 qld16(const uint8_t *p) {
+    uint4 v;
+    asm("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];\n"
+        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+        : "l"(p));
+    return v;
+}
+
+__device__ __forceinline__ uint2 qld8(const uint8_t *p) {
+    uint2 v;
+    asm("ld.global.nc.L1::no_allocate.v2.u32 {%0,%1}, [%2];\n" : "=r"(v.x), "=r"(v.y) : "l"(p));
+    return v;
+}
+
+/* The lane's share of group gq of one tile (streamed: W is read once). */
+template <int TYPE>
+__device__ __forceinline__ void qgrp_load(qgrp<TYPE> &w, const qrows &rw, const qgemv_params &p,
+                                          int gq) {
+    constexpr int QB = qtype<TYPE>::qb;
+    const int gs = min(4, p.nb - 4 * gq);
+    const size_t gb = (size_t)gq * 128 * QB, sgb = (size_t)gq * 64;
+    const size_t md = p.m0 - p.s0;
+    if (gs == 4) {
+#pragma unroll
+        for (int v = 0; v < QB / 4; v++) {
+            const uint4 a = qld16(rw.q + gb + 16 * v);
+            w.q[4 * v] = a.x;
+            w.q[4 * v + 1] = a.y;
+            w.q[4 * v + 2] = a.z;
+            w.q[4 * v + 3] = a.w;
+        }
+        w.sa = qld8(rw.sa + sgb);
+        w.sb = qld8(rw.sb + sgb);
+        if (qtype<TYPE>::mins) {
+            w.ma = qld8(rw.sa + sgb + md);
+            w.mb = qld8(rw.sb + sgb + md);
+        }
+        return;
     }
-    return r;
+    const uint8_t *qp = rw.q + gb + (ptrdiff_t)rw.slot_q * (gs - 4) * QB;
+    const uint8_t *pa = rw.sa + sgb + (ptrdiff_t)rw.slot_a * (gs - 4) * 2;
+    const uint8_t *pb = rw.sb + sgb + (ptrdiff_t)rw.slot_b * (gs - 4) * 2;
+    w.sa = w.sb = w.ma = w.mb = make_uint2(0u, 0u);
+#pragma unroll
+    for (int u = 0; u < 4; u++) {
+#pragma unroll
+        for (int e = 0; e < QB / 4; e++)
+            w.q[u * (QB / 4) + e] =
+                u < gs ? __ldcs(reinterpret_cast<const unsigned *>(qp + u * QB) + e) : 0u;
+        if (u >= gs) continue;
+        w.sa = qset_half(w.sa, u, __ldcs(reinterpret_cast<const unsigned short *>(pa) + u));
+        w.sb = qset_half(w.sb, u, __ldcs(reinterpret_cast<const unsigned short *>(pb) + u));
+        if (qtype<TYPE>::mins) {
+            w.ma =
+                qset_half(w.ma, u, __ldcs(reinterpret_cast<const unsigned short *>(pa + md) + u));
+            w.mb =
+                qset_half(w.mb, u, __ldcs(reinterpret_cast<const unsigned short *>(pb + md) + u));
+        }
+    }
 }
 
-/* Small integers to bf16 without the conversion units (I2F / F2F run at a fraction of the ALU
- * rate): byte k of src becomes the fp32 2^23 + byte (bits 0x4B0000bb, one PRMT), minus the bias
- * in one FADD gives the integer exactly, and an exact small-integer fp32 is its own bf16 upper
- * half, so two pack into a bf16 pair with one more PRMT. */
+/* Small integers to bf16 without the conversion units (Q8_0): byte k of src becomes the fp32
+ * 2^23 + byte (bits 0x4B0000bb, one PRMT), minus the bias in one FADD gives the integer exactly,
+ * and an exact small-integer fp32 is its own bf16 upper half, so two pack into a pair by PRMT. */
 __device__ __forceinline__ float qmagic(uint32_t src, int k, float bias) {
     return __uint_as_float(__byte_perm(src, 0x4B00u, 0x5440u | (uint32_t)k)) - bias;
 }
@@ -89,41 +216,59 @@ __device__ __forceinline__ uint32_t qpack(float lo, float hi) {
     return __byte_perm(__float_as_uint(lo), __float_as_uint(hi), 0x7632u);
 }
 
-/* 4 bytes of src (each 2^23-biased by bias) as two bf16 pairs: bytes (0, 1) and (2, 3). */
-__device__ __forceinline__ uint2 qpairs(uint32_t src, float bias) {
-    return make_uint2(qpack(qmagic(src, 0, bias), qmagic(src, 1, bias)),
-                      qpack(qmagic(src, 2, bias), qmagic(src, 3, bias)));
+/* One nibble pair (bits 0-3 and 16-19 of v) as the bf16 pair (q − off, q' − off), exact. */
+__device__ __forceinline__ uint32_t qnib_pair(uint32_t v, uint32_t neg_off) {
+    uint32_t b, r; /* bf16 128 + q: (v & mask) | 0x4300 in one LOP3 (the mask in a register) */
+    asm("lop3.b32 %0, %1, %2, %3, 0xEA;\n" : "=r"(b) : "r"(v), "r"(0x000f000fu), "n"(0x43004300));
+    asm("fma.rn.bf16x2 %0, %1, %2, %3;\n" : "=r"(r) : "r"(b), "r"(0x3F803F80u), "r"(neg_off));
+    return r;
 }
 
-/* The lane's 8 weights as 4 bf16 pairs in the order of the x chunk of qx (exact integers):
- * Q8_0 q (int8: q ^ 0x80 = q + 128 as a byte), Q4_0 q − 8 (low nibbles, then high nibbles). */
-template <int TYPE> __device__ __forceinline__ uint4 qweights(const qraw &r) {
+/* The lane's 8 weights of block u as 4 bf16 pairs in the order of its x chunk (exact integers):
+ * Q8_0 q (int8: q ^ 0x80 = q + 128 as a byte), Q4_0 q − 8, Q4_1 q. */
+template <int TYPE> __device__ __forceinline__ uint4 qweights(const qgrp<TYPE> &w, int u) {
     if (TYPE == QT_Q8_0) {
         const float bias = 8388608.0f + 128.0f;
-        const uint2 a = qpairs(r.q0 ^ 0x80808080u, bias), b = qpairs(r.q1 ^ 0x80808080u, bias);
-        return make_uint4(a.x, a.y, b.x, b.y);
+        const uint32_t a = w.q[2 * u] ^ 0x80808080u, b = w.q[2 * u + 1] ^ 0x80808080u;
+        return make_uint4(qpack(qmagic(a, 0, bias), qmagic(a, 1, bias)),
+                          qpack(qmagic(a, 2, bias), qmagic(a, 3, bias)),
+                          qpack(qmagic(b, 0, bias), qmagic(b, 1, bias)),
+                          qpack(qmagic(b, 2, bias), qmagic(b, 3, bias)));
     }
-    const float bias = 8388608.0f + 8.0f;
-    const uint2 lo = qpairs(r.q0 & 0x0f0f0f0fu, bias), hi = qpairs(r.q0 >> 4 & 0x0f0f0f0fu, bias);
-    return make_uint4(lo.x, lo.y, hi.x, hi.y);
+    const uint32_t neg = TYPE == QT_Q4_0 ? 0xC308C308u /* -136 */ : 0xC300C300u /* -128 */;
+    const uint32_t v = w.q[u];
+    return make_uint4(qnib_pair(v, neg), qnib_pair(v >> 4, neg), qnib_pair(v >> 8, neg),
+                      qnib_pair(v >> 12, neg));
 }
 
-/* The lane's 8 elements of a bf16 row (x or gamma) at block b, in qweights' order. */
-template <int TYPE> __device__ __forceinline__ uint4 qx(const __nv_bfloat16 *row, int b, int t) {
-    if (TYPE == QT_Q8_0) return __ldg(reinterpret_cast<const uint4 *>(row + 32 * b + 8 * t));
-    const uint2 lo = __ldg(reinterpret_cast<const uint2 *>(row + 32 * b + 4 * t));
-    const uint2 hi = __ldg(reinterpret_cast<const uint2 *>(row + 32 * b + 16 + 4 * t));
-    return make_uint4(lo.x, lo.y, hi.x, hi.y);
+__device__ __forceinline__ void qmma(float (&c)[4], uint4 xa, uint4 xb, uint4 q) {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, "
+        "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(xa.x), "r"(xb.x), "r"(xa.y), "r"(xb.y), "r"(q.x), "r"(q.y));
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, "
+        "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(xa.z), "r"(xb.z), "r"(xa.w), "r"(xb.w), "r"(q.z), "r"(q.w));
 }
 
-template <int TYPE>
-__device__ __forceinline__ void qstore_h(__nv_bfloat16 *row, int b, int t, uint4 h) {
-    if (TYPE == QT_Q8_0) {
-        *reinterpret_cast<uint4 *>(row + 32 * b + 8 * t) = h;
-    } else {
-        *reinterpret_cast<uint2 *>(row + 32 * b + 4 * t) = make_uint2(h.x, h.y);
-        *reinterpret_cast<uint2 *>(row + 32 * b + 16 + 4 * t) = make_uint2(h.z, h.w);
-    }
+/* The swapped roles (SW): A = 16 W rows (rows g of two 8-row tiles: a0/a2 the first, a1/a3 the
+ * second), B = the activation chunk of row g as the n ≤ 8 columns; D (W row, act col): c0/c1
+ * row g of the first tile for act cols 2t, 2t + 1, c2/c3 the second tile's. Every A register
+ * holds weights, no zero rows, and B is the x chunk as loaded. */
+__device__ __forceinline__ void qmma_sw(float (&c)[4], uint4 wa, uint4 wb, uint4 x) {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, "
+        "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(wa.x), "r"(wb.x), "r"(wa.y), "r"(wb.y), "r"(x.x), "r"(x.y));
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, "
+        "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(wa.z), "r"(wb.z), "r"(wa.w), "r"(wb.w), "r"(x.z), "r"(x.w));
+}
+
+__device__ __forceinline__ float qf16(uint32_t h) {
+    return __half2float(__ushort_as_half((unsigned short)h));
 }
 
 __device__ __forceinline__ uint4 qnorm_chunk(uint4 x, uint4 gm, float scale) {
@@ -132,14 +277,16 @@ __device__ __forceinline__ uint4 qnorm_chunk(uint4 x, uint4 gm, float scale) {
 }
 
 /* RMSNorm scales of the n rows into sc (shared): warp w sums rows w, w + KW, ... (lane i over
- * 16-byte chunks i, i + 32, ..., then a fixed butterfly), so every block gets the same bits. */
+ * 16-byte chunks i, i + 32, ..., then a fixed butterfly), so every block, every n and every
+ * variant gets the same bits. */
 template <int KW> __device__ __forceinline__ void qnorm_scales(const qgemv_params &p, float *sc) {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     for (int r = warp; r < p.n; r += KW) {
-        const __nv_bfloat16 *xr = p.x + (size_t)r * p.in_dim;
+        const uint4 *xr = reinterpret_cast<const uint4 *>(p.x + (size_t)r * p.in_dim);
         float s = 0.0f;
+#pragma unroll 8
         for (int i = lane; i < p.in_dim / 8; i += 32) {
-            const uint4 v = __ldg(reinterpret_cast<const uint4 *>(xr) + i);
+            const uint4 v = __ldg(xr + i);
             const uint32_t wd[4] = {v.x, v.y, v.z, v.w};
 #pragma unroll
             for (int e = 0; e < 4; e++) {
@@ -157,56 +304,233 @@ template <int KW> __device__ __forceinline__ void qnorm_scales(const qgemv_param
     __syncthreads();
 }
 
-template <int TYPE, int RT, int U>
-__device__ __forceinline__ void qload_run(qraw (&wv)[U][RT], const uint8_t *const (&wrow)[RT],
-                                          int c, int n_blocks, int t) {
-#pragma unroll
-    for (int u = 0; u < U; u++)
-#pragma unroll
-        for (int r = 0; r < RT; r++)
-            wv[u][r] =
-                qload<TYPE>(wrow[r] + (size_t)(c + u) * qtype<TYPE>::bytes, t, c + u < n_blocks);
-}
-
-/* STAGED: a warp's run (U blocks of its 8 · RT rows) is U · bytes per row, a whole number V of
- * 16-byte words when the rows are 16-byte aligned and U = 8 (272 / 144 bytes); the warp reads it
- * with coalesced 16-byte loads (lane l: words l, l + 32, ... of the run's 8 V per tile), stores it
- * in its shared-memory stage and the lanes take their bytes from there. */
-template <int TYPE, int U> struct qstage {
-    static constexpr int run = U * qtype<TYPE>::bytes; /* bytes of one row's run */
-    static constexpr int words = run / 16;             /* V */
-    static constexpr int per_lane = (8 * words + 31) / 32;
+/* Where a lane's activation chunks come from: x rows g and g + 8 (has0 / has1), normed on the way
+ * (NORM: scales s0 / s1, h stored at h0 / h1 when not NULL), or, when hs0 is not NULL, the rows of
+ * h the block normed into shared memory in its prologue. */
+struct qxsrc { /* every pointer at the lane's element 8t of block 0 */
+    const __nv_bfloat16 *x0, *x1, *hs0, *hs1, *gamma;
+    __nv_bfloat16 *h0, *h1;
+    float s0, s1;
+    bool has0, has1;
 };
 
-template <int TYPE, int RT, int U>
-__device__ __forceinline__ void qstage_load(uint4 (&sv)[RT][qstage<TYPE, U>::per_lane],
-                                            const qgemv_params &p, int j0, int c, int lane) {
-    constexpr int V = qstage<TYPE, U>::words, PL = qstage<TYPE, U>::per_lane;
-    const int OT = p.out_tiles;
-    const bool swiglu = p.epilogue == FG_GEMV_SWIGLU;
+/* Block b (u-th of its group) of RT tiles against the lane's x chunk. */
+template <int TYPE, int RT, bool NORM, bool R16, bool SW>
+__device__ __forceinline__ void qblock(float (&acc)[RT][4], const qgrp<TYPE> (&w)[RT],
+                                       const qgemv_params &p, const qxsrc &xs, int b, int u,
+                                       int t) {
+    (void)t; /* the qxsrc pointers are at the lane's 8t already */
+    const int k = 32 * b;
+    const uint4 zero = make_uint4(0, 0, 0, 0);
+    uint4 xa, xb;
+    if (NORM && xs.hs0) {
+        xa = xs.has0 ? *reinterpret_cast<const uint4 *>(xs.hs0 + k) : zero;
+        xb = R16 && xs.has1 ? *reinterpret_cast<const uint4 *>(xs.hs1 + k) : zero;
+    } else {
+        xa = xs.has0 ? __ldg(reinterpret_cast<const uint4 *>(xs.x0 + k)) : zero;
+        xb = R16 && xs.has1 ? __ldg(reinterpret_cast<const uint4 *>(xs.x1 + k)) : zero;
+        if (NORM) {
+            const uint4 gm = __ldg(reinterpret_cast<const uint4 *>(xs.gamma + k));
+            xa = qnorm_chunk(xa, gm, xs.s0);
+            if (R16) xb = qnorm_chunk(xb, gm, xs.s1);
+            if (xs.h0) *reinterpret_cast<uint4 *>(xs.h0 + k) = xa;
+            if (R16 && xs.h1) *reinterpret_cast<uint4 *>(xs.h1 + k) = xb;
+        }
+    }
+    const uint4 ones = make_uint4(0x3F803F80u, 0x3F803F80u, 0x3F803F80u, 0x3F803F80u);
+    if (SW) {
+        /* acc[r]: W row g of tile r, act cols 2t, 2t + 1 (R16: and 8 + 2t, 9 + 2t) */
+        float sx[4] = {0.0f, 0.0f, 0.0f, 0.0f}, sx1[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        if (qtype<TYPE>::mins) {
+            qmma_sw(sx, ones, ones, xa);
+            if (R16) qmma_sw(sx1, ones, ones, xb);
+        }
 #pragma unroll
-    for (int r = 0; r < RT; r++)
+        for (int r = 0; r < RT; r += 2) {
+            const uint4 w0 = qweights<TYPE>(w[r], u), w1 = qweights<TYPE>(w[r + 1], u);
+            const float d0 = qf16(qhalf(w[r].sa, u)), d1 = qf16(qhalf(w[r + 1].sa, u));
+            float part[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+            qmma_sw(part, w0, w1, xa);
+            acc[r][0] = fmaf(d0, part[0], acc[r][0]);
+            acc[r][1] = fmaf(d0, part[1], acc[r][1]);
+            acc[r + 1][0] = fmaf(d1, part[2], acc[r + 1][0]);
+            acc[r + 1][1] = fmaf(d1, part[3], acc[r + 1][1]);
+            if (R16) {
+                float p1[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+                qmma_sw(p1, w0, w1, xb);
+                acc[r][2] = fmaf(d0, p1[0], acc[r][2]);
+                acc[r][3] = fmaf(d0, p1[1], acc[r][3]);
+                acc[r + 1][2] = fmaf(d1, p1[2], acc[r + 1][2]);
+                acc[r + 1][3] = fmaf(d1, p1[3], acc[r + 1][3]);
+            }
+            if (qtype<TYPE>::mins) {
+                const float m0 = qf16(qhalf(w[r].ma, u)), m1 = qf16(qhalf(w[r + 1].ma, u));
+                acc[r][0] = fmaf(m0, sx[0], acc[r][0]);
+                acc[r][1] = fmaf(m0, sx[1], acc[r][1]);
+                acc[r + 1][0] = fmaf(m1, sx[0], acc[r + 1][0]);
+                acc[r + 1][1] = fmaf(m1, sx[1], acc[r + 1][1]);
+                if (R16) {
+                    acc[r][2] = fmaf(m0, sx1[0], acc[r][2]);
+                    acc[r][3] = fmaf(m0, sx1[1], acc[r][3]);
+                    acc[r + 1][2] = fmaf(m1, sx1[0], acc[r + 1][2]);
+                    acc[r + 1][3] = fmaf(m1, sx1[1], acc[r + 1][3]);
+                }
+            }
+        }
+        return;
+    }
+    float sx[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    if (qtype<TYPE>::mins) qmma(sx, xa, xb, ones);
 #pragma unroll
-        for (int q = 0; q < PL; q++) {
-            const int i = lane + 32 * q;
-            if (i >= 8 * V) continue;
-            const int row = i / V, col = i % V;
-            const int o = swiglu ? r % OT : r;
-            const int j = min(j0 + o * 8 + row, p.out_dim - 1);
-            const size_t wr = (size_t)j + (swiglu && r >= OT ? p.out_dim : 0);
-            sv[r][q] = __ldcs(reinterpret_cast<const uint4 *>(
-                p.w + wr * p.row_bytes + (size_t)c * qtype<TYPE>::bytes + 16 * col));
+    for (int r = 0; r < RT; r++) {
+        float part[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        qmma(part, xa, xb, qweights<TYPE>(w[r], u));
+        const float da = qf16(qhalf(w[r].sa, u)), db = qf16(qhalf(w[r].sb, u));
+        acc[r][0] = fmaf(da, part[0], acc[r][0]);
+        acc[r][1] = fmaf(db, part[1], acc[r][1]);
+        if (R16) {
+            acc[r][2] = fmaf(da, part[2], acc[r][2]);
+            acc[r][3] = fmaf(db, part[3], acc[r][3]);
+        }
+        if (qtype<TYPE>::mins) {
+            const float ma = qf16(qhalf(w[r].ma, u)), mb = qf16(qhalf(w[r].mb, u));
+            acc[r][0] = fmaf(ma, sx[0], acc[r][0]);
+            acc[r][1] = fmaf(mb, sx[0], acc[r][1]);
+            if (R16) {
+                acc[r][2] = fmaf(ma, sx[2], acc[r][2]);
+                acc[r][3] = fmaf(mb, sx[2], acc[r][3]);
+            }
+        }
+    }
+}
+
+/* One group of RT tiles: a full group's 4 blocks without branches between them (so their loads
+ * and math interleave), a partial group's block by block. */
+template <int TYPE, int RT, bool NORM, bool R16, bool SW>
+__device__ __forceinline__ void qgroup(float (&acc)[RT][4], const qgrp<TYPE> (&w)[RT],
+                                       const qgemv_params &p, int gq, const qxsrc &xs, int t) {
+    if (4 * gq + 4 <= p.nb) {
+#pragma unroll
+        for (int u = 0; u < 4; u++)
+            qblock<TYPE, RT, NORM, R16, SW>(acc, w, p, xs, 4 * gq + u, u, t);
+        return;
+    }
+#pragma unroll
+    for (int u = 0; u < 3; u++) {
+        if (4 * gq + u >= p.nb) break;
+        qblock<TYPE, RT, NORM, R16, SW>(acc, w, p, xs, 4 * gq + u, u, t);
+    }
+}
+
+/* The loads of step uq (groups uq · UG .. uq · UG + UG − 1 that exist) of every tile. */
+template <int TYPE, int RT, int UG>
+__device__ __forceinline__ void qstep_load(qgrp<TYPE> (&w)[UG][RT], const qrows (&rw)[RT],
+                                           const qgemv_params &p, int uq, int ng) {
+#pragma unroll
+    for (int j = 0; j < UG; j++)
+        if (uq * UG + j < ng) {
+#pragma unroll
+            for (int r = 0; r < RT; r++)
+                qgrp_load<TYPE>(w[j][r], rw[r], p, uq * UG + j);
         }
 }
 
-template <int TYPE, int RT, int KW, int U, bool NORM, bool STAGED>
-__global__ void __launch_bounds__(KW * 32, 16 / KW) qgemv_kernel(const qgemv_params p) {
+/* PF > 0: the warp asks L2 for its step PF steps ahead (one bulk prefetch per region of each
+ * tile, lanes r < RT the quants of tile r, RT + r its scales, 2 RT + r its mins), so the loads
+ * that follow find their bytes in L2 and the registers need cover only L2's latency. pf_base:
+ * the lane's region at group 0, pf_bytes: the region's bytes per block. */
+__device__ __forceinline__ void qprefetch(const uint8_t *pf_base, int pf_bytes, int nb, int gq) {
+    if (!pf_base || gq >= (nb + 3) / 4) return;
+    const int gs = min(4, nb - 4 * gq);
+    asm volatile(
+        "cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(pf_base + (size_t)gq * 4 * pf_bytes),
+        "r"(gs * pf_bytes)
+        : "memory");
+}
+
+/* The async ring (S > 0): every lane copies its own share of a step (quants, then the scales of
+ * its rows 2t and 2t + 1 side by side, then the mins) with cp.async into its own 16-byte slots of
+ * the warp's ring of S stages in shared memory, S − 1 steps ahead, and reads them back after
+ * cp.async.wait_group; the bytes in flight hold no registers. Part v of tile r of stage st is
+ * the 512 bytes at ((st · RT + r) · NP + v) · 512 of the warp's ring (lane l at 16 l: no bank
+ * conflicts). A partial last group is read from global memory directly. */
+template <int TYPE> struct qring {
+    static constexpr int nq = qtype<TYPE>::qb / 4, np = nq + 1 + qtype<TYPE>::mins;
+};
+
+__device__ __forceinline__ void qcp16(uint32_t dst, const uint8_t *src) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(src) : "memory");
+}
+
+__device__ __forceinline__ void qcp8(uint32_t dst, const uint8_t *src) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 8;\n" ::"r"(dst), "l"(src) : "memory");
+}
+
+/* Issue step gq's copies into stage st (nothing for a partial or absent group), one commit. */
+template <int TYPE, int RT>
+__device__ __forceinline__ void qring_issue(uint32_t ring, const qrows (&rw)[RT],
+                                            const qgemv_params &p, int gq, int st) {
+    constexpr int NQ = qring<TYPE>::nq, NP = qring<TYPE>::np;
+    if (4 * gq + 4 <= p.nb) {
+        const size_t gb = (size_t)gq * 128 * qtype<TYPE>::qb, sgb = (size_t)gq * 64;
+        const size_t md = p.m0 - p.s0;
+#pragma unroll
+        for (int r = 0; r < RT; r++) {
+            const uint32_t b = ring + (uint32_t)((st * RT + r) * NP) * 512u;
+#pragma unroll
+            for (int v = 0; v < NQ; v++)
+                qcp16(b + 512u * v, rw[r].q + gb + 16 * v);
+            qcp8(b + 512u * NQ, rw[r].sa + sgb);
+            qcp8(b + 512u * NQ + 8, rw[r].sb + sgb);
+            if (qtype<TYPE>::mins) {
+                qcp8(b + 512u * (NQ + 1), rw[r].sa + sgb + md);
+                qcp8(b + 512u * (NQ + 1) + 8, rw[r].sb + sgb + md);
+            }
+        }
+    }
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+}
+
+/* Step gq's share of tile r, from stage st of the ring (or, for a partial group, from W). */
+template <int TYPE, int RT>
+__device__ __forceinline__ void qring_read(qgrp<TYPE> (&w)[RT], const uint8_t *ring,
+                                           const qrows (&rw)[RT], const qgemv_params &p, int gq,
+                                           int st) {
+    constexpr int NQ = qring<TYPE>::nq, NP = qring<TYPE>::np;
+#pragma unroll
+    for (int r = 0; r < RT; r++) {
+        if (4 * gq + 4 > p.nb) {
+            qgrp_load<TYPE>(w[r], rw[r], p, gq);
+            continue;
+        }
+        const uint8_t *b = ring + (size_t)((st * RT + r) * NP) * 512;
+#pragma unroll
+        for (int v = 0; v < NQ; v++) {
+            const uint4 a = *reinterpret_cast<const uint4 *>(b + 512 * v);
+            w[r].q[4 * v] = a.x;
+            w[r].q[4 * v + 1] = a.y;
+            w[r].q[4 * v + 2] = a.z;
+            w[r].q[4 * v + 3] = a.w;
+        }
+        const uint4 sc = *reinterpret_cast<const uint4 *>(b + 512 * NQ);
+        w[r].sa = make_uint2(sc.x, sc.y);
+        w[r].sb = make_uint2(sc.z, sc.w);
+        if (qtype<TYPE>::mins) {
+            const uint4 mn = *reinterpret_cast<const uint4 *>(b + 512 * (NQ + 1));
+            w[r].ma = make_uint2(mn.x, mn.y);
+            w[r].mb = make_uint2(mn.z, mn.w);
+        }
+    }
+}
+
+/* UG groups per warp step (consecutive in k; the warps' steps interleave), MINB the blocks per SM
+ * the register budget is cut for, PF the prefetch distance in steps (0: none), S the stages of
+ * the async ring (0: two register buffers instead). */
+template <int TYPE, int RT, int KW, int UG, int MINB, int PF, int S, bool SW, bool NORM, bool R16>
+__global__ void __launch_bounds__(KW * 32, MINB) qgemv_kernel(const qgemv_params p) {
+    constexpr int QB = qtype<TYPE>::qb;
     __shared__ float red[KW][RT][FG_QGEMV_MAX_ROWS][8]; /* warp, W tile, act row, W row */
     __shared__ float sc[FG_QGEMV_MAX_ROWS];
-    constexpr int PL = qstage<TYPE, U>::per_lane, V = qstage<TYPE, U>::words;
-    __shared__ __align__(16)
-        uint8_t stage[STAGED ? KW : 1][STAGED ? RT : 1][8][STAGED ? qstage<TYPE, U>::run : 16];
-    uint4 sv[RT][PL];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int g = lane >> 2, t = lane & 3;
     const int OT = p.out_tiles, j0 = blockIdx.x * 8 * OT;
@@ -214,15 +538,34 @@ __global__ void __launch_bounds__(KW * 32, 16 / KW) qgemv_kernel(const qgemv_par
 
     asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
 
-    const uint8_t *wrow[RT];
+    /* The physical W row of tile r's column c (rows past out_dim read the last one, discarded). */
+    qrows rw[RT];
 #pragma unroll
     for (int r = 0; r < RT; r++) {
         const int o = swiglu ? r % OT : r;
-        const int j = min(j0 + o * 8 + g, p.out_dim - 1);
-        const size_t row = (size_t)j + (swiglu && r >= OT ? p.out_dim : 0);
-        wrow[r] = p.w + row * p.row_bytes;
+        const int base = swiglu && r >= OT ? p.out_dim : 0;
+        const int rq = base + min(j0 + o * 8 + g, p.out_dim - 1);
+        /* the scales' rows: the accumulators' W rows 2t, 2t + 1 (SW: the lane's own row g) */
+        const int ra = SW ? rq : base + min(j0 + o * 8 + 2 * t, p.out_dim - 1);
+        const int rb = SW ? rq : base + min(j0 + o * 8 + 2 * t + 1, p.out_dim - 1);
+        rw[r].slot_q = (rq & 7) * 4 + t;
+        rw[r].slot_a = ra & 7;
+        rw[r].slot_b = rb & 7;
+        rw[r].q = p.w + (size_t)(rq >> 3) * p.nb * 32 * QB + (size_t)rw[r].slot_q * 4 * QB;
+        rw[r].sa = p.w + p.s0 + (size_t)(ra >> 3) * p.nb * 16 + (size_t)rw[r].slot_a * 8;
+        rw[r].sb = p.w + p.s0 + (size_t)(rb >> 3) * p.nb * 16 + (size_t)rw[r].slot_b * 8;
     }
-    const bool has0 = g < p.n, has1 = g + 8 < p.n;
+    const uint8_t *pf_base = nullptr;
+    int pf_bytes = 0;
+    if (PF > 0 && UG == 1 && lane < (qtype<TYPE>::mins ? 3 : 2) * RT) {
+        const int r = lane % RT, o = swiglu ? r % OT : r;
+        const int row = (swiglu && r >= OT ? p.out_dim : 0) + min(j0 + o * 8, p.out_dim - 1);
+        const size_t tb = (size_t)(row >> 3) * p.nb; /* the tile's first (tile, block) pair */
+        const int region = lane / RT;                /* quants, scales, mins */
+        pf_base = p.w + (region == 0 ? tb * 32 * QB : (region == 1 ? p.s0 : p.m0) + tb * 16);
+        pf_bytes = region == 0 ? 32 * QB : 16;
+    }
+    const bool has0 = g < p.n, has1 = R16 && g + 8 < p.n;
     const __nv_bfloat16 *x0 = p.x + (size_t)(has0 ? g : 0) * p.in_dim;
     const __nv_bfloat16 *x1 = p.x + (size_t)(has1 ? g + 8 : 0) * p.in_dim;
 
@@ -231,80 +574,99 @@ __global__ void __launch_bounds__(KW * 32, 16 / KW) qgemv_kernel(const qgemv_par
     for (int r = 0; r < RT; r++)
         acc[r][0] = acc[r][1] = acc[r][2] = acc[r][3] = 0.0f;
 
-    const int n_blocks = p.in_dim / 32, step = KW * U;
-    const uint4 zero = make_uint4(0, 0, 0, 0);
-    int c0 = warp * U;
-    qraw wv[U][RT];
-    if (STAGED) {
-        if (c0 < n_blocks) qstage_load<TYPE, RT, U>(sv, p, j0, c0, lane);
+    const int ng = (p.nb + 3) / 4, nu = (ng + UG - 1) / UG; /* groups, steps of UG groups */
+    int uq = warp;
+    qgrp<TYPE> wa[UG][RT], wb[UG][RT];
+    extern __shared__ __align__(16) uint8_t qsm[];
+    uint8_t *ring = qsm + ((size_t)warp * S * RT * qring<TYPE>::np * 512 + 16 * lane);
+    const uint32_t ring_s = (uint32_t)__cvta_generic_to_shared(ring);
+    if (S > 0) {
+        for (int st = 0; st < S - 1; st++)
+            qring_issue<TYPE, RT>(ring_s, rw, p, uq + st * KW, st);
     } else {
-        qload_run<TYPE, RT, U>(wv, wrow, c0, n_blocks, t);
+#pragma unroll
+        for (int d = 1; d <= PF; d++)
+            qprefetch(pf_base, pf_bytes, p.nb, uq + d * KW);
+        qstep_load<TYPE, RT, UG>(wa, rw, p, uq, ng);
     }
     asm volatile("griddepcontrol.wait;\n" ::: "memory");
     if (NORM) qnorm_scales<KW>(p, sc);
-    const float s0 = NORM && has0 ? sc[g] : 0.0f, s1 = NORM && has1 ? sc[g + 8] : 0.0f;
+    qxsrc xs = {};
+    xs.x0 = x0 + 8 * t;
+    xs.x1 = x1 + 8 * t;
+    xs.gamma = NORM ? p.gamma + 8 * t : nullptr;
+    xs.has0 = has0;
+    xs.has1 = has1;
+    xs.s0 = NORM && has0 ? sc[g] : 0.0f;
+    xs.s1 = NORM && has1 ? sc[g + 8] : 0.0f;
     const bool store_h = NORM && p.h_out && blockIdx.x == 0;
-    while (c0 < n_blocks) {
-        const int c1 = c0 + step;
-        if (STAGED) {
-#pragma unroll
-            for (int r = 0; r < RT; r++)
-#pragma unroll
-                for (int q = 0; q < PL; q++) {
-                    const int i = lane + 32 * q;
-                    if (i < 8 * V)
-                        *reinterpret_cast<uint4 *>(&stage[warp][r][i / V][16 * (i % V)]) = sv[r][q];
-                }
-            __syncwarp();
-            if (c1 < n_blocks) qstage_load<TYPE, RT, U>(sv, p, j0, c1, lane);
+    if (NORM && p.hs) {
+        /* h of all n rows into shared memory (row stride in_dim + 32: rows g and g + 1 of one
+         * 16-byte load fall in different banks), block 0 also to h_out. */
+        __nv_bfloat16 *hsm =
+            reinterpret_cast<__nv_bfloat16 *>(qsm + (size_t)KW * S * RT * qring<TYPE>::np * 512);
+        const int cpr = p.in_dim / 8, hst = p.in_dim + 32;
+#pragma unroll 4
+        for (int i = threadIdx.x; i < p.n * cpr; i += KW * 32) {
+            const int row = i / cpr, c = i % cpr;
+            const uint4 xv =
+                __ldg(reinterpret_cast<const uint4 *>(p.x + (size_t)row * p.in_dim) + c);
+            const uint4 h =
+                qnorm_chunk(xv, __ldg(reinterpret_cast<const uint4 *>(p.gamma) + c), sc[row]);
+            *reinterpret_cast<uint4 *>(hsm + (size_t)row * hst + 8 * c) = h;
+            if (store_h) *reinterpret_cast<uint4 *>(p.h_out + (size_t)row * p.in_dim + 8 * c) = h;
         }
-#pragma unroll
-        for (int u = 0; u < U; u++) {
-            const int b = c0 + u;
-            const bool in = b < n_blocks;
-            uint4 xa = in && has0 ? qx<TYPE>(x0, b, t) : zero;
-            uint4 xb = in && has1 ? qx<TYPE>(x1, b, t) : zero;
-            if (NORM && in) {
-                const uint4 gm = qx<TYPE>(p.gamma, b, t);
-                xa = qnorm_chunk(xa, gm, s0);
-                xb = qnorm_chunk(xb, gm, s1);
-                if (store_h && has0) qstore_h<TYPE>(p.h_out + (size_t)g * p.in_dim, b, t, xa);
-                if (store_h && has1) qstore_h<TYPE>(p.h_out + (size_t)(g + 8) * p.in_dim, b, t, xb);
-            }
-#pragma unroll
-            for (int r = 0; r < RT; r++) {
-                const qraw raw =
-                    STAGED ? qload<TYPE, true>(&stage[warp][r][g][u * qtype<TYPE>::bytes], t, true)
-                           : wv[u][r];
-                const uint4 q = qweights<TYPE>(raw);
-                float part[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-                asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, "
-                    "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-                    : "+f"(part[0]), "+f"(part[1]), "+f"(part[2]), "+f"(part[3])
-                    : "r"(xa.x), "r"(xb.x), "r"(xa.y), "r"(xb.y), "r"(q.x), "r"(q.y));
-                asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, "
-                    "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-                    : "+f"(part[0]), "+f"(part[1]), "+f"(part[2]), "+f"(part[3])
-                    : "r"(xa.z), "r"(xb.z), "r"(xa.w), "r"(xb.w), "r"(q.z), "r"(q.w));
-                const float d = __half2float(__ushort_as_half((unsigned short)raw.d));
-                const float d0 = __shfl_sync(0xffffffffu, d, 8 * t);
-                const float d1 = __shfl_sync(0xffffffffu, d, 8 * t + 4);
-                acc[r][0] += d0 * part[0];
-                acc[r][1] += d1 * part[1];
-                acc[r][2] += d0 * part[2];
-                acc[r][3] += d1 * part[3];
-            }
+        __syncthreads();
+        xs.hs0 = hsm + (size_t)(has0 ? g : 0) * hst + 8 * t;
+        xs.hs1 = hsm + (size_t)(has1 ? g + 8 : 0) * hst + 8 * t;
+    } else {
+        xs.h0 = store_h && has0 ? p.h_out + (size_t)g * p.in_dim + 8 * t : nullptr;
+        xs.h1 = store_h && has1 ? p.h_out + (size_t)(g + 8) * p.in_dim + 8 * t : nullptr;
+    }
+    /* The async ring: step i issues step i + S − 1, waits for its own, computes. */
+    constexpr int SS = S > 0 ? S : 1;
+    for (int i = 0; S > 0; i++) {
+        const int gq = warp + i * KW;
+        if (gq >= ng) break;
+        qring_issue<TYPE, RT>(ring_s, rw, p, gq + (SS - 1) * KW, (i + SS - 1) % SS);
+        asm volatile("cp.async.wait_group %0;\n" ::"n"(SS - 1) : "memory");
+        qring_read<TYPE, RT>(wa[0], ring, rw, p, gq, i % SS);
+        qgroup<TYPE, RT, NORM, R16, SW>(acc, wa[0], p, gq, xs, t);
+    }
+    if (S > 0) asm volatile("cp.async.wait_all;\n" ::: "memory");
+    /* Two register buffers in turn: the next step's loads are in flight during this one's math. */
+    while (S == 0 && uq < nu) {
+        const int u1 = uq + KW, u2 = u1 + KW;
+        if (PF > 0) {
+            qprefetch(pf_base, pf_bytes, p.nb, uq + (PF + 1) * KW);
+            qprefetch(pf_base, pf_bytes, p.nb, uq + (PF + 2) * KW);
         }
-        if (STAGED) __syncwarp(); /* the stage is rewritten next run */
-        if (!STAGED && c1 < n_blocks) qload_run<TYPE, RT, U>(wv, wrow, c1, n_blocks, t);
-        c0 = c1;
+        qstep_load<TYPE, RT, UG>(wb, rw, p, u1, ng);
+#pragma unroll
+        for (int j = 0; j < UG; j++)
+            if (uq * UG + j < ng)
+                qgroup<TYPE, RT, NORM, R16, SW>(acc, wa[j], p, uq * UG + j, xs, t);
+        if (u1 >= nu) break;
+        qstep_load<TYPE, RT, UG>(wa, rw, p, u2, ng);
+#pragma unroll
+        for (int j = 0; j < UG; j++)
+            if (u1 * UG + j < ng)
+                qgroup<TYPE, RT, NORM, R16, SW>(acc, wb[j], p, u1 * UG + j, xs, t);
+        uq = u2;
     }
 #pragma unroll
     for (int r = 0; r < RT; r++) {
-        red[warp][r][g][2 * t] = acc[r][0];
-        red[warp][r][g][2 * t + 1] = acc[r][1];
-        red[warp][r][g + 8][2 * t] = acc[r][2];
-        red[warp][r][g + 8][2 * t + 1] = acc[r][3];
+        if (SW) {
+            red[warp][r][2 * t][g] = acc[r][0];
+            red[warp][r][2 * t + 1][g] = acc[r][1];
+            red[warp][r][8 + 2 * t][g] = acc[r][2];
+            red[warp][r][9 + 2 * t][g] = acc[r][3];
+        } else {
+            red[warp][r][g][2 * t] = acc[r][0];
+            red[warp][r][g][2 * t + 1] = acc[r][1];
+            red[warp][r][g + 8][2 * t] = acc[r][2];
+            red[warp][r][g + 8][2 * t + 1] = acc[r][3];
+        }
     }
     __syncthreads();
 
@@ -330,60 +692,142 @@ __global__ void __launch_bounds__(KW * 32, 16 / KW) qgemv_kernel(const qgemv_par
     }
 }
 
-/* One variant: RT 2 tiles, KW 8 warps, runs of U 4 blocks (gemv.cu's pick, rt2_kw8_u4). */
-#define QG_RT 2
-#define QG_KW 8
-#define QG_U 4
-/* The staged kernel runs 8 blocks (whole 16-byte words per row run). */
-#define QG_US 8
+/* The variants the benchmark times; fg_qgemv_pick chooses among them. */
+typedef void (*qgemv_fn)(const qgemv_params);
+struct qgemv_variant {
+    const char *name;
+    int rt, kw, stages;
+    qgemv_fn k[3][2][2]; /* type (Q8_0, Q4_0, Q4_1), NORM, R16 */
+};
+
+#define QG_K(T, RT, KW, MB, PF, S, SW, NORM, R16)                                                  \
+    qgemv_kernel<T, RT, KW, 1, MB, PF, S, SW, NORM, R16>
+#define QG_T(T, RT, KW, MB, PF, S, SW)                                                             \
+    {                                                                                              \
+        {QG_K(T, RT, KW, MB, PF, S, SW, false, false),                                             \
+         QG_K(T, RT, KW, MB, PF, S, SW, false, true)},                                             \
+        {                                                                                          \
+            QG_K(T, RT, KW, MB, PF, S, SW, true, false),                                           \
+                QG_K(T, RT, KW, MB, PF, S, SW, true, true)                                         \
+        }                                                                                          \
+    }
+#define QG_V(RT, KW, MB, PF, S, SW)                                                                \
+    {                                                                                              \
+        "rt" #RT "_kw" #KW "_mb" #MB "_pf" #PF "_s" #S "_sw" #SW, RT, KW, S, {                     \
+            QG_T(QT_Q8_0, RT, KW, MB, PF, S, SW), QG_T(QT_Q4_0, RT, KW, MB, PF, S, SW),            \
+                QG_T(QT_Q4_1, RT, KW, MB, PF, S, SW)                                               \
+        }                                                                                          \
+    }
+static const qgemv_variant qgemv_variants[] = {
+    QG_V(2, 8, 2, 0, 0, 1), QG_V(2, 8, 3, 0, 0, 1), QG_V(2, 8, 2, 0, 4, 1), QG_V(2, 8, 2, 0, 0, 0),
+    QG_V(2, 8, 3, 0, 0, 0), QG_V(2, 8, 2, 0, 4, 0), QG_V(1, 8, 3, 0, 0, 0),
+};
+#undef QG_V
+#undef QG_T
+#undef QG_K
+#define QG_N_VARIANTS (int)(sizeof(qgemv_variants) / sizeof(qgemv_variants[0]))
+
+static int qtype_index(int wtype) {
+    return wtype == QT_Q8_0 ? 0 : wtype == QT_Q4_0 ? 1 : 2;
+}
 
 extern "C" int fg_qgemv_supported(int wtype, int n, int in_dim, int out_dim) {
-    return (wtype == QT_Q8_0 || wtype == QT_Q4_0) && n >= 1 && n <= FG_QGEMV_MAX_ROWS &&
-           in_dim >= 32 && in_dim % 32 == 0 && out_dim >= 1;
+    return qtype_known(wtype) && n >= 1 && n <= FG_QGEMV_MAX_ROWS && in_dim >= 32 &&
+           in_dim % 32 == 0 && out_dim >= 1;
 }
 
-/* Rows that start on 16-byte boundaries and whole runs of QG_US blocks take the staged kernel. */
+/* Every group of a row full (in_dim / 32 a multiple of 4): 16-byte loads only. */
 extern "C" int fg_qgemv_staged(int wtype, const void *w, int in_dim) {
-    const size_t row_bytes = (size_t)(in_dim / 32) * (wtype == QT_Q8_0 ? 34 : 18);
-    return (uintptr_t)w % 16 == 0 && row_bytes % 16 == 0 && (in_dim / 32) % QG_US == 0;
+    return qtype_known(wtype) && (uintptr_t)w % 16 == 0 && in_dim % 128 == 0;
 }
 
-template <bool NORM> static void (*qgemv_pick_kernel(int wtype, bool staged))(const qgemv_params) {
-    if (staged)
-        return wtype == QT_Q8_0 ? qgemv_kernel<QT_Q8_0, QG_RT, QG_KW, QG_US, NORM, true>
-                                : qgemv_kernel<QT_Q4_0, QG_RT, QG_KW, QG_US, NORM, true>;
-    return wtype == QT_Q8_0 ? qgemv_kernel<QT_Q8_0, QG_RT, QG_KW, QG_U, NORM, false>
-                            : qgemv_kernel<QT_Q4_0, QG_RT, QG_KW, QG_U, NORM, false>;
+extern "C" int fg_qgemv_n_variants(void) {
+    return QG_N_VARIANTS;
 }
 
-static int qgemv_launch(int norm, qgemv_params p, int wtype, int epilogue, void *stream) {
-    if (!fg_qgemv_supported(wtype, p.n, p.in_dim, p.out_dim) || epilogue < FG_GEMV_STORE ||
-        epilogue > FG_GEMV_SWIGLU || (uintptr_t)p.x % 16 || (uintptr_t)p.w % 2 ||
-        ((uintptr_t)p.gamma | (uintptr_t)p.h_out) % 16 || !p.y)
+extern "C" const char *fg_qgemv_variant_name(int v) {
+    return v >= 0 && v < QG_N_VARIANTS ? qgemv_variants[v].name : "";
+}
+
+/* The one selector (the variant for a call; -1 for a refused shape). From the variants table of
+ * bench/results/qgemv_packed_run3_h200_2026-12-02.log (µs per call back to back in a CUDA graph,
+ * H200, the 8B layer's four GEMVs at n = 1, 8, 16): rt2_kw8_mb2_pf0_s0_sw1 (0) is the fastest or
+ * within 0.4% of it at 27 of the 36 points; the fused-norm calls on Q4_x go faster with three
+ * blocks per SM (1: rt2_kw8_mb3_pf0_s0_sw1, registers cut to 80 with a few spills): Q4_0 q|k|v
+ * 8.6 µs against 13.3 at n = 1, gate|up 35.5 against 44.0; at n = 8 on Q4_0 (14.1 / 62.7 against
+ * 18.8 / 66.9) and at n = 1 on Q4_1 (11.5 / 45.9 against 14.5 / 47.8); not at n = 16, nor for
+ * Q4_1 gate|up at n = 8 (75.7 against 71.9). */
+enum { QG_PICK = 0, QG_PICK_NORM_Q4 = 1 };
+
+extern "C" int fg_qgemv_pick(int wtype, int n, int in_dim, int out_dim, int epilogue, int norm) {
+    if (!fg_qgemv_supported(wtype, n, in_dim, out_dim) || epilogue < FG_GEMV_STORE ||
+        epilogue > FG_GEMV_SWIGLU)
+        return -1;
+    if (norm && ((wtype == QT_Q4_0 && n <= 8) || (wtype == QT_Q4_1 && n == 1)))
+        return QG_PICK_NORM_Q4;
+    return QG_PICK;
+}
+
+/* The most shared memory h of the fused norm may take (else it is normed chunk by chunk in the
+ * main loop, as every block's warps read x): 8 rows of 4096 and their padding. */
+#define QG_HS_MAX (80 * 1024)
+#define QG_MAX_DEVICES 16
+
+static int qgemv_launch(int v, int norm, qgemv_params p, int wtype, int epilogue, void *stream) {
+    if (v < 0 || v >= QG_N_VARIANTS || !fg_qgemv_supported(wtype, p.n, p.in_dim, p.out_dim) ||
+        epilogue < FG_GEMV_STORE || epilogue > FG_GEMV_SWIGLU || (uintptr_t)p.x % 16 ||
+        (uintptr_t)p.w % 16 || ((uintptr_t)p.gamma | (uintptr_t)p.h_out) % 16 || !p.y)
         return (int)cudaErrorInvalidValue;
+    const qgemv_variant *vr = &qgemv_variants[v];
     const int swiglu = epilogue == FG_GEMV_SWIGLU;
+    if (swiglu && vr->rt % 2) return (int)cudaErrorInvalidValue; /* gate and up tiles in pairs */
+    const qlayout l = qlayout_of(wtype, swiglu ? 2 * p.out_dim : p.out_dim, p.in_dim);
     p.epilogue = epilogue;
-    p.out_tiles = swiglu ? QG_RT / 2 : QG_RT;
-    p.row_bytes = (size_t)(p.in_dim / 32) * (wtype == QT_Q8_0 ? 34 : 18);
+    p.out_tiles = swiglu ? vr->rt / 2 : vr->rt;
+    p.nb = l.nb;
+    p.s0 = l.s0;
+    p.m0 = l.m0;
     const int cols = 8 * p.out_tiles;
     cudaLaunchAttribute attr[1];
     attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
     attr[0].val.programmaticStreamSerializationAllowed = 1;
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = dim3((unsigned)((p.out_dim + cols - 1) / cols));
-    cfg.blockDim = dim3(QG_KW * 32);
+    cfg.blockDim = dim3((unsigned)(vr->kw * 32));
     cfg.stream = static_cast<cudaStream_t>(stream);
     cfg.attrs = attr;
     cfg.numAttrs = 1;
-    const bool staged = fg_qgemv_staged(wtype, p.w, p.in_dim) != 0;
-    cudaError_t e = cudaLaunchKernelEx(
-        &cfg,
-        norm ? qgemv_pick_kernel<true>(wtype, staged) : qgemv_pick_kernel<false>(wtype, staged), p);
+    const int ti = qtype_index(wtype), r16 = p.n > 8;
+    const qgemv_fn k = vr->k[ti][norm ? 1 : 0][r16];
+    /* the async ring's shared memory (past the 48 KB default: the attribute, once per kernel) */
+    const int np = wtype == QT_Q8_0 ? 3 : wtype == QT_Q4_1 ? 3 : 2;
+    const size_t ring = (size_t)vr->kw * vr->stages * vr->rt * np * 512;
+    const size_t hs = (size_t)p.n * (p.in_dim + 32) * 2;
+    p.hs = norm && hs <= QG_HS_MAX;
+    cfg.dynamicSmemBytes = ring + (p.hs ? hs : 0);
+    /* the attribute belongs to the function on one device: a flag per device (a benign race
+     * between threads sets it twice) */
+    static unsigned char smem_set[QG_MAX_DEVICES][QG_N_VARIANTS][3][2][2];
+    const size_t smem_max = ring + (norm ? QG_HS_MAX : 0);
+    if (smem_max > 48 * 1024) {
+        int dev = 0;
+        cudaError_t e = cudaGetDevice(&dev);
+        if (e != cudaSuccess) return (int)e;
+        unsigned char *set = dev >= 0 && dev < QG_MAX_DEVICES
+                                 ? &smem_set[dev][v][ti][norm ? 1 : 0][r16]
+                                 : nullptr; /* past the table: set it at every launch */
+        if (!set || !*set) {
+            e = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem_max);
+            if (e != cudaSuccess) return (int)e;
+            if (set) *set = 1;
+        }
+    }
+    cudaError_t e = cudaLaunchKernelEx(&cfg, k, p);
     return (int)(e != cudaSuccess ? e : cudaGetLastError());
 }
 
-extern "C" int fg_qgemv(void *y, int y_f32, const void *x, const void *w, int wtype, int n,
-                        int in_dim, int out_dim, int epilogue, void *stream) {
+extern "C" int fg_qgemv_variant(int v, void *y, int y_f32, const void *x, const void *w, int wtype,
+                                int n, int in_dim, int out_dim, int epilogue, void *stream) {
     qgemv_params p = {};
     p.y = y;
     p.y_f32 = y_f32 != 0;
@@ -392,12 +836,19 @@ extern "C" int fg_qgemv(void *y, int y_f32, const void *x, const void *w, int wt
     p.n = n;
     p.in_dim = in_dim;
     p.out_dim = out_dim;
-    return qgemv_launch(0, p, wtype, epilogue, stream);
+    return qgemv_launch(v, 0, p, wtype, epilogue, stream);
 }
 
-extern "C" int fg_qgemv_norm(void *y, int y_f32, const void *x, const void *gamma, float eps,
-                             void *h_out, const void *w, int wtype, int n, int in_dim, int out_dim,
-                             int epilogue, void *stream) {
+extern "C" int fg_qgemv(void *y, int y_f32, const void *x, const void *w, int wtype, int n,
+                        int in_dim, int out_dim, int epilogue, void *stream) {
+    const int v = fg_qgemv_pick(wtype, n, in_dim, out_dim, epilogue, 0);
+    if (v < 0) return (int)cudaErrorInvalidValue;
+    return fg_qgemv_variant(v, y, y_f32, x, w, wtype, n, in_dim, out_dim, epilogue, stream);
+}
+
+extern "C" int fg_qgemv_norm_variant(int v, void *y, int y_f32, const void *x, const void *gamma,
+                                     float eps, void *h_out, const void *w, int wtype, int n,
+                                     int in_dim, int out_dim, int epilogue, void *stream) {
     if (!gamma) return (int)cudaErrorInvalidValue;
     qgemv_params p = {};
     p.y = y;
@@ -410,63 +861,130 @@ extern "C" int fg_qgemv_norm(void *y, int y_f32, const void *x, const void *gamm
     p.n = n;
     p.in_dim = in_dim;
     p.out_dim = out_dim;
-    return qgemv_launch(1, p, wtype, epilogue, stream);
+    return qgemv_launch(v, 1, p, wtype, epilogue, stream);
 }
 
-/* One thread per block of 32: d · q in fp32, rounded once to bf16, four 16-byte stores. */
+extern "C" int fg_qgemv_norm(void *y, int y_f32, const void *x, const void *gamma, float eps,
+                             void *h_out, const void *w, int wtype, int n, int in_dim, int out_dim,
+                             int epilogue, void *stream) {
+    const int v = fg_qgemv_pick(wtype, n, in_dim, out_dim, epilogue, 1);
+    if (v < 0) return (int)cudaErrorInvalidValue;
+    return fg_qgemv_norm_variant(v, y, y_f32, x, gamma, eps, h_out, w, wtype, n, in_dim, out_dim,
+                                 epilogue, stream);
+}
+
+/* Element i (0..7) of a lane's 8: its bit position in the lane's 32-bit word of nibbles. */
+__device__ __forceinline__ int qnib_shift(int i) {
+    return (i & 1) * 16 + (i >> 1) * 4;
+}
+
+/* fg_qpack: one thread per (row of the padded rows, block): the file's block (zeros past the
+ * last row) to its lane words, scale and min. */
 template <int TYPE>
-__global__ void qdequant_kernel(__nv_bfloat16 *dst, const uint8_t *w, size_t n_blocks) {
+__global__ void qpack_kernel(uint8_t *dst, const uint8_t *src, int rows, int nb, int tiles,
+                             size_t s0, size_t m0) {
+    constexpr int QB = qtype<TYPE>::qb, FB = qtype<TYPE>::file;
     const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= n_blocks) return;
-    const uint8_t *blk = w + i * qtype<TYPE>::bytes;
-    const float d = __half2float(__ushort_as_half((unsigned short)ld16(blk)));
-    float v[32];
-    for (int j = 0; j < 16; j++) {
+    if (i >= (size_t)tiles * 8 * nb) return;
+    const int r = (int)(i / nb), b = (int)(i % nb);
+    uint8_t blk[FB];
+    for (int e = 0; e < FB; e++)
+        blk[e] = r < rows ? src[((size_t)r * nb + b) * FB + e] : 0;
+    const int qs = qtype<TYPE>::mins ? 4 : 2; /* where the quants start in the block */
+    for (int t = 0; t < 4; t++) {
+        uint32_t wd[2] = {0u, 0u};
+        for (int j = 0; j < 8; j++) {
+            const int el = 8 * t + j;
+            if (TYPE == QT_Q8_0) {
+                wd[j >> 2] |= (uint32_t)blk[qs + el] << (8 * (j & 3));
+            } else {
+                const uint32_t nib = el < 16 ? blk[qs + el] & 0x0f : blk[qs + el - 16] >> 4;
+                wd[0] |= nib << qnib_shift(j);
+            }
+        }
+        uint32_t *o = reinterpret_cast<uint32_t *>(dst + qoff_quant(QB, nb, r, b, t));
+        for (int e = 0; e < QB / 4; e++)
+            o[e] = wd[e];
+    }
+    const size_t so = qoff_scale(nb, r, b);
+    *reinterpret_cast<unsigned short *>(dst + s0 + so) = (unsigned short)(blk[0] | blk[1] << 8);
+    if (qtype<TYPE>::mins)
+        *reinterpret_cast<unsigned short *>(dst + m0 + so) = (unsigned short)(blk[2] | blk[3] << 8);
+}
+
+/* fg_qdequant_bf16: one thread per (row, block, t), the 8 elements 8t .. 8t+7 of the block:
+ * d · q (Q4_0 d · (q − 8), Q4_1 d · q + m) in fp32 as model/gguf_quant.c computes it, rounded
+ * once to bf16, one 16-byte store (consecutive threads, consecutive stores). */
+template <int TYPE>
+__global__ void qdequant_kernel(__nv_bfloat16 *dst, const uint8_t *w, int rows, int nb, size_t s0,
+                                size_t m0) {
+    constexpr int QB = qtype<TYPE>::qb;
+    const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (size_t)rows * nb * 4) return;
+    const int t = (int)(i & 3), r = (int)(i / 4 / nb), b = (int)(i / 4 % nb);
+    const size_t so = qoff_scale(nb, r, b);
+    const float d = qf16(*reinterpret_cast<const unsigned short *>(w + s0 + so));
+    const float m =
+        qtype<TYPE>::mins ? qf16(*reinterpret_cast<const unsigned short *>(w + m0 + so)) : 0.0f;
+    const uint32_t *q = reinterpret_cast<const uint32_t *>(w + qoff_quant(QB, nb, r, b, t));
+    float v[8];
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
         if (TYPE == QT_Q8_0) {
-            v[j] = (float)(int8_t)blk[2 + j] * d;
-            v[j + 16] = (float)(int8_t)blk[18 + j] * d;
+            v[j] = (float)(int8_t)(q[j >> 2] >> (8 * (j & 3))) * d;
         } else {
-            v[j] = d * (float)((blk[2 + j] & 0x0f) - 8);
-            v[j + 16] = d * (float)((blk[2 + j] >> 4) - 8);
+            const int nib = (int)(q[0] >> qnib_shift(j) & 0x0f);
+            v[j] = TYPE == QT_Q4_0 ? d * (float)(nib - 8) : __fadd_rn(__fmul_rn(d, (float)nib), m);
         }
     }
-    uint4 *o = reinterpret_cast<uint4 *>(dst + i * 32);
-    for (int c = 0; c < 4; c++) {
-        uint32_t pr[4];
-        for (int e = 0; e < 4; e++) {
-            const __nv_bfloat162 h = __floats2bfloat162_rn(v[8 * c + 2 * e], v[8 * c + 2 * e + 1]);
-            pr[e] = *reinterpret_cast<const uint32_t *>(&h);
-        }
-        o[c] = make_uint4(pr[0], pr[1], pr[2], pr[3]);
+    uint32_t pr[4];
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+        const __nv_bfloat162 h = __floats2bfloat162_rn(v[2 * e], v[2 * e + 1]);
+        pr[e] = *reinterpret_cast<const uint32_t *>(&h);
     }
+    reinterpret_cast<uint4 *>(dst)[i] = make_uint4(pr[0], pr[1], pr[2], pr[3]);
 }
 
 extern "C" int fg_qdequant_bf16(void *dst, const void *w, int wtype, int rows, int cols,
                                 void *stream) {
-    if ((wtype != QT_Q8_0 && wtype != QT_Q4_0) || rows < 1 || cols < 32 || cols % 32 ||
-        (uintptr_t)dst % 16 || (uintptr_t)w % 2)
+    if (!qtype_known(wtype) || rows < 1 || cols < 32 || cols % 32 || (uintptr_t)dst % 16 ||
+        (uintptr_t)w % 16)
         return (int)cudaErrorInvalidValue;
-    const size_t n_blocks = (size_t)rows * (cols / 32);
-    const unsigned grid = (unsigned)((n_blocks + 255) / 256);
+    const qlayout l = qlayout_of(wtype, rows, cols);
+    const size_t n_threads = (size_t)rows * l.nb * 4;
+    const unsigned grid = (unsigned)((n_threads + 255) / 256);
     cudaStream_t s = static_cast<cudaStream_t>(stream);
     __nv_bfloat16 *o = static_cast<__nv_bfloat16 *>(dst);
     const uint8_t *in = static_cast<const uint8_t *>(w);
     if (wtype == QT_Q8_0)
-        qdequant_kernel<QT_Q8_0><<<grid, 256, 0, s>>>(o, in, n_blocks);
+        qdequant_kernel<QT_Q8_0><<<grid, 256, 0, s>>>(o, in, rows, l.nb, l.s0, l.m0);
+    else if (wtype == QT_Q4_0)
+        qdequant_kernel<QT_Q4_0><<<grid, 256, 0, s>>>(o, in, rows, l.nb, l.s0, l.m0);
     else
-        qdequant_kernel<QT_Q4_0><<<grid, 256, 0, s>>>(o, in, n_blocks);
+        qdequant_kernel<QT_Q4_1><<<grid, 256, 0, s>>>(o, in, rows, l.nb, l.s0, l.m0);
     return (int)cudaGetLastError();
 }
 
 extern "C" size_t fg_qpack_bytes(int wtype, int rows, int cols) {
-    if ((wtype != QT_Q8_0 && wtype != QT_Q4_0) || rows < 1 || cols < 32 || cols % 32) return 0;
-    return (size_t)rows * (size_t)(cols / 32) * (wtype == QT_Q8_0 ? 34 : 18);
+    if (!qtype_known(wtype) || rows < 1 || cols < 32 || cols % 32) return 0;
+    return qlayout_of(wtype, rows, cols).total;
 }
 
-/* The file's layout, as it is: a device-to-device copy. */
 extern "C" int fg_qpack(void *dst, const void *src, int wtype, int rows, int cols, void *stream) {
     const size_t bytes = fg_qpack_bytes(wtype, rows, cols);
-    if (!bytes || !dst || !src) return (int)cudaErrorInvalidValue;
-    return (int)cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice,
-                                static_cast<cudaStream_t>(stream));
+    if (!bytes || !dst || !src || (uintptr_t)dst % 16) return (int)cudaErrorInvalidValue;
+    const qlayout l = qlayout_of(wtype, rows, cols);
+    const size_t n = (size_t)l.tiles * 8 * l.nb;
+    const unsigned grid = (unsigned)((n + 255) / 256);
+    cudaStream_t s = static_cast<cudaStream_t>(stream);
+    uint8_t *o = static_cast<uint8_t *>(dst);
+    const uint8_t *in = static_cast<const uint8_t *>(src);
+    if (wtype == QT_Q8_0)
+        qpack_kernel<QT_Q8_0><<<grid, 256, 0, s>>>(o, in, rows, l.nb, l.tiles, l.s0, l.m0);
+    else if (wtype == QT_Q4_0)
+        qpack_kernel<QT_Q4_0><<<grid, 256, 0, s>>>(o, in, rows, l.nb, l.tiles, l.s0, l.m0);
+    else
+        qpack_kernel<QT_Q4_1><<<grid, 256, 0, s>>>(o, in, rows, l.nb, l.tiles, l.s0, l.m0);
+    return (int)cudaGetLastError();
 }

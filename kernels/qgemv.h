@@ -1,14 +1,32 @@
-/* qgemv.h — CUDA: GEMV for decode (1 to 16 activation rows) reading weights in their GGUF blocks
- * (Q8_0, Q4_0), with the epilogues of kernels/gemv.h (store, residual add, SwiGLU) and the fused
- * RMSNorm in front; and the bf16 dequantization of such a weight for larger batches (the scratch
- * a cuBLASLt GEMM then reads).
+/* qgemv.h — CUDA: GEMV for decode (1 to 16 activation rows) reading weights quantized as GGUF
+ * blocks (Q8_0, Q4_0, Q4_1) in a GPU-friendly repacking of the same bits, with the epilogues of
+ * kernels/gemv.h (store, residual add, SwiGLU) and the fused RMSNorm in front; and the bf16
+ * dequantization of such a weight for larger batches (the scratch a cuBLASLt GEMM then reads).
  *
- * y (n, out_dim) = x (n, in_dim) · Wᵀ, W (out_rows, in_dim) stored as GGUF rows of in_dim / 32
- * blocks each (Q8_0: 34 bytes, f16 d then 32 int8 q, value d·q; Q4_0: 18 bytes, f16 d then 16
- * bytes whose low nibbles are elements 0-15 and high nibbles 16-31, value d·(q − 8)), rows
- * consecutive, exactly as in the file (model/gguf_quant.c is the oracle). x bf16, fp32
- * accumulation; each block's 32 products are summed exactly-representable (integer q times bf16 x)
- * and scaled by fp32 d once. Twin: dequantize-then-fp64 in tests/gpu/check_qgemv.py.
+ * y (n, out_dim) = x (n, in_dim) · Wᵀ, W (rows, in_dim) given by the file as rows of in_dim / 32
+ * blocks (Q8_0: 34 bytes, f16 d then 32 int8 q, value d·q; Q4_0: 18 bytes, f16 d then 16 bytes
+ * whose low nibbles are elements 0-15 and high nibbles 16-31, value d·(q − 8); Q4_1: 20 bytes,
+ * f16 d, f16 m, then the nibbles as Q4_0, value d·q + m; model/gguf_quant.c is the oracle).
+ * x bf16, fp32 accumulation; each block's 32 products are exact (integer q times bf16 x), summed
+ * in fp32 and scaled by the fp32 d once (Q4_1: plus m · Σx). Activations stay bf16 (no int8
+ * quantization of x): the error is the bf16 GEMV's. Twin: dequantize-then-fp64 in
+ * tests/gpu/check_qgemv.py.
+ *
+ * The device layout (fg_qpack writes it, everything else here reads it). Rows are taken in tiles
+ * of 8 (the last tile padded with zero rows), k in groups of 4 blocks (128 elements; the last
+ * group of a row has gs = nb − 4q blocks, nb = in_dim / 32). Three regions, each 16-byte aligned:
+ *   quants: for tile T, group q, lane slot l = (row % 8) · 4 + t (t = 0..3), block u of the
+ *     group: QB bytes at ((T · nb + 4q) · 32 + l · gs + u) · QB, QB = 8 (Q8_0) or 4 (Q4_x): the
+ *     8 elements 8t .. 8t+7 of the block in row (8T + row % 8). Q8_0: the 8 int8 in order.
+ *     Q4_x: one little-endian 32-bit word whose bits 4p .. 4p+3 hold element 8t + 2p and bits
+ *     16+4p .. 19+4p element 8t + 2p + 1 (p = 0..3).
+ *   scales at S = tiles · nb · 32 · QB: the fp16 d of row r, block b at
+ *     S + ((T · nb + 4q) · 8 + (r % 8) · gs + u) · 2 (T = r / 8, q = b / 4, u = b % 4).
+ *   mins (Q4_1 only) at M = S + tiles · nb · 16, laid out as the scales.
+ * So a lane reads its 4 blocks of a row as one 16-byte word (Q8_0: two), a warp 512 (1024)
+ * contiguous bytes, and a row's 4 scales as one 8-byte word. The bytes equal the file's when the
+ * rows are a multiple of 8 (every model shape); the padding of smaller row counts is at most 7
+ * rows.
  */
 #ifndef FG_QGEMV_H
 #define FG_QGEMV_H
@@ -19,12 +37,13 @@ extern "C" {
 
 #define FG_QGEMV_MAX_ROWS 16
 
-/* 1 when fg_qgemv serves this shape: wtype Q8_0 (8) or Q4_0 (2), 1 <= n <= FG_QGEMV_MAX_ROWS,
- * in_dim % 32 == 0, out_dim >= 1. */
+/* 1 when fg_qgemv serves this shape: wtype Q8_0 (8), Q4_0 (2) or Q4_1 (3),
+ * 1 <= n <= FG_QGEMV_MAX_ROWS, in_dim % 32 == 0, out_dim >= 1. */
 int fg_qgemv_supported(int wtype, int n, int in_dim, int out_dim);
 
 /* Epilogues as enum fg_gemv_epilogue (gemv.h): STORE 0, ADD 1, SWIGLU 2 (W has 2·out_dim rows,
- * gate rows then up rows). x: bf16 (n, in_dim), 16-byte aligned; w: the blocks, 2-byte aligned;
+ * gate rows then up rows). x: bf16 (n, in_dim), 16-byte aligned; w: the start of a matrix
+ * fg_qpack packed with exactly out_dim rows (SwiGLU: 2·out_dim), 16-byte aligned;
  * y: (n, out_dim) bf16, or fp32 when y_f32. Enqueued on stream; graph-capturable (no allocation,
  * no sync); launched with programmatic dependent launch (w is read before the previous kernel on
  * the stream has finished, x and y only after). Deterministic (fixed reduction order). Returns 0
@@ -40,22 +59,37 @@ int fg_qgemv_norm(void *y, int y_f32, const void *x, const void *gamma, float ep
                   const void *w, int wtype, int n, int in_dim, int out_dim, int epilogue,
                   void *stream);
 
-/* 1 when fg_qgemv takes its staged kernel for W at w with rows of in_dim (16-byte aligned rows,
- * in_dim / 32 a multiple of 8: the 8B shapes), 0 for the direct one (tests cover both). */
+/* 1 when every group of 4 blocks of a row is full (in_dim % 128 == 0, w 16-byte aligned): the
+ * lanes then take 16-byte loads only; 0 when each row ends in a partial group, read block by block
+ * (tests cover both). The name is the earlier staged kernel's. */
 int fg_qgemv_staged(int wtype, const void *w, int in_dim);
 
-/* The device layout of a quantized weight. fg_qgemv, fg_qgemv_norm and fg_qdequant_bf16 read W in
- * the layout fg_qpack writes, which is this file's business (today: the file's own blocks, rows
- * consecutive, as above). A caller that keeps a GGUF weight on the device allocates
- * fg_qpack_bytes(wtype, rows, cols) bytes (16-byte aligned), copies the file's rows to the device
- * (src, rows · row_bytes) and calls fg_qpack; a fused weight (q|k|v, gate|up) is packed as one
- * matrix of all its rows. dst and src must not overlap. Returns 0 or a cudaError_t. */
+/* The variants the benchmark times (tile rows RT · 8 per thread block, KW warps): their count,
+ * name, the one fg_qgemv / fg_qgemv_norm (norm = 1) take for a call (-1 when refused), and a call
+ * of variant v (arguments and results as fg_qgemv / fg_qgemv_norm). */
+int fg_qgemv_n_variants(void);
+const char *fg_qgemv_variant_name(int v);
+int fg_qgemv_pick(int wtype, int n, int in_dim, int out_dim, int epilogue, int norm);
+int fg_qgemv_variant(int v, void *y, int y_f32, const void *x, const void *w, int wtype, int n,
+                     int in_dim, int out_dim, int epilogue, void *stream);
+int fg_qgemv_norm_variant(int v, void *y, int y_f32, const void *x, const void *gamma, float eps,
+                          void *h_out, const void *w, int wtype, int n, int in_dim, int out_dim,
+                          int epilogue, void *stream);
+
+/* The device layout of a quantized weight (above). A caller that keeps a GGUF weight on the
+ * device allocates fg_qpack_bytes(wtype, rows, cols) bytes (16-byte aligned), copies the file's
+ * rows to the device (src, rows · row_bytes, any alignment) and calls fg_qpack (a kernel on
+ * stream); a fused weight (q|k|v, gate|up) is packed as one matrix of all its rows. dst and src
+ * must not overlap. fg_qpack_bytes returns 0 for a type or shape it does not pack; fg_qpack 0 or
+ * a cudaError_t (cudaErrorInvalidValue for a refused type, shape or alignment). */
 size_t fg_qpack_bytes(int wtype, int rows, int cols);
 int fg_qpack(void *dst, const void *src, int wtype, int rows, int cols, void *stream);
 
-/* dst (rows, cols) bf16 = bf16(dequantize(w)), w as above: the scratch through which prefill and
- * batches past FG_QGEMV_MAX_ROWS reach the bf16 GEMM. Each element is d·q (Q4_0: d·(q − 8)) in
- * fp32 rounded once to bf16. dst 16-byte aligned. Graph-capturable. Returns 0 or a cudaError_t. */
+/* dst (rows, cols) bf16 = bf16(dequantize(w)), w packed by fg_qpack (rows, cols), 16-byte
+ * aligned: the scratch through which prefill and batches past FG_QGEMV_MAX_ROWS reach the bf16
+ * GEMM. Each element is d·q (Q4_0: d·(q − 8), Q4_1: d·q + m, unfused) in fp32 as
+ * model/gguf_quant.c computes it, rounded once to bf16. dst 16-byte aligned. Graph-capturable.
+ * Returns 0 or a cudaError_t. */
 int fg_qdequant_bf16(void *dst, const void *w, int wtype, int rows, int cols, void *stream);
 
 #ifdef __cplusplus

@@ -1,7 +1,7 @@
 /* strbuf.h — a growable, always NUL-terminated string built by appending (chat fallback
- * renderers, the Hermes tool rewrite). Out of memory is sticky: appends after a failed realloc
- * are dropped and strbuf_take reports it, so callers check once at the end.
- * Any thread may use a strbuf it owns.
+ * renderers, the Hermes tool rewrite, the /metrics page). Out of memory is sticky: appends after a
+ * failed realloc are dropped and strbuf_take reports it, so callers check once at the end. Any
+ * thread may use a strbuf it owns.
  */
 #ifndef FG_STRBUF_H
 #define FG_STRBUF_H
@@ -18,6 +18,8 @@ struct strbuf {
 void strbuf_add(struct strbuf *b, const char *s, size_t n);
 /* Append the NUL-terminated string S. */
 void strbuf_str(struct strbuf *b, const char *s);
+/* Append printf(FMT, ...). */
+void strbuf_printf(struct strbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* The string B holds (malloc'd, the caller frees it; "" when nothing was appended), or NULL when
  * an append ran out of memory (B's memory is then freed). B is left empty either way. */
 char *strbuf_take(struct strbuf *b);

@@ -5,7 +5,8 @@
  */
 #include "metrics.h"
 
-#include <stdarg.h>
+#include "model/strbuf.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -130,41 +131,8 @@ void metrics_set_ready(struct metrics *m, int ready) {
     pthread_mutex_unlock(&m->mu);
 }
 
-/* A growing string. */
-struct sbuf {
-    char *p;
-    size_t len, cap;
-    int oom;
-};
-
-static void sb_printf(struct sbuf *b, const char *fmt, ...) {
-    if (b->oom) return;
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
-        va_end(ap);
-        if (n < 0) {
-            b->oom = 1;
-            return;
-        }
-        if (b->len + (size_t)n < b->cap) {
-            b->len += (size_t)n;
-            return;
-        }
-        size_t nc = b->cap * 2 + (size_t)n;
-        char *np = realloc(b->p, nc);
-        if (!np) {
-            b->oom = 1;
-            return;
-        }
-        b->p = np;
-        b->cap = nc;
-    }
-}
-
-static void head(struct sbuf *b, const char *name, const char *type, const char *help) {
-    sb_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+static void head(struct strbuf *b, const char *name, const char *type, const char *help) {
+    strbuf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
 /* Label values: escape backslash, quote and newline. */
@@ -182,9 +150,7 @@ static void label_escape(const char *in, char *out, size_t cap) {
 }
 
 char *metrics_render(struct metrics *m, const char *model, const char *version, size_t *len) {
-    struct sbuf b = {malloc(8192), 0, 8192, 0};
-    if (!b.p) return NULL;
-    b.p[0] = 0;
+    struct strbuf b = {0};
     struct metrics s;
     pthread_mutex_lock(&m->mu);
     s = *m; /* snapshot; the copied mutex is never used */
@@ -194,59 +160,59 @@ char *metrics_render(struct metrics *m, const char *model, const char *version, 
     label_escape(model ? model : "", lm, sizeof lm);
     label_escape(version ? version : "", lv, sizeof lv);
     head(&b, "flashgen_model_info", "gauge", "The served model (value is always 1).");
-    sb_printf(&b, "flashgen_model_info{model_name=\"%s\",version=\"%s\"} 1\n", lm, lv);
+    strbuf_printf(&b, "flashgen_model_info{model_name=\"%s\",version=\"%s\"} 1\n", lm, lv);
     head(&b, "flashgen_model_ready", "gauge",
          "1 when the model is loaded and requests are served.");
-    sb_printf(&b, "flashgen_model_ready %d\n", s.ready);
+    strbuf_printf(&b, "flashgen_model_ready %d\n", s.ready);
 
     head(&b, "flashgen_requests_total", "counter", "Generation requests by outcome.");
     for (int i = 0; i < METRICS_OUT_COUNT; i++)
-        sb_printf(&b, "flashgen_requests_total{outcome=\"%s\"} %llu\n", OUTCOMES[i],
-                  (unsigned long long)s.requests[i]);
+        strbuf_printf(&b, "flashgen_requests_total{outcome=\"%s\"} %llu\n", OUTCOMES[i],
+                      (unsigned long long)s.requests[i]);
     head(&b, "flashgen_request_success_total", "counter",
          "Successful generation requests by finish reason.");
     for (int i = 0; i < METRICS_FIN_COUNT; i++)
-        sb_printf(&b, "flashgen_request_success_total{finished_reason=\"%s\"} %llu\n", FINISHES[i],
-                  (unsigned long long)s.finished[i]);
+        strbuf_printf(&b, "flashgen_request_success_total{finished_reason=\"%s\"} %llu\n",
+                      FINISHES[i], (unsigned long long)s.finished[i]);
     head(&b, "flashgen_prompt_tokens_total", "counter", "Prompt tokens processed.");
-    sb_printf(&b, "flashgen_prompt_tokens_total %llu\n", (unsigned long long)s.prompt_tokens);
+    strbuf_printf(&b, "flashgen_prompt_tokens_total %llu\n", (unsigned long long)s.prompt_tokens);
     head(&b, "flashgen_generation_tokens_total", "counter", "Tokens generated.");
-    sb_printf(&b, "flashgen_generation_tokens_total %llu\n",
-              (unsigned long long)s.generation_tokens);
+    strbuf_printf(&b, "flashgen_generation_tokens_total %llu\n",
+                  (unsigned long long)s.generation_tokens);
     head(&b, "flashgen_iterations_total", "counter",
          "Scheduler iterations that ran a forward pass.");
-    sb_printf(&b, "flashgen_iterations_total %llu\n", (unsigned long long)s.iterations);
+    strbuf_printf(&b, "flashgen_iterations_total %llu\n", (unsigned long long)s.iterations);
 
     head(&b, "flashgen_num_requests_running", "gauge", "Requests in the running batch.");
-    sb_printf(&b, "flashgen_num_requests_running %d\n", s.running);
+    strbuf_printf(&b, "flashgen_num_requests_running %d\n", s.running);
     head(&b, "flashgen_num_requests_waiting", "gauge", "Requests waiting for admission.");
-    sb_printf(&b, "flashgen_num_requests_waiting %d\n", s.waiting);
+    strbuf_printf(&b, "flashgen_num_requests_waiting %d\n", s.waiting);
     head(&b, "flashgen_batch_size", "gauge", "Sequences in the last iteration.");
-    sb_printf(&b, "flashgen_batch_size %d\n", s.batch_size);
+    strbuf_printf(&b, "flashgen_batch_size %d\n", s.batch_size);
     head(&b, "flashgen_batch_tokens", "gauge", "Tokens in the last iteration.");
-    sb_printf(&b, "flashgen_batch_tokens %d\n", s.batch_tokens);
+    strbuf_printf(&b, "flashgen_batch_tokens %d\n", s.batch_tokens);
     head(&b, "flashgen_kv_cache_usage_perc", "gauge",
          "Fraction of KV-cache pages in use (0 to 1).");
-    sb_printf(&b, "flashgen_kv_cache_usage_perc %.6f\n", s.kv_usage);
+    strbuf_printf(&b, "flashgen_kv_cache_usage_perc %.6f\n", s.kv_usage);
     head(&b, "flashgen_prefix_cache_queries_total", "counter",
          "Prompt tokens looked up in the prefix cache.");
-    sb_printf(&b, "flashgen_prefix_cache_queries_total %llu\n",
-              (unsigned long long)s.prefix_queries);
+    strbuf_printf(&b, "flashgen_prefix_cache_queries_total %llu\n",
+                  (unsigned long long)s.prefix_queries);
     head(&b, "flashgen_prefix_cache_hits_total", "counter",
          "Prompt tokens found in the prefix cache.");
-    sb_printf(&b, "flashgen_prefix_cache_hits_total %llu\n", (unsigned long long)s.prefix_hits);
+    strbuf_printf(&b, "flashgen_prefix_cache_hits_total %llu\n", (unsigned long long)s.prefix_hits);
     head(&b, "flashgen_prefix_cache_pages", "gauge",
          "KV-cache pages cached for reuse that no sequence holds.");
-    sb_printf(&b, "flashgen_prefix_cache_pages %d\n", s.prefix_pages);
+    strbuf_printf(&b, "flashgen_prefix_cache_pages %d\n", s.prefix_pages);
     head(&b, "flashgen_num_preemptions_total", "counter",
          "Sequences preempted (pages released, recomputed later) for want of KV pages.");
-    sb_printf(&b, "flashgen_num_preemptions_total %llu\n", (unsigned long long)s.preemptions);
+    strbuf_printf(&b, "flashgen_num_preemptions_total %llu\n", (unsigned long long)s.preemptions);
     head(&b, "flashgen_kv_forks_total", "counter",
          "Sequences started from another sequence's prompt pages (n > 1, best_of).");
-    sb_printf(&b, "flashgen_kv_forks_total %llu\n", (unsigned long long)s.forks);
+    strbuf_printf(&b, "flashgen_kv_forks_total %llu\n", (unsigned long long)s.forks);
     head(&b, "flashgen_prefill_tokens_total", "counter",
          "Prompt tokens computed in prefill (neither cached nor forked).");
-    sb_printf(&b, "flashgen_prefill_tokens_total %llu\n", (unsigned long long)s.prefill_tokens);
+    strbuf_printf(&b, "flashgen_prefill_tokens_total %llu\n", (unsigned long long)s.prefill_tokens);
 
     for (int i = 0; i < METRICS_H_COUNT; i++) {
         const struct metrics_histogram *h = &s.h[i];
@@ -254,18 +220,16 @@ char *metrics_render(struct metrics *m, const char *model, const char *version, 
         uint64_t cum = 0;
         for (int k = 0; k < h->n_bounds; k++) {
             cum += h->counts[k];
-            sb_printf(&b, "%s_bucket{le=\"%g\"} %llu\n", HISTS[i].name, h->bounds[k],
-                      (unsigned long long)cum);
+            strbuf_printf(&b, "%s_bucket{le=\"%g\"} %llu\n", HISTS[i].name, h->bounds[k],
+                          (unsigned long long)cum);
         }
         cum += h->counts[h->n_bounds];
-        sb_printf(&b, "%s_bucket{le=\"+Inf\"} %llu\n", HISTS[i].name, (unsigned long long)cum);
-        sb_printf(&b, "%s_sum %.17g\n%s_count %llu\n", HISTS[i].name, h->sum, HISTS[i].name,
-                  (unsigned long long)h->count);
+        strbuf_printf(&b, "%s_bucket{le=\"+Inf\"} %llu\n", HISTS[i].name, (unsigned long long)cum);
+        strbuf_printf(&b, "%s_sum %.17g\n%s_count %llu\n", HISTS[i].name, h->sum, HISTS[i].name,
+                      (unsigned long long)h->count);
     }
-    if (b.oom) {
-        free(b.p);
-        return NULL;
-    }
-    if (len) *len = b.len;
-    return b.p;
+    size_t n = b.n;
+    char *page = strbuf_take(&b);
+    if (page && len) *len = n;
+    return page;
 }

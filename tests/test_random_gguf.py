@@ -1,59 +1,76 @@
-"""tools/make_random_gguf.py's quantized files (the GPU engine check's models, issue 13): its block
-writer against gguf-py's quantizer (the oracle) byte for byte, and the files it writes read back by
-gguf-py with every tensor of the planned shape and type, and the planned tensor bytes."""
+"""tools/make_random_gguf.py (the benchmarks' random models): its block quantizer writes the bytes
+the `gguf` package's quantizer writes, and each --type gives a file that `gguf` reads with the
+right tensor types and that flashgen loads and runs."""
 import os
 import subprocess
 import sys
 
+import gguf
 import numpy as np
 import pytest
+from gguf.quants import dequantize, quantize
 
-gguf = pytest.importorskip("gguf")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 import make_random_gguf as mrg  # noqa: E402
 
-QT = gguf.GGMLQuantizationType
-CASES = [("q8_0", QT.Q8_0), ("q4_0", QT.Q4_0), ("q4_1", QT.Q4_1)]
+TOKENIZER = os.path.join(ROOT, "models", "SmolLM2-135M-Instruct.Q4_1.gguf")
+GT = gguf.GGMLQuantizationType
+BLOCK_TYPES = {"q8_0": (mrg.GGML_Q8_0, GT.Q8_0), "q4_0": (mrg.GGML_Q4_0, GT.Q4_0),
+               "q4_1": (mrg.GGML_Q4_1, GT.Q4_1)}
 
 
-@pytest.mark.parametrize("name,qt", CASES)
-def test_blocks_equal_gguf_py(name, qt):
-    rng = np.random.RandomState(3)
-    x = (rng.standard_normal(32 * 777) * 0.02).astype(np.float32)
-    x[:32] = 0  # an all-zero block (d = 0)
-    x[32:64] = -x[32:64] * 50  # a block of large values
-    ours = np.frombuffer(mrg.quantize(x, mrg.TYPES[name]), np.uint8)
-    theirs = gguf.quants.quantize(x.reshape(7, -1), qt).reshape(-1)
+@pytest.mark.parametrize("name", sorted(BLOCK_TYPES))
+def test_blocks_equal_gguf_quantizer(name):
+    ours_t, theirs_t = BLOCK_TYPES[name]
+    rng = np.random.RandomState(7)
+    x = rng.standard_normal(1 << 15) * 0.02
+    x[:32] = 0.0  # an all-zero block: d = 0 must not divide by zero
+    x[32:64] = 0.5  # a constant block (Q4_1: max = min)
+    ours = np.frombuffer(mrg.quantize_blocks(x, ours_t), np.uint8)
+    theirs = quantize(x.astype(np.float32).reshape(-1, 1024), theirs_t).reshape(-1)
     assert ours.size == theirs.size
-    assert (ours == theirs).all(), int((ours != theirs).sum())
+    assert np.array_equal(ours, theirs), f"{np.count_nonzero(ours != theirs)} bytes differ"
 
 
-# gguf-py reads the 49152-token vocabulary slowly (~10 s a file): one file per type, tied once
-@pytest.mark.parametrize("name,tied", [("q8_0", False), ("q4_0", True), ("q4_1", False)])
-def test_file_reads_back(tmp_path, name, tied):
-    tok = tmp_path / "tok.gguf"
-    src = os.path.join(ROOT, "models/SmolLM2-135M-Instruct.Q4_1.gguf")
-    if not os.path.exists(src):
-        pytest.skip("models/ missing (make model)")
-    tool = os.path.join(ROOT, "tools/make_random_gguf.py")
-    subprocess.run([sys.executable, tool, "--tokenizer-only", "--tokenizer", src, "--out", str(tok)],
-                   check=True, capture_output=True)
-    out = tmp_path / f"m_{name}.gguf"
-    r = subprocess.run([sys.executable, tool, "--shape", "tiny", "--type", name, "--tokenizer",
-                        str(tok), "--out", str(out)] + (["--tied"] if tied else []),
-                       check=True, capture_output=True, text=True)
-    reader = gguf.GGUFReader(str(out))
-    plan = mrg.tensor_plan(mrg.SHAPES["tiny"], 49152, mrg.TYPES[name], tied)
-    got = {t.name: t for t in reader.tensors}
-    assert sorted(got) == sorted(n for n, _, _ in plan)
-    assert ("output.weight" in got) != tied
-    for n, shape, t in plan:
-        ten = got[n]
-        assert int(ten.tensor_type) == t, n
-        w = gguf.quants.dequantize(ten.data, ten.tensor_type).reshape(shape)
-        if len(shape) == 2:  # N(0, 0.02) through the blocks
-            assert 0.015 < float(w.std()) < 0.025 and np.isfinite(w).all(), n
-    want = sum(mrg.tensor_nbytes(sh, t) for _, sh, t in plan)
+@pytest.mark.parametrize("kind", ["f16", "q8_0", "q4_0", "q4_1"])
+def test_file_reads_and_runs(tmp_path, kind):
+    out = str(tmp_path / f"tiny_{kind}.gguf")
+    subprocess.run([sys.executable, os.path.join(ROOT, "tools", "make_random_gguf.py"), "--shape", "tiny",
+                    "--tokenizer", TOKENIZER, "--out", out, "--type", kind], check=True,
+                   capture_output=True)
+    want = mrg.TYPES[kind][0]
+    r = gguf.GGUFReader(out)
+    for t in r.tensors:
+        expect = mrg.GGML_F32 if len(t.shape) == 1 else want
+        assert int(t.tensor_type) == expect, t.name
+    gate = next(t for t in r.tensors if t.name == "blk.0.ffn_gate.weight")
+    values = np.random.RandomState(1234).standard_normal(1 << 22) * 0.02  # the tool's draw
+    w = dequantize(gate.data, gate.tensor_type).reshape(-1)
+    tol = {"f16": 1e-4, "q8_0": 2e-3, "q4_0": 8e-3, "q4_1": 6e-3}[kind]  # a step of each grid at std 0.02
+    assert np.abs(w - values[:w.size]).max() < tol
+    run = subprocess.run([os.path.join(ROOT, os.environ.get("FLASHGEN_BUILD", "build"), "flashgen"), "generate", "--model", out, "--prompt",
+                          "hello", "--max-new-tokens", "3", "--ignore-eos"], capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip()
+
+
+def test_tied_leaves_the_head_out_and_counts_the_bytes(tmp_path):
+    """--tied (check_qengine's SmolLM2-shape models): no output.weight, flashgen runs it, and the
+    tensor bytes the tool prints are gguf's."""
+    out = str(tmp_path / "tiny_tied.gguf")
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "make_random_gguf.py"), "--shape", "tiny",
+                        "--tokenizer", TOKENIZER, "--out", out, "--type", "q4_0", "--tied"], check=True,
+                       capture_output=True, text=True)
+    reader = gguf.GGUFReader(out)
+    names = {t.name for t in reader.tensors}
+    assert "output.weight" not in names and "token_embd.weight" in names
+    want = sum(int(t.n_bytes) for t in reader.tensors)
+    plan = mrg.tensor_plan(mrg.SHAPES["tiny"], 49152, mrg.GGML_Q4_0, tied=True)
+    assert sum(mrg.tensor_nbytes(sh, t) for _, sh, t in plan) == want
     assert f"tensor bytes {want}" in r.stdout
-    assert sum(int(t.n_bytes) for t in reader.tensors) == want
+    run = subprocess.run([os.path.join(ROOT, os.environ.get("FLASHGEN_BUILD", "build"), "flashgen"), "generate",
+                          "--model", out, "--prompt", "hello", "--max-new-tokens", "3", "--ignore-eos"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr

@@ -10,15 +10,14 @@ load, for serving benchmarks at real shapes (bench/serving_device.sh).
 
 Numpy only (the device machine has no `gguf` package), GGUF v3: the llama metadata keys, every
 `tokenizer.*` key copied byte for byte from --tokenizer (so both engines tokenize the same way and
-the vocabulary is that file's), 2-D weights in F16, F32, Q8_0, Q4_0 or Q4_1, norms in F32 (as
-llama.cpp writes them). The values: one block of N(0, std) numbers drawn once (numpy RandomState(--seed)) and
-tiled over every tensor, which writes a 14.7 GB file in seconds; the model's output is noise, which
-a throughput benchmark does not mind (it runs with ignore_eos). Q8_0 / Q4_0 quantize that block
-once with ggml's reference rounding (quantize_row_q8_0_ref / q4_0_ref / q4_1_ref: d = amax / 127,
-q = round(x / d); d = -max / 8 of the signed extreme, q = min(15, trunc(x / d + 8.5)); d = (max -
-min) / 15, m = min, q = min(15, trunc((x - m) / d + 0.5)); byte for byte what gguf-py's
-quantizer writes) and tile its bytes, so the blocks define the weights. --tied leaves output.weight out (the head is the
-embedding, as SmolLM2's).
+the vocabulary is that file's), 2-D weights in F16 (or F32, or the GGUF blocks of Q8_0, Q4_0,
+Q4_1: --type), norms in F32 (as llama.cpp writes them). The values: one block of N(0, std) numbers
+drawn once (numpy RandomState(--seed)), quantized once for the block types (the rounding
+llama.cpp's reference quantizer uses, written here from the format: model-format.md), and tiled
+over every tensor, which writes a 14.7 GB file in seconds; the model's output is noise, which a
+throughput benchmark does not mind (it runs with ignore_eos). --tied leaves output.weight out (the
+head is the embedding, as SmolLM2's); the last line says the tensor bytes (tests/gpu/check_qengine.py
+compares the GPU's resident bytes with them).
 """
 import argparse
 import os
@@ -34,10 +33,10 @@ SHAPES = {
     # small enough for the CPU tests of the benchmark scripts
     "tiny": dict(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn=128, ctx=2048, theta=10000.0),
     # Llama-3 head layout at a size the CPU backend runs quickly (tests/gpu/check_qengine.py):
-    # dim / 32 and ffn / 32 multiples of 8, the quantized GEMV's staged kernel
+    # dim and ffn multiples of 128, the quantized GEMV's full groups of 4 blocks
     "small": dict(dim=1024, n_layers=4, n_heads=8, n_kv_heads=2, ffn=2816, ctx=4096,
                   theta=500000.0),
-    # SmolLM2-135M's body: 576 / 32 = 18 blocks a row, the GEMV's direct kernel
+    # SmolLM2-135M's body: 576 / 32 = 18 blocks a row, a partial group at each row's end
     "smollm2": dict(dim=576, n_layers=30, n_heads=9, n_kv_heads=3, ffn=1536, ctx=8192,
                     theta=100000.0),
 }
@@ -47,10 +46,38 @@ T_U8, T_I8, T_U16, T_I16, T_U32, T_I32, T_F32, T_BOOL, T_STR, T_ARR, T_U64, T_I6
 SCALAR = {T_U8: "<B", T_I8: "<b", T_U16: "<H", T_I16: "<h", T_U32: "<I", T_I32: "<i", T_F32: "<f",
           T_BOOL: "<B", T_U64: "<Q", T_I64: "<q", T_F64: "<d"}
 GGML_F32, GGML_F16, GGML_Q4_0, GGML_Q4_1, GGML_Q8_0 = 0, 1, 2, 3, 8
-TYPES = {"f32": GGML_F32, "f16": GGML_F16, "q8_0": GGML_Q8_0, "q4_0": GGML_Q4_0, "q4_1": GGML_Q4_1}
-FILE_TYPE = {GGML_F32: 0, GGML_F16: 1, GGML_Q4_0: 2, GGML_Q4_1: 3, GGML_Q8_0: 7}  # llama_ftype
-BLOCK_BYTES = {GGML_Q8_0: 34, GGML_Q4_0: 18, GGML_Q4_1: 20}  # per 32 elements
 ALIGN = 32
+# --type: (ggml type of the 2-D weights, general.file_type (llama_ftype), bytes per 32 values)
+TYPES = {"f32": (GGML_F32, 0, 128), "f16": (GGML_F16, 1, 64), "q4_0": (GGML_Q4_0, 2, 18),
+         "q4_1": (GGML_Q4_1, 3, 20), "q8_0": (GGML_Q8_0, 7, 34)}
+
+
+def quantize_blocks(x, t):
+    """The GGUF blocks of the fp32 values x (a multiple of 32) in type t, as bytes.
+    Q8_0: fp16 d = amax / 127, q = round(x / d) int8. Q4_0: d = m / -8 where m is the value of
+    largest magnitude, q = min(15, trunc(x / d + 8.5)), low nibbles elements 0-15, high 16-31.
+    Q4_1: d = (max - min) / 15, fp16 m = min, q = min(15, trunc((x - min) / d + 0.5))."""
+    b = x.astype(np.float32).reshape(-1, 32)
+    if t == GGML_Q8_0:
+        d = np.abs(b).max(axis=1) / 127.0
+        inv = np.divide(1.0, d, out=np.zeros_like(d), where=d > 0)
+        q = np.round(b * inv[:, None]).astype(np.int8)
+        return np.concatenate([d.astype(np.float16)[:, None].view(np.uint8),
+                               q.view(np.uint8)], axis=1).tobytes()
+    if t == GGML_Q4_0:
+        m = b[np.arange(len(b)), np.abs(b).argmax(axis=1)]
+        d = m / -8.0
+        inv = np.divide(1.0, d, out=np.zeros_like(d), where=d != 0)
+        q = np.minimum(15, (b * inv[:, None] + 8.5).astype(np.int32)).astype(np.uint8)
+        nib = q[:, :16] | (q[:, 16:] << 4)
+        return np.concatenate([d.astype(np.float16)[:, None].view(np.uint8), nib], axis=1).tobytes()
+    lo, hi = b.min(axis=1), b.max(axis=1)
+    d = (hi - lo) / 15.0
+    inv = np.divide(1.0, d, out=np.zeros_like(d), where=d > 0)
+    q = np.minimum(15, ((b - lo[:, None]) * inv[:, None] + 0.5).astype(np.int32)).astype(np.uint8)
+    nib = q[:, :16] | (q[:, 16:] << 4)
+    return np.concatenate([d.astype(np.float16)[:, None].view(np.uint8),
+                           lo.astype(np.float16)[:, None].view(np.uint8), nib], axis=1).tobytes()
 
 
 class Reader:
@@ -120,39 +147,9 @@ def kv_scalar(key, t, v):
 
 
 def tensor_nbytes(shape, t):
+    """Bytes of a tensor of SHAPE in ggml type T (F32 norms or a 2-D weight of a --type)."""
     n = int(np.prod(shape))
-    return n // 32 * BLOCK_BYTES[t] if t in BLOCK_BYTES else n * (2 if t == GGML_F16 else 4)
-
-
-def quantize(x, t):
-    """The GGUF blocks of x (a multiple of 32 float32 values) as bytes, ggml's reference rounding."""
-    b = x.astype(np.float32).reshape(-1, 32)
-    if t == GGML_Q8_0:
-        d = np.abs(b).max(axis=1) / 127
-        inv = np.where(d > 0, 1 / np.where(d > 0, d, 1), 0)
-        q = np.round(b * inv[:, None]).astype(np.int8)
-        out = np.zeros((b.shape[0], 34), np.uint8)
-        out[:, :2] = d.astype(np.float16).view(np.uint8).reshape(-1, 2)
-        out[:, 2:] = q.view(np.uint8)
-        return out.tobytes()
-    if t == GGML_Q4_1:  # quantize_row_q4_1_ref: d = (max - min) / 15, m = min
-        lo, hi = b.min(axis=1), b.max(axis=1)
-        d = (hi - lo) / 15
-        inv = np.where(d != 0, 1 / np.where(d != 0, d, 1), 0)
-        q = np.minimum(15, np.trunc((b - lo[:, None]) * inv[:, None] + 0.5)).astype(np.uint8)
-        out = np.zeros((b.shape[0], 20), np.uint8)
-        out[:, :2] = d.astype(np.float16).view(np.uint8).reshape(-1, 2)
-        out[:, 2:4] = lo.astype(np.float16).view(np.uint8).reshape(-1, 2)
-        out[:, 4:] = q[:, :16] | (q[:, 16:] << 4)
-        return out.tobytes()
-    ext = b[np.arange(b.shape[0]), np.abs(b).argmax(axis=1)]  # the signed extreme
-    d = ext / -8
-    inv = np.where(d != 0, 1 / np.where(d != 0, d, 1), 0)
-    q = np.minimum(15, np.trunc(b * inv[:, None] + 8.5)).astype(np.uint8)
-    out = np.zeros((b.shape[0], 18), np.uint8)
-    out[:, :2] = d.astype(np.float16).view(np.uint8).reshape(-1, 2)
-    out[:, 2:] = q[:, :16] | (q[:, 16:] << 4)
-    return out.tobytes()
+    return n * 4 if t == GGML_F32 else n // 32 * next(v[2] for v in TYPES.values() if v[0] == t)
 
 
 def tensor_plan(s, vocab, wtype, tied=False):
@@ -178,7 +175,7 @@ def main():
     ap.add_argument("--shape", choices=SHAPES, default="llama3_8b")
     ap.add_argument("--tokenizer", required=True, help="a GGUF file whose tokenizer.* keys are copied")
     ap.add_argument("--out", required=True)
-    ap.add_argument("--type", choices=list(TYPES), default="f16")
+    ap.add_argument("--type", choices=TYPES, default="f16")
     ap.add_argument("--tied", action="store_true", help="no output.weight: the head is the embedding")
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--std", type=float, default=0.02)
@@ -197,12 +194,12 @@ def main():
     if a.ctx:
         s["ctx"] = a.ctx
     tok, vocab = tokenizer_entries(a.tokenizer)
-    wtype = TYPES[a.type]
+    wtype, ftype, per32 = TYPES[a.type]
     hd = s["dim"] // s["n_heads"]
     kvs = [kv_string("general.architecture", "llama"),
            kv_string("general.name", f"random-{a.shape}-{a.type}"),
            kv_scalar("general.alignment", T_U32, ALIGN),
-           kv_scalar("general.file_type", T_U32, FILE_TYPE[wtype]),
+           kv_scalar("general.file_type", T_U32, ftype),
            kv_scalar("llama.context_length", T_U32, s["ctx"]),
            kv_scalar("llama.embedding_length", T_U32, s["dim"]),
            kv_scalar("llama.block_count", T_U32, s["n_layers"]),
@@ -217,7 +214,8 @@ def main():
 
     infos, offset = [], 0
     for name, shape, t in plan:
-        nb = tensor_nbytes(shape, t)
+        n = int(np.prod(shape))
+        nb = n * 4 if t == GGML_F32 else n // 32 * per32
         k = name.encode()
         dims = list(reversed(shape))  # ne[0] is the innermost (column) dimension
         infos.append(struct.pack("<Q", len(k)) + k + struct.pack("<I", len(dims)) +
@@ -225,9 +223,11 @@ def main():
         offset += (nb + ALIGN - 1) // ALIGN * ALIGN
 
     rng = np.random.RandomState(a.seed)
-    block = (rng.standard_normal(1 << 22) * a.std).astype(np.float16 if wtype == GGML_F16 else np.float32)
-    if wtype in BLOCK_BYTES:
-        block = np.frombuffer(quantize(block, wtype), np.uint8)
+    values = rng.standard_normal(1 << 22) * a.std
+    if wtype in (GGML_F16, GGML_F32):
+        block = memoryview(values.astype(np.float16 if wtype == GGML_F16 else np.float32)).cast("B")
+    else:
+        block = memoryview(quantize_blocks(values, wtype))
     ones = np.ones(max(s["dim"], 1), np.float32)
     tmp = a.out + ".part"
     with open(tmp, "wb") as f:
@@ -243,12 +243,11 @@ def main():
                 f.write(ones[:n].tobytes())
                 nb = 4 * n
             else:
-                left, nb = tensor_nbytes(shape, t) // block.itemsize, 0
-                while left:
-                    m = min(left, block.size)
-                    f.write(memoryview(block[:m]))
+                left = nb = n * 4 if t == GGML_F32 else n // 32 * per32
+                while left:  # whole blocks: the block's byte size and every tensor's are multiples of per32
+                    m = min(left, len(block))
+                    f.write(block[:m])
                     left -= m
-                    nb += m * block.itemsize
             f.write(b"\0" * (-nb % ALIGN))
     os.replace(tmp, a.out)
     n_params = sum(int(np.prod(sh)) for _, sh, _ in plan)

@@ -222,6 +222,29 @@ def check_qkv_store(lib, cpu, gen, dtype, n, n_heads, n_kv, hd, page_size):
     return ok
 
 
+def decode_serving_cases(lib, cpu, gen, n_kv):
+    """Decode at serving batches: 500 sequences × n_kv KV heads = 1000 (sequence, KV head) items
+    take the persistent warp kernel at the launcher's own split count (decode_attention.cu,
+    decode_warp_parts; on a 132-SM H100/H200: 1 part at hd 128, whose 1056 warps the items fill,
+    2 parts through the merge kernel at hd 64, 2112 warps); a forced split count takes the split
+    kernel. Varlen contexts (some shorter than a tile), two new tokens causal, sliding windows,
+    pages of 16 and 7, bf16 and fp16."""
+    results = []
+    for hd, g, nq, splits, window, page, dt in (
+            (128, 4, 1, 0, 0, 16, torch.bfloat16), (128, 4, 1, 3, 0, 7, torch.bfloat16),
+            (64, 8, 2, 0, 0, 16, torch.bfloat16), (128, 3, 2, 0, 0, 16, torch.float16),
+            (64, 4, 1, 0, 37, 7, torch.bfloat16), (128, 4, 1, 0, 100, 16, torch.bfloat16),
+            (128, 1, 1, 0, 0, 16, torch.float16)):
+        bs = 500
+        kl = [int(x) for x in torch.randint(nq, 700, (bs,), generator=gen)]
+        kl[0], kl[1] = nq, 2999
+        pb = fa.PagedBatch([nq] * bs, kl, n_kv * g, n_kv, hd, page, int(nq > 1), dt, gen=gen)
+        results.append(run_case(lib, cpu, f"decode serving hd{hd} G{g} nq{nq} split{splits} "
+                                f"w{window} p{page} {str(dt)[6:]}", pb, fa.KIND_AUTO,
+                                n_splits=splits, want_kind="decode", window=window))
+    return results
+
+
 def main():
     if not torch.cuda.is_available():
         return gpu_skip.skip("check_attention")
@@ -232,6 +255,12 @@ def main():
     cpu = fa.CpuOps(lib)
     results = []
     n_kv = 2
+    if os.environ.get("FG_CHECK_ONLY") == "serving":  # the serving-batch decode cases alone
+        results = decode_serving_cases(lib, cpu, gen, n_kv)
+        cpu.close()
+        print(f"check_attention (serving cases only): {sum(results)}/{len(results)} passed "
+              f"(seed {seed})")
+        return 0 if all(results) else 1
     # prefill: fresh prompts, prompts over a cached prefix (chunked prefill), varlen batches
     batches = {
         "b1": ([300], [300]),
@@ -286,6 +315,7 @@ def main():
         pb = fa.PagedBatch(ql, kl, n_kv * g, n_kv, hd, 16, causal, torch.bfloat16, gen=gen)
         results.append(run_case(lib, cpu, f"decode in a row: {name}", pb, fa.KIND_DECODE,
                                 n_splits=splits, want_kind="decode", ws=ws))
+    results += decode_serving_cases(lib, cpu, gen, n_kv)
     # sliding windows (Mistral, Gemma 3's local layers): prefill over fresh prompts and cached
     # prefixes (the mma.sync kernel on every device: the selector passes over the Hopper ones),
     # decode with one and two new tokens, unsplit and split, windows shorter and longer than a

@@ -55,9 +55,8 @@ import gpu_skip  # noqa: E402
 from make_random_gguf import SHAPES, TYPES, tensor_nbytes, tensor_plan  # noqa: E402
 
 COPY_GBS = 4200.0  # H200 device-to-device copy, read + write (GPU.md, 2026-12-01)
-# (shape, type, tied). small q4_1 tied: a type the GEMV lacks (today), so only the embedding stays
-# in its blocks (k_qembed's Q4_1) and the rest is dequantized on its way up (engine.c
-# upload_dequant), the head a bf16 copy of the tied table
+# (shape, type, tied). small q4_1 tied: Q4_1 since qkern's packed GEMV (before it, only the
+# embedding stayed in its blocks and the rest went through engine.c's upload_dequant)
 MODELS = [("small", "q8_0", False), ("small", "q4_0", False), ("smollm2", "q8_0", True),
           ("smollm2", "q4_0", True), ("small", "q4_1", True)]
 
@@ -86,7 +85,7 @@ def make_model(work, tok, shape, typ, tied, wait=True):
 
 
 def tensor_bytes(shape, typ, tied, vocab):
-    return sum(tensor_nbytes(sh, t) for _, sh, t in tensor_plan(SHAPES[shape], vocab, TYPES[typ], tied))
+    return sum(tensor_nbytes(sh, t) for _, sh, t in tensor_plan(SHAPES[shape], vocab, TYPES[typ][0], tied))
 
 
 def engine(bin_dir, model, device, out, prompts, steps, force=None, weights=None, also_batch=False,

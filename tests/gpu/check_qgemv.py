@@ -1,31 +1,41 @@
 """check_qgemv.py — GPU test and benchmark of the GEMV on GGUF blocks (kernels/qgemv.cu).
 
-Correctness, for Q8_0 and Q4_0, on fresh random blocks (seeded from the clock unless FG_SEED is
-set): d = fp16(N(0, 1) · s) with s chosen so W ~ 1/sqrt(in_dim) (some d land in the fp16
-subnormals), qs uniform random bytes. The oracle is model/gguf_quant.c's gguf_dequantize (linked
-into the same library; CI checks it against the `gguf` package), then fp64 products (torch) on the
-same bf16 x. Outputs are poisoned with NaN and a guard after the last row must stay untouched.
-  - fg_qgemv for every n = 1..16 (the 8B shapes take its staged kernel, the others the direct
-    one: both are covered, fg_qgemv_staged says which) on each shape (the 8B-shape q|k|v 6144×4096, o 4096×4096,
+Correctness, for Q8_0, Q4_0 and Q4_1, on fresh random blocks in the file's layout (seeded from the
+clock unless FG_SEED is set): d = fp16(N(0, 1) · s) with s chosen so W ~ 1/sqrt(in_dim) (some d
+land in the fp16 subnormals), Q4_1's m = fp16(−8 d (1 + N(0, 1) / 4)), qs uniform random bytes,
+uploaded and repacked on the device by fg_qpack (into a poisoned buffer of fg_qpack_bytes, which
+must equal the file's bytes of the rows padded to a multiple of 8). The oracle is
+model/gguf_quant.c's gguf_dequantize of the file's bytes (linked into the same library; CI checks
+it against the `gguf` package), then fp64 products (torch) on the same bf16 x. Outputs are
+poisoned with NaN and a guard after the last row must stay untouched.
+  - fg_qgemv for every n = 1..16 on each shape (the 8B-shape q|k|v 6144×4096, o 4096×4096,
     gate|up 14336×4096 with SwiGLU, down 4096×14336, SmolLM2 shapes, odd ones) with the shape's
-    epilogue, bf16 y; at n = 1, 5, 16 also every other epilogue the rows allow and fp32 y;
+    epilogue, bf16 y; at n = 1, 5, 16 also every other epilogue the rows allow and fp32 y. Both
+    load paths are covered (fg_qgemv_staged: every group of 4 blocks full, or a partial last one);
   - fg_qgemv_norm (RMSNorm in front) for n = 1..16: h (h_out) against fp64 RMSNorm within 1.5
-    bf16 ulp (check_gemv's H_TOL), h rows bit for bit independent of n, y against the fp64 products
-    of the kernel's own h;
-  - fg_qdequant_bf16 bit for bit = bf16(gguf_dequantize) (one rounding of the fp32 value);
-  - determinism (twice, bit for bit), CUDA-graph replay = eager, refusals (n 0 / 17, in_dim not a
-    multiple of 32, a type it does not read, misaligned x or w).
+    bf16 ulp (check_gemv's H_TOL), h rows bit for bit independent of n (small n norm into shared
+    memory first, large n chunk by chunk: the same bits), y against the fp64 products of the
+    kernel's own h;
+  - every variant of the benchmark's table (fg_qgemv_variant / fg_qgemv_norm_variant) on four
+    shapes at n = 16, 1, 9, with and without the norm, h bit for bit the same in all of them;
+  - fg_qdequant_bf16 of the packed weight bit for bit = bf16(gguf_dequantize) (one rounding of
+    the fp32 value): fg_qpack and the layout's readers agree with the file;
+  - determinism (twice, bit for bit), CUDA-graph replay = eager (fg_qgemv, and fg_qgemv_norm
+    whose kernel's first launch, setting its shared-memory attribute, is inside the capture),
+    refusals (n 0 / 17, in_dim not a multiple of 32, a type it does not read, misaligned x or
+    w, fg_qpack's bad shapes).
 Bounds: check_gemv.judge's, unchanged (bf16 y: norm-wise 2^-8 + 1e-4, elementwise 2^-8 |ref| +
 2^-16 Σ|x||w|; fp32 y: 1e-4 and 2^-16 Σ|x||w|). They hold here for the same reason: the mma
 multiplies exact integers q by bf16 x (exact products in fp32), each block's sum is scaled by its
-fp32 d once, and the sums are fp32.
-Benchmark (--bench): µs per call back to back in a CUDA graph (check_gemv.time_graph, weights
-rotated over copies > 5× L2) of the 8B layer's four GEMVs (norm fused in front of q|k|v and
-gate|up) as bf16 (fg_gemv / fg_gemv_norm on the dequantized weight: the F16 file's path), Q8_0
-and Q4_0, n = 1, 8, 16; GB/s of weight bytes and % of the device-to-device copy ceiling; the
-32 layers' GEMV time per token; fg_qdequant_bf16's time for one 14336×4096 weight.
+fp32 d once (Q4_1: plus m times the block's fp32 Σx), and the sums are fp32; x is not quantized.
+Benchmark (--bench, or --bench-only without the checks): µs per call back to back in a CUDA
+graph (check_gemv.time_graph, weights rotated over copies > 5× L2) of the 8B layer's four GEMVs
+(norm fused in front of q|k|v and gate|up) as bf16 (fg_gemv / fg_gemv_norm on a bf16 weight: the
+F16 file's path), Q8_0, Q4_0 and Q4_1 (every variant, the picked one first), n = 1, 8, 16; GB/s
+of the packed weight's bytes (= the file's) and % of the device-to-device copy ceiling; the 32
+layers' GEMV time per token; fg_qpack's and fg_qdequant_bf16's time for one 14336×4096 weight.
 
-Usage: python3 tests/gpu/check_qgemv.py --lib build/libfgattn.so [--bench]
+Usage: python3 tests/gpu/check_qgemv.py --lib build/libfgattn.so [--bench | --bench-only]
 Prints a PASS/FAIL summary line last; exit 1 on any failure; SKIPPED and exit 77 without a GPU.
 """
 import argparse
@@ -45,8 +55,10 @@ if gpu_skip.why_no_gpu() is None:
 
 STORE, ADD, SWIGLU = 0, 1, 2
 EPI = {STORE: "store", ADD: "add", SWIGLU: "swiglu"}
-Q4_0, Q8_0, Q4_K = 2, 8, 12
-TYPES = {Q8_0: ("Q8_0", 34, 127.0 / math.sqrt(3)), Q4_0: ("Q4_0", 18, 8.0 / math.sqrt(3))}
+Q4_0, Q4_1, Q8_0, Q4_K = 2, 3, 8, 12
+# name, file bytes per block, standard deviation of the quant about its centre
+TYPES = {Q8_0: ("Q8_0", 34, 127.0 / math.sqrt(3)), Q4_0: ("Q4_0", 18, 8.0 / math.sqrt(3)),
+         Q4_1: ("Q4_1", 20, 8.0 / math.sqrt(3))}
 EINVAL = 1
 MAXN = 16
 
@@ -80,6 +92,13 @@ class Lib:
         lib.fg_gemv.argtypes = [vp, i, vp, vp, i, i, i, i, vp]
         lib.fg_gemv_norm.argtypes = [vp, i, vp, vp, f, vp, vp, i, i, i, i, vp]
         lib.fg_qgemv_staged.argtypes = [i, vp, i]
+        lib.fg_qgemv_variant.argtypes = [i, vp, i, vp, vp, i, i, i, i, i, vp]
+        lib.fg_qgemv_norm_variant.argtypes = [i, vp, i, vp, vp, f, vp, vp, i, i, i, i, i, vp]
+        lib.fg_qgemv_variant_name.restype = C.c_char_p
+        lib.fg_qgemv_pick.argtypes = [i, i, i, i, i, i]
+        lib.fg_qpack_bytes.argtypes = [i, i, i]
+        lib.fg_qpack_bytes.restype = C.c_size_t
+        lib.fg_qpack.argtypes = [vp, vp, i, i, i, vp]
         lib.gguf_dequantize.argtypes = [C.c_uint32, vp, vp, C.c_uint64]
 
     @staticmethod
@@ -100,13 +119,31 @@ class Lib:
 
 
 def random_blocks(wt, rows, cols, dev):
-    """(rows, cols / 32 · bytes) uint8 GGUF rows of random blocks."""
+    """(rows, cols / 32 · bytes) uint8 GGUF rows of random blocks (Q4_1: m about −8 d, so the
+    weights are centred as Q4_0's, with a spread of its own)."""
     _, bs, qstd = TYPES[wt]
     nb = cols // 32
-    d = (torch.randn(rows, nb, device=dev) / (qstd * math.sqrt(cols))).half()
-    qs = torch.randint(0, 256, (rows, nb, bs - 2), dtype=torch.uint8, device=dev)
-    raw = torch.cat([d.view(torch.uint8).view(rows, nb, 2), qs], 2)
-    return raw.reshape(rows, nb * bs).contiguous()
+    dv = torch.randn(rows, nb, device=dev) / (qstd * math.sqrt(cols))
+    parts = [dv.half().view(torch.uint8).view(rows, nb, 2)]
+    if wt == Q4_1:
+        m = (-8.0 * dv * (1.0 + 0.25 * torch.randn(rows, nb, device=dev))).half()
+        parts.append(m.view(torch.uint8).view(rows, nb, 2))
+    hdr = 2 * len(parts)
+    parts.append(torch.randint(0, 256, (rows, nb, bs - hdr), dtype=torch.uint8, device=dev))
+    return torch.cat(parts, 2).reshape(rows, nb * bs).contiguous()
+
+
+def pack(g, wt, raw, rows, cols):
+    """fg_qpack of the file's rows raw (on the device) into a fresh buffer of fg_qpack_bytes."""
+    nbytes = g.lib.fg_qpack_bytes(wt, rows, cols)
+    if nbytes == 0:
+        raise RuntimeError("fg_qpack_bytes refused")
+    dst = torch.full((nbytes,), 0xA5, dtype=torch.uint8, device=raw.device)  # poisoned
+    st = g.lib.fg_qpack(dst.data_ptr(), raw.data_ptr(), wt, rows, cols, Lib.s())
+    torch.cuda.synchronize()
+    if st != 0:
+        raise RuntimeError(f"fg_qpack status {st}")
+    return dst
 
 
 class QCase:
@@ -114,6 +151,7 @@ class QCase:
         self.wt, self.rows, self.cols = wt, rows, cols
         self.raw = random_blocks(wt, rows, cols, dev)
         self.wf = g.dequant_host(wt, self.raw.cpu(), rows, cols).to(dev)
+        self.packed = pack(g, wt, self.raw, rows, cols)
         self.refs = {}
 
     def products(self, x, od, epi):
@@ -135,11 +173,11 @@ def run_y(g, qc, x, y0, n, od, epi, y_f32, norm=None, h=None):
     if epi == ADD:
         y.copy_(y0[:n].to(dt))
     if norm is None:
-        st = g.qgemv(y.data_ptr(), y_f32, x.data_ptr(), qc.raw.data_ptr(), qc.wt, n, qc.cols, od,
-                     epi)
+        st = g.qgemv(y.data_ptr(), y_f32, x.data_ptr(), qc.packed.data_ptr(), qc.wt, n, qc.cols,
+                     od, epi)
     else:
         st = g.qgemv_norm(y.data_ptr(), y_f32, x.data_ptr(), norm.data_ptr(), cg.NORM_EPS,
-                          None if h is None else h.data_ptr(), qc.raw.data_ptr(), qc.wt, n,
+                          None if h is None else h.data_ptr(), qc.packed.data_ptr(), qc.wt, n,
                           qc.cols, od, epi)
     torch.cuda.synchronize()
     if st != 0:
@@ -179,9 +217,16 @@ def check_shapes(g, rep, dev):
         for name, od, idim, epi, yf in SHAPES:
             rows = 2 * od if epi == SWIGLU else od
             qc = QCase(g, wt, rows, idim, dev)
-            staged = g.lib.fg_qgemv_staged(wt, qc.raw.data_ptr(), idim)
+            staged = g.lib.fg_qgemv_staged(wt, qc.packed.data_ptr(), idim)
             paths.add(staged)
-            print(f"  {tname} {name}: {'staged' if staged else 'direct'} kernel", flush=True)
+            file_bytes = qc.raw.numel()
+            packed_bytes = qc.packed.numel()
+            pad_rows = (rows + 7) // 8 * 8
+            rep.add(packed_bytes == file_bytes * pad_rows // rows,
+                    f"{tname} {name} fg_qpack_bytes = file bytes of the padded rows", None,
+                    f"{packed_bytes} vs {file_bytes}")
+            print(f"  {tname} {name}: {'full groups' if staged else 'partial last group'}, "
+                  f"{packed_bytes} packed bytes for {file_bytes} in the file", flush=True)
             x = torch.randn(MAXN, idim, device=dev).bfloat16()
             # the epilogues these rows allow: (out_dim, epilogue)
             alts = [(rows, STORE), (rows, ADD)] + ([(rows // 2, SWIGLU)] if rows % 2 == 0 else [])
@@ -208,12 +253,13 @@ def check_shapes(g, rep, dev):
                 check_graph(g, qc, x, y0s[od], od, epi, rep, tname)
             # the dequantization for prefill: bf16(fp32 value), bit for bit
             dq = torch.full((rows, idim), float("nan"), dtype=torch.bfloat16, device=dev)
-            st = g.lib.fg_qdequant_bf16(dq.data_ptr(), qc.raw.data_ptr(), wt, rows, idim, Lib.s())
+            st = g.lib.fg_qdequant_bf16(dq.data_ptr(), qc.packed.data_ptr(), wt, rows, idim, Lib.s())
             torch.cuda.synchronize()
             rep.add(st == 0 and torch.equal(dq.view(torch.int16), qc.wf.bfloat16().view(torch.int16)),
                     f"{tname} {name} dequant_bf16 bit-exact", None, f"status {st}")
             del qc
-        rep.add(paths == {0, 1}, f"{tname} both kernels (staged, direct) covered", None, str(paths))
+        rep.add(paths == {0, 1}, f"{tname} both load paths (full, partial groups) covered", None,
+                str(paths))
         print(f"  {tname}: shapes done ({rep.passed} passed, {rep.failed} failed so far)", flush=True)
 
 
@@ -225,11 +271,31 @@ def check_graph(g, qc, x, y0, od, epi, rep, tname):
     side.wait_stream(torch.cuda.current_stream())
     gph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(gph, stream=side):
-        st = g.qgemv(y.data_ptr(), 0, x.data_ptr(), qc.raw.data_ptr(), qc.wt, n, qc.cols, od, epi)
+        st = g.qgemv(y.data_ptr(), 0, x.data_ptr(), qc.packed.data_ptr(), qc.wt, n, qc.cols, od, epi)
     y.copy_(y0[:n])
     gph.replay()
     torch.cuda.synchronize()
     rep.add(st == 0 and torch.equal(y, eager), f"{tname} graph replay = eager", None, f"status {st}")
+    # the fused norm captured before any eager call of its kernel: its first launch sets the
+    # kernel's shared-memory attribute inside the capture (as an engine capturing decode first)
+    gamma = (1.0 + 0.5 * torch.randn(qc.cols, device=x.device)).bfloat16()
+    yn = torch.empty(n, od, dtype=torch.bfloat16, device=x.device)
+    tag = f"{tname} norm graph replay (first call in the capture) = eager"
+    try:
+        side.wait_stream(torch.cuda.current_stream())
+        gph2 = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(gph2, stream=side):
+            st = g.qgemv_norm(yn.data_ptr(), 0, x.data_ptr(), gamma.data_ptr(), cg.NORM_EPS, None,
+                              qc.packed.data_ptr(), qc.wt, n, qc.cols, od, epi)
+        yn.copy_(y0[:n])
+        gph2.replay()
+        torch.cuda.synchronize()
+    except RuntimeError as e:
+        torch.cuda.synchronize()
+        rep.add(False, tag, None, f"capture failed: {e}")
+        return
+    eager, why = run_y(g, qc, x, y0, n, od, epi, 0, norm=gamma)
+    rep.add(st == 0 and not why and torch.equal(yn, eager), tag, None, f"status {st} {why}")
 
 
 def check_norm(g, rep, dev):
@@ -271,19 +337,84 @@ def check_refusals(g, rep, dev):
     qc = QCase(g, Q8_0, 64, 64, dev)
     x = torch.randn(MAXN + 1, 64, device=dev).bfloat16()
     y = torch.empty(MAXN + 1, 64, dtype=torch.float32, device=dev)
-    xp, wp, yp = x.data_ptr(), qc.raw.data_ptr(), y.data_ptr()
+    xp, wp, yp = x.data_ptr(), qc.packed.data_ptr(), y.data_ptr()
     for tag, args in [("n=0", (yp, 1, xp, wp, Q8_0, 0, 64, 64, STORE)),
                       ("n=17", (yp, 1, xp, wp, Q8_0, 17, 64, 64, STORE)),
                       ("in_dim 48", (yp, 1, xp, wp, Q8_0, 1, 48, 64, STORE)),
                       ("type Q4_K", (yp, 1, xp, wp, Q4_K, 1, 64, 64, STORE)),
                       ("epilogue 3", (yp, 1, xp, wp, Q8_0, 1, 64, 64, 3)),
                       ("x misaligned", (yp, 1, xp + 2, wp, Q8_0, 1, 64, 64, STORE)),
-                      ("w odd", (yp, 1, xp, wp + 1, Q8_0, 1, 64, 64, STORE))]:
+                      ("w odd", (yp, 1, xp, wp + 1, Q8_0, 1, 64, 64, STORE)),
+                      ("w not 16-byte aligned", (yp, 1, xp, wp + 8, Q8_0, 1, 64, 64, STORE))]:
         st = g.qgemv(*args)
         rep.add(st == EINVAL, f"refuses {tag}", None, f"status {st}")
     st = g.lib.fg_qdequant_bf16(yp, wp, Q4_K, 64, 64, Lib.s())
     rep.add(st == EINVAL, "dequant refuses Q4_K", None, f"status {st}")
+    st = g.lib.fg_qdequant_bf16(yp, wp + 8, Q8_0, 64, 64, Lib.s())
+    rep.add(st == EINVAL, "dequant refuses w not 16-byte aligned", None, f"status {st}")
+    for tag, args in [("type Q4_K", (Q4_K, 64, 64)), ("cols 48", (Q8_0, 64, 48)),
+                      ("rows 0", (Q8_0, 0, 64))]:
+        nb = g.lib.fg_qpack_bytes(*args)
+        st = g.lib.fg_qpack(yp, qc.raw.data_ptr(), *args, Lib.s())
+        rep.add(nb == 0 and st == EINVAL, f"fg_qpack refuses {tag}", None, f"bytes {nb} status {st}")
+    st = g.lib.fg_qpack(yp + 8, qc.raw.data_ptr(), Q8_0, 64, 64, Lib.s())
+    rep.add(st == EINVAL, "fg_qpack refuses dst not 16-byte aligned", None, f"status {st}")
     torch.cuda.synchronize()
+
+
+VARIANT_SHAPES = [("8b.o", 4096, 4096, ADD), ("smol.gate_up", 1536, 576, SWIGLU),
+                  ("odd.7x96", 7, 96, SWIGLU), ("odd.1000x1536", 1000, 1536, STORE)]
+
+
+def check_variants(g, rep, dev):
+    """Every variant (not only the picked ones) on a few shapes, n = 1, 9, 16, with and without
+    the norm in front (h of the norm: bit for bit the same in every variant)."""
+    nv = g.lib.fg_qgemv_n_variants()
+    for wt, (tname, _, _) in TYPES.items():
+        for name, od, idim, epi in VARIANT_SHAPES:
+            rows = 2 * od if epi == SWIGLU else od
+            qc = QCase(g, wt, rows, idim, dev)
+            x = torch.randn(MAXN, idim, device=dev).bfloat16()
+            gamma = (1.0 + 0.5 * torch.randn(idim, device=dev)).bfloat16()
+            y0 = torch.randn(MAXN, od, device=dev).bfloat16()
+            h_first = None
+            for v in range(nv):
+                vname = g.lib.fg_qgemv_variant_name(v).decode()
+                for n in (MAXN, 1, 9):
+                    for norm in (False, True):
+                        buf, y = poisoned(n, od, torch.bfloat16, dev)
+                        hb, h = poisoned(n, idim, torch.bfloat16, dev)
+                        if epi == ADD:
+                            y.copy_(y0[:n])
+                        if norm:
+                            st = g.lib.fg_qgemv_norm_variant(
+                                v, y.data_ptr(), 0, x.data_ptr(), gamma.data_ptr(), cg.NORM_EPS,
+                                h.data_ptr(), qc.packed.data_ptr(), wt, n, idim, od, epi, Lib.s())
+                        else:
+                            st = g.lib.fg_qgemv_variant(v, y.data_ptr(), 0, x.data_ptr(),
+                                                        qc.packed.data_ptr(), wt, n, idim, od,
+                                                        epi, Lib.s())
+                        torch.cuda.synchronize()
+                        tag = f"{tname} variant {vname} {name} {'norm ' if norm else ''}n={n}"
+                        if epi == SWIGLU and vname.startswith("rt1_"):  # gate and up tiles in pairs
+                            rep.add(st == EINVAL, tag + " refuses SwiGLU", None, f"status {st}")
+                            continue
+                        if st != 0 or not bool((buf[n * od:] == 12345.0).all()):
+                            rep.add(False, tag, None, f"status {st} / y guard")
+                            continue
+                        xin = x[:n]
+                        if norm:
+                            if h_first is None and n == MAXN:
+                                h_first = h.clone()
+                            if h_first is not None and not torch.equal(h, h_first[:n]):
+                                rep.add(False, tag, None, "h differs between variants or n")
+                                continue
+                            xin = h.clone()
+                        dot, mag = cg.products(xin, qc.wf, od, epi)
+                        ref = dot + (y0[:n].double() if epi == ADD else 0.0)
+                        ok, rel, why = cg.judge(y, ref, mag, 0, epi)
+                        rep.add(ok, tag, rel, why)
+            del qc
 
 
 BENCH = [("qkv", 6144, 4096, STORE, True), ("o", 4096, 4096, ADD, False),
@@ -292,19 +423,22 @@ BENCH = [("qkv", 6144, 4096, STORE, True), ("o", 4096, 4096, ADD, False),
 
 def run_bench(g, dev):
     ceil = cg.copy_ceiling()
+    nv = g.lib.fg_qgemv_n_variants()
+    vnames = [g.lib.fg_qgemv_variant_name(v).decode() for v in range(nv)]
     print(f"copy ceiling (device-to-device, 1 GiB, read + write): {ceil:.0f} GB/s")
-    print(f"{'gemv':<10} {'type':<5} {'n':>3} {'us':>8} {'GB/s':>7} {'%copy':>6}")
-    layer = {}
+    print(f"{'gemv':<10} {'type':<5} {'n':>3} {'us':>8} {'GB/s':>7} {'%copy':>6}  "
+          f"(the picked variant; then every variant's us)")
+    layer, best_layer = {}, {}
     for name, od, idim, epi, norm in BENCH:
         rows = 2 * od if epi == SWIGLU else od
         gamma = (1.0 + 0.5 * torch.randn(idim, device=dev)).bfloat16()
-        for tname in ("bf16", "Q8_0", "Q4_0"):
+        for tname in ("bf16", "Q8_0", "Q4_0", "Q4_1"):
             if tname == "bf16":
                 one = (torch.randn(rows, idim, device=dev) / math.sqrt(idim)).bfloat16()
                 wt = None
             else:
-                wt = Q8_0 if tname == "Q8_0" else Q4_0
-                one = random_blocks(wt, rows, idim, dev)
+                wt = {"Q8_0": Q8_0, "Q4_0": Q4_0, "Q4_1": Q4_1}[tname]
+                one = pack(g, wt, random_blocks(wt, rows, idim, dev), rows, idim)
             nbytes = one.numel() * one.element_size()
             copies = [one] + [one.clone() for _ in range(max(1, (256 << 20) // nbytes + 1) - 1)]
             for n in (1, 8, 16):
@@ -313,34 +447,49 @@ def run_bench(g, dev):
                 s = Lib.s
                 if wt is None and n > 8:
                     continue  # fg_gemv serves 1..8 rows
-                if wt is None and norm:
-                    fn = lambda i: g.lib.fg_gemv_norm(y.data_ptr(), 0, x.data_ptr(), gamma.data_ptr(), 1e-5, None, copies[i].data_ptr(), n, idim, od, epi, s())  # noqa: E731
-                elif wt is None:
-                    fn = lambda i: g.lib.fg_gemv(y.data_ptr(), 0, x.data_ptr(), copies[i].data_ptr(), n, idim, od, epi, s())  # noqa: E731
-                elif norm:
-                    fn = lambda i: g.lib.fg_qgemv_norm(y.data_ptr(), 0, x.data_ptr(), gamma.data_ptr(), 1e-5, None, copies[i].data_ptr(), wt, n, idim, od, epi, s())  # noqa: E731
+                if wt is None:
+                    if norm:
+                        fn = lambda i: g.lib.fg_gemv_norm(y.data_ptr(), 0, x.data_ptr(), gamma.data_ptr(), 1e-5, None, copies[i].data_ptr(), n, idim, od, epi, s())  # noqa: E731
+                    else:
+                        fn = lambda i: g.lib.fg_gemv(y.data_ptr(), 0, x.data_ptr(), copies[i].data_ptr(), n, idim, od, epi, s())  # noqa: E731
+                    us = cg.time_graph(fn, len(copies))
+                    per_v = []
                 else:
-                    fn = lambda i: g.lib.fg_qgemv(y.data_ptr(), 0, x.data_ptr(), copies[i].data_ptr(), wt, n, idim, od, epi, s())  # noqa: E731
-                us = cg.time_graph(fn, len(copies))
+                    per_v = []
+                    for v in range(nv):
+                        if norm:
+                            fn = lambda i, v=v: g.lib.fg_qgemv_norm_variant(v, y.data_ptr(), 0, x.data_ptr(), gamma.data_ptr(), 1e-5, None, copies[i].data_ptr(), wt, n, idim, od, epi, s())  # noqa: E731
+                        else:
+                            fn = lambda i, v=v: g.lib.fg_qgemv_variant(v, y.data_ptr(), 0, x.data_ptr(), copies[i].data_ptr(), wt, n, idim, od, epi, s())  # noqa: E731
+                        per_v.append(cg.time_graph(fn, len(copies)) if fn(0) == 0 else float("inf"))
+                    us = per_v[g.lib.fg_qgemv_pick(wt, n, idim, od, epi, int(norm))]
                 gbs = nbytes / (us * 1e-6) / 1e9
                 layer[(tname, n)] = layer.get((tname, n), 0.0) + us
-                print(f"{name:<10} {tname:<5} {n:>3} {us:8.2f} {gbs:7.0f} {100 * gbs / ceil:5.1f}%",
+                best_layer[(tname, n)] = best_layer.get((tname, n), 0.0) + (min(per_v) if per_v else us)
+                vs = "  " + " ".join(f"{vn}={t:.2f}" for vn, t in zip(vnames, per_v)) if per_v else ""
+                print(f"{name:<10} {tname:<5} {n:>3} {us:8.2f} {gbs:7.0f} {100 * gbs / ceil:5.1f}%{vs}",
                       flush=True)
             del copies, one
-    print("32 layers' four GEMVs per decode step (kernel time only: no attention, no lm_head):")
+    print("32 layers' four GEMVs per decode step (kernel time only: no attention, no lm_head), "
+          "picked variants (best variant per call in brackets):")
     for (tname, n), us in sorted(layer.items()):
-        print(f"  {tname:<5} n={n:<3} {32 * us / 1e3:7.3f} ms/step -> {n * 1e6 / (32 * us):8.0f} tokens/s bound")
+        print(f"  {tname:<5} n={n:<3} {32 * us / 1e3:7.3f} ms/step -> {n * 1e6 / (32 * us):8.0f} tokens/s bound"
+              f"  [{32 * best_layer[(tname, n)] / 1e3:7.3f}]")
     dq = torch.empty(14336, 4096, dtype=torch.bfloat16, device=dev)
-    for wt, tname in ((Q8_0, "Q8_0"), (Q4_0, "Q4_0")):
+    for wt, tname in ((Q8_0, "Q8_0"), (Q4_0, "Q4_0"), (Q4_1, "Q4_1")):
         raw = random_blocks(wt, 14336, 4096, dev)
-        us = cg.time_calls(lambda i: g.lib.fg_qdequant_bf16(dq.data_ptr(), raw.data_ptr(), wt, 14336, 4096, Lib.s()), 1, 20)
+        pk = torch.empty(g.lib.fg_qpack_bytes(wt, 14336, 4096), dtype=torch.uint8, device=dev)
+        us_p = cg.time_calls(lambda i: g.lib.fg_qpack(pk.data_ptr(), raw.data_ptr(), wt, 14336, 4096, Lib.s()), 1, 5)
+        us = cg.time_calls(lambda i: g.lib.fg_qdequant_bf16(dq.data_ptr(), pk.data_ptr(), wt, 14336, 4096, Lib.s()), 1, 20)
         print(f"fg_qdequant_bf16 {tname} 14336x4096: {us:.1f} us "
-              f"({(raw.numel() + dq.numel() * 2) / (us * 1e-6) / 1e9:.0f} GB/s read + write)")
+              f"({(pk.numel() + dq.numel() * 2) / (us * 1e-6) / 1e9:.0f} GB/s read + write); "
+              f"fg_qpack {us_p:.1f} us")
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bench", action="store_true")
+    ap.add_argument("--bench-only", action="store_true", help="the benchmark without the checks")
     ap.add_argument("--lib", default=os.environ.get("FG_ATTN_LIB", "build/libfgattn.so"))
     a = ap.parse_args()
     why = gpu_skip.why_no_gpu()
@@ -353,9 +502,13 @@ def main():
     dev = torch.device("cuda")
     rep = Report()
     t0 = time.time()
+    if a.bench_only:
+        run_bench(g, dev)
+        return 0
     check_refusals(g, rep, dev)
     check_shapes(g, rep, dev)
     check_norm(g, rep, dev)
+    check_variants(g, rep, dev)
     print("worst relative error per case:")
     for k, v in sorted(rep.worst.items()):
         print(f"  {k:<40} {v:.3e}")

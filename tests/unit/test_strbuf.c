@@ -47,3 +47,16 @@ Test(strbuf, failed_append_is_sticky_and_take_reports_it) {
     strbuf_free(&b);
     strbuf_free(NULL);
 }
+
+Test(strbuf, printf_appends_short_and_long_results) {
+    struct strbuf b = {0};
+    strbuf_printf(&b, "%s=%d;", "n", 42);
+    char big[1000];
+    memset(big, 'z', sizeof big - 1);
+    big[sizeof big - 1] = 0;
+    strbuf_printf(&b, "[%s]%.3f", big, 0.5); /* longer than the 256-byte first attempt */
+    cr_expect_eq(b.n, 5 + 1 + 999 + 1 + 5);
+    cr_expect(strncmp(b.p, "n=42;[zzz", 9) == 0);
+    cr_expect_str_eq(b.p + b.n - 7, "z]0.500");
+    strbuf_free(&b);
+}
