@@ -170,7 +170,7 @@ $(GPU_LIB): $(GPU_LIB_OBJ) $(GPU_LIB_CU)
 
 test-gpu:
 	@$(GPU_GATE)
-	$(MAKE) $(GPU_LIB) $(BUILD)/libflashgen_cuda.so
+	$(MAKE) $(GPU_LIB) $(BUILD)/libflashgen_cuda.so $(BUILD)/tools/engine_check
 	FG_ATTN_LIB=$(GPU_LIB) $(PYTHON) tests/gpu/check_attention.py
 	FG_ATTN_LIB=$(GPU_LIB) $(PYTHON) tests/gpu/check_family.py
 	$(PYTHON) tests/gpu/check_gemv.py --lib $(GPU_LIB)
@@ -180,6 +180,7 @@ test-gpu:
 	FG_SAMPLE_LIB=$(GPU_LIB) $(PYTHON) tests/gpu/check_mask.py --no-bench
 	$(PYTHON) tests/gpu/check_upload.py --lib $(GPU_LIB) --cuda $(BUILD)/libflashgen_cuda.so
 	FG_SAMPLE_LIB=$(GPU_LIB) $(PYTHON) tests/gpu/check_bias_top.py --no-bench
+	FLASHGEN_CUDA_LIB=$(abspath $(BUILD)/libflashgen_cuda.so) $(PYTHON) tests/gpu/check_qengine.py --bin $(BUILD)/tools
 
 bench-gpu:
 	@$(GPU_GATE)

@@ -22,6 +22,7 @@
 
 static const char *const DEVICES[] = {"auto", "cpu", "cuda", NULL}; /* enum config_device */
 static const char *const LOG_FORMATS[] = {"text", "json", NULL};    /* enum config_log_format */
+static const char *const GPU_WEIGHTS[] = {"auto", "bf16", "quantized", NULL}; /* engine.h */
 
 static const struct config_option SCHEMA[] = {
     {"config", CONFIG_T_STRING, OFF(config_file), "", NULL, 0, 0,
@@ -35,6 +36,9 @@ static const struct config_option SCHEMA[] = {
      "model name reported by /info and /v1/models (default: the file name)"},
     {"device", CONFIG_T_ENUM, OFF(device), "auto", DEVICES, 0, 0,
      "compute device; auto takes the GPU when one is usable"},
+    {"gpu_weights", CONFIG_T_ENUM, OFF(gpu_weights), "auto", GPU_WEIGHTS, 0, 0,
+     "GPU: GGUF weights dequantized to bf16 at load, or kept resident in their blocks where the "
+     "GPU kernels read the type (Q8_0, Q4_0, Q4_1; the rest bf16); auto = bf16 for now"},
     {"threads", CONFIG_T_INT, OFF(threads), "0", NULL, 0, 1024,
      "CPU backend threads; 0 = all cores"},
     {"kv_cache_mb", CONFIG_T_INT, OFF(kv_cache_mb), "0", NULL, 0, 1 << 24,

@@ -31,6 +31,7 @@ struct config {
     char *model;                    /* model path (.gguf or HF directory) */
     char *model_id;                 /* name reported by /info and /v1/models; "" = file name */
     int device;                     /* enum config_device */
+    int gpu_weights;                /* 0 auto, 1 bf16, 2 quantized (enum engine_gpu_weights) */
     int threads;                    /* CPU backend threads; 0 = all cores */
     int kv_cache_mb;                /* KV pool size in MiB; 0 = engine default */
     double kv_fraction;             /* GPU: fraction of free memory for the KV pool */

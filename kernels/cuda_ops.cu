@@ -4,6 +4,8 @@
  * Products of prefill size go through cuBLASLt (bf16 × bf16 → bf16, or fp32 for the logits, fp32
  * compute; one heuristic algorithm cached per shape, split-K reduced in fp32); decode-sized ones
  * (≤ 8 rows) through the GEMV kernels of gemv.cu, with the RMSNorm, residual add and SwiGLU fused.
+ * GGUF weights resident in their blocks (qupload, qlinear; below) go through qgemv.cu's GEMV at
+ * decode sizes and through a bf16 dequantization into the caller's scratch and cuBLASLt beyond.
  * Attention, the q|k|v store with RoPE and sampling are the kernels of attention.cu /
  * decode_attention.cu / kv_write.cu / sample.cu, the family switches' ops (biases, QK-norm,
  * post-norms, GeGLU, scales, soft-capping) those of family.cu; the small elementwise ops are here.
@@ -35,6 +37,7 @@
 #include "kv_write.h"
 #include "logit_mask.h"
 #include "ops.h"
+#include "qgemv.h"
 #include "model/gguf_quant.h" /* ggml type ids */
 
 #define LT_CACHE_SIZE                                                                              \
@@ -75,6 +78,10 @@ struct cuda_ctx {
      * bisect numerical differences. Unset: the selector decides. */
     int attn_kind, decode_splits;
     int use_gemv; /* FLASHGEN_GEMV=0 sends decode-sized products to cuBLASLt too (A/B runs) */
+    /* FLASHGEN_QGEMV_ROWS=N: resident quantized products of up to N rows run the GEMV (in slices
+     * of FG_QGEMV_MAX_ROWS past it) instead of the bf16 scratch (A/B runs); 0 (unset): up to
+     * FG_QGEMV_MAX_ROWS (cu_qlinear) */
+    int qgemv_rows;
     /* FLASHGEN_BATCH_INVARIANT=1: a row's results do not depend on what else is in the batch
      * (see cu_create); canon holds one cuBLASLt algorithm per (in, out, type) for every n. */
     int batch_invariant;
@@ -111,6 +118,8 @@ struct cuda_ctx {
      * the engine runs them (bench/decode_breakdown.c); 0 outside a capture. */
     int graph_splits;
     struct up_stage *up; /* upload_rows' pinned buffers while a model loads, else NULL */
+    void *q_stage;       /* qupload's device staging for a weight's file rows while loading */
+    size_t q_stage_bytes;
     /* FLASHGEN_QUANTIZATION=fp8: e4m3 copies of the weights upload_rows stores, which the
      * products take (try_fp8); NULL otherwise */
     struct fg_fp8_weights *fp8;
@@ -867,6 +876,206 @@ static void cu_norm_matmul(void *ctx, void *out, void *h, const void *x, const v
         cu_matmul(ctx, out, h, w, n, in_dim, out_dim);
 }
 
+/* ---- GGUF weights resident on the device -------------------------------------------------
+ * FG_QLAYOUT_GEMM: qgemv.h's layout, whatever fg_qpack makes of the file's blocks (allocated as
+ * fg_qpack_bytes; the file's rows travel to a device staging buffer, then fg_qpack writes the
+ * resident copy; q|k|v and gate|up are packed as one matrix each). qlinear runs rows <=
+ * FG_QGEMV_MAX_ROWS through fg_qgemv / fg_qgemv_norm with the epilogue fused (inside the decode
+ * graphs); more rows dequantize W into the caller's bf16 scratch (fg_qdequant_bf16, one weight at
+ * a time) and take the bf16 path (cuBLASLt). The GEMV in 16-row slices would move fewer bytes up
+ * to 64 (Q8_0) / 128 (Q4_0) rows, but measured it is slower: batch 64 of the 8B shape 31.1 / 28.5
+ * ms a step against 14.6 / 15.2 ms through the scratch (H200, bench/ENGINE.md issue 13; today's
+ * GEMV is far from its bandwidth at 16 rows); FLASHGEN_QGEMV_ROWS=N takes the slices up to N
+ * rows. A W larger than the scratch (the output head: the scratch has the largest layer weight's
+ * size) always takes the slices. FG_QLAYOUT_ROWS: the file's blocks as
+ * they are (the token embedding), gathered by k_qembed; its types are this file's (Q8_0, Q4_0,
+ * Q4_1). Batch-invariant mode keeps no weight quantized (the GEMV's summation order is not
+ * cuBLASLt's). */
+
+/* Bytes of one GGUF row of COLS elements in the ROWS layout, or 0 for a type k_qembed lacks. */
+static size_t q_rows_bytes(uint32_t type, int cols) {
+    size_t blocks = cols > 0 && cols % 32 == 0 ? (size_t)cols / 32 : 0;
+    switch (type) {
+    case GGUF_GGML_Q8_0:
+        return blocks * 34;
+    case GGUF_GGML_Q4_0:
+        return blocks * 18;
+    case GGUF_GGML_Q4_1:
+        return blocks * 20;
+    default:
+        return 0;
+    }
+}
+
+static size_t cu_qresident_bytes(void *ctx, uint32_t type, int rows, int cols, int layout) {
+    const struct cuda_ctx *c = (const struct cuda_ctx *)ctx;
+    if (c->batch_invariant || rows < 1) return 0;
+    if (layout == FG_QLAYOUT_ROWS) return (size_t)rows * q_rows_bytes(type, cols);
+    if (!fg_qgemv_supported((int)type, 1, cols, rows)) return 0;
+    return fg_qpack_bytes((int)type, rows, cols);
+}
+
+static int cu_qupload(void *ctx, void *dst, const struct fg_qtensor *parts, int n_parts,
+                      int layout) {
+    struct cuda_ctx *c = (struct cuda_ctx *)ctx;
+    if (n_parts <= 0) { /* the load is over */
+        CK(c, cudaStreamSynchronize(c->stream));
+        if (c->q_stage) cudaFree(c->q_stage);
+        c->q_stage = NULL;
+        c->q_stage_bytes = 0;
+        return c->error[0] ? -1 : 0;
+    }
+    int rows = 0;
+    size_t bytes = 0;
+    for (int i = 0; i < n_parts; i++) {
+        if (parts[i].type != parts[0].type || parts[i].cols != parts[0].cols ||
+            parts[i].row_bytes != parts[0].row_bytes || !parts[i].data) {
+            ctx_fail(c, "qupload: part %d differs from part 0 in type or columns", i);
+            return -1;
+        }
+        rows += parts[i].rows;
+        bytes += (size_t)parts[i].rows * parts[i].row_bytes;
+    }
+    const uint32_t type = parts[0].type;
+    const int cols = parts[0].cols;
+    if (cu_qresident_bytes(c, type, rows, cols, layout) == 0 ||
+        (layout == FG_QLAYOUT_ROWS && q_rows_bytes(type, cols) != parts[0].row_bytes)) {
+        ctx_fail(c, "qupload: ggml type %u (%d x %d) cannot stay quantized on the GPU", type, rows,
+                 cols);
+        return -1;
+    }
+    char *to = (char *)dst;
+    if (layout == FG_QLAYOUT_GEMM) { /* the file's rows into the staging buffer first */
+        if (c->q_stage_bytes < bytes) {
+            CK(c, cudaStreamSynchronize(c->stream)); /* the last fg_qpack may still read it */
+            if (c->q_stage) cudaFree(c->q_stage);
+            c->q_stage = NULL;
+            c->q_stage_bytes = 0;
+            if (cudaMalloc(&c->q_stage, bytes) != cudaSuccess) {
+                cudaGetLastError();
+                c->q_stage = NULL;
+                ctx_fail(c, "qupload: cannot allocate %zu MB of staging memory", bytes >> 20);
+                return -1;
+            }
+            c->q_stage_bytes = bytes;
+        }
+        to = (char *)c->q_stage;
+    }
+    /* pageable sources: each copy returns once its host rows are read */
+    for (int i = 0; i < n_parts && !c->error[0]; i++) {
+        size_t n = (size_t)parts[i].rows * parts[i].row_bytes;
+        CK(c, cudaMemcpyAsync(to, parts[i].data, n, cudaMemcpyHostToDevice, c->stream));
+        to += n;
+    }
+    if (layout == FG_QLAYOUT_GEMM && !c->error[0]) {
+        int e = fg_qpack(dst, c->q_stage, (int)type, rows, cols, c->stream);
+        if (e != 0)
+            ctx_fail(c, "fg_qpack %d x %d (type %u): %s", rows, cols, type,
+                     cudaGetErrorString((cudaError_t)e));
+    }
+    return c->error[0] ? -1 : 0;
+}
+
+/* x[t] (dim bf16) = the dequantized row tokens[t] of a table in the file's blocks: one block of
+ * threads per token, one element per thread and step (value d·q, Q4_0 d·(q − 8), Q4_1 d·q + m,
+ * fp32 rounded once to bf16, as fg_qdequant_bf16). */
+__global__ void k_qembed(__nv_bfloat16 *x, const uint8_t *table, const int *tokens, int dim,
+                         size_t row_bytes, uint32_t type) {
+    const int t = blockIdx.x;
+    const uint8_t *row = table + (size_t)tokens[t] * row_bytes;
+    const int bb = type == GGUF_GGML_Q8_0 ? 34 : type == GGUF_GGML_Q4_0 ? 18 : 20;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) {
+        const uint8_t *blk = row + (size_t)(i / 32) * bb;
+        const int j = i % 32;
+        const float d = __half2float(__ushort_as_half(*(const unsigned short *)blk));
+        float v;
+        if (type == GGUF_GGML_Q8_0) {
+            v = d * (float)(int8_t)blk[2 + j];
+        } else {
+            const int qo = type == GGUF_GGML_Q4_0 ? 2 : 4;
+            const uint8_t b = blk[qo + (j & 15)];
+            const int q = j < 16 ? b & 15 : b >> 4;
+            v = type == GGUF_GGML_Q4_0
+                    ? d * (float)(q - 8)
+                    : d * (float)q +
+                          __half2float(__ushort_as_half(*(const unsigned short *)(blk + 2)));
+        }
+        x[(size_t)t * dim + i] = __float2bfloat16(v);
+    }
+}
+
+static void cu_qembed(void *ctx, void *x, const struct fg_qtensor *table, const int *tokens,
+                      int n) {
+    struct cuda_ctx *c = (struct cuda_ctx *)ctx;
+    if (skip_stage(c, SKIP_EMBED)) return;
+    if (q_rows_bytes(table->type, table->cols) != table->row_bytes) {
+        ctx_fail(c, "qembed: ggml type %u is not gathered on the GPU", table->type);
+        return;
+    }
+    k_qembed<<<n, 256, 0, c->stream>>>((__nv_bfloat16 *)x, (const uint8_t *)table->data, tokens,
+                                       table->cols, table->row_bytes, table->type);
+    CK_LAUNCH(c);
+}
+
+static void cu_qlinear(void *ctx, const struct fg_qlinear *a) {
+    struct cuda_ctx *c = (struct cuda_ctx *)ctx;
+    const struct fg_qtensor *w = a->w;
+    const int swiglu = a->epilogue == FG_QL_SWIGLU, f32 = a->epilogue == FG_QL_STORE_F32;
+    const int add = a->epilogue == FG_QL_ADD;
+    const int in_dim = w->cols, out_dim = swiglu ? w->rows / 2 : w->rows;
+    /* FLASHGEN_SKIP: the stages of forward.c's order (o, then down, for the residual adds) */
+    unsigned stage = f32         ? SKIP_HEAD
+                     : swiglu    ? SKIP_GATEUP
+                     : add       ? (c->skip ? (c->n_madd++ % 2 ? SKIP_DOWN : SKIP_O) : 0)
+                     : a->norm_w ? SKIP_QKV
+                                 : 0;
+    if (skip_stage(c, stage) || c->error[0]) return;
+    const int epi = swiglu ? FG_GEMV_SWIGLU : add ? FG_GEMV_ADD : FG_GEMV_STORE;
+    const size_t out_es = f32 ? 4 : 2, w_bf16 = (size_t)w->rows * in_dim * 2;
+    const int sliced =
+        c->use_gemv && a->n <= (c->qgemv_rows > 0 ? c->qgemv_rows : FG_QGEMV_MAX_ROWS);
+    const int fits = a->w_scratch && w_bf16 <= a->w_scratch_bytes;
+    if (!sliced && fits) {
+        /* past the GEMV's rows: W in bf16 through the scratch, then the bf16 path */
+        int e = fg_qdequant_bf16(a->w_scratch, w->data, (int)w->type, w->rows, in_dim, c->stream);
+        if (e != 0) {
+            ctx_fail(c, "fg_qdequant_bf16 %d x %d: %s", w->rows, in_dim,
+                     cudaGetErrorString((cudaError_t)e));
+            return;
+        }
+        const void *h = a->x;
+        if (a->norm_w) {
+            cu_rmsnorm(c, a->h, a->x, a->norm_w, a->n, in_dim, a->eps);
+            h = a->h;
+        }
+        if (swiglu) {
+            lt_matmul(c, a->act_scratch, CUDA_R_16BF, h, a->w_scratch, a->n, in_dim, w->rows, 0);
+            size_t total = (size_t)a->n * out_dim;
+            k_swiglu_rows<<<blocks_for(total, 256), 256, 0, c->stream>>>(
+                (__nv_bfloat16 *)a->out, (const __nv_bfloat16 *)a->act_scratch, out_dim, total);
+            CK_LAUNCH(c);
+        } else {
+            lt_matmul(c, a->out, f32 ? CUDA_R_32F : CUDA_R_16BF, h, a->w_scratch, a->n, in_dim,
+                      out_dim, add);
+        }
+        return;
+    }
+    /* the GEMV, in slices of FG_QGEMV_MAX_ROWS rows (one at decode sizes; FLASHGEN_GEMV=0 and a
+     * W past the scratch come here too) */
+    for (int r0 = 0; r0 < a->n && !c->error[0]; r0 += FG_QGEMV_MAX_ROWS) {
+        const int m = a->n - r0 < FG_QGEMV_MAX_ROWS ? a->n - r0 : FG_QGEMV_MAX_ROWS;
+        const char *x = (const char *)a->x + (size_t)r0 * in_dim * 2;
+        char *y = (char *)a->out + (size_t)r0 * out_dim * out_es;
+        int e = a->norm_w ? fg_qgemv_norm(y, f32, x, a->norm_w, a->eps, NULL, w->data, (int)w->type,
+                                          m, in_dim, out_dim, epi, c->stream)
+                          : fg_qgemv(y, f32, x, w->data, (int)w->type, m, in_dim, out_dim, epi,
+                                     c->stream);
+        if (e != 0)
+            ctx_fail(c, "qgemv%s %d x %d x %d (type %u): %s", a->norm_w ? "_norm" : "", m, in_dim,
+                     out_dim, w->type, cudaGetErrorString((cudaError_t)e));
+    }
+}
+
 /* ---- sampling: kernels/sample.cu ------------------------------------------------------- */
 
 static size_t align256(size_t n) {
@@ -1073,6 +1282,7 @@ static void cu_destroy(void *ctx) {
         cublasLtMatrixLayoutDestroy(c->plans[i].c);
     }
     up_stage_free(c->up);
+    if (c->q_stage) cudaFree(c->q_stage);
     fg_fp8_weights_free(c->fp8);
     if (c->attn_ws) cudaFree(c->attn_ws);
     if (c->smp_dev) cudaFree(c->smp_dev);
@@ -1127,6 +1337,8 @@ static void *cu_create(int device, char *err, size_t errlen) {
     c->decode_splits = splits ? atoi(splits) : 0;
     const char *gemv = getenv("FLASHGEN_GEMV"), *inv = getenv("FLASHGEN_BATCH_INVARIANT");
     c->use_gemv = !(gemv && !strcmp(gemv, "0"));
+    const char *qrows = getenv("FLASHGEN_QGEMV_ROWS");
+    c->qgemv_rows = qrows ? atoi(qrows) : 0;
     /* Batch-invariant mode (off by default: it costs speed): every product through one cuBLASLt
      * algorithm per weight shape without split-K (no GEMV, whose summation order differs from
      * cuBLASLt's), attention kernel by query count, a fixed decode split count. Sampling and the
@@ -1213,6 +1425,10 @@ static struct fg_ops make_table(void) {
     t.mask_logits = cu_mask_logits;
     t.bias_logits = cu_bias_logits;
     t.top_logprobs = cu_top_logprobs;
+    t.qembed = cu_qembed;
+    t.qresident_bytes = cu_qresident_bytes;
+    t.qupload = cu_qupload;
+    t.qlinear = cu_qlinear;
     return t;
 }
 

@@ -48,6 +48,32 @@ struct attn_batch {
     const int *host_q_start, *host_kv_len;
 };
 
+/* A product on weights resident in the backend's quantized layout (fg_ops.qlinear):
+ * out = epilogue(h · Wᵀ), h = rmsnorm(x; norm_w, eps) when norm_w, else x. Activations in the
+ * backend's element type; W (w->rows, w->cols) = (out rows, in_dim) with w->data backend memory
+ * written by qupload (w->row_bytes unused). */
+enum fg_ql_epilogue {
+    FG_QL_STORE = 0, /* out (n, w->rows) = h · Wᵀ */
+    FG_QL_ADD = 1,   /* out (n, w->rows) += h · Wᵀ: a projection into the residual stream */
+    FG_QL_SWIGLU = 2, /* out (n, w->rows / 2) = silu(h · gateᵀ) * (h · upᵀ): W gate rows then up */
+    FG_QL_STORE_F32 = 3, /* out (n, w->rows) fp32 = h · Wᵀ (the logits) */
+};
+struct fg_qlinear {
+    void *out;
+    const void *x;      /* (n, w->cols) */
+    const void *norm_w; /* (w->cols) RMSNorm weight in front, or NULL */
+    float eps;
+    void *h; /* (n, w->cols): the normed x where the backend materialises it; not read after */
+    const struct fg_qtensor *w;
+    int n;
+    int epilogue;      /* enum fg_ql_epilogue */
+    void *act_scratch; /* (n, w->rows) activations, for SWIGLU where the backend needs them */
+    /* bf16 scratch the backend may dequantize W into for row counts past its GEMV (NULL or too
+     * small for W: the GEMV runs in slices of rows) */
+    void *w_scratch;
+    size_t w_scratch_bytes;
+};
+
 struct fg_sample_row;  /* kernels/sample.h */
 struct fg_logit_delta; /* kernels/logit_mask.h */
 
@@ -132,12 +158,12 @@ struct fg_ops {
     int (*sample)(void *ctx, float *logits, int n, int vocab, const struct fg_sample_row *rows,
                   const int *history, int n_history, int *ids, float *logprobs);
 
-    /* Weights kept in their GGUF blocks (optional: NULL where the backend takes only its own
-     * element type). out (n, out_stride) columns [0, w->rows) = x (n, w->cols) · wᵀ, or += when
-     * ACCUMULATE; x fp32. */
+    /* Weights kept in their GGUF blocks on the host (optional: the CPU backend). out (n,
+     * out_stride) columns [0, w->rows) = x (n, w->cols) · wᵀ, or += when ACCUMULATE; x fp32. */
     void (*qmatmul)(void *ctx, float *out, size_t out_stride, const float *x,
                     const struct fg_qtensor *w, int n, int accumulate);
-    /* x[t] = dequantize(table row tokens[t]) (table (vocab, dim) in blocks) */
+    /* x[t] = dequantize(table row tokens[t]) (table (vocab, dim) in blocks; on the CUDA backend
+     * resident in FG_QLAYOUT_ROWS, x bf16) */
     void (*qembed)(void *ctx, void *x, const struct fg_qtensor *table, const int *tokens, int n);
 
     /* The family switches' ops (model_config: Qwen2, Mistral's window, Gemma 3). The forward
@@ -191,7 +217,23 @@ struct fg_ops {
      * synchronises. Returns 0, or -1 on a device error. */
     int (*top_logprobs)(void *ctx, const float *logits, int n, int vocab, const int *k, int *ids,
                         float *lps);
+
+    /* Quantized weights resident in backend memory (optional: NULL where the backend keeps its
+     * own element type only; the CUDA backend). Two layouts: FG_QLAYOUT_GEMM, the one qlinear
+     * reads (the backend's own, possibly a repacking of the blocks), and FG_QLAYOUT_ROWS, the
+     * file's blocks row after row, the one qembed gathers from. */
+    /* Bytes a (rows, cols) weight of ggml TYPE takes resident in LAYOUT, or 0 where the backend
+     * cannot keep that type (shape) so: the caller then dequantizes it to the element type. */
+    size_t (*qresident_bytes)(void *ctx, uint32_t type, int rows, int cols, int layout);
+    /* Store the matrix of parts[0 .. n_parts) stacked (rows one after the other, one type and
+     * cols; host GGUF blocks, Hugging Face row order) at dst (qresident_bytes of the stack) in
+     * LAYOUT. Returns when the host rows have been read: 0, or -1 on a device error. A call with
+     * n_parts 0 ends the load (staging memory goes back). */
+    int (*qupload)(void *ctx, void *dst, const struct fg_qtensor *parts, int n_parts, int layout);
+    /* The product struct fg_qlinear describes (its comment); graph-capturable. */
+    void (*qlinear)(void *ctx, const struct fg_qlinear *a);
 };
+enum fg_qlayout { FG_QLAYOUT_GEMM = 0, FG_QLAYOUT_ROWS = 1 };
 
 /* The CPU backend. ctx from cpu_ops_create (n_threads 0 = all cores). */
 const struct fg_ops *cpu_ops(void);
@@ -213,7 +255,9 @@ struct fg_cuda_backend {
     /* the sticky error that made sync fail, or "" */
     const char *(*last_error)(void *ctx);
 };
-#define FG_CUDA_BACKEND_ABI 3 /* 2: fg_ops.upload_rows; 3: bias_logits, top_logprobs */
+/* 2: fg_ops.upload_rows; 3: bias_logits, top_logprobs; 4: qresident_bytes, qupload, qlinear (and
+ * qembed on bf16 activations) */
+#define FG_CUDA_BACKEND_ABI 4
 typedef const struct fg_cuda_backend *(*fg_cuda_backend_fn)(void);
 
 #endif

@@ -23,6 +23,7 @@
 
 #include "kernels/ops.h"
 #include "model/errmsg.h"
+#include "model/gguf_quant.h"
 
 #define ENGINE_CPU_KV_BYTES ((size_t)512 << 20) /* CPU default: 512 MiB of KV pool */
 #define ENGINE_CUDA_LIB "libflashgen_cuda.so"
@@ -37,6 +38,9 @@
 #define ENGINE_CUDA_BATCH_TOKENS 1024
 #define ENGINE_CPU_BATCH_SEQS 64
 #define ENGINE_CPU_BATCH_TOKENS 512
+/* What --gpu-weights auto means: bf16 until the device benchmark (bench/ENGINE.md) shows the
+ * quantized weights at least as fast at batch 1. The one line to flip. */
+#define ENGINE_GPU_WEIGHTS_DEFAULT ENGINE_GPU_WEIGHTS_BF16
 
 void engine_opts_default(struct engine_opts *o) {
     memset(o, 0, sizeof(*o));
@@ -143,6 +147,12 @@ static double now_s(void) {
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+const char *engine_gpu_weights_name(enum engine_gpu_weights g) {
+    return g == ENGINE_GPU_WEIGHTS_QUANTIZED ? "quantized"
+           : g == ENGINE_GPU_WEIGHTS_BF16    ? "bf16"
+                                             : "auto";
+}
+
 /* Add a weight still in the file mapping (fp32 pointer NULL; see upload_weights) to PR's totals. */
 static void count_kept(struct model_load_progress *pr, const struct fg_qtensor *q) {
     if (!q->data) return;
@@ -150,9 +160,53 @@ static void count_kept(struct model_load_progress *pr, const struct fg_qtensor *
     pr->bytes_total += (size_t)q->rows * q->row_bytes;
 }
 
-/* Copy the weights into one backend allocation in the backend's element type: fp32 host ones
- * through upload_f32, those still in the file mapping (MODEL_LOAD_KEEP_FILE) through upload_rows.
- */
+/* Bytes the parts (host GGUF blocks, stacked: q|k|v, gate|up or one weight) take resident in
+ * LAYOUT, or 0 when they go to the element type instead: a part not in blocks, parts of
+ * different types, or a type (shape) the backend does not keep. */
+static size_t resident_bytes(const struct engine *e, const struct fg_qtensor *parts, int n,
+                             int layout) {
+    if (!e->resident_quant) return 0;
+    int rows = 0;
+    for (int i = 0; i < n; i++) {
+        if (!parts[i].data || !gguf_type_quantized(parts[i].type) ||
+            parts[i].type != parts[0].type || parts[i].cols != parts[0].cols)
+            return 0;
+        rows += parts[i].rows;
+    }
+    return e->ops->qresident_bytes(e->ops_ctx, parts[0].type, rows, parts[0].cols, layout);
+}
+
+#define UPLOAD_DEQ_FLOATS ((size_t)4 << 20) /* fp32 staging of upload_dequant (16 MB) */
+
+/* Host GGUF blocks the backend does not keep resident: dequantized here (gguf_dequantize) in row
+ * chunks and stored in the element type through upload_f32. */
+static int upload_dequant(struct engine *e, void *dst, const struct fg_qtensor *q) {
+    size_t per = UPLOAD_DEQ_FLOATS / (size_t)q->cols;
+    if (per == 0) per = 1;
+    float *buf = malloc(sizeof(float) * per * (size_t)q->cols);
+    if (!buf) return -1;
+    int rc = 0;
+    for (size_t r0 = 0; r0 < (size_t)q->rows && rc == 0; r0 += per) {
+        size_t m = (size_t)q->rows - r0 < per ? (size_t)q->rows - r0 : per;
+        const uint8_t *src = (const uint8_t *)q->data + r0 * q->row_bytes;
+        for (size_t r = 0; r < m && rc == 0; r++)
+            rc = gguf_dequantize(q->type, src + r * q->row_bytes, buf + r * (size_t)q->cols,
+                                 (uint64_t)q->cols);
+        if (rc == 0)
+            rc = e->ops->upload_f32(e->ops_ctx, (char *)dst + r0 * q->cols * e->ops->act_size, buf,
+                                    m * (size_t)q->cols);
+    }
+    free(buf);
+    return rc;
+}
+
+/* Copy the weights into one backend allocation: in the backend's element type fp32 host ones
+ * through upload_f32, those still in the file mapping (MODEL_LOAD_KEEP_FILE) through upload_rows,
+ * host blocks the backend does not keep through upload_dequant; with resident quantized weights
+ * (e->resident_quant, --gpu-weights quantized) the blocks of the types the backend keeps through
+ * qupload, q|k|v and gate|up stacked into one matrix each (model.h qwqkv, qw_gu), the embedding in
+ * FG_QLAYOUT_ROWS and the head in FG_QLAYOUT_GEMM (two copies when tied). A group of parts of
+ * mixed types goes to the element type as a whole, so that its rows stay adjacent. */
 static int upload_weights(struct engine *e, const struct engine_opts *o, char *err, size_t errlen) {
     struct engine_backend *b = e->backend;
     const struct model_config *c = &e->model->cfg;
@@ -165,16 +219,43 @@ static int upload_weights(struct engine *e, const struct engine_opts *o, char *e
                  (c->post_norms ? 2 * D : 0);
     /* from the config, not the pointers: weights kept in the file mapping have NULL fp32 ones */
     int untied = !c->tied_embeddings;
-    size_t elems = V * D * (untied ? 2 : 1) + D + c->n_layers * per_layer;
+    /* resident groups per layer (q|k|v, o, gate|up, down), the embedding and the head: their
+     * bytes, 0 where the group is in the element type */
+    size_t(*lq)[4] = calloc((size_t)c->n_layers, sizeof(*lq));
+    if (!lq) {
+        errmsg_set(err, errlen, "engine: out of memory");
+        return -1;
+    }
+    size_t q_total = 0, embd_q = resident_bytes(e, &hw->q_embd, 1, FG_QLAYOUT_ROWS);
+    size_t out_q = resident_bytes(e, &hw->q_output, 1, FG_QLAYOUT_GEMM);
+    int out_shared = !untied && !embd_q && !out_q; /* the head is the bf16 embedding */
+    size_t elems = (embd_q ? 0 : V * D) + (out_q || out_shared ? 0 : V * D) + D;
+    for (int l = 0; l < c->n_layers; l++) {
+        const struct model_layer *h = &hw->layers[l];
+        const struct fg_qtensor qkv[] = {h->qwq, h->qwk, h->qwv}, gu[] = {h->qw_gate, h->qw_up};
+        lq[l][0] = resident_bytes(e, qkv, 3, FG_QLAYOUT_GEMM);
+        lq[l][1] = resident_bytes(e, &h->qwo, 1, FG_QLAYOUT_GEMM);
+        lq[l][2] = resident_bytes(e, gu, 2, FG_QLAYOUT_GEMM);
+        lq[l][3] = resident_bytes(e, &h->qw_down, 1, FG_QLAYOUT_GEMM);
+        const size_t group_elems[4] = {(QD + 2 * KVD) * D, D * QD, 2 * F * D, D * F};
+        elems += per_layer;
+        for (int k = 0; k < 4; k++) {
+            if (lq[l][k]) elems -= group_elems[k];
+            q_total += (lq[l][k] + 255) / 256 * 256;
+        }
+    }
+    q_total += (embd_q + 255) / 256 * 256 + (out_q + 255) / 256 * 256;
     size_t freq_bytes = sizeof(float) * (size_t)(c->head_dim / 2);
     size_t freq_span = (freq_bytes + 255) / 256 * 256;
     int local_rope = hw->rope_freqs_local && hw->rope_freqs_local != hw->rope_freqs;
-    size_t bytes = elems * e->ops->act_size + freq_span * (local_rope ? 2 : 1) + 256;
+    size_t bf16_bytes = (elems * e->ops->act_size + 255) / 256 * 256;
+    size_t bytes = bf16_bytes + q_total + freq_span * (local_rope ? 2 : 1) + 256;
     b->dev_arena = e->ops->alloc(e->ops_ctx, bytes);
     b->dlayers = calloc((size_t)c->n_layers, sizeof(struct model_layer));
     if (!b->dev_arena || !b->dlayers) {
         errmsg_set(err, errlen, "cannot allocate %.2f GB of device memory for the weights",
                    bytes / 1e9);
+        free(lq);
         return -1;
     }
     char *p = b->dev_arena;
@@ -195,7 +276,7 @@ static int upload_weights(struct engine *e, const struct engine_opts *o, char *e
     const int perm_q = e->model->qk_file_order ? c->n_heads : 0;
     const int perm_k = e->model->qk_file_order ? c->n_kv_heads : 0;
     count_kept(&pr, &hw->q_embd);
-    if (untied) count_kept(&pr, &hw->q_output);
+    if (!out_shared) count_kept(&pr, &hw->q_output); /* a head of its own (tied: a copy) */
     for (int l = 0; l < c->n_layers; l++) {
         const struct model_layer *h = &hw->layers[l];
         const struct fg_qtensor *q[] = {&h->qwq,     &h->qwk,   &h->qwv,    &h->qwo,
@@ -204,19 +285,39 @@ static int upload_weights(struct engine *e, const struct engine_opts *o, char *e
             count_kept(&pr, q[k]);
     }
     double t_up = now_s();
+#define PROGRESS(q)                                                                                \
+    do {                                                                                           \
+        pr.tensors_done++;                                                                         \
+        pr.bytes_done += (size_t)(q).rows * (q).row_bytes;                                         \
+        pr.seconds = e->model->load_seconds + now_s() - t_up;                                      \
+        if (o->progress) o->progress(&pr, o->progress_user);                                       \
+    } while (0)
 #define PUTQ(dst, src, q, perm, n)                                                                 \
     do {                                                                                           \
         (dst) = (float *)p;                                                                        \
-        if (!(src) && (q).data) {                                                                  \
+        if (!(src) && (q).data && !gguf_type_quantized((q).type)) {                                \
             if (e->ops->upload_rows(e->ops_ctx, p, &(q), (perm)) != 0) goto fail;                  \
-            pr.tensors_done++;                                                                     \
-            pr.bytes_done += (size_t)(q).rows * (q).row_bytes;                                     \
-            pr.seconds = e->model->load_seconds + now_s() - t_up;                                  \
-            if (o->progress) o->progress(&pr, o->progress_user);                                   \
+            PROGRESS(q);                                                                           \
+        } else if (!(src) && (q).data) {                                                           \
+            if (upload_dequant(e, p, &(q)) != 0) goto fail;                                        \
+            PROGRESS(q);                                                                           \
         } else if (e->ops->upload_f32(e->ops_ctx, p, (src), (n)) != 0) {                           \
             goto fail;                                                                             \
         }                                                                                          \
         p += (n)*e->ops->act_size;                                                                 \
+    } while (0)
+    /* resident: DST (a qtensor) = PARTS stacked in LAYOUT, BYTES long, at the next 256 bytes */
+    char *qp = (char *)b->dev_arena + freq_span * (local_rope ? 2 : 1) + bf16_bytes;
+#define PUTR(dst, parts, n_parts, layout, bytes_)                                                  \
+    do {                                                                                           \
+        if (e->ops->qupload(e->ops_ctx, qp, (parts), (n_parts), (layout)) != 0) goto fail;         \
+        (dst) = (parts)[0];                                                                        \
+        (dst).data = qp;                                                                           \
+        for (int i_ = 1; i_ < (n_parts); i_++)                                                     \
+            (dst).rows += (parts)[i_].rows;                                                        \
+        for (int i_ = 0; i_ < (n_parts); i_++)                                                     \
+            PROGRESS((parts)[i_]);                                                                 \
+        qp += ((bytes_) + 255) / 256 * 256;                                                        \
     } while (0)
 #define PUT(dst, src, n)                                                                           \
     do {                                                                                           \
@@ -224,24 +325,44 @@ static int upload_weights(struct engine *e, const struct engine_opts *o, char *e
         if (e->ops->upload_f32(e->ops_ctx, p, (src), (n)) != 0) goto fail;                         \
         p += (n)*e->ops->act_size;                                                                 \
     } while (0)
-    PUTQ(b->dw.tok_embd, hw->tok_embd, hw->q_embd, 0, V * D);
-    if (untied)
-        PUTQ(b->dw.output, hw->output, hw->q_output, 0, V * D);
+    if (embd_q)
+        PUTR(b->dw.q_embd, &hw->q_embd, 1, FG_QLAYOUT_ROWS, embd_q);
     else
+        PUTQ(b->dw.tok_embd, hw->tok_embd, hw->q_embd, 0, V * D);
+    if (out_q)
+        PUTR(b->dw.q_output, &hw->q_output, 1, FG_QLAYOUT_GEMM, out_q);
+    else if (out_shared)
         b->dw.output = b->dw.tok_embd;
+    else
+        PUTQ(b->dw.output, hw->output, hw->q_output, 0, V * D);
     PUT(b->dw.out_norm, hw->out_norm, D);
     for (int l = 0; l < c->n_layers; l++) {
         const struct model_layer *h = &hw->layers[l];
         struct model_layer *d = &b->dlayers[l];
+        const struct fg_qtensor qkv[] = {h->qwq, h->qwk, h->qwv}, gu[] = {h->qw_gate, h->qw_up};
         PUT(d->attn_norm, h->attn_norm, D);
-        PUTQ(d->wq, h->wq, h->qwq, perm_q, QD * D);
-        PUTQ(d->wk, h->wk, h->qwk, perm_k, KVD * D);
-        PUTQ(d->wv, h->wv, h->qwv, 0, KVD * D);
-        PUTQ(d->wo, h->wo, h->qwo, 0, D * QD);
+        if (lq[l][0]) {
+            PUTR(d->qwqkv, qkv, 3, FG_QLAYOUT_GEMM, lq[l][0]);
+        } else {
+            PUTQ(d->wq, h->wq, h->qwq, perm_q, QD * D);
+            PUTQ(d->wk, h->wk, h->qwk, perm_k, KVD * D);
+            PUTQ(d->wv, h->wv, h->qwv, 0, KVD * D);
+        }
+        if (lq[l][1])
+            PUTR(d->qwo, &h->qwo, 1, FG_QLAYOUT_GEMM, lq[l][1]);
+        else
+            PUTQ(d->wo, h->wo, h->qwo, 0, D * QD);
         PUT(d->ffn_norm, h->ffn_norm, D);
-        PUTQ(d->w_gate, h->w_gate, h->qw_gate, 0, F * D);
-        PUTQ(d->w_up, h->w_up, h->qw_up, 0, F * D);
-        PUTQ(d->w_down, h->w_down, h->qw_down, 0, D * F);
+        if (lq[l][2]) {
+            PUTR(d->qw_gu, gu, 2, FG_QLAYOUT_GEMM, lq[l][2]);
+        } else {
+            PUTQ(d->w_gate, h->w_gate, h->qw_gate, 0, F * D);
+            PUTQ(d->w_up, h->w_up, h->qw_up, 0, F * D);
+        }
+        if (lq[l][3])
+            PUTR(d->qw_down, &h->qw_down, 1, FG_QLAYOUT_GEMM, lq[l][3]);
+        else
+            PUTQ(d->w_down, h->w_down, h->qw_down, 0, D * F);
         if (c->attn_bias) PUT(d->bqkv, h->bqkv, QD + 2 * KVD);
         if (c->qk_norm) {
             PUT(d->q_norm, h->q_norm, (size_t)c->head_dim);
@@ -254,16 +375,53 @@ static int upload_weights(struct engine *e, const struct engine_opts *o, char *e
     }
 #undef PUT
 #undef PUTQ
+#undef PUTR
+#undef PROGRESS
     if (e->ops->upload_rows && e->ops->upload_rows(e->ops_ctx, NULL, NULL, 0) != 0) goto fail;
+    if (e->resident_quant && e->ops->qupload(e->ops_ctx, NULL, NULL, 0, 0) != 0) goto fail;
     if (e->ops->sync(e->ops_ctx) != 0) goto fail;
+    free(lq);
     b->dw.layers = b->dlayers;
     b->dw.arena = b->dev_arena;
     b->dw.arena_bytes = bytes;
     e->device_weight_bytes = bytes;
+    e->device_block_bytes = q_total;
+    /* the embedding is gathered (a few rows a step), unless it is the head too */
+    e->device_step_bytes = bytes - (embd_q        ? (embd_q + 255) / 256 * 256
+                                    : !out_shared ? V * D * e->ops->act_size
+                                                  : 0);
     return 0;
 fail:
+    free(lq);
     errmsg_set(err, errlen, "weight upload failed: %s", b->cuda->last_error(e->ops_ctx));
     return -1;
+}
+
+/* The log line of --gpu-weights: what the device holds, in which types, against the file. */
+static void log_resident(const struct engine *e, const struct engine_opts *o) {
+    const struct model_weights *dw = &e->backend->dw;
+    char types[96] = "";
+    const struct fg_qtensor *all[2] = {&dw->q_embd, &dw->q_output};
+    for (int l = -1; l < e->model->cfg.n_layers; l++) {
+        const struct model_layer *L = l >= 0 ? &dw->layers[l] : NULL;
+        const struct fg_qtensor *lq[] = {L ? &L->qwqkv : all[0], L ? &L->qwo : all[1],
+                                         L ? &L->qw_gu : NULL, L ? &L->qw_down : NULL};
+        for (int k = 0; k < 4; k++) {
+            if (!lq[k] || !lq[k]->data) continue;
+            const char *nm = gguf_type_name(lq[k]->type);
+            if (!strstr(types, nm))
+                snprintf(types + strlen(types), sizeof(types) - strlen(types), "%s%s",
+                         types[0] ? ", " : "", nm);
+        }
+    }
+    struct stat st;
+    double file = !stat(o->model_path, &st) && S_ISREG(st.st_mode) ? (double)st.st_size : 0;
+    engine_log(o, ENGINE_LOG_INFO,
+               "gpu weights %s: %.1f MB resident on the device, %.1f MB of it in GGUF blocks (%s), "
+               "the rest bf16%s%.2fx the file",
+               engine_gpu_weights_name(e->gpu_weights), e->device_weight_bytes / 1048576.0,
+               e->device_block_bytes / 1048576.0, types[0] ? types : "none", file > 0 ? "; " : "",
+               file > 0 ? e->device_weight_bytes / file : 0.0);
 }
 
 int engine_open(const struct engine_opts *o, struct engine **out, char *err, size_t errlen) {
@@ -310,10 +468,17 @@ int engine_open(const struct engine_opts *o, struct engine **out, char *err, siz
      * converts F16 / BF16 / F32 weights itself on their way from the file mapping (upload_rows)
      * and takes the rest as fp32 host weights, which upload_weights turns into its element
      * type. */
+    /* --gpu-weights quantized (on a backend with qupload) keeps the GGUF blocks too: those of
+     * the types the backend keeps stay resident in them, the rest is dequantized on upload. */
+    e->gpu_weights =
+        o->gpu_weights == ENGINE_GPU_WEIGHTS_AUTO ? ENGINE_GPU_WEIGHTS_DEFAULT : o->gpu_weights;
+    e->resident_quant = e->ops != cpu_ops() && e->gpu_weights == ENGINE_GPU_WEIGHTS_QUANTIZED &&
+                        e->ops->qupload && e->ops->qresident_bytes && e->ops->qlinear;
     unsigned cpu_flags = o->cpu_fp32_weights ? 0 : MODEL_LOAD_KEEP_BLOCKS;
     unsigned load_flags = e->ops == cpu_ops()   ? cpu_flags
                           : e->ops->upload_rows ? MODEL_LOAD_KEEP_FILE
                                                 : 0;
+    if (e->resident_quant) load_flags |= MODEL_LOAD_KEEP_BLOCKS;
     if (model_load_flags(o->model_path, load_flags, &e->model, o->progress, o->progress_user, err,
                          errlen) != 0)
         goto fail;
@@ -342,6 +507,7 @@ int engine_open(const struct engine_opts *o, struct engine **out, char *err, siz
             b->dl = NULL;
             snprintf(e->device, sizeof(e->device), "cpu");
             e->ops = cpu_ops();
+            e->resident_quant = 0;
             e->ops_ctx = cpu_ops_create(o->n_threads);
             if (!e->ops_ctx) {
                 snprintf(err, errlen, "engine: cannot start CPU threads");
@@ -379,6 +545,7 @@ int engine_open(const struct engine_opts *o, struct engine **out, char *err, siz
     if (b->cuda) {
         if (upload_weights(e, o, err, errlen) != 0) goto fail;
         w = &b->dw;
+        log_resident(e, o);
         model_drop_file(e->model); /* the device has the kept weights: the mapping can go */
     }
     { /* one line: how long the weights took to be ready, and at what rate the file was read */

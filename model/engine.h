@@ -27,6 +27,15 @@ enum engine_log_level {
 };
 typedef void (*engine_log_fn)(enum engine_log_level level, const char *msg, void *user);
 
+/* How the CUDA engine keeps GGUF weights (--gpu-weights): dequantized to bf16 at load, or
+ * resident in their blocks where the backend reads the type (the rest bf16); AUTO = the engine's
+ * default (engine.c ENGINE_GPU_WEIGHTS_DEFAULT). The CPU always keeps blocks (cpu_fp32_weights). */
+enum engine_gpu_weights {
+    ENGINE_GPU_WEIGHTS_AUTO = 0,
+    ENGINE_GPU_WEIGHTS_BF16 = 1,
+    ENGINE_GPU_WEIGHTS_QUANTIZED = 2,
+};
+
 struct engine_opts {
     const char *model_path;
     enum engine_device device;
@@ -40,6 +49,7 @@ struct engine_opts {
     int cpu_fp32_weights;  /* 1: the CPU dequantizes GGUF blocks to fp32 at load (the path
                               transformers runs on the same file) instead of multiplying the blocks
                             */
+    enum engine_gpu_weights gpu_weights; /* CUDA: bf16 or resident GGUF blocks (AUTO: default) */
     model_progress_fn progress;
     void *progress_user;
     engine_log_fn log; /* NULL: INFO and WARN as "flashgen: MSG" lines on stderr */
@@ -59,6 +69,10 @@ struct engine {
     char device[16];                /* "cpu" or "cuda" */
     struct engine_backend *backend; /* private to engine.c */
     size_t device_weight_bytes;     /* the weights' copy on the device (0 on the CPU) */
+    size_t device_block_bytes;      /* the part of it resident in GGUF blocks (--gpu-weights) */
+    size_t device_step_bytes; /* the part a decode step streams: all but a separate embedding */
+    enum engine_gpu_weights gpu_weights; /* what AUTO became (BF16 or QUANTIZED) */
+    int resident_quant; /* 1: the device keeps GGUF blocks (QUANTIZED on a backend with qupload) */
 };
 
 void engine_opts_default(struct engine_opts *o);
@@ -66,5 +80,7 @@ int engine_open(const struct engine_opts *o, struct engine **out, char *err, siz
 void engine_close(struct engine *e); /* accepts NULL */
 /* Human-readable device: "cpu" or the GPU's name. */
 const char *engine_device_name(const struct engine *e);
+/* "auto", "bf16" or "quantized" */
+const char *engine_gpu_weights_name(enum engine_gpu_weights g);
 
 #endif

@@ -63,6 +63,10 @@ struct fwd_state {
     void *ffn;     /* (max_tokens, ffn_dim) silu(gate) * up */
     void *scratch; /* (max_tokens, 2 ffn_dim) gate|up before SwiGLU, where a backend needs it */
     void *last;    /* (max_seqs, dim) last row of each sequence */
+    /* bf16 dequantization of one resident quantized weight (the largest layer weight's size), for
+     * products past the backend's GEMV rows (fg_ops.qlinear); NULL without resident weights */
+    void *wscratch;
+    size_t wscratch_bytes;
     float *logits; /* (max_seqs, vocab) fp32 on every backend */
     /* step description, backend memory, and its host staging copy */
     int *d_ints, *h_ints; /* tokens | pos | slots (T each) | q_start (n_seqs+1) | kv_len (n_seqs) |
@@ -93,8 +97,8 @@ static size_t act_bytes(const struct fwd_state *st, size_t elems) {
 void fwd_free(struct fwd_state *st) {
     if (!st) return;
     fwd_drop_graphs(st);
-    void *bufs[] = {st->x,   st->h,       st->qkv,  st->q,      st->att,
-                    st->ffn, st->scratch, st->last, st->logits, st->d_ints};
+    void *bufs[] = {st->x,       st->h,    st->qkv,    st->q,      st->att,     st->ffn,
+                    st->scratch, st->last, st->logits, st->d_ints, st->wscratch};
     for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++)
         if (bufs[i]) st->ops->release(st->ctx, bufs[i]);
     free(st->h_ints);
@@ -128,16 +132,21 @@ int fwd_init(struct fwd_state **out, const struct model_config *cfg, const struc
         size_t qd = (size_t)cfg->n_heads * cfg->head_dim,
                kvd = (size_t)cfg->n_kv_heads * cfg->head_dim;
         const char *wq = (const char *)L->wq, *wg = (const char *)L->w_gate;
-        int blocks = L->qwq.data || L->qwo.data || L->qw_gate.data || L->qw_down.data;
-        if ((blocks || w->q_embd.data || w->q_output.data) && (!ops->qmatmul || !ops->qembed)) {
+        int blocks = L->qwq.data || L->qwo.data || L->qw_gate.data || L->qw_down.data ||
+                     L->qwqkv.data || L->qw_gu.data;
+        /* host blocks take qmatmul (the CPU), resident ones qlinear (model.h); both qembed */
+        if ((blocks || w->q_embd.data || w->q_output.data) &&
+            (!ops->qembed || (!ops->qmatmul && !ops->qlinear))) {
             snprintf(err, errlen, "forward: the %s backend takes no weights in GGUF blocks",
                      ops->name);
             free(st);
             return -1;
         }
-        if ((!L->qwq.data && ((const char *)L->wk != wq + qd * D * esz ||
-                              (const char *)L->wv != wq + (qd + kvd) * D * esz)) ||
-            (!L->qw_gate.data && (const char *)L->w_up != wg + (size_t)cfg->ffn_dim * D * esz)) {
+        if ((!L->qwq.data && !L->qwqkv.data &&
+             ((const char *)L->wk != wq + qd * D * esz ||
+              (const char *)L->wv != wq + (qd + kvd) * D * esz)) ||
+            (!L->qw_gate.data && !L->qw_gu.data &&
+             (const char *)L->w_up != wg + (size_t)cfg->ffn_dim * D * esz)) {
             snprintf(err, errlen, "forward: layer %d's q/k/v or gate/up weights are not adjacent",
                      l);
             free(st);
@@ -169,6 +178,22 @@ int fwd_init(struct fwd_state **out, const struct model_config *cfg, const struc
     st->n_ints = 3 * T + (S + 1) + 2 * S + S * (size_t)st->max_pages;
     st->d_ints = ops->alloc(ops_ctx, st->n_ints * sizeof(int));
     st->h_ints = calloc(st->n_ints, sizeof(int));
+    if (ops->qlinear) { /* the scratch of the largest resident layer weight */
+        for (int l = 0; l < cfg->n_layers; l++) {
+            const struct model_layer *L = &w->layers[l];
+            const struct fg_qtensor *r[] = {&L->qwqkv, &L->qwo, &L->qw_gu, &L->qw_down};
+            for (int k = 0; k < 4; k++)
+                if (r[k]->data &&
+                    act_bytes(st, (size_t)r[k]->rows * r[k]->cols) > st->wscratch_bytes)
+                    st->wscratch_bytes = act_bytes(st, (size_t)r[k]->rows * r[k]->cols);
+        }
+        if (st->wscratch_bytes && !(st->wscratch = ops->alloc(ops_ctx, st->wscratch_bytes))) {
+            snprintf(err, errlen, "forward: cannot allocate %.1f MB of weight scratch",
+                     st->wscratch_bytes / 1048576.0);
+            fwd_free(st);
+            return -1;
+        }
+    }
     if (!st->x || !st->h || !st->qkv || !st->q || !st->att || !st->ffn || !st->scratch ||
         !st->last || !st->logits || !st->d_ints || !st->h_ints) {
         snprintf(err, errlen, "forward: cannot allocate activations for %d tokens, %d sequences",
@@ -180,10 +205,30 @@ int fwd_init(struct fwd_state **out, const struct model_config *cfg, const struc
     return 0;
 }
 
-/* Weights kept in their GGUF blocks (model.h, MODEL_LOAD_KEEP_BLOCKS; CPU backend only, fp32
- * activations): a weight whose qtensor has data goes through qmatmul, else the fp32 ops. The
- * fused q|k|v and gate|up GEMMs stay one qmatmul where the parts share a type (the loader puts
- * them back to back), else one per part, each writing its columns. */
+/* Weights kept in their GGUF blocks (model.h): on the host (MODEL_LOAD_KEEP_BLOCKS; the CPU
+ * backend, fp32 activations) a weight whose qtensor has data goes through qmatmul, else the fp32
+ * ops; the fused q|k|v and gate|up GEMMs stay one qmatmul where the parts share a type (the
+ * loader puts them back to back), else one per part, each writing its columns. Resident in a
+ * backend's quantized layout (fg_ops.qlinear; the CUDA engine's device copy): q|k|v and gate|up
+ * are one matrix each (qwqkv, qw_gu) and qlinear fuses the norm in front and the residual add or
+ * SwiGLU after, as norm_matmul / matmul_add / matmul_swiglu do for bf16 weights. */
+
+/* out = epilogue(rmsnorm?(x) · Wᵀ) on a resident weight (struct fg_qlinear) */
+static void fwd_ql(struct fwd_state *st, void *out, const void *x, const float *norm_w, void *h,
+                   const struct fg_qtensor *w, int T, int epilogue) {
+    struct fg_qlinear a = {.out = out,
+                           .x = x,
+                           .norm_w = norm_w,
+                           .eps = st->cfg->rms_eps,
+                           .h = h,
+                           .w = w,
+                           .n = T,
+                           .epilogue = epilogue,
+                           .act_scratch = st->scratch,
+                           .w_scratch = st->wscratch,
+                           .w_scratch_bytes = st->wscratch_bytes};
+    st->ops->qlinear(st->ctx, &a);
+}
 
 /* A and B as one matrix (A's rows, then B's) when the loader placed them back to back in one
  * type (model/loader.c joins q|k|v and gate|up); else 0. */
@@ -200,7 +245,9 @@ static int fwd_qjoin(const struct fg_qtensor *a, const struct fg_qtensor *b,
 /* out (T, out_dim) = in · wᵀ, or += (ACCUMULATE) */
 static void fwd_proj(struct fwd_state *st, void *out, const void *in, const float *w,
                      const struct fg_qtensor *q, int T, int in_dim, int out_dim, int accumulate) {
-    if (q->data)
+    if (q->data && st->ops->qlinear)
+        fwd_ql(st, out, in, NULL, NULL, q, T, accumulate ? FG_QL_ADD : FG_QL_STORE);
+    else if (q->data)
         st->ops->qmatmul(st->ctx, out, (size_t)out_dim, in, q, T, accumulate);
     else if (accumulate)
         st->ops->matmul_add(st->ctx, out, in, w, T, in_dim, out_dim);
@@ -212,6 +259,10 @@ static void fwd_proj(struct fwd_state *st, void *out, const void *in, const floa
 static void fwd_qkv(struct fwd_state *st, const struct model_layer *L, int T) {
     const struct model_config *c = st->cfg;
     int D = c->dim, QD = c->n_heads * c->head_dim, KVD = c->n_kv_heads * c->head_dim;
+    if (L->qwqkv.data) {
+        fwd_ql(st, st->qkv, st->x, L->attn_norm, st->h, &L->qwqkv, T, FG_QL_STORE);
+        return;
+    }
     if (!L->qwq.data) {
         st->ops->norm_matmul(st->ctx, st->qkv, st->h, st->x, L->attn_norm, c->rms_eps, L->wq, T, D,
                              QD + 2 * KVD, 0, NULL);
@@ -236,6 +287,15 @@ static void fwd_ffn_in(struct fwd_state *st, const struct model_layer *L, int T)
     const struct fg_ops *ops = st->ops;
     int D = c->dim, F = c->ffn_dim;
     int gelu = c->act == MODEL_ACT_GELU_TANH;
+    if (L->qw_gu.data && gelu) {
+        fwd_ql(st, st->scratch, st->x, L->ffn_norm, st->h, &L->qw_gu, T, FG_QL_STORE);
+        ops->geglu(st->ctx, st->ffn, st->scratch, T, F);
+        return;
+    }
+    if (L->qw_gu.data) {
+        fwd_ql(st, st->ffn, st->x, L->ffn_norm, st->h, &L->qw_gu, T, FG_QL_SWIGLU);
+        return;
+    }
     if (!L->qw_gate.data) {
         if (gelu) {
             ops->norm_matmul(st->ctx, st->scratch, st->h, st->x, L->ffn_norm, c->rms_eps, L->w_gate,
@@ -262,6 +322,27 @@ static void fwd_ffn_in(struct fwd_state *st, const struct model_layer *L, int T)
         for (int t = 0; t < T; t++)
             ops->swiglu(st->ctx, ffn + (size_t)t * F, gu + (size_t)t * 2 * F,
                         gu + (size_t)t * 2 * F + F, (size_t)F);
+}
+
+/* logits (n_seqs, vocab) fp32 = rmsnorm(x[rows]) Woutᵀ (soft-capped where the family says) */
+static void fwd_head(struct fwd_state *st, int n_seqs, const int *d_rows) {
+    const struct model_config *c = st->cfg;
+    const struct model_weights *w = st->w;
+    const struct fg_ops *ops = st->ops;
+    int D = c->dim;
+    ops->gather_rows(st->ctx, st->h, st->x, d_rows, n_seqs, D);
+    if (w->q_output.data && ops->qlinear) {
+        fwd_ql(st, st->logits, st->h, w->out_norm, st->last, &w->q_output, n_seqs, FG_QL_STORE_F32);
+    } else {
+        ops->rmsnorm(st->ctx, st->last, st->h, w->out_norm, n_seqs, D, c->rms_eps);
+        if (w->q_output.data)
+            ops->qmatmul(st->ctx, st->logits, (size_t)c->vocab_size, st->last, &w->q_output, n_seqs,
+                         0);
+        else
+            ops->matmul_f32(st->ctx, st->logits, st->last, w->output, n_seqs, D, c->vocab_size);
+    }
+    if (c->final_softcap > 0)
+        ops->softcap(st->ctx, st->logits, (size_t)n_seqs * c->vocab_size, c->final_softcap);
 }
 
 /* 1 when the local layers' window is shorter than the context, so that it can hide keys (a
@@ -317,14 +398,7 @@ static void fwd_layers(struct fwd_state *st, const struct attn_batch *ab, int T,
             fwd_proj(st, st->x, st->ffn, L->w_down, &L->qw_down, T, F, D, 1);
         }
     }
-    ops->gather_rows(ctx, st->h, st->x, d_rows, n_seqs, D);
-    ops->rmsnorm(ctx, st->last, st->h, w->out_norm, n_seqs, D, c->rms_eps);
-    if (w->q_output.data)
-        ops->qmatmul(ctx, st->logits, (size_t)c->vocab_size, st->last, &w->q_output, n_seqs, 0);
-    else
-        ops->matmul_f32(ctx, st->logits, st->last, w->output, n_seqs, D, c->vocab_size);
-    if (c->final_softcap > 0)
-        ops->softcap(ctx, st->logits, (size_t)n_seqs * c->vocab_size, c->final_softcap);
+    fwd_head(st, n_seqs, d_rows);
 }
 
 int fwd_check_backend(const struct model_config *c, const struct fg_ops *ops, char *err,

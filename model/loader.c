@@ -1250,9 +1250,8 @@ static int ld_resolve(const char *path, char *dir, size_t cap, char *err, size_t
     return -1;
 }
 
-void model_drop_file(struct model *m) {
-    if (!m->file) return;
-    const uint8_t *lo = m->file->map, *hi = lo + m->file->size;
+/* Clear every kept qtensor of M whose data lies in [lo, hi). */
+static void ld_clear_kept(struct model *m, const uint8_t *lo, const uint8_t *hi) {
     struct fg_qtensor *q[] = {&m->w.q_embd, &m->w.q_output};
     for (int k = 0; k < 2; k++)
         if ((const uint8_t *)q[k]->data >= lo && (const uint8_t *)q[k]->data < hi)
@@ -1265,6 +1264,17 @@ void model_drop_file(struct model *m) {
             if ((const uint8_t *)lq[k]->data >= lo && (const uint8_t *)lq[k]->data < hi)
                 memset(lq[k], 0, sizeof(*lq[k]));
     }
+}
+
+void model_drop_file(struct model *m) {
+    if (m->w.qarena) { /* blocks copied out of the file (un-permuted Q/K rows, ...): gone too */
+        ld_clear_kept(m, m->w.qarena, (const uint8_t *)m->w.qarena + m->w.qarena_bytes);
+        free(m->w.qarena);
+        m->w.qarena = NULL;
+        m->w.qarena_bytes = 0;
+    }
+    if (!m->file) return;
+    ld_clear_kept(m, m->file->map, m->file->map + m->file->size);
     m->w.mapped_bytes = 0;
     m->qk_file_order = 0;
     gguf_close(m->file);

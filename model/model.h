@@ -106,6 +106,11 @@ struct model_layer {
      * above, Q/K rows in HF order); a weight kept here has a NULL fp32 pointer above, and one
      * with .data NULL here is fp32 above. */
     struct fg_qtensor qwq, qwk, qwv, qwo, qw_gate, qw_up, qw_down;
+    /* Weights resident in a backend's quantized layout (fg_ops.qlinear; the engine's device copy,
+     * engine.c): q|k|v and gate|up as one matrix each ((n_heads + 2 n_kv_heads) head_dim rows;
+     * 2 ffn_dim rows), o and down in qwo / qw_down (data in backend memory); .data NULL where the
+     * weight is in the backend's element type instead (wq ... above). */
+    struct fg_qtensor qwqkv, qw_gu;
 };
 
 struct model_weights {
@@ -119,7 +124,9 @@ struct model_weights {
     void *arena;                /* one allocation that holds every fp32 tensor above */
     size_t arena_bytes;
     /* MODEL_LOAD_KEEP_BLOCKS: the embedding and the head in their blocks (tok_embd / output
-     * then NULL; q_output == q_embd when tied), and the one allocation every kept block lives in */
+     * then NULL; q_output == q_embd when tied), and the one allocation every kept block lives in.
+     * In a device copy with fg_ops.qlinear: q_embd in FG_QLAYOUT_ROWS, q_output in
+     * FG_QLAYOUT_GEMM (two copies when tied). */
     struct fg_qtensor q_embd, q_output;
     void *qarena;
     size_t qarena_bytes;
@@ -170,9 +177,9 @@ enum model_load_flags { MODEL_LOAD_KEEP_BLOCKS = 1, MODEL_LOAD_KEEP_FILE = 2 };
 int model_load_flags(const char *path, unsigned flags, struct model **out,
                      model_progress_fn progress, void *user, char *err, size_t errlen);
 void model_free(struct model *m); /* accepts NULL and half-built models */
-/* Close the file mapping of M (model.file) once a backend has its own copy of the weights kept
- * there (after the GPU upload): every qtensor pointing into it is cleared, so M's host weights
- * are then incomplete. */
+/* Close the file mapping of M (model.file) and free the block arena (w.qarena) once a backend
+ * has its own copy of the weights kept there (after the GPU upload): every qtensor pointing into
+ * either is cleared, so M's host weights are then incomplete. */
 void model_drop_file(struct model *m);
 
 /* Load only the tokenizer (and the chat template, malloc'd or NULL; CHAT_TEMPLATE may be NULL)

@@ -65,6 +65,8 @@ void ep_info(struct http_req *r) {
         cJSON_AddNumberToObject(res, "fp32_bytes", (double)in->weights_fp32_bytes);
         cJSON_AddNumberToObject(res, "mapped_bytes", (double)in->weights_mapped_bytes);
         cJSON_AddNumberToObject(res, "device_bytes", (double)in->weights_device_bytes);
+        cJSON_AddNumberToObject(res, "device_block_bytes", (double)in->weights_device_block_bytes);
+        cJSON_AddStringToObject(res, "gpu_weights", in->gpu_weights);
     }
     cJSON_AddNumberToObject(o, "max_concurrent_requests", sv->cfg.max_concurrent_requests);
     cJSON_AddNumberToObject(o, "max_best_of", 1);

@@ -41,6 +41,10 @@ static void usage_generate(FILE *f) {
         "  --seed S                 sampling seed (default 0)\n"
         "  --ignore-eos             do not stop at end-of-generation tokens\n"
         "  --device auto|cpu|cuda   backend (default auto)\n"
+        "  --gpu-weights auto|bf16|quantized\n"
+        "                           GPU: GGUF weights as bf16 or resident in their blocks "
+        "(default\n"
+        "                           auto = bf16)\n"
         "  --threads N              CPU threads (default 0 = all cores)\n"
         "  --print-ids              print the prompt and generated token ids to stderr\n"
         "  --stats                  print timing to stderr\n",
@@ -104,6 +108,7 @@ static int cmd_generate(int argc, char **argv) {
         O_SEED,
         O_IGNORE_EOS,
         O_DEVICE,
+        O_GPU_WEIGHTS,
         O_THREADS,
         O_IDS,
         O_STATS,
@@ -122,6 +127,7 @@ static int cmd_generate(int argc, char **argv) {
         {"seed", required_argument, 0, O_SEED},
         {"ignore-eos", no_argument, 0, O_IGNORE_EOS},
         {"device", required_argument, 0, O_DEVICE},
+        {"gpu-weights", required_argument, 0, O_GPU_WEIGHTS},
         {"threads", required_argument, 0, O_THREADS},
         {"print-ids", no_argument, 0, O_IDS},
         {"stats", no_argument, 0, O_STATS},
@@ -183,6 +189,20 @@ static int cmd_generate(int argc, char **argv) {
                 eo.device = ENGINE_DEVICE_CUDA;
             else {
                 fprintf(stderr, "flashgen: invalid value for --device: '%s' (auto|cpu|cuda)\n",
+                        optarg);
+                bad = 1;
+            }
+            break;
+        case O_GPU_WEIGHTS:
+            if (!strcmp(optarg, "auto"))
+                eo.gpu_weights = ENGINE_GPU_WEIGHTS_AUTO;
+            else if (!strcmp(optarg, "bf16"))
+                eo.gpu_weights = ENGINE_GPU_WEIGHTS_BF16;
+            else if (!strcmp(optarg, "quantized"))
+                eo.gpu_weights = ENGINE_GPU_WEIGHTS_QUANTIZED;
+            else {
+                fprintf(stderr,
+                        "flashgen: invalid value for --gpu-weights: '%s' (auto|bf16|quantized)\n",
                         optarg);
                 bad = 1;
             }

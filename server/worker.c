@@ -888,6 +888,7 @@ static void *worker_main(void *arg) {
                : c->device == CONFIG_DEVICE_CUDA ? ENGINE_DEVICE_CUDA
                                                  : ENGINE_DEVICE_AUTO;
     o.n_threads = c->threads;
+    o.gpu_weights = (enum engine_gpu_weights)c->gpu_weights; /* the same order (config.c) */
     o.kv_cache_bytes = (size_t)c->kv_cache_mb << 20;
     o.kv_fraction = (float)c->kv_fraction;
     o.page_size = c->page_size;
@@ -935,6 +936,9 @@ static void *worker_main(void *arg) {
         in->weights_fp32_bytes = e->model->w.arena_bytes;
         in->weights_mapped_bytes = e->model->w.mapped_bytes;
         in->weights_device_bytes = e->device_weight_bytes;
+        in->weights_device_block_bytes = e->device_block_bytes;
+        snprintf(in->gpu_weights, sizeof in->gpu_weights, "%s",
+                 strcmp(e->device, "cuda") ? "none" : engine_gpu_weights_name(e->gpu_weights));
     }
     pthread_mutex_lock(&w->mu);
     w->state = WORKER_READY;

@@ -168,6 +168,8 @@ struct worker_info {
     double load_seconds;
     /* host weight bytes by form: kept in GGUF blocks (the CPU multiplies them), fp32 */
     size_t weights_block_bytes, weights_fp32_bytes, weights_mapped_bytes, weights_device_bytes;
+    size_t weights_device_block_bytes; /* of the device copy: resident in GGUF blocks */
+    char gpu_weights[16];              /* "bf16" or "quantized" on a GPU, "none" on the CPU */
 };
 
 /* Called on the loop thread when the worker changes state (loaded, failed, stopped). */

@@ -54,3 +54,23 @@ def test_file_reads_and_runs(tmp_path, kind):
                          timeout=120)
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip()
+
+
+def test_tied_leaves_the_head_out_and_counts_the_bytes(tmp_path):
+    """--tied (check_qengine's SmolLM2-shape models): no output.weight, flashgen runs it, and the
+    tensor bytes the tool prints are gguf's."""
+    out = str(tmp_path / "tiny_tied.gguf")
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "make_random_gguf.py"), "--shape", "tiny",
+                        "--tokenizer", TOKENIZER, "--out", out, "--type", "q4_0", "--tied"], check=True,
+                       capture_output=True, text=True)
+    reader = gguf.GGUFReader(out)
+    names = {t.name for t in reader.tensors}
+    assert "output.weight" not in names and "token_embd.weight" in names
+    want = sum(int(t.n_bytes) for t in reader.tensors)
+    plan = mrg.tensor_plan(mrg.SHAPES["tiny"], 49152, mrg.GGML_Q4_0, tied=True)
+    assert sum(mrg.tensor_nbytes(sh, t) for _, sh, t in plan) == want
+    assert f"tensor bytes {want}" in r.stdout
+    run = subprocess.run([os.path.join(ROOT, os.environ.get("FLASHGEN_BUILD", "build"), "flashgen"), "generate",
+                          "--model", out, "--prompt", "hello", "--max-new-tokens", "3", "--ignore-eos"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr

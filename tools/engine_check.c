@@ -9,6 +9,7 @@
  *       tokens (one line per prompt) from step 1 on, so backends compare on identical contexts.
  *   engine_check --model DIR --device cuda --bench [--batches 1,8,32,64,128,256] [--context 512]
  *       [--gen 64] [--prefill 512,2048,8192]
+ *   --gpu-weights auto|bf16|quantized (either mode): how the GPU keeps GGUF weights (engine.h).
  *       Decode steps/s and tokens/s at each batch size (all sequences at the given context),
  *       prefill tokens/s at each prompt length; prints one row per point. Figures only. --bench
  *       may follow a --prompts run in the same process (one model load).
@@ -140,7 +141,10 @@ static int bench(struct engine *e, const int *batches, int nb, int context, int 
     size_t D = c->dim, QD = (size_t)c->n_heads * c->head_dim;
     size_t KVD = (size_t)c->n_kv_heads * c->head_dim, F = c->ffn_dim;
     double params = (double)c->n_layers * (2 * QD * D + 2 * KVD * D + 3 * F * D) + (double)V * D;
-    double weight_bytes = params * e->ops->act_size;
+    /* the bytes a decode step streams: the device copy but the embedding (resident GGUF blocks
+     * where --gpu-weights quantized keeps them), else the matmul parameters in fp32 */
+    double weight_bytes =
+        e->device_step_bytes ? (double)e->device_step_bytes : params * e->ops->act_size;
     printf("device %s (%s); params (matmul) %.3f B; weights %.2f GB per step\n", e->device,
            engine_device_name(e), params / 1e9, weight_bytes / 1e9);
     printf("%-8s %6s %8s %10s %12s %10s\n", "phase", "batch", "context", "ms/step", "tokens/s",
@@ -236,6 +240,7 @@ int main(int argc, char **argv) {
     const char *model = NULL, *prompts = NULL, *out = NULL, *device = "cuda", *force = NULL;
     int steps = 32, batch = 0, also_batch = 0, do_bench = 0, context = 512, gen = 64;
     int max_tokens = 8192;
+    enum engine_gpu_weights gpu_weights = ENGINE_GPU_WEIGHTS_AUTO;
     float kv_fraction = 0.9f;
     int batches[16] = {1, 8, 32, 64}, nb = 4, prefills[16] = {512, 2048, 8192}, np = 3;
     static const struct option opts[] = {{"model", required_argument, 0, 'm'},
@@ -253,6 +258,7 @@ int main(int argc, char **argv) {
                                          {"force", required_argument, 0, 'F'},
                                          {"also-batch", no_argument, 0, 'A'},
                                          {"kv-fraction", required_argument, 0, 'K'},
+                                         {"gpu-weights", required_argument, 0, 'W'},
                                          {0, 0, 0, 0}};
     int ch;
     while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -302,6 +308,11 @@ int main(int argc, char **argv) {
         case 'K':
             kv_fraction = (float)atof(optarg);
             break;
+        case 'W':
+            gpu_weights = !strcmp(optarg, "quantized") ? ENGINE_GPU_WEIGHTS_QUANTIZED
+                          : !strcmp(optarg, "bf16")    ? ENGINE_GPU_WEIGHTS_BF16
+                                                       : ENGINE_GPU_WEIGHTS_AUTO;
+            break;
         default:
             fprintf(stderr, "engine_check: see the comment at the top of tools/engine_check.c\n");
             return 2;
@@ -322,6 +333,7 @@ int main(int argc, char **argv) {
         if (batches[i] > o.max_batch_seqs) o.max_batch_seqs = batches[i];
     if (o.max_batch_tokens < o.max_batch_seqs) o.max_batch_tokens = o.max_batch_seqs;
     o.kv_fraction = kv_fraction;
+    o.gpu_weights = gpu_weights;
     if (o.device == ENGINE_DEVICE_CPU) o.kv_cache_bytes = (size_t)2 << 30;
     struct engine *e;
     char err[512];
@@ -330,8 +342,12 @@ int main(int argc, char **argv) {
         fprintf(stderr, "engine_check: %s\n", err);
         return 1;
     }
-    fprintf(stderr, "engine_check: %s on %s, loaded in %.1f s, %d KV pages\n", model,
-            engine_device_name(e), now() - t0, e->kv.n_pages);
+    fprintf(stderr,
+            "engine_check: %s on %s, loaded in %.1f s, %d KV pages; gpu weights %s, %.1f MB on "
+            "the device (%.1f MB in GGUF blocks)\n",
+            model, engine_device_name(e), now() - t0, e->kv.n_pages,
+            strcmp(e->device, "cuda") ? "-" : engine_gpu_weights_name(e->gpu_weights),
+            e->device_weight_bytes / 1048576.0, e->device_block_bytes / 1048576.0);
     int rc = 0;
     if (prompts) {
         struct prompts pr, fr, *frp = NULL;

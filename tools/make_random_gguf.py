@@ -15,7 +15,9 @@ Q4_1: --type), norms in F32 (as llama.cpp writes them). The values: one block of
 drawn once (numpy RandomState(--seed)), quantized once for the block types (the rounding
 llama.cpp's reference quantizer uses, written here from the format: model-format.md), and tiled
 over every tensor, which writes a 14.7 GB file in seconds; the model's output is noise, which a
-throughput benchmark does not mind (it runs with ignore_eos).
+throughput benchmark does not mind (it runs with ignore_eos). --tied leaves output.weight out (the
+head is the embedding, as SmolLM2's); the last line says the tensor bytes (tests/gpu/check_qengine.py
+compares the GPU's resident bytes with them).
 """
 import argparse
 import os
@@ -30,6 +32,13 @@ SHAPES = {
                       theta=500000.0),
     # small enough for the CPU tests of the benchmark scripts
     "tiny": dict(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn=128, ctx=2048, theta=10000.0),
+    # Llama-3 head layout at a size the CPU backend runs quickly (tests/gpu/check_qengine.py):
+    # dim and ffn multiples of 128, the quantized GEMV's full groups of 4 blocks
+    "small": dict(dim=1024, n_layers=4, n_heads=8, n_kv_heads=2, ffn=2816, ctx=4096,
+                  theta=500000.0),
+    # SmolLM2-135M's body: 576 / 32 = 18 blocks a row, a partial group at each row's end
+    "smollm2": dict(dim=576, n_layers=30, n_heads=9, n_kv_heads=3, ffn=1536, ctx=8192,
+                    theta=100000.0),
 }
 
 # GGUF value types
@@ -137,7 +146,13 @@ def kv_scalar(key, t, v):
     return struct.pack("<Q", len(k)) + k + struct.pack("<I", t) + struct.pack(SCALAR[t], v)
 
 
-def tensor_plan(s, vocab, wtype):
+def tensor_nbytes(shape, t):
+    """Bytes of a tensor of SHAPE in ggml type T (F32 norms or a 2-D weight of a --type)."""
+    n = int(np.prod(shape))
+    return n * 4 if t == GGML_F32 else n // 32 * next(v[2] for v in TYPES.values() if v[0] == t)
+
+
+def tensor_plan(s, vocab, wtype, tied=False):
     """(name, numpy shape (rows, cols) or (n,), ggml type) in file order."""
     D, F, hd = s["dim"], s["ffn"], s["dim"] // s["n_heads"]
     kvd = s["n_kv_heads"] * hd
@@ -149,7 +164,9 @@ def tensor_plan(s, vocab, wtype):
                  (b + "attn_output.weight", (D, D), wtype), (b + "ffn_norm.weight", (D,), GGML_F32),
                  (b + "ffn_gate.weight", (F, D), wtype), (b + "ffn_up.weight", (F, D), wtype),
                  (b + "ffn_down.weight", (D, F), wtype)]
-    plan += [("output_norm.weight", (D,), GGML_F32), ("output.weight", (vocab, D), wtype)]
+    plan += [("output_norm.weight", (D,), GGML_F32)]
+    if not tied:
+        plan += [("output.weight", (vocab, D), wtype)]
     return plan
 
 
@@ -159,6 +176,7 @@ def main():
     ap.add_argument("--tokenizer", required=True, help="a GGUF file whose tokenizer.* keys are copied")
     ap.add_argument("--out", required=True)
     ap.add_argument("--type", choices=TYPES, default="f16")
+    ap.add_argument("--tied", action="store_true", help="no output.weight: the head is the embedding")
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--std", type=float, default=0.02)
     ap.add_argument("--ctx", type=int, default=None, help="context length (default: the shape's)")
@@ -192,7 +210,7 @@ def main():
            kv_scalar("llama.attention.layer_norm_rms_epsilon", T_F32, 1e-5),
            kv_scalar("llama.rope.dimension_count", T_U32, hd),
            kv_scalar("llama.vocab_size", T_U32, vocab)] + tok
-    plan = tensor_plan(s, vocab, wtype)
+    plan = tensor_plan(s, vocab, wtype, a.tied)
 
     infos, offset = [], 0
     for name, shape, t in plan:
@@ -233,8 +251,9 @@ def main():
             f.write(b"\0" * (-nb % ALIGN))
     os.replace(tmp, a.out)
     n_params = sum(int(np.prod(sh)) for _, sh, _ in plan)
+    tensor_bytes = sum(tensor_nbytes(sh, t) for _, sh, t in plan)
     print(f"{a.out}: {a.shape} {a.type}, vocab {vocab}, {n_params / 1e9:.3f} B parameters, "
-          f"{os.path.getsize(a.out) / 1e9:.2f} GB")
+          f"{os.path.getsize(a.out) / 1e9:.2f} GB, tensor bytes {tensor_bytes}")
 
 
 if __name__ == "__main__":

@@ -74,13 +74,14 @@ class KvWriteArgs(C.Structure):
 
 
 # struct fg_ops: name, then function pointers in header order (kernels/ops.h), through
-# top_logprobs.
+# qlinear.
 _OPS_FIELDS = ["alloc", "release", "upload", "download", "sync", "copy", "upload_f32", "embed",
                "rmsnorm", "matmul", "matmul_f32", "rope", "kv_write", "attention", "swiglu", "add",
                "gather_rows", "graph_begin", "graph_end", "graph_launch", "graph_free",
                "matmul_add", "matmul_swiglu", "norm_matmul", "qkv_store", "sample", "qmatmul",
                "qembed", "add_rows", "head_norm", "attention_window", "norm_add", "geglu", "scale",
-               "softcap", "mask_logits", "upload_rows", "bias_logits", "top_logprobs"]
+               "softcap", "mask_logits", "upload_rows", "bias_logits", "top_logprobs",
+               "qresident_bytes", "qupload", "qlinear"]
 
 
 class FgOps(C.Structure):

@@ -174,6 +174,7 @@ def test_tokenize_info_health(server):
         blocks = res["block_bytes"] + res["mapped_bytes"]
         assert 80e6 < blocks < 110e6 and res["mapped_bytes"] > 50e6, res
         assert res["fp32_bytes"] < 5e6 and res["device_bytes"] == 0, res
+        assert res["device_block_bytes"] == 0 and res["gpu_weights"] == "none", res
     for key in ("model_id", "model_dtype", "model_device_type", "max_input_tokens",
                 "max_total_tokens", "max_concurrent_requests", "version"):
         assert key in info

@@ -4,6 +4,7 @@
 #include <criterion/criterion.h>
 
 #include "config/config.h"
+#include "model/engine.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -61,6 +62,21 @@ Test(config, sources_in_order) {
     config_free(&c);
 }
 
+/* --gpu-weights takes the names of enum engine_gpu_weights in its order (worker.c casts) */
+Test(config, gpu_weights_values) {
+    const char *names[] = {"auto", "bf16", "quantized"};
+    const int want[] = {ENGINE_GPU_WEIGHTS_AUTO, ENGINE_GPU_WEIGHTS_BF16,
+                        ENGINE_GPU_WEIGHTS_QUANTIZED};
+    for (int i = 0; i < 3; i++) {
+        char *argv[] = {"serve", "--gpu-weights", (char *)names[i]};
+        struct config c;
+        char err[256];
+        cr_assert_eq(config_load(&c, 3, argv, NULL, err, sizeof err), 0, "%s", err);
+        cr_assert_eq(c.gpu_weights, want[i], "%s", names[i]);
+        config_free(&c);
+    }
+}
+
 Test(config, config_from_env) {
     const char *file = scratch("cfg_env.json", "{\"threads\": 3}");
     char envv[300];
@@ -95,6 +111,8 @@ Test(config, invalid_values_name_the_option) {
     expect_fail(2, a5, NULL, "port");
     char *a6[] = {"serve", "stray"};
     expect_fail(2, a6, NULL, "stray");
+    char *a_gw[] = {"serve", "--gpu-weights", "int3"};
+    expect_fail(3, a_gw, NULL, "gpu_weights");
     char *e1[] = {"FLASHGEN_MAX_BATCH_SEQS=-1", NULL};
     char *a7[] = {"serve"};
     expect_fail(1, a7, e1, "FLASHGEN_MAX_BATCH_SEQS");

@@ -318,6 +318,31 @@ Test(loader, keep_file_uploads_as_the_fp32_load) {
         }
 }
 
+/* The CUDA engine's --gpu-weights quantized load (KEEP_BLOCKS | KEEP_FILE): llama's Q/K blocks
+ * are copied un-permuted into the block arena, the rest stays in the mapping; once the device has
+ * them model_drop_file leaves no qtensor pointing at either and frees the arena. */
+Test(loader, drop_file_frees_the_block_arena) {
+    tiny_models();
+    const char *path = TINY "/gqa4_untied/gqa4_untied.Q4_1.gguf";
+    struct model *m = NULL;
+    char err[512];
+    cr_assert_eq(model_load_flags(path, MODEL_LOAD_KEEP_BLOCKS | MODEL_LOAD_KEEP_FILE, &m, NULL,
+                                  NULL, err, sizeof err),
+                 0, "%s", err);
+    cr_assert(m->file && m->w.qarena && m->w.qarena_bytes && m->w.layers[0].qwq.data, "%s", path);
+    model_drop_file(m);
+    cr_assert(!m->file && !m->w.qarena && !m->w.qarena_bytes && !m->w.q_embd.data &&
+                  !m->w.q_output.data,
+              "%s", path);
+    for (int l = 0; l < m->cfg.n_layers; l++) {
+        const struct model_layer *L = &m->w.layers[l];
+        cr_assert(!L->qwq.data && !L->qwk.data && !L->qwv.data && !L->qwo.data &&
+                      !L->qw_gate.data && !L->qw_up.data && !L->qw_down.data,
+                  "%s layer %d", path, l);
+    }
+    model_free(m);
+}
+
 struct prog {
     size_t calls, last_t, last_b, total_t, total_b;
     int monotonic;
