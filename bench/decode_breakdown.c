@@ -111,7 +111,7 @@ static int time_variant(struct batch_run *r, const struct variant *v, double *gr
                 t0 = now();
             }
             for (int i = 0; i < r->B; i++)
-                r->fs[i] = (struct fwd_seq){&r->tok[i], 1, &r->seqs[i]};
+                r->fs[i] = (struct fwd_seq){&r->tok[i], 1, &r->seqs[i], 0};
             ok = ok && fwd_run(st, r->fs, r->B, NULL, err, errlen) == 0;
             if (ok && mode == 1)
                 ok = fwd_sample(st, r->B, r->rows, NULL, 0, r->tok, r->lps, err, errlen) == 0;
@@ -195,7 +195,7 @@ static int run_batch(struct engine *e, int B, int context, int steps, double cop
         ok = kv_seq_reserve(&e->kv, &r.seqs[i], context + steps + 3) == 0;
         for (int off = 0; ok && off < context; off += e->max_batch_tokens) {
             int n = context - off < e->max_batch_tokens ? context - off : e->max_batch_tokens;
-            struct fwd_seq one = {prompt + off, n, &r.seqs[i]};
+            struct fwd_seq one = {prompt + off, n, &r.seqs[i], n};
             ok = fwd_run(e->fwd, &one, 1, logits, err, sizeof(err)) == 0;
         }
     }

@@ -416,7 +416,7 @@ static void cpu_softcap(void *ctx, float *x, size_t n, float cap) {
 /* ---- weights in GGUF blocks (kernels/cpu_quant.c) ---------------------------------------- */
 
 static void cpu_qmatmul(void *ctx, float *out, size_t out_stride, const float *x,
-                        const struct fg_qtensor *w, int n, int accumulate) {
+                        const struct fg_qtensor *w, int n, int flags) {
     struct cpu_ctx *c = ctx;
     size_t need = cq_matmul_scratch_bytes(w, n);
     if (need > c->qscratch_cap) {
@@ -430,7 +430,8 @@ static void cpu_qmatmul(void *ctx, float *out, size_t out_stride, const float *x
         c->qscratch = p;
         c->qscratch_cap = need;
     }
-    cq_matmul(c->pool, c->isa, w, x, n, out, out_stride, accumulate, c->qscratch);
+    cq_matmul(c->pool, c->isa, w, x, n, out, out_stride, (flags & FG_QMM_ACCUMULATE) != 0,
+              (flags & FG_QMM_PROMPT) != 0, c->qscratch);
 }
 
 static void cpu_qembed(void *ctx, void *xv, const struct fg_qtensor *table, const int *tokens,

@@ -541,16 +541,15 @@ void cq_dot_rows(enum cq_isa isa, uint32_t type, const void *w, const void *qa, 
     }
 }
 
-/* The panel path (cq_panels) takes a call of at least CQ_PANEL_MIN tokens: below it, the row
- * kernels' unpacking of each block costs less than the panel's gathers. */
-static cq_panel_fn cq_panel_for(enum cq_isa isa, uint32_t type, int n) {
+/* The panel path (cq_panels) takes prompt calls (cpu_quant.h). */
+static cq_panel_fn cq_panel_for(enum cq_isa isa, uint32_t type, int prompt) {
     int t = cq_type_index(type);
-    if (isa != CQ_ISA_AVX512 || n < CQ_PANEL_MIN || t < 0) return NULL;
+    if (isa != CQ_ISA_AVX512 || !prompt || t < 0) return NULL;
     return cq_panels[t];
 }
 
-int cq_matmul_uses_panels(enum cq_isa isa, uint32_t type, int n) {
-    return cq_panel_for(isa, type, n) != NULL;
+int cq_matmul_uses_panels(enum cq_isa isa, uint32_t type, int prompt) {
+    return cq_panel_for(isa, type, prompt) != NULL;
 }
 
 size_t cq_matmul_scratch_bytes(const struct fg_qtensor *w, int n) {
@@ -611,7 +610,7 @@ static void cq_panel_rows(void *arg, size_t begin, size_t end) {
 }
 
 void cq_matmul(struct cpu_pool *pool, enum cq_isa isa, const struct fg_qtensor *w, const float *x,
-               int n, float *out, size_t out_stride, int accumulate, void *scratch) {
+               int n, float *out, size_t out_stride, int accumulate, int prompt, void *scratch) {
     int t = cq_type_index(w->type);
     if (t < 0 || n <= 0) return;
     size_t stride = cq_act_row_bytes(w->type, w->cols);
@@ -631,7 +630,7 @@ void cq_matmul(struct cpu_pool *pool, enum cq_isa isa, const struct fg_qtensor *
      * cache, Q4_1 15 GB/s and Q8_0 37-46 GB/s on one AVX-512 core (2026-12-02), the slower one. */
     const double CQ_NS_PER_BYTE = 1.0 / 15.0;
     pool = cpu_pool_if_worth(pool, (double)w->rows * w->row_bytes * n * CQ_NS_PER_BYTE);
-    cq_panel_fn pf = cq_panel_for(isa, w->type, n);
+    cq_panel_fn pf = cq_panel_for(isa, w->type, prompt);
     if (!pf) {
         cpu_pool_for(pool, (size_t)w->rows, 16, cq_rows, &j);
         return;

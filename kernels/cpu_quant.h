@@ -61,15 +61,17 @@ void cq_dot_rows(enum cq_isa isa, uint32_t type, const void *w, const void *qa, 
  * the quantized activations: cq_matmul_scratch_bytes(w, n) bytes. One caller per pool at a
  * time. */
 size_t cq_matmul_scratch_bytes(const struct fg_qtensor *w, int n);
-/* Calls of at least CQ_PANEL_MIN tokens on a 32-block type take the panel product on AVX-512
- * VNNI (16 weight rows unpacked once per call, one row per int32 lane; kernels/cpu_quant_x86.h):
- * the same integer block sums, the fp32 scaling in another order than cq_dot_rows' (so equal to
- * it within fp32 rounding, not bit for bit). 1 when cq_matmul(ISA, TYPE, N) does. */
-#define CQ_PANEL_MIN                                                                               \
-    2 /* measured (2026-12-02, SmolLM2 shapes, Q4_1): at 1 token the row kernels take 0.55-0.8x    \
-         the panel's time, at 2 the panel 0.7-1x theirs, at 4 about 0.5x */
-int cq_matmul_uses_panels(enum cq_isa isa, uint32_t type, int n);
+/* PROMPT calls on a 32-block type take the panel product on AVX-512 VNNI (16 weight rows
+ * unpacked once per call, one row per int32 lane; kernels/cpu_quant_x86.h): the same integer
+ * block sums, the fp32 scaling in another order than cq_dot_rows' (so equal to it within fp32
+ * rounding, not bit for bit). The caller says which rows are prompt rows (fg_ops.qmatmul's
+ * FG_QMM_PROMPT: sequences with several new tokens), not the token count: decided by the count,
+ * a decode row's result would change with the number of rows beside it in the batch. Measured
+ * (2026-12-02, SmolLM2 shapes, Q4_1): at 1 token the row kernels take 0.55-0.8x the panel's
+ * time, at 2 the panel 0.7-1x theirs, at 4 about 0.5x; prompt calls carry at least 2. 1 when
+ * cq_matmul(ISA, TYPE, PROMPT) takes it. */
+int cq_matmul_uses_panels(enum cq_isa isa, uint32_t type, int prompt);
 void cq_matmul(struct cpu_pool *pool, enum cq_isa isa, const struct fg_qtensor *w, const float *x,
-               int n, float *out, size_t out_stride, int accumulate, void *scratch);
+               int n, float *out, size_t out_stride, int accumulate, int prompt, void *scratch);
 
 #endif

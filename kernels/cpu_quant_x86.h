@@ -183,8 +183,11 @@ static inline __attribute__((always_inline)) void
 CQ_FN(cq_x_body32)(uint32_t type, size_t bbytes, const uint8_t *w, const uint8_t *qa,
                    size_t qa_stride, const int n_rows, int nb, float *out) {
 #if CQ_VNNI
-    if (type == GGUF_GGML_Q4_1 && n_rows == 1) {
-        out[0] = CQ_FN(cq_x_q41_row)(w, qa, nb);
+    /* every activation row its own cq_x_q41_row (the weight row stays in L1 between them), so a
+     * token's result is the same bits whatever the number of rows beside it in the call */
+    if (type == GGUF_GGML_Q4_1) {
+        for (int r = 0; r < n_rows; r++)
+            out[r] = CQ_FN(cq_x_q41_row)(w, qa + r * qa_stride, nb);
         return;
     }
 #endif

@@ -32,6 +32,9 @@ struct fg_qtensor {
 /* A varlen batch of sequences whose keys and values live in a paged cache. Sequence s owns query
  * rows q_start[s] .. q_start[s+1]-1; those are its newest tokens, so query row i of s sits at
  * absolute position kv_len[s] - n_q(s) + i and (when causal) sees keys 0 .. that position. */
+#define FG_QMM_ACCUMULATE 1 /* fg_ops.qmatmul flags */
+#define FG_QMM_PROMPT 2
+
 struct attn_batch {
     int n_seqs;
     const int *q_start;     /* (n_seqs + 1) cumulative query offsets */
@@ -159,9 +162,13 @@ struct fg_ops {
                   const int *history, int n_history, int *ids, float *logprobs);
 
     /* Weights kept in their GGUF blocks on the host (optional: the CPU backend). out (n,
-     * out_stride) columns [0, w->rows) = x (n, w->cols) · wᵀ, or += when ACCUMULATE; x fp32. */
+     * out_stride) columns [0, w->rows) = x (n, w->cols) · wᵀ, or += with FG_QMM_ACCUMULATE in
+     * FLAGS; x fp32. FG_QMM_PROMPT: the rows are prompt rows (of sequences with several new
+     * tokens this step), which the backend may run through a kernel of its own that rounds
+     * differently; the forward pass decides it per sequence, never by the batch, so a token's
+     * result does not depend on what else is in the step. */
     void (*qmatmul)(void *ctx, float *out, size_t out_stride, const float *x,
-                    const struct fg_qtensor *w, int n, int accumulate);
+                    const struct fg_qtensor *w, int n, int flags);
     /* x[t] = dequantize(table row tokens[t]) (table (vocab, dim) in blocks; on the CUDA backend
      * resident in FG_QLAYOUT_ROWS, x bf16) */
     void (*qembed)(void *ctx, void *x, const struct fg_qtensor *table, const int *tokens, int n);

@@ -78,6 +78,12 @@ struct fwd_state {
     int use_graphs;       /* backend has graphs and FLASHGEN_CUDA_GRAPHS is not "0" */
     int pad;              /* decode steps padded to fwd_batch_bucket (fwd_set_padding) */
     struct kv_seq pad_kv; /* the page the padding rows write (taken at the first padded step) */
+    /* This step's rows as runs of prompt rows (fwd_seq.n_prompt) and others, for
+     * fg_ops.qmatmul's FG_QMM_PROMPT (fwd_qmm); (2 max_seqs) entries */
+    struct fwd_qrun {
+        int r0, n, prompt;
+    } * qruns;
+    int n_qruns;
 };
 
 int fwd_batch_bucket(int n) {
@@ -103,6 +109,7 @@ void fwd_free(struct fwd_state *st) {
         if (bufs[i]) st->ops->release(st->ctx, bufs[i]);
     free(st->h_ints);
     free(st->pad_kv.pages); /* the page itself goes with the KV pool */
+    free(st->qruns);
     free(st);
 }
 
@@ -178,6 +185,7 @@ int fwd_init(struct fwd_state **out, const struct model_config *cfg, const struc
     st->n_ints = 3 * T + (S + 1) + 2 * S + S * (size_t)st->max_pages;
     st->d_ints = ops->alloc(ops_ctx, st->n_ints * sizeof(int));
     st->h_ints = calloc(st->n_ints, sizeof(int));
+    st->qruns = calloc(2 * S, sizeof(*st->qruns));
     if (ops->qlinear) { /* the scratch of the largest resident layer weight */
         for (int l = 0; l < cfg->n_layers; l++) {
             const struct model_layer *L = &w->layers[l];
@@ -195,7 +203,7 @@ int fwd_init(struct fwd_state **out, const struct model_config *cfg, const struc
         }
     }
     if (!st->x || !st->h || !st->qkv || !st->q || !st->att || !st->ffn || !st->scratch ||
-        !st->last || !st->logits || !st->d_ints || !st->h_ints) {
+        !st->last || !st->logits || !st->d_ints || !st->h_ints || !st->qruns) {
         snprintf(err, errlen, "forward: cannot allocate activations for %d tokens, %d sequences",
                  max_tokens, max_seqs);
         fwd_free(st);
@@ -242,13 +250,25 @@ static int fwd_qjoin(const struct fg_qtensor *a, const struct fg_qtensor *b,
     return 1;
 }
 
+/* out (T, ld) = in · qᵀ (+= with ACCUMULATE) through fg_ops.qmatmul, one call per run of the
+ * step's rows (fwd_run's qruns), prompt runs flagged FG_QMM_PROMPT. */
+static void fwd_qmm(struct fwd_state *st, float *out, size_t ld, const float *in,
+                    const struct fg_qtensor *q, int accumulate) {
+    for (int i = 0; i < st->n_qruns; i++) {
+        const struct fwd_qrun *r = &st->qruns[i];
+        st->ops->qmatmul(st->ctx, out + (size_t)r->r0 * ld, ld, in + (size_t)r->r0 * q->cols, q,
+                         r->n,
+                         (accumulate ? FG_QMM_ACCUMULATE : 0) | (r->prompt ? FG_QMM_PROMPT : 0));
+    }
+}
+
 /* out (T, out_dim) = in · wᵀ, or += (ACCUMULATE) */
 static void fwd_proj(struct fwd_state *st, void *out, const void *in, const float *w,
                      const struct fg_qtensor *q, int T, int in_dim, int out_dim, int accumulate) {
     if (q->data && st->ops->qlinear)
         fwd_ql(st, out, in, NULL, NULL, q, T, accumulate ? FG_QL_ADD : FG_QL_STORE);
     else if (q->data)
-        st->ops->qmatmul(st->ctx, out, (size_t)out_dim, in, q, T, accumulate);
+        fwd_qmm(st, out, (size_t)out_dim, in, q, accumulate);
     else if (accumulate)
         st->ops->matmul_add(st->ctx, out, in, w, T, in_dim, out_dim);
     else
@@ -273,12 +293,12 @@ static void fwd_qkv(struct fwd_state *st, const struct model_layer *L, int T) {
     st->ops->rmsnorm(st->ctx, st->h, st->x, L->attn_norm, T, D, c->rms_eps);
     struct fg_qtensor qk, all;
     if (fwd_qjoin(&L->qwq, &L->qwk, &qk) && fwd_qjoin(&qk, &L->qwv, &all)) {
-        st->ops->qmatmul(st->ctx, qkv, ld, st->h, &all, T, 0);
+        fwd_qmm(st, qkv, ld, st->h, &all, 0);
         return;
     }
-    st->ops->qmatmul(st->ctx, qkv, ld, st->h, &L->qwq, T, 0);
-    st->ops->qmatmul(st->ctx, qkv + QD, ld, st->h, &L->qwk, T, 0);
-    st->ops->qmatmul(st->ctx, qkv + QD + KVD, ld, st->h, &L->qwv, T, 0);
+    fwd_qmm(st, qkv, ld, st->h, &L->qwq, 0);
+    fwd_qmm(st, qkv + QD, ld, st->h, &L->qwk, 0);
+    fwd_qmm(st, qkv + QD + KVD, ld, st->h, &L->qwv, 0);
 }
 
 /* ffn (T, F) = act(rmsnorm(x) Wgᵀ) * (rmsnorm(x) Wuᵀ), act silu or gelu-tanh */
@@ -311,10 +331,10 @@ static void fwd_ffn_in(struct fwd_state *st, const struct model_layer *L, int T)
     ops->rmsnorm(st->ctx, st->h, st->x, L->ffn_norm, T, D, c->rms_eps);
     struct fg_qtensor both;
     if (fwd_qjoin(&L->qw_gate, &L->qw_up, &both)) {
-        ops->qmatmul(st->ctx, gu, 2 * (size_t)F, st->h, &both, T, 0);
+        fwd_qmm(st, gu, 2 * (size_t)F, st->h, &both, 0);
     } else {
-        ops->qmatmul(st->ctx, gu, 2 * (size_t)F, st->h, &L->qw_gate, T, 0);
-        ops->qmatmul(st->ctx, gu + F, 2 * (size_t)F, st->h, &L->qw_up, T, 0);
+        fwd_qmm(st, gu, 2 * (size_t)F, st->h, &L->qw_gate, 0);
+        fwd_qmm(st, gu + F, 2 * (size_t)F, st->h, &L->qw_up, 0);
     }
     if (gelu)
         ops->geglu(st->ctx, st->ffn, st->scratch, T, F);
@@ -335,7 +355,7 @@ static void fwd_head(struct fwd_state *st, int n_seqs, const int *d_rows) {
         fwd_ql(st, st->logits, st->h, w->out_norm, st->last, &w->q_output, n_seqs, FG_QL_STORE_F32);
     } else {
         ops->rmsnorm(st->ctx, st->last, st->h, w->out_norm, n_seqs, D, c->rms_eps);
-        if (w->q_output.data)
+        if (w->q_output.data) /* one row per sequence: the row kernel for all (no FG_QMM_PROMPT) */
             ops->qmatmul(st->ctx, st->logits, (size_t)c->vocab_size, st->last, &w->q_output, n_seqs,
                          0);
         else
@@ -527,6 +547,21 @@ int fwd_run(struct fwd_state *st, const struct fwd_seq *seqs, int n_seqs, float 
         kv_len[s] = 1;
         rows[s] = t;
         table[(size_t)s * st->max_pages] = st->pad_kv.pages[0];
+    }
+    st->n_qruns = 0;
+    for (int s = 0; s < n_run; s++) {
+        int r0 = q_start[s], n = q_start[s + 1] - r0;
+        int np = s < n_seqs ? seqs[s].n_prompt : 0; /* padding rows: decode rows */
+        np = np < 0 ? 0 : np > n ? n : np;
+        for (int part = 0; part < 2; part++) { /* its prompt rows, then its generated ones */
+            int len = part ? n - np : np, prompt = !part;
+            if (!len) continue;
+            struct fwd_qrun *last = st->n_qruns ? &st->qruns[st->n_qruns - 1] : NULL;
+            if (last && last->prompt == prompt)
+                last->n += len;
+            else
+                st->qruns[st->n_qruns++] = (struct fwd_qrun){r0 + (part ? np : 0), len, prompt};
+        }
     }
     if (ops->upload(ctx, st->d_ints, st->h_ints, n_ints * sizeof(int)) != 0) {
         snprintf(err, errlen, "forward: upload of the step description failed");

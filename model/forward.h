@@ -20,6 +20,10 @@ struct fwd_seq {
     const int *tokens; /* (n_tokens) new tokens */
     int n_tokens;
     struct kv_seq *kv; /* block table; n_tokens of it already cached; must have room reserved */
+    /* the first n_prompt of the new tokens are prompt tokens (the rest, generated ones, are
+     * recomputed after a preemption): a backend may run their products through a prompt kernel
+     * of its own (fg_ops.qmatmul, FG_QMM_PROMPT), chosen by the token, not by the batch */
+    int n_prompt;
 };
 
 struct fwd_state;

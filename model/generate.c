@@ -56,7 +56,7 @@ int gen_run(struct engine *e, const int *prompt, int n_prompt, const struct samp
     double t0 = now_seconds();
     for (int off = 0; off < n_prompt; off += e->max_batch_tokens) {
         int n = n_prompt - off < e->max_batch_tokens ? n_prompt - off : e->max_batch_tokens;
-        struct fwd_seq fs = {prompt + off, n, &seq};
+        struct fwd_seq fs = {prompt + off, n, &seq, n};
         int last = off + n >= n_prompt;
         float *lo = last && logits_out && max_new > 0 ? logits_out : NULL;
         if (fwd_run(e->fwd, &fs, 1, lo, err, errlen) != 0) goto done;
@@ -66,7 +66,7 @@ int gen_run(struct engine *e, const int *prompt, int n_prompt, const struct samp
     res->finish = GEN_FINISH_LENGTH;
     for (int step = 0; step < max_new; step++) {
         if (step > 0) {
-            struct fwd_seq fs = {&history[n_hist - 1], 1, &seq};
+            struct fwd_seq fs = {&history[n_hist - 1], 1, &seq, 0};
             float *lo = logits_out ? logits_out + (size_t)step * V : NULL;
             if (fwd_run(e->fwd, &fs, 1, lo, err, errlen) != 0) goto done;
         }

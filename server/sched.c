@@ -275,6 +275,9 @@ static void push(struct sched *s, struct sched_seq *q, int n, int want) {
     b->fwd[b->n].tokens = q->tokens + it->start;
     b->fwd[b->n].n_tokens = n;
     b->fwd[b->n].kv = &q->kv;
+    int np =
+        q->n_prompt - it->start; /* of these n, the prompt's (a recomputed sequence has more) */
+    b->fwd[b->n].n_prompt = np < 0 ? 0 : np > n ? n : np;
     b->n++;
     b->n_tokens += n;
 }

@@ -100,6 +100,7 @@ static int run_group(struct engine *e, struct prompts *pr, int first, int count,
             fs[i].kv = &seqs[i];
             fs[i].tokens = s == 0 ? pr->ids[first + i] : &last[i];
             fs[i].n_tokens = s == 0 ? pr->len[first + i] : 1;
+            fs[i].n_prompt = s == 0 ? pr->len[first + i] : 0;
         }
         if (fwd_run(e->fwd, fs, count, logits, err, sizeof(err)) != 0) {
             fprintf(stderr, "engine_check: %s\n", err);
@@ -162,7 +163,7 @@ static int bench(struct engine *e, const int *batches, int nb, int context, int 
             ok = kv_seq_reserve(&e->kv, &seqs[i], context + gen + 1) == 0;
             for (int off = 0; ok && off < context; off += e->max_batch_tokens) {
                 int n = context - off < e->max_batch_tokens ? context - off : e->max_batch_tokens;
-                struct fwd_seq one = {prompt + off, n, &seqs[i]};
+                struct fwd_seq one = {prompt + off, n, &seqs[i], n};
                 ok = fwd_run(e->fwd, &one, 1, logits, err, sizeof(err)) == 0;
             }
             tok[i] = i % V;
@@ -182,7 +183,7 @@ static int bench(struct engine *e, const int *batches, int nb, int context, int 
         for (int s = 0; ok && s < gen + 2; s++) {
             if (s == 2) t0 = now(); /* two warm-up steps */
             for (int i = 0; i < B; i++)
-                fs[i] = (struct fwd_seq){&tok[i], 1, &seqs[i]};
+                fs[i] = (struct fwd_seq){&tok[i], 1, &seqs[i], 0};
             ok = fwd_run(e->fwd, fs, B, NULL, err, sizeof(err)) == 0 &&
                  fwd_sample(e->fwd, B, rows, NULL, 0, tok, lps, err, sizeof(err)) == 0;
         }
@@ -215,7 +216,7 @@ static int bench(struct engine *e, const int *batches, int nb, int context, int 
             int ok = 1;
             for (int off = 0; ok && off < L; off += e->max_batch_tokens) {
                 int n = L - off < e->max_batch_tokens ? L - off : e->max_batch_tokens;
-                struct fwd_seq one = {prompt + off, n, &seq};
+                struct fwd_seq one = {prompt + off, n, &seq, n};
                 ok = fwd_run(e->fwd, &one, 1, logits, err, sizeof(err)) == 0;
             }
             double t = now() - t0;

@@ -210,11 +210,12 @@ Test(cpu_quant, matmul_matches_row_products) {
             }
             for (int isa = 0; isa < CQ_ISA_COUNT; isa++) {
                 if (!cq_isa_supported((enum cq_isa)isa)) continue;
-                int panel = cq_matmul_uses_panels((enum cq_isa)isa, type, n);
+                /* prompt calls from 2 tokens, as the forward pass makes them */
+                int prompt = n >= 2, panel = cq_matmul_uses_panels((enum cq_isa)isa, type, prompt);
                 n_panel_cases += panel;
                 for (int acc = 0; acc < 2; acc++) {
                     memcpy(y, base, sizeof(float) * (size_t)n * ld);
-                    cq_matmul(pool, (enum cq_isa)isa, &qt, x, n, y, ld, acc, scratch);
+                    cq_matmul(pool, (enum cq_isa)isa, &qt, x, n, y, ld, acc, prompt, scratch);
                     for (int o = 0; o < rows; o++) {
                         cq_dot_rows((enum cq_isa)isa, type, w + o * qt.row_bytes, qa, ab, n, k,
                                     ref);

@@ -187,7 +187,7 @@ static void rig_free(struct rig *r) {
 static void run_one(struct rig *r, const int *toks, int n, struct kv_seq *seq, float *logits) {
     char err[256];
     cr_assert_eq(kv_seq_reserve(&r->kv, seq, seq->n_tokens + n), 0);
-    struct fwd_seq fs = {toks, n, seq};
+    struct fwd_seq fs = {toks, n, seq, n};
     cr_assert_eq(fwd_run(r->fwd, &fs, 1, logits, err, sizeof(err)), 0, "%s", err);
 }
 
@@ -260,7 +260,8 @@ Test(forward, mixed_batch_equals_each_alone) {
     run_one(&r, toks[0], 10, &q[0], tmp);
     for (int b = 0; b < 3; b++)
         cr_assert_eq(kv_seq_reserve(&r.kv, &q[b], 11 + 5 * b), 0);
-    struct fwd_seq fs[3] = {{toks[0] + 10, 1, &q[0]}, {toks[1], 16, &q[1]}, {toks[2], 21, &q[2]}};
+    struct fwd_seq fs[3] = {
+        {toks[0] + 10, 1, &q[0], 0}, {toks[1], 16, &q[1], 16}, {toks[2], 21, &q[2], 21}};
     char err[256];
     cr_assert_eq(fwd_run(r.fwd, fs, 3, &batch[0][0], err, sizeof(err)), 0, "%s", err);
     for (int b = 0; b < 3; b++) {
@@ -279,7 +280,7 @@ Test(forward, rejects_bad_steps) {
     int toks[2] = {1, 99};
     struct kv_seq q = {0};
     cr_assert_eq(kv_seq_reserve(&r.kv, &q, 2), 0);
-    struct fwd_seq fs = {toks, 2, &q};
+    struct fwd_seq fs = {toks, 2, &q, 2};
     float logits[50];
     cr_assert_eq(fwd_run(r.fwd, &fs, 1, logits, err, sizeof(err)), -1);
     cr_assert(strstr(err, "out of range"), "%s", err);
@@ -382,7 +383,7 @@ Test(forward, padded_decode_equals_unpadded) {
     }
     struct fwd_seq fs[B];
     for (int b = 0; b < B; b++)
-        fs[b] = (struct fwd_seq){&toks[b][7], 1, &q[b]};
+        fs[b] = (struct fwd_seq){&toks[b][7], 1, &q[b], 0};
     cr_assert_eq(fwd_run(r.fwd, fs, B, &plain[0][0], err, sizeof err), 0, "%s", err);
     for (int b = 0; b < B; b++)
         q[b].n_tokens--; /* the same step again, padded: it rewrites the same rows */
@@ -396,7 +397,7 @@ Test(forward, padded_decode_equals_unpadded) {
     }
     /* and the next steps (the page is reused) agree with a fresh unpadded rig's */
     for (int b = 0; b < B; b++)
-        fs[b] = (struct fwd_seq){&toks[b][6], 1, &q[b]};
+        fs[b] = (struct fwd_seq){&toks[b][6], 1, &q[b], 0};
     cr_assert_eq(fwd_run(r.fwd, fs, B, &padded[0][0], err, sizeof err), 0, "%s", err);
     fwd_set_padding(r.fwd, 0);
     for (int b = 0; b < B; b++)
