@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/cpu_pool.h"
 #include "tokenizer.h"
 
 struct grammar_vocab {
@@ -415,6 +416,89 @@ int grammar_mask(struct grammar_matcher *m, const struct grammar_vocab *v, uint3
     own_put(m, key, mask, count, words);
     if (sh) gmc_put(sh, skey, mask, count);
     return count;
+}
+
+/* ---- a step's rows ------------------------------------------------------------------------- */
+
+struct rows_job {
+    struct grammar_matcher *const *m;
+    const struct grammar_vocab *v;
+    uint32_t *masks; /* (n, words) */
+    size_t words;
+    int *counts;     /* (n) */
+    const int *lead; /* (n) the row whose mask row i gets; i for the rows that compute; -1 none */
+    const int *todo; /* (n_todo) the rows that compute, one per distinct state */
+    int n_todo;
+    atomic_int next; /* the next entry of todo to take */
+};
+
+/* Pool threads: take the distinct states one at a time (their costs differ by 1000x: a cached
+ * copy or a fresh walk), so no thread sits on a chunk of walks while the others idle. */
+static void rows_compute(void *arg, size_t begin, size_t end) {
+    (void)begin, (void)end;
+    struct rows_job *j = arg;
+    for (int k; (k = atomic_fetch_add(&j->next, 1)) < j->n_todo;) {
+        int r = j->todo[k];
+        j->counts[r] = grammar_mask(j->m[r], j->v, j->masks + (size_t)r * j->words);
+    }
+}
+
+/* Pool threads: rows [begin, end) that share another row's state copy its mask. */
+static void rows_copy(void *arg, size_t begin, size_t end) {
+    struct rows_job *j = arg;
+    for (size_t i = begin; i < end; i++) {
+        int l = j->lead[i];
+        if (l < 0 || (size_t)l == i) continue;
+        j->counts[i] = j->counts[l];
+        if (j->counts[l] >= 0)
+            memcpy(j->masks + i * j->words, j->masks + (size_t)l * j->words,
+                   j->words * sizeof(uint32_t));
+    }
+}
+
+int grammar_mask_rows(struct grammar_matcher *const *m, int n, const struct grammar_vocab *v,
+                      uint32_t *masks, int *counts, struct cpu_pool *pool) {
+    if (n <= 0) return 0;
+    size_t slots = 16;
+    while (slots < 2 * (size_t)n)
+        slots *= 2;
+    int *lead = malloc(sizeof(int) * (size_t)n), *todo = malloc(sizeof(int) * (size_t)n);
+    uint64_t *key = malloc(sizeof(uint64_t) * slots);
+    int *row = malloc(sizeof(int) * slots);
+    if (!lead || !todo || !key || !row) {
+        free(lead), free(todo), free(key), free(row);
+        return -1;
+    }
+    /* group the rows by state: an open-addressed table from the shared cache's key (grammar
+     * fingerprint and stack-set hash) to the first row in that state */
+    for (size_t s = 0; s < slots; s++)
+        row[s] = -1;
+    int n_todo = 0;
+    for (int i = 0; i < n; i++) {
+        counts[i] = -2;
+        lead[i] = -1;
+        if (!m[i]) continue;
+        uint64_t k = gmc_key(m[i], gstacks_hash(&m[i]->cur));
+        size_t s = (size_t)k & (slots - 1);
+        while (row[s] >= 0 && key[s] != k)
+            s = (s + 1) & (slots - 1);
+        if (row[s] < 0) {
+            row[s] = i;
+            key[s] = k;
+            todo[n_todo++] = i;
+        }
+        lead[i] = row[s];
+    }
+    struct rows_job j = {m, v, masks, grammar_mask_words(v), counts, lead, todo, n_todo, 0};
+    int nt = cpu_pool_size(pool);
+    if (nt > n_todo) nt = n_todo;
+    if (nt <= 1)
+        rows_compute(&j, 0, 1);
+    else
+        cpu_pool_for(pool, (size_t)nt, 1, rows_compute, &j);
+    if (n_todo < n) cpu_pool_for(pool, (size_t)n, 16, rows_copy, &j);
+    free(lead), free(todo), free(key), free(row);
+    return n_todo;
 }
 
 int grammar_matcher_accept_token(struct grammar_matcher *m, const struct grammar_vocab *v, int id) {
