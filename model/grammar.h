@@ -146,5 +146,11 @@ int grammar_mask_rows(struct grammar_matcher *const *m, int n, const struct gram
 /* Advance M by token ID: its bytes, or nothing for an end-of-generation token (accepted only in
  * an accepting state). 0, or -1 when the grammar refuses it (the state is unchanged). */
 int grammar_matcher_accept_token(struct grammar_matcher *m, const struct grammar_vocab *v, int id);
+/* A step's advances at once (the worker's call, after the picks): row i with M[i] != NULL is
+ * advanced by IDS[i], STATUS[i] = grammar_matcher_accept_token's return (0 for rows with M[i]
+ * NULL), on POOL's threads when the rows are many (NULL: the caller's). The matchers must be
+ * distinct objects. */
+void grammar_accept_rows(struct grammar_matcher *const *m, int n, const struct grammar_vocab *v,
+                         const int *ids, int *status, struct cpu_pool *pool);
 
 #endif

@@ -3,7 +3,7 @@
  * every row under a JSON Schema and without.
  *
  *   bench_grammar_step --model M.gguf [--device cuda|cpu] [--rows 1,64,256] [--steps 32]
- *                      [--context 64] [--threads N] [--show]
+ *                      [--context 64] [--threads N] [--schema bounded|free] [--show]
  *
  * One model load; for each row count R, R sequences are prefilled with CONTEXT tokens of their
  * own (distinct prompts, so the rows' picks differ), then each mode runs STEPS decode steps from
@@ -49,23 +49,36 @@
 
 #define MAX_STEPS 4096
 
-/* The schema of every row; %s is the row's suffix of the property names ("" when shared). Its
- * strings are bounded so a noise model moves through the whole document (a free string would
- * keep it in one state, which is a cached copy: the easy case). */
-static const char *SCHEMA_FMT =
-    "{\"type\":\"object\",\"properties\":{"
-    "\"id%1$s\":{\"type\":\"integer\"},"
-    "\"name%1$s\":{\"type\":\"string\",\"maxLength\":24},"
-    "\"kind%1$s\":{\"enum\":[\"person\",\"place\",\"thing\",\"event\"]},"
-    "\"active%1$s\":{\"type\":\"boolean\"},"
-    "\"tags%1$s\":{\"type\":\"array\",\"items\":{\"type\":\"string\",\"maxLength\":12},"
-    "\"maxItems\":4},"
-    "\"score%1$s\":{\"type\":\"number\"},"
-    "\"owner%1$s\":{\"type\":\"object\",\"properties\":{\"first\":{\"type\":\"string\","
-    "\"maxLength\":16},\"age\":{\"type\":\"integer\"}},\"required\":[\"first\",\"age\"],"
-    "\"additionalProperties\":false}},"
-    "\"required\":[\"id%1$s\",\"name%1$s\",\"kind%1$s\",\"active%1$s\",\"tags%1$s\","
-    "\"score%1$s\",\"owner%1$s\"],\"additionalProperties\":false}";
+/* The schemas; %1$s is the row's suffix of the property names ("" when shared).
+ * bounded: strings with maxLength, so a noise model moves through the whole document and meets a
+ *   new state nearly every token (each position in a bounded string is a state of its own): the
+ *   hard case for the caches;
+ * free: the shape of the OpenAI guide's examples (strings without bounds), where a noise model
+ *   spends most tokens inside a string, one state again and again: the common case. */
+static const struct {
+    const char *name, *fmt;
+} SCHEMAS[] = {
+    {"bounded",
+     "{\"type\":\"object\",\"properties\":{"
+     "\"id%1$s\":{\"type\":\"integer\"},"
+     "\"name%1$s\":{\"type\":\"string\",\"maxLength\":24},"
+     "\"kind%1$s\":{\"enum\":[\"person\",\"place\",\"thing\",\"event\"]},"
+     "\"active%1$s\":{\"type\":\"boolean\"},"
+     "\"tags%1$s\":{\"type\":\"array\",\"items\":{\"type\":\"string\",\"maxLength\":12},"
+     "\"maxItems\":4},"
+     "\"score%1$s\":{\"type\":\"number\"},"
+     "\"owner%1$s\":{\"type\":\"object\",\"properties\":{\"first\":{\"type\":\"string\","
+     "\"maxLength\":16},\"age\":{\"type\":\"integer\"}},\"required\":[\"first\",\"age\"],"
+     "\"additionalProperties\":false}},"
+     "\"required\":[\"id%1$s\",\"name%1$s\",\"kind%1$s\",\"active%1$s\",\"tags%1$s\","
+     "\"score%1$s\",\"owner%1$s\"],\"additionalProperties\":false}"},
+    {"free", "{\"type\":\"object\",\"properties\":{\"name%1$s\":{\"type\":\"string\"},"
+             "\"date%1$s\":{\"type\":\"string\"},\"participants%1$s\":{\"type\":\"array\","
+             "\"items\":{\"type\":\"string\"}},\"done%1$s\":{\"type\":\"boolean\"}},"
+             "\"required\":[\"name%1$s\",\"date%1$s\",\"participants%1$s\",\"done%1$s\"],"
+             "\"additionalProperties\":false}"},
+};
+#define N_SCHEMAS (int)(sizeof(SCHEMAS) / sizeof(SCHEMAS[0]))
 
 enum mode { MODE_NONE, MODE_SHARED, MODE_SHARED_ROWS, MODE_DISTINCT, MODE_DISTINCT_ROWS };
 static const char *const MODE_NAMES[] = {"none", "shared", "shared, per row", "distinct",
@@ -100,12 +113,15 @@ struct run {
     struct grammar_matcher **m;       /* (R) */
     uint32_t *masks;                  /* (R, words) */
     int *count, *use;                 /* (R) */
+    struct grammar_matcher **adv_m;   /* (R) the rows advanced by their picks */
+    int *adv_rc;                      /* (R) */
     struct grammar_mask_cache *cache; /* this mode's shared cache */
     int show;                         /* print row 0's text of each constrained mode */
+    const char *schema;               /* the format of this table's schemas */
 };
 
 struct result {
-    double mean, p50, max, mask_ms, states;
+    double mean, p50, max, mask_ms, upload_ms, accept_ms, states;
     long refused, dead, docs;
 };
 
@@ -138,13 +154,13 @@ static int run_mode(struct run *r, enum mode md, struct result *res, char *err, 
         r->cache = grammar_mask_cache_new(r->gv, (size_t)64 << 20); /* the worker's size */
         if (!r->cache) return snprintf(err, errlen, "out of memory"), -1;
         int distinct = md == MODE_DISTINCT || md == MODE_DISTINCT_ROWS;
-        size_t cap = strlen(SCHEMA_FMT) + 32 * 16; /* 14 suffixes of at most 31 bytes */
+        size_t cap = strlen(r->schema) + 32 * 16; /* at most 16 suffixes of 31 bytes */
         char suffix[32], *text = malloc(cap);
         for (int i = 0; i < r->R; i++) {
             if (!text) return snprintf(err, errlen, "out of memory"), -1;
             if (i == 0 || distinct) {
                 snprintf(suffix, sizeof suffix, distinct ? "_%d" : "", i);
-                snprintf(text, cap, SCHEMA_FMT, suffix);
+                snprintf(text, cap, r->schema, suffix);
                 cJSON *j = cJSON_Parse(text);
                 char kw[64];
                 r->g[i] = j ? grammar_from_json_schema(j, err, errlen, kw, sizeof kw) : NULL;
@@ -182,8 +198,10 @@ static int run_mode(struct run *r, enum mode md, struct result *res, char *err, 
                 r->use[i] = r->count[i] > 0;
                 res->dead += !r->use[i];
             }
+            double tu = now();
             ok = states >= 0 && fwd_mask(e->fwd, r->R, r->masks, words, r->use,
                                          grammar_vocab_size(r->gv), err, errlen) == 0;
+            res->upload_ms += (now() - tu) * 1e3;
         }
         ok = ok && fwd_sample(e->fwd, r->R, r->rows, NULL, 0, r->ids, r->lps, err, errlen) == 0;
         if (ok && constrained && r->show && r->use[0]) {
@@ -191,11 +209,22 @@ static int run_mode(struct run *r, enum mode md, struct result *res, char *err, 
             int n = tokenizer_token_bytes(e->model->tok, r->ids[0], piece, sizeof piece);
             if (n > 0 && (size_t)n < sizeof piece) fwrite(piece, 1, (size_t)n, stdout);
         }
+        double ta = now();
+        if (ok && constrained) { /* the worker's step_advance; the old path: one row at a time */
+            for (int i = 0; i < r->R; i++)
+                r->adv_m[i] = r->use[i] ? r->m[i] : NULL;
+            if (per_row)
+                for (int i = 0; i < r->R; i++)
+                    r->adv_rc[i] =
+                        r->adv_m[i] ? grammar_matcher_accept_token(r->m[i], r->gv, r->ids[i]) : 0;
+            else
+                grammar_accept_rows(r->adv_m, r->R, r->gv, r->ids, r->adv_rc, r->pool);
+        }
         for (int i = 0; ok && i < r->R; i++) {
             r->tok[i] = r->ids[i];
             if (!constrained) continue;
             int restart = !r->use[i];
-            if (r->use[i] && grammar_matcher_accept_token(r->m[i], r->gv, r->ids[i]) != 0) {
+            if (r->use[i] && r->adv_rc[i] != 0) {
                 res->refused++;
                 restart = 1;
             } else if (r->use[i] &&
@@ -205,6 +234,7 @@ static int run_mode(struct run *r, enum mode md, struct result *res, char *err, 
             }
             if (restart && new_matcher(r, i)) ok = 0;
         }
+        if (constrained) res->accept_ms += (now() - ta) * 1e3;
         t_step[s] = (now() - t0) * 1e3;
     }
     if (constrained && r->show) printf("  <- row 0, %s\n", MODE_NAMES[md]);
@@ -226,12 +256,14 @@ static int run_mode(struct run *r, enum mode md, struct result *res, char *err, 
     res->p50 = t_step[r->steps / 2];
     res->max = t_step[r->steps - 1];
     res->mask_ms /= r->steps;
+    res->upload_ms /= r->steps;
+    res->accept_ms /= r->steps;
     res->states /= r->steps;
     return 0;
 }
 
 static int run_rows(struct engine *e, struct grammar_vocab *gv, struct cpu_pool *pool, int R,
-                    int context, int steps, int show) {
+                    int context, int steps, int show, unsigned schemas) {
     int V = e->model->cfg.vocab_size;
     size_t words = grammar_mask_words(gv);
     char err[512] = "";
@@ -249,13 +281,16 @@ static int run_rows(struct engine *e, struct grammar_vocab *gv, struct cpu_pool 
     r.masks = calloc((size_t)R * words, sizeof(uint32_t));
     r.count = calloc((size_t)R, sizeof(int));
     r.use = calloc((size_t)R, sizeof(int));
+    r.adv_m = calloc((size_t)R, sizeof *r.adv_m);
+    r.adv_rc = calloc((size_t)R, sizeof(int));
     int *prompt = malloc(sizeof(int) * (size_t)R * (size_t)(context + 1));
     struct sampler_params greedy;
     sampler_params_default(&greedy); /* do_sample 0: greedy */
     struct sampler smp;
     memset(&smp, 0, sizeof smp);
     int ok = r.seqs && r.fs && r.tok && r.first && r.rows && r.ids && r.lps && r.g && r.m &&
-             r.masks && r.count && r.use && prompt && sampler_init(&smp, &greedy, V) == 0;
+             r.masks && r.count && r.use && r.adv_m && r.adv_rc && prompt &&
+             sampler_init(&smp, &greedy, V) == 0;
     /* distinct prompts, prefilled as many sequences to a forward pass as fit */
     for (int i = 0; ok && i < R; i++) {
         for (int t = 0; t <= context; t++)
@@ -286,22 +321,28 @@ static int run_rows(struct engine *e, struct grammar_vocab *gv, struct cpu_pool 
     struct result warm, res[N_ORDER];
     ok = ok && run_mode(&r, MODE_NONE, &warm, err, sizeof err) == 0;
     r.steps = keep;
-    for (int k = 0; ok && k < N_ORDER; k++)
-        ok = run_mode(&r, ORDER[k], &res[k], err, sizeof err) == 0;
-    if (!ok) {
-        fprintf(stderr, "bench_grammar_step: %d rows: %s\n", R, err);
-    } else {
+    for (int sc = 0; ok && sc < N_SCHEMAS; sc++) {
+        if (!(schemas >> sc & 1)) continue;
+        r.schema = SCHEMAS[sc].fmt;
+        for (int k = 0; ok && k < N_ORDER; k++)
+            ok = run_mode(&r, ORDER[k], &res[k], err, sizeof err) == 0;
+        if (!ok) {
+            fprintf(stderr, "bench_grammar_step: %d rows: %s\n", R, err);
+            break;
+        }
         double base = (res[0].mean + res[N_ORDER - 1].mean) / 2;
-        printf("\n%d rows, context %d, %d steps per mode; none = %.3f ms/step (first %.3f, last "
-               "%.3f)\n",
-               R, context, steps, base, res[0].mean, res[N_ORDER - 1].mean);
-        printf("%-18s %9s %9s %9s %9s %9s %9s %6s %6s %7s\n", "mode", "ms/step", "p50", "max",
-               "mask ms", "states", "overhead", "docs", "dead", "refused");
+        printf("\n%d rows, %s schema, context %d, %d steps per mode; none = %.3f ms/step (first "
+               "%.3f, last %.3f)\n",
+               R, SCHEMAS[sc].name, context, steps, base, res[0].mean, res[N_ORDER - 1].mean);
+        printf("%-18s %9s %9s %9s %9s %9s %9s %9s %9s %6s %6s %7s\n", "mode", "ms/step", "p50",
+               "max", "mask ms", "fwd_mask", "accept", "states", "overhead", "docs", "dead",
+               "refused");
         for (int k = 0; k < N_ORDER; k++) {
             const struct result *x = &res[k];
-            printf("%-18s %9.3f %9.3f %9.3f %9.3f %9.1f %8.1f%% %6ld %6ld %7ld\n",
-                   MODE_NAMES[ORDER[k]], x->mean, x->p50, x->max, x->mask_ms, x->states,
-                   (x->mean - base) / base * 100, x->docs, x->dead, x->refused);
+            printf("%-18s %9.3f %9.3f %9.3f %9.3f %9.3f %9.3f %9.1f %8.1f%% %6ld %6ld %7ld\n",
+                   MODE_NAMES[ORDER[k]], x->mean, x->p50, x->max, x->mask_ms, x->upload_ms,
+                   x->accept_ms, x->states, (x->mean - base) / base * 100, x->docs, x->dead,
+                   x->refused);
             if (x->refused) ok = 0;
         }
         if (!ok) fprintf(stderr, "bench_grammar_step: a row picked a token its grammar refuses\n");
@@ -311,17 +352,23 @@ static int run_rows(struct engine *e, struct grammar_vocab *gv, struct cpu_pool 
         kv_seq_release(&e->kv, &r.seqs[i]);
     free(r.seqs), free(r.fs), free(r.tok), free(r.first), free(r.rows), free(r.ids), free(r.lps);
     free(r.g), free(r.m), free(r.masks), free(r.count), free(r.use), free(prompt);
+    free(r.adv_m), free(r.adv_rc);
     return ok ? 0 : -1;
 }
 
 int main(int argc, char **argv) {
     const char *model = NULL, *device = "cuda";
     int rows[16] = {1, 64, 256}, nr = 3, context = 64, steps = 32, threads = 0, show = 0;
-    static const struct option opts[] = {
-        {"model", required_argument, 0, 'm'},   {"rows", required_argument, 0, 'r'},
-        {"context", required_argument, 0, 'c'}, {"steps", required_argument, 0, 's'},
-        {"threads", required_argument, 0, 't'}, {"device", required_argument, 0, 'd'},
-        {"show", no_argument, 0, 'S'},          {0, 0, 0, 0}};
+    unsigned schemas = 0;
+    static const struct option opts[] = {{"model", required_argument, 0, 'm'},
+                                         {"rows", required_argument, 0, 'r'},
+                                         {"context", required_argument, 0, 'c'},
+                                         {"steps", required_argument, 0, 's'},
+                                         {"threads", required_argument, 0, 't'},
+                                         {"device", required_argument, 0, 'd'},
+                                         {"show", no_argument, 0, 'S'},
+                                         {"schema", required_argument, 0, 'x'},
+                                         {0, 0, 0, 0}};
     for (int ch; (ch = getopt_long(argc, argv, "", opts, NULL)) != -1;) {
         if (ch == 'm') {
             model = optarg;
@@ -335,6 +382,13 @@ int main(int argc, char **argv) {
             steps = atoi(optarg);
         } else if (ch == 't') {
             threads = atoi(optarg);
+        } else if (ch == 'x') {
+            for (int k = 0; k < N_SCHEMAS; k++)
+                if (!strcmp(optarg, SCHEMAS[k].name)) schemas |= 1u << k;
+            if (!schemas) {
+                fprintf(stderr, "bench_grammar_step: --schema bounded or free\n");
+                return 2;
+            }
         } else if (ch == 'S') {
             show = 1;
         } else if (ch == 'd') {
@@ -354,6 +408,7 @@ int main(int argc, char **argv) {
                 MAX_STEPS);
         return 2;
     }
+    if (!schemas) schemas = (1u << N_SCHEMAS) - 1;
     struct engine_opts o;
     engine_opts_default(&o);
     o.model_path = model;
@@ -385,7 +440,7 @@ int main(int argc, char **argv) {
            grammar_mask_words(gv) * 4, cpu_pool_size(pool));
     int rc = 0;
     for (int i = 0; i < nr && rc == 0; i++)
-        rc = run_rows(e, gv, pool, rows[i], context, steps, show);
+        rc = run_rows(e, gv, pool, rows[i], context, steps, show, schemas);
     printf("(ms per step: fwd_run to the tokens taken, the worker's step; mask ms: the host call "
            "computing the masks, overlapping the queued pass on a GPU; states: distinct states per "
            "step; overhead: the mean step against none)\n");

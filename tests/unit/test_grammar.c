@@ -475,3 +475,69 @@ Test(grammar, mask_rows_share_equal_states, .timeout = 120) {
     grammar_vocab_free(v);
     tokenizer_free(tok);
 }
+
+/* Advancing by a token after its mask (grammar_matcher_accept_token follows the walk's memo)
+ * reaches the state that feeding its bytes to a matcher without a memo does: equal masks and
+ * accepting flags at every step of constrained walks; a token outside the mask is refused and
+ * leaves the state as it was. */
+Test(grammar, accept_after_mask_equals_bytes, .timeout = 120) {
+    struct tokenizer *tok = smollm_tokenizer();
+    struct grammar_vocab *v;
+    cr_assert_eq(grammar_vocab_new(tok, &v), 0);
+    uint64_t seed = tu_seed();
+    size_t words = grammar_mask_words(v);
+    int n = grammar_vocab_size(v);
+    uint32_t *mask = calloc(words, sizeof *mask), *want = calloc(words, sizeof *want);
+    int *allowed = malloc(sizeof(int) * (size_t)n);
+    char err[128];
+    struct grammar *gs[] = {
+        schema("{\"type\":\"object\",\"properties\":{\"s\":{\"type\":\"string\",\"maxLength\":6},"
+               "\"n\":{\"type\":\"number\"},\"e\":{\"enum\":[\"ab\",\"cd\"]}},\"required\":[\"s\","
+               "\"n\",\"e\"]}"),
+        grammar_json_object(err, sizeof err), regex("(cat|dog)s? [0-9]{1,3}(, [a-z]+)*")};
+    for (size_t k = 0; k < sizeof gs / sizeof gs[0]; k++) {
+        struct grammar_matcher *m = grammar_matcher_new(gs[k]), *raw = grammar_matcher_new(gs[k]);
+        cr_assert(m && raw);
+        for (int step = 0; step < 40; step++) {
+            int count = grammar_mask(m, v, mask);
+            struct grammar_matcher *probe = grammar_matcher_new(gs[k]); /* no memo of its own */
+            cr_assert_eq(grammar_matcher_copy_state(probe, raw), 0);
+            cr_assert_eq(grammar_mask(probe, v, want), count, "grammar %zu step %d", k, step);
+            cr_assert_eq(memcmp(mask, want, words * sizeof *mask), 0, "grammar %zu step %d", k,
+                         step);
+            cr_assert_eq(grammar_matcher_accepting(m), grammar_matcher_accepting(raw));
+            grammar_matcher_free(probe);
+            int n_allowed = 0, refused = -1;
+            for (int id = 0; id < n; id++) {
+                if (bit(mask, id))
+                    allowed[n_allowed++] = id;
+                else if (refused < 0 && !tokenizer_is_special(tok, id) && (tu_next(&seed) & 7) == 0)
+                    refused = id;
+            }
+            if (refused >= 0) { /* refused, and the state (its mask) as before */
+                cr_assert_eq(grammar_matcher_accept_token(m, v, refused), -1, "token %d", refused);
+                cr_assert_eq(grammar_mask(m, v, want), count);
+                cr_assert_eq(memcmp(mask, want, words * sizeof *mask), 0);
+            }
+            int text_ids = 0; /* pick among the allowed non-end tokens */
+            for (int i = 0; i < n_allowed; i++)
+                if (!tokenizer_is_eog(tok, allowed[i])) allowed[text_ids++] = allowed[i];
+            if (text_ids == 0) break; /* complete: only an end token may follow */
+            int id = allowed[tu_next(&seed) % (uint64_t)text_ids];
+            cr_assert_eq(grammar_matcher_accept_token(m, v, id), 0, "seed %llu",
+                         (unsigned long long)seed);
+            char b[256];
+            int bl = tokenizer_token_bytes(tok, id, b, sizeof b);
+            cr_assert(bl > 0);
+            cr_assert_eq(grammar_matcher_accept(raw, b, (size_t)bl), 0);
+        }
+        grammar_matcher_free(m);
+        grammar_matcher_free(raw);
+        grammar_free(gs[k]);
+    }
+    free(allowed);
+    free(mask);
+    free(want);
+    grammar_vocab_free(v);
+    tokenizer_free(tok);
+}
