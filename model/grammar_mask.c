@@ -71,6 +71,45 @@ static int child_of(struct grammar_vocab *v, int node, uint8_t b) {
     return c;
 }
 
+/* Renumber the tree's nodes in depth-first preorder, the order the walk visits them: a node's
+ * first child is the next node and its subtree follows contiguously, so a walk streams through
+ * the arrays instead of jumping around them in insertion order (measured on SmolLM2's 49k
+ * tokens: bench/grammar.md). 0 or -1 (out of memory; the tree is unchanged). */
+static int trie_preorder(struct grammar_vocab *v) {
+    int n = v->n_nodes;
+    int32_t *id = malloc(sizeof(int32_t) * (size_t)n), *stack = malloc(sizeof(int32_t) * (size_t)n);
+    int32_t *fc = malloc(sizeof(int32_t) * (size_t)n), *ns = malloc(sizeof(int32_t) * (size_t)n);
+    int32_t *th = malloc(sizeof(int32_t) * (size_t)n);
+    uint8_t *by = malloc((size_t)n);
+    int ok = id && stack && fc && ns && th && by;
+    if (ok) {
+        /* the stack holds each node's not yet visited next sibling, so the order is: a node, its
+         * subtree, then its next sibling */
+        int top = 0, next = 0;
+        stack[top++] = 0;
+        while (top) {
+            int x = stack[--top];
+            id[x] = next++;
+            if (v->next_sibling[x] >= 0) stack[top++] = v->next_sibling[x];
+            if (v->first_child[x] >= 0) stack[top++] = v->first_child[x];
+        }
+        for (int x = 0; x < n; x++) {
+            int y = id[x];
+            fc[y] = v->first_child[x] >= 0 ? id[v->first_child[x]] : -1;
+            ns[y] = v->next_sibling[x] >= 0 ? id[v->next_sibling[x]] : -1;
+            th[y] = v->tok_head[x];
+            by[y] = v->byte[x];
+        }
+        free(v->first_child), free(v->next_sibling), free(v->tok_head), free(v->byte);
+        v->first_child = fc, v->next_sibling = ns, v->tok_head = th, v->byte = by;
+        v->cap_nodes = n;
+    } else {
+        free(fc), free(ns), free(th), free(by);
+    }
+    free(id), free(stack);
+    return ok ? 0 : -1;
+}
+
 int grammar_vocab_new(const struct tokenizer *tok, struct grammar_vocab **out) {
     *out = NULL;
     struct grammar_vocab *v = calloc(1, sizeof *v);
@@ -115,6 +154,7 @@ int grammar_vocab_new(const struct tokenizer *tok, struct grammar_vocab **out) {
         v->tok_head[node] = id;
         if (len > v->max_len) v->max_len = len;
     }
+    if (trie_preorder(v)) goto fail;
     *out = v;
     return 0;
 fail:
