@@ -13,6 +13,10 @@
  * JSON repeat (inside a string, after a comma), and a cached mask is a 6 KB copy. A shared cache
  * (grammar_mask_cache) holds them across matchers too: requests with the same schema meet the
  * same states, so after the first request the others copy instead of walking.
+ * A step's rows go through grammar_mask_rows: rows in one state of one schema cost one mask
+ * (computed once, copied to the rest), distinct states are taken one at a time by the pool; and
+ * grammar_accept_rows: a token the mask allowed advances its matcher along the memo the walk
+ * left (a lookup per byte). The tree is laid out in depth-first preorder, the walk's order.
  */
 #include "grammar_impl.h"
 
