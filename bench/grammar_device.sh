@@ -7,7 +7,7 @@
 #   bench/grammar_device.sh pack [DIR]
 # On the device, from the repository root (carry: the packed folder, e.g. .gpuwt/maskperf):
 #   cd .gpuwt/maskperf && ./grammar_device.sh run      # logs to $OUT (or /tmp/out)
-# Environment: ROWS (1,64,256), STEPS (48), CONTEXT (128), MODEL (/tmp/w/random_llama3_8b.f16.gguf,
+# Environment: DEVICE (cuda; cpu for a dry run here), ROWS (1,64,256), STEPS (48), CONTEXT (128), MODEL (/tmp/w/random_llama3_8b.f16.gguf,
 # written when missing: ~10 s).
 set -uo pipefail
 cmd=${1:-run}
@@ -53,7 +53,7 @@ rc=0
 [ -f "$MODEL" ] || python3 make_random_gguf.py --shape llama3_8b --tokenizer smollm2_tokenizer.gguf \
     --out "$MODEL" || rc=1
 echo "== $(date -u +%T) bench_grammar_step"
-[ $rc = 0 ] && ./bench_grammar_step --model "$MODEL" --device cuda --rows "${ROWS:-1,64,256}" \
+[ $rc = 0 ] && ./bench_grammar_step --model "$MODEL" --device "${DEVICE:-cuda}" --rows "${ROWS:-1,64,256}" \
     --steps "${STEPS:-48}" --context "${CONTEXT:-128}" 2>&1 | tee "$O/bench_grammar_step.log" || rc=1
 echo "== $(date -u +%T) tree layout A/B (bench_grammar_walk: base = insertion order, then preorder)"
 for _ in 1 2; do
