@@ -487,7 +487,7 @@ static void rows_compute(void *arg, size_t begin, size_t end) {
     }
 }
 
-/* Pool threads: rows [begin, end) that share another row's state copy its mask. */
+/* Rows [begin, end) that share another row's state copy its mask. */
 static void rows_copy(void *arg, size_t begin, size_t end) {
     struct rows_job *j = arg;
     for (size_t i = begin; i < end; i++) {
@@ -540,7 +540,9 @@ int grammar_mask_rows(struct grammar_matcher *const *m, int n, const struct gram
         rows_compute(&j, 0, 1);
     else
         cpu_pool_for(pool, (size_t)nt, 1, rows_compute, &j);
-    if (n_todo < n) cpu_pool_for(pool, (size_t)n, 16, rows_copy, &j);
+    /* the copies on this thread: 6 KB a row is less than a second wake-up of the pool (and
+     * on the GPU path all of this overlaps the forward pass) */
+    if (n_todo < n) rows_copy(&j, 0, (size_t)n);
     free(lead), free(todo), free(key), free(row);
     return n_todo;
 }
