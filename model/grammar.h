@@ -132,8 +132,25 @@ void grammar_mask_cache_free(struct grammar_mask_cache *c);
 void grammar_matcher_share(struct grammar_matcher *m, struct grammar_mask_cache *c);
 /* Masks found in C (hits) and computed then stored (misses) since it was made. */
 void grammar_mask_cache_stats(struct grammar_mask_cache *c, uint64_t *hits, uint64_t *misses);
+/* The masks of a step's N rows (the worker's call): row i with M[i] != NULL gets its mask in
+ * MASKS + i * grammar_mask_words(V) and grammar_mask's return in COUNTS[i]; rows with M[i] NULL
+ * get COUNTS[i] = -2 and their mask untouched. Rows whose matchers are in one state of equal
+ * grammars (the shared cache's key) cost one mask: the first of them computes it, the others
+ * copy it, so a batch of one schema does not walk a new state once per row. The distinct states
+ * run on POOL's threads (NULL: the caller's thread), taken one at a time, as their costs differ
+ * (a cached copy or a fresh walk). The matchers must be distinct objects. Returns how many masks
+ * were computed (distinct states), or -1 when out of memory (nothing computed). */
+struct cpu_pool;
+int grammar_mask_rows(struct grammar_matcher *const *m, int n, const struct grammar_vocab *v,
+                      uint32_t *masks, int *counts, struct cpu_pool *pool);
 /* Advance M by token ID: its bytes, or nothing for an end-of-generation token (accepted only in
  * an accepting state). 0, or -1 when the grammar refuses it (the state is unchanged). */
 int grammar_matcher_accept_token(struct grammar_matcher *m, const struct grammar_vocab *v, int id);
+/* A step's advances at once (the worker's call, after the picks): row i with M[i] != NULL is
+ * advanced by IDS[i], STATUS[i] = grammar_matcher_accept_token's return (0 for rows with M[i]
+ * NULL), on POOL's threads when the rows are many (NULL: the caller's). The matchers must be
+ * distinct objects. */
+void grammar_accept_rows(struct grammar_matcher *const *m, int n, const struct grammar_vocab *v,
+                         const int *ids, int *status, struct cpu_pool *pool);
 
 #endif

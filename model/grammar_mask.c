@@ -13,6 +13,10 @@
  * JSON repeat (inside a string, after a comma), and a cached mask is a 6 KB copy. A shared cache
  * (grammar_mask_cache) holds them across matchers too: requests with the same schema meet the
  * same states, so after the first request the others copy instead of walking.
+ * A step's rows go through grammar_mask_rows: rows in one state of one schema cost one mask
+ * (computed once, copied to the rest), distinct states are taken one at a time by the pool; and
+ * grammar_accept_rows: a token the mask allowed advances its matcher along the memo the walk
+ * left (a lookup per byte). The tree is laid out in depth-first preorder, the walk's order.
  */
 #include "grammar_impl.h"
 
@@ -21,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/cpu_pool.h"
 #include "tokenizer.h"
 
 struct grammar_vocab {
@@ -70,6 +75,45 @@ static int child_of(struct grammar_vocab *v, int node, uint8_t b) {
     return c;
 }
 
+/* Renumber the tree's nodes in depth-first preorder, the order the walk visits them: a node's
+ * first child is the next node and its subtree follows contiguously, so a walk streams through
+ * the arrays instead of jumping around them in insertion order (measured on SmolLM2's 49k
+ * tokens: bench/grammar.md). 0 or -1 (out of memory; the tree is unchanged). */
+static int trie_preorder(struct grammar_vocab *v) {
+    int n = v->n_nodes;
+    int32_t *id = malloc(sizeof(int32_t) * (size_t)n), *stack = malloc(sizeof(int32_t) * (size_t)n);
+    int32_t *fc = malloc(sizeof(int32_t) * (size_t)n), *ns = malloc(sizeof(int32_t) * (size_t)n);
+    int32_t *th = malloc(sizeof(int32_t) * (size_t)n);
+    uint8_t *by = malloc((size_t)n);
+    int ok = id && stack && fc && ns && th && by;
+    if (ok) {
+        /* the stack holds each node's not yet visited next sibling, so the order is: a node, its
+         * subtree, then its next sibling */
+        int top = 0, next = 0;
+        stack[top++] = 0;
+        while (top) {
+            int x = stack[--top];
+            id[x] = next++;
+            if (v->next_sibling[x] >= 0) stack[top++] = v->next_sibling[x];
+            if (v->first_child[x] >= 0) stack[top++] = v->first_child[x];
+        }
+        for (int x = 0; x < n; x++) {
+            int y = id[x];
+            fc[y] = v->first_child[x] >= 0 ? id[v->first_child[x]] : -1;
+            ns[y] = v->next_sibling[x] >= 0 ? id[v->next_sibling[x]] : -1;
+            th[y] = v->tok_head[x];
+            by[y] = v->byte[x];
+        }
+        free(v->first_child), free(v->next_sibling), free(v->tok_head), free(v->byte);
+        v->first_child = fc, v->next_sibling = ns, v->tok_head = th, v->byte = by;
+        v->cap_nodes = n;
+    } else {
+        free(fc), free(ns), free(th), free(by);
+    }
+    free(id), free(stack);
+    return ok ? 0 : -1;
+}
+
 int grammar_vocab_new(const struct tokenizer *tok, struct grammar_vocab **out) {
     *out = NULL;
     struct grammar_vocab *v = calloc(1, sizeof *v);
@@ -114,6 +158,7 @@ int grammar_vocab_new(const struct tokenizer *tok, struct grammar_vocab **out) {
         v->tok_head[node] = id;
         if (len > v->max_len) v->max_len = len;
     }
+    if (trie_preorder(v)) goto fail;
     *out = v;
     return 0;
 fail:
@@ -417,9 +462,162 @@ int grammar_mask(struct grammar_matcher *m, const struct grammar_vocab *v, uint3
     return count;
 }
 
+/* ---- a step's rows ------------------------------------------------------------------------- */
+
+struct rows_job {
+    struct grammar_matcher *const *m;
+    const struct grammar_vocab *v;
+    uint32_t *masks; /* (n, words) */
+    size_t words;
+    int *counts;     /* (n) */
+    const int *lead; /* (n) the row whose mask row i gets; i for the rows that compute; -1 none */
+    const int *todo; /* (n_todo) the rows that compute, one per distinct state */
+    int n_todo;
+    atomic_int next; /* the next entry of todo to take */
+};
+
+/* Pool threads: take the distinct states one at a time (their costs differ by 1000x: a cached
+ * copy or a fresh walk), so no thread sits on a chunk of walks while the others idle. */
+static void rows_compute(void *arg, size_t begin, size_t end) {
+    (void)begin, (void)end;
+    struct rows_job *j = arg;
+    for (int k; (k = atomic_fetch_add(&j->next, 1)) < j->n_todo;) {
+        int r = j->todo[k];
+        j->counts[r] = grammar_mask(j->m[r], j->v, j->masks + (size_t)r * j->words);
+    }
+}
+
+/* Rows [begin, end) that share another row's state copy its mask. */
+static void rows_copy(void *arg, size_t begin, size_t end) {
+    struct rows_job *j = arg;
+    for (size_t i = begin; i < end; i++) {
+        int l = j->lead[i];
+        if (l < 0 || (size_t)l == i) continue;
+        j->counts[i] = j->counts[l];
+        if (j->counts[l] >= 0)
+            memcpy(j->masks + i * j->words, j->masks + (size_t)l * j->words,
+                   j->words * sizeof(uint32_t));
+    }
+}
+
+int grammar_mask_rows(struct grammar_matcher *const *m, int n, const struct grammar_vocab *v,
+                      uint32_t *masks, int *counts, struct cpu_pool *pool) {
+    if (n <= 0) return 0;
+    size_t slots = 16;
+    while (slots < 2 * (size_t)n)
+        slots *= 2;
+    int *lead = malloc(sizeof(int) * (size_t)n), *todo = malloc(sizeof(int) * (size_t)n);
+    uint64_t *key = malloc(sizeof(uint64_t) * slots);
+    int *row = malloc(sizeof(int) * slots);
+    if (!lead || !todo || !key || !row) {
+        free(lead), free(todo), free(key), free(row);
+        return -1;
+    }
+    /* group the rows by state: an open-addressed table from the shared cache's key (grammar
+     * fingerprint and stack-set hash) to the first row in that state */
+    for (size_t s = 0; s < slots; s++)
+        row[s] = -1;
+    int n_todo = 0;
+    for (int i = 0; i < n; i++) {
+        counts[i] = -2;
+        lead[i] = -1;
+        if (!m[i]) continue;
+        uint64_t k = gmc_key(m[i], gstacks_hash(&m[i]->cur));
+        size_t s = (size_t)k & (slots - 1);
+        while (row[s] >= 0 && key[s] != k)
+            s = (s + 1) & (slots - 1);
+        if (row[s] < 0) {
+            row[s] = i;
+            key[s] = k;
+            todo[n_todo++] = i;
+        }
+        lead[i] = row[s];
+    }
+    struct rows_job j = {m, v, masks, grammar_mask_words(v), counts, lead, todo, n_todo, 0};
+    int nt = cpu_pool_size(pool);
+    if (nt > n_todo) nt = n_todo;
+    if (nt <= 1)
+        rows_compute(&j, 0, 1);
+    else
+        cpu_pool_for(pool, (size_t)nt, 1, rows_compute, &j);
+    /* the copies on this thread: 6 KB a row is less than a second wake-up of the pool (and
+     * on the GPU path all of this overlaps the forward pass) */
+    if (n_todo < n) rows_copy(&j, 0, (size_t)n);
+    free(lead), free(todo), free(key), free(row);
+    return n_todo;
+}
+
+/* The memo's id of the state with hash H, or -1 when it has none. */
+static int dfa_find(const struct grammar_matcher *m, uint64_t h) {
+    for (size_t i = (size_t)h & (GDFA_INDEX_SIZE - 1); m->index[i];
+         i = (i + 1) & (GDFA_INDEX_SIZE - 1))
+        if (m->dfa[m->index[i] - 1].hash == h) return m->index[i] - 1;
+    return -1;
+}
+
+/* The memo's transition from SID by byte B: a state id, -1 when B is refused, -2 when the memo
+ * does not know it (nothing is computed here). */
+static int dfa_peek(const struct grammar_matcher *m, int sid, unsigned b) {
+    if (!(m->dfa[sid].next_bytes[b >> 5] >> (b & 31) & 1)) return -1; /* no top admits b */
+    uint32_t key = ((uint32_t)sid << 8 | b) + 1;
+    for (size_t i = (key * 2654435761u) & (GDFA_TRANS_SIZE - 1); m->trans_key[i];
+         i = (i + 1) & (GDFA_TRANS_SIZE - 1))
+        if (m->trans_key[i] == key) return m->trans_val[i];
+    return -2;
+}
+
+/* Advance M by the N bytes P along its memo: the mask walk that allowed the token went through
+ * every byte of it, so after a mask the state it leads to is a lookup per byte and a copy,
+ * instead of expanding the stacks again (what grammar_matcher_accept does: ~5-10 µs a token on
+ * a JSON Schema, bench/grammar.md). 0 or -1 as grammar_matcher_accept; -2 when the memo does not
+ * cover the way (the caller advances the slow way). */
+static int accept_by_memo(struct grammar_matcher *m, const unsigned char *p, size_t n) {
+    if (!m->dfa || m->n_dfa == 0) return -2;
+    int sid = dfa_find(m, gstacks_hash(&m->cur));
+    for (size_t i = 0; sid >= 0 && i < n; i++) {
+        int nid = dfa_peek(m, sid, p[i]);
+        if (nid < 0) return nid == -1 ? -1 : -2;
+        sid = nid;
+    }
+    if (sid < 0 || gstacks_copy(&m->nxt, &m->dfa[sid].s)) return -2; /* cur is untouched */
+    struct gstacks t = m->cur;
+    m->cur = m->nxt;
+    m->nxt = t;
+    return 0;
+}
+
 int grammar_matcher_accept_token(struct grammar_matcher *m, const struct grammar_vocab *v, int id) {
     if (id < 0 || id >= v->n_vocab) return -1;
     if (v->eog[id]) return grammar_matcher_accepting(m) ? 0 : -1;
     if (v->len[id] == 0) return -1;
-    return grammar_matcher_accept(m, v->bytes + v->off[id], v->len[id]);
+    const unsigned char *p = (const unsigned char *)v->bytes + v->off[id];
+    int rc = accept_by_memo(m, p, v->len[id]);
+    return rc != -2 ? rc : grammar_matcher_accept(m, p, v->len[id]);
+}
+
+struct accept_job {
+    struct grammar_matcher *const *m;
+    const struct grammar_vocab *v;
+    const int *ids;
+    int *status;
+};
+
+static void accept_chunk(void *arg, size_t begin, size_t end) {
+    struct accept_job *j = arg;
+    for (size_t i = begin; i < end; i++)
+        j->status[i] = j->m[i] ? grammar_matcher_accept_token(j->m[i], j->v, j->ids[i]) : 0;
+}
+
+/* Below this many rows the pool's wake-up (tens of µs) costs more than the advances (a lookup per
+ * byte after a mask, accept_by_memo; a few µs where the memo does not cover the state). */
+#define ACCEPT_ROWS_SERIAL 32
+
+void grammar_accept_rows(struct grammar_matcher *const *m, int n, const struct grammar_vocab *v,
+                         const int *ids, int *status, struct cpu_pool *pool) {
+    struct accept_job j = {m, v, ids, status};
+    if (n <= 0) return;
+    if (n < ACCEPT_ROWS_SERIAL)
+        accept_chunk(&j, 0, (size_t)n);
+    else
+        cpu_pool_for(pool, (size_t)n, 8, accept_chunk, &j);
 }

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/cpu_pool.h"
 #include "model/grammar.h"
 #include "model/model.h"
 #include "model/tokenizer.h"
@@ -399,6 +400,144 @@ Test(grammar, shared_mask_cache, .timeout = 120) {
     grammar_free(g1);
     grammar_free(g2);
     grammar_free(other);
+    grammar_vocab_free(v);
+    tokenizer_free(tok);
+}
+
+/* A step's masks at once (grammar_mask_rows, the worker's call): every row gets the mask and
+ * count its matcher computes alone, rows in one state of equal grammars (separately compiled
+ * too) are computed once, rows without a matcher are left alone; with the pool and without. */
+Test(grammar, mask_rows_share_equal_states, .timeout = 120) {
+    struct tokenizer *tok = smollm_tokenizer();
+    struct grammar_vocab *v;
+    cr_assert_eq(grammar_vocab_new(tok, &v), 0);
+    const char *sj = "{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"string\"},\"b\":{"
+                     "\"type\":\"integer\"}},\"required\":[\"a\",\"b\"]}";
+    const char *text = "{\"a\": \"xy z\", \"b\": 12}";
+    struct grammar *g1 = schema(sj), *g2 = schema(sj), *other = regex("[a-z0-9\"{}:, ]*");
+    /* rows: grammar and how many bytes of TEXT it has taken; NULL = no grammar. The schema's
+     * states at 0, 3 and 5 bytes differ (they allow '{', '"', then ' ' or '"'): with the regex
+     * row, 4 distinct states. */
+    struct grammar *rg[] = {g1, g1, NULL, g1, g2, g1, g1, g2, other};
+    int at[] = {0, 0, 0, 3, 0, 5, 5, 3, 0};
+    enum { N = sizeof at / sizeof at[0] };
+    size_t words = grammar_mask_words(v);
+    uint32_t *masks = malloc(N * words * sizeof *masks), *want = calloc(words, sizeof *want);
+    struct cpu_pool *pool = cpu_pool_create(4);
+    cr_assert(pool && masks && want);
+    for (int pooled = 0; pooled < 2; pooled++) {
+        struct grammar_mask_cache *c = grammar_mask_cache_new(v, (size_t)16 << 20);
+        struct grammar_matcher *m[N], *alone[N];
+        for (int i = 0; i < N; i++) {
+            m[i] = rg[i] ? grammar_matcher_new(rg[i]) : NULL;
+            alone[i] = rg[i] ? grammar_matcher_new(rg[i]) : NULL;
+            if (!rg[i]) continue;
+            grammar_matcher_share(m[i], c);
+            cr_assert_eq(grammar_matcher_accept(m[i], text, (size_t)at[i]), 0);
+            cr_assert_eq(grammar_matcher_accept(alone[i], text, (size_t)at[i]), 0);
+        }
+        for (int step = 0; step < 3; step++) {
+            memset(masks, 0xA5, N * words * sizeof *masks);
+            int counts[N];
+            int states = grammar_mask_rows(m, N, v, masks, counts, pooled ? pool : NULL);
+            if (step == 0) cr_assert_eq(states, 4, "distinct states: %d", states);
+            cr_assert_lt(states, N - 1, "step %d: rows in one state computed once each", step);
+            for (int i = 0; i < N; i++) {
+                if (!rg[i]) {
+                    cr_assert_eq(counts[i], -2);
+                    for (size_t w = 0; w < words; w++)
+                        cr_assert_eq(masks[i * words + w], 0xA5A5A5A5u, "row %d touched", i);
+                    continue;
+                }
+                int n_want = grammar_mask(alone[i], v, want);
+                cr_assert_eq(counts[i], n_want, "row %d step %d", i, step);
+                cr_assert_eq(memcmp(masks + i * words, want, words * sizeof *want), 0,
+                             "row %d step %d: mask differs from its matcher's alone", i, step);
+            }
+            for (int i = 0; i < N; i++)
+                if (rg[i]) { /* one more byte each: the groups stay (same text, same offset) */
+                    cr_assert_eq(grammar_matcher_accept(m[i], text + at[i] + step, 1), 0);
+                    cr_assert_eq(grammar_matcher_accept(alone[i], text + at[i] + step, 1), 0);
+                }
+        }
+        for (int i = 0; i < N; i++) {
+            grammar_matcher_free(m[i]);
+            grammar_matcher_free(alone[i]);
+        }
+        grammar_mask_cache_free(c);
+    }
+    cpu_pool_destroy(pool);
+    free(masks);
+    free(want);
+    grammar_free(g1);
+    grammar_free(g2);
+    grammar_free(other);
+    grammar_vocab_free(v);
+    tokenizer_free(tok);
+}
+
+/* Advancing by a token after its mask (grammar_matcher_accept_token follows the walk's memo)
+ * reaches the state that feeding its bytes to a matcher without a memo does: equal masks and
+ * accepting flags at every step of constrained walks; a token outside the mask is refused and
+ * leaves the state as it was. */
+Test(grammar, accept_after_mask_equals_bytes, .timeout = 120) {
+    struct tokenizer *tok = smollm_tokenizer();
+    struct grammar_vocab *v;
+    cr_assert_eq(grammar_vocab_new(tok, &v), 0);
+    uint64_t seed = tu_seed();
+    size_t words = grammar_mask_words(v);
+    int n = grammar_vocab_size(v);
+    uint32_t *mask = calloc(words, sizeof *mask), *want = calloc(words, sizeof *want);
+    int *allowed = malloc(sizeof(int) * (size_t)n);
+    char err[128];
+    struct grammar *gs[] = {
+        schema("{\"type\":\"object\",\"properties\":{\"s\":{\"type\":\"string\",\"maxLength\":6},"
+               "\"n\":{\"type\":\"number\"},\"e\":{\"enum\":[\"ab\",\"cd\"]}},\"required\":[\"s\","
+               "\"n\",\"e\"]}"),
+        grammar_json_object(err, sizeof err), regex("(cat|dog)s? [0-9]{1,3}(, [a-z]+)*")};
+    for (size_t k = 0; k < sizeof gs / sizeof gs[0]; k++) {
+        struct grammar_matcher *m = grammar_matcher_new(gs[k]), *raw = grammar_matcher_new(gs[k]);
+        cr_assert(m && raw);
+        for (int step = 0; step < 40; step++) {
+            int count = grammar_mask(m, v, mask);
+            struct grammar_matcher *probe = grammar_matcher_new(gs[k]); /* no memo of its own */
+            cr_assert_eq(grammar_matcher_copy_state(probe, raw), 0);
+            cr_assert_eq(grammar_mask(probe, v, want), count, "grammar %zu step %d", k, step);
+            cr_assert_eq(memcmp(mask, want, words * sizeof *mask), 0, "grammar %zu step %d", k,
+                         step);
+            cr_assert_eq(grammar_matcher_accepting(m), grammar_matcher_accepting(raw));
+            grammar_matcher_free(probe);
+            int n_allowed = 0, refused = -1;
+            for (int id = 0; id < n; id++) {
+                if (bit(mask, id))
+                    allowed[n_allowed++] = id;
+                else if (refused < 0 && !tokenizer_is_special(tok, id) && (tu_next(&seed) & 7) == 0)
+                    refused = id;
+            }
+            if (refused >= 0) { /* refused, and the state (its mask) as before */
+                cr_assert_eq(grammar_matcher_accept_token(m, v, refused), -1, "token %d", refused);
+                cr_assert_eq(grammar_mask(m, v, want), count);
+                cr_assert_eq(memcmp(mask, want, words * sizeof *mask), 0);
+            }
+            int text_ids = 0; /* pick among the allowed non-end tokens */
+            for (int i = 0; i < n_allowed; i++)
+                if (!tokenizer_is_eog(tok, allowed[i])) allowed[text_ids++] = allowed[i];
+            if (text_ids == 0) break; /* complete: only an end token may follow */
+            int id = allowed[tu_next(&seed) % (uint64_t)text_ids];
+            cr_assert_eq(grammar_matcher_accept_token(m, v, id), 0, "seed %llu",
+                         (unsigned long long)seed);
+            char b[256];
+            int bl = tokenizer_token_bytes(tok, id, b, sizeof b);
+            cr_assert(bl > 0);
+            cr_assert_eq(grammar_matcher_accept(raw, b, (size_t)bl), 0);
+        }
+        grammar_matcher_free(m);
+        grammar_matcher_free(raw);
+        grammar_free(gs[k]);
+    }
+    free(allowed);
+    free(mask);
+    free(want);
     grammar_vocab_free(v);
     tokenizer_free(tok);
 }
