@@ -183,7 +183,7 @@ static int run_mode(struct run *r, enum mode md, struct result *res, char *err, 
     for (int s = 0; ok && s < r->steps; s++) {
         double t0 = now();
         for (int i = 0; i < r->R; i++)
-            r->fs[i] = (struct fwd_seq){&r->tok[i], 1, &r->seqs[i]};
+            r->fs[i] = (struct fwd_seq){&r->tok[i], 1, &r->seqs[i], 0};
         ok = fwd_run(e->fwd, r->fs, r->R, NULL, err, errlen) == 0;
         if (ok && constrained) {
             double tm = now();
@@ -306,8 +306,8 @@ static int run_rows(struct engine *e, struct grammar_vocab *gv, struct cpu_pool 
     for (int i = 0; ok && i < R; i += per_pass) {
         int n = R - i < per_pass ? R - i : per_pass;
         for (int k = 0; k < n; k++)
-            r.fs[k] =
-                (struct fwd_seq){prompt + (size_t)(i + k) * (context + 1), context, &r.seqs[i + k]};
+            r.fs[k] = (struct fwd_seq){prompt + (size_t)(i + k) * (context + 1), context,
+                                       &r.seqs[i + k], context};
         for (int k = 0; k < n; k++)
             sampler_row(&smp, 0, 0, &r.rows[k]);
         ok = fwd_run(e->fwd, r.fs, n, NULL, err, sizeof err) == 0 &&
