@@ -23,6 +23,7 @@
 
 #include "kernels/ops.h"
 #include "model/errmsg.h"
+#include "model/tp.h"
 
 #define ENGINE_CPU_KV_BYTES ((size_t)512 << 20) /* CPU default: 512 MiB of KV pool */
 #define ENGINE_CUDA_LIB "libflashgen_cuda.so"
@@ -74,6 +75,13 @@ struct engine_backend {
     struct model_weights dw;            /* weights in backend memory (CUDA), else unused */
     struct model_layer *dlayers;
     void *dev_arena;
+    /* tensor parallelism: the plan, each shard's weights (its dev ones on the backend), the
+     * communicator, and what fwd_init_tp reads */
+    struct tp_plan plan;
+    struct tp_shard shards[TP_MAX_SHARDS];
+    struct fwd_shard fshards[TP_MAX_SHARDS];
+    struct tp_comm *comm;
+    struct model_config kv_cfg; /* tp_kv_config: every shard's pools in one cache */
 };
 
 static void backend_close(struct engine *e) {
@@ -82,6 +90,9 @@ static void backend_close(struct engine *e) {
         if (e->ops_ctx) cpu_ops_destroy(e->ops_ctx);
         return;
     }
+    for (int i = 0; i < TP_MAX_SHARDS; i++)
+        tp_shard_free(&b->shards[i], b->shards[i].dev_arena ? e->ops : NULL, e->ops_ctx);
+    tp_comm_free(b->comm);
     if (b->cuda) {
         if (b->dev_arena) e->ops->release(e->ops_ctx, b->dev_arena);
         if (e->ops_ctx) b->cuda->destroy(e->ops_ctx);
@@ -266,6 +277,40 @@ fail:
     return -1;
 }
 
+/* Cut the model into e->tensor_parallel shards on the one backend context (model/tp.h), upload
+ * them where the backend is a device, and join them with the local communicator. The forward
+ * state and the KV pool are built from b->fshards and b->kv_cfg afterwards. */
+static int engine_tp_open(struct engine *e, const struct engine_opts *o, char *err, size_t errlen) {
+    struct engine_backend *b = e->backend;
+    const struct model_config *cfg = &e->model->cfg;
+    int n = e->tensor_parallel;
+    if (tp_plan_make(&b->plan, cfg, n, err, errlen) != 0) return -1;
+    size_t dev_bytes = 0;
+    for (int i = 0; i < n; i++) {
+        struct tp_shard *s = &b->shards[i];
+        if (tp_shard_build(s, &b->plan, e->model, i, err, errlen) != 0) return -1;
+        if (b->cuda) {
+            if (tp_shard_upload(s, e->ops, e->ops_ctx, cfg->vocab_size, err, errlen) != 0)
+                return -1;
+            tp_shard_drop_host(s);
+            dev_bytes += s->dev_bytes;
+        }
+        b->fshards[i] = (struct fwd_shard){&s->cfg, b->cuda ? &s->dev : &s->w, e->ops, e->ops_ctx};
+    }
+    if (tp_comm_local(&b->comm, n, e->ops, e->ops_ctx, err, errlen) != 0) return -1;
+    tp_kv_config(&b->plan, cfg, &b->kv_cfg);
+    e->tp_mode = b->comm->kind;
+    e->device_weight_bytes = dev_bytes;
+    engine_log(o, ENGINE_LOG_INFO,
+               "tensor parallel %d (%s on one %s context): %d query heads and %d KV heads per "
+               "shard%s, ffn %d and vocabulary %d rows on shard 0",
+               n, e->tp_mode, e->device, b->plan.q_slots, b->plan.kv_slots,
+               b->plan.expanded ? " (the groups do not split evenly: padded, one KV head each)"
+                                : "",
+               b->plan.ffn_lo[1], b->plan.vocab_lo[1]);
+    return 0;
+}
+
 int engine_open(const struct engine_opts *o, struct engine **out, char *err, size_t errlen) {
     double t_open = now_s(); /* the ready line's start: device, load and upload */
     *out = NULL;
@@ -278,6 +323,14 @@ int engine_open(const struct engine_opts *o, struct engine **out, char *err, siz
         return -1;
     }
     e->backend = b;
+    e->tensor_parallel = o->tensor_parallel > 1 ? o->tensor_parallel : 1;
+    e->tp_mode = "none";
+    if (e->tensor_parallel != 1 && e->tensor_parallel != 2 && e->tensor_parallel != 4 &&
+        e->tensor_parallel != 8) {
+        errmsg_set(err, errlen, "tensor_parallel %d: must be 1, 2, 4 or 8", o->tensor_parallel);
+        goto fail;
+    }
+    int tp = e->tensor_parallel;
 
     /* Device first: a --device cuda that cannot work fails before a long model load. */
     if (o->device != ENGINE_DEVICE_CPU) {
@@ -310,8 +363,10 @@ int engine_open(const struct engine_opts *o, struct engine **out, char *err, siz
      * converts F16 / BF16 / F32 weights itself on their way from the file mapping (upload_rows)
      * and takes the rest as fp32 host weights, which upload_weights turns into its element
      * type. */
-    unsigned cpu_flags = o->cpu_fp32_weights ? 0 : MODEL_LOAD_KEEP_BLOCKS;
-    unsigned load_flags = e->ops == cpu_ops()   ? cpu_flags
+    /* Shards are cut from fp32 host weights (tp.h): tensor parallelism loads without KEEP_*. */
+    unsigned cpu_flags = o->cpu_fp32_weights || tp > 1 ? 0 : MODEL_LOAD_KEEP_BLOCKS;
+    unsigned load_flags = tp > 1                ? 0
+                          : e->ops == cpu_ops() ? cpu_flags
                           : e->ops->upload_rows ? MODEL_LOAD_KEEP_FILE
                                                 : 0;
     if (model_load_flags(o->model_path, load_flags, &e->model, o->progress, o->progress_user, err,
@@ -376,7 +431,9 @@ int engine_open(const struct engine_opts *o, struct engine **out, char *err, siz
         engine_log(o, ENGINE_LOG_INFO, "chat template: %s fallback (%s)",
                    chat_template_kind_name(&e->chat), e->chat.fallback_why);
 
-    if (b->cuda) {
+    if (tp > 1) {
+        if (engine_tp_open(e, o, err, errlen) != 0) goto fail;
+    } else if (b->cuda) {
         if (upload_weights(e, o, err, errlen) != 0) goto fail;
         w = &b->dw;
         model_drop_file(e->model); /* the device has the kept weights: the mapping can go */
@@ -401,9 +458,12 @@ int engine_open(const struct engine_opts *o, struct engine **out, char *err, siz
     if (e->max_batch_tokens < e->max_batch_seqs && o->max_batch_tokens <= 0)
         e->max_batch_tokens = e->max_batch_seqs;
     e->kv.page_size = page_size; /* fwd_init sizes block tables from it */
-    if (fwd_init(&e->fwd, cfg, w, e->ops, e->ops_ctx, &e->kv, e->max_batch_tokens,
-                 e->max_batch_seqs, err, errlen) != 0)
+    if (tp > 1 ? fwd_init_tp(&e->fwd, cfg, b->fshards, tp, b->comm, &e->kv, e->max_batch_tokens,
+                             e->max_batch_seqs, err, errlen)
+               : fwd_init(&e->fwd, cfg, w, e->ops, e->ops_ctx, &e->kv, e->max_batch_tokens,
+                          e->max_batch_seqs, err, errlen))
         goto fail;
+    const struct model_config *kv_cfg = tp > 1 ? &b->kv_cfg : cfg; /* every shard's pools */
 
     /* KV pool: what the caller asked for, else on a GPU a fraction of the memory left after
      * weights and activations, on the CPU a fixed default. */
@@ -418,7 +478,7 @@ int engine_open(const struct engine_opts *o, struct engine **out, char *err, siz
         kv_bytes = (size_t)(free_b * (double)f);
     }
     if (!kv_bytes) kv_bytes = ENGINE_CPU_KV_BYTES;
-    size_t page_bytes = kv_cache_page_bytes(cfg, page_size, e->ops->act_size);
+    size_t page_bytes = kv_cache_page_bytes(kv_cfg, page_size, e->ops->act_size);
     size_t n_pages = kv_bytes / page_bytes;
     if (n_pages < 2) {
         errmsg_set(err, errlen, "kv_cache_bytes %zu holds fewer than 2 pages of %zu bytes",
@@ -426,8 +486,8 @@ int engine_open(const struct engine_opts *o, struct engine **out, char *err, siz
         goto fail;
     }
     if (n_pages > (size_t)1 << 30) n_pages = (size_t)1 << 30;
-    if (kv_cache_init(&e->kv, e->ops, e->ops_ctx, cfg, (int)n_pages, page_size, e->ops->act_size) !=
-        0) {
+    if (kv_cache_init(&e->kv, e->ops, e->ops_ctx, kv_cfg, (int)n_pages, page_size,
+                      e->ops->act_size) != 0) {
         errmsg_set(err, errlen, "engine: cannot allocate a KV pool of %zu pages (%.2f GB)", n_pages,
                    n_pages * (double)page_bytes / 1e9);
         goto fail;

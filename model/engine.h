@@ -40,6 +40,10 @@ struct engine_opts {
     int cpu_fp32_weights;  /* 1: the CPU dequantizes GGUF blocks to fp32 at load (the path
                               transformers runs on the same file) instead of multiplying the blocks
                             */
+    /* tensor parallelism (model/tp.h): shards of the model, 1, 2, 4 or 8; 0 = 1. Beyond 1 every
+     * shard runs on the one backend context opened (emulated: a local sum for the all-reduce),
+     * from fp32 host weights */
+    int tensor_parallel;
     model_progress_fn progress;
     void *progress_user;
     engine_log_fn log; /* NULL: INFO and WARN as "flashgen: MSG" lines on stderr */
@@ -59,6 +63,8 @@ struct engine {
     char device[16];                /* "cpu" or "cuda" */
     struct engine_backend *backend; /* private to engine.c */
     size_t device_weight_bytes;     /* the weights' copy on the device (0 on the CPU) */
+    int tensor_parallel;            /* shards (1: none) */
+    const char *tp_mode;            /* "none", or how shards meet: "emulated" (one context) */
 };
 
 void engine_opts_default(struct engine_opts *o);

@@ -30,6 +30,22 @@ struct fwd_state;
 int fwd_init(struct fwd_state **out, const struct model_config *cfg, const struct model_weights *w,
              const struct fg_ops *ops, void *ops_ctx, struct kv_cache *kv, int max_tokens,
              int max_seqs, char *err, size_t errlen);
+/* One shard of a tensor-parallel forward pass (model/tp.h): its config, its weights in its
+ * backend's memory, its backend. */
+struct fwd_shard {
+    const struct model_config *cfg;
+    const struct model_weights *w;
+    const struct fg_ops *ops;
+    void *ops_ctx;
+};
+struct tp_comm;
+/* fwd_init for N (1 .. TP_MAX_SHARDS) shards joined by COMM (model/tp.h; NULL when N is 1). CFG
+ * is the whole model's (the step's checks, the logits' vocabulary); KV holds every shard's pools
+ * (tp_kv_config: layer l of shard i is pool l * N + i). The step description and the gathered
+ * logits live on shard 0's backend. CFG, the shards and COMM must outlive the state. */
+int fwd_init_tp(struct fwd_state **out, const struct model_config *cfg,
+                const struct fwd_shard *shards, int n, struct tp_comm *comm, struct kv_cache *kv,
+                int max_tokens, int max_seqs, char *err, size_t errlen);
 void fwd_free(struct fwd_state *st);
 /* Forget the recorded decode graphs: the next decode steps run eagerly, then record anew (under
  * whatever the backend's diagnostic switches say then: bench/decode_breakdown.c). */
