@@ -42,6 +42,7 @@ static void usage_generate(FILE *f) {
         "  --ignore-eos             do not stop at end-of-generation tokens\n"
         "  --device auto|cpu|cuda   backend (default auto)\n"
         "  --threads N              CPU threads (default 0 = all cores)\n"
+        "  --tensor-parallel N      model shards, 1, 2, 4 or 8 (default 1)\n"
         "  --print-ids              print the prompt and generated token ids to stderr\n"
         "  --stats                  print timing to stderr\n",
         DEFAULT_MODEL);
@@ -105,6 +106,7 @@ static int cmd_generate(int argc, char **argv) {
         O_IGNORE_EOS,
         O_DEVICE,
         O_THREADS,
+        O_TP,
         O_IDS,
         O_STATS,
         O_HELP
@@ -123,6 +125,7 @@ static int cmd_generate(int argc, char **argv) {
         {"ignore-eos", no_argument, 0, O_IGNORE_EOS},
         {"device", required_argument, 0, O_DEVICE},
         {"threads", required_argument, 0, O_THREADS},
+        {"tensor-parallel", required_argument, 0, O_TP},
         {"print-ids", no_argument, 0, O_IDS},
         {"stats", no_argument, 0, O_STATS},
         {"help", no_argument, 0, O_HELP},
@@ -189,6 +192,9 @@ static int cmd_generate(int argc, char **argv) {
             break;
         case O_THREADS:
             bad = parse_int("--threads", optarg, 0, 1024, &eo.n_threads);
+            break;
+        case O_TP:
+            bad = parse_int("--tensor-parallel", optarg, 1, 8, &eo.tensor_parallel);
             break;
         case O_IDS:
             print_ids = 1;

@@ -888,6 +888,7 @@ static void *worker_main(void *arg) {
                : c->device == CONFIG_DEVICE_CUDA ? ENGINE_DEVICE_CUDA
                                                  : ENGINE_DEVICE_AUTO;
     o.n_threads = c->threads;
+    o.tensor_parallel = c->tensor_parallel;
     o.kv_cache_bytes = (size_t)c->kv_cache_mb << 20;
     o.kv_fraction = (float)c->kv_fraction;
     o.page_size = c->page_size;
@@ -935,6 +936,8 @@ static void *worker_main(void *arg) {
         in->weights_fp32_bytes = e->model->w.arena_bytes;
         in->weights_mapped_bytes = e->model->w.mapped_bytes;
         in->weights_device_bytes = e->device_weight_bytes;
+        in->tensor_parallel = e->tensor_parallel;
+        snprintf(in->tp_mode, sizeof in->tp_mode, "%s", e->tp_mode);
     }
     pthread_mutex_lock(&w->mu);
     w->state = WORKER_READY;

@@ -168,6 +168,8 @@ struct worker_info {
     double load_seconds;
     /* host weight bytes by form: kept in GGUF blocks (the CPU multiplies them), fp32 */
     size_t weights_block_bytes, weights_fp32_bytes, weights_mapped_bytes, weights_device_bytes;
+    int tensor_parallel; /* shards (1: none) */
+    char tp_mode[16];    /* "none", "emulated" (every shard on one device) */
 };
 
 /* Called on the loop thread when the worker changes state (loaded, failed, stopped). */
