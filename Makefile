@@ -147,7 +147,8 @@ help:
 # build/libfgattn.so holds the CUDA kernels (kernels/*.cu) and their C twins (attention_ref.c,
 # cpu_ops.c); tests/gpu/check_attention.py and bench/bench_attention.py drive it from Python
 # (ctypes + torch). `make test-gpu` checks every kernel against its C twin and torch SDPA
-# (check_family.py: the family switches' kernels of kernels/family.cu against cpu_ops);
+# (check_family.py: the family switches' kernels of kernels/family.cu against cpu_ops;
+# check_tp.py: tensor parallelism's shards emulated on the GPU against TP = 1, issue 17);
 # `make bench-gpu` times prefill and decode against torch SDPA (FA2 and cuDNN backends) and prints
 # the table kept in kernels/BENCH.md. Neither is part of `make test`. Without a CUDA GPU (or
 # without torch) both print "SKIPPED ... nothing was tested" and fail (status 77 from
@@ -169,7 +170,7 @@ $(GPU_LIB): $(GPU_LIB_OBJ) $(GPU_LIB_CU)
 
 test-gpu:
 	@$(GPU_GATE)
-	$(MAKE) $(GPU_LIB) $(BUILD)/libflashgen_cuda.so
+	$(MAKE) $(GPU_LIB) $(BUILD)/libflashgen_cuda.so $(BUILD)/tools/engine_check $(MODEL)
 	FG_ATTN_LIB=$(GPU_LIB) $(PYTHON) tests/gpu/check_attention.py
 	FG_ATTN_LIB=$(GPU_LIB) $(PYTHON) tests/gpu/check_family.py
 	$(PYTHON) tests/gpu/check_gemv.py --lib $(GPU_LIB)
@@ -178,6 +179,8 @@ test-gpu:
 	FG_SAMPLE_LIB=$(GPU_LIB) $(PYTHON) tests/gpu/check_mask.py --no-bench
 	$(PYTHON) tests/gpu/check_upload.py --lib $(GPU_LIB) --cuda $(BUILD)/libflashgen_cuda.so
 	FG_SAMPLE_LIB=$(GPU_LIB) $(PYTHON) tests/gpu/check_bias_top.py --no-bench
+	$(PYTHON) tests/gpu/check_tp.py --engine-check $(BUILD)/tools/engine_check \
+	    --cuda $(BUILD)/libflashgen_cuda.so --tokenizer $(MODEL) --no-bench
 
 bench-gpu:
 	@$(GPU_GATE)

@@ -129,6 +129,12 @@ def main():
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--std", type=float, default=0.02)
     ap.add_argument("--ctx", type=int, default=None, help="context length (default: the shape's)")
+    ap.add_argument("--layers", type=int, default=None, help="decoder blocks (default: the shape's)")
+    ap.add_argument("--block", type=int, default=1 << 22,
+                    help="numbers drawn and tiled; a prime keeps the tiles off head boundaries")
+    ap.add_argument("--shift", action="store_true",
+                    help="start each tensor at another place of the block, so no two tensors, heads "
+                         "or layers begin alike (for correctness checks such as tests/gpu/check_tp.py)")
     ap.add_argument("--tokenizer-only", action="store_true",
                     help="write a GGUF of the tokenizer keys alone (no tensors), a --tokenizer for later")
     a = ap.parse_args()
@@ -142,6 +148,8 @@ def main():
     s = dict(SHAPES[a.shape])
     if a.ctx:
         s["ctx"] = a.ctx
+    if a.layers:
+        s["n_layers"] = a.layers
     tok, vocab = tokenizer_entries(a.tokenizer)
     wtype = GGML_F16 if a.type == "f16" else GGML_F32
     hd = s["dim"] // s["n_heads"]
@@ -172,7 +180,7 @@ def main():
         offset += (nb + ALIGN - 1) // ALIGN * ALIGN
 
     rng = np.random.RandomState(a.seed)
-    block = (rng.standard_normal(1 << 22) * a.std).astype(np.float16 if wtype == GGML_F16 else np.float32)
+    block = (rng.standard_normal(a.block) * a.std).astype(np.float16 if wtype == GGML_F16 else np.float32)
     ones = np.ones(max(s["dim"], 1), np.float32)
     tmp = a.out + ".part"
     with open(tmp, "wb") as f:
@@ -182,16 +190,18 @@ def main():
         for info in infos:
             f.write(info)
         f.write(b"\0" * (-f.tell() % ALIGN))
-        for name, shape, t in plan:
+        for ti, (name, shape, t) in enumerate(plan):
             n = int(np.prod(shape))
+            pos = (ti * 1000003) % block.size if a.shift else 0
             if t == GGML_F32 and len(shape) == 1:
                 f.write(ones[:n].tobytes())
                 nb = 4 * n
             else:
                 left, nb = n, 0
                 while left:
-                    m = min(left, block.size)
-                    f.write(memoryview(block[:m]))
+                    m = min(left, block.size - pos)
+                    f.write(memoryview(block[pos:pos + m]))
+                    pos = 0
                     left -= m
                     nb += m * block.itemsize
             f.write(b"\0" * (-nb % ALIGN))
