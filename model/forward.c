@@ -92,7 +92,13 @@ struct fwd_state {
     int vocab_lo[TP_MAX_SHARDS + 1]; /* shard i's logits are columns [vocab_lo[i], vocab_lo[i+1]) */
     int kv_stride, kv_index;         /* this shard's pools of layer l: kv->k[l * stride + index] */
     int own_ints;                    /* d_ints allocated here (not shared with shard 0's) */
+    int (*activate)(void *ctx);      /* shards on several devices: make this one's current */
 };
+
+/* Issue the next ops to ST's device (shards on several GPUs; a no-op on one context). */
+static void fwd_on(const struct fwd_state *st) {
+    if (st->activate) st->activate(st->ctx);
+}
 
 int fwd_batch_bucket(int n) {
     if (n <= 8) return n;
@@ -118,11 +124,13 @@ static void fwd_release(struct fwd_state *st) {
 void fwd_free(struct fwd_state *st) {
     if (!st) return;
     fwd_drop_graphs(st);
-    for (int i = 0; st->n_shards > 1 && i < st->n_shards; i++)
+    for (int i = 0; st->comm && i < st->n_shards; i++)
         if (st->shard[i]) {
+            fwd_on(st->shard[i]);
             fwd_release(st->shard[i]);
             free(st->shard[i]);
         }
+    fwd_on(st);
     fwd_release(st);
     free(st->h_ints);
     free(st->pad_kv.pages); /* the page itself goes with the KV pool */
@@ -187,7 +195,7 @@ static int fwd_alloc_acts(struct fwd_state *st) {
 int fwd_init(struct fwd_state **out, const struct model_config *cfg, const struct model_weights *w,
              const struct fg_ops *ops, void *ops_ctx, struct kv_cache *kv, int max_tokens,
              int max_seqs, char *err, size_t errlen) {
-    struct fwd_shard one = {cfg, w, ops, ops_ctx};
+    struct fwd_shard one = {.cfg = cfg, .w = w, .ops = ops, .ops_ctx = ops_ctx};
     return fwd_init_tp(out, cfg, &one, 1, NULL, kv, max_tokens, max_seqs, err, errlen);
 }
 
@@ -199,7 +207,7 @@ int fwd_init_tp(struct fwd_state **out, const struct model_config *cfg,
         snprintf(err, errlen, "forward: max_tokens and max_seqs must be positive");
         return -1;
     }
-    if (n < 1 || n > TP_MAX_SHARDS || (n > 1 && !comm)) {
+    if (n < 1 || n > TP_MAX_SHARDS || (n > 1 && !comm) || (comm && comm->n != n)) {
         snprintf(err, errlen, "forward: %d shards (1 to %d, a communicator beyond 1)", n,
                  TP_MAX_SHARDS);
         return -1;
@@ -229,6 +237,7 @@ int fwd_init_tp(struct fwd_state **out, const struct model_config *cfg,
     st->comm = comm;
     st->kv_stride = n;
     st->own_ints = 1;
+    st->activate = shards[0].activate;
     /* graphs record one backend context's stream: shards on several record none */
     const char *g = getenv("FLASHGEN_CUDA_GRAPHS");
     st->use_graphs = ops->graph_begin != NULL && same_ctx && !(g && !strcmp(g, "0"));
@@ -238,14 +247,14 @@ int fwd_init_tp(struct fwd_state **out, const struct model_config *cfg,
     st->d_ints = ops->alloc(st->ctx, st->n_ints * sizeof(int));
     st->h_ints = calloc(st->n_ints, sizeof(int));
     int ok = st->d_ints && st->h_ints;
-    if (n == 1) {
+    if (!comm) {
         st->shard[0] = st;
         ok = ok && fwd_alloc_acts(st) == 0;
     } else {
         st->logits = ops->alloc(st->ctx, sizeof(float) * S * cfg->vocab_size);
         ok = ok && st->logits;
     }
-    for (int i = 0; n > 1 && ok && i < n; i++) {
+    for (int i = 0; comm && ok && i < n; i++) {
         struct fwd_state *sh = calloc(1, sizeof(*sh));
         st->shard[i] = sh;
         if (!sh) {
@@ -256,16 +265,19 @@ int fwd_init_tp(struct fwd_state **out, const struct model_config *cfg,
         sh->w = shards[i].w;
         sh->ops = shards[i].ops;
         sh->ctx = shards[i].ops_ctx;
-        sh->kv = kv;
+        sh->kv = shards[i].kv ? shards[i].kv : kv;
         sh->max_tokens = max_tokens;
         sh->max_seqs = max_seqs;
         sh->max_pages = st->max_pages;
-        sh->kv_stride = n;
-        sh->kv_index = i;
+        sh->kv_stride = shards[i].kv ? 1 : n;
+        sh->kv_index = shards[i].kv ? 0 : i;
+        sh->activate = shards[i].activate;
         sh->own_ints = sh->ctx != st->ctx;
+        fwd_on(sh);
         sh->d_ints = sh->own_ints ? sh->ops->alloc(sh->ctx, st->n_ints * sizeof(int)) : st->d_ints;
         ok = sh->d_ints && fwd_alloc_acts(sh) == 0;
     }
+    fwd_on(st);
     st->vocab_lo[0] = 0;
     for (int i = 0; ok && i < n; i++)
         st->vocab_lo[i + 1] = st->vocab_lo[i] + st->shard[i]->cfg->vocab_size;
@@ -443,6 +455,7 @@ static void fwd_row_parallel(struct fwd_state *st, int l, int down, int T) {
     for (int i = 0; i < st->n_shards; i++) {
         struct fwd_state *sh = st->shard[i];
         const struct model_layer *L = &sh->w->layers[l];
+        fwd_on(sh);
         int in_dim = down ? sh->cfg->ffn_dim : sh->cfg->n_heads * sh->cfg->head_dim;
         const void *in = down ? sh->ffn : sh->att;
         const float *w = down ? L->w_down : L->wo;
@@ -450,10 +463,11 @@ static void fwd_row_parallel(struct fwd_state *st, int l, int down, int T) {
         sums[i] = c->post_norms ? sh->h : sh->x;
         fwd_proj(sh, sums[i], in, w, q, T, in_dim, D, !c->post_norms && i == 0);
     }
-    if (st->n_shards > 1) st->comm->all_reduce_sum(st->comm, sums, (size_t)T * D);
+    if (st->comm) st->comm->all_reduce_sum(st->comm, sums, (size_t)T * D);
     for (int i = 0; c->post_norms && i < st->n_shards; i++) {
         struct fwd_state *sh = st->shard[i];
         const struct model_layer *L = &sh->w->layers[l];
+        fwd_on(sh);
         sh->ops->norm_add(sh->ctx, sh->x, sh->h, down ? L->post_ffn_norm : L->post_attn_norm, T, D,
                           c->rms_eps);
     }
@@ -470,15 +484,20 @@ static void fwd_layers(struct fwd_state *st, const struct attn_batch *ab, int T,
     int N = st->n_shards, D = c->dim;
     struct fwd_view v[TP_MAX_SHARDS];
     for (int i = 0; i < N; i++) { /* every shard holds the whole residual stream */
+        fwd_on(st->shard[i]);
         fwd_view_of(st->shard[i], ab, MT, MS, &v[i]);
         fwd_embed(st->shard[i], v[i].tokens, T);
     }
     for (int l = 0; l < c->n_layers; l++) {
-        for (int i = 0; i < N; i++)
+        for (int i = 0; i < N; i++) {
+            fwd_on(st->shard[i]);
             fwd_attn(st->shard[i], l, &v[i], T);
+        }
         fwd_row_parallel(st, l, 0, T);
-        for (int i = 0; i < N; i++)
+        for (int i = 0; i < N; i++) {
+            fwd_on(st->shard[i]);
             fwd_ffn_in(st->shard[i], &st->shard[i]->w->layers[l], T);
+        }
         fwd_row_parallel(st, l, 1, T);
     }
     float *slices[TP_MAX_SHARDS];
@@ -486,6 +505,7 @@ static void fwd_layers(struct fwd_state *st, const struct attn_batch *ab, int T,
         struct fwd_state *sh = st->shard[i];
         const struct model_weights *w = sh->w;
         int V = sh->cfg->vocab_size;
+        fwd_on(sh);
         sh->ops->gather_rows(sh->ctx, sh->h, sh->x, v[i].rows, n_seqs, D);
         sh->ops->rmsnorm(sh->ctx, sh->last, sh->h, w->out_norm, n_seqs, D, c->rms_eps);
         if (w->q_output.data)
@@ -494,7 +514,8 @@ static void fwd_layers(struct fwd_state *st, const struct attn_batch *ab, int T,
             sh->ops->matmul_f32(sh->ctx, sh->logits, sh->last, w->output, n_seqs, D, V);
         slices[i] = sh->logits;
     }
-    if (N > 1) st->comm->gather(st->comm, st->logits, slices, st->vocab_lo, n_seqs);
+    if (st->comm) st->comm->gather(st->comm, st->logits, slices, st->vocab_lo, n_seqs);
+    fwd_on(st);
     if (c->final_softcap > 0)
         st->ops->softcap(st->ctx, st->logits, (size_t)n_seqs * c->vocab_size, c->final_softcap);
 }
@@ -626,11 +647,15 @@ int fwd_run(struct fwd_state *st, const struct fwd_seq *seqs, int n_seqs, float 
         rows[s] = t;
         table[(size_t)s * st->max_pages] = st->pad_kv.pages[0];
     }
+    fwd_on(st);
     int up = ops->upload(ctx, st->d_ints, st->h_ints, n_ints * sizeof(int));
-    for (int i = 0; st->n_shards > 1 && i < st->n_shards; i++) /* shards on other backends */
-        if (st->shard[i]->own_ints)
+    for (int i = 0; st->comm && i < st->n_shards; i++) /* shards on other devices */
+        if (st->shard[i]->own_ints) {
+            fwd_on(st->shard[i]);
             up |= st->shard[i]->ops->upload(st->shard[i]->ctx, st->shard[i]->d_ints, st->h_ints,
                                             n_ints * sizeof(int));
+        }
+    fwd_on(st);
     if (up != 0) {
         snprintf(err, errlen, "forward: upload of the step description failed");
         return -1;
@@ -682,6 +707,10 @@ int fwd_run(struct fwd_state *st, const struct fwd_seq *seqs, int n_seqs, float 
     } else {
         fwd_layers(st, &ab, T_run, n_run, MT, MS);
         if (decode && st->use_graphs) fwd_graph_add(st, n_run, ab.max_kv_len);
+    }
+    if (st->comm && st->comm->error[0]) { /* a collective that could not be queued */
+        snprintf(err, errlen, "forward: %s", st->comm->error);
+        return -1;
     }
     if (logits && (ops->download(ctx, logits, st->logits,
                                  sizeof(float) * (size_t)n_seqs * c->vocab_size) != 0 ||

@@ -97,6 +97,7 @@ void tp_shard_free(struct tp_shard *s, const struct fg_ops *ops, void *ctx); /* 
 struct tp_comm {
     const char *kind; /* "emulated" (local) or "nccl" */
     int n;
+    char error[256]; /* sticky: the first failure ("" while none); fwd_run reports it */
     void (*all_reduce_sum)(struct tp_comm *c, void *const *bufs, size_t count);
     void (*gather)(struct tp_comm *c, float *dst, float *const *src, const int *cols_lo, int rows);
     void (*free)(struct tp_comm *c);
@@ -109,6 +110,22 @@ struct tp_comm {
  * copy back to each other shard, the gather one copy per row and shard. */
 int tp_comm_local(struct tp_comm **out, int n, const struct fg_ops *ops, void *ctx, char *err,
                   size_t errlen);
+/* "nccl": shard i on GPU i (its backend context CTXS[i]), one NCCL rank each, created together
+ * by ncclCommInitAll in this one thread (the worker issues to every GPU's stream in turn, each
+ * collective inside ncclGroupStart/End). libnccl.so.2 is opened with dlopen (the CPU build needs
+ * nothing); NCCL_NVLS_ENABLE is set to 0 (NVLink SHARP multicast is off on the lent machines).
+ * The all-reduce runs in place on the shards' streams in the activation type (bf16); the gather
+ * sends each shard's logits to GPU 0 (ncclSend/ncclRecv into staging buffers there, MAX_ROWS
+ * rows of COLS_LO's slices), then copies them into place there. STREAM gives a context's CUDA
+ * stream and ACTIVATE makes its device current (TP_CUDA_*_SYMBOL of the CUDA backend). Returns
+ * 0, or -1 with a message (no libnccl, a communicator that would not form). */
+#define TP_CUDA_STREAM_SYMBOL "fg_cuda_stream"
+#define TP_CUDA_ACTIVATE_SYMBOL "fg_cuda_activate"
+typedef void *(*tp_stream_fn)(void *ctx);
+typedef int (*tp_activate_fn)(void *ctx);
+int tp_comm_nccl(struct tp_comm **out, int n, const struct fg_ops *ops, void *const *ctxs,
+                 tp_stream_fn stream, tp_activate_fn activate, int max_rows, const int *cols_lo,
+                 char *err, size_t errlen);
 void tp_comm_free(struct tp_comm *c); /* accepts NULL */
 
 #endif

@@ -15,7 +15,10 @@ that are not multiples of the page or the tile.
   2. TP = N, teacher-forced on TP = 1's tokens (so every step sees the same context): each step's
      logits against TP = 1 (relative L2 error per prompt over the steps, argmax agreement), then
      all prompts in one batch (batched decode graphs through the shards) against alone;
-  3. a short decode benchmark at TP = 1 and each N (batch 1 and 64): what the emulation costs on
+  3. the NCCL communicator (model/tp_nccl.c): FLASHGEN_TP_MODE=nccl with one rank on GPU 0 (the
+     sharded path with one shard: every all-reduce goes through NCCL and is the identity), the
+     same comparisons; and TP = N over NCCL for every N the machine has GPUs for;
+  4. a short decode benchmark at TP = 1 and each N (batch 1 and 64): what the emulation costs on
      one device, not what N GPUs would do.
 Pass: every prompt's relative logits error under 3e-2 and argmax agreement of at least 75% of the
 steps (bf16 activations round each op to 2^-9 relative; TP = N adds one rounding per shard to the
@@ -100,13 +103,21 @@ def main():
     ref_lg = np.fromfile(ref + ".logits", np.float32).reshape(len(PROMPT_LENS), a.steps, -1)
     ok = True
     rows = []
-    for n in [int(x) for x in a.tp.split(",")]:
-        pre = os.path.join(a.work, f"tp{n}")
+    # emulated shards on the one device; then NCCL: one rank on GPU 0 (all-reduce = identity, the
+    # sharded path with one shard), and N ranks wherever N GPUs are present
+    runs = [(int(x), "emulated") for x in a.tp.split(",")]
+    if a.device == "cuda":
+        import torch
+        gpus = torch.cuda.device_count()
+        runs += [(1, "nccl")] + [(n, "nccl") for n, _ in runs if n <= gpus]
+    for n, mode in runs:
+        pre = os.path.join(a.work, f"tp{n}_{mode}")
         out, secs = run(base + ["--out", pre, "--force", ref + ".tok", "--also-batch",
-                                "--tensor-parallel", str(n)], env, log)
+                                "--tensor-parallel", str(n)], dict(env, FLASHGEN_TP_MODE=mode), log)
         line = [l for l in out.splitlines() if "tensor parallel" in l]
-        print(f"tp {n}: {secs:.1f} s; {line[0] if line else 'no tensor parallel line!'}", flush=True)
-        ok &= bool(line)
+        print(f"tp {n} {mode}: {secs:.1f} s; {line[0] if line else 'no tensor parallel line!'}",
+              flush=True)
+        ok &= bool(line) and f"({mode} " in line[0]
         tok = read_tok(pre + ".tok")
         btok = read_tok(pre + "_batch.tok")
         lg = np.fromfile(pre + ".logits", np.float32).reshape(ref_lg.shape)
@@ -118,12 +129,12 @@ def main():
             good = rel < REL_TOL and agree >= ARGMAX_MIN and batch >= ARGMAX_MIN and \
                 np.isfinite(lg[p]).all()
             ok &= good
-            rows.append((n, p, PROMPT_LENS[p], rel, float(np.max(np.abs(d))),
+            rows.append((f"{n} {mode}", p, PROMPT_LENS[p], rel, float(np.max(np.abs(d))),
                          float(np.max(np.abs(ref_lg[p]))), agree, batch, good))
-    print(f"\n{'tp':>3} {'prompt':>6} {'len':>4} {'rel err':>9} {'max abs':>9} {'max |ref|':>9} "
+    print(f"\n{'tp':>10} {'prompt':>6} {'len':>4} {'rel err':>9} {'max abs':>9} {'max |ref|':>9} "
           f"{'argmax=':>8} {'batch=':>7}  verdict")
     for n, p, ln, rel, mx, mr, agree, batch, good in rows:
-        print(f"{n:>3} {p:>6} {ln:>4} {rel:>9.2e} {mx:>9.3f} {mr:>9.3f} {agree:>8.2f} {batch:>7.2f}"
+        print(f"{n:>10} {p:>6} {ln:>4} {rel:>9.2e} {mx:>9.3f} {mr:>9.3f} {agree:>8.2f} {batch:>7.2f}"
               f"  {'ok' if good else 'FAIL'}")
     if not a.no_bench:
         print("\ndecode on one GPU (emulated shards run one after another: the cost of the "

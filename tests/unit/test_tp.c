@@ -5,8 +5,9 @@
  *    mapping, the KV head it reads in the whole model.
  * 2. Random in-memory models of every family switch (Llama GQA, the uneven split SmolLM2's
  *    9 heads force, Qwen2 biases, Gemma 3's QK-norm, post-norms, GeGLU, scaled embeddings,
- *    sliding-window local layers and soft-capped logits) at N = 2, 3, 4 and 8: a mixed prefill
- *    step then decode steps, every logit against N = 1.
+ *    sliding-window local layers and soft-capped logits) at N = 1 (one shard through the
+ *    communicator), 2, 3, 4 and 8: a mixed prefill step then decode steps, every logit against
+ *    the unsharded model.
  * 3. The default model (SmolLM2-135M, fp32 weights) and Gemma 3 270M through engine_open with
  *    tensor_parallel 2 and 4: logits against tensor_parallel 1, greedy tokens identical.
  * Tolerances: the shards sum the same products in another order (each o / down product is split
@@ -145,8 +146,9 @@ static void rmodel_init(struct rmodel *r, uint64_t *s, int n_heads, int n_kv, in
     }
 }
 
-/* N shards of R's model (N = 1: the unsharded state) on CTX; logits of a mixed prefill step of
- * three sequences, then STEPS decode steps of all three, into OUT ((1 + STEPS) * 3 * vocab). */
+/* N shards of R's model on CTX (N = 0: the unsharded state; 1: one shard through the
+ * communicator); logits of a mixed prefill step of three sequences, then STEPS decode steps of all
+ * three, into OUT ((1 + STEPS) * 3 * vocab). */
 static void run_sharded(struct rmodel *r, void *ctx, int n, int steps, const int toks[3][30],
                         float *out) {
     char err[256];
@@ -157,22 +159,24 @@ static void run_sharded(struct rmodel *r, void *ctx, int n, int steps, const int
     struct tp_comm *comm = NULL;
     struct model_config kvc = *c;
     memset(shards, 0, sizeof(shards));
-    if (n > 1) {
+    if (n > 0) {
         cr_assert_eq(tp_plan_make(&plan, c, n, err, sizeof(err)), 0, "%s", err);
         for (int i = 0; i < n; i++) {
             cr_assert_eq(tp_shard_build(&shards[i], &plan, &r->m, i, err, sizeof(err)), 0, "%s",
                          err);
-            fs[i] = (struct fwd_shard){&shards[i].cfg, &shards[i].w, cpu_ops(), ctx};
+            fs[i] = (struct fwd_shard){
+                .cfg = &shards[i].cfg, .w = &shards[i].w, .ops = cpu_ops(), .ops_ctx = ctx};
         }
         cr_assert_eq(tp_comm_local(&comm, n, cpu_ops(), ctx, err, sizeof(err)), 0, "%s", err);
         tp_kv_config(&plan, c, &kvc);
     } else {
-        fs[0] = (struct fwd_shard){c, &r->m.w, cpu_ops(), ctx};
+        fs[0] = (struct fwd_shard){.cfg = c, .w = &r->m.w, .ops = cpu_ops(), .ops_ctx = ctx};
     }
     struct kv_cache kv;
     cr_assert_eq(kv_cache_init(&kv, cpu_ops(), ctx, &kvc, 40, 4, 4), 0);
     struct fwd_state *st;
-    cr_assert_eq(fwd_init_tp(&st, c, fs, n, comm, &kv, 64, 4, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(fwd_init_tp(&st, c, fs, n > 0 ? n : 1, comm, &kv, 64, 4, err, sizeof(err)), 0,
+                 "%s", err);
     struct kv_seq q[3] = {{0}};
     int len[3] = {17, 9, 1};
     for (int b = 0; b < 3; b++)
@@ -207,7 +211,7 @@ Test(tp, sharded_forward_equals_unsharded_for_every_family) {
         int heads, kv, flags;
     } shapes[] = {{8, 2, 0},      {9, 3, 0},       {4, 4, 0},
                   {6, 2, F_BIAS}, {4, 1, F_GEMMA}, {9, 3, F_BIAS | F_GEMMA}};
-    const int ns[] = {2, 3, 4, 8};
+    const int ns[] = {1, 2, 3, 4, 8}; /* 1: one shard through the communicator */
     enum { STEPS = 4 };
     for (size_t k = 0; k < sizeof(shapes) / sizeof(shapes[0]); k++) {
         struct rmodel r;
@@ -220,7 +224,7 @@ Test(tp, sharded_forward_equals_unsharded_for_every_family) {
         size_t nl = (size_t)(1 + STEPS) * 3 * V;
         float *ref = malloc(sizeof(float) * nl), *got = malloc(sizeof(float) * nl);
         void *ctx = cpu_ops_create(2);
-        run_sharded(&r, ctx, 1, STEPS, toks, ref);
+        run_sharded(&r, ctx, 0, STEPS, toks, ref);
         for (size_t t = 0; t < sizeof(ns) / sizeof(ns[0]); t++) {
             for (size_t i = 0; i < nl; i++)
                 got[i] = NAN; /* poisoned: every logit must be written */
@@ -323,4 +327,67 @@ Test(tp, engine_refuses_other_shard_counts) {
     char err[512];
     cr_assert_eq(engine_open(&o, &e, err, sizeof(err)), -1);
     cr_assert(strstr(err, "tensor_parallel 3"), "%s", err);
+}
+
+Test(tp, engine_nccl_mode_without_a_gpu_is_refused) {
+    setenv("FLASHGEN_TP_MODE", "nccl", 1);
+    struct engine_opts o;
+    engine_opts_default(&o);
+    o.model_path = SMOLLM2_PATH;
+    o.device = ENGINE_DEVICE_CPU;
+    o.tensor_parallel = 2;
+    struct engine *e;
+    char err[512];
+    FILE *f = fopen(SMOLLM2_PATH, "rb");
+    if (!f) cr_skip_test("%s not fetched", SMOLLM2_PATH);
+    fclose(f);
+    cr_assert_eq(engine_open(&o, &e, err, sizeof(err)), -1);
+    cr_assert(strstr(err, "over NCCL") && strstr(err, "no GPU"), "%s", err);
+    setenv("FLASHGEN_TP_MODE", "ring", 1);
+    cr_assert_eq(engine_open(&o, &e, err, sizeof(err)), -1);
+    cr_assert(strstr(err, "FLASHGEN_TP_MODE"), "%s", err);
+}
+
+/* The nccl mode keeps each GPU's pools in a cache of its own under the scheduler's page ids: a
+ * page copied on write (kv_seq_fork) must be copied in every mirror. */
+Test(tp, fork_copies_the_partial_page_in_every_mirror) {
+    struct model_config c = {.n_layers = 2,
+                             .n_kv_heads = 1,
+                             .head_dim = 4,
+                             .vocab_size = 10,
+                             .max_seq_len = 64,
+                             .dim = 4,
+                             .n_heads = 1};
+    void *ctx = cpu_ops_create(1);
+    struct kv_cache kv[3];
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(kv_cache_init(&kv[i], cpu_ops(), ctx, &c, 8, 4, 4), 0);
+    kv[0].mirror = &kv[1];
+    kv[1].mirror = &kv[2];
+    uint64_t s = tu_seed();
+    struct kv_seq a = {0}, b = {0};
+    cr_assert_eq(kv_seq_reserve(&kv[0], &a, 6), 0);
+    a.n_tokens = 6;      /* page 0 full, page 1 holds 2 tokens */
+    size_t page = 4 * 4; /* floats per page of one layer: page_size × n_kv × head_dim */
+    for (int i = 0; i < 3; i++)
+        for (int l = 0; l < 2; l++) {
+            tu_fill(&s, (float *)kv[i].k[l], 8 * page, -1, 1);
+            tu_fill(&s, (float *)kv[i].v[l], 8 * page, -1, 1);
+        }
+    cr_assert_eq(kv_seq_fork(&kv[0], &a, &b, 6), 0);
+    cr_assert_eq(b.pages[0], a.pages[0]);  /* the full page shared */
+    cr_assert_neq(b.pages[1], a.pages[1]); /* the partial one copied */
+    for (int i = 0; i < 3; i++)
+        for (int l = 0; l < 2; l++) {
+            const float *k = kv[i].k[l], *v = kv[i].v[l];
+            cr_assert(!memcmp(k + b.pages[1] * page, k + a.pages[1] * page, page * 4),
+                      "cache %d layer %d K", i, l);
+            cr_assert(!memcmp(v + b.pages[1] * page, v + a.pages[1] * page, page * 4),
+                      "cache %d layer %d V", i, l);
+        }
+    kv_seq_release(&kv[0], &a);
+    kv_seq_release(&kv[0], &b);
+    for (int i = 0; i < 3; i++)
+        kv_cache_free(&kv[i]);
+    cpu_ops_destroy(ctx);
 }
