@@ -31,7 +31,7 @@ without a GPU.
 
 usage: python3 tests/gpu/check_tp.py --engine-check build/tools/engine_check \\
            --cuda build/libflashgen_cuda.so --tokenizer models/SmolLM2-135M-Instruct.Q4_1.gguf \\
-           [--work /tmp/check_tp] [--tp 2,4] [--layers 4] [--steps 16] [--no-bench]
+           [--work /tmp/check_tp] [--tp 2,4] [--layers 4] [--steps 16] [--no-bench] [--bench-tp 1,2]
 """
 import argparse
 import os
@@ -87,6 +87,7 @@ def main():
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--steps", type=int, default=16)
     ap.add_argument("--no-bench", action="store_true")
+    ap.add_argument("--bench-tp", default="1,2", help="shard counts the benchmark runs")
     ap.add_argument("--shape", default="llama3_8b", help="a tools/make_random_gguf.py shape")
     ap.add_argument("--device", default="cuda",
                     help="cpu: the same run on the CPU backend (fp32, a smoke of this script)")
@@ -167,9 +168,9 @@ def main():
     if not a.no_bench:
         print("\ndecode on one GPU (emulated shards run one after another: the cost of the "
               "emulation, not of N GPUs)")
-        for n in [1] + [int(x) for x in a.tp.split(",")]:
+        for n in [int(x) for x in a.bench_tp.split(",")]:
             out, _, rc = run([ec, "--model", model, "--device", a.device, "--bench", "--batches",
-                              "1,64", "--context", "512", "--gen", "16", "--prefill", "512",
+                              "1,64", "--context", "512", "--gen", "8", "--prefill", "512",
                               "--tensor-parallel", str(n)], env, log, fatal=False)
             if rc != 0:
                 print(out[-2000:] + f"tp {n}: benchmark FAILED ({rc})")
