@@ -148,7 +148,8 @@ help:
 # cpu_ops.c); tests/gpu/check_attention.py and bench/bench_attention.py drive it from Python
 # (ctypes + torch). `make test-gpu` checks every kernel against its C twin and torch SDPA
 # (check_fp8.py: the FP8 quantizer, GEMM and GEMV of kernels/fp8.cu;
-# check_family.py: the family switches' kernels of kernels/family.cu against cpu_ops);
+# check_family.py: the family switches' kernels of kernels/family.cu against cpu_ops;
+# check_tp.py: tensor parallelism's shards emulated on the GPU against TP = 1, issue 17);
 # `make bench-gpu` times prefill and decode against torch SDPA (FA2 and cuDNN backends) and prints
 # the table kept in kernels/BENCH.md. Neither is part of `make test`. Without a CUDA GPU (or
 # without torch) both print "SKIPPED ... nothing was tested" and fail (status 77 from
@@ -170,7 +171,7 @@ $(GPU_LIB): $(GPU_LIB_OBJ) $(GPU_LIB_CU)
 
 test-gpu:
 	@$(GPU_GATE)
-	$(MAKE) $(GPU_LIB) $(BUILD)/libflashgen_cuda.so $(BUILD)/tools/engine_check
+	$(MAKE) $(GPU_LIB) $(BUILD)/libflashgen_cuda.so $(BUILD)/tools/engine_check $(MODEL)
 	FG_ATTN_LIB=$(GPU_LIB) $(PYTHON) tests/gpu/check_attention.py
 	FG_ATTN_LIB=$(GPU_LIB) $(PYTHON) tests/gpu/check_family.py
 	$(PYTHON) tests/gpu/check_gemv.py --lib $(GPU_LIB)
@@ -181,6 +182,8 @@ test-gpu:
 	$(PYTHON) tests/gpu/check_upload.py --lib $(GPU_LIB) --cuda $(BUILD)/libflashgen_cuda.so
 	FG_SAMPLE_LIB=$(GPU_LIB) $(PYTHON) tests/gpu/check_bias_top.py --no-bench
 	FLASHGEN_CUDA_LIB=$(abspath $(BUILD)/libflashgen_cuda.so) $(PYTHON) tests/gpu/check_qengine.py --bin $(BUILD)/tools
+	$(PYTHON) tests/gpu/check_tp.py --engine-check $(BUILD)/tools/engine_check \
+	    --cuda $(BUILD)/libflashgen_cuda.so --tokenizer $(MODEL) --no-bench
 
 bench-gpu:
 	@$(GPU_GATE)

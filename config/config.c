@@ -41,6 +41,9 @@ static const struct config_option SCHEMA[] = {
      "GPU kernels read the type (Q8_0, Q4_0, Q4_1; the rest bf16); auto = bf16 for now"},
     {"threads", CONFIG_T_INT, OFF(threads), "0", NULL, 0, 1024,
      "CPU backend threads; 0 = all cores"},
+    {"tensor_parallel", CONFIG_T_INT, OFF(tensor_parallel), "1", NULL, 1, 8,
+     "shards of the model (1, 2, 4 or 8): heads, MLP rows and vocabulary split, two all-reduces "
+     "per layer; on one device (CPU or GPU) the shards are emulated there"},
     {"kv_cache_mb", CONFIG_T_INT, OFF(kv_cache_mb), "0", NULL, 0, 1 << 24,
      "KV-cache pool in MiB; 0 = derive (kv_fraction on a GPU, 512 on the CPU)"},
     {"kv_fraction", CONFIG_T_DOUBLE, OFF(kv_fraction), "0.9", NULL, 0.01, 1.0,
@@ -421,6 +424,12 @@ int config_validate(const struct config *c, char *err, size_t errlen) {
         return -1;
     }
     freeaddrinfo(ai);
+    if (c->tensor_parallel != 1 && c->tensor_parallel != 2 && c->tensor_parallel != 4 &&
+        c->tensor_parallel != 8) {
+        errmsg_set(err, errlen, "invalid value %d for option tensor_parallel: must be 1, 2, 4 or 8",
+                   c->tensor_parallel);
+        return -1;
+    }
     struct stat st;
     if (c->model && stat(c->model, &st) == 0 && !S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode)) {
         errmsg_set(

@@ -33,6 +33,7 @@ struct config {
     int device;                     /* enum config_device */
     int gpu_weights;                /* 0 auto, 1 bf16, 2 quantized (enum engine_gpu_weights) */
     int threads;                    /* CPU backend threads; 0 = all cores */
+    int tensor_parallel;            /* model shards: 1, 2, 4 or 8 (model/tp.h) */
     int kv_cache_mb;                /* KV pool size in MiB; 0 = engine default */
     double kv_fraction;             /* GPU: fraction of free memory for the KV pool */
     int page_size;                  /* tokens per KV page */

@@ -1443,3 +1443,15 @@ extern "C" __attribute__((visibility("default"))) const struct fg_cuda_backend *
 fg_cuda_backend(void) {
     return &backend;
 }
+
+/* Tensor parallelism over several GPUs (model/tp.h, model/tp_nccl.c), outside the op table so its
+ * ABI stays as it is: the stream a context queues on (NCCL's collectives join it there), and
+ * making a context's device the calling thread's current one (the worker issues to every GPU in
+ * turn; allocations and launches go to the current device). */
+extern "C" __attribute__((visibility("default"))) void *fg_cuda_stream(void *ctx) {
+    return (void *)((struct cuda_ctx *)ctx)->stream;
+}
+
+extern "C" __attribute__((visibility("default"))) int fg_cuda_activate(void *ctx) {
+    return cudaSetDevice(((struct cuda_ctx *)ctx)->device) == cudaSuccess ? 0 : -1;
+}

@@ -24,6 +24,7 @@
 #include "kernels/ops.h"
 #include "model/errmsg.h"
 #include "model/gguf_quant.h"
+#include "model/tp.h"
 
 #define ENGINE_CPU_KV_BYTES ((size_t)512 << 20) /* CPU default: 512 MiB of KV pool */
 #define ENGINE_CUDA_LIB "libflashgen_cuda.so"
@@ -78,7 +79,37 @@ struct engine_backend {
     struct model_weights dw;            /* weights in backend memory (CUDA), else unused */
     struct model_layer *dlayers;
     void *dev_arena;
+    /* tensor parallelism: the plan, each shard's weights (its dev ones on the backend), the
+     * communicator, and what fwd_init_tp reads */
+    struct tp_plan plan;
+    struct tp_shard shards[TP_MAX_SHARDS];
+    struct fwd_shard fshards[TP_MAX_SHARDS];
+    struct tp_comm *comm;
+    /* the KV pools' config: emulated, every shard's pools in one cache (tp_kv_config); nccl, one
+     * shard's (its KV heads), in e->kv on GPU 0 and tp_kv[i] on GPU i */
+    struct model_config kv_cfg;
+    int n_gpus;                           /* nccl: shards on GPUs 0 .. n_gpus-1; else 0 */
+    void *tp_ctx[TP_MAX_SHARDS];          /* nccl: GPU i's context (tp_ctx[0] is e->ops_ctx) */
+    struct kv_cache tp_kv[TP_MAX_SHARDS]; /* nccl: GPU i's pools, i > 0 (mirrors of e->kv) */
+    tp_activate_fn activate;              /* nccl: the CUDA backend's TP_CUDA_ACTIVATE_SYMBOL */
 };
+
+/* Close the other GPUs' contexts of the nccl mode and what lives there (the comm first: its
+ * ranks use them). */
+static void engine_tp_close_gpus(struct engine *e) {
+    struct engine_backend *b = e->backend;
+    tp_comm_free(b->comm);
+    b->comm = NULL;
+    for (int i = b->n_gpus - 1; i >= 1; i--) {
+        b->activate(b->tp_ctx[i]);
+        kv_cache_free(&b->tp_kv[i]);
+        tp_shard_free(&b->shards[i], e->ops, b->tp_ctx[i]);
+        b->cuda->destroy(b->tp_ctx[i]);
+        b->tp_ctx[i] = NULL;
+    }
+    if (b->n_gpus) b->activate(e->ops_ctx);
+    b->n_gpus = 0;
+}
 
 static void backend_close(struct engine *e) {
     struct engine_backend *b = e->backend;
@@ -86,6 +117,10 @@ static void backend_close(struct engine *e) {
         if (e->ops_ctx) cpu_ops_destroy(e->ops_ctx);
         return;
     }
+    if (b->n_gpus) engine_tp_close_gpus(e);
+    tp_comm_free(b->comm);
+    for (int i = 0; i < TP_MAX_SHARDS; i++)
+        tp_shard_free(&b->shards[i], b->shards[i].dev_arena ? e->ops : NULL, e->ops_ctx);
     if (b->cuda) {
         if (b->dev_arena) e->ops->release(e->ops_ctx, b->dev_arena);
         if (e->ops_ctx) b->cuda->destroy(e->ops_ctx);
@@ -100,6 +135,7 @@ static void backend_close(struct engine *e) {
 void engine_close(struct engine *e) {
     if (!e) return;
     fwd_free(e->fwd);
+    if (e->backend && e->backend->n_gpus) e->backend->activate(e->ops_ctx);
     kv_cache_free(&e->kv);
     backend_close(e);
     chat_template_free(&e->chat);
@@ -424,6 +460,125 @@ static void log_resident(const struct engine *e, const struct engine_opts *o) {
                file > 0 ? e->device_weight_bytes / file : 0.0);
 }
 
+/* The nccl mode's devices: contexts on GPUs 1 .. N-1 beside e->ops_ctx on GPU 0, and the CUDA
+ * backend's stream and activate entry points. 0, or -1 with the reason (fewer GPUs, an old
+ * backend); what was opened is closed again. */
+static int engine_tp_gpus(struct engine *e, int n, tp_stream_fn *stream, char *why, size_t len) {
+    struct engine_backend *b = e->backend;
+    *stream = (tp_stream_fn)dlsym(b->dl, TP_CUDA_STREAM_SYMBOL);
+    b->activate = (tp_activate_fn)dlsym(b->dl, TP_CUDA_ACTIVATE_SYMBOL);
+    if (!*stream || !b->activate) {
+        errmsg_set(why, len, "the CUDA backend has no %s", TP_CUDA_STREAM_SYMBOL);
+        return -1;
+    }
+    b->tp_ctx[0] = e->ops_ctx;
+    b->n_gpus = 1;
+    for (int i = 1; i < n; i++) {
+        char err[256];
+        b->tp_ctx[i] = b->cuda->create(i, err, sizeof(err));
+        if (!b->tp_ctx[i]) {
+            errmsg_set(why, len, "GPU %d: %s", i, err);
+            engine_tp_close_gpus(e);
+            return -1;
+        }
+        b->n_gpus = i + 1;
+    }
+    b->activate(e->ops_ctx);
+    return 0;
+}
+
+/* Cut the model into e->tensor_parallel shards (model/tp.h) and put each where it computes:
+ * "nccl", shard i on GPU i joined by NCCL, where the CUDA backend is in use, there are as many
+ * GPUs and libnccl opens (FLASHGEN_TP_MODE=nccl insists, and with --tensor-parallel 1 runs the
+ * one shard through a one-rank NCCL communicator: the smoke test of one GPU); else "emulated",
+ * every shard on the one backend context opened, joined by the local communicator
+ * (FLASHGEN_TP_MODE=emulated insists). The forward state and the KV pools are built from
+ * b->fshards, b->kv_cfg and b->tp_kv afterwards. */
+static int engine_tp_open(struct engine *e, const struct engine_opts *o, char *err, size_t errlen) {
+    struct engine_backend *b = e->backend;
+    const struct model_config *cfg = &e->model->cfg;
+    int n = e->tensor_parallel;
+    const char *mode = getenv("FLASHGEN_TP_MODE"); /* checked by engine_open */
+    int force_nccl = mode && !strcmp(mode, "nccl");
+    if (tp_plan_make(&b->plan, cfg, n, err, errlen) != 0) return -1;
+    char why[512] = "";
+    tp_stream_fn stream = NULL;
+    if (!b->cuda)
+        snprintf(why, sizeof(why), "no GPU");
+    else if (mode && !strcmp(mode, "emulated"))
+        snprintf(why, sizeof(why), "FLASHGEN_TP_MODE=emulated");
+    else if (engine_tp_gpus(e, n, &stream, why, sizeof(why)) == 0 &&
+             tp_comm_nccl(&b->comm, n, e->ops, b->tp_ctx, stream, b->activate, e->max_batch_seqs,
+                          b->plan.vocab_lo, why, sizeof(why)) != 0)
+        engine_tp_close_gpus(e);
+    if (!b->comm && force_nccl) {
+        errmsg_set(err, errlen, "tensor_parallel %d over NCCL: %s", n, why);
+        return -1;
+    }
+    size_t dev_bytes = 0;
+    for (int i = 0; i < n; i++) {
+        struct tp_shard *s = &b->shards[i];
+        if (tp_shard_build(s, &b->plan, e->model, i, err, errlen) != 0) return -1;
+        void *ctx = b->n_gpus ? b->tp_ctx[i] : e->ops_ctx;
+        if (b->cuda) {
+            if (b->n_gpus) b->activate(ctx);
+            if (tp_shard_upload(s, e->ops, ctx, cfg->vocab_size, err, errlen) != 0) return -1;
+            tp_shard_drop_host(s);
+            dev_bytes += s->dev_bytes;
+        }
+        b->fshards[i] = (struct fwd_shard){.cfg = &s->cfg,
+                                           .w = b->cuda ? &s->dev : &s->w,
+                                           .ops = e->ops,
+                                           .ops_ctx = ctx,
+                                           .kv = b->n_gpus ? (i ? &b->tp_kv[i] : &e->kv) : NULL,
+                                           .activate = b->n_gpus ? b->activate : NULL};
+    }
+    if (b->n_gpus) b->activate(e->ops_ctx);
+    if (b->n_gpus) { /* one shard's pools per GPU */
+        b->kv_cfg = *cfg;
+        b->kv_cfg.n_kv_heads = b->plan.kv_slots;
+    } else {
+        if (tp_comm_local(&b->comm, n, e->ops, e->ops_ctx, err, errlen) != 0) return -1;
+        tp_kv_config(&b->plan, cfg, &b->kv_cfg);
+    }
+    e->tp_mode = b->comm->kind;
+    e->device_weight_bytes = dev_bytes;
+    char where[64];
+    if (b->n_gpus)
+        snprintf(where, sizeof(where), "over %d GPUs", n);
+    else
+        snprintf(where, sizeof(where), "on one %s context", e->device);
+    engine_log(o, ENGINE_LOG_INFO,
+               "tensor parallel %d (%s %s%s%s): %d query heads and %d KV heads per shard%s, ffn %d "
+               "and vocabulary %d rows on shard 0",
+               n, e->tp_mode, where, b->cuda && !b->n_gpus ? "; not nccl: " : "",
+               b->cuda && !b->n_gpus ? why : "", b->plan.q_slots, b->plan.kv_slots,
+               b->plan.expanded ? " (the groups do not split evenly: padded, one KV head each)"
+                                : "",
+               b->plan.ffn_lo[1], b->plan.vocab_lo[1]);
+    return 0;
+}
+
+/* nccl mode: GPU i's KV pools, N_PAGES pages like e->kv's, chained as its mirrors. */
+static int engine_tp_kv(struct engine *e, int n_pages, int page_size, char *err, size_t errlen) {
+    struct engine_backend *b = e->backend;
+    struct kv_cache *prev = &e->kv;
+    for (int i = 1; i < b->n_gpus; i++) {
+        b->activate(b->tp_ctx[i]);
+        if (kv_cache_init(&b->tp_kv[i], e->ops, b->tp_ctx[i], &b->kv_cfg, n_pages, page_size,
+                          e->ops->act_size) != 0) {
+            b->activate(e->ops_ctx);
+            errmsg_set(err, errlen, "engine: cannot allocate GPU %d's KV pool of %d pages", i,
+                       n_pages);
+            return -1;
+        }
+        prev->mirror = &b->tp_kv[i];
+        prev = &b->tp_kv[i];
+    }
+    b->activate(e->ops_ctx);
+    return 0;
+}
+
 int engine_open(const struct engine_opts *o, struct engine **out, char *err, size_t errlen) {
     double t_open = now_s(); /* the ready line's start: device, load and upload */
     *out = NULL;
@@ -436,6 +591,26 @@ int engine_open(const struct engine_opts *o, struct engine **out, char *err, siz
         return -1;
     }
     e->backend = b;
+    e->tensor_parallel = o->tensor_parallel > 1 ? o->tensor_parallel : 1;
+    e->tp_mode = "none";
+    if (e->tensor_parallel != 1 && e->tensor_parallel != 2 && e->tensor_parallel != 4 &&
+        e->tensor_parallel != 8) {
+        errmsg_set(err, errlen, "tensor_parallel %d: must be 1, 2, 4 or 8", o->tensor_parallel);
+        goto fail;
+    }
+    int tp = e->tensor_parallel;
+    /* the sharded path: beyond one shard, or one shard through NCCL (engine_tp_open) */
+    const char *tp_env = getenv("FLASHGEN_TP_MODE");
+    int sharded = tp > 1 || (tp_env && !strcmp(tp_env, "nccl"));
+    if (tp_env && *tp_env && strcmp(tp_env, "nccl") && strcmp(tp_env, "emulated") &&
+        strcmp(tp_env, "auto")) {
+        errmsg_set(err, errlen, "FLASHGEN_TP_MODE '%s': auto, nccl or emulated", tp_env);
+        goto fail;
+    }
+    if (sharded && tp_env && !strcmp(tp_env, "nccl") && o->device == ENGINE_DEVICE_CPU) {
+        errmsg_set(err, errlen, "tensor_parallel %d over NCCL: no GPU (device cpu)", tp);
+        goto fail;
+    }
 
     /* Device first: a --device cuda that cannot work fails before a long model load. */
     if (o->device != ENGINE_DEVICE_CPU) {
@@ -469,13 +644,17 @@ int engine_open(const struct engine_opts *o, struct engine **out, char *err, siz
      * and takes the rest as fp32 host weights, which upload_weights turns into its element
      * type. */
     /* --gpu-weights quantized (on a backend with qupload) keeps the GGUF blocks too: those of
-     * the types the backend keeps stay resident in them, the rest is dequantized on upload. */
+     * the types the backend keeps stay resident in them, the rest is dequantized on upload.
+     * Shards are cut from fp32 host weights (tp.h): tensor parallelism loads without KEEP_*
+     * and keeps no blocks on the device. */
     e->gpu_weights =
         o->gpu_weights == ENGINE_GPU_WEIGHTS_AUTO ? ENGINE_GPU_WEIGHTS_DEFAULT : o->gpu_weights;
-    e->resident_quant = e->ops != cpu_ops() && e->gpu_weights == ENGINE_GPU_WEIGHTS_QUANTIZED &&
-                        e->ops->qupload && e->ops->qresident_bytes && e->ops->qlinear;
-    unsigned cpu_flags = o->cpu_fp32_weights ? 0 : MODEL_LOAD_KEEP_BLOCKS;
-    unsigned load_flags = e->ops == cpu_ops()   ? cpu_flags
+    e->resident_quant = !sharded && e->ops != cpu_ops() &&
+                        e->gpu_weights == ENGINE_GPU_WEIGHTS_QUANTIZED && e->ops->qupload &&
+                        e->ops->qresident_bytes && e->ops->qlinear;
+    unsigned cpu_flags = o->cpu_fp32_weights || sharded ? 0 : MODEL_LOAD_KEEP_BLOCKS;
+    unsigned load_flags = sharded               ? 0
+                          : e->ops == cpu_ops() ? cpu_flags
                           : e->ops->upload_rows ? MODEL_LOAD_KEEP_FILE
                                                 : 0;
     if (e->resident_quant) load_flags |= MODEL_LOAD_KEEP_BLOCKS;
@@ -542,7 +721,19 @@ int engine_open(const struct engine_opts *o, struct engine **out, char *err, siz
         engine_log(o, ENGINE_LOG_INFO, "chat template: %s fallback (%s)",
                    chat_template_kind_name(&e->chat), e->chat.fallback_why);
 
-    if (b->cuda) {
+    int page_size = o->page_size > 0 ? o->page_size : 16;
+    e->max_batch_tokens = o->max_batch_tokens > 0 ? o->max_batch_tokens
+                          : b->cuda               ? ENGINE_CUDA_BATCH_TOKENS
+                                                  : ENGINE_CPU_BATCH_TOKENS;
+    e->max_batch_seqs = o->max_batch_seqs > 0 ? o->max_batch_seqs
+                        : b->cuda             ? ENGINE_CUDA_BATCH_SEQS
+                                              : ENGINE_CPU_BATCH_SEQS;
+    /* a decode step of every sequence must fit the token budget */
+    if (e->max_batch_tokens < e->max_batch_seqs && o->max_batch_tokens <= 0)
+        e->max_batch_tokens = e->max_batch_seqs;
+    if (sharded) {
+        if (engine_tp_open(e, o, err, errlen) != 0) goto fail;
+    } else if (b->cuda) {
         if (upload_weights(e, o, err, errlen) != 0) goto fail;
         w = &b->dw;
         log_resident(e, o);
@@ -557,20 +748,13 @@ int engine_open(const struct engine_opts *o, struct engine **out, char *err, siz
         else
             engine_log(o, ENGINE_LOG_INFO, "weights ready on %s in %.2f s", e->device, secs);
     }
-    int page_size = o->page_size > 0 ? o->page_size : 16;
-    e->max_batch_tokens = o->max_batch_tokens > 0 ? o->max_batch_tokens
-                          : b->cuda               ? ENGINE_CUDA_BATCH_TOKENS
-                                                  : ENGINE_CPU_BATCH_TOKENS;
-    e->max_batch_seqs = o->max_batch_seqs > 0 ? o->max_batch_seqs
-                        : b->cuda             ? ENGINE_CUDA_BATCH_SEQS
-                                              : ENGINE_CPU_BATCH_SEQS;
-    /* a decode step of every sequence must fit the token budget */
-    if (e->max_batch_tokens < e->max_batch_seqs && o->max_batch_tokens <= 0)
-        e->max_batch_tokens = e->max_batch_seqs;
     e->kv.page_size = page_size; /* fwd_init sizes block tables from it */
-    if (fwd_init(&e->fwd, cfg, w, e->ops, e->ops_ctx, &e->kv, e->max_batch_tokens,
-                 e->max_batch_seqs, err, errlen) != 0)
+    if (sharded ? fwd_init_tp(&e->fwd, cfg, b->fshards, tp, b->comm, &e->kv, e->max_batch_tokens,
+                              e->max_batch_seqs, err, errlen)
+                : fwd_init(&e->fwd, cfg, w, e->ops, e->ops_ctx, &e->kv, e->max_batch_tokens,
+                           e->max_batch_seqs, err, errlen))
         goto fail;
+    const struct model_config *kv_cfg = sharded ? &b->kv_cfg : cfg; /* the shards' pools */
 
     /* KV pool: what the caller asked for, else on a GPU a fraction of the memory left after
      * weights and activations, on the CPU a fixed default. */
@@ -581,11 +765,17 @@ int engine_open(const struct engine_opts *o, struct engine **out, char *err, siz
             errmsg_set(err, errlen, "cannot read free device memory");
             goto fail;
         }
+        for (int i = 1; i < b->n_gpus; i++) { /* nccl: the GPU with the least left */
+            size_t f_i = 0, t_i = 0;
+            b->activate(b->tp_ctx[i]);
+            if (b->cuda->mem_info(b->tp_ctx[i], &f_i, &t_i) == 0 && f_i < free_b) free_b = f_i;
+        }
+        if (b->n_gpus) b->activate(e->ops_ctx);
         float f = o->kv_fraction > 0 && o->kv_fraction <= 1 ? o->kv_fraction : 0.9f;
         kv_bytes = (size_t)(free_b * (double)f);
     }
     if (!kv_bytes) kv_bytes = ENGINE_CPU_KV_BYTES;
-    size_t page_bytes = kv_cache_page_bytes(cfg, page_size, e->ops->act_size);
+    size_t page_bytes = kv_cache_page_bytes(kv_cfg, page_size, e->ops->act_size);
     size_t n_pages = kv_bytes / page_bytes;
     if (n_pages < 2) {
         errmsg_set(err, errlen, "kv_cache_bytes %zu holds fewer than 2 pages of %zu bytes",
@@ -593,12 +783,13 @@ int engine_open(const struct engine_opts *o, struct engine **out, char *err, siz
         goto fail;
     }
     if (n_pages > (size_t)1 << 30) n_pages = (size_t)1 << 30;
-    if (kv_cache_init(&e->kv, e->ops, e->ops_ctx, cfg, (int)n_pages, page_size, e->ops->act_size) !=
-        0) {
+    if (kv_cache_init(&e->kv, e->ops, e->ops_ctx, kv_cfg, (int)n_pages, page_size,
+                      e->ops->act_size) != 0) {
         errmsg_set(err, errlen, "engine: cannot allocate a KV pool of %zu pages (%.2f GB)", n_pages,
                    n_pages * (double)page_bytes / 1e9);
         goto fail;
     }
+    if (b->n_gpus && engine_tp_kv(e, (int)n_pages, page_size, err, errlen) != 0) goto fail;
     *out = e;
     return 0;
 fail:

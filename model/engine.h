@@ -50,6 +50,10 @@ struct engine_opts {
                               transformers runs on the same file) instead of multiplying the blocks
                             */
     enum engine_gpu_weights gpu_weights; /* CUDA: bf16 or resident GGUF blocks (AUTO: default) */
+    /* tensor parallelism (model/tp.h): shards of the model, 1, 2, 4 or 8; 0 = 1. Beyond 1 every
+     * shard runs on the one backend context opened (emulated: a local sum for the all-reduce),
+     * from fp32 host weights */
+    int tensor_parallel;
     model_progress_fn progress;
     void *progress_user;
     engine_log_fn log; /* NULL: INFO and WARN as "flashgen: MSG" lines on stderr */
@@ -72,7 +76,9 @@ struct engine {
     size_t device_block_bytes;      /* the part of it resident in GGUF blocks (--gpu-weights) */
     size_t device_step_bytes; /* the part a decode step streams: all but a separate embedding */
     enum engine_gpu_weights gpu_weights; /* what AUTO became (BF16 or QUANTIZED) */
-    int resident_quant; /* 1: the device keeps GGUF blocks (QUANTIZED on a backend with qupload) */
+    int resident_quant;  /* 1: the device keeps GGUF blocks (QUANTIZED on a backend with qupload) */
+    int tensor_parallel; /* shards (1: none) */
+    const char *tp_mode; /* "none", or how shards meet: "emulated" (one context) */
 };
 
 void engine_opts_default(struct engine_opts *o);

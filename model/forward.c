@@ -25,6 +25,13 @@
  * buffer and the step description live at fixed addresses, so only the host-side sizes matter, and
  * those are fixed by the key (the attention's context bound is the bucket's upper end; kernels read
  * each sequence's true length from device memory).
+ *
+ * Tensor parallelism (model/tp.h): the same layer runs as phases over N shard states, each with
+ * its own config (its heads, ffn rows and vocabulary slice), weights, KV pools and activations:
+ * every shard's attention, one all-reduce after o, every shard's gate|up, one all-reduce after
+ * down (fwd_row_parallel), and the logits slices gathered. The communicator (tp_comm) queues its
+ * work in order with the ops, so a decode step with every shard on one context is still one
+ * graph.
  */
 #include "forward.h"
 
@@ -35,6 +42,7 @@
 
 #include "kernels/ops.h"
 #include "model.h"
+#include "tp.h"
 
 #define FWD_GRAPH_KV_BUCKET 256 /* context granularity of decode graphs (tokens) */
 #define FWD_MAX_GRAPHS                                                                             \
@@ -84,7 +92,23 @@ struct fwd_state {
         int r0, n, prompt;
     } * qruns;
     int n_qruns;
+
+    /* Tensor parallelism (model/tp.h). One shard: shard[0] is this state. N shards: each is a
+     * state of its own (its config, weights, backend, activations; logits (max_seqs, its
+     * vocabulary slice)), this one holds the step, the graphs and the gathered logits. */
+    int n_shards;
+    struct fwd_state *shard[TP_MAX_SHARDS];
+    struct tp_comm *comm;
+    int vocab_lo[TP_MAX_SHARDS + 1]; /* shard i's logits are columns [vocab_lo[i], vocab_lo[i+1]) */
+    int kv_stride, kv_index;         /* this shard's pools of layer l: kv->k[l * stride + index] */
+    int own_ints;                    /* d_ints allocated here (not shared with shard 0's) */
+    int (*activate)(void *ctx);      /* shards on several devices: make this one's current */
 };
+
+/* Issue the next ops to ST's device (shards on several GPUs; a no-op on one context). */
+static void fwd_on(const struct fwd_state *st) {
+    if (st->activate) st->activate(st->ctx);
+}
 
 int fwd_batch_bucket(int n) {
     if (n <= 8) return n;
@@ -100,13 +124,33 @@ static size_t act_bytes(const struct fwd_state *st, size_t elems) {
     return elems * st->ops->act_size;
 }
 
+static void fwd_release(struct fwd_state *st) {
+    void *bufs[] = {st->x,
+                    st->h,
+                    st->qkv,
+                    st->q,
+                    st->att,
+                    st->ffn,
+                    st->scratch,
+                    st->last,
+                    st->logits,
+                    st->wscratch,
+                    st->own_ints ? st->d_ints : NULL};
+    for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++)
+        if (bufs[i]) st->ops->release(st->ctx, bufs[i]);
+}
+
 void fwd_free(struct fwd_state *st) {
     if (!st) return;
     fwd_drop_graphs(st);
-    void *bufs[] = {st->x,       st->h,    st->qkv,    st->q,      st->att,     st->ffn,
-                    st->scratch, st->last, st->logits, st->d_ints, st->wscratch};
-    for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++)
-        if (bufs[i]) st->ops->release(st->ctx, bufs[i]);
+    for (int i = 0; st->comm && i < st->n_shards; i++)
+        if (st->shard[i]) {
+            fwd_on(st->shard[i]);
+            fwd_release(st->shard[i]);
+            free(st->shard[i]);
+        }
+    fwd_on(st);
+    fwd_release(st);
     free(st->h_ints);
     free(st->pad_kv.pages); /* the page itself goes with the KV pool */
     free(st->qruns);
@@ -119,20 +163,9 @@ void fwd_drop_graphs(struct fwd_state *st) {
     st->n_graphs = 0;
 }
 
-int fwd_init(struct fwd_state **out, const struct model_config *cfg, const struct model_weights *w,
-             const struct fg_ops *ops, void *ops_ctx, struct kv_cache *kv, int max_tokens,
-             int max_seqs, char *err, size_t errlen) {
-    *out = NULL;
-    if (max_tokens <= 0 || max_seqs <= 0) {
-        snprintf(err, errlen, "forward: max_tokens and max_seqs must be positive");
-        return -1;
-    }
-    if (fwd_check_backend(cfg, ops, err, errlen) != 0) return -1;
-    struct fwd_state *st = calloc(1, sizeof(*st));
-    if (!st) {
-        snprintf(err, errlen, "forward: out of memory");
-        return -1;
-    }
+/* 0 when the weights W of CFG suit OPS and the fused GEMMs find q|k|v and gate|up adjacent. */
+static int fwd_check_weights(const struct model_config *cfg, const struct model_weights *w,
+                             const struct fg_ops *ops, char *err, size_t errlen) {
     for (int l = 0; l < cfg->n_layers; l++) {
         const struct model_layer *L = &w->layers[l];
         size_t esz = ops->act_size, D = (size_t)cfg->dim;
@@ -146,7 +179,6 @@ int fwd_init(struct fwd_state **out, const struct model_config *cfg, const struc
             (!ops->qembed || (!ops->qmatmul && !ops->qlinear))) {
             snprintf(err, errlen, "forward: the %s backend takes no weights in GGUF blocks",
                      ops->name);
-            free(st);
             return -1;
         }
         if ((!L->qwq.data && !L->qwqkv.data &&
@@ -156,54 +188,143 @@ int fwd_init(struct fwd_state **out, const struct model_config *cfg, const struc
              (const char *)L->w_up != wg + (size_t)cfg->ffn_dim * D * esz)) {
             snprintf(err, errlen, "forward: layer %d's q/k/v or gate/up weights are not adjacent",
                      l);
-            free(st);
             return -1;
         }
     }
-    st->cfg = cfg;
-    st->w = w;
-    st->ops = ops;
-    st->ctx = ops_ctx;
-    st->kv = kv;
-    st->max_tokens = max_tokens;
-    st->max_seqs = max_seqs;
-    st->max_pages = (cfg->max_seq_len + kv->page_size - 1) / kv->page_size;
-    const char *g = getenv("FLASHGEN_CUDA_GRAPHS");
-    st->use_graphs = ops->graph_begin != NULL && !(g && !strcmp(g, "0"));
-    st->pad = st->use_graphs;
-    size_t T = (size_t)max_tokens, S = (size_t)max_seqs;
+    return 0;
+}
+
+/* The activations of ST (a shard, or the one state of an unsharded model) by its config;
+ * logits of its vocabulary (its slice). 0, or -1. */
+static int fwd_alloc_acts(struct fwd_state *st) {
+    const struct model_config *cfg = st->cfg;
+    const struct fg_ops *ops = st->ops;
+    void *ctx = st->ctx;
+    size_t T = (size_t)st->max_tokens, S = (size_t)st->max_seqs;
     size_t qd = (size_t)cfg->n_heads * cfg->head_dim, kvd = (size_t)cfg->n_kv_heads * cfg->head_dim;
-    st->x = ops->alloc(ops_ctx, act_bytes(st, T * cfg->dim));
-    st->h = ops->alloc(ops_ctx, act_bytes(st, T * cfg->dim));
-    st->qkv = ops->alloc(ops_ctx, act_bytes(st, T * (qd + 2 * kvd)));
-    st->q = ops->alloc(ops_ctx, act_bytes(st, T * qd));
-    st->att = ops->alloc(ops_ctx, act_bytes(st, T * qd));
-    st->ffn = ops->alloc(ops_ctx, act_bytes(st, T * cfg->ffn_dim));
-    st->scratch = ops->alloc(ops_ctx, act_bytes(st, T * 2 * cfg->ffn_dim));
-    st->last = ops->alloc(ops_ctx, act_bytes(st, S * cfg->dim));
-    st->logits = ops->alloc(ops_ctx, sizeof(float) * S * cfg->vocab_size);
-    st->n_ints = 3 * T + (S + 1) + 2 * S + S * (size_t)st->max_pages;
-    st->d_ints = ops->alloc(ops_ctx, st->n_ints * sizeof(int));
-    st->h_ints = calloc(st->n_ints, sizeof(int));
-    st->qruns = calloc(2 * S, sizeof(*st->qruns));
+    st->x = ops->alloc(ctx, act_bytes(st, T * cfg->dim));
+    st->h = ops->alloc(ctx, act_bytes(st, T * cfg->dim));
+    st->qkv = ops->alloc(ctx, act_bytes(st, T * (qd + 2 * kvd)));
+    st->q = ops->alloc(ctx, act_bytes(st, T * qd));
+    st->att = ops->alloc(ctx, act_bytes(st, T * qd));
+    st->ffn = ops->alloc(ctx, act_bytes(st, T * cfg->ffn_dim));
+    st->scratch = ops->alloc(ctx, act_bytes(st, T * 2 * cfg->ffn_dim));
+    st->last = ops->alloc(ctx, act_bytes(st, S * cfg->dim));
+    st->logits = ops->alloc(ctx, sizeof(float) * S * cfg->vocab_size);
     if (ops->qlinear) { /* the scratch of the largest resident layer weight */
         for (int l = 0; l < cfg->n_layers; l++) {
-            const struct model_layer *L = &w->layers[l];
+            const struct model_layer *L = &st->w->layers[l];
             const struct fg_qtensor *r[] = {&L->qwqkv, &L->qwo, &L->qw_gu, &L->qw_down};
             for (int k = 0; k < 4; k++)
                 if (r[k]->data &&
                     act_bytes(st, (size_t)r[k]->rows * r[k]->cols) > st->wscratch_bytes)
                     st->wscratch_bytes = act_bytes(st, (size_t)r[k]->rows * r[k]->cols);
         }
-        if (st->wscratch_bytes && !(st->wscratch = ops->alloc(ops_ctx, st->wscratch_bytes))) {
-            snprintf(err, errlen, "forward: cannot allocate %.1f MB of weight scratch",
-                     st->wscratch_bytes / 1048576.0);
-            fwd_free(st);
-            return -1;
-        }
+        if (st->wscratch_bytes && !(st->wscratch = ops->alloc(ctx, st->wscratch_bytes))) return -1;
     }
-    if (!st->x || !st->h || !st->qkv || !st->q || !st->att || !st->ffn || !st->scratch ||
-        !st->last || !st->logits || !st->d_ints || !st->h_ints || !st->qruns) {
+    return st->x && st->h && st->qkv && st->q && st->att && st->ffn && st->scratch && st->last &&
+                   st->logits
+               ? 0
+               : -1;
+}
+
+int fwd_init(struct fwd_state **out, const struct model_config *cfg, const struct model_weights *w,
+             const struct fg_ops *ops, void *ops_ctx, struct kv_cache *kv, int max_tokens,
+             int max_seqs, char *err, size_t errlen) {
+    struct fwd_shard one = {.cfg = cfg, .w = w, .ops = ops, .ops_ctx = ops_ctx};
+    return fwd_init_tp(out, cfg, &one, 1, NULL, kv, max_tokens, max_seqs, err, errlen);
+}
+
+int fwd_init_tp(struct fwd_state **out, const struct model_config *cfg,
+                const struct fwd_shard *shards, int n, struct tp_comm *comm, struct kv_cache *kv,
+                int max_tokens, int max_seqs, char *err, size_t errlen) {
+    *out = NULL;
+    if (max_tokens <= 0 || max_seqs <= 0) {
+        snprintf(err, errlen, "forward: max_tokens and max_seqs must be positive");
+        return -1;
+    }
+    if (n < 1 || n > TP_MAX_SHARDS || (n > 1 && !comm) || (comm && comm->n != n)) {
+        snprintf(err, errlen, "forward: %d shards (1 to %d, a communicator beyond 1)", n,
+                 TP_MAX_SHARDS);
+        return -1;
+    }
+    int same_ctx = 1;
+    for (int i = 0; i < n; i++) {
+        if (fwd_check_backend(shards[i].cfg, shards[i].ops, err, errlen) != 0 ||
+            fwd_check_weights(shards[i].cfg, shards[i].w, shards[i].ops, err, errlen) != 0)
+            return -1;
+        same_ctx &= shards[i].ops_ctx == shards[0].ops_ctx;
+    }
+    struct fwd_state *st = calloc(1, sizeof(*st));
+    if (!st) {
+        snprintf(err, errlen, "forward: out of memory");
+        return -1;
+    }
+    const struct fg_ops *ops = shards[0].ops;
+    st->cfg = cfg;
+    st->w = shards[0].w;
+    st->ops = ops;
+    st->ctx = shards[0].ops_ctx;
+    st->kv = kv;
+    st->max_tokens = max_tokens;
+    st->max_seqs = max_seqs;
+    st->max_pages = (cfg->max_seq_len + kv->page_size - 1) / kv->page_size;
+    st->n_shards = n;
+    st->comm = comm;
+    st->kv_stride = n;
+    st->own_ints = 1;
+    st->activate = shards[0].activate;
+    /* graphs record one backend context's stream: shards on several record none */
+    const char *g = getenv("FLASHGEN_CUDA_GRAPHS");
+    st->use_graphs = ops->graph_begin != NULL && same_ctx && !(g && !strcmp(g, "0"));
+    st->pad = st->use_graphs;
+    size_t T = (size_t)max_tokens, S = (size_t)max_seqs;
+    st->n_ints = 3 * T + (S + 1) + 2 * S + S * (size_t)st->max_pages;
+    st->d_ints = ops->alloc(st->ctx, st->n_ints * sizeof(int));
+    st->h_ints = calloc(st->n_ints, sizeof(int));
+    st->qruns = calloc(2 * S, sizeof(*st->qruns));
+    int ok = st->d_ints && st->h_ints && st->qruns;
+    if (!comm) {
+        st->shard[0] = st;
+        ok = ok && fwd_alloc_acts(st) == 0;
+    } else {
+        st->logits = ops->alloc(st->ctx, sizeof(float) * S * cfg->vocab_size);
+        ok = ok && st->logits;
+    }
+    for (int i = 0; comm && ok && i < n; i++) {
+        struct fwd_state *sh = calloc(1, sizeof(*sh));
+        st->shard[i] = sh;
+        if (!sh) {
+            ok = 0;
+            break;
+        }
+        sh->cfg = shards[i].cfg;
+        sh->w = shards[i].w;
+        sh->ops = shards[i].ops;
+        sh->ctx = shards[i].ops_ctx;
+        sh->kv = shards[i].kv ? shards[i].kv : kv;
+        sh->max_tokens = max_tokens;
+        sh->max_seqs = max_seqs;
+        sh->max_pages = st->max_pages;
+        sh->kv_stride = shards[i].kv ? 1 : n;
+        sh->kv_index = shards[i].kv ? 0 : i;
+        sh->activate = shards[i].activate;
+        sh->own_ints = sh->ctx != st->ctx;
+        fwd_on(sh);
+        sh->d_ints = sh->own_ints ? sh->ops->alloc(sh->ctx, st->n_ints * sizeof(int)) : st->d_ints;
+        ok = sh->d_ints && fwd_alloc_acts(sh) == 0;
+    }
+    fwd_on(st);
+    st->vocab_lo[0] = 0;
+    for (int i = 0; ok && i < n; i++)
+        st->vocab_lo[i + 1] = st->vocab_lo[i] + st->shard[i]->cfg->vocab_size;
+    if (ok && st->vocab_lo[n] != cfg->vocab_size) {
+        snprintf(err, errlen, "forward: the shards' vocabularies add up to %d, not %d",
+                 st->vocab_lo[n], cfg->vocab_size);
+        fwd_free(st);
+        return -1;
+    }
+    if (!ok) {
         snprintf(err, errlen, "forward: cannot allocate activations for %d tokens, %d sequences",
                  max_tokens, max_seqs);
         fwd_free(st);
@@ -344,7 +465,8 @@ static void fwd_ffn_in(struct fwd_state *st, const struct model_layer *L, int T)
                         gu + (size_t)t * 2 * F + F, (size_t)F);
 }
 
-/* logits (n_seqs, vocab) fp32 = rmsnorm(x[rows]) Woutᵀ (soft-capped where the family says) */
+/* logits (n_seqs, vocab) fp32 = rmsnorm(x[rows]) Woutᵀ, one shard's vocabulary (fwd_layers
+ * gathers the shards' and soft-caps where the family says) */
 static void fwd_head(struct fwd_state *st, int n_seqs, const int *d_rows) {
     const struct model_config *c = st->cfg;
     const struct model_weights *w = st->w;
@@ -361,8 +483,6 @@ static void fwd_head(struct fwd_state *st, int n_seqs, const int *d_rows) {
         else
             ops->matmul_f32(st->ctx, st->logits, st->last, w->output, n_seqs, D, c->vocab_size);
     }
-    if (c->final_softcap > 0)
-        ops->softcap(st->ctx, st->logits, (size_t)n_seqs * c->vocab_size, c->final_softcap);
 }
 
 /* 1 when the local layers' window is shorter than the context, so that it can hide keys (a
@@ -371,54 +491,130 @@ static int fwd_windowed(const struct model_config *c) {
     return c->sliding_window > 0 && c->sliding_window < c->max_seq_len;
 }
 
-/* Queue every op of one step: embedding, the layers, the last rows through the head. The
- * family switches (model.h) add ops; all of them off, a layer is the six ops above. */
-static void fwd_layers(struct fwd_state *st, const struct attn_batch *ab, int T, int n_seqs,
-                       const int *d_tokens, const int *d_pos, const int *d_slots,
-                       const int *d_rows) {
-    const struct model_config *c = st->cfg;
-    const struct fg_ops *ops = st->ops;
-    void *ctx = st->ctx;
-    struct kv_cache *kv = st->kv;
-    int D = c->dim, F = c->ffn_dim;
-    int QD = c->n_heads * c->head_dim, KVD = c->n_kv_heads * c->head_dim;
-    const struct model_weights *w = st->w;
+/* The step's device arrays as shard SH reads them (from its own copy of the description where
+ * it has one), and its attention batch: the shard's head counts. */
+struct fwd_view {
+    const int *tokens, *pos, *slots, *rows;
+    struct attn_batch ab;
+};
 
+static void fwd_view_of(const struct fwd_state *sh, const struct attn_batch *ab, size_t MT,
+                        size_t MS, struct fwd_view *v) {
+    const int *b = sh->d_ints; /* tokens | pos | slots | q_start | kv_len | rows | table */
+    v->tokens = b;
+    v->pos = b + MT;
+    v->slots = v->pos + MT;
+    v->ab = *ab;
+    v->ab.q_start = v->slots + MT;
+    v->ab.kv_len = v->ab.q_start + MS + 1;
+    v->rows = v->ab.kv_len + MS;
+    v->ab.block_table = v->rows + MS;
+    v->ab.n_heads = sh->cfg->n_heads;
+    v->ab.n_kv_heads = sh->cfg->n_kv_heads;
+}
+
+/* sh->x = E[tokens] (× embed_scale) */
+static void fwd_embed(struct fwd_state *sh, const int *tokens, int T) {
+    const struct model_weights *w = sh->w;
+    const struct model_config *c = sh->cfg;
     if (w->q_embd.data)
-        ops->qembed(ctx, st->x, &w->q_embd, d_tokens, T);
+        sh->ops->qembed(sh->ctx, sh->x, &w->q_embd, tokens, T);
     else
-        ops->embed(ctx, st->x, w->tok_embd, d_tokens, T, D);
-    if (c->embed_scale > 0) ops->scale(ctx, st->x, (size_t)T * D, c->embed_scale);
-    for (int l = 0; l < c->n_layers; l++) {
-        const struct model_layer *L = &w->layers[l];
-        int local = model_layer_is_local(c, l);
-        fwd_qkv(st, L, T);
-        if (c->attn_bias) ops->add_rows(ctx, st->qkv, L->bqkv, T, QD + 2 * KVD);
-        if (c->qk_norm)
-            ops->head_norm(ctx, st->qkv, L->q_norm, L->k_norm, T, c->n_heads, c->n_kv_heads,
-                           c->head_dim, c->rms_eps);
-        ops->qkv_store(ctx, st->q, kv->k[l], kv->v[l], st->qkv, d_pos, d_slots, T, c->n_heads,
-                       c->n_kv_heads, c->head_dim,
-                       local && c->rope_local_theta > 0 ? w->rope_freqs_local : w->rope_freqs);
-        if (local && fwd_windowed(c))
-            ops->attention_window(ctx, st->att, st->q, kv->k[l], kv->v[l], ab, c->sliding_window);
-        else
-            ops->attention(ctx, st->att, st->q, kv->k[l], kv->v[l], ab);
-        if (c->post_norms) {
-            fwd_proj(st, st->h, st->att, L->wo, &L->qwo, T, QD, D, 0);
-            ops->norm_add(ctx, st->x, st->h, L->post_attn_norm, T, D, c->rms_eps);
-        } else {
-            fwd_proj(st, st->x, st->att, L->wo, &L->qwo, T, QD, D, 1);
-        }
-        fwd_ffn_in(st, L, T);
-        if (c->post_norms) {
-            fwd_proj(st, st->h, st->ffn, L->w_down, &L->qw_down, T, F, D, 0);
-            ops->norm_add(ctx, st->x, st->h, L->post_ffn_norm, T, D, c->rms_eps);
-        } else {
-            fwd_proj(st, st->x, st->ffn, L->w_down, &L->qw_down, T, F, D, 1);
-        }
+        sh->ops->embed(sh->ctx, sh->x, w->tok_embd, tokens, T, c->dim);
+    if (c->embed_scale > 0) sh->ops->scale(sh->ctx, sh->x, (size_t)T * c->dim, c->embed_scale);
+}
+
+/* Layer L's attention on shard SH up to sh->att: q|k|v of its heads, K/V into its pools. */
+static void fwd_attn(struct fwd_state *sh, int l, const struct fwd_view *v, int T) {
+    const struct model_config *c = sh->cfg;
+    const struct fg_ops *ops = sh->ops;
+    void *ctx = sh->ctx;
+    const struct model_layer *L = &sh->w->layers[l];
+    int local = model_layer_is_local(c, l);
+    int QD = c->n_heads * c->head_dim, KVD = c->n_kv_heads * c->head_dim;
+    int pool = l * sh->kv_stride + sh->kv_index;
+    void *kc = sh->kv->k[pool], *vc = sh->kv->v[pool];
+    fwd_qkv(sh, L, T);
+    if (c->attn_bias) ops->add_rows(ctx, sh->qkv, L->bqkv, T, QD + 2 * KVD);
+    if (c->qk_norm)
+        ops->head_norm(ctx, sh->qkv, L->q_norm, L->k_norm, T, c->n_heads, c->n_kv_heads,
+                       c->head_dim, c->rms_eps);
+    ops->qkv_store(ctx, sh->q, kc, vc, sh->qkv, v->pos, v->slots, T, c->n_heads, c->n_kv_heads,
+                   c->head_dim,
+                   local && c->rope_local_theta > 0 ? sh->w->rope_freqs_local : sh->w->rope_freqs);
+    if (local && fwd_windowed(c))
+        ops->attention_window(ctx, sh->att, sh->q, kc, vc, &v->ab, c->sliding_window);
+    else
+        ops->attention(ctx, sh->att, sh->q, kc, vc, &v->ab);
+}
+
+/* A row-parallel projection (o: DOWN 0, down: DOWN 1) of every shard, joined into the residual
+ * stream. Shard 0 adds into x, the others write their partial sums over theirs, the all-reduce
+ * sums: x + Σ partials on every shard. Post-norms (Gemma 3): the partial sums go to h, the
+ * all-reduce sums them and only then does each shard norm the full sum into its x. */
+static void fwd_row_parallel(struct fwd_state *st, int l, int down, int T) {
+    const struct model_config *c = st->cfg;
+    int D = c->dim;
+    void *sums[TP_MAX_SHARDS];
+    for (int i = 0; i < st->n_shards; i++) {
+        struct fwd_state *sh = st->shard[i];
+        const struct model_layer *L = &sh->w->layers[l];
+        fwd_on(sh);
+        int in_dim = down ? sh->cfg->ffn_dim : sh->cfg->n_heads * sh->cfg->head_dim;
+        const void *in = down ? sh->ffn : sh->att;
+        const float *w = down ? L->w_down : L->wo;
+        const struct fg_qtensor *q = down ? &L->qw_down : &L->qwo;
+        sums[i] = c->post_norms ? sh->h : sh->x;
+        fwd_proj(sh, sums[i], in, w, q, T, in_dim, D, !c->post_norms && i == 0);
     }
-    fwd_head(st, n_seqs, d_rows);
+    if (st->comm) st->comm->all_reduce_sum(st->comm, sums, (size_t)T * D);
+    for (int i = 0; c->post_norms && i < st->n_shards; i++) {
+        struct fwd_state *sh = st->shard[i];
+        const struct model_layer *L = &sh->w->layers[l];
+        fwd_on(sh);
+        sh->ops->norm_add(sh->ctx, sh->x, sh->h, down ? L->post_ffn_norm : L->post_attn_norm, T, D,
+                          c->rms_eps);
+    }
+}
+
+/* Queue every op of one step: embedding, the layers, the last rows through the head. The
+ * family switches (model.h) add ops; all of them off, a layer is the six ops above. With N
+ * shards a layer runs as phases over them: attention (each its heads), the o all-reduce, the
+ * MLP's first half (each its ffn rows), the down all-reduce; each shard's logits slice is
+ * gathered at the end. */
+static void fwd_layers(struct fwd_state *st, const struct attn_batch *ab, int T, int n_seqs,
+                       size_t MT, size_t MS) {
+    const struct model_config *c = st->cfg;
+    int N = st->n_shards;
+    struct fwd_view v[TP_MAX_SHARDS];
+    for (int i = 0; i < N; i++) { /* every shard holds the whole residual stream */
+        fwd_on(st->shard[i]);
+        fwd_view_of(st->shard[i], ab, MT, MS, &v[i]);
+        fwd_embed(st->shard[i], v[i].tokens, T);
+    }
+    for (int l = 0; l < c->n_layers; l++) {
+        for (int i = 0; i < N; i++) {
+            fwd_on(st->shard[i]);
+            fwd_attn(st->shard[i], l, &v[i], T);
+        }
+        fwd_row_parallel(st, l, 0, T);
+        for (int i = 0; i < N; i++) {
+            fwd_on(st->shard[i]);
+            fwd_ffn_in(st->shard[i], &st->shard[i]->w->layers[l], T);
+        }
+        fwd_row_parallel(st, l, 1, T);
+    }
+    float *slices[TP_MAX_SHARDS];
+    for (int i = 0; i < N; i++) {
+        struct fwd_state *sh = st->shard[i];
+        fwd_on(sh);
+        fwd_head(sh, n_seqs, v[i].rows);
+        slices[i] = sh->logits;
+    }
+    if (st->comm) st->comm->gather(st->comm, st->logits, slices, st->vocab_lo, n_seqs);
+    fwd_on(st);
+    if (c->final_softcap > 0)
+        st->ops->softcap(st->ctx, st->logits, (size_t)n_seqs * c->vocab_size, c->final_softcap);
 }
 
 int fwd_check_backend(const struct model_config *c, const struct fg_ops *ops, char *err,
@@ -563,7 +759,16 @@ int fwd_run(struct fwd_state *st, const struct fwd_seq *seqs, int n_seqs, float 
                 st->qruns[st->n_qruns++] = (struct fwd_qrun){r0 + (part ? np : 0), len, prompt};
         }
     }
-    if (ops->upload(ctx, st->d_ints, st->h_ints, n_ints * sizeof(int)) != 0) {
+    fwd_on(st);
+    int up = ops->upload(ctx, st->d_ints, st->h_ints, n_ints * sizeof(int));
+    for (int i = 0; st->comm && i < st->n_shards; i++) /* shards on other devices */
+        if (st->shard[i]->own_ints) {
+            fwd_on(st->shard[i]);
+            up |= st->shard[i]->ops->upload(st->shard[i]->ctx, st->shard[i]->d_ints, st->h_ints,
+                                            n_ints * sizeof(int));
+        }
+    fwd_on(st);
+    if (up != 0) {
         snprintf(err, errlen, "forward: upload of the step description failed");
         return -1;
     }
@@ -606,14 +811,18 @@ int fwd_run(struct fwd_state *st, const struct fwd_seq *seqs, int n_seqs, float 
             snprintf(err, errlen, "forward: cannot start recording a graph");
             return -1;
         }
-        fwd_layers(st, &ab, T_run, n_run, d_tokens, d_pos, d_slots, d_rows);
+        fwd_layers(st, &ab, T_run, n_run, MT, MS);
         if (ops->graph_end(ctx, &gr->exec) != 0 || ops->graph_launch(ctx, gr->exec) != 0) {
             snprintf(err, errlen, "forward: recording a decode graph failed");
             return -1;
         }
     } else {
-        fwd_layers(st, &ab, T_run, n_run, d_tokens, d_pos, d_slots, d_rows);
+        fwd_layers(st, &ab, T_run, n_run, MT, MS);
         if (decode && st->use_graphs) fwd_graph_add(st, n_run, ab.max_kv_len);
+    }
+    if (st->comm && st->comm->error[0]) { /* a collective that could not be queued */
+        snprintf(err, errlen, "forward: %s", st->comm->error);
+        return -1;
     }
     if (logits && (ops->download(ctx, logits, st->logits,
                                  sizeof(float) * (size_t)n_seqs * c->vocab_size) != 0 ||

@@ -34,6 +34,31 @@ struct fwd_state;
 int fwd_init(struct fwd_state **out, const struct model_config *cfg, const struct model_weights *w,
              const struct fg_ops *ops, void *ops_ctx, struct kv_cache *kv, int max_tokens,
              int max_seqs, char *err, size_t errlen);
+/* One shard of a tensor-parallel forward pass (model/tp.h): its config, its weights in its
+ * backend's memory, its backend. */
+struct fwd_shard {
+    const struct model_config *cfg;
+    const struct model_weights *w;
+    const struct fg_ops *ops;
+    void *ops_ctx;
+    /* shards on several devices: this shard's KV pools (on its device, same page ids as the
+     * shared cache's), and the call that makes its device current before its ops are issued;
+     * both NULL when every shard shares one context (its pools are then the shared cache's
+     * layer l * N + i) */
+    struct kv_cache *kv;
+    int (*activate)(void *ctx);
+};
+struct tp_comm;
+/* fwd_init for N (1 .. TP_MAX_SHARDS) shards joined by COMM (model/tp.h); COMM NULL: N is 1 and
+ * the one shard is the model (fwd_init), else even one shard runs through the communicator (the
+ * one-rank NCCL smoke). CFG is the whole model's (the step's checks, the logits' vocabulary); KV
+ * is the cache whose pages the scheduler hands out, holding every shard's pools (tp_kv_config:
+ * layer l of shard i is pool l * N + i) unless the shards bring their own. The step description
+ * and the gathered logits live on shard 0's backend. CFG, the shards and COMM must outlive the
+ * state. */
+int fwd_init_tp(struct fwd_state **out, const struct model_config *cfg,
+                const struct fwd_shard *shards, int n, struct tp_comm *comm, struct kv_cache *kv,
+                int max_tokens, int max_seqs, char *err, size_t errlen);
 void fwd_free(struct fwd_state *st);
 /* Forget the recorded decode graphs: the next decode steps run eagerly, then record anew (under
  * whatever the backend's diagnostic switches say then: bench/decode_breakdown.c). */

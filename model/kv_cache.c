@@ -270,7 +270,7 @@ static int page_copy(struct kv_cache *kv, int dst, int src) {
             kv->ops->copy(kv->ops_ctx, v + pb * (size_t)dst, v + pb * (size_t)src, pb) != 0)
             return -1;
     }
-    return 0;
+    return kv->mirror ? page_copy(kv->mirror, dst, src) : 0;
 }
 
 int kv_seq_fork(struct kv_cache *kv, const struct kv_seq *src, struct kv_seq *dst, int n_tokens) {

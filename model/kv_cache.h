@@ -51,6 +51,10 @@ struct kv_cache {
     uint64_t seed;                    /* the chain's start: the model's shape */
     const struct fg_ops *ops;
     void *ops_ctx;
+    /* tensor parallelism over several GPUs (model/tp.h): the next shard's pools, on its own
+     * device, under the same page ids (only their memory is used there); a page copied on write
+     * here is copied there too. NULL: none. Not owned. */
+    struct kv_cache *mirror;
 };
 
 /* A sequence's block table. */

@@ -58,6 +58,8 @@ void ep_info(struct http_req *r) {
         cJSON_AddNumberToObject(o, "max_batch_seqs", in->max_batch_seqs);
         cJSON_AddNumberToObject(o, "context_length", in->n_ctx);
         cJSON_AddNumberToObject(o, "load_seconds", in->load_seconds);
+        cJSON_AddNumberToObject(o, "tensor_parallel", in->tensor_parallel);
+        cJSON_AddStringToObject(o, "tensor_parallel_mode", in->tp_mode);
         /* memory the weights hold: host copies in their GGUF blocks and as fp32, blocks read in
          * place from the file's mapping (shared with the page cache), and the device copy */
         cJSON *res = cJSON_AddObjectToObject(o, "weights_resident");

@@ -46,6 +46,7 @@ static void usage_generate(FILE *f) {
         "(default\n"
         "                           auto = bf16)\n"
         "  --threads N              CPU threads (default 0 = all cores)\n"
+        "  --tensor-parallel N      model shards, 1, 2, 4 or 8 (default 1)\n"
         "  --print-ids              print the prompt and generated token ids to stderr\n"
         "  --stats                  print timing to stderr\n",
         DEFAULT_MODEL);
@@ -110,6 +111,7 @@ static int cmd_generate(int argc, char **argv) {
         O_DEVICE,
         O_GPU_WEIGHTS,
         O_THREADS,
+        O_TP,
         O_IDS,
         O_STATS,
         O_HELP
@@ -129,6 +131,7 @@ static int cmd_generate(int argc, char **argv) {
         {"device", required_argument, 0, O_DEVICE},
         {"gpu-weights", required_argument, 0, O_GPU_WEIGHTS},
         {"threads", required_argument, 0, O_THREADS},
+        {"tensor-parallel", required_argument, 0, O_TP},
         {"print-ids", no_argument, 0, O_IDS},
         {"stats", no_argument, 0, O_STATS},
         {"help", no_argument, 0, O_HELP},
@@ -209,6 +212,9 @@ static int cmd_generate(int argc, char **argv) {
             break;
         case O_THREADS:
             bad = parse_int("--threads", optarg, 0, 1024, &eo.n_threads);
+            break;
+        case O_TP:
+            bad = parse_int("--tensor-parallel", optarg, 1, 8, &eo.tensor_parallel);
             break;
         case O_IDS:
             print_ids = 1;

@@ -908,6 +908,7 @@ static void *worker_main(void *arg) {
                                                  : ENGINE_DEVICE_AUTO;
     o.n_threads = c->threads;
     o.gpu_weights = (enum engine_gpu_weights)c->gpu_weights; /* the same order (config.c) */
+    o.tensor_parallel = c->tensor_parallel;
     o.kv_cache_bytes = (size_t)c->kv_cache_mb << 20;
     o.kv_fraction = (float)c->kv_fraction;
     o.page_size = c->page_size;
@@ -958,6 +959,8 @@ static void *worker_main(void *arg) {
         in->weights_device_block_bytes = e->device_block_bytes;
         snprintf(in->gpu_weights, sizeof in->gpu_weights, "%s",
                  strcmp(e->device, "cuda") ? "none" : engine_gpu_weights_name(e->gpu_weights));
+        in->tensor_parallel = e->tensor_parallel;
+        snprintf(in->tp_mode, sizeof in->tp_mode, "%s", e->tp_mode);
     }
     pthread_mutex_lock(&w->mu);
     w->state = WORKER_READY;

@@ -170,6 +170,8 @@ struct worker_info {
     size_t weights_block_bytes, weights_fp32_bytes, weights_mapped_bytes, weights_device_bytes;
     size_t weights_device_block_bytes; /* of the device copy: resident in GGUF blocks */
     char gpu_weights[16];              /* "bf16" or "quantized" on a GPU, "none" on the CPU */
+    int tensor_parallel;               /* shards (1: none) */
+    char tp_mode[16];                  /* "none", "emulated" (every shard on one device) */
 };
 
 /* Called on the loop thread when the worker changes state (loaded, failed, stopped). */

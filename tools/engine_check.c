@@ -7,6 +7,7 @@
  *       prompts as one batch (prefills together, then decode steps together) instead of one by one;
  *       --also-batch does both (batch tokens in PREFIX_batch.tok). --force FILE feeds the given
  *       tokens (one line per prompt) from step 1 on, so backends compare on identical contexts.
+ *       --tensor-parallel N runs the model as N shards (model/tp.h; emulated on the one device).
  *   engine_check --model DIR --device cuda --bench [--batches 1,8,32,64,128,256] [--context 512]
  *       [--gen 64] [--prefill 512,2048,8192]
  *   --gpu-weights auto|bf16|quantized (either mode): how the GPU keeps GGUF weights (engine.h).
@@ -240,7 +241,7 @@ static int bench(struct engine *e, const int *batches, int nb, int context, int 
 int main(int argc, char **argv) {
     const char *model = NULL, *prompts = NULL, *out = NULL, *device = "cuda", *force = NULL;
     int steps = 32, batch = 0, also_batch = 0, do_bench = 0, context = 512, gen = 64;
-    int max_tokens = 8192;
+    int max_tokens = 8192, tensor_parallel = 1;
     enum engine_gpu_weights gpu_weights = ENGINE_GPU_WEIGHTS_AUTO;
     float kv_fraction = 0.9f;
     int batches[16] = {1, 8, 32, 64}, nb = 4, prefills[16] = {512, 2048, 8192}, np = 3;
@@ -260,6 +261,7 @@ int main(int argc, char **argv) {
                                          {"also-batch", no_argument, 0, 'A'},
                                          {"kv-fraction", required_argument, 0, 'K'},
                                          {"gpu-weights", required_argument, 0, 'W'},
+                                         {"tensor-parallel", required_argument, 0, 'X'},
                                          {0, 0, 0, 0}};
     int ch;
     while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -314,6 +316,9 @@ int main(int argc, char **argv) {
                           : !strcmp(optarg, "bf16")    ? ENGINE_GPU_WEIGHTS_BF16
                                                        : ENGINE_GPU_WEIGHTS_AUTO;
             break;
+        case 'X':
+            tensor_parallel = atoi(optarg);
+            break;
         default:
             fprintf(stderr, "engine_check: see the comment at the top of tools/engine_check.c\n");
             return 2;
@@ -335,6 +340,7 @@ int main(int argc, char **argv) {
     if (o.max_batch_tokens < o.max_batch_seqs) o.max_batch_tokens = o.max_batch_seqs;
     o.kv_fraction = kv_fraction;
     o.gpu_weights = gpu_weights;
+    o.tensor_parallel = tensor_parallel;
     if (o.device == ENGINE_DEVICE_CPU) o.kv_cache_bytes = (size_t)2 << 30;
     struct engine *e;
     char err[512];

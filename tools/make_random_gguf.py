@@ -180,6 +180,12 @@ def main():
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--std", type=float, default=0.02)
     ap.add_argument("--ctx", type=int, default=None, help="context length (default: the shape's)")
+    ap.add_argument("--layers", type=int, default=None, help="decoder blocks (default: the shape's)")
+    ap.add_argument("--block", type=int, default=1 << 22,
+                    help="numbers drawn and tiled; a prime keeps the tiles off head boundaries")
+    ap.add_argument("--shift", action="store_true",
+                    help="start each tensor at another place of the block, so no two tensors, heads "
+                         "or layers begin alike (for correctness checks such as tests/gpu/check_tp.py)")
     ap.add_argument("--tokenizer-only", action="store_true",
                     help="write a GGUF of the tokenizer keys alone (no tensors), a --tokenizer for later")
     a = ap.parse_args()
@@ -193,6 +199,8 @@ def main():
     s = dict(SHAPES[a.shape])
     if a.ctx:
         s["ctx"] = a.ctx
+    if a.layers:
+        s["n_layers"] = a.layers
     tok, vocab = tokenizer_entries(a.tokenizer)
     wtype, ftype, per32 = TYPES[a.type]
     hd = s["dim"] // s["n_heads"]
@@ -223,7 +231,9 @@ def main():
         offset += (nb + ALIGN - 1) // ALIGN * ALIGN
 
     rng = np.random.RandomState(a.seed)
-    values = rng.standard_normal(1 << 22) * a.std
+    if a.block % 32 and wtype not in (GGML_F16, GGML_F32):
+        sys.exit(f"--block: a multiple of 32 values for --type {a.type} (whole quantization blocks)")
+    values = rng.standard_normal(a.block) * a.std
     if wtype in (GGML_F16, GGML_F32):
         block = memoryview(values.astype(np.float16 if wtype == GGML_F16 else np.float32)).cast("B")
     else:
@@ -237,16 +247,21 @@ def main():
         for info in infos:
             f.write(info)
         f.write(b"\0" * (-f.tell() % ALIGN))
-        for name, shape, t in plan:
+        for ti, (name, shape, t) in enumerate(plan):
             n = int(np.prod(shape))
+            pos = (ti * 1000003) % a.block if a.shift else 0  # in values; block types: whole blocks
+            if wtype not in (GGML_F16, GGML_F32):
+                pos -= pos % 32
+            pos = pos * per32 // 32  # in bytes
             if t == GGML_F32 and len(shape) == 1:
                 f.write(ones[:n].tobytes())
                 nb = 4 * n
             else:
                 left = nb = n * 4 if t == GGML_F32 else n // 32 * per32
                 while left:  # whole blocks: the block's byte size and every tensor's are multiples of per32
-                    m = min(left, len(block))
-                    f.write(block[:m])
+                    m = min(left, len(block) - pos)
+                    f.write(block[pos:pos + m])
+                    pos = 0
                     left -= m
             f.write(b"\0" * (-nb % ALIGN))
     os.replace(tmp, a.out)
