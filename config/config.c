@@ -23,6 +23,7 @@
 static const char *const DEVICES[] = {"auto", "cpu", "cuda", NULL}; /* enum config_device */
 static const char *const LOG_FORMATS[] = {"text", "json", NULL};    /* enum config_log_format */
 static const char *const GPU_WEIGHTS[] = {"auto", "bf16", "quantized", NULL}; /* engine.h */
+static const char *const QUANTIZATIONS[] = {"none", "fp8", NULL}; /* engine_opts.quantization */
 
 static const struct config_option SCHEMA[] = {
     {"config", CONFIG_T_STRING, OFF(config_file), "", NULL, 0, 0,
@@ -39,6 +40,10 @@ static const struct config_option SCHEMA[] = {
     {"gpu_weights", CONFIG_T_ENUM, OFF(gpu_weights), "auto", GPU_WEIGHTS, 0, 0,
      "GPU: GGUF weights dequantized to bf16 at load, or kept resident in their blocks where the "
      "GPU kernels read the type (Q8_0, Q4_0, Q4_1; the rest bf16); auto = bf16 for now"},
+    {"quantization", CONFIG_T_ENUM, OFF(quantization), "none", QUANTIZATIONS, 0, 0,
+     "GPU: fp8 gives the F16/BF16/F32 weights e4m3 copies with per-channel scales, read by W8A8 "
+     "GEMMs (per-token activation scales) and an FP8 decode GEMV; the bf16 weights stay resident "
+     "too (1.5x the memory)"},
     {"threads", CONFIG_T_INT, OFF(threads), "0", NULL, 0, 1024,
      "CPU backend threads; 0 = all cores"},
     {"tensor_parallel", CONFIG_T_INT, OFF(tensor_parallel), "1", NULL, 1, 8,

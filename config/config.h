@@ -32,6 +32,7 @@ struct config {
     char *model_id;                 /* name reported by /info and /v1/models; "" = file name */
     int device;                     /* enum config_device */
     int gpu_weights;                /* 0 auto, 1 bf16, 2 quantized (enum engine_gpu_weights) */
+    int quantization;               /* 0 none, 1 fp8 (engine_opts.quantization) */
     int threads;                    /* CPU backend threads; 0 = all cores */
     int tensor_parallel;            /* model shards: 1, 2, 4 or 8 (model/tp.h) */
     int kv_cache_mb;                /* KV pool size in MiB; 0 = engine default */

@@ -615,6 +615,12 @@ int engine_open(const struct engine_opts *o, struct engine **out, char *err, siz
     /* Device first: a --device cuda that cannot work fails before a long model load. */
     if (o->device != ENGINE_DEVICE_CPU) {
         char why[512];
+        /* the CUDA backend reads its quantization from the environment when it creates a
+         * context (kernels/cuda_ops.cu, cu_create); the option sets it for that */
+        if (o->quantization == 1 && setenv("FLASHGEN_QUANTIZATION", "fp8", 1) != 0) {
+            errmsg_set(err, errlen, "quantization fp8: cannot set FLASHGEN_QUANTIZATION");
+            goto fail;
+        }
         int rc = cuda_open(b, 0, &e->ops_ctx, why, sizeof(why));
         if (rc == 0) {
             e->ops = b->cuda->ops;

@@ -50,6 +50,9 @@ struct engine_opts {
                               transformers runs on the same file) instead of multiplying the blocks
                             */
     enum engine_gpu_weights gpu_weights; /* CUDA: bf16 or resident GGUF blocks (AUTO: default) */
+    /* CUDA: 1 = fp8 (--quantization fp8): the F16/BF16/F32 weights also get e4m3 copies that the
+     * products read (kernels/fp8.h; the backend's FLASHGEN_QUANTIZATION=fp8); 0 = none */
+    int quantization;
     /* tensor parallelism (model/tp.h): shards of the model, 1, 2, 4 or 8; 0 = 1. Beyond 1 every
      * shard runs on the one backend context opened (emulated: a local sum for the all-reduce),
      * from fp32 host weights */

@@ -45,6 +45,8 @@ static void usage_generate(FILE *f) {
         "                           GPU: GGUF weights as bf16 or resident in their blocks "
         "(default\n"
         "                           auto = bf16)\n"
+        "  --quantization none|fp8  GPU: e4m3 copies of the weights for FP8 products (default "
+        "none)\n"
         "  --threads N              CPU threads (default 0 = all cores)\n"
         "  --tensor-parallel N      model shards, 1, 2, 4 or 8 (default 1)\n"
         "  --print-ids              print the prompt and generated token ids to stderr\n"
@@ -110,6 +112,7 @@ static int cmd_generate(int argc, char **argv) {
         O_IGNORE_EOS,
         O_DEVICE,
         O_GPU_WEIGHTS,
+        O_QUANTIZATION,
         O_THREADS,
         O_TP,
         O_IDS,
@@ -130,6 +133,7 @@ static int cmd_generate(int argc, char **argv) {
         {"ignore-eos", no_argument, 0, O_IGNORE_EOS},
         {"device", required_argument, 0, O_DEVICE},
         {"gpu-weights", required_argument, 0, O_GPU_WEIGHTS},
+        {"quantization", required_argument, 0, O_QUANTIZATION},
         {"threads", required_argument, 0, O_THREADS},
         {"tensor-parallel", required_argument, 0, O_TP},
         {"print-ids", no_argument, 0, O_IDS},
@@ -206,6 +210,15 @@ static int cmd_generate(int argc, char **argv) {
             else {
                 fprintf(stderr,
                         "flashgen: invalid value for --gpu-weights: '%s' (auto|bf16|quantized)\n",
+                        optarg);
+                bad = 1;
+            }
+            break;
+        case O_QUANTIZATION:
+            if (!strcmp(optarg, "none") || !strcmp(optarg, "fp8")) {
+                eo.quantization = !strcmp(optarg, "fp8");
+            } else {
+                fprintf(stderr, "flashgen: invalid value for --quantization: '%s' (none|fp8)\n",
                         optarg);
                 bad = 1;
             }

@@ -908,6 +908,7 @@ static void *worker_main(void *arg) {
                                                  : ENGINE_DEVICE_AUTO;
     o.n_threads = c->threads;
     o.gpu_weights = (enum engine_gpu_weights)c->gpu_weights; /* the same order (config.c) */
+    o.quantization = c->quantization;
     o.tensor_parallel = c->tensor_parallel;
     o.kv_cache_bytes = (size_t)c->kv_cache_mb << 20;
     o.kv_fraction = (float)c->kv_fraction;

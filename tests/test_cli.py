@@ -40,6 +40,7 @@ def test_help_lists_commands_and_options():
     (["generate", "--prompt", "x", "--top-p", "2"], "--top-p"),
     (["generate", "--prompt", "x", "--device", "tpu"], "--device"),
     (["generate", "--prompt", "x", "--gpu-weights", "int3"], "--gpu-weights"),
+    (["generate", "--prompt", "x", "--quantization", "int4"], "--quantization"),
     (["nonsense"], "unknown command"),
 ])
 def test_bad_arguments_are_named(args, needle):

@@ -77,6 +77,24 @@ Test(config, gpu_weights_values) {
     }
 }
 
+/* --quantization: none or fp8, in engine_opts.quantization's order; anything else is refused */
+Test(config, quantization_values) {
+    const char *names[] = {"none", "fp8"};
+    for (int i = 0; i < 2; i++) {
+        char *argv[] = {"serve", "--quantization", (char *)names[i]};
+        struct config c;
+        char err[256];
+        cr_assert_eq(config_load(&c, 3, argv, NULL, err, sizeof err), 0, "%s", err);
+        cr_assert_eq(c.quantization, i, "%s", names[i]);
+        config_free(&c);
+    }
+    char *bad[] = {"serve", "--quantization", "int4"};
+    struct config c;
+    char err[256];
+    cr_assert_neq(config_load(&c, 3, bad, NULL, err, sizeof err), 0);
+    cr_assert(strstr(err, "quantization"), "%s", err);
+}
+
 Test(config, config_from_env) {
     const char *file = scratch("cfg_env.json", "{\"threads\": 3}");
     char envv[300];
