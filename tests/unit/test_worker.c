@@ -294,26 +294,39 @@ Test(worker, stop_sequence_ends_at_its_first_match) {
 Test(worker, cancel_queued_and_running) {
     struct harness h;
     harness_start(&h, 1, 512); /* one slot: b waits behind a */
-    struct probe *p[2] = {probe_new(&h, "running one", 200), probe_new(&h, "queued one", 8)};
-    p[0]->cancel_at = 3;
-    probe_submit(p[0]);
-    probe_submit(p[1]);
-    worker_cancel(&h.w, p[1]->r); /* still queued: a holds the only slot */
-    wait_all(&h, p, 2);
-    cr_assert_eq(p[1]->r->finish, WREQ_FIN_CANCELLED);
-    cr_assert_eq(p[1]->r->n_gen, 0);
-    cr_assert_eq(p[1]->r->t_admitted, 0);
-    cr_assert_eq(p[0]->r->finish, WREQ_FIN_CANCELLED);
-    cr_assert(p[0]->r->n_gen >= 3 && p[0]->r->n_gen < 200, "n_gen %d", p[0]->r->n_gen);
-    check_events(p[0]->r);
-    cr_assert_eq(h.n_final, 2);
-    cr_assert_eq(run_until(&h, kv_empty, &h), 0, "pages not back: %g", kv_usage(&h));
+    /* The running one is cancelled from the loop thread once 3 tokens arrived; the tiny model
+     * can reach its 200 tokens before a loaded machine runs that thread (then it ends by length,
+     * which is right too), so the scenario repeats until the cancel landed mid-run (5 tries). */
+    int cancelled_running = 0;
+    for (int attempt = 0; attempt < 5 && !cancelled_running; attempt++) {
+        struct probe *p[2] = {probe_new(&h, "running one", 200), probe_new(&h, "queued one", 8)};
+        p[0]->cancel_at = 3;
+        probe_submit(p[0]);
+        probe_submit(p[1]);
+        worker_cancel(&h.w, p[1]->r); /* still queued: a holds the only slot */
+        wait_all(&h, p, 2);
+        cr_assert_eq(p[1]->r->finish, WREQ_FIN_CANCELLED);
+        cr_assert_eq(p[1]->r->n_gen, 0);
+        cr_assert_eq(p[1]->r->t_admitted, 0);
+        if (p[0]->r->finish == WREQ_FIN_CANCELLED) {
+            cr_assert(p[0]->r->n_gen >= 3 && p[0]->r->n_gen < 200, "n_gen %d", p[0]->r->n_gen);
+            cancelled_running = 1;
+        } else {
+            cr_assert_eq(p[0]->r->finish, WREQ_FIN_LENGTH, "finish %d", p[0]->r->finish);
+            cr_assert_eq(p[0]->r->n_gen, 200);
+        }
+        check_events(p[0]->r);
+        cr_assert_eq(h.n_final, 2 * (attempt + 1));
+        cr_assert_eq(run_until(&h, kv_empty, &h), 0, "pages not back: %g", kv_usage(&h));
+        probe_free(p[0]), probe_free(p[1]);
+    }
+    cr_assert(cancelled_running, "the running request was never cancelled mid-run in 5 tries");
     /* the worker still serves */
     struct probe *q = probe_new(&h, "after", 4);
     probe_submit(q);
     wait_all(&h, &q, 1);
     cr_assert_eq(q->r->finish, WREQ_FIN_LENGTH);
-    probe_free(p[0]), probe_free(p[1]), probe_free(q);
+    probe_free(q);
     harness_stop(&h);
 }
 
