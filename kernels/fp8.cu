@@ -741,13 +741,7 @@ __global__ void __launch_bounds__(KW * 32, 16 / KW) fp8v_kernel(const fp8v_param
         v *= __ldg(p.sw + j);
         if (swiglu) v = gemv_silu(v) * (up * __ldg(p.sw + p.out_dim + j));
         const size_t at = (size_t)b * p.out_dim + j;
-        if (p.y_f32) {
-            float *y = static_cast<float *>(p.y);
-            y[at] = p.epilogue == FG_GEMV_ADD ? y[at] + v : v;
-        } else {
-            __nv_bfloat16 *y = static_cast<__nv_bfloat16 *>(p.y);
-            y[at] = __float2bfloat16(p.epilogue == FG_GEMV_ADD ? __bfloat162float(y[at]) + v : v);
-        }
+        gemv_store(p.y, p.y_f32, at, p.epilogue == FG_GEMV_ADD, v);
     }
 }
 

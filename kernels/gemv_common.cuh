@@ -21,6 +21,17 @@ __device__ __forceinline__ float gemv_silu(float v) {
     return v / (1.0f + expf(-v));
 }
 
+/* y[at] = v, or y[at] += v when ADD, y fp32 (Y_F32) or bf16: the epilogues' one store. */
+__device__ __forceinline__ void gemv_store(void *y, bool y_f32, size_t at, bool add, float v) {
+    if (y_f32) {
+        float *yf = static_cast<float *>(y);
+        yf[at] = add ? yf[at] + v : v;
+    } else {
+        __nv_bfloat16 *yb = static_cast<__nv_bfloat16 *>(y);
+        yb[at] = __float2bfloat16(add ? __bfloat162float(yb[at]) + v : v);
+    }
+}
+
 /* One bf16 pair of h = bf16((x · scale) · gamma), in k_rmsnorm's order of operations. */
 __device__ __forceinline__ uint32_t gemv_norm_pair(uint32_t x, uint32_t gm, float scale) {
     const float x0 = __uint_as_float(x << 16), x1 = __uint_as_float(x & 0xffff0000u);
