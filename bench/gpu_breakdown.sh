@@ -4,6 +4,10 @@
 # binaries built at the commit before, for a before/after in the same run). Parts, run in the
 # order of the arguments:
 #   tests      the kernels' checks (what `make test-gpu` runs) on .gpu/libfgattn.so
+#   testgpu    every check of `make test-gpu`, in its order, on the packed .gpu/ binaries (no make
+#              there: the machine lacks cJSON/libuv/libmicrohttpd headers), each with a time limit
+#   qbench     check_qengine.py --only-bench: the 8B shape's decode and prefill from F16 (bf16),
+#              Q8_0 and Q4_0 (--gpu-weights quantized): what decides ENGINE_GPU_WEIGHTS_DEFAULT
 #   attn       check_attention alone (attention, decode attention, kv_write and qkv_store)
 #   proof      the engine proof at the SmolLM2 and Llama-3-layout shapes (tools/gpu_engine_check.py)
 #   proof8b    the engine proof and benchmark at the Llama-3-8B shape (long: transformers fp32)
@@ -32,6 +36,39 @@ part_tests() {
     tail -1 "$O/check_sample.log"
     FG_SAMPLE_LIB=.gpu/libfgattn.so python3 tests/gpu/check_mask.py >"$O/check_mask.log" 2>&1 || rc=1
     tail -6 "$O/check_mask.log"
+}
+part_testgpu() {
+    L=.gpu/libfgattn.so
+    T=.gpu/smollm2_tokenizer.gguf
+    run_check() { # NAME LIMIT CMD...: one check, its log, its last lines
+        local n=$1 lim=$2
+        shift 2
+        step "$n"
+        timeout "$lim" "$@" >"$O/$n.log" 2>&1 || { rc=1; echo "FAILED (exit $?): $n"; }
+        grep -E "FAIL|passed|PASS|Error|rror:" "$O/$n.log" | tail -4
+    }
+    run_check check_attention 150 env FG_ATTN_LIB=$L python3 tests/gpu/check_attention.py
+    run_check check_family 60 env FG_ATTN_LIB=$L python3 tests/gpu/check_family.py
+    run_check check_gemv 90 python3 tests/gpu/check_gemv.py --lib $L
+    run_check check_qgemv 90 python3 tests/gpu/check_qgemv.py --lib $L
+    run_check check_fp8 90 python3 tests/gpu/check_fp8.py --lib $L
+    run_check check_sample 60 env FG_SAMPLE_LIB=$L python3 tests/gpu/check_sample.py --no-bench
+    run_check check_mask 60 env FG_SAMPLE_LIB=$L python3 tests/gpu/check_mask.py --no-bench
+    run_check check_upload 60 python3 tests/gpu/check_upload.py --lib $L --cuda .gpu/libflashgen_cuda.so
+    run_check check_bias_top 60 env FG_SAMPLE_LIB=$L python3 tests/gpu/check_bias_top.py --no-bench
+    run_check check_qengine 150 env FLASHGEN_CUDA_LIB="$PWD/.gpu/libflashgen_cuda.so" \
+        python3 tests/gpu/check_qengine.py --bin .gpu --tokenizer $T --work "$W/qe"
+    run_check check_tp 120 python3 tests/gpu/check_tp.py --engine-check .gpu/engine_check \
+        --cuda .gpu/libflashgen_cuda.so --tokenizer $T --work "$W/tp" --no-bench
+    rm -rf "$W/qe" "$W/tp"
+}
+part_qbench() {
+    step "check_qengine --only-bench"
+    FLASHGEN_CUDA_LIB="$PWD/.gpu/libflashgen_cuda.so" timeout 300 python3 tests/gpu/check_qengine.py \
+        --bin .gpu --tokenizer .gpu/smollm2_tokenizer.gguf --work "$W/qb" --only-bench \
+        >"$O/qengine_bench.log" 2>&1 || rc=1
+    tail -20 "$O/qengine_bench.log"
+    rm -rf "$W/qb"
 }
 part_attn() {
     step "check_attention"
@@ -85,7 +122,7 @@ part_engine() {
 }
 part_breakdown() {
     step "decode_breakdown"
-    .gpu/decode_breakdown --model "$M" --batches 1,8 --context 512 --steps 32 --copy-gbs "$COPY" \
+    .gpu/decode_breakdown --model "$M" --batches ${BATCHES:-1,8} --context 512 --steps 32 --copy-gbs "$COPY" \
         >"$O/decode_breakdown.log" 2>&1 || rc=1
     cat "$O/decode_breakdown.log"
 }
