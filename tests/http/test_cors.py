@@ -3,8 +3,8 @@ the preflight OPTIONS gets 204 with the allowed methods, headers and max-age (no
 browsers send none there); replies, streams and errors carry Access-Control-Allow-Origin for an
 allowed origin only; without the option no CORS header is sent. x-request-id: the client's (up to
 128 printable characters) is echoed and written in the request's log line, any other gets a
-generated 32-hex-digit one. (No Chromium on the CI image: `which chromium` finds nothing, so the
-browser's side is played by http.client.)"""
+generated 32-hex-digit one. Here http.client plays the browser, header by header; a real one,
+headless Chromium, runs fetch() against the server in test_cors_browser.py."""
 import http.client
 import json
 import re
