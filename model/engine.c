@@ -23,6 +23,7 @@
 
 #include "kernels/ops.h"
 #include "model/errmsg.h"
+#include "model/gguf.h"
 #include "model/gguf_quant.h"
 #include "model/tp.h"
 
@@ -39,9 +40,14 @@
 #define ENGINE_CUDA_BATCH_TOKENS 1024
 #define ENGINE_CPU_BATCH_SEQS 64
 #define ENGINE_CPU_BATCH_TOKENS 512
-/* What --gpu-weights auto means: bf16 until the device benchmark (bench/ENGINE.md) shows the
- * quantized weights at least as fast at batch 1. The one line to flip. */
-#define ENGINE_GPU_WEIGHTS_DEFAULT ENGINE_GPU_WEIGHTS_BF16
+/* What --gpu-weights auto means (engine_auto_gpu_weights): a GGUF file's blocks stay resident
+ * where the packed GEMV measured faster than bf16 — up to ENGINE_AUTO_QUANT_SEQS sequences per
+ * step (H200, 8B shape, bench/ENGINE.md: Q4_0 1.76x bf16 at batch 1 and 1.29x at 8, Q8_0 1.19x
+ * and 0.97x; from 16 rows on the bf16 scratch path makes both 0.5-0.9x) — or where the bf16 copy
+ * would take more than ENGINE_AUTO_BF16_SHARE of the device's free memory (a model that only fits
+ * quantized); everything else bf16. */
+#define ENGINE_AUTO_QUANT_SEQS 8
+#define ENGINE_AUTO_BF16_SHARE 0.8
 
 void engine_opts_default(struct engine_opts *o) {
     memset(o, 0, sizeof(*o));
@@ -452,12 +458,50 @@ static void log_resident(const struct engine *e, const struct engine_opts *o) {
     }
     struct stat st;
     double file = !stat(o->model_path, &st) && S_ISREG(st.st_mode) ? (double)st.st_size : 0;
+    char ratio[48] = ""; /* a checkpoint folder has no one file to compare with */
+    if (file > 0) snprintf(ratio, sizeof ratio, "; %.2fx the file", e->device_weight_bytes / file);
     engine_log(o, ENGINE_LOG_INFO,
                "gpu weights %s: %.1f MB resident on the device, %.1f MB of it in GGUF blocks (%s), "
-               "the rest bf16%s%.2fx the file",
+               "the rest bf16%s",
                engine_gpu_weights_name(e->gpu_weights), e->device_weight_bytes / 1048576.0,
-               e->device_block_bytes / 1048576.0, types[0] ? types : "none", file > 0 ? "; " : "",
-               file > 0 ? e->device_weight_bytes / file : 0.0);
+               e->device_block_bytes / 1048576.0, types[0] ? types : "none", ratio);
+}
+
+/* --gpu-weights auto on a GPU (ENGINE_AUTO_QUANT_SEQS above): reads the GGUF header for the
+ * matrices the backend would keep in blocks and what they would take as bf16, logs the choice. A
+ * checkpoint folder, a file without such blocks or one that cannot be read (the load reports
+ * that) gets bf16. */
+static enum engine_gpu_weights engine_auto_gpu_weights(struct engine *e,
+                                                       const struct engine_opts *o) {
+    const struct fg_ops *ops = e->ops;
+    struct gguf_file *f = NULL;
+    char err[256];
+    struct stat st;
+    if (!ops->qresident_bytes || !ops->qupload || !ops->qlinear || stat(o->model_path, &st) ||
+        !S_ISREG(st.st_mode) || gguf_open(o->model_path, &f, err, sizeof err) != 0)
+        return ENGINE_GPU_WEIGHTS_BF16;
+    double kept = 0, bf16 = 0; /* bytes: the kept matrices' blocks, every tensor as bf16 */
+    for (uint64_t i = 0; i < f->n_tensors; i++) {
+        const struct gguf_tensor *t = &f->tensors[i];
+        bf16 += 2.0 * (double)t->n_elems;
+        if (t->n_dims == 2 && t->ne[0] <= INT32_MAX && t->ne[1] <= INT32_MAX &&
+            ops->qresident_bytes(e->ops_ctx, t->type, (int)t->ne[1], (int)t->ne[0],
+                                 FG_QLAYOUT_GEMM))
+            kept += (double)t->n_bytes;
+    }
+    gguf_close(f);
+    int seqs = o->max_batch_seqs > 0 ? o->max_batch_seqs : ENGINE_CUDA_BATCH_SEQS;
+    size_t free_b = 0, total_b = 0;
+    int big = e->backend->cuda->mem_info(e->ops_ctx, &free_b, &total_b) == 0 &&
+              bf16 > ENGINE_AUTO_BF16_SHARE * (double)free_b;
+    enum engine_gpu_weights w = kept > 0 && (seqs <= ENGINE_AUTO_QUANT_SEQS || big)
+                                    ? ENGINE_GPU_WEIGHTS_QUANTIZED
+                                    : ENGINE_GPU_WEIGHTS_BF16;
+    engine_log(o, ENGINE_LOG_INFO,
+               "gpu weights auto: %s (%.2f GB of the file in blocks the GPU reads, %.2f GB as "
+               "bf16, %.2f GB free on the device, %d sequences per step)",
+               engine_gpu_weights_name(w), kept / 1e9, bf16 / 1e9, free_b / 1e9, seqs);
+    return w;
 }
 
 /* The nccl mode's devices: contexts on GPUs 1 .. N-1 beside e->ops_ctx on GPU 0, and the CUDA
@@ -653,8 +697,13 @@ int engine_open(const struct engine_opts *o, struct engine **out, char *err, siz
      * the types the backend keeps stay resident in them, the rest is dequantized on upload.
      * Shards are cut from fp32 host weights (tp.h): tensor parallelism loads without KEEP_*
      * and keeps no blocks on the device. */
-    e->gpu_weights =
-        o->gpu_weights == ENGINE_GPU_WEIGHTS_AUTO ? ENGINE_GPU_WEIGHTS_DEFAULT : o->gpu_weights;
+    /* auto: bf16 wherever no blocks could stay (the CPU, shards) and under fp8 (its e4m3
+     * copies are cut from bf16) */
+    e->gpu_weights = o->gpu_weights;
+    if (e->gpu_weights == ENGINE_GPU_WEIGHTS_AUTO)
+        e->gpu_weights = sharded || e->ops == cpu_ops() || o->quantization == 1
+                             ? ENGINE_GPU_WEIGHTS_BF16
+                             : engine_auto_gpu_weights(e, o);
     e->resident_quant = !sharded && e->ops != cpu_ops() &&
                         e->gpu_weights == ENGINE_GPU_WEIGHTS_QUANTIZED && e->ops->qupload &&
                         e->ops->qresident_bytes && e->ops->qlinear;

@@ -28,8 +28,9 @@ enum engine_log_level {
 typedef void (*engine_log_fn)(enum engine_log_level level, const char *msg, void *user);
 
 /* How the CUDA engine keeps GGUF weights (--gpu-weights): dequantized to bf16 at load, or
- * resident in their blocks where the backend reads the type (the rest bf16); AUTO = the engine's
- * default (engine.c ENGINE_GPU_WEIGHTS_DEFAULT). The CPU always keeps blocks (cpu_fp32_weights). */
+ * resident in their blocks where the backend reads the type (the rest bf16); AUTO = blocks where
+ * they measured faster (at most 8 sequences per step) or where bf16 would not fit the device, else
+ * bf16 (engine.c engine_auto_gpu_weights). The CPU always keeps blocks (cpu_fp32_weights). */
 enum engine_gpu_weights {
     ENGINE_GPU_WEIGHTS_AUTO = 0,
     ENGINE_GPU_WEIGHTS_BF16 = 1,
