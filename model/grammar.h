@@ -148,9 +148,12 @@ int grammar_mask_rows(struct grammar_matcher *const *m, int n, const struct gram
 int grammar_matcher_accept_token(struct grammar_matcher *m, const struct grammar_vocab *v, int id);
 /* A step's advances at once (the worker's call, after the picks): row i with M[i] != NULL is
  * advanced by IDS[i], STATUS[i] = grammar_matcher_accept_token's return (0 for rows with M[i]
- * NULL), on POOL's threads when the rows are many (NULL: the caller's). The matchers must be
- * distinct objects. */
+ * NULL), on the calling thread. Rows in one state of equal grammars help each other: the same
+ * token from the same state is advanced once and copied, and a row whose matcher did not walk
+ * its state (its mask was a copy) follows the memo of one that did (the step's row that
+ * computed the state's mask, or the matcher whose walk stored it in the shared cache, when that
+ * one is in the step). The matchers must be distinct objects. */
 void grammar_accept_rows(struct grammar_matcher *const *m, int n, const struct grammar_vocab *v,
-                         const int *ids, int *status, struct cpu_pool *pool);
+                         const int *ids, int *status);
 
 #endif

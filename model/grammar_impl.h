@@ -99,6 +99,9 @@ struct grammar_matcher {
     int cache_next;
     size_t cache_words;
     struct grammar_mask_cache *shared; /* masks of every matcher of equal grammars, or NULL */
+    uint64_t share_id; /* this matcher's number in SHARED (from 1; 0 = none): the cache notes
+                          whose walk stored a mask, so a row that copied it can advance along
+                          that matcher's memo (grammar_accept_rows) */
 };
 
 /* OUT = the stacks of IN after byte B (OUT emptied first). 0, or -1 on a limit / memory. */

@@ -22,6 +22,9 @@
  *   distinct           row i has its own schema (property names carry i): nothing is shared
  *                      between rows, every row walks its own states (the pool figure);
  *   distinct, per row  the same on static chunks.
+ * Two unconstrained steps first, with every token allowed through fwd_mask: the decode graph
+ * and the backend's mask buffers of this row count are made there (before, the first
+ * constrained mode of a row count paid the pinned buffer's allocation in its fwd_mask column).
  * Each constrained mode starts with fresh matchers and an empty shared cache (the first
  * requests of a schema pay its walks, and those steps are timed too). A row whose document is
  * complete (or that picked an end token) starts over as a new request of its schema. Every
@@ -117,7 +120,10 @@ struct run {
     int *adv_rc;                      /* (R) */
     struct grammar_mask_cache *cache; /* this mode's shared cache */
     int show;                         /* print row 0's text of each constrained mode */
-    const char *schema;               /* the format of this table's schemas */
+    int prime; /* the warm-up: fwd_mask with every token allowed, so the backend's mask buffers
+                  (pinned host and device, grown at the first mask of a row count) are not
+                  allocated inside the first constrained mode's timed steps */
+    const char *schema; /* the format of this table's schemas */
 };
 
 struct result {
@@ -185,6 +191,13 @@ static int run_mode(struct run *r, enum mode md, struct result *res, char *err, 
         for (int i = 0; i < r->R; i++)
             r->fs[i] = (struct fwd_seq){&r->tok[i], 1, &r->seqs[i], 0};
         ok = fwd_run(e->fwd, r->fs, r->R, NULL, err, errlen) == 0;
+        if (ok && r->prime) {
+            memset(r->masks, 0xff, sizeof(uint32_t) * words * (size_t)r->R);
+            for (int i = 0; i < r->R; i++)
+                r->use[i] = 1;
+            ok = fwd_mask(e->fwd, r->R, r->masks, words, r->use, grammar_vocab_size(r->gv), err,
+                          errlen) == 0;
+        }
         if (ok && constrained) {
             double tm = now();
             int states = r->R;
@@ -218,7 +231,7 @@ static int run_mode(struct run *r, enum mode md, struct result *res, char *err, 
                     r->adv_rc[i] =
                         r->adv_m[i] ? grammar_matcher_accept_token(r->m[i], r->gv, r->ids[i]) : 0;
             else
-                grammar_accept_rows(r->adv_m, r->R, r->gv, r->ids, r->adv_rc, r->pool);
+                grammar_accept_rows(r->adv_m, r->R, r->gv, r->ids, r->adv_rc);
         }
         for (int i = 0; ok && i < r->R; i++) {
             r->tok[i] = r->ids[i];
@@ -318,9 +331,11 @@ static int run_rows(struct engine *e, struct grammar_vocab *gv, struct cpu_pool 
     /* two unconstrained steps first: the decode graph of this batch size is recorded there */
     int keep = r.steps;
     r.steps = 2;
+    r.prime = 1;
     struct result warm, res[N_ORDER];
     ok = ok && run_mode(&r, MODE_NONE, &warm, err, sizeof err) == 0;
     r.steps = keep;
+    r.prime = 0;
     for (int sc = 0; ok && sc < N_SCHEMAS; sc++) {
         if (!(schemas >> sc & 1)) continue;
         r.schema = SCHEMAS[sc].fmt;
