@@ -115,8 +115,9 @@ int grammar_vocab_size(const struct grammar_vocab *v);
  * bytes the matcher accepts from here, and the end-of-generation tokens when the state is
  * accepting. Computed by one walk of the prefix tree, memoized as a DFA over the stack sets met
  * (grammar_mask.c); masks are cached per state (by a 64-bit hash of the stack set) inside M. The
- * memo and the cache take about 0.8 MB per matcher for a 49k vocabulary, allocated at the first
- * call. Returns the number of allowed tokens, or -1 on a limit. */
+ * memo takes 180 KB per matcher plus 512 B per state met (2048 at most), allocated from the
+ * first call; the cache up to 64 masks (6 KB each for a 49k vocabulary). Returns the number of
+ * allowed tokens, or -1 on a limit. */
 int grammar_mask(struct grammar_matcher *m, const struct grammar_vocab *v, uint32_t *mask);
 size_t grammar_mask_words(const struct grammar_vocab *v);
 

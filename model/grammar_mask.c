@@ -38,7 +38,13 @@ struct grammar_vocab {
     uint8_t *byte;                       /* (n_nodes) the byte leading into the node */
     int32_t *tok_head;                   /* (n_nodes) first token ending here, -1 = none */
     int32_t *tok_next;                   /* (n_vocab) next token ending at the same node */
-    int max_len;                         /* longest token, bytes (the walk's depth) */
+    /* the same once the tree is in preorder, as lists in node order (what the walk reads): node
+     * x's tokens are tok_list[tok_start[x] .. tok_start[x + 1]), so a walk reads the list
+     * forward instead of chasing tok_next across the vocabulary (tok_head and tok_next are
+     * freed then) */
+    int32_t *tok_start; /* (n_nodes + 1) */
+    int32_t *tok_list;  /* (tokens in the tree) */
+    int max_len;        /* longest token, bytes (the walk's depth) */
     /* each token's bytes, for advancing by a chosen token */
     char *bytes;         /* all tokens end to end */
     uint32_t *off, *len; /* (n_vocab); len 0: not text (control, empty) */
@@ -116,6 +122,24 @@ static int trie_preorder(struct grammar_vocab *v) {
     return ok ? 0 : -1;
 }
 
+/* The token lists in node order (tok_start, tok_list) from tok_head / tok_next, which go. 0 or
+ * -1 (out of memory; nothing changed). */
+static int trie_token_lists(struct grammar_vocab *v) {
+    v->tok_start = malloc(sizeof(int32_t) * ((size_t)v->n_nodes + 1));
+    v->tok_list = malloc(sizeof(int32_t) * ((size_t)v->n_vocab + 1));
+    if (!v->tok_start || !v->tok_list) return -1; /* grammar_vocab_free takes them */
+    int k = 0;
+    for (int x = 0; x < v->n_nodes; x++) {
+        v->tok_start[x] = k;
+        for (int t = v->tok_head[x]; t >= 0; t = v->tok_next[t])
+            v->tok_list[k++] = t;
+    }
+    v->tok_start[v->n_nodes] = k;
+    free(v->tok_head), free(v->tok_next);
+    v->tok_head = v->tok_next = NULL;
+    return 0;
+}
+
 int grammar_vocab_new(const struct tokenizer *tok, struct grammar_vocab **out) {
     *out = NULL;
     struct grammar_vocab *v = calloc(1, sizeof *v);
@@ -160,7 +184,7 @@ int grammar_vocab_new(const struct tokenizer *tok, struct grammar_vocab **out) {
         v->tok_head[node] = id;
         if (len > v->max_len) v->max_len = len;
     }
-    if (trie_preorder(v)) goto fail;
+    if (trie_preorder(v) || trie_token_lists(v)) goto fail;
     *out = v;
     return 0;
 fail:
@@ -175,6 +199,8 @@ void grammar_vocab_free(struct grammar_vocab *v) {
     free(v->byte);
     free(v->tok_head);
     free(v->tok_next);
+    free(v->tok_start);
+    free(v->tok_list);
     free(v->bytes);
     free(v->off);
     free(v->len);
@@ -194,27 +220,23 @@ size_t grammar_mask_words(const struct grammar_vocab *v) {
 /* ---- the walk's memo ------------------------------------------------------------------------ */
 
 void grammar_dfa_free(struct grammar_matcher *m) {
-    for (int i = 0; i < m->n_dfa; i++)
+    for (int i = 0; m->dfa && i < GDFA_MAX_STATES; i++) {
         gstacks_free(&m->dfa[i].s);
+        free(m->dfa[i].next);
+    }
     free(m->dfa);
-    free(m->trans_key);
-    free(m->trans_val);
     free(m->index);
     gstacks_free(&m->tmp);
     m->dfa = NULL;
-    m->trans_key = NULL;
-    m->trans_val = NULL;
     m->index = NULL;
-    m->n_dfa = m->n_trans = 0;
+    m->n_dfa = 0;
 }
 
 static int dfa_init(struct grammar_matcher *m) {
     if (m->dfa) return 0;
     m->dfa = calloc(GDFA_MAX_STATES, sizeof *m->dfa);
-    m->trans_key = calloc(GDFA_TRANS_SIZE, sizeof *m->trans_key);
-    m->trans_val = malloc(sizeof *m->trans_val * GDFA_TRANS_SIZE);
     m->index = calloc(GDFA_INDEX_SIZE, sizeof *m->index);
-    if (m->dfa && m->trans_key && m->trans_val && m->index) return 0;
+    if (m->dfa && m->index) return 0;
     grammar_dfa_free(m);
     return -1;
 }
@@ -224,8 +246,6 @@ static void dfa_flush(struct grammar_matcher *m) {
     for (int i = 0; i < m->n_dfa; i++)
         gstacks_free(&m->dfa[i].s);
     m->n_dfa = 0;
-    m->n_trans = 0;
-    memset(m->trans_key, 0, sizeof *m->trans_key * GDFA_TRANS_SIZE);
     memset(m->index, 0, sizeof *m->index * GDFA_INDEX_SIZE);
 }
 
@@ -239,8 +259,13 @@ static int dfa_intern(struct grammar_matcher *m, struct gstacks *s) {
         i = (i + 1) & (GDFA_INDEX_SIZE - 1);
     }
     if (m->n_dfa == GDFA_MAX_STATES) return -1;
-    int id = m->n_dfa++;
+    int id = m->n_dfa;
     struct gdfa_state *d = &m->dfa[id];
+    if (d->next)
+        memset(d->next, 0, sizeof(int16_t) * 256); /* a slot of before a flush */
+    else if (!(d->next = calloc(256, sizeof(int16_t))))
+        return -1;
+    m->n_dfa++;
     d->s = *s; /* take the buffer; S gets none */
     memset(s, 0, sizeof *s);
     d->hash = h;
@@ -252,13 +277,8 @@ static int dfa_intern(struct grammar_matcher *m, struct gstacks *s) {
 /* The state after byte B from state SID: an id, -1 when B is refused, -2 on a limit (memo full:
  * the walk restarts after a flush) or out of memory. */
 static int dfa_next(struct grammar_matcher *m, int sid, unsigned b) {
-    uint32_t key = ((uint32_t)sid << 8 | b) + 1;
-    size_t i = (key * 2654435761u) & (GDFA_TRANS_SIZE - 1);
-    while (m->trans_key[i]) {
-        if (m->trans_key[i] == key) return m->trans_val[i];
-        i = (i + 1) & (GDFA_TRANS_SIZE - 1);
-    }
-    if (m->n_trans >= GDFA_TRANS_SIZE / 4 * 3) return -2;
+    int16_t t = m->dfa[sid].next[b];
+    if (t) return t > 0 ? t - 1 : -1;
     if (m->sc.work > GRAMMAR_MASK_WORK) return -3;
     if (gstacks_advance(m->g, &m->sc, &m->dfa[sid].s, b, &m->tmp)) return -3;
     int nid = -1;
@@ -266,9 +286,7 @@ static int dfa_next(struct grammar_matcher *m, int sid, unsigned b) {
         nid = dfa_intern(m, &m->tmp);
         if (nid < 0) return -2;
     }
-    m->trans_key[i] = key;
-    m->trans_val[i] = nid;
-    m->n_trans++;
+    m->dfa[sid].next[b] = (int16_t)(nid < 0 ? -1 : nid + 1);
     return nid;
 }
 
@@ -283,10 +301,11 @@ static int walk(struct grammar_matcher *m, const struct grammar_vocab *v, int no
         int nid = dfa_next(m, sid, b);
         if (nid == -1) continue;
         if (nid < 0) return nid;
-        for (int t = v->tok_head[c]; t >= 0; t = v->tok_next[t]) {
+        for (int k = v->tok_start[c], e = v->tok_start[c + 1]; k < e; k++) {
+            int t = v->tok_list[k];
             mask[t >> 5] |= 1u << (t & 31);
-            count++;
         }
+        count += v->tok_start[c + 1] - v->tok_start[c];
         if (v->first_child[c] >= 0) {
             int r = walk(m, v, c, nid, mask);
             if (r < 0) return r;
@@ -583,11 +602,8 @@ static int dfa_find(const struct grammar_matcher *m, uint64_t h) {
  * does not know it (nothing is computed here). */
 static int dfa_peek(const struct grammar_matcher *m, int sid, unsigned b) {
     if (!(m->dfa[sid].next_bytes[b >> 5] >> (b & 31) & 1)) return -1; /* no top admits b */
-    uint32_t key = ((uint32_t)sid << 8 | b) + 1;
-    for (size_t i = (key * 2654435761u) & (GDFA_TRANS_SIZE - 1); m->trans_key[i];
-         i = (i + 1) & (GDFA_TRANS_SIZE - 1))
-        if (m->trans_key[i] == key) return m->trans_val[i];
-    return -2;
+    int16_t t = m->dfa[sid].next[b];
+    return t > 0 ? t - 1 : t < 0 ? -1 : -2;
 }
 
 /* Advance M by the N bytes P along the memo of SRC: M itself, or a matcher of an equal grammar
