@@ -629,24 +629,25 @@ static int accept_by_memo(struct grammar_matcher *m, const struct grammar_matche
     return 0;
 }
 
-/* grammar_matcher_accept_token, trying the memos of DONORS (N_DONORS, entries may be NULL) when
- * M's own does not cover its state: a row whose mask was another row's copy, or a shared cache
- * hit, has not walked from its state; the matcher that did has. */
-static int accept_token_with(struct grammar_matcher *m, struct grammar_matcher *const *donors,
-                             int n_donors, const struct grammar_vocab *v, int id) {
+/* Advance M by token ID along the memo of SRC (M itself or a donor, as accept_by_memo), H being
+ * the hash of M's stack set: grammar_matcher_accept_token's return, or -2 when that memo does not
+ * cover the way (nothing changed; ID is then a text token). */
+static int accept_token_memo(struct grammar_matcher *m, const struct grammar_matcher *src,
+                             const struct grammar_vocab *v, int id, uint64_t h) {
     if (id < 0 || id >= v->n_vocab) return -1;
     if (v->eog[id]) return grammar_matcher_accepting(m) ? 0 : -1;
     if (v->len[id] == 0) return -1;
-    const unsigned char *p = (const unsigned char *)v->bytes + v->off[id];
-    uint64_t h = gstacks_hash(&m->cur);
-    int rc = accept_by_memo(m, m, h, p, v->len[id]);
-    for (int k = 0; rc == -2 && k < n_donors; k++)
-        if (donors[k] && donors[k] != m) rc = accept_by_memo(m, donors[k], h, p, v->len[id]);
-    return rc != -2 ? rc : grammar_matcher_accept(m, p, v->len[id]);
+    return accept_by_memo(m, src, h, (const unsigned char *)v->bytes + v->off[id], v->len[id]);
+}
+
+/* The slow way, for a text token no memo covered: its bytes fed to the matcher. */
+static int accept_token_bytes(struct grammar_matcher *m, const struct grammar_vocab *v, int id) {
+    return grammar_matcher_accept(m, v->bytes + v->off[id], v->len[id]);
 }
 
 int grammar_matcher_accept_token(struct grammar_matcher *m, const struct grammar_vocab *v, int id) {
-    return accept_token_with(m, NULL, 0, v, id);
+    int rc = accept_token_memo(m, m, v, id, gstacks_hash(&m->cur));
+    return rc != -2 ? rc : accept_token_bytes(m, v, id);
 }
 
 /* 1 when A and B have equal grammars: the same object, or the same fingerprint and size (a
@@ -750,11 +751,11 @@ void grammar_accept_rows(struct grammar_matcher *const *m, int n, const struct g
         row_table_free(&state), row_table_free(&pick);
         ok = 0;
     }
-    uint64_t *skey = ok ? malloc(sizeof(uint64_t) * (size_t)n) : NULL;
+    uint64_t *hash = ok ? malloc(sizeof(uint64_t) * (size_t)n) : NULL; /* (n) of each stack set */
     int *lead = ok ? malloc(sizeof(int) * (size_t)n) : NULL, *twin = NULL;
     if (lead) twin = malloc(sizeof(int) * (size_t)n);
     if (!twin) { /* out of memory: each row by itself */
-        free(skey), free(lead);
+        free(hash), free(lead);
         if (ok) row_table_free(&state), row_table_free(&pick), row_table_free(&by_id);
         for (int i = 0; i < n; i++)
             status[i] = m[i] ? grammar_matcher_accept_token(m[i], v, ids[i]) : 0;
@@ -765,9 +766,8 @@ void grammar_accept_rows(struct grammar_matcher *const *m, int n, const struct g
     for (int i = 0; i < n; i++) {
         lead[i] = twin[i] = -1;
         if (!m[i]) continue;
-        uint64_t h = gstacks_hash(&m[i]->cur);
+        uint64_t h = hash[i] = gstacks_hash(&m[i]->cur);
         uint64_t k = h * 0x9E3779B97F4A7C15ull ^ grammar_fingerprint(m[i]->g);
-        skey[i] = m[i]->shared ? gmc_key(m[i], h) : 0;
         lead[i] = row_table_put(&state, k, i, same_state, &x);
         twin[i] = row_table_put(&pick, k ^ ((uint64_t)(unsigned)ids[i] * 0xC2B2AE3D27D4EB4Full), i,
                                 same_pick, &x);
@@ -790,15 +790,17 @@ void grammar_accept_rows(struct grammar_matcher *const *m, int n, const struct g
             }
             /* no memory for the copy (cur is untouched): advance it itself */
         }
-        struct grammar_matcher *donors[2] = {lead[i] >= 0 ? m[lead[i]] : NULL, NULL};
-        if (skey[i]) {
-            uint64_t w = gmc_walker(m[i]->shared, skey[i]);
+        /* its own memo, the group's first row's, the walker's (looked up only when needed) */
+        int rc = accept_token_memo(m[i], m[i], v, ids[i], hash[i]);
+        if (rc == -2 && lead[i] >= 0) rc = accept_token_memo(m[i], m[lead[i]], v, ids[i], hash[i]);
+        if (rc == -2 && m[i]->shared) {
+            uint64_t w = gmc_walker(m[i]->shared, gmc_key(m[i], hash[i]));
             int r = w ? row_table_get(&by_id, w) : -1;
-            if (r >= 0 && m[r]->shared == m[i]->shared && same_grammar(m[r]->g, m[i]->g))
-                donors[1] = m[r];
+            if (r >= 0 && r != i && m[r]->shared == m[i]->shared && same_grammar(m[r]->g, m[i]->g))
+                rc = accept_token_memo(m[i], m[r], v, ids[i], hash[i]);
         }
-        status[i] = accept_token_with(m[i], donors, 2, v, ids[i]);
+        status[i] = rc != -2 ? rc : accept_token_bytes(m[i], v, ids[i]);
     }
-    free(skey), free(lead), free(twin);
+    free(hash), free(lead), free(twin);
     row_table_free(&state), row_table_free(&pick), row_table_free(&by_id);
 }
