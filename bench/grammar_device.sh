@@ -8,7 +8,8 @@
 # On the device, from the repository root (carry: the packed folder, e.g. .gpuwt/maskperf):
 #   cd .gpuwt/maskperf && ./grammar_device.sh run      # logs to $OUT (or /tmp/out)
 # Environment: DEVICE (cuda; cpu for a dry run here), ROWS (1,64,256), STEPS (48), CONTEXT (128), MODEL (/tmp/w/random_llama3_8b.f16.gguf,
-# written when missing: ~10 s).
+# written when missing: ~10 s), THREADS (the mask pool's threads; default all cores), SCHEMA
+# (bounded or free; default both), WALK (0: skip the walk A/B).
 set -uo pipefail
 cmd=${1:-run}
 if [ "$cmd" = pack ]; then
@@ -61,9 +62,10 @@ rc=0
     --out "$MODEL" || rc=1
 echo "== $(date -u +%T) bench_grammar_step"
 [ $rc = 0 ] && ./bench_grammar_step --model "$MODEL" --device "${DEVICE:-cuda}" --rows "${ROWS:-1,64,256}" \
-    --steps "${STEPS:-48}" --context "${CONTEXT:-128}" 2>&1 | tee "$O/bench_grammar_step.log" || rc=1
+    --steps "${STEPS:-48}" --context "${CONTEXT:-128}" ${THREADS:+--threads "$THREADS"} \
+    ${SCHEMA:+--schema "$SCHEMA"} 2>&1 | tee "$O/bench_grammar_step.log" || rc=1
 echo "== $(date -u +%T) walk A/B (bench_grammar_walk: base = $(cat walk_base 2>/dev/null), then this commit)"
-for _ in 1 2; do
+[ "${WALK:-1}" = 0 ] || for _ in 1 2; do
     for b in bench_grammar_walk_base bench_grammar_walk; do
         [ $rc = 0 ] && { printf '%-24s ' "$b"; ./$b "$MODEL" 2>&1; } | tee -a "$O/bench_grammar_walk.log"
     done
