@@ -285,7 +285,7 @@ static int dfa_intern(struct grammar_matcher *m, struct gstacks *s) {
     int id = m->n_dfa;
     struct gdfa_state *d = &m->dfa[id];
     if (d->next)
-        memset(d->next, 0, sizeof(int16_t) * 256); /* a slot of before a flush */
+        memset(d->next, 0, sizeof(int16_t) * 256); /* a slot used before a flush */
     else if (!(d->next = calloc(256, sizeof(int16_t))))
         return -1;
     m->n_dfa++;
