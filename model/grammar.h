@@ -115,8 +115,9 @@ int grammar_vocab_size(const struct grammar_vocab *v);
  * bytes the matcher accepts from here, and the end-of-generation tokens when the state is
  * accepting. Computed by one walk of the prefix tree, memoized as a DFA over the stack sets met
  * (grammar_mask.c); masks are cached per state (by a 64-bit hash of the stack set) inside M. The
- * memo and the cache take about 0.8 MB per matcher for a 49k vocabulary, allocated at the first
- * call. Returns the number of allowed tokens, or -1 on a limit. */
+ * memo takes 180 KB per matcher plus 512 B per state met (2048 at most), allocated from the
+ * first call; the cache up to 64 masks (6 KB each for a 49k vocabulary). Returns the number of
+ * allowed tokens, or -1 on a limit. */
 int grammar_mask(struct grammar_matcher *m, const struct grammar_vocab *v, uint32_t *mask);
 size_t grammar_mask_words(const struct grammar_vocab *v);
 
@@ -148,9 +149,12 @@ int grammar_mask_rows(struct grammar_matcher *const *m, int n, const struct gram
 int grammar_matcher_accept_token(struct grammar_matcher *m, const struct grammar_vocab *v, int id);
 /* A step's advances at once (the worker's call, after the picks): row i with M[i] != NULL is
  * advanced by IDS[i], STATUS[i] = grammar_matcher_accept_token's return (0 for rows with M[i]
- * NULL), on POOL's threads when the rows are many (NULL: the caller's). The matchers must be
- * distinct objects. */
+ * NULL), on the calling thread. Rows in one state of equal grammars help each other: the same
+ * token from the same state is advanced once and copied, and a row whose matcher did not walk
+ * its state (its mask was a copy) follows the memo of one that did (the step's row that
+ * computed the state's mask, or the matcher whose walk stored it in the shared cache, when that
+ * one is in the step). The matchers must be distinct objects. */
 void grammar_accept_rows(struct grammar_matcher *const *m, int n, const struct grammar_vocab *v,
-                         const int *ids, int *status, struct cpu_pool *pool);
+                         const int *ids, int *status);
 
 #endif

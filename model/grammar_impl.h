@@ -73,23 +73,25 @@ struct gdfa_state {
     struct gstacks s;
     uint64_t hash;
     uint32_t next_bytes[8]; /* bytes some top admits (others are dead without a lookup) */
+    int16_t
+        *next; /* (256) by byte: 0 = not computed yet, -1 = dead, else the state id + 1;
+                  allocated at the state's first transition, kept across flushes. A table
+                  of its own per state rather than one hash of (state, byte): a walk
+                  inside a string moves among a few dozen states, whose tables stay in the
+                  L1/L2 cache, where the hash's probes went all over 256 KB (bench/grammar.md) */
 };
 
-#define GDFA_MAX_STATES 2048      /* then the memo starts over (a flush is cheap to refill) */
-#define GDFA_TRANS_SIZE (1 << 15) /* transition table slots (power of 2), kept under 3/4 full */
-#define GDFA_INDEX_SIZE 4096      /* hash -> state slots (power of 2), > 2 * GDFA_MAX_STATES */
+#define GDFA_MAX_STATES 2048 /* then the memo starts over (a flush is cheap to refill) */
+#define GDFA_INDEX_SIZE 4096 /* hash -> state slots (power of 2), > 2 * GDFA_MAX_STATES */
 
 struct grammar_matcher {
     const struct grammar *g;
     struct gstacks cur, nxt;
     struct gscratch sc;
-    /* grammar_mask's memo: interned states and their transitions, (state << 8 | byte) -> state
-     * (-1 = dead); allocated at the first mask */
-    struct gdfa_state *dfa; /* (n_dfa) */
+    /* grammar_mask's memo: interned states and their transitions (gdfa_state.next); allocated
+     * at the first mask */
+    struct gdfa_state *dfa; /* (GDFA_MAX_STATES), n_dfa in use */
     int n_dfa;
-    uint32_t *trans_key; /* (GDFA_TRANS_SIZE) key + 1; 0 = empty */
-    int32_t *trans_val;
-    int n_trans;
     int32_t *index; /* (GDFA_INDEX_SIZE) state id + 1 by hash; 0 = empty */
     struct gstacks tmp;
     /* the mask cache */
@@ -99,6 +101,9 @@ struct grammar_matcher {
     int cache_next;
     size_t cache_words;
     struct grammar_mask_cache *shared; /* masks of every matcher of equal grammars, or NULL */
+    uint64_t share_id; /* this matcher's number in SHARED (from 1; 0 = none): the cache notes
+                          whose walk stored a mask, so a row that copied it can advance along
+                          that matcher's memo (grammar_accept_rows) */
 };
 
 /* OUT = the stacks of IN after byte B (OUT emptied first). 0, or -1 on a limit / memory. */

@@ -16,7 +16,9 @@
  * A step's rows go through grammar_mask_rows: rows in one state of one schema cost one mask
  * (computed once, copied to the rest), distinct states are taken one at a time by the pool; and
  * grammar_accept_rows: a token the mask allowed advances its matcher along the memo the walk
- * left (a lookup per byte). The tree is laid out in depth-first preorder, the walk's order.
+ * left (a lookup per byte), its own or that of the matcher that walked the state (a row that
+ * copied its mask has none), and rows taking one token from one state advance once. The tree
+ * is laid out in depth-first preorder, the walk's order.
  */
 #include "grammar_impl.h"
 
@@ -28,6 +30,13 @@
 #include "kernels/cpu_pool.h"
 #include "tokenizer.h"
 
+struct trie_node {
+    int32_t next_sibling; /* -1 = none */
+    int32_t tok_start;    /* its tokens: tok_list[tok_start .. next node's tok_start) */
+    uint8_t byte;         /* the byte leading into the node */
+    uint8_t has_child;    /* then the first child is the next node */
+};
+
 struct grammar_vocab {
     int n_vocab;
     /* the prefix tree; node 0 is the root (the empty prefix) */
@@ -36,7 +45,16 @@ struct grammar_vocab {
     uint8_t *byte;                       /* (n_nodes) the byte leading into the node */
     int32_t *tok_head;                   /* (n_nodes) first token ending here, -1 = none */
     int32_t *tok_next;                   /* (n_vocab) next token ending at the same node */
-    int max_len;                         /* longest token, bytes (the walk's depth) */
+    /* the same once the tree is in preorder, as lists in node order (what the walk reads): node
+     * x's tokens are tok_list[tok_start[x] .. tok_start[x + 1]), so a walk reads the list
+     * forward instead of chasing tok_next across the vocabulary (tok_head and tok_next are
+     * freed then) */
+    int32_t *tok_start; /* (n_nodes + 1) */
+    int32_t *tok_list;  /* (tokens in the tree) */
+    /* what the walk reads of a node, in one place (one cache line instead of five arrays);
+     * in preorder a node's first child is the next node */
+    struct trie_node *node; /* (n_nodes + 1), the last a sentinel for tok_start */
+    int max_len;            /* longest token, bytes (the walk's depth) */
     /* each token's bytes, for advancing by a chosen token */
     char *bytes;         /* all tokens end to end */
     uint32_t *off, *len; /* (n_vocab); len 0: not text (control, empty) */
@@ -114,6 +132,36 @@ static int trie_preorder(struct grammar_vocab *v) {
     return ok ? 0 : -1;
 }
 
+/* The token lists in node order (tok_start, tok_list) from tok_head / tok_next, and the walk's
+ * node array from the tree's arrays; the arrays they came from go. 0 or -1 (out of memory; the
+ * vocabulary is then freed). */
+static int trie_token_lists(struct grammar_vocab *v) {
+    v->tok_start = malloc(sizeof(int32_t) * ((size_t)v->n_nodes + 1));
+    v->tok_list = malloc(sizeof(int32_t) * ((size_t)v->n_vocab + 1));
+    if (!v->tok_start || !v->tok_list) return -1; /* grammar_vocab_free takes them */
+    int k = 0;
+    for (int x = 0; x < v->n_nodes; x++) {
+        v->tok_start[x] = k;
+        for (int t = v->tok_head[x]; t >= 0; t = v->tok_next[t])
+            v->tok_list[k++] = t;
+    }
+    v->tok_start[v->n_nodes] = k;
+    free(v->tok_head), free(v->tok_next);
+    v->tok_head = v->tok_next = NULL;
+    v->node = malloc(sizeof *v->node * ((size_t)v->n_nodes + 1));
+    if (!v->node) return -1;
+    for (int x = 0; x <= v->n_nodes; x++) {
+        int last = x == v->n_nodes;
+        v->node[x] =
+            (struct trie_node){last ? -1 : v->next_sibling[x], v->tok_start[x],
+                               last ? 0 : v->byte[x], (uint8_t)(!last && v->first_child[x] >= 0)};
+    }
+    free(v->first_child), free(v->next_sibling), free(v->byte); /* all in v->node now */
+    v->first_child = v->next_sibling = NULL;
+    v->byte = NULL;
+    return 0;
+}
+
 int grammar_vocab_new(const struct tokenizer *tok, struct grammar_vocab **out) {
     *out = NULL;
     struct grammar_vocab *v = calloc(1, sizeof *v);
@@ -158,7 +206,7 @@ int grammar_vocab_new(const struct tokenizer *tok, struct grammar_vocab **out) {
         v->tok_head[node] = id;
         if (len > v->max_len) v->max_len = len;
     }
-    if (trie_preorder(v)) goto fail;
+    if (trie_preorder(v) || trie_token_lists(v)) goto fail;
     *out = v;
     return 0;
 fail:
@@ -173,6 +221,9 @@ void grammar_vocab_free(struct grammar_vocab *v) {
     free(v->byte);
     free(v->tok_head);
     free(v->tok_next);
+    free(v->tok_start);
+    free(v->tok_list);
+    free(v->node);
     free(v->bytes);
     free(v->off);
     free(v->len);
@@ -192,27 +243,23 @@ size_t grammar_mask_words(const struct grammar_vocab *v) {
 /* ---- the walk's memo ------------------------------------------------------------------------ */
 
 void grammar_dfa_free(struct grammar_matcher *m) {
-    for (int i = 0; i < m->n_dfa; i++)
+    for (int i = 0; m->dfa && i < GDFA_MAX_STATES; i++) {
         gstacks_free(&m->dfa[i].s);
+        free(m->dfa[i].next);
+    }
     free(m->dfa);
-    free(m->trans_key);
-    free(m->trans_val);
     free(m->index);
     gstacks_free(&m->tmp);
     m->dfa = NULL;
-    m->trans_key = NULL;
-    m->trans_val = NULL;
     m->index = NULL;
-    m->n_dfa = m->n_trans = 0;
+    m->n_dfa = 0;
 }
 
 static int dfa_init(struct grammar_matcher *m) {
     if (m->dfa) return 0;
     m->dfa = calloc(GDFA_MAX_STATES, sizeof *m->dfa);
-    m->trans_key = calloc(GDFA_TRANS_SIZE, sizeof *m->trans_key);
-    m->trans_val = malloc(sizeof *m->trans_val * GDFA_TRANS_SIZE);
     m->index = calloc(GDFA_INDEX_SIZE, sizeof *m->index);
-    if (m->dfa && m->trans_key && m->trans_val && m->index) return 0;
+    if (m->dfa && m->index) return 0;
     grammar_dfa_free(m);
     return -1;
 }
@@ -222,8 +269,6 @@ static void dfa_flush(struct grammar_matcher *m) {
     for (int i = 0; i < m->n_dfa; i++)
         gstacks_free(&m->dfa[i].s);
     m->n_dfa = 0;
-    m->n_trans = 0;
-    memset(m->trans_key, 0, sizeof *m->trans_key * GDFA_TRANS_SIZE);
     memset(m->index, 0, sizeof *m->index * GDFA_INDEX_SIZE);
 }
 
@@ -237,8 +282,13 @@ static int dfa_intern(struct grammar_matcher *m, struct gstacks *s) {
         i = (i + 1) & (GDFA_INDEX_SIZE - 1);
     }
     if (m->n_dfa == GDFA_MAX_STATES) return -1;
-    int id = m->n_dfa++;
+    int id = m->n_dfa;
     struct gdfa_state *d = &m->dfa[id];
+    if (d->next)
+        memset(d->next, 0, sizeof(int16_t) * 256); /* a slot used before a flush */
+    else if (!(d->next = calloc(256, sizeof(int16_t))))
+        return -1;
+    m->n_dfa++;
     d->s = *s; /* take the buffer; S gets none */
     memset(s, 0, sizeof *s);
     d->hash = h;
@@ -250,13 +300,8 @@ static int dfa_intern(struct grammar_matcher *m, struct gstacks *s) {
 /* The state after byte B from state SID: an id, -1 when B is refused, -2 on a limit (memo full:
  * the walk restarts after a flush) or out of memory. */
 static int dfa_next(struct grammar_matcher *m, int sid, unsigned b) {
-    uint32_t key = ((uint32_t)sid << 8 | b) + 1;
-    size_t i = (key * 2654435761u) & (GDFA_TRANS_SIZE - 1);
-    while (m->trans_key[i]) {
-        if (m->trans_key[i] == key) return m->trans_val[i];
-        i = (i + 1) & (GDFA_TRANS_SIZE - 1);
-    }
-    if (m->n_trans >= GDFA_TRANS_SIZE / 4 * 3) return -2;
+    int16_t t = m->dfa[sid].next[b];
+    if (t) return t > 0 ? t - 1 : -1;
     if (m->sc.work > GRAMMAR_MASK_WORK) return -3;
     if (gstacks_advance(m->g, &m->sc, &m->dfa[sid].s, b, &m->tmp)) return -3;
     int nid = -1;
@@ -264,9 +309,7 @@ static int dfa_next(struct grammar_matcher *m, int sid, unsigned b) {
         nid = dfa_intern(m, &m->tmp);
         if (nid < 0) return -2;
     }
-    m->trans_key[i] = key;
-    m->trans_val[i] = nid;
-    m->n_trans++;
+    m->dfa[sid].next[b] = (int16_t)(nid < 0 ? -1 : nid + 1);
     return nid;
 }
 
@@ -275,17 +318,21 @@ static int dfa_next(struct grammar_matcher *m, int sid, unsigned b) {
 static int walk(struct grammar_matcher *m, const struct grammar_vocab *v, int node, int sid,
                 uint32_t *mask) {
     int count = 0;
-    for (int c = v->first_child[node]; c >= 0; c = v->next_sibling[c]) {
-        unsigned b = v->byte[c];
+    if (!v->node[node].has_child) return 0;
+    for (int c = node + 1; c >= 0; c = v->node[c].next_sibling) {
+        const struct trie_node *nd = &v->node[c];
+        unsigned b = nd->byte;
         if (!(m->dfa[sid].next_bytes[b >> 5] >> (b & 31) & 1)) continue;
         int nid = dfa_next(m, sid, b);
         if (nid == -1) continue;
         if (nid < 0) return nid;
-        for (int t = v->tok_head[c]; t >= 0; t = v->tok_next[t]) {
+        int e = nd[1].tok_start;
+        for (int k = nd->tok_start; k < e; k++) {
+            int t = v->tok_list[k];
             mask[t >> 5] |= 1u << (t & 31);
-            count++;
         }
-        if (v->first_child[c] >= 0) {
+        count += e - nd->tok_start;
+        if (nd->has_child) {
             int r = walk(m, v, c, nid, mask);
             if (r < 0) return r;
             count += r;
@@ -302,12 +349,13 @@ static int walk(struct grammar_matcher *m, const struct grammar_vocab *v, int no
 struct grammar_mask_cache {
     size_t words;
     size_t n_sets;
-    uint64_t *key;   /* (n_sets * GMC_WAYS) 0 = empty */
-    uint64_t *used;  /* (n_sets * GMC_WAYS) last use, for LRU within a set */
-    int32_t *count;  /* (n_sets * GMC_WAYS) allowed tokens */
-    uint32_t *masks; /* (n_sets * GMC_WAYS, words) */
+    uint64_t *key;    /* (n_sets * GMC_WAYS) 0 = empty */
+    uint64_t *used;   /* (n_sets * GMC_WAYS) last use, for LRU within a set */
+    int32_t *count;   /* (n_sets * GMC_WAYS) allowed tokens */
+    uint32_t *masks;  /* (n_sets * GMC_WAYS, words) */
+    uint64_t *walker; /* (n_sets * GMC_WAYS) share id of the matcher whose walk stored it */
     pthread_mutex_t lock[GMC_LOCKS];
-    atomic_uint_fast64_t tick, hits, misses;
+    atomic_uint_fast64_t tick, hits, misses, next_id;
 };
 
 struct grammar_mask_cache *grammar_mask_cache_new(const struct grammar_vocab *v, size_t max_bytes) {
@@ -322,7 +370,9 @@ struct grammar_mask_cache *grammar_mask_cache_new(const struct grammar_vocab *v,
     c->used = calloc(slots, sizeof *c->used);
     c->count = calloc(slots, sizeof *c->count);
     c->masks = malloc(slots * c->words * sizeof(uint32_t));
-    if (!c->key || !c->used || !c->count || !c->masks) {
+    c->walker = calloc(slots, sizeof *c->walker);
+    if (!c->key || !c->used || !c->count || !c->masks || !c->walker) {
+        free(c->walker);
         free(c->key);
         free(c->used);
         free(c->count);
@@ -343,6 +393,7 @@ void grammar_mask_cache_free(struct grammar_mask_cache *c) {
     free(c->used);
     free(c->count);
     free(c->masks);
+    free(c->walker);
     free(c);
 }
 
@@ -353,6 +404,7 @@ void grammar_mask_cache_stats(struct grammar_mask_cache *c, uint64_t *hits, uint
 
 void grammar_matcher_share(struct grammar_matcher *m, struct grammar_mask_cache *c) {
     m->shared = c;
+    m->share_id = c ? atomic_fetch_add(&c->next_id, 1) + 1 : 0;
 }
 
 static uint64_t gmc_key(const struct grammar_matcher *m, uint64_t state) {
@@ -379,7 +431,23 @@ static int gmc_get(struct grammar_mask_cache *c, uint64_t key, uint32_t *mask) {
     return count;
 }
 
-static void gmc_put(struct grammar_mask_cache *c, uint64_t key, const uint32_t *mask, int count) {
+/* The share id of the matcher whose walk stored KEY's mask, or 0 when absent. */
+static uint64_t gmc_walker(struct grammar_mask_cache *c, uint64_t key) {
+    size_t set = (size_t)(key % c->n_sets);
+    pthread_mutex_t *lk = &c->lock[set % GMC_LOCKS];
+    uint64_t w = 0;
+    pthread_mutex_lock(lk);
+    for (size_t i = set * GMC_WAYS; i < (set + 1) * GMC_WAYS; i++)
+        if (c->key[i] == key) {
+            w = c->walker[i];
+            break;
+        }
+    pthread_mutex_unlock(lk);
+    return w;
+}
+
+static void gmc_put(struct grammar_mask_cache *c, uint64_t key, const uint32_t *mask, int count,
+                    uint64_t walker) {
     size_t set = (size_t)(key % c->n_sets), victim = set * GMC_WAYS;
     pthread_mutex_t *lk = &c->lock[set % GMC_LOCKS];
     pthread_mutex_lock(lk);
@@ -392,6 +460,7 @@ static void gmc_put(struct grammar_mask_cache *c, uint64_t key, const uint32_t *
     }
     c->key[victim] = key;
     c->count[victim] = count;
+    c->walker[victim] = walker;
     c->used[victim] = atomic_fetch_add(&c->tick, 1) + 1;
     memcpy(c->masks + victim * c->words, mask, c->words * sizeof(uint32_t));
     pthread_mutex_unlock(lk);
@@ -458,7 +527,7 @@ int grammar_mask(struct grammar_matcher *m, const struct grammar_vocab *v, uint3
             count++;
         }
     own_put(m, key, mask, count, words);
-    if (sh) gmc_put(sh, skey, mask, count);
+    if (sh) gmc_put(sh, skey, mask, count, m->share_id);
     return count;
 }
 
@@ -559,65 +628,205 @@ static int dfa_find(const struct grammar_matcher *m, uint64_t h) {
  * does not know it (nothing is computed here). */
 static int dfa_peek(const struct grammar_matcher *m, int sid, unsigned b) {
     if (!(m->dfa[sid].next_bytes[b >> 5] >> (b & 31) & 1)) return -1; /* no top admits b */
-    uint32_t key = ((uint32_t)sid << 8 | b) + 1;
-    for (size_t i = (key * 2654435761u) & (GDFA_TRANS_SIZE - 1); m->trans_key[i];
-         i = (i + 1) & (GDFA_TRANS_SIZE - 1))
-        if (m->trans_key[i] == key) return m->trans_val[i];
-    return -2;
+    int16_t t = m->dfa[sid].next[b];
+    return t > 0 ? t - 1 : t < 0 ? -1 : -2;
 }
 
-/* Advance M by the N bytes P along its memo: the mask walk that allowed the token went through
- * every byte of it, so after a mask the state it leads to is a lookup per byte and a copy,
- * instead of expanding the stacks again (what grammar_matcher_accept does: ~5-10 µs a token on
- * a JSON Schema, bench/grammar.md). 0 or -1 as grammar_matcher_accept; -2 when the memo does not
- * cover the way (the caller advances the slow way). */
-static int accept_by_memo(struct grammar_matcher *m, const unsigned char *p, size_t n) {
-    if (!m->dfa || m->n_dfa == 0) return -2;
-    int sid = dfa_find(m, gstacks_hash(&m->cur));
+/* Advance M by the N bytes P along the memo of SRC: M itself, or a matcher of an equal grammar
+ * (the same elements, so the same positions) whose mask walk started from M's state H. The walk
+ * that allowed the token went through every byte of it, so after a mask the state it leads to is
+ * a lookup per byte and a copy, instead of expanding the stacks again (what
+ * grammar_matcher_accept does: ~1-2 µs a token on a JSON Schema, bench/grammar.md). SRC's memo
+ * is only read. 0 or -1 as grammar_matcher_accept; -2 when the memo does not cover the way (the
+ * caller tries another memo or advances the slow way). */
+static int accept_by_memo(struct grammar_matcher *m, const struct grammar_matcher *src, uint64_t h,
+                          const unsigned char *p, size_t n) {
+    if (!src->dfa || src->n_dfa == 0) return -2;
+    int sid = dfa_find(src, h);
     for (size_t i = 0; sid >= 0 && i < n; i++) {
-        int nid = dfa_peek(m, sid, p[i]);
+        int nid = dfa_peek(src, sid, p[i]);
         if (nid < 0) return nid == -1 ? -1 : -2;
         sid = nid;
     }
-    if (sid < 0 || gstacks_copy(&m->nxt, &m->dfa[sid].s)) return -2; /* cur is untouched */
+    if (sid < 0 || gstacks_copy(&m->nxt, &src->dfa[sid].s)) return -2; /* cur is untouched */
     struct gstacks t = m->cur;
     m->cur = m->nxt;
     m->nxt = t;
     return 0;
 }
 
-int grammar_matcher_accept_token(struct grammar_matcher *m, const struct grammar_vocab *v, int id) {
+/* Advance M by token ID along the memo of SRC (M itself or a donor, as accept_by_memo), H being
+ * the hash of M's stack set: grammar_matcher_accept_token's return, or -2 when that memo does not
+ * cover the way (nothing changed; ID is then a text token). */
+static int accept_token_memo(struct grammar_matcher *m, const struct grammar_matcher *src,
+                             const struct grammar_vocab *v, int id, uint64_t h) {
     if (id < 0 || id >= v->n_vocab) return -1;
     if (v->eog[id]) return grammar_matcher_accepting(m) ? 0 : -1;
     if (v->len[id] == 0) return -1;
-    const unsigned char *p = (const unsigned char *)v->bytes + v->off[id];
-    int rc = accept_by_memo(m, p, v->len[id]);
-    return rc != -2 ? rc : grammar_matcher_accept(m, p, v->len[id]);
+    return accept_by_memo(m, src, h, (const unsigned char *)v->bytes + v->off[id], v->len[id]);
 }
 
-struct accept_job {
-    struct grammar_matcher *const *m;
-    const struct grammar_vocab *v;
-    const int *ids;
-    int *status;
+/* The slow way, for a text token no memo covered: its bytes fed to the matcher. */
+static int accept_token_bytes(struct grammar_matcher *m, const struct grammar_vocab *v, int id) {
+    return grammar_matcher_accept(m, v->bytes + v->off[id], v->len[id]);
+}
+
+int grammar_matcher_accept_token(struct grammar_matcher *m, const struct grammar_vocab *v, int id) {
+    int rc = accept_token_memo(m, m, v, id, gstacks_hash(&m->cur));
+    return rc != -2 ? rc : accept_token_bytes(m, v, id);
+}
+
+/* 1 when A and B have equal grammars: the same object, or the same fingerprint and size (a
+ * memo's stack sets index the grammar's elements, so this guards the memory, not just a mask). */
+static int same_grammar(const struct grammar *a, const struct grammar *b) {
+    return a == b || (a->n_el == b->n_el && grammar_fingerprint(a) == grammar_fingerprint(b));
+}
+
+/* An open-addressed table from 64-bit keys to row numbers, for a step's rows (2N slots or more,
+ * a power of 2). */
+struct row_table {
+    uint64_t *key;
+    int *row; /* -1 = empty */
+    size_t mask;
 };
 
-static void accept_chunk(void *arg, size_t begin, size_t end) {
-    struct accept_job *j = arg;
-    for (size_t i = begin; i < end; i++)
-        j->status[i] = j->m[i] ? grammar_matcher_accept_token(j->m[i], j->v, j->ids[i]) : 0;
+static int row_table_init(struct row_table *t, int n) {
+    size_t slots = 16;
+    while (slots < 2 * (size_t)n)
+        slots *= 2;
+    t->key = malloc(sizeof(uint64_t) * slots);
+    t->row = malloc(sizeof(int) * slots);
+    t->mask = slots - 1;
+    if (!t->key || !t->row) {
+        free(t->key), free(t->row);
+        t->key = NULL, t->row = NULL;
+        return -1;
+    }
+    for (size_t s = 0; s < slots; s++)
+        t->row[s] = -1;
+    return 0;
 }
 
-/* Below this many rows the pool's wake-up (tens of µs) costs more than the advances (a lookup per
- * byte after a mask, accept_by_memo; a few µs where the memo does not cover the state). */
-#define ACCEPT_ROWS_SERIAL 32
+static void row_table_free(struct row_table *t) {
+    free(t->key), free(t->row);
+}
 
+/* The row stored under K for which SAME(arg, row) holds, or, when none, ROW stored and -1. */
+static int row_table_put(struct row_table *t, uint64_t k, int row,
+                         int (*same)(const void *arg, int a, int b), const void *arg) {
+    size_t s = (size_t)k & t->mask;
+    for (; t->row[s] >= 0; s = (s + 1) & t->mask)
+        if (t->key[s] == k && same(arg, t->row[s], row)) return t->row[s];
+    t->key[s] = k;
+    t->row[s] = row;
+    return -1;
+}
+
+/* The row stored under K (the first, when several), or -1. */
+static int row_table_get(const struct row_table *t, uint64_t k) {
+    for (size_t s = (size_t)k & t->mask; t->row[s] >= 0; s = (s + 1) & t->mask)
+        if (t->key[s] == k) return t->row[s];
+    return -1;
+}
+
+struct accept_rows {
+    struct grammar_matcher *const *m;
+    const int *ids;
+};
+
+/* Rows A and B are in one state of equal grammars (their keys being equal). */
+static int same_state(const void *arg, int a, int b) {
+    const struct accept_rows *x = arg;
+    return same_grammar(x->m[a]->g, x->m[b]->g);
+}
+
+/* ... and take the same token. */
+static int same_pick(const void *arg, int a, int b) {
+    const struct accept_rows *x = arg;
+    return x->ids[a] == x->ids[b] && same_state(arg, a, b);
+}
+
+static int any_row(const void *arg, int a, int b) {
+    (void)arg, (void)a, (void)b;
+    return 1;
+}
+
+/* A step's advances, one row after another on the calling thread. Measured on the H200 host
+ * (bench/results/grammar_step_h200_2026-12-02.log, 16 pool threads), the pool's wake-up and join
+ * took 0.2-0.3 ms a step, while 64-256 rows advanced one after another took 0.03-0.13 ms (0.5
+ * µs a row along the memo) and 0.09-0.31 ms where most rows took the slow way (1.2-1.4 µs): so
+ * the rows go in order, which also lets a row reuse an earlier row's result:
+ * - rows in one state of equal grammars that take the same token end in the same state: the
+ *   first advances, the others copy its stack set (a real model picks alike: property names);
+ * - a row whose own memo does not cover its state tries the memo of the first row in its state
+ *   (grammar_mask_rows walked there for the group), then that of the matcher whose walk stored
+ *   the state's mask in the shared cache, when it is in this step (the cache keeps its share
+ *   id). The donors' memos are only read here.
+ * Only then the slow way (the stacks expanded byte by byte). */
 void grammar_accept_rows(struct grammar_matcher *const *m, int n, const struct grammar_vocab *v,
-                         const int *ids, int *status, struct cpu_pool *pool) {
-    struct accept_job j = {m, v, ids, status};
+                         const int *ids, int *status) {
     if (n <= 0) return;
-    if (n < ACCEPT_ROWS_SERIAL)
-        accept_chunk(&j, 0, (size_t)n);
-    else
-        cpu_pool_for(pool, (size_t)n, 8, accept_chunk, &j);
+    struct accept_rows x = {m, ids};
+    struct row_table state, pick, by_id;
+    int ok = row_table_init(&state, n) == 0;
+    if (ok && row_table_init(&pick, n)) {
+        row_table_free(&state);
+        ok = 0;
+    }
+    if (ok && row_table_init(&by_id, n)) {
+        row_table_free(&state), row_table_free(&pick);
+        ok = 0;
+    }
+    uint64_t *hash = ok ? malloc(sizeof(uint64_t) * (size_t)n) : NULL; /* (n) of each stack set */
+    int *lead = ok ? malloc(sizeof(int) * (size_t)n) : NULL, *twin = NULL;
+    if (lead) twin = malloc(sizeof(int) * (size_t)n);
+    if (!twin) { /* out of memory: each row by itself */
+        free(hash), free(lead);
+        if (ok) row_table_free(&state), row_table_free(&pick), row_table_free(&by_id);
+        for (int i = 0; i < n; i++)
+            status[i] = m[i] ? grammar_matcher_accept_token(m[i], v, ids[i]) : 0;
+        return;
+    }
+    /* before any row moves: each row's group (the first row in its state) and twin (the first
+     * row in its state taking its token) */
+    for (int i = 0; i < n; i++) {
+        lead[i] = twin[i] = -1;
+        if (!m[i]) continue;
+        uint64_t h = hash[i] = gstacks_hash(&m[i]->cur);
+        uint64_t k = h * 0x9E3779B97F4A7C15ull ^ grammar_fingerprint(m[i]->g);
+        lead[i] = row_table_put(&state, k, i, same_state, &x);
+        twin[i] = row_table_put(&pick, k ^ ((uint64_t)(unsigned)ids[i] * 0xC2B2AE3D27D4EB4Full), i,
+                                same_pick, &x);
+        if (m[i]->share_id) row_table_put(&by_id, m[i]->share_id, i, any_row, &x);
+    }
+    for (int i = 0; i < n; i++) {
+        if (!m[i]) {
+            status[i] = 0;
+            continue;
+        }
+        int t = twin[i];
+        if (t >= 0) { /* the twin went first from the same state by the same token */
+            status[i] = status[t];
+            if (status[t] != 0) continue; /* refused: the state stays, as the twin's did */
+            if (gstacks_copy(&m[i]->nxt, &m[t]->cur) == 0) {
+                struct gstacks tmp = m[i]->cur;
+                m[i]->cur = m[i]->nxt;
+                m[i]->nxt = tmp;
+                continue;
+            }
+            /* no memory for the copy (cur is untouched): advance it itself */
+        }
+        /* its own memo, the group's first row's, the walker's (looked up only when needed) */
+        int rc = accept_token_memo(m[i], m[i], v, ids[i], hash[i]);
+        if (rc == -2 && lead[i] >= 0) rc = accept_token_memo(m[i], m[lead[i]], v, ids[i], hash[i]);
+        if (rc == -2 && m[i]->shared) {
+            uint64_t w = gmc_walker(m[i]->shared, gmc_key(m[i], hash[i]));
+            int r = w ? row_table_get(&by_id, w) : -1;
+            if (r >= 0 && r != i && m[r]->shared == m[i]->shared && same_grammar(m[r]->g, m[i]->g))
+                rc = accept_token_memo(m[i], m[r], v, ids[i], hash[i]);
+        }
+        status[i] = rc != -2 ? rc : accept_token_bytes(m[i], v, ids[i]);
+    }
+    free(hash), free(lead), free(twin);
+    row_table_free(&state), row_table_free(&pick), row_table_free(&by_id);
 }

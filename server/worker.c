@@ -698,8 +698,9 @@ static int step_masks(struct worker *w, struct worker_run *wr, int n, char *err,
 }
 
 /* The matchers of the rows that take a token this step (the ones take_token will see), advanced
- * by their picks at once (in parallel when many: a few µs each, serial at 256 rows they were a
- * tenth of a GPU step); wr->advance_rc[i] is the result. */
+ * by their picks at once (rows in one state help each other: model/grammar.h; on this thread,
+ * as the pool's wake-up cost more than the advances, bench/grammar.md); wr->advance_rc[i] is
+ * the result. */
 static void step_advance(struct worker_run *wr, int n) {
     for (int i = 0; i < n; i++) {
         struct sched_item *it = &wr->sched.batch.items[i];
@@ -708,7 +709,7 @@ static void step_advance(struct worker_run *wr, int n) {
             it->want && q->fin.reason == WREQ_FIN_NONE && it->seq->kv.n_tokens >= q->n_prompt;
         wr->mask_m[i] = takes ? q->matcher : NULL;
     }
-    grammar_accept_rows(wr->mask_m, n, wr->gvocab, wr->ids, wr->advance_rc, wr->mask_pool);
+    grammar_accept_rows(wr->mask_m, n, wr->gvocab, wr->ids, wr->advance_rc);
 }
 
 /* Set up the sequences sched_plan admitted for the first time (s->admitted). */

@@ -541,3 +541,104 @@ Test(grammar, accept_after_mask_equals_bytes, .timeout = 120) {
     grammar_vocab_free(v);
     tokenizer_free(tok);
 }
+
+/* A step's advances at once (grammar_accept_rows, the worker's call) reach the states each
+ * matcher reaches alone by the token's bytes: rows of one schema (two separately compiled
+ * copies of it and a regex too) started a step or two apart, so that rows copy masks from a row
+ * of the same step or from a walk an earlier step stored in the shared cache, and picking few
+ * tokens so that rows in one state often take the same one; a refused token is refused for
+ * every row that takes it and leaves its state as it was. Checked each step: the status, the
+ * next step's mask and count (grammar_mask_rows) against the lone matcher's, accepting and
+ * finished flags. */
+Test(grammar, accept_rows_equal_alone, .timeout = 240) {
+    struct tokenizer *tok = smollm_tokenizer();
+    struct grammar_vocab *v;
+    cr_assert_eq(grammar_vocab_new(tok, &v), 0);
+    uint64_t seed = tu_seed();
+    const char *sj = "{\"type\":\"object\",\"properties\":{\"s\":{\"type\":\"string\","
+                     "\"maxLength\":5},\"n\":{\"type\":\"integer\"},\"e\":{\"enum\":[\"ab\","
+                     "\"cd\"]}},\"required\":[\"s\",\"n\",\"e\"],\"additionalProperties\":false}";
+    struct grammar *g1 = schema(sj), *g2 = schema(sj), *other = regex("(cat|dog)s? [0-9]{1,3}");
+    enum { N = 23, STEPS = 36 };
+    struct grammar *rg[N];
+    for (int i = 0; i < N; i++)
+        rg[i] = i % 11 == 10 ? NULL : i % 7 == 6 ? other : i % 3 == 2 ? g2 : g1;
+    size_t words = grammar_mask_words(v);
+    int nv = grammar_vocab_size(v);
+    uint32_t *masks = malloc(N * words * sizeof *masks), *want = calloc(words, sizeof *want);
+    int *allowed = malloc(sizeof(int) * (size_t)nv);
+    struct grammar_mask_cache *c = grammar_mask_cache_new(v, (size_t)16 << 20);
+    cr_assert(masks && want && allowed && c);
+    struct grammar_matcher *m[N] = {0}, *alone[N] = {0}, *step_m[N];
+    int counts[N], ids[N], status[N], twins = 0, refusals = 0;
+    for (int step = 0; step < STEPS; step++) {
+        for (int i = 0; i < N; i++)
+            if (rg[i] && !m[i] && step >= i % 3) { /* a new request of row i's grammar */
+                m[i] = grammar_matcher_new(rg[i]);
+                alone[i] = grammar_matcher_new(rg[i]);
+                cr_assert(m[i] && alone[i]);
+                grammar_matcher_share(m[i], c);
+            }
+        cr_assert_geq(grammar_mask_rows(m, N, v, masks, counts, NULL), 0);
+        for (int i = 0; i < N; i++) {
+            step_m[i] = m[i];
+            if (!m[i]) continue;
+            int n_want = grammar_mask(alone[i], v, want);
+            cr_assert_eq(counts[i], n_want, "row %d step %d", i, step);
+            cr_assert_eq(memcmp(masks + i * words, want, words * sizeof *want), 0,
+                         "row %d step %d: the mask differs from its lone matcher's", i, step);
+            cr_assert_eq(grammar_matcher_accepting(m[i]), grammar_matcher_accepting(alone[i]));
+            cr_assert_eq(grammar_matcher_finished(m[i]), grammar_matcher_finished(alone[i]));
+            int k = 0, refused = -1;
+            for (int id = 0; id < nv; id++)
+                if (bit(masks + i * words, id))
+                    allowed[k++] = id;
+                else if (refused < 0 && !tokenizer_is_special(tok, id))
+                    refused = id;
+            cr_assert_gt(k, 0, "row %d step %d: a dead end", i, step);
+            /* few choices (rows in one state collide), now and then the state's first refused
+             * token (the same for every row in that state) */
+            ids[i] = (i + step) % 5 == 0 && refused >= 0
+                         ? refused
+                         : allowed[tu_next(&seed) % (uint64_t)(k < 3 ? k : 3)];
+        }
+        for (int i = 0; i < N; i++)
+            for (int j = 0; j < i; j++)
+                twins += m[i] && m[j] && ids[i] == ids[j] && counts[i] == counts[j];
+        grammar_accept_rows(step_m, N, v, ids, status);
+        for (int i = 0; i < N; i++) {
+            if (!m[i]) {
+                cr_assert_eq(status[i], 0);
+                continue;
+            }
+            int want_rc;
+            if (tokenizer_is_eog(tok, ids[i])) {
+                want_rc = grammar_matcher_accepting(alone[i]) ? 0 : -1;
+            } else {
+                char b[256];
+                int bl = tokenizer_token_bytes(tok, ids[i], b, sizeof b);
+                cr_assert(bl > 0);
+                want_rc = grammar_matcher_accept(alone[i], b, (size_t)bl);
+            }
+            cr_assert_eq(status[i], want_rc, "row %d step %d token %d", i, step, ids[i]);
+            refusals += status[i] != 0;
+            if ((status[i] == 0 && tokenizer_is_eog(tok, ids[i])) ||
+                grammar_matcher_finished(alone[i])) { /* done: the row's next request */
+                grammar_matcher_free(m[i]);
+                grammar_matcher_free(alone[i]);
+                m[i] = alone[i] = NULL;
+            }
+        }
+    }
+    cr_assert_gt(twins, 0, "no two rows took one token from one state: the test lost its point");
+    cr_assert_gt(refusals, 0);
+    for (int i = 0; i < N; i++) {
+        grammar_matcher_free(m[i]);
+        grammar_matcher_free(alone[i]);
+    }
+    grammar_mask_cache_free(c);
+    free(masks), free(want), free(allowed);
+    grammar_free(g1), grammar_free(g2), grammar_free(other);
+    grammar_vocab_free(v);
+    tokenizer_free(tok);
+}
