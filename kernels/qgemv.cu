@@ -36,9 +36,9 @@
  * launch as there: the first W loads are issued before griddepcontrol.wait. The fused RMSNorm
  * (NORM): each block computes the n row scales itself (one warp per row, a fixed order: the same
  * bits in every block, for every n and every variant), then h = bf16(x · scale · gamma) (gamma
- * fp32, as every norm weight, kernels/ops.h): into
- * shared memory for all n rows first when they fit (QG_HS_MAX), else chunk by chunk on the way
- * into the mma (the same function, the same bits). R16: activation rows 8-15 in use (n > 8).
+ * fp32, as every norm weight, kernels/ops.h): into shared memory for all n rows first when they
+ * fit (QG_HS_MAX), else chunk by chunk on the way into the mma (the same function, the same
+ * bits). R16: activation rows 8-15 in use (n > 8).
  *
  * Measured (H200, bench/results/qgemv_packed_run{1,2,3}_h200_2026-12-02.log, kernels/BENCH.md):
  * the 8B layer's four GEMVs at n = 1 take 2.07 ms per 32-layer step on Q4_0, 2.58 on Q4_1, 3.16 on
