@@ -74,7 +74,8 @@ $(BUILD)/libflashgen_cuda.so: $(CU_OBJ) $(CUDA_MAP)
 $(BUILD)/flashgen: $(BUILD)/server/main.o $(BUILD)/libflashgen.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/tests/unit_tests: $(TEST_OBJ) $(BUILD)/libflashgen.a
+# (the fake CUDA backend beside it: tests/unit/test_engine_upload.c opens it; see below)
+$(BUILD)/tests/unit_tests: $(TEST_OBJ) $(BUILD)/libflashgen.a | $(BUILD)/tests/libfg_cpu_as_cuda.so
 	$(CC) $(LDFLAGS) -o $@ $^ -lcriterion $(LDLIBS)
 
 $(BUILD)/tools/%: $(BUILD)/tools/%.o $(BUILD)/libflashgen.a
@@ -163,6 +164,12 @@ GPU_LIB_OBJ := $(patsubst %.c,$(BUILD)/pic/%.o,kernels/attention_ref.c kernels/c
 $(BUILD)/pic/%.o: %.c
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -fPIC -c $< -o $@
+
+# The CPU backend posing as the CUDA one (tests/fake_cuda/cpu_as_cuda.c), for the unit tests of
+# engine_open's GPU path (upload_weights' device layout) on a machine without a GPU.
+$(BUILD)/tests/libfg_cpu_as_cuda.so: tests/fake_cuda/cpu_as_cuda.c $(GPU_LIB_OBJ)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(LDFLAGS) -fPIC -shared -Wl,-Bsymbolic -o $@ $^ -lm -pthread
 
 GPU_LIB_CU  := $(filter-out $(BUILD)/kernels/cuda_ops.cu.o,$(CU_SRC:%.cu=$(BUILD)/%.cu.o))
 

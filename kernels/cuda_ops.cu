@@ -419,9 +419,10 @@ __global__ void k_embed(__nv_bfloat16 *x, const __nv_bfloat16 *table, const int 
         x[(size_t)t * dim + i] = row[i];
 }
 
-/* One block per row: fp32 sum of squares, then x * rsqrt(mean + eps) * w. */
-__global__ void k_rmsnorm(__nv_bfloat16 *out, const __nv_bfloat16 *x, const __nv_bfloat16 *w,
-                          int dim, float eps) {
+/* One block per row: fp32 sum of squares, then x * rsqrt(mean + eps) * w (w fp32, as every norm
+ * weight: kernels/ops.h). */
+__global__ void k_rmsnorm(__nv_bfloat16 *out, const __nv_bfloat16 *x, const float *w, int dim,
+                          float eps) {
     const __nv_bfloat16 *xr = x + (size_t)blockIdx.x * dim;
     __nv_bfloat16 *o = out + (size_t)blockIdx.x * dim;
     float ss = 0;
@@ -444,7 +445,7 @@ __global__ void k_rmsnorm(__nv_bfloat16 *out, const __nv_bfloat16 *x, const __nv
     __syncthreads();
     float inv = rsqrtf(warp_sums[0] / dim + eps);
     for (int i = threadIdx.x; i < dim; i += blockDim.x)
-        o[i] = __float2bfloat16(__bfloat162float(xr[i]) * inv * __bfloat162float(w[i]));
+        o[i] = __float2bfloat16(__bfloat162float(xr[i]) * inv * w[i]);
 }
 
 /* out (n, ffn) = silu(gu[:, :ffn]) * gu[:, ffn:], gu (n, 2 ffn): the fused gate|up GEMM's output */
@@ -480,7 +481,7 @@ static void cu_rmsnorm(void *ctx, void *out, const void *x, const void *w, int n
     struct cuda_ctx *c = (struct cuda_ctx *)ctx;
     int threads = dim >= 1024 ? 1024 : ((dim + 31) / 32) * 32;
     k_rmsnorm<<<n, threads, 0, c->stream>>>((__nv_bfloat16 *)out, (const __nv_bfloat16 *)x,
-                                            (const __nv_bfloat16 *)w, dim, eps);
+                                            (const float *)w, dim, eps);
     CK_LAUNCH(c);
 }
 

@@ -1,8 +1,9 @@
 /* family.cu — the family switches' ops on the CUDA backend (kernels/family.h): elementwise and
  * per-row kernels beside the fused GEMV/GEMM path of cuda_ops.cu, which calls them where a
  * model's config asks (model/forward.c). Each is one pass over its data in bf16 with fp32
- * arithmetic, rounded once on the store, like the rest of the backend; none is fused into a GEMM
- * epilogue yet (correctness first: they are a few percent of a decode step's bytes).
+ * arithmetic, rounded once on the store, like the rest of the backend (the norms' weights are
+ * fp32, kernels/ops.h); none is fused into a GEMM epilogue yet (correctness first: they are a
+ * few percent of a decode step's bytes).
  * Layout: one thread per element for the elementwise ops (grid-stride), one block per row for
  * norm_add (rows are the model dim, up to a few thousand), one warp per head vector for
  * head_norm (head_dim 64..256).
@@ -51,7 +52,7 @@ __global__ void family_add_rows_kernel(bf16 *x, const bf16 *bias, size_t n, int 
 }
 
 /* One warp per (token, q or k head): the row's sum of squares, then x * rsqrt(mean + eps) * w. */
-__global__ void family_head_norm_kernel(bf16 *qkv, const bf16 *q_w, const bf16 *k_w, int n,
+__global__ void family_head_norm_kernel(bf16 *qkv, const float *q_w, const float *k_w, int n,
                                         int n_heads, int n_kv_heads, int head_dim, float eps) {
     const int warps = blockDim.x >> 5, lane = threadIdx.x & 31;
     const long item = (long)blockIdx.x * warps + (threadIdx.x >> 5);
@@ -59,7 +60,7 @@ __global__ void family_head_norm_kernel(bf16 *qkv, const bf16 *q_w, const bf16 *
     if (item >= (long)n * per_tok) return;
     const int t = (int)(item / per_tok), h = (int)(item % per_tok);
     bf16 *x = qkv + (size_t)t * (n_heads + 2 * n_kv_heads) * head_dim + (size_t)h * head_dim;
-    const bf16 *w = h < n_heads ? q_w : k_w;
+    const float *w = h < n_heads ? q_w : k_w;
     float ss = 0.f;
     for (int i = lane; i < head_dim; i += 32) {
         float v = __bfloat162float(x[i]);
@@ -69,11 +70,11 @@ __global__ void family_head_norm_kernel(bf16 *qkv, const bf16 *q_w, const bf16 *
         ss += __shfl_xor_sync(0xffffffffu, ss, off);
     const float inv = rsqrtf(ss / head_dim + eps);
     for (int i = lane; i < head_dim; i += 32)
-        x[i] = __float2bfloat16(__bfloat162float(x[i]) * inv * __bfloat162float(w[i]));
+        x[i] = __float2bfloat16(__bfloat162float(x[i]) * inv * w[i]);
 }
 
 /* One block per row: x += y * rsqrt(mean(y²) + eps) * w. */
-__global__ void family_norm_add_kernel(bf16 *x, const bf16 *y, const bf16 *w, int dim, float eps) {
+__global__ void family_norm_add_kernel(bf16 *x, const bf16 *y, const float *w, int dim, float eps) {
     const bf16 *yr = y + (size_t)blockIdx.x * dim;
     bf16 *xr = x + (size_t)blockIdx.x * dim;
     float ss = 0.f;
@@ -83,8 +84,7 @@ __global__ void family_norm_add_kernel(bf16 *x, const bf16 *y, const bf16 *w, in
     }
     const float inv = rsqrtf(family_block_sum(ss) / dim + eps);
     for (int i = threadIdx.x; i < dim; i += blockDim.x)
-        xr[i] = __float2bfloat16(__bfloat162float(xr[i]) +
-                                 __bfloat162float(yr[i]) * inv * __bfloat162float(w[i]));
+        xr[i] = __float2bfloat16(__bfloat162float(xr[i]) + __bfloat162float(yr[i]) * inv * w[i]);
 }
 
 /* gelu with the tanh approximation, as torch's gelu(approximate="tanh") */
@@ -134,7 +134,7 @@ extern "C" int family_head_norm(void *qkv, const void *q_w, const void *k_w, int
     long items = (long)n * (n_heads + n_kv_heads);
     family_head_norm_kernel<<<(unsigned)((items + warps - 1) / warps), warps * 32, 0,
                               (cudaStream_t)stream>>>(
-        (bf16 *)qkv, (const bf16 *)q_w, (const bf16 *)k_w, n, n_heads, n_kv_heads, head_dim, eps);
+        (bf16 *)qkv, (const float *)q_w, (const float *)k_w, n, n_heads, n_kv_heads, head_dim, eps);
     return family_last_error();
 }
 
@@ -144,7 +144,7 @@ extern "C" int family_norm_add(void *x, const void *y, const void *w, int n, int
     if (n == 0) return 0;
     int threads = dim >= 1024 ? 1024 : (dim + 31) / 32 * 32;
     family_norm_add_kernel<<<(unsigned)n, threads, 0, (cudaStream_t)stream>>>(
-        (bf16 *)x, (const bf16 *)y, (const bf16 *)w, dim, eps);
+        (bf16 *)x, (const bf16 *)y, (const float *)w, dim, eps);
     return family_last_error();
 }
 

@@ -6,8 +6,9 @@
  *
  * Every function queues one kernel on STREAM (a cudaStream_t; NULL = the default stream) and
  * returns 0 or the cudaError_t of the launch. All pointers are device memory; bf16 everywhere
- * except softcap's fp32 logits. Reductions (the norms) are fp32. Callable from any one host
- * thread at a time per stream; no state.
+ * except softcap's fp32 logits and the norms' fp32 weights (head_norm's q_w / k_w, norm_add's
+ * w). Reductions (the norms) are fp32. Callable from any one host thread at a time per stream;
+ * no state.
  */
 #ifndef FG_FAMILY_H
 #define FG_FAMILY_H

@@ -73,25 +73,23 @@ template <bool MAX> __device__ __forceinline__ float fp8_block_reduce(float v, f
     return r;
 }
 
-/* h of one 8-element chunk: x itself, or bf16(x · inv · gamma) (k_rmsnorm's order) */
+/* h of one 8-element chunk: x itself, or bf16(x · inv · gamma) (k_rmsnorm's order; gamma fp32) */
 template <bool NORM>
-__device__ __forceinline__ uint4 fp8_row_chunk(const uint4 *xr, const uint4 *gr, int i, float inv) {
+__device__ __forceinline__ uint4 fp8_row_chunk(const uint4 *xr, const float *gamma, int i,
+                                               float inv) {
     const uint4 v = xr[i];
     if (!NORM) return v;
-    const uint4 gm = __ldg(gr + i);
-    return make_uint4(gemv_norm_pair(v.x, gm.x, inv), gemv_norm_pair(v.y, gm.y, inv),
-                      gemv_norm_pair(v.z, gm.z, inv), gemv_norm_pair(v.w, gm.w, inv));
+    return gemv_norm_chunk(v, gemv_load_gamma(gamma + 8 * i), inv);
 }
 
 template <bool NORM>
 __global__ void __launch_bounds__(FP8_QUANT_THREADS)
-    fp8_quant_rows_kernel(uint8_t *q, float *scale, const __nv_bfloat16 *x,
-                          const __nv_bfloat16 *gamma, float eps, __nv_bfloat16 *h_out, int cols) {
+    fp8_quant_rows_kernel(uint8_t *q, float *scale, const __nv_bfloat16 *x, const float *gamma,
+                          float eps, __nv_bfloat16 *h_out, int cols) {
     __shared__ float red[FP8_QUANT_THREADS / 32];
     const size_t row = blockIdx.x;
     const int chunks = cols / 8;
     const uint4 *xr = reinterpret_cast<const uint4 *>(x + row * cols);
-    const uint4 *gr = reinterpret_cast<const uint4 *>(gamma);
     float inv = 0.0f;
     if (NORM) {
         float ss = 0.0f;
@@ -106,7 +104,7 @@ __global__ void __launch_bounds__(FP8_QUANT_THREADS)
     }
     float amax = 0.0f;
     for (int i = threadIdx.x; i < chunks; i += blockDim.x) {
-        const uint4 h = fp8_row_chunk<NORM>(xr, gr, i, inv);
+        const uint4 h = fp8_row_chunk<NORM>(xr, gamma, i, inv);
         const uint32_t wd[4] = {h.x, h.y, h.z, h.w};
 #pragma unroll
         for (int e = 0; e < 4; e++)
@@ -118,7 +116,7 @@ __global__ void __launch_bounds__(FP8_QUANT_THREADS)
     uint2 *qr = reinterpret_cast<uint2 *>(q + row * cols);
     uint4 *hr = h_out ? reinterpret_cast<uint4 *>(h_out + row * cols) : nullptr;
     for (int i = threadIdx.x; i < chunks; i += blockDim.x) {
-        const uint4 h = fp8_row_chunk<NORM>(xr, gr, i, inv);
+        const uint4 h = fp8_row_chunk<NORM>(xr, gamma, i, inv);
         if (hr) hr[i] = h;
         const uint32_t wd[4] = {h.x, h.y, h.z, h.w};
         uint32_t b[4];
@@ -136,13 +134,12 @@ __global__ void __launch_bounds__(FP8_QUANT_THREADS)
  * reductions are the same, so both kernels give the same bits. */
 template <bool NORM, int CPT>
 __global__ void __launch_bounds__(FP8_QUANT_THREADS)
-    fp8_quant_rows_reg(uint8_t *q, float *scale, const __nv_bfloat16 *x, const __nv_bfloat16 *gamma,
+    fp8_quant_rows_reg(uint8_t *q, float *scale, const __nv_bfloat16 *x, const float *gamma,
                        float eps, __nv_bfloat16 *h_out, int cols) {
     __shared__ float red[FP8_QUANT_THREADS / 32];
     const size_t row = blockIdx.x;
     const int chunks = cols / 8;
     const uint4 *xr = reinterpret_cast<const uint4 *>(x + row * cols);
-    const uint4 *gr = reinterpret_cast<const uint4 *>(gamma);
     uint4 v[CPT];
 #pragma unroll
     for (int k = 0; k < CPT; k++) {
@@ -164,9 +161,7 @@ __global__ void __launch_bounds__(FP8_QUANT_THREADS)
         for (int k = 0; k < CPT; k++) {
             const int i = threadIdx.x + k * blockDim.x;
             if (i >= chunks) break;
-            const uint4 gm = __ldg(gr + i);
-            v[k] = make_uint4(gemv_norm_pair(v[k].x, gm.x, inv), gemv_norm_pair(v[k].y, gm.y, inv),
-                              gemv_norm_pair(v[k].z, gm.z, inv), gemv_norm_pair(v[k].w, gm.w, inv));
+            v[k] = gemv_norm_chunk(v[k], gemv_load_gamma(gamma + 8 * i), inv);
         }
     }
     float amax = 0.0f;
@@ -198,8 +193,8 @@ __global__ void __launch_bounds__(FP8_QUANT_THREADS)
 
 template <bool NORM>
 static void fp8_quant_launch(int cpt, int rows, int threads, cudaStream_t s, uint8_t *q,
-                             float *scale, const __nv_bfloat16 *x, const __nv_bfloat16 *gamma,
-                             float eps, __nv_bfloat16 *h_out, int cols) {
+                             float *scale, const __nv_bfloat16 *x, const float *gamma, float eps,
+                             __nv_bfloat16 *h_out, int cols) {
     if (cpt <= 1)
         fp8_quant_rows_reg<NORM, 1><<<rows, threads, 0, s>>>(q, scale, x, gamma, eps, h_out, cols);
     else if (cpt <= 2)
@@ -223,7 +218,7 @@ extern "C" int fg_fp8_quant_rows(void *q, float *scale, const void *x, const voi
     cudaStream_t s = static_cast<cudaStream_t>(stream);
     uint8_t *qq = static_cast<uint8_t *>(q);
     const __nv_bfloat16 *xx = static_cast<const __nv_bfloat16 *>(x);
-    const __nv_bfloat16 *gg = static_cast<const __nv_bfloat16 *>(gamma);
+    const float *gg = static_cast<const float *>(gamma);
     __nv_bfloat16 *hh = static_cast<__nv_bfloat16 *>(h_out);
     /* FLASHGEN_FP8_QUANT_LOOP=1 (tests): the loop kernel at every width */
     const char *loop = getenv("FLASHGEN_FP8_QUANT_LOOP");
@@ -491,12 +486,12 @@ extern "C" int fg_fp8_gemm(struct fg_fp8_lt *lt, int mode, void *y, int y_f32, c
 /* ---- decode GEMV on e4m3 weights ----------------------------------------------------------- */
 
 struct fp8v_params {
-    void *y;                    /* (n, out_dim) bf16 or fp32 */
-    const __nv_bfloat16 *x;     /* (n, in_dim) */
-    const uint8_t *w;           /* (out_rows, in_dim) e4m3 */
-    const float *sw;            /* (out_rows) scales */
-    const __nv_bfloat16 *gamma; /* NORM: (in_dim) */
-    __nv_bfloat16 *h_out;       /* NORM: (n, in_dim) or NULL */
+    void *y;                /* (n, out_dim) bf16 or fp32 */
+    const __nv_bfloat16 *x; /* (n, in_dim) */
+    const uint8_t *w;       /* (out_rows, in_dim) e4m3 */
+    const float *sw;        /* (out_rows) scales */
+    const float *gamma;     /* NORM: (in_dim) fp32 */
+    __nv_bfloat16 *h_out;   /* NORM: (n, in_dim) or NULL */
     float eps;
     int n, in_dim, out_dim;
     int epilogue, y_f32;
@@ -599,11 +594,6 @@ template <int KW> __device__ __forceinline__ float2 fp8v_norm_scales(const fp8v_
     return make_float2(scale[g < p.n ? g : 0], scale[g + 8 < p.n ? g + 8 : 0]);
 }
 
-__device__ __forceinline__ uint4 fp8v_norm_chunk(uint4 x, uint4 gm, float scale) {
-    return make_uint4(gemv_norm_pair(x.x, gm.x, scale), gemv_norm_pair(x.y, gm.y, scale),
-                      gemv_norm_pair(x.z, gm.z, scale), gemv_norm_pair(x.w, gm.w, scale));
-}
-
 /* The W loads of U 64-k chunks from chunk c (lane: k = 64 c + 16 t). */
 template <int RT, int U>
 __device__ __forceinline__ void fp8v_load_chunks(uint4 (&wv)[U][RT],
@@ -618,7 +608,7 @@ __device__ __forceinline__ void fp8v_load_chunks(uint4 (&wv)[U][RT],
     }
 }
 
-/* 16 bf16 of row (x or gamma) at k, as two uint4 (pairs 0-3, 4-7); zero when !ok */
+/* 16 bf16 of x row at k, as two uint4 (pairs 0-3, 4-7); zero when !ok */
 __device__ __forceinline__ void fp8v_load_x(uint4 (&v)[2], const __nv_bfloat16 *row, bool ok) {
     const uint4 zero = make_uint4(0, 0, 0, 0);
     v[0] = ok ? __ldg(reinterpret_cast<const uint4 *>(row)) : zero;
@@ -672,12 +662,12 @@ __global__ void __launch_bounds__(KW * 32, 16 / KW) fp8v_kernel(const fp8v_param
             fp8v_load_x(xa[u], x0 + k, in && has0);
             fp8v_load_x(xb[u], x1 + k, in && has1);
             if (NORM) {
-                uint4 gm[2];
-                fp8v_load_x(gm, p.gamma + k + 16 * t, in);
 #pragma unroll
-                for (int h = 0; h < 2; h++) {
-                    xa[u][h] = fp8v_norm_chunk(xa[u][h], gm[h], sc.x);
-                    xb[u][h] = fp8v_norm_chunk(xb[u][h], gm[h], sc.y);
+                for (int h = 0; h < 2; h++) { /* fp32 gamma of the chunk's 8-element halves */
+                    const gemv_gamma8 gm =
+                        in ? gemv_load_gamma(p.gamma + k + 16 * t + 8 * h) : gemv_gamma8{};
+                    xa[u][h] = gemv_norm_chunk(xa[u][h], gm, sc.x);
+                    xb[u][h] = gemv_norm_chunk(xb[u][h], gm, sc.y);
                 }
                 if (store_h && in) {
                     uint4 *h0 =
@@ -840,7 +830,7 @@ extern "C" int fg_fp8_gemv_variant(int v, void *y, int y_f32, const void *x, con
     p.x = static_cast<const __nv_bfloat16 *>(x);
     p.w = static_cast<const uint8_t *>(q);
     p.sw = sw;
-    p.gamma = static_cast<const __nv_bfloat16 *>(gamma);
+    p.gamma = static_cast<const float *>(gamma);
     p.h_out = static_cast<__nv_bfloat16 *>(h_out);
     p.eps = eps;
     p.n = n;

@@ -25,12 +25,12 @@ extern "C" {
 
 /* Row-wise e4m3 quantization of a bf16 matrix x (rows, cols), cols % 8 == 0: q (rows, cols)
  * e4m3 and scale (rows) fp32 as the format above. Serves both the weights at load (per output
- * channel) and the activations before an FP8 GEMM (per token). With gamma (bf16 (cols)) the rows
+ * channel) and the activations before an FP8 GEMM (per token). With gamma (fp32 (cols)) the rows
  * are RMSNorm'ed first, h = bf16(x · rsqrt(mean(x²) + eps) · gamma) in the order of operations of
  * the engine's k_rmsnorm, and h is quantized; h_out (rows, cols) bf16, when not NULL, receives h
  * (gamma NULL: h_out must be NULL). One block per row; deterministic; graph-capturable. x, q and
- * h_out 16-byte aligned, scale 4-byte aligned. Returns 0 or a cudaError_t (cudaErrorInvalidValue
- * for a refused shape or alignment). Any thread. */
+ * h_out (and gamma) 16-byte aligned, scale 4-byte aligned. Returns 0 or a cudaError_t
+ * (cudaErrorInvalidValue for a refused shape or alignment). Any thread. */
 int fg_fp8_quant_rows(void *q, float *scale, const void *x, const void *gamma, float eps,
                       void *h_out, int rows, int cols, void *stream);
 
@@ -87,7 +87,7 @@ int fg_fp8_gemv_supported(int n, int in_dim, int out_dim);
 int fg_fp8_gemv(void *y, int y_f32, const void *x, const void *q, const float *sw, int n,
                 int in_dim, int out_dim, int epilogue, void *stream);
 /* RMSNorm fused in front, as fg_gemv_norm: h = bf16(x · rsqrt(mean(x²) + eps) · gamma) row by
- * row, y = epilogue(h · (s ∘ q)ᵀ); gamma bf16 (in_dim) 16-byte aligned; h_out (n, in_dim) bf16
+ * row, y = epilogue(h · (s ∘ q)ᵀ); gamma fp32 (in_dim) 16-byte aligned; h_out (n, in_dim) bf16
  * written by block 0 when not NULL. */
 int fg_fp8_gemv_norm(void *y, int y_f32, const void *x, const void *gamma, float eps, void *h_out,
                      const void *q, const float *sw, int n, int in_dim, int out_dim, int epilogue,

@@ -26,7 +26,8 @@
  * RMSNorm fused in front (fg_gemv_norm, template flag NORM): after griddepcontrol.wait every block
  * computes the n row scales rsqrt(mean(x²) + eps) itself — x is at most 8 × 14336 bf16, read
  * through L1, where the main loop finds it again — then the main loop turns each 16-byte x chunk
- * into h = bf16(x · scale · gamma) just before its mma, as k_rmsnorm in cuda_ops.cu rounds it.
+ * into h = bf16(x · scale · gamma) just before its mma, as k_rmsnorm in cuda_ops.cu rounds it
+ * (gamma fp32, two float4 loads per chunk: norm weights are fp32 on every backend, kernels/ops.h).
  * Each chunk of h is made by exactly one lane per block, so block 0 can store h on the way.
  * This removes the norm kernel and its launch gap in front of the q|k|v and gate|up GEMVs.
  * Measured on the H100 in a graph, the four GEMVs and two norms of a Llama-3-8B layer at batch 1
@@ -47,9 +48,9 @@ struct gemv_params {
     const __nv_bfloat16 *x; /* (n, in_dim) */
     const __nv_bfloat16 *w; /* (out_rows, in_dim); out_rows = out_dim, or 2 out_dim for SwiGLU */
     /* NORM kernels only: */
-    const __nv_bfloat16 *gamma; /* (in_dim) RMSNorm weight */
-    __nv_bfloat16 *h_out;       /* (n, in_dim) the normed x, or NULL */
-    float eps;                  /* RMSNorm epsilon */
+    const float *gamma;   /* (in_dim) RMSNorm weight, fp32 */
+    __nv_bfloat16 *h_out; /* (n, in_dim) the normed x, or NULL */
+    float eps;            /* RMSNorm epsilon */
     int n, in_dim, out_dim;
     int epilogue, y_f32;
     int out_tiles; /* 8-wide output tiles per block: RT, or RT / 2 for SwiGLU */
@@ -136,11 +137,6 @@ template <int KW> __device__ __forceinline__ float gemv_norm_scale(const gemv_pa
     return scale[g < p.n ? g : 0];
 }
 
-__device__ __forceinline__ uint4 gemv_norm_chunk(uint4 x, uint4 gm, float scale) {
-    return make_uint4(gemv_norm_pair(x.x, gm.x, scale), gemv_norm_pair(x.y, gm.y, scale),
-                      gemv_norm_pair(x.z, gm.z, scale), gemv_norm_pair(x.w, gm.w, scale));
-}
-
 /* The W loads of U chunks from chunk c (lane: k = 32 c + 8t; zero past in_dim, no access). */
 template <int RT, int U>
 __device__ __forceinline__ void gemv_load_w_chunks(uint4 (&wv)[U][RT],
@@ -210,7 +206,8 @@ __global__ void __launch_bounds__(KW * 32, 16 / KW) gemv_kernel(const gemv_param
             const bool in = k + 8 * t < p.in_dim;
             xv[u] = in && has_x ? gemv_load_x(xrow + k) : zero;
             if (NORM) {
-                xv[u] = gemv_norm_chunk(xv[u], in ? gemv_load_x(p.gamma + k + 8 * t) : zero, scale);
+                const gemv_gamma8 gm = in ? gemv_load_gamma(p.gamma + k + 8 * t) : gemv_gamma8{};
+                xv[u] = gemv_norm_chunk(xv[u], gm, scale);
                 if (hrow && in) *reinterpret_cast<uint4 *>(hrow + k) = xv[u];
             }
         }
@@ -398,7 +395,7 @@ extern "C" int fg_gemv_norm_variant(int v, void *y, int y_f32, const void *x, co
     gemv_params p = {};
     p.y = y;
     p.y_f32 = y_f32 != 0;
-    p.gamma = static_cast<const __nv_bfloat16 *>(gamma);
+    p.gamma = static_cast<const float *>(gamma);
     p.h_out = static_cast<__nv_bfloat16 *>(h_out);
     p.eps = eps;
     return gemv_launch(v, 1, p, x, w, n, in_dim, out_dim, epilogue, stream);
@@ -416,7 +413,7 @@ extern "C" int fg_gemv_norm(void *y, int y_f32, const void *x, const void *gamma
 /* The unfused baseline of the benchmark: the engine's k_rmsnorm (kernels/cuda_ops.cu, which is
  * not part of the test library) with its launch shape, one block per row, no PDL. */
 __global__ void gemv_bench_rmsnorm_kernel(__nv_bfloat16 *out, const __nv_bfloat16 *x,
-                                          const __nv_bfloat16 *w, int dim, float eps) {
+                                          const float *w, int dim, float eps) {
     __shared__ float warp_sums[32];
     const __nv_bfloat16 *xr = x + (size_t)blockIdx.x * dim;
     __nv_bfloat16 *o = out + (size_t)blockIdx.x * dim;
@@ -439,7 +436,7 @@ __global__ void gemv_bench_rmsnorm_kernel(__nv_bfloat16 *out, const __nv_bfloat1
     __syncthreads();
     const float inv = rsqrtf(warp_sums[0] / dim + eps);
     for (int i = threadIdx.x; i < dim; i += blockDim.x)
-        o[i] = __float2bfloat16(__bfloat162float(xr[i]) * inv * __bfloat162float(w[i]));
+        o[i] = __float2bfloat16(__bfloat162float(xr[i]) * inv * w[i]);
 }
 
 extern "C" int fg_gemv_bench_rmsnorm(void *out, const void *x, const void *gamma, float eps, int n,
@@ -448,6 +445,6 @@ extern "C" int fg_gemv_bench_rmsnorm(void *out, const void *x, const void *gamma
     const int threads = dim >= 1024 ? 1024 : (dim + 31) / 32 * 32;
     gemv_bench_rmsnorm_kernel<<<n, threads, 0, static_cast<cudaStream_t>(stream)>>>(
         static_cast<__nv_bfloat16 *>(out), static_cast<const __nv_bfloat16 *>(x),
-        static_cast<const __nv_bfloat16 *>(gamma), dim, eps);
+        static_cast<const float *>(gamma), dim, eps);
     return (int)cudaGetLastError();
 }

@@ -38,7 +38,7 @@ int fg_gemv(void *y, int y_f32, const void *x, const void *w, int n, int in_dim,
 /* RMSNorm fused in front of fg_gemv: y = epilogue(h · Wᵀ) where, row by row,
  * h = bf16(x · rsqrt(mean(x²) + eps) · gamma), rounded to bf16 once and in the order of operations
  * of the engine's k_rmsnorm, so y equals rmsnorm then fg_gemv up to the fp32 sum order of the
- * mean (an h element may then differ by one bf16 ulp). gamma: bf16 (in_dim). Shapes, epilogues,
+ * mean (an h element may then differ by one bf16 ulp). gamma: fp32 (in_dim). Shapes, epilogues,
  * alignment (gamma and h_out 16-byte aligned too), status values, determinism, graph capture and
  * programmatic dependent launch as fg_gemv (w is read before the previous kernel has finished;
  * x, gamma and h_out are touched only after). If h_out is not NULL the kernel also writes h
@@ -62,7 +62,7 @@ int fg_gemv_norm_variant(int v, void *y, int y_f32, const void *x, const void *g
                          void *h_out, const void *w, int n, int in_dim, int out_dim, int epilogue,
                          void *stream);
 /* The benchmark's unfused baseline: a copy of the engine's RMSNorm kernel (k_rmsnorm, one block
- * per row, no PDL), out (n, dim) = bf16(x · rsqrt(mean(x²) + eps) · gamma). */
+ * per row, no PDL), out (n, dim) = bf16(x · rsqrt(mean(x²) + eps) · gamma), gamma fp32 (dim). */
 int fg_gemv_bench_rmsnorm(void *out, const void *x, const void *gamma, float eps, int n, int dim,
                           void *stream);
 

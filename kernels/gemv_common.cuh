@@ -1,6 +1,6 @@
 /* gemv_common.cuh — device helpers shared by the bf16 GEMV (gemv.cu) and the GEMV on GGUF blocks
- * (qgemv.cu): the one mma step with the activation rows as A, SiLU, and one bf16 pair of the
- * fused RMSNorm. */
+ * (qgemv.cu) and the FP8 GEMV (fp8.cu): the one mma step with the activation rows as A, SiLU,
+ * the output store, and the fused RMSNorm's h chunk (bf16 x, fp32 gamma). */
 #ifndef FG_GEMV_COMMON_CUH
 #define FG_GEMV_COMMON_CUH
 
@@ -32,12 +32,30 @@ __device__ __forceinline__ void gemv_store(void *y, bool y_f32, size_t at, bool 
     }
 }
 
+/* The fused RMSNorm's weight gamma is fp32 (kernels/ops.h: norm weights are fp32 on every
+ * backend): 8 of them, the ones of one 16-byte chunk of 8 bf16 x, as two float4 loads. */
+struct gemv_gamma8 {
+    float4 lo, hi; /* elements 0-3, 4-7 */
+};
+
+/* gamma[0..7] at p (16-byte aligned), read through L1 like x */
+__device__ __forceinline__ gemv_gamma8 gemv_load_gamma(const float *p) {
+    const float4 *q = reinterpret_cast<const float4 *>(p);
+    return {__ldg(q), __ldg(q + 1)};
+}
+
 /* One bf16 pair of h = bf16((x · scale) · gamma), in k_rmsnorm's order of operations. */
-__device__ __forceinline__ uint32_t gemv_norm_pair(uint32_t x, uint32_t gm, float scale) {
+__device__ __forceinline__ uint32_t gemv_norm_pair(uint32_t x, float g0, float g1, float scale) {
     const float x0 = __uint_as_float(x << 16), x1 = __uint_as_float(x & 0xffff0000u);
-    const float g0 = __uint_as_float(gm << 16), g1 = __uint_as_float(gm & 0xffff0000u);
     const __nv_bfloat162 h = __floats2bfloat162_rn(x0 * scale * g0, x1 * scale * g1);
     return *reinterpret_cast<const uint32_t *>(&h);
+}
+
+/* The 8 h of one 16-byte chunk of x (8 bf16) with its 8 gamma. */
+__device__ __forceinline__ uint4 gemv_norm_chunk(uint4 x, const gemv_gamma8 &g, float scale) {
+    return make_uint4(
+        gemv_norm_pair(x.x, g.lo.x, g.lo.y, scale), gemv_norm_pair(x.y, g.lo.z, g.lo.w, scale),
+        gemv_norm_pair(x.z, g.hi.x, g.hi.y, scale), gemv_norm_pair(x.w, g.hi.z, g.hi.w, scale));
 }
 
 #endif

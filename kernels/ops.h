@@ -6,6 +6,12 @@
  * CPU, device memory for CUDA), including the small int arrays (tokens, positions, page tables);
  * use upload/download to move data. Activations are fp32 on the CPU backend.
  *
+ * Norm weights are fp32 on every backend, whatever act_size is: rmsnorm's w, norm_matmul's norm_w,
+ * struct fg_qlinear's norm_w, head_norm's q_w and k_w, norm_add's w (each (dim) or (head_dim)
+ * floats, 16-byte aligned). They are few bytes, and Gemma 3's (1 + w) rounded to bf16 loses up to
+ * 2^-8 per element, more than the bf16 forward pass's own error; the engine stores them with
+ * upload (raw fp32), not upload_f32.
+ *
  * Layouts (row-major, innermost last):
  *   x, out of token ops         (n_tokens, dim)
  *   weights of matmul           (out_dim, in_dim)  — y = x Wᵀ, like torch.nn.Linear
@@ -64,7 +70,7 @@ enum fg_ql_epilogue {
 struct fg_qlinear {
     void *out;
     const void *x;      /* (n, w->cols) */
-    const void *norm_w; /* (w->cols) RMSNorm weight in front, or NULL */
+    const void *norm_w; /* (w->cols) fp32 RMSNorm weight in front, or NULL */
     float eps;
     void *h; /* (n, w->cols): the normed x where the backend materialises it; not read after */
     const struct fg_qtensor *w;
@@ -82,7 +88,9 @@ struct fg_logit_delta; /* kernels/logit_mask.h */
 
 struct fg_ops {
     const char *name; /* "cpu", "cuda" */
-    size_t act_size;  /* bytes per activation, weight and KV element: 4 (fp32) CPU, 2 (bf16) CUDA */
+    /* bytes per activation, weight and KV element: 4 (fp32) CPU, 2 (bf16) CUDA; norm weights are
+     * fp32 on both (see the top of this file) */
+    size_t act_size;
 
     void *(*alloc)(void *ctx, size_t bytes); /* NULL on failure */
     void (*release)(void *ctx, void *p);     /* accepts NULL */
@@ -96,7 +104,7 @@ struct fg_ops {
 
     /* x[t] = table[tokens[t]] */
     void (*embed)(void *ctx, void *x, const void *table, const int *tokens, int n, int dim);
-    /* out[t] = x[t] / sqrt(mean(x[t]^2) + eps) * w */
+    /* out[t] = x[t] / sqrt(mean(x[t]^2) + eps) * w, w (dim) fp32 */
     void (*rmsnorm)(void *ctx, void *out, const void *x, const void *w, int n, int dim, float eps);
     /* out (n, out_dim) = x (n, in_dim) · wᵀ, w (out_dim, in_dim) */
     void (*matmul)(void *ctx, void *out, const void *x, const void *w, int n, int in_dim,
@@ -140,10 +148,10 @@ struct fg_ops {
      * ((2 ffn, in_dim)); scratch holds (n, 2 ffn) activations for backends that need them */
     void (*matmul_swiglu)(void *ctx, void *out, const void *h, const void *w, int n, int in_dim,
                           int ffn, void *scratch);
-    /* h = rmsnorm(x; norm_w, eps), then out = h · wᵀ (swiglu 0; w (out_dim, in_dim)) or
-     * out = silu(h · gateᵀ) * (h · upᵀ) (swiglu 1; w holds 2 out_dim rows, scratch as in
-     * matmul_swiglu). h (n, in_dim) is written where the backend materialises it, so callers
-     * must not read it afterwards. */
+    /* h = rmsnorm(x; norm_w, eps) (norm_w (in_dim) fp32), then out = h · wᵀ (swiglu 0; w
+     * (out_dim, in_dim)) or out = silu(h · gateᵀ) * (h · upᵀ) (swiglu 1; w holds 2 out_dim rows,
+     * scratch as in matmul_swiglu). h (n, in_dim) is written where the backend materialises it,
+     * so callers must not read it afterwards. */
     void (*norm_matmul)(void *ctx, void *out, void *h, const void *x, const void *norm_w, float eps,
                         const void *w, int n, int in_dim, int out_dim, int swiglu, void *scratch);
     /* qkv (n, (n_heads + 2 n_kv_heads) head_dim): each token's q, k and v rows of one fused
@@ -179,13 +187,14 @@ struct fg_ops {
     /* x[t] += bias for each of n rows of dim values (q/k/v biases on the fused projection) */
     void (*add_rows)(void *ctx, void *x, const void *bias, int n, int dim);
     /* in the fused qkv rows (see qkv_store), RMSNorm each q head with q_w and each k head with
-     * k_w (head_dim values each), in place */
+     * k_w (head_dim fp32 values each), in place */
     void (*head_norm)(void *ctx, void *qkv, const void *q_w, const void *k_w, int n, int n_heads,
                       int n_kv_heads, int head_dim, float eps);
     /* attention as above, where a query at position p sees only keys p - window + 1 .. p */
     void (*attention_window)(void *ctx, void *out, const void *q, const void *k_pool,
                              const void *v_pool, const struct attn_batch *b, int window);
-    /* x[t] += rmsnorm(y[t]) * w: a post-norm on a sub-block's output before the residual add */
+    /* x[t] += rmsnorm(y[t]) * w, w (dim) fp32: a post-norm on a sub-block's output before the
+     * residual add */
     void (*norm_add)(void *ctx, void *x, const void *y, const void *w, int n, int dim, float eps);
     /* out (n, ffn) = gelu_tanh(gu[:, :ffn]) * gu[:, ffn:], gu (n, 2 ffn) */
     void (*geglu)(void *ctx, void *out, const void *gu, int n, int ffn);
@@ -263,8 +272,9 @@ struct fg_cuda_backend {
     const char *(*last_error)(void *ctx);
 };
 /* 2: fg_ops.upload_rows; 3: bias_logits, top_logprobs; 4: qresident_bytes, qupload, qlinear (and
- * qembed on bf16 activations) */
-#define FG_CUDA_BACKEND_ABI 4
+ * qembed on bf16 activations); 5: norm weights fp32 (no signature changed, but a backend of 4 reads
+ * them as bf16) */
+#define FG_CUDA_BACKEND_ABI 5
 typedef const struct fg_cuda_backend *(*fg_cuda_backend_fn)(void);
 
 #endif

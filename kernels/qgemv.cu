@@ -35,9 +35,10 @@
  * shared memory in warp order (deterministic), then gemv.cu's epilogue. Programmatic dependent
  * launch as there: the first W loads are issued before griddepcontrol.wait. The fused RMSNorm
  * (NORM): each block computes the n row scales itself (one warp per row, a fixed order: the same
- * bits in every block, for every n and every variant), then h = bf16(x · scale · gamma): into
- * shared memory for all n rows first when they fit (QG_HS_MAX), else chunk by chunk on the way
- * into the mma (the same function, the same bits). R16: activation rows 8-15 in use (n > 8).
+ * bits in every block, for every n and every variant), then h = bf16(x · scale · gamma) (gamma
+ * fp32, as every norm weight, kernels/ops.h): into shared memory for all n rows first when they
+ * fit (QG_HS_MAX), else chunk by chunk on the way into the mma (the same function, the same
+ * bits). R16: activation rows 8-15 in use (n > 8).
  *
  * Measured (H200, bench/results/qgemv_packed_run{1,2,3}_h200_2026-12-02.log, kernels/BENCH.md):
  * the 8B layer's four GEMVs at n = 1 take 2.07 ms per 32-layer step on Q4_0, 2.58 on Q4_1, 3.16 on
@@ -104,7 +105,7 @@ struct qgemv_params {
     void *y;
     const __nv_bfloat16 *x;
     const uint8_t *w;
-    const __nv_bfloat16 *gamma;
+    const float *gamma; /* NORM: (in_dim) fp32 */
     __nv_bfloat16 *h_out;
     float eps;
     int n, in_dim, out_dim;
@@ -271,11 +272,6 @@ __device__ __forceinline__ float qf16(uint32_t h) {
     return __half2float(__ushort_as_half((unsigned short)h));
 }
 
-__device__ __forceinline__ uint4 qnorm_chunk(uint4 x, uint4 gm, float scale) {
-    return make_uint4(gemv_norm_pair(x.x, gm.x, scale), gemv_norm_pair(x.y, gm.y, scale),
-                      gemv_norm_pair(x.z, gm.z, scale), gemv_norm_pair(x.w, gm.w, scale));
-}
-
 /* RMSNorm scales of the n rows into sc (shared): warp w sums rows w, w + KW, ... (lane i over
  * 16-byte chunks i, i + 32, ..., then a fixed butterfly), so every block, every n and every
  * variant gets the same bits. */
@@ -308,7 +304,8 @@ template <int KW> __device__ __forceinline__ void qnorm_scales(const qgemv_param
  * (NORM: scales s0 / s1, h stored at h0 / h1 when not NULL), or, when hs0 is not NULL, the rows of
  * h the block normed into shared memory in its prologue. */
 struct qxsrc { /* every pointer at the lane's element 8t of block 0 */
-    const __nv_bfloat16 *x0, *x1, *hs0, *hs1, *gamma;
+    const __nv_bfloat16 *x0, *x1, *hs0, *hs1;
+    const float *gamma;
     __nv_bfloat16 *h0, *h1;
     float s0, s1;
     bool has0, has1;
@@ -330,9 +327,9 @@ __device__ __forceinline__ void qblock(float (&acc)[RT][4], const qgrp<TYPE> (&w
         xa = xs.has0 ? __ldg(reinterpret_cast<const uint4 *>(xs.x0 + k)) : zero;
         xb = R16 && xs.has1 ? __ldg(reinterpret_cast<const uint4 *>(xs.x1 + k)) : zero;
         if (NORM) {
-            const uint4 gm = __ldg(reinterpret_cast<const uint4 *>(xs.gamma + k));
-            xa = qnorm_chunk(xa, gm, xs.s0);
-            if (R16) xb = qnorm_chunk(xb, gm, xs.s1);
+            const gemv_gamma8 gm = gemv_load_gamma(xs.gamma + k);
+            xa = gemv_norm_chunk(xa, gm, xs.s0);
+            if (R16) xb = gemv_norm_chunk(xb, gm, xs.s1);
             if (xs.h0) *reinterpret_cast<uint4 *>(xs.h0 + k) = xa;
             if (R16 && xs.h1) *reinterpret_cast<uint4 *>(xs.h1 + k) = xb;
         }
@@ -611,8 +608,7 @@ __global__ void __launch_bounds__(KW * 32, MINB) qgemv_kernel(const qgemv_params
             const int row = i / cpr, c = i % cpr;
             const uint4 xv =
                 __ldg(reinterpret_cast<const uint4 *>(p.x + (size_t)row * p.in_dim) + c);
-            const uint4 h =
-                qnorm_chunk(xv, __ldg(reinterpret_cast<const uint4 *>(p.gamma) + c), sc[row]);
+            const uint4 h = gemv_norm_chunk(xv, gemv_load_gamma(p.gamma + 8 * c), sc[row]);
             *reinterpret_cast<uint4 *>(hsm + (size_t)row * hst + 8 * c) = h;
             if (store_h) *reinterpret_cast<uint4 *>(p.h_out + (size_t)row * p.in_dim + 8 * c) = h;
         }
@@ -849,7 +845,7 @@ extern "C" int fg_qgemv_norm_variant(int v, void *y, int y_f32, const void *x, c
     p.y_f32 = y_f32 != 0;
     p.x = static_cast<const __nv_bfloat16 *>(x);
     p.w = static_cast<const uint8_t *>(w);
-    p.gamma = static_cast<const __nv_bfloat16 *>(gamma);
+    p.gamma = static_cast<const float *>(gamma);
     p.h_out = static_cast<__nv_bfloat16 *>(h_out);
     p.eps = eps;
     p.n = n;

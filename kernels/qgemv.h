@@ -53,7 +53,7 @@ int fg_qgemv(void *y, int y_f32, const void *x, const void *w, int wtype, int n,
              int out_dim, int epilogue, void *stream);
 
 /* RMSNorm fused in front, as fg_gemv_norm: h = bf16(x · rsqrt(mean(x²) + eps) · gamma) row by
- * row (k_rmsnorm's order of operations), y = epilogue(h · Wᵀ). gamma bf16 (in_dim), 16-byte
+ * row (k_rmsnorm's order of operations), y = epilogue(h · Wᵀ). gamma fp32 (in_dim), 16-byte
  * aligned; h_out (n, in_dim) written by block 0 when not NULL. */
 int fg_qgemv_norm(void *y, int y_f32, const void *x, const void *gamma, float eps, void *h_out,
                   const void *w, int wtype, int n, int in_dim, int out_dim, int epilogue,

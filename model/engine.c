@@ -242,7 +242,8 @@ static int upload_dequant(struct engine *e, void *dst, const struct fg_qtensor *
     return rc;
 }
 
-/* Copy the weights into one backend allocation: in the backend's element type fp32 host ones
+/* Copy the weights into one backend allocation: the norm weights raw fp32 (model_norms_upload:
+ * fp32 on every backend, kernels/ops.h), the rest in the backend's element type, fp32 host ones
  * through upload_f32, those still in the file mapping (MODEL_LOAD_KEEP_FILE) through upload_rows,
  * host blocks the backend does not keep through upload_dequant; with resident quantized weights
  * (e->resident_quant, --gpu-weights quantized) the blocks of the types the backend keeps through
@@ -255,10 +256,9 @@ static int upload_weights(struct engine *e, const struct engine_opts *o, char *e
     const struct model_weights *hw = &e->model->w;
     size_t D = c->dim, QD = (size_t)c->n_heads * c->head_dim;
     size_t KVD = (size_t)c->n_kv_heads * c->head_dim, F = c->ffn_dim, V = c->vocab_size;
-    size_t per_layer = 2 * D + QD * D + 2 * KVD * D + D * QD + 3 * F * D;
-    /* the family switches' tensors (model.h): q|k|v biases, QK-norm and post-norm weights */
-    per_layer += (c->attn_bias ? QD + 2 * KVD : 0) + (c->qk_norm ? 2 * (size_t)c->head_dim : 0) +
-                 (c->post_norms ? 2 * D : 0);
+    /* elements in the backend's type; the norm weights are fp32 in a region of their own */
+    size_t per_layer = QD * D + 2 * KVD * D + D * QD + 3 * F * D;
+    per_layer += c->attn_bias ? QD + 2 * KVD : 0; /* Qwen2's q|k|v biases (model.h) */
     /* from the config, not the pointers: weights kept in the file mapping have NULL fp32 ones */
     int untied = !c->tied_embeddings;
     /* resident groups per layer (q|k|v, o, gate|up, down), the embedding and the head: their
@@ -271,7 +271,7 @@ static int upload_weights(struct engine *e, const struct engine_opts *o, char *e
     size_t q_total = 0, embd_q = resident_bytes(e, &hw->q_embd, 1, FG_QLAYOUT_ROWS);
     size_t out_q = resident_bytes(e, &hw->q_output, 1, FG_QLAYOUT_GEMM);
     int out_shared = !untied && !embd_q && !out_q; /* the head is the bf16 embedding */
-    size_t elems = (embd_q ? 0 : V * D) + (out_q || out_shared ? 0 : V * D) + D;
+    size_t elems = (embd_q ? 0 : V * D) + (out_q || out_shared ? 0 : V * D);
     for (int l = 0; l < c->n_layers; l++) {
         const struct model_layer *h = &hw->layers[l];
         const struct fg_qtensor qkv[] = {h->qwq, h->qwk, h->qwv}, gu[] = {h->qw_gate, h->qw_up};
@@ -290,8 +290,9 @@ static int upload_weights(struct engine *e, const struct engine_opts *o, char *e
     size_t freq_bytes = sizeof(float) * (size_t)(c->head_dim / 2);
     size_t freq_span = (freq_bytes + 255) / 256 * 256;
     int local_rope = hw->rope_freqs_local && hw->rope_freqs_local != hw->rope_freqs;
+    size_t norm_bytes = model_norms_bytes(c); /* 256-byte multiples (MODEL_NORMS_ALIGN) */
     size_t bf16_bytes = (elems * e->ops->act_size + 255) / 256 * 256;
-    size_t bytes = bf16_bytes + q_total + freq_span * (local_rope ? 2 : 1) + 256;
+    size_t bytes = freq_span * (local_rope ? 2 : 1) + norm_bytes + bf16_bytes + q_total + 256;
     b->dev_arena = e->ops->alloc(e->ops_ctx, bytes);
     b->dlayers = calloc((size_t)c->n_layers, sizeof(struct model_layer));
     if (!b->dev_arena || !b->dlayers) {
@@ -301,7 +302,8 @@ static int upload_weights(struct engine *e, const struct engine_opts *o, char *e
         return -1;
     }
     char *p = b->dev_arena;
-    /* fp32 rope table first (alignment), then every tensor in the backend's type */
+    /* fp32 first (alignment): the rope tables and the norm weights; then every tensor in the
+     * backend's type, then the resident blocks */
     b->dw.rope_freqs = (float *)p;
     if (e->ops->upload(e->ops_ctx, p, hw->rope_freqs, freq_bytes) != 0) goto fail;
     p += freq_span;
@@ -311,6 +313,9 @@ static int upload_weights(struct engine *e, const struct engine_opts *o, char *e
         if (e->ops->upload(e->ops_ctx, p, hw->rope_freqs_local, freq_bytes) != 0) goto fail;
         p += freq_span;
     }
+    b->dw.layers = b->dlayers;
+    if (model_norms_upload(c, hw, e->ops, e->ops_ctx, p, &b->dw) != 0) goto fail;
+    p += norm_bytes;
     /* a weight still in the file mapping (MODEL_LOAD_KEEP_FILE: fp32 pointer NULL, qtensor set)
      * is converted by upload_rows on its way; the rest is fp32 host memory. Progress as the
      * loader reports it, once per kept weight. */
@@ -349,7 +354,7 @@ static int upload_weights(struct engine *e, const struct engine_opts *o, char *e
         p += (n)*e->ops->act_size;                                                                 \
     } while (0)
     /* resident: DST (a qtensor) = PARTS stacked in LAYOUT, BYTES long, at the next 256 bytes */
-    char *qp = (char *)b->dev_arena + freq_span * (local_rope ? 2 : 1) + bf16_bytes;
+    char *qp = p + bf16_bytes;
 #define PUTR(dst, parts, n_parts, layout, bytes_)                                                  \
     do {                                                                                           \
         if (e->ops->qupload(e->ops_ctx, qp, (parts), (n_parts), (layout)) != 0) goto fail;         \
@@ -377,12 +382,10 @@ static int upload_weights(struct engine *e, const struct engine_opts *o, char *e
         b->dw.output = b->dw.tok_embd;
     else
         PUTQ(b->dw.output, hw->output, hw->q_output, 0, V * D);
-    PUT(b->dw.out_norm, hw->out_norm, D);
     for (int l = 0; l < c->n_layers; l++) {
         const struct model_layer *h = &hw->layers[l];
         struct model_layer *d = &b->dlayers[l];
         const struct fg_qtensor qkv[] = {h->qwq, h->qwk, h->qwv}, gu[] = {h->qw_gate, h->qw_up};
-        PUT(d->attn_norm, h->attn_norm, D);
         if (lq[l][0]) {
             PUTR(d->qwqkv, qkv, 3, FG_QLAYOUT_GEMM, lq[l][0]);
         } else {
@@ -394,7 +397,6 @@ static int upload_weights(struct engine *e, const struct engine_opts *o, char *e
             PUTR(d->qwo, &h->qwo, 1, FG_QLAYOUT_GEMM, lq[l][1]);
         else
             PUTQ(d->wo, h->wo, h->qwo, 0, D * QD);
-        PUT(d->ffn_norm, h->ffn_norm, D);
         if (lq[l][2]) {
             PUTR(d->qw_gu, gu, 2, FG_QLAYOUT_GEMM, lq[l][2]);
         } else {
@@ -406,14 +408,6 @@ static int upload_weights(struct engine *e, const struct engine_opts *o, char *e
         else
             PUTQ(d->w_down, h->w_down, h->qw_down, 0, D * F);
         if (c->attn_bias) PUT(d->bqkv, h->bqkv, QD + 2 * KVD);
-        if (c->qk_norm) {
-            PUT(d->q_norm, h->q_norm, (size_t)c->head_dim);
-            PUT(d->k_norm, h->k_norm, (size_t)c->head_dim);
-        }
-        if (c->post_norms) {
-            PUT(d->post_attn_norm, h->post_attn_norm, D);
-            PUT(d->post_ffn_norm, h->post_ffn_norm, D);
-        }
     }
 #undef PUT
 #undef PUTQ
@@ -423,7 +417,6 @@ static int upload_weights(struct engine *e, const struct engine_opts *o, char *e
     if (e->resident_quant && e->ops->qupload(e->ops_ctx, NULL, NULL, 0, 0) != 0) goto fail;
     if (e->ops->sync(e->ops_ctx) != 0) goto fail;
     free(lq);
-    b->dw.layers = b->dlayers;
     b->dw.arena = b->dev_arena;
     b->dw.arena_bytes = bytes;
     e->device_weight_bytes = bytes;

@@ -187,6 +187,19 @@ void model_drop_file(struct model *m);
 int model_load_tokenizer(const char *path, struct tokenizer **out, char **chat_template, char *err,
                          size_t errlen);
 
+/* The RMSNorm weights in backend memory (model/model_norms.c): fp32 on every backend
+ * (kernels/ops.h), in one region of model_norms_bytes(cfg) bytes, each tensor at a
+ * MODEL_NORMS_ALIGN-byte boundary of it (DST itself that aligned). model_norms_upload stores HW's
+ * norms (out_norm; each layer's attn_norm, ffn_norm, and q_norm / k_norm, post_attn_norm /
+ * post_ffn_norm where cfg has them) raw through ops->upload at DST, and points DW's out_norm and
+ * DW->layers' (allocated, cfg->n_layers) norm fields at them; the other fields are untouched.
+ * 0, or -1 when an upload fails (or HW lacks a norm cfg says it has). Queued on the backend's
+ * stream: sync before HW's memory goes. */
+#define MODEL_NORMS_ALIGN 256
+size_t model_norms_bytes(const struct model_config *cfg);
+int model_norms_upload(const struct model_config *cfg, const struct model_weights *hw,
+                       const struct fg_ops *ops, void *ctx, void *dst, struct model_weights *dw);
+
 /* Fill rope_freqs (head_dim / 2 floats) from cfg (theta, head_dim, scaling). Shared by both
  * loaders. For MODEL_ROPE_SCALING_FREQ_FACTORS it gives the unscaled frequencies (the GGUF
  * loader then divides by the file's factors). */

@@ -184,13 +184,13 @@ int tp_shard_upload(struct tp_shard *s, const struct fg_ops *ops, void *ctx, int
     const struct model_weights *hw = &s->w;
     size_t D = c->dim, hd = c->head_dim, F = c->ffn_dim;
     size_t QD = (size_t)c->n_heads * hd, KVD = (size_t)c->n_kv_heads * hd;
-    size_t per_layer = 2 * D + (QD + 2 * KVD) * D + D * QD + 3 * F * D +
-                       (c->attn_bias ? QD + 2 * KVD : 0) + (c->qk_norm ? 2 * hd : 0) +
-                       (c->post_norms ? 2 * D : 0);
-    size_t elems = (size_t)vocab * D + (size_t)c->vocab_size * D + D + c->n_layers * per_layer;
+    /* elements in the backend's type; the norm weights are fp32 in a region of their own */
+    size_t per_layer = (QD + 2 * KVD) * D + D * QD + 3 * F * D + (c->attn_bias ? QD + 2 * KVD : 0);
+    size_t elems = (size_t)vocab * D + (size_t)c->vocab_size * D + c->n_layers * per_layer;
     size_t freq_bytes = sizeof(float) * (hd / 2), freq_span = (freq_bytes + 255) / 256 * 256;
     int local_rope = hw->rope_freqs_local && hw->rope_freqs_local != hw->rope_freqs;
-    size_t bytes = elems * ops->act_size + freq_span * (local_rope ? 2 : 1) + 256;
+    size_t norm_bytes = model_norms_bytes(c); /* 256-byte multiples (MODEL_NORMS_ALIGN) */
+    size_t bytes = freq_span * (local_rope ? 2 : 1) + norm_bytes + elems * ops->act_size + 256;
     s->dev_arena = ops->alloc(ctx, bytes);
     s->dev.layers = calloc((size_t)c->n_layers, sizeof(struct model_layer));
     if (!s->dev_arena || !s->dev.layers) {
@@ -208,6 +208,8 @@ int tp_shard_upload(struct tp_shard *s, const struct fg_ops *ops, void *ctx, int
         if (ops->upload(ctx, p, hw->rope_freqs_local, freq_bytes) != 0) goto fail;
         p += freq_span;
     }
+    if (model_norms_upload(c, hw, ops, ctx, p, &s->dev) != 0) goto fail; /* fp32, kernels/ops.h */
+    p += norm_bytes;
 #define PUT(dst, src, n)                                                                           \
     do {                                                                                           \
         (dst) = (float *)p;                                                                        \
@@ -216,28 +218,17 @@ int tp_shard_upload(struct tp_shard *s, const struct fg_ops *ops, void *ctx, int
     } while (0)
     PUT(s->dev.tok_embd, hw->tok_embd, (size_t)vocab * D);
     PUT(s->dev.output, hw->output, (size_t)c->vocab_size * D);
-    PUT(s->dev.out_norm, hw->out_norm, D);
     for (int l = 0; l < c->n_layers; l++) {
         const struct model_layer *h = &hw->layers[l];
         struct model_layer *d = &s->dev.layers[l];
-        PUT(d->attn_norm, h->attn_norm, D);
         PUT(d->wq, h->wq, (QD + 2 * KVD) * D); /* q | k | v back to back, as on the host */
         d->wk = (float *)((char *)d->wq + QD * D * ops->act_size);
         d->wv = (float *)((char *)d->wk + KVD * D * ops->act_size);
         PUT(d->wo, h->wo, D * QD);
-        PUT(d->ffn_norm, h->ffn_norm, D);
         PUT(d->w_gate, h->w_gate, 2 * F * D); /* gate | up back to back */
         d->w_up = (float *)((char *)d->w_gate + F * D * ops->act_size);
         PUT(d->w_down, h->w_down, D * F);
         if (c->attn_bias) PUT(d->bqkv, h->bqkv, QD + 2 * KVD);
-        if (c->qk_norm) {
-            PUT(d->q_norm, h->q_norm, hd);
-            PUT(d->k_norm, h->k_norm, hd);
-        }
-        if (c->post_norms) {
-            PUT(d->post_attn_norm, h->post_attn_norm, D);
-            PUT(d->post_ffn_norm, h->post_ffn_norm, D);
-        }
     }
 #undef PUT
     if (ops->sync(ctx) != 0) goto fail;

@@ -81,8 +81,8 @@ struct tp_shard {
 int tp_shard_build(struct tp_shard *s, const struct tp_plan *p, const struct model *m, int shard,
                    char *err, size_t errlen);
 /* Copy the shard (replicated tensors too: the embedding of VOCAB rows, the norms) into one
- * backend allocation in the backend's element type; s->dev then points there. Returns 0, or -1
- * with a message. */
+ * backend allocation, in the backend's element type but for the norm weights, which stay fp32
+ * (model_norms_upload); s->dev then points there. Returns 0, or -1 with a message. */
 int tp_shard_upload(struct tp_shard *s, const struct fg_ops *ops, void *ctx, int vocab, char *err,
                     size_t errlen);
 /* Release the host arena (after upload); the dev weights stay. */

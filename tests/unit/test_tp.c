@@ -146,11 +146,55 @@ static void rmodel_init(struct rmodel *r, uint64_t *s, int n_heads, int n_kv, in
     }
 }
 
+/* N norm weights at D (backend memory, uploaded from H) are H's fp32 values bit for bit, at a
+ * MODEL_NORMS_ALIGN boundary inside the norm region [BASE, BASE + BYTES). */
+static void check_dev_norm(const float *d, const float *h, int n, const char *base, size_t bytes,
+                           const char *what, int l) {
+    cr_assert(d && h, "%s of layer %d missing", what, l);
+    const char *at = (const char *)d;
+    cr_assert(at >= base && at + sizeof(float) * (size_t)n <= base + bytes,
+              "%s of layer %d outside the norm region", what, l);
+    cr_assert_eq((size_t)(at - base) % MODEL_NORMS_ALIGN, 0, "%s of layer %d off the alignment",
+                 what, l);
+    cr_assert_eq(memcmp(d, h, sizeof(float) * (size_t)n), 0, "%s of layer %d not fp32-exact", what,
+                 l);
+}
+
+/* Shard S after tp_shard_upload on the CPU backend: the norm region right after the rope tables
+ * (head_dim 8: one MODEL_NORMS_ALIGN span each) and right before the embedding, every norm weight
+ * in it fp32 and aligned (model_norms_upload). */
+static void check_shard_norms(const struct tp_shard *s) {
+    const struct model_config *c = &s->cfg;
+    const struct model_weights *h = &s->w, *d = &s->dev;
+    int tables = d->rope_freqs_local != d->rope_freqs ? 2 : 1;
+    const char *base = (const char *)s->dev_arena + tables * MODEL_NORMS_ALIGN;
+    size_t bytes = model_norms_bytes(c);
+    cr_assert_eq((const char *)d->out_norm, base, "the norm region starts after the rope tables");
+    cr_assert_eq((const char *)d->tok_embd, base + bytes, "the embedding follows the norm region");
+    check_dev_norm(d->out_norm, h->out_norm, c->dim, base, bytes, "out_norm", -1);
+    for (int l = 0; l < c->n_layers; l++) {
+        const struct model_layer *hl = &h->layers[l], *dl = &d->layers[l];
+        check_dev_norm(dl->attn_norm, hl->attn_norm, c->dim, base, bytes, "attn_norm", l);
+        check_dev_norm(dl->ffn_norm, hl->ffn_norm, c->dim, base, bytes, "ffn_norm", l);
+        if (c->qk_norm) {
+            check_dev_norm(dl->q_norm, hl->q_norm, c->head_dim, base, bytes, "q_norm", l);
+            check_dev_norm(dl->k_norm, hl->k_norm, c->head_dim, base, bytes, "k_norm", l);
+        }
+        if (c->post_norms) {
+            check_dev_norm(dl->post_attn_norm, hl->post_attn_norm, c->dim, base, bytes,
+                           "post_attn_norm", l);
+            check_dev_norm(dl->post_ffn_norm, hl->post_ffn_norm, c->dim, base, bytes,
+                           "post_ffn_norm", l);
+        }
+    }
+}
+
 /* N shards of R's model on CTX (N = 0: the unsharded state; 1: one shard through the
  * communicator); logits of a mixed prefill step of three sequences, then STEPS decode steps of all
- * three, into OUT ((1 + STEPS) * 3 * vocab). */
+ * three, into OUT ((1 + STEPS) * 3 * vocab). UPLOAD: each shard copied by tp_shard_upload into
+ * CPU backend memory and run from there (the GPU's layout, fp32 elements). */
 static void run_sharded(struct rmodel *r, void *ctx, int n, int steps, const int toks[3][30],
-                        float *out) {
+                        float *out, int upload) {
     char err[256];
     const struct model_config *c = &r->m.cfg;
     struct tp_plan plan;
@@ -164,8 +208,16 @@ static void run_sharded(struct rmodel *r, void *ctx, int n, int steps, const int
         for (int i = 0; i < n; i++) {
             cr_assert_eq(tp_shard_build(&shards[i], &plan, &r->m, i, err, sizeof(err)), 0, "%s",
                          err);
-            fs[i] = (struct fwd_shard){
-                .cfg = &shards[i].cfg, .w = &shards[i].w, .ops = cpu_ops(), .ops_ctx = ctx};
+            if (upload) {
+                cr_assert_eq(
+                    tp_shard_upload(&shards[i], cpu_ops(), ctx, c->vocab_size, err, sizeof(err)), 0,
+                    "%s", err);
+                check_shard_norms(&shards[i]);
+            }
+            fs[i] = (struct fwd_shard){.cfg = &shards[i].cfg,
+                                       .w = upload ? &shards[i].dev : &shards[i].w,
+                                       .ops = cpu_ops(),
+                                       .ops_ctx = ctx};
         }
         cr_assert_eq(tp_comm_local(&comm, n, cpu_ops(), ctx, err, sizeof(err)), 0, "%s", err);
         tp_kv_config(&plan, c, &kvc);
@@ -196,7 +248,7 @@ static void run_sharded(struct rmodel *r, void *ctx, int n, int steps, const int
     kv_cache_free(&kv);
     tp_comm_free(comm);
     for (int i = 0; i < n; i++)
-        tp_shard_free(&shards[i], NULL, NULL);
+        tp_shard_free(&shards[i], upload ? cpu_ops() : NULL, ctx);
 }
 
 static int argmax(const float *x, int n) {
@@ -225,11 +277,11 @@ Test(tp, sharded_forward_equals_unsharded_for_every_family) {
         size_t nl = (size_t)(1 + STEPS) * 3 * V;
         float *ref = malloc(sizeof(float) * nl), *got = malloc(sizeof(float) * nl);
         void *ctx = cpu_ops_create(2);
-        run_sharded(&r, ctx, 0, STEPS, toks, ref);
+        run_sharded(&r, ctx, 0, STEPS, toks, ref, 0);
         for (size_t t = 0; t < sizeof(ns) / sizeof(ns[0]); t++) {
             for (size_t i = 0; i < nl; i++)
                 got[i] = NAN; /* poisoned: every logit must be written */
-            run_sharded(&r, ctx, ns[t], STEPS, toks, got);
+            run_sharded(&r, ctx, ns[t], STEPS, toks, got, 0);
             double e = tu_rel_err(got, ref, nl), max_abs = 0;
             for (size_t i = 0; i < nl; i++)
                 max_abs = fmax(max_abs, fabs((double)got[i] - ref[i]));
@@ -242,6 +294,42 @@ Test(tp, sharded_forward_equals_unsharded_for_every_family) {
                 cr_assert_eq(argmax(got + row * V, V), argmax(ref + row * V, V),
                              "heads %d/%d, %d shards: row %zu argmax (seed %llu)", shapes[k].heads,
                              shapes[k].kv, ns[t], row, (unsigned long long)seed);
+        }
+        cpu_ops_destroy(ctx);
+        free(ref);
+        free(got);
+        free(r.m.w.layers);
+        free(r.mem);
+    }
+}
+
+/* tp_shard_upload's layout (the one the GPU gets; the CPU backend's elements are fp32 too): the
+ * norm weights in their fp32 region, aligned and exact, and the shards run from the copies give
+ * the host shards' logits bit for bit, for every family switch (a tensor misplaced by the
+ * region's size accounting overlaps another and changes them). */
+Test(tp, shard_upload_keeps_norms_fp32_and_the_forward_unchanged) {
+    uint64_t seed = tu_seed(), s = seed;
+    const int flags[] = {0, F_BIAS, F_GEMMA, F_BIAS | F_GEMMA};
+    enum { STEPS = 2 };
+    for (size_t k = 0; k < sizeof(flags) / sizeof(flags[0]); k++) {
+        struct rmodel r;
+        rmodel_init(&r, &s, 6, 2, flags[k]);
+        int V = r.m.cfg.vocab_size;
+        int toks[3][30];
+        for (int b = 0; b < 3; b++)
+            for (int i = 0; i < 30; i++)
+                toks[b][i] = (int)(tu_next(&s) % (uint64_t)V);
+        size_t nl = (size_t)(1 + STEPS) * 3 * V;
+        float *ref = malloc(sizeof(float) * nl), *got = malloc(sizeof(float) * nl);
+        void *ctx = cpu_ops_create(2);
+        for (int n = 1; n <= 2; n++) {
+            run_sharded(&r, ctx, n, STEPS, toks, ref, 0);
+            for (size_t i = 0; i < nl; i++)
+                got[i] = NAN;
+            run_sharded(&r, ctx, n, STEPS, toks, got, 1);
+            cr_assert_eq(memcmp(got, ref, sizeof(float) * nl), 0,
+                         "flags %d, %d shards: uploaded shards' logits differ (seed %llu)",
+                         flags[k], n, (unsigned long long)seed);
         }
         cpu_ops_destroy(ctx);
         free(ref);
