@@ -210,6 +210,15 @@ def test_kv_cache_too_small_to_start():
 
 def test_slow_clients_are_dropped_after_the_timeout(start_server):
     s = start_server("--connection-timeout", "2")
+    # The generation below must outlast the 2 s timeout whatever the build's speed: a fixed
+    # count does not (1000 tokens took over 120 s under the sanitizers in CI on 2026-12-02, and
+    # 160 tokens took 1.6 s on a quiet optimized build), so size it from a measured rate.
+    t = time.time()
+    r = s.post(G, {"inputs": "Tell a story", "parameters": {"max_new_tokens": 32,
+                                                           "ignore_eos": True}})
+    assert r.status_code == 200, r.text
+    rate = 32 / max(time.time() - t, 1e-3)
+    tokens = max(64, min(4000, int(rate * 5.0)))
     # 1. a request that never finishes arriving (slowloris)
     loris = socket.create_connection(("127.0.0.1", s.port), timeout=15)
     loris.sendall(b"POST /generate HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"inp")
@@ -226,10 +235,9 @@ def test_slow_clients_are_dropped_after_the_timeout(start_server):
     except socket.timeout:
         pass
     t0 = time.time()
-    # others are served meanwhile, including a generation longer than the timeout (1000 tokens:
-    # 40 took only 1.7 s on the 2-core CI machine once decode got faster, 160 took 1.6 s after
-    # the CPU kernels' work of 2026-12-02, up to 255 tokens/s on a quiet core pair)
-    r = s.post(G, {"inputs": "Tell a story", "parameters": {"max_new_tokens": 1000,
+    # others are served meanwhile, including a non-streamed generation of about 5 s, longer than
+    # the timeout, on a connection idle until its answer
+    r = s.post(G, {"inputs": "Tell a story", "parameters": {"max_new_tokens": tokens,
                                                            "ignore_eos": True}})
     assert r.status_code == 200, r.text
     assert time.time() - t0 > 2.0, "the generation should outlast the connection timeout"
