@@ -96,16 +96,19 @@ def test_kquant_blocks_are_the_drawn_values():
     assert abs(float(got.mean())) < 0.05 * std and 0.8 * std < float(got.std()) < 1.2 * std
 
 
-def test_q4_k_file_reads_and_runs(tmp_path):
-    """--type q4_k on a shape whose rows are multiples of 256 (small, one layer): every matrix
-    Q4_K, the printed tensor bytes gguf's, flashgen runs it; a shape with other rows is refused."""
-    out = str(tmp_path / "small_q4_k.gguf")
+@pytest.mark.parametrize("kind", ["q4_k", "q6_k"])
+def test_kquant_file_reads_and_runs(tmp_path, kind):
+    """--type q4_k / q6_k on a shape whose rows are multiples of 256 (small, one layer, --shift):
+    every matrix in that type, the printed tensor bytes gguf's, weights of about --std, flashgen
+    runs it; a shape with other rows is refused."""
+    out = str(tmp_path / f"small_{kind}.gguf")
     r = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "make_random_gguf.py"), "--shape", "small",
-                        "--layers", "1", "--tokenizer", TOKENIZER, "--out", out, "--type", "q4_k"],
+                        "--layers", "1", "--shift", "--tokenizer", TOKENIZER, "--out", out, "--type", kind],
                        check=True, capture_output=True, text=True)
     reader = gguf.GGUFReader(out)
+    want = mrg.TYPES[kind][0]
     for t in reader.tensors:
-        assert int(t.tensor_type) == (mrg.GGML_F32 if len(t.shape) == 1 else mrg.GGML_Q4_K), t.name
+        assert int(t.tensor_type) == (mrg.GGML_F32 if len(t.shape) == 1 else want), t.name
     assert f"tensor bytes {sum(int(t.n_bytes) for t in reader.tensors)}" in r.stdout
     gate = next(t for t in reader.tensors if t.name == "blk.0.ffn_gate.weight")
     w = dequantize(gate.data, gate.tensor_type)
@@ -115,7 +118,7 @@ def test_q4_k_file_reads_and_runs(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     bad = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "make_random_gguf.py"), "--shape", "tiny",
-                          "--tokenizer", TOKENIZER, "--out", str(tmp_path / "tiny.gguf"), "--type", "q4_k"],
+                          "--tokenizer", TOKENIZER, "--out", str(tmp_path / "tiny.gguf"), "--type", kind],
                          capture_output=True, text=True)
     assert bad.returncode != 0 and "multiple of 256" in bad.stderr
     assert not os.path.exists(tmp_path / "tiny.gguf")

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """check_qengine.py — GPU engine check of resident quantized weights (issue 13, --gpu-weights).
 
-For random-weight Llama GGUFs written in Q8_0 and Q4_0 (and one Q4_1, one Q4_K) by
+For random-weight Llama GGUFs written in Q8_0 and Q4_0 (and one Q4_1, one Q4_K, one Q6_K) by
 tools/make_random_gguf.py (ggml's reference rounding, byte for byte what gguf-py's quantizer
-writes; Q4_K: random super-blocks whose bytes are the weights, "small" only, whose rows are
+writes; Q4_K / Q6_K: random super-blocks whose bytes are the weights, "small" only, whose rows are
 multiples of 256) at two shapes — "small" (dim 1024, 4 layers, untied head: the GEMV's staged
 kernel) and "smollm2" (dim 576, 30 layers, tied head: the direct kernel, the head a second copy
 of the embedding) — it runs tools/engine_check (build/ or --bin):
@@ -59,7 +59,8 @@ COPY_GBS = 4200.0  # H200 device-to-device copy, read + write (GPU.md, 2026-12-0
 # (shape, type, tied). small q4_1 tied: Q4_1 since qkern's packed GEMV (before it, only the
 # embedding stayed in its blocks and the rest went through engine.c's upload_dequant)
 MODELS = [("small", "q8_0", False), ("small", "q4_0", False), ("smollm2", "q8_0", True),
-          ("smollm2", "q4_0", True), ("small", "q4_1", True), ("small", "q4_k", False)]
+          ("smollm2", "q4_0", True), ("small", "q4_1", True), ("small", "q4_k", False),
+          ("small", "q6_k", False)]
 
 
 def log(*a):

@@ -1,13 +1,15 @@
 """check_qgemv.py — GPU test and benchmark of the GEMV on GGUF blocks (kernels/qgemv.cu).
 
-Correctness, for Q8_0, Q4_0, Q4_1 and Q4_K, on fresh random blocks in the file's layout (seeded
+Correctness, for Q8_0, Q4_0, Q4_1, Q4_K and Q6_K, on fresh random blocks in the file's layout (seeded
 from the clock unless FG_SEED is set): d = fp16(N(0, 1) · s) with s chosen so W ~ 1/sqrt(in_dim)
 (some d land in the fp16 subnormals), Q4_1's m = fp16(−8 d (1 + N(0, 1) / 4)), qs uniform random
 bytes; Q4_K as tools/make_kquant_models.py makes its blocks: random bytes (the 6-bit scales and
 mins, the nibbles) with d and dmin positive fp16 of sane size, uniform in (0.5, 1.5) times s and
-7.5 s (some subnormal), only the shapes whose in_dim is a multiple of 256. Uploaded and repacked on
+7.5 s (some subnormal); Q6_K random bytes (int8 scales, ql, qh) with d a positive fp16 as Q4_K's;
+the K-quants only on the shapes whose in_dim is a multiple of 256. Uploaded and repacked on
 the device by fg_qpack (into a poisoned buffer of fg_qpack_bytes, which must equal the file's bytes
-of the rows padded to a multiple of 8; Q4_K: 148 bytes per row and super-block against 144). The oracle is
+of the rows padded to a multiple of 8; Q4_K / Q6_K: 148 / 212 bytes per row and super-block
+against 144 / 210). The oracle is
 model/gguf_quant.c's gguf_dequantize of the file's bytes (linked into the same library; CI checks
 it against the `gguf` package), then fp64 products (torch) on the same bf16 x. Outputs are
 poisoned with NaN and a guard after the last row must stay untouched.
@@ -31,12 +33,13 @@ Bounds: check_gemv.judge's, unchanged (bf16 y: norm-wise 2^-8 + 1e-4, elementwis
 2^-16 Σ|x||w|; fp32 y: 1e-4 and 2^-16 Σ|x||w|). They hold here for the same reason: the mma
 multiplies exact integers q by bf16 x (exact products in fp32), each block's sum is scaled by its
 fp32 d once (Q4_1: plus m times the block's fp32 Σx; Q4_K: the fp32 d·sc_j, plus −dmin·m_j times
-Σx, both exact products), and the sums are fp32; x is not quantized.
+Σx, both exact products; Q6_K: each 16-element half's sum times its exact fp32 d·sc), and the sums
+are fp32; x is not quantized.
 Benchmark (--bench, or --bench-only without the checks): µs per call back to back in a CUDA
 graph (check_gemv.time_graph, weights rotated over copies > 5× L2) of the 8B layer's four GEMVs
 (norm fused in front of q|k|v and gate|up) as bf16 (fg_gemv / fg_gemv_norm on a bf16 weight: the
-F16 file's path), Q8_0, Q4_0, Q4_1 and Q4_K (every variant, the picked one first), n = 1, 8, 16;
-GB/s of the packed weight's bytes (= the file's; Q4_K 37/36 of them) and % of the device-to-device
+F16 file's path), Q8_0, Q4_0, Q4_1, Q4_K and Q6_K (every variant, the picked one first), n = 1, 8,
+16; GB/s of the packed weight's bytes (= the file's; Q4_K 148/144, Q6_K 212/210 of them) and % of the device-to-device
 copy ceiling; the 32 layers' GEMV time per token; fg_qpack's and fg_qdequant_bf16's time for one 14336×4096 weight.
 
 Usage: python3 tests/gpu/check_qgemv.py --lib build/libfgattn.so [--bench | --bench-only]
@@ -59,13 +62,14 @@ if gpu_skip.why_no_gpu() is None:
 
 STORE, ADD, SWIGLU = 0, 1, 2
 EPI = {STORE: "store", ADD: "add", SWIGLU: "swiglu"}
-Q4_0, Q4_1, Q8_0, Q4_K, Q5_K = 2, 3, 8, 12, 13
+Q4_0, Q4_1, Q8_0, Q4_K, Q5_K, Q6_K = 2, 3, 8, 12, 13, 14
 # name, file bytes per block, standard deviation of the quant about its centre (Q4_K: of the
 # value in units of d, below)
 TYPES = {Q8_0: ("Q8_0", 34, 127.0 / math.sqrt(3)), Q4_0: ("Q4_0", 18, 8.0 / math.sqrt(3)),
-         Q4_1: ("Q4_1", 20, 8.0 / math.sqrt(3)), Q4_K: ("Q4_K", 144, 255.0)}
-BLOCK = {Q4_K: 256}  # elements per block (32 for the others); in_dim must be a multiple
-K_PACKED = 148  # Q4_K packed bytes per row and super-block (qgemv.h)
+         Q4_1: ("Q4_1", 20, 8.0 / math.sqrt(3)), Q4_K: ("Q4_K", 144, 255.0),
+         Q6_K: ("Q6_K", 210, 73.9 * 18.5)}  # Q6_K: int8 scale rms 73.9, q − 32 std 18.5
+BLOCK = {Q4_K: 256, Q6_K: 256}  # elements per block (32 for the others); in_dim a multiple
+K_PACKED = {Q4_K: 148, Q6_K: 212}  # packed bytes per row and super-block (qgemv.h)
 EINVAL = 1
 MAXN = 16
 
@@ -148,11 +152,26 @@ def random_k_blocks(rows, cols, dev):
     return raw.reshape(rows, nb * 144).contiguous()
 
 
+def random_q6k_blocks(rows, cols, dev):
+    """(rows, cols / 256 · 210) uint8 Q6_K rows: random bytes (ql, qh, the 16 int8 scales), then
+    the f16 d (bytes 208-209) positive in (0.5, 1.5) · s, s keeping W ~ 1/sqrt(cols) (a value
+    d·sc·(q − 32) has a spread of about 1367 d: TYPES' qstd; most d are fp16 subnormals)."""
+    nb = cols // 256
+    s = 1.0 / (TYPES[Q6_K][2] * math.sqrt(cols))
+    raw = torch.randint(0, 256, (rows, nb, 210), dtype=torch.uint8, device=dev)
+    d = ((torch.rand(rows, nb, device=dev) + 0.5) * s).half()
+    raw[:, :, 208:210] = d.view(torch.uint8).view(rows, nb, 2)
+    return raw.reshape(rows, nb * 210).contiguous()
+
+
 def random_blocks(wt, rows, cols, dev):
     """(rows, cols / 32 · bytes) uint8 GGUF rows of random blocks (Q4_1: m about −8 d, so the
-    weights are centred as Q4_0's, with a spread of its own; Q4_K: random_k_blocks)."""
+    weights are centred as Q4_0's, with a spread of its own; Q4_K / Q6_K: random_k_blocks /
+    random_q6k_blocks)."""
     if wt == Q4_K:
         return random_k_blocks(rows, cols, dev)
+    if wt == Q6_K:
+        return random_q6k_blocks(rows, cols, dev)
     _, bs, qstd = TYPES[wt]
     nb = cols // 32
     dv = torch.randn(rows, nb, device=dev) / (qstd * math.sqrt(cols))
@@ -256,7 +275,7 @@ def check_shapes(g, rep, dev):
             file_bytes = qc.raw.numel()
             packed_bytes = qc.packed.numel()
             pad_rows = (rows + 7) // 8 * 8
-            want = (pad_rows * (idim // 256) * K_PACKED if wt == Q4_K
+            want = (pad_rows * (idim // 256) * K_PACKED[wt] if wt in K_PACKED
                     else file_bytes * pad_rows // rows)
             rep.add(packed_bytes == want,
                     f"{tname} {name} fg_qpack_bytes = the layout's bytes of the padded rows", None,
@@ -295,7 +314,7 @@ def check_shapes(g, rep, dev):
             rep.add(st == 0 and torch.equal(dq.view(torch.int16), qc.wf.bfloat16().view(torch.int16)),
                     f"{tname} {name} dequant_bf16 bit-exact", None, f"status {st}")
             del qc
-        if wt == Q4_K:  # rows of whole super-blocks: every group of 4 sub-blocks is full
+        if wt in K_PACKED:  # rows of whole super-blocks: every group of 4 sub-blocks is full
             rep.add(paths == {1}, f"{tname} full groups only", None, str(paths))
         else:
             rep.add(paths == {0, 1}, f"{tname} both load paths (full, partial groups) covered",
@@ -385,6 +404,7 @@ def check_refusals(g, rep, dev):
                       ("in_dim 48", (yp, 1, xp, wp, Q8_0, 1, 48, 64, STORE)),
                       ("type Q5_K", (yp, 1, xp, wp, Q5_K, 1, 256, 64, STORE)),
                       ("Q4_K in_dim 128", (yp, 1, xp, wp, Q4_K, 1, 128, 64, STORE)),
+                      ("Q6_K in_dim 288", (yp, 1, xp, wp, Q6_K, 1, 288, 64, STORE)),
                       ("epilogue 3", (yp, 1, xp, wp, Q8_0, 1, 64, 64, 3)),
                       ("x misaligned", (yp, 1, xp + 2, wp, Q8_0, 1, 64, 64, STORE)),
                       ("w odd", (yp, 1, xp, wp + 1, Q8_0, 1, 64, 64, STORE)),
@@ -398,7 +418,8 @@ def check_refusals(g, rep, dev):
     st = g.lib.fg_qdequant_bf16(yp, wp + 8, Q8_0, 64, 64, Lib.s())
     rep.add(st == EINVAL, "dequant refuses w not 16-byte aligned", None, f"status {st}")
     for tag, args in [("type Q5_K", (Q5_K, 64, 256)), ("cols 48", (Q8_0, 64, 48)),
-                      ("Q4_K cols 128", (Q4_K, 64, 128)), ("rows 0", (Q8_0, 0, 64))]:
+                      ("Q4_K cols 128", (Q4_K, 64, 128)), ("Q6_K cols 96", (Q6_K, 64, 96)),
+                      ("rows 0", (Q8_0, 0, 64))]:
         nb = g.lib.fg_qpack_bytes(*args)
         st = g.lib.fg_qpack(yp, qc.raw.data_ptr(), *args, Lib.s())
         rep.add(nb == 0 and st == EINVAL, f"fg_qpack refuses {tag}", None, f"bytes {nb} status {st}")
@@ -480,12 +501,12 @@ def run_bench(g, dev):
     for name, od, idim, epi, norm in BENCH:
         rows = 2 * od if epi == SWIGLU else od
         gamma = (1.0 + 0.5 * torch.randn(idim, device=dev)).bfloat16()
-        for tname in ("bf16", "Q8_0", "Q4_0", "Q4_1", "Q4_K"):
+        for tname in ("bf16", "Q8_0", "Q4_0", "Q4_1", "Q4_K", "Q6_K"):
             if tname == "bf16":
                 one = (torch.randn(rows, idim, device=dev) / math.sqrt(idim)).bfloat16()
                 wt = None
             else:
-                wt = {"Q8_0": Q8_0, "Q4_0": Q4_0, "Q4_1": Q4_1, "Q4_K": Q4_K}[tname]
+                wt = {"Q8_0": Q8_0, "Q4_0": Q4_0, "Q4_1": Q4_1, "Q4_K": Q4_K, "Q6_K": Q6_K}[tname]
                 one = pack(g, wt, random_blocks(wt, rows, idim, dev), rows, idim)
             nbytes = one.numel() * one.element_size()
             copies = [one] + [one.clone() for _ in range(max(1, (256 << 20) // nbytes + 1) - 1)]
@@ -524,7 +545,8 @@ def run_bench(g, dev):
         print(f"  {tname:<5} n={n:<3} {32 * us / 1e3:7.3f} ms/step -> {n * 1e6 / (32 * us):8.0f} tokens/s bound"
               f"  [{32 * best_layer[(tname, n)] / 1e3:7.3f}]")
     dq = torch.empty(14336, 4096, dtype=torch.bfloat16, device=dev)
-    for wt, tname in ((Q8_0, "Q8_0"), (Q4_0, "Q4_0"), (Q4_1, "Q4_1"), (Q4_K, "Q4_K")):
+    for wt, tname in ((Q8_0, "Q8_0"), (Q4_0, "Q4_0"), (Q4_1, "Q4_1"), (Q4_K, "Q4_K"),
+                      (Q6_K, "Q6_K")):
         raw = random_blocks(wt, 14336, 4096, dev)
         pk = torch.empty(g.lib.fg_qpack_bytes(wt, 14336, 4096), dtype=torch.uint8, device=dev)
         us_p = cg.time_calls(lambda i: g.lib.fg_qpack(pk.data_ptr(), raw.data_ptr(), wt, 14336, 4096, Lib.s()), 1, 5)
