@@ -5,7 +5,8 @@
 # order of the arguments:
 #   tests      the kernels' checks (what `make test-gpu` runs) on .gpu/libfgattn.so
 #   testgpu    every check of `make test-gpu`, in its order, on the packed .gpu/ binaries (no make
-#              there: the machine lacks cJSON/libuv/libmicrohttpd headers), each with a time limit
+#              there: the machine lacks cJSON/libuv/libmicrohttpd headers), each with a time limit;
+#              CHECKS="check_gemv check_qgemv" runs only those
 #   qbench     check_qengine.py --only-bench: the 8B shape's decode and prefill from F16 (bf16),
 #              Q8_0 and Q4_0 (--gpu-weights quantized): what decides ENGINE_GPU_WEIGHTS_DEFAULT
 #   attn       check_attention alone (attention, decode attention, kv_write and qkv_store)
@@ -43,6 +44,7 @@ part_testgpu() {
     run_check() { # NAME LIMIT CMD...: one check, its log, its last lines
         local n=$1 lim=$2
         shift 2
+        case " ${CHECKS:-$n} " in *" $n "*) ;; *) return 0 ;; esac
         step "$n"
         timeout "$lim" "$@" >"$O/$n.log" 2>&1 || { rc=1; echo "FAILED (exit $?): $n"; }
         grep -E "FAIL|passed|PASS|Error|rror:" "$O/$n.log" | tail -4

@@ -890,8 +890,8 @@ static void cu_norm_matmul(void *ctx, void *out, void *h, const void *x, const v
  * rows. A W larger than the scratch (the output head: the scratch has the largest layer weight's
  * size) always takes the slices. FG_QLAYOUT_ROWS: the file's blocks as
  * they are (the token embedding), gathered by k_qembed; its types are this file's (Q8_0, Q4_0,
- * Q4_1). Batch-invariant mode keeps no weight quantized (the GEMV's summation order is not
- * cuBLASLt's). */
+ * Q4_1, Q4_K, Q6_K). Batch-invariant mode keeps no weight quantized (the GEMV's summation order is
+ * not cuBLASLt's). */
 
 /* Bytes of one GGUF row of COLS elements in the ROWS layout, or 0 for a type k_qembed lacks. */
 static size_t q_rows_bytes(uint32_t type, int cols) {
@@ -903,6 +903,10 @@ static size_t q_rows_bytes(uint32_t type, int cols) {
         return blocks * 18;
     case GGUF_GGML_Q4_1:
         return blocks * 20;
+    case GGUF_GGML_Q4_K:
+        return cols % 256 == 0 ? blocks / 8 * 144 : 0;
+    case GGUF_GGML_Q6_K:
+        return cols % 256 == 0 ? blocks / 8 * 210 : 0;
     default:
         return 0;
     }
@@ -977,15 +981,44 @@ static int cu_qupload(void *ctx, void *dst, const struct fg_qtensor *parts, int 
     return c->error[0] ? -1 : 0;
 }
 
+/* Element i of a Q4_K row: (d·sc_j)·q − dmin·m_j in fp32, each operation rounded (none fused), as
+ * model/gguf_quant.c and fg_qdequant_bf16. */
+static __device__ __forceinline__ float q4k_value(const uint8_t *row, int i) {
+    const uint8_t *sb = row + (size_t)(i / 256) * 144, *s = sb + 4;
+    const int j = i % 256 / 32, l = i % 32;
+    const int sc = j < 4 ? s[j] & 63 : (s[j + 4] & 15) | (s[j - 4] >> 6) << 4;
+    const int m = j < 4 ? s[j + 4] & 63 : (s[j + 4] >> 4) | (s[j] >> 6) << 4;
+    const int q = sb[16 + 32 * (j / 2) + l] >> (4 * (j & 1)) & 15;
+    const float d = __half2float(__ushort_as_half(*(const unsigned short *)sb));
+    const float dmin = __half2float(__ushort_as_half(*(const unsigned short *)(sb + 2)));
+    return __fsub_rn(__fmul_rn(__fmul_rn(d, (float)sc), (float)q), __fmul_rn(dmin, (float)m));
+}
+
+/* Element i of a Q6_K row: (d·sc_(e/16))·(q − 32), e = i % 256, the 6-bit q from ql / qh as
+ * model/gguf_quant.c reads them (half h = e / 128, quarter s, l = e % 32), unfused. */
+static __device__ __forceinline__ float q6k_value(const uint8_t *row, int i) {
+    const uint8_t *sb = row + (size_t)(i / 256) * 210;
+    const int e = i % 256, h = e / 128, s = e % 128 / 32, l = e % 32;
+    const int q = ((sb[64 * h + 32 * (s & 1) + l] >> (4 * (s >> 1))) & 15) |
+                  ((sb[128 + 32 * h + l] >> (2 * s)) & 3) << 4;
+    const float d = __half2float(__ushort_as_half(*(const unsigned short *)(sb + 208)));
+    return __fmul_rn(__fmul_rn(d, (float)(int8_t)sb[192 + e / 16]), (float)(q - 32));
+}
+
 /* x[t] (dim bf16) = the dequantized row tokens[t] of a table in the file's blocks: one block of
  * threads per token, one element per thread and step (value d·q, Q4_0 d·(q − 8), Q4_1 d·q + m,
- * fp32 rounded once to bf16, as fg_qdequant_bf16). */
+ * Q4_K q4k_value, Q6_K q6k_value; fp32 rounded once to bf16, as fg_qdequant_bf16). */
 __global__ void k_qembed(__nv_bfloat16 *x, const uint8_t *table, const int *tokens, int dim,
                          size_t row_bytes, uint32_t type) {
     const int t = blockIdx.x;
     const uint8_t *row = table + (size_t)tokens[t] * row_bytes;
     const int bb = type == GGUF_GGML_Q8_0 ? 34 : type == GGUF_GGML_Q4_0 ? 18 : 20;
     for (int i = threadIdx.x; i < dim; i += blockDim.x) {
+        if (type == GGUF_GGML_Q4_K || type == GGUF_GGML_Q6_K) {
+            x[(size_t)t * dim + i] =
+                __float2bfloat16(type == GGUF_GGML_Q4_K ? q4k_value(row, i) : q6k_value(row, i));
+            continue;
+        }
         const uint8_t *blk = row + (size_t)(i / 32) * bb;
         const int j = i % 32;
         const float d = __half2float(__ushort_as_half(*(const unsigned short *)blk));
@@ -998,8 +1031,8 @@ __global__ void k_qembed(__nv_bfloat16 *x, const uint8_t *table, const int *toke
             const int q = j < 16 ? b & 15 : b >> 4;
             v = type == GGUF_GGML_Q4_0
                     ? d * (float)(q - 8)
-                    : d * (float)q +
-                          __half2float(__ushort_as_half(*(const unsigned short *)(blk + 2)));
+                    : __fadd_rn(__fmul_rn(d, (float)q), /* unfused, as gguf_quant.c */
+                                __half2float(__ushort_as_half(*(const unsigned short *)(blk + 2))));
         }
         x[(size_t)t * dim + i] = __float2bfloat16(v);
     }

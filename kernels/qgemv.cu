@@ -1,5 +1,5 @@
-/* qgemv.cu — GEMV for 1 to 16 activation rows on GGUF weights (Q8_0, Q4_0, Q4_1), read in the
- * repacked device layout of qgemv.h (fg_qpack writes it from the file's blocks).
+/* qgemv.cu — GEMV for 1 to 16 activation rows on GGUF weights (Q8_0, Q4_0, Q4_1, Q4_K, Q6_K), read
+ * in the repacked device layout of qgemv.h (fg_qpack writes it from the file's blocks).
  *
  * Why a repacking: the file's blocks (34 / 18 / 20 bytes) keep no 16-byte alignment, so a lane
  * could only take 2-byte loads, each warp load touching 8 rows' cache lines (the direct kernel of
@@ -18,8 +18,15 @@
  * (Q4_0: q − 8) or 128 (Q4_1: q). Q8_0: byte → fp32 2^23 + 128 + q by PRMT, one FADD, two pack
  * into a pair by PRMT. The mma sees exact integers, so each block's partial dot is an fp32 sum of
  * exact products (integer × bf16 x), scaled once by the fp32 d of its W row; Q4_1 adds m · Σx, Σx
- * of the block by one more mma pair with a matrix of ones (shared by the block's tiles). The
- * activations stay bf16: no int8 quantization of x, so the error is the bf16 GEMV's.
+ * of the block by one more mma pair with a matrix of ones (shared by the block's tiles). Q4_K runs
+ * as Q4_1 on its 32-element sub-blocks: the scale d·sc_j and the min −dmin·m_j are formed in fp32
+ * (exact) from the super-block's fp16 d/dmin word and the sub-block's unpacked 6-bit (sc, m)
+ * bytes. Q6_K has two int8 scales per 32-element block (one per 16 elements): its packed lane
+ * order puts the first 16 elements in the first mma of the block's pair and the last 16 in the
+ * second (x follows by two lane swaps, q6_xperm), so each half's fp32 sum takes its own exact
+ * d·sc; the 6-bit q − 32 is built as Q4_x's nibbles plus the two high bits (PRMT, shifts, one
+ * bf16x2 FMA). The activations stay bf16: no int8 quantization of x, so the error is the bf16
+ * GEMV's.
  *
  * Two mappings onto mma.m16n8k16 (template SW). SW (the variants fg_qgemv_pick takes): A = 16 W
  * rows (row g of two 8-row tiles), B = the x chunks of activation rows g (the n ≤ 8 columns; a
@@ -58,22 +65,47 @@
 #include "gemv_common.cuh"
 #include "qgemv.h"
 
-enum { QT_Q4_0 = 2, QT_Q4_1 = 3, QT_Q8_0 = 8 }; /* enum gguf_ggml_type ids */
+enum { QT_Q4_0 = 2, QT_Q4_1 = 3, QT_Q8_0 = 8, QT_Q4_K = 12, QT_Q6_K = 14 }; /* gguf_ggml_type */
 
-/* Per type: bytes of a file block, bytes of a lane's share of one block (QB), fp16 mins. */
+/* Per type: bytes of a file block, bytes of a lane's share of one 32-element block (QB), a min
+ * per block (Q4_1: fp16 m; Q4_K: −dmin·m_j), ks: K-quant super-block scales (the "scales" region
+ * holds Q4_K's 6-bit (sc_j, m_j) bytes or Q6_K's two int8 scales of the block, the fp16 d (and
+ * dmin) of each super-block a region of its own, qgemv.h), hb: Q6_K's 6-bit quants (the high two
+ * bits in a region of their own; the lane's 8 elements in q6_elem's order). */
 template <int TYPE> struct qtype;
-template <> struct qtype<QT_Q8_0> { static constexpr int file = 34, qb = 8, mins = 0; };
-template <> struct qtype<QT_Q4_0> { static constexpr int file = 18, qb = 4, mins = 0; };
-template <> struct qtype<QT_Q4_1> { static constexpr int file = 20, qb = 4, mins = 1; };
+template <> struct qtype<QT_Q8_0> {
+    static constexpr int file = 34, qb = 8, mins = 0, ks = 0, hb = 0;
+};
+template <> struct qtype<QT_Q4_0> {
+    static constexpr int file = 18, qb = 4, mins = 0, ks = 0, hb = 0;
+};
+template <> struct qtype<QT_Q4_1> {
+    static constexpr int file = 20, qb = 4, mins = 1, ks = 0, hb = 0;
+};
+template <> struct qtype<QT_Q4_K> {
+    static constexpr int file = 144, qb = 4, mins = 1, ks = 1, hb = 0;
+};
+template <> struct qtype<QT_Q6_K> {
+    static constexpr int file = 210, qb = 4, mins = 0, ks = 1, hb = 1;
+};
 
 static int qtype_known(int wtype) {
-    return wtype == QT_Q8_0 || wtype == QT_Q4_0 || wtype == QT_Q4_1;
+    return wtype == QT_Q8_0 || wtype == QT_Q4_0 || wtype == QT_Q4_1 || wtype == QT_Q4_K ||
+           wtype == QT_Q6_K;
 }
 
-/* The packed layout's regions (qgemv.h): quants, then scales, then (Q4_1) mins. */
+/* Columns the type's rows may have: whole blocks of 32 (K-quants: super-blocks of 256). */
+static int qcols_ok(int wtype, int cols) {
+    const int blk = wtype == QT_Q4_K || wtype == QT_Q6_K ? 256 : 32;
+    return qtype_known(wtype) && cols >= blk && cols % blk == 0;
+}
+
+/* The packed layout's regions (qgemv.h): quants, then scales (K-quants: the per-block bytes),
+ * then (Q4_1) mins or (K-quants) the super-blocks' d/dmin words, at m0, then (Q6_K) the quants'
+ * high bits at h0. */
 struct qlayout {
     int nb, tiles;
-    size_t s0, m0, total;
+    size_t s0, m0, h0, total;
 };
 
 static qlayout qlayout_of(int wtype, int rows, int cols) {
@@ -84,7 +116,8 @@ static qlayout qlayout_of(int wtype, int rows, int cols) {
     const size_t tb = (size_t)l.tiles * (size_t)l.nb; /* (tile, block) pairs */
     l.s0 = tb * 32 * qb;
     l.m0 = l.s0 + tb * 16;
-    l.total = l.m0 + (wtype == QT_Q4_1 ? tb * 16 : 0);
+    l.h0 = l.m0 + (wtype == QT_Q4_1 ? tb * 16 : wtype == QT_Q4_K || wtype == QT_Q6_K ? tb * 4 : 0);
+    l.total = l.h0 + (wtype == QT_Q6_K ? tb * 64 : 0);
     return l;
 }
 
@@ -101,6 +134,12 @@ __device__ __forceinline__ size_t qoff_scale(int nb, int r, int b) {
     return ((size_t)(r >> 3) * nb + 4 * q) * 16 + (size_t)(((r & 7) * gs + (b & 3)) * 2);
 }
 
+/* Q4_K: byte offset of row r's d/dmin word of super-block sb in the d/dmin region (the 8 rows of
+ * a tile side by side: 32 bytes per tile and super-block). */
+__device__ __forceinline__ size_t qoff_dm(int nb, int r, int sb) {
+    return ((size_t)(r >> 3) * (nb / 8) + sb) * 32 + (size_t)(r & 7) * 4;
+}
+
 struct qgemv_params {
     void *y;
     const __nv_bfloat16 *x;
@@ -114,19 +153,25 @@ struct qgemv_params {
     int nb;        /* in_dim / 32 */
     int hs;        /* NORM: h of the n rows normed into shared memory first (it fits) */
     size_t s0, m0; /* the scale and min regions' offsets */
+    size_t h0;     /* Q6_K: the high bits' region */
 };
 
 /* A lane's share of one group (up to 4 blocks) of one W tile: quants of its B row g, fp16 scales
- * (and mins) of the accumulator's W rows 2t (sa, ma) and 2t + 1 (sb, mb), block u in half u. */
+ * (and mins) of the accumulator's W rows 2t (sa, ma) and 2t + 1 (sb, mb), block u in half u.
+ * Q4_K: sa / sb hold the (sc, m) byte pairs of the 4 sub-blocks (half u: sc_u | m_u << 8), ma.x /
+ * mb.x the rows' d/dmin word of the group's super-block (d in the low half). */
 template <int TYPE> struct qgrp {
     uint32_t q[qtype<TYPE>::qb];
     uint2 sa, sb, ma, mb;
+    uint2 h; /* Q6_K: the high bits of the lane's 8 elements of block u in half u */
 };
 
 /* Where the lane's loads of one tile start: its B row's quants and the two scale rows, at the
  * slot of a full group (the last, partial group of a row moves by slot · (gs − 4) · size). */
 struct qrows {
     const uint8_t *q, *sa, *sb;
+    const uint8_t *da, *db; /* K-quants: the rows' d/dmin words of super-block 0 */
+    const uint8_t *h;       /* Q6_K: the B row's high bits, at the slot of a full group */
     int slot_q, slot_a, slot_b;
 };
 
@@ -159,6 +204,12 @@ __device__ __forceinline__ uint2 qld8(const uint8_t *p) {
     return v;
 }
 
+/* Q4_K: a row's d/dmin word for group gq (super-block gq / 2; the word's 32 bytes per tile are
+ * read by the two groups' warps, so through L1). */
+__device__ __forceinline__ uint32_t qld_dm(const uint8_t *da, int gq) {
+    return __ldg(reinterpret_cast<const unsigned *>(da + (size_t)(gq >> 1) * 32));
+}
+
 /* The lane's share of group gq of one tile (streamed: W is read once). */
 template <int TYPE>
 __device__ __forceinline__ void qgrp_load(qgrp<TYPE> &w, const qrows &rw, const qgemv_params &p,
@@ -178,7 +229,11 @@ __device__ __forceinline__ void qgrp_load(qgrp<TYPE> &w, const qrows &rw, const 
         }
         w.sa = qld8(rw.sa + sgb);
         w.sb = qld8(rw.sb + sgb);
-        if (qtype<TYPE>::mins) {
+        if (qtype<TYPE>::hb) w.h = qld8(rw.h + (size_t)gq * 256);
+        if (qtype<TYPE>::ks) {
+            w.ma = make_uint2(qld_dm(rw.da, gq), 0u);
+            w.mb = make_uint2(qld_dm(rw.db, gq), 0u);
+        } else if (qtype<TYPE>::mins) {
             w.ma = qld8(rw.sa + sgb + md);
             w.mb = qld8(rw.sb + sgb + md);
         }
@@ -187,7 +242,11 @@ __device__ __forceinline__ void qgrp_load(qgrp<TYPE> &w, const qrows &rw, const 
     const uint8_t *qp = rw.q + gb + (ptrdiff_t)rw.slot_q * (gs - 4) * QB;
     const uint8_t *pa = rw.sa + sgb + (ptrdiff_t)rw.slot_a * (gs - 4) * 2;
     const uint8_t *pb = rw.sb + sgb + (ptrdiff_t)rw.slot_b * (gs - 4) * 2;
-    w.sa = w.sb = w.ma = w.mb = make_uint2(0u, 0u);
+    w.sa = w.sb = w.ma = w.mb = w.h = make_uint2(0u, 0u);
+    if (qtype<TYPE>::ks) { /* (not reached: K-quant rows are whole super-blocks, full groups) */
+        w.ma.x = qld_dm(rw.da, gq);
+        w.mb.x = qld_dm(rw.db, gq);
+    }
 #pragma unroll
     for (int u = 0; u < 4; u++) {
 #pragma unroll
@@ -195,9 +254,13 @@ __device__ __forceinline__ void qgrp_load(qgrp<TYPE> &w, const qrows &rw, const 
             w.q[u * (QB / 4) + e] =
                 u < gs ? __ldcs(reinterpret_cast<const unsigned *>(qp + u * QB) + e) : 0u;
         if (u >= gs) continue;
+        if (qtype<TYPE>::hb) {
+            const uint8_t *hp = rw.h + (size_t)gq * 256 + (ptrdiff_t)rw.slot_q * (gs - 4) * 2;
+            w.h = qset_half(w.h, u, __ldcs(reinterpret_cast<const unsigned short *>(hp) + u));
+        }
         w.sa = qset_half(w.sa, u, __ldcs(reinterpret_cast<const unsigned short *>(pa) + u));
         w.sb = qset_half(w.sb, u, __ldcs(reinterpret_cast<const unsigned short *>(pb) + u));
-        if (qtype<TYPE>::mins) {
+        if (qtype<TYPE>::mins && !qtype<TYPE>::ks) {
             w.ma =
                 qset_half(w.ma, u, __ldcs(reinterpret_cast<const unsigned short *>(pa + md) + u));
             w.mb =
@@ -225,9 +288,28 @@ __device__ __forceinline__ uint32_t qnib_pair(uint32_t v, uint32_t neg_off) {
     return r;
 }
 
+/* Q6_K pair p of the lane's block: nibbles (bits 4p.. and 16+4p.. of v) and high bits (bits 2p..
+ * and 16+2p.. of hx, a block's 16 bits spread by PRMT, below) as the bf16 pair (q − 32, q' − 32):
+ * bf16 128 + q (q < 64) by shifts and LOPs, then one bf16x2 FMA subtracts 160 (exact). */
+template <int P> __device__ __forceinline__ uint32_t q6_pair(uint32_t v, uint32_t hx) {
+    const uint32_t hs = P < 2 ? hx << (4 - 2 * P) : hx >> (2 * P - 4);
+    const uint32_t b = ((v >> (4 * P)) & 0x000f000fu) | (hs & 0x00300030u) | 0x43004300u;
+    uint32_t r;
+    asm("fma.rn.bf16x2 %0, %1, %2, %3;\n" : "=r"(r) : "r"(b), "r"(0x3F803F80u), "r"(0xC320C320u));
+    return r;
+}
+
 /* The lane's 8 weights of block u as 4 bf16 pairs in the order of its x chunk (exact integers):
- * Q8_0 q (int8: q ^ 0x80 = q + 128 as a byte), Q4_0 q − 8, Q4_1 q. */
+ * Q8_0 q (int8: q ^ 0x80 = q + 128 as a byte), Q4_0 q − 8, Q4_1 / Q4_K q, Q6_K q − 32 (in
+ * q6_elem's order, the x chunk permuted to match by q6_xperm). */
 template <int TYPE> __device__ __forceinline__ uint4 qweights(const qgrp<TYPE> &w, int u) {
+    if (qtype<TYPE>::hb) {
+        const uint32_t v = w.q[u];
+        /* block u's 16 high bits (half u of w.h): byte 0 to bits 0-7, byte 1 to bits 16-23 */
+        const uint32_t hx = __byte_perm(u < 2 ? w.h.x : w.h.y, 0u, u & 1 ? 0x4342u : 0x4140u);
+        return make_uint4(q6_pair<0>(v, hx), q6_pair<1>(v, hx), q6_pair<2>(v, hx),
+                          q6_pair<3>(v, hx));
+    }
     if (TYPE == QT_Q8_0) {
         const float bias = 8388608.0f + 128.0f;
         const uint32_t a = w.q[2 * u] ^ 0x80808080u, b = w.q[2 * u + 1] ^ 0x80808080u;
@@ -270,6 +352,70 @@ __device__ __forceinline__ void qmma_sw(float (&c)[4], uint4 wa, uint4 wb, uint4
 
 __device__ __forceinline__ float qf16(uint32_t h) {
     return __half2float(__ushort_as_half((unsigned short)h));
+}
+
+/* One of the two mma of qmma_sw (H 0: the x / w pairs .x, .y; H 1: .z, .w), and of qmma. */
+template <int H>
+__device__ __forceinline__ void qmma_sw1(float (&c)[4], uint4 wa, uint4 wb, uint4 x) {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, "
+        "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(H ? wa.z : wa.x), "r"(H ? wb.z : wb.x), "r"(H ? wa.w : wa.y), "r"(H ? wb.w : wb.y),
+          "r"(H ? x.z : x.x), "r"(H ? x.w : x.y));
+}
+
+template <int H> __device__ __forceinline__ void qmma1(float (&c)[4], uint4 xa, uint4 xb, uint4 q) {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, "
+        "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(H ? xa.z : xa.x), "r"(H ? xb.z : xb.x), "r"(H ? xa.w : xa.y), "r"(H ? xb.w : xb.y),
+          "r"(H ? q.z : q.x), "r"(H ? q.w : q.y));
+}
+
+/* Q6_K: lane t's x chunk (elements 8t .. 8t+7 of the block) in the order of its weights: lanes t
+ * and t ^ 2 swap half their chunk, so that lane t < 2 holds 8t .. 8t+3 then 8t+16 .. 8t+19 and
+ * lane t >= 2 holds 8t−12 .. 8t−9 then 8t+4 .. 8t+7 (q6_elem): the first mma of a block then sums
+ * elements 0-15 (the block's first int8 scale), the second 16-31 (its second). */
+__device__ __forceinline__ uint4 q6_xperm(uint4 x, int t) {
+    const bool lo = t < 2;
+    const uint32_t r0 = __shfl_xor_sync(0xffffffffu, lo ? x.z : x.x, 2);
+    const uint32_t r1 = __shfl_xor_sync(0xffffffffu, lo ? x.w : x.y, 2);
+    return lo ? make_uint4(x.x, x.y, r0, r1) : make_uint4(r0, r1, x.z, x.w);
+}
+
+/* Q6_K: d · sc of half H (elements 16H .. 16H+15) of block u, row a (rb 0) or b (rb 1): the
+ * int8 scale by qmagic (byte ^ 0x80 = sc + 128), the product exact in fp32 (fp16 × int8). */
+template <int TYPE, int H>
+__device__ __forceinline__ float q6_scale(const qgrp<TYPE> &w, int rb, int u) {
+    const uint2 s = rb ? w.sb : w.sa;
+    const uint32_t dm = rb ? w.mb.x : w.ma.x;
+    const float sc =
+        qmagic((u < 2 ? s.x : s.y) ^ 0x80808080u, 2 * (u & 1) + H, 8388608.0f + 128.0f);
+    return __fmul_rn(qf16(dm & 0xffffu), sc);
+}
+
+/* Block u's fp32 scale and min for the accumulator's W row a (rb 0: sa, ma) or b (rb 1: sb, mb):
+ * Q8_0 / Q4_x the fp16 d (and m); Q4_K d·sc_u and −(dmin·m_u), each exact in fp32 (an fp16 times
+ * a 6-bit integer has at most 17 significant bits), the values model/gguf_quant.c forms; the
+ * 6-bit integers to fp32 by qmagic (PRMT + FADD, no conversion unit). */
+template <int TYPE> __device__ __forceinline__ float qscale(const qgrp<TYPE> &w, int rb, int u) {
+    const uint2 s = rb ? w.sb : w.sa;
+    if (qtype<TYPE>::ks) {
+        const uint32_t dm = rb ? w.mb.x : w.ma.x;
+        const float sc = qmagic(u < 2 ? s.x : s.y, 2 * (u & 1), 8388608.0f);
+        return __fmul_rn(qf16(dm & 0xffffu), sc);
+    }
+    return qf16(qhalf(s, u));
+}
+
+template <int TYPE> __device__ __forceinline__ float qmin(const qgrp<TYPE> &w, int rb, int u) {
+    if (qtype<TYPE>::ks) {
+        const uint2 s = rb ? w.sb : w.sa;
+        const uint32_t dm = rb ? w.mb.x : w.ma.x;
+        const float m = qmagic(u < 2 ? s.x : s.y, 2 * (u & 1) + 1, 8388608.0f);
+        return -__fmul_rn(qf16(dm >> 16), m);
+    }
+    return qf16(qhalf(rb ? w.mb : w.ma, u));
 }
 
 /* RMSNorm scales of the n rows into sc (shared): warp w sums rows w, w + KW, ... (lane i over
@@ -316,7 +462,7 @@ template <int TYPE, int RT, bool NORM, bool R16, bool SW>
 __device__ __forceinline__ void qblock(float (&acc)[RT][4], const qgrp<TYPE> (&w)[RT],
                                        const qgemv_params &p, const qxsrc &xs, int b, int u,
                                        int t) {
-    (void)t; /* the qxsrc pointers are at the lane's 8t already */
+    /* (the qxsrc pointers are at the lane's 8t already; t is Q6_K's permutation's) */
     const int k = 32 * b;
     const uint4 zero = make_uint4(0, 0, 0, 0);
     uint4 xa, xb;
@@ -334,6 +480,48 @@ __device__ __forceinline__ void qblock(float (&acc)[RT][4], const qgrp<TYPE> (&w
             if (R16 && xs.h1) *reinterpret_cast<uint4 *>(xs.h1 + k) = xb;
         }
     }
+    if (qtype<TYPE>::hb) { /* Q6_K: the two halves of the block apart, each with its scale */
+        xa = q6_xperm(xa, t);
+        if (R16) xb = q6_xperm(xb, t);
+#pragma unroll
+        for (int r = 0; r < RT; r += SW ? 2 : 1) {
+            float pa[4] = {0.0f, 0.0f, 0.0f, 0.0f}, pb[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+            if (SW) { /* pa / pb: c0, c1 of tile r, c2, c3 of tile r + 1 (as below) */
+                const uint4 w0 = qweights<TYPE>(w[r], u), w1 = qweights<TYPE>(w[r + 1], u);
+                const float a0 = q6_scale<TYPE, 0>(w[r], 0, u), b0 = q6_scale<TYPE, 1>(w[r], 0, u);
+                const float a1 = q6_scale<TYPE, 0>(w[r + 1], 0, u);
+                const float b1 = q6_scale<TYPE, 1>(w[r + 1], 0, u);
+                qmma_sw1<0>(pa, w0, w1, xa);
+                qmma_sw1<1>(pb, w0, w1, xa);
+                acc[r][0] = fmaf(b0, pb[0], fmaf(a0, pa[0], acc[r][0]));
+                acc[r][1] = fmaf(b0, pb[1], fmaf(a0, pa[1], acc[r][1]));
+                acc[r + 1][0] = fmaf(b1, pb[2], fmaf(a1, pa[2], acc[r + 1][0]));
+                acc[r + 1][1] = fmaf(b1, pb[3], fmaf(a1, pa[3], acc[r + 1][1]));
+                if (R16) {
+                    float qa[4] = {0.0f, 0.0f, 0.0f, 0.0f}, qb[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+                    qmma_sw1<0>(qa, w0, w1, xb);
+                    qmma_sw1<1>(qb, w0, w1, xb);
+                    acc[r][2] = fmaf(b0, qb[0], fmaf(a0, qa[0], acc[r][2]));
+                    acc[r][3] = fmaf(b0, qb[1], fmaf(a0, qa[1], acc[r][3]));
+                    acc[r + 1][2] = fmaf(b1, qb[2], fmaf(a1, qa[2], acc[r + 1][2]));
+                    acc[r + 1][3] = fmaf(b1, qb[3], fmaf(a1, qa[3], acc[r + 1][3]));
+                }
+            } else { /* D (act row g / g + 8, W rows 2t, 2t + 1) */
+                const uint4 q = qweights<TYPE>(w[r], u);
+                const float aa = q6_scale<TYPE, 0>(w[r], 0, u), ba = q6_scale<TYPE, 1>(w[r], 0, u);
+                const float ab = q6_scale<TYPE, 0>(w[r], 1, u), bb = q6_scale<TYPE, 1>(w[r], 1, u);
+                qmma1<0>(pa, xa, xb, q);
+                qmma1<1>(pb, xa, xb, q);
+                acc[r][0] = fmaf(ba, pb[0], fmaf(aa, pa[0], acc[r][0]));
+                acc[r][1] = fmaf(bb, pb[1], fmaf(ab, pa[1], acc[r][1]));
+                if (R16) {
+                    acc[r][2] = fmaf(ba, pb[2], fmaf(aa, pa[2], acc[r][2]));
+                    acc[r][3] = fmaf(bb, pb[3], fmaf(ab, pa[3], acc[r][3]));
+                }
+            }
+        }
+        return;
+    }
     const uint4 ones = make_uint4(0x3F803F80u, 0x3F803F80u, 0x3F803F80u, 0x3F803F80u);
     if (SW) {
         /* acc[r]: W row g of tile r, act cols 2t, 2t + 1 (R16: and 8 + 2t, 9 + 2t) */
@@ -345,7 +533,7 @@ __device__ __forceinline__ void qblock(float (&acc)[RT][4], const qgrp<TYPE> (&w
 #pragma unroll
         for (int r = 0; r < RT; r += 2) {
             const uint4 w0 = qweights<TYPE>(w[r], u), w1 = qweights<TYPE>(w[r + 1], u);
-            const float d0 = qf16(qhalf(w[r].sa, u)), d1 = qf16(qhalf(w[r + 1].sa, u));
+            const float d0 = qscale<TYPE>(w[r], 0, u), d1 = qscale<TYPE>(w[r + 1], 0, u);
             float part[4] = {0.0f, 0.0f, 0.0f, 0.0f};
             qmma_sw(part, w0, w1, xa);
             acc[r][0] = fmaf(d0, part[0], acc[r][0]);
@@ -361,7 +549,7 @@ __device__ __forceinline__ void qblock(float (&acc)[RT][4], const qgrp<TYPE> (&w
                 acc[r + 1][3] = fmaf(d1, p1[3], acc[r + 1][3]);
             }
             if (qtype<TYPE>::mins) {
-                const float m0 = qf16(qhalf(w[r].ma, u)), m1 = qf16(qhalf(w[r + 1].ma, u));
+                const float m0 = qmin<TYPE>(w[r], 0, u), m1 = qmin<TYPE>(w[r + 1], 0, u);
                 acc[r][0] = fmaf(m0, sx[0], acc[r][0]);
                 acc[r][1] = fmaf(m0, sx[1], acc[r][1]);
                 acc[r + 1][0] = fmaf(m1, sx[0], acc[r + 1][0]);
@@ -382,7 +570,7 @@ __device__ __forceinline__ void qblock(float (&acc)[RT][4], const qgrp<TYPE> (&w
     for (int r = 0; r < RT; r++) {
         float part[4] = {0.0f, 0.0f, 0.0f, 0.0f};
         qmma(part, xa, xb, qweights<TYPE>(w[r], u));
-        const float da = qf16(qhalf(w[r].sa, u)), db = qf16(qhalf(w[r].sb, u));
+        const float da = qscale<TYPE>(w[r], 0, u), db = qscale<TYPE>(w[r], 1, u);
         acc[r][0] = fmaf(da, part[0], acc[r][0]);
         acc[r][1] = fmaf(db, part[1], acc[r][1]);
         if (R16) {
@@ -390,7 +578,7 @@ __device__ __forceinline__ void qblock(float (&acc)[RT][4], const qgrp<TYPE> (&w
             acc[r][3] = fmaf(db, part[3], acc[r][3]);
         }
         if (qtype<TYPE>::mins) {
-            const float ma = qf16(qhalf(w[r].ma, u)), mb = qf16(qhalf(w[r].mb, u));
+            const float ma = qmin<TYPE>(w[r], 0, u), mb = qmin<TYPE>(w[r], 1, u);
             acc[r][0] = fmaf(ma, sx[0], acc[r][0]);
             acc[r][1] = fmaf(mb, sx[0], acc[r][1]);
             if (R16) {
@@ -451,8 +639,9 @@ __device__ __forceinline__ void qprefetch(const uint8_t *pf_base, int pf_bytes, 
  * cp.async.wait_group; the bytes in flight hold no registers. Part v of tile r of stage st is
  * the 512 bytes at ((st · RT + r) · NP + v) · 512 of the warp's ring (lane l at 16 l: no bank
  * conflicts). A partial last group is read from global memory directly. */
-template <int TYPE> struct qring {
-    static constexpr int nq = qtype<TYPE>::qb / 4, np = nq + 1 + qtype<TYPE>::mins;
+template <int TYPE> struct qring { /* parts: quants, scales, mins or d/dmin, Q6_K's high bits */
+    static constexpr int nq = qtype<TYPE>::qb / 4,
+                         np = nq + 1 + (qtype<TYPE>::mins || qtype<TYPE>::ks) + qtype<TYPE>::hb;
 };
 
 __device__ __forceinline__ void qcp16(uint32_t dst, const uint8_t *src) {
@@ -461,6 +650,10 @@ __device__ __forceinline__ void qcp16(uint32_t dst, const uint8_t *src) {
 
 __device__ __forceinline__ void qcp8(uint32_t dst, const uint8_t *src) {
     asm volatile("cp.async.ca.shared.global [%0], [%1], 8;\n" ::"r"(dst), "l"(src) : "memory");
+}
+
+__device__ __forceinline__ void qcp4(uint32_t dst, const uint8_t *src) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(dst), "l"(src) : "memory");
 }
 
 /* Issue step gq's copies into stage st (nothing for a partial or absent group), one commit. */
@@ -479,7 +672,11 @@ __device__ __forceinline__ void qring_issue(uint32_t ring, const qrows (&rw)[RT]
                 qcp16(b + 512u * v, rw[r].q + gb + 16 * v);
             qcp8(b + 512u * NQ, rw[r].sa + sgb);
             qcp8(b + 512u * NQ + 8, rw[r].sb + sgb);
-            if (qtype<TYPE>::mins) {
+            if (qtype<TYPE>::hb) qcp8(b + 512u * (NQ + 2), rw[r].h + (size_t)gq * 256);
+            if (qtype<TYPE>::ks) { /* the d/dmin words where ma.x and mb.x are read back */
+                qcp4(b + 512u * (NQ + 1), rw[r].da + (size_t)(gq >> 1) * 32);
+                qcp4(b + 512u * (NQ + 1) + 8, rw[r].db + (size_t)(gq >> 1) * 32);
+            } else if (qtype<TYPE>::mins) {
                 qcp8(b + 512u * (NQ + 1), rw[r].sa + sgb + md);
                 qcp8(b + 512u * (NQ + 1) + 8, rw[r].sb + sgb + md);
             }
@@ -512,10 +709,11 @@ __device__ __forceinline__ void qring_read(qgrp<TYPE> (&w)[RT], const uint8_t *r
         const uint4 sc = *reinterpret_cast<const uint4 *>(b + 512 * NQ);
         w[r].sa = make_uint2(sc.x, sc.y);
         w[r].sb = make_uint2(sc.z, sc.w);
-        if (qtype<TYPE>::mins) {
+        if (qtype<TYPE>::hb) w[r].h = *reinterpret_cast<const uint2 *>(b + 512 * (NQ + 2));
+        if (qtype<TYPE>::mins || qtype<TYPE>::ks) {
             const uint4 mn = *reinterpret_cast<const uint4 *>(b + 512 * (NQ + 1));
-            w[r].ma = make_uint2(mn.x, mn.y);
-            w[r].mb = make_uint2(mn.z, mn.w);
+            w[r].ma = make_uint2(mn.x, qtype<TYPE>::ks ? 0u : mn.y);
+            w[r].mb = make_uint2(mn.z, qtype<TYPE>::ks ? 0u : mn.w);
         }
     }
 }
@@ -551,10 +749,13 @@ __global__ void __launch_bounds__(KW * 32, MINB) qgemv_kernel(const qgemv_params
         rw[r].q = p.w + (size_t)(rq >> 3) * p.nb * 32 * QB + (size_t)rw[r].slot_q * 4 * QB;
         rw[r].sa = p.w + p.s0 + (size_t)(ra >> 3) * p.nb * 16 + (size_t)rw[r].slot_a * 8;
         rw[r].sb = p.w + p.s0 + (size_t)(rb >> 3) * p.nb * 16 + (size_t)rw[r].slot_b * 8;
+        rw[r].da = p.w + p.m0 + (size_t)(ra >> 3) * p.nb * 4 + (size_t)(ra & 7) * 4;
+        rw[r].db = p.w + p.m0 + (size_t)(rb >> 3) * p.nb * 4 + (size_t)(rb & 7) * 4;
+        rw[r].h = p.w + p.h0 + (size_t)(rq >> 3) * p.nb * 64 + (size_t)rw[r].slot_q * 8;
     }
     const uint8_t *pf_base = nullptr;
     int pf_bytes = 0;
-    if (PF > 0 && UG == 1 && lane < (qtype<TYPE>::mins ? 3 : 2) * RT) {
+    if (PF > 0 && UG == 1 && lane < (qtype<TYPE>::mins && !qtype<TYPE>::ks ? 3 : 2) * RT) {
         const int r = lane % RT, o = swiglu ? r % OT : r;
         const int row = (swiglu && r >= OT ? p.out_dim : 0) + min(j0 + o * 8, p.out_dim - 1);
         const size_t tb = (size_t)(row >> 3) * p.nb; /* the tile's first (tile, block) pair */
@@ -687,7 +888,7 @@ typedef void (*qgemv_fn)(const qgemv_params);
 struct qgemv_variant {
     const char *name;
     int rt, kw, stages;
-    qgemv_fn k[3][2][2]; /* type (Q8_0, Q4_0, Q4_1), NORM, R16 */
+    qgemv_fn k[5][2][2]; /* type (Q8_0, Q4_0, Q4_1, Q4_K, Q6_K), NORM, R16 */
 };
 
 #define QG_K(T, RT, KW, MB, PF, S, SW, NORM, R16)                                                  \
@@ -705,7 +906,8 @@ struct qgemv_variant {
     {                                                                                              \
         "rt" #RT "_kw" #KW "_mb" #MB "_pf" #PF "_s" #S "_sw" #SW, RT, KW, S, {                     \
             QG_T(QT_Q8_0, RT, KW, MB, PF, S, SW), QG_T(QT_Q4_0, RT, KW, MB, PF, S, SW),            \
-                QG_T(QT_Q4_1, RT, KW, MB, PF, S, SW)                                               \
+                QG_T(QT_Q4_1, RT, KW, MB, PF, S, SW), QG_T(QT_Q4_K, RT, KW, MB, PF, S, SW),        \
+                QG_T(QT_Q6_K, RT, KW, MB, PF, S, SW)                                               \
         }                                                                                          \
     }
 static const qgemv_variant qgemv_variants[] = {
@@ -718,12 +920,15 @@ static const qgemv_variant qgemv_variants[] = {
 #define QG_N_VARIANTS (int)(sizeof(qgemv_variants) / sizeof(qgemv_variants[0]))
 
 static int qtype_index(int wtype) {
-    return wtype == QT_Q8_0 ? 0 : wtype == QT_Q4_0 ? 1 : 2;
+    return wtype == QT_Q8_0   ? 0
+           : wtype == QT_Q4_0 ? 1
+           : wtype == QT_Q4_1 ? 2
+           : wtype == QT_Q4_K ? 3
+                              : 4;
 }
 
 extern "C" int fg_qgemv_supported(int wtype, int n, int in_dim, int out_dim) {
-    return qtype_known(wtype) && n >= 1 && n <= FG_QGEMV_MAX_ROWS && in_dim >= 32 &&
-           in_dim % 32 == 0 && out_dim >= 1;
+    return qcols_ok(wtype, in_dim) && n >= 1 && n <= FG_QGEMV_MAX_ROWS && out_dim >= 1;
 }
 
 /* Every group of a row full (in_dim / 32 a multiple of 4): 16-byte loads only. */
@@ -746,14 +951,17 @@ extern "C" const char *fg_qgemv_variant_name(int v) {
  * blocks per SM (1: rt2_kw8_mb3_pf0_s0_sw1, registers cut to 80 with a few spills): Q4_0 q|k|v
  * 8.6 µs against 13.3 at n = 1, gate|up 35.5 against 44.0; at n = 8 on Q4_0 (14.1 / 62.7 against
  * 18.8 / 66.9) and at n = 1 on Q4_1 (11.5 / 45.9 against 14.5 / 47.8); not at n = 16, nor for
- * Q4_1 gate|up at n = 8 (75.7 against 71.9). */
+ * Q4_1 gate|up at n = 8 (75.7 against 71.9). Q4_K takes Q4_1's choices (the same loads and mma
+ * pairs plus its scale and min products), Q6_K the defaults (not timed yet: check_qgemv.py --bench
+ * prints both). */
 enum { QG_PICK = 0, QG_PICK_NORM_Q4 = 1 };
 
 extern "C" int fg_qgemv_pick(int wtype, int n, int in_dim, int out_dim, int epilogue, int norm) {
     if (!fg_qgemv_supported(wtype, n, in_dim, out_dim) || epilogue < FG_GEMV_STORE ||
         epilogue > FG_GEMV_SWIGLU)
         return -1;
-    if (norm && ((wtype == QT_Q4_0 && n <= 8) || (wtype == QT_Q4_1 && n == 1)))
+    if (norm &&
+        ((wtype == QT_Q4_0 && n <= 8) || ((wtype == QT_Q4_1 || wtype == QT_Q4_K) && n == 1)))
         return QG_PICK_NORM_Q4;
     return QG_PICK;
 }
@@ -777,6 +985,7 @@ static int qgemv_launch(int v, int norm, qgemv_params p, int wtype, int epilogue
     p.nb = l.nb;
     p.s0 = l.s0;
     p.m0 = l.m0;
+    p.h0 = l.h0;
     const int cols = 8 * p.out_tiles;
     cudaLaunchAttribute attr[1];
     attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
@@ -790,14 +999,14 @@ static int qgemv_launch(int v, int norm, qgemv_params p, int wtype, int epilogue
     const int ti = qtype_index(wtype), r16 = p.n > 8;
     const qgemv_fn k = vr->k[ti][norm ? 1 : 0][r16];
     /* the async ring's shared memory (past the 48 KB default: the attribute, once per kernel) */
-    const int np = wtype == QT_Q8_0 ? 3 : wtype == QT_Q4_1 ? 3 : 2;
+    const int np = wtype == QT_Q4_0 ? 2 : wtype == QT_Q6_K ? 4 : 3; /* qring<TYPE>::np */
     const size_t ring = (size_t)vr->kw * vr->stages * vr->rt * np * 512;
     const size_t hs = (size_t)p.n * (p.in_dim + 32) * 2;
     p.hs = norm && hs <= QG_HS_MAX;
     cfg.dynamicSmemBytes = ring + (p.hs ? hs : 0);
     /* the attribute belongs to the function on one device: a flag per device (a benign race
      * between threads sets it twice) */
-    static unsigned char smem_set[QG_MAX_DEVICES][QG_N_VARIANTS][3][2][2];
+    static unsigned char smem_set[QG_MAX_DEVICES][QG_N_VARIANTS][5][2][2];
     const size_t smem_max = ring + (norm ? QG_HS_MAX : 0);
     if (smem_max > 48 * 1024) {
         int dev = 0;
@@ -902,9 +1111,134 @@ __global__ void qpack_kernel(uint8_t *dst, const uint8_t *src, int rows, int nb,
         *reinterpret_cast<unsigned short *>(dst + m0 + so) = (unsigned short)(blk[2] | blk[3] << 8);
 }
 
+/* fg_qpack of Q4_K: one thread per (row of the padded rows, sub-block b = 8 · super-block + j):
+ * the sub-block's 32 nibbles (element l: qs[32 (j / 2) + l], the low nibble for even j, the high
+ * for odd, model/gguf_quant.c's order) into the 4 lane words as Q4_x's, its 6-bit scale and min
+ * unpacked into one (sc | m << 8) halfword of the scales region, and (j = 0) the super-block's
+ * d/dmin bytes, as they are, into the d/dmin region. Rows past the last: zeros. */
+__global__ void qpack_k_kernel(uint8_t *dst, const uint8_t *src, int rows, int nb, int tiles,
+                               size_t s0, size_t m0) {
+    const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (size_t)tiles * 8 * nb) return;
+    const int r = (int)(i / nb), b = (int)(i % nb), sb = b / 8, j = b % 8;
+    const bool live = r < rows;
+    const uint8_t *blk = src + ((size_t)r * (nb / 8) + sb) * qtype<QT_Q4_K>::file;
+    const uint8_t *qs = blk + 16 + 32 * (j / 2);
+    const int sh = 4 * (j & 1);
+    for (int t = 0; t < 4; t++) {
+        uint32_t wd = 0u;
+        for (int e = 0; e < 8; e++) {
+            const uint32_t nib = live ? (uint32_t)(qs[8 * t + e] >> sh) & 0x0fu : 0u;
+            wd |= nib << qnib_shift(e);
+        }
+        *reinterpret_cast<uint32_t *>(dst + qoff_quant(4, nb, r, b, t)) = wd;
+    }
+    uint32_t sc = 0u, m = 0u;
+    if (live) {
+        const uint8_t *s = blk + 4; /* the 12 bytes of 6-bit scales and mins */
+        if (j < 4) {
+            sc = s[j] & 63u;
+            m = s[j + 4] & 63u;
+        } else {
+            sc = (s[j + 4] & 15u) | (uint32_t)(s[j - 4] >> 6) << 4;
+            m = (uint32_t)(s[j + 4] >> 4) | (uint32_t)(s[j] >> 6) << 4;
+        }
+    }
+    *reinterpret_cast<unsigned short *>(dst + s0 + qoff_scale(nb, r, b)) =
+        (unsigned short)(sc | m << 8);
+    if (j == 0) {
+        const uint32_t dm = live ? (uint32_t)blk[0] | (uint32_t)blk[1] << 8 |
+                                       (uint32_t)blk[2] << 16 | (uint32_t)blk[3] << 24
+                                 : 0u;
+        *reinterpret_cast<uint32_t *>(dst + m0 + qoff_dm(nb, r, sb)) = dm;
+    }
+}
+
+/* Q6_K: the element (0..31) of the block in slot i (0..7) of lane t's 8 (q6_xperm's order):
+ * slots 0-3 from the first 16 elements, 4-7 from the last 16; el = 8t + i, moved by 12 where
+ * lanes t and t ^ 2 swapped. Its inverse: element e is slot (e >> 4) · 4 + (e & 3) of lane
+ * ((e >> 3) & 1) | ((e >> 2) & 1) << 1. */
+__device__ __forceinline__ int q6_elem(int t, int i) {
+    return 8 * t + i + (i < 4 ? (t < 2 ? 0 : -12) : (t < 2 ? 12 : 0));
+}
+
+/* A Q6_K quant (0..63) of a super-block: element e of 256 (model/gguf_quant.c's order: half
+ * h = e / 128, quarter s, l: ql[64h + 32 (s % 2) + l] nibble s / 2, qh[32h + l] bits 2s). */
+__device__ __forceinline__ uint32_t q6_quant(const uint8_t *blk, int e) {
+    const int h = e / 128, s = e % 128 / 32, l = e % 32;
+    const uint32_t lo = (uint32_t)(blk[64 * h + 32 * (s & 1) + l] >> (4 * (s >> 1))) & 0x0fu;
+    return lo | ((uint32_t)(blk[128 + 32 * h + l] >> (2 * s)) & 3u) << 4;
+}
+
+/* fg_qpack of Q6_K: one thread per (row of the padded rows, block b = 8 · super-block + j): per
+ * lane t the 8 elements in q6_elem's order, low nibbles as a Q4_x word, high bits as 16 bits (slot
+ * i's at bit (i & 1) · 8 + (i >> 1) · 2, what qweights' PRMT spreads) in the high-bits region;
+ * the block's two int8 scales (sc[2j], sc[2j + 1]) in the scales region; (j = 0) the f16 d in
+ * the low half of the super-block's d/dmin word. Rows past the last: zeros. */
+__global__ void qpack_q6k_kernel(uint8_t *dst, const uint8_t *src, int rows, int nb, int tiles,
+                                 size_t s0, size_t m0, size_t h0) {
+    const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (size_t)tiles * 8 * nb) return;
+    const int r = (int)(i / nb), b = (int)(i % nb), sb = b / 8, j = b % 8;
+    const bool live = r < rows;
+    const uint8_t *blk = src + ((size_t)r * (nb / 8) + sb) * qtype<QT_Q6_K>::file;
+    for (int t = 0; t < 4; t++) {
+        uint32_t wd = 0u, hw = 0u;
+        for (int e = 0; e < 8; e++) {
+            const uint32_t q = live ? q6_quant(blk, 32 * j + q6_elem(t, e)) : 0u;
+            wd |= (q & 0x0fu) << qnib_shift(e);
+            hw |= (q >> 4) << ((e & 1) * 8 + (e >> 1) * 2);
+        }
+        *reinterpret_cast<uint32_t *>(dst + qoff_quant(4, nb, r, b, t)) = wd;
+        *reinterpret_cast<unsigned short *>(dst + h0 + qoff_quant(2, nb, r, b, t)) =
+            (unsigned short)hw;
+    }
+    const uint32_t sc = live ? (uint32_t)blk[192 + 2 * j] | (uint32_t)blk[193 + 2 * j] << 8 : 0u;
+    *reinterpret_cast<unsigned short *>(dst + s0 + qoff_scale(nb, r, b)) = (unsigned short)sc;
+    if (j == 0)
+        *reinterpret_cast<uint32_t *>(dst + m0 + qoff_dm(nb, r, sb)) =
+            live ? (uint32_t)blk[208] | (uint32_t)blk[209] << 8 : 0u;
+}
+
+/* fg_qdequant_bf16 of Q6_K: one thread per (row, block, t), lane t's 8 elements: (d · sc) ·
+ * (q − 32) in fp32 as model/gguf_quant.c (dl = d · sc, then dl · (q − 32)), rounded once to
+ * bf16; slots 0-3 and 4-7 are 4 consecutive elements each: two 8-byte stores. */
+__global__ void qdequant_q6k_kernel(__nv_bfloat16 *dst, const uint8_t *w, int rows, int nb,
+                                    size_t s0, size_t m0, size_t h0) {
+    const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (size_t)rows * nb * 4) return;
+    const int t = (int)(i & 3), r = (int)(i / 4 / nb), b = (int)(i / 4 % nb);
+    const uint32_t sc = *reinterpret_cast<const unsigned short *>(w + s0 + qoff_scale(nb, r, b));
+    const uint32_t dm = *reinterpret_cast<const uint32_t *>(w + m0 + qoff_dm(nb, r, b / 8));
+    const uint32_t q = *reinterpret_cast<const uint32_t *>(w + qoff_quant(4, nb, r, b, t));
+    const uint32_t hb =
+        *reinterpret_cast<const unsigned short *>(w + h0 + qoff_quant(2, nb, r, b, t));
+    const float d = qf16(dm & 0xffffu);
+    const float dl[2] = {__fmul_rn(d, (float)(int8_t)(sc & 0xffu)),
+                         __fmul_rn(d, (float)(int8_t)(sc >> 8))};
+    uint32_t pr[4];
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+        float v[2];
+#pragma unroll
+        for (int k = 0; k < 2; k++) {
+            const int s = 2 * e + k; /* slot */
+            const int qv = (int)((q >> qnib_shift(s)) & 0x0fu) |
+                           (int)((hb >> ((s & 1) * 8 + (s >> 1) * 2)) & 3u) << 4;
+            v[k] = __fmul_rn(dl[s >> 2], (float)(qv - 32));
+        }
+        const __nv_bfloat162 h = __floats2bfloat162_rn(v[0], v[1]);
+        pr[e] = *reinterpret_cast<const uint32_t *>(&h);
+    }
+    __nv_bfloat16 *o = dst + ((size_t)r * nb + b) * 32;
+    *reinterpret_cast<uint2 *>(o + q6_elem(t, 0)) = make_uint2(pr[0], pr[1]);
+    *reinterpret_cast<uint2 *>(o + q6_elem(t, 4)) = make_uint2(pr[2], pr[3]);
+}
+
 /* fg_qdequant_bf16: one thread per (row, block, t), the 8 elements 8t .. 8t+7 of the block:
- * d · q (Q4_0 d · (q − 8), Q4_1 d · q + m) in fp32 as model/gguf_quant.c computes it, rounded
- * once to bf16, one 16-byte store (consecutive threads, consecutive stores). */
+ * d · q (Q4_0 d · (q − 8), Q4_1 d · q + m, Q4_K (d · sc) · q − dmin · m) in fp32 as
+ * model/gguf_quant.c computes it (each operation rounded, none fused), rounded once to bf16, one
+ * 16-byte store (consecutive threads, consecutive stores). */
 template <int TYPE>
 __global__ void qdequant_kernel(__nv_bfloat16 *dst, const uint8_t *w, int rows, int nb, size_t s0,
                                 size_t m0) {
@@ -913,9 +1247,16 @@ __global__ void qdequant_kernel(__nv_bfloat16 *dst, const uint8_t *w, int rows, 
     if (i >= (size_t)rows * nb * 4) return;
     const int t = (int)(i & 3), r = (int)(i / 4 / nb), b = (int)(i / 4 % nb);
     const size_t so = qoff_scale(nb, r, b);
-    const float d = qf16(*reinterpret_cast<const unsigned short *>(w + s0 + so));
-    const float m =
-        qtype<TYPE>::mins ? qf16(*reinterpret_cast<const unsigned short *>(w + m0 + so)) : 0.0f;
+    const uint32_t sh = *reinterpret_cast<const unsigned short *>(w + s0 + so);
+    float d, m;
+    if (qtype<TYPE>::ks) { /* d · sc_j and dmin · m_j (exact), as model/gguf_quant.c's dl, ml */
+        const uint32_t dm = *reinterpret_cast<const uint32_t *>(w + m0 + qoff_dm(nb, r, b / 8));
+        d = __fmul_rn(qf16(dm & 0xffffu), (float)(sh & 0xffu));
+        m = __fmul_rn(qf16(dm >> 16), (float)(sh >> 8));
+    } else {
+        d = qf16(sh);
+        m = qtype<TYPE>::mins ? qf16(*reinterpret_cast<const unsigned short *>(w + m0 + so)) : 0.0f;
+    }
     const uint32_t *q = reinterpret_cast<const uint32_t *>(w + qoff_quant(QB, nb, r, b, t));
     float v[8];
 #pragma unroll
@@ -924,7 +1265,9 @@ __global__ void qdequant_kernel(__nv_bfloat16 *dst, const uint8_t *w, int rows, 
             v[j] = (float)(int8_t)(q[j >> 2] >> (8 * (j & 3))) * d;
         } else {
             const int nib = (int)(q[0] >> qnib_shift(j) & 0x0f);
-            v[j] = TYPE == QT_Q4_0 ? d * (float)(nib - 8) : __fadd_rn(__fmul_rn(d, (float)nib), m);
+            v[j] = TYPE == QT_Q4_0   ? d * (float)(nib - 8)
+                   : TYPE == QT_Q4_K ? __fsub_rn(__fmul_rn(d, (float)nib), m)
+                                     : __fadd_rn(__fmul_rn(d, (float)nib), m);
         }
     }
     uint32_t pr[4];
@@ -938,8 +1281,7 @@ __global__ void qdequant_kernel(__nv_bfloat16 *dst, const uint8_t *w, int rows, 
 
 extern "C" int fg_qdequant_bf16(void *dst, const void *w, int wtype, int rows, int cols,
                                 void *stream) {
-    if (!qtype_known(wtype) || rows < 1 || cols < 32 || cols % 32 || (uintptr_t)dst % 16 ||
-        (uintptr_t)w % 16)
+    if (!qcols_ok(wtype, cols) || rows < 1 || (uintptr_t)dst % 16 || (uintptr_t)w % 16)
         return (int)cudaErrorInvalidValue;
     const qlayout l = qlayout_of(wtype, rows, cols);
     const size_t n_threads = (size_t)rows * l.nb * 4;
@@ -951,13 +1293,17 @@ extern "C" int fg_qdequant_bf16(void *dst, const void *w, int wtype, int rows, i
         qdequant_kernel<QT_Q8_0><<<grid, 256, 0, s>>>(o, in, rows, l.nb, l.s0, l.m0);
     else if (wtype == QT_Q4_0)
         qdequant_kernel<QT_Q4_0><<<grid, 256, 0, s>>>(o, in, rows, l.nb, l.s0, l.m0);
-    else
+    else if (wtype == QT_Q4_1)
         qdequant_kernel<QT_Q4_1><<<grid, 256, 0, s>>>(o, in, rows, l.nb, l.s0, l.m0);
+    else if (wtype == QT_Q4_K)
+        qdequant_kernel<QT_Q4_K><<<grid, 256, 0, s>>>(o, in, rows, l.nb, l.s0, l.m0);
+    else
+        qdequant_q6k_kernel<<<grid, 256, 0, s>>>(o, in, rows, l.nb, l.s0, l.m0, l.h0);
     return (int)cudaGetLastError();
 }
 
 extern "C" size_t fg_qpack_bytes(int wtype, int rows, int cols) {
-    if (!qtype_known(wtype) || rows < 1 || cols < 32 || cols % 32) return 0;
+    if (!qcols_ok(wtype, cols) || rows < 1) return 0;
     return qlayout_of(wtype, rows, cols).total;
 }
 
@@ -974,7 +1320,11 @@ extern "C" int fg_qpack(void *dst, const void *src, int wtype, int rows, int col
         qpack_kernel<QT_Q8_0><<<grid, 256, 0, s>>>(o, in, rows, l.nb, l.tiles, l.s0, l.m0);
     else if (wtype == QT_Q4_0)
         qpack_kernel<QT_Q4_0><<<grid, 256, 0, s>>>(o, in, rows, l.nb, l.tiles, l.s0, l.m0);
-    else
+    else if (wtype == QT_Q4_1)
         qpack_kernel<QT_Q4_1><<<grid, 256, 0, s>>>(o, in, rows, l.nb, l.tiles, l.s0, l.m0);
+    else if (wtype == QT_Q4_K)
+        qpack_k_kernel<<<grid, 256, 0, s>>>(o, in, rows, l.nb, l.tiles, l.s0, l.m0);
+    else
+        qpack_q6k_kernel<<<grid, 256, 0, s>>>(o, in, rows, l.nb, l.tiles, l.s0, l.m0, l.h0);
     return (int)cudaGetLastError();
 }

@@ -1,15 +1,23 @@
 /* qgemv.h — CUDA: GEMV for decode (1 to 16 activation rows) reading weights quantized as GGUF
- * blocks (Q8_0, Q4_0, Q4_1) in a GPU-friendly repacking of the same bits, with the epilogues of
- * kernels/gemv.h (store, residual add, SwiGLU) and the fused RMSNorm in front; and the bf16
- * dequantization of such a weight for larger batches (the scratch a cuBLASLt GEMM then reads).
+ * blocks (Q8_0, Q4_0, Q4_1, Q4_K, Q6_K) in a GPU-friendly repacking of the same bits, with the
+ * epilogues of kernels/gemv.h (store, residual add, SwiGLU) and the fused RMSNorm in front; and the
+ * bf16 dequantization of such a weight for larger batches (the scratch a cuBLASLt GEMM then reads).
  *
  * y (n, out_dim) = x (n, in_dim) · Wᵀ, W (rows, in_dim) given by the file as rows of in_dim / 32
  * blocks (Q8_0: 34 bytes, f16 d then 32 int8 q, value d·q; Q4_0: 18 bytes, f16 d then 16 bytes
  * whose low nibbles are elements 0-15 and high nibbles 16-31, value d·(q − 8); Q4_1: 20 bytes,
- * f16 d, f16 m, then the nibbles as Q4_0, value d·q + m; model/gguf_quant.c is the oracle).
+ * f16 d, f16 m, then the nibbles as Q4_0, value d·q + m; model/gguf_quant.c is the oracle), or
+ * of in_dim / 256 super-blocks (Q4_K: 144 bytes, f16 d, f16 dmin, 12 bytes of 6-bit scales sc_j
+ * and mins m_j, 128 bytes qs; sub-block j (elements 32j .. 32j+31) takes the low nibbles of
+ * qs[32 (j/2) ..] for even j, the high ones for odd j, value (d·sc_j)·q − dmin·m_j: Q4_1's form
+ * per 32-element block with scale d·sc_j and min −dmin·m_j, both exact in fp32; Q6_K: 210
+ * bytes, ql[128], qh[64], int8 scales[16], f16 d, value (d·sc_(e/16))·(q − 32) with the 6-bit q
+ * of element e from ql / qh as model/gguf_quant.c reads them).
  * x bf16, fp32 accumulation; each block's 32 products are exact (integer q times bf16 x), summed
- * in fp32 and scaled by the fp32 d once (Q4_1: plus m · Σx). Activations stay bf16 (no int8
- * quantization of x): the error is the bf16 GEMV's. Twin: dequantize-then-fp64 in
+ * in fp32 and scaled by the fp32 d once (Q4_1: plus m · Σx; Q4_K: d·sc_j and −dmin·m_j formed in
+ * fp32 from the resident fp16 and 6-bit integers, never rounded to fp16; Q6_K: each 16-element
+ * half of a block summed on its own and scaled by the exact fp32 d·sc). Activations stay bf16 (no
+ * int8 quantization of x): the error is the bf16 GEMV's. Twin: dequantize-then-fp64 in
  * tests/gpu/check_qgemv.py.
  *
  * The device layout (fg_qpack writes it, everything else here reads it). Rows are taken in tiles
@@ -27,6 +35,21 @@
  * contiguous bytes, and a row's 4 scales as one 8-byte word. The bytes equal the file's when the
  * rows are a multiple of 8 (every model shape); the padding of smaller row counts is at most 7
  * rows.
+ * Q4_K (in_dim % 256 == 0, so every group is full): each sub-block j of super-block s is block
+ * b = 8s + j. Quants as Q4_x (its 32 nibbles in element order). The scales region holds, where
+ * Q4_x has block b's fp16 d, the halfword sc_j | m_j << 8 (the 6-bit integers unpacked). At
+ * M = S + tiles · nb · 16, the d/dmin region: row r's 4 file bytes (f16 d, f16 dmin) of super-block
+ * s at M + ((T · nb / 8 + s) · 8 + r % 8) · 4 (a tile's 8 rows side by side). Per row and 256
+ * elements 128 + 16 + 4 = 148 bytes against the file's 144: 37/36 = 1.028× (rows a multiple of 8).
+ * Q6_K (in_dim % 256 == 0): blocks as Q4_K's, but lane slot l's 8 elements of a block are, in
+ * its word's order (slots i = 0..7), elements 8t + i + (i < 4 ? (t < 2 ? 0 : −12) : (t < 2 ? 12 :
+ * 0)): slots 0-3 of the four lanes are the block's first 16 elements, slots 4-7 its last 16 (the
+ * kernel permutes x to match). Quants: the low nibbles, as Q4_x's word. Scales region: the
+ * block's two int8 scales (first 16 elements in the low byte). d/dmin region: as Q4_K's, the f16
+ * d in the low half (the high half 0). At H = M + tiles · nb · 4, the high bits: per lane slot
+ * and block 16 bits at H + ((T · nb + 4q) · 32 + l · gs + u) · 2 (as the quants with QB = 2),
+ * slot i's two bits at bit (i & 1) · 8 + (i >> 1) · 2. Per row and 256 elements 128 + 64 + 16 +
+ * 4 = 212 bytes against the file's 210: 1.0095×.
  */
 #ifndef FG_QGEMV_H
 #define FG_QGEMV_H
@@ -37,8 +60,8 @@ extern "C" {
 
 #define FG_QGEMV_MAX_ROWS 16
 
-/* 1 when fg_qgemv serves this shape: wtype Q8_0 (8), Q4_0 (2) or Q4_1 (3),
- * 1 <= n <= FG_QGEMV_MAX_ROWS, in_dim % 32 == 0, out_dim >= 1. */
+/* 1 when fg_qgemv serves this shape: wtype Q8_0 (8), Q4_0 (2) or Q4_1 (3) with in_dim % 32 == 0,
+ * or Q4_K (12) or Q6_K (14) with in_dim % 256 == 0; 1 <= n <= FG_QGEMV_MAX_ROWS, out_dim >= 1. */
 int fg_qgemv_supported(int wtype, int n, int in_dim, int out_dim);
 
 /* Epilogues as enum fg_gemv_epilogue (gemv.h): STORE 0, ADD 1, SWIGLU 2 (W has 2·out_dim rows,
@@ -87,9 +110,10 @@ int fg_qpack(void *dst, const void *src, int wtype, int rows, int cols, void *st
 
 /* dst (rows, cols) bf16 = bf16(dequantize(w)), w packed by fg_qpack (rows, cols), 16-byte
  * aligned: the scratch through which prefill and batches past FG_QGEMV_MAX_ROWS reach the bf16
- * GEMM. Each element is d·q (Q4_0: d·(q − 8), Q4_1: d·q + m, unfused) in fp32 as
- * model/gguf_quant.c computes it, rounded once to bf16. dst 16-byte aligned. Graph-capturable.
- * Returns 0 or a cudaError_t. */
+ * GEMM. Each element is d·q (Q4_0: d·(q − 8), Q4_1: d·q + m, Q4_K: (d·sc)·q − dmin·m, Q6_K:
+ * (d·sc)·(q − 32), unfused)
+ * in fp32 as model/gguf_quant.c computes it, rounded once to bf16. dst 16-byte aligned.
+ * Graph-capturable. Returns 0 or a cudaError_t. */
 int fg_qdequant_bf16(void *dst, const void *w, int wtype, int rows, int cols, void *stream);
 
 #ifdef __cplusplus

@@ -74,3 +74,51 @@ def test_tied_leaves_the_head_out_and_counts_the_bytes(tmp_path):
                           "--model", out, "--prompt", "hello", "--max-new-tokens", "3", "--ignore-eos"],
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
+
+
+def test_kquant_blocks_are_the_drawn_values():
+    """kquant_blocks' Q4_K bytes, read by gguf-py, are the scales, mins and nibbles it drew (the
+    same RandomState draws, in its order), centred with about the asked std."""
+    n, std = 256 * 64, 0.02
+    raw = np.frombuffer(mrg.kquant_blocks(np.random.RandomState(5), n, std), np.uint8)
+    assert raw.size == n // 256 * 144
+    got = dequantize(raw.reshape(-1, 144), GT.Q4_K).reshape(-1, 8, 32)
+    rng = np.random.RandomState(5)
+    nb = n // 256
+    sc = rng.randint(0, 64, (nb, 8))
+    m = np.clip(sc + rng.randint(-3, 4, (nb, 8)), 0, 63)
+    q = rng.randint(0, 16, (nb, 4, 2, 32)).reshape(nb, 8, 32)  # sub-block 2c + h
+    d = (std / 170.0 * rng.uniform(0.5, 1.5, nb)).astype(np.float16).astype(np.float32)
+    dmin = (d * 7.5).astype(np.float16).astype(np.float32)
+    want = ((d[:, None] * sc.astype(np.float32))[:, :, None] * q.astype(np.float32)
+            - (dmin[:, None] * m.astype(np.float32))[:, :, None])
+    assert np.array_equal(got, want.astype(np.float32))
+    assert abs(float(got.mean())) < 0.05 * std and 0.8 * std < float(got.std()) < 1.2 * std
+
+
+@pytest.mark.parametrize("kind", ["q4_k", "q6_k"])
+def test_kquant_file_reads_and_runs(tmp_path, kind):
+    """--type q4_k / q6_k on a shape whose rows are multiples of 256 (small, one layer, --shift):
+    every matrix in that type, the printed tensor bytes gguf's, weights of about --std, flashgen
+    runs it; a shape with other rows is refused."""
+    out = str(tmp_path / f"small_{kind}.gguf")
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "make_random_gguf.py"), "--shape", "small",
+                        "--layers", "1", "--shift", "--tokenizer", TOKENIZER, "--out", out, "--type", kind],
+                       check=True, capture_output=True, text=True)
+    reader = gguf.GGUFReader(out)
+    want = mrg.TYPES[kind][0]
+    for t in reader.tensors:
+        assert int(t.tensor_type) == (mrg.GGML_F32 if len(t.shape) == 1 else want), t.name
+    assert f"tensor bytes {sum(int(t.n_bytes) for t in reader.tensors)}" in r.stdout
+    gate = next(t for t in reader.tensors if t.name == "blk.0.ffn_gate.weight")
+    w = dequantize(gate.data, gate.tensor_type)
+    assert 0.016 < float(w.std()) < 0.024 and abs(float(w.mean())) < 1e-3
+    run = subprocess.run([os.path.join(ROOT, os.environ.get("FLASHGEN_BUILD", "build"), "flashgen"), "generate",
+                          "--model", out, "--prompt", "hello", "--max-new-tokens", "3", "--ignore-eos"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    bad = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "make_random_gguf.py"), "--shape", "tiny",
+                          "--tokenizer", TOKENIZER, "--out", str(tmp_path / "tiny.gguf"), "--type", kind],
+                         capture_output=True, text=True)
+    assert bad.returncode != 0 and "multiple of 256" in bad.stderr
+    assert not os.path.exists(tmp_path / "tiny.gguf")

@@ -11,10 +11,13 @@ load, for serving benchmarks at real shapes (bench/serving_device.sh).
 Numpy only (the device machine has no `gguf` package), GGUF v3: the llama metadata keys, every
 `tokenizer.*` key copied byte for byte from --tokenizer (so both engines tokenize the same way and
 the vocabulary is that file's), 2-D weights in F16 (or F32, or the GGUF blocks of Q8_0, Q4_0,
-Q4_1: --type), norms in F32 (as llama.cpp writes them). The values: one block of N(0, std) numbers
-drawn once (numpy RandomState(--seed)), quantized once for the block types (the rounding
+Q4_1, Q4_K, Q6_K: --type), norms in F32 (as llama.cpp writes them). The values: one block of N(0, std)
+numbers drawn once (numpy RandomState(--seed)), quantized once for the block types (the rounding
 llama.cpp's reference quantizer uses, written here from the format: model-format.md), and tiled
-over every tensor, which writes a 14.7 GB file in seconds; the model's output is noise, which a
+over every tensor, which writes a 14.7 GB file in seconds; Q4_K and Q6_K (no quantizer here, as
+tools/make_kquant_models.py) are random super-blocks whose bytes define the weights (kquant_blocks,
+q6k_blocks: std about --std, centred), every 2-D weight's rows a multiple of 256 (the shapes small and
+llama3_8b; the others are refused); the model's output is noise, which a
 throughput benchmark does not mind (it runs with ignore_eos). --tied leaves output.weight out (the
 head is the embedding, as SmolLM2's); the last line says the tensor bytes (tests/gpu/check_qengine.py
 compares the GPU's resident bytes with them).
@@ -45,11 +48,21 @@ SHAPES = {
 T_U8, T_I8, T_U16, T_I16, T_U32, T_I32, T_F32, T_BOOL, T_STR, T_ARR, T_U64, T_I64, T_F64 = range(13)
 SCALAR = {T_U8: "<B", T_I8: "<b", T_U16: "<H", T_I16: "<h", T_U32: "<I", T_I32: "<i", T_F32: "<f",
           T_BOOL: "<B", T_U64: "<Q", T_I64: "<q", T_F64: "<d"}
-GGML_F32, GGML_F16, GGML_Q4_0, GGML_Q4_1, GGML_Q8_0 = 0, 1, 2, 3, 8
+GGML_F32, GGML_F16, GGML_Q4_0, GGML_Q4_1, GGML_Q8_0, GGML_Q4_K, GGML_Q6_K = 0, 1, 2, 3, 8, 12, 14
 ALIGN = 32
-# --type: (ggml type of the 2-D weights, general.file_type (llama_ftype), bytes per 32 values)
+# --type: (ggml type of the 2-D weights, general.file_type (llama_ftype; 14 MOSTLY_Q4_K_S, 18
+# MOSTLY_Q6_K: every matrix in that type), bytes per block of BLOCK_VALUES values)
 TYPES = {"f32": (GGML_F32, 0, 128), "f16": (GGML_F16, 1, 64), "q4_0": (GGML_Q4_0, 2, 18),
-         "q4_1": (GGML_Q4_1, 3, 20), "q8_0": (GGML_Q8_0, 7, 34)}
+         "q4_1": (GGML_Q4_1, 3, 20), "q8_0": (GGML_Q8_0, 7, 34), "q4_k": (GGML_Q4_K, 14, 144),
+         "q6_k": (GGML_Q6_K, 18, 210)}
+BLOCK_VALUES = {GGML_Q4_K: 256, GGML_Q6_K: 256}  # values per block (32 for the other types)
+
+
+def type_bytes(n, t):
+    """Bytes of N values of ggml type T (F32, or a --type's; N whole blocks)."""
+    if t in (GGML_F32, GGML_F16):
+        return (4 if t == GGML_F32 else 2) * n
+    return n // BLOCK_VALUES.get(t, 32) * next(v[2] for v in TYPES.values() if v[0] == t)
 
 
 def quantize_blocks(x, t):
@@ -78,6 +91,40 @@ def quantize_blocks(x, t):
     nib = q[:, :16] | (q[:, 16:] << 4)
     return np.concatenate([d.astype(np.float16)[:, None].view(np.uint8),
                            lo.astype(np.float16)[:, None].view(np.uint8), nib], axis=1).tobytes()
+
+
+def kquant_blocks(rng, n, std):
+    """N / 256 random Q4_K super-blocks (bytes): per sub-block j a 6-bit scale sc_j uniform in
+    0..63 and a min m_j = sc_j + U{-3..3} (clipped to 0..63; never the scale's bytes), nibbles
+    uniform in 0..15, d = fp16(std / 170 · U(0.5, 1.5)), dmin = fp16(7.5 d): a value
+    d·sc·q − dmin·m ≈ d·sc·(q − 7.5) has mean about 0 and std about 170 d (sc's rms 36.9 times
+    q's std 4.6). Packed as model-format.md's Q4_K: f16 d, f16 dmin, the 12 bytes of scales and
+    mins (get_scale_min_k4's inverse), then qs[32c + l] = q[64c + l] | q[64c + 32 + l] << 4."""
+    nb = n // 256
+    sc = rng.randint(0, 64, (nb, 8))
+    m = np.clip(sc + rng.randint(-3, 4, (nb, 8)), 0, 63)
+    q = rng.randint(0, 16, (nb, 4, 2, 32))  # pair c, low / high nibble, l
+    d = (std / 170.0 * rng.uniform(0.5, 1.5, nb)).astype(np.float16)
+    dmin = (d.astype(np.float32) * 7.5).astype(np.float16)
+    s = np.zeros((nb, 12), np.int64)
+    s[:, 0:4] = sc[:, 0:4] | (sc[:, 4:8] >> 4) << 6
+    s[:, 4:8] = m[:, 0:4] | (m[:, 4:8] >> 4) << 6
+    s[:, 8:12] = (sc[:, 4:8] & 15) | (m[:, 4:8] & 15) << 4
+    qs = (q[:, :, 0, :] | q[:, :, 1, :] << 4).reshape(nb, 128)
+    return np.concatenate([d[:, None].view(np.uint8), dmin[:, None].view(np.uint8),
+                           s.astype(np.uint8), qs.astype(np.uint8)], axis=1).tobytes()
+
+
+def q6k_blocks(rng, n, std):
+    """N / 256 random Q6_K super-blocks (bytes): ql, qh and the 16 int8 scales uniform random
+    bytes, d = fp16(std / 1367 · U(0.5, 1.5)): a value d·sc·(q − 32) has mean about 0 and std
+    about 1367 d (sc's rms 73.9 times the std 18.5 of q − 32); at std 0.02 d is an fp16
+    subnormal, whose bits are as exact as any."""
+    nb = n // 256
+    b = rng.randint(0, 256, (nb, 210)).astype(np.uint8)
+    d = (std / 1367.0 * rng.uniform(0.5, 1.5, nb)).astype(np.float16)
+    b[:, 208:210] = d[:, None].view(np.uint8)
+    return b.tobytes()
 
 
 class Reader:
@@ -148,8 +195,7 @@ def kv_scalar(key, t, v):
 
 def tensor_nbytes(shape, t):
     """Bytes of a tensor of SHAPE in ggml type T (F32 norms or a 2-D weight of a --type)."""
-    n = int(np.prod(shape))
-    return n * 4 if t == GGML_F32 else n // 32 * next(v[2] for v in TYPES.values() if v[0] == t)
+    return type_bytes(int(np.prod(shape)), t)
 
 
 def tensor_plan(s, vocab, wtype, tied=False):
@@ -202,7 +248,7 @@ def main():
     if a.layers:
         s["n_layers"] = a.layers
     tok, vocab = tokenizer_entries(a.tokenizer)
-    wtype, ftype, per32 = TYPES[a.type]
+    wtype, ftype, _ = TYPES[a.type]
     hd = s["dim"] // s["n_heads"]
     kvs = [kv_string("general.architecture", "llama"),
            kv_string("general.name", f"random-{a.shape}-{a.type}"),
@@ -223,7 +269,7 @@ def main():
     infos, offset = [], 0
     for name, shape, t in plan:
         n = int(np.prod(shape))
-        nb = n * 4 if t == GGML_F32 else n // 32 * per32
+        nb = type_bytes(n, t)
         k = name.encode()
         dims = list(reversed(shape))  # ne[0] is the innermost (column) dimension
         infos.append(struct.pack("<Q", len(k)) + k + struct.pack("<I", len(dims)) +
@@ -231,13 +277,23 @@ def main():
         offset += (nb + ALIGN - 1) // ALIGN * ALIGN
 
     rng = np.random.RandomState(a.seed)
-    if a.block % 32 and wtype not in (GGML_F16, GGML_F32):
-        sys.exit(f"--block: a multiple of 32 values for --type {a.type} (whole quantization blocks)")
-    values = rng.standard_normal(a.block) * a.std
-    if wtype in (GGML_F16, GGML_F32):
+    bv = BLOCK_VALUES.get(wtype, 32)
+    if a.block % bv and wtype not in (GGML_F16, GGML_F32):
+        sys.exit(f"--block: a multiple of {bv} values for --type {a.type} (whole quantization blocks)")
+    bad = [(n, sh) for n, sh, t in plan if t == wtype and t not in (GGML_F16, GGML_F32) and sh[-1] % bv]
+    if bad:
+        sys.exit(f"--type {a.type}: rows must be a multiple of {bv} values; shape {a.shape} has "
+                 f"{bad[0][0]} with rows of {bad[0][1][-1]}")
+    if wtype == GGML_Q4_K:
+        block = memoryview(kquant_blocks(rng, a.block, a.std))
+    elif wtype == GGML_Q6_K:
+        block = memoryview(q6k_blocks(rng, a.block, a.std))
+    elif wtype in (GGML_F16, GGML_F32):
+        values = rng.standard_normal(a.block) * a.std
         block = memoryview(values.astype(np.float16 if wtype == GGML_F16 else np.float32)).cast("B")
     else:
-        block = memoryview(quantize_blocks(values, wtype))
+        block = memoryview(quantize_blocks(rng.standard_normal(a.block) * a.std, wtype))
+    bv = bv if wtype not in (GGML_F16, GGML_F32) else 1  # tiles start on whole blocks
     ones = np.ones(max(s["dim"], 1), np.float32)
     tmp = a.out + ".part"
     with open(tmp, "wb") as f:
@@ -250,15 +306,13 @@ def main():
         for ti, (name, shape, t) in enumerate(plan):
             n = int(np.prod(shape))
             pos = (ti * 1000003) % a.block if a.shift else 0  # in values; block types: whole blocks
-            if wtype not in (GGML_F16, GGML_F32):
-                pos -= pos % 32
-            pos = pos * per32 // 32  # in bytes
+            pos = type_bytes(pos - pos % bv, wtype)  # in bytes
             if t == GGML_F32 and len(shape) == 1:
                 f.write(ones[:n].tobytes())
                 nb = 4 * n
             else:
-                left = nb = n * 4 if t == GGML_F32 else n // 32 * per32
-                while left:  # whole blocks: the block's byte size and every tensor's are multiples of per32
+                left = nb = type_bytes(n, t)
+                while left:  # whole blocks: the block's byte size and every tensor's are multiples of one
                     m = min(left, len(block) - pos)
                     f.write(block[pos:pos + m])
                     pos = 0

@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """check_qengine.py — GPU engine check of resident quantized weights (issue 13, --gpu-weights).
 
-For random-weight Llama GGUFs written in Q8_0 and Q4_0 (and one Q4_1) by tools/make_random_gguf.py (ggml's
-reference rounding, byte for byte what gguf-py's quantizer writes) at two shapes — "small"
-(dim 1024, 4 layers, untied head: the GEMV's staged kernel) and "smollm2" (dim 576, 30 layers,
-tied head: the direct kernel, the head a second copy of the embedding) — it runs
-tools/engine_check (build/ or --bin):
+For random-weight Llama GGUFs written in Q8_0 and Q4_0 (and one Q4_1, one Q4_K, one Q6_K) by
+tools/make_random_gguf.py (ggml's reference rounding, byte for byte what gguf-py's quantizer
+writes; Q4_K / Q6_K: random super-blocks whose bytes are the weights, "small" only, whose rows are
+multiples of 256) at two shapes — "small" (dim 1024, 4 layers, untied head: the GEMV's staged
+kernel) and "smollm2" (dim 576, 30 layers, tied head: the direct kernel, the head a second copy
+of the embedding) — it runs tools/engine_check (build/ or --bin):
   ref    the CPU backend with FLASHGEN_CPU_WEIGHTS=fp32: the blocks dequantized exactly (d·q in
          fp32, model/gguf_quant.c, which tests/test_gguf_quant.py checks against gguf-py) and fp32
          activations: the reference; greedy, STEPS tokens per prompt;
@@ -32,7 +33,7 @@ Pass (exit 0) when for every model:
   - untied models: device bytes <= 1.1 x the file's tensor bytes (tied: reported; the head's
     second copy).
 --bench: decode tokens/s at batch 1/8/16/64 (context 512) and prefill 2048 of the 8B shape in F16
-(bf16), Q8_0 and Q4_0 (quantized), with the bytes a step streams and the % of the H200's measured
+(bf16), Q8_0, Q4_0 and Q4_K (quantized), with the bytes a step streams and the % of the H200's measured
 device copy (4200 GB/s, /work/shared/GPU.md); bench/ENGINE.md keeps the table.
 
   python3 tests/gpu/check_qengine.py [--bin build] [--work /tmp/qengine] [--tokenizer F] [--bench]
@@ -58,7 +59,8 @@ COPY_GBS = 4200.0  # H200 device-to-device copy, read + write (GPU.md, 2026-12-0
 # (shape, type, tied). small q4_1 tied: Q4_1 since qkern's packed GEMV (before it, only the
 # embedding stayed in its blocks and the rest went through engine.c's upload_dequant)
 MODELS = [("small", "q8_0", False), ("small", "q4_0", False), ("smollm2", "q8_0", True),
-          ("smollm2", "q4_0", True), ("small", "q4_1", True)]
+          ("smollm2", "q4_0", True), ("small", "q4_1", True), ("small", "q4_k", False),
+          ("small", "q6_k", False)]
 
 
 def log(*a):
@@ -201,7 +203,7 @@ def check_model(a, work, tok, shape, typ, tied, prompts, n_prompts, vocab):
 # batch 64 through the GEMV in 16-row slices against the default (the bf16 scratch past 16 rows)
 BENCH_RUNS = (("f16", "bf16", "1,8,16,64", None), ("q8_0", "quantized", "1,8,16,64", None),
               ("q8_0", "quantized", "64", "64"), ("q4_0", "quantized", "1,8,16,64", None),
-              ("q4_0", "quantized", "64", "64"))
+              ("q4_0", "quantized", "64", "64"), ("q4_k", "quantized", "1,8,16,64", None))
 
 
 def bench(a, work, tok, writers):

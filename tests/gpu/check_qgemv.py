@@ -1,10 +1,15 @@
 """check_qgemv.py — GPU test and benchmark of the GEMV on GGUF blocks (kernels/qgemv.cu).
 
-Correctness, for Q8_0, Q4_0 and Q4_1, on fresh random blocks in the file's layout (seeded from the
-clock unless FG_SEED is set): d = fp16(N(0, 1) · s) with s chosen so W ~ 1/sqrt(in_dim) (some d
-land in the fp16 subnormals), Q4_1's m = fp16(−8 d (1 + N(0, 1) / 4)), qs uniform random bytes,
-uploaded and repacked on the device by fg_qpack (into a poisoned buffer of fg_qpack_bytes, which
-must equal the file's bytes of the rows padded to a multiple of 8). The oracle is
+Correctness, for Q8_0, Q4_0, Q4_1, Q4_K and Q6_K, on fresh random blocks in the file's layout (seeded
+from the clock unless FG_SEED is set): d = fp16(N(0, 1) · s) with s chosen so W ~ 1/sqrt(in_dim)
+(some d land in the fp16 subnormals), Q4_1's m = fp16(−8 d (1 + N(0, 1) / 4)), qs uniform random
+bytes; Q4_K as tools/make_kquant_models.py makes its blocks: random bytes (the 6-bit scales and
+mins, the nibbles) with d and dmin positive fp16 of sane size, uniform in (0.5, 1.5) times s and
+7.5 s (some subnormal); Q6_K random bytes (int8 scales, ql, qh) with d a positive fp16 as Q4_K's;
+the K-quants only on the shapes whose in_dim is a multiple of 256. Uploaded and repacked on
+the device by fg_qpack (into a poisoned buffer of fg_qpack_bytes, which must equal the file's bytes
+of the rows padded to a multiple of 8; Q4_K / Q6_K: 148 / 212 bytes per row and super-block
+against 144 / 210). The oracle is
 model/gguf_quant.c's gguf_dequantize of the file's bytes (linked into the same library; CI checks
 it against the `gguf` package), then fp64 products (torch) on the same bf16 x. Outputs are
 poisoned with NaN and a guard after the last row must stay untouched.
@@ -23,18 +28,20 @@ poisoned with NaN and a guard after the last row must stay untouched.
     the fp32 value): fg_qpack and the layout's readers agree with the file;
   - determinism (twice, bit for bit), CUDA-graph replay = eager (fg_qgemv, and fg_qgemv_norm
     whose kernel's first launch, setting its shared-memory attribute, is inside the capture),
-    refusals (n 0 / 17, in_dim not a multiple of 32, a type it does not read, misaligned x or
-    w, fg_qpack's bad shapes).
+    refusals (n 0 / 17, in_dim not a multiple of 32 (Q4_K: of 256), a type it does not read
+    (Q5_K), misaligned x or w, fg_qpack's bad shapes).
 Bounds: check_gemv.judge's, unchanged (bf16 y: norm-wise 2^-8 + 1e-4, elementwise 2^-8 |ref| +
 2^-16 Σ|x||w|; fp32 y: 1e-4 and 2^-16 Σ|x||w|). They hold here for the same reason: the mma
 multiplies exact integers q by bf16 x (exact products in fp32), each block's sum is scaled by its
-fp32 d once (Q4_1: plus m times the block's fp32 Σx), and the sums are fp32; x is not quantized.
+fp32 d once (Q4_1: plus m times the block's fp32 Σx; Q4_K: the fp32 d·sc_j, plus −dmin·m_j times
+Σx, both exact products; Q6_K: each 16-element half's sum times its exact fp32 d·sc), and the sums
+are fp32; x is not quantized.
 Benchmark (--bench, or --bench-only without the checks): µs per call back to back in a CUDA
 graph (check_gemv.time_graph, weights rotated over copies > 5× L2) of the 8B layer's four GEMVs
 (norm fused in front of q|k|v and gate|up) as bf16 (fg_gemv / fg_gemv_norm on a bf16 weight: the
-F16 file's path), Q8_0, Q4_0 and Q4_1 (every variant, the picked one first), n = 1, 8, 16; GB/s
-of the packed weight's bytes (= the file's) and % of the device-to-device copy ceiling; the 32
-layers' GEMV time per token; fg_qpack's and fg_qdequant_bf16's time for one 14336×4096 weight.
+F16 file's path), Q8_0, Q4_0, Q4_1, Q4_K and Q6_K (every variant, the picked one first), n = 1, 8,
+16; GB/s of the packed weight's bytes (= the file's; Q4_K 148/144, Q6_K 212/210 of them) and % of the device-to-device
+copy ceiling; the 32 layers' GEMV time per token; fg_qpack's and fg_qdequant_bf16's time for one 14336×4096 weight.
 
 Usage: python3 tests/gpu/check_qgemv.py --lib build/libfgattn.so [--bench | --bench-only]
 Prints a PASS/FAIL summary line last; exit 1 on any failure; SKIPPED and exit 77 without a GPU.
@@ -56,10 +63,14 @@ if gpu_skip.why_no_gpu() is None:
 
 STORE, ADD, SWIGLU = 0, 1, 2
 EPI = {STORE: "store", ADD: "add", SWIGLU: "swiglu"}
-Q4_0, Q4_1, Q8_0, Q4_K = 2, 3, 8, 12
-# name, file bytes per block, standard deviation of the quant about its centre
+Q4_0, Q4_1, Q8_0, Q4_K, Q5_K, Q6_K = 2, 3, 8, 12, 13, 14
+# name, file bytes per block, standard deviation of the quant about its centre (Q4_K: of the
+# value in units of d, below)
 TYPES = {Q8_0: ("Q8_0", 34, 127.0 / math.sqrt(3)), Q4_0: ("Q4_0", 18, 8.0 / math.sqrt(3)),
-         Q4_1: ("Q4_1", 20, 8.0 / math.sqrt(3))}
+         Q4_1: ("Q4_1", 20, 8.0 / math.sqrt(3)), Q4_K: ("Q4_K", 144, 255.0),
+         Q6_K: ("Q6_K", 210, 73.9 * 18.5)}  # Q6_K: int8 scale rms 73.9, q − 32 std 18.5
+BLOCK = {Q4_K: 256, Q6_K: 256}  # elements per block (32 for the others); in_dim a multiple
+K_PACKED = {Q4_K: 148, Q6_K: 212}  # packed bytes per row and super-block (qgemv.h)
 EINVAL = 1
 MAXN = 16
 
@@ -76,9 +87,13 @@ SHAPES = [
     ("odd.7x96", 7, 96, SWIGLU, 0),
     ("odd.1000x1536", 1000, 1536, ADD, 0),
     ("odd.24x256", 24, 256, SWIGLU, 0),  # staged with one run per row (in_dim / 32 = 8)
+    ("odd.1x256", 1, 256, STORE, 0),  # one Q4_K super-block, 7 padding rows
+    ("odd.7x512", 7, 512, SWIGLU, 0),
+    ("odd.100x768", 100, 768, ADD, 0),
 ]
 NORM_SHAPES = [("8b.qkv", 6144, 4096, STORE), ("8b.gate_up", 14336, 4096, SWIGLU),
-               ("smol.gate_up", 1536, 576, SWIGLU), ("odd.1000x576", 1000, 576, ADD)]
+               ("smol.gate_up", 1536, 576, SWIGLU), ("odd.1000x576", 1000, 576, ADD),
+               ("odd.100x768", 100, 768, ADD)]
 NORM_ROW_SCALE = [1.0, 3.0, 0.25, 1e-3, 10.0, 0.5, 2.0, 0.05,
                   0.7, 5.0, 0.1, 1.5, 30.0, 0.02, 1.2, 4.0]
 
@@ -119,9 +134,45 @@ class Lib:
         return out
 
 
+def fits(wt, idim):
+    return idim % BLOCK.get(wt, 32) == 0
+
+
+def random_k_blocks(rows, cols, dev):
+    """(rows, cols / 256 · 144) uint8 Q4_K rows: random bytes (6-bit scales and mins, nibbles),
+    then d and dmin set to positive fp16 in (0.5, 1.5) · s and 7.5 · that (so the mins roughly
+    centre the weights, as the quantizer's do). A value d·sc·q − dmin·m with sc, m uniform in
+    0..63 and q in 0..15 has a spread of about 255 d (TYPES' qstd): s keeps W ~ 1/sqrt(cols)."""
+    nb = cols // 256
+    s = 1.0 / (TYPES[Q4_K][2] * math.sqrt(cols))
+    raw = torch.randint(0, 256, (rows, nb, 144), dtype=torch.uint8, device=dev)
+    d = ((torch.rand(rows, nb, device=dev) + 0.5) * s).half()
+    dmin = ((torch.rand(rows, nb, device=dev) + 0.5) * 7.5 * s).half()
+    raw[:, :, 0:2] = d.view(torch.uint8).view(rows, nb, 2)
+    raw[:, :, 2:4] = dmin.view(torch.uint8).view(rows, nb, 2)
+    return raw.reshape(rows, nb * 144).contiguous()
+
+
+def random_q6k_blocks(rows, cols, dev):
+    """(rows, cols / 256 · 210) uint8 Q6_K rows: random bytes (ql, qh, the 16 int8 scales), then
+    the f16 d (bytes 208-209) positive in (0.5, 1.5) · s, s keeping W ~ 1/sqrt(cols) (a value
+    d·sc·(q − 32) has a spread of about 1367 d: TYPES' qstd; most d are fp16 subnormals)."""
+    nb = cols // 256
+    s = 1.0 / (TYPES[Q6_K][2] * math.sqrt(cols))
+    raw = torch.randint(0, 256, (rows, nb, 210), dtype=torch.uint8, device=dev)
+    d = ((torch.rand(rows, nb, device=dev) + 0.5) * s).half()
+    raw[:, :, 208:210] = d.view(torch.uint8).view(rows, nb, 2)
+    return raw.reshape(rows, nb * 210).contiguous()
+
+
 def random_blocks(wt, rows, cols, dev):
     """(rows, cols / 32 · bytes) uint8 GGUF rows of random blocks (Q4_1: m about −8 d, so the
-    weights are centred as Q4_0's, with a spread of its own)."""
+    weights are centred as Q4_0's, with a spread of its own; Q4_K / Q6_K: random_k_blocks /
+    random_q6k_blocks)."""
+    if wt == Q4_K:
+        return random_k_blocks(rows, cols, dev)
+    if wt == Q6_K:
+        return random_q6k_blocks(rows, cols, dev)
     _, bs, qstd = TYPES[wt]
     nb = cols // 32
     dv = torch.randn(rows, nb, device=dev) / (qstd * math.sqrt(cols))
@@ -216,6 +267,8 @@ def check_shapes(g, rep, dev):
     for wt, (tname, _, _) in TYPES.items():
         paths = set()
         for name, od, idim, epi, yf in SHAPES:
+            if not fits(wt, idim):
+                continue
             rows = 2 * od if epi == SWIGLU else od
             qc = QCase(g, wt, rows, idim, dev)
             staged = g.lib.fg_qgemv_staged(wt, qc.packed.data_ptr(), idim)
@@ -223,11 +276,14 @@ def check_shapes(g, rep, dev):
             file_bytes = qc.raw.numel()
             packed_bytes = qc.packed.numel()
             pad_rows = (rows + 7) // 8 * 8
-            rep.add(packed_bytes == file_bytes * pad_rows // rows,
-                    f"{tname} {name} fg_qpack_bytes = file bytes of the padded rows", None,
-                    f"{packed_bytes} vs {file_bytes}")
+            want = (pad_rows * (idim // 256) * K_PACKED[wt] if wt in K_PACKED
+                    else file_bytes * pad_rows // rows)
+            rep.add(packed_bytes == want,
+                    f"{tname} {name} fg_qpack_bytes = the layout's bytes of the padded rows", None,
+                    f"{packed_bytes} vs {want} ({file_bytes} in the file)")
             print(f"  {tname} {name}: {'full groups' if staged else 'partial last group'}, "
-                  f"{packed_bytes} packed bytes for {file_bytes} in the file", flush=True)
+                  f"{packed_bytes} packed bytes for {file_bytes} in the file "
+                  f"({packed_bytes / file_bytes:.4f}x)", flush=True)
             x = torch.randn(MAXN, idim, device=dev).bfloat16()
             # the epilogues these rows allow: (out_dim, epilogue)
             alts = [(rows, STORE), (rows, ADD)] + ([(rows // 2, SWIGLU)] if rows % 2 == 0 else [])
@@ -259,8 +315,11 @@ def check_shapes(g, rep, dev):
             rep.add(st == 0 and torch.equal(dq.view(torch.int16), qc.wf.bfloat16().view(torch.int16)),
                     f"{tname} {name} dequant_bf16 bit-exact", None, f"status {st}")
             del qc
-        rep.add(paths == {0, 1}, f"{tname} both load paths (full, partial groups) covered", None,
-                str(paths))
+        if wt in K_PACKED:  # rows of whole super-blocks: every group of 4 sub-blocks is full
+            rep.add(paths == {1}, f"{tname} full groups only", None, str(paths))
+        else:
+            rep.add(paths == {0, 1}, f"{tname} both load paths (full, partial groups) covered",
+                    None, str(paths))
         print(f"  {tname}: shapes done ({rep.passed} passed, {rep.failed} failed so far)", flush=True)
 
 
@@ -302,6 +361,8 @@ def check_graph(g, qc, x, y0, od, epi, rep, tname):
 def check_norm(g, rep, dev):
     for wt, (tname, _, _) in TYPES.items():
         for name, od, idim, epi in NORM_SHAPES:
+            if not fits(wt, idim):
+                continue
             rows = 2 * od if epi == SWIGLU else od
             qc = QCase(g, wt, rows, idim, dev)
             scale = torch.tensor(NORM_ROW_SCALE, device=dev)[:, None]
@@ -341,18 +402,23 @@ def check_refusals(g, rep, dev):
     for tag, args in [("n=0", (yp, 1, xp, wp, Q8_0, 0, 64, 64, STORE)),
                       ("n=17", (yp, 1, xp, wp, Q8_0, 17, 64, 64, STORE)),
                       ("in_dim 48", (yp, 1, xp, wp, Q8_0, 1, 48, 64, STORE)),
-                      ("type Q4_K", (yp, 1, xp, wp, Q4_K, 1, 64, 64, STORE)),
+                      ("type Q5_K", (yp, 1, xp, wp, Q5_K, 1, 256, 64, STORE)),
+                      ("Q4_K in_dim 128", (yp, 1, xp, wp, Q4_K, 1, 128, 64, STORE)),
+                      ("Q6_K in_dim 288", (yp, 1, xp, wp, Q6_K, 1, 288, 64, STORE)),
                       ("epilogue 3", (yp, 1, xp, wp, Q8_0, 1, 64, 64, 3)),
                       ("x misaligned", (yp, 1, xp + 2, wp, Q8_0, 1, 64, 64, STORE)),
                       ("w odd", (yp, 1, xp, wp + 1, Q8_0, 1, 64, 64, STORE)),
                       ("w not 16-byte aligned", (yp, 1, xp, wp + 8, Q8_0, 1, 64, 64, STORE))]:
         st = g.qgemv(*args)
         rep.add(st == EINVAL, f"refuses {tag}", None, f"status {st}")
-    st = g.lib.fg_qdequant_bf16(yp, wp, Q4_K, 64, 64, Lib.s())
-    rep.add(st == EINVAL, "dequant refuses Q4_K", None, f"status {st}")
+    st = g.lib.fg_qdequant_bf16(yp, wp, Q5_K, 64, 256, Lib.s())
+    rep.add(st == EINVAL, "dequant refuses Q5_K", None, f"status {st}")
+    st = g.lib.fg_qdequant_bf16(yp, wp, Q4_K, 64, 128, Lib.s())
+    rep.add(st == EINVAL, "dequant refuses Q4_K cols 128", None, f"status {st}")
     st = g.lib.fg_qdequant_bf16(yp, wp + 8, Q8_0, 64, 64, Lib.s())
     rep.add(st == EINVAL, "dequant refuses w not 16-byte aligned", None, f"status {st}")
-    for tag, args in [("type Q4_K", (Q4_K, 64, 64)), ("cols 48", (Q8_0, 64, 48)),
+    for tag, args in [("type Q5_K", (Q5_K, 64, 256)), ("cols 48", (Q8_0, 64, 48)),
+                      ("Q4_K cols 128", (Q4_K, 64, 128)), ("Q6_K cols 96", (Q6_K, 64, 96)),
                       ("rows 0", (Q8_0, 0, 64))]:
         nb = g.lib.fg_qpack_bytes(*args)
         st = g.lib.fg_qpack(yp, qc.raw.data_ptr(), *args, Lib.s())
@@ -363,7 +429,8 @@ def check_refusals(g, rep, dev):
 
 
 VARIANT_SHAPES = [("8b.o", 4096, 4096, ADD), ("smol.gate_up", 1536, 576, SWIGLU),
-                  ("odd.7x96", 7, 96, SWIGLU), ("odd.1000x1536", 1000, 1536, STORE)]
+                  ("odd.7x96", 7, 96, SWIGLU), ("odd.1000x1536", 1000, 1536, STORE),
+                  ("odd.7x512", 7, 512, SWIGLU)]
 
 
 def check_variants(g, rep, dev):
@@ -372,6 +439,8 @@ def check_variants(g, rep, dev):
     nv = g.lib.fg_qgemv_n_variants()
     for wt, (tname, _, _) in TYPES.items():
         for name, od, idim, epi in VARIANT_SHAPES:
+            if not fits(wt, idim):
+                continue
             rows = 2 * od if epi == SWIGLU else od
             qc = QCase(g, wt, rows, idim, dev)
             x = torch.randn(MAXN, idim, device=dev).bfloat16()
@@ -432,12 +501,12 @@ def run_bench(g, dev):
     for name, od, idim, epi, norm in BENCH:
         rows = 2 * od if epi == SWIGLU else od
         gamma = cg.norm_gamma(idim, dev)
-        for tname in ("bf16", "Q8_0", "Q4_0", "Q4_1"):
+        for tname in ("bf16", "Q8_0", "Q4_0", "Q4_1", "Q4_K", "Q6_K"):
             if tname == "bf16":
                 one = (torch.randn(rows, idim, device=dev) / math.sqrt(idim)).bfloat16()
                 wt = None
             else:
-                wt = {"Q8_0": Q8_0, "Q4_0": Q4_0, "Q4_1": Q4_1}[tname]
+                wt = {"Q8_0": Q8_0, "Q4_0": Q4_0, "Q4_1": Q4_1, "Q4_K": Q4_K, "Q6_K": Q6_K}[tname]
                 one = pack(g, wt, random_blocks(wt, rows, idim, dev), rows, idim)
             nbytes = one.numel() * one.element_size()
             copies = [one] + [one.clone() for _ in range(max(1, (256 << 20) // nbytes + 1) - 1)]
@@ -476,7 +545,8 @@ def run_bench(g, dev):
         print(f"  {tname:<5} n={n:<3} {32 * us / 1e3:7.3f} ms/step -> {n * 1e6 / (32 * us):8.0f} tokens/s bound"
               f"  [{32 * best_layer[(tname, n)] / 1e3:7.3f}]")
     dq = torch.empty(14336, 4096, dtype=torch.bfloat16, device=dev)
-    for wt, tname in ((Q8_0, "Q8_0"), (Q4_0, "Q4_0"), (Q4_1, "Q4_1")):
+    for wt, tname in ((Q8_0, "Q8_0"), (Q4_0, "Q4_0"), (Q4_1, "Q4_1"), (Q4_K, "Q4_K"),
+                      (Q6_K, "Q6_K")):
         raw = random_blocks(wt, 14336, 4096, dev)
         pk = torch.empty(g.lib.fg_qpack_bytes(wt, 14336, 4096), dtype=torch.uint8, device=dev)
         us_p = cg.time_calls(lambda i: g.lib.fg_qpack(pk.data_ptr(), raw.data_ptr(), wt, 14336, 4096, Lib.s()), 1, 5)

@@ -258,6 +258,13 @@ static int argmax(const float *x, int n) {
     return b;
 }
 
+/* Three random 30-token prompts over a V-token vocabulary. */
+static void random_prompts(int toks[3][30], int V, uint64_t *s) {
+    for (int b = 0; b < 3; b++)
+        for (int i = 0; i < 30; i++)
+            toks[b][i] = (int)(tu_next(s) % (uint64_t)V);
+}
+
 Test(tp, sharded_forward_equals_unsharded_for_every_family) {
     uint64_t seed = tu_seed(), s = seed;
     const struct {
@@ -271,9 +278,7 @@ Test(tp, sharded_forward_equals_unsharded_for_every_family) {
         rmodel_init(&r, &s, shapes[k].heads, shapes[k].kv, shapes[k].flags);
         int V = r.m.cfg.vocab_size;
         int toks[3][30];
-        for (int b = 0; b < 3; b++)
-            for (int i = 0; i < 30; i++)
-                toks[b][i] = (int)(tu_next(&s) % (uint64_t)V);
+        random_prompts(toks, V, &s);
         size_t nl = (size_t)(1 + STEPS) * 3 * V;
         float *ref = malloc(sizeof(float) * nl), *got = malloc(sizeof(float) * nl);
         void *ctx = cpu_ops_create(2);
@@ -316,9 +321,7 @@ Test(tp, shard_upload_keeps_norms_fp32_and_the_forward_unchanged) {
         rmodel_init(&r, &s, 6, 2, flags[k]);
         int V = r.m.cfg.vocab_size;
         int toks[3][30];
-        for (int b = 0; b < 3; b++)
-            for (int i = 0; i < 30; i++)
-                toks[b][i] = (int)(tu_next(&s) % (uint64_t)V);
+        random_prompts(toks, V, &s);
         size_t nl = (size_t)(1 + STEPS) * 3 * V;
         float *ref = malloc(sizeof(float) * nl), *got = malloc(sizeof(float) * nl);
         void *ctx = cpu_ops_create(2);
