@@ -242,6 +242,29 @@ static int upload_dequant(struct engine *e, void *dst, const struct fg_qtensor *
     return rc;
 }
 
+/* --quantization fp8, or the backend's FLASHGEN_QUANTIZATION=fp8 set by hand (kernels/cuda_ops.cu
+ * reads the variable, which the option sets) */
+static int fp8_requested(const struct engine_opts *o) {
+    const char *q = getenv("FLASHGEN_QUANTIZATION");
+    return o->quantization == 1 || (q && !strcmp(q, "fp8"));
+}
+
+/* A (rows, cols) weight matrix in fp32 host memory (a safetensors checkpoint, or a GGUF the loader
+ * turned into fp32) to the device at dst in the element type: through upload_rows as an F32
+ * tensor where the backend has it, so that the matrix reaches the backend whole, as a file-mapped
+ * one does (the CUDA backend's FLASHGEN_QUANTIZATION=fp8 records its e4m3 copies there, and
+ * upload_f32 records none: before 2026-12-02 `--quantization fp8` on a Hugging Face checkpoint ran
+ * bf16 without a word); upload_f32 otherwise. Both round fp32 to bf16 to nearest even, so the
+ * bytes on the device are the same either way. */
+static int upload_host(struct engine *e, void *dst, const float *src, size_t rows, size_t cols) {
+    if (!e->ops->upload_rows || rows > INT32_MAX || cols > INT32_MAX / 4)
+        return e->ops->upload_f32(e->ops_ctx, dst, src, rows * cols);
+    const struct fg_qtensor w = {GGUF_GGML_F32, (int)rows, (int)cols, cols * sizeof(float), src};
+    int rc = e->ops->upload_rows(e->ops_ctx, dst, &w, 0);
+    if (rc == 0) e->host_rows_uploads++;
+    return rc;
+}
+
 /* Copy the weights into one backend allocation: the norm weights raw fp32 (model_norms_upload:
  * fp32 on every backend, kernels/ops.h), the rest in the backend's element type, fp32 host ones
  * through upload_f32, those still in the file mapping (MODEL_LOAD_KEEP_FILE) through upload_rows,
@@ -339,7 +362,7 @@ static int upload_weights(struct engine *e, const struct engine_opts *o, char *e
         pr.seconds = e->model->load_seconds + now_s() - t_up;                                      \
         if (o->progress) o->progress(&pr, o->progress_user);                                       \
     } while (0)
-#define PUTQ(dst, src, q, perm, n)                                                                 \
+#define PUTQ(dst, src, q, perm, rows_, cols_)                                                      \
     do {                                                                                           \
         (dst) = (float *)p;                                                                        \
         if (!(src) && (q).data && !gguf_type_quantized((q).type)) {                                \
@@ -348,10 +371,10 @@ static int upload_weights(struct engine *e, const struct engine_opts *o, char *e
         } else if (!(src) && (q).data) {                                                           \
             if (upload_dequant(e, p, &(q)) != 0) goto fail;                                        \
             PROGRESS(q);                                                                           \
-        } else if (e->ops->upload_f32(e->ops_ctx, p, (src), (n)) != 0) {                           \
+        } else if (upload_host(e, p, (src), (rows_), (cols_)) != 0) {                              \
             goto fail;                                                                             \
         }                                                                                          \
-        p += (n)*e->ops->act_size;                                                                 \
+        p += (size_t)(rows_) * (cols_)*e->ops->act_size;                                           \
     } while (0)
     /* resident: DST (a qtensor) = PARTS stacked in LAYOUT, BYTES long, at the next 256 bytes */
     char *qp = p + bf16_bytes;
@@ -375,13 +398,13 @@ static int upload_weights(struct engine *e, const struct engine_opts *o, char *e
     if (embd_q)
         PUTR(b->dw.q_embd, &hw->q_embd, 1, FG_QLAYOUT_ROWS, embd_q);
     else
-        PUTQ(b->dw.tok_embd, hw->tok_embd, hw->q_embd, 0, V * D);
+        PUTQ(b->dw.tok_embd, hw->tok_embd, hw->q_embd, 0, V, D);
     if (out_q)
         PUTR(b->dw.q_output, &hw->q_output, 1, FG_QLAYOUT_GEMM, out_q);
     else if (out_shared)
         b->dw.output = b->dw.tok_embd;
     else
-        PUTQ(b->dw.output, hw->output, hw->q_output, 0, V * D);
+        PUTQ(b->dw.output, hw->output, hw->q_output, 0, V, D);
     for (int l = 0; l < c->n_layers; l++) {
         const struct model_layer *h = &hw->layers[l];
         struct model_layer *d = &b->dlayers[l];
@@ -389,24 +412,24 @@ static int upload_weights(struct engine *e, const struct engine_opts *o, char *e
         if (lq[l][0]) {
             PUTR(d->qwqkv, qkv, 3, FG_QLAYOUT_GEMM, lq[l][0]);
         } else {
-            PUTQ(d->wq, h->wq, h->qwq, perm_q, QD * D);
-            PUTQ(d->wk, h->wk, h->qwk, perm_k, KVD * D);
-            PUTQ(d->wv, h->wv, h->qwv, 0, KVD * D);
+            PUTQ(d->wq, h->wq, h->qwq, perm_q, QD, D);
+            PUTQ(d->wk, h->wk, h->qwk, perm_k, KVD, D);
+            PUTQ(d->wv, h->wv, h->qwv, 0, KVD, D);
         }
         if (lq[l][1])
             PUTR(d->qwo, &h->qwo, 1, FG_QLAYOUT_GEMM, lq[l][1]);
         else
-            PUTQ(d->wo, h->wo, h->qwo, 0, D * QD);
+            PUTQ(d->wo, h->wo, h->qwo, 0, D, QD);
         if (lq[l][2]) {
             PUTR(d->qw_gu, gu, 2, FG_QLAYOUT_GEMM, lq[l][2]);
         } else {
-            PUTQ(d->w_gate, h->w_gate, h->qw_gate, 0, F * D);
-            PUTQ(d->w_up, h->w_up, h->qw_up, 0, F * D);
+            PUTQ(d->w_gate, h->w_gate, h->qw_gate, 0, F, D);
+            PUTQ(d->w_up, h->w_up, h->qw_up, 0, F, D);
         }
         if (lq[l][3])
             PUTR(d->qw_down, &h->qw_down, 1, FG_QLAYOUT_GEMM, lq[l][3]);
         else
-            PUTQ(d->w_down, h->w_down, h->qw_down, 0, D * F);
+            PUTQ(d->w_down, h->w_down, h->qw_down, 0, D, F);
         if (c->attn_bias) PUT(d->bqkv, h->bqkv, QD + 2 * KVD);
     }
 #undef PUT
@@ -694,7 +717,7 @@ int engine_open(const struct engine_opts *o, struct engine **out, char *err, siz
      * copies are cut from bf16) */
     e->gpu_weights = o->gpu_weights;
     if (e->gpu_weights == ENGINE_GPU_WEIGHTS_AUTO)
-        e->gpu_weights = sharded || e->ops == cpu_ops() || o->quantization == 1
+        e->gpu_weights = sharded || e->ops == cpu_ops() || fp8_requested(o)
                              ? ENGINE_GPU_WEIGHTS_BF16
                              : engine_auto_gpu_weights(e, o);
     e->resident_quant = !sharded && e->ops != cpu_ops() &&

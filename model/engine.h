@@ -79,6 +79,7 @@ struct engine {
     size_t device_weight_bytes;     /* the weights' copy on the device (0 on the CPU) */
     size_t device_block_bytes;      /* the part of it resident in GGUF blocks (--gpu-weights) */
     size_t device_step_bytes; /* the part a decode step streams: all but a separate embedding */
+    int host_rows_uploads;    /* fp32 host weight matrices sent whole through upload_rows */
     enum engine_gpu_weights gpu_weights; /* what AUTO became (BF16 or QUANTIZED) */
     int resident_quant;  /* 1: the device keeps GGUF blocks (QUANTIZED on a backend with qupload) */
     int tensor_parallel; /* shards (1: none) */

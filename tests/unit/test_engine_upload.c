@@ -5,7 +5,8 @@
  * type, one arena sized in advance). Its elements are fp32, so the forward pass on that copy must
  * give the CPU engine's logits (fp32 weights, MODEL_LOAD_KEEP_BLOCKS off) bit for bit: a tensor
  * misplaced by the arena's accounting overlaps another and changes them (a norm region 256 bytes
- * short changed every logit of SmolLM2).
+ * short changed every logit of SmolLM2). And each weight matrix goes to the backend whole through
+ * upload_rows (where the CUDA backend records the e4m3 copies of --quantization fp8).
  */
 #include <criterion/criterion.h>
 #include <libgen.h>
@@ -44,7 +45,17 @@ static float *engine_logits(const char *path, int cuda, int *V) {
     char err[512];
     cr_assert_eq(engine_open(&o, &e, err, sizeof(err)), 0, "%s", err);
     cr_assert_str_eq(e->device, cuda ? "cuda" : "cpu");
-    if (cuda) cr_assert_str_eq(engine_device_name(e), "cpu as cuda");
+    if (cuda) {
+        cr_assert_str_eq(engine_device_name(e), "cpu as cuda");
+        /* every weight matrix (fp32 host ones here: cpu_fp32_weights) reached the backend whole
+         * through upload_rows, where the CUDA backend makes its FLASHGEN_QUANTIZATION=fp8 e4m3
+         * copies (model/engine.c upload_host): seven a layer, the embedding, an untied head */
+        const struct model_config *c = &e->model->cfg;
+        int want = 7 * c->n_layers + 1 + !c->tied_embeddings;
+        cr_assert_eq(e->host_rows_uploads, want,
+                     "%d weight matrices went through upload_rows, not %d", e->host_rows_uploads,
+                     want);
+    }
     cr_assert_eq(e->device_weight_bytes > 0, cuda, "device weight bytes %zu",
                  e->device_weight_bytes);
     *V = e->model->cfg.vocab_size;
