@@ -30,14 +30,21 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 
 
 def tokenize(model, text):
-    """The model's tokenizer over TEXT (no special tokens), as the tokenizers library runs it."""
+    """The model's tokenizer over TEXT (no special tokens), as the tokenizers library runs it,
+    after the BOS token where the file's tokenizer.ggml.add_bos_token asks for it (Gemma: a text
+    without its <bos> scored 5.43 nats a token, 3.94 with it); the BOS itself is fed, not
+    scored."""
+    import gguf
+    r = gguf.GGUFReader(model)
+    f = r.fields.get("tokenizer.ggml.add_bos_token")
+    bos = [int(r.fields["tokenizer.ggml.bos_token_id"].contents())] if f and f.contents() else []
     sys.path.insert(0, os.path.join(ROOT, "tools"))
     import gguf_to_tokenizer_json as g2t
     from tokenizers import Tokenizer
     tok = g2t.read_gguf_tokenizer(model)
     variant = "spm" if tok.get("model") == "llama" else "smollm2-pairs"
     t = Tokenizer.from_str(json.dumps(g2t.tokenizer_json(tok, variant)))
-    return t.encode(text, add_special_tokens=False).ids
+    return bos + t.encode(text, add_special_tokens=False).ids
 
 
 def score(a, label, device, model, extra, ids, work):

@@ -4,7 +4,8 @@
 Usage: python3 bench/requant_gguf.py IN.gguf OUT.gguf [--type Q8_0]
 
 Every tensor of a quantized type (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, ...) is dequantized with gguf-py
-(gguf.quants.dequantize) and quantized to --type with gguf.quants.quantize; F32/F16 tensors
+(gguf.quants.dequantize) and quantized to --type with gguf.quants.quantize (F16 and BF16 too: the
+same weights unquantized, for bf16 and FP8 runs of a quantized file's values, bench/nll.py); F32/F16 tensors
 (norms) and every metadata key are copied as they are (general.file_type set to the new type's
 llama.cpp file-type number). bench/cpu_peer.sh makes its Q8_0 copy of the default SmolLM2 Q4_1
 file this way, so both engines run the same weights in Q8_0 blocks (the Q4_1 values are exactly
@@ -22,7 +23,7 @@ from gguf import GGMLQuantizationType as QT
 from gguf import GGUFValueType as VT
 
 # llama.cpp's enum llama_ftype for an all-TYPE file
-FILE_TYPE = {QT.Q4_0: 2, QT.Q4_1: 3, QT.Q8_0: 7, QT.Q5_0: 8, QT.Q5_1: 9}
+FILE_TYPE = {QT.F16: 1, QT.Q4_0: 2, QT.Q4_1: 3, QT.Q8_0: 7, QT.Q5_0: 8, QT.Q5_1: 9, QT.BF16: 32}
 KEEP = {QT.F32, QT.F16, QT.BF16}
 SKIP_KEYS = ("GGUF.", "general.architecture")  # written by GGUFWriter itself
 
