@@ -35,11 +35,16 @@ Pass (exit 0) when for every model:
 --bench: decode tokens/s at batch 1/8/16/64 (context 512) and prefill 2048 of the 8B shape in F16
 (bf16), Q8_0, Q4_0 and Q4_K (quantized), with the bytes a step streams and the % of the H200's measured
 device copy (4200 GB/s, /work/shared/GPU.md); bench/ENGINE.md keeps the table.
+--peer LLAMA_BENCH: after our runs of each file, llama.cpp's llama-bench on the same file in the
+same call (`-ngl 99 -fa 1 -p 2048 -n 128 -r 3`: tg128 = its batch-1 decode, pp2048 its prefill),
+and a table of ours beside it (issue 13's targets are ratios to its tg128).
 
   python3 tests/gpu/check_qengine.py [--bin build] [--work /tmp/qengine] [--tokenizer F] [--bench]
+      [--peer PATH/llama-bench]
 Without a GPU it says SKIPPED and exits 77 (tests/gpu/gpu_skip.py).
 """
 import argparse
+import json
 import os
 import re
 import subprocess
@@ -206,8 +211,25 @@ BENCH_RUNS = (("f16", "bf16", "1,8,16,64", None), ("q8_0", "quantized", "1,8,16,
               ("q4_0", "quantized", "64", "64"), ("q4_k", "quantized", "1,8,16,64", None))
 
 
+def peer_bench(exe, model):
+    """llama-bench's (tg128, pp2048) tokens/s on MODEL (NaN where it failed), and its log."""
+    cmd = [exe, "-m", model, "-ngl", "99", "-fa", "1", "-p", "2048", "-n", "128", "-r", "3", "-o",
+           "json"]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    tg = pp = float("nan")
+    try:
+        for r in json.loads(p.stdout):
+            if r.get("n_gen") == 128 and not r.get("n_prompt"):
+                tg = float(r["avg_ts"])
+            elif r.get("n_prompt") == 2048 and not r.get("n_gen"):
+                pp = float(r["avg_ts"])
+    except (ValueError, TypeError, KeyError):
+        pass
+    return tg, pp, " ".join(cmd) + f" (exit {p.returncode})\n" + p.stderr[-1500:]
+
+
 def bench(a, work, tok, writers):
-    rows = []
+    rows, peer = [], {}
     for i, (typ, weights, batches, qrows) in enumerate(BENCH_RUNS):
         model = model_path(work, "llama3_8b", typ, False)
         if writers.get(typ) and writers[typ].wait() != 0:
@@ -231,12 +253,25 @@ def bench(a, work, tok, writers):
             if len(f) >= 6 and f[0] in ("decode", "prefill"):
                 rows.append((typ, label, f[0], int(f[1]), float(f[3]), float(f[4]), gb))
         if all(r[0] != typ for r in BENCH_RUNS[i + 1:]):
+            if a.peer:
+                t0 = time.time()
+                peer[typ] = peer_bench(a.peer, model)
+                log(f"--- llama-bench {typ} ({time.time() - t0:.0f} s): tg128 {peer[typ][0]:.1f}, "
+                    f"pp2048 {peer[typ][1]:.1f} tokens/s\n{peer[typ][2]}")
             os.remove(model)  # 4.5 to 16 GB each
     log("\nmodel   weights                phase   batch   ms/step   tokens/s  GB/step  weight GB/s  % of copy")
     for typ, w, ph, b, ms, tps, gb in rows:
         bw = gb / (ms / 1e3) if ph == "decode" else float("nan")
         log(f"{typ:7s} {w:22s} {ph:7s} {b:5d} {ms:9.3f} {tps:10.1f} {gb:8.2f} {bw:12.1f} "
             f"{100 * bw / COPY_GBS:9.1f}")
+    if peer:
+        log("\nsame files, same call: ours (default rows) against llama-bench")
+        log("model   ours b1 tok/s  llama tg128  ours/llama   ours prefill 2048  llama pp2048  ours/llama")
+        for typ, (tg, pp, _) in peer.items():
+            mine = {(ph, b): tps for t, w, ph, b, ms, tps, gb in rows if t == typ and "=" not in w}
+            d = mine.get(("decode", 1), float("nan"))
+            f = mine.get(("prefill", 1), float("nan"))  # one sequence of 2048 tokens
+            log(f"{typ:7s} {d:13.1f} {tg:12.1f} {d / tg:11.2f} {f:19.1f} {pp:13.1f} {f / pp:11.2f}")
 
 
 def main():
@@ -251,6 +286,7 @@ def main():
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--bench", action="store_true")
     ap.add_argument("--only-bench", action="store_true")
+    ap.add_argument("--peer", help="llama.cpp's llama-bench, run on the --bench files too")
     a = ap.parse_args()
     why = gpu_skip.why_no_gpu()
     if why:
