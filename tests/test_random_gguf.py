@@ -122,3 +122,25 @@ def test_kquant_file_reads_and_runs(tmp_path, kind):
                          capture_output=True, text=True)
     assert bad.returncode != 0 and "multiple of 256" in bad.stderr
     assert not os.path.exists(tmp_path / "tiny.gguf")
+
+
+def test_q4_k_m_mix(tmp_path):
+    """--type q4_k_m: llama.cpp's Q4_K_M mix on the small shape (4 layers): Q4_K everywhere but the
+    head and, in layers 2 and 3 (use_more_bits of 4 layers: the last eighth and every third),
+    attn_v and ffn_down in Q6_K; general.file_type 15 (MOSTLY_Q4_K_M); the printed tensor bytes
+    gguf's; flashgen runs it."""
+    out = str(tmp_path / "small_q4_k_m.gguf")
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "make_random_gguf.py"), "--shape", "small",
+                        "--tokenizer", TOKENIZER, "--out", out, "--type", "q4_k_m"],
+                       check=True, capture_output=True, text=True)
+    reader = gguf.GGUFReader(out)
+    assert int(reader.fields["general.file_type"].contents()) == 15
+    six = {"output.weight"} | {f"blk.{i}.{n}.weight" for i in (2, 3) for n in ("attn_v", "ffn_down")}
+    for t in reader.tensors:
+        want = mrg.GGML_F32 if len(t.shape) == 1 else mrg.GGML_Q6_K if t.name in six else mrg.GGML_Q4_K
+        assert int(t.tensor_type) == want, t.name
+    assert f"tensor bytes {sum(int(t.n_bytes) for t in reader.tensors)}" in r.stdout
+    run = subprocess.run([os.path.join(ROOT, os.environ.get("FLASHGEN_BUILD", "build"), "flashgen"), "generate",
+                          "--model", out, "--prompt", "hello", "--max-new-tokens", "3", "--ignore-eos"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr

@@ -11,7 +11,8 @@ load, for serving benchmarks at real shapes (bench/serving_device.sh).
 Numpy only (the device machine has no `gguf` package), GGUF v3: the llama metadata keys, every
 `tokenizer.*` key copied byte for byte from --tokenizer (so both engines tokenize the same way and
 the vocabulary is that file's), 2-D weights in F16 (or F32, or the GGUF blocks of Q8_0, Q4_0,
-Q4_1, Q4_K, Q6_K: --type), norms in F32 (as llama.cpp writes them). The values: one block of N(0, std)
+Q4_1, Q4_K, Q6_K: --type; q4_k_m: llama.cpp's Q4_K_M mix, Q4_K with Q6_K where llama-quantize
+puts it, mix_types), norms in F32 (as llama.cpp writes them). The values: one block of N(0, std)
 numbers drawn once (numpy RandomState(--seed)), quantized once for the block types (the rounding
 llama.cpp's reference quantizer uses, written here from the format: model-format.md), and tiled
 over every tensor, which writes a 14.7 GB file in seconds; Q4_K and Q6_K (no quantizer here, as
@@ -54,8 +55,30 @@ ALIGN = 32
 # MOSTLY_Q6_K: every matrix in that type), bytes per block of BLOCK_VALUES values)
 TYPES = {"f32": (GGML_F32, 0, 128), "f16": (GGML_F16, 1, 64), "q4_0": (GGML_Q4_0, 2, 18),
          "q4_1": (GGML_Q4_1, 3, 20), "q8_0": (GGML_Q8_0, 7, 34), "q4_k": (GGML_Q4_K, 14, 144),
-         "q6_k": (GGML_Q6_K, 18, 210)}
+         "q6_k": (GGML_Q6_K, 18, 210), "q4_k_m": (GGML_Q4_K, 15, 144)}
 BLOCK_VALUES = {GGML_Q4_K: 256, GGML_Q6_K: 256}  # values per block (32 for the other types)
+
+
+def more_bits(i, n):
+    """llama.cpp's use_more_bits(i_layer, n_layers) (src/llama-quant.cpp): the layers whose
+    attn_v and ffn_down its Q4_K_M / Q5_K_M give 6 bits: the first and last eighth, and every third
+    layer between."""
+    return i < n // 8 or i >= 7 * n // 8 or (i - n // 8) % 3 == 2
+
+
+def mix_types(plan, kind, n_layers):
+    """The PLAN (tensor_plan's) with the types of llama.cpp's --type KIND mix: q4_k_m = Q4_K but
+    output.weight and, in more_bits layers, attn_v and ffn_down Q6_K (what llama-quantize writes
+    for a Llama with an untied head, the embedding Q4_K)."""
+    if kind != "q4_k_m":
+        return plan
+    out = []
+    for name, shape, t in plan:
+        parts = name.split(".")
+        six = name == "output.weight" or (parts[0] == "blk" and parts[2] in ("attn_v", "ffn_down") and
+                                          more_bits(int(parts[1]), n_layers))
+        out.append((name, shape, GGML_Q6_K if six and t != GGML_F32 else t))
+    return out
 
 
 def type_bytes(n, t):
@@ -264,7 +287,7 @@ def main():
            kv_scalar("llama.attention.layer_norm_rms_epsilon", T_F32, 1e-5),
            kv_scalar("llama.rope.dimension_count", T_U32, hd),
            kv_scalar("llama.vocab_size", T_U32, vocab)] + tok
-    plan = tensor_plan(s, vocab, wtype, a.tied)
+    plan = mix_types(tensor_plan(s, vocab, wtype, a.tied), a.type, s["n_layers"])
 
     infos, offset = [], 0
     for name, shape, t in plan:
@@ -277,23 +300,27 @@ def main():
         offset += (nb + ALIGN - 1) // ALIGN * ALIGN
 
     rng = np.random.RandomState(a.seed)
-    bv = BLOCK_VALUES.get(wtype, 32)
-    if a.block % bv and wtype not in (GGML_F16, GGML_F32):
-        sys.exit(f"--block: a multiple of {bv} values for --type {a.type} (whole quantization blocks)")
-    bad = [(n, sh) for n, sh, t in plan if t == wtype and t not in (GGML_F16, GGML_F32) and sh[-1] % bv]
+    types = list(dict.fromkeys(t for _, sh, t in plan if len(sh) == 2))  # of the 2-D weights
+    for t in types:
+        bv = BLOCK_VALUES.get(t, 32)
+        if a.block % bv and t not in (GGML_F16, GGML_F32):
+            sys.exit(f"--block: a multiple of {bv} values for --type {a.type} (whole quantization blocks)")
+    bad = [(n, sh) for n, sh, t in plan
+           if len(sh) == 2 and t not in (GGML_F16, GGML_F32) and sh[-1] % BLOCK_VALUES.get(t, 32)]
     if bad:
-        sys.exit(f"--type {a.type}: rows must be a multiple of {bv} values; shape {a.shape} has "
-                 f"{bad[0][0]} with rows of {bad[0][1][-1]}")
-    if wtype == GGML_Q4_K:
-        block = memoryview(kquant_blocks(rng, a.block, a.std))
-    elif wtype == GGML_Q6_K:
-        block = memoryview(q6k_blocks(rng, a.block, a.std))
-    elif wtype in (GGML_F16, GGML_F32):
-        values = rng.standard_normal(a.block) * a.std
-        block = memoryview(values.astype(np.float16 if wtype == GGML_F16 else np.float32)).cast("B")
-    else:
-        block = memoryview(quantize_blocks(rng.standard_normal(a.block) * a.std, wtype))
-    bv = bv if wtype not in (GGML_F16, GGML_F32) else 1  # tiles start on whole blocks
+        sys.exit(f"--type {a.type}: rows must be a multiple of {BLOCK_VALUES.get(wtype, 32)} values; "
+                 f"shape {a.shape} has {bad[0][0]} with rows of {bad[0][1][-1]}")
+    blocks = {}  # ggml type -> the one block of values tiled over that type's tensors, as bytes
+    for t in types:
+        if t == GGML_Q4_K:
+            blocks[t] = memoryview(kquant_blocks(rng, a.block, a.std))
+        elif t == GGML_Q6_K:
+            blocks[t] = memoryview(q6k_blocks(rng, a.block, a.std))
+        elif t in (GGML_F16, GGML_F32):
+            values = rng.standard_normal(a.block) * a.std
+            blocks[t] = memoryview(values.astype(np.float16 if t == GGML_F16 else np.float32)).cast("B")
+        else:
+            blocks[t] = memoryview(quantize_blocks(rng.standard_normal(a.block) * a.std, t))
     ones = np.ones(max(s["dim"], 1), np.float32)
     tmp = a.out + ".part"
     with open(tmp, "wb") as f:
@@ -306,11 +333,13 @@ def main():
         for ti, (name, shape, t) in enumerate(plan):
             n = int(np.prod(shape))
             pos = (ti * 1000003) % a.block if a.shift else 0  # in values; block types: whole blocks
-            pos = type_bytes(pos - pos % bv, wtype)  # in bytes
+            bv = 1 if t in (GGML_F16, GGML_F32) else BLOCK_VALUES.get(t, 32)  # tiles on whole blocks
+            pos = type_bytes(pos - pos % bv, t)  # in bytes
             if t == GGML_F32 and len(shape) == 1:
                 f.write(ones[:n].tobytes())
                 nb = 4 * n
             else:
+                block = blocks[t]
                 left = nb = type_bytes(n, t)
                 while left:  # whole blocks: the block's byte size and every tensor's are multiples of one
                     m = min(left, len(block) - pos)

@@ -33,7 +33,7 @@ Pass (exit 0) when for every model:
   - untied models: device bytes <= 1.1 x the file's tensor bytes (tied: reported; the head's
     second copy).
 --bench: decode tokens/s at batch 1/8/16/64 (context 512) and prefill 2048 of the 8B shape in F16
-(bf16), Q8_0, Q4_0 and Q4_K (quantized), with the bytes a step streams and the % of the H200's measured
+(bf16), Q8_0, Q4_0, Q4_K and the Q4_K_M mix (quantized), with the bytes a step streams and the % of the H200's measured
 device copy (4200 GB/s, /work/shared/GPU.md); bench/ENGINE.md keeps the table.
 --peer LLAMA_BENCH: after our runs of each file, llama.cpp's llama-bench on the same file in the
 same call (`-ngl 99 -fa 1 -p 2048 -n 128 -r 3`: tg128 = its batch-1 decode, pp2048 its prefill),
@@ -58,7 +58,7 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 import gpu_skip  # noqa: E402
-from make_random_gguf import SHAPES, TYPES, tensor_nbytes, tensor_plan  # noqa: E402
+from make_random_gguf import SHAPES, TYPES, mix_types, tensor_nbytes, tensor_plan  # noqa: E402
 
 COPY_GBS = 4200.0  # H200 device-to-device copy, read + write (GPU.md, 2026-12-01)
 # (shape, type, tied). small q4_1 tied: Q4_1 since qkern's packed GEMV (before it, only the
@@ -92,7 +92,8 @@ def make_model(work, tok, shape, typ, tied, wait=True):
 
 
 def tensor_bytes(shape, typ, tied, vocab):
-    return sum(tensor_nbytes(sh, t) for _, sh, t in tensor_plan(SHAPES[shape], vocab, TYPES[typ][0], tied))
+    plan = mix_types(tensor_plan(SHAPES[shape], vocab, TYPES[typ][0], tied), typ, SHAPES[shape]["n_layers"])
+    return sum(tensor_nbytes(sh, t) for _, sh, t in plan)
 
 
 def engine(bin_dir, model, device, out, prompts, steps, force=None, weights=None, also_batch=False,
@@ -208,7 +209,8 @@ def check_model(a, work, tok, shape, typ, tied, prompts, n_prompts, vocab):
 # batch 64 through the GEMV in 16-row slices against the default (the bf16 scratch past 16 rows)
 BENCH_RUNS = (("f16", "bf16", "1,8,16,64", None), ("q8_0", "quantized", "1,8,16,64", None),
               ("q8_0", "quantized", "64", "64"), ("q4_0", "quantized", "1,8,16,64", None),
-              ("q4_0", "quantized", "64", "64"), ("q4_k", "quantized", "1,8,16,64", None))
+              ("q4_0", "quantized", "64", "64"), ("q4_k", "quantized", "1,8,16,64", None),
+              ("q4_k_m", "quantized", "1,8,16,64", None))
 
 
 def peer_bench(exe, model):
