@@ -1051,6 +1051,17 @@ static void cu_qembed(void *ctx, void *x, const struct fg_qtensor *table, const 
     CK_LAUNCH(c);
 }
 
+/* cu_qlinear's strided store: the packed (n, width) product in act_scratch to a->out's rows of
+ * ld_out elements */
+static void ql_place(struct cuda_ctx *c, const struct fg_qlinear *a, size_t es, int width) {
+    if (c->error[0]) return;
+    cudaError_t e =
+        cudaMemcpy2DAsync(a->out, (size_t)a->ld_out * es, a->act_scratch, (size_t)width * es,
+                          (size_t)width * es, (size_t)a->n, cudaMemcpyDeviceToDevice, c->stream);
+    if (e != cudaSuccess)
+        ctx_fail(c, "qlinear: strided store of %d x %d: %s", a->n, width, cudaGetErrorString(e));
+}
+
 static void cu_qlinear(void *ctx, const struct fg_qlinear *a) {
     struct cuda_ctx *c = (struct cuda_ctx *)ctx;
     const struct fg_qtensor *w = a->w;
@@ -1066,6 +1077,14 @@ static void cu_qlinear(void *ctx, const struct fg_qlinear *a) {
     if (skip_stage(c, stage) || c->error[0]) return;
     const int epi = swiglu ? FG_GEMV_SWIGLU : add ? FG_GEMV_ADD : FG_GEMV_STORE;
     const size_t out_es = f32 ? 4 : 2, w_bf16 = (size_t)w->rows * in_dim * 2;
+    /* a product into columns of a wider matrix (ld_out): rows past the first are written packed
+     * to act_scratch (n, w->rows), then copied into place (one 2-D copy, graph-capturable) */
+    const int strided = a->ld_out > 0 && a->ld_out != out_dim && a->n > 1;
+    if (strided && (swiglu || add || !a->act_scratch)) {
+        ctx_fail(c, "qlinear: ld_out %d needs a store epilogue and act_scratch", a->ld_out);
+        return;
+    }
+    void *out = strided ? a->act_scratch : a->out;
     const int sliced =
         c->use_gemv && a->n <= (c->qgemv_rows > 0 ? c->qgemv_rows : FG_QGEMV_MAX_ROWS);
     const int fits = a->w_scratch && w_bf16 <= a->w_scratch_bytes;
@@ -1089,9 +1108,10 @@ static void cu_qlinear(void *ctx, const struct fg_qlinear *a) {
                 (__nv_bfloat16 *)a->out, (const __nv_bfloat16 *)a->act_scratch, out_dim, total);
             CK_LAUNCH(c);
         } else {
-            lt_matmul(c, a->out, f32 ? CUDA_R_32F : CUDA_R_16BF, h, a->w_scratch, a->n, in_dim,
+            lt_matmul(c, out, f32 ? CUDA_R_32F : CUDA_R_16BF, h, a->w_scratch, a->n, in_dim,
                       out_dim, add);
         }
+        if (strided) ql_place(c, a, out_es, out_dim);
         return;
     }
     /* the GEMV, in slices of FG_QGEMV_MAX_ROWS rows (one at decode sizes; FLASHGEN_GEMV=0 and a
@@ -1099,7 +1119,7 @@ static void cu_qlinear(void *ctx, const struct fg_qlinear *a) {
     for (int r0 = 0; r0 < a->n && !c->error[0]; r0 += FG_QGEMV_MAX_ROWS) {
         const int m = a->n - r0 < FG_QGEMV_MAX_ROWS ? a->n - r0 : FG_QGEMV_MAX_ROWS;
         const char *x = (const char *)a->x + (size_t)r0 * in_dim * 2;
-        char *y = (char *)a->out + (size_t)r0 * out_dim * out_es;
+        char *y = (char *)out + (size_t)r0 * out_dim * out_es;
         int e = a->norm_w ? fg_qgemv_norm(y, f32, x, a->norm_w, a->eps, NULL, w->data, (int)w->type,
                                           m, in_dim, out_dim, epi, c->stream)
                           : fg_qgemv(y, f32, x, w->data, (int)w->type, m, in_dim, out_dim, epi,
@@ -1108,6 +1128,7 @@ static void cu_qlinear(void *ctx, const struct fg_qlinear *a) {
             ctx_fail(c, "qgemv%s %d x %d x %d (type %u): %s", a->norm_w ? "_norm" : "", m, in_dim,
                      out_dim, w->type, cudaGetErrorString((cudaError_t)e));
     }
+    if (strided) ql_place(c, a, out_es, out_dim);
 }
 
 /* ---- sampling: kernels/sample.cu ------------------------------------------------------- */

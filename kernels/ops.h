@@ -81,6 +81,10 @@ struct fg_qlinear {
      * small for W: the GEMV runs in slices of rows) */
     void *w_scratch;
     size_t w_scratch_bytes;
+    /* out's row stride in elements for FG_QL_STORE and FG_QL_STORE_F32: 0 (or w->rows) for
+     * packed rows, more where the product fills columns of a wider matrix (a q|k|v of mixed block
+     * types, one part at a time, out pointing at the part's first column) */
+    int ld_out;
 };
 
 struct fg_sample_row;  /* kernels/sample.h */
@@ -273,8 +277,8 @@ struct fg_cuda_backend {
 };
 /* 2: fg_ops.upload_rows; 3: bias_logits, top_logprobs; 4: qresident_bytes, qupload, qlinear (and
  * qembed on bf16 activations); 5: norm weights fp32 (no signature changed, but a backend of 4 reads
- * them as bf16) */
-#define FG_CUDA_BACKEND_ABI 5
+ * them as bf16); 6: fg_qlinear.ld_out (a backend of 5 would write a strided product packed) */
+#define FG_CUDA_BACKEND_ABI 6
 typedef const struct fg_cuda_backend *(*fg_cuda_backend_fn)(void);
 
 #endif

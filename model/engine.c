@@ -271,8 +271,10 @@ static int upload_host(struct engine *e, void *dst, const float *src, size_t row
  * host blocks the backend does not keep through upload_dequant; with resident quantized weights
  * (e->resident_quant, --gpu-weights quantized) the blocks of the types the backend keeps through
  * qupload, q|k|v and gate|up stacked into one matrix each (model.h qwqkv, qw_gu), the embedding in
- * FG_QLAYOUT_ROWS and the head in FG_QLAYOUT_GEMM (two copies when tied). A group of parts of
- * mixed types goes to the element type as a whole, so that its rows stay adjacent. */
+ * FG_QLAYOUT_ROWS and the head in FG_QLAYOUT_GEMM (two copies when tied). A q|k|v of mixed
+ * types is kept part by part (qwq, qwk, qwv; forward.c writes each part's columns) when every
+ * part's type is kept; any other group with a part the backend does not keep goes to the element
+ * type as a whole, so that its rows stay adjacent (the bf16 products read it as one matrix). */
 static int upload_weights(struct engine *e, const struct engine_opts *o, char *err, size_t errlen) {
     struct engine_backend *b = e->backend;
     const struct model_config *c = &e->model->cfg;
@@ -284,9 +286,10 @@ static int upload_weights(struct engine *e, const struct engine_opts *o, char *e
     per_layer += c->attn_bias ? QD + 2 * KVD : 0; /* Qwen2's q|k|v biases (model.h) */
     /* from the config, not the pointers: weights kept in the file mapping have NULL fp32 ones */
     int untied = !c->tied_embeddings;
-    /* resident groups per layer (q|k|v, o, gate|up, down), the embedding and the head: their
-     * bytes, 0 where the group is in the element type */
-    size_t(*lq)[4] = calloc((size_t)c->n_layers, sizeof(*lq));
+    /* resident groups per layer (q|k|v, o, gate|up, down, then q, k, v one by one where q|k|v
+     * mixes block types), the embedding and the head: their bytes, 0 where the group is in the
+     * element type */
+    size_t(*lq)[7] = calloc((size_t)c->n_layers, sizeof(*lq));
     if (!lq) {
         errmsg_set(err, errlen, "engine: out of memory");
         return -1;
@@ -299,12 +302,18 @@ static int upload_weights(struct engine *e, const struct engine_opts *o, char *e
         const struct model_layer *h = &hw->layers[l];
         const struct fg_qtensor qkv[] = {h->qwq, h->qwk, h->qwv}, gu[] = {h->qw_gate, h->qw_up};
         lq[l][0] = resident_bytes(e, qkv, 3, FG_QLAYOUT_GEMM);
+        if (!lq[l][0]) { /* q|k|v resident part by part, if every part can be */
+            for (int k = 0; k < 3; k++)
+                lq[l][4 + k] = resident_bytes(e, &qkv[k], 1, FG_QLAYOUT_GEMM);
+            if (!lq[l][4] || !lq[l][5] || !lq[l][6]) lq[l][4] = lq[l][5] = lq[l][6] = 0;
+        }
         lq[l][1] = resident_bytes(e, &h->qwo, 1, FG_QLAYOUT_GEMM);
         lq[l][2] = resident_bytes(e, gu, 2, FG_QLAYOUT_GEMM);
         lq[l][3] = resident_bytes(e, &h->qw_down, 1, FG_QLAYOUT_GEMM);
-        const size_t group_elems[4] = {(QD + 2 * KVD) * D, D * QD, 2 * F * D, D * F};
+        const size_t group_elems[7] = {
+            (QD + 2 * KVD) * D, D * QD, 2 * F * D, D * F, QD * D, KVD * D, KVD * D};
         elems += per_layer;
-        for (int k = 0; k < 4; k++) {
+        for (int k = 0; k < 7; k++) {
             if (lq[l][k]) elems -= group_elems[k];
             q_total += (lq[l][k] + 255) / 256 * 256;
         }
@@ -411,6 +420,11 @@ static int upload_weights(struct engine *e, const struct engine_opts *o, char *e
         const struct fg_qtensor qkv[] = {h->qwq, h->qwk, h->qwv}, gu[] = {h->qw_gate, h->qw_up};
         if (lq[l][0]) {
             PUTR(d->qwqkv, qkv, 3, FG_QLAYOUT_GEMM, lq[l][0]);
+        } else if (lq[l][4]) {
+            PUTR(d->qwq, &h->qwq, 1, FG_QLAYOUT_GEMM, lq[l][4]);
+            PUTR(d->qwk, &h->qwk, 1, FG_QLAYOUT_GEMM, lq[l][5]);
+            PUTR(d->qwv, &h->qwv, 1, FG_QLAYOUT_GEMM, lq[l][6]);
+            e->resident_split_qkv++;
         } else {
             PUTQ(d->wq, h->wq, h->qwq, perm_q, QD, D);
             PUTQ(d->wk, h->wk, h->qwk, perm_k, KVD, D);
@@ -463,8 +477,9 @@ static void log_resident(const struct engine *e, const struct engine_opts *o) {
     for (int l = -1; l < e->model->cfg.n_layers; l++) {
         const struct model_layer *L = l >= 0 ? &dw->layers[l] : NULL;
         const struct fg_qtensor *lq[] = {L ? &L->qwqkv : all[0], L ? &L->qwo : all[1],
-                                         L ? &L->qw_gu : NULL, L ? &L->qw_down : NULL};
-        for (int k = 0; k < 4; k++) {
+                                         L ? &L->qw_gu : NULL,   L ? &L->qw_down : NULL,
+                                         L ? &L->qwq : NULL,     L ? &L->qwv : NULL};
+        for (int k = 0; k < 6; k++) {
             if (!lq[k] || !lq[k]->data) continue;
             const char *nm = gguf_type_name(lq[k]->type);
             if (!strstr(types, nm))

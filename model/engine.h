@@ -81,9 +81,10 @@ struct engine {
     size_t device_step_bytes; /* the part a decode step streams: all but a separate embedding */
     int host_rows_uploads;    /* fp32 host weight matrices sent whole through upload_rows */
     enum engine_gpu_weights gpu_weights; /* what AUTO became (BF16 or QUANTIZED) */
-    int resident_quant;  /* 1: the device keeps GGUF blocks (QUANTIZED on a backend with qupload) */
-    int tensor_parallel; /* shards (1: none) */
-    const char *tp_mode; /* "none", or how shards meet: "emulated" (one context) */
+    int resident_quant; /* 1: the device keeps GGUF blocks (QUANTIZED on a backend with qupload) */
+    int resident_split_qkv; /* layers whose q|k|v (mixed block types) is resident part by part */
+    int tensor_parallel;    /* shards (1: none) */
+    const char *tp_mode;    /* "none", or how shards meet: "emulated" (one context) */
 };
 
 void engine_opts_default(struct engine_opts *o);

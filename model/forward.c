@@ -214,8 +214,9 @@ static int fwd_alloc_acts(struct fwd_state *st) {
     if (ops->qlinear) { /* the scratch of the largest resident layer weight */
         for (int l = 0; l < cfg->n_layers; l++) {
             const struct model_layer *L = &st->w->layers[l];
-            const struct fg_qtensor *r[] = {&L->qwqkv, &L->qwo, &L->qw_gu, &L->qw_down};
-            for (int k = 0; k < 4; k++)
+            const struct fg_qtensor *r[] = {&L->qwqkv, &L->qwo, &L->qw_gu, &L->qw_down,
+                                            &L->qwq,   &L->qwk, &L->qwv};
+            for (int k = 0; k < 7; k++)
                 if (r[k]->data &&
                     act_bytes(st, (size_t)r[k]->rows * r[k]->cols) > st->wscratch_bytes)
                     st->wscratch_bytes = act_bytes(st, (size_t)r[k]->rows * r[k]->cols);
@@ -342,9 +343,10 @@ int fwd_init_tp(struct fwd_state **out, const struct model_config *cfg,
  * are one matrix each (qwqkv, qw_gu) and qlinear fuses the norm in front and the residual add or
  * SwiGLU after, as norm_matmul / matmul_add / matmul_swiglu do for bf16 weights. */
 
-/* out = epilogue(rmsnorm?(x) · Wᵀ) on a resident weight (struct fg_qlinear) */
-static void fwd_ql(struct fwd_state *st, void *out, const void *x, const float *norm_w, void *h,
-                   const struct fg_qtensor *w, int T, int epilogue) {
+/* out = epilogue(rmsnorm?(x) · Wᵀ) on a resident weight (struct fg_qlinear); rows of LD
+ * elements (0: packed) */
+static void fwd_ql_ld(struct fwd_state *st, void *out, int ld, const void *x, const float *norm_w,
+                      void *h, const struct fg_qtensor *w, int T, int epilogue) {
     struct fg_qlinear a = {.out = out,
                            .x = x,
                            .norm_w = norm_w,
@@ -355,8 +357,14 @@ static void fwd_ql(struct fwd_state *st, void *out, const void *x, const float *
                            .epilogue = epilogue,
                            .act_scratch = st->scratch,
                            .w_scratch = st->wscratch,
-                           .w_scratch_bytes = st->wscratch_bytes};
+                           .w_scratch_bytes = st->wscratch_bytes,
+                           .ld_out = ld};
     st->ops->qlinear(st->ctx, &a);
+}
+
+static void fwd_ql(struct fwd_state *st, void *out, const void *x, const float *norm_w, void *h,
+                   const struct fg_qtensor *w, int T, int epilogue) {
+    fwd_ql_ld(st, out, 0, x, norm_w, h, w, T, epilogue);
 }
 
 /* A and B as one matrix (A's rows, then B's) when the loader placed them back to back in one
@@ -402,6 +410,16 @@ static void fwd_qkv(struct fwd_state *st, const struct model_layer *L, int T) {
     int D = c->dim, QD = c->n_heads * c->head_dim, KVD = c->n_kv_heads * c->head_dim;
     if (L->qwqkv.data) {
         fwd_ql(st, st->qkv, st->x, L->attn_norm, st->h, &L->qwqkv, T, FG_QL_STORE);
+        return;
+    }
+    if (L->qwq.data && st->ops->qlinear) { /* resident parts of mixed types: each its columns */
+        const struct fg_qtensor *part[] = {&L->qwq, &L->qwk, &L->qwv};
+        int ld = QD + 2 * KVD, col = 0;
+        for (int i = 0; i < 3; i++) {
+            fwd_ql_ld(st, (char *)st->qkv + (size_t)col * st->ops->act_size, ld, st->x,
+                      L->attn_norm, st->h, part[i], T, FG_QL_STORE);
+            col += part[i]->rows;
+        }
         return;
     }
     if (!L->qwq.data) {

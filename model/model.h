@@ -108,8 +108,10 @@ struct model_layer {
     struct fg_qtensor qwq, qwk, qwv, qwo, qw_gate, qw_up, qw_down;
     /* Weights resident in a backend's quantized layout (fg_ops.qlinear; the engine's device copy,
      * engine.c): q|k|v and gate|up as one matrix each ((n_heads + 2 n_kv_heads) head_dim rows;
-     * 2 ffn_dim rows), o and down in qwo / qw_down (data in backend memory); .data NULL where the
-     * weight is in the backend's element type instead (wq ... above). */
+     * 2 ffn_dim rows), o and down in qwo / qw_down (data in backend memory); a q|k|v whose parts
+     * differ in block type (llama.cpp's Q4_K_M gives some layers' v six bits) as three, in qwq /
+     * qwk / qwv, qwqkv's .data NULL; .data NULL where the weight is in the backend's element type
+     * instead (wq ... above). */
     struct fg_qtensor qwqkv, qw_gu;
 };
 

@@ -3,12 +3,109 @@
  * engine_open take its GPU path without a GPU: the weights go through upload_weights into one
  * backend arena (the device layout: rope tables, the fp32 norm region, the element-type tensors)
  * and the forward pass reads them there, in fp32, so its logits must be the CPU engine's bit for
- * bit (tests/unit/test_engine_upload.c). It has no qupload: --gpu-weights quantized is not
- * covered. Any thread, as the CPU backend.
+ * bit (tests/unit/test_engine_upload.c). Any thread, as the CPU backend.
+ *
+ * --gpu-weights quantized too: qresident_bytes / qupload / qlinear keep the GGUF blocks as they
+ * are (both layouts are the file's rows) and qlinear dequantizes W to fp32 and calls the CPU op
+ * that the fp32 forward pass calls for the same product, so that the resident path (which groups
+ * stay resident, how their parts are stacked, strided stores) is checked against the same fp32
+ * logits. FG_FAKE_QTYPES=T,T,... (ggml type numbers) limits the types it keeps, as a real
+ * backend keeps only some; default: every quantized type model/gguf_quant.c dequantizes.
  */
-#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "kernels/ops.h"
+#include "model/gguf_quant.h"
+
+static int fake_keeps(uint32_t type) {
+    if (!gguf_type_quantized(type) || !gguf_type_supported(type)) return 0;
+    const char *list = getenv("FG_FAKE_QTYPES");
+    if (!list) return 1;
+    for (const char *p = list; *p;) {
+        char *end;
+        long t = strtol(p, &end, 10);
+        if (end == p) break;
+        if (t == (long)type) return 1;
+        p = *end == ',' ? end + 1 : end;
+    }
+    return 0;
+}
+
+static size_t fake_qresident_bytes(void *ctx, uint32_t type, int rows, int cols, int layout) {
+    (void)ctx;
+    (void)layout;
+    if (!fake_keeps(type) || rows <= 0 || cols <= 0) return 0;
+    return (size_t)rows * gguf_type_row_bytes(type, (uint64_t)cols);
+}
+
+static int fake_qupload(void *ctx, void *dst, const struct fg_qtensor *parts, int n_parts,
+                        int layout) {
+    (void)ctx;
+    (void)layout;
+    char *p = dst;
+    for (int i = 0; i < n_parts; i++) {
+        size_t bytes = (size_t)parts[i].rows * parts[i].row_bytes;
+        memcpy(p, parts[i].data, bytes);
+        p += bytes;
+    }
+    return 0;
+}
+
+/* A test double's failure (out of memory, a type it does not keep): there is no error path in
+ * qlinear, and a wrong product must not pass for a right one. */
+static void fake_die(const char *what) {
+    fprintf(stderr, "cpu_as_cuda: %s\n", what);
+    abort();
+}
+
+static void fake_qlinear(void *ctx, const struct fg_qlinear *a) {
+    const struct fg_ops *cpu = cpu_ops();
+    const struct fg_qtensor *w = a->w;
+    size_t n_el = (size_t)w->rows * w->cols;
+    float *wf = malloc(n_el * sizeof(float));
+    if (!wf) fake_die("out of memory");
+    if (gguf_dequantize(w->type, w->data, wf, n_el) != 0) fake_die("qlinear: type not kept");
+    const int n = a->n, in = w->cols, rows = w->rows;
+    const float *h = a->x;
+    switch (a->epilogue) {
+    case FG_QL_SWIGLU: /* as forward.c's fp32 gate|up: norm_matmul with swiglu */
+        if (!a->norm_w) fake_die("qlinear: swiglu without its norm");
+        cpu->norm_matmul(ctx, a->out, a->h, a->x, a->norm_w, a->eps, wf, n, in, rows / 2, 1,
+                         a->act_scratch);
+        break;
+    case FG_QL_ADD:
+        if (a->norm_w) fake_die("qlinear: add with a norm");
+        cpu->matmul_add(ctx, a->out, a->x, wf, n, in, rows);
+        break;
+    case FG_QL_STORE_F32: /* the head: rmsnorm, then the fp32 product */
+        if (a->norm_w) {
+            cpu->rmsnorm(ctx, a->h, a->x, a->norm_w, n, in, a->eps);
+            h = a->h;
+        }
+        cpu->matmul_f32(ctx, a->out, h, wf, n, in, rows);
+        break;
+    default: { /* FG_QL_STORE, into columns of a wider matrix where ld_out says */
+        int ld = a->ld_out > 0 ? a->ld_out : rows;
+        float *dst = ld == rows ? a->out : malloc(sizeof(float) * (size_t)n * rows);
+        if (!dst) fake_die("out of memory");
+        if (a->norm_w)
+            cpu->norm_matmul(ctx, dst, a->h, a->x, a->norm_w, a->eps, wf, n, in, rows, 0, NULL);
+        else
+            cpu->matmul(ctx, dst, a->x, wf, n, in, rows);
+        if (dst != a->out) {
+            for (int r = 0; r < n; r++)
+                memcpy((float *)a->out + (size_t)r * ld, dst + (size_t)r * rows,
+                       sizeof(float) * rows);
+            free(dst);
+        }
+    }
+    }
+    free(wf);
+}
+
+static struct fg_ops fake_ops;
 
 static void *fake_create(int device, char *err, size_t errlen) {
     (void)device;
@@ -41,8 +138,12 @@ static const char *fake_last_error(void *ctx) {
 static struct fg_cuda_backend fake_backend;
 
 __attribute__((visibility("default"))) const struct fg_cuda_backend *fg_cuda_backend(void) {
+    fake_ops = *cpu_ops();
+    fake_ops.qresident_bytes = fake_qresident_bytes;
+    fake_ops.qupload = fake_qupload;
+    fake_ops.qlinear = fake_qlinear;
     fake_backend = (struct fg_cuda_backend){.abi = FG_CUDA_BACKEND_ABI,
-                                            .ops = cpu_ops(),
+                                            .ops = &fake_ops,
                                             .create = fake_create,
                                             .destroy = fake_destroy,
                                             .mem_info = fake_mem_info,

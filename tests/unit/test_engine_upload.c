@@ -31,12 +31,22 @@ static int argmax(const float *x, int n) {
     return b;
 }
 
-/* The model at PATH on the CPU (cuda 0) or the fake CUDA backend (1): the prompt's logits, then
- * N_GEN greedy steps, into a malloc'd (N_GEN + 1, vocab) array; *V the vocabulary. */
-static float *engine_logits(const char *path, int cuda, int *V) {
+/* What the fake CUDA run should show of its weights (engine_logits) */
+struct want_dev {
+    int quantized;    /* --gpu-weights quantized (else bf16) */
+    int split_layers; /* layers whose q|k|v stayed resident part by part */
+};
+
+/* The model at PATH on the CPU (DEV NULL) or the fake CUDA backend (DEV as said there): the
+ * prompt's logits, then N_GEN greedy steps, into a malloc'd (N_GEN + 1, vocab) array; *V the
+ * vocabulary. */
+static float *engine_logits(const char *path, const struct want_dev *dev, int *V) {
+    int cuda = dev != NULL;
     struct engine_opts o;
     engine_opts_default(&o);
     o.model_path = path;
+    if (dev)
+        o.gpu_weights = dev->quantized ? ENGINE_GPU_WEIGHTS_QUANTIZED : ENGINE_GPU_WEIGHTS_BF16;
     o.device = cuda ? ENGINE_DEVICE_CUDA : ENGINE_DEVICE_CPU;
     o.cpu_fp32_weights = 1;
     o.kv_cache_bytes = (size_t)64 << 20;
@@ -45,7 +55,13 @@ static float *engine_logits(const char *path, int cuda, int *V) {
     char err[512];
     cr_assert_eq(engine_open(&o, &e, err, sizeof(err)), 0, "%s", err);
     cr_assert_str_eq(e->device, cuda ? "cuda" : "cpu");
-    if (cuda) {
+    if (cuda && dev->quantized) {
+        cr_assert_str_eq(engine_device_name(e), "cpu as cuda");
+        cr_assert(e->device_block_bytes > 0, "no weight stayed in its blocks");
+        cr_assert_eq(e->resident_split_qkv, dev->split_layers,
+                     "%d layers' q|k|v resident part by part, not %d", e->resident_split_qkv,
+                     dev->split_layers);
+    } else if (cuda) {
         cr_assert_str_eq(engine_device_name(e), "cpu as cuda");
         /* every weight matrix (fp32 host ones here: cpu_fp32_weights) reached the backend whole
          * through upload_rows, where the CUDA backend makes its FLASHGEN_QUANTIZATION=fp8 e4m3
@@ -78,7 +94,7 @@ static float *engine_logits(const char *path, int cuda, int *V) {
     return logits;
 }
 
-static void check_model(const char *path) {
+static void check_model(const char *path, const struct want_dev *want) {
     FILE *f = fopen(path, "rb");
     if (!f) cr_skip_test("%s not fetched (make test-models)", path);
     fclose(f);
@@ -90,7 +106,7 @@ static void check_model(const char *path) {
     cr_assert_eq(access(lib, R_OK), 0, "%s missing: built by make with the unit tests", lib);
     cr_assert_eq(setenv("FLASHGEN_CUDA_LIB", lib, 1), 0);
     int V = 0, V2 = 0;
-    float *cpu = engine_logits(path, 0, &V), *dev = engine_logits(path, 1, &V2);
+    float *cpu = engine_logits(path, NULL, &V), *dev = engine_logits(path, want, &V2);
     cr_assert_eq(V, V2);
     size_t total = (size_t)V * (N_GEN + 1), differ = 0;
     for (size_t i = 0; i < total; i++)
@@ -101,12 +117,41 @@ static void check_model(const char *path) {
     free(dev);
 }
 
+static const struct want_dev BF16 = {0, 0};
+
 Test(engine, gpu_path_weights_copy_gives_the_cpu_logits_smollm2, .timeout = 300) {
-    check_model(SMOLLM2_PATH);
+    check_model(SMOLLM2_PATH, &BF16);
 }
 
 /* Gemma 3: QK-norm and post-norms (six norms a layer in the region), its local RoPE table,
  * head_dim 256 (rope tables of 512 bytes), tied embeddings */
 Test(engine, gpu_path_weights_copy_gives_the_cpu_logits_gemma3, .timeout = 600) {
-    check_model(GEMMA_PATH);
+    check_model(GEMMA_PATH, &BF16);
+}
+
+/* --gpu-weights quantized on the fake backend, which keeps blocks as they are and multiplies
+ * them dequantized to fp32 by the CPU's own ops (tests/fake_cuda/cpu_as_cuda.c): every resident
+ * group, stacked as upload_weights stacks it and read as forward.c reads it, must give the fp32
+ * CPU engine's logits bit for bit. SmolLM2: all Q4_1, q|k|v and gate|up one matrix each, the
+ * head a second copy of the embedding. */
+Test(engine, resident_blocks_give_the_cpu_logits_smollm2, .timeout = 300) {
+    const struct want_dev q = {1, 0};
+    check_model(SMOLLM2_PATH, &q);
+}
+
+/* The Gemma 3 Q4_K_M file mixes types inside q|k|v (Q5_0 q and k, Q8_0 v in 9 of its 18 layers):
+ * those stay resident part by part, each product storing into its columns of the q|k|v rows
+ * (ld_out), the 12-token prompt a strided store of 12 rows. */
+Test(engine, resident_mixed_qkv_gives_the_cpu_logits_gemma3, .timeout = 600) {
+    const struct want_dev q = {1, 9};
+    check_model(GEMMA_PATH, &q);
+}
+
+/* A backend that does not keep Q8_0: the 9 mixed q|k|v go to the element type whole (their
+ * rows adjacent for the fp32 product), the other 9 stay one Q5_0 matrix, the Q8_0 embedding is
+ * dequantized. */
+Test(engine, resident_with_a_type_not_kept_gives_the_cpu_logits_gemma3, .timeout = 600) {
+    cr_assert_eq(setenv("FG_FAKE_QTYPES", "6,12,14", 1), 0); /* Q5_0, Q4_K, Q6_K */
+    const struct want_dev q = {1, 0};
+    check_model(GEMMA_PATH, &q);
 }
