@@ -1049,17 +1049,20 @@ extern "C" const char *fg_qgemv_variant_name(int v) {
  * 18.8 / 66.9) and at n = 1 on Q4_1 (11.5 / 45.9 against 14.5 / 47.8); not at n = 16, nor for
  * Q4_1 gate|up at n = 8 (75.7 against 71.9). Q4_K takes Q4_1's choices (the same loads and mma
  * pairs plus its scale and min products), Q6_K the defaults (timed in
- * bench/results/qgemv_kquant_bench_h200_2026-12-02c.log, not re-picked), Q5_0 and Q5_1 the
- * defaults (the mb3 variants spill there: ptxas -v, 56-556 bytes; check_qgemv.py --bench times
- * them). */
+ * bench/results/qgemv_kquant_bench_h200_2026-12-02c.log, not re-picked). Q5_0 and Q5_1, from
+ * bench/results/qgemv_q5_bench_h200_2026-12-03.log: Q5_0's fused norm at n = 1 takes variant 1
+ * (q|k|v 11.7 µs against 15.8, gate|up 46.4 against 54.8; at n = 8 q|k|v gains 2.5 µs and gate|up
+ * loses 2.0, at n = 16 both lose); Q5_1 keeps the defaults everywhere (its mb3 norm kernel for
+ * n <= 8 spills 356 bytes, Q5_0's 56, Q4_1's 216: bench/results/qgemv_q5_ptxas_2026-12-03.log;
+ * at n = 1 q|k|v 15.2 µs against 16.6 but gate|up 61.7 against 58.1). */
 enum { QG_PICK = 0, QG_PICK_NORM_Q4 = 1 };
 
 extern "C" int fg_qgemv_pick(int wtype, int n, int in_dim, int out_dim, int epilogue, int norm) {
     if (!fg_qgemv_supported(wtype, n, in_dim, out_dim) || epilogue < FG_GEMV_STORE ||
         epilogue > FG_GEMV_SWIGLU)
         return -1;
-    if (norm &&
-        ((wtype == QT_Q4_0 && n <= 8) || ((wtype == QT_Q4_1 || wtype == QT_Q4_K) && n == 1)))
+    if (norm && ((wtype == QT_Q4_0 && n <= 8) ||
+                 ((wtype == QT_Q4_1 || wtype == QT_Q4_K || wtype == QT_Q5_0) && n == 1)))
         return QG_PICK_NORM_Q4;
     return QG_PICK;
 }
