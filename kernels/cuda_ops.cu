@@ -890,8 +890,8 @@ static void cu_norm_matmul(void *ctx, void *out, void *h, const void *x, const v
  * rows. A W larger than the scratch (the output head: the scratch has the largest layer weight's
  * size) always takes the slices. FG_QLAYOUT_ROWS: the file's blocks as
  * they are (the token embedding), gathered by k_qembed; its types are this file's (Q8_0, Q4_0,
- * Q4_1, Q4_K, Q6_K). Batch-invariant mode keeps no weight quantized (the GEMV's summation order is
- * not cuBLASLt's). */
+ * Q4_1, Q5_0, Q5_1, Q4_K, Q6_K). Batch-invariant mode keeps no weight quantized (the GEMV's
+ * summation order is not cuBLASLt's). */
 
 /* Bytes of one GGUF row of COLS elements in the ROWS layout, or 0 for a type k_qembed lacks. */
 static size_t q_rows_bytes(uint32_t type, int cols) {
@@ -903,6 +903,10 @@ static size_t q_rows_bytes(uint32_t type, int cols) {
         return blocks * 18;
     case GGUF_GGML_Q4_1:
         return blocks * 20;
+    case GGUF_GGML_Q5_0:
+        return blocks * 22;
+    case GGUF_GGML_Q5_1:
+        return blocks * 24;
     case GGUF_GGML_Q4_K:
         return cols % 256 == 0 ? blocks / 8 * 144 : 0;
     case GGUF_GGML_Q6_K:
@@ -1007,12 +1011,16 @@ static __device__ __forceinline__ float q6k_value(const uint8_t *row, int i) {
 
 /* x[t] (dim bf16) = the dequantized row tokens[t] of a table in the file's blocks: one block of
  * threads per token, one element per thread and step (value d·q, Q4_0 d·(q − 8), Q4_1 d·q + m,
- * Q4_K q4k_value, Q6_K q6k_value; fp32 rounded once to bf16, as fg_qdequant_bf16). */
+ * Q5_0 d·(q − 16) and Q5_1 d·q + m with q's fifth bit from qh, Q4_K q4k_value, Q6_K q6k_value;
+ * fp32 rounded once to bf16, as fg_qdequant_bf16). */
 __global__ void k_qembed(__nv_bfloat16 *x, const uint8_t *table, const int *tokens, int dim,
                          size_t row_bytes, uint32_t type) {
     const int t = blockIdx.x;
     const uint8_t *row = table + (size_t)tokens[t] * row_bytes;
-    const int bb = type == GGUF_GGML_Q8_0 ? 34 : type == GGUF_GGML_Q4_0 ? 18 : 20;
+    const bool q5 = type == GGUF_GGML_Q5_0 || type == GGUF_GGML_Q5_1;
+    const bool has_m = type == GGUF_GGML_Q4_1 || type == GGUF_GGML_Q5_1;
+    const int qo = (has_m ? 4 : 2) + (q5 ? 4 : 0); /* where the nibbles start (Q5_x: after qh) */
+    const int bb = type == GGUF_GGML_Q8_0 ? 34 : qo + 16; /* bytes of one block */
     for (int i = threadIdx.x; i < dim; i += blockDim.x) {
         if (type == GGUF_GGML_Q4_K || type == GGUF_GGML_Q6_K) {
             x[(size_t)t * dim + i] =
@@ -1026,13 +1034,15 @@ __global__ void k_qembed(__nv_bfloat16 *x, const uint8_t *table, const int *toke
         if (type == GGUF_GGML_Q8_0) {
             v = d * (float)(int8_t)blk[2 + j];
         } else {
-            const int qo = type == GGUF_GGML_Q4_0 ? 2 : 4;
             const uint8_t b = blk[qo + (j & 15)];
-            const int q = j < 16 ? b & 15 : b >> 4;
-            v = type == GGUF_GGML_Q4_0
-                    ? d * (float)(q - 8)
-                    : __fadd_rn(__fmul_rn(d, (float)q), /* unfused, as gguf_quant.c */
-                                __half2float(__ushort_as_half(*(const unsigned short *)(blk + 2))));
+            int q = j < 16 ? b & 15 : b >> 4;
+            if (q5) q |= (blk[qo - 4 + j / 8] >> (j % 8) & 1) << 4; /* bit j of the u32 qh */
+            const float m =
+                has_m ? __half2float(__ushort_as_half(*(const unsigned short *)(blk + 2))) : 0.0f;
+            /* Q4_1 / Q5_1: d·q + m unfused, as gguf_quant.c */
+            v = type == GGUF_GGML_Q4_0   ? d * (float)(q - 8)
+                : type == GGUF_GGML_Q5_0 ? d * (float)(q - 16)
+                                         : __fadd_rn(__fmul_rn(d, (float)q), m);
         }
         x[(size_t)t * dim + i] = __float2bfloat16(v);
     }

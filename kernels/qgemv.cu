@@ -1,14 +1,14 @@
-/* qgemv.cu — GEMV for 1 to 16 activation rows on GGUF weights (Q8_0, Q4_0, Q4_1, Q4_K, Q6_K), read
- * in the repacked device layout of qgemv.h (fg_qpack writes it from the file's blocks).
+/* qgemv.cu — GEMV for 1 to 16 activation rows on GGUF weights (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K,
+ * Q6_K), read in the repacked device layout of qgemv.h (fg_qpack writes it from the file's blocks).
  *
- * Why a repacking: the file's blocks (34 / 18 / 20 bytes) keep no 16-byte alignment, so a lane
- * could only take 2-byte loads, each warp load touching 8 rows' cache lines (the direct kernel of
- * bench/results/qgemv_direct_h200_2026-12-02.log ran at 15-29% of copy), and staging the bytes
- * through shared memory (qgemv_staged_h200_2026-12-02.log, 13-53%) costs as many instructions as
- * it saves. In the packed layout each lane's share of 4 consecutive blocks of one W row is one
- * 16-byte word (Q4_x: 32 nibbles; Q8_0: two words, 32 bytes), the 32 lanes of a warp read 512
- * (1024) contiguous bytes per tile of 8 rows, and the fp16 scales of a row's 4 blocks are one
- * 8-byte word in an array of their own.
+ * Why a repacking: the file's blocks (34 / 18 / 20 / 22 / 24 bytes) keep no 16-byte alignment, so
+ * a lane could only take 2-byte loads, each warp load touching 8 rows' cache lines (the direct
+ * kernel of bench/results/qgemv_direct_h200_2026-12-02.log ran at 15-29% of copy), and staging the
+ * bytes through shared memory (qgemv_staged_h200_2026-12-02.log, 13-53%) costs as many
+ * instructions as it saves. In the packed layout each lane's share of 4 consecutive blocks of one
+ * W row is one 16-byte word (Q4_x / Q5_x: 32 nibbles; Q8_0: two words, 32 bytes), the 32 lanes of
+ * a warp read 512 (1024) contiguous bytes per tile of 8 rows, and the fp16 scales of a row's 4
+ * blocks are one 8-byte word in an array of their own.
  *
  * The dot products, on integers: lane (g, t) = (lane / 4, lane % 4) owns elements 8t .. 8t+7 of
  * every 32-element block: one contiguous 16-byte chunk of x, and of W row g the 8 quants in the
@@ -18,15 +18,18 @@
  * (Q4_0: q − 8) or 128 (Q4_1: q). Q8_0: byte → fp32 2^23 + 128 + q by PRMT, one FADD, two pack
  * into a pair by PRMT. The mma sees exact integers, so each block's partial dot is an fp32 sum of
  * exact products (integer × bf16 x), scaled once by the fp32 d of its W row; Q4_1 adds m · Σx, Σx
- * of the block by one more mma pair with a matrix of ones (shared by the block's tiles). Q4_K runs
- * as Q4_1 on its 32-element sub-blocks: the scale d·sc_j and the min −dmin·m_j are formed in fp32
- * (exact) from the super-block's fp16 d/dmin word and the sub-block's unpacked 6-bit (sc, m)
- * bytes. Q6_K has two int8 scales per 32-element block (one per 16 elements): its packed lane
- * order puts the first 16 elements in the first mma of the block's pair and the last 16 in the
- * second (x follows by two lane swaps, q6_xperm), so each half's fp32 sum takes its own exact
- * d·sc; the 6-bit q − 32 is built as Q4_x's nibbles plus the two high bits (PRMT, shifts, one
- * bf16x2 FMA). The activations stay bf16: no int8 quantization of x, so the error is the bf16
- * GEMV's.
+ * of the block by one more mma pair with a matrix of ones (shared by the block's tiles). Q5_0 and
+ * Q5_1 run as Q4_0 and Q4_1 with a fifth bit per quant: the lane's byte of the block's high bits
+ * (slot i's bit at bit i) spread once per block into a word whose one shift per pair puts both
+ * bits of the pair at bit 4 of its halves (q5_pair: a shift and a LOP more than Q4_x's pair), one
+ * bf16x2 FMA subtracts 144 (q − 16) or 128 (q). Q4_K runs as Q4_1 on its 32-element sub-blocks:
+ * the scale d·sc_j and the min −dmin·m_j are formed in fp32 (exact) from the super-block's fp16
+ * d/dmin word and the sub-block's unpacked 6-bit (sc, m) bytes. Q6_K has two int8 scales per
+ * 32-element block (one per 16 elements): its packed lane order puts the first 16 elements in the
+ * first mma of the block's pair and the last 16 in the second (x follows by two lane swaps,
+ * q6_xperm), so each half's fp32 sum takes its own exact d·sc; the 6-bit q − 32 is built as Q4_x's
+ * nibbles plus the two high bits (PRMT, shifts, one bf16x2 FMA). The activations stay bf16: no
+ * int8 quantization of x, so the error is the bf16 GEMV's.
  *
  * Two mappings onto mma.m16n8k16 (template SW). SW (the variants fg_qgemv_pick takes): A = 16 W
  * rows (row g of two 8-row tiles), B = the x chunks of activation rows g (the n ≤ 8 columns; a
@@ -65,13 +68,23 @@
 #include "gemv_common.cuh"
 #include "qgemv.h"
 
-enum { QT_Q4_0 = 2, QT_Q4_1 = 3, QT_Q8_0 = 8, QT_Q4_K = 12, QT_Q6_K = 14 }; /* gguf_ggml_type */
+/* enum gguf_ggml_type ids */
+enum {
+    QT_Q4_0 = 2,
+    QT_Q4_1 = 3,
+    QT_Q5_0 = 6,
+    QT_Q5_1 = 7,
+    QT_Q8_0 = 8,
+    QT_Q4_K = 12,
+    QT_Q6_K = 14
+};
 
 /* Per type: bytes of a file block, bytes of a lane's share of one 32-element block (QB), a min
- * per block (Q4_1: fp16 m; Q4_K: −dmin·m_j), ks: K-quant super-block scales (the "scales" region
- * holds Q4_K's 6-bit (sc_j, m_j) bytes or Q6_K's two int8 scales of the block, the fp16 d (and
- * dmin) of each super-block a region of its own, qgemv.h), hb: Q6_K's 6-bit quants (the high two
- * bits in a region of their own; the lane's 8 elements in q6_elem's order). */
+ * per block (Q4_1 / Q5_1: fp16 m; Q4_K: −dmin·m_j), ks: K-quant super-block scales (the "scales"
+ * region holds Q4_K's 6-bit (sc_j, m_j) bytes or Q6_K's two int8 scales of the block, the fp16 d
+ * (and dmin) of each super-block a region of its own, qgemv.h), hb: bytes of high quant bits per
+ * lane slot and block in a region of their own (Q5_x 1: the fifth bit of each of the lane's 8
+ * elements; Q6_K 2: the two high bits, the lane's 8 elements in q6_elem's order). */
 template <int TYPE> struct qtype;
 template <> struct qtype<QT_Q8_0> {
     static constexpr int file = 34, qb = 8, mins = 0, ks = 0, hb = 0;
@@ -82,16 +95,22 @@ template <> struct qtype<QT_Q4_0> {
 template <> struct qtype<QT_Q4_1> {
     static constexpr int file = 20, qb = 4, mins = 1, ks = 0, hb = 0;
 };
+template <> struct qtype<QT_Q5_0> {
+    static constexpr int file = 22, qb = 4, mins = 0, ks = 0, hb = 1;
+};
+template <> struct qtype<QT_Q5_1> {
+    static constexpr int file = 24, qb = 4, mins = 1, ks = 0, hb = 1;
+};
 template <> struct qtype<QT_Q4_K> {
     static constexpr int file = 144, qb = 4, mins = 1, ks = 1, hb = 0;
 };
 template <> struct qtype<QT_Q6_K> {
-    static constexpr int file = 210, qb = 4, mins = 0, ks = 1, hb = 1;
+    static constexpr int file = 210, qb = 4, mins = 0, ks = 1, hb = 2;
 };
 
 static int qtype_known(int wtype) {
-    return wtype == QT_Q8_0 || wtype == QT_Q4_0 || wtype == QT_Q4_1 || wtype == QT_Q4_K ||
-           wtype == QT_Q6_K;
+    return wtype == QT_Q8_0 || wtype == QT_Q4_0 || wtype == QT_Q4_1 || wtype == QT_Q5_0 ||
+           wtype == QT_Q5_1 || wtype == QT_Q4_K || wtype == QT_Q6_K;
 }
 
 /* Columns the type's rows may have: whole blocks of 32 (K-quants: super-blocks of 256). */
@@ -101,8 +120,8 @@ static int qcols_ok(int wtype, int cols) {
 }
 
 /* The packed layout's regions (qgemv.h): quants, then scales (K-quants: the per-block bytes),
- * then (Q4_1) mins or (K-quants) the super-blocks' d/dmin words, at m0, then (Q6_K) the quants'
- * high bits at h0. */
+ * then (Q4_1, Q5_1) mins or (K-quants) the super-blocks' d/dmin words, at m0, then (Q5_x, Q6_K)
+ * the quants' high bits at h0. */
 struct qlayout {
     int nb, tiles;
     size_t s0, m0, h0, total;
@@ -116,8 +135,13 @@ static qlayout qlayout_of(int wtype, int rows, int cols) {
     const size_t tb = (size_t)l.tiles * (size_t)l.nb; /* (tile, block) pairs */
     l.s0 = tb * 32 * qb;
     l.m0 = l.s0 + tb * 16;
-    l.h0 = l.m0 + (wtype == QT_Q4_1 ? tb * 16 : wtype == QT_Q4_K || wtype == QT_Q6_K ? tb * 4 : 0);
-    l.total = l.h0 + (wtype == QT_Q6_K ? tb * 64 : 0);
+    const bool mins = wtype == QT_Q4_1 || wtype == QT_Q5_1,
+               ks = wtype == QT_Q4_K || wtype == QT_Q6_K;
+    l.h0 = l.m0 + (mins ? tb * 16 : ks ? tb * 4 : 0);
+    l.total = l.h0 + tb * 32 *
+                         (wtype == QT_Q6_K                       ? 2
+                          : wtype == QT_Q5_0 || wtype == QT_Q5_1 ? 1
+                                                                 : 0);
     return l;
 }
 
@@ -153,7 +177,7 @@ struct qgemv_params {
     int nb;        /* in_dim / 32 */
     int hs;        /* NORM: h of the n rows normed into shared memory first (it fits) */
     size_t s0, m0; /* the scale and min regions' offsets */
-    size_t h0;     /* Q6_K: the high bits' region */
+    size_t h0;     /* Q5_x, Q6_K: the high bits' region */
 };
 
 /* A lane's share of one group (up to 4 blocks) of one W tile: quants of its B row g, fp16 scales
@@ -163,7 +187,8 @@ struct qgemv_params {
 template <int TYPE> struct qgrp {
     uint32_t q[qtype<TYPE>::qb];
     uint2 sa, sb, ma, mb;
-    uint2 h; /* Q6_K: the high bits of the lane's 8 elements of block u in half u */
+    uint2 h; /* the high bits of the lane's 8 elements of block u: Q6_K in half u; Q5_x in
+              * byte u of h.x (slot i's bit at bit i) */
 };
 
 /* Where the lane's loads of one tile start: its B row's quants and the two scale rows, at the
@@ -171,7 +196,7 @@ template <int TYPE> struct qgrp {
 struct qrows {
     const uint8_t *q, *sa, *sb;
     const uint8_t *da, *db; /* K-quants: the rows' d/dmin words of super-block 0 */
-    const uint8_t *h;       /* Q6_K: the B row's high bits, at the slot of a full group */
+    const uint8_t *h;       /* Q5_x, Q6_K: the B row's high bits, at the slot of a full group */
     int slot_q, slot_a, slot_b;
 };
 
@@ -204,6 +229,12 @@ __device__ __forceinline__ uint2 qld8(const uint8_t *p) {
     return v;
 }
 
+__device__ __forceinline__ uint32_t qld4(const uint8_t *p) {
+    uint32_t v;
+    asm("ld.global.nc.L1::no_allocate.u32 %0, [%1];\n" : "=r"(v) : "l"(p));
+    return v;
+}
+
 /* Q4_K: a row's d/dmin word for group gq (super-block gq / 2; the word's 32 bytes per tile are
  * read by the two groups' warps, so through L1). */
 __device__ __forceinline__ uint32_t qld_dm(const uint8_t *da, int gq) {
@@ -229,7 +260,8 @@ __device__ __forceinline__ void qgrp_load(qgrp<TYPE> &w, const qrows &rw, const 
         }
         w.sa = qld8(rw.sa + sgb);
         w.sb = qld8(rw.sb + sgb);
-        if (qtype<TYPE>::hb) w.h = qld8(rw.h + (size_t)gq * 256);
+        if (qtype<TYPE>::hb == 2) w.h = qld8(rw.h + (size_t)gq * 256);
+        if (qtype<TYPE>::hb == 1) w.h = make_uint2(qld4(rw.h + (size_t)gq * 128), 0u);
         if (qtype<TYPE>::ks) {
             w.ma = make_uint2(qld_dm(rw.da, gq), 0u);
             w.mb = make_uint2(qld_dm(rw.db, gq), 0u);
@@ -254,9 +286,13 @@ __device__ __forceinline__ void qgrp_load(qgrp<TYPE> &w, const qrows &rw, const 
             w.q[u * (QB / 4) + e] =
                 u < gs ? __ldcs(reinterpret_cast<const unsigned *>(qp + u * QB) + e) : 0u;
         if (u >= gs) continue;
-        if (qtype<TYPE>::hb) {
+        if (qtype<TYPE>::hb == 2) {
             const uint8_t *hp = rw.h + (size_t)gq * 256 + (ptrdiff_t)rw.slot_q * (gs - 4) * 2;
             w.h = qset_half(w.h, u, __ldcs(reinterpret_cast<const unsigned short *>(hp) + u));
+        }
+        if (qtype<TYPE>::hb == 1) {
+            const uint8_t *hp = rw.h + (size_t)gq * 128 + (ptrdiff_t)rw.slot_q * (gs - 4);
+            w.h.x |= (uint32_t)__ldcs(reinterpret_cast<const unsigned char *>(hp) + u) << (8 * u);
         }
         w.sa = qset_half(w.sa, u, __ldcs(reinterpret_cast<const unsigned short *>(pa) + u));
         w.sb = qset_half(w.sb, u, __ldcs(reinterpret_cast<const unsigned short *>(pb) + u));
@@ -299,11 +335,33 @@ template <int P> __device__ __forceinline__ uint32_t q6_pair(uint32_t v, uint32_
     return r;
 }
 
+/* Q5_x pair p of the lane's block: nibbles (bits 4p.. and 16+4p.. of v) and fifth bits (bits 2p
+ * and 16+2p of hx, below) as the bf16 pair (q − off, q' − off): bf16 128 + q (q < 32) by shifts
+ * and LOPs, then one bf16x2 FMA adds neg_off (−144 for Q5_0's q − 16, −128 for Q5_1's q). */
+template <int P>
+__device__ __forceinline__ uint32_t q5_pair(uint32_t v, uint32_t hx, uint32_t neg) {
+    const uint32_t hs = P < 2 ? hx << (4 - 2 * P) : hx >> (2 * P - 4);
+    const uint32_t b = ((v >> (4 * P)) & 0x000f000fu) | (hs & 0x00100010u) | 0x43004300u;
+    uint32_t r;
+    asm("fma.rn.bf16x2 %0, %1, %2, %3;\n" : "=r"(r) : "r"(b), "r"(0x3F803F80u), "r"(neg));
+    return r;
+}
+
 /* The lane's 8 weights of block u as 4 bf16 pairs in the order of its x chunk (exact integers):
- * Q8_0 q (int8: q ^ 0x80 = q + 128 as a byte), Q4_0 q − 8, Q4_1 / Q4_K q, Q6_K q − 32 (in
- * q6_elem's order, the x chunk permuted to match by q6_xperm). */
+ * Q8_0 q (int8: q ^ 0x80 = q + 128 as a byte), Q4_0 q − 8, Q4_1 / Q4_K q, Q5_0 q − 16, Q5_1 q,
+ * Q6_K q − 32 (in q6_elem's order, the x chunk permuted to match by q6_xperm). */
 template <int TYPE> __device__ __forceinline__ uint4 qweights(const qgrp<TYPE> &w, int u) {
-    if (qtype<TYPE>::hb) {
+    if (qtype<TYPE>::hb == 1) {
+        const uint32_t v = w.q[u];
+        /* block u's 8 fifth bits (byte u of w.h.x, slot i's at bit i) as hx: slot 2p's bit at bit
+         * 2p, slot 2p + 1's at bit 16 + 2p (h | h << 15), so that one shift per pair aligns both */
+        const uint32_t hb = __byte_perm(w.h.x, 0u, 0x4440u | (uint32_t)u);
+        const uint32_t hx = hb | hb << 15;
+        const uint32_t neg = TYPE == QT_Q5_0 ? 0xC310C310u /* -144 */ : 0xC300C300u /* -128 */;
+        return make_uint4(q5_pair<0>(v, hx, neg), q5_pair<1>(v, hx, neg), q5_pair<2>(v, hx, neg),
+                          q5_pair<3>(v, hx, neg));
+    }
+    if (TYPE == QT_Q6_K) {
         const uint32_t v = w.q[u];
         /* block u's 16 high bits (half u of w.h): byte 0 to bits 0-7, byte 1 to bits 16-23 */
         const uint32_t hx = __byte_perm(u < 2 ? w.h.x : w.h.y, 0u, u & 1 ? 0x4342u : 0x4140u);
@@ -480,7 +538,7 @@ __device__ __forceinline__ void qblock(float (&acc)[RT][4], const qgrp<TYPE> (&w
             if (R16 && xs.h1) *reinterpret_cast<uint4 *>(xs.h1 + k) = xb;
         }
     }
-    if (qtype<TYPE>::hb) { /* Q6_K: the two halves of the block apart, each with its scale */
+    if (TYPE == QT_Q6_K) { /* the two halves of the block apart, each with its scale */
         xa = q6_xperm(xa, t);
         if (R16) xb = q6_xperm(xb, t);
 #pragma unroll
@@ -639,10 +697,31 @@ __device__ __forceinline__ void qprefetch(const uint8_t *pf_base, int pf_bytes, 
  * cp.async.wait_group; the bytes in flight hold no registers. Part v of tile r of stage st is
  * the 512 bytes at ((st · RT + r) · NP + v) · 512 of the warp's ring (lane l at 16 l: no bank
  * conflicts). A partial last group is read from global memory directly. */
-template <int TYPE> struct qring { /* parts: quants, scales, mins or d/dmin, Q6_K's high bits */
+template <int TYPE> struct qring { /* parts: quants, scales, mins or d/dmin, the high bits */
     static constexpr int nq = qtype<TYPE>::qb / 4,
-                         np = nq + 1 + (qtype<TYPE>::mins || qtype<TYPE>::ks) + qtype<TYPE>::hb;
+                         hp = nq + 1 + (qtype<TYPE>::mins || qtype<TYPE>::ks), /* the high bits' */
+        np = hp + (qtype<TYPE>::hb > 0);
 };
+
+/* qring<TYPE>::np of a type id (qgemv_launch sizes the ring's shared memory with it). */
+static int qring_np(int wtype) {
+    switch (wtype) {
+    case QT_Q8_0:
+        return qring<QT_Q8_0>::np;
+    case QT_Q4_0:
+        return qring<QT_Q4_0>::np;
+    case QT_Q4_1:
+        return qring<QT_Q4_1>::np;
+    case QT_Q5_0:
+        return qring<QT_Q5_0>::np;
+    case QT_Q5_1:
+        return qring<QT_Q5_1>::np;
+    case QT_Q4_K:
+        return qring<QT_Q4_K>::np;
+    default:
+        return qring<QT_Q6_K>::np;
+    }
+}
 
 __device__ __forceinline__ void qcp16(uint32_t dst, const uint8_t *src) {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(src) : "memory");
@@ -660,7 +739,7 @@ __device__ __forceinline__ void qcp4(uint32_t dst, const uint8_t *src) {
 template <int TYPE, int RT>
 __device__ __forceinline__ void qring_issue(uint32_t ring, const qrows (&rw)[RT],
                                             const qgemv_params &p, int gq, int st) {
-    constexpr int NQ = qring<TYPE>::nq, NP = qring<TYPE>::np;
+    constexpr int NQ = qring<TYPE>::nq, NP = qring<TYPE>::np, HP = qring<TYPE>::hp;
     if (4 * gq + 4 <= p.nb) {
         const size_t gb = (size_t)gq * 128 * qtype<TYPE>::qb, sgb = (size_t)gq * 64;
         const size_t md = p.m0 - p.s0;
@@ -672,7 +751,8 @@ __device__ __forceinline__ void qring_issue(uint32_t ring, const qrows (&rw)[RT]
                 qcp16(b + 512u * v, rw[r].q + gb + 16 * v);
             qcp8(b + 512u * NQ, rw[r].sa + sgb);
             qcp8(b + 512u * NQ + 8, rw[r].sb + sgb);
-            if (qtype<TYPE>::hb) qcp8(b + 512u * (NQ + 2), rw[r].h + (size_t)gq * 256);
+            if (qtype<TYPE>::hb == 2) qcp8(b + 512u * HP, rw[r].h + (size_t)gq * 256);
+            if (qtype<TYPE>::hb == 1) qcp4(b + 512u * HP, rw[r].h + (size_t)gq * 128);
             if (qtype<TYPE>::ks) { /* the d/dmin words where ma.x and mb.x are read back */
                 qcp4(b + 512u * (NQ + 1), rw[r].da + (size_t)(gq >> 1) * 32);
                 qcp4(b + 512u * (NQ + 1) + 8, rw[r].db + (size_t)(gq >> 1) * 32);
@@ -690,7 +770,7 @@ template <int TYPE, int RT>
 __device__ __forceinline__ void qring_read(qgrp<TYPE> (&w)[RT], const uint8_t *ring,
                                            const qrows (&rw)[RT], const qgemv_params &p, int gq,
                                            int st) {
-    constexpr int NQ = qring<TYPE>::nq, NP = qring<TYPE>::np;
+    constexpr int NQ = qring<TYPE>::nq, NP = qring<TYPE>::np, HP = qring<TYPE>::hp;
 #pragma unroll
     for (int r = 0; r < RT; r++) {
         if (4 * gq + 4 > p.nb) {
@@ -709,7 +789,9 @@ __device__ __forceinline__ void qring_read(qgrp<TYPE> (&w)[RT], const uint8_t *r
         const uint4 sc = *reinterpret_cast<const uint4 *>(b + 512 * NQ);
         w[r].sa = make_uint2(sc.x, sc.y);
         w[r].sb = make_uint2(sc.z, sc.w);
-        if (qtype<TYPE>::hb) w[r].h = *reinterpret_cast<const uint2 *>(b + 512 * (NQ + 2));
+        if (qtype<TYPE>::hb == 2) w[r].h = *reinterpret_cast<const uint2 *>(b + 512 * HP);
+        if (qtype<TYPE>::hb == 1)
+            w[r].h = make_uint2(*reinterpret_cast<const uint32_t *>(b + 512 * HP), 0u);
         if (qtype<TYPE>::mins || qtype<TYPE>::ks) {
             const uint4 mn = *reinterpret_cast<const uint4 *>(b + 512 * (NQ + 1));
             w[r].ma = make_uint2(mn.x, qtype<TYPE>::ks ? 0u : mn.y);
@@ -751,7 +833,8 @@ __global__ void __launch_bounds__(KW * 32, MINB) qgemv_kernel(const qgemv_params
         rw[r].sb = p.w + p.s0 + (size_t)(rb >> 3) * p.nb * 16 + (size_t)rw[r].slot_b * 8;
         rw[r].da = p.w + p.m0 + (size_t)(ra >> 3) * p.nb * 4 + (size_t)(ra & 7) * 4;
         rw[r].db = p.w + p.m0 + (size_t)(rb >> 3) * p.nb * 4 + (size_t)(rb & 7) * 4;
-        rw[r].h = p.w + p.h0 + (size_t)(rq >> 3) * p.nb * 64 + (size_t)rw[r].slot_q * 8;
+        rw[r].h = p.w + p.h0 + (size_t)(rq >> 3) * p.nb * 32 * qtype<TYPE>::hb +
+                  (size_t)rw[r].slot_q * 4 * qtype<TYPE>::hb;
     }
     const uint8_t *pf_base = nullptr;
     int pf_bytes = 0;
@@ -888,7 +971,7 @@ typedef void (*qgemv_fn)(const qgemv_params);
 struct qgemv_variant {
     const char *name;
     int rt, kw, stages;
-    qgemv_fn k[5][2][2]; /* type (Q8_0, Q4_0, Q4_1, Q4_K, Q6_K), NORM, R16 */
+    qgemv_fn k[7][2][2]; /* type (qtype_index), NORM, R16 */
 };
 
 #define QG_K(T, RT, KW, MB, PF, S, SW, NORM, R16)                                                  \
@@ -907,7 +990,8 @@ struct qgemv_variant {
         "rt" #RT "_kw" #KW "_mb" #MB "_pf" #PF "_s" #S "_sw" #SW, RT, KW, S, {                     \
             QG_T(QT_Q8_0, RT, KW, MB, PF, S, SW), QG_T(QT_Q4_0, RT, KW, MB, PF, S, SW),            \
                 QG_T(QT_Q4_1, RT, KW, MB, PF, S, SW), QG_T(QT_Q4_K, RT, KW, MB, PF, S, SW),        \
-                QG_T(QT_Q6_K, RT, KW, MB, PF, S, SW)                                               \
+                QG_T(QT_Q6_K, RT, KW, MB, PF, S, SW), QG_T(QT_Q5_0, RT, KW, MB, PF, S, SW),        \
+                QG_T(QT_Q5_1, RT, KW, MB, PF, S, SW)                                               \
         }                                                                                          \
     }
 static const qgemv_variant qgemv_variants[] = {
@@ -919,12 +1003,24 @@ static const qgemv_variant qgemv_variants[] = {
 #undef QG_K
 #define QG_N_VARIANTS (int)(sizeof(qgemv_variants) / sizeof(qgemv_variants[0]))
 
+/* The row of a variant's kernel table for a type (qgemv_variant.k). */
 static int qtype_index(int wtype) {
-    return wtype == QT_Q8_0   ? 0
-           : wtype == QT_Q4_0 ? 1
-           : wtype == QT_Q4_1 ? 2
-           : wtype == QT_Q4_K ? 3
-                              : 4;
+    switch (wtype) {
+    case QT_Q8_0:
+        return 0;
+    case QT_Q4_0:
+        return 1;
+    case QT_Q4_1:
+        return 2;
+    case QT_Q4_K:
+        return 3;
+    case QT_Q6_K:
+        return 4;
+    case QT_Q5_0:
+        return 5;
+    default: /* Q5_1 */
+        return 6;
+    }
 }
 
 extern "C" int fg_qgemv_supported(int wtype, int n, int in_dim, int out_dim) {
@@ -952,16 +1048,21 @@ extern "C" const char *fg_qgemv_variant_name(int v) {
  * 8.6 µs against 13.3 at n = 1, gate|up 35.5 against 44.0; at n = 8 on Q4_0 (14.1 / 62.7 against
  * 18.8 / 66.9) and at n = 1 on Q4_1 (11.5 / 45.9 against 14.5 / 47.8); not at n = 16, nor for
  * Q4_1 gate|up at n = 8 (75.7 against 71.9). Q4_K takes Q4_1's choices (the same loads and mma
- * pairs plus its scale and min products), Q6_K the defaults (not timed yet: check_qgemv.py --bench
- * prints both). */
+ * pairs plus its scale and min products), Q6_K the defaults (timed in
+ * bench/results/qgemv_kquant_bench_h200_2026-12-02c.log, not re-picked). Q5_0 and Q5_1, from
+ * bench/results/qgemv_q5_bench_h200_2026-12-03.log: Q5_0's fused norm at n = 1 takes variant 1
+ * (q|k|v 11.7 µs against 15.8, gate|up 46.4 against 54.8; at n = 8 q|k|v gains 2.5 µs and gate|up
+ * loses 2.0, at n = 16 both lose); Q5_1 keeps the defaults everywhere (its mb3 norm kernel for
+ * n <= 8 spills 356 bytes, Q5_0's 56, Q4_1's 216: bench/results/qgemv_q5_ptxas_2026-12-03.log;
+ * at n = 1 q|k|v 15.2 µs against 16.6 but gate|up 61.7 against 58.1). */
 enum { QG_PICK = 0, QG_PICK_NORM_Q4 = 1 };
 
 extern "C" int fg_qgemv_pick(int wtype, int n, int in_dim, int out_dim, int epilogue, int norm) {
     if (!fg_qgemv_supported(wtype, n, in_dim, out_dim) || epilogue < FG_GEMV_STORE ||
         epilogue > FG_GEMV_SWIGLU)
         return -1;
-    if (norm &&
-        ((wtype == QT_Q4_0 && n <= 8) || ((wtype == QT_Q4_1 || wtype == QT_Q4_K) && n == 1)))
+    if (norm && ((wtype == QT_Q4_0 && n <= 8) ||
+                 ((wtype == QT_Q4_1 || wtype == QT_Q4_K || wtype == QT_Q5_0) && n == 1)))
         return QG_PICK_NORM_Q4;
     return QG_PICK;
 }
@@ -999,14 +1100,13 @@ static int qgemv_launch(int v, int norm, qgemv_params p, int wtype, int epilogue
     const int ti = qtype_index(wtype), r16 = p.n > 8;
     const qgemv_fn k = vr->k[ti][norm ? 1 : 0][r16];
     /* the async ring's shared memory (past the 48 KB default: the attribute, once per kernel) */
-    const int np = wtype == QT_Q4_0 ? 2 : wtype == QT_Q6_K ? 4 : 3; /* qring<TYPE>::np */
-    const size_t ring = (size_t)vr->kw * vr->stages * vr->rt * np * 512;
+    const size_t ring = (size_t)vr->kw * vr->stages * vr->rt * qring_np(wtype) * 512;
     const size_t hs = (size_t)p.n * (p.in_dim + 32) * 2;
     p.hs = norm && hs <= QG_HS_MAX;
     cfg.dynamicSmemBytes = ring + (p.hs ? hs : 0);
     /* the attribute belongs to the function on one device: a flag per device (a benign race
      * between threads sets it twice) */
-    static unsigned char smem_set[QG_MAX_DEVICES][QG_N_VARIANTS][5][2][2];
+    static unsigned char smem_set[QG_MAX_DEVICES][QG_N_VARIANTS][7][2][2];
     const size_t smem_max = ring + (norm ? QG_HS_MAX : 0);
     if (smem_max > 48 * 1024) {
         int dev = 0;
@@ -1078,10 +1178,11 @@ __device__ __forceinline__ int qnib_shift(int i) {
 }
 
 /* fg_qpack: one thread per (row of the padded rows, block): the file's block (zeros past the
- * last row) to its lane words, scale and min. */
+ * last row) to its lane words, scale and min; Q5_x: byte t of the block's qh (the fifth bits of
+ * elements 8t .. 8t+7, element 8t + i's at bit i) to lane slot t's byte of the high bits. */
 template <int TYPE>
 __global__ void qpack_kernel(uint8_t *dst, const uint8_t *src, int rows, int nb, int tiles,
-                             size_t s0, size_t m0) {
+                             size_t s0, size_t m0, size_t h0) {
     constexpr int QB = qtype<TYPE>::qb, FB = qtype<TYPE>::file;
     const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (size_t)tiles * 8 * nb) return;
@@ -1089,7 +1190,8 @@ __global__ void qpack_kernel(uint8_t *dst, const uint8_t *src, int rows, int nb,
     uint8_t blk[FB];
     for (int e = 0; e < FB; e++)
         blk[e] = r < rows ? src[((size_t)r * nb + b) * FB + e] : 0;
-    const int qs = qtype<TYPE>::mins ? 4 : 2; /* where the quants start in the block */
+    const int qh = qtype<TYPE>::mins ? 4 : 2; /* where Q5_x's qh starts in the block */
+    const int qs = qh + 4 * qtype<TYPE>::hb;  /* where the quants start */
     for (int t = 0; t < 4; t++) {
         uint32_t wd[2] = {0u, 0u};
         for (int j = 0; j < 8; j++) {
@@ -1104,6 +1206,7 @@ __global__ void qpack_kernel(uint8_t *dst, const uint8_t *src, int rows, int nb,
         uint32_t *o = reinterpret_cast<uint32_t *>(dst + qoff_quant(QB, nb, r, b, t));
         for (int e = 0; e < QB / 4; e++)
             o[e] = wd[e];
+        if (qtype<TYPE>::hb) dst[h0 + qoff_quant(1, nb, r, b, t)] = blk[qh + t];
     }
     const size_t so = qoff_scale(nb, r, b);
     *reinterpret_cast<unsigned short *>(dst + s0 + so) = (unsigned short)(blk[0] | blk[1] << 8);
@@ -1236,12 +1339,13 @@ __global__ void qdequant_q6k_kernel(__nv_bfloat16 *dst, const uint8_t *w, int ro
 }
 
 /* fg_qdequant_bf16: one thread per (row, block, t), the 8 elements 8t .. 8t+7 of the block:
- * d · q (Q4_0 d · (q − 8), Q4_1 d · q + m, Q4_K (d · sc) · q − dmin · m) in fp32 as
- * model/gguf_quant.c computes it (each operation rounded, none fused), rounded once to bf16, one
- * 16-byte store (consecutive threads, consecutive stores). */
+ * d · q (Q4_0 d · (q − 8), Q4_1 d · q + m, Q5_0 d · (q − 16), Q5_1 d · q + m with the fifth bit
+ * from the high bits' byte, Q4_K (d · sc) · q − dmin · m) in fp32 as model/gguf_quant.c computes
+ * it (each operation rounded, none fused), rounded once to bf16, one 16-byte store (consecutive
+ * threads, consecutive stores). */
 template <int TYPE>
 __global__ void qdequant_kernel(__nv_bfloat16 *dst, const uint8_t *w, int rows, int nb, size_t s0,
-                                size_t m0) {
+                                size_t m0, size_t h0) {
     constexpr int QB = qtype<TYPE>::qb;
     const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (size_t)rows * nb * 4) return;
@@ -1258,14 +1362,16 @@ __global__ void qdequant_kernel(__nv_bfloat16 *dst, const uint8_t *w, int rows, 
         m = qtype<TYPE>::mins ? qf16(*reinterpret_cast<const unsigned short *>(w + m0 + so)) : 0.0f;
     }
     const uint32_t *q = reinterpret_cast<const uint32_t *>(w + qoff_quant(QB, nb, r, b, t));
+    const uint32_t hb = qtype<TYPE>::hb ? w[h0 + qoff_quant(1, nb, r, b, t)] : 0u;
     float v[8];
 #pragma unroll
     for (int j = 0; j < 8; j++) {
         if (TYPE == QT_Q8_0) {
             v[j] = (float)(int8_t)(q[j >> 2] >> (8 * (j & 3))) * d;
         } else {
-            const int nib = (int)(q[0] >> qnib_shift(j) & 0x0f);
+            const int nib = (int)(q[0] >> qnib_shift(j) & 0x0f) | (int)(hb >> j & 1u) << 4;
             v[j] = TYPE == QT_Q4_0   ? d * (float)(nib - 8)
+                   : TYPE == QT_Q5_0 ? d * (float)(nib - 16)
                    : TYPE == QT_Q4_K ? __fsub_rn(__fmul_rn(d, (float)nib), m)
                                      : __fadd_rn(__fmul_rn(d, (float)nib), m);
         }
@@ -1290,13 +1396,17 @@ extern "C" int fg_qdequant_bf16(void *dst, const void *w, int wtype, int rows, i
     __nv_bfloat16 *o = static_cast<__nv_bfloat16 *>(dst);
     const uint8_t *in = static_cast<const uint8_t *>(w);
     if (wtype == QT_Q8_0)
-        qdequant_kernel<QT_Q8_0><<<grid, 256, 0, s>>>(o, in, rows, l.nb, l.s0, l.m0);
+        qdequant_kernel<QT_Q8_0><<<grid, 256, 0, s>>>(o, in, rows, l.nb, l.s0, l.m0, l.h0);
     else if (wtype == QT_Q4_0)
-        qdequant_kernel<QT_Q4_0><<<grid, 256, 0, s>>>(o, in, rows, l.nb, l.s0, l.m0);
+        qdequant_kernel<QT_Q4_0><<<grid, 256, 0, s>>>(o, in, rows, l.nb, l.s0, l.m0, l.h0);
     else if (wtype == QT_Q4_1)
-        qdequant_kernel<QT_Q4_1><<<grid, 256, 0, s>>>(o, in, rows, l.nb, l.s0, l.m0);
+        qdequant_kernel<QT_Q4_1><<<grid, 256, 0, s>>>(o, in, rows, l.nb, l.s0, l.m0, l.h0);
+    else if (wtype == QT_Q5_0)
+        qdequant_kernel<QT_Q5_0><<<grid, 256, 0, s>>>(o, in, rows, l.nb, l.s0, l.m0, l.h0);
+    else if (wtype == QT_Q5_1)
+        qdequant_kernel<QT_Q5_1><<<grid, 256, 0, s>>>(o, in, rows, l.nb, l.s0, l.m0, l.h0);
     else if (wtype == QT_Q4_K)
-        qdequant_kernel<QT_Q4_K><<<grid, 256, 0, s>>>(o, in, rows, l.nb, l.s0, l.m0);
+        qdequant_kernel<QT_Q4_K><<<grid, 256, 0, s>>>(o, in, rows, l.nb, l.s0, l.m0, l.h0);
     else
         qdequant_q6k_kernel<<<grid, 256, 0, s>>>(o, in, rows, l.nb, l.s0, l.m0, l.h0);
     return (int)cudaGetLastError();
@@ -1317,11 +1427,15 @@ extern "C" int fg_qpack(void *dst, const void *src, int wtype, int rows, int col
     uint8_t *o = static_cast<uint8_t *>(dst);
     const uint8_t *in = static_cast<const uint8_t *>(src);
     if (wtype == QT_Q8_0)
-        qpack_kernel<QT_Q8_0><<<grid, 256, 0, s>>>(o, in, rows, l.nb, l.tiles, l.s0, l.m0);
+        qpack_kernel<QT_Q8_0><<<grid, 256, 0, s>>>(o, in, rows, l.nb, l.tiles, l.s0, l.m0, l.h0);
     else if (wtype == QT_Q4_0)
-        qpack_kernel<QT_Q4_0><<<grid, 256, 0, s>>>(o, in, rows, l.nb, l.tiles, l.s0, l.m0);
+        qpack_kernel<QT_Q4_0><<<grid, 256, 0, s>>>(o, in, rows, l.nb, l.tiles, l.s0, l.m0, l.h0);
     else if (wtype == QT_Q4_1)
-        qpack_kernel<QT_Q4_1><<<grid, 256, 0, s>>>(o, in, rows, l.nb, l.tiles, l.s0, l.m0);
+        qpack_kernel<QT_Q4_1><<<grid, 256, 0, s>>>(o, in, rows, l.nb, l.tiles, l.s0, l.m0, l.h0);
+    else if (wtype == QT_Q5_0)
+        qpack_kernel<QT_Q5_0><<<grid, 256, 0, s>>>(o, in, rows, l.nb, l.tiles, l.s0, l.m0, l.h0);
+    else if (wtype == QT_Q5_1)
+        qpack_kernel<QT_Q5_1><<<grid, 256, 0, s>>>(o, in, rows, l.nb, l.tiles, l.s0, l.m0, l.h0);
     else if (wtype == QT_Q4_K)
         qpack_k_kernel<<<grid, 256, 0, s>>>(o, in, rows, l.nb, l.tiles, l.s0, l.m0);
     else

@@ -1,24 +1,28 @@
 /* qgemv.h — CUDA: GEMV for decode (1 to 16 activation rows) reading weights quantized as GGUF
- * blocks (Q8_0, Q4_0, Q4_1, Q4_K, Q6_K) in a GPU-friendly repacking of the same bits, with the
- * epilogues of kernels/gemv.h (store, residual add, SwiGLU) and the fused RMSNorm in front; and the
- * bf16 dequantization of such a weight for larger batches (the scratch a cuBLASLt GEMM then reads).
+ * blocks (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q6_K) in a GPU-friendly repacking of the same bits,
+ * with the epilogues of kernels/gemv.h (store, residual add, SwiGLU) and the fused RMSNorm in
+ * front; and the bf16 dequantization of such a weight for larger batches (the scratch a cuBLASLt
+ * GEMM then reads).
  *
  * y (n, out_dim) = x (n, in_dim) · Wᵀ, W (rows, in_dim) given by the file as rows of in_dim / 32
  * blocks (Q8_0: 34 bytes, f16 d then 32 int8 q, value d·q; Q4_0: 18 bytes, f16 d then 16 bytes
  * whose low nibbles are elements 0-15 and high nibbles 16-31, value d·(q − 8); Q4_1: 20 bytes,
- * f16 d, f16 m, then the nibbles as Q4_0, value d·q + m; model/gguf_quant.c is the oracle), or
- * of in_dim / 256 super-blocks (Q4_K: 144 bytes, f16 d, f16 dmin, 12 bytes of 6-bit scales sc_j
- * and mins m_j, 128 bytes qs; sub-block j (elements 32j .. 32j+31) takes the low nibbles of
- * qs[32 (j/2) ..] for even j, the high ones for odd j, value (d·sc_j)·q − dmin·m_j: Q4_1's form
- * per 32-element block with scale d·sc_j and min −dmin·m_j, both exact in fp32; Q6_K: 210
- * bytes, ql[128], qh[64], int8 scales[16], f16 d, value (d·sc_(e/16))·(q − 32) with the 6-bit q
- * of element e from ql / qh as model/gguf_quant.c reads them).
+ * f16 d, f16 m, then the nibbles as Q4_0, value d·q + m; Q5_0: 22 bytes, f16 d, 4 bytes qh (bit
+ * j of the little-endian u32 the fifth bit of element j), 16 bytes of nibbles as Q4_0, value
+ * d·(q − 16) with q = nibble | bit << 4; Q5_1: 24 bytes, f16 d, f16 m, qh, the nibbles, value
+ * d·q + m; model/gguf_quant.c is the oracle), or of in_dim / 256 super-blocks (Q4_K: 144 bytes,
+ * f16 d, f16 dmin, 12 bytes of 6-bit scales sc_j and mins m_j, 128 bytes qs; sub-block j
+ * (elements 32j .. 32j+31) takes the low nibbles of qs[32 (j/2) ..] for even j, the high ones
+ * for odd j, value (d·sc_j)·q − dmin·m_j: Q4_1's form per 32-element block with scale d·sc_j and
+ * min −dmin·m_j, both exact in fp32; Q6_K: 210 bytes, ql[128], qh[64], int8 scales[16], f16 d,
+ * value (d·sc_(e/16))·(q − 32) with the 6-bit q of element e from ql / qh as model/gguf_quant.c
+ * reads them).
  * x bf16, fp32 accumulation; each block's 32 products are exact (integer q times bf16 x), summed
- * in fp32 and scaled by the fp32 d once (Q4_1: plus m · Σx; Q4_K: d·sc_j and −dmin·m_j formed in
- * fp32 from the resident fp16 and 6-bit integers, never rounded to fp16; Q6_K: each 16-element
- * half of a block summed on its own and scaled by the exact fp32 d·sc). Activations stay bf16 (no
- * int8 quantization of x): the error is the bf16 GEMV's. Twin: dequantize-then-fp64 in
- * tests/gpu/check_qgemv.py.
+ * in fp32 and scaled by the fp32 d once (Q4_1 / Q5_1: plus m · Σx; Q4_K: d·sc_j and −dmin·m_j
+ * formed in fp32 from the resident fp16 and 6-bit integers, never rounded to fp16; Q6_K: each
+ * 16-element half of a block summed on its own and scaled by the exact fp32 d·sc). Activations
+ * stay bf16 (no int8 quantization of x): the error is the bf16 GEMV's. Twin:
+ * dequantize-then-fp64 in tests/gpu/check_qgemv.py.
  *
  * The device layout (fg_qpack writes it, everything else here reads it). Rows are taken in tiles
  * of 8 (the last tile padded with zero rows), k in groups of 4 blocks (128 elements; the last
@@ -30,11 +34,16 @@
  *     16+4p .. 19+4p element 8t + 2p + 1 (p = 0..3).
  *   scales at S = tiles · nb · 32 · QB: the fp16 d of row r, block b at
  *     S + ((T · nb + 4q) · 8 + (r % 8) · gs + u) · 2 (T = r / 8, q = b / 4, u = b % 4).
- *   mins (Q4_1 only) at M = S + tiles · nb · 16, laid out as the scales.
+ *   mins (Q4_1, Q5_1) at M = S + tiles · nb · 16, laid out as the scales.
  * So a lane reads its 4 blocks of a row as one 16-byte word (Q8_0: two), a warp 512 (1024)
  * contiguous bytes, and a row's 4 scales as one 8-byte word. The bytes equal the file's when the
  * rows are a multiple of 8 (every model shape); the padding of smaller row counts is at most 7
  * rows.
+ * Q5_0 / Q5_1: quants (the low nibbles), scales and (Q5_1) mins as Q4_0 / Q4_1's. At H = M
+ * (Q5_0) or M + tiles · nb · 16 (Q5_1), the fifth bits: per lane slot and block one byte at
+ * H + ((T · nb + 4q) · 32 + l · gs + u) (as the quants with QB = 1), slot i's bit (element
+ * 8t + i) at bit i: byte t of the block's qh. A lane's 4 blocks of a group are one 4-byte word.
+ * Per row and 32 elements 16 + 2 + 4 = 22 bytes (Q5_1: + 2 = 24), the file's own (1×).
  * Q4_K (in_dim % 256 == 0, so every group is full): each sub-block j of super-block s is block
  * b = 8s + j. Quants as Q4_x (its 32 nibbles in element order). The scales region holds, where
  * Q4_x has block b's fp16 d, the halfword sc_j | m_j << 8 (the 6-bit integers unpacked). At
@@ -60,8 +69,9 @@ extern "C" {
 
 #define FG_QGEMV_MAX_ROWS 16
 
-/* 1 when fg_qgemv serves this shape: wtype Q8_0 (8), Q4_0 (2) or Q4_1 (3) with in_dim % 32 == 0,
- * or Q4_K (12) or Q6_K (14) with in_dim % 256 == 0; 1 <= n <= FG_QGEMV_MAX_ROWS, out_dim >= 1. */
+/* 1 when fg_qgemv serves this shape: wtype Q8_0 (8), Q4_0 (2), Q4_1 (3), Q5_0 (6) or Q5_1 (7)
+ * with in_dim % 32 == 0, or Q4_K (12) or Q6_K (14) with in_dim % 256 == 0;
+ * 1 <= n <= FG_QGEMV_MAX_ROWS, out_dim >= 1. */
 int fg_qgemv_supported(int wtype, int n, int in_dim, int out_dim);
 
 /* Epilogues as enum fg_gemv_epilogue (gemv.h): STORE 0, ADD 1, SWIGLU 2 (W has 2·out_dim rows,
@@ -110,9 +120,9 @@ int fg_qpack(void *dst, const void *src, int wtype, int rows, int cols, void *st
 
 /* dst (rows, cols) bf16 = bf16(dequantize(w)), w packed by fg_qpack (rows, cols), 16-byte
  * aligned: the scratch through which prefill and batches past FG_QGEMV_MAX_ROWS reach the bf16
- * GEMM. Each element is d·q (Q4_0: d·(q − 8), Q4_1: d·q + m, Q4_K: (d·sc)·q − dmin·m, Q6_K:
- * (d·sc)·(q − 32), unfused)
- * in fp32 as model/gguf_quant.c computes it, rounded once to bf16. dst 16-byte aligned.
+ * GEMM. Each element is d·q (Q4_0: d·(q − 8), Q4_1: d·q + m, Q5_0: d·(q − 16), Q5_1: d·q + m,
+ * Q4_K: (d·sc)·q − dmin·m, Q6_K: (d·sc)·(q − 32), unfused) in fp32 as model/gguf_quant.c
+ * computes it, rounded once to bf16. dst 16-byte aligned.
  * Graph-capturable. Returns 0 or a cudaError_t. */
 int fg_qdequant_bf16(void *dst, const void *w, int wtype, int rows, int cols, void *stream);
 

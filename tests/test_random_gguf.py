@@ -17,7 +17,8 @@ import make_random_gguf as mrg  # noqa: E402
 TOKENIZER = os.path.join(ROOT, "models", "SmolLM2-135M-Instruct.Q4_1.gguf")
 GT = gguf.GGMLQuantizationType
 BLOCK_TYPES = {"q8_0": (mrg.GGML_Q8_0, GT.Q8_0), "q4_0": (mrg.GGML_Q4_0, GT.Q4_0),
-               "q4_1": (mrg.GGML_Q4_1, GT.Q4_1)}
+               "q4_1": (mrg.GGML_Q4_1, GT.Q4_1), "q5_0": (mrg.GGML_Q5_0, GT.Q5_0),
+               "q5_1": (mrg.GGML_Q5_1, GT.Q5_1)}
 
 
 @pytest.mark.parametrize("name", sorted(BLOCK_TYPES))
@@ -26,14 +27,15 @@ def test_blocks_equal_gguf_quantizer(name):
     rng = np.random.RandomState(7)
     x = rng.standard_normal(1 << 15) * 0.02
     x[:32] = 0.0  # an all-zero block: d = 0 must not divide by zero
-    x[32:64] = 0.5  # a constant block (Q4_1: max = min)
+    x[32:64] = 0.5  # a constant block (Q4_1 / Q5_1: max = min)
+    x[64:96] = -0.5  # Q4_0 / Q5_0: the largest magnitude negative (d > 0, q = 0 for it)
     ours = np.frombuffer(mrg.quantize_blocks(x, ours_t), np.uint8)
     theirs = quantize(x.astype(np.float32).reshape(-1, 1024), theirs_t).reshape(-1)
     assert ours.size == theirs.size
     assert np.array_equal(ours, theirs), f"{np.count_nonzero(ours != theirs)} bytes differ"
 
 
-@pytest.mark.parametrize("kind", ["f16", "q8_0", "q4_0", "q4_1"])
+@pytest.mark.parametrize("kind", ["f16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1"])
 def test_file_reads_and_runs(tmp_path, kind):
     out = str(tmp_path / f"tiny_{kind}.gguf")
     subprocess.run([sys.executable, os.path.join(ROOT, "tools", "make_random_gguf.py"), "--shape", "tiny",
@@ -47,7 +49,8 @@ def test_file_reads_and_runs(tmp_path, kind):
     gate = next(t for t in r.tensors if t.name == "blk.0.ffn_gate.weight")
     values = np.random.RandomState(1234).standard_normal(1 << 22) * 0.02  # the tool's draw
     w = dequantize(gate.data, gate.tensor_type).reshape(-1)
-    tol = {"f16": 1e-4, "q8_0": 2e-3, "q4_0": 8e-3, "q4_1": 6e-3}[kind]  # a step of each grid at std 0.02
+    # a step of each grid at std 0.02 (Q5_x: half Q4_x's, 31 steps for 15)
+    tol = {"f16": 1e-4, "q8_0": 2e-3, "q4_0": 8e-3, "q4_1": 6e-3, "q5_0": 4e-3, "q5_1": 3e-3}[kind]
     assert np.abs(w - values[:w.size]).max() < tol
     run = subprocess.run([os.path.join(ROOT, os.environ.get("FLASHGEN_BUILD", "build"), "flashgen"), "generate", "--model", out, "--prompt",
                           "hello", "--max-new-tokens", "3", "--ignore-eos"], capture_output=True, text=True,

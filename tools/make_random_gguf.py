@@ -11,8 +11,8 @@ load, for serving benchmarks at real shapes (bench/serving_device.sh).
 Numpy only (the device machine has no `gguf` package), GGUF v3: the llama metadata keys, every
 `tokenizer.*` key copied byte for byte from --tokenizer (so both engines tokenize the same way and
 the vocabulary is that file's), 2-D weights in F16 (or F32, or the GGUF blocks of Q8_0, Q4_0,
-Q4_1, Q4_K, Q6_K: --type; q4_k_m: llama.cpp's Q4_K_M mix, Q4_K with Q6_K where llama-quantize
-puts it, mix_types), norms in F32 (as llama.cpp writes them). The values: one block of N(0, std)
+Q4_1, Q5_0, Q5_1, Q4_K, Q6_K: --type; q4_k_m: llama.cpp's Q4_K_M mix, Q4_K with Q6_K where
+llama-quantize puts it, mix_types), norms in F32 (as llama.cpp writes them). The values: one block of N(0, std)
 numbers drawn once (numpy RandomState(--seed)), quantized once for the block types (the rounding
 llama.cpp's reference quantizer uses, written here from the format: model-format.md), and tiled
 over every tensor, which writes a 14.7 GB file in seconds; Q4_K and Q6_K (no quantizer here, as
@@ -49,13 +49,16 @@ SHAPES = {
 T_U8, T_I8, T_U16, T_I16, T_U32, T_I32, T_F32, T_BOOL, T_STR, T_ARR, T_U64, T_I64, T_F64 = range(13)
 SCALAR = {T_U8: "<B", T_I8: "<b", T_U16: "<H", T_I16: "<h", T_U32: "<I", T_I32: "<i", T_F32: "<f",
           T_BOOL: "<B", T_U64: "<Q", T_I64: "<q", T_F64: "<d"}
-GGML_F32, GGML_F16, GGML_Q4_0, GGML_Q4_1, GGML_Q8_0, GGML_Q4_K, GGML_Q6_K = 0, 1, 2, 3, 8, 12, 14
+GGML_F32, GGML_F16, GGML_Q4_0, GGML_Q4_1, GGML_Q5_0, GGML_Q5_1 = 0, 1, 2, 3, 6, 7
+GGML_Q8_0, GGML_Q4_K, GGML_Q6_K = 8, 12, 14
 ALIGN = 32
-# --type: (ggml type of the 2-D weights, general.file_type (llama_ftype; 14 MOSTLY_Q4_K_S, 18
-# MOSTLY_Q6_K: every matrix in that type), bytes per block of BLOCK_VALUES values)
+# --type: (ggml type of the 2-D weights, general.file_type (llama_ftype; 8 MOSTLY_Q5_0, 9
+# MOSTLY_Q5_1, 14 MOSTLY_Q4_K_S, 18 MOSTLY_Q6_K: every matrix in that type; 15 MOSTLY_Q4_K_M:
+# mix_types), bytes per block of BLOCK_VALUES values)
 TYPES = {"f32": (GGML_F32, 0, 128), "f16": (GGML_F16, 1, 64), "q4_0": (GGML_Q4_0, 2, 18),
-         "q4_1": (GGML_Q4_1, 3, 20), "q8_0": (GGML_Q8_0, 7, 34), "q4_k": (GGML_Q4_K, 14, 144),
-         "q6_k": (GGML_Q6_K, 18, 210), "q4_k_m": (GGML_Q4_K, 15, 144)}
+         "q4_1": (GGML_Q4_1, 3, 20), "q5_0": (GGML_Q5_0, 8, 22), "q5_1": (GGML_Q5_1, 9, 24),
+         "q8_0": (GGML_Q8_0, 7, 34), "q4_k": (GGML_Q4_K, 14, 144), "q6_k": (GGML_Q6_K, 18, 210),
+         "q4_k_m": (GGML_Q4_K, 15, 144)}
 BLOCK_VALUES = {GGML_Q4_K: 256, GGML_Q6_K: 256}  # values per block (32 for the other types)
 
 
@@ -92,7 +95,10 @@ def quantize_blocks(x, t):
     """The GGUF blocks of the fp32 values x (a multiple of 32) in type t, as bytes.
     Q8_0: fp16 d = amax / 127, q = round(x / d) int8. Q4_0: d = m / -8 where m is the value of
     largest magnitude, q = min(15, trunc(x / d + 8.5)), low nibbles elements 0-15, high 16-31.
-    Q4_1: d = (max - min) / 15, fp16 m = min, q = min(15, trunc((x - min) / d + 0.5))."""
+    Q4_1: d = (max - min) / 15, fp16 m = min, q = min(15, trunc((x - min) / d + 0.5)).
+    Q5_0 / Q5_1: as Q4_0 / Q4_1 on 5 bits (d = m / -16, q = min(31, trunc(x / d + 16.5)); d =
+    (max - min) / 31, q = min(31, trunc((x - min) / d + 0.5))): the low nibbles as Q4_x's, after
+    the f16 d (and m) the 4 bytes qh whose little-endian bit j is the fifth bit of element j."""
     b = x.astype(np.float32).reshape(-1, 32)
     if t == GGML_Q8_0:
         d = np.abs(b).max(axis=1) / 127.0
@@ -100,6 +106,8 @@ def quantize_blocks(x, t):
         q = np.round(b * inv[:, None]).astype(np.int8)
         return np.concatenate([d.astype(np.float16)[:, None].view(np.uint8),
                                q.view(np.uint8)], axis=1).tobytes()
+    if t in (GGML_Q5_0, GGML_Q5_1):
+        return quantize_q5(b, t)
     if t == GGML_Q4_0:
         m = b[np.arange(len(b)), np.abs(b).argmax(axis=1)]
         d = m / -8.0
@@ -114,6 +122,27 @@ def quantize_blocks(x, t):
     nib = q[:, :16] | (q[:, 16:] << 4)
     return np.concatenate([d.astype(np.float16)[:, None].view(np.uint8),
                            lo.astype(np.float16)[:, None].view(np.uint8), nib], axis=1).tobytes()
+
+
+def quantize_q5(b, t):
+    """quantize_blocks' Q5_0 / Q5_1 of the (n, 32) fp32 blocks b."""
+    if t == GGML_Q5_0:
+        m = b[np.arange(len(b)), np.abs(b).argmax(axis=1)]
+        d = m / -16.0
+        inv = np.divide(1.0, d, out=np.zeros_like(d), where=d != 0)
+        q = np.minimum(31, (b * inv[:, None] + 16.5).astype(np.int32))
+        head = [d.astype(np.float16)[:, None].view(np.uint8)]
+    else:
+        lo, hi = b.min(axis=1), b.max(axis=1)
+        d = (hi - lo) / 31.0
+        inv = np.divide(1.0, d, out=np.zeros_like(d), where=d > 0)
+        q = np.minimum(31, ((b - lo[:, None]) * inv[:, None] + 0.5).astype(np.int32))
+        head = [d.astype(np.float16)[:, None].view(np.uint8),
+                lo.astype(np.float16)[:, None].view(np.uint8)]
+    q = q.astype(np.uint32)
+    qh = ((q >> 4) << np.arange(32, dtype=np.uint32)).sum(axis=1, dtype=np.uint32)
+    nib = ((q[:, :16] & 15) | (q[:, 16:] & 15) << 4).astype(np.uint8)
+    return np.concatenate(head + [qh.astype("<u4")[:, None].view(np.uint8), nib], axis=1).tobytes()
 
 
 def kquant_blocks(rng, n, std):

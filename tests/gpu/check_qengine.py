@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """check_qengine.py — GPU engine check of resident quantized weights (issue 13, --gpu-weights).
 
-For random-weight Llama GGUFs written in Q8_0 and Q4_0 (and one Q4_1, one Q4_K, one Q6_K) by
+For random-weight Llama GGUFs written in Q8_0 and Q4_0 (and one Q4_1, Q5_0, Q5_1, Q4_K, Q6_K) by
 tools/make_random_gguf.py (ggml's reference rounding, byte for byte what gguf-py's quantizer
 writes; Q4_K / Q6_K: random super-blocks whose bytes are the weights, "small" only, whose rows are
 multiples of 256) at two shapes — "small" (dim 1024, 4 layers, untied head: the GEMV's staged
@@ -33,7 +33,8 @@ Pass (exit 0) when for every model:
   - untied models: device bytes <= 1.1 x the file's tensor bytes (tied: reported; the head's
     second copy).
 --bench: decode tokens/s at batch 1/8/16/64 (context 512) and prefill 2048 of the 8B shape in F16
-(bf16), Q8_0, Q4_0, Q4_K and the Q4_K_M mix (quantized), with the bytes a step streams and the % of the H200's measured
+(bf16), Q8_0, Q4_0, Q5_0, Q4_K and the Q4_K_M mix (quantized), with the bytes a step streams and the % of the
+H200's measured
 device copy (4200 GB/s, /work/shared/GPU.md); bench/ENGINE.md keeps the table.
 --peer LLAMA_BENCH: after our runs of each file, llama.cpp's llama-bench on the same file in the
 same call (`-ngl 99 -fa 1 -p 2048 -n 128 -r 3`: tg128 = its batch-1 decode, pp2048 its prefill),
@@ -62,10 +63,12 @@ from make_random_gguf import SHAPES, TYPES, mix_types, tensor_nbytes, tensor_pla
 
 COPY_GBS = 4200.0  # H200 device-to-device copy, read + write (GPU.md, 2026-12-01)
 # (shape, type, tied). small q4_1 tied: Q4_1 since qkern's packed GEMV (before it, only the
-# embedding stayed in its blocks and the rest went through engine.c's upload_dequant)
+# embedding stayed in its blocks and the rest went through engine.c's upload_dequant). Q5_0 at
+# the SmolLM2 shape (partial groups, the tied head gathered from the Q5_0 embedding), Q5_1 at
+# the small one (full groups, its own head)
 MODELS = [("small", "q8_0", False), ("small", "q4_0", False), ("smollm2", "q8_0", True),
           ("smollm2", "q4_0", True), ("small", "q4_1", True), ("small", "q4_k", False),
-          ("small", "q6_k", False)]
+          ("small", "q6_k", False), ("smollm2", "q5_0", True), ("small", "q5_1", False)]
 
 
 def log(*a):
@@ -209,8 +212,8 @@ def check_model(a, work, tok, shape, typ, tied, prompts, n_prompts, vocab):
 # batch 64 through the GEMV in 16-row slices against the default (the bf16 scratch past 16 rows)
 BENCH_RUNS = (("f16", "bf16", "1,8,16,64", None), ("q8_0", "quantized", "1,8,16,64", None),
               ("q8_0", "quantized", "64", "64"), ("q4_0", "quantized", "1,8,16,64", None),
-              ("q4_0", "quantized", "64", "64"), ("q4_k", "quantized", "1,8,16,64", None),
-              ("q4_k_m", "quantized", "1,8,16,64", None))
+              ("q4_0", "quantized", "64", "64"), ("q5_0", "quantized", "1,8,16,64", None),
+              ("q4_k", "quantized", "1,8,16,64", None), ("q4_k_m", "quantized", "1,8,16,64", None))
 
 
 def peer_bench(exe, model):

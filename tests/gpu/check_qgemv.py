@@ -1,9 +1,9 @@
 """check_qgemv.py — GPU test and benchmark of the GEMV on GGUF blocks (kernels/qgemv.cu).
 
-Correctness, for Q8_0, Q4_0, Q4_1, Q4_K and Q6_K, on fresh random blocks in the file's layout (seeded
-from the clock unless FG_SEED is set): d = fp16(N(0, 1) · s) with s chosen so W ~ 1/sqrt(in_dim)
-(some d land in the fp16 subnormals), Q4_1's m = fp16(−8 d (1 + N(0, 1) / 4)), qs uniform random
-bytes; Q4_K as tools/make_kquant_models.py makes its blocks: random bytes (the 6-bit scales and
+Correctness, for Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K and Q6_K, on fresh random blocks in the file's
+layout (seeded from the clock unless FG_SEED is set): d = fp16(N(0, 1) · s) with s chosen so
+W ~ 1/sqrt(in_dim) (some d land in the fp16 subnormals), Q4_1's m = fp16(−8 d (1 + N(0, 1) / 4)),
+Q5_1's fp16(−16 d (1 + N(0, 1) / 4)), qs (and Q5_x's qh) uniform random bytes; Q4_K as tools/make_kquant_models.py makes its blocks: random bytes (the 6-bit scales and
 mins, the nibbles) with d and dmin positive fp16 of sane size, uniform in (0.5, 1.5) times s and
 7.5 s (some subnormal); Q6_K random bytes (int8 scales, ql, qh) with d a positive fp16 as Q4_K's;
 the K-quants only on the shapes whose in_dim is a multiple of 256. Uploaded and repacked on
@@ -29,19 +29,19 @@ poisoned with NaN and a guard after the last row must stay untouched.
   - determinism (twice, bit for bit), CUDA-graph replay = eager (fg_qgemv, and fg_qgemv_norm
     whose kernel's first launch, setting its shared-memory attribute, is inside the capture),
     refusals (n 0 / 17, in_dim not a multiple of 32 (Q4_K: of 256), a type it does not read
-    (Q5_K), misaligned x or w, fg_qpack's bad shapes).
+    (Q5_K), misaligned x or w, fg_qpack's bad shapes; Q5_0 / Q5_1 rows not whole blocks).
 Bounds: check_gemv.judge's, unchanged (bf16 y: norm-wise 2^-8 + 1e-4, elementwise 2^-8 |ref| +
 2^-16 Σ|x||w|; fp32 y: 1e-4 and 2^-16 Σ|x||w|). They hold here for the same reason: the mma
 multiplies exact integers q by bf16 x (exact products in fp32), each block's sum is scaled by its
-fp32 d once (Q4_1: plus m times the block's fp32 Σx; Q4_K: the fp32 d·sc_j, plus −dmin·m_j times
+fp32 d once (Q4_1 / Q5_1: plus m times the block's fp32 Σx; Q4_K: the fp32 d·sc_j, plus −dmin·m_j times
 Σx, both exact products; Q6_K: each 16-element half's sum times its exact fp32 d·sc), and the sums
 are fp32; x is not quantized.
 Benchmark (--bench, or --bench-only without the checks): µs per call back to back in a CUDA
 graph (check_gemv.time_graph, weights rotated over copies > 5× L2) of the 8B layer's four GEMVs
 (norm fused in front of q|k|v and gate|up) as bf16 (fg_gemv / fg_gemv_norm on a bf16 weight: the
-F16 file's path), Q8_0, Q4_0, Q4_1, Q4_K and Q6_K (every variant, the picked one first), n = 1, 8,
-16; GB/s of the packed weight's bytes (= the file's; Q4_K 148/144, Q6_K 212/210 of them) and % of the device-to-device
-copy ceiling; the 32 layers' GEMV time per token; fg_qpack's and fg_qdequant_bf16's time for one 14336×4096 weight.
+F16 file's path), Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K and Q6_K (every variant, the picked one
+first), n = 1, 8, 16; GB/s of the packed weight's bytes (= the file's, Q5_x too; Q4_K 148/144,
+Q6_K 212/210 of them) and % of the device-to-device copy ceiling; the 32 layers' GEMV time per token; fg_qpack's and fg_qdequant_bf16's time for one 14336×4096 weight.
 
 Usage: python3 tests/gpu/check_qgemv.py --lib build/libfgattn.so [--bench | --bench-only]
 Prints a PASS/FAIL summary line last; exit 1 on any failure; SKIPPED and exit 77 without a GPU.
@@ -53,22 +53,23 @@ import os
 import sys
 import time
 
-import torch
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import gpu_skip  # noqa: E402
 
-if gpu_skip.why_no_gpu() is None:
+if gpu_skip.why_no_gpu() is None:  # (without torch or a GPU: main says SKIPPED)
+    import torch  # noqa: E402
     import check_gemv as cg  # noqa: E402  (its bounds, references and timers)
 
 STORE, ADD, SWIGLU = 0, 1, 2
 EPI = {STORE: "store", ADD: "add", SWIGLU: "swiglu"}
-Q4_0, Q4_1, Q8_0, Q4_K, Q5_K, Q6_K = 2, 3, 8, 12, 13, 14
+Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K = 2, 3, 6, 7, 8, 12, 13, 14
 # name, file bytes per block, standard deviation of the quant about its centre (Q4_K: of the
 # value in units of d, below)
 TYPES = {Q8_0: ("Q8_0", 34, 127.0 / math.sqrt(3)), Q4_0: ("Q4_0", 18, 8.0 / math.sqrt(3)),
-         Q4_1: ("Q4_1", 20, 8.0 / math.sqrt(3)), Q4_K: ("Q4_K", 144, 255.0),
+         Q4_1: ("Q4_1", 20, 8.0 / math.sqrt(3)), Q5_0: ("Q5_0", 22, 16.0 / math.sqrt(3)),
+         Q5_1: ("Q5_1", 24, 16.0 / math.sqrt(3)), Q4_K: ("Q4_K", 144, 255.0),
          Q6_K: ("Q6_K", 210, 73.9 * 18.5)}  # Q6_K: int8 scale rms 73.9, q − 32 std 18.5
+CENTRE = {Q4_1: 8.0, Q5_1: 16.0}  # the quant's centre, which m = −centre · d puts at 0
 BLOCK = {Q4_K: 256, Q6_K: 256}  # elements per block (32 for the others); in_dim a multiple
 K_PACKED = {Q4_K: 148, Q6_K: 212}  # packed bytes per row and super-block (qgemv.h)
 EINVAL = 1
@@ -166,8 +167,9 @@ def random_q6k_blocks(rows, cols, dev):
 
 
 def random_blocks(wt, rows, cols, dev):
-    """(rows, cols / 32 · bytes) uint8 GGUF rows of random blocks (Q4_1: m about −8 d, so the
-    weights are centred as Q4_0's, with a spread of its own; Q4_K / Q6_K: random_k_blocks /
+    """(rows, cols / 32 · bytes) uint8 GGUF rows of random blocks (Q4_1 / Q5_1: m about −8 d /
+    −16 d, so the weights are centred as Q4_0's / Q5_0's, with a spread of their own; the bytes
+    after d (and m), Q5_x's qh among them, uniform random; Q4_K / Q6_K: random_k_blocks /
     random_q6k_blocks)."""
     if wt == Q4_K:
         return random_k_blocks(rows, cols, dev)
@@ -177,8 +179,8 @@ def random_blocks(wt, rows, cols, dev):
     nb = cols // 32
     dv = torch.randn(rows, nb, device=dev) / (qstd * math.sqrt(cols))
     parts = [dv.half().view(torch.uint8).view(rows, nb, 2)]
-    if wt == Q4_1:
-        m = (-8.0 * dv * (1.0 + 0.25 * torch.randn(rows, nb, device=dev))).half()
+    if wt in CENTRE:
+        m = (-CENTRE[wt] * dv * (1.0 + 0.25 * torch.randn(rows, nb, device=dev))).half()
         parts.append(m.view(torch.uint8).view(rows, nb, 2))
     hdr = 2 * len(parts)
     parts.append(torch.randint(0, 256, (rows, nb, bs - hdr), dtype=torch.uint8, device=dev))
@@ -405,6 +407,10 @@ def check_refusals(g, rep, dev):
                       ("type Q5_K", (yp, 1, xp, wp, Q5_K, 1, 256, 64, STORE)),
                       ("Q4_K in_dim 128", (yp, 1, xp, wp, Q4_K, 1, 128, 64, STORE)),
                       ("Q6_K in_dim 288", (yp, 1, xp, wp, Q6_K, 1, 288, 64, STORE)),
+                      ("Q5_0 in_dim 48", (yp, 1, xp, wp, Q5_0, 1, 48, 64, STORE)),
+                      ("Q5_1 in_dim 80", (yp, 1, xp, wp, Q5_1, 1, 80, 64, STORE)),
+                      ("Q5_0 n=17", (yp, 1, xp, wp, Q5_0, 17, 64, 64, STORE)),
+                      ("Q5_1 w not 16-byte aligned", (yp, 1, xp, wp + 4, Q5_1, 1, 64, 64, STORE)),
                       ("epilogue 3", (yp, 1, xp, wp, Q8_0, 1, 64, 64, 3)),
                       ("x misaligned", (yp, 1, xp + 2, wp, Q8_0, 1, 64, 64, STORE)),
                       ("w odd", (yp, 1, xp, wp + 1, Q8_0, 1, 64, 64, STORE)),
@@ -417,9 +423,13 @@ def check_refusals(g, rep, dev):
     rep.add(st == EINVAL, "dequant refuses Q4_K cols 128", None, f"status {st}")
     st = g.lib.fg_qdequant_bf16(yp, wp + 8, Q8_0, 64, 64, Lib.s())
     rep.add(st == EINVAL, "dequant refuses w not 16-byte aligned", None, f"status {st}")
+    for wt, cols in ((Q5_0, 48), (Q5_1, 16)):
+        st = g.lib.fg_qdequant_bf16(yp, wp, wt, 64, cols, Lib.s())
+        rep.add(st == EINVAL, f"dequant refuses {TYPES[wt][0]} cols {cols}", None, f"status {st}")
     for tag, args in [("type Q5_K", (Q5_K, 64, 256)), ("cols 48", (Q8_0, 64, 48)),
                       ("Q4_K cols 128", (Q4_K, 64, 128)), ("Q6_K cols 96", (Q6_K, 64, 96)),
-                      ("rows 0", (Q8_0, 0, 64))]:
+                      ("Q5_0 cols 40", (Q5_0, 64, 40)), ("Q5_1 cols 0", (Q5_1, 64, 0)),
+                      ("Q5_1 rows 0", (Q5_1, 0, 64)), ("rows 0", (Q8_0, 0, 64))]:
         nb = g.lib.fg_qpack_bytes(*args)
         st = g.lib.fg_qpack(yp, qc.raw.data_ptr(), *args, Lib.s())
         rep.add(nb == 0 and st == EINVAL, f"fg_qpack refuses {tag}", None, f"bytes {nb} status {st}")
@@ -501,12 +511,12 @@ def run_bench(g, dev):
     for name, od, idim, epi, norm in BENCH:
         rows = 2 * od if epi == SWIGLU else od
         gamma = cg.norm_gamma(idim, dev)
-        for tname in ("bf16", "Q8_0", "Q4_0", "Q4_1", "Q4_K", "Q6_K"):
+        for tname in ("bf16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q6_K"):
             if tname == "bf16":
                 one = (torch.randn(rows, idim, device=dev) / math.sqrt(idim)).bfloat16()
                 wt = None
             else:
-                wt = {"Q8_0": Q8_0, "Q4_0": Q4_0, "Q4_1": Q4_1, "Q4_K": Q4_K, "Q6_K": Q6_K}[tname]
+                wt = next(t for t, v in TYPES.items() if v[0] == tname)
                 one = pack(g, wt, random_blocks(wt, rows, idim, dev), rows, idim)
             nbytes = one.numel() * one.element_size()
             copies = [one] + [one.clone() for _ in range(max(1, (256 << 20) // nbytes + 1) - 1)]
@@ -545,8 +555,7 @@ def run_bench(g, dev):
         print(f"  {tname:<5} n={n:<3} {32 * us / 1e3:7.3f} ms/step -> {n * 1e6 / (32 * us):8.0f} tokens/s bound"
               f"  [{32 * best_layer[(tname, n)] / 1e3:7.3f}]")
     dq = torch.empty(14336, 4096, dtype=torch.bfloat16, device=dev)
-    for wt, tname in ((Q8_0, "Q8_0"), (Q4_0, "Q4_0"), (Q4_1, "Q4_1"), (Q4_K, "Q4_K"),
-                      (Q6_K, "Q6_K")):
+    for wt, (tname, _, _) in TYPES.items():
         raw = random_blocks(wt, 14336, 4096, dev)
         pk = torch.empty(g.lib.fg_qpack_bytes(wt, 14336, 4096), dtype=torch.uint8, device=dev)
         us_p = cg.time_calls(lambda i: g.lib.fg_qpack(pk.data_ptr(), raw.data_ptr(), wt, 14336, 4096, Lib.s()), 1, 5)
