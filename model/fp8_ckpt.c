@@ -71,8 +71,7 @@ static int fc_format_ok(const char *f) {
 static int fc_group(const cJSON *g, const char *name, const char *top_format, struct fp8_ckpt *q,
                     const char *path, char *err, size_t errlen) {
     if (!cJSON_IsObject(g)) {
-        errmsg_at(err, errlen, path, "quantization_config.config_groups.%s is not an object",
-                  name);
+        errmsg_at(err, errlen, path, "quantization_config.config_groups.%s is not an object", name);
         return -1;
     }
     int bad = 0;
@@ -221,7 +220,8 @@ static int fc_parse(const cJSON *j, struct fp8_ckpt *q, const char *path, char *
                     size_t errlen) {
     const char *key = "quantization_config";
     const cJSON *qc = cJSON_GetObjectItemCaseSensitive(j, key);
-    if (!qc || cJSON_IsNull(qc)) qc = cJSON_GetObjectItemCaseSensitive(j, key = "compression_config");
+    if (!qc || cJSON_IsNull(qc))
+        qc = cJSON_GetObjectItemCaseSensitive(j, key = "compression_config");
     if (!qc || cJSON_IsNull(qc)) return 0;
     if (!cJSON_IsObject(qc)) {
         errmsg_at(err, errlen, path, "%s is not an object", key);
@@ -299,8 +299,10 @@ static int fc_positive(const struct safetensors_tensor *t, const char *file, cha
     for (uint64_t i = 0; i < t->n_elems; i++) {
         float v = safetensors_value_f32(t, i);
         if (!(v > 0) || !isfinite(v)) {
-            errmsg_at(err, errlen, file, "tensor '%s' has value %g at element %llu: a scale must "
-                      "be finite and > 0", t->name, v, (unsigned long long)i);
+            errmsg_at(err, errlen, file,
+                      "tensor '%s' has value %g at element %llu: a scale must "
+                      "be finite and > 0",
+                      t->name, v, (unsigned long long)i);
             return -1;
         }
     }
@@ -315,10 +317,10 @@ static int fc_zero_point(const struct safetensors *s, const char *base, const ch
     const struct safetensors_tensor *z = safetensors_find(s, nm);
     if (!z) return 0;
     for (uint64_t i = 0; i < z->n_bytes; i++) {
-        int zero = safetensors_dtype_supported(z->dtype)
-                       ? safetensors_value_f32(z, i / (uint64_t)safetensors_dtype_size(z->dtype)) ==
-                             0
-                       : z->data[i] == 0;
+        int zero =
+            safetensors_dtype_supported(z->dtype)
+                ? safetensors_value_f32(z, i / (uint64_t)safetensors_dtype_size(z->dtype)) == 0
+                : z->data[i] == 0;
         if (!zero) {
             errmsg_at(err, errlen, s->files[z->file].path,
                       "tensor '%s' is not all zero: asymmetric FP8 (zero points) is not supported",
@@ -375,12 +377,13 @@ int fp8_ckpt_weight(struct fp8_ckpt *q, const struct safetensors *s,
     }
     const char *sfile = s->files[sc->file].path;
     if (!fc_float_dtype(sc->dtype)) {
-        errmsg_at(err, errlen, sfile, "tensor '%s' has dtype %s (a weight scale is F32, F16 or BF16)",
-                  nm, sc->dtype);
+        errmsg_at(err, errlen, sfile,
+                  "tensor '%s' has dtype %s (a weight scale is F32, F16 or BF16)", nm, sc->dtype);
         return -1;
     }
     int per_row = !fc_single(sc);
-    if (per_row && !(sc->n_dims == 2 && sc->shape[0] == rows && sc->shape[1] == 1 && w->n_dims == 2)) {
+    if (per_row &&
+        !(sc->n_dims == 2 && sc->shape[0] == rows && sc->shape[1] == 1 && w->n_dims == 2)) {
         char got[96], ws[96];
         fc_shape(sc, got, sizeof got);
         fc_shape(w, ws, sizeof ws);
@@ -459,10 +462,12 @@ void fp8_ckpt_note(const struct fp8_ckpt *q, const char *path, char *out, size_t
                  path, meth);
         return;
     }
-    n = (size_t)snprintf(out, cap, "%s: fp8 checkpoint (%s%s%s, %s %s weight scales, %d e4m3 weights",
-                         path, meth, q->format[0] ? " " : "", q->format, how, q->scale_dtypes, nq);
+    n = (size_t)snprintf(out, cap,
+                         "%s: fp8 checkpoint (%s%s%s, %s %s weight scales, %d e4m3 weights", path,
+                         meth, q->format[0] ? " " : "", q->format, how, q->scale_dtypes, nq);
     if (q->n_plain && n < cap)
-        n += (size_t)snprintf(out + n, cap - n, "; not quantized, loaded from their dtype: %s", q->plain);
+        n += (size_t)snprintf(out + n, cap - n, "; not quantized, loaded from their dtype: %s",
+                              q->plain);
     if (q->n_plain > 1 && n < cap)
         n += (size_t)snprintf(out + n, cap - n, " and %d more", q->n_plain - 1);
     if (q->ignore[0] && n < cap)

@@ -1,4 +1,5 @@
-/* fp8_ckpt.h — FP8 checkpoints in the safetensors layouts of compressed-tensors and vLLM (issue 13).
+/* fp8_ckpt.h — FP8 checkpoints in the safetensors layouts of compressed-tensors and vLLM
+ * (issue 13).
  *
  * Two producers write the same tensors: llm-compressor (config.json quantization_config with
  * quant_method "compressed-tensors", format "float-quantized" or "naive-quantized") and
