@@ -11,7 +11,7 @@ config) it writes, from ONE set of random fp32 weights (numpy RandomState(seed))
                              tokenizer_config.json
   DIR/<model>/hf_sharded/    the same as 2 shards + model.safetensors.index.json
   DIR/<model>/hf_bf16/, hf_f16/   single-file safetensors in BF16 / F16 (some models)
-  DIR/<model>/hf_fp8_*/      FP8 checkpoints (issue 13): the linear weights of the layers as
+  DIR/<model>/hf_fp8_*/      FP8 checkpoints (issue 13; one as 2 shards): the linear weights of the layers as
                              F8_E4M3 codes with their weight_scale (and input_scale), the rest
                              in BF16 / F16, config.json with the quantization_config of
                              compressed-tensors (per-tensor F32 scales, static activations,
@@ -59,7 +59,8 @@ MODELS = {
     # GQA ratio 4, untied head, explicit head_dim (8*16 != 64)
     "gqa4_untied": dict(dim=64, n_layers=2, n_heads=8, n_kv_heads=2, head_dim=16, ffn=96,
                         tied=False, gguf=["F32", "Q8_0", "Q4_1"], st=["hf", "hf_sharded"],
-                        fp8=["hf_fp8_tensor", "hf_fp8_channel", "hf_fp8_autofp8"],
+                        fp8=["hf_fp8_tensor", "hf_fp8_channel", "hf_fp8_autofp8",
+                             "hf_fp8_channel_sharded"],
                         pair_merges=True),
     # GQA ratio 3 (heads 3 -> kv 1), tied
     "gqa3": dict(dim=96, n_layers=2, n_heads=3, n_kv_heads=1, head_dim=32, ffn=64, tied=True,
@@ -323,6 +324,19 @@ def write_hf_dir(d, cfg, weights, tokens, form, extra_config=None):
                               {k: v[1] for k, v in weights.items()},
                               {k: v[0] for k, v in weights.items()})
         return
+    if form == "raw_sharded":  # the same in 2 shards, layer 1's up_proj weight | its scale
+        names = sorted(weights)
+        cut = names.index("model.layers.1.mlp.up_proj.weight") + 1
+        assert names[cut] == "model.layers.1.mlp.up_proj.weight_scale"
+        wm = {}
+        for i, part in enumerate((names[:cut], names[cut:])):
+            fn = f"model-{i + 1:05d}-of-00002.safetensors"
+            write_raw_safetensors(os.path.join(d, fn), {k: weights[k][1] for k in part},
+                                  {k: weights[k][0] for k in part})
+            wm.update({k: fn for k in part})
+        with open(os.path.join(d, "model.safetensors.index.json"), "w") as f:
+            json.dump({"metadata": {}, "weight_map": wm}, f, indent=1)
+        return
     names = list(weights)
     half = len(names) // 2
     shards = [names[:half], names[half:]]
@@ -431,6 +445,14 @@ FP8_FORMS = {
                 "config_groups": {"group_0": fp8_group(
                     "channel", dict(strategy="token", dynamic=True))},
                 "kv_cache_scheme": None, "ignore": ["lm_head"]}),
+    # the same as 2 shards cut between a weight and its weight_scale, as large checkpoints are
+    "hf_fp8_channel_sharded": dict(
+        scale="channel", scale_dtype="BF16", input_scale=False, rest="BF16", kv=False,
+        shards=True, config={"quant_method": "compressed-tensors", "format": "float-quantized",
+                             "quantization_status": "compressed",
+                             "config_groups": {"group_0": fp8_group(
+                                 "channel", dict(strategy="token", dynamic=True))},
+                             "kv_cache_scheme": None, "ignore": ["lm_head"]}),
     # AutoFP8 (quant_method "fp8"): scalar F32 weight_scale and input_scale
     "hf_fp8_autofp8": dict(
         scale="scalar", scale_dtype="F32", input_scale=True, rest="F16", kv=False,
@@ -503,7 +525,8 @@ def build(out, seed):
         for form in cfg.get("fp8", []):
             tensors, oracle = fp8_checkpoint(cfg, weights, form, rng)
             spec = FP8_FORMS[form]
-            write_hf_dir(os.path.join(md, form), cfg, tensors, tokens, "raw",
+            write_hf_dir(os.path.join(md, form), cfg, tensors, tokens,
+                         "raw_sharded" if spec.get("shards") else "raw",
                          {"quantization_config": spec["config"],
                           "torch_dtype": "float16" if spec["rest"] == "F16" else "bfloat16"})
             write_hf_dir(os.path.join(md, form + "_deq"), cfg, oracle, tokens, "hf")
