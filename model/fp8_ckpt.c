@@ -92,11 +92,12 @@ static int fc_group(const cJSON *g, const char *name, const char *top_format, st
         }
         const cJSON *nb = cJSON_GetObjectItemCaseSensitive(w, "num_bits");
         if (!cJSON_IsNumber(nb) || nb->valuedouble != 8) {
+            char got[32] = "not a number";
+            if (cJSON_IsNumber(nb)) snprintf(got, sizeof got, "%g", nb->valuedouble);
             errmsg_at(err, errlen, path,
-                      "quantization_config.config_groups.%s.weights.num_bits is %s%g: flashgen "
+                      "quantization_config.config_groups.%s.weights.num_bits is %s: flashgen "
                       "reads 8-bit (FP8 e4m3) weights only",
-                      name, cJSON_IsNumber(nb) ? "" : "not a number, ",
-                      cJSON_IsNumber(nb) ? nb->valuedouble : 0.0);
+                      name, got);
             return -1;
         }
         const char *ty = fc_str(w, "type", &bad);
