@@ -32,7 +32,8 @@ static const struct config_option SCHEMA[] = {
      "address to listen on (0.0.0.0 in the container image)"},
     {"port", CONFIG_T_INT, OFF(port), "8080", NULL, 0, 65535, "TCP port; 0 picks a free one"},
     {"model", CONFIG_T_STRING, OFF(model), "models/SmolLM2-135M-Instruct.Q4_1.gguf", NULL, 0, 0,
-     "model: a .gguf file or a Hugging Face checkpoint directory"},
+     "model: a .gguf file or a Hugging Face checkpoint directory (F32/F16/BF16 safetensors, or "
+     "FP8 ones of compressed-tensors / AutoFP8, dequantized at load)"},
     {"model_id", CONFIG_T_STRING, OFF(model_id), "", NULL, 0, 0,
      "model name reported by /info and /v1/models (default: the file name)"},
     {"device", CONFIG_T_ENUM, OFF(device), "auto", DEVICES, 0, 0,
@@ -44,7 +45,7 @@ static const struct config_option SCHEMA[] = {
     {"quantization", CONFIG_T_ENUM, OFF(quantization), "none", QUANTIZATIONS, 0, 0,
      "GPU: fp8 gives the F16/BF16/F32 weights e4m3 copies with per-channel scales, read by W8A8 "
      "GEMMs (per-token activation scales) and an FP8 decode GEMV; the bf16 weights stay resident "
-     "too (1.5x the memory)"},
+     "too (1.5x the memory); an FP8 checkpoint is re-quantized this way"},
     {"threads", CONFIG_T_INT, OFF(threads), "0", NULL, 0, 1024,
      "CPU backend threads; 0 = all cores"},
     {"tensor_parallel", CONFIG_T_INT, OFF(tensor_parallel), "1", NULL, 1, 8,

@@ -23,6 +23,7 @@
 #include "kernels/cpu_quant.h"
 #include "model/errmsg.h"
 #include "model/gguf.h"
+#include "model/fp8_ckpt.h"
 #include "model/safetensors.h"
 #include "model/tokenizer.h"
 
@@ -121,6 +122,7 @@ struct ld_item {
     int mapped;              /* kept where the file mapping has it (no copy) */
     const struct gguf_tensor *gt;
     const struct safetensors_tensor *st;
+    struct fp8_ckpt_weight fp8; /* st is F8_E4M3: its checked scale (fp8.w == st), else zero */
 };
 
 struct ld_plan {
@@ -265,8 +267,10 @@ static int ld_check_gguf(const struct gguf_file *f, struct ld_item *it, char *er
     return 0;
 }
 
-static int ld_check_st(const struct safetensors *s, const char *dir, struct ld_item *it, char *err,
-                       size_t errlen) {
+/* Check one safetensors tensor against its plan entry; an F8_E4M3 one must bring its scales
+ * (fp8_ckpt_weight), and Q counts the 2-D ones that are not e4m3 when config.json names FP8. */
+static int ld_check_st(const struct safetensors *s, const char *dir, struct fp8_ckpt *q,
+                       struct ld_item *it, char *err, size_t errlen) {
     const struct safetensors_tensor *t = safetensors_find(s, it->name);
     if (!t) {
         errmsg_at(err, errlen, dir, "missing tensor '%s'", it->name);
@@ -289,12 +293,22 @@ static int ld_check_st(const struct safetensors *s, const char *dir, struct ld_i
                       it->rows);
         return -1;
     }
-    if (!safetensors_dtype_supported(t->dtype)) {
-        errmsg_at(
-            err, errlen, file,
-            "tensor '%s' has dtype %s, which flashgen cannot load (supported: F32, F16, BF16)",
-            it->name, t->dtype);
+    if (!strcmp(t->dtype, "F8_E4M3")) {
+        if (fp8_ckpt_weight(q, s, t, it->rows, &it->fp8, err, errlen)) return -1;
+    } else if (!strcmp(t->dtype, "F8_E5M2")) {
+        errmsg_at(err, errlen, file,
+                  "tensor '%s' has dtype F8_E5M2: flashgen reads FP8 weights in e4m3 (F8_E4M3) "
+                  "only",
+                  it->name);
         return -1;
+    } else if (!safetensors_dtype_supported(t->dtype)) {
+        errmsg_at(err, errlen, file,
+                  "tensor '%s' has dtype %s, which flashgen cannot load (supported: F32, F16, "
+                  "BF16, and F8_E4M3 with its weight_scale)",
+                  it->name, t->dtype);
+        return -1;
+    } else if (it->cols && q->method != FP8_CKPT_NONE) {
+        fp8_ckpt_plain(q, it->name, t->dtype);
     }
     it->st = t;
     return 0;
@@ -517,7 +531,10 @@ static int ld_hf_row(const struct ld_item *it, int r) {
  * gguf_dequantize refuses: ruled out, kept as a value). */
 static int ld_chunk_run(const struct ld_item *it, const struct ld_chunk *c) {
     if (it->st) {
-        safetensors_to_f32(it->st, it->at);
+        if (it->fp8.w)
+            fp8_ckpt_dequant(&it->fp8, it->rows, it->at);
+        else
+            safetensors_to_f32(it->st, it->at);
         if (it->plus_one)
             for (uint64_t e = 0; e < ld_numel(it); e++)
                 it->at[e] += 1.0f;
@@ -1158,10 +1175,12 @@ static int ld_load_hf(struct model *m, const char *dir, model_progress_fn progre
                       double t0, char *err, size_t errlen) {
     struct safetensors *s = NULL;
     struct ld_plan p = {0};
+    struct fp8_ckpt q;
     int rc = -1;
     char path[4200]; /* dir is < 4096 bytes */
     snprintf(path, sizeof(path), "%s/config.json", dir);
-    if (hf_config_load(path, &m->cfg, err, errlen) || safetensors_open_dir(dir, &s, err, errlen))
+    if (hf_config_load(path, &m->cfg, err, errlen) || fp8_ckpt_config(path, &q, err, errlen) ||
+        safetensors_open_dir(dir, &s, err, errlen))
         goto out;
     /* Gemma3ForConditionalGeneration keeps the text model under a prefix (transformers 5:
      * model.language_model., 4.x: language_model.model.); the vision tower is not read. */
@@ -1177,7 +1196,7 @@ static int ld_load_hf(struct model *m, const char *dir, model_progress_fn progre
         goto out;
     }
     for (int i = 0; i < p.n; i++)
-        if (ld_check_st(s, dir, &p.items[i], err, errlen)) goto out;
+        if (ld_check_st(s, dir, &q, &p.items[i], err, errlen)) goto out;
     /* A bias the family does not have would be silently dropped: refuse it. */
     for (size_t i = 0; i < s->n_tensors; i++) {
         const char *nm = s->tensors[i].name;
@@ -1205,6 +1224,7 @@ static int ld_load_hf(struct model *m, const char *dir, model_progress_fn progre
     }
     if (ld_arena(m, &p, err, errlen) || ld_convert(m, &p, NULL, progress, user, t0, err, errlen))
         goto out;
+    fp8_ckpt_note(&q, dir, m->notice, sizeof m->notice);
     rc = 0;
 out:
     free(p.items);

@@ -153,7 +153,7 @@ struct model {
     char format[16];        /* "gguf" or "safetensors" */
     char dtype[16];         /* dominant source tensor type, e.g. "Q4_1", "BF16" */
     double load_seconds;    /* wall time of model_load */
-    char notice[384];       /* what the load wants said (quantized types dequantized), or "" */
+    char notice[768];       /* what the load wants said (quantized types dequantized), or "" */
     struct gguf_file *file; /* the GGUF mapping, open while kept tensors point into it */
     /* MODEL_LOAD_KEEP_FILE: 1 when the kept qwq / qwk are still in GGUF llama's permuted row
      * order (n_heads / n_kv_heads head groups; fg_ops.upload_rows undoes it), else 0 */

@@ -4,7 +4,8 @@
  * 100 MB and inside the file, header is a JSON object, every tensor has a known dtype, a shape of
  * non-negative integers and data_offsets [begin, end] inside the data buffer with end - begin ==
  * numel * dtype size, and no name appears twice (also across shards). Conversion to fp32 handles
- * F32, F16 and BF16.
+ * F32, F16, BF16 and F8_E4M3 (the code's value; the scales of an FP8 checkpoint are the loader's,
+ * model/fp8_ckpt.h).
  */
 #include "model/safetensors.h"
 
@@ -39,7 +40,44 @@ int safetensors_dtype_size(const char *dtype) {
 }
 
 int safetensors_dtype_supported(const char *dtype) {
-    return !strcmp(dtype, "F32") || !strcmp(dtype, "F16") || !strcmp(dtype, "BF16");
+    return !strcmp(dtype, "F32") || !strcmp(dtype, "F16") || !strcmp(dtype, "BF16") ||
+           !strcmp(dtype, "F8_E4M3");
+}
+
+/* OCP 8-bit floating point, E4M3 (torch.float8_e4m3fn, safetensors F8_E4M3): sign, 4 exponent
+ * bits with bias 7, 3 mantissa bits; exponent 0 is subnormal (m · 2^-9), S.1111.111 is NaN and
+ * there are no infinities (S.1111.110 = ±448 is the largest finite). Every code is exact in fp32.
+ */
+float safetensors_e4m3_to_f32(uint8_t b) {
+    uint32_t sign = (uint32_t)(b & 0x80) << 24;
+    unsigned e = (b >> 3) & 15, m = b & 7;
+    uint32_t bits;
+    if (e == 15 && m == 7)
+        bits = sign | 0x7fc00000u; /* quiet NaN, the sign kept */
+    else if (e)
+        bits = sign | (e - 7 + 127) << 23 | m << 20;
+    else {
+        float v = (float)m * 0x1p-9f; /* subnormal (or zero): exact */
+        memcpy(&bits, &v, 4);
+        bits |= sign;
+    }
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+float safetensors_value_f32(const struct safetensors_tensor *t, uint64_t i) {
+    const uint8_t *p = t->data;
+    if (!strcmp(t->dtype, "F32")) {
+        float f;
+        memcpy(&f, p + 4 * i, 4);
+        return f;
+    }
+    if (!strcmp(t->dtype, "F8_E4M3")) return safetensors_e4m3_to_f32(p[i]);
+    uint16_t h = (uint16_t)(p[2 * i] | (p[2 * i + 1] << 8));
+    if (!strcmp(t->dtype, "BF16")) return gguf_bf16_to_fp32(h);
+    if (!strcmp(t->dtype, "F16")) return gguf_fp16_to_fp32(h);
+    return NAN;
 }
 
 void safetensors_close(struct safetensors *s) {
@@ -369,6 +407,11 @@ int safetensors_to_f32(const struct safetensors_tensor *t, float *dst) {
     const uint8_t *p = t->data;
     if (!strcmp(t->dtype, "F32")) {
         memcpy(dst, p, t->n_bytes);
+        return 0;
+    }
+    if (!strcmp(t->dtype, "F8_E4M3")) {
+        for (uint64_t i = 0; i < t->n_elems; i++)
+            dst[i] = safetensors_e4m3_to_f32(p[i]);
         return 0;
     }
     int bf = !strcmp(t->dtype, "BF16");

@@ -48,9 +48,14 @@ void safetensors_close(struct safetensors *s); /* accepts NULL */
 const struct safetensors_tensor *safetensors_find(const struct safetensors *s, const char *name);
 /* Bytes per element of a dtype string, 0 when unknown. */
 int safetensors_dtype_size(const char *dtype);
-/* 1 for the dtypes safetensors_to_f32 converts: F32, F16, BF16. */
+/* 1 for the dtypes safetensors_to_f32 converts: F32, F16, BF16, F8_E4M3. */
 int safetensors_dtype_supported(const char *dtype);
-/* Convert all elements of T to fp32 in DST (n_elems floats); -1 for an unsupported dtype. */
+/* Convert all elements of T to fp32 in DST (n_elems floats); -1 for an unsupported dtype.
+ * F8_E4M3 gives each code's value, unscaled (an FP8 checkpoint's scales: model/fp8_ckpt.h). */
 int safetensors_to_f32(const struct safetensors_tensor *t, float *dst);
+/* Element I (< n_elems) of T as fp32; NaN for a dtype safetensors_to_f32 does not convert. */
+float safetensors_value_f32(const struct safetensors_tensor *t, uint64_t i);
+/* One e4m3 code (OCP FP8 E4M3, torch.float8_e4m3fn) as fp32: exact; 0x7f / 0xff are NaN. */
+float safetensors_e4m3_to_f32(uint8_t code);
 
 #endif

@@ -14,13 +14,15 @@ mutation cannot guess). Deterministic (fixed seeds), so re-running gives the sam
                        which it refuses), a v2 file, one with general.alignment = 64, a qwen2
                        header with yarn rope.scaling.* keys
   fuzz_safetensors     hand-written safetensors files (F32/F16/BF16/I32, scalar and empty
-                       tensors, __metadata__)
+                       tensors, __metadata__; FP8 weights with per-channel BF16 and per-tensor
+                       F32 weight_scale, input_scale and a zero point)
   fuzz_tokenizer_json  small tokenizer.json files for each supported pre-tokenizer, some followed
                        by NUL + tokenizer_config.json (the target's input layout)
   fuzz_tokenizer       flag byte + text (see tests/fuzz/fuzz_tokenizer.c), one ids-mode input
   fuzz_config          server config files (config/config.h options)
   fuzz_hf_config       Hugging Face config.json files (llama, llama3 rope scaling, qwen2, qwen2
-                       with use_sliding_window and yarn)
+                       with use_sliding_window and yarn, FP8 quantization_config of
+                       compressed-tensors and of vLLM "fp8")
 
 Needs: numpy, gguf.
 """
@@ -348,6 +350,18 @@ def main():
              ("model.norm.weight", "F32", (4,), f32(4).tobytes())]),
         "no_tensors.safetensors": safetensors_bytes([], metadata={}),
     }
+    r8 = np.random.RandomState(61)  # its own stream: the seeds above keep their bytes
+    codes = lambda *s: r8.randint(0, 256, size=s).astype(np.uint8).tobytes()
+    seeds["fuzz_safetensors"].update({
+        "fp8_channel.safetensors": safetensors_bytes(
+            [("l.weight", "F8_E4M3", (4, 8), codes(4, 8)),
+             ("l.weight_scale", "BF16", (4, 1), bf16(r8.uniform(0.01, 1, (4, 1))))]),
+        "fp8_tensor.safetensors": safetensors_bytes(
+            [("m.weight", "F8_E4M3", (3, 4), codes(3, 4)),
+             ("m.weight_scale", "F32", (), np.float32(0.05).tobytes()),
+             ("m.input_scale", "F32", (1,), np.float32(0.02).tobytes()),
+             ("m.weight_zero_point", "F8_E4M3", (1,), b"\0")]),
+    })
 
     seeds["fuzz_tokenizer_json"] = {
         "smollm_cfg.json": tokenizer_json("smollm") + b"\0" + tokenizer_config(),
@@ -428,6 +442,18 @@ def main():
                                "mistral_min.json": b'{"model_type":"mistral","hidden_size":8,'
                                b'"intermediate_size":16,"num_hidden_layers":1,'
                                b'"num_attention_heads":2,"vocab_size":10}'}
+    fp8_args = {"num_bits": 8, "type": "float", "symmetric": True, "group_size": None,
+                "block_structure": None}
+    ct = dict(hf, quantization_config={
+        "quant_method": "compressed-tensors", "format": "float-quantized",
+        "config_groups": {"group_0": {
+            "targets": ["Linear"], "weights": dict(fp8_args, strategy="channel", dynamic=False),
+            "input_activations": dict(fp8_args, strategy="token", dynamic=True)}},
+        "kv_cache_scheme": None, "ignore": ["lm_head"], "quantization_status": "compressed"})
+    vl = dict(hf, quantization_config={"quant_method": "fp8", "activation_scheme": "static",
+                                       "ignored_layers": ["lm_head"]})
+    seeds["fuzz_hf_config"].update({"fp8_compressed_tensors.json": json.dumps(ct).encode(),
+                                    "fp8_vllm.json": json.dumps(vl).encode()})
 
     for target, files in seeds.items():
         d = os.path.join(corpus, target)
@@ -456,7 +482,9 @@ def main():
                       "token_embd.weight", "output.weight", "output_norm.weight",
                       "rope_freqs.weight", "blk.0.attn_q.weight", "blk.0.ffn_down.weight"],
         "fuzz_safetensors": ["__metadata__", "dtype", "shape", "data_offsets", "F32", "F16",
-                             "BF16", "I64", "U8", "BOOL", "F64", "F8_E4M3"],
+                             "BF16", "I64", "U8", "BOOL", "F64", "F8_E4M3", "F8_E5M2",
+                             ".weight", ".weight_scale", ".input_scale", ".weight_zero_point",
+                             ".weight_scale_inv"],
         "fuzz_tokenizer_json": ["model", "type", "BPE", "vocab", "merges", "added_tokens",
                                 "special", "content", "id", "normalizer", "pre_tokenizer",
                                 "pretokenizers", "Sequence", "ByteLevel", "Digits", "Split",
@@ -497,6 +525,13 @@ def main():
                            "layer_types", "sliding_attention", "full_attention", "yarn",
                            "beta_fast", "beta_slow", "attention_factor", "mscale",
                            "mscale_all_dim", "truncate",
+                           "quantization_config", "compression_config", "quant_method",
+                           "compressed-tensors", "fp8", "format", "float-quantized",
+                           "naive-quantized", "pack-quantized", "config_groups", "weights",
+                           "input_activations", "num_bits", "type", "float", "strategy",
+                           "tensor", "channel", "token", "block", "dynamic", "symmetric",
+                           "block_structure", "ignore", "ignored_layers", "activation_scheme",
+                           "static", "weight_block_size", "kv_cache_scheme", "sparsity_config",
                            "1e308", "-1", "2147483648"],
     }
     for target, words in dicts.items():

@@ -11,6 +11,16 @@ config) it writes, from ONE set of random fp32 weights (numpy RandomState(seed))
                              tokenizer_config.json
   DIR/<model>/hf_sharded/    the same as 2 shards + model.safetensors.index.json
   DIR/<model>/hf_bf16/, hf_f16/   single-file safetensors in BF16 / F16 (some models)
+  DIR/<model>/hf_fp8_*/      FP8 checkpoints (issue 13; one as 2 shards): the linear weights of the layers as
+                             F8_E4M3 codes with their weight_scale (and input_scale), the rest
+                             in BF16 / F16, config.json with the quantization_config of
+                             compressed-tensors (per-tensor F32 scales, static activations,
+                             kv_cache_scheme; per-channel BF16 scales, dynamic activations)
+                             or of AutoFP8 / vLLM "fp8" (scalar F32 scales); see FP8_FORMS
+  DIR/<model>/hf_fp8_*.f32   what the loader must produce for it (dump layout below): the codes
+                             decoded here in numpy times their scale in float32, the BF16 / F16
+                             tensors widened
+  DIR/<model>/hf_fp8_*_deq/  the same values as an F32 checkpoint (the engine's oracle)
   DIR/<model>/<model>.<T>.gguf    GGUF with 2-D weights in type T (F32 F16 BF16 Q8_0 Q4_0 Q4_1),
                              1-D norms in F32 (as llama.cpp does), Q/K rows permuted as
                              convert_hf_to_gguf.py does
@@ -45,10 +55,12 @@ MODELS = {
     # GQA ratio 1, tied head, every GGUF type, every safetensors form
     "gqa1_tied": dict(dim=64, n_layers=2, n_heads=4, n_kv_heads=4, head_dim=16, ffn=96,
                       tied=True, gguf=["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1"],
-                      st=["hf", "hf_sharded", "hf_bf16", "hf_f16"]),
+                      st=["hf", "hf_sharded", "hf_bf16", "hf_f16"], fp8=["hf_fp8_channel"]),
     # GQA ratio 4, untied head, explicit head_dim (8*16 != 64)
     "gqa4_untied": dict(dim=64, n_layers=2, n_heads=8, n_kv_heads=2, head_dim=16, ffn=96,
                         tied=False, gguf=["F32", "Q8_0", "Q4_1"], st=["hf", "hf_sharded"],
+                        fp8=["hf_fp8_tensor", "hf_fp8_channel", "hf_fp8_autofp8",
+                             "hf_fp8_channel_sharded"],
                         pair_merges=True),
     # GQA ratio 3 (heads 3 -> kv 1), tied
     "gqa3": dict(dim=96, n_layers=2, n_heads=3, n_kv_heads=1, head_dim=32, ffn=64, tied=True,
@@ -282,10 +294,10 @@ def hf_config(cfg, vocab):
     return c
 
 
-def write_hf_dir(d, cfg, weights, tokens, form):
+def write_hf_dir(d, cfg, weights, tokens, form, extra_config=None):
     os.makedirs(d, exist_ok=True)
     with open(os.path.join(d, "config.json"), "w") as f:
-        json.dump(hf_config(cfg, len(tokens)), f, indent=1)
+        json.dump({**hf_config(cfg, len(tokens)), **(extra_config or {})}, f, indent=1)
     with open(os.path.join(d, "tokenizer.json"), "w", encoding="utf-8") as f:
         json.dump(tokenizer_json(tokens, cfg.get("pair_merges", False)), f, ensure_ascii=False)
     with open(os.path.join(d, "tokenizer_config.json"), "w") as f:
@@ -307,6 +319,24 @@ def write_hf_dir(d, cfg, weights, tokens, form):
     if form == "hf":
         save_file(weights, os.path.join(d, "model.safetensors"), metadata={"format": "pt"})
         return
+    if form == "raw":  # WEIGHTS: name -> (safetensors dtype, array of that dtype's bytes)
+        write_raw_safetensors(os.path.join(d, "model.safetensors"),
+                              {k: v[1] for k, v in weights.items()},
+                              {k: v[0] for k, v in weights.items()})
+        return
+    if form == "raw_sharded":  # the same in 2 shards, layer 1's up_proj weight | its scale
+        names = sorted(weights)
+        cut = names.index("model.layers.1.mlp.up_proj.weight") + 1
+        assert names[cut] == "model.layers.1.mlp.up_proj.weight_scale"
+        wm = {}
+        for i, part in enumerate((names[:cut], names[cut:])):
+            fn = f"model-{i + 1:05d}-of-00002.safetensors"
+            write_raw_safetensors(os.path.join(d, fn), {k: weights[k][1] for k in part},
+                                  {k: weights[k][0] for k in part})
+            wm.update({k: fn for k in part})
+        with open(os.path.join(d, "model.safetensors.index.json"), "w") as f:
+            json.dump({"metadata": {}, "weight_map": wm}, f, indent=1)
+        return
     names = list(weights)
     half = len(names) // 2
     shards = [names[:half], names[half:]]
@@ -323,10 +353,12 @@ def write_hf_dir(d, cfg, weights, tokens, form):
 
 
 def write_raw_safetensors(path, tensors, dtype):
+    """DTYPE: one safetensors dtype for all, or a dict name -> dtype."""
     header, off, blobs = {}, 0, []
     for k in sorted(tensors):
         b = np.ascontiguousarray(tensors[k]).tobytes()
-        header[k] = {"dtype": dtype, "shape": list(tensors[k].shape),
+        header[k] = {"dtype": dtype[k] if isinstance(dtype, dict) else dtype,
+                     "shape": list(tensors[k].shape),
                      "data_offsets": [off, off + len(b)]}
         off += len(b)
         blobs.append(b)
@@ -338,6 +370,136 @@ def write_raw_safetensors(path, tensors, dtype):
         f.write(h)
         for b in blobs:
             f.write(b)
+
+
+# --- FP8 checkpoints (issue 13) -------------------------------------------------------------------
+# e4m3 (torch.float8_e4m3fn, OCP FP8 E4M3): sign, 4 exponent bits (bias 7), 3 mantissa bits;
+# exponent 0 is subnormal (m/8 * 2^-6), S.1111.111 is NaN, no infinities, 448 the largest.
+
+
+def e4m3_decode(codes):
+    """uint8 codes -> float32 values, from the format's definition (float64 maths, exact)."""
+    c = np.asarray(codes).astype(np.int64)
+    e, m = (c >> 3) & 15, c & 7
+    v = np.where(e == 0, m / 8.0 * 2.0 ** -6, (1.0 + m / 8.0) * 2.0 ** (e - 7.0))
+    v = np.where((e == 15) & (m == 7), np.nan, v)
+    return np.where(c & 0x80, -v, v).astype(np.float32)
+
+
+_E4M3_POS = e4m3_decode(np.arange(0x7F)).astype(np.float64)  # codes 0..126: 0 .. 448, ascending
+
+
+def e4m3_encode(x):
+    """float32 -> nearest e4m3 code, ties to the even code, saturated to +-448 (as torch's
+    .to(float8_e4m3fn) after the clamp that llm-compressor and AutoFP8 apply)."""
+    a = np.minimum(np.abs(np.asarray(x, dtype=np.float64)), 448.0)
+    i = np.clip(np.searchsorted(_E4M3_POS, a), 1, 126)
+    lo, hi = _E4M3_POS[i - 1], _E4M3_POS[i]
+    up = (hi - a < a - lo) | ((hi - a == a - lo) & (i % 2 == 0))
+    code = np.where(up, i, i - 1)
+    return (code | np.where(np.signbit(x), 0x80, 0)).astype(np.uint8)
+
+
+def bf16_bits(x):
+    import gguf.quants as gq
+    return gq.quantize(np.ascontiguousarray(x, dtype=np.float32), QT.BF16).view(np.uint16) \
+        .reshape(np.shape(x))
+
+
+def bf16_value(bits):
+    return (np.asarray(bits).astype(np.uint32) << 16).view(np.float32)
+
+
+LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def fp8_group(strategy, act):
+    """A compressed-tensors config group: FP8 weights with STRATEGY, activations ACT."""
+    def args(**kw):
+        return {"num_bits": 8, "type": "float", "symmetric": True, "group_size": None,
+                "block_structure": None, "observer": "minmax", "observer_kwargs": {},
+                "actorder": None, **kw}
+    return {"targets": ["Linear"], "weights": args(strategy=strategy, dynamic=False),
+            "input_activations": args(**act), "output_activations": None}
+
+
+# form -> how it is written. scale: the weight_scale shape ([] / [1] per tensor, [out, 1] per
+# channel) and dtype; rest: the dtype of every tensor that is not a quantized Linear weight.
+FP8_FORMS = {
+    # llm-compressor's FP8 scheme: per-tensor scales, static per-tensor activation scales, an
+    # FP8 KV-cache scheme (k_scale / v_scale), lm_head ignored
+    "hf_fp8_tensor": dict(
+        scale="tensor1", scale_dtype="F32", input_scale=True, rest="BF16", kv=True,
+        config={"quant_method": "compressed-tensors", "format": "naive-quantized",
+                "quantization_status": "compressed", "global_compression_ratio": None,
+                "config_groups": {"group_0": fp8_group(
+                    "tensor", dict(strategy="tensor", dynamic=False))},
+                "kv_cache_scheme": {"num_bits": 8, "type": "float", "symmetric": True,
+                                    "strategy": "tensor", "dynamic": False},
+                "ignore": ["lm_head"]}),
+    # FP8_DYNAMIC: per-channel scales in the model's dtype, dynamic per-token activations
+    "hf_fp8_channel": dict(
+        scale="channel", scale_dtype="BF16", input_scale=False, rest="BF16", kv=False,
+        config={"quant_method": "compressed-tensors", "format": "float-quantized",
+                "quantization_status": "compressed", "global_compression_ratio": None,
+                "config_groups": {"group_0": fp8_group(
+                    "channel", dict(strategy="token", dynamic=True))},
+                "kv_cache_scheme": None, "ignore": ["lm_head"]}),
+    # the same as 2 shards cut between a weight and its weight_scale, as large checkpoints are
+    "hf_fp8_channel_sharded": dict(
+        scale="channel", scale_dtype="BF16", input_scale=False, rest="BF16", kv=False,
+        shards=True, config={"quant_method": "compressed-tensors", "format": "float-quantized",
+                             "quantization_status": "compressed",
+                             "config_groups": {"group_0": fp8_group(
+                                 "channel", dict(strategy="token", dynamic=True))},
+                             "kv_cache_scheme": None, "ignore": ["lm_head"]}),
+    # AutoFP8 (quant_method "fp8"): scalar F32 weight_scale and input_scale
+    "hf_fp8_autofp8": dict(
+        scale="scalar", scale_dtype="F32", input_scale=True, rest="F16", kv=False,
+        config={"quant_method": "fp8", "activation_scheme": "static",
+                "ignored_layers": ["lm_head"]}),
+}
+
+
+def fp8_checkpoint(cfg, weights, form, rng):
+    """(tensors name -> (dtype, raw array), oracle name -> float32 values) for FORM."""
+    spec = FP8_FORMS[form]
+    out, oracle = {}, {}
+    for name, w in weights.items():
+        quant = name.split(".")[-2] in LINEAR
+        if not quant:
+            if spec["rest"] == "BF16":
+                bits = bf16_bits(w)
+                out[name], oracle[name] = ("BF16", bits), bf16_value(bits)
+            else:
+                h = w.astype(np.float16)
+                out[name], oracle[name] = ("F16", h), h.astype(np.float32)
+            continue
+        base = name[:-len(".weight")]
+        amax = np.abs(w).max(axis=1, keepdims=True) if spec["scale"] == "channel" \
+            else np.abs(w).max(keepdims=True).reshape(1, 1)
+        s32 = (amax / np.float32(448.0)).astype(np.float32)
+        if spec["scale_dtype"] == "BF16":
+            sbits = bf16_bits(s32)
+            s32 = bf16_value(sbits)
+            sraw = sbits
+        else:
+            sraw = s32
+        codes = e4m3_encode(w / s32)
+        shape = {"channel": (w.shape[0], 1), "tensor1": (1,), "scalar": ()}[spec["scale"]]
+        out[name] = ("F8_E4M3", codes)
+        out[base + ".weight_scale"] = (spec["scale_dtype"], np.asarray(sraw).reshape(shape))
+        if spec["input_scale"]:
+            out[base + ".input_scale"] = ("F32", np.asarray(
+                rng.uniform(0.01, 0.1), dtype=np.float32).reshape(
+                (1,) if spec["scale"] == "tensor1" else ()))
+        oracle[name] = e4m3_decode(codes) * s32  # float32 * float32: one rounding
+    if spec["kv"]:
+        for l in range(cfg["n_layers"]):
+            for kv in ("k_scale", "v_scale"):
+                out[f"model.layers.{l}.self_attn.{kv}"] = ("F32", np.asarray(
+                    [rng.uniform(0.01, 0.1)], dtype=np.float32))
+    return out, oracle
 
 
 def write_f32(path, arrays):
@@ -360,6 +522,16 @@ def build(out, seed):
                   [weights[k].ravel() for k in order] + [inv.astype(np.float32)])
         for form in cfg["st"]:
             write_hf_dir(os.path.join(md, form), cfg, weights, tokens, form)
+        for form in cfg.get("fp8", []):
+            tensors, oracle = fp8_checkpoint(cfg, weights, form, rng)
+            spec = FP8_FORMS[form]
+            write_hf_dir(os.path.join(md, form), cfg, tensors, tokens,
+                         "raw_sharded" if spec.get("shards") else "raw",
+                         {"quantization_config": spec["config"],
+                          "torch_dtype": "float16" if spec["rest"] == "F16" else "bfloat16"})
+            write_hf_dir(os.path.join(md, form + "_deq"), cfg, oracle, tokens, "hf")
+            write_f32(os.path.join(md, form + ".f32"),
+                      [oracle[k].ravel() for k in order] + [inv.astype(np.float32)])
         for qt in cfg["gguf"]:
             p = os.path.join(md, f"{name}.{qt}.gguf")
             write_gguf(p, cfg, weights, qt, tokens, types)

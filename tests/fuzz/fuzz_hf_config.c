@@ -2,12 +2,14 @@
  *
  * hf_config_load parses and validates the model configuration of a safetensors checkpoint; a
  * config that loads must pass model_config_validate (the loader trusts it to size the arena),
- * and model_rope_freqs must accept it.
+ * and model_rope_freqs must accept it. fp8_ckpt_config reads the same file's quantization_config:
+ * a refused one leaves no scheme behind.
  */
 #include <stdint.h>
 #include <stdlib.h>
 #include <unistd.h>
 
+#include "model/fp8_ckpt.h"
 #include "model/model.h"
 #include "tests/fuzz/fuzz_util.h"
 
@@ -24,6 +26,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             free(freqs);
         }
     }
+    struct fp8_ckpt q;
+    int rc = fp8_ckpt_config(path, &q, err, sizeof(err));
+    if (rc != 0 && q.method != FP8_CKPT_NONE) abort();
+    if (rc == 0 && (q.method < FP8_CKPT_NONE || q.method > FP8_CKPT_VLLM)) abort();
     close(fd);
     return 0;
 }

@@ -3,13 +3,16 @@
  * safetensors_open parses the 8-byte header length and the header JSON and validates every
  * tensor's dtype, shape and data_offsets against the data buffer; the target then checks those
  * promises (find returns each tensor, n_bytes = n_elems * dtype size, data lies inside the file)
- * and converts every supported tensor to fp32.
+ * and converts every supported tensor to fp32; each F8_E4M3 tensor goes through the FP8
+ * checkpoint's scale checks (fp8_ckpt_weight, as under a compressed-tensors config) and, when they
+ * pass, is dequantized with its scale, which must then be one value or one per row.
  */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "model/fp8_ckpt.h"
 #include "model/safetensors.h"
 #include "tests/fuzz/fuzz_util.h"
 
@@ -36,6 +39,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             float *dst = malloc(t->n_elems * sizeof(float));
             if (!dst) continue;
             if (safetensors_to_f32(t, dst)) abort();
+            int64_t rows = t->n_dims ? t->shape[0] : 1;
+            struct fp8_ckpt q = {.method = FP8_CKPT_COMPRESSED_TENSORS};
+            struct fp8_ckpt_weight fw;
+            if (!strcmp(t->dtype, "F8_E4M3") && rows <= INT32_MAX &&
+                fp8_ckpt_weight(&q, s, t, (int)rows, &fw, err, sizeof(err)) == 0) {
+                if (fw.w != t || fw.scale->n_elems != (fw.per_row ? (uint64_t)rows : 1)) abort();
+                fp8_ckpt_dequant(&fw, (int)rows, dst);
+            }
             free(dst);
         }
         safetensors_close(s);

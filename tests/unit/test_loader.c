@@ -5,7 +5,9 @@
  * Q4_0/Q4_1 and safetensors single/sharded/BF16/F16, GQA ratios 1, 3, 4, 8, tied and untied, one
  * llama3 rope config. Each load is compared with the script's fp32 dumps: exactly for F32 files
  * and for quantized files (against the `gguf` package's own dequantization of the same bytes),
- * within rounding for F16/BF16. Corrupted copies check the error paths. The real SmolLM2 GGUF is
+ * within rounding for F16/BF16. FP8 checkpoints (compressed-tensors per tensor and per channel,
+ * AutoFP8) load exactly as the script's numpy decoding of their e4m3 codes times their scales.
+ * Corrupted copies check the error paths. The real SmolLM2 GGUF is
  * checked against tests/golden/smollm2_weights.json (transformers' values) when present.
  */
 #include <criterion/criterion.h>
@@ -13,6 +15,7 @@
 #include "kernels/ops.h"
 #include "model/gguf.h"
 #include "model/model.h"
+#include "model/safetensors.h"
 #include "model/tokenizer.h"
 #include "test_util.h"
 
@@ -222,6 +225,49 @@ Test(loader, tiny_safetensors_every_form) {
     /* config.json as the path works too */
     struct model *m = load_ok(TINY "/gqa3/hf/config.json");
     check_cfg(m, &VARIANTS[2], "gqa3 via config.json");
+    model_free(m);
+}
+
+/* FP8 checkpoints (issue 13): the fp32 weights are the script's numpy decoding of the e4m3
+ * codes times their scales (float32 multiply), the other tensors widened from BF16 / F16, bit for
+ * bit; the log line says which scheme and scales were found. */
+Test(loader, tiny_fp8_checkpoints) {
+    tiny_models();
+    static const struct {
+        int v;
+        const char *form, *say;
+    } cases[] = {
+        {1, "hf_fp8_tensor", "(compressed-tensors naive-quantized, per-tensor F32 weight scales"},
+        {1, "hf_fp8_channel",
+         "(compressed-tensors float-quantized, per-channel BF16 weight scales"},
+        {1, "hf_fp8_autofp8", "(quant_method fp8, per-tensor F32 weight scales"},
+        {1, "hf_fp8_channel_sharded",
+         "(compressed-tensors float-quantized, per-channel BF16 weight scales"},
+        {0, "hf_fp8_channel",
+         "(compressed-tensors float-quantized, per-channel BF16 weight scales"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const struct variant *v = &VARIANTS[cases[i].v];
+        char path[256], ref[256], what[128];
+        snprintf(path, sizeof(path), TINY "/%s/%s", v->model, cases[i].form);
+        snprintf(ref, sizeof(ref), TINY "/%s/%s.f32", v->model, cases[i].form);
+        snprintf(what, sizeof(what), "%s %s", v->model, cases[i].form);
+        struct model *m = load_ok(path);
+        check_cfg(m, v, what);
+        cr_assert_str_eq(m->format, "safetensors");
+        cr_assert_str_eq(m->dtype, "F8_E4M3", "%s", what);
+        compare(m, ref, CMP_EXACT, what);
+        cr_assert(strstr(m->notice, cases[i].say), "%s: notice '%s'", what, m->notice);
+        cr_assert(strstr(m->notice, "14 e4m3 weights"), "%s: %s", what, m->notice);
+        cr_assert(strstr(m->notice, "e4m3 weights dequantized to fp32 on load"), "%s", what);
+        cr_assert(strstr(m->notice, "ignore list: lm_head"), "%s: %s", what, m->notice);
+        int statics = strncmp(cases[i].form, "hf_fp8_channel", 14) != 0;
+        cr_assert_eq(strstr(m->notice, "14 static input_scale values were checked") != NULL,
+                     statics, "%s: %s", what, m->notice);
+        model_free(m);
+    }
+    struct model *m = load_ok(TINY "/gqa4_untied/hf");
+    cr_assert_str_eq(m->notice, "", "an unquantized checkpoint has nothing to say");
     model_free(m);
 }
 
@@ -644,6 +690,65 @@ Test(loader, hf_checkpoint_errors) {
     snprintf(p, sizeof(p), "%s/model.safetensors", hfdir);
     unlink(p);
     expect_load_fail(hfdir, hfdir, "no model.safetensors");
+    hf_rm();
+}
+
+/* Replace the first FROM in the file PATH with TO (as long). */
+static void patch_file(const char *path, const char *from, const char *to) {
+    size_t n, l = strlen(from);
+    cr_assert_eq(strlen(to), l);
+    unsigned char *b = slurp(path, &n);
+    unsigned char *at = memmem(b, n, from, l);
+    cr_assert(at, "'%s' not in %s", from, path);
+    memcpy(at, to, l);
+    spit(path, b, n);
+    free(b);
+}
+
+/* A corrupted copy of gqa1_tied's per-channel FP8 checkpoint each time: the error names the file
+ * and the tensor or key. */
+Test(loader, fp8_checkpoint_errors) {
+    tiny_models();
+    char p[300], c[300];
+    hf_copy("hf_fp8_channel", NULL);
+    snprintf(p, sizeof(p), "%s/model.safetensors", hfdir);
+    snprintf(c, sizeof(c), "%s/config.json", hfdir);
+    patch_file(p, "model.layers.1.mlp.up_proj.weight_scale",
+               "model.layers.1.mlp.up_proj.weight_scalX");
+    expect_load_fail(hfdir, "model.safetensors",
+                     "tensor 'model.layers.1.mlp.up_proj.weight' is F8_E4M3 but "
+                     "'model.layers.1.mlp.up_proj.weight_scale' is missing");
+    hf_copy("hf_fp8_channel", NULL);
+    patch_file(p, "F8_E4M3", "F8_E5M2"); /* the first in the (sorted) header: layer 0's down_proj */
+    expect_load_fail(hfdir, "model.safetensors",
+                     "tensor 'model.layers.0.mlp.down_proj.weight' has dtype F8_E5M2");
+    hf_copy("hf_fp8_channel", NULL);
+    patch_file(c, "\"channel\"", "\"block\"  ");
+    expect_load_fail(hfdir, "config.json",
+                     "quantization_config.config_groups.group_0.weights.strategy is 'block'");
+    hf_copy("hf_fp8_channel", NULL);
+    patch_file(c, "\"quantization_config\"", "\"quantization_notes_\"");
+    expect_load_fail(hfdir, "model.safetensors",
+                     "is F8_E4M3 but config.json has no quantization_config");
+    /* a NaN among one weight's per-channel BF16 scales (row 5) */
+    hf_copy("hf_fp8_channel", NULL);
+    struct safetensors *s;
+    char err[512];
+    cr_assert_eq(safetensors_open(p, &s, err, sizeof err), 0, "%s", err);
+    const struct safetensors_tensor *t =
+        safetensors_find(s, "model.layers.0.self_attn.k_proj.weight_scale");
+    cr_assert(t && !strcmp(t->dtype, "BF16") && t->shape[0] == 64 && t->shape[1] == 1);
+    size_t off = (size_t)(t->data - s->files[0].map) + 5 * 2;
+    safetensors_close(s);
+    size_t n;
+    unsigned char *b = slurp(p, &n);
+    b[off] = 0xc0;
+    b[off + 1] = 0x7f;
+    spit(p, b, n);
+    free(b);
+    expect_load_fail(hfdir, "model.safetensors",
+                     "tensor 'model.layers.0.self_attn.k_proj.weight_scale' has value nan at "
+                     "element 5");
     hf_rm();
 }
 

@@ -1,11 +1,15 @@
 /* test_safetensors.c — safetensors reader: files built here (single and sharded), read back and
  * converted to fp32, then corrupted (every truncation, bad header length, bad JSON, unknown
  * dtype, offsets outside the buffer, size mismatches, duplicate names, bad index files) to check
- * that each failure is a clean error naming the file. */
+ * that each failure is a clean error naming the file. FP8 checkpoints (model/fp8_ckpt.h): the
+ * e4m3 decoder against ml_dtypes' table of all 256 codes, weight scales per tensor and per row,
+ * and every refused quantization_config and scale tensor. */
 #include <criterion/criterion.h>
 
+#include "model/fp8_ckpt.h"
 #include "model/safetensors.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -237,5 +241,278 @@ Test(safetensors, empty_dir) {
     char err[512];
     cr_assert_eq(safetensors_open_dir(dir, &s, err, sizeof(err)), -1);
     cr_assert(strstr(err, "no model.safetensors"), "%s", err);
+    rmdirs();
+}
+
+/* --- FP8 (e4m3) --------------------------------------------------------------------------------
+ */
+
+/* All 256 e4m3 codes as ml_dtypes 0.6.0 decodes them (numpy.arange(256, dtype=uint8)
+ * .view(ml_dtypes.float8_e4m3fn).astype(float64), printed with float.hex): an implementation
+ * independent of ours. NAN marks 0x7f and 0xff. */
+static const double E4M3[256] = {
+    0x0p+0,  0x1p-9,    0x1p-8,    0x1.8p-8,  0x1p-7,    0x1.4p-7,  0x1.8p-7,  0x1.cp-7,
+    0x1p-6,  0x1.2p-6,  0x1.4p-6,  0x1.6p-6,  0x1.8p-6,  0x1.ap-6,  0x1.cp-6,  0x1.ep-6,
+    0x1p-5,  0x1.2p-5,  0x1.4p-5,  0x1.6p-5,  0x1.8p-5,  0x1.ap-5,  0x1.cp-5,  0x1.ep-5,
+    0x1p-4,  0x1.2p-4,  0x1.4p-4,  0x1.6p-4,  0x1.8p-4,  0x1.ap-4,  0x1.cp-4,  0x1.ep-4,
+    0x1p-3,  0x1.2p-3,  0x1.4p-3,  0x1.6p-3,  0x1.8p-3,  0x1.ap-3,  0x1.cp-3,  0x1.ep-3,
+    0x1p-2,  0x1.2p-2,  0x1.4p-2,  0x1.6p-2,  0x1.8p-2,  0x1.ap-2,  0x1.cp-2,  0x1.ep-2,
+    0x1p-1,  0x1.2p-1,  0x1.4p-1,  0x1.6p-1,  0x1.8p-1,  0x1.ap-1,  0x1.cp-1,  0x1.ep-1,
+    0x1p+0,  0x1.2p+0,  0x1.4p+0,  0x1.6p+0,  0x1.8p+0,  0x1.ap+0,  0x1.cp+0,  0x1.ep+0,
+    0x1p+1,  0x1.2p+1,  0x1.4p+1,  0x1.6p+1,  0x1.8p+1,  0x1.ap+1,  0x1.cp+1,  0x1.ep+1,
+    0x1p+2,  0x1.2p+2,  0x1.4p+2,  0x1.6p+2,  0x1.8p+2,  0x1.ap+2,  0x1.cp+2,  0x1.ep+2,
+    0x1p+3,  0x1.2p+3,  0x1.4p+3,  0x1.6p+3,  0x1.8p+3,  0x1.ap+3,  0x1.cp+3,  0x1.ep+3,
+    0x1p+4,  0x1.2p+4,  0x1.4p+4,  0x1.6p+4,  0x1.8p+4,  0x1.ap+4,  0x1.cp+4,  0x1.ep+4,
+    0x1p+5,  0x1.2p+5,  0x1.4p+5,  0x1.6p+5,  0x1.8p+5,  0x1.ap+5,  0x1.cp+5,  0x1.ep+5,
+    0x1p+6,  0x1.2p+6,  0x1.4p+6,  0x1.6p+6,  0x1.8p+6,  0x1.ap+6,  0x1.cp+6,  0x1.ep+6,
+    0x1p+7,  0x1.2p+7,  0x1.4p+7,  0x1.6p+7,  0x1.8p+7,  0x1.ap+7,  0x1.cp+7,  0x1.ep+7,
+    0x1p+8,  0x1.2p+8,  0x1.4p+8,  0x1.6p+8,  0x1.8p+8,  0x1.ap+8,  0x1.cp+8,  NAN,
+    -0x0p+0, -0x1p-9,   -0x1p-8,   -0x1.8p-8, -0x1p-7,   -0x1.4p-7, -0x1.8p-7, -0x1.cp-7,
+    -0x1p-6, -0x1.2p-6, -0x1.4p-6, -0x1.6p-6, -0x1.8p-6, -0x1.ap-6, -0x1.cp-6, -0x1.ep-6,
+    -0x1p-5, -0x1.2p-5, -0x1.4p-5, -0x1.6p-5, -0x1.8p-5, -0x1.ap-5, -0x1.cp-5, -0x1.ep-5,
+    -0x1p-4, -0x1.2p-4, -0x1.4p-4, -0x1.6p-4, -0x1.8p-4, -0x1.ap-4, -0x1.cp-4, -0x1.ep-4,
+    -0x1p-3, -0x1.2p-3, -0x1.4p-3, -0x1.6p-3, -0x1.8p-3, -0x1.ap-3, -0x1.cp-3, -0x1.ep-3,
+    -0x1p-2, -0x1.2p-2, -0x1.4p-2, -0x1.6p-2, -0x1.8p-2, -0x1.ap-2, -0x1.cp-2, -0x1.ep-2,
+    -0x1p-1, -0x1.2p-1, -0x1.4p-1, -0x1.6p-1, -0x1.8p-1, -0x1.ap-1, -0x1.cp-1, -0x1.ep-1,
+    -0x1p+0, -0x1.2p+0, -0x1.4p+0, -0x1.6p+0, -0x1.8p+0, -0x1.ap+0, -0x1.cp+0, -0x1.ep+0,
+    -0x1p+1, -0x1.2p+1, -0x1.4p+1, -0x1.6p+1, -0x1.8p+1, -0x1.ap+1, -0x1.cp+1, -0x1.ep+1,
+    -0x1p+2, -0x1.2p+2, -0x1.4p+2, -0x1.6p+2, -0x1.8p+2, -0x1.ap+2, -0x1.cp+2, -0x1.ep+2,
+    -0x1p+3, -0x1.2p+3, -0x1.4p+3, -0x1.6p+3, -0x1.8p+3, -0x1.ap+3, -0x1.cp+3, -0x1.ep+3,
+    -0x1p+4, -0x1.2p+4, -0x1.4p+4, -0x1.6p+4, -0x1.8p+4, -0x1.ap+4, -0x1.cp+4, -0x1.ep+4,
+    -0x1p+5, -0x1.2p+5, -0x1.4p+5, -0x1.6p+5, -0x1.8p+5, -0x1.ap+5, -0x1.cp+5, -0x1.ep+5,
+    -0x1p+6, -0x1.2p+6, -0x1.4p+6, -0x1.6p+6, -0x1.8p+6, -0x1.ap+6, -0x1.cp+6, -0x1.ep+6,
+    -0x1p+7, -0x1.2p+7, -0x1.4p+7, -0x1.6p+7, -0x1.8p+7, -0x1.ap+7, -0x1.cp+7, -0x1.ep+7,
+    -0x1p+8, -0x1.2p+8, -0x1.4p+8, -0x1.6p+8, -0x1.8p+8, -0x1.ap+8, -0x1.cp+8, NAN,
+};
+
+Test(safetensors, e4m3_all_codes) {
+    for (int c = 0; c < 256; c++) {
+        float f = safetensors_e4m3_to_f32((uint8_t)c);
+        if (isnan(E4M3[c])) {
+            cr_assert(isnan(f), "code 0x%02x: %g, want NaN", c, f);
+            continue;
+        }
+        cr_assert((double)f == E4M3[c] && !signbit(f) == !signbit(E4M3[c]),
+                  "code 0x%02x: %a, want %a", c, f, E4M3[c]);
+    }
+    cr_assert_eq(safetensors_e4m3_to_f32(0x7e), 448.0f);
+    cr_assert(safetensors_dtype_supported("F8_E4M3") && !safetensors_dtype_supported("F8_E5M2"));
+}
+
+/* A tensor for write_tensors: NAME DTYPE SHAPE ("[3,4]"), N bytes at DATA. */
+struct tt {
+    const char *name, *dtype, *shape;
+    const void *data;
+    size_t n;
+};
+
+/* One file NAME of the tensors T[0..N) at consecutive offsets. */
+static const char *write_tensors(const char *name, const struct tt *t, int n) {
+    char hdr[4096] = "{";
+    unsigned char data[4096];
+    size_t off = 0;
+    for (int i = 0; i < n; i++) {
+        snprintf(hdr + strlen(hdr), sizeof hdr - strlen(hdr),
+                 "%s\"%s\":{\"dtype\":\"%s\",\"shape\":%s,\"data_offsets\":[%zu,%zu]}",
+                 i ? "," : "", t[i].name, t[i].dtype, t[i].shape, off, off + t[i].n);
+        memcpy(data + off, t[i].data, t[i].n);
+        off += t[i].n;
+    }
+    strcat(hdr, "}");
+    return write_st(name, hdr, data, off, -1);
+}
+
+/* codes of "l.weight" (3, 4): 1, -2, 448, 2^-9 (subnormal) ... */
+static const uint8_t CODES[12] = {0x38, 0xc0, 0x7e, 0x01, 0x00, 0x80,
+                                  0x3f, 0x08, 0x11, 0x92, 0x5a, 0xfe};
+#define W8                                                                                         \
+    { "l.weight", "F8_E4M3", "[3,4]", CODES, 12 }
+
+/* fp8_ckpt_weight on the tensors T, under a compressed-tensors config (or none: NO_CFG); on
+ * success the dequantized weight goes to Y (12 floats). Returns its rc, message in ERR. */
+static int fp8_try(const struct tt *t, int n, int no_cfg, float *y, char *err, size_t errlen) {
+    const char *p = write_tensors("fp8.safetensors", t, n);
+    struct safetensors *s;
+    cr_assert_eq(safetensors_open(p, &s, err, errlen), 0, "%s", err);
+    struct fp8_ckpt q = {.method = no_cfg ? FP8_CKPT_NONE : FP8_CKPT_COMPRESSED_TENSORS};
+    struct fp8_ckpt_weight fw;
+    const struct safetensors_tensor *w = safetensors_find(s, t[0].name);
+    int rc = fp8_ckpt_weight(&q, s, w, 3, &fw, err, errlen);
+    if (!rc && y) fp8_ckpt_dequant(&fw, 3, y);
+    if (!rc) cr_assert_eq(q.n_tensor_scale + q.n_row_scale, 1);
+    safetensors_close(s);
+    return rc;
+}
+
+static void fp8_fail(const struct tt *t, int n, int no_cfg, const char *want) {
+    char err[512] = "";
+    cr_assert_eq(fp8_try(t, n, no_cfg, NULL, err, sizeof err), -1, "should fail: %s", want);
+    cr_assert(strstr(err, "fp8.safetensors"), "error does not name the file: %s", err);
+    cr_assert(strstr(err, want), "error '%s' lacks '%s'", err, want);
+}
+
+Test(safetensors, fp8_weight_scales) {
+    mkdirs();
+    char err[512];
+    float y[12];
+    /* per row, BF16 scales 0.5, 0.25, 3 (exact in bf16): y = table · scale of the row */
+    const uint16_t srow[3] = {0x3f00, 0x3e80, 0x4040};
+    const double rs[3] = {0.5, 0.25, 3};
+    const struct tt row[] = {W8, {"l.weight_scale", "BF16", "[3,1]", srow, 6}};
+    cr_assert_eq(fp8_try(row, 2, 0, y, err, sizeof err), 0, "%s", err);
+    for (int i = 0; i < 12; i++)
+        cr_assert((double)y[i] == E4M3[CODES[i]] * rs[i / 4], "[%d] = %a", i, y[i]);
+    /* per tensor: F32 [] with an input_scale, F16 [1] with an all-zero weight_zero_point */
+    const float s1 = 0.1f, in1 = 0.02f;
+    const struct tt ten[] = {
+        W8, {"l.weight_scale", "F32", "[]", &s1, 4}, {"l.input_scale", "F32", "[]", &in1, 4}};
+    cr_assert_eq(fp8_try(ten, 3, 0, y, err, sizeof err), 0, "%s", err);
+    for (int i = 0; i < 12; i++)
+        cr_assert(y[i] == (float)E4M3[CODES[i]] * 0.1f, "[%d] = %a", i, y[i]);
+    const uint16_t h2 = 0x4000; /* 2.0 */
+    const uint8_t zp = 0;
+    const struct tt f16[] = {W8,
+                             {"l.weight_scale", "F16", "[1]", &h2, 2},
+                             {"l.weight_zero_point", "F8_E4M3", "[1]", &zp, 1}};
+    cr_assert_eq(fp8_try(f16, 3, 0, y, err, sizeof err), 0, "%s", err);
+    cr_assert(y[2] == 896.0f && y[3] == 0x1p-8f && y[5] == 0.0f && signbit(y[5]));
+    rmdirs();
+}
+
+Test(safetensors, fp8_weight_errors) {
+    mkdirs();
+    const float one = 1, zero = 0, neg = -1, nan_ = NAN, inf = INFINITY, two[2] = {1, 1};
+    const int32_t i32 = 1;
+    const float rows4[4] = {1, 1, 1, 1}, r32[6] = {1, 1, 1, 1, 1, 1}, r3[3] = {1, 1, 1};
+    const uint8_t zp1 = 0x38;
+    fp8_fail((struct tt[]){W8}, 1, 0, "'l.weight_scale' is missing");
+    fp8_fail((struct tt[]){W8, {"l.weight_scale_inv", "F32", "[1,1]", &one, 4}}, 2, 0,
+             "block-wise weight_scale_inv");
+    fp8_fail((struct tt[]){W8, {"l.weight_scale", "F32", "[]", &one, 4}}, 2, 1,
+             "no quantization_config");
+    fp8_fail((struct tt[]){{"l.w", "F8_E4M3", "[3,4]", CODES, 12}}, 1, 0, "is not a '.weight'");
+    fp8_fail((struct tt[]){W8, {"l.weight_scale", "I32", "[]", &i32, 4}}, 2, 0,
+             "'l.weight_scale' has dtype I32");
+    fp8_fail((struct tt[]){W8, {"l.weight_scale", "F32", "[3,2]", r32, 24}}, 2, 0,
+             "'l.weight_scale' has shape [3, 2]");
+    fp8_fail((struct tt[]){W8, {"l.weight_scale", "F32", "[4,1]", rows4, 16}}, 2, 0,
+             "has shape [4, 1]; for 'l.weight' [3, 4]");
+    fp8_fail((struct tt[]){W8, {"l.weight_scale", "F32", "[3]", r3, 12}}, 2, 0, "has shape [3]");
+    fp8_fail((struct tt[]){W8, {"l.weight_scale", "F32", "[]", &zero, 4}}, 2, 0,
+             "'l.weight_scale' has value 0 at element 0");
+    fp8_fail((struct tt[]){W8, {"l.weight_scale", "F32", "[]", &neg, 4}}, 2, 0, "value -1");
+    fp8_fail((struct tt[]){W8, {"l.weight_scale", "F32", "[1]", &nan_, 4}}, 2, 0,
+             "must be finite and > 0");
+    fp8_fail((struct tt[]){W8, {"l.weight_scale", "F32", "[1]", &inf, 4}}, 2, 0, "value inf");
+    fp8_fail((struct tt[]){W8,
+                           {"l.weight_scale", "F32", "[]", &one, 4},
+                           {"l.input_scale", "F32", "[2]", two, 8}},
+             3, 0, "'l.input_scale' is F32 [2]; a static activation scale is one");
+    fp8_fail((struct tt[]){W8,
+                           {"l.weight_scale", "F32", "[]", &one, 4},
+                           {"l.input_scale", "F32", "[]", &zero, 4}},
+             3, 0, "'l.input_scale' has value 0");
+    fp8_fail((struct tt[]){W8,
+                           {"l.weight_scale", "F32", "[]", &one, 4},
+                           {"l.weight_zero_point", "F8_E4M3", "[1]", &zp1, 1}},
+             3, 0, "asymmetric FP8");
+    rmdirs();
+}
+
+/* fp8_ckpt_config on TEXT as config.json: rc, message in ERR. */
+static int fp8_cfg(const char *text, struct fp8_ckpt *q, char *err, size_t errlen) {
+    write_text("config.json", text);
+    char path[512];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    return fp8_ckpt_config(path, q, err, errlen);
+}
+
+#define CT_HEAD "{\"quantization_config\":{\"quant_method\":\"compressed-tensors\","
+#define GROUP(w, a)                                                                                \
+    "\"config_groups\":{\"group_0\":{\"targets\":[\"Linear\"],\"weights\":" w                      \
+    ",\"input_activations\":" a "}}"
+#define WCH                                                                                        \
+    "{\"num_bits\":8,\"type\":\"float\",\"strategy\":\"channel\",\"symmetric\":true,"              \
+    "\"dynamic\":false,\"group_size\":null,\"block_structure\":null}"
+#define ATOK "{\"num_bits\":8,\"type\":\"float\",\"strategy\":\"token\",\"dynamic\":true}"
+
+Test(safetensors, fp8_configs) {
+    mkdirs();
+    char err[512];
+    struct fp8_ckpt q;
+    cr_assert_eq(fp8_cfg("{\"hidden_size\":64}", &q, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(q.method, FP8_CKPT_NONE);
+    cr_assert_eq(
+        fp8_cfg(
+            CT_HEAD "\"format\":\"float-quantized\"," GROUP(
+                WCH, ATOK) ",\"ignore\":[\"lm_head\",\"re:.*gate$\"],\"kv_cache_scheme\":null}}",
+            &q, err, sizeof err),
+        0, "%s", err);
+    cr_assert(q.method == FP8_CKPT_COMPRESSED_TENSORS && q.act_dynamic && !q.act_static &&
+              !q.kv_scheme);
+    cr_assert_str_eq(q.format, "float-quantized");
+    cr_assert_str_eq(q.ignore, "lm_head, re:.*gate$");
+    /* the older key, without quant_method */
+    cr_assert_eq(
+        fp8_cfg("{\"compression_config\":{\"format\":\"naive-quantized\"," GROUP(WCH, "null") "}}",
+                &q, err, sizeof err),
+        0, "%s", err);
+    cr_assert_eq(q.method, FP8_CKPT_COMPRESSED_TENSORS);
+    cr_assert_eq(fp8_cfg("{\"quantization_config\":{\"quant_method\":\"fp8\","
+                         "\"activation_scheme\":\"static\",\"ignored_layers\":[\"lm_head\"]}}",
+                         &q, err, sizeof err),
+                 0, "%s", err);
+    cr_assert(q.method == FP8_CKPT_VLLM && q.act_static);
+    static const struct {
+        const char *cfg, *want;
+    } bad[] = {
+        {"{\"quantization_config\":{\"quant_method\":\"awq\",\"bits\":4}}",
+         "quantization_config.quant_method is 'awq'"},
+        {"{\"quantization_config\":{\"bits\":4}}", "quant_method is missing"},
+        {"{\"quantization_config\":[1]}", "quantization_config is not an object"},
+        {CT_HEAD "\"format\":\"pack-quantized\"," GROUP(WCH, "null") "}}",
+         "quantization_config.format is 'pack-quantized'"},
+        {CT_HEAD "\"format\":\"int-quantized\"," GROUP(WCH, "null") "}}", "'int-quantized'"},
+        {CT_HEAD "\"format\":\"float-quantized\"}}", "config_groups is missing"},
+        {CT_HEAD "\"format\":\"float-quantized\"," GROUP(
+             "{\"num_bits\":4,\"type\":\"float\",\"strategy\":\"tensor_group\"}", "null") "}}",
+         "group_0.weights.num_bits is 4"},
+        {CT_HEAD "\"format\":\"float-quantized\"," GROUP(
+             "{\"num_bits\":8,\"type\":\"int\",\"strategy\":\"channel\"}", "null") "}}",
+         "group_0.weights.type is 'int'"},
+        {CT_HEAD "\"format\":\"float-quantized\"," GROUP(
+             "{\"num_bits\":8,\"type\":\"float\",\"strategy\":\"block\","
+             "\"block_structure\":[128,128]}",
+             "null") "}}",
+         "group_0.weights.strategy is 'block'"},
+        {CT_HEAD "\"format\":\"float-quantized\"," GROUP(
+             "{\"num_bits\":8,\"type\":\"float\",\"strategy\":\"group\",\"group_size\":128}",
+             "null") "}}",
+         "strategy is 'group'"},
+        {CT_HEAD "\"format\":\"float-quantized\"," GROUP(
+             "{\"num_bits\":8,\"type\":\"float\",\"strategy\":\"tensor\",\"symmetric\":false}",
+             "null") "}}",
+         "asymmetric weights"},
+        {CT_HEAD "\"format\":\"float-quantized\"," GROUP(
+             WCH, "{\"num_bits\":8,\"type\":\"int\",\"strategy\":\"token\"}") "}}",
+         "group_0.input_activations"},
+        {CT_HEAD "\"format\":\"float-quantized\",\"sparsity_config\":{\"format\":"
+                 "\"sparse-24-bitmask\"}," GROUP(WCH, "null") "}}",
+         "sparsity_config has format 'sparse-24-bitmask'"},
+        {CT_HEAD "\"format\":\"float-quantized\",\"ignore\":\"lm_head\"," GROUP(WCH, "null") "}}",
+         "quantization_config.ignore is not a list"},
+        {"{\"quantization_config\":{\"quant_method\":\"fp8\",\"activation_scheme\":\"dynamic\","
+         "\"weight_block_size\":[128,128]}}",
+         "weight_block_size is set"},
+        {"{\"quantization_config\":{\"quant_method\":\"fp8\",\"activation_scheme\":\"sometimes\"}}",
+         "activation_scheme is 'sometimes'"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        err[0] = 0;
+        cr_assert_eq(fp8_cfg(bad[i].cfg, &q, err, sizeof err), -1, "case %zu should fail", i);
+        cr_assert(strstr(err, "config.json"), "case %zu: error does not name the file: %s", i, err);
+        cr_assert(strstr(err, bad[i].want), "case %zu: '%s' lacks '%s'", i, err, bad[i].want);
+        cr_assert_eq(q.method, FP8_CKPT_NONE, "case %zu", i);
+    }
     rmdirs();
 }
