@@ -68,7 +68,8 @@ COPY_GBS = 4200.0  # H200 device-to-device copy, read + write (GPU.md, 2026-12-0
 # the small one (full groups, its own head)
 MODELS = [("small", "q8_0", False), ("small", "q4_0", False), ("smollm2", "q8_0", True),
           ("smollm2", "q4_0", True), ("small", "q4_1", True), ("small", "q4_k", False),
-          ("small", "q6_k", False), ("smollm2", "q5_0", True), ("small", "q5_1", False)]
+          ("small", "q6_k", False), ("smollm2", "q5_0", True), ("small", "q5_1", False),
+          ("small", "q4_k_m", False)]  # q4_k_m: layers 2-3's v Q6_K, their q|k|v resident part by part
 
 
 def log(*a):
@@ -292,7 +293,11 @@ def main():
     ap.add_argument("--bench", action="store_true")
     ap.add_argument("--only-bench", action="store_true")
     ap.add_argument("--peer", help="llama.cpp's llama-bench, run on the --bench files too")
+    ap.add_argument("--types", help="--bench only these file types (comma-separated, e.g. f16,q4_k_m)")
     a = ap.parse_args()
+    if a.types:
+        global BENCH_RUNS
+        BENCH_RUNS = tuple(r for r in BENCH_RUNS if r[0] in a.types.split(","))
     why = gpu_skip.why_no_gpu()
     if why:
         return gpu_skip.skip("check_qengine", why)
