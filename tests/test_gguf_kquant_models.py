@@ -22,7 +22,9 @@ BUILD = os.path.join(ROOT, os.environ.get("FLASHGEN_BUILD", "build"))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 import make_kquant_models as mk  # noqa: E402
 
-PROMPTS = ["hello world", "the cat sat on 12 mats", "in the beginning"]
+# token ids (engine_check reads ids, not words) of the tiny byte-level vocabulary (282 ids)
+PROMPTS = ["104 101 108 108 111 32 119", "116 104 101 32 99 97 116 32 115 97 116 32 49 50",
+           "260 105 110 32 275 98 101 103"]
 STEPS = 8
 
 

@@ -17,6 +17,7 @@
  */
 #include <getopt.h>
 #include <stdio.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -66,8 +67,17 @@ static int read_prompts(const char *path, struct prompts *p) {
         int cap = 16, n = 0;
         int *ids = malloc(sizeof(int) * cap);
         for (char *tok = strtok(line, " \t\n"); tok; tok = strtok(NULL, " \t\n")) {
+            char *end;
+            long id = strtol(tok, &end, 10);
+            if (*end || id < 0 || id > INT32_MAX) { /* a word, not a token id: refuse it */
+                fprintf(stderr, "engine_check: %s: '%s' is not a token id (the file holds ids)\n",
+                        path, tok);
+                free(ids);
+                fclose(f);
+                return -1;
+            }
             if (n == cap) ids = realloc(ids, sizeof(int) * (cap *= 2));
-            ids[n++] = atoi(tok);
+            ids[n++] = (int)id;
         }
         if (n == 0) {
             free(ids);
