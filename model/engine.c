@@ -218,30 +218,6 @@ static size_t resident_bytes(const struct engine *e, const struct fg_qtensor *pa
     return e->ops->qresident_bytes(e->ops_ctx, parts[0].type, rows, parts[0].cols, layout);
 }
 
-#define UPLOAD_DEQ_FLOATS ((size_t)4 << 20) /* fp32 staging of upload_dequant (16 MB) */
-
-/* Host GGUF blocks the backend does not keep resident: dequantized here (gguf_dequantize) in row
- * chunks and stored in the element type through upload_f32. */
-static int upload_dequant(struct engine *e, void *dst, const struct fg_qtensor *q) {
-    size_t per = UPLOAD_DEQ_FLOATS / (size_t)q->cols;
-    if (per == 0) per = 1;
-    float *buf = malloc(sizeof(float) * per * (size_t)q->cols);
-    if (!buf) return -1;
-    int rc = 0;
-    for (size_t r0 = 0; r0 < (size_t)q->rows && rc == 0; r0 += per) {
-        size_t m = (size_t)q->rows - r0 < per ? (size_t)q->rows - r0 : per;
-        const uint8_t *src = (const uint8_t *)q->data + r0 * q->row_bytes;
-        for (size_t r = 0; r < m && rc == 0; r++)
-            rc = gguf_dequantize(q->type, src + r * q->row_bytes, buf + r * (size_t)q->cols,
-                                 (uint64_t)q->cols);
-        if (rc == 0)
-            rc = e->ops->upload_f32(e->ops_ctx, (char *)dst + r0 * q->cols * e->ops->act_size, buf,
-                                    m * (size_t)q->cols);
-    }
-    free(buf);
-    return rc;
-}
-
 /* --quantization fp8, or the backend's FLASHGEN_QUANTIZATION=fp8 set by hand (kernels/cuda_ops.cu
  * reads the variable, which the option sets) */
 static int fp8_requested(const struct engine_opts *o) {
@@ -262,6 +238,43 @@ static int upload_host(struct engine *e, void *dst, const float *src, size_t row
     const struct fg_qtensor w = {GGUF_GGML_F32, (int)rows, (int)cols, cols * sizeof(float), src};
     int rc = e->ops->upload_rows(e->ops_ctx, dst, &w, 0);
     if (rc == 0) e->host_rows_uploads++;
+    return rc;
+}
+
+#define UPLOAD_DEQ_FLOATS ((size_t)4 << 20) /* fp32 staging of upload_dequant (16 MB) */
+
+/* Host GGUF blocks the backend does not keep resident: dequantized here (gguf_dequantize) in row
+ * chunks and stored in the element type through upload_f32; WHOLE (--quantization fp8): the
+ * matrix dequantized at once and sent through upload_host, so that the backend makes its e4m3
+ * copy of it too (rows * cols fp32 of host memory for the while; chunks again if that fails). */
+static int upload_dequant(struct engine *e, void *dst, const struct fg_qtensor *q, int whole) {
+    size_t n_el = (size_t)q->rows * (size_t)q->cols;
+    float *all = whole && e->ops->upload_rows ? malloc(sizeof(float) * n_el) : NULL;
+    if (all) {
+        int rc = 0;
+        for (size_t r = 0; r < (size_t)q->rows && rc == 0; r++)
+            rc = gguf_dequantize(q->type, (const uint8_t *)q->data + r * q->row_bytes,
+                                 all + r * (size_t)q->cols, (uint64_t)q->cols);
+        if (rc == 0) rc = upload_host(e, dst, all, (size_t)q->rows, (size_t)q->cols);
+        free(all);
+        return rc;
+    }
+    size_t per = UPLOAD_DEQ_FLOATS / (size_t)q->cols;
+    if (per == 0) per = 1;
+    float *buf = malloc(sizeof(float) * per * (size_t)q->cols);
+    if (!buf) return -1;
+    int rc = 0;
+    for (size_t r0 = 0; r0 < (size_t)q->rows && rc == 0; r0 += per) {
+        size_t m = (size_t)q->rows - r0 < per ? (size_t)q->rows - r0 : per;
+        const uint8_t *src = (const uint8_t *)q->data + r0 * q->row_bytes;
+        for (size_t r = 0; r < m && rc == 0; r++)
+            rc = gguf_dequantize(q->type, src + r * q->row_bytes, buf + r * (size_t)q->cols,
+                                 (uint64_t)q->cols);
+        if (rc == 0)
+            rc = e->ops->upload_f32(e->ops_ctx, (char *)dst + r0 * q->cols * e->ops->act_size, buf,
+                                    m * (size_t)q->cols);
+    }
+    free(buf);
     return rc;
 }
 
@@ -334,6 +347,7 @@ static int upload_weights(struct engine *e, const struct engine_opts *o, char *e
         return -1;
     }
     char *p = b->dev_arena;
+    const int fp8 = fp8_requested(o); /* quantized blocks dequantized whole (upload_dequant) */
     /* fp32 first (alignment): the rope tables and the norm weights; then every tensor in the
      * backend's type, then the resident blocks */
     b->dw.rope_freqs = (float *)p;
@@ -378,7 +392,7 @@ static int upload_weights(struct engine *e, const struct engine_opts *o, char *e
             if (e->ops->upload_rows(e->ops_ctx, p, &(q), (perm)) != 0) goto fail;                  \
             PROGRESS(q);                                                                           \
         } else if (!(src) && (q).data) {                                                           \
-            if (upload_dequant(e, p, &(q)) != 0) goto fail;                                        \
+            if (upload_dequant(e, p, &(q), fp8) != 0) goto fail;                                   \
             PROGRESS(q);                                                                           \
         } else if (upload_host(e, p, (src), (rows_), (cols_)) != 0) {                              \
             goto fail;                                                                             \

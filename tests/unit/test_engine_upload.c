@@ -35,6 +35,7 @@ static int argmax(const float *x, int n) {
 struct want_dev {
     int quantized;    /* --gpu-weights quantized (else bf16) */
     int split_layers; /* layers whose q|k|v stayed resident part by part */
+    int host_rows;    /* quantized: matrices sent whole through upload_rows (fp8's copies) */
 };
 
 /* The model at PATH on the CPU (DEV NULL) or the fake CUDA backend (DEV as said there): the
@@ -61,6 +62,9 @@ static float *engine_logits(const char *path, const struct want_dev *dev, int *V
         cr_assert_eq(e->resident_split_qkv, dev->split_layers,
                      "%d layers' q|k|v resident part by part, not %d", e->resident_split_qkv,
                      dev->split_layers);
+        cr_assert_eq(e->host_rows_uploads, dev->host_rows,
+                     "%d matrices went whole through upload_rows, not %d", e->host_rows_uploads,
+                     dev->host_rows);
     } else if (cuda) {
         cr_assert_str_eq(engine_device_name(e), "cpu as cuda");
         /* every weight matrix (fp32 host ones here: cpu_fp32_weights) reached the backend whole
@@ -117,7 +121,7 @@ static void check_model(const char *path, const struct want_dev *want) {
     free(dev);
 }
 
-static const struct want_dev BF16 = {0, 0};
+static const struct want_dev BF16 = {0, 0, 0};
 
 Test(engine, gpu_path_weights_copy_gives_the_cpu_logits_smollm2, .timeout = 300) {
     check_model(SMOLLM2_PATH, &BF16);
@@ -135,7 +139,7 @@ Test(engine, gpu_path_weights_copy_gives_the_cpu_logits_gemma3, .timeout = 600) 
  * CPU engine's logits bit for bit. SmolLM2: all Q4_1, q|k|v and gate|up one matrix each, the
  * head a second copy of the embedding. */
 Test(engine, resident_blocks_give_the_cpu_logits_smollm2, .timeout = 300) {
-    const struct want_dev q = {1, 0};
+    const struct want_dev q = {1, 0, 0};
     check_model(SMOLLM2_PATH, &q);
 }
 
@@ -143,15 +147,17 @@ Test(engine, resident_blocks_give_the_cpu_logits_smollm2, .timeout = 300) {
  * those stay resident part by part, each product storing into its columns of the q|k|v rows
  * (ld_out), the 12-token prompt a strided store of 12 rows. */
 Test(engine, resident_mixed_qkv_gives_the_cpu_logits_gemma3, .timeout = 600) {
-    const struct want_dev q = {1, 9};
+    const struct want_dev q = {1, 9, 0};
     check_model(GEMMA_PATH, &q);
 }
 
 /* A backend that does not keep Q8_0: the 9 mixed q|k|v go to the element type whole (their
  * rows adjacent for the fp32 product), the other 9 stay one Q5_0 matrix, the Q8_0 embedding is
- * dequantized. */
+ * dequantized. Under FLASHGEN_QUANTIZATION=fp8 (which the fake ignores) each of those 28
+ * dequantized matrices reaches the backend whole, where the CUDA one makes its e4m3 copy. */
 Test(engine, resident_with_a_type_not_kept_gives_the_cpu_logits_gemma3, .timeout = 600) {
     cr_assert_eq(setenv("FG_FAKE_QTYPES", "6,12,14", 1), 0); /* Q5_0, Q4_K, Q6_K */
-    const struct want_dev q = {1, 0};
+    cr_assert_eq(setenv("FLASHGEN_QUANTIZATION", "fp8", 1), 0);
+    const struct want_dev q = {1, 0, 9 * 3 + 1};
     check_model(GEMMA_PATH, &q);
 }
