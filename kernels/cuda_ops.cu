@@ -37,6 +37,7 @@
 #include "kv_write.h"
 #include "logit_mask.h"
 #include "ops.h"
+#include "qembed.h"
 #include "qgemv.h"
 #include "model/gguf_quant.h" /* ggml type ids */
 
@@ -889,37 +890,14 @@ static void cu_norm_matmul(void *ctx, void *out, void *h, const void *x, const v
  * GEMV is far from its bandwidth at 16 rows); FLASHGEN_QGEMV_ROWS=N takes the slices up to N
  * rows. A W larger than the scratch (the output head: the scratch has the largest layer weight's
  * size) always takes the slices. FG_QLAYOUT_ROWS: the file's blocks as
- * they are (the token embedding), gathered by k_qembed; its types are this file's (Q8_0, Q4_0,
- * Q4_1, Q5_0, Q5_1, Q4_K, Q6_K). Batch-invariant mode keeps no weight quantized (the GEMV's
+ * they are (the token embedding), gathered by fg_qembed (kernels/qembed.h: Q8_0, Q4_0, Q4_1,
+ * Q5_0, Q5_1, Q4_K, Q6_K). Batch-invariant mode keeps no weight quantized (the GEMV's
  * summation order is not cuBLASLt's). */
-
-/* Bytes of one GGUF row of COLS elements in the ROWS layout, or 0 for a type k_qembed lacks. */
-static size_t q_rows_bytes(uint32_t type, int cols) {
-    size_t blocks = cols > 0 && cols % 32 == 0 ? (size_t)cols / 32 : 0;
-    switch (type) {
-    case GGUF_GGML_Q8_0:
-        return blocks * 34;
-    case GGUF_GGML_Q4_0:
-        return blocks * 18;
-    case GGUF_GGML_Q4_1:
-        return blocks * 20;
-    case GGUF_GGML_Q5_0:
-        return blocks * 22;
-    case GGUF_GGML_Q5_1:
-        return blocks * 24;
-    case GGUF_GGML_Q4_K:
-        return cols % 256 == 0 ? blocks / 8 * 144 : 0;
-    case GGUF_GGML_Q6_K:
-        return cols % 256 == 0 ? blocks / 8 * 210 : 0;
-    default:
-        return 0;
-    }
-}
 
 static size_t cu_qresident_bytes(void *ctx, uint32_t type, int rows, int cols, int layout) {
     const struct cuda_ctx *c = (const struct cuda_ctx *)ctx;
     if (c->batch_invariant || rows < 1) return 0;
-    if (layout == FG_QLAYOUT_ROWS) return (size_t)rows * q_rows_bytes(type, cols);
+    if (layout == FG_QLAYOUT_ROWS) return (size_t)rows * fg_qembed_row_bytes(type, cols);
     if (!fg_qgemv_supported((int)type, 1, cols, rows)) return 0;
     return fg_qpack_bytes((int)type, rows, cols);
 }
@@ -948,7 +926,7 @@ static int cu_qupload(void *ctx, void *dst, const struct fg_qtensor *parts, int 
     const uint32_t type = parts[0].type;
     const int cols = parts[0].cols;
     if (cu_qresident_bytes(c, type, rows, cols, layout) == 0 ||
-        (layout == FG_QLAYOUT_ROWS && q_rows_bytes(type, cols) != parts[0].row_bytes)) {
+        (layout == FG_QLAYOUT_ROWS && fg_qembed_row_bytes(type, cols) != parts[0].row_bytes)) {
         ctx_fail(c, "qupload: ggml type %u (%d x %d) cannot stay quantized on the GPU", type, rows,
                  cols);
         return -1;
@@ -985,80 +963,15 @@ static int cu_qupload(void *ctx, void *dst, const struct fg_qtensor *parts, int 
     return c->error[0] ? -1 : 0;
 }
 
-/* Element i of a Q4_K row: (d·sc_j)·q − dmin·m_j in fp32, each operation rounded (none fused), as
- * model/gguf_quant.c and fg_qdequant_bf16. */
-static __device__ __forceinline__ float q4k_value(const uint8_t *row, int i) {
-    const uint8_t *sb = row + (size_t)(i / 256) * 144, *s = sb + 4;
-    const int j = i % 256 / 32, l = i % 32;
-    const int sc = j < 4 ? s[j] & 63 : (s[j + 4] & 15) | (s[j - 4] >> 6) << 4;
-    const int m = j < 4 ? s[j + 4] & 63 : (s[j + 4] >> 4) | (s[j] >> 6) << 4;
-    const int q = sb[16 + 32 * (j / 2) + l] >> (4 * (j & 1)) & 15;
-    const float d = __half2float(__ushort_as_half(*(const unsigned short *)sb));
-    const float dmin = __half2float(__ushort_as_half(*(const unsigned short *)(sb + 2)));
-    return __fsub_rn(__fmul_rn(__fmul_rn(d, (float)sc), (float)q), __fmul_rn(dmin, (float)m));
-}
-
-/* Element i of a Q6_K row: (d·sc_(e/16))·(q − 32), e = i % 256, the 6-bit q from ql / qh as
- * model/gguf_quant.c reads them (half h = e / 128, quarter s, l = e % 32), unfused. */
-static __device__ __forceinline__ float q6k_value(const uint8_t *row, int i) {
-    const uint8_t *sb = row + (size_t)(i / 256) * 210;
-    const int e = i % 256, h = e / 128, s = e % 128 / 32, l = e % 32;
-    const int q = ((sb[64 * h + 32 * (s & 1) + l] >> (4 * (s >> 1))) & 15) |
-                  ((sb[128 + 32 * h + l] >> (2 * s)) & 3) << 4;
-    const float d = __half2float(__ushort_as_half(*(const unsigned short *)(sb + 208)));
-    return __fmul_rn(__fmul_rn(d, (float)(int8_t)sb[192 + e / 16]), (float)(q - 32));
-}
-
-/* x[t] (dim bf16) = the dequantized row tokens[t] of a table in the file's blocks: one block of
- * threads per token, one element per thread and step (value d·q, Q4_0 d·(q − 8), Q4_1 d·q + m,
- * Q5_0 d·(q − 16) and Q5_1 d·q + m with q's fifth bit from qh, Q4_K q4k_value, Q6_K q6k_value;
- * fp32 rounded once to bf16, as fg_qdequant_bf16). */
-__global__ void k_qembed(__nv_bfloat16 *x, const uint8_t *table, const int *tokens, int dim,
-                         size_t row_bytes, uint32_t type) {
-    const int t = blockIdx.x;
-    const uint8_t *row = table + (size_t)tokens[t] * row_bytes;
-    const bool q5 = type == GGUF_GGML_Q5_0 || type == GGUF_GGML_Q5_1;
-    const bool has_m = type == GGUF_GGML_Q4_1 || type == GGUF_GGML_Q5_1;
-    const int qo = (has_m ? 4 : 2) + (q5 ? 4 : 0); /* where the nibbles start (Q5_x: after qh) */
-    const int bb = type == GGUF_GGML_Q8_0 ? 34 : qo + 16; /* bytes of one block */
-    for (int i = threadIdx.x; i < dim; i += blockDim.x) {
-        if (type == GGUF_GGML_Q4_K || type == GGUF_GGML_Q6_K) {
-            x[(size_t)t * dim + i] =
-                __float2bfloat16(type == GGUF_GGML_Q4_K ? q4k_value(row, i) : q6k_value(row, i));
-            continue;
-        }
-        const uint8_t *blk = row + (size_t)(i / 32) * bb;
-        const int j = i % 32;
-        const float d = __half2float(__ushort_as_half(*(const unsigned short *)blk));
-        float v;
-        if (type == GGUF_GGML_Q8_0) {
-            v = d * (float)(int8_t)blk[2 + j];
-        } else {
-            const uint8_t b = blk[qo + (j & 15)];
-            int q = j < 16 ? b & 15 : b >> 4;
-            if (q5) q |= (blk[qo - 4 + j / 8] >> (j % 8) & 1) << 4; /* bit j of the u32 qh */
-            const float m =
-                has_m ? __half2float(__ushort_as_half(*(const unsigned short *)(blk + 2))) : 0.0f;
-            /* Q4_1 / Q5_1: d·q + m unfused, as gguf_quant.c */
-            v = type == GGUF_GGML_Q4_0   ? d * (float)(q - 8)
-                : type == GGUF_GGML_Q5_0 ? d * (float)(q - 16)
-                                         : __fadd_rn(__fmul_rn(d, (float)q), m);
-        }
-        x[(size_t)t * dim + i] = __float2bfloat16(v);
-    }
-}
-
 static void cu_qembed(void *ctx, void *x, const struct fg_qtensor *table, const int *tokens,
                       int n) {
     struct cuda_ctx *c = (struct cuda_ctx *)ctx;
     if (skip_stage(c, SKIP_EMBED)) return;
-    if (q_rows_bytes(table->type, table->cols) != table->row_bytes) {
-        ctx_fail(c, "qembed: ggml type %u is not gathered on the GPU", table->type);
-        return;
-    }
-    k_qembed<<<n, 256, 0, c->stream>>>((__nv_bfloat16 *)x, (const uint8_t *)table->data, tokens,
-                                       table->cols, table->row_bytes, table->type);
-    CK_LAUNCH(c);
+    int e =
+        fg_qembed(x, table->data, tokens, n, table->cols, table->row_bytes, table->type, c->stream);
+    if (e != 0)
+        ctx_fail(c, "qembed: ggml type %u (%d columns): %s", table->type, table->cols,
+                 cudaGetErrorString((cudaError_t)e));
 }
 
 /* cu_qlinear's strided store: the packed (n, width) product in act_scratch to a->out's rows of
