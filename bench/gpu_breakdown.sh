@@ -7,8 +7,14 @@
 #   testgpu    every check of `make test-gpu`, in its order, on the packed .gpu/ binaries (no make
 #              there: the machine lacks cJSON/libuv/libmicrohttpd headers), each with a time limit;
 #              CHECKS="check_gemv check_qgemv" runs only those
-#   qbench     check_qengine.py --only-bench: the 8B shape's decode and prefill from F16 (bf16),
-#              Q8_0 and Q4_0 (--gpu-weights quantized): what decides ENGINE_GPU_WEIGHTS_DEFAULT
+#   qbench     check_qengine.py --only-bench: the 8B shape's decode and prefill from F16 (bf16)
+#              and every resident type (--gpu-weights quantized): what decides `auto`
+#   llamacpp   build llama.cpp's llama-bench and llama-server from LLAMA_SRC (a .tar.xz of the
+#              tree ../shared/reference/peers.md says to cut from llama-cpp-python's sdist) into
+#              $W/lc, in the background (its own session: it outlives this call); later calls
+#              wait for $W/lc/done
+#   qpeer      qbench with llama-bench ($W/lc/build/bin, or LLAMA_BENCH) on the same files, in
+#              the same call, and the table of both (bench/ENGINE.md); TYPES=f16,q4_0,... narrows it
 #   attn       check_attention alone (attention, decode attention, kv_write and qkv_store)
 #   proof      the engine proof at the SmolLM2 and Llama-3-layout shapes (tools/gpu_engine_check.py)
 #   proof8b    the engine proof and benchmark at the Llama-3-8B shape (long: transformers fp32)
@@ -71,6 +77,25 @@ part_qbench() {
         >"$O/qengine_bench.log" 2>&1 || rc=1
     tail -20 "$O/qengine_bench.log"
     rm -rf "$W/qb"
+}
+part_llamacpp() {
+    step "llama.cpp build (background) from ${LLAMA_SRC:?LLAMA_SRC: the llama.cpp tree as .tar.xz}"
+    mkdir -p "$W/lc" && rm -f "$W/lc/done" && tar -xJf "$LLAMA_SRC" -C "$W/lc" || { rc=1; return; }
+    setsid bash -c "cd '$W/lc' && cmake -B build -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
+        -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_OPENSSL=OFF \
+        -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_BUILD_UI=OFF -DCMAKE_BUILD_TYPE=Release >cmake.log 2>&1 &&
+        cmake --build build -j${LLAMA_JOBS:-12} --target llama-bench llama-server >build.log 2>&1;
+        echo \$? >done" </dev/null >/dev/null 2>&1 &
+}
+part_qpeer() {
+    local lb=${LLAMA_BENCH:-$W/lc/build/bin/llama-bench}
+    step "check_qengine --only-bench --peer $lb"
+    for _ in $(seq 1 300); do [ -n "${LLAMA_BENCH:-}" ] || [ -f "$W/lc/done" ] && break; sleep 2; done
+    FLASHGEN_CUDA_LIB="$PWD/.gpu/libflashgen_cuda.so" timeout 560 python3 tests/gpu/check_qengine.py \
+        --bin .gpu --tokenizer .gpu/smollm2_tokenizer.gguf --work "$W/qp" --only-bench \
+        ${TYPES:+--types "$TYPES"} --peer "$lb" >"$O/qengine_peer.log" 2>&1 || rc=1
+    grep -v '^flashgen:' "$O/qengine_peer.log" | tail -45
+    rm -rf "$W/qp"
 }
 part_attn() {
     step "check_attention"
