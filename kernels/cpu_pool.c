@@ -32,6 +32,7 @@ struct cpu_pool {
     /* wake-up latency, ns: running average (atomic; workers write, cpu_pool_if_worth reads) */
     long long wake_ns;
     unsigned skipped; /* cpu_pool_if_worth's NULL answers since the last probe (caller only) */
+    int burst;        /* atomic: loops left in the current probe (caller writes, workers read) */
 };
 
 static long long pool_now_ns(void) {
@@ -59,6 +60,15 @@ static void pool_run_chunk(struct cpu_pool *p, int index) {
  * nobody polls (polling there, measured 2026-12-02, lost 1.3-8x of the decode rate). */
 #define CPU_POOL_QUIET_NS 60000
 #define CPU_POOL_SPIN_NS 30000
+/* cpu_pool_if_worth's probe: after CPU_POOL_PROBE_EVERY serial answers, CPU_POOL_PROBE_LOOPS loops
+ * in a row through the pool with the workers polling. One lone probe measured only the futex
+ * wake-up of workers asleep since the last one (the pool sat unused between probes): on the
+ * 2-vCPU Intel VM of 2026-12-03 that kept the average above every decode product's break-even,
+ * so decode ran on one thread for good (SmolLM2 Q4_1 51 tokens/s at 2 threads against 47 at one,
+ * llama.cpp 98); a run of probes measures the wake-up of back-to-back loops, which is what
+ * deciding for them needs. Under load that is high too, and the answers stay serial. */
+#define CPU_POOL_PROBE_EVERY 32
+#define CPU_POOL_PROBE_LOOPS 16
 
 static inline void pool_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -67,7 +77,8 @@ static inline void pool_relax(void) {
 }
 
 static int pool_quiet(struct cpu_pool *p) {
-    return __atomic_load_n(&p->wake_ns, __ATOMIC_RELAXED) < CPU_POOL_QUIET_NS;
+    return __atomic_load_n(&p->burst, __ATOMIC_RELAXED) > 0 ||
+           __atomic_load_n(&p->wake_ns, __ATOMIC_RELAXED) < CPU_POOL_QUIET_NS;
 }
 
 /* Poll until the generation differs from SEEN or stop is set (1), or CPU_POOL_SPIN_NS pass (0). */
@@ -204,10 +215,16 @@ void cpu_pool_for(struct cpu_pool *p, size_t n, size_t grain, cpu_pool_fn fn, vo
 
 struct cpu_pool *cpu_pool_if_worth(struct cpu_pool *p, double serial_ns) {
     if (!p || p->n_threads == 1) return p;
+    int burst = __atomic_load_n(&p->burst, __ATOMIC_RELAXED);
+    if (burst > 0) { /* a probe: its loops back to back, the workers polling */
+        __atomic_store_n(&p->burst, burst - 1, __ATOMIC_RELAXED);
+        return p;
+    }
     double wake = (double)__atomic_load_n(&p->wake_ns, __ATOMIC_RELAXED);
     if (serial_ns / p->n_threads + wake < serial_ns) return p;
-    if (++p->skipped >= 32) { /* a probe, so that a past load spike is not remembered forever */
+    if (++p->skipped >= CPU_POOL_PROBE_EVERY) { /* so that a past load spike is not kept */
         p->skipped = 0;
+        __atomic_store_n(&p->burst, CPU_POOL_PROBE_LOOPS - 1, __ATOMIC_RELAXED);
         return p;
     }
     return NULL;

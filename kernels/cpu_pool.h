@@ -19,8 +19,9 @@ int cpu_pool_size(const struct cpu_pool *p);     /* threads, the caller's includ
 void cpu_pool_for(struct cpu_pool *p, size_t n, size_t grain, cpu_pool_fn fn, void *arg);
 /* P, or NULL when work that takes one thread SERIAL_NS would not finish sooner split over the
  * pool: SERIAL_NS / threads + the workers' measured wake-up latency (a running average of the
- * time from a loop's start to a worker's first instruction of it) >= SERIAL_NS. Every 32nd
- * call that says NULL says P instead, so the average follows the machine's load. For the many
+ * time from a loop's start to a worker's first instruction of it) >= SERIAL_NS. After 32 calls
+ * that said NULL, the next 16 say P (a probe: back-to-back loops, the workers polling), so the
+ * average follows the machine's load. For the many
  * small products of a decode step. Caller: the pool's one caller. */
 struct cpu_pool *cpu_pool_if_worth(struct cpu_pool *p, double serial_ns);
 

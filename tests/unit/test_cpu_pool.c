@@ -48,16 +48,17 @@ Test(cpu_pool, if_worth_follows_its_rule) {
     cr_assert(p);
     /* work of a minute is always worth splitting, whatever the wake-up has measured */
     cr_assert_eq(cpu_pool_if_worth(p, 60e9), p);
-    /* no work is never worth it, except on the 32nd refusal, a probe */
+    /* no work is never worth it, except in a probe: after 31 refusals the 32nd call and the 15
+     * after it (16 loops back to back, so that the probe measures polling workers, not ones
+     * asleep since the last probe), then 31 refusals again */
     int probes = 0;
-    for (int i = 1; i <= 64; i++) {
+    for (int i = 1; i <= 2 * 47; i++) {
         struct cpu_pool *q = cpu_pool_if_worth(p, 0);
         cr_assert(q == NULL || q == p);
-        if (q) {
-            cr_assert_eq(i % 32, 0, "probe at call %d", i);
-            probes++;
-        }
+        int k = (i - 1) % 47; /* 0..30 refused, 31..46 the probe */
+        cr_assert_eq(q != NULL, k >= 31, "call %d: %s", i, q ? "pool" : "serial");
+        probes += q != NULL;
     }
-    cr_assert_eq(probes, 2);
+    cr_assert_eq(probes, 2 * 16);
     cpu_pool_destroy(p);
 }
