@@ -248,29 +248,26 @@ static int upload_host(struct engine *e, void *dst, const float *src, size_t row
  * matrix dequantized at once and sent through upload_host, so that the backend makes its e4m3
  * copy of it too (rows * cols fp32 of host memory for the while; chunks again if that fails). */
 static int upload_dequant(struct engine *e, void *dst, const struct fg_qtensor *q, int whole) {
-    size_t n_el = (size_t)q->rows * (size_t)q->cols;
-    float *all = whole && e->ops->upload_rows ? malloc(sizeof(float) * n_el) : NULL;
-    if (all) {
-        int rc = 0;
-        for (size_t r = 0; r < (size_t)q->rows && rc == 0; r++)
-            rc = gguf_dequantize(q->type, (const uint8_t *)q->data + r * q->row_bytes,
-                                 all + r * (size_t)q->cols, (uint64_t)q->cols);
-        if (rc == 0) rc = upload_host(e, dst, all, (size_t)q->rows, (size_t)q->cols);
-        free(all);
-        return rc;
-    }
-    size_t per = UPLOAD_DEQ_FLOATS / (size_t)q->cols;
+    size_t per = UPLOAD_DEQ_FLOATS / (size_t)q->cols, rows = (size_t)q->rows;
     if (per == 0) per = 1;
-    float *buf = malloc(sizeof(float) * per * (size_t)q->cols);
-    if (!buf) return -1;
+    /* whole: one chunk, the matrix, through upload_host (chunks again when that much fails) */
+    float *buf =
+        whole && e->ops->upload_rows ? malloc(sizeof(float) * rows * (size_t)q->cols) : NULL;
+    whole = buf != NULL;
+    if (whole)
+        per = rows;
+    else if (!(buf = malloc(sizeof(float) * per * (size_t)q->cols)))
+        return -1;
     int rc = 0;
-    for (size_t r0 = 0; r0 < (size_t)q->rows && rc == 0; r0 += per) {
-        size_t m = (size_t)q->rows - r0 < per ? (size_t)q->rows - r0 : per;
+    for (size_t r0 = 0; r0 < rows && rc == 0; r0 += per) {
+        size_t m = rows - r0 < per ? rows - r0 : per;
         const uint8_t *src = (const uint8_t *)q->data + r0 * q->row_bytes;
         for (size_t r = 0; r < m && rc == 0; r++)
             rc = gguf_dequantize(q->type, src + r * q->row_bytes, buf + r * (size_t)q->cols,
                                  (uint64_t)q->cols);
-        if (rc == 0)
+        if (rc == 0 && whole)
+            rc = upload_host(e, dst, buf, rows, (size_t)q->cols);
+        else if (rc == 0)
             rc = e->ops->upload_f32(e->ops_ctx, (char *)dst + r0 * q->cols * e->ops->act_size, buf,
                                     m * (size_t)q->cols);
     }

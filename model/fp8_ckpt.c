@@ -9,6 +9,7 @@
 #include "model/fp8_ckpt.h"
 
 #include "model/errmsg.h"
+#include "model/model.h" /* hf_json_read */
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -248,28 +249,8 @@ static int fc_parse(const cJSON *j, struct fp8_ckpt *q, const char *path, char *
 
 int fp8_ckpt_config(const char *config_path, struct fp8_ckpt *q, char *err, size_t errlen) {
     memset(q, 0, sizeof(*q));
-    FILE *fp = fopen(config_path, "rb");
-    if (!fp) {
-        errmsg_at(err, errlen, config_path, "cannot open: %s", strerror(errno));
-        return -1;
-    }
-    char *buf = NULL;
-    long n = -1;
-    if (fseek(fp, 0, SEEK_END) || (n = ftell(fp)) < 0 || n > (16 << 20) || fseek(fp, 0, SEEK_SET) ||
-        !(buf = malloc((size_t)n + 1)) || fread(buf, 1, (size_t)n, fp) != (size_t)n) {
-        fclose(fp);
-        free(buf);
-        errmsg_at(err, errlen, config_path, n > (16 << 20) ? "file too large" : "read failed");
-        return -1;
-    }
-    fclose(fp);
-    buf[n] = 0;
-    cJSON *j = cJSON_Parse(buf);
-    free(buf);
-    if (!j) {
-        errmsg_at(err, errlen, config_path, "invalid JSON");
-        return -1;
-    }
+    cJSON *j = hf_json_read(config_path, err, errlen);
+    if (!j) return -1;
     int rc = cJSON_IsObject(j) ? fc_parse(j, q, config_path, err, errlen) : 0;
     cJSON_Delete(j);
     if (rc) memset(q, 0, sizeof(*q));

@@ -435,11 +435,11 @@ static int hf_parse(const cJSON *j, struct model_config *cfg, const char *path, 
     return 0;
 }
 
-int hf_config_load(const char *path, struct model_config *cfg, char *err, size_t errlen) {
+cJSON *hf_json_read(const char *path, char *err, size_t errlen) {
     FILE *fp = fopen(path, "rb");
     if (!fp) {
         errmsg_at(err, errlen, path, "cannot open: %s", strerror(errno));
-        return -1;
+        return NULL;
     }
     char *buf = NULL;
     long n = -1;
@@ -448,7 +448,7 @@ int hf_config_load(const char *path, struct model_config *cfg, char *err, size_t
         fclose(fp);
         free(buf);
         errmsg_at(err, errlen, path, n > (16 << 20) ? "file too large" : "read failed");
-        return -1;
+        return NULL;
     }
     fclose(fp);
     buf[n] = 0;
@@ -456,8 +456,14 @@ int hf_config_load(const char *path, struct model_config *cfg, char *err, size_t
     free(buf);
     if (!j) {
         errmsg_at(err, errlen, path, "invalid JSON");
-        return -1;
+        return NULL;
     }
+    return j;
+}
+
+int hf_config_load(const char *path, struct model_config *cfg, char *err, size_t errlen) {
+    cJSON *j = hf_json_read(path, err, errlen);
+    if (!j) return -1;
     int rc = hf_parse(j, cfg, path, err, errlen);
     cJSON_Delete(j);
     return rc;

@@ -221,4 +221,10 @@ int model_config_validate(const struct model_config *cfg, char *err, size_t errl
  * null, llama3, linear, dynamic or yarn. Errors name the file and the field. */
 int hf_config_load(const char *path, struct model_config *cfg, char *err, size_t errlen);
 
+/* The JSON file at PATH (at most 16 MB) parsed, for the caller to cJSON_Delete; NULL with "PATH:
+ * problem" (cannot open, too large, read failed, invalid JSON). hf_config_load and fp8_ckpt_config
+ * read config.json through it. */
+struct cJSON;
+struct cJSON *hf_json_read(const char *path, char *err, size_t errlen);
+
 #endif
