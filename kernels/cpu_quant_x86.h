@@ -611,6 +611,12 @@ CQ_X_DEFINE(q6_k, GGUF_GGML_Q6_K, cq_x_body_q6k, 210)
 CQ_X_DEFINE(q2_k, GGUF_GGML_Q2_K, cq_x_body_k23, 84)
 CQ_X_DEFINE(q3_k, GGUF_GGML_Q3_K, cq_x_body_k23, 110)
 
+/* Software prefetch of the N bytes at P into L1, one request a cache line. */
+static inline void CQ_FN(cq_x_prefetch)(const uint8_t *p, size_t n) {
+    for (size_t i = 0; i < n; i += 64)
+        _mm_prefetch((const char *)p + i, _MM_HINT_T0);
+}
+
 /* The matrix form's row loop (struct cq_margs, cpu_quant.c) with the kernel inlined; a single
  * activation row takes the 4- and 5-bit 32-block types two weight rows at a time (PAIR). Not
  * Q8_0: its pairs ran faster from cache (37-46 vs 29-35 GB/s) but at 7-8 GB/s instead of 26-29
@@ -621,6 +627,7 @@ CQ_X_DEFINE(q3_k, GGUF_GGML_Q3_K, cq_x_body_k23, 110)
         float r[CQ_MAX_ROWS];                                                                      \
         if (PAIR && g->n_tok == 1)                                                                 \
             for (; o + 2 <= end; o += 2) {                                                         \
+                CQ_FN(cq_x_prefetch)(g->w + o * g->row_bytes + CQ_PF_BYTES, 2 * g->row_bytes);     \
                 CQ_FN(cq_x_body32_r2)                                                              \
                 (TYPE, BBYTES, g->w + o * g->row_bytes, g->w + (o + 1) * g->row_bytes, g->qa,      \
                  g->nb, &r[0], &r[1]);                                                             \
@@ -628,6 +635,7 @@ CQ_X_DEFINE(q3_k, GGUF_GGML_Q3_K, cq_x_body_k23, 110)
                 cq_put(g, o + 1, r[1]);                                                            \
             }                                                                                      \
         for (; o < end; o++) {                                                                     \
+            CQ_FN(cq_x_prefetch)(g->w + o * g->row_bytes + CQ_PF_BYTES, g->row_bytes);             \
             CQ_FN(cq_##NAME)(g->w + o * g->row_bytes, g->qa, g->qa_stride, g->n_tok, g->nb, r);    \
             cq_put_rows(g, o, r);                                                                  \
         }                                                                                          \
