@@ -50,6 +50,16 @@ struct cq_a32 {
     int8_t q[32];
 };
 
+/* Four consecutive activation blocks 4g .. 4g+3 rearranged for the AVX-512 VNNI Q4_1 decode
+ * kernel (cq_x_q41_rows, kernels/cpu_quant_x86.h), made once per product and read by every
+ * weight row; the blocks past a row's end zero. */
+struct cq_a32x4 {
+    int8_t lo[64]; /* q[0 .. 16) of each block, block after block */
+    int8_t hi[64]; /* q[16 .. 32) of each block */
+    float d[16];   /* each block's d, four times (its four int32 lanes) */
+    float dsum[8]; /* per block: 0, d Σq (against the weight header pairs d, m) */
+};
+
 /* A 256-element activation block (Q8_K-style). */
 struct cq_a256 {
     float d;
@@ -109,6 +119,20 @@ void cq_dequantize_act(uint32_t type, const void *qa, int k, float *x) {
     const struct cq_a32 *b = qa;
     for (int i = 0; i < k; i++)
         x[i] = b[i / 32].d * b[i / 32].q[i % 32];
+}
+
+/* The NB quantized blocks at A as ceil(NB / 4) struct cq_a32x4 at P. */
+static void cq_prep_a32x4(const struct cq_a32 *a, int nb, struct cq_a32x4 *p) {
+    memset(p, 0, sizeof(*p) * (size_t)((nb + 3) / 4));
+    for (int i = 0; i < nb; i++) {
+        struct cq_a32x4 *g = &p[i / 4];
+        int b = i % 4;
+        memcpy(g->lo + 16 * b, a[i].q, 16);
+        memcpy(g->hi + 16 * b, a[i].q + 16, 16);
+        for (int l = 0; l < 4; l++)
+            g->d[4 * b + l] = a[i].d;
+        g->dsum[2 * b + 1] = a[i].d * (float)a[i].sum;
+    }
 }
 
 /* ---- weight block unpacking (shared by every variant) ---------------------------------- */
@@ -342,6 +366,8 @@ struct cq_margs {
     float *out;
     size_t out_stride;
     int accumulate;
+    const struct cq_a32x4 *prep; /* the N_TOK rows prepared (cq_matmul_preps), or NULL */
+    size_t prep_stride;          /* struct cq_a32x4 a row */
 };
 
 typedef void (*cq_mkernel)(const struct cq_margs *g, size_t o, size_t end);
@@ -563,8 +589,11 @@ int cq_matmul_uses_panels(enum cq_isa isa, uint32_t type, int prompt) {
 size_t cq_matmul_scratch_bytes(const struct fg_qtensor *w, int n) {
     n = n > 0 ? n : 1;
     size_t bytes = cq_act_row_bytes(w->type, w->cols) * (size_t)n;
-    if (!cq_is_k(w->type)) /* the panel path's d · Σq per activation block */
-        bytes += sizeof(float) * (size_t)n * (size_t)(w->cols / 32);
+    if (!cq_is_k(w->type)) { /* the panel path's d · Σq per activation block, or the preps */
+        size_t nb = (size_t)(w->cols / 32), ds = sizeof(float) * (size_t)n * nb;
+        size_t prep = sizeof(struct cq_a32x4) * (size_t)n * ((nb + 3) / 4);
+        bytes += ds > prep ? ds : prep;
+    }
     return bytes;
 }
 
@@ -577,7 +606,14 @@ struct cq_job {
     float *out; /* (n, out_stride) */
     size_t out_stride;
     int accumulate;
+    const struct cq_a32x4 *prep; /* (n, prep_stride) prepared rows, or NULL */
+    size_t prep_stride;
 };
+
+/* 1 when the row kernel of (ISA, TYPE) reads its activation rows prepared (struct cq_a32x4). */
+static int cq_matmul_preps(enum cq_isa isa, uint32_t type) {
+    return CQ_X86 && isa == CQ_ISA_AVX512 && type == GGUF_GGML_Q4_1;
+}
 
 /* Output rows [begin, end): each weight row is read once per CQ_MAX_ROWS tokens. */
 static void cq_rows(void *arg, size_t begin, size_t end) {
@@ -591,7 +627,9 @@ static void cq_rows(void *arg, size_t begin, size_t end) {
                              .nb = j->nb,
                              .out = j->out + (size_t)t0 * j->out_stride,
                              .out_stride = j->out_stride,
-                             .accumulate = j->accumulate};
+                             .accumulate = j->accumulate,
+                             .prep = j->prep ? j->prep + (size_t)t0 * j->prep_stride : NULL,
+                             .prep_stride = j->prep_stride};
         j->kern(&g, begin, end);
     }
 }
@@ -640,6 +678,14 @@ void cq_matmul(struct cpu_pool *pool, enum cq_isa isa, const struct fg_qtensor *
     pool = cpu_pool_if_worth(pool, (double)w->rows * w->row_bytes * n * CQ_NS_PER_BYTE);
     cq_panel_fn pf = cq_panel_for(isa, w->type, prompt);
     if (!pf) {
+        if (cq_matmul_preps(isa, w->type)) {
+            struct cq_a32x4 *prep = (struct cq_a32x4 *)((uint8_t *)scratch + (size_t)n * stride);
+            j.prep_stride = (size_t)(j.nb + 3) / 4;
+            for (int i = 0; i < n; i++)
+                cq_prep_a32x4((const struct cq_a32 *)((uint8_t *)scratch + i * stride), j.nb,
+                              prep + (size_t)i * j.prep_stride);
+            j.prep = prep;
+        }
         cpu_pool_for(pool, (size_t)w->rows, 16, cq_rows, &j);
         return;
     }

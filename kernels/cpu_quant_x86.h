@@ -129,52 +129,79 @@ static inline __attribute__((always_inline)) void CQ_FN(cq_x_unpack32)(uint32_t 
 }
 
 #if CQ_VNNI
-/* Q4_1 against one activation row (the decode case), two blocks per zmm: the nibbles of blocks
- * i, i+1 as [lo_i, lo_i+1, hi_i, hi_i+1] (16 bytes each) against the matching quarters of their
- * activation blocks, one vpdpbusd; the four f16 d, m converted in one vcvtph2ps and scaled by the
- * activation scales in one multiply, spread to the lanes by one permute. ~13 instructions a
- * block against ~25 for cq_x_body32's (perf of a decode: 62% of it in the Q4_1 rows). An odd
- * last block goes the 256-bit way. */
-static inline __attribute__((always_inline)) float CQ_FN(cq_x_q41_row)(const uint8_t *w,
-                                                                       const uint8_t *qa, int nb) {
-    const __m256i m4 = _mm256_set1_epi8(0x0F);
-    const __m512i spread = _mm512_setr_epi32(0, 0, 0, 0, 2, 2, 2, 2, 0, 0, 0, 0, 2, 2, 2, 2);
-    const struct cq_a32 *a = (const struct cq_a32 *)qa;
-    __m512 acc = _mm512_setzero_ps();
-    __m128 accm = _mm_setzero_ps(); /* lanes 1, 3: Σ m da Σq of the even and odd blocks */
-    int i = 0;
-    for (; i + 2 <= nb; i += 2) {
-        const uint8_t *b0 = w + (size_t)i * 20, *b1 = b0 + 20;
-        __m256i q = _mm256_inserti128_si256(
-            _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(b0 + 4))),
-            _mm_loadu_si128((const __m128i *)(b1 + 4)), 1);
-        __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
-        __m512i wq = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
-        __m512i av = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)a[i].q));
-        av = _mm512_inserti32x4(av, _mm_loadu_si128((const __m128i *)a[i + 1].q), 1);
-        av = _mm512_inserti32x4(av, _mm_loadu_si128((const __m128i *)(a[i].q + 16)), 2);
-        av = _mm512_inserti32x4(av, _mm_loadu_si128((const __m128i *)(a[i + 1].q + 16)), 3);
-        __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wq, av);
-        uint32_t h0, h1;
-        memcpy(&h0, b0, 4);
-        memcpy(&h1, b1, 4);
-        __m128 dm = _mm_cvtph_ps(_mm_set_epi32(0, 0, (int)h1, (int)h0)); /* d0 m0 d1 m1 */
-        __m128 s = _mm_mul_ps(dm, _mm_set_ps(a[i + 1].d, a[i + 1].d, a[i].d, a[i].d));
-        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p),
-                              _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(s)), acc);
-        accm = _mm_fmadd_ps(s, _mm_cvtepi32_ps(_mm_set_epi32(a[i + 1].sum, 0, a[i].sum, 0)), accm);
+/* The four blocks 4g .. 4g+3 of a Q4_1 row (N of them present, the rest zero): Q their qs, 16
+ * bytes a block in block order (low nibble of byte j: element j, high nibble: element j + 16),
+ * DM their (d, m) pairs as floats, d0 m0 d1 m1 d2 m2 d3 m3. */
+static inline __attribute__((always_inline)) void
+CQ_FN(cq_x_q41_group)(const uint8_t *b, const int n, __m512i *q, __m256 *dm) {
+    __m512i v = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)(b + 4)));
+    if (n > 1) v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(b + 24)), 1);
+    if (n > 2) v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(b + 44)), 2);
+    if (n > 3) v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(b + 64)), 3);
+    if (n < 4) v = _mm512_maskz_mov_epi32((__mmask16)((1u << (4 * n)) - 1), v);
+    uint32_t h4[4] = {0, 0, 0, 0};
+    for (int k = 0; k < n; k++)
+        memcpy(&h4[k], b + 20 * k, 4);
+    __m128i h = _mm_setr_epi32((int)h4[0], (int)h4[1], (int)h4[2], (int)h4[3]);
+    *q = v;
+    *dm = _mm256_cvtph_ps(h);
+}
+
+/* Q4_1 weight rows W[0 .. R) against one activation row prepared as struct cq_a32x4 (the decode
+ * case, R a constant at each call): four blocks per zmm, their low nibbles against the
+ * activation blocks' first halves and the high ones against the second halves (two vpdpbusd,
+ * no shuffle of the activations), each lane's d from one gather of the four (d, m) headers and
+ * one permute, the minimum terms m d Σq in a ymm beside. Every row's chain is the one of R = 1,
+ * so a row's result is the same bits whichever rows share its loop. */
+static inline __attribute__((always_inline)) void CQ_FN(cq_x_q41_rows)(const uint8_t *const *w,
+                                                                       const int R,
+                                                                       const struct cq_a32x4 *a,
+                                                                       int nb, float *out) {
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    const __m512i spread = _mm512_setr_epi32(0, 0, 0, 0, 2, 2, 2, 2, 4, 4, 4, 4, 6, 6, 6, 6);
+    __m512 acc[4];
+    __m256 accm[4];
+    for (int r = 0; r < R; r++) {
+        acc[r] = _mm512_setzero_ps();
+        accm[r] = _mm256_setzero_ps();
     }
-    float tail = 0;
-    if (i < nb) {
-        float d, m;
-        __m256i q, sgn;
-        CQ_FN(cq_x_unpack32)(GGUF_GGML_Q4_1, w + (size_t)i * 20, &q, &sgn, &d, &m);
-        __m256i av = _mm256_loadu_si256((const __m256i *)a[i].q);
-        __m256i p = CQ_FN(cq_x_dot)(_mm256_setzero_si256(), q, av);
-        tail = CQ_FN(cq_x_hsum)(_mm256_mul_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(d * a[i].d))) +
-               m * a[i].d * (float)a[i].sum;
+    int g = 0;
+#define CQ_X_Q41_STEP(N)                                                                           \
+    do {                                                                                           \
+        __m512i alo = _mm512_loadu_si512(a[g].lo), ahi = _mm512_loadu_si512(a[g].hi);              \
+        __m512 da = _mm512_loadu_ps(a[g].d);                                                       \
+        __m256 ds = _mm256_loadu_ps(a[g].dsum);                                                    \
+        for (int r = 0; r < R; r++) {                                                              \
+            __m512i q;                                                                             \
+            __m256 dm;                                                                             \
+            CQ_FN(cq_x_q41_group)(w[r] + (size_t)g * 80, N, &q, &dm);                              \
+            __m512i lo = _mm512_and_si512(q, m4),                                                  \
+                    hi = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);                            \
+            __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, alo);                      \
+            p = _mm512_dpbusd_epi32(p, hi, ahi);                                                   \
+            __m512 d = _mm512_permutexvar_ps(spread, _mm512_castps256_ps512(dm));                  \
+            acc[r] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(p), da), d, acc[r]);         \
+            accm[r] = _mm256_fmadd_ps(dm, ds, accm[r]);                                            \
+        }                                                                                          \
+    } while (0)
+    for (; g < nb / 4; g++)
+        CQ_X_Q41_STEP(4);
+    switch (nb % 4) {
+    case 3:
+        CQ_X_Q41_STEP(3);
+        break;
+    case 2:
+        CQ_X_Q41_STEP(2);
+        break;
+    case 1:
+        CQ_X_Q41_STEP(1);
+        break;
+    default:
+        break;
     }
-    return _mm512_reduce_add_ps(acc) + (accm[1] + accm[3]) + tail;
+#undef CQ_X_Q41_STEP
+    for (int r = 0; r < R; r++)
+        out[r] = _mm512_reduce_add_ps(acc[r]) + CQ_FN(cq_x_hsum)(accm[r]);
 }
 #endif
 
@@ -183,11 +210,21 @@ static inline __attribute__((always_inline)) void
 CQ_FN(cq_x_body32)(uint32_t type, size_t bbytes, const uint8_t *w, const uint8_t *qa,
                    size_t qa_stride, const int n_rows, int nb, float *out) {
 #if CQ_VNNI
-    /* every activation row its own cq_x_q41_row (the weight row stays in L1 between them), so a
-     * token's result is the same bits whatever the number of rows beside it in the call */
+    /* every activation row prepared (cq_prep_a32x4) and run alone through cq_x_q41_rows, the
+     * matrix form's kernel, so that cq_dot_rows gives its bits */
     if (type == GGUF_GGML_Q4_1) {
-        for (int r = 0; r < n_rows; r++)
-            out[r] = CQ_FN(cq_x_q41_row)(w, qa + r * qa_stride, nb);
+        struct cq_a32x4 stack[64], *prep = stack;
+        size_t ng = (size_t)(nb + 3) / 4;
+        if (ng > 64 && !(prep = malloc(ng * sizeof *prep))) {
+            for (int r = 0; r < n_rows; r++)
+                out[r] = NAN;
+            return;
+        }
+        for (int r = 0; r < n_rows; r++) {
+            cq_prep_a32x4((const struct cq_a32 *)(qa + r * qa_stride), nb, prep);
+            CQ_FN(cq_x_q41_rows)(&w, 1, prep, nb, out + r);
+        }
+        if (prep != stack) free(prep);
         return;
     }
 #endif
@@ -643,7 +680,33 @@ static inline void CQ_FN(cq_x_prefetch)(const uint8_t *p, size_t n) {
 
 CQ_X_MDEFINE(q8_0, GGUF_GGML_Q8_0, 34, 0)
 CQ_X_MDEFINE(q4_0, GGUF_GGML_Q4_0, 18, 1)
-CQ_X_MDEFINE(q4_1, GGUF_GGML_Q4_1, 20, !CQ_VNNI) /* VNNI: cq_x_q41_row, one row at a time */
+#if CQ_VNNI
+/* Q4_1 on VNNI: the activation rows come prepared (g->prep, cq_prep_a32x4), two weight rows a
+ * loop against each of them. */
+static void CQ_FN(cq_m_q4_1)(const struct cq_margs *g, size_t o, size_t end) {
+    float r[2];
+    for (; o + 2 <= end; o += 2) {
+        CQ_FN(cq_x_prefetch)(g->w + o * g->row_bytes + CQ_PF_BYTES, 2 * g->row_bytes);
+        const uint8_t *w2[2] = {g->w + o * g->row_bytes, g->w + (o + 1) * g->row_bytes};
+        for (int u = 0; u < g->n_tok; u++) {
+            CQ_FN(cq_x_q41_rows)(w2, 2, g->prep + (size_t)u * g->prep_stride, g->nb, r);
+            float *y = g->out + (size_t)u * g->out_stride + o;
+            y[0] = g->accumulate ? y[0] + r[0] : r[0];
+            y[1] = g->accumulate ? y[1] + r[1] : r[1];
+        }
+    }
+    for (; o < end; o++) {
+        const uint8_t *w1 = g->w + o * g->row_bytes;
+        for (int u = 0; u < g->n_tok; u++) {
+            CQ_FN(cq_x_q41_rows)(&w1, 1, g->prep + (size_t)u * g->prep_stride, g->nb, r);
+            float *y = g->out + (size_t)u * g->out_stride + o;
+            *y = g->accumulate ? *y + r[0] : r[0];
+        }
+    }
+}
+#else
+CQ_X_MDEFINE(q4_1, GGUF_GGML_Q4_1, 20, 1)
+#endif
 CQ_X_MDEFINE(q5_0, GGUF_GGML_Q5_0, 22, 1)
 CQ_X_MDEFINE(q5_1, GGUF_GGML_Q5_1, 24, 1)
 CQ_X_MDEFINE(q4_k, GGUF_GGML_Q4_K, 144, 0)

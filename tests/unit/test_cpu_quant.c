@@ -108,7 +108,9 @@ Test(cpu_quant, dot_matches_dequantized_fp64_every_type_every_isa) {
     for (size_t ti = 0; ti < N_TYPES; ti++) {
         uint32_t type = types[ti];
         int blk = (int)gguf_type_block(type);
-        int lens[] = {blk * 3, blk * 8, blk == 32 ? 576 : 1536};
+        /* 3, 5, 8 blocks: the AVX-512 Q4_1 kernel's groups of four blocks with tails of 3, 1
+         * and none; 576 (18 blocks), a tail of 2 */
+        int lens[] = {blk * 3, blk * 5, blk * 8, blk == 32 ? 576 : 1536};
         for (size_t li = 0; li < sizeof(lens) / sizeof(lens[0]); li++) {
             int k = lens[li];
             size_t rb = gguf_type_row_bytes(type, (uint64_t)k);
@@ -177,7 +179,8 @@ Test(cpu_quant, dot_matches_dequantized_fp64_every_type_every_isa) {
  * the row kernels, and where it takes the panel product (AVX-512 VNNI, >= CQ_PANEL_MIN tokens:
  * the same integer sums, scaled in another order) within the row-product test's fp32 bound of
  * the exact fp64 product. 37 rows: two full 16-row panels and a partial one; 16, 21 and 35
- * tokens: full 12-token tiles (CQ_PT) and tails of 4, 9 and 11. */
+ * tokens: full 12-token tiles (CQ_PT) and tails of 4, 9 and 11; 5 blocks a row: one group of
+ * four blocks and a tail of one in the AVX-512 Q4_1 row kernel. */
 Test(cpu_quant, matmul_matches_row_products) {
     uint64_t seed = tu_seed(), s = seed;
     struct cpu_pool *pool = cpu_pool_create(2);
@@ -186,7 +189,7 @@ Test(cpu_quant, matmul_matches_row_products) {
     int n_panel_cases = 0;
     for (size_t ti = 0; ti < N_TYPES; ti++) {
         uint32_t type = types[ti];
-        int blk = (int)gguf_type_block(type), k = blk * 3, rows = 37;
+        int blk = (int)gguf_type_block(type), k = blk * 5, rows = 37;
         uint8_t *w = rand_blocks(&s, type, rows, k);
         float *wd = malloc(sizeof(float) * (size_t)k * rows);
         cr_assert_eq(gguf_dequantize(type, w, wd, (uint64_t)k * rows), 0);
@@ -210,10 +213,12 @@ Test(cpu_quant, matmul_matches_row_products) {
             }
             for (int isa = 0; isa < CQ_ISA_COUNT; isa++) {
                 if (!cq_isa_supported((enum cq_isa)isa)) continue;
-                /* prompt calls from 2 tokens, as the forward pass makes them */
-                int prompt = n >= 2, panel = cq_matmul_uses_panels((enum cq_isa)isa, type, prompt);
-                n_panel_cases += panel;
-                for (int acc = 0; acc < 2; acc++) {
+                /* prompt calls from 2 tokens, as the forward pass makes them, and decode calls
+                 * (a batch of sequences, one new token each) at every n */
+                for (int call = 0; call < 2 * (1 + (n >= 2)); call++) {
+                    int acc = call % 2, prompt = call >= 2;
+                    int panel = cq_matmul_uses_panels((enum cq_isa)isa, type, prompt);
+                    n_panel_cases += panel;
                     memcpy(y, base, sizeof(float) * (size_t)n * ld);
                     cq_matmul(pool, (enum cq_isa)isa, &qt, x, n, y, ld, acc, prompt, scratch);
                     for (int o = 0; o < rows; o++) {
