@@ -6,7 +6,8 @@
  * --lens 512,8128 for the 512 and 8k prefill figures of bench/ENGINE.md's CPU section), --blocks
  * skips the fp32 copy, --json adds one machine-readable line (bench/cpu_peer.sh reads it). Beside
  * each prefill's wall time it prints the process CPU seconds it took (both threads), the figure
- * that stays meaningful on a machine shared with other work. Prints figures; asserts nothing. */
+ * that stays meaningful on a machine shared with other work. --attn CTX and --qdot time the
+ * attention op and the decode product alone instead. Prints figures; asserts nothing. */
 #include <getopt.h>
 #include <math.h>
 #include <stdio.h>
@@ -22,6 +23,7 @@
 #include "kernels/ops.h"
 #include "model/engine.h"
 #include "model/generate.h"
+#include "model/gguf_quant.h"
 
 #define BENCH_MAX_LENS 8
 
@@ -169,19 +171,96 @@ done:
     free(kp), free(vp), free(q), free(out), free(table);
 }
 
+/* --qdot: the decode product alone (cq_matmul, one activation row) on the model's own weights,
+ * per variant, GB/s of weight rows: "hot", one matrix again and again (in L2 where it fits: the
+ * kernel's own rate), and "cold", the same weight of every layer in turn (each read from memory
+ * or L3 once per pass, as a decode step reads it); beside them a plain read of those cold bytes
+ * (the ceiling the cold figure has, on this machine, at this moment). Best of REPS. */
+static double qdot_read(const struct fg_qtensor *const *ws, int n) {
+    uint64_t sum = 0;
+    for (int i = 0; i < n; i++) {
+        const uint64_t *p = ws[i]->data;
+        for (size_t k = 0; k < (size_t)ws[i]->rows * ws[i]->row_bytes / 8; k++)
+            sum += p[k];
+    }
+    return (double)(sum & 1);
+}
+
+static void bench_qdot(const struct model *m, int threads, int reps) {
+    const struct model_config *cfg = &m->cfg;
+    const char *names[4] = {"attn_q", "ffn_gate", "ffn_down", "output"};
+    struct cpu_pool *pool = cpu_pool_create(threads);
+    printf("\ndecode product alone (1 activation row), %d threads: weight GB/s hot (one matrix "
+           "repeated) / cold (every layer's in turn); plain read of the cold bytes\n",
+           cpu_pool_size(pool));
+    for (int kind = 0; kind < 4; kind++) {
+        const struct fg_qtensor *ws[256] = {0};
+        int n = kind == 3 ? 1 : (cfg->n_layers < 256 ? cfg->n_layers : 256);
+        for (int l = 0; l < n; l++) {
+            const struct model_layer *L = &m->w.layers[l];
+            ws[l] = kind == 0   ? &L->qwq
+                    : kind == 1 ? &L->qw_gate
+                    : kind == 2 ? &L->qw_down
+                                : &m->w.q_output;
+        }
+        const struct fg_qtensor *w = ws[0];
+        if (!w || !w->data || !cq_type_supported(w->type)) continue;
+        size_t bytes = (size_t)w->rows * w->row_bytes;
+        float *x = malloc(sizeof(float) * (size_t)w->cols), *y = malloc(sizeof(float) * w->rows);
+        void *scratch = malloc(cq_matmul_scratch_bytes(w, 1));
+        if (!x || !y || !scratch) {
+            free(x), free(y), free(scratch);
+            break;
+        }
+        for (int i = 0; i < w->cols; i++)
+            x[i] = sinf(0.37f * (float)i);
+        printf("  %-9s %s %5d x %4d (%5.2f MB x %2d)", names[kind], gguf_type_name(w->type),
+               w->rows, w->cols, bytes / 1e6, n);
+        for (int isa = 0; isa < CQ_ISA_COUNT; isa++) {
+            if (!cq_isa_supported((enum cq_isa)isa)) continue;
+            double hot = 1e30, cold = 1e30;
+            for (int r = 0; r < reps; r++) {
+                int loops = (int)(200e6 / (double)bytes) + 2;
+                double t0 = now();
+                for (int k = 0; k < loops; k++)
+                    cq_matmul(pool, (enum cq_isa)isa, w, x, 1, y, (size_t)w->rows, 0, 0, scratch);
+                double t = (now() - t0) / loops;
+                hot = t < hot ? t : hot;
+                t0 = now();
+                for (int l = 0; l < n; l++)
+                    cq_matmul(pool, (enum cq_isa)isa, ws[l], x, 1, y, (size_t)w->rows, 0, 0,
+                              scratch);
+                t = (now() - t0) / n;
+                cold = t < cold ? t : cold;
+            }
+            printf("  %s %.1f / %.1f", cq_isa_name((enum cq_isa)isa), bytes / hot / 1e9,
+                   bytes / cold / 1e9);
+        }
+        double rd = 1e30;
+        volatile double sink = 0; /* keeps the read */
+        for (int r = 0; r < reps; r++) {
+            double t0 = now();
+            sink = sink + qdot_read(ws, n);
+            double t = (now() - t0) / n;
+            rd = t < rd ? t : rd;
+        }
+        printf("  read %.1f\n", bytes / rd / 1e9);
+        free(x), free(y), free(scratch);
+    }
+    cpu_pool_destroy(pool);
+}
+
 int main(int argc, char **argv) {
     const char *model = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
     int threads = 0, n_gen = 64, reps = 3, n_modes = 2, json = 0;
     int bench_lens[BENCH_MAX_LENS] = {16, 128, 512}, n_lens = 3, max_len = 512, attn_ctx = 0;
-    static const struct option opts[] = {{"model", required_argument, 0, 'm'},
-                                         {"threads", required_argument, 0, 't'},
-                                         {"gen", required_argument, 0, 'g'},
-                                         {"reps", required_argument, 0, 'r'},
-                                         {"lens", required_argument, 0, 'l'},
-                                         {"blocks", no_argument, 0, 'b'},
-                                         {"attn", required_argument, 0, 'a'},
-                                         {"json", no_argument, 0, 'j'},
-                                         {0, 0, 0, 0}};
+    int qdot = 0;
+    static const struct option opts[] = {
+        {"model", required_argument, 0, 'm'}, {"threads", required_argument, 0, 't'},
+        {"gen", required_argument, 0, 'g'},   {"reps", required_argument, 0, 'r'},
+        {"lens", required_argument, 0, 'l'},  {"blocks", no_argument, 0, 'b'},
+        {"attn", required_argument, 0, 'a'},  {"qdot", no_argument, 0, 'q'},
+        {"json", no_argument, 0, 'j'},        {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         if (c == 'm')
@@ -196,6 +275,8 @@ int main(int argc, char **argv) {
             n_modes = 1;
         else if (c == 'a')
             attn_ctx = atoi(optarg);
+        else if (c == 'q')
+            qdot = 1, n_modes = 1;
         else if (c == 'j')
             json = 1;
         else if (c == 'l') {
@@ -211,9 +292,9 @@ int main(int argc, char **argv) {
             if (n_lens == 0) c = '?';
         }
         if (c == '?' || (c != 'm' && c != 't' && c != 'g' && c != 'r' && c != 'b' && c != 'l' &&
-                         c != 'a' && c != 'j')) {
+                         c != 'a' && c != 'j' && c != 'q')) {
             fprintf(stderr, "usage: bench_cpu [--model PATH] [--threads N] [--gen N] [--reps N] "
-                            "[--lens N,N,...] [--blocks] [--attn CTX] [--json]\n");
+                            "[--lens N,N,...] [--blocks] [--attn CTX] [--qdot] [--json]\n");
             return 2;
         }
     }
@@ -255,8 +336,9 @@ int main(int argc, char **argv) {
            modes[0].e->model->dtype, load[0]);
     if (n_modes > 1) printf(", %.2f s (fp32)", load[1]);
     printf("\n");
-    if (attn_ctx > 0) { /* the attention op alone, then nothing else */
-        bench_attn(cfg, threads, attn_ctx, reps);
+    if (attn_ctx > 0 || qdot) { /* the attention op or the decode product alone, nothing else */
+        if (attn_ctx > 0) bench_attn(cfg, threads, attn_ctx, reps);
+        if (qdot) bench_qdot(modes[0].e->model, threads, reps);
         for (int k = 0; k < n_modes; k++)
             engine_close(modes[k].e);
         return 0;
