@@ -673,7 +673,9 @@ void cq_matmul(struct cpu_pool *pool, enum cq_isa isa, const struct fg_qtensor *
                        .accumulate = accumulate};
     /* one thread for a product smaller than the pool's wake-up is worth: a decode step's q|k|v
      * of the 135M model is ~20 µs of work. CQ_NS_PER_BYTE: the row kernels' rate on weights in
-     * cache, Q4_1 15 GB/s and Q8_0 37-46 GB/s on one AVX-512 core (2026-12-02), the slower one. */
+     * cache, Q4_1 15 GB/s and Q8_0 37-46 GB/s on one AVX-512 core (2026-12-02), the slower one;
+     * kept since the VNNI Q4_1 kernel (17-20 GB/s, Q8_0 24-27, 2026-12-03 VM, bench_cpu
+     * --qdot), which makes the estimate err towards the pool by up to a quarter. */
     const double CQ_NS_PER_BYTE = 1.0 / 15.0;
     pool = cpu_pool_if_worth(pool, (double)w->rows * w->row_bytes * n * CQ_NS_PER_BYTE);
     cq_panel_fn pf = cq_panel_for(isa, w->type, prompt);
