@@ -81,7 +81,17 @@ __device__ __forceinline__ uint4 gemv_load_x(const __nv_bfloat16 *p) {
  * b adds the warps' sums in warp order, so every block gets the same bits (deterministic, and the
  * blocks agree). Reads x through L1, where the main loop finds it again. */
 #define GEMV_NORM_LOADS 4
-template <int KW> __device__ __forceinline__ float gemv_norm_scale(const gemv_params &p, int g) {
+/* NAMED: the block's KW warps meet at named barrier 1 instead of __syncthreads (the bulk kernel,
+ * whose producer warp does not take part). */
+__device__ __forceinline__ void gemv_bar(bool named, int kw) {
+    if (named)
+        asm volatile("bar.sync 1, %0;\n" ::"r"(kw * 32) : "memory");
+    else
+        __syncthreads();
+}
+
+template <int KW, bool NAMED = false>
+__device__ __forceinline__ float gemv_norm_scale(const gemv_params &p, int g) {
     __shared__ float part[KW][FG_GEMV_MAX_ROWS]; /* warp, row */
     __shared__ float scale[FG_GEMV_MAX_ROWS];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -126,14 +136,14 @@ template <int KW> __device__ __forceinline__ float gemv_norm_scale(const gemv_pa
         for (int r = 0; r < FG_GEMV_MAX_ROWS; r++)
             part[warp][r] = ss[r];
     }
-    __syncthreads();
+    gemv_bar(NAMED, KW);
     if (threadIdx.x < p.n) {
         float s = 0.0f;
         for (int w = 0; w < KW; w++)
             s += part[w][threadIdx.x];
         scale[threadIdx.x] = rsqrtf(s / p.in_dim + p.eps); /* as k_rmsnorm: sum / dim + eps */
     }
-    __syncthreads();
+    gemv_bar(NAMED, KW);
     return scale[g < p.n ? g : 0];
 }
 
@@ -254,40 +264,212 @@ __global__ void __launch_bounds__(KW * 32, 16 / KW) gemv_kernel(const gemv_param
     }
 }
 
+/* The bulk-copy kernel (the "bulk" variants; kernels/qgemv.cu has its twin for GGUF blocks, where
+ * the reasons are written out). The kernel above keeps one or two runs of U chunks per warp in
+ * flight, a few KB per SM, short of what the copy ceiling needs in flight at 4.2 TB/s. Here one
+ * producer warp streams the block's 8 · RT W rows through a ring of ST stages in shared memory by
+ * cp.async.bulk (one per row and stage, lane i the row i, 8 · RT ≤ 32; the bytes counted on the
+ * stage's "full" mbarrier), a stage being the k-run of KW · U chunks the KW warps take in one turn
+ * of the kernel above (warp w chunks w · U .. w · U + U − 1 of it: the same chunks per warp, the
+ * same sums, the same bits as the variant of the same RT, KW, U). A consumer warp waits on
+ * "full", reads its W from shared memory (rows RS = 64 · KW · U + 16 bytes apart: a warp's
+ * 16-byte reads of 8 rows fall in distinct bank groups), releases the stage on "empty" (KW
+ * arrivals) and runs the same mma. The grid is persistent (at most the blocks the SMs hold): a
+ * block walks items (RT tiles) it, it + gridDim.x, ..., the producer runs ahead across items,
+ * the fused norm's scales are made once per block; each item's sums meet in shared memory behind
+ * named barriers among the consumers. */
+__device__ __forceinline__ void gemv_bulk_copy(uint32_t dst, const void *src, uint32_t bytes,
+                                               uint32_t bar, uint64_t policy) {
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint"
+                 " [%0], [%1], %2, [%3], %4;\n" ::"r"(dst),
+                 "l"(src), "r"(bytes), "r"(bar), "l"(policy)
+                 : "memory");
+}
+
+__device__ __forceinline__ void gemv_mbar_wait(uint32_t bar, uint32_t parity) {
+    asm volatile("{\n.reg .pred done;\nWAIT:\n"
+                 "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
+                 "@!done bra WAIT;\n}\n" ::"r"(bar),
+                 "r"(parity)
+                 : "memory");
+}
+
+/* Bytes of one W row's run in a stage of the ring (padded: see above). */
+#define GEMV_BULK_RS(KW, U) (64 * (KW) * (U) + 16)
+
+template <int RT, int KW, int U, int ST, bool NORM>
+__global__ void __launch_bounds__((KW + 1) * 32, 1) gemv_bulk_kernel(const gemv_params p) {
+    static_assert(8 * RT <= 32, "one producer lane per row");
+    constexpr int KC = 32 * KW * U, RS = GEMV_BULK_RS(KW, U);
+    __shared__ float2 red[KW][RT][8][4]; /* warp, W tile, activation row, W row pair */
+    __shared__ __align__(8) uint64_t bars[2 * ST];
+    extern __shared__ __align__(16) uint8_t gsm[];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int g = lane >> 2, t = lane & 3;
+    const int OT = p.out_tiles;
+    const bool swiglu = p.epilogue == FG_GEMV_SWIGLU;
+    const int items = (p.out_dim + 8 * OT - 1) / (8 * OT), nst = (p.in_dim + KC - 1) / KC;
+    const uint32_t ring = (uint32_t)__cvta_generic_to_shared(gsm);
+    const uint32_t bar0 = (uint32_t)__cvta_generic_to_shared(bars);
+
+    asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+    if (threadIdx.x == 0) {
+        for (int s = 0; s < ST; s++) {
+            asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" ::"r"(bar0 + 8 * s) : "memory");
+            asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar0 + 8 * (ST + s)),
+                         "r"(KW)
+                         : "memory");
+        }
+        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    }
+    __syncthreads();
+
+    if (warp == KW) { /* the producer: lane i copies row i of the item's 8 · RT rows */
+        if (lane >= 8 * RT) return;
+        uint64_t policy;
+        asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(policy));
+        const int r = lane / 8, o = swiglu ? r % OT : r;
+        int s = 0;
+        uint32_t ph = 0;
+        for (int it = blockIdx.x; it < items; it += gridDim.x) {
+            const int j = min(it * 8 * OT + o * 8 + lane % 8, p.out_dim - 1);
+            const __nv_bfloat16 *row =
+                p.w + ((size_t)j + (swiglu && r >= OT ? p.out_dim : 0)) * p.in_dim;
+            for (int c = 0; c < nst; c++) {
+                const uint32_t bytes = (uint32_t)min(KC, p.in_dim - c * KC) * 2;
+                gemv_mbar_wait(bar0 + 8 * (ST + s), ph ^ 1);
+                if (lane == 0)
+                    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(
+                                     bar0 + 8 * s),
+                                 "r"(bytes * 8 * RT)
+                                 : "memory");
+                gemv_bulk_copy(ring + (uint32_t)((s * 8 * RT + lane) * RS), row + (size_t)c * KC,
+                               bytes, bar0 + 8 * s, policy);
+                if (++s == ST) {
+                    s = 0;
+                    ph ^= 1;
+                }
+            }
+        }
+        return;
+    }
+
+    const bool has_x = g < p.n;
+    const __nv_bfloat16 *xrow = p.x + (size_t)(has_x ? g : 0) * p.in_dim + 8 * t;
+    asm volatile("griddepcontrol.wait;\n" ::: "memory");
+    const float scale = NORM ? gemv_norm_scale<KW, true>(p, g) : 0.0f;
+    __nv_bfloat16 *hrow = NORM && p.h_out && blockIdx.x == 0 && has_x
+                              ? p.h_out + (size_t)g * p.in_dim + 8 * t
+                              : nullptr;
+    const uint4 zero = make_uint4(0, 0, 0, 0);
+    const float *rf = reinterpret_cast<const float *>(red);
+    int s = 0;
+    uint32_t ph = 0;
+    for (int it = blockIdx.x; it < items; it += gridDim.x) {
+        const int j0 = it * 8 * OT;
+        float acc[RT][4];
+#pragma unroll
+        for (int r = 0; r < RT; r++)
+            acc[r][0] = acc[r][1] = acc[r][2] = acc[r][3] = 0.0f;
+        for (int c = 0; c < nst; c++) {
+            gemv_mbar_wait(bar0 + 8 * s, ph);
+            const uint8_t *st = gsm + (size_t)s * 8 * RT * RS;
+            uint4 wv[U][RT], xv[U];
+#pragma unroll
+            for (int u = 0; u < U; u++) {
+                const int kk = (warp * U + u) * 32 + 8 * t, k = c * KC + kk;
+                const bool in = k < p.in_dim;
+#pragma unroll
+                for (int r = 0; r < RT; r++)
+                    wv[u][r] = in ? *reinterpret_cast<const uint4 *>(st + (size_t)(8 * r + g) * RS +
+                                                                     2 * kk)
+                                  : zero;
+                xv[u] = in && has_x ? gemv_load_x(xrow + k - 8 * t) : zero;
+                if (NORM) {
+                    const gemv_gamma8 gm = in ? gemv_load_gamma(p.gamma + k) : gemv_gamma8{};
+                    xv[u] = gemv_norm_chunk(xv[u], gm, scale);
+                    if (hrow && in) *reinterpret_cast<uint4 *>(hrow + k - 8 * t) = xv[u];
+                }
+            }
+            __syncwarp();
+            if (lane == 0)
+                asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar0 + 8 * (ST + s))
+                             : "memory");
+            if (++s == ST) {
+                s = 0;
+                ph ^= 1;
+            }
+#pragma unroll
+            for (int u = 0; u < U; u++)
+#pragma unroll
+                for (int r = 0; r < RT; r++) {
+                    gemv_mma(acc[r], xv[u].x, xv[u].y, wv[u][r].x, wv[u][r].y);
+                    gemv_mma(acc[r], xv[u].z, xv[u].w, wv[u][r].z, wv[u][r].w);
+                }
+        }
+        hrow = nullptr; /* h is whole after the first item */
+#pragma unroll
+        for (int r = 0; r < RT; r++)
+            red[warp][r][g][t] = make_float2(acc[r][0], acc[r][1]);
+        gemv_bar(true, KW);
+        for (int e = threadIdx.x; e < OT * p.n * 8; e += KW * 32) {
+            const int o = e / (p.n * 8), b = (e / 8) % p.n, i = e % 8;
+            const int j = j0 + o * 8 + i;
+            if (j >= p.out_dim) continue;
+            float v = 0.0f, up = 0.0f;
+            for (int ww = 0; ww < KW; ww++) {
+                v += rf[((ww * RT + o) * 8 + b) * 8 + i];
+                if (swiglu) up += rf[((ww * RT + o + OT) * 8 + b) * 8 + i];
+            }
+            if (swiglu) v = gemv_silu(v) * up;
+            gemv_store(p.y, p.y_f32, (size_t)b * p.out_dim + j, p.epilogue == FG_GEMV_ADD, v);
+        }
+        gemv_bar(true, KW); /* red is free for the next item */
+    }
+}
+
 struct gemv_variant {
     const char *name;
     int rt, kw, u;
-    int pdl; /* launched with programmatic dependent launch */
+    int pdl;    /* launched with programmatic dependent launch */
+    int stages; /* gemv_bulk_kernel's ring (0: gemv_kernel) */
     void (*kernel)(const gemv_params);
     void (*norm_kernel)(const gemv_params); /* the NORM twin, or NULL (fg_gemv_norm refuses) */
 };
 
 #define GEMV_V(RT, KW, U)                                                                          \
-    { "rt" #RT "_kw" #KW "_u" #U, RT, KW, U, 0, gemv_kernel<RT, KW, U, false, false>, nullptr }
+    { "rt" #RT "_kw" #KW "_u" #U, RT, KW, U, 0, 0, gemv_kernel<RT, KW, U, false, false>, nullptr }
 #define GEMV_VP(RT, KW, U)                                                                         \
     {                                                                                              \
-        "rt" #RT "_kw" #KW "_u" #U "_pdl", RT, KW, U, 1, gemv_kernel<RT, KW, U, false, false>,     \
+        "rt" #RT "_kw" #KW "_u" #U "_pdl", RT, KW, U, 1, 0, gemv_kernel<RT, KW, U, false, false>,  \
             nullptr                                                                                \
     }
 /* with a NORM twin: only PDL variants, since the fusion is for decode graphs */
 #define GEMV_VPN(RT, KW, U)                                                                        \
     {                                                                                              \
-        "rt" #RT "_kw" #KW "_u" #U "_pdl", RT, KW, U, 1, gemv_kernel<RT, KW, U, false, false>,     \
+        "rt" #RT "_kw" #KW "_u" #U "_pdl", RT, KW, U, 1, 0, gemv_kernel<RT, KW, U, false, false>,  \
             gemv_kernel<RT, KW, U, false, true>                                                    \
     }
 #define GEMV_VPPN(RT, KW, U)                                                                       \
     {                                                                                              \
-        "rt" #RT "_kw" #KW "_u" #U "_pipe_pdl", RT, KW, U, 1, gemv_kernel<RT, KW, U, true, false>, \
-            gemv_kernel<RT, KW, U, true, true>                                                     \
+        "rt" #RT "_kw" #KW "_u" #U "_pipe_pdl", RT, KW, U, 1, 0,                                   \
+            gemv_kernel<RT, KW, U, true, false>, gemv_kernel<RT, KW, U, true, true>                \
+    }
+#define GEMV_VB(RT, KW, U, ST)                                                                     \
+    {                                                                                              \
+        "bulk_rt" #RT "_kw" #KW "_u" #U "_st" #ST, RT, KW, U, 1, ST,                               \
+            gemv_bulk_kernel<RT, KW, U, ST, false>, gemv_bulk_kernel<RT, KW, U, ST, true>          \
     }
 /* Candidates for the measurement that sets fg_gemv_pick (see the header comment). */
 static const gemv_variant gemv_variants[] = {
-    GEMV_V(2, 8, 4),   GEMV_V(4, 8, 2),    GEMV_V(2, 4, 4),   GEMV_V(4, 4, 4),
-    GEMV_V(1, 8, 4),   GEMV_V(2, 2, 2),    GEMV_V(2, 8, 8),   GEMV_V(1, 4, 8),
-    GEMV_V(4, 2, 4),   GEMV_V(2, 4, 8),    GEMV_V(1, 16, 2),  GEMV_V(2, 16, 2),
-    GEMV_VPN(2, 8, 4), GEMV_VPPN(2, 8, 4), GEMV_VP(1, 16, 2), GEMV_VPPN(1, 16, 2),
-    GEMV_VPN(1, 8, 4), GEMV_VPPN(1, 8, 4), GEMV_VP(2, 4, 8),  GEMV_VPPN(2, 4, 4),
+    GEMV_V(2, 8, 4),     GEMV_V(4, 8, 2),     GEMV_V(2, 4, 4),     GEMV_V(4, 4, 4),
+    GEMV_V(1, 8, 4),     GEMV_V(2, 2, 2),     GEMV_V(2, 8, 8),     GEMV_V(1, 4, 8),
+    GEMV_V(4, 2, 4),     GEMV_V(2, 4, 8),     GEMV_V(1, 16, 2),    GEMV_V(2, 16, 2),
+    GEMV_VPN(2, 8, 4),   GEMV_VPPN(2, 8, 4),  GEMV_VP(1, 16, 2),   GEMV_VPPN(1, 16, 2),
+    GEMV_VPN(1, 8, 4),   GEMV_VPPN(1, 8, 4),  GEMV_VP(2, 4, 8),    GEMV_VPPN(2, 4, 4),
+    GEMV_VB(2, 8, 4, 3), GEMV_VB(2, 8, 2, 4), GEMV_VB(2, 8, 2, 6), GEMV_VB(4, 8, 2, 3),
 };
+#undef GEMV_VB
 #undef GEMV_V
 #undef GEMV_VP
 #undef GEMV_VPN
@@ -310,9 +492,15 @@ extern "C" const char *fg_gemv_variant_name(int v) {
 enum {
     GEMV_PICK_PIPE = 13,       /* rt2_kw8_u4_pipe_pdl */
     GEMV_PICK_SHORT_ROWS = 18, /* rt2_kw4_u8_pdl */
+    GEMV_PICK_BULK = 20,       /* bulk_rt2_kw8_u4_st3 */
 };
 
-/* The one selector: fg_gemv_supported's shapes, then the variant. From the variants table of
+/* The one selector: fg_gemv_supported's shapes, then the variant. The bulk kernel
+ * (bulk_rt2_kw8_u4_st3: the chunks per warp, and so the bits, of rt2_kw8_u4_pipe_pdl) for rows of
+ * 2048 and more in fewer than 16384 of them, from bench/results/gemv_bulk_bench_h200_2026-12-03.log
+ * (H200, in a CUDA graph, n = 1): Llama-3-8B q|k|v 13.3 µs against 15.5, o 9.9 / 10.2, gate|up
+ * 56.8 / 59.0, down 28.9 / 30.7 (n = 8 likewise); not for the lm_heads (49152 rows: 252 against
+ * 247) nor SmolLM2's 576-wide rows (1.8-2.0 against 1.6-1.9). Before it, from the variants table of
  * bench/results/gemv_h100_2026-11-23.log (µs per call back to back in a CUDA graph, H100, n = 1
  * and 8): rt2_kw8_u4_pipe_pdl is the fastest at 11 of the 18 points outside the SmolLM2 lm_head
  * and within 6% of the fastest at the others (Llama-3-8B qkv 19.0 µs against 18.2); many rows
@@ -323,6 +511,7 @@ extern "C" int fg_gemv_pick(int n, int in_dim, int out_dim, int epilogue) {
         epilogue > FG_GEMV_SWIGLU)
         return -1;
     if (in_dim < 2048 && out_dim >= 16384) return GEMV_PICK_SHORT_ROWS;
+    if (in_dim >= 2048 && out_dim < 16384) return GEMV_PICK_BULK;
     return GEMV_PICK_PIPE;
 }
 
@@ -355,6 +544,21 @@ static int gemv_launch(int v, int norm, gemv_params p, const void *x, const void
     cfg.stream = static_cast<cudaStream_t>(stream);
     cfg.attrs = attr;
     cfg.numAttrs = vr->pdl ? 1 : 0;
+    if (vr->stages) { /* the bulk kernel: its producer warp, ring and persistent grid */
+        cfg.blockDim = dim3((unsigned)((vr->kw + 1) * 32));
+        cfg.dynamicSmemBytes = (size_t)vr->stages * 8 * vr->rt * GEMV_BULK_RS(vr->kw, vr->u);
+        int dev = 0, sms = 0, per_sm = 0;
+        cudaError_t e = cudaGetDevice(&dev);
+        if (e == cudaSuccess) e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+        if (e == cudaSuccess && cfg.dynamicSmemBytes > 48 * 1024)
+            e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                     (int)cfg.dynamicSmemBytes);
+        if (e == cudaSuccess)
+            e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, (int)cfg.blockDim.x,
+                                                              cfg.dynamicSmemBytes);
+        if (e != cudaSuccess) return (int)e;
+        cfg.gridDim.x = (unsigned)min((int)cfg.gridDim.x, max(1, per_sm) * sms);
+    }
     cudaError_t e = cudaLaunchKernelEx(&cfg, kernel, p);
     return (int)(e != cudaSuccess ? e : cudaGetLastError());
 }
@@ -374,7 +578,11 @@ extern "C" int fg_gemv(void *y, int y_f32, const void *x, const void *w, int n, 
     return fg_gemv_variant(v, y, y_f32, x, w, n, in_dim, out_dim, epilogue, stream);
 }
 
-/* The fused kernel's one variant, rt2_kw8_u4_pdl: in the variants table of
+/* The fused kernel's variant: bulk_rt2_kw8_u4_st3
+ * (bench/results/gemv_bulk_bench_h200_2026-12-03.log, H200, n = 1 / 8: Llama-3-8B q|k|v 15.3 / 19.8
+ * µs against rt2_kw8_u4_pdl's 19.0 / 23.0, gate|up 58.9 / 65.5 against 63.9 / 72.8, SmolLM2 2.9-3.6
+ * against 3.1-3.8 (n = 8 q|k|v 3.35 against 3.21): its grid norms x once per resident block instead
+ * of once per block of 16 rows). Before it, rt2_kw8_u4_pdl: in the variants table of
  * bench/results/normgemv_h100_2026-11-23.log (µs per call back to back in a CUDA graph, H100,
  * n = 1 and 8) it is the fastest of the six NORM twins at 6 of the 8 points and within 1.4% of
  * the fastest at the other two (Llama-3-8B qkv: 20.95 / 24.04 µs against rt2_kw4_u4_pipe_pdl's
@@ -382,10 +590,8 @@ extern "C" int fg_gemv(void *y, int y_f32, const void *x, const void *w, int n, 
  * gate_up 80.65 against 79.59): with the norm it sits at the 128-register cap of its launch
  * bounds. The short-rows pick, rt2_kw4_u8_pdl, has no NORM twin: it spills with the norm, and the
  * shapes it serves (49152 × 576 lm_heads) do not follow a fused norm in the engine. */
-enum { GEMV_PICK_NORM = 12 /* rt2_kw8_u4_pdl */ };
-
 extern "C" int fg_gemv_norm_pick(int n, int in_dim, int out_dim, int epilogue) {
-    return fg_gemv_pick(n, in_dim, out_dim, epilogue) < 0 ? -1 : GEMV_PICK_NORM;
+    return fg_gemv_pick(n, in_dim, out_dim, epilogue) < 0 ? -1 : GEMV_PICK_BULK;
 }
 
 extern "C" int fg_gemv_norm_variant(int v, void *y, int y_f32, const void *x, const void *gamma,

@@ -54,616 +54,24 @@
  * the 8B layer's four GEMVs at n = 1 take 2.07 ms per 32-layer step on Q4_0, 2.58 on Q4_1, 3.16 on
  * Q8_0 against 3.92 for bf16, 32-70% of the copy ceiling for the bytes read (the target is 85%).
  * What did not help: an L2 bulk prefetch some steps ahead (PF) and the cp.async ring (S), both
- * slower than two register buffers, and 8-row blocks (rt1). What holds it back: instructions per
- * weight (the conversions; Q8_0's PRMT/FADD most), and, with the fused norm, every block of the
- * grid (1792 for gate|up) norming all n rows of x again (at n = 8 more L2 reads than W bytes): a
- * persistent grid would norm once per resident block.
+ * slower than two register buffers, and 8-row blocks (rt1). What held it back: every block of
+ * the grid (1792 for gate|up) norming all n rows of x again with the fused norm, and the few bytes
+ * a warp keeps in flight (its life is a few load latencies on a 4096-wide row). The bulk-copy
+ * kernel below (a producer warp, a ring of stages in shared memory, a persistent grid that norms
+ * once per block) answers both: bench/results/qgemv_bulk_run2_h200_2026-12-03.log, the four
+ * GEMVs per step at n = 1 Q4_0 1.69 ms (was 2.07), Q4_1 1.98 (2.58), Q8_0 2.43 (3.16), gate|up
+ * Q8_0 at 81.5% of copy.
  */
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
 
+#include "attention_wgmma.cuh"
 #include "gemv.h"
 #include "gemv_common.cuh"
 #include "qgemv.h"
-
-/* enum gguf_ggml_type ids */
-enum {
-    QT_Q4_0 = 2,
-    QT_Q4_1 = 3,
-    QT_Q5_0 = 6,
-    QT_Q5_1 = 7,
-    QT_Q8_0 = 8,
-    QT_Q4_K = 12,
-    QT_Q6_K = 14
-};
-
-/* Per type: bytes of a file block, bytes of a lane's share of one 32-element block (QB), a min
- * per block (Q4_1 / Q5_1: fp16 m; Q4_K: −dmin·m_j), ks: K-quant super-block scales (the "scales"
- * region holds Q4_K's 6-bit (sc_j, m_j) bytes or Q6_K's two int8 scales of the block, the fp16 d
- * (and dmin) of each super-block a region of its own, qgemv.h), hb: bytes of high quant bits per
- * lane slot and block in a region of their own (Q5_x 1: the fifth bit of each of the lane's 8
- * elements; Q6_K 2: the two high bits, the lane's 8 elements in q6_elem's order). */
-template <int TYPE> struct qtype;
-template <> struct qtype<QT_Q8_0> {
-    static constexpr int file = 34, qb = 8, mins = 0, ks = 0, hb = 0;
-};
-template <> struct qtype<QT_Q4_0> {
-    static constexpr int file = 18, qb = 4, mins = 0, ks = 0, hb = 0;
-};
-template <> struct qtype<QT_Q4_1> {
-    static constexpr int file = 20, qb = 4, mins = 1, ks = 0, hb = 0;
-};
-template <> struct qtype<QT_Q5_0> {
-    static constexpr int file = 22, qb = 4, mins = 0, ks = 0, hb = 1;
-};
-template <> struct qtype<QT_Q5_1> {
-    static constexpr int file = 24, qb = 4, mins = 1, ks = 0, hb = 1;
-};
-template <> struct qtype<QT_Q4_K> {
-    static constexpr int file = 144, qb = 4, mins = 1, ks = 1, hb = 0;
-};
-template <> struct qtype<QT_Q6_K> {
-    static constexpr int file = 210, qb = 4, mins = 0, ks = 1, hb = 2;
-};
-
-static int qtype_known(int wtype) {
-    return wtype == QT_Q8_0 || wtype == QT_Q4_0 || wtype == QT_Q4_1 || wtype == QT_Q5_0 ||
-           wtype == QT_Q5_1 || wtype == QT_Q4_K || wtype == QT_Q6_K;
-}
-
-/* Columns the type's rows may have: whole blocks of 32 (K-quants: super-blocks of 256). */
-static int qcols_ok(int wtype, int cols) {
-    const int blk = wtype == QT_Q4_K || wtype == QT_Q6_K ? 256 : 32;
-    return qtype_known(wtype) && cols >= blk && cols % blk == 0;
-}
-
-/* The packed layout's regions (qgemv.h): quants, then scales (K-quants: the per-block bytes),
- * then (Q4_1, Q5_1) mins or (K-quants) the super-blocks' d/dmin words, at m0, then (Q5_x, Q6_K)
- * the quants' high bits at h0. */
-struct qlayout {
-    int nb, tiles;
-    size_t s0, m0, h0, total;
-};
-
-static qlayout qlayout_of(int wtype, int rows, int cols) {
-    qlayout l;
-    const int qb = wtype == QT_Q8_0 ? 8 : 4;
-    l.nb = cols / 32;
-    l.tiles = (rows + 7) / 8;
-    const size_t tb = (size_t)l.tiles * (size_t)l.nb; /* (tile, block) pairs */
-    l.s0 = tb * 32 * qb;
-    l.m0 = l.s0 + tb * 16;
-    const bool mins = wtype == QT_Q4_1 || wtype == QT_Q5_1,
-               ks = wtype == QT_Q4_K || wtype == QT_Q6_K;
-    l.h0 = l.m0 + (mins ? tb * 16 : ks ? tb * 4 : 0);
-    l.total = l.h0 + tb * 32 *
-                         (wtype == QT_Q6_K                       ? 2
-                          : wtype == QT_Q5_0 || wtype == QT_Q5_1 ? 1
-                                                                 : 0);
-    return l;
-}
-
-/* Byte offset of lane slot (row % 8) · 4 + t's share of block b in the quants region, and of
- * row r's fp16 scale of block b in a scale region (qgemv.h's formulas). */
-__device__ __forceinline__ size_t qoff_quant(int qb, int nb, int r, int b, int t) {
-    const int q = b >> 2, gs = min(4, nb - 4 * q);
-    return ((size_t)(r >> 3) * nb + 4 * q) * 32 * qb +
-           (size_t)((((r & 7) * 4 + t) * gs + (b & 3)) * qb);
-}
-
-__device__ __forceinline__ size_t qoff_scale(int nb, int r, int b) {
-    const int q = b >> 2, gs = min(4, nb - 4 * q);
-    return ((size_t)(r >> 3) * nb + 4 * q) * 16 + (size_t)(((r & 7) * gs + (b & 3)) * 2);
-}
-
-/* Q4_K: byte offset of row r's d/dmin word of super-block sb in the d/dmin region (the 8 rows of
- * a tile side by side: 32 bytes per tile and super-block). */
-__device__ __forceinline__ size_t qoff_dm(int nb, int r, int sb) {
-    return ((size_t)(r >> 3) * (nb / 8) + sb) * 32 + (size_t)(r & 7) * 4;
-}
-
-struct qgemv_params {
-    void *y;
-    const __nv_bfloat16 *x;
-    const uint8_t *w;
-    const float *gamma; /* NORM: (in_dim) fp32 */
-    __nv_bfloat16 *h_out;
-    float eps;
-    int n, in_dim, out_dim;
-    int epilogue, y_f32;
-    int out_tiles;
-    int nb;        /* in_dim / 32 */
-    int hs;        /* NORM: h of the n rows normed into shared memory first (it fits) */
-    size_t s0, m0; /* the scale and min regions' offsets */
-    size_t h0;     /* Q5_x, Q6_K: the high bits' region */
-};
-
-/* A lane's share of one group (up to 4 blocks) of one W tile: quants of its B row g, fp16 scales
- * (and mins) of the accumulator's W rows 2t (sa, ma) and 2t + 1 (sb, mb), block u in half u.
- * Q4_K: sa / sb hold the (sc, m) byte pairs of the 4 sub-blocks (half u: sc_u | m_u << 8), ma.x /
- * mb.x the rows' d/dmin word of the group's super-block (d in the low half). */
-template <int TYPE> struct qgrp {
-    uint32_t q[qtype<TYPE>::qb];
-    uint2 sa, sb, ma, mb;
-    uint2 h; /* the high bits of the lane's 8 elements of block u: Q6_K in half u; Q5_x in
-              * byte u of h.x (slot i's bit at bit i) */
-};
-
-/* Where the lane's loads of one tile start: its B row's quants and the two scale rows, at the
- * slot of a full group (the last, partial group of a row moves by slot · (gs − 4) · size). */
-struct qrows {
-    const uint8_t *q, *sa, *sb;
-    const uint8_t *da, *db; /* K-quants: the rows' d/dmin words of super-block 0 */
-    const uint8_t *h;       /* Q5_x, Q6_K: the B row's high bits, at the slot of a full group */
-    int slot_q, slot_a, slot_b;
-};
-
-__device__ __forceinline__ uint32_t qhalf(uint2 v, int u) {
-    return ((u < 2 ? v.x : v.y) >> (16 * (u & 1))) & 0xffffu;
-}
-
-__device__ __forceinline__ uint2 qset_half(uint2 v, int u, uint32_t h) {
-    const int sh = 16 * (u & 1);
-    const uint32_t m = ~(0xffffu << sh);
-    if (u < 2)
-        v.x = (v.x & m) | h << sh;
-    else
-        v.y = (v.y & m) | h << sh;
-    return v;
-}
-
-/* W is read once: skip L1 (which keeps x, read by every tile) on the full groups' loads. */
-__device__ __forceinline__ uint4 qld16(const uint8_t *p) {
-    uint4 v;
-    asm("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];\n"
-        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-        : "l"(p));
-    return v;
-}
-
-__device__ __forceinline__ uint2 qld8(const uint8_t *p) {
-    uint2 v;
-    asm("ld.global.nc.L1::no_allocate.v2.u32 {%0,%1}, [%2];\n" : "=r"(v.x), "=r"(v.y) : "l"(p));
-    return v;
-}
-
-__device__ __forceinline__ uint32_t qld4(const uint8_t *p) {
-    uint32_t v;
-    asm("ld.global.nc.L1::no_allocate.u32 %0, [%1];\n" : "=r"(v) : "l"(p));
-    return v;
-}
-
-/* Q4_K: a row's d/dmin word for group gq (super-block gq / 2; the word's 32 bytes per tile are
- * read by the two groups' warps, so through L1). */
-__device__ __forceinline__ uint32_t qld_dm(const uint8_t *da, int gq) {
-    return __ldg(reinterpret_cast<const unsigned *>(da + (size_t)(gq >> 1) * 32));
-}
-
-/* The lane's share of group gq of one tile (streamed: W is read once). */
-template <int TYPE>
-__device__ __forceinline__ void qgrp_load(qgrp<TYPE> &w, const qrows &rw, const qgemv_params &p,
-                                          int gq) {
-    constexpr int QB = qtype<TYPE>::qb;
-    const int gs = min(4, p.nb - 4 * gq);
-    const size_t gb = (size_t)gq * 128 * QB, sgb = (size_t)gq * 64;
-    const size_t md = p.m0 - p.s0;
-    if (gs == 4) {
-#pragma unroll
-        for (int v = 0; v < QB / 4; v++) {
-            const uint4 a = qld16(rw.q + gb + 16 * v);
-            w.q[4 * v] = a.x;
-            w.q[4 * v + 1] = a.y;
-            w.q[4 * v + 2] = a.z;
-            w.q[4 * v + 3] = a.w;
-        }
-        w.sa = qld8(rw.sa + sgb);
-        w.sb = qld8(rw.sb + sgb);
-        if (qtype<TYPE>::hb == 2) w.h = qld8(rw.h + (size_t)gq * 256);
-        if (qtype<TYPE>::hb == 1) w.h = make_uint2(qld4(rw.h + (size_t)gq * 128), 0u);
-        if (qtype<TYPE>::ks) {
-            w.ma = make_uint2(qld_dm(rw.da, gq), 0u);
-            w.mb = make_uint2(qld_dm(rw.db, gq), 0u);
-        } else if (qtype<TYPE>::mins) {
-            w.ma = qld8(rw.sa + sgb + md);
-            w.mb = qld8(rw.sb + sgb + md);
-        }
-        return;
-    }
-    const uint8_t *qp = rw.q + gb + (ptrdiff_t)rw.slot_q * (gs - 4) * QB;
-    const uint8_t *pa = rw.sa + sgb + (ptrdiff_t)rw.slot_a * (gs - 4) * 2;
-    const uint8_t *pb = rw.sb + sgb + (ptrdiff_t)rw.slot_b * (gs - 4) * 2;
-    w.sa = w.sb = w.ma = w.mb = w.h = make_uint2(0u, 0u);
-    if (qtype<TYPE>::ks) { /* (not reached: K-quant rows are whole super-blocks, full groups) */
-        w.ma.x = qld_dm(rw.da, gq);
-        w.mb.x = qld_dm(rw.db, gq);
-    }
-#pragma unroll
-    for (int u = 0; u < 4; u++) {
-#pragma unroll
-        for (int e = 0; e < QB / 4; e++)
-            w.q[u * (QB / 4) + e] =
-                u < gs ? __ldcs(reinterpret_cast<const unsigned *>(qp + u * QB) + e) : 0u;
-        if (u >= gs) continue;
-        if (qtype<TYPE>::hb == 2) {
-            const uint8_t *hp = rw.h + (size_t)gq * 256 + (ptrdiff_t)rw.slot_q * (gs - 4) * 2;
-            w.h = qset_half(w.h, u, __ldcs(reinterpret_cast<const unsigned short *>(hp) + u));
-        }
-        if (qtype<TYPE>::hb == 1) {
-            const uint8_t *hp = rw.h + (size_t)gq * 128 + (ptrdiff_t)rw.slot_q * (gs - 4);
-            w.h.x |= (uint32_t)__ldcs(reinterpret_cast<const unsigned char *>(hp) + u) << (8 * u);
-        }
-        w.sa = qset_half(w.sa, u, __ldcs(reinterpret_cast<const unsigned short *>(pa) + u));
-        w.sb = qset_half(w.sb, u, __ldcs(reinterpret_cast<const unsigned short *>(pb) + u));
-        if (qtype<TYPE>::mins && !qtype<TYPE>::ks) {
-            w.ma =
-                qset_half(w.ma, u, __ldcs(reinterpret_cast<const unsigned short *>(pa + md) + u));
-            w.mb =
-                qset_half(w.mb, u, __ldcs(reinterpret_cast<const unsigned short *>(pb + md) + u));
-        }
-    }
-}
-
-/* Small integers to bf16 without the conversion units (Q8_0): byte k of src becomes the fp32
- * 2^23 + byte (bits 0x4B0000bb, one PRMT), minus the bias in one FADD gives the integer exactly,
- * and an exact small-integer fp32 is its own bf16 upper half, so two pack into a pair by PRMT. */
-__device__ __forceinline__ float qmagic(uint32_t src, int k, float bias) {
-    return __uint_as_float(__byte_perm(src, 0x4B00u, 0x5440u | (uint32_t)k)) - bias;
-}
-
-__device__ __forceinline__ uint32_t qpack(float lo, float hi) {
-    return __byte_perm(__float_as_uint(lo), __float_as_uint(hi), 0x7632u);
-}
-
-/* One nibble pair (bits 0-3 and 16-19 of v) as the bf16 pair (q − off, q' − off), exact. */
-__device__ __forceinline__ uint32_t qnib_pair(uint32_t v, uint32_t neg_off) {
-    uint32_t b, r; /* bf16 128 + q: (v & mask) | 0x4300 in one LOP3 (the mask in a register) */
-    asm("lop3.b32 %0, %1, %2, %3, 0xEA;\n" : "=r"(b) : "r"(v), "r"(0x000f000fu), "n"(0x43004300));
-    asm("fma.rn.bf16x2 %0, %1, %2, %3;\n" : "=r"(r) : "r"(b), "r"(0x3F803F80u), "r"(neg_off));
-    return r;
-}
-
-/* Q6_K pair p of the lane's block: nibbles (bits 4p.. and 16+4p.. of v) and high bits (bits 2p..
- * and 16+2p.. of hx, a block's 16 bits spread by PRMT, below) as the bf16 pair (q − 32, q' − 32):
- * bf16 128 + q (q < 64) by shifts and LOPs, then one bf16x2 FMA subtracts 160 (exact). */
-template <int P> __device__ __forceinline__ uint32_t q6_pair(uint32_t v, uint32_t hx) {
-    const uint32_t hs = P < 2 ? hx << (4 - 2 * P) : hx >> (2 * P - 4);
-    const uint32_t b = ((v >> (4 * P)) & 0x000f000fu) | (hs & 0x00300030u) | 0x43004300u;
-    uint32_t r;
-    asm("fma.rn.bf16x2 %0, %1, %2, %3;\n" : "=r"(r) : "r"(b), "r"(0x3F803F80u), "r"(0xC320C320u));
-    return r;
-}
-
-/* Q5_x pair p of the lane's block: nibbles (bits 4p.. and 16+4p.. of v) and fifth bits (bits 2p
- * and 16+2p of hx, below) as the bf16 pair (q − off, q' − off): bf16 128 + q (q < 32) by shifts
- * and LOPs, then one bf16x2 FMA adds neg_off (−144 for Q5_0's q − 16, −128 for Q5_1's q). */
-template <int P>
-__device__ __forceinline__ uint32_t q5_pair(uint32_t v, uint32_t hx, uint32_t neg) {
-    const uint32_t hs = P < 2 ? hx << (4 - 2 * P) : hx >> (2 * P - 4);
-    const uint32_t b = ((v >> (4 * P)) & 0x000f000fu) | (hs & 0x00100010u) | 0x43004300u;
-    uint32_t r;
-    asm("fma.rn.bf16x2 %0, %1, %2, %3;\n" : "=r"(r) : "r"(b), "r"(0x3F803F80u), "r"(neg));
-    return r;
-}
-
-/* The lane's 8 weights of block u as 4 bf16 pairs in the order of its x chunk (exact integers):
- * Q8_0 q (int8: q ^ 0x80 = q + 128 as a byte), Q4_0 q − 8, Q4_1 / Q4_K q, Q5_0 q − 16, Q5_1 q,
- * Q6_K q − 32 (in q6_elem's order, the x chunk permuted to match by q6_xperm). */
-template <int TYPE> __device__ __forceinline__ uint4 qweights(const qgrp<TYPE> &w, int u) {
-    if (qtype<TYPE>::hb == 1) {
-        const uint32_t v = w.q[u];
-        /* block u's 8 fifth bits (byte u of w.h.x, slot i's at bit i) as hx: slot 2p's bit at bit
-         * 2p, slot 2p + 1's at bit 16 + 2p (h | h << 15), so that one shift per pair aligns both */
-        const uint32_t hb = __byte_perm(w.h.x, 0u, 0x4440u | (uint32_t)u);
-        const uint32_t hx = hb | hb << 15;
-        const uint32_t neg = TYPE == QT_Q5_0 ? 0xC310C310u /* -144 */ : 0xC300C300u /* -128 */;
-        return make_uint4(q5_pair<0>(v, hx, neg), q5_pair<1>(v, hx, neg), q5_pair<2>(v, hx, neg),
-                          q5_pair<3>(v, hx, neg));
-    }
-    if (TYPE == QT_Q6_K) {
-        const uint32_t v = w.q[u];
-        /* block u's 16 high bits (half u of w.h): byte 0 to bits 0-7, byte 1 to bits 16-23 */
-        const uint32_t hx = __byte_perm(u < 2 ? w.h.x : w.h.y, 0u, u & 1 ? 0x4342u : 0x4140u);
-        return make_uint4(q6_pair<0>(v, hx), q6_pair<1>(v, hx), q6_pair<2>(v, hx),
-                          q6_pair<3>(v, hx));
-    }
-    if (TYPE == QT_Q8_0) {
-        const float bias = 8388608.0f + 128.0f;
-        const uint32_t a = w.q[2 * u] ^ 0x80808080u, b = w.q[2 * u + 1] ^ 0x80808080u;
-        return make_uint4(qpack(qmagic(a, 0, bias), qmagic(a, 1, bias)),
-                          qpack(qmagic(a, 2, bias), qmagic(a, 3, bias)),
-                          qpack(qmagic(b, 0, bias), qmagic(b, 1, bias)),
-                          qpack(qmagic(b, 2, bias), qmagic(b, 3, bias)));
-    }
-    const uint32_t neg = TYPE == QT_Q4_0 ? 0xC308C308u /* -136 */ : 0xC300C300u /* -128 */;
-    const uint32_t v = w.q[u];
-    return make_uint4(qnib_pair(v, neg), qnib_pair(v >> 4, neg), qnib_pair(v >> 8, neg),
-                      qnib_pair(v >> 12, neg));
-}
-
-__device__ __forceinline__ void qmma(float (&c)[4], uint4 xa, uint4 xb, uint4 q) {
-    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, "
-        "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(xa.x), "r"(xb.x), "r"(xa.y), "r"(xb.y), "r"(q.x), "r"(q.y));
-    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, "
-        "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(xa.z), "r"(xb.z), "r"(xa.w), "r"(xb.w), "r"(q.z), "r"(q.w));
-}
-
-/* The swapped roles (SW): A = 16 W rows (rows g of two 8-row tiles: a0/a2 the first, a1/a3 the
- * second), B = the activation chunk of row g as the n ≤ 8 columns; D (W row, act col): c0/c1
- * row g of the first tile for act cols 2t, 2t + 1, c2/c3 the second tile's. Every A register
- * holds weights, no zero rows, and B is the x chunk as loaded. */
-__device__ __forceinline__ void qmma_sw(float (&c)[4], uint4 wa, uint4 wb, uint4 x) {
-    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, "
-        "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(wa.x), "r"(wb.x), "r"(wa.y), "r"(wb.y), "r"(x.x), "r"(x.y));
-    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, "
-        "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(wa.z), "r"(wb.z), "r"(wa.w), "r"(wb.w), "r"(x.z), "r"(x.w));
-}
-
-__device__ __forceinline__ float qf16(uint32_t h) {
-    return __half2float(__ushort_as_half((unsigned short)h));
-}
-
-/* One of the two mma of qmma_sw (H 0: the x / w pairs .x, .y; H 1: .z, .w), and of qmma. */
-template <int H>
-__device__ __forceinline__ void qmma_sw1(float (&c)[4], uint4 wa, uint4 wb, uint4 x) {
-    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, "
-        "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(H ? wa.z : wa.x), "r"(H ? wb.z : wb.x), "r"(H ? wa.w : wa.y), "r"(H ? wb.w : wb.y),
-          "r"(H ? x.z : x.x), "r"(H ? x.w : x.y));
-}
-
-template <int H> __device__ __forceinline__ void qmma1(float (&c)[4], uint4 xa, uint4 xb, uint4 q) {
-    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, "
-        "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(H ? xa.z : xa.x), "r"(H ? xb.z : xb.x), "r"(H ? xa.w : xa.y), "r"(H ? xb.w : xb.y),
-          "r"(H ? q.z : q.x), "r"(H ? q.w : q.y));
-}
-
-/* Q6_K: lane t's x chunk (elements 8t .. 8t+7 of the block) in the order of its weights: lanes t
- * and t ^ 2 swap half their chunk, so that lane t < 2 holds 8t .. 8t+3 then 8t+16 .. 8t+19 and
- * lane t >= 2 holds 8t−12 .. 8t−9 then 8t+4 .. 8t+7 (q6_elem): the first mma of a block then sums
- * elements 0-15 (the block's first int8 scale), the second 16-31 (its second). */
-__device__ __forceinline__ uint4 q6_xperm(uint4 x, int t) {
-    const bool lo = t < 2;
-    const uint32_t r0 = __shfl_xor_sync(0xffffffffu, lo ? x.z : x.x, 2);
-    const uint32_t r1 = __shfl_xor_sync(0xffffffffu, lo ? x.w : x.y, 2);
-    return lo ? make_uint4(x.x, x.y, r0, r1) : make_uint4(r0, r1, x.z, x.w);
-}
-
-/* Q6_K: d · sc of half H (elements 16H .. 16H+15) of block u, row a (rb 0) or b (rb 1): the
- * int8 scale by qmagic (byte ^ 0x80 = sc + 128), the product exact in fp32 (fp16 × int8). */
-template <int TYPE, int H>
-__device__ __forceinline__ float q6_scale(const qgrp<TYPE> &w, int rb, int u) {
-    const uint2 s = rb ? w.sb : w.sa;
-    const uint32_t dm = rb ? w.mb.x : w.ma.x;
-    const float sc =
-        qmagic((u < 2 ? s.x : s.y) ^ 0x80808080u, 2 * (u & 1) + H, 8388608.0f + 128.0f);
-    return __fmul_rn(qf16(dm & 0xffffu), sc);
-}
-
-/* Block u's fp32 scale and min for the accumulator's W row a (rb 0: sa, ma) or b (rb 1: sb, mb):
- * Q8_0 / Q4_x the fp16 d (and m); Q4_K d·sc_u and −(dmin·m_u), each exact in fp32 (an fp16 times
- * a 6-bit integer has at most 17 significant bits), the values model/gguf_quant.c forms; the
- * 6-bit integers to fp32 by qmagic (PRMT + FADD, no conversion unit). */
-template <int TYPE> __device__ __forceinline__ float qscale(const qgrp<TYPE> &w, int rb, int u) {
-    const uint2 s = rb ? w.sb : w.sa;
-    if (qtype<TYPE>::ks) {
-        const uint32_t dm = rb ? w.mb.x : w.ma.x;
-        const float sc = qmagic(u < 2 ? s.x : s.y, 2 * (u & 1), 8388608.0f);
-        return __fmul_rn(qf16(dm & 0xffffu), sc);
-    }
-    return qf16(qhalf(s, u));
-}
-
-template <int TYPE> __device__ __forceinline__ float qmin(const qgrp<TYPE> &w, int rb, int u) {
-    if (qtype<TYPE>::ks) {
-        const uint2 s = rb ? w.sb : w.sa;
-        const uint32_t dm = rb ? w.mb.x : w.ma.x;
-        const float m = qmagic(u < 2 ? s.x : s.y, 2 * (u & 1) + 1, 8388608.0f);
-        return -__fmul_rn(qf16(dm >> 16), m);
-    }
-    return qf16(qhalf(rb ? w.mb : w.ma, u));
-}
-
-/* RMSNorm scales of the n rows into sc (shared): warp w sums rows w, w + KW, ... (lane i over
- * 16-byte chunks i, i + 32, ..., then a fixed butterfly), so every block, every n and every
- * variant gets the same bits. */
-template <int KW> __device__ __forceinline__ void qnorm_scales(const qgemv_params &p, float *sc) {
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    for (int r = warp; r < p.n; r += KW) {
-        const uint4 *xr = reinterpret_cast<const uint4 *>(p.x + (size_t)r * p.in_dim);
-        float s = 0.0f;
-#pragma unroll 8
-        for (int i = lane; i < p.in_dim / 8; i += 32) {
-            const uint4 v = __ldg(xr + i);
-            const uint32_t wd[4] = {v.x, v.y, v.z, v.w};
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                const float lo = __uint_as_float(wd[e] << 16);
-                const float hi = __uint_as_float(wd[e] & 0xffff0000u);
-                s += lo * lo;
-                s += hi * hi;
-            }
-        }
-#pragma unroll
-        for (int off = 16; off > 0; off >>= 1)
-            s += __shfl_xor_sync(0xffffffffu, s, off);
-        if (lane == 0) sc[r] = rsqrtf(s / p.in_dim + p.eps); /* as k_rmsnorm: sum / dim + eps */
-    }
-    __syncthreads();
-}
-
-/* Where a lane's activation chunks come from: x rows g and g + 8 (has0 / has1), normed on the way
- * (NORM: scales s0 / s1, h stored at h0 / h1 when not NULL), or, when hs0 is not NULL, the rows of
- * h the block normed into shared memory in its prologue. */
-struct qxsrc { /* every pointer at the lane's element 8t of block 0 */
-    const __nv_bfloat16 *x0, *x1, *hs0, *hs1;
-    const float *gamma;
-    __nv_bfloat16 *h0, *h1;
-    float s0, s1;
-    bool has0, has1;
-};
-
-/* Block b (u-th of its group) of RT tiles against the lane's x chunk. */
-template <int TYPE, int RT, bool NORM, bool R16, bool SW>
-__device__ __forceinline__ void qblock(float (&acc)[RT][4], const qgrp<TYPE> (&w)[RT],
-                                       const qgemv_params &p, const qxsrc &xs, int b, int u,
-                                       int t) {
-    /* (the qxsrc pointers are at the lane's 8t already; t is Q6_K's permutation's) */
-    const int k = 32 * b;
-    const uint4 zero = make_uint4(0, 0, 0, 0);
-    uint4 xa, xb;
-    if (NORM && xs.hs0) {
-        xa = xs.has0 ? *reinterpret_cast<const uint4 *>(xs.hs0 + k) : zero;
-        xb = R16 && xs.has1 ? *reinterpret_cast<const uint4 *>(xs.hs1 + k) : zero;
-    } else {
-        xa = xs.has0 ? __ldg(reinterpret_cast<const uint4 *>(xs.x0 + k)) : zero;
-        xb = R16 && xs.has1 ? __ldg(reinterpret_cast<const uint4 *>(xs.x1 + k)) : zero;
-        if (NORM) {
-            const gemv_gamma8 gm = gemv_load_gamma(xs.gamma + k);
-            xa = gemv_norm_chunk(xa, gm, xs.s0);
-            if (R16) xb = gemv_norm_chunk(xb, gm, xs.s1);
-            if (xs.h0) *reinterpret_cast<uint4 *>(xs.h0 + k) = xa;
-            if (R16 && xs.h1) *reinterpret_cast<uint4 *>(xs.h1 + k) = xb;
-        }
-    }
-    if (TYPE == QT_Q6_K) { /* the two halves of the block apart, each with its scale */
-        xa = q6_xperm(xa, t);
-        if (R16) xb = q6_xperm(xb, t);
-#pragma unroll
-        for (int r = 0; r < RT; r += SW ? 2 : 1) {
-            float pa[4] = {0.0f, 0.0f, 0.0f, 0.0f}, pb[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-            if (SW) { /* pa / pb: c0, c1 of tile r, c2, c3 of tile r + 1 (as below) */
-                const uint4 w0 = qweights<TYPE>(w[r], u), w1 = qweights<TYPE>(w[r + 1], u);
-                const float a0 = q6_scale<TYPE, 0>(w[r], 0, u), b0 = q6_scale<TYPE, 1>(w[r], 0, u);
-                const float a1 = q6_scale<TYPE, 0>(w[r + 1], 0, u);
-                const float b1 = q6_scale<TYPE, 1>(w[r + 1], 0, u);
-                qmma_sw1<0>(pa, w0, w1, xa);
-                qmma_sw1<1>(pb, w0, w1, xa);
-                acc[r][0] = fmaf(b0, pb[0], fmaf(a0, pa[0], acc[r][0]));
-                acc[r][1] = fmaf(b0, pb[1], fmaf(a0, pa[1], acc[r][1]));
-                acc[r + 1][0] = fmaf(b1, pb[2], fmaf(a1, pa[2], acc[r + 1][0]));
-                acc[r + 1][1] = fmaf(b1, pb[3], fmaf(a1, pa[3], acc[r + 1][1]));
-                if (R16) {
-                    float qa[4] = {0.0f, 0.0f, 0.0f, 0.0f}, qb[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-                    qmma_sw1<0>(qa, w0, w1, xb);
-                    qmma_sw1<1>(qb, w0, w1, xb);
-                    acc[r][2] = fmaf(b0, qb[0], fmaf(a0, qa[0], acc[r][2]));
-                    acc[r][3] = fmaf(b0, qb[1], fmaf(a0, qa[1], acc[r][3]));
-                    acc[r + 1][2] = fmaf(b1, qb[2], fmaf(a1, qa[2], acc[r + 1][2]));
-                    acc[r + 1][3] = fmaf(b1, qb[3], fmaf(a1, qa[3], acc[r + 1][3]));
-                }
-            } else { /* D (act row g / g + 8, W rows 2t, 2t + 1) */
-                const uint4 q = qweights<TYPE>(w[r], u);
-                const float aa = q6_scale<TYPE, 0>(w[r], 0, u), ba = q6_scale<TYPE, 1>(w[r], 0, u);
-                const float ab = q6_scale<TYPE, 0>(w[r], 1, u), bb = q6_scale<TYPE, 1>(w[r], 1, u);
-                qmma1<0>(pa, xa, xb, q);
-                qmma1<1>(pb, xa, xb, q);
-                acc[r][0] = fmaf(ba, pb[0], fmaf(aa, pa[0], acc[r][0]));
-                acc[r][1] = fmaf(bb, pb[1], fmaf(ab, pa[1], acc[r][1]));
-                if (R16) {
-                    acc[r][2] = fmaf(ba, pb[2], fmaf(aa, pa[2], acc[r][2]));
-                    acc[r][3] = fmaf(bb, pb[3], fmaf(ab, pa[3], acc[r][3]));
-                }
-            }
-        }
-        return;
-    }
-    const uint4 ones = make_uint4(0x3F803F80u, 0x3F803F80u, 0x3F803F80u, 0x3F803F80u);
-    if (SW) {
-        /* acc[r]: W row g of tile r, act cols 2t, 2t + 1 (R16: and 8 + 2t, 9 + 2t) */
-        float sx[4] = {0.0f, 0.0f, 0.0f, 0.0f}, sx1[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-        if (qtype<TYPE>::mins) {
-            qmma_sw(sx, ones, ones, xa);
-            if (R16) qmma_sw(sx1, ones, ones, xb);
-        }
-#pragma unroll
-        for (int r = 0; r < RT; r += 2) {
-            const uint4 w0 = qweights<TYPE>(w[r], u), w1 = qweights<TYPE>(w[r + 1], u);
-            const float d0 = qscale<TYPE>(w[r], 0, u), d1 = qscale<TYPE>(w[r + 1], 0, u);
-            float part[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-            qmma_sw(part, w0, w1, xa);
-            acc[r][0] = fmaf(d0, part[0], acc[r][0]);
-            acc[r][1] = fmaf(d0, part[1], acc[r][1]);
-            acc[r + 1][0] = fmaf(d1, part[2], acc[r + 1][0]);
-            acc[r + 1][1] = fmaf(d1, part[3], acc[r + 1][1]);
-            if (R16) {
-                float p1[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-                qmma_sw(p1, w0, w1, xb);
-                acc[r][2] = fmaf(d0, p1[0], acc[r][2]);
-                acc[r][3] = fmaf(d0, p1[1], acc[r][3]);
-                acc[r + 1][2] = fmaf(d1, p1[2], acc[r + 1][2]);
-                acc[r + 1][3] = fmaf(d1, p1[3], acc[r + 1][3]);
-            }
-            if (qtype<TYPE>::mins) {
-                const float m0 = qmin<TYPE>(w[r], 0, u), m1 = qmin<TYPE>(w[r + 1], 0, u);
-                acc[r][0] = fmaf(m0, sx[0], acc[r][0]);
-                acc[r][1] = fmaf(m0, sx[1], acc[r][1]);
-                acc[r + 1][0] = fmaf(m1, sx[0], acc[r + 1][0]);
-                acc[r + 1][1] = fmaf(m1, sx[1], acc[r + 1][1]);
-                if (R16) {
-                    acc[r][2] = fmaf(m0, sx1[0], acc[r][2]);
-                    acc[r][3] = fmaf(m0, sx1[1], acc[r][3]);
-                    acc[r + 1][2] = fmaf(m1, sx1[0], acc[r + 1][2]);
-                    acc[r + 1][3] = fmaf(m1, sx1[1], acc[r + 1][3]);
-                }
-            }
-        }
-        return;
-    }
-    float sx[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-    if (qtype<TYPE>::mins) qmma(sx, xa, xb, ones);
-#pragma unroll
-    for (int r = 0; r < RT; r++) {
-        float part[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-        qmma(part, xa, xb, qweights<TYPE>(w[r], u));
-        const float da = qscale<TYPE>(w[r], 0, u), db = qscale<TYPE>(w[r], 1, u);
-        acc[r][0] = fmaf(da, part[0], acc[r][0]);
-        acc[r][1] = fmaf(db, part[1], acc[r][1]);
-        if (R16) {
-            acc[r][2] = fmaf(da, part[2], acc[r][2]);
-            acc[r][3] = fmaf(db, part[3], acc[r][3]);
-        }
-        if (qtype<TYPE>::mins) {
-            const float ma = qmin<TYPE>(w[r], 0, u), mb = qmin<TYPE>(w[r], 1, u);
-            acc[r][0] = fmaf(ma, sx[0], acc[r][0]);
-            acc[r][1] = fmaf(mb, sx[0], acc[r][1]);
-            if (R16) {
-                acc[r][2] = fmaf(ma, sx[2], acc[r][2]);
-                acc[r][3] = fmaf(mb, sx[2], acc[r][3]);
-            }
-        }
-    }
-}
-
-/* One group of RT tiles: a full group's 4 blocks without branches between them (so their loads
- * and math interleave), a partial group's block by block. */
-template <int TYPE, int RT, bool NORM, bool R16, bool SW>
-__device__ __forceinline__ void qgroup(float (&acc)[RT][4], const qgrp<TYPE> (&w)[RT],
-                                       const qgemv_params &p, int gq, const qxsrc &xs, int t) {
-    if (4 * gq + 4 <= p.nb) {
-#pragma unroll
-        for (int u = 0; u < 4; u++)
-            qblock<TYPE, RT, NORM, R16, SW>(acc, w, p, xs, 4 * gq + u, u, t);
-        return;
-    }
-#pragma unroll
-    for (int u = 0; u < 3; u++) {
-        if (4 * gq + u >= p.nb) break;
-        qblock<TYPE, RT, NORM, R16, SW>(acc, w, p, xs, 4 * gq + u, u, t);
-    }
-}
+#include "qgemv_math.cuh"
 
 /* The loads of step uq (groups uq · UG .. uq · UG + UG − 1 that exist) of every tile. */
 template <int TYPE, int RT, int UG>
@@ -966,11 +374,246 @@ __global__ void __launch_bounds__(KW * 32, MINB) qgemv_kernel(const qgemv_params
     }
 }
 
+/* The bulk-copy kernel (the "bulk" variants). The register kernel above keeps at most two groups
+ * of each of its tiles in flight per warp: with 8 warps of 4 groups each on a 4096-wide row, the
+ * warps' whole life is a few load latencies, and an SM holds too few bytes in flight to reach the
+ * copy ceiling (Q4_0 0.56 bytes per weight: 38 % of copy at n = 1). Here one lane of an extra
+ * producer warp streams the block's W through a ring of ST stages in shared memory by
+ * cp.async.bulk (one instruction per region and tile, the bytes counted on the stage's "full"
+ * mbarrier), so a block keeps ST stages of G = KW groups of each of its RT tiles in flight with
+ * no registers held; the KW consumer warps wait on "full", read their group (warp w takes group w
+ * of every stage: groups w, w + KW, ... of the row, as the register kernel's warps with KW warps,
+ * so the sums are the same bits), release the stage on its "empty" mbarrier (KW arrivals) and run
+ * the same qgroup. The grid is persistent (at most the blocks the SMs hold at once): a block walks
+ * work items (RT tiles of 8 rows) item, item + gridDim.x, ..., the producer runs ahead across
+ * item boundaries, and the fused norm's scales (and h in shared memory) are made once per block,
+ * not once per item. Each item's partial sums meet in shared memory as above, behind named
+ * barriers among the consumer warps (the producer never waits for them). A stage holds, per
+ * tile, its regions' bytes for the stage's groups as they lie in global memory (qgemv.h: a
+ * tile's group of quants, scales, mins or d/dmin words, high bits are contiguous runs), so a
+ * consumer lane finds its words at the offsets the register kernel reads, relative to the run.
+ * Served: every group full (in_dim % 128 == 0) and out_dim % 8 == 0 (whole tiles, the SwiGLU up
+ * rows tile-aligned); other shapes run the register kernel's variant 0. */
+__device__ __forceinline__ void qbulk_copy(uint32_t dst, const void *src, uint32_t bytes,
+                                           uint32_t bar, uint64_t policy) {
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint"
+                 " [%0], [%1], %2, [%3], %4;\n" ::"r"(dst),
+                 "l"(src), "r"(bytes), "r"(bar), "l"(policy)
+                 : "memory");
+}
+
+/* The bytes of one tile's share of a stage of g groups: per region (quants, scales, mins or
+ * d/dmin, high bits); the tile's slot in a stage holds a full stage's (KW groups). */
+struct qbulk_parts {
+    uint32_t q, s, m, h;
+    __host__ __device__ uint32_t sum() const {
+        return q + s + m + h;
+    }
+};
+
+__host__ __device__ __forceinline__ qbulk_parts qbulk_parts_of(int wtype, int g) {
+    qbulk_parts b;
+    const bool mins = wtype == QT_Q4_1 || wtype == QT_Q5_1,
+               ks = wtype == QT_Q4_K || wtype == QT_Q6_K;
+    b.q = (uint32_t)g * 128 * (wtype == QT_Q8_0 ? 8 : 4);
+    b.s = (uint32_t)g * 64;
+    b.m = mins ? (uint32_t)g * 64 : ks ? (uint32_t)g * 16 : 0;
+    b.h = (uint32_t)g * 128 * (wtype == QT_Q6_K ? 2 : wtype == QT_Q5_0 || wtype == QT_Q5_1 ? 1 : 0);
+    return b;
+}
+
+template <int TYPE, int RT, int KW, int ST, int MINB, bool NORM, bool R16>
+__global__ void __launch_bounds__((KW + 1) * 32, MINB) qgemv_bulk_kernel(const qgemv_params p) {
+    constexpr int QB = qtype<TYPE>::qb, HB = qtype<TYPE>::hb;
+    __shared__ float red[KW][RT][FG_QGEMV_MAX_ROWS][8]; /* warp, W tile, act row, W row */
+    __shared__ float sc[FG_QGEMV_MAX_ROWS];
+    __shared__ __align__(8) uint64_t bars[2 * ST]; /* full[ST], then empty[ST] */
+    extern __shared__ __align__(16) uint8_t qsm[];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int g = lane >> 2, t = lane & 3;
+    const int OT = p.out_tiles;
+    const bool swiglu = p.epilogue == FG_GEMV_SWIGLU;
+    const int items = (p.out_dim + 8 * OT - 1) / (8 * OT), ng = p.nb / 4, nch = (ng + KW - 1) / KW;
+    const int tiles = (swiglu ? 2 : 1) * p.out_dim / 8; /* the packed matrix's */
+    const qbulk_parts full = qbulk_parts_of(TYPE, KW);
+    const uint32_t ts = full.sum(), stage_bytes = RT * ts;
+    const uint32_t ring = (uint32_t)__cvta_generic_to_shared(qsm);
+    const uint32_t bar0 = (uint32_t)__cvta_generic_to_shared(bars);
+    const int hst = p.in_dim + 32;
+
+    asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+    if (threadIdx.x == 0) {
+        for (int s = 0; s < ST; s++) {
+            mbar_init(bar0 + 8 * s, 1);
+            mbar_init(bar0 + 8 * (ST + s), KW);
+        }
+        mbar_init_fence();
+    }
+    __syncthreads();
+
+    if (warp == KW) { /* the producer: W only, constant, so it never waits for the grid before */
+        if (lane != 0) return;
+        uint64_t policy;
+        asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(policy));
+        int s = 0;
+        uint32_t ph = 0;
+        for (int it = blockIdx.x; it < items; it += gridDim.x) {
+            const int j0 = it * 8 * OT;
+            for (int c = 0; c < nch; c++) {
+                const int gc = min(KW, ng - c * KW);
+                const qbulk_parts part = qbulk_parts_of(TYPE, gc);
+                mbar_wait(bar0 + 8 * (ST + s), ph ^ 1);
+                mbar_arrive_expect_tx(bar0 + 8 * s, RT * part.sum());
+#pragma unroll
+                for (int r = 0; r < RT; r++) {
+                    const int o = swiglu ? r % OT : r;
+                    const int base = swiglu && r >= OT ? p.out_dim / 8 : 0;
+                    const int tile = min(base + (j0 + 8 * o) / 8, tiles - 1);
+                    const size_t tb = (size_t)tile * p.nb, gq = (size_t)c * KW;
+                    const uint32_t d = ring + (uint32_t)s * stage_bytes + (uint32_t)r * ts;
+                    const uint32_t bar = bar0 + 8 * s;
+                    qbulk_copy(d, p.w + tb * 32 * QB + gq * 128 * QB, part.q, bar, policy);
+                    qbulk_copy(d + full.q, p.w + p.s0 + tb * 16 + gq * 64, part.s, bar, policy);
+                    if (qtype<TYPE>::ks)
+                        qbulk_copy(d + full.q + full.s, p.w + p.m0 + tb * 4 + gq * 16, part.m, bar,
+                                   policy);
+                    else if (qtype<TYPE>::mins)
+                        qbulk_copy(d + full.q + full.s, p.w + p.m0 + tb * 16 + gq * 64, part.m, bar,
+                                   policy);
+                    if (HB)
+                        qbulk_copy(d + full.q + full.s + full.m,
+                                   p.w + p.h0 + tb * 32 * HB + gq * 128 * HB, part.h, bar, policy);
+                }
+                if (++s == ST) {
+                    s = 0;
+                    ph ^= 1;
+                }
+            }
+        }
+        return;
+    }
+
+    /* The consumers: KW warps, KW · 32 threads, barrier 1 among them. */
+    const int nthr = KW * 32;
+    asm volatile("griddepcontrol.wait;\n" ::: "memory");
+    if (NORM) {
+        qnorm_rows<KW>(p, sc);
+        named_bar_sync(1, nthr);
+    }
+    const bool has0 = g < p.n, has1 = R16 && g + 8 < p.n;
+    qxsrc xs = {};
+    xs.x0 = p.x + (size_t)(has0 ? g : 0) * p.in_dim + 8 * t;
+    xs.x1 = p.x + (size_t)(has1 ? g + 8 : 0) * p.in_dim + 8 * t;
+    xs.gamma = NORM ? p.gamma + 8 * t : nullptr;
+    xs.has0 = has0;
+    xs.has1 = has1;
+    xs.s0 = NORM && has0 ? sc[g] : 0.0f;
+    xs.s1 = NORM && has1 ? sc[g + 8] : 0.0f;
+    const bool store_h = NORM && p.h_out && blockIdx.x == 0;
+    if (NORM && p.hs) { /* h of all n rows into shared memory once, as the register kernel */
+        __nv_bfloat16 *hsm = reinterpret_cast<__nv_bfloat16 *>(qsm + (size_t)ST * stage_bytes);
+        const int cpr = p.in_dim / 8;
+#pragma unroll 4
+        for (int i = threadIdx.x; i < p.n * cpr; i += nthr) {
+            const int row = i / cpr, cc = i % cpr;
+            const uint4 xv =
+                __ldg(reinterpret_cast<const uint4 *>(p.x + (size_t)row * p.in_dim) + cc);
+            const uint4 h = gemv_norm_chunk(xv, gemv_load_gamma(p.gamma + 8 * cc), sc[row]);
+            *reinterpret_cast<uint4 *>(hsm + (size_t)row * hst + 8 * cc) = h;
+            if (store_h) *reinterpret_cast<uint4 *>(p.h_out + (size_t)row * p.in_dim + 8 * cc) = h;
+        }
+        named_bar_sync(1, nthr);
+        xs.hs0 = hsm + (size_t)(has0 ? g : 0) * hst + 8 * t;
+        xs.hs1 = hsm + (size_t)(has1 ? g + 8 : 0) * hst + 8 * t;
+    } else {
+        xs.h0 = store_h && has0 ? p.h_out + (size_t)g * p.in_dim + 8 * t : nullptr;
+        xs.h1 = store_h && has1 ? p.h_out + (size_t)(g + 8) * p.in_dim + 8 * t : nullptr;
+    }
+
+    int s = 0;
+    uint32_t ph = 0;
+    for (int it = blockIdx.x; it < items; it += gridDim.x) {
+        const int j0 = it * 8 * OT;
+        float acc[RT][4];
+#pragma unroll
+        for (int r = 0; r < RT; r++)
+            acc[r][0] = acc[r][1] = acc[r][2] = acc[r][3] = 0.0f;
+        for (int c = 0; c < nch; c++) {
+            const int gq = c * KW + warp;
+            mbar_wait(bar0 + 8 * s, ph);
+            qgrp<TYPE> w[RT];
+            if (gq < ng) {
+                const uint8_t *st = qsm + (size_t)s * stage_bytes;
+#pragma unroll
+                for (int r = 0; r < RT; r++) {
+                    const uint8_t *b = st + (size_t)r * ts;
+#pragma unroll
+                    for (int v = 0; v < QB / 4; v++) {
+                        const uint4 a = *reinterpret_cast<const uint4 *>(b + warp * 128 * QB +
+                                                                         16 * (lane * QB / 4 + v));
+                        w[r].q[4 * v] = a.x;
+                        w[r].q[4 * v + 1] = a.y;
+                        w[r].q[4 * v + 2] = a.z;
+                        w[r].q[4 * v + 3] = a.w;
+                    }
+                    w[r].sa = w[r].sb =
+                        *reinterpret_cast<const uint2 *>(b + full.q + warp * 64 + 8 * g);
+                    w[r].h = make_uint2(0u, 0u);
+                    if (HB == 2)
+                        w[r].h = *reinterpret_cast<const uint2 *>(b + full.q + full.s + full.m +
+                                                                  warp * 256 + 8 * lane);
+                    if (HB == 1)
+                        w[r].h.x = *reinterpret_cast<const uint32_t *>(
+                            b + full.q + full.s + full.m + warp * 128 + 4 * lane);
+                    if (qtype<TYPE>::ks)
+                        w[r].ma = w[r].mb =
+                            make_uint2(*reinterpret_cast<const uint32_t *>(
+                                           b + full.q + full.s + (warp >> 1) * 32 + 4 * g),
+                                       0u);
+                    else if (qtype<TYPE>::mins)
+                        w[r].ma = w[r].mb = *reinterpret_cast<const uint2 *>(b + full.q + full.s +
+                                                                             warp * 64 + 8 * g);
+                }
+            }
+            __syncwarp();
+            if (lane == 0) mbar_arrive(bar0 + 8 * (ST + s));
+            if (++s == ST) {
+                s = 0;
+                ph ^= 1;
+            }
+            if (gq < ng) qgroup<TYPE, RT, NORM, R16, true>(acc, w, p, gq, xs, t);
+        }
+        xs.h0 = xs.h1 = nullptr; /* h is whole after the first item */
+#pragma unroll
+        for (int r = 0; r < RT; r++) {
+            red[warp][r][2 * t][g] = acc[r][0];
+            red[warp][r][2 * t + 1][g] = acc[r][1];
+            red[warp][r][8 + 2 * t][g] = acc[r][2];
+            red[warp][r][9 + 2 * t][g] = acc[r][3];
+        }
+        named_bar_sync(1, nthr);
+        for (int e = threadIdx.x; e < OT * p.n * 8; e += nthr) {
+            const int o = e / (p.n * 8), b = (e / 8) % p.n, i = e % 8;
+            const int j = j0 + o * 8 + i;
+            if (j >= p.out_dim) continue;
+            float v = 0.0f, up = 0.0f;
+            for (int ww = 0; ww < KW; ww++) {
+                v += red[ww][o][b][i];
+                if (swiglu) up += red[ww][o + OT][b][i];
+            }
+            if (swiglu) v = gemv_silu(v) * up;
+            gemv_store(p.y, p.y_f32, (size_t)b * p.out_dim + j, p.epilogue == FG_GEMV_ADD, v);
+        }
+        named_bar_sync(1, nthr); /* red is free for the next item */
+    }
+}
+
 /* The variants the benchmark times; fg_qgemv_pick chooses among them. */
 typedef void (*qgemv_fn)(const qgemv_params);
 struct qgemv_variant {
     const char *name;
     int rt, kw, stages;
+    int bulk;            /* qgemv_bulk_kernel (stages: its ring's) */
     qgemv_fn k[7][2][2]; /* type (qtype_index), NORM, R16 */
 };
 
@@ -987,17 +630,36 @@ struct qgemv_variant {
     }
 #define QG_V(RT, KW, MB, PF, S, SW)                                                                \
     {                                                                                              \
-        "rt" #RT "_kw" #KW "_mb" #MB "_pf" #PF "_s" #S "_sw" #SW, RT, KW, S, {                     \
+        "rt" #RT "_kw" #KW "_mb" #MB "_pf" #PF "_s" #S "_sw" #SW, RT, KW, S, 0, {                  \
             QG_T(QT_Q8_0, RT, KW, MB, PF, S, SW), QG_T(QT_Q4_0, RT, KW, MB, PF, S, SW),            \
                 QG_T(QT_Q4_1, RT, KW, MB, PF, S, SW), QG_T(QT_Q4_K, RT, KW, MB, PF, S, SW),        \
                 QG_T(QT_Q6_K, RT, KW, MB, PF, S, SW), QG_T(QT_Q5_0, RT, KW, MB, PF, S, SW),        \
                 QG_T(QT_Q5_1, RT, KW, MB, PF, S, SW)                                               \
         }                                                                                          \
     }
+#define QG_BK(T, RT, KW, ST, MB, NORM, R16) qgemv_bulk_kernel<T, RT, KW, ST, MB, NORM, R16>
+#define QG_BT(T, RT, KW, ST, MB)                                                                   \
+    {                                                                                              \
+        {QG_BK(T, RT, KW, ST, MB, false, false), QG_BK(T, RT, KW, ST, MB, false, true)},           \
+            {QG_BK(T, RT, KW, ST, MB, true, false), QG_BK(T, RT, KW, ST, MB, true, true)},         \
+    }
+#define QG_VB(RT, KW, ST, MB)                                                                      \
+    {                                                                                              \
+        "bulk_rt" #RT "_kw" #KW "_st" #ST "_mb" #MB, RT, KW, ST, 1, {                              \
+            QG_BT(QT_Q8_0, RT, KW, ST, MB), QG_BT(QT_Q4_0, RT, KW, ST, MB),                        \
+                QG_BT(QT_Q4_1, RT, KW, ST, MB), QG_BT(QT_Q4_K, RT, KW, ST, MB),                    \
+                QG_BT(QT_Q6_K, RT, KW, ST, MB), QG_BT(QT_Q5_0, RT, KW, ST, MB),                    \
+                QG_BT(QT_Q5_1, RT, KW, ST, MB)                                                     \
+        }                                                                                          \
+    }
 static const qgemv_variant qgemv_variants[] = {
     QG_V(2, 8, 2, 0, 0, 1), QG_V(2, 8, 3, 0, 0, 1), QG_V(2, 8, 2, 0, 4, 1), QG_V(2, 8, 2, 0, 0, 0),
-    QG_V(2, 8, 3, 0, 0, 0), QG_V(2, 8, 2, 0, 4, 0), QG_V(1, 8, 3, 0, 0, 0),
+    QG_V(2, 8, 3, 0, 0, 0), QG_V(2, 8, 2, 0, 4, 0), QG_V(1, 8, 3, 0, 0, 0), QG_VB(2, 8, 4, 2),
+    QG_VB(2, 8, 3, 3),      QG_VB(2, 4, 6, 3),      QG_VB(4, 8, 3, 2),
 };
+#undef QG_VB
+#undef QG_BT
+#undef QG_BK
 #undef QG_V
 #undef QG_T
 #undef QG_K
@@ -1054,13 +716,38 @@ extern "C" const char *fg_qgemv_variant_name(int v) {
  * (q|k|v 11.7 µs against 15.8, gate|up 46.4 against 54.8; at n = 8 q|k|v gains 2.5 µs and gate|up
  * loses 2.0, at n = 16 both lose); Q5_1 keeps the defaults everywhere (its mb3 norm kernel for
  * n <= 8 spills 356 bytes, Q5_0's 56, Q4_1's 216: bench/results/qgemv_q5_ptxas_2026-12-03.log;
- * at n = 1 q|k|v 15.2 µs against 16.6 but gate|up 61.7 against 58.1). */
-enum { QG_PICK = 0, QG_PICK_NORM_Q4 = 1 };
+ * at n = 1 q|k|v 15.2 µs against 16.6 but gate|up 61.7 against 58.1).
+ * Where the bulk kernel serves the shape (whole groups and tiles: every Llama-shape layer), from
+ * bench/results/qgemv_bulk_run2_h200_2026-12-03.log (the same table with its four variants,
+ * 7-10): the fused-norm calls take it for every type, 1.0-2.3x the register kernel's best (the
+ * register grid normed x once per block: 1792 blocks for gate|up); gate|up: rt4_kw8_st3_mb2 (10)
+ * (Q8_0 at n = 1: rt2_kw8_st3_mb3 (8), 36.0 µs against 53.6), q|k|v: 10 for Q4_0 / Q4_1 / Q5_0 /
+ * Q4_K, 8 at n = 1 and rt2_kw8_st4_mb2 (7) past it for Q8_0 / Q5_1 / Q6_K. Without the norm the
+ * register kernel's loads already keep the 4096-wide o projection near its best (the bulk one is
+ * 0.90-0.99x there, but 1.04-1.14x for Q8_0 at n = 8 / 16); on the 14336-wide down projection 7
+ * is 1.02-1.12x at n <= 8 (not Q6_K: 0.93-1.00x), and at n = 16 for Q8_0 / Q4_K / Q5_1 too. */
+enum {
+    QG_PICK = 0,
+    QG_PICK_NORM_Q4 = 1,
+    QG_PICK_BULK = 7,     /* bulk_rt2_kw8_st4_mb2 */
+    QG_PICK_BULK_MB3 = 8, /* bulk_rt2_kw8_st3_mb3 */
+    QG_PICK_BULK_RT4 = 10 /* bulk_rt4_kw8_st3_mb2 */
+};
 
 extern "C" int fg_qgemv_pick(int wtype, int n, int in_dim, int out_dim, int epilogue, int norm) {
     if (!fg_qgemv_supported(wtype, n, in_dim, out_dim) || epilogue < FG_GEMV_STORE ||
         epilogue > FG_GEMV_SWIGLU)
         return -1;
+    if (in_dim % 128 == 0 && out_dim % 8 == 0) { /* the bulk kernel serves the shape */
+        const bool wide = wtype == QT_Q8_0 || wtype == QT_Q5_1 || wtype == QT_Q6_K;
+        if (norm && epilogue == FG_GEMV_SWIGLU)
+            return wtype == QT_Q8_0 && n == 1 ? QG_PICK_BULK_MB3 : QG_PICK_BULK_RT4;
+        if (norm) return !wide ? QG_PICK_BULK_RT4 : n == 1 ? QG_PICK_BULK_MB3 : QG_PICK_BULK;
+        if (wtype == QT_Q6_K) return QG_PICK;
+        if (in_dim >= 8192 && (n <= 8 || wtype == QT_Q8_0 || wtype == QT_Q4_K || wtype == QT_Q5_1))
+            return QG_PICK_BULK;
+        if (wtype == QT_Q8_0 && n >= 8) return QG_PICK_BULK;
+    }
     if (norm && ((wtype == QT_Q4_0 && n <= 8) ||
                  ((wtype == QT_Q4_1 || wtype == QT_Q4_K || wtype == QT_Q5_0) && n == 1)))
         return QG_PICK_NORM_Q4;
@@ -1078,6 +765,8 @@ static int qgemv_launch(int v, int norm, qgemv_params p, int wtype, int epilogue
         (uintptr_t)p.w % 16 || ((uintptr_t)p.gamma | (uintptr_t)p.h_out) % 16 || !p.y)
         return (int)cudaErrorInvalidValue;
     const qgemv_variant *vr = &qgemv_variants[v];
+    if (vr->bulk && (p.in_dim % 128 || p.out_dim % 8)) /* (not whole groups and tiles) */
+        vr = &qgemv_variants[v = 0];
     const int swiglu = epilogue == FG_GEMV_SWIGLU;
     if (swiglu && vr->rt % 2) return (int)cudaErrorInvalidValue; /* gate and up tiles in pairs */
     const qlayout l = qlayout_of(wtype, swiglu ? 2 * p.out_dim : p.out_dim, p.in_dim);
@@ -1099,8 +788,11 @@ static int qgemv_launch(int v, int norm, qgemv_params p, int wtype, int epilogue
     cfg.numAttrs = 1;
     const int ti = qtype_index(wtype), r16 = p.n > 8;
     const qgemv_fn k = vr->k[ti][norm ? 1 : 0][r16];
-    /* the async ring's shared memory (past the 48 KB default: the attribute, once per kernel) */
-    const size_t ring = (size_t)vr->kw * vr->stages * vr->rt * qring_np(wtype) * 512;
+    /* the async ring's shared memory (past the 48 KB default: the attribute, once per kernel);
+     * the bulk kernel's ring of stages, its producer warp, its persistent grid */
+    const size_t ring = vr->bulk ? (size_t)vr->stages * vr->rt * qbulk_parts_of(wtype, vr->kw).sum()
+                                 : (size_t)vr->kw * vr->stages * vr->rt * qring_np(wtype) * 512;
+    if (vr->bulk) cfg.blockDim = dim3((unsigned)((vr->kw + 1) * 32));
     const size_t hs = (size_t)p.n * (p.in_dim + 32) * 2;
     p.hs = norm && hs <= QG_HS_MAX;
     cfg.dynamicSmemBytes = ring + (p.hs ? hs : 0);
@@ -1108,7 +800,8 @@ static int qgemv_launch(int v, int norm, qgemv_params p, int wtype, int epilogue
      * between threads sets it twice) */
     static unsigned char smem_set[QG_MAX_DEVICES][QG_N_VARIANTS][7][2][2];
     const size_t smem_max = ring + (norm ? QG_HS_MAX : 0);
-    if (smem_max > 48 * 1024) {
+    /* (the bulk kernel's static arrays, 8 KB, count against the 48 KB default too) */
+    if (smem_max > 48 * 1024 || vr->bulk) {
         int dev = 0;
         cudaError_t e = cudaGetDevice(&dev);
         if (e != cudaSuccess) return (int)e;
@@ -1120,6 +813,16 @@ static int qgemv_launch(int v, int norm, qgemv_params p, int wtype, int epilogue
             if (e != cudaSuccess) return (int)e;
             if (set) *set = 1;
         }
+    }
+    if (vr->bulk) {
+        int dev = 0, sms = 0, per_sm = 0;
+        cudaError_t e = cudaGetDevice(&dev);
+        if (e == cudaSuccess) e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+        if (e == cudaSuccess)
+            e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, k, (int)cfg.blockDim.x,
+                                                              cfg.dynamicSmemBytes);
+        if (e != cudaSuccess) return (int)e;
+        cfg.gridDim.x = (unsigned)min((int)cfg.gridDim.x, max(1, per_sm) * sms);
     }
     cudaError_t e = cudaLaunchKernelEx(&cfg, k, p);
     return (int)(e != cudaSuccess ? e : cudaGetLastError());

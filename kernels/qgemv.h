@@ -97,7 +97,10 @@ int fg_qgemv_norm(void *y, int y_f32, const void *x, const void *gamma, float ep
  * (tests cover both). The name is the earlier staged kernel's. */
 int fg_qgemv_staged(int wtype, const void *w, int in_dim);
 
-/* The variants the benchmark times (tile rows RT · 8 per thread block, KW warps): their count,
+/* The variants the benchmark times (tile rows RT · 8 per thread block, KW warps; the "bulk_"
+ * ones stream W through shared memory by cp.async.bulk from one producer warp beside the KW, in
+ * a persistent grid, and serve in_dim % 128 == 0 with out_dim % 8 == 0 (other shapes run variant
+ * 0 instead; those with KW 8 give variant 0's bits)): their count,
  * name, the one fg_qgemv / fg_qgemv_norm (norm = 1) take for a call (-1 when refused), and a call
  * of variant v (arguments and results as fg_qgemv / fg_qgemv_norm). */
 int fg_qgemv_n_variants(void);

@@ -6,7 +6,8 @@ residual ~ N(0, 1). Outputs are poisoned with NaN (ADD: the residual itself) and
 last row must stay untouched. Reference: fp64 torch on the same bf16 inputs upcast. Checked:
   - fg_gemv (the selector's variant) for n = 1..8 on every benchmark shape and on odd shapes
     (out_dim 1, 7, 1000 × in_dim 8, 72, 576, 1536), each epilogue, bf16 and fp32 y;
-  - every variant of the table on the odd shapes and on one Llama-3-8B shape;
+  - every variant of the table on the odd shapes and on one Llama-3-8B shape; the bulk variants
+    bit for bit their register twin of the same RT, KW, U where the table has one;
   - determinism: the selector's result twice, bit for bit;
   - refusals: unsupported n / in_dim, misaligned pointers, odd-RT variants for SwiGLU.
 Bounds and why:
@@ -111,7 +112,8 @@ class Gemv:
         return self.lib.fg_gemv_variant(v, y, y_f32, x, w, n, in_dim, out_dim, epi, s)
 
     def can_serve(self, v, epi):
-        return epi != SWIGLU or self.names[v].startswith(("rt2", "rt4", "rt6", "rt8"))
+        name = self.names[v].removeprefix("bulk_")  # the bulk kernels' RT as the others'
+        return epi != SWIGLU or name.startswith(("rt2", "rt4", "rt6", "rt8"))
 
     def norm_pick(self, n, in_dim, out_dim, epi):
         return self.lib.fg_gemv_norm_pick(n, in_dim, out_dim, epi)
@@ -283,16 +285,28 @@ def run_checks(g, dev, log):
     for od, idim in odd:
         for epi in (STORE, ADD, SWIGLU):
             case = Case(od, idim, epi, dev)
+            ys = {}
             for v in range(g.n_variants):
                 if not g.can_serve(v, epi):
                     continue
                 for n in ((1, 3, 8) if od != 4096 else (1, 8)):
                     for yf in (0, 1):
-                        ok, rel, _, why = check_one(g, case, v, n, yf)
-                        report(f"{od}x{idim} {EPI_NAME[epi]} {'f32' if yf else 'bf16'} n={n} {g.names[v]}",
-                               ok, rel, why)
+                        ok, rel, y, why = check_one(g, case, v, n, yf)
+                        tag = f"{od}x{idim} {EPI_NAME[epi]} {'f32' if yf else 'bf16'} n={n} {g.names[v]}"
+                        report(tag, ok, rel, why)
                         if not yf:
                             vworst[v] = max(vworst[v], rel if rel == rel else 1.0)
+                        # a bulk variant takes the chunks per warp of the plain one of its RT, KW,
+                        # U (and sums them in its order): the same bits
+                        name = g.names[v]
+                        if ok and not name.startswith("bulk_"):
+                            ys.setdefault((name, n, yf), y.clone())
+                        if ok and name.startswith("bulk_"):
+                            twin = name.removeprefix("bulk_").rsplit("_st", 1)[0]
+                            if (twin, n, yf) in ys:
+                                same = torch.equal(y, ys[(twin, n, yf)])
+                                report(tag + f" = {twin} bitwise", same, rel,
+                                       "" if same else "differs from its register twin")
             del case
     log("every variant, odd shapes: worst bf16 rel " +
         ", ".join(f"{g.names[v]} {vworst[v]:.2e}" for v in range(g.n_variants)))

@@ -22,8 +22,10 @@ poisoned with NaN and a guard after the last row must stay untouched.
     elements off the correctly rounded value (check_gemv's check_h: H_TOL, H_FLIP_FRAC), h rows
     bit for bit independent of n (small n norm into shared memory first, large n chunk by chunk:
     the same bits), y against the fp64 products of the kernel's own h;
-  - every variant of the benchmark's table (fg_qgemv_variant / fg_qgemv_norm_variant) on four
-    shapes at n = 16, 1, 9, with and without the norm, h bit for bit the same in all of them;
+  - every variant of the benchmark's table (fg_qgemv_variant / fg_qgemv_norm_variant) on seven
+    shapes at n = 16, 1, 9, with and without the norm, h bit for bit the same in all of them; the
+    bulk variants with 8 consumer warps y bit for bit variant 0's (the same groups per warp, the
+    same order of sums; two shapes give their persistent grid more items than it has blocks);
   - fg_qdequant_bf16 of the packed weight bit for bit = bf16(gguf_dequantize) (one rounding of
     the fp32 value): fg_qpack and the layout's readers agree with the file;
   - determinism (twice, bit for bit), CUDA-graph replay = eager (fg_qgemv, and fg_qgemv_norm
@@ -440,7 +442,10 @@ def check_refusals(g, rep, dev):
 
 VARIANT_SHAPES = [("8b.o", 4096, 4096, ADD), ("smol.gate_up", 1536, 576, SWIGLU),
                   ("odd.7x96", 7, 96, SWIGLU), ("odd.1000x1536", 1000, 1536, STORE),
-                  ("odd.7x512", 7, 512, SWIGLU)]
+                  ("odd.7x512", 7, 512, SWIGLU),
+                  # the bulk kernel's persistent grid: more items (16 rows) than the SMs hold
+                  # blocks, and a last stage of 4 of 8 groups
+                  ("bulk.6720x1536", 6720, 1536, ADD), ("bulk.3360x1536", 3360, 1536, SWIGLU)]
 
 
 def check_variants(g, rep, dev):
@@ -456,7 +461,7 @@ def check_variants(g, rep, dev):
             x = torch.randn(MAXN, idim, device=dev).bfloat16()
             gamma = cg.norm_gamma(idim, dev)
             y0 = torch.randn(MAXN, od, device=dev).bfloat16()
-            h_first = None
+            h_first, y_v0 = None, {}
             for v in range(nv):
                 vname = g.lib.fg_qgemv_variant_name(v).decode()
                 for n in (MAXN, 1, 9):
@@ -489,6 +494,14 @@ def check_variants(g, rep, dev):
                                 rep.add(False, tag, None, "h differs between variants or n")
                                 continue
                             xin = h.clone()
+                        if v == 0:
+                            y_v0[(n, norm)] = y.clone()
+                        elif vname.startswith("bulk_") and "_kw8_" in vname:
+                            # the bulk kernel's warps take the groups variant 0's 8 warps take
+                            # and sum in its order: the same bits
+                            if not torch.equal(y, y_v0[(n, norm)]):
+                                rep.add(False, tag, None, "y differs from variant 0's bits")
+                                continue
                         dot, mag = cg.products(xin, qc.wf, od, epi)
                         ref = dot + (y0[:n].double() if epi == ADD else 0.0)
                         ok, rel, why = cg.judge(y, ref, mag, 0, epi)

@@ -1,0 +1,619 @@
+/* qgemv_math.cuh — the packed layout of kernels/qgemv.h as kernels/qgemv.cu's kernels read it:
+ * the per-type traits and region offsets, a lane's loads of one group of 4 blocks (from global
+ * memory), the integer-to-bf16 conversions of its weights, the mma pairs, the block scales and
+ * mins, the fused norm's row scales, and qblock / qgroup, the math of one block and one group of
+ * RT tiles that both the register kernel and the bulk-copy kernel run (qgemv.cu's header says
+ * why each piece is as it is). Included by qgemv.cu only. */
+#ifndef FG_QGEMV_MATH_CUH
+#define FG_QGEMV_MATH_CUH
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <stdint.h>
+
+#include "gemv.h"
+#include "gemv_common.cuh"
+#include "qgemv.h"
+
+/* enum gguf_ggml_type ids */
+enum {
+    QT_Q4_0 = 2,
+    QT_Q4_1 = 3,
+    QT_Q5_0 = 6,
+    QT_Q5_1 = 7,
+    QT_Q8_0 = 8,
+    QT_Q4_K = 12,
+    QT_Q6_K = 14
+};
+
+/* Per type: bytes of a file block, bytes of a lane's share of one 32-element block (QB), a min
+ * per block (Q4_1 / Q5_1: fp16 m; Q4_K: −dmin·m_j), ks: K-quant super-block scales (the "scales"
+ * region holds Q4_K's 6-bit (sc_j, m_j) bytes or Q6_K's two int8 scales of the block, the fp16 d
+ * (and dmin) of each super-block a region of its own, qgemv.h), hb: bytes of high quant bits per
+ * lane slot and block in a region of their own (Q5_x 1: the fifth bit of each of the lane's 8
+ * elements; Q6_K 2: the two high bits, the lane's 8 elements in q6_elem's order). */
+template <int TYPE> struct qtype;
+template <> struct qtype<QT_Q8_0> {
+    static constexpr int file = 34, qb = 8, mins = 0, ks = 0, hb = 0;
+};
+template <> struct qtype<QT_Q4_0> {
+    static constexpr int file = 18, qb = 4, mins = 0, ks = 0, hb = 0;
+};
+template <> struct qtype<QT_Q4_1> {
+    static constexpr int file = 20, qb = 4, mins = 1, ks = 0, hb = 0;
+};
+template <> struct qtype<QT_Q5_0> {
+    static constexpr int file = 22, qb = 4, mins = 0, ks = 0, hb = 1;
+};
+template <> struct qtype<QT_Q5_1> {
+    static constexpr int file = 24, qb = 4, mins = 1, ks = 0, hb = 1;
+};
+template <> struct qtype<QT_Q4_K> {
+    static constexpr int file = 144, qb = 4, mins = 1, ks = 1, hb = 0;
+};
+template <> struct qtype<QT_Q6_K> {
+    static constexpr int file = 210, qb = 4, mins = 0, ks = 1, hb = 2;
+};
+
+static int qtype_known(int wtype) {
+    return wtype == QT_Q8_0 || wtype == QT_Q4_0 || wtype == QT_Q4_1 || wtype == QT_Q5_0 ||
+           wtype == QT_Q5_1 || wtype == QT_Q4_K || wtype == QT_Q6_K;
+}
+
+/* Columns the type's rows may have: whole blocks of 32 (K-quants: super-blocks of 256). */
+static int qcols_ok(int wtype, int cols) {
+    const int blk = wtype == QT_Q4_K || wtype == QT_Q6_K ? 256 : 32;
+    return qtype_known(wtype) && cols >= blk && cols % blk == 0;
+}
+
+/* The packed layout's regions (qgemv.h): quants, then scales (K-quants: the per-block bytes),
+ * then (Q4_1, Q5_1) mins or (K-quants) the super-blocks' d/dmin words, at m0, then (Q5_x, Q6_K)
+ * the quants' high bits at h0. */
+struct qlayout {
+    int nb, tiles;
+    size_t s0, m0, h0, total;
+};
+
+static qlayout qlayout_of(int wtype, int rows, int cols) {
+    qlayout l;
+    const int qb = wtype == QT_Q8_0 ? 8 : 4;
+    l.nb = cols / 32;
+    l.tiles = (rows + 7) / 8;
+    const size_t tb = (size_t)l.tiles * (size_t)l.nb; /* (tile, block) pairs */
+    l.s0 = tb * 32 * qb;
+    l.m0 = l.s0 + tb * 16;
+    const bool mins = wtype == QT_Q4_1 || wtype == QT_Q5_1,
+               ks = wtype == QT_Q4_K || wtype == QT_Q6_K;
+    l.h0 = l.m0 + (mins ? tb * 16 : ks ? tb * 4 : 0);
+    l.total = l.h0 + tb * 32 *
+                         (wtype == QT_Q6_K                       ? 2
+                          : wtype == QT_Q5_0 || wtype == QT_Q5_1 ? 1
+                                                                 : 0);
+    return l;
+}
+
+/* Byte offset of lane slot (row % 8) · 4 + t's share of block b in the quants region, and of
+ * row r's fp16 scale of block b in a scale region (qgemv.h's formulas). */
+__device__ __forceinline__ size_t qoff_quant(int qb, int nb, int r, int b, int t) {
+    const int q = b >> 2, gs = min(4, nb - 4 * q);
+    return ((size_t)(r >> 3) * nb + 4 * q) * 32 * qb +
+           (size_t)((((r & 7) * 4 + t) * gs + (b & 3)) * qb);
+}
+
+__device__ __forceinline__ size_t qoff_scale(int nb, int r, int b) {
+    const int q = b >> 2, gs = min(4, nb - 4 * q);
+    return ((size_t)(r >> 3) * nb + 4 * q) * 16 + (size_t)(((r & 7) * gs + (b & 3)) * 2);
+}
+
+/* Q4_K: byte offset of row r's d/dmin word of super-block sb in the d/dmin region (the 8 rows of
+ * a tile side by side: 32 bytes per tile and super-block). */
+__device__ __forceinline__ size_t qoff_dm(int nb, int r, int sb) {
+    return ((size_t)(r >> 3) * (nb / 8) + sb) * 32 + (size_t)(r & 7) * 4;
+}
+
+struct qgemv_params {
+    void *y;
+    const __nv_bfloat16 *x;
+    const uint8_t *w;
+    const float *gamma; /* NORM: (in_dim) fp32 */
+    __nv_bfloat16 *h_out;
+    float eps;
+    int n, in_dim, out_dim;
+    int epilogue, y_f32;
+    int out_tiles;
+    int nb;        /* in_dim / 32 */
+    int hs;        /* NORM: h of the n rows normed into shared memory first (it fits) */
+    size_t s0, m0; /* the scale and min regions' offsets */
+    size_t h0;     /* Q5_x, Q6_K: the high bits' region */
+};
+
+/* A lane's share of one group (up to 4 blocks) of one W tile: quants of its B row g, fp16 scales
+ * (and mins) of the accumulator's W rows 2t (sa, ma) and 2t + 1 (sb, mb), block u in half u.
+ * Q4_K: sa / sb hold the (sc, m) byte pairs of the 4 sub-blocks (half u: sc_u | m_u << 8), ma.x /
+ * mb.x the rows' d/dmin word of the group's super-block (d in the low half). */
+template <int TYPE> struct qgrp {
+    uint32_t q[qtype<TYPE>::qb];
+    uint2 sa, sb, ma, mb;
+    uint2 h; /* the high bits of the lane's 8 elements of block u: Q6_K in half u; Q5_x in
+              * byte u of h.x (slot i's bit at bit i) */
+};
+
+/* Where the lane's loads of one tile start: its B row's quants and the two scale rows, at the
+ * slot of a full group (the last, partial group of a row moves by slot · (gs − 4) · size). */
+struct qrows {
+    const uint8_t *q, *sa, *sb;
+    const uint8_t *da, *db; /* K-quants: the rows' d/dmin words of super-block 0 */
+    const uint8_t *h;       /* Q5_x, Q6_K: the B row's high bits, at the slot of a full group */
+    int slot_q, slot_a, slot_b;
+};
+
+__device__ __forceinline__ uint32_t qhalf(uint2 v, int u) {
+    return ((u < 2 ? v.x : v.y) >> (16 * (u & 1))) & 0xffffu;
+}
+
+__device__ __forceinline__ uint2 qset_half(uint2 v, int u, uint32_t h) {
+    const int sh = 16 * (u & 1);
+    const uint32_t m = ~(0xffffu << sh);
+    if (u < 2)
+        v.x = (v.x & m) | h << sh;
+    else
+        v.y = (v.y & m) | h << sh;
+    return v;
+}
+
+/* W is read once: skip L1 (which keeps x, read by every tile) on the full groups' loads. */
+__device__ __forceinline__ uint4 qld16(const uint8_t *p) {
+    uint4 v;
+    asm("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];\n"
+        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+        : "l"(p));
+    return v;
+}
+
+__device__ __forceinline__ uint2 qld8(const uint8_t *p) {
+    uint2 v;
+    asm("ld.global.nc.L1::no_allocate.v2.u32 {%0,%1}, [%2];\n" : "=r"(v.x), "=r"(v.y) : "l"(p));
+    return v;
+}
+
+__device__ __forceinline__ uint32_t qld4(const uint8_t *p) {
+    uint32_t v;
+    asm("ld.global.nc.L1::no_allocate.u32 %0, [%1];\n" : "=r"(v) : "l"(p));
+    return v;
+}
+
+/* Q4_K: a row's d/dmin word for group gq (super-block gq / 2; the word's 32 bytes per tile are
+ * read by the two groups' warps, so through L1). */
+__device__ __forceinline__ uint32_t qld_dm(const uint8_t *da, int gq) {
+    return __ldg(reinterpret_cast<const unsigned *>(da + (size_t)(gq >> 1) * 32));
+}
+
+/* The lane's share of group gq of one tile (streamed: W is read once). */
+template <int TYPE>
+__device__ __forceinline__ void qgrp_load(qgrp<TYPE> &w, const qrows &rw, const qgemv_params &p,
+                                          int gq) {
+    constexpr int QB = qtype<TYPE>::qb;
+    const int gs = min(4, p.nb - 4 * gq);
+    const size_t gb = (size_t)gq * 128 * QB, sgb = (size_t)gq * 64;
+    const size_t md = p.m0 - p.s0;
+    if (gs == 4) {
+#pragma unroll
+        for (int v = 0; v < QB / 4; v++) {
+            const uint4 a = qld16(rw.q + gb + 16 * v);
+            w.q[4 * v] = a.x;
+            w.q[4 * v + 1] = a.y;
+            w.q[4 * v + 2] = a.z;
+            w.q[4 * v + 3] = a.w;
+        }
+        w.sa = qld8(rw.sa + sgb);
+        w.sb = qld8(rw.sb + sgb);
+        if (qtype<TYPE>::hb == 2) w.h = qld8(rw.h + (size_t)gq * 256);
+        if (qtype<TYPE>::hb == 1) w.h = make_uint2(qld4(rw.h + (size_t)gq * 128), 0u);
+        if (qtype<TYPE>::ks) {
+            w.ma = make_uint2(qld_dm(rw.da, gq), 0u);
+            w.mb = make_uint2(qld_dm(rw.db, gq), 0u);
+        } else if (qtype<TYPE>::mins) {
+            w.ma = qld8(rw.sa + sgb + md);
+            w.mb = qld8(rw.sb + sgb + md);
+        }
+        return;
+    }
+    const uint8_t *qp = rw.q + gb + (ptrdiff_t)rw.slot_q * (gs - 4) * QB;
+    const uint8_t *pa = rw.sa + sgb + (ptrdiff_t)rw.slot_a * (gs - 4) * 2;
+    const uint8_t *pb = rw.sb + sgb + (ptrdiff_t)rw.slot_b * (gs - 4) * 2;
+    w.sa = w.sb = w.ma = w.mb = w.h = make_uint2(0u, 0u);
+    if (qtype<TYPE>::ks) { /* (not reached: K-quant rows are whole super-blocks, full groups) */
+        w.ma.x = qld_dm(rw.da, gq);
+        w.mb.x = qld_dm(rw.db, gq);
+    }
+#pragma unroll
+    for (int u = 0; u < 4; u++) {
+#pragma unroll
+        for (int e = 0; e < QB / 4; e++)
+            w.q[u * (QB / 4) + e] =
+                u < gs ? __ldcs(reinterpret_cast<const unsigned *>(qp + u * QB) + e) : 0u;
+        if (u >= gs) continue;
+        if (qtype<TYPE>::hb == 2) {
+            const uint8_t *hp = rw.h + (size_t)gq * 256 + (ptrdiff_t)rw.slot_q * (gs - 4) * 2;
+            w.h = qset_half(w.h, u, __ldcs(reinterpret_cast<const unsigned short *>(hp) + u));
+        }
+        if (qtype<TYPE>::hb == 1) {
+            const uint8_t *hp = rw.h + (size_t)gq * 128 + (ptrdiff_t)rw.slot_q * (gs - 4);
+            w.h.x |= (uint32_t)__ldcs(reinterpret_cast<const unsigned char *>(hp) + u) << (8 * u);
+        }
+        w.sa = qset_half(w.sa, u, __ldcs(reinterpret_cast<const unsigned short *>(pa) + u));
+        w.sb = qset_half(w.sb, u, __ldcs(reinterpret_cast<const unsigned short *>(pb) + u));
+        if (qtype<TYPE>::mins && !qtype<TYPE>::ks) {
+            w.ma =
+                qset_half(w.ma, u, __ldcs(reinterpret_cast<const unsigned short *>(pa + md) + u));
+            w.mb =
+                qset_half(w.mb, u, __ldcs(reinterpret_cast<const unsigned short *>(pb + md) + u));
+        }
+    }
+}
+
+/* Small integers to bf16 without the conversion units (Q8_0): byte k of src becomes the fp32
+ * 2^23 + byte (bits 0x4B0000bb, one PRMT), minus the bias in one FADD gives the integer exactly,
+ * and an exact small-integer fp32 is its own bf16 upper half, so two pack into a pair by PRMT. */
+__device__ __forceinline__ float qmagic(uint32_t src, int k, float bias) {
+    return __uint_as_float(__byte_perm(src, 0x4B00u, 0x5440u | (uint32_t)k)) - bias;
+}
+
+__device__ __forceinline__ uint32_t qpack(float lo, float hi) {
+    return __byte_perm(__float_as_uint(lo), __float_as_uint(hi), 0x7632u);
+}
+
+/* One nibble pair (bits 0-3 and 16-19 of v) as the bf16 pair (q − off, q' − off), exact. */
+__device__ __forceinline__ uint32_t qnib_pair(uint32_t v, uint32_t neg_off) {
+    uint32_t b, r; /* bf16 128 + q: (v & mask) | 0x4300 in one LOP3 (the mask in a register) */
+    asm("lop3.b32 %0, %1, %2, %3, 0xEA;\n" : "=r"(b) : "r"(v), "r"(0x000f000fu), "n"(0x43004300));
+    asm("fma.rn.bf16x2 %0, %1, %2, %3;\n" : "=r"(r) : "r"(b), "r"(0x3F803F80u), "r"(neg_off));
+    return r;
+}
+
+/* Q6_K pair p of the lane's block: nibbles (bits 4p.. and 16+4p.. of v) and high bits (bits 2p..
+ * and 16+2p.. of hx, a block's 16 bits spread by PRMT, below) as the bf16 pair (q − 32, q' − 32):
+ * bf16 128 + q (q < 64) by shifts and LOPs, then one bf16x2 FMA subtracts 160 (exact). */
+template <int P> __device__ __forceinline__ uint32_t q6_pair(uint32_t v, uint32_t hx) {
+    const uint32_t hs = P < 2 ? hx << (4 - 2 * P) : hx >> (2 * P - 4);
+    const uint32_t b = ((v >> (4 * P)) & 0x000f000fu) | (hs & 0x00300030u) | 0x43004300u;
+    uint32_t r;
+    asm("fma.rn.bf16x2 %0, %1, %2, %3;\n" : "=r"(r) : "r"(b), "r"(0x3F803F80u), "r"(0xC320C320u));
+    return r;
+}
+
+/* Q5_x pair p of the lane's block: nibbles (bits 4p.. and 16+4p.. of v) and fifth bits (bits 2p
+ * and 16+2p of hx, below) as the bf16 pair (q − off, q' − off): bf16 128 + q (q < 32) by shifts
+ * and LOPs, then one bf16x2 FMA adds neg_off (−144 for Q5_0's q − 16, −128 for Q5_1's q). */
+template <int P>
+__device__ __forceinline__ uint32_t q5_pair(uint32_t v, uint32_t hx, uint32_t neg) {
+    const uint32_t hs = P < 2 ? hx << (4 - 2 * P) : hx >> (2 * P - 4);
+    const uint32_t b = ((v >> (4 * P)) & 0x000f000fu) | (hs & 0x00100010u) | 0x43004300u;
+    uint32_t r;
+    asm("fma.rn.bf16x2 %0, %1, %2, %3;\n" : "=r"(r) : "r"(b), "r"(0x3F803F80u), "r"(neg));
+    return r;
+}
+
+/* The lane's 8 weights of block u as 4 bf16 pairs in the order of its x chunk (exact integers):
+ * Q8_0 q (int8: q ^ 0x80 = q + 128 as a byte), Q4_0 q − 8, Q4_1 / Q4_K q, Q5_0 q − 16, Q5_1 q,
+ * Q6_K q − 32 (in q6_elem's order, the x chunk permuted to match by q6_xperm). */
+template <int TYPE> __device__ __forceinline__ uint4 qweights(const qgrp<TYPE> &w, int u) {
+    if (qtype<TYPE>::hb == 1) {
+        const uint32_t v = w.q[u];
+        /* block u's 8 fifth bits (byte u of w.h.x, slot i's at bit i) as hx: slot 2p's bit at bit
+         * 2p, slot 2p + 1's at bit 16 + 2p (h | h << 15), so that one shift per pair aligns both */
+        const uint32_t hb = __byte_perm(w.h.x, 0u, 0x4440u | (uint32_t)u);
+        const uint32_t hx = hb | hb << 15;
+        const uint32_t neg = TYPE == QT_Q5_0 ? 0xC310C310u /* -144 */ : 0xC300C300u /* -128 */;
+        return make_uint4(q5_pair<0>(v, hx, neg), q5_pair<1>(v, hx, neg), q5_pair<2>(v, hx, neg),
+                          q5_pair<3>(v, hx, neg));
+    }
+    if (TYPE == QT_Q6_K) {
+        const uint32_t v = w.q[u];
+        /* block u's 16 high bits (half u of w.h): byte 0 to bits 0-7, byte 1 to bits 16-23 */
+        const uint32_t hx = __byte_perm(u < 2 ? w.h.x : w.h.y, 0u, u & 1 ? 0x4342u : 0x4140u);
+        return make_uint4(q6_pair<0>(v, hx), q6_pair<1>(v, hx), q6_pair<2>(v, hx),
+                          q6_pair<3>(v, hx));
+    }
+    if (TYPE == QT_Q8_0) {
+        const float bias = 8388608.0f + 128.0f;
+        const uint32_t a = w.q[2 * u] ^ 0x80808080u, b = w.q[2 * u + 1] ^ 0x80808080u;
+        return make_uint4(qpack(qmagic(a, 0, bias), qmagic(a, 1, bias)),
+                          qpack(qmagic(a, 2, bias), qmagic(a, 3, bias)),
+                          qpack(qmagic(b, 0, bias), qmagic(b, 1, bias)),
+                          qpack(qmagic(b, 2, bias), qmagic(b, 3, bias)));
+    }
+    const uint32_t neg = TYPE == QT_Q4_0 ? 0xC308C308u /* -136 */ : 0xC300C300u /* -128 */;
+    const uint32_t v = w.q[u];
+    return make_uint4(qnib_pair(v, neg), qnib_pair(v >> 4, neg), qnib_pair(v >> 8, neg),
+                      qnib_pair(v >> 12, neg));
+}
+
+__device__ __forceinline__ void qmma(float (&c)[4], uint4 xa, uint4 xb, uint4 q) {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, "
+        "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(xa.x), "r"(xb.x), "r"(xa.y), "r"(xb.y), "r"(q.x), "r"(q.y));
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, "
+        "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(xa.z), "r"(xb.z), "r"(xa.w), "r"(xb.w), "r"(q.z), "r"(q.w));
+}
+
+/* The swapped roles (SW): A = 16 W rows (rows g of two 8-row tiles: a0/a2 the first, a1/a3 the
+ * second), B = the activation chunk of row g as the n ≤ 8 columns; D (W row, act col): c0/c1
+ * row g of the first tile for act cols 2t, 2t + 1, c2/c3 the second tile's. Every A register
+ * holds weights, no zero rows, and B is the x chunk as loaded. */
+__device__ __forceinline__ void qmma_sw(float (&c)[4], uint4 wa, uint4 wb, uint4 x) {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, "
+        "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(wa.x), "r"(wb.x), "r"(wa.y), "r"(wb.y), "r"(x.x), "r"(x.y));
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, "
+        "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(wa.z), "r"(wb.z), "r"(wa.w), "r"(wb.w), "r"(x.z), "r"(x.w));
+}
+
+__device__ __forceinline__ float qf16(uint32_t h) {
+    return __half2float(__ushort_as_half((unsigned short)h));
+}
+
+/* One of the two mma of qmma_sw (H 0: the x / w pairs .x, .y; H 1: .z, .w), and of qmma. */
+template <int H>
+__device__ __forceinline__ void qmma_sw1(float (&c)[4], uint4 wa, uint4 wb, uint4 x) {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, "
+        "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(H ? wa.z : wa.x), "r"(H ? wb.z : wb.x), "r"(H ? wa.w : wa.y), "r"(H ? wb.w : wb.y),
+          "r"(H ? x.z : x.x), "r"(H ? x.w : x.y));
+}
+
+template <int H> __device__ __forceinline__ void qmma1(float (&c)[4], uint4 xa, uint4 xb, uint4 q) {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, "
+        "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(H ? xa.z : xa.x), "r"(H ? xb.z : xb.x), "r"(H ? xa.w : xa.y), "r"(H ? xb.w : xb.y),
+          "r"(H ? q.z : q.x), "r"(H ? q.w : q.y));
+}
+
+/* Q6_K: lane t's x chunk (elements 8t .. 8t+7 of the block) in the order of its weights: lanes t
+ * and t ^ 2 swap half their chunk, so that lane t < 2 holds 8t .. 8t+3 then 8t+16 .. 8t+19 and
+ * lane t >= 2 holds 8t−12 .. 8t−9 then 8t+4 .. 8t+7 (q6_elem): the first mma of a block then sums
+ * elements 0-15 (the block's first int8 scale), the second 16-31 (its second). */
+__device__ __forceinline__ uint4 q6_xperm(uint4 x, int t) {
+    const bool lo = t < 2;
+    const uint32_t r0 = __shfl_xor_sync(0xffffffffu, lo ? x.z : x.x, 2);
+    const uint32_t r1 = __shfl_xor_sync(0xffffffffu, lo ? x.w : x.y, 2);
+    return lo ? make_uint4(x.x, x.y, r0, r1) : make_uint4(r0, r1, x.z, x.w);
+}
+
+/* Q6_K: d · sc of half H (elements 16H .. 16H+15) of block u, row a (rb 0) or b (rb 1): the
+ * int8 scale by qmagic (byte ^ 0x80 = sc + 128), the product exact in fp32 (fp16 × int8). */
+template <int TYPE, int H>
+__device__ __forceinline__ float q6_scale(const qgrp<TYPE> &w, int rb, int u) {
+    const uint2 s = rb ? w.sb : w.sa;
+    const uint32_t dm = rb ? w.mb.x : w.ma.x;
+    const float sc =
+        qmagic((u < 2 ? s.x : s.y) ^ 0x80808080u, 2 * (u & 1) + H, 8388608.0f + 128.0f);
+    return __fmul_rn(qf16(dm & 0xffffu), sc);
+}
+
+/* Block u's fp32 scale and min for the accumulator's W row a (rb 0: sa, ma) or b (rb 1: sb, mb):
+ * Q8_0 / Q4_x the fp16 d (and m); Q4_K d·sc_u and −(dmin·m_u), each exact in fp32 (an fp16 times
+ * a 6-bit integer has at most 17 significant bits), the values model/gguf_quant.c forms; the
+ * 6-bit integers to fp32 by qmagic (PRMT + FADD, no conversion unit). */
+template <int TYPE> __device__ __forceinline__ float qscale(const qgrp<TYPE> &w, int rb, int u) {
+    const uint2 s = rb ? w.sb : w.sa;
+    if (qtype<TYPE>::ks) {
+        const uint32_t dm = rb ? w.mb.x : w.ma.x;
+        const float sc = qmagic(u < 2 ? s.x : s.y, 2 * (u & 1), 8388608.0f);
+        return __fmul_rn(qf16(dm & 0xffffu), sc);
+    }
+    return qf16(qhalf(s, u));
+}
+
+template <int TYPE> __device__ __forceinline__ float qmin(const qgrp<TYPE> &w, int rb, int u) {
+    if (qtype<TYPE>::ks) {
+        const uint2 s = rb ? w.sb : w.sa;
+        const uint32_t dm = rb ? w.mb.x : w.ma.x;
+        const float m = qmagic(u < 2 ? s.x : s.y, 2 * (u & 1) + 1, 8388608.0f);
+        return -__fmul_rn(qf16(dm >> 16), m);
+    }
+    return qf16(qhalf(rb ? w.mb : w.ma, u));
+}
+
+/* RMSNorm scales of the n rows into sc (shared): warp w sums rows w, w + KW, ... (lane i over
+ * 16-byte chunks i, i + 32, ..., then a fixed butterfly), so every block, every n and every
+ * variant gets the same bits. */
+template <int KW> __device__ __forceinline__ void qnorm_rows(const qgemv_params &p, float *sc) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    for (int r = warp; r < p.n; r += KW) {
+        const uint4 *xr = reinterpret_cast<const uint4 *>(p.x + (size_t)r * p.in_dim);
+        float s = 0.0f;
+#pragma unroll 8
+        for (int i = lane; i < p.in_dim / 8; i += 32) {
+            const uint4 v = __ldg(xr + i);
+            const uint32_t wd[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const float lo = __uint_as_float(wd[e] << 16);
+                const float hi = __uint_as_float(wd[e] & 0xffff0000u);
+                s += lo * lo;
+                s += hi * hi;
+            }
+        }
+#pragma unroll
+        for (int off = 16; off > 0; off >>= 1)
+            s += __shfl_xor_sync(0xffffffffu, s, off);
+        if (lane == 0) sc[r] = rsqrtf(s / p.in_dim + p.eps); /* as k_rmsnorm: sum / dim + eps */
+    }
+}
+
+template <int KW> __device__ __forceinline__ void qnorm_scales(const qgemv_params &p, float *sc) {
+    qnorm_rows<KW>(p, sc);
+    __syncthreads();
+}
+
+/* Where a lane's activation chunks come from: x rows g and g + 8 (has0 / has1), normed on the way
+ * (NORM: scales s0 / s1, h stored at h0 / h1 when not NULL), or, when hs0 is not NULL, the rows of
+ * h the block normed into shared memory in its prologue. */
+struct qxsrc { /* every pointer at the lane's element 8t of block 0 */
+    const __nv_bfloat16 *x0, *x1, *hs0, *hs1;
+    const float *gamma;
+    __nv_bfloat16 *h0, *h1;
+    float s0, s1;
+    bool has0, has1;
+};
+
+/* Block b (u-th of its group) of RT tiles against the lane's x chunk. */
+template <int TYPE, int RT, bool NORM, bool R16, bool SW>
+__device__ __forceinline__ void qblock(float (&acc)[RT][4], const qgrp<TYPE> (&w)[RT],
+                                       const qgemv_params &p, const qxsrc &xs, int b, int u,
+                                       int t) {
+    /* (the qxsrc pointers are at the lane's 8t already; t is Q6_K's permutation's) */
+    const int k = 32 * b;
+    const uint4 zero = make_uint4(0, 0, 0, 0);
+    uint4 xa, xb;
+    if (NORM && xs.hs0) {
+        xa = xs.has0 ? *reinterpret_cast<const uint4 *>(xs.hs0 + k) : zero;
+        xb = R16 && xs.has1 ? *reinterpret_cast<const uint4 *>(xs.hs1 + k) : zero;
+    } else {
+        xa = xs.has0 ? __ldg(reinterpret_cast<const uint4 *>(xs.x0 + k)) : zero;
+        xb = R16 && xs.has1 ? __ldg(reinterpret_cast<const uint4 *>(xs.x1 + k)) : zero;
+        if (NORM) {
+            const gemv_gamma8 gm = gemv_load_gamma(xs.gamma + k);
+            xa = gemv_norm_chunk(xa, gm, xs.s0);
+            if (R16) xb = gemv_norm_chunk(xb, gm, xs.s1);
+            if (xs.h0) *reinterpret_cast<uint4 *>(xs.h0 + k) = xa;
+            if (R16 && xs.h1) *reinterpret_cast<uint4 *>(xs.h1 + k) = xb;
+        }
+    }
+    if (TYPE == QT_Q6_K) { /* the two halves of the block apart, each with its scale */
+        xa = q6_xperm(xa, t);
+        if (R16) xb = q6_xperm(xb, t);
+#pragma unroll
+        for (int r = 0; r < RT; r += SW ? 2 : 1) {
+            float pa[4] = {0.0f, 0.0f, 0.0f, 0.0f}, pb[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+            if (SW) { /* pa / pb: c0, c1 of tile r, c2, c3 of tile r + 1 (as below) */
+                const uint4 w0 = qweights<TYPE>(w[r], u), w1 = qweights<TYPE>(w[r + 1], u);
+                const float a0 = q6_scale<TYPE, 0>(w[r], 0, u), b0 = q6_scale<TYPE, 1>(w[r], 0, u);
+                const float a1 = q6_scale<TYPE, 0>(w[r + 1], 0, u);
+                const float b1 = q6_scale<TYPE, 1>(w[r + 1], 0, u);
+                qmma_sw1<0>(pa, w0, w1, xa);
+                qmma_sw1<1>(pb, w0, w1, xa);
+                acc[r][0] = fmaf(b0, pb[0], fmaf(a0, pa[0], acc[r][0]));
+                acc[r][1] = fmaf(b0, pb[1], fmaf(a0, pa[1], acc[r][1]));
+                acc[r + 1][0] = fmaf(b1, pb[2], fmaf(a1, pa[2], acc[r + 1][0]));
+                acc[r + 1][1] = fmaf(b1, pb[3], fmaf(a1, pa[3], acc[r + 1][1]));
+                if (R16) {
+                    float qa[4] = {0.0f, 0.0f, 0.0f, 0.0f}, qb[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+                    qmma_sw1<0>(qa, w0, w1, xb);
+                    qmma_sw1<1>(qb, w0, w1, xb);
+                    acc[r][2] = fmaf(b0, qb[0], fmaf(a0, qa[0], acc[r][2]));
+                    acc[r][3] = fmaf(b0, qb[1], fmaf(a0, qa[1], acc[r][3]));
+                    acc[r + 1][2] = fmaf(b1, qb[2], fmaf(a1, qa[2], acc[r + 1][2]));
+                    acc[r + 1][3] = fmaf(b1, qb[3], fmaf(a1, qa[3], acc[r + 1][3]));
+                }
+            } else { /* D (act row g / g + 8, W rows 2t, 2t + 1) */
+                const uint4 q = qweights<TYPE>(w[r], u);
+                const float aa = q6_scale<TYPE, 0>(w[r], 0, u), ba = q6_scale<TYPE, 1>(w[r], 0, u);
+                const float ab = q6_scale<TYPE, 0>(w[r], 1, u), bb = q6_scale<TYPE, 1>(w[r], 1, u);
+                qmma1<0>(pa, xa, xb, q);
+                qmma1<1>(pb, xa, xb, q);
+                acc[r][0] = fmaf(ba, pb[0], fmaf(aa, pa[0], acc[r][0]));
+                acc[r][1] = fmaf(bb, pb[1], fmaf(ab, pa[1], acc[r][1]));
+                if (R16) {
+                    acc[r][2] = fmaf(ba, pb[2], fmaf(aa, pa[2], acc[r][2]));
+                    acc[r][3] = fmaf(bb, pb[3], fmaf(ab, pa[3], acc[r][3]));
+                }
+            }
+        }
+        return;
+    }
+    const uint4 ones = make_uint4(0x3F803F80u, 0x3F803F80u, 0x3F803F80u, 0x3F803F80u);
+    if (SW) {
+        /* acc[r]: W row g of tile r, act cols 2t, 2t + 1 (R16: and 8 + 2t, 9 + 2t) */
+        float sx[4] = {0.0f, 0.0f, 0.0f, 0.0f}, sx1[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        if (qtype<TYPE>::mins) {
+            qmma_sw(sx, ones, ones, xa);
+            if (R16) qmma_sw(sx1, ones, ones, xb);
+        }
+#pragma unroll
+        for (int r = 0; r < RT; r += 2) {
+            const uint4 w0 = qweights<TYPE>(w[r], u), w1 = qweights<TYPE>(w[r + 1], u);
+            const float d0 = qscale<TYPE>(w[r], 0, u), d1 = qscale<TYPE>(w[r + 1], 0, u);
+            float part[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+            qmma_sw(part, w0, w1, xa);
+            acc[r][0] = fmaf(d0, part[0], acc[r][0]);
+            acc[r][1] = fmaf(d0, part[1], acc[r][1]);
+            acc[r + 1][0] = fmaf(d1, part[2], acc[r + 1][0]);
+            acc[r + 1][1] = fmaf(d1, part[3], acc[r + 1][1]);
+            if (R16) {
+                float p1[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+                qmma_sw(p1, w0, w1, xb);
+                acc[r][2] = fmaf(d0, p1[0], acc[r][2]);
+                acc[r][3] = fmaf(d0, p1[1], acc[r][3]);
+                acc[r + 1][2] = fmaf(d1, p1[2], acc[r + 1][2]);
+                acc[r + 1][3] = fmaf(d1, p1[3], acc[r + 1][3]);
+            }
+            if (qtype<TYPE>::mins) {
+                const float m0 = qmin<TYPE>(w[r], 0, u), m1 = qmin<TYPE>(w[r + 1], 0, u);
+                acc[r][0] = fmaf(m0, sx[0], acc[r][0]);
+                acc[r][1] = fmaf(m0, sx[1], acc[r][1]);
+                acc[r + 1][0] = fmaf(m1, sx[0], acc[r + 1][0]);
+                acc[r + 1][1] = fmaf(m1, sx[1], acc[r + 1][1]);
+                if (R16) {
+                    acc[r][2] = fmaf(m0, sx1[0], acc[r][2]);
+                    acc[r][3] = fmaf(m0, sx1[1], acc[r][3]);
+                    acc[r + 1][2] = fmaf(m1, sx1[0], acc[r + 1][2]);
+                    acc[r + 1][3] = fmaf(m1, sx1[1], acc[r + 1][3]);
+                }
+            }
+        }
+        return;
+    }
+    float sx[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    if (qtype<TYPE>::mins) qmma(sx, xa, xb, ones);
+#pragma unroll
+    for (int r = 0; r < RT; r++) {
+        float part[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        qmma(part, xa, xb, qweights<TYPE>(w[r], u));
+        const float da = qscale<TYPE>(w[r], 0, u), db = qscale<TYPE>(w[r], 1, u);
+        acc[r][0] = fmaf(da, part[0], acc[r][0]);
+        acc[r][1] = fmaf(db, part[1], acc[r][1]);
+        if (R16) {
+            acc[r][2] = fmaf(da, part[2], acc[r][2]);
+            acc[r][3] = fmaf(db, part[3], acc[r][3]);
+        }
+        if (qtype<TYPE>::mins) {
+            const float ma = qmin<TYPE>(w[r], 0, u), mb = qmin<TYPE>(w[r], 1, u);
+            acc[r][0] = fmaf(ma, sx[0], acc[r][0]);
+            acc[r][1] = fmaf(mb, sx[0], acc[r][1]);
+            if (R16) {
+                acc[r][2] = fmaf(ma, sx[2], acc[r][2]);
+                acc[r][3] = fmaf(mb, sx[2], acc[r][3]);
+            }
+        }
+    }
+}
+
+/* One group of RT tiles: a full group's 4 blocks without branches between them (so their loads
+ * and math interleave), a partial group's block by block. */
+template <int TYPE, int RT, bool NORM, bool R16, bool SW>
+__device__ __forceinline__ void qgroup(float (&acc)[RT][4], const qgrp<TYPE> (&w)[RT],
+                                       const qgemv_params &p, int gq, const qxsrc &xs, int t) {
+    if (4 * gq + 4 <= p.nb) {
+#pragma unroll
+        for (int u = 0; u < 4; u++)
+            qblock<TYPE, RT, NORM, R16, SW>(acc, w, p, xs, 4 * gq + u, u, t);
+        return;
+    }
+#pragma unroll
+    for (int u = 0; u < 3; u++) {
+        if (4 * gq + u >= p.nb) break;
+        qblock<TYPE, RT, NORM, R16, SW>(acc, w, p, xs, 4 * gq + u, u, t);
+    }
+}
+
+#endif
