@@ -112,6 +112,17 @@ __device__ __forceinline__ void tma_load_3d(uint32_t dst, const void *tmap, int 
                  : "memory");
 }
 
+/* The 1-D bulk copy (no tensor map): bytes (a multiple of 16, both addresses 16-byte aligned) from
+ * global src into shared memory at dst, completing on bar, with an L2 cache policy (createpolicy).
+ */
+__device__ __forceinline__ void bulk_load_1d(uint32_t dst, const void *src, uint32_t bytes,
+                                             uint32_t bar, uint64_t policy) {
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint"
+                 " [%0], [%1], %2, [%3], %4;\n" ::"r"(dst),
+                 "l"(src), "r"(bytes), "r"(bar), "l"(policy)
+                 : "memory");
+}
+
 /* Warp specialisation: a warpgroup gives registers back to the SM's pool (dec) or takes them
  * (inc); N is per thread, a multiple of 8 in [24, 256]. */
 template <int N> __device__ __forceinline__ void setmaxnreg_dec() {

@@ -40,6 +40,7 @@
 #include <cuda_runtime.h>
 #include <stdint.h>
 
+#include "attention_wgmma.cuh"
 #include "gemv.h"
 #include "gemv_common.cuh"
 
@@ -85,7 +86,7 @@ __device__ __forceinline__ uint4 gemv_load_x(const __nv_bfloat16 *p) {
  * whose producer warp does not take part). */
 __device__ __forceinline__ void gemv_bar(bool named, int kw) {
     if (named)
-        asm volatile("bar.sync 1, %0;\n" ::"r"(kw * 32) : "memory");
+        named_bar_sync(1, kw * 32);
     else
         __syncthreads();
 }
@@ -247,21 +248,7 @@ __global__ void __launch_bounds__(KW * 32, 16 / KW) gemv_kernel(const gemv_param
         red[warp][r][g][t] = make_float2(acc[r][0], acc[r][1]);
     __syncthreads();
 
-    /* Epilogue: one thread per (output tile, activation row, output column). */
-    const float *rf = reinterpret_cast<const float *>(red);
-    for (int e = threadIdx.x; e < OT * p.n * 8; e += KW * 32) {
-        const int o = e / (p.n * 8), b = (e / 8) % p.n, i = e % 8;
-        const int j = j0 + o * 8 + i;
-        if (j >= p.out_dim) continue;
-        float v = 0.0f, up = 0.0f;
-        for (int ww = 0; ww < KW; ww++) {
-            v += rf[((ww * RT + o) * 8 + b) * 8 + i];
-            if (swiglu) up += rf[((ww * RT + o + OT) * 8 + b) * 8 + i];
-        }
-        if (swiglu) v = gemv_silu(v) * up;
-        const size_t at = (size_t)b * p.out_dim + j;
-        gemv_store(p.y, p.y_f32, at, p.epilogue == FG_GEMV_ADD, v);
-    }
+    gemv_epilogue<KW, RT, 8>(p, reinterpret_cast<const float *>(red), j0, KW * 32);
 }
 
 /* The bulk-copy kernel (the "bulk" variants; kernels/qgemv.cu has its twin for GGUF blocks, where
@@ -278,21 +265,6 @@ __global__ void __launch_bounds__(KW * 32, 16 / KW) gemv_kernel(const gemv_param
  * block walks items (RT tiles) it, it + gridDim.x, ..., the producer runs ahead across items,
  * the fused norm's scales are made once per block; each item's sums meet in shared memory behind
  * named barriers among the consumers. */
-__device__ __forceinline__ void gemv_bulk_copy(uint32_t dst, const void *src, uint32_t bytes,
-                                               uint32_t bar, uint64_t policy) {
-    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint"
-                 " [%0], [%1], %2, [%3], %4;\n" ::"r"(dst),
-                 "l"(src), "r"(bytes), "r"(bar), "l"(policy)
-                 : "memory");
-}
-
-__device__ __forceinline__ void gemv_mbar_wait(uint32_t bar, uint32_t parity) {
-    asm volatile("{\n.reg .pred done;\nWAIT:\n"
-                 "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
-                 "@!done bra WAIT;\n}\n" ::"r"(bar),
-                 "r"(parity)
-                 : "memory");
-}
 
 /* Bytes of one W row's run in a stage of the ring (padded: see above). */
 #define GEMV_BULK_RS(KW, U) (64 * (KW) * (U) + 16)
@@ -315,12 +287,10 @@ __global__ void __launch_bounds__((KW + 1) * 32, 1) gemv_bulk_kernel(const gemv_
     asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
     if (threadIdx.x == 0) {
         for (int s = 0; s < ST; s++) {
-            asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" ::"r"(bar0 + 8 * s) : "memory");
-            asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar0 + 8 * (ST + s)),
-                         "r"(KW)
-                         : "memory");
+            mbar_init(bar0 + 8 * s, 1);
+            mbar_init(bar0 + 8 * (ST + s), KW);
         }
-        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+        mbar_init_fence();
     }
     __syncthreads();
 
@@ -337,14 +307,10 @@ __global__ void __launch_bounds__((KW + 1) * 32, 1) gemv_bulk_kernel(const gemv_
                 p.w + ((size_t)j + (swiglu && r >= OT ? p.out_dim : 0)) * p.in_dim;
             for (int c = 0; c < nst; c++) {
                 const uint32_t bytes = (uint32_t)min(KC, p.in_dim - c * KC) * 2;
-                gemv_mbar_wait(bar0 + 8 * (ST + s), ph ^ 1);
-                if (lane == 0)
-                    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(
-                                     bar0 + 8 * s),
-                                 "r"(bytes * 8 * RT)
-                                 : "memory");
-                gemv_bulk_copy(ring + (uint32_t)((s * 8 * RT + lane) * RS), row + (size_t)c * KC,
-                               bytes, bar0 + 8 * s, policy);
+                mbar_wait(bar0 + 8 * (ST + s), ph ^ 1);
+                if (lane == 0) mbar_arrive_expect_tx(bar0 + 8 * s, bytes * 8 * RT);
+                bulk_load_1d(ring + (uint32_t)((s * 8 * RT + lane) * RS), row + (size_t)c * KC,
+                             bytes, bar0 + 8 * s, policy);
                 if (++s == ST) {
                     s = 0;
                     ph ^= 1;
@@ -372,7 +338,7 @@ __global__ void __launch_bounds__((KW + 1) * 32, 1) gemv_bulk_kernel(const gemv_
         for (int r = 0; r < RT; r++)
             acc[r][0] = acc[r][1] = acc[r][2] = acc[r][3] = 0.0f;
         for (int c = 0; c < nst; c++) {
-            gemv_mbar_wait(bar0 + 8 * s, ph);
+            mbar_wait(bar0 + 8 * s, ph);
             const uint8_t *st = gsm + (size_t)s * 8 * RT * RS;
             uint4 wv[U][RT], xv[U];
 #pragma unroll
@@ -392,9 +358,7 @@ __global__ void __launch_bounds__((KW + 1) * 32, 1) gemv_bulk_kernel(const gemv_
                 }
             }
             __syncwarp();
-            if (lane == 0)
-                asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar0 + 8 * (ST + s))
-                             : "memory");
+            if (lane == 0) mbar_arrive(bar0 + 8 * (ST + s));
             if (++s == ST) {
                 s = 0;
                 ph ^= 1;
@@ -412,18 +376,7 @@ __global__ void __launch_bounds__((KW + 1) * 32, 1) gemv_bulk_kernel(const gemv_
         for (int r = 0; r < RT; r++)
             red[warp][r][g][t] = make_float2(acc[r][0], acc[r][1]);
         gemv_bar(true, KW);
-        for (int e = threadIdx.x; e < OT * p.n * 8; e += KW * 32) {
-            const int o = e / (p.n * 8), b = (e / 8) % p.n, i = e % 8;
-            const int j = j0 + o * 8 + i;
-            if (j >= p.out_dim) continue;
-            float v = 0.0f, up = 0.0f;
-            for (int ww = 0; ww < KW; ww++) {
-                v += rf[((ww * RT + o) * 8 + b) * 8 + i];
-                if (swiglu) up += rf[((ww * RT + o + OT) * 8 + b) * 8 + i];
-            }
-            if (swiglu) v = gemv_silu(v) * up;
-            gemv_store(p.y, p.y_f32, (size_t)b * p.out_dim + j, p.epilogue == FG_GEMV_ADD, v);
-        }
+        gemv_epilogue<KW, RT, 8>(p, rf, j0, KW * 32);
         gemv_bar(true, KW); /* red is free for the next item */
     }
 }

@@ -1,11 +1,14 @@
 /* gemv_common.cuh — device helpers shared by the bf16 GEMV (gemv.cu) and the GEMV on GGUF blocks
  * (qgemv.cu) and the FP8 GEMV (fp8.cu): the one mma step with the activation rows as A, SiLU,
- * the output store, and the fused RMSNorm's h chunk (bf16 x, fp32 gamma). */
+ * the output store, the partial sums' epilogue, and the fused RMSNorm's h chunk (bf16 x, fp32
+ * gamma). */
 #ifndef FG_GEMV_COMMON_CUH
 #define FG_GEMV_COMMON_CUH
 
 #include <cuda_bf16.h>
 #include <stdint.h>
+
+#include "gemv.h"
 
 /* c += A · B for one m16n8k16 step with A rows 8-15 zero: a0 = x k-pair (2t), a2 = x k-pair
  * (2t + 8) of row g; b0, b1 = the same k-pairs of W row g. */
@@ -29,6 +32,28 @@ __device__ __forceinline__ void gemv_store(void *y, bool y_f32, size_t at, bool 
     } else {
         __nv_bfloat16 *yb = static_cast<__nv_bfloat16 *>(y);
         yb[at] = __float2bfloat16(add ? __bfloat162float(yb[at]) + v : v);
+    }
+}
+
+/* The epilogue of the bf16 and the block GEMVs: one of the first nthr threads per (output tile,
+ * activation row, output column) sums the KW warps' partial dots of red (floats: warp, W tile,
+ * NR activation rows, 8 W rows) in warp order (SwiGLU: the gate tile's and its up tile's, SiLU),
+ * then stores. P: gemv_params or qgemv_params (y, y_f32, n, out_dim, epilogue, out_tiles). */
+template <int KW, int RT, int NR, typename P>
+__device__ __forceinline__ void gemv_epilogue(const P &p, const float *red, int j0, int nthr) {
+    const int OT = p.out_tiles;
+    const bool swiglu = p.epilogue == FG_GEMV_SWIGLU;
+    for (int e = threadIdx.x; e < OT * p.n * 8; e += nthr) {
+        const int o = e / (p.n * 8), b = (e / 8) % p.n, i = e % 8;
+        const int j = j0 + o * 8 + i;
+        if (j >= p.out_dim) continue;
+        float v = 0.0f, up = 0.0f;
+        for (int ww = 0; ww < KW; ww++) {
+            v += red[((ww * RT + o) * NR + b) * 8 + i];
+            if (swiglu) up += red[((ww * RT + o + OT) * NR + b) * 8 + i];
+        }
+        if (swiglu) v = gemv_silu(v) * up;
+        gemv_store(p.y, p.y_f32, (size_t)b * p.out_dim + j, p.epilogue == FG_GEMV_ADD, v);
     }
 }
 

@@ -358,20 +358,7 @@ __global__ void __launch_bounds__(KW * 32, MINB) qgemv_kernel(const qgemv_params
     }
     __syncthreads();
 
-    /* Epilogue: one thread per (output tile, activation row, output column), as gemv.cu. */
-    for (int e = threadIdx.x; e < OT * p.n * 8; e += KW * 32) {
-        const int o = e / (p.n * 8), b = (e / 8) % p.n, i = e % 8;
-        const int j = j0 + o * 8 + i;
-        if (j >= p.out_dim) continue;
-        float v = 0.0f, up = 0.0f;
-        for (int ww = 0; ww < KW; ww++) {
-            v += red[ww][o][b][i];
-            if (swiglu) up += red[ww][o + OT][b][i];
-        }
-        if (swiglu) v = gemv_silu(v) * up;
-        const size_t at = (size_t)b * p.out_dim + j;
-        gemv_store(p.y, p.y_f32, at, p.epilogue == FG_GEMV_ADD, v);
-    }
+    gemv_epilogue<KW, RT, FG_QGEMV_MAX_ROWS>(p, &red[0][0][0][0], j0, KW * 32);
 }
 
 /* The bulk-copy kernel (the "bulk" variants). The register kernel above keeps at most two groups
@@ -394,14 +381,6 @@ __global__ void __launch_bounds__(KW * 32, MINB) qgemv_kernel(const qgemv_params
  * consumer lane finds its words at the offsets the register kernel reads, relative to the run.
  * Served: every group full (in_dim % 128 == 0) and out_dim % 8 == 0 (whole tiles, the SwiGLU up
  * rows tile-aligned); other shapes run the register kernel's variant 0. */
-__device__ __forceinline__ void qbulk_copy(uint32_t dst, const void *src, uint32_t bytes,
-                                           uint32_t bar, uint64_t policy) {
-    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint"
-                 " [%0], [%1], %2, [%3], %4;\n" ::"r"(dst),
-                 "l"(src), "r"(bytes), "r"(bar), "l"(policy)
-                 : "memory");
-}
-
 /* The bytes of one tile's share of a stage of g groups: per region (quants, scales, mins or
  * d/dmin, high bits); the tile's slot in a stage holds a full stage's (KW groups). */
 struct qbulk_parts {
@@ -472,17 +451,18 @@ __global__ void __launch_bounds__((KW + 1) * 32, MINB) qgemv_bulk_kernel(const q
                     const size_t tb = (size_t)tile * p.nb, gq = (size_t)c * KW;
                     const uint32_t d = ring + (uint32_t)s * stage_bytes + (uint32_t)r * ts;
                     const uint32_t bar = bar0 + 8 * s;
-                    qbulk_copy(d, p.w + tb * 32 * QB + gq * 128 * QB, part.q, bar, policy);
-                    qbulk_copy(d + full.q, p.w + p.s0 + tb * 16 + gq * 64, part.s, bar, policy);
+                    bulk_load_1d(d, p.w + tb * 32 * QB + gq * 128 * QB, part.q, bar, policy);
+                    bulk_load_1d(d + full.q, p.w + p.s0 + tb * 16 + gq * 64, part.s, bar, policy);
                     if (qtype<TYPE>::ks)
-                        qbulk_copy(d + full.q + full.s, p.w + p.m0 + tb * 4 + gq * 16, part.m, bar,
-                                   policy);
+                        bulk_load_1d(d + full.q + full.s, p.w + p.m0 + tb * 4 + gq * 16, part.m,
+                                     bar, policy);
                     else if (qtype<TYPE>::mins)
-                        qbulk_copy(d + full.q + full.s, p.w + p.m0 + tb * 16 + gq * 64, part.m, bar,
-                                   policy);
+                        bulk_load_1d(d + full.q + full.s, p.w + p.m0 + tb * 16 + gq * 64, part.m,
+                                     bar, policy);
                     if (HB)
-                        qbulk_copy(d + full.q + full.s + full.m,
-                                   p.w + p.h0 + tb * 32 * HB + gq * 128 * HB, part.h, bar, policy);
+                        bulk_load_1d(d + full.q + full.s + full.m,
+                                     p.w + p.h0 + tb * 32 * HB + gq * 128 * HB, part.h, bar,
+                                     policy);
                 }
                 if (++s == ST) {
                     s = 0;
@@ -592,18 +572,7 @@ __global__ void __launch_bounds__((KW + 1) * 32, MINB) qgemv_bulk_kernel(const q
             red[warp][r][9 + 2 * t][g] = acc[r][3];
         }
         named_bar_sync(1, nthr);
-        for (int e = threadIdx.x; e < OT * p.n * 8; e += nthr) {
-            const int o = e / (p.n * 8), b = (e / 8) % p.n, i = e % 8;
-            const int j = j0 + o * 8 + i;
-            if (j >= p.out_dim) continue;
-            float v = 0.0f, up = 0.0f;
-            for (int ww = 0; ww < KW; ww++) {
-                v += red[ww][o][b][i];
-                if (swiglu) up += red[ww][o + OT][b][i];
-            }
-            if (swiglu) v = gemv_silu(v) * up;
-            gemv_store(p.y, p.y_f32, (size_t)b * p.out_dim + j, p.epilogue == FG_GEMV_ADD, v);
-        }
+        gemv_epilogue<KW, RT, FG_QGEMV_MAX_ROWS>(p, &red[0][0][0][0], j0, nthr);
         named_bar_sync(1, nthr); /* red is free for the next item */
     }
 }
