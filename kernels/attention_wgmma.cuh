@@ -85,6 +85,24 @@ __device__ __forceinline__ void mbar_init_fence() {
 __device__ __forceinline__ void mbar_arrive(uint32_t bar) {
     asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
 }
+/* A ring of st stages with a "full" barrier (one arrival: the producer's expect_tx) and an "empty"
+ * one (`consumers` arrivals) per stage, full[i] at bar0 + 8 i, empty[i] at bar0 + 8 (st + i):
+ * thread 0 initialises them (a __syncthreads must follow before any use). */
+__device__ __forceinline__ void mbar_ring_init(uint32_t bar0, int st, uint32_t consumers) {
+    if (threadIdx.x != 0) return;
+    for (int s = 0; s < st; s++) {
+        mbar_init(bar0 + 8 * s, 1);
+        mbar_init(bar0 + 8 * (st + s), consumers);
+    }
+    mbar_init_fence();
+}
+/* The next stage of such a ring; the parity to wait for flips at each wrap. */
+__device__ __forceinline__ void mbar_ring_next(int &s, uint32_t &ph, int st) {
+    if (++s == st) {
+        s = 0;
+        ph ^= 1;
+    }
+}
 /* Arrives once every cp.async this thread has issued so far has landed. */
 __device__ __forceinline__ void mbar_arrive_cp_async(uint32_t bar) {
     asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(bar) : "memory");

@@ -162,6 +162,19 @@ __device__ __forceinline__ void gemv_load_w_chunks(uint4 (&wv)[U][RT],
     }
 }
 
+/* The mma of one run of U chunks: each chunk's x against its W in the RT tiles, k16 by k16. */
+template <int RT, int U>
+__device__ __forceinline__ void gemv_mma_run(float (&acc)[RT][4], const uint4 (&xv)[U],
+                                             const uint4 (&wv)[U][RT]) {
+#pragma unroll
+    for (int u = 0; u < U; u++)
+#pragma unroll
+        for (int r = 0; r < RT; r++) {
+            gemv_mma(acc[r], xv[u].x, xv[u].y, wv[u][r].x, wv[u][r].y);
+            gemv_mma(acc[r], xv[u].z, xv[u].w, wv[u][r].z, wv[u][r].w);
+        }
+}
+
 /* PIPE: the next run's W loads are issued before this run's mma (two runs in flight per warp,
  * twice the W registers). NORM: x is RMSNorm'ed on the way in (gemv_norm_scale,
  * gemv_norm_chunk). */
@@ -225,13 +238,7 @@ __global__ void __launch_bounds__(KW * 32, 16 / KW) gemv_kernel(const gemv_param
         const int c1 = c0 + step;
         uint4 wn[U][RT];
         if (PIPE) gemv_load_w_chunks<RT, U>(wn, wrow, c1, p.in_dim, t, policy);
-#pragma unroll
-        for (int u = 0; u < U; u++)
-#pragma unroll
-            for (int r = 0; r < RT; r++) {
-                gemv_mma(acc[r], xv[u].x, xv[u].y, wv[u][r].x, wv[u][r].y);
-                gemv_mma(acc[r], xv[u].z, xv[u].w, wv[u][r].z, wv[u][r].w);
-            }
+        gemv_mma_run<RT, U>(acc, xv, wv);
         if (PIPE) {
 #pragma unroll
             for (int u = 0; u < U; u++)
@@ -285,13 +292,7 @@ __global__ void __launch_bounds__((KW + 1) * 32, 1) gemv_bulk_kernel(const gemv_
     const uint32_t bar0 = (uint32_t)__cvta_generic_to_shared(bars);
 
     asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
-    if (threadIdx.x == 0) {
-        for (int s = 0; s < ST; s++) {
-            mbar_init(bar0 + 8 * s, 1);
-            mbar_init(bar0 + 8 * (ST + s), KW);
-        }
-        mbar_init_fence();
-    }
+    mbar_ring_init(bar0, ST, KW);
     __syncthreads();
 
     if (warp == KW) { /* the producer: lane i copies row i of the item's 8 · RT rows */
@@ -311,10 +312,7 @@ __global__ void __launch_bounds__((KW + 1) * 32, 1) gemv_bulk_kernel(const gemv_
                 if (lane == 0) mbar_arrive_expect_tx(bar0 + 8 * s, bytes * 8 * RT);
                 bulk_load_1d(ring + (uint32_t)((s * 8 * RT + lane) * RS), row + (size_t)c * KC,
                              bytes, bar0 + 8 * s, policy);
-                if (++s == ST) {
-                    s = 0;
-                    ph ^= 1;
-                }
+                mbar_ring_next(s, ph, ST);
             }
         }
         return;
@@ -359,17 +357,8 @@ __global__ void __launch_bounds__((KW + 1) * 32, 1) gemv_bulk_kernel(const gemv_
             }
             __syncwarp();
             if (lane == 0) mbar_arrive(bar0 + 8 * (ST + s));
-            if (++s == ST) {
-                s = 0;
-                ph ^= 1;
-            }
-#pragma unroll
-            for (int u = 0; u < U; u++)
-#pragma unroll
-                for (int r = 0; r < RT; r++) {
-                    gemv_mma(acc[r], xv[u].x, xv[u].y, wv[u][r].x, wv[u][r].y);
-                    gemv_mma(acc[r], xv[u].z, xv[u].w, wv[u][r].z, wv[u][r].w);
-                }
+            mbar_ring_next(s, ph, ST);
+            gemv_mma_run<RT, U>(acc, xv, wv);
         }
         hrow = nullptr; /* h is whole after the first item */
 #pragma unroll

@@ -208,6 +208,49 @@ __device__ __forceinline__ void qring_read(qgrp<TYPE> (&w)[RT], const uint8_t *r
     }
 }
 
+/* Where a lane's activation chunks come from (qxsrc), after the norm's row scales sc are made:
+ * with the fused norm and p.hs, the first nthr threads first norm all n rows of x into hsm (row
+ * stride in_dim + 32: rows g and g + 1 of one 16-byte load fall in different banks), block 0 also
+ * to h_out, then meet (named: barrier 1 among them; else __syncthreads); without p.hs block 0's
+ * lanes store h on the way (h0 / h1). */
+template <bool NORM, bool R16>
+__device__ __forceinline__ qxsrc qxsrc_make(const qgemv_params &p, const float *sc,
+                                            __nv_bfloat16 *hsm, int nthr, bool named) {
+    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const bool has0 = g < p.n, has1 = R16 && g + 8 < p.n;
+    qxsrc xs = {};
+    xs.x0 = p.x + (size_t)(has0 ? g : 0) * p.in_dim + 8 * t;
+    xs.x1 = p.x + (size_t)(has1 ? g + 8 : 0) * p.in_dim + 8 * t;
+    xs.gamma = NORM ? p.gamma + 8 * t : nullptr;
+    xs.has0 = has0;
+    xs.has1 = has1;
+    xs.s0 = NORM && has0 ? sc[g] : 0.0f;
+    xs.s1 = NORM && has1 ? sc[g + 8] : 0.0f;
+    const bool store_h = NORM && p.h_out && blockIdx.x == 0;
+    if (NORM && p.hs) {
+        const int cpr = p.in_dim / 8, hst = p.in_dim + 32;
+#pragma unroll 4
+        for (int i = threadIdx.x; i < p.n * cpr; i += nthr) {
+            const int row = i / cpr, c = i % cpr;
+            const uint4 xv =
+                __ldg(reinterpret_cast<const uint4 *>(p.x + (size_t)row * p.in_dim) + c);
+            const uint4 h = gemv_norm_chunk(xv, gemv_load_gamma(p.gamma + 8 * c), sc[row]);
+            *reinterpret_cast<uint4 *>(hsm + (size_t)row * hst + 8 * c) = h;
+            if (store_h) *reinterpret_cast<uint4 *>(p.h_out + (size_t)row * p.in_dim + 8 * c) = h;
+        }
+        if (named)
+            named_bar_sync(1, nthr);
+        else
+            __syncthreads();
+        xs.hs0 = hsm + (size_t)(has0 ? g : 0) * hst + 8 * t;
+        xs.hs1 = hsm + (size_t)(has1 ? g + 8 : 0) * hst + 8 * t;
+    } else {
+        xs.h0 = store_h && has0 ? p.h_out + (size_t)g * p.in_dim + 8 * t : nullptr;
+        xs.h1 = store_h && has1 ? p.h_out + (size_t)(g + 8) * p.in_dim + 8 * t : nullptr;
+    }
+    return xs;
+}
+
 /* UG groups per warp step (consecutive in k; the warps' steps interleave), MINB the blocks per SM
  * the register budget is cut for, PF the prefetch distance in steps (0: none), S the stages of
  * the async ring (0: two register buffers instead). */
@@ -254,10 +297,6 @@ __global__ void __launch_bounds__(KW * 32, MINB) qgemv_kernel(const qgemv_params
         pf_base = p.w + (region == 0 ? tb * 32 * QB : (region == 1 ? p.s0 : p.m0) + tb * 16);
         pf_bytes = region == 0 ? 32 * QB : 16;
     }
-    const bool has0 = g < p.n, has1 = R16 && g + 8 < p.n;
-    const __nv_bfloat16 *x0 = p.x + (size_t)(has0 ? g : 0) * p.in_dim;
-    const __nv_bfloat16 *x1 = p.x + (size_t)(has1 ? g + 8 : 0) * p.in_dim;
-
     float acc[RT][4];
 #pragma unroll
     for (int r = 0; r < RT; r++)
@@ -280,37 +319,9 @@ __global__ void __launch_bounds__(KW * 32, MINB) qgemv_kernel(const qgemv_params
     }
     asm volatile("griddepcontrol.wait;\n" ::: "memory");
     if (NORM) qnorm_scales<KW>(p, sc);
-    qxsrc xs = {};
-    xs.x0 = x0 + 8 * t;
-    xs.x1 = x1 + 8 * t;
-    xs.gamma = NORM ? p.gamma + 8 * t : nullptr;
-    xs.has0 = has0;
-    xs.has1 = has1;
-    xs.s0 = NORM && has0 ? sc[g] : 0.0f;
-    xs.s1 = NORM && has1 ? sc[g + 8] : 0.0f;
-    const bool store_h = NORM && p.h_out && blockIdx.x == 0;
-    if (NORM && p.hs) {
-        /* h of all n rows into shared memory (row stride in_dim + 32: rows g and g + 1 of one
-         * 16-byte load fall in different banks), block 0 also to h_out. */
-        __nv_bfloat16 *hsm =
-            reinterpret_cast<__nv_bfloat16 *>(qsm + (size_t)KW * S * RT * qring<TYPE>::np * 512);
-        const int cpr = p.in_dim / 8, hst = p.in_dim + 32;
-#pragma unroll 4
-        for (int i = threadIdx.x; i < p.n * cpr; i += KW * 32) {
-            const int row = i / cpr, c = i % cpr;
-            const uint4 xv =
-                __ldg(reinterpret_cast<const uint4 *>(p.x + (size_t)row * p.in_dim) + c);
-            const uint4 h = gemv_norm_chunk(xv, gemv_load_gamma(p.gamma + 8 * c), sc[row]);
-            *reinterpret_cast<uint4 *>(hsm + (size_t)row * hst + 8 * c) = h;
-            if (store_h) *reinterpret_cast<uint4 *>(p.h_out + (size_t)row * p.in_dim + 8 * c) = h;
-        }
-        __syncthreads();
-        xs.hs0 = hsm + (size_t)(has0 ? g : 0) * hst + 8 * t;
-        xs.hs1 = hsm + (size_t)(has1 ? g + 8 : 0) * hst + 8 * t;
-    } else {
-        xs.h0 = store_h && has0 ? p.h_out + (size_t)g * p.in_dim + 8 * t : nullptr;
-        xs.h1 = store_h && has1 ? p.h_out + (size_t)(g + 8) * p.in_dim + 8 * t : nullptr;
-    }
+    __nv_bfloat16 *hsm =
+        reinterpret_cast<__nv_bfloat16 *>(qsm + (size_t)KW * S * RT * qring<TYPE>::np * 512);
+    const qxsrc xs = qxsrc_make<NORM, R16>(p, sc, hsm, KW * 32, false);
     /* The async ring: step i issues step i + S − 1, waits for its own, computes. */
     constexpr int SS = S > 0 ? S : 1;
     for (int i = 0; S > 0; i++) {
@@ -418,16 +429,9 @@ __global__ void __launch_bounds__((KW + 1) * 32, MINB) qgemv_bulk_kernel(const q
     const uint32_t ts = full.sum(), stage_bytes = RT * ts;
     const uint32_t ring = (uint32_t)__cvta_generic_to_shared(qsm);
     const uint32_t bar0 = (uint32_t)__cvta_generic_to_shared(bars);
-    const int hst = p.in_dim + 32;
 
     asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
-    if (threadIdx.x == 0) {
-        for (int s = 0; s < ST; s++) {
-            mbar_init(bar0 + 8 * s, 1);
-            mbar_init(bar0 + 8 * (ST + s), KW);
-        }
-        mbar_init_fence();
-    }
+    mbar_ring_init(bar0, ST, KW);
     __syncthreads();
 
     if (warp == KW) { /* the producer: W only, constant, so it never waits for the grid before */
@@ -464,10 +468,7 @@ __global__ void __launch_bounds__((KW + 1) * 32, MINB) qgemv_bulk_kernel(const q
                                      p.w + p.h0 + tb * 32 * HB + gq * 128 * HB, part.h, bar,
                                      policy);
                 }
-                if (++s == ST) {
-                    s = 0;
-                    ph ^= 1;
-                }
+                mbar_ring_next(s, ph, ST);
             }
         }
         return;
@@ -480,35 +481,8 @@ __global__ void __launch_bounds__((KW + 1) * 32, MINB) qgemv_bulk_kernel(const q
         qnorm_rows<KW>(p, sc);
         named_bar_sync(1, nthr);
     }
-    const bool has0 = g < p.n, has1 = R16 && g + 8 < p.n;
-    qxsrc xs = {};
-    xs.x0 = p.x + (size_t)(has0 ? g : 0) * p.in_dim + 8 * t;
-    xs.x1 = p.x + (size_t)(has1 ? g + 8 : 0) * p.in_dim + 8 * t;
-    xs.gamma = NORM ? p.gamma + 8 * t : nullptr;
-    xs.has0 = has0;
-    xs.has1 = has1;
-    xs.s0 = NORM && has0 ? sc[g] : 0.0f;
-    xs.s1 = NORM && has1 ? sc[g + 8] : 0.0f;
-    const bool store_h = NORM && p.h_out && blockIdx.x == 0;
-    if (NORM && p.hs) { /* h of all n rows into shared memory once, as the register kernel */
-        __nv_bfloat16 *hsm = reinterpret_cast<__nv_bfloat16 *>(qsm + (size_t)ST * stage_bytes);
-        const int cpr = p.in_dim / 8;
-#pragma unroll 4
-        for (int i = threadIdx.x; i < p.n * cpr; i += nthr) {
-            const int row = i / cpr, cc = i % cpr;
-            const uint4 xv =
-                __ldg(reinterpret_cast<const uint4 *>(p.x + (size_t)row * p.in_dim) + cc);
-            const uint4 h = gemv_norm_chunk(xv, gemv_load_gamma(p.gamma + 8 * cc), sc[row]);
-            *reinterpret_cast<uint4 *>(hsm + (size_t)row * hst + 8 * cc) = h;
-            if (store_h) *reinterpret_cast<uint4 *>(p.h_out + (size_t)row * p.in_dim + 8 * cc) = h;
-        }
-        named_bar_sync(1, nthr);
-        xs.hs0 = hsm + (size_t)(has0 ? g : 0) * hst + 8 * t;
-        xs.hs1 = hsm + (size_t)(has1 ? g + 8 : 0) * hst + 8 * t;
-    } else {
-        xs.h0 = store_h && has0 ? p.h_out + (size_t)g * p.in_dim + 8 * t : nullptr;
-        xs.h1 = store_h && has1 ? p.h_out + (size_t)(g + 8) * p.in_dim + 8 * t : nullptr;
-    }
+    qxsrc xs = qxsrc_make<NORM, R16>(
+        p, sc, reinterpret_cast<__nv_bfloat16 *>(qsm + (size_t)ST * stage_bytes), nthr, true);
 
     int s = 0;
     uint32_t ph = 0;
@@ -557,10 +531,7 @@ __global__ void __launch_bounds__((KW + 1) * 32, MINB) qgemv_bulk_kernel(const q
             }
             __syncwarp();
             if (lane == 0) mbar_arrive(bar0 + 8 * (ST + s));
-            if (++s == ST) {
-                s = 0;
-                ph ^= 1;
-            }
+            mbar_ring_next(s, ph, ST);
             if (gq < ng) qgroup<TYPE, RT, NORM, R16, true>(acc, w, p, gq, xs, t);
         }
         xs.h0 = xs.h1 = nullptr; /* h is whole after the first item */
