@@ -1317,10 +1317,6 @@ static void *cu_create(int device, char *err, size_t errlen) {
     c->use_gemv = !(gemv && !strcmp(gemv, "0"));
     const char *qrows = getenv("FLASHGEN_QGEMV_ROWS");
     c->qgemv_rows = qrows ? atoi(qrows) : 0;
-    /* FLASHGEN_GEMV_GRID=N: the bulk GEMVs' persistent grids on N blocks per SM at most (gemv.h
-     * fg_gemv_set_bulk_grid; A/B runs of cross-kernel overlap, off by default) */
-    const char *grid = getenv("FLASHGEN_GEMV_GRID");
-    fg_gemv_set_bulk_grid(grid ? atoi(grid) : 0);
     /* Batch-invariant mode (off by default: it costs speed): every product through one cuBLASLt
      * algorithm per weight shape without split-K (no GEMV, whose summation order differs from
      * cuBLASLt's), attention kernel by query count, a fixed decode split count. Sampling and the

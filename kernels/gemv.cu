@@ -377,52 +377,40 @@ struct gemv_variant {
     int stages; /* gemv_bulk_kernel's ring (0: gemv_kernel) */
     void (*kernel)(const gemv_params);
     void (*norm_kernel)(const gemv_params); /* the NORM twin, or NULL (fg_gemv_norm refuses) */
-    int grid_cap; /* the bulk kernel's blocks per SM at most (0: fg_gemv_bulk_grid's) */
 };
 
 #define GEMV_V(RT, KW, U)                                                                          \
-    {                                                                                              \
-        "rt" #RT "_kw" #KW "_u" #U, RT, KW, U, 0, 0, gemv_kernel<RT, KW, U, false, false>,         \
-            nullptr, 0                                                                             \
-    }
+    { "rt" #RT "_kw" #KW "_u" #U, RT, KW, U, 0, 0, gemv_kernel<RT, KW, U, false, false>, nullptr }
 #define GEMV_VP(RT, KW, U)                                                                         \
     {                                                                                              \
         "rt" #RT "_kw" #KW "_u" #U "_pdl", RT, KW, U, 1, 0, gemv_kernel<RT, KW, U, false, false>,  \
-            nullptr, 0                                                                             \
+            nullptr                                                                                \
     }
 /* with a NORM twin: only PDL variants, since the fusion is for decode graphs */
 #define GEMV_VPN(RT, KW, U)                                                                        \
     {                                                                                              \
         "rt" #RT "_kw" #KW "_u" #U "_pdl", RT, KW, U, 1, 0, gemv_kernel<RT, KW, U, false, false>,  \
-            gemv_kernel<RT, KW, U, false, true>, 0                                                 \
+            gemv_kernel<RT, KW, U, false, true>                                                    \
     }
 #define GEMV_VPPN(RT, KW, U)                                                                       \
     {                                                                                              \
         "rt" #RT "_kw" #KW "_u" #U "_pipe_pdl", RT, KW, U, 1, 0,                                   \
-            gemv_kernel<RT, KW, U, true, false>, gemv_kernel<RT, KW, U, true, true>, 0             \
+            gemv_kernel<RT, KW, U, true, false>, gemv_kernel<RT, KW, U, true, true>                \
     }
 #define GEMV_VB(RT, KW, U, ST)                                                                     \
     {                                                                                              \
         "bulk_rt" #RT "_kw" #KW "_u" #U "_st" #ST, RT, KW, U, 1, ST,                               \
-            gemv_bulk_kernel<RT, KW, U, ST, false>, gemv_bulk_kernel<RT, KW, U, ST, true>, 0       \
+            gemv_bulk_kernel<RT, KW, U, ST, false>, gemv_bulk_kernel<RT, KW, U, ST, true>          \
     }
-#define GEMV_VBG(RT, KW, U, ST, G)                                                                 \
-    {                                                                                              \
-        "bulk_rt" #RT "_kw" #KW "_u" #U "_st" #ST "_g" #G, RT, KW, U, 1, ST,                       \
-            gemv_bulk_kernel<RT, KW, U, ST, false>, gemv_bulk_kernel<RT, KW, U, ST, true>, G       \
-    }
-/* Candidates for the measurement that sets fg_gemv_pick (see the header comment). The _g1
- * variants are their bulk twins on one block per SM (the same kernels, so the same bits). */
+/* Candidates for the measurement that sets fg_gemv_pick (see the header comment). */
 static const gemv_variant gemv_variants[] = {
-    GEMV_V(2, 8, 4),         GEMV_V(4, 8, 2),         GEMV_V(2, 4, 4),     GEMV_V(4, 4, 4),
-    GEMV_V(1, 8, 4),         GEMV_V(2, 2, 2),         GEMV_V(2, 8, 8),     GEMV_V(1, 4, 8),
-    GEMV_V(4, 2, 4),         GEMV_V(2, 4, 8),         GEMV_V(1, 16, 2),    GEMV_V(2, 16, 2),
-    GEMV_VPN(2, 8, 4),       GEMV_VPPN(2, 8, 4),      GEMV_VP(1, 16, 2),   GEMV_VPPN(1, 16, 2),
-    GEMV_VPN(1, 8, 4),       GEMV_VPPN(1, 8, 4),      GEMV_VP(2, 4, 8),    GEMV_VPPN(2, 4, 4),
-    GEMV_VB(2, 8, 4, 3),     GEMV_VB(2, 8, 2, 4),     GEMV_VB(2, 8, 2, 6), GEMV_VB(4, 8, 2, 3),
-    GEMV_VBG(2, 8, 4, 3, 1), GEMV_VBG(4, 8, 2, 3, 1),
+    GEMV_V(2, 8, 4),     GEMV_V(4, 8, 2),     GEMV_V(2, 4, 4),     GEMV_V(4, 4, 4),
+    GEMV_V(1, 8, 4),     GEMV_V(2, 2, 2),     GEMV_V(2, 8, 8),     GEMV_V(1, 4, 8),
+    GEMV_V(4, 2, 4),     GEMV_V(2, 4, 8),     GEMV_V(1, 16, 2),    GEMV_V(2, 16, 2),
+    GEMV_VPN(2, 8, 4),   GEMV_VPPN(2, 8, 4),  GEMV_VP(1, 16, 2),   GEMV_VPPN(1, 16, 2),
+    GEMV_VPN(1, 8, 4),   GEMV_VPPN(1, 8, 4),  GEMV_VP(2, 4, 8),    GEMV_VPPN(2, 4, 4),
+    GEMV_VB(2, 8, 4, 3), GEMV_VB(2, 8, 2, 4), GEMV_VB(2, 8, 2, 6), GEMV_VB(4, 8, 2, 3),
 };
-#undef GEMV_VBG
 #undef GEMV_VB
 #undef GEMV_V
 #undef GEMV_VP
@@ -440,19 +428,6 @@ extern "C" int fg_gemv_n_variants(void) {
 
 extern "C" const char *fg_gemv_variant_name(int v) {
     return v >= 0 && v < GEMV_N_VARIANTS ? gemv_variants[v].name : "";
-}
-
-static int bulk_grid_per_sm; /* fg_gemv_set_bulk_grid's cap (0: none) */
-
-extern "C" void fg_gemv_set_bulk_grid(int per_sm) {
-    bulk_grid_per_sm = per_sm > 0 ? per_sm : 0;
-}
-
-extern "C" int fg_gemv_bulk_grid(int items, int per_sm, int sms, int cap) {
-    int b = max(1, per_sm);
-    if (cap <= 0) cap = bulk_grid_per_sm;
-    if (cap > 0) b = min(b, cap);
-    return max(1, min(items, b * sms));
 }
 
 /* Indices into gemv_variants of the variants fg_gemv_pick returns. */
@@ -524,7 +499,7 @@ static int gemv_launch(int v, int norm, gemv_params p, const void *x, const void
             e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, (int)cfg.blockDim.x,
                                                               cfg.dynamicSmemBytes);
         if (e != cudaSuccess) return (int)e;
-        cfg.gridDim.x = (unsigned)fg_gemv_bulk_grid((int)cfg.gridDim.x, per_sm, sms, vr->grid_cap);
+        cfg.gridDim.x = (unsigned)min((int)cfg.gridDim.x, max(1, per_sm) * sms);
     }
     cudaError_t e = cudaLaunchKernelEx(&cfg, kernel, p);
     return (int)(e != cudaSuccess ? e : cudaGetLastError());

@@ -61,15 +61,6 @@ int fg_gemv_norm_pick(int n, int in_dim, int out_dim, int epilogue);
 int fg_gemv_norm_variant(int v, void *y, int y_f32, const void *x, const void *gamma, float eps,
                          void *h_out, const void *w, int n, int in_dim, int out_dim, int epilogue,
                          void *stream);
-/* The bulk-copy kernels' persistent grids (gemv.cu's and qgemv.cu's "bulk" variants) take as
- * many blocks as the SMs hold at once; per_sm > 0 caps them at per_sm blocks per SM instead (0:
- * the occupancy again), so that the next kernel's blocks find room beside them and, launched
- * early under programmatic dependent launch, stream their weights while this one runs. A
- * variant named "..._g<N>" carries its own cap N. Process-wide; set it before graphs are
- * captured (the engine: FLASHGEN_GEMV_GRID at backend start). fg_gemv_bulk_grid: the grid for
- * items work items, per_sm the occupancy, sms the SMs, cap the variant's (0: none). */
-void fg_gemv_set_bulk_grid(int per_sm);
-int fg_gemv_bulk_grid(int items, int per_sm, int sms, int cap);
 /* The benchmark's unfused baseline: a copy of the engine's RMSNorm kernel (k_rmsnorm, one block
  * per row, no PDL), out (n, dim) = bf16(x · rsqrt(mean(x²) + eps) · gamma), gamma fp32 (dim). */
 int fg_gemv_bench_rmsnorm(void *out, const void *x, const void *gamma, float eps, int n, int dim,

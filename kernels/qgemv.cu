@@ -555,7 +555,6 @@ struct qgemv_variant {
     int rt, kw, stages;
     int bulk;            /* qgemv_bulk_kernel (stages: its ring's) */
     qgemv_fn k[7][2][2]; /* type (qtype_index), NORM, R16 */
-    int grid_cap;        /* the bulk kernel's blocks per SM at most (0: fg_gemv_bulk_grid's) */
 };
 
 #define QG_K(T, RT, KW, MB, PF, S, SW, NORM, R16)                                                  \
@@ -571,12 +570,12 @@ struct qgemv_variant {
     }
 #define QG_V(RT, KW, MB, PF, S, SW)                                                                \
     {                                                                                              \
-        "rt" #RT "_kw" #KW "_mb" #MB "_pf" #PF "_s" #S "_sw" #SW, RT, KW, S, 0,                    \
-            {QG_T(QT_Q8_0, RT, KW, MB, PF, S, SW), QG_T(QT_Q4_0, RT, KW, MB, PF, S, SW),           \
-             QG_T(QT_Q4_1, RT, KW, MB, PF, S, SW), QG_T(QT_Q4_K, RT, KW, MB, PF, S, SW),           \
-             QG_T(QT_Q6_K, RT, KW, MB, PF, S, SW), QG_T(QT_Q5_0, RT, KW, MB, PF, S, SW),           \
-             QG_T(QT_Q5_1, RT, KW, MB, PF, S, SW)},                                                \
-            0                                                                                      \
+        "rt" #RT "_kw" #KW "_mb" #MB "_pf" #PF "_s" #S "_sw" #SW, RT, KW, S, 0, {                  \
+            QG_T(QT_Q8_0, RT, KW, MB, PF, S, SW), QG_T(QT_Q4_0, RT, KW, MB, PF, S, SW),            \
+                QG_T(QT_Q4_1, RT, KW, MB, PF, S, SW), QG_T(QT_Q4_K, RT, KW, MB, PF, S, SW),        \
+                QG_T(QT_Q6_K, RT, KW, MB, PF, S, SW), QG_T(QT_Q5_0, RT, KW, MB, PF, S, SW),        \
+                QG_T(QT_Q5_1, RT, KW, MB, PF, S, SW)                                               \
+        }                                                                                          \
     }
 #define QG_BK(T, RT, KW, ST, MB, NORM, R16) qgemv_bulk_kernel<T, RT, KW, ST, MB, NORM, R16>
 #define QG_BT(T, RT, KW, ST, MB)                                                                   \
@@ -584,26 +583,20 @@ struct qgemv_variant {
         {QG_BK(T, RT, KW, ST, MB, false, false), QG_BK(T, RT, KW, ST, MB, false, true)},           \
             {QG_BK(T, RT, KW, ST, MB, true, false), QG_BK(T, RT, KW, ST, MB, true, true)},         \
     }
-#define QG_VBN(NAME, RT, KW, ST, MB, G)                                                            \
+#define QG_VB(RT, KW, ST, MB)                                                                      \
     {                                                                                              \
-        NAME, RT, KW, ST, 1, {QG_BT(QT_Q8_0, RT, KW, ST, MB), QG_BT(QT_Q4_0, RT, KW, ST, MB),      \
-                              QG_BT(QT_Q4_1, RT, KW, ST, MB), QG_BT(QT_Q4_K, RT, KW, ST, MB),      \
-                              QG_BT(QT_Q6_K, RT, KW, ST, MB), QG_BT(QT_Q5_0, RT, KW, ST, MB),      \
-                              QG_BT(QT_Q5_1, RT, KW, ST, MB)},                                     \
-            G                                                                                      \
+        "bulk_rt" #RT "_kw" #KW "_st" #ST "_mb" #MB, RT, KW, ST, 1, {                              \
+            QG_BT(QT_Q8_0, RT, KW, ST, MB), QG_BT(QT_Q4_0, RT, KW, ST, MB),                        \
+                QG_BT(QT_Q4_1, RT, KW, ST, MB), QG_BT(QT_Q4_K, RT, KW, ST, MB),                    \
+                QG_BT(QT_Q6_K, RT, KW, ST, MB), QG_BT(QT_Q5_0, RT, KW, ST, MB),                    \
+                QG_BT(QT_Q5_1, RT, KW, ST, MB)                                                     \
+        }                                                                                          \
     }
-#define QG_VB(RT, KW, ST, MB) QG_VBN("bulk_rt" #RT "_kw" #KW "_st" #ST "_mb" #MB, RT, KW, ST, MB, 0)
-/* a bulk variant on G blocks per SM at most (fg_gemv_set_bulk_grid): the same kernels */
-#define QG_VBG(RT, KW, ST, MB, G)                                                                  \
-    QG_VBN("bulk_rt" #RT "_kw" #KW "_st" #ST "_mb" #MB "_g" #G, RT, KW, ST, MB, G)
 static const qgemv_variant qgemv_variants[] = {
     QG_V(2, 8, 2, 0, 0, 1), QG_V(2, 8, 3, 0, 0, 1), QG_V(2, 8, 2, 0, 4, 1), QG_V(2, 8, 2, 0, 0, 0),
     QG_V(2, 8, 3, 0, 0, 0), QG_V(2, 8, 2, 0, 4, 0), QG_V(1, 8, 3, 0, 0, 0), QG_VB(2, 8, 4, 2),
-    QG_VB(2, 8, 3, 3),      QG_VB(2, 4, 6, 3),      QG_VB(4, 8, 3, 2),      QG_VBG(2, 8, 4, 2, 1),
-    QG_VBG(2, 8, 3, 3, 1),  QG_VBG(4, 8, 3, 2, 1),
+    QG_VB(2, 8, 3, 3),      QG_VB(2, 4, 6, 3),      QG_VB(4, 8, 3, 2),
 };
-#undef QG_VBG
-#undef QG_VBN
 #undef QG_VB
 #undef QG_BT
 #undef QG_BK
@@ -769,7 +762,7 @@ static int qgemv_launch(int v, int norm, qgemv_params p, int wtype, int epilogue
             e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, k, (int)cfg.blockDim.x,
                                                               cfg.dynamicSmemBytes);
         if (e != cudaSuccess) return (int)e;
-        cfg.gridDim.x = (unsigned)fg_gemv_bulk_grid((int)cfg.gridDim.x, per_sm, sms, vr->grid_cap);
+        cfg.gridDim.x = (unsigned)min((int)cfg.gridDim.x, max(1, per_sm) * sms);
     }
     cudaError_t e = cudaLaunchKernelEx(&cfg, k, p);
     return (int)(e != cudaSuccess ? e : cudaGetLastError());
