@@ -183,6 +183,7 @@ test-gpu:
 	FG_ATTN_LIB=$(GPU_LIB) $(PYTHON) tests/gpu/check_family.py
 	$(PYTHON) tests/gpu/check_gemv.py --lib $(GPU_LIB)
 	$(PYTHON) tests/gpu/check_qgemv.py --lib $(GPU_LIB)
+	$(PYTHON) tests/gpu/check_qgemv.py --lib $(GPU_LIB) --stress 100
 	$(PYTHON) tests/gpu/check_fp8.py --lib $(GPU_LIB)
 	FG_SAMPLE_LIB=$(GPU_LIB) $(PYTHON) tests/gpu/check_sample.py --no-bench
 	FG_SAMPLE_LIB=$(GPU_LIB) $(PYTHON) tests/gpu/check_mask.py --no-bench

@@ -52,13 +52,19 @@ part_testgpu() {
         shift 2
         case " ${CHECKS:-$n} " in *" $n "*) ;; *) return 0 ;; esac
         step "$n"
-        timeout "$lim" "$@" >"$O/$n.log" 2>&1 || { rc=1; echo "FAILED (exit $?): $n"; }
+        local st=0
+        timeout "$lim" "$@" >"$O/$n.log" 2>&1 || st=$?
+        if [ "$st" != 0 ]; then
+            rc=1
+            echo "FAILED (exit $st$([ "$st" = 124 ] && echo ", past its ${lim} s")): $n"
+        fi
         grep -E "FAIL|passed|PASS|Error|rror:" "$O/$n.log" | tail -4
     }
-    run_check check_attention 150 env FG_ATTN_LIB=$L python3 tests/gpu/check_attention.py
+    run_check check_attention 300 env FG_ATTN_LIB=$L python3 tests/gpu/check_attention.py
     run_check check_family 60 env FG_ATTN_LIB=$L python3 tests/gpu/check_family.py
     run_check check_gemv 90 python3 tests/gpu/check_gemv.py --lib $L
     run_check check_qgemv 90 python3 tests/gpu/check_qgemv.py --lib $L
+    run_check check_qgemv_stress 120 python3 tests/gpu/check_qgemv.py --lib $L --stress 100
     run_check check_fp8 90 python3 tests/gpu/check_fp8.py --lib $L
     run_check check_sample 60 env FG_SAMPLE_LIB=$L python3 tests/gpu/check_sample.py --no-bench
     run_check check_mask 60 env FG_SAMPLE_LIB=$L python3 tests/gpu/check_mask.py --no-bench

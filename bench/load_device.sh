@@ -14,7 +14,8 @@
 #
 # Runs: RUNS warm loads per build (the file read once before, so it is in the page cache), then
 # one cold load per build, the file's pages dropped first with posix_fadvise(DONTNEED) (no root
-# needed; pages another process holds mapped stay). Log lines and a table go to $OUT (or
+# needed; pages another process holds mapped stay), then `dd` of the dropped file: the disk's own
+# sequential rate, what a cold load is held to. Log lines and a table go to $OUT (or
 # /tmp/out). The 14.7 GB file takes ~40 s to write; about 3 minutes in all on the H200.
 set -uo pipefail
 O=${OUT:-/tmp/out}
@@ -72,6 +73,15 @@ for b in "${BINS[@]}"; do
     evict
     load "$b" cold
 done
+# the disk's own sequential rate on the same cold file, for "at disk speed": dd in 64 MB reads
+step "dd of the cold file"
+evict
+t0=$(date +%s.%N)
+dd if="$MODEL" of=/dev/null bs=64M status=none
+t1=$(date +%s.%N)
+awk -v a="$t0" -v b="$t1" -v n="$(stat -c %s "$MODEL")" \
+    'BEGIN { printf "| (dd, bs=64M) | cold | 0 | %.2f | the disk: %.2f GB at %.2f GB/s |\n", b - a, n / 1e9, n / 1e9 / (b - a) }' |
+    tee -a "$O/load_table.md"
 # the same greedy tokens from every build: the weights reached the device unchanged (F16 → bf16
 # rounding and llama's Q/K un-permute as the fp32 path did them)
 step "greedy ids, every build"

@@ -51,6 +51,10 @@ struct attn_args {
                                p - window + 1 .. p (the mma.sync prefill and the decode kernel
                                take it; the Hopper prefill kernels do not, so the selector passes
                                over them); 0: none */
+    int early_dependents;   /* decode: 1 lets the next kernel on the stream, launched with
+                               programmatic serialization, launch at this one's start (it waits
+                               for the whole of it in griddepcontrol.wait): the o projection's
+                               bulk GEMV then streams its W while attention runs; 0: at its end */
 };
 
 /* Name of the variant that would run ("prefill_bf16_hd128", ...), or NULL when unsupported. */

@@ -43,6 +43,7 @@ struct attn_kparams {
     float *part_lse; /* (n_splits, n_q_total, n_heads) log2-domain LSE of each part */
     int n_splits;
     int n_q_total; /* query rows of the whole batch (decode partial layout) */
+    int early;     /* attn_args.early_dependents */
 };
 
 #define FG_NEG_INF (-__int_as_float(0x7f800000))

@@ -78,6 +78,7 @@ struct cuda_ctx {
      * FLASHGEN_DECODE_SPLITS=N): force the attention variant or the decode split count, to
      * bisect numerical differences. Unset: the selector decides. */
     int attn_kind, decode_splits;
+    int dattn_early; /* FLASHGEN_DATTN_EARLY=1: attn_args.early_dependents (A/B runs) */
     int use_gemv; /* FLASHGEN_GEMV=0 sends decode-sized products to cuBLASLt too (A/B runs) */
     /* FLASHGEN_QGEMV_ROWS=N: resident quantized products of up to N rows run the GEMV (in slices
      * of FG_QGEMV_MAX_ROWS past it) instead of the bf16 scratch (A/B runs); 0 (unset): up to
@@ -545,6 +546,7 @@ static void cu_attention_run(void *ctx, void *out, const void *q, const void *k_
     a.kind = c->attn_kind;
     a.n_splits = c->graph_splits > 0 ? c->graph_splits : c->decode_splits;
     a.window = window;
+    a.early_dependents = c->dattn_early;
     /* batch-invariant: the kernel depends on the sequence's own query count only (the selector
      * would take the decode kernel for short prompts when they run alone), and the split count is
      * fixed (c->decode_splits), so each sequence's parts do not depend on the batch */
@@ -1313,6 +1315,8 @@ static void *cu_create(int device, char *err, size_t errlen) {
                    : kind && !strcmp(kind, "decode") ? ATTN_KIND_DECODE
                                                      : ATTN_KIND_AUTO;
     c->decode_splits = splits ? atoi(splits) : 0;
+    const char *early = getenv("FLASHGEN_DATTN_EARLY");
+    c->dattn_early = early && !strcmp(early, "1");
     const char *gemv = getenv("FLASHGEN_GEMV"), *inv = getenv("FLASHGEN_BATCH_INVARIANT");
     c->use_gemv = !(gemv && !strcmp(gemv, "0"));
     const char *qrows = getenv("FLASHGEN_QGEMV_ROWS");

@@ -200,7 +200,7 @@ __global__ void __launch_bounds__(DECODE_NW * 32) decode_split_kernel(const attn
     const int kvlen = p.kv_len[s], pos0 = kvlen - nq;
     const int *bt = p.block_table + (size_t)s * p.max_pages;
     const uint64_t pol = decode_kv_policy<EF>();
-    if constexpr (!CLU)
+    if (!CLU || p.early)
         decode_allow_dependents(); /* the merge grid may start; it waits for this one to finish */
 
     /* Sliding window: the parts cover only the keys some row sees, from the first row's lower
@@ -445,7 +445,8 @@ __global__ void __launch_bounds__(DECODE_PW_NW * 32)
     /* warp-major numbering: with fewer units than warps every block gets some */
     const int gw = warp * gridDim.x + blockIdx.x, TW = gridDim.x * NW, G = p.group;
     const uint64_t pol = decode_kv_policy<EF>();
-    if (p.n_splits > 1) decode_allow_dependents(); /* the merge grid waits for this one */
+    if (p.n_splits > 1 || p.early)
+        decode_allow_dependents(); /* the merge grid waits for this one */
 
     /* Producer cursor: tile pt of unit pu (info pi); each call commits one group (empty when the
      * warp has no tile left), so group n holds the warp's n-th tile overall. */
@@ -582,6 +583,7 @@ __global__ void __launch_bounds__(DECODE_MERGE_NT) decode_merge_kernel(const att
     __shared__ __align__(16) float s_o[SPB][HD];
     const int tid = threadIdx.x, r = tid / TPR, c = tid % TPR, n = p.n_splits;
     const size_t item = blockIdx.x, n_items = (size_t)p.n_q_total * p.n_heads;
+    if (p.early) decode_allow_dependents();
     decode_wait_prerequisites();
 
     float m = FG_NEG_INF, l = 0.f;
@@ -968,6 +970,7 @@ extern "C" int decode_attn_launch(const struct attn_args *a, char *err, size_t e
     p.window = a->window > 0 ? a->window : 0;
     p.n_splits = n;
     p.n_q_total = (int)decode_q_total(a);
+    p.early = a->early_dependents != 0;
     const decode_path path = decode_use_warp(a, n)      ? DECODE_PATH_WARP
                              : decode_use_cluster(a, n) ? DECODE_PATH_CLUSTER
                                                         : DECODE_PATH_SPLIT;

@@ -32,6 +32,12 @@ poisoned with NaN and a guard after the last row must stay untouched.
     whose kernel's first launch, setting its shared-memory attribute, is inside the capture),
     refusals (n 0 / 17, in_dim not a multiple of 32 (Q4_K: of 256), a type it does not read
     (Q5_K), misaligned x or w, fg_qpack's bad shapes; Q5_0 / Q5_1 rows not whole blocks).
+  - --stress R (its own run, in `make test-gpu` after the checks): races. Variant 0 and every
+    bulk variant on the 8B shapes at n = 1 and 16, R launches of each queued back to back (each
+    may start under the one before, as in the decode graph), every result bit for bit the first.
+    Why: one run of the checks on 2026-12-04 (H200, seed 1763490739) had 8 elements of one Q8_0
+    fused-norm q|k|v call at n = 1 off by about one k group's share, which neither three reruns
+    (two with that seed) nor 44 800 stressed launches reproduced.
 Bounds: check_gemv.judge's, unchanged (bf16 y: norm-wise 2^-8 + 1e-4, elementwise 2^-8 |ref| +
 2^-16 Σ|x||w|; fp32 y: 1e-4 and 2^-16 Σ|x||w|). They hold here for the same reason: the mma
 multiplies exact integers q by bf16 x (exact products in fp32), each block's sum is scaled by its
@@ -509,6 +515,56 @@ def check_variants(g, rep, dev):
             del qc
 
 
+STRESS_SHAPES = [("8b.qkv", 6144, 4096, STORE, True), ("8b.gate_up", 14336, 4096, SWIGLU, True),
+                 ("8b.o", 4096, 4096, ADD, False), ("8b.down", 4096, 14336, ADD, False)]
+
+
+def check_stress(g, rep, dev, reps):
+    """Races: variant 0 and every bulk variant on the 8B shapes (their fused norm where the engine
+    fuses it), n = 1 and 16, reps calls each queued back to back on one stream (as in the decode
+    graph: each launch may start under the one before it), every result bit for bit the first
+    call's of variant 0 where the variant gives its bits (KW 8), else its own first call's; the
+    first launch of each kernel in this process is among them."""
+    nv = g.lib.fg_qgemv_n_variants()
+    names = [g.lib.fg_qgemv_variant_name(v).decode() for v in range(nv)]
+    vs = [0] + [v for v in range(nv) if names[v].startswith("bulk_")]
+    for wt, (tname, _, _) in TYPES.items():
+        for name, od, idim, epi, norm in STRESS_SHAPES:
+            rows = 2 * od if epi == SWIGLU else od
+            qc = QCase(g, wt, rows, idim, dev)
+            x = torch.randn(MAXN, idim, device=dev).bfloat16()
+            gamma = cg.norm_gamma(idim, dev)
+            base = {}
+            for v in vs:
+                for n in (1, MAXN):
+                    ys = torch.zeros(reps, n, od, dtype=torch.bfloat16, device=dev)
+                    st = 0
+                    for r in range(reps):
+                        if norm:
+                            st |= g.lib.fg_qgemv_norm_variant(
+                                v, ys[r].data_ptr(), 0, x.data_ptr(), gamma.data_ptr(),
+                                cg.NORM_EPS, None, qc.packed.data_ptr(), wt, n, idim, od, epi,
+                                Lib.s())
+                        else:
+                            st |= g.lib.fg_qgemv_variant(v, ys[r].data_ptr(), 0, x.data_ptr(),
+                                                         qc.packed.data_ptr(), wt, n, idim, od,
+                                                         epi, Lib.s())
+                    torch.cuda.synchronize()
+                    tag = f"{tname} stress {names[v]} {name} n={n} x{reps}"
+                    if st != 0:
+                        rep.add(False, tag, None, f"status {st}")
+                        continue
+                    same_bits = v == 0 or "_kw8_" in names[v]
+                    ref = base.setdefault(n, ys[0].clone()) if same_bits else ys[0]
+                    bad = (ys != ref).reshape(reps, -1).sum(1)
+                    nbad = int((bad > 0).sum())
+                    rep.add(nbad == 0, tag, None,
+                            f"{nbad} of {reps} calls differ (first at call "
+                            f"{int((bad > 0).nonzero()[0]) if nbad else -1}, up to {int(bad.max())}"
+                            f" elements)")
+            del qc
+
+
 BENCH = [("qkv", 6144, 4096, STORE, True), ("o", 4096, 4096, ADD, False),
          ("gate_up", 14336, 4096, SWIGLU, True), ("down", 4096, 14336, ADD, False)]
 
@@ -583,6 +639,8 @@ def main():
     ap.add_argument("--bench", action="store_true")
     ap.add_argument("--bench-only", action="store_true", help="the benchmark without the checks")
     ap.add_argument("--lib", default=os.environ.get("FG_ATTN_LIB", "build/libfgattn.so"))
+    ap.add_argument("--stress", type=int, default=0, metavar="R",
+                    help="only the race check: each kernel R times back to back")
     a = ap.parse_args()
     why = gpu_skip.why_no_gpu()
     if why:
@@ -597,6 +655,11 @@ def main():
     if a.bench_only:
         run_bench(g, dev)
         return 0
+    if a.stress:
+        check_stress(g, rep, dev, a.stress)
+        print(f"check_qgemv --stress: {'PASS' if rep.failed == 0 else 'FAIL'} ({rep.passed} "
+              f"passed, {rep.failed} failed)")
+        return 0 if rep.failed == 0 else 1
     check_refusals(g, rep, dev)
     check_shapes(g, rep, dev)
     check_norm(g, rep, dev)
