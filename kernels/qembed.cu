@@ -23,6 +23,8 @@ size_t fg_qembed_row_bytes(uint32_t type, int cols) {
         return blocks * 24;
     case GGUF_GGML_Q4_K:
         return cols % 256 == 0 ? blocks / 8 * 144 : 0;
+    case GGUF_GGML_Q5_K:
+        return cols % 256 == 0 ? blocks / 8 * 176 : 0;
     case GGUF_GGML_Q6_K:
         return cols % 256 == 0 ? blocks / 8 * 210 : 0;
     default:
@@ -30,14 +32,15 @@ size_t fg_qembed_row_bytes(uint32_t type, int cols) {
     }
 }
 
-/* Element i of a Q4_K row: (d·sc_j)·q − dmin·m_j in fp32, each operation rounded (none fused), as
- * model/gguf_quant.c and fg_qdequant_bf16. */
-static __device__ __forceinline__ float q4k_value(const uint8_t *row, int i) {
-    const uint8_t *sb = row + (size_t)(i / 256) * 144, *s = sb + 4;
+/* Element i of a Q4_K row (Q5: of a Q5_K row, q's fifth bit bit j of qh[l]): (d·sc_j)·q − dmin·m_j
+ * in fp32, each operation rounded (none fused), as model/gguf_quant.c and fg_qdequant_bf16. */
+template <bool Q5> static __device__ __forceinline__ float q4k_value(const uint8_t *row, int i) {
+    const uint8_t *sb = row + (size_t)(i / 256) * (Q5 ? 176 : 144), *s = sb + 4;
     const int j = i % 256 / 32, l = i % 32;
     const int sc = j < 4 ? s[j] & 63 : (s[j + 4] & 15) | (s[j - 4] >> 6) << 4;
     const int m = j < 4 ? s[j + 4] & 63 : (s[j + 4] >> 4) | (s[j] >> 6) << 4;
-    const int q = sb[16 + 32 * (j / 2) + l] >> (4 * (j & 1)) & 15;
+    int q = sb[(Q5 ? 48 : 16) + 32 * (j / 2) + l] >> (4 * (j & 1)) & 15;
+    if (Q5) q |= (sb[16 + l] >> j & 1) << 4;
     const float d = __half2float(__ushort_as_half(*(const unsigned short *)sb));
     const float dmin = __half2float(__ushort_as_half(*(const unsigned short *)(sb + 2)));
     return __fsub_rn(__fmul_rn(__fmul_rn(d, (float)sc), (float)q), __fmul_rn(dmin, (float)m));
@@ -56,8 +59,8 @@ static __device__ __forceinline__ float q6k_value(const uint8_t *row, int i) {
 
 /* x[t] (dim bf16) = the dequantized row tokens[t] of a table in the file's blocks: one block of
  * threads per token, one element per thread and step (value d·q, Q4_0 d·(q − 8), Q4_1 d·q + m,
- * Q5_0 d·(q − 16) and Q5_1 d·q + m with q's fifth bit from qh, Q4_K q4k_value, Q6_K q6k_value;
- * fp32 rounded once to bf16, as fg_qdequant_bf16). */
+ * Q5_0 d·(q − 16) and Q5_1 d·q + m with q's fifth bit from qh, Q4_K / Q5_K q4k_value, Q6_K
+ * q6k_value; fp32 rounded once to bf16, as fg_qdequant_bf16). */
 static __global__ void k_qembed(__nv_bfloat16 *x, const uint8_t *table, const int *tokens, int dim,
                                 size_t row_bytes, uint32_t type) {
     const int t = blockIdx.x;
@@ -67,9 +70,11 @@ static __global__ void k_qembed(__nv_bfloat16 *x, const uint8_t *table, const in
     const int qo = (has_m ? 4 : 2) + (q5 ? 4 : 0); /* where the nibbles start (Q5_x: after qh) */
     const int bb = type == GGUF_GGML_Q8_0 ? 34 : qo + 16; /* bytes of one block */
     for (int i = threadIdx.x; i < dim; i += blockDim.x) {
-        if (type == GGUF_GGML_Q4_K || type == GGUF_GGML_Q6_K) {
+        if (type == GGUF_GGML_Q4_K || type == GGUF_GGML_Q5_K || type == GGUF_GGML_Q6_K) {
             x[(size_t)t * dim + i] =
-                __float2bfloat16(type == GGUF_GGML_Q4_K ? q4k_value(row, i) : q6k_value(row, i));
+                __float2bfloat16(type == GGUF_GGML_Q4_K   ? q4k_value<false>(row, i)
+                                 : type == GGUF_GGML_Q5_K ? q4k_value<true>(row, i)
+                                                          : q6k_value(row, i));
             continue;
         }
         const uint8_t *blk = row + (size_t)(i / 32) * bb;

@@ -1,5 +1,6 @@
 /* qgemv.cu — GEMV for 1 to 16 activation rows on GGUF weights (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K,
- * Q6_K), read in the repacked device layout of qgemv.h (fg_qpack writes it from the file's blocks).
+ * Q5_K, Q6_K), read in the repacked device layout of qgemv.h (fg_qpack writes it from the file's
+ * blocks).
  *
  * Why a repacking: the file's blocks (34 / 18 / 20 / 22 / 24 bytes) keep no 16-byte alignment, so
  * a lane could only take 2-byte loads, each warp load touching 8 rows' cache lines (the direct
@@ -24,7 +25,8 @@
  * bits of the pair at bit 4 of its halves (q5_pair: a shift and a LOP more than Q4_x's pair), one
  * bf16x2 FMA subtracts 144 (q − 16) or 128 (q). Q4_K runs as Q4_1 on its 32-element sub-blocks:
  * the scale d·sc_j and the min −dmin·m_j are formed in fp32 (exact) from the super-block's fp16
- * d/dmin word and the sub-block's unpacked 6-bit (sc, m) bytes. Q6_K has two int8 scales per
+ * d/dmin word and the sub-block's unpacked 6-bit (sc, m) bytes; Q5_K runs as Q4_K with Q5_1's fifth
+ * bits (the same byte per lane slot and block, the same q5_pair). Q6_K has two int8 scales per
  * 32-element block (one per 16 elements): its packed lane order puts the first 16 elements in the
  * first mma of the block's pair and the last 16 in the second (x follows by two lane swaps,
  * q6_xperm), so each half's fp32 sum takes its own exact d·sc; the 6-bit q − 32 is built as Q4_x's
@@ -126,6 +128,8 @@ static int qring_np(int wtype) {
         return qring<QT_Q5_1>::np;
     case QT_Q4_K:
         return qring<QT_Q4_K>::np;
+    case QT_Q5_K:
+        return qring<QT_Q5_K>::np;
     default:
         return qring<QT_Q6_K>::np;
     }
@@ -404,11 +408,11 @@ struct qbulk_parts {
 __host__ __device__ __forceinline__ qbulk_parts qbulk_parts_of(int wtype, int g) {
     qbulk_parts b;
     const bool mins = wtype == QT_Q4_1 || wtype == QT_Q5_1,
-               ks = wtype == QT_Q4_K || wtype == QT_Q6_K;
+               ks = wtype == QT_Q4_K || wtype == QT_Q5_K || wtype == QT_Q6_K;
     b.q = (uint32_t)g * 128 * (wtype == QT_Q8_0 ? 8 : 4);
     b.s = (uint32_t)g * 64;
     b.m = mins ? (uint32_t)g * 64 : ks ? (uint32_t)g * 16 : 0;
-    b.h = (uint32_t)g * 128 * (wtype == QT_Q6_K ? 2 : wtype == QT_Q5_0 || wtype == QT_Q5_1 ? 1 : 0);
+    b.h = (uint32_t)g * 128 * (uint32_t)qlayout_hb(wtype);
     return b;
 }
 
@@ -554,7 +558,7 @@ struct qgemv_variant {
     const char *name;
     int rt, kw, stages;
     int bulk;            /* qgemv_bulk_kernel (stages: its ring's) */
-    qgemv_fn k[7][2][2]; /* type (qtype_index), NORM, R16 */
+    qgemv_fn k[8][2][2]; /* type (qtype_index), NORM, R16 */
 };
 
 #define QG_K(T, RT, KW, MB, PF, S, SW, NORM, R16)                                                  \
@@ -574,7 +578,7 @@ struct qgemv_variant {
             QG_T(QT_Q8_0, RT, KW, MB, PF, S, SW), QG_T(QT_Q4_0, RT, KW, MB, PF, S, SW),            \
                 QG_T(QT_Q4_1, RT, KW, MB, PF, S, SW), QG_T(QT_Q4_K, RT, KW, MB, PF, S, SW),        \
                 QG_T(QT_Q6_K, RT, KW, MB, PF, S, SW), QG_T(QT_Q5_0, RT, KW, MB, PF, S, SW),        \
-                QG_T(QT_Q5_1, RT, KW, MB, PF, S, SW)                                               \
+                QG_T(QT_Q5_1, RT, KW, MB, PF, S, SW), QG_T(QT_Q5_K, RT, KW, MB, PF, S, SW)         \
         }                                                                                          \
     }
 #define QG_BK(T, RT, KW, ST, MB, NORM, R16) qgemv_bulk_kernel<T, RT, KW, ST, MB, NORM, R16>
@@ -589,7 +593,7 @@ struct qgemv_variant {
             QG_BT(QT_Q8_0, RT, KW, ST, MB), QG_BT(QT_Q4_0, RT, KW, ST, MB),                        \
                 QG_BT(QT_Q4_1, RT, KW, ST, MB), QG_BT(QT_Q4_K, RT, KW, ST, MB),                    \
                 QG_BT(QT_Q6_K, RT, KW, ST, MB), QG_BT(QT_Q5_0, RT, KW, ST, MB),                    \
-                QG_BT(QT_Q5_1, RT, KW, ST, MB)                                                     \
+                QG_BT(QT_Q5_1, RT, KW, ST, MB), QG_BT(QT_Q5_K, RT, KW, ST, MB)                     \
         }                                                                                          \
     }
 static const qgemv_variant qgemv_variants[] = {
@@ -620,8 +624,10 @@ static int qtype_index(int wtype) {
         return 4;
     case QT_Q5_0:
         return 5;
-    default: /* Q5_1 */
+    case QT_Q5_1:
         return 6;
+    default: /* Q5_K */
+        return 7;
     }
 }
 
@@ -665,7 +671,11 @@ extern "C" const char *fg_qgemv_variant_name(int v) {
  * Q4_K, 8 at n = 1 and rt2_kw8_st4_mb2 (7) past it for Q8_0 / Q5_1 / Q6_K. Without the norm the
  * register kernel's loads already keep the 4096-wide o projection near its best (the bulk one is
  * 0.90-0.99x there, but 1.04-1.14x for Q8_0 at n = 8 / 16); on the 14336-wide down projection 7
- * is 1.02-1.12x at n <= 8 (not Q6_K: 0.93-1.00x), and at n = 16 for Q8_0 / Q4_K / Q5_1 too. */
+ * is 1.02-1.12x at n <= 8 (not Q6_K: 0.93-1.00x), and at n = 16 for Q8_0 / Q4_K / Q5_1 too.
+ * Q5_K (not timed yet) takes Q5_1's choices everywhere: the nearest in bytes per weight (180 / 256
+ * against 24 / 32) and in registers (Q4_K's words plus Q5_1's fifth-bit word; ptxas -v of the
+ * sm_90a build, 2026-12-04: its mb3 norm kernel for n <= 8 spills 368 bytes, Q5_1's 336, Q4_K's
+ * 152, so not Q4_K's mb3 pick). */
 enum {
     QG_PICK = 0,
     QG_PICK_NORM_Q4 = 1,
@@ -679,12 +689,14 @@ extern "C" int fg_qgemv_pick(int wtype, int n, int in_dim, int out_dim, int epil
         epilogue > FG_GEMV_SWIGLU)
         return -1;
     if (in_dim % 128 == 0 && out_dim % 8 == 0) { /* the bulk kernel serves the shape */
-        const bool wide = wtype == QT_Q8_0 || wtype == QT_Q5_1 || wtype == QT_Q6_K;
+        const bool wide =
+            wtype == QT_Q8_0 || wtype == QT_Q5_1 || wtype == QT_Q5_K || wtype == QT_Q6_K;
         if (norm && epilogue == FG_GEMV_SWIGLU)
             return wtype == QT_Q8_0 && n == 1 ? QG_PICK_BULK_MB3 : QG_PICK_BULK_RT4;
         if (norm) return !wide ? QG_PICK_BULK_RT4 : n == 1 ? QG_PICK_BULK_MB3 : QG_PICK_BULK;
         if (wtype == QT_Q6_K) return QG_PICK;
-        if (in_dim >= 8192 && (n <= 8 || wtype == QT_Q8_0 || wtype == QT_Q4_K || wtype == QT_Q5_1))
+        if (in_dim >= 8192 && (n <= 8 || wtype == QT_Q8_0 || wtype == QT_Q4_K || wtype == QT_Q5_1 ||
+                               wtype == QT_Q5_K))
             return QG_PICK_BULK;
         if (wtype == QT_Q8_0 && n >= 8) return QG_PICK_BULK;
     }
@@ -738,7 +750,7 @@ static int qgemv_launch(int v, int norm, qgemv_params p, int wtype, int epilogue
     cfg.dynamicSmemBytes = ring + (p.hs ? hs : 0);
     /* the attribute belongs to the function on one device: a flag per device (a benign race
      * between threads sets it twice) */
-    static unsigned char smem_set[QG_MAX_DEVICES][QG_N_VARIANTS][7][2][2];
+    static unsigned char smem_set[QG_MAX_DEVICES][QG_N_VARIANTS][8][2][2];
     const size_t smem_max = ring + (norm ? QG_HS_MAX : 0);
     /* (the bulk kernel's static arrays, 8 KB, count against the 48 KB default too) */
     if (smem_max > 48 * 1024 || vr->bulk) {
@@ -857,27 +869,34 @@ __global__ void qpack_kernel(uint8_t *dst, const uint8_t *src, int rows, int nb,
         *reinterpret_cast<unsigned short *>(dst + m0 + so) = (unsigned short)(blk[2] | blk[3] << 8);
 }
 
-/* fg_qpack of Q4_K: one thread per (row of the padded rows, sub-block b = 8 · super-block + j):
- * the sub-block's 32 nibbles (element l: qs[32 (j / 2) + l], the low nibble for even j, the high
- * for odd, model/gguf_quant.c's order) into the 4 lane words as Q4_x's, its 6-bit scale and min
- * unpacked into one (sc | m << 8) halfword of the scales region, and (j = 0) the super-block's
- * d/dmin bytes, as they are, into the d/dmin region. Rows past the last: zeros. */
+/* fg_qpack of Q4_K and Q5_K: one thread per (row of the padded rows, sub-block b = 8 ·
+ * super-block + j): the sub-block's 32 nibbles (element l: qs[32 (j / 2) + l], the low nibble for
+ * even j, the high for odd, model/gguf_quant.c's order) into the 4 lane words as Q4_x's, its 6-bit
+ * scale and min unpacked into one (sc | m << 8) halfword of the scales region, and (j = 0) the
+ * super-block's d/dmin bytes, as they are, into the d/dmin region; Q5_K also the fifth bits (of
+ * element l: bit j of qh[l]), lane slot t's byte of the high bits holding element 8t + i's at bit
+ * i (as Q5_x's). Rows past the last: zeros. */
+template <int TYPE>
 __global__ void qpack_k_kernel(uint8_t *dst, const uint8_t *src, int rows, int nb, int tiles,
-                               size_t s0, size_t m0) {
+                               size_t s0, size_t m0, size_t h0) {
+    constexpr bool Q5 = TYPE == QT_Q5_K;
     const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (size_t)tiles * 8 * nb) return;
     const int r = (int)(i / nb), b = (int)(i % nb), sb = b / 8, j = b % 8;
     const bool live = r < rows;
-    const uint8_t *blk = src + ((size_t)r * (nb / 8) + sb) * qtype<QT_Q4_K>::file;
-    const uint8_t *qs = blk + 16 + 32 * (j / 2);
+    const uint8_t *blk = src + ((size_t)r * (nb / 8) + sb) * qtype<TYPE>::file;
+    const uint8_t *qh = blk + 16;                            /* Q5_K: qh[32] before qs */
+    const uint8_t *qs = blk + (Q5 ? 48 : 16) + 32 * (j / 2); /* qs[128] */
     const int sh = 4 * (j & 1);
     for (int t = 0; t < 4; t++) {
-        uint32_t wd = 0u;
+        uint32_t wd = 0u, hw = 0u;
         for (int e = 0; e < 8; e++) {
             const uint32_t nib = live ? (uint32_t)(qs[8 * t + e] >> sh) & 0x0fu : 0u;
             wd |= nib << qnib_shift(e);
+            if (Q5 && live) hw |= ((uint32_t)(qh[8 * t + e] >> j) & 1u) << e;
         }
         *reinterpret_cast<uint32_t *>(dst + qoff_quant(4, nb, r, b, t)) = wd;
+        if (Q5) dst[h0 + qoff_quant(1, nb, r, b, t)] = (uint8_t)hw;
     }
     uint32_t sc = 0u, m = 0u;
     if (live) {
@@ -983,9 +1002,9 @@ __global__ void qdequant_q6k_kernel(__nv_bfloat16 *dst, const uint8_t *w, int ro
 
 /* fg_qdequant_bf16: one thread per (row, block, t), the 8 elements 8t .. 8t+7 of the block:
  * d · q (Q4_0 d · (q − 8), Q4_1 d · q + m, Q5_0 d · (q − 16), Q5_1 d · q + m with the fifth bit
- * from the high bits' byte, Q4_K (d · sc) · q − dmin · m) in fp32 as model/gguf_quant.c computes
- * it (each operation rounded, none fused), rounded once to bf16, one 16-byte store (consecutive
- * threads, consecutive stores). */
+ * from the high bits' byte, Q4_K (d · sc) · q − dmin · m, Q5_K the same with the fifth bit) in fp32
+ * as model/gguf_quant.c computes it (each operation rounded, none fused), rounded once to bf16, one
+ * 16-byte store (consecutive threads, consecutive stores). */
 template <int TYPE>
 __global__ void qdequant_kernel(__nv_bfloat16 *dst, const uint8_t *w, int rows, int nb, size_t s0,
                                 size_t m0, size_t h0) {
@@ -1015,7 +1034,7 @@ __global__ void qdequant_kernel(__nv_bfloat16 *dst, const uint8_t *w, int rows, 
             const int nib = (int)(q[0] >> qnib_shift(j) & 0x0f) | (int)(hb >> j & 1u) << 4;
             v[j] = TYPE == QT_Q4_0   ? d * (float)(nib - 8)
                    : TYPE == QT_Q5_0 ? d * (float)(nib - 16)
-                   : TYPE == QT_Q4_K ? __fsub_rn(__fmul_rn(d, (float)nib), m)
+                   : qtype<TYPE>::ks ? __fsub_rn(__fmul_rn(d, (float)nib), m) /* Q4_K, Q5_K */
                                      : __fadd_rn(__fmul_rn(d, (float)nib), m);
         }
     }
@@ -1050,6 +1069,8 @@ extern "C" int fg_qdequant_bf16(void *dst, const void *w, int wtype, int rows, i
         qdequant_kernel<QT_Q5_1><<<grid, 256, 0, s>>>(o, in, rows, l.nb, l.s0, l.m0, l.h0);
     else if (wtype == QT_Q4_K)
         qdequant_kernel<QT_Q4_K><<<grid, 256, 0, s>>>(o, in, rows, l.nb, l.s0, l.m0, l.h0);
+    else if (wtype == QT_Q5_K)
+        qdequant_kernel<QT_Q5_K><<<grid, 256, 0, s>>>(o, in, rows, l.nb, l.s0, l.m0, l.h0);
     else
         qdequant_q6k_kernel<<<grid, 256, 0, s>>>(o, in, rows, l.nb, l.s0, l.m0, l.h0);
     return (int)cudaGetLastError();
@@ -1080,7 +1101,9 @@ extern "C" int fg_qpack(void *dst, const void *src, int wtype, int rows, int col
     else if (wtype == QT_Q5_1)
         qpack_kernel<QT_Q5_1><<<grid, 256, 0, s>>>(o, in, rows, l.nb, l.tiles, l.s0, l.m0, l.h0);
     else if (wtype == QT_Q4_K)
-        qpack_k_kernel<<<grid, 256, 0, s>>>(o, in, rows, l.nb, l.tiles, l.s0, l.m0);
+        qpack_k_kernel<QT_Q4_K><<<grid, 256, 0, s>>>(o, in, rows, l.nb, l.tiles, l.s0, l.m0, l.h0);
+    else if (wtype == QT_Q5_K)
+        qpack_k_kernel<QT_Q5_K><<<grid, 256, 0, s>>>(o, in, rows, l.nb, l.tiles, l.s0, l.m0, l.h0);
     else
         qpack_q6k_kernel<<<grid, 256, 0, s>>>(o, in, rows, l.nb, l.tiles, l.s0, l.m0, l.h0);
     return (int)cudaGetLastError();

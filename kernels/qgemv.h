@@ -1,8 +1,8 @@
 /* qgemv.h — CUDA: GEMV for decode (1 to 16 activation rows) reading weights quantized as GGUF
- * blocks (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q6_K) in a GPU-friendly repacking of the same bits,
- * with the epilogues of kernels/gemv.h (store, residual add, SwiGLU) and the fused RMSNorm in
- * front; and the bf16 dequantization of such a weight for larger batches (the scratch a cuBLASLt
- * GEMM then reads).
+ * blocks (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K) in a GPU-friendly repacking of the
+ * same bits, with the epilogues of kernels/gemv.h (store, residual add, SwiGLU) and the fused
+ * RMSNorm in front; and the bf16 dequantization of such a weight for larger batches (the scratch
+ * a cuBLASLt GEMM then reads).
  *
  * y (n, out_dim) = x (n, in_dim) · Wᵀ, W (rows, in_dim) given by the file as rows of in_dim / 32
  * blocks (Q8_0: 34 bytes, f16 d then 32 int8 q, value d·q; Q4_0: 18 bytes, f16 d then 16 bytes
@@ -14,14 +14,16 @@
  * f16 d, f16 dmin, 12 bytes of 6-bit scales sc_j and mins m_j, 128 bytes qs; sub-block j
  * (elements 32j .. 32j+31) takes the low nibbles of qs[32 (j/2) ..] for even j, the high ones
  * for odd j, value (d·sc_j)·q − dmin·m_j: Q4_1's form per 32-element block with scale d·sc_j and
- * min −dmin·m_j, both exact in fp32; Q6_K: 210 bytes, ql[128], qh[64], int8 scales[16], f16 d,
- * value (d·sc_(e/16))·(q − 32) with the 6-bit q of element e from ql / qh as model/gguf_quant.c
- * reads them).
+ * min −dmin·m_j, both exact in fp32; Q5_K: 176 bytes, f16 d, f16 dmin, the 12 bytes of scales,
+ * 32 bytes qh, 128 bytes qs, all as Q4_K's but qh: element l (0..31) of sub-block j has its
+ * fifth bit at bit j of qh[l], q = nibble | bit << 4, value (d·sc_j)·q − dmin·m_j as Q4_K's;
+ * Q6_K: 210 bytes, ql[128], qh[64], int8 scales[16], f16 d, value (d·sc_(e/16))·(q − 32) with
+ * the 6-bit q of element e from ql / qh as model/gguf_quant.c reads them).
  * x bf16, fp32 accumulation; each block's 32 products are exact (integer q times bf16 x), summed
- * in fp32 and scaled by the fp32 d once (Q4_1 / Q5_1: plus m · Σx; Q4_K: d·sc_j and −dmin·m_j
- * formed in fp32 from the resident fp16 and 6-bit integers, never rounded to fp16; Q6_K: each
- * 16-element half of a block summed on its own and scaled by the exact fp32 d·sc). Activations
- * stay bf16 (no int8 quantization of x): the error is the bf16 GEMV's. Twin:
+ * in fp32 and scaled by the fp32 d once (Q4_1 / Q5_1: plus m · Σx; Q4_K / Q5_K: d·sc_j and
+ * −dmin·m_j formed in fp32 from the resident fp16 and 6-bit integers, never rounded to fp16; Q6_K:
+ * each 16-element half of a block summed on its own and scaled by the exact fp32 d·sc).
+ * Activations stay bf16 (no int8 quantization of x): the error is the bf16 GEMV's. Twin:
  * dequantize-then-fp64 in tests/gpu/check_qgemv.py.
  *
  * The device layout (fg_qpack writes it, everything else here reads it). Rows are taken in tiles
@@ -50,6 +52,11 @@
  * M = S + tiles · nb · 16, the d/dmin region: row r's 4 file bytes (f16 d, f16 dmin) of super-block
  * s at M + ((T · nb / 8 + s) · 8 + r % 8) · 4 (a tile's 8 rows side by side). Per row and 256
  * elements 128 + 16 + 4 = 148 bytes against the file's 144: 37/36 = 1.028× (rows a multiple of 8).
+ * Q5_K (in_dim % 256 == 0): quants (the low nibbles), scales and d/dmin regions as Q4_K's. At
+ * H = M + tiles · nb · 4, the fifth bits as Q5_x's: per lane slot and block one byte at
+ * H + ((T · nb + 4q) · 32 + l · gs + u), slot i's bit (element 8t + i of sub-block j: bit j of the
+ * super-block's qh[8t + i]) at bit i. Per row and 256 elements 128 + 16 + 4 + 32 = 180 bytes
+ * against the file's 176: 45/44 = 1.023×.
  * Q6_K (in_dim % 256 == 0): blocks as Q4_K's, but lane slot l's 8 elements of a block are, in
  * its word's order (slots i = 0..7), elements 8t + i + (i < 4 ? (t < 2 ? 0 : −12) : (t < 2 ? 12 :
  * 0)): slots 0-3 of the four lanes are the block's first 16 elements, slots 4-7 its last 16 (the
@@ -70,7 +77,7 @@ extern "C" {
 #define FG_QGEMV_MAX_ROWS 16
 
 /* 1 when fg_qgemv serves this shape: wtype Q8_0 (8), Q4_0 (2), Q4_1 (3), Q5_0 (6) or Q5_1 (7)
- * with in_dim % 32 == 0, or Q4_K (12) or Q6_K (14) with in_dim % 256 == 0;
+ * with in_dim % 32 == 0, or Q4_K (12), Q5_K (13) or Q6_K (14) with in_dim % 256 == 0;
  * 1 <= n <= FG_QGEMV_MAX_ROWS, out_dim >= 1. */
 int fg_qgemv_supported(int wtype, int n, int in_dim, int out_dim);
 
@@ -124,7 +131,7 @@ int fg_qpack(void *dst, const void *src, int wtype, int rows, int cols, void *st
 /* dst (rows, cols) bf16 = bf16(dequantize(w)), w packed by fg_qpack (rows, cols), 16-byte
  * aligned: the scratch through which prefill and batches past FG_QGEMV_MAX_ROWS reach the bf16
  * GEMM. Each element is d·q (Q4_0: d·(q − 8), Q4_1: d·q + m, Q5_0: d·(q − 16), Q5_1: d·q + m,
- * Q4_K: (d·sc)·q − dmin·m, Q6_K: (d·sc)·(q − 32), unfused) in fp32 as model/gguf_quant.c
+ * Q4_K / Q5_K: (d·sc)·q − dmin·m, Q6_K: (d·sc)·(q − 32), unfused) in fp32 as model/gguf_quant.c
  * computes it, rounded once to bf16. dst 16-byte aligned.
  * Graph-capturable. Returns 0 or a cudaError_t. */
 int fg_qdequant_bf16(void *dst, const void *w, int wtype, int rows, int cols, void *stream);

@@ -23,15 +23,17 @@ enum {
     QT_Q5_1 = 7,
     QT_Q8_0 = 8,
     QT_Q4_K = 12,
+    QT_Q5_K = 13,
     QT_Q6_K = 14
 };
 
 /* Per type: bytes of a file block, bytes of a lane's share of one 32-element block (QB), a min
- * per block (Q4_1 / Q5_1: fp16 m; Q4_K: −dmin·m_j), ks: K-quant super-block scales (the "scales"
- * region holds Q4_K's 6-bit (sc_j, m_j) bytes or Q6_K's two int8 scales of the block, the fp16 d
- * (and dmin) of each super-block a region of its own, qgemv.h), hb: bytes of high quant bits per
- * lane slot and block in a region of their own (Q5_x 1: the fifth bit of each of the lane's 8
- * elements; Q6_K 2: the two high bits, the lane's 8 elements in q6_elem's order). */
+ * per block (Q4_1 / Q5_1: fp16 m; Q4_K / Q5_K: −dmin·m_j), ks: K-quant super-block scales (the
+ * "scales" region holds Q4_K / Q5_K's 6-bit (sc_j, m_j) bytes or Q6_K's two int8 scales of the
+ * block, the fp16 d (and dmin) of each super-block a region of its own, qgemv.h), hb: bytes of
+ * high quant bits per lane slot and block in a region of their own (Q5_x, Q5_K 1: the fifth bit
+ * of each of the lane's 8 elements; Q6_K 2: the two high bits, the lane's 8 elements in
+ * q6_elem's order). */
 template <int TYPE> struct qtype;
 template <> struct qtype<QT_Q8_0> {
     static constexpr int file = 34, qb = 8, mins = 0, ks = 0, hb = 0;
@@ -51,24 +53,32 @@ template <> struct qtype<QT_Q5_1> {
 template <> struct qtype<QT_Q4_K> {
     static constexpr int file = 144, qb = 4, mins = 1, ks = 1, hb = 0;
 };
+template <> struct qtype<QT_Q5_K> {
+    static constexpr int file = 176, qb = 4, mins = 1, ks = 1, hb = 1;
+};
 template <> struct qtype<QT_Q6_K> {
     static constexpr int file = 210, qb = 4, mins = 0, ks = 1, hb = 2;
 };
 
 static int qtype_known(int wtype) {
     return wtype == QT_Q8_0 || wtype == QT_Q4_0 || wtype == QT_Q4_1 || wtype == QT_Q5_0 ||
-           wtype == QT_Q5_1 || wtype == QT_Q4_K || wtype == QT_Q6_K;
+           wtype == QT_Q5_1 || wtype == QT_Q4_K || wtype == QT_Q5_K || wtype == QT_Q6_K;
 }
 
 /* Columns the type's rows may have: whole blocks of 32 (K-quants: super-blocks of 256). */
 static int qcols_ok(int wtype, int cols) {
-    const int blk = wtype == QT_Q4_K || wtype == QT_Q6_K ? 256 : 32;
+    const int blk = wtype == QT_Q4_K || wtype == QT_Q5_K || wtype == QT_Q6_K ? 256 : 32;
     return qtype_known(wtype) && cols >= blk && cols % blk == 0;
 }
 
+/* qtype<TYPE>::hb of a type id: bytes of high bits per lane slot and block. */
+__host__ __device__ __forceinline__ int qlayout_hb(int wtype) {
+    return wtype == QT_Q6_K ? 2 : wtype == QT_Q5_0 || wtype == QT_Q5_1 || wtype == QT_Q5_K ? 1 : 0;
+}
+
 /* The packed layout's regions (qgemv.h): quants, then scales (K-quants: the per-block bytes),
- * then (Q4_1, Q5_1) mins or (K-quants) the super-blocks' d/dmin words, at m0, then (Q5_x, Q6_K)
- * the quants' high bits at h0. */
+ * then (Q4_1, Q5_1) mins or (K-quants) the super-blocks' d/dmin words, at m0, then (Q5_x, Q5_K,
+ * Q6_K) the quants' high bits at h0. */
 struct qlayout {
     int nb, tiles;
     size_t s0, m0, h0, total;
@@ -83,12 +93,9 @@ static qlayout qlayout_of(int wtype, int rows, int cols) {
     l.s0 = tb * 32 * qb;
     l.m0 = l.s0 + tb * 16;
     const bool mins = wtype == QT_Q4_1 || wtype == QT_Q5_1,
-               ks = wtype == QT_Q4_K || wtype == QT_Q6_K;
+               ks = wtype == QT_Q4_K || wtype == QT_Q5_K || wtype == QT_Q6_K;
     l.h0 = l.m0 + (mins ? tb * 16 : ks ? tb * 4 : 0);
-    l.total = l.h0 + tb * 32 *
-                         (wtype == QT_Q6_K                       ? 2
-                          : wtype == QT_Q5_0 || wtype == QT_Q5_1 ? 1
-                                                                 : 0);
+    l.total = l.h0 + tb * 32 * (size_t)qlayout_hb(wtype);
     return l;
 }
 
@@ -105,8 +112,8 @@ __device__ __forceinline__ size_t qoff_scale(int nb, int r, int b) {
     return ((size_t)(r >> 3) * nb + 4 * q) * 16 + (size_t)(((r & 7) * gs + (b & 3)) * 2);
 }
 
-/* Q4_K: byte offset of row r's d/dmin word of super-block sb in the d/dmin region (the 8 rows of
- * a tile side by side: 32 bytes per tile and super-block). */
+/* K-quants: byte offset of row r's d/dmin word of super-block sb in the d/dmin region (the 8 rows
+ * of a tile side by side: 32 bytes per tile and super-block). */
 __device__ __forceinline__ size_t qoff_dm(int nb, int r, int sb) {
     return ((size_t)(r >> 3) * (nb / 8) + sb) * 32 + (size_t)(r & 7) * 4;
 }
@@ -124,17 +131,17 @@ struct qgemv_params {
     int nb;        /* in_dim / 32 */
     int hs;        /* NORM: h of the n rows normed into shared memory first (it fits) */
     size_t s0, m0; /* the scale and min regions' offsets */
-    size_t h0;     /* Q5_x, Q6_K: the high bits' region */
+    size_t h0;     /* Q5_x, Q5_K, Q6_K: the high bits' region */
 };
 
 /* A lane's share of one group (up to 4 blocks) of one W tile: quants of its B row g, fp16 scales
  * (and mins) of the accumulator's W rows 2t (sa, ma) and 2t + 1 (sb, mb), block u in half u.
- * Q4_K: sa / sb hold the (sc, m) byte pairs of the 4 sub-blocks (half u: sc_u | m_u << 8), ma.x /
- * mb.x the rows' d/dmin word of the group's super-block (d in the low half). */
+ * Q4_K / Q5_K: sa / sb hold the (sc, m) byte pairs of the 4 sub-blocks (half u: sc_u | m_u << 8),
+ * ma.x / mb.x the rows' d/dmin word of the group's super-block (d in the low half). */
 template <int TYPE> struct qgrp {
     uint32_t q[qtype<TYPE>::qb];
     uint2 sa, sb, ma, mb;
-    uint2 h; /* the high bits of the lane's 8 elements of block u: Q6_K in half u; Q5_x in
+    uint2 h; /* the high bits of the lane's 8 elements of block u: Q6_K in half u; Q5_x, Q5_K in
               * byte u of h.x (slot i's bit at bit i) */
 };
 
@@ -143,7 +150,7 @@ template <int TYPE> struct qgrp {
 struct qrows {
     const uint8_t *q, *sa, *sb;
     const uint8_t *da, *db; /* K-quants: the rows' d/dmin words of super-block 0 */
-    const uint8_t *h;       /* Q5_x, Q6_K: the B row's high bits, at the slot of a full group */
+    const uint8_t *h;       /* Q5_x, Q5_K, Q6_K: the B row's high bits, a full group's slot */
     int slot_q, slot_a, slot_b;
 };
 
@@ -182,7 +189,7 @@ __device__ __forceinline__ uint32_t qld4(const uint8_t *p) {
     return v;
 }
 
-/* Q4_K: a row's d/dmin word for group gq (super-block gq / 2; the word's 32 bytes per tile are
+/* K-quants: a row's d/dmin word for group gq (super-block gq / 2; the word's 32 bytes per tile are
  * read by the two groups' warps, so through L1). */
 __device__ __forceinline__ uint32_t qld_dm(const uint8_t *da, int gq) {
     return __ldg(reinterpret_cast<const unsigned *>(da + (size_t)(gq >> 1) * 32));
@@ -284,7 +291,7 @@ template <int P> __device__ __forceinline__ uint32_t q6_pair(uint32_t v, uint32_
 
 /* Q5_x pair p of the lane's block: nibbles (bits 4p.. and 16+4p.. of v) and fifth bits (bits 2p
  * and 16+2p of hx, below) as the bf16 pair (q − off, q' − off): bf16 128 + q (q < 32) by shifts
- * and LOPs, then one bf16x2 FMA adds neg_off (−144 for Q5_0's q − 16, −128 for Q5_1's q). */
+ * and LOPs, then one bf16x2 FMA adds neg_off (−144 for Q5_0's q − 16, −128 for Q5_1 / Q5_K's q). */
 template <int P>
 __device__ __forceinline__ uint32_t q5_pair(uint32_t v, uint32_t hx, uint32_t neg) {
     const uint32_t hs = P < 2 ? hx << (4 - 2 * P) : hx >> (2 * P - 4);
@@ -295,8 +302,8 @@ __device__ __forceinline__ uint32_t q5_pair(uint32_t v, uint32_t hx, uint32_t ne
 }
 
 /* The lane's 8 weights of block u as 4 bf16 pairs in the order of its x chunk (exact integers):
- * Q8_0 q (int8: q ^ 0x80 = q + 128 as a byte), Q4_0 q − 8, Q4_1 / Q4_K q, Q5_0 q − 16, Q5_1 q,
- * Q6_K q − 32 (in q6_elem's order, the x chunk permuted to match by q6_xperm). */
+ * Q8_0 q (int8: q ^ 0x80 = q + 128 as a byte), Q4_0 q − 8, Q4_1 / Q4_K q, Q5_0 q − 16, Q5_1 / Q5_K
+ * q, Q6_K q − 32 (in q6_elem's order, the x chunk permuted to match by q6_xperm). */
 template <int TYPE> __device__ __forceinline__ uint4 qweights(const qgrp<TYPE> &w, int u) {
     if (qtype<TYPE>::hb == 1) {
         const uint32_t v = w.q[u];
@@ -400,8 +407,8 @@ __device__ __forceinline__ float q6_scale(const qgrp<TYPE> &w, int rb, int u) {
 }
 
 /* Block u's fp32 scale and min for the accumulator's W row a (rb 0: sa, ma) or b (rb 1: sb, mb):
- * Q8_0 / Q4_x the fp16 d (and m); Q4_K d·sc_u and −(dmin·m_u), each exact in fp32 (an fp16 times
- * a 6-bit integer has at most 17 significant bits), the values model/gguf_quant.c forms; the
+ * Q8_0 / Q4_x the fp16 d (and m); Q4_K / Q5_K d·sc_u and −(dmin·m_u), each exact in fp32 (an fp16
+ * times a 6-bit integer has at most 17 significant bits), the values model/gguf_quant.c forms; the
  * 6-bit integers to fp32 by qmagic (PRMT + FADD, no conversion unit). */
 template <int TYPE> __device__ __forceinline__ float qscale(const qgrp<TYPE> &w, int rb, int u) {
     const uint2 s = rb ? w.sb : w.sa;

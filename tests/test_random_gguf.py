@@ -79,29 +79,32 @@ def test_tied_leaves_the_head_out_and_counts_the_bytes(tmp_path):
     assert run.returncode == 0, run.stderr
 
 
-def test_kquant_blocks_are_the_drawn_values():
-    """kquant_blocks' Q4_K bytes, read by gguf-py, are the scales, mins and nibbles it drew (the
-    same RandomState draws, in its order), centred with about the asked std."""
+@pytest.mark.parametrize("five", [False, True])
+def test_kquant_blocks_are_the_drawn_values(five):
+    """kquant_blocks' Q4_K (five: Q5_K) bytes, read by gguf-py, are the scales, mins and quants it
+    drew (the same RandomState draws, in its order), centred with about the asked std."""
     n, std = 256 * 64, 0.02
-    raw = np.frombuffer(mrg.kquant_blocks(np.random.RandomState(5), n, std), np.uint8)
-    assert raw.size == n // 256 * 144
-    got = dequantize(raw.reshape(-1, 144), GT.Q4_K).reshape(-1, 8, 32)
+    bs, qt = (176, GT.Q5_K) if five else (144, GT.Q4_K)
+    raw = np.frombuffer(mrg.kquant_blocks(np.random.RandomState(5), n, std, five=five), np.uint8)
+    assert raw.size == n // 256 * bs
+    got = dequantize(raw.reshape(-1, bs), qt).reshape(-1, 8, 32)
     rng = np.random.RandomState(5)
     nb = n // 256
     sc = rng.randint(0, 64, (nb, 8))
     m = np.clip(sc + rng.randint(-3, 4, (nb, 8)), 0, 63)
-    q = rng.randint(0, 16, (nb, 4, 2, 32)).reshape(nb, 8, 32)  # sub-block 2c + h
-    d = (std / 170.0 * rng.uniform(0.5, 1.5, nb)).astype(np.float16).astype(np.float32)
-    dmin = (d * 7.5).astype(np.float16).astype(np.float32)
+    q = rng.randint(0, 32 if five else 16, (nb, 4, 2, 32)).reshape(nb, 8, 32)  # sub-block 2c + h
+    d = (std / (341.0 if five else 170.0) * rng.uniform(0.5, 1.5, nb)).astype(np.float16)
+    d = d.astype(np.float32)
+    dmin = (d * (15.5 if five else 7.5)).astype(np.float16).astype(np.float32)
     want = ((d[:, None] * sc.astype(np.float32))[:, :, None] * q.astype(np.float32)
             - (dmin[:, None] * m.astype(np.float32))[:, :, None])
     assert np.array_equal(got, want.astype(np.float32))
     assert abs(float(got.mean())) < 0.05 * std and 0.8 * std < float(got.std()) < 1.2 * std
 
 
-@pytest.mark.parametrize("kind", ["q4_k", "q6_k"])
+@pytest.mark.parametrize("kind", ["q4_k", "q5_k", "q6_k"])
 def test_kquant_file_reads_and_runs(tmp_path, kind):
-    """--type q4_k / q6_k on a shape whose rows are multiples of 256 (small, one layer, --shift):
+    """--type q4_k / q5_k / q6_k on a shape whose rows are multiples of 256 (small, one layer, --shift):
     every matrix in that type, the printed tensor bytes gguf's, weights of about --std, flashgen
     runs it; a shape with other rows is refused."""
     out = str(tmp_path / f"small_{kind}.gguf")

@@ -11,12 +11,12 @@ load, for serving benchmarks at real shapes (bench/serving_device.sh).
 Numpy only (the device machine has no `gguf` package), GGUF v3: the llama metadata keys, every
 `tokenizer.*` key copied byte for byte from --tokenizer (so both engines tokenize the same way and
 the vocabulary is that file's), 2-D weights in F16 (or F32, or the GGUF blocks of Q8_0, Q4_0,
-Q4_1, Q5_0, Q5_1, Q4_K, Q6_K: --type; q4_k_m: llama.cpp's Q4_K_M mix, Q4_K with Q6_K where
+Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K: --type; q4_k_m: llama.cpp's Q4_K_M mix, Q4_K with Q6_K where
 llama-quantize puts it, mix_types), norms in F32 (as llama.cpp writes them). The values: one block of N(0, std)
 numbers drawn once (numpy RandomState(--seed)), quantized once for the block types (the rounding
 llama.cpp's reference quantizer uses, written here from the format: model-format.md), and tiled
-over every tensor, which writes a 14.7 GB file in seconds; Q4_K and Q6_K (no quantizer here, as
-tools/make_kquant_models.py) are random super-blocks whose bytes define the weights (kquant_blocks,
+over every tensor, which writes a 14.7 GB file in seconds; Q4_K, Q5_K and Q6_K (no quantizer here,
+as tools/make_kquant_models.py) are random super-blocks whose bytes define the weights (kquant_blocks,
 q6k_blocks: std about --std, centred), every 2-D weight's rows a multiple of 256 (the shapes small and
 llama3_8b; the others are refused); the model's output is noise, which a
 throughput benchmark does not mind (it runs with ignore_eos). --tied leaves output.weight out (the
@@ -50,16 +50,17 @@ T_U8, T_I8, T_U16, T_I16, T_U32, T_I32, T_F32, T_BOOL, T_STR, T_ARR, T_U64, T_I6
 SCALAR = {T_U8: "<B", T_I8: "<b", T_U16: "<H", T_I16: "<h", T_U32: "<I", T_I32: "<i", T_F32: "<f",
           T_BOOL: "<B", T_U64: "<Q", T_I64: "<q", T_F64: "<d"}
 GGML_F32, GGML_F16, GGML_Q4_0, GGML_Q4_1, GGML_Q5_0, GGML_Q5_1 = 0, 1, 2, 3, 6, 7
-GGML_Q8_0, GGML_Q4_K, GGML_Q6_K = 8, 12, 14
+GGML_Q8_0, GGML_Q4_K, GGML_Q5_K, GGML_Q6_K = 8, 12, 13, 14
 ALIGN = 32
 # --type: (ggml type of the 2-D weights, general.file_type (llama_ftype; 8 MOSTLY_Q5_0, 9
-# MOSTLY_Q5_1, 14 MOSTLY_Q4_K_S, 18 MOSTLY_Q6_K: every matrix in that type; 15 MOSTLY_Q4_K_M:
+# MOSTLY_Q5_1, 14 MOSTLY_Q4_K_S, 16 MOSTLY_Q5_K_S, 18 MOSTLY_Q6_K: every matrix in that type; 15
+# MOSTLY_Q4_K_M:
 # mix_types), bytes per block of BLOCK_VALUES values)
 TYPES = {"f32": (GGML_F32, 0, 128), "f16": (GGML_F16, 1, 64), "q4_0": (GGML_Q4_0, 2, 18),
          "q4_1": (GGML_Q4_1, 3, 20), "q5_0": (GGML_Q5_0, 8, 22), "q5_1": (GGML_Q5_1, 9, 24),
-         "q8_0": (GGML_Q8_0, 7, 34), "q4_k": (GGML_Q4_K, 14, 144), "q6_k": (GGML_Q6_K, 18, 210),
-         "q4_k_m": (GGML_Q4_K, 15, 144)}
-BLOCK_VALUES = {GGML_Q4_K: 256, GGML_Q6_K: 256}  # values per block (32 for the other types)
+         "q8_0": (GGML_Q8_0, 7, 34), "q4_k": (GGML_Q4_K, 14, 144), "q5_k": (GGML_Q5_K, 16, 176),
+         "q6_k": (GGML_Q6_K, 18, 210), "q4_k_m": (GGML_Q4_K, 15, 144)}
+BLOCK_VALUES = {GGML_Q4_K: 256, GGML_Q5_K: 256, GGML_Q6_K: 256}  # values per block (32 for the others)
 
 
 def more_bits(i, n):
@@ -145,26 +146,31 @@ def quantize_q5(b, t):
     return np.concatenate(head + [qh.astype("<u4")[:, None].view(np.uint8), nib], axis=1).tobytes()
 
 
-def kquant_blocks(rng, n, std):
+def kquant_blocks(rng, n, std, five=False):
     """N / 256 random Q4_K super-blocks (bytes): per sub-block j a 6-bit scale sc_j uniform in
     0..63 and a min m_j = sc_j + U{-3..3} (clipped to 0..63; never the scale's bytes), nibbles
     uniform in 0..15, d = fp16(std / 170 · U(0.5, 1.5)), dmin = fp16(7.5 d): a value
     d·sc·q − dmin·m ≈ d·sc·(q − 7.5) has mean about 0 and std about 170 d (sc's rms 36.9 times
     q's std 4.6). Packed as model-format.md's Q4_K: f16 d, f16 dmin, the 12 bytes of scales and
-    mins (get_scale_min_k4's inverse), then qs[32c + l] = q[64c + l] | q[64c + 32 + l] << 4."""
+    mins (get_scale_min_k4's inverse), then qs[32c + l] = q[64c + l] | q[64c + 32 + l] << 4.
+    five: Q5_K super-blocks (176 bytes) the same way with q uniform in 0..31, d = fp16(std / 341 ·
+    U(0.5, 1.5)), dmin = fp16(15.5 d) (q's std 9.2), qh[l] (32 bytes between the scales and qs)
+    holding the fifth bit of element l of sub-block j at bit j, qs the low nibbles as Q4_K's."""
     nb = n // 256
     sc = rng.randint(0, 64, (nb, 8))
     m = np.clip(sc + rng.randint(-3, 4, (nb, 8)), 0, 63)
-    q = rng.randint(0, 16, (nb, 4, 2, 32))  # pair c, low / high nibble, l
-    d = (std / 170.0 * rng.uniform(0.5, 1.5, nb)).astype(np.float16)
-    dmin = (d.astype(np.float32) * 7.5).astype(np.float16)
+    q = rng.randint(0, 32 if five else 16, (nb, 4, 2, 32))  # pair c, low / high nibble, l
+    d = (std / (341.0 if five else 170.0) * rng.uniform(0.5, 1.5, nb)).astype(np.float16)
+    dmin = (d.astype(np.float32) * (15.5 if five else 7.5)).astype(np.float16)
     s = np.zeros((nb, 12), np.int64)
     s[:, 0:4] = sc[:, 0:4] | (sc[:, 4:8] >> 4) << 6
     s[:, 4:8] = m[:, 0:4] | (m[:, 4:8] >> 4) << 6
     s[:, 8:12] = (sc[:, 4:8] & 15) | (m[:, 4:8] & 15) << 4
-    qs = (q[:, :, 0, :] | q[:, :, 1, :] << 4).reshape(nb, 128)
+    qs = ((q[:, :, 0, :] & 15) | (q[:, :, 1, :] & 15) << 4).reshape(nb, 128)
+    qh = [] if not five else [((q.reshape(nb, 8, 32) >> 4) << np.arange(8)[None, :, None])
+                              .sum(axis=1).astype(np.uint8)]  # sub-block j = 2c + h at bit j
     return np.concatenate([d[:, None].view(np.uint8), dmin[:, None].view(np.uint8),
-                           s.astype(np.uint8), qs.astype(np.uint8)], axis=1).tobytes()
+                           s.astype(np.uint8)] + qh + [qs.astype(np.uint8)], axis=1).tobytes()
 
 
 def q6k_blocks(rng, n, std):
@@ -341,8 +347,8 @@ def main():
                  f"shape {a.shape} has {bad[0][0]} with rows of {bad[0][1][-1]}")
     blocks = {}  # ggml type -> the one block of values tiled over that type's tensors, as bytes
     for t in types:
-        if t == GGML_Q4_K:
-            blocks[t] = memoryview(kquant_blocks(rng, a.block, a.std))
+        if t in (GGML_Q4_K, GGML_Q5_K):
+            blocks[t] = memoryview(kquant_blocks(rng, a.block, a.std, five=t == GGML_Q5_K))
         elif t == GGML_Q6_K:
             blocks[t] = memoryview(q6k_blocks(rng, a.block, a.std))
         elif t in (GGML_F16, GGML_F32):

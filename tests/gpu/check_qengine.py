@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """check_qengine.py — GPU engine check of resident quantized weights (issue 13, --gpu-weights).
 
-For random-weight Llama GGUFs written in Q8_0 and Q4_0 (and one Q4_1, Q5_0, Q5_1, Q4_K, Q6_K) by
-tools/make_random_gguf.py (ggml's reference rounding, byte for byte what gguf-py's quantizer
-writes; Q4_K / Q6_K: random super-blocks whose bytes are the weights, "small" only, whose rows are
+For random-weight Llama GGUFs written in Q8_0 and Q4_0 (and one Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K)
+by tools/make_random_gguf.py (ggml's reference rounding, byte for byte what gguf-py's quantizer
+writes; Q4_K / Q5_K / Q6_K: random super-blocks whose bytes are the weights, "small" only, whose rows are
 multiples of 256) at two shapes — "small" (dim 1024, 4 layers, untied head: the GEMV's staged
 kernel) and "smollm2" (dim 576, 30 layers, tied head: the direct kernel, the head a second copy
 of the embedding) — it runs tools/engine_check (build/ or --bin):
@@ -33,7 +33,7 @@ Pass (exit 0) when for every model:
   - untied models: device bytes <= 1.1 x the file's tensor bytes (tied: reported; the head's
     second copy).
 --bench: decode tokens/s at batch 1/8/16/64 (context 512) and prefill 2048 of the 8B shape in F16
-(bf16), Q8_0, Q4_0, Q5_0, Q4_K and the Q4_K_M mix (quantized), with the bytes a step streams and the % of the
+(bf16), Q8_0, Q4_0, Q5_0, Q4_K, Q5_K and the Q4_K_M mix (quantized), with the bytes a step streams and the % of the
 H200's measured
 device copy (4200 GB/s, /work/shared/GPU.md); bench/ENGINE.md keeps the table.
 --peer LLAMA_BENCH: after our runs of each file, llama.cpp's llama-bench on the same file in the
@@ -68,7 +68,8 @@ COPY_GBS = 4200.0  # H200 device-to-device copy, read + write (GPU.md, 2026-12-0
 # the small one (full groups, its own head)
 MODELS = [("small", "q8_0", False), ("small", "q4_0", False), ("smollm2", "q8_0", True),
           ("smollm2", "q4_0", True), ("small", "q4_1", True), ("small", "q4_k", False),
-          ("small", "q6_k", False), ("smollm2", "q5_0", True), ("small", "q5_1", False),
+          ("small", "q5_k", False), ("small", "q6_k", False), ("smollm2", "q5_0", True),
+          ("small", "q5_1", False),
           ("small", "q4_k_m", False)]  # q4_k_m: layers 2-3's v Q6_K, their q|k|v resident part by part
 
 
@@ -214,7 +215,8 @@ def check_model(a, work, tok, shape, typ, tied, prompts, n_prompts, vocab):
 BENCH_RUNS = (("f16", "bf16", "1,8,16,64", None), ("q8_0", "quantized", "1,8,16,64", None),
               ("q8_0", "quantized", "64", "64"), ("q4_0", "quantized", "1,8,16,64", None),
               ("q4_0", "quantized", "64", "64"), ("q5_0", "quantized", "1,8,16,64", None),
-              ("q4_k", "quantized", "1,8,16,64", None), ("q4_k_m", "quantized", "1,8,16,64", None))
+              ("q4_k", "quantized", "1,8,16,64", None), ("q5_k", "quantized", "1,8,16,64", None),
+              ("q4_k_m", "quantized", "1,8,16,64", None))
 
 
 def peer_bench(exe, model):
