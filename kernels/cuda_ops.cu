@@ -79,7 +79,7 @@ struct cuda_ctx {
      * bisect numerical differences. Unset: the selector decides. */
     int attn_kind, decode_splits;
     int dattn_early; /* FLASHGEN_DATTN_EARLY=1: attn_args.early_dependents (A/B runs) */
-    int use_gemv; /* FLASHGEN_GEMV=0 sends decode-sized products to cuBLASLt too (A/B runs) */
+    int use_gemv;    /* FLASHGEN_GEMV=0 sends decode-sized products to cuBLASLt too (A/B runs) */
     /* FLASHGEN_QGEMV_ROWS=N: resident quantized products of up to N rows run the GEMV (in slices
      * of FG_QGEMV_MAX_ROWS past it) instead of the bf16 scratch (A/B runs); 0 (unset): up to
      * FG_QGEMV_MAX_ROWS (cu_qlinear) */
