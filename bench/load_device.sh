@@ -24,12 +24,18 @@ mkdir -p "$O" "$W"
 DEVICE=${DEVICE:-cuda}
 SHAPE=${SHAPE:-llama3_8b}
 RUNS=${RUNS:-3}
+# READAHEADS="willneed pread chunks none": each build's loads once per FLASHGEN_READAHEAD mode
+# (model/gguf.c gguf_will_read); "default" leaves it unset
+READAHEADS=${READAHEADS:-default}
 BINS=("$@")
 [ ${#BINS[@]} -gt 0 ] || BINS=(.gpu)
 TOKENIZER=${TOKENIZER:-${BINS[0]}/smollm2_tokenizer.gguf}
 [ -f "$TOKENIZER" ] || TOKENIZER=models/SmolLM2-135M-Instruct.Q4_1.gguf
 MODEL=${MODEL:-$W/random_$SHAPE.f16.gguf}
 step() { echo "== $* ($(date -u +%T))"; }
+mode() { # M: FLASHGEN_READAHEAD=M for the next loads ("default": unset)
+    if [ "$1" = default ]; then unset FLASHGEN_READAHEAD; else export FLASHGEN_READAHEAD=$1; fi
+}
 
 if [ ! -f "$MODEL" ]; then
     step "writing $MODEL"
@@ -65,14 +71,21 @@ load() { # BIN TAG: one load, its ready line (or the failure) into the table row
 } >"$O/load_table.md"
 cat "$MODEL" >/dev/null # into the page cache
 for b in "${BINS[@]}"; do
-    step "warm loads, $b"
-    for i in $(seq "$RUNS"); do load "$b" "warm$i"; done
+    for m in $READAHEADS; do
+        step "warm loads, $b, readahead $m"
+        mode "$m"
+        for i in $(seq "$RUNS"); do load "$b" "warm${i}_$m"; done
+    done
 done
 for b in "${BINS[@]}"; do
-    step "cold load, $b"
-    evict
-    load "$b" cold
+    for m in $READAHEADS; do
+        step "cold load, $b, readahead $m"
+        mode "$m"
+        evict
+        load "$b" "cold_$m"
+    done
 done
+unset FLASHGEN_READAHEAD
 # the disk's own sequential rate on the same cold file, for "at disk speed": dd in 64 MB reads
 step "dd of the cold file"
 evict

@@ -89,8 +89,9 @@ int gguf_get_str_array(const struct gguf_file *f, const char *key, char ***strs,
 int gguf_get_i32_array(const struct gguf_file *f, const char *key, int32_t **vals, size_t *n,
                        char *err, size_t errlen);
 
-/* Say that every tensor is about to be read (madvise SEQUENTIAL + WILLNEED on the mapping): the
- * kernel reads ahead, and from a cold file starts reading all of it at once. */
+/* Say that every tensor is about to be read: madvise SEQUENTIAL on the mapping, and a thread
+ * that reads the file ahead front to back (readahead(2) in 64 MB steps; FLASHGEN_READAHEAD picks
+ * another way for A/B runs, gguf.c), so a cold file is read in file order while it is converted. */
 void gguf_will_read(const struct gguf_file *f);
 
 const struct gguf_tensor *gguf_find_tensor(const struct gguf_file *f, const char *name);
