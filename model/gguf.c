@@ -419,8 +419,9 @@ fail:
  * 64 MB steps (no copy to user space), so the page cache fills in file order while the loader's
  * threads copy behind it; WILLNEED one madvise(MADV_WILLNEED) over the whole mapping; PREAD the
  * walk by 64 MB pread()s into a scratch buffer, as `dd` does; NONE only MADV_SEQUENTIAL (the
- * loader's page faults read the file). H200 machine, 14.77 GB cold (bench/LOADING.md): chunks
- * 9.08 s, none 9.19, pread 9.93, willneed 10.14 / 10.66, `dd` of the same file 7.30. */
+ * loader's page faults read the file). On the H200 machine (bench/LOADING.md) the four load
+ * the 14.77 GB cold file in 9.1-10.9 s, inside the disk's own run-to-run spread (dd of it
+ * 7.3-9.0 s); CHUNKS keeps the one reader in file order at least. */
 enum gguf_ra { GGUF_RA_CHUNKS, GGUF_RA_WILLNEED, GGUF_RA_PREAD, GGUF_RA_NONE };
 
 struct gguf_advice {
