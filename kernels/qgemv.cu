@@ -672,10 +672,12 @@ extern "C" const char *fg_qgemv_variant_name(int v) {
  * register kernel's loads already keep the 4096-wide o projection near its best (the bulk one is
  * 0.90-0.99x there, but 1.04-1.14x for Q8_0 at n = 8 / 16); on the 14336-wide down projection 7
  * is 1.02-1.12x at n <= 8 (not Q6_K: 0.93-1.00x), and at n = 16 for Q8_0 / Q4_K / Q5_1 too.
- * Q5_K (not timed yet) takes Q5_1's choices everywhere: the nearest in bytes per weight (180 / 256
- * against 24 / 32) and in registers (Q4_K's words plus Q5_1's fifth-bit word; ptxas -v of the
- * sm_90a build, 2026-12-04: its mb3 norm kernel for n <= 8 spills 368 bytes, Q5_1's 336, Q4_K's
- * 152, so not Q4_K's mb3 pick). */
+ * Q5_K takes Q5_1's choices everywhere: the nearest in bytes per weight (180 / 256 against
+ * 24 / 32) and in registers (Q4_K's words plus Q5_1's fifth-bit word; ptxas -v of the sm_90a
+ * build, 2026-12-04: its mb3 norm kernel for n <= 8 spills 368 bytes, Q5_1's 336, Q4_K's 152, so
+ * not Q4_K's mb3 pick). Timed on the H200 (2026-12-04,
+ * bench/results/qgemv_q5k_h200_2026-12-04.log): the four 8B GEMVs per step with these picks 2.818
+ * / 3.256 / 5.138 ms at n = 1 / 8 / 16 against the best variant per call 2.818 / 3.256 / 5.015. */
 enum {
     QG_PICK = 0,
     QG_PICK_NORM_Q4 = 1,
