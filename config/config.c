@@ -40,9 +40,9 @@ static const struct config_option SCHEMA[] = {
      "compute device; auto takes the GPU when one is usable"},
     {"gpu_weights", CONFIG_T_ENUM, OFF(gpu_weights), "auto", GPU_WEIGHTS, 0, 0,
      "GPU: GGUF weights dequantized to bf16 at load, or kept resident in their blocks where the "
-     "GPU kernels read the type (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1; Q4_K, Q5_K, Q6_K in whole "
-     "256-blocks; the rest bf16); auto = blocks up to 8 sequences per step or when bf16 would not "
-     "fit"},
+     "GPU kernels read the type (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1; Q2_K, Q3_K, Q4_K, Q5_K, Q6_K in "
+     "whole 256-blocks; the rest bf16); auto = blocks up to 8 sequences per step or when bf16 "
+     "would not fit"},
     {"quantization", CONFIG_T_ENUM, OFF(quantization), "none", QUANTIZATIONS, 0, 0,
      "GPU: fp8 gives the F16/BF16/F32 weights e4m3 copies with per-channel scales, read by W8A8 "
      "GEMMs (per-token activation scales) and an FP8 decode GEMV; the bf16 weights stay resident "

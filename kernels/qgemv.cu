@@ -1,6 +1,6 @@
-/* qgemv.cu — GEMV for 1 to 16 activation rows on GGUF weights (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K,
- * Q5_K, Q6_K), read in the repacked device layout of qgemv.h (fg_qpack writes it from the file's
- * blocks).
+/* qgemv.cu — GEMV for 1 to 16 activation rows on GGUF weights (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K,
+ * Q3_K, Q4_K, Q5_K, Q6_K), read in the repacked device layout of qgemv.h (fg_qpack writes it from
+ * the file's blocks).
  *
  * Why a repacking: the file's blocks (34 / 18 / 20 / 22 / 24 bytes) keep no 16-byte alignment, so
  * a lane could only take 2-byte loads, each warp load touching 8 rows' cache lines (the direct
@@ -30,8 +30,13 @@
  * 32-element block (one per 16 elements): its packed lane order puts the first 16 elements in the
  * first mma of the block's pair and the last 16 in the second (x follows by two lane swaps,
  * q6_xperm), so each half's fp32 sum takes its own exact d·sc; the 6-bit q − 32 is built as Q4_x's
- * nibbles plus the two high bits (PRMT, shifts, one bf16x2 FMA). The activations stay bf16: no
- * int8 quantization of x, so the error is the bf16 GEMV's.
+ * nibbles plus the two high bits (PRMT, shifts, one bf16x2 FMA). Q3_K and Q2_K run as Q6_K (the
+ * same lane order, x permutation and per-half scales) on 2-bit quants, 16 bits per lane and block
+ * (a lane's 4 blocks one 8-byte word): one PRMT per block spreads them as Q6_K's high bits, a shift
+ * and LOPs per pair make bf16 128 + q (Q3_K: with the hmask bit, Q5_x's byte, at bit 2) and one
+ * bf16x2 FMA subtracts 132 ((q | h << 2) − 4) or 128 (q); Q2_K's mins add −dmin·m times each
+ * half's Σx (the two mma of a pair with the matrix of ones, kept apart). The activations stay bf16:
+ * no int8 quantization of x, so the error is the bf16 GEMV's.
  *
  * Two mappings onto mma.m16n8k16 (template SW). SW (the variants fg_qgemv_pick takes): A = 16 W
  * rows (row g of two 8-row tiles), B = the x chunks of activation rows g (the n ≤ 8 columns; a
@@ -108,8 +113,8 @@ __device__ __forceinline__ void qprefetch(const uint8_t *pf_base, int pf_bytes, 
  * the 512 bytes at ((st · RT + r) · NP + v) · 512 of the warp's ring (lane l at 16 l: no bank
  * conflicts). A partial last group is read from global memory directly. */
 template <int TYPE> struct qring { /* parts: quants, scales, mins or d/dmin, the high bits */
-    static constexpr int nq = qtype<TYPE>::qb / 4,
-                         hp = nq + 1 + (qtype<TYPE>::mins || qtype<TYPE>::ks), /* the high bits' */
+    static constexpr int nq = (qtype<TYPE>::qb + 3) / 4,      /* (QB 2: 8 of a lane's 16 bytes) */
+        hp = nq + 1 + (qtype<TYPE>::mins || qtype<TYPE>::ks), /* the high bits' */
         np = hp + (qtype<TYPE>::hb > 0);
 };
 
@@ -130,6 +135,10 @@ static int qring_np(int wtype) {
         return qring<QT_Q4_K>::np;
     case QT_Q5_K:
         return qring<QT_Q5_K>::np;
+    case QT_Q3_K:
+        return qring<QT_Q3_K>::np;
+    case QT_Q2_K:
+        return qring<QT_Q2_K>::np;
     default:
         return qring<QT_Q6_K>::np;
     }
@@ -158,9 +167,13 @@ __device__ __forceinline__ void qring_issue(uint32_t ring, const qrows (&rw)[RT]
 #pragma unroll
         for (int r = 0; r < RT; r++) {
             const uint32_t b = ring + (uint32_t)((st * RT + r) * NP) * 512u;
+            if constexpr (qtype<TYPE>::qb == 2) {
+                qcp8(b, rw[r].q + gb);
+            } else {
 #pragma unroll
-            for (int v = 0; v < NQ; v++)
-                qcp16(b + 512u * v, rw[r].q + gb + 16 * v);
+                for (int v = 0; v < NQ; v++)
+                    qcp16(b + 512u * v, rw[r].q + gb + 16 * v);
+            }
             qcp8(b + 512u * NQ, rw[r].sa + sgb);
             qcp8(b + 512u * NQ + 8, rw[r].sb + sgb);
             if (qtype<TYPE>::hb == 2) qcp8(b + 512u * HP, rw[r].h + (size_t)gq * 256);
@@ -190,13 +203,19 @@ __device__ __forceinline__ void qring_read(qgrp<TYPE> (&w)[RT], const uint8_t *r
             continue;
         }
         const uint8_t *b = ring + (size_t)((st * RT + r) * NP) * 512;
+        if constexpr (qtype<TYPE>::qb == 2) {
+            const uint2 a = *reinterpret_cast<const uint2 *>(b);
+            w[r].q[0] = a.x;
+            w[r].q[1] = a.y;
+        } else {
 #pragma unroll
-        for (int v = 0; v < NQ; v++) {
-            const uint4 a = *reinterpret_cast<const uint4 *>(b + 512 * v);
-            w[r].q[4 * v] = a.x;
-            w[r].q[4 * v + 1] = a.y;
-            w[r].q[4 * v + 2] = a.z;
-            w[r].q[4 * v + 3] = a.w;
+            for (int v = 0; v < NQ; v++) {
+                const uint4 a = *reinterpret_cast<const uint4 *>(b + 512 * v);
+                w[r].q[4 * v] = a.x;
+                w[r].q[4 * v + 1] = a.y;
+                w[r].q[4 * v + 2] = a.z;
+                w[r].q[4 * v + 3] = a.w;
+            }
         }
         const uint4 sc = *reinterpret_cast<const uint4 *>(b + 512 * NQ);
         w[r].sa = make_uint2(sc.x, sc.y);
@@ -408,8 +427,9 @@ struct qbulk_parts {
 __host__ __device__ __forceinline__ qbulk_parts qbulk_parts_of(int wtype, int g) {
     qbulk_parts b;
     const bool mins = wtype == QT_Q4_1 || wtype == QT_Q5_1,
-               ks = wtype == QT_Q4_K || wtype == QT_Q5_K || wtype == QT_Q6_K;
-    b.q = (uint32_t)g * 128 * (wtype == QT_Q8_0 ? 8 : 4);
+               ks = wtype == QT_Q4_K || wtype == QT_Q5_K || wtype == QT_Q6_K || wtype == QT_Q3_K ||
+                    wtype == QT_Q2_K;
+    b.q = (uint32_t)g * 128 * (uint32_t)qlayout_qb(wtype);
     b.s = (uint32_t)g * 64;
     b.m = mins ? (uint32_t)g * 64 : ks ? (uint32_t)g * 16 : 0;
     b.h = (uint32_t)g * 128 * (uint32_t)qlayout_hb(wtype);
@@ -505,6 +525,12 @@ __global__ void __launch_bounds__((KW + 1) * 32, MINB) qgemv_bulk_kernel(const q
 #pragma unroll
                 for (int r = 0; r < RT; r++) {
                     const uint8_t *b = st + (size_t)r * ts;
+                    if constexpr (QB == 2) {
+                        const uint2 a =
+                            *reinterpret_cast<const uint2 *>(b + warp * 128 * QB + 8 * lane);
+                        w[r].q[0] = a.x;
+                        w[r].q[1] = a.y;
+                    }
 #pragma unroll
                     for (int v = 0; v < QB / 4; v++) {
                         const uint4 a = *reinterpret_cast<const uint4 *>(b + warp * 128 * QB +
@@ -557,8 +583,8 @@ typedef void (*qgemv_fn)(const qgemv_params);
 struct qgemv_variant {
     const char *name;
     int rt, kw, stages;
-    int bulk;            /* qgemv_bulk_kernel (stages: its ring's) */
-    qgemv_fn k[8][2][2]; /* type (qtype_index), NORM, R16 */
+    int bulk;             /* qgemv_bulk_kernel (stages: its ring's) */
+    qgemv_fn k[10][2][2]; /* type (qtype_index), NORM, R16 */
 };
 
 #define QG_K(T, RT, KW, MB, PF, S, SW, NORM, R16)                                                  \
@@ -578,7 +604,8 @@ struct qgemv_variant {
             QG_T(QT_Q8_0, RT, KW, MB, PF, S, SW), QG_T(QT_Q4_0, RT, KW, MB, PF, S, SW),            \
                 QG_T(QT_Q4_1, RT, KW, MB, PF, S, SW), QG_T(QT_Q4_K, RT, KW, MB, PF, S, SW),        \
                 QG_T(QT_Q6_K, RT, KW, MB, PF, S, SW), QG_T(QT_Q5_0, RT, KW, MB, PF, S, SW),        \
-                QG_T(QT_Q5_1, RT, KW, MB, PF, S, SW), QG_T(QT_Q5_K, RT, KW, MB, PF, S, SW)         \
+                QG_T(QT_Q5_1, RT, KW, MB, PF, S, SW), QG_T(QT_Q5_K, RT, KW, MB, PF, S, SW),        \
+                QG_T(QT_Q3_K, RT, KW, MB, PF, S, SW), QG_T(QT_Q2_K, RT, KW, MB, PF, S, SW)         \
         }                                                                                          \
     }
 #define QG_BK(T, RT, KW, ST, MB, NORM, R16) qgemv_bulk_kernel<T, RT, KW, ST, MB, NORM, R16>
@@ -593,7 +620,8 @@ struct qgemv_variant {
             QG_BT(QT_Q8_0, RT, KW, ST, MB), QG_BT(QT_Q4_0, RT, KW, ST, MB),                        \
                 QG_BT(QT_Q4_1, RT, KW, ST, MB), QG_BT(QT_Q4_K, RT, KW, ST, MB),                    \
                 QG_BT(QT_Q6_K, RT, KW, ST, MB), QG_BT(QT_Q5_0, RT, KW, ST, MB),                    \
-                QG_BT(QT_Q5_1, RT, KW, ST, MB), QG_BT(QT_Q5_K, RT, KW, ST, MB)                     \
+                QG_BT(QT_Q5_1, RT, KW, ST, MB), QG_BT(QT_Q5_K, RT, KW, ST, MB),                    \
+                QG_BT(QT_Q3_K, RT, KW, ST, MB), QG_BT(QT_Q2_K, RT, KW, ST, MB)                     \
         }                                                                                          \
     }
 static const qgemv_variant qgemv_variants[] = {
@@ -626,8 +654,12 @@ static int qtype_index(int wtype) {
         return 5;
     case QT_Q5_1:
         return 6;
-    default: /* Q5_K */
+    case QT_Q5_K:
         return 7;
+    case QT_Q3_K:
+        return 8;
+    default: /* Q2_K */
+        return 9;
     }
 }
 
@@ -677,7 +709,9 @@ extern "C" const char *fg_qgemv_variant_name(int v) {
  * build, 2026-12-04: its mb3 norm kernel for n <= 8 spills 368 bytes, Q5_1's 336, Q4_K's 152, so
  * not Q4_K's mb3 pick). Timed on the H200 (2026-12-04,
  * bench/results/qgemv_q5k_h200_2026-12-04.log): the four 8B GEMVs per step with these picks 2.818
- * / 3.256 / 5.138 ms at n = 1 / 8 / 16 against the best variant per call 2.818 / 3.256 / 5.015. */
+ * / 3.256 / 5.138 ms at n = 1 / 8 / 16 against the best variant per call 2.818 / 3.256 / 5.015.
+ * Q3_K and Q2_K (not timed yet) take Q6_K's choices: the same half-block math (q6_xperm, a scale
+ * per 16 elements; Q2_K adds the halves' Σx and mins). */
 enum {
     QG_PICK = 0,
     QG_PICK_NORM_Q4 = 1,
@@ -691,12 +725,12 @@ extern "C" int fg_qgemv_pick(int wtype, int n, int in_dim, int out_dim, int epil
         epilogue > FG_GEMV_SWIGLU)
         return -1;
     if (in_dim % 128 == 0 && out_dim % 8 == 0) { /* the bulk kernel serves the shape */
-        const bool wide =
-            wtype == QT_Q8_0 || wtype == QT_Q5_1 || wtype == QT_Q5_K || wtype == QT_Q6_K;
+        const bool h16 = wtype == QT_Q6_K || wtype == QT_Q3_K || wtype == QT_Q2_K;
+        const bool wide = wtype == QT_Q8_0 || wtype == QT_Q5_1 || wtype == QT_Q5_K || h16;
         if (norm && epilogue == FG_GEMV_SWIGLU)
             return wtype == QT_Q8_0 && n == 1 ? QG_PICK_BULK_MB3 : QG_PICK_BULK_RT4;
         if (norm) return !wide ? QG_PICK_BULK_RT4 : n == 1 ? QG_PICK_BULK_MB3 : QG_PICK_BULK;
-        if (wtype == QT_Q6_K) return QG_PICK;
+        if (h16) return QG_PICK;
         if (in_dim >= 8192 && (n <= 8 || wtype == QT_Q8_0 || wtype == QT_Q4_K || wtype == QT_Q5_1 ||
                                wtype == QT_Q5_K))
             return QG_PICK_BULK;
@@ -752,7 +786,7 @@ static int qgemv_launch(int v, int norm, qgemv_params p, int wtype, int epilogue
     cfg.dynamicSmemBytes = ring + (p.hs ? hs : 0);
     /* the attribute belongs to the function on one device: a flag per device (a benign race
      * between threads sets it twice) */
-    static unsigned char smem_set[QG_MAX_DEVICES][QG_N_VARIANTS][8][2][2];
+    static unsigned char smem_set[QG_MAX_DEVICES][QG_N_VARIANTS][10][2][2];
     const size_t smem_max = ring + (norm ? QG_HS_MAX : 0);
     /* (the bulk kernel's static arrays, 8 KB, count against the 48 KB default too) */
     if (smem_max > 48 * 1024 || vr->bulk) {
@@ -1002,6 +1036,103 @@ __global__ void qdequant_q6k_kernel(__nv_bfloat16 *dst, const uint8_t *w, int ro
     *reinterpret_cast<uint2 *>(o + q6_elem(t, 4)) = make_uint2(pr[2], pr[3]);
 }
 
+/* fg_qpack of Q3_K and Q2_K: one thread per (row of the padded rows, block b = 8 · super-block +
+ * j): per lane t the 8 elements l = q6_elem(t, i) of the block (Q6_K's order), element l's 2 low
+ * bits (field j % 4 of qs[32 (j / 4) + l], model/gguf_quant.c's order) at bit (i & 1) · 8 +
+ * (i >> 1) · 2 of the lane slot's 16 bits in the quants region (QB = 2), Q3_K's hmask bit (bit j
+ * of hmask[l]) at bit i of the slot's byte of the high bits; the scales region: Q3_K the 6-bit
+ * scales of sub-blocks 2j and 2j + 1 as int8 (sc − 32), Q2_K the file's (scale | min << 4) bytes
+ * scales[2j], scales[2j + 1] (first 16 elements in the low byte); (j = 0) the d/dmin word: Q3_K
+ * the f16 d in the low half (the high half 0), Q2_K the f16 d and dmin as they are. Rows past the
+ * last: zeros. */
+template <int TYPE>
+__global__ void qpack_k23_kernel(uint8_t *dst, const uint8_t *src, int rows, int nb, int tiles,
+                                 size_t s0, size_t m0, size_t h0) {
+    constexpr bool Q3 = TYPE == QT_Q3_K;
+    const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (size_t)tiles * 8 * nb) return;
+    const int r = (int)(i / nb), b = (int)(i % nb), sb = b / 8, j = b % 8;
+    const bool live = r < rows;
+    const uint8_t *blk = src + ((size_t)r * (nb / 8) + sb) * qtype<TYPE>::file;
+    const uint8_t *qs = blk + (Q3 ? 32 : 16) + 32 * (j / 4); /* Q3_K: hmask[32] before qs[64] */
+    const int sh = 2 * (j & 3);
+    for (int t = 0; t < 4; t++) {
+        uint32_t lw = 0u, hw = 0u;
+        for (int e = 0; e < 8; e++) {
+            const int l = q6_elem(t, e);
+            if (!live) continue;
+            lw |= ((uint32_t)(qs[l] >> sh) & 3u) << ((e & 1) * 8 + (e >> 1) * 2);
+            if (Q3) hw |= ((uint32_t)(blk[l] >> j) & 1u) << e;
+        }
+        *reinterpret_cast<unsigned short *>(dst + qoff_quant(2, nb, r, b, t)) = (unsigned short)lw;
+        if (Q3) dst[h0 + qoff_quant(1, nb, r, b, t)] = (uint8_t)hw;
+    }
+    uint32_t sc = 0u;
+    if (live && Q3) {
+        const uint8_t *s = blk + 96; /* scale k: low 4 bits in s[k % 8] (nibble k / 8), high 2 in
+                                      * field k / 4 of s[8 + k % 4] */
+        for (int h = 0; h < 2; h++) {
+            const int k = 2 * j + h;
+            const uint32_t lo = (uint32_t)(k < 8 ? s[k] : s[k - 8] >> 4) & 15u;
+            const uint32_t hi = (uint32_t)(s[8 + k % 4] >> (2 * (k / 4))) & 3u;
+            sc |= (((lo | hi << 4) - 32u) & 0xffu) << (8 * h);
+        }
+    } else if (live) {
+        sc = (uint32_t)blk[2 * j] | (uint32_t)blk[2 * j + 1] << 8;
+    }
+    *reinterpret_cast<unsigned short *>(dst + s0 + qoff_scale(nb, r, b)) = (unsigned short)sc;
+    if (j == 0) {
+        const uint8_t *dp = blk + (Q3 ? 108 : 80);
+        const uint32_t dm = !live ? 0u
+                            : Q3  ? (uint32_t)dp[0] | (uint32_t)dp[1] << 8
+                                  : (uint32_t)dp[0] | (uint32_t)dp[1] << 8 | (uint32_t)dp[2] << 16 |
+                                       (uint32_t)dp[3] << 24;
+        *reinterpret_cast<uint32_t *>(dst + m0 + qoff_dm(nb, r, sb)) = dm;
+    }
+}
+
+/* fg_qdequant_bf16 of Q3_K and Q2_K: one thread per (row, block, t), lane t's 8 elements (in
+ * q6_elem's order): Q3_K (d · sc) · q with q = (the 2 low bits) − (hmask bit ? 0 : 4), Q2_K
+ * (d · sc) · q − dmin · m, in fp32 as model/gguf_quant.c (each operation rounded, none fused),
+ * rounded once to bf16; two 8-byte stores as Q6_K's. */
+template <int TYPE>
+__global__ void qdequant_k23_kernel(__nv_bfloat16 *dst, const uint8_t *w, int rows, int nb,
+                                    size_t s0, size_t m0, size_t h0) {
+    constexpr bool Q3 = TYPE == QT_Q3_K;
+    const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (size_t)rows * nb * 4) return;
+    const int t = (int)(i & 3), r = (int)(i / 4 / nb), b = (int)(i / 4 % nb);
+    const uint32_t sc = *reinterpret_cast<const unsigned short *>(w + s0 + qoff_scale(nb, r, b));
+    const uint32_t dm = *reinterpret_cast<const uint32_t *>(w + m0 + qoff_dm(nb, r, b / 8));
+    const uint32_t q = *reinterpret_cast<const unsigned short *>(w + qoff_quant(2, nb, r, b, t));
+    const uint32_t hb = Q3 ? w[h0 + qoff_quant(1, nb, r, b, t)] : 0u;
+    const float d = qf16(dm & 0xffffu), dmin = qf16(dm >> 16);
+    float dl[2], ml[2];
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        const uint32_t by = sc >> (8 * h) & 0xffu;
+        dl[h] = __fmul_rn(d, Q3 ? (float)(int8_t)by : (float)(by & 15u));
+        ml[h] = Q3 ? 0.0f : __fmul_rn(dmin, (float)(by >> 4));
+    }
+    uint32_t pr[4];
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+        float v[2];
+#pragma unroll
+        for (int k = 0; k < 2; k++) {
+            const int s = 2 * e + k; /* slot */
+            const int qv = (int)((q >> ((s & 1) * 8 + (s >> 1) * 2)) & 3u);
+            v[k] = Q3 ? __fmul_rn(dl[s >> 2], (float)(qv - (hb >> s & 1u ? 0 : 4)))
+                      : __fsub_rn(__fmul_rn(dl[s >> 2], (float)qv), ml[s >> 2]);
+        }
+        const __nv_bfloat162 h = __floats2bfloat162_rn(v[0], v[1]);
+        pr[e] = *reinterpret_cast<const uint32_t *>(&h);
+    }
+    __nv_bfloat16 *o = dst + ((size_t)r * nb + b) * 32;
+    *reinterpret_cast<uint2 *>(o + q6_elem(t, 0)) = make_uint2(pr[0], pr[1]);
+    *reinterpret_cast<uint2 *>(o + q6_elem(t, 4)) = make_uint2(pr[2], pr[3]);
+}
+
 /* fg_qdequant_bf16: one thread per (row, block, t), the 8 elements 8t .. 8t+7 of the block:
  * d · q (Q4_0 d · (q − 8), Q4_1 d · q + m, Q5_0 d · (q − 16), Q5_1 d · q + m with the fifth bit
  * from the high bits' byte, Q4_K (d · sc) · q − dmin · m, Q5_K the same with the fifth bit) in fp32
@@ -1073,6 +1204,10 @@ extern "C" int fg_qdequant_bf16(void *dst, const void *w, int wtype, int rows, i
         qdequant_kernel<QT_Q4_K><<<grid, 256, 0, s>>>(o, in, rows, l.nb, l.s0, l.m0, l.h0);
     else if (wtype == QT_Q5_K)
         qdequant_kernel<QT_Q5_K><<<grid, 256, 0, s>>>(o, in, rows, l.nb, l.s0, l.m0, l.h0);
+    else if (wtype == QT_Q3_K)
+        qdequant_k23_kernel<QT_Q3_K><<<grid, 256, 0, s>>>(o, in, rows, l.nb, l.s0, l.m0, l.h0);
+    else if (wtype == QT_Q2_K)
+        qdequant_k23_kernel<QT_Q2_K><<<grid, 256, 0, s>>>(o, in, rows, l.nb, l.s0, l.m0, l.h0);
     else
         qdequant_q6k_kernel<<<grid, 256, 0, s>>>(o, in, rows, l.nb, l.s0, l.m0, l.h0);
     return (int)cudaGetLastError();
@@ -1106,6 +1241,12 @@ extern "C" int fg_qpack(void *dst, const void *src, int wtype, int rows, int col
         qpack_k_kernel<QT_Q4_K><<<grid, 256, 0, s>>>(o, in, rows, l.nb, l.tiles, l.s0, l.m0, l.h0);
     else if (wtype == QT_Q5_K)
         qpack_k_kernel<QT_Q5_K><<<grid, 256, 0, s>>>(o, in, rows, l.nb, l.tiles, l.s0, l.m0, l.h0);
+    else if (wtype == QT_Q3_K)
+        qpack_k23_kernel<QT_Q3_K>
+            <<<grid, 256, 0, s>>>(o, in, rows, l.nb, l.tiles, l.s0, l.m0, l.h0);
+    else if (wtype == QT_Q2_K)
+        qpack_k23_kernel<QT_Q2_K>
+            <<<grid, 256, 0, s>>>(o, in, rows, l.nb, l.tiles, l.s0, l.m0, l.h0);
     else
         qpack_q6k_kernel<<<grid, 256, 0, s>>>(o, in, rows, l.nb, l.tiles, l.s0, l.m0, l.h0);
     return (int)cudaGetLastError();

@@ -1,8 +1,8 @@
 /* qgemv.h — CUDA: GEMV for decode (1 to 16 activation rows) reading weights quantized as GGUF
- * blocks (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K) in a GPU-friendly repacking of the
- * same bits, with the epilogues of kernels/gemv.h (store, residual add, SwiGLU) and the fused
- * RMSNorm in front; and the bf16 dequantization of such a weight for larger batches (the scratch
- * a cuBLASLt GEMM then reads).
+ * blocks (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K) in a GPU-friendly repacking
+ * of the same bits, with the epilogues of kernels/gemv.h (store, residual add, SwiGLU) and the
+ * fused RMSNorm in front; and the bf16 dequantization of such a weight for larger batches (the
+ * scratch a cuBLASLt GEMM then reads).
  *
  * y (n, out_dim) = x (n, in_dim) · Wᵀ, W (rows, in_dim) given by the file as rows of in_dim / 32
  * blocks (Q8_0: 34 bytes, f16 d then 32 int8 q, value d·q; Q4_0: 18 bytes, f16 d then 16 bytes
@@ -18,11 +18,16 @@
  * 32 bytes qh, 128 bytes qs, all as Q4_K's but qh: element l (0..31) of sub-block j has its
  * fifth bit at bit j of qh[l], q = nibble | bit << 4, value (d·sc_j)·q − dmin·m_j as Q4_K's;
  * Q6_K: 210 bytes, ql[128], qh[64], int8 scales[16], f16 d, value (d·sc_(e/16))·(q − 32) with
- * the 6-bit q of element e from ql / qh as model/gguf_quant.c reads them).
+ * the 6-bit q of element e from ql / qh as model/gguf_quant.c reads them; Q3_K: 110 bytes,
+ * hmask[32], qs[64], 12 bytes of sixteen 6-bit scales, f16 d; element e = 32g + l (g = 4h + s)
+ * takes the 2 bits s of qs[32h + l] and subtracts 4 when bit g of hmask[l] is clear, value
+ * (d·(sc_(e/16) − 32))·q; Q2_K: 84 bytes, scales[16] (low nibble sc, high nibble m, per 16
+ * elements), qs[64] (2-bit q as Q3_K's), f16 d, f16 dmin, value (d·sc_(e/16))·q − dmin·m_(e/16)).
  * x bf16, fp32 accumulation; each block's 32 products are exact (integer q times bf16 x), summed
  * in fp32 and scaled by the fp32 d once (Q4_1 / Q5_1: plus m · Σx; Q4_K / Q5_K: d·sc_j and
- * −dmin·m_j formed in fp32 from the resident fp16 and 6-bit integers, never rounded to fp16; Q6_K:
- * each 16-element half of a block summed on its own and scaled by the exact fp32 d·sc).
+ * −dmin·m_j formed in fp32 from the resident fp16 and 6-bit integers, never rounded to fp16; Q6_K,
+ * Q3_K, Q2_K: each 16-element half of a block summed on its own and scaled by the exact fp32 d·sc;
+ * Q2_K plus −dmin·m times the half's Σx).
  * Activations stay bf16 (no int8 quantization of x): the error is the bf16 GEMV's. Twin:
  * dequantize-then-fp64 in tests/gpu/check_qgemv.py.
  *
@@ -66,6 +71,18 @@
  * and block 16 bits at H + ((T · nb + 4q) · 32 + l · gs + u) · 2 (as the quants with QB = 2),
  * slot i's two bits at bit (i & 1) · 8 + (i >> 1) · 2. Per row and 256 elements 128 + 64 + 16 +
  * 4 = 212 bytes against the file's 210: 1.0095×.
+ * Q3_K (in_dim % 256 == 0): lane slot l's 8 elements of a block in Q6_K's order. Quants with
+ * QB = 2: per lane slot and block 16 bits at ((T · nb + 4q) · 32 + l · gs + u) · 2, slot i's 2 low
+ * bits at bit (i & 1) · 8 + (i >> 1) · 2 (Q6_K's high bits' places); a lane's 4 blocks of a group
+ * are one 8-byte word (a warp 256 contiguous bytes), the scales region at S = tiles · nb · 32 · 2.
+ * Scales region: the block's two scales as int8 sc − 32 (first 16 elements in the low byte).
+ * d/dmin region as Q6_K's (f16 d in the low half, the high half 0). At H = M + tiles · nb · 4,
+ * the hmask bits as Q5_x's fifth bits: per lane slot and block one byte, slot i's bit at bit i.
+ * Per row and 256 elements 64 + 16 + 4 + 32 = 116 bytes against the file's 110: 58/55 = 1.055×.
+ * Q2_K (in_dim % 256 == 0): quants, the lane order and the d/dmin region's place as Q3_K's; the
+ * scales region holds the file's two bytes scales[2j], scales[2j + 1] of block j (sc | m << 4 of
+ * each 16-element half, the first in the low byte); the d/dmin word is the file's f16 d, f16 dmin
+ * (as Q4_K's). No high bits. Per row and 256 elements 64 + 16 + 4 = 84 bytes, the file's own (1×).
  */
 #ifndef FG_QGEMV_H
 #define FG_QGEMV_H
@@ -77,7 +94,8 @@ extern "C" {
 #define FG_QGEMV_MAX_ROWS 16
 
 /* 1 when fg_qgemv serves this shape: wtype Q8_0 (8), Q4_0 (2), Q4_1 (3), Q5_0 (6) or Q5_1 (7)
- * with in_dim % 32 == 0, or Q4_K (12), Q5_K (13) or Q6_K (14) with in_dim % 256 == 0;
+ * with in_dim % 32 == 0, or Q2_K (10), Q3_K (11), Q4_K (12), Q5_K (13) or Q6_K (14) with
+ * in_dim % 256 == 0;
  * 1 <= n <= FG_QGEMV_MAX_ROWS, out_dim >= 1. */
 int fg_qgemv_supported(int wtype, int n, int in_dim, int out_dim);
 
@@ -131,7 +149,8 @@ int fg_qpack(void *dst, const void *src, int wtype, int rows, int cols, void *st
 /* dst (rows, cols) bf16 = bf16(dequantize(w)), w packed by fg_qpack (rows, cols), 16-byte
  * aligned: the scratch through which prefill and batches past FG_QGEMV_MAX_ROWS reach the bf16
  * GEMM. Each element is d·q (Q4_0: d·(q − 8), Q4_1: d·q + m, Q5_0: d·(q − 16), Q5_1: d·q + m,
- * Q4_K / Q5_K: (d·sc)·q − dmin·m, Q6_K: (d·sc)·(q − 32), unfused) in fp32 as model/gguf_quant.c
+ * Q4_K / Q5_K / Q2_K: (d·sc)·q − dmin·m, Q6_K: (d·sc)·(q − 32), Q3_K: (d·sc)·q, unfused) in fp32
+ * as model/gguf_quant.c
  * computes it, rounded once to bf16. dst 16-byte aligned.
  * Graph-capturable. Returns 0 or a cudaError_t. */
 int fg_qdequant_bf16(void *dst, const void *w, int wtype, int rows, int cols, void *stream);

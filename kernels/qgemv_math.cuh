@@ -22,63 +22,88 @@ enum {
     QT_Q5_0 = 6,
     QT_Q5_1 = 7,
     QT_Q8_0 = 8,
+    QT_Q2_K = 10,
+    QT_Q3_K = 11,
     QT_Q4_K = 12,
     QT_Q5_K = 13,
     QT_Q6_K = 14
 };
 
-/* Per type: bytes of a file block, bytes of a lane's share of one 32-element block (QB), a min
- * per block (Q4_1 / Q5_1: fp16 m; Q4_K / Q5_K: −dmin·m_j), ks: K-quant super-block scales (the
- * "scales" region holds Q4_K / Q5_K's 6-bit (sc_j, m_j) bytes or Q6_K's two int8 scales of the
- * block, the fp16 d (and dmin) of each super-block a region of its own, qgemv.h), hb: bytes of
- * high quant bits per lane slot and block in a region of their own (Q5_x, Q5_K 1: the fifth bit
- * of each of the lane's 8 elements; Q6_K 2: the two high bits, the lane's 8 elements in
- * q6_elem's order). */
+/* Per type: bytes of a file block, bytes of a lane's share of one 32-element block (QB: 8 int8,
+ * 8 nibbles, or Q3_K / Q2_K's 8 two-bit fields), a min per block (Q4_1 / Q5_1: fp16 m; Q4_K /
+ * Q5_K: −dmin·m_j; Q2_K: one per 16-element half), ks: K-quant super-block scales (the "scales"
+ * region holds Q4_K / Q5_K's 6-bit (sc_j, m_j) bytes, Q6_K / Q3_K's two int8 scales of the block
+ * or Q2_K's two (scale, min) nibble bytes, the fp16 d (and dmin) of each super-block a region of
+ * its own, qgemv.h), hb: bytes of high quant bits per lane slot and block in a region of their
+ * own (Q5_x, Q5_K 1: the fifth bit of each of the lane's 8 elements; Q3_K 1: the third (hmask)
+ * bit; Q6_K 2: the two high bits, the lane's 8 elements in q6_elem's order), h16: each 16-element
+ * half of a block has its own scale (Q6_K, Q3_K, Q2_K: the lane's 8 elements in q6_elem's order,
+ * x permuted to match). */
 template <int TYPE> struct qtype;
 template <> struct qtype<QT_Q8_0> {
-    static constexpr int file = 34, qb = 8, mins = 0, ks = 0, hb = 0;
+    static constexpr int file = 34, qb = 8, mins = 0, ks = 0, hb = 0, h16 = 0;
 };
 template <> struct qtype<QT_Q4_0> {
-    static constexpr int file = 18, qb = 4, mins = 0, ks = 0, hb = 0;
+    static constexpr int file = 18, qb = 4, mins = 0, ks = 0, hb = 0, h16 = 0;
 };
 template <> struct qtype<QT_Q4_1> {
-    static constexpr int file = 20, qb = 4, mins = 1, ks = 0, hb = 0;
+    static constexpr int file = 20, qb = 4, mins = 1, ks = 0, hb = 0, h16 = 0;
 };
 template <> struct qtype<QT_Q5_0> {
-    static constexpr int file = 22, qb = 4, mins = 0, ks = 0, hb = 1;
+    static constexpr int file = 22, qb = 4, mins = 0, ks = 0, hb = 1, h16 = 0;
 };
 template <> struct qtype<QT_Q5_1> {
-    static constexpr int file = 24, qb = 4, mins = 1, ks = 0, hb = 1;
+    static constexpr int file = 24, qb = 4, mins = 1, ks = 0, hb = 1, h16 = 0;
 };
 template <> struct qtype<QT_Q4_K> {
-    static constexpr int file = 144, qb = 4, mins = 1, ks = 1, hb = 0;
+    static constexpr int file = 144, qb = 4, mins = 1, ks = 1, hb = 0, h16 = 0;
 };
 template <> struct qtype<QT_Q5_K> {
-    static constexpr int file = 176, qb = 4, mins = 1, ks = 1, hb = 1;
+    static constexpr int file = 176, qb = 4, mins = 1, ks = 1, hb = 1, h16 = 0;
 };
 template <> struct qtype<QT_Q6_K> {
-    static constexpr int file = 210, qb = 4, mins = 0, ks = 1, hb = 2;
+    static constexpr int file = 210, qb = 4, mins = 0, ks = 1, hb = 2, h16 = 1;
+};
+template <> struct qtype<QT_Q3_K> {
+    static constexpr int file = 110, qb = 2, mins = 0, ks = 1, hb = 1, h16 = 1;
+};
+template <> struct qtype<QT_Q2_K> {
+    static constexpr int file = 84, qb = 2, mins = 1, ks = 1, hb = 0, h16 = 1;
 };
 
 static int qtype_known(int wtype) {
     return wtype == QT_Q8_0 || wtype == QT_Q4_0 || wtype == QT_Q4_1 || wtype == QT_Q5_0 ||
-           wtype == QT_Q5_1 || wtype == QT_Q4_K || wtype == QT_Q5_K || wtype == QT_Q6_K;
+           wtype == QT_Q5_1 || wtype == QT_Q4_K || wtype == QT_Q5_K || wtype == QT_Q6_K ||
+           wtype == QT_Q3_K || wtype == QT_Q2_K;
+}
+
+/* The K-quants: super-blocks of 256 elements, scales in the super-block. */
+static int qtype_ks(int wtype) {
+    return wtype == QT_Q4_K || wtype == QT_Q5_K || wtype == QT_Q6_K || wtype == QT_Q3_K ||
+           wtype == QT_Q2_K;
 }
 
 /* Columns the type's rows may have: whole blocks of 32 (K-quants: super-blocks of 256). */
 static int qcols_ok(int wtype, int cols) {
-    const int blk = wtype == QT_Q4_K || wtype == QT_Q5_K || wtype == QT_Q6_K ? 256 : 32;
+    const int blk = qtype_ks(wtype) ? 256 : 32;
     return qtype_known(wtype) && cols >= blk && cols % blk == 0;
 }
 
 /* qtype<TYPE>::hb of a type id: bytes of high bits per lane slot and block. */
 __host__ __device__ __forceinline__ int qlayout_hb(int wtype) {
-    return wtype == QT_Q6_K ? 2 : wtype == QT_Q5_0 || wtype == QT_Q5_1 || wtype == QT_Q5_K ? 1 : 0;
+    return wtype == QT_Q6_K                                                               ? 2
+           : wtype == QT_Q5_0 || wtype == QT_Q5_1 || wtype == QT_Q5_K || wtype == QT_Q3_K ? 1
+                                                                                          : 0;
+}
+
+/* qtype<TYPE>::qb of a type id: bytes of a lane slot's quants per block. */
+__host__ __device__ __forceinline__ int qlayout_qb(int wtype) {
+    return wtype == QT_Q8_0 ? 8 : wtype == QT_Q3_K || wtype == QT_Q2_K ? 2 : 4;
 }
 
 /* The packed layout's regions (qgemv.h): quants, then scales (K-quants: the per-block bytes),
  * then (Q4_1, Q5_1) mins or (K-quants) the super-blocks' d/dmin words, at m0, then (Q5_x, Q5_K,
- * Q6_K) the quants' high bits at h0. */
+ * Q6_K, Q3_K) the quants' high bits at h0. */
 struct qlayout {
     int nb, tiles;
     size_t s0, m0, h0, total;
@@ -86,14 +111,13 @@ struct qlayout {
 
 static qlayout qlayout_of(int wtype, int rows, int cols) {
     qlayout l;
-    const int qb = wtype == QT_Q8_0 ? 8 : 4;
+    const int qb = qlayout_qb(wtype);
     l.nb = cols / 32;
     l.tiles = (rows + 7) / 8;
     const size_t tb = (size_t)l.tiles * (size_t)l.nb; /* (tile, block) pairs */
     l.s0 = tb * 32 * qb;
     l.m0 = l.s0 + tb * 16;
-    const bool mins = wtype == QT_Q4_1 || wtype == QT_Q5_1,
-               ks = wtype == QT_Q4_K || wtype == QT_Q5_K || wtype == QT_Q6_K;
+    const bool mins = wtype == QT_Q4_1 || wtype == QT_Q5_1, ks = qtype_ks(wtype);
     l.h0 = l.m0 + (mins ? tb * 16 : ks ? tb * 4 : 0);
     l.total = l.h0 + tb * 32 * (size_t)qlayout_hb(wtype);
     return l;
@@ -131,18 +155,19 @@ struct qgemv_params {
     int nb;        /* in_dim / 32 */
     int hs;        /* NORM: h of the n rows normed into shared memory first (it fits) */
     size_t s0, m0; /* the scale and min regions' offsets */
-    size_t h0;     /* Q5_x, Q5_K, Q6_K: the high bits' region */
+    size_t h0;     /* Q5_x, Q5_K, Q6_K, Q3_K: the high bits' region */
 };
 
-/* A lane's share of one group (up to 4 blocks) of one W tile: quants of its B row g, fp16 scales
- * (and mins) of the accumulator's W rows 2t (sa, ma) and 2t + 1 (sb, mb), block u in half u.
- * Q4_K / Q5_K: sa / sb hold the (sc, m) byte pairs of the 4 sub-blocks (half u: sc_u | m_u << 8),
- * ma.x / mb.x the rows' d/dmin word of the group's super-block (d in the low half). */
+/* A lane's share of one group (up to 4 blocks) of one W tile: quants of its B row g (QB = 2:
+ * block u in half u & 1 of q[u / 2]), fp16 scales (and mins) of the accumulator's W rows 2t (sa,
+ * ma) and 2t + 1 (sb, mb), block u in half u. Q4_K / Q5_K: sa / sb hold the (sc, m) byte pairs of
+ * the 4 sub-blocks (half u: sc_u | m_u << 8), ma.x / mb.x the rows' d/dmin word of the group's
+ * super-block (d in the low half). */
 template <int TYPE> struct qgrp {
     uint32_t q[qtype<TYPE>::qb];
     uint2 sa, sb, ma, mb;
-    uint2 h; /* the high bits of the lane's 8 elements of block u: Q6_K in half u; Q5_x, Q5_K in
-              * byte u of h.x (slot i's bit at bit i) */
+    uint2 h; /* the high bits of the lane's 8 elements of block u: Q6_K in half u; Q5_x, Q5_K,
+              * Q3_K in byte u of h.x (slot i's bit at bit i) */
 };
 
 /* Where the lane's loads of one tile start: its B row's quants and the two scale rows, at the
@@ -150,7 +175,7 @@ template <int TYPE> struct qgrp {
 struct qrows {
     const uint8_t *q, *sa, *sb;
     const uint8_t *da, *db; /* K-quants: the rows' d/dmin words of super-block 0 */
-    const uint8_t *h;       /* Q5_x, Q5_K, Q6_K: the B row's high bits, a full group's slot */
+    const uint8_t *h;       /* Q5_x, Q5_K, Q6_K, Q3_K: the B row's high bits (full group) */
     int slot_q, slot_a, slot_b;
 };
 
@@ -204,13 +229,19 @@ __device__ __forceinline__ void qgrp_load(qgrp<TYPE> &w, const qrows &rw, const 
     const size_t gb = (size_t)gq * 128 * QB, sgb = (size_t)gq * 64;
     const size_t md = p.m0 - p.s0;
     if (gs == 4) {
+        if constexpr (QB == 2) { /* Q3_K / Q2_K: the lane's 4 blocks of 2-bit fields, 8 bytes */
+            const uint2 a = qld8(rw.q + gb);
+            w.q[0] = a.x;
+            w.q[1] = a.y;
+        } else {
 #pragma unroll
-        for (int v = 0; v < QB / 4; v++) {
-            const uint4 a = qld16(rw.q + gb + 16 * v);
-            w.q[4 * v] = a.x;
-            w.q[4 * v + 1] = a.y;
-            w.q[4 * v + 2] = a.z;
-            w.q[4 * v + 3] = a.w;
+            for (int v = 0; v < QB / 4; v++) {
+                const uint4 a = qld16(rw.q + gb + 16 * v);
+                w.q[4 * v] = a.x;
+                w.q[4 * v + 1] = a.y;
+                w.q[4 * v + 2] = a.z;
+                w.q[4 * v + 3] = a.w;
+            }
         }
         w.sa = qld8(rw.sa + sgb);
         w.sb = qld8(rw.sb + sgb);
@@ -229,6 +260,7 @@ __device__ __forceinline__ void qgrp_load(qgrp<TYPE> &w, const qrows &rw, const 
     const uint8_t *pa = rw.sa + sgb + (ptrdiff_t)rw.slot_a * (gs - 4) * 2;
     const uint8_t *pb = rw.sb + sgb + (ptrdiff_t)rw.slot_b * (gs - 4) * 2;
     w.sa = w.sb = w.ma = w.mb = w.h = make_uint2(0u, 0u);
+    if constexpr (QB == 2) w.q[0] = w.q[1] = 0u;
     if (qtype<TYPE>::ks) { /* (not reached: K-quant rows are whole super-blocks, full groups) */
         w.ma.x = qld_dm(rw.da, gq);
         w.mb.x = qld_dm(rw.db, gq);
@@ -240,6 +272,9 @@ __device__ __forceinline__ void qgrp_load(qgrp<TYPE> &w, const qrows &rw, const 
             w.q[u * (QB / 4) + e] =
                 u < gs ? __ldcs(reinterpret_cast<const unsigned *>(qp + u * QB) + e) : 0u;
         if (u >= gs) continue;
+        if constexpr (QB == 2)
+            w.q[u >> 1] |= (uint32_t)__ldcs(reinterpret_cast<const unsigned short *>(qp) + u)
+                           << (16 * (u & 1));
         if (qtype<TYPE>::hb == 2) {
             const uint8_t *hp = rw.h + (size_t)gq * 256 + (ptrdiff_t)rw.slot_q * (gs - 4) * 2;
             w.h = qset_half(w.h, u, __ldcs(reinterpret_cast<const unsigned short *>(hp) + u));
@@ -301,10 +336,38 @@ __device__ __forceinline__ uint32_t q5_pair(uint32_t v, uint32_t hx, uint32_t ne
     return r;
 }
 
+/* Q3_K / Q2_K pair p of the lane's block: the 2-bit fields (bits 2p.. and 16+2p.. of lx, a
+ * block's 16 bits spread by PRMT as Q6_K's high bits) and Q3_K's hmask bits (bits 2p + 2 and
+ * 18 + 2p of hx, below; 0 for Q2_K) as the bf16 pair (q − off, q' − off): bf16 128 + q (q < 8) by
+ * shifts and LOPs, one bf16x2 FMA adds neg (−132 for Q3_K's (q | h << 2) − 4, −128 for Q2_K's q).
+ */
+template <int P>
+__device__ __forceinline__ uint32_t q23_pair(uint32_t lx, uint32_t hx, uint32_t neg) {
+    const uint32_t b =
+        ((lx >> (2 * P)) & 0x00030003u) | ((hx >> (2 * P)) & 0x00040004u) | 0x43004300u;
+    uint32_t r;
+    asm("fma.rn.bf16x2 %0, %1, %2, %3;\n" : "=r"(r) : "r"(b), "r"(0x3F803F80u), "r"(neg));
+    return r;
+}
+
 /* The lane's 8 weights of block u as 4 bf16 pairs in the order of its x chunk (exact integers):
  * Q8_0 q (int8: q ^ 0x80 = q + 128 as a byte), Q4_0 q − 8, Q4_1 / Q4_K q, Q5_0 q − 16, Q5_1 / Q5_K
- * q, Q6_K q − 32 (in q6_elem's order, the x chunk permuted to match by q6_xperm). */
+ * q, Q6_K q − 32, Q3_K (q | h << 2) − 4, Q2_K q (the last three in q6_elem's order, the x chunk
+ * permuted to match by q6_xperm). */
 template <int TYPE> __device__ __forceinline__ uint4 qweights(const qgrp<TYPE> &w, int u) {
+    if (TYPE == QT_Q3_K || TYPE == QT_Q2_K) {
+        /* block u's 16 bits (half u & 1 of q[u / 2]): byte 0 to bits 0-7, byte 1 to bits 16-23 */
+        const uint32_t lx = __byte_perm(w.q[u >> 1], 0u, u & 1 ? 0x4342u : 0x4140u);
+        uint32_t hx = 0u;
+        if (TYPE == QT_Q3_K) { /* byte u of h.x (slot i's bit at bit i): slot 2p's at bit 2p + 2,
+                                * slot 2p + 1's at bit 18 + 2p */
+            const uint32_t hb = __byte_perm(w.h.x, 0u, 0x4440u | (uint32_t)u);
+            hx = (hb | hb << 15) << 2;
+        }
+        const uint32_t neg = TYPE == QT_Q3_K ? 0xC304C304u /* -132 */ : 0xC300C300u /* -128 */;
+        return make_uint4(q23_pair<0>(lx, hx, neg), q23_pair<1>(lx, hx, neg),
+                          q23_pair<2>(lx, hx, neg), q23_pair<3>(lx, hx, neg));
+    }
     if (qtype<TYPE>::hb == 1) {
         const uint32_t v = w.q[u];
         /* block u's 8 fifth bits (byte u of w.h.x, slot i's at bit i) as hx: slot 2p's bit at bit
@@ -395,12 +458,17 @@ __device__ __forceinline__ uint4 q6_xperm(uint4 x, int t) {
     return lo ? make_uint4(x.x, x.y, r0, r1) : make_uint4(r0, r1, x.z, x.w);
 }
 
-/* Q6_K: d · sc of half H (elements 16H .. 16H+15) of block u, row a (rb 0) or b (rb 1): the
- * int8 scale by qmagic (byte ^ 0x80 = sc + 128), the product exact in fp32 (fp16 × int8). */
+/* Q6_K / Q3_K: d · sc of half H (elements 16H .. 16H+15) of block u, row a (rb 0) or b (rb 1):
+ * the int8 scale by qmagic (byte ^ 0x80 = sc + 128), the product exact in fp32 (fp16 × int8).
+ * Q2_K: d times the low nibble of byte H of the block's halfword (fp16 × 4 bits, exact). */
 template <int TYPE, int H>
 __device__ __forceinline__ float q6_scale(const qgrp<TYPE> &w, int rb, int u) {
     const uint2 s = rb ? w.sb : w.sa;
     const uint32_t dm = rb ? w.mb.x : w.ma.x;
+    if (TYPE == QT_Q2_K) {
+        const uint32_t n = ((u < 2 ? s.x : s.y) >> (16 * (u & 1) + 8 * H)) & 0x0fu;
+        return __fmul_rn(qf16(dm & 0xffffu), __uint_as_float(n | 0x4B000000u) - 8388608.0f);
+    }
     const float sc =
         qmagic((u < 2 ? s.x : s.y) ^ 0x80808080u, 2 * (u & 1) + H, 8388608.0f + 128.0f);
     return __fmul_rn(qf16(dm & 0xffffu), sc);
@@ -418,6 +486,16 @@ template <int TYPE> __device__ __forceinline__ float qscale(const qgrp<TYPE> &w,
         return __fmul_rn(qf16(dm & 0xffffu), sc);
     }
     return qf16(qhalf(s, u));
+}
+
+/* Q2_K: the min −(dmin · m) of half H of block u, row a (rb 0) or b (rb 1), m the high nibble of
+ * byte H of the block's halfword (exact in fp32, as qscale's). */
+template <int TYPE, int H>
+__device__ __forceinline__ float q2_min(const qgrp<TYPE> &w, int rb, int u) {
+    const uint2 s = rb ? w.sb : w.sa;
+    const uint32_t dm = rb ? w.mb.x : w.ma.x;
+    const uint32_t n = ((u < 2 ? s.x : s.y) >> (16 * (u & 1) + 8 * H + 4)) & 0x0fu;
+    return -__fmul_rn(qf16(dm >> 16), __uint_as_float(n | 0x4B000000u) - 8388608.0f);
 }
 
 template <int TYPE> __device__ __forceinline__ float qmin(const qgrp<TYPE> &w, int rb, int u) {
@@ -478,7 +556,7 @@ template <int TYPE, int RT, bool NORM, bool R16, bool SW>
 __device__ __forceinline__ void qblock(float (&acc)[RT][4], const qgrp<TYPE> (&w)[RT],
                                        const qgemv_params &p, const qxsrc &xs, int b, int u,
                                        int t) {
-    /* (the qxsrc pointers are at the lane's 8t already; t is Q6_K's permutation's) */
+    /* (the qxsrc pointers are at the lane's 8t already; t is q6_xperm's) */
     const int k = 32 * b;
     const uint4 zero = make_uint4(0, 0, 0, 0);
     uint4 xa, xb;
@@ -496,9 +574,27 @@ __device__ __forceinline__ void qblock(float (&acc)[RT][4], const qgrp<TYPE> (&w
             if (R16 && xs.h1) *reinterpret_cast<uint4 *>(xs.h1 + k) = xb;
         }
     }
-    if (TYPE == QT_Q6_K) { /* the two halves of the block apart, each with its scale */
+    if (qtype<TYPE>::h16) { /* the two halves of the block apart, each with its scale */
         xa = q6_xperm(xa, t);
         if (R16) xb = q6_xperm(xb, t);
+        /* Q2_K: Σx of each half (sl: first, sh: second; sl1 / sh1 of rows 8-15 with SW), by the
+         * mma of ones as Q4_1's Σx, for the halves' mins */
+        const uint4 ones = make_uint4(0x3F803F80u, 0x3F803F80u, 0x3F803F80u, 0x3F803F80u);
+        float sl[4] = {0.0f, 0.0f, 0.0f, 0.0f}, sh[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        float sl1[4] = {0.0f, 0.0f, 0.0f, 0.0f}, sh1[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        if (qtype<TYPE>::mins) {
+            if (SW) {
+                qmma_sw1<0>(sl, ones, ones, xa);
+                qmma_sw1<1>(sh, ones, ones, xa);
+                if (R16) {
+                    qmma_sw1<0>(sl1, ones, ones, xb);
+                    qmma_sw1<1>(sh1, ones, ones, xb);
+                }
+            } else {
+                qmma1<0>(sl, xa, xb, ones);
+                qmma1<1>(sh, xa, xb, ones);
+            }
+        }
 #pragma unroll
         for (int r = 0; r < RT; r += SW ? 2 : 1) {
             float pa[4] = {0.0f, 0.0f, 0.0f, 0.0f}, pb[4] = {0.0f, 0.0f, 0.0f, 0.0f};
@@ -522,6 +618,21 @@ __device__ __forceinline__ void qblock(float (&acc)[RT][4], const qgrp<TYPE> (&w
                     acc[r + 1][2] = fmaf(b1, qb[2], fmaf(a1, qa[2], acc[r + 1][2]));
                     acc[r + 1][3] = fmaf(b1, qb[3], fmaf(a1, qa[3], acc[r + 1][3]));
                 }
+                if (qtype<TYPE>::mins) { /* Q2_K: each half's min times its Σx */
+                    const float l0 = q2_min<TYPE, 0>(w[r], 0, u), h0 = q2_min<TYPE, 1>(w[r], 0, u);
+                    const float l1 = q2_min<TYPE, 0>(w[r + 1], 0, u);
+                    const float h1 = q2_min<TYPE, 1>(w[r + 1], 0, u);
+                    acc[r][0] = fmaf(h0, sh[0], fmaf(l0, sl[0], acc[r][0]));
+                    acc[r][1] = fmaf(h0, sh[1], fmaf(l0, sl[1], acc[r][1]));
+                    acc[r + 1][0] = fmaf(h1, sh[0], fmaf(l1, sl[0], acc[r + 1][0]));
+                    acc[r + 1][1] = fmaf(h1, sh[1], fmaf(l1, sl[1], acc[r + 1][1]));
+                    if (R16) {
+                        acc[r][2] = fmaf(h0, sh1[0], fmaf(l0, sl1[0], acc[r][2]));
+                        acc[r][3] = fmaf(h0, sh1[1], fmaf(l0, sl1[1], acc[r][3]));
+                        acc[r + 1][2] = fmaf(h1, sh1[0], fmaf(l1, sl1[0], acc[r + 1][2]));
+                        acc[r + 1][3] = fmaf(h1, sh1[1], fmaf(l1, sl1[1], acc[r + 1][3]));
+                    }
+                }
             } else { /* D (act row g / g + 8, W rows 2t, 2t + 1) */
                 const uint4 q = qweights<TYPE>(w[r], u);
                 const float aa = q6_scale<TYPE, 0>(w[r], 0, u), ba = q6_scale<TYPE, 1>(w[r], 0, u);
@@ -533,6 +644,16 @@ __device__ __forceinline__ void qblock(float (&acc)[RT][4], const qgrp<TYPE> (&w
                 if (R16) {
                     acc[r][2] = fmaf(ba, pb[2], fmaf(aa, pa[2], acc[r][2]));
                     acc[r][3] = fmaf(bb, pb[3], fmaf(ab, pa[3], acc[r][3]));
+                }
+                if (qtype<TYPE>::mins) { /* Q2_K: rows a, b; halves l, h */
+                    const float la = q2_min<TYPE, 0>(w[r], 0, u), ha = q2_min<TYPE, 1>(w[r], 0, u);
+                    const float lb = q2_min<TYPE, 0>(w[r], 1, u), hb = q2_min<TYPE, 1>(w[r], 1, u);
+                    acc[r][0] = fmaf(ha, sh[0], fmaf(la, sl[0], acc[r][0]));
+                    acc[r][1] = fmaf(hb, sh[0], fmaf(lb, sl[0], acc[r][1]));
+                    if (R16) {
+                        acc[r][2] = fmaf(ha, sh[2], fmaf(la, sl[2], acc[r][2]));
+                        acc[r][3] = fmaf(hb, sh[2], fmaf(lb, sl[2], acc[r][3]));
+                    }
                 }
             }
         }

@@ -102,9 +102,28 @@ def test_kquant_blocks_are_the_drawn_values(five):
     assert abs(float(got.mean())) < 0.05 * std and 0.8 * std < float(got.std()) < 1.2 * std
 
 
-@pytest.mark.parametrize("kind", ["q4_k", "q5_k", "q6_k"])
+@pytest.mark.parametrize("kind", ["q3_k", "q2_k"])
+def test_k23_blocks_bytes(kind):
+    """k23_blocks' Q3_K / Q2_K bytes, read by gguf-py, are the RandomState's bytes with only d (Q2_K:
+    and dmin = fp16(1.5 d)) set, centred with about the asked std."""
+    n, std = 256 * 256, 0.02
+    t, _, bs = mrg.TYPES[kind]
+    raw = np.frombuffer(mrg.k23_blocks(np.random.RandomState(5), n, std, t), np.uint8).reshape(-1, bs)
+    assert raw.shape[0] == n // 256
+    rng = np.random.RandomState(5)
+    want = rng.randint(0, 256, (n // 256, bs)).astype(np.uint8)
+    dpos = 108 if kind == "q3_k" else 80
+    assert np.array_equal(raw[:, :dpos], want[:, :dpos])
+    d = raw[:, dpos:dpos + 2].copy().view(np.float16)[:, 0].astype(np.float32)
+    if kind == "q2_k":
+        assert np.array_equal(raw[:, 82:84].copy().view(np.float16)[:, 0], (d * 1.5).astype(np.float16))
+    got = dequantize(raw, GT.Q3_K if kind == "q3_k" else GT.Q2_K)
+    assert abs(float(got.mean())) < 0.05 * std and 0.8 * std < float(got.std()) < 1.2 * std
+
+
+@pytest.mark.parametrize("kind", ["q4_k", "q5_k", "q6_k", "q3_k", "q2_k"])
 def test_kquant_file_reads_and_runs(tmp_path, kind):
-    """--type q4_k / q5_k / q6_k on a shape whose rows are multiples of 256 (small, one layer, --shift):
+    """--type q4_k / q5_k / q6_k / q3_k / q2_k on a shape whose rows are multiples of 256 (small, one layer, --shift):
     every matrix in that type, the printed tensor bytes gguf's, weights of about --std, flashgen
     runs it; a shape with other rows is refused."""
     out = str(tmp_path / f"small_{kind}.gguf")

@@ -11,13 +11,13 @@ load, for serving benchmarks at real shapes (bench/serving_device.sh).
 Numpy only (the device machine has no `gguf` package), GGUF v3: the llama metadata keys, every
 `tokenizer.*` key copied byte for byte from --tokenizer (so both engines tokenize the same way and
 the vocabulary is that file's), 2-D weights in F16 (or F32, or the GGUF blocks of Q8_0, Q4_0,
-Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K: --type; q4_k_m: llama.cpp's Q4_K_M mix, Q4_K with Q6_K where
+Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K: --type; q4_k_m: llama.cpp's Q4_K_M mix, Q4_K with Q6_K where
 llama-quantize puts it, mix_types), norms in F32 (as llama.cpp writes them). The values: one block of N(0, std)
 numbers drawn once (numpy RandomState(--seed)), quantized once for the block types (the rounding
 llama.cpp's reference quantizer uses, written here from the format: model-format.md), and tiled
-over every tensor, which writes a 14.7 GB file in seconds; Q4_K, Q5_K and Q6_K (no quantizer here,
-as tools/make_kquant_models.py) are random super-blocks whose bytes define the weights (kquant_blocks,
-q6k_blocks: std about --std, centred), every 2-D weight's rows a multiple of 256 (the shapes small and
+over every tensor, which writes a 14.7 GB file in seconds; Q2_K, Q3_K, Q4_K, Q5_K and Q6_K (no
+quantizer here, as tools/make_kquant_models.py) are random super-blocks whose bytes define the
+weights (kquant_blocks, q6k_blocks, k23_blocks: std about --std, centred), every 2-D weight's rows a multiple of 256 (the shapes small and
 llama3_8b; the others are refused); the model's output is noise, which a
 throughput benchmark does not mind (it runs with ignore_eos). --tied leaves output.weight out (the
 head is the embedding, as SmolLM2's); the last line says the tensor bytes (tests/gpu/check_qengine.py
@@ -50,17 +50,20 @@ T_U8, T_I8, T_U16, T_I16, T_U32, T_I32, T_F32, T_BOOL, T_STR, T_ARR, T_U64, T_I6
 SCALAR = {T_U8: "<B", T_I8: "<b", T_U16: "<H", T_I16: "<h", T_U32: "<I", T_I32: "<i", T_F32: "<f",
           T_BOOL: "<B", T_U64: "<Q", T_I64: "<q", T_F64: "<d"}
 GGML_F32, GGML_F16, GGML_Q4_0, GGML_Q4_1, GGML_Q5_0, GGML_Q5_1 = 0, 1, 2, 3, 6, 7
-GGML_Q8_0, GGML_Q4_K, GGML_Q5_K, GGML_Q6_K = 8, 12, 13, 14
+GGML_Q8_0, GGML_Q2_K, GGML_Q3_K, GGML_Q4_K, GGML_Q5_K, GGML_Q6_K = 8, 10, 11, 12, 13, 14
 ALIGN = 32
 # --type: (ggml type of the 2-D weights, general.file_type (llama_ftype; 8 MOSTLY_Q5_0, 9
-# MOSTLY_Q5_1, 14 MOSTLY_Q4_K_S, 16 MOSTLY_Q5_K_S, 18 MOSTLY_Q6_K: every matrix in that type; 15
+# MOSTLY_Q5_1, 10 MOSTLY_Q2_K, 11 MOSTLY_Q3_K_S, 14 MOSTLY_Q4_K_S, 16 MOSTLY_Q5_K_S, 18
+# MOSTLY_Q6_K: every matrix in that type; 15
 # MOSTLY_Q4_K_M:
 # mix_types), bytes per block of BLOCK_VALUES values)
 TYPES = {"f32": (GGML_F32, 0, 128), "f16": (GGML_F16, 1, 64), "q4_0": (GGML_Q4_0, 2, 18),
          "q4_1": (GGML_Q4_1, 3, 20), "q5_0": (GGML_Q5_0, 8, 22), "q5_1": (GGML_Q5_1, 9, 24),
          "q8_0": (GGML_Q8_0, 7, 34), "q4_k": (GGML_Q4_K, 14, 144), "q5_k": (GGML_Q5_K, 16, 176),
-         "q6_k": (GGML_Q6_K, 18, 210), "q4_k_m": (GGML_Q4_K, 15, 144)}
-BLOCK_VALUES = {GGML_Q4_K: 256, GGML_Q5_K: 256, GGML_Q6_K: 256}  # values per block (32 for the others)
+         "q6_k": (GGML_Q6_K, 18, 210), "q4_k_m": (GGML_Q4_K, 15, 144),
+         "q3_k": (GGML_Q3_K, 11, 110), "q2_k": (GGML_Q2_K, 10, 84)}
+BLOCK_VALUES = {GGML_Q2_K: 256, GGML_Q3_K: 256, GGML_Q4_K: 256, GGML_Q5_K: 256,
+                GGML_Q6_K: 256}  # values per block (32 for the others)
 
 
 def more_bits(i, n):
@@ -182,6 +185,26 @@ def q6k_blocks(rng, n, std):
     b = rng.randint(0, 256, (nb, 210)).astype(np.uint8)
     d = (std / 1367.0 * rng.uniform(0.5, 1.5, nb)).astype(np.float16)
     b[:, 208:210] = d[:, None].view(np.uint8)
+    return b.tobytes()
+
+
+def k23_blocks(rng, n, std, t):
+    """N / 256 random Q3_K (t GGML_Q3_K, 110 bytes) or Q2_K (84 bytes) super-blocks. Q3_K: hmask,
+    qs and the 12 bytes of packed 6-bit scales uniform random bytes (sc − 32 uniform in −32..31, q
+    in −4..3), d = fp16(std / 45.1 · U(0.5, 1.5)) at bytes 108-109: a value d·(sc − 32)·q has mean
+    about 0 and std about 45.1 d (measured). Q2_K: the 16 scale / min bytes and qs uniform random
+    bytes (sc, m, q uniform in 0..15, 0..15, 0..3), d = fp16(std / 14.4 · U(0.5, 1.5)) at 80-81 and
+    dmin = fp16(1.5 d) at 82-83: d·sc·q − dmin·m has mean about 0 (E sc·q = 11.25 = 1.5 E m) and
+    std about 14.4 d."""
+    nb = n // 256
+    q3 = t == GGML_Q3_K
+    bs = 110 if q3 else 84
+    b = rng.randint(0, 256, (nb, bs)).astype(np.uint8)
+    d = (std / (45.1 if q3 else 14.4) * rng.uniform(0.5, 1.5, nb)).astype(np.float16)
+    dpos = 108 if q3 else 80
+    b[:, dpos:dpos + 2] = d[:, None].view(np.uint8)
+    if not q3:
+        b[:, 82:84] = (d.astype(np.float32) * 1.5).astype(np.float16)[:, None].view(np.uint8)
     return b.tobytes()
 
 
@@ -351,6 +374,8 @@ def main():
             blocks[t] = memoryview(kquant_blocks(rng, a.block, a.std, five=t == GGML_Q5_K))
         elif t == GGML_Q6_K:
             blocks[t] = memoryview(q6k_blocks(rng, a.block, a.std))
+        elif t in (GGML_Q2_K, GGML_Q3_K):
+            blocks[t] = memoryview(k23_blocks(rng, a.block, a.std, t))
         elif t in (GGML_F16, GGML_F32):
             values = rng.standard_normal(a.block) * a.std
             blocks[t] = memoryview(values.astype(np.float16 if t == GGML_F16 else np.float32)).cast("B")

@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """check_qengine.py — GPU engine check of resident quantized weights (issue 13, --gpu-weights).
 
-For random-weight Llama GGUFs written in Q8_0 and Q4_0 (and one Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K)
-by tools/make_random_gguf.py (ggml's reference rounding, byte for byte what gguf-py's quantizer
-writes; Q4_K / Q5_K / Q6_K: random super-blocks whose bytes are the weights, "small" only, whose rows are
-multiples of 256) at two shapes — "small" (dim 1024, 4 layers, untied head: the GEMV's staged
+For random-weight Llama GGUFs written in Q8_0 and Q4_0 (and one Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K,
+Q3_K, Q2_K) by tools/make_random_gguf.py (ggml's reference rounding, byte for byte what gguf-py's
+quantizer writes; Q4_K / Q5_K / Q6_K / Q3_K / Q2_K: random super-blocks whose bytes are the
+weights, "small" only, whose rows are multiples of 256) at two shapes — "small" (dim 1024, 4 layers, untied head: the GEMV's staged
 kernel) and "smollm2" (dim 576, 30 layers, tied head: the direct kernel, the head a second copy
 of the embedding) — it runs tools/engine_check (build/ or --bin):
   ref    the CPU backend with FLASHGEN_CPU_WEIGHTS=fp32: the blocks dequantized exactly (d·q in
@@ -65,11 +65,12 @@ COPY_GBS = 4200.0  # H200 device-to-device copy, read + write (GPU.md, 2026-12-0
 # (shape, type, tied). small q4_1 tied: Q4_1 since qkern's packed GEMV (before it, only the
 # embedding stayed in its blocks and the rest went through engine.c's upload_dequant). Q5_0 at
 # the SmolLM2 shape (partial groups, the tied head gathered from the Q5_0 embedding), Q5_1 at
-# the small one (full groups, its own head)
+# the small one (full groups, its own head); Q3_K with its own head, Q2_K tied (the head a second
+# copy of the embedding, which fg_qembed gathers from the file's Q2_K blocks)
 MODELS = [("small", "q8_0", False), ("small", "q4_0", False), ("smollm2", "q8_0", True),
           ("smollm2", "q4_0", True), ("small", "q4_1", True), ("small", "q4_k", False),
           ("small", "q5_k", False), ("small", "q6_k", False), ("smollm2", "q5_0", True),
-          ("small", "q5_1", False),
+          ("small", "q5_1", False), ("small", "q3_k", False), ("small", "q2_k", True),
           ("small", "q4_k_m", False)]  # q4_k_m: layers 2-3's v Q6_K, their q|k|v resident part by part
 
 

@@ -1,16 +1,18 @@
 """check_qgemv.py — GPU test and benchmark of the GEMV on GGUF blocks (kernels/qgemv.cu).
 
-Correctness, for Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K and Q6_K, on fresh random blocks in the file's
+Correctness, for Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K, Q3_K and Q2_K, on fresh random blocks in the file's
 layout (seeded from the clock unless FG_SEED is set): d = fp16(N(0, 1) · s) with s chosen so
 W ~ 1/sqrt(in_dim) (some d land in the fp16 subnormals), Q4_1's m = fp16(−8 d (1 + N(0, 1) / 4)),
 Q5_1's fp16(−16 d (1 + N(0, 1) / 4)), qs (and Q5_x's qh) uniform random bytes; Q4_K as tools/make_kquant_models.py makes its blocks: random bytes (the 6-bit scales and
 mins, the nibbles) with d and dmin positive fp16 of sane size, uniform in (0.5, 1.5) times s and
 7.5 s (some subnormal); Q5_K as Q4_K (its qh random bytes too) with dmin 15.5 s (q up to 31);
-Q6_K random bytes (int8 scales, ql, qh) with d a positive fp16 as Q4_K's;
+Q6_K random bytes (int8 scales, ql, qh) with d a positive fp16 as Q4_K's; Q3_K random bytes
+(hmask, qs, the packed 6-bit scales) with d as Q6_K's; Q2_K random bytes (the 4-bit scales and
+mins, qs) with d as Q4_K's and dmin 1.5 · (0.5, 1.5) · s (the mins centre the weights);
 the K-quants only on the shapes whose in_dim is a multiple of 256. Uploaded and repacked on
 the device by fg_qpack (into a poisoned buffer of fg_qpack_bytes, which must equal the file's bytes
 of the rows padded to a multiple of 8; Q4_K / Q5_K / Q6_K: 148 / 180 / 212 bytes per row and
-super-block against 144 / 176 / 210). The oracle is
+super-block against 144 / 176 / 210; Q3_K / Q2_K: 116 / 84 against 110 / 84). The oracle is
 model/gguf_quant.c's gguf_dequantize of the file's bytes (linked into the same library; CI checks
 it against the `gguf` package), then fp64 products (torch) on the same bf16 x. Outputs are
 poisoned with NaN and a guard after the last row must stay untouched.
@@ -31,8 +33,8 @@ poisoned with NaN and a guard after the last row must stay untouched.
     the fp32 value): fg_qpack and the layout's readers agree with the file;
   - determinism (twice, bit for bit), CUDA-graph replay = eager (fg_qgemv, and fg_qgemv_norm
     whose kernel's first launch, setting its shared-memory attribute, is inside the capture),
-    refusals (n 0 / 17, in_dim not a multiple of 32 (Q4_K / Q5_K / Q6_K: of 256), a type it does
-    not read (Q3_K), misaligned x or w, fg_qpack's bad shapes; Q5_0 / Q5_1 rows not whole blocks).
+    refusals (n 0 / 17, in_dim not a multiple of 32 (K-quants: of 256), a type it does not read
+    (Q8_K), misaligned x or w, fg_qpack's bad shapes; Q5_0 / Q5_1 rows not whole blocks).
   - --stress R (its own run, in `make test-gpu` after the checks): races. Variant 0 and every
     bulk variant on the 8B shapes at n = 1 and 16, R launches of each queued back to back (each
     may start under the one before, as in the decode graph), every result bit for bit the first.
@@ -43,14 +45,15 @@ Bounds: check_gemv.judge's, unchanged (bf16 y: norm-wise 2^-8 + 1e-4, elementwis
 2^-16 Σ|x||w|; fp32 y: 1e-4 and 2^-16 Σ|x||w|). They hold here for the same reason: the mma
 multiplies exact integers q by bf16 x (exact products in fp32), each block's sum is scaled by its
 fp32 d once (Q4_1 / Q5_1: plus m times the block's fp32 Σx; Q4_K / Q5_K: the fp32 d·sc_j, plus −dmin·m_j times
-Σx, both exact products; Q6_K: each 16-element half's sum times its exact fp32 d·sc), and the sums
+Σx, both exact products; Q6_K / Q3_K: each 16-element half's sum times its exact fp32 d·sc; Q2_K:
+that plus each half's −dmin·m times its Σx), and the sums
 are fp32; x is not quantized.
 Benchmark (--bench, or --bench-only without the checks): µs per call back to back in a CUDA
 graph (check_gemv.time_graph, weights rotated over copies > 5× L2) of the 8B layer's four GEMVs
 (norm fused in front of q|k|v and gate|up) as bf16 (fg_gemv / fg_gemv_norm on a bf16 weight: the
-F16 file's path), Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K and Q6_K (every variant, the picked
+F16 file's path), Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K, Q3_K and Q2_K (every variant, the picked
 one first), n = 1, 8, 16; GB/s of the packed weight's bytes (= the file's, Q5_x too; Q4_K 148/144,
-Q5_K 180/176, Q6_K 212/210 of them) and % of the device-to-device copy ceiling; the 32 layers' GEMV time per token; fg_qpack's and fg_qdequant_bf16's time for one 14336×4096 weight.
+Q5_K 180/176, Q6_K 212/210, Q3_K 116/110, Q2_K 84/84 of them) and % of the device-to-device copy ceiling; the 32 layers' GEMV time per token; fg_qpack's and fg_qdequant_bf16's time for one 14336×4096 weight.
 
 Usage: python3 tests/gpu/check_qgemv.py --lib build/libfgattn.so [--bench | --bench-only]
 Prints a PASS/FAIL summary line last; exit 1 on any failure; SKIPPED and exit 77 without a GPU.
@@ -71,17 +74,21 @@ if gpu_skip.why_no_gpu() is None:  # (without torch or a GPU: main says SKIPPED)
 
 STORE, ADD, SWIGLU = 0, 1, 2
 EPI = {STORE: "store", ADD: "add", SWIGLU: "swiglu"}
-Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q3_K, Q4_K, Q5_K, Q6_K = 2, 3, 6, 7, 8, 11, 12, 13, 14
+Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K = 2, 3, 6, 7, 8, 10, 11, 12, 13, 14, 15
 # name, file bytes per block, standard deviation of the quant about its centre (Q4_K / Q5_K: of
 # the value in units of d, below)
 TYPES = {Q8_0: ("Q8_0", 34, 127.0 / math.sqrt(3)), Q4_0: ("Q4_0", 18, 8.0 / math.sqrt(3)),
          Q4_1: ("Q4_1", 20, 8.0 / math.sqrt(3)), Q5_0: ("Q5_0", 22, 16.0 / math.sqrt(3)),
          Q5_1: ("Q5_1", 24, 16.0 / math.sqrt(3)), Q4_K: ("Q4_K", 144, 255.0),
          Q5_K: ("Q5_K", 176, 583.0),  # Q5_K: random_k_blocks' values measured (q up to 31)
-         Q6_K: ("Q6_K", 210, 73.9 * 18.5)}  # Q6_K: int8 scale rms 73.9, q − 32 std 18.5
+         Q6_K: ("Q6_K", 210, 73.9 * 18.5),  # Q6_K: int8 scale rms 73.9, q − 32 std 18.5
+         Q3_K: ("Q3_K", 110, 45.1),  # Q3_K, Q2_K: random_k23_blocks' values measured
+         Q2_K: ("Q2_K", 84, 15.2)}
 CENTRE = {Q4_1: 8.0, Q5_1: 16.0}  # the quant's centre, which m = −centre · d puts at 0
-BLOCK = {Q4_K: 256, Q5_K: 256, Q6_K: 256}  # elements per block (32 for the others); in_dim a multiple
-K_PACKED = {Q4_K: 148, Q5_K: 180, Q6_K: 212}  # packed bytes per row and super-block (qgemv.h)
+BLOCK = {Q4_K: 256, Q5_K: 256, Q6_K: 256, Q3_K: 256, Q2_K: 256}  # elements per block (32 for the
+# others); in_dim a multiple
+K_PACKED = {Q4_K: 148, Q5_K: 180, Q6_K: 212, Q3_K: 116, Q2_K: 84}  # packed bytes per row and
+# super-block (qgemv.h)
 EINVAL = 1
 MAXN = 16
 
@@ -179,13 +186,34 @@ def random_q6k_blocks(rows, cols, dev):
     return raw.reshape(rows, nb * 210).contiguous()
 
 
+def random_k23_blocks(rows, cols, dev, wt):
+    """(rows, cols / 256 · 110) uint8 Q3_K rows: random bytes (hmask, qs, the 6-bit scales: sc − 32
+    uniform in −32..31, q uniform in −4..3), then the f16 d (bytes 108-109) positive in (0.5, 1.5) ·
+    s; Q2_K (84 bytes): random bytes (the scale / min nibbles, qs), d (bytes 80-81) as Q3_K's and
+    dmin (82-83) 1.5 · (0.5, 1.5) · s, which centres the weights. A spread of about 45.1 d (Q3_K) /
+    15.2 d (Q2_K), measured on these generators (TYPES' qstd): s keeps W ~ 1/sqrt(cols)."""
+    nb = cols // 256
+    _, bs, qstd = TYPES[wt]
+    s = 1.0 / (qstd * math.sqrt(cols))
+    raw = torch.randint(0, 256, (rows, nb, bs), dtype=torch.uint8, device=dev)
+    d = ((torch.rand(rows, nb, device=dev) + 0.5) * s).half()
+    dpos = 108 if wt == Q3_K else 80
+    raw[:, :, dpos:dpos + 2] = d.view(torch.uint8).view(rows, nb, 2)
+    if wt == Q2_K:
+        dmin = ((torch.rand(rows, nb, device=dev) + 0.5) * 1.5 * s).half()
+        raw[:, :, 82:84] = dmin.view(torch.uint8).view(rows, nb, 2)
+    return raw.reshape(rows, nb * bs).contiguous()
+
+
 def random_blocks(wt, rows, cols, dev):
     """(rows, cols / 32 · bytes) uint8 GGUF rows of random blocks (Q4_1 / Q5_1: m about −8 d /
     −16 d, so the weights are centred as Q4_0's / Q5_0's, with a spread of their own; the bytes
-    after d (and m), Q5_x's qh among them, uniform random; Q4_K / Q5_K / Q6_K: random_k_blocks /
-    random_q6k_blocks)."""
+    after d (and m), Q5_x's qh among them, uniform random; Q4_K / Q5_K / Q6_K / Q3_K / Q2_K:
+    random_k_blocks / random_q6k_blocks / random_k23_blocks)."""
     if wt in (Q4_K, Q5_K):
         return random_k_blocks(rows, cols, dev, wt)
+    if wt in (Q3_K, Q2_K):
+        return random_k23_blocks(rows, cols, dev, wt)
     if wt == Q6_K:
         return random_q6k_blocks(rows, cols, dev)
     _, bs, qstd = TYPES[wt]
@@ -417,7 +445,9 @@ def check_refusals(g, rep, dev):
     for tag, args in [("n=0", (yp, 1, xp, wp, Q8_0, 0, 64, 64, STORE)),
                       ("n=17", (yp, 1, xp, wp, Q8_0, 17, 64, 64, STORE)),
                       ("in_dim 48", (yp, 1, xp, wp, Q8_0, 1, 48, 64, STORE)),
-                      ("type Q3_K", (yp, 1, xp, wp, Q3_K, 1, 256, 64, STORE)),
+                      ("type Q8_K", (yp, 1, xp, wp, Q8_K, 1, 256, 64, STORE)),
+                      ("Q3_K in_dim 128", (yp, 1, xp, wp, Q3_K, 1, 128, 64, STORE)),
+                      ("Q2_K in_dim 320", (yp, 1, xp, wp, Q2_K, 1, 320, 64, STORE)),
                       ("Q4_K in_dim 128", (yp, 1, xp, wp, Q4_K, 1, 128, 64, STORE)),
                       ("Q5_K in_dim 384", (yp, 1, xp, wp, Q5_K, 1, 384, 64, STORE)),
                       ("Q5_K n=17", (yp, 1, xp, wp, Q5_K, 17, 256, 64, STORE)),
@@ -433,16 +463,17 @@ def check_refusals(g, rep, dev):
                       ("w not 16-byte aligned", (yp, 1, xp, wp + 8, Q8_0, 1, 64, 64, STORE))]:
         st = g.qgemv(*args)
         rep.add(st == EINVAL, f"refuses {tag}", None, f"status {st}")
-    st = g.lib.fg_qdequant_bf16(yp, wp, Q3_K, 64, 256, Lib.s())
-    rep.add(st == EINVAL, "dequant refuses Q3_K", None, f"status {st}")
+    st = g.lib.fg_qdequant_bf16(yp, wp, Q8_K, 64, 256, Lib.s())
+    rep.add(st == EINVAL, "dequant refuses Q8_K", None, f"status {st}")
     st = g.lib.fg_qdequant_bf16(yp, wp, Q4_K, 64, 128, Lib.s())
     rep.add(st == EINVAL, "dequant refuses Q4_K cols 128", None, f"status {st}")
     st = g.lib.fg_qdequant_bf16(yp, wp + 8, Q8_0, 64, 64, Lib.s())
     rep.add(st == EINVAL, "dequant refuses w not 16-byte aligned", None, f"status {st}")
-    for wt, cols in ((Q5_0, 48), (Q5_1, 16), (Q5_K, 224)):
+    for wt, cols in ((Q5_0, 48), (Q5_1, 16), (Q5_K, 224), (Q3_K, 96), (Q2_K, 288)):
         st = g.lib.fg_qdequant_bf16(yp, wp, wt, 64, cols, Lib.s())
         rep.add(st == EINVAL, f"dequant refuses {TYPES[wt][0]} cols {cols}", None, f"status {st}")
-    for tag, args in [("type Q3_K", (Q3_K, 64, 256)), ("cols 48", (Q8_0, 64, 48)),
+    for tag, args in [("type Q8_K", (Q8_K, 64, 256)), ("cols 48", (Q8_0, 64, 48)),
+                      ("Q3_K cols 384", (Q3_K, 64, 384)), ("Q2_K rows 0", (Q2_K, 0, 256)),
                       ("Q4_K cols 128", (Q4_K, 64, 128)), ("Q5_K cols 320", (Q5_K, 64, 320)),
                       ("Q5_K rows 0", (Q5_K, 0, 256)), ("Q6_K cols 96", (Q6_K, 64, 96)),
                       ("Q5_0 cols 40", (Q5_0, 64, 40)), ("Q5_1 cols 0", (Q5_1, 64, 0)),
@@ -589,7 +620,8 @@ def run_bench(g, dev):
     for name, od, idim, epi, norm in BENCH:
         rows = 2 * od if epi == SWIGLU else od
         gamma = cg.norm_gamma(idim, dev)
-        for tname in ("bf16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K"):
+        for tname in ("bf16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K", "Q3_K",
+                      "Q2_K"):
             if tname == "bf16":
                 one = (torch.randn(rows, idim, device=dev) / math.sqrt(idim)).bfloat16()
                 wt = None
