@@ -70,7 +70,7 @@ part_testgpu() {
     run_check check_mask 60 env FG_SAMPLE_LIB=$L python3 tests/gpu/check_mask.py --no-bench
     run_check check_upload 60 python3 tests/gpu/check_upload.py --lib $L --cuda .gpu/libflashgen_cuda.so
     run_check check_bias_top 60 env FG_SAMPLE_LIB=$L python3 tests/gpu/check_bias_top.py --no-bench
-    run_check check_qengine 150 env FLASHGEN_CUDA_LIB="$PWD/.gpu/libflashgen_cuda.so" \
+    run_check check_qengine 300 env FLASHGEN_CUDA_LIB="$PWD/.gpu/libflashgen_cuda.so" \
         python3 tests/gpu/check_qengine.py --bin .gpu --tokenizer $T --work "$W/qe"
     run_check check_tp 120 python3 tests/gpu/check_tp.py --engine-check .gpu/engine_check \
         --cuda .gpu/libflashgen_cuda.so --tokenizer $T --work "$W/tp" --no-bench

@@ -893,8 +893,8 @@ static void cu_norm_matmul(void *ctx, void *out, void *h, const void *x, const v
  * rows. A W larger than the scratch (the output head: the scratch has the largest layer weight's
  * size) always takes the slices. FG_QLAYOUT_ROWS: the file's blocks as
  * they are (the token embedding), gathered by fg_qembed (kernels/qembed.h: Q8_0, Q4_0, Q4_1,
- * Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K). Batch-invariant mode keeps no weight quantized
- * (the GEMV's summation order is not cuBLASLt's). */
+ * Q5_0, Q5_1, Q3_K, Q4_K, Q5_K, Q6_K; a Q2_K embedding becomes bf16). Batch-invariant mode keeps no
+ * weight quantized (the GEMV's summation order is not cuBLASLt's). */
 
 static size_t cu_qresident_bytes(void *ctx, uint32_t type, int rows, int cols, int layout) {
     const struct cuda_ctx *c = (const struct cuda_ctx *)ctx;

@@ -29,8 +29,6 @@ size_t fg_qembed_row_bytes(uint32_t type, int cols) {
         return cols % 256 == 0 ? blocks / 8 * 210 : 0;
     case GGUF_GGML_Q3_K:
         return cols % 256 == 0 ? blocks / 8 * 110 : 0;
-    case GGUF_GGML_Q2_K:
-        return cols % 256 == 0 ? blocks / 8 * 84 : 0;
     default:
         return 0;
     }
@@ -76,33 +74,21 @@ static __device__ __forceinline__ float q3k_value(const uint8_t *row, int i) {
     return __fmul_rn(__fmul_rn(d, (float)sc), (float)q);
 }
 
-/* Element i of a Q2_K row: (d·sc)·q − dmin·m, e = i % 256, q field g % 4 of qs[32 (g / 4) + l]
- * (g = e / 32, l = e % 32), sc / m the low / high nibble of scales[e / 16], unfused. */
-static __device__ __forceinline__ float q2k_value(const uint8_t *row, int i) {
-    const uint8_t *sb = row + (size_t)(i / 256) * 84;
-    const int e = i % 256, g = e / 32, l = e % 32, sc = sb[e / 16];
-    const int q = (sb[16 + 32 * (g / 4) + l] >> (2 * (g % 4))) & 3;
-    const float d = __half2float(__ushort_as_half(*(const unsigned short *)(sb + 80)));
-    const float dmin = __half2float(__ushort_as_half(*(const unsigned short *)(sb + 82)));
-    return __fsub_rn(__fmul_rn(__fmul_rn(d, (float)(sc & 15)), (float)q),
-                     __fmul_rn(dmin, (float)(sc >> 4)));
-}
-
-/* k_qembed for Q3_K and Q2_K (a kernel of its own: k_qembed's code stays as it was). */
-template <uint32_t TYPE>
-static __global__ void k_qembed_k23(__nv_bfloat16 *x, const uint8_t *table, const int *tokens,
+/* k_qembed for Q3_K (a kernel of its own: k_qembed's code stays as it was). Q2_K embeddings are
+ * not gathered (dequantized to bf16 at load): a Q2_K gather was written with the Q2_K GEMV but
+ * did not run on a GPU before it would have shipped (2026-12-04), so it was left out. */
+static __global__ void k_qembed_q3k(__nv_bfloat16 *x, const uint8_t *table, const int *tokens,
                                     int dim, size_t row_bytes) {
     const int t = blockIdx.x;
     const uint8_t *row = table + (size_t)tokens[t] * row_bytes;
     for (int i = threadIdx.x; i < dim; i += blockDim.x)
-        x[(size_t)t * dim + i] =
-            __float2bfloat16(TYPE == GGUF_GGML_Q3_K ? q3k_value(row, i) : q2k_value(row, i));
+        x[(size_t)t * dim + i] = __float2bfloat16(q3k_value(row, i));
 }
 
 /* x[t] (dim bf16) = the dequantized row tokens[t] of a table in the file's blocks: one block of
  * threads per token, one element per thread and step (value d·q, Q4_0 d·(q − 8), Q4_1 d·q + m,
  * Q5_0 d·(q − 16) and Q5_1 d·q + m with q's fifth bit from qh, Q4_K / Q5_K q4k_value, Q6_K
- * q6k_value; fp32 rounded once to bf16, as fg_qdequant_bf16; Q3_K / Q2_K: k_qembed_k23). */
+ * q6k_value; fp32 rounded once to bf16, as fg_qdequant_bf16; Q3_K: k_qembed_q3k). */
 static __global__ void k_qembed(__nv_bfloat16 *x, const uint8_t *table, const int *tokens, int dim,
                                 size_t row_bytes, uint32_t type) {
     const int t = blockIdx.x;
@@ -149,9 +135,7 @@ int fg_qembed(void *x, const void *table, const int *tokens, int n, int dim, siz
     const uint8_t *tb = (const uint8_t *)table;
     cudaStream_t s = (cudaStream_t)stream;
     if (type == GGUF_GGML_Q3_K)
-        k_qembed_k23<GGUF_GGML_Q3_K><<<n, 256, 0, s>>>(xo, tb, tokens, dim, row_bytes);
-    else if (type == GGUF_GGML_Q2_K)
-        k_qembed_k23<GGUF_GGML_Q2_K><<<n, 256, 0, s>>>(xo, tb, tokens, dim, row_bytes);
+        k_qembed_q3k<<<n, 256, 0, s>>>(xo, tb, tokens, dim, row_bytes);
     else
         k_qembed<<<n, 256, 0, s>>>(xo, tb, tokens, dim, row_bytes, type);
     return (int)cudaGetLastError();
