@@ -80,3 +80,17 @@ def test_same_seed_same_sample():
     a, b = run(*args), run(*args)
     assert a.returncode == 0 and b.returncode == 0, a.stderr
     assert a.stdout == b.stdout
+
+
+@pytest.mark.parametrize("mode", ["chunks", "willneed", "pread", "none", "bogus"])
+def test_every_readahead_mode_loads_the_same_model(mode):
+    """FLASHGEN_READAHEAD (model/gguf.c gguf_will_read) only changes how a cold file is read ahead:
+    each mode (an unknown one falls back to the default) gives the golden greedy tokens."""
+    case = golden_case("capital")
+    n = 6
+    r = run("generate", "--model", MODEL, "--prompt", case["user"], "--max-new-tokens", str(n),
+            "--ignore-eos", "--print-ids",
+            env=dict(os.environ, FLASHGEN_CPU_WEIGHTS="fp32", FLASHGEN_READAHEAD=mode))
+    assert r.returncode == 0, r.stderr
+    ids_line = next(l for l in r.stderr.splitlines() if l.startswith("generated_ids:"))
+    assert [int(x) for x in ids_line.split(":")[1].split()] == case["generated_ids"][:n]
