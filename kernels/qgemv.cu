@@ -1001,14 +1001,31 @@ __global__ void qpack_q6k_kernel(uint8_t *dst, const uint8_t *src, int rows, int
             live ? (uint32_t)blk[208] | (uint32_t)blk[209] << 8 : 0u;
 }
 
-/* fg_qdequant_bf16 of Q6_K: one thread per (row, block, t), lane t's 8 elements: (d · sc) ·
- * (q − 32) in fp32 as model/gguf_quant.c (dl = d · sc, then dl · (q − 32)), rounded once to
- * bf16; slots 0-3 and 4-7 are 4 consecutive elements each: two 8-byte stores. */
+/* The dequantization kernels' row list (fg_qdequant_rows_bf16): the source row of output row o
+ * (ids NULL: o itself, every row in order), or -1 for an id outside [0, rows), whose output row
+ * is written as zeros without reading W. A uniform branch: every existing caller passes NULL. */
+__device__ __forceinline__ int qdq_src_row(const int *ids, int o, int rows) {
+    if (!ids) return o;
+    const int r = __ldg(ids + o);
+    return r >= 0 && r < rows ? r : -1;
+}
+
+/* fg_qdequant_bf16 of Q6_K: one thread per (output row o of n, block, t), lane t's 8 elements of
+ * source row r (qdq_src_row): (d · sc) · (q − 32) in fp32 as model/gguf_quant.c (dl = d · sc,
+ * then dl · (q − 32)), rounded once to bf16; slots 0-3 and 4-7 are 4 consecutive elements each:
+ * two 8-byte stores. */
 __global__ void qdequant_q6k_kernel(__nv_bfloat16 *dst, const uint8_t *w, int rows, int nb,
-                                    size_t s0, size_t m0, size_t h0) {
+                                    size_t s0, size_t m0, size_t h0, const int *ids, int n) {
     const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= (size_t)rows * nb * 4) return;
-    const int t = (int)(i & 3), r = (int)(i / 4 / nb), b = (int)(i / 4 % nb);
+    if (i >= (size_t)n * nb * 4) return;
+    const int t = (int)(i & 3), o = (int)(i / 4 / nb), b = (int)(i / 4 % nb);
+    const int r = qdq_src_row(ids, o, rows);
+    __nv_bfloat16 *out = dst + ((size_t)o * nb + b) * 32;
+    if (r < 0) {
+        *reinterpret_cast<uint2 *>(out + q6_elem(t, 0)) = make_uint2(0u, 0u);
+        *reinterpret_cast<uint2 *>(out + q6_elem(t, 4)) = make_uint2(0u, 0u);
+        return;
+    }
     const uint32_t sc = *reinterpret_cast<const unsigned short *>(w + s0 + qoff_scale(nb, r, b));
     const uint32_t dm = *reinterpret_cast<const uint32_t *>(w + m0 + qoff_dm(nb, r, b / 8));
     const uint32_t q = *reinterpret_cast<const uint32_t *>(w + qoff_quant(4, nb, r, b, t));
@@ -1031,9 +1048,8 @@ __global__ void qdequant_q6k_kernel(__nv_bfloat16 *dst, const uint8_t *w, int ro
         const __nv_bfloat162 h = __floats2bfloat162_rn(v[0], v[1]);
         pr[e] = *reinterpret_cast<const uint32_t *>(&h);
     }
-    __nv_bfloat16 *o = dst + ((size_t)r * nb + b) * 32;
-    *reinterpret_cast<uint2 *>(o + q6_elem(t, 0)) = make_uint2(pr[0], pr[1]);
-    *reinterpret_cast<uint2 *>(o + q6_elem(t, 4)) = make_uint2(pr[2], pr[3]);
+    *reinterpret_cast<uint2 *>(out + q6_elem(t, 0)) = make_uint2(pr[0], pr[1]);
+    *reinterpret_cast<uint2 *>(out + q6_elem(t, 4)) = make_uint2(pr[2], pr[3]);
 }
 
 /* fg_qpack of Q3_K and Q2_K: one thread per (row of the padded rows, block b = 8 · super-block +
@@ -1091,17 +1107,24 @@ __global__ void qpack_k23_kernel(uint8_t *dst, const uint8_t *src, int rows, int
     }
 }
 
-/* fg_qdequant_bf16 of Q3_K and Q2_K: one thread per (row, block, t), lane t's 8 elements (in
- * q6_elem's order): Q3_K (d · sc) · q with q = (the 2 low bits) − (hmask bit ? 0 : 4), Q2_K
- * (d · sc) · q − dmin · m, in fp32 as model/gguf_quant.c (each operation rounded, none fused),
- * rounded once to bf16; two 8-byte stores as Q6_K's. */
+/* fg_qdequant_bf16 of Q3_K and Q2_K: one thread per (output row o of n, block, t), lane t's 8
+ * elements (in q6_elem's order) of source row r (qdq_src_row): Q3_K (d · sc) · q with q = (the 2
+ * low bits) − (hmask bit ? 0 : 4), Q2_K (d · sc) · q − dmin · m, in fp32 as model/gguf_quant.c
+ * (each operation rounded, none fused), rounded once to bf16; two 8-byte stores as Q6_K's. */
 template <int TYPE>
 __global__ void qdequant_k23_kernel(__nv_bfloat16 *dst, const uint8_t *w, int rows, int nb,
-                                    size_t s0, size_t m0, size_t h0) {
+                                    size_t s0, size_t m0, size_t h0, const int *ids, int n) {
     constexpr bool Q3 = TYPE == QT_Q3_K;
     const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= (size_t)rows * nb * 4) return;
-    const int t = (int)(i & 3), r = (int)(i / 4 / nb), b = (int)(i / 4 % nb);
+    if (i >= (size_t)n * nb * 4) return;
+    const int t = (int)(i & 3), o = (int)(i / 4 / nb), b = (int)(i / 4 % nb);
+    const int r = qdq_src_row(ids, o, rows);
+    __nv_bfloat16 *out = dst + ((size_t)o * nb + b) * 32;
+    if (r < 0) {
+        *reinterpret_cast<uint2 *>(out + q6_elem(t, 0)) = make_uint2(0u, 0u);
+        *reinterpret_cast<uint2 *>(out + q6_elem(t, 4)) = make_uint2(0u, 0u);
+        return;
+    }
     const uint32_t sc = *reinterpret_cast<const unsigned short *>(w + s0 + qoff_scale(nb, r, b));
     const uint32_t dm = *reinterpret_cast<const uint32_t *>(w + m0 + qoff_dm(nb, r, b / 8));
     const uint32_t q = *reinterpret_cast<const unsigned short *>(w + qoff_quant(2, nb, r, b, t));
@@ -1128,23 +1151,28 @@ __global__ void qdequant_k23_kernel(__nv_bfloat16 *dst, const uint8_t *w, int ro
         const __nv_bfloat162 h = __floats2bfloat162_rn(v[0], v[1]);
         pr[e] = *reinterpret_cast<const uint32_t *>(&h);
     }
-    __nv_bfloat16 *o = dst + ((size_t)r * nb + b) * 32;
-    *reinterpret_cast<uint2 *>(o + q6_elem(t, 0)) = make_uint2(pr[0], pr[1]);
-    *reinterpret_cast<uint2 *>(o + q6_elem(t, 4)) = make_uint2(pr[2], pr[3]);
+    *reinterpret_cast<uint2 *>(out + q6_elem(t, 0)) = make_uint2(pr[0], pr[1]);
+    *reinterpret_cast<uint2 *>(out + q6_elem(t, 4)) = make_uint2(pr[2], pr[3]);
 }
 
-/* fg_qdequant_bf16: one thread per (row, block, t), the 8 elements 8t .. 8t+7 of the block:
- * d · q (Q4_0 d · (q − 8), Q4_1 d · q + m, Q5_0 d · (q − 16), Q5_1 d · q + m with the fifth bit
- * from the high bits' byte, Q4_K (d · sc) · q − dmin · m, Q5_K the same with the fifth bit) in fp32
- * as model/gguf_quant.c computes it (each operation rounded, none fused), rounded once to bf16, one
- * 16-byte store (consecutive threads, consecutive stores). */
+/* fg_qdequant_bf16: one thread per (output row o of n, block, t), the 8 elements 8t .. 8t+7 of
+ * the block of source row r (qdq_src_row): d · q (Q4_0 d · (q − 8), Q4_1 d · q + m, Q5_0
+ * d · (q − 16), Q5_1 d · q + m with the fifth bit from the high bits' byte, Q4_K (d · sc) · q −
+ * dmin · m, Q5_K the same with the fifth bit) in fp32 as model/gguf_quant.c computes it (each
+ * operation rounded, none fused), rounded once to bf16, one 16-byte store (consecutive threads,
+ * consecutive stores). */
 template <int TYPE>
 __global__ void qdequant_kernel(__nv_bfloat16 *dst, const uint8_t *w, int rows, int nb, size_t s0,
-                                size_t m0, size_t h0) {
+                                size_t m0, size_t h0, const int *ids, int n) {
     constexpr int QB = qtype<TYPE>::qb;
     const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= (size_t)rows * nb * 4) return;
-    const int t = (int)(i & 3), r = (int)(i / 4 / nb), b = (int)(i / 4 % nb);
+    if (i >= (size_t)n * nb * 4) return;
+    const int t = (int)(i & 3), o = (int)(i / 4 / nb), b = (int)(i / 4 % nb);
+    const int r = qdq_src_row(ids, o, rows);
+    if (r < 0) {
+        reinterpret_cast<uint4 *>(dst)[i] = make_uint4(0u, 0u, 0u, 0u);
+        return;
+    }
     const size_t so = qoff_scale(nb, r, b);
     const uint32_t sh = *reinterpret_cast<const unsigned short *>(w + s0 + so);
     float d, m;
@@ -1180,37 +1208,45 @@ __global__ void qdequant_kernel(__nv_bfloat16 *dst, const uint8_t *w, int rows, 
     reinterpret_cast<uint4 *>(dst)[i] = make_uint4(pr[0], pr[1], pr[2], pr[3]);
 }
 
-extern "C" int fg_qdequant_bf16(void *dst, const void *w, int wtype, int rows, int cols,
-                                void *stream) {
-    if (!qcols_ok(wtype, cols) || rows < 1 || (uintptr_t)dst % 16 || (uintptr_t)w % 16)
+extern "C" int fg_qdequant_rows_bf16(void *dst, const void *w, int wtype, int rows, int cols,
+                                     const int *ids, int n, void *stream) {
+    if (!qcols_ok(wtype, cols) || rows < 1 || n < 0 || (uintptr_t)dst % 16 || (uintptr_t)w % 16)
         return (int)cudaErrorInvalidValue;
+    if (n == 0) return 0;
     const qlayout l = qlayout_of(wtype, rows, cols);
-    const size_t n_threads = (size_t)rows * l.nb * 4;
+    const size_t n_threads = (size_t)n * l.nb * 4;
     const unsigned grid = (unsigned)((n_threads + 255) / 256);
     cudaStream_t s = static_cast<cudaStream_t>(stream);
     __nv_bfloat16 *o = static_cast<__nv_bfloat16 *>(dst);
     const uint8_t *in = static_cast<const uint8_t *>(w);
+#define QDQ_ARGS o, in, rows, l.nb, l.s0, l.m0, l.h0, ids, n
     if (wtype == QT_Q8_0)
-        qdequant_kernel<QT_Q8_0><<<grid, 256, 0, s>>>(o, in, rows, l.nb, l.s0, l.m0, l.h0);
+        qdequant_kernel<QT_Q8_0><<<grid, 256, 0, s>>>(QDQ_ARGS);
     else if (wtype == QT_Q4_0)
-        qdequant_kernel<QT_Q4_0><<<grid, 256, 0, s>>>(o, in, rows, l.nb, l.s0, l.m0, l.h0);
+        qdequant_kernel<QT_Q4_0><<<grid, 256, 0, s>>>(QDQ_ARGS);
     else if (wtype == QT_Q4_1)
-        qdequant_kernel<QT_Q4_1><<<grid, 256, 0, s>>>(o, in, rows, l.nb, l.s0, l.m0, l.h0);
+        qdequant_kernel<QT_Q4_1><<<grid, 256, 0, s>>>(QDQ_ARGS);
     else if (wtype == QT_Q5_0)
-        qdequant_kernel<QT_Q5_0><<<grid, 256, 0, s>>>(o, in, rows, l.nb, l.s0, l.m0, l.h0);
+        qdequant_kernel<QT_Q5_0><<<grid, 256, 0, s>>>(QDQ_ARGS);
     else if (wtype == QT_Q5_1)
-        qdequant_kernel<QT_Q5_1><<<grid, 256, 0, s>>>(o, in, rows, l.nb, l.s0, l.m0, l.h0);
+        qdequant_kernel<QT_Q5_1><<<grid, 256, 0, s>>>(QDQ_ARGS);
     else if (wtype == QT_Q4_K)
-        qdequant_kernel<QT_Q4_K><<<grid, 256, 0, s>>>(o, in, rows, l.nb, l.s0, l.m0, l.h0);
+        qdequant_kernel<QT_Q4_K><<<grid, 256, 0, s>>>(QDQ_ARGS);
     else if (wtype == QT_Q5_K)
-        qdequant_kernel<QT_Q5_K><<<grid, 256, 0, s>>>(o, in, rows, l.nb, l.s0, l.m0, l.h0);
+        qdequant_kernel<QT_Q5_K><<<grid, 256, 0, s>>>(QDQ_ARGS);
     else if (wtype == QT_Q3_K)
-        qdequant_k23_kernel<QT_Q3_K><<<grid, 256, 0, s>>>(o, in, rows, l.nb, l.s0, l.m0, l.h0);
+        qdequant_k23_kernel<QT_Q3_K><<<grid, 256, 0, s>>>(QDQ_ARGS);
     else if (wtype == QT_Q2_K)
-        qdequant_k23_kernel<QT_Q2_K><<<grid, 256, 0, s>>>(o, in, rows, l.nb, l.s0, l.m0, l.h0);
+        qdequant_k23_kernel<QT_Q2_K><<<grid, 256, 0, s>>>(QDQ_ARGS);
     else
-        qdequant_q6k_kernel<<<grid, 256, 0, s>>>(o, in, rows, l.nb, l.s0, l.m0, l.h0);
+        qdequant_q6k_kernel<<<grid, 256, 0, s>>>(QDQ_ARGS);
+#undef QDQ_ARGS
     return (int)cudaGetLastError();
+}
+
+extern "C" int fg_qdequant_bf16(void *dst, const void *w, int wtype, int rows, int cols,
+                                void *stream) {
+    return fg_qdequant_rows_bf16(dst, w, wtype, rows, cols, NULL, rows, stream);
 }
 
 extern "C" size_t fg_qpack_bytes(int wtype, int rows, int cols) {

@@ -155,6 +155,18 @@ int fg_qpack(void *dst, const void *src, int wtype, int rows, int cols, void *st
  * Graph-capturable. Returns 0 or a cudaError_t. */
 int fg_qdequant_bf16(void *dst, const void *w, int wtype, int rows, int cols, void *stream);
 
+/* The same for a list of rows: dst (n, cols) bf16, row i = row ids[i] of w (rows, cols) packed by
+ * fg_qpack, each element bit for bit what fg_qdequant_bf16 writes for that row; ids (n) device
+ * ints in any order, repeats allowed; NULL: every row in order (n = rows: fg_qdequant_bf16). The
+ * token-embedding gather from a head resident in this layout (a tied embedding, kernels/ops.h
+ * qembed), the values fg_qembed (qembed.h) gathers from the file's rows. An id outside [0, rows)
+ * gets a row of zeros and reads nothing (the forward pass refuses such tokens before any op,
+ * model/forward.c, so this only bounds a bad caller). dst and w 16-byte aligned; n = 0 launches
+ * nothing. Graph-capturable, no allocation. Returns 0 or a cudaError_t (cudaErrorInvalidValue
+ * for a refused type, shape, n < 0 or alignment). */
+int fg_qdequant_rows_bf16(void *dst, const void *w, int wtype, int rows, int cols, const int *ids,
+                          int n, void *stream);
+
 #ifdef __cplusplus
 }
 #endif
