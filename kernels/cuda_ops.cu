@@ -891,9 +891,12 @@ static void cu_norm_matmul(void *ctx, void *out, void *h, const void *x, const v
  * ms a step against 14.6 / 15.2 ms through the scratch (H200, bench/ENGINE.md issue 13; today's
  * GEMV is far from its bandwidth at 16 rows); FLASHGEN_QGEMV_ROWS=N takes the slices up to N
  * rows. A W larger than the scratch (the output head: the scratch has the largest layer weight's
- * size) always takes the slices. FG_QLAYOUT_ROWS: the file's blocks as
- * they are (the token embedding), gathered by fg_qembed (kernels/qembed.h: Q8_0, Q4_0, Q4_1,
- * Q5_0, Q5_1, Q3_K, Q4_K, Q5_K, Q6_K; a Q2_K embedding becomes bf16). Batch-invariant mode keeps no
+ * size) always takes the slices. FG_QLAYOUT_ROWS: the file's blocks as they are (an untied
+ * token embedding), gathered by fg_qembed (kernels/qembed.h: Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q3_K,
+ * Q4_K, Q5_K, Q6_K; an untied Q2_K embedding becomes bf16). A tied embedding has no copy of its
+ * own: qembed gathers its rows from the head's FG_QLAYOUT_GEMM copy (fg_qdequant_rows_bf16, the
+ * same bf16 values, every type the GEMV keeps, Q2_K too), so a tied model's blocks are resident
+ * once (issue 13: SmolLM2's were 1.21x the file with two copies). Batch-invariant mode keeps no
  * weight quantized (the GEMV's summation order is not cuBLASLt's). */
 
 static size_t cu_qresident_bytes(void *ctx, uint32_t type, int rows, int cols, int layout) {
@@ -969,10 +972,15 @@ static void cu_qembed(void *ctx, void *x, const struct fg_qtensor *table, const 
                       int n) {
     struct cuda_ctx *c = (struct cuda_ctx *)ctx;
     if (skip_stage(c, SKIP_EMBED)) return;
-    int e =
-        fg_qembed(x, table->data, tokens, n, table->cols, table->row_bytes, table->type, c->stream);
+    /* a tied embedding: its rows from the head's packed copy (ops.h qembed) */
+    int e = table->layout == FG_QLAYOUT_GEMM
+                ? fg_qdequant_rows_bf16(x, table->data, (int)table->type, table->rows, table->cols,
+                                        tokens, n, c->stream)
+                : fg_qembed(x, table->data, tokens, n, table->cols, table->row_bytes, table->type,
+                            c->stream);
     if (e != 0)
-        ctx_fail(c, "qembed: ggml type %u (%d columns): %s", table->type, table->cols,
+        ctx_fail(c, "qembed: ggml type %u (%d columns, %s layout): %s", table->type, table->cols,
+                 table->layout == FG_QLAYOUT_GEMM ? "gemm" : "rows",
                  cudaGetErrorString((cudaError_t)e));
 }
 

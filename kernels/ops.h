@@ -27,12 +27,16 @@
 
 /* A weight matrix kept in its GGUF blocks (CPU backend; kernels/cpu_quant.h multiplies it):
  * (rows, cols) = (out_dim, in_dim) like every matmul weight, each row cols / block whole blocks
- * of TYPE in row_bytes bytes, rows consecutive. */
+ * of TYPE in row_bytes bytes, rows consecutive. A copy resident in backend memory (qupload) is in
+ * LAYOUT instead, which says how data is to be read (row_bytes stays the file's). */
 struct fg_qtensor {
     uint32_t type;    /* enum gguf_ggml_type (model/gguf_quant.h): Q8_0, Q4_1, Q4_K, ... */
     int rows, cols;   /* (out_dim, in_dim) */
     size_t row_bytes; /* gguf_type_row_bytes(type, cols) */
     const void *data; /* (rows, row_bytes) */
+    /* enum fg_qlayout (below): host blocks are the file's rows, FG_QLAYOUT_ROWS (0, so that a
+     * tensor initialized without it is one); a resident copy the layout qupload wrote */
+    uint32_t layout;
 };
 
 /* A varlen batch of sequences whose keys and values live in a paged cache. Sequence s owns query
@@ -182,7 +186,8 @@ struct fg_ops {
     void (*qmatmul)(void *ctx, float *out, size_t out_stride, const float *x,
                     const struct fg_qtensor *w, int n, int flags);
     /* x[t] = dequantize(table row tokens[t]) (table (vocab, dim) in blocks; on the CUDA backend
-     * resident in FG_QLAYOUT_ROWS, x bf16) */
+     * resident, x bf16, in table->layout: FG_QLAYOUT_ROWS, or FG_QLAYOUT_GEMM where the table is
+     * a head shared with a tied embedding; the same values from either) */
     void (*qembed)(void *ctx, void *x, const struct fg_qtensor *table, const int *tokens, int n);
 
     /* The family switches' ops (model_config: Qwen2, Mistral's window, Gemma 3). The forward
@@ -240,8 +245,10 @@ struct fg_ops {
 
     /* Quantized weights resident in backend memory (optional: NULL where the backend keeps its
      * own element type only; the CUDA backend). Two layouts: FG_QLAYOUT_GEMM, the one qlinear
-     * reads (the backend's own, possibly a repacking of the blocks), and FG_QLAYOUT_ROWS, the
-     * file's blocks row after row, the one qembed gathers from. */
+     * reads (the backend's own, possibly a repacking of the blocks), which qembed gathers from
+     * too (one copy of a tied embedding and head), and FG_QLAYOUT_ROWS, the file's blocks row
+     * after row, which only qembed reads (an embedding of its own). The caller stores the layout
+     * in the resident copy's fg_qtensor.layout. */
     /* Bytes a (rows, cols) weight of ggml TYPE takes resident in LAYOUT, or 0 where the backend
      * cannot keep that type (shape) so: the caller then dequantizes it to the element type. */
     size_t (*qresident_bytes)(void *ctx, uint32_t type, int rows, int cols, int layout);
@@ -253,7 +260,7 @@ struct fg_ops {
     /* The product struct fg_qlinear describes (its comment); graph-capturable. */
     void (*qlinear)(void *ctx, const struct fg_qlinear *a);
 };
-enum fg_qlayout { FG_QLAYOUT_GEMM = 0, FG_QLAYOUT_ROWS = 1 };
+enum fg_qlayout { FG_QLAYOUT_ROWS = 0, FG_QLAYOUT_GEMM = 1 };
 
 /* The CPU backend. ctx from cpu_ops_create (n_threads 0 = all cores). */
 const struct fg_ops *cpu_ops(void);
@@ -277,8 +284,10 @@ struct fg_cuda_backend {
 };
 /* 2: fg_ops.upload_rows; 3: bias_logits, top_logprobs; 4: qresident_bytes, qupload, qlinear (and
  * qembed on bf16 activations); 5: norm weights fp32 (no signature changed, but a backend of 4 reads
- * them as bf16); 6: fg_qlinear.ld_out (a backend of 5 would write a strided product packed) */
-#define FG_CUDA_BACKEND_ABI 6
+ * them as bf16); 6: fg_qlinear.ld_out (a backend of 5 would write a strided product packed); 7:
+ * fg_qtensor.layout, enum fg_qlayout renumbered (ROWS 0, GEMM 1), qembed from an FG_QLAYOUT_GEMM
+ * table (a backend of 6 would gather a tied head's packed bytes as file rows) */
+#define FG_CUDA_BACKEND_ABI 7
 typedef const struct fg_cuda_backend *(*fg_cuda_backend_fn)(void);
 
 #endif

@@ -235,7 +235,11 @@ static int fp8_requested(const struct engine_opts *o) {
 static int upload_host(struct engine *e, void *dst, const float *src, size_t rows, size_t cols) {
     if (!e->ops->upload_rows || rows > INT32_MAX || cols > INT32_MAX / 4)
         return e->ops->upload_f32(e->ops_ctx, dst, src, rows * cols);
-    const struct fg_qtensor w = {GGUF_GGML_F32, (int)rows, (int)cols, cols * sizeof(float), src};
+    const struct fg_qtensor w = {.type = GGUF_GGML_F32,
+                                 .rows = (int)rows,
+                                 .cols = (int)cols,
+                                 .row_bytes = cols * sizeof(float),
+                                 .data = src}; /* layout FG_QLAYOUT_ROWS: host rows */
     int rc = e->ops->upload_rows(e->ops_ctx, dst, &w, 0);
     if (rc == 0) e->host_rows_uploads++;
     return rc;
@@ -398,11 +402,12 @@ static int upload_weights(struct engine *e, const struct engine_opts *o, char *e
     } while (0)
     /* resident: DST (a qtensor) = PARTS stacked in LAYOUT, BYTES long, at the next 256 bytes */
     char *qp = p + bf16_bytes;
-#define PUTR(dst, parts, n_parts, layout, bytes_)                                                  \
+#define PUTR(dst, parts, n_parts, layout_, bytes_)                                                 \
     do {                                                                                           \
-        if (e->ops->qupload(e->ops_ctx, qp, (parts), (n_parts), (layout)) != 0) goto fail;         \
+        if (e->ops->qupload(e->ops_ctx, qp, (parts), (n_parts), (layout_)) != 0) goto fail;        \
         (dst) = (parts)[0];                                                                        \
         (dst).data = qp;                                                                           \
+        (dst).layout = (uint32_t)(layout_);                                                        \
         for (int i_ = 1; i_ < (n_parts); i_++)                                                     \
             (dst).rows += (parts)[i_].rows;                                                        \
         for (int i_ = 0; i_ < (n_parts); i_++)                                                     \

@@ -384,8 +384,11 @@ static int ld_qarena(struct model *m, struct ld_plan *p, unsigned flags, char *e
         if (!it->keep) continue;
         const void *data = it->mapped ? (const void *)it->gt->data : a + off;
         *it->qdst =
-            (struct fg_qtensor){it->gt->type, it->rows, it->cols,
-                                gguf_type_row_bytes(it->gt->type, (uint64_t)it->cols), data};
+            (struct fg_qtensor){.type = it->gt->type,
+                                .rows = it->rows,
+                                .cols = it->cols,
+                                .row_bytes = gguf_type_row_bytes(it->gt->type, (uint64_t)it->cols),
+                                .data = data}; /* the file's rows: FG_QLAYOUT_ROWS */
         if (it->mapped && it->perm_heads) m->qk_file_order = 1;
         if (it->mapped)
             m->w.mapped_bytes += it->gt->n_bytes;

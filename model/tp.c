@@ -137,7 +137,7 @@ int tp_shard_build(struct tp_shard *s, const struct tp_plan *p, const struct mod
         const struct model_layer *L = &mw->layers[l];
         struct model_layer *S = &s->w.layers[l];
         *S = *L; /* norms replicated; the cut matrices replaced below */
-        const struct fg_qtensor none = {0, 0, 0, 0, NULL};
+        const struct fg_qtensor none = {.data = NULL};
         S->qwq = S->qwk = S->qwv = S->qwo = S->qw_gate = S->qw_up = S->qw_down = none;
         S->wq = a;
         for (int j = 0; j < c->n_heads; j++) {

@@ -35,7 +35,8 @@ POISON = 0x7E7E  # bf16 bits written after each destination
 
 class QTensor(C.Structure):  # struct fg_qtensor (kernels/ops.h)
     _fields_ = [("type", C.c_uint32), ("rows", C.c_int), ("cols", C.c_int),
-                ("row_bytes", C.c_size_t), ("data", C.c_void_p)]
+                ("row_bytes", C.c_size_t), ("data", C.c_void_p),
+                ("layout", C.c_uint32)]  # FG_QLAYOUT_ROWS (0): host rows
 
 
 def main():

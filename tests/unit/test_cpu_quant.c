@@ -193,7 +193,11 @@ Test(cpu_quant, matmul_matches_row_products) {
         uint8_t *w = rand_blocks(&s, type, rows, k);
         float *wd = malloc(sizeof(float) * (size_t)k * rows);
         cr_assert_eq(gguf_dequantize(type, w, wd, (uint64_t)k * rows), 0);
-        struct fg_qtensor qt = {type, rows, k, gguf_type_row_bytes(type, (uint64_t)k), w};
+        struct fg_qtensor qt = {.type = type,
+                                .rows = rows,
+                                .cols = k,
+                                .row_bytes = gguf_type_row_bytes(type, (uint64_t)k),
+                                .data = w};
         for (size_t ni = 0; ni < sizeof(ns) / sizeof(ns[0]); ni++) {
             int n = ns[ni];
             float *x = malloc(sizeof(float) * (size_t)n * k);
