@@ -285,10 +285,12 @@ static int upload_dequant(struct engine *e, void *dst, const struct fg_qtensor *
  * host blocks the backend does not keep through upload_dequant; with resident quantized weights
  * (e->resident_quant, --gpu-weights quantized) the blocks of the types the backend keeps through
  * qupload, q|k|v and gate|up stacked into one matrix each (model.h qwqkv, qw_gu), the embedding in
- * FG_QLAYOUT_ROWS and the head in FG_QLAYOUT_GEMM (two copies when tied). A q|k|v of mixed
- * types is kept part by part (qwq, qwk, qwv; forward.c writes each part's columns) when every
- * part's type is kept; any other group with a part the backend does not keep goes to the element
- * type as a whole, so that its rows stay adjacent (the bf16 products read it as one matrix). */
+ * FG_QLAYOUT_ROWS and the head in FG_QLAYOUT_GEMM; tied, the one copy in FG_QLAYOUT_GEMM that
+ * both read (qembed gathers from it; issue 13: a second copy made SmolLM2 1.21x the file). A q|k|v
+ * of mixed types is kept part by part (qwq, qwk, qwv; forward.c writes each part's columns) when
+ * every part's type is kept; any other group with a part the backend does not keep goes to the
+ * element type as a whole, so that its rows stay adjacent (the bf16 products read it as one
+ * matrix). */
 static int upload_weights(struct engine *e, const struct engine_opts *o, char *err, size_t errlen) {
     struct engine_backend *b = e->backend;
     const struct model_config *c = &e->model->cfg;
@@ -308,10 +310,13 @@ static int upload_weights(struct engine *e, const struct engine_opts *o, char *e
         errmsg_set(err, errlen, "engine: out of memory");
         return -1;
     }
-    size_t q_total = 0, embd_q = resident_bytes(e, &hw->q_embd, 1, FG_QLAYOUT_ROWS);
     size_t out_q = resident_bytes(e, &hw->q_output, 1, FG_QLAYOUT_GEMM);
+    /* tied with the head resident: the embedding is the head's copy (no bytes of its own) */
+    int embd_in_head = !untied && out_q;
+    size_t q_total = 0,
+           embd_q = embd_in_head ? 0 : resident_bytes(e, &hw->q_embd, 1, FG_QLAYOUT_ROWS);
     int out_shared = !untied && !embd_q && !out_q; /* the head is the bf16 embedding */
-    size_t elems = (embd_q ? 0 : V * D) + (out_q || out_shared ? 0 : V * D);
+    size_t elems = (embd_q || embd_in_head ? 0 : V * D) + (out_q || out_shared ? 0 : V * D);
     for (int l = 0; l < c->n_layers; l++) {
         const struct model_layer *h = &hw->layers[l];
         const struct fg_qtensor qkv[] = {h->qwq, h->qwk, h->qwv}, gu[] = {h->qw_gate, h->qw_up};
@@ -369,8 +374,8 @@ static int upload_weights(struct engine *e, const struct engine_opts *o, char *e
     struct model_load_progress pr = {0, 0, 0, 0, 0};
     const int perm_q = e->model->qk_file_order ? c->n_heads : 0;
     const int perm_k = e->model->qk_file_order ? c->n_kv_heads : 0;
-    count_kept(&pr, &hw->q_embd);
-    if (!out_shared) count_kept(&pr, &hw->q_output); /* a head of its own (tied: a copy) */
+    if (!embd_in_head) count_kept(&pr, &hw->q_embd); /* else counted as the head */
+    if (!out_shared) count_kept(&pr, &hw->q_output); /* a head of its own or the tied one */
     for (int l = 0; l < c->n_layers; l++) {
         const struct model_layer *h = &hw->layers[l];
         const struct fg_qtensor *q[] = {&h->qwq,     &h->qwk,   &h->qwv,    &h->qwo,
@@ -422,7 +427,7 @@ static int upload_weights(struct engine *e, const struct engine_opts *o, char *e
     } while (0)
     if (embd_q)
         PUTR(b->dw.q_embd, &hw->q_embd, 1, FG_QLAYOUT_ROWS, embd_q);
-    else
+    else if (!embd_in_head)
         PUTQ(b->dw.tok_embd, hw->tok_embd, hw->q_embd, 0, V, D);
     if (out_q)
         PUTR(b->dw.q_output, &hw->q_output, 1, FG_QLAYOUT_GEMM, out_q);
@@ -430,6 +435,7 @@ static int upload_weights(struct engine *e, const struct engine_opts *o, char *e
         b->dw.output = b->dw.tok_embd;
     else
         PUTQ(b->dw.output, hw->output, hw->q_output, 0, V, D);
+    if (embd_in_head) b->dw.q_embd = b->dw.q_output; /* layout FG_QLAYOUT_GEMM: qembed reads it */
     for (int l = 0; l < c->n_layers; l++) {
         const struct model_layer *h = &hw->layers[l];
         struct model_layer *d = &b->dlayers[l];
@@ -474,10 +480,11 @@ static int upload_weights(struct engine *e, const struct engine_opts *o, char *e
     b->dw.arena_bytes = bytes;
     e->device_weight_bytes = bytes;
     e->device_block_bytes = q_total;
-    /* the embedding is gathered (a few rows a step), unless it is the head too */
-    e->device_step_bytes = bytes - (embd_q        ? (embd_q + 255) / 256 * 256
-                                    : !out_shared ? V * D * e->ops->act_size
-                                                  : 0);
+    /* the embedding is gathered (a few rows a step), unless it is the head too (the bf16 head,
+     * or the tied head's blocks: every step reads those whole) */
+    e->device_step_bytes = bytes - (embd_q                         ? (embd_q + 255) / 256 * 256
+                                    : !out_shared && !embd_in_head ? V * D * e->ops->act_size
+                                                                   : 0);
     return 0;
 fail:
     free(lq);

@@ -128,7 +128,8 @@ struct model_weights {
     /* MODEL_LOAD_KEEP_BLOCKS: the embedding and the head in their blocks (tok_embd / output
      * then NULL; q_output == q_embd when tied), and the one allocation every kept block lives in.
      * In a device copy with fg_ops.qlinear: q_embd in FG_QLAYOUT_ROWS, q_output in
-     * FG_QLAYOUT_GEMM (two copies when tied). */
+     * FG_QLAYOUT_GEMM (each tensor's .layout says so); tied, q_embd == q_output, the one copy in
+     * FG_QLAYOUT_GEMM, which qembed gathers from. */
     struct fg_qtensor q_embd, q_output;
     void *qarena;
     size_t qarena_bytes;

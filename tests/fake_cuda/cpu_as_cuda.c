@@ -5,12 +5,16 @@
  * and the forward pass reads them there, in fp32, so its logits must be the CPU engine's bit for
  * bit (tests/unit/test_engine_upload.c). Any thread, as the CPU backend.
  *
- * --gpu-weights quantized too: qresident_bytes / qupload / qlinear keep the GGUF blocks as they
- * are (both layouts are the file's rows) and qlinear dequantizes W to fp32 and calls the CPU op
- * that the fp32 forward pass calls for the same product, so that the resident path (which groups
- * stay resident, how their parts are stacked, strided stores) is checked against the same fp32
- * logits. FG_FAKE_QTYPES=T,T,... (ggml type numbers) limits the types it keeps, as a real
- * backend keeps only some; default: every quantized type model/gguf_quant.c dequantizes.
+ * --gpu-weights quantized too: qresident_bytes / qupload / qlinear / qembed keep the GGUF blocks
+ * (FG_QLAYOUT_ROWS: the file's rows; FG_QLAYOUT_GEMM: the same rows in reverse order, so that a
+ * reader taking one layout for the other, such as a qembed blind to fg_qtensor.layout on a tied
+ * head, gathers the wrong rows and the logits show it) and qlinear dequantizes W to fp32 and
+ * calls the CPU op that the fp32 forward pass calls for the same product, so that the resident
+ * path (which groups stay resident, how their parts are stacked, strided stores, the tied
+ * embedding gathered from the head) is checked against the same fp32 logits. The bytes qupload
+ * stored per layout are counted in fg_fake_qupload_bytes (the test reads them with dlsym).
+ * FG_FAKE_QTYPES=T,T,... (ggml type numbers) limits the types it keeps, as a real backend keeps
+ * only some; default: every quantized type model/gguf_quant.c dequantizes.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,6 +37,10 @@ static int fake_keeps(uint32_t type) {
     return 0;
 }
 
+/* Bytes qupload stored since the backend was created, by enum fg_qlayout (the load of one
+ * engine: test_engine_upload.c reads them before engine_close). */
+__attribute__((visibility("default"))) size_t fg_fake_qupload_bytes[2];
+
 static size_t fake_qresident_bytes(void *ctx, uint32_t type, int rows, int cols, int layout) {
     (void)ctx;
     (void)layout;
@@ -40,16 +48,29 @@ static size_t fake_qresident_bytes(void *ctx, uint32_t type, int rows, int cols,
     return (size_t)rows * gguf_type_row_bytes(type, (uint64_t)cols);
 }
 
+/* Row r of a resident W (rows of w->row_bytes): in place (FG_QLAYOUT_ROWS) or counted from the
+ * end (FG_QLAYOUT_GEMM, the fake's own layout; see the top of the file). */
+static const void *fake_row(const struct fg_qtensor *w, int r) {
+    int at = w->layout == FG_QLAYOUT_GEMM ? w->rows - 1 - r : r;
+    return (const char *)w->data + (size_t)at * w->row_bytes;
+}
+
 static int fake_qupload(void *ctx, void *dst, const struct fg_qtensor *parts, int n_parts,
                         int layout) {
     (void)ctx;
-    (void)layout;
-    char *p = dst;
-    for (int i = 0; i < n_parts; i++) {
-        size_t bytes = (size_t)parts[i].rows * parts[i].row_bytes;
-        memcpy(p, parts[i].data, bytes);
-        p += bytes;
-    }
+    if (layout != FG_QLAYOUT_ROWS && layout != FG_QLAYOUT_GEMM) return -1;
+    int rows = 0;
+    for (int i = 0; i < n_parts; i++)
+        rows += parts[i].rows;
+    int r = 0; /* row of the stack */
+    for (int i = 0; i < n_parts; i++)
+        for (int k = 0; k < parts[i].rows; k++, r++) {
+            int at = layout == FG_QLAYOUT_GEMM ? rows - 1 - r : r;
+            memcpy((char *)dst + (size_t)at * parts[i].row_bytes,
+                   (const char *)parts[i].data + (size_t)k * parts[i].row_bytes,
+                   parts[i].row_bytes);
+            fg_fake_qupload_bytes[layout] += parts[i].row_bytes;
+        }
     return 0;
 }
 
@@ -60,13 +81,32 @@ static void fake_die(const char *what) {
     abort();
 }
 
+/* x[t] = row tokens[t] of a resident table in either layout (ops.h qembed), fp32; an id out of
+ * range gets zeros, as the CUDA gather from FG_QLAYOUT_GEMM (kernels/qgemv.h) */
+static void fake_qembed(void *ctx, void *xv, const struct fg_qtensor *table, const int *tokens,
+                        int n) {
+    (void)ctx;
+    float *x = xv;
+    for (int t = 0; t < n; t++) {
+        float *row = x + (size_t)t * table->cols;
+        if (tokens[t] < 0 || tokens[t] >= table->rows)
+            memset(row, 0, sizeof(float) * (size_t)table->cols);
+        else if (gguf_dequantize(table->type, fake_row(table, tokens[t]), row,
+                                 (uint64_t)table->cols) != 0)
+            fake_die("qembed: type not kept");
+    }
+}
+
 static void fake_qlinear(void *ctx, const struct fg_qlinear *a) {
     const struct fg_ops *cpu = cpu_ops();
     const struct fg_qtensor *w = a->w;
-    size_t n_el = (size_t)w->rows * w->cols;
-    float *wf = malloc(n_el * sizeof(float));
+    if (w->layout != FG_QLAYOUT_GEMM) fake_die("qlinear: W not in FG_QLAYOUT_GEMM");
+    float *wf = malloc((size_t)w->rows * w->cols * sizeof(float));
     if (!wf) fake_die("out of memory");
-    if (gguf_dequantize(w->type, w->data, wf, n_el) != 0) fake_die("qlinear: type not kept");
+    for (int r = 0; r < w->rows; r++)
+        if (gguf_dequantize(w->type, fake_row(w, r), wf + (size_t)r * w->cols, (uint64_t)w->cols) !=
+            0)
+            fake_die("qlinear: type not kept");
     const int n = a->n, in = w->cols, rows = w->rows;
     const float *h = a->x;
     switch (a->epilogue) {
@@ -111,6 +151,7 @@ static void *fake_create(int device, char *err, size_t errlen) {
     (void)device;
     (void)err;
     (void)errlen;
+    fg_fake_qupload_bytes[0] = fg_fake_qupload_bytes[1] = 0;
     return cpu_ops_create(2);
 }
 
@@ -142,6 +183,7 @@ __attribute__((visibility("default"))) const struct fg_cuda_backend *fg_cuda_bac
     fake_ops.qresident_bytes = fake_qresident_bytes;
     fake_ops.qupload = fake_qupload;
     fake_ops.qlinear = fake_qlinear;
+    fake_ops.qembed = fake_qembed;
     fake_backend = (struct fg_cuda_backend){.abi = FG_CUDA_BACKEND_ABI,
                                             .ops = &fake_ops,
                                             .create = fake_create,
