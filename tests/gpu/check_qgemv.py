@@ -31,6 +31,13 @@ poisoned with NaN and a guard after the last row must stay untouched.
     same order of sums; two shapes give their persistent grid more items than it has blocks);
   - fg_qdequant_bf16 of the packed weight bit for bit = bf16(gguf_dequantize) (one rounding of
     the fp32 value): fg_qpack and the layout's readers agree with the file;
+  - fg_qdequant_rows_bf16 (the tied embedding's gather from the head's packed copy, check_rows)
+    for every type on the SmolLM2 embedding's shape (49152 × 576, K-quants 3000 × 4096) and
+    37 × 256 (a padded last tile): a row list unsorted, with repeats and the edge rows 0 and
+    rows − 1, bit for bit the same rows of fg_qdequant_bf16 of the whole matrix and of
+    bf16(gguf_dequantize); ids outside [0, rows) (−1, rows, a padding row of the last tile,
+    2^30) give rows of zeros; n = 0 writes nothing; a guard after the rows stays; CUDA-graph
+    replay = eager; refusals (n < 0, dst not 16-byte aligned, Q8_K);
   - determinism (twice, bit for bit), CUDA-graph replay = eager (fg_qgemv, and fg_qgemv_norm
     whose kernel's first launch, setting its shared-memory attribute, is inside the capture),
     refusals (n 0 / 17, in_dim not a multiple of 32 (K-quants: of 256), a type it does not read
@@ -123,6 +130,7 @@ class Lib:
         lib.fg_qgemv.argtypes = [vp, i, vp, vp, i, i, i, i, i, vp]
         lib.fg_qgemv_norm.argtypes = [vp, i, vp, vp, f, vp, vp, i, i, i, i, i, vp]
         lib.fg_qdequant_bf16.argtypes = [vp, vp, i, i, i, vp]
+        lib.fg_qdequant_rows_bf16.argtypes = [vp, vp, i, i, i, vp, i, vp]
         lib.fg_gemv.argtypes = [vp, i, vp, vp, i, i, i, i, vp]
         lib.fg_gemv_norm.argtypes = [vp, i, vp, vp, f, vp, vp, i, i, i, i, vp]
         lib.fg_qgemv_staged.argtypes = [i, vp, i]
@@ -364,6 +372,107 @@ def check_shapes(g, rep, dev):
             rep.add(paths == {0, 1}, f"{tname} both load paths (full, partial groups) covered",
                     None, str(paths))
         print(f"  {tname}: shapes done ({rep.passed} passed, {rep.failed} failed so far)", flush=True)
+
+
+# fg_qdequant_rows_bf16's weights (name, rows, cols): a tied SmolLM2 head / embedding (partial last
+# groups; not for the K-quants, 576 is no multiple of 256), a K-quant one, and a padded last tile
+ROWS_SHAPES = [("smol.embd", 49152, 576), ("k.3000x4096", 3000, 4096), ("odd.37x256", 37, 256)]
+ROWS_GUARD = 64
+
+
+def gather_rows(g, qc, ids):
+    """fg_qdequant_rows_bf16 of qc's packed weight at the int32 ids (on the device) into a
+    NaN-poisoned (n, cols) bf16 buffer with a guard after it: (rows, status, guard intact)."""
+    n, cols = ids.numel(), qc.cols
+    buf = torch.full((n * cols + ROWS_GUARD,), float("nan"), dtype=torch.bfloat16, device=ids.device)
+    buf[n * cols:] = 12345.0
+    st = g.lib.fg_qdequant_rows_bf16(buf.data_ptr(), qc.packed.data_ptr(), qc.wt, qc.rows, cols,
+                                     ids.data_ptr(), n, Lib.s())
+    torch.cuda.synchronize()
+    return buf[:n * cols].view(n, cols), st, bool((buf[n * cols:] == 12345.0).all())
+
+
+def bits(t):
+    """bf16 as int16: equal means bit for bit (NaN = NaN, -0 != +0)."""
+    return t.contiguous().view(torch.int16)
+
+
+def check_rows(g, rep, dev):
+    """The row gather of a tied embedding from the head's packed copy (kernels/qgemv.h
+    fg_qdequant_rows_bf16): the rows of fg_qdequant_bf16 and of the host oracle, bit for bit."""
+    for wt, (tname, _, _) in TYPES.items():
+        for name, rows, cols in ROWS_SHAPES:
+            if not fits(wt, cols):
+                continue
+            qc = QCase(g, wt, rows, cols, dev)
+            whole = torch.full((rows, cols), float("nan"), dtype=torch.bfloat16, device=dev)
+            st = g.lib.fg_qdequant_bf16(whole.data_ptr(), qc.packed.data_ptr(), wt, rows, cols,
+                                        Lib.s())
+            torch.cuda.synchronize()
+            rep.add(st == 0, f"{tname} rows {name} whole dequant", None, f"status {st}")
+            # unsorted (random), repeats (the edge rows twice, a run of one row), the edges
+            n = 203
+            ids = torch.randint(0, rows, (n,), dtype=torch.int32, device=dev)
+            fixed = [rows - 1, 0, rows - 1, rows // 2, 0, rows // 2, rows // 2, 1 % rows]
+            ids[:len(fixed)] = torch.tensor(fixed, dtype=torch.int32, device=dev)
+            ids[-1] = rows - 1
+            out, st, guard = gather_rows(g, qc, ids)
+            tag = f"{tname} rows {name} n={n}"
+            rep.add(st == 0 and guard, f"{tag} status 0, guard intact", None, f"status {st}")
+            il = ids.long()
+            rep.add(st == 0 and torch.equal(bits(out), bits(whole[il])),
+                    f"{tag} = fg_qdequant_bf16's rows bit for bit")
+            rep.add(st == 0 and torch.equal(bits(out), bits(qc.wf[il].bfloat16())),
+                    f"{tag} = bf16(gguf_dequantize) bit for bit")
+            # ids outside [0, rows): zeros, nothing read (rows + 1 .. is a padding row of the
+            # last tile when rows % 8 != 0)
+            bad = torch.tensor([-1, rows, (rows + 7) // 8 * 8 - 1 if rows % 8 else rows + 1,
+                                1 << 30, 0], dtype=torch.int32, device=dev)
+            out, st, guard = gather_rows(g, qc, bad)
+            zero = torch.zeros(4, cols, dtype=torch.bfloat16, device=dev)
+            rep.add(st == 0 and guard and torch.equal(bits(out[:4]), bits(zero)) and
+                    torch.equal(bits(out[4:]), bits(whole[:1])),
+                    f"{tname} rows {name} ids outside [0, rows) give zeros", None, f"status {st}")
+            # n = 0: nothing launched, nothing written
+            out, st, guard = gather_rows(g, qc, ids[:0])
+            rep.add(st == 0 and guard, f"{tname} rows {name} n=0 writes nothing", None,
+                    f"status {st}")
+            if name == "odd.37x256":
+                check_rows_graph(g, qc, ids, rep, tname)
+            del qc, whole
+    # refusals: n < 0, dst not 16-byte aligned, a type it does not read, cols not whole blocks
+    qc = QCase(g, Q8_0, 64, 64, dev)
+    ids = torch.arange(4, dtype=torch.int32, device=dev)
+    y = torch.empty(8, 64, dtype=torch.bfloat16, device=dev)
+    yp, wp, ip = y.data_ptr(), qc.packed.data_ptr(), ids.data_ptr()
+    for tag, args in [("n -1", (yp, wp, Q8_0, 64, 64, ip, -1)),
+                      ("dst not 16-byte aligned", (yp + 8, wp, Q8_0, 64, 64, ip, 4)),
+                      ("type Q8_K", (yp, wp, Q8_K, 64, 256, ip, 4)),
+                      ("Q4_K cols 128", (yp, wp, Q4_K, 64, 128, ip, 4)),
+                      ("rows 0", (yp, wp, Q8_0, 0, 64, ip, 4))]:
+        st = g.lib.fg_qdequant_rows_bf16(*args, Lib.s())
+        rep.add(st == EINVAL, f"rows gather refuses {tag}", None, f"status {st}")
+    print(f"  rows gather done ({rep.passed} passed, {rep.failed} failed so far)", flush=True)
+
+
+def check_rows_graph(g, qc, ids, rep, tname):
+    """fg_qdequant_rows_bf16 captured in a CUDA graph (as the decode step's embedding), replayed
+    with new ids in the same buffer: = the eager gather of those ids."""
+    n, cols = ids.numel(), qc.cols
+    d_ids = ids.clone()
+    y = torch.empty(n, cols, dtype=torch.bfloat16, device=ids.device)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    gph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(gph, stream=side):
+        st = g.lib.fg_qdequant_rows_bf16(y.data_ptr(), qc.packed.data_ptr(), qc.wt, qc.rows, cols,
+                                         d_ids.data_ptr(), n, Lib.s())
+    d_ids.copy_(torch.flip(ids, [0]))
+    gph.replay()
+    torch.cuda.synchronize()
+    eager, st2, _ = gather_rows(g, qc, torch.flip(ids, [0]).contiguous())
+    rep.add(st == 0 and st2 == 0 and torch.equal(bits(y), bits(eager)),
+            f"{tname} rows graph replay = eager", None, f"status {st} {st2}")
 
 
 def check_graph(g, qc, x, y0, od, epi, rep, tname):
@@ -702,6 +811,7 @@ def main():
               f"passed, {rep.failed} failed)")
         return 0 if rep.failed == 0 else 1
     check_refusals(g, rep, dev)
+    check_rows(g, rep, dev)
     check_shapes(g, rep, dev)
     check_norm(g, rep, dev)
     check_variants(g, rep, dev)
