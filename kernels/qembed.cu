@@ -74,9 +74,10 @@ static __device__ __forceinline__ float q3k_value(const uint8_t *row, int i) {
     return __fmul_rn(__fmul_rn(d, (float)sc), (float)q);
 }
 
-/* k_qembed for Q3_K (a kernel of its own: k_qembed's code stays as it was). Q2_K embeddings are
- * not gathered (dequantized to bf16 at load): a Q2_K gather was written with the Q2_K GEMV but
- * did not run on a GPU before it would have shipped (2026-12-04), so it was left out. */
+/* k_qembed for Q3_K (a kernel of its own: k_qembed's code stays as it was). Untied Q2_K
+ * embeddings are not gathered (dequantized to bf16 at load): a Q2_K gather was written with the
+ * Q2_K GEMV but did not run on a GPU before it would have shipped (2026-12-04), so it was left
+ * out. A tied one needs none: fg_qdequant_rows_bf16 gathers it from the head's packed blocks. */
 static __global__ void k_qembed_q3k(__nv_bfloat16 *x, const uint8_t *table, const int *tokens,
                                     int dim, size_t row_bytes) {
     const int t = blockIdx.x;

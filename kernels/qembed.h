@@ -1,5 +1,7 @@
 /* qembed.h — CUDA: the token-embedding gather from a table kept in its GGUF file's blocks (the
- * engine's FG_QLAYOUT_ROWS copy, kernels/ops.h): x[t] (dim bf16) = the dequantized row tokens[t],
+ * engine's FG_QLAYOUT_ROWS copy of an untied embedding, kernels/ops.h; a tied one is gathered
+ * from the head's packed copy by fg_qdequant_rows_bf16, kernels/qgemv.h, to the same values):
+ * x[t] (dim bf16) = the dequantized row tokens[t],
  * each element d·q (Q8_0), d·(q − 8) (Q4_0), d·q + m (Q4_1), d·(q − 16) / d·q + m with q's fifth
  * bit from qh (Q5_0 / Q5_1), (d·sc)·q − dmin·m (Q4_K; Q5_K with q's fifth bit from qh),
  * (d·sc)·(q − 32) (Q6_K), (d·(sc − 32))·q with q's 2 low bits minus 4 where the
@@ -19,7 +21,8 @@ extern "C" {
 
 /* Bytes of one row of COLS elements of ggml TYPE as the file stores it, or 0 for a type (shape)
  * fg_qembed does not gather: Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 (cols % 32 == 0), Q3_K, Q4_K, Q5_K,
- * Q6_K (cols % 256 == 0); a Q2_K table is not gathered (kernels/qembed.cu says why). */
+ * Q6_K (cols % 256 == 0); a Q2_K table is not gathered (kernels/qembed.cu says why; tied, the
+ * head's packed Q2_K copy serves it). */
 size_t fg_qembed_row_bytes(uint32_t type, int cols);
 
 /* x (n, dim) bf16 = the rows tokens[0 .. n) of table (rows of row_bytes = fg_qembed_row_bytes(
