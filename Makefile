@@ -184,6 +184,7 @@ test-gpu:
 	$(PYTHON) tests/gpu/check_gemv.py --lib $(GPU_LIB)
 	$(PYTHON) tests/gpu/check_qgemv.py --lib $(GPU_LIB)
 	$(PYTHON) tests/gpu/check_qgemv.py --lib $(GPU_LIB) --stress 100
+	$(PYTHON) tests/gpu/check_qgemm.py --lib $(GPU_LIB)
 	$(PYTHON) tests/gpu/check_fp8.py --lib $(GPU_LIB)
 	FG_SAMPLE_LIB=$(GPU_LIB) $(PYTHON) tests/gpu/check_sample.py --no-bench
 	FG_SAMPLE_LIB=$(GPU_LIB) $(PYTHON) tests/gpu/check_mask.py --no-bench
@@ -198,6 +199,7 @@ bench-gpu:
 	$(MAKE) $(GPU_LIB)
 	FG_ATTN_LIB=$(GPU_LIB) $(PYTHON) bench/bench_attention.py
 	$(PYTHON) tests/gpu/check_gemv.py --bench --lib $(GPU_LIB)
+	$(PYTHON) tests/gpu/check_qgemm.py --bench-only --lib $(GPU_LIB)
 	$(PYTHON) tests/gpu/check_qgemv.py --bench --lib $(GPU_LIB)
 	$(PYTHON) tests/gpu/check_fp8.py --bench --lib $(GPU_LIB)
 	FG_SAMPLE_LIB=$(GPU_LIB) $(PYTHON) tests/gpu/check_sample.py --bench-only

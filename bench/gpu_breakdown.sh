@@ -65,6 +65,7 @@ part_testgpu() {
     run_check check_gemv 90 python3 tests/gpu/check_gemv.py --lib $L
     run_check check_qgemv 90 python3 tests/gpu/check_qgemv.py --lib $L
     run_check check_qgemv_stress 120 python3 tests/gpu/check_qgemv.py --lib $L --stress 100
+    run_check check_qgemm 240 python3 tests/gpu/check_qgemm.py --lib $L
     run_check check_fp8 90 python3 tests/gpu/check_fp8.py --lib $L
     run_check check_sample 60 env FG_SAMPLE_LIB=$L python3 tests/gpu/check_sample.py --no-bench
     run_check check_mask 60 env FG_SAMPLE_LIB=$L python3 tests/gpu/check_mask.py --no-bench

@@ -38,6 +38,7 @@
 #include "logit_mask.h"
 #include "ops.h"
 #include "qembed.h"
+#include "qgemm.h"
 #include "qgemv.h"
 #include "model/gguf_quant.h" /* ggml type ids */
 
@@ -84,6 +85,7 @@ struct cuda_ctx {
      * of FG_QGEMV_MAX_ROWS past it) instead of the bf16 scratch (A/B runs); 0 (unset): up to
      * FG_QGEMV_MAX_ROWS (cu_qlinear) */
     int qgemv_rows;
+    int qgemm_rows; /* FLASHGEN_QGEMM_ROWS: the most rows fg_qgemm takes (0: the bf16 scratch) */
     /* FLASHGEN_BATCH_INVARIANT=1: a row's results do not depend on what else is in the batch
      * (see cu_create); canon holds one cuBLASLt algorithm per (in, out, type) for every n. */
     int batch_invariant;
@@ -885,19 +887,20 @@ static void cu_norm_matmul(void *ctx, void *out, void *h, const void *x, const v
  * fg_qpack_bytes; the file's rows travel to a device staging buffer, then fg_qpack writes the
  * resident copy; q|k|v and gate|up are packed as one matrix each). qlinear runs rows <=
  * FG_QGEMV_MAX_ROWS through fg_qgemv / fg_qgemv_norm with the epilogue fused (inside the decode
- * graphs); more rows dequantize W into the caller's bf16 scratch (fg_qdequant_bf16, one weight at
- * a time) and take the bf16 path (cuBLASLt). The GEMV in 16-row slices would move fewer bytes up
- * to 64 (Q8_0) / 128 (Q4_0) rows, but measured it is slower: batch 64 of the 8B shape 31.1 / 28.5
- * ms a step against 14.6 / 15.2 ms through the scratch (H200, bench/ENGINE.md issue 13; today's
- * GEMV is far from its bandwidth at 16 rows); FLASHGEN_QGEMV_ROWS=N takes the slices up to N
- * rows. A W larger than the scratch (the output head: the scratch has the largest layer weight's
- * size) always takes the slices. FG_QLAYOUT_ROWS: the file's blocks as they are (an untied
- * token embedding), gathered by fg_qembed (kernels/qembed.h: Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q3_K,
- * Q4_K, Q5_K, Q6_K; an untied Q2_K embedding becomes bf16). A tied embedding has no copy of its
- * own: qembed gathers its rows from the head's FG_QLAYOUT_GEMM copy (fg_qdequant_rows_bf16, the
- * same bf16 values, every type the GEMV keeps, Q2_K too), so a tied model's blocks are resident
- * once (issue 13: SmolLM2's were 1.21x the file with two copies). Batch-invariant mode keeps no
- * weight quantized (the GEMV's summation order is not cuBLASLt's). */
+ * graphs); 17 to FG_QGEMM_MAX_ROWS (64) rows through fg_qgemm (kernels/qgemm.h: W read once in its
+ * blocks, the bf16 scratch only as the work area of its k split; 1.5-2.3x the scratch path's
+ * speed, H200 2026-12-04, bench/ENGINE.md issue 13; FLASHGEN_QGEMM_ROWS=N lowers the cut, 0 turns
+ * it off); more rows dequantize W into the caller's bf16 scratch (fg_qdequant_bf16, one weight at
+ * a time) and take the bf16 path (cuBLASLt), where the tensor-core GEMM's rate pays for the
+ * scratch. FLASHGEN_QGEMV_ROWS=N takes the GEMV in 16-row slices up to N rows instead (slower:
+ * each slice reads W again). A W larger than the scratch (the output head: the scratch has the
+ * largest layer weight's size) past 64 rows takes the slices. FG_QLAYOUT_ROWS: the file's blocks as
+ * they are (an untied token embedding), gathered by fg_qembed (kernels/qembed.h: Q8_0, Q4_0, Q4_1,
+ * Q5_0, Q5_1, Q3_K, Q4_K, Q5_K, Q6_K; an untied Q2_K embedding becomes bf16). A tied embedding has
+ * no copy of its own: qembed gathers its rows from the head's FG_QLAYOUT_GEMM copy
+ * (fg_qdequant_rows_bf16, the same bf16 values, every type the GEMV keeps, Q2_K too), so a tied
+ * model's blocks are resident once (issue 13: SmolLM2's were 1.21x the file with two copies).
+ * Batch-invariant mode keeps no weight quantized (the GEMV's summation order is not cuBLASLt's). */
 
 static size_t cu_qresident_bytes(void *ctx, uint32_t type, int rows, int cols, int layout) {
     const struct cuda_ctx *c = (const struct cuda_ctx *)ctx;
@@ -1021,6 +1024,25 @@ static void cu_qlinear(void *ctx, const struct fg_qlinear *a) {
     const int sliced =
         c->use_gemv && a->n <= (c->qgemv_rows > 0 ? c->qgemv_rows : FG_QGEMV_MAX_ROWS);
     const int fits = a->w_scratch && w_bf16 <= a->w_scratch_bytes;
+    if (!sliced && a->n <= c->qgemm_rows &&
+        fg_qgemm_supported((int)w->type, a->n, in_dim, out_dim)) {
+        /* past the GEMV's rows and up to 64: W read once in its blocks (kernels/qgemm.h), the
+         * k split's parts in the bf16 scratch (unused on this path) */
+        const void *h = a->x;
+        if (a->norm_w) {
+            cu_rmsnorm(c, a->h, a->x, a->norm_w, a->n, in_dim, a->eps);
+            h = a->h;
+        }
+        int e = fg_qgemm(out, f32, h, w->data, (int)w->type, a->n, in_dim, out_dim, epi, 0,
+                         a->w_scratch, a->w_scratch ? a->w_scratch_bytes : 0, c->stream);
+        if (e != 0) {
+            ctx_fail(c, "qgemm %d x %d x %d (type %u): %s", a->n, in_dim, out_dim, w->type,
+                     cudaGetErrorString((cudaError_t)e));
+            return;
+        }
+        if (strided) ql_place(c, a, out_es, out_dim);
+        return;
+    }
     if (!sliced && fits) {
         /* past the GEMV's rows: W in bf16 through the scratch, then the bf16 path */
         int e = fg_qdequant_bf16(a->w_scratch, w->data, (int)w->type, w->rows, in_dim, c->stream);
@@ -1329,6 +1351,8 @@ static void *cu_create(int device, char *err, size_t errlen) {
     c->use_gemv = !(gemv && !strcmp(gemv, "0"));
     const char *qrows = getenv("FLASHGEN_QGEMV_ROWS");
     c->qgemv_rows = qrows ? atoi(qrows) : 0;
+    const char *qgemm = getenv("FLASHGEN_QGEMM_ROWS");
+    c->qgemm_rows = qgemm ? atoi(qgemm) : FG_QGEMM_MAX_ROWS;
     /* Batch-invariant mode (off by default: it costs speed): every product through one cuBLASLt
      * algorithm per weight shape without split-K (no GEMV, whose summation order differs from
      * cuBLASLt's), attention kernel by query count, a fixed decode split count. Sampling and the

@@ -299,16 +299,7 @@ __global__ void __launch_bounds__(KW * 32, MINB) qgemv_kernel(const qgemv_params
         /* the scales' rows: the accumulators' W rows 2t, 2t + 1 (SW: the lane's own row g) */
         const int ra = SW ? rq : base + min(j0 + o * 8 + 2 * t, p.out_dim - 1);
         const int rb = SW ? rq : base + min(j0 + o * 8 + 2 * t + 1, p.out_dim - 1);
-        rw[r].slot_q = (rq & 7) * 4 + t;
-        rw[r].slot_a = ra & 7;
-        rw[r].slot_b = rb & 7;
-        rw[r].q = p.w + (size_t)(rq >> 3) * p.nb * 32 * QB + (size_t)rw[r].slot_q * 4 * QB;
-        rw[r].sa = p.w + p.s0 + (size_t)(ra >> 3) * p.nb * 16 + (size_t)rw[r].slot_a * 8;
-        rw[r].sb = p.w + p.s0 + (size_t)(rb >> 3) * p.nb * 16 + (size_t)rw[r].slot_b * 8;
-        rw[r].da = p.w + p.m0 + (size_t)(ra >> 3) * p.nb * 4 + (size_t)(ra & 7) * 4;
-        rw[r].db = p.w + p.m0 + (size_t)(rb >> 3) * p.nb * 4 + (size_t)(rb & 7) * 4;
-        rw[r].h = p.w + p.h0 + (size_t)(rq >> 3) * p.nb * 32 * qtype<TYPE>::hb +
-                  (size_t)rw[r].slot_q * 4 * qtype<TYPE>::hb;
+        rw[r] = qrows_of<TYPE>(p, rq, ra, rb, t);
     }
     const uint8_t *pf_base = nullptr;
     int pf_bytes = 0;

@@ -179,6 +179,25 @@ struct qrows {
     int slot_q, slot_a, slot_b;
 };
 
+/* The lane's qrows for a tile whose B row (the quants' lane slot, lane t) is physical W row rq and
+ * whose accumulator rows (the scales') are ra and rb (SW: rq itself). */
+template <int TYPE>
+__device__ __forceinline__ qrows qrows_of(const qgemv_params &p, int rq, int ra, int rb, int t) {
+    constexpr int QB = qtype<TYPE>::qb;
+    qrows rw;
+    rw.slot_q = (rq & 7) * 4 + t;
+    rw.slot_a = ra & 7;
+    rw.slot_b = rb & 7;
+    rw.q = p.w + (size_t)(rq >> 3) * p.nb * 32 * QB + (size_t)rw.slot_q * 4 * QB;
+    rw.sa = p.w + p.s0 + (size_t)(ra >> 3) * p.nb * 16 + (size_t)rw.slot_a * 8;
+    rw.sb = p.w + p.s0 + (size_t)(rb >> 3) * p.nb * 16 + (size_t)rw.slot_b * 8;
+    rw.da = p.w + p.m0 + (size_t)(ra >> 3) * p.nb * 4 + (size_t)(ra & 7) * 4;
+    rw.db = p.w + p.m0 + (size_t)(rb >> 3) * p.nb * 4 + (size_t)(rb & 7) * 4;
+    rw.h = p.w + p.h0 + (size_t)(rq >> 3) * p.nb * 32 * qtype<TYPE>::hb +
+           (size_t)rw.slot_q * 4 * qtype<TYPE>::hb;
+    return rw;
+}
+
 __device__ __forceinline__ uint32_t qhalf(uint2 v, int u) {
     return ((u < 2 ? v.x : v.y) >> (16 * (u & 1))) & 0xffffu;
 }
