@@ -79,7 +79,7 @@ part_testgpu() {
 }
 part_qbench() {
     step "check_qengine --only-bench"
-    FLASHGEN_CUDA_LIB="$PWD/.gpu/libflashgen_cuda.so" timeout 300 python3 tests/gpu/check_qengine.py \
+    FLASHGEN_CUDA_LIB="$PWD/.gpu/libflashgen_cuda.so" timeout 420 python3 tests/gpu/check_qengine.py \
         --bin .gpu --tokenizer .gpu/smollm2_tokenizer.gguf --work "$W/qb" --only-bench \
         >"$O/qengine_bench.log" 2>&1 || rc=1
     tail -20 "$O/qengine_bench.log"

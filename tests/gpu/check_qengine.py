@@ -211,13 +211,17 @@ def check_model(a, work, tok, shape, typ, tied, prompts, n_prompts, vocab):
     return ok
 
 
-# (file type, --gpu-weights, batches, FLASHGEN_QGEMV_ROWS): the QGEMV_ROWS=64 rows are the A/B of
-# batch 64 through the GEMV in 16-row slices against the default (the bf16 scratch past 16 rows)
-BENCH_RUNS = (("f16", "bf16", "1,8,16,64", None), ("q8_0", "quantized", "1,8,16,64", None),
-              ("q8_0", "quantized", "64", "64"), ("q4_0", "quantized", "1,8,16,64", None),
-              ("q4_0", "quantized", "64", "64"), ("q5_0", "quantized", "1,8,16,64", None),
-              ("q4_k", "quantized", "1,8,16,64", None), ("q5_k", "quantized", "1,8,16,64", None),
-              ("q4_k_m", "quantized", "1,8,16,64", None))
+# (file type, --gpu-weights, batches, environment): the QGEMM_ROWS=0 rows are the A/B of batches
+# 32 and 64 through the bf16 scratch (fg_qdequant_bf16 + cuBLASLt, the path before fg_qgemm)
+# against the default (kernels/qgemm.h past the GEMV's 16 rows)
+SCRATCH = {"FLASHGEN_QGEMM_ROWS": "0"}
+BENCH_RUNS = (("f16", "bf16", "1,8,16,32,64", None), ("q8_0", "quantized", "1,8,16,32,64", None),
+              ("q8_0", "quantized", "32,64", SCRATCH), ("q4_0", "quantized", "1,8,16,32,64", None),
+              ("q4_0", "quantized", "32,64", SCRATCH), ("q5_0", "quantized", "1,8,16,32,64", None),
+              ("q4_k", "quantized", "1,8,16,32,64", None),
+              ("q5_k", "quantized", "1,8,16,32,64", None),
+              ("q4_k_m", "quantized", "1,8,16,32,64", None),
+              ("q4_k_m", "quantized", "32,64", SCRATCH))
 
 
 def peer_bench(exe, model):
@@ -239,21 +243,21 @@ def peer_bench(exe, model):
 
 def bench(a, work, tok, writers):
     rows, peer = [], {}
-    for i, (typ, weights, batches, qrows) in enumerate(BENCH_RUNS):
+    for i, (typ, weights, batches, extra) in enumerate(BENCH_RUNS):
         model = model_path(work, "llama3_8b", typ, False)
         if writers.get(typ) and writers[typ].wait() != 0:
             log(f"--- llama3_8b {typ}: make_random_gguf.py failed")
             continue
         writers[typ] = None
         t0 = time.time()
-        env = dict(os.environ, **({"FLASHGEN_QGEMV_ROWS": qrows} if qrows else {}))
+        env = dict(os.environ, **(extra or {}))
         p = subprocess.Popen([os.path.join(a.bin, "engine_check"), "--model", model, "--device",
                               "cuda", "--bench", "--batches", batches, "--context", "512",
-                              "--gen", "24", "--prefill", "2048" if not qrows else "", "--gpu-weights",
+                              "--gen", "24", "--prefill", "2048" if not extra else "", "--gpu-weights",
                               weights, "--kv-fraction", "0.3"],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
         out = finish(p, 300)
-        label = weights + (f" QGEMV_ROWS={qrows}" if qrows else "")
+        label = weights + "".join(f" {k[len('FLASHGEN_'):]}={v}" for k, v in (extra or {}).items())
         log(f"--- llama3_8b {typ} --gpu-weights {label} ({time.time() - t0:.0f} s)\n{out[-2500:]}")
         m = re.search(r"weights ([\d.]+) GB per step", out)
         gb = float(m.group(1)) if m else float("nan")
