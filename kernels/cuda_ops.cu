@@ -887,7 +887,8 @@ static void cu_norm_matmul(void *ctx, void *out, void *h, const void *x, const v
  * fg_qpack_bytes; the file's rows travel to a device staging buffer, then fg_qpack writes the
  * resident copy; q|k|v and gate|up are packed as one matrix each). qlinear runs rows <=
  * FG_QGEMV_MAX_ROWS through fg_qgemv / fg_qgemv_norm with the epilogue fused (inside the decode
- * graphs); 17 to FG_QGEMM_MAX_ROWS (64) rows through fg_qgemm (kernels/qgemm.h: W read once in its
+ * graphs); 17 (Q8_0, Q4_0: 9, fg_qgemm_min_rows) to FG_QGEMM_MAX_ROWS (64) rows through
+ * fg_qgemm (kernels/qgemm.h: W read once in its
  * blocks, the bf16 scratch only as the work area of its k split; 1.5-2.3x the scratch path's
  * speed, H200 2026-12-04, bench/ENGINE.md issue 13; FLASHGEN_QGEMM_ROWS=N lowers the cut, 0 turns
  * it off); more rows dequantize W into the caller's bf16 scratch (fg_qdequant_bf16, one weight at
@@ -1021,8 +1022,11 @@ static void cu_qlinear(void *ctx, const struct fg_qlinear *a) {
         return;
     }
     void *out = strided ? a->act_scratch : a->out;
-    const int sliced =
-        c->use_gemv && a->n <= (c->qgemv_rows > 0 ? c->qgemv_rows : FG_QGEMV_MAX_ROWS);
+    /* the GEMV up to 16 rows (8 for the types fg_qgemm takes from 9: fg_qgemm_min_rows) */
+    const int gemv_rows = c->qgemv_rows > 0                    ? c->qgemv_rows
+                          : c->qgemm_rows >= FG_QGEMV_MAX_ROWS ? fg_qgemm_min_rows((int)w->type) - 1
+                                                               : FG_QGEMV_MAX_ROWS;
+    const int sliced = c->use_gemv && a->n <= gemv_rows;
     const int fits = a->w_scratch && w_bf16 <= a->w_scratch_bytes;
     if (!sliced && a->n <= c->qgemm_rows &&
         fg_qgemm_supported((int)w->type, a->n, in_dim, out_dim)) {

@@ -379,6 +379,11 @@ extern "C" int fg_qgemm_supported(int wtype, int n, int in_dim, int out_dim) {
     return qcols_ok(wtype, in_dim) && n >= 1 && n <= FG_QGEMM_MAX_ROWS && out_dim >= 1;
 }
 
+extern "C" int fg_qgemm_min_rows(int wtype) {
+    if (qm_type_index(wtype) < 0) return 0;
+    return wtype == QT_Q8_0 || wtype == QT_Q4_0 ? 9 : FG_QGEMV_MAX_ROWS + 1;
+}
+
 static int qm_sms(void) {
     int dev = 0, sms = 0;
     if (cudaGetDevice(&dev) != cudaSuccess ||

@@ -26,6 +26,13 @@ extern "C" {
  * FG_QGEMM_MAX_ROWS, out_dim >= 1. */
 int fg_qgemm_supported(int wtype, int n, int in_dim, int out_dim);
 
+/* The fewest rows for which the engine takes fg_qgemm over the GEMV (kernels/qgemv.h) for a type:
+ * 9 for Q8_0 and Q4_0, 17 for the others. Measured in the engine (H200, 2026-12-04, 8B shape,
+ * batch 16, the GEMV's fused norm against a separate RMSNorm + fg_qgemm): Q8_0 2295 -> 2950
+ * tokens/s, Q4_0 3658 -> 3794; Q5_K 2539 -> 2400 and the Q4_K_M mix 2692 -> 2451 (their GEMV
+ * stays). 0 for a type fg_qgemm does not read. */
+int fg_qgemm_min_rows(int wtype);
+
 /* The k splits fg_qgemm takes for a call when splits is 0 (enough thread blocks for the SMs,
  * bounded by the workspace: splits · n · rows · 4 bytes, rows = out_dim or 2 · out_dim for
  * SWIGLU). */
