@@ -1001,6 +1001,13 @@ __device__ __forceinline__ int qdq_src_row(const int *ids, int o, int rows) {
     return r >= 0 && r < rows ? r : -1;
 }
 
+/* Lane t's 8 bf16 of a block in q6_elem's order to the block's 32 at out: pairs v.x, v.y are
+ * elements q6_elem(t, 0..3), v.z, v.w q6_elem(t, 4..7) (4 consecutive each): two 8-byte stores. */
+__device__ __forceinline__ void q6_store(__nv_bfloat16 *out, int t, uint4 v) {
+    *reinterpret_cast<uint2 *>(out + q6_elem(t, 0)) = make_uint2(v.x, v.y);
+    *reinterpret_cast<uint2 *>(out + q6_elem(t, 4)) = make_uint2(v.z, v.w);
+}
+
 /* fg_qdequant_bf16 of Q6_K: one thread per (output row o of n, block, t), lane t's 8 elements of
  * source row r (qdq_src_row): (d · sc) · (q − 32) in fp32 as model/gguf_quant.c (dl = d · sc,
  * then dl · (q − 32)), rounded once to bf16; slots 0-3 and 4-7 are 4 consecutive elements each:
@@ -1013,8 +1020,7 @@ __global__ void qdequant_q6k_kernel(__nv_bfloat16 *dst, const uint8_t *w, int ro
     const int r = qdq_src_row(ids, o, rows);
     __nv_bfloat16 *out = dst + ((size_t)o * nb + b) * 32;
     if (r < 0) {
-        *reinterpret_cast<uint2 *>(out + q6_elem(t, 0)) = make_uint2(0u, 0u);
-        *reinterpret_cast<uint2 *>(out + q6_elem(t, 4)) = make_uint2(0u, 0u);
+        q6_store(out, t, make_uint4(0u, 0u, 0u, 0u));
         return;
     }
     const uint32_t sc = *reinterpret_cast<const unsigned short *>(w + s0 + qoff_scale(nb, r, b));
@@ -1039,8 +1045,7 @@ __global__ void qdequant_q6k_kernel(__nv_bfloat16 *dst, const uint8_t *w, int ro
         const __nv_bfloat162 h = __floats2bfloat162_rn(v[0], v[1]);
         pr[e] = *reinterpret_cast<const uint32_t *>(&h);
     }
-    *reinterpret_cast<uint2 *>(out + q6_elem(t, 0)) = make_uint2(pr[0], pr[1]);
-    *reinterpret_cast<uint2 *>(out + q6_elem(t, 4)) = make_uint2(pr[2], pr[3]);
+    q6_store(out, t, make_uint4(pr[0], pr[1], pr[2], pr[3]));
 }
 
 /* fg_qpack of Q3_K and Q2_K: one thread per (row of the padded rows, block b = 8 · super-block +
@@ -1112,8 +1117,7 @@ __global__ void qdequant_k23_kernel(__nv_bfloat16 *dst, const uint8_t *w, int ro
     const int r = qdq_src_row(ids, o, rows);
     __nv_bfloat16 *out = dst + ((size_t)o * nb + b) * 32;
     if (r < 0) {
-        *reinterpret_cast<uint2 *>(out + q6_elem(t, 0)) = make_uint2(0u, 0u);
-        *reinterpret_cast<uint2 *>(out + q6_elem(t, 4)) = make_uint2(0u, 0u);
+        q6_store(out, t, make_uint4(0u, 0u, 0u, 0u));
         return;
     }
     const uint32_t sc = *reinterpret_cast<const unsigned short *>(w + s0 + qoff_scale(nb, r, b));
@@ -1142,8 +1146,7 @@ __global__ void qdequant_k23_kernel(__nv_bfloat16 *dst, const uint8_t *w, int ro
         const __nv_bfloat162 h = __floats2bfloat162_rn(v[0], v[1]);
         pr[e] = *reinterpret_cast<const uint32_t *>(&h);
     }
-    *reinterpret_cast<uint2 *>(out + q6_elem(t, 0)) = make_uint2(pr[0], pr[1]);
-    *reinterpret_cast<uint2 *>(out + q6_elem(t, 4)) = make_uint2(pr[2], pr[3]);
+    q6_store(out, t, make_uint4(pr[0], pr[1], pr[2], pr[3]));
 }
 
 /* fg_qdequant_bf16: one thread per (output row o of n, block, t), the 8 elements 8t .. 8t+7 of

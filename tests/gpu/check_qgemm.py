@@ -36,14 +36,13 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import gpu_skip  # noqa: E402
 
+import check_qgemv as cq  # noqa: E402  (the types, random blocks, packing, the report)
+from check_qgemv import ADD, EINVAL, EPI, STORE, SWIGLU  # noqa: E402
+
 if gpu_skip.why_no_gpu() is None:  # (without torch or a GPU: main says SKIPPED)
     import torch  # noqa: E402
     import check_gemv as cg  # noqa: E402
-    import check_qgemv as cq  # noqa: E402  (the types, random blocks, packing, the report)
 
-STORE, ADD, SWIGLU = 0, 1, 2
-EPI = {STORE: "store", ADD: "add", SWIGLU: "swiglu"}
-EINVAL = 1
 MAXN = 64
 NS = (1, 8, 9, 16, 17, 31, 33, 48, 63, 64)
 # (name, out_dim, in_dim, epilogue, y_f32)
@@ -89,18 +88,9 @@ def ref_of(qc, x, y0, n, od, epi, y_f32):
 
 
 def run_y(g, qc, x, y0, n, od, epi, y_f32, splits, work):
-    dt = torch.float32 if y_f32 else torch.bfloat16
-    buf, y = cq.poisoned(n, od, dt, x.device)
-    if epi == ADD:
-        y.copy_(y0[:n].to(dt))
-    st = g.qgemm(y.data_ptr(), y_f32, x.data_ptr(), qc.packed.data_ptr(), qc.wt, n, qc.cols, od,
-                 epi, splits, work.data_ptr(), work.numel() * 4)
-    torch.cuda.synchronize()
-    if st != 0:
-        return None, f"status {st}"
-    if not bool((buf[n * od:] == 12345.0).all()):
-        return y, "y guard overwritten"
-    return y, ""
+    return cq.run_y(g, qc, x, y0, n, od, epi, y_f32, call=lambda y: g.qgemm(
+        y.data_ptr(), y_f32, x.data_ptr(), qc.packed.data_ptr(), qc.wt, n, qc.cols, od, epi,
+        splits, work.data_ptr(), work.numel() * 4))
 
 
 def check_shapes(g, rep, dev):
@@ -292,15 +282,10 @@ def main():
     check_refusals(g, rep, dev)
     check_graph(g, rep, dev)
     check_shapes(g, rep, dev)
-    print("worst relative error per case:")
-    for k, v in sorted(rep.worst.items()):
-        print(f"  {k:<48} {v:.3e}")
-    print(f"checks took {time.time() - t0:.1f} s", flush=True)
+    rep.print_worst(48, t0)
     if a.bench:
         run_bench(g, dev)
-    print(f"check_qgemm: {'PASS' if rep.failed == 0 else 'FAIL'} ({rep.passed} passed, "
-          f"{rep.failed} failed)")
-    return 0 if rep.failed == 0 else 1
+    return rep.summary("check_qgemm")
 
 
 if __name__ == "__main__":

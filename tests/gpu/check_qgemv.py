@@ -270,12 +270,16 @@ def poisoned(n, od, dt, dev, guard=64):
     return buf, buf[:n * od].view(n, od)
 
 
-def run_y(g, qc, x, y0, n, od, epi, y_f32, norm=None, h=None):
+def run_y(g, qc, x, y0, n, od, epi, y_f32, norm=None, h=None, call=None):
+    """y of one product into a poisoned buffer (ADD: y0 in it first): fg_qgemv, fg_qgemv_norm
+    with norm, or call(y) (check_qgemm.py's fg_qgemm); (y, "") or (y or None, why)."""
     dt = torch.float32 if y_f32 else torch.bfloat16
     buf, y = poisoned(n, od, dt, x.device)
     if epi == ADD:
         y.copy_(y0[:n].to(dt))
-    if norm is None:
+    if call is not None:
+        st = call(y)
+    elif norm is None:
         st = g.qgemv(y.data_ptr(), y_f32, x.data_ptr(), qc.packed.data_ptr(), qc.wt, n, qc.cols,
                      od, epi)
     else:
@@ -304,6 +308,18 @@ class Report:
         if rel is not None and rel == rel:
             k = tag.split(" n=")[0]
             self.worst[k] = max(self.worst.get(k, 0.0), rel)
+
+    def print_worst(self, width, t0):
+        print("worst relative error per case:")
+        for k, v in sorted(self.worst.items()):
+            print(f"  {k:<{width}} {v:.3e}")
+        print(f"checks took {time.time() - t0:.1f} s", flush=True)
+
+    def summary(self, name):
+        """The summary line (last) and the exit status."""
+        print(f"{name}: {'PASS' if self.failed == 0 else 'FAIL'} ({self.passed} passed, "
+              f"{self.failed} failed)")
+        return 0 if self.failed == 0 else 1
 
 
 def ref_of(qc, x, y0, n, od, epi, y_f32):
@@ -807,23 +823,16 @@ def main():
         return 0
     if a.stress:
         check_stress(g, rep, dev, a.stress)
-        print(f"check_qgemv --stress: {'PASS' if rep.failed == 0 else 'FAIL'} ({rep.passed} "
-              f"passed, {rep.failed} failed)")
-        return 0 if rep.failed == 0 else 1
+        return rep.summary("check_qgemv --stress")
     check_refusals(g, rep, dev)
     check_rows(g, rep, dev)
     check_shapes(g, rep, dev)
     check_norm(g, rep, dev)
     check_variants(g, rep, dev)
-    print("worst relative error per case:")
-    for k, v in sorted(rep.worst.items()):
-        print(f"  {k:<40} {v:.3e}")
-    print(f"checks took {time.time() - t0:.1f} s", flush=True)
+    rep.print_worst(40, t0)
     if a.bench:
         run_bench(g, dev)
-    print(f"check_qgemv: {'PASS' if rep.failed == 0 else 'FAIL'} ({rep.passed} passed, "
-          f"{rep.failed} failed)")
-    return 0 if rep.failed == 0 else 1
+    return rep.summary("check_qgemv")
 
 
 if __name__ == "__main__":
