@@ -175,6 +175,15 @@ __device__ __forceinline__ uint32_t qm_scale_pair(uint32_t q, float s, float m) 
     return qm_bf2(lo, hi);
 }
 
+/* bf16(q · (dh + dl)) of a pair of exact integers q, dh and dl bf16 pairs with q · dl exact: one
+ * exact product, then one fused multiply-add rounded once. */
+__device__ __forceinline__ uint32_t qm_fma_pair(uint32_t q, uint32_t dh, uint32_t dl) {
+    uint32_t lo, r;
+    asm("fma.rn.bf16x2 %0, %1, %2, %3;\n" : "=r"(lo) : "r"(q), "r"(dl), "r"(0x80008000u));
+    asm("fma.rn.bf16x2 %0, %1, %2, %3;\n" : "=r"(r) : "r"(q), "r"(dh), "r"(lo));
+    return r;
+}
+
 /* The lane's 8 weights of block u (qweights' order) as bf16 values bf16(dequantize(w)): the
  * exact integers of qweights times the block's fp32 scale, plus its fp32 min (Q4_1 / Q5_1: m;
  * the K-quants: −dmin · m); Q6_K / Q3_K / Q2_K: pairs 0-1 (the block's first 16 elements in this
@@ -193,6 +202,19 @@ template <int TYPE> __device__ __forceinline__ uint4 qm_weights(const qgrp<TYPE>
                           qm_scale_pair<M>(q.z, b, mb), qm_scale_pair<M>(q.w, b, mb));
     }
     const float d = qscale<TYPE>(w, 0, u), m = M ? qmin<TYPE>(w, 0, u) : 0.0f;
+    if constexpr (TYPE == QT_Q4_0 || TYPE == QT_Q5_0) {
+        /* The same bits in two bf16x2 FMAs a pair: d (an fp16, 11 significant bits) = dh + dl with
+         * dh = bf16(d) and dl = d − dh (at most 3 significant bits, exact in bf16); q · dl (q − 8
+         * or q − 16: at most 5 bits) is exact in bf16, and the fused q · dh + q · dl = q · d is
+         * rounded once, as fg_qdequant_bf16 rounds its exact fp32 d · q. (Not for Q8_0, whose
+         * 8-bit q makes q · dl inexact, nor where a min or a 6-bit scale joins in.) */
+        const __nv_bfloat16 hb = __float2bfloat16_rn(d);
+        const __nv_bfloat16 lb = __float2bfloat16_rn(d - __bfloat162float(hb));
+        const uint32_t dh = qm_bf2(__bfloat162float(hb), __bfloat162float(hb));
+        const uint32_t dl = qm_bf2(__bfloat162float(lb), __bfloat162float(lb));
+        return make_uint4(qm_fma_pair(q.x, dh, dl), qm_fma_pair(q.y, dh, dl),
+                          qm_fma_pair(q.z, dh, dl), qm_fma_pair(q.w, dh, dl));
+    }
     return make_uint4(qm_scale_pair<M>(q.x, d, m), qm_scale_pair<M>(q.y, d, m),
                       qm_scale_pair<M>(q.z, d, m), qm_scale_pair<M>(q.w, d, m));
 }

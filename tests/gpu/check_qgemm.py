@@ -12,6 +12,8 @@ fp32 summation and y's rounding):
     the SmolLM2 q|k|v, gate|up and output head (fp32 y), and odd shapes (7 rows, a partial last
     group of 4 blocks, 1000 rows), each with the k split fg_qgemm picks, one part, and 3 parts
     (a second kernel sums the parts), bf16 y; at n = 64 also the other epilogues and fp32 y;
+  - the weights bit for bit fg_qdequant_bf16's (64 one-hot x rows: y = single products, against
+    the dequantized matrix's columns), staged and register-read shapes;
   - y's guard untouched, outputs past n untouched (poisoned); deterministic (twice, bit for bit,
     for one split count), CUDA-graph replay = eager with the first launch of the kernel inside the
     capture (its shared-memory attribute set there);
@@ -129,6 +131,34 @@ def check_shapes(g, rep, dev):
             rep.add(y1 is not None and torch.equal(y1, y2), f"{tname} {name} deterministic")
             print(f"  {tname} {name}: splits picked {sorted(picked)} ({rep.passed} passed, "
                   f"{rep.failed} failed so far)", flush=True)
+            del qc
+
+
+def check_weights(g, rep, dev):
+    """The weights the kernel multiplies are fg_qdequant_bf16's bits: x = 64 one-hot rows (random
+    columns, the first and last among them), so y (fp32, STORE) holds single products 1 · w, which
+    must equal the dequantized matrix's columns bit for bit; on a staged shape and on one read
+    through registers (a partial last group)."""
+    for wt, (tname, _, _) in cq.TYPES.items():
+        for od, idim in ((4096, 4096), (96, 576)):
+            if not cq.fits(wt, idim):
+                continue
+            qc = cq.QCase(g, wt, od, idim, dev)
+            dq = torch.empty(od, idim, dtype=torch.bfloat16, device=dev)
+            st = g.lib.fg_qdequant_bf16(dq.data_ptr(), qc.packed.data_ptr(), wt, od, idim, g.s())
+            cols = torch.randint(0, idim, (MAXN,), device=dev)
+            cols[0], cols[-1] = 0, idim - 1
+            x = torch.zeros(MAXN, idim, device=dev)
+            x[torch.arange(MAXN, device=dev), cols] = 1.0
+            x = x.bfloat16()
+            work = torch.empty(MAXN * od, dtype=torch.float32, device=dev)
+            y, why = run_y(g, qc, x, None, MAXN, od, STORE, 1, 1, work)
+            tag = f"{tname} {od}x{idim} weights = fg_qdequant_bf16's bits"
+            if st != 0 or why:
+                rep.add(False, tag, None, f"status {st} {why}")
+                continue
+            rep.add(torch.equal(y, dq.float()[:, cols].t()), tag, None,
+                    f"{int((y != dq.float()[:, cols].t()).sum())} elements differ")
             del qc
 
 
@@ -280,6 +310,7 @@ def main():
             print(f"{name} {tname} n={n}: status {st}")
         return 0
     check_refusals(g, rep, dev)
+    check_weights(g, rep, dev)
     check_graph(g, rep, dev)
     check_shapes(g, rep, dev)
     rep.print_worst(48, t0)
