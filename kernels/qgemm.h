@@ -1,7 +1,8 @@
 /* qgemm.h — CUDA: the product of up to 64 activation rows with a GGUF weight in the packed layout
- * of kernels/qgemv.h, without a bf16 copy of the weight: the batches past the GEMV's 16 rows and
- * up to 64 (decode at serving batches), which otherwise dequantize W into a bf16 scratch and run
- * cuBLASLt (reading and writing 4 bytes per weight more than the quantized blocks hold).
+ * of kernels/qgemv.h, without a bf16 copy of the weight: the batches from where the GEMV falls
+ * behind (17 rows, 9 for Q8_0 / Q4_0: fg_qgemm_min_rows) up to 64 (decode at serving batches),
+ * which otherwise dequantize W into a bf16 scratch and run cuBLASLt (reading and writing 4 bytes
+ * per weight more than the quantized blocks hold).
  *
  * y (n, out_dim) = epilogue(x (n, in_dim) · Wᵀ), the types and epilogues of fg_qgemv (STORE, ADD,
  * SWIGLU with W's gate rows then up rows; y bf16 or fp32). The numbers are those of the path it
