@@ -1028,47 +1028,45 @@ static void cu_qlinear(void *ctx, const struct fg_qlinear *a) {
                                                                : FG_QGEMV_MAX_ROWS;
     const int sliced = c->use_gemv && a->n <= gemv_rows;
     const int fits = a->w_scratch && w_bf16 <= a->w_scratch_bytes;
-    if (!sliced && a->n <= c->qgemm_rows &&
-        fg_qgemm_supported((int)w->type, a->n, in_dim, out_dim)) {
-        /* past the GEMV's rows and up to 64: W read once in its blocks (kernels/qgemm.h), the
-         * k split's parts in the bf16 scratch (unused on this path) */
+    const int qgemm =
+        !sliced && a->n <= c->qgemm_rows && fg_qgemm_supported((int)w->type, a->n, in_dim, out_dim);
+    if (qgemm || (!sliced && fits)) {
         const void *h = a->x;
         if (a->norm_w) {
             cu_rmsnorm(c, a->h, a->x, a->norm_w, a->n, in_dim, a->eps);
             h = a->h;
         }
-        int e = fg_qgemm(out, f32, h, w->data, (int)w->type, a->n, in_dim, out_dim, epi, 0,
-                         a->w_scratch, a->w_scratch ? a->w_scratch_bytes : 0, c->stream);
-        if (e != 0) {
-            ctx_fail(c, "qgemm %d x %d x %d (type %u): %s", a->n, in_dim, out_dim, w->type,
-                     cudaGetErrorString((cudaError_t)e));
-            return;
-        }
-        if (strided) ql_place(c, a, out_es, out_dim);
-        return;
-    }
-    if (!sliced && fits) {
-        /* past the GEMV's rows: W in bf16 through the scratch, then the bf16 path */
-        int e = fg_qdequant_bf16(a->w_scratch, w->data, (int)w->type, w->rows, in_dim, c->stream);
-        if (e != 0) {
-            ctx_fail(c, "fg_qdequant_bf16 %d x %d: %s", w->rows, in_dim,
-                     cudaGetErrorString((cudaError_t)e));
-            return;
-        }
-        const void *h = a->x;
-        if (a->norm_w) {
-            cu_rmsnorm(c, a->h, a->x, a->norm_w, a->n, in_dim, a->eps);
-            h = a->h;
-        }
-        if (swiglu) {
-            lt_matmul(c, a->act_scratch, CUDA_R_16BF, h, a->w_scratch, a->n, in_dim, w->rows, 0);
-            size_t total = (size_t)a->n * out_dim;
-            k_swiglu_rows<<<blocks_for(total, 256), 256, 0, c->stream>>>(
-                (__nv_bfloat16 *)a->out, (const __nv_bfloat16 *)a->act_scratch, out_dim, total);
-            CK_LAUNCH(c);
+        if (qgemm) {
+            /* past the GEMV's rows and up to 64: W read once in its blocks (kernels/qgemm.h), the
+             * k split's parts in the bf16 scratch (unused on this path) */
+            int e = fg_qgemm(out, f32, h, w->data, (int)w->type, a->n, in_dim, out_dim, epi, 0,
+                             a->w_scratch, a->w_scratch ? a->w_scratch_bytes : 0, c->stream);
+            if (e != 0) {
+                ctx_fail(c, "qgemm %d x %d x %d (type %u): %s", a->n, in_dim, out_dim, w->type,
+                         cudaGetErrorString((cudaError_t)e));
+                return;
+            }
         } else {
-            lt_matmul(c, out, f32 ? CUDA_R_32F : CUDA_R_16BF, h, a->w_scratch, a->n, in_dim,
-                      out_dim, add);
+            /* past fg_qgemm's rows (or FLASHGEN_QGEMM_ROWS=0): W in bf16 through the scratch,
+             * then the bf16 path */
+            int e =
+                fg_qdequant_bf16(a->w_scratch, w->data, (int)w->type, w->rows, in_dim, c->stream);
+            if (e != 0) {
+                ctx_fail(c, "fg_qdequant_bf16 %d x %d: %s", w->rows, in_dim,
+                         cudaGetErrorString((cudaError_t)e));
+                return;
+            }
+            if (swiglu) {
+                lt_matmul(c, a->act_scratch, CUDA_R_16BF, h, a->w_scratch, a->n, in_dim, w->rows,
+                          0);
+                size_t total = (size_t)a->n * out_dim;
+                k_swiglu_rows<<<blocks_for(total, 256), 256, 0, c->stream>>>(
+                    (__nv_bfloat16 *)a->out, (const __nv_bfloat16 *)a->act_scratch, out_dim, total);
+                CK_LAUNCH(c);
+            } else {
+                lt_matmul(c, out, f32 ? CUDA_R_32F : CUDA_R_16BF, h, a->w_scratch, a->n, in_dim,
+                          out_dim, add);
+            }
         }
         if (strided) ql_place(c, a, out_es, out_dim);
         return;

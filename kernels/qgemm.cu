@@ -156,12 +156,6 @@ __device__ __forceinline__ void qm_read_w(qgrp<TYPE> &w, const uint8_t *img, int
         w.h.x = *reinterpret_cast<const uint32_t *>(img + I::q + I::s + I::m + 4 * lane);
 }
 
-/* The bf16 pair of fp32 values (lo, hi). */
-__device__ __forceinline__ uint32_t qm_bf2(float lo, float hi) {
-    const __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
-    return *reinterpret_cast<const uint32_t *>(&h);
-}
-
 /* s · q (+ m) of a pair of exact integers q (a bf16 pair), in fp32 with each operation rounded
  * (none fused), rounded once to bf16: fg_qdequant_bf16's values (model/gguf_quant.c's order). */
 template <bool MINS>
@@ -172,7 +166,7 @@ __device__ __forceinline__ uint32_t qm_scale_pair(uint32_t q, float s, float m) 
         lo = __fadd_rn(lo, m);
         hi = __fadd_rn(hi, m);
     }
-    return qm_bf2(lo, hi);
+    return qbf2_rn(lo, hi);
 }
 
 /* bf16(q · (dh + dl)) of a pair of exact integers q, dh and dl bf16 pairs with q · dl exact: one
@@ -210,8 +204,8 @@ template <int TYPE> __device__ __forceinline__ uint4 qm_weights(const qgrp<TYPE>
          * 8-bit q makes q · dl inexact, nor where a min or a 6-bit scale joins in.) */
         const __nv_bfloat16 hb = __float2bfloat16_rn(d);
         const __nv_bfloat16 lb = __float2bfloat16_rn(d - __bfloat162float(hb));
-        const uint32_t dh = qm_bf2(__bfloat162float(hb), __bfloat162float(hb));
-        const uint32_t dl = qm_bf2(__bfloat162float(lb), __bfloat162float(lb));
+        const uint32_t dh = qbf2_rn(__bfloat162float(hb), __bfloat162float(hb));
+        const uint32_t dl = qbf2_rn(__bfloat162float(lb), __bfloat162float(lb));
         return make_uint4(qm_fma_pair(q.x, dh, dl), qm_fma_pair(q.y, dh, dl),
                           qm_fma_pair(q.z, dh, dl), qm_fma_pair(q.w, dh, dl));
     }
@@ -423,10 +417,9 @@ static int qm_units(int out_dim, int epilogue) {
 /* One part when the row blocks alone give every SM one; else as many parts as fill the SMs' two
  * blocks each in one wave (a second, partial wave would take as long as the first), each part at
  * least 4 groups (512 columns) long, and no more parts than the work area holds. */
-extern "C" int fg_qgemm_pick_splits(int wtype, int n, int in_dim, int out_dim, int epilogue,
-                                    size_t work_bytes) {
-    if (!fg_qgemm_supported(wtype, n, in_dim, out_dim)) return 0;
-    const int blocks = (qm_units(out_dim, epilogue) + QM_KW - 1) / QM_KW, sms = qm_sms();
+static int qm_pick_splits(int n, int in_dim, int out_dim, int epilogue, size_t work_bytes,
+                          int sms) {
+    const int blocks = (qm_units(out_dim, epilogue) + QM_KW - 1) / QM_KW;
     if (blocks >= sms) return 1;
     const int ng = (in_dim / 32 + 3) / 4;
     int s = max(1, 2 * sms / blocks);
@@ -435,6 +428,12 @@ extern "C" int fg_qgemm_pick_splits(int wtype, int n, int in_dim, int out_dim, i
     const size_t per = (size_t)n * rows * sizeof(float);
     if ((size_t)s * per > work_bytes) s = (int)(work_bytes / per);
     return max(1, s);
+}
+
+extern "C" int fg_qgemm_pick_splits(int wtype, int n, int in_dim, int out_dim, int epilogue,
+                                    size_t work_bytes) {
+    if (!fg_qgemm_supported(wtype, n, in_dim, out_dim)) return 0;
+    return qm_pick_splits(n, in_dim, out_dim, epilogue, work_bytes, qm_sms());
 }
 
 extern "C" int fg_qgemm(void *y, int y_f32, const void *x, const void *w, int wtype, int n,
@@ -447,7 +446,8 @@ extern "C" int fg_qgemm(void *y, int y_f32, const void *x, const void *w, int wt
     const int swiglu = epilogue == FG_GEMV_SWIGLU;
     const qlayout l = qlayout_of(wtype, swiglu ? 2 * out_dim : out_dim, in_dim);
     const int ng = (l.nb + 3) / 4;
-    if (splits == 0) splits = fg_qgemm_pick_splits(wtype, n, in_dim, out_dim, epilogue, work_bytes);
+    const int sms = qm_sms();
+    if (splits == 0) splits = qm_pick_splits(n, in_dim, out_dim, epilogue, work_bytes, sms);
     if (splits > ng) return (int)cudaErrorInvalidValue;
     qgemm_params P = {};
     P.q.y = y;
@@ -502,7 +502,7 @@ extern "C" int fg_qgemm(void *y, int y_f32, const void *x, const void *w, int wt
     if (e == cudaSuccess) e = cudaGetLastError();
     if (e != cudaSuccess || splits == 1) return (int)e;
     const size_t total = (size_t)n * out_dim;
-    cfg.gridDim = dim3((unsigned)min((total + 255) / 256, (size_t)4 * qm_sms()));
+    cfg.gridDim = dim3((unsigned)min((total + 255) / 256, (size_t)4 * sms));
     cfg.blockDim = dim3(256);
     cfg.dynamicSmemBytes = 0;
     e = cudaLaunchKernelEx(&cfg, qgemm_reduce_kernel, P, splits);

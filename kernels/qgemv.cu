@@ -1042,8 +1042,7 @@ __global__ void qdequant_q6k_kernel(__nv_bfloat16 *dst, const uint8_t *w, int ro
                            (int)((hb >> ((s & 1) * 8 + (s >> 1) * 2)) & 3u) << 4;
             v[k] = __fmul_rn(dl[s >> 2], (float)(qv - 32));
         }
-        const __nv_bfloat162 h = __floats2bfloat162_rn(v[0], v[1]);
-        pr[e] = *reinterpret_cast<const uint32_t *>(&h);
+        pr[e] = qbf2_rn(v[0], v[1]);
     }
     q6_store(out, t, make_uint4(pr[0], pr[1], pr[2], pr[3]));
 }
@@ -1143,8 +1142,7 @@ __global__ void qdequant_k23_kernel(__nv_bfloat16 *dst, const uint8_t *w, int ro
             v[k] = Q3 ? __fmul_rn(dl[s >> 2], (float)(qv - (hb >> s & 1u ? 0 : 4)))
                       : __fsub_rn(__fmul_rn(dl[s >> 2], (float)qv), ml[s >> 2]);
         }
-        const __nv_bfloat162 h = __floats2bfloat162_rn(v[0], v[1]);
-        pr[e] = *reinterpret_cast<const uint32_t *>(&h);
+        pr[e] = qbf2_rn(v[0], v[1]);
     }
     q6_store(out, t, make_uint4(pr[0], pr[1], pr[2], pr[3]));
 }
@@ -1196,8 +1194,7 @@ __global__ void qdequant_kernel(__nv_bfloat16 *dst, const uint8_t *w, int rows, 
     uint32_t pr[4];
 #pragma unroll
     for (int e = 0; e < 4; e++) {
-        const __nv_bfloat162 h = __floats2bfloat162_rn(v[2 * e], v[2 * e + 1]);
-        pr[e] = *reinterpret_cast<const uint32_t *>(&h);
+        pr[e] = qbf2_rn(v[2 * e], v[2 * e + 1]);
     }
     reinterpret_cast<uint4 *>(dst)[i] = make_uint4(pr[0], pr[1], pr[2], pr[3]);
 }

@@ -324,6 +324,13 @@ __device__ __forceinline__ uint32_t qpack(float lo, float hi) {
     return __byte_perm(__float_as_uint(lo), __float_as_uint(hi), 0x7632u);
 }
 
+/* The bf16 pair (lo, hi) of two fp32 values, each rounded to nearest (the dequantized weights'
+ * one rounding; qpack above truncates, for exact small integers only). */
+__device__ __forceinline__ uint32_t qbf2_rn(float lo, float hi) {
+    const __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<const uint32_t *>(&h);
+}
+
 /* One nibble pair (bits 0-3 and 16-19 of v) as the bf16 pair (q − off, q' − off), exact. */
 __device__ __forceinline__ uint32_t qnib_pair(uint32_t v, uint32_t neg_off) {
     uint32_t b, r; /* bf16 128 + q: (v & mask) | 0x4300 in one LOP3 (the mask in a register) */

@@ -110,10 +110,10 @@ def check_shapes(g, rep, dev):
             ng = (idim // 32 + 3) // 4
             picked = set()
             for n in NS:
-                todo = [(od, epi, yf)]
+                calls = [(od, epi, yf)]
                 if n == MAXN:
-                    todo += [(o, e, f) for o, e in alts for f in (0, 1) if (o, e, f) != (od, epi, yf)]
-                for o, e, f in todo:
+                    calls += [(o, e, f) for o, e in alts for f in (0, 1) if (o, e, f) != (od, epi, yf)]
+                for o, e, f in calls:
                     auto = g.lib.fg_qgemm_pick_splits(wt, n, idim, o, e, work.numel() * 4)
                     picked.add(auto)
                     for splits in sorted({0, 1, min(3, ng)}):
