@@ -73,6 +73,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 #include "attention_wgmma.cuh"
 #include "gemv.h"
@@ -427,7 +428,7 @@ __host__ __device__ __forceinline__ qbulk_parts qbulk_parts_of(int wtype, int g)
     return b;
 }
 
-template <int TYPE, int RT, int KW, int ST, int MINB, bool NORM, bool R16>
+template <int TYPE, int RT, int KW, int ST, int MINB, bool NORM, bool R16, bool I8>
 __global__ void __launch_bounds__((KW + 1) * 32, MINB) qgemv_bulk_kernel(const qgemv_params p) {
     constexpr int QB = qtype<TYPE>::qb, HB = qtype<TYPE>::hb;
     __shared__ float red[KW][RT][FG_QGEMV_MAX_ROWS][8]; /* warp, W tile, act row, W row */
@@ -496,8 +497,15 @@ __global__ void __launch_bounds__((KW + 1) * 32, MINB) qgemv_bulk_kernel(const q
         qnorm_rows<KW>(p, sc);
         named_bar_sync(1, nthr);
     }
-    qxsrc xs = qxsrc_make<NORM, R16>(
-        p, sc, reinterpret_cast<__nv_bfloat16 *>(qsm + (size_t)ST * stage_bytes), nthr, true);
+    qxsrc xs = {};
+    qi8src xi = {};
+    if constexpr (I8) { /* x quantized once per block (qi8_make), behind barrier 1 */
+        xi = qi8_make<TYPE, NORM>(p, sc, qsm + (size_t)ST * stage_bytes, nthr);
+        named_bar_sync(1, nthr);
+    } else {
+        xs = qxsrc_make<NORM, R16>(
+            p, sc, reinterpret_cast<__nv_bfloat16 *>(qsm + (size_t)ST * stage_bytes), nthr, true);
+    }
 
     int s = 0;
     uint32_t ph = 0;
@@ -553,7 +561,11 @@ __global__ void __launch_bounds__((KW + 1) * 32, MINB) qgemv_bulk_kernel(const q
             __syncwarp();
             if (lane == 0) mbar_arrive(bar0 + 8 * (ST + s));
             mbar_ring_next(s, ph, ST);
-            if (gq < ng) qgroup<TYPE, RT, NORM, R16, true>(acc, w, p, gq, xs, t);
+            if constexpr (I8) {
+                if (gq < ng) qgroup_i8<TYPE, RT>(acc, w, xi, gq, p.n);
+            } else {
+                if (gq < ng) qgroup<TYPE, RT, NORM, R16, true>(acc, w, p, gq, xs, t);
+            }
         }
         xs.h0 = xs.h1 = nullptr; /* h is whole after the first item */
 #pragma unroll
@@ -576,6 +588,9 @@ struct qgemv_variant {
     int rt, kw, stages;
     int bulk;             /* qgemv_bulk_kernel (stages: its ring's) */
     qgemv_fn k[10][2][2]; /* type (qtype_index), NORM, R16 */
+    int i8;   /* int8 activations (Q8_0 and Q4_0, n <= 8: qgemv_i8_serves; NULL kernels else) */
+    int twin; /* i8: the bf16-activation variant of the same shape, for the calls it does not serve
+               */
 };
 
 #define QG_K(T, RT, KW, MB, PF, S, SW, NORM, R16)                                                  \
@@ -591,15 +606,15 @@ struct qgemv_variant {
     }
 #define QG_V(RT, KW, MB, PF, S, SW)                                                                \
     {                                                                                              \
-        "rt" #RT "_kw" #KW "_mb" #MB "_pf" #PF "_s" #S "_sw" #SW, RT, KW, S, 0, {                  \
-            QG_T(QT_Q8_0, RT, KW, MB, PF, S, SW), QG_T(QT_Q4_0, RT, KW, MB, PF, S, SW),            \
-                QG_T(QT_Q4_1, RT, KW, MB, PF, S, SW), QG_T(QT_Q4_K, RT, KW, MB, PF, S, SW),        \
-                QG_T(QT_Q6_K, RT, KW, MB, PF, S, SW), QG_T(QT_Q5_0, RT, KW, MB, PF, S, SW),        \
-                QG_T(QT_Q5_1, RT, KW, MB, PF, S, SW), QG_T(QT_Q5_K, RT, KW, MB, PF, S, SW),        \
-                QG_T(QT_Q3_K, RT, KW, MB, PF, S, SW), QG_T(QT_Q2_K, RT, KW, MB, PF, S, SW)         \
-        }                                                                                          \
+        "rt" #RT "_kw" #KW "_mb" #MB "_pf" #PF "_s" #S "_sw" #SW, RT, KW, S, 0,                    \
+            {QG_T(QT_Q8_0, RT, KW, MB, PF, S, SW), QG_T(QT_Q4_0, RT, KW, MB, PF, S, SW),           \
+             QG_T(QT_Q4_1, RT, KW, MB, PF, S, SW), QG_T(QT_Q4_K, RT, KW, MB, PF, S, SW),           \
+             QG_T(QT_Q6_K, RT, KW, MB, PF, S, SW), QG_T(QT_Q5_0, RT, KW, MB, PF, S, SW),           \
+             QG_T(QT_Q5_1, RT, KW, MB, PF, S, SW), QG_T(QT_Q5_K, RT, KW, MB, PF, S, SW),           \
+             QG_T(QT_Q3_K, RT, KW, MB, PF, S, SW), QG_T(QT_Q2_K, RT, KW, MB, PF, S, SW)},          \
+            0, 0                                                                                   \
     }
-#define QG_BK(T, RT, KW, ST, MB, NORM, R16) qgemv_bulk_kernel<T, RT, KW, ST, MB, NORM, R16>
+#define QG_BK(T, RT, KW, ST, MB, NORM, R16) qgemv_bulk_kernel<T, RT, KW, ST, MB, NORM, R16, false>
 #define QG_BT(T, RT, KW, ST, MB)                                                                   \
     {                                                                                              \
         {QG_BK(T, RT, KW, ST, MB, false, false), QG_BK(T, RT, KW, ST, MB, false, true)},           \
@@ -607,19 +622,49 @@ struct qgemv_variant {
     }
 #define QG_VB(RT, KW, ST, MB)                                                                      \
     {                                                                                              \
-        "bulk_rt" #RT "_kw" #KW "_st" #ST "_mb" #MB, RT, KW, ST, 1, {                              \
-            QG_BT(QT_Q8_0, RT, KW, ST, MB), QG_BT(QT_Q4_0, RT, KW, ST, MB),                        \
-                QG_BT(QT_Q4_1, RT, KW, ST, MB), QG_BT(QT_Q4_K, RT, KW, ST, MB),                    \
-                QG_BT(QT_Q6_K, RT, KW, ST, MB), QG_BT(QT_Q5_0, RT, KW, ST, MB),                    \
-                QG_BT(QT_Q5_1, RT, KW, ST, MB), QG_BT(QT_Q5_K, RT, KW, ST, MB),                    \
-                QG_BT(QT_Q3_K, RT, KW, ST, MB), QG_BT(QT_Q2_K, RT, KW, ST, MB)                     \
+        "bulk_rt" #RT "_kw" #KW "_st" #ST "_mb" #MB, RT, KW, ST, 1,                                \
+            {QG_BT(QT_Q8_0, RT, KW, ST, MB), QG_BT(QT_Q4_0, RT, KW, ST, MB),                       \
+             QG_BT(QT_Q4_1, RT, KW, ST, MB), QG_BT(QT_Q4_K, RT, KW, ST, MB),                       \
+             QG_BT(QT_Q6_K, RT, KW, ST, MB), QG_BT(QT_Q5_0, RT, KW, ST, MB),                       \
+             QG_BT(QT_Q5_1, RT, KW, ST, MB), QG_BT(QT_Q5_K, RT, KW, ST, MB),                       \
+             QG_BT(QT_Q3_K, RT, KW, ST, MB), QG_BT(QT_Q2_K, RT, KW, ST, MB)},                      \
+            0, 0                                                                                   \
+    }
+#define QG_IK(T, RT, KW, ST, MB, NORM) qgemv_bulk_kernel<T, RT, KW, ST, MB, NORM, false, true>
+#define QG_IT(T, RT, KW, ST, MB)                                                                   \
+    { {QG_IK(T, RT, KW, ST, MB, false), nullptr}, {QG_IK(T, RT, KW, ST, MB, true), nullptr}, }
+#define QG_NT                                                                                      \
+    {                                                                                              \
+        {nullptr, nullptr}, {                                                                      \
+            nullptr, nullptr                                                                       \
         }                                                                                          \
+    }
+/* (the rows of qtype_index: Q8_0, Q4_0, then the types it does not serve) */
+#define QG_VI(RT, KW, ST, MB, TWIN)                                                                \
+    {                                                                                              \
+        "i8_rt" #RT "_kw" #KW "_st" #ST "_mb" #MB, RT, KW, ST, 1,                                  \
+            {QG_IT(QT_Q8_0, RT, KW, ST, MB),                                                       \
+             QG_IT(QT_Q4_0, RT, KW, ST, MB),                                                       \
+             QG_NT,                                                                                \
+             QG_NT,                                                                                \
+             QG_NT,                                                                                \
+             QG_NT,                                                                                \
+             QG_NT,                                                                                \
+             QG_NT,                                                                                \
+             QG_NT,                                                                                \
+             QG_NT},                                                                               \
+            1, TWIN                                                                                \
     }
 static const qgemv_variant qgemv_variants[] = {
     QG_V(2, 8, 2, 0, 0, 1), QG_V(2, 8, 3, 0, 0, 1), QG_V(2, 8, 2, 0, 4, 1), QG_V(2, 8, 2, 0, 0, 0),
     QG_V(2, 8, 3, 0, 0, 0), QG_V(2, 8, 2, 0, 4, 0), QG_V(1, 8, 3, 0, 0, 0), QG_VB(2, 8, 4, 2),
-    QG_VB(2, 8, 3, 3),      QG_VB(2, 4, 6, 3),      QG_VB(4, 8, 3, 2),
+    QG_VB(2, 8, 3, 3),      QG_VB(2, 4, 6, 3),      QG_VB(4, 8, 3, 2),      QG_VI(2, 8, 4, 2, 7),
+    QG_VI(2, 8, 3, 3, 8),   QG_VI(4, 8, 3, 2, 10),
 };
+#undef QG_VI
+#undef QG_NT
+#undef QG_IT
+#undef QG_IK
 #undef QG_VB
 #undef QG_BT
 #undef QG_BK
@@ -706,12 +751,57 @@ extern "C" const char *fg_qgemv_variant_name(int v) {
 enum {
     QG_PICK = 0,
     QG_PICK_NORM_Q4 = 1,
-    QG_PICK_BULK = 7,     /* bulk_rt2_kw8_st4_mb2 */
-    QG_PICK_BULK_MB3 = 8, /* bulk_rt2_kw8_st3_mb3 */
-    QG_PICK_BULK_RT4 = 10 /* bulk_rt4_kw8_st3_mb2 */
+    QG_PICK_BULK = 7,      /* bulk_rt2_kw8_st4_mb2 */
+    QG_PICK_BULK_MB3 = 8,  /* bulk_rt2_kw8_st3_mb3 */
+    QG_PICK_BULK_RT4 = 10, /* bulk_rt4_kw8_st3_mb2 */
+    QG_PICK_I8 = 11,       /* i8_rt2_kw8_st4_mb2, 7's twin on int8 activations */
+    QG_PICK_I8_RT4 = 13    /* i8_rt4_kw8_st3_mb2 (10's) */
 };
 
+/* The most shared memory the int8 x may take (qi8_bytes: n = 1 of the 14336-wide down projection
+ * is 21 KB, n = 8 of a 4096-wide row 41 KB). */
+#define QG_I8_MAX (64 * 1024)
+
+/* The calls the i8 variants serve: Q8_0 and Q4_0, n <= 8, the bulk kernel's shapes (whole groups
+ * and tiles), the quantized x within QG_I8_MAX. */
+static int qgemv_i8_serves(int wtype, int n, int in_dim, int out_dim) {
+    return (wtype == QT_Q8_0 || wtype == QT_Q4_0) && n >= 1 && n <= 8 && in_dim % 128 == 0 &&
+           out_dim % 8 == 0 && qi8_bytes(n, in_dim) <= QG_I8_MAX;
+}
+
+/* FLASHGEN_QGEMV_I8=0: the picks stay on bf16 activations (an A/B knob; read once). */
+static int qgemv_i8_on(void) {
+    static int on = -1; /* (a benign race: every thread computes the same value) */
+    if (on < 0) {
+        const char *e = getenv("FLASHGEN_QGEMV_I8");
+        on = !(e && e[0] == '0');
+    }
+    return on;
+}
+
+extern "C" int fg_qgemv_variant_i8(int v, int wtype, int n, int in_dim, int out_dim) {
+    return v >= 0 && v < QG_N_VARIANTS && qgemv_variants[v].i8 &&
+           qgemv_i8_serves(wtype, n, in_dim, out_dim);
+}
+
+static int qgemv_pick_bf16(int wtype, int n, int in_dim, int out_dim, int epilogue, int norm);
+
+/* The bf16-activation pick, or an int8 one where that was measured faster: from
+ * bench/results/qgemv_i8_h200_2026-12-04.log (µs per call in a CUDA graph, the 8B layer, n = 1,
+ * every variant), the fused-norm calls at n = 1 — Q8_0 q|k|v i8_rt2_kw8_st4_mb2 10.97 against the
+ * best bf16 variant's 12.76, gate|up 31.51 against 36.84; Q4_0 gate|up i8_rt4_kw8_st3_mb2 22.94
+ * against 25.65 (its q|k|v 9.30 against 8.74: bf16). Not the o and down projections (no norm:
+ * every block quantizing the whole x costs more than it saves, 6.54 / 17.32 against 5.56 /
+ * 14.84 for Q4_0), nor n = 8 (within 1 % or slower). */
 extern "C" int fg_qgemv_pick(int wtype, int n, int in_dim, int out_dim, int epilogue, int norm) {
+    const int v = qgemv_pick_bf16(wtype, n, in_dim, out_dim, epilogue, norm);
+    if (v < 0 || n != 1 || !norm || !qgemv_i8_on() || !qgemv_i8_serves(wtype, n, in_dim, out_dim))
+        return v;
+    if (wtype == QT_Q8_0) return QG_PICK_I8;
+    return epilogue == FG_GEMV_SWIGLU ? QG_PICK_I8_RT4 : v;
+}
+
+static int qgemv_pick_bf16(int wtype, int n, int in_dim, int out_dim, int epilogue, int norm) {
     if (!fg_qgemv_supported(wtype, n, in_dim, out_dim) || epilogue < FG_GEMV_STORE ||
         epilogue > FG_GEMV_SWIGLU)
         return -1;
@@ -722,8 +812,11 @@ extern "C" int fg_qgemv_pick(int wtype, int n, int in_dim, int out_dim, int epil
             return wtype == QT_Q8_0 && n == 1 ? QG_PICK_BULK_MB3 : QG_PICK_BULK_RT4;
         if (norm) return !wide ? QG_PICK_BULK_RT4 : n == 1 ? QG_PICK_BULK_MB3 : QG_PICK_BULK;
         if (h16) return QG_PICK;
-        if (in_dim >= 8192 && (n <= 8 || wtype == QT_Q8_0 || wtype == QT_Q4_K || wtype == QT_Q5_1 ||
-                               wtype == QT_Q5_K))
+        /* (not Q4_0 at n <= 8: the register kernel's 14.84 / 14.90 µs at n = 1 and 15.59 / 15.61
+         * at n = 8 against the bulk kernel's 16.62 / 16.63 and 17.81 / 17.90 in the two runs of
+         * bench/results/qgemv_i8{,_picks}_h200_2026-12-04.log) */
+        if (in_dim >= 8192 && ((n <= 8 && wtype != QT_Q4_0) || wtype == QT_Q8_0 ||
+                               wtype == QT_Q4_K || wtype == QT_Q5_1 || wtype == QT_Q5_K))
             return QG_PICK_BULK;
         if (wtype == QT_Q8_0 && n >= 8) return QG_PICK_BULK;
     }
@@ -744,6 +837,8 @@ static int qgemv_launch(int v, int norm, qgemv_params p, int wtype, int epilogue
         (uintptr_t)p.w % 16 || ((uintptr_t)p.gamma | (uintptr_t)p.h_out) % 16 || !p.y)
         return (int)cudaErrorInvalidValue;
     const qgemv_variant *vr = &qgemv_variants[v];
+    if (vr->i8 && !qgemv_i8_serves(wtype, p.n, p.in_dim, p.out_dim))
+        vr = &qgemv_variants[v = vr->twin];
     if (vr->bulk && (p.in_dim % 128 || p.out_dim % 8)) /* (not whole groups and tiles) */
         vr = &qgemv_variants[v = 0];
     const int swiglu = epilogue == FG_GEMV_SWIGLU;
@@ -773,12 +868,12 @@ static int qgemv_launch(int v, int norm, qgemv_params p, int wtype, int epilogue
                                  : (size_t)vr->kw * vr->stages * vr->rt * qring_np(wtype) * 512;
     if (vr->bulk) cfg.blockDim = dim3((unsigned)((vr->kw + 1) * 32));
     const size_t hs = (size_t)p.n * (p.in_dim + 32) * 2;
-    p.hs = norm && hs <= QG_HS_MAX;
-    cfg.dynamicSmemBytes = ring + (p.hs ? hs : 0);
+    p.hs = norm && hs <= QG_HS_MAX && !vr->i8;
+    cfg.dynamicSmemBytes = ring + (vr->i8 ? qi8_bytes(p.n, p.in_dim) : p.hs ? hs : 0);
     /* the attribute belongs to the function on one device: a flag per device (a benign race
      * between threads sets it twice) */
     static unsigned char smem_set[QG_MAX_DEVICES][QG_N_VARIANTS][10][2][2];
-    const size_t smem_max = ring + (norm ? QG_HS_MAX : 0);
+    const size_t smem_max = ring + (vr->i8 ? QG_I8_MAX : norm ? QG_HS_MAX : 0);
     /* (the bulk kernel's static arrays, 8 KB, count against the 48 KB default too) */
     if (smem_max > 48 * 1024 || vr->bulk) {
         int dev = 0;

@@ -28,8 +28,14 @@
  * −dmin·m_j formed in fp32 from the resident fp16 and 6-bit integers, never rounded to fp16; Q6_K,
  * Q3_K, Q2_K: each 16-element half of a block summed on its own and scaled by the exact fp32 d·sc;
  * Q2_K plus −dmin·m times the half's Σx).
- * Activations stay bf16 (no int8 quantization of x): the error is the bf16 GEMV's. Twin:
- * dequantize-then-fp64 in tests/gpu/check_qgemv.py.
+ * Activations: bf16 (the error is the bf16 GEMV's), except that Q8_0 and Q4_0 calls of n <= 8
+ * rows on whole groups and tiles run on int8 activations where the quantized x fits shared
+ * memory (fg_qgemv_variant_i8 says which; FLASHGEN_QGEMV_I8=0 turns it off): each 32-element
+ * block of x (after the fused norm: of h) as llama.cpp's integer kernels quantize it, d = amax /
+ * 127 and q = v · (1 / d) rounded to nearest even in fp32, the block's products exact integers
+ * (int8 mma), scaled by the fp32 d_w · d_x; the error beyond the bf16 GEMV's is that of x's
+ * rounding to 8 bits (kernels/qgemv_math.cuh, qi8_make). Twin: dequantize-then-fp64 in
+ * tests/gpu/check_qgemv.py (on the same quantized x for the int8 calls).
  *
  * The device layout (fg_qpack writes it, everything else here reads it). Rows are taken in tiles
  * of 8 (the last tile padded with zero rows), k in groups of 4 blocks (128 elements; the last
@@ -136,6 +142,9 @@ int fg_qgemv_variant(int v, void *y, int y_f32, const void *x, const void *w, in
 int fg_qgemv_norm_variant(int v, void *y, int y_f32, const void *x, const void *gamma, float eps,
                           void *h_out, const void *w, int wtype, int n, int in_dim, int out_dim,
                           int epilogue, void *stream);
+/* 1 when variant v runs this call on int8 activations (the "i8_" variants on the calls they
+ * serve; others run their bf16 twin, the bulk variant of the same shape). */
+int fg_qgemv_variant_i8(int v, int wtype, int n, int in_dim, int out_dim);
 
 /* The device layout of a quantized weight (above). A caller that keeps a GGUF weight on the
  * device allocates fg_qpack_bytes(wtype, rows, cols) bytes (16-byte aligned), copies the file's

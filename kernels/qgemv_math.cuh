@@ -752,6 +752,188 @@ __device__ __forceinline__ void qblock(float (&acc)[RT][4], const qgrp<TYPE> (&w
     }
 }
 
+/* Int8 activations (the i8 variants of qgemv.cu; Q8_0 and Q4_0 weights, n <= 8, SW): each
+ * 32-element block of x (or of the normed h) quantized as llama.cpp quantizes activations for its
+ * integer kernels (q8_1: d = amax / 127, q = v · (1 / d) rounded to nearest even; fp32, each
+ * operation correctly rounded, so tests/gpu/check_qgemv.py's torch model gives the same q), then
+ * one mma.m16n8k32 s8 × s8 → s32 per block and 16 W rows: Q8_0's int8 as they lie, Q4_0's nibbles
+ * by one mask each (its q − 8 through −8 Σq, below). The mma's k slots are relabelled: lane t's
+ * A words hold the 8 elements 8t .. 8t+7 of the block in the packed word's order and its B words
+ * the same elements of x in the same order, so the sum is the block's dot product. The int32 sum
+ * starts from the integer bits of fp32 1.5 · 2^23 (0x4B400000; Q4_0: minus 8 Σq of the x block),
+ * so the result read as fp32 is 1.5 · 2^23 + the exact dot (|dot| < 2^22), one FADD away from
+ * the dot; scaled by d_w · d_x (fp32) into the fp32 sums. */
+__device__ __forceinline__ void qimma(int (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2,
+                                      uint32_t a3, uint32_t b0, uint32_t b1) {
+    asm("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+        "{%8,%9}, {%0,%1,%2,%3};\n"
+        : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+#define QI8_BIAS 0x4B400000
+#define QI8_BIAS_F 12582912.0f
+
+/* Where a lane finds its quantized x: row g's bytes of block 0 at q (+ 8t), and the (d, bias)
+ * words of its accumulator columns 2t, 2t + 1 for block b at meta + b · np · 8 (hasm: 2t < np). */
+struct qi8src {
+    const uint8_t *q, *meta;
+    int np;
+    bool has0, hasm;
+};
+
+/* Shared memory of the quantized x: n rows of in_dim + 32 bytes (rows g and g + 1 of one load in
+ * different banks), then per block np (d, bias) pairs, np = n rounded up to even. */
+__host__ __device__ __forceinline__ int qi8_np(int n) {
+    return n < 2 ? 2 : (n + 1) & ~1;
+}
+
+__host__ __device__ __forceinline__ size_t qi8_bytes(int n, int in_dim) {
+    return (size_t)n * (in_dim + 32) + (size_t)(in_dim / 32) * qi8_np(n) * 8;
+}
+
+/* One thread's 16-byte chunk of x quantized (qi8_make): the 4 chunks of a block are in 4
+ * consecutive lanes, which meet by shuffles for the amax and Σq (every lane of the warp calls it:
+ * in = 0 for a lane past the rows, real = 0 for rows n .. np − 1, both with zero x). */
+template <int TYPE>
+__device__ __forceinline__ void qi8_chunk(uint4 xv, bool in, bool real, int row, int c, int np,
+                                          int xst, uint8_t *sm, uint8_t *meta) {
+    const uint32_t wd[4] = {xv.x, xv.y, xv.z, xv.w};
+    float v[8], am = 0.0f;
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+        v[2 * e] = __uint_as_float(wd[e] << 16);
+        v[2 * e + 1] = __uint_as_float(wd[e] & 0xffff0000u);
+    }
+#pragma unroll
+    for (int e = 0; e < 8; e++)
+        am = fmaxf(am, fabsf(v[e]));
+    am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, 1));
+    am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, 2));
+    const float d = __fdiv_rn(am, 127.0f), id = d != 0.0f ? __frcp_rn(d) : 0.0f;
+    /* q = rint(v · id) without the conversion unit (a quarter of the FMA rate): 1.5 · 2^23 + v · id
+     * rounded to fp32 is 1.5 · 2^23 + q exactly (|q| <= 127, ties to even as rint), so the bits are
+     * QI8_BIAS + q and their low byte is q's two's complement */
+    uint32_t qb[8];
+    int s = 0;
+#pragma unroll
+    for (int e = 0; e < 8; e++) {
+        qb[e] = __float_as_uint(__fadd_rn(__fmul_rn(v[e], id), QI8_BIAS_F));
+        s += (int)(qb[e] - (uint32_t)QI8_BIAS);
+    }
+    s += __shfl_xor_sync(0xffffffffu, s, 1);
+    s += __shfl_xor_sync(0xffffffffu, s, 2);
+    constexpr int o4[8] = {0, 4, 1, 5, 2, 6, 3, 7};
+    uint32_t b0 = 0u, b1 = 0u;
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+        const int e0 = TYPE == QT_Q4_0 ? o4[j] : j, e1 = TYPE == QT_Q4_0 ? o4[4 + j] : 4 + j;
+        b0 |= (qb[e0] & 0xffu) << (8 * j);
+        b1 |= (qb[e1] & 0xffu) << (8 * j);
+    }
+    if (real) *reinterpret_cast<uint2 *>(sm + (size_t)row * xst + 8 * c) = make_uint2(b0, b1);
+    if (in && (c & 3) == 0) {
+        const uint32_t k = (uint32_t)(TYPE == QT_Q4_0 ? QI8_BIAS - 8 * s : QI8_BIAS);
+        *reinterpret_cast<uint2 *>(meta + ((size_t)(c >> 2) * np + row) * 8) =
+            make_uint2(__float_as_uint(d), k);
+    }
+}
+
+/* Chunks a thread loads before it quantizes any (their loads in flight together: the prologue
+ * costs one L2 round trip per batch, not one per chunk); with the norm their gamma too. */
+#define QI8_BATCH(NORM) ((NORM) ? 4 : 8)
+
+/* The n rows of x (NORM: h = bf16(x · sc[row] · gamma), block 0 storing h to h_out) quantized into
+ * sm (qi8_bytes) by the nthr consumer threads: pass j of a thread takes 16-byte chunk
+ * j · nthr + threadIdx.x of the rows (in_dim % 32 == 0 and nthr % 32 == 0: a block's 4 chunks in
+ * 4 consecutive lanes). Rows n .. np − 1 get d = 0. Byte order within a lane's 8: Q8_0 the
+ * elements', Q4_0 (0, 4, 1, 5 | 2, 6, 3, 7), the order its nibble word's masks give. */
+template <int TYPE, bool NORM>
+__device__ __forceinline__ qi8src qi8_make(const qgemv_params &p, const float *sc, uint8_t *sm,
+                                           int nthr) {
+    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int cpr = p.in_dim / 8, np = qi8_np(p.n), xst = p.in_dim + 32;
+    uint8_t *meta = sm + (size_t)p.n * xst;
+    const int total = np * cpr, per = (total + nthr - 1) / nthr;
+    const bool store_h = NORM && p.h_out && blockIdx.x == 0;
+    constexpr int NB = QI8_BATCH(NORM);
+    for (int j0 = 0; j0 < per; j0 += NB) { /* (uniform: every lane, every pass) */
+        uint4 xv[NB];
+        gemv_gamma8 gm[NB];
+#pragma unroll
+        for (int j = 0; j < NB; j++) {
+            const int i = (j0 + j) * nthr + threadIdx.x, row = i / cpr, c = i % cpr;
+            xv[j] = make_uint4(0u, 0u, 0u, 0u);
+            gm[j] = gemv_gamma8{};
+            if (j0 + j < per && i < total && row < p.n) {
+                xv[j] = __ldg(reinterpret_cast<const uint4 *>(p.x + (size_t)row * p.in_dim) + c);
+                if (NORM) gm[j] = gemv_load_gamma(p.gamma + 8 * c);
+            }
+        }
+#pragma unroll
+        for (int j = 0; j < NB; j++) {
+            if (j0 + j >= per) break;
+            const int i = (j0 + j) * nthr + threadIdx.x;
+            const bool in = i < total;
+            const int row = in ? i / cpr : 0, c = in ? i % cpr : 0;
+            const bool real = in && row < p.n;
+            if (NORM && real) {
+                xv[j] = gemv_norm_chunk(xv[j], gm[j], sc[row]);
+                if (store_h)
+                    *reinterpret_cast<uint4 *>(p.h_out + (size_t)row * p.in_dim + 8 * c) = xv[j];
+            }
+            qi8_chunk<TYPE>(xv[j], in, real, row, c, np, xst, sm, meta);
+        }
+    }
+    qi8src xi;
+    xi.np = np;
+    xi.has0 = g < p.n;
+    xi.hasm = 2 * t < np;
+    xi.q = sm + (size_t)(xi.has0 ? g : 0) * xst + 8 * t;
+    xi.meta = meta + (size_t)(xi.hasm ? 2 * t : 0) * 8;
+    return xi;
+}
+
+/* One group (4 blocks, full) of RT tiles on the int8 x: per block and tile pair one mma; columns
+ * 2t + 1 (c1, c3) only when n > 1 (at n = 1 only column 0 is stored). */
+template <int TYPE, int RT>
+__device__ __forceinline__ void qgroup_i8(float (&acc)[RT][4], const qgrp<TYPE> (&w)[RT],
+                                          const qi8src &xi, int gq, int n) {
+#pragma unroll
+    for (int u = 0; u < 4; u++) {
+        const int b = 4 * gq + u;
+        const uint2 xq =
+            xi.has0 ? *reinterpret_cast<const uint2 *>(xi.q + 32 * b) : make_uint2(0u, 0u);
+        const uint4 m = xi.hasm ? *reinterpret_cast<const uint4 *>(xi.meta + (size_t)b * xi.np * 8)
+                                : make_uint4(0u, (uint32_t)QI8_BIAS, 0u, (uint32_t)QI8_BIAS);
+        const float dx0 = __uint_as_float(m.x), dx1 = __uint_as_float(m.z);
+#pragma unroll
+        for (int r = 0; r < RT; r += 2) {
+            uint32_t a0, a1, a2, a3;
+            if (TYPE == QT_Q8_0) {
+                a0 = w[r].q[2 * u];
+                a2 = w[r].q[2 * u + 1];
+                a1 = w[r + 1].q[2 * u];
+                a3 = w[r + 1].q[2 * u + 1];
+            } else {
+                a0 = w[r].q[u] & 0x0f0f0f0fu;
+                a2 = (w[r].q[u] >> 4) & 0x0f0f0f0fu;
+                a1 = w[r + 1].q[u] & 0x0f0f0f0fu;
+                a3 = (w[r + 1].q[u] >> 4) & 0x0f0f0f0fu;
+            }
+            int c[4] = {(int)m.y, (int)m.w, (int)m.y, (int)m.w};
+            qimma(c, a0, a1, a2, a3, xq.x, xq.y);
+            const float d0 = qscale<TYPE>(w[r], 0, u), d1 = qscale<TYPE>(w[r + 1], 0, u);
+            acc[r][0] = fmaf(d0 * dx0, __int_as_float(c[0]) - QI8_BIAS_F, acc[r][0]);
+            acc[r + 1][0] = fmaf(d1 * dx0, __int_as_float(c[2]) - QI8_BIAS_F, acc[r + 1][0]);
+            if (n > 1) {
+                acc[r][1] = fmaf(d0 * dx1, __int_as_float(c[1]) - QI8_BIAS_F, acc[r][1]);
+                acc[r + 1][1] = fmaf(d1 * dx1, __int_as_float(c[3]) - QI8_BIAS_F, acc[r + 1][1]);
+            }
+        }
+    }
+}
+
 /* One group of RT tiles: a full group's 4 blocks without branches between them (so their loads
  * and math interleave), a partial group's block by block. */
 template <int TYPE, int RT, bool NORM, bool R16, bool SW>

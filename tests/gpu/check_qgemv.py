@@ -54,7 +54,13 @@ multiplies exact integers q by bf16 x (exact products in fp32), each block's sum
 fp32 d once (Q4_1 / Q5_1: plus m times the block's fp32 Σx; Q4_K / Q5_K: the fp32 d·sc_j, plus −dmin·m_j times
 Σx, both exact products; Q6_K / Q3_K: each 16-element half's sum times its exact fp32 d·sc; Q2_K:
 that plus each half's −dmin·m times its Σx), and the sums
-are fp32; x is not quantized.
+are fp32; x is not quantized. The calls on int8 activations (the i8 variants; the picks of Q8_0 /
+Q4_0 at n <= 8 unless FLASHGEN_QGEMV_I8=0; fg_qgemv_variant_i8 says which) are judged against the
+fp64 products of W with x as they round it (quant_x_i8: q · d exactly), under the same bounds: the
+block's integer sum is exact and is scaled by the fp32 d_w · d_x once, so what is left is the fp32
+rounding the bounds already allow; a wrong order of the bytes or a wrong d is far past them (one
+stray q on a large weight is past them too: 2026-12-04's first run, whose torch model rounded d
+by a reciprocal, failed 122 calls by a few elements each). A check counts that such calls ran.
 Benchmark (--bench, or --bench-only without the checks): µs per call back to back in a CUDA
 graph (check_gemv.time_graph, weights rotated over copies > 5× L2) of the 8B layer's four GEMVs
 (norm fused in front of q|k|v and gate|up) as bf16 (fg_gemv / fg_gemv_norm on a bf16 weight: the
@@ -71,6 +77,8 @@ import math
 import os
 import sys
 import time
+
+import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import gpu_skip  # noqa: E402
@@ -138,6 +146,7 @@ class Lib:
         lib.fg_qgemv_norm_variant.argtypes = [i, vp, i, vp, vp, f, vp, vp, i, i, i, i, i, vp]
         lib.fg_qgemv_variant_name.restype = C.c_char_p
         lib.fg_qgemv_pick.argtypes = [i, i, i, i, i, i]
+        lib.fg_qgemv_variant_i8.argtypes = [i, i, i, i, i]
         lib.fg_qpack_bytes.argtypes = [i, i, i]
         lib.fg_qpack_bytes.restype = C.c_size_t
         lib.fg_qpack.argtypes = [vp, vp, i, i, i, vp]
@@ -153,6 +162,11 @@ class Lib:
     def qgemv_norm(self, y, y_f32, x, gamma, eps, h, w, wt, n, idim, od, epi):
         return self.lib.fg_qgemv_norm(y, y_f32, x, gamma, eps, h, w, wt, n, idim, od, epi, self.s())
 
+    def picked_i8(self, wt, n, idim, od, epi, norm):
+        """1 when fg_qgemv / fg_qgemv_norm run this call on int8 activations."""
+        v = self.lib.fg_qgemv_pick(wt, n, idim, od, epi, norm)
+        return self.lib.fg_qgemv_variant_i8(v, wt, n, idim, od) == 1
+
     def dequant_host(self, wt, raw_cpu, rows, cols):
         out = torch.empty(rows, cols, dtype=torch.float32)
         if self.lib.gguf_dequantize(wt, raw_cpu.data_ptr(), out.data_ptr(), rows * cols) != 0:
@@ -162,6 +176,21 @@ class Lib:
 
 def fits(wt, idim):
     return idim % BLOCK.get(wt, 32) == 0
+
+
+def quant_x_i8(x):
+    """The int8 activations' x as the kernel rounds it (qgemv_math.cuh, qi8_chunk): per 32-element
+    block of each bf16 row, d = amax / 127 and q = round-half-even(v · (1 / d)), each an IEEE fp32
+    operation as the kernel's (numpy float32: torch's division by a scalar multiplies by its
+    reciprocal, which rounds d differently now and then); returned dequantized, q · d in fp64
+    (exact), (rows, cols), on x's device."""
+    xf = x.float().cpu().numpy().reshape(x.shape[0], -1, 32)
+    d = np.abs(xf).max(-1, keepdims=True) / np.float32(127.0)
+    with np.errstate(divide="ignore"):
+        inv = np.where(d != 0, np.float32(1.0) / d, np.float32(0.0)).astype(np.float32)
+    q = np.rint(xf * inv)
+    assert q.dtype == np.float32 and d.dtype == np.float32 and bool((np.abs(q) <= 127).all())
+    return torch.from_numpy(q.astype(np.float64) * d.astype(np.float64)).view(x.shape[0], -1).to(x.device)
 
 
 def random_k_blocks(rows, cols, dev, wt=Q4_K):
@@ -257,10 +286,11 @@ class QCase:
         self.packed = pack(g, wt, self.raw, rows, cols)
         self.refs = {}
 
-    def products(self, x, od, epi):
-        key = (x.data_ptr(), od, epi)
+    def products(self, x, od, epi, i8=False):
+        """The fp64 reference of x (i8: of x as the int8 activations round it) times W."""
+        key = (x.data_ptr(), od, epi, i8)
         if key not in self.refs:
-            self.refs[key] = cg.products(x, self.wf, od, epi)
+            self.refs[key] = cg.products(quant_x_i8(x) if i8 else x, self.wf, od, epi)
         return self.refs[key]
 
 
@@ -297,6 +327,7 @@ def run_y(g, qc, x, y0, n, od, epi, y_f32, norm=None, h=None, call=None):
 class Report:
     def __init__(self):
         self.passed = self.failed = 0
+        self.i8 = 0  # checks of calls on int8 activations (against quant_x_i8's x)
         self.worst = {}
 
     def add(self, ok, tag, rel=None, why=""):
@@ -322,8 +353,8 @@ class Report:
         return 0 if self.failed == 0 else 1
 
 
-def ref_of(qc, x, y0, n, od, epi, y_f32):
-    dot, mag = qc.products(x, od, epi)
+def ref_of(qc, x, y0, n, od, epi, y_f32, i8=False):
+    dot, mag = qc.products(x, od, epi, i8)
     r = dot[:n]
     if epi == ADD:
         r = r + (y0[:n].float() if y_f32 else y0[:n]).double()
@@ -366,8 +397,12 @@ def check_shapes(g, rep, dev):
                     if why:
                         rep.add(False, tag, None, why)
                         continue
-                    ref, mag = ref_of(qc, x, y0s[o], n, o, e, f)
+                    i8 = g.picked_i8(wt, n, idim, o, e, 0)
+                    ref, mag = ref_of(qc, x, y0s[o], n, o, e, f, i8)
                     ok, rel, why = cg.judge(y, ref, mag, f, e)
+                    if i8:
+                        tag += " i8"
+                        rep.i8 += 1
                     rep.add(ok, tag, rel, why)
             # determinism and graph replay on the shape's epilogue at n = MAXN
             y1, _ = run_y(g, qc, x, y0s[od], MAXN, od, epi, yf)
@@ -556,8 +591,12 @@ def check_norm(g, rep, dev):
                     if not torch.equal(h, h16[:n]) or not bool((hb[n * idim:] == 12345.0).all()):
                         rep.add(False, tag, None, "h rows differ from the n=16 call's / guard")
                         continue
-                    ref, mag = ref_of(qc, h16, y0, n, od, epi, f)
+                    i8 = g.picked_i8(wt, n, idim, od, epi, 1)
+                    ref, mag = ref_of(qc, h16, y0, n, od, epi, f, i8)
                     ok, rel, why = cg.judge(y, ref, mag, f, epi)
+                    if i8:
+                        tag += " i8"
+                        rep.i8 += 1
                     rep.add(ok, tag, rel, why)
             del qc
 
@@ -673,6 +712,10 @@ def check_variants(g, rep, dev):
                             if not torch.equal(y, y_v0[(n, norm)]):
                                 rep.add(False, tag, None, "y differs from variant 0's bits")
                                 continue
+                        i8 = g.lib.fg_qgemv_variant_i8(v, wt, n, idim, od) == 1
+                        if i8:
+                            xin = quant_x_i8(xin)
+                            rep.i8 += 1
                         dot, mag = cg.products(xin, qc.wf, od, epi)
                         ref = dot + (y0[:n].double() if epi == ADD else 0.0)
                         ok, rel, why = cg.judge(y, ref, mag, 0, epi)
@@ -692,7 +735,7 @@ def check_stress(g, rep, dev, reps):
     first launch of each kernel in this process is among them."""
     nv = g.lib.fg_qgemv_n_variants()
     names = [g.lib.fg_qgemv_variant_name(v).decode() for v in range(nv)]
-    vs = [0] + [v for v in range(nv) if names[v].startswith("bulk_")]
+    vs = [0] + [v for v in range(nv) if names[v].startswith(("bulk_", "i8_"))]
     for wt, (tname, _, _) in TYPES.items():
         for name, od, idim, epi, norm in STRESS_SHAPES:
             rows = 2 * od if epi == SWIGLU else od
@@ -719,7 +762,7 @@ def check_stress(g, rep, dev, reps):
                     if st != 0:
                         rep.add(False, tag, None, f"status {st}")
                         continue
-                    same_bits = v == 0 or "_kw8_" in names[v]
+                    same_bits = v == 0 or (names[v].startswith("bulk_") and "_kw8_" in names[v])
                     ref = base.setdefault(n, ys[0].clone()) if same_bits else ys[0]
                     bad = (ys != ref).reshape(reps, -1).sum(1)
                     nbad = int((bad > 0).sum())
@@ -829,6 +872,10 @@ def main():
     check_shapes(g, rep, dev)
     check_norm(g, rep, dev)
     check_variants(g, rep, dev)
+    # the i8 variants serve Q8_0 / Q4_0 at n = 1 and 9 > 8 falls back: some calls must have run
+    # on int8 activations (and, unless FLASHGEN_QGEMV_I8=0, some picked ones)
+    rep.add(rep.i8 > 0, "int8-activation calls checked", None, f"{rep.i8}")
+    print(f"{rep.i8} of the checks were of calls on int8 activations", flush=True)
     rep.print_worst(40, t0)
     if a.bench:
         run_bench(g, dev)
