@@ -639,14 +639,14 @@ struct qgemv_variant {
             nullptr, nullptr                                                                       \
         }                                                                                          \
     }
-/* (the rows of qtype_index: Q8_0, Q4_0, then the types it does not serve) */
+/* (the rows of qtype_index: Q8_0, Q4_0, Q4_1, Q4_K, then the types it does not serve) */
 #define QG_VI(RT, KW, ST, MB, TWIN)                                                                \
     {                                                                                              \
         "i8_rt" #RT "_kw" #KW "_st" #ST "_mb" #MB, RT, KW, ST, 1,                                  \
             {QG_IT(QT_Q8_0, RT, KW, ST, MB),                                                       \
              QG_IT(QT_Q4_0, RT, KW, ST, MB),                                                       \
-             QG_NT,                                                                                \
-             QG_NT,                                                                                \
+             QG_IT(QT_Q4_1, RT, KW, ST, MB),                                                       \
+             QG_IT(QT_Q4_K, RT, KW, ST, MB),                                                       \
              QG_NT,                                                                                \
              QG_NT,                                                                                \
              QG_NT,                                                                                \
@@ -762,11 +762,12 @@ enum {
  * is 21 KB, n = 8 of a 4096-wide row 41 KB). */
 #define QG_I8_MAX (64 * 1024)
 
-/* The calls the i8 variants serve: Q8_0 and Q4_0, n <= 8, the bulk kernel's shapes (whole groups
- * and tiles), the quantized x within QG_I8_MAX. */
+/* The calls the i8 variants serve: Q8_0, Q4_0, Q4_1 and Q4_K, n <= 8, the bulk kernel's shapes
+ * (whole groups and tiles), the quantized x within QG_I8_MAX. */
 static int qgemv_i8_serves(int wtype, int n, int in_dim, int out_dim) {
-    return (wtype == QT_Q8_0 || wtype == QT_Q4_0) && n >= 1 && n <= 8 && in_dim % 128 == 0 &&
-           out_dim % 8 == 0 && qi8_bytes(n, in_dim) <= QG_I8_MAX;
+    return (wtype == QT_Q8_0 || wtype == QT_Q4_0 || wtype == QT_Q4_1 || wtype == QT_Q4_K) &&
+           n >= 1 && n <= 8 && in_dim % 128 == 0 && out_dim % 8 == 0 &&
+           qi8_bytes(n, in_dim) <= QG_I8_MAX;
 }
 
 /* FLASHGEN_QGEMV_I8=0: the picks stay on bf16 activations (an A/B knob; read once). */
@@ -790,7 +791,9 @@ static int qgemv_pick_bf16(int wtype, int n, int in_dim, int out_dim, int epilog
  * bench/results/qgemv_i8_h200_2026-12-04.log (µs per call in a CUDA graph, the 8B layer, n = 1,
  * every variant), the fused-norm calls at n = 1 — Q8_0 q|k|v i8_rt2_kw8_st4_mb2 10.97 against the
  * best bf16 variant's 12.76, gate|up 31.51 against 36.84; Q4_0 gate|up i8_rt4_kw8_st3_mb2 22.94
- * against 25.65 (its q|k|v 9.30 against 8.74: bf16). Not the o and down projections (no norm:
+ * against 25.65 (its q|k|v 9.30 against 8.74: bf16); and from qgemv_i8_q4k_h200_2026-12-04.log,
+ * i8_rt4_kw8_st3_mb2 for Q4_1 (q|k|v 9.58 against 10.09, gate|up 24.34 against 29.50) and Q4_K
+ * (10.24 against 10.91, 27.16 against 34.63). Not the o and down projections (no norm:
  * every block quantizing the whole x costs more than it saves, 6.54 / 17.32 against 5.56 /
  * 14.84 for Q4_0), nor n = 8 (within 1 % or slower). */
 extern "C" int fg_qgemv_pick(int wtype, int n, int in_dim, int out_dim, int epilogue, int norm) {
@@ -798,7 +801,8 @@ extern "C" int fg_qgemv_pick(int wtype, int n, int in_dim, int out_dim, int epil
     if (v < 0 || n != 1 || !norm || !qgemv_i8_on() || !qgemv_i8_serves(wtype, n, in_dim, out_dim))
         return v;
     if (wtype == QT_Q8_0) return QG_PICK_I8;
-    return epilogue == FG_GEMV_SWIGLU ? QG_PICK_I8_RT4 : v;
+    if (wtype == QT_Q4_0) return epilogue == FG_GEMV_SWIGLU ? QG_PICK_I8_RT4 : v;
+    return QG_PICK_I8_RT4; /* Q4_1, Q4_K */
 }
 
 static int qgemv_pick_bf16(int wtype, int n, int in_dim, int out_dim, int epilogue, int norm) {

@@ -28,9 +28,10 @@
  * −dmin·m_j formed in fp32 from the resident fp16 and 6-bit integers, never rounded to fp16; Q6_K,
  * Q3_K, Q2_K: each 16-element half of a block summed on its own and scaled by the exact fp32 d·sc;
  * Q2_K plus −dmin·m times the half's Σx).
- * Activations: bf16 (the error is the bf16 GEMV's), except that Q8_0 and Q4_0 calls of n <= 8
- * rows on whole groups and tiles run on int8 activations where the quantized x fits shared
- * memory (fg_qgemv_variant_i8 says which; FLASHGEN_QGEMV_I8=0 turns it off): each 32-element
+ * Activations: bf16 (the error is the bf16 GEMV's), except that the calls the int8 variants
+ * serve (Q8_0, Q4_0, Q4_1, Q4_K; n <= 8 rows on whole groups and tiles, the quantized x within
+ * shared memory) run on int8 activations where fg_qgemv_pick takes them (the fused-norm calls at
+ * n = 1; fg_qgemv_variant_i8 says which; FLASHGEN_QGEMV_I8=0 turns it off): each 32-element
  * block of x (after the fused norm: of h) as llama.cpp's integer kernels quantize it, d = amax /
  * 127 and q = v · (1 / d) rounded to nearest even in fp32, the block's products exact integers
  * (int8 mma), scaled by the fp32 d_w · d_x; the error beyond the bf16 GEMV's is that of x's

@@ -752,17 +752,18 @@ __device__ __forceinline__ void qblock(float (&acc)[RT][4], const qgrp<TYPE> (&w
     }
 }
 
-/* Int8 activations (the i8 variants of qgemv.cu; Q8_0 and Q4_0 weights, n <= 8, SW): each
- * 32-element block of x (or of the normed h) quantized as llama.cpp quantizes activations for its
- * integer kernels (q8_1: d = amax / 127, q = v · (1 / d) rounded to nearest even; fp32, each
- * operation correctly rounded, so tests/gpu/check_qgemv.py's torch model gives the same q), then
- * one mma.m16n8k32 s8 × s8 → s32 per block and 16 W rows: Q8_0's int8 as they lie, Q4_0's nibbles
- * by one mask each (its q − 8 through −8 Σq, below). The mma's k slots are relabelled: lane t's
- * A words hold the 8 elements 8t .. 8t+7 of the block in the packed word's order and its B words
- * the same elements of x in the same order, so the sum is the block's dot product. The int32 sum
- * starts from the integer bits of fp32 1.5 · 2^23 (0x4B400000; Q4_0: minus 8 Σq of the x block),
- * so the result read as fp32 is 1.5 · 2^23 + the exact dot (|dot| < 2^22), one FADD away from
- * the dot; scaled by d_w · d_x (fp32) into the fp32 sums. */
+/* Int8 activations (the i8 variants of qgemv.cu; Q8_0, Q4_0, Q4_1 and Q4_K weights, n <= 8, SW):
+ * each 32-element block of x (or of the normed h) quantized as llama.cpp quantizes activations for
+ * its integer kernels (q8_1: d = amax / 127, q = v · (1 / d) rounded to nearest even; fp32, each
+ * operation correctly rounded, so tests/gpu/check_qgemv.py's model gives the same q), then
+ * one mma.m16n8k32 s8 × s8 → s32 per block and 16 W rows: Q8_0's int8 as they lie, the 4-bit
+ * types' nibbles by one mask each (Q4_0's q − 8 through −8 Σq, below; Q4_1 / Q4_K's min m times
+ * the block's Σx = d_x · Σq, Q4_1's form with Q4_K's d·sc_j and −dmin·m_j, as their bf16 path). The
+ * mma's k slots are relabelled: lane t's A words hold the 8 elements 8t .. 8t+7 of the block in the
+ * packed word's order and its B words the same elements of x in the same order, so the sum is the
+ * block's dot product. The int32 sum starts from the integer bits of fp32 1.5 · 2^23 (0x4B400000;
+ * Q4_0: minus 8 Σq of the x block), so the result read as fp32 is 1.5 · 2^23 + the exact dot (|dot|
+ * < 2^22), one FADD away from the dot; scaled by d_w · d_x (fp32) into the fp32 sums. */
 __device__ __forceinline__ void qimma(int (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2,
                                       uint32_t a3, uint32_t b0, uint32_t b1) {
     asm("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
@@ -774,8 +775,9 @@ __device__ __forceinline__ void qimma(int (&c)[4], uint32_t a0, uint32_t a1, uin
 #define QI8_BIAS 0x4B400000
 #define QI8_BIAS_F 12582912.0f
 
-/* Where a lane finds its quantized x: row g's bytes of block 0 at q (+ 8t), and the (d, bias)
- * words of its accumulator columns 2t, 2t + 1 for block b at meta + b · np · 8 (hasm: 2t < np). */
+/* Where a lane finds its quantized x: row g's bytes of block 0 at q (+ 8t), and the (d, k) words
+ * of its accumulator columns 2t, 2t + 1 for block b at meta + b · np · 8 (hasm: 2t < np): k is the
+ * mma's start (QI8_BIAS; Q4_0 QI8_BIAS − 8 Σq) or, for the types with mins, the fp32 d · Σq. */
 struct qi8src {
     const uint8_t *q, *meta;
     int np;
@@ -827,13 +829,15 @@ __device__ __forceinline__ void qi8_chunk(uint4 xv, bool in, bool real, int row,
     uint32_t b0 = 0u, b1 = 0u;
 #pragma unroll
     for (int j = 0; j < 4; j++) {
-        const int e0 = TYPE == QT_Q4_0 ? o4[j] : j, e1 = TYPE == QT_Q4_0 ? o4[4 + j] : 4 + j;
+        const int e0 = TYPE != QT_Q8_0 ? o4[j] : j, e1 = TYPE != QT_Q8_0 ? o4[4 + j] : 4 + j;
         b0 |= (qb[e0] & 0xffu) << (8 * j);
         b1 |= (qb[e1] & 0xffu) << (8 * j);
     }
     if (real) *reinterpret_cast<uint2 *>(sm + (size_t)row * xst + 8 * c) = make_uint2(b0, b1);
     if (in && (c & 3) == 0) {
-        const uint32_t k = (uint32_t)(TYPE == QT_Q4_0 ? QI8_BIAS - 8 * s : QI8_BIAS);
+        const uint32_t k = qtype<TYPE>::mins
+                               ? __float_as_uint(__fmul_rn(d, (float)s))
+                               : (uint32_t)(TYPE == QT_Q4_0 ? QI8_BIAS - 8 * s : QI8_BIAS);
         *reinterpret_cast<uint2 *>(meta + ((size_t)(c >> 2) * np + row) * 8) =
             make_uint2(__float_as_uint(d), k);
     }
@@ -847,7 +851,7 @@ __device__ __forceinline__ void qi8_chunk(uint4 xv, bool in, bool real, int row,
  * sm (qi8_bytes) by the nthr consumer threads: pass j of a thread takes 16-byte chunk
  * j · nthr + threadIdx.x of the rows (in_dim % 32 == 0 and nthr % 32 == 0: a block's 4 chunks in
  * 4 consecutive lanes). Rows n .. np − 1 get d = 0. Byte order within a lane's 8: Q8_0 the
- * elements', Q4_0 (0, 4, 1, 5 | 2, 6, 3, 7), the order its nibble word's masks give. */
+ * elements', the 4-bit types (0, 4, 1, 5 | 2, 6, 3, 7), the order a nibble word's masks give. */
 template <int TYPE, bool NORM>
 __device__ __forceinline__ qi8src qi8_make(const qgemv_params &p, const float *sc, uint8_t *sm,
                                            int nthr) {
@@ -904,8 +908,9 @@ __device__ __forceinline__ void qgroup_i8(float (&acc)[RT][4], const qgrp<TYPE> 
         const int b = 4 * gq + u;
         const uint2 xq =
             xi.has0 ? *reinterpret_cast<const uint2 *>(xi.q + 32 * b) : make_uint2(0u, 0u);
+        const uint32_t k_none = qtype<TYPE>::mins ? 0u : (uint32_t)QI8_BIAS; /* (columns >= np) */
         const uint4 m = xi.hasm ? *reinterpret_cast<const uint4 *>(xi.meta + (size_t)b * xi.np * 8)
-                                : make_uint4(0u, (uint32_t)QI8_BIAS, 0u, (uint32_t)QI8_BIAS);
+                                : make_uint4(0u, k_none, 0u, k_none);
         const float dx0 = __uint_as_float(m.x), dx1 = __uint_as_float(m.z);
 #pragma unroll
         for (int r = 0; r < RT; r += 2) {
@@ -921,7 +926,9 @@ __device__ __forceinline__ void qgroup_i8(float (&acc)[RT][4], const qgrp<TYPE> 
                 a1 = w[r + 1].q[u] & 0x0f0f0f0fu;
                 a3 = (w[r + 1].q[u] >> 4) & 0x0f0f0f0fu;
             }
-            int c[4] = {(int)m.y, (int)m.w, (int)m.y, (int)m.w};
+            constexpr bool MN = qtype<TYPE>::mins;
+            const int k0 = MN ? QI8_BIAS : (int)m.y, k1 = MN ? QI8_BIAS : (int)m.w;
+            int c[4] = {k0, k1, k0, k1};
             qimma(c, a0, a1, a2, a3, xq.x, xq.y);
             const float d0 = qscale<TYPE>(w[r], 0, u), d1 = qscale<TYPE>(w[r + 1], 0, u);
             acc[r][0] = fmaf(d0 * dx0, __int_as_float(c[0]) - QI8_BIAS_F, acc[r][0]);
@@ -929,6 +936,15 @@ __device__ __forceinline__ void qgroup_i8(float (&acc)[RT][4], const qgrp<TYPE> 
             if (n > 1) {
                 acc[r][1] = fmaf(d0 * dx1, __int_as_float(c[1]) - QI8_BIAS_F, acc[r][1]);
                 acc[r + 1][1] = fmaf(d1 * dx1, __int_as_float(c[3]) - QI8_BIAS_F, acc[r + 1][1]);
+            }
+            if (MN) { /* the min times the block's Σx (d_x · Σq, in m.y / m.w) */
+                const float m0 = qmin<TYPE>(w[r], 0, u), m1 = qmin<TYPE>(w[r + 1], 0, u);
+                acc[r][0] = fmaf(m0, __uint_as_float(m.y), acc[r][0]);
+                acc[r + 1][0] = fmaf(m1, __uint_as_float(m.y), acc[r + 1][0]);
+                if (n > 1) {
+                    acc[r][1] = fmaf(m0, __uint_as_float(m.w), acc[r][1]);
+                    acc[r + 1][1] = fmaf(m1, __uint_as_float(m.w), acc[r + 1][1]);
+                }
             }
         }
     }

@@ -25,8 +25,9 @@ vs alone, and the device's resident bytes against the file's tensor bytes.
 Pass (exit 0) when for every model:
   - gpu_q's error <= 1.5 x gpu_bf16's + 1e-3: both round activations to bf16 and sum in fp32 in
     different orders; gpu_q's weights are exact where gpu_bf16 rounds each one to 8 bits, so it
-    may not be worse than bf16 beyond the summation order (the 1.5 and the 1e-3 floor). Q8_0 and
-    Q4_0 files: <= 1.5 x the larger of gpu_bf16's and cpu_q's + 1e-3, because there the batch-1
+    may not be worse than bf16 beyond the summation order (the 1.5 and the 1e-3 floor). Q8_0,
+    Q4_0, Q4_1 and Q4_K files (and the Q4_K_M mix): <= 1.5 x the larger of gpu_bf16's and cpu_q's +
+    1e-3, because there the batch-1
     q|k|v and gate|up GEMVs round their activations to int8 per 32 elements (kernels/qgemv.h), as
     cpu_q's dot products do (and llama.cpp's): the error that rounding adds is cpu_q's kind, not
     bf16's (2026-12-04, H200: small_q8_0 gpu_q 2.12e-2 against gpu_bf16 1.22e-2, cpu_q 1.92e-2;
@@ -200,8 +201,8 @@ def check_model(a, work, tok, shape, typ, tied, prompts, n_prompts, vocab):
     if not ok:
         return False
     q, bf, cq = res["gpu_q"], res["gpu_bf16"], res["cpu_q"]
-    # Q8_0 / Q4_0: batch-1 fused-norm GEMVs on int8 activations (kernels/qgemv.h), unless turned off
-    i8 = typ in ("q8_0", "q4_0") and os.environ.get("FLASHGEN_QGEMV_I8", "1") != "0"
+    # batch-1 fused-norm GEMVs on int8 activations (kernels/qgemv.h), unless turned off
+    i8 = typ in I8_TYPES and os.environ.get("FLASHGEN_QGEMV_I8", "1") != "0"
     err_bound = 1.5 * (max(bf["err"], cq["err"]) if i8 else bf["err"]) + 1e-3
     checks = [
         ("gpu_q logits finite", q["finite"]),
@@ -226,15 +227,16 @@ def check_model(a, work, tok, shape, typ, tied, prompts, n_prompts, vocab):
 # batches 1 and 8 on bf16 activations against the default int8 ones (kernels/qgemv.h)
 SCRATCH = {"FLASHGEN_QGEMM_ROWS": "0"}
 BF16_X = {"FLASHGEN_QGEMV_I8": "0"}
+I8_TYPES = ("q8_0", "q4_0", "q4_1", "q4_k", "q4_k_m")  # files whose GEMVs take int8 x somewhere
 BENCH_RUNS = (("f16", "bf16", "1,8,16,32,64", None), ("q8_0", "quantized", "1,8,16,32,64", None),
               ("q8_0", "quantized", "32,64", SCRATCH), ("q8_0", "quantized", "1,8", BF16_X),
               ("q4_0", "quantized", "1,8,16,32,64", None),
               ("q4_0", "quantized", "32,64", SCRATCH), ("q4_0", "quantized", "1,8", BF16_X),
               ("q5_0", "quantized", "1,8,16,32,64", None),
-              ("q4_k", "quantized", "1,8,16,32,64", None),
+              ("q4_k", "quantized", "1,8,16,32,64", None), ("q4_k", "quantized", "1,8", BF16_X),
               ("q5_k", "quantized", "1,8,16,32,64", None),
               ("q4_k_m", "quantized", "1,8,16,32,64", None),
-              ("q4_k_m", "quantized", "32,64", SCRATCH))
+              ("q4_k_m", "quantized", "32,64", SCRATCH), ("q4_k_m", "quantized", "1,8", BF16_X))
 
 
 def peer_bench(exe, model):
