@@ -54,8 +54,9 @@ multiplies exact integers q by bf16 x (exact products in fp32), each block's sum
 fp32 d once (Q4_1 / Q5_1: plus m times the block's fp32 Σx; Q4_K / Q5_K: the fp32 d·sc_j, plus −dmin·m_j times
 Σx, both exact products; Q6_K / Q3_K: each 16-element half's sum times its exact fp32 d·sc; Q2_K:
 that plus each half's −dmin·m times its Σx), and the sums
-are fp32; x is not quantized. The calls on int8 activations (the i8 variants; the picks of Q8_0 /
-Q4_0 at n <= 8 unless FLASHGEN_QGEMV_I8=0; fg_qgemv_variant_i8 says which) are judged against the
+are fp32; x is not quantized. The calls on int8 activations (the i8 variants on Q8_0 / Q4_0 / Q4_1 /
+Q4_K at n <= 8; the picked fused-norm calls of those types at n = 1 unless FLASHGEN_QGEMV_I8=0;
+fg_qgemv_variant_i8 says which) are judged against the
 fp64 products of W with x as they round it (quant_x_i8: q · d exactly), under the same bounds: the
 block's integer sum is exact and is scaled by the fp32 d_w · d_x once, so what is left is the fp32
 rounding the bounds already allow; a wrong order of the bytes or a wrong d is far past them (one
@@ -872,7 +873,7 @@ def main():
     check_shapes(g, rep, dev)
     check_norm(g, rep, dev)
     check_variants(g, rep, dev)
-    # the i8 variants serve Q8_0 / Q4_0 at n = 1 and 9 > 8 falls back: some calls must have run
+    # the i8 variants serve Q8_0 / Q4_0 / Q4_1 / Q4_K at n = 1 (9 > 8 falls back): some calls must run
     # on int8 activations (and, unless FLASHGEN_QGEMV_I8=0, some picked ones)
     rep.add(rep.i8 > 0, "int8-activation calls checked", None, f"{rep.i8}")
     print(f"{rep.i8} of the checks were of calls on int8 activations", flush=True)
