@@ -35,8 +35,10 @@
  * (a lane's 4 blocks one 8-byte word): one PRMT per block spreads them as Q6_K's high bits, a shift
  * and LOPs per pair make bf16 128 + q (Q3_K: with the hmask bit, Q5_x's byte, at bit 2) and one
  * bf16x2 FMA subtracts 132 ((q | h << 2) − 4) or 128 (q); Q2_K's mins add −dmin·m times each
- * half's Σx (the two mma of a pair with the matrix of ones, kept apart). The activations stay bf16:
- * no int8 quantization of x, so the error is the bf16 GEMV's.
+ * half's Σx (the two mma of a pair with the matrix of ones, kept apart). The activations stay bf16
+ * (the error is the bf16 GEMV's), except in the i8 variants of the bulk kernel (Q8_0, Q4_x, Q4_K;
+ * qgemv_math.cuh's qi8_make and qgroup_i8), which round x to int8 per 32 values first and take
+ * the int8 mma; fg_qgemv_pick uses them where they measured faster.
  *
  * Two mappings onto mma.m16n8k16 (template SW). SW (the variants fg_qgemv_pick takes): A = 16 W
  * rows (row g of two 8-row tiles), B = the x chunks of activation rows g (the n ≤ 8 columns; a
