@@ -590,9 +590,8 @@ struct qgemv_variant {
     int rt, kw, stages;
     int bulk;             /* qgemv_bulk_kernel (stages: its ring's) */
     qgemv_fn k[10][2][2]; /* type (qtype_index), NORM, R16 */
-    int i8;   /* int8 activations (Q8_0 and Q4_0, n <= 8: qgemv_i8_serves; NULL kernels else) */
-    int twin; /* i8: the bf16-activation variant of the same shape, for the calls it does not serve
-               */
+    int i8;   /* int8 x (Q8_0, Q4_0, Q4_1, Q4_K; n <= 8: qgemv_i8_serves; NULL kernels else) */
+    int twin; /* i8: the bf16-x variant of the same shape, for the calls it does not serve */
 };
 
 #define QG_K(T, RT, KW, MB, PF, S, SW, NORM, R16)                                                  \
